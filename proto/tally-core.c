@@ -1,0 +1,670 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "tally-core.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define LABEL_PREFIX "tally/v1/"
+
+GBytes *
+tally_message_pack (const ProtobufCMessage *msg)
+{
+  g_return_val_if_fail (msg != NULL, NULL);
+
+  gsize len = protobuf_c_message_get_packed_size (msg);
+  guint8 *buf = g_malloc (len ? len : 1);
+  protobuf_c_message_pack (msg, buf);
+  return g_bytes_new_take (buf, len);
+}
+
+ProtobufCMessage *
+tally_message_unpack (const ProtobufCMessageDescriptor *desc,
+                      const guint8 *data,
+                      gsize len,
+                      const char *what,
+                      GError **error)
+{
+  g_return_val_if_fail (desc != NULL, NULL);
+
+  ProtobufCMessage *msg = protobuf_c_message_unpack (desc, NULL, len, data);
+  if (msg == NULL)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "%s: not a valid %s message", what,
+                 desc->short_name);
+  return msg;
+}
+
+/* --- hashing --- */
+
+void
+tally_hash_init (TallyHash *h, const char *label, gsize out_len)
+{
+  g_return_if_fail (out_len >= crypto_generichash_BYTES_MIN &&
+                    out_len <= crypto_generichash_BYTES_MAX);
+
+  h->out_len = out_len;
+  crypto_generichash_init (&h->state, NULL, 0, out_len);
+  crypto_generichash_update (&h->state, (const guint8 *) LABEL_PREFIX, strlen (LABEL_PREFIX));
+  crypto_generichash_update (&h->state, (const guint8 *) label, strlen (label) + 1);
+}
+
+void
+tally_hash_update (TallyHash *h, const void *data, gsize len)
+{
+  if (len > 0)
+    crypto_generichash_update (&h->state, data, len);
+}
+
+void
+tally_hash_update_u64 (TallyHash *h, guint64 v)
+{
+  guint64 be = GUINT64_TO_BE (v);
+  crypto_generichash_update (&h->state, (const guint8 *) &be, sizeof be);
+}
+
+void
+tally_hash_update_prefixed (TallyHash *h, const void *data, gsize len)
+{
+  guint32 be = GUINT32_TO_BE ((guint32) len);
+  crypto_generichash_update (&h->state, (const guint8 *) &be, sizeof be);
+  tally_hash_update (h, data, len);
+}
+
+void
+tally_hash_final (TallyHash *h, guint8 *out)
+{
+  crypto_generichash_final (&h->state, out, h->out_len);
+  sodium_memzero (&h->state, sizeof h->state);
+}
+
+void
+tally_hash (const char *label, const void *data, gsize len, guint8 out[TALLY_HASH_BYTES])
+{
+  TallyHash h;
+  tally_hash_init (&h, label, TALLY_HASH_BYTES);
+  tally_hash_update (&h, data, len);
+  tally_hash_final (&h, out);
+}
+
+static void
+hash16 (const char *label, const guint8 *data, gsize len, guint8 out[TALLY_ID_BYTES])
+{
+  TallyHash h;
+  tally_hash_init (&h, label, TALLY_ID_BYTES);
+  tally_hash_update (&h, data, len);
+  tally_hash_final (&h, out);
+}
+
+void
+tally_register_id_from_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                            guint8 id[TALLY_ID_BYTES])
+{
+  hash16 ("register-id", public_key, TALLY_PUBLIC_KEY_BYTES, id);
+}
+
+void
+tally_key_id_from_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES], guint8 id[TALLY_ID_BYTES])
+{
+  hash16 ("key-id", public_key, TALLY_PUBLIC_KEY_BYTES, id);
+}
+
+void
+tally_chain_genesis (const guint8 register_id[TALLY_ID_BYTES], guint8 out[TALLY_HASH_BYTES])
+{
+  tally_hash ("chain-genesis", register_id, TALLY_ID_BYTES, out);
+}
+
+void
+tally_chain_next (const guint8 prev[TALLY_HASH_BYTES],
+                  const guint8 entry_hash[TALLY_HASH_BYTES],
+                  guint8 out[TALLY_HASH_BYTES])
+{
+  TallyHash h;
+  tally_hash_init (&h, "chain", TALLY_HASH_BYTES);
+  tally_hash_update (&h, prev, TALLY_HASH_BYTES);
+  tally_hash_update (&h, entry_hash, TALLY_HASH_BYTES);
+  tally_hash_final (&h, out);
+}
+
+/* --- envelopes --- */
+
+const char *
+tally_context_label (Tally__SignatureContext ctx)
+{
+  switch (ctx) {
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_UNSPECIFIED: return NULL;
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET: return "issuer-key-set";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE:
+    return "register-certificate";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_LOAD_VOUCHER: return "load-voucher";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION: return "deposit-permission";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT: return "receipt";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REVOCATION_LIST: return "revocation-list";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE:
+    return "reconciliation-bundle";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT:
+    return "reconciliation-result";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND: return "defund";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF: return "fraud-proof";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_OFFER: return "handshake-offer";
+  case TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_PAY: return "handshake-pay";
+  case _TALLY__SIGNATURE_CONTEXT_IS_INT_SIZE: return NULL;
+  }
+  return NULL;
+}
+
+/* Builds "tally/v1/" || label || 0x00 || data: the exact bytes signed. */
+static guint8 *
+signed_message (Tally__SignatureContext ctx, const guint8 *data, gsize len, gsize *out_len)
+{
+  const char *label = tally_context_label (ctx);
+  g_return_val_if_fail (label != NULL, NULL);
+
+  gsize prefix = strlen (LABEL_PREFIX), label_len = strlen (label);
+  *out_len = prefix + label_len + 1 + len;
+  guint8 *m = g_malloc (*out_len);
+  memcpy (m, LABEL_PREFIX, prefix);
+  memcpy (m + prefix, label, label_len);
+  m[prefix + label_len] = 0;
+  if (len > 0)
+    memcpy (m + prefix + label_len + 1, data, len);
+  return m;
+}
+
+void
+tally_sign_detached (Tally__SignatureContext ctx,
+                     const guint8 *data,
+                     gsize len,
+                     const guint8 secret_key[TALLY_SECRET_KEY_BYTES],
+                     guint8 signature[TALLY_SIGNATURE_BYTES])
+{
+  gsize mlen;
+  g_autofree guint8 *m = signed_message (ctx, data, len, &mlen);
+  g_return_if_fail (m != NULL);
+  crypto_sign_detached (signature, NULL, m, mlen, secret_key);
+}
+
+gboolean
+tally_verify_detached (Tally__SignatureContext ctx,
+                       const guint8 *data,
+                       gsize len,
+                       const guint8 *signature,
+                       gsize signature_len,
+                       const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                       GError **error)
+{
+  const char *label = tally_context_label (ctx);
+  g_return_val_if_fail (label != NULL, FALSE);
+
+  if (signature_len != TALLY_SIGNATURE_BYTES) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_BAD_SIGNATURE,
+                 "%s: signature is %zu bytes, expected %d", label, signature_len,
+                 TALLY_SIGNATURE_BYTES);
+    return FALSE;
+  }
+  gsize mlen;
+  g_autofree guint8 *m = signed_message (ctx, data, len, &mlen);
+  if (crypto_sign_verify_detached (signature, m, mlen, public_key) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_BAD_SIGNATURE, "%s: signature does not verify",
+                 label);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+GBytes *
+tally_envelope_sign (Tally__SignatureContext ctx,
+                     const guint8 *body,
+                     gsize body_len,
+                     const guint8 secret_key[TALLY_SECRET_KEY_BYTES])
+{
+  guint8 sig[TALLY_SIGNATURE_BYTES];
+  tally_sign_detached (ctx, body, body_len, secret_key, sig);
+
+  Tally__SignedEnvelope env = TALLY__SIGNED_ENVELOPE__INIT;
+  env.context = ctx;
+  env.body.data = (guint8 *) body;
+  env.body.len = body_len;
+  env.signature.data = sig;
+  env.signature.len = sizeof sig;
+  return tally_message_pack (&env.base);
+}
+
+Tally__SignedEnvelope *
+tally_envelope_decode (const guint8 *data, gsize len, GError **error)
+{
+  return TALLY_UNPACK (Tally__SignedEnvelope, tally__signed_envelope, data, len, "envelope", error);
+}
+
+gboolean
+tally_envelope_verify (const Tally__SignedEnvelope *env,
+                       Tally__SignatureContext ctx,
+                       const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                       GError **error)
+{
+  if (env == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "%s: envelope missing",
+                 tally_context_label (ctx));
+    return FALSE;
+  }
+  if (env->context != ctx) {
+    const char *got = tally_context_label (env->context);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_CONTEXT,
+                 "envelope signed as \"%s\", expected \"%s\"", got ? got : "unknown",
+                 tally_context_label (ctx));
+    return FALSE;
+  }
+  return tally_verify_detached (ctx, env->body.data, env->body.len, env->signature.data,
+                                env->signature.len, public_key, error);
+}
+
+void
+tally_envelope_body_hash (const Tally__SignedEnvelope *env, guint8 out[TALLY_HASH_BYTES])
+{
+  const char *label = tally_context_label (env->context);
+  tally_hash (label ? label : "unknown", env->body.data, env->body.len, out);
+}
+
+GBytes *
+tally_envelope_pack (const Tally__SignedEnvelope *env)
+{
+  return tally_message_pack (&env->base);
+}
+
+Tally__SignedEnvelope *
+tally_envelope_copy (const Tally__SignedEnvelope *env)
+{
+  g_autoptr (GBytes) b = tally_envelope_pack (env);
+  gsize len;
+  const guint8 *d = g_bytes_get_data (b, &len);
+  return tally_envelope_decode (d, len, NULL);
+}
+
+/* --- amounts --- */
+
+gboolean
+tally_currency_is_valid (const char *currency)
+{
+  if (currency == NULL)
+    return FALSE;
+  gsize n = strlen (currency);
+  if (n < 3 || n > 8)
+    return FALSE;
+  for (gsize i = 0; i < n; i++)
+    if (currency[i] < 'A' || currency[i] > 'Z')
+      return FALSE;
+  return TRUE;
+}
+
+gboolean
+tally_amount_check (const Tally__Amount *amount, const char *currency, GError **error)
+{
+  if (amount == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT, "amount missing");
+    return FALSE;
+  }
+  if (!tally_currency_is_valid (amount->currency)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT, "invalid currency code");
+    return FALSE;
+  }
+  if (currency != NULL && strcmp (amount->currency, currency) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_CURRENCY_MISMATCH,
+                 "amount is in %s, expected %s", amount->currency, currency);
+    return FALSE;
+  }
+  if (amount->value <= 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
+                 "amount %" G_GINT64_FORMAT " is not positive", amount->value);
+    return FALSE;
+  }
+  if (amount->value > TALLY_AMOUNT_MAX) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_OVERFLOW,
+                 "amount %" G_GINT64_FORMAT " exceeds the maximum", amount->value);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+tally_amount_add (gint64 a, gint64 b, gint64 *out, GError **error)
+{
+  /* Inputs are bounded by TALLY_AMOUNT_MAX, so the sum cannot wrap. */
+  if (a > TALLY_AMOUNT_MAX || a < -TALLY_AMOUNT_MAX || b > TALLY_AMOUNT_MAX ||
+      b < -TALLY_AMOUNT_MAX) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_OVERFLOW, "amount out of range");
+    return FALSE;
+  }
+  gint64 sum = a + b;
+  if (sum > TALLY_AMOUNT_MAX) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_OVERFLOW, "sum exceeds the maximum amount");
+    return FALSE;
+  }
+  if (sum < 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INSUFFICIENT_FUNDS, "balance would go negative");
+    return FALSE;
+  }
+  *out = sum;
+  return TRUE;
+}
+
+char *
+tally_amount_format (gint64 value, const char *currency)
+{
+  const char *sign = value < 0 ? "-" : "";
+  guint64 v = value < 0 ? (guint64) (-(value + 1)) + 1 : (guint64) value;
+  return g_strdup_printf ("%s%" G_GUINT64_FORMAT ".%02u %s", sign, v / 100, (unsigned) (v % 100),
+                          currency ? currency : "");
+}
+
+gboolean
+tally_amount_parse (const char *text, gint64 *out, GError **error)
+{
+  g_return_val_if_fail (out != NULL, FALSE);
+
+  if (text == NULL || *text == '\0')
+    goto bad;
+  const char *p = text;
+  guint64 whole = 0, frac = 0;
+  int frac_digits = 0;
+  for (; *p >= '0' && *p <= '9'; p++) {
+    whole = whole * 10 + (guint64) (*p - '0');
+    if (whole > (guint64) TALLY_AMOUNT_MAX / 100)
+      goto bad;
+  }
+  if (p == text)
+    goto bad;
+  if (*p == '.') {
+    p++;
+    for (; *p >= '0' && *p <= '9'; p++) {
+      if (++frac_digits > 2)
+        goto bad;
+      frac = frac * 10 + (guint64) (*p - '0');
+    }
+    if (frac_digits == 0)
+      goto bad;
+    if (frac_digits == 1)
+      frac *= 10;
+  }
+  if (*p != '\0')
+    goto bad;
+  *out = (gint64) (whole * 100 + frac);
+  if (*out <= 0)
+    goto bad;
+  return TRUE;
+
+bad:
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
+               "\"%s\" is not a positive amount like 12 or 12.50", text ? text : "");
+  return FALSE;
+}
+
+/* --- issuer-signed objects --- */
+
+gboolean
+tally_check_bytes (const ProtobufCBinaryData *field, gsize len, const char *what, GError **error)
+{
+  if (field->len != len || (len > 0 && field->data == NULL)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "%s is %zu bytes, expected %zu", what,
+                 field->len, len);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+check_issuer_key_id (const ProtobufCBinaryData *key_id,
+                     const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                     const char *what,
+                     GError **error)
+{
+  guint8 expect[TALLY_ID_BYTES];
+  tally_key_id_from_key (issuer_key, expect);
+  if (!tally_check_bytes (key_id, TALLY_ID_BYTES, what, error))
+    return FALSE;
+  if (sodium_memcmp (key_id->data, expect, TALLY_ID_BYTES) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_ISSUER, "%s names another issuer", what);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+Tally__RegisterCertificate *
+tally_certificate_verify_any_time (const Tally__SignedEnvelope *env,
+                                   const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                   GError **error)
+{
+  /* Check the issuer key id first: a certificate from another issuer
+   * should say so rather than merely fail its signature. */
+  if (env != NULL && env->context == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE) {
+    g_autoptr (Tally__RegisterCertificate) peek = TALLY_UNPACK (
+      Tally__RegisterCertificate, tally__register_certificate, env->body.data, env->body.len,
+      "certificate", NULL);
+    if (peek != NULL &&
+        !check_issuer_key_id (&peek->issuer_key_id, issuer_key, "certificate", error))
+      return NULL;
+  }
+  if (!tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE,
+                              issuer_key, error))
+    return NULL;
+
+  g_autoptr (Tally__RegisterCertificate) cert = TALLY_UNPACK (
+    Tally__RegisterCertificate, tally__register_certificate, env->body.data, env->body.len,
+    "certificate", error);
+  if (cert == NULL)
+    return NULL;
+  if (!check_issuer_key_id (&cert->issuer_key_id, issuer_key, "certificate", error) ||
+      !tally_check_bytes (&cert->register_public_key, TALLY_PUBLIC_KEY_BYTES,
+                          "certificate register key", error) ||
+      !tally_check_bytes (&cert->register_id, TALLY_ID_BYTES, "certificate register id", error))
+    return NULL;
+
+  guint8 id[TALLY_ID_BYTES];
+  tally_register_id_from_key (cert->register_public_key.data, id);
+  if (memcmp (id, cert->register_id.data, TALLY_ID_BYTES) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "certificate register id does not match its key");
+    return NULL;
+  }
+  if (!tally_currency_is_valid (cert->currency)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "certificate currency is invalid");
+    return NULL;
+  }
+  const Tally__Limits *l = cert->limits;
+  if (l == NULL || l->max_payment <= 0 || l->max_payment > TALLY_AMOUNT_MAX ||
+      l->balance_cap <= 0 || l->balance_cap > TALLY_AMOUNT_MAX || l->max_offline_payments == 0 ||
+      l->max_offline_seconds == 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "certificate limits are invalid");
+    return NULL;
+  }
+  if (cert->not_before >= cert->not_after) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "certificate validity window is empty");
+    return NULL;
+  }
+  return g_steal_pointer (&cert);
+}
+
+Tally__RegisterCertificate *
+tally_certificate_verify (const Tally__SignedEnvelope *env,
+                          const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                          guint64 now,
+                          GError **error)
+{
+  g_autoptr (Tally__RegisterCertificate) cert =
+    tally_certificate_verify_any_time (env, issuer_key, error);
+  if (cert == NULL)
+    return NULL;
+  if (now < cert->not_before) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_CERT_NOT_YET_VALID,
+                 "certificate is valid from %" G_GUINT64_FORMAT ", now is %" G_GUINT64_FORMAT,
+                 cert->not_before, now);
+    return NULL;
+  }
+  if (now > cert->not_after) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_CERT_EXPIRED,
+                 "certificate expired at %" G_GUINT64_FORMAT ", now is %" G_GUINT64_FORMAT,
+                 cert->not_after, now);
+    return NULL;
+  }
+  return g_steal_pointer (&cert);
+}
+
+Tally__RevocationList *
+tally_revocation_list_verify (const Tally__SignedEnvelope *env,
+                              const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                              GError **error)
+{
+  if (!tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REVOCATION_LIST,
+                              issuer_key, error))
+    return NULL;
+  g_autoptr (Tally__RevocationList) list = TALLY_UNPACK (
+    Tally__RevocationList, tally__revocation_list, env->body.data, env->body.len,
+    "revocation list", error);
+  if (list == NULL || !check_issuer_key_id (&list->issuer_key_id, issuer_key, "revocation list",
+                                            error))
+    return NULL;
+  for (gsize i = 0; i < list->n_revoked_register_ids; i++)
+    if (!tally_check_bytes (&list->revoked_register_ids[i], TALLY_ID_BYTES,
+                            "revoked register id", error))
+      return NULL;
+  return g_steal_pointer (&list);
+}
+
+gboolean
+tally_revocation_list_contains (const Tally__RevocationList *list,
+                                const guint8 register_id[TALLY_ID_BYTES])
+{
+  if (list == NULL)
+    return FALSE;
+  for (gsize i = 0; i < list->n_revoked_register_ids; i++)
+    if (memcmp (list->revoked_register_ids[i].data, register_id, TALLY_ID_BYTES) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+Tally__LoadVoucher *
+tally_voucher_verify (const Tally__SignedEnvelope *env,
+                      const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                      GError **error)
+{
+  if (!tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_LOAD_VOUCHER,
+                              issuer_key, error))
+    return NULL;
+  g_autoptr (Tally__LoadVoucher) v = TALLY_UNPACK (Tally__LoadVoucher, tally__load_voucher,
+                                                   env->body.data, env->body.len, "voucher", error);
+  if (v == NULL ||
+      !check_issuer_key_id (&v->issuer_key_id, issuer_key, "voucher", error) ||
+      !tally_check_bytes (&v->register_id, TALLY_ID_BYTES, "voucher register id", error) ||
+      !tally_amount_check (v->amount, NULL, error))
+    return NULL;
+  if (v->sequence == 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "voucher sequence must start at 1");
+    return NULL;
+  }
+  return g_steal_pointer (&v);
+}
+
+/* --- keys --- */
+
+guint8 *
+tally_secret_key_new (void)
+{
+  guint8 *sk = sodium_malloc (TALLY_SECRET_KEY_BYTES);
+  g_assert (sk != NULL);
+  return sk;
+}
+
+void
+tally_secret_key_free (guint8 *sk)
+{
+  if (sk != NULL)
+    sodium_free (sk); /* zeroes before unmapping */
+}
+
+gboolean
+tally_key_file_write (const char *path,
+                      const guint8 secret_key[TALLY_SECRET_KEY_BYTES],
+                      GError **error)
+{
+  g_autofree char *tmp = g_strconcat (path, ".tmp", NULL);
+  int fd = g_open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    int e = errno;
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "cannot create %s: %s", tmp,
+                 g_strerror (e));
+    return FALSE;
+  }
+  gboolean ok = fchmod (fd, 0600) == 0 &&
+                write (fd, secret_key, TALLY_SECRET_KEY_BYTES) == TALLY_SECRET_KEY_BYTES &&
+                fsync (fd) == 0;
+  int e = errno;
+  close (fd);
+  if (!ok || g_rename (tmp, path) != 0) {
+    e = ok ? errno : e;
+    g_unlink (tmp);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "cannot write %s: %s", path,
+                 g_strerror (e));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+tally_key_file_read (const char *path, guint8 secret_key[TALLY_SECRET_KEY_BYTES], GError **error)
+{
+  int fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0) {
+    int e = errno;
+    g_set_error (error, TALLY_ERROR, e == ENOENT ? TALLY_ERROR_NOT_FOUND : TALLY_ERROR_STORAGE,
+                 "cannot open key file %s: %s", path, g_strerror (e));
+    return FALSE;
+  }
+  struct stat st;
+  if (fstat (fd, &st) != 0 || (st.st_mode & 0077) != 0) {
+    close (fd);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
+                 "key file %s is readable by others; chmod 600 it", path);
+    return FALSE;
+  }
+  ssize_t n = read (fd, secret_key, TALLY_SECRET_KEY_BYTES);
+  guint8 extra;
+  ssize_t more = read (fd, &extra, 1);
+  close (fd);
+  if (n != TALLY_SECRET_KEY_BYTES || more != 0) {
+    sodium_memzero (secret_key, TALLY_SECRET_KEY_BYTES);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "key file %s is not %d bytes", path,
+                 TALLY_SECRET_KEY_BYTES);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+char *
+tally_hex_encode (const guint8 *data, gsize len)
+{
+  char *hex = g_malloc (len * 2 + 1);
+  sodium_bin2hex (hex, len * 2 + 1, data, len);
+  return hex;
+}
+
+gboolean
+tally_hex_decode (const char *hex, guint8 *out, gsize len, GError **error)
+{
+  size_t got = 0;
+  if (hex == NULL || strlen (hex) != len * 2 ||
+      sodium_hex2bin (out, len, hex, len * 2, NULL, &got, NULL) != 0 || got != len) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                 "expected %zu hex digits", len * 2);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+guint64
+tally_now (void)
+{
+  return (guint64) (g_get_real_time () / G_USEC_PER_SEC);
+}

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The protocol core: wire messages, their signed envelopes, the labelled
+ * hashes every layer uses, amounts, and verification of the objects the
+ * issuer signs.  No I/O beyond key files, no main loop, no D-Bus.
+ */
+
+#include <glib.h>
+#include <sodium.h>
+
+#include "tally-error.h"
+#include "tally.pb-c.h"
+
+G_BEGIN_DECLS
+
+#define TALLY_PROTOCOL_VERSION 1
+
+#define TALLY_PUBLIC_KEY_BYTES 32 /* Ed25519 */
+#define TALLY_SECRET_KEY_BYTES 64 /* Ed25519, libsodium seed||public layout */
+#define TALLY_SIGNATURE_BYTES  64
+#define TALLY_ID_BYTES         16 /* register ids and issuer key ids */
+#define TALLY_HASH_BYTES       32
+#define TALLY_NONCE_BYTES      32
+
+/* Upper bound for any amount or balance: keeps every sum of two in range. */
+#define TALLY_AMOUNT_MAX ((gint64) 1 << 53)
+
+/* --- protobuf-c ownership ------------------------------------------------ */
+
+#define TALLY_DEFINE_MESSAGE_AUTOPTR(Type, prefix)                                                 \
+  static inline void prefix##_free (Type *msg)                                                     \
+  {                                                                                                \
+    prefix##__free_unpacked (msg, NULL);                                                           \
+  }                                                                                                \
+  G_DEFINE_AUTOPTR_CLEANUP_FUNC (Type, prefix##_free)
+
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__SignedEnvelope, tally__signed_envelope)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__Amount, tally__amount)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__IssuerKeySet, tally__issuer_key_set)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__RegisterCertificate, tally__register_certificate)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__LoadVoucher, tally__load_voucher)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__PaymentRequest, tally__payment_request)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__DepositPermission, tally__deposit_permission)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__Receipt, tally__receipt)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__RevocationList, tally__revocation_list)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__DefundRecord, tally__defund_record)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__ReconciliationBundle, tally__reconciliation_bundle)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__ReconciliationResult, tally__reconciliation_result)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__FraudProof, tally__fraud_proof)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__Hello, tally__hello)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__OfferBody, tally__offer_body)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__OfferSealed, tally__offer_sealed)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__PayBody, tally__pay_body)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__PaySealed, tally__pay_sealed)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__ReceiptSealed, tally__receipt_sealed)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__SessionMessage, tally__session_message)
+
+/* Packs any message into a new GBytes. */
+GBytes *tally_message_pack (const ProtobufCMessage *msg);
+
+/* Unpacks @len bytes as @desc, with TALLY_ERROR_MALFORMED naming @what. */
+ProtobufCMessage *tally_message_unpack (const ProtobufCMessageDescriptor *desc,
+                                        const guint8 *data,
+                                        gsize len,
+                                        const char *what,
+                                        GError **error);
+
+#define TALLY_UNPACK(Type, prefix, data, len, what, error)                                         \
+  ((Type *) tally_message_unpack (&prefix##__descriptor, (data), (len), (what), (error)))
+
+/* --- labelled hashing ----------------------------------------------------- */
+
+/*
+ * Every hash in Tally is BLAKE2b over "tally/v1/" || label || 0x00 || input,
+ * with the output length the caller asks for (16..64 bytes).
+ */
+typedef struct
+{
+  crypto_generichash_state state;
+  gsize out_len;
+} TallyHash;
+
+void tally_hash_init (TallyHash *h, const char *label, gsize out_len);
+void tally_hash_update (TallyHash *h, const void *data, gsize len);
+/* Big-endian u64. */
+void tally_hash_update_u64 (TallyHash *h, guint64 v);
+/* Big-endian u32 length, then the bytes: for variable-length inputs. */
+void tally_hash_update_prefixed (TallyHash *h, const void *data, gsize len);
+void tally_hash_final (TallyHash *h, guint8 *out);
+
+void tally_hash (const char *label, const void *data, gsize len, guint8 out[TALLY_HASH_BYTES]);
+
+/* tally_hash16 ("register-id", public key) */
+void tally_register_id_from_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                                 guint8 id[TALLY_ID_BYTES]);
+/* tally_hash16 ("key-id", public key) */
+void tally_key_id_from_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                            guint8 id[TALLY_ID_BYTES]);
+
+/* Hash chain: genesis = H("chain-genesis", register id),
+ * next = H("chain", prev || H(context-label, entry body)). */
+void tally_chain_genesis (const guint8 register_id[TALLY_ID_BYTES], guint8 out[TALLY_HASH_BYTES]);
+void tally_chain_next (const guint8 prev[TALLY_HASH_BYTES],
+                       const guint8 entry_hash[TALLY_HASH_BYTES],
+                       guint8 out[TALLY_HASH_BYTES]);
+
+/* --- signed envelopes ----------------------------------------------------- */
+
+/* Label of a context, e.g. "deposit-permission"; NULL when unknown. */
+const char *tally_context_label (Tally__SignatureContext ctx);
+
+/* Signs @body under @ctx and returns the packed SignedEnvelope. */
+GBytes *tally_envelope_sign (Tally__SignatureContext ctx,
+                             const guint8 *body,
+                             gsize body_len,
+                             const guint8 secret_key[TALLY_SECRET_KEY_BYTES]);
+
+/* Detached signature over ctx label || 0x00 || data (used for transcripts). */
+void tally_sign_detached (Tally__SignatureContext ctx,
+                          const guint8 *data,
+                          gsize len,
+                          const guint8 secret_key[TALLY_SECRET_KEY_BYTES],
+                          guint8 signature[TALLY_SIGNATURE_BYTES]);
+gboolean tally_verify_detached (Tally__SignatureContext ctx,
+                                const guint8 *data,
+                                gsize len,
+                                const guint8 *signature,
+                                gsize signature_len,
+                                const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                                GError **error);
+
+Tally__SignedEnvelope *tally_envelope_decode (const guint8 *data, gsize len, GError **error);
+
+/* Checks context and signature.  Errors: WRONG_CONTEXT, BAD_SIGNATURE. */
+gboolean tally_envelope_verify (const Tally__SignedEnvelope *env,
+                                Tally__SignatureContext ctx,
+                                const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                                GError **error);
+
+/* H(context-label, body): names an entry (permission hash, bundle hash). */
+void tally_envelope_body_hash (const Tally__SignedEnvelope *env, guint8 out[TALLY_HASH_BYTES]);
+
+/* Packs a decoded envelope again (protobuf-c output is deterministic). */
+GBytes *tally_envelope_pack (const Tally__SignedEnvelope *env);
+/* Deep copy through pack/unpack. */
+Tally__SignedEnvelope *tally_envelope_copy (const Tally__SignedEnvelope *env);
+
+/* --- amounts -------------------------------------------------------------- */
+
+/* 3..8 ASCII upper-case letters. */
+gboolean tally_currency_is_valid (const char *currency);
+
+/* A payment amount: present, valid currency equal to @currency (when given),
+ * 0 < value <= TALLY_AMOUNT_MAX.  INVALID_AMOUNT or CURRENCY_MISMATCH. */
+gboolean tally_amount_check (const Tally__Amount *amount, const char *currency, GError **error);
+
+/* a + b, with OVERFLOW past TALLY_AMOUNT_MAX or below zero. */
+gboolean tally_amount_add (gint64 a, gint64 b, gint64 *out, GError **error);
+
+/* "12.34 EUR" style, two minor digits. */
+char *tally_amount_format (gint64 value, const char *currency);
+
+/* Parses "12", "12.3", "12.34" into minor units (INVALID_AMOUNT otherwise). */
+gboolean tally_amount_parse (const char *text, gint64 *out, GError **error);
+
+/* --- issuer-signed objects -------------------------------------------------- */
+
+/*
+ * Verifies a register certificate under the issuer key: context, signature,
+ * issuer key id, register id derived from the key, currency, limits, and
+ * not_before <= now <= not_after.  Returns the decoded certificate.
+ */
+Tally__RegisterCertificate *tally_certificate_verify (const Tally__SignedEnvelope *env,
+                                                      const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                                      guint64 now,
+                                                      GError **error);
+
+/* Same checks without the validity window (reconciliation looks back). */
+Tally__RegisterCertificate *tally_certificate_verify_any_time (
+  const Tally__SignedEnvelope *env, const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES], GError **error);
+
+Tally__RevocationList *tally_revocation_list_verify (const Tally__SignedEnvelope *env,
+                                                     const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                                     GError **error);
+gboolean tally_revocation_list_contains (const Tally__RevocationList *list,
+                                         const guint8 register_id[TALLY_ID_BYTES]);
+
+Tally__LoadVoucher *tally_voucher_verify (const Tally__SignedEnvelope *env,
+                                          const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                          GError **error);
+
+/* A bytes field of exactly @len bytes, else MALFORMED naming @what. */
+gboolean tally_check_bytes (const ProtobufCBinaryData *field,
+                            gsize len,
+                            const char *what,
+                            GError **error);
+
+/* --- keys and encodings ----------------------------------------------------- */
+
+/* Secret key in guarded sodium memory; freed with sodium_free. */
+guint8 *tally_secret_key_new (void);
+void tally_secret_key_free (guint8 *sk);
+
+/* Writes a fresh key pair's secret key to @path with mode 0600, atomically. */
+gboolean tally_key_file_write (const char *path,
+                               const guint8 secret_key[TALLY_SECRET_KEY_BYTES],
+                               GError **error);
+/* Reads it back; refuses a file that group or others can read. */
+gboolean tally_key_file_read (const char *path,
+                              guint8 secret_key[TALLY_SECRET_KEY_BYTES],
+                              GError **error);
+
+char *tally_hex_encode (const guint8 *data, gsize len);
+/* Exactly @len bytes of hex, else INVALID_ARGUMENT. */
+gboolean tally_hex_decode (const char *hex, guint8 *out, gsize len, GError **error);
+
+/* Wall clock in whole seconds. */
+guint64 tally_now (void);
+
+G_END_DECLS
