@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The payment handshake, sans-I/O.  Four messages, two round trips from
+ * "connected" to "receipt in hand":
+ *
+ *   payer                                   payee
+ *   Hello {e_a, revocation serial}   ---->
+ *                                    <----  Offer {e_b, AEAD(OfferSealed)}
+ *   (agent confirms amount, payee, comparison code)
+ *   AEAD(PaySealed)                  ---->
+ *                                    <----  AEAD(ReceiptSealed)
+ *
+ * docs/protocol.md defines the transcript, key schedule and comparison code.
+ * The caller moves bytes; the session never touches a socket or main loop.
+ */
+
+#include <glib.h>
+
+#include "tally-core.h"
+#include "tally-register.h"
+
+G_BEGIN_DECLS
+
+typedef struct _TallySession TallySession;
+
+typedef enum
+{
+  TALLY_SESSION_ROLE_PAYER,
+  TALLY_SESSION_ROLE_PAYEE,
+} TallySessionRole;
+
+const char *tally_session_role_to_string (TallySessionRole role);
+
+typedef enum
+{
+  TALLY_SESSION_STATE_IDLE,           /* payer: not started */
+  TALLY_SESSION_STATE_HELLO_SENT,     /* payer: waiting for the offer */
+  TALLY_SESSION_STATE_CONFIRMING,     /* payer: offer verified, agent asked */
+  TALLY_SESSION_STATE_PAY_SENT,       /* payer: permission out, waiting for receipt */
+  TALLY_SESSION_STATE_WAIT_HELLO,     /* payee: request ready */
+  TALLY_SESSION_STATE_OFFER_SENT,     /* payee: waiting for the permission */
+  TALLY_SESSION_STATE_DONE,           /* receipt sent (payee) or held (payer) */
+  TALLY_SESSION_STATE_FAILED,
+} TallySessionState;
+
+const char *tally_session_state_to_string (TallySessionState state);
+
+#define TALLY_COMPARISON_CODE_DIGITS 6
+
+/* Payer side, over @reg.  @policy applies to the payee's revocation list
+ * age and amount (may be NULL). */
+TallySession *tally_session_new_payer (TallyRegister *reg, const TallyAcceptPolicy *policy);
+
+/* Payee side: creates the payment request (with its durable nonce) now. */
+TallySession *tally_session_new_payee (TallyRegister *reg,
+                                       gint64 amount,
+                                       const char *memo,
+                                       const TallyAcceptPolicy *policy,
+                                       guint64 now,
+                                       GError **error);
+
+void tally_session_free (TallySession *session);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallySession, tally_session_free)
+
+/* Payer: the Hello message. WRONG_STATE unless IDLE. */
+GBytes *tally_session_start (TallySession *session, GError **error);
+
+/*
+ * Handles one SessionMessage from the peer.  On success *reply is the next
+ * message to send, or NULL when there is none (payer now CONFIRMING or DONE).
+ * On failure the session is FAILED, no register state changed unless the
+ * error says otherwise, and *reply (when set) is an Error message to send
+ * to the peer before closing.  A peer's Error arrives as that error, with
+ * its code.
+ */
+gboolean tally_session_handle (TallySession *session,
+                               const guint8 *data,
+                               gsize len,
+                               guint64 now,
+                               GBytes **reply,
+                               GError **error);
+
+/* Payer, in CONFIRMING: the agent said yes.  Spends (committed durably)
+ * and returns the Pay message. */
+GBytes *tally_session_confirm (TallySession *session, guint64 now, GError **error);
+
+/* Either side: give up.  Returns the Error message to send (or NULL when
+ * the session is already finished); the session becomes FAILED. */
+GBytes *tally_session_abort (TallySession *session, TallyError code, const char *message);
+
+TallySessionState tally_session_get_state (TallySession *session);
+TallySessionRole tally_session_get_role (TallySession *session);
+
+/* Six decimal digits, available from CONFIRMING (payer) or OFFER_SENT
+ * (payee) on; NULL before. */
+const char *tally_session_get_comparison_code (TallySession *session);
+gint64 tally_session_get_amount (TallySession *session);
+const char *tally_session_get_currency (TallySession *session);
+const char *tally_session_get_memo (TallySession *session);
+/* Hex register id of the peer once authenticated, else NULL. */
+const char *tally_session_get_peer_id (TallySession *session);
+/* Packed receipt envelope once DONE. */
+GBytes *tally_session_get_receipt (TallySession *session);
+/* The payer's counter of the permission once it exists, else 0. */
+guint64 tally_session_get_counter (TallySession *session);
+
+/* The error that failed the session, or NULL. */
+const GError *tally_session_get_error (TallySession *session);
+
+G_END_DECLS

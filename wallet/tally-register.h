@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * A balance register (GNU Taler DD 30, approach 3).
+ *
+ * The register holds one Ed25519 key, the issuer's certificate for it, a
+ * balance, a monotonic counter and a hash chain over its outgoing entries.
+ * Every operation that changes value commits durably before it returns the
+ * signed object that lets value leave the register: a permission after
+ * spend, a receipt after receive, a defund record after defund.
+ *
+ * Backends implement TallyRegisterBackend; the soft backend keeps its state
+ * in SQLite (WAL, synchronous=FULL) and its key in a 0600 file.  TPM or
+ * secure-element backends plug in behind the same interface.
+ *
+ * Every function that takes a "now" takes seconds since the Unix epoch, so
+ * tests control time.  Every failing call leaves the register unchanged.
+ */
+
+#include <glib.h>
+
+#include "tally-core.h"
+
+G_BEGIN_DECLS
+
+typedef struct _TallyRegister TallyRegister;
+
+/* The payee's own acceptance policy, on top of the payer's certified limits. */
+typedef struct
+{
+  /* Refuse payers when our revocation list is older than this (seconds);
+   * 0 disables the check. */
+  guint64 max_revocation_age;
+  /* Refuse single payments above this; 0 means no extra limit. */
+  gint64 max_amount;
+} TallyAcceptPolicy;
+
+typedef enum
+{
+  TALLY_ENTRY_LOAD,
+  TALLY_ENTRY_SPENT,
+  TALLY_ENTRY_RECEIVED,
+  TALLY_ENTRY_DEFUND,
+} TallyEntryKind;
+
+const char *tally_entry_kind_to_string (TallyEntryKind kind);
+
+typedef enum
+{
+  TALLY_ENTRY_STATE_PENDING,      /* spent, no receipt yet */
+  TALLY_ENTRY_STATE_ACKNOWLEDGED, /* spent and receipt held, or received */
+  TALLY_ENTRY_STATE_SETTLED,      /* confirmed by the issuer */
+} TallyEntryState;
+
+const char *tally_entry_state_to_string (TallyEntryState state);
+
+typedef struct
+{
+  TallyEntryKind kind;
+  TallyEntryState state;
+  gint64 amount;                 /* always positive */
+  guint64 counter;               /* own counter (spent, defund) or payer's (received) */
+  guint64 sequence;              /* voucher sequence (load) */
+  guint64 time;
+  char *peer;                    /* hex register id of the other side, or NULL */
+  char *memo;                    /* payee side only, may be NULL */
+} TallyHistoryEntry;
+
+void tally_history_entry_free (TallyHistoryEntry *entry);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyHistoryEntry, tally_history_entry_free)
+
+/*
+ * Crash injection.  The backend calls the hook at every commit point with a
+ * name such as "spend:before-commit" or "spend:after-commit"; the names are
+ * listed by tally_register_commit_points().  A test hook typically _exit()s
+ * in a forked child to prove the state on disk is whole either way.
+ */
+typedef void (*TallyCommitHook) (const char *point, gpointer user_data);
+const char *const *tally_register_commit_points (void);
+
+/* --- lifetime --- */
+
+/* Creates a soft register in @dir (made if missing, mode 0700): a fresh key
+ * pair in "register.key" (0600) and "register.db".  EXISTS if one is there. */
+TallyRegister *tally_register_create (const char *dir,
+                                      const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                      GError **error);
+/* Opens an existing soft register. NOT_FOUND when @dir holds none. */
+TallyRegister *tally_register_open (const char *dir, GError **error);
+void tally_register_free (TallyRegister *reg);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyRegister, tally_register_free)
+
+void tally_register_set_commit_hook (TallyRegister *reg, TallyCommitHook hook, gpointer user_data);
+
+/* --- identity and state --- */
+
+const guint8 *tally_register_get_public_key (TallyRegister *reg); /* 32 bytes */
+const guint8 *tally_register_get_id (TallyRegister *reg);         /* 16 bytes */
+const guint8 *tally_register_get_issuer_key (TallyRegister *reg); /* 32 bytes */
+char *tally_register_get_id_hex (TallyRegister *reg);
+
+/* Installs the issuer's certificate for this register's key (WRONG_REGISTER
+ * for another key's, WRONG_ISSUER, CERT_EXPIRED...).  A newer serial
+ * replaces the current one; an older one is refused with REPLAY. */
+gboolean tally_register_install_certificate (TallyRegister *reg,
+                                             const guint8 *cert,
+                                             gsize len,
+                                             guint64 now,
+                                             GError **error);
+/* Packed SignedEnvelope of the certificate, or NULL before one is installed. */
+GBytes *tally_register_get_certificate (TallyRegister *reg);
+/* Decoded certificate, owned by the register; NULL before one is installed. */
+const Tally__RegisterCertificate *tally_register_get_certificate_info (TallyRegister *reg);
+
+gint64 tally_register_get_balance (TallyRegister *reg);
+/* Currency of the certificate; NULL before one is installed. */
+const char *tally_register_get_currency (TallyRegister *reg);
+guint64 tally_register_get_counter (TallyRegister *reg);
+guint32 tally_register_get_offline_payments (TallyRegister *reg);
+guint64 tally_register_get_last_reconciliation (TallyRegister *reg);
+/* TRUE once a defund zeroed the register for good. */
+gboolean tally_register_is_closed (TallyRegister *reg);
+
+/* Revocation list gossip.  Serial 0 means none held. */
+guint64 tally_register_get_revocation_serial (TallyRegister *reg);
+guint64 tally_register_get_revocation_issued_at (TallyRegister *reg);
+GBytes *tally_register_get_revocation_list (TallyRegister *reg); /* packed envelope or NULL */
+/* Stores @list when it verifies and is newer; an older or equal one is
+ * ignored (TRUE).  Errors only for a bad list. */
+gboolean tally_register_update_revocation_list (TallyRegister *reg,
+                                                const Tally__SignedEnvelope *list,
+                                                GError **error);
+
+/* --- value --- */
+
+/* Applies an issuer voucher once.  VOUCHER_REPLAY for a sequence at or below
+ * the last applied one, WRONG_REGISTER, LIMIT_BALANCE past the cap. */
+gboolean tally_register_load (TallyRegister *reg,
+                              const guint8 *voucher,
+                              gsize len,
+                              guint64 now,
+                              GError **error);
+
+/* Payee: a request with a fresh single-use nonce, stored durably before it
+ * is returned.  Returns a new PaymentRequest (free with
+ * tally__payment_request__free_unpacked, or g_autoptr). */
+Tally__PaymentRequest *tally_register_new_request (TallyRegister *reg,
+                                                   gint64 amount,
+                                                   const char *memo,
+                                                   guint64 now,
+                                                   GError **error);
+
+/* Payer: checks the payee certificate (issuer, validity, our revocation
+ * list), the request (amount, currency, payee id), our limits (per-payment,
+ * offline count and time) and our balance, then debits, advances counter
+ * and chain, commits, and returns the packed permission envelope. */
+GBytes *tally_register_spend (TallyRegister *reg,
+                              const Tally__SignedEnvelope *payee_certificate,
+                              const Tally__PaymentRequest *request,
+                              guint64 now,
+                              GError **error);
+
+/* Payer: stores the payee's receipt for our permission at @counter.
+ * BAD_SIGNATURE, NOT_FOUND, MALFORMED when it does not match. Idempotent. */
+gboolean tally_register_acknowledge (TallyRegister *reg,
+                                     const Tally__SignedEnvelope *receipt,
+                                     GError **error);
+
+/* Payee: verifies issuer -> certificate -> permission offline (expiry,
+ * revocation, payer limits, our nonce, amount and currency of the request
+ * the nonce belongs to, duplicates, our balance cap and @policy), credits,
+ * consumes the nonce, commits, and returns the packed receipt envelope. */
+GBytes *tally_register_receive (TallyRegister *reg,
+                                const Tally__SignedEnvelope *payer_certificate,
+                                const Tally__SignedEnvelope *permission,
+                                const TallyAcceptPolicy *policy,
+                                guint64 now,
+                                GError **error);
+
+/* Signs a handshake transcript hash with the register key. */
+void tally_register_sign (TallyRegister *reg,
+                          Tally__SignatureContext ctx,
+                          const guint8 *data,
+                          gsize len,
+                          guint8 signature[TALLY_SIGNATURE_BYTES]);
+
+/* --- reconciliation --- */
+
+/* Packed SignedEnvelope of a ReconciliationBundle with every unsettled
+ * entry.  Read-only. */
+GBytes *tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error);
+
+/* Applies the issuer's signed result: settles entries, stores the
+ * revocation list and renewed certificate, resets the offline counters. */
+gboolean tally_register_apply_result (TallyRegister *reg,
+                                      const guint8 *result,
+                                      gsize len,
+                                      guint64 now,
+                                      GError **error);
+
+/* Moves the whole balance back online: commits a signed DefundRecord taking
+ * the next counter, zeroes and closes the register, returns the record. */
+GBytes *tally_register_defund (TallyRegister *reg, guint64 now, GError **error);
+
+/* Newest first; at most @limit entries (0: all). */
+GPtrArray *tally_register_get_history (TallyRegister *reg, guint limit, GError **error);
+
+G_END_DECLS
