@@ -355,8 +355,8 @@ tally_amount_format (gint64 value, const char *currency)
 {
   const char *sign = value < 0 ? "-" : "";
   guint64 v = value < 0 ? (guint64) (-(value + 1)) + 1 : (guint64) value;
-  return g_strdup_printf ("%s%" G_GUINT64_FORMAT ".%02u %s", sign, v / 100, (unsigned) (v % 100),
-                          currency ? currency : "");
+  return g_strdup_printf ("%s%" G_GUINT64_FORMAT ".%02u%s%s", sign, v / 100, (unsigned) (v % 100),
+                          currency ? " " : "", currency ? currency : "");
 }
 
 gboolean
@@ -390,9 +390,12 @@ tally_amount_parse (const char *text, gint64 *out, GError **error)
   }
   if (*p != '\0')
     goto bad;
-  *out = (gint64) (whole * 100 + frac);
-  if (*out <= 0)
+  /* whole <= TALLY_AMOUNT_MAX / 100 still leaves room for up to 99 minor
+   * units past the maximum. */
+  guint64 value = whole * 100 + frac;
+  if (value == 0 || value > (guint64) TALLY_AMOUNT_MAX)
     goto bad;
+  *out = (gint64) value;
   return TRUE;
 
 bad:
@@ -436,8 +439,9 @@ tally_certificate_verify_any_time (const Tally__SignedEnvelope *env,
                                    const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
                                    GError **error)
 {
-  /* Check the issuer key id first: a certificate from another issuer
-   * should say so rather than merely fail its signature. */
+  /* Check the issuer key id first: an object from another issuer should
+   * say so rather than merely fail its signature.  The signature still
+   * decides; the peek only picks the clearer error. */
   if (env != NULL && env->context == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE) {
     g_autoptr (Tally__RegisterCertificate) peek = TALLY_UNPACK (
       Tally__RegisterCertificate, tally__register_certificate, env->body.data, env->body.len,
@@ -517,6 +521,14 @@ tally_revocation_list_verify (const Tally__SignedEnvelope *env,
                               const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
                               GError **error)
 {
+  if (env != NULL && env->context == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REVOCATION_LIST) {
+    g_autoptr (Tally__RevocationList) peek = TALLY_UNPACK (
+      Tally__RevocationList, tally__revocation_list, env->body.data, env->body.len,
+      "revocation list", NULL);
+    if (peek != NULL &&
+        !check_issuer_key_id (&peek->issuer_key_id, issuer_key, "revocation list", error))
+      return NULL;
+  }
   if (!tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REVOCATION_LIST,
                               issuer_key, error))
     return NULL;
@@ -540,7 +552,8 @@ tally_revocation_list_contains (const Tally__RevocationList *list,
   if (list == NULL)
     return FALSE;
   for (gsize i = 0; i < list->n_revoked_register_ids; i++)
-    if (memcmp (list->revoked_register_ids[i].data, register_id, TALLY_ID_BYTES) == 0)
+    if (list->revoked_register_ids[i].len == TALLY_ID_BYTES &&
+        memcmp (list->revoked_register_ids[i].data, register_id, TALLY_ID_BYTES) == 0)
       return TRUE;
   return FALSE;
 }
@@ -550,6 +563,13 @@ tally_voucher_verify (const Tally__SignedEnvelope *env,
                       const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
                       GError **error)
 {
+  if (env != NULL && env->context == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_LOAD_VOUCHER) {
+    g_autoptr (Tally__LoadVoucher) peek = TALLY_UNPACK (Tally__LoadVoucher, tally__load_voucher,
+                                                        env->body.data, env->body.len, "voucher",
+                                                        NULL);
+    if (peek != NULL && !check_issuer_key_id (&peek->issuer_key_id, issuer_key, "voucher", error))
+      return NULL;
+  }
   if (!tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_LOAD_VOUCHER,
                               issuer_key, error))
     return NULL;
@@ -572,6 +592,9 @@ tally_voucher_verify (const Tally__SignedEnvelope *env,
 guint8 *
 tally_secret_key_new (void)
 {
+  /* Idempotent and thread-safe; guarded memory needs it. */
+  if (sodium_init () < 0)
+    g_error ("libsodium failed to initialise");
   guint8 *sk = sodium_malloc (TALLY_SECRET_KEY_BYTES);
   g_assert (sk != NULL);
   return sk;
@@ -623,7 +646,14 @@ tally_key_file_read (const char *path, guint8 secret_key[TALLY_SECRET_KEY_BYTES]
     return FALSE;
   }
   struct stat st;
-  if (fstat (fd, &st) != 0 || (st.st_mode & 0077) != 0) {
+  if (fstat (fd, &st) != 0) {
+    int e = errno;
+    close (fd);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "cannot stat key file %s: %s", path,
+                 g_strerror (e));
+    return FALSE;
+  }
+  if ((st.st_mode & 0077) != 0) {
     close (fd);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
                  "key file %s is readable by others; chmod 600 it", path);

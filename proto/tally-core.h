@@ -156,7 +156,7 @@ gboolean tally_currency_is_valid (const char *currency);
  * 0 < value <= TALLY_AMOUNT_MAX.  INVALID_AMOUNT or CURRENCY_MISMATCH. */
 gboolean tally_amount_check (const Tally__Amount *amount, const char *currency, GError **error);
 
-/* a + b, with OVERFLOW past TALLY_AMOUNT_MAX or below zero. */
+/* a + b: OVERFLOW past TALLY_AMOUNT_MAX, INSUFFICIENT_FUNDS below zero. */
 gboolean tally_amount_add (gint64 a, gint64 b, gint64 *out, GError **error);
 
 /* "12.34 EUR" style, two minor digits. */
