@@ -1,0 +1,670 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * tally-issuer: command-line front end of the issuer.  Exit status 0 on
+ * success, 1 when an operation fails (or "audit" finds the books unbalanced),
+ * 2 for usage errors.
+ */
+#include <locale.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tally-issuer.h"
+
+#define EXIT_FAILED 1
+#define EXIT_USAGE  2
+
+#define SECONDS_PER_HOUR 3600u
+#define SECONDS_PER_DAY  86400u
+
+typedef struct
+{
+  char *dir;
+  char *name;
+  char *currency;
+  char *out;
+  char *account;
+  char *key_hex;
+  char *key_file;
+  char *max_payment;
+  char *balance_cap;
+  int max_payments;
+  int max_offline_hours;
+  int valid_days;
+  char *register_hex;
+  char *amount;
+  gboolean json;
+} Options;
+
+static Options opt = {
+  .max_payments = 100,
+  .max_offline_hours = 72,
+  .valid_days = 30,
+};
+
+typedef struct Command Command;
+struct Command
+{
+  const char *name;
+  const char *synopsis;
+  const char *summary;
+  const char *example;
+  const GOptionEntry *entries;
+  int min_args; /* positional arguments after the command */
+  int max_args;
+  int (*run) (const Command *cmd, char **args);
+};
+
+/* --- output helpers ------------------------------------------------------------ */
+
+static int G_GNUC_PRINTF (1, 2)
+fail (const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "tally-issuer: %s\n", msg);
+  return EXIT_FAILED;
+}
+
+static int
+fail_error (const GError *error)
+{
+  return fail ("%s", error->message);
+}
+
+static int G_GNUC_PRINTF (2, 3)
+usage (const Command *cmd, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *msg = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  fprintf (stderr, "tally-issuer: %s\nTry \"tally-issuer %s%s--help\".\n", msg,
+           cmd ? cmd->name : "", cmd ? " " : "");
+  return EXIT_USAGE;
+}
+
+static void
+json_string (GString *out, const char *s)
+{
+  g_string_append_c (out, '"');
+  for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+    switch (*p) {
+    case '"': g_string_append (out, "\\\""); break;
+    case '\\': g_string_append (out, "\\\\"); break;
+    case '\b': g_string_append (out, "\\b"); break;
+    case '\f': g_string_append (out, "\\f"); break;
+    case '\n': g_string_append (out, "\\n"); break;
+    case '\r': g_string_append (out, "\\r"); break;
+    case '\t': g_string_append (out, "\\t"); break;
+    default:
+      if (*p < 0x20 || *p == 0x7f)
+        g_string_append_printf (out, "\\u%04x", *p);
+      else
+        g_string_append_c (out, (char) *p);
+    }
+  }
+  g_string_append_c (out, '"');
+}
+
+static gboolean
+write_file (const char *path, GBytes *bytes, GError **error)
+{
+  gsize len;
+  const char *data = g_bytes_get_data (bytes, &len);
+  return g_file_set_contents_full (path, data, (gssize) len, G_FILE_SET_CONTENTS_CONSISTENT, 0644,
+                                   error);
+}
+
+static char *
+format_time (guint64 t)
+{
+  g_autoptr (GDateTime) dt = g_date_time_new_from_unix_utc ((gint64) t);
+  return dt ? g_date_time_format_iso8601 (dt) : g_strdup_printf ("%" G_GUINT64_FORMAT, t);
+}
+
+static TallyIssuer *
+open_issuer (GError **error)
+{
+  return tally_issuer_open (opt.dir, error);
+}
+
+/* --- commands ------------------------------------------------------------------- */
+
+static const GOptionEntry init_entries[] = {
+  { "name", 0, 0, G_OPTION_ARG_STRING, &opt.name, "Issuer name", "NAME" },
+  { "currency", 0, 0, G_OPTION_ARG_STRING, &opt.currency, "Currency code, e.g. EUR", "CUR" },
+  { NULL },
+};
+
+static int
+cmd_init (const Command *cmd, char **args)
+{
+  if (opt.name == NULL || opt.currency == NULL)
+    return usage (cmd, "init needs --name and --currency");
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer =
+    tally_issuer_create (opt.dir, opt.name, opt.currency, tally_now (), &error);
+  if (issuer == NULL)
+    return fail_error (error);
+  g_autofree char *hex = tally_hex_encode (tally_issuer_get_public_key (issuer),
+                                           TALLY_PUBLIC_KEY_BYTES);
+  printf ("created issuer \"%s\" (%s) in %s\npublic key %s\n", opt.name, opt.currency, opt.dir,
+          hex);
+  return 0;
+}
+
+static const GOptionEntry key_entries[] = {
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt.out, "Also write the signed key set to FILE",
+    "FILE" },
+  { NULL },
+};
+
+static int
+cmd_key (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL)
+    return fail_error (error);
+  if (opt.out != NULL) {
+    g_autoptr (GBytes) key_set = tally_issuer_get_key_set (issuer);
+    if (!write_file (opt.out, key_set, &error))
+      return fail_error (error);
+  }
+  g_autofree char *hex = tally_hex_encode (tally_issuer_get_public_key (issuer),
+                                           TALLY_PUBLIC_KEY_BYTES);
+  printf ("%s\n", hex);
+  return 0;
+}
+
+static int
+cmd_account_create (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL || !tally_issuer_account_create (issuer, args[0], &error))
+    return fail_error (error);
+  printf ("account \"%s\" created\n", args[0]);
+  return 0;
+}
+
+static int
+cmd_deposit (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 amount, balance;
+  if (!tally_amount_parse (args[1], &amount, &error))
+    return usage (cmd, "%s", error->message);
+
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL || !tally_issuer_deposit (issuer, args[0], amount, &error) ||
+      !tally_issuer_account_balance (issuer, args[0], &balance, &error))
+    return fail_error (error);
+  const char *cur = tally_issuer_get_currency (issuer);
+  g_autofree char *a = tally_amount_format (amount, cur);
+  g_autofree char *b = tally_amount_format (balance, cur);
+  printf ("deposited %s into \"%s\", balance %s\n", a, args[0], b);
+  return 0;
+}
+
+static int
+cmd_balance (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 balance;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL || !tally_issuer_account_balance (issuer, args[0], &balance, &error))
+    return fail_error (error);
+  g_autofree char *b = tally_amount_format (balance, tally_issuer_get_currency (issuer));
+  printf ("%s\n", b);
+  return 0;
+}
+
+static const GOptionEntry certify_entries[] = {
+  { "account", 'a', 0, G_OPTION_ARG_STRING, &opt.account, "Online account behind the register",
+    "NAME" },
+  { "key", 'k', 0, G_OPTION_ARG_STRING, &opt.key_hex, "Register public key, 64 hex digits",
+    "HEX" },
+  { "key-file", 0, 0, G_OPTION_ARG_FILENAME, &opt.key_file,
+    "File holding the register public key (32 raw bytes or hex)", "FILE" },
+  { "max-payment", 0, 0, G_OPTION_ARG_STRING, &opt.max_payment,
+    "Largest single payment (default 50.00)", "AMT" },
+  { "balance-cap", 0, 0, G_OPTION_ARG_STRING, &opt.balance_cap,
+    "Largest register balance (default 500.00)", "AMT" },
+  { "max-payments", 0, 0, G_OPTION_ARG_INT, &opt.max_payments,
+    "Payments between reconciliations (default 100)", "N" },
+  { "max-offline-hours", 0, 0, G_OPTION_ARG_INT, &opt.max_offline_hours,
+    "Hours between reconciliations (default 72)", "H" },
+  { "valid-days", 0, 0, G_OPTION_ARG_INT, &opt.valid_days,
+    "Certificate lifetime in days (default 30)", "D" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt.out, "Write the certificate to FILE", "FILE" },
+  { NULL },
+};
+
+static gboolean
+read_key_file (const char *path, guint8 key[TALLY_PUBLIC_KEY_BYTES], GError **error)
+{
+  g_autofree char *data = NULL;
+  gsize len;
+  if (!g_file_get_contents (path, &data, &len, error))
+    return FALSE;
+  if (len == TALLY_PUBLIC_KEY_BYTES) {
+    memcpy (key, data, TALLY_PUBLIC_KEY_BYTES);
+    return TRUE;
+  }
+  if (memchr (data, '\0', len) == NULL &&
+      tally_hex_decode (g_strstrip (data), key, TALLY_PUBLIC_KEY_BYTES, NULL))
+    return TRUE;
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+               "%s holds neither 32 key bytes nor 64 hex digits", path);
+  return FALSE;
+}
+
+static int
+cmd_certify (const Command *cmd, char **args)
+{
+  if (opt.account == NULL || opt.out == NULL)
+    return usage (cmd, "certify needs --account and --out");
+  if ((opt.key_hex == NULL) == (opt.key_file == NULL))
+    return usage (cmd, "certify needs exactly one of --key and --key-file");
+  if (opt.max_payments <= 0 || opt.max_offline_hours <= 0 || opt.valid_days <= 0)
+    return usage (cmd, "--max-payments, --max-offline-hours and --valid-days must be positive");
+
+  g_autoptr (GError) error = NULL;
+  guint8 key[TALLY_PUBLIC_KEY_BYTES];
+  if (opt.key_hex != NULL ? !tally_hex_decode (opt.key_hex, key, sizeof key, &error)
+                          : !read_key_file (opt.key_file, key, &error))
+    return usage (cmd, "register key: %s", error->message);
+
+  Tally__Limits limits = TALLY__LIMITS__INIT;
+  if (!tally_amount_parse (opt.max_payment ? opt.max_payment : "50.00", &limits.max_payment,
+                           &error) ||
+      !tally_amount_parse (opt.balance_cap ? opt.balance_cap : "500.00", &limits.balance_cap,
+                           &error))
+    return usage (cmd, "%s", error->message);
+  limits.max_offline_payments = (guint32) opt.max_payments;
+  limits.max_offline_seconds = (guint64) opt.max_offline_hours * SECONDS_PER_HOUR;
+
+  guint64 now = tally_now ();
+  guint64 not_after = now + (guint64) opt.valid_days * SECONDS_PER_DAY;
+
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL)
+    return fail_error (error);
+  g_autoptr (GBytes) cert =
+    tally_issuer_certify (issuer, key, opt.account, &limits, now, not_after, &error);
+  if (cert == NULL || !write_file (opt.out, cert, &error))
+    return fail_error (error);
+
+  guint8 id[TALLY_ID_BYTES];
+  tally_register_id_from_key (key, id);
+  g_autofree char *hex = tally_hex_encode (id, sizeof id);
+  g_autofree char *until = format_time (not_after);
+  printf ("certified register %s for account \"%s\" until %s\n", hex, opt.account, until);
+  return 0;
+}
+
+static const GOptionEntry voucher_entries[] = {
+  { "register", 'r', 0, G_OPTION_ARG_STRING, &opt.register_hex, "Register id, 32 hex digits",
+    "HEXID" },
+  { "amount", 0, 0, G_OPTION_ARG_STRING, &opt.amount, "Value to load, e.g. 20.00", "AMT" },
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt.out, "Write the voucher to FILE", "FILE" },
+  { NULL },
+};
+
+static int
+cmd_voucher (const Command *cmd, char **args)
+{
+  if (opt.register_hex == NULL || opt.amount == NULL || opt.out == NULL)
+    return usage (cmd, "voucher needs --register, --amount and --out");
+
+  g_autoptr (GError) error = NULL;
+  guint8 id[TALLY_ID_BYTES];
+  gint64 amount;
+  if (!tally_hex_decode (opt.register_hex, id, sizeof id, &error))
+    return usage (cmd, "register id: %s", error->message);
+  if (!tally_amount_parse (opt.amount, &amount, &error))
+    return usage (cmd, "%s", error->message);
+
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL)
+    return fail_error (error);
+  g_autoptr (GBytes) voucher = tally_issuer_sell_voucher (issuer, id, amount, tally_now (), &error);
+  if (voucher == NULL || !write_file (opt.out, voucher, &error))
+    return fail_error (error);
+
+  g_autofree char *a = tally_amount_format (amount, tally_issuer_get_currency (issuer));
+  printf ("voucher for %s to register %s written to %s\n", a, opt.register_hex, opt.out);
+  return 0;
+}
+
+static const GOptionEntry out_entries[] = {
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt.out, "Write the signed result to FILE", "FILE" },
+  { NULL },
+};
+
+static int
+cmd_reconcile (const Command *cmd, char **args)
+{
+  if (opt.out == NULL)
+    return usage (cmd, "reconcile needs --out");
+
+  g_autoptr (GError) error = NULL;
+  g_autofree char *data = NULL;
+  gsize len;
+  if (!g_file_get_contents (args[0], &data, &len, &error))
+    return fail_error (error);
+
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL)
+    return fail_error (error);
+  TallyReconcileReport report;
+  g_autoptr (GBytes) result = tally_issuer_reconcile (issuer, (const guint8 *) data, len,
+                                                      tally_now (), &report, &error);
+  if (result == NULL || !write_file (opt.out, result, &error))
+    return fail_error (error);
+
+  gsize rlen;
+  const guint8 *rdata = g_bytes_get_data (result, &rlen);
+  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (rdata, rlen, &error);
+  g_autoptr (Tally__ReconciliationResult) res = NULL;
+  if (env != NULL)
+    res = TALLY_UNPACK (Tally__ReconciliationResult, tally__reconciliation_result, env->body.data,
+                        env->body.len, "result", &error);
+  if (res == NULL)
+    return fail_error (error);
+
+  g_autofree char *hex = tally_hex_encode (res->register_id.data, res->register_id.len);
+  printf ("register %s reconciled: settled through counter %" G_GUINT64_FORMAT "\n"
+          "  spent %u new, received %u new, defunds %u, duplicates %u, fraud proofs %u\n"
+          "  %s\n",
+          hex, res->settled_counter, report.spent_new, report.received_new, report.defunds,
+          report.duplicates, report.fraud_proofs,
+          report.revoked ? "register is REVOKED; no certificate renewed"
+                         : "certificate renewed");
+  return 0;
+}
+
+static int
+cmd_revoke (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 id[TALLY_ID_BYTES];
+  if (!tally_hex_decode (args[0], id, sizeof id, &error))
+    return usage (cmd, "register id: %s", error->message);
+
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL || !tally_issuer_revoke (issuer, id, tally_now (), &error))
+    return fail_error (error);
+  printf ("register %s revoked\n", args[0]);
+  return 0;
+}
+
+static const GOptionEntry revocations_entries[] = {
+  { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt.out, "Write the signed list to FILE", "FILE" },
+  { NULL },
+};
+
+static int
+cmd_revocations (const Command *cmd, char **args)
+{
+  if (opt.out == NULL)
+    return usage (cmd, "revocations needs --out");
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL)
+    return fail_error (error);
+  g_autoptr (GBytes) list = tally_issuer_get_revocation_list (issuer, &error);
+  if (list == NULL || !write_file (opt.out, list, &error))
+    return fail_error (error);
+
+  gsize len;
+  const guint8 *data = g_bytes_get_data (list, &len);
+  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, &error);
+  g_autoptr (Tally__RevocationList) rl = NULL;
+  if (env != NULL)
+    rl = tally_revocation_list_verify (env, tally_issuer_get_public_key (issuer), &error);
+  if (rl == NULL)
+    return fail_error (error);
+  printf ("revocation list %" G_GUINT64_FORMAT " with %zu revoked register(s) written to %s\n",
+          rl->serial, rl->n_revoked_register_ids, opt.out);
+  return 0;
+}
+
+static const GOptionEntry json_entries[] = {
+  { "json", 0, 0, G_OPTION_ARG_NONE, &opt.json, "Print JSON", NULL },
+  { NULL },
+};
+
+static const char *
+fraud_kind_name (Tally__FraudKind kind)
+{
+  switch (kind) {
+  case TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED: return "counter-reused";
+  case TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK: return "chain-fork";
+  case TALLY__FRAUD_KIND__FRAUD_KIND_UNSPECIFIED:
+  case _TALLY__FRAUD_KIND_IS_INT_SIZE: break;
+  }
+  return "unknown";
+}
+
+static int
+cmd_fraud_proofs (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  if (issuer == NULL)
+    return fail_error (error);
+  g_autoptr (GPtrArray) proofs = tally_issuer_get_fraud_proofs (issuer, &error);
+  if (proofs == NULL)
+    return fail_error (error);
+
+  g_autoptr (GString) out = g_string_new (opt.json ? "[" : "");
+  for (guint i = 0; i < proofs->len; i++) {
+    gsize len;
+    const guint8 *data = g_bytes_get_data (proofs->pdata[i], &len);
+    g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, &error);
+    g_autoptr (Tally__FraudProof) fp = NULL;
+    if (env != NULL)
+      fp = TALLY_UNPACK (Tally__FraudProof, tally__fraud_proof, env->body.data, env->body.len,
+                         "fraud proof", &error);
+    if (fp == NULL)
+      return fail_error (error);
+    g_autofree char *id = tally_hex_encode (fp->register_id.data, fp->register_id.len);
+    g_autofree char *when = format_time (fp->detected_at);
+    if (opt.json) {
+      g_autofree char *proof = tally_hex_encode (data, len);
+      g_string_append (out, i ? ",\n  {" : "\n  {");
+      g_string_append (out, "\"register_id\": ");
+      json_string (out, id);
+      g_string_append (out, ", \"kind\": ");
+      json_string (out, fraud_kind_name (fp->kind));
+      g_string_append_printf (out, ", \"detected_at\": %" G_GUINT64_FORMAT ", \"proof\": ",
+                              fp->detected_at);
+      json_string (out, proof);
+      g_string_append_c (out, '}');
+    } else {
+      g_string_append_printf (out, "%s  %-14s  %s\n", id, fraud_kind_name (fp->kind), when);
+    }
+  }
+  if (opt.json)
+    g_string_append (out, proofs->len ? "\n]\n" : "]\n");
+  else if (proofs->len == 0)
+    g_string_append (out, "no fraud proofs\n");
+  fputs (out->str, stdout);
+  return 0;
+}
+
+static int
+cmd_audit (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  TallyAudit a;
+  if (issuer == NULL || !tally_issuer_audit (issuer, &a, &error))
+    return fail_error (error);
+  const char *cur = tally_issuer_get_currency (issuer);
+
+  g_autoptr (GString) out = g_string_new (NULL);
+  if (opt.json) {
+    /* Amounts are integers in minor units of "currency". */
+    g_string_append (out, "{\n  \"currency\": ");
+    json_string (out, cur);
+    g_string_append_printf (out,
+                            ",\n  \"issued\": %" G_GINT64_FORMAT ",\n  \"online\": %" G_GINT64_FORMAT
+                            ",\n  \"offline\": %" G_GINT64_FORMAT
+                            ",\n  \"in_flight\": %" G_GINT64_FORMAT
+                            ",\n  \"fraud_exposure\": %" G_GINT64_FORMAT
+                            ",\n  \"registers\": %u,\n  \"revoked\": %u,\n  \"fraud_proofs\": %u"
+                            ",\n  \"balanced\": %s\n}\n",
+                            a.issued, a.online, a.offline, a.in_flight, a.fraud_exposure,
+                            a.registers, a.revoked, a.fraud_proofs, a.balanced ? "true" : "false");
+  } else {
+    struct
+    {
+      const char *label;
+      gint64 value;
+    } rows[] = {
+      { "issued", a.issued },       { "online", a.online },
+      { "offline", a.offline },     { "in flight", a.in_flight },
+      { "fraud exposure", a.fraud_exposure },
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS (rows); i++) {
+      g_autofree char *v = tally_amount_format (rows[i].value, cur);
+      g_string_append_printf (out, "%-15s %s\n", rows[i].label, v);
+    }
+    g_string_append_printf (out, "%-15s %u (%u revoked)\n%-15s %u\n%-15s %s\n", "registers",
+                            a.registers, a.revoked, "fraud proofs", a.fraud_proofs, "balanced",
+                            a.balanced ? "yes" : "NO");
+  }
+  fputs (out->str, stdout);
+  return a.balanced ? 0 : EXIT_FAILED;
+}
+
+/* --- dispatch ------------------------------------------------------------------- */
+
+static const GOptionEntry no_entries[] = { { NULL } };
+
+static const Command commands[] = {
+  { "init", "--name NAME --currency CUR", "Create the issuer keys and database",
+    "tally-issuer init --name \"Example Bank\" --currency EUR", init_entries, 0, 0, cmd_init },
+  { "key", "[--out FILE]", "Print the issuer public key; --out writes the signed key set",
+    "tally-issuer key --out issuer-keys.bin", key_entries, 0, 0, cmd_key },
+  { "account-create", "NAME", "Open an online account", "tally-issuer account-create alice",
+    no_entries, 1, 1, cmd_account_create },
+  { "deposit", "NAME AMOUNT", "Pay money into an online account",
+    "tally-issuer deposit alice 100.00", no_entries, 2, 2, cmd_deposit },
+  { "balance", "NAME", "Print an online account's balance", "tally-issuer balance alice",
+    no_entries, 1, 1, cmd_balance },
+  { "certify", "--account NAME --key HEX|--key-file FILE --out FILE",
+    "Certify a register key for an account",
+    "tally-issuer certify --account alice --key-file alice.pub --max-payment 20.00 --out "
+    "alice.cert",
+    certify_entries, 0, 0, cmd_certify },
+  { "voucher", "--register HEXID --amount AMT --out FILE",
+    "Sell a load voucher for a register, debiting its account",
+    "tally-issuer voucher --register 0123456789abcdef0123456789abcdef --amount 20.00 --out "
+    "load.bin",
+    voucher_entries, 0, 0, cmd_voucher },
+  { "reconcile", "BUNDLE --out RESULT", "Book a register's bundle and write the signed result",
+    "tally-issuer reconcile bundle.bin --out result.bin", out_entries, 1, 1, cmd_reconcile },
+  { "revoke", "HEXID", "Revoke a register and publish a new revocation list",
+    "tally-issuer revoke 0123456789abcdef0123456789abcdef", no_entries, 1, 1, cmd_revoke },
+  { "revocations", "--out FILE", "Write the current signed revocation list",
+    "tally-issuer revocations --out revoked.bin", revocations_entries, 0, 0, cmd_revocations },
+  { "fraud-proofs", "[--json]", "List the double-spending proofs found so far",
+    "tally-issuer fraud-proofs --json", json_entries, 0, 0, cmd_fraud_proofs },
+  { "audit", "[--json]",
+    "Check online + offline + in flight = issued (exit status 1 when not)",
+    "tally-issuer audit --json", json_entries, 0, 0, cmd_audit },
+};
+
+static const GOptionEntry dir_entries[] = {
+  { "dir", 'd', 0, G_OPTION_ARG_FILENAME, &opt.dir,
+    "Issuer directory (default $TALLY_ISSUER_DIR or ./issuer)", "DIR" },
+  { NULL },
+};
+
+static char *
+commands_summary (void)
+{
+  GString *s = g_string_new ("Commands:\n");
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    g_string_append_printf (s, "  %-16s %s\n", commands[i].name, commands[i].summary);
+  g_string_append (s, "\nRun \"tally-issuer COMMAND --help\" for the options of a command.");
+  return g_string_free (s, FALSE);
+}
+
+static char *
+commands_examples (void)
+{
+  GString *s = g_string_new ("Examples:\n");
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    g_string_append_printf (s, "  %s\n", commands[i].example);
+  g_string_append (s, "\nAmounts are decimal major units, e.g. 12.50.  Exit status: 0 success, "
+                      "1 failure or unbalanced audit, 2 usage error.\n");
+  return g_string_free (s, FALSE);
+}
+
+static int
+run_command (const Command *cmd, int argc, char **argv)
+{
+  g_autofree char *prgname = g_strdup_printf ("tally-issuer %s", cmd->name);
+  g_set_prgname (prgname);
+
+  g_autoptr (GOptionContext) ctx = g_option_context_new (cmd->synopsis);
+  g_autofree char *description = g_strdup_printf ("Example:\n  %s\n", cmd->example);
+  g_option_context_set_summary (ctx, cmd->summary);
+  g_option_context_set_description (ctx, description);
+  g_option_context_add_main_entries (ctx, cmd->entries, NULL);
+  g_option_context_add_main_entries (ctx, dir_entries, NULL);
+
+  g_autoptr (GError) error = NULL;
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage (cmd, "%s", error->message);
+
+  int nargs = argc - 1;
+  if (nargs < cmd->min_args || nargs > cmd->max_args)
+    return usage (cmd, "usage: tally-issuer %s %s", cmd->name, cmd->synopsis);
+  if (opt.dir == NULL) {
+    const char *env = g_getenv ("TALLY_ISSUER_DIR");
+    opt.dir = g_strdup (env != NULL && *env != '\0' ? env : "issuer");
+  }
+  return cmd->run (cmd, argv + 1);
+}
+
+int
+main (int argc, char **argv)
+{
+  setlocale (LC_ALL, "");
+  g_set_prgname ("tally-issuer");
+  if (sodium_init () < 0)
+    return fail ("libsodium cannot initialise");
+
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("COMMAND [ARGS…]");
+  g_autofree char *summary = commands_summary ();
+  g_autofree char *examples = commands_examples ();
+  g_option_context_set_summary (ctx, summary);
+  g_option_context_set_description (ctx, examples);
+  g_option_context_add_main_entries (ctx, dir_entries, NULL);
+  /* Stop at the command name; the command parses the rest. */
+  g_option_context_set_strict_posix (ctx, TRUE);
+
+  g_autoptr (GError) error = NULL;
+  if (!g_option_context_parse (ctx, &argc, &argv, &error))
+    return usage (NULL, "%s", error->message);
+  if (argc < 2) {
+    g_autofree char *help = g_option_context_get_help (ctx, TRUE, NULL);
+    fprintf (stderr, "tally-issuer: missing command\n\n%s", help);
+    return EXIT_USAGE;
+  }
+
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    if (strcmp (argv[1], commands[i].name) == 0)
+      return run_command (&commands[i], argc - 1, argv + 1);
+  return usage (NULL, "unknown command \"%s\"", argv[1]);
+}

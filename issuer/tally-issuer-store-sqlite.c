@@ -1,0 +1,925 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "tally-issuer-store.h"
+
+#include <sqlite3.h>
+#include <string.h>
+
+#define SCHEMA_VERSION 1
+
+static const char schema_sql[] =
+  "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+  "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+  "CREATE TABLE totals ("
+  "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+  "  issued INTEGER NOT NULL,"
+  "  in_flight INTEGER NOT NULL,"
+  "  fraud_exposure INTEGER NOT NULL);"
+  "INSERT INTO totals (id, issued, in_flight, fraud_exposure) VALUES (1, 0, 0, 0);"
+  "CREATE TABLE accounts ("
+  "  name TEXT PRIMARY KEY,"
+  "  balance INTEGER NOT NULL CHECK (balance >= 0));"
+  "CREATE TABLE registers ("
+  "  id BLOB PRIMARY KEY,"
+  "  public_key BLOB NOT NULL,"
+  "  account TEXT NOT NULL REFERENCES accounts (name),"
+  "  max_payment INTEGER NOT NULL,"
+  "  balance_cap INTEGER NOT NULL,"
+  "  max_offline_payments INTEGER NOT NULL,"
+  "  max_offline_seconds INTEGER NOT NULL,"
+  "  validity INTEGER NOT NULL,"
+  "  cert_serial INTEGER NOT NULL,"
+  "  settled_counter INTEGER NOT NULL,"
+  "  revoked INTEGER NOT NULL,"
+  "  view_balance INTEGER NOT NULL);"
+  "CREATE TABLE vouchers ("
+  "  register_id BLOB NOT NULL REFERENCES registers (id),"
+  "  sequence INTEGER NOT NULL,"
+  "  amount INTEGER NOT NULL,"
+  "  issued_at INTEGER NOT NULL,"
+  "  envelope BLOB NOT NULL,"
+  "  PRIMARY KEY (register_id, sequence));"
+  "CREATE TABLE entries ("
+  "  hash BLOB PRIMARY KEY,"
+  "  register_id BLOB NOT NULL,"
+  "  counter INTEGER NOT NULL,"
+  "  kind INTEGER NOT NULL,"
+  "  payee_id BLOB,"
+  "  amount INTEGER NOT NULL,"
+  "  state INTEGER NOT NULL,"
+  "  payer_reported INTEGER NOT NULL,"
+  "  payee_reported INTEGER NOT NULL,"
+  "  chain_prev BLOB NOT NULL,"
+  "  chain_after BLOB NOT NULL,"
+  "  envelope BLOB NOT NULL,"
+  "  booked_at INTEGER NOT NULL);"
+  "CREATE INDEX entries_by_counter ON entries (register_id, counter);"
+  "CREATE TABLE fraud_proofs ("
+  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+  "  register_id BLOB NOT NULL,"
+  "  kind INTEGER NOT NULL,"
+  "  detected_at INTEGER NOT NULL,"
+  "  envelope BLOB NOT NULL);"
+  "CREATE INDEX fraud_proofs_by_register ON fraud_proofs (register_id);"
+  "CREATE TABLE revocation_lists ("
+  "  serial INTEGER PRIMARY KEY,"
+  "  issued_at INTEGER NOT NULL,"
+  "  envelope BLOB NOT NULL);";
+
+typedef enum
+{
+  STMT_BEGIN,
+  STMT_COMMIT,
+  STMT_ROLLBACK,
+  STMT_META_GET,
+  STMT_META_SET,
+  STMT_ACCOUNT_INSERT,
+  STMT_ACCOUNT_GET,
+  STMT_ACCOUNT_PUT,
+  STMT_REGISTER_GET,
+  STMT_REGISTER_PUT,
+  STMT_REGISTER_LIST_REVOKED,
+  STMT_VOUCHER_NEXT,
+  STMT_VOUCHER_INSERT,
+  STMT_VOUCHER_GET,
+  STMT_ENTRY_GET,
+  STMT_ENTRIES_BY_COUNTER,
+  STMT_ENTRY_INSERT,
+  STMT_ENTRY_UPDATE,
+  STMT_FRAUD_INSERT,
+  STMT_FRAUD_LIST_ALL,
+  STMT_FRAUD_LIST_REGISTER,
+  STMT_REVOCATION_PUT,
+  STMT_REVOCATION_LATEST,
+  STMT_TOTALS_GET,
+  STMT_TOTALS_PUT,
+  STMT_SUM_ACCOUNTS,
+  STMT_SUM_REGISTERS,
+  STMT_COUNT_FRAUD,
+  N_STMTS
+} StmtId;
+
+#define ENTRY_COLUMNS                                                                              \
+  "hash, register_id, counter, kind, payee_id, amount, state, payer_reported, payee_reported, "    \
+  "chain_prev, chain_after, envelope, booked_at"
+
+#define REGISTER_COLUMNS                                                                           \
+  "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                     \
+  "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance"
+
+static const char *const stmt_sql[N_STMTS] = {
+  [STMT_BEGIN] = "BEGIN IMMEDIATE",
+  [STMT_COMMIT] = "COMMIT",
+  [STMT_ROLLBACK] = "ROLLBACK",
+  [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
+  [STMT_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+  [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES (?1, 0)",
+  [STMT_ACCOUNT_GET] = "SELECT balance FROM accounts WHERE name = ?1",
+  [STMT_ACCOUNT_PUT] = "UPDATE accounts SET balance = ?2 WHERE name = ?1",
+  [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
+  /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
+  [STMT_REGISTER_PUT] = "INSERT INTO registers (" REGISTER_COLUMNS ") "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+                        "ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
+                        "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
+                        "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
+                        "settled_counter = ?10, revoked = ?11, view_balance = ?12",
+  [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
+  [STMT_VOUCHER_NEXT] = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
+  [STMT_VOUCHER_INSERT] = "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
+                          "VALUES (?1, ?2, ?3, ?4, ?5)",
+  [STMT_VOUCHER_GET] = "SELECT envelope FROM vouchers WHERE register_id = ?1 AND sequence = ?2",
+  [STMT_ENTRY_GET] = "SELECT " ENTRY_COLUMNS " FROM entries WHERE hash = ?1",
+  [STMT_ENTRIES_BY_COUNTER] = "SELECT " ENTRY_COLUMNS " FROM entries "
+                              "WHERE register_id = ?1 AND counter = ?2 ORDER BY rowid",
+  [STMT_ENTRY_INSERT] = "INSERT INTO entries (" ENTRY_COLUMNS ") "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+  [STMT_ENTRY_UPDATE] = "UPDATE entries SET state = ?2, payer_reported = ?3, payee_reported = ?4 "
+                        "WHERE hash = ?1",
+  [STMT_FRAUD_INSERT] = "INSERT INTO fraud_proofs (register_id, kind, detected_at, envelope) "
+                        "VALUES (?1, ?2, ?3, ?4)",
+  [STMT_FRAUD_LIST_ALL] = "SELECT register_id, kind, detected_at, envelope FROM fraud_proofs "
+                          "ORDER BY id",
+  [STMT_FRAUD_LIST_REGISTER] = "SELECT register_id, kind, detected_at, envelope FROM fraud_proofs "
+                               "WHERE register_id = ?1 ORDER BY id",
+  [STMT_REVOCATION_PUT] = "INSERT INTO revocation_lists (serial, issued_at, envelope) "
+                          "VALUES (?1, ?2, ?3)",
+  [STMT_REVOCATION_LATEST] = "SELECT serial, envelope FROM revocation_lists "
+                             "ORDER BY serial DESC LIMIT 1",
+  [STMT_TOTALS_GET] = "SELECT issued, in_flight, fraud_exposure FROM totals WHERE id = 1",
+  [STMT_TOTALS_PUT] = "UPDATE totals SET issued = ?1, in_flight = ?2, fraud_exposure = ?3 "
+                      "WHERE id = 1",
+  [STMT_SUM_ACCOUNTS] = "SELECT COALESCE(SUM(balance), 0) FROM accounts",
+  [STMT_SUM_REGISTERS] = "SELECT COALESCE(SUM(view_balance), 0), COUNT(*), "
+                         "COALESCE(SUM(revoked != 0), 0) FROM registers",
+  [STMT_COUNT_FRAUD] = "SELECT COUNT(*) FROM fraud_proofs",
+};
+
+typedef struct
+{
+  sqlite3 *db;
+  char *path;
+  sqlite3_stmt *stmts[N_STMTS];
+} SqliteStore;
+
+/* A prepared statement borrowed for one call: reset and unbound on scope
+ * exit so the next call starts clean. */
+typedef sqlite3_stmt BorrowedStmt;
+
+static void
+borrowed_stmt_release (BorrowedStmt *st)
+{
+  sqlite3_reset (st);
+  sqlite3_clear_bindings (st);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (BorrowedStmt, borrowed_stmt_release)
+
+static BorrowedStmt *
+borrow (SqliteStore *s, StmtId id)
+{
+  return s->stmts[id];
+}
+
+static gboolean
+db_fail (SqliteStore *s, const char *what, GError **error)
+{
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s: %s", s->path, what,
+               sqlite3_errmsg (s->db));
+  return FALSE;
+}
+
+static gboolean
+is_constraint (SqliteStore *s)
+{
+  return (sqlite3_extended_errcode (s->db) & 0xff) == SQLITE_CONSTRAINT;
+}
+
+/* Steps a statement that returns no row. */
+static gboolean
+step_done (SqliteStore *s, sqlite3_stmt *st, const char *what, GError **error)
+{
+  if (sqlite3_step (st) != SQLITE_DONE)
+    return db_fail (s, what, error);
+  return TRUE;
+}
+
+/* Steps a statement expected to return one row: TRUE with the row,
+ * NOT_FOUND naming @what without one. */
+static gboolean
+step_row (SqliteStore *s, sqlite3_stmt *st, const char *what, GError **error)
+{
+  int rc = sqlite3_step (st);
+  if (rc == SQLITE_ROW)
+    return TRUE;
+  if (rc == SQLITE_DONE) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "%s not found", what);
+    return FALSE;
+  }
+  return db_fail (s, what, error);
+}
+
+static void
+bind_blob (sqlite3_stmt *st, int col, const void *data, gsize len)
+{
+  sqlite3_bind_blob (st, col, data, (int) len, SQLITE_TRANSIENT);
+}
+
+static void
+bind_bytes (sqlite3_stmt *st, int col, GBytes *bytes)
+{
+  gsize len;
+  const guint8 *data = g_bytes_get_data (bytes, &len);
+  /* A zero-length blob must not bind as NULL. */
+  sqlite3_bind_blob (st, col, data ? (const void *) data : (const void *) "", (int) len,
+                     SQLITE_TRANSIENT);
+}
+
+static void
+bind_u64 (sqlite3_stmt *st, int col, guint64 v)
+{
+  /* SQLite integers are signed; the cast round-trips exactly. */
+  sqlite3_bind_int64 (st, col, (sqlite3_int64) v);
+}
+
+static guint64
+column_u64 (sqlite3_stmt *st, int col)
+{
+  return (guint64) sqlite3_column_int64 (st, col);
+}
+
+static gboolean
+column_fixed (SqliteStore *s,
+              sqlite3_stmt *st,
+              int col,
+              guint8 *out,
+              gsize len,
+              const char *what,
+              GError **error)
+{
+  const void *data = sqlite3_column_blob (st, col);
+  if (data == NULL || (gsize) sqlite3_column_bytes (st, col) != len) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: stored %s is not %zu bytes",
+                 s->path, what, len);
+    return FALSE;
+  }
+  memcpy (out, data, len);
+  return TRUE;
+}
+
+static GBytes *
+column_bytes (sqlite3_stmt *st, int col)
+{
+  const void *data = sqlite3_column_blob (st, col);
+  int len = sqlite3_column_bytes (st, col);
+  return g_bytes_new (data, (gsize) len);
+}
+
+/* --- transactions --- */
+
+static gboolean
+sqlite_begin (gpointer backend, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_BEGIN);
+  return step_done (s, st, "begin", error);
+}
+
+static gboolean
+sqlite_commit (gpointer backend, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_COMMIT);
+  if (step_done (s, st, "commit", error))
+    return TRUE;
+  /* A failed COMMIT may leave the transaction open; never leave it so. */
+  if (!sqlite3_get_autocommit (s->db)) {
+    g_autoptr (BorrowedStmt) rb = borrow (s, STMT_ROLLBACK);
+    sqlite3_step (rb);
+  }
+  return FALSE;
+}
+
+static void
+sqlite_rollback (gpointer backend)
+{
+  SqliteStore *s = backend;
+  if (sqlite3_get_autocommit (s->db))
+    return;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ROLLBACK);
+  if (sqlite3_step (st) != SQLITE_DONE)
+    g_warning ("%s: rollback failed: %s", s->path, sqlite3_errmsg (s->db));
+}
+
+/* --- meta --- */
+
+static gboolean
+sqlite_meta_get (gpointer backend, const char *key, GBytes **value, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_META_GET);
+  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
+  if (!step_row (s, st, key, error))
+    return FALSE;
+  *value = column_bytes (st, 0);
+  return TRUE;
+}
+
+static gboolean
+sqlite_meta_set (gpointer backend, const char *key, GBytes *value, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_META_SET);
+  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
+  bind_bytes (st, 2, value);
+  return step_done (s, st, "meta", error);
+}
+
+/* --- accounts --- */
+
+static gboolean
+sqlite_account_insert (gpointer backend, const char *name, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_INSERT);
+  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
+  if (sqlite3_step (st) == SQLITE_DONE)
+    return TRUE;
+  if (is_constraint (s)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "account \"%s\" already exists", name);
+    return FALSE;
+  }
+  return db_fail (s, "account", error);
+}
+
+static gboolean
+sqlite_account_get (gpointer backend, const char *name, gint64 *balance, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_GET);
+  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step (st);
+  if (rc == SQLITE_DONE) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
+    return FALSE;
+  }
+  if (rc != SQLITE_ROW)
+    return db_fail (s, "account", error);
+  *balance = sqlite3_column_int64 (st, 0);
+  return TRUE;
+}
+
+static gboolean
+sqlite_account_put (gpointer backend, const char *name, gint64 balance, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_PUT);
+  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64 (st, 2, balance);
+  if (!step_done (s, st, "account", error))
+    return FALSE;
+  if (sqlite3_changes (s->db) != 1) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* --- registers --- */
+
+static gboolean
+sqlite_register_get (gpointer backend,
+                     const guint8 id[TALLY_ID_BYTES],
+                     TallyIssuerRegisterRow *row,
+                     GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_GET);
+  bind_blob (st, 1, id, TALLY_ID_BYTES);
+  int rc = sqlite3_step (st);
+  if (rc == SQLITE_DONE) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "register not certified by this issuer");
+    return FALSE;
+  }
+  if (rc != SQLITE_ROW)
+    return db_fail (s, "register", error);
+
+  TallyIssuerRegisterRow r = { 0 };
+  if (!column_fixed (s, st, 0, r.id, TALLY_ID_BYTES, "register id", error) ||
+      !column_fixed (s, st, 1, r.public_key, TALLY_PUBLIC_KEY_BYTES, "register key", error))
+    return FALSE;
+  r.account = g_strdup ((const char *) sqlite3_column_text (st, 2));
+  r.max_payment = sqlite3_column_int64 (st, 3);
+  r.balance_cap = sqlite3_column_int64 (st, 4);
+  r.max_offline_payments = (guint32) sqlite3_column_int64 (st, 5);
+  r.max_offline_seconds = column_u64 (st, 6);
+  r.validity = column_u64 (st, 7);
+  r.cert_serial = column_u64 (st, 8);
+  r.settled_counter = column_u64 (st, 9);
+  r.revoked = sqlite3_column_int (st, 10) != 0;
+  r.view_balance = sqlite3_column_int64 (st, 11);
+  *row = r;
+  return TRUE;
+}
+
+static gboolean
+sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_PUT);
+  bind_blob (st, 1, row->id, TALLY_ID_BYTES);
+  bind_blob (st, 2, row->public_key, TALLY_PUBLIC_KEY_BYTES);
+  sqlite3_bind_text (st, 3, row->account, -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64 (st, 4, row->max_payment);
+  sqlite3_bind_int64 (st, 5, row->balance_cap);
+  sqlite3_bind_int64 (st, 6, row->max_offline_payments);
+  bind_u64 (st, 7, row->max_offline_seconds);
+  bind_u64 (st, 8, row->validity);
+  bind_u64 (st, 9, row->cert_serial);
+  bind_u64 (st, 10, row->settled_counter);
+  sqlite3_bind_int (st, 11, row->revoked ? 1 : 0);
+  sqlite3_bind_int64 (st, 12, row->view_balance);
+  return step_done (s, st, "register", error);
+}
+
+static gboolean
+sqlite_register_list_revoked (gpointer backend, GPtrArray **ids, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_LIST_REVOKED);
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  int rc;
+  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+    guint8 id[TALLY_ID_BYTES];
+    if (!column_fixed (s, st, 0, id, sizeof id, "register id", error))
+      return FALSE;
+    g_ptr_array_add (out, g_bytes_new (id, sizeof id));
+  }
+  if (rc != SQLITE_DONE)
+    return db_fail (s, "revoked registers", error);
+  *ids = g_steal_pointer (&out);
+  return TRUE;
+}
+
+/* --- vouchers --- */
+
+static gboolean
+sqlite_voucher_next_sequence (gpointer backend,
+                              const guint8 register_id[TALLY_ID_BYTES],
+                              guint64 *sequence,
+                              GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_NEXT);
+  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  if (!step_row (s, st, "voucher sequence", error))
+    return FALSE;
+  *sequence = column_u64 (st, 0);
+  return TRUE;
+}
+
+static gboolean
+sqlite_voucher_insert (gpointer backend,
+                       const guint8 register_id[TALLY_ID_BYTES],
+                       guint64 sequence,
+                       gint64 amount,
+                       guint64 issued_at,
+                       GBytes *envelope,
+                       GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_INSERT);
+  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  bind_u64 (st, 2, sequence);
+  sqlite3_bind_int64 (st, 3, amount);
+  bind_u64 (st, 4, issued_at);
+  bind_bytes (st, 5, envelope);
+  if (sqlite3_step (st) == SQLITE_DONE)
+    return TRUE;
+  if (is_constraint (s)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "voucher %" G_GUINT64_FORMAT " exists",
+                 sequence);
+    return FALSE;
+  }
+  return db_fail (s, "voucher", error);
+}
+
+static gboolean
+sqlite_voucher_get (gpointer backend,
+                    const guint8 register_id[TALLY_ID_BYTES],
+                    guint64 sequence,
+                    GBytes **envelope,
+                    GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_GET);
+  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  bind_u64 (st, 2, sequence);
+  if (!step_row (s, st, "voucher", error))
+    return FALSE;
+  *envelope = column_bytes (st, 0);
+  return TRUE;
+}
+
+/* --- entries --- */
+
+static gboolean
+read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError **error)
+{
+  TallyIssuerEntryRow r = { 0 };
+  if (!column_fixed (s, st, 0, r.hash, TALLY_HASH_BYTES, "entry hash", error) ||
+      !column_fixed (s, st, 1, r.register_id, TALLY_ID_BYTES, "entry register id", error))
+    return FALSE;
+  r.counter = column_u64 (st, 2);
+  r.kind = (TallyIssuerEntryKind) sqlite3_column_int (st, 3);
+  r.has_payee = sqlite3_column_type (st, 4) != SQLITE_NULL;
+  if (r.has_payee &&
+      !column_fixed (s, st, 4, r.payee_id, TALLY_ID_BYTES, "entry payee id", error))
+    return FALSE;
+  r.amount = sqlite3_column_int64 (st, 5);
+  r.state = (TallyIssuerEntryState) sqlite3_column_int (st, 6);
+  r.payer_reported = sqlite3_column_int (st, 7) != 0;
+  r.payee_reported = sqlite3_column_int (st, 8) != 0;
+  if (!column_fixed (s, st, 9, r.chain_prev, TALLY_HASH_BYTES, "entry chain", error) ||
+      !column_fixed (s, st, 10, r.chain_after, TALLY_HASH_BYTES, "entry chain", error))
+    return FALSE;
+  r.envelope = column_bytes (st, 11);
+  r.booked_at = column_u64 (st, 12);
+  *row = r;
+  return TRUE;
+}
+
+static gboolean
+sqlite_entry_get_by_hash (gpointer backend,
+                          const guint8 hash[TALLY_HASH_BYTES],
+                          TallyIssuerEntryRow *row,
+                          GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_GET);
+  bind_blob (st, 1, hash, TALLY_HASH_BYTES);
+  if (!step_row (s, st, "entry", error))
+    return FALSE;
+  return read_entry (s, st, row, error);
+}
+
+static gboolean
+sqlite_entries_by_counter (gpointer backend,
+                           const guint8 register_id[TALLY_ID_BYTES],
+                           guint64 counter,
+                           GPtrArray **rows,
+                           GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRIES_BY_COUNTER);
+  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  bind_u64 (st, 2, counter);
+  g_autoptr (GPtrArray) out =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_entry_row_free);
+  int rc;
+  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+    TallyIssuerEntryRow *row = g_new0 (TallyIssuerEntryRow, 1);
+    g_ptr_array_add (out, row);
+    if (!read_entry (s, st, row, error))
+      return FALSE;
+  }
+  if (rc != SQLITE_DONE)
+    return db_fail (s, "entries", error);
+  *rows = g_steal_pointer (&out);
+  return TRUE;
+}
+
+static gboolean
+sqlite_entry_insert (gpointer backend, const TallyIssuerEntryRow *row, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_INSERT);
+  bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
+  bind_blob (st, 2, row->register_id, TALLY_ID_BYTES);
+  bind_u64 (st, 3, row->counter);
+  sqlite3_bind_int (st, 4, (int) row->kind);
+  if (row->has_payee)
+    bind_blob (st, 5, row->payee_id, TALLY_ID_BYTES);
+  else
+    sqlite3_bind_null (st, 5);
+  sqlite3_bind_int64 (st, 6, row->amount);
+  sqlite3_bind_int (st, 7, (int) row->state);
+  sqlite3_bind_int (st, 8, row->payer_reported ? 1 : 0);
+  sqlite3_bind_int (st, 9, row->payee_reported ? 1 : 0);
+  bind_blob (st, 10, row->chain_prev, TALLY_HASH_BYTES);
+  bind_blob (st, 11, row->chain_after, TALLY_HASH_BYTES);
+  bind_bytes (st, 12, row->envelope);
+  bind_u64 (st, 13, row->booked_at);
+  if (sqlite3_step (st) == SQLITE_DONE)
+    return TRUE;
+  if (is_constraint (s)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "entry already booked");
+    return FALSE;
+  }
+  return db_fail (s, "entry", error);
+}
+
+static gboolean
+sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_UPDATE);
+  bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
+  sqlite3_bind_int (st, 2, (int) row->state);
+  sqlite3_bind_int (st, 3, row->payer_reported ? 1 : 0);
+  sqlite3_bind_int (st, 4, row->payee_reported ? 1 : 0);
+  if (!step_done (s, st, "entry", error))
+    return FALSE;
+  if (sqlite3_changes (s->db) != 1) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "entry not found");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* --- fraud proofs --- */
+
+static gboolean
+sqlite_fraud_proof_insert (gpointer backend, const TallyIssuerFraudRow *row, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_FRAUD_INSERT);
+  bind_blob (st, 1, row->register_id, TALLY_ID_BYTES);
+  sqlite3_bind_int (st, 2, (int) row->kind);
+  bind_u64 (st, 3, row->detected_at);
+  bind_bytes (st, 4, row->envelope);
+  return step_done (s, st, "fraud proof", error);
+}
+
+static gboolean
+sqlite_fraud_proof_list (gpointer backend,
+                         const guint8 *register_id,
+                         GPtrArray **rows,
+                         GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st =
+    borrow (s, register_id ? STMT_FRAUD_LIST_REGISTER : STMT_FRAUD_LIST_ALL);
+  if (register_id != NULL)
+    bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  g_autoptr (GPtrArray) out =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_fraud_row_free);
+  int rc;
+  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+    TallyIssuerFraudRow *row = g_new0 (TallyIssuerFraudRow, 1);
+    g_ptr_array_add (out, row);
+    if (!column_fixed (s, st, 0, row->register_id, TALLY_ID_BYTES, "fraud register id", error))
+      return FALSE;
+    row->kind = (Tally__FraudKind) sqlite3_column_int (st, 1);
+    row->detected_at = column_u64 (st, 2);
+    row->envelope = column_bytes (st, 3);
+  }
+  if (rc != SQLITE_DONE)
+    return db_fail (s, "fraud proofs", error);
+  *rows = g_steal_pointer (&out);
+  return TRUE;
+}
+
+/* --- revocation lists --- */
+
+static gboolean
+sqlite_revocation_list_put (gpointer backend,
+                            guint64 serial,
+                            guint64 issued_at,
+                            GBytes *envelope,
+                            GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REVOCATION_PUT);
+  bind_u64 (st, 1, serial);
+  bind_u64 (st, 2, issued_at);
+  bind_bytes (st, 3, envelope);
+  if (sqlite3_step (st) == SQLITE_DONE)
+    return TRUE;
+  if (is_constraint (s)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
+                 "revocation list %" G_GUINT64_FORMAT " exists", serial);
+    return FALSE;
+  }
+  return db_fail (s, "revocation list", error);
+}
+
+static gboolean
+sqlite_revocation_list_get_latest (gpointer backend,
+                                   guint64 *serial,
+                                   GBytes **envelope,
+                                   GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REVOCATION_LATEST);
+  if (!step_row (s, st, "revocation list", error))
+    return FALSE;
+  *serial = column_u64 (st, 0);
+  *envelope = column_bytes (st, 1);
+  return TRUE;
+}
+
+/* --- totals --- */
+
+static gboolean
+sqlite_totals_get (gpointer backend, TallyIssuerTotals *totals, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_TOTALS_GET);
+  if (!step_row (s, st, "totals", error))
+    return FALSE;
+  totals->issued = sqlite3_column_int64 (st, 0);
+  totals->in_flight = sqlite3_column_int64 (st, 1);
+  totals->fraud_exposure = sqlite3_column_int64 (st, 2);
+  return TRUE;
+}
+
+static gboolean
+sqlite_totals_put (gpointer backend, const TallyIssuerTotals *totals, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_TOTALS_PUT);
+  sqlite3_bind_int64 (st, 1, totals->issued);
+  sqlite3_bind_int64 (st, 2, totals->in_flight);
+  sqlite3_bind_int64 (st, 3, totals->fraud_exposure);
+  return step_done (s, st, "totals", error);
+}
+
+static gboolean
+sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
+{
+  SqliteStore *s = backend;
+  {
+    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_ACCOUNTS);
+    if (!step_row (s, st, "account sum", error))
+      return FALSE;
+    sums->online = sqlite3_column_int64 (st, 0);
+  }
+  {
+    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_REGISTERS);
+    if (!step_row (s, st, "register sum", error))
+      return FALSE;
+    sums->offline = sqlite3_column_int64 (st, 0);
+    sums->registers = (guint) sqlite3_column_int64 (st, 1);
+    sums->revoked = (guint) sqlite3_column_int64 (st, 2);
+  }
+  {
+    g_autoptr (BorrowedStmt) st = borrow (s, STMT_COUNT_FRAUD);
+    if (!step_row (s, st, "fraud proof count", error))
+      return FALSE;
+    sums->fraud_proofs = (guint) sqlite3_column_int64 (st, 0);
+  }
+  return TRUE;
+}
+
+/* --- lifetime --- */
+
+static void
+sqlite_free (gpointer backend)
+{
+  SqliteStore *s = backend;
+  for (guint i = 0; i < N_STMTS; i++)
+    sqlite3_finalize (s->stmts[i]);
+  sqlite3_close (s->db);
+  g_free (s->path);
+  g_free (s);
+}
+
+static const TallyIssuerStoreOps sqlite_ops = {
+  .name = "sqlite",
+  .free = sqlite_free,
+  .begin = sqlite_begin,
+  .commit = sqlite_commit,
+  .rollback = sqlite_rollback,
+  .meta_get = sqlite_meta_get,
+  .meta_set = sqlite_meta_set,
+  .account_insert = sqlite_account_insert,
+  .account_get = sqlite_account_get,
+  .account_put = sqlite_account_put,
+  .register_get = sqlite_register_get,
+  .register_put = sqlite_register_put,
+  .register_list_revoked = sqlite_register_list_revoked,
+  .voucher_next_sequence = sqlite_voucher_next_sequence,
+  .voucher_insert = sqlite_voucher_insert,
+  .voucher_get = sqlite_voucher_get,
+  .entry_get_by_hash = sqlite_entry_get_by_hash,
+  .entries_by_counter = sqlite_entries_by_counter,
+  .entry_insert = sqlite_entry_insert,
+  .entry_update = sqlite_entry_update,
+  .fraud_proof_insert = sqlite_fraud_proof_insert,
+  .fraud_proof_list = sqlite_fraud_proof_list,
+  .revocation_list_put = sqlite_revocation_list_put,
+  .revocation_list_get_latest = sqlite_revocation_list_get_latest,
+  .totals_get = sqlite_totals_get,
+  .totals_put = sqlite_totals_put,
+  .sums = sqlite_sums,
+};
+
+static gboolean
+exec (SqliteStore *s, const char *sql, const char *what, GError **error)
+{
+  char *msg = NULL;
+  if (sqlite3_exec (s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s: %s", s->path, what,
+                 msg ? msg : sqlite3_errmsg (s->db));
+    sqlite3_free (msg);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Reads the schema version; 0 when the database is empty. */
+static gboolean
+schema_version (SqliteStore *s, gint64 *version, GError **error)
+{
+  sqlite3_stmt *st = NULL;
+  if (sqlite3_prepare_v2 (s->db,
+                          "SELECT COUNT(*) FROM sqlite_master "
+                          "WHERE type = 'table' AND name = 'schema_version'",
+                          -1, &st, NULL) != SQLITE_OK)
+    return db_fail (s, "schema", error);
+  gboolean have = sqlite3_step (st) == SQLITE_ROW && sqlite3_column_int (st, 0) > 0;
+  sqlite3_finalize (st);
+  if (!have) {
+    *version = 0;
+    return TRUE;
+  }
+  if (sqlite3_prepare_v2 (s->db, "SELECT version FROM schema_version", -1, &st, NULL) != SQLITE_OK)
+    return db_fail (s, "schema", error);
+  int rc = sqlite3_step (st);
+  *version = rc == SQLITE_ROW ? sqlite3_column_int64 (st, 0) : -1;
+  sqlite3_finalize (st);
+  return TRUE;
+}
+
+static gboolean
+setup_schema (SqliteStore *s, gboolean create, GError **error)
+{
+  if (!exec (s, "BEGIN IMMEDIATE", "schema", error))
+    return FALSE;
+
+  gint64 version;
+  if (!schema_version (s, &version, error))
+    goto fail;
+  if (version == 0 && create) {
+    g_autofree char *sql =
+      g_strdup_printf ("%s INSERT INTO schema_version (version) VALUES (%d);", schema_sql,
+                       SCHEMA_VERSION);
+    if (!exec (s, sql, "creating schema", error))
+      goto fail;
+  } else if (version == 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s is not an issuer database",
+                 s->path);
+    goto fail;
+  } else if (version != SCHEMA_VERSION) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
+                 "%s has schema version %" G_GINT64_FORMAT ", this build knows %d", s->path,
+                 version, SCHEMA_VERSION);
+    goto fail;
+  }
+  return exec (s, "COMMIT", "schema", error);
+
+fail:
+  exec (s, "ROLLBACK", "schema", NULL);
+  return FALSE;
+}
+
+TallyIssuerStore *
+tally_issuer_store_sqlite_open (const char *path, gboolean create, GError **error)
+{
+  g_return_val_if_fail (path != NULL, NULL);
+
+  if (!create && !g_file_test (path, G_FILE_TEST_IS_REGULAR)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no issuer database at %s", path);
+    return NULL;
+  }
+
+  SqliteStore *s = g_new0 (SqliteStore, 1);
+  s->path = g_strdup (path);
+  int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
+  if (sqlite3_open_v2 (path, &s->db, flags, NULL) != SQLITE_OK) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "cannot open %s: %s", path,
+                 s->db ? sqlite3_errmsg (s->db) : "out of memory");
+    sqlite_free (s);
+    return NULL;
+  }
+  sqlite3_extended_result_codes (s->db, 1);
+  sqlite3_busy_timeout (s->db, 5000);
+
+  /* WAL with synchronous=FULL: a committed booking survives power loss. */
+  if (!exec (s, "PRAGMA journal_mode = WAL", "journal mode", error) ||
+      !exec (s, "PRAGMA synchronous = FULL", "synchronous", error) ||
+      !exec (s, "PRAGMA foreign_keys = ON", "foreign keys", error) ||
+      !setup_schema (s, create, error)) {
+    sqlite_free (s);
+    return NULL;
+  }
+
+  for (guint i = 0; i < N_STMTS; i++) {
+    if (sqlite3_prepare_v3 (s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmts[i],
+                            NULL) != SQLITE_OK) {
+      db_fail (s, stmt_sql[i], error);
+      sqlite_free (s);
+      return NULL;
+    }
+  }
+  return tally_issuer_store_new (&sqlite_ops, s);
+}

@@ -1,0 +1,308 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The issuer's storage, behind a narrow table of operations so that the
+ * bookkeeping in tally-issuer.c never speaks SQL.  SQLite is the built-in
+ * backend (tally-issuer-store-sqlite.c); a server backend implements the same
+ * TallyIssuerStoreOps.
+ *
+ * Every public issuer operation runs inside exactly one begin/commit pair and
+ * rolls back on any error, so a failed operation leaves the store unchanged.
+ * Lookups that find nothing fail with TALLY_ERROR_NOT_FOUND; storage faults
+ * are TALLY_ERROR_STORAGE.
+ */
+
+#include <glib.h>
+
+#include "tally-core.h"
+
+G_BEGIN_DECLS
+
+typedef struct _TallyIssuerStore TallyIssuerStore;
+
+/* --- rows ------------------------------------------------------------------ */
+
+typedef struct
+{
+  guint8 id[TALLY_ID_BYTES];
+  guint8 public_key[TALLY_PUBLIC_KEY_BYTES];
+  char *account;
+  gint64 max_payment;
+  gint64 balance_cap;
+  guint32 max_offline_payments;
+  guint64 max_offline_seconds;
+  guint64 validity;        /* not_after - not_before of the certificate */
+  guint64 cert_serial;     /* serial of the newest certificate issued */
+  guint64 settled_counter; /* every own counter 1..settled_counter is booked */
+  gboolean revoked;
+  gint64 view_balance;     /* the issuer's view; negative after double spending */
+} TallyIssuerRegisterRow;
+
+void tally_issuer_register_row_clear (TallyIssuerRegisterRow *row);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (TallyIssuerRegisterRow, tally_issuer_register_row_clear)
+
+typedef enum
+{
+  TALLY_ISSUER_ENTRY_PERMISSION = 1,
+  TALLY_ISSUER_ENTRY_DEFUND = 2,
+} TallyIssuerEntryKind;
+
+const char *tally_issuer_entry_kind_to_string (TallyIssuerEntryKind kind);
+
+/* A permission is IN_FLIGHT while only its payer has reported it and SETTLED
+ * once the payee's half is known; a defund is SETTLED when booked. */
+typedef enum
+{
+  TALLY_ISSUER_ENTRY_IN_FLIGHT = 1,
+  TALLY_ISSUER_ENTRY_SETTLED = 2,
+} TallyIssuerEntryState;
+
+const char *tally_issuer_entry_state_to_string (TallyIssuerEntryState state);
+
+typedef struct
+{
+  guint8 hash[TALLY_HASH_BYTES]; /* tally_envelope_body_hash of the entry */
+  guint8 register_id[TALLY_ID_BYTES];
+  guint64 counter;
+  TallyIssuerEntryKind kind;
+  gboolean has_payee;
+  guint8 payee_id[TALLY_ID_BYTES];
+  gint64 amount;
+  TallyIssuerEntryState state;
+  gboolean payer_reported;
+  gboolean payee_reported;
+  guint8 chain_prev[TALLY_HASH_BYTES];
+  guint8 chain_after[TALLY_HASH_BYTES];
+  GBytes *envelope; /* packed SignedEnvelope */
+  guint64 booked_at;
+} TallyIssuerEntryRow;
+
+void tally_issuer_entry_row_clear (TallyIssuerEntryRow *row);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (TallyIssuerEntryRow, tally_issuer_entry_row_clear)
+/* For GPtrArrays of heap-allocated rows. */
+void tally_issuer_entry_row_free (TallyIssuerEntryRow *row);
+
+typedef struct
+{
+  guint8 register_id[TALLY_ID_BYTES];
+  Tally__FraudKind kind;
+  guint64 detected_at;
+  GBytes *envelope; /* packed SignedEnvelope, context "fraud-proof" */
+} TallyIssuerFraudRow;
+
+void tally_issuer_fraud_row_free (TallyIssuerFraudRow *row);
+
+/* Running totals the store keeps; the sums over accounts and registers are
+ * computed by TallyIssuerStoreOps.sums. */
+typedef struct
+{
+  gint64 issued;
+  gint64 in_flight;
+  gint64 fraud_exposure;
+} TallyIssuerTotals;
+
+typedef struct
+{
+  gint64 online;
+  gint64 offline;
+  guint registers;
+  guint revoked;
+  guint fraud_proofs;
+} TallyIssuerSums;
+
+/* --- backend interface ------------------------------------------------------ */
+
+typedef struct
+{
+  const char *name;
+  void (*free) (gpointer backend);
+
+  gboolean (*begin) (gpointer backend, GError **error);
+  gboolean (*commit) (gpointer backend, GError **error);
+  void (*rollback) (gpointer backend);
+
+  gboolean (*meta_get) (gpointer backend, const char *key, GBytes **value, GError **error);
+  gboolean (*meta_set) (gpointer backend, const char *key, GBytes *value, GError **error);
+
+  /* EXISTS when the name is taken. */
+  gboolean (*account_insert) (gpointer backend, const char *name, GError **error);
+  gboolean (*account_get) (gpointer backend, const char *name, gint64 *balance, GError **error);
+  gboolean (*account_put) (gpointer backend, const char *name, gint64 balance, GError **error);
+
+  gboolean (*register_get) (gpointer backend,
+                            const guint8 id[TALLY_ID_BYTES],
+                            TallyIssuerRegisterRow *row,
+                            GError **error);
+  /* Inserts or replaces the row with row->id. */
+  gboolean (*register_put) (gpointer backend, const TallyIssuerRegisterRow *row, GError **error);
+  /* Ids of revoked registers in ascending byte order, as 16-byte GBytes. */
+  gboolean (*register_list_revoked) (gpointer backend, GPtrArray **ids, GError **error);
+
+  /* 1 for a register that has none yet. */
+  gboolean (*voucher_next_sequence) (gpointer backend,
+                                     const guint8 register_id[TALLY_ID_BYTES],
+                                     guint64 *sequence,
+                                     GError **error);
+  gboolean (*voucher_insert) (gpointer backend,
+                              const guint8 register_id[TALLY_ID_BYTES],
+                              guint64 sequence,
+                              gint64 amount,
+                              guint64 issued_at,
+                              GBytes *envelope,
+                              GError **error);
+  gboolean (*voucher_get) (gpointer backend,
+                           const guint8 register_id[TALLY_ID_BYTES],
+                           guint64 sequence,
+                           GBytes **envelope,
+                           GError **error);
+
+  gboolean (*entry_get_by_hash) (gpointer backend,
+                                 const guint8 hash[TALLY_HASH_BYTES],
+                                 TallyIssuerEntryRow *row,
+                                 GError **error);
+  /* Every entry of @register_id at @counter (more than one after counter
+   * reuse), oldest first; an empty array when there is none. */
+  gboolean (*entries_by_counter) (gpointer backend,
+                                  const guint8 register_id[TALLY_ID_BYTES],
+                                  guint64 counter,
+                                  GPtrArray **rows,
+                                  GError **error);
+  /* EXISTS when an entry with row->hash is there. */
+  gboolean (*entry_insert) (gpointer backend, const TallyIssuerEntryRow *row, GError **error);
+  /* Updates state and the reported halves of the entry with row->hash. */
+  gboolean (*entry_update) (gpointer backend, const TallyIssuerEntryRow *row, GError **error);
+
+  gboolean (*fraud_proof_insert) (gpointer backend,
+                                  const TallyIssuerFraudRow *row,
+                                  GError **error);
+  /* Oldest first; only those naming @register_id unless it is NULL. */
+  gboolean (*fraud_proof_list) (gpointer backend,
+                                const guint8 *register_id,
+                                GPtrArray **rows,
+                                GError **error);
+
+  /* EXISTS for a serial already stored. */
+  gboolean (*revocation_list_put) (gpointer backend,
+                                   guint64 serial,
+                                   guint64 issued_at,
+                                   GBytes *envelope,
+                                   GError **error);
+  gboolean (*revocation_list_get_latest) (gpointer backend,
+                                          guint64 *serial,
+                                          GBytes **envelope,
+                                          GError **error);
+
+  gboolean (*totals_get) (gpointer backend, TallyIssuerTotals *totals, GError **error);
+  gboolean (*totals_put) (gpointer backend, const TallyIssuerTotals *totals, GError **error);
+  gboolean (*sums) (gpointer backend, TallyIssuerSums *sums, GError **error);
+} TallyIssuerStoreOps;
+
+/* Takes ownership of @backend; ops->free releases it. */
+TallyIssuerStore *tally_issuer_store_new (const TallyIssuerStoreOps *ops, gpointer backend);
+void tally_issuer_store_free (TallyIssuerStore *store);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyIssuerStore, tally_issuer_store_free)
+
+/* Opens (with @create, creates) an SQLite store at @path. */
+TallyIssuerStore *tally_issuer_store_sqlite_open (const char *path,
+                                                  gboolean create,
+                                                  GError **error);
+
+/* --- calls through the table ------------------------------------------------- */
+
+gboolean tally_issuer_store_begin (TallyIssuerStore *store, GError **error);
+gboolean tally_issuer_store_commit (TallyIssuerStore *store, GError **error);
+void tally_issuer_store_rollback (TallyIssuerStore *store);
+
+gboolean tally_issuer_store_meta_get (TallyIssuerStore *store,
+                                      const char *key,
+                                      GBytes **value,
+                                      GError **error);
+gboolean tally_issuer_store_meta_set (TallyIssuerStore *store,
+                                      const char *key,
+                                      GBytes *value,
+                                      GError **error);
+
+gboolean tally_issuer_store_account_insert (TallyIssuerStore *store,
+                                            const char *name,
+                                            GError **error);
+gboolean tally_issuer_store_account_get (TallyIssuerStore *store,
+                                         const char *name,
+                                         gint64 *balance,
+                                         GError **error);
+gboolean tally_issuer_store_account_put (TallyIssuerStore *store,
+                                         const char *name,
+                                         gint64 balance,
+                                         GError **error);
+
+gboolean tally_issuer_store_register_get (TallyIssuerStore *store,
+                                          const guint8 id[TALLY_ID_BYTES],
+                                          TallyIssuerRegisterRow *row,
+                                          GError **error);
+gboolean tally_issuer_store_register_put (TallyIssuerStore *store,
+                                          const TallyIssuerRegisterRow *row,
+                                          GError **error);
+gboolean tally_issuer_store_register_list_revoked (TallyIssuerStore *store,
+                                                   GPtrArray **ids,
+                                                   GError **error);
+
+gboolean tally_issuer_store_voucher_next_sequence (TallyIssuerStore *store,
+                                                   const guint8 register_id[TALLY_ID_BYTES],
+                                                   guint64 *sequence,
+                                                   GError **error);
+gboolean tally_issuer_store_voucher_insert (TallyIssuerStore *store,
+                                            const guint8 register_id[TALLY_ID_BYTES],
+                                            guint64 sequence,
+                                            gint64 amount,
+                                            guint64 issued_at,
+                                            GBytes *envelope,
+                                            GError **error);
+gboolean tally_issuer_store_voucher_get (TallyIssuerStore *store,
+                                         const guint8 register_id[TALLY_ID_BYTES],
+                                         guint64 sequence,
+                                         GBytes **envelope,
+                                         GError **error);
+
+gboolean tally_issuer_store_entry_get_by_hash (TallyIssuerStore *store,
+                                               const guint8 hash[TALLY_HASH_BYTES],
+                                               TallyIssuerEntryRow *row,
+                                               GError **error);
+gboolean tally_issuer_store_entries_by_counter (TallyIssuerStore *store,
+                                                const guint8 register_id[TALLY_ID_BYTES],
+                                                guint64 counter,
+                                                GPtrArray **rows,
+                                                GError **error);
+gboolean tally_issuer_store_entry_insert (TallyIssuerStore *store,
+                                          const TallyIssuerEntryRow *row,
+                                          GError **error);
+gboolean tally_issuer_store_entry_update (TallyIssuerStore *store,
+                                          const TallyIssuerEntryRow *row,
+                                          GError **error);
+
+gboolean tally_issuer_store_fraud_proof_insert (TallyIssuerStore *store,
+                                                const TallyIssuerFraudRow *row,
+                                                GError **error);
+gboolean tally_issuer_store_fraud_proof_list (TallyIssuerStore *store,
+                                              const guint8 *register_id,
+                                              GPtrArray **rows,
+                                              GError **error);
+
+gboolean tally_issuer_store_revocation_list_put (TallyIssuerStore *store,
+                                                 guint64 serial,
+                                                 guint64 issued_at,
+                                                 GBytes *envelope,
+                                                 GError **error);
+gboolean tally_issuer_store_revocation_list_get_latest (TallyIssuerStore *store,
+                                                        guint64 *serial,
+                                                        GBytes **envelope,
+                                                        GError **error);
+
+gboolean tally_issuer_store_totals_get (TallyIssuerStore *store,
+                                        TallyIssuerTotals *totals,
+                                        GError **error);
+gboolean tally_issuer_store_totals_put (TallyIssuerStore *store,
+                                        const TallyIssuerTotals *totals,
+                                        GError **error);
+gboolean tally_issuer_store_sums (TallyIssuerStore *store, TallyIssuerSums *sums, GError **error);
+
+G_END_DECLS

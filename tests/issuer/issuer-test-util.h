@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Registers as the issuer sees them, built by hand: a key pair, a
+ * certificate from tally_issuer_certify(), a counter and a hash chain, and
+ * the signed objects a real register would put into its bundle.
+ */
+
+#include "tally-issuer.h"
+
+G_BEGIN_DECLS
+
+/* A fixed clock for every test. */
+#define TEST_NOW ((guint64) 1700000000)
+
+typedef struct
+{
+  guint8 *sk; /* guarded sodium memory */
+  guint8 pk[TALLY_PUBLIC_KEY_BYTES];
+  guint8 id[TALLY_ID_BYTES];
+  guint64 counter;              /* last counter used; 0 before the first entry */
+  guint8 head[TALLY_HASH_BYTES]; /* chain head after the last entry */
+  GBytes *cert;                 /* packed certificate envelope, or NULL */
+} TestRegister;
+
+/* A key pair with no certificate. */
+TestRegister *test_register_new_uncertified (void);
+/* A key pair certified by @issuer for @account with the default limits
+ * (max payment 50.00, cap 500.00, 100 payments, 72 h, valid 30 days). */
+TestRegister *test_register_new (TallyIssuer *issuer, const char *account);
+void test_register_free (TestRegister *reg);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TestRegister, test_register_free)
+
+void test_default_limits (Tally__Limits *limits);
+
+/* A permission signed with @sk carrying exactly the given fields. */
+GBytes *test_sign_permission (const guint8 sk[TALLY_SECRET_KEY_BYTES],
+                              const guint8 payer_id[TALLY_ID_BYTES],
+                              const guint8 payee_id[TALLY_ID_BYTES],
+                              const char *currency,
+                              gint64 amount,
+                              guint64 counter,
+                              const guint8 chain_prev[TALLY_HASH_BYTES]);
+
+/* The payer's next permission to @payee: takes the next counter and
+ * extends the chain, as a register does. */
+GBytes *test_permission (TestRegister *payer, const TestRegister *payee, gint64 amount);
+
+/* The payer's next defund record. */
+GBytes *test_defund (TestRegister *reg, gint64 amount);
+
+/* @payee's receipt for @permission (read from the permission itself). */
+GBytes *test_receipt (const TestRegister *payee, GBytes *permission);
+/* A receipt with every field given, signed with @sk. */
+GBytes *test_sign_receipt (const guint8 sk[TALLY_SECRET_KEY_BYTES], GBytes *permission,
+                           gint64 amount);
+
+/* H(label, body) of a packed envelope: the permission hash. */
+void test_entry_hash (GBytes *envelope, guint8 out[TALLY_HASH_BYTES]);
+/* Chain head after @envelope when it extends @prev. */
+void test_chain_after (const guint8 prev[TALLY_HASH_BYTES],
+                       GBytes *envelope,
+                       guint8 out[TALLY_HASH_BYTES]);
+
+typedef struct _TestBundle TestBundle;
+
+TestBundle *test_bundle_new (const TestRegister *reg);
+void test_bundle_free (TestBundle *bundle);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TestBundle, test_bundle_free)
+
+/* @receipt may be NULL. */
+void test_bundle_add_spent (TestBundle *bundle, GBytes *permission, GBytes *receipt);
+void test_bundle_add_received (TestBundle *bundle,
+                               GBytes *payer_certificate,
+                               GBytes *permission,
+                               GBytes *receipt);
+void test_bundle_add_voucher (TestBundle *bundle, GBytes *voucher);
+/* Signed by the register the bundle was made for. */
+GBytes *test_bundle_sign (TestBundle *bundle);
+/* Signed by another key: a forgery. */
+GBytes *test_bundle_sign_with (TestBundle *bundle, const guint8 sk[TALLY_SECRET_KEY_BYTES]);
+
+/* Verifies a result envelope under the issuer key and unpacks it. */
+Tally__ReconciliationResult *test_result_open (TallyIssuer *issuer, GBytes *result);
+
+/* Runs tally_issuer_reconcile and asserts success. */
+Tally__ReconciliationResult *test_reconcile (TallyIssuer *issuer,
+                                             GBytes *bundle,
+                                             TallyReconcileReport *report);
+
+/* Decodes a packed envelope (asserting success). */
+Tally__SignedEnvelope *test_envelope (GBytes *bytes);
+
+/* Removes @path and everything below it. */
+void test_remove_tree (const char *path);
+
+G_END_DECLS

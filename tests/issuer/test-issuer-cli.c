@@ -1,0 +1,414 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Runs the built tally-issuer binary (path in argv[1]) through its commands.
+ */
+#include <sqlite3.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "issuer-test-util.h"
+
+static char *cli_path;
+
+typedef struct
+{
+  char *tmp;
+  char *dir;
+} Fixture;
+
+typedef struct
+{
+  int status;
+  char *out;
+  char *err;
+} Run;
+
+static void
+run_clear (Run *r)
+{
+  g_free (r->out);
+  g_free (r->err);
+}
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Run, run_clear)
+
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  f->tmp = g_dir_make_tmp ("tally-issuer-cli-XXXXXX", &error);
+  g_assert_no_error (error);
+  f->dir = g_build_filename (f->tmp, "issuer", NULL);
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  test_remove_tree (f->tmp);
+  g_free (f->dir);
+  g_free (f->tmp);
+}
+
+/* Runs the CLI with TALLY_ISSUER_DIR pointing at the fixture's issuer. */
+static Run
+run_argv (Fixture *f, const char *const *args)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) cli_path);
+  for (; *args; args++)
+    g_ptr_array_add (argv, (gpointer) *args);
+  g_ptr_array_add (argv, NULL);
+
+  g_auto (GStrv) envp = g_get_environ ();
+  envp = g_environ_setenv (envp, "TALLY_ISSUER_DIR", f->dir, TRUE);
+
+  Run r = { 0 };
+  int wait_status = 0;
+  g_autoptr (GError) error = NULL;
+  g_spawn_sync (f->tmp, (char **) argv->pdata, envp, G_SPAWN_DEFAULT, NULL, NULL, &r.out, &r.err,
+                &wait_status, &error);
+  g_assert_no_error (error);
+  g_assert_true (WIFEXITED (wait_status));
+  r.status = WEXITSTATUS (wait_status);
+  if (g_test_verbose ())
+    g_test_message ("exit %d\nstdout: %s\nstderr: %s", r.status, r.out, r.err);
+  return r;
+}
+
+#define RUN(f, ...) run_argv ((f), (const char *const[]) { __VA_ARGS__, NULL })
+
+static void
+expect_ok (const Run *r)
+{
+  if (r->status != 0)
+    g_test_message ("stderr: %s", r->err);
+  g_assert_cmpint (r->status, ==, 0);
+}
+
+static void
+expect_failure (const Run *r, int status, const char *message_part)
+{
+  g_assert_cmpint (r->status, ==, status);
+  g_assert_true (g_str_has_prefix (r->err, "tally-issuer: "));
+  if (message_part != NULL)
+    g_assert_nonnull (strstr (r->err, message_part));
+}
+
+static GBytes *
+read_file (Fixture *f, const char *name)
+{
+  g_autofree char *path = g_build_filename (f->tmp, name, NULL);
+  g_autoptr (GError) error = NULL;
+  char *data = NULL;
+  gsize len = 0;
+  g_assert_true (g_file_get_contents (path, &data, &len, &error));
+  g_assert_no_error (error);
+  return g_bytes_new_take (data, len);
+}
+
+static void
+write_file (Fixture *f, const char *name, GBytes *bytes)
+{
+  g_autofree char *path = g_build_filename (f->tmp, name, NULL);
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const char *data = g_bytes_get_data (bytes, &len);
+  g_assert_true (g_file_set_contents (path, data, (gssize) len, &error));
+  g_assert_no_error (error);
+}
+
+static void
+issuer_key (Fixture *f, guint8 pk[TALLY_PUBLIC_KEY_BYTES])
+{
+  g_auto (Run) r = RUN (f, "key");
+  expect_ok (&r);
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_hex_decode (g_strstrip (r.out), pk, TALLY_PUBLIC_KEY_BYTES, &error));
+  g_assert_no_error (error);
+}
+
+static void
+init_issuer (Fixture *f)
+{
+  g_auto (Run) r = RUN (f, "init", "--name", "CLI \"Test\" Bank", "--currency", "EUR");
+  expect_ok (&r);
+  g_assert_nonnull (strstr (r.out, "public key "));
+}
+
+/* Certifies a fresh key pair through the CLI and reads the certificate back. */
+static TestRegister *
+certify_register (Fixture *f, const char *account, const char *cert_name)
+{
+  TestRegister *reg = test_register_new_uncertified ();
+  g_autofree char *hex = tally_hex_encode (reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  g_auto (Run) r = RUN (f, "certify", "--account", account, "--key", hex, "--max-payment",
+                        "20.00", "--valid-days", "7", "--out", cert_name);
+  expect_ok (&r);
+  g_autofree char *id_hex = tally_hex_encode (reg->id, TALLY_ID_BYTES);
+  g_assert_nonnull (strstr (r.out, id_hex));
+  reg->cert = read_file (f, cert_name);
+  return reg;
+}
+
+static void
+test_cli_help_lists_every_command (Fixture *f, gconstpointer data)
+{
+  const char *commands[] = { "init",      "key",         "account-create", "deposit",
+                             "balance",   "certify",     "voucher",        "reconcile",
+                             "revoke",    "revocations", "fraud-proofs",   "audit" };
+  g_auto (Run) r = RUN (f, "--help");
+  expect_ok (&r);
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++) {
+    g_autofree char *line = g_strdup_printf ("\n  %s ", commands[i]);
+    g_assert_nonnull (strstr (r.out, line));
+    g_autofree char *example = g_strdup_printf ("tally-issuer %s", commands[i]);
+    g_assert_nonnull (strstr (r.out, example));
+
+    g_auto (Run) sub = RUN (f, commands[i], "--help");
+    expect_ok (&sub);
+    g_autofree char *usage = g_strdup_printf ("tally-issuer %s [OPTION", commands[i]);
+    g_assert_nonnull (strstr (sub.out, usage));
+    g_assert_nonnull (strstr (sub.out, "--dir"));
+  }
+}
+
+static void
+test_cli_usage_errors_exit_2 (Fixture *f, gconstpointer data)
+{
+  g_auto (Run) none = RUN (f, "--dir", f->dir);
+  expect_failure (&none, 2, "missing command");
+  g_auto (Run) unknown = RUN (f, "frobnicate");
+  expect_failure (&unknown, 2, "unknown command");
+  g_auto (Run) bad_option = RUN (f, "audit", "--no-such-option");
+  expect_failure (&bad_option, 2, NULL);
+  g_auto (Run) missing = RUN (f, "init", "--name", "x");
+  expect_failure (&missing, 2, "--currency");
+  g_auto (Run) bad_amount = RUN (f, "deposit", "alice", "1.234");
+  expect_failure (&bad_amount, 2, "1.234");
+  g_auto (Run) extra = RUN (f, "balance", "alice", "bob");
+  expect_failure (&extra, 2, NULL);
+  g_auto (Run) both_keys = RUN (f, "certify", "--account", "a", "--key", "00", "--key-file",
+                                "k", "--out", "c");
+  expect_failure (&both_keys, 2, "exactly one");
+  /* None of these created an issuer. */
+  g_assert_false (g_file_test (f->dir, G_FILE_TEST_EXISTS));
+}
+
+static void
+test_cli_runs_accounts_certificates_and_vouchers (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) again = RUN (f, "init", "--name", "x", "--currency", "EUR");
+  expect_failure (&again, 1, "already exists");
+
+  guint8 pk[TALLY_PUBLIC_KEY_BYTES];
+  issuer_key (f, pk);
+  g_auto (Run) key_out = RUN (f, "key", "--out", "keys.bin");
+  expect_ok (&key_out);
+  g_autoptr (GBytes) key_set = read_file (f, "keys.bin");
+  g_autoptr (Tally__SignedEnvelope) ks_env = test_envelope (key_set);
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_envelope_verify (
+    ks_env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET, pk, &error));
+  g_assert_no_error (error);
+
+  g_auto (Run) acct = RUN (f, "account-create", "alice");
+  expect_ok (&acct);
+  g_auto (Run) dup = RUN (f, "account-create", "alice");
+  expect_failure (&dup, 1, "already exists");
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "100");
+  expect_ok (&dep);
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  expect_ok (&bal);
+  g_assert_cmpstr (bal.out, ==, "100.00 EUR\n");
+  g_auto (Run) nobody = RUN (f, "deposit", "bob", "1");
+  expect_failure (&nobody, 1, "bob");
+
+  g_autoptr (TestRegister) reg = certify_register (f, "alice", "alice.cert");
+  g_autoptr (Tally__SignedEnvelope) cert_env = test_envelope (reg->cert);
+  g_autoptr (Tally__RegisterCertificate) cert =
+    tally_certificate_verify_any_time (cert_env, pk, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (cert->limits->max_payment, ==, 2000);
+  g_assert_cmpint (cert->limits->balance_cap, ==, 50000);
+  g_assert_cmpuint (cert->limits->max_offline_payments, ==, 100);
+  g_assert_cmpuint (cert->limits->max_offline_seconds, ==, 72 * 3600);
+  g_assert_cmpuint (cert->not_after - cert->not_before, ==, 7 * 86400);
+
+  /* The key may come from a file, as hex or raw bytes. */
+  g_autoptr (TestRegister) other = test_register_new_uncertified ();
+  g_autoptr (GBytes) raw = g_bytes_new (other->pk, TALLY_PUBLIC_KEY_BYTES);
+  write_file (f, "other.pub", raw);
+  g_auto (Run) by_file = RUN (f, "certify", "--account", "alice", "--key-file", "other.pub",
+                              "--out", "other.cert");
+  expect_ok (&by_file);
+
+  g_autofree char *id_hex = tally_hex_encode (reg->id, TALLY_ID_BYTES);
+  g_auto (Run) v = RUN (f, "voucher", "--register", id_hex, "--amount", "25.50", "--out", "v.bin");
+  expect_ok (&v);
+  g_autoptr (GBytes) voucher = read_file (f, "v.bin");
+  g_autoptr (Tally__SignedEnvelope) v_env = test_envelope (voucher);
+  g_autoptr (Tally__LoadVoucher) lv = tally_voucher_verify (v_env, pk, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (lv->amount->value, ==, 2550);
+  g_assert_cmpuint (lv->sequence, ==, 1);
+  g_assert_cmpmem (lv->register_id.data, lv->register_id.len, reg->id, TALLY_ID_BYTES);
+
+  g_auto (Run) overdraft =
+    RUN (f, "voucher", "--register", id_hex, "--amount", "80.00", "--out", "v2.bin");
+  expect_failure (&overdraft, 1, "alice");
+  g_auto (Run) bal2 = RUN (f, "balance", "alice");
+  g_assert_cmpstr (bal2.out, ==, "74.50 EUR\n");
+
+  g_auto (Run) audit = RUN (f, "audit", "--json");
+  expect_ok (&audit);
+  g_assert_nonnull (strstr (audit.out, "\"currency\": \"EUR\""));
+  g_assert_nonnull (strstr (audit.out, "\"issued\": 10000,"));
+  g_assert_nonnull (strstr (audit.out, "\"online\": 7450,"));
+  g_assert_nonnull (strstr (audit.out, "\"offline\": 2550,"));
+  g_assert_nonnull (strstr (audit.out, "\"registers\": 2,"));
+  g_assert_nonnull (strstr (audit.out, "\"balanced\": true"));
+
+  g_auto (Run) text = RUN (f, "audit");
+  expect_ok (&text);
+  g_assert_nonnull (strstr (text.out, "100.00 EUR"));
+}
+
+static void
+test_cli_reconciles_and_reports_fraud (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  guint8 pk[TALLY_PUBLIC_KEY_BYTES];
+  issuer_key (f, pk);
+  g_auto (Run) a1 = RUN (f, "account-create", "alice");
+  g_auto (Run) a2 = RUN (f, "account-create", "bob");
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "50.00");
+  expect_ok (&dep);
+  g_autoptr (TestRegister) a = certify_register (f, "alice", "a.cert");
+  g_autoptr (TestRegister) b = certify_register (f, "bob", "b.cert");
+  g_autofree char *a_hex = tally_hex_encode (a->id, TALLY_ID_BYTES);
+  g_auto (Run) v = RUN (f, "voucher", "--register", a_hex, "--amount", "30", "--out", "va.bin");
+  expect_ok (&v);
+  g_autoptr (GBytes) voucher = read_file (f, "va.bin");
+
+  /* Alice pays Bob 10.00, then defunds the remaining 20.00. */
+  g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+  g_autoptr (GBytes) r1 = test_receipt (b, p1);
+  g_autoptr (GBytes) d2 = test_defund (a, 2000);
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_voucher (ba, voucher);
+  test_bundle_add_spent (ba, p1, r1);
+  test_bundle_add_spent (ba, d2, NULL);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  write_file (f, "bundle-a.bin", bundle_a);
+
+  g_auto (Run) rec = RUN (f, "reconcile", "bundle-a.bin", "--out", "result-a.bin");
+  expect_ok (&rec);
+  g_assert_nonnull (strstr (rec.out, a_hex));
+  g_assert_nonnull (strstr (rec.out, "spent 1 new"));
+  g_assert_nonnull (strstr (rec.out, "defunds 1"));
+  g_autoptr (GBytes) result = read_file (f, "result-a.bin");
+  g_autoptr (Tally__SignedEnvelope) res_env = test_envelope (result);
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_envelope_verify (
+    res_env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT, pk, &error));
+  g_assert_no_error (error);
+
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  g_assert_cmpstr (bal.out, ==, "40.00 EUR\n");
+
+  /* Bob reports a second permission Alice signed with counter 1 again. */
+  guint8 genesis[TALLY_HASH_BYTES];
+  tally_chain_genesis (a->id, genesis);
+  g_autoptr (GBytes) again = test_sign_permission (a->sk, a->id, b->id, "EUR", 500, 1, genesis);
+  g_autoptr (GBytes) r_again = test_receipt (b, again);
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_received (bb, a->cert, p1, r1);
+  test_bundle_add_received (bb, a->cert, again, r_again);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  write_file (f, "bundle-b.bin", bundle_b);
+  g_auto (Run) rec_b = RUN (f, "reconcile", "bundle-b.bin", "--out", "result-b.bin");
+  expect_ok (&rec_b);
+  g_assert_nonnull (strstr (rec_b.out, "fraud proofs 1"));
+
+  g_auto (Run) proofs = RUN (f, "fraud-proofs", "--json");
+  expect_ok (&proofs);
+  g_autofree char *expect_id = g_strdup_printf ("\"register_id\": \"%s\"", a_hex);
+  g_assert_true (g_str_has_prefix (proofs.out, "[\n  {"));
+  g_assert_nonnull (strstr (proofs.out, expect_id));
+  g_assert_nonnull (strstr (proofs.out, "\"kind\": \"counter-reused\""));
+  g_assert_nonnull (strstr (proofs.out, "\"proof\": \""));
+
+  g_auto (Run) audit = RUN (f, "audit", "--json");
+  expect_ok (&audit);
+  g_assert_nonnull (strstr (audit.out, "\"fraud_exposure\": 500,"));
+  g_assert_nonnull (strstr (audit.out, "\"revoked\": 1,"));
+  g_assert_nonnull (strstr (audit.out, "\"balanced\": true"));
+
+  g_auto (Run) list = RUN (f, "revocations", "--out", "revoked.bin");
+  expect_ok (&list);
+  g_autoptr (GBytes) list_bytes = read_file (f, "revoked.bin");
+  g_autoptr (Tally__SignedEnvelope) list_env = test_envelope (list_bytes);
+  g_autoptr (Tally__RevocationList) rl = tally_revocation_list_verify (list_env, pk, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (rl->serial, ==, 2);
+  g_assert_true (tally_revocation_list_contains (rl, a->id));
+
+  g_autofree char *b_hex = tally_hex_encode (b->id, TALLY_ID_BYTES);
+  g_auto (Run) rev = RUN (f, "revoke", b_hex);
+  expect_ok (&rev);
+  g_auto (Run) list2 = RUN (f, "revocations", "--out", "revoked2.bin");
+  expect_ok (&list2);
+  g_assert_nonnull (strstr (list2.out, "revocation list 3 with 2 revoked"));
+}
+
+static void
+test_cli_audit_fails_when_books_do_not_balance (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) acct = RUN (f, "account-create", "alice");
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "10");
+  expect_ok (&dep);
+
+  /* Money appearing behind the issuer's back must show. */
+  g_autofree char *db_path = g_build_filename (f->dir, "issuer.db", NULL);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open (db_path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db, "UPDATE accounts SET balance = balance + 1", NULL, NULL,
+                                 NULL),
+                   ==, SQLITE_OK);
+  sqlite3_close (db);
+
+  g_auto (Run) audit = RUN (f, "audit", "--json");
+  g_assert_cmpint (audit.status, ==, 1);
+  g_assert_nonnull (strstr (audit.out, "\"balanced\": false"));
+  g_auto (Run) text = RUN (f, "audit");
+  g_assert_cmpint (text.status, ==, 1);
+  g_assert_nonnull (strstr (text.out, "NO"));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_assert_cmpint (sodium_init (), >=, 0);
+  if (argc < 2) {
+    g_printerr ("usage: %s PATH-TO-TALLY-ISSUER\n", argv[0]);
+    return 2;
+  }
+  /* Children run in a scratch directory: resolve against ours now. */
+  cli_path = g_canonicalize_filename (argv[1], NULL);
+
+#define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+  ADD ("/issuer/cli/help-lists-every-command-with-examples", test_cli_help_lists_every_command);
+  ADD ("/issuer/cli/usage-errors-exit-2", test_cli_usage_errors_exit_2);
+  ADD ("/issuer/cli/runs-accounts-certificates-and-vouchers",
+       test_cli_runs_accounts_certificates_and_vouchers);
+  ADD ("/issuer/cli/reconciles-and-reports-fraud", test_cli_reconciles_and_reports_fraud);
+  ADD ("/issuer/cli/audit-fails-when-books-do-not-balance",
+       test_cli_audit_fails_when_books_do_not_balance);
+#undef ADD
+
+  int status = g_test_run ();
+  g_free (cli_path);
+  return status;
+}

@@ -1,0 +1,1470 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <glib/gstdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "issuer-test-util.h"
+
+typedef struct
+{
+  char *tmp;
+  char *dir;
+  TallyIssuer *issuer;
+} Fixture;
+
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  f->tmp = g_dir_make_tmp ("tally-issuer-test-XXXXXX", &error);
+  g_assert_no_error (error);
+  f->dir = g_build_filename (f->tmp, "issuer", NULL);
+  f->issuer = tally_issuer_create (f->dir, "Test Bank", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (f->issuer);
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  g_clear_pointer (&f->issuer, tally_issuer_free);
+  test_remove_tree (f->tmp);
+  g_free (f->dir);
+  g_free (f->tmp);
+}
+
+/* --- helpers --- */
+
+static void
+open_account (Fixture *f, const char *name, gint64 deposit)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_account_create (f->issuer, name, &error));
+  g_assert_no_error (error);
+  if (deposit > 0) {
+    g_assert_true (tally_issuer_deposit (f->issuer, name, deposit, &error));
+    g_assert_no_error (error);
+  }
+}
+
+static gint64
+balance_of (Fixture *f, const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 balance = -1;
+  g_assert_true (tally_issuer_account_balance (f->issuer, name, &balance, &error));
+  g_assert_no_error (error);
+  return balance;
+}
+
+static TallyAudit
+audit_of (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  TallyAudit a;
+  g_assert_true (tally_issuer_audit (f->issuer, &a, &error));
+  g_assert_no_error (error);
+  return a;
+}
+
+static void
+assert_audit_equal (const TallyAudit *a, const TallyAudit *b)
+{
+  g_assert_cmpint (a->issued, ==, b->issued);
+  g_assert_cmpint (a->online, ==, b->online);
+  g_assert_cmpint (a->offline, ==, b->offline);
+  g_assert_cmpint (a->in_flight, ==, b->in_flight);
+  g_assert_cmpint (a->fraud_exposure, ==, b->fraud_exposure);
+  g_assert_cmpuint (a->registers, ==, b->registers);
+  g_assert_cmpuint (a->revoked, ==, b->revoked);
+  g_assert_cmpuint (a->fraud_proofs, ==, b->fraud_proofs);
+  g_assert_cmpint (a->balanced, ==, b->balanced);
+}
+
+static GBytes *
+sell (Fixture *f, const TestRegister *reg, gint64 amount)
+{
+  g_autoptr (GError) error = NULL;
+  GBytes *v = tally_issuer_sell_voucher (f->issuer, reg->id, amount, TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (v);
+  return v;
+}
+
+static Tally__RevocationList *
+revocation_list_of (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bytes = tally_issuer_get_revocation_list (f->issuer, &error);
+  g_assert_no_error (error);
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (bytes);
+  Tally__RevocationList *list =
+    tally_revocation_list_verify (env, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (list);
+  return list;
+}
+
+static void
+assert_reconcile_fails (Fixture *f, GBytes *bundle, TallyError code)
+{
+  TallyAudit before = audit_of (f);
+  g_autoptr (Tally__RevocationList) list_before = revocation_list_of (f);
+
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const guint8 *data = g_bytes_get_data (bundle, &len);
+  TallyReconcileReport report;
+  g_autoptr (GBytes) result =
+    tally_issuer_reconcile (f->issuer, data, len, TEST_NOW + 3600, &report, &error);
+  g_assert_error (error, TALLY_ERROR, (gint) code);
+  g_assert_null (result);
+
+  /* Nothing of the refused bundle stays booked. */
+  TallyAudit after = audit_of (f);
+  assert_audit_equal (&before, &after);
+  g_autoptr (Tally__RevocationList) list_after = revocation_list_of (f);
+  g_assert_cmpuint (list_after->serial, ==, list_before->serial);
+}
+
+static gboolean
+list_contains_hash (ProtobufCBinaryData *hashes, gsize n, GBytes *permission)
+{
+  guint8 hash[TALLY_HASH_BYTES];
+  test_entry_hash (permission, hash);
+  for (gsize i = 0; i < n; i++)
+    if (hashes[i].len == TALLY_HASH_BYTES && memcmp (hashes[i].data, hash, TALLY_HASH_BYTES) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+static gboolean
+envelopes_equal (const Tally__SignedEnvelope *env, GBytes *bytes)
+{
+  g_autoptr (GBytes) packed = tally_envelope_pack (env);
+  return g_bytes_equal (packed, bytes);
+}
+
+static Tally__FraudProof *
+open_fraud_proof (Fixture *f, const Tally__SignedEnvelope *env)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF,
+                                        tally_issuer_get_public_key (f->issuer), &error));
+  g_assert_no_error (error);
+  Tally__FraudProof *fp = TALLY_UNPACK (Tally__FraudProof, tally__fraud_proof, env->body.data,
+                                        env->body.len, "fraud proof", &error);
+  g_assert_no_error (error);
+  return fp;
+}
+
+/* --- creation --- */
+
+static void
+test_create_writes_key_and_self_signed_key_set (Fixture *f, gconstpointer data)
+{
+  g_autofree char *key_path = g_build_filename (f->dir, "issuer.key", NULL);
+  GStatBuf st;
+  g_assert_cmpint (g_stat (key_path, &st), ==, 0);
+  g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+  g_assert_cmpint (st.st_size, ==, TALLY_SECRET_KEY_BYTES);
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bytes = tally_issuer_get_key_set (f->issuer);
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (bytes);
+  const guint8 *pk = tally_issuer_get_public_key (f->issuer);
+  g_assert_true (tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
+                                        pk, &error));
+  g_assert_no_error (error);
+  g_autoptr (Tally__IssuerKeySet) ks = TALLY_UNPACK (
+    Tally__IssuerKeySet, tally__issuer_key_set, env->body.data, env->body.len, "key set", &error);
+  g_assert_no_error (error);
+  guint8 key_id[TALLY_ID_BYTES];
+  tally_key_id_from_key (pk, key_id);
+  g_assert_cmpmem (ks->public_key.data, ks->public_key.len, pk, TALLY_PUBLIC_KEY_BYTES);
+  g_assert_cmpmem (ks->key_id.data, ks->key_id.len, key_id, TALLY_ID_BYTES);
+  g_assert_cmpstr (ks->currency, ==, "EUR");
+  g_assert_cmpstr (ks->name, ==, "Test Bank");
+  g_assert_cmpuint (ks->created_at, ==, TEST_NOW);
+  g_assert_cmpstr (tally_issuer_get_currency (f->issuer), ==, "EUR");
+
+  g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
+  g_assert_cmpuint (list->serial, ==, 1);
+  g_assert_cmpuint (list->issued_at, ==, TEST_NOW);
+  g_assert_cmpuint (list->n_revoked_register_ids, ==, 0);
+
+  TallyAudit a = audit_of (f);
+  g_assert_cmpint (a.issued, ==, 0);
+  g_assert_true (a.balanced);
+}
+
+static void
+test_create_refuses_existing_issuer (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) again = tally_issuer_create (f->dir, "Other", "EUR", TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
+  g_assert_null (again);
+}
+
+static void
+test_create_refuses_invalid_currency (Fixture *f, gconstpointer data)
+{
+  g_autofree char *dir = g_build_filename (f->tmp, "bad", NULL);
+  const char *bad[] = { "eur", "EU", "EURO1", "ABCDEFGHI", "" };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autoptr (GError) error = NULL;
+    g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Bad", bad[i], TEST_NOW, &error);
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+    g_assert_null (issuer);
+  }
+  g_autofree char *key_path = g_build_filename (dir, "issuer.key", NULL);
+  g_assert_false (g_file_test (key_path, G_FILE_TEST_EXISTS));
+}
+
+static void
+test_open_restores_keys_and_books (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 12345);
+  guint8 pk[TALLY_PUBLIC_KEY_BYTES];
+  memcpy (pk, tally_issuer_get_public_key (f->issuer), sizeof pk);
+  g_autoptr (GBytes) key_set = tally_issuer_get_key_set (f->issuer);
+  g_clear_pointer (&f->issuer, tally_issuer_free);
+
+  g_autoptr (GError) error = NULL;
+  f->issuer = tally_issuer_open (f->dir, &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (tally_issuer_get_public_key (f->issuer), TALLY_PUBLIC_KEY_BYTES, pk, sizeof pk);
+  g_assert_cmpstr (tally_issuer_get_currency (f->issuer), ==, "EUR");
+  g_autoptr (GBytes) key_set2 = tally_issuer_get_key_set (f->issuer);
+  g_assert_true (g_bytes_equal (key_set, key_set2));
+  g_assert_cmpint (balance_of (f, "alice"), ==, 12345);
+  TallyAudit a = audit_of (f);
+  g_assert_cmpint (a.issued, ==, 12345);
+}
+
+static void
+test_open_refuses_missing_issuer (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (f->tmp, "nothing-here", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_open (dir, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_null (issuer);
+}
+
+static void
+test_open_refuses_key_of_another_issuer (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *other_dir = g_build_filename (f->tmp, "other", NULL);
+  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_clear_pointer (&other, tally_issuer_free);
+  g_clear_pointer (&f->issuer, tally_issuer_free);
+
+  g_autofree char *ours = g_build_filename (f->dir, "issuer.key", NULL);
+  g_autofree char *theirs = g_build_filename (other_dir, "issuer.key", NULL);
+  g_assert_cmpint (g_rename (theirs, ours), ==, 0);
+
+  g_autoptr (TallyIssuer) issuer = tally_issuer_open (f->dir, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_null (issuer);
+}
+
+/* --- accounts --- */
+
+static void
+test_account_refuses_duplicate_name (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 100);
+  g_autoptr (GError) error = NULL;
+  g_assert_false (tally_issuer_account_create (f->issuer, "alice", &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 100);
+}
+
+static void
+test_account_refuses_unknown_account (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 balance;
+  g_assert_false (tally_issuer_deposit (f->issuer, "bob", 100, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+  g_assert_false (tally_issuer_account_balance (f->issuer, "bob", &balance, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  TallyAudit a = audit_of (f);
+  g_assert_cmpint (a.issued, ==, 0);
+}
+
+static void
+test_account_refuses_empty_name (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_false (tally_issuer_account_create (f->issuer, "", &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_false (tally_issuer_account_create (f->issuer, "a\nb", &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+}
+
+static void
+test_deposit_refuses_non_positive_amount (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 500);
+  const gint64 bad[] = { 0, -1, TALLY_AMOUNT_MAX + 1 };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autoptr (GError) error = NULL;
+    g_assert_false (tally_issuer_deposit (f->issuer, "alice", bad[i], &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
+  }
+  g_assert_cmpint (balance_of (f, "alice"), ==, 500);
+  TallyAudit a = audit_of (f);
+  g_assert_cmpint (a.issued, ==, 500);
+}
+
+static void
+test_deposit_counts_as_issued (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 1000);
+  open_account (f, "bob", 250);
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_deposit (f->issuer, "alice", 1, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 1001);
+  TallyAudit a = audit_of (f);
+  g_assert_cmpint (a.issued, ==, 1251);
+  g_assert_cmpint (a.online, ==, 1251);
+  g_assert_cmpint (a.offline, ==, 0);
+  g_assert_true (a.balanced);
+}
+
+/* --- certificates --- */
+
+static void
+test_certify_issues_verifiable_certificate (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 0);
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (reg->cert);
+  g_autoptr (Tally__RegisterCertificate) cert =
+    tally_certificate_verify (env, tally_issuer_get_public_key (f->issuer), TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (cert->register_public_key.data, cert->register_public_key.len, reg->pk,
+                   TALLY_PUBLIC_KEY_BYTES);
+  g_assert_cmpmem (cert->register_id.data, cert->register_id.len, reg->id, TALLY_ID_BYTES);
+  g_assert_cmpstr (cert->currency, ==, "EUR");
+  g_assert_cmpint (cert->limits->max_payment, ==, 5000);
+  g_assert_cmpint (cert->limits->balance_cap, ==, 50000);
+  g_assert_cmpuint (cert->limits->max_offline_payments, ==, 100);
+  g_assert_cmpuint (cert->limits->max_offline_seconds, ==, 72 * 3600);
+  g_assert_cmpuint (cert->not_before, ==, TEST_NOW);
+  g_assert_cmpuint (cert->not_after, ==, TEST_NOW + 30 * 86400);
+  g_assert_cmpuint (cert->serial, ==, 1);
+
+  /* Certifying the same key again issues the next serial. */
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  limits.max_payment = 1000;
+  g_autoptr (GBytes) again =
+    tally_issuer_certify (f->issuer, reg->pk, "alice", &limits, TEST_NOW, TEST_NOW + 10, &error);
+  g_assert_no_error (error);
+  g_autoptr (Tally__SignedEnvelope) env2 = test_envelope (again);
+  g_autoptr (Tally__RegisterCertificate) cert2 =
+    tally_certificate_verify_any_time (env2, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (cert2->serial, ==, 2);
+  g_assert_cmpint (cert2->limits->max_payment, ==, 1000);
+
+  TallyAudit a = audit_of (f);
+  g_assert_cmpuint (a.registers, ==, 1);
+}
+
+static void
+test_certify_refuses_invalid_limits (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 0);
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  for (int i = 0; i < 6; i++) {
+    Tally__Limits limits;
+    test_default_limits (&limits);
+    guint64 not_before = TEST_NOW, not_after = TEST_NOW + 86400;
+    switch (i) {
+    case 0: limits.max_payment = 0; break;
+    case 1: limits.balance_cap = -5; break;
+    case 2: limits.balance_cap = TALLY_AMOUNT_MAX + 1; break;
+    case 3: limits.max_offline_payments = 0; break;
+    case 4: limits.max_offline_seconds = 0; break;
+    case 5: not_after = not_before; break;
+    }
+    g_autoptr (GError) error = NULL;
+    g_autoptr (GBytes) cert =
+      tally_issuer_certify (f->issuer, reg->pk, "alice", &limits, not_before, not_after, &error);
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+    g_assert_null (cert);
+  }
+
+  /* Neither an unknown account nor a key that is no curve point. */
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) cert =
+    tally_issuer_certify (f->issuer, reg->pk, "nobody", &limits, TEST_NOW, TEST_NOW + 1, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+  guint8 junk[TALLY_PUBLIC_KEY_BYTES] = { 0 };
+  g_autoptr (GBytes) cert2 =
+    tally_issuer_certify (f->issuer, junk, "alice", &limits, TEST_NOW, TEST_NOW + 1, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_assert_null (cert2);
+
+  TallyAudit a = audit_of (f);
+  g_assert_cmpuint (a.registers, ==, 0);
+}
+
+static void
+test_certify_refuses_revoked_register (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 0);
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_revoke (f->issuer, reg->id, TEST_NOW, &error));
+  g_assert_no_error (error);
+
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  g_autoptr (GBytes) cert =
+    tally_issuer_certify (f->issuer, reg->pk, "alice", &limits, TEST_NOW, TEST_NOW + 1, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED);
+  g_assert_null (cert);
+}
+
+static void
+test_certify_refuses_moving_register_to_another_account (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 0);
+  open_account (f, "mallory", 0);
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) cert =
+    tally_issuer_certify (f->issuer, reg->pk, "mallory", &limits, TEST_NOW, TEST_NOW + 1, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
+  g_assert_null (cert);
+}
+
+/* --- vouchers --- */
+
+static void
+test_voucher_refuses_overdraft (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 1000);
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = tally_issuer_sell_voucher (f->issuer, reg->id, 1001, TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INSUFFICIENT_FUNDS);
+  g_assert_null (v);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 1000);
+  TallyAudit a = audit_of (f);
+  g_assert_cmpint (a.offline, ==, 0);
+
+  g_autoptr (GBytes) all = sell (f, reg, 1000);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 0);
+}
+
+static void
+test_voucher_debits_account_with_increasing_sequence (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) other = test_register_new (f->issuer, "alice");
+  const gint64 amounts[] = { 2000, 350, 1 };
+  for (gsize i = 0; i < G_N_ELEMENTS (amounts); i++) {
+    g_autoptr (GBytes) bytes = sell (f, reg, amounts[i]);
+    g_autoptr (Tally__SignedEnvelope) env = test_envelope (bytes);
+    g_autoptr (GError) error = NULL;
+    g_autoptr (Tally__LoadVoucher) v =
+      tally_voucher_verify (env, tally_issuer_get_public_key (f->issuer), &error);
+    g_assert_no_error (error);
+    g_assert_cmpmem (v->register_id.data, v->register_id.len, reg->id, TALLY_ID_BYTES);
+    g_assert_cmpuint (v->sequence, ==, i + 1);
+    g_assert_cmpint (v->amount->value, ==, amounts[i]);
+    g_assert_cmpstr (v->amount->currency, ==, "EUR");
+    g_assert_cmpuint (v->issued_at, ==, TEST_NOW);
+  }
+  /* Sequences are per register. */
+  g_autoptr (GBytes) first_other = sell (f, other, 5);
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (first_other);
+  g_autoptr (Tally__LoadVoucher) v =
+    tally_voucher_verify (env, tally_issuer_get_public_key (f->issuer), NULL);
+  g_assert_cmpuint (v->sequence, ==, 1);
+
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - 2351 - 5);
+  TallyAudit a = audit_of (f);
+  g_assert_cmpint (a.offline, ==, 2356);
+  g_assert_cmpint (a.online + a.offline, ==, a.issued);
+  g_assert_true (a.balanced);
+}
+
+static void
+test_voucher_refuses_unknown_or_revoked_register (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 1000);
+  g_autoptr (TestRegister) stranger = test_register_new_uncertified ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = tally_issuer_sell_voucher (f->issuer, stranger->id, 10, TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_null (v);
+  g_clear_error (&error);
+
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_assert_true (tally_issuer_revoke (f->issuer, reg->id, TEST_NOW, &error));
+  g_assert_no_error (error);
+  g_autoptr (GBytes) v2 = tally_issuer_sell_voucher (f->issuer, reg->id, 10, TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED);
+  g_assert_null (v2);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 1000);
+}
+
+static void
+test_voucher_refuses_invalid_amount_and_cap (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 100000);
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = tally_issuer_sell_voucher (f->issuer, reg->id, 0, TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
+  g_clear_error (&error);
+  /* The register's certified cap is 500.00: a larger load could never be
+   * applied. */
+  g_autoptr (GBytes) v2 = tally_issuer_sell_voucher (f->issuer, reg->id, 50001, TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_BALANCE);
+  g_assert_null (v2);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 100000);
+}
+
+/* --- reconciliation --- */
+
+static void
+test_reconcile_matches_payer_and_payee_halves (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+
+  g_autoptr (GBytes) perm = test_permission (a, b, 1250);
+  g_autoptr (GBytes) receipt = test_receipt (b, perm);
+
+  /* The payer reports first, without the receipt: value is in flight. */
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_voucher (ba, voucher);
+  test_bundle_add_spent (ba, perm, NULL);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.spent_new, ==, 1);
+  g_assert_cmpuint (report.received_new, ==, 0);
+  g_assert_cmpuint (report.duplicates, ==, 0);
+  g_assert_false (report.revoked);
+  g_assert_cmpuint (ra->settled_counter, ==, 1);
+  g_assert_cmpmem (ra->register_id.data, ra->register_id.len, a->id, TALLY_ID_BYTES);
+  g_assert_cmpuint (ra->n_settled_received, ==, 0);
+  g_assert_false (ra->revoked);
+
+  TallyAudit mid = audit_of (f);
+  g_assert_cmpint (mid.in_flight, ==, 1250);
+  g_assert_cmpint (mid.offline, ==, 3000 - 1250);
+  g_assert_true (mid.balanced);
+
+  /* The payee's half settles it. */
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_received (bb, a->cert, perm, receipt);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  /* Booked before by the payer: a duplicate that brings the missing half. */
+  g_assert_cmpuint (report.spent_new, ==, 0);
+  g_assert_cmpuint (report.received_new, ==, 0);
+  g_assert_cmpuint (report.duplicates, ==, 1);
+  g_assert_cmpuint (rb->settled_counter, ==, 0);
+  g_assert_cmpuint (rb->n_settled_received, ==, 1);
+  g_assert_true (list_contains_hash (rb->settled_received, rb->n_settled_received, perm));
+
+  TallyAudit end = audit_of (f);
+  g_assert_cmpint (end.in_flight, ==, 0);
+  g_assert_cmpint (end.offline, ==, 3000);
+  g_assert_cmpint (end.online, ==, 7000);
+  g_assert_true (end.balanced);
+}
+
+static void
+test_reconcile_settles_payment_with_payers_receipt (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 4000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+  g_autoptr (GBytes) r1 = test_receipt (b, p1);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p1, r1);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.spent_new, ==, 1);
+  TallyAudit mid = audit_of (f);
+  g_assert_cmpint (mid.in_flight, ==, 0);
+  g_assert_cmpint (mid.offline, ==, 4000);
+  g_assert_true (mid.balanced);
+
+  /* The payee's later report adds nothing but is still acknowledged. */
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_received (bb, a->cert, p1, r1);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.received_new, ==, 0);
+  g_assert_cmpuint (report.duplicates, ==, 1);
+  g_assert_true (list_contains_hash (rb->settled_received, rb->n_settled_received, p1));
+  TallyAudit end = audit_of (f);
+  assert_audit_equal (&mid, &end);
+}
+
+static void
+test_reconcile_ignores_receipt_that_does_not_verify (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 4000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+  /* The payer cannot vouch for the payee by signing the receipt itself. */
+  g_autoptr (GBytes) forged = test_sign_receipt (a->sk, p1, 1000);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p1, forged);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.spent_new, ==, 1);
+  TallyAudit mid = audit_of (f);
+  g_assert_cmpint (mid.in_flight, ==, 1000);
+  g_assert_cmpint (mid.offline, ==, 3000);
+  g_assert_true (mid.balanced);
+}
+
+static void
+test_reconcile_is_idempotent (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 5000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 700);
+  g_autoptr (GBytes) p2 = test_permission (a, b, 300);
+  g_autoptr (GBytes) r2 = test_receipt (b, p2);
+  g_autoptr (GBytes) d3 = test_defund (a, 4000);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_voucher (ba, voucher);
+  test_bundle_add_spent (ba, p1, NULL);
+  test_bundle_add_spent (ba, p2, r2);
+  test_bundle_add_spent (ba, d3, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+
+  TallyReconcileReport first, second;
+  g_autoptr (Tally__ReconciliationResult) r1 = test_reconcile (f->issuer, bundle, &first);
+  g_assert_cmpuint (first.spent_new, ==, 2);
+  g_assert_cmpuint (first.defunds, ==, 1);
+  g_assert_cmpuint (first.duplicates, ==, 0);
+  TallyAudit after_first = audit_of (f);
+  gint64 alice_after_first = balance_of (f, "alice");
+  g_assert_cmpint (alice_after_first, ==, 5000 + 4000);
+
+  g_autoptr (Tally__ReconciliationResult) r2res = test_reconcile (f->issuer, bundle, &second);
+  g_assert_cmpuint (second.spent_new, ==, 0);
+  g_assert_cmpuint (second.defunds, ==, 0);
+  g_assert_cmpuint (second.received_new, ==, 0);
+  g_assert_cmpuint (second.duplicates, ==, 3);
+  g_assert_cmpuint (second.fraud_proofs, ==, 0);
+  g_assert_cmpuint (r2res->settled_counter, ==, 3);
+  TallyAudit after_second = audit_of (f);
+  assert_audit_equal (&after_first, &after_second);
+  g_assert_cmpint (balance_of (f, "alice"), ==, alice_after_first);
+  g_assert_true (after_second.balanced);
+  g_assert_cmpint (after_second.in_flight, ==, 700);
+}
+
+static void
+test_reconcile_accepts_entries_out_of_order (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 5000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 100);
+  g_autoptr (GBytes) p2 = test_permission (a, b, 200);
+  g_autoptr (GBytes) p3 = test_permission (a, b, 300);
+
+  /* Reported out of order, the chain still links up: no fraud. */
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p3, NULL);
+  test_bundle_add_spent (ba, p1, NULL);
+  test_bundle_add_spent (ba, p2, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+  g_assert_cmpuint (report.spent_new, ==, 3);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  g_assert_false (res->revoked);
+  g_assert_cmpuint (res->settled_counter, ==, 3);
+}
+
+static void
+test_reconcile_reports_gaps_in_settled_counter (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 5000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 100);
+  g_autoptr (GBytes) p2 = test_permission (a, b, 200);
+  g_autoptr (GBytes) p3 = test_permission (a, b, 300);
+
+  g_autoptr (TestBundle) first = test_bundle_new (a);
+  test_bundle_add_spent (first, p1, NULL);
+  test_bundle_add_spent (first, p3, NULL);
+  g_autoptr (GBytes) bundle1 = test_bundle_sign (first);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) r1 = test_reconcile (f->issuer, bundle1, &report);
+  g_assert_cmpuint (r1->settled_counter, ==, 1);
+
+  g_autoptr (TestBundle) second = test_bundle_new (a);
+  test_bundle_add_spent (second, p2, NULL);
+  g_autoptr (GBytes) bundle2 = test_bundle_sign (second);
+  g_autoptr (Tally__ReconciliationResult) r2 = test_reconcile (f->issuer, bundle2, &report);
+  g_assert_cmpuint (r2->settled_counter, ==, 3);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+}
+
+static void
+test_reconcile_detects_counter_reuse_and_revokes (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) voucher = sell (f, a, 2000);
+
+  /* Alice's register restored from a backup spends counter 1 twice. */
+  guint8 genesis[TALLY_HASH_BYTES];
+  tally_chain_genesis (a->id, genesis);
+  g_autoptr (GBytes) to_bob =
+    test_sign_permission (a->sk, a->id, b->id, "EUR", 1500, 1, genesis);
+  g_autoptr (GBytes) to_carol =
+    test_sign_permission (a->sk, a->id, c->id, "EUR", 1500, 1, genesis);
+  g_autoptr (GBytes) rb = test_receipt (b, to_bob);
+  g_autoptr (GBytes) rc = test_receipt (c, to_carol);
+
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_received (bb, a->cert, to_bob, rb);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res_b = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+
+  g_autoptr (TestBundle) bc = test_bundle_new (c);
+  test_bundle_add_received (bc, a->cert, to_carol, rc);
+  g_autoptr (GBytes) bundle_c = test_bundle_sign (bc);
+  g_autoptr (Tally__ReconciliationResult) res_c = test_reconcile (f->issuer, bundle_c, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  g_assert_cmpuint (report.received_new, ==, 1);
+  /* Carol accepted in good faith: she keeps her money and her register. */
+  g_assert_false (report.revoked);
+  g_assert_false (res_c->revoked);
+  g_assert_nonnull (res_c->renewed_certificate);
+  g_assert_true (list_contains_hash (res_c->settled_received, res_c->n_settled_received, to_carol));
+  g_assert_cmpuint (res_c->n_fraud_proofs, ==, 1);
+
+  g_autoptr (Tally__FraudProof) fp = open_fraud_proof (f, res_c->fraud_proofs[0]);
+  g_assert_cmpmem (fp->register_id.data, fp->register_id.len, a->id, TALLY_ID_BYTES);
+  g_assert_cmpint (fp->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED);
+  g_assert_cmpuint (fp->detected_at, ==, TEST_NOW + 3600);
+  g_assert_true (envelopes_equal (fp->first, to_bob));
+  g_assert_true (envelopes_equal (fp->second, to_carol));
+  /* Anyone can check both entries against Alice's key. */
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_envelope_verify (
+    fp->first, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, a->pk, &error));
+  g_assert_true (tally_envelope_verify (
+    fp->second, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, a->pk, &error));
+  g_assert_no_error (error);
+
+  g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
+  g_assert_cmpuint (list->serial, ==, 2);
+  g_assert_cmpuint (list->issued_at, ==, TEST_NOW + 3600);
+  g_assert_true (tally_revocation_list_contains (list, a->id));
+  g_assert_false (tally_revocation_list_contains (list, c->id));
+
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.fraud_exposure, ==, 1500);
+  g_assert_cmpuint (audit.revoked, ==, 1);
+  g_assert_cmpuint (audit.fraud_proofs, ==, 1);
+  g_assert_cmpint (audit.offline, ==, 2000);
+  g_assert_true (audit.balanced);
+
+  g_autoptr (GPtrArray) proofs = tally_issuer_get_fraud_proofs (f->issuer, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (proofs->len, ==, 1);
+
+  /* Alice's own bundle is still booked, and told why she is revoked. */
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_voucher (ba, voucher);
+  test_bundle_add_spent (ba, to_bob, rb);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  g_autoptr (Tally__ReconciliationResult) res_a = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_true (report.revoked);
+  g_assert_true (res_a->revoked);
+  g_assert_null (res_a->renewed_certificate);
+  g_assert_cmpuint (res_a->n_fraud_proofs, ==, 1);
+  g_assert_cmpuint (report.duplicates, ==, 1);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  TallyAudit end = audit_of (f);
+  assert_audit_equal (&audit, &end);
+}
+
+static void
+test_reconcile_detects_counter_reuse_within_one_bundle (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 2000);
+  guint8 genesis[TALLY_HASH_BYTES];
+  tally_chain_genesis (a->id, genesis);
+  g_autoptr (GBytes) p = test_sign_permission (a->sk, a->id, b->id, "EUR", 900, 1, genesis);
+  g_autoptr (GBytes) q = test_sign_permission (a->sk, a->id, b->id, "EUR", 800, 1, genesis);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p, NULL);
+  test_bundle_add_spent (ba, q, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+  g_assert_cmpuint (report.spent_new, ==, 2);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  g_assert_true (report.revoked);
+  g_assert_true (res->revoked);
+  g_assert_null (res->renewed_certificate);
+  g_assert_cmpuint (res->n_fraud_proofs, ==, 1);
+
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.in_flight, ==, 1700);
+  g_assert_cmpint (audit.offline, ==, 300);
+  g_assert_true (audit.balanced);
+}
+
+static void
+test_reconcile_detects_forked_chain (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+
+  g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+  /* Counter 2 that does not extend entry 1: the chain was rewound. */
+  guint8 genesis[TALLY_HASH_BYTES];
+  tally_chain_genesis (a->id, genesis);
+  g_autoptr (GBytes) p2 = test_sign_permission (a->sk, a->id, b->id, "EUR", 1000, 2, genesis);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p1, NULL);
+  test_bundle_add_spent (ba, p2, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  g_assert_cmpuint (report.spent_new, ==, 2);
+  g_assert_true (res->revoked);
+  g_assert_cmpuint (res->n_fraud_proofs, ==, 1);
+  g_autoptr (Tally__FraudProof) fp = open_fraud_proof (f, res->fraud_proofs[0]);
+  g_assert_cmpint (fp->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK);
+  g_assert_cmpmem (fp->register_id.data, fp->register_id.len, a->id, TALLY_ID_BYTES);
+  g_assert_true (envelopes_equal (fp->first, p1));
+  g_assert_true (envelopes_equal (fp->second, p2));
+
+  g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
+  g_assert_true (tally_revocation_list_contains (list, a->id));
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.fraud_exposure, ==, 1000);
+  g_assert_true (audit.balanced);
+}
+
+static void
+test_reconcile_detects_chain_not_starting_at_genesis (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  guint8 wrong[TALLY_HASH_BYTES];
+  memset (wrong, 0x5a, sizeof wrong);
+  g_autoptr (GBytes) p1 = test_sign_permission (a->sk, a->id, b->id, "EUR", 1000, 1, wrong);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p1, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  g_assert_true (res->revoked);
+  g_autoptr (Tally__FraudProof) fp = open_fraud_proof (f, res->fraud_proofs[0]);
+  g_assert_cmpint (fp->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK);
+  g_assert_true (envelopes_equal (fp->first, p1));
+  g_assert_null (fp->second);
+}
+
+static void
+test_reconcile_detects_fork_reported_by_payee_first (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+
+  g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+  guint8 wrong[TALLY_HASH_BYTES];
+  memset (wrong, 0x11, sizeof wrong);
+  g_autoptr (GBytes) p2 = test_sign_permission (a->sk, a->id, b->id, "EUR", 500, 2, wrong);
+  g_autoptr (GBytes) r2 = test_receipt (b, p2);
+
+  /* Bob reports counter 2 before anyone reports counter 1. */
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_received (bb, a->cert, p2, r2);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res_b = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p1, NULL);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  g_autoptr (Tally__ReconciliationResult) res_a = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  g_assert_true (res_a->revoked);
+  g_autoptr (Tally__FraudProof) fp = open_fraud_proof (f, res_a->fraud_proofs[0]);
+  g_assert_cmpint (fp->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK);
+  g_assert_true (envelopes_equal (fp->first, p1));
+  g_assert_true (envelopes_equal (fp->second, p2));
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.balanced);
+}
+
+static void
+test_reconcile_refuses_forged_bundle (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) mallory = test_register_new_uncertified ();
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+
+  /* A bundle in Alice's name signed by someone else. */
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p1, NULL);
+  g_autoptr (GBytes) forged = test_bundle_sign_with (ba, mallory->sk);
+  assert_reconcile_fails (f, forged, TALLY_ERROR_BAD_SIGNATURE);
+
+  /* Alice's genuine bundle with one body byte changed. */
+  g_autoptr (GBytes) genuine = test_bundle_sign (ba);
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (genuine);
+  env->body.data[env->body.len - 1] ^= 0x01;
+  g_autoptr (GBytes) tampered = tally_envelope_pack (env);
+  assert_reconcile_fails (f, tampered, TALLY_ERROR_BAD_SIGNATURE);
+
+  /* A permission signed by Bob passed off as Alice's spent entry. */
+  g_autoptr (GBytes) fake = test_sign_permission (b->sk, a->id, b->id, "EUR", 10, 2, a->head);
+  g_autoptr (TestBundle) bf = test_bundle_new (a);
+  test_bundle_add_spent (bf, fake, NULL);
+  g_autoptr (GBytes) bundle_fake = test_bundle_sign (bf);
+  assert_reconcile_fails (f, bundle_fake, TALLY_ERROR_BAD_SIGNATURE);
+}
+
+static void
+test_reconcile_refuses_unknown_register (Fixture *f, gconstpointer data)
+{
+  g_autoptr (TestRegister) stranger = test_register_new_uncertified ();
+  g_autoptr (TestBundle) bs = test_bundle_new (stranger);
+  g_autoptr (GBytes) bundle = test_bundle_sign (bs);
+  assert_reconcile_fails (f, bundle, TALLY_ERROR_NOT_FOUND);
+}
+
+static void
+test_reconcile_refuses_malformed_bundle (Fixture *f, gconstpointer data)
+{
+  const guint8 junk[] = { 0xff, 0xff, 0xff, 0xff, 0x0f };
+  g_autoptr (GBytes) bytes = g_bytes_new (junk, sizeof junk);
+  assert_reconcile_fails (f, bytes, TALLY_ERROR_MALFORMED);
+
+  /* A valid envelope whose body is not a bundle. */
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  g_autoptr (GBytes) not_bundle = tally_envelope_sign (
+    TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, junk, sizeof junk, reg->sk);
+  assert_reconcile_fails (f, not_bundle, TALLY_ERROR_MALFORMED);
+}
+
+static void
+test_reconcile_refuses_received_entry_from_another_issuer (Fixture *f, gconstpointer data)
+{
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+
+  g_autoptr (GError) error = NULL;
+  g_autofree char *other_dir = g_build_filename (f->tmp, "other-issuer", NULL);
+  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_issuer_account_create (other, "xavier", &error));
+  g_autoptr (TestRegister) x = test_register_new (other, "xavier");
+
+  g_autoptr (GBytes) p = test_permission (x, b, 1000);
+  g_autoptr (GBytes) r = test_receipt (b, p);
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_received (bb, x->cert, p, r);
+  g_autoptr (GBytes) bundle = test_bundle_sign (bb);
+  assert_reconcile_fails (f, bundle, TALLY_ERROR_WRONG_ISSUER);
+}
+
+static void
+test_reconcile_refuses_received_entry_with_forged_parts (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+
+  /* A permission paying Carol cannot be cashed in by Bob. */
+  g_autoptr (GBytes) to_carol = test_permission (a, c, 1000);
+  g_autoptr (GBytes) r_bob = test_sign_receipt (b->sk, to_carol, 1000);
+  g_autoptr (TestBundle) b1 = test_bundle_new (b);
+  test_bundle_add_received (b1, a->cert, to_carol, r_bob);
+  g_autoptr (GBytes) bundle1 = test_bundle_sign (b1);
+  assert_reconcile_fails (f, bundle1, TALLY_ERROR_WRONG_PAYEE);
+
+  /* A permission Alice never signed, under Alice's certificate. */
+  g_autoptr (GBytes) fake = test_sign_permission (b->sk, a->id, b->id, "EUR", 1000, 2, a->head);
+  g_autoptr (GBytes) r_fake = test_receipt (b, fake);
+  g_autoptr (TestBundle) b2 = test_bundle_new (b);
+  test_bundle_add_received (b2, a->cert, fake, r_fake);
+  g_autoptr (GBytes) bundle2 = test_bundle_sign (b2);
+  assert_reconcile_fails (f, bundle2, TALLY_ERROR_BAD_SIGNATURE);
+
+  /* Bob's receipt must be his own and match the amount. */
+  g_autoptr (GBytes) to_bob = test_permission (a, b, 500);
+  g_autoptr (GBytes) r_by_carol = test_receipt (c, to_bob);
+  g_autoptr (TestBundle) b3 = test_bundle_new (b);
+  test_bundle_add_received (b3, a->cert, to_bob, r_by_carol);
+  g_autoptr (GBytes) bundle3 = test_bundle_sign (b3);
+  assert_reconcile_fails (f, bundle3, TALLY_ERROR_BAD_SIGNATURE);
+
+  g_autoptr (GBytes) r_wrong_amount = test_sign_receipt (b->sk, to_bob, 499);
+  g_autoptr (TestBundle) b4 = test_bundle_new (b);
+  test_bundle_add_received (b4, a->cert, to_bob, r_wrong_amount);
+  g_autoptr (GBytes) bundle4 = test_bundle_sign (b4);
+  assert_reconcile_fails (f, bundle4, TALLY_ERROR_AMOUNT_MISMATCH);
+
+  /* The payer certificate must be the payer's. */
+  g_autoptr (GBytes) r_ok = test_receipt (b, to_bob);
+  g_autoptr (TestBundle) b5 = test_bundle_new (b);
+  test_bundle_add_received (b5, c->cert, to_bob, r_ok);
+  g_autoptr (GBytes) bundle5 = test_bundle_sign (b5);
+  assert_reconcile_fails (f, bundle5, TALLY_ERROR_BAD_SIGNATURE);
+}
+
+static void
+test_reconcile_refused_bundle_books_nothing (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) good = test_permission (a, b, 1000);
+  /* Signed by Alice's key but naming Bob as the payer. */
+  g_autoptr (GBytes) bad = test_sign_permission (a->sk, b->id, a->id, "EUR", 1000, 1, a->head);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, good, NULL);
+  test_bundle_add_spent (ba, bad, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  assert_reconcile_fails (f, bundle, TALLY_ERROR_WRONG_REGISTER);
+
+  /* Received entries are booked after spent ones: a bad one at the end
+   * undoes the good spent entry already booked in the same transaction. */
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) more = sell (f, a, 1000);
+  g_autoptr (GBytes) b_to_c = test_permission (b, c, 100);
+  g_autoptr (GBytes) c_receipt = test_receipt (c, b_to_c);
+  g_autoptr (TestBundle) bad_tail = test_bundle_new (a);
+  test_bundle_add_spent (bad_tail, good, NULL);
+  test_bundle_add_received (bad_tail, b->cert, b_to_c, c_receipt);
+  g_autoptr (GBytes) bundle_bad_tail = test_bundle_sign (bad_tail);
+  assert_reconcile_fails (f, bundle_bad_tail, TALLY_ERROR_WRONG_PAYEE);
+
+  /* The good entry was rolled back with the rest: it books as new now. */
+  g_autoptr (TestBundle) ok = test_bundle_new (a);
+  test_bundle_add_spent (ok, good, NULL);
+  g_autoptr (GBytes) bundle_ok = test_bundle_sign (ok);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle_ok, &report);
+  g_assert_cmpuint (report.spent_new, ==, 1);
+  g_assert_cmpuint (report.duplicates, ==, 0);
+}
+
+static void
+test_reconcile_refuses_entry_in_another_currency (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) p = test_sign_permission (a->sk, a->id, b->id, "USD", 100, 1, a->head);
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  assert_reconcile_fails (f, bundle, TALLY_ERROR_CURRENCY_MISMATCH);
+}
+
+static void
+test_reconcile_refuses_entry_of_wrong_kind (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) p = test_permission (a, b, 100);
+  /* A receipt is not something a payer spends. */
+  g_autoptr (GBytes) r = test_receipt (a, p);
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, r, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  assert_reconcile_fails (f, bundle, TALLY_ERROR_WRONG_CONTEXT);
+}
+
+static void
+test_reconcile_refuses_foreign_voucher (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 10000);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) bobs = sell (f, b, 100);
+
+  g_autoptr (TestBundle) b1 = test_bundle_new (a);
+  test_bundle_add_voucher (b1, bobs);
+  g_autoptr (GBytes) bundle1 = test_bundle_sign (b1);
+  assert_reconcile_fails (f, bundle1, TALLY_ERROR_MALFORMED);
+
+  /* A voucher from another issuer. */
+  g_autoptr (GError) error = NULL;
+  g_autofree char *other_dir = g_build_filename (f->tmp, "other-issuer", NULL);
+  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_issuer_account_create (other, "alice", &error));
+  g_assert_true (tally_issuer_deposit (other, "alice", 1000, &error));
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  g_autoptr (GBytes) cert =
+    tally_issuer_certify (other, a->pk, "alice", &limits, TEST_NOW, TEST_NOW + 100, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) theirs = tally_issuer_sell_voucher (other, a->id, 100, TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (TestBundle) b2 = test_bundle_new (a);
+  test_bundle_add_voucher (b2, theirs);
+  g_autoptr (GBytes) bundle2 = test_bundle_sign (b2);
+  assert_reconcile_fails (f, bundle2, TALLY_ERROR_MALFORMED);
+}
+
+static void
+test_reconcile_renews_certificate (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+  g_assert_nonnull (res->renewed_certificate);
+  g_assert_nonnull (res->revocation_list);
+  g_assert_cmpuint (res->reconciled_at, ==, TEST_NOW + 3600);
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (bundle);
+  guint8 bundle_hash[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (env, bundle_hash);
+  g_assert_cmpmem (res->bundle_hash.data, res->bundle_hash.len, bundle_hash, sizeof bundle_hash);
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__RegisterCertificate) cert = tally_certificate_verify (
+    res->renewed_certificate, tally_issuer_get_public_key (f->issuer), TEST_NOW + 3600, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (cert->serial, ==, 2);
+  g_assert_cmpuint (cert->not_before, ==, TEST_NOW + 3600);
+  g_assert_cmpuint (cert->not_after, ==, TEST_NOW + 3600 + 30 * 86400);
+  g_assert_cmpint (cert->limits->max_payment, ==, 5000);
+  g_assert_cmpint (cert->limits->balance_cap, ==, 50000);
+  g_assert_cmpmem (cert->register_id.data, cert->register_id.len, a->id, TALLY_ID_BYTES);
+
+  g_autoptr (Tally__RevocationList) list = tally_revocation_list_verify (
+    res->revocation_list, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (list->serial, ==, 1);
+
+  /* Each reconciliation renews with the next serial. */
+  g_autoptr (Tally__ReconciliationResult) res2 = test_reconcile (f->issuer, bundle, &report);
+  g_autoptr (Tally__RegisterCertificate) cert2 = tally_certificate_verify_any_time (
+    res2->renewed_certificate, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (cert2->serial, ==, 3);
+}
+
+static void
+test_reconcile_books_revoked_register_without_renewal (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+  g_autoptr (GBytes) r1 = test_receipt (b, p1);
+  g_autoptr (GBytes) d2 = test_defund (a, 2000);
+
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_revoke (f->issuer, a->id, TEST_NOW, &error));
+  g_assert_no_error (error);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p1, r1);
+  test_bundle_add_spent (ba, d2, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+  g_assert_true (report.revoked);
+  g_assert_cmpuint (report.spent_new, ==, 1);
+  g_assert_cmpuint (report.defunds, ==, 1);
+  g_assert_true (res->revoked);
+  g_assert_null (res->renewed_certificate);
+  g_assert_cmpuint (res->settled_counter, ==, 2);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7000 + 2000);
+
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.offline, ==, 1000);
+  g_assert_cmpint (audit.fraud_exposure, ==, 0);
+  g_assert_true (audit.balanced);
+}
+
+/* --- audit --- */
+
+static void
+test_audit_balances_after_payments_and_defund (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 20000);
+  open_account (f, "bob", 5000);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) va = sell (f, a, 10000);
+  g_autoptr (GBytes) vb = sell (f, b, 2000);
+
+  TallyAudit start = audit_of (f);
+  g_assert_cmpint (start.issued, ==, 25000);
+  g_assert_cmpint (start.online, ==, 13000);
+  g_assert_cmpint (start.offline, ==, 12000);
+  g_assert_true (start.balanced);
+
+  /* Alice pays Bob twice, Bob pays Alice once; then Alice defunds. */
+  g_autoptr (GBytes) a1 = test_permission (a, b, 2500);
+  g_autoptr (GBytes) a1r = test_receipt (b, a1);
+  g_autoptr (GBytes) a2 = test_permission (a, b, 1500);
+  g_autoptr (GBytes) a2r = test_receipt (b, a2);
+  g_autoptr (GBytes) b1 = test_permission (b, a, 700);
+  g_autoptr (GBytes) b1r = test_receipt (a, b1);
+  g_autoptr (GBytes) ad = test_defund (a, 10000 - 2500 - 1500 + 700);
+
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_voucher (ba, va);
+  test_bundle_add_spent (ba, a1, a1r);
+  test_bundle_add_spent (ba, a2, NULL);
+  test_bundle_add_spent (ba, ad, NULL);
+  test_bundle_add_received (ba, b->cert, b1, b1r);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.spent_new, ==, 2);
+  g_assert_cmpuint (report.received_new, ==, 1);
+  g_assert_cmpuint (report.defunds, ==, 1);
+  g_assert_cmpuint (ra->settled_counter, ==, 3);
+
+  TallyAudit mid = audit_of (f);
+  g_assert_cmpint (mid.in_flight, ==, 1500);
+  g_assert_cmpint (mid.online, ==, 13000 + 6700);
+  g_assert_true (mid.balanced);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 + 6700);
+
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_voucher (bb, vb);
+  test_bundle_add_spent (bb, b1, b1r);
+  test_bundle_add_received (bb, a->cert, a1, a1r);
+  test_bundle_add_received (bb, a->cert, a2, a2r);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.spent_new, ==, 0);
+  g_assert_cmpuint (report.received_new, ==, 0);
+  g_assert_cmpuint (report.duplicates, ==, 3);
+  g_assert_cmpuint (rb->n_settled_received, ==, 2);
+
+  TallyAudit end = audit_of (f);
+  g_assert_cmpint (end.issued, ==, 25000);
+  g_assert_cmpint (end.in_flight, ==, 0);
+  g_assert_cmpint (end.online, ==, 19700);
+  /* Alice's register is empty; Bob holds 20.00 + 40.00 - 7.00. */
+  g_assert_cmpint (end.offline, ==, 5300);
+  g_assert_cmpint (end.fraud_exposure, ==, 0);
+  g_assert_cmpuint (end.registers, ==, 2);
+  g_assert_true (end.balanced);
+}
+
+/* --- revocation --- */
+
+static void
+test_revoke_publishes_newer_list (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "alice");
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (tally_issuer_revoke (f->issuer, a->id, TEST_NOW + 10, &error));
+  g_assert_no_error (error);
+  g_autoptr (Tally__RevocationList) l2 = revocation_list_of (f);
+  g_assert_cmpuint (l2->serial, ==, 2);
+  g_assert_cmpuint (l2->issued_at, ==, TEST_NOW + 10);
+  g_assert_cmpuint (l2->n_revoked_register_ids, ==, 1);
+  g_assert_true (tally_revocation_list_contains (l2, a->id));
+
+  g_assert_true (tally_issuer_revoke (f->issuer, b->id, TEST_NOW + 20, &error));
+  g_autoptr (Tally__RevocationList) l3 = revocation_list_of (f);
+  g_assert_cmpuint (l3->serial, ==, 3);
+  g_assert_cmpuint (l3->n_revoked_register_ids, ==, 2);
+  g_assert_true (tally_revocation_list_contains (l3, a->id));
+  g_assert_true (tally_revocation_list_contains (l3, b->id));
+
+  /* Revoking again changes nothing. */
+  g_assert_true (tally_issuer_revoke (f->issuer, a->id, TEST_NOW + 30, &error));
+  g_autoptr (Tally__RevocationList) again = revocation_list_of (f);
+  g_assert_cmpuint (again->serial, ==, 3);
+
+  g_autoptr (TestRegister) stranger = test_register_new_uncertified ();
+  g_assert_false (tally_issuer_revoke (f->issuer, stranger->id, TEST_NOW, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpuint (audit.revoked, ==, 2);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_assert_cmpint (sodium_init (), >=, 0);
+
+#define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
+  ADD ("/issuer/create/writes-private-key-and-self-signed-key-set",
+       test_create_writes_key_and_self_signed_key_set);
+  ADD ("/issuer/create/refuses-existing-issuer", test_create_refuses_existing_issuer);
+  ADD ("/issuer/create/refuses-invalid-currency", test_create_refuses_invalid_currency);
+  ADD ("/issuer/open/restores-keys-and-books", test_open_restores_keys_and_books);
+  ADD ("/issuer/open/refuses-missing-issuer", test_open_refuses_missing_issuer);
+  ADD ("/issuer/open/refuses-key-of-another-issuer", test_open_refuses_key_of_another_issuer);
+  ADD ("/issuer/account/refuses-duplicate-name", test_account_refuses_duplicate_name);
+  ADD ("/issuer/account/refuses-unknown-account", test_account_refuses_unknown_account);
+  ADD ("/issuer/account/refuses-empty-or-control-name", test_account_refuses_empty_name);
+  ADD ("/issuer/deposit/refuses-non-positive-amount", test_deposit_refuses_non_positive_amount);
+  ADD ("/issuer/deposit/counts-as-issued", test_deposit_counts_as_issued);
+  ADD ("/issuer/certify/issues-verifiable-certificate-with-next-serial",
+       test_certify_issues_verifiable_certificate);
+  ADD ("/issuer/certify/refuses-invalid-limits-window-account-or-key",
+       test_certify_refuses_invalid_limits);
+  ADD ("/issuer/certify/refuses-revoked-register", test_certify_refuses_revoked_register);
+  ADD ("/issuer/certify/refuses-moving-register-to-another-account",
+       test_certify_refuses_moving_register_to_another_account);
+  ADD ("/issuer/voucher/refuses-overdraft", test_voucher_refuses_overdraft);
+  ADD ("/issuer/voucher/debits-account-with-increasing-sequence",
+       test_voucher_debits_account_with_increasing_sequence);
+  ADD ("/issuer/voucher/refuses-unknown-or-revoked-register",
+       test_voucher_refuses_unknown_or_revoked_register);
+  ADD ("/issuer/voucher/refuses-invalid-amount-or-amount-over-cap",
+       test_voucher_refuses_invalid_amount_and_cap);
+  ADD ("/issuer/reconcile/matches-payer-and-payee-halves",
+       test_reconcile_matches_payer_and_payee_halves);
+  ADD ("/issuer/reconcile/settles-payment-with-payers-receipt",
+       test_reconcile_settles_payment_with_payers_receipt);
+  ADD ("/issuer/reconcile/ignores-receipt-that-does-not-verify",
+       test_reconcile_ignores_receipt_that_does_not_verify);
+  ADD ("/issuer/reconcile/is-idempotent", test_reconcile_is_idempotent);
+  ADD ("/issuer/reconcile/accepts-entries-reported-out-of-order",
+       test_reconcile_accepts_entries_out_of_order);
+  ADD ("/issuer/reconcile/settled-counter-stops-at-first-gap",
+       test_reconcile_reports_gaps_in_settled_counter);
+  ADD ("/issuer/reconcile/detects-counter-reuse-and-revokes",
+       test_reconcile_detects_counter_reuse_and_revokes);
+  ADD ("/issuer/reconcile/detects-counter-reuse-within-one-bundle",
+       test_reconcile_detects_counter_reuse_within_one_bundle);
+  ADD ("/issuer/reconcile/detects-forked-chain", test_reconcile_detects_forked_chain);
+  ADD ("/issuer/reconcile/detects-chain-not-starting-at-genesis",
+       test_reconcile_detects_chain_not_starting_at_genesis);
+  ADD ("/issuer/reconcile/detects-fork-reported-by-payee-first",
+       test_reconcile_detects_fork_reported_by_payee_first);
+  ADD ("/issuer/reconcile/refuses-forged-bundle", test_reconcile_refuses_forged_bundle);
+  ADD ("/issuer/reconcile/refuses-unknown-register", test_reconcile_refuses_unknown_register);
+  ADD ("/issuer/reconcile/refuses-malformed-bundle", test_reconcile_refuses_malformed_bundle);
+  ADD ("/issuer/reconcile/refuses-received-entry-certified-by-another-issuer",
+       test_reconcile_refuses_received_entry_from_another_issuer);
+  ADD ("/issuer/reconcile/refuses-received-entry-with-forged-parts",
+       test_reconcile_refuses_received_entry_with_forged_parts);
+  ADD ("/issuer/reconcile/refused-bundle-books-nothing",
+       test_reconcile_refused_bundle_books_nothing);
+  ADD ("/issuer/reconcile/refuses-entry-in-another-currency",
+       test_reconcile_refuses_entry_in_another_currency);
+  ADD ("/issuer/reconcile/refuses-spent-entry-of-wrong-kind",
+       test_reconcile_refuses_entry_of_wrong_kind);
+  ADD ("/issuer/reconcile/refuses-foreign-voucher", test_reconcile_refuses_foreign_voucher);
+  ADD ("/issuer/reconcile/renews-certificate", test_reconcile_renews_certificate);
+  ADD ("/issuer/reconcile/books-revoked-register-without-renewal",
+       test_reconcile_books_revoked_register_without_renewal);
+  ADD ("/issuer/audit/balances-after-payments-and-defund",
+       test_audit_balances_after_payments_and_defund);
+  ADD ("/issuer/revoke/publishes-newer-list", test_revoke_publishes_newer_list);
+#undef ADD
+
+  return g_test_run ();
+}
