@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * Storage and key backends of a TallyRegister.
+ *
+ * tally-register.c holds every protocol decision; a backend stores rows,
+ * holds the register key and signs with it.  All row operations run inside
+ * a transaction opened with begin(); the caller commits once per register
+ * operation.  Every failure is TALLY_ERROR_STORAGE unless noted.
+ */
+
+#include <glib.h>
+
+#include "tally-core.h"
+#include "tally-register.h"
+
+G_BEGIN_DECLS
+
+/* The persisted scalar state of a register: one row. */
+typedef struct
+{
+  guint8 public_key[TALLY_PUBLIC_KEY_BYTES];
+  guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES];
+  GBytes *certificate; /* packed envelope, NULL before the first one */
+  gint64 balance;
+  guint64 counter;
+  guint8 chain_head[TALLY_HASH_BYTES];
+  guint32 offline_payments;
+  guint64 last_reconciliation;
+  guint64 last_voucher_sequence;
+  GBytes *revocation_list; /* packed envelope or NULL */
+  guint64 revocation_serial;
+  guint64 revocation_issued_at;
+  guint64 last_result_at;
+  gboolean closed;
+  gboolean revoked;
+} TallyRegisterState;
+
+/* State of a fresh register: counter 0, chain at genesis, nothing held.
+ * Implemented by tally-register.c; backends call it from create(). */
+void tally_register_state_init (TallyRegisterState *state,
+                                const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                                const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES]);
+void tally_register_state_copy (TallyRegisterState *dst, const TallyRegisterState *src);
+void tally_register_state_clear (TallyRegisterState *state);
+
+/* An outgoing entry: a deposit permission (TALLY_ENTRY_SPENT) or a defund
+ * record (TALLY_ENTRY_DEFUND), keyed by our counter. */
+typedef struct
+{
+  guint64 counter;
+  TallyEntryKind kind;
+  GBytes *envelope;
+  gboolean has_payee; /* FALSE for a defund */
+  guint8 payee_id[TALLY_ID_BYTES];
+  guint8 payee_key[TALLY_PUBLIC_KEY_BYTES];
+  gint64 amount;
+  guint64 created_at;
+  GBytes *receipt; /* NULL until acknowledged */
+  TallyEntryState state;
+} TallySpentRow;
+
+/* An incoming payment, keyed by (payer id, payer counter). */
+typedef struct
+{
+  guint8 payer_id[TALLY_ID_BYTES];
+  guint64 payer_counter;
+  GBytes *permission;
+  GBytes *payer_certificate;
+  GBytes *receipt;
+  gint64 amount;
+  char *memo;
+  guint64 received_at;
+  guint8 permission_hash[TALLY_HASH_BYTES];
+  guint8 nonce[TALLY_NONCE_BYTES];
+  TallyEntryState state;
+} TallyReceivedRow;
+
+/* A payment request we issued as payee. */
+typedef struct
+{
+  guint8 nonce[TALLY_NONCE_BYTES];
+  gint64 amount;
+  char *currency;
+  char *memo;
+  guint64 created_at;
+  gboolean consumed;
+  guint64 consumed_at;
+} TallyNonceRow;
+
+/* An applied load voucher. */
+typedef struct
+{
+  guint64 sequence;
+  GBytes *envelope;
+  gint64 amount;
+  guint64 applied_at;
+  TallyEntryState state;
+} TallyLoadRow;
+
+void tally_spent_row_clear (TallySpentRow *row);
+void tally_spent_row_free (TallySpentRow *row);
+void tally_received_row_free (TallyReceivedRow *row);
+void tally_nonce_row_clear (TallyNonceRow *row);
+void tally_nonce_row_free (TallyNonceRow *row);
+void tally_load_row_free (TallyLoadRow *row);
+
+typedef struct _TallyRegisterBackend TallyRegisterBackend;
+
+struct _TallyRegisterBackend
+{
+  const char *name;
+
+  /* --- lifetime --- */
+
+  /* Makes @dir (0700), generates the register key and stores a fresh
+   * register bound to @issuer_key.  EXISTS when @dir already holds one. */
+  gpointer (*create) (const char *dir,
+                      const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                      GError **error);
+  /* NOT_FOUND when @dir holds no register. */
+  gpointer (*open) (const char *dir, GError **error);
+  void (*close) (gpointer store);
+
+  /* --- key --- */
+
+  /* Makes the register key usable and returns its public half. */
+  gboolean (*load_key) (gpointer store, guint8 public_key[TALLY_PUBLIC_KEY_BYTES], GError **error);
+  /* Packed SignedEnvelope over @body. */
+  GBytes *(*sign_envelope) (gpointer store,
+                            Tally__SignatureContext ctx,
+                            const guint8 *body,
+                            gsize body_len);
+  void (*sign_detached) (gpointer store,
+                         Tally__SignatureContext ctx,
+                         const guint8 *data,
+                         gsize len,
+                         guint8 signature[TALLY_SIGNATURE_BYTES]);
+
+  /* --- transactions --- */
+
+  /* @write: take the write lock now rather than at the first write. */
+  gboolean (*begin) (gpointer store, gboolean write, GError **error);
+  gboolean (*commit) (gpointer store, GError **error);
+  /* Harmless when no transaction is open. */
+  void (*rollback) (gpointer store);
+
+  /* --- rows --- */
+
+  gboolean (*state_read) (gpointer store, TallyRegisterState *state, GError **error);
+  gboolean (*state_write) (gpointer store, const TallyRegisterState *state, GError **error);
+
+  gboolean (*spent_insert) (gpointer store, const TallySpentRow *row, GError **error);
+  /* *found is FALSE (and @row untouched) when no entry has @counter. */
+  gboolean (*spent_lookup) (gpointer store,
+                            guint64 counter,
+                            TallySpentRow *row,
+                            gboolean *found,
+                            GError **error);
+  gboolean (*spent_set_receipt) (gpointer store,
+                                 guint64 counter,
+                                 GBytes *receipt,
+                                 TallyEntryState state,
+                                 GError **error);
+  gboolean (*spent_settle_through) (gpointer store, guint64 counter, GError **error);
+  /* TallySpentRow *, counter order. */
+  GPtrArray *(*spent_list_unsettled) (gpointer store, GError **error);
+
+  gboolean (*received_insert) (gpointer store, const TallyReceivedRow *row, GError **error);
+  /* *same_permission when @permission_hash is stored; *counter_used when
+   * another permission of @payer_id with @payer_counter is. */
+  gboolean (*received_find) (gpointer store,
+                             const guint8 payer_id[TALLY_ID_BYTES],
+                             guint64 payer_counter,
+                             const guint8 permission_hash[TALLY_HASH_BYTES],
+                             gboolean *same_permission,
+                             gboolean *counter_used,
+                             GError **error);
+  gboolean (*received_settle) (gpointer store,
+                               const guint8 permission_hash[TALLY_HASH_BYTES],
+                               GError **error);
+  /* TallyReceivedRow *, arrival order. */
+  GPtrArray *(*received_list_unsettled) (gpointer store, GError **error);
+
+  gboolean (*nonce_insert) (gpointer store, const TallyNonceRow *row, GError **error);
+  gboolean (*nonce_lookup) (gpointer store,
+                            const guint8 nonce[TALLY_NONCE_BYTES],
+                            TallyNonceRow *row,
+                            gboolean *found,
+                            GError **error);
+  gboolean (*nonce_consume) (gpointer store,
+                             const guint8 nonce[TALLY_NONCE_BYTES],
+                             guint64 now,
+                             GError **error);
+  /* TallyNonceRow *, creation order. */
+  GPtrArray *(*nonce_list) (gpointer store, GError **error);
+
+  gboolean (*load_insert) (gpointer store, const TallyLoadRow *row, GError **error);
+  gboolean (*loads_settle_all) (gpointer store, GError **error);
+  /* TallyLoadRow *, sequence order. */
+  GPtrArray *(*loads_list_unsettled) (gpointer store, GError **error);
+
+  /* TallyHistoryEntry *, newest first; @limit 0 means all. */
+  GPtrArray *(*history) (gpointer store, guint limit, GError **error);
+};
+
+extern const TallyRegisterBackend tally_register_soft_backend;
+
+G_END_DECLS
