@@ -49,6 +49,9 @@ const char *tally_session_state_to_string (TallySessionState state);
 
 #define TALLY_COMPARISON_CODE_DIGITS 6
 
+/* Largest session message either side sends; announced in the offer. */
+#define TALLY_SESSION_MAX_MESSAGE 8192
+
 /* Payer side, over @reg.  @policy applies to the payee's revocation list
  * age and amount (may be NULL). */
 TallySession *tally_session_new_payer (TallyRegister *reg, const TallyAcceptPolicy *policy);

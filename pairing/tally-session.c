@@ -1,0 +1,875 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#define G_LOG_DOMAIN "tally-session"
+
+#include "tally-session.h"
+
+#include <string.h>
+
+/*
+ * Key schedule and transcript (docs/protocol.md, "Handshake"):
+ *
+ *   T0 = H("transcript-init", "")
+ *   T1 = H("transcript", T0 || lp(Hello))
+ *   keys: crypto_kx, payer = client (e_a), payee = server (e_b)
+ *   T2 = H("transcript", T1 || lp(e_b) || lp(OfferBody))
+ *   sig_b = Ed25519(payee, "handshake-offer", T2)
+ *   Offer.ciphertext = AEAD(k_payee->payer, n=0, ad=T1||e_b, OfferSealed)
+ *   code = BE32(H("comparison-code", T2)[0..4]) mod 10^6
+ *   T3 = H("transcript", T2 || lp(sig_b) || lp(PayBody))
+ *   sig_a = Ed25519(payer, "handshake-pay", T3)
+ *   pay = AEAD(k_payer->payee, n=0, ad=T2, PaySealed)
+ *   receipt = AEAD(k_payee->payer, n=1, ad=T3, ReceiptSealed)
+ *
+ * lp(x) is a big-endian u32 length followed by x.  AEAD is
+ * ChaCha20-Poly1305-IETF with the 96-bit little-endian message counter as
+ * nonce; each direction has its own key, so counters never collide.
+ */
+
+#define KEY_BYTES   crypto_kx_SESSIONKEYBYTES
+#define EPHEM_BYTES crypto_kx_PUBLICKEYBYTES
+#define MAX_MEMO    256
+
+struct _TallySession
+{
+  TallyRegister *reg; /* borrowed */
+  TallySessionRole role;
+  TallySessionState state;
+  TallyAcceptPolicy policy;
+
+  guint8 eph_pk[EPHEM_BYTES];
+  guint8 eph_sk[crypto_kx_SECRETKEYBYTES];
+  guint8 peer_eph[EPHEM_BYTES];
+  guint8 rx[KEY_BYTES];
+  guint8 tx[KEY_BYTES];
+  guint64 rx_seq, tx_seq;
+  gboolean have_keys;
+
+  guint8 transcript[TALLY_HASH_BYTES];
+  guint8 offer_sig[TALLY_SIGNATURE_BYTES];
+
+  Tally__PaymentRequest *request;
+  Tally__SignedEnvelope *payee_certificate; /* payer side */
+  guint64 peer_revocation_serial;
+
+  char code[TALLY_COMPARISON_CODE_DIGITS + 1];
+  char *peer_id;
+  GBytes *receipt;
+  guint64 counter;
+  GError *error;
+};
+
+const char *
+tally_session_role_to_string (TallySessionRole role)
+{
+  switch (role) {
+  case TALLY_SESSION_ROLE_PAYER: return "payer";
+  case TALLY_SESSION_ROLE_PAYEE: return "payee";
+  }
+  return "unknown";
+}
+
+const char *
+tally_session_state_to_string (TallySessionState state)
+{
+  switch (state) {
+  case TALLY_SESSION_STATE_IDLE: return "idle";
+  case TALLY_SESSION_STATE_HELLO_SENT: return "hello-sent";
+  case TALLY_SESSION_STATE_CONFIRMING: return "confirming";
+  case TALLY_SESSION_STATE_PAY_SENT: return "pay-sent";
+  case TALLY_SESSION_STATE_WAIT_HELLO: return "wait-hello";
+  case TALLY_SESSION_STATE_OFFER_SENT: return "offer-sent";
+  case TALLY_SESSION_STATE_DONE: return "done";
+  case TALLY_SESSION_STATE_FAILED: return "failed";
+  }
+  return "unknown";
+}
+
+static void
+wipe_secrets (TallySession *s)
+{
+  sodium_memzero (s->eph_sk, sizeof s->eph_sk);
+  sodium_memzero (s->rx, sizeof s->rx);
+  sodium_memzero (s->tx, sizeof s->tx);
+  s->have_keys = FALSE;
+}
+
+static void
+enter_state (TallySession *s, TallySessionState state)
+{
+  if (s->state == state)
+    return;
+  g_debug ("session %p (%s): %s -> %s", (void *) s, tally_session_role_to_string (s->role),
+           tally_session_state_to_string (s->state), tally_session_state_to_string (state));
+  s->state = state;
+
+  switch (state) {
+  case TALLY_SESSION_STATE_DONE:
+  case TALLY_SESSION_STATE_FAILED:
+    /* Nothing more will be encrypted or decrypted. */
+    wipe_secrets (s);
+    break;
+  case TALLY_SESSION_STATE_IDLE:
+  case TALLY_SESSION_STATE_HELLO_SENT:
+  case TALLY_SESSION_STATE_CONFIRMING:
+  case TALLY_SESSION_STATE_PAY_SENT:
+  case TALLY_SESSION_STATE_WAIT_HELLO:
+  case TALLY_SESSION_STATE_OFFER_SENT:
+    break;
+  }
+}
+
+static TallySession *
+session_new (TallyRegister *reg, TallySessionRole role, const TallyAcceptPolicy *policy)
+{
+  TallySession *s = g_new0 (TallySession, 1);
+  s->reg = reg;
+  s->role = role;
+  if (policy != NULL)
+    s->policy = *policy;
+  crypto_kx_keypair (s->eph_pk, s->eph_sk);
+  tally_hash ("transcript-init", NULL, 0, s->transcript);
+  return s;
+}
+
+TallySession *
+tally_session_new_payer (TallyRegister *reg, const TallyAcceptPolicy *policy)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+
+  TallySession *s = session_new (reg, TALLY_SESSION_ROLE_PAYER, policy);
+  s->state = TALLY_SESSION_STATE_IDLE;
+  return s;
+}
+
+TallySession *
+tally_session_new_payee (TallyRegister *reg,
+                         gint64 amount,
+                         const char *memo,
+                         const TallyAcceptPolicy *policy,
+                         guint64 now,
+                         GError **error)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+
+  g_autoptr (Tally__PaymentRequest) request =
+    tally_register_new_request (reg, amount, memo ? memo : "", now, error);
+  if (request == NULL)
+    return NULL;
+
+  TallySession *s = session_new (reg, TALLY_SESSION_ROLE_PAYEE, policy);
+  s->request = g_steal_pointer (&request);
+  s->state = TALLY_SESSION_STATE_WAIT_HELLO;
+  return s;
+}
+
+void
+tally_session_free (TallySession *s)
+{
+  if (s == NULL)
+    return;
+  wipe_secrets (s);
+  g_clear_pointer (&s->request, tally__payment_request_free);
+  g_clear_pointer (&s->payee_certificate, tally__signed_envelope_free);
+  g_clear_pointer (&s->receipt, g_bytes_unref);
+  g_clear_error (&s->error);
+  g_free (s->peer_id);
+  g_free (s);
+}
+
+/* --- helpers --- */
+
+static void
+transcript_mix (TallySession *s, const guint8 *a, gsize a_len, const guint8 *b, gsize b_len)
+{
+  TallyHash h;
+  tally_hash_init (&h, "transcript", TALLY_HASH_BYTES);
+  tally_hash_update (&h, s->transcript, TALLY_HASH_BYTES);
+  tally_hash_update_prefixed (&h, a, a_len);
+  if (b != NULL)
+    tally_hash_update_prefixed (&h, b, b_len);
+  tally_hash_final (&h, s->transcript);
+}
+
+static void
+compute_code (TallySession *s)
+{
+  guint8 h[TALLY_HASH_BYTES];
+  tally_hash ("comparison-code", s->transcript, TALLY_HASH_BYTES, h);
+  guint32 v = ((guint32) h[0] << 24) | ((guint32) h[1] << 16) | ((guint32) h[2] << 8) | h[3];
+  g_snprintf (s->code, sizeof s->code, "%06u", v % 1000000u);
+}
+
+static void
+make_nonce (guint64 seq, guint8 nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES])
+{
+  memset (nonce, 0, crypto_aead_chacha20poly1305_IETF_NPUBBYTES);
+  for (int i = 0; i < 8; i++)
+    nonce[i] = (guint8) (seq >> (8 * i));
+}
+
+static GBytes *
+seal (TallySession *s, const guint8 *ad, gsize ad_len, GBytes *plain)
+{
+  gsize len;
+  const guint8 *p = g_bytes_get_data (plain, &len);
+  guint8 nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
+  make_nonce (s->tx_seq++, nonce);
+
+  gsize out_len = len + crypto_aead_chacha20poly1305_IETF_ABYTES;
+  guint8 *out = g_malloc (out_len);
+  unsigned long long clen = 0;
+  crypto_aead_chacha20poly1305_ietf_encrypt (out, &clen, p, len, ad, ad_len, NULL, nonce, s->tx);
+  return g_bytes_new_take (out, (gsize) clen);
+}
+
+static GBytes *
+open_sealed (TallySession *s,
+             const ProtobufCBinaryData *ct,
+             const guint8 *ad,
+             gsize ad_len,
+             const char *what,
+             GError **error)
+{
+  if (ct->len < crypto_aead_chacha20poly1305_IETF_ABYTES) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_DECRYPT, "%s: ciphertext too short", what);
+    return NULL;
+  }
+  guint8 nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
+  make_nonce (s->rx_seq, nonce);
+
+  gsize plain_len = ct->len - crypto_aead_chacha20poly1305_IETF_ABYTES;
+  guint8 *plain = g_malloc (plain_len ? plain_len : 1);
+  unsigned long long mlen = 0;
+  if (crypto_aead_chacha20poly1305_ietf_decrypt (plain, &mlen, NULL, ct->data, ct->len, ad, ad_len,
+                                                 nonce, s->rx) != 0) {
+    g_free (plain);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_DECRYPT,
+                 "%s: authentication failed (tampered or out of order)", what);
+    return NULL;
+  }
+  s->rx_seq++;
+  return g_bytes_new_take (plain, (gsize) mlen);
+}
+
+static GBytes *
+pack_session_message (Tally__SessionMessage *m)
+{
+  return tally_message_pack (&m->base);
+}
+
+static GBytes *
+error_message (TallyError code, const char *text)
+{
+  Tally__Error e = TALLY__ERROR__INIT;
+  e.code = (guint32) code;
+  e.message = (char *) (text ? text : "");
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_ERROR;
+  m.error = &e;
+  return pack_session_message (&m);
+}
+
+static gboolean
+fail (TallySession *s, GError *err, GBytes **reply, gboolean tell_peer, GError **error)
+{
+  g_info ("session %p (%s) failed in %s: %s", (void *) s, tally_session_role_to_string (s->role),
+          tally_session_state_to_string (s->state), err->message);
+  if (tell_peer && reply != NULL)
+    *reply = error_message (tally_error_code (err), err->message);
+  g_clear_error (&s->error);
+  s->error = g_error_copy (err);
+  enter_state (s, TALLY_SESSION_STATE_FAILED);
+  g_propagate_error (error, err);
+  return FALSE;
+}
+
+static gboolean
+derive_keys (TallySession *s, const guint8 peer_eph[EPHEM_BYTES], GError **error)
+{
+  int r;
+  memcpy (s->peer_eph, peer_eph, EPHEM_BYTES);
+  if (s->role == TALLY_SESSION_ROLE_PAYER)
+    r = crypto_kx_client_session_keys (s->rx, s->tx, s->eph_pk, s->eph_sk, peer_eph);
+  else
+    r = crypto_kx_server_session_keys (s->rx, s->tx, s->eph_pk, s->eph_sk, peer_eph);
+  /* The ephemeral secret has done its only job. */
+  sodium_memzero (s->eph_sk, sizeof s->eph_sk);
+  if (r != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "peer ephemeral key is unusable");
+    return FALSE;
+  }
+  s->have_keys = TRUE;
+  return TRUE;
+}
+
+/* Applies a revocation list the peer gossiped to us (newer ones only). */
+static gboolean
+take_revocation_list (TallySession *s, const Tally__SignedEnvelope *list, GError **error)
+{
+  if (list == NULL)
+    return TRUE;
+  return tally_register_update_revocation_list (s->reg, list, error);
+}
+
+static const Tally__SignedEnvelope *
+maybe_our_revocation_list (TallySession *s, guint64 peer_serial, Tally__SignedEnvelope **holder)
+{
+  if (tally_register_get_revocation_serial (s->reg) <= peer_serial)
+    return NULL;
+  g_autoptr (GBytes) b = tally_register_get_revocation_list (s->reg);
+  if (b == NULL)
+    return NULL;
+  gsize len;
+  const guint8 *d = g_bytes_get_data (b, &len);
+  *holder = tally_envelope_decode (d, len, NULL);
+  return *holder;
+}
+
+/* Checks the peer's certificate, that our revocation list does not name it,
+ * and the transcript signature it made over @data. */
+static Tally__RegisterCertificate *
+authenticate_peer (TallySession *s,
+                   const Tally__SignedEnvelope *cert_env,
+                   Tally__SignatureContext ctx,
+                   const guint8 *data,
+                   gsize len,
+                   const ProtobufCBinaryData *sig,
+                   guint64 now,
+                   GError **error)
+{
+  g_autoptr (Tally__RegisterCertificate) cert =
+    tally_certificate_verify (cert_env, tally_register_get_issuer_key (s->reg), now, error);
+  if (cert == NULL)
+    return NULL;
+
+  g_autoptr (GBytes) rl = tally_register_get_revocation_list (s->reg);
+  if (rl != NULL) {
+    gsize rl_len;
+    const guint8 *rl_data = g_bytes_get_data (rl, &rl_len);
+    g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (rl_data, rl_len, NULL);
+    g_autoptr (Tally__RevocationList) list =
+      env ? tally_revocation_list_verify (env, tally_register_get_issuer_key (s->reg), NULL) : NULL;
+    if (tally_revocation_list_contains (list, cert->register_id.data)) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "peer register is revoked");
+      return NULL;
+    }
+  }
+  if (s->policy.max_revocation_age > 0) {
+    guint64 issued = tally_register_get_revocation_issued_at (s->reg);
+    if (issued == 0 || now > issued + s->policy.max_revocation_age) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STALE_REVOCATION_LIST,
+                   "our revocation list is older than the policy allows; reconcile first");
+      return NULL;
+    }
+  }
+
+  GError *local = NULL;
+  if (!tally_verify_detached (ctx, data, len, sig->data, sig->len,
+                              cert->register_public_key.data, &local)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_TRANSCRIPT,
+                 "peer's transcript signature does not verify: %s", local->message);
+    g_error_free (local);
+    return NULL;
+  }
+  if (memcmp (cert->register_id.data, tally_register_get_id (s->reg), TALLY_ID_BYTES) == 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER, "peer is this very register");
+    return NULL;
+  }
+  g_free (s->peer_id);
+  s->peer_id = tally_hex_encode (cert->register_id.data, TALLY_ID_BYTES);
+  return g_steal_pointer (&cert);
+}
+
+/* --- payer --- */
+
+GBytes *
+tally_session_start (TallySession *s, GError **error)
+{
+  g_return_val_if_fail (s != NULL, NULL);
+
+  if (s->role != TALLY_SESSION_ROLE_PAYER || s->state != TALLY_SESSION_STATE_IDLE) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "cannot start a %s session in %s",
+                 tally_session_role_to_string (s->role), tally_session_state_to_string (s->state));
+    return NULL;
+  }
+
+  Tally__Hello hello = TALLY__HELLO__INIT;
+  hello.version = TALLY_PROTOCOL_VERSION;
+  hello.ephemeral_public_key.data = s->eph_pk;
+  hello.ephemeral_public_key.len = EPHEM_BYTES;
+  hello.revocation_serial = tally_register_get_revocation_serial (s->reg);
+
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
+  m.hello = &hello;
+  GBytes *out = pack_session_message (&m);
+  /* T1 covers the first message exactly as it travels. */
+  transcript_mix (s, g_bytes_get_data (out, NULL), g_bytes_get_size (out), NULL, 0);
+  enter_state (s, TALLY_SESSION_STATE_HELLO_SENT);
+  return out;
+}
+
+/* Handshake step 2, payer side: open and authenticate the payee's offer. */
+static gboolean
+payer_handle_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GError **error)
+{
+  if (offer->ephemeral_public_key.len != EPHEM_BYTES) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "offer: ephemeral key is %zu bytes",
+                 offer->ephemeral_public_key.len);
+    return FALSE;
+  }
+  guint8 t1[TALLY_HASH_BYTES];
+  memcpy (t1, s->transcript, sizeof t1);
+  if (!derive_keys (s, offer->ephemeral_public_key.data, error))
+    return FALSE;
+
+  guint8 ad[TALLY_HASH_BYTES + EPHEM_BYTES];
+  memcpy (ad, t1, TALLY_HASH_BYTES);
+  memcpy (ad + TALLY_HASH_BYTES, s->peer_eph, EPHEM_BYTES);
+  g_autoptr (GBytes) plain = open_sealed (s, &offer->ciphertext, ad, sizeof ad, "offer", error);
+  if (plain == NULL)
+    return FALSE;
+
+  gsize plain_len;
+  const guint8 *plain_data = g_bytes_get_data (plain, &plain_len);
+  g_autoptr (Tally__OfferSealed) sealed =
+    TALLY_UNPACK (Tally__OfferSealed, tally__offer_sealed, plain_data, plain_len, "offer", error);
+  if (sealed == NULL)
+    return FALSE;
+  g_autoptr (Tally__OfferBody) body = TALLY_UNPACK (
+    Tally__OfferBody, tally__offer_body, sealed->body.data, sealed->body.len, "offer body", error);
+  if (body == NULL)
+    return FALSE;
+  if (body->request == NULL || body->payee_certificate == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "offer: certificate or payment request missing");
+    return FALSE;
+  }
+
+  transcript_mix (s, s->peer_eph, EPHEM_BYTES, sealed->body.data, sealed->body.len);
+
+  /* Gossip first: a newer list may revoke the very payee we talk to. */
+  if (!take_revocation_list (s, body->revocation_list, error))
+    return FALSE;
+
+  g_autoptr (Tally__RegisterCertificate) cert = authenticate_peer (
+    s, body->payee_certificate, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_OFFER,
+    s->transcript, TALLY_HASH_BYTES, &sealed->signature, now, error);
+  if (cert == NULL)
+    return FALSE;
+
+  const Tally__PaymentRequest *req = body->request;
+  if (req->payee_register_id.len != TALLY_ID_BYTES ||
+      memcmp (req->payee_register_id.data, cert->register_id.data, TALLY_ID_BYTES) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_PAYEE,
+                 "payment request names another payee than the certificate");
+    return FALSE;
+  }
+  if (!tally_check_bytes (&req->nonce, TALLY_NONCE_BYTES, "request nonce", error) ||
+      !tally_amount_check (req->amount, tally_register_get_currency (s->reg), error))
+    return FALSE;
+  if (s->policy.max_amount > 0 && req->amount->value > s->policy.max_amount) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY, "requested amount exceeds our policy");
+    return FALSE;
+  }
+  if (req->memo != NULL && strlen (req->memo) > MAX_MEMO) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "memo longer than %d bytes", MAX_MEMO);
+    return FALSE;
+  }
+
+  memcpy (s->offer_sig, sealed->signature.data, TALLY_SIGNATURE_BYTES);
+  s->peer_revocation_serial = body->revocation_serial;
+  g_autoptr (GBytes) req_bytes = tally_message_pack (&req->base);
+  s->request = TALLY_UNPACK (Tally__PaymentRequest, tally__payment_request,
+                             g_bytes_get_data (req_bytes, NULL), g_bytes_get_size (req_bytes),
+                             "request", error);
+  s->payee_certificate = tally_envelope_copy (body->payee_certificate);
+  if (s->request == NULL || s->payee_certificate == NULL)
+    return FALSE;
+
+  compute_code (s);
+  enter_state (s, TALLY_SESSION_STATE_CONFIRMING);
+  return TRUE;
+}
+
+GBytes *
+tally_session_confirm (TallySession *s, guint64 now, GError **error)
+{
+  g_return_val_if_fail (s != NULL, NULL);
+
+  if (s->role != TALLY_SESSION_ROLE_PAYER || s->state != TALLY_SESSION_STATE_CONFIRMING) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "nothing to confirm in %s",
+                 tally_session_state_to_string (s->state));
+    return NULL;
+  }
+
+  /* Handshake step 3: the permission is committed before it leaves. */
+  GError *local = NULL;
+  g_autoptr (GBytes) permission =
+    tally_register_spend (s->reg, s->payee_certificate, s->request, now, &local);
+  if (permission == NULL) {
+    fail (s, local, NULL, FALSE, error);
+    return NULL;
+  }
+  g_autoptr (Tally__SignedEnvelope) perm_env = tally_envelope_decode (
+    g_bytes_get_data (permission, NULL), g_bytes_get_size (permission), NULL);
+  g_autoptr (Tally__DepositPermission) perm =
+    TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, perm_env->body.data,
+                  perm_env->body.len, "permission", NULL);
+  s->counter = perm->counter;
+
+  g_autoptr (GBytes) cert_bytes = tally_register_get_certificate (s->reg);
+  g_autoptr (Tally__SignedEnvelope) cert_env = tally_envelope_decode (
+    g_bytes_get_data (cert_bytes, NULL), g_bytes_get_size (cert_bytes), NULL);
+  g_autoptr (Tally__SignedEnvelope) rl_holder = NULL;
+
+  Tally__PayBody body = TALLY__PAY_BODY__INIT;
+  body.payer_certificate = cert_env;
+  body.permission = perm_env;
+  body.revocation_list =
+    (Tally__SignedEnvelope *) maybe_our_revocation_list (s, s->peer_revocation_serial, &rl_holder);
+  g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
+
+  guint8 t2[TALLY_HASH_BYTES];
+  memcpy (t2, s->transcript, sizeof t2);
+  transcript_mix (s, s->offer_sig, TALLY_SIGNATURE_BYTES, g_bytes_get_data (body_bytes, NULL),
+                  g_bytes_get_size (body_bytes));
+
+  guint8 sig[TALLY_SIGNATURE_BYTES];
+  tally_register_sign (s->reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_PAY,
+                       s->transcript, TALLY_HASH_BYTES, sig);
+
+  Tally__PaySealed sealed = TALLY__PAY_SEALED__INIT;
+  sealed.body.data = (guint8 *) g_bytes_get_data (body_bytes, &sealed.body.len);
+  sealed.signature.data = sig;
+  sealed.signature.len = sizeof sig;
+  g_autoptr (GBytes) plain = tally_message_pack (&sealed.base);
+  g_autoptr (GBytes) ct = seal (s, t2, sizeof t2, plain);
+
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_PAY;
+  m.pay.data = (guint8 *) g_bytes_get_data (ct, &m.pay.len);
+  enter_state (s, TALLY_SESSION_STATE_PAY_SENT);
+  return pack_session_message (&m);
+}
+
+/* Handshake step 4, payer side: the receipt closes the payment. */
+static gboolean
+payer_handle_receipt (TallySession *s, const ProtobufCBinaryData *ct, GError **error)
+{
+  g_autoptr (GBytes) plain = open_sealed (s, ct, s->transcript, TALLY_HASH_BYTES, "receipt", error);
+  if (plain == NULL)
+    return FALSE;
+  g_autoptr (Tally__ReceiptSealed) sealed =
+    TALLY_UNPACK (Tally__ReceiptSealed, tally__receipt_sealed, g_bytes_get_data (plain, NULL),
+                  g_bytes_get_size (plain), "receipt", error);
+  if (sealed == NULL)
+    return FALSE;
+  if (sealed->receipt == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "receipt missing");
+    return FALSE;
+  }
+  if (!tally_register_acknowledge (s->reg, sealed->receipt, error))
+    return FALSE;
+  s->receipt = tally_envelope_pack (sealed->receipt);
+  enter_state (s, TALLY_SESSION_STATE_DONE);
+  return TRUE;
+}
+
+/* --- payee --- */
+
+/* Handshake step 2, payee side: answer Hello with the signed, sealed offer. */
+static GBytes *
+payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *raw, gsize raw_len,
+                    GError **error)
+{
+  if (hello->version != TALLY_PROTOCOL_VERSION) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_VERSION,
+                 "protocol version %u is not supported (this side speaks %d)", hello->version,
+                 TALLY_PROTOCOL_VERSION);
+    return NULL;
+  }
+  if (hello->ephemeral_public_key.len != EPHEM_BYTES) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "hello: ephemeral key is %zu bytes",
+                 hello->ephemeral_public_key.len);
+    return NULL;
+  }
+  g_autoptr (GBytes) cert_bytes = tally_register_get_certificate (s->reg);
+  if (cert_bytes == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NO_CERTIFICATE, "this register has no certificate");
+    return NULL;
+  }
+
+  /* T1 covers the first message exactly as it travelled. */
+  transcript_mix (s, raw, raw_len, NULL, 0);
+  guint8 t1[TALLY_HASH_BYTES];
+  memcpy (t1, s->transcript, sizeof t1);
+  if (!derive_keys (s, hello->ephemeral_public_key.data, error))
+    return NULL;
+  s->peer_revocation_serial = hello->revocation_serial;
+
+  g_autoptr (Tally__SignedEnvelope) cert_env = tally_envelope_decode (
+    g_bytes_get_data (cert_bytes, NULL), g_bytes_get_size (cert_bytes), NULL);
+  g_autoptr (Tally__SignedEnvelope) rl_holder = NULL;
+
+  Tally__OfferBody body = TALLY__OFFER_BODY__INIT;
+  body.payee_certificate = cert_env;
+  body.request = s->request;
+  body.revocation_serial = tally_register_get_revocation_serial (s->reg);
+  body.revocation_list =
+    (Tally__SignedEnvelope *) maybe_our_revocation_list (s, hello->revocation_serial, &rl_holder);
+  body.max_message = TALLY_SESSION_MAX_MESSAGE;
+  g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
+
+  transcript_mix (s, s->eph_pk, EPHEM_BYTES, g_bytes_get_data (body_bytes, NULL),
+                  g_bytes_get_size (body_bytes));
+  tally_register_sign (s->reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_OFFER,
+                       s->transcript, TALLY_HASH_BYTES, s->offer_sig);
+
+  Tally__OfferSealed sealed = TALLY__OFFER_SEALED__INIT;
+  sealed.body.data = (guint8 *) g_bytes_get_data (body_bytes, &sealed.body.len);
+  sealed.signature.data = s->offer_sig;
+  sealed.signature.len = TALLY_SIGNATURE_BYTES;
+  g_autoptr (GBytes) plain = tally_message_pack (&sealed.base);
+
+  guint8 ad[TALLY_HASH_BYTES + EPHEM_BYTES];
+  memcpy (ad, t1, TALLY_HASH_BYTES);
+  memcpy (ad + TALLY_HASH_BYTES, s->eph_pk, EPHEM_BYTES);
+  g_autoptr (GBytes) ct = seal (s, ad, sizeof ad, plain);
+
+  compute_code (s);
+
+  Tally__Offer offer = TALLY__OFFER__INIT;
+  offer.ephemeral_public_key.data = s->eph_pk;
+  offer.ephemeral_public_key.len = EPHEM_BYTES;
+  offer.ciphertext.data = (guint8 *) g_bytes_get_data (ct, &offer.ciphertext.len);
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_OFFER;
+  m.offer = &offer;
+  enter_state (s, TALLY_SESSION_STATE_OFFER_SENT);
+  return pack_session_message (&m);
+}
+
+/* Handshake step 3, payee side: authenticate the payer, credit, receipt. */
+static GBytes *
+payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, GError **error)
+{
+  guint8 t2[TALLY_HASH_BYTES];
+  memcpy (t2, s->transcript, sizeof t2);
+  g_autoptr (GBytes) plain = open_sealed (s, ct, t2, sizeof t2, "pay", error);
+  if (plain == NULL)
+    return NULL;
+  g_autoptr (Tally__PaySealed) sealed =
+    TALLY_UNPACK (Tally__PaySealed, tally__pay_sealed, g_bytes_get_data (plain, NULL),
+                  g_bytes_get_size (plain), "pay", error);
+  if (sealed == NULL)
+    return NULL;
+  g_autoptr (Tally__PayBody) body = TALLY_UNPACK (Tally__PayBody, tally__pay_body,
+                                                  sealed->body.data, sealed->body.len,
+                                                  "pay body", error);
+  if (body == NULL)
+    return NULL;
+  if (body->payer_certificate == NULL || body->permission == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "pay: certificate or permission missing");
+    return NULL;
+  }
+
+  transcript_mix (s, s->offer_sig, TALLY_SIGNATURE_BYTES, sealed->body.data, sealed->body.len);
+
+  if (!take_revocation_list (s, body->revocation_list, error))
+    return NULL;
+
+  g_autoptr (Tally__RegisterCertificate) cert = authenticate_peer (
+    s, body->payer_certificate, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_PAY,
+    s->transcript, TALLY_HASH_BYTES, &sealed->signature, now, error);
+  if (cert == NULL)
+    return NULL;
+
+  /* The register re-verifies everything and commits before answering. */
+  g_autoptr (GBytes) receipt =
+    tally_register_receive (s->reg, body->payer_certificate, body->permission, &s->policy, now,
+                            error);
+  if (receipt == NULL)
+    return NULL;
+
+  g_autoptr (Tally__DepositPermission) perm =
+    TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, body->permission->body.data,
+                  body->permission->body.len, "permission", NULL);
+  s->counter = perm ? perm->counter : 0;
+
+  g_autoptr (Tally__SignedEnvelope) receipt_env = tally_envelope_decode (
+    g_bytes_get_data (receipt, NULL), g_bytes_get_size (receipt), NULL);
+  Tally__ReceiptSealed rs = TALLY__RECEIPT_SEALED__INIT;
+  rs.receipt = receipt_env;
+  g_autoptr (GBytes) rs_bytes = tally_message_pack (&rs.base);
+  g_autoptr (GBytes) out = seal (s, s->transcript, TALLY_HASH_BYTES, rs_bytes);
+
+  s->receipt = g_bytes_ref (receipt);
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_RECEIPT;
+  m.receipt.data = (guint8 *) g_bytes_get_data (out, &m.receipt.len);
+  enter_state (s, TALLY_SESSION_STATE_DONE);
+  return pack_session_message (&m);
+}
+
+/* --- dispatch --- */
+
+static gboolean
+wrong_state (TallySession *s, const char *what, GError **error)
+{
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "%s is not expected by the %s in %s",
+               what, tally_session_role_to_string (s->role),
+               tally_session_state_to_string (s->state));
+  return FALSE;
+}
+
+gboolean
+tally_session_handle (TallySession *s,
+                      const guint8 *data,
+                      gsize len,
+                      guint64 now,
+                      GBytes **reply,
+                      GError **error)
+{
+  g_return_val_if_fail (s != NULL, FALSE);
+  g_return_val_if_fail (reply != NULL && *reply == NULL, FALSE);
+
+  GError *local = NULL;
+
+  if (s->state == TALLY_SESSION_STATE_DONE || s->state == TALLY_SESSION_STATE_FAILED) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "session already %s",
+                 tally_session_state_to_string (s->state));
+    return FALSE;
+  }
+
+  g_autoptr (Tally__SessionMessage) m = TALLY_UNPACK (Tally__SessionMessage, tally__session_message,
+                                                      data, len, "session message", &local);
+  if (m == NULL)
+    return fail (s, local, reply, TRUE, error);
+
+  switch (m->msg_case) {
+  case TALLY__SESSION_MESSAGE__MSG_ERROR: {
+    TallyError code = tally_error_from_wire (m->error->code);
+    local = g_error_new (TALLY_ERROR, code, "peer: %s (%s)",
+                         m->error->message && *m->error->message ? m->error->message
+                                                                 : "no reason given",
+                         tally_error_to_string (code));
+    return fail (s, local, reply, FALSE, error);
+  }
+  case TALLY__SESSION_MESSAGE__MSG_HELLO: {
+    if (s->role != TALLY_SESSION_ROLE_PAYEE || s->state != TALLY_SESSION_STATE_WAIT_HELLO) {
+      wrong_state (s, "hello", &local);
+      return fail (s, local, reply, TRUE, error);
+    }
+    *reply = payee_handle_hello (s, m->hello, data, len, &local);
+    if (*reply == NULL)
+      return fail (s, local, reply, TRUE, error);
+    return TRUE;
+  }
+  case TALLY__SESSION_MESSAGE__MSG_OFFER:
+    if (s->role != TALLY_SESSION_ROLE_PAYER || s->state != TALLY_SESSION_STATE_HELLO_SENT) {
+      wrong_state (s, "offer", &local);
+      return fail (s, local, reply, TRUE, error);
+    }
+    if (!payer_handle_offer (s, m->offer, now, &local))
+      return fail (s, local, reply, TRUE, error);
+    return TRUE;
+  case TALLY__SESSION_MESSAGE__MSG_PAY:
+    if (s->role != TALLY_SESSION_ROLE_PAYEE || s->state != TALLY_SESSION_STATE_OFFER_SENT) {
+      wrong_state (s, "pay", &local);
+      return fail (s, local, reply, TRUE, error);
+    }
+    *reply = payee_handle_pay (s, &m->pay, now, &local);
+    if (*reply == NULL)
+      return fail (s, local, reply, TRUE, error);
+    return TRUE;
+  case TALLY__SESSION_MESSAGE__MSG_RECEIPT:
+    if (s->role != TALLY_SESSION_ROLE_PAYER || s->state != TALLY_SESSION_STATE_PAY_SENT) {
+      wrong_state (s, "receipt", &local);
+      return fail (s, local, reply, TRUE, error);
+    }
+    if (!payer_handle_receipt (s, &m->receipt, &local))
+      return fail (s, local, reply, TRUE, error);
+    return TRUE;
+  case TALLY__SESSION_MESSAGE__MSG__NOT_SET:
+  case _TALLY__SESSION_MESSAGE__MSG__CASE_IS_INT_SIZE:
+    break;
+  }
+  local = g_error_new (TALLY_ERROR, TALLY_ERROR_MALFORMED, "session message carries nothing");
+  return fail (s, local, reply, TRUE, error);
+}
+
+GBytes *
+tally_session_abort (TallySession *s, TallyError code, const char *message)
+{
+  g_return_val_if_fail (s != NULL, NULL);
+
+  if (s->state == TALLY_SESSION_STATE_DONE || s->state == TALLY_SESSION_STATE_FAILED)
+    return NULL;
+  GBytes *reply = NULL;
+  fail (s, g_error_new_literal (TALLY_ERROR, code, message ? message : "aborted"), &reply, TRUE,
+        NULL);
+  return reply;
+}
+
+/* --- accessors --- */
+
+TallySessionState
+tally_session_get_state (TallySession *s)
+{
+  return s->state;
+}
+
+TallySessionRole
+tally_session_get_role (TallySession *s)
+{
+  return s->role;
+}
+
+const char *
+tally_session_get_comparison_code (TallySession *s)
+{
+  return s->code[0] ? s->code : NULL;
+}
+
+gint64
+tally_session_get_amount (TallySession *s)
+{
+  return s->request && s->request->amount ? s->request->amount->value : 0;
+}
+
+const char *
+tally_session_get_currency (TallySession *s)
+{
+  return s->request && s->request->amount ? s->request->amount->currency : NULL;
+}
+
+const char *
+tally_session_get_memo (TallySession *s)
+{
+  return s->request ? s->request->memo : NULL;
+}
+
+const char *
+tally_session_get_peer_id (TallySession *s)
+{
+  return s->peer_id;
+}
+
+GBytes *
+tally_session_get_receipt (TallySession *s)
+{
+  return s->receipt ? g_bytes_ref (s->receipt) : NULL;
+}
+
+guint64
+tally_session_get_counter (TallySession *s)
+{
+  return s->counter;
+}
+
+const GError *
+tally_session_get_error (TallySession *s)
+{
+  return s->error;
+}
