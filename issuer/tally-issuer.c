@@ -659,6 +659,7 @@ typedef struct
   gboolean revocations_changed;
   GPtrArray *new_proofs;       /* TallyIssuerFraudRow */
   GPtrArray *settled_received; /* GBytes, permission hashes */
+  guint64 settled_voucher_sequence; /* highest voucher the bundle showed */
 } Reconcile;
 
 /* One entry of a payer's chain as this bundle reports it. */
@@ -1257,6 +1258,12 @@ check_vouchers (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError
       g_prefix_error (error, "voucher %zu: ", i);
       return FALSE;
     }
+    /* Checked above: the body decodes and is one we sold. */
+    g_autoptr (Tally__LoadVoucher) v =
+      TALLY_UNPACK (Tally__LoadVoucher, tally__load_voucher, bundle->vouchers[i]->body.data,
+                    bundle->vouchers[i]->body.len, "voucher", NULL);
+    if (v != NULL)
+      rc->settled_voucher_sequence = MAX (rc->settled_voucher_sequence, v->sequence);
   }
   return TRUE;
 }
@@ -1338,6 +1345,7 @@ sign_result (Reconcile *rc,
   result.fraud_proofs = (Tally__SignedEnvelope **) proofs->pdata;
   result.bundle_hash.data = bundle_hash;
   result.bundle_hash.len = TALLY_HASH_BYTES;
+  result.settled_voucher_sequence = rc->settled_voucher_sequence;
   return sign_message (rc->issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT,
                        &result.base);
 }

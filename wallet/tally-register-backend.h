@@ -197,7 +197,8 @@ struct _TallyRegisterBackend
   GPtrArray *(*nonce_list) (gpointer store, GError **error);
 
   gboolean (*load_insert) (gpointer store, const TallyLoadRow *row, GError **error);
-  gboolean (*loads_settle_all) (gpointer store, GError **error);
+  /* Loads whose voucher sequence is at most @sequence become settled. */
+  gboolean (*loads_settle_through) (gpointer store, guint64 sequence, GError **error);
   /* TallyLoadRow *, sequence order. */
   GPtrArray *(*loads_list_unsettled) (gpointer store, GError **error);
 

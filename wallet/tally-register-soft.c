@@ -153,7 +153,7 @@ static const char *const stmt_sql[N_STMTS] = {
     "UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND consumed_at IS NULL",
   [STMT_NONCE_LIST] = "SELECT " NONCE_COLUMNS " FROM nonces ORDER BY rowid",
   [STMT_LOAD_INSERT] = "INSERT INTO loads (" LOAD_COLUMNS ") VALUES (?, ?, ?, ?, ?)",
-  [STMT_LOADS_SETTLE] = "UPDATE loads SET state = 'settled' WHERE state != 'settled'",
+  [STMT_LOADS_SETTLE] = "UPDATE loads SET state = 'settled' WHERE state != 'settled' AND sequence <= ?",
   [STMT_LOADS_UNSETTLED] =
     "SELECT " LOAD_COLUMNS " FROM loads WHERE state != 'settled' ORDER BY sequence",
   [STMT_HISTORY] =
@@ -857,10 +857,12 @@ read_load_row (SoftStore *s, sqlite3_stmt *st, TallyLoadRow *row, GError **error
 }
 
 static gboolean
-soft_loads_settle_all (gpointer store, GError **error)
+soft_loads_settle_through (gpointer store, guint64 sequence, GError **error)
 {
   SoftStore *s = store;
-  return stmt_run (s, stmt_get (s, STMT_LOADS_SETTLE), "settling loads", error);
+  sqlite3_stmt *st = stmt_get (s, STMT_LOADS_SETTLE);
+  sqlite3_bind_int64 (st, 1, (sqlite3_int64) sequence);
+  return stmt_run (s, st, "settling loads", error);
 }
 
 static GPtrArray *
@@ -1157,7 +1159,7 @@ const TallyRegisterBackend tally_register_soft_backend = {
   .nonce_consume = soft_nonce_consume,
   .nonce_list = soft_nonce_list,
   .load_insert = soft_load_insert,
-  .loads_settle_all = soft_loads_settle_all,
+  .loads_settle_through = soft_loads_settle_through,
   .loads_list_unsettled = soft_loads_list_unsettled,
   .history = soft_history,
 };

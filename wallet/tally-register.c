@@ -1465,7 +1465,7 @@ tally_register_apply_result (TallyRegister *reg,
   gboolean ok = reg->backend->spent_settle_through (reg->store, r->settled_counter, error);
   for (gsize i = 0; ok && i < r->n_settled_received; i++)
     ok = reg->backend->received_settle (reg->store, r->settled_received[i].data, error);
-  ok = ok && reg->backend->loads_settle_all (reg->store, error) &&
+  ok = ok && reg->backend->loads_settle_through (reg->store, r->settled_voucher_sequence, error) &&
        reg->backend->state_write (reg->store, &next, error);
   if (!ok)
     return abort_transaction (reg);

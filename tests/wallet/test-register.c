@@ -1569,7 +1569,10 @@ test_result_settles_and_resets_offline_count (World *w, gconstpointer data)
     .revocation_list = list,
     .renewed_certificate = renewed,
     .reconciled_at = T + 100,
+    .settled_voucher_sequence = 1,
   };
+  /* A voucher loaded after the bundle left must stay unsettled. */
+  fixture_register_fund (w->issuer, w->a.reg, 2, 50, T + 95);
   g_autoptr (GBytes) result = fixture_result (w->issuer, &fr);
   g_assert_true (apply (w->a.reg, result, T + 101, &error));
   g_assert_no_error (error);
@@ -1582,19 +1585,22 @@ test_result_settles_and_resets_offline_count (World *w, gconstpointer data)
   g_assert_cmpuint (tally_register_get_certificate_info (w->a.reg)->limits->max_offline_payments,
                     ==, 9);
   g_assert_false (tally_register_is_closed (w->a.reg));
-  g_assert_cmpint (tally_register_get_balance (w->a.reg), ==, 8800);
+  g_assert_cmpint (tally_register_get_balance (w->a.reg), ==, 8850);
 
-  /* Counter 1 and the voucher are settled; counter 2 still travels. */
+  /* Counter 1 and voucher 1 are settled; counter 2 and voucher 2 still
+   * travel. */
   g_autoptr (Tally__ReconciliationBundle) b = export_bundle (&w->a, T + 102);
   g_assert_cmpuint (b->n_spent, ==, 1);
   assert_envelope_is (b->spent[0]->permission, second);
-  g_assert_cmpuint (b->n_vouchers, ==, 0);
+  g_assert_cmpuint (b->n_vouchers, ==, 1);
   g_autoptr (GPtrArray) history = tally_register_get_history (w->a.reg, 0, &error);
   g_assert_no_error (error);
   for (guint i = 0; i < history->len; i++) {
     TallyHistoryEntry *e = history->pdata[i];
     TallyEntryState expect = e->kind == TALLY_ENTRY_SPENT && e->counter == 2
                                ? TALLY_ENTRY_STATE_PENDING
+                             : e->kind == TALLY_ENTRY_LOAD && e->sequence == 2
+                               ? TALLY_ENTRY_STATE_ACKNOWLEDGED
                                : TALLY_ENTRY_STATE_SETTLED;
     g_assert_cmpint (e->state, ==, expect);
   }

@@ -188,6 +188,7 @@ fixture_result (FixtureIssuer *issuer, const FixtureResult *result)
   if (result->renewed_certificate != NULL)
     r.renewed_certificate = cert = fixture_envelope (result->renewed_certificate);
   r.reconciled_at = result->reconciled_at;
+  r.settled_voucher_sequence = result->settled_voucher_sequence;
   r.revoked = result->revoked;
   return issuer_sign_message (
     issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT, &r.base);

@@ -76,6 +76,7 @@ typedef struct
   GBytes *renewed_certificate;           /* packed envelope or NULL */
   guint64 reconciled_at;
   gboolean revoked;
+  guint64 settled_voucher_sequence;
 } FixtureResult;
 
 GBytes *fixture_result (FixtureIssuer *issuer, const FixtureResult *result);
