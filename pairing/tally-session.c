@@ -524,7 +524,15 @@ tally_session_confirm (TallySession *s, guint64 now, GError **error)
   g_autoptr (Tally__SignedEnvelope) rl_holder = NULL;
 
   Tally__PayBody body = TALLY__PAY_BODY__INIT;
-  body.payer_certificate = cert_env;
+  guint8 cert_hash[TALLY_HASH_BYTES];
+  /* Warm cache: a payee that acknowledged this certificate keeps it. */
+  if (tally_register_peer_has_certificate (s->reg, s->request->payee_register_id.data)) {
+    tally_envelope_body_hash (cert_env, cert_hash);
+    body.payer_certificate_hash.data = cert_hash;
+    body.payer_certificate_hash.len = sizeof cert_hash;
+  } else {
+    body.payer_certificate = cert_env;
+  }
   body.permission = perm_env;
   body.revocation_list =
     (Tally__SignedEnvelope *) maybe_our_revocation_list (s, s->peer_revocation_serial, &rl_holder);
@@ -669,7 +677,20 @@ payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, G
                                                   "pay body", error);
   if (body == NULL)
     return NULL;
-  if (body->payer_certificate == NULL || body->permission == NULL) {
+  g_autoptr (Tally__SignedEnvelope) cached = NULL;
+  const Tally__SignedEnvelope *payer_cert = body->payer_certificate;
+  if (payer_cert == NULL && body->payer_certificate_hash.len > 0) {
+    if (!tally_check_bytes (&body->payer_certificate_hash, TALLY_HASH_BYTES,
+                            "pay: certificate hash", error))
+      return NULL;
+    cached = tally_register_lookup_certificate (s->reg, body->payer_certificate_hash.data, error);
+    if (cached == NULL) {
+      g_prefix_error (error, "pay: payer certificate: ");
+      return NULL;
+    }
+    payer_cert = cached;
+  }
+  if (payer_cert == NULL || body->permission == NULL) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "pay: certificate or permission missing");
     return NULL;
   }
@@ -680,15 +701,14 @@ payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, G
     return NULL;
 
   g_autoptr (Tally__RegisterCertificate) cert = authenticate_peer (
-    s, body->payer_certificate, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_PAY,
+    s, payer_cert, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_PAY,
     s->transcript, TALLY_HASH_BYTES, &sealed->signature, now, error);
   if (cert == NULL)
     return NULL;
 
   /* The register re-verifies everything and commits before answering. */
   g_autoptr (GBytes) receipt =
-    tally_register_receive (s->reg, body->payer_certificate, body->permission, &s->policy, now,
-                            error);
+    tally_register_receive (s->reg, payer_cert, body->permission, &s->policy, now, error);
   if (receipt == NULL)
     return NULL;
 

@@ -202,6 +202,26 @@ struct _TallyRegisterBackend
   /* TallyLoadRow *, sequence order. */
   GPtrArray *(*loads_list_unsettled) (gpointer store, GError **error);
 
+  /* Certificate cache by H("register-certificate", body); keeping an
+   * existing entry is not an error. */
+  gboolean (*certificate_put) (gpointer store,
+                               const guint8 hash[TALLY_HASH_BYTES],
+                               GBytes *envelope,
+                               guint64 not_after,
+                               GError **error);
+  /* NOT_FOUND when not cached. */
+  GBytes *(*certificate_get) (gpointer store, const guint8 hash[TALLY_HASH_BYTES], GError **error);
+  /* Which of our certificates a peer is known to hold. */
+  gboolean (*peer_put) (gpointer store,
+                        const guint8 peer_id[TALLY_ID_BYTES],
+                        const guint8 our_certificate[TALLY_HASH_BYTES],
+                        GError **error);
+  gboolean (*peer_get) (gpointer store,
+                        const guint8 peer_id[TALLY_ID_BYTES],
+                        guint8 our_certificate[TALLY_HASH_BYTES],
+                        gboolean *found,
+                        GError **error);
+
   /* TallyHistoryEntry *, newest first; @limit 0 means all. */
   GPtrArray *(*history) (gpointer store, guint limit, GError **error);
 };

@@ -82,6 +82,16 @@ static const char *const migrations[] = {
   "  applied_at INTEGER NOT NULL,"
   "  state TEXT NOT NULL CHECK (state IN ('acknowledged', 'settled'))"
   ") STRICT;",
+  /* 1 -> 2: certificate cache, so a returning payer sends only a hash. */
+  "CREATE TABLE certificates ("
+  "  hash BLOB PRIMARY KEY CHECK (length (hash) = 32),"
+  "  envelope BLOB NOT NULL,"
+  "  not_after INTEGER NOT NULL"
+  ") STRICT;"
+  "CREATE TABLE peers ("
+  "  peer_id BLOB PRIMARY KEY CHECK (length (peer_id) = 16),"
+  "  our_certificate BLOB NOT NULL CHECK (length (our_certificate) = 32)"
+  ") STRICT;",
 };
 
 #define SCHEMA_VERSION ((gint64) G_N_ELEMENTS (migrations))
@@ -108,6 +118,10 @@ typedef enum
   STMT_LOADS_SETTLE,
   STMT_LOADS_UNSETTLED,
   STMT_HISTORY,
+  STMT_CERTIFICATE_PUT,
+  STMT_CERTIFICATE_GET,
+  STMT_PEER_PUT,
+  STMT_PEER_GET,
   N_STMTS
 } StmtId;
 
@@ -166,6 +180,11 @@ static const char *const stmt_sql[N_STMTS] = {
     "  SELECT 'received', state, amount, payer_counter, 0, received_at, payer_id,"
     "         NULLIF (memo, ''), rowid FROM received)"
     " ORDER BY time DESC, tie DESC LIMIT ?",
+  [STMT_CERTIFICATE_PUT] =
+    "INSERT OR IGNORE INTO certificates (hash, envelope, not_after) VALUES (?, ?, ?)",
+  [STMT_CERTIFICATE_GET] = "SELECT envelope FROM certificates WHERE hash = ?",
+  [STMT_PEER_PUT] = "INSERT OR REPLACE INTO peers (peer_id, our_certificate) VALUES (?, ?)",
+  [STMT_PEER_GET] = "SELECT our_certificate FROM peers WHERE peer_id = ?",
 };
 
 typedef struct
@@ -806,6 +825,73 @@ soft_nonce_lookup (gpointer store,
 }
 
 static gboolean
+soft_certificate_put (gpointer store,
+                      const guint8 hash[TALLY_HASH_BYTES],
+                      GBytes *envelope,
+                      guint64 not_after,
+                      GError **error)
+{
+  SoftStore *s = store;
+  sqlite3_stmt *st = stmt_get (s, STMT_CERTIFICATE_PUT);
+  bind_blob (st, 1, hash, TALLY_HASH_BYTES);
+  bind_blob (st, 2, g_bytes_get_data (envelope, NULL), g_bytes_get_size (envelope));
+  bind_u64 (st, 3, not_after);
+  return stmt_run (s, st, "caching a certificate", error);
+}
+
+static GBytes *
+soft_certificate_get (gpointer store, const guint8 hash[TALLY_HASH_BYTES], GError **error)
+{
+  SoftStore *s = store;
+  sqlite3_stmt *st = stmt_get (s, STMT_CERTIFICATE_GET);
+  bind_blob (st, 1, hash, TALLY_HASH_BYTES);
+  int rc = sqlite3_step (st);
+  GBytes *env = NULL;
+  if (rc == SQLITE_ROW)
+    env = col_bytes (st, 0);
+  else if (rc == SQLITE_DONE)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "certificate not in the cache");
+  else
+    db_fail (s, "looking up a cached certificate", error);
+  sqlite3_reset (st);
+  return env;
+}
+
+static gboolean
+soft_peer_put (gpointer store,
+               const guint8 peer_id[TALLY_ID_BYTES],
+               const guint8 our_certificate[TALLY_HASH_BYTES],
+               GError **error)
+{
+  SoftStore *s = store;
+  sqlite3_stmt *st = stmt_get (s, STMT_PEER_PUT);
+  bind_blob (st, 1, peer_id, TALLY_ID_BYTES);
+  bind_blob (st, 2, our_certificate, TALLY_HASH_BYTES);
+  return stmt_run (s, st, "remembering a peer", error);
+}
+
+static gboolean
+soft_peer_get (gpointer store,
+               const guint8 peer_id[TALLY_ID_BYTES],
+               guint8 our_certificate[TALLY_HASH_BYTES],
+               gboolean *found,
+               GError **error)
+{
+  SoftStore *s = store;
+  sqlite3_stmt *st = stmt_get (s, STMT_PEER_GET);
+  bind_blob (st, 1, peer_id, TALLY_ID_BYTES);
+  int rc = sqlite3_step (st);
+  gboolean ok;
+  *found = FALSE;
+  if (rc == SQLITE_ROW)
+    ok = *found = col_fixed (s, st, 0, our_certificate, TALLY_HASH_BYTES, error);
+  else
+    ok = rc == SQLITE_DONE || db_fail (s, "looking up a peer", error);
+  sqlite3_reset (st);
+  return ok;
+}
+
+static gboolean
 soft_nonce_consume (gpointer store,
                     const guint8 nonce[TALLY_NONCE_BYTES],
                     guint64 now,
@@ -1161,5 +1247,9 @@ const TallyRegisterBackend tally_register_soft_backend = {
   .load_insert = soft_load_insert,
   .loads_settle_through = soft_loads_settle_through,
   .loads_list_unsettled = soft_loads_list_unsettled,
+  .certificate_put = soft_certificate_put,
+  .certificate_get = soft_certificate_get,
+  .peer_put = soft_peer_put,
+  .peer_get = soft_peer_get,
   .history = soft_history,
 };

@@ -1016,6 +1016,11 @@ acknowledge_locked (TallyRegister *reg,
     row.state == TALLY_ENTRY_STATE_PENDING ? TALLY_ENTRY_STATE_ACKNOWLEDGED : row.state;
   if (!reg->backend->spent_set_receipt (reg->store, row.counter, packed, state, error))
     return FALSE;
+  /* The payee now caches the certificate we paid it with. */
+  guint8 ours[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (reg->cert_env, ours);
+  if (!reg->backend->peer_put (reg->store, row.payee_id, ours, error))
+    return FALSE;
   *changed = TRUE;
   return TRUE;
 }
@@ -1181,8 +1186,13 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
   memcpy (row.nonce, request.nonce, TALLY_NONCE_BYTES);
 
   next->balance = balance;
+  guint8 cert_hash[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (c->payer_certificate, cert_hash);
+  g_autoptr (GBytes) cert_packed = tally_envelope_pack (c->payer_certificate);
   if (!reg->backend->nonce_consume (reg->store, request.nonce, c->now, error) ||
       !reg->backend->received_insert (reg->store, &row, error) ||
+      !reg->backend->certificate_put (reg->store, cert_hash, cert_packed, c->payer->not_after,
+                                      error) ||
       !reg->backend->state_write (reg->store, next, error))
     return NULL;
   return g_steal_pointer (&receipt);
@@ -1270,6 +1280,40 @@ tally_register_receive (TallyRegister *reg,
            p->amount->value, p->counter);
   adopt (reg, OP_RECEIVE, &next, NULL, NULL, NULL);
   return g_steal_pointer (&receipt);
+}
+
+gboolean
+tally_register_peer_has_certificate (TallyRegister *reg, const guint8 peer_id[TALLY_ID_BYTES])
+{
+  g_return_val_if_fail (reg != NULL, FALSE);
+  g_return_val_if_fail (peer_id != NULL, FALSE);
+
+  if (reg->cert_env == NULL)
+    return FALSE;
+  guint8 known[TALLY_HASH_BYTES], ours[TALLY_HASH_BYTES];
+  gboolean found = FALSE;
+  g_autoptr (GError) error = NULL;
+  if (!reg->backend->peer_get (reg->store, peer_id, known, &found, &error)) {
+    /* Only an optimisation: sending the whole certificate is always right. */
+    g_warning ("peer cache: %s", error->message);
+    return FALSE;
+  }
+  tally_envelope_body_hash (reg->cert_env, ours);
+  return found && sodium_memcmp (known, ours, TALLY_HASH_BYTES) == 0;
+}
+
+Tally__SignedEnvelope *
+tally_register_lookup_certificate (TallyRegister *reg,
+                                   const guint8 hash[TALLY_HASH_BYTES],
+                                   GError **error)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+  g_return_val_if_fail (hash != NULL, NULL);
+
+  g_autoptr (GBytes) packed = reg->backend->certificate_get (reg->store, hash, error);
+  if (packed == NULL)
+    return NULL;
+  return stored_envelope (packed, "cached certificate", error);
 }
 
 void

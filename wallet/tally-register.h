@@ -178,6 +178,17 @@ GBytes *tally_register_receive (TallyRegister *reg,
                                 guint64 now,
                                 GError **error);
 
+/* Payer: TRUE when @peer_id acknowledged a payment made with our current
+ * certificate, so the payee has it cached and its hash can stand in. */
+gboolean tally_register_peer_has_certificate (TallyRegister *reg,
+                                              const guint8 peer_id[TALLY_ID_BYTES]);
+
+/* Payee: a payer certificate cached when a payment was received, by its
+ * H("register-certificate", body).  NOT_FOUND when not cached. */
+Tally__SignedEnvelope *tally_register_lookup_certificate (TallyRegister *reg,
+                                                          const guint8 hash[TALLY_HASH_BYTES],
+                                                          GError **error);
+
 /* Signs a handshake transcript hash with the register key. */
 void tally_register_sign (TallyRegister *reg,
                           Tally__SignatureContext ctx,

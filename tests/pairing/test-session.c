@@ -160,12 +160,16 @@ fixture_teardown (Fixture *f, gconstpointer data)
 
 /* --- honest payment -------------------------------------------------------- */
 
-static void
+/* Returns the bytes of the four messages. */
+static gsize
 run_honest_payment (Fixture *f, gsize mtu)
 {
   Wire w;
   wire_init (&w, mtu);
   g_autoptr (GError) error = NULL;
+  gint64 balance_payer = tally_register_get_balance (f->payer);
+  gint64 balance_payee = tally_register_get_balance (f->payee);
+  guint64 counter = tally_register_get_counter (f->payer);
 
   g_autoptr (TallySession) payee =
     tally_session_new_payee (f->payee, 1250, "coffee", NULL, NOW, &error);
@@ -220,10 +224,10 @@ run_honest_payment (Fixture *f, gsize mtu)
   g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_DONE);
 
   g_assert_cmpuint (w.messages, ==, 4);
-  g_assert_cmpint (tally_register_get_balance (f->payer), ==, 10000 - 1250);
-  g_assert_cmpint (tally_register_get_balance (f->payee), ==, 1250);
-  g_assert_cmpuint (tally_session_get_counter (payer), ==, 1);
-  g_assert_cmpuint (tally_session_get_counter (payee), ==, 1);
+  g_assert_cmpint (tally_register_get_balance (f->payer), ==, balance_payer - 1250);
+  g_assert_cmpint (tally_register_get_balance (f->payee), ==, balance_payee + 1250);
+  g_assert_cmpuint (tally_session_get_counter (payer), ==, counter + 1);
+  g_assert_cmpuint (tally_session_get_counter (payee), ==, counter + 1);
   g_autofree char *payer_id = tally_register_get_id_hex (f->payer);
   g_assert_cmpstr (tally_session_get_peer_id (payee), ==, payer_id);
 
@@ -232,7 +236,9 @@ run_honest_payment (Fixture *f, gsize mtu)
   g_assert_true (g_bytes_equal (r1, r2));
   fixture_assert_conserved (f->payer);
   fixture_assert_conserved (f->payee);
+  gsize bytes = w.bytes;
   wire_clear (&w);
+  return bytes;
 }
 
 static void
@@ -245,6 +251,21 @@ static void
 test_pays_framed_at_mtu_20 (Fixture *f, gconstpointer data)
 {
   run_honest_payment (f, TALLY_FRAME_MIN_MTU);
+}
+
+static void
+test_second_payment_sends_certificate_hash (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
+  gsize cold = run_honest_payment (f, 0);
+  gsize warm = run_honest_payment (f, 0);
+  /* The whole certificate gives way to a 32-byte hash; field tags and
+   * varint lengths move the difference by a few bytes. */
+  gsize saved = cold - warm;
+  gsize cert_len = g_bytes_get_size (cert);
+  g_assert_cmpuint (warm, <, cold);
+  g_assert_cmpuint (saved, >=, cert_len - TALLY_HASH_BYTES - 4);
+  g_assert_cmpuint (saved, <=, cert_len - TALLY_HASH_BYTES + 4);
 }
 
 /* --- scripted peers -------------------------------------------------------- */
@@ -264,6 +285,7 @@ typedef struct
   guint8 t1[TALLY_HASH_BYTES];
   guint8 peer_eph[EPH];
   guint8 offer_sig[TALLY_SIGNATURE_BYTES];
+  guint8 cert_hash[TALLY_HASH_BYTES]; /* sent when script_pay gets no certificate */
   Tally__OfferBody *offer;
 } Script;
 
@@ -403,11 +425,13 @@ static GBytes *
 script_pay (Script *s, GBytes *certificate, GBytes *permission, TallyRegister *signer,
             const guint8 *raw_sk)
 {
-  g_autoptr (Tally__SignedEnvelope) cert = fixture_envelope (certificate);
+  g_autoptr (Tally__SignedEnvelope) cert = certificate ? fixture_envelope (certificate) : NULL;
   g_autoptr (Tally__SignedEnvelope) perm = fixture_envelope (permission);
   Tally__PayBody body = TALLY__PAY_BODY__INIT;
   body.payer_certificate = cert;
   body.permission = perm;
+  body.payer_certificate_hash.data = s->cert_hash;
+  body.payer_certificate_hash.len = cert ? 0 : TALLY_HASH_BYTES;
   g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
 
   guint8 t2[TALLY_HASH_BYTES];
@@ -729,6 +753,19 @@ test_payee_refuses_amount_over_payer_limit (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   g_autoptr (GBytes) msg = script_pay (&r.s, cert, perm, f->payer, NULL);
   assert_refused (r.payee, f->payee, msg, TALLY_ERROR_LIMIT_PAYMENT);
+  payee_rig_clear (&r);
+}
+
+static void
+test_payee_refuses_uncached_certificate_hash (Fixture *f, gconstpointer data)
+{
+  PayeeRig r;
+  payee_rig_init (&r, f, 700);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
+  fixture_body_hash (cert, r.s.cert_hash);
+  g_autoptr (GBytes) perm = honest_permission (f, &r);
+  g_autoptr (GBytes) msg = script_pay (&r.s, NULL, perm, f->payer, NULL);
+  assert_refused (r.payee, f->payee, msg, TALLY_ERROR_NOT_FOUND);
   payee_rig_clear (&r);
 }
 
@@ -1078,6 +1115,10 @@ main (int argc, char **argv)
   ADD ("/session/payee/refuses-amount-over-payer-limit",
        test_payee_refuses_amount_over_payer_limit);
   ADD ("/session/payee/refuses-tampered-ciphertext", test_payee_refuses_tampered_ciphertext);
+  ADD ("/session/payee/refuses-uncached-certificate-hash",
+       test_payee_refuses_uncached_certificate_hash);
+  ADD ("/session/cache/second-payment-sends-certificate-hash",
+       test_second_payment_sends_certificate_hash);
   ADD ("/session/refuses-garbage-bytes", test_refuses_garbage_bytes);
   ADD ("/session/refuses-empty-message", test_refuses_empty_message);
   ADD ("/session/refuses-unsupported-version", test_refuses_unsupported_version);

@@ -1966,6 +1966,48 @@ test_commit_points_are_reported_in_order (World *w, gconstpointer data)
   g_assert_true (g_strv_contains (points, "defund:after-commit"));
 }
 
+static void
+test_receive_caches_payer_certificate (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 hash[TALLY_HASH_BYTES];
+  fixture_body_hash (w->a.cert, hash);
+  g_autoptr (Tally__SignedEnvelope) before = tally_register_lookup_certificate (w->b.reg, hash,
+                                                                              &error);
+  g_assert_null (before);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+
+  g_autoptr (GBytes) perm = fixture_pay (w->a.reg, w->b.reg, 100, NULL, T + 1, NULL);
+  reopen (&w->b);
+  g_autoptr (Tally__SignedEnvelope) cached = tally_register_lookup_certificate (w->b.reg, hash,
+                                                                              &error);
+  g_assert_no_error (error);
+  assert_envelope_is (cached, w->a.cert);
+}
+
+static void
+test_acknowledge_records_that_payee_holds_our_certificate (World *w, gconstpointer data)
+{
+  g_assert_false (tally_register_peer_has_certificate (w->a.reg, w->b.id));
+  g_autoptr (GBytes) pending = pending_permission (w, 100, NULL, NULL);
+  /* A permission without a receipt proves nothing about the payee. */
+  g_assert_false (tally_register_peer_has_certificate (w->a.reg, w->b.id));
+  g_autoptr (GBytes) perm = fixture_pay (w->a.reg, w->b.reg, 100, NULL, T + 1, NULL);
+  reopen (&w->a);
+  g_assert_true (tally_register_peer_has_certificate (w->a.reg, w->b.id));
+  g_assert_false (tally_register_peer_has_certificate (w->a.reg, w->c.id));
+
+  /* A renewed certificate is news to every payee. */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) renewed = fixture_certify (w->issuer, tally_register_get_public_key (w->a.reg),
+                                                NULL, T, T + FIXTURE_YEAR, 2);
+  g_assert_true (tally_register_install_certificate (w->a.reg, g_bytes_get_data (renewed, NULL),
+                                                     g_bytes_get_size (renewed), T + 2, &error));
+  g_assert_no_error (error);
+  g_assert_false (tally_register_peer_has_certificate (w->a.reg, w->b.id));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1975,6 +2017,9 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, World, NULL, world_setup, fn, world_teardown)
 
   ADD ("/register/certificate/refuses-other-issuer", test_certificate_refuses_other_issuer);
+  ADD ("/register/receive/caches-payer-certificate", test_receive_caches_payer_certificate);
+  ADD ("/register/acknowledge/records-that-payee-holds-our-certificate",
+       test_acknowledge_records_that_payee_holds_our_certificate);
   ADD ("/register/certificate/refuses-bad-signature", test_certificate_refuses_bad_signature);
   ADD ("/register/certificate/refuses-expired", test_certificate_refuses_expired);
   ADD ("/register/certificate/refuses-not-yet-valid", test_certificate_refuses_not_yet_valid);
