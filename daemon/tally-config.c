@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "tally-config.h"
+
+#include <string.h>
+
+typedef struct
+{
+  const char *group;
+  const char *key;
+} KnownKey;
+
+static const KnownKey known_keys[] = {
+  { "register", "dir" },
+  { "register", "issuer_key" },
+  { "dbus", "bus" },
+  { "dbus", "name" },
+  { "transport", "listen" },
+  { "policy", "max_revocation_age_hours" },
+  { "policy", "max_amount" },
+  { "payment", "timeout_seconds" },
+};
+
+TallyConfig *
+tally_config_new (void)
+{
+  TallyConfig *config = g_new0 (TallyConfig, 1);
+  config->register_dir = g_build_filename (g_get_user_data_dir (), "tally", NULL);
+  config->bus_type = G_BUS_TYPE_SESSION;
+  config->bus_name = g_strdup (TALLY_CONFIG_DEFAULT_BUS_NAME);
+  config->listen = g_strdup_printf ("unix:%s/tally.sock", g_get_user_runtime_dir ());
+  config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
+  return config;
+}
+
+void
+tally_config_free (TallyConfig *config)
+{
+  if (config == NULL)
+    return;
+  g_free (config->register_dir);
+  g_free (config->bus_name);
+  g_free (config->listen);
+  g_free (config);
+}
+
+static gboolean
+invalid (GError **error, const char *group, const char *key, const char *why)
+{
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT, "[%s] %s: %s", group, key, why);
+  return FALSE;
+}
+
+/* Looks @key up; *value stays NULL when absent.  A key present but empty
+ * is an error: silently falling back to a default hides typos. */
+static gboolean
+get_string (GKeyFile *kf, const char *group, const char *key, char **value, GError **error)
+{
+  *value = NULL;
+  if (!g_key_file_has_key (kf, group, key, NULL))
+    return TRUE;
+  g_autoptr (GError) local = NULL;
+  g_autofree char *v = g_key_file_get_string (kf, group, key, &local);
+  if (v == NULL)
+    return invalid (error, group, key, local->message);
+  g_strstrip (v);
+  if (*v == '\0')
+    return invalid (error, group, key, "empty value");
+  *value = g_steal_pointer (&v);
+  return TRUE;
+}
+
+static gboolean
+get_uint (GKeyFile *kf,
+          const char *group,
+          const char *key,
+          guint64 max,
+          gboolean *present,
+          guint64 *value,
+          GError **error)
+{
+  g_autofree char *text = NULL;
+  *present = FALSE;
+  if (!get_string (kf, group, key, &text, error))
+    return FALSE;
+  if (text == NULL)
+    return TRUE;
+  guint64 v;
+  if (!g_ascii_string_to_unsigned (text, 10, 0, max, &v, NULL)) {
+    g_autofree char *why = g_strdup_printf ("\"%s\" is not a whole number from 0 to %" G_GUINT64_FORMAT,
+                                            text, max);
+    return invalid (error, group, key, why);
+  }
+  *present = TRUE;
+  *value = v;
+  return TRUE;
+}
+
+static gboolean
+check_keys (GKeyFile *kf, GError **error)
+{
+  g_auto (GStrv) groups = g_key_file_get_groups (kf, NULL);
+  for (gsize g = 0; groups[g] != NULL; g++) {
+    g_auto (GStrv) keys = g_key_file_get_keys (kf, groups[g], NULL, NULL);
+    for (gsize k = 0; keys != NULL && keys[k] != NULL; k++) {
+      gboolean known = FALSE;
+      for (gsize i = 0; i < G_N_ELEMENTS (known_keys); i++)
+        if (strcmp (known_keys[i].group, groups[g]) == 0 &&
+            strcmp (known_keys[i].key, keys[k]) == 0)
+          known = TRUE;
+      if (!known)
+        return invalid (error, groups[g], keys[k], "unknown key (see tallyd --help)");
+    }
+  }
+  return TRUE;
+}
+
+static gboolean
+load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
+{
+  g_autofree char *dir = NULL, *issuer = NULL, *bus = NULL, *name = NULL, *listen = NULL,
+                   *max_amount = NULL;
+  gboolean present;
+  guint64 v;
+
+  if (!check_keys (kf, error))
+    return FALSE;
+
+  if (!get_string (kf, "register", "dir", &dir, error))
+    return FALSE;
+  if (dir != NULL) {
+    g_free (config->register_dir);
+    config->register_dir = g_steal_pointer (&dir);
+  }
+
+  if (!get_string (kf, "register", "issuer_key", &issuer, error))
+    return FALSE;
+  if (issuer != NULL) {
+    if (!tally_hex_decode (issuer, config->issuer_key, TALLY_PUBLIC_KEY_BYTES, NULL))
+      return invalid (error, "register", "issuer_key",
+                      "expected the issuer public key as 64 hex digits");
+    config->has_issuer_key = TRUE;
+  }
+
+  if (!get_string (kf, "dbus", "bus", &bus, error))
+    return FALSE;
+  if (bus != NULL) {
+    if (strcmp (bus, "session") == 0)
+      config->bus_type = G_BUS_TYPE_SESSION;
+    else if (strcmp (bus, "system") == 0)
+      config->bus_type = G_BUS_TYPE_SYSTEM;
+    else
+      return invalid (error, "dbus", "bus", "expected \"session\" or \"system\"");
+  }
+
+  if (!get_string (kf, "dbus", "name", &name, error))
+    return FALSE;
+  if (name != NULL) {
+    if (!g_dbus_is_name (name) || g_dbus_is_unique_name (name))
+      return invalid (error, "dbus", "name", "not a well-known D-Bus name");
+    g_free (config->bus_name);
+    config->bus_name = g_steal_pointer (&name);
+  }
+
+  if (!get_string (kf, "transport", "listen", &listen, error))
+    return FALSE;
+  if (listen != NULL) {
+    if (!g_str_has_prefix (listen, "unix:") && !g_str_has_prefix (listen, "tcp:"))
+      return invalid (error, "transport", "listen",
+                      "expected unix:/path/to/socket or tcp:HOST:PORT");
+    g_free (config->listen);
+    config->listen = g_steal_pointer (&listen);
+  }
+
+  if (!get_uint (kf, "policy", "max_revocation_age_hours", G_MAXUINT64 / 3600, &present, &v,
+                 error))
+    return FALSE;
+  if (present)
+    config->policy.max_revocation_age = v * 3600;
+
+  if (!get_string (kf, "policy", "max_amount", &max_amount, error))
+    return FALSE;
+  if (max_amount != NULL) {
+    gint64 amount = 0;
+    if (strcmp (max_amount, "0") != 0 && !tally_amount_parse (max_amount, &amount, NULL))
+      return invalid (error, "policy", "max_amount",
+                      "expected 0 or an amount in major units like 20 or 20.50");
+    config->policy.max_amount = amount;
+  }
+
+  if (!get_uint (kf, "payment", "timeout_seconds", 24 * 3600, &present, &v, error))
+    return FALSE;
+  if (present) {
+    if (v == 0)
+      return invalid (error, "payment", "timeout_seconds", "must be at least 1");
+    config->timeout_seconds = (guint) v;
+  }
+  return TRUE;
+}
+
+gboolean
+tally_config_load_data (TallyConfig *config, const char *data, GError **error)
+{
+  g_return_val_if_fail (config != NULL && data != NULL, FALSE);
+
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autoptr (GError) local = NULL;
+  if (!g_key_file_load_from_data (kf, data, (gsize) -1, G_KEY_FILE_NONE, &local)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT, "%s", local->message);
+    return FALSE;
+  }
+  return load_key_file (config, kf, error);
+}
+
+gboolean
+tally_config_load_file (TallyConfig *config, const char *path, GError **error)
+{
+  g_return_val_if_fail (config != NULL && path != NULL, FALSE);
+
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autoptr (GError) local = NULL;
+  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &local)) {
+    gboolean missing = g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT);
+    g_set_error (error, TALLY_ERROR, missing ? TALLY_ERROR_NOT_FOUND : TALLY_ERROR_INVALID_ARGUMENT,
+                 "%s: %s", path, local->message);
+    return FALSE;
+  }
+  if (!load_key_file (config, kf, error)) {
+    g_prefix_error (error, "%s: ", path);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+const char *
+tally_config_describe (void)
+{
+  return "Configuration file keys (GKeyFile):\n"
+         "  [register]\n"
+         "    dir=PATH                     register directory; created on first start\n"
+         "                                 (default: $XDG_DATA_HOME/tally)\n"
+         "    issuer_key=HEX               issuer public key, 64 hex digits; needed to\n"
+         "                                 create the register\n"
+         "  [dbus]\n"
+         "    bus=session|system           bus to serve on (default: session)\n"
+         "    name=NAME                    well-known name (default: " TALLY_CONFIG_DEFAULT_BUS_NAME
+         ")\n"
+         "  [transport]\n"
+         "    listen=unix:PATH|tcp:HOST:PORT  where payers connect\n"
+         "                                 (default: unix:$XDG_RUNTIME_DIR/tally.sock)\n"
+         "  [policy]\n"
+         "    max_revocation_age_hours=N   refuse payers when our revocation list is\n"
+         "                                 older than N hours (0: no limit)\n"
+         "    max_amount=AMOUNT            refuse single payments above AMOUNT in major\n"
+         "                                 units, e.g. 20.00 (0: only certified limits)\n"
+         "  [payment]\n"
+         "    timeout_seconds=N            a payment fails with Timeout after N seconds\n"
+         "                                 (default: 60)\n";
+}

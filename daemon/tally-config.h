@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * tallyd configuration, a GKeyFile:
+ *
+ *   [register]  dir=PATH  issuer_key=HEX
+ *   [dbus]      bus=session|system  name=org.tally.Tally
+ *   [transport] listen=unix:/path | tcp:HOST:PORT
+ *   [policy]    max_revocation_age_hours=0  max_amount=0
+ *   [payment]   timeout_seconds=60
+ */
+
+#include <gio/gio.h>
+
+#include "tally-core.h"
+#include "tally-register.h"
+
+G_BEGIN_DECLS
+
+#define TALLY_CONFIG_DEFAULT_BUS_NAME        "org.tally.Tally"
+#define TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS 60
+
+typedef struct
+{
+  char *register_dir;
+  gboolean has_issuer_key;
+  guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES];
+  GBusType bus_type;
+  char *bus_name;
+  char *listen;
+  TallyAcceptPolicy policy;
+  guint timeout_seconds;
+} TallyConfig;
+
+/* Defaults: register under the user data dir, session bus, a UNIX socket in
+ * the user runtime dir, no extra policy, 60 s payments. */
+TallyConfig *tally_config_new (void);
+void tally_config_free (TallyConfig *config);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyConfig, tally_config_free)
+
+/* Overrides the defaults with the keys in @path.  INVALID_ARGUMENT names
+ * the group and key at fault; NOT_FOUND when the file is missing. */
+gboolean tally_config_load_file (TallyConfig *config, const char *path, GError **error);
+gboolean tally_config_load_data (TallyConfig *config, const char *data, GError **error);
+
+/* The key reference for --help. */
+const char *tally_config_describe (void);
+
+G_END_DECLS

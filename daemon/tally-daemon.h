@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * The daemon: one register, the payee listener, the payments, and their
+ * D-Bus objects.  tallyd owns a bus name and exports a TallyDaemon on it;
+ * tests export one on a private bus.
+ *
+ *   /org/tally           org.tally.AgentManager1
+ *   /org/tally/register  org.tally.Register1
+ *   /org/tally/payment/N org.tally.Payment1
+ */
+
+#include <gio/gio.h>
+
+#include "tally-config.h"
+#include "tally-register.h"
+
+G_BEGIN_DECLS
+
+/* Payment objects kept for clients to read; older finished ones go. */
+#define TALLY_DAEMON_MAX_PAYMENTS 64
+
+typedef struct _TallyDaemon TallyDaemon;
+
+/* Opens the register in config->register_dir (creating it with the issuer
+ * key on first start) and starts listening for payers. */
+TallyDaemon *tally_daemon_new (const TallyConfig *config, GError **error);
+void tally_daemon_free (TallyDaemon *daemon);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyDaemon, tally_daemon_free)
+
+/* Exports the objects on @connection; once only. */
+gboolean tally_daemon_export (TallyDaemon *daemon, GDBusConnection *connection, GError **error);
+
+TallyRegister *tally_daemon_get_register (TallyDaemon *daemon);
+const char *tally_daemon_get_listen_address (TallyDaemon *daemon);
+guint tally_daemon_get_timeout (TallyDaemon *daemon);
+guint tally_daemon_get_payment_count (TallyDaemon *daemon);
+
+/* For the Register1 glue.  Both return the new payment's object path. */
+char *tally_daemon_request_payment (TallyDaemon *daemon,
+                                    gint64 amount,
+                                    const char *memo,
+                                    guint timeout_seconds,
+                                    GError **error);
+/* @sender's agent, when it registered one, confirms the payment. */
+char *tally_daemon_pay (TallyDaemon *daemon,
+                        const char *address,
+                        const char *sender,
+                        guint timeout_seconds,
+                        GError **error);
+/* The register changed outside a payment: refresh Register1. */
+void tally_daemon_register_changed (TallyDaemon *daemon);
+
+G_END_DECLS

@@ -1,0 +1,46 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * org.tally.AgentManager1 at /org/tally, and calls to the org.tally.Agent1
+ * objects clients register there.  As in BlueZ, an agent is its owner's
+ * unique name plus an object path, and goes away with its owner.
+ */
+
+#include <gio/gio.h>
+
+G_BEGIN_DECLS
+
+#define TALLY_AGENT_MANAGER_PATH "/org/tally"
+
+typedef struct _TallyAgentManager TallyAgentManager;
+
+TallyAgentManager *tally_agent_manager_new (GDBusConnection *connection, GError **error);
+void tally_agent_manager_free (TallyAgentManager *manager);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyAgentManager, tally_agent_manager_free)
+
+guint tally_agent_manager_get_count (TallyAgentManager *manager);
+
+/*
+ * Asks an agent to confirm a payment: the agent registered by @sender when
+ * there is one, else the most recently registered.  Cancelling
+ * @cancellable sends the agent Cancel ().  The result fails with REJECTED
+ * when no agent is registered or the agent refused or did not answer
+ * within @timeout_ms.
+ */
+void tally_agent_manager_confirm (TallyAgentManager *manager,
+                                  const char *sender,
+                                  const char *payment_path,
+                                  gint64 amount,
+                                  const char *currency,
+                                  const char *payee,
+                                  const char *comparison_code,
+                                  int timeout_ms,
+                                  GCancellable *cancellable,
+                                  GAsyncReadyCallback callback,
+                                  gpointer user_data);
+gboolean tally_agent_manager_confirm_finish (TallyAgentManager *manager,
+                                             GAsyncResult *result,
+                                             GError **error);
+
+G_END_DECLS

@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * org.tally.Payment1: one exported object per TallyPayment, mirroring its
+ * properties.  Cancel () aborts the payment.
+ */
+
+#include <gio/gio.h>
+
+#include "tally-payment.h"
+
+G_BEGIN_DECLS
+
+#define TALLY_PAYMENT_PATH_PREFIX "/org/tally/payment/"
+
+typedef struct _TallyDBusPayment TallyDBusPayment;
+
+/* Exports @payment (borrowed; must outlive the object) at @path. */
+TallyDBusPayment *tally_dbus_payment_new (GDBusConnection *connection,
+                                          const char *path,
+                                          TallyPayment *payment,
+                                          GError **error);
+/* Unexports. */
+void tally_dbus_payment_free (TallyDBusPayment *object);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyDBusPayment, tally_dbus_payment_free)
+
+/* Copies the payment's properties; changed ones go out in one
+ * PropertiesChanged. */
+void tally_dbus_payment_sync (TallyDBusPayment *object);
+
+const char *tally_dbus_payment_get_path (TallyDBusPayment *object);
+
+G_END_DECLS

@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "tally-dbus-register.h"
+
+#include <string.h>
+
+#include "tally-dbus-error.h"
+#include "tally-dbus-generated.h"
+
+struct _TallyDBusRegister
+{
+  TallyDBusRegister1 *skeleton;
+  TallyDaemon *daemon;
+};
+
+static const guint8 *
+bytes_arg (GVariant *value, gsize *len)
+{
+  const guint8 *data = g_variant_get_fixed_array (value, len, 1);
+  /* An empty array may come back as NULL; the register wants a pointer. */
+  return data != NULL ? data : (const guint8 *) "";
+}
+
+static GVariant *
+bytes_value (GBytes *bytes)
+{
+  return g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, bytes, TRUE);
+}
+
+/* Options of RequestPayment and Pay: "Timeout" (u, seconds). */
+static gboolean
+parse_options (TallyDBusRegister *object, GVariant *options, guint *timeout, GError **error)
+{
+  GVariantIter iter;
+  const char *key;
+  GVariant *value;
+
+  *timeout = tally_daemon_get_timeout (object->daemon);
+  g_variant_iter_init (&iter, options);
+  while (g_variant_iter_loop (&iter, "{&sv}", &key, &value)) {
+    if (strcmp (key, "Timeout") == 0 && g_variant_is_of_type (value, G_VARIANT_TYPE_UINT32) &&
+        g_variant_get_uint32 (value) > 0) {
+      *timeout = g_variant_get_uint32 (value);
+    } else {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                   "unknown option %s or wrong type %s", key, g_variant_get_type_string (value));
+      g_variant_unref (value);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+static gboolean
+handle_request_payment (TallyDBusRegister1 *skeleton,
+                        GDBusMethodInvocation *invocation,
+                        guint64 amount,
+                        const char *memo,
+                        GVariant *options,
+                        gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = NULL;
+  guint timeout;
+
+  if (!parse_options (object, options, &timeout, &error))
+    goto fail;
+  if (amount == 0 || amount > (guint64) TALLY_AMOUNT_MAX) {
+    g_set_error (&error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
+                 "amount %" G_GUINT64_FORMAT " is out of range", amount);
+    goto fail;
+  }
+  path = tally_daemon_request_payment (object->daemon, (gint64) amount, memo, timeout, &error);
+  if (path == NULL)
+    goto fail;
+  tally_dbus_register1_complete_request_payment (skeleton, invocation, path);
+  return TRUE;
+
+fail:
+  tally_dbus_error_return (invocation, error);
+  return TRUE;
+}
+
+static gboolean
+handle_pay (TallyDBusRegister1 *skeleton,
+            GDBusMethodInvocation *invocation,
+            const char *address,
+            GVariant *options,
+            gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = NULL;
+  guint timeout;
+
+  if (!parse_options (object, options, &timeout, &error))
+    goto fail;
+  path = tally_daemon_pay (object->daemon, address, g_dbus_method_invocation_get_sender (invocation),
+                           timeout, &error);
+  if (path == NULL)
+    goto fail;
+  tally_dbus_register1_complete_pay (skeleton, invocation, path);
+  return TRUE;
+
+fail:
+  tally_dbus_error_return (invocation, error);
+  return TRUE;
+}
+
+static gboolean
+handle_load_voucher (TallyDBusRegister1 *skeleton,
+                     GDBusMethodInvocation *invocation,
+                     GVariant *voucher,
+                     gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallyRegister *reg = tally_daemon_get_register (object->daemon);
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const guint8 *data = bytes_arg (voucher, &len);
+
+  if (!tally_register_load (reg, data, len, tally_now (), &error)) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  g_info ("voucher loaded, balance %" G_GINT64_FORMAT, tally_register_get_balance (reg));
+  tally_daemon_register_changed (object->daemon);
+  tally_dbus_register1_complete_load_voucher (skeleton, invocation);
+  return TRUE;
+}
+
+static gboolean
+handle_install_certificate (TallyDBusRegister1 *skeleton,
+                            GDBusMethodInvocation *invocation,
+                            GVariant *certificate,
+                            gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallyRegister *reg = tally_daemon_get_register (object->daemon);
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const guint8 *data = bytes_arg (certificate, &len);
+
+  if (!tally_register_install_certificate (reg, data, len, tally_now (), &error)) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  g_info ("certificate installed");
+  tally_daemon_register_changed (object->daemon);
+  tally_dbus_register1_complete_install_certificate (skeleton, invocation);
+  return TRUE;
+}
+
+static gboolean
+handle_export_bundle (TallyDBusRegister1 *skeleton,
+                      GDBusMethodInvocation *invocation,
+                      gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallyRegister *reg = tally_daemon_get_register (object->daemon);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bundle = tally_register_export_bundle (reg, tally_now (), &error);
+
+  if (bundle == NULL) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  tally_dbus_register1_complete_export_bundle (skeleton, invocation, bytes_value (bundle));
+  return TRUE;
+}
+
+static gboolean
+handle_apply_result (TallyDBusRegister1 *skeleton,
+                     GDBusMethodInvocation *invocation,
+                     GVariant *result,
+                     gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallyRegister *reg = tally_daemon_get_register (object->daemon);
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const guint8 *data = bytes_arg (result, &len);
+
+  if (!tally_register_apply_result (reg, data, len, tally_now (), &error)) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  g_info ("reconciliation result applied");
+  tally_daemon_register_changed (object->daemon);
+  tally_dbus_register1_complete_apply_result (skeleton, invocation);
+  return TRUE;
+}
+
+static gboolean
+handle_defund (TallyDBusRegister1 *skeleton, GDBusMethodInvocation *invocation, gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallyRegister *reg = tally_daemon_get_register (object->daemon);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) record = tally_register_defund (reg, tally_now (), &error);
+
+  if (record == NULL) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  g_info ("register defunded and closed");
+  tally_daemon_register_changed (object->daemon);
+  tally_dbus_register1_complete_defund (skeleton, invocation, bytes_value (record));
+  return TRUE;
+}
+
+static GVariant *
+history_entry_to_variant (const TallyHistoryEntry *e)
+{
+  GVariantDict dict;
+  g_variant_dict_init (&dict, NULL);
+  g_variant_dict_insert (&dict, "Kind", "s", tally_entry_kind_to_string (e->kind));
+  g_variant_dict_insert (&dict, "State", "s", tally_entry_state_to_string (e->state));
+  g_variant_dict_insert (&dict, "Amount", "x", e->amount);
+  g_variant_dict_insert (&dict, "Counter", "t", e->counter);
+  g_variant_dict_insert (&dict, "Sequence", "t", e->sequence);
+  g_variant_dict_insert (&dict, "Time", "t", e->time);
+  if (e->peer != NULL)
+    g_variant_dict_insert (&dict, "Peer", "s", e->peer);
+  if (e->memo != NULL)
+    g_variant_dict_insert (&dict, "Memo", "s", e->memo);
+  return g_variant_dict_end (&dict);
+}
+
+static gboolean
+handle_get_history (TallyDBusRegister1 *skeleton,
+                    GDBusMethodInvocation *invocation,
+                    guint limit,
+                    gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallyRegister *reg = tally_daemon_get_register (object->daemon);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) entries = tally_register_get_history (reg, limit, &error);
+
+  if (entries == NULL) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  GVariantBuilder builder;
+  g_variant_builder_init (&builder, G_VARIANT_TYPE ("aa{sv}"));
+  for (guint i = 0; i < entries->len; i++)
+    g_variant_builder_add_value (&builder, history_entry_to_variant (entries->pdata[i]));
+  tally_dbus_register1_complete_get_history (skeleton, invocation,
+                                             g_variant_builder_end (&builder));
+  return TRUE;
+}
+
+void
+tally_dbus_register_sync (TallyDBusRegister *object)
+{
+  g_return_if_fail (object != NULL);
+
+  TallyRegister *reg = tally_daemon_get_register (object->daemon);
+  TallyDBusRegister1 *s = object->skeleton;
+  const Tally__RegisterCertificate *cert = tally_register_get_certificate_info (reg);
+  const Tally__Limits *limits = cert ? cert->limits : NULL;
+  const char *currency = tally_register_get_currency (reg);
+  g_autofree char *id = tally_register_get_id_hex (reg);
+  g_autofree char *key = tally_hex_encode (tally_register_get_public_key (reg), TALLY_PUBLIC_KEY_BYTES);
+
+  g_object_freeze_notify (G_OBJECT (s));
+  tally_dbus_register1_set_register_id (s, id);
+  tally_dbus_register1_set_public_key (s, key);
+  tally_dbus_register1_set_balance (s, tally_register_get_balance (reg));
+  tally_dbus_register1_set_currency (s, currency ? currency : "");
+  tally_dbus_register1_set_max_payment (s, limits ? limits->max_payment : 0);
+  tally_dbus_register1_set_balance_cap (s, limits ? limits->balance_cap : 0);
+  tally_dbus_register1_set_max_offline_payments (s, limits ? limits->max_offline_payments : 0);
+  tally_dbus_register1_set_max_offline_seconds (s, limits ? limits->max_offline_seconds : 0);
+  tally_dbus_register1_set_offline_payments (s, tally_register_get_offline_payments (reg));
+  tally_dbus_register1_set_certificate_expiry (s, cert ? cert->not_after : 0);
+  tally_dbus_register1_set_last_reconciliation (s, tally_register_get_last_reconciliation (reg));
+  tally_dbus_register1_set_revocation_serial (s, tally_register_get_revocation_serial (reg));
+  tally_dbus_register1_set_closed (s, tally_register_is_closed (reg));
+  tally_dbus_register1_set_listen_address (s, tally_daemon_get_listen_address (object->daemon));
+  g_object_thaw_notify (G_OBJECT (s));
+}
+
+TallyDBusRegister *
+tally_dbus_register_new (GDBusConnection *connection, TallyDaemon *daemon, GError **error)
+{
+  g_return_val_if_fail (G_IS_DBUS_CONNECTION (connection) && daemon != NULL, NULL);
+
+  TallyDBusRegister *object = g_new0 (TallyDBusRegister, 1);
+  object->daemon = daemon;
+  object->skeleton = tally_dbus_register1_skeleton_new ();
+  tally_dbus_register_sync (object);
+
+  g_signal_connect (object->skeleton, "handle-request-payment", G_CALLBACK (handle_request_payment),
+                    object);
+  g_signal_connect (object->skeleton, "handle-pay", G_CALLBACK (handle_pay), object);
+  g_signal_connect (object->skeleton, "handle-load-voucher", G_CALLBACK (handle_load_voucher),
+                    object);
+  g_signal_connect (object->skeleton, "handle-install-certificate",
+                    G_CALLBACK (handle_install_certificate), object);
+  g_signal_connect (object->skeleton, "handle-export-bundle", G_CALLBACK (handle_export_bundle),
+                    object);
+  g_signal_connect (object->skeleton, "handle-apply-result", G_CALLBACK (handle_apply_result),
+                    object);
+  g_signal_connect (object->skeleton, "handle-defund", G_CALLBACK (handle_defund), object);
+  g_signal_connect (object->skeleton, "handle-get-history", G_CALLBACK (handle_get_history), object);
+
+  if (!g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (object->skeleton), connection,
+                                         TALLY_REGISTER_PATH, error)) {
+    tally_dbus_register_free (object);
+    return NULL;
+  }
+  return object;
+}
+
+void
+tally_dbus_register_free (TallyDBusRegister *object)
+{
+  if (object == NULL)
+    return;
+  if (g_dbus_interface_skeleton_get_connection (G_DBUS_INTERFACE_SKELETON (object->skeleton)) !=
+      NULL)
+    g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (object->skeleton));
+  g_signal_handlers_disconnect_by_data (object->skeleton, object);
+  g_object_unref (object->skeleton);
+  g_free (object);
+}

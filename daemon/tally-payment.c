@@ -1,0 +1,666 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "tally-payment.h"
+
+/* After our last message (receipt or Error) the peer closes first; the
+ * link stays open this long so closing cannot cut the message short. */
+#define LINGER_MS 3000
+
+/* Holds a channel open until the peer closes it or LINGER_MS pass, then
+ * frees it.  Owns itself. */
+typedef struct
+{
+  TallyChannel *channel;
+  guint timeout_id;
+} Linger;
+
+/* Weak link from a pending connect back to its payment. */
+typedef struct
+{
+  TallyPayment *payment;
+} ConnectData;
+
+struct _TallyPayment
+{
+  guint id;
+  TallySessionRole role;
+  TallyPaymentState state;
+  TallyRegister *reg;
+  TallySession *session;
+  TallyChannel *channel;
+  ConnectData *connecting;
+  guint timeout_seconds;
+  guint timeout_id;
+  GError *error;
+  GBytes *receipt;
+  const TallyPaymentCallbacks *callbacks;
+  gpointer user_data;
+};
+
+const char *
+tally_payment_state_to_string (TallyPaymentState state)
+{
+  switch (state) {
+  case TALLY_PAYMENT_STATE_CONNECTING: return "connecting";
+  case TALLY_PAYMENT_STATE_WAITING: return "waiting";
+  case TALLY_PAYMENT_STATE_HELLO_SENT:
+    return tally_session_state_to_string (TALLY_SESSION_STATE_HELLO_SENT);
+  case TALLY_PAYMENT_STATE_CONFIRMING:
+    return tally_session_state_to_string (TALLY_SESSION_STATE_CONFIRMING);
+  case TALLY_PAYMENT_STATE_PAY_SENT:
+    return tally_session_state_to_string (TALLY_SESSION_STATE_PAY_SENT);
+  case TALLY_PAYMENT_STATE_WAIT_HELLO:
+    return tally_session_state_to_string (TALLY_SESSION_STATE_WAIT_HELLO);
+  case TALLY_PAYMENT_STATE_OFFER_SENT:
+    return tally_session_state_to_string (TALLY_SESSION_STATE_OFFER_SENT);
+  case TALLY_PAYMENT_STATE_DONE: return tally_session_state_to_string (TALLY_SESSION_STATE_DONE);
+  case TALLY_PAYMENT_STATE_FAILED:
+    return tally_session_state_to_string (TALLY_SESSION_STATE_FAILED);
+  }
+  return "unknown";
+}
+
+static TallyPaymentState
+state_from_session (TallySessionState state)
+{
+  switch (state) {
+  case TALLY_SESSION_STATE_IDLE: return TALLY_PAYMENT_STATE_CONNECTING;
+  case TALLY_SESSION_STATE_HELLO_SENT: return TALLY_PAYMENT_STATE_HELLO_SENT;
+  case TALLY_SESSION_STATE_CONFIRMING: return TALLY_PAYMENT_STATE_CONFIRMING;
+  case TALLY_SESSION_STATE_PAY_SENT: return TALLY_PAYMENT_STATE_PAY_SENT;
+  case TALLY_SESSION_STATE_WAIT_HELLO: return TALLY_PAYMENT_STATE_WAIT_HELLO;
+  case TALLY_SESSION_STATE_OFFER_SENT: return TALLY_PAYMENT_STATE_OFFER_SENT;
+  case TALLY_SESSION_STATE_DONE: return TALLY_PAYMENT_STATE_DONE;
+  case TALLY_SESSION_STATE_FAILED: return TALLY_PAYMENT_STATE_FAILED;
+  }
+  return TALLY_PAYMENT_STATE_FAILED;
+}
+
+static void
+notify_changed (TallyPayment *p)
+{
+  if (p->callbacks != NULL && p->callbacks->changed != NULL)
+    p->callbacks->changed (p, p->user_data);
+}
+
+static void
+enter_state (TallyPayment *p, TallyPaymentState state)
+{
+  if (p->state == state) {
+    /* Same state, new facts (e.g. the payee's amount is known now). */
+    notify_changed (p);
+    return;
+  }
+
+  TallyPaymentState old = p->state;
+  p->state = state;
+
+  if (state == TALLY_PAYMENT_STATE_FAILED && p->error != NULL)
+    g_info ("payment %u (%s): %s -> %s: %s", p->id, tally_session_role_to_string (p->role),
+            tally_payment_state_to_string (old), tally_payment_state_to_string (state),
+            p->error->message);
+  else
+    g_info ("payment %u (%s): %s -> %s", p->id, tally_session_role_to_string (p->role),
+            tally_payment_state_to_string (old), tally_payment_state_to_string (state));
+
+  if (tally_payment_is_finished (p))
+    g_clear_handle_id (&p->timeout_id, g_source_remove);
+
+  notify_changed (p);
+
+  if (state == TALLY_PAYMENT_STATE_CONFIRMING && p->callbacks != NULL &&
+      p->callbacks->confirm != NULL)
+    p->callbacks->confirm (p, p->user_data);
+}
+
+/* --- channel teardown --- */
+
+static gboolean
+free_channel_idle (gpointer channel)
+{
+  tally_channel_free (channel);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+linger_finish (Linger *l)
+{
+  g_clear_handle_id (&l->timeout_id, g_source_remove);
+  tally_channel_close (l->channel);
+  /* The channel may be inside its own callback right now. */
+  g_idle_add (free_channel_idle, l->channel);
+  g_free (l);
+}
+
+static gboolean
+linger_timeout (gpointer user_data)
+{
+  Linger *l = user_data;
+  l->timeout_id = 0;
+  linger_finish (l);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+linger_on_message (TallyChannel *channel, GBytes *message, gpointer user_data)
+{
+  /* The exchange is over; anything more from the peer is ignored. */
+}
+
+static void
+linger_on_closed (TallyChannel *channel, const GError *error, gpointer user_data)
+{
+  linger_finish (user_data);
+}
+
+/* Closes @channel now, or once the peer closed it when @sent_final: a
+ * message we just queued must not be cut off by our own close. */
+static void
+release_channel (TallyChannel *channel, gboolean sent_final)
+{
+  Linger *l = g_new0 (Linger, 1);
+  l->channel = channel;
+  if (sent_final) {
+    tally_channel_set_handlers (channel, linger_on_message, linger_on_closed, l);
+    l->timeout_id = g_timeout_add (LINGER_MS, linger_timeout, l);
+  } else {
+    tally_channel_set_handlers (channel, NULL, NULL, NULL);
+    linger_finish (l);
+  }
+}
+
+static void
+drop_channel (TallyPayment *p, gboolean sent_final)
+{
+  if (p->channel == NULL)
+    return;
+  release_channel (g_steal_pointer (&p->channel), sent_final);
+}
+
+/* Sends @msg when there is a channel; FALSE (and the reason) otherwise. */
+static gboolean
+send_message (TallyPayment *p, GBytes *msg, GError **error)
+{
+  if (p->channel == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "no connection to the peer");
+    return FALSE;
+  }
+  return tally_channel_send (p->channel, msg, error);
+}
+
+/* A SessionMessage carrying an Error, for when no session produces one. */
+static GBytes *
+wire_error_new (TallyError code, const char *message)
+{
+  Tally__Error err = TALLY__ERROR__INIT;
+  err.code = code;
+  err.message = (char *) message;
+  Tally__SessionMessage msg = TALLY__SESSION_MESSAGE__INIT;
+  msg.msg_case = TALLY__SESSION_MESSAGE__MSG_ERROR;
+  msg.error = &err;
+  return tally_message_pack (&msg.base);
+}
+
+/* Ends the payment with @error (taken).  @wire_error, when set, is the
+ * Error message to give the peer first. */
+static void
+fail (TallyPayment *p, GError *error, GBytes *wire_error)
+{
+  g_assert (!tally_payment_is_finished (p));
+
+  g_clear_error (&p->error);
+  p->error = error;
+
+  gboolean sent = FALSE;
+  if (wire_error != NULL && p->channel != NULL) {
+    g_autoptr (GError) send_error = NULL;
+    sent = tally_channel_send (p->channel, wire_error, &send_error);
+    if (!sent)
+      g_debug ("payment %u: could not send the Error message: %s", p->id, send_error->message);
+  }
+  drop_channel (p, sent);
+
+  if (p->connecting != NULL) {
+    p->connecting->payment = NULL;
+    p->connecting = NULL;
+  }
+  enter_state (p, TALLY_PAYMENT_STATE_FAILED);
+}
+
+/* Aborts the session with @code and fails with the same. */
+static void
+abort_with (TallyPayment *p, TallyError code, const char *message)
+{
+  g_autoptr (GBytes) wire = tally_session_abort (p->session, code, message);
+  fail (p, g_error_new_literal (TALLY_ERROR, code, message), wire);
+}
+
+static gboolean
+on_timeout (gpointer user_data)
+{
+  TallyPayment *p = user_data;
+  p->timeout_id = 0;
+
+  g_autofree char *message =
+    g_strdup_printf ("payment timed out after %u seconds", p->timeout_seconds);
+  abort_with (p, TALLY_ERROR_TIMEOUT, message);
+  return G_SOURCE_REMOVE;
+}
+
+/* --- lifetime --- */
+
+static TallyPayment *
+payment_new (TallyRegister *reg, TallySessionRole role, guint timeout_seconds)
+{
+  static guint last_id;
+
+  TallyPayment *p = g_new0 (TallyPayment, 1);
+  p->id = ++last_id;
+  p->role = role;
+  p->reg = reg;
+  p->timeout_seconds = timeout_seconds;
+  p->timeout_id = g_timeout_add_seconds (timeout_seconds, on_timeout, p);
+  return p;
+}
+
+TallyPayment *
+tally_payment_new_payee (TallyRegister *reg,
+                         gint64 amount,
+                         const char *memo,
+                         const TallyAcceptPolicy *policy,
+                         guint timeout_seconds,
+                         GError **error)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+  g_return_val_if_fail (timeout_seconds > 0, NULL);
+
+  g_autoptr (TallySession) session =
+    tally_session_new_payee (reg, amount, memo ? memo : "", policy, tally_now (), error);
+  if (session == NULL)
+    return NULL;
+
+  TallyPayment *p = payment_new (reg, TALLY_SESSION_ROLE_PAYEE, timeout_seconds);
+  p->session = g_steal_pointer (&session);
+  p->state = TALLY_PAYMENT_STATE_WAITING;
+  g_info ("payment %u (payee): request for %" G_GINT64_FORMAT " %s, waiting for a payer", p->id,
+          amount, tally_payment_get_currency (p));
+  return p;
+}
+
+TallyPayment *
+tally_payment_new_payer (TallyRegister *reg, const TallyAcceptPolicy *policy, guint timeout_seconds)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+  g_return_val_if_fail (timeout_seconds > 0, NULL);
+
+  TallyPayment *p = payment_new (reg, TALLY_SESSION_ROLE_PAYER, timeout_seconds);
+  p->session = tally_session_new_payer (reg, policy);
+  p->state = TALLY_PAYMENT_STATE_CONNECTING;
+  return p;
+}
+
+void
+tally_payment_free (TallyPayment *p)
+{
+  if (p == NULL)
+    return;
+  g_clear_handle_id (&p->timeout_id, g_source_remove);
+  if (p->connecting != NULL)
+    p->connecting->payment = NULL;
+  if (p->channel != NULL && !tally_payment_is_finished (p)) {
+    g_autoptr (GBytes) wire =
+      tally_session_abort (p->session, TALLY_ERROR_CANCELLED, "payment discarded");
+    gboolean sent = wire != NULL && tally_channel_send (p->channel, wire, NULL);
+    drop_channel (p, sent);
+  }
+  drop_channel (p, FALSE);
+  tally_session_free (p->session);
+  g_clear_error (&p->error);
+  g_clear_pointer (&p->receipt, g_bytes_unref);
+  g_free (p);
+}
+
+void
+tally_payment_set_callbacks (TallyPayment *p,
+                             const TallyPaymentCallbacks *callbacks,
+                             gpointer user_data)
+{
+  g_return_if_fail (p != NULL);
+  p->callbacks = callbacks;
+  p->user_data = user_data;
+}
+
+/* --- the exchange --- */
+
+static void
+on_channel_message (TallyChannel *channel, GBytes *message, gpointer user_data)
+{
+  TallyPayment *p = user_data;
+  g_autoptr (GBytes) reply = NULL;
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const guint8 *data = g_bytes_get_data (message, &len);
+
+  switch (p->state) {
+  case TALLY_PAYMENT_STATE_HELLO_SENT:
+  case TALLY_PAYMENT_STATE_PAY_SENT:
+  case TALLY_PAYMENT_STATE_WAIT_HELLO:
+  case TALLY_PAYMENT_STATE_OFFER_SENT:
+  /* A message while the agent decides: the session refuses it. */
+  case TALLY_PAYMENT_STATE_CONFIRMING:
+    break;
+  case TALLY_PAYMENT_STATE_CONNECTING:
+  case TALLY_PAYMENT_STATE_WAITING:
+  case TALLY_PAYMENT_STATE_DONE:
+  case TALLY_PAYMENT_STATE_FAILED:
+    g_debug ("payment %u: message in state %s ignored", p->id, tally_payment_state_to_string (p->state));
+    return;
+  }
+
+  if (!tally_session_handle (p->session, data, len, tally_now (), &reply, &error)) {
+    fail (p, g_steal_pointer (&error), reply);
+    return;
+  }
+
+  if (reply != NULL && !send_message (p, reply, &error)) {
+    g_autoptr (GBytes) wire = tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED,
+                                                   error->message);
+    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "sending failed: %s",
+                          error->message),
+          NULL);
+    return;
+  }
+
+  TallyPaymentState next = state_from_session (tally_session_get_state (p->session));
+  if (next == TALLY_PAYMENT_STATE_DONE) {
+    p->receipt = tally_session_get_receipt (p->session);
+    /* The payee just queued the receipt; the payer has nothing left to say. */
+    drop_channel (p, p->role == TALLY_SESSION_ROLE_PAYEE);
+  }
+  enter_state (p, next);
+}
+
+static void
+on_channel_closed (TallyChannel *channel, const GError *error, gpointer user_data)
+{
+  TallyPayment *p = user_data;
+
+  if (tally_payment_is_finished (p))
+    return;
+
+  g_autoptr (GError) why = NULL;
+  if (error == NULL)
+    why = g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "peer closed the connection in state %s",
+                       tally_payment_state_to_string (p->state));
+  else if (error->domain == TALLY_ERROR && error->code != TALLY_ERROR_FAILED)
+    why = g_error_copy (error);
+  else
+    why = g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "connection lost: %s", error->message);
+
+  /* The session decides what was committed; abort only moves it to FAILED. */
+  g_autoptr (GBytes) unsent = tally_session_abort (p->session, tally_error_code (why), why->message);
+  drop_channel (p, FALSE);
+  fail (p, g_steal_pointer (&why), NULL);
+}
+
+gboolean
+tally_payment_attach (TallyPayment *p, TallyLink *link, GError **error)
+{
+  g_return_val_if_fail (p != NULL && link != NULL, FALSE);
+
+  TallyPaymentState expect =
+    p->role == TALLY_SESSION_ROLE_PAYER ? TALLY_PAYMENT_STATE_CONNECTING : TALLY_PAYMENT_STATE_WAITING;
+  if (p->state != expect || p->channel != NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "payment is %s, not %s",
+                 tally_payment_state_to_string (p->state), tally_payment_state_to_string (expect));
+    return FALSE;
+  }
+
+  p->channel =
+    tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
+  tally_channel_set_handlers (p->channel, on_channel_message, on_channel_closed, p);
+  g_info ("payment %u (%s): connected to %s", p->id, tally_session_role_to_string (p->role),
+          tally_link_get_peer (link) ? tally_link_get_peer (link) : "peer");
+
+  if (p->role == TALLY_SESSION_ROLE_PAYEE) {
+    enter_state (p, state_from_session (tally_session_get_state (p->session)));
+    return TRUE;
+  }
+
+  /* Payer step 1: Hello. */
+  g_autoptr (GError) local = NULL;
+  g_autoptr (GBytes) hello = tally_session_start (p->session, &local);
+  if (hello == NULL) {
+    fail (p, g_steal_pointer (&local), NULL);
+    return TRUE;
+  }
+  if (!send_message (p, hello, &local)) {
+    g_autoptr (GBytes) unsent =
+      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, local->message);
+    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "sending Hello failed: %s",
+                          local->message),
+          NULL);
+    return TRUE;
+  }
+  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+  return TRUE;
+}
+
+static void
+on_connected (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autofree ConnectData *cd = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyLink) link = tally_stream_connect_finish (result, &error);
+  TallyPayment *p = cd->payment;
+
+  if (p == NULL) {
+    /* The payment ended while we connected. */
+    if (link != NULL)
+      tally_link_close (link);
+    return;
+  }
+  p->connecting = NULL;
+
+  if (link == NULL) {
+    g_autoptr (GBytes) unsent =
+      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, error->message);
+    fail (p, g_error_new_literal (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, error->message), NULL);
+    return;
+  }
+  tally_payment_attach (p, link, NULL);
+}
+
+void
+tally_payment_connect (TallyPayment *p, const char *address)
+{
+  g_return_if_fail (p != NULL && address != NULL);
+  g_return_if_fail (p->role == TALLY_SESSION_ROLE_PAYER);
+  g_return_if_fail (p->state == TALLY_PAYMENT_STATE_CONNECTING && p->connecting == NULL);
+
+  g_info ("payment %u (payer): connecting to %s", p->id, address);
+  p->connecting = g_new0 (ConnectData, 1);
+  p->connecting->payment = p;
+  tally_stream_connect_async (address, TALLY_STREAM_DEFAULT_MTU, NULL, on_connected, p->connecting);
+}
+
+static gboolean
+check_confirming (TallyPayment *p, GError **error)
+{
+  if (p->role != TALLY_SESSION_ROLE_PAYER || p->state != TALLY_PAYMENT_STATE_CONFIRMING) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+                 "payment is %s, not waiting for a confirmation",
+                 tally_payment_state_to_string (p->state));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+tally_payment_confirm (TallyPayment *p, GError **error)
+{
+  g_return_val_if_fail (p != NULL, FALSE);
+  if (!check_confirming (p, error))
+    return FALSE;
+
+  /* Payer step 3: spend (committed durably) and send the permission. */
+  g_autoptr (GError) local = NULL;
+  g_autoptr (GBytes) pay = tally_session_confirm (p->session, tally_now (), &local);
+  if (pay == NULL) {
+    /* Tell the payee why (e.g. our limits), whether or not the session
+     * already failed itself. */
+    g_autoptr (GBytes) wire = tally_session_abort (p->session, tally_error_code (local),
+                                                   local->message);
+    if (wire == NULL)
+      wire = wire_error_new (tally_error_code (local), local->message);
+    if (error != NULL)
+      *error = g_error_copy (local);
+    fail (p, g_steal_pointer (&local), wire);
+    return FALSE;
+  }
+  if (!send_message (p, pay, &local)) {
+    /* Spent and committed; the register keeps the pending entry for
+     * reconciliation. */
+    g_autoptr (GBytes) unsent =
+      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, local->message);
+    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "sending the permission failed: %s",
+                          local->message),
+          NULL);
+    return TRUE;
+  }
+  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+  return TRUE;
+}
+
+gboolean
+tally_payment_reject (TallyPayment *p, TallyError code, const char *message, GError **error)
+{
+  g_return_val_if_fail (p != NULL, FALSE);
+  if (!check_confirming (p, error))
+    return FALSE;
+  abort_with (p, code, message ? message : "payment rejected");
+  return TRUE;
+}
+
+gboolean
+tally_payment_cancel (TallyPayment *p, GError **error)
+{
+  g_return_val_if_fail (p != NULL, FALSE);
+  if (tally_payment_is_finished (p)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "payment is already %s",
+                 tally_payment_state_to_string (p->state));
+    return FALSE;
+  }
+  abort_with (p, TALLY_ERROR_CANCELLED, "payment cancelled");
+  return TRUE;
+}
+
+/* --- refusing a payer --- */
+
+void
+tally_payment_refuse_link (TallyLink *link, TallyError code, const char *message)
+{
+  g_return_if_fail (link != NULL);
+
+  g_autoptr (GBytes) wire = wire_error_new (code, message);
+
+  TallyChannel *channel =
+    tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
+  g_autoptr (GError) error = NULL;
+  gboolean sent = tally_channel_send (channel, wire, &error);
+  if (!sent)
+    g_debug ("refusing %s: %s", tally_link_get_peer (link) ? tally_link_get_peer (link) : "peer",
+             error->message);
+  release_channel (channel, sent);
+}
+
+/* --- properties --- */
+
+guint
+tally_payment_get_id (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, 0);
+  return p->id;
+}
+
+TallySessionRole
+tally_payment_get_role (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, TALLY_SESSION_ROLE_PAYER);
+  return p->role;
+}
+
+TallyPaymentState
+tally_payment_get_state (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, TALLY_PAYMENT_STATE_FAILED);
+  return p->state;
+}
+
+gboolean
+tally_payment_is_finished (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, TRUE);
+  return p->state == TALLY_PAYMENT_STATE_DONE || p->state == TALLY_PAYMENT_STATE_FAILED;
+}
+
+gint64
+tally_payment_get_amount (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, 0);
+  return tally_session_get_amount (p->session);
+}
+
+const char *
+tally_payment_get_currency (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, "");
+  const char *c = tally_session_get_currency (p->session);
+  if (c == NULL || *c == '\0')
+    c = tally_register_get_currency (p->reg);
+  return c ? c : "";
+}
+
+const char *
+tally_payment_get_memo (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, "");
+  const char *m = tally_session_get_memo (p->session);
+  return m ? m : "";
+}
+
+const char *
+tally_payment_get_peer (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, "");
+  const char *id = tally_session_get_peer_id (p->session);
+  return id ? id : "";
+}
+
+const char *
+tally_payment_get_comparison_code (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, "");
+  const char *code = tally_session_get_comparison_code (p->session);
+  return code ? code : "";
+}
+
+guint64
+tally_payment_get_counter (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, 0);
+  return tally_session_get_counter (p->session);
+}
+
+GBytes *
+tally_payment_get_receipt (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, NULL);
+  return p->receipt;
+}
+
+const GError *
+tally_payment_get_error (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, NULL);
+  return p->error;
+}

@@ -1,0 +1,115 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * One payment as the daemon runs it: a TallySession driven over a
+ * TallyChannel, with the payment timeout and the states a D-Bus client
+ * sees.  No D-Bus here; the owner learns about changes through callbacks
+ * and answers the payer's confirmation with tally_payment_confirm () or
+ * tally_payment_reject ().
+ *
+ * Payer:  connecting -> hello-sent -> confirming -> pay-sent -> done
+ * Payee:  waiting -> wait-hello -> offer-sent -> done
+ * Either side may end in failed; tally_payment_get_error () says why.
+ *
+ * The register is borrowed and must outlive the payment.  Callbacks run on
+ * the thread-default main context and must not free the payment.
+ */
+
+#include <gio/gio.h>
+
+#include "tally-link.h"
+#include "tally-register.h"
+#include "tally-session.h"
+
+G_BEGIN_DECLS
+
+typedef struct _TallyPayment TallyPayment;
+
+typedef enum
+{
+  TALLY_PAYMENT_STATE_CONNECTING, /* payer: connecting to the payee */
+  TALLY_PAYMENT_STATE_WAITING,    /* payee: request made, no payer yet */
+  TALLY_PAYMENT_STATE_HELLO_SENT,
+  TALLY_PAYMENT_STATE_CONFIRMING,
+  TALLY_PAYMENT_STATE_PAY_SENT,
+  TALLY_PAYMENT_STATE_WAIT_HELLO, /* payee: payer connected */
+  TALLY_PAYMENT_STATE_OFFER_SENT,
+  TALLY_PAYMENT_STATE_DONE,
+  TALLY_PAYMENT_STATE_FAILED,
+} TallyPaymentState;
+
+/* "connecting", "waiting", or tally_session_state_to_string () of the
+ * matching session state. */
+const char *tally_payment_state_to_string (TallyPaymentState state);
+
+typedef struct
+{
+  /* Any property changed: state, amount, peer, comparison code... */
+  void (*changed) (TallyPayment *payment, gpointer user_data);
+  /* Payer: the offer verified; answer with confirm or reject. */
+  void (*confirm) (TallyPayment *payment, gpointer user_data);
+} TallyPaymentCallbacks;
+
+/* Payee: creates the request now (durable nonce); state WAITING. */
+TallyPayment *tally_payment_new_payee (TallyRegister *reg,
+                                       gint64 amount,
+                                       const char *memo,
+                                       const TallyAcceptPolicy *policy,
+                                       guint timeout_seconds,
+                                       GError **error);
+/* Payer: state CONNECTING until tally_payment_connect () or
+ * tally_payment_start () gives it a link. */
+TallyPayment *tally_payment_new_payer (TallyRegister *reg,
+                                       const TallyAcceptPolicy *policy,
+                                       guint timeout_seconds);
+void tally_payment_free (TallyPayment *payment);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyPayment, tally_payment_free)
+
+void tally_payment_set_callbacks (TallyPayment *payment,
+                                  const TallyPaymentCallbacks *callbacks,
+                                  gpointer user_data);
+
+/* Payer: connects to a stream address, then starts as below. */
+void tally_payment_connect (TallyPayment *payment, const char *address);
+/* Payer: sends Hello over @link.  Payee: takes the link of the payer that
+ * connected.  Either way the payment takes a reference on @link.
+ * WRONG_STATE unless CONNECTING (payer) or WAITING (payee). */
+gboolean tally_payment_attach (TallyPayment *payment, TallyLink *link, GError **error);
+
+/* Payer, in CONFIRMING: spend and send the permission. */
+gboolean tally_payment_confirm (TallyPayment *payment, GError **error);
+/* Payer, in CONFIRMING: refuse; the payee is told @code. */
+gboolean tally_payment_reject (TallyPayment *payment,
+                               TallyError code,
+                               const char *message,
+                               GError **error);
+/* Either side, before DONE or FAILED: abort with CANCELLED. */
+gboolean tally_payment_cancel (TallyPayment *payment, GError **error);
+
+/* Unique in the process, from 1, in creation order. */
+guint tally_payment_get_id (TallyPayment *payment);
+TallySessionRole tally_payment_get_role (TallyPayment *payment);
+TallyPaymentState tally_payment_get_state (TallyPayment *payment);
+/* DONE or FAILED. */
+gboolean tally_payment_is_finished (TallyPayment *payment);
+/* 0 until the payer has seen the offer. */
+gint64 tally_payment_get_amount (TallyPayment *payment);
+/* The session's currency once known, else the register's, else "". */
+const char *tally_payment_get_currency (TallyPayment *payment);
+const char *tally_payment_get_memo (TallyPayment *payment);
+/* Hex register id of the other side once authenticated, else "". */
+const char *tally_payment_get_peer (TallyPayment *payment);
+/* Six digits once known, else "". */
+const char *tally_payment_get_comparison_code (TallyPayment *payment);
+guint64 tally_payment_get_counter (TallyPayment *payment);
+/* Packed receipt envelope once DONE, else NULL. */
+GBytes *tally_payment_get_receipt (TallyPayment *payment);
+/* Why the payment FAILED, else NULL. */
+const GError *tally_payment_get_error (TallyPayment *payment);
+
+/* Sends a wire Error to a payer nobody waits for and closes the link once
+ * the peer had a chance to read it. */
+void tally_payment_refuse_link (TallyLink *link, TallyError code, const char *message);
+
+G_END_DECLS

@@ -1,0 +1,227 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/* tallyd's configuration file and the command-line surface of tallyd and
+ * tallyctl that scripts rely on. */
+#include <glib/gstdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "tally-config.h"
+
+#define ISSUER_HEX "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
+static void
+test_defaults (void)
+{
+  g_autoptr (TallyConfig) c = tally_config_new ();
+  g_assert_cmpint (c->bus_type, ==, G_BUS_TYPE_SESSION);
+  g_assert_cmpstr (c->bus_name, ==, "org.tally.Tally");
+  g_assert_true (g_str_has_prefix (c->listen, "unix:"));
+  g_assert_cmpuint (c->timeout_seconds, ==, 60);
+  g_assert_false (c->has_issuer_key);
+  g_assert_cmpuint (c->policy.max_revocation_age, ==, 0);
+  g_assert_cmpint (c->policy.max_amount, ==, 0);
+}
+
+static void
+test_reads_every_key (void)
+{
+  g_autoptr (TallyConfig) c = tally_config_new ();
+  g_autoptr (GError) error = NULL;
+  const char *text = "[register]\n"
+                     "dir=/var/lib/tally\n"
+                     "issuer_key=" ISSUER_HEX "\n"
+                     "[dbus]\n"
+                     "bus=system\n"
+                     "name=org.tally.Alice\n"
+                     "[transport]\n"
+                     "listen=tcp:127.0.0.1:7000\n"
+                     "[policy]\n"
+                     "max_revocation_age_hours=48\n"
+                     "max_amount=20.50\n"
+                     "[payment]\n"
+                     "timeout_seconds=30\n";
+
+  g_assert_true (tally_config_load_data (c, text, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (c->register_dir, ==, "/var/lib/tally");
+  g_assert_true (c->has_issuer_key);
+  g_assert_cmpuint (c->issuer_key[0], ==, 0x00);
+  g_assert_cmpuint (c->issuer_key[1], ==, 0x11);
+  g_assert_cmpuint (c->issuer_key[31], ==, 0xff);
+  g_assert_cmpint (c->bus_type, ==, G_BUS_TYPE_SYSTEM);
+  g_assert_cmpstr (c->bus_name, ==, "org.tally.Alice");
+  g_assert_cmpstr (c->listen, ==, "tcp:127.0.0.1:7000");
+  g_assert_cmpuint (c->policy.max_revocation_age, ==, 48 * 3600);
+  g_assert_cmpint (c->policy.max_amount, ==, 2050);
+  g_assert_cmpuint (c->timeout_seconds, ==, 30);
+}
+
+typedef struct
+{
+  const char *text;
+  const char *names; /* what the message must contain */
+} BadConfig;
+
+static const BadConfig bad_configs[] = {
+  { "[dbus]\nbus=tcp\n", "[dbus] bus" },
+  { "[dbus]\nname=:1.5\n", "[dbus] name" },
+  { "[dbus]\nname=\n", "[dbus] name" },
+  { "[register]\nissuer_key=abcd\n", "[register] issuer_key" },
+  { "[transport]\nlisten=/tmp/sock\n", "[transport] listen" },
+  { "[transport]\nlisten_address=unix:/tmp/sock\n", "[transport] listen_address" },
+  { "[policy]\nmax_amount=-3\n", "[policy] max_amount" },
+  { "[policy]\nmax_revocation_age_hours=two\n", "[policy] max_revocation_age_hours" },
+  { "[payment]\ntimeout_seconds=0\n", "[payment] timeout_seconds" },
+  { "[paymnet]\ntimeout_seconds=5\n", "[paymnet] timeout_seconds" },
+};
+
+static void
+test_invalid_value_names_group_and_key (void)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_configs); i++) {
+    g_autoptr (TallyConfig) c = tally_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_test_message ("config: %s", bad_configs[i].text);
+    g_assert_false (tally_config_load_data (c, bad_configs[i].text, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull (strstr (error->message, bad_configs[i].names));
+  }
+}
+
+static void
+test_missing_file_is_not_found (void)
+{
+  g_autoptr (TallyConfig) c = tally_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_assert_false (tally_config_load_file (c, "/nonexistent/tally.conf", &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+}
+
+/* --- the programs --- */
+
+static char *
+program (const char *name)
+{
+  const char *root = g_getenv ("TALLY_BUILD_ROOT");
+  if (root == NULL)
+    return NULL;
+  return g_build_filename (root, "daemon", name, NULL);
+}
+
+/* Runs @argv; returns the exit status, output in *out and *err. */
+static int
+run (const char *const *argv, char **out, char **err)
+{
+  g_autoptr (GError) error = NULL;
+  int status;
+  g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_DEFAULT, NULL, NULL, out, err, &status,
+                &error);
+  g_assert_no_error (error);
+  g_assert_true (WIFEXITED (status));
+  return WEXITSTATUS (status);
+}
+
+static void
+test_tallyd_invalid_config_exits_1 (void)
+{
+  g_autofree char *tallyd = program ("tallyd");
+  if (tallyd == NULL) {
+    g_test_skip ("TALLY_BUILD_ROOT is not set");
+    return;
+  }
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = NULL;
+  int fd = g_file_open_tmp ("tallyd-XXXXXX.conf", &path, &error);
+  g_assert_no_error (error);
+  close (fd);
+  g_assert_true (g_file_set_contents (path, "[dbus]\nbus=carrier-pigeon\n", -1, &error));
+
+  g_autofree char *out = NULL, *err = NULL;
+  const char *argv[] = { tallyd, "--config", path, NULL };
+  g_assert_cmpint (run (argv, &out, &err), ==, 1);
+  g_assert_nonnull (strstr (err, "[dbus] bus"));
+  g_unlink (path);
+}
+
+static void
+test_tallyd_help_documents_keys (void)
+{
+  g_autofree char *tallyd = program ("tallyd");
+  if (tallyd == NULL) {
+    g_test_skip ("TALLY_BUILD_ROOT is not set");
+    return;
+  }
+  g_autofree char *out = NULL, *err = NULL;
+  const char *argv[] = { tallyd, "--help", NULL };
+  g_assert_cmpint (run (argv, &out, &err), ==, 0);
+  for (const char *const *k = (const char *const[]){ "issuer_key=", "bus=", "listen=",
+                                                      "max_revocation_age_hours=", "max_amount=",
+                                                      "timeout_seconds=", "--config", NULL };
+       *k != NULL; k++)
+    g_assert_nonnull (strstr (out, *k));
+}
+
+static void
+test_tallyctl_usage_errors_exit_2 (void)
+{
+  g_autofree char *tallyctl = program ("tallyctl");
+  if (tallyctl == NULL) {
+    g_test_skip ("TALLY_BUILD_ROOT is not set");
+    return;
+  }
+  g_autofree char *out = NULL, *err = NULL;
+  const char *unknown[] = { tallyctl, "frobnicate", NULL };
+  g_assert_cmpint (run (unknown, &out, &err), ==, 2);
+  g_clear_pointer (&out, g_free);
+  g_clear_pointer (&err, g_free);
+  const char *none[] = { tallyctl, NULL };
+  g_assert_cmpint (run (none, &out, &err), ==, 2);
+  g_clear_pointer (&out, g_free);
+  g_clear_pointer (&err, g_free);
+  const char *bad_bus[] = { tallyctl, "--bus", "carrier", "info", NULL };
+  g_assert_cmpint (run (bad_bus, &out, &err), ==, 2);
+}
+
+static void
+test_tallyctl_help_lists_commands (void)
+{
+  g_autofree char *tallyctl = program ("tallyctl");
+  if (tallyctl == NULL) {
+    g_test_skip ("TALLY_BUILD_ROOT is not set");
+    return;
+  }
+  g_autofree char *out = NULL, *err = NULL;
+  const char *argv[] = { tallyctl, "--help", NULL };
+  g_assert_cmpint (run (argv, &out, &err), ==, 0);
+  for (const char *const *c = (const char *const[]){ "info", "balance", "request AMOUNT",
+                                                      "pay ADDRESS", "history", "load FILE",
+                                                      "certificate FILE", "export FILE",
+                                                      "apply FILE", "defund FILE", "key", NULL };
+       *c != NULL; c++)
+    g_assert_nonnull (strstr (out, *c));
+
+  /* A command's own --help needs no running daemon. */
+  g_clear_pointer (&out, g_free);
+  g_clear_pointer (&err, g_free);
+  const char *pay_help[] = { tallyctl, "pay", "--help", NULL };
+  g_assert_cmpint (run (pay_help, &out, &err), ==, 0);
+  g_assert_nonnull (strstr (out, "--yes"));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/daemon/config/defaults", test_defaults);
+  g_test_add_func ("/daemon/config/reads-every-key", test_reads_every_key);
+  g_test_add_func ("/daemon/config/invalid-value-names-group-and-key",
+                   test_invalid_value_names_group_and_key);
+  g_test_add_func ("/daemon/config/missing-file-is-not-found", test_missing_file_is_not_found);
+  g_test_add_func ("/daemon/tallyd/invalid-config-exits-1-naming-key",
+                   test_tallyd_invalid_config_exits_1);
+  g_test_add_func ("/daemon/tallyd/help-documents-config-keys", test_tallyd_help_documents_keys);
+  g_test_add_func ("/daemon/tallyctl/usage-errors-exit-2", test_tallyctl_usage_errors_exit_2);
+  g_test_add_func ("/daemon/tallyctl/help-lists-commands", test_tallyctl_help_lists_commands);
+  return g_test_run ();
+}

@@ -1,0 +1,774 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The D-Bus API on a private bus: two daemons in this process (alice pays,
+ * bob is paid), each on its own connection, and a client connection that
+ * calls them and serves an agent.
+ */
+#include <string.h>
+
+#include "tally-daemon.h"
+#include "tally-dbus-error.h"
+#include "tally-dbus-generated.h"
+#include "test-util.h"
+
+#define TIMEOUT_SECONDS 20
+
+static const char *const register_properties[] = {
+  "RegisterId", "PublicKey", "Balance", "Currency", "MaxPayment", "BalanceCap",
+  "MaxOfflinePayments", "MaxOfflineSeconds", "OfflinePayments", "CertificateExpiry",
+  "LastReconciliation", "RevocationSerial", "Closed", "ListenAddress", NULL,
+};
+
+static const char *const payment_properties[] = {
+  "Role", "State", "Amount", "Currency", "Memo", "Peer", "ComparisonCode", "Counter", "Receipt",
+  "Error", "ErrorMessage", NULL,
+};
+
+typedef struct
+{
+  TallyDaemon *daemon;
+  GDBusConnection *connection;
+  char *listen;
+} Node;
+
+/* One private bus for the whole program: GLib 2.74 leaks the GTestDBus
+ * watcher pipe into every dbus-daemon started after the first, so a failed
+ * assertion would leave a daemon behind holding the test's output open. */
+static GTestDBus *test_bus;
+
+typedef struct
+{
+  TestIssuer issuer;
+  char *dir;
+  GDBusConnection *client;
+  Node alice;
+  Node bob;
+
+  /* The client's agent. */
+  TallyDBusAgent1 *agent;
+  gboolean agent_accepts;
+  guint agent_calls;
+  gint64 agent_amount;
+  char *agent_payee;
+  char *agent_code;
+
+  /* Register1 properties bob announced. */
+  GPtrArray *bob_changed;
+  guint bob_subscription;
+} Fixture;
+
+static GDBusConnection *
+connect_bus (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  GDBusConnection *c = g_dbus_connection_new_for_address_sync (
+    g_test_dbus_get_bus_address (test_bus),
+    G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+    NULL, NULL, &error);
+  g_assert_no_error (error);
+  return c;
+}
+
+static void
+node_start (Fixture *f, Node *node, const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyConfig) config = tally_config_new ();
+  g_free (config->register_dir);
+  config->register_dir = g_build_filename (f->dir, name, NULL);
+  config->has_issuer_key = TRUE;
+  memcpy (config->issuer_key, f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
+  g_free (config->listen);
+  config->listen = g_strdup_printf ("unix:%s/%s.sock", f->dir, name);
+  config->timeout_seconds = TIMEOUT_SECONDS;
+  node->listen = g_strdup (config->listen);
+
+  node->daemon = tally_daemon_new (config, &error);
+  g_assert_no_error (error);
+  node->connection = connect_bus (f);
+  g_assert_true (tally_daemon_export (node->daemon, node->connection, &error));
+  g_assert_no_error (error);
+}
+
+static void
+node_stop (Node *node)
+{
+  tally_daemon_free (node->daemon);
+  g_dbus_connection_close_sync (node->connection, NULL, NULL);
+  g_object_unref (node->connection);
+  g_free (node->listen);
+}
+
+static const char *
+node_name (Node *node)
+{
+  return g_dbus_connection_get_unique_name (node->connection);
+}
+
+static void
+on_bob_register_changed (GDBusConnection *c,
+                         const char *sender,
+                         const char *path,
+                         const char *iface,
+                         const char *signal,
+                         GVariant *params,
+                         gpointer user_data)
+{
+  Fixture *f = user_data;
+  const char *changed_iface;
+  g_autoptr (GVariant) changed = NULL;
+  g_autoptr (GVariant) invalidated = NULL;
+  g_variant_get (params, "(&s@a{sv}@as)", &changed_iface, &changed, &invalidated);
+  if (strcmp (changed_iface, "org.tally.Register1") != 0)
+    return;
+  GVariantIter iter;
+  const char *key;
+  g_variant_iter_init (&iter, changed);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, NULL))
+    g_ptr_array_add (f->bob_changed, g_strdup (key));
+}
+
+static void
+fixture_set_up (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  test_issuer_init (&f->issuer);
+  tally_dbus_error_register ();
+  f->dir = g_dir_make_tmp ("tally-test-dbus-XXXXXX", &error);
+  g_assert_no_error (error);
+  f->client = connect_bus (f);
+  node_start (f, &f->alice, "alice");
+  node_start (f, &f->bob, "bob");
+
+  f->bob_changed = g_ptr_array_new_with_free_func (g_free);
+  f->bob_subscription = g_dbus_connection_signal_subscribe (
+    f->client, node_name (&f->bob), "org.freedesktop.DBus.Properties", "PropertiesChanged",
+    "/org/tally/register", NULL, G_DBUS_SIGNAL_FLAGS_NONE, on_bob_register_changed, f, NULL);
+}
+
+static void
+fixture_tear_down (Fixture *f, gconstpointer data)
+{
+  g_dbus_connection_signal_unsubscribe (f->client, f->bob_subscription);
+  if (f->agent != NULL) {
+    g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (f->agent));
+    g_object_unref (f->agent);
+  }
+  node_stop (&f->alice);
+  node_stop (&f->bob);
+  g_dbus_connection_close_sync (f->client, NULL, NULL);
+  g_object_unref (f->client);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+  test_rm_rf (f->dir);
+  g_free (f->dir);
+  g_ptr_array_unref (f->bob_changed);
+  g_free (f->agent_payee);
+  g_free (f->agent_code);
+  test_issuer_clear (&f->issuer);
+}
+
+/* --- calling from the client --- */
+
+static void
+store_result (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  *(GAsyncResult **) user_data = g_object_ref (result);
+}
+
+/* A method call that lets the daemons run while it waits. */
+static GVariant *
+call (Fixture *f,
+      Node *node,
+      const char *path,
+      const char *iface,
+      const char *method,
+      GVariant *args,
+      const char *reply_type,
+      GError **error)
+{
+  GAsyncResult *result = NULL;
+  g_dbus_connection_call (f->client, node_name (node), path, iface, method, args,
+                          reply_type ? G_VARIANT_TYPE (reply_type) : NULL, G_DBUS_CALL_FLAGS_NONE,
+                          -1, NULL, store_result, &result);
+  while (result == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  GVariant *reply = g_dbus_connection_call_finish (f->client, result, error);
+  g_object_unref (result);
+  return reply;
+}
+
+static GVariant *
+get_property (Fixture *f, Node *node, const char *path, const char *iface, const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply = call (f, node, path, "org.freedesktop.DBus.Properties", "Get",
+                                     g_variant_new ("(ss)", iface, name), "(v)", &error);
+  g_assert_no_error (error);
+  GVariant *value;
+  g_variant_get (reply, "(v)", &value);
+  return value;
+}
+
+static gint64
+get_balance (Fixture *f, Node *node)
+{
+  g_autoptr (GVariant) v = get_property (f, node, "/org/tally/register", "org.tally.Register1",
+                                         "Balance");
+  return g_variant_get_int64 (v);
+}
+
+static char *
+get_payment_string (Fixture *f, Node *node, const char *path, const char *name)
+{
+  g_autoptr (GVariant) v = get_property (f, node, path, "org.tally.Payment1", name);
+  return g_variant_dup_string (v, NULL);
+}
+
+static void
+send_blob (Fixture *f, Node *node, const char *method, GBytes *blob, GError **error)
+{
+  g_autoptr (GVariant) reply =
+    call (f, node, "/org/tally/register", "org.tally.Register1", method,
+          g_variant_new ("(@ay)", g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, blob, TRUE)),
+          "()", error);
+}
+
+/* Certifies @node's register and loads @balance, over D-Bus. */
+static void
+certify (Fixture *f, Node *node, gint64 max_payment, gint64 balance)
+{
+  g_autoptr (GError) error = NULL;
+  TallyRegister *reg = tally_daemon_get_register (node->daemon);
+  g_autoptr (GBytes) cert = test_issuer_certify (&f->issuer, reg, max_payment, 1);
+  send_blob (f, node, "InstallCertificate", cert, &error);
+  g_assert_no_error (error);
+  if (balance > 0) {
+    g_autoptr (GBytes) voucher = test_issuer_voucher (&f->issuer, reg, 1, balance);
+    send_blob (f, node, "LoadVoucher", voucher, &error);
+    g_assert_no_error (error);
+  }
+}
+
+static char *
+request_payment (Fixture *f, gint64 amount, const char *memo, GError **error)
+{
+  g_autoptr (GVariant) reply =
+    call (f, &f->bob, "/org/tally/register", "org.tally.Register1", "RequestPayment",
+          g_variant_new ("(tsa{sv})", (guint64) amount, memo, NULL), "(o)", error);
+  if (reply == NULL)
+    return NULL;
+  char *path;
+  g_variant_get (reply, "(o)", &path);
+  return path;
+}
+
+static char *
+pay_bob (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply =
+    call (f, &f->alice, "/org/tally/register", "org.tally.Register1", "Pay",
+          g_variant_new ("(sa{sv})", f->bob.listen, NULL), "(o)", &error);
+  g_assert_no_error (error);
+  char *path;
+  g_variant_get (reply, "(o)", &path);
+  return path;
+}
+
+static gboolean
+is_final (const char *state)
+{
+  return strcmp (state, "done") == 0 || strcmp (state, "failed") == 0;
+}
+
+/* Polls State between main loop iterations until done or failed. */
+static char *
+wait_final (Fixture *f, Node *node, const char *path)
+{
+  for (;;) {
+    char *state = get_payment_string (f, node, path, "State");
+    if (is_final (state))
+      return state;
+    g_free (state);
+    /* The change may already have happened during the Get: never block. */
+    if (!g_main_context_iteration (NULL, FALSE))
+      g_usleep (5 * 1000);
+  }
+}
+
+/* --- the agent --- */
+
+static gboolean
+handle_confirm_payment (TallyDBusAgent1 *agent,
+                        GDBusMethodInvocation *invocation,
+                        const char *payment,
+                        gint64 amount,
+                        const char *currency,
+                        const char *payee,
+                        const char *code,
+                        gpointer user_data)
+{
+  Fixture *f = user_data;
+  f->agent_calls++;
+  f->agent_amount = amount;
+  g_free (f->agent_payee);
+  f->agent_payee = g_strdup (payee);
+  g_free (f->agent_code);
+  f->agent_code = g_strdup (code);
+  g_assert_cmpstr (currency, ==, TEST_CURRENCY);
+  g_assert_true (g_str_has_prefix (payment, "/org/tally/payment/"));
+  if (f->agent_accepts)
+    tally_dbus_agent1_complete_confirm_payment (agent, invocation);
+  else
+    g_dbus_method_invocation_return_dbus_error (invocation, "org.tally.Error.Rejected",
+                                                "the test says no");
+  return TRUE;
+}
+
+static void
+register_agent (Fixture *f, GDBusConnection *connection, gboolean accepts)
+{
+  g_autoptr (GError) error = NULL;
+  f->agent_accepts = accepts;
+  f->agent = tally_dbus_agent1_skeleton_new ();
+  g_signal_connect (f->agent, "handle-confirm-payment", G_CALLBACK (handle_confirm_payment), f);
+  g_assert_true (g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (f->agent),
+                                                   connection, "/test/agent", &error));
+  g_assert_no_error (error);
+
+  GAsyncResult *result = NULL;
+  g_dbus_connection_call (connection, node_name (&f->alice), "/org/tally",
+                          "org.tally.AgentManager1", "RegisterAgent",
+                          g_variant_new ("(o)", "/test/agent"), G_VARIANT_TYPE_UNIT,
+                          G_DBUS_CALL_FLAGS_NONE, -1, NULL, store_result, &result);
+  while (result == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  g_autoptr (GVariant) reply = g_dbus_connection_call_finish (connection, result, &error);
+  g_object_unref (result);
+  g_assert_no_error (error);
+}
+
+/* --- tests --- */
+
+static void
+test_introspection_lists_interfaces (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply = call (f, &f->bob, "/org/tally/register",
+                                     "org.freedesktop.DBus.Introspectable", "Introspect", NULL,
+                                     "(s)", &error);
+  g_assert_no_error (error);
+  const char *xml;
+  g_variant_get (reply, "(&s)", &xml);
+  g_autoptr (GDBusNodeInfo) info = g_dbus_node_info_new_for_xml (xml, &error);
+  g_assert_no_error (error);
+  GDBusInterfaceInfo *reg = g_dbus_node_info_lookup_interface (info, "org.tally.Register1");
+  g_assert_nonnull (reg);
+  for (guint i = 0; register_properties[i] != NULL; i++)
+    g_assert_nonnull (g_dbus_interface_info_lookup_property (reg, register_properties[i]));
+  for (const char *const *m = (const char *const[]){ "RequestPayment", "Pay", "LoadVoucher",
+                                                      "InstallCertificate", "ExportBundle",
+                                                      "ApplyResult", "Defund", "GetHistory",
+                                                      NULL };
+       *m != NULL; m++)
+    g_assert_nonnull (g_dbus_interface_info_lookup_method (reg, *m));
+
+  g_autoptr (GVariant) root = call (f, &f->bob, "/org/tally", "org.freedesktop.DBus.Introspectable",
+                                    "Introspect", NULL, "(s)", &error);
+  g_assert_no_error (error);
+  g_variant_get (root, "(&s)", &xml);
+  g_autoptr (GDBusNodeInfo) root_info = g_dbus_node_info_new_for_xml (xml, &error);
+  g_assert_no_error (error);
+  GDBusInterfaceInfo *manager =
+    g_dbus_node_info_lookup_interface (root_info, "org.tally.AgentManager1");
+  g_assert_nonnull (manager);
+  g_assert_nonnull (g_dbus_interface_info_lookup_method (manager, "RegisterAgent"));
+  g_assert_nonnull (g_dbus_interface_info_lookup_method (manager, "UnregisterAgent"));
+
+  /* Payment objects appear under /org/tally/payment with Payment1. */
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *path = request_payment (f, 100, "tea", &error);
+  g_assert_no_error (error);
+  g_autoptr (GVariant) payment = call (f, &f->bob, path, "org.freedesktop.DBus.Introspectable",
+                                       "Introspect", NULL, "(s)", &error);
+  g_assert_no_error (error);
+  g_variant_get (payment, "(&s)", &xml);
+  g_autoptr (GDBusNodeInfo) payment_info = g_dbus_node_info_new_for_xml (xml, &error);
+  g_assert_no_error (error);
+  GDBusInterfaceInfo *p = g_dbus_node_info_lookup_interface (payment_info, "org.tally.Payment1");
+  g_assert_nonnull (p);
+  for (guint i = 0; payment_properties[i] != NULL; i++)
+    g_assert_nonnull (g_dbus_interface_info_lookup_property (p, payment_properties[i]));
+  g_assert_nonnull (g_dbus_interface_info_lookup_method (p, "Cancel"));
+}
+
+static void
+test_register_properties_read_back (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  TallyRegister *reg = tally_daemon_get_register (f->bob.daemon);
+  g_autofree char *id = tally_register_get_id_hex (reg);
+  g_autofree char *key = tally_hex_encode (tally_register_get_public_key (reg), TALLY_PUBLIC_KEY_BYTES);
+
+  g_autoptr (GVariant) reply = call (f, &f->bob, "/org/tally/register",
+                                     "org.freedesktop.DBus.Properties", "GetAll",
+                                     g_variant_new ("(s)", "org.tally.Register1"), "(a{sv})",
+                                     &error);
+  g_assert_no_error (error);
+  g_autoptr (GVariant) all = g_variant_get_child_value (reply, 0);
+  g_autoptr (GVariantDict) props = g_variant_dict_new (all);
+  for (guint i = 0; register_properties[i] != NULL; i++)
+    g_assert_true (g_variant_dict_contains (props, register_properties[i]));
+
+  const char *s;
+  gint64 x;
+  gboolean b;
+  g_assert_true (g_variant_dict_lookup (props, "RegisterId", "&s", &s));
+  g_assert_cmpstr (s, ==, id);
+  g_assert_true (g_variant_dict_lookup (props, "PublicKey", "&s", &s));
+  g_assert_cmpstr (s, ==, key);
+  g_assert_true (g_variant_dict_lookup (props, "ListenAddress", "&s", &s));
+  g_assert_cmpstr (s, ==, f->bob.listen);
+  g_assert_true (g_variant_dict_lookup (props, "Balance", "x", &x));
+  g_assert_cmpint (x, ==, 0);
+  g_assert_true (g_variant_dict_lookup (props, "Currency", "&s", &s));
+  g_assert_cmpstr (s, ==, "");
+  g_assert_true (g_variant_dict_lookup (props, "Closed", "b", &b));
+  g_assert_false (b);
+
+  /* Certificate and voucher over D-Bus show up in the properties, and the
+   * changes are announced. */
+  certify (f, &f->bob, 2000, 3000);
+  g_assert_cmpint (get_balance (f, &f->bob), ==, 3000);
+  g_autoptr (GVariant) currency =
+    get_property (f, &f->bob, "/org/tally/register", "org.tally.Register1", "Currency");
+  g_assert_cmpstr (g_variant_get_string (currency, NULL), ==, TEST_CURRENCY);
+  g_autoptr (GVariant) max_payment =
+    get_property (f, &f->bob, "/org/tally/register", "org.tally.Register1", "MaxPayment");
+  g_assert_cmpint (g_variant_get_int64 (max_payment), ==, 2000);
+  g_autoptr (GVariant) expiry =
+    get_property (f, &f->bob, "/org/tally/register", "org.tally.Register1", "CertificateExpiry");
+  g_assert_cmpuint (g_variant_get_uint64 (expiry), >, tally_now ());
+
+  gboolean saw_balance = FALSE;
+  while (!saw_balance) {
+    for (guint i = 0; i < f->bob_changed->len; i++)
+      if (strcmp (f->bob_changed->pdata[i], "Balance") == 0)
+        saw_balance = TRUE;
+    if (!saw_balance)
+      g_main_context_iteration (NULL, TRUE);
+  }
+}
+
+static void
+test_load_voucher_bad_blob_is_malformed (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) junk = g_bytes_new_static ("\xff\xff\xff not a voucher", 18);
+
+  send_blob (f, &f->bob, "LoadVoucher", junk, &error);
+  g_assert_nonnull (error);
+  g_autofree char *remote = g_dbus_error_get_remote_error (error);
+  g_assert_cmpstr (remote, ==, "org.tally.Error.Malformed");
+  /* The registered table turns the name back into the code. */
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+  g_assert_cmpint (get_balance (f, &f->bob), ==, 0);
+}
+
+static void
+test_error_table_covers_every_code (void)
+{
+  g_autoptr (GHashTable) names = g_hash_table_new (g_str_hash, g_str_equal);
+
+  tally_dbus_error_register ();
+  for (guint code = 1; code <= TALLY_ERROR_LAST; code++) {
+    const char *name = tally_dbus_error_name ((TallyError) code);
+    g_assert_nonnull (name);
+    g_autofree char *want =
+      g_strconcat ("org.tally.Error.", tally_error_to_string ((TallyError) code), NULL);
+    g_assert_cmpstr (name, ==, want);
+    g_assert_true (g_dbus_is_interface_name (name));
+    g_assert_true (g_hash_table_add (names, (gpointer) name));
+
+    /* Both directions through GDBus's registry. */
+    g_autoptr (GError) local = g_error_new_literal (TALLY_ERROR, (gint) code, "x");
+    g_autofree char *encoded = g_dbus_error_encode_gerror (local);
+    g_assert_cmpstr (encoded, ==, name);
+    g_autoptr (GError) decoded = g_dbus_error_new_for_dbus_error (name, "x");
+    g_assert_error (decoded, TALLY_ERROR, (gint) code);
+  }
+  g_assert_cmpuint (g_hash_table_size (names), ==, TALLY_ERROR_LAST);
+  g_assert_null (tally_dbus_error_name ((TallyError) 0));
+  g_assert_null (tally_dbus_error_name ((TallyError) (TALLY_ERROR_LAST + 1)));
+
+  g_autoptr (GError) other = g_error_new_literal (G_IO_ERROR, G_IO_ERROR_FAILED, "x");
+  g_assert_cmpstr (tally_dbus_error_name_for (other), ==, "org.tally.Error.Failed");
+}
+
+static void
+test_second_request_is_exists (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *path = request_payment (f, 750, "lunch", &error);
+  g_assert_no_error (error);
+  g_autofree char *state = get_payment_string (f, &f->bob, path, "State");
+  g_assert_cmpstr (state, ==, "waiting");
+  g_autofree char *role = get_payment_string (f, &f->bob, path, "Role");
+  g_assert_cmpstr (role, ==, "payee");
+  g_autofree char *memo = get_payment_string (f, &f->bob, path, "Memo");
+  g_assert_cmpstr (memo, ==, "lunch");
+  g_autoptr (GVariant) amount = get_property (f, &f->bob, path, "org.tally.Payment1", "Amount");
+  g_assert_cmpint (g_variant_get_int64 (amount), ==, 750);
+
+  g_autofree char *second = request_payment (f, 100, "", &error);
+  g_assert_null (second);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
+  g_clear_error (&error);
+
+  /* Cancelling the first frees the slot. */
+  g_autoptr (GVariant) cancelled =
+    call (f, &f->bob, path, "org.tally.Payment1", "Cancel", NULL, "()", &error);
+  g_assert_no_error (error);
+  g_autofree char *err = get_payment_string (f, &f->bob, path, "Error");
+  g_assert_cmpstr (err, ==, "org.tally.Error.Cancelled");
+  g_autofree char *third = request_payment (f, 100, "", &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (third, !=, path);
+}
+
+static void
+test_request_unknown_option_is_invalid_argument (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  GVariantBuilder options;
+  g_variant_builder_init (&options, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&options, "{sv}", "Colour", g_variant_new_string ("red"));
+
+  certify (f, &f->bob, 5000, 0);
+  g_autoptr (GVariant) reply =
+    call (f, &f->bob, "/org/tally/register", "org.tally.Register1", "RequestPayment",
+          g_variant_new ("(tsa{sv})", (guint64) 100, "", &options), "(o)", &error);
+  g_assert_null (reply);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+}
+
+static void
+test_pay_confirmed_by_agent_moves_balances (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->alice, 5000, 10000);
+  certify (f, &f->bob, 5000, 0);
+  register_agent (f, f->client, TRUE);
+  g_ptr_array_set_size (f->bob_changed, 0);
+
+  g_autofree char *request = request_payment (f, 1250, "coffee beans", &error);
+  g_assert_no_error (error);
+  g_autofree char *payment = pay_bob (f);
+
+  g_autofree char *payer_state = wait_final (f, &f->alice, payment);
+  g_autofree char *payee_state = wait_final (f, &f->bob, request);
+  g_assert_cmpstr (payer_state, ==, "done");
+  g_assert_cmpstr (payee_state, ==, "done");
+
+  g_assert_cmpuint (f->agent_calls, ==, 1);
+  g_assert_cmpint (f->agent_amount, ==, 1250);
+  g_autofree char *bob_id = tally_register_get_id_hex (tally_daemon_get_register (f->bob.daemon));
+  g_autofree char *alice_id =
+    tally_register_get_id_hex (tally_daemon_get_register (f->alice.daemon));
+  g_assert_cmpstr (f->agent_payee, ==, bob_id);
+
+  g_autofree char *payer_code = get_payment_string (f, &f->alice, payment, "ComparisonCode");
+  g_autofree char *payee_code = get_payment_string (f, &f->bob, request, "ComparisonCode");
+  g_assert_cmpstr (payer_code, ==, f->agent_code);
+  g_assert_cmpstr (payer_code, ==, payee_code);
+  g_autofree char *payer_peer = get_payment_string (f, &f->alice, payment, "Peer");
+  g_autofree char *payee_peer = get_payment_string (f, &f->bob, request, "Peer");
+  g_assert_cmpstr (payer_peer, ==, bob_id);
+  g_assert_cmpstr (payee_peer, ==, alice_id);
+  g_autoptr (GVariant) receipt =
+    get_property (f, &f->bob, request, "org.tally.Payment1", "Receipt");
+  g_assert_cmpuint (g_variant_n_children (receipt), >, 0);
+  g_autoptr (GVariant) counter = get_property (f, &f->bob, request, "org.tally.Payment1", "Counter");
+  g_assert_cmpuint (g_variant_get_uint64 (counter), ==, 1);
+
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000 - 1250);
+  g_assert_cmpint (get_balance (f, &f->bob), ==, 1250);
+
+  gboolean saw_balance = FALSE;
+  while (!saw_balance) {
+    for (guint i = 0; i < f->bob_changed->len; i++)
+      if (strcmp (f->bob_changed->pdata[i], "Balance") == 0)
+        saw_balance = TRUE;
+    if (!saw_balance)
+      g_main_context_iteration (NULL, TRUE);
+  }
+
+  /* The register history has the payment on both sides. */
+  g_autoptr (GVariant) history =
+    call (f, &f->bob, "/org/tally/register", "org.tally.Register1", "GetHistory",
+          g_variant_new ("(u)", 1), "(aa{sv})", &error);
+  g_assert_no_error (error);
+  g_autoptr (GVariant) entries = g_variant_get_child_value (history, 0);
+  g_assert_cmpuint (g_variant_n_children (entries), ==, 1);
+  g_autoptr (GVariant) entry = g_variant_get_child_value (entries, 0);
+  g_autoptr (GVariantDict) e = g_variant_dict_new (entry);
+  const char *kind;
+  gint64 amount;
+  g_assert_true (g_variant_dict_lookup (e, "Kind", "&s", &kind));
+  g_assert_cmpstr (kind, ==, tally_entry_kind_to_string (TALLY_ENTRY_RECEIVED));
+  g_assert_true (g_variant_dict_lookup (e, "Amount", "x", &amount));
+  g_assert_cmpint (amount, ==, 1250);
+}
+
+static void
+test_pay_without_agent_is_rejected (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->alice, 5000, 10000);
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *request = request_payment (f, 1250, "", &error);
+  g_assert_no_error (error);
+  g_autofree char *payment = pay_bob (f);
+
+  g_autofree char *payer_state = wait_final (f, &f->alice, payment);
+  g_autofree char *payee_state = wait_final (f, &f->bob, request);
+  g_assert_cmpstr (payer_state, ==, "failed");
+  g_assert_cmpstr (payee_state, ==, "failed");
+  g_autofree char *payer_error = get_payment_string (f, &f->alice, payment, "Error");
+  g_autofree char *payee_error = get_payment_string (f, &f->bob, request, "Error");
+  g_autofree char *message = get_payment_string (f, &f->alice, payment, "ErrorMessage");
+  g_assert_cmpstr (payer_error, ==, "org.tally.Error.Rejected");
+  g_assert_cmpstr (payee_error, ==, "org.tally.Error.Rejected");
+  g_assert_cmpstr (message, ==, "no agent registered");
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+  g_assert_cmpint (get_balance (f, &f->bob), ==, 0);
+}
+
+static void
+test_agent_refusal_rejects_payment (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->alice, 5000, 10000);
+  certify (f, &f->bob, 5000, 0);
+  register_agent (f, f->client, FALSE);
+  g_autofree char *request = request_payment (f, 1250, "", &error);
+  g_assert_no_error (error);
+  g_autofree char *payment = pay_bob (f);
+
+  g_autofree char *payer_state = wait_final (f, &f->alice, payment);
+  g_autofree char *payee_state = wait_final (f, &f->bob, request);
+  g_assert_cmpstr (payer_state, ==, "failed");
+  g_assert_cmpstr (payee_state, ==, "failed");
+  g_assert_cmpuint (f->agent_calls, ==, 1);
+  g_autofree char *payer_error = get_payment_string (f, &f->alice, payment, "Error");
+  g_autofree char *payee_error = get_payment_string (f, &f->bob, request, "Error");
+  g_assert_cmpstr (payer_error, ==, "org.tally.Error.Rejected");
+  g_assert_cmpstr (payee_error, ==, "org.tally.Error.Rejected");
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+  g_assert_cmpint (get_balance (f, &f->bob), ==, 0);
+}
+
+static void
+test_agent_dropped_when_owner_vanishes (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->alice, 5000, 10000);
+  certify (f, &f->bob, 5000, 0);
+  /* An agent on a connection that then goes away. */
+  g_autoptr (GDBusConnection) gone = connect_bus (f);
+  register_agent (f, gone, TRUE);
+  g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (f->agent));
+  g_clear_object (&f->agent);
+  g_dbus_connection_close_sync (gone, NULL, &error);
+  g_assert_no_error (error);
+
+  g_autofree char *request = request_payment (f, 1250, "", &error);
+  g_assert_no_error (error);
+  g_autofree char *payment = pay_bob (f);
+  g_autofree char *payer_state = wait_final (f, &f->alice, payment);
+  g_assert_cmpstr (payer_state, ==, "failed");
+  g_autofree char *message = get_payment_string (f, &f->alice, payment, "ErrorMessage");
+  g_assert_cmpstr (message, ==, "no agent registered");
+  g_assert_cmpuint (f->agent_calls, ==, 0);
+}
+
+static void
+test_payer_without_request_gets_not_found (Fixture *f, gconstpointer data)
+{
+  certify (f, &f->alice, 5000, 10000);
+  certify (f, &f->bob, 5000, 0);
+  register_agent (f, f->client, TRUE);
+
+  g_autofree char *payment = pay_bob (f);
+  g_autofree char *state = wait_final (f, &f->alice, payment);
+  g_assert_cmpstr (state, ==, "failed");
+  g_autofree char *err = get_payment_string (f, &f->alice, payment, "Error");
+  g_assert_cmpstr (err, ==, "org.tally.Error.NotFound");
+  g_assert_cmpuint (f->agent_calls, ==, 0);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+}
+
+static void
+test_finished_payments_capped (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *first = NULL;
+
+  certify (f, &f->bob, 5000, 0);
+  for (guint i = 0; i < TALLY_DAEMON_MAX_PAYMENTS + 1; i++) {
+    g_autofree char *path = request_payment (f, 100, "", &error);
+    g_assert_no_error (error);
+    g_autoptr (GVariant) reply =
+      call (f, &f->bob, path, "org.tally.Payment1", "Cancel", NULL, "()", &error);
+    g_assert_no_error (error);
+    if (first == NULL)
+      first = g_steal_pointer (&path);
+  }
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->bob.daemon), ==, TALLY_DAEMON_MAX_PAYMENTS);
+
+  /* The oldest finished payment went away with its object. */
+  g_autoptr (GVariant) gone =
+    call (f, &f->bob, first, "org.freedesktop.DBus.Properties", "Get",
+          g_variant_new ("(ss)", "org.tally.Payment1", "State"), "(v)", &error);
+  g_assert_null (gone);
+  g_assert_nonnull (error);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+
+#define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_set_up, fn, fixture_tear_down)
+  ADD ("/daemon/dbus/introspection-lists-interfaces", test_introspection_lists_interfaces);
+  ADD ("/daemon/dbus/register-properties-read-back", test_register_properties_read_back);
+  ADD ("/daemon/dbus/load-voucher-bad-blob-is-malformed", test_load_voucher_bad_blob_is_malformed);
+  ADD ("/daemon/dbus/second-request-is-exists", test_second_request_is_exists);
+  ADD ("/daemon/dbus/request-unknown-option-is-invalid-argument",
+       test_request_unknown_option_is_invalid_argument);
+  ADD ("/daemon/dbus/pay-confirmed-by-agent-moves-balances",
+       test_pay_confirmed_by_agent_moves_balances);
+  ADD ("/daemon/dbus/pay-without-agent-is-rejected", test_pay_without_agent_is_rejected);
+  ADD ("/daemon/dbus/agent-refusal-rejects-payment", test_agent_refusal_rejects_payment);
+  ADD ("/daemon/dbus/agent-dropped-when-owner-vanishes", test_agent_dropped_when_owner_vanishes);
+  ADD ("/daemon/dbus/payer-without-request-gets-not-found",
+       test_payer_without_request_gets_not_found);
+  ADD ("/daemon/dbus/finished-payments-capped-at-64", test_finished_payments_capped);
+#undef ADD
+  g_test_add_func ("/daemon/dbus/error-table-covers-every-code", test_error_table_covers_every_code);
+
+  test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
+  g_test_dbus_up (test_bus);
+  int rc = g_test_run ();
+  g_test_dbus_down (test_bus);
+  g_object_unref (test_bus);
+  return rc;
+}
