@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Runs the Tally payment scenario with the programs in build/ and shows every
+# command and what it printed.  Usually started by 'scripts/tally-dev demo',
+# which builds first.
+#
+#   TALLY_BUILD_DIR=DIR   where the programs are (default: build/)
+#   TALLY_KEEP=1          keep the temporary directory (issuer, registers,
+#                         configuration files, daemon logs) for a closer look
+
+set -euo pipefail
+
+case "${1:-}" in
+  -h|--help) sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+
+# shellcheck source-path=SCRIPTDIR source=scenario.sh
+. "$(dirname "${BASH_SOURCE[0]}")/scenario.sh"
+scn_private_bus "$0" "$@"
+
+SCN_VERBOSE=1
+scn_setup
+scn_say "Tally demo: an issuer, three registers, two offline payments, one audit."
+scn_say "Commands are shown as typed, with \$T for $SCN_TMP."
+scn_run_scenario
+scn_say ""
+scn_say "Done: alice paid bob over a UNIX socket, bob paid carol onward offline,"
+scn_say "and the issuer's audit balances."

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Installs the Debian 12 packages needed to build Tally, run its test suite
+# and run the demo.  Idempotent: when every package is already installed it
+# does not touch apt at all.
+#
+#   scripts/install-deps.sh            install what is missing
+#   scripts/install-deps.sh --check    only report what is missing (exit 1 if any)
+
+set -euo pipefail
+
+PACKAGES=(
+  build-essential
+  meson
+  ninja-build
+  pkg-config
+  python3
+  libglib2.0-dev
+  libglib2.0-dev-bin
+  libglib2.0-bin
+  libsodium-dev
+  libprotobuf-c-dev
+  protobuf-c-compiler
+  libsqlite3-dev
+  sqlite3
+  dbus
+  dbus-daemon
+  dbus-bin
+  clang
+  llvm
+  valgrind
+  jq
+  ca-certificates
+  git
+)
+
+say() { printf 'install-deps: %s\n' "$*"; }
+die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
+
+check_only=0
+case "${1:-}" in
+  "") ;;
+  --check) check_only=1 ;;
+  -h|--help)
+    sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0 ;;
+  *) die "unknown argument: $1 (try --help)" ;;
+esac
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+  if [ "$status" != "installed" ]; then
+    missing+=("$pkg")
+  fi
+done
+
+if [ "${#missing[@]}" -eq 0 ]; then
+  say "all ${#PACKAGES[@]} packages already installed"
+  exit 0
+fi
+
+say "missing: ${missing[*]}"
+if [ "$check_only" -eq 1 ]; then
+  exit 1
+fi
+
+if [ -r /etc/os-release ]; then
+  # shellcheck disable=SC1091
+  . /etc/os-release
+  if [ "${ID:-}" != "debian" ] || [ "${VERSION_ID:-}" != "12" ]; then
+    say "warning: written for Debian 12, this is ${PRETTY_NAME:-unknown}; trying anyway"
+  fi
+fi
+
+command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install these by hand: ${missing[*]}"
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    SUDO=(sudo)
+    say "not root: using sudo"
+  else
+    die "not root and sudo is not installed.  Run this script as root
+(e.g. 'su -c scripts/install-deps.sh'), or install these packages yourself:
+  apt-get install ${missing[*]}"
+  fi
+fi
+
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+for pkg in "${missing[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+  [ "$status" = "installed" ] || die "package $pkg is still not installed"
+done
+say "installed: ${missing[*]}"

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# End to end: the scenario of scripts/demo.sh with the real programs, then
+# checks of its outcome and two payments that must be refused.
+#
+#   test-e2e.sh TALLY_ISSUER TALLYD TALLYCTL
+
+set -euo pipefail
+
+if [ "$#" -ne 3 ]; then
+  echo "usage: $0 TALLY_ISSUER TALLYD TALLYCTL" >&2
+  exit 2
+fi
+
+SCN_SRC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source-path=SCRIPTDIR source=../../scripts/scenario.sh
+. "$SCN_SRC_ROOT/scripts/scenario.sh"
+scn_private_bus "$0" "$@"
+
+TALLY_ISSUER=$1
+TALLYD=$2
+TALLYCTL=$3
+SCN_VERBOSE=${SCN_VERBOSE:-0}
+
+ok() { printf 'ok - %s\n' "$*"; }
+
+expect_balance() {
+  local name=$1 want=$2
+  scn_get_balance "$name"
+  [ "$SCN_BAL" = "$want" ] ||
+    scn_fail "$name's balance is $(scn_fmt "$SCN_BAL"), expected $(scn_fmt "$want")"
+  ok "$name holds $(scn_fmt "$want") $SCN_CURRENCY"
+}
+
+expect_audit() {
+  local field=$1 want=$2 got
+  got=$(jq -c ".$field" <<<"$SCN_AUDIT_JSON")
+  [ "$got" = "$want" ] || scn_fail "audit: $field is $got, expected $want (audit: $SCN_AUDIT_JSON)"
+  ok "audit: $field = $want"
+}
+
+# expect_history NAME KIND:AMOUNT...: after reconciliation the register's
+# history holds exactly these entries (amounts in minor units), each settled.
+expect_history() {
+  local name=$1
+  shift
+  scn_ctl "$name" --json history
+  local json=$SCN_OUT want have
+  want=$(printf '%s\n' "$@" | sort | paste -sd ' ')
+  have=$(jq -r '.[] | "\(.Kind):\(.Amount)"' <<<"$json" | sort | paste -sd ' ')
+  [ "$have" = "$want" ] || scn_fail "$name's history is '$have', expected '$want': $json"
+  have=$(jq -r '[.[] | select(.State != "settled")] | length' <<<"$json")
+  [ "$have" = 0 ] || scn_fail "$name has $have unsettled entries after reconciliation: $json"
+  ok "$name's history: $want, all settled"
+}
+
+expect_error() {
+  local what=$1 name=$2
+  grep -q -F "$name" <<<"$SCN_OUT" || scn_fail "$what: expected $name, got: $SCN_OUT"
+  ok "$what fails with $name"
+}
+
+scn_setup
+scn_run_scenario
+
+scn_say ""
+scn_say "== Checks =="
+expect_balance alice 2750
+expect_balance bob 750
+expect_balance carol 500
+expect_audit balanced true
+expect_audit in_flight 0
+expect_audit issued 10000
+expect_audit online 6000
+expect_audit offline 4000
+expect_history alice load:4000 spent:1250
+expect_history bob received:1250 spent:500
+expect_history carol received:500
+
+# Alice holds 27.50 but her certificate allows at most 20.00 per payment.
+scn_pay_expect_fail alice carol 25.00 "over the limit"
+SCN_OUT=$SCN_PAYER_OUT
+expect_error "a payment above the certified max-payment" org.tally.Error.LimitPayment
+expect_balance alice 2750
+expect_balance carol 500
+
+# The voucher alice loaded in step 3, once more.
+scn_run_expect_fail "$TALLYCTL" --name "${SCN_BUS[alice]}" load "$SCN_TMP/alice-voucher"
+expect_error "loading a voucher twice" org.tally.Error.VoucherReplay
+expect_balance alice 2750
+
+scn_say "All end-to-end checks passed."
