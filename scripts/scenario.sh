@@ -16,6 +16,8 @@
 #   TALLY_ISSUER, TALLYD, TALLYCTL   the three programs; default: from
 #                                    $TALLY_BUILD_DIR (default: build/)
 #   TALLY_KEEP=1                     keep the temporary directory
+#   TALLY_WRAP                       run every program under this command,
+#                                    e.g. "valgrind --error-exitcode=99 -q"
 #   SCN_VERBOSE=1                    print every command and its output
 #
 # Everything runs on a private session bus: the entry scripts re-execute
@@ -159,7 +161,24 @@ scn_find_programs() {
     [ -x "$p" ] || scn_fail "$p is missing; build first (scripts/tally-dev build)"
   done
   command -v jq >/dev/null || scn_fail "jq is missing (scripts/install-deps.sh)"
+  if [ -n "${TALLY_WRAP:-}" ]; then
+    scn_wrap_programs
+  fi
   export TALLY_ISSUER TALLYD TALLYCTL
+}
+
+# Runs every program under $TALLY_WRAP (e.g. valgrind): small scripts stand
+# in for them, so the rest of the scenario needs no change.
+scn_wrap_programs() {
+  local dir var real
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/tally-wrap.XXXXXX")
+  for var in TALLY_ISSUER TALLYD TALLYCTL; do
+    real=${!var}
+    printf '#!/bin/sh\nexec %s %q "$@"\n' "$TALLY_WRAP" "$real" >"$dir/$(basename "$real")"
+    chmod +x "$dir/$(basename "$real")"
+    printf -v "$var" '%s' "$dir/$(basename "$real")"
+  done
+  SCN_WRAP_DIR=$dir
 }
 
 # Re-executes the calling script under its own session bus, once, so the
@@ -216,6 +235,7 @@ scn_cleanup() {
       rm -rf -- "$SCN_TMP"
     fi
   fi
+  [ -z "${SCN_WRAP_DIR:-}" ] || rm -rf -- "$SCN_WRAP_DIR"
   exit "$rc"
 }
 
