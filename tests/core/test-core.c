@@ -401,6 +401,41 @@ test_envelope_refuses_flipped_signature_bit (void)
 }
 
 static void
+test_envelope_remembered_verification_binds_key_body_and_signature (void)
+{
+  Keys a, b;
+
+  keys_init (&a, 0x02);
+  keys_init (&b, 0x03);
+  g_autoptr (Tally__SignedEnvelope) env = sign_test_body (CTX_PERMISSION, &a);
+  /* Verified once, so remembered; every variation must still fail. */
+  g_assert_true (tally_envelope_verify (env, CTX_PERMISSION, a.pk, NULL));
+  g_assert_true (tally_envelope_verify (env, CTX_PERMISSION, a.pk, NULL));
+  {
+    g_autoptr (GError) error = NULL;
+    g_assert_false (tally_envelope_verify (env, CTX_PERMISSION, b.pk, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_BAD_SIGNATURE);
+  }
+  {
+    g_autoptr (GError) error = NULL;
+    env->body.data[0] ^= 1;
+    g_assert_false (tally_envelope_verify (env, CTX_PERMISSION, a.pk, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_BAD_SIGNATURE);
+    env->body.data[0] ^= 1;
+  }
+  {
+    g_autoptr (GError) error = NULL;
+    env->signature.data[63] ^= 0x10;
+    g_assert_false (tally_envelope_verify (env, CTX_PERMISSION, a.pk, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_BAD_SIGNATURE);
+    env->signature.data[63] ^= 0x10;
+  }
+  g_assert_true (tally_envelope_verify (env, CTX_PERMISSION, a.pk, NULL));
+  keys_clear (&a);
+  keys_clear (&b);
+}
+
+static void
 test_envelope_refuses_wrong_key (void)
 {
   Keys a, b;
@@ -1659,6 +1694,8 @@ main (int argc, char **argv)
   g_test_add_func ("/core/envelope/refuses-flipped-signature-bit",
                    test_envelope_refuses_flipped_signature_bit);
   g_test_add_func ("/core/envelope/refuses-wrong-key", test_envelope_refuses_wrong_key);
+  g_test_add_func ("/core/envelope/remembered-verification-binds-key-body-and-signature",
+                   test_envelope_remembered_verification_binds_key_body_and_signature);
   g_test_add_func ("/core/envelope/refuses-wrong-context", test_envelope_refuses_wrong_context);
   g_test_add_func ("/core/envelope/refuses-relabelled-context",
                    test_envelope_refuses_relabelled_context);
