@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The payment handshake over a socketpair.  Honest sessions talk to each
- * other; for hostile input, one side is a scripted peer written from
- * docs/protocol.md (key schedule, transcript, AEAD) that can forge any
- * field.  Every refusal asserts its specific error, an Error message back
- * to the peer, and a register left exactly as it was.
+ * other; for hostile input, one side is the scripted peer of script.c,
+ * written from docs/protocol.md (key schedule, transcript, AEAD), that can
+ * forge any field.  Every refusal asserts its specific error, an Error
+ * message back to the peer, and a register left exactly as it was.
  */
 
 #include <string.h>
@@ -12,12 +12,12 @@
 #include <unistd.h>
 
 #include "tally-frame.h"
+#include "script.h"
 #include "tally-session.h"
 #include "wallet-fixture.h"
 
 #define NOW  FIXTURE_NOW
-#define EPH  crypto_kx_PUBLICKEYBYTES
-#define KEYB crypto_kx_SESSIONKEYBYTES
+#define EPH  SCRIPT_EPH_BYTES
 
 /* --- socketpair plumbing --------------------------------------------------- */
 
@@ -268,242 +268,6 @@ test_second_payment_sends_certificate_hash (Fixture *f, gconstpointer data)
   g_assert_cmpuint (saved, <=, cert_len - TALLY_HASH_BYTES + 4);
 }
 
-/* --- scripted peers -------------------------------------------------------- */
-
-/*
- * A payer or payee written from the spec, not from pairing/: it keeps the
- * transcript and keys itself so that tests can put anything in the
- * signed and sealed bodies.
- */
-typedef struct
-{
-  gboolean is_payer;
-  guint8 eph_pk[EPH], eph_sk[crypto_kx_SECRETKEYBYTES];
-  guint8 rx[KEYB], tx[KEYB];
-  guint64 rx_seq, tx_seq;
-  guint8 t[TALLY_HASH_BYTES];
-  guint8 t1[TALLY_HASH_BYTES];
-  guint8 peer_eph[EPH];
-  guint8 offer_sig[TALLY_SIGNATURE_BYTES];
-  guint8 cert_hash[TALLY_HASH_BYTES]; /* sent when script_pay gets no certificate */
-  Tally__OfferBody *offer;
-} Script;
-
-static void
-script_init (Script *s, gboolean is_payer)
-{
-  memset (s, 0, sizeof *s);
-  s->is_payer = is_payer;
-  crypto_kx_keypair (s->eph_pk, s->eph_sk);
-  tally_hash ("transcript-init", NULL, 0, s->t);
-}
-
-static void
-script_clear (Script *s)
-{
-  g_clear_pointer (&s->offer, tally__offer_body_free);
-  sodium_memzero (s, sizeof *s);
-}
-
-static void
-script_mix (Script *s, const guint8 *a, gsize alen, const guint8 *b, gsize blen)
-{
-  TallyHash h;
-  tally_hash_init (&h, "transcript", TALLY_HASH_BYTES);
-  tally_hash_update (&h, s->t, TALLY_HASH_BYTES);
-  tally_hash_update_prefixed (&h, a, alen);
-  if (b != NULL)
-    tally_hash_update_prefixed (&h, b, blen);
-  tally_hash_final (&h, s->t);
-}
-
-static void
-script_keys (Script *s, const guint8 *peer_eph)
-{
-  memcpy (s->peer_eph, peer_eph, EPH);
-  if (s->is_payer)
-    g_assert_cmpint (crypto_kx_client_session_keys (s->rx, s->tx, s->eph_pk, s->eph_sk, peer_eph),
-                     ==, 0);
-  else
-    g_assert_cmpint (crypto_kx_server_session_keys (s->rx, s->tx, s->eph_pk, s->eph_sk, peer_eph),
-                     ==, 0);
-}
-
-static void
-nonce_of (guint64 seq, guint8 n[crypto_aead_chacha20poly1305_IETF_NPUBBYTES])
-{
-  memset (n, 0, crypto_aead_chacha20poly1305_IETF_NPUBBYTES);
-  for (int i = 0; i < 8; i++)
-    n[i] = (guint8) (seq >> (8 * i));
-}
-
-static GBytes *
-script_seal (Script *s, const guint8 *ad, gsize adlen, GBytes *plain)
-{
-  guint8 n[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
-  nonce_of (s->tx_seq++, n);
-  gsize len = g_bytes_get_size (plain);
-  guint8 *out = g_malloc (len + crypto_aead_chacha20poly1305_IETF_ABYTES);
-  unsigned long long clen;
-  crypto_aead_chacha20poly1305_ietf_encrypt (out, &clen, g_bytes_get_data (plain, NULL), len, ad,
-                                             adlen, NULL, n, s->tx);
-  return g_bytes_new_take (out, (gsize) clen);
-}
-
-static GBytes *
-script_open (Script *s, const ProtobufCBinaryData *ct, const guint8 *ad, gsize adlen)
-{
-  guint8 n[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
-  nonce_of (s->rx_seq++, n);
-  g_assert_cmpuint (ct->len, >=, crypto_aead_chacha20poly1305_IETF_ABYTES);
-  guint8 *out = g_malloc (ct->len);
-  unsigned long long mlen;
-  g_assert_cmpint (crypto_aead_chacha20poly1305_ietf_decrypt (out, &mlen, NULL, ct->data, ct->len,
-                                                              ad, adlen, n, s->rx),
-                   ==, 0);
-  return g_bytes_new_take (out, (gsize) mlen);
-}
-
-static GBytes *
-pack_session (Tally__SessionMessage *m)
-{
-  return tally_message_pack (&m->base);
-}
-
-static Tally__SessionMessage *
-unpack_session (GBytes *b)
-{
-  Tally__SessionMessage *m = TALLY_UNPACK (Tally__SessionMessage, tally__session_message,
-                                           g_bytes_get_data (b, NULL), g_bytes_get_size (b),
-                                           "session", NULL);
-  g_assert_nonnull (m);
-  return m;
-}
-
-/* Scripted payer, step 1. */
-static GBytes *
-script_hello (Script *s, guint32 version, gsize eph_len)
-{
-  Tally__Hello h = TALLY__HELLO__INIT;
-  h.version = version;
-  h.ephemeral_public_key.data = s->eph_pk;
-  h.ephemeral_public_key.len = eph_len;
-  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
-  m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
-  m.hello = &h;
-  GBytes *out = pack_session (&m);
-  script_mix (s, g_bytes_get_data (out, NULL), g_bytes_get_size (out), NULL, 0);
-  return out;
-}
-
-/* Scripted payer, step 2: open the honest payee's offer. */
-static void
-script_take_offer (Script *s, GBytes *msg)
-{
-  g_autoptr (Tally__SessionMessage) m = unpack_session (msg);
-  g_assert_cmpint (m->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_OFFER);
-  memcpy (s->t1, s->t, TALLY_HASH_BYTES);
-  script_keys (s, m->offer->ephemeral_public_key.data);
-  guint8 ad[TALLY_HASH_BYTES + EPH];
-  memcpy (ad, s->t1, TALLY_HASH_BYTES);
-  memcpy (ad + TALLY_HASH_BYTES, s->peer_eph, EPH);
-  g_autoptr (GBytes) plain = script_open (s, &m->offer->ciphertext, ad, sizeof ad);
-  g_autoptr (Tally__OfferSealed) sealed =
-    TALLY_UNPACK (Tally__OfferSealed, tally__offer_sealed, g_bytes_get_data (plain, NULL),
-                  g_bytes_get_size (plain), "offer", NULL);
-  g_assert_nonnull (sealed);
-  script_mix (s, s->peer_eph, EPH, sealed->body.data, sealed->body.len);
-  memcpy (s->offer_sig, sealed->signature.data, TALLY_SIGNATURE_BYTES);
-  s->offer = TALLY_UNPACK (Tally__OfferBody, tally__offer_body, sealed->body.data,
-                           sealed->body.len, "offer body", NULL);
-  g_assert_nonnull (s->offer);
-}
-
-/* Scripted payer, step 3: any certificate, any permission, signed by
- * @signer (a register's tally_register_sign) or by @raw_sk. */
-static GBytes *
-script_pay (Script *s, GBytes *certificate, GBytes *permission, TallyRegister *signer,
-            const guint8 *raw_sk)
-{
-  g_autoptr (Tally__SignedEnvelope) cert = certificate ? fixture_envelope (certificate) : NULL;
-  g_autoptr (Tally__SignedEnvelope) perm = fixture_envelope (permission);
-  Tally__PayBody body = TALLY__PAY_BODY__INIT;
-  body.payer_certificate = cert;
-  body.permission = perm;
-  body.payer_certificate_hash.data = s->cert_hash;
-  body.payer_certificate_hash.len = cert ? 0 : TALLY_HASH_BYTES;
-  g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
-
-  guint8 t2[TALLY_HASH_BYTES];
-  memcpy (t2, s->t, sizeof t2);
-  script_mix (s, s->offer_sig, TALLY_SIGNATURE_BYTES, g_bytes_get_data (body_bytes, NULL),
-              g_bytes_get_size (body_bytes));
-  guint8 sig[TALLY_SIGNATURE_BYTES];
-  if (signer != NULL)
-    tally_register_sign (signer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_PAY, s->t,
-                         TALLY_HASH_BYTES, sig);
-  else
-    tally_sign_detached (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_PAY, s->t,
-                         TALLY_HASH_BYTES, raw_sk, sig);
-
-  Tally__PaySealed sealed = TALLY__PAY_SEALED__INIT;
-  sealed.body.data = (guint8 *) g_bytes_get_data (body_bytes, &sealed.body.len);
-  sealed.signature.data = sig;
-  sealed.signature.len = sizeof sig;
-  g_autoptr (GBytes) plain = tally_message_pack (&sealed.base);
-  g_autoptr (GBytes) ct = script_seal (s, t2, sizeof t2, plain);
-  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
-  m.msg_case = TALLY__SESSION_MESSAGE__MSG_PAY;
-  m.pay.data = (guint8 *) g_bytes_get_data (ct, &m.pay.len);
-  return pack_session (&m);
-}
-
-/* Scripted payee, step 2: an offer with any certificate and request,
- * signed over the transcript by @signer or @raw_sk. */
-static GBytes *
-script_offer (Script *s, GBytes *hello_msg, GBytes *certificate, const Tally__PaymentRequest *req,
-              TallyRegister *signer, const guint8 *raw_sk)
-{
-  g_autoptr (Tally__SessionMessage) hm = unpack_session (hello_msg);
-  g_assert_cmpint (hm->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_HELLO);
-  script_mix (s, g_bytes_get_data (hello_msg, NULL), g_bytes_get_size (hello_msg), NULL, 0);
-  memcpy (s->t1, s->t, TALLY_HASH_BYTES);
-  script_keys (s, hm->hello->ephemeral_public_key.data);
-
-  g_autoptr (Tally__SignedEnvelope) cert = fixture_envelope (certificate);
-  Tally__OfferBody body = TALLY__OFFER_BODY__INIT;
-  body.payee_certificate = cert;
-  body.request = (Tally__PaymentRequest *) req;
-  g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
-  script_mix (s, s->eph_pk, EPH, g_bytes_get_data (body_bytes, NULL),
-              g_bytes_get_size (body_bytes));
-  if (signer != NULL)
-    tally_register_sign (signer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_OFFER, s->t,
-                         TALLY_HASH_BYTES, s->offer_sig);
-  else
-    tally_sign_detached (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_OFFER, s->t,
-                         TALLY_HASH_BYTES, raw_sk, s->offer_sig);
-
-  Tally__OfferSealed sealed = TALLY__OFFER_SEALED__INIT;
-  sealed.body.data = (guint8 *) g_bytes_get_data (body_bytes, &sealed.body.len);
-  sealed.signature.data = s->offer_sig;
-  sealed.signature.len = TALLY_SIGNATURE_BYTES;
-  g_autoptr (GBytes) plain = tally_message_pack (&sealed.base);
-  guint8 ad[TALLY_HASH_BYTES + EPH];
-  memcpy (ad, s->t1, TALLY_HASH_BYTES);
-  memcpy (ad + TALLY_HASH_BYTES, s->eph_pk, EPH);
-  g_autoptr (GBytes) ct = script_seal (s, ad, sizeof ad, plain);
-
-  Tally__Offer offer = TALLY__OFFER__INIT;
-  offer.ephemeral_public_key.data = s->eph_pk;
-  offer.ephemeral_public_key.len = EPH;
-  offer.ciphertext.data = (guint8 *) g_bytes_get_data (ct, &offer.ciphertext.len);
-  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
-  m.msg_case = TALLY__SESSION_MESSAGE__MSG_OFFER;
-  m.offer = &offer;
-  return pack_session (&m);
-}
-
 /* Feeds @msg to @session and asserts refusal with @code, an Error reply
  * carrying that code, and @reg unchanged. */
 static void
@@ -517,7 +281,7 @@ assert_refused (TallySession *session, TallyRegister *reg, GBytes *msg, TallyErr
   g_assert_error (error, TALLY_ERROR, (gint) code);
   g_assert_cmpint (tally_session_get_state (session), ==, TALLY_SESSION_STATE_FAILED);
   g_assert_nonnull (reply);
-  g_autoptr (Tally__SessionMessage) m = unpack_session (reply);
+  g_autoptr (Tally__SessionMessage) m = script_unpack_session (reply);
   g_assert_cmpint (m->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_ERROR);
   g_assert_cmpuint (m->error->code, ==, (guint) code);
   g_autofree char *after = fixture_register_dump (reg, TRUE);
@@ -777,9 +541,9 @@ test_payee_refuses_tampered_ciphertext (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   g_autoptr (GBytes) perm = honest_permission (f, &r);
   g_autoptr (GBytes) msg = script_pay (&r.s, cert, perm, f->payer, NULL);
-  g_autoptr (Tally__SessionMessage) m = unpack_session (msg);
+  g_autoptr (Tally__SessionMessage) m = script_unpack_session (msg);
   m->pay.data[m->pay.len / 2] ^= 1;
-  g_autoptr (GBytes) tampered = pack_session (m);
+  g_autoptr (GBytes) tampered = script_pack_session (m);
   assert_refused (r.payee, f->payee, tampered, TALLY_ERROR_DECRYPT);
   payee_rig_clear (&r);
 }
@@ -854,7 +618,7 @@ test_refuses_message_in_wrong_state (Fixture *f, gconstpointer data)
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_RECEIPT;
   m.receipt.data = junk;
   m.receipt.len = sizeof junk;
-  g_autoptr (GBytes) receipt = pack_session (&m);
+  g_autoptr (GBytes) receipt = script_pack_session (&m);
   assert_refused (payee, f->payee, receipt, TALLY_ERROR_WRONG_STATE);
 }
 
@@ -971,9 +735,9 @@ test_payer_refuses_tampered_offer (Fixture *f, gconstpointer data)
   payer_rig_init (&r, f);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payee);
   g_autoptr (GBytes) offer = script_offer (&r.s, r.hello, cert, r.request, f->payee, NULL);
-  g_autoptr (Tally__SessionMessage) m = unpack_session (offer);
+  g_autoptr (Tally__SessionMessage) m = script_unpack_session (offer);
   m->offer->ciphertext.data[3] ^= 0x80;
-  g_autoptr (GBytes) tampered = pack_session (m);
+  g_autoptr (GBytes) tampered = script_pack_session (m);
   assert_refused (r.payer, f->payer, tampered, TALLY_ERROR_DECRYPT);
   payer_rig_clear (&r);
 }

@@ -1,0 +1,154 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * A scripted payer or payee, written from docs/protocol.md §4 and not from
+ * pairing/: it keeps the transcript and session keys itself, so tests can
+ * put anything in the signed and sealed bodies, and it records every
+ * intermediate value (transcript hashes, keys, signatures, each AEAD input
+ * and output) so that the published handshake vectors come from it.
+ *
+ * tests/pairing/test-session.c proves it interoperates with the real
+ * sessions; tests/pairing/handshake-vectors.c checks that the real sessions
+ * reproduce the vectors it generates.
+ */
+
+#include <glib.h>
+
+#include "tally-core.h"
+#include "tally-register.h"
+#include "vectors.h"
+
+G_BEGIN_DECLS
+
+#define SCRIPT_EPH_BYTES   crypto_kx_PUBLICKEYBYTES
+#define SCRIPT_KEY_BYTES   crypto_kx_SESSIONKEYBYTES
+#define SCRIPT_NONCE_BYTES crypto_aead_chacha20poly1305_IETF_NPUBBYTES
+#define SCRIPT_CODE_DIGITS 6
+
+/* One AEAD operation, sealed or opened. */
+typedef struct
+{
+  guint8 nonce[SCRIPT_NONCE_BYTES];
+  GBytes *ad;
+  GBytes *plain;
+  GBytes *ciphertext;
+} ScriptAead;
+
+typedef struct
+{
+  gboolean is_payer;
+  guint8 eph_pk[SCRIPT_EPH_BYTES], eph_sk[crypto_kx_SECRETKEYBYTES];
+  guint8 peer_eph[SCRIPT_EPH_BYTES];
+  guint8 rx[SCRIPT_KEY_BYTES], tx[SCRIPT_KEY_BYTES];
+  guint64 rx_seq, tx_seq;
+  guint8 t[TALLY_HASH_BYTES]; /* the running transcript */
+  guint8 t0[TALLY_HASH_BYTES], t1[TALLY_HASH_BYTES], t2[TALLY_HASH_BYTES], t3[TALLY_HASH_BYTES];
+  guint8 offer_sig[TALLY_SIGNATURE_BYTES];
+  guint8 pay_sig[TALLY_SIGNATURE_BYTES];
+  guint8 code_hash[TALLY_HASH_BYTES]; /* H("comparison-code", T2) */
+  char code[SCRIPT_CODE_DIGITS + 1];
+  guint8 cert_hash[TALLY_HASH_BYTES]; /* sent when script_pay gets no certificate */
+
+  GBytes *offer_body; /* OfferBody bytes, built or opened */
+  GBytes *pay_body;   /* PayBody bytes, built or opened */
+  ScriptAead offer_aead, pay_aead, receipt_aead;
+
+  Tally__OfferBody *offer;        /* payer: the offer it opened */
+  Tally__PayBody *pay;            /* payee: the pay it opened */
+  Tally__SignedEnvelope *receipt; /* payer: the receipt it opened */
+} Script;
+
+/* A fresh random ephemeral key pair. */
+void script_init (Script *s, gboolean is_payer);
+/* The ephemeral key pair of crypto_kx_seed_keypair (@seed). */
+void script_init_seeded (Script *s, gboolean is_payer, const guint8 seed[crypto_kx_SEEDBYTES]);
+void script_clear (Script *s);
+
+GBytes *script_pack_session (Tally__SessionMessage *m);
+/* Decodes a SessionMessage; fails the test when it is not one. */
+Tally__SessionMessage *script_unpack_session (GBytes *b);
+
+/* Payer, step 1: Hello with revocation serial 0 and the first @eph_len
+ * bytes of the ephemeral key.  Mixes T1. */
+GBytes *script_hello (Script *s, guint32 version, gsize eph_len);
+
+/* Payer, step 2: opens an offer, mixes T2, computes the comparison code.
+ * Does not authenticate the payee: see script_verify_peer(). */
+void script_take_offer (Script *s, GBytes *msg);
+
+/* Payer, step 3: any certificate (NULL: cert_hash stands in), any
+ * permission, the transcript signed by @signer (a register's
+ * tally_register_sign) or by @raw_sk. */
+GBytes *script_pay (Script *s,
+                    GBytes *certificate,
+                    GBytes *permission,
+                    TallyRegister *signer,
+                    const guint8 *raw_sk);
+
+/* Payer, step 4: opens the receipt. */
+void script_take_receipt (Script *s, GBytes *msg);
+
+/* Payee, step 2: an offer carrying @certificate and @req only, signed
+ * over the transcript by @signer or @raw_sk. */
+GBytes *script_offer (Script *s,
+                      GBytes *hello_msg,
+                      GBytes *certificate,
+                      const Tally__PaymentRequest *req,
+                      TallyRegister *signer,
+                      const guint8 *raw_sk);
+
+/* Payee, step 2, with every OfferBody field chosen by the caller. */
+GBytes *script_offer_body (Script *s,
+                           GBytes *hello_msg,
+                           const Tally__OfferBody *body,
+                           TallyRegister *signer,
+                           const guint8 *raw_sk);
+
+/* Payee, step 3: opens the pay message and mixes T3.  Does not
+ * authenticate the payer: see script_verify_peer(). */
+void script_take_pay (Script *s, GBytes *msg);
+
+/* Payee, step 4: seals @receipt (a packed envelope) for the payer. */
+GBytes *script_receipt (Script *s, GBytes *receipt);
+
+/* The peer's transcript signature under @public_key: the offer's over T2
+ * for a payer, the pay's over T3 for a payee.  TRANSCRIPT when it fails. */
+gboolean script_verify_peer (Script *s,
+                             const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                             GError **error);
+
+/* --- the handshake vectors (docs/test-vectors.md, "Handshake") ------------- */
+
+#define SCRIPT_VECTORS_FENCE_TAG "handshake-vectors"
+
+/* Every seed byte is repeated 32 times. */
+#define SCRIPT_VECTORS_PAYER_EPHEMERAL_SEED 0x04
+#define SCRIPT_VECTORS_PAYEE_EPHEMERAL_SEED 0x05
+#define SCRIPT_VECTORS_NONCE_BYTE           0x06
+
+#define SCRIPT_VECTORS_AMOUNT   1250
+#define SCRIPT_VECTORS_CURRENCY "EUR"
+#define SCRIPT_VECTORS_MEMO     "coffee"
+/* Request created, Hello and Offer exchanged. */
+#define SCRIPT_VECTORS_OFFER_TIME ((guint64) VECTORS_TIME)
+/* The payer's agent confirms: the permission's created_at. */
+#define SCRIPT_VECTORS_PAY_TIME ((guint64) VECTORS_TIME + 5)
+/* The payee credits: the receipt's received_at. */
+#define SCRIPT_VECTORS_RECEIPT_TIME ((guint64) VECTORS_TIME + 6)
+/* OfferBody.max_message of the payee. */
+#define SCRIPT_VECTORS_MAX_MESSAGE 8192
+
+/* One whole payment between a scripted payer and a scripted payee from the
+ * fixed inputs: every vector in the order gen-handshake-vectors prints
+ * them (array of Vector, see tests/core/vectors.h). */
+GPtrArray *script_vectors_build (void);
+
+/* "## section" lines, "name: hex" lines and one "# comparison code: ..."
+ * comment line after the comparison code. */
+char *script_vectors_format (const GPtrArray *vectors);
+
+/* The value of @name; NULL when absent. */
+GBytes *script_vectors_lookup (const GPtrArray *vectors, const char *name);
+
+G_END_DECLS
