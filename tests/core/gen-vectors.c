@@ -23,7 +23,7 @@ main (int argc, char **argv)
   }
 
   g_autoptr (GPtrArray) vectors = vectors_build ();
-  g_autofree char *text = vectors_format (vectors);
+  g_autofree char *text = vector_list_format (vectors, NULL, NULL);
   if (fputs (text, stdout) == EOF || fflush (stdout) != 0) {
     perror (argv[0]);
     return 1;

@@ -16,228 +16,30 @@
 
 #define LABEL_PREFIX "tally/v1/"
 
-typedef struct
-{
-  GPtrArray *vectors; /* Vector, in document order */
-  GString *block;     /* text of the tagged blocks, fences excluded */
-  guint n_blocks;
-} Published;
-
-typedef struct
-{
-  guint missing;
-  guint extra;
-  guint changed;
-  guint moved; /* right value under another section */
-  guint duplicate;
-} Comparison;
-
 static char *document_path;
 
-static void
-published_free (Published *p)
-{
-  if (p == NULL)
-    return;
-  g_ptr_array_unref (p->vectors);
-  g_string_free (p->block, TRUE);
-  g_free (p);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (Published, published_free)
-
-static gboolean
-valid_name (const char *name)
-{
-  if (*name == '\0')
-    return FALSE;
-  for (const char *c = name; *c; c++)
-    if (!g_ascii_islower (*c) && !g_ascii_isdigit (*c) && *c != '_' && *c != '.' && *c != '-')
-      return FALSE;
-  return TRUE;
-}
-
-static GBytes *
-decode_hex (const char *hex)
-{
-  gsize n = strlen (hex);
-  if (n % 2 != 0)
-    return NULL;
-  for (gsize i = 0; i < n; i++)
-    if (!g_ascii_isxdigit (hex[i]))
-      return NULL;
-  guint8 *out = g_malloc (n / 2 + 1);
-  size_t got = 0;
-  if (sodium_hex2bin (out, n / 2, hex, n, NULL, &got, NULL) != 0 || got != n / 2) {
-    g_free (out);
-    return NULL;
-  }
-  return g_bytes_new_take (out, got);
-}
-
-/* Reads the "```core-vectors" blocks: "## section" lines, "name: hex" lines
- * and blank lines; anything else in them is an error. */
-static Published *
-parse_document (const char *text, GError **error)
-{
-  g_autoptr (Published) p = g_new0 (Published, 1);
-  g_auto (GStrv) lines = g_strsplit (text, "\n", -1);
-  g_autofree char *section = NULL;
-  gboolean in_ours = FALSE, in_other = FALSE;
-
-  p->vectors = g_ptr_array_new_with_free_func ((GDestroyNotify) vector_free);
-  p->block = g_string_new (NULL);
-
-  for (guint i = 0; lines[i] != NULL; i++) {
-    const char *line = lines[i];
-    guint lineno = i + 1;
-
-    if (g_str_has_prefix (line, "```")) {
-      if (in_ours) {
-        in_ours = FALSE;
-      } else if (in_other) {
-        in_other = FALSE;
-      } else if (strcmp (line + 3, VECTORS_FENCE_TAG) == 0) {
-        in_ours = TRUE;
-        p->n_blocks++;
-        g_clear_pointer (&section, g_free);
-      } else {
-        in_other = TRUE;
-      }
-      continue;
-    }
-    if (!in_ours)
-      continue;
-
-    g_string_append (p->block, line);
-    g_string_append_c (p->block, '\n');
-    if (*line == '\0')
-      continue;
-    if (g_str_has_prefix (line, "## ")) {
-      g_free (section);
-      section = g_strdup (line + 3);
-      if (!valid_name (section)) {
-        g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "line %u: bad section \"%s\"",
-                     lineno, section);
-        return NULL;
-      }
-      continue;
-    }
-
-    const char *colon = strchr (line, ':');
-    if (colon == NULL || (colon[1] != '\0' && (colon[1] != ' ' || colon[2] == '\0'))) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
-                   "line %u: expected \"name: hex\", got \"%s\"", lineno, line);
-      return NULL;
-    }
-    g_autofree char *name = g_strndup (line, (gsize) (colon - line));
-    const char *hex = colon[1] == '\0' ? "" : colon + 2;
-    if (!valid_name (name) || section == NULL) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
-                   "line %u: bad vector name \"%s\" or no section before it", lineno, name);
-      return NULL;
-    }
-    GBytes *value = decode_hex (hex);
-    if (value == NULL) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "line %u: %s: bad hex", lineno,
-                   name);
-      return NULL;
-    }
-    Vector *v = g_new0 (Vector, 1);
-    v->section = g_strdup (section);
-    v->name = g_steal_pointer (&name);
-    v->value = value;
-    g_ptr_array_add (p->vectors, v);
-  }
-  if (in_ours) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "unterminated %s block",
-                 VECTORS_FENCE_TAG);
-    return NULL;
-  }
-  return g_steal_pointer (&p);
-}
-
-static Published *
+static VectorDoc *
 load_document (void)
 {
-  g_autofree char *text = NULL;
   g_autoptr (GError) error = NULL;
 
   g_assert_nonnull (document_path);
-  g_file_get_contents (document_path, &text, NULL, &error);
+  VectorDoc *doc = vector_doc_load (document_path, VECTORS_FENCE_TAG, &error);
   g_assert_no_error (error);
-  Published *p = parse_document (text, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (p);
-  return p;
+  g_assert_nonnull (doc);
+  return doc;
 }
 
-static const Vector *
-find (const GPtrArray *vectors, const char *name)
+static VectorDoc *
+parse_document (const char *text, GError **error)
 {
-  for (guint i = 0; i < vectors->len; i++) {
-    const Vector *v = g_ptr_array_index (vectors, i);
-    if (strcmp (v->name, name) == 0)
-      return v;
-  }
-  return NULL;
+  return vector_doc_parse (text, VECTORS_FENCE_TAG, error);
 }
 
-/* The published value of @name; fails the test when it is absent. */
-static GBytes *
-published_value (const Published *p, const char *name)
-{
-  const Vector *v = find (p->vectors, name);
-  if (v == NULL)
-    g_error ("%s: vector \"%s\" is not published", document_path, name);
-  return v->value;
-}
-
-static char *
-to_hex (GBytes *b)
-{
-  gsize len;
-  const guint8 *data = g_bytes_get_data (b, &len);
-  return tally_hex_encode (data, len);
-}
-
-static Comparison
+static VectorComparison
 compare (const GPtrArray *expected, const GPtrArray *published)
 {
-  Comparison c = { 0 };
-  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
-
-  for (guint i = 0; i < published->len; i++) {
-    const Vector *v = g_ptr_array_index (published, i);
-    if (!g_hash_table_add (seen, v->name)) {
-      g_test_message ("published twice: %s", v->name);
-      c.duplicate++;
-    }
-    if (find (expected, v->name) == NULL) {
-      g_test_message ("published but not generated: %s", v->name);
-      c.extra++;
-    }
-  }
-  for (guint i = 0; i < expected->len; i++) {
-    const Vector *e = g_ptr_array_index (expected, i);
-    const Vector *v = find (published, e->name);
-    if (v == NULL) {
-      g_test_message ("generated but not published: %s", e->name);
-      c.missing++;
-      continue;
-    }
-    if (!g_bytes_equal (e->value, v->value)) {
-      g_autofree char *want = to_hex (e->value);
-      g_autofree char *got = to_hex (v->value);
-      g_test_message ("%s differs:\n  core:      %s\n  published: %s", e->name, want, got);
-      c.changed++;
-    }
-    if (strcmp (e->section, v->section) != 0) {
-      g_test_message ("%s is under \"## %s\", expected \"## %s\"", e->name, v->section,
-                      e->section);
-      c.moved++;
-    }
-  }
-  return c;
+  return vector_list_compare (expected, published, "core");
 }
 
 /* --- the document against the core ----------------------------------------- */
@@ -245,18 +47,18 @@ compare (const GPtrArray *expected, const GPtrArray *published)
 static void
 test_document_has_one_block (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
 
-  g_assert_cmpuint (p->n_blocks, ==, 1);
-  g_assert_cmpuint (p->vectors->len, >, 0);
+  g_assert_cmpuint (vector_doc_get_n_blocks (p), ==, 1);
+  g_assert_cmpuint (vector_doc_get_vectors (p)->len, >, 0);
 }
 
 static void
 test_no_vector_missing (void)
 {
   g_autoptr (GPtrArray) expected = vectors_build ();
-  g_autoptr (Published) p = load_document ();
-  Comparison c = compare (expected, p->vectors);
+  g_autoptr (VectorDoc) p = load_document ();
+  VectorComparison c = compare (expected, vector_doc_get_vectors (p));
 
   g_assert_cmpuint (c.missing, ==, 0);
 }
@@ -265,8 +67,8 @@ static void
 test_no_vector_extra_or_duplicate (void)
 {
   g_autoptr (GPtrArray) expected = vectors_build ();
-  g_autoptr (Published) p = load_document ();
-  Comparison c = compare (expected, p->vectors);
+  g_autoptr (VectorDoc) p = load_document ();
+  VectorComparison c = compare (expected, vector_doc_get_vectors (p));
 
   g_assert_cmpuint (c.extra, ==, 0);
   g_assert_cmpuint (c.duplicate, ==, 0);
@@ -276,8 +78,8 @@ static void
 test_every_value_matches_core (void)
 {
   g_autoptr (GPtrArray) expected = vectors_build ();
-  g_autoptr (Published) p = load_document ();
-  Comparison c = compare (expected, p->vectors);
+  g_autoptr (VectorDoc) p = load_document ();
+  VectorComparison c = compare (expected, vector_doc_get_vectors (p));
 
   g_assert_cmpuint (c.changed, ==, 0);
   g_assert_cmpuint (c.moved, ==, 0);
@@ -287,24 +89,14 @@ static void
 test_block_is_generator_output (void)
 {
   g_autoptr (GPtrArray) expected = vectors_build ();
-  g_autofree char *text = vectors_format (expected);
-  g_autoptr (Published) p = load_document ();
+  g_autofree char *text = vector_list_format (expected, NULL, NULL);
+  g_autoptr (VectorDoc) p = load_document ();
 
   /* Pasted verbatim: only the fences surround it. */
-  g_assert_cmpstr (p->block->str, ==, text);
+  g_assert_cmpstr (vector_doc_get_block (p), ==, text);
 }
 
 /* --- the published values, checked on their own ----------------------------- */
-
-static void
-assert_bytes_equal (GBytes *got, GBytes *want, const char *what)
-{
-  if (!g_bytes_equal (got, want)) {
-    g_autofree char *g = to_hex (got);
-    g_autofree char *w = to_hex (want);
-    g_error ("%s:\n  got:  %s\n  want: %s", what, g, w);
-  }
-}
 
 static GBytes *
 labelled (GBytes *label, GBytes *input)
@@ -326,7 +118,7 @@ static void
 test_published_keys_derive_from_seeds (void)
 {
   static const char *const parties[] = { "issuer", "register_a", "register_b" };
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
 
   for (gsize i = 0; i < G_N_ELEMENTS (parties); i++) {
     g_autofree char *n_seed = g_strconcat (parties[i], ".seed", NULL);
@@ -334,7 +126,7 @@ test_published_keys_derive_from_seeds (void)
     g_autofree char *n_sk = g_strconcat (parties[i], ".secret_key", NULL);
     g_autofree char *n_id =
       g_strconcat (parties[i], i == 0 ? ".key_id" : ".register_id", NULL);
-    GBytes *seed = published_value (p, n_seed);
+    GBytes *seed = vector_doc_value (p, n_seed);
     guint8 pk[TALLY_PUBLIC_KEY_BYTES], sk[TALLY_SECRET_KEY_BYTES], id[TALLY_ID_BYTES];
 
     g_assert_cmpuint (g_bytes_get_size (seed), ==, crypto_sign_SEEDBYTES);
@@ -347,9 +139,9 @@ test_published_keys_derive_from_seeds (void)
     g_autoptr (GBytes) b_pk = g_bytes_new (pk, sizeof pk);
     g_autoptr (GBytes) b_sk = g_bytes_new (sk, sizeof sk);
     g_autoptr (GBytes) b_id = g_bytes_new (id, sizeof id);
-    assert_bytes_equal (published_value (p, n_pk), b_pk, n_pk);
-    assert_bytes_equal (published_value (p, n_sk), b_sk, n_sk);
-    assert_bytes_equal (published_value (p, n_id), b_id, n_id);
+    vector_assert_bytes_equal (vector_doc_value (p, n_pk), b_pk, n_pk);
+    vector_assert_bytes_equal (vector_doc_value (p, n_sk), b_sk, n_sk);
+    vector_assert_bytes_equal (vector_doc_value (p, n_id), b_id, n_id);
     sodium_memzero (sk, sizeof sk);
   }
 }
@@ -357,34 +149,34 @@ test_published_keys_derive_from_seeds (void)
 static void
 test_published_hashes_match_preimages (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
 
   for (const char *const *c = vectors_hash_cases (); *c != NULL; c++) {
     g_autofree char *n_label = g_strdup_printf ("hash.%s.label", *c);
     g_autofree char *n_input = g_strdup_printf ("hash.%s.input", *c);
     g_autofree char *n_pre = g_strdup_printf ("hash.%s.preimage", *c);
     g_autofree char *n_out = g_strdup_printf ("hash.%s.output", *c);
-    GBytes *out = published_value (p, n_out);
+    GBytes *out = vector_doc_value (p, n_out);
     gsize out_len = g_bytes_get_size (out);
     guint8 raw[crypto_generichash_BYTES_MAX];
 
     g_autoptr (GBytes) preimage =
-      labelled (published_value (p, n_label), published_value (p, n_input));
-    assert_bytes_equal (published_value (p, n_pre), preimage, n_pre);
+      labelled (vector_doc_value (p, n_label), vector_doc_value (p, n_input));
+    vector_assert_bytes_equal (vector_doc_value (p, n_pre), preimage, n_pre);
 
     g_assert_cmpuint (out_len, >=, crypto_generichash_BYTES_MIN);
     g_assert_cmpuint (out_len, <=, crypto_generichash_BYTES_MAX);
     crypto_generichash (raw, out_len, g_bytes_get_data (preimage, NULL),
                         g_bytes_get_size (preimage), NULL, 0);
     g_autoptr (GBytes) b_raw = g_bytes_new (raw, out_len);
-    assert_bytes_equal (out, b_raw, n_out);
+    vector_assert_bytes_equal (out, b_raw, n_out);
   }
 }
 
 static void
 test_published_signatures_verify (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
   gsize n;
   const VectorEnvelope *envs = vectors_envelopes (&n);
 
@@ -397,11 +189,11 @@ test_published_signatures_verify (void)
     g_autofree char *n_sig = g_strconcat (name, ".signature", NULL);
     g_autofree char *n_env = g_strconcat (name, ".envelope", NULL);
     g_autofree char *n_hash = g_strconcat (name, ".body_hash", NULL);
-    GBytes *body = published_value (p, n_body);
-    GBytes *msg = published_value (p, n_msg);
-    GBytes *pk = published_value (p, n_pk);
-    GBytes *sig = published_value (p, n_sig);
-    GBytes *packed = published_value (p, n_env);
+    GBytes *body = vector_doc_value (p, n_body);
+    GBytes *msg = vector_doc_value (p, n_msg);
+    GBytes *pk = vector_doc_value (p, n_pk);
+    GBytes *sig = vector_doc_value (p, n_sig);
+    GBytes *packed = vector_doc_value (p, n_env);
     g_autoptr (GError) error = NULL;
 
     g_test_message ("%s", name);
@@ -411,7 +203,7 @@ test_published_signatures_verify (void)
     /* The signed bytes are the label, a 0x00 and the body... */
     g_autoptr (GBytes) label_bytes = g_bytes_new_static (label, strlen (label));
     g_autoptr (GBytes) expect_msg = labelled (label_bytes, body);
-    assert_bytes_equal (msg, expect_msg, n_msg);
+    vector_assert_bytes_equal (msg, expect_msg, n_msg);
 
     /* ...under plain Ed25519... */
     g_assert_cmpint (crypto_sign_verify_detached (g_bytes_get_data (sig, NULL),
@@ -428,8 +220,8 @@ test_published_signatures_verify (void)
     g_assert_cmpint (env->context, ==, envs[i].context);
     g_autoptr (GBytes) env_body = g_bytes_new (env->body.data, env->body.len);
     g_autoptr (GBytes) env_sig = g_bytes_new (env->signature.data, env->signature.len);
-    assert_bytes_equal (env_body, body, n_body);
-    assert_bytes_equal (env_sig, sig, n_sig);
+    vector_assert_bytes_equal (env_body, body, n_body);
+    vector_assert_bytes_equal (env_sig, sig, n_sig);
     g_assert_true (tally_envelope_verify (env, envs[i].context, g_bytes_get_data (pk, NULL),
                                           &error));
     g_assert_no_error (error);
@@ -438,25 +230,25 @@ test_published_signatures_verify (void)
     crypto_generichash (hash, sizeof hash, g_bytes_get_data (expect_msg, NULL),
                         g_bytes_get_size (expect_msg), NULL, 0);
     g_autoptr (GBytes) b_hash = g_bytes_new (hash, sizeof hash);
-    assert_bytes_equal (published_value (p, n_hash), b_hash, n_hash);
+    vector_assert_bytes_equal (vector_doc_value (p, n_hash), b_hash, n_hash);
   }
 }
 
 #define UNPACK_PUBLISHED(Type, prefix, p, name)                                                    \
-  TALLY_UNPACK (Type, prefix, g_bytes_get_data (published_value ((p), (name)), NULL),              \
-                g_bytes_get_size (published_value ((p), (name))), (name), NULL)
+  TALLY_UNPACK (Type, prefix, g_bytes_get_data (vector_doc_value ((p), (name)), NULL),             \
+                g_bytes_get_size (vector_doc_value ((p), (name))), (name), NULL)
 
 static void
-assert_field (const ProtobufCBinaryData *field, const Published *p, const char *name)
+assert_field (const ProtobufCBinaryData *field, const VectorDoc *p, const char *name)
 {
   g_autoptr (GBytes) got = g_bytes_new (field->data, field->len);
-  assert_bytes_equal (got, published_value (p, name), name);
+  vector_assert_bytes_equal (got, vector_doc_value (p, name), name);
 }
 
 static void
 test_published_scenario_is_consistent (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
   g_autoptr (GError) error = NULL;
 
   g_autoptr (Tally__RegisterCertificate) cert = UNPACK_PUBLISHED (
@@ -479,8 +271,8 @@ test_published_scenario_is_consistent (void)
   g_assert_nonnull (defund);
 
   /* The certificate passes the core's own checks at the base time. */
-  GBytes *issuer_pk = published_value (p, "issuer.public_key");
-  GBytes *cert_packed = published_value (p, "register_certificate.envelope");
+  GBytes *issuer_pk = vector_doc_value (p, "issuer.public_key");
+  GBytes *cert_packed = vector_doc_value (p, "register_certificate.envelope");
   g_autoptr (Tally__SignedEnvelope) cert_env = tally_envelope_decode (
     g_bytes_get_data (cert_packed, NULL), g_bytes_get_size (cert_packed), &error);
   g_assert_no_error (error);
@@ -490,7 +282,7 @@ test_published_scenario_is_consistent (void)
   g_assert_nonnull (checked);
   assert_field (&checked->register_id, p, "register_a.register_id");
 
-  GBytes *voucher_packed = published_value (p, "load_voucher.envelope");
+  GBytes *voucher_packed = vector_doc_value (p, "load_voucher.envelope");
   g_autoptr (Tally__SignedEnvelope) voucher_env = tally_envelope_decode (
     g_bytes_get_data (voucher_packed, NULL), g_bytes_get_size (voucher_packed), &error);
   g_assert_no_error (error);
@@ -499,7 +291,7 @@ test_published_scenario_is_consistent (void)
   g_assert_no_error (error);
   g_assert_nonnull (voucher_checked);
 
-  GBytes *list_packed = published_value (p, "revocation_list.envelope");
+  GBytes *list_packed = vector_doc_value (p, "revocation_list.envelope");
   g_autoptr (Tally__SignedEnvelope) list_env = tally_envelope_decode (
     g_bytes_get_data (list_packed, NULL), g_bytes_get_size (list_packed), &error);
   g_assert_no_error (error);
@@ -508,7 +300,7 @@ test_published_scenario_is_consistent (void)
   g_assert_no_error (error);
   g_assert_nonnull (list);
   g_assert_false (tally_revocation_list_contains (
-    list, g_bytes_get_data (published_value (p, "register_a.register_id"), NULL)));
+    list, g_bytes_get_data (vector_doc_value (p, "register_a.register_id"), NULL)));
 
   /* The payment answers the request and starts register A's chain. */
   assert_field (&permission->payer_register_id, p, "register_a.register_id");
@@ -522,7 +314,7 @@ test_published_scenario_is_consistent (void)
   assert_field (&permission->chain_prev, p, "chain.register_a.genesis");
   assert_field (&permission->memo_hash, p, "hash.memo.output");
   g_autoptr (GBytes) memo = g_bytes_new_static (request->memo, strlen (request->memo));
-  assert_bytes_equal (memo, published_value (p, "hash.memo.input"), "request memo");
+  vector_assert_bytes_equal (memo, vector_doc_value (p, "hash.memo.input"), "request memo");
   assert_field (&permission->memo_hash, p, "hash.memo.output");
 
   /* The receipt names the permission by its body hash. */
@@ -537,10 +329,10 @@ test_published_scenario_is_consistent (void)
   g_assert_cmpint (defund->amount->value, ==, voucher->amount->value - permission->amount->value);
 
   /* The chain entries are the body hashes of the signed entries. */
-  assert_bytes_equal (published_value (p, "chain.register_a.entry_1"),
-                      published_value (p, "deposit_permission.body_hash"), "entry_1");
-  assert_bytes_equal (published_value (p, "chain.register_a.entry_2"),
-                      published_value (p, "defund_record.body_hash"), "entry_2");
+  vector_assert_bytes_equal (vector_doc_value (p, "chain.register_a.entry_1"),
+                             vector_doc_value (p, "deposit_permission.body_hash"), "entry_1");
+  vector_assert_bytes_equal (vector_doc_value (p, "chain.register_a.entry_2"),
+                             vector_doc_value (p, "defund_record.body_hash"), "entry_2");
 }
 
 /* --- the comparison itself can fail ------------------------------------------ */
@@ -549,40 +341,40 @@ static void
 test_comparison_detects_differences (void)
 {
   g_autoptr (GPtrArray) expected = vectors_build ();
-  g_autofree char *text = vectors_format (expected);
+  g_autofree char *text = vector_list_format (expected, NULL, NULL);
   g_autoptr (GError) error = NULL;
-  Comparison c;
+  VectorComparison c;
 
   /* The generator's own output, fenced, compares clean. */
   g_autofree char *doc = g_strdup_printf ("# t\n\n```" VECTORS_FENCE_TAG "\n%s```\n", text);
-  g_autoptr (Published) clean = parse_document (doc, &error);
+  g_autoptr (VectorDoc) clean = parse_document (doc, &error);
   g_assert_no_error (error);
-  c = compare (expected, clean->vectors);
+  c = compare (expected, vector_doc_get_vectors (clean));
   g_assert_cmpuint (c.missing + c.extra + c.changed + c.moved + c.duplicate, ==, 0);
-  g_assert_cmpstr (clean->block->str, ==, text);
+  g_assert_cmpstr (vector_doc_get_block (clean), ==, text);
 
   /* One value changed, one dropped, one added, one repeated. */
-  g_autoptr (Published) bad = parse_document (doc, &error);
+  g_autoptr (VectorDoc) bad = parse_document (doc, &error);
   g_assert_no_error (error);
-  Vector *changed = g_ptr_array_index (bad->vectors, 0);
+  Vector *changed = g_ptr_array_index (vector_doc_get_vectors (bad), 0);
   gsize len;
   guint8 *data = g_bytes_unref_to_data (changed->value, &len);
   data[0] ^= 1;
   changed->value = g_bytes_new_take (data, len);
-  g_ptr_array_remove_index (bad->vectors, 1);
+  g_ptr_array_remove_index (vector_doc_get_vectors (bad), 1);
   Vector *extra = g_new0 (Vector, 1);
   extra->section = g_strdup ("keys");
   extra->name = g_strdup ("issuer.spare");
   extra->value = g_bytes_new ("x", 1);
-  g_ptr_array_add (bad->vectors, extra);
-  const Vector *last = g_ptr_array_index (bad->vectors, 5);
+  g_ptr_array_add (vector_doc_get_vectors (bad), extra);
+  const Vector *last = g_ptr_array_index (vector_doc_get_vectors (bad), 5);
   Vector *dup = g_new0 (Vector, 1);
   dup->section = g_strdup ("elsewhere");
   dup->name = g_strdup (last->name);
   dup->value = g_bytes_ref (last->value);
-  g_ptr_array_add (bad->vectors, dup);
+  g_ptr_array_add (vector_doc_get_vectors (bad), dup);
 
-  c = compare (expected, bad->vectors);
+  c = compare (expected, vector_doc_get_vectors (bad));
   g_assert_cmpuint (c.changed, ==, 1);
   g_assert_cmpuint (c.missing, ==, 1);
   g_assert_cmpuint (c.extra, ==, 1);
@@ -603,7 +395,7 @@ test_parser_refuses_stray_lines (void)
 
   for (gsize i = 0; i < G_N_ELEMENTS (docs); i++) {
     g_autoptr (GError) error = NULL;
-    g_autoptr (Published) p = parse_document (docs[i], &error);
+    g_autoptr (VectorDoc) p = parse_document (docs[i], &error);
     g_test_message ("%s", docs[i]);
     g_assert_null (p);
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
@@ -611,11 +403,11 @@ test_parser_refuses_stray_lines (void)
 
   /* Other fenced blocks, and prose, are not vectors. */
   g_autoptr (GError) error = NULL;
-  g_autoptr (Published) p = parse_document (
+  g_autoptr (VectorDoc) p = parse_document (
     "## keys\nissuer.seed: 01\n```\nissuer.seed: 02\n```\n```text\nx: 03\n```\n", &error);
   g_assert_no_error (error);
-  g_assert_cmpuint (p->vectors->len, ==, 0);
-  g_assert_cmpuint (p->n_blocks, ==, 0);
+  g_assert_cmpuint (vector_doc_get_vectors (p)->len, ==, 0);
+  g_assert_cmpuint (vector_doc_get_n_blocks (p), ==, 0);
 }
 
 int

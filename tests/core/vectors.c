@@ -46,25 +46,10 @@ vectors_hash_cases (void)
   return hash_cases;
 }
 
-void
-vector_free (Vector *v)
-{
-  if (v == NULL)
-    return;
-  g_free (v->section);
-  g_free (v->name);
-  g_bytes_unref (v->value);
-  g_free (v);
-}
-
 static void
 add (Builder *b, const char *name, const void *data, gsize len)
 {
-  Vector *v = g_new0 (Vector, 1);
-  v->section = g_strdup (b->section);
-  v->name = g_strdup (name);
-  v->value = g_bytes_new (data, len);
-  g_ptr_array_add (b->out, v);
+  g_ptr_array_add (b->out, vector_new (b->section, name, data, len));
 }
 
 static void
@@ -229,7 +214,7 @@ set_bytes (ProtobufCBinaryData *field, const guint8 *data, gsize len)
 GPtrArray *
 vectors_build (void)
 {
-  Builder b = { g_ptr_array_new_with_free_func ((GDestroyNotify) vector_free), NULL };
+  Builder b = { vector_list_new (), NULL };
   Party issuer, reg_a, reg_b;
   guint8 genesis[TALLY_HASH_BYTES], head1[TALLY_HASH_BYTES], head2[TALLY_HASH_BYTES];
   guint8 permission_hash[TALLY_HASH_BYTES], defund_hash[TALLY_HASH_BYTES];
@@ -381,29 +366,4 @@ vectors_build (void)
   party_clear (&reg_a);
   party_clear (&reg_b);
   return b.out;
-}
-
-char *
-vectors_format (const GPtrArray *vectors)
-{
-  GString *s = g_string_new (NULL);
-  const char *section = NULL;
-
-  for (guint i = 0; i < vectors->len; i++) {
-    const Vector *v = g_ptr_array_index (vectors, i);
-    if (g_strcmp0 (section, v->section) != 0) {
-      if (section != NULL)
-        g_string_append_c (s, '\n');
-      g_string_append_printf (s, "## %s\n", v->section);
-      section = v->section;
-    }
-    gsize len;
-    const guint8 *data = g_bytes_get_data (v->value, &len);
-    g_autofree char *hex = tally_hex_encode (data, len);
-    if (len > 0)
-      g_string_append_printf (s, "%s: %s\n", v->name, hex);
-    else
-      g_string_append_printf (s, "%s:\n", v->name);
-  }
-  return g_string_free (s, FALSE);
 }

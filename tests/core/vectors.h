@@ -10,6 +10,7 @@
 #include <glib.h>
 
 #include "tally-core.h"
+#include "vector-doc.h"
 
 G_BEGIN_DECLS
 
@@ -23,16 +24,6 @@ G_BEGIN_DECLS
 
 /* Info string of the fenced blocks in docs/test-vectors.md that hold them. */
 #define VECTORS_FENCE_TAG "core-vectors"
-
-typedef struct
-{
-  char *section;
-  char *name;
-  GBytes *value;
-} Vector;
-
-void vector_free (Vector *v);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (Vector, vector_free)
 
 /* A signed object among the vectors: "<name>.envelope", "<name>.body",
  * "<name>.signature", "<name>.signed_message", "<name>.public_key" and
@@ -48,10 +39,8 @@ const VectorEnvelope *vectors_envelopes (gsize *n_envelopes);
 /* Hash cases: "hash.<case>.label", ".input", ".preimage", ".output". */
 const char *const *vectors_hash_cases (void);
 
-/* Every vector, in the order gen-vectors prints them (array of Vector). */
+/* Every vector, in the order gen-vectors prints them (array of Vector);
+ * gen-vectors prints vector_list_format() of it, without comments. */
 GPtrArray *vectors_build (void);
-
-/* The text gen-vectors prints: "## section" lines and "name: hex" lines. */
-char *vectors_format (const GPtrArray *vectors);
 
 G_END_DECLS

@@ -36,36 +36,7 @@
 
 #define LABEL_PREFIX "tally/v1/"
 
-typedef struct
-{
-  GPtrArray *vectors;  /* Vector, in document order */
-  GPtrArray *comments; /* text after "# " of each comment line */
-  GString *block;      /* text of the tagged blocks, fences excluded */
-  guint n_blocks;
-} Published;
-
-typedef struct
-{
-  guint missing;
-  guint extra;
-  guint changed;
-  guint moved; /* right value under another section */
-  guint duplicate;
-} Comparison;
-
 static char *document_path;
-
-static void
-published_free (Published *p)
-{
-  if (p == NULL)
-    return;
-  g_ptr_array_unref (p->vectors);
-  g_ptr_array_unref (p->comments);
-  g_string_free (p->block, TRUE);
-  g_free (p);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (Published, published_free)
 
 /* --- the pinned random source ------------------------------------------------ */
 
@@ -148,242 +119,49 @@ assert_pins_taken (void)
 
 /* --- parsing ------------------------------------------------------------------ */
 
-static gboolean
-valid_name (const char *name)
-{
-  if (*name == '\0')
-    return FALSE;
-  for (const char *c = name; *c; c++)
-    if (!g_ascii_islower (*c) && !g_ascii_isdigit (*c) && *c != '_' && *c != '.' && *c != '-')
-      return FALSE;
-  return TRUE;
-}
-
-static GBytes *
-decode_hex (const char *hex)
-{
-  gsize n = strlen (hex);
-  if (n % 2 != 0)
-    return NULL;
-  for (gsize i = 0; i < n; i++)
-    if (!g_ascii_isxdigit (hex[i]) || g_ascii_isupper (hex[i]))
-      return NULL;
-  guint8 *out = g_malloc (n / 2 + 1);
-  size_t got = 0;
-  if (sodium_hex2bin (out, n / 2, hex, n, NULL, &got, NULL) != 0 || got != n / 2) {
-    g_free (out);
-    return NULL;
-  }
-  return g_bytes_new_take (out, got);
-}
-
-/* Reads the "```handshake-vectors" blocks: "## section" lines, "# comment"
- * lines, "name: hex" lines and blank lines; anything else in them is an
- * error. */
-static Published *
-parse_document (const char *text, GError **error)
-{
-  g_autoptr (Published) p = g_new0 (Published, 1);
-  g_auto (GStrv) lines = g_strsplit (text, "\n", -1);
-  g_autofree char *section = NULL;
-  gboolean in_ours = FALSE, in_other = FALSE;
-
-  p->vectors = g_ptr_array_new_with_free_func ((GDestroyNotify) vector_free);
-  p->comments = g_ptr_array_new_with_free_func (g_free);
-  p->block = g_string_new (NULL);
-
-  for (guint i = 0; lines[i] != NULL; i++) {
-    const char *line = lines[i];
-    guint lineno = i + 1;
-
-    if (g_str_has_prefix (line, "```")) {
-      if (in_ours) {
-        in_ours = FALSE;
-      } else if (in_other) {
-        in_other = FALSE;
-      } else if (strcmp (line + 3, SCRIPT_VECTORS_FENCE_TAG) == 0) {
-        in_ours = TRUE;
-        p->n_blocks++;
-        g_clear_pointer (&section, g_free);
-      } else {
-        in_other = TRUE;
-      }
-      continue;
-    }
-    if (!in_ours)
-      continue;
-
-    g_string_append (p->block, line);
-    g_string_append_c (p->block, '\n');
-    if (*line == '\0')
-      continue;
-    if (g_str_has_prefix (line, "## ")) {
-      g_free (section);
-      section = g_strdup (line + 3);
-      if (!valid_name (section)) {
-        g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "line %u: bad section \"%s\"",
-                     lineno, section);
-        return NULL;
-      }
-      continue;
-    }
-    if (g_str_has_prefix (line, "# ")) {
-      g_ptr_array_add (p->comments, g_strdup (line + 2));
-      continue;
-    }
-
-    const char *colon = strchr (line, ':');
-    if (colon == NULL || (colon[1] != '\0' && (colon[1] != ' ' || colon[2] == '\0'))) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
-                   "line %u: expected \"name: hex\", got \"%s\"", lineno, line);
-      return NULL;
-    }
-    g_autofree char *name = g_strndup (line, (gsize) (colon - line));
-    const char *hex = colon[1] == '\0' ? "" : colon + 2;
-    if (!valid_name (name) || section == NULL) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
-                   "line %u: bad vector name \"%s\" or no section before it", lineno, name);
-      return NULL;
-    }
-    GBytes *value = decode_hex (hex);
-    if (value == NULL) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "line %u: %s: bad hex", lineno,
-                   name);
-      return NULL;
-    }
-    Vector *v = g_new0 (Vector, 1);
-    v->section = g_strdup (section);
-    v->name = g_steal_pointer (&name);
-    v->value = value;
-    g_ptr_array_add (p->vectors, v);
-  }
-  if (in_ours) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "unterminated %s block",
-                 SCRIPT_VECTORS_FENCE_TAG);
-    return NULL;
-  }
-  return g_steal_pointer (&p);
-}
-
-static Published *
+static VectorDoc *
 load_document (void)
 {
-  g_autofree char *text = NULL;
   g_autoptr (GError) error = NULL;
 
   g_assert_nonnull (document_path);
-  g_file_get_contents (document_path, &text, NULL, &error);
+  VectorDoc *doc = vector_doc_load (document_path, SCRIPT_VECTORS_FENCE_TAG, &error);
   g_assert_no_error (error);
-  Published *p = parse_document (text, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (p);
-  return p;
+  g_assert_nonnull (doc);
+  return doc;
 }
 
-static const Vector *
-find (const GPtrArray *vectors, const char *name)
+static VectorDoc *
+parse_document (const char *text, GError **error)
 {
-  for (guint i = 0; i < vectors->len; i++) {
-    const Vector *v = g_ptr_array_index (vectors, i);
-    if (strcmp (v->name, name) == 0)
-      return v;
-  }
-  return NULL;
-}
-
-/* The value of @name in @vectors; fails the test when it is absent. */
-static GBytes *
-value_of (const GPtrArray *vectors, const char *name)
-{
-  const Vector *v = find (vectors, name);
-  if (v == NULL)
-    g_error ("vector \"%s\" is not there", name);
-  return v->value;
-}
-
-static GBytes *
-published_value (const Published *p, const char *name)
-{
-  return value_of (p->vectors, name);
+  return vector_doc_parse (text, SCRIPT_VECTORS_FENCE_TAG, error);
 }
 
 static const guint8 *
-published_data (const Published *p, const char *name, gsize expected_len)
+published_data (const VectorDoc *p, const char *name, gsize expected_len)
 {
-  GBytes *b = published_value (p, name);
+  GBytes *b = vector_doc_value (p, name);
   g_assert_cmpuint (g_bytes_get_size (b), ==, expected_len);
   return g_bytes_get_data (b, NULL);
 }
 
-static char *
-to_hex (GBytes *b)
-{
-  gsize len;
-  const guint8 *data = g_bytes_get_data (b, &len);
-  return tally_hex_encode (data, len);
-}
-
-static Comparison
+static VectorComparison
 compare (const GPtrArray *expected, const GPtrArray *published)
 {
-  Comparison c = { 0 };
-  g_autoptr (GHashTable) seen = g_hash_table_new (g_str_hash, g_str_equal);
-
-  for (guint i = 0; i < published->len; i++) {
-    const Vector *v = g_ptr_array_index (published, i);
-    if (!g_hash_table_add (seen, v->name)) {
-      g_test_message ("published twice: %s", v->name);
-      c.duplicate++;
-    }
-    if (find (expected, v->name) == NULL) {
-      g_test_message ("published but not generated: %s", v->name);
-      c.extra++;
-    }
-  }
-  for (guint i = 0; i < expected->len; i++) {
-    const Vector *e = g_ptr_array_index (expected, i);
-    const Vector *v = find (published, e->name);
-    if (v == NULL) {
-      g_test_message ("generated but not published: %s", e->name);
-      c.missing++;
-      continue;
-    }
-    if (!g_bytes_equal (e->value, v->value)) {
-      g_autofree char *want = to_hex (e->value);
-      g_autofree char *got = to_hex (v->value);
-      g_test_message ("%s differs:\n  generated: %s\n  published: %s", e->name, want, got);
-      c.changed++;
-    }
-    if (strcmp (e->section, v->section) != 0) {
-      g_test_message ("%s is under \"## %s\", expected \"## %s\"", e->name, v->section,
-                      e->section);
-      c.moved++;
-    }
-  }
-  return c;
-}
-
-static void
-assert_bytes_equal (GBytes *got, GBytes *want, const char *what)
-{
-  if (!g_bytes_equal (got, want)) {
-    g_autofree char *g = to_hex (got);
-    g_autofree char *w = to_hex (want);
-    g_error ("%s:\n  got:  %s\n  want: %s", what, g, w);
-  }
+  return vector_list_compare (expected, published, "generated");
 }
 
 static void
 assert_data_equal (const void *got, gsize got_len, GBytes *want, const char *what)
 {
   g_autoptr (GBytes) b = g_bytes_new (got, got_len);
-  assert_bytes_equal (b, want, what);
+  vector_assert_bytes_equal (b, want, what);
 }
 
 static void
-assert_field (const ProtobufCBinaryData *field, const Published *p, const char *name)
+assert_field (const ProtobufCBinaryData *field, const VectorDoc *p, const char *name)
 {
-  assert_data_equal (field->data, field->len, published_value (p, name), name);
+  assert_data_equal (field->data, field->len, vector_doc_value (p, name), name);
 }
 
 static GBytes *
@@ -411,7 +189,7 @@ test_parser_refuses_stray_lines (void)
 
   for (gsize i = 0; i < G_N_ELEMENTS (docs); i++) {
     g_autoptr (GError) error = NULL;
-    g_autoptr (Published) p = parse_document (docs[i], &error);
+    g_autoptr (VectorDoc) p = parse_document (docs[i], &error);
     g_test_message ("%s", docs[i]);
     g_assert_null (p);
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
@@ -420,13 +198,13 @@ test_parser_refuses_stray_lines (void)
   /* Other fenced blocks, the core vectors among them, and prose are not
    * handshake vectors. */
   g_autoptr (GError) error = NULL;
-  g_autoptr (Published) p = parse_document ("## h\nhello.message: 01\n"
+  g_autoptr (VectorDoc) p = parse_document ("## h\nhello.message: 01\n"
                                             "```core-vectors\n## keys\nissuer.seed: 01\n```\n"
                                             "```\nhello.message: 02\n```\n",
                                             &error);
   g_assert_no_error (error);
-  g_assert_cmpuint (p->vectors->len, ==, 0);
-  g_assert_cmpuint (p->n_blocks, ==, 0);
+  g_assert_cmpuint (vector_doc_get_vectors (p)->len, ==, 0);
+  g_assert_cmpuint (vector_doc_get_n_blocks (p), ==, 0);
 }
 
 static void
@@ -435,42 +213,42 @@ test_comparison_detects_differences (void)
   g_autoptr (GPtrArray) expected = script_vectors_build ();
   g_autofree char *text = script_vectors_format (expected);
   g_autoptr (GError) error = NULL;
-  Comparison c;
+  VectorComparison c;
 
   /* The generator's own output, fenced, compares clean. */
   g_autofree char *doc =
     g_strdup_printf ("# t\n\n```" SCRIPT_VECTORS_FENCE_TAG "\n%s```\n", text);
-  g_autoptr (Published) clean = parse_document (doc, &error);
+  g_autoptr (VectorDoc) clean = parse_document (doc, &error);
   g_assert_no_error (error);
-  c = compare (expected, clean->vectors);
+  c = compare (expected, vector_doc_get_vectors (clean));
   g_assert_cmpuint (c.missing + c.extra + c.changed + c.moved + c.duplicate, ==, 0);
-  g_assert_cmpstr (clean->block->str, ==, text);
+  g_assert_cmpstr (vector_doc_get_block (clean), ==, text);
 
   /* One value changed, one dropped, one added, one repeated, one moved. */
-  g_autoptr (Published) bad = parse_document (doc, &error);
+  g_autoptr (VectorDoc) bad = parse_document (doc, &error);
   g_assert_no_error (error);
-  Vector *changed = g_ptr_array_index (bad->vectors, 0);
+  Vector *changed = g_ptr_array_index (vector_doc_get_vectors (bad), 0);
   gsize len;
   guint8 *data = g_bytes_unref_to_data (changed->value, &len);
   data[0] ^= 1;
   changed->value = g_bytes_new_take (data, len);
-  g_ptr_array_remove_index (bad->vectors, 1);
+  g_ptr_array_remove_index (vector_doc_get_vectors (bad), 1);
   Vector *extra = g_new0 (Vector, 1);
   extra->section = g_strdup ("handshake.hello");
   extra->name = g_strdup ("hello.spare");
   extra->value = g_bytes_new ("x", 1);
-  g_ptr_array_add (bad->vectors, extra);
-  const Vector *last = g_ptr_array_index (bad->vectors, 5);
+  g_ptr_array_add (vector_doc_get_vectors (bad), extra);
+  const Vector *last = g_ptr_array_index (vector_doc_get_vectors (bad), 5);
   Vector *dup = g_new0 (Vector, 1);
   dup->section = g_strdup (last->section);
   dup->name = g_strdup (last->name);
   dup->value = g_bytes_ref (last->value);
-  g_ptr_array_add (bad->vectors, dup);
-  Vector *moved = g_ptr_array_index (bad->vectors, 7);
+  g_ptr_array_add (vector_doc_get_vectors (bad), dup);
+  Vector *moved = g_ptr_array_index (vector_doc_get_vectors (bad), 7);
   g_free (moved->section);
   moved->section = g_strdup ("handshake.elsewhere");
 
-  c = compare (expected, bad->vectors);
+  c = compare (expected, vector_doc_get_vectors (bad));
   g_assert_cmpuint (c.changed, ==, 1);
   g_assert_cmpuint (c.missing, ==, 1);
   g_assert_cmpuint (c.extra, ==, 1);
@@ -481,18 +259,18 @@ test_comparison_detects_differences (void)
 static void
 test_document_has_one_block (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
 
-  g_assert_cmpuint (p->n_blocks, ==, 1);
-  g_assert_cmpuint (p->vectors->len, >, 0);
+  g_assert_cmpuint (vector_doc_get_n_blocks (p), ==, 1);
+  g_assert_cmpuint (vector_doc_get_vectors (p)->len, >, 0);
 }
 
 static void
 test_no_vector_missing (void)
 {
   g_autoptr (GPtrArray) expected = script_vectors_build ();
-  g_autoptr (Published) p = load_document ();
-  Comparison c = compare (expected, p->vectors);
+  g_autoptr (VectorDoc) p = load_document ();
+  VectorComparison c = compare (expected, vector_doc_get_vectors (p));
 
   g_assert_cmpuint (c.missing, ==, 0);
 }
@@ -501,8 +279,8 @@ static void
 test_no_vector_extra_or_duplicate (void)
 {
   g_autoptr (GPtrArray) expected = script_vectors_build ();
-  g_autoptr (Published) p = load_document ();
-  Comparison c = compare (expected, p->vectors);
+  g_autoptr (VectorDoc) p = load_document ();
+  VectorComparison c = compare (expected, vector_doc_get_vectors (p));
 
   g_assert_cmpuint (c.extra, ==, 0);
   g_assert_cmpuint (c.duplicate, ==, 0);
@@ -512,8 +290,8 @@ static void
 test_every_value_matches_generator (void)
 {
   g_autoptr (GPtrArray) expected = script_vectors_build ();
-  g_autoptr (Published) p = load_document ();
-  Comparison c = compare (expected, p->vectors);
+  g_autoptr (VectorDoc) p = load_document ();
+  VectorComparison c = compare (expected, vector_doc_get_vectors (p));
 
   g_assert_cmpuint (c.changed, ==, 0);
   g_assert_cmpuint (c.moved, ==, 0);
@@ -524,10 +302,10 @@ test_block_is_generator_output (void)
 {
   g_autoptr (GPtrArray) expected = script_vectors_build ();
   g_autofree char *text = script_vectors_format (expected);
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
 
   /* Pasted verbatim: only the fences surround it. */
-  g_assert_cmpstr (p->block->str, ==, text);
+  g_assert_cmpstr (vector_doc_get_block (p), ==, text);
 }
 
 /* --- the published values, checked on their own ----------------------------- */
@@ -561,25 +339,25 @@ labelled_hash (const char *label,
 
 /* T' = H("transcript", T || lp(a) [|| lp(b)]) over published values. */
 static void
-assert_transcript_step (const Published *p,
+assert_transcript_step (const VectorDoc *p,
                         const char *t_prev,
                         const char *a,
                         const char *b,
                         const char *t_next)
 {
-  const GBytes *parts[3] = { published_value (p, t_prev), published_value (p, a),
-                             b ? published_value (p, b) : NULL };
+  const GBytes *parts[3] = { vector_doc_value (p, t_prev), vector_doc_value (p, a),
+                             b ? vector_doc_value (p, b) : NULL };
   const gboolean prefixed[3] = { FALSE, TRUE, TRUE };
   guint8 t[TALLY_HASH_BYTES];
 
   labelled_hash ("transcript", parts, b ? 3 : 2, prefixed, t);
-  assert_data_equal (t, sizeof t, published_value (p, t_next), t_next);
+  assert_data_equal (t, sizeof t, vector_doc_value (p, t_next), t_next);
 }
 
 static void
 test_fixed_inputs (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
   g_autoptr (GPtrArray) core = vectors_build ();
   g_autoptr (GError) error = NULL;
   guint8 seed[crypto_kx_SEEDBYTES], sk[crypto_kx_SECRETKEYBYTES], pk[crypto_kx_PUBLICKEYBYTES];
@@ -598,24 +376,25 @@ test_fixed_inputs (void)
     g_autofree char *n_sk = g_strconcat (ephemeral[i].who, ".ephemeral_secret_key", NULL);
     g_autofree char *n_pk = g_strconcat (ephemeral[i].who, ".ephemeral_public_key", NULL);
     memset (seed, ephemeral[i].byte, sizeof seed);
-    assert_data_equal (seed, sizeof seed, published_value (p, n_seed), n_seed);
+    assert_data_equal (seed, sizeof seed, vector_doc_value (p, n_seed), n_seed);
     crypto_generichash (sk, sizeof sk, seed, sizeof seed, NULL, 0);
-    assert_data_equal (sk, sizeof sk, published_value (p, n_sk), n_sk);
+    assert_data_equal (sk, sizeof sk, vector_doc_value (p, n_sk), n_sk);
     g_assert_cmpint (crypto_scalarmult_base (pk, sk), ==, 0);
-    assert_data_equal (pk, sizeof pk, published_value (p, n_pk), n_pk);
+    assert_data_equal (pk, sizeof pk, vector_doc_value (p, n_pk), n_pk);
     g_assert_cmpint (crypto_kx_seed_keypair (pk, sk, seed), ==, 0);
-    assert_data_equal (sk, sizeof sk, published_value (p, n_sk), n_sk);
-    assert_data_equal (pk, sizeof pk, published_value (p, n_pk), n_pk);
+    assert_data_equal (sk, sizeof sk, vector_doc_value (p, n_sk), n_sk);
+    assert_data_equal (pk, sizeof pk, vector_doc_value (p, n_pk), n_pk);
   }
   sodium_memzero (sk, sizeof sk);
 
   /* Register A's certificate is the core vectors' one; B's has the same
    * fields for B's key. */
-  assert_bytes_equal (published_value (p, "objects.payer_certificate"),
-                      value_of (core, "register_certificate.envelope"), "payer certificate");
-  const guint8 *issuer_pk = g_bytes_get_data (value_of (core, "issuer.public_key"), NULL);
-  GBytes *packed_a = published_value (p, "objects.payer_certificate");
-  GBytes *packed_b = published_value (p, "objects.payee_certificate");
+  vector_assert_bytes_equal (vector_doc_value (p, "objects.payer_certificate"),
+                             vector_list_value (core, "register_certificate.envelope"),
+                             "payer certificate");
+  const guint8 *issuer_pk = g_bytes_get_data (vector_list_value (core, "issuer.public_key"), NULL);
+  GBytes *packed_a = vector_doc_value (p, "objects.payer_certificate");
+  GBytes *packed_b = vector_doc_value (p, "objects.payee_certificate");
   g_autoptr (Tally__SignedEnvelope) env_a = fixture_envelope (packed_a);
   g_autoptr (Tally__SignedEnvelope) env_b = fixture_envelope (packed_b);
   g_autoptr (Tally__RegisterCertificate) cert_a =
@@ -625,9 +404,9 @@ test_fixed_inputs (void)
     tally_certificate_verify (env_b, issuer_pk, VECTORS_TIME, &error);
   g_assert_no_error (error);
   assert_data_equal (cert_b->register_public_key.data, cert_b->register_public_key.len,
-                     value_of (core, "register_b.public_key"), "payee certificate key");
+                     vector_list_value (core, "register_b.public_key"), "payee certificate key");
   assert_data_equal (cert_b->register_id.data, cert_b->register_id.len,
-                     value_of (core, "register_b.register_id"), "payee certificate id");
+                     vector_list_value (core, "register_b.register_id"), "payee certificate id");
   g_assert_cmpstr (cert_b->currency, ==, cert_a->currency);
   g_assert_cmpint (cert_b->limits->max_payment, ==, cert_a->limits->max_payment);
   g_assert_cmpint (cert_b->limits->balance_cap, ==, cert_a->limits->balance_cap);
@@ -640,13 +419,13 @@ test_fixed_inputs (void)
   g_assert_cmpuint (cert_b->serial, ==, cert_a->serial);
 
   /* The request: 12.50 EUR for "coffee", nonce 0x06 x 32. */
-  GBytes *req_bytes = published_value (p, "objects.payment_request");
+  GBytes *req_bytes = vector_doc_value (p, "objects.payment_request");
   g_autoptr (Tally__PaymentRequest) req =
     TALLY_UNPACK (Tally__PaymentRequest, tally__payment_request, g_bytes_get_data (req_bytes, NULL),
                   g_bytes_get_size (req_bytes), "request", &error);
   g_assert_no_error (error);
   assert_data_equal (req->payee_register_id.data, req->payee_register_id.len,
-                     value_of (core, "register_b.register_id"), "request payee");
+                     vector_list_value (core, "register_b.register_id"), "request payee");
   g_assert_cmpstr (req->amount->currency, ==, SCRIPT_VECTORS_CURRENCY);
   g_assert_cmpint (req->amount->value, ==, SCRIPT_VECTORS_AMOUNT);
   guint8 nonce[TALLY_NONCE_BYTES];
@@ -657,17 +436,17 @@ test_fixed_inputs (void)
 
   /* Register A's first permission answers it, on A's genesis head. */
   g_autoptr (Tally__SignedEnvelope) perm_env =
-    fixture_envelope (published_value (p, "objects.deposit_permission"));
+    fixture_envelope (vector_doc_value (p, "objects.deposit_permission"));
   g_assert_true (tally_envelope_verify (
     perm_env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION,
-    g_bytes_get_data (value_of (core, "register_a.public_key"), NULL), &error));
+    g_bytes_get_data (vector_list_value (core, "register_a.public_key"), NULL), &error));
   g_assert_no_error (error);
   g_autoptr (Tally__DepositPermission) perm =
     TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, perm_env->body.data,
                   perm_env->body.len, "permission", &error);
   g_assert_no_error (error);
   assert_data_equal (perm->payer_register_id.data, perm->payer_register_id.len,
-                     value_of (core, "register_a.register_id"), "permission payer");
+                     vector_list_value (core, "register_a.register_id"), "permission payer");
   g_assert_cmpmem (perm->payee_register_id.data, perm->payee_register_id.len,
                    req->payee_register_id.data, req->payee_register_id.len);
   g_assert_cmpmem (perm->payee_nonce.data, perm->payee_nonce.len, nonce, sizeof nonce);
@@ -675,17 +454,17 @@ test_fixed_inputs (void)
   g_assert_cmpint (perm->amount->value, ==, req->amount->value);
   g_assert_cmpuint (perm->counter, ==, 1);
   assert_data_equal (perm->chain_prev.data, perm->chain_prev.len,
-                     value_of (core, "chain.register_a.genesis"), "permission chain_prev");
+                     vector_list_value (core, "chain.register_a.genesis"), "permission chain_prev");
   g_assert_cmpuint (perm->created_at, ==, SCRIPT_VECTORS_PAY_TIME);
-  assert_data_equal (perm->memo_hash.data, perm->memo_hash.len, value_of (core, "hash.memo.output"),
-                     "permission memo_hash");
+  assert_data_equal (perm->memo_hash.data, perm->memo_hash.len,
+                     vector_list_value (core, "hash.memo.output"), "permission memo_hash");
 
   /* Register B's receipt names it. */
   g_autoptr (Tally__SignedEnvelope) receipt_env =
-    fixture_envelope (published_value (p, "objects.receipt"));
+    fixture_envelope (vector_doc_value (p, "objects.receipt"));
   g_assert_true (tally_envelope_verify (
     receipt_env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT,
-    g_bytes_get_data (value_of (core, "register_b.public_key"), NULL), &error));
+    g_bytes_get_data (vector_list_value (core, "register_b.public_key"), NULL), &error));
   g_assert_no_error (error);
   g_autoptr (Tally__Receipt) receipt =
     TALLY_UNPACK (Tally__Receipt, tally__receipt, receipt_env->body.data, receipt_env->body.len,
@@ -707,7 +486,7 @@ test_fixed_inputs (void)
 static void
 test_session_keys_follow_crypto_kx (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
   const guint8 *e_a = published_data (p, "payer.ephemeral_public_key", crypto_kx_PUBLICKEYBYTES);
   const guint8 *e_b = published_data (p, "payee.ephemeral_public_key", crypto_kx_PUBLICKEYBYTES);
   const guint8 *sk_a = published_data (p, "payer.ephemeral_secret_key", crypto_kx_SECRETKEYBYTES);
@@ -719,8 +498,8 @@ test_session_keys_follow_crypto_kx (void)
   /* Both sides reach the same X25519 value. */
   g_assert_cmpint (crypto_scalarmult (q_a, sk_a, e_b), ==, 0);
   g_assert_cmpint (crypto_scalarmult (q_b, sk_b, e_a), ==, 0);
-  assert_data_equal (q_a, sizeof q_a, published_value (p, "kx.shared_secret"), "payer's X25519");
-  assert_data_equal (q_b, sizeof q_b, published_value (p, "kx.shared_secret"), "payee's X25519");
+  assert_data_equal (q_a, sizeof q_a, vector_doc_value (p, "kx.shared_secret"), "payer's X25519");
+  assert_data_equal (q_b, sizeof q_b, vector_doc_value (p, "kx.shared_secret"), "payee's X25519");
 
   /* rx || tx = BLAKE2b-512(q || client_pk || server_pk) for the payer. */
   crypto_generichash_init (&st, NULL, 0, sizeof keys);
@@ -728,22 +507,22 @@ test_session_keys_follow_crypto_kx (void)
   crypto_generichash_update (&st, e_a, crypto_kx_PUBLICKEYBYTES);
   crypto_generichash_update (&st, e_b, crypto_kx_PUBLICKEYBYTES);
   crypto_generichash_final (&st, keys, sizeof keys);
-  assert_data_equal (keys, SCRIPT_KEY_BYTES, published_value (p, "payer.rx"), "payer.rx");
-  assert_data_equal (keys + SCRIPT_KEY_BYTES, SCRIPT_KEY_BYTES, published_value (p, "payer.tx"),
+  assert_data_equal (keys, SCRIPT_KEY_BYTES, vector_doc_value (p, "payer.rx"), "payer.rx");
+  assert_data_equal (keys + SCRIPT_KEY_BYTES, SCRIPT_KEY_BYTES, vector_doc_value (p, "payer.tx"),
                      "payer.tx");
   /* ...swapped for the payee. */
-  assert_data_equal (keys + SCRIPT_KEY_BYTES, SCRIPT_KEY_BYTES, published_value (p, "payee.rx"),
+  assert_data_equal (keys + SCRIPT_KEY_BYTES, SCRIPT_KEY_BYTES, vector_doc_value (p, "payee.rx"),
                      "payee.rx");
-  assert_data_equal (keys, SCRIPT_KEY_BYTES, published_value (p, "payee.tx"), "payee.tx");
+  assert_data_equal (keys, SCRIPT_KEY_BYTES, vector_doc_value (p, "payee.tx"), "payee.tx");
 
   /* And libsodium's crypto_kx agrees. */
   guint8 rx[SCRIPT_KEY_BYTES], tx[SCRIPT_KEY_BYTES];
   g_assert_cmpint (crypto_kx_client_session_keys (rx, tx, e_a, sk_a, e_b), ==, 0);
-  assert_data_equal (rx, sizeof rx, published_value (p, "payer.rx"), "crypto_kx payer.rx");
-  assert_data_equal (tx, sizeof tx, published_value (p, "payer.tx"), "crypto_kx payer.tx");
+  assert_data_equal (rx, sizeof rx, vector_doc_value (p, "payer.rx"), "crypto_kx payer.rx");
+  assert_data_equal (tx, sizeof tx, vector_doc_value (p, "payer.tx"), "crypto_kx payer.tx");
   g_assert_cmpint (crypto_kx_server_session_keys (rx, tx, e_b, sk_b, e_a), ==, 0);
-  assert_data_equal (rx, sizeof rx, published_value (p, "payee.rx"), "crypto_kx payee.rx");
-  assert_data_equal (tx, sizeof tx, published_value (p, "payee.tx"), "crypto_kx payee.tx");
+  assert_data_equal (rx, sizeof rx, vector_doc_value (p, "payee.rx"), "crypto_kx payee.rx");
+  assert_data_equal (tx, sizeof tx, vector_doc_value (p, "payee.tx"), "crypto_kx payee.tx");
 
   sodium_memzero (q_a, sizeof q_a);
   sodium_memzero (q_b, sizeof q_b);
@@ -755,12 +534,12 @@ test_session_keys_follow_crypto_kx (void)
 static void
 test_transcript_follows_published_messages (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
   guint8 t0[TALLY_HASH_BYTES];
 
   /* T0 = H("transcript-init", "") */
   labelled_hash ("transcript-init", NULL, 0, NULL, t0);
-  assert_data_equal (t0, sizeof t0, published_value (p, "transcript.t0"), "transcript.t0");
+  assert_data_equal (t0, sizeof t0, vector_doc_value (p, "transcript.t0"), "transcript.t0");
   /* T1 = H("transcript", T0 || lp(Hello as sent)) */
   assert_transcript_step (p, "transcript.t0", "hello.message", NULL, "transcript.t1");
   /* T2 = H("transcript", T1 || lp(e_b) || lp(OfferBody)) */
@@ -771,7 +550,7 @@ test_transcript_follows_published_messages (void)
 }
 
 static void
-assert_signature (const Published *p,
+assert_signature (const VectorDoc *p,
                   const char *prefix,
                   Tally__SignatureContext ctx,
                   const char *transcript,
@@ -781,7 +560,7 @@ assert_signature (const Published *p,
   g_autofree char *n_msg = g_strconcat (prefix, ".signed_message", NULL);
   g_autofree char *n_sig = g_strconcat (prefix, ".signature", NULL);
   const char *label = tally_context_label (ctx);
-  GBytes *msg = published_value (p, n_msg);
+  GBytes *msg = vector_doc_value (p, n_msg);
   const guint8 *sig = published_data (p, n_sig, TALLY_SIGNATURE_BYTES);
 
   /* "tally/v1/" || label || 0x00 || T */
@@ -790,7 +569,7 @@ assert_signature (const Published *p,
   g_byte_array_append (m, (const guint8 *) label, strlen (label) + 1);
   g_byte_array_append (m, published_data (p, transcript, TALLY_HASH_BYTES), TALLY_HASH_BYTES);
   g_autoptr (GBytes) expect = g_byte_array_free_to_bytes (m);
-  assert_bytes_equal (msg, expect, n_msg);
+  vector_assert_bytes_equal (msg, expect, n_msg);
 
   g_assert_cmpint (crypto_sign_verify_detached (sig, g_bytes_get_data (msg, NULL),
                                                 g_bytes_get_size (msg), signer),
@@ -803,12 +582,12 @@ assert_signature (const Published *p,
 static void
 test_transcript_signatures_verify (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
   g_autoptr (GPtrArray) core = vectors_build ();
   g_autoptr (Tally__SignedEnvelope) env_a =
-    fixture_envelope (published_value (p, "objects.payer_certificate"));
+    fixture_envelope (vector_doc_value (p, "objects.payer_certificate"));
   g_autoptr (Tally__SignedEnvelope) env_b =
-    fixture_envelope (published_value (p, "objects.payee_certificate"));
+    fixture_envelope (vector_doc_value (p, "objects.payee_certificate"));
   g_autoptr (Tally__RegisterCertificate) cert_a =
     TALLY_UNPACK (Tally__RegisterCertificate, tally__register_certificate, env_a->body.data,
                   env_a->body.len, "payer certificate", NULL);
@@ -821,9 +600,9 @@ test_transcript_signatures_verify (void)
   g_assert_cmpuint (cert_b->register_public_key.len, ==, TALLY_PUBLIC_KEY_BYTES);
   /* The certified keys are the core vectors' registers A and B. */
   assert_data_equal (cert_a->register_public_key.data, cert_a->register_public_key.len,
-                     value_of (core, "register_a.public_key"), "payer key");
+                     vector_list_value (core, "register_a.public_key"), "payer key");
   assert_data_equal (cert_b->register_public_key.data, cert_b->register_public_key.len,
-                     value_of (core, "register_b.public_key"), "payee key");
+                     vector_list_value (core, "register_b.public_key"), "payee key");
 
   /* sig_b over T2 by the payee, sig_a over T3 by the payer. */
   assert_signature (p, "offer", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_OFFER,
@@ -838,7 +617,7 @@ test_transcript_signatures_verify (void)
  * equal rx key), the counter nonce and the associated data of the table in
  * docs/protocol.md §4.1; the plaintext is "<prefix>.sealed". */
 static void
-assert_opens (const Published *p,
+assert_opens (const VectorDoc *p,
               const char *prefix,
               const char *tx_key,
               const char *rx_key,
@@ -855,18 +634,18 @@ assert_opens (const Published *p,
   /* The counter as a 96-bit little-endian integer. */
   for (int i = 0; i < 8; i++)
     nonce[i] = (guint8) (counter >> (8 * i));
-  assert_data_equal (nonce, sizeof nonce, published_value (p, n_nonce), n_nonce);
+  assert_data_equal (nonce, sizeof nonce, vector_doc_value (p, n_nonce), n_nonce);
 
   GByteArray *ad = g_byte_array_new ();
   for (const char *const *part = ad_parts; *part != NULL; part++) {
     gsize len;
-    const guint8 *data = g_bytes_get_data (published_value (p, *part), &len);
+    const guint8 *data = g_bytes_get_data (vector_doc_value (p, *part), &len);
     g_byte_array_append (ad, data, len);
   }
   g_autoptr (GBytes) expect_ad = g_byte_array_free_to_bytes (ad);
-  assert_bytes_equal (published_value (p, n_ad), expect_ad, n_ad);
+  vector_assert_bytes_equal (vector_doc_value (p, n_ad), expect_ad, n_ad);
 
-  GBytes *ct = published_value (p, n_ct);
+  GBytes *ct = vector_doc_value (p, n_ct);
   gsize ct_len;
   const guint8 *ct_data = g_bytes_get_data (ct, &ct_len);
   g_assert_cmpuint (ct_len, >=, crypto_aead_chacha20poly1305_IETF_ABYTES);
@@ -878,7 +657,7 @@ assert_opens (const Published *p,
                        g_bytes_get_size (expect_ad), nonce,
                        published_data (p, keys[k], SCRIPT_KEY_BYTES)),
                      ==, 0);
-    assert_data_equal (plain, (gsize) plain_len, published_value (p, n_sealed), n_sealed);
+    assert_data_equal (plain, (gsize) plain_len, vector_doc_value (p, n_sealed), n_sealed);
   }
 
   /* Another counter does not open it. */
@@ -894,7 +673,7 @@ assert_opens (const Published *p,
 static void
 test_every_ciphertext_opens (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
   static const char *const offer_ad[] = { "transcript.t1", "payee.ephemeral_public_key", NULL };
   static const char *const pay_ad[] = { "transcript.t2", NULL };
   static const char *const receipt_ad[] = { "transcript.t3", NULL };
@@ -907,8 +686,8 @@ test_every_ciphertext_opens (void)
 static void
 test_comparison_code_derives_from_t2 (void)
 {
-  g_autoptr (Published) p = load_document ();
-  const GBytes *parts[] = { published_value (p, "transcript.t2") };
+  g_autoptr (VectorDoc) p = load_document ();
+  const GBytes *parts[] = { vector_doc_value (p, "transcript.t2") };
   const gboolean prefixed[] = { FALSE };
   guint8 h[TALLY_HASH_BYTES];
   char code[SCRIPT_CODE_DIGITS + 1];
@@ -916,28 +695,28 @@ test_comparison_code_derives_from_t2 (void)
   g_assert_cmpint (SCRIPT_CODE_DIGITS, ==, TALLY_COMPARISON_CODE_DIGITS);
   /* H("comparison-code", T2) */
   labelled_hash ("comparison-code", parts, 1, prefixed, h);
-  assert_data_equal (h, sizeof h, published_value (p, "comparison.hash"), "comparison.hash");
+  assert_data_equal (h, sizeof h, vector_doc_value (p, "comparison.hash"), "comparison.hash");
   /* decimal6(BE32(h[0..4]) mod 10^6) */
   guint32 v = ((guint32) h[0] << 24) | ((guint32) h[1] << 16) | ((guint32) h[2] << 8) | h[3];
   g_snprintf (code, sizeof code, "%06u", v % 1000000u);
-  assert_data_equal (code, SCRIPT_CODE_DIGITS, published_value (p, "comparison.code"),
+  assert_data_equal (code, SCRIPT_CODE_DIGITS, vector_doc_value (p, "comparison.code"),
                      "comparison.code");
 
   /* The comment line shows the same digits. */
   g_autofree char *comment = g_strdup_printf ("comparison code: %s", code);
-  g_assert_cmpuint (p->comments->len, ==, 1);
-  g_assert_cmpstr (g_ptr_array_index (p->comments, 0), ==, comment);
+  g_assert_cmpuint (vector_doc_get_comments (p)->len, ==, 1);
+  g_assert_cmpstr (g_ptr_array_index (vector_doc_get_comments (p), 0), ==, comment);
 }
 
 static void
 test_messages_carry_published_parts (void)
 {
-  g_autoptr (Published) p = load_document ();
+  g_autoptr (VectorDoc) p = load_document ();
   g_autoptr (GError) error = NULL;
 
   /* Hello {version 1, e_a, revocation serial 0}. */
   g_autoptr (Tally__SessionMessage) hello =
-    script_unpack_session (published_value (p, "hello.message"));
+    script_unpack_session (vector_doc_value (p, "hello.message"));
   g_assert_cmpint (hello->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_HELLO);
   g_assert_cmpuint (hello->hello->version, ==, TALLY_PROTOCOL_VERSION);
   assert_field (&hello->hello->ephemeral_public_key, p, "payer.ephemeral_public_key");
@@ -945,11 +724,11 @@ test_messages_carry_published_parts (void)
 
   /* Offer {e_b, AEAD(OfferSealed {OfferBody, sig_b})}. */
   g_autoptr (Tally__SessionMessage) offer =
-    script_unpack_session (published_value (p, "offer.message"));
+    script_unpack_session (vector_doc_value (p, "offer.message"));
   g_assert_cmpint (offer->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_OFFER);
   assert_field (&offer->offer->ephemeral_public_key, p, "payee.ephemeral_public_key");
   assert_field (&offer->offer->ciphertext, p, "offer.ciphertext");
-  GBytes *offer_sealed_bytes = published_value (p, "offer.sealed");
+  GBytes *offer_sealed_bytes = vector_doc_value (p, "offer.sealed");
   g_autoptr (Tally__OfferSealed) offer_sealed = TALLY_UNPACK (
     Tally__OfferSealed, tally__offer_sealed, g_bytes_get_data (offer_sealed_bytes, NULL),
     g_bytes_get_size (offer_sealed_bytes), "offer sealed", &error);
@@ -961,21 +740,22 @@ test_messages_carry_published_parts (void)
                   offer_sealed->body.len, "offer body", &error);
   g_assert_no_error (error);
   g_autoptr (GBytes) payee_cert = envelope_bytes (offer_body->payee_certificate);
-  assert_bytes_equal (payee_cert, published_value (p, "objects.payee_certificate"),
-                      "offer payee_certificate");
+  vector_assert_bytes_equal (payee_cert, vector_doc_value (p, "objects.payee_certificate"),
+                             "offer payee_certificate");
   g_assert_nonnull (offer_body->request);
   g_autoptr (GBytes) request = tally_message_pack (&offer_body->request->base);
-  assert_bytes_equal (request, published_value (p, "objects.payment_request"), "offer request");
+  vector_assert_bytes_equal (request, vector_doc_value (p, "objects.payment_request"),
+                             "offer request");
   g_assert_cmpuint (offer_body->revocation_serial, ==, 0);
   g_assert_null (offer_body->revocation_list);
   g_assert_cmpuint (offer_body->max_message, ==, TALLY_SESSION_MAX_MESSAGE);
 
   /* pay = AEAD(PaySealed {PayBody, sig_a}). */
   g_autoptr (Tally__SessionMessage) pay =
-    script_unpack_session (published_value (p, "pay.message"));
+    script_unpack_session (vector_doc_value (p, "pay.message"));
   g_assert_cmpint (pay->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_PAY);
   assert_field (&pay->pay, p, "pay.ciphertext");
-  GBytes *pay_sealed_bytes = published_value (p, "pay.sealed");
+  GBytes *pay_sealed_bytes = vector_doc_value (p, "pay.sealed");
   g_autoptr (Tally__PaySealed) pay_sealed =
     TALLY_UNPACK (Tally__PaySealed, tally__pay_sealed, g_bytes_get_data (pay_sealed_bytes, NULL),
                   g_bytes_get_size (pay_sealed_bytes), "pay sealed", &error);
@@ -987,33 +767,34 @@ test_messages_carry_published_parts (void)
                   "pay body", &error);
   g_assert_no_error (error);
   g_autoptr (GBytes) payer_cert = envelope_bytes (pay_body->payer_certificate);
-  assert_bytes_equal (payer_cert, published_value (p, "objects.payer_certificate"),
-                      "pay payer_certificate");
+  vector_assert_bytes_equal (payer_cert, vector_doc_value (p, "objects.payer_certificate"),
+                             "pay payer_certificate");
   g_autoptr (GBytes) permission = envelope_bytes (pay_body->permission);
-  assert_bytes_equal (permission, published_value (p, "objects.deposit_permission"),
-                      "pay permission");
+  vector_assert_bytes_equal (permission, vector_doc_value (p, "objects.deposit_permission"),
+                             "pay permission");
   g_assert_null (pay_body->revocation_list);
   g_assert_cmpuint (pay_body->payer_certificate_hash.len, ==, 0);
 
   /* receipt = AEAD(ReceiptSealed {Receipt}). */
   g_autoptr (Tally__SessionMessage) receipt =
-    script_unpack_session (published_value (p, "receipt.message"));
+    script_unpack_session (vector_doc_value (p, "receipt.message"));
   g_assert_cmpint (receipt->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_RECEIPT);
   assert_field (&receipt->receipt, p, "receipt.ciphertext");
-  GBytes *receipt_sealed_bytes = published_value (p, "receipt.sealed");
+  GBytes *receipt_sealed_bytes = vector_doc_value (p, "receipt.sealed");
   g_autoptr (Tally__ReceiptSealed) receipt_sealed = TALLY_UNPACK (
     Tally__ReceiptSealed, tally__receipt_sealed, g_bytes_get_data (receipt_sealed_bytes, NULL),
     g_bytes_get_size (receipt_sealed_bytes), "receipt sealed", &error);
   g_assert_no_error (error);
   g_autoptr (GBytes) receipt_env = envelope_bytes (receipt_sealed->receipt);
-  assert_bytes_equal (receipt_env, published_value (p, "objects.receipt"), "sealed receipt");
+  vector_assert_bytes_equal (receipt_env, vector_doc_value (p, "objects.receipt"),
+                             "sealed receipt");
 }
 
 /* --- the published values against the real sessions ----------------------------- */
 
 typedef struct
 {
-  Published *doc;
+  VectorDoc *doc;
   GPtrArray *core;
   char *root;
   TallyRegister *payer; /* register A, funded with the core vectors' voucher */
@@ -1028,7 +809,8 @@ pinned_register (Rig *r, const char *name, guint8 seed_byte, const char *who, co
   g_autoptr (GError) error = NULL;
   g_autofree char *dir = g_build_filename (r->root, name, NULL);
   g_autofree char *n_pk = g_strconcat (who, ".public_key", NULL);
-  const guint8 *issuer_pk = g_bytes_get_data (value_of (r->core, "issuer.public_key"), NULL);
+  GBytes *issuer = vector_list_value (r->core, "issuer.public_key");
+  const guint8 *issuer_pk = g_bytes_get_data (issuer, NULL);
 
   /* crypto_sign_keypair() draws its seed from randombytes_buf(). */
   pin_byte (seed_byte, crypto_sign_SEEDBYTES);
@@ -1036,9 +818,9 @@ pinned_register (Rig *r, const char *name, guint8 seed_byte, const char *who, co
   g_assert_no_error (error);
   assert_pins_taken ();
   assert_data_equal (tally_register_get_public_key (reg), TALLY_PUBLIC_KEY_BYTES,
-                     value_of (r->core, n_pk), n_pk);
+                     vector_list_value (r->core, n_pk), n_pk);
 
-  GBytes *cert = published_value (r->doc, cert_name);
+  GBytes *cert = vector_doc_value (r->doc, cert_name);
   g_assert_true (tally_register_install_certificate (reg, g_bytes_get_data (cert, NULL),
                                                      g_bytes_get_size (cert),
                                                      SCRIPT_VECTORS_OFFER_TIME, &error));
@@ -1059,7 +841,7 @@ rig_init (Rig *r)
                               "objects.payer_certificate");
   r->payee = pinned_register (r, "payee", VECTORS_REGISTER_B_SEED, "register_b",
                               "objects.payee_certificate");
-  GBytes *voucher = value_of (r->core, "load_voucher.envelope");
+  GBytes *voucher = vector_list_value (r->core, "load_voucher.envelope");
   g_assert_true (tally_register_load (r->payer, g_bytes_get_data (voucher, NULL),
                                       g_bytes_get_size (voucher), SCRIPT_VECTORS_OFFER_TIME,
                                       &error));
@@ -1074,7 +856,7 @@ rig_clear (Rig *r)
   fixture_remove_tree (r->root);
   g_free (r->root);
   g_clear_pointer (&r->core, g_ptr_array_unref);
-  g_clear_pointer (&r->doc, published_free);
+  g_clear_pointer (&r->doc, vector_doc_free);
   assert_pins_taken ();
 }
 
@@ -1086,7 +868,7 @@ pinned_payee (Rig *r)
   g_autoptr (GError) error = NULL;
 
   pin_byte (SCRIPT_VECTORS_NONCE_BYTE, TALLY_NONCE_BYTES);
-  pin (published_value (r->doc, "payee.ephemeral_secret_key"));
+  pin (vector_doc_value (r->doc, "payee.ephemeral_secret_key"));
   TallySession *s = tally_session_new_payee (r->payee, SCRIPT_VECTORS_AMOUNT, SCRIPT_VECTORS_MEMO,
                                              NULL, SCRIPT_VECTORS_OFFER_TIME, &error);
   g_assert_no_error (error);
@@ -1098,7 +880,7 @@ pinned_payee (Rig *r)
 static TallySession *
 pinned_payer (Rig *r)
 {
-  pin (published_value (r->doc, "payer.ephemeral_secret_key"));
+  pin (vector_doc_value (r->doc, "payer.ephemeral_secret_key"));
   TallySession *s = tally_session_new_payer (r->payer, NULL);
   assert_pins_taken ();
   return s;
@@ -1121,14 +903,14 @@ static void
 assert_published (Rig *r, GBytes *got, const char *name)
 {
   g_assert_nonnull (got);
-  assert_bytes_equal (got, published_value (r->doc, name), name);
+  vector_assert_bytes_equal (got, vector_doc_value (r->doc, name), name);
 }
 
 static void
 assert_code (Rig *r, const char *code)
 {
   g_assert_nonnull (code);
-  assert_data_equal (code, strlen (code), published_value (r->doc, "comparison.code"),
+  assert_data_equal (code, strlen (code), vector_doc_value (r->doc, "comparison.code"),
                      "comparison code");
 }
 
@@ -1201,7 +983,7 @@ test_real_payee_answers_published_payer (void)
 
   g_autoptr (GBytes) hello = script_hello (&s, TALLY_PROTOCOL_VERSION, SCRIPT_EPH_BYTES);
   assert_published (&r, hello, "hello.message");
-  g_autoptr (GBytes) offer = accept (payee, published_value (r.doc, "hello.message"),
+  g_autoptr (GBytes) offer = accept (payee, vector_doc_value (r.doc, "hello.message"),
                                      SCRIPT_VECTORS_OFFER_TIME);
   assert_published (&r, offer, "offer.message");
 
@@ -1212,12 +994,12 @@ test_real_payee_answers_published_payer (void)
   assert_code (&r, tally_session_get_comparison_code (payee));
 
   g_autoptr (GBytes) pay =
-    script_pay (&s, published_value (r.doc, "objects.payer_certificate"),
-                published_value (r.doc, "objects.deposit_permission"), NULL,
-                g_bytes_get_data (value_of (r.core, "register_a.secret_key"), NULL));
+    script_pay (&s, vector_doc_value (r.doc, "objects.payer_certificate"),
+                vector_doc_value (r.doc, "objects.deposit_permission"), NULL,
+                g_bytes_get_data (vector_list_value (r.core, "register_a.secret_key"), NULL));
   assert_published (&r, pay, "pay.message");
   g_autoptr (GBytes) receipt =
-    accept (payee, published_value (r.doc, "pay.message"), SCRIPT_VECTORS_RECEIPT_TIME);
+    accept (payee, vector_doc_value (r.doc, "pay.message"), SCRIPT_VECTORS_RECEIPT_TIME);
   assert_published (&r, receipt, "receipt.message");
 
   script_take_receipt (&s, receipt);
@@ -1245,24 +1027,24 @@ test_real_payer_accepts_published_payee (void)
   g_assert_no_error (error);
   assert_published (&r, hello, "hello.message");
 
-  GBytes *request_bytes = published_value (r.doc, "objects.payment_request");
+  GBytes *request_bytes = vector_doc_value (r.doc, "objects.payment_request");
   g_autoptr (Tally__PaymentRequest) request = TALLY_UNPACK (
     Tally__PaymentRequest, tally__payment_request, g_bytes_get_data (request_bytes, NULL),
     g_bytes_get_size (request_bytes), "request", &error);
   g_assert_no_error (error);
   g_autoptr (Tally__SignedEnvelope) cert =
-    fixture_envelope (published_value (r.doc, "objects.payee_certificate"));
+    fixture_envelope (vector_doc_value (r.doc, "objects.payee_certificate"));
   Tally__OfferBody body = TALLY__OFFER_BODY__INIT;
   body.payee_certificate = cert;
   body.request = request;
   body.max_message = SCRIPT_VECTORS_MAX_MESSAGE;
+  GBytes *payee_sk = vector_list_value (r.core, "register_b.secret_key");
   g_autoptr (GBytes) offer =
-    script_offer_body (&s, hello, &body, NULL,
-                       g_bytes_get_data (value_of (r.core, "register_b.secret_key"), NULL));
+    script_offer_body (&s, hello, &body, NULL, g_bytes_get_data (payee_sk, NULL));
   assert_published (&r, offer, "offer.message");
 
   g_autoptr (GBytes) none =
-    accept (payer, published_value (r.doc, "offer.message"), SCRIPT_VECTORS_OFFER_TIME);
+    accept (payer, vector_doc_value (r.doc, "offer.message"), SCRIPT_VECTORS_OFFER_TIME);
   g_assert_null (none);
   g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_CONFIRMING);
   assert_code (&r, tally_session_get_comparison_code (payer));
@@ -1277,10 +1059,10 @@ test_real_payer_accepts_published_payee (void)
   g_assert_no_error (error);
   assert_published (&r, s.pay_body, "pay.body");
 
-  g_autoptr (GBytes) receipt = script_receipt (&s, published_value (r.doc, "objects.receipt"));
+  g_autoptr (GBytes) receipt = script_receipt (&s, vector_doc_value (r.doc, "objects.receipt"));
   assert_published (&r, receipt, "receipt.message");
   g_autoptr (GBytes) end =
-    accept (payer, published_value (r.doc, "receipt.message"), SCRIPT_VECTORS_RECEIPT_TIME);
+    accept (payer, vector_doc_value (r.doc, "receipt.message"), SCRIPT_VECTORS_RECEIPT_TIME);
   g_assert_null (end);
   assert_paid (&r, payer, NULL);
   script_clear (&s);

@@ -389,6 +389,51 @@ script_verify_peer (Script *s, const guint8 public_key[TALLY_PUBLIC_KEY_BYTES], 
   return ok;
 }
 
+/* --- the scripted peer against an honest session ------------------------------ */
+
+void
+payee_rig_init (PayeeRig *r, TallyRegister *payee, gint64 amount)
+{
+  g_autoptr (GError) error = NULL;
+  script_init (&r->s, TRUE);
+  r->payee = tally_session_new_payee (payee, amount, "tea", NULL, FIXTURE_NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) hello = script_hello (&r->s, TALLY_PROTOCOL_VERSION, EPH);
+  g_autoptr (GBytes) offer = NULL;
+  g_assert_true (tally_session_handle (r->payee, g_bytes_get_data (hello, NULL),
+                                       g_bytes_get_size (hello), FIXTURE_NOW, &offer, &error));
+  g_assert_no_error (error);
+  script_take_offer (&r->s, offer);
+}
+
+void
+payee_rig_clear (PayeeRig *r)
+{
+  script_clear (&r->s);
+  g_clear_pointer (&r->payee, tally_session_free);
+}
+
+void
+payer_rig_init (PayerRig *r, TallyRegister *payer, TallyRegister *payee)
+{
+  g_autoptr (GError) error = NULL;
+  script_init (&r->s, FALSE);
+  r->payer = tally_session_new_payer (payer, NULL);
+  r->hello = tally_session_start (r->payer, &error);
+  g_assert_no_error (error);
+  r->request = tally_register_new_request (payee, 900, "cake", FIXTURE_NOW, &error);
+  g_assert_no_error (error);
+}
+
+void
+payer_rig_clear (PayerRig *r)
+{
+  script_clear (&r->s);
+  g_clear_pointer (&r->payer, tally_session_free);
+  g_clear_pointer (&r->hello, g_bytes_unref);
+  g_clear_pointer (&r->request, tally__payment_request_free);
+}
+
 /* --- the handshake vectors ----------------------------------------------------- */
 
 typedef struct
@@ -408,11 +453,7 @@ typedef struct
 static void
 add (Builder *b, const char *name, const void *data, gsize len)
 {
-  Vector *v = g_new0 (Vector, 1);
-  v->section = g_strdup (b->section);
-  v->name = g_strdup (name);
-  v->value = g_bytes_new (data, len);
-  g_ptr_array_add (b->out, v);
+  g_ptr_array_add (b->out, vector_new (b->section, name, data, len));
 }
 
 static void
@@ -509,7 +550,7 @@ assert_same_aead (const ScriptAead *sealed, const ScriptAead *opened)
 GPtrArray *
 script_vectors_build (void)
 {
-  Builder b = { g_ptr_array_new_with_free_func ((GDestroyNotify) vector_free), NULL };
+  Builder b = { vector_list_new (), NULL };
   Party issuer, reg_a, reg_b;
   guint8 payer_seed[crypto_kx_SEEDBYTES], payee_seed[crypto_kx_SEEDBYTES];
   guint8 nonce[TALLY_NONCE_BYTES], genesis[TALLY_HASH_BYTES], memo_hash[TALLY_HASH_BYTES];
@@ -668,40 +709,20 @@ script_vectors_build (void)
   return b.out;
 }
 
+/* The digits again after the comparison code, as a device shows them. */
+static char *
+comparison_code_comment (const Vector *v, gpointer user_data)
+{
+  if (strcmp (v->name, "comparison.code") != 0)
+    return NULL;
+
+  gsize len;
+  const char *digits = g_bytes_get_data (v->value, &len);
+  return g_strdup_printf ("comparison code: %.*s", (int) len, digits);
+}
+
 char *
 script_vectors_format (const GPtrArray *vectors)
 {
-  GString *s = g_string_new (NULL);
-  const char *section = NULL;
-
-  for (guint i = 0; i < vectors->len; i++) {
-    const Vector *v = g_ptr_array_index (vectors, i);
-    if (g_strcmp0 (section, v->section) != 0) {
-      if (section != NULL)
-        g_string_append_c (s, '\n');
-      g_string_append_printf (s, "## %s\n", v->section);
-      section = v->section;
-    }
-    gsize len;
-    const guint8 *data = g_bytes_get_data (v->value, &len);
-    g_autofree char *hex = tally_hex_encode (data, len);
-    if (len > 0)
-      g_string_append_printf (s, "%s: %s\n", v->name, hex);
-    else
-      g_string_append_printf (s, "%s:\n", v->name);
-    if (strcmp (v->name, "comparison.code") == 0)
-      g_string_append_printf (s, "# comparison code: %.*s\n", (int) len, (const char *) data);
-  }
-  return g_string_free (s, FALSE);
-}
-
-GBytes *
-script_vectors_lookup (const GPtrArray *vectors, const char *name)
-{
-  for (guint i = 0; i < vectors->len; i++) {
-    const Vector *v = g_ptr_array_index (vectors, i);
-    if (strcmp (v->name, name) == 0)
-      return v->value;
-  }
-  return NULL;
+  return vector_list_format (vectors, comparison_code_comment, NULL);
 }

@@ -17,6 +17,7 @@
 
 #include "tally-core.h"
 #include "tally-register.h"
+#include "tally-session.h"
 #include "vectors.h"
 
 G_BEGIN_DECLS
@@ -118,6 +119,33 @@ gboolean script_verify_peer (Script *s,
                              const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
                              GError **error);
 
+/* --- the scripted peer against an honest session --------------------------- */
+
+/* A scripted payer that has opened the offer of an honest payee session over
+ * @payee, which asks @amount with the memo "tea" at FIXTURE_NOW. */
+typedef struct
+{
+  Script s;
+  TallySession *payee;
+} PayeeRig;
+
+void payee_rig_init (PayeeRig *r, TallyRegister *payee, gint64 amount);
+void payee_rig_clear (PayeeRig *r);
+
+/* An honest payer session over @payer that sent its Hello, and an honest
+ * request of @payee (900, memo "cake", FIXTURE_NOW) for a scripted payee to
+ * offer. */
+typedef struct
+{
+  Script s;
+  TallySession *payer;
+  GBytes *hello;
+  Tally__PaymentRequest *request; /* an honest request from the payee register */
+} PayerRig;
+
+void payer_rig_init (PayerRig *r, TallyRegister *payer, TallyRegister *payee);
+void payer_rig_clear (PayerRig *r);
+
 /* --- the handshake vectors (docs/test-vectors.md, "Handshake") ------------- */
 
 #define SCRIPT_VECTORS_FENCE_TAG "handshake-vectors"
@@ -141,14 +169,11 @@ gboolean script_verify_peer (Script *s,
 
 /* One whole payment between a scripted payer and a scripted payee from the
  * fixed inputs: every vector in the order gen-handshake-vectors prints
- * them (array of Vector, see tests/core/vectors.h). */
+ * them (array of Vector, see tests/core/vector-doc.h). */
 GPtrArray *script_vectors_build (void);
 
-/* "## section" lines, "name: hex" lines and one "# comparison code: ..."
+/* vector_list_format() of @vectors with one "# comparison code: ..."
  * comment line after the comparison code. */
 char *script_vectors_format (const GPtrArray *vectors);
-
-/* The value of @name; NULL when absent. */
-GBytes *script_vectors_lookup (const GPtrArray *vectors, const char *name);
 
 G_END_DECLS

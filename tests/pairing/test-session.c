@@ -290,35 +290,6 @@ assert_refused (TallySession *session, TallyRegister *reg, GBytes *msg, TallyErr
 
 /* --- payee refuses hostile payers ------------------------------------------ */
 
-/* A scripted payer that has opened an honest payee's offer. */
-typedef struct
-{
-  Script s;
-  TallySession *payee;
-} PayeeRig;
-
-static void
-payee_rig_init (PayeeRig *r, Fixture *f, gint64 amount)
-{
-  g_autoptr (GError) error = NULL;
-  script_init (&r->s, TRUE);
-  r->payee = tally_session_new_payee (f->payee, amount, "tea", NULL, NOW, &error);
-  g_assert_no_error (error);
-  g_autoptr (GBytes) hello = script_hello (&r->s, TALLY_PROTOCOL_VERSION, EPH);
-  g_autoptr (GBytes) offer = NULL;
-  g_assert_true (tally_session_handle (r->payee, g_bytes_get_data (hello, NULL),
-                                       g_bytes_get_size (hello), NOW, &offer, &error));
-  g_assert_no_error (error);
-  script_take_offer (&r->s, offer);
-}
-
-static void
-payee_rig_clear (PayeeRig *r)
-{
-  script_clear (&r->s);
-  g_clear_pointer (&r->payee, tally_session_free);
-}
-
 /* A permission the honest payer register signs for the rig's request. */
 static GBytes *
 honest_permission (Fixture *f, PayeeRig *r)
@@ -335,7 +306,7 @@ static void
 test_payee_refuses_forged_permission_signature (Fixture *f, gconstpointer data)
 {
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   g_autoptr (GBytes) perm = honest_permission (f, &r);
   g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (perm);
@@ -350,7 +321,7 @@ static void
 test_payee_refuses_certificate_from_wrong_issuer (Fixture *f, gconstpointer data)
 {
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   g_autoptr (FixtureIssuer) rogue = fixture_issuer_new (FIXTURE_CURRENCY);
   g_autoptr (GBytes) cert = fixture_certify (rogue, tally_register_get_public_key (f->payer), NULL,
                                              NOW - 10, NOW + FIXTURE_YEAR, 1);
@@ -364,7 +335,7 @@ static void
 test_payee_refuses_expired_certificate (Fixture *f, gconstpointer data)
 {
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   g_autoptr (GBytes) cert = fixture_certify (f->issuer, tally_register_get_public_key (f->payer),
                                              NULL, NOW - 100, NOW - 1, 7);
   g_autoptr (GBytes) perm = honest_permission (f, &r);
@@ -384,7 +355,7 @@ test_payee_refuses_revoked_payer (Fixture *f, gconstpointer data)
   g_assert_no_error (error);
 
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   g_autoptr (GBytes) perm = honest_permission (f, &r);
   g_autoptr (GBytes) msg = script_pay (&r.s, cert, perm, f->payer, NULL);
@@ -396,7 +367,7 @@ static void
 test_payee_refuses_transcript_signed_by_another_key (Fixture *f, gconstpointer data)
 {
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   g_autoptr (GBytes) perm = honest_permission (f, &r);
   guint8 pk[32], sk[64];
@@ -413,7 +384,7 @@ test_payee_refuses_replayed_permission (Fixture *f, gconstpointer data)
   /* A permission the payee already credited, sent again in a new session. */
   g_autoptr (GBytes) old = fixture_pay (f->payer, f->payee, 300, "first", NOW, NULL);
   PayeeRig r;
-  payee_rig_init (&r, f, 300);
+  payee_rig_init (&r, f->payee, 300);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   g_autoptr (GBytes) msg = script_pay (&r.s, cert, old, f->payer, NULL);
   assert_refused (r.payee, f->payee, msg, TALLY_ERROR_REPLAY);
@@ -427,7 +398,7 @@ test_payee_refuses_permission_for_another_payee (Fixture *f, gconstpointer data)
   g_autoptr (TallyRegister) third = fixture_register_new (f->issuer, dir, NULL, NOW);
 
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   /* Same nonce and amount, but signed over to a third register. */
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) third_cert = tally_register_get_certificate (third);
@@ -446,7 +417,7 @@ static void
 test_payee_refuses_changed_amount (Fixture *f, gconstpointer data)
 {
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   g_autoptr (GError) error = NULL;
   Tally__PaymentRequest req = *r.s.offer->request;
   Tally__Amount amount = *req.amount;
@@ -479,7 +450,7 @@ test_payee_refuses_reused_counter_from_rolled_back_register (Fixture *f, gconstp
   g_assert_cmpuint (tally_register_get_counter (clone), ==, 0);
 
   PayeeRig r;
-  payee_rig_init (&r, f, 500);
+  payee_rig_init (&r, f->payee, 500);
   g_autoptr (GBytes) perm =
     tally_register_spend (clone, r.s.offer->payee_certificate, r.s.offer->request, NOW, &error);
   g_assert_no_error (error);
@@ -495,7 +466,7 @@ test_payee_refuses_amount_over_payer_limit (Fixture *f, gconstpointer data)
   /* A payer register that ignores its own limit: its permission is signed
    * by hand with its key, for more than its certificate allows. */
   PayeeRig r;
-  payee_rig_init (&r, f, FIXTURE_MAX_PAYMENT + 1);
+  payee_rig_init (&r, f->payee, FIXTURE_MAX_PAYMENT + 1);
   const Tally__PaymentRequest *req = r.s.offer->request;
   guint8 genesis[TALLY_HASH_BYTES], memo[TALLY_HASH_BYTES];
   tally_chain_genesis (tally_register_get_id (f->payer), genesis);
@@ -524,7 +495,7 @@ static void
 test_payee_refuses_uncached_certificate_hash (Fixture *f, gconstpointer data)
 {
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   fixture_body_hash (cert, r.s.cert_hash);
   g_autoptr (GBytes) perm = honest_permission (f, &r);
@@ -537,7 +508,7 @@ static void
 test_payee_refuses_tampered_ciphertext (Fixture *f, gconstpointer data)
 {
   PayeeRig r;
-  payee_rig_init (&r, f, 700);
+  payee_rig_init (&r, f->payee, 700);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   g_autoptr (GBytes) perm = honest_permission (f, &r);
   g_autoptr (GBytes) msg = script_pay (&r.s, cert, perm, f->payer, NULL);
@@ -603,7 +574,7 @@ test_refuses_message_in_wrong_state (Fixture *f, gconstpointer data)
 {
   /* A second Hello after the offer went out. */
   PayeeRig r;
-  payee_rig_init (&r, f, 100);
+  payee_rig_init (&r, f->payee, 100);
   Script again;
   script_init (&again, TRUE);
   g_autoptr (GBytes) hello = script_hello (&again, TALLY_PROTOCOL_VERSION, EPH);
@@ -644,40 +615,11 @@ test_reports_peer_error_with_its_code (Fixture *f, gconstpointer data)
 
 /* --- payer refuses hostile payees ------------------------------------------ */
 
-typedef struct
-{
-  Script s;
-  TallySession *payer;
-  GBytes *hello;
-  Tally__PaymentRequest *request; /* an honest request from the payee register */
-} PayerRig;
-
-static void
-payer_rig_init (PayerRig *r, Fixture *f)
-{
-  g_autoptr (GError) error = NULL;
-  script_init (&r->s, FALSE);
-  r->payer = tally_session_new_payer (f->payer, NULL);
-  r->hello = tally_session_start (r->payer, &error);
-  g_assert_no_error (error);
-  r->request = tally_register_new_request (f->payee, 900, "cake", NOW, &error);
-  g_assert_no_error (error);
-}
-
-static void
-payer_rig_clear (PayerRig *r)
-{
-  script_clear (&r->s);
-  g_clear_pointer (&r->payer, tally_session_free);
-  g_clear_pointer (&r->hello, g_bytes_unref);
-  g_clear_pointer (&r->request, tally__payment_request_free);
-}
-
 static void
 test_payer_refuses_offer_from_wrong_issuer (Fixture *f, gconstpointer data)
 {
   PayerRig r;
-  payer_rig_init (&r, f);
+  payer_rig_init (&r, f->payer, f->payee);
   g_autoptr (FixtureIssuer) rogue = fixture_issuer_new (FIXTURE_CURRENCY);
   g_autoptr (GBytes) cert = fixture_certify (rogue, tally_register_get_public_key (f->payee), NULL,
                                              NOW - 10, NOW + FIXTURE_YEAR, 1);
@@ -690,7 +632,7 @@ static void
 test_payer_refuses_forged_offer_signature (Fixture *f, gconstpointer data)
 {
   PayerRig r;
-  payer_rig_init (&r, f);
+  payer_rig_init (&r, f->payer, f->payee);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payee);
   guint8 pk[32], sk[64];
   crypto_sign_keypair (pk, sk);
@@ -704,7 +646,7 @@ static void
 test_payer_refuses_request_naming_another_payee (Fixture *f, gconstpointer data)
 {
   PayerRig r;
-  payer_rig_init (&r, f);
+  payer_rig_init (&r, f->payer, f->payee);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payee);
   Tally__PaymentRequest req = *r.request;
   req.payee_register_id.data = (guint8 *) tally_register_get_id (f->payer);
@@ -717,7 +659,7 @@ static void
 test_payer_refuses_zero_amount (Fixture *f, gconstpointer data)
 {
   PayerRig r;
-  payer_rig_init (&r, f);
+  payer_rig_init (&r, f->payer, f->payee);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payee);
   Tally__PaymentRequest req = *r.request;
   Tally__Amount zero = *req.amount;
@@ -732,7 +674,7 @@ static void
 test_payer_refuses_tampered_offer (Fixture *f, gconstpointer data)
 {
   PayerRig r;
-  payer_rig_init (&r, f);
+  payer_rig_init (&r, f->payer, f->payee);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payee);
   g_autoptr (GBytes) offer = script_offer (&r.s, r.hello, cert, r.request, f->payee, NULL);
   g_autoptr (Tally__SessionMessage) m = script_unpack_session (offer);
