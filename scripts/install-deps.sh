@@ -33,6 +33,15 @@ PACKAGES=(
   jq
   ca-certificates
   git
+  # tests/ble: a QEMU guest running the real Bluetooth stack on btvirt
+  # controllers (docs/ble-testing.md)
+  qemu-system-x86
+  bluez
+  bluez-test-tools
+  busybox-static
+  kmod
+  iproute2
+  util-linux
 )
 
 say() { printf 'install-deps: %s\n' "$*"; }
