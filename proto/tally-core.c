@@ -21,6 +21,27 @@ tally_message_pack (const ProtobufCMessage *msg)
   return g_bytes_new_take (buf, len);
 }
 
+/*
+ * protobuf-c 1.4 accepts some encodings it cannot produce: an unknown field
+ * numbered 0 behind a two-byte tag (0x80 0x00) is kept, packed again as the
+ * single byte 0x00, and that it refuses.  Envelopes are packed again to be
+ * stored and copied, and a register whose stored objects no longer decode
+ * cannot be opened, so a message is accepted only if its own encoding
+ * decodes.
+ */
+static gboolean
+message_decodes_again (const ProtobufCMessage *msg)
+{
+  g_autoptr (GBytes) packed = tally_message_pack (msg);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (packed, &len);
+  ProtobufCMessage *again = protobuf_c_message_unpack (msg->descriptor, NULL, len, data);
+  if (again == NULL)
+    return FALSE;
+  protobuf_c_message_free_unpacked (again, NULL);
+  return TRUE;
+}
+
 ProtobufCMessage *
 tally_message_unpack (const ProtobufCMessageDescriptor *desc,
                       const guint8 *data,
@@ -31,6 +52,10 @@ tally_message_unpack (const ProtobufCMessageDescriptor *desc,
   g_return_val_if_fail (desc != NULL, NULL);
 
   ProtobufCMessage *msg = protobuf_c_message_unpack (desc, NULL, len, data);
+  if (msg != NULL && !message_decodes_again (msg)) {
+    protobuf_c_message_free_unpacked (msg, NULL);
+    msg = NULL;
+  }
   if (msg == NULL)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "%s: not a valid %s message", what,
                  desc->short_name);
@@ -206,20 +231,22 @@ verified_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
 static gboolean
 verified_lookup (const guint8 key[TALLY_HASH_BYTES])
 {
-  g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&verified_lock);
-  for (guint i = 0; i < VERIFIED_SLOTS; i++)
-    if (verified_used[i] && memcmp (verified[i], key, TALLY_HASH_BYTES) == 0)
-      return TRUE;
-  return FALSE;
+  gboolean found = FALSE;
+  g_mutex_lock (&verified_lock);
+  for (guint i = 0; i < VERIFIED_SLOTS && !found; i++)
+    found = verified_used[i] && memcmp (verified[i], key, TALLY_HASH_BYTES) == 0;
+  g_mutex_unlock (&verified_lock);
+  return found;
 }
 
 static void
 verified_insert (const guint8 key[TALLY_HASH_BYTES])
 {
-  g_autoptr (GMutexLocker) locker = g_mutex_locker_new (&verified_lock);
+  g_mutex_lock (&verified_lock);
   memcpy (verified[verified_next], key, TALLY_HASH_BYTES);
   verified_used[verified_next] = TRUE;
   verified_next = (verified_next + 1) % VERIFIED_SLOTS;
+  g_mutex_unlock (&verified_lock);
 }
 
 void

@@ -29,6 +29,9 @@ PACKAGES=(
   dbus-bin
   clang
   llvm
+  # libFuzzer and clang's sanitizer runtimes: only recommended by clang,
+  # which --no-install-recommends skips (scripts/fuzz.sh)
+  libclang-rt-14-dev
   valgrind
   jq
   ca-certificates

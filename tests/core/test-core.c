@@ -624,6 +624,82 @@ test_message_unpack_refuses_garbage (void)
   g_assert_nonnull (strstr (error->message, "certificate"));
 }
 
+/* An unknown field numbered 0 behind the two-byte tag 0x80 0x00: protobuf-c
+ * 1.4 accepts it but packs it again as the single byte 0x00, which it
+ * refuses.  Found by tests/fuzz/fuzz-envelope. */
+static const guint8 field_zero[] = { 0x80, 0x00, 0x05 };
+
+static GBytes *
+append_bytes (GBytes *packed, const guint8 *extra, gsize extra_len)
+{
+  GByteArray *b = g_byte_array_new ();
+  g_byte_array_append (b, g_bytes_get_data (packed, NULL), (guint) g_bytes_get_size (packed));
+  g_byte_array_append (b, extra, (guint) extra_len);
+  return g_byte_array_free_to_bytes (b);
+}
+
+static void
+test_message_unpack_refuses_what_cannot_be_packed_again (void)
+{
+  Keys k;
+  keys_init (&k, 0x02);
+  g_autoptr (GBytes) packed =
+    tally_envelope_sign (CTX_REVOCATION, test_body, sizeof test_body, k.sk);
+  g_autoptr (GBytes) odd = append_bytes (packed, field_zero, sizeof field_zero);
+  g_autoptr (GError) error = NULL;
+
+  /* Accepted, it would be stored packed again and never decode: a register
+   * holding such a gossiped revocation list could not be opened. */
+  g_autoptr (Tally__SignedEnvelope) env =
+    tally_envelope_decode (g_bytes_get_data (odd, NULL), g_bytes_get_size (odd), &error);
+  g_assert_null (env);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+  g_clear_error (&error);
+
+  /* The same inside a message that carries envelopes. */
+  g_autoptr (Tally__SignedEnvelope) good =
+    tally_envelope_decode (g_bytes_get_data (packed, NULL), g_bytes_get_size (packed), &error);
+  g_assert_no_error (error);
+  Tally__PayBody body = TALLY__PAY_BODY__INIT;
+  body.revocation_list = good;
+  g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
+  /* Field 3 (revocation_list), length-delimited: tag, length, envelope. */
+  g_autoptr (GByteArray) nested = g_byte_array_new ();
+  guint8 head[2] = { 0x1a, (guint8) (g_bytes_get_size (packed) + sizeof field_zero) };
+  g_assert_cmpuint (g_bytes_get_size (packed) + sizeof field_zero, <, 128);
+  g_assert_cmpuint (g_bytes_get_size (body_bytes), ==, 2 + g_bytes_get_size (packed));
+  g_byte_array_append (nested, head, sizeof head);
+  g_byte_array_append (nested, g_bytes_get_data (odd, NULL), (guint) g_bytes_get_size (odd));
+  g_autoptr (Tally__PayBody) pay = TALLY_UNPACK (Tally__PayBody, tally__pay_body, nested->data,
+                                                 nested->len, "pay body", &error);
+  g_assert_null (pay);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+  keys_clear (&k);
+}
+
+static void
+test_message_unpack_keeps_unknown_fields (void)
+{
+  Keys k;
+  keys_init (&k, 0x02);
+  g_autoptr (GBytes) packed =
+    tally_envelope_sign (CTX_REVOCATION, test_body, sizeof test_body, k.sk);
+  /* Field 15, varint 1: what a later protocol version might add. */
+  static const guint8 field_15[] = { 0x78, 0x01 };
+  g_autoptr (GBytes) newer = append_bytes (packed, field_15, sizeof field_15);
+  g_autoptr (GError) error = NULL;
+
+  g_autoptr (Tally__SignedEnvelope) env =
+    tally_envelope_decode (g_bytes_get_data (newer, NULL), g_bytes_get_size (newer), &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (env);
+  g_assert_true (tally_envelope_verify (env, CTX_REVOCATION, k.pk, &error));
+  g_assert_no_error (error);
+  g_autoptr (GBytes) again = tally_envelope_pack (env);
+  g_assert_true (g_bytes_equal (again, newer));
+  keys_clear (&k);
+}
+
 /* --- certificates ---------------------------------------------------------- */
 
 typedef struct
@@ -1710,6 +1786,10 @@ main (int argc, char **argv)
   g_test_add_func ("/core/envelope/detached-signature-binds-context",
                    test_envelope_detached_signature);
   g_test_add_func ("/core/message/unpack-refuses-garbage", test_message_unpack_refuses_garbage);
+  g_test_add_func ("/core/message/unpack-refuses-what-cannot-be-packed-again",
+                   test_message_unpack_refuses_what_cannot_be_packed_again);
+  g_test_add_func ("/core/message/unpack-keeps-unknown-fields",
+                   test_message_unpack_keeps_unknown_fields);
 
   g_test_add_func ("/core/certificate/accepts-valid-within-window",
                    test_certificate_accepts_valid);
