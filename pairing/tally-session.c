@@ -484,8 +484,12 @@ payer_handle_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GEr
                              g_bytes_get_data (req_bytes, NULL), g_bytes_get_size (req_bytes),
                              "request", error);
   s->payee_certificate = tally_envelope_copy (body->payee_certificate);
-  if (s->request == NULL || s->payee_certificate == NULL)
+  if (s->request == NULL)
     return FALSE;
+  if (s->payee_certificate == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "offer: payee certificate");
+    return FALSE;
+  }
 
   compute_code (s);
   enter_state (s, TALLY_SESSION_STATE_CONFIRMING);

@@ -862,6 +862,11 @@ tally_register_spend (TallyRegister *reg,
                  "the request names another register than the payee certificate");
     return NULL;
   }
+  if (g_strcmp0 (payee->currency, reg->cert->currency) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_CURRENCY_MISMATCH,
+                 "the payee holds %s, this register %s", payee->currency, reg->cert->currency);
+    return NULL;
+  }
   if (!tally_check_bytes (&request->nonce, TALLY_NONCE_BYTES, "request nonce", error) ||
       !tally_amount_check (request->amount, reg->cert->currency, error))
     return NULL;
@@ -1226,6 +1231,13 @@ tally_register_receive (TallyRegister *reg,
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "payer %s is revoked", who);
     return NULL;
   }
+  /* A register certified for another currency cannot pay in ours, whatever
+   * its permission says. */
+  if (g_strcmp0 (payer->currency, reg->cert->currency) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_CURRENCY_MISMATCH,
+                 "the payer holds %s, this register %s", payer->currency, reg->cert->currency);
+    return NULL;
+  }
   if (policy->max_revocation_age > 0 &&
       (reg->revocation == NULL || (now > reg->state.revocation_issued_at &&
                                    now - reg->state.revocation_issued_at >
@@ -1316,12 +1328,30 @@ tally_register_lookup_certificate (TallyRegister *reg,
   return stored_envelope (packed, "cached certificate", error);
 }
 
+/* Every other object the register signs, it signs inside the operation
+ * that commits it; a free signing oracle would let whoever holds the
+ * register mint permissions without a debit. */
 void
 tally_register_sign (TallyRegister *reg,
                      Tally__SignatureContext ctx,
                      const guint8 *data,
                      gsize len,
                      guint8 signature[TALLY_SIGNATURE_BYTES])
+{
+  g_return_if_fail (reg != NULL);
+  g_return_if_fail (data != NULL || len == 0);
+  g_return_if_fail (ctx == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_OFFER ||
+                    ctx == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_PAY);
+
+  reg->backend->sign_detached (reg->store, ctx, data, len, signature);
+}
+
+void
+tally_register_sign_any (TallyRegister *reg,
+                         Tally__SignatureContext ctx,
+                         const guint8 *data,
+                         gsize len,
+                         guint8 signature[TALLY_SIGNATURE_BYTES])
 {
   g_return_if_fail (reg != NULL);
   g_return_if_fail (data != NULL || len == 0);

@@ -189,7 +189,8 @@ Tally__SignedEnvelope *tally_register_lookup_certificate (TallyRegister *reg,
                                                           const guint8 hash[TALLY_HASH_BYTES],
                                                           GError **error);
 
-/* Signs a handshake transcript hash with the register key. */
+/* Signs a handshake transcript hash with the register key: only the
+ * HANDSHAKE_OFFER and HANDSHAKE_PAY contexts. */
 void tally_register_sign (TallyRegister *reg,
                           Tally__SignatureContext ctx,
                           const guint8 *data,

@@ -719,6 +719,16 @@ test_spend_refuses_payee_certificate_of_other_issuer (World *w, gconstpointer da
 }
 
 static void
+test_spend_refuses_payee_certified_for_another_currency (World *w, gconstpointer data)
+{
+  g_autoptr (GBytes) cert = fixture_certify_currency (
+    w->issuer, tally_register_get_public_key (w->b.reg), "USD", NULL, T - 10, T + FIXTURE_YEAR, 2);
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (cert);
+  g_autoptr (Tally__PaymentRequest) req = request (&w->b, 100, NULL, T);
+  assert_spend_fails (&w->a, env, req, T, TALLY_ERROR_CURRENCY_MISMATCH);
+}
+
+static void
 test_spend_refuses_payee_certificate_with_bad_signature (World *w, gconstpointer data)
 {
   g_autoptr (GBytes) bad = tamper_signature (w->b.cert);
@@ -1130,6 +1140,17 @@ test_receive_refuses_payer_certificate_of_other_issuer (World *w, gconstpointer 
                                              T - 10, T + FIXTURE_YEAR, 1);
   g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (cert);
   assert_receive_fails_with (&w->b, env, permission, NULL, T, TALLY_ERROR_WRONG_ISSUER);
+}
+
+static void
+test_receive_refuses_payer_certified_for_another_currency (World *w, gconstpointer data)
+{
+  /* The same key certified for USD: its permission says EUR all the same. */
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  g_autoptr (GBytes) cert = fixture_certify_currency (
+    w->issuer, tally_register_get_public_key (w->a.reg), "USD", NULL, T - 10, T + FIXTURE_YEAR, 2);
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (cert);
+  assert_receive_fails_with (&w->b, env, permission, NULL, T, TALLY_ERROR_CURRENCY_MISMATCH);
 }
 
 static void
@@ -2058,6 +2079,10 @@ main (int argc, char **argv)
        test_spend_refuses_with_own_certificate_expired);
   ADD ("/register/spend/refuses-payee-certificate-of-other-issuer",
        test_spend_refuses_payee_certificate_of_other_issuer);
+  ADD ("/register/spend/refuses-payee-certified-for-another-currency",
+       test_spend_refuses_payee_certified_for_another_currency);
+  ADD ("/register/receive/refuses-payer-certified-for-another-currency",
+       test_receive_refuses_payer_certified_for_another_currency);
   ADD ("/register/spend/refuses-payee-certificate-with-bad-signature",
        test_spend_refuses_payee_certificate_with_bad_signature);
   ADD ("/register/spend/refuses-expired-payee-certificate",

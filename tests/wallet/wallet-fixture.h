@@ -81,7 +81,8 @@ typedef struct
 
 GBytes *fixture_result (FixtureIssuer *issuer, const FixtureResult *result);
 
-/* Signs @body as @ctx with a register's key, through tally_register_sign. */
+/* Signs @body as @ctx with a register's key under any context, as a
+ * compromised register could (tally_register_sign_any). */
 GBytes *fixture_register_sign (TallyRegister *reg, Tally__SignatureContext ctx, GBytes *body);
 GBytes *fixture_register_sign_message (TallyRegister *reg,
                                        Tally__SignatureContext ctx,
