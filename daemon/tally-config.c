@@ -15,6 +15,8 @@ static const KnownKey known_keys[] = {
   { "dbus", "bus" },
   { "dbus", "name" },
   { "transport", "listen" },
+  { "transport", "ble" },
+  { "transport", "adapter" },
   { "policy", "max_revocation_age_hours" },
   { "policy", "max_amount" },
   { "payment", "timeout_seconds" },
@@ -29,6 +31,7 @@ tally_config_new (void)
   config->bus_name = g_strdup (TALLY_CONFIG_DEFAULT_BUS_NAME);
   config->listen = g_strdup_printf ("unix:%s/tally.sock", g_get_user_runtime_dir ());
   config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
+  config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
   return config;
 }
 
@@ -40,6 +43,7 @@ tally_config_free (TallyConfig *config)
   g_free (config->register_dir);
   g_free (config->bus_name);
   g_free (config->listen);
+  g_free (config->adapter);
   g_free (config);
 }
 
@@ -118,7 +122,7 @@ static gboolean
 load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
 {
   g_autofree char *dir = NULL, *issuer = NULL, *bus = NULL, *name = NULL, *listen = NULL,
-                   *max_amount = NULL;
+                   *max_amount = NULL, *ble = NULL, *adapter = NULL;
   gboolean present;
   guint64 v;
 
@@ -169,6 +173,30 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
                       "expected unix:/path/to/socket or tcp:HOST:PORT");
     g_free (config->listen);
     config->listen = g_steal_pointer (&listen);
+  }
+
+  if (!get_string (kf, "transport", "ble", &ble, error))
+    return FALSE;
+  if (ble != NULL) {
+    if (strcmp (ble, "true") == 0)
+      config->ble = TRUE;
+    else if (strcmp (ble, "false") == 0)
+      config->ble = FALSE;
+    else
+      return invalid (error, "transport", "ble", "expected \"true\" or \"false\"");
+  }
+
+  if (!get_string (kf, "transport", "adapter", &adapter, error))
+    return FALSE;
+  if (adapter != NULL) {
+    /* A BlueZ adapter name: the last element of /org/bluez/hciN. */
+    gboolean valid = g_str_has_prefix (adapter, "hci") && adapter[3] != '\0';
+    for (const char *p = adapter + 3; valid && *p != '\0'; p++)
+      valid = g_ascii_isdigit (*p);
+    if (!valid)
+      return invalid (error, "transport", "adapter", "expected a Bluetooth adapter name like hci0");
+    g_free (config->adapter);
+    config->adapter = g_steal_pointer (&adapter);
   }
 
   if (!get_uint (kf, "policy", "max_revocation_age_hours", G_MAXUINT64 / 3600, &present, &v,
@@ -247,6 +275,10 @@ tally_config_describe (void)
          "  [transport]\n"
          "    listen=unix:PATH|tcp:HOST:PORT  where payers connect\n"
          "                                 (default: unix:$XDG_RUNTIME_DIR/tally.sock)\n"
+         "    ble=true|false               Bluetooth LE through BlueZ (system bus): advertise\n"
+         "                                 while a request waits, pay ble addresses\n"
+         "                                 (default: false)\n"
+         "    adapter=hciN                 Bluetooth adapter (default: " TALLY_CONFIG_DEFAULT_ADAPTER ")\n"
          "  [policy]\n"
          "    max_revocation_age_hours=N   refuse payers when our revocation list is\n"
          "                                 older than N hours (0: no limit)\n"

@@ -6,7 +6,7 @@
  *
  *   [register]  dir=PATH  issuer_key=HEX
  *   [dbus]      bus=session|system  name=org.tally.Tally
- *   [transport] listen=unix:/path | tcp:HOST:PORT
+ *   [transport] listen=unix:/path | tcp:HOST:PORT  ble=true|false  adapter=hci0
  *   [policy]    max_revocation_age_hours=0  max_amount=0
  *   [payment]   timeout_seconds=60
  */
@@ -20,6 +20,7 @@ G_BEGIN_DECLS
 
 #define TALLY_CONFIG_DEFAULT_BUS_NAME        "org.tally.Tally"
 #define TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS 60
+#define TALLY_CONFIG_DEFAULT_ADAPTER         "hci0"
 
 typedef struct
 {
@@ -29,12 +30,17 @@ typedef struct
   GBusType bus_type;
   char *bus_name;
   char *listen;
+  /* Bluetooth LE through BlueZ on the system bus: payee (advertising while
+   * a request waits) and payer ("ble" addresses). */
+  gboolean ble;
+  char *adapter;
   TallyAcceptPolicy policy;
   guint timeout_seconds;
 } TallyConfig;
 
 /* Defaults: register under the user data dir, session bus, a UNIX socket in
- * the user runtime dir, no extra policy, 60 s payments. */
+ * the user runtime dir, Bluetooth LE off (adapter hci0), no extra policy,
+ * 60 s payments. */
 TallyConfig *tally_config_new (void);
 void tally_config_free (TallyConfig *config);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyConfig, tally_config_free)

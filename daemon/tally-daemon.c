@@ -7,8 +7,13 @@
 #include "tally-dbus-error.h"
 #include "tally-dbus-payment.h"
 #include "tally-dbus-register.h"
+#include "tally-gatt.h"
 #include "tally-link.h"
 #include "tally-payment.h"
+
+/* Devices a payee serves at once over BLE, where BlueZ keeps them apart
+ * (5.76 on); older BlueZ serves one at a time. */
+#define BLE_MAX_DEVICES 8
 
 typedef struct
 {
@@ -18,7 +23,23 @@ typedef struct
   char *path;
   char *sender;            /* Pay () caller, whose agent confirms */
   GCancellable *agent_call;
+  GCancellable *ble_connect; /* payer: BLE discovery and connection */
+  gboolean ble;              /* its link is BLE */
+  gint64 ble_started;        /* monotonic us: discovery began (payer) or link made (payee) */
+  gint64 ble_connected;      /* monotonic us: connected (payer) */
 } DaemonPayment;
+
+/* One RequestPayment: the payments it still may hand out. */
+typedef struct
+{
+  gint64 amount;
+  char *memo;
+  guint timeout_seconds;
+  guint remaining; /* payers after the waiting one */
+  char *address;   /* "ble:TAG" over BLE, else the listen address */
+  gboolean tagged;
+  guint8 tag[TALLY_GATT_TAG_BYTES];
+} DaemonRequest;
 
 struct _TallyDaemon
 {
@@ -31,7 +52,37 @@ struct _TallyDaemon
   TallyAgentManager *agents;
   GQueue payments;          /* DaemonPayment *, oldest first */
   DaemonPayment *waiting;   /* the payee request a connecting payer gets */
+  DaemonRequest *request;   /* what the waiting payment belongs to */
+
+  /* Bluetooth LE */
+  gboolean ble;
+  char *adapter;
+  GDBusConnection *system_bus;
+  TallyGattServer *gatt;
+  GCancellable *gatt_start;
 };
+
+static void
+daemon_request_free (DaemonRequest *request)
+{
+  if (request == NULL)
+    return;
+  g_free (request->memo);
+  g_free (request->address);
+  g_free (request);
+}
+
+/* No payment waits any more: stop advertising. */
+static void
+end_request (TallyDaemon *d)
+{
+  if (d->request == NULL)
+    return;
+  g_message ("request at %s: no longer waiting for payers", d->request->address);
+  g_clear_pointer (&d->request, daemon_request_free);
+  if (d->gatt != NULL)
+    tally_gatt_server_stop_advertising (d->gatt);
+}
 
 /* --- payments --- */
 
@@ -42,8 +93,14 @@ daemon_payment_free (DaemonPayment *dp)
     g_cancellable_cancel (dp->agent_call);
     g_clear_object (&dp->agent_call);
   }
-  if (dp->daemon->waiting == dp)
+  if (dp->ble_connect != NULL) {
+    g_cancellable_cancel (dp->ble_connect);
+    g_clear_object (&dp->ble_connect);
+  }
+  if (dp->daemon->waiting == dp) {
     dp->daemon->waiting = NULL;
+    end_request (dp->daemon);
+  }
   tally_dbus_payment_free (dp->object);
   tally_payment_set_callbacks (dp->payment, NULL, NULL);
   tally_payment_free (dp->payment);
@@ -64,8 +121,15 @@ on_payment_changed (TallyPayment *payment, gpointer user_data)
     g_cancellable_cancel (dp->agent_call);
     g_clear_object (&dp->agent_call);
   }
-  if (state != TALLY_PAYMENT_STATE_WAITING && d->waiting == dp)
+  if (state != TALLY_PAYMENT_STATE_WAITING && d->waiting == dp) {
+    /* Timed out or cancelled before a payer came: the request is over. */
     d->waiting = NULL;
+    end_request (d);
+  }
+  if (tally_payment_is_finished (payment) && dp->ble_connect != NULL) {
+    g_cancellable_cancel (dp->ble_connect);
+    g_clear_object (&dp->ble_connect);
+  }
 
   if (tally_payment_is_finished (payment)) {
     const GError *error = tally_payment_get_error (payment);
@@ -76,6 +140,17 @@ on_payment_changed (TallyPayment *payment, gpointer user_data)
                  tally_payment_get_amount (payment), tally_payment_get_currency (payment),
                  tally_payment_get_role (payment) == TALLY_SESSION_ROLE_PAYER ? "to" : "from",
                  tally_payment_get_peer (payment), tally_payment_get_counter (payment));
+    if (error == NULL && dp->ble) {
+      gint64 now = g_get_monotonic_time ();
+      /* Measured for docs/ble.md and the VM tests. */
+      if (dp->ble_connected != 0)
+        g_message ("%s ble timing: discovery to receipt %" G_GINT64_FORMAT
+                   " ms, connected to receipt %" G_GINT64_FORMAT " ms",
+                   dp->path, (now - dp->ble_started) / 1000, (now - dp->ble_connected) / 1000);
+      else
+        g_message ("%s ble timing: link to receipt %" G_GINT64_FORMAT " ms", dp->path,
+                   (now - dp->ble_started) / 1000);
+    }
   }
 
   tally_dbus_payment_sync (dp->object);
@@ -172,14 +247,34 @@ add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, GError *
   return dp;
 }
 
+/* A waiting payee payment for the current request; FALSE when it cannot
+ * be made (the request then ends). */
+static DaemonPayment *
+add_waiting_payment (TallyDaemon *d, GError **error)
+{
+  DaemonRequest *r = d->request;
+  TallyPayment *payment =
+    tally_payment_new_payee (d->reg, r->amount, r->memo, &d->policy, r->timeout_seconds, error);
+  if (payment == NULL)
+    return NULL;
+  DaemonPayment *dp = add_payment (d, payment, NULL, error);
+  if (dp == NULL)
+    return NULL;
+  tally_dbus_payment_set_address (dp->object, r->address);
+  d->waiting = dp;
+  return dp;
+}
+
 char *
 tally_daemon_request_payment (TallyDaemon *d,
                               gint64 amount,
                               const char *memo,
                               guint timeout_seconds,
+                              guint payers,
                               GError **error)
 {
   g_return_val_if_fail (d != NULL && d->connection != NULL, NULL);
+  g_return_val_if_fail (payers >= 1, NULL);
 
   /* One payee request at a time: a connecting payer must know whom it pays. */
   if (d->waiting != NULL) {
@@ -188,18 +283,69 @@ tally_daemon_request_payment (TallyDaemon *d,
     return NULL;
   }
 
-  TallyPayment *payment =
-    tally_payment_new_payee (d->reg, amount, memo, &d->policy, timeout_seconds, error);
-  if (payment == NULL)
+  DaemonRequest *r = g_new0 (DaemonRequest, 1);
+  r->amount = amount;
+  r->memo = g_strdup (memo ? memo : "");
+  r->timeout_seconds = timeout_seconds;
+  r->remaining = payers - 1;
+  if (d->gatt != NULL) {
+    /* Fresh for every request: lets a payer pick this stall, and cannot
+     * follow the device from one request to the next. */
+    randombytes_buf (r->tag, sizeof r->tag);
+    r->tagged = TRUE;
+    r->address = tally_gatt_tag_to_address (r->tag);
+  } else {
+    r->address = g_strdup (tally_daemon_get_listen_address (d));
+  }
+  d->request = r;
+
+  DaemonPayment *dp = add_waiting_payment (d, error);
+  if (dp == NULL) {
+    g_clear_pointer (&d->request, daemon_request_free);
     return NULL;
-  DaemonPayment *dp = add_payment (d, payment, NULL, error);
-  if (dp == NULL)
-    return NULL;
-  d->waiting = dp;
-  g_message ("%s: requesting %" G_GINT64_FORMAT " %s, waiting for a payer on %s", dp->path, amount,
-             tally_payment_get_currency (payment), tally_daemon_get_listen_address (d));
+  }
+  if (d->gatt != NULL)
+    tally_gatt_server_advertise (d->gatt, r->tag);
+  g_message ("%s: requesting %" G_GINT64_FORMAT " %s from up to %u payer(s), waiting on %s%s%s",
+             dp->path, amount, tally_payment_get_currency (dp->payment), payers,
+             tally_daemon_get_listen_address (d), d->gatt ? " and " : "",
+             d->gatt ? r->address : "");
   tally_daemon_register_changed (d);
   return g_strdup (dp->path);
+}
+
+static void
+on_ble_connected (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TallyGattConnectInfo info;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyLink) link = tally_gatt_connect_finish (result, &info, &error);
+
+  /* Cancelled: the payment ended or is gone, and @user_data with it. */
+  if (link == NULL && g_error_matches (error, TALLY_ERROR, TALLY_ERROR_CANCELLED))
+    return;
+
+  DaemonPayment *dp = user_data;
+  g_clear_object (&dp->ble_connect);
+  if (link == NULL) {
+    g_autoptr (GError) state_error = NULL;
+    if (!tally_payment_fail_connect (dp->payment, error, &state_error))
+      g_debug ("%s: %s", dp->path, state_error->message);
+    return;
+  }
+  dp->ble_started = info.started;
+  dp->ble_connected = info.connected;
+  g_message ("%s: BLE payee %s: found after %" G_GINT64_FORMAT " ms, connected after %" G_GINT64_FORMAT
+             " ms, ready after %" G_GINT64_FORMAT " ms (%u attempt(s), ATT MTU %u, notify %s, write %s)",
+             dp->path, tally_link_get_peer (link), (info.discovered - info.started) / 1000,
+             (info.connected - info.started) / 1000, (info.ready - info.started) / 1000,
+             info.attempts, info.att_mtu, info.notify_fd ? "socket" : "Value changes",
+             info.write_fd ? "socket" : "WriteValue");
+  g_autoptr (GError) attach_error = NULL;
+  if (!tally_payment_attach (dp->payment, link, &attach_error)) {
+    g_debug ("%s: %s", dp->path, attach_error->message);
+    tally_link_close (link);
+  }
 }
 
 char *
@@ -211,9 +357,28 @@ tally_daemon_pay (TallyDaemon *d,
 {
   g_return_val_if_fail (d != NULL && d->connection != NULL && address != NULL, NULL);
 
-  if (!g_str_has_prefix (address, "unix:") && !g_str_has_prefix (address, "tcp:")) {
+  gboolean ble = tally_gatt_is_address (address);
+  if (ble) {
+    TallyGattTarget target;
+    if (!tally_gatt_address_parse (address, &target, error))
+      return NULL;
+    if (d->system_bus == NULL) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                   "\"%s\": Bluetooth LE is off; set [transport] ble=true", address);
+      return NULL;
+    }
+    /* Our own advertising payee would take our own connection for a payer. */
+    if (d->waiting != NULL && d->gatt != NULL) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+                   "%s serves payment request %s over Bluetooth LE; pay once it is over",
+                   d->adapter, d->waiting->path);
+      return NULL;
+    }
+  } else if (!g_str_has_prefix (address, "unix:") && !g_str_has_prefix (address, "tcp:")) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
-                 "address \"%s\" is not unix:PATH or tcp:HOST:PORT", address);
+                 "address \"%s\" is not unix:PATH, tcp:HOST:PORT, ble, ble:TAG or "
+                 "ble:AA:BB:CC:DD:EE:FF",
+                 address);
     return NULL;
   }
 
@@ -221,17 +386,26 @@ tally_daemon_pay (TallyDaemon *d,
   DaemonPayment *dp = add_payment (d, payment, sender, error);
   if (dp == NULL)
     return NULL;
+  tally_dbus_payment_set_address (dp->object, address);
   g_message ("%s: paying %s", dp->path, address);
-  tally_payment_connect (payment, address);
+  if (ble) {
+    dp->ble = TRUE;
+    dp->ble_connect = g_cancellable_new ();
+    tally_gatt_connect_async (d->system_bus, d->adapter, address, timeout_seconds, dp->ble_connect,
+                              on_ble_connected, dp);
+  } else {
+    tally_payment_connect (payment, address);
+  }
   return g_strdup (dp->path);
 }
 
-/* --- the payee listener --- */
+/* --- payers arriving --- */
 
+/* Gives @link to the waiting payment; while the request takes more payers,
+ * the next payment starts waiting at once. */
 static void
-on_accept (TallyStreamListener *listener, TallyLink *link, gpointer user_data)
+take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
 {
-  TallyDaemon *d = user_data;
   const char *peer = tally_link_get_peer (link) ? tally_link_get_peer (link) : "a payer";
 
   if (d->waiting == NULL) {
@@ -242,10 +416,64 @@ on_accept (TallyStreamListener *listener, TallyLink *link, gpointer user_data)
 
   DaemonPayment *dp = d->waiting;
   d->waiting = NULL;
+  dp->ble = ble;
+  dp->ble_started = g_get_monotonic_time ();
+
+  if (d->request != NULL && d->request->remaining > 0) {
+    g_autoptr (GError) next_error = NULL;
+    d->request->remaining--;
+    DaemonPayment *next = add_waiting_payment (d, &next_error);
+    if (next == NULL) {
+      g_warning ("request at %s: cannot wait for the next payer: %s", d->request->address,
+                 next_error->message);
+      end_request (d);
+    } else {
+      g_message ("%s: waiting for the next payer on %s (%u more after it)", next->path,
+                 d->request->address, d->request->remaining);
+    }
+  } else {
+    end_request (d);
+  }
+
   g_autoptr (GError) error = NULL;
   if (!tally_payment_attach (dp->payment, link, &error)) {
     g_warning ("%s: cannot take %s: %s", dp->path, peer, error->message);
     tally_payment_refuse_link (link, tally_error_code (error), error->message);
+  }
+}
+
+static void
+on_accept (TallyStreamListener *listener, TallyLink *link, gpointer user_data)
+{
+  take_payer (user_data, link, FALSE);
+}
+
+static void
+on_gatt_link (TallyGattServer *server, TallyLink *link, gpointer user_data)
+{
+  take_payer (user_data, link, TRUE);
+}
+
+static void
+on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GError) error = NULL;
+  TallyGattServer *server = tally_gatt_server_new_finish (result, &error);
+
+  if (server == NULL) {
+    if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+      g_warning ("Bluetooth LE payee unavailable: %s", error->message);
+    return;
+  }
+  TallyDaemon *d = user_data;
+  g_clear_object (&d->gatt_start);
+  d->gatt = server;
+  g_message ("Bluetooth LE payee on %s (%s mode)", d->adapter,
+             tally_gatt_server_mode_to_string (tally_gatt_server_get_mode (server)));
+  if (d->request != NULL && d->request->tagged) {
+    /* A request made before the server was up: it gets the advertisement
+     * now, under a tag payers could not have learnt otherwise. */
+    tally_gatt_server_advertise (server, d->request->tag);
   }
 }
 
@@ -309,9 +537,27 @@ tally_daemon_new (const TallyConfig *config, GError **error)
     return NULL;
   }
 
+  d->ble = config->ble;
+  d->adapter = g_strdup (config->adapter);
+  if (config->ble) {
+    /* BlueZ is on the system bus, whatever bus our own API is on. */
+    g_autoptr (GError) bus_error = NULL;
+    d->system_bus = g_bus_get_sync (G_BUS_TYPE_SYSTEM, NULL, &bus_error);
+    if (d->system_bus == NULL) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
+                   "[transport] ble: cannot reach the system bus: %s", bus_error->message);
+      tally_daemon_free (d);
+      return NULL;
+    }
+    d->gatt_start = g_cancellable_new ();
+    tally_gatt_server_new_async (d->system_bus, d->adapter, BLE_MAX_DEVICES, on_gatt_link, d,
+                                 d->gatt_start, on_gatt_started, d);
+  }
+
   g_autofree char *id = tally_register_get_id_hex (d->reg);
-  g_message ("register %s, listening for payers on %s", id,
-             tally_stream_listener_get_address (d->listener));
+  g_message ("register %s, listening for payers on %s%s%s", id,
+             tally_stream_listener_get_address (d->listener), d->ble ? " and Bluetooth LE " : "",
+             d->ble ? d->adapter : "");
   return d;
 }
 
@@ -320,9 +566,17 @@ tally_daemon_free (TallyDaemon *d)
 {
   if (d == NULL)
     return;
+  if (d->gatt_start != NULL) {
+    g_cancellable_cancel (d->gatt_start);
+    g_clear_object (&d->gatt_start);
+  }
   DaemonPayment *dp;
   while ((dp = g_queue_pop_head (&d->payments)) != NULL)
     daemon_payment_free (dp);
+  g_clear_pointer (&d->request, daemon_request_free);
+  tally_gatt_server_free (d->gatt);
+  g_clear_object (&d->system_bus);
+  g_free (d->adapter);
   tally_dbus_register_free (d->register_object);
   tally_agent_manager_free (d->agents);
   g_clear_object (&d->connection);

@@ -2,8 +2,9 @@
 #pragma once
 
 /*
- * The daemon: one register, the payee listener, the payments, and their
- * D-Bus objects.  tallyd owns a bus name and exports a TallyDaemon on it;
+ * The daemon: one register, the payee listener (a stream address, and
+ * Bluetooth LE through BlueZ when [transport] ble=true), the payments, and
+ * their D-Bus objects.  tallyd owns a bus name and exports a TallyDaemon on it;
  * tests export one on a private bus.
  *
  *   /org/tally           org.tally.AgentManager1
@@ -20,6 +21,8 @@ G_BEGIN_DECLS
 
 /* Payment objects kept for clients to read; older finished ones go. */
 #define TALLY_DAEMON_MAX_PAYMENTS 64
+/* Payers one RequestPayment may take ("Payers" option). */
+#define TALLY_DAEMON_MAX_PAYERS 16
 
 typedef struct _TallyDaemon TallyDaemon;
 
@@ -37,11 +40,18 @@ const char *tally_daemon_get_listen_address (TallyDaemon *daemon);
 guint tally_daemon_get_timeout (TallyDaemon *daemon);
 guint tally_daemon_get_payment_count (TallyDaemon *daemon);
 
-/* For the Register1 glue.  Both return the new payment's object path. */
+/* For the Register1 glue.  Both return the new payment's object path.
+ *
+ * A request waits for up to @payers payers: each payer that connects takes
+ * the waiting payment, and while payers remain a fresh one (its own nonce
+ * and session, same amount and memo) waits for the next.  With Bluetooth
+ * LE the payee advertises while a payment waits, with a random tag per
+ * request (the payments' Address, "ble:TAG"). */
 char *tally_daemon_request_payment (TallyDaemon *daemon,
                                     gint64 amount,
                                     const char *memo,
                                     guint timeout_seconds,
+                                    guint payers,
                                     GError **error);
 /* @sender's agent, when it registered one, confirms the payment. */
 char *tally_daemon_pay (TallyDaemon *daemon,

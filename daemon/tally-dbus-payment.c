@@ -91,6 +91,13 @@ tally_dbus_payment_free (TallyDBusPayment *object)
   g_free (object);
 }
 
+void
+tally_dbus_payment_set_address (TallyDBusPayment *object, const char *address)
+{
+  g_return_if_fail (object != NULL && address != NULL);
+  tally_dbus_payment1_set_address (object->skeleton, address);
+}
+
 const char *
 tally_dbus_payment_get_path (TallyDBusPayment *object)
 {

@@ -31,4 +31,8 @@ void tally_dbus_payment_sync (TallyDBusPayment *object);
 
 const char *tally_dbus_payment_get_path (TallyDBusPayment *object);
 
+/* The Address property: where payers reach this request (payee), or the
+ * address being paid (payer). */
+void tally_dbus_payment_set_address (TallyDBusPayment *object, const char *address);
+
 G_END_DECLS

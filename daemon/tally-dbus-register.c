@@ -26,20 +26,33 @@ bytes_value (GBytes *bytes)
   return g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, bytes, TRUE);
 }
 
-/* Options of RequestPayment and Pay: "Timeout" (u, seconds). */
+/* Options of RequestPayment and Pay: "Timeout" (u, seconds); RequestPayment
+ * also "Payers" (u, how many payers may pay the request, each with its own
+ * payment; @payers NULL for Pay). */
 static gboolean
-parse_options (TallyDBusRegister *object, GVariant *options, guint *timeout, GError **error)
+parse_options (TallyDBusRegister *object,
+               GVariant *options,
+               guint *timeout,
+               guint *payers,
+               GError **error)
 {
   GVariantIter iter;
   const char *key;
   GVariant *value;
 
   *timeout = tally_daemon_get_timeout (object->daemon);
+  if (payers != NULL)
+    *payers = 1;
   g_variant_iter_init (&iter, options);
   while (g_variant_iter_loop (&iter, "{&sv}", &key, &value)) {
     if (strcmp (key, "Timeout") == 0 && g_variant_is_of_type (value, G_VARIANT_TYPE_UINT32) &&
         g_variant_get_uint32 (value) > 0) {
       *timeout = g_variant_get_uint32 (value);
+    } else if (payers != NULL && strcmp (key, "Payers") == 0 &&
+               g_variant_is_of_type (value, G_VARIANT_TYPE_UINT32) &&
+               g_variant_get_uint32 (value) >= 1 &&
+               g_variant_get_uint32 (value) <= TALLY_DAEMON_MAX_PAYERS) {
+      *payers = g_variant_get_uint32 (value);
     } else {
       g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
                    "unknown option %s or wrong type %s", key, g_variant_get_type_string (value));
@@ -61,16 +74,17 @@ handle_request_payment (TallyDBusRegister1 *skeleton,
   TallyDBusRegister *object = user_data;
   g_autoptr (GError) error = NULL;
   g_autofree char *path = NULL;
-  guint timeout;
+  guint timeout, payers;
 
-  if (!parse_options (object, options, &timeout, &error))
+  if (!parse_options (object, options, &timeout, &payers, &error))
     goto fail;
   if (amount == 0 || amount > (guint64) TALLY_AMOUNT_MAX) {
     g_set_error (&error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
                  "amount %" G_GUINT64_FORMAT " is out of range", amount);
     goto fail;
   }
-  path = tally_daemon_request_payment (object->daemon, (gint64) amount, memo, timeout, &error);
+  path = tally_daemon_request_payment (object->daemon, (gint64) amount, memo, timeout, payers,
+                                       &error);
   if (path == NULL)
     goto fail;
   tally_dbus_register1_complete_request_payment (skeleton, invocation, path);
@@ -93,7 +107,7 @@ handle_pay (TallyDBusRegister1 *skeleton,
   g_autofree char *path = NULL;
   guint timeout;
 
-  if (!parse_options (object, options, &timeout, &error))
+  if (!parse_options (object, options, &timeout, NULL, &error))
     goto fail;
   path = tally_daemon_pay (object->daemon, address, g_dbus_method_invocation_get_sender (invocation),
                            timeout, &error);

@@ -483,6 +483,23 @@ tally_payment_connect (TallyPayment *p, const char *address)
   tally_stream_connect_async (address, TALLY_STREAM_DEFAULT_MTU, NULL, on_connected, p->connecting);
 }
 
+gboolean
+tally_payment_fail_connect (TallyPayment *p, const GError *reason, GError **error)
+{
+  g_return_val_if_fail (p != NULL && reason != NULL, FALSE);
+
+  if (p->role != TALLY_SESSION_ROLE_PAYER || p->state != TALLY_PAYMENT_STATE_CONNECTING ||
+      p->channel != NULL || p->connecting != NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "payment is %s, not connecting",
+                 tally_payment_state_to_string (p->state));
+    return FALSE;
+  }
+  TallyError code = tally_error_code (reason);
+  g_autoptr (GBytes) unsent = tally_session_abort (p->session, code, reason->message);
+  fail (p, g_error_new_literal (TALLY_ERROR, code, reason->message), NULL);
+  return TRUE;
+}
+
 static gboolean
 check_confirming (TallyPayment *p, GError **error)
 {

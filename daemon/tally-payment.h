@@ -77,6 +77,11 @@ void tally_payment_connect (TallyPayment *payment, const char *address);
  * WRONG_STATE unless CONNECTING (payer) or WAITING (payee). */
 gboolean tally_payment_attach (TallyPayment *payment, TallyLink *link, GError **error);
 
+/* Payer, in CONNECTING without a link yet: the connection could not be
+ * made (a transport the payment does not drive itself, such as BLE); the
+ * payment fails with @reason's code.  WRONG_STATE otherwise. */
+gboolean tally_payment_fail_connect (TallyPayment *payment, const GError *reason, GError **error);
+
 /* Payer, in CONFIRMING: spend and send the permission. */
 gboolean tally_payment_confirm (TallyPayment *payment, GError **error);
 /* Payer, in CONFIRMING: refuse; the payee is told @code. */

@@ -53,6 +53,14 @@ struct _Ctl
   guint owner_watch;
   gboolean cancel_sent;
 
+  /* Following the payments of a request for several payers. */
+  GHashTable *request_payments; /* path -> GVariantDict */
+  char *request_address;
+  guint payers;
+  guint payers_done;
+  guint payers_failed;
+  gboolean request_over; /* a payment failed before any payer took it */
+
   /* The agent of pay. */
   gboolean yes;
   TallyDBusAgent1 *agent;
@@ -837,19 +845,169 @@ follow_payment (Ctl *ctl, const char *path)
   return ctl->exit_code;
 }
 
+/* --- following a request for several payers --- */
+
+static void
+request_payment_outcome (Ctl *ctl, const char *path, GVariantDict *p, const char *old_state)
+{
+  const char *state = dict_str (p, "State");
+  gboolean done = strcmp (state, "done") == 0;
+  gboolean failed = strcmp (state, "failed") == 0;
+
+  if (!done && !failed)
+    return;
+  if (old_state != NULL && (strcmp (old_state, "done") == 0 || strcmp (old_state, "failed") == 0))
+    return;
+
+  g_autofree char *amount = tally_amount_format (dict_x (p, "Amount"), dict_str (p, "Currency"));
+  if (done) {
+    ctl->payers_done++;
+    progress (ctl, "%s: received %s from %s, counter %" G_GUINT64_FORMAT " (comparison code %s).",
+              path, g_strstrip (amount), dict_str (p, "Peer"), dict_t (p, "Counter"),
+              dict_str (p, "ComparisonCode"));
+  } else {
+    ctl->payers_failed++;
+    /* Nobody took it: the request waits for no one any more. */
+    if (old_state != NULL && strcmp (old_state, "waiting") == 0)
+      ctl->request_over = TRUE;
+    progress (ctl, "%s: failed: %s: %s", path, dict_str (p, "Error"), dict_str (p, "ErrorMessage"));
+  }
+
+  guint finished = ctl->payers_done + ctl->payers_failed;
+  gboolean all_finished = TRUE;
+  GHashTableIter iter;
+  GVariantDict *other;
+  g_hash_table_iter_init (&iter, ctl->request_payments);
+  while (g_hash_table_iter_next (&iter, NULL, (gpointer *) &other)) {
+    const char *s = dict_str (other, "State");
+    if (strcmp (s, "done") != 0 && strcmp (s, "failed") != 0)
+      all_finished = FALSE;
+  }
+  if (finished < ctl->payers && !(ctl->request_over && all_finished))
+    return;
+
+  if (ctl->json) {
+    GVariantDict dict;
+    g_variant_dict_init (&dict, NULL);
+    g_variant_dict_insert (&dict, "Address", "s", ctl->request_address);
+    g_variant_dict_insert (&dict, "Payers", "u", ctl->payers);
+    g_variant_dict_insert (&dict, "Done", "u", ctl->payers_done);
+    g_variant_dict_insert (&dict, "Failed", "u", ctl->payers_failed);
+    print_json_dict (&dict);
+  } else {
+    g_print ("Received %u of %u payment(s).\n", ctl->payers_done, ctl->payers);
+  }
+  finish (ctl, ctl->payers_done == ctl->payers ? EXIT_OK : EXIT_FAIL);
+}
+
+/* Adopts @path when it is a payment of our request (same Address). */
+static GVariantDict *
+request_track (Ctl *ctl, const char *path)
+{
+  GVariantDict *p = g_hash_table_lookup (ctl->request_payments, path);
+  if (p != NULL)
+    return p;
+  g_autoptr (GError) error = NULL;
+  p = get_all (ctl, path, PAYMENT_IFACE, &error);
+  if (p == NULL)
+    return NULL;
+  if (strcmp (dict_str (p, "Address"), ctl->request_address) != 0 ||
+      strcmp (dict_str (p, "Role"), "payee") != 0) {
+    g_variant_dict_unref (p);
+    return NULL;
+  }
+  g_hash_table_insert (ctl->request_payments, g_strdup (path), p);
+  return p;
+}
+
+static void
+on_request_properties_changed (GDBusConnection *bus,
+                               const char *sender,
+                               const char *path,
+                               const char *iface,
+                               const char *signal,
+                               GVariant *params,
+                               gpointer user_data)
+{
+  Ctl *ctl = user_data;
+  const char *changed_iface;
+  g_autoptr (GVariant) changed = NULL;
+  g_autofree const char **invalidated = NULL;
+
+  if (!g_str_has_prefix (path, "/org/tally/payment/") ||
+      !g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
+    return;
+  g_variant_get (params, "(&s@a{sv}^a&s)", &changed_iface, &changed, &invalidated);
+  if (strcmp (changed_iface, PAYMENT_IFACE) != 0)
+    return;
+  gboolean known = g_hash_table_contains (ctl->request_payments, path);
+  GVariantDict *p = request_track (ctl, path);
+  if (p == NULL)
+    return;
+  g_autofree char *old_state = g_strdup (dict_str (p, "State"));
+  if (known) {
+    GVariantIter iter;
+    const char *key;
+    GVariant *value;
+    g_variant_iter_init (&iter, changed);
+    while (g_variant_iter_loop (&iter, "{&sv}", &key, &value))
+      g_variant_dict_insert_value (p, key, value);
+  } else {
+    /* Read whole just now; its state before this change is unknown. */
+    g_clear_pointer (&old_state, g_free);
+  }
+  request_payment_outcome (ctl, path, p, old_state);
+}
+
+/* Follows every payment of a request for @payers payers, the first at
+ * @path, until @payers are done or the request waits no more. */
+static int
+follow_request (Ctl *ctl, const char *path, guint payers)
+{
+  ctl->payers = payers;
+  ctl->request_payments =
+    g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_dict_unref);
+  ctl->props_subscription = g_dbus_connection_signal_subscribe (
+    ctl->bus, ctl->owner, PROPERTIES_IFACE, "PropertiesChanged", NULL, PAYMENT_IFACE,
+    G_DBUS_SIGNAL_FLAGS_NONE, on_request_properties_changed, ctl, NULL);
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariantDict) first = get_all (ctl, path, PAYMENT_IFACE, &error);
+  if (first == NULL)
+    return report_gerror (ctl, error);
+  ctl->request_address = g_strdup (dict_str (first, "Address"));
+  ctl->payment_path = g_strdup (path);
+  if (request_track (ctl, path) == NULL)
+    return report_error (ctl, TALLY_DBUS_ERROR_FAILED, "the request's payment vanished");
+
+  ctl->exit_code = -1;
+  guint sigint = g_unix_signal_add (SIGINT, on_interrupt, ctl);
+  guint sigterm = g_unix_signal_add (SIGTERM, on_interrupt, ctl);
+  g_main_loop_run (ctl->loop);
+  g_source_remove (sigint);
+  g_source_remove (sigterm);
+  g_clear_pointer (&ctl->request_payments, g_hash_table_unref);
+  g_clear_pointer (&ctl->request_address, g_free);
+  return ctl->exit_code;
+}
+
 static int
 cmd_request (Ctl *ctl, int argc, char **argv)
 {
   g_autofree char *memo = NULL;
-  int timeout = 0, rc;
+  int timeout = 0, payers = 1, rc;
   const GOptionEntry entries[] = {
     { "memo", 'm', 0, G_OPTION_ARG_STRING, &memo, "What the payment is for", "TEXT" },
     { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout,
       "Give up after SECONDS (default: tallyd's [payment] timeout_seconds)", "SECONDS" },
+    { "payers", 'p', 0, G_OPTION_ARG_INT, &payers,
+      "Let N payers pay this amount, each with its own payment (default: 1)", "N" },
     { NULL },
   };
   if (!parse_command (ctl, entries, &argc, &argv, &rc) || !expect_args (ctl, argc, 1, &rc))
     return rc;
+  if (payers < 1 || payers > 16)
+    return usage_error (ctl, "--payers must be from 1 to 16");
 
   gint64 amount;
   g_autoptr (GError) error = NULL;
@@ -870,6 +1028,8 @@ cmd_request (Ctl *ctl, int argc, char **argv)
   g_variant_builder_init (&options, G_VARIANT_TYPE_VARDICT);
   if (timeout > 0)
     g_variant_builder_add (&options, "{sv}", "Timeout", g_variant_new_uint32 ((guint32) timeout));
+  if (payers > 1)
+    g_variant_builder_add (&options, "{sv}", "Payers", g_variant_new_uint32 ((guint32) payers));
   g_autoptr (GVariant) reply =
     call (ctl, REGISTER_PATH, REGISTER_IFACE, "RequestPayment",
           g_variant_new ("(tsa{sv})", (guint64) amount, memo ? memo : "", &options),
@@ -879,7 +1039,21 @@ cmd_request (Ctl *ctl, int argc, char **argv)
   const char *path;
   g_variant_get (reply, "(&o)", &path);
 
-  progress (ctl, "Waiting for payer on %s", g_variant_get_string (address, NULL));
+  /* The request's own address, "ble:TAG" when the payee advertises it. */
+  g_autoptr (GVariant) own_reply =
+    call (ctl, path, PROPERTIES_IFACE, "Get", g_variant_new ("(ss)", PAYMENT_IFACE, "Address"),
+          G_VARIANT_TYPE ("(v)"), NULL);
+  g_autoptr (GVariant) own = NULL;
+  if (own_reply != NULL)
+    g_variant_get (own_reply, "(v)", &own);
+  const char *listen = g_variant_get_string (address, NULL);
+  const char *request_address = own != NULL ? g_variant_get_string (own, NULL) : listen;
+  if (strcmp (request_address, listen) != 0)
+    progress (ctl, "Waiting for payer on %s and %s", listen, request_address);
+  else
+    progress (ctl, "Waiting for payer on %s", listen);
+  if (payers > 1)
+    return follow_request (ctl, path, (guint) payers);
   return follow_payment (ctl, path);
 }
 
@@ -1048,7 +1222,10 @@ cmd_pay (Ctl *ctl, int argc, char **argv)
   else {
     const char *path;
     g_variant_get (reply, "(&o)", &path);
-    progress (ctl, "Connecting to %s", argv[1]);
+    if (g_str_has_prefix (argv[1], "ble"))
+      progress (ctl, "Looking for the payee %s over Bluetooth LE", argv[1]);
+    else
+      progress (ctl, "Connecting to %s", argv[1]);
     rc = follow_payment (ctl, path);
   }
 
@@ -1062,10 +1239,13 @@ cmd_pay (Ctl *ctl, int argc, char **argv)
 static const Command commands[] = {
   { "info", "", "Show every property of the register.", "tallyctl info", cmd_info },
   { "balance", "", "Show the balance.", "tallyctl balance", cmd_balance },
-  { "request", "AMOUNT", "Request a payment and wait for a payer to pay it.",
-    "tallyctl request 5.00 --memo 'coffee'", cmd_request },
-  { "pay", "ADDRESS", "Pay the request waiting at a payee's address.",
-    "tallyctl pay unix:/run/user/1000/tally.sock", cmd_pay },
+  { "request", "AMOUNT", "Request a payment and wait for a payer (or --payers N) to pay it.",
+    "tallyctl request 5.00 --memo 'coffee' --payers 3", cmd_request },
+  { "pay", "ADDRESS",
+    "Pay the request waiting at a payee's address: unix:PATH, tcp:HOST:PORT, ble (the first "
+    "payee found over Bluetooth LE), ble:TAG (the payee advertising that request tag) or "
+    "ble:AA:BB:CC:DD:EE:FF (that device).",
+    "tallyctl pay ble:0a1b2c3d", cmd_pay },
   { "history", "", "List register entries, newest first.", "tallyctl history --limit 10",
     cmd_history },
   { "load", "FILE", "Load value from an issuer voucher.", "tallyctl load voucher.bin", cmd_load },

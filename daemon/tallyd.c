@@ -96,7 +96,10 @@ main (int argc, char **argv)
   g_option_context_add_main_entries (context, entries, NULL);
   g_option_context_set_summary (context,
                                 "Holds one balance register and serves it as org.tally.Register1 "
-                                "on D-Bus.\nPayers connect to the [transport] listen address.");
+                                "on D-Bus.\nPayers connect to the [transport] listen address, "
+                                "and with [transport] ble=true\nover Bluetooth LE (BlueZ on the "
+                                "system bus): the payee advertises while a\nrequest waits, and "
+                                "Pay takes ble, ble:TAG and ble:AA:BB:CC:DD:EE:FF.");
   g_option_context_set_description (context, tally_config_describe ());
   if (!g_option_context_parse (context, &argc, &argv, &error)) {
     g_printerr ("tallyd: %s\nTry tallyd --help.\n", error->message);
