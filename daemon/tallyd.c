@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "tally-btmon.h"
 #include "tally-config.h"
 #include "tally-daemon.h"
 #include "tally-dbus-error.h"
@@ -25,6 +26,8 @@ log_writer (GLogLevelFlags level, const GLogField *fields, gsize n_fields, gpoin
 {
   if ((level & G_LOG_LEVEL_DEBUG) && !opt_verbose)
     return G_LOG_WRITER_HANDLED;
+  /* Inline in btmon when we may write to the monitor's logging channel. */
+  tally_btmon_log_fields (user_data, "tallyd", level, fields, n_fields);
   if (g_log_writer_is_journald (fileno (stderr)) &&
       g_log_writer_journald (level, fields, n_fields, user_data) == G_LOG_WRITER_HANDLED)
     return G_LOG_WRITER_HANDLED;
@@ -110,7 +113,9 @@ main (int argc, char **argv)
     return 2;
   }
 
-  g_log_set_writer_func (log_writer, NULL, NULL);
+  /* Without Bluetooth or CAP_NET_ADMIN this is NULL and logs go only to
+   * the usual places. */
+  g_log_set_writer_func (log_writer, tally_btmon_open (NULL), (GDestroyNotify) tally_btmon_free);
   if (sodium_init () < 0) {
     g_printerr ("tallyd: libsodium failed to initialise\n");
     return 1;

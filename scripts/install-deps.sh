@@ -32,6 +32,8 @@ PACKAGES=(
   # libFuzzer and clang's sanitizer runtimes: only recommended by clang,
   # which --no-install-recommends skips (scripts/fuzz.sh)
   libclang-rt-14-dev
+  # tools/tally.lua is tested with tshark (tests/tools)
+  tshark
   valgrind
   jq
   ca-certificates
