@@ -589,6 +589,9 @@ broken_rules (const Offer *o)
     fuzz_key_register_id (FUZZ_KEY_REVOKED_PAYER, revoked);
     if (bytes_are (&cert->register_id, revoked, TALLY_ID_BYTES))
       codes |= CODE (TALLY_ERROR_REVOKED);
+    /* A payer certified for another currency cannot pay in ours. */
+    if (g_strcmp0 (cert->currency, FUZZ_CURRENCY) != 0)
+      codes |= CODE (TALLY_ERROR_CURRENCY_MISMATCH);
   }
   guint64 age = o->now > FUZZ_NOW ? o->now - FUZZ_NOW : 0;
   if (o->policy->max_revocation_age > 0 && age > o->policy->max_revocation_age)
