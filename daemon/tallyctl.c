@@ -74,27 +74,6 @@ struct _Ctl
 
 /* --- output --- */
 
-static void
-json_string (GString *out, const char *s)
-{
-  g_string_append_c (out, '"');
-  for (const unsigned char *p = (const unsigned char *) s; *p != '\0'; p++) {
-    switch (*p) {
-    case '"': g_string_append (out, "\\\""); break;
-    case '\\': g_string_append (out, "\\\\"); break;
-    case '\n': g_string_append (out, "\\n"); break;
-    case '\r': g_string_append (out, "\\r"); break;
-    case '\t': g_string_append (out, "\\t"); break;
-    default:
-      if (*p < 0x20)
-        g_string_append_printf (out, "\\u%04x", *p);
-      else
-        g_string_append_c (out, (char) *p);
-    }
-  }
-  g_string_append_c (out, '"');
-}
-
 static void json_value (GString *out, GVariant *value);
 
 static void
@@ -113,10 +92,10 @@ json_dict (GString *out, GVariant *dict)
       g_string_append_c (out, ',');
     first = FALSE;
     if (g_variant_is_of_type (key, G_VARIANT_TYPE_STRING)) {
-      json_string (out, g_variant_get_string (key, NULL));
+      tally_json_append_string (out, g_variant_get_string (key, NULL));
     } else {
       g_autofree char *k = g_variant_print (key, FALSE);
-      json_string (out, k);
+      tally_json_append_string (out, k);
     }
     g_string_append_c (out, ':');
     json_value (out, val);
@@ -161,7 +140,7 @@ json_value (GString *out, GVariant *value)
   case G_VARIANT_CLASS_STRING:
   case G_VARIANT_CLASS_OBJECT_PATH:
   case G_VARIANT_CLASS_SIGNATURE:
-    json_string (out, g_variant_get_string (value, NULL));
+    tally_json_append_string (out, g_variant_get_string (value, NULL));
     return;
   case G_VARIANT_CLASS_VARIANT: {
     g_autoptr (GVariant) inner = g_variant_get_variant (value);
@@ -173,7 +152,7 @@ json_value (GString *out, GVariant *value)
       gsize len;
       const guint8 *data = g_variant_get_fixed_array (value, &len, 1);
       g_autofree char *hex = tally_hex_encode (data ? data : (const guint8 *) "", len);
-      json_string (out, hex);
+      tally_json_append_string (out, hex);
       return;
     }
     if (g_variant_type_is_dict_entry (g_variant_type_element (type))) {
@@ -196,7 +175,7 @@ json_value (GString *out, GVariant *value)
     break;
   }
   g_autofree char *text = g_variant_print (value, FALSE);
-  json_string (out, text);
+  tally_json_append_string (out, text);
 }
 
 /* Prints one JSON object from an a{sv}. */

@@ -85,29 +85,6 @@ usage (const Command *cmd, const char *fmt, ...)
   return EXIT_USAGE;
 }
 
-static void
-json_string (GString *out, const char *s)
-{
-  g_string_append_c (out, '"');
-  for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-    switch (*p) {
-    case '"': g_string_append (out, "\\\""); break;
-    case '\\': g_string_append (out, "\\\\"); break;
-    case '\b': g_string_append (out, "\\b"); break;
-    case '\f': g_string_append (out, "\\f"); break;
-    case '\n': g_string_append (out, "\\n"); break;
-    case '\r': g_string_append (out, "\\r"); break;
-    case '\t': g_string_append (out, "\\t"); break;
-    default:
-      if (*p < 0x20 || *p == 0x7f)
-        g_string_append_printf (out, "\\u%04x", *p);
-      else
-        g_string_append_c (out, (char) *p);
-    }
-  }
-  g_string_append_c (out, '"');
-}
-
 static gboolean
 write_file (const char *path, GBytes *bytes, GError **error)
 {
@@ -480,12 +457,12 @@ cmd_fraud_proofs (const Command *cmd, char **args)
       g_autofree char *proof = tally_hex_encode (data, len);
       g_string_append (out, i ? ",\n  {" : "\n  {");
       g_string_append (out, "\"register_id\": ");
-      json_string (out, id);
+      tally_json_append_string (out, id);
       g_string_append (out, ", \"kind\": ");
-      json_string (out, fraud_kind_name (fp->kind));
+      tally_json_append_string (out, fraud_kind_name (fp->kind));
       g_string_append_printf (out, ", \"detected_at\": %" G_GUINT64_FORMAT ", \"proof\": ",
                               fp->detected_at);
-      json_string (out, proof);
+      tally_json_append_string (out, proof);
       g_string_append_c (out, '}');
     } else {
       g_string_append_printf (out, "%s  %-14s  %s\n", id, fraud_kind_name (fp->kind), when);
@@ -513,7 +490,7 @@ cmd_audit (const Command *cmd, char **args)
   if (opt.json) {
     /* Amounts are integers in minor units of "currency". */
     g_string_append (out, "{\n  \"currency\": ");
-    json_string (out, cur);
+    tally_json_append_string (out, cur);
     g_string_append_printf (out,
                             ",\n  \"issued\": %" G_GINT64_FORMAT ",\n  \"online\": %" G_GINT64_FORMAT
                             ",\n  \"offline\": %" G_GINT64_FORMAT

@@ -216,6 +216,10 @@ char *tally_hex_encode (const guint8 *data, gsize len);
 /* Exactly @len bytes of hex, else INVALID_ARGUMENT. */
 gboolean tally_hex_decode (const char *hex, guint8 *out, gsize len, GError **error);
 
+/* Appends @s as a JSON string literal, quoted and escaped, for the
+ * command-line tools' --json output. */
+void tally_json_append_string (GString *out, const char *s);
+
 /* Wall clock in whole seconds. */
 guint64 tally_now (void);
 

@@ -1738,6 +1738,14 @@ test_check_bytes (void)
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
 }
 
+static void
+test_json_string_escapes_what_json_requires (void)
+{
+  g_autoptr (GString) out = g_string_new (NULL);
+  tally_json_append_string (out, "a\"b\\c\n\t\x01\x7f caf\xc3\xa9");
+  g_assert_cmpstr (out->str, ==, "\"a\\\"b\\\\c\\n\\t\\u0001\\u007f caf\xc3\xa9\"");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1770,6 +1778,8 @@ main (int argc, char **argv)
   g_test_add_func ("/core/envelope/refuses-flipped-signature-bit",
                    test_envelope_refuses_flipped_signature_bit);
   g_test_add_func ("/core/envelope/refuses-wrong-key", test_envelope_refuses_wrong_key);
+  g_test_add_func ("/core/json/string-escapes-what-json-requires",
+                   test_json_string_escapes_what_json_requires);
   g_test_add_func ("/core/envelope/remembered-verification-binds-key-body-and-signature",
                    test_envelope_remembered_verification_binds_key_body_and_signature);
   g_test_add_func ("/core/envelope/refuses-wrong-context", test_envelope_refuses_wrong_context);
