@@ -103,8 +103,14 @@ typedef struct
 static TallyRegister *payee;
 static guint64 inputs;
 /* This input's requests. */
-static Request requests[MAX_REQUESTS];
+static Request *requests[MAX_REQUESTS]; /* this input's, owned by earlier_requests */
 static guint n_requests;
+/*
+ * Every request this process made, by nonce.  The register keeps its
+ * unconsumed requests across inputs, and libFuzzer learns their nonces
+ * from the comparisons it traces, so the model must remember them too.
+ */
+static GHashTable *earlier_requests;
 /* (payer id || BE64 counter) -> permission hash, of every payment taken. */
 static GHashTable *taken;
 /* History lists the newest time first: the latest receipt time so far. */
@@ -132,6 +138,9 @@ payee_setup (void)
 {
   g_clear_pointer (&payee, tally_register_free);
   g_clear_pointer (&taken, g_hash_table_unref);
+  /* A new register knows none of the old one's requests. */
+  g_clear_pointer (&earlier_requests, g_hash_table_unref);
+  n_requests = 0;
   taken = g_hash_table_new_full (g_bytes_hash, g_bytes_equal, (GDestroyNotify) g_bytes_unref,
                                  (GDestroyNotify) g_bytes_unref);
   latest = 0;
@@ -257,11 +266,16 @@ request_new (gint64 amount, const char *memo)
   g_autoptr (Tally__PaymentRequest) pr =
     tally_register_new_request (payee, amount, memo, FUZZ_NOW, &error);
   g_assert_no_error (error);
-  Request *r = &requests[n_requests++];
+  Request *r = g_new0 (Request, 1);
   memcpy (r->nonce, pr->nonce.data, TALLY_NONCE_BYTES);
   r->amount = amount;
   r->memo = memo;
   r->consumed = FALSE;
+  if (earlier_requests == NULL)
+    earlier_requests = g_hash_table_new_full (g_bytes_hash, g_bytes_equal,
+                                              (GDestroyNotify) g_bytes_unref, g_free);
+  g_hash_table_insert (earlier_requests, g_bytes_new (r->nonce, TALLY_NONCE_BYTES), r);
+  requests[n_requests++] = r;
   return r;
 }
 
@@ -342,11 +356,11 @@ mutate (Spec *s, FuzzInput *in)
     guint8 choice = fuzz_input_u8 (in);
     if (choice < 96 && n_requests + 1 < MAX_REQUESTS) {
       /* Another request of ours, for the amount the input names. */
-      const Request *r = request_new ((gint64) fuzz_input_u16 (in) + 1, requests[0].memo);
+      const Request *r = request_new ((gint64) fuzz_input_u16 (in) + 1, requests[0]->memo);
       memcpy (s->nonce, r->nonce, TALLY_NONCE_BYTES);
       s->nonce_len = TALLY_NONCE_BYTES;
     } else if (choice < 128) {
-      memcpy (s->nonce, requests[0].nonce, TALLY_NONCE_BYTES);
+      memcpy (s->nonce, requests[0]->nonce, TALLY_NONCE_BYTES);
       s->nonce_len = TALLY_NONCE_BYTES;
     } else if (choice < 192) {
       fuzz_input_fill (in, s->nonce, TALLY_NONCE_BYTES);
@@ -534,10 +548,10 @@ request_find (const ProtobufCBinaryData *nonce)
 {
   if (nonce->len != TALLY_NONCE_BYTES)
     return NULL;
-  for (guint i = 0; i < n_requests; i++)
-    if (memcmp (requests[i].nonce, nonce->data, TALLY_NONCE_BYTES) == 0)
-      return &requests[i];
-  return NULL;
+  if (earlier_requests == NULL)
+    return NULL;
+  g_autoptr (GBytes) key = g_bytes_new (nonce->data, TALLY_NONCE_BYTES);
+  return g_hash_table_lookup (earlier_requests, key);
 }
 
 static gboolean
@@ -887,7 +901,7 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
    * same amount: a double spend once the first was taken. */
   const Request *second =
     request_new (spec.amount > 0 && spec.amount <= TALLY_AMOUNT_MAX ? spec.amount : 1,
-                 requests[0].memo);
+                 requests[0]->memo);
   memcpy (spec.nonce, second->nonce, TALLY_NONCE_BYTES);
   spec.nonce_len = TALLY_NONCE_BYTES;
   spec.created_at++;
