@@ -342,17 +342,9 @@ authenticate_peer (TallySession *s,
   if (cert == NULL)
     return NULL;
 
-  g_autoptr (GBytes) rl = tally_register_get_revocation_list (s->reg);
-  if (rl != NULL) {
-    gsize rl_len;
-    const guint8 *rl_data = g_bytes_get_data (rl, &rl_len);
-    g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (rl_data, rl_len, NULL);
-    g_autoptr (Tally__RevocationList) list =
-      env ? tally_revocation_list_verify (env, tally_register_get_issuer_key (s->reg), NULL) : NULL;
-    if (tally_revocation_list_contains (list, cert->register_id.data)) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "peer register is revoked");
-      return NULL;
-    }
+  if (tally_register_revokes (s->reg, cert->register_id.data)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "peer register is revoked");
+    return NULL;
   }
   if (s->policy.max_revocation_age > 0) {
     guint64 issued = tally_register_get_revocation_issued_at (s->reg);

@@ -1295,6 +1295,16 @@ tally_register_receive (TallyRegister *reg,
 }
 
 gboolean
+tally_register_revokes (TallyRegister *reg, const guint8 register_id[TALLY_ID_BYTES])
+{
+  g_return_val_if_fail (reg != NULL, FALSE);
+  g_return_val_if_fail (register_id != NULL, FALSE);
+
+  /* The decoded list was verified when it was stored. */
+  return tally_revocation_list_contains (reg->revocation, register_id);
+}
+
+gboolean
 tally_register_peer_has_certificate (TallyRegister *reg, const guint8 peer_id[TALLY_ID_BYTES])
 {
   g_return_val_if_fail (reg != NULL, FALSE);

@@ -126,6 +126,8 @@ gboolean tally_register_is_closed (TallyRegister *reg);
 guint64 tally_register_get_revocation_serial (TallyRegister *reg);
 guint64 tally_register_get_revocation_issued_at (TallyRegister *reg);
 GBytes *tally_register_get_revocation_list (TallyRegister *reg); /* packed envelope or NULL */
+/* TRUE when the revocation list we hold names @register_id. */
+gboolean tally_register_revokes (TallyRegister *reg, const guint8 register_id[TALLY_ID_BYTES]);
 /* Stores @list when it verifies and is newer; an older or equal one is
  * ignored (TRUE).  Errors only for a bad list. */
 gboolean tally_register_update_revocation_list (TallyRegister *reg,
