@@ -7,6 +7,7 @@
 #define FRAME_HARD_MAX_MESSAGE 65535
 #define FRAME_HEADER_LONG      3 /* kind|seq, u16 total length */
 #define FRAME_HEADER_SHORT     1 /* kind|seq */
+#define FRAME_SEQ_MODULO       16
 
 static const char *
 frame_kind_to_string (TallyFrameKind kind)
@@ -104,11 +105,29 @@ tally_frame_split (const guint8 *msg, gsize len, gsize mtu, gsize max_message, G
 
 /* --- reassembly ------------------------------------------------------------ */
 
+/*
+ * Fragments are placed in index order.  One that arrives up to
+ * TALLY_FRAME_REORDER_WINDOW indices ahead of the next one due is held, by
+ * its sequence number, until the gap before it fills; the FIRST is index 0,
+ * so fragments that overtake it are held too (AWAITING_FIRST).  At most
+ * TALLY_FRAME_REORDER_WINDOW fragments are held, and their data never
+ * exceeds the announced length (or, before the FIRST, the maximum).
+ */
+
 typedef enum
 {
   REASSEMBLER_IDLE,
+  REASSEMBLER_AWAITING_FIRST,
   REASSEMBLER_ASSEMBLING,
 } ReassemblerState;
+
+typedef struct
+{
+  gboolean present;
+  TallyFrameKind kind;
+  guint8 *data;
+  gsize len;
+} HeldFragment;
 
 struct _TallyReassembler
 {
@@ -116,12 +135,20 @@ struct _TallyReassembler
   gsize max_message;
   gint64 timeout_us;
 
-  /* Current message, valid while ASSEMBLING. */
+  /* Current message, valid unless IDLE. */
+  gint64 start_us;                     /* arrival of its first fragment, whichever */
+  guint placed;                        /* fragments placed: the index due next */
+  HeldFragment held[FRAME_SEQ_MODULO]; /* by sequence number */
+  guint held_count;
+  gsize held_bytes;
+  guint held_max_index; /* valid while held_count > 0 */
+  gboolean have_last;   /* the LAST is held */
+  guint last_index;
+
+  /* Valid while ASSEMBLING: the FIRST is placed. */
   guint8 *buf;
   gsize total;
-  gsize received;
-  guint fragments; /* received so far, names the next one in errors */
-  gint64 start_us;
+  gsize received; /* bytes placed */
 };
 
 static const char *
@@ -129,9 +156,30 @@ reassembler_state_to_string (ReassemblerState state)
 {
   switch (state) {
   case REASSEMBLER_IDLE: return "idle";
+  case REASSEMBLER_AWAITING_FIRST: return "awaiting-first";
   case REASSEMBLER_ASSEMBLING: return "assembling";
   }
   return "unknown";
+}
+
+static void
+reassembler_clear (TallyReassembler *r)
+{
+  for (guint i = 0; i < FRAME_SEQ_MODULO; i++) {
+    g_clear_pointer (&r->held[i].data, g_free);
+    r->held[i].present = FALSE;
+    r->held[i].len = 0;
+  }
+  r->held_count = 0;
+  r->held_bytes = 0;
+  r->held_max_index = 0;
+  r->have_last = FALSE;
+  r->last_index = 0;
+  g_clear_pointer (&r->buf, g_free);
+  r->total = 0;
+  r->received = 0;
+  r->placed = 0;
+  r->start_us = 0;
 }
 
 static void
@@ -142,12 +190,9 @@ reassembler_enter_state (TallyReassembler *r, ReassemblerState state)
 
   switch (state) {
   case REASSEMBLER_IDLE:
-    g_clear_pointer (&r->buf, g_free);
-    r->total = 0;
-    r->received = 0;
-    r->fragments = 0;
-    r->start_us = 0;
+    reassembler_clear (r);
     break;
+  case REASSEMBLER_AWAITING_FIRST:
   case REASSEMBLER_ASSEMBLING:
     break;
   }
@@ -174,7 +219,7 @@ tally_reassembler_free (TallyReassembler *r)
 {
   if (r == NULL)
     return;
-  g_free (r->buf);
+  reassembler_clear (r);
   g_free (r);
 }
 
@@ -183,7 +228,14 @@ tally_reassembler_is_busy (TallyReassembler *r)
 {
   g_return_val_if_fail (r != NULL, FALSE);
 
-  return r->state == REASSEMBLER_ASSEMBLING;
+  switch (r->state) {
+  case REASSEMBLER_IDLE:
+    return FALSE;
+  case REASSEMBLER_AWAITING_FIRST:
+  case REASSEMBLER_ASSEMBLING:
+    return TRUE;
+  }
+  return FALSE;
 }
 
 gboolean
@@ -195,6 +247,15 @@ tally_reassembler_check (TallyReassembler *r, gint64 now_us, GError **error)
   switch (r->state) {
   case REASSEMBLER_IDLE:
     return TRUE;
+  case REASSEMBLER_AWAITING_FIRST:
+    if (now_us - r->start_us <= r->timeout_us)
+      return TRUE;
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_FRAME_TIMEOUT,
+                 "message without its FIRST after %" G_GINT64_FORMAT " ms: %" G_GSIZE_FORMAT
+                 " bytes in %u fragments held, limit %" G_GINT64_FORMAT " ms",
+                 (now_us - r->start_us) / 1000, r->held_bytes, r->held_count,
+                 r->timeout_us / 1000);
+    break;
   case REASSEMBLER_ASSEMBLING:
     if (now_us - r->start_us <= r->timeout_us)
       return TRUE;
@@ -202,12 +263,12 @@ tally_reassembler_check (TallyReassembler *r, gint64 now_us, GError **error)
                  "message of %" G_GSIZE_FORMAT " bytes incomplete after %" G_GINT64_FORMAT
                  " ms: %" G_GSIZE_FORMAT " bytes in %u fragments received, limit %" G_GINT64_FORMAT
                  " ms",
-                 r->total, (now_us - r->start_us) / 1000, r->received, r->fragments,
-                 r->timeout_us / 1000);
-    reassembler_enter_state (r, REASSEMBLER_IDLE);
-    return FALSE;
+                 r->total, (now_us - r->start_us) / 1000, r->received + r->held_bytes,
+                 r->placed + r->held_count, r->timeout_us / 1000);
+    break;
   }
-  return TRUE;
+  reassembler_enter_state (r, REASSEMBLER_IDLE);
+  return FALSE;
 }
 
 /* Every error leaves the reassembler empty so the next FIRST/ONLY starts clean. */
@@ -225,6 +286,64 @@ reassembler_fail (TallyReassembler *r, GError **error, TallyError code, const ch
   return FALSE;
 }
 
+static GBytes *
+reassembler_take_message (TallyReassembler *r)
+{
+  GBytes *message = g_bytes_new_take (g_steal_pointer (&r->buf), r->total);
+
+  reassembler_enter_state (r, REASSEMBLER_IDLE);
+  return message;
+}
+
+/* Appends the fragment due next; the caller checked that its data fits. */
+static gboolean
+reassembler_place (TallyReassembler *r,
+                   TallyFrameKind kind,
+                   const guint8 *data,
+                   gsize data_len,
+                   GBytes **message,
+                   GError **error)
+{
+  if (kind == TALLY_FRAME_LAST && r->received + data_len < r->total)
+    return reassembler_fail (r, error, TALLY_ERROR_FRAME_TRUNCATED,
+                             "fragment %u: LAST ends the message after %" G_GSIZE_FORMAT
+                             " of %" G_GSIZE_FORMAT " announced bytes",
+                             r->placed, r->received + data_len, r->total);
+
+  if (data_len > 0)
+    memcpy (r->buf + r->received, data, data_len);
+  r->received += data_len;
+  r->placed++;
+  if (kind == TALLY_FRAME_LAST)
+    *message = reassembler_take_message (r);
+  return TRUE;
+}
+
+/* Places the held fragments the last placement made due, in index order. */
+static gboolean
+reassembler_drain (TallyReassembler *r, GBytes **message, GError **error)
+{
+  while (r->state == REASSEMBLER_ASSEMBLING && r->held_count > 0) {
+    HeldFragment *slot = &r->held[r->placed % FRAME_SEQ_MODULO];
+    g_autofree guint8 *data = NULL;
+    gsize data_len;
+    TallyFrameKind kind;
+
+    if (!slot->present)
+      break;
+    data = g_steal_pointer (&slot->data);
+    data_len = slot->len;
+    kind = slot->kind;
+    slot->present = FALSE;
+    slot->len = 0;
+    r->held_count--;
+    r->held_bytes -= data_len;
+    if (!reassembler_place (r, kind, data, data_len, message, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean
 reassembler_start (TallyReassembler *r,
                    TallyFrameKind kind,
@@ -232,6 +351,7 @@ reassembler_start (TallyReassembler *r,
                    const guint8 *fragment,
                    gsize len,
                    gint64 now_us,
+                   GBytes **message,
                    GError **error)
 {
   gsize total;
@@ -240,11 +360,19 @@ reassembler_start (TallyReassembler *r,
   switch (r->state) {
   case REASSEMBLER_IDLE:
     break;
+  case REASSEMBLER_AWAITING_FIRST:
+    /* Held fragments belong to a multi-fragment message, which an ONLY is not. */
+    if (kind == TALLY_FRAME_ONLY)
+      return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN,
+                               "fragment 0: ONLY while %u later fragments of a message are held",
+                               r->held_count);
+    break;
   case REASSEMBLER_ASSEMBLING:
     return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN,
                              "fragment %u: %s while a message of %" G_GSIZE_FORMAT
                              " bytes is in progress (%" G_GSIZE_FORMAT " received)",
-                             r->fragments, frame_kind_to_string (kind), r->total, r->received);
+                             r->placed, frame_kind_to_string (kind), r->total,
+                             r->received + r->held_bytes);
   }
 
   if (len < FRAME_HEADER_LONG)
@@ -277,15 +405,33 @@ reassembler_start (TallyReassembler *r,
                              "fragment 0: ONLY carries %" G_GSIZE_FORMAT
                              " bytes, %" G_GSIZE_FORMAT " announced",
                              data_len, total);
+  if (r->held_bytes > total - data_len)
+    return reassembler_fail (r, error, TALLY_ERROR_FRAME_OVERSIZE,
+                             "fragment 0: FIRST announces %" G_GSIZE_FORMAT
+                             " bytes and carries %" G_GSIZE_FORMAT ", but %u later fragments"
+                             " brought %" G_GSIZE_FORMAT " already",
+                             total, data_len, r->held_count, r->held_bytes);
 
+  switch (r->state) {
+  case REASSEMBLER_IDLE:
+    r->start_us = now_us;
+    break;
+  case REASSEMBLER_AWAITING_FIRST:
+  case REASSEMBLER_ASSEMBLING:
+    break;
+  }
   r->buf = g_malloc (total);
   r->total = total;
-  r->start_us = now_us;
-  memcpy (r->buf, fragment + FRAME_HEADER_LONG, data_len);
+  if (data_len > 0)
+    memcpy (r->buf, fragment + FRAME_HEADER_LONG, data_len);
   r->received = data_len;
-  r->fragments = 1;
+  r->placed = 1;
   reassembler_enter_state (r, REASSEMBLER_ASSEMBLING);
-  return TRUE;
+  if (kind == TALLY_FRAME_ONLY) {
+    *message = reassembler_take_message (r);
+    return TRUE;
+  }
+  return reassembler_drain (r, message, error);
 }
 
 static gboolean
@@ -294,49 +440,92 @@ reassembler_continue (TallyReassembler *r,
                       guint seq,
                       const guint8 *fragment,
                       gsize len,
+                      gint64 now_us,
+                      GBytes **message,
                       GError **error)
 {
+  const guint8 *data = fragment + FRAME_HEADER_SHORT;
   gsize data_len = len - FRAME_HEADER_SHORT;
-  guint expected;
+  guint ahead = (seq + FRAME_SEQ_MODULO - r->placed % FRAME_SEQ_MODULO) % FRAME_SEQ_MODULO;
+  guint index = r->placed + ahead;
+  HeldFragment *slot = &r->held[seq];
+
+  /* Behind the next one due, or too far ahead to tell from behind. */
+  if (ahead > TALLY_FRAME_REORDER_WINDOW)
+    return reassembler_fail (r, error, TALLY_ERROR_FRAME_TRUNCATED,
+                             "fragment %u: sequence %u, expected %u..%u", r->placed, seq,
+                             r->placed % FRAME_SEQ_MODULO,
+                             (r->placed + TALLY_FRAME_REORDER_WINDOW) % FRAME_SEQ_MODULO);
+  if (index == 0)
+    return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN,
+                             "fragment 0: %s without a FIRST", frame_kind_to_string (kind));
+  if (slot->present)
+    return reassembler_fail (r, error, TALLY_ERROR_FRAME_TRUNCATED,
+                             "fragment %u: sequence %u arrived twice", index, seq);
+  if (r->have_last && index > r->last_index)
+    return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN,
+                             "fragment %u: %s after the LAST, fragment %u", index,
+                             frame_kind_to_string (kind), r->last_index);
+  if (kind == TALLY_FRAME_LAST && r->have_last)
+    return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN,
+                             "fragment %u: a second LAST, fragment %u is one", index,
+                             r->last_index);
+  if (kind == TALLY_FRAME_LAST && r->held_count > 0 && r->held_max_index > index)
+    return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN,
+                             "fragment %u: LAST, but fragment %u arrived already", index,
+                             r->held_max_index);
 
   switch (r->state) {
   case REASSEMBLER_IDLE:
-    return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN,
-                             "fragment 0: %s without a FIRST", frame_kind_to_string (kind));
+  case REASSEMBLER_AWAITING_FIRST:
+    if (data_len > r->max_message - r->held_bytes)
+      return reassembler_fail (r, error, TALLY_ERROR_FRAME_OVERSIZE,
+                               "fragment %u: %s carries %" G_GSIZE_FORMAT
+                               " bytes, with the %" G_GSIZE_FORMAT
+                               " held before the FIRST more than the limit %" G_GSIZE_FORMAT,
+                               index, frame_kind_to_string (kind), data_len, r->held_bytes,
+                               r->max_message);
+    break;
   case REASSEMBLER_ASSEMBLING:
+    if (data_len > r->total - r->received - r->held_bytes)
+      return reassembler_fail (r, error, TALLY_ERROR_FRAME_OVERSIZE,
+                               "fragment %u: %s carries %" G_GSIZE_FORMAT
+                               " bytes, only %" G_GSIZE_FORMAT " of the %" G_GSIZE_FORMAT
+                               " announced remain",
+                               index, frame_kind_to_string (kind), data_len,
+                               r->total - r->received - r->held_bytes, r->total);
     break;
   }
 
-  expected = r->fragments & 0xf;
-  if (seq != expected)
-    return reassembler_fail (r, error, TALLY_ERROR_FRAME_TRUNCATED,
-                             "fragment %u: sequence %u, expected %u", r->fragments, seq, expected);
-  if (data_len > r->total - r->received)
-    return reassembler_fail (r, error, TALLY_ERROR_FRAME_OVERSIZE,
-                             "fragment %u: %s carries %" G_GSIZE_FORMAT
-                             " bytes, only %" G_GSIZE_FORMAT " of the %" G_GSIZE_FORMAT
-                             " announced remain",
-                             r->fragments, frame_kind_to_string (kind), data_len,
-                             r->total - r->received, r->total);
-  if (kind == TALLY_FRAME_LAST && r->received + data_len < r->total)
-    return reassembler_fail (r, error, TALLY_ERROR_FRAME_TRUNCATED,
-                             "fragment %u: LAST ends the message after %" G_GSIZE_FORMAT
-                             " of %" G_GSIZE_FORMAT " announced bytes",
-                             r->fragments, r->received + data_len, r->total);
+  if (ahead == 0) {
+    if (!reassembler_place (r, kind, data, data_len, message, error))
+      return FALSE;
+    return reassembler_drain (r, message, error);
+  }
 
-  memcpy (r->buf + r->received, fragment + FRAME_HEADER_SHORT, data_len);
-  r->received += data_len;
-  r->fragments++;
+  slot->present = TRUE;
+  slot->kind = kind;
+  slot->data = data_len > 0 ? g_memdup2 (data, data_len) : NULL;
+  slot->len = data_len;
+  if (r->held_count == 0 || index > r->held_max_index)
+    r->held_max_index = index;
+  r->held_count++;
+  r->held_bytes += data_len;
+  if (kind == TALLY_FRAME_LAST) {
+    r->have_last = TRUE;
+    r->last_index = index;
+  }
+
+  switch (r->state) {
+  case REASSEMBLER_IDLE:
+    r->start_us = now_us;
+    reassembler_enter_state (r, REASSEMBLER_AWAITING_FIRST);
+    break;
+  case REASSEMBLER_AWAITING_FIRST:
+  case REASSEMBLER_ASSEMBLING:
+    break;
+  }
   return TRUE;
-}
-
-static GBytes *
-reassembler_take_message (TallyReassembler *r)
-{
-  GBytes *message = g_bytes_new_take (g_steal_pointer (&r->buf), r->total);
-
-  reassembler_enter_state (r, REASSEMBLER_IDLE);
-  return message;
 }
 
 gboolean
@@ -364,32 +553,24 @@ tally_reassembler_push (TallyReassembler *r,
 
   if (len < FRAME_HEADER_SHORT)
     return reassembler_fail (r, error, TALLY_ERROR_FRAME_TRUNCATED,
-                             "fragment %u: empty, shorter than its 1-byte header", r->fragments);
+                             "fragment %u: empty, shorter than its 1-byte header", r->placed);
 
   nibble = fragment[0] >> 4;
   seq = fragment[0] & 0xf;
   if (!frame_kind_is_known (nibble))
     return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN,
-                             "fragment %u: unknown kind 0x%x in header byte 0x%02x", r->fragments,
+                             "fragment %u: unknown kind 0x%x in header byte 0x%02x", r->placed,
                              nibble, fragment[0]);
   kind = (TallyFrameKind) nibble;
 
   switch (kind) {
   case TALLY_FRAME_FIRST:
-    return reassembler_start (r, kind, seq, fragment, len, now_us, error);
   case TALLY_FRAME_ONLY:
-    if (!reassembler_start (r, kind, seq, fragment, len, now_us, error))
-      return FALSE;
-    *message = reassembler_take_message (r);
-    return TRUE;
+    return reassembler_start (r, kind, seq, fragment, len, now_us, message, error);
   case TALLY_FRAME_MIDDLE:
-    return reassembler_continue (r, kind, seq, fragment, len, error);
   case TALLY_FRAME_LAST:
-    if (!reassembler_continue (r, kind, seq, fragment, len, error))
-      return FALSE;
-    *message = reassembler_take_message (r);
-    return TRUE;
+    return reassembler_continue (r, kind, seq, fragment, len, now_us, message, error);
   }
   return reassembler_fail (r, error, TALLY_ERROR_FRAME_UNKNOWN, "fragment %u: unknown kind 0x%x",
-                           r->fragments, nibble);
+                           r->placed, nibble);
 }

@@ -1035,11 +1035,14 @@ prepare_frame_truncated (World *w)
   after_first_fragment (w, last_bytes);
 }
 
+/* FIRST, then the fragment one beyond the reordering window: fragment 1 is
+ * due, fragments up to 1 + TALLY_FRAME_REORDER_WINDOW would be held. */
 static void
 prepare_frame_sequence_gap (World *w)
 {
   g_autoptr (GPtrArray) frags = certificate_fragments (w);
-  after_first_fragment (w, frags->pdata[2]);
+  g_assert_cmpuint (frags->len, >, TALLY_FRAME_REORDER_WINDOW + 2);
+  after_first_fragment (w, frags->pdata[TALLY_FRAME_REORDER_WINDOW + 2]);
 }
 
 static void

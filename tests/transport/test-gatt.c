@@ -109,7 +109,10 @@ test_mtu_notification_leaves_room_for_multiple_value_header (void)
   g_assert_cmpuint (tally_gatt_notify_payload_for_att_mtu (48), ==, 43);
   g_assert_cmpuint (tally_gatt_notify_payload_for_att_mtu (517), ==, TALLY_FRAME_MAX_MTU);
   g_assert_cmpuint (tally_gatt_notify_payload_for_att_mtu (25), ==, 20);
-  /* Below 25 the framing's floor wins. */
+  /* The framing's floor is what ATT MTU 23 leaves a multiple-value
+   * notification. */
+  g_assert_cmpuint (tally_gatt_notify_payload_for_att_mtu (24), ==, 19);
+  g_assert_cmpuint (tally_gatt_notify_payload_for_att_mtu (23), ==, 18);
   g_assert_cmpuint (tally_gatt_notify_payload_for_att_mtu (23), ==, TALLY_FRAME_MIN_MTU);
   g_assert_cmpuint (tally_gatt_notify_payload_for_att_mtu (22), ==, 0);
 }
@@ -449,8 +452,9 @@ test_link_paused_fragments_leave_in_order_on_resume (void)
   peer_clear (&peer);
 }
 
-/* A whole message at ATT MTU 23 (payload 20) over the sockets BlueZ hands
- * out, through channels on both ends. */
+/* A whole message at ATT MTU 23 over the sockets BlueZ hands out, through
+ * channels on both ends: payload 20 for Write Commands, 18 for the payee's
+ * multiple-value notifications. */
 typedef struct
 {
   GBytes *message;
@@ -474,7 +478,7 @@ channel_closed (TallyChannel *channel, const GError *error, gpointer user_data)
 }
 
 static void
-test_link_channel_carries_message_at_att_mtu_23 (void)
+check_channel_carries_message (gsize mtu)
 {
   Peer payer_owner, payee_owner;
   ChannelPeer payee = { 0 };
@@ -484,7 +488,6 @@ test_link_channel_carries_message_at_att_mtu_23 (void)
   g_autoptr (GError) error = NULL;
   TallyLink *payer_link, *payee_link;
   TallyChannel *payer, *receiver;
-  gsize mtu = tally_gatt_payload_for_att_mtu (23);
 
   for (guint i = 0; i < sizeof msg; i++)
     msg[i] = (guint8) (i * 7);
@@ -515,6 +518,19 @@ test_link_channel_carries_message_at_att_mtu_23 (void)
   g_bytes_unref (payee.message);
   peer_clear (&payer_owner);
   peer_clear (&payee_owner);
+}
+
+static void
+test_link_channel_carries_message_at_att_mtu_23 (void)
+{
+  check_channel_carries_message (tally_gatt_payload_for_att_mtu (23));
+}
+
+static void
+test_link_channel_carries_notifications_at_att_mtu_23 (void)
+{
+  g_assert_cmpuint (tally_gatt_notify_payload_for_att_mtu (23), ==, 18);
+  check_channel_carries_message (tally_gatt_notify_payload_for_att_mtu (23));
 }
 
 /* --- the payee's device table ----------------------------------------------------- */
@@ -641,6 +657,8 @@ main (int argc, char **argv)
                    test_link_paused_fragments_leave_in_order_on_resume);
   g_test_add_func ("/gatt/link/channel-carries-message-at-att-mtu-23",
                    test_link_channel_carries_message_at_att_mtu_23);
+  g_test_add_func ("/gatt/link/channel-carries-notifications-at-att-mtu-23",
+                   test_link_channel_carries_notifications_at_att_mtu_23);
   g_test_add_func ("/gatt/devices/exclusive-serves-one-device-at-a-time",
                    test_devices_exclusive_serves_one_at_a_time);
   g_test_add_func ("/gatt/devices/per-device-serves-up-to-the-maximum",

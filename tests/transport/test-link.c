@@ -223,6 +223,12 @@ check_mem_pair_delivers (gsize mtu)
 }
 
 static void
+test_mem_delivers_messages_at_mtu_18 (void)
+{
+  check_mem_pair_delivers (18);
+}
+
+static void
 test_mem_delivers_messages_at_mtu_20 (void)
 {
   check_mem_pair_delivers (20);
@@ -391,6 +397,87 @@ test_channel_times_out_partial_message (void)
   tally_link_unref (b_link);
 
   send_raw (raw, first, sizeof first);
+  RUN_UNTIL (b.closed_count > 0);
+  drain_context ();
+
+  g_assert_cmpuint (b.closed_count, ==, 1);
+  g_assert_error (b.closed_error, TALLY_ERROR, TALLY_ERROR_FRAME_TIMEOUT);
+  g_assert_cmpuint (b.messages->len, ==, 0);
+
+  endpoint_clear (&b);
+  tally_link_unref (raw);
+  test_env_teardown (&env);
+}
+
+/* Fragments of one message overtaking each other, as on several Enhanced
+ * ATT bearers: the channel delivers the message, then the next one. */
+static void
+test_channel_reassembles_reordered_fragments (void)
+{
+  static const guint order[] = { 2, 3, 1, 5, 0, 4 };
+  TestEnv env;
+  TallyLink *raw;
+  TallyLink *b_link;
+  Endpoint b;
+  g_autoptr (GBytes) first = make_message (15 + 4 * 17 + 3, 1);
+  g_autoptr (GBytes) second = make_message (60, 2);
+  g_autoptr (GPtrArray) first_fragments = NULL;
+  g_autoptr (GPtrArray) second_fragments = NULL;
+  g_autoptr (GError) error = NULL;
+
+  first_fragments = tally_frame_split (g_bytes_get_data (first, NULL), g_bytes_get_size (first), 18,
+                                       TALLY_FRAME_DEFAULT_MAX_MESSAGE, &error);
+  g_assert_no_error (error);
+  second_fragments = tally_frame_split (g_bytes_get_data (second, NULL), g_bytes_get_size (second),
+                                        18, TALLY_FRAME_DEFAULT_MAX_MESSAGE, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (first_fragments->len, ==, G_N_ELEMENTS (order));
+
+  test_env_setup (&env);
+  tally_mem_link_pair (18, &raw, &b_link);
+  endpoint_init (&b, b_link, SHORT_TIMEOUT_MS);
+  tally_link_unref (b_link);
+
+  for (guint i = 0; i < G_N_ELEMENTS (order); i++) {
+    gsize len;
+    const guint8 *data = g_bytes_get_data (first_fragments->pdata[order[i]], &len);
+
+    send_raw (raw, data, len);
+  }
+  for (guint i = second_fragments->len; i > 0; i--) {
+    gsize len;
+    const guint8 *data = g_bytes_get_data (second_fragments->pdata[i - 1], &len);
+
+    send_raw (raw, data, len);
+  }
+  RUN_UNTIL (b.messages->len == 2 || b.closed_count > 0);
+  g_assert_cmpuint (b.closed_count, ==, 0);
+  assert_bytes_equal (g_ptr_array_index (b.messages, 0), first);
+  assert_bytes_equal (g_ptr_array_index (b.messages, 1), second);
+
+  endpoint_clear (&b);
+  tally_link_unref (raw);
+  test_env_teardown (&env);
+}
+
+/* A fragment held for a FIRST that never comes arms the timeout too. */
+static void
+test_channel_times_out_fragments_held_before_first (void)
+{
+  static const guint8 middle[] = {
+    0x21, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17
+  };
+  TestEnv env;
+  TallyLink *raw;
+  TallyLink *b_link;
+  Endpoint b;
+
+  test_env_setup (&env);
+  tally_mem_link_pair (18, &raw, &b_link);
+  endpoint_init (&b, b_link, SHORT_TIMEOUT_MS);
+  tally_link_unref (b_link);
+
+  send_raw (raw, middle, sizeof middle);
   RUN_UNTIL (b.closed_count > 0);
   drain_context ();
 
@@ -1092,6 +1179,7 @@ main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
 
+  g_test_add_func ("/link/mem/delivers-messages-at-mtu-18", test_mem_delivers_messages_at_mtu_18);
   g_test_add_func ("/link/mem/delivers-messages-at-mtu-20", test_mem_delivers_messages_at_mtu_20);
   g_test_add_func ("/link/mem/delivers-messages-at-mtu-244", test_mem_delivers_messages_at_mtu_244);
   g_test_add_func ("/link/mem/reports-peer-close-once", test_mem_reports_peer_close_once);
@@ -1101,6 +1189,10 @@ main (int argc, char **argv)
                    test_channel_closes_on_reassembly_error);
   g_test_add_func ("/link/channel/times-out-partial-message",
                    test_channel_times_out_partial_message);
+  g_test_add_func ("/link/channel/reassembles-reordered-fragments",
+                   test_channel_reassembles_reordered_fragments);
+  g_test_add_func ("/link/channel/times-out-fragments-held-before-first",
+                   test_channel_times_out_fragments_held_before_first);
   g_test_add_func ("/link/channel/reports-close-inside-message",
                    test_channel_reports_close_inside_message);
   g_test_add_func ("/link/channel/may-be-freed-from-its-callbacks",
