@@ -47,6 +47,7 @@ static const GDBusErrorEntry tally_dbus_errors[] = {
   { TALLY_ERROR_EXISTS, TALLY_DBUS_ERROR_PREFIX "Exists" },
   { TALLY_ERROR_WRONG_REGISTER, TALLY_DBUS_ERROR_PREFIX "WrongRegister" },
   { TALLY_ERROR_TIMEOUT, TALLY_DBUS_ERROR_PREFIX "Timeout" },
+  { TALLY_ERROR_EXPIRED, TALLY_DBUS_ERROR_PREFIX "Expired" },
 };
 
 G_STATIC_ASSERT (G_N_ELEMENTS (tally_dbus_errors) == TALLY_ERROR_LAST);

@@ -44,6 +44,7 @@ tally_dbus_payment_sync (TallyDBusPayment *object)
   tally_dbus_payment1_set_peer (s, tally_payment_get_peer (p));
   tally_dbus_payment1_set_comparison_code (s, tally_payment_get_comparison_code (p));
   tally_dbus_payment1_set_counter (s, tally_payment_get_counter (p));
+  tally_dbus_payment1_set_redelivered (s, tally_payment_is_redelivery (p));
   if (receipt != NULL)
     tally_dbus_payment1_set_receipt (
       s, g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, receipt, TRUE));

@@ -331,6 +331,37 @@ tally_payment_set_callbacks (TallyPayment *p,
 
 /* --- the exchange --- */
 
+/* Payer, offer verified (protocol 4.4): a permission to this payee that lost
+ * its receipt goes again first, without asking the agent, since nothing new
+ * is spent.  TRUE when it did, or when the payment failed trying. */
+static gboolean
+redeliver_pending (TallyPayment *p)
+{
+  g_autoptr (GError) local = NULL;
+  g_autoptr (GBytes) pay = tally_session_redeliver (p->session, tally_now (), &local);
+  if (pay == NULL) {
+    if (g_error_matches (local, TALLY_ERROR, TALLY_ERROR_NOT_FOUND))
+      return FALSE;
+    g_autoptr (GBytes) wire = tally_session_abort (p->session, tally_error_code (local),
+                                                   local->message);
+    fail (p, g_steal_pointer (&local), wire);
+    return TRUE;
+  }
+  g_info ("payment %u: delivering again permission %" G_GUINT64_FORMAT
+          ", which never got its receipt",
+          p->id, tally_session_get_counter (p->session));
+  if (!send_message (p, pay, &local)) {
+    g_autoptr (GBytes) unsent =
+      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, local->message);
+    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
+                          "sending the permission again failed: %s", local->message),
+          NULL);
+    return TRUE;
+  }
+  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+  return TRUE;
+}
+
 static void
 on_channel_message (TallyChannel *channel, GBytes *message, gpointer user_data)
 {
@@ -371,6 +402,8 @@ on_channel_message (TallyChannel *channel, GBytes *message, gpointer user_data)
   }
 
   TallyPaymentState next = state_from_session (tally_session_get_state (p->session));
+  if (next == TALLY_PAYMENT_STATE_CONFIRMING && redeliver_pending (p))
+    return;
   if (next == TALLY_PAYMENT_STATE_DONE) {
     p->receipt = tally_session_get_receipt (p->session);
     /* The payee just queued the receipt; the payer has nothing left to say. */
@@ -659,6 +692,13 @@ tally_payment_get_comparison_code (TallyPayment *p)
   g_return_val_if_fail (p != NULL, "");
   const char *code = tally_session_get_comparison_code (p->session);
   return code ? code : "";
+}
+
+gboolean
+tally_payment_is_redelivery (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, FALSE);
+  return tally_session_is_redelivery (p->session);
 }
 
 guint64

@@ -108,6 +108,10 @@ const char *tally_payment_get_peer (TallyPayment *payment);
 /* Six digits once known, else "". */
 const char *tally_payment_get_comparison_code (TallyPayment *payment);
 guint64 tally_payment_get_counter (TallyPayment *payment);
+/* TRUE when the payment delivered again an earlier permission that never
+ * got its receipt, instead of paying the request offered
+ * (docs/protocol.md 4.4): amount and counter are that permission's. */
+gboolean tally_payment_is_redelivery (TallyPayment *payment);
 /* Packed receipt envelope once DONE, else NULL. */
 GBytes *tally_payment_get_receipt (TallyPayment *payment);
 /* Why the payment FAILED, else NULL. */

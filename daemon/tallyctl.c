@@ -728,9 +728,18 @@ payment_outcome (Ctl *ctl)
     g_variant_dict_init (&dict, all);
     g_variant_dict_insert (&dict, "Payment", "s", ctl->payment_path);
     print_json_dict (&dict);
+  } else if (done && payer && dict_b (p, "Redelivered")) {
+    g_print ("Delivered again the earlier payment of %s to %s, counter %" G_GUINT64_FORMAT
+             ", which had lost its receipt: it is paid now.  The new request is not paid yet; "
+             "pay again.\n",
+             g_strstrip (amount), dict_str (p, "Peer"), dict_t (p, "Counter"));
   } else if (done && payer) {
     g_print ("Paid %s to %s, counter %" G_GUINT64_FORMAT ".\n", g_strstrip (amount),
              dict_str (p, "Peer"), dict_t (p, "Counter"));
+  } else if (done && dict_b (p, "Redelivered")) {
+    g_print ("Received again the earlier payment of %s from %s, counter %" G_GUINT64_FORMAT
+             ", whose receipt had been lost.  This request is still open.\n",
+             g_strstrip (amount), dict_str (p, "Peer"), dict_t (p, "Counter"));
   } else if (done) {
     g_print ("Received %s from %s, counter %" G_GUINT64_FORMAT ".\n", g_strstrip (amount),
              dict_str (p, "Peer"), dict_t (p, "Counter"));

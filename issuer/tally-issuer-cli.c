@@ -354,14 +354,18 @@ cmd_reconcile (const Command *cmd, char **args)
   if (res == NULL)
     return fail_error (error);
 
+  const char *cur = tally_issuer_get_currency (issuer);
   g_autofree char *hex = tally_hex_encode (res->register_id.data, res->register_id.len);
+  g_autofree char *reclaimed = tally_amount_format (report.reclaimed_amount, cur);
   printf ("register %s reconciled: settled through counter %" G_GUINT64_FORMAT "\n"
           "  spent %u new, received %u new, defunds %u, duplicates %u, fraud proofs %u\n"
+          "  reclaimed %u expired permission(s) in flight (%s), late receipts %u\n"
+          "  result: %zu own permission(s) reclaimed, %zu payee receipt(s) returned\n"
           "  %s\n",
           hex, res->settled_counter, report.spent_new, report.received_new, report.defunds,
-          report.duplicates, report.fraud_proofs,
-          report.revoked ? "register is REVOKED; no certificate renewed"
-                         : "certificate renewed");
+          report.duplicates, report.fraud_proofs, report.reclaimed, reclaimed, report.late_receipts,
+          res->n_reclaimed, res->n_receipts,
+          report.revoked ? "register is REVOKED; no certificate renewed" : "certificate renewed");
   return 0;
 }
 
@@ -417,18 +421,6 @@ static const GOptionEntry json_entries[] = {
   { NULL },
 };
 
-static const char *
-fraud_kind_name (Tally__FraudKind kind)
-{
-  switch (kind) {
-  case TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED: return "counter-reused";
-  case TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK: return "chain-fork";
-  case TALLY__FRAUD_KIND__FRAUD_KIND_UNSPECIFIED:
-  case _TALLY__FRAUD_KIND_IS_INT_SIZE: break;
-  }
-  return "unknown";
-}
-
 static int
 cmd_fraud_proofs (const Command *cmd, char **args)
 {
@@ -459,13 +451,14 @@ cmd_fraud_proofs (const Command *cmd, char **args)
       g_string_append (out, "\"register_id\": ");
       tally_json_append_string (out, id);
       g_string_append (out, ", \"kind\": ");
-      tally_json_append_string (out, fraud_kind_name (fp->kind));
+      tally_json_append_string (out, tally_issuer_fraud_kind_to_string (fp->kind));
       g_string_append_printf (out, ", \"detected_at\": %" G_GUINT64_FORMAT ", \"proof\": ",
                               fp->detected_at);
       tally_json_append_string (out, proof);
       g_string_append_c (out, '}');
     } else {
-      g_string_append_printf (out, "%s  %-14s  %s\n", id, fraud_kind_name (fp->kind), when);
+      g_string_append_printf (out, "%s  %-14s  %s\n", id,
+                              tally_issuer_fraud_kind_to_string (fp->kind), when);
     }
   }
   if (opt.json)
@@ -491,15 +484,16 @@ cmd_audit (const Command *cmd, char **args)
     /* Amounts are integers in minor units of "currency". */
     g_string_append (out, "{\n  \"currency\": ");
     tally_json_append_string (out, cur);
-    g_string_append_printf (out,
-                            ",\n  \"issued\": %" G_GINT64_FORMAT ",\n  \"online\": %" G_GINT64_FORMAT
-                            ",\n  \"offline\": %" G_GINT64_FORMAT
-                            ",\n  \"in_flight\": %" G_GINT64_FORMAT
-                            ",\n  \"fraud_exposure\": %" G_GINT64_FORMAT
-                            ",\n  \"registers\": %u,\n  \"revoked\": %u,\n  \"fraud_proofs\": %u"
-                            ",\n  \"balanced\": %s\n}\n",
-                            a.issued, a.online, a.offline, a.in_flight, a.fraud_exposure,
-                            a.registers, a.revoked, a.fraud_proofs, a.balanced ? "true" : "false");
+    g_string_append_printf (
+      out,
+      ",\n  \"issued\": %" G_GINT64_FORMAT ",\n  \"online\": %" G_GINT64_FORMAT
+      ",\n  \"offline\": %" G_GINT64_FORMAT ",\n  \"in_flight\": %" G_GINT64_FORMAT
+      ",\n  \"fraud_exposure\": %" G_GINT64_FORMAT ",\n  \"reclaimed\": %" G_GINT64_FORMAT
+      ",\n  \"reclaimed_permissions\": %" G_GUINT64_FORMAT
+      ",\n  \"registers\": %u,\n  \"revoked\": %u,\n  \"fraud_proofs\": %u"
+      ",\n  \"balanced\": %s\n}\n",
+      a.issued, a.online, a.offline, a.in_flight, a.fraud_exposure, a.reclaimed, a.reclaimed_count,
+      a.registers, a.revoked, a.fraud_proofs, a.balanced ? "true" : "false");
   } else {
     struct
     {
@@ -514,6 +508,10 @@ cmd_audit (const Command *cmd, char **args)
       g_autofree char *v = tally_amount_format (rows[i].value, cur);
       g_string_append_printf (out, "%-15s %s\n", rows[i].label, v);
     }
+    /* Not a term of the balance: reclaimed value is inside "online". */
+    g_autofree char *reclaimed = tally_amount_format (a.reclaimed, cur);
+    g_string_append_printf (out, "%-15s %s in %" G_GUINT64_FORMAT " expired permission(s)\n",
+                            "reclaimed", reclaimed, a.reclaimed_count);
     g_string_append_printf (out, "%-15s %u (%u revoked)\n%-15s %u\n%-15s %s\n", "registers",
                             a.registers, a.revoked, "fraud proofs", a.fraud_proofs, "balanced",
                             a.balanced ? "yes" : "NO");
@@ -547,16 +545,19 @@ static const Command commands[] = {
     "tally-issuer voucher --register 0123456789abcdef0123456789abcdef --amount 20.00 --out "
     "load.bin",
     voucher_entries, 0, 0, cmd_voucher },
-  { "reconcile", "BUNDLE --out RESULT", "Book a register's bundle and write the signed result",
+  { "reconcile", "BUNDLE --out RESULT",
+    "Book a register's bundle, reclaim expired permissions in flight, write the signed result",
     "tally-issuer reconcile bundle.bin --out result.bin", out_entries, 1, 1, cmd_reconcile },
   { "revoke", "HEXID", "Revoke a register and publish a new revocation list",
     "tally-issuer revoke 0123456789abcdef0123456789abcdef", no_entries, 1, 1, cmd_revoke },
   { "revocations", "--out FILE", "Write the current signed revocation list",
     "tally-issuer revocations --out revoked.bin", revocations_entries, 0, 0, cmd_revocations },
-  { "fraud-proofs", "[--json]", "List the double-spending proofs found so far",
+  { "fraud-proofs", "[--json]",
+    "List the fraud proofs found so far (counter-reused, chain-fork, late-receipt)",
     "tally-issuer fraud-proofs --json", json_entries, 0, 0, cmd_fraud_proofs },
   { "audit", "[--json]",
-    "Check online + offline + in flight = issued (exit status 1 when not)",
+    "Check online + offline + in flight = issued (exit status 1 when not); show exposure and "
+    "reclaimed value",
     "tally-issuer audit --json", json_entries, 0, 0, cmd_audit },
 };
 

@@ -4,9 +4,10 @@
 #include <sqlite3.h>
 #include <string.h>
 
-#define SCHEMA_VERSION 1
-
-static const char schema_sql[] =
+/* Every database starts as version 1 and is brought up to date by the
+ * migrations below, in order, inside one transaction: a new database and an
+ * old one that was migrated have the same schema. */
+static const char schema_v1_sql[] =
   "CREATE TABLE schema_version (version INTEGER NOT NULL);"
   "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
   "CREATE TABLE totals ("
@@ -65,6 +66,24 @@ static const char schema_sql[] =
   "  issued_at INTEGER NOT NULL,"
   "  envelope BLOB NOT NULL);";
 
+/* migrations[i] takes a database from version i + 1 to i + 2. */
+static const char *const migrations[] = {
+  /* 2: expiring permissions (docs/protocol.md 5).  Entries booked before
+   * carry expires_at 0 and are never reclaimed; the partial index finds a
+   * payee's expired permissions in flight without scanning the table. */
+  "ALTER TABLE registers ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE entries ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE entries ADD COLUMN receipt BLOB;"
+  "ALTER TABLE totals ADD COLUMN reclaimed_count INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE totals ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;"
+  "CREATE TABLE horizon_bundles ("
+  "  register_id BLOB PRIMARY KEY REFERENCES registers (id),"
+  "  envelope BLOB NOT NULL);"
+  "CREATE INDEX entries_in_flight_by_payee ON entries (payee_id, expires_at) WHERE state = 1;",
+};
+
+#define SCHEMA_VERSION ((gint64) G_N_ELEMENTS (migrations) + 1)
+
 typedef enum
 {
   STMT_BEGIN,
@@ -85,6 +104,9 @@ typedef enum
   STMT_ENTRIES_BY_COUNTER,
   STMT_ENTRY_INSERT,
   STMT_ENTRY_UPDATE,
+  STMT_ENTRIES_EXPIRED_IN_FLIGHT,
+  STMT_HORIZON_BUNDLE_GET,
+  STMT_HORIZON_BUNDLE_PUT,
   STMT_FRAUD_INSERT,
   STMT_FRAUD_LIST_ALL,
   STMT_FRAUD_LIST_REGISTER,
@@ -100,11 +122,11 @@ typedef enum
 
 #define ENTRY_COLUMNS                                                                              \
   "hash, register_id, counter, kind, payee_id, amount, state, payer_reported, payee_reported, "    \
-  "chain_prev, chain_after, envelope, booked_at"
+  "chain_prev, chain_after, envelope, booked_at, expires_at, receipt"
 
 #define REGISTER_COLUMNS                                                                           \
-  "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                     \
-  "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance"
+  "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
+  "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon"
 
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -118,11 +140,11 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
   /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
   [STMT_REGISTER_PUT] = "INSERT INTO registers (" REGISTER_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
                         "ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
                         "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
                         "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
-                        "settled_counter = ?10, revoked = ?11, view_balance = ?12",
+                        "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_VOUCHER_NEXT] = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
   [STMT_VOUCHER_INSERT] = "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
@@ -132,9 +154,17 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_ENTRIES_BY_COUNTER] = "SELECT " ENTRY_COLUMNS " FROM entries "
                               "WHERE register_id = ?1 AND counter = ?2 ORDER BY rowid",
   [STMT_ENTRY_INSERT] = "INSERT INTO entries (" ENTRY_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-  [STMT_ENTRY_UPDATE] = "UPDATE entries SET state = ?2, payer_reported = ?3, payee_reported = ?4 "
-                        "WHERE hash = ?1",
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+  [STMT_ENTRY_UPDATE] = "UPDATE entries SET state = ?2, payer_reported = ?3, payee_reported = ?4, "
+                        "receipt = ?5 WHERE hash = ?1",
+  /* "state = 1" spelled out so that the partial index applies. */
+  [STMT_ENTRIES_EXPIRED_IN_FLIGHT] = "SELECT " ENTRY_COLUMNS " FROM entries "
+                                     "WHERE payee_id = ?1 AND state = 1 AND expires_at > 0 "
+                                     "AND expires_at <= ?2 ORDER BY expires_at, rowid",
+  [STMT_HORIZON_BUNDLE_GET] = "SELECT envelope FROM horizon_bundles WHERE register_id = ?1",
+  [STMT_HORIZON_BUNDLE_PUT] = "INSERT INTO horizon_bundles (register_id, envelope) "
+                              "VALUES (?1, ?2) ON CONFLICT (register_id) DO UPDATE "
+                              "SET envelope = ?2",
   [STMT_FRAUD_INSERT] = "INSERT INTO fraud_proofs (register_id, kind, detected_at, envelope) "
                         "VALUES (?1, ?2, ?3, ?4)",
   [STMT_FRAUD_LIST_ALL] = "SELECT register_id, kind, detected_at, envelope FROM fraud_proofs "
@@ -145,9 +175,10 @@ static const char *const stmt_sql[N_STMTS] = {
                           "VALUES (?1, ?2, ?3)",
   [STMT_REVOCATION_LATEST] = "SELECT serial, envelope FROM revocation_lists "
                              "ORDER BY serial DESC LIMIT 1",
-  [STMT_TOTALS_GET] = "SELECT issued, in_flight, fraud_exposure FROM totals WHERE id = 1",
-  [STMT_TOTALS_PUT] = "UPDATE totals SET issued = ?1, in_flight = ?2, fraud_exposure = ?3 "
-                      "WHERE id = 1",
+  [STMT_TOTALS_GET] = "SELECT issued, in_flight, fraud_exposure, reclaimed_count, reclaimed "
+                      "FROM totals WHERE id = 1",
+  [STMT_TOTALS_PUT] = "UPDATE totals SET issued = ?1, in_flight = ?2, fraud_exposure = ?3, "
+                      "reclaimed_count = ?4, reclaimed = ?5 WHERE id = 1",
   [STMT_SUM_ACCOUNTS] = "SELECT COALESCE(SUM(balance), 0) FROM accounts",
   [STMT_SUM_REGISTERS] = "SELECT COALESCE(SUM(view_balance), 0), COUNT(*), "
                          "COALESCE(SUM(revoked != 0), 0) FROM registers",
@@ -231,6 +262,15 @@ bind_bytes (sqlite3_stmt *st, int col, GBytes *bytes)
   /* A zero-length blob must not bind as NULL. */
   sqlite3_bind_blob (st, col, data ? (const void *) data : (const void *) "", (int) len,
                      SQLITE_TRANSIENT);
+}
+
+static void
+bind_optional_bytes (sqlite3_stmt *st, int col, GBytes *bytes)
+{
+  if (bytes != NULL)
+    bind_bytes (st, col, bytes);
+  else
+    sqlite3_bind_null (st, col);
 }
 
 static void
@@ -416,6 +456,7 @@ sqlite_register_get (gpointer backend,
   r.settled_counter = column_u64 (st, 9);
   r.revoked = sqlite3_column_int (st, 10) != 0;
   r.view_balance = sqlite3_column_int64 (st, 11);
+  r.horizon = column_u64 (st, 12);
   *row = r;
   return TRUE;
 }
@@ -437,6 +478,7 @@ sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError
   bind_u64 (st, 10, row->settled_counter);
   sqlite3_bind_int (st, 11, row->revoked ? 1 : 0);
   sqlite3_bind_int64 (st, 12, row->view_balance);
+  bind_u64 (st, 13, row->horizon);
   return step_done (s, st, "register", error);
 }
 
@@ -543,7 +585,28 @@ read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError *
     return FALSE;
   r.envelope = column_bytes (st, 11);
   r.booked_at = column_u64 (st, 12);
+  r.expires_at = column_u64 (st, 13);
+  if (sqlite3_column_type (st, 14) != SQLITE_NULL)
+    r.receipt = column_bytes (st, 14);
   *row = r;
+  return TRUE;
+}
+
+static gboolean
+read_entries (SqliteStore *s, sqlite3_stmt *st, GPtrArray **rows, GError **error)
+{
+  g_autoptr (GPtrArray) out =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_entry_row_free);
+  int rc;
+  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+    TallyIssuerEntryRow *row = g_new0 (TallyIssuerEntryRow, 1);
+    g_ptr_array_add (out, row);
+    if (!read_entry (s, st, row, error))
+      return FALSE;
+  }
+  if (rc != SQLITE_DONE)
+    return db_fail (s, "entries", error);
+  *rows = g_steal_pointer (&out);
   return TRUE;
 }
 
@@ -572,19 +635,7 @@ sqlite_entries_by_counter (gpointer backend,
   g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRIES_BY_COUNTER);
   bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   bind_u64 (st, 2, counter);
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_entry_row_free);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
-    TallyIssuerEntryRow *row = g_new0 (TallyIssuerEntryRow, 1);
-    g_ptr_array_add (out, row);
-    if (!read_entry (s, st, row, error))
-      return FALSE;
-  }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "entries", error);
-  *rows = g_steal_pointer (&out);
-  return TRUE;
+  return read_entries (s, st, rows, error);
 }
 
 static gboolean
@@ -608,6 +659,8 @@ sqlite_entry_insert (gpointer backend, const TallyIssuerEntryRow *row, GError **
   bind_blob (st, 11, row->chain_after, TALLY_HASH_BYTES);
   bind_bytes (st, 12, row->envelope);
   bind_u64 (st, 13, row->booked_at);
+  bind_u64 (st, 14, row->expires_at);
+  bind_optional_bytes (st, 15, row->receipt);
   if (sqlite3_step (st) == SQLITE_DONE)
     return TRUE;
   if (is_constraint (s)) {
@@ -626,6 +679,7 @@ sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **
   sqlite3_bind_int (st, 2, (int) row->state);
   sqlite3_bind_int (st, 3, row->payer_reported ? 1 : 0);
   sqlite3_bind_int (st, 4, row->payee_reported ? 1 : 0);
+  bind_optional_bytes (st, 5, row->receipt);
   if (!step_done (s, st, "entry", error))
     return FALSE;
   if (sqlite3_changes (s->db) != 1) {
@@ -633,6 +687,50 @@ sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **
     return FALSE;
   }
   return TRUE;
+}
+
+static gboolean
+sqlite_entries_expired_in_flight (gpointer backend,
+                                  const guint8 payee_id[TALLY_ID_BYTES],
+                                  guint64 horizon,
+                                  GPtrArray **rows,
+                                  GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRIES_EXPIRED_IN_FLIGHT);
+  bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
+  bind_u64 (st, 2, horizon);
+  return read_entries (s, st, rows, error);
+}
+
+/* --- horizon bundles --- */
+
+static gboolean
+sqlite_horizon_bundle_get (gpointer backend,
+                           const guint8 register_id[TALLY_ID_BYTES],
+                           GBytes **envelope,
+                           GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_HORIZON_BUNDLE_GET);
+  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  if (!step_row (s, st, "horizon bundle", error))
+    return FALSE;
+  *envelope = column_bytes (st, 0);
+  return TRUE;
+}
+
+static gboolean
+sqlite_horizon_bundle_put (gpointer backend,
+                           const guint8 register_id[TALLY_ID_BYTES],
+                           GBytes *envelope,
+                           GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_HORIZON_BUNDLE_PUT);
+  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  bind_bytes (st, 2, envelope);
+  return step_done (s, st, "horizon bundle", error);
 }
 
 /* --- fraud proofs --- */
@@ -729,6 +827,8 @@ sqlite_totals_get (gpointer backend, TallyIssuerTotals *totals, GError **error)
   totals->issued = sqlite3_column_int64 (st, 0);
   totals->in_flight = sqlite3_column_int64 (st, 1);
   totals->fraud_exposure = sqlite3_column_int64 (st, 2);
+  totals->reclaimed_count = column_u64 (st, 3);
+  totals->reclaimed = sqlite3_column_int64 (st, 4);
   return TRUE;
 }
 
@@ -740,6 +840,8 @@ sqlite_totals_put (gpointer backend, const TallyIssuerTotals *totals, GError **e
   sqlite3_bind_int64 (st, 1, totals->issued);
   sqlite3_bind_int64 (st, 2, totals->in_flight);
   sqlite3_bind_int64 (st, 3, totals->fraud_exposure);
+  bind_u64 (st, 4, totals->reclaimed_count);
+  sqlite3_bind_int64 (st, 5, totals->reclaimed);
   return step_done (s, st, "totals", error);
 }
 
@@ -804,6 +906,9 @@ static const TallyIssuerStoreOps sqlite_ops = {
   .entries_by_counter = sqlite_entries_by_counter,
   .entry_insert = sqlite_entry_insert,
   .entry_update = sqlite_entry_update,
+  .entries_expired_in_flight = sqlite_entries_expired_in_flight,
+  .horizon_bundle_get = sqlite_horizon_bundle_get,
+  .horizon_bundle_put = sqlite_horizon_bundle_put,
   .fraud_proof_insert = sqlite_fraud_proof_insert,
   .fraud_proof_list = sqlite_fraud_proof_list,
   .revocation_list_put = sqlite_revocation_list_put,
@@ -861,19 +966,30 @@ setup_schema (SqliteStore *s, gboolean create, GError **error)
     goto fail;
   if (version == 0 && create) {
     g_autofree char *sql =
-      g_strdup_printf ("%s INSERT INTO schema_version (version) VALUES (%d);", schema_sql,
-                       SCHEMA_VERSION);
+      g_strconcat (schema_v1_sql, " INSERT INTO schema_version (version) VALUES (1);", NULL);
     if (!exec (s, sql, "creating schema", error))
       goto fail;
+    version = 1;
   } else if (version == 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s is not an issuer database",
                  s->path);
     goto fail;
-  } else if (version != SCHEMA_VERSION) {
+  } else if (version < 1 || version > SCHEMA_VERSION) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
-                 "%s has schema version %" G_GINT64_FORMAT ", this build knows %d", s->path,
-                 version, SCHEMA_VERSION);
+                 "%s has schema version %" G_GINT64_FORMAT
+                 ", this build knows 1..%" G_GINT64_FORMAT,
+                 s->path, version, SCHEMA_VERSION);
     goto fail;
+  }
+  for (; version < SCHEMA_VERSION; version++) {
+    g_autofree char *sql =
+      g_strdup_printf ("%s UPDATE schema_version SET version = %" G_GINT64_FORMAT ";",
+                       migrations[version - 1], version + 1);
+    g_autofree char *what =
+      g_strdup_printf ("migrating schema to version %" G_GINT64_FORMAT, version + 1);
+    if (!exec (s, sql, what, error))
+      goto fail;
+    g_info ("%s: schema migrated to version %" G_GINT64_FORMAT, s->path, version + 1);
   }
   return exec (s, "COMMIT", "schema", error);
 

@@ -33,6 +33,7 @@ tally_issuer_entry_state_to_string (TallyIssuerEntryState state)
   switch (state) {
   case TALLY_ISSUER_ENTRY_IN_FLIGHT: return "in-flight";
   case TALLY_ISSUER_ENTRY_SETTLED: return "settled";
+  case TALLY_ISSUER_ENTRY_RECLAIMED: return "reclaimed";
   }
   return "unknown";
 }
@@ -41,6 +42,7 @@ void
 tally_issuer_entry_row_clear (TallyIssuerEntryRow *row)
 {
   g_clear_pointer (&row->envelope, g_bytes_unref);
+  g_clear_pointer (&row->receipt, g_bytes_unref);
   memset (row, 0, sizeof *row);
 }
 
@@ -258,6 +260,34 @@ tally_issuer_store_entry_update (TallyIssuerStore *store,
                                  GError **error)
 {
   CALL (store, entry_update, row, error);
+}
+
+gboolean
+tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *store,
+                                              const guint8 payee_id[TALLY_ID_BYTES],
+                                              guint64 horizon,
+                                              GPtrArray **rows,
+                                              GError **error)
+{
+  CALL (store, entries_expired_in_flight, payee_id, horizon, rows, error);
+}
+
+gboolean
+tally_issuer_store_horizon_bundle_get (TallyIssuerStore *store,
+                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       GBytes **envelope,
+                                       GError **error)
+{
+  CALL (store, horizon_bundle_get, register_id, envelope, error);
+}
+
+gboolean
+tally_issuer_store_horizon_bundle_put (TallyIssuerStore *store,
+                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       GBytes *envelope,
+                                       GError **error)
+{
+  CALL (store, horizon_bundle_put, register_id, envelope, error);
 }
 
 gboolean

@@ -37,6 +37,9 @@ typedef struct
   guint64 settled_counter; /* every own counter 1..settled_counter is booked */
   gboolean revoked;
   gint64 view_balance;     /* the issuer's view; negative after double spending */
+  /* created_at of the newest bundle reconciled: the register refuses every
+   * permission expiring at or before it (docs/protocol.md 5). */
+  guint64 horizon;
 } TallyIssuerRegisterRow;
 
 void tally_issuer_register_row_clear (TallyIssuerRegisterRow *row);
@@ -50,12 +53,15 @@ typedef enum
 
 const char *tally_issuer_entry_kind_to_string (TallyIssuerEntryKind kind);
 
-/* A permission is IN_FLIGHT while only its payer has reported it and SETTLED
- * once the payee's half is known; a defund is SETTLED when booked. */
+/* A permission is IN_FLIGHT while only its payer has reported it, SETTLED
+ * once the payee's half is known, and RECLAIMED when it expired before its
+ * payee's horizon without that half: its value went back to the payer's
+ * account.  A defund is SETTLED when booked. */
 typedef enum
 {
   TALLY_ISSUER_ENTRY_IN_FLIGHT = 1,
   TALLY_ISSUER_ENTRY_SETTLED = 2,
+  TALLY_ISSUER_ENTRY_RECLAIMED = 3,
 } TallyIssuerEntryState;
 
 const char *tally_issuer_entry_state_to_string (TallyIssuerEntryState state);
@@ -76,6 +82,8 @@ typedef struct
   guint8 chain_after[TALLY_HASH_BYTES];
   GBytes *envelope; /* packed SignedEnvelope */
   guint64 booked_at;
+  guint64 expires_at; /* the permission's; 0 for a defund or no expiry */
+  GBytes *receipt;    /* the payee's packed receipt envelope, or NULL */
 } TallyIssuerEntryRow;
 
 void tally_issuer_entry_row_clear (TallyIssuerEntryRow *row);
@@ -100,6 +108,8 @@ typedef struct
   gint64 issued;
   gint64 in_flight;
   gint64 fraud_exposure;
+  guint64 reclaimed_count; /* permissions ever RECLAIMED */
+  gint64 reclaimed;        /* their value, returned to online accounts */
 } TallyIssuerTotals;
 
 typedef struct
@@ -170,8 +180,28 @@ typedef struct
                                   GError **error);
   /* EXISTS when an entry with row->hash is there. */
   gboolean (*entry_insert) (gpointer backend, const TallyIssuerEntryRow *row, GError **error);
-  /* Updates state and the reported halves of the entry with row->hash. */
+  /* Updates state, the reported halves and the receipt of the entry with
+   * row->hash. */
   gboolean (*entry_update) (gpointer backend, const TallyIssuerEntryRow *row, GError **error);
+  /* IN_FLIGHT permissions to @payee_id with 0 < expires_at <= @horizon,
+   * oldest first, found through an index: reconciling a payee must not
+   * scan every entry. */
+  gboolean (*entries_expired_in_flight) (gpointer backend,
+                                         const guint8 payee_id[TALLY_ID_BYTES],
+                                         guint64 horizon,
+                                         GPtrArray **rows,
+                                         GError **error);
+
+  /* The packed bundle envelope that set @register_id's horizon; one per
+   * register, replaced when the horizon rises.  NOT_FOUND before any. */
+  gboolean (*horizon_bundle_get) (gpointer backend,
+                                  const guint8 register_id[TALLY_ID_BYTES],
+                                  GBytes **envelope,
+                                  GError **error);
+  gboolean (*horizon_bundle_put) (gpointer backend,
+                                  const guint8 register_id[TALLY_ID_BYTES],
+                                  GBytes *envelope,
+                                  GError **error);
 
   gboolean (*fraud_proof_insert) (gpointer backend,
                                   const TallyIssuerFraudRow *row,
@@ -278,6 +308,20 @@ gboolean tally_issuer_store_entry_insert (TallyIssuerStore *store,
 gboolean tally_issuer_store_entry_update (TallyIssuerStore *store,
                                           const TallyIssuerEntryRow *row,
                                           GError **error);
+gboolean tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *store,
+                                                       const guint8 payee_id[TALLY_ID_BYTES],
+                                                       guint64 horizon,
+                                                       GPtrArray **rows,
+                                                       GError **error);
+
+gboolean tally_issuer_store_horizon_bundle_get (TallyIssuerStore *store,
+                                                const guint8 register_id[TALLY_ID_BYTES],
+                                                GBytes **envelope,
+                                                GError **error);
+gboolean tally_issuer_store_horizon_bundle_put (TallyIssuerStore *store,
+                                                const guint8 register_id[TALLY_ID_BYTES],
+                                                GBytes *envelope,
+                                                GError **error);
 
 gboolean tally_issuer_store_fraud_proof_insert (TallyIssuerStore *store,
                                                 const TallyIssuerFraudRow *row,

@@ -660,6 +660,9 @@ typedef struct
   GPtrArray *new_proofs;       /* TallyIssuerFraudRow */
   GPtrArray *settled_received; /* GBytes, permission hashes */
   guint64 settled_voucher_sequence; /* highest voucher the bundle showed */
+  GArray *spent;                    /* Booking, the bundle's own entries */
+  GPtrArray *reclaimed;             /* GBytes, hashes of own permissions reclaimed */
+  GPtrArray *receipts;              /* Tally__SignedEnvelope, payees' receipts to return */
 } Reconcile;
 
 /* One entry of a payer's chain as this bundle reports it. */
@@ -675,8 +678,10 @@ typedef struct
   guint8 chain_prev[TALLY_HASH_BYTES];
   guint8 chain_after[TALLY_HASH_BYTES];
   gint64 amount;
+  guint64 expires_at;  /* 0: the permission never expires */
   gboolean payer_half; /* reported by the payer in its own bundle */
   gboolean payee_half; /* the payee's receipt is known */
+  const Tally__SignedEnvelope *receipt; /* that receipt, when payee_half */
 } Booking;
 
 static void
@@ -727,10 +732,11 @@ count_new (Reconcile *rc, const Booking *b)
   }
 }
 
-/* Signs and stores a proof that @register_id signed two incompatible chain
- * entries.  @second is NULL only for a first entry that does not start at
- * the genesis head: that entry proves the fork on its own, because the
- * genesis head is a function of the register id. */
+/* Signs and stores a proof that @register_id signed two incompatible
+ * objects: two chain entries, or a receipt and a bundle that could not both
+ * come from an honest register.  @second is NULL only for a first entry that
+ * does not start at the genesis head: that entry proves the fork on its own,
+ * because the genesis head is a function of the register id. */
 static gboolean
 record_fraud (Reconcile *rc,
               const guint8 register_id[TALLY_ID_BYTES],
@@ -759,8 +765,7 @@ record_fraud (Reconcile *rc,
 
   rc->report.fraud_proofs++;
   g_autofree char *hex = tally_hex_encode (register_id, TALLY_ID_BYTES);
-  g_info ("fraud by register %s: %s", hex,
-          kind == TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED ? "counter reused" : "chain fork");
+  g_info ("fraud by register %s: %s", hex, tally_issuer_fraud_kind_to_string (kind));
   return TRUE;
 }
 
@@ -851,6 +856,93 @@ detect_fraud (Reconcile *rc, const Booking *b, gboolean *fraud, GError **error)
 }
 
 static gboolean
+is_expired_at (guint64 expires_at, guint64 horizon)
+{
+  return expires_at != 0 && expires_at <= horizon;
+}
+
+/* The payee's horizon; 0 for a payee this issuer never certified, which can
+ * never prove that it did not credit a permission. */
+static gboolean
+payee_horizon (Reconcile *rc, const guint8 payee[TALLY_ID_BYTES], guint64 *horizon, GError **error)
+{
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  g_autoptr (GError) local = NULL;
+  *horizon = 0;
+  if (tally_issuer_store_register_get (rc->issuer->store, payee, &row, &local)) {
+    *horizon = row.horizon;
+    return TRUE;
+  }
+  if (is_not_found (local))
+    return TRUE;
+  g_propagate_error (error, g_steal_pointer (&local));
+  return FALSE;
+}
+
+/*
+ * Reclaim (protocol.md 5): the payee reconciled a bundle made at or after
+ * the permission's expiry that did not list it, and an honest payee refuses
+ * it from then on, so the value goes back to the payer's online account as
+ * a defund's would.  Only IN_FLIGHT leaves for RECLAIMED, and nothing leaves
+ * RECLAIMED, so the credit happens once however often the entry is listed.
+ */
+static gboolean
+reclaim (Reconcile *rc, TallyIssuerEntryRow *row, GError **error)
+{
+  g_return_val_if_fail (row->state == TALLY_ISSUER_ENTRY_IN_FLIGHT, FALSE);
+  g_return_val_if_fail (row->kind == TALLY_ISSUER_ENTRY_PERMISSION, FALSE);
+
+  TallyIssuerTotals *t = &rc->totals;
+  if (!add_signed (t->in_flight, -row->amount, &t->in_flight, error) ||
+      !add_signed (t->reclaimed, row->amount, &t->reclaimed, error) ||
+      !credit_account_of (rc, row->register_id, row->amount, error))
+    return FALSE;
+  t->reclaimed_count++;
+  entry_enter_state (row, TALLY_ISSUER_ENTRY_RECLAIMED);
+  if (!tally_issuer_store_entry_update (rc->issuer->store, row, error))
+    return FALSE;
+  rc->report.reclaimed++;
+  rc->report.reclaimed_amount += row->amount;
+  return TRUE;
+}
+
+/*
+ * A late receipt (protocol.md 5.3): @payee signed @receipt for a permission
+ * that a bundle of its own, made at or after the expiry, did not list.  An
+ * honest register cannot do both, so it was rolled back or cloned.  The
+ * evidence is the bundle that set the payee's current horizon: horizons only
+ * rise, and a bundle that had listed the permission would have booked the
+ * payee's half when it was reconciled.
+ */
+static gboolean
+prove_late_receipt (Reconcile *rc,
+                    const guint8 payee[TALLY_ID_BYTES],
+                    const Tally__SignedEnvelope *receipt,
+                    GError **error)
+{
+  g_return_val_if_fail (receipt != NULL, FALSE);
+
+  g_autoptr (GBytes) bundle_bytes = NULL;
+  g_autoptr (GError) local = NULL;
+  if (!tally_issuer_store_horizon_bundle_get (rc->issuer->store, payee, &bundle_bytes, &local)) {
+    if (is_not_found (local))
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
+                   "payee has a horizon but no bundle that set it");
+    else
+      g_propagate_error (error, g_steal_pointer (&local));
+    return FALSE;
+  }
+  g_autoptr (Tally__SignedEnvelope) bundle = decode_stored (bundle_bytes, error);
+  gboolean changed;
+  if (bundle == NULL || !mark_revoked (rc->issuer, payee, &changed, error) ||
+      !record_fraud (rc, payee, TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT, receipt, bundle, error))
+    return FALSE;
+  rc->revocations_changed |= changed;
+  rc->report.late_receipts++;
+  return TRUE;
+}
+
+static gboolean
 book_new (Reconcile *rc, const Booking *b, GError **error)
 {
   gboolean fraud;
@@ -864,6 +956,17 @@ book_new (Reconcile *rc, const Booking *b, GError **error)
         !mark_revoked (rc->issuer, b->payer, &changed, error))
       return FALSE;
     rc->revocations_changed |= changed;
+  }
+  /* The payee's half of a permission not booked before but expired at or
+   * before the payee's horizon: nothing was given back, so it books as
+   * paid, but the payee register is proven rolled back (5.3). */
+  if (b->payee_half) {
+    guint64 horizon;
+    if (!payee_horizon (rc, b->payee, &horizon, error))
+      return FALSE;
+    if (is_expired_at (b->expires_at, horizon) &&
+        !prove_late_receipt (rc, b->payee, b->receipt, error))
+      return FALSE;
   }
 
   g_auto (TallyIssuerEntryRow) row = { 0 };
@@ -881,6 +984,9 @@ book_new (Reconcile *rc, const Booking *b, GError **error)
   memcpy (row.chain_after, b->chain_after, TALLY_HASH_BYTES);
   row.envelope = tally_envelope_pack (b->env);
   row.booked_at = rc->now;
+  row.expires_at = b->expires_at;
+  if (b->payee_half)
+    row.receipt = tally_envelope_pack (b->receipt);
 
   if (!adjust_view (rc, b->payer, -b->amount, error))
     return FALSE;
@@ -910,6 +1016,15 @@ book_new (Reconcile *rc, const Booking *b, GError **error)
   if (!tally_issuer_store_entry_insert (rc->issuer->store, &row, error))
     return FALSE;
   count_new (rc, b);
+
+  /* The payee may have reconciled past the expiry before the payer. */
+  if (row.state == TALLY_ISSUER_ENTRY_IN_FLIGHT) {
+    guint64 horizon;
+    if (!payee_horizon (rc, b->payee, &horizon, error))
+      return FALSE;
+    if (is_expired_at (row.expires_at, horizon) && !reclaim (rc, &row, error))
+      return FALSE;
+  }
   return TRUE;
 }
 
@@ -937,7 +1052,19 @@ book_again (Reconcile *rc, const Booking *b, TallyIssuerEntryRow *row, GError **
       break;
     case TALLY_ISSUER_ENTRY_SETTLED:
       break;
+    case TALLY_ISSUER_ENTRY_RECLAIMED:
+      /* Not credited twice: the payer holds the value online already and
+       * the payee's register holds it beyond the issuer's view. */
+      if (!add_signed (rc->totals.fraud_exposure, row->amount, &rc->totals.fraud_exposure, error) ||
+          !prove_late_receipt (rc, row->payee_id, b->receipt, error))
+        return FALSE;
+      break;
     }
+  }
+  /* Kept so that a payer listing the entry without one gets it back. */
+  if (b->payee_half && row->receipt == NULL) {
+    row->receipt = tally_envelope_pack (b->receipt);
+    added = TRUE;
   }
   return !added || tally_issuer_store_entry_update (rc->issuer->store, row, error);
 }
@@ -998,6 +1125,7 @@ parse_permission (Reconcile *rc, const Tally__SignedEnvelope *env, Booking *b, G
   memcpy (b->chain_prev, p->chain_prev.data, TALLY_HASH_BYTES);
   tally_chain_next (b->chain_prev, b->hash, b->chain_after);
   b->amount = p->amount->value;
+  b->expires_at = p->expires_at;
   return TRUE;
 }
 
@@ -1113,8 +1241,12 @@ parse_spent (Reconcile *rc, const Tally__SpentEntry *spent, Booking *b, GError *
                  "spent entry names another register as its payer");
     return FALSE;
   }
-  if (b->kind == TALLY_ISSUER_ENTRY_PERMISSION && spent->receipt != NULL)
-    return payer_holds_receipt (rc, spent->receipt, b, &b->payee_half, error);
+  if (b->kind == TALLY_ISSUER_ENTRY_PERMISSION && spent->receipt != NULL) {
+    if (!payer_holds_receipt (rc, spent->receipt, b, &b->payee_half, error))
+      return FALSE;
+    if (b->payee_half)
+      b->receipt = spent->receipt;
+  }
   return TRUE;
 }
 
@@ -1128,7 +1260,7 @@ compare_booking_counter (gconstpointer a, gconstpointer b)
 static gboolean
 book_spent (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError **error)
 {
-  g_autoptr (GArray) bookings = g_array_sized_new (FALSE, TRUE, sizeof (Booking), bundle->n_spent);
+  GArray *bookings = rc->spent;
   for (gsize i = 0; i < bundle->n_spent; i++) {
     Booking b;
     if (!parse_spent (rc, bundle->spent[i], &b, error)) {
@@ -1142,6 +1274,17 @@ book_spent (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError **e
   for (guint i = 0; i < bookings->len; i++)
     if (!book (rc, &g_array_index (bookings, Booking, i), error))
       return FALSE;
+  return TRUE;
+}
+
+/* Appends @hash to a list of 32-byte GBytes unless it is there. */
+static gboolean
+add_hash_once (GPtrArray *hashes, const guint8 hash[TALLY_HASH_BYTES])
+{
+  for (guint i = 0; i < hashes->len; i++)
+    if (memcmp (g_bytes_get_data (hashes->pdata[i], NULL), hash, TALLY_HASH_BYTES) == 0)
+      return FALSE;
+  g_ptr_array_add (hashes, g_bytes_new (hash, TALLY_HASH_BYTES));
   return TRUE;
 }
 
@@ -1187,14 +1330,11 @@ book_received_one (Reconcile *rc, const Tally__ReceivedEntry *r, GError **error)
   if (!check_receipt (rc, r->receipt, rc->register_key, &b, error))
     return FALSE;
   b.payee_half = TRUE;
+  b.receipt = r->receipt;
 
   if (!book (rc, &b, error))
     return FALSE;
-  for (guint i = 0; i < rc->settled_received->len; i++)
-    if (memcmp (g_bytes_get_data (rc->settled_received->pdata[i], NULL), b.hash,
-                TALLY_HASH_BYTES) == 0)
-      return TRUE;
-  g_ptr_array_add (rc->settled_received, g_bytes_new (b.hash, TALLY_HASH_BYTES));
+  add_hash_once (rc->settled_received, b.hash);
   return TRUE;
 }
 
@@ -1268,6 +1408,73 @@ check_vouchers (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError
   return TRUE;
 }
 
+/*
+ * The bundle's created_at is the register's durable horizon: it refuses
+ * every permission expiring at or before it.  Raising it reclaims the
+ * register's expired incoming permissions still in flight.  Runs after the
+ * bundle's received entries are booked, so none of those is reclaimed.
+ */
+static gboolean
+raise_horizon (Reconcile *rc,
+               const Tally__ReconciliationBundle *bundle,
+               const Tally__SignedEnvelope *env,
+               GError **error)
+{
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  if (!tally_issuer_store_register_get (rc->issuer->store, rc->register_id, &row, error))
+    return FALSE;
+  if (bundle->created_at <= row.horizon)
+    return TRUE;
+
+  g_autofree char *hex = short_hex (rc->register_id);
+  g_debug ("register %s: horizon %" G_GUINT64_FORMAT " -> %" G_GUINT64_FORMAT, hex, row.horizon,
+           bundle->created_at);
+  row.horizon = bundle->created_at;
+  g_autoptr (GBytes) packed = tally_envelope_pack (env);
+  g_autoptr (GPtrArray) expired = NULL;
+  if (!tally_issuer_store_register_put (rc->issuer->store, &row, error) ||
+      !tally_issuer_store_horizon_bundle_put (rc->issuer->store, rc->register_id, packed, error) ||
+      !tally_issuer_store_entries_expired_in_flight (rc->issuer->store, rc->register_id,
+                                                     row.horizon, &expired, error))
+    return FALSE;
+  for (guint i = 0; i < expired->len; i++)
+    if (!reclaim (rc, expired->pdata[i], error))
+      return FALSE;
+  return TRUE;
+}
+
+/* What the register learns about its own permissions in this bundle: the
+ * reclaimed ones, and the payee's receipt for each settled one the bundle
+ * listed without a receipt of its own. */
+static gboolean
+collect_outcomes (Reconcile *rc, GError **error)
+{
+  g_autoptr (GPtrArray) seen = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  for (guint i = 0; i < rc->spent->len; i++) {
+    const Booking *b = &g_array_index (rc->spent, Booking, i);
+    if (b->kind != TALLY_ISSUER_ENTRY_PERMISSION || !add_hash_once (seen, b->hash))
+      continue;
+    g_auto (TallyIssuerEntryRow) row = { 0 };
+    if (!tally_issuer_store_entry_get_by_hash (rc->issuer->store, b->hash, &row, error))
+      return FALSE;
+    switch (row.state) {
+    case TALLY_ISSUER_ENTRY_RECLAIMED:
+      g_ptr_array_add (rc->reclaimed, g_bytes_new (b->hash, TALLY_HASH_BYTES));
+      break;
+    case TALLY_ISSUER_ENTRY_SETTLED:
+      if (!b->payee_half && row.receipt != NULL) {
+        Tally__SignedEnvelope *receipt = decode_stored (row.receipt, error);
+        if (receipt == NULL)
+          return FALSE;
+        g_ptr_array_add (rc->receipts, receipt);
+      }
+      break;
+    case TALLY_ISSUER_ENTRY_IN_FLIGHT: break;
+    }
+  }
+  return TRUE;
+}
+
 /* Highest c such that every counter 1..c of the register is booked. */
 static gboolean
 advance_settled_counter (Reconcile *rc, TallyIssuerRegisterRow *row, GError **error)
@@ -1328,6 +1535,13 @@ sign_result (Reconcile *rc,
     received[i].len = len;
   }
 
+  g_autofree ProtobufCBinaryData *reclaimed = g_new0 (ProtobufCBinaryData, rc->reclaimed->len + 1);
+  for (guint i = 0; i < rc->reclaimed->len; i++) {
+    gsize len;
+    reclaimed[i].data = (guint8 *) g_bytes_get_data (rc->reclaimed->pdata[i], &len);
+    reclaimed[i].len = len;
+  }
+
   guint8 bundle_hash[TALLY_HASH_BYTES];
   tally_envelope_body_hash (bundle_env, bundle_hash);
 
@@ -1346,6 +1560,10 @@ sign_result (Reconcile *rc,
   result.bundle_hash.data = bundle_hash;
   result.bundle_hash.len = TALLY_HASH_BYTES;
   result.settled_voucher_sequence = rc->settled_voucher_sequence;
+  result.n_reclaimed = rc->reclaimed->len;
+  result.reclaimed = reclaimed;
+  result.n_receipts = rc->receipts->len;
+  result.receipts = (Tally__SignedEnvelope **) rc->receipts->pdata;
   return sign_message (rc->issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT,
                        &result.base);
 }
@@ -1383,7 +1601,8 @@ reconcile_locked (Reconcile *rc,
 
   if (!tally_issuer_store_totals_get (issuer->store, &rc->totals, error) ||
       !check_vouchers (rc, bundle, error) || !book_spent (rc, bundle, error) ||
-      !book_received (rc, bundle, error) ||
+      !book_received (rc, bundle, error) || !raise_horizon (rc, bundle, env, error) ||
+      !collect_outcomes (rc, error) ||
       !tally_issuer_store_totals_put (issuer->store, &rc->totals, error))
     return NULL;
   if (rc->revocations_changed && !publish_revocation_list (issuer, rc->now, error))
@@ -1431,6 +1650,9 @@ tally_issuer_reconcile (TallyIssuer *issuer,
     .now = now,
     .new_proofs = g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_fraud_row_free),
     .settled_received = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref),
+    .spent = g_array_new (FALSE, TRUE, sizeof (Booking)),
+    .reclaimed = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref),
+    .receipts = g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free),
   };
   g_autoptr (GBytes) result = NULL;
   if (tally_issuer_store_begin (issuer->store, error)) {
@@ -1440,6 +1662,9 @@ tally_issuer_reconcile (TallyIssuer *issuer,
   }
   g_ptr_array_unref (rc.new_proofs);
   g_ptr_array_unref (rc.settled_received);
+  g_array_unref (rc.spent);
+  g_ptr_array_unref (rc.reclaimed);
+  g_ptr_array_unref (rc.receipts);
 
   if (result != NULL && report != NULL)
     *report = rc.report;
@@ -1447,6 +1672,19 @@ tally_issuer_reconcile (TallyIssuer *issuer,
 }
 
 /* --- revocation, fraud proofs, audit ------------------------------------------------ */
+
+const char *
+tally_issuer_fraud_kind_to_string (Tally__FraudKind kind)
+{
+  switch (kind) {
+  case TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED: return "counter-reused";
+  case TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK: return "chain-fork";
+  case TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT: return "late-receipt";
+  case TALLY__FRAUD_KIND__FRAUD_KIND_UNSPECIFIED:
+  case _TALLY__FRAUD_KIND_IS_INT_SIZE: break;
+  }
+  return "unknown";
+}
 
 gboolean
 tally_issuer_revoke (TallyIssuer *issuer,
@@ -1522,6 +1760,8 @@ tally_issuer_audit (TallyIssuer *issuer, TallyAudit *audit, GError **error)
     .offline = sums.offline,
     .in_flight = totals.in_flight,
     .fraud_exposure = totals.fraud_exposure,
+    .reclaimed = totals.reclaimed,
+    .reclaimed_count = totals.reclaimed_count,
     .registers = sums.registers,
     .revoked = sums.revoked,
     .fraud_proofs = sums.fraud_proofs,

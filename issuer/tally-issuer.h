@@ -4,7 +4,8 @@
 /*
  * The issuer: certifies registers, sells load vouchers against online
  * accounts, reconciles register bundles, detects double spending, revokes
- * and publishes a signed revocation list, and audits that
+ * and publishes a signed revocation list, gives expired permissions in
+ * flight back to their payers, and audits that
  *
  *   online accounts + register balances + in flight = everything issued.
  *
@@ -26,7 +27,9 @@ typedef struct
   gint64 online;         /* sum of online account balances */
   gint64 offline;        /* sum of the issuer's view of register balances */
   gint64 in_flight;      /* permissions reported by payers, not yet by payees */
-  gint64 fraud_exposure; /* value spent twice by revoked registers */
+  gint64 fraud_exposure; /* value spent twice, or credited after it was reclaimed */
+  gint64 reclaimed;      /* expired permissions returned to payers' accounts */
+  guint64 reclaimed_count;
   guint registers;
   guint revoked;
   guint fraud_proofs;
@@ -40,6 +43,9 @@ typedef struct
   guint duplicates;      /* entries already booked (idempotent re-send) */
   guint defunds;
   guint fraud_proofs;
+  guint late_receipts; /* payee halves of permissions already reclaimed */
+  guint reclaimed;     /* permissions this reconciliation reclaimed, any payer */
+  gint64 reclaimed_amount;
   gboolean revoked;
 } TallyReconcileReport;
 
@@ -103,6 +109,8 @@ gboolean tally_issuer_revoke (TallyIssuer *issuer,
 GBytes *tally_issuer_get_revocation_list (TallyIssuer *issuer, GError **error);
 /* Packed fraud proof envelopes. */
 GPtrArray *tally_issuer_get_fraud_proofs (TallyIssuer *issuer, GError **error);
+/* "counter-reused", "chain-fork", "late-receipt"; "unknown" otherwise. */
+const char *tally_issuer_fraud_kind_to_string (Tally__FraudKind kind);
 
 gboolean tally_issuer_audit (TallyIssuer *issuer, TallyAudit *audit, GError **error);
 

@@ -55,6 +55,8 @@ struct _TallySession
   char *peer_id;
   GBytes *receipt;
   guint64 counter;
+  gboolean redelivery;       /* the permission answers an earlier request */
+  gint64 permission_amount; /* of the permission sent or received */
   GError *error;
 };
 
@@ -488,31 +490,18 @@ payer_handle_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GEr
   return TRUE;
 }
 
-GBytes *
-tally_session_confirm (TallySession *s, guint64 now, GError **error)
+/* Handshake step 4, payer side: seal @permission, committed before, into
+ * the Pay message. */
+static GBytes *
+send_pay (TallySession *s, GBytes *permission)
 {
-  g_return_val_if_fail (s != NULL, NULL);
-
-  if (s->role != TALLY_SESSION_ROLE_PAYER || s->state != TALLY_SESSION_STATE_CONFIRMING) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "nothing to confirm in %s",
-                 tally_session_state_to_string (s->state));
-    return NULL;
-  }
-
-  /* Handshake step 3: the permission is committed before it leaves. */
-  GError *local = NULL;
-  g_autoptr (GBytes) permission =
-    tally_register_spend (s->reg, s->payee_certificate, s->request, now, &local);
-  if (permission == NULL) {
-    fail (s, local, NULL, FALSE, error);
-    return NULL;
-  }
   g_autoptr (Tally__SignedEnvelope) perm_env = tally_envelope_decode (
     g_bytes_get_data (permission, NULL), g_bytes_get_size (permission), NULL);
   g_autoptr (Tally__DepositPermission) perm =
     TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, perm_env->body.data,
                   perm_env->body.len, "permission", NULL);
   s->counter = perm->counter;
+  s->permission_amount = perm->amount ? perm->amount->value : 0;
 
   g_autoptr (GBytes) cert_bytes = tally_register_get_certificate (s->reg);
   g_autoptr (Tally__SignedEnvelope) cert_env = tally_envelope_decode (
@@ -530,6 +519,7 @@ tally_session_confirm (TallySession *s, guint64 now, GError **error)
     body.payer_certificate = cert_env;
   }
   body.permission = perm_env;
+  body.redelivery = s->redelivery;
   body.revocation_list =
     (Tally__SignedEnvelope *) maybe_our_revocation_list (s, s->peer_revocation_serial, &rl_holder);
   g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
@@ -557,6 +547,54 @@ tally_session_confirm (TallySession *s, guint64 now, GError **error)
   return pack_session_message (&m);
 }
 
+static gboolean
+check_confirming (TallySession *s, const char *what, GError **error)
+{
+  if (s->role != TALLY_SESSION_ROLE_PAYER || s->state != TALLY_SESSION_STATE_CONFIRMING) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "nothing to %s in %s", what,
+                 tally_session_state_to_string (s->state));
+    return FALSE;
+  }
+  return TRUE;
+}
+
+GBytes *
+tally_session_confirm (TallySession *s, guint64 now, GError **error)
+{
+  g_return_val_if_fail (s != NULL, NULL);
+
+  if (!check_confirming (s, "confirm", error))
+    return NULL;
+
+  /* Handshake step 3: the permission is committed before it leaves. */
+  GError *local = NULL;
+  g_autoptr (GBytes) permission =
+    tally_register_spend (s->reg, s->payee_certificate, s->request, now, &local);
+  if (permission == NULL) {
+    fail (s, local, NULL, FALSE, error);
+    return NULL;
+  }
+  return send_pay (s, permission);
+}
+
+GBytes *
+tally_session_redeliver (TallySession *s, guint64 now, GError **error)
+{
+  g_return_val_if_fail (s != NULL, NULL);
+
+  if (!check_confirming (s, "deliver again", error))
+    return NULL;
+
+  /* Protocol 4.4: an earlier permission to this payee that never got its
+   * receipt goes again, instead of a new one; nothing is spent. */
+  g_autoptr (GBytes) permission =
+    tally_register_get_pending (s->reg, s->request->payee_register_id.data, now, error);
+  if (permission == NULL)
+    return NULL;
+  s->redelivery = TRUE;
+  return send_pay (s, permission);
+}
+
 /* Handshake step 4, payer side: the receipt closes the payment. */
 static gboolean
 payer_handle_receipt (TallySession *s, const ProtobufCBinaryData *ct, GError **error)
@@ -571,6 +609,17 @@ payer_handle_receipt (TallySession *s, const ProtobufCBinaryData *ct, GError **e
     return FALSE;
   if (sealed->receipt == NULL) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "receipt missing");
+    return FALSE;
+  }
+  g_autoptr (Tally__Receipt) r =
+    TALLY_UNPACK (Tally__Receipt, tally__receipt, sealed->receipt->body.data,
+                  sealed->receipt->body.len, "receipt", error);
+  if (r == NULL)
+    return FALSE;
+  if (r->payer_counter != s->counter) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "the receipt is for permission %" G_GUINT64_FORMAT ", not %" G_GUINT64_FORMAT,
+                 r->payer_counter, s->counter);
     return FALSE;
   }
   if (!tally_register_acknowledge (s->reg, sealed->receipt, error))
@@ -702,16 +751,53 @@ payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, G
   if (cert == NULL)
     return NULL;
 
-  /* The register re-verifies everything and commits before answering. */
-  g_autoptr (GBytes) receipt =
-    tally_register_receive (s->reg, payer_cert, body->permission, &s->policy, now, error);
-  if (receipt == NULL)
-    return NULL;
-
+  /* A new permission answers the request offered in this session; one
+   * delivered again answers an earlier one (protocol 4.4). */
   g_autoptr (Tally__DepositPermission) perm =
     TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, body->permission->body.data,
-                  body->permission->body.len, "permission", NULL);
-  s->counter = perm ? perm->counter : 0;
+                  body->permission->body.len, "permission", error);
+  if (perm == NULL)
+    return NULL;
+  gboolean offered = perm->payee_nonce.len == s->request->nonce.len &&
+                     memcmp (perm->payee_nonce.data, s->request->nonce.data,
+                             s->request->nonce.len) == 0;
+  /* One addressed to someone else is the register's WrongPayee. */
+  gboolean ours = perm->payee_register_id.len == TALLY_ID_BYTES &&
+                  memcmp (perm->payee_register_id.data, tally_register_get_id (s->reg),
+                          TALLY_ID_BYTES) == 0;
+  if (!ours)
+    offered = !body->redelivery;
+  if (body->redelivery && offered) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "pay: a permission delivered again answers the request just offered");
+    return NULL;
+  }
+  if (!body->redelivery && !offered) {
+    guint8 hash[TALLY_HASH_BYTES];
+    tally_envelope_body_hash (body->permission, hash);
+    if (tally_register_has_received (s->reg, hash))
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
+                   "pay: permission %" G_GUINT64_FORMAT " of this payer was already received",
+                   perm->counter);
+    else
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_NONCE,
+                   "pay: the permission answers another request than the one offered");
+    return NULL;
+  }
+
+  /* The register re-verifies everything and commits before answering. */
+  g_autoptr (GBytes) receipt =
+    body->redelivery
+      ? tally_register_receive_again (s->reg, payer_cert, body->permission, &s->policy, now, error)
+      : tally_register_receive (s->reg, payer_cert, body->permission, &s->policy, now, error);
+  if (receipt == NULL)
+    return NULL;
+  s->counter = perm->counter;
+  s->permission_amount = perm->amount->value;
+  s->redelivery = body->redelivery;
+  if (s->redelivery)
+    g_info ("permission %" G_GUINT64_FORMAT " of an earlier request delivered again; the "
+            "request offered stays open", perm->counter);
 
   g_autoptr (Tally__SignedEnvelope) receipt_env = tally_envelope_decode (
     g_bytes_get_data (receipt, NULL), g_bytes_get_size (receipt), NULL);
@@ -851,6 +937,8 @@ tally_session_get_comparison_code (TallySession *s)
 gint64
 tally_session_get_amount (TallySession *s)
 {
+  if (s->redelivery)
+    return s->permission_amount;
   return s->request && s->request->amount ? s->request->amount->value : 0;
 }
 
@@ -863,6 +951,9 @@ tally_session_get_currency (TallySession *s)
 const char *
 tally_session_get_memo (TallySession *s)
 {
+  /* The earlier request's memo travels only as a hash. */
+  if (s->redelivery)
+    return "";
   return s->request ? s->request->memo : NULL;
 }
 
@@ -882,6 +973,12 @@ guint64
 tally_session_get_counter (TallySession *s)
 {
   return s->counter;
+}
+
+gboolean
+tally_session_is_redelivery (TallySession *s)
+{
+  return s->redelivery;
 }
 
 const GError *

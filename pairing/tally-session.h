@@ -89,6 +89,14 @@ gboolean tally_session_handle (TallySession *session,
  * and returns the Pay message. */
 GBytes *tally_session_confirm (TallySession *session, guint64 now, GError **error);
 
+/* Payer, in CONFIRMING: instead of paying the offered request, delivers
+ * again our oldest permission to this payee that never got its receipt
+ * (docs/protocol.md 4.4) and returns the Pay message.  Nothing is spent;
+ * the receipt that comes back settles that earlier payment, and the
+ * offered request stays open.  NOT_FOUND, with the session still
+ * CONFIRMING, when there is no such permission. */
+GBytes *tally_session_redeliver (TallySession *session, guint64 now, GError **error);
+
 /* Either side: give up.  Returns the Error message to send (or NULL when
  * the session is already finished); the session becomes FAILED. */
 GBytes *tally_session_abort (TallySession *session, TallyError code, const char *message);
@@ -108,6 +116,10 @@ const char *tally_session_get_peer_id (TallySession *session);
 GBytes *tally_session_get_receipt (TallySession *session);
 /* The payer's counter of the permission once it exists, else 0. */
 guint64 tally_session_get_counter (TallySession *session);
+/* TRUE once the Pay message carried a permission delivered again: the
+ * payment it settles is an earlier one, and the offered request (payee)
+ * is still open.  The amount is then the permission's and the memo "". */
+gboolean tally_session_is_redelivery (TallySession *session);
 
 /* The error that failed the session, or NULL. */
 const GError *tally_session_get_error (TallySession *session);

@@ -58,9 +58,10 @@ typedef enum
   TALLY_ERROR_EXISTS = 41,
   TALLY_ERROR_WRONG_REGISTER = 42,
   TALLY_ERROR_TIMEOUT = 43,
+  TALLY_ERROR_EXPIRED = 44,
 } TallyError;
 
-#define TALLY_ERROR_LAST TALLY_ERROR_TIMEOUT
+#define TALLY_ERROR_LAST TALLY_ERROR_EXPIRED
 
 /* Short stable identifier, e.g. "BadSignature"; NULL for an unknown code. */
 const char *tally_error_to_string (TallyError code);

@@ -66,7 +66,7 @@ local ERROR_NAMES = {
   [29] = "WrongState", [30] = "Decrypt", [31] = "Transcript", [32] = "Policy",
   [33] = "StaleRevocationList", [34] = "NoCertificate", [35] = "Storage",
   [36] = "Rejected", [37] = "Cancelled", [38] = "Disconnected", [39] = "Version",
-  [40] = "NotFound", [41] = "Exists", [42] = "WrongRegister", [43] = "Timeout",
+  [40] = "NotFound", [41] = "Exists", [42] = "WrongRegister", [43] = "Timeout", [44] = "Expired",
 }
 
 local PRIORITIES = {

@@ -35,6 +35,9 @@ typedef struct
   guint64 last_result_at;
   gboolean closed;
   gboolean revoked;
+  /* Created_at of the newest bundle exported: no permission expiring at or
+   * before it is accepted any more (docs/protocol.md 4.4). */
+  guint64 horizon;
 } TallyRegisterState;
 
 /* State of a fresh register: counter 0, chain at genesis, nothing held.
@@ -59,6 +62,7 @@ typedef struct
   guint64 created_at;
   GBytes *receipt; /* NULL until acknowledged */
   TallyEntryState state;
+  guint64 expires_at; /* of the permission; 0 for a defund */
 } TallySpentRow;
 
 /* An incoming payment, keyed by (payer id, payer counter). */
@@ -87,6 +91,7 @@ typedef struct
   guint64 created_at;
   gboolean consumed;
   guint64 consumed_at;
+  guint64 expires_at;
 } TallyNonceRow;
 
 /* An applied load voucher. */
@@ -163,9 +168,23 @@ struct _TallyRegisterBackend
                                  GBytes *receipt,
                                  TallyEntryState state,
                                  GError **error);
+  /* Settles every defund and every acknowledged permission up to @counter;
+   * a permission without a receipt stays pending. */
   gboolean (*spent_settle_through) (gpointer store, guint64 counter, GError **error);
-  /* TallySpentRow *, counter order. */
+  /* TallySpentRow *, counter order: pending and acknowledged entries. */
   GPtrArray *(*spent_list_unsettled) (gpointer store, GError **error);
+  gboolean (*spent_set_state) (gpointer store,
+                               guint64 counter,
+                               TallyEntryState state,
+                               GError **error);
+  /* The oldest pending permission to @payee_id that expires after @now;
+   * *found is FALSE when there is none. */
+  gboolean (*spent_find_pending) (gpointer store,
+                                  const guint8 payee_id[TALLY_ID_BYTES],
+                                  guint64 now,
+                                  TallySpentRow *row,
+                                  gboolean *found,
+                                  GError **error);
 
   gboolean (*received_insert) (gpointer store, const TallyReceivedRow *row, GError **error);
   /* *same_permission when @permission_hash is stored; *counter_used when
@@ -182,6 +201,11 @@ struct _TallyRegisterBackend
                                GError **error);
   /* TallyReceivedRow *, arrival order. */
   GPtrArray *(*received_list_unsettled) (gpointer store, GError **error);
+  /* Our receipt for the permission with @permission_hash; NOT_FOUND when
+   * it was never received. */
+  GBytes *(*received_get_receipt) (gpointer store,
+                                   const guint8 permission_hash[TALLY_HASH_BYTES],
+                                   GError **error);
 
   gboolean (*nonce_insert) (gpointer store, const TallyNonceRow *row, GError **error);
   gboolean (*nonce_lookup) (gpointer store,

@@ -92,6 +92,32 @@ static const char *const migrations[] = {
   "  peer_id BLOB PRIMARY KEY CHECK (length (peer_id) = 16),"
   "  our_certificate BLOB NOT NULL CHECK (length (our_certificate) = 32)"
   ") STRICT;",
+  /* 2 -> 3: expiring requests and permissions (protocol 4.4): the
+   * horizon a payee reconciled past, request and permission expiry, and
+   * spent entries the issuer gave back ('reclaimed'). */
+  "ALTER TABLE register_state ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE nonces ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;"
+  "CREATE TABLE spent_v3 ("
+  "  counter INTEGER PRIMARY KEY CHECK (counter > 0),"
+  "  kind TEXT NOT NULL CHECK (kind IN ('permission', 'defund')),"
+  "  envelope BLOB NOT NULL,"
+  "  payee_id BLOB CHECK (payee_id IS NULL OR length (payee_id) = 16),"
+  "  payee_key BLOB CHECK (payee_key IS NULL OR length (payee_key) = 32),"
+  "  amount INTEGER NOT NULL CHECK (amount BETWEEN 1 AND 9007199254740992),"
+  "  created_at INTEGER NOT NULL,"
+  "  receipt BLOB,"
+  "  state TEXT NOT NULL"
+  "    CHECK (state IN ('pending', 'acknowledged', 'settled', 'reclaimed')),"
+  "  expires_at INTEGER NOT NULL DEFAULT 0,"
+  "  CHECK ((kind = 'permission') = (payee_id IS NOT NULL AND payee_key IS NOT NULL))"
+  ") STRICT;"
+  "INSERT INTO spent_v3 (counter, kind, envelope, payee_id, payee_key, amount, created_at,"
+  "                      receipt, state)"
+  "  SELECT counter, kind, envelope, payee_id, payee_key, amount, created_at, receipt, state"
+  "  FROM spent;"
+  "DROP TABLE spent;"
+  "ALTER TABLE spent_v3 RENAME TO spent;"
+  "CREATE INDEX spent_by_payee ON spent (payee_id, state);",
 };
 
 #define SCHEMA_VERSION ((gint64) G_N_ELEMENTS (migrations))
@@ -106,10 +132,13 @@ typedef enum
   STMT_SPENT_SET_RECEIPT,
   STMT_SPENT_SETTLE_THROUGH,
   STMT_SPENT_UNSETTLED,
+  STMT_SPENT_SET_STATE,
+  STMT_SPENT_PENDING,
   STMT_RECEIVED_INSERT,
   STMT_RECEIVED_FIND,
   STMT_RECEIVED_SETTLE,
   STMT_RECEIVED_UNSETTLED,
+  STMT_RECEIVED_RECEIPT,
   STMT_NONCE_INSERT,
   STMT_NONCE_LOOKUP,
   STMT_NONCE_CONSUME,
@@ -128,31 +157,39 @@ typedef enum
 #define STATE_COLUMNS                                                                              \
   "public_key, issuer_key, certificate, balance, counter, chain_head, offline_payments, "          \
   "last_reconciliation, last_voucher_sequence, revocation_list, revocation_serial, "              \
-  "revocation_issued_at, last_result_at, closed, revoked"
+  "revocation_issued_at, last_result_at, closed, revoked, horizon"
 #define SPENT_COLUMNS                                                                              \
-  "counter, kind, envelope, payee_id, payee_key, amount, created_at, receipt, state"
+  "counter, kind, envelope, payee_id, payee_key, amount, created_at, receipt, state, expires_at"
 #define RECEIVED_COLUMNS                                                                           \
   "payer_id, payer_counter, permission, payer_certificate, receipt, amount, memo, received_at, "  \
   "permission_hash, nonce, state"
-#define NONCE_COLUMNS "nonce, amount, currency, memo, created_at, consumed_at"
+#define NONCE_COLUMNS "nonce, amount, currency, memo, created_at, consumed_at, expires_at"
 #define LOAD_COLUMNS  "sequence, envelope, amount, applied_at, state"
 
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_STATE_READ] = "SELECT " STATE_COLUMNS " FROM register_state WHERE id = 1",
   [STMT_STATE_INSERT] = "INSERT INTO register_state (id, " STATE_COLUMNS ")"
-                        " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   [STMT_STATE_WRITE] =
     "UPDATE register_state SET public_key = ?, issuer_key = ?, certificate = ?, balance = ?,"
     " counter = ?, chain_head = ?, offline_payments = ?, last_reconciliation = ?,"
     " last_voucher_sequence = ?, revocation_list = ?, revocation_serial = ?,"
-    " revocation_issued_at = ?, last_result_at = ?, closed = ?, revoked = ? WHERE id = 1",
-  [STMT_SPENT_INSERT] = "INSERT INTO spent (" SPENT_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    " revocation_issued_at = ?, last_result_at = ?, closed = ?, revoked = ?, horizon = ?"
+    " WHERE id = 1",
+  [STMT_SPENT_INSERT] = "INSERT INTO spent (" SPENT_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   [STMT_SPENT_LOOKUP] = "SELECT " SPENT_COLUMNS " FROM spent WHERE counter = ?",
   [STMT_SPENT_SET_RECEIPT] = "UPDATE spent SET receipt = ?, state = ? WHERE counter = ?",
+  /* A permission without a receipt is in flight until the issuer hands
+   * back the payee's receipt or reclaims it: it stays unsettled. */
   [STMT_SPENT_SETTLE_THROUGH] =
-    "UPDATE spent SET state = 'settled' WHERE counter <= ? AND state != 'settled'",
-  [STMT_SPENT_UNSETTLED] =
-    "SELECT " SPENT_COLUMNS " FROM spent WHERE state != 'settled' ORDER BY counter",
+    "UPDATE spent SET state = 'settled' WHERE counter <= ?"
+    " AND state IN ('pending', 'acknowledged') AND (kind = 'defund' OR receipt IS NOT NULL)",
+  [STMT_SPENT_UNSETTLED] = "SELECT " SPENT_COLUMNS " FROM spent"
+                           " WHERE state IN ('pending', 'acknowledged') ORDER BY counter",
+  [STMT_SPENT_SET_STATE] = "UPDATE spent SET state = ? WHERE counter = ?",
+  [STMT_SPENT_PENDING] = "SELECT " SPENT_COLUMNS " FROM spent"
+                         " WHERE payee_id = ? AND state = 'pending' AND kind = 'permission'"
+                         " AND expires_at > ? ORDER BY counter LIMIT 1",
   [STMT_RECEIVED_INSERT] =
     "INSERT INTO received (" RECEIVED_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   [STMT_RECEIVED_FIND] = "SELECT permission_hash = ?3 FROM received"
@@ -161,7 +198,8 @@ static const char *const stmt_sql[N_STMTS] = {
     "UPDATE received SET state = 'settled' WHERE permission_hash = ? AND state != 'settled'",
   [STMT_RECEIVED_UNSETTLED] =
     "SELECT " RECEIVED_COLUMNS " FROM received WHERE state != 'settled' ORDER BY rowid",
-  [STMT_NONCE_INSERT] = "INSERT INTO nonces (" NONCE_COLUMNS ") VALUES (?, ?, ?, ?, ?, NULL)",
+  [STMT_RECEIVED_RECEIPT] = "SELECT receipt FROM received WHERE permission_hash = ?",
+  [STMT_NONCE_INSERT] = "INSERT INTO nonces (" NONCE_COLUMNS ") VALUES (?, ?, ?, ?, ?, NULL, ?)",
   [STMT_NONCE_LOOKUP] = "SELECT " NONCE_COLUMNS " FROM nonces WHERE nonce = ?",
   [STMT_NONCE_CONSUME] =
     "UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND consumed_at IS NULL",
@@ -359,6 +397,7 @@ state_name (TallyEntryState state)
   case TALLY_ENTRY_STATE_PENDING: return "pending";
   case TALLY_ENTRY_STATE_ACKNOWLEDGED: return "acknowledged";
   case TALLY_ENTRY_STATE_SETTLED: return "settled";
+  case TALLY_ENTRY_STATE_RECLAIMED: return "reclaimed";
   }
   g_return_val_if_reached ("pending");
 }
@@ -371,6 +410,7 @@ col_state (SoftStore *s, sqlite3_stmt *st, int col, TallyEntryState *out, GError
     TALLY_ENTRY_STATE_PENDING,
     TALLY_ENTRY_STATE_ACKNOWLEDGED,
     TALLY_ENTRY_STATE_SETTLED,
+    TALLY_ENTRY_STATE_RECLAIMED,
   };
   for (guint i = 0; text != NULL && i < G_N_ELEMENTS (states); i++)
     if (strcmp (text, state_name (states[i])) == 0) {
@@ -506,6 +546,7 @@ bind_state (sqlite3_stmt *st, const TallyRegisterState *state)
   bind_u64 (st, 13, state->last_result_at);
   sqlite3_bind_int (st, 14, state->closed ? 1 : 0);
   sqlite3_bind_int (st, 15, state->revoked ? 1 : 0);
+  bind_u64 (st, 16, state->horizon);
 }
 
 static gboolean
@@ -538,6 +579,7 @@ soft_state_read (gpointer store, TallyRegisterState *state, GError **error)
     out.last_result_at = col_u64 (st, 12);
     out.closed = sqlite3_column_int (st, 13) != 0;
     out.revoked = sqlite3_column_int (st, 14) != 0;
+    out.horizon = col_u64 (st, 15);
     tally_register_state_clear (state);
     *state = out;
   }
@@ -576,6 +618,7 @@ soft_spent_insert (gpointer store, const TallySpentRow *row, GError **error)
   bind_u64 (st, 7, row->created_at);
   bind_bytes (st, 8, row->receipt);
   bind_text (st, 9, state_name (row->state));
+  bind_u64 (st, 10, row->expires_at);
   return stmt_run (s, st, "storing a spent entry", error);
 }
 
@@ -597,6 +640,7 @@ read_spent_row (SoftStore *s, sqlite3_stmt *st, TallySpentRow *row, GError **err
   out.amount = sqlite3_column_int64 (st, 5);
   out.created_at = col_u64 (st, 6);
   out.receipt = col_bytes (st, 7);
+  out.expires_at = col_u64 (st, 9);
   *row = out;
   return TRUE;
 }
@@ -639,6 +683,43 @@ soft_spent_set_receipt (gpointer store,
   if (sqlite3_changes (s->db) != 1)
     return corrupt (s, "spent entry vanished", error);
   return TRUE;
+}
+
+static gboolean
+soft_spent_set_state (gpointer store, guint64 counter, TallyEntryState state, GError **error)
+{
+  SoftStore *s = store;
+  sqlite3_stmt *st = stmt_get (s, STMT_SPENT_SET_STATE);
+  bind_text (st, 1, state_name (state));
+  bind_u64 (st, 2, counter);
+  if (!stmt_run (s, st, "changing a spent entry", error))
+    return FALSE;
+  if (sqlite3_changes (s->db) != 1)
+    return corrupt (s, "spent entry vanished", error);
+  return TRUE;
+}
+
+static gboolean
+soft_spent_find_pending (gpointer store,
+                         const guint8 payee_id[TALLY_ID_BYTES],
+                         guint64 now,
+                         TallySpentRow *row,
+                         gboolean *found,
+                         GError **error)
+{
+  SoftStore *s = store;
+  sqlite3_stmt *st = stmt_get (s, STMT_SPENT_PENDING);
+  bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
+  bind_u64 (st, 2, now);
+  int rc = sqlite3_step (st);
+  gboolean ok;
+  *found = FALSE;
+  if (rc == SQLITE_ROW)
+    ok = *found = read_spent_row (s, st, row, error);
+  else
+    ok = rc == SQLITE_DONE || db_fail (s, "looking up a pending permission", error);
+  sqlite3_reset (st);
+  return ok;
 }
 
 static gboolean
@@ -766,6 +847,26 @@ soft_received_settle (gpointer store,
   return stmt_run (s, st, "settling a received payment", error);
 }
 
+static GBytes *
+soft_received_get_receipt (gpointer store,
+                           const guint8 permission_hash[TALLY_HASH_BYTES],
+                           GError **error)
+{
+  SoftStore *s = store;
+  sqlite3_stmt *st = stmt_get (s, STMT_RECEIVED_RECEIPT);
+  bind_blob (st, 1, permission_hash, TALLY_HASH_BYTES);
+  int rc = sqlite3_step (st);
+  GBytes *receipt = NULL;
+  if (rc == SQLITE_ROW)
+    receipt = col_bytes (st, 0);
+  else if (rc == SQLITE_DONE)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no payment with that permission");
+  else
+    db_fail (s, "looking up a receipt", error);
+  sqlite3_reset (st);
+  return receipt;
+}
+
 static GPtrArray *
 soft_received_list_unsettled (gpointer store, GError **error)
 {
@@ -786,6 +887,7 @@ soft_nonce_insert (gpointer store, const TallyNonceRow *row, GError **error)
   bind_text (st, 3, row->currency);
   bind_text (st, 4, row->memo ? row->memo : "");
   bind_u64 (st, 5, row->created_at);
+  bind_u64 (st, 6, row->expires_at);
   return stmt_run (s, st, "storing a payment request", error);
 }
 
@@ -800,6 +902,7 @@ read_nonce_row (SoftStore *s, sqlite3_stmt *st, TallyNonceRow *row, GError **err
   row->created_at = col_u64 (st, 4);
   row->consumed = sqlite3_column_type (st, 5) != SQLITE_NULL;
   row->consumed_at = row->consumed ? col_u64 (st, 5) : 0;
+  row->expires_at = col_u64 (st, 6);
   return TRUE;
 }
 
@@ -1236,10 +1339,13 @@ const TallyRegisterBackend tally_register_soft_backend = {
   .spent_set_receipt = soft_spent_set_receipt,
   .spent_settle_through = soft_spent_settle_through,
   .spent_list_unsettled = soft_spent_list_unsettled,
+  .spent_set_state = soft_spent_set_state,
+  .spent_find_pending = soft_spent_find_pending,
   .received_insert = soft_received_insert,
   .received_find = soft_received_find,
   .received_settle = soft_received_settle,
   .received_list_unsettled = soft_received_list_unsettled,
+  .received_get_receipt = soft_received_get_receipt,
   .nonce_insert = soft_nonce_insert,
   .nonce_lookup = soft_nonce_lookup,
   .nonce_consume = soft_nonce_consume,

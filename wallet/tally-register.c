@@ -29,6 +29,7 @@ struct _TallyRegister
   Tally__RevocationList *revocation;
   TallyCommitHook hook;
   gpointer hook_data;
+  guint64 request_lifetime;
 };
 
 typedef enum
@@ -42,6 +43,7 @@ typedef enum
   OP_CERTIFICATE,
   OP_APPLY,
   OP_DEFUND,
+  OP_EXPORT,
 } RegisterOp;
 
 /* Two points per RegisterOp, in enum order. */
@@ -55,10 +57,11 @@ static const char *const commit_points[] = {
   "certificate:before-commit", "certificate:after-commit",
   "apply:before-commit",       "apply:after-commit",
   "defund:before-commit",      "defund:after-commit",
+  "export:before-commit",      "export:after-commit",
   NULL,
 };
 
-G_STATIC_ASSERT (G_N_ELEMENTS (commit_points) == 2 * (OP_DEFUND + 1) + 1);
+G_STATIC_ASSERT (G_N_ELEMENTS (commit_points) == 2 * (OP_EXPORT + 1) + 1);
 
 const char *const *
 tally_register_commit_points (void)
@@ -85,6 +88,7 @@ tally_entry_state_to_string (TallyEntryState state)
   case TALLY_ENTRY_STATE_PENDING: return "pending";
   case TALLY_ENTRY_STATE_ACKNOWLEDGED: return "acknowledged";
   case TALLY_ENTRY_STATE_SETTLED: return "settled";
+  case TALLY_ENTRY_STATE_RECLAIMED: return "reclaimed";
   }
   return "unknown";
 }
@@ -379,6 +383,7 @@ register_new (const TallyRegisterBackend *backend, gpointer store, GError **erro
 
   reg->backend = backend;
   reg->store = store;
+  reg->request_lifetime = TALLY_REQUEST_LIFETIME_DEFAULT;
   if (!backend->load_key (store, public_key, error) ||
       !backend->state_read (store, &reg->state, error))
     return NULL;
@@ -750,6 +755,23 @@ tally_register_load (TallyRegister *reg,
 
 /* --- payee: request --- */
 
+void
+tally_register_set_request_lifetime (TallyRegister *reg, guint64 seconds)
+{
+  g_return_if_fail (reg != NULL);
+  g_return_if_fail (seconds > 0 && seconds <= TALLY_REQUEST_LIFETIME_MAX);
+
+  reg->request_lifetime = seconds;
+}
+
+guint64
+tally_register_get_horizon (TallyRegister *reg)
+{
+  g_return_val_if_fail (reg != NULL, 0);
+
+  return reg->state.horizon;
+}
+
 Tally__PaymentRequest *
 tally_register_new_request (TallyRegister *reg,
                             gint64 amount,
@@ -776,11 +798,17 @@ tally_register_new_request (TallyRegister *reg,
     return NULL;
   }
 
+  guint64 expires_at;
+  if (!g_uint64_checked_add (&expires_at, now, reg->request_lifetime)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_OVERFLOW, "request expiry out of range");
+    return NULL;
+  }
   g_auto (TallyNonceRow) row = {
     .amount = amount,
     .currency = g_strdup (reg->cert->currency),
     .memo = g_strdup (memo),
     .created_at = now,
+    .expires_at = expires_at,
   };
   randombytes_buf (row.nonce, sizeof row.nonce);
 
@@ -795,6 +823,7 @@ tally_register_new_request (TallyRegister *reg,
   req.nonce.len = sizeof row.nonce;
   req.memo = (char *) memo;
   req.created_at = now;
+  req.expires_at = expires_at;
   /* A copy through the wire format owns all its fields. */
   g_autoptr (GBytes) packed = tally_message_pack (&req.base);
   gsize len;
@@ -870,6 +899,24 @@ tally_register_spend (TallyRegister *reg,
   if (!tally_check_bytes (&request->nonce, TALLY_NONCE_BYTES, "request nonce", error) ||
       !tally_amount_check (request->amount, reg->cert->currency, error))
     return NULL;
+  /* The permission lives as long as the request: until then the payee may
+   * still credit it, so the value stays in flight at most that long before
+   * the issuer can give it back (protocol 4.4). */
+  if (request->expires_at == 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "the request has no expiry");
+    return NULL;
+  }
+  if (request->expires_at <= now) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXPIRED,
+                 "the request expired at %" G_GUINT64_FORMAT, request->expires_at);
+    return NULL;
+  }
+  if (request->expires_at - now > TALLY_REQUEST_LIFETIME_MAX) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "the request stays open for %" G_GUINT64_FORMAT " s, more than %d s",
+                 request->expires_at - now, TALLY_REQUEST_LIFETIME_MAX);
+    return NULL;
+  }
 
   const Tally__Limits *limits = reg->cert->limits;
   gint64 amount = request->amount->value;
@@ -923,6 +970,7 @@ tally_register_spend (TallyRegister *reg,
   p.created_at = now;
   p.memo_hash.data = memo_hash;
   p.memo_hash.len = sizeof memo_hash;
+  p.expires_at = request->expires_at;
   guint8 entry_hash[TALLY_HASH_BYTES];
   g_autoptr (GBytes) env =
     sign_message (reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base,
@@ -936,6 +984,7 @@ tally_register_spend (TallyRegister *reg,
     .amount = amount,
     .created_at = now,
     .state = TALLY_ENTRY_STATE_PENDING,
+    .expires_at = p.expires_at,
   };
   memcpy (row.payee_id, payee->register_id.data, TALLY_ID_BYTES);
   memcpy (row.payee_key, payee->register_public_key.data, TALLY_PUBLIC_KEY_BYTES);
@@ -1004,7 +1053,8 @@ acknowledge_locked (TallyRegister *reg,
   tally_envelope_body_hash (permission, hash);
   if (r->permission_hash.len != TALLY_HASH_BYTES ||
       memcmp (r->permission_hash.data, hash, TALLY_HASH_BYTES) != 0 || r->amount == NULL ||
-      r->amount->value != row.amount || reg->cert == NULL ||
+      r->amount->value != row.amount || r->permission_expires_at != row.expires_at ||
+      reg->cert == NULL ||
       g_strcmp0 (r->amount->currency, reg->cert->currency) != 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
                  "receipt does not match permission %" G_GUINT64_FORMAT, r->payer_counter);
@@ -1069,9 +1119,11 @@ typedef struct
   const Tally__SignedEnvelope *permission;
   const TallyAcceptPolicy *policy;
   guint64 now;
+  gboolean again;
   Tally__RegisterCertificate *payer;
   Tally__DepositPermission *p;
   guint8 permission_hash[TALLY_HASH_BYTES];
+  gboolean unchanged; /* set when a delivery again found the receipt */
 } ReceiveContext;
 
 /* Inside the transaction: the checks that need stored rows, then the
@@ -1085,6 +1137,12 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
   if (!reg->backend->received_find (reg->store, p->payer_register_id.data, p->counter,
                                     c->permission_hash, &same_permission, &counter_used, error))
     return NULL;
+  /* Delivered again after the receipt was lost: the same receipt, and
+   * nothing changes. */
+  if (same_permission && c->again) {
+    c->unchanged = TRUE;
+    return reg->backend->received_get_receipt (reg->store, c->permission_hash, error);
+  }
   if (same_permission) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
                  "permission %" G_GUINT64_FORMAT " of this payer was already received",
@@ -1119,6 +1177,25 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
   }
   if (request.consumed) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY, "the request was already paid");
+    return NULL;
+  }
+  if (p->expires_at != request.expires_at) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "the permission's expiry differs from the request's");
+    return NULL;
+  }
+  if (c->now >= p->expires_at) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXPIRED,
+                 "the permission expired at %" G_GUINT64_FORMAT, p->expires_at);
+    return NULL;
+  }
+  /* A bundle made at the horizon told the issuer we never received it; the
+   * issuer may already have given it back to the payer. */
+  if (p->expires_at <= reg->state.horizon) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXPIRED,
+                 "the permission expired at %" G_GUINT64_FORMAT
+                 ", before our reconciliation at %" G_GUINT64_FORMAT,
+                 p->expires_at, reg->state.horizon);
     return NULL;
   }
   if (!tally_amount_check (p->amount, reg->cert->currency, error))
@@ -1171,6 +1248,7 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
   r.permission_hash.len = TALLY_HASH_BYTES;
   r.amount = &a;
   r.received_at = c->now;
+  r.permission_expires_at = p->expires_at;
   g_autoptr (GBytes) receipt =
     sign_message (reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &r.base, NULL);
 
@@ -1203,13 +1281,14 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
   return g_steal_pointer (&receipt);
 }
 
-GBytes *
-tally_register_receive (TallyRegister *reg,
-                        const Tally__SignedEnvelope *payer_certificate,
-                        const Tally__SignedEnvelope *permission,
-                        const TallyAcceptPolicy *policy,
-                        guint64 now,
-                        GError **error)
+static GBytes *
+receive (TallyRegister *reg,
+         const Tally__SignedEnvelope *payer_certificate,
+         const Tally__SignedEnvelope *permission,
+         const TallyAcceptPolicy *policy,
+         gboolean again,
+         guint64 now,
+         GError **error)
 {
   static const TallyAcceptPolicy no_policy = { 0 };
 
@@ -1272,6 +1351,7 @@ tally_register_receive (TallyRegister *reg,
     .permission = permission,
     .policy = policy,
     .now = now,
+    .again = again,
     .payer = payer,
     .p = p,
   };
@@ -1282,9 +1362,11 @@ tally_register_receive (TallyRegister *reg,
   if (!begin (reg, error))
     return NULL;
   g_autoptr (GBytes) receipt = receive_locked (reg, &c, &next, error);
-  if (receipt == NULL) {
+  if (receipt == NULL || c.unchanged) {
     abort_transaction (reg);
-    return NULL;
+    if (receipt != NULL)
+      g_debug ("permission %" G_GUINT64_FORMAT " delivered again: same receipt", p->counter);
+    return g_steal_pointer (&receipt);
   }
   if (!commit (reg, OP_RECEIVE, error))
     return NULL;
@@ -1292,6 +1374,73 @@ tally_register_receive (TallyRegister *reg,
            p->amount->value, p->counter);
   adopt (reg, OP_RECEIVE, &next, NULL, NULL, NULL);
   return g_steal_pointer (&receipt);
+}
+
+GBytes *
+tally_register_receive (TallyRegister *reg,
+                        const Tally__SignedEnvelope *payer_certificate,
+                        const Tally__SignedEnvelope *permission,
+                        const TallyAcceptPolicy *policy,
+                        guint64 now,
+                        GError **error)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  return receive (reg, payer_certificate, permission, policy, FALSE, now, error);
+}
+
+GBytes *
+tally_register_receive_again (TallyRegister *reg,
+                              const Tally__SignedEnvelope *payer_certificate,
+                              const Tally__SignedEnvelope *permission,
+                              const TallyAcceptPolicy *policy,
+                              guint64 now,
+                              GError **error)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  return receive (reg, payer_certificate, permission, policy, TRUE, now, error);
+}
+
+gboolean
+tally_register_has_received (TallyRegister *reg, const guint8 permission_hash[TALLY_HASH_BYTES])
+{
+  g_return_val_if_fail (reg != NULL, FALSE);
+  g_return_val_if_fail (permission_hash != NULL, FALSE);
+
+  if (!reg->backend->begin (reg->store, FALSE, NULL))
+    return FALSE;
+  g_autoptr (GBytes) receipt = reg->backend->received_get_receipt (reg->store, permission_hash, NULL);
+  reg->backend->rollback (reg->store);
+  return receipt != NULL;
+}
+
+GBytes *
+tally_register_get_pending (TallyRegister *reg,
+                            const guint8 payee_id[TALLY_ID_BYTES],
+                            guint64 now,
+                            GError **error)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+  g_return_val_if_fail (payee_id != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  g_auto (TallySpentRow) row = { 0 };
+  gboolean found = FALSE;
+  if (!reg->backend->begin (reg->store, FALSE, error))
+    return NULL;
+  gboolean ok = reg->backend->spent_find_pending (reg->store, payee_id, now, &row, &found, error);
+  reg->backend->rollback (reg->store);
+  if (!ok)
+    return NULL;
+  if (!found) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
+                 "no unacknowledged permission to that payee");
+    return NULL;
+  }
+  return g_bytes_ref (row.envelope);
 }
 
 gboolean
@@ -1384,6 +1533,13 @@ own_envelope (GPtrArray *owner, GBytes *bytes, const char *what, GError **error)
   return env;
 }
 
+static GBytes *
+abort_bundle (TallyRegister *reg)
+{
+  abort_transaction (reg);
+  return NULL;
+}
+
 GBytes *
 tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error)
 {
@@ -1393,17 +1549,25 @@ tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error)
   if (!need_certificate (reg, error))
     return NULL;
 
-  /* One read transaction: the rows and nothing written in between. */
-  if (!reg->backend->begin (reg->store, FALSE, error))
+  /* One transaction: the rows, and the horizon the bundle reports.  Once
+   * the issuer holds this bundle it may give back any permission to us
+   * that expired by @now and is not listed, so from then on we refuse
+   * those (protocol 4.4). */
+  g_auto (TallyRegisterState) next = { 0 };
+  tally_register_state_copy (&next, &reg->state);
+  next.horizon = MAX (reg->state.horizon, now);
+  gboolean advance = next.horizon != reg->state.horizon;
+  if (!reg->backend->begin (reg->store, advance, error))
     return NULL;
   g_autoptr (GPtrArray) spent = reg->backend->spent_list_unsettled (reg->store, error);
   g_autoptr (GPtrArray) received =
     spent ? reg->backend->received_list_unsettled (reg->store, error) : NULL;
   g_autoptr (GPtrArray) loads =
     received ? reg->backend->loads_list_unsettled (reg->store, error) : NULL;
-  reg->backend->rollback (reg->store);
-  if (loads == NULL)
+  if (loads == NULL || (advance && !reg->backend->state_write (reg->store, &next, error))) {
+    abort_transaction (reg);
     return NULL;
+  }
 
   g_autoptr (GPtrArray) owner =
     g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free);
@@ -1414,10 +1578,10 @@ tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error)
     tally__spent_entry__init (&spent_entries[i]);
     spent_entries[i].permission = own_envelope (owner, row->envelope, "spent entry", error);
     if (spent_entries[i].permission == NULL)
-      return NULL;
+      return abort_bundle (reg);
     if (row->receipt != NULL &&
         (spent_entries[i].receipt = own_envelope (owner, row->receipt, "receipt", error)) == NULL)
-      return NULL;
+      return abort_bundle (reg);
     spent_ptrs[i] = &spent_entries[i];
   }
   g_autofree Tally__ReceivedEntry *received_entries = g_new0 (Tally__ReceivedEntry, received->len);
@@ -1430,14 +1594,14 @@ tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error)
                                               error)) == NULL ||
         (e->permission = own_envelope (owner, row->permission, "permission", error)) == NULL ||
         (e->receipt = own_envelope (owner, row->receipt, "receipt", error)) == NULL)
-      return NULL;
+      return abort_bundle (reg);
     received_ptrs[i] = e;
   }
   g_autofree Tally__SignedEnvelope **vouchers = g_new0 (Tally__SignedEnvelope *, loads->len);
   for (guint i = 0; i < loads->len; i++) {
     TallyLoadRow *row = loads->pdata[i];
     if ((vouchers[i] = own_envelope (owner, row->envelope, "voucher", error)) == NULL)
-      return NULL;
+      return abort_bundle (reg);
   }
 
   Tally__ReconciliationBundle b = TALLY__RECONCILIATION_BUNDLE__INIT;
@@ -1456,9 +1620,53 @@ tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error)
   b.vouchers = vouchers;
   b.created_at = now;
   b.revocation_serial = reg->state.revocation_serial;
-  g_debug ("bundle: %u spent, %u received, %u vouchers", spent->len, received->len, loads->len);
-  return sign_message (reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
-                       &b.base, NULL);
+  g_autoptr (GBytes) bundle =
+    sign_message (reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, &b.base,
+                  NULL);
+  g_debug ("bundle: %u spent, %u received, %u vouchers, horizon %" G_GUINT64_FORMAT, spent->len,
+           received->len, loads->len, next.horizon);
+  if (!advance) {
+    abort_transaction (reg);
+    return g_steal_pointer (&bundle);
+  }
+  if (!commit (reg, OP_EXPORT, error))
+    return NULL;
+  adopt (reg, OP_EXPORT, &next, NULL, NULL, NULL);
+  return g_steal_pointer (&bundle);
+}
+
+/* Inside the transaction: marks our unacknowledged permissions that the
+ * issuer gave back.  A hash we no longer hold pending was resolved by an
+ * earlier result. */
+static gboolean
+reclaim_locked (TallyRegister *reg, const Tally__ReconciliationResult *r, GError **error)
+{
+  if (r->n_reclaimed == 0)
+    return TRUE;
+  g_autoptr (GPtrArray) spent = reg->backend->spent_list_unsettled (reg->store, error);
+  if (spent == NULL)
+    return FALSE;
+  for (guint i = 0; i < spent->len; i++) {
+    const TallySpentRow *row = spent->pdata[i];
+    if (row->kind != TALLY_ENTRY_SPENT || row->receipt != NULL)
+      continue;
+    g_autoptr (Tally__SignedEnvelope) env = stored_envelope (row->envelope, "permission", error);
+    if (env == NULL)
+      return FALSE;
+    guint8 hash[TALLY_HASH_BYTES];
+    tally_envelope_body_hash (env, hash);
+    for (gsize j = 0; j < r->n_reclaimed; j++) {
+      if (memcmp (r->reclaimed[j].data, hash, TALLY_HASH_BYTES) != 0)
+        continue;
+      if (!reg->backend->spent_set_state (reg->store, row->counter, TALLY_ENTRY_STATE_RECLAIMED,
+                                          error))
+        return FALSE;
+      g_info ("permission %" G_GUINT64_FORMAT " expired unacknowledged: given back online",
+              row->counter);
+      break;
+    }
+  }
+  return TRUE;
 }
 
 gboolean
@@ -1498,6 +1706,19 @@ tally_register_apply_result (TallyRegister *reg,
     if (!tally_check_bytes (&r->settled_received[i], TALLY_HASH_BYTES, "settled permission hash",
                             error))
       return FALSE;
+  for (gsize i = 0; i < r->n_reclaimed; i++)
+    if (!tally_check_bytes (&r->reclaimed[i], TALLY_HASH_BYTES, "reclaimed permission hash",
+                            error))
+      return FALSE;
+  g_autoptr (GPtrArray) receipts =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) tally__receipt_free);
+  for (gsize i = 0; i < r->n_receipts; i++) {
+    Tally__Receipt *rr = TALLY_UNPACK (Tally__Receipt, tally__receipt, r->receipts[i]->body.data,
+                                       r->receipts[i]->body.len, "returned receipt", error);
+    if (rr == NULL)
+      return FALSE;
+    g_ptr_array_add (receipts, rr);
+  }
 
   g_auto (TallyRegisterState) next = { 0 };
   tally_register_state_copy (&next, &reg->state);
@@ -1546,7 +1767,15 @@ tally_register_apply_result (TallyRegister *reg,
 
   if (!begin (reg, error))
     return FALSE;
-  gboolean ok = reg->backend->spent_settle_through (reg->store, r->settled_counter, error);
+  /* Receipts the payees gave the issuer first: paid.  Then permissions the
+   * issuer gave back: not paid.  Only then settle (protocol 4.4). */
+  gboolean ok = TRUE;
+  for (gsize i = 0; ok && i < r->n_receipts; i++) {
+    gboolean changed;
+    ok = acknowledge_locked (reg, r->receipts[i], receipts->pdata[i], &changed, error);
+  }
+  ok = ok && reclaim_locked (reg, r, error) &&
+       reg->backend->spent_settle_through (reg->store, r->settled_counter, error);
   for (gsize i = 0; ok && i < r->n_settled_received; i++)
     ok = reg->backend->received_settle (reg->store, r->settled_received[i].data, error);
   ok = ok && reg->backend->loads_settle_through (reg->store, r->settled_voucher_sequence, error) &&
@@ -1556,8 +1785,9 @@ tally_register_apply_result (TallyRegister *reg,
   if (!commit (reg, OP_APPLY, error))
     return FALSE;
   g_info ("applied reconciliation of %" G_GUINT64_FORMAT ": settled through counter %"
-          G_GUINT64_FORMAT ", %zu received",
-          r->reconciled_at, r->settled_counter, r->n_settled_received);
+          G_GUINT64_FORMAT ", %zu received, %zu receipts returned, %zu reclaimed",
+          r->reconciled_at, r->settled_counter, r->n_settled_received, r->n_receipts,
+          r->n_reclaimed);
   adopt (reg, OP_APPLY, &next, g_steal_pointer (&cert_env), g_steal_pointer (&cert),
          g_steal_pointer (&rl));
   return TRUE;

@@ -51,6 +51,7 @@ typedef enum
   TALLY_ENTRY_STATE_PENDING,      /* spent, no receipt yet */
   TALLY_ENTRY_STATE_ACKNOWLEDGED, /* spent and receipt held, or received */
   TALLY_ENTRY_STATE_SETTLED,      /* confirmed by the issuer */
+  TALLY_ENTRY_STATE_RECLAIMED,    /* spent, expired unacknowledged: the issuer gave it back online */
 } TallyEntryState;
 
 const char *tally_entry_state_to_string (TallyEntryState state);
@@ -136,6 +137,22 @@ gboolean tally_register_update_revocation_list (TallyRegister *reg,
 
 /* --- value --- */
 
+/* How long a payment request, and the permission answering it, stays
+ * acceptable (seconds).  Until then a permission that lost its receipt
+ * may be delivered again; after it, and once the payee has reconciled,
+ * the issuer gives it back to the payer (docs/protocol.md 4.4). */
+#define TALLY_REQUEST_LIFETIME_DEFAULT 3600
+/* A payer refuses requests that would keep its value in flight longer. */
+#define TALLY_REQUEST_LIFETIME_MAX 86400
+
+/* Lifetime of the requests this register makes from now on, 1 s to
+ * TALLY_REQUEST_LIFETIME_MAX; not stored. */
+void tally_register_set_request_lifetime (TallyRegister *reg, guint64 seconds);
+
+/* Created_at of the newest bundle exported: no permission expiring at or
+ * before it is accepted any more. */
+guint64 tally_register_get_horizon (TallyRegister *reg);
+
 /* Applies an issuer voucher once.  VOUCHER_REPLAY for a sequence at or below
  * the last applied one, WRONG_REGISTER, LIMIT_BALANCE past the cap. */
 gboolean tally_register_load (TallyRegister *reg,
@@ -154,7 +171,8 @@ Tally__PaymentRequest *tally_register_new_request (TallyRegister *reg,
                                                    GError **error);
 
 /* Payer: checks the payee certificate (issuer, validity, our revocation
- * list), the request (amount, currency, payee id), our limits (per-payment,
+ * list), the request (amount, currency, payee id, expiry: EXPIRED when
+ * past, POLICY beyond TALLY_REQUEST_LIFETIME_MAX), our limits (per-payment,
  * offline count and time) and our balance, then debits, advances counter
  * and chain, commits, and returns the packed permission envelope. */
 GBytes *tally_register_spend (TallyRegister *reg,
@@ -162,6 +180,14 @@ GBytes *tally_register_spend (TallyRegister *reg,
                               const Tally__PaymentRequest *request,
                               guint64 now,
                               GError **error);
+
+/* Payer: our oldest permission to @payee_id that has no receipt, is not
+ * expired at @now and was not given back: the one to deliver again.
+ * NOT_FOUND when there is none. */
+GBytes *tally_register_get_pending (TallyRegister *reg,
+                                    const guint8 payee_id[TALLY_ID_BYTES],
+                                    guint64 now,
+                                    GError **error);
 
 /* Payer: stores the payee's receipt for our permission at @counter.
  * BAD_SIGNATURE, NOT_FOUND, MALFORMED when it does not match. Idempotent. */
@@ -172,13 +198,31 @@ gboolean tally_register_acknowledge (TallyRegister *reg,
 /* Payee: verifies issuer -> certificate -> permission offline (expiry,
  * revocation, payer limits, our nonce, amount and currency of the request
  * the nonce belongs to, duplicates, our balance cap and @policy), credits,
- * consumes the nonce, commits, and returns the packed receipt envelope. */
+ * consumes the nonce, commits, and returns the packed receipt envelope.
+ * A permission expired at @now, or at or before our horizon, is EXPIRED;
+ * one received before is REPLAY. */
 GBytes *tally_register_receive (TallyRegister *reg,
                                 const Tally__SignedEnvelope *payer_certificate,
                                 const Tally__SignedEnvelope *permission,
                                 const TallyAcceptPolicy *policy,
                                 guint64 now,
                                 GError **error);
+
+/* Payee: the same for a permission delivered again because its receipt
+ * may have been lost.  When we received exactly this permission before, it
+ * returns that receipt and changes nothing; otherwise it receives it as
+ * above. */
+GBytes *tally_register_receive_again (TallyRegister *reg,
+                                      const Tally__SignedEnvelope *payer_certificate,
+                                      const Tally__SignedEnvelope *permission,
+                                      const TallyAcceptPolicy *policy,
+                                      guint64 now,
+                                      GError **error);
+
+/* Payee: TRUE when we received and acknowledged the permission with
+ * H("deposit-permission", body) = @permission_hash. */
+gboolean tally_register_has_received (TallyRegister *reg,
+                                      const guint8 permission_hash[TALLY_HASH_BYTES]);
 
 /* Payer: TRUE when @peer_id acknowledged a payment made with our current
  * certificate, so the payee has it cached and its hash can stand in. */
@@ -202,11 +246,14 @@ void tally_register_sign (TallyRegister *reg,
 /* --- reconciliation --- */
 
 /* Packed SignedEnvelope of a ReconciliationBundle with every unsettled
- * entry.  Read-only. */
+ * entry, pending permissions included.  Commits the horizon (the larger
+ * of @now and the current one) before the bundle exists. */
 GBytes *tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error);
 
-/* Applies the issuer's signed result: settles entries, stores the
- * revocation list and renewed certificate, resets the offline counters. */
+/* Applies the issuer's signed result: stores the payees' receipts it
+ * returns, marks the permissions it gave back RECLAIMED, settles entries,
+ * stores the revocation list and renewed certificate, resets the offline
+ * counters. */
 gboolean tally_register_apply_result (TallyRegister *reg,
                                       const guint8 *result,
                                       gsize len,

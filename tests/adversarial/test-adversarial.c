@@ -344,6 +344,7 @@ forge_permission (World *w, const Tally__PaymentRequest *req, const char *curren
   p.created_at = NOW;
   p.memo_hash.data = memo;
   p.memo_hash.len = sizeof memo;
+  p.expires_at = req->expires_at;
   return fixture_register_sign_message (
     payer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base);
 }
@@ -975,6 +976,75 @@ prepare_payer_over_max_offline_seconds (World *w)
   honest_confirming (w, 100, NULL, w->now);
 }
 
+/* --- preparations: expiry and delivery again (protocol 4.4) ------------------------ */
+
+/* A permission the payer committed for an earlier request of the payee,
+ * whose Pay message never arrived. */
+static GBytes *
+undelivered_permission (World *w, gint64 amount)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__PaymentRequest) req =
+    tally_register_new_request (PAYEE (w), amount, "", NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (PAYEE (w));
+  g_autoptr (Tally__SignedEnvelope) cert_env = fixture_envelope (cert);
+  GBytes *perm = tally_register_spend (PAYER (w), cert_env, req, NOW, &error);
+  g_assert_no_error (error);
+  return perm;
+}
+
+static void
+prepare_payer_confirms_after_request_expired (World *w)
+{
+  honest_confirming (w, 100, NULL, NOW);
+  w->now = NOW + TALLY_REQUEST_LIFETIME_DEFAULT;
+}
+
+static void
+prepare_redelivered_after_expiry (World *w)
+{
+  g_autoptr (GBytes) perm = undelivered_permission (w, 300);
+  w->now = NOW + TALLY_REQUEST_LIFETIME_DEFAULT;
+  scripted_payer (w, 900);
+  w->script.redelivery = TRUE;
+  w->input = scripted_pay (w, perm);
+}
+
+static void
+prepare_redelivered_past_payee_horizon (World *w)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) perm = undelivered_permission (w, 300);
+  /* The payee reconciled after the expiry, and its clock then fell back. */
+  g_autoptr (GBytes) bundle =
+    tally_register_export_bundle (PAYEE (w), NOW + TALLY_REQUEST_LIFETIME_DEFAULT, &error);
+  g_assert_no_error (error);
+  scripted_payer (w, 900);
+  w->script.redelivery = TRUE;
+  w->input = scripted_pay (w, perm);
+}
+
+static void
+prepare_permission_for_another_open_request (World *w)
+{
+  g_autoptr (GBytes) perm = undelivered_permission (w, 300);
+  scripted_payer (w, 900);
+  w->input = scripted_pay (w, perm);
+}
+
+static void
+prepare_redelivery_flag_on_offered_request (World *w)
+{
+  scripted_payer (w, 700);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) perm = tally_register_spend (PAYER (w), w->script.offer->payee_certificate,
+                                                  w->script.offer->request, NOW, &error);
+  g_assert_no_error (error);
+  w->script.redelivery = TRUE;
+  w->input = scripted_pay (w, perm);
+}
+
 /* --- preparations: frames ---------------------------------------------------------------- */
 
 /* The payer's certificate in fragments of the smallest MTU. */
@@ -1367,6 +1437,18 @@ static const Case cases[] = {
   REFUSED ("payer-refuses-payment-beyond-max-offline-seconds", SESSION, LIMIT_TIME,
            prepare_payer_over_max_offline_seconds, attack_confirm),
 
+  /* Expiry and delivery again. */
+  REFUSED ("payer-refuses-to-pay-request-that-expired-while-confirming", SESSION, EXPIRED,
+           prepare_payer_confirms_after_request_expired, attack_confirm),
+  REFUSED ("payee-refuses-permission-delivered-again-after-it-expired", SESSION, EXPIRED,
+           prepare_redelivered_after_expiry, attack_payee),
+  REFUSED ("payee-refuses-permission-expiring-before-its-last-bundle", SESSION, EXPIRED,
+           prepare_redelivered_past_payee_horizon, attack_payee),
+  REFUSED ("payee-refuses-new-permission-for-another-open-request", SESSION, WRONG_NONCE,
+           prepare_permission_for_another_open_request, attack_payee),
+  REFUSED ("payee-refuses-redelivery-flag-on-the-offered-request", SESSION, MALFORMED,
+           prepare_redelivery_flag_on_offered_request, attack_payee),
+
   /* Frames. */
   REFUSED ("reassembler-refuses-oversize-announce", FRAME, FRAME_OVERSIZE, prepare_frame_oversize,
            attack_reassembler),
@@ -1442,7 +1524,7 @@ register_state (TallyRegister *reg)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *dump = fixture_register_dump (reg, TRUE);
-  g_autoptr (GBytes) bundle = tally_register_export_bundle (reg, 1, &error);
+  g_autoptr (GBytes) bundle = tally_register_export_bundle (reg, 0, &error);
   g_assert_no_error (error);
   g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (bundle);
   g_autoptr (Tally__ReconciliationBundle) b =

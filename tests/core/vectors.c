@@ -295,6 +295,7 @@ vectors_build (void)
   set_bytes (&request.nonce, nonce, sizeof nonce);
   request.memo = (char *) memo;
   request.created_at = VECTORS_TIME + 3600;
+  request.expires_at = VECTORS_TIME + 7200;
   g_autoptr (GBytes) request_body = tally_message_pack (&request.base);
   b.section = "payment_request";
   add_bytes (&b, "payment_request.body", request_body);
@@ -310,6 +311,7 @@ vectors_build (void)
   set_bytes (&permission.chain_prev, genesis, sizeof genesis);
   permission.created_at = VECTORS_TIME + 3605;
   set_bytes (&permission.memo_hash, memo_hash, sizeof memo_hash);
+  permission.expires_at = request.expires_at;
   g_autoptr (Tally__SignedEnvelope) permission_env = add_signed (
     &b, "deposit_permission", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION,
     &permission.base, &reg_a);
@@ -324,6 +326,7 @@ vectors_build (void)
   set_bytes (&receipt.permission_hash, permission_hash, sizeof permission_hash);
   receipt.amount = &pay_amount;
   receipt.received_at = VECTORS_TIME + 3606;
+  receipt.permission_expires_at = permission.expires_at;
   g_autoptr (Tally__SignedEnvelope) receipt_env = add_signed (
     &b, "receipt", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &receipt.base, &reg_b);
 

@@ -393,6 +393,55 @@ test_attach_refuses_second_link (Fixture *f, gconstpointer data)
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE);
 }
 
+static void
+test_payer_delivers_pending_permission_without_asking_agent (Fixture *f, gconstpointer data)
+{
+  /* An earlier payment whose Pay message never reached the payee. */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__PaymentRequest) earlier =
+    tally_register_new_request (f->payee_reg, 700, "lunch", tally_now (), &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (f->payee_reg);
+  g_autoptr (Tally__SignedEnvelope) cert_env =
+    tally_envelope_decode (g_bytes_get_data (cert, NULL), g_bytes_get_size (cert), &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) lost = tally_register_spend (f->payer_reg, cert_env, earlier, tally_now (),
+                                                  &error);
+  g_assert_no_error (error);
+
+  g_autoptr (TallyPayment) payer = NULL;
+  g_autoptr (TallyPayment) payee = NULL;
+  f->answer = AGENT_ACCEPT;
+  start_pair (f, 1250, TALLY_FRAME_MIN_MTU, &payer, &payee);
+  run_until_finished (payer, payee);
+
+  g_assert_null (tally_payment_get_error (payer));
+  g_assert_null (tally_payment_get_error (payee));
+  g_assert_cmpuint (f->confirm_calls, ==, 0);
+  g_assert_true (tally_payment_is_redelivery (payer));
+  g_assert_true (tally_payment_is_redelivery (payee));
+  g_assert_cmpint (tally_payment_get_amount (payer), ==, 700);
+  g_assert_cmpint (tally_payment_get_amount (payee), ==, 700);
+  g_assert_cmpuint (tally_payment_get_counter (payer), ==, 1);
+  g_assert_true (g_bytes_equal (tally_payment_get_receipt (payer),
+                                tally_payment_get_receipt (payee)));
+  /* The earlier payment is paid once; the new request is not paid. */
+  g_assert_cmpint (tally_register_get_balance (f->payer_reg), ==, 10000 - 700);
+  g_assert_cmpint (tally_register_get_balance (f->payee_reg), ==, 700);
+  g_autoptr (GBytes) pending = tally_register_get_pending (
+    f->payer_reg, tally_register_get_id (f->payee_reg), tally_now (), &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_null (pending);
+
+  const char *payer_want[] = {
+    tally_payment_state_to_string (TALLY_PAYMENT_STATE_HELLO_SENT),
+    tally_payment_state_to_string (TALLY_PAYMENT_STATE_PAY_SENT),
+    "done",
+    NULL,
+  };
+  assert_states (f->payer_states, payer_want);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -408,6 +457,8 @@ main (int argc, char **argv)
        test_cancel_while_confirming_tells_payee);
   ADD ("/daemon/payment/waiting-request-times-out", test_waiting_request_times_out);
   ADD ("/daemon/payment/attach-refuses-second-link", test_attach_refuses_second_link);
+  ADD ("/daemon/payment/payer-delivers-pending-permission-without-asking-agent",
+       test_payer_delivers_pending_permission_without_asking_agent);
 #undef ADD
   g_test_add ("/daemon/payment/over-certified-limit-fails-both-sides", Fixture, NULL,
               fixture_set_up_small_limit, test_over_limit_fails_both_sides, fixture_tear_down);

@@ -88,6 +88,7 @@ typedef enum
   MUT_CERT_TRAILER,     /* chunk: appended to the packed certificate envelope */
   MUT_PERM_TRAILER,     /* chunk: appended to the packed permission envelope */
   MUT_TWIN,             /* then offer the permission again with a new nonce and time */
+  MUT_PERM_EXPIRES_AT,  /* u8 mode, u64 value */
   MUT_COUNT,
 } Mutation;
 
@@ -97,6 +98,7 @@ typedef struct
   guint8 nonce[TALLY_NONCE_BYTES];
   gint64 amount;
   const char *memo;
+  guint64 expires_at;
   gboolean consumed;
 } Request;
 
@@ -115,6 +117,8 @@ static GHashTable *earlier_requests;
 static GHashTable *taken;
 /* History lists the newest time first: the latest receipt time so far. */
 static guint64 latest;
+/* The payee's horizon: the newest time it exported a bundle at. */
+static guint64 horizon;
 static char long_memo[257];
 
 static const FuzzKey payers[] = { FUZZ_KEY_PAYER, FUZZ_KEY_REVOKED_PAYER, FUZZ_KEY_STRANGER };
@@ -144,6 +148,7 @@ payee_setup (void)
   taken = g_hash_table_new_full (g_bytes_hash, g_bytes_equal, (GDestroyNotify) g_bytes_unref,
                                  (GDestroyNotify) g_bytes_unref);
   latest = 0;
+  horizon = 0;
 
   Tally__Limits limits = fuzz_limits ();
   limits.balance_cap = PAYEE_CAP;
@@ -200,6 +205,7 @@ typedef struct
   guint8 memo_hash[TALLY_HASH_BYTES + 1];
   gsize memo_hash_len;
   guint64 created_at;
+  guint64 expires_at;
   /* The envelopes. */
   FuzzKey cert_signer, perm_signer;
   Tally__SignatureContext cert_ctx, perm_ctx;
@@ -244,6 +250,7 @@ spec_init (Spec *s, FuzzKey payer, const Request *req, guint64 base, guint64 now
   tally_hash ("memo", req->memo, strlen (req->memo), s->memo_hash);
   s->memo_hash_len = TALLY_HASH_BYTES;
   s->created_at = now;
+  s->expires_at = req->expires_at;
 
   s->cert_signer = FUZZ_KEY_ISSUER;
   s->perm_signer = payer;
@@ -270,6 +277,7 @@ request_new (gint64 amount, const char *memo)
   memcpy (r->nonce, pr->nonce.data, TALLY_NONCE_BYTES);
   r->amount = amount;
   r->memo = memo;
+  r->expires_at = pr->expires_at;
   r->consumed = FALSE;
   if (earlier_requests == NULL)
     earlier_requests = g_hash_table_new_full (g_bytes_hash, g_bytes_equal,
@@ -403,6 +411,12 @@ mutate (Spec *s, FuzzInput *in)
     break;
   }
   case MUT_PERM_CREATED_AT: s->created_at = fuzz_input_u64 (in); break;
+  case MUT_PERM_EXPIRES_AT:
+    if (fuzz_input_u8 (in) < 128)
+      s->expires_at += (gint64) (gint8) fuzz_input_u8 (in);
+    else
+      s->expires_at = fuzz_input_u64 (in);
+    break;
   case MUT_PERM_SIGNATURE:
     s->perm_sig_mode = fuzz_input_u8 (in);
     s->perm_sig_offset = fuzz_input_u8 (in);
@@ -516,6 +530,7 @@ perm_body (const Spec *s)
   p.created_at = s->created_at;
   p.memo_hash.data = (guint8 *) s->memo_hash;
   p.memo_hash.len = s->memo_hash_len;
+  p.expires_at = s->expires_at;
   return tally_message_pack (&p.base);
 }
 
@@ -652,6 +667,11 @@ broken_rules (const Offer *o)
     codes |= CODE (TALLY_ERROR_WRONG_NONCE);
   else if (req->consumed)
     codes |= CODE (TALLY_ERROR_REPLAY);
+  /* protocol 4.4: the request's expiry, not yet passed nor reconciled past */
+  if (req != NULL && p->expires_at != req->expires_at)
+    codes |= CODE (TALLY_ERROR_MALFORMED);
+  if (req != NULL && (o->now >= p->expires_at || p->expires_at <= horizon))
+    codes |= CODE (TALLY_ERROR_EXPIRED);
 
   GError *amount_error = NULL;
   if (!tally_amount_check (p->amount, FUZZ_CURRENCY, &amount_error)) {
@@ -795,6 +815,7 @@ assert_receipt (GBytes *receipt, const Offer *o, const Snapshot *before)
     g_autoptr (GBytes) bundle = tally_register_export_bundle (payee, o->now, &error);
     g_assert_no_error (error);
     g_assert_nonnull (bundle);
+    horizon = MAX (horizon, o->now);
   }
 
   /* The model learns what the register now holds. */

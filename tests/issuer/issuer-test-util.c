@@ -9,6 +9,7 @@
 struct _TestBundle
 {
   guint8 *sk; /* borrowed from the register */
+  guint64 created_at;
   guint8 register_id[TALLY_ID_BYTES];
   guint64 counter;
   guint8 head[TALLY_HASH_BYTES];
@@ -92,7 +93,8 @@ test_sign_permission (const guint8 sk[TALLY_SECRET_KEY_BYTES],
                       const char *currency,
                       gint64 amount,
                       guint64 counter,
-                      const guint8 chain_prev[TALLY_HASH_BYTES])
+                      const guint8 chain_prev[TALLY_HASH_BYTES],
+                      guint64 expires_at)
 {
   guint8 nonce[TALLY_NONCE_BYTES];
   guint8 memo_hash[TALLY_HASH_BYTES];
@@ -116,6 +118,7 @@ test_sign_permission (const guint8 sk[TALLY_SECRET_KEY_BYTES],
   p.created_at = TEST_NOW;
   p.memo_hash.data = memo_hash;
   p.memo_hash.len = sizeof memo_hash;
+  p.expires_at = expires_at;
   return sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base, sk);
 }
 
@@ -135,13 +138,22 @@ test_chain_after (const guint8 prev[TALLY_HASH_BYTES], GBytes *envelope, guint8 
 }
 
 GBytes *
-test_permission (TestRegister *payer, const TestRegister *payee, gint64 amount)
+test_permission_expiring (TestRegister *payer,
+                          const TestRegister *payee,
+                          gint64 amount,
+                          guint64 expires_at)
 {
   GBytes *env = test_sign_permission (payer->sk, payer->id, payee->id, TEST_CURRENCY, amount,
-                                      payer->counter + 1, payer->head);
+                                      payer->counter + 1, payer->head, expires_at);
   payer->counter++;
   test_chain_after (payer->head, env, payer->head);
   return env;
+}
+
+GBytes *
+test_permission (TestRegister *payer, const TestRegister *payee, gint64 amount)
+{
+  return test_permission_expiring (payer, payee, amount, TEST_EXPIRES_AT);
 }
 
 GBytes *
@@ -186,6 +198,7 @@ test_sign_receipt (const guint8 sk[TALLY_SECRET_KEY_BYTES], GBytes *permission, 
   r.permission_hash.len = sizeof hash;
   r.amount = &value;
   r.received_at = TEST_NOW;
+  r.permission_expires_at = p->expires_at;
   return sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &r.base, sk);
 }
 
@@ -203,10 +216,11 @@ test_receipt (const TestRegister *payee, GBytes *permission)
 /* --- bundles --- */
 
 TestBundle *
-test_bundle_new (const TestRegister *reg)
+test_bundle_new_at (const TestRegister *reg, guint64 created_at)
 {
   TestBundle *b = g_new0 (TestBundle, 1);
   b->sk = reg->sk;
+  b->created_at = created_at;
   memcpy (b->register_id, reg->id, TALLY_ID_BYTES);
   b->counter = reg->counter;
   memcpy (b->head, reg->head, TALLY_HASH_BYTES);
@@ -216,6 +230,12 @@ test_bundle_new (const TestRegister *reg)
   b->received = g_ptr_array_new_with_free_func (unref);
   b->vouchers = g_ptr_array_new_with_free_func (unref);
   return b;
+}
+
+TestBundle *
+test_bundle_new (const TestRegister *reg)
+{
+  return test_bundle_new_at (reg, TEST_NOW);
 }
 
 void
@@ -309,7 +329,7 @@ test_bundle_sign_with (TestBundle *b, const guint8 sk[TALLY_SECRET_KEY_BYTES])
   msg.received = received_ptrs;
   msg.n_vouchers = b->vouchers->len;
   msg.vouchers = vouchers;
-  msg.created_at = TEST_NOW;
+  msg.created_at = b->created_at;
   msg.revocation_serial = 1;
   return sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, &msg.base, sk);
 }

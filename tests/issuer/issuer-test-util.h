@@ -13,6 +13,10 @@ G_BEGIN_DECLS
 
 /* A fixed clock for every test. */
 #define TEST_NOW ((guint64) 1700000000)
+/* When test_permission()'s permissions expire: after the default bundle's
+ * created_at (TEST_NOW), so only a test that moves a payee's horizon past it
+ * sees a permission reclaimed. */
+#define TEST_EXPIRES_AT (TEST_NOW + 600)
 
 typedef struct
 {
@@ -34,18 +38,25 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TestRegister, test_register_free)
 
 void test_default_limits (Tally__Limits *limits);
 
-/* A permission signed with @sk carrying exactly the given fields. */
+/* A permission signed with @sk carrying exactly the given fields
+ * (@expires_at 0: none). */
 GBytes *test_sign_permission (const guint8 sk[TALLY_SECRET_KEY_BYTES],
                               const guint8 payer_id[TALLY_ID_BYTES],
                               const guint8 payee_id[TALLY_ID_BYTES],
                               const char *currency,
                               gint64 amount,
                               guint64 counter,
-                              const guint8 chain_prev[TALLY_HASH_BYTES]);
+                              const guint8 chain_prev[TALLY_HASH_BYTES],
+                              guint64 expires_at);
 
 /* The payer's next permission to @payee: takes the next counter and
- * extends the chain, as a register does. */
+ * extends the chain, as a register does.  It expires at TEST_EXPIRES_AT. */
 GBytes *test_permission (TestRegister *payer, const TestRegister *payee, gint64 amount);
+/* The same, expiring at @expires_at (0: never). */
+GBytes *test_permission_expiring (TestRegister *payer,
+                                  const TestRegister *payee,
+                                  gint64 amount,
+                                  guint64 expires_at);
 
 /* The payer's next defund record. */
 GBytes *test_defund (TestRegister *reg, gint64 amount);
@@ -65,7 +76,10 @@ void test_chain_after (const guint8 prev[TALLY_HASH_BYTES],
 
 typedef struct _TestBundle TestBundle;
 
+/* A bundle made at TEST_NOW. */
 TestBundle *test_bundle_new (const TestRegister *reg);
+/* A bundle made at @created_at: the register's horizon from then on. */
+TestBundle *test_bundle_new_at (const TestRegister *reg, guint64 created_at);
 void test_bundle_free (TestBundle *bundle);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TestBundle, test_bundle_free)
 

@@ -319,7 +319,8 @@ test_cli_reconciles_and_reports_fraud (Fixture *f, gconstpointer data)
   /* Bob reports a second permission Alice signed with counter 1 again. */
   guint8 genesis[TALLY_HASH_BYTES];
   tally_chain_genesis (a->id, genesis);
-  g_autoptr (GBytes) again = test_sign_permission (a->sk, a->id, b->id, "EUR", 500, 1, genesis);
+  g_autoptr (GBytes) again =
+    test_sign_permission (a->sk, a->id, b->id, "EUR", 500, 1, genesis, TEST_EXPIRES_AT);
   g_autoptr (GBytes) r_again = test_receipt (b, again);
   g_autoptr (TestBundle) bb = test_bundle_new (b);
   test_bundle_add_received (bb, a->cert, p1, r1);
@@ -386,6 +387,88 @@ test_cli_audit_fails_when_books_do_not_balance (Fixture *f, gconstpointer data)
   g_assert_nonnull (strstr (text.out, "NO"));
 }
 
+static void
+test_cli_reports_reclaim_and_late_receipt (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) help = RUN (f, "--help");
+  expect_ok (&help);
+  g_assert_nonnull (strstr (help.out, "late-receipt"));
+  g_assert_nonnull (strstr (help.out, "reclaim"));
+
+  g_auto (Run) a1 = RUN (f, "account-create", "alice");
+  g_auto (Run) a2 = RUN (f, "account-create", "bob");
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "50.00");
+  expect_ok (&dep);
+  g_autoptr (TestRegister) a = certify_register (f, "alice", "a.cert");
+  g_autoptr (TestRegister) b = certify_register (f, "bob", "b.cert");
+  g_autofree char *a_hex = tally_hex_encode (a->id, TALLY_ID_BYTES);
+  g_autofree char *b_hex = tally_hex_encode (b->id, TALLY_ID_BYTES);
+  g_auto (Run) v = RUN (f, "voucher", "--register", a_hex, "--amount", "30", "--out", "va.bin");
+  expect_ok (&v);
+
+  /* Alice's payment to Bob is lost and expires; Bob's register, restored
+   * from a copy, reconciles without it; the copy that credited it shows up. */
+  g_autoptr (GBytes) p = test_permission_expiring (a, b, 1000, TEST_NOW + 100);
+  g_autoptr (GBytes) r = test_receipt (b, p);
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p, NULL);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  write_file (f, "bundle-a.bin", bundle_a);
+  g_autoptr (TestBundle) restored = test_bundle_new_at (b, TEST_NOW + 200);
+  g_autoptr (GBytes) bundle_b1 = test_bundle_sign (restored);
+  write_file (f, "bundle-b1.bin", bundle_b1);
+  g_autoptr (TestBundle) cloned = test_bundle_new_at (b, TEST_NOW + 300);
+  test_bundle_add_received (cloned, a->cert, p, r);
+  g_autoptr (GBytes) bundle_b2 = test_bundle_sign (cloned);
+  write_file (f, "bundle-b2.bin", bundle_b2);
+
+  g_auto (Run) rec_a = RUN (f, "reconcile", "bundle-a.bin", "--out", "result-a.bin");
+  expect_ok (&rec_a);
+  g_assert_nonnull (strstr (rec_a.out, "reclaimed 0 expired permission(s) in flight (0.00 EUR)"));
+
+  g_auto (Run) rec_b1 = RUN (f, "reconcile", "bundle-b1.bin", "--out", "result-b1.bin");
+  expect_ok (&rec_b1);
+  g_assert_nonnull (strstr (rec_b1.out, "reclaimed 1 expired permission(s) in flight (10.00 EUR)"));
+  g_assert_nonnull (strstr (rec_b1.out, "late receipts 0"));
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  g_assert_cmpstr (bal.out, ==, "30.00 EUR\n");
+
+  g_auto (Run) rec_a2 = RUN (f, "reconcile", "bundle-a.bin", "--out", "result-a2.bin");
+  expect_ok (&rec_a2);
+  g_assert_nonnull (strstr (rec_a2.out, "result: 1 own permission(s) reclaimed"));
+
+  g_auto (Run) rec_b2 = RUN (f, "reconcile", "bundle-b2.bin", "--out", "result-b2.bin");
+  expect_ok (&rec_b2);
+  g_assert_nonnull (strstr (rec_b2.out, b_hex));
+  g_assert_nonnull (strstr (rec_b2.out, "late receipts 1"));
+  g_assert_nonnull (strstr (rec_b2.out, "fraud proofs 1"));
+  g_assert_nonnull (strstr (rec_b2.out, "REVOKED"));
+
+  g_auto (Run) proofs = RUN (f, "fraud-proofs", "--json");
+  expect_ok (&proofs);
+  g_autofree char *expect_id = g_strdup_printf ("\"register_id\": \"%s\"", b_hex);
+  g_assert_nonnull (strstr (proofs.out, expect_id));
+  g_assert_nonnull (strstr (proofs.out, "\"kind\": \"late-receipt\""));
+  g_auto (Run) proofs_text = RUN (f, "fraud-proofs");
+  expect_ok (&proofs_text);
+  g_assert_nonnull (strstr (proofs_text.out, "late-receipt"));
+
+  g_auto (Run) audit = RUN (f, "audit", "--json");
+  expect_ok (&audit);
+  g_assert_nonnull (strstr (audit.out, "\"online\": 3000,"));
+  g_assert_nonnull (strstr (audit.out, "\"offline\": 2000,"));
+  g_assert_nonnull (strstr (audit.out, "\"in_flight\": 0,"));
+  g_assert_nonnull (strstr (audit.out, "\"fraud_exposure\": 1000,"));
+  g_assert_nonnull (strstr (audit.out, "\"reclaimed\": 1000,"));
+  g_assert_nonnull (strstr (audit.out, "\"reclaimed_permissions\": 1,"));
+  g_assert_nonnull (strstr (audit.out, "\"revoked\": 1,"));
+  g_assert_nonnull (strstr (audit.out, "\"balanced\": true"));
+  g_auto (Run) text = RUN (f, "audit");
+  expect_ok (&text);
+  g_assert_nonnull (strstr (text.out, "reclaimed       10.00 EUR in 1 expired permission(s)"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -406,6 +489,7 @@ main (int argc, char **argv)
   ADD ("/issuer/cli/reconciles-and-reports-fraud", test_cli_reconciles_and_reports_fraud);
   ADD ("/issuer/cli/audit-fails-when-books-do-not-balance",
        test_cli_audit_fails_when_books_do_not_balance);
+  ADD ("/issuer/cli/reports-reclaim-and-late-receipt", test_cli_reports_reclaim_and_late_receipt);
 #undef ADD
 
   int status = g_test_run ();

@@ -273,6 +273,310 @@ test_store_uses_write_ahead_log (Fixture *f, gconstpointer data)
   sqlite3_close (db);
 }
 
+static void
+test_store_keeps_horizon_receipt_and_reclaim_totals (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  g_autoptr (GBytes) receipt = g_bytes_new_static ("receipt", 7);
+  g_autoptr (GBytes) bundle1 = g_bytes_new_static ("bundle-1", 8);
+  g_autoptr (GBytes) bundle2 = g_bytes_new_static ("bundle-2", 8);
+
+  begin (f);
+  g_assert_true (tally_issuer_store_account_insert (f->store, "alice", &error));
+  TallyIssuerRegisterRow row = { .account = (char *) "alice", .horizon = G_MAXUINT64 - 1 };
+  memcpy (row.id, reg->id, TALLY_ID_BYTES);
+  memcpy (row.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  g_assert_true (tally_issuer_store_register_put (f->store, &row, &error));
+  g_autoptr (GBytes) none = NULL;
+  g_assert_false (tally_issuer_store_horizon_bundle_get (f->store, reg->id, &none, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+  g_assert_true (tally_issuer_store_horizon_bundle_put (f->store, reg->id, bundle1, &error));
+  g_assert_true (tally_issuer_store_horizon_bundle_put (f->store, reg->id, bundle2, &error));
+
+  TallyIssuerEntryRow entry = {
+    .counter = 1,
+    .kind = TALLY_ISSUER_ENTRY_PERMISSION,
+    .has_payee = TRUE,
+    .amount = 5,
+    .state = TALLY_ISSUER_ENTRY_IN_FLIGHT,
+    .envelope = g_bytes_new_static ("e", 1),
+    .expires_at = G_MAXUINT64,
+  };
+  memset (entry.hash, 7, sizeof entry.hash);
+  memcpy (entry.payee_id, reg->id, TALLY_ID_BYTES);
+  g_assert_true (tally_issuer_store_entry_insert (f->store, &entry, &error));
+  entry.state = TALLY_ISSUER_ENTRY_RECLAIMED;
+  entry.payee_reported = TRUE;
+  entry.receipt = receipt;
+  g_assert_true (tally_issuer_store_entry_update (f->store, &entry, &error));
+  g_bytes_unref (entry.envelope);
+
+  TallyIssuerTotals totals;
+  g_assert_true (tally_issuer_store_totals_get (f->store, &totals, &error));
+  g_assert_cmpuint (totals.reclaimed_count, ==, 0);
+  g_assert_cmpint (totals.reclaimed, ==, 0);
+  totals.reclaimed_count = 3;
+  totals.reclaimed = 12345;
+  g_assert_true (tally_issuer_store_totals_put (f->store, &totals, &error));
+  g_assert_no_error (error);
+  commit (f);
+
+  reopen (f);
+  begin (f);
+  g_auto (TallyIssuerRegisterRow) got = { 0 };
+  g_assert_true (tally_issuer_store_register_get (f->store, reg->id, &got, &error));
+  g_assert_cmpuint (got.horizon, ==, G_MAXUINT64 - 1);
+  g_autoptr (GBytes) stored = NULL;
+  g_assert_true (tally_issuer_store_horizon_bundle_get (f->store, reg->id, &stored, &error));
+  g_assert_true (g_bytes_equal (stored, bundle2));
+  g_auto (TallyIssuerEntryRow) e = { 0 };
+  g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, entry.hash, &e, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (e.state, ==, TALLY_ISSUER_ENTRY_RECLAIMED);
+  g_assert_cmpuint (e.expires_at, ==, G_MAXUINT64);
+  g_assert_nonnull (e.receipt);
+  g_assert_true (g_bytes_equal (e.receipt, receipt));
+  g_assert_true (tally_issuer_store_totals_get (f->store, &totals, &error));
+  g_assert_cmpuint (totals.reclaimed_count, ==, 3);
+  g_assert_cmpint (totals.reclaimed, ==, 12345);
+  commit (f);
+}
+
+static void
+test_store_finds_expired_in_flight_entries_of_one_payee (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 payer[TALLY_ID_BYTES], payee[TALLY_ID_BYTES], other[TALLY_ID_BYTES];
+  memset (payer, 0xaa, sizeof payer);
+  memset (payee, 0xbb, sizeof payee);
+  memset (other, 0xcc, sizeof other);
+  /* amount doubles as an id; inserted out of expiry order. */
+  const struct
+  {
+    const guint8 *payee;
+    TallyIssuerEntryState state;
+    guint64 expires_at;
+    gboolean found;
+  } rows[] = {
+    { payee, TALLY_ISSUER_ENTRY_IN_FLIGHT, 300, TRUE },
+    { payee, TALLY_ISSUER_ENTRY_IN_FLIGHT, 100, TRUE },
+    { payee, TALLY_ISSUER_ENTRY_IN_FLIGHT, 0, FALSE },   /* never expires */
+    { payee, TALLY_ISSUER_ENTRY_IN_FLIGHT, 301, FALSE }, /* after the horizon */
+    { payee, TALLY_ISSUER_ENTRY_SETTLED, 100, FALSE },
+    { payee, TALLY_ISSUER_ENTRY_RECLAIMED, 100, FALSE },
+    { other, TALLY_ISSUER_ENTRY_IN_FLIGHT, 100, FALSE },
+    { payee, TALLY_ISSUER_ENTRY_IN_FLIGHT, 200, TRUE },
+  };
+
+  begin (f);
+  for (guint i = 0; i < G_N_ELEMENTS (rows); i++) {
+    TallyIssuerEntryRow row = {
+      .counter = i + 1,
+      .kind = TALLY_ISSUER_ENTRY_PERMISSION,
+      .has_payee = TRUE,
+      .amount = i,
+      .state = rows[i].state,
+      .envelope = g_bytes_new_static ("e", 1),
+      .expires_at = rows[i].expires_at,
+    };
+    memset (row.hash, (int) i + 1, sizeof row.hash);
+    memcpy (row.register_id, payer, TALLY_ID_BYTES);
+    memcpy (row.payee_id, rows[i].payee, TALLY_ID_BYTES);
+    g_assert_true (tally_issuer_store_entry_insert (f->store, &row, &error));
+    g_assert_no_error (error);
+    g_bytes_unref (row.envelope);
+  }
+  g_autoptr (GPtrArray) found = NULL;
+  g_assert_true (
+    tally_issuer_store_entries_expired_in_flight (f->store, payee, 300, &found, &error));
+  g_assert_no_error (error);
+  /* Earliest expiry first. */
+  const gint64 expect[] = { 1, 7, 0 };
+  g_assert_cmpuint (found->len, ==, G_N_ELEMENTS (expect));
+  for (guint i = 0; i < found->len; i++) {
+    const TallyIssuerEntryRow *row = found->pdata[i];
+    g_assert_cmpint (row->amount, ==, expect[i]);
+    g_assert_true (rows[row->amount].found);
+  }
+  g_autoptr (GPtrArray) nothing = NULL;
+  g_assert_true (
+    tally_issuer_store_entries_expired_in_flight (f->store, payee, 99, &nothing, &error));
+  g_assert_cmpuint (nothing->len, ==, 0);
+  commit (f);
+}
+
+/* The query of STMT_ENTRIES_EXPIRED_IN_FLIGHT: reconciling a payee must
+ * find its expired permissions through the partial index, not by scanning
+ * every entry. */
+static void
+test_store_indexes_expired_in_flight_lookup (Fixture *f, gconstpointer data)
+{
+  g_clear_pointer (&f->store, tally_issuer_store_free);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open (f->path, &db), ==, SQLITE_OK);
+  sqlite3_stmt *st = NULL;
+  g_assert_cmpint (sqlite3_prepare_v2 (db,
+                                       "EXPLAIN QUERY PLAN SELECT * FROM entries "
+                                       "WHERE payee_id = ?1 AND state = 1 AND expires_at > 0 "
+                                       "AND expires_at <= ?2 ORDER BY expires_at, rowid",
+                                       -1, &st, NULL),
+                   ==, SQLITE_OK);
+  g_autoptr (GString) plan = g_string_new (NULL);
+  while (sqlite3_step (st) == SQLITE_ROW)
+    g_string_append_printf (plan, "%s\n", (const char *) sqlite3_column_text (st, 3));
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+  g_test_message ("plan: %s", plan->str);
+  g_assert_nonnull (strstr (plan->str, "USING INDEX entries_in_flight_by_payee"));
+  g_assert_null (strstr (plan->str, "SCAN"));
+  g_assert_null (strstr (plan->str, "TEMP B-TREE"));
+}
+
+/* The schema every issuer database had before permissions expired. */
+static const char schema_v1[] =
+  "CREATE TABLE schema_version (version INTEGER NOT NULL);"
+  "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
+  "CREATE TABLE totals (id INTEGER PRIMARY KEY CHECK (id = 1), issued INTEGER NOT NULL,"
+  "  in_flight INTEGER NOT NULL, fraud_exposure INTEGER NOT NULL);"
+  "INSERT INTO totals (id, issued, in_flight, fraud_exposure) VALUES (1, 0, 0, 0);"
+  "CREATE TABLE accounts (name TEXT PRIMARY KEY, balance INTEGER NOT NULL CHECK (balance >= 0));"
+  "CREATE TABLE registers (id BLOB PRIMARY KEY, public_key BLOB NOT NULL,"
+  "  account TEXT NOT NULL REFERENCES accounts (name), max_payment INTEGER NOT NULL,"
+  "  balance_cap INTEGER NOT NULL, max_offline_payments INTEGER NOT NULL,"
+  "  max_offline_seconds INTEGER NOT NULL, validity INTEGER NOT NULL,"
+  "  cert_serial INTEGER NOT NULL, settled_counter INTEGER NOT NULL, revoked INTEGER NOT NULL,"
+  "  view_balance INTEGER NOT NULL);"
+  "CREATE TABLE vouchers (register_id BLOB NOT NULL REFERENCES registers (id),"
+  "  sequence INTEGER NOT NULL, amount INTEGER NOT NULL, issued_at INTEGER NOT NULL,"
+  "  envelope BLOB NOT NULL, PRIMARY KEY (register_id, sequence));"
+  "CREATE TABLE entries (hash BLOB PRIMARY KEY, register_id BLOB NOT NULL,"
+  "  counter INTEGER NOT NULL, kind INTEGER NOT NULL, payee_id BLOB, amount INTEGER NOT NULL,"
+  "  state INTEGER NOT NULL, payer_reported INTEGER NOT NULL, payee_reported INTEGER NOT NULL,"
+  "  chain_prev BLOB NOT NULL, chain_after BLOB NOT NULL, envelope BLOB NOT NULL,"
+  "  booked_at INTEGER NOT NULL);"
+  "CREATE INDEX entries_by_counter ON entries (register_id, counter);"
+  "CREATE TABLE fraud_proofs (id INTEGER PRIMARY KEY AUTOINCREMENT, register_id BLOB NOT NULL,"
+  "  kind INTEGER NOT NULL, detected_at INTEGER NOT NULL, envelope BLOB NOT NULL);"
+  "CREATE INDEX fraud_proofs_by_register ON fraud_proofs (register_id);"
+  "CREATE TABLE revocation_lists (serial INTEGER PRIMARY KEY, issued_at INTEGER NOT NULL,"
+  "  envelope BLOB NOT NULL);"
+  "INSERT INTO schema_version (version) VALUES (1);";
+
+static gint64
+stored_schema_version (const char *path)
+{
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_prepare_v2 (db, "SELECT version FROM schema_version", -1, &st, NULL), ==,
+                   SQLITE_OK);
+  g_assert_cmpint (sqlite3_step (st), ==, SQLITE_ROW);
+  gint64 version = sqlite3_column_int64 (st, 0);
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+  return version;
+}
+
+static void
+test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
+{
+  g_clear_pointer (&f->store, tally_issuer_store_free);
+  g_autofree char *path = g_build_filename (f->tmp, "v1.db", NULL);
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  guint8 hash[TALLY_HASH_BYTES], chain[TALLY_HASH_BYTES];
+  memset (hash, 0x42, sizeof hash);
+  memset (chain, 0x17, sizeof chain);
+
+  /* A version 1 issuer: an account, a register and one permission of it in
+   * flight to itself. */
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db, schema_v1, NULL, NULL, NULL), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db,
+                                 "INSERT INTO accounts VALUES ('alice', 700);"
+                                 "UPDATE totals SET issued = 1000, in_flight = 100;",
+                                 NULL, NULL, NULL),
+                   ==, SQLITE_OK);
+  sqlite3_stmt *st = NULL;
+  g_assert_cmpint (sqlite3_prepare_v2 (db,
+                                       "INSERT INTO registers VALUES (?1, ?2, 'alice', 10, 20, 3, "
+                                       "40, 50, 6, 1, 0, 200)",
+                                       -1, &st, NULL),
+                   ==, SQLITE_OK);
+  sqlite3_bind_blob (st, 1, reg->id, TALLY_ID_BYTES, SQLITE_STATIC);
+  sqlite3_bind_blob (st, 2, reg->pk, TALLY_PUBLIC_KEY_BYTES, SQLITE_STATIC);
+  g_assert_cmpint (sqlite3_step (st), ==, SQLITE_DONE);
+  sqlite3_finalize (st);
+  g_assert_cmpint (sqlite3_prepare_v2 (db,
+                                       "INSERT INTO entries VALUES (?1, ?2, 1, 1, ?2, 100, 1, 1, "
+                                       "0, ?3, ?3, x'00', 99)",
+                                       -1, &st, NULL),
+                   ==, SQLITE_OK);
+  sqlite3_bind_blob (st, 1, hash, sizeof hash, SQLITE_STATIC);
+  sqlite3_bind_blob (st, 2, reg->id, TALLY_ID_BYTES, SQLITE_STATIC);
+  sqlite3_bind_blob (st, 3, chain, sizeof chain, SQLITE_STATIC);
+  g_assert_cmpint (sqlite3_step (st), ==, SQLITE_DONE);
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+
+  g_autoptr (GError) error = NULL;
+  f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (f->store);
+  g_assert_cmpint (stored_schema_version (path), ==, 2);
+
+  begin (f);
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  g_assert_true (tally_issuer_store_register_get (f->store, reg->id, &row, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (row.account, ==, "alice");
+  g_assert_cmpint (row.view_balance, ==, 200);
+  g_assert_cmpuint (row.settled_counter, ==, 1);
+  g_assert_cmpuint (row.horizon, ==, 0);
+  g_auto (TallyIssuerEntryRow) entry = { 0 };
+  g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, hash, &entry, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (entry.state, ==, TALLY_ISSUER_ENTRY_IN_FLIGHT);
+  g_assert_cmpint (entry.amount, ==, 100);
+  g_assert_cmpuint (entry.booked_at, ==, 99);
+  g_assert_cmpuint (entry.expires_at, ==, 0);
+  g_assert_null (entry.receipt);
+  TallyIssuerTotals totals;
+  g_assert_true (tally_issuer_store_totals_get (f->store, &totals, &error));
+  g_assert_cmpint (totals.issued, ==, 1000);
+  g_assert_cmpint (totals.in_flight, ==, 100);
+  g_assert_cmpuint (totals.reclaimed_count, ==, 0);
+  g_assert_cmpint (totals.reclaimed, ==, 0);
+  /* An entry from before has no expiry: no horizon reclaims it. */
+  g_autoptr (GPtrArray) expired = NULL;
+  g_assert_true (tally_issuer_store_entries_expired_in_flight (f->store, reg->id, G_MAXUINT64,
+                                                               &expired, &error));
+  g_assert_cmpuint (expired->len, ==, 0);
+  g_autoptr (GBytes) bundle = g_bytes_new_static ("b", 1);
+  g_assert_true (tally_issuer_store_horizon_bundle_put (f->store, reg->id, bundle, &error));
+  g_assert_no_error (error);
+  commit (f);
+
+  /* Opening it again migrates nothing twice. */
+  g_clear_pointer (&f->store, tally_issuer_store_free);
+  f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (stored_schema_version (path), ==, 2);
+  begin (f);
+  g_autoptr (GBytes) got = NULL;
+  g_assert_true (tally_issuer_store_horizon_bundle_get (f->store, reg->id, &got, &error));
+  g_assert_true (g_bytes_equal (got, bundle));
+  commit (f);
+}
+
+static void
+test_store_creates_database_at_current_version (Fixture *f, gconstpointer data)
+{
+  g_assert_cmpint (stored_schema_version (f->path), ==, 2);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -291,6 +595,15 @@ main (int argc, char **argv)
        test_store_refuses_database_of_unknown_schema);
   ADD ("/issuer/store/refuses-missing-database", test_store_refuses_missing_database);
   ADD ("/issuer/store/uses-write-ahead-log", test_store_uses_write_ahead_log);
+  ADD ("/issuer/store/keeps-horizon-receipt-and-reclaim-totals",
+       test_store_keeps_horizon_receipt_and_reclaim_totals);
+  ADD ("/issuer/store/finds-expired-in-flight-entries-of-one-payee",
+       test_store_finds_expired_in_flight_entries_of_one_payee);
+  ADD ("/issuer/store/indexes-expired-in-flight-lookup",
+       test_store_indexes_expired_in_flight_lookup);
+  ADD ("/issuer/store/migrates-version-1-database", test_store_migrates_version_1_database);
+  ADD ("/issuer/store/creates-database-at-current-version",
+       test_store_creates_database_at_current_version);
 #undef ADD
 
   return g_test_run ();

@@ -771,9 +771,9 @@ test_reconcile_detects_counter_reuse_and_revokes (Fixture *f, gconstpointer data
   guint8 genesis[TALLY_HASH_BYTES];
   tally_chain_genesis (a->id, genesis);
   g_autoptr (GBytes) to_bob =
-    test_sign_permission (a->sk, a->id, b->id, "EUR", 1500, 1, genesis);
+    test_sign_permission (a->sk, a->id, b->id, "EUR", 1500, 1, genesis, TEST_EXPIRES_AT);
   g_autoptr (GBytes) to_carol =
-    test_sign_permission (a->sk, a->id, c->id, "EUR", 1500, 1, genesis);
+    test_sign_permission (a->sk, a->id, c->id, "EUR", 1500, 1, genesis, TEST_EXPIRES_AT);
   g_autoptr (GBytes) rb = test_receipt (b, to_bob);
   g_autoptr (GBytes) rc = test_receipt (c, to_carol);
 
@@ -854,8 +854,10 @@ test_reconcile_detects_counter_reuse_within_one_bundle (Fixture *f, gconstpointe
   g_autoptr (GBytes) voucher = sell (f, a, 2000);
   guint8 genesis[TALLY_HASH_BYTES];
   tally_chain_genesis (a->id, genesis);
-  g_autoptr (GBytes) p = test_sign_permission (a->sk, a->id, b->id, "EUR", 900, 1, genesis);
-  g_autoptr (GBytes) q = test_sign_permission (a->sk, a->id, b->id, "EUR", 800, 1, genesis);
+  g_autoptr (GBytes) p =
+    test_sign_permission (a->sk, a->id, b->id, "EUR", 900, 1, genesis, TEST_EXPIRES_AT);
+  g_autoptr (GBytes) q =
+    test_sign_permission (a->sk, a->id, b->id, "EUR", 800, 1, genesis, TEST_EXPIRES_AT);
 
   g_autoptr (TestBundle) ba = test_bundle_new (a);
   test_bundle_add_spent (ba, p, NULL);
@@ -889,7 +891,8 @@ test_reconcile_detects_forked_chain (Fixture *f, gconstpointer data)
   /* Counter 2 that does not extend entry 1: the chain was rewound. */
   guint8 genesis[TALLY_HASH_BYTES];
   tally_chain_genesis (a->id, genesis);
-  g_autoptr (GBytes) p2 = test_sign_permission (a->sk, a->id, b->id, "EUR", 1000, 2, genesis);
+  g_autoptr (GBytes) p2 =
+    test_sign_permission (a->sk, a->id, b->id, "EUR", 1000, 2, genesis, TEST_EXPIRES_AT);
 
   g_autoptr (TestBundle) ba = test_bundle_new (a);
   test_bundle_add_spent (ba, p1, NULL);
@@ -924,7 +927,8 @@ test_reconcile_detects_chain_not_starting_at_genesis (Fixture *f, gconstpointer 
   g_autoptr (GBytes) voucher = sell (f, a, 3000);
   guint8 wrong[TALLY_HASH_BYTES];
   memset (wrong, 0x5a, sizeof wrong);
-  g_autoptr (GBytes) p1 = test_sign_permission (a->sk, a->id, b->id, "EUR", 1000, 1, wrong);
+  g_autoptr (GBytes) p1 =
+    test_sign_permission (a->sk, a->id, b->id, "EUR", 1000, 1, wrong, TEST_EXPIRES_AT);
 
   g_autoptr (TestBundle) ba = test_bundle_new (a);
   test_bundle_add_spent (ba, p1, NULL);
@@ -951,7 +955,8 @@ test_reconcile_detects_fork_reported_by_payee_first (Fixture *f, gconstpointer d
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   guint8 wrong[TALLY_HASH_BYTES];
   memset (wrong, 0x11, sizeof wrong);
-  g_autoptr (GBytes) p2 = test_sign_permission (a->sk, a->id, b->id, "EUR", 500, 2, wrong);
+  g_autoptr (GBytes) p2 =
+    test_sign_permission (a->sk, a->id, b->id, "EUR", 500, 2, wrong, TEST_EXPIRES_AT);
   g_autoptr (GBytes) r2 = test_receipt (b, p2);
 
   /* Bob reports counter 2 before anyone reports counter 1. */
@@ -1001,7 +1006,8 @@ test_reconcile_refuses_forged_bundle (Fixture *f, gconstpointer data)
   assert_reconcile_fails (f, tampered, TALLY_ERROR_BAD_SIGNATURE);
 
   /* A permission signed by Bob passed off as Alice's spent entry. */
-  g_autoptr (GBytes) fake = test_sign_permission (b->sk, a->id, b->id, "EUR", 10, 2, a->head);
+  g_autoptr (GBytes) fake =
+    test_sign_permission (b->sk, a->id, b->id, "EUR", 10, 2, a->head, TEST_EXPIRES_AT);
   g_autoptr (TestBundle) bf = test_bundle_new (a);
   test_bundle_add_spent (bf, fake, NULL);
   g_autoptr (GBytes) bundle_fake = test_bundle_sign (bf);
@@ -1072,7 +1078,8 @@ test_reconcile_refuses_received_entry_with_forged_parts (Fixture *f, gconstpoint
   assert_reconcile_fails (f, bundle1, TALLY_ERROR_WRONG_PAYEE);
 
   /* A permission Alice never signed, under Alice's certificate. */
-  g_autoptr (GBytes) fake = test_sign_permission (b->sk, a->id, b->id, "EUR", 1000, 2, a->head);
+  g_autoptr (GBytes) fake =
+    test_sign_permission (b->sk, a->id, b->id, "EUR", 1000, 2, a->head, TEST_EXPIRES_AT);
   g_autoptr (GBytes) r_fake = test_receipt (b, fake);
   g_autoptr (TestBundle) b2 = test_bundle_new (b);
   test_bundle_add_received (b2, a->cert, fake, r_fake);
@@ -1111,7 +1118,8 @@ test_reconcile_refused_bundle_books_nothing (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) voucher = sell (f, a, 3000);
   g_autoptr (GBytes) good = test_permission (a, b, 1000);
   /* Signed by Alice's key but naming Bob as the payer. */
-  g_autoptr (GBytes) bad = test_sign_permission (a->sk, b->id, a->id, "EUR", 1000, 1, a->head);
+  g_autoptr (GBytes) bad =
+    test_sign_permission (a->sk, b->id, a->id, "EUR", 1000, 1, a->head, TEST_EXPIRES_AT);
 
   g_autoptr (TestBundle) ba = test_bundle_new (a);
   test_bundle_add_spent (ba, good, NULL);
@@ -1149,7 +1157,8 @@ test_reconcile_refuses_entry_in_another_currency (Fixture *f, gconstpointer data
   open_account (f, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) p = test_sign_permission (a->sk, a->id, b->id, "USD", 100, 1, a->head);
+  g_autoptr (GBytes) p =
+    test_sign_permission (a->sk, a->id, b->id, "USD", 100, 1, a->head, TEST_EXPIRES_AT);
   g_autoptr (TestBundle) ba = test_bundle_new (a);
   test_bundle_add_spent (ba, p, NULL);
   g_autoptr (GBytes) bundle = test_bundle_sign (ba);
@@ -1391,6 +1400,783 @@ test_revoke_publishes_newer_list (Fixture *f, gconstpointer data)
   g_assert_cmpuint (audit.revoked, ==, 2);
 }
 
+/* --- reclaim --- */
+
+static void
+assert_balanced (Fixture *f)
+{
+  TallyAudit a = audit_of (f);
+  g_assert_true (a.balanced);
+  g_assert_cmpint (a.online + a.offline + a.in_flight, ==, a.issued);
+}
+
+/* A bundle of @reg made at @created_at listing @spent without receipts. */
+static GBytes *
+spent_bundle_at (const TestRegister *reg, guint64 created_at, GBytes *const *spent, gsize n)
+{
+  g_autoptr (TestBundle) bundle = test_bundle_new_at (reg, created_at);
+  for (gsize i = 0; i < n; i++)
+    test_bundle_add_spent (bundle, spent[i], NULL);
+  return test_bundle_sign (bundle);
+}
+
+/* An empty bundle of @reg made at @created_at: raises its horizon only. */
+static GBytes *
+empty_bundle_at (const TestRegister *reg, guint64 created_at)
+{
+  return spent_bundle_at (reg, created_at, NULL, 0);
+}
+
+static void
+reopen_issuer (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  g_clear_pointer (&f->issuer, tally_issuer_free);
+  f->issuer = tally_issuer_open (f->dir, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (f->issuer);
+}
+
+static void
+test_reclaim_returns_expired_permission_after_payee_reconciles (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p = test_permission_expiring (a, b, 1200, TEST_NOW + 100);
+
+  /* Pay sent, lost: Alice reports a permission Bob never credited. */
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.spent_new, ==, 1);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  g_assert_cmpuint (ra->n_reclaimed, ==, 0);
+  TallyAudit mid = audit_of (f);
+  g_assert_cmpint (mid.in_flight, ==, 1200);
+  g_assert_cmpint (mid.reclaimed, ==, 0);
+  g_assert_true (mid.balanced);
+
+  /* Bob's bundle made exactly at the expiry does not list it: from then on
+   * Bob's register refuses it, so Alice gets the value back. */
+  g_autoptr (GBytes) bundle_b = empty_bundle_at (b, TEST_NOW + 100);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (report.reclaimed_amount, ==, 1200);
+  g_assert_cmpuint (report.late_receipts, ==, 0);
+  /* Not Bob's own permission: nothing to tell him. */
+  g_assert_cmpuint (rb->n_reclaimed, ==, 0);
+  g_assert_false (rb->revoked);
+
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7000 + 1200);
+  TallyAudit end = audit_of (f);
+  g_assert_cmpint (end.in_flight, ==, 0);
+  g_assert_cmpint (end.online, ==, 8200);
+  g_assert_cmpint (end.offline, ==, 1800);
+  g_assert_cmpint (end.reclaimed, ==, 1200);
+  g_assert_cmpuint (end.reclaimed_count, ==, 1);
+  g_assert_cmpint (end.fraud_exposure, ==, 0);
+  g_assert_true (end.balanced);
+
+  /* Alice keeps listing it until she learns the outcome. */
+  g_autoptr (GBytes) again = spent_bundle_at (a, TEST_NOW + 4000, &p, 1);
+  g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, again, &report);
+  g_assert_cmpuint (report.duplicates, ==, 1);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  g_assert_cmpuint (ra2->settled_counter, ==, 1);
+  g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
+  g_assert_true (list_contains_hash (ra2->reclaimed, ra2->n_reclaimed, p));
+  g_assert_cmpuint (ra2->n_receipts, ==, 0);
+  TallyAudit after = audit_of (f);
+  assert_audit_equal (&end, &after);
+}
+
+static void
+test_reclaim_waits_while_payee_has_not_reconciled_past_expiry (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p = test_permission_expiring (a, b, 500, TEST_NOW + 100);
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+
+  /* Bob reconciled one second before the expiry: he may still credit it. */
+  g_autoptr (GBytes) early = empty_bundle_at (b, TEST_NOW + 99);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, early, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (ra2->n_reclaimed, ==, 0);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7000);
+  TallyAudit waiting = audit_of (f);
+  g_assert_cmpint (waiting.in_flight, ==, 500);
+  g_assert_cmpint (waiting.reclaimed, ==, 0);
+  g_assert_true (waiting.balanced);
+
+  /* Alice's own horizon says nothing about Bob's. */
+  g_autoptr (GBytes) late_a = spent_bundle_at (a, TEST_NOW + 100000, &p, 1);
+  g_autoptr (Tally__ReconciliationResult) ra3 = test_reconcile (f->issuer, late_a, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  g_assert_cmpuint (ra3->n_reclaimed, ==, 0);
+  TallyAudit still = audit_of (f);
+  assert_audit_equal (&waiting, &still);
+
+  /* A refused bundle of Bob's does not move his horizon. */
+  g_autoptr (GBytes) forged = test_sign_receipt (a->sk, p, 500);
+  g_autoptr (TestBundle) bad = test_bundle_new_at (b, TEST_NOW + 5000);
+  test_bundle_add_received (bad, a->cert, p, forged);
+  g_autoptr (GBytes) bad_bundle = test_bundle_sign (bad);
+  assert_reconcile_fails (f, bad_bundle, TALLY_ERROR_BAD_SIGNATURE);
+  g_autoptr (GBytes) same_again = empty_bundle_at (b, TEST_NOW + 99);
+  g_autoptr (Tally__ReconciliationResult) rb2 = test_reconcile (f->issuer, same_again, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+
+  g_autoptr (GBytes) past = empty_bundle_at (b, TEST_NOW + 100);
+  g_autoptr (Tally__ReconciliationResult) rb3 = test_reconcile (f->issuer, past, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7500);
+  assert_balanced (f);
+}
+
+static void
+test_reclaim_never_returns_permission_without_expiry (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p = test_permission_expiring (a, b, 700, 0);
+
+  g_autoptr (GBytes) first_b = empty_bundle_at (b, TEST_NOW + 1000);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, first_b, &report);
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  g_autoptr (GBytes) later_b = empty_bundle_at (b, G_MAXUINT64);
+  g_autoptr (Tally__ReconciliationResult) rb2 = test_reconcile (f->issuer, later_b, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (ra2->n_reclaimed, ==, 0);
+
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.in_flight, ==, 700);
+  g_assert_cmpint (audit.reclaimed, ==, 0);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7000);
+  g_assert_true (audit.balanced);
+}
+
+static void
+test_reclaim_is_idempotent_when_payer_lists_entry_again (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p = test_permission_expiring (a, b, 900, TEST_NOW + 100);
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_autoptr (GBytes) bundle_b = empty_bundle_at (b, TEST_NOW + 200);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+
+  TallyAudit reclaimed = audit_of (f);
+  g_assert_cmpint (reclaimed.reclaimed, ==, 900);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7900);
+
+  /* The same bundle again, a newer one listing it, Bob again and later,
+   * and all of it after a restart: the credit happened once. */
+  for (guint round = 0; round < 2; round++) {
+    GBytes *bundles[] = {
+      bundle_a,
+      spent_bundle_at (a, TEST_NOW + 300 + round, &p, 1),
+      bundle_b,
+      empty_bundle_at (b, TEST_NOW + 900 + round),
+    };
+    for (gsize i = 0; i < G_N_ELEMENTS (bundles); i++) {
+      g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundles[i], &report);
+      g_assert_cmpuint (report.reclaimed, ==, 0);
+      g_assert_cmpuint (report.spent_new, ==, 0);
+      g_assert_cmpuint (report.late_receipts, ==, 0);
+      if (i < 2) {
+        g_assert_cmpuint (report.duplicates, ==, 1);
+        g_assert_cmpuint (res->n_reclaimed, ==, 1);
+        g_assert_true (list_contains_hash (res->reclaimed, res->n_reclaimed, p));
+        g_assert_cmpuint (res->settled_counter, ==, 1);
+      }
+    }
+    g_bytes_unref (bundles[1]);
+    g_bytes_unref (bundles[3]);
+    TallyAudit now = audit_of (f);
+    assert_audit_equal (&reclaimed, &now);
+    g_assert_cmpint (balance_of (f, "alice"), ==, 7900);
+    reopen_issuer (f);
+  }
+}
+
+static void
+test_reclaim_books_when_payee_reconciled_first (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) expired = test_permission_expiring (a, b, 400, TEST_NOW + 100);
+  g_autoptr (GBytes) open = test_permission_expiring (a, b, 600, TEST_NOW + 5000);
+
+  g_autoptr (GBytes) bundle_b = empty_bundle_at (b, TEST_NOW + 200);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  /* The horizon is durable. */
+  reopen_issuer (f);
+
+  GBytes *spent[] = { expired, open };
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW + 300, spent, G_N_ELEMENTS (spent));
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.spent_new, ==, 2);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (report.reclaimed_amount, ==, 400);
+  g_assert_cmpuint (ra->settled_counter, ==, 2);
+  g_assert_cmpuint (ra->n_reclaimed, ==, 1);
+  g_assert_true (list_contains_hash (ra->reclaimed, ra->n_reclaimed, expired));
+  g_assert_false (list_contains_hash (ra->reclaimed, ra->n_reclaimed, open));
+
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7000 + 400);
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.in_flight, ==, 600);
+  g_assert_cmpint (audit.offline, ==, 2000);
+  g_assert_cmpint (audit.reclaimed, ==, 400);
+  g_assert_cmpuint (audit.reclaimed_count, ==, 1);
+  g_assert_true (audit.balanced);
+}
+
+static void
+test_reclaim_returns_only_the_reconciling_payees_permissions (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) to_bob = test_permission_expiring (a, b, 100, TEST_NOW + 100);
+  g_autoptr (GBytes) to_carol = test_permission_expiring (a, c, 200, TEST_NOW + 100);
+  GBytes *spent[] = { to_bob, to_carol };
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, spent, G_N_ELEMENTS (spent));
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+
+  g_autoptr (GBytes) bundle_b = empty_bundle_at (b, TEST_NOW + 200);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (report.reclaimed_amount, ==, 100);
+  g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
+  g_assert_true (list_contains_hash (ra2->reclaimed, ra2->n_reclaimed, to_bob));
+  TallyAudit mid = audit_of (f);
+  g_assert_cmpint (mid.in_flight, ==, 200);
+  g_assert_true (mid.balanced);
+
+  g_autoptr (GBytes) bundle_c = empty_bundle_at (c, TEST_NOW + 200);
+  g_autoptr (Tally__ReconciliationResult) rc = test_reconcile (f->issuer, bundle_c, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (report.reclaimed_amount, ==, 200);
+  g_autoptr (Tally__ReconciliationResult) ra3 = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (ra3->n_reclaimed, ==, 2);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7300);
+  TallyAudit end = audit_of (f);
+  g_assert_cmpint (end.in_flight, ==, 0);
+  g_assert_cmpint (end.reclaimed, ==, 300);
+  g_assert_true (end.balanced);
+}
+
+/* --- receipts --- */
+
+static void
+test_receipts_returns_payee_receipt_to_payer_without_one (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 300);
+  g_autoptr (GBytes) r1 = test_receipt (b, p1);
+  g_autoptr (GBytes) p2 = test_permission (a, b, 200);
+  g_autoptr (GBytes) r2 = test_receipt (b, p2);
+  g_autoptr (GBytes) p3 = test_permission (a, b, 100);
+
+  /* Receipt lost: Alice reports p1 alone, then Bob reports p1 and p2. */
+  g_autoptr (GBytes) first_a = spent_bundle_at (a, TEST_NOW, &p1, 1);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, first_a, &report);
+  g_assert_cmpuint (ra->n_receipts, ==, 0);
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_received (bb, a->cert, p1, r1);
+  test_bundle_add_received (bb, a->cert, p2, r2);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (rb->n_receipts, ==, 0);
+
+  /* Alice lists all three without receipts: she gets Bob's two back, for
+   * p2 too although Bob reported it before she did; p3 is still in flight. */
+  GBytes *spent[] = { p1, p2, p3 };
+  g_autoptr (GBytes) second_a = spent_bundle_at (a, TEST_NOW, spent, G_N_ELEMENTS (spent));
+  g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, second_a, &report);
+  g_assert_cmpuint (ra2->settled_counter, ==, 3);
+  g_assert_cmpuint (ra2->n_reclaimed, ==, 0);
+  g_assert_cmpuint (ra2->n_receipts, ==, 2);
+  g_assert_true (envelopes_equal (ra2->receipts[0], r1));
+  g_assert_true (envelopes_equal (ra2->receipts[1], r2));
+  g_autoptr (GError) error = NULL;
+  for (gsize i = 0; i < ra2->n_receipts; i++)
+    g_assert_true (tally_envelope_verify (
+      ra2->receipts[i], TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, b->pk, &error));
+  g_assert_no_error (error);
+
+  /* A payer that holds the receipt is not sent it again. */
+  g_autoptr (TestBundle) with = test_bundle_new (a);
+  test_bundle_add_spent (with, p1, r1);
+  test_bundle_add_spent (with, p2, r2);
+  g_autoptr (GBytes) third_a = test_bundle_sign (with);
+  g_autoptr (Tally__ReconciliationResult) ra3 = test_reconcile (f->issuer, third_a, &report);
+  g_assert_cmpuint (ra3->n_receipts, ==, 0);
+
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.in_flight, ==, 100);
+  g_assert_cmpint (audit.offline, ==, 2900);
+  g_assert_true (audit.balanced);
+}
+
+static void
+test_receipts_returns_receipt_another_payer_bundle_carried (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p = test_permission (a, b, 300);
+  g_autoptr (GBytes) r = test_receipt (b, p);
+
+  /* The payer's register, restored from a backup taken after the payment
+   * but before the receipt came, lists the entry without it. */
+  g_autoptr (TestBundle) with = test_bundle_new (a);
+  test_bundle_add_spent (with, p, r);
+  g_autoptr (GBytes) bundle_with = test_bundle_sign (with);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) r1 = test_reconcile (f->issuer, bundle_with, &report);
+  g_assert_cmpuint (r1->n_receipts, ==, 0);
+  g_autoptr (GBytes) without = spent_bundle_at (a, TEST_NOW, &p, 1);
+  g_autoptr (Tally__ReconciliationResult) r2 = test_reconcile (f->issuer, without, &report);
+  g_assert_cmpuint (r2->n_receipts, ==, 1);
+  g_assert_true (envelopes_equal (r2->receipts[0], r));
+  assert_balanced (f);
+}
+
+/* --- late receipts --- */
+
+/* Checks a late-receipt proof: signed by the issuer, naming @payee, holding
+ * @receipt and @bundle, both signed by the payee, the bundle made at or
+ * after @permission expired and not listing it. */
+static void
+assert_late_receipt_proof (Fixture *f,
+                           const Tally__SignedEnvelope *env,
+                           const TestRegister *payee,
+                           GBytes *permission,
+                           GBytes *receipt,
+                           GBytes *bundle)
+{
+  g_autoptr (Tally__FraudProof) fp = open_fraud_proof (f, env);
+  g_assert_cmpint (fp->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT);
+  g_assert_cmpmem (fp->register_id.data, fp->register_id.len, payee->id, TALLY_ID_BYTES);
+  g_assert_cmpuint (fp->detected_at, ==, TEST_NOW + 3600);
+  g_assert_nonnull (fp->first);
+  g_assert_nonnull (fp->second);
+  g_assert_true (envelopes_equal (fp->first, receipt));
+  g_assert_true (envelopes_equal (fp->second, bundle));
+
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_envelope_verify (
+    fp->first, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, payee->pk, &error));
+  g_assert_no_error (error);
+  g_assert_true (tally_envelope_verify (
+    fp->second, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, payee->pk,
+    &error));
+  g_assert_no_error (error);
+
+  /* What the proof shows on its own: the receipt is for the permission,
+   * which expired by the time the bundle was made, and the bundle does not
+   * list it. */
+  g_autoptr (Tally__Receipt) r = TALLY_UNPACK (Tally__Receipt, tally__receipt, fp->first->body.data,
+                                               fp->first->body.len, "receipt", &error);
+  g_assert_no_error (error);
+  guint8 hash[TALLY_HASH_BYTES];
+  test_entry_hash (permission, hash);
+  g_assert_cmpmem (r->permission_hash.data, r->permission_hash.len, hash, sizeof hash);
+  g_autoptr (Tally__SignedEnvelope) p_env = test_envelope (permission);
+  g_autoptr (Tally__DepositPermission) p =
+    TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, p_env->body.data,
+                  p_env->body.len, "permission", &error);
+  g_assert_no_error (error);
+  g_autoptr (Tally__ReconciliationBundle) bun =
+    TALLY_UNPACK (Tally__ReconciliationBundle, tally__reconciliation_bundle, fp->second->body.data,
+                  fp->second->body.len, "bundle", &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (bun->register_id.data, bun->register_id.len, payee->id, TALLY_ID_BYTES);
+  g_assert_cmpuint (p->expires_at, >, 0);
+  g_assert_cmpuint (p->expires_at, <=, bun->created_at);
+  for (gsize i = 0; i < bun->n_received; i++) {
+    guint8 listed[TALLY_HASH_BYTES];
+    tally_envelope_body_hash (bun->received[i]->permission, listed);
+    g_assert_true (memcmp (listed, hash, sizeof hash) != 0);
+  }
+}
+
+static void
+test_fraud_late_receipt_after_reclaim_revokes_payee (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) va = sell (f, a, 3000);
+  g_autoptr (GBytes) p = test_permission_expiring (a, b, 1000, TEST_NOW + 100);
+  /* Bob credited p, then restored his register from a copy made before. */
+  g_autoptr (GBytes) r = test_receipt (b, p);
+  /* An honest payment Bob received meanwhile, to show it stays his. */
+  g_autoptr (GBytes) honest = test_permission (a, b, 250);
+  g_autoptr (GBytes) honest_r = test_receipt (b, honest);
+
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+
+  /* The restored copy reconciles past the expiry without p. */
+  g_autoptr (TestBundle) restored = test_bundle_new_at (b, TEST_NOW + 200);
+  test_bundle_add_received (restored, a->cert, honest, honest_r);
+  g_autoptr (GBytes) evidence = test_bundle_sign (restored);
+  g_autoptr (Tally__ReconciliationResult) rb1 = test_reconcile (f->issuer, evidence, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7000 + 1000);
+  TallyAudit reclaimed = audit_of (f);
+  g_assert_cmpint (reclaimed.offline, ==, 2000);
+  g_assert_cmpint (reclaimed.in_flight, ==, 0);
+  g_assert_true (reclaimed.balanced);
+
+  /* The copy that credited p turns up with it. */
+  g_autoptr (TestBundle) cloned = test_bundle_new_at (b, TEST_NOW + 300);
+  test_bundle_add_received (cloned, a->cert, p, r);
+  g_autoptr (GBytes) late = test_bundle_sign (cloned);
+  g_autoptr (Tally__ReconciliationResult) rb2 = test_reconcile (f->issuer, late, &report);
+  g_assert_cmpuint (report.late_receipts, ==, 1);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  g_assert_cmpuint (report.received_new, ==, 0);
+  g_assert_cmpuint (report.duplicates, ==, 1);
+  g_assert_true (report.revoked);
+  g_assert_true (rb2->revoked);
+  g_assert_null (rb2->renewed_certificate);
+  g_assert_true (list_contains_hash (rb2->settled_received, rb2->n_settled_received, p));
+  g_assert_cmpuint (rb2->n_fraud_proofs, ==, 1);
+  assert_late_receipt_proof (f, rb2->fraud_proofs[0], b, p, r, evidence);
+
+  g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
+  g_assert_cmpuint (list->serial, ==, 2);
+  g_assert_cmpuint (list->issued_at, ==, TEST_NOW + 3600);
+  g_assert_true (tally_revocation_list_contains (list, b->id));
+  g_assert_false (tally_revocation_list_contains (list, a->id));
+
+  /* Not credited twice: Alice keeps the refund, Bob's view stays at what
+   * the issuer knows he holds honestly, and the 10.00 he holds beyond it
+   * is exposure. */
+  g_assert_cmpint (balance_of (f, "alice"), ==, 8000);
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.offline, ==, reclaimed.offline);
+  g_assert_cmpint (audit.online, ==, reclaimed.online);
+  g_assert_cmpint (audit.in_flight, ==, 0);
+  g_assert_cmpint (audit.fraud_exposure, ==, 1000);
+  g_assert_cmpint (audit.reclaimed, ==, 1000);
+  g_assert_cmpuint (audit.revoked, ==, 1);
+  g_assert_cmpuint (audit.fraud_proofs, ==, 1);
+  g_assert_true (audit.balanced);
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) proofs = tally_issuer_get_fraud_proofs (f->issuer, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (proofs->len, ==, 1);
+
+  /* Bob listing it again, and Alice listing it: no second proof, nothing
+   * moves; Alice still learns it was reclaimed. */
+  g_autoptr (Tally__ReconciliationResult) rb3 = test_reconcile (f->issuer, late, &report);
+  g_assert_cmpuint (report.late_receipts, ==, 0);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.late_receipts, ==, 0);
+  g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
+  g_assert_cmpuint (ra2->n_receipts, ==, 0);
+  g_assert_false (ra2->revoked);
+  TallyAudit end = audit_of (f);
+  assert_audit_equal (&audit, &end);
+
+  /* Carol, who has nothing to do with it, is not told. */
+  g_autoptr (GBytes) bundle_c = empty_bundle_at (c, TEST_NOW);
+  g_autoptr (Tally__ReconciliationResult) rc = test_reconcile (f->issuer, bundle_c, &report);
+  g_assert_cmpuint (rc->n_fraud_proofs, ==, 0);
+}
+
+static void
+test_fraud_late_receipt_carried_by_payer_revokes_payee (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) va = sell (f, a, 3000);
+  g_autoptr (GBytes) p = test_permission_expiring (a, b, 800, TEST_NOW + 100);
+  g_autoptr (GBytes) r = test_receipt (b, p);
+
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_autoptr (GBytes) evidence = empty_bundle_at (b, TEST_NOW + 100);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, evidence, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+
+  /* The receipt reaches Alice after all and she reports it. */
+  g_autoptr (TestBundle) with = test_bundle_new_at (a, TEST_NOW + 500);
+  test_bundle_add_spent (with, p, r);
+  g_autoptr (GBytes) bundle_with = test_bundle_sign (with);
+  g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_with, &report);
+  g_assert_cmpuint (report.late_receipts, ==, 1);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  /* Alice did nothing wrong and is told what the issuer did. */
+  g_assert_false (report.revoked);
+  g_assert_false (ra2->revoked);
+  g_assert_nonnull (ra2->renewed_certificate);
+  g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
+  g_assert_true (list_contains_hash (ra2->reclaimed, ra2->n_reclaimed, p));
+  g_assert_cmpuint (ra2->n_fraud_proofs, ==, 1);
+  assert_late_receipt_proof (f, ra2->fraud_proofs[0], b, p, r, evidence);
+
+  g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
+  g_assert_true (tally_revocation_list_contains (list, b->id));
+  g_assert_false (tally_revocation_list_contains (list, a->id));
+  g_assert_cmpint (balance_of (f, "alice"), ==, 7800);
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.fraud_exposure, ==, 800);
+  g_assert_cmpint (audit.offline, ==, 2200);
+  g_assert_cmpint (audit.in_flight, ==, 0);
+  g_assert_true (audit.balanced);
+
+  /* Bob's own report later is the same half again. */
+  g_autoptr (TestBundle) bb = test_bundle_new_at (b, TEST_NOW + 600);
+  test_bundle_add_received (bb, a->cert, p, r);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  g_autoptr (Tally__ReconciliationResult) rb2 = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpuint (report.late_receipts, ==, 0);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  g_assert_true (rb2->revoked);
+  g_assert_cmpuint (rb2->n_fraud_proofs, ==, 1);
+  TallyAudit end = audit_of (f);
+  assert_audit_equal (&audit, &end);
+}
+
+static void
+test_fraud_late_receipt_proof_holds_bundle_that_set_horizon (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) va = sell (f, a, 3000);
+  g_autoptr (GBytes) p = test_permission_expiring (a, b, 500, TEST_NOW + 100);
+  g_autoptr (GBytes) r = test_receipt (b, p);
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+
+  g_autoptr (GBytes) reclaiming = empty_bundle_at (b, TEST_NOW + 200);
+  g_autoptr (GBytes) newest = empty_bundle_at (b, TEST_NOW + 900);
+  g_autoptr (GBytes) older = empty_bundle_at (b, TEST_NOW + 150);
+  g_autoptr (Tally__ReconciliationResult) r1 = test_reconcile (f->issuer, reclaiming, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_autoptr (Tally__ReconciliationResult) r2 = test_reconcile (f->issuer, newest, &report);
+  /* A replayed older bundle neither lowers the horizon nor replaces it. */
+  g_autoptr (Tally__ReconciliationResult) r3 = test_reconcile (f->issuer, older, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  reopen_issuer (f);
+
+  g_autoptr (TestBundle) cloned = test_bundle_new_at (b, TEST_NOW + 1000);
+  test_bundle_add_received (cloned, a->cert, p, r);
+  g_autoptr (GBytes) late = test_bundle_sign (cloned);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, late, &report);
+  g_assert_cmpuint (report.late_receipts, ==, 1);
+  g_assert_cmpuint (rb->n_fraud_proofs, ==, 1);
+  assert_late_receipt_proof (f, rb->fraud_proofs[0], b, p, r, newest);
+  assert_balanced (f);
+}
+
+static void
+test_fraud_late_receipt_for_permission_never_booked_revokes_payee (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) va = sell (f, a, 3000);
+  g_autoptr (GBytes) to_carol = test_permission_expiring (a, c, 400, TEST_NOW + 100);
+  g_autoptr (GBytes) to_carol_r = test_receipt (c, to_carol);
+  g_autoptr (GBytes) to_bob = test_permission_expiring (a, b, 600, TEST_NOW + 100);
+  g_autoptr (GBytes) to_bob_r = test_receipt (b, to_bob);
+  TallyReconcileReport report;
+
+  /* Honest: Carol's first bundle, made after the expiry, lists the credit
+   * (and again, as if the result had been lost). */
+  g_autoptr (TestBundle) bc = test_bundle_new_at (c, TEST_NOW + 500);
+  test_bundle_add_received (bc, a->cert, to_carol, to_carol_r);
+  g_autoptr (GBytes) bundle_c = test_bundle_sign (bc);
+  for (int i = 0; i < 2; i++) {
+    g_autoptr (Tally__ReconciliationResult) rc = test_reconcile (f->issuer, bundle_c, &report);
+    g_assert_cmpuint (report.late_receipts, ==, 0);
+    g_assert_cmpuint (report.fraud_proofs, ==, 0);
+    g_assert_false (rc->revoked);
+  }
+
+  /* Bob's restored copy reconciles past the expiry without the credit,
+   * before Alice reports the payment; then the copy that credited it. */
+  g_autoptr (GBytes) evidence = empty_bundle_at (b, TEST_NOW + 200);
+  g_autoptr (Tally__ReconciliationResult) rb1 = test_reconcile (f->issuer, evidence, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 0);
+  g_autoptr (TestBundle) cloned = test_bundle_new_at (b, TEST_NOW + 300);
+  test_bundle_add_received (cloned, a->cert, to_bob, to_bob_r);
+  g_autoptr (GBytes) late = test_bundle_sign (cloned);
+  g_autoptr (Tally__ReconciliationResult) rb2 = test_reconcile (f->issuer, late, &report);
+  g_assert_cmpuint (report.received_new, ==, 1);
+  g_assert_cmpuint (report.late_receipts, ==, 1);
+  g_assert_true (report.revoked);
+  g_assert_cmpuint (rb2->n_fraud_proofs, ==, 1);
+  assert_late_receipt_proof (f, rb2->fraud_proofs[0], b, to_bob, to_bob_r, evidence);
+  g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
+  g_assert_true (tally_revocation_list_contains (list, b->id));
+  g_assert_false (tally_revocation_list_contains (list, c->id));
+
+  /* Nothing was given back, so the payment books as paid: no exposure. */
+  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (audit.offline, ==, 3000);
+  g_assert_cmpint (audit.in_flight, ==, 0);
+  g_assert_cmpint (audit.reclaimed, ==, 0);
+  g_assert_cmpint (audit.fraud_exposure, ==, 0);
+  g_assert_cmpuint (audit.fraud_proofs, ==, 1);
+  g_assert_true (audit.balanced);
+
+  /* Alice, listing both without receipts, learns they were paid. */
+  GBytes *spent[] = { to_carol, to_bob };
+  g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW + 600, spent, G_N_ELEMENTS (spent));
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (report.late_receipts, ==, 0);
+  g_assert_cmpuint (ra->n_reclaimed, ==, 0);
+  g_assert_cmpuint (ra->n_receipts, ==, 2);
+  g_assert_true (envelopes_equal (ra->receipts[0], to_carol_r));
+  g_assert_true (envelopes_equal (ra->receipts[1], to_bob_r));
+  TallyAudit end = audit_of (f);
+  assert_audit_equal (&audit, &end);
+}
+
+/* --- audit with reclaims --- */
+
+static void
+test_audit_balances_after_reclaim (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 20000);
+  open_account (f, "bob", 5000);
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) va = sell (f, a, 10000);
+  g_autoptr (GBytes) vb = sell (f, b, 2000);
+
+  /* Alice pays Bob (acknowledged), pays Carol twice (both lost; one will
+   * expire before Carol reconciles, one not), Bob pays Carol (acknowledged
+   * late), and Alice defunds the rest. */
+  g_autoptr (GBytes) a_b = test_permission_expiring (a, b, 1500, TEST_NOW + 100);
+  g_autoptr (GBytes) a_b_r = test_receipt (b, a_b);
+  g_autoptr (GBytes) a_c1 = test_permission_expiring (a, c, 2500, TEST_NOW + 100);
+  g_autoptr (GBytes) a_c2 = test_permission_expiring (a, c, 700, TEST_NOW + 10000);
+  g_autoptr (GBytes) b_c = test_permission_expiring (b, c, 300, TEST_NOW + 100);
+  g_autoptr (GBytes) b_c_r = test_receipt (c, b_c);
+  g_autoptr (GBytes) a_d = test_defund (a, 10000 - 1500 - 2500 - 700);
+
+  TallyReconcileReport report;
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_voucher (ba, va);
+  test_bundle_add_spent (ba, a_b, a_b_r);
+  test_bundle_add_spent (ba, a_c1, NULL);
+  test_bundle_add_spent (ba, a_c2, NULL);
+  test_bundle_add_spent (ba, a_d, NULL);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
+  assert_balanced (f);
+
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_voucher (bb, vb);
+  test_bundle_add_spent (bb, b_c, NULL);
+  test_bundle_add_received (bb, a->cert, a_b, a_b_r);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  TallyAudit mid = audit_of (f);
+  g_assert_cmpint (mid.in_flight, ==, 2500 + 700 + 300);
+  g_assert_true (mid.balanced);
+
+  /* Carol reconciles past the first expiry, listing Bob's payment. */
+  g_autoptr (TestBundle) bc = test_bundle_new_at (c, TEST_NOW + 500);
+  test_bundle_add_received (bc, b->cert, b_c, b_c_r);
+  g_autoptr (GBytes) bundle_c = test_bundle_sign (bc);
+  g_autoptr (Tally__ReconciliationResult) rc = test_reconcile (f->issuer, bundle_c, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (report.reclaimed_amount, ==, 2500);
+  g_assert_true (list_contains_hash (rc->settled_received, rc->n_settled_received, b_c));
+
+  TallyAudit end = audit_of (f);
+  g_assert_cmpint (end.issued, ==, 25000);
+  /* Alice's account: 10000 left + 5300 defund + 2500 reclaimed. */
+  g_assert_cmpint (balance_of (f, "alice"), ==, 17800);
+  g_assert_cmpint (end.online, ==, 17800 + 3000);
+  /* Bob 2000 + 1500 - 300, Carol 300, Alice nothing. */
+  g_assert_cmpint (end.offline, ==, 3200 + 300);
+  g_assert_cmpint (end.in_flight, ==, 700);
+  g_assert_cmpint (end.reclaimed, ==, 2500);
+  g_assert_cmpuint (end.reclaimed_count, ==, 1);
+  g_assert_cmpint (end.fraud_exposure, ==, 0);
+  g_assert_true (end.balanced);
+
+  /* Bob learns Carol's receipt; Alice learns which of hers came back. */
+  g_autoptr (GBytes) bundle_b2 = spent_bundle_at (b, TEST_NOW + 600, &b_c, 1);
+  g_autoptr (Tally__ReconciliationResult) rb2 = test_reconcile (f->issuer, bundle_b2, &report);
+  g_assert_cmpuint (rb2->n_receipts, ==, 1);
+  g_assert_true (envelopes_equal (rb2->receipts[0], b_c_r));
+  g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
+  g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
+  g_assert_true (list_contains_hash (ra2->reclaimed, ra2->n_reclaimed, a_c1));
+  TallyAudit again = audit_of (f);
+  assert_audit_equal (&end, &again);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1464,6 +2250,31 @@ main (int argc, char **argv)
   ADD ("/issuer/audit/balances-after-payments-and-defund",
        test_audit_balances_after_payments_and_defund);
   ADD ("/issuer/revoke/publishes-newer-list", test_revoke_publishes_newer_list);
+  ADD ("/issuer/reclaim/returns-expired-permission-after-payee-reconciles",
+       test_reclaim_returns_expired_permission_after_payee_reconciles);
+  ADD ("/issuer/reclaim/waits-while-payee-has-not-reconciled-past-expiry",
+       test_reclaim_waits_while_payee_has_not_reconciled_past_expiry);
+  ADD ("/issuer/reclaim/never-returns-permission-without-expiry",
+       test_reclaim_never_returns_permission_without_expiry);
+  ADD ("/issuer/reclaim/is-idempotent-when-payer-lists-entry-again",
+       test_reclaim_is_idempotent_when_payer_lists_entry_again);
+  ADD ("/issuer/reclaim/books-when-payee-reconciled-first",
+       test_reclaim_books_when_payee_reconciled_first);
+  ADD ("/issuer/reclaim/returns-only-the-reconciling-payees-permissions",
+       test_reclaim_returns_only_the_reconciling_payees_permissions);
+  ADD ("/issuer/receipts/returns-payee-receipt-to-payer-without-one",
+       test_receipts_returns_payee_receipt_to_payer_without_one);
+  ADD ("/issuer/receipts/returns-receipt-an-earlier-payer-bundle-carried",
+       test_receipts_returns_receipt_another_payer_bundle_carried);
+  ADD ("/issuer/fraud/late-receipt-after-reclaim-revokes-payee",
+       test_fraud_late_receipt_after_reclaim_revokes_payee);
+  ADD ("/issuer/fraud/late-receipt-carried-by-payer-revokes-payee",
+       test_fraud_late_receipt_carried_by_payer_revokes_payee);
+  ADD ("/issuer/fraud/late-receipt-proof-holds-bundle-that-set-horizon",
+       test_fraud_late_receipt_proof_holds_bundle_that_set_horizon);
+  ADD ("/issuer/fraud/late-receipt-for-permission-never-booked-revokes-payee",
+       test_fraud_late_receipt_for_permission_never_booked_revokes_payee);
+  ADD ("/issuer/audit/balances-after-reclaim", test_audit_balances_after_reclaim);
 #undef ADD
 
   return g_test_run ();

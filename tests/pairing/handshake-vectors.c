@@ -433,6 +433,7 @@ test_fixed_inputs (void)
   g_assert_cmpmem (req->nonce.data, req->nonce.len, nonce, sizeof nonce);
   g_assert_cmpstr (req->memo, ==, SCRIPT_VECTORS_MEMO);
   g_assert_cmpuint (req->created_at, ==, SCRIPT_VECTORS_OFFER_TIME);
+  g_assert_cmpuint (req->expires_at, ==, SCRIPT_VECTORS_OFFER_TIME + TALLY_REQUEST_LIFETIME_DEFAULT);
 
   /* Register A's first permission answers it, on A's genesis head. */
   g_autoptr (Tally__SignedEnvelope) perm_env =
@@ -456,6 +457,7 @@ test_fixed_inputs (void)
   assert_data_equal (perm->chain_prev.data, perm->chain_prev.len,
                      vector_list_value (core, "chain.register_a.genesis"), "permission chain_prev");
   g_assert_cmpuint (perm->created_at, ==, SCRIPT_VECTORS_PAY_TIME);
+  g_assert_cmpuint (perm->expires_at, ==, req->expires_at);
   assert_data_equal (perm->memo_hash.data, perm->memo_hash.len,
                      vector_list_value (core, "hash.memo.output"), "permission memo_hash");
 

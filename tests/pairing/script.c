@@ -236,6 +236,7 @@ script_pay (Script *s, GBytes *certificate, GBytes *permission, TallyRegister *s
   body.permission = perm;
   body.payer_certificate_hash.data = s->cert_hash;
   body.payer_certificate_hash.len = cert ? 0 : TALLY_HASH_BYTES;
+  body.redelivery = s->redelivery;
   g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
 
   /* T3 = H("transcript", T2 || lp(sig_b) || lp(PayBody)) */
@@ -588,6 +589,7 @@ script_vectors_build (void)
   set_bytes (&request.nonce, nonce, sizeof nonce);
   request.memo = (char *) SCRIPT_VECTORS_MEMO;
   request.created_at = SCRIPT_VECTORS_OFFER_TIME;
+  request.expires_at = SCRIPT_VECTORS_OFFER_TIME + TALLY_REQUEST_LIFETIME_DEFAULT;
   g_autoptr (GBytes) request_body = tally_message_pack (&request.base);
 
   tally_chain_genesis (reg_a.id, genesis);
@@ -600,6 +602,7 @@ script_vectors_build (void)
   permission.counter = 1;
   set_bytes (&permission.chain_prev, genesis, sizeof genesis);
   permission.created_at = SCRIPT_VECTORS_PAY_TIME;
+  permission.expires_at = request.expires_at;
   set_bytes (&permission.memo_hash, memo_hash, sizeof memo_hash);
   g_autoptr (GBytes) permission_env = sign_message (
     TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &permission.base, &reg_a);
@@ -612,6 +615,7 @@ script_vectors_build (void)
   set_bytes (&receipt.permission_hash, permission_hash, sizeof permission_hash);
   receipt.amount = &amount;
   receipt.received_at = SCRIPT_VECTORS_RECEIPT_TIME;
+  receipt.permission_expires_at = permission.expires_at;
   g_autoptr (GBytes) receipt_env =
     sign_message (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &receipt.base, &reg_b);
 

@@ -50,6 +50,7 @@ typedef struct
   guint8 code_hash[TALLY_HASH_BYTES]; /* H("comparison-code", T2) */
   char code[SCRIPT_CODE_DIGITS + 1];
   guint8 cert_hash[TALLY_HASH_BYTES]; /* sent when script_pay gets no certificate */
+  gboolean redelivery;                /* script_pay sets PayBody.redelivery */
 
   GBytes *offer_body; /* OfferBody bytes, built or opened */
   GBytes *pay_body;   /* PayBody bytes, built or opened */

@@ -13,6 +13,8 @@
 
 #include "tally-frame.h"
 #include "script.h"
+#include "tally-register-backend.h"
+#include "tally-register-private.h"
 #include "tally-session.h"
 #include "wallet-fixture.h"
 
@@ -381,7 +383,8 @@ test_payee_refuses_transcript_signed_by_another_key (Fixture *f, gconstpointer d
 static void
 test_payee_refuses_replayed_permission (Fixture *f, gconstpointer data)
 {
-  /* A permission the payee already credited, sent again in a new session. */
+  /* A permission the payee already credited, sent again in a new session
+   * as if it were new. */
   g_autoptr (GBytes) old = fixture_pay (f->payer, f->payee, 300, "first", NOW, NULL);
   PayeeRig r;
   payee_rig_init (&r, f->payee, 300);
@@ -389,6 +392,138 @@ test_payee_refuses_replayed_permission (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) msg = script_pay (&r.s, cert, old, f->payer, NULL);
   assert_refused (r.payee, f->payee, msg, TALLY_ERROR_REPLAY);
   payee_rig_clear (&r);
+}
+
+static void
+test_payee_refuses_new_permission_for_another_open_request (Fixture *f, gconstpointer data)
+{
+  /* Two requests open at the stall: a permission for the first may not be
+   * slipped into the session that offers the second. */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__PaymentRequest) other =
+    tally_register_new_request (f->payee, 300, "", NOW, &error);
+  g_assert_no_error (error);
+  PayeeRig r;
+  payee_rig_init (&r, f->payee, 900);
+  g_autoptr (GBytes) permission =
+    tally_register_spend (f->payer, r.s.offer->payee_certificate, other, NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
+  g_autoptr (GBytes) msg = script_pay (&r.s, cert, permission, f->payer, NULL);
+  assert_refused (r.payee, f->payee, msg, TALLY_ERROR_WRONG_NONCE);
+  payee_rig_clear (&r);
+}
+
+static void
+test_payee_refuses_redelivery_of_offered_request (Fixture *f, gconstpointer data)
+{
+  PayeeRig r;
+  payee_rig_init (&r, f->payee, 900);
+  g_autoptr (GBytes) permission = honest_permission (f, &r);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
+  r.s.redelivery = TRUE;
+  g_autoptr (GBytes) msg = script_pay (&r.s, cert, permission, f->payer, NULL);
+  assert_refused (r.payee, f->payee, msg, TALLY_ERROR_MALFORMED);
+  payee_rig_clear (&r);
+}
+
+/* Hands @msg to @to and asserts it is taken; *reply gets the answer. */
+static GBytes *
+deliver (TallySession *to, GBytes *msg, guint64 now)
+{
+  g_autoptr (GError) error = NULL;
+  GBytes *reply = NULL;
+  g_assert_true (tally_session_handle (to, g_bytes_get_data (msg, NULL), g_bytes_get_size (msg),
+                                       now, &reply, &error));
+  g_assert_no_error (error);
+  return reply;
+}
+
+/* A payer session that has opened @payee's offer and waits for its agent. */
+static TallySession *
+confirming_payer (Fixture *f, TallySession *payee, guint64 now)
+{
+  g_autoptr (GError) error = NULL;
+  TallySession *payer = tally_session_new_payer (f->payer, NULL);
+  g_autoptr (GBytes) hello = tally_session_start (payer, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) offer = deliver (payee, hello, now);
+  g_autoptr (GBytes) none = deliver (payer, offer, now);
+  g_assert_null (none);
+  g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_CONFIRMING);
+  return payer;
+}
+
+static void
+test_payer_delivers_again_permission_whose_receipt_was_lost (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallySession) payee1 =
+    tally_session_new_payee (f->payee, 700, "lunch", NULL, NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (TallySession) payer1 = confirming_payer (f, payee1, NOW);
+  g_autoptr (GBytes) pay1 = tally_session_confirm (payer1, NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) lost = deliver (payee1, pay1, NOW);
+  g_autoptr (GBytes) abort1 = tally_session_abort (payer1, TALLY_ERROR_DISCONNECTED, "link lost");
+  g_autoptr (GBytes) first_receipt = tally_session_get_receipt (payee1);
+  g_assert_cmpint (tally_register_get_balance (f->payer), ==, 10000 - 700);
+  g_assert_cmpint (tally_register_get_balance (f->payee), ==, 700);
+
+  /* The next visit, for another request: the lost payment goes first. */
+  g_autoptr (TallySession) payee2 =
+    tally_session_new_payee (f->payee, 300, "dessert", NULL, NOW + 60, &error);
+  g_assert_no_error (error);
+  g_autoptr (TallySession) payer2 = confirming_payer (f, payee2, NOW + 60);
+  g_autoptr (GBytes) pay2 = tally_session_redeliver (payer2, NOW + 60, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) receipt2 = deliver (payee2, pay2, NOW + 60);
+  g_assert_cmpint (tally_session_get_state (payee2), ==, TALLY_SESSION_STATE_DONE);
+  g_assert_true (tally_session_is_redelivery (payee2));
+  g_autoptr (GBytes) none = deliver (payer2, receipt2, NOW + 60);
+  g_assert_null (none);
+  g_assert_cmpint (tally_session_get_state (payer2), ==, TALLY_SESSION_STATE_DONE);
+  g_assert_true (tally_session_is_redelivery (payer2));
+
+  /* Paid once, and both sides hold the same receipt. */
+  g_autoptr (GBytes) second_receipt = tally_session_get_receipt (payer2);
+  g_assert_true (g_bytes_equal (first_receipt, second_receipt));
+  g_assert_cmpint (tally_register_get_balance (f->payer), ==, 10000 - 700);
+  g_assert_cmpint (tally_register_get_balance (f->payee), ==, 700);
+  g_autoptr (GBytes) pending =
+    tally_register_get_pending (f->payer, tally_register_get_id (f->payee), NOW + 60, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_null (pending);
+  g_clear_error (&error);
+
+  /* The dessert request is still open. */
+  g_autoptr (GPtrArray) nonces = tally_register_list_nonces (f->payee, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (nonces->len, ==, 2);
+  TallyNonceRow *dessert = nonces->pdata[1];
+  g_assert_cmpint (dessert->amount, ==, 300);
+  g_assert_false (dessert->consumed);
+  fixture_assert_conserved (f->payer);
+  fixture_assert_conserved (f->payee);
+}
+
+static void
+test_payer_has_nothing_to_deliver_again (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallySession) payee =
+    tally_session_new_payee (f->payee, 700, "lunch", NULL, NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (TallySession) payer = confirming_payer (f, payee, NOW);
+  g_autoptr (GBytes) pay = tally_session_redeliver (payer, NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_null (pay);
+  g_clear_error (&error);
+  /* The agent can still pay the request. */
+  g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_CONFIRMING);
+  g_autoptr (GBytes) pay_now = tally_session_confirm (payer, NOW, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (pay_now);
 }
 
 static void
@@ -483,6 +618,7 @@ test_payee_refuses_amount_over_payer_limit (Fixture *f, gconstpointer data)
   p.created_at = NOW;
   p.memo_hash.data = memo;
   p.memo_hash.len = sizeof memo;
+  p.expires_at = req->expires_at;
   g_autoptr (GBytes) perm = fixture_register_sign_message (
     f->payer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
@@ -813,6 +949,14 @@ main (int argc, char **argv)
   ADD ("/session/payee/refuses-transcript-signed-by-another-key",
        test_payee_refuses_transcript_signed_by_another_key);
   ADD ("/session/payee/refuses-replayed-permission", test_payee_refuses_replayed_permission);
+  ADD ("/session/payee/refuses-new-permission-for-another-open-request",
+       test_payee_refuses_new_permission_for_another_open_request);
+  ADD ("/session/payee/refuses-redelivery-of-offered-request",
+       test_payee_refuses_redelivery_of_offered_request);
+  ADD ("/session/redelivery/payer-delivers-again-permission-whose-receipt-was-lost",
+       test_payer_delivers_again_permission_whose_receipt_was_lost);
+  ADD ("/session/redelivery/payer-has-nothing-to-deliver-again",
+       test_payer_has_nothing_to_deliver_again);
   ADD ("/session/payee/refuses-permission-for-another-payee",
        test_payee_refuses_permission_for_another_payee);
   ADD ("/session/payee/refuses-changed-amount", test_payee_refuses_changed_amount);

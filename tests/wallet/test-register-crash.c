@@ -292,6 +292,28 @@ run_defund (Crash *c, TallyRegister *reg)
   g_assert_no_error (error);
 }
 
+/* --- export --- */
+
+static void
+prepare_export (Crash *c)
+{
+  prepare_parties (c, TRUE, TRUE);
+  g_autoptr (TallyRegister) a = open_dir (c->dir_a);
+  g_autoptr (TallyRegister) b = open_dir (c->dir_b);
+  g_autoptr (GBytes) permission = spend_request (c, a);
+  g_autoptr (GBytes) receipt = receive_permission (c, b, permission);
+}
+
+/* The payee's bundle commits the horizon past which it refuses permissions. */
+static void
+run_export (Crash *c, TallyRegister *reg)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bundle = tally_register_export_bundle (reg, T + 40, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (tally_register_get_horizon (reg), ==, T + 40);
+}
+
 static const Scenario scenarios[] = {
   { "load", prepare_load, FALSE, run_load },
   { "request", prepare_request, TRUE, run_request },
@@ -302,6 +324,7 @@ static const Scenario scenarios[] = {
   { "certificate", prepare_certificate, FALSE, run_certificate },
   { "apply", prepare_apply, FALSE, run_apply },
   { "defund", prepare_defund, FALSE, run_defund },
+  { "export", prepare_export, TRUE, run_export },
 };
 
 static const Scenario *

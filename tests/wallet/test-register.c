@@ -831,7 +831,8 @@ test_spend_refuses_past_offline_payment_count (World *w, gconstpointer data)
 static void
 test_spend_refuses_past_offline_time (World *w, gconstpointer data)
 {
-  g_autoptr (Tally__PaymentRequest) req = request (&w->b, 10, NULL, T);
+  g_autoptr (Tally__PaymentRequest) req =
+    request (&w->b, 10, NULL, T + FIXTURE_MAX_OFFLINE_SECONDS - 10);
   assert_spend_fails (&w->a, w->b.cert_env, req, T + FIXTURE_MAX_OFFLINE_SECONDS + 1,
                       TALLY_ERROR_LIMIT_TIME);
   /* The last second of the window still pays. */
@@ -908,6 +909,8 @@ test_payment_moves_value_between_registers (World *w, gconstpointer data)
   g_assert_cmpmem (r->permission_hash.data, r->permission_hash.len, entry, sizeof entry);
   g_assert_cmpint (r->amount->value, ==, 1500);
   g_assert_cmpuint (r->received_at, ==, T + 7);
+  g_autoptr (Tally__DepositPermission) perm = decode_permission (permission);
+  g_assert_cmpuint (r->permission_expires_at, ==, perm->expires_at);
 
   g_autoptr (GPtrArray) nonces = tally_register_list_nonces (w->b.reg, &error);
   g_assert_no_error (error);
@@ -1627,7 +1630,8 @@ test_result_settles_and_resets_offline_count (World *w, gconstpointer data)
   }
 
   /* The offline window restarts from the reconciliation. */
-  g_autoptr (Tally__PaymentRequest) req = request (&w->b, 10, NULL, T);
+  g_autoptr (Tally__PaymentRequest) req =
+    request (&w->b, 10, NULL, T + 100 + FIXTURE_MAX_OFFLINE_SECONDS - 1);
   g_autoptr (GBytes) late = spend (&w->a, &w->b, req, T + 100 + FIXTURE_MAX_OFFLINE_SECONDS);
 
   /* The payee settles what the issuer names. */
@@ -1983,8 +1987,9 @@ test_commit_points_are_reported_in_order (World *w, gconstpointer data)
   guint n = 0;
   while (points[n] != NULL)
     n++;
-  g_assert_cmpuint (n, ==, 18);
+  g_assert_cmpuint (n, ==, 20);
   g_assert_true (g_strv_contains (points, "defund:after-commit"));
+  g_assert_true (g_strv_contains (points, "export:before-commit"));
 }
 
 static void
@@ -2027,6 +2032,281 @@ test_acknowledge_records_that_payee_holds_our_certificate (World *w, gconstpoint
                                                      g_bytes_get_size (renewed), T + 2, &error));
   g_assert_no_error (error);
   g_assert_false (tally_register_peer_has_certificate (w->a.reg, w->b.id));
+}
+
+/* ===== expiry, delivery again and reclaim (protocol 4.4) ===== */
+
+static void
+test_request_expires_after_its_lifetime (World *w, gconstpointer data)
+{
+  g_autoptr (Tally__PaymentRequest) req = request (&w->b, 10, NULL, T);
+  g_assert_cmpuint (req->expires_at, ==, T + TALLY_REQUEST_LIFETIME_DEFAULT);
+  tally_register_set_request_lifetime (w->b.reg, 120);
+  g_autoptr (Tally__PaymentRequest) short_req = request (&w->b, 10, NULL, T);
+  g_assert_cmpuint (short_req->expires_at, ==, T + 120);
+
+  g_autoptr (GBytes) permission = spend (&w->a, &w->b, req, T);
+  g_autoptr (Tally__DepositPermission) p = decode_permission (permission);
+  g_assert_cmpuint (p->expires_at, ==, req->expires_at);
+}
+
+static void
+test_spend_refuses_expired_request (World *w, gconstpointer data)
+{
+  g_autoptr (Tally__PaymentRequest) req = request (&w->b, 10, NULL, T);
+  assert_spend_fails (&w->a, w->b.cert_env, req, req->expires_at, TALLY_ERROR_EXPIRED);
+}
+
+static void
+test_spend_refuses_request_without_expiry (World *w, gconstpointer data)
+{
+  g_autoptr (Tally__PaymentRequest) req = request (&w->b, 10, NULL, T);
+  req->expires_at = 0;
+  assert_spend_fails (&w->a, w->b.cert_env, req, T, TALLY_ERROR_MALFORMED);
+}
+
+static void
+test_spend_refuses_request_open_longer_than_allowed (World *w, gconstpointer data)
+{
+  g_autoptr (Tally__PaymentRequest) req = request (&w->b, 10, NULL, T);
+  req->expires_at = T + TALLY_REQUEST_LIFETIME_MAX + 1;
+  assert_spend_fails (&w->a, w->b.cert_env, req, T, TALLY_ERROR_POLICY);
+}
+
+static void
+test_receive_refuses_expired_permission (World *w, gconstpointer data)
+{
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  assert_receive_fails_with (&w->b, w->a.cert_env, permission, NULL,
+                             T + TALLY_REQUEST_LIFETIME_DEFAULT, TALLY_ERROR_EXPIRED);
+}
+
+static void
+test_receive_refuses_permission_expiring_before_horizon (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  /* The payee told the issuer, by a bundle made after the expiry, that it
+   * does not hold the permission; its clock now runs behind. */
+  g_autoptr (GBytes) bundle =
+    tally_register_export_bundle (w->b.reg, T + TALLY_REQUEST_LIFETIME_DEFAULT, &error);
+  g_assert_no_error (error);
+  reopen (&w->b);
+  g_assert_cmpuint (tally_register_get_horizon (w->b.reg), ==, T + TALLY_REQUEST_LIFETIME_DEFAULT);
+  assert_receive_fails_with (&w->b, w->a.cert_env, permission, NULL, T + 5, TALLY_ERROR_EXPIRED);
+}
+
+static void
+test_receive_refuses_expiry_other_than_request (World *w, gconstpointer data)
+{
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  g_autoptr (Tally__DepositPermission) p = decode_permission (permission);
+  p->expires_at += 60;
+  g_autoptr (GBytes) forged = resign_permission (w, &w->a, p);
+  assert_receive_fails (w, forged, TALLY_ERROR_MALFORMED);
+}
+
+static GBytes *
+receive_again (Party *payee, Party *payer, GBytes *permission, guint64 now, GError **error)
+{
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (permission);
+  return tally_register_receive_again (payee->reg, payer->cert_env, env, NULL, now, error);
+}
+
+static void
+test_receive_again_returns_same_receipt_and_changes_nothing (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  g_autoptr (GBytes) receipt = receive (&w->b, &w->a, permission, T + 1);
+  g_autofree char *before = dump (&w->b);
+
+  g_autoptr (GBytes) again = receive_again (&w->b, &w->a, permission, T + 2, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_bytes_equal (again, receipt));
+  assert_unchanged (&w->b, before);
+  g_assert_cmpint (tally_register_get_balance (w->b.reg), ==, 100);
+
+  /* Without the redelivery flag the same bytes are a replay. */
+  assert_receive_fails_with (&w->b, w->a.cert_env, permission, NULL, T + 2, TALLY_ERROR_REPLAY);
+}
+
+static void
+test_receive_again_credits_permission_never_received (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  g_autoptr (GBytes) receipt = receive_again (&w->b, &w->a, permission, T + 1, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (receipt);
+  g_assert_cmpint (tally_register_get_balance (w->b.reg), ==, 100);
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (receipt);
+  g_assert_true (tally_register_acknowledge (w->a.reg, env, &error));
+  g_assert_no_error (error);
+}
+
+static void
+test_receive_again_refuses_expired_permission_never_received (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  g_autofree char *before = dump (&w->b);
+  g_autoptr (GBytes) receipt =
+    receive_again (&w->b, &w->a, permission, T + TALLY_REQUEST_LIFETIME_DEFAULT, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXPIRED);
+  g_assert_null (receipt);
+  assert_unchanged (&w->b, before);
+}
+
+static void
+test_pending_names_oldest_unacknowledged_permission_to_payee (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) none = tally_register_get_pending (w->a.reg, id_of (&w->b), T, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_null (none);
+  g_clear_error (&error);
+
+  g_autoptr (GBytes) paid = fixture_pay (w->a.reg, w->b.reg, 10, NULL, T, NULL);
+  g_autoptr (GBytes) first = pending_permission (w, 20, NULL, NULL);
+  g_autoptr (GBytes) second = pending_permission (w, 30, NULL, NULL);
+  g_autoptr (GBytes) got = tally_register_get_pending (w->a.reg, id_of (&w->b), T, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_bytes_equal (got, first));
+
+  g_autoptr (GBytes) to_c = tally_register_get_pending (w->a.reg, id_of (&w->c), T, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+
+  /* Expired, it can no longer be delivered: it waits for the issuer. */
+  g_autoptr (GBytes) late = tally_register_get_pending (
+    w->a.reg, id_of (&w->b), T + TALLY_REQUEST_LIFETIME_DEFAULT, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_null (late);
+}
+
+static void
+test_export_commits_horizon_before_bundle_leaves (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) b1 = tally_register_export_bundle (w->b.reg, T + 50, &error);
+  g_assert_no_error (error);
+  reopen (&w->b);
+  g_assert_cmpuint (tally_register_get_horizon (w->b.reg), ==, T + 50);
+  /* A clock that went back never lowers it. */
+  g_autoptr (GBytes) b2 = tally_register_export_bundle (w->b.reg, T + 10, &error);
+  g_assert_no_error (error);
+  reopen (&w->b);
+  g_assert_cmpuint (tally_register_get_horizon (w->b.reg), ==, T + 50);
+}
+
+static void
+test_bundle_keeps_listing_unacknowledged_permission (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  FixtureResult fr = {
+    .register_id = id_of (&w->a),
+    .settled_counter = 1,
+    .reconciled_at = T + 100,
+  };
+  g_autoptr (GBytes) result = fixture_result (w->issuer, &fr);
+  g_assert_true (apply (w->a.reg, result, T + 101, &error));
+  g_assert_no_error (error);
+  g_autoptr (Tally__ReconciliationBundle) b = export_bundle (&w->a, T + 102);
+  g_assert_cmpuint (b->n_spent, ==, 1);
+  assert_envelope_is (b->spent[0]->permission, permission);
+  g_assert_null (b->spent[0]->receipt);
+}
+
+static TallyEntryState
+spent_state (Party *p, guint64 counter)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) history = tally_register_get_history (p->reg, 0, &error);
+  g_assert_no_error (error);
+  for (guint i = 0; i < history->len; i++) {
+    TallyHistoryEntry *e = history->pdata[i];
+    if (e->kind == TALLY_ENTRY_SPENT && e->counter == counter)
+      return e->state;
+  }
+  g_assert_not_reached ();
+}
+
+static void
+test_result_stores_receipt_returned_by_issuer (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  g_autoptr (GBytes) receipt = receive (&w->b, &w->a, permission, T + 1);
+  GBytes *receipts[] = { receipt };
+  FixtureResult fr = {
+    .register_id = id_of (&w->a),
+    .settled_counter = 1,
+    .reconciled_at = T + 100,
+    .receipts = receipts,
+    .n_receipts = 1,
+  };
+  g_autoptr (GBytes) result = fixture_result (w->issuer, &fr);
+  g_assert_true (apply (w->a.reg, result, T + 101, &error));
+  g_assert_no_error (error);
+  reopen (&w->a);
+  g_assert_cmpint (spent_state (&w->a, 1), ==, TALLY_ENTRY_STATE_SETTLED);
+  g_autoptr (Tally__ReconciliationBundle) b = export_bundle (&w->a, T + 102);
+  g_assert_cmpuint (b->n_spent, ==, 0);
+}
+
+static void
+test_result_refuses_returned_receipt_of_another_payee (World *w, gconstpointer data)
+{
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  g_autoptr (GBytes) receipt = receive (&w->b, &w->a, permission, T + 1);
+  g_autoptr (Tally__Receipt) r = decode_receipt (receipt);
+  g_autoptr (GBytes) by_c = resign (&w->c, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT,
+                                    &r->base);
+  GBytes *receipts[] = { by_c };
+  FixtureResult fr = {
+    .register_id = id_of (&w->a),
+    .settled_counter = 1,
+    .reconciled_at = T + 100,
+    .receipts = receipts,
+    .n_receipts = 1,
+  };
+  g_autoptr (GBytes) result = fixture_result (w->issuer, &fr);
+  assert_apply_fails (&w->a, result, T + 101, TALLY_ERROR_BAD_SIGNATURE);
+}
+
+static void
+test_result_marks_given_back_permission_reclaimed (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) permission = pending_permission (w, 100, NULL, NULL);
+  g_autoptr (GBytes) kept = pending_permission (w, 50, NULL, NULL);
+  guint8 hash[TALLY_HASH_BYTES];
+  fixture_body_hash (permission, hash);
+  const guint8 *reclaimed[] = { hash };
+  FixtureResult fr = {
+    .register_id = id_of (&w->a),
+    .settled_counter = 2,
+    .reconciled_at = T + TALLY_REQUEST_LIFETIME_DEFAULT + 100,
+    .reclaimed = reclaimed,
+    .n_reclaimed = 1,
+  };
+  g_autoptr (GBytes) result = fixture_result (w->issuer, &fr);
+  g_assert_true (apply (w->a.reg, result, T + TALLY_REQUEST_LIFETIME_DEFAULT + 101, &error));
+  g_assert_no_error (error);
+  reopen (&w->a);
+  g_assert_cmpint (spent_state (&w->a, 1), ==, TALLY_ENTRY_STATE_RECLAIMED);
+  g_assert_cmpint (spent_state (&w->a, 2), ==, TALLY_ENTRY_STATE_PENDING);
+  /* The value went to the online account, not back into the register. */
+  g_assert_cmpint (tally_register_get_balance (w->a.reg), ==, 10000 - 150);
+  g_autoptr (Tally__ReconciliationBundle) b =
+    export_bundle (&w->a, T + TALLY_REQUEST_LIFETIME_DEFAULT + 102);
+  g_assert_cmpuint (b->n_spent, ==, 1);
+  assert_envelope_is (b->spent[0]->permission, kept);
+  g_autoptr (GBytes) pending = tally_register_get_pending (w->a.reg, id_of (&w->b), T, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_bytes_equal (pending, kept));
 }
 
 int
@@ -2170,6 +2450,34 @@ main (int argc, char **argv)
   ADD ("/register/result/settles-and-resets-offline-count",
        test_result_settles_and_resets_offline_count);
   ADD ("/register/result/marks-register-revoked", test_result_marks_register_revoked);
+  ADD ("/register/request/expires-after-its-lifetime", test_request_expires_after_its_lifetime);
+  ADD ("/register/spend/refuses-expired-request", test_spend_refuses_expired_request);
+  ADD ("/register/spend/refuses-request-without-expiry", test_spend_refuses_request_without_expiry);
+  ADD ("/register/spend/refuses-request-open-longer-than-allowed",
+       test_spend_refuses_request_open_longer_than_allowed);
+  ADD ("/register/receive/refuses-expired-permission", test_receive_refuses_expired_permission);
+  ADD ("/register/receive/refuses-permission-expiring-before-horizon",
+       test_receive_refuses_permission_expiring_before_horizon);
+  ADD ("/register/receive/refuses-expiry-other-than-request",
+       test_receive_refuses_expiry_other_than_request);
+  ADD ("/register/receive-again/returns-same-receipt-and-changes-nothing",
+       test_receive_again_returns_same_receipt_and_changes_nothing);
+  ADD ("/register/receive-again/credits-permission-never-received",
+       test_receive_again_credits_permission_never_received);
+  ADD ("/register/receive-again/refuses-expired-permission-never-received",
+       test_receive_again_refuses_expired_permission_never_received);
+  ADD ("/register/pending/names-oldest-unacknowledged-permission-to-payee",
+       test_pending_names_oldest_unacknowledged_permission_to_payee);
+  ADD ("/register/export/commits-horizon-before-bundle-leaves",
+       test_export_commits_horizon_before_bundle_leaves);
+  ADD ("/register/export/keeps-listing-unacknowledged-permission",
+       test_bundle_keeps_listing_unacknowledged_permission);
+  ADD ("/register/result/stores-receipt-returned-by-issuer",
+       test_result_stores_receipt_returned_by_issuer);
+  ADD ("/register/result/refuses-returned-receipt-of-another-payee",
+       test_result_refuses_returned_receipt_of_another_payee);
+  ADD ("/register/result/marks-given-back-permission-reclaimed",
+       test_result_marks_given_back_permission_reclaimed);
 
   ADD ("/register/defund/refuses-without-certificate", test_defund_refuses_without_certificate);
   ADD ("/register/defund/refuses-when-closed", test_defund_refuses_when_closed);

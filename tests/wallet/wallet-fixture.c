@@ -190,6 +190,19 @@ fixture_result (FixtureIssuer *issuer, const FixtureResult *result)
   r.reconciled_at = result->reconciled_at;
   r.settled_voucher_sequence = result->settled_voucher_sequence;
   r.revoked = result->revoked;
+  g_autofree ProtobufCBinaryData *reclaimed = g_new0 (ProtobufCBinaryData, result->n_reclaimed + 1);
+  for (gsize i = 0; i < result->n_reclaimed; i++) {
+    reclaimed[i].data = (guint8 *) result->reclaimed[i];
+    reclaimed[i].len = TALLY_HASH_BYTES;
+  }
+  r.n_reclaimed = result->n_reclaimed;
+  r.reclaimed = reclaimed;
+  g_autoptr (GPtrArray) receipts =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free);
+  for (gsize i = 0; i < result->n_receipts; i++)
+    g_ptr_array_add (receipts, fixture_envelope (result->receipts[i]));
+  r.n_receipts = receipts->len;
+  r.receipts = (Tally__SignedEnvelope **) receipts->pdata;
   return issuer_sign_message (
     issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT, &r.base);
 }
@@ -401,6 +414,7 @@ fixture_register_dump (TallyRegister *reg, gboolean with_nonce_bytes)
   g_string_append_printf (s, "offline payments %u\n", tally_register_get_offline_payments (reg));
   g_string_append_printf (s, "last reconciliation %" G_GUINT64_FORMAT "\n",
                           tally_register_get_last_reconciliation (reg));
+  g_string_append_printf (s, "horizon %" G_GUINT64_FORMAT "\n", tally_register_get_horizon (reg));
   g_string_append_printf (s, "closed %d\n", tally_register_is_closed (reg));
   g_string_append_printf (s, "certificate %s\n", cert_digest);
   g_string_append_printf (s, "revocation serial %" G_GUINT64_FORMAT " issued %" G_GUINT64_FORMAT
@@ -410,7 +424,7 @@ fixture_register_dump (TallyRegister *reg, gboolean with_nonce_bytes)
 
   if (cert != NULL) {
     /* The bundle covers every unsettled row with its envelopes. */
-    g_autoptr (GBytes) bundle = tally_register_export_bundle (reg, 1, &error);
+    g_autoptr (GBytes) bundle = tally_register_export_bundle (reg, 0, &error);
     g_assert_no_error (error);
     g_autofree char *bundle_digest = bytes_digest (bundle);
     g_string_append_printf (s, "bundle %s\n", bundle_digest);

@@ -77,6 +77,10 @@ typedef struct
   guint64 reconciled_at;
   gboolean revoked;
   guint64 settled_voucher_sequence;
+  GBytes *const *receipts;               /* packed receipt envelopes returned to the payer */
+  gsize n_receipts;
+  const guint8 *const *reclaimed;        /* permission hashes given back, 32 bytes each */
+  gsize n_reclaimed;
 } FixtureResult;
 
 GBytes *fixture_result (FixtureIssuer *issuer, const FixtureResult *result);
