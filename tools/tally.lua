@@ -13,14 +13,23 @@
 --     notified on the tx characteristic (payee -> payer) is one fragment of
 --     docs/framing.md: kind, sequence, total length, data.
 --   * Fragments are reassembled per connection and direction (capture
---     interface, controller, connection handle, characteristic); the frame
---     that completes a message shows the SessionMessage of
---     proto/tally.proto: Hello and Error in full, Offer/pay/receipt with
---     their ciphertext left opaque.
---   * Framing errors are flagged as tallyd would report them.  Unlike
---     tallyd, which closes the link, a FIRST or ONLY that arrives while a
---     message is in progress starts a new message here, so one lost packet
---     costs one message, not the rest of the capture.
+--     interface, controller, connection handle, characteristic) by the rule
+--     of docs/framing.md, "Reassembly": with Enhanced ATT a fragment can
+--     overtake the ones sent before it, the FIRST included, so each is
+--     placed by its sequence number, held while it is up to 7 ahead of the
+--     next one due.  The frame that completes a message shows the
+--     SessionMessage of proto/tally.proto: Hello and Error in full,
+--     Offer/pay/receipt with their ciphertext left opaque.
+--   * Framing errors are flagged in tallyd's words where tallyd's
+--     reassembler finds them; the receiver's maximum message and timeout
+--     are preferences holding tallyd's values.  Unlike tallyd, which closes
+--     the link, a FIRST or ONLY that arrives while a message is in progress
+--     (or an ONLY while fragments wait for their FIRST) starts a new message
+--     here, so one lost packet costs one message, not the rest of the
+--     capture.  A lost fragment that nothing follows shows where the
+--     connection ends (HCI Disconnection Complete), as tallyd's channel
+--     reports a link closed in the middle of a message; a late one after
+--     the timeout shows on the next fragment of its direction.
 --   * Log lines that processes such as tallyd and bluetoothd send through
 --     the kernel's HCI logging channel (btmon's "= ident: message").
 --
@@ -48,6 +57,11 @@ local EATT_PSM = 0x0027
 -- docs/framing.md
 local KIND_FIRST, KIND_MIDDLE, KIND_LAST, KIND_ONLY = 1, 2, 3, 4
 local KINDS = { [1] = "FIRST", [2] = "MIDDLE", [3] = "LAST", [4] = "ONLY" }
+local SEQ_MODULO = 16
+local REORDER_WINDOW = 7         -- TALLY_FRAME_REORDER_WINDOW
+local HARD_MAX_MESSAGE = 65535   -- the u16 length field
+local TALLYD_MAX_MESSAGE = 8192  -- TALLY_SESSION_MAX_MESSAGE, tallyd's channels
+local TALLYD_TIMEOUT_MS = 10000  -- TALLY_FRAME_DEFAULT_TIMEOUT_MS
 
 -- proto/tally.proto, SessionMessage's oneof
 local MESSAGE_TYPES = { [1] = "hello", [2] = "offer", [3] = "pay", [4] = "receipt", [5] = "error" }
@@ -90,6 +104,8 @@ local ROLE_TEXT = { rx = "payer -> payee (rx)", tx = "payee -> payer (tx)" }
 
 -- Linux monitor opcode of a user logging packet (src/shared/btsnoop.h)
 local MONITOR_USER_LOGGING = 13
+-- HCI Disconnection Complete event
+local HCI_DISCONNECTION_COMPLETE = 0x05
 
 local f = {
   characteristic = ProtoField.string("tally.characteristic", "Characteristic",
@@ -106,6 +122,8 @@ local f = {
   fragments = ProtoField.uint32("tally.fragments", "Fragments"),
   framing_error = ProtoField.string("tally.framing_error", "Framing error"),
   message_length = ProtoField.uint32("tally.message_length", "Message length"),
+  message = ProtoField.bytes("tally.message", "Message", base.NONE,
+    "The reassembled SessionMessage"),
   type = ProtoField.string("tally.type", "Message type",
     "SessionMessage field: hello, offer, pay, receipt or error"),
   hello_version = ProtoField.uint32("tally.hello.version", "Version"),
@@ -150,6 +168,10 @@ tally.prefs.eatt = Pref.bool("Decode EATT (PSM 0x0027) as ATT", true,
   "Hand L2CAP channels on PSM 0x0027 to the ATT dissector when nothing else claims them")
 tally.prefs.log = Pref.bool("Decode monitor log lines", true,
   "Show the ident and message of HCI monitor user logging packets (tallyd, bluetoothd)")
+tally.prefs.max_message = Pref.uint("Receiver's maximum message (bytes)", TALLYD_MAX_MESSAGE,
+  "Longest message the receiver takes: tallyd's is 8192; at most 65535")
+tally.prefs.timeout_ms = Pref.uint("Reassembly timeout (ms)", TALLYD_TIMEOUT_MS,
+  "A message still incomplete this long after its first fragment arrived fails: tallyd's is 10000 (0: never)")
 
 local fx = {
   adapter = Field.new("hci_mon.adapter_id"),
@@ -159,6 +181,8 @@ local fx = {
   att_opcode = Field.new("btatt.opcode"),
   att_handle = Field.new("btatt.handle"),
   att = Field.new("btatt"),
+  event_code = Field.new("bthci_evt.code"),
+  event_handle = Field.new("bthci_evt.connection_handle"),
 }
 
 -- State of the first pass; revisits (the GUI, tshark -2) read `results`.
@@ -166,11 +190,12 @@ local streams      -- stream key -> message in progress
 local results      -- frame number -> { [n] = what the n-th fragment of that frame gave }
 local learned      -- "interface:adapter:chandle" -> { [handle] = "rx" | "tx" }
 local learned_any  -- "interface:adapter" -> { [handle] = "rx" | "tx" }
+local closed       -- frame number of a disconnection -> messages it cut short
 -- Within one dissection of one frame
 local call_frame, call_n, frame_handled = -1, 0, false
 
 local function reset()
-  streams, results, learned, learned_any = {}, {}, {}, {}
+  streams, results, learned, learned_any, closed = {}, {}, {}, {}, {}
   call_frame, call_n, frame_handled = -1, 0, false
 end
 tally.init = reset
@@ -413,31 +438,126 @@ end
 
 -- Fragments and reassembly ---------------------------------------------------------
 
--- One fragment on its first dissection: checks it against the message in
--- progress of its stream as tally-frame.c does and returns what to show.
-local function reassemble(stream_key, pinfo, kind, seq, total, data)
+local function max_message()
+  return math.min(tally.prefs.max_message, HARD_MAX_MESSAGE)
+end
+
+-- Microseconds, as tallyd's monotonic clock counts them.
+local function now_us(pinfo)
+  return math.floor(pinfo.abs_ts * 1000000 + 0.5)
+end
+
+-- A message in progress: `placed` fragments are in `buf` (the FIRST among
+-- them once `total` is set); `held[seq]` are fragments that overtook
+-- others, up to REORDER_WINDOW ahead of the next one due.
+local function stream_new(pinfo)
+  return { placed = 0, held = {}, held_count = 0, held_bytes = 0, held_max_index = 0,
+           have_last = false, last_index = 0, total = nil, buf = ByteArray.new(),
+           received = 0, first_frame = nil, start_us = now_us(pinfo), results = {} }
+end
+
+local function abandon(stream_key, pinfo)
+  local s = streams[stream_key]
+  if s ~= nil then
+    for _, earlier in ipairs(s.results) do
+      earlier.abandoned_in = pinfo.number
+    end
+    streams[stream_key] = nil
+  end
+end
+
+-- tally_reassembler_check (): FRAME_TIMEOUT's message, or nil.
+local function timed_out(s, pinfo)
+  local timeout_ms = tally.prefs.timeout_ms
+  if s == nil or timeout_ms == 0 then
+    return nil
+  end
+  local elapsed = now_us(pinfo) - s.start_us
+  if elapsed <= timeout_ms * 1000 then
+    return nil
+  end
+  if s.total == nil then
+    return string.format("message without its FIRST after %d ms: %d bytes in %d fragments held, limit %d ms",
+      math.floor(elapsed / 1000), s.held_bytes, s.held_count, timeout_ms)
+  end
+  return string.format("message of %d bytes incomplete after %d ms: %d bytes in %d fragments received, limit %d ms",
+    s.total, math.floor(elapsed / 1000), s.received + s.held_bytes, s.placed + s.held_count, timeout_ms)
+end
+
+-- Appends the fragment due next; returns an error, or nil.  A LAST
+-- completes the message: r.message.
+local function place(s, r, kind, data)
+  if kind == KIND_LAST and s.received + data:len() < s.total then
+    return string.format("fragment %d: LAST ends the message after %d of %d announced bytes",
+      s.placed, s.received + data:len(), s.total)
+  end
+  s.buf = s.buf .. data
+  s.received = s.received + data:len()
+  s.placed = s.placed + 1
+  if kind == KIND_LAST then
+    r.message, r.first_frame, r.fragments = s.buf, s.first_frame, s.placed
+    s.complete = true
+  end
+  return nil
+end
+
+-- Places the held fragments the last placement made due, in index order.
+local function drain(s, r)
+  while not s.complete and s.held_count > 0 do
+    local slot = s.held[s.placed % SEQ_MODULO]
+    if slot == nil then
+      break
+    end
+    s.held[s.placed % SEQ_MODULO] = nil
+    s.held_count = s.held_count - 1
+    s.held_bytes = s.held_bytes - slot.data:len()
+    local why = place(s, r, slot.kind, slot.data)
+    if why ~= nil then
+      return why
+    end
+  end
+  return nil
+end
+
+-- One fragment on its first dissection: what tally_reassembler_push () does
+-- with it, in its order of checks, and what to show.  @unreadable: why the
+-- fragment cannot be read (empty, unknown kind, short header), or nil.
+local function reassemble(stream_key, pinfo, kind, seq, total, data, unreadable)
   local r = { }
   local s = streams[stream_key]
   local function fail(reason)
     r.error = reason
-    local current = streams[stream_key]
-    if current ~= nil then
-      for _, earlier in ipairs(current.results) do
-        earlier.abandoned_in = pinfo.number
-      end
-    end
-    streams[stream_key] = nil
+    abandon(stream_key, pinfo)
     return r
   end
 
+  -- A stale message fails on its own.  tallyd's timer fails it at its
+  -- deadline and closes the link; here the fragment that shows it late
+  -- reports it, then counts afresh.
+  r.timeout = timed_out(s, pinfo)
+  if r.timeout ~= nil then
+    abandon(stream_key, pinfo)
+    s = nil
+  end
+  if unreadable ~= nil then
+    if kind ~= KIND_FIRST and kind ~= KIND_ONLY then
+      unreadable = string.format("fragment %d: %s", s and s.placed or 0, unreadable)
+    end
+    return fail(unreadable)
+  end
+
   if kind == KIND_FIRST or kind == KIND_ONLY then
-    if s ~= nil then
+    if s ~= nil and s.total ~= nil then
       r.abandoned = string.format("message of %d bytes from frame %d abandoned after %d bytes",
-        s.total, s.first_frame, s.received)
-      for _, earlier in ipairs(s.results) do
-        earlier.abandoned_in = pinfo.number
-      end
-      streams[stream_key] = nil
+        s.total, s.first_frame, s.received + s.held_bytes)
+      abandon(stream_key, pinfo)
+      s = nil
+    elseif s ~= nil and kind == KIND_ONLY then
+      -- Held fragments belong to a multi-fragment message, which an ONLY is not.
+      r.abandoned = string.format("%d fragments held since frame %d abandoned, their FIRST never came",
+        s.held_count, s.results[1].frame)
+      abandon(stream_key, pinfo)
+      s = nil
     end
     r.index = 0
     if seq ~= 0 then
@@ -445,6 +565,10 @@ local function reassemble(stream_key, pinfo, kind, seq, total, data)
     end
     if total == 0 then
       return fail(string.format("fragment 0: %s announces a length of 0", KINDS[kind]))
+    end
+    if total > max_message() then
+      return fail(string.format("fragment 0: %s announces %d bytes, limit %d", KINDS[kind], total,
+        max_message()))
     end
     if data:len() > total then
       return fail(string.format("fragment 0: %s carries %d bytes of data, more than the %d announced",
@@ -457,34 +581,87 @@ local function reassemble(stream_key, pinfo, kind, seq, total, data)
       r.message, r.first_frame, r.fragments = data, pinfo.number, 1
       return r
     end
-    streams[stream_key] = { buf = data, total = total, received = data:len(), fragments = 1,
-                            first_frame = pinfo.number, results = { r } }
-    return r
+    if s ~= nil and s.held_bytes > total - data:len() then
+      return fail(string.format("fragment 0: FIRST announces %d bytes and carries %d, but %d later fragments brought %d already",
+        total, data:len(), s.held_count, s.held_bytes))
+    end
+    if s == nil then
+      s = stream_new(pinfo)
+      streams[stream_key] = s
+    end
+    r.frame = pinfo.number
+    s.results[#s.results + 1] = r
+    s.total, s.buf, s.received, s.placed, s.first_frame = total, data, data:len(), 1, pinfo.number
+    local why = drain(s, r)
+    if why ~= nil then
+      return fail(why)
+    end
+  else
+    -- MIDDLE or LAST
+    local placed = s and s.placed or 0
+    local ahead = (seq - placed) % SEQ_MODULO
+    local index = placed + ahead
+    r.index = index
+    if ahead > REORDER_WINDOW then
+      -- Behind the next one due, or too far ahead to tell from behind.
+      r.index = nil
+      return fail(string.format("fragment %d: sequence %d, expected %d..%d", placed, seq,
+        placed % SEQ_MODULO, (placed + REORDER_WINDOW) % SEQ_MODULO))
+    end
+    if index == 0 then
+      return fail(string.format("fragment 0: %s without a FIRST", KINDS[kind]))
+    end
+    if s ~= nil and s.held[seq] ~= nil then
+      return fail(string.format("fragment %d: sequence %d arrived twice", index, seq))
+    end
+    if s ~= nil and s.have_last and index > s.last_index then
+      return fail(string.format("fragment %d: %s after the LAST, fragment %d", index, KINDS[kind],
+        s.last_index))
+    end
+    if kind == KIND_LAST and s ~= nil and s.have_last then
+      return fail(string.format("fragment %d: a second LAST, fragment %d is one", index, s.last_index))
+    end
+    if kind == KIND_LAST and s ~= nil and s.held_count > 0 and s.held_max_index > index then
+      return fail(string.format("fragment %d: LAST, but fragment %d arrived already", index,
+        s.held_max_index))
+    end
+    if s == nil or s.total == nil then
+      local held_bytes = s and s.held_bytes or 0
+      if data:len() > max_message() - held_bytes then
+        return fail(string.format("fragment %d: %s carries %d bytes, with the %d held before the FIRST more than the limit %d",
+          index, KINDS[kind], data:len(), held_bytes, max_message()))
+      end
+    elseif data:len() > s.total - s.received - s.held_bytes then
+      return fail(string.format("fragment %d: %s carries %d bytes, only %d of the %d announced remain",
+        index, KINDS[kind], data:len(), s.total - s.received - s.held_bytes, s.total))
+    end
+
+    if s == nil then
+      s = stream_new(pinfo)
+      streams[stream_key] = s
+    end
+    r.frame = pinfo.number
+    s.results[#s.results + 1] = r
+    if ahead == 0 then
+      local why = place(s, r, kind, data) or drain(s, r)
+      if why ~= nil then
+        return fail(why)
+      end
+    else
+      r.held = string.format("held %d ahead of fragment %d", ahead, placed)
+      s.held[seq] = { kind = kind, data = data }
+      if s.held_count == 0 or index > s.held_max_index then
+        s.held_max_index = index
+      end
+      s.held_count = s.held_count + 1
+      s.held_bytes = s.held_bytes + data:len()
+      if kind == KIND_LAST then
+        s.have_last, s.last_index = true, index
+      end
+    end
   end
 
-  -- MIDDLE or LAST
-  if s == nil then
-    return fail(string.format("fragment 0: %s without a FIRST", KINDS[kind]))
-  end
-  r.index = s.fragments
-  local expected = s.fragments % 16
-  if seq ~= expected then
-    return fail(string.format("fragment %d: sequence %d, expected %d", s.fragments, seq, expected))
-  end
-  if data:len() > s.total - s.received then
-    return fail(string.format("fragment %d: %s carries %d bytes, only %d of the %d announced remain",
-      s.fragments, KINDS[kind], data:len(), s.total - s.received, s.total))
-  end
-  if kind == KIND_LAST and s.received + data:len() < s.total then
-    return fail(string.format("fragment %d: LAST ends the message after %d of %d announced bytes",
-      s.fragments, s.received + data:len(), s.total))
-  end
-  s.buf = s.buf .. data
-  s.received = s.received + data:len()
-  s.fragments = s.fragments + 1
-  s.results[#s.results + 1] = r
-  if kind == KIND_LAST then
-    r.message, r.first_frame, r.fragments = s.buf, s.first_frame, s.fragments
+  if s.complete then
     for _, earlier in ipairs(s.results) do
       earlier.reassembled_in = pinfo.number
     end
@@ -501,53 +678,34 @@ local function dissect_fragment(tvb, pinfo, tree, role)
   frame_handled = true
   pinfo.cols.protocol = "Tally"
 
-  -- A fragment too broken to read ends the message in progress, as in
-  -- tally-frame.c.
-  local function unreadable(subtree, why)
-    subtree:add_proto_expert_info(ef.framing, why)
-    subtree:add(f.framing_error, why):set_generated()
-    pinfo.cols.info:append(" [Tally: " .. why .. "]")
-    if not pinfo.visited then
-      local s = streams[stream_key]
-      if s ~= nil then
-        for _, earlier in ipairs(s.results) do
-          earlier.abandoned_in = pinfo.number
-        end
-        streams[stream_key] = nil
-      end
-    end
-  end
-
   local subtree = tree:add(tally, tvb(), "Tally fragment, " .. ROLE_TEXT[role])
   subtree:add(f.characteristic, role):set_generated()
 
+  -- A fragment too broken to read ends the message in progress, as in
+  -- tally-frame.c.
+  local kind, seq, total, data_off, unreadable = nil, 0, 0, 1, nil
   if len == 0 then
-    unreadable(subtree, "fragment: empty, shorter than its 1-byte header")
-    return 0
-  end
-
-  local header = tvb(0, 1):uint()
-  local kind, seq = math.floor(header / 16), header % 16
-  subtree:add(f.kind, tvb(0, 1))
-  subtree:add(f.seq, tvb(0, 1))
-  if KINDS[kind] == nil then
-    unreadable(subtree, string.format("unknown kind 0x%x in header byte 0x%02x", kind, header))
-    return len
-  end
-
-  local total, data_off = 0, 1
-  if kind == KIND_FIRST or kind == KIND_ONLY then
-    if len < 3 then
-      unreadable(subtree, string.format("fragment 0: %s of %d bytes is shorter than its 3-byte header",
-        KINDS[kind], len))
-      return len
+    unreadable = "empty, shorter than its 1-byte header"
+  else
+    local header = tvb(0, 1):uint()
+    kind, seq = math.floor(header / 16), header % 16
+    subtree:add(f.kind, tvb(0, 1))
+    subtree:add(f.seq, tvb(0, 1))
+    if KINDS[kind] == nil then
+      unreadable = string.format("unknown kind 0x%x in header byte 0x%02x", kind, header)
+    elseif kind == KIND_FIRST or kind == KIND_ONLY then
+      if len < 3 then
+        unreadable = string.format("fragment 0: %s of %d bytes is shorter than its 3-byte header",
+          KINDS[kind], len)
+      else
+        total = tvb(1, 2):uint()
+        subtree:add(f.total_length, tvb(1, 2))
+        data_off = 3
+      end
     end
-    total = tvb(1, 2):uint()
-    subtree:add(f.total_length, tvb(1, 2))
-    data_off = 3
   end
   local data = ByteArray.new()
-  if len > data_off then
+  if unreadable == nil and len > data_off then
     subtree:add(f.data, tvb(data_off, len - data_off))
     data = tvb(data_off, len - data_off):bytes()
   end
@@ -558,18 +716,31 @@ local function dissect_fragment(tvb, pinfo, tree, role)
     if pinfo.visited then
       -- Not seen on the first pass (a preference changed since): show
       -- the header only.
-      subtree:append_text(string.format(", %s %d", KINDS[kind], seq))
+      if KINDS[kind] ~= nil then
+        subtree:append_text(string.format(", %s %d", KINDS[kind], seq))
+      end
+      if unreadable ~= nil then
+        subtree:add_proto_expert_info(ef.framing, unreadable)
+        subtree:add(f.framing_error, unreadable):set_generated()
+      end
       return len
     end
-    r = reassemble(stream_key, pinfo, kind, seq, total, data)
+    r = reassemble(stream_key, pinfo, kind, seq, total, data, unreadable)
     per_frame = per_frame or {}
     per_frame[n] = r
     results[pinfo.number] = per_frame
   end
 
-  subtree:append_text(string.format(", %s %d", KINDS[kind], seq))
+  if KINDS[kind] ~= nil then
+    subtree:append_text(string.format(", %s %d", KINDS[kind], seq))
+  end
   if r.index ~= nil then
     subtree:add(f.fragment_index, r.index):set_generated()
+  end
+  if r.timeout ~= nil then
+    subtree:add_proto_expert_info(ef.framing, r.timeout)
+    subtree:add(f.framing_error, r.timeout):set_generated()
+    pinfo.cols.info:append(" [Tally: " .. r.timeout .. "]")
   end
   if r.abandoned ~= nil then
     subtree:add_proto_expert_info(ef.incomplete, r.abandoned)
@@ -583,6 +754,9 @@ local function dissect_fragment(tvb, pinfo, tree, role)
   if r.abandoned_in ~= nil then
     subtree:add_proto_expert_info(ef.incomplete,
       string.format("its message was abandoned incomplete in frame %d", r.abandoned_in))
+  end
+  if r.held ~= nil then
+    subtree:append_text(", " .. r.held)
   end
 
   if r.message == nil then
@@ -599,6 +773,7 @@ local function dissect_fragment(tvb, pinfo, tree, role)
   subtree:add(f.fragments, r.fragments):set_generated()
   local mtvb = r.message:tvb("Tally message")
   local msgtree = tree:add(tally, mtvb(), "Tally SessionMessage, " .. ROLE_TEXT[role])
+  msgtree:add(f.message, mtvb()):set_generated()
   local summary = dissect_session_message(mtvb, pinfo, msgtree)
   msgtree:append_text(": " .. summary)
   pinfo.cols.info:append(" [Tally " .. summary .. "]")
@@ -779,9 +954,52 @@ local function dissect_log_line(tvb, pinfo, tree)
   pinfo.cols.info = string.format("= %s: %s", ident, message)
 end
 
+-- A connection that ends in the middle of a message: tallyd's channel
+-- reports FRAME_TRUNCATED ("closed the link in the middle of a message").
+local function dissect_disconnection(pinfo, tree)
+  local handle = last_value(fx.event_handle)
+  if handle == nil then
+    return
+  end
+  local reasons = closed[pinfo.number]
+  if reasons == nil then
+    if pinfo.visited then
+      return
+    end
+    reasons = {}
+    local conn = string.format("%s:%d", link_keys(), numeric(handle))
+    for _, role in ipairs({ "rx", "tx" }) do
+      local key = conn .. ":" .. role
+      local s = streams[key]
+      if s ~= nil then
+        if s.total ~= nil then
+          reasons[#reasons + 1] = string.format(
+            "link closed in the middle of a message, %s: %d of %d bytes in %d fragments received, the FIRST in frame %d",
+            ROLE_TEXT[role], s.received + s.held_bytes, s.total, s.placed + s.held_count, s.first_frame)
+        else
+          reasons[#reasons + 1] = string.format(
+            "link closed in the middle of a message, %s: %d fragments held since frame %d, no FIRST",
+            ROLE_TEXT[role], s.held_count, s.results[1].frame)
+        end
+        abandon(key, pinfo)
+      end
+    end
+    closed[pinfo.number] = reasons
+  end
+  for _, reason in ipairs(reasons) do
+    local sub = tree:add(tally, "Tally: " .. reason)
+    sub:add_proto_expert_info(ef.framing, reason)
+    sub:add(f.framing_error, reason):set_generated()
+    pinfo.cols.info:append(" [Tally: " .. reason .. "]")
+  end
+end
+
 function post.dissector(tvb, pinfo, tree)
   if tally.prefs.log and numeric(last_value(fx.monitor_opcode)) == MONITOR_USER_LOGGING then
     dissect_log_line(tvb, pinfo, tree)
+  end
+  if numeric(last_value(fx.event_code)) == HCI_DISCONNECTION_COMPLETE then
+    dissect_disconnection(pinfo, tree)
   end
 
   local att_infos = { fx.att() }

@@ -603,12 +603,258 @@ frame_seed_raw (const char *name, gsize mtu, guint8 limit, const guint8 *records
   write_seed ("fuzz-frame", name, out->data, out->len);
 }
 
+/* Byte i is i * 7 + 3 + @seed: every offset of a message is recognisable,
+ * and messages of different seeds differ. */
+static void
+frame_pattern (guint8 *buf, gsize len, guint8 seed)
+{
+  for (gsize i = 0; i < len; i++)
+    buf[i] = (guint8) (i * 7 + 3 + seed);
+}
+
+static GByteArray *
+frame_stream_new (gsize mtu, guint8 limit)
+{
+  GByteArray *out = g_byte_array_new ();
+  guint8 head[2] = { mtu_byte (mtu), limit };
+  g_byte_array_append (out, head, sizeof head);
+  return out;
+}
+
+static GPtrArray *
+frame_split (const guint8 *msg, gsize len, gsize mtu)
+{
+  g_autoptr (GError) error = NULL;
+  GPtrArray *fragments = tally_frame_split (msg, len, mtu, 65535, &error);
+  g_assert_no_error (error);
+  return fragments;
+}
+
+static void
+frame_append_fragment (GByteArray *out, guint8 clock, GBytes *fragment)
+{
+  frame_record (out, clock, g_bytes_get_data (fragment, NULL), g_bytes_get_size (fragment));
+}
+
+/* Fragments @order[0..n-1] of @fragments, in that order. */
+static void
+frame_append_order (GByteArray *out, GPtrArray *fragments, const guint *order, gsize n)
+{
+  for (gsize i = 0; i < n; i++) {
+    g_assert_cmpuint (order[i], <, fragments->len);
+    frame_append_fragment (out, 0, fragments->pdata[order[i]]);
+  }
+}
+
+/* A hand-made fragment of @kind and @seq carrying @n bytes of value @seq;
+ * a FIRST announces @total. */
+static void
+frame_append_filled (GByteArray *out, TallyFrameKind kind, guint seq, gsize total, gsize n)
+{
+  guint8 f[TALLY_FRAME_MAX_MTU];
+  gsize len = 0;
+
+  g_assert_cmpuint (n + 3, <=, sizeof f);
+  f[len++] = (guint8) (kind << 4 | seq);
+  if (kind == TALLY_FRAME_FIRST) {
+    f[len++] = (guint8) (total >> 8);
+    f[len++] = (guint8) (total & 0xff);
+  }
+  memset (f + len, (int) seq, n);
+  frame_record (out, 0, f, len + n);
+}
+
+static void
+frame_stream_write (const char *name, GByteArray *out)
+{
+  write_seed ("fuzz-frame", name, out->data, out->len);
+}
+
+/* Uniform in 0..n-1: the top bits of one draw, drawn again while out of
+ * range. */
+static guint
+frame_draw_below (GRand *rng, guint n)
+{
+  guint bits = g_bit_storage (n);
+  guint r;
+
+  do
+    r = g_rand_int (rng) >> (32 - bits);
+  while (r >= n);
+  return r;
+}
+
+/* Each arrival is drawn from the missing fragments up to the window ahead
+ * of the first missing one: a random order the reassembler must take. */
+static void
+frame_random_order (GRand *rng, guint n, guint *order)
+{
+  g_autofree gboolean *arrived = g_new0 (gboolean, n);
+  guint missing = 0;
+
+  for (guint i = 0; i < n; i++) {
+    guint candidates[TALLY_FRAME_REORDER_WINDOW + 1] = { 0 };
+    guint n_candidates = 0;
+
+    for (guint j = missing; j < n && j <= missing + TALLY_FRAME_REORDER_WINDOW; j++)
+      if (!arrived[j])
+        candidates[n_candidates++] = j;
+    g_assert_cmpuint (n_candidates, >, 0);
+    order[i] = candidates[frame_draw_below (rng, n_candidates)];
+    arrived[order[i]] = TRUE;
+    while (missing < n && arrived[missing])
+      missing++;
+  }
+}
+
+/* Fragments out of order (docs/framing.md, Reassembly): orders the window
+ * allows, and one seed per reordering error. */
+static void
+seeds_frame_reorder (void)
+{
+  const guint block = TALLY_FRAME_REORDER_WINDOW + 1;
+
+  /* docs/framing.md's example: 00 01 .. 31 at MTU 18, arriving 2, 3, 0, 1. */
+  guint8 doc[50];
+  for (gsize i = 0; i < sizeof doc; i++)
+    doc[i] = (guint8) i;
+  g_autoptr (GPtrArray) doc_fragments = frame_split (doc, sizeof doc, 18);
+  static const guint doc_order[] = { 2, 3, 0, 1 };
+  g_autoptr (GByteArray) documented = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_order (documented, doc_fragments, doc_order, G_N_ELEMENTS (doc_order));
+  frame_stream_write ("reorder-documented-example", documented);
+
+  /* 160 bytes in 10 fragments: the FIRST as late as the window allows, and
+   * after the seven fragments it lets through. */
+  guint8 m160[160];
+  frame_pattern (m160, sizeof m160, 0);
+  g_autoptr (GPtrArray) f160 = frame_split (m160, sizeof m160, 18);
+  g_assert_cmpuint (f160->len, ==, 10);
+  static const guint edge_order[] = { 7, 6, 5, 4, 3, 2, 1, 0, 9, 8 };
+  g_autoptr (GByteArray) edge = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_order (edge, f160, edge_order, G_N_ELEMENTS (edge_order));
+  frame_stream_write ("reorder-window-edge", edge);
+  static const guint seven_order[] = { 1, 2, 3, 4, 5, 6, 7, 0, 8, 9 };
+  g_autoptr (GByteArray) seven = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_order (seven, f160, seven_order, G_N_ELEMENTS (seven_order));
+  frame_stream_write ("reorder-first-last-of-seven", seven);
+
+  /* 40 fragments: 0..2 reversed, then blocks of eight reversed, each block
+   * across a wrap of the sequence number. */
+  guint8 m666[15 + 38 * 17 + 5];
+  frame_pattern (m666, sizeof m666, 1);
+  g_autoptr (GPtrArray) f666 = frame_split (m666, sizeof m666, 18);
+  g_assert_cmpuint (f666->len, ==, 40);
+  guint wrap_order[40];
+  guint n = 0;
+  for (guint start = 0; start < f666->len;) {
+    guint end = MIN (start == 0 ? 3 : start + block, f666->len);
+    for (guint i = end; i > start; i--)
+      wrap_order[n++] = i - 1;
+    start = end;
+  }
+  g_autoptr (GByteArray) wrap = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_order (wrap, f666, wrap_order, n);
+  frame_stream_write ("reorder-blocks-reversed-wrap", wrap);
+
+  /* 32 fragments at MTU 23 in a random order within the window. */
+  guint8 m687[23 - 3 + 30 * 22 + 7];
+  frame_pattern (m687, sizeof m687, 2);
+  g_autoptr (GPtrArray) f687 = frame_split (m687, sizeof m687, 23);
+  g_assert_cmpuint (f687->len, ==, 32);
+  static const guint32 rand_seed = 0x7a11e5;
+  g_autoptr (GRand) rng = g_rand_new_with_seed_array (&rand_seed, 1);
+  guint random_order[32];
+  frame_random_order (rng, f687->len, random_order);
+  g_autoptr (GByteArray) shuffled = frame_stream_new (23, FRAME_LIMIT_DEFAULT);
+  frame_append_order (shuffled, f687, random_order, f687->len);
+  frame_stream_write ("reorder-random-mtu23", shuffled);
+
+  /* Fragment 9 right after the FIRST, 8 beyond the window: FRAME_TRUNCATED;
+   * then a whole message, reversed, on the emptied reassembler. */
+  guint8 m160b[160], m40[40];
+  frame_pattern (m160b, sizeof m160b, 3);
+  frame_pattern (m40, sizeof m40, 4);
+  g_autoptr (GPtrArray) f160b = frame_split (m160b, sizeof m160b, 18);
+  g_autoptr (GPtrArray) f40 = frame_split (m40, sizeof m40, 18);
+  g_assert_cmpuint (f40->len, ==, 3);
+  static const guint beyond_order[] = { 0, 9 };
+  static const guint reversed3[] = { 2, 1, 0 };
+  g_autoptr (GByteArray) beyond = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_order (beyond, f160b, beyond_order, G_N_ELEMENTS (beyond_order));
+  frame_append_order (beyond, f40, reversed3, G_N_ELEMENTS (reversed3));
+  frame_stream_write ("reorder-beyond-window-then-message", beyond);
+
+  /* One reassembly error each, with hand-made fragments. */
+  g_autoptr (GByteArray) duplicate = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_filled (duplicate, TALLY_FRAME_FIRST, 0, 100, 15);
+  frame_append_filled (duplicate, TALLY_FRAME_MIDDLE, 3, 0, 17);
+  frame_append_filled (duplicate, TALLY_FRAME_MIDDLE, 3, 0, 17);
+  frame_stream_write ("reorder-duplicate-held", duplicate);
+
+  g_autoptr (GByteArray) after_last = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_filled (after_last, TALLY_FRAME_FIRST, 0, 100, 15);
+  frame_append_filled (after_last, TALLY_FRAME_LAST, 3, 0, 5);
+  frame_append_filled (after_last, TALLY_FRAME_MIDDLE, 4, 0, 17);
+  frame_stream_write ("reorder-after-held-last", after_last);
+
+  g_autoptr (GByteArray) last_before = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_filled (last_before, TALLY_FRAME_FIRST, 0, 100, 15);
+  frame_append_filled (last_before, TALLY_FRAME_MIDDLE, 4, 0, 17);
+  frame_append_filled (last_before, TALLY_FRAME_LAST, 2, 0, 5);
+  frame_stream_write ("reorder-last-before-held", last_before);
+
+  g_autoptr (GByteArray) last_short = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_filled (last_short, TALLY_FRAME_FIRST, 0, 40, 15);
+  frame_append_filled (last_short, TALLY_FRAME_LAST, 2, 0, 5);
+  frame_append_filled (last_short, TALLY_FRAME_MIDDLE, 1, 0, 17);
+  frame_stream_write ("reorder-held-last-short", last_short);
+
+  g_autoptr (GByteArray) only_held = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_filled (only_held, TALLY_FRAME_MIDDLE, 1, 0, 17);
+  static const guint8 only[] = { 0x40, 0x00, 0x01, 'x' };
+  frame_record (only_held, 0, only, sizeof only);
+  frame_stream_write ("reorder-only-while-held", only_held);
+
+  g_autoptr (GByteArray) first_less = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_filled (first_less, TALLY_FRAME_MIDDLE, 2, 0, 17);
+  frame_append_filled (first_less, TALLY_FRAME_MIDDLE, 1, 0, 17);
+  frame_append_filled (first_less, TALLY_FRAME_FIRST, 0, 40, 15);
+  frame_stream_write ("reorder-first-less-than-held", first_less);
+
+  g_autoptr (GByteArray) over_limit = frame_stream_new (18, FRAME_LIMIT_100);
+  for (guint seq = 1; seq <= 6; seq++)
+    frame_append_filled (over_limit, TALLY_FRAME_MIDDLE, seq, 0, 17);
+  frame_stream_write ("reorder-held-over-limit", over_limit);
+
+  /* A fragment held for a FIRST that comes after the timeout; then the
+   * message in order. */
+  guint8 m40b[40];
+  frame_pattern (m40b, sizeof m40b, 5);
+  g_autoptr (GPtrArray) f40b = frame_split (m40b, sizeof m40b, 18);
+  g_assert_cmpuint (f40b->len, ==, 3);
+  g_autoptr (GByteArray) held_timeout = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_filled (held_timeout, TALLY_FRAME_MIDDLE, 2, 0, 17);
+  frame_append_fragment (held_timeout, 0xff, f40b->pdata[0]);
+  frame_append_fragment (held_timeout, 0, f40b->pdata[1]);
+  frame_append_fragment (held_timeout, 0, f40b->pdata[2]);
+  frame_stream_write ("reorder-held-before-first-timeout", held_timeout);
+
+  guint8 m60[60];
+  frame_pattern (m60, sizeof m60, 6);
+  g_autoptr (GPtrArray) f60 = frame_split (m60, sizeof m60, 18);
+  static const guint reversed4[] = { 3, 2, 1, 0 };
+  g_assert_cmpuint (f60->len, ==, G_N_ELEMENTS (reversed4));
+  g_autoptr (GByteArray) last_first = frame_stream_new (18, FRAME_LIMIT_DEFAULT);
+  frame_append_order (last_first, f60, reversed4, G_N_ELEMENTS (reversed4));
+  frame_stream_write ("reorder-last-first", last_first);
+}
+
 static void
 seeds_frame (World *w)
 {
   guint8 big[TALLY_FRAME_DEFAULT_MAX_MESSAGE];
-  for (gsize i = 0; i < sizeof big; i++)
-    big[i] = (guint8) (i * 7 + 3);
+  frame_pattern (big, sizeof big, 0);
 
   frame_seed ("hello-mtu20", 20, FRAME_LIMIT_DEFAULT, g_bytes_get_data (w->hello, NULL),
               g_bytes_get_size (w->hello), 0);
@@ -653,6 +899,7 @@ seeds_frame (World *w)
   static const guint8 only_short[] = { 0, 0, 4, 0x40, 0, 5, 1 };
   frame_seed_raw ("only-shorter-than-announced", 20, FRAME_LIMIT_DEFAULT, only_short,
                   sizeof only_short);
+  seeds_frame_reorder ();
 }
 
 /* --- fuzz-session -------------------------------------------------------------- */

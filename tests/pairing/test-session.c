@@ -250,7 +250,7 @@ test_pays_in_two_round_trips (Fixture *f, gconstpointer data)
 }
 
 static void
-test_pays_framed_at_mtu_20 (Fixture *f, gconstpointer data)
+test_pays_framed_at_smallest_mtu (Fixture *f, gconstpointer data)
 {
   run_honest_payment (f, TALLY_FRAME_MIN_MTU);
 }
@@ -939,7 +939,7 @@ main (int argc, char **argv)
 
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("/session/pays-in-two-round-trips-over-socketpair", test_pays_in_two_round_trips);
-  ADD ("/session/pays-framed-at-mtu-20", test_pays_framed_at_mtu_20);
+  ADD ("/session/pays-framed-at-smallest-mtu", test_pays_framed_at_smallest_mtu);
   ADD ("/session/payee/refuses-forged-permission-signature",
        test_payee_refuses_forged_permission_signature);
   ADD ("/session/payee/refuses-certificate-from-wrong-issuer",

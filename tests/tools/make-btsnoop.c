@@ -3,7 +3,7 @@
  * Writes a btsnoop capture (Linux monitor format, as `btmon -w` writes it)
  * of Tally sessions over BLE, for tools/tally.lua and its tests:
  *
- *   make-btsnoop [--scenario default|all-errors|no-discovery|malformed] OUTPUT
+ *   make-btsnoop [--scenario default|all-errors|no-discovery|malformed|reordered] OUTPUT
  *
  * tests/tools/scenario.h describes the scenarios.
  */
@@ -19,8 +19,9 @@ main (int argc, char **argv)
   const GOptionEntry entries[] = {
     { "scenario", 's', 0, G_OPTION_ARG_STRING, &scenario_name,
       "default (three connections, every message type, a lost fragment), all-errors "
-      "(one Error per code), no-discovery (no GATT discovery in the capture) or malformed "
-      "(fragments and messages that break the rules)",
+      "(one Error per code), no-discovery (no GATT discovery in the capture), malformed "
+      "(fragments and messages that break the rules) or reordered (fragments out of order "
+      "over two ATT bearers)",
       "NAME" },
     { NULL },
   };

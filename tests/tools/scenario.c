@@ -25,6 +25,7 @@ event_free (gpointer data)
   ScenarioEvent *e = data;
   g_free (e->ident);
   g_free (e->text);
+  g_free (e->expect_framing_error);
   g_clear_pointer (&e->fragment, g_bytes_unref);
   g_free (e);
 }
@@ -51,6 +52,8 @@ scenario_kind_from_string (const char *name, ScenarioKind *kind)
     *kind = SCENARIO_NO_DISCOVERY;
   else if (g_strcmp0 (name, "malformed") == 0)
     *kind = SCENARIO_MALFORMED;
+  else if (g_strcmp0 (name, "reordered") == 0)
+    *kind = SCENARIO_REORDERED;
   else
     return FALSE;
   return TRUE;
@@ -227,9 +230,9 @@ split (const ScenarioMessage *m, gsize mtu)
   return fragments;
 }
 
-static void
+static ScenarioEvent *
 push_fragment (Scenario *s, const ScenarioConnection *c, ScenarioRole role, gboolean eatt,
-               GBytes *fragment, int message, gboolean completes)
+               GBytes *fragment, int message, int index, gboolean completes)
 {
   ScenarioEvent *e = g_new0 (ScenarioEvent, 1);
   e->kind = SCENARIO_EVENT_FRAGMENT;
@@ -238,8 +241,10 @@ push_fragment (Scenario *s, const ScenarioConnection *c, ScenarioRole role, gboo
   e->eatt = eatt;
   e->fragment = g_bytes_ref (fragment);
   e->message = message;
+  e->index = index;
   e->completes = completes;
   g_ptr_array_add (s->events, e);
+  return e;
 }
 
 /* Sends @m whole: it joins the expected messages. */
@@ -250,7 +255,8 @@ send_message (Scenario *s, const ScenarioConnection *c, ScenarioMessage *m, gboo
   g_ptr_array_add (s->messages, m);
   int index = (int) s->messages->len - 1;
   for (guint i = 0; i < fragments->len; i++)
-    push_fragment (s, c, m->role, eatt, fragments->pdata[i], index, i + 1 == fragments->len);
+    push_fragment (s, c, m->role, eatt, fragments->pdata[i], index, (int) i,
+                   i + 1 == fragments->len);
 }
 
 /* Sends two messages on two connections, fragment by fragment in turn. */
@@ -270,9 +276,9 @@ send_interleaved (Scenario *s,
   int i2 = (int) s->messages->len - 1;
   for (guint i = 0; i < MAX (f1->len, f2->len); i++) {
     if (i < f1->len)
-      push_fragment (s, c1, m1->role, FALSE, f1->pdata[i], i1, i + 1 == f1->len);
+      push_fragment (s, c1, m1->role, FALSE, f1->pdata[i], i1, (int) i, i + 1 == f1->len);
     if (i < f2->len)
-      push_fragment (s, c2, m2->role, FALSE, f2->pdata[i], i2, i + 1 == f2->len);
+      push_fragment (s, c2, m2->role, FALSE, f2->pdata[i], i2, (int) i, i + 1 == f2->len);
   }
 }
 
@@ -285,8 +291,115 @@ send_with_loss (Scenario *s, const ScenarioConnection *c, ScenarioMessage *m, gs
   g_assert_cmpuint (lost, <, fragments->len);
   for (guint i = 0; i < fragments->len; i++)
     if (i != lost)
-      push_fragment (s, c, m->role, FALSE, fragments->pdata[i], -1, FALSE);
+      push_fragment (s, c, m->role, FALSE, fragments->pdata[i], -1, (int) i, FALSE);
   message_free (m);
+}
+
+typedef enum
+{
+  ORDER_BLOCKS_REVERSED, /* every block of 8 reversed: each fragment as far ahead as allowed */
+  ORDER_PAIRS_SWAPPED,   /* 1, 0, 3, 2, ... */
+  ORDER_RANDOM,          /* each arrival drawn from the window ahead of the first missing */
+} ScenarioOrder;
+
+/* An arrival order of @n fragments that docs/framing.md's window allows. */
+static void
+arrival_order (ScenarioOrder kind, GRand *rng, guint n, guint *order)
+{
+  const guint block = TALLY_FRAME_REORDER_WINDOW + 1;
+  g_autofree gboolean *arrived = g_new0 (gboolean, n);
+  guint missing = 0;
+
+  switch (kind) {
+  case ORDER_BLOCKS_REVERSED:
+    for (guint i = 0; i < n; i++) {
+      guint start = i - i % block;
+      guint end = MIN (start + block, n);
+      order[i] = end - 1 - (i - start);
+    }
+    break;
+  case ORDER_PAIRS_SWAPPED:
+    for (guint i = 0; i < n; i++)
+      order[i] = (i ^ 1u) < n ? i ^ 1u : i;
+    break;
+  case ORDER_RANDOM:
+    for (guint i = 0; i < n; i++) {
+      guint candidates[TALLY_FRAME_REORDER_WINDOW + 1] = { 0 };
+      guint n_candidates = 0;
+      for (guint j = missing; j < n && j <= missing + TALLY_FRAME_REORDER_WINDOW; j++)
+        if (!arrived[j])
+          candidates[n_candidates++] = j;
+      g_assert_cmpuint (n_candidates, >, 0);
+      order[i] = candidates[g_rand_int_range (rng, 0, (gint32) n_candidates)];
+      arrived[order[i]] = TRUE;
+      while (missing < n && arrived[missing])
+        missing++;
+    }
+    break;
+  }
+}
+
+/* Sends fragments @order[0..n-1] of @m split at @mtu, each on the bearer
+ * that is free: the fixed ATT channel and the EATT channel in turn.  When
+ * @whole, @m joins the expected messages and the last to arrive completes
+ * it; otherwise @m is dropped after sending. */
+static void
+send_ordered (Scenario *s,
+              const ScenarioConnection *c,
+              ScenarioMessage *m,
+              gsize mtu,
+              const guint *order,
+              guint n,
+              gboolean whole)
+{
+  g_autoptr (GPtrArray) fragments = split (m, mtu);
+  int message = -1;
+
+  g_assert_true (c->eatt);
+  g_assert_cmpuint (n, <=, fragments->len);
+  if (whole) {
+    g_assert_cmpuint (n, ==, fragments->len);
+    g_ptr_array_add (s->messages, m);
+    message = (int) s->messages->len - 1;
+  }
+  for (guint i = 0; i < n; i++)
+    push_fragment (s, c, m->role, i % 2 == 1, fragments->pdata[order[i]], message, (int) order[i],
+                   whole && i + 1 == n);
+  if (!whole)
+    message_free (m);
+}
+
+static void
+send_reordered (Scenario *s,
+                const ScenarioConnection *c,
+                ScenarioMessage *m,
+                gsize mtu,
+                ScenarioOrder kind,
+                GRand *rng)
+{
+  g_autoptr (GPtrArray) fragments = split (m, mtu);
+  g_autofree guint *order = g_new (guint, fragments->len);
+
+  arrival_order (kind, rng, fragments->len, order);
+  send_ordered (s, c, m, mtu, order, fragments->len, TRUE);
+}
+
+static void
+add_pause (Scenario *s, guint ms)
+{
+  ScenarioEvent *e = g_new0 (ScenarioEvent, 1);
+  e->kind = SCENARIO_EVENT_PAUSE;
+  e->pause_ms = ms;
+  g_ptr_array_add (s->events, e);
+}
+
+static void
+expect_framing_error (Scenario *s, char *error)
+{
+  ScenarioEvent *e = s->events->pdata[s->events->len - 1];
+  g_assert_cmpint (e->kind, ==, SCENARIO_EVENT_FRAGMENT);
+  g_free (e->expect_framing_error);
+  e->expect_framing_error = error;
 }
 
 /* One fragment as it is, with what a reader must say about it. */
@@ -299,9 +412,8 @@ send_raw (Scenario *s,
           const char *complaint)
 {
   g_autoptr (GBytes) fragment = g_bytes_new (data, len);
-  push_fragment (s, c, SCENARIO_RX, FALSE, fragment, -1, FALSE);
-  ScenarioEvent *e = s->events->pdata[s->events->len - 1];
-  e->expect_framing_error = framing_error;
+  ScenarioEvent *e = push_fragment (s, c, SCENARIO_RX, FALSE, fragment, -1, -1, FALSE);
+  e->expect_framing_error = g_strdup (framing_error);
   e->expect_complaint = complaint;
 }
 
@@ -320,15 +432,17 @@ build_malformed (Scenario *s)
 {
   const ScenarioConnection *a = add_connection (s, 0x0040, TRUE, FALSE);
 
-  SEND_RAW (s, a, "unknown kind 0x5 in header byte 0x50", NULL, 0x50, 0x01);
+  SEND_RAW (s, a, "fragment 0: unknown kind 0x5 in header byte 0x50", NULL, 0x50, 0x01);
   SEND_RAW (s, a, "fragment 0: FIRST of 2 bytes is shorter than its 3-byte header", NULL, 0x10,
             0x00);
   SEND_RAW (s, a, "fragment 0: ONLY announces a length of 0", NULL, 0x40, 0x00, 0x00);
   SEND_RAW (s, a, "fragment 0: ONLY carries 1 bytes, 5 announced", NULL, 0x40, 0x00, 0x05, 0x61);
   SEND_RAW (s, a, "fragment 0: ONLY carries 2 bytes of data, more than the 1 announced", NULL,
             0x40, 0x00, 0x01, 0x61, 0x62);
-  SEND_RAW (s, a, "fragment 0: MIDDLE without a FIRST", NULL, 0x21, 0x61);
+  SEND_RAW (s, a, "fragment 0: MIDDLE without a FIRST", NULL, 0x20, 0x61);
   SEND_RAW (s, a, "fragment 0: sequence 1, expected 0", NULL, 0x41, 0x00, 0x01, 0x61);
+  SEND_RAW (s, a, "fragment 0: ONLY announces 8193 bytes, limit 8192", NULL, 0x40, 0x20, 0x01,
+            0x61);
   SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x04, 0x0a, 0x02);
   SEND_RAW (s, a, "fragment 1: MIDDLE carries 3 bytes, only 2 of the 4 announced remain", NULL,
             0x21, 0x08, 0x01, 0x00);
@@ -337,12 +451,45 @@ build_malformed (Scenario *s)
             0x08);
   /* An unreadable fragment ends the message in progress. */
   SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x04, 0x0a, 0x02);
-  SEND_RAW (s, a, "unknown kind 0x6 in header byte 0x61", NULL, 0x61);
-  SEND_RAW (s, a, "fragment 0: LAST without a FIRST", NULL, 0x31, 0x08, 0x01);
+  SEND_RAW (s, a, "fragment 1: unknown kind 0x6 in header byte 0x61", NULL, 0x61);
+  SEND_RAW (s, a, "fragment 0: LAST without a FIRST", NULL, 0x30, 0x08, 0x01);
   /* A FIRST cut short by the next FIRST: the second message completes. */
   SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x08, 0x0a);
   SEND_RAW (s, a, NULL, "abandoned after 1 bytes", 0x10, 0x00, 0x04, 0x0a, 0x02);
   SEND_RAW (s, a, NULL, NULL, 0x31, 0x08, 0x01);
+  /* Fragments out of order (docs/framing.md, Reassembly), each rule once. */
+  SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x40, 0x0a);
+  SEND_RAW (s, a, "fragment 1: sequence 9, expected 1..8", NULL, 0x29, 0x00);
+  SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x40, 0x0a);
+  SEND_RAW (s, a, NULL, NULL, 0x23, 0x00);
+  SEND_RAW (s, a, "fragment 3: sequence 3 arrived twice", NULL, 0x23, 0x00);
+  SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x40, 0x0a);
+  SEND_RAW (s, a, NULL, NULL, 0x33, 0x00);
+  SEND_RAW (s, a, "fragment 4: MIDDLE after the LAST, fragment 3", NULL, 0x24, 0x00);
+  SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x40, 0x0a);
+  SEND_RAW (s, a, NULL, NULL, 0x33, 0x00);
+  SEND_RAW (s, a, "fragment 2: a second LAST, fragment 3 is one", NULL, 0x32, 0x00);
+  SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x40, 0x0a);
+  SEND_RAW (s, a, NULL, NULL, 0x24, 0x00);
+  SEND_RAW (s, a, "fragment 2: LAST, but fragment 4 arrived already", NULL, 0x32, 0x00);
+  SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x05, 0x0a);
+  SEND_RAW (s, a, NULL, NULL, 0x22, 0x00, 0x00, 0x00);
+  SEND_RAW (s, a, "fragment 3: MIDDLE carries 2 bytes, only 1 of the 5 announced remain", NULL,
+            0x23, 0x00, 0x00);
+  /* A held LAST that ends short is found when the gap before it fills. */
+  SEND_RAW (s, a, NULL, NULL, 0x10, 0x00, 0x05, 0x0a);
+  SEND_RAW (s, a, NULL, NULL, 0x32, 0x00);
+  SEND_RAW (s, a, "fragment 2: LAST ends the message after 3 of 5 announced bytes", NULL, 0x21,
+            0x00);
+  /* Fragments that overtook their FIRST. */
+  SEND_RAW (s, a, NULL, NULL, 0x21, 0x00, 0x00, 0x00);
+  SEND_RAW (s, a,
+            "fragment 0: FIRST announces 3 bytes and carries 1, but 1 later fragments brought 3 "
+            "already",
+            NULL, 0x10, 0x00, 0x03, 0x0a);
+  /* An ONLY while fragments wait for their FIRST starts anew: hello v1. */
+  SEND_RAW (s, a, NULL, NULL, 0x21, 0x00);
+  SEND_RAW (s, a, NULL, "fragments held since frame", 0x40, 0x00, 0x04, 0x0a, 0x02, 0x08, 0x01);
   /* hello announces 5 bytes, 1 follows */
   SEND_RAW (s, a, NULL, "SessionMessage: field 1: length runs past the message", 0x40, 0x00, 0x03,
             0x0a, 0x05, 0x08);
@@ -357,6 +504,70 @@ build_malformed (Scenario *s)
   SEND_RAW (s, a, NULL, "SessionMessage.hello has wire type 0, expected 2", 0x40, 0x00, 0x02, 0x08,
             0x01);
   add_disconnect (s, a);
+}
+
+/* Fixed, so that the capture is the same on every run. */
+#define SCENARIO_REORDER_SEED 0x0de7a11u
+/* Longer than tallyd's reassembly timeout. */
+#define SCENARIO_STALL_MS (TALLY_FRAME_DEFAULT_TIMEOUT_MS + 1000)
+
+/* Fragments at the smallest MTU over two bearers (the fixed ATT channel and
+ * an EATT channel), so that one overtakes another: docs/framing.md,
+ * Reassembly. */
+static void
+build_reordered (Scenario *s)
+{
+  const gsize mtu = TALLY_FRAME_MIN_MTU;
+  g_autoptr (GRand) rng = g_rand_new_with_seed (SCENARIO_REORDER_SEED);
+  g_autoptr (GPtrArray) fragments = NULL;
+
+  /* A payment, each message in another order the window allows: the Hello
+   * reversed, its FIRST last; the Offer's FIRST as late as it may be; the
+   * pay message (sequence numbers wrap) at random. */
+  const ScenarioConnection *c = add_connection (s, 0x0043, TRUE, TRUE);
+  send_reordered (s, c, hello_new (c, 0x11, G_GUINT64_CONSTANT (0xfedcba9876543210)), mtu,
+                  ORDER_BLOCKS_REVERSED, rng);
+  send_reordered (s, c, offer_new (c, 0x22, 200), mtu, ORDER_BLOCKS_REVERSED, rng);
+  send_reordered (s, c, sealed_new (TALLY__SESSION_MESSAGE__MSG_PAY, c, 300), mtu, ORDER_RANDOM,
+                  rng);
+  send_reordered (s, c, sealed_new (TALLY__SESSION_MESSAGE__MSG_RECEIPT, c, 100), mtu,
+                  ORDER_PAIRS_SWAPPED, rng);
+  add_disconnect (s, c);
+
+  /* A link that reorders further than the window: fragment 9 right after
+   * the FIRST, 8 ahead of fragment 1.  The message is lost; the next one,
+   * reversed, arrives whole. */
+  const ScenarioConnection *d = add_connection (s, 0x0044, TRUE, TRUE);
+  ScenarioMessage *offer = offer_new (d, 0x33, 150);
+  fragments = split (offer, mtu);
+  g_assert_cmpuint (fragments->len, >, 9);
+  static const guint beyond[] = { 0, 9 };
+  send_ordered (s, d, offer, mtu, beyond, G_N_ELEMENTS (beyond), FALSE);
+  expect_framing_error (s, g_strdup ("fragment 1: sequence 9, expected 1..8"));
+  send_reordered (s, d, error_new (d, TALLY_ERROR_EXPIRED, "the permission expired"), mtu,
+                  ORDER_BLOCKS_REVERSED, rng);
+
+  /* A fragment whose FIRST never comes: the next message's FIRST, after
+   * tallyd's timeout, reports it and starts afresh. */
+  ScenarioMessage *stray = hello_new (d, 0x44, 1);
+  g_clear_pointer (&fragments, g_ptr_array_unref);
+  fragments = split (stray, mtu);
+  g_assert_cmpuint (fragments->len, ==, 3);
+  gsize stray_len = g_bytes_get_size (fragments->pdata[2]) - 1;
+  static const guint last_only[] = { 2 };
+  send_ordered (s, d, stray, mtu, last_only, G_N_ELEMENTS (last_only), FALSE);
+  add_pause (s, SCENARIO_STALL_MS);
+  static const guint in_order[] = { 0, 1, 2 };
+  send_ordered (s, d, hello_new (d, 0x55, 2), mtu, in_order, G_N_ELEMENTS (in_order), TRUE);
+  /* The FIRST is the third fragment from the end; each took one record,
+   * 1 ms apart. */
+  ScenarioEvent *first = s->events->pdata[s->events->len - 3];
+  g_assert_cmpint (first->index, ==, 0);
+  first->expect_framing_error =
+    g_strdup_printf ("message without its FIRST after %u ms: %" G_GSIZE_FORMAT
+                     " bytes in 1 fragments held, limit %u ms",
+                     SCENARIO_STALL_MS + 1, stray_len, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
+  add_disconnect (s, d);
 }
 
 Scenario *
@@ -421,6 +632,9 @@ scenario_new (ScenarioKind kind)
   case SCENARIO_MALFORMED:
     build_malformed (s);
     break;
+  case SCENARIO_REORDERED:
+    build_reordered (s);
+    break;
   }
   return s;
 }
@@ -481,6 +695,7 @@ typedef struct
 {
   GByteArray *out;
   guint64 records;
+  guint64 paused_us;
 } Writer;
 
 static void
@@ -536,7 +751,7 @@ static void
 record (Writer *w, guint16 index, guint16 opcode, const GByteArray *payload)
 {
   guint32 len = payload != NULL ? payload->len : 0;
-  guint64 ts = BTSNOOP_EPOCH_DELTA + SCENARIO_START_US + w->records * 1000;
+  guint64 ts = BTSNOOP_EPOCH_DELTA + SCENARIO_START_US + w->records * 1000 + w->paused_us;
 
   put_be32 (w->out, len);
   put_be32 (w->out, len);
@@ -836,6 +1051,9 @@ scenario_write_btsnoop (const Scenario *scenario, const char *path, GError **err
       break;
     case SCENARIO_EVENT_DISCONNECT:
       write_disconnect (&w, e->connection);
+      break;
+    case SCENARIO_EVENT_PAUSE:
+      w.paused_us += (guint64) e->pause_ms * 1000;
       break;
     }
   }

@@ -24,7 +24,8 @@ G_BEGIN_DECLS
 #define SCENARIO_TX_CCC        0x0015
 #define SCENARIO_SERVICE_END   0x0015
 
-/* ATT MTU 23 on the fixed channel: 20 bytes per fragment. */
+/* ATT MTU 23 on the fixed channel: 20 bytes per fragment (Write Commands
+ * and plain notifications leave ATT MTU - 3). */
 #define SCENARIO_ATT_MTU  23
 /* BlueZ's EATT channels: L2CAP MTU 517, here with a small MPS so that one
  * notification spans several K-frames. */
@@ -40,6 +41,8 @@ typedef enum
   SCENARIO_ALL_ERRORS,   /* one Error per TallyError code, and an unknown code */
   SCENARIO_NO_DISCOVERY, /* a connection whose GATT layout the capture never shows */
   SCENARIO_MALFORMED,    /* fragments and messages that break the rules, one rule each */
+  SCENARIO_REORDERED,    /* fragments out of order over two ATT bearers, within the window and
+                            beyond it, and a timeout */
 } ScenarioKind;
 
 typedef enum
@@ -76,6 +79,7 @@ typedef enum
   SCENARIO_EVENT_LOG,
   SCENARIO_EVENT_FRAGMENT,
   SCENARIO_EVENT_DISCONNECT,
+  SCENARIO_EVENT_PAUSE,
 } ScenarioEventKind;
 
 typedef struct
@@ -87,15 +91,19 @@ typedef struct
   int priority;
   char *ident;
   char *text;
+  /* PAUSE: the capture's clock jumps */
+  guint pause_ms;
   /* FRAGMENT */
   ScenarioRole role;
   gboolean eatt;        /* over the connection's EATT channel */
   GBytes *fragment;
   int message;          /* index into Scenario.messages, -1 for none */
-  gboolean completes;   /* the last fragment of its message */
-  /* MALFORMED: what a reader must report for this fragment (tallyd's
-   * framing error, or part of the complaint about the message), or NULL */
-  const char *expect_framing_error;
+  int index;            /* position in its message, -1 for a hand-made fragment */
+  gboolean completes;   /* the one whose arrival completes its message */
+  /* MALFORMED, REORDERED: what a reader must report for this fragment
+   * (tallyd's framing error, or part of the complaint about the message),
+   * or NULL */
+  char *expect_framing_error;
   const char *expect_complaint;
 } ScenarioEvent;
 
@@ -111,8 +119,8 @@ Scenario *scenario_new (ScenarioKind kind);
 void scenario_free (Scenario *scenario);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Scenario, scenario_free)
 
-/* "default", "all-errors", "no-discovery", "malformed"; FALSE for anything
- * else. */
+/* "default", "all-errors", "no-discovery", "malformed", "reordered";
+ * FALSE for anything else. */
 gboolean scenario_kind_from_string (const char *name, ScenarioKind *kind);
 
 /* 128-bit UUID in ATT's byte order (little-endian). */

@@ -284,6 +284,7 @@ enum
   MSG_ERROR_CODE,
   MSG_ERROR_NAME,
   MSG_ERROR_MESSAGE,
+  MSG_BYTES,
 };
 static const char *const message_fields[] = {
   "frame.number",
@@ -301,6 +302,7 @@ static const char *const message_fields[] = {
   "tally.error.code",
   "tally.error.name",
   "tally.error.message",
+  "tally.message",
   NULL,
 };
 
@@ -312,6 +314,10 @@ assert_message (GPtrArray *rows, guint i, const ScenarioMessage *m)
   g_assert_cmpstr (cell (rows, i, MSG_CHARACTERISTIC), ==, role_name (m->role));
   g_assert_cmpstr (cell (rows, i, MSG_TYPE), ==, type_name (m->type));
   g_assert_cmpuint (cell_uint (rows, i, MSG_LENGTH), ==, g_bytes_get_size (m->packed));
+  gsize packed_len;
+  const guint8 *packed = g_bytes_get_data (m->packed, &packed_len);
+  g_autofree char *bytes = hex (packed, packed_len);
+  g_assert_cmpstr (cell (rows, i, MSG_BYTES), ==, bytes);
 
   g_autofree char *key = hex (m->key, sizeof m->key);
   switch (m->type) {
@@ -349,7 +355,8 @@ assert_message (GPtrArray *rows, guint i, const ScenarioMessage *m)
     g_assert_cmpstr (cell (rows, i, MSG_ERROR_CODE), ==, "");
 }
 
-/* Every whole message, in the order its last fragment was captured. */
+/* Every whole message, in the order the fragment that completed it was
+ * captured. */
 static void
 assert_messages (const Scenario *s, GPtrArray *rows)
 {
@@ -386,17 +393,98 @@ test_lost_fragment (Fixture *fx, gconstpointer data)
   NEED_TSHARK (fx);
   g_autoptr (Scenario) s = scenario_new (SCENARIO_DEFAULT);
   g_autofree char *capture = write_capture (fx, s, "default.btsnoop");
-  static const char *const fields[] = { "bthci_acl.chandle", "tally.seq", "tally.framing_error",
-                                        "tally.type", NULL };
+  static const char *const error_fields[] = { "frame.number", "bthci_evt.connection_handle",
+                                              "tally.framing_error", NULL };
+  static const char *const fields[] = { "frame.number", "tally.framing_error",
+                                        "_ws.expert.message", NULL };
 
-  g_autoptr (GPtrArray) rows = run_tshark (fx, capture, FALSE, "tally.framing_error", NULL, fields);
-  /* b's second Hello lost its MIDDLE: its LAST (sequence 2) fails. */
-  g_assert_cmpuint (rows->len, ==, 1);
-  g_assert_cmpuint (cell_uint (rows, 0, 0), ==, 0x0041);
-  g_assert_cmpuint (cell_uint (rows, 0, 1), ==, 2);
-  g_assert_cmpstr (cell (rows, 0, 2), ==, "fragment 1: sequence 2, expected 1");
-  g_assert_cmpstr (cell (rows, 0, 3), ==, "");
+  /* b's second Hello lost its MIDDLE: its LAST waits for it, one ahead,
+   * and b disconnects with the Hello incomplete, as tallyd's channel
+   * reports it. */
+  g_autoptr (GPtrArray) rows = run_tshark (fx, capture, TRUE,
+                                           "bthci_acl.chandle == 0x0041 && tally.kind", NULL,
+                                           fields);
+  g_autoptr (GPtrArray) errors = run_tshark (fx, capture, FALSE, "tally.framing_error", NULL,
+                                             error_fields);
+  g_assert_cmpuint (errors->len, ==, 1);
+  g_assert_cmpuint (cell_uint (errors, 0, 1), ==, 0x0041);
+
+  guint n = 0, lost = 0;
+  gsize total = 0, bytes = 0;
+  const char *first_frame = NULL;
+  g_autofree char *abandoned = g_strdup_printf (
+    "its message was abandoned incomplete in frame %s", cell (errors, 0, 0));
+  for (guint i = 0; i < s->events->len; i++) {
+    const ScenarioEvent *e = s->events->pdata[i];
+    if (e->kind != SCENARIO_EVENT_FRAGMENT || e->connection->chandle != 0x0041)
+      continue;
+    g_assert_cmpuint (n, <, rows->len);
+    g_assert_cmpstr (cell (rows, n, 1), ==, "");
+    if (e->message < 0) {
+      gsize len;
+      const guint8 *frag = g_bytes_get_data (e->fragment, &len);
+      if (e->index == 0) {
+        total = (gsize) frag[1] << 8 | frag[2];
+        bytes += len - 3;
+        first_frame = cell (rows, n, 0);
+      } else {
+        bytes += len - 1;
+      }
+      g_assert_nonnull (strstr (cell (rows, n, 2), abandoned));
+      lost++;
+    } else {
+      g_assert_null (strstr (cell (rows, n, 2), "abandoned"));
+    }
+    n++;
+  }
+  g_assert_cmpuint (n, ==, rows->len);
+  g_assert_cmpuint (lost, ==, 2);
+  g_assert_nonnull (first_frame);
+  g_autofree char *expected = g_strdup_printf (
+    "link closed in the middle of a message, payer -> payee (rx): %" G_GSIZE_FORMAT
+    " of %" G_GSIZE_FORMAT " bytes in 2 fragments received, the FIRST in frame %s",
+    bytes, total, first_frame);
+  g_assert_cmpstr (cell (errors, 0, 2), ==, expected);
 }
+
+/* Every fragment of a whole message points forward to the frame that
+ * completed it; that one points back to its FIRST and counts them. */
+static void
+assert_links (const Scenario *s, GPtrArray *rows)
+{
+  g_autoptr (GPtrArray) expected = fragment_events (s);
+
+  g_assert_cmpuint (rows->len, ==, expected->len);
+  for (guint i = 0; i < expected->len; i++) {
+    const ScenarioEvent *e = expected->pdata[i];
+    if (e->index >= 0 && e->expect_framing_error == NULL)
+      g_assert_cmpuint (cell_uint (rows, i, 4), ==, (guint) e->index);
+    if (!e->completes)
+      continue;
+    guint64 last_frame = cell_uint (rows, i, 0);
+    guint n = 0;
+    guint64 first_frame = e->index == 0 ? last_frame : 0;
+    for (guint j = 0; j < i; j++) {
+      const ScenarioEvent *f = expected->pdata[j];
+      if (f->message != e->message)
+        continue;
+      g_assert_cmpuint (cell_uint (rows, j, 1), ==, last_frame);
+      if (f->index == 0)
+        first_frame = cell_uint (rows, j, 0);
+      n++;
+    }
+    g_assert_cmpuint (cell_uint (rows, i, 3), ==, n + 1);
+    g_assert_cmpuint (first_frame, !=, 0);
+    if (n > 0)
+      g_assert_cmpuint (cell_uint (rows, i, 2), ==, first_frame);
+    else
+      g_assert_cmpstr (cell (rows, i, 2), ==, "");
+  }
+}
+
+static const char *const link_fields[] = { "frame.number", "tally.reassembled_in",
+                                           "tally.first_frame", "tally.fragments",
+                                           "tally.fragment_index", NULL };
 
 static void
 test_fragment_links (Fixture *fx, gconstpointer data)
@@ -404,37 +492,64 @@ test_fragment_links (Fixture *fx, gconstpointer data)
   NEED_TSHARK (fx);
   g_autoptr (Scenario) s = scenario_new (SCENARIO_DEFAULT);
   g_autofree char *capture = write_capture (fx, s, "default.btsnoop");
-  static const char *const fields[] = { "frame.number", "tally.reassembled_in",
-                                        "tally.first_frame", "tally.fragments", NULL };
+
+  g_autoptr (GPtrArray) rows = run_tshark (fx, capture, TRUE, "tally.kind", NULL, link_fields);
+  assert_links (s, rows);
+}
+
+/* --- fragments out of order ----------------------------------------------------- */
+
+static void
+test_reordered_messages (Fixture *fx, gconstpointer data)
+{
+  NEED_TSHARK (fx);
+  g_autoptr (Scenario) s = scenario_new (SCENARIO_REORDERED);
+  g_autofree char *capture = write_capture (fx, s, "reordered.btsnoop");
+
+  /* Every fragment shows the header tally_frame_split () gave it... */
+  g_autoptr (GPtrArray) fragments = run_tshark (fx, capture, FALSE, "tally.kind", NULL,
+                                                fragment_fields);
+  assert_fragments (s, fragments);
+  /* ...its index, and the frame that completed its message... */
+  g_autoptr (GPtrArray) links = run_tshark (fx, capture, TRUE, "tally.kind", NULL, link_fields);
+  assert_links (s, links);
+  /* ...where the message shows byte for byte, with its fields. */
+  g_autoptr (GPtrArray) rows = run_tshark (fx, capture, FALSE, "tally.type", NULL, message_fields);
+  assert_messages (s, rows);
+  g_autoptr (GPtrArray) again = run_tshark (fx, capture, TRUE, "tally.type", NULL, message_fields);
+  assert_messages (s, again);
+}
+
+static void
+test_reordered_errors (Fixture *fx, gconstpointer data)
+{
+  NEED_TSHARK (fx);
+  g_autoptr (Scenario) s = scenario_new (SCENARIO_REORDERED);
+  g_autofree char *capture = write_capture (fx, s, "reordered.btsnoop");
+  static const char *const fields[] = { "frame.number", "tally.framing_error",
+                                        "_ws.expert.message", NULL };
   g_autoptr (GPtrArray) expected = fragment_events (s);
+  guint errors = 0;
+  gboolean beyond = FALSE;
 
-  g_autoptr (GPtrArray) rows = run_tshark (fx, capture, TRUE, "tally.kind", NULL, fields);
+  g_autoptr (GPtrArray) rows = run_tshark (fx, capture, FALSE, "tally.kind", NULL, fields);
   g_assert_cmpuint (rows->len, ==, expected->len);
-
-  /* Walk each message's fragments: all but the last point forward to
-   * it, the last points back to the first and counts them. */
   for (guint i = 0; i < expected->len; i++) {
     const ScenarioEvent *e = expected->pdata[i];
-    if (!e->completes)
+    g_test_message ("fragment %u: frame %s: %s", i, cell (rows, i, 0), cell (rows, i, 2));
+    g_assert_cmpstr (cell (rows, i, 1), ==,
+                     e->expect_framing_error != NULL ? e->expect_framing_error : "");
+    if (e->expect_framing_error == NULL)
       continue;
-    guint64 last_frame = cell_uint (rows, i, 0);
-    guint n = 0;
-    guint64 first_frame = last_frame;
-    for (guint j = 0; j < i; j++) {
-      const ScenarioEvent *f = expected->pdata[j];
-      if (f->message != e->message)
-        continue;
-      g_assert_cmpuint (cell_uint (rows, j, 1), ==, last_frame);
-      if (n == 0)
-        first_frame = cell_uint (rows, j, 0);
-      n++;
-    }
-    g_assert_cmpuint (cell_uint (rows, i, 3), ==, n + 1);
-    if (n > 0)
-      g_assert_cmpuint (cell_uint (rows, i, 2), ==, first_frame);
-    else
-      g_assert_cmpstr (cell (rows, i, 2), ==, "");
+    /* As an expert info too, which Wireshark lists. */
+    g_assert_nonnull (strstr (cell (rows, i, 2), e->expect_framing_error));
+    if (g_strcmp0 (e->expect_framing_error, "fragment 1: sequence 9, expected 1..8") == 0)
+      beyond = TRUE;
+    errors++;
   }
+  /* The fragment beyond the window, and the timeout. */
+  g_assert_true (beyond);
+  g_assert_cmpuint (errors, ==, 2);
 }
 
 static void
@@ -528,7 +643,7 @@ test_no_script_errors (Fixture *fx, gconstpointer data)
   NEED_TSHARK (fx);
   static const char *const fields[] = { "frame.number", NULL };
   const ScenarioKind kinds[] = { SCENARIO_DEFAULT, SCENARIO_ALL_ERRORS, SCENARIO_NO_DISCOVERY,
-                                 SCENARIO_MALFORMED };
+                                 SCENARIO_MALFORMED, SCENARIO_REORDERED };
 
   for (gsize k = 0; k < G_N_ELEMENTS (kinds); k++) {
     g_autoptr (Scenario) s = scenario_new (kinds[k]);
@@ -580,6 +695,10 @@ main (int argc, char **argv)
   ADD ("/dissector/messages/reassemble-per-connection-and-direction", test_messages);
   ADD ("/dissector/fragments/flag-a-lost-fragment-like-tallyd", test_lost_fragment);
   ADD ("/dissector/fragments/point-to-their-message", test_fragment_links);
+  ADD ("/dissector/reordering/places-fragments-by-sequence-within-the-window",
+       test_reordered_messages);
+  ADD ("/dissector/reordering/flags-beyond-the-window-and-timeout-like-tallyd",
+       test_reordered_errors);
   ADD ("/dissector/errors/name-every-tally-error-code", test_every_error_name);
   ADD ("/dissector/handles/come-from-preferences-without-discovery",
        test_handles_without_discovery);
