@@ -63,6 +63,10 @@ typedef struct
   GBytes *receipt; /* NULL until acknowledged */
   TallyEntryState state;
   guint64 expires_at; /* of the permission; 0 for a defund */
+  /* H("register-certificate", body) of our certificate when the
+   * permission was made: the one it travels with, which its payee caches. */
+  gboolean has_certificate_hash;
+  guint8 certificate_hash[TALLY_HASH_BYTES];
 } TallySpentRow;
 
 /* An incoming payment, keyed by (payer id, payer counter). */

@@ -118,6 +118,10 @@ static const char *const migrations[] = {
   "DROP TABLE spent;"
   "ALTER TABLE spent_v3 RENAME TO spent;"
   "CREATE INDEX spent_by_payee ON spent (payee_id, state);",
+  /* 3 -> 4: the certificate a permission travelled with, which is the one
+   * its payee caches. */
+  "ALTER TABLE spent ADD COLUMN certificate_hash BLOB"
+  "  CHECK (certificate_hash IS NULL OR length (certificate_hash) = 32);",
 };
 
 #define SCHEMA_VERSION ((gint64) G_N_ELEMENTS (migrations))
@@ -159,7 +163,8 @@ typedef enum
   "last_reconciliation, last_voucher_sequence, revocation_list, revocation_serial, "              \
   "revocation_issued_at, last_result_at, closed, revoked, horizon"
 #define SPENT_COLUMNS                                                                              \
-  "counter, kind, envelope, payee_id, payee_key, amount, created_at, receipt, state, expires_at"
+  "counter, kind, envelope, payee_id, payee_key, amount, created_at, receipt, state, expires_at, " \
+  "certificate_hash"
 #define RECEIVED_COLUMNS                                                                           \
   "payer_id, payer_counter, permission, payer_certificate, receipt, amount, memo, received_at, "  \
   "permission_hash, nonce, state"
@@ -176,7 +181,7 @@ static const char *const stmt_sql[N_STMTS] = {
     " last_voucher_sequence = ?, revocation_list = ?, revocation_serial = ?,"
     " revocation_issued_at = ?, last_result_at = ?, closed = ?, revoked = ?, horizon = ?"
     " WHERE id = 1",
-  [STMT_SPENT_INSERT] = "INSERT INTO spent (" SPENT_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+  [STMT_SPENT_INSERT] = "INSERT INTO spent (" SPENT_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   [STMT_SPENT_LOOKUP] = "SELECT " SPENT_COLUMNS " FROM spent WHERE counter = ?",
   [STMT_SPENT_SET_RECEIPT] = "UPDATE spent SET receipt = ?, state = ? WHERE counter = ?",
   /* A permission without a receipt is in flight until the issuer hands
@@ -619,6 +624,8 @@ soft_spent_insert (gpointer store, const TallySpentRow *row, GError **error)
   bind_bytes (st, 8, row->receipt);
   bind_text (st, 9, state_name (row->state));
   bind_u64 (st, 10, row->expires_at);
+  if (row->has_certificate_hash)
+    bind_blob (st, 11, row->certificate_hash, TALLY_HASH_BYTES);
   return stmt_run (s, st, "storing a spent entry", error);
 }
 
@@ -641,6 +648,12 @@ read_spent_row (SoftStore *s, sqlite3_stmt *st, TallySpentRow *row, GError **err
   out.created_at = col_u64 (st, 6);
   out.receipt = col_bytes (st, 7);
   out.expires_at = col_u64 (st, 9);
+  out.has_certificate_hash = sqlite3_column_type (st, 10) != SQLITE_NULL;
+  if (out.has_certificate_hash &&
+      !col_fixed (s, st, 10, out.certificate_hash, TALLY_HASH_BYTES, error)) {
+    tally_spent_row_clear (&out);
+    return FALSE;
+  }
   *row = out;
   return TRUE;
 }

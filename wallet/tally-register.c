@@ -985,7 +985,9 @@ tally_register_spend (TallyRegister *reg,
     .created_at = now,
     .state = TALLY_ENTRY_STATE_PENDING,
     .expires_at = p.expires_at,
+    .has_certificate_hash = TRUE,
   };
+  tally_envelope_body_hash (reg->cert_env, row.certificate_hash);
   memcpy (row.payee_id, payee->register_id.data, TALLY_ID_BYTES);
   memcpy (row.payee_key, payee->register_public_key.data, TALLY_PUBLIC_KEY_BYTES);
 
@@ -1071,10 +1073,11 @@ acknowledge_locked (TallyRegister *reg,
     row.state == TALLY_ENTRY_STATE_PENDING ? TALLY_ENTRY_STATE_ACKNOWLEDGED : row.state;
   if (!reg->backend->spent_set_receipt (reg->store, row.counter, packed, state, error))
     return FALSE;
-  /* The payee now caches the certificate we paid it with. */
-  guint8 ours[TALLY_HASH_BYTES];
-  tally_envelope_body_hash (reg->cert_env, ours);
-  if (!reg->backend->peer_put (reg->store, row.payee_id, ours, error))
+  /* The payee now caches the certificate the permission travelled with:
+   * the one we held when we made it, which a reconciliation may have
+   * renewed since (a receipt delivered again, or returned by the issuer). */
+  if (row.has_certificate_hash &&
+      !reg->backend->peer_put (reg->store, row.payee_id, row.certificate_hash, error))
     return FALSE;
   *changed = TRUE;
   return TRUE;

@@ -1,0 +1,207 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * Defects tally-faults found, each reduced to the few calls that show it.
+ * A test here asserts the behaviour the protocol requires.  While a defect
+ * stands, meson marks its test should_fail, so a fix turns it into a
+ * failure to be noticed and the mark removed; a fixed one stays as a
+ * regression test.
+ */
+#include <string.h>
+
+#include "tally-issuer.h"
+#include "tally-register.h"
+#include "wallet-fixture.h"
+
+#define T FIXTURE_NOW
+
+/*
+ * Found by: tally-faults --seed 1 --only 16 (step 36); fixed.
+ *
+ * A payer that acknowledges a receipt records that the payee caches "the
+ * certificate we paid it with", so that its next payment to that payee
+ * sends only the certificate's hash (protocol.md 4.2).  It recorded its
+ * current certificate.  When the certificate was renewed between the spend
+ * and the acknowledgement (a reconciliation while the receipt was lost,
+ * then the receipt delivered again or returned by the issuer), the payee
+ * held only the old one and refused every later payment from this payer
+ * with NotFound.  The register now records the certificate it held when it
+ * made the permission.
+ */
+static void
+test_acknowledge_after_renewal (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (FixtureIssuer) issuer = fixture_issuer_new (FIXTURE_CURRENCY);
+  g_autofree char *root = fixture_tmpdir ();
+  g_autofree char *dir_a = g_build_filename (root, "payer", NULL);
+  g_autofree char *dir_b = g_build_filename (root, "payee", NULL);
+  g_autoptr (TallyRegister) payer = fixture_register_new (issuer, dir_a, NULL, T);
+  g_autoptr (TallyRegister) payee = fixture_register_new (issuer, dir_b, NULL, T);
+  fixture_register_fund (issuer, payer, 1, 5000, T);
+
+  /* A payment whose receipt does not reach the payer. */
+  g_autoptr (Tally__PaymentRequest) req =
+    tally_register_new_request (payee, 1000, "lost receipt", T + 1, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) cert_b = tally_register_get_certificate (payee);
+  g_autoptr (Tally__SignedEnvelope) cert_b_env = fixture_envelope (cert_b);
+  g_autoptr (GBytes) permission = tally_register_spend (payer, cert_b_env, req, T + 2, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) cert_a_old = tally_register_get_certificate (payer);
+  g_autoptr (Tally__SignedEnvelope) cert_a_old_env = fixture_envelope (cert_a_old);
+  g_autoptr (Tally__SignedEnvelope) permission_env = fixture_envelope (permission);
+  g_autoptr (GBytes) receipt =
+    tally_register_receive (payee, cert_a_old_env, permission_env, NULL, T + 3, &error);
+  g_assert_no_error (error);
+
+  /* The payer's certificate is renewed, as every reconciliation does. */
+  Tally__Limits limits = fixture_limits ();
+  g_autoptr (GBytes) renewed = fixture_certify (issuer, tally_register_get_public_key (payer),
+                                                &limits, T, T + FIXTURE_YEAR, 2);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (renewed, &len);
+  g_assert_true (tally_register_install_certificate (payer, data, len, T + 4, &error));
+  g_assert_no_error (error);
+
+  /* The lost receipt arrives after all. */
+  g_autoptr (Tally__SignedEnvelope) receipt_env = fixture_envelope (receipt);
+  g_assert_true (tally_register_acknowledge (payer, receipt_env, &error));
+  g_assert_no_error (error);
+
+  /* Whenever the payer would send only the hash of its current
+   * certificate, the payee must be able to look it up. */
+  guint8 current[TALLY_HASH_BYTES];
+  fixture_body_hash (renewed, current);
+  g_autoptr (Tally__SignedEnvelope) cached =
+    tally_register_lookup_certificate (payee, current, &error);
+  if (tally_register_peer_has_certificate (payer, tally_register_get_id (payee)))
+    g_assert_no_error (error);
+  else
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+
+  g_clear_pointer (&payer, tally_register_free);
+  g_clear_pointer (&payee, tally_register_free);
+  fixture_remove_tree (root);
+}
+
+/* --- a clone cashing out ---------------------------------------------------- */
+
+static TallyRegister *
+issued_register (TallyIssuer *issuer, const char *dir, const char *account, gint64 load)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyRegister) reg =
+    tally_register_create (dir, tally_issuer_get_public_key (issuer), &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_issuer_account_create (issuer, account, &error));
+  g_assert_true (tally_issuer_deposit (issuer, account, 10000, &error));
+  Tally__Limits limits = fixture_limits ();
+  g_autoptr (GBytes) cert = tally_issuer_certify (issuer, tally_register_get_public_key (reg),
+                                                  account, &limits, T, T + FIXTURE_YEAR, &error);
+  g_assert_no_error (error);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (cert, &len);
+  g_assert_true (tally_register_install_certificate (reg, data, len, T, &error));
+  if (load > 0) {
+    g_autoptr (GBytes) voucher =
+      tally_issuer_sell_voucher (issuer, tally_register_get_id (reg), load, T, &error);
+    g_assert_no_error (error);
+    data = g_bytes_get_data (voucher, &len);
+    g_assert_true (tally_register_load (reg, data, len, T, &error));
+  }
+  g_assert_no_error (error);
+  return g_steal_pointer (&reg);
+}
+
+static void
+reconcile (TallyIssuer *issuer, TallyRegister *reg, guint64 now)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bundle = tally_register_export_bundle (reg, now, &error);
+  g_assert_no_error (error);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (bundle, &len);
+  g_autoptr (GBytes) result = tally_issuer_reconcile (issuer, data, len, now, NULL, &error);
+  g_assert_no_error (error);
+  data = g_bytes_get_data (result, &len);
+  g_assert_true (tally_register_apply_result (reg, data, len, now, &error));
+  g_assert_no_error (error);
+}
+
+/*
+ * Found by: the fork figures of tally-faults (the value forks created is
+ * about twice the fraud exposure reported), reduced by hand.
+ *
+ * A register is copied; the original defunds its 1000; the copy pays 300
+ * to an honest payee with the same counter (proven: CounterReused, 300 of
+ * exposure) and then defunds its remaining 700 with the next counter,
+ * which extends the copy's own chain and so proves nothing new.  The
+ * issuer credits both defunds to the register's online account: 1700
+ * leave a register funded with 1000, to its owner, and the fraud exposure
+ * says 300.  What a detected clone over-spent must be accounted as
+ * exposure (docs/reliability.md), or not paid out at all.
+ */
+static void
+test_clone_defunds_twice (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *root = fixture_tmpdir ();
+  g_autofree char *dir_i = g_build_filename (root, "issuer", NULL);
+  g_autofree char *dir_a = g_build_filename (root, "a", NULL);
+  g_autofree char *dir_c = g_build_filename (root, "a-clone", NULL);
+  g_autofree char *dir_b = g_build_filename (root, "b", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir_i, "Bank", FIXTURE_CURRENCY, T, &error);
+  g_assert_no_error (error);
+
+  g_autoptr (TallyRegister) a = issued_register (issuer, dir_a, "a", 1000);
+  g_autoptr (TallyRegister) b = issued_register (issuer, dir_b, "b", 0);
+  gint64 online_before;
+  g_assert_true (tally_issuer_account_balance (issuer, "a", &online_before, &error));
+  g_clear_pointer (&a, tally_register_free);
+  fixture_copy_dir (dir_a, dir_c);
+  a = tally_register_open (dir_a, &error);
+  g_assert_no_error (error);
+  g_autoptr (TallyRegister) c = tally_register_open (dir_c, &error);
+  g_assert_no_error (error);
+
+  g_autoptr (GBytes) defund_a = tally_register_defund (a, T + 10, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) permission = fixture_pay (c, b, 300, "from the copy", T + 20, NULL);
+  g_autoptr (GBytes) defund_c = tally_register_defund (c, T + 30, &error);
+  g_assert_no_error (error);
+
+  TallyAudit before;
+  g_assert_true (tally_issuer_audit (issuer, &before, &error));
+  reconcile (issuer, a, T + 40);
+  reconcile (issuer, b, T + 50);
+  reconcile (issuer, c, T + 60);
+  TallyAudit after;
+  g_assert_true (tally_issuer_audit (issuer, &after, &error));
+  g_assert_true (after.balanced);
+  g_assert_cmpuint (after.fraud_proofs, >, 0);
+
+  gint64 online_after;
+  g_assert_true (tally_issuer_account_balance (issuer, "a", &online_after, &error));
+  gint64 paid_out = online_after - online_before + 300; /* to the account and to b */
+  gint64 over_spent = paid_out - 1000;
+  g_test_message ("paid out %" G_GINT64_FORMAT " from 1000, fraud exposure %" G_GINT64_FORMAT,
+                  paid_out, after.fraud_exposure - before.fraud_exposure);
+  g_assert_cmpint (over_spent, <=, after.fraud_exposure - before.fraud_exposure);
+
+  g_clear_pointer (&a, tally_register_free);
+  g_clear_pointer (&b, tally_register_free);
+  g_clear_pointer (&c, tally_register_free);
+  g_clear_pointer (&issuer, tally_issuer_free);
+  fixture_remove_tree (root);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/faults/repro/payer-assumes-payee-caches-certificate-renewed-after-spend",
+                   test_acknowledge_after_renewal);
+  g_test_add_func ("/faults/repro/clone-cashes-out-more-than-the-fraud-exposure-reports",
+                   test_clone_defunds_twice);
+  return g_test_run ();
+}
