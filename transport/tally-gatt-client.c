@@ -18,8 +18,12 @@
  *   rx: AcquireWrite (socket and ATT MTU), else WriteValue type "command"
  *
  * A disconnect or a failure on the way starts over from discovery, a
- * bounded number of times.  Once the link is handed out, a disconnect is
- * TALLY_ERROR_DISCONNECTED on it, and closing the link disconnects.
+ * bounded number of times, after a back-off that grows with the attempts
+ * and carries jitter, so that payers turned away together do not come back
+ * together.  BlueZ answering "busy" (a Connect under way, the notify socket
+ * of an attempt before not yet let go) asks the same step again shortly.
+ * Once the link is handed out, a disconnect is TALLY_ERROR_DISCONNECTED on
+ * it, and closing the link disconnects.
  */
 
 #define BLUEZ                "org.bluez"
@@ -35,9 +39,12 @@
  * a connection that may not come, look again. */
 #define CONNECT_TIMEOUT_MS    10000
 #define RESOLVE_TIMEOUT_S     20
-#define IN_PROGRESS_RETRY_MS  500
-#define NOTIFY_BUSY_RETRIES   6
-#define IN_PROGRESS_RETRIES   4
+/* BlueZ busy: the same step again after ASK_AGAIN_MS, at most this often
+ * in one attempt. */
+#define ASK_AGAIN_MS          500
+#define CONNECT_ASKS          4
+#define NOTIFY_ASKS           6
+/* Back-off before attempt n + 1: n * BASE plus up to JITTER. */
 #define BACKOFF_BASE_MS       400
 #define BACKOFF_JITTER_MS     600
 
@@ -54,7 +61,12 @@ typedef enum
   CONNECT_FAILED,
 } ConnectState;
 
-typedef struct
+typedef struct _ClientConn ClientConn;
+
+/* What the attempt does next when its timer fires. */
+typedef void (*ConnStep) (ClientConn *conn);
+
+struct _ClientConn
 {
   ConnectState state;
   GDBusConnection *bus;
@@ -68,7 +80,8 @@ typedef struct
   GCancellable *calls; /* our D-Bus calls; cancelled on failure */
   gulong cancel_id;
   GSource *deadline;
-  GSource *timer; /* back-off, InProgress retry, resolve timeout */
+  GSource *timer; /* runs timer_step: back-off, asking again, resolve timeout */
+  ConnStep timer_step;
   GSource *cancel_idle;
   guint props_subscription;
   guint added_subscription;
@@ -79,19 +92,18 @@ typedef struct
   char *device;
   char *peer;
   gboolean connected;
-  gboolean device_paired;
   char *rx_path;
   char *tx_path;
   guint att_mtu;
   int notify_fd;
   int write_fd;
   gboolean notify_fallback;
-  guint notify_busy_retries;
-  guint in_progress_retries;
+  guint connect_asks;
+  guint notify_asks;
 
   TallyLink *link; /* once ready, borrowed: the link owns us */
   TallyGattConnectInfo info;
-} ClientConn;
+};
 
 static const char *
 connect_state_to_string (ConnectState state)
@@ -211,8 +223,8 @@ release_device (ClientConn *conn)
   g_clear_pointer (&conn->rx_path, g_free);
   g_clear_pointer (&conn->tx_path, g_free);
   conn->att_mtu = 0;
-  conn->notify_busy_retries = 0;
-  conn->in_progress_retries = 0;
+  conn->connect_asks = 0;
+  conn->notify_asks = 0;
 }
 
 static void
@@ -247,23 +259,47 @@ bluez_error_name (const GError *error)
 static void start_discovery (ClientConn *conn);
 
 static gboolean
-backoff_done (gpointer user_data)
+timer_cb (gpointer user_data)
 {
   ClientConn *conn = user_data;
+  ConnStep step = conn->timer_step;
 
   g_clear_pointer (&conn->timer, g_source_unref);
-  start_discovery (conn);
+  conn->timer_step = NULL;
+  step (conn);
   return G_SOURCE_REMOVE;
 }
 
+/* @step in @ms, replacing whatever the timer was to do. */
 static void
-arm_timer (ClientConn *conn, guint ms, GSourceFunc func)
+conn_schedule (ClientConn *conn, guint ms, ConnStep step)
 {
   clear_source (&conn->timer);
+  conn->timer_step = step;
   conn->timer = g_timeout_source_new (ms);
-  g_source_set_callback (conn->timer, func, conn, NULL);
+  g_source_set_callback (conn->timer, timer_cb, conn, NULL);
   g_source_set_static_name (conn->timer, "[tally] gatt client timer");
   g_source_attach (conn->timer, conn->context);
+}
+
+/* BlueZ answered @remote, a "busy" that ends by itself: @step again after
+ * ASK_AGAIN_MS.  FALSE when @remote is no such answer or @asks reached
+ * @max in this attempt. */
+static gboolean
+conn_ask_again (ClientConn *conn,
+                const char *remote,
+                const char *busy_name,
+                guint *asks,
+                guint max,
+                ConnStep step)
+{
+  if (g_strcmp0 (remote, busy_name) != 0 || *asks >= max)
+    return FALSE;
+  (*asks)++;
+  g_debug ("gatt client %s: %s while %s, asking again (%u of %u)", conn->address, remote,
+           connect_state_to_string (conn->state), *asks, max);
+  conn_schedule (conn, ASK_AGAIN_MS, step);
+  return TRUE;
 }
 
 /* Starts over from discovery, or fails once the attempts are used up.
@@ -287,8 +323,9 @@ conn_retry (ClientConn *conn, GError *error)
   g_info ("gatt client %s: attempt %u failed (%s), trying again", conn->address, conn->attempt,
           error->message);
   conn_enter_state (conn, CONNECT_BACKING_OFF);
-  arm_timer (conn, BACKOFF_BASE_MS * conn->attempt + g_random_int_range (0, BACKOFF_JITTER_MS),
-             backoff_done);
+  conn_schedule (conn,
+                 BACKOFF_BASE_MS * conn->attempt + g_random_int_range (0, BACKOFF_JITTER_MS),
+                 start_discovery);
 }
 
 static gboolean
@@ -534,16 +571,6 @@ start_notify_done (GObject *source, GAsyncResult *result, gpointer user_data)
 
 static void subscribe (ClientConn *conn);
 
-static gboolean
-subscribe_again_cb (gpointer user_data)
-{
-  ClientConn *conn = user_data;
-
-  g_clear_pointer (&conn->timer, g_source_unref);
-  subscribe (conn);
-  return G_SOURCE_REMOVE;
-}
-
 static void
 acquire_notify_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -557,12 +584,9 @@ acquire_notify_done (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     remote = bluez_error_name (error);
     /* Our socket of an attempt before, which BlueZ has not let go yet. */
-    if (g_strcmp0 (remote, "org.bluez.Error.NotPermitted") == 0 &&
-        conn->notify_busy_retries++ < NOTIFY_BUSY_RETRIES) {
-      g_debug ("gatt client %s: notifications still held, asking again", conn->address);
-      arm_timer (conn, IN_PROGRESS_RETRY_MS, subscribe_again_cb);
+    if (conn_ask_again (conn, remote, "org.bluez.Error.NotPermitted", &conn->notify_asks,
+                        NOTIFY_ASKS, subscribe))
       return;
-    }
     g_info ("gatt client %s: AcquireNotify: %s; using StartNotify", conn->address,
             error->message);
     g_dbus_connection_call (conn->bus, BLUEZ, conn->tx_path, GATT_CHRC_IFACE, "StartNotify", NULL,
@@ -587,16 +611,12 @@ subscribe (ClientConn *conn)
 
 /* --- services -------------------------------------------------------------------- */
 
-static gboolean
-resolve_timeout_cb (gpointer user_data)
+static void
+resolve_timed_out (ClientConn *conn)
 {
-  ClientConn *conn = user_data;
-
-  g_clear_pointer (&conn->timer, g_source_unref);
   conn_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
                                  "%s resolved no Tally service within %d s", conn->peer,
                                  RESOLVE_TIMEOUT_S));
-  return G_SOURCE_REMOVE;
 }
 
 static void
@@ -625,8 +645,11 @@ objects_done (GObject *source, GAsyncResult *result, gpointer user_data)
   objects = g_variant_get_child_value (reply, 0);
 
   /* Our primary service under the device, then its two characteristics. */
+  /* g_variant_iter_next, not _loop: leaving a _loop early leaks its last
+   * values. */
   g_variant_iter_init (&iter, objects);
-  while (service == NULL && g_variant_iter_loop (&iter, "{&o@a{sa{sv}}}", &path, &ifaces)) {
+  while (service == NULL && g_variant_iter_next (&iter, "{&o@a{sa{sv}}}", &path, &ifaces)) {
+    g_autoptr (GVariant) owned = ifaces;
     g_autoptr (GVariant) props = g_variant_lookup_value (ifaces, GATT_SERVICE_IFACE, NULL);
     const char *uuid = NULL;
 
@@ -704,16 +727,6 @@ resolved_prop_done (GObject *source, GAsyncResult *result, gpointer user_data)
 
 static void do_connect (ClientConn *conn);
 
-static gboolean
-connect_again_cb (gpointer user_data)
-{
-  ClientConn *conn = user_data;
-
-  g_clear_pointer (&conn->timer, g_source_unref);
-  do_connect (conn);
-  return G_SOURCE_REMOVE;
-}
-
 static void
 connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -729,23 +742,23 @@ connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
     remote = bluez_error_name (error);
     /* Another connect to it is under way (ours or another client's); 5.66
      * also says so as Failed "Operation already in progress". */
-    if ((g_strcmp0 (remote, "org.bluez.Error.InProgress") == 0 ||
-         (g_strcmp0 (remote, "org.bluez.Error.Failed") == 0 &&
-          strstr (error->message, "already in progress") != NULL)) &&
-        conn->in_progress_retries++ < IN_PROGRESS_RETRIES) {
-      g_debug ("gatt client %s: Connect in progress, asking again", conn->address);
-      arm_timer (conn, IN_PROGRESS_RETRY_MS, connect_again_cb);
+    if (g_strcmp0 (remote, "org.bluez.Error.Failed") == 0 &&
+        strstr (error->message, "already in progress") != NULL) {
+      g_free (remote);
+      remote = g_strdup ("org.bluez.Error.InProgress");
+    }
+    if (conn_ask_again (conn, remote, "org.bluez.Error.InProgress", &conn->connect_asks,
+                        CONNECT_ASKS, do_connect))
+      return;
+    if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT)) {
+      /* Busy with another payer (it stopped advertising), or gone. */
+      conn_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
+                                     "%s accepted no connection within %d s", conn->peer,
+                                     CONNECT_TIMEOUT_MS / 1000));
       return;
     }
     if (g_strcmp0 (remote, "org.bluez.Error.AlreadyConnected") != 0) {
       g_dbus_error_strip_remote_error (error);
-      /* A connection that never came may be stuck below BlueZ (a cancel the
-       * controller refused): forget the device, discovery brings it back. */
-      if (!conn->device_paired)
-        g_dbus_connection_call (conn->bus, BLUEZ, conn->adapter_path, ADAPTER_IFACE,
-                                "RemoveDevice", g_variant_new ("(o)", conn->device), NULL,
-                                G_DBUS_CALL_FLAGS_NONE, -1, NULL, ignore_reply,
-                                g_strdup_printf ("RemoveDevice %s", conn->device));
       conn_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
                                      "cannot connect to %s: %s (%s)", conn->peer, error->message,
                                      remote ? remote : "no BlueZ error name"));
@@ -756,7 +769,7 @@ connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
   conn->info.connected = g_get_monotonic_time ();
   g_info ("gatt client %s: connected to %s", conn->address, conn->peer);
   conn_enter_state (conn, CONNECT_RESOLVING);
-  arm_timer (conn, RESOLVE_TIMEOUT_S * 1000, resolve_timeout_cb);
+  conn_schedule (conn, RESOLVE_TIMEOUT_S * 1000, resolve_timed_out);
   g_dbus_connection_call (conn->bus, BLUEZ, conn->device, PROPERTIES_IFACE, "Get",
                           g_variant_new ("(ss)", DEVICE_IFACE, "ServicesResolved"),
                           G_VARIANT_TYPE ("(v)"), G_DBUS_CALL_FLAGS_NONE, -1, conn->calls,
@@ -807,7 +820,9 @@ device_matches (ClientConn *conn, GVariant *props)
       GVariant *value;
 
       g_variant_iter_init (&iter, mfr);
-      while (g_variant_iter_loop (&iter, "{qv}", &company, &value)) {
+      while (g_variant_iter_next (&iter, "{qv}", &company, &value)) {
+        g_autoptr (GVariant) owned = value;
+
         if (company != TALLY_GATT_COMPANY_ID || !g_variant_is_of_type (value, G_VARIANT_TYPE_BYTESTRING))
           continue;
         bytes = g_variant_get_fixed_array (value, &len, 1);
@@ -828,8 +843,6 @@ choose_device (ClientConn *conn, const char *device, GVariant *props)
   g_free (conn->device);
   conn->device = g_strdup (device);
   g_variant_lookup (props, "Address", "&s", &address);
-  conn->device_paired = FALSE;
-  g_variant_lookup (props, "Paired", "b", &conn->device_paired);
   g_free (conn->peer);
   conn->peer = g_strdup_printf ("ble:%s", address ? address : device);
   conn->info.discovered = g_get_monotonic_time ();
@@ -952,6 +965,36 @@ on_device_changed (ClientConn *conn, const char *path, GVariant *changed)
     find_service (conn);
 }
 
+/* bluetoothd drops every discovery session when the adapter goes off, and
+ * says nothing more to the session's owner: the Discovering property
+ * going false is all there is. */
+static void
+on_adapter_changed (ClientConn *conn, GVariant *changed)
+{
+  gboolean discovering = TRUE, powered = TRUE;
+
+  switch (conn->state) {
+  case CONNECT_DISCOVERING:
+    break;
+  case CONNECT_STARTING:
+  case CONNECT_CONNECTING:
+  case CONNECT_RESOLVING:
+  case CONNECT_SUBSCRIBING:
+  case CONNECT_OPENING:
+  case CONNECT_BACKING_OFF:
+  case CONNECT_READY:
+  case CONNECT_FAILED:
+    return;
+  }
+  g_variant_lookup (changed, "Discovering", "b", &discovering);
+  g_variant_lookup (changed, "Powered", "b", &powered);
+  if (!conn->discovering || (discovering && powered))
+    return;
+  conn->discovering = FALSE;
+  conn_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "discovery on %s stopped%s",
+                                 conn->adapter, powered ? "" : ": the adapter was switched off"));
+}
+
 static void
 on_properties_changed (GDBusConnection *connection,
                        const char *sender,
@@ -971,6 +1014,10 @@ on_properties_changed (GDBusConnection *connection,
 
   if (strcmp (iface, DEVICE_IFACE) == 0 && is_adapter_device (conn, path)) {
     on_device_changed (conn, path, changed);
+    return;
+  }
+  if (strcmp (iface, ADAPTER_IFACE) == 0 && strcmp (path, conn->adapter_path) == 0) {
+    on_adapter_changed (conn, changed);
     return;
   }
   /* Notifications without AcquireNotify: each Value change is one. */

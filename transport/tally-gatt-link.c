@@ -361,6 +361,16 @@ gatt_io_watch_tx (GattIO *io, GIOCondition condition)
   g_source_attach (io->tx_watch, io->context);
 }
 
+/* The header byte names the fragment (kind, sequence number): over
+ * Enhanced ATT the order of these lines is the order BlueZ delivered. */
+static void
+gatt_io_deliver (GattIO *io, const guint8 *data, gsize len)
+{
+  if (len > 0)
+    g_debug ("gatt link %s: rx fragment %02x, %" G_GSIZE_FORMAT " bytes", io->peer, data[0], len);
+  tally_link_deliver (io->link, data, len);
+}
+
 static gboolean
 gatt_io_rx_cb (int fd, GIOCondition condition, gpointer user_data)
 {
@@ -391,7 +401,7 @@ gatt_io_rx_cb (int fd, GIOCondition condition, gpointer user_data)
                     TALLY_FRAME_MAX_MTU);
       return G_SOURCE_REMOVE;
     }
-    tally_link_deliver (io->link, buf, (gsize) n);
+    gatt_io_deliver (io, buf, (gsize) n);
     /* Data first: a HUP raised with it is seen on the next round. */
     return io->state == GATT_IO_OPEN ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
   }
@@ -592,7 +602,7 @@ tally_gatt_link_receive (TallyLink *link, const guint8 *data, gsize len)
                   TALLY_FRAME_MAX_MTU);
     return;
   }
-  tally_link_deliver (link, data, len);
+  gatt_io_deliver (io, data, len);
 }
 
 void

@@ -45,6 +45,14 @@
  * what is written to it to that device only. */
 #define PER_DEVICE_BLUEZ_MAJOR 5
 #define PER_DEVICE_BLUEZ_MINOR 76
+/* Rotation slot of our advertisement in exclusive mode (LEAdvertisement1
+ * Duration).  A connection stops the controller's advertising, but Linux
+ * schedules the instance again when its slot ends (2 s unless asked
+ * otherwise), and until our UnregisterAdvertisement lands a second payer
+ * may connect to a stall that serves one: seen in the VM, where D-Bus
+ * takes seconds.  Other advertisers on the adapter get the air less often
+ * while a request waits. */
+#define EXCLUSIVE_ADV_DURATION_S 600
 
 static const char introspection_xml[] =
   "<node>"
@@ -91,6 +99,7 @@ static const char introspection_xml[] =
   "    <property name='ServiceUUIDs' type='as' access='read'/>"
   "    <property name='ManufacturerData' type='a{qv}' access='read'/>"
   "    <property name='Includes' type='as' access='read'/>"
+  "    <property name='Duration' type='q' access='read'/>"
   "  </interface>"
   "</node>";
 
@@ -790,6 +799,9 @@ adv_get_property (GDBusConnection *connection,
                                                         TALLY_GATT_TAG_BYTES, 1));
     return g_variant_builder_end (&data);
   }
+  /* Left out in per-device mode: the kernel's default slot. */
+  if (strcmp (property_name, "Duration") == 0 && server->mode == TALLY_GATT_SERVER_EXCLUSIVE)
+    return g_variant_new_uint16 (EXCLUSIVE_ADV_DURATION_S);
   g_set_error (error, G_DBUS_ERROR, G_DBUS_ERROR_INVALID_ARGS, "no property %s", property_name);
   return NULL;
 }

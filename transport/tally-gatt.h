@@ -257,10 +257,15 @@ typedef struct
 
 /* Discovers the payee @address ("ble", "ble:TAG", "ble:AA:...") on
  * @adapter, connects, resolves our service and sets up notifications and
- * writes.  A disconnect while connecting (a payee serving another payer
- * disconnects newcomers at once), BlueZ's InProgress and a device that
- * cannot be connected are retried a bounded number of times.  Errors: INVALID_ARGUMENT (address), NOT_FOUND (no such
- * adapter, payee or service), DISCONNECTED, TIMEOUT, CANCELLED. */
+ * writes.  A failed attempt (a disconnect while connecting: a payee serving
+ * another payer disconnects newcomers at once; no connection within 10 s:
+ * a busy payee does not advertise; a failed Connect; the adapter switched
+ * off while scanning) starts over from a fresh discovery after a back-off
+ * with jitter, a bounded number of times; BlueZ's "busy" answers
+ * (InProgress, NotPermitted for notifications still held) ask the same
+ * step again.  docs/ble.md has the numbers.  Errors: INVALID_ARGUMENT
+ * (address), NOT_FOUND (no such adapter, payee or service), DISCONNECTED,
+ * TIMEOUT, CANCELLED. */
 void tally_gatt_connect_async (GDBusConnection *system_bus,
                                const char *adapter,
                                const char *address,

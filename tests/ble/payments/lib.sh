@@ -47,15 +47,27 @@ private_bus() {
   fi
 }
 
+SANITIZER_REPORT='ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error:'
 cleanup() {
-  local rc=$? name
+  local rc=$? name reports
   stop_kicker
+  stop_repairer
   for name in "${!PID[@]}"; do
+    kill -CONT "${PID[$name]}" 2>/dev/null || true
     kill -TERM "${PID[$name]}" 2>/dev/null || true
   done
   for name in "${!PID[@]}"; do
     wait "${PID[$name]}" 2>/dev/null || true
   done
+  # Built with -Db_sanitize: a report, leaks at exit included, fails the test.
+  # (No process substitution: the guest has no /dev/fd.)
+  reports=$(grep -l "$SANITIZER_REPORT" "$T"/*.log 2>/dev/null || true)
+  if [ -n "$reports" ]; then
+    printf 'not ok - sanitizer reports in %s\n' "$(tr '\n' ' ' <<<"$reports")"
+    # shellcheck disable=SC2086 # one log per line, no blanks in their paths
+    grep -h -A 30 "$SANITIZER_REPORT" $reports | head -n 120
+    rc=1
+  fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -94,6 +106,7 @@ adapter=$adapter
 EOF
   "$TALLY_DAEMON" -v --config "$T/$name.conf" </dev/null >"$T/$name.log" 2>&1 &
   PID[$name]=$!
+  echo "${PID[$name]}" >"$T/tallyd-$adapter.pid"
   for ((i = 0; i < 300; i++)); do
     kill -0 "${PID[$name]}" 2>/dev/null || fail "tallyd $name exited at start"
     if ctl "$name" --json info >/dev/null 2>&1 &&
@@ -158,6 +171,8 @@ wait_scanning() {
 # Only while bluetoothd holds our advertisement and nothing is connected
 # to the stall: btvirt (5.66) gives every connection the handle 42, and a
 # second connection to one controller corrupts the kernel's connection list.
+# So advertising goes off first, and back on only if, with it off (nothing
+# can connect then), the stall is still unconnected and still advertising.
 KICKER=
 advertising() {
   gdbus call --system --dest org.bluez --object-path "/org/bluez/$1" \
@@ -170,8 +185,11 @@ start_kicker() {
   (
     while :; do
       sleep 1.5
+      if ! advertising "$hci" || connected_to "$hci"; then
+        continue
+      fi
+      hcitool -i "$hci" cmd 0x08 0x000a 00 >/dev/null 2>&1 || true
       if advertising "$hci" && ! connected_to "$hci"; then
-        hcitool -i "$hci" cmd 0x08 0x000a 00 >/dev/null 2>&1 || true
         hcitool -i "$hci" cmd 0x08 0x000a 01 >/dev/null 2>&1 || true
       fi
     done
@@ -184,6 +202,96 @@ stop_kicker() {
     wait "$KICKER" 2>/dev/null || true
     KICKER=
   fi
+}
+
+# Payers that hear the same advertisement connect at the same instant.
+# btvirt (5.66) lets the first LE Create Connection through and answers the
+# others at once with an LE Connection Complete of status 0x3e (Connection
+# Failed to be Established), where a radio's initiator would go on until the
+# next advertisement.  Linux 6.1 takes that completion for success: the
+# status of an LE Meta event does not reach the command's waiter in
+# hci_sync, which alone fails the attempt (hci_le_create_conn_sync,
+# create_le_conn_complete), so the attempt stays pending.  Its LE Create
+# Connection Cancel is refused (btvirt refuses every one: Command
+# Disallowed), the connection object never goes, and every later connection
+# from that controller finds it ("hcitool con": state 5, handle 3840) and
+# times out.  Only powering the controller off drops it, and only once no
+# L2CAP channel hangs on it: with bluetoothd's connecting ATT socket still
+# open, power-off ends in a kernel BUG (list corruption in hci_chan_del).
+#
+# start_repairer ADAPTER...: the kernel's debug message for every LE
+# Connection Complete (dynamic debug, hci_le_conn_complete_evt) names the
+# controller and the status.  On 0x3e for one of ADAPTER..., the repairer
+# waits until the kernel lists no L2CAP channel of that controller to the
+# peer (bluetoothd closes it when the payer gives up its Connect, after
+# 10 s), pauses the tallyd on that controller (SIGSTOP: a connection
+# attempt it started now would hang on the stale one), looks again a
+# second later (a Connect may have been on its way), switches the
+# controller off and on through bluetoothd, and lets tallyd go on.  The
+# payer, back to discovering by then, sees its discovery end and starts
+# over, as after any failed attempt.  The repairs are listed in $REPAIRS:
+# "ADAPTER PEER UPTIME".
+REPAIRER='' REPAIR_DMESG='' REPAIRS=$T/repairs
+L2CAP_CHANNELS=/sys/kernel/debug/bluetooth/l2cap
+power() {
+  gdbus call --system --dest org.bluez --object-path "/org/bluez/$1" \
+    --method org.freedesktop.DBus.Properties.Set org.bluez.Adapter1 Powered "<$2>" >/dev/null
+}
+# l2cap_open LOCAL PEER: an L2CAP channel from LOCAL to PEER exists (the
+# kernel prints addresses in lower case).
+l2cap_open() { grep -qi "^$1 ([0-9]*) $2 " "$L2CAP_CHANNELS"; }
+repair() {
+  local hci=$1 peer local_addr end pid
+  peer=$(hcitool -i "$hci" con | sed -n 's/.* LE \([0-9A-F:]*\) handle [0-9]* state 5 .*/\1/p' | head -n 1)
+  [ -n "$peer" ] || { note "$hci: no pending connection after 0x3e"; return 0; }
+  local_addr=$(hcitool dev | sed -n "s/^[[:space:]]*${hci}[[:space:]]*//p")
+  note "$hci: btvirt failed an LE Create Connection to $peer at once (0x3e); repairing $hci"
+  pid=$(cat "$T/tallyd-$hci.pid")
+  end=$(($(date +%s) + 60))
+  while :; do
+    while l2cap_open "$local_addr" "$peer"; do
+      [ "$(date +%s)" -lt "$end" ] || { note "$hci: the L2CAP channel to $peer stays; not repaired"; return 1; }
+      sleep 0.2
+    done
+    kill -STOP "$pid"
+    sleep 1
+    l2cap_open "$local_addr" "$peer" || break
+    kill -CONT "$pid"
+  done
+  power "$hci" false
+  power "$hci" true
+  kill -CONT "$pid"
+  echo "$hci $peer $(now)" >>"$REPAIRS"
+  note "$hci: power-cycled; $(hcitool -i "$hci" con | grep -c 'state 5' || true) pending connection(s) left"
+}
+start_repairer() {
+  local control=/sys/kernel/debug/dynamic_debug/control fifo=/run/tally-repairer
+  : >"$REPAIRS"
+  [ -e "$control" ] || mount -t debugfs debugfs /sys/kernel/debug || true
+  echo 'func hci_le_conn_complete_evt +p' 2>/dev/null >"$control" ||
+    fail "cannot switch on the kernel's debug message for LE Connection Complete ($control)"
+  [ -r "$L2CAP_CHANNELS" ] || fail "no $L2CAP_CHANNELS"
+  rm -f "$fifo"
+  mkfifo "$fifo"
+  dmesg --follow-new >"$fifo" &
+  REPAIR_DMESG=$!
+  (
+    set +e
+    while read -r line; do
+      [[ $line =~ \ (hci[0-9]+):\ status\ 0x3e$ ]] || continue
+      [[ " $* " == *" ${BASH_REMATCH[1]} "* ]] && repair "${BASH_REMATCH[1]}"
+    done <"$fifo"
+  ) &
+  REPAIRER=$!
+}
+stop_repairer() {
+  local pid
+  for pid in "$REPAIR_DMESG" "$REPAIRER"; do
+    [ -n "$pid" ] || continue
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  REPAIRER='' REPAIR_DMESG=''
 }
 
 # start_request NAME AMOUNT MEMO [PAYERS]: tallyctl request in the

@@ -7,21 +7,31 @@
 # connection that carried a payment.  Prints ATT PDUs and bytes per
 # connection.  The capture (btmon.txt, btmon.snoop) stays in OUTDIR.
 #
-#   test-payments.sh VM_RUN OUTDIR GUEST_SCRIPT TALLY_ISSUER TALLYD TALLYCTL [BLUETOOTHD_CONF]
+#   test-payments.sh VM_RUN OUTDIR GUEST_SCRIPT TALLY_ISSUER TALLYD TALLYCTL
+#                    [--conf BLUETOOTHD_CONF] [--check CHECK_SCRIPT]
+#
+# --conf: bluetoothd reads this main.conf instead of /etc/bluetooth/main.conf.
+# --check: run with OUTDIR after the common checks; its status is the test's.
 
 set -euo pipefail
 
-if [ "$#" -lt 6 ] || [ "$#" -gt 7 ]; then
-  echo "usage: $0 VM_RUN OUTDIR GUEST_SCRIPT TALLY_ISSUER TALLYD TALLYCTL [BLUETOOTHD_CONF]" >&2
+usage() {
+  echo "usage: $0 VM_RUN OUTDIR GUEST_SCRIPT TALLY_ISSUER TALLYD TALLYCTL [--conf FILE] [--check SCRIPT]" >&2
   exit 2
-fi
+}
+[ "$#" -ge 6 ] || usage
 VM_RUN=$1 OUT=$2 SCRIPT=$3
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 export TALLY_ISSUER=$4 TALLY_DAEMON=$5 TALLY_CTL=$6
-if [ "$#" -eq 7 ]; then
-  # bluetoothd reads this main.conf instead of /etc/bluetooth/main.conf.
-  export TALLY_BLE_BLUETOOTHD_ARGS="-f $7"
-fi
+shift 6
+check=
+while [ "$#" -gt 0 ]; do
+  case "$1" in
+    --conf) [ "$#" -ge 2 ] || usage; export TALLY_BLE_BLUETOOTHD_ARGS="-f $2"; shift 2 ;;
+    --check) [ "$#" -ge 2 ] || usage; check=$2; shift 2 ;;
+    *) usage ;;
+  esac
+done
 
 rc=0
 bash "$VM_RUN" --out "$OUT" --timeout 360 -- "$SCRIPT" || rc=$?
@@ -38,3 +48,6 @@ while read -r _ conn _ writes _ wbytes _ notes _ nbytes; do
     { echo "not ok - connection $conn: $writes writes to $rx, $notes notifications of $tx"; exit 1; }
 done < <(grep '^conn ' <<<"$stats")
 echo "ok - btmon shows ATT Write Commands to rx $rx and notifications of tx $tx in $carried connection(s)"
+if [ -n "$check" ]; then
+  bash "$check" "$OUT"
+fi
