@@ -758,30 +758,10 @@ payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, G
                   body->permission->body.len, "permission", error);
   if (perm == NULL)
     return NULL;
-  gboolean offered = perm->payee_nonce.len == s->request->nonce.len &&
-                     memcmp (perm->payee_nonce.data, s->request->nonce.data,
-                             s->request->nonce.len) == 0;
-  /* One addressed to someone else is the register's WrongPayee. */
-  gboolean ours = perm->payee_register_id.len == TALLY_ID_BYTES &&
-                  memcmp (perm->payee_register_id.data, tally_register_get_id (s->reg),
-                          TALLY_ID_BYTES) == 0;
-  if (!ours)
-    offered = !body->redelivery;
-  if (body->redelivery && offered) {
+  if (body->redelivery && perm->payee_nonce.len == s->request->nonce.len &&
+      memcmp (perm->payee_nonce.data, s->request->nonce.data, s->request->nonce.len) == 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
                  "pay: a permission delivered again answers the request just offered");
-    return NULL;
-  }
-  if (!body->redelivery && !offered) {
-    guint8 hash[TALLY_HASH_BYTES];
-    tally_envelope_body_hash (body->permission, hash);
-    if (tally_register_has_received (s->reg, hash))
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
-                   "pay: permission %" G_GUINT64_FORMAT " of this payer was already received",
-                   perm->counter);
-    else
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_NONCE,
-                   "pay: the permission answers another request than the one offered");
     return NULL;
   }
 
@@ -789,7 +769,8 @@ payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, G
   g_autoptr (GBytes) receipt =
     body->redelivery
       ? tally_register_receive_again (s->reg, payer_cert, body->permission, &s->policy, now, error)
-      : tally_register_receive (s->reg, payer_cert, body->permission, &s->policy, now, error);
+      : tally_register_receive (s->reg, payer_cert, body->permission, s->request->nonce.data,
+                                &s->policy, now, error);
   if (receipt == NULL)
     return NULL;
   s->counter = perm->counter;

@@ -1122,6 +1122,7 @@ typedef struct
   const Tally__SignedEnvelope *permission;
   const TallyAcceptPolicy *policy;
   guint64 now;
+  const guint8 *request_nonce; /* the request it must answer, or NULL */
   gboolean again;
   Tally__RegisterCertificate *payer;
   Tally__DepositPermission *p;
@@ -1168,6 +1169,13 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
       !tally_check_bytes (&p->memo_hash, TALLY_HASH_BYTES, "permission memo_hash", error))
     return NULL;
 
+  if (c->request_nonce != NULL &&
+      (p->payee_nonce.len != TALLY_NONCE_BYTES ||
+       memcmp (p->payee_nonce.data, c->request_nonce, TALLY_NONCE_BYTES) != 0)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_NONCE,
+                 "the permission answers another request than the one offered");
+    return NULL;
+  }
   g_auto (TallyNonceRow) request = { 0 };
   gboolean found = FALSE;
   if (p->payee_nonce.len == TALLY_NONCE_BYTES &&
@@ -1288,6 +1296,7 @@ static GBytes *
 receive (TallyRegister *reg,
          const Tally__SignedEnvelope *payer_certificate,
          const Tally__SignedEnvelope *permission,
+         const guint8 *request_nonce,
          const TallyAcceptPolicy *policy,
          gboolean again,
          guint64 now,
@@ -1354,6 +1363,7 @@ receive (TallyRegister *reg,
     .permission = permission,
     .policy = policy,
     .now = now,
+    .request_nonce = request_nonce,
     .again = again,
     .payer = payer,
     .p = p,
@@ -1383,6 +1393,7 @@ GBytes *
 tally_register_receive (TallyRegister *reg,
                         const Tally__SignedEnvelope *payer_certificate,
                         const Tally__SignedEnvelope *permission,
+                        const guint8 request_nonce[TALLY_NONCE_BYTES],
                         const TallyAcceptPolicy *policy,
                         guint64 now,
                         GError **error)
@@ -1390,7 +1401,7 @@ tally_register_receive (TallyRegister *reg,
   g_return_val_if_fail (reg != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
-  return receive (reg, payer_certificate, permission, policy, FALSE, now, error);
+  return receive (reg, payer_certificate, permission, request_nonce, policy, FALSE, now, error);
 }
 
 GBytes *
@@ -1404,20 +1415,7 @@ tally_register_receive_again (TallyRegister *reg,
   g_return_val_if_fail (reg != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
-  return receive (reg, payer_certificate, permission, policy, TRUE, now, error);
-}
-
-gboolean
-tally_register_has_received (TallyRegister *reg, const guint8 permission_hash[TALLY_HASH_BYTES])
-{
-  g_return_val_if_fail (reg != NULL, FALSE);
-  g_return_val_if_fail (permission_hash != NULL, FALSE);
-
-  if (!reg->backend->begin (reg->store, FALSE, NULL))
-    return FALSE;
-  g_autoptr (GBytes) receipt = reg->backend->received_get_receipt (reg->store, permission_hash, NULL);
-  reg->backend->rollback (reg->store);
-  return receipt != NULL;
+  return receive (reg, payer_certificate, permission, NULL, policy, TRUE, now, error);
 }
 
 GBytes *

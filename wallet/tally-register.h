@@ -200,10 +200,13 @@ gboolean tally_register_acknowledge (TallyRegister *reg,
  * the nonce belongs to, duplicates, our balance cap and @policy), credits,
  * consumes the nonce, commits, and returns the packed receipt envelope.
  * A permission expired at @now, or at or before our horizon, is EXPIRED;
- * one received before is REPLAY. */
+ * one received before is REPLAY.  With @request_nonce, the permission must
+ * answer that request, the one offered in the session (WRONG_NONCE
+ * otherwise); NULL accepts any open request of ours. */
 GBytes *tally_register_receive (TallyRegister *reg,
                                 const Tally__SignedEnvelope *payer_certificate,
                                 const Tally__SignedEnvelope *permission,
+                                const guint8 request_nonce[TALLY_NONCE_BYTES],
                                 const TallyAcceptPolicy *policy,
                                 guint64 now,
                                 GError **error);
@@ -218,11 +221,6 @@ GBytes *tally_register_receive_again (TallyRegister *reg,
                                       const TallyAcceptPolicy *policy,
                                       guint64 now,
                                       GError **error);
-
-/* Payee: TRUE when we received and acknowledged the permission with
- * H("deposit-permission", body) = @permission_hash. */
-gboolean tally_register_has_received (TallyRegister *reg,
-                                      const guint8 permission_hash[TALLY_HASH_BYTES]);
 
 /* Payer: TRUE when @peer_id acknowledged a payment made with our current
  * certificate, so the payee has it cached and its hash can stand in. */

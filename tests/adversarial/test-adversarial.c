@@ -449,7 +449,8 @@ payer_awaiting_receipt (World *w)
   script_take_pay (&w->script, pay);
   g_assert_nonnull (w->script.pay->payer_certificate);
   GBytes *receipt = tally_register_receive (PAYEE (w), w->script.pay->payer_certificate,
-                                            w->script.pay->permission, NULL, NOW, &error);
+                                            w->script.pay->permission, NULL, NULL, NOW,
+                                            &error);
   g_assert_no_error (error);
   return receipt;
 }

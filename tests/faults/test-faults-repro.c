@@ -51,7 +51,7 @@ test_acknowledge_after_renewal (void)
   g_autoptr (Tally__SignedEnvelope) cert_a_old_env = fixture_envelope (cert_a_old);
   g_autoptr (Tally__SignedEnvelope) permission_env = fixture_envelope (permission);
   g_autoptr (GBytes) receipt =
-    tally_register_receive (payee, cert_a_old_env, permission_env, NULL, T + 3, &error);
+    tally_register_receive (payee, cert_a_old_env, permission_env, NULL, NULL, T + 3, &error);
   g_assert_no_error (error);
 
   /* The payer's certificate is renewed, as every reconciliation does. */

@@ -835,7 +835,7 @@ offer_once (const Offer *o)
   snapshot_take (&before);
 
   g_autoptr (GBytes) receipt =
-    tally_register_receive (payee, o->cert_env, o->perm_env, o->policy, o->now, &error);
+    tally_register_receive (payee, o->cert_env, o->perm_env, NULL, o->policy, o->now, &error);
   if (receipt != NULL) {
     g_assert_no_error (error);
     if (broken != 0)

@@ -138,7 +138,7 @@ world_build (World *w)
   g_assert_no_error (error);
   g_autoptr (Tally__SignedEnvelope) permission_env = fuzz_envelope (w->permission);
   w->receipt =
-    tally_register_receive (w->payee, payer_cert_env, permission_env, NULL, FUZZ_NOW, &error);
+    tally_register_receive (w->payee, payer_cert_env, permission_env, NULL, NULL, FUZZ_NOW, &error);
   g_assert_no_error (error);
   g_autoptr (Tally__SignedEnvelope) receipt_env = fuzz_envelope (w->receipt);
   g_assert_true (tally_register_acknowledge (w->payer, receipt_env, &error));

@@ -102,7 +102,7 @@ receive_permission (Crash *c, TallyRegister *b, GBytes *permission)
   g_autoptr (GError) error = NULL;
   g_autoptr (Tally__SignedEnvelope) cert_a = fixture_envelope (c->cert_a);
   g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (permission);
-  GBytes *receipt = tally_register_receive (b, cert_a, env, NULL, T + 20, &error);
+  GBytes *receipt = tally_register_receive (b, cert_a, env, NULL, NULL, T + 20, &error);
   g_assert_no_error (error);
   return receipt;
 }

@@ -151,7 +151,8 @@ receive (Party *payee, Party *payer, GBytes *permission, guint64 now)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (permission);
-  GBytes *receipt = tally_register_receive (payee->reg, payer->cert_env, env, NULL, now, &error);
+  GBytes *receipt = tally_register_receive (payee->reg, payer->cert_env, env, NULL, NULL, now,
+                                            &error);
   g_assert_no_error (error);
   g_assert_nonnull (receipt);
   return receipt;
@@ -294,7 +295,7 @@ assert_receive_fails_with (Party *payee,
   g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (permission);
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) receipt =
-    tally_register_receive (payee->reg, payer_cert, env, policy, now, &error);
+    tally_register_receive (payee->reg, payer_cert, env, NULL, policy, now, &error);
   g_assert_error (error, TALLY_ERROR, code);
   g_assert_null (receipt);
   assert_unchanged (payee, before);
@@ -1186,7 +1187,7 @@ test_receive_refuses_with_stale_revocation_list (World *w, gconstpointer data)
   g_assert_no_error (error);
   g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (permission);
   g_autoptr (GBytes) receipt =
-    tally_register_receive (w->b.reg, w->a.cert_env, env, &policy, T, &error);
+    tally_register_receive (w->b.reg, w->a.cert_env, env, NULL, &policy, T, &error);
   g_assert_no_error (error);
   g_assert_nonnull (receipt);
 }

@@ -369,7 +369,7 @@ fixture_pay (TallyRegister *payer,
   g_autoptr (Tally__SignedEnvelope) permission_env = fixture_envelope (permission);
 
   g_autoptr (GBytes) receipt =
-    tally_register_receive (payee, payer_cert_env, permission_env, NULL, now, &error);
+    tally_register_receive (payee, payer_cert_env, permission_env, NULL, NULL, now, &error);
   g_assert_no_error (error);
   g_autoptr (Tally__SignedEnvelope) receipt_env = fixture_envelope (receipt);
 
