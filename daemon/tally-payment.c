@@ -331,6 +331,23 @@ tally_payment_set_callbacks (TallyPayment *p,
 
 /* --- the exchange --- */
 
+/* Sends the message the session just made and follows the session's
+ * state; a link that cannot take it fails the payment as Disconnected. */
+static void
+send_and_follow (TallyPayment *p, GBytes *message, const char *what)
+{
+  g_autoptr (GError) local = NULL;
+  if (!send_message (p, message, &local)) {
+    g_autoptr (GBytes) unsent =
+      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, local->message);
+    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "sending %s failed: %s", what,
+                          local->message),
+          NULL);
+    return;
+  }
+  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+}
+
 /* Payer, offer verified (protocol 4.4): a permission to this payee that lost
  * its receipt goes again first, without asking the agent, since nothing new
  * is spent.  TRUE when it did, or when the payment failed trying. */
@@ -350,15 +367,7 @@ redeliver_pending (TallyPayment *p)
   g_info ("payment %u: delivering again permission %" G_GUINT64_FORMAT
           ", which never got its receipt",
           p->id, tally_session_get_counter (p->session));
-  if (!send_message (p, pay, &local)) {
-    g_autoptr (GBytes) unsent =
-      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, local->message);
-    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
-                          "sending the permission again failed: %s", local->message),
-          NULL);
-    return TRUE;
-  }
-  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+  send_and_follow (p, pay, "the permission again");
   return TRUE;
 }
 
@@ -466,15 +475,7 @@ tally_payment_attach (TallyPayment *p, TallyLink *link, GError **error)
     fail (p, g_steal_pointer (&local), NULL);
     return TRUE;
   }
-  if (!send_message (p, hello, &local)) {
-    g_autoptr (GBytes) unsent =
-      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, local->message);
-    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "sending Hello failed: %s",
-                          local->message),
-          NULL);
-    return TRUE;
-  }
-  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+  send_and_follow (p, hello, "Hello");
   return TRUE;
 }
 
@@ -567,17 +568,9 @@ tally_payment_confirm (TallyPayment *p, GError **error)
     fail (p, g_steal_pointer (&local), wire);
     return FALSE;
   }
-  if (!send_message (p, pay, &local)) {
-    /* Spent and committed; the register keeps the pending entry for
-     * reconciliation. */
-    g_autoptr (GBytes) unsent =
-      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, local->message);
-    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "sending the permission failed: %s",
-                          local->message),
-          NULL);
-    return TRUE;
-  }
-  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+  /* Spent and committed: when sending fails, the register keeps the
+   * pending entry to deliver again or reconcile. */
+  send_and_follow (p, pay, "the permission");
   return TRUE;
 }
 
