@@ -48,6 +48,7 @@ static const GDBusErrorEntry tally_dbus_errors[] = {
   { TALLY_ERROR_WRONG_REGISTER, TALLY_DBUS_ERROR_PREFIX "WrongRegister" },
   { TALLY_ERROR_TIMEOUT, TALLY_DBUS_ERROR_PREFIX "Timeout" },
   { TALLY_ERROR_EXPIRED, TALLY_DBUS_ERROR_PREFIX "Expired" },
+  { TALLY_ERROR_INCOMPLETE, TALLY_DBUS_ERROR_PREFIX "Incomplete" },
 };
 
 G_STATIC_ASSERT (G_N_ELEMENTS (tally_dbus_errors) == TALLY_ERROR_LAST);

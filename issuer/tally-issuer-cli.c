@@ -357,14 +357,16 @@ cmd_reconcile (const Command *cmd, char **args)
   const char *cur = tally_issuer_get_currency (issuer);
   g_autofree char *hex = tally_hex_encode (res->register_id.data, res->register_id.len);
   g_autofree char *reclaimed = tally_amount_format (report.reclaimed_amount, cur);
+  g_autofree char *refused = tally_amount_format (report.refused, cur);
   printf ("register %s reconciled: settled through counter %" G_GUINT64_FORMAT "\n"
           "  spent %u new, received %u new, defunds %u, duplicates %u, fraud proofs %u\n"
           "  reclaimed %u expired permission(s) in flight (%s), late receipts %u\n"
+          "  defunded beyond the evidence and refused: %s\n"
           "  result: %zu own permission(s) reclaimed, %zu payee receipt(s) returned\n"
           "  %s\n",
           hex, res->settled_counter, report.spent_new, report.received_new, report.defunds,
           report.duplicates, report.fraud_proofs, report.reclaimed, reclaimed, report.late_receipts,
-          res->n_reclaimed, res->n_receipts,
+          refused, res->n_reclaimed, res->n_receipts,
           report.revoked ? "register is REVOKED; no certificate renewed" : "certificate renewed");
   return 0;
 }
@@ -469,6 +471,107 @@ cmd_fraud_proofs (const Command *cmd, char **args)
   return 0;
 }
 
+/* "counter-reused,overdrawn" for the kinds set in @kinds. */
+static char *
+proof_kinds_string (guint32 kinds)
+{
+  g_autoptr (GString) out = g_string_new (NULL);
+  for (guint k = 1; k < 32; k++) {
+    if (!(kinds & (1u << k)))
+      continue;
+    if (out->len > 0)
+      g_string_append_c (out, ',');
+    g_string_append (out, tally_issuer_fraud_kind_to_string ((Tally__FraudKind) k));
+  }
+  return g_string_free (g_steal_pointer (&out), FALSE);
+}
+
+static void
+audit_json (GString *out, const TallyAudit *a, GPtrArray *rows, const char *cur)
+{
+  /* Amounts are integers in minor units of "currency". */
+  g_string_append (out, "{\n  \"currency\": ");
+  tally_json_append_string (out, cur);
+  g_string_append_printf (
+    out,
+    ",\n  \"issued\": %" G_GINT64_FORMAT ",\n  \"online\": %" G_GINT64_FORMAT
+    ",\n  \"offline\": %" G_GINT64_FORMAT ",\n  \"in_flight\": %" G_GINT64_FORMAT
+    ",\n  \"fraud_exposure\": %" G_GINT64_FORMAT ",\n  \"awaiting\": %" G_GINT64_FORMAT
+    ",\n  \"refused\": %" G_GINT64_FORMAT ",\n  \"reclaimed\": %" G_GINT64_FORMAT
+    ",\n  \"reclaimed_permissions\": %" G_GUINT64_FORMAT
+    ",\n  \"registers\": %u,\n  \"revoked\": %u,\n  \"fraud_proofs\": %u"
+    ",\n  \"views_unbacked\": %u,\n  \"identity\": %s,\n  \"balanced\": %s",
+    a->issued, a->online, a->offline, a->in_flight, a->fraud_exposure, a->awaiting, a->refused,
+    a->reclaimed, a->reclaimed_count, a->registers, a->revoked, a->fraud_proofs, a->views_unbacked,
+    a->identity ? "true" : "false", a->balanced ? "true" : "false");
+  g_string_append (out, ",\n  \"flagged\": [");
+  for (guint i = 0; i < rows->len; i++) {
+    const TallyAuditRegister *r = rows->pdata[i];
+    g_autofree char *id = tally_hex_encode (r->register_id, TALLY_ID_BYTES);
+    g_autofree char *kinds = proof_kinds_string (r->proof_kinds);
+    g_string_append (out, i ? ",\n    {\"register_id\": " : "\n    {\"register_id\": ");
+    tally_json_append_string (out, id);
+    g_string_append (out, ", \"account\": ");
+    tally_json_append_string (out, r->account);
+    g_string_append_printf (out,
+                            ", \"revoked\": %s, \"view\": %" G_GINT64_FORMAT
+                            ", \"exposure\": %" G_GINT64_FORMAT ", \"awaiting\": %" G_GINT64_FORMAT
+                            ", \"refused\": %" G_GINT64_FORMAT ", \"deficit\": %" G_GINT64_FORMAT
+                            ", \"fraud_proofs\": %u, \"proof_kinds\": ",
+                            r->revoked ? "true" : "false", r->view, r->exposure, r->awaiting,
+                            r->refused, r->deficit, r->proofs);
+    tally_json_append_string (out, kinds);
+    g_string_append_c (out, '}');
+  }
+  g_string_append (out, rows->len ? "\n  ]\n}\n" : "]\n}\n");
+}
+
+static void
+audit_text (GString *out, const TallyAudit *a, GPtrArray *rows, const char *cur)
+{
+  struct
+  {
+    const char *label;
+    gint64 value;
+  } lines[] = {
+    { "issued", a->issued },
+    { "online", a->online },
+    { "offline", a->offline },
+    { "in flight", a->in_flight },
+    { "fraud exposure", a->fraud_exposure },
+    { "awaiting", a->awaiting },
+    { "refused", a->refused },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (lines); i++) {
+    g_autofree char *v = tally_amount_format (lines[i].value, cur);
+    g_string_append_printf (out, "%-15s %s\n", lines[i].label, v);
+  }
+  /* Not a term of the identity: reclaimed value is inside "online". */
+  g_autofree char *reclaimed = tally_amount_format (a->reclaimed, cur);
+  g_string_append_printf (out, "%-15s %s in %" G_GUINT64_FORMAT " expired permission(s)\n",
+                          "reclaimed", reclaimed, a->reclaimed_count);
+  g_string_append_printf (out, "%-15s %u (%u revoked)\n%-15s %u\n", "registers", a->registers,
+                          a->revoked, "fraud proofs", a->fraud_proofs);
+  g_string_append_printf (out, "%-15s %s\n", "identity",
+                          a->identity ? "holds: issued + exposure = online + offline + in flight"
+                                      : "FAILS: the ledger does not add up");
+  g_string_append_printf (out, "%-15s %s\n", "balanced",
+                          a->balanced ? "yes" : "NO: not all value is backed by evidence");
+  for (guint i = 0; i < rows->len; i++) {
+    const TallyAuditRegister *r = rows->pdata[i];
+    g_autofree char *id = tally_hex_encode (r->register_id, TALLY_ID_BYTES);
+    g_autofree char *kinds = proof_kinds_string (r->proof_kinds);
+    g_autofree char *exp = tally_amount_format (r->exposure, cur);
+    g_autofree char *wait = tally_amount_format (r->awaiting, cur);
+    g_autofree char *ref = tally_amount_format (r->refused, cur);
+    g_string_append_printf (out,
+                            "register %s (%s)%s: exposure %s, awaiting %s, refused %s, "
+                            "%u fraud proof(s)%s%s\n",
+                            id, r->account, r->revoked ? " revoked" : "", exp, wait, ref, r->proofs,
+                            *kinds ? ": " : "", kinds);
+  }
+}
+
 static int
 cmd_audit (const Command *cmd, char **args)
 {
@@ -477,45 +580,16 @@ cmd_audit (const Command *cmd, char **args)
   TallyAudit a;
   if (issuer == NULL || !tally_issuer_audit (issuer, &a, &error))
     return fail_error (error);
+  g_autoptr (GPtrArray) rows = tally_issuer_audit_registers (issuer, &error);
+  if (rows == NULL)
+    return fail_error (error);
   const char *cur = tally_issuer_get_currency (issuer);
 
   g_autoptr (GString) out = g_string_new (NULL);
-  if (opt.json) {
-    /* Amounts are integers in minor units of "currency". */
-    g_string_append (out, "{\n  \"currency\": ");
-    tally_json_append_string (out, cur);
-    g_string_append_printf (
-      out,
-      ",\n  \"issued\": %" G_GINT64_FORMAT ",\n  \"online\": %" G_GINT64_FORMAT
-      ",\n  \"offline\": %" G_GINT64_FORMAT ",\n  \"in_flight\": %" G_GINT64_FORMAT
-      ",\n  \"fraud_exposure\": %" G_GINT64_FORMAT ",\n  \"reclaimed\": %" G_GINT64_FORMAT
-      ",\n  \"reclaimed_permissions\": %" G_GUINT64_FORMAT
-      ",\n  \"registers\": %u,\n  \"revoked\": %u,\n  \"fraud_proofs\": %u"
-      ",\n  \"balanced\": %s\n}\n",
-      a.issued, a.online, a.offline, a.in_flight, a.fraud_exposure, a.reclaimed, a.reclaimed_count,
-      a.registers, a.revoked, a.fraud_proofs, a.balanced ? "true" : "false");
-  } else {
-    struct
-    {
-      const char *label;
-      gint64 value;
-    } rows[] = {
-      { "issued", a.issued },       { "online", a.online },
-      { "offline", a.offline },     { "in flight", a.in_flight },
-      { "fraud exposure", a.fraud_exposure },
-    };
-    for (gsize i = 0; i < G_N_ELEMENTS (rows); i++) {
-      g_autofree char *v = tally_amount_format (rows[i].value, cur);
-      g_string_append_printf (out, "%-15s %s\n", rows[i].label, v);
-    }
-    /* Not a term of the balance: reclaimed value is inside "online". */
-    g_autofree char *reclaimed = tally_amount_format (a.reclaimed, cur);
-    g_string_append_printf (out, "%-15s %s in %" G_GUINT64_FORMAT " expired permission(s)\n",
-                            "reclaimed", reclaimed, a.reclaimed_count);
-    g_string_append_printf (out, "%-15s %u (%u revoked)\n%-15s %u\n%-15s %s\n", "registers",
-                            a.registers, a.revoked, "fraud proofs", a.fraud_proofs, "balanced",
-                            a.balanced ? "yes" : "NO");
-  }
+  if (opt.json)
+    audit_json (out, &a, rows, cur);
+  else
+    audit_text (out, &a, rows, cur);
   fputs (out->str, stdout);
   return a.balanced ? 0 : EXIT_FAILED;
 }
@@ -553,11 +627,11 @@ static const Command commands[] = {
   { "revocations", "--out FILE", "Write the current signed revocation list",
     "tally-issuer revocations --out revoked.bin", revocations_entries, 0, 0, cmd_revocations },
   { "fraud-proofs", "[--json]",
-    "List the fraud proofs found so far (counter-reused, chain-fork, late-receipt)",
+    "List the fraud proofs found so far (counter-reused, chain-fork, late-receipt, overdrawn)",
     "tally-issuer fraud-proofs --json", json_entries, 0, 0, cmd_fraud_proofs },
   { "audit", "[--json]",
-    "Check online + offline + in flight = issued (exit status 1 when not); show exposure and "
-    "reclaimed value",
+    "Check issued + exposure = online + offline + in flight from the ledger; list registers "
+    "with exposure, refused defunds or fraud proofs (exit status 1 unless all value is backed)",
     "tally-issuer audit --json", json_entries, 0, 0, cmd_audit },
 };
 

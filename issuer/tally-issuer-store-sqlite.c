@@ -80,6 +80,17 @@ static const char *const migrations[] = {
   "  register_id BLOB PRIMARY KEY REFERENCES registers (id),"
   "  envelope BLOB NOT NULL);"
   "CREATE INDEX entries_in_flight_by_payee ON entries (payee_id, expires_at) WHERE state = 1;",
+  /* 3: the issuer credits only what signed evidence backs (docs/protocol.md
+   * 5.5).  A defund records what it was credited, which may be less than
+   * it claimed; a register records what it was refused and the deficit a
+   * fraud proof has shown.  Defunds booked before were credited in full.
+   * totals.fraud_exposure is no longer kept: the audit derives exposure
+   * from the registers' views. */
+  "ALTER TABLE entries ADD COLUMN credited INTEGER NOT NULL DEFAULT 0;"
+  "UPDATE entries SET credited = amount WHERE kind = 2;"
+  "ALTER TABLE registers ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE registers ADD COLUMN deficit INTEGER NOT NULL DEFAULT 0;"
+  "CREATE INDEX entries_by_payee ON entries (payee_id, state);",
 };
 
 #define SCHEMA_VERSION ((gint64) G_N_ELEMENTS (migrations) + 1)
@@ -117,16 +128,29 @@ typedef enum
   STMT_SUM_ACCOUNTS,
   STMT_SUM_REGISTERS,
   STMT_COUNT_FRAUD,
+  STMT_SUM_IN_FLIGHT,
+  STMT_COUNT_VIEW_MISMATCH,
+  STMT_EVIDENCE_VOUCHERS,
+  STMT_EVIDENCE_RECEIVED,
+  STMT_EVIDENCE_SPENT,
+  STMT_EVIDENCE_LATE,
+  STMT_REGISTER_LIST_FLAGGED,
   N_STMTS
 } StmtId;
 
 #define ENTRY_COLUMNS                                                                              \
   "hash, register_id, counter, kind, payee_id, amount, state, payer_reported, payee_reported, "    \
-  "chain_prev, chain_after, envelope, booked_at, expires_at, receipt"
+  "chain_prev, chain_after, envelope, booked_at, expires_at, receipt, credited"
+
+/* Value paid to a register by permissions already reclaimed: late receipts. */
+#define LATE_SQL                                                                                   \
+  "(SELECT COALESCE(SUM(amount), 0) FROM entries e WHERE e.payee_id = registers.id "               \
+  "AND e.state = 3 AND e.payee_reported != 0)"
 
 #define REGISTER_COLUMNS                                                                           \
   "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
-  "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon"
+  "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon, "  \
+  "refused, deficit"
 
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -140,11 +164,12 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
   /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
   [STMT_REGISTER_PUT] = "INSERT INTO registers (" REGISTER_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
                         "ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
                         "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
                         "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
-                        "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13",
+                        "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
+                        "refused = ?14, deficit = ?15",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_VOUCHER_NEXT] = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
   [STMT_VOUCHER_INSERT] = "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
@@ -153,8 +178,9 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_ENTRY_GET] = "SELECT " ENTRY_COLUMNS " FROM entries WHERE hash = ?1",
   [STMT_ENTRIES_BY_COUNTER] = "SELECT " ENTRY_COLUMNS " FROM entries "
                               "WHERE register_id = ?1 AND counter = ?2 ORDER BY rowid",
-  [STMT_ENTRY_INSERT] = "INSERT INTO entries (" ENTRY_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+  [STMT_ENTRY_INSERT] =
+    "INSERT INTO entries (" ENTRY_COLUMNS ") "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
   [STMT_ENTRY_UPDATE] = "UPDATE entries SET state = ?2, payer_reported = ?3, payee_reported = ?4, "
                         "receipt = ?5 WHERE hash = ?1",
   /* "state = 1" spelled out so that the partial index applies. */
@@ -175,13 +201,45 @@ static const char *const stmt_sql[N_STMTS] = {
                           "VALUES (?1, ?2, ?3)",
   [STMT_REVOCATION_LATEST] = "SELECT serial, envelope FROM revocation_lists "
                              "ORDER BY serial DESC LIMIT 1",
-  [STMT_TOTALS_GET] = "SELECT issued, in_flight, fraud_exposure, reclaimed_count, reclaimed "
+  [STMT_TOTALS_GET] = "SELECT issued, in_flight, reclaimed_count, reclaimed "
                       "FROM totals WHERE id = 1",
-  [STMT_TOTALS_PUT] = "UPDATE totals SET issued = ?1, in_flight = ?2, fraud_exposure = ?3, "
-                      "reclaimed_count = ?4, reclaimed = ?5 WHERE id = 1",
+  [STMT_TOTALS_PUT] = "UPDATE totals SET issued = ?1, in_flight = ?2, "
+                      "reclaimed_count = ?3, reclaimed = ?4 WHERE id = 1",
   [STMT_SUM_ACCOUNTS] = "SELECT COALESCE(SUM(balance), 0) FROM accounts",
-  [STMT_SUM_REGISTERS] = "SELECT COALESCE(SUM(view_balance), 0), COUNT(*), "
-                         "COALESCE(SUM(revoked != 0), 0) FROM registers",
+  /* A revoked register's exposure is the larger of what it spent beyond its
+   * evidence (its negative view) and what it was paid late, after the
+   * payer had the value back (docs/protocol.md 5.5): that value is in its
+   * register or, once spent, in others'.  Its offline value is its view plus
+   * its exposure.  A register in good standing may be negative only until
+   * its own bundle books what it received (awaiting). */
+  [STMT_SUM_REGISTERS] =
+    "WITH r AS (SELECT revoked, view_balance AS v, refused, " LATE_SQL " AS late FROM registers), "
+    "x AS (SELECT revoked, v, refused, "
+    "      CASE WHEN revoked != 0 THEN MAX(late, -v, 0) ELSE 0 END AS exposure FROM r) "
+    "SELECT COALESCE(SUM(v + exposure), 0), COUNT(*), COALESCE(SUM(revoked != 0), 0), "
+    "COALESCE(SUM(exposure), 0), "
+    "COALESCE(SUM(CASE WHEN revoked = 0 THEN MAX(-v, 0) ELSE 0 END), 0), "
+    "COALESCE(SUM(refused), 0) FROM x",
+  [STMT_SUM_IN_FLIGHT] = "SELECT COALESCE(SUM(amount), 0) FROM entries WHERE state = 1",
+  /* Each view recomputed from the evidence itself: vouchers sold, payments
+   * received and settled, own permissions, and what defunds were credited. */
+  [STMT_COUNT_VIEW_MISMATCH] =
+    "SELECT COUNT(*) FROM registers r WHERE r.view_balance != "
+    "(SELECT COALESCE(SUM(amount), 0) FROM vouchers v WHERE v.register_id = r.id) + "
+    "(SELECT COALESCE(SUM(amount), 0) FROM entries e WHERE e.payee_id = r.id AND e.state = 2) - "
+    "(SELECT COALESCE(SUM(CASE WHEN kind = 2 THEN credited ELSE amount END), 0) "
+    " FROM entries e WHERE e.register_id = r.id)",
+  [STMT_REGISTER_LIST_FLAGGED] = "SELECT " REGISTER_COLUMNS " FROM registers "
+                                 "WHERE revoked != 0 OR refused != 0 OR view_balance < 0 OR "
+                                 "deficit != 0 "
+                                 "ORDER BY id",
+  [STMT_EVIDENCE_VOUCHERS] = "SELECT COALESCE(SUM(amount), 0) FROM vouchers WHERE register_id = ?1",
+  [STMT_EVIDENCE_RECEIVED] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
+                             "WHERE payee_id = ?1 AND state = 2",
+  [STMT_EVIDENCE_LATE] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
+                         "WHERE payee_id = ?1 AND state = 3 AND payee_reported != 0",
+  [STMT_EVIDENCE_SPENT] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
+                          "WHERE register_id = ?1 AND counter <= ?2",
   [STMT_COUNT_FRAUD] = "SELECT COUNT(*) FROM fraud_proofs",
 };
 
@@ -426,22 +484,8 @@ sqlite_account_put (gpointer backend, const char *name, gint64 balance, GError *
 /* --- registers --- */
 
 static gboolean
-sqlite_register_get (gpointer backend,
-                     const guint8 id[TALLY_ID_BYTES],
-                     TallyIssuerRegisterRow *row,
-                     GError **error)
+read_register (SqliteStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_GET);
-  bind_blob (st, 1, id, TALLY_ID_BYTES);
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_DONE) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "register not certified by this issuer");
-    return FALSE;
-  }
-  if (rc != SQLITE_ROW)
-    return db_fail (s, "register", error);
-
   TallyIssuerRegisterRow r = { 0 };
   if (!column_fixed (s, st, 0, r.id, TALLY_ID_BYTES, "register id", error) ||
       !column_fixed (s, st, 1, r.public_key, TALLY_PUBLIC_KEY_BYTES, "register key", error))
@@ -457,8 +501,31 @@ sqlite_register_get (gpointer backend,
   r.revoked = sqlite3_column_int (st, 10) != 0;
   r.view_balance = sqlite3_column_int64 (st, 11);
   r.horizon = column_u64 (st, 12);
+  r.refused = sqlite3_column_int64 (st, 13);
+  r.deficit = sqlite3_column_int64 (st, 14);
   *row = r;
   return TRUE;
+}
+
+static gboolean
+sqlite_register_get (gpointer backend,
+                     const guint8 id[TALLY_ID_BYTES],
+                     TallyIssuerRegisterRow *row,
+                     GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_GET);
+  bind_blob (st, 1, id, TALLY_ID_BYTES);
+  int rc = sqlite3_step (st);
+  if (rc == SQLITE_DONE) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
+                 "register not certified by this issuer");
+    return FALSE;
+  }
+  if (rc != SQLITE_ROW)
+    return db_fail (s, "register", error);
+
+  return read_register (s, st, row, error);
 }
 
 static gboolean
@@ -479,6 +546,8 @@ sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError
   sqlite3_bind_int (st, 11, row->revoked ? 1 : 0);
   sqlite3_bind_int64 (st, 12, row->view_balance);
   bind_u64 (st, 13, row->horizon);
+  sqlite3_bind_int64 (st, 14, row->refused);
+  sqlite3_bind_int64 (st, 15, row->deficit);
   return step_done (s, st, "register", error);
 }
 
@@ -498,6 +567,26 @@ sqlite_register_list_revoked (gpointer backend, GPtrArray **ids, GError **error)
   if (rc != SQLITE_DONE)
     return db_fail (s, "revoked registers", error);
   *ids = g_steal_pointer (&out);
+  return TRUE;
+}
+
+static gboolean
+sqlite_register_list_flagged (gpointer backend, GPtrArray **rows, GError **error)
+{
+  SqliteStore *s = backend;
+  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_LIST_FLAGGED);
+  g_autoptr (GPtrArray) out =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_register_row_free);
+  int rc;
+  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+    TallyIssuerRegisterRow *row = g_new0 (TallyIssuerRegisterRow, 1);
+    g_ptr_array_add (out, row);
+    if (!read_register (s, st, row, error))
+      return FALSE;
+  }
+  if (rc != SQLITE_DONE)
+    return db_fail (s, "flagged registers", error);
+  *rows = g_steal_pointer (&out);
   return TRUE;
 }
 
@@ -588,6 +677,7 @@ read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError *
   r.expires_at = column_u64 (st, 13);
   if (sqlite3_column_type (st, 14) != SQLITE_NULL)
     r.receipt = column_bytes (st, 14);
+  r.credited = sqlite3_column_int64 (st, 15);
   *row = r;
   return TRUE;
 }
@@ -661,6 +751,7 @@ sqlite_entry_insert (gpointer backend, const TallyIssuerEntryRow *row, GError **
   bind_u64 (st, 13, row->booked_at);
   bind_u64 (st, 14, row->expires_at);
   bind_optional_bytes (st, 15, row->receipt);
+  sqlite3_bind_int64 (st, 16, row->credited);
   if (sqlite3_step (st) == SQLITE_DONE)
     return TRUE;
   if (is_constraint (s)) {
@@ -826,9 +917,8 @@ sqlite_totals_get (gpointer backend, TallyIssuerTotals *totals, GError **error)
     return FALSE;
   totals->issued = sqlite3_column_int64 (st, 0);
   totals->in_flight = sqlite3_column_int64 (st, 1);
-  totals->fraud_exposure = sqlite3_column_int64 (st, 2);
-  totals->reclaimed_count = column_u64 (st, 3);
-  totals->reclaimed = sqlite3_column_int64 (st, 4);
+  totals->reclaimed_count = column_u64 (st, 2);
+  totals->reclaimed = sqlite3_column_int64 (st, 3);
   return TRUE;
 }
 
@@ -839,9 +929,8 @@ sqlite_totals_put (gpointer backend, const TallyIssuerTotals *totals, GError **e
   g_autoptr (BorrowedStmt) st = borrow (s, STMT_TOTALS_PUT);
   sqlite3_bind_int64 (st, 1, totals->issued);
   sqlite3_bind_int64 (st, 2, totals->in_flight);
-  sqlite3_bind_int64 (st, 3, totals->fraud_exposure);
-  bind_u64 (st, 4, totals->reclaimed_count);
-  sqlite3_bind_int64 (st, 5, totals->reclaimed);
+  bind_u64 (st, 3, totals->reclaimed_count);
+  sqlite3_bind_int64 (st, 4, totals->reclaimed);
   return step_done (s, st, "totals", error);
 }
 
@@ -862,6 +951,21 @@ sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
     sums->offline = sqlite3_column_int64 (st, 0);
     sums->registers = (guint) sqlite3_column_int64 (st, 1);
     sums->revoked = (guint) sqlite3_column_int64 (st, 2);
+    sums->exposure = sqlite3_column_int64 (st, 3);
+    sums->awaiting = sqlite3_column_int64 (st, 4);
+    sums->refused = sqlite3_column_int64 (st, 5);
+  }
+  {
+    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_IN_FLIGHT);
+    if (!step_row (s, st, "in-flight sum", error))
+      return FALSE;
+    sums->in_flight = sqlite3_column_int64 (st, 0);
+  }
+  {
+    g_autoptr (BorrowedStmt) st = borrow (s, STMT_COUNT_VIEW_MISMATCH);
+    if (!step_row (s, st, "view check", error))
+      return FALSE;
+    sums->views_unbacked = (guint) sqlite3_column_int64 (st, 0);
   }
   {
     g_autoptr (BorrowedStmt) st = borrow (s, STMT_COUNT_FRAUD);
@@ -870,6 +974,39 @@ sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
     sums->fraud_proofs = (guint) sqlite3_column_int64 (st, 0);
   }
   return TRUE;
+}
+
+/* One SUM over @register_id (and @counter, when the statement takes it). */
+static gboolean
+sum_for (SqliteStore *s,
+         StmtId id,
+         const guint8 register_id[TALLY_ID_BYTES],
+         guint64 counter,
+         gint64 *out,
+         GError **error)
+{
+  g_autoptr (BorrowedStmt) st = borrow (s, id);
+  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  if (sqlite3_bind_parameter_count (st) > 1)
+    bind_u64 (st, 2, counter);
+  if (!step_row (s, st, "evidence", error))
+    return FALSE;
+  *out = sqlite3_column_int64 (st, 0);
+  return TRUE;
+}
+
+static gboolean
+sqlite_register_evidence (gpointer backend,
+                          const guint8 register_id[TALLY_ID_BYTES],
+                          guint64 counter,
+                          TallyIssuerEvidence *evidence,
+                          GError **error)
+{
+  SqliteStore *s = backend;
+  return sum_for (s, STMT_EVIDENCE_VOUCHERS, register_id, 0, &evidence->vouchers, error) &&
+         sum_for (s, STMT_EVIDENCE_RECEIVED, register_id, 0, &evidence->received, error) &&
+         sum_for (s, STMT_EVIDENCE_SPENT, register_id, counter, &evidence->spent, error) &&
+         sum_for (s, STMT_EVIDENCE_LATE, register_id, 0, &evidence->late, error);
 }
 
 /* --- lifetime --- */
@@ -899,6 +1036,7 @@ static const TallyIssuerStoreOps sqlite_ops = {
   .register_get = sqlite_register_get,
   .register_put = sqlite_register_put,
   .register_list_revoked = sqlite_register_list_revoked,
+  .register_list_flagged = sqlite_register_list_flagged,
   .voucher_next_sequence = sqlite_voucher_next_sequence,
   .voucher_insert = sqlite_voucher_insert,
   .voucher_get = sqlite_voucher_get,
@@ -916,6 +1054,7 @@ static const TallyIssuerStoreOps sqlite_ops = {
   .totals_get = sqlite_totals_get,
   .totals_put = sqlite_totals_put,
   .sums = sqlite_sums,
+  .register_evidence = sqlite_register_evidence,
 };
 
 static gboolean

@@ -17,6 +17,15 @@ tally_issuer_register_row_clear (TallyIssuerRegisterRow *row)
   memset (row, 0, sizeof *row);
 }
 
+void
+tally_issuer_register_row_free (TallyIssuerRegisterRow *row)
+{
+  if (row == NULL)
+    return;
+  tally_issuer_register_row_clear (row);
+  g_free (row);
+}
+
 const char *
 tally_issuer_entry_kind_to_string (TallyIssuerEntryKind kind)
 {
@@ -197,6 +206,12 @@ tally_issuer_store_register_list_revoked (TallyIssuerStore *store, GPtrArray **i
 }
 
 gboolean
+tally_issuer_store_register_list_flagged (TallyIssuerStore *store, GPtrArray **rows, GError **error)
+{
+  CALL (store, register_list_flagged, rows, error);
+}
+
+gboolean
 tally_issuer_store_voucher_next_sequence (TallyIssuerStore *store,
                                           const guint8 register_id[TALLY_ID_BYTES],
                                           guint64 *sequence,
@@ -338,6 +353,16 @@ tally_issuer_store_totals_put (TallyIssuerStore *store,
                                GError **error)
 {
   CALL (store, totals_put, totals, error);
+}
+
+gboolean
+tally_issuer_store_register_evidence (TallyIssuerStore *store,
+                                      const guint8 register_id[TALLY_ID_BYTES],
+                                      guint64 counter,
+                                      TallyIssuerEvidence *evidence,
+                                      GError **error)
+{
+  CALL (store, register_evidence, register_id, counter, evidence, error);
 }
 
 gboolean

@@ -40,9 +40,13 @@ typedef struct
   /* created_at of the newest bundle reconciled: the register refuses every
    * permission expiring at or before it (docs/protocol.md 5). */
   guint64 horizon;
+  gint64 refused; /* defunded value claimed beyond the evidence, never credited */
+  gint64 deficit; /* largest deficit an OVERDRAWN fraud proof has shown */
 } TallyIssuerRegisterRow;
 
 void tally_issuer_register_row_clear (TallyIssuerRegisterRow *row);
+/* For GPtrArrays of heap-allocated rows. */
+void tally_issuer_register_row_free (TallyIssuerRegisterRow *row);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (TallyIssuerRegisterRow, tally_issuer_register_row_clear)
 
 typedef enum
@@ -84,6 +88,7 @@ typedef struct
   guint64 booked_at;
   guint64 expires_at; /* the permission's; 0 for a defund or no expiry */
   GBytes *receipt;    /* the payee's packed receipt envelope, or NULL */
+  gint64 credited;    /* a defund's: what the online account received; 0 otherwise */
 } TallyIssuerEntryRow;
 
 void tally_issuer_entry_row_clear (TallyIssuerEntryRow *row);
@@ -107,7 +112,6 @@ typedef struct
 {
   gint64 issued;
   gint64 in_flight;
-  gint64 fraud_exposure;
   guint64 reclaimed_count; /* permissions ever RECLAIMED */
   gint64 reclaimed;        /* their value, returned to online accounts */
 } TallyIssuerTotals;
@@ -115,11 +119,27 @@ typedef struct
 typedef struct
 {
   gint64 online;
-  gint64 offline;
+  gint64 offline;   /* views; a revoked register's counts only when positive */
+  gint64 exposure;  /* revoked registers' negative views, as positive value */
+  gint64 awaiting;  /* negative views of registers in good standing */
+  gint64 refused;   /* defunded value never credited */
+  gint64 in_flight; /* summed over the entries, not the running total */
   guint registers;
   guint revoked;
   guint fraud_proofs;
+  guint views_unbacked; /* registers whose view differs from their evidence */
 } TallyIssuerSums;
+
+/* A register's evidence through one counter (docs/protocol.md 5.5): what
+ * the issuer sold it, what it was paid and acknowledged, and the signed
+ * amounts of all its own entries up to that counter. */
+typedef struct
+{
+  gint64 vouchers;
+  gint64 received;
+  gint64 spent;
+  gint64 late; /* paid by permissions already reclaimed: not evidence */
+} TallyIssuerEvidence;
 
 /* --- backend interface ------------------------------------------------------ */
 
@@ -148,6 +168,9 @@ typedef struct
   gboolean (*register_put) (gpointer backend, const TallyIssuerRegisterRow *row, GError **error);
   /* Ids of revoked registers in ascending byte order, as 16-byte GBytes. */
   gboolean (*register_list_revoked) (gpointer backend, GPtrArray **ids, GError **error);
+  /* Rows of registers that are revoked, were refused value or hold a
+   * negative view, in ascending id order. */
+  gboolean (*register_list_flagged) (gpointer backend, GPtrArray **rows, GError **error);
 
   /* 1 for a register that has none yet. */
   gboolean (*voucher_next_sequence) (gpointer backend,
@@ -226,6 +249,14 @@ typedef struct
   gboolean (*totals_get) (gpointer backend, TallyIssuerTotals *totals, GError **error);
   gboolean (*totals_put) (gpointer backend, const TallyIssuerTotals *totals, GError **error);
   gboolean (*sums) (gpointer backend, TallyIssuerSums *sums, GError **error);
+  /* Sums of vouchers sold to @register_id, of permissions to it that are
+   * SETTLED, of its own entries with counter <= @counter, and of
+   * permissions to it that were RECLAIMED before its receipt came. */
+  gboolean (*register_evidence) (gpointer backend,
+                                 const guint8 register_id[TALLY_ID_BYTES],
+                                 guint64 counter,
+                                 TallyIssuerEvidence *evidence,
+                                 GError **error);
 } TallyIssuerStoreOps;
 
 /* Takes ownership of @backend; ops->free releases it. */
@@ -276,6 +307,9 @@ gboolean tally_issuer_store_register_list_revoked (TallyIssuerStore *store,
                                                    GPtrArray **ids,
                                                    GError **error);
 
+gboolean tally_issuer_store_register_list_flagged (TallyIssuerStore *store,
+                                                   GPtrArray **rows,
+                                                   GError **error);
 gboolean tally_issuer_store_voucher_next_sequence (TallyIssuerStore *store,
                                                    const guint8 register_id[TALLY_ID_BYTES],
                                                    guint64 *sequence,
@@ -347,6 +381,11 @@ gboolean tally_issuer_store_totals_get (TallyIssuerStore *store,
 gboolean tally_issuer_store_totals_put (TallyIssuerStore *store,
                                         const TallyIssuerTotals *totals,
                                         GError **error);
+gboolean tally_issuer_store_register_evidence (TallyIssuerStore *store,
+                                               const guint8 register_id[TALLY_ID_BYTES],
+                                               guint64 counter,
+                                               TallyIssuerEvidence *evidence,
+                                               GError **error);
 gboolean tally_issuer_store_sums (TallyIssuerStore *store, TallyIssuerSums *sums, GError **error);
 
 G_END_DECLS

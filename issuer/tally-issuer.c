@@ -738,14 +738,16 @@ count_new (Reconcile *rc, const Booking *b)
  * does not start at the genesis head: that entry proves the fork on its own,
  * because the genesis head is a function of the register id. */
 static gboolean
-record_fraud (Reconcile *rc,
-              const guint8 register_id[TALLY_ID_BYTES],
-              Tally__FraudKind kind,
-              const Tally__SignedEnvelope *first,
-              const Tally__SignedEnvelope *second,
-              GError **error)
+record_fraud_deficit (Reconcile *rc,
+                      const guint8 register_id[TALLY_ID_BYTES],
+                      Tally__FraudKind kind,
+                      const Tally__SignedEnvelope *first,
+                      const Tally__SignedEnvelope *second,
+                      gint64 deficit,
+                      GError **error)
 {
   Tally__FraudProof fp = TALLY__FRAUD_PROOF__INIT;
+  fp.deficit = deficit;
   fp.register_id.data = (guint8 *) register_id;
   fp.register_id.len = TALLY_ID_BYTES;
   fp.kind = kind;
@@ -767,6 +769,17 @@ record_fraud (Reconcile *rc,
   g_autofree char *hex = tally_hex_encode (register_id, TALLY_ID_BYTES);
   g_info ("fraud by register %s: %s", hex, tally_issuer_fraud_kind_to_string (kind));
   return TRUE;
+}
+
+static gboolean
+record_fraud (Reconcile *rc,
+              const guint8 register_id[TALLY_ID_BYTES],
+              Tally__FraudKind kind,
+              const Tally__SignedEnvelope *first,
+              const Tally__SignedEnvelope *second,
+              GError **error)
+{
+  return record_fraud_deficit (rc, register_id, kind, first, second, 0, error);
 }
 
 static gboolean
@@ -942,6 +955,60 @@ prove_late_receipt (Reconcile *rc,
   return TRUE;
 }
 
+/*
+ * The register's evidence through @counter (protocol.md 5.5): vouchers sold
+ * to it, plus payments to it that are settled, minus the signed amounts of
+ * all its own entries booked with a counter up to @counter.  An honest
+ * register's balance after its entry at @counter is never more than this,
+ * because every payment it had received by then is booked once its bundle
+ * is, and it has loaded no voucher the issuer did not sell.
+ */
+static gboolean
+evidence_through (Reconcile *rc,
+                  const guint8 register_id[TALLY_ID_BYTES],
+                  guint64 counter,
+                  gint64 *backed,
+                  GError **error)
+{
+  TallyIssuerEvidence ev;
+  return tally_issuer_store_register_evidence (rc->issuer->store, register_id, counter, &ev,
+                                               error) &&
+         add_signed (ev.vouchers, ev.received, backed, error) &&
+         add_signed (*backed, -ev.spent, backed, error);
+}
+
+/*
+ * A defund is credited only up to the evidence before it: whatever a
+ * rolled-back, edited or cloned register claims beyond that is refused and
+ * never reaches an account.  Called before the defund's own row is booked,
+ * and after every entry the bundle lists below it (entries are booked in
+ * counter order and a bundle with a gap is refused whole), so entries at
+ * the same counter that a clone booked earlier count against it.  A revoked
+ * register may still defund what its evidence backs: the value is its
+ * account holder's, and the bound alone keeps clones from cashing out twice.
+ */
+static gboolean
+defund_credit (Reconcile *rc, const Booking *b, gint64 *credited, GError **error)
+{
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  gint64 backed = 0;
+  if (!tally_issuer_store_register_get (rc->issuer->store, b->payer, &row, error) ||
+      !evidence_through (rc, b->payer, b->counter, &backed, error))
+    return FALSE;
+  *credited = CLAMP (backed, 0, b->amount);
+  gint64 refused = b->amount - *credited;
+  if (refused == 0)
+    return TRUE;
+
+  g_autofree char *hex = short_hex (b->payer);
+  g_info ("register %s: defund at counter %" G_GUINT64_FORMAT " credited %" G_GINT64_FORMAT
+          " of %" G_GINT64_FORMAT ": the rest is not backed by evidence",
+          hex, b->counter, *credited, b->amount);
+  rc->report.refused += refused;
+  return add_signed (row.refused, refused, &row.refused, error) &&
+         tally_issuer_store_register_put (rc->issuer->store, &row, error);
+}
+
 static gboolean
 book_new (Reconcile *rc, const Booking *b, GError **error)
 {
@@ -949,11 +1016,11 @@ book_new (Reconcile *rc, const Booking *b, GError **error)
   if (!detect_fraud (rc, b, &fraud, error))
     return FALSE;
   if (fraud) {
-    /* The payee accepted in good faith: the entry is still booked below,
-     * and the payer is revoked and its excess counted as exposure. */
+    /* The payee accepted in good faith: the entry is still booked below.
+     * The payer is revoked; what it spent beyond its evidence shows as its
+     * negative view, which the audit counts as exposure. */
     gboolean changed;
-    if (!add_signed (rc->totals.fraud_exposure, b->amount, &rc->totals.fraud_exposure, error) ||
-        !mark_revoked (rc->issuer, b->payer, &changed, error))
+    if (!mark_revoked (rc->issuer, b->payer, &changed, error))
       return FALSE;
     rc->revocations_changed |= changed;
   }
@@ -988,15 +1055,17 @@ book_new (Reconcile *rc, const Booking *b, GError **error)
   if (b->payee_half)
     row.receipt = tally_envelope_pack (b->receipt);
 
-  if (!adjust_view (rc, b->payer, -b->amount, error))
-    return FALSE;
   switch (b->kind) {
   case TALLY_ISSUER_ENTRY_DEFUND:
-    if (!credit_account_of (rc, b->payer, b->amount, error))
+    if (!defund_credit (rc, b, &row.credited, error) ||
+        !adjust_view (rc, b->payer, -row.credited, error) ||
+        !credit_account_of (rc, b->payer, row.credited, error))
       return FALSE;
     row.state = TALLY_ISSUER_ENTRY_SETTLED;
     break;
   case TALLY_ISSUER_ENTRY_PERMISSION:
+    if (!adjust_view (rc, b->payer, -b->amount, error))
+      return FALSE;
     if (b->payee_half) {
       if (!adjust_view (rc, b->payee, b->amount, error))
         return FALSE;
@@ -1054,9 +1123,9 @@ book_again (Reconcile *rc, const Booking *b, TallyIssuerEntryRow *row, GError **
       break;
     case TALLY_ISSUER_ENTRY_RECLAIMED:
       /* Not credited twice: the payer holds the value online already and
-       * the payee's register holds it beyond the issuer's view. */
-      if (!add_signed (rc->totals.fraud_exposure, row->amount, &rc->totals.fraud_exposure, error) ||
-          !prove_late_receipt (rc, row->payee_id, b->receipt, error))
+       * the payee's register holds it beyond the issuer's view.  Once the
+       * payee spends it, its view goes negative: exposure (5.5). */
+      if (!prove_late_receipt (rc, row->payee_id, b->receipt, error))
         return FALSE;
       break;
     }
@@ -1095,6 +1164,12 @@ check_chain_fields (guint64 counter, const ProtobufCBinaryData *chain_prev, GErr
 {
   if (counter == 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "entry counter must start at 1");
+    return FALSE;
+  }
+  /* The ledger compares counters as signed 64-bit integers. */
+  if (counter > G_MAXINT64) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "entry counter %" G_GUINT64_FORMAT " is beyond 2^63 - 1", counter);
     return FALSE;
   }
   return tally_check_bytes (chain_prev, TALLY_HASH_BYTES, "entry chain head", error);
@@ -1475,6 +1550,16 @@ collect_outcomes (Reconcile *rc, GError **error)
   return TRUE;
 }
 
+/* Highest own counter the bundle lists; 0 when it lists none.  rc->spent
+ * is sorted by counter once booked. */
+static const Booking *
+highest_listed (Reconcile *rc)
+{
+  if (rc->spent->len == 0)
+    return NULL;
+  return &g_array_index (rc->spent, Booking, rc->spent->len - 1);
+}
+
 /* Highest c such that every counter 1..c of the register is booked. */
 static gboolean
 advance_settled_counter (Reconcile *rc, TallyIssuerRegisterRow *row, GError **error)
@@ -1487,6 +1572,68 @@ advance_settled_counter (Reconcile *rc, TallyIssuerRegisterRow *row, GError **er
       break;
     row->settled_counter++;
   }
+  return TRUE;
+}
+
+/*
+ * A bundle may leave no counter below its highest own entry unbooked
+ * (protocol.md 5.5).  Otherwise a register could hide a payment, list a
+ * later defund, and have it credited against value the hidden payment had
+ * already spent.  An honest register lists every entry the issuer has not
+ * settled, so this never refuses one.
+ */
+static gboolean
+check_complete (Reconcile *rc, GError **error)
+{
+  const Booking *top = highest_listed (rc);
+  if (top == NULL)
+    return TRUE;
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  if (!tally_issuer_store_register_get (rc->issuer->store, rc->register_id, &row, error) ||
+      !advance_settled_counter (rc, &row, error))
+    return FALSE;
+  if (row.settled_counter >= top->counter)
+    return TRUE;
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_INCOMPLETE,
+               "bundle lists counter %" G_GUINT64_FORMAT
+               " but no entry at counter %" G_GUINT64_FORMAT " is known",
+               top->counter, row.settled_counter + 1);
+  return FALSE;
+}
+
+/*
+ * Once the register's whole bundle is booked, its evidence through the
+ * counter it reports must not be negative (protocol.md 5.5).  A deficit is
+ * value the register spent that nothing backs: an edited balance, a key
+ * used beyond the balance, a clone.  A new or larger deficit is proven with
+ * an OVERDRAWN fraud proof and the register is revoked.
+ */
+static gboolean
+check_overdrawn (Reconcile *rc,
+                 const Tally__ReconciliationBundle *bundle,
+                 const Tally__SignedEnvelope *env,
+                 GError **error)
+{
+  const Booking *top = highest_listed (rc);
+  guint64 through = MAX (bundle->counter, top ? top->counter : 0);
+  gint64 backed;
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  if (through == 0)
+    return TRUE;
+  if (!evidence_through (rc, rc->register_id, through, &backed, error) ||
+      !tally_issuer_store_register_get (rc->issuer->store, rc->register_id, &row, error))
+    return FALSE;
+  if (backed >= 0 || -backed <= row.deficit)
+    return TRUE;
+
+  row.deficit = -backed;
+  gboolean changed;
+  if (!tally_issuer_store_register_put (rc->issuer->store, &row, error) ||
+      !record_fraud_deficit (rc, rc->register_id, TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN, env,
+                             top ? top->env : NULL, row.deficit, error) ||
+      !mark_revoked (rc->issuer, rc->register_id, &changed, error))
+    return FALSE;
+  rc->revocations_changed |= changed;
   return TRUE;
 }
 
@@ -1585,6 +1732,11 @@ reconcile_locked (Reconcile *rc,
   if (bundle == NULL ||
       !tally_check_bytes (&bundle->register_id, TALLY_ID_BYTES, "bundle register id", error))
     return NULL;
+  if (bundle->counter > G_MAXINT64) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "bundle counter %" G_GUINT64_FORMAT " is beyond 2^63 - 1", bundle->counter);
+    return NULL;
+  }
   memcpy (rc->register_id, bundle->register_id.data, TALLY_ID_BYTES);
 
   g_auto (TallyIssuerRegisterRow) row = { 0 };
@@ -1599,9 +1751,12 @@ reconcile_locked (Reconcile *rc,
   g_info ("reconciling register %s: %zu spent, %zu received, %zu voucher(s)", hex,
           bundle->n_spent, bundle->n_received, bundle->n_vouchers);
 
+  /* Received entries first: an honest register's evidence then includes
+   * every payment it had received before it spent (5.5). */
   if (!tally_issuer_store_totals_get (issuer->store, &rc->totals, error) ||
-      !check_vouchers (rc, bundle, error) || !book_spent (rc, bundle, error) ||
-      !book_received (rc, bundle, error) || !raise_horizon (rc, bundle, env, error) ||
+      !check_vouchers (rc, bundle, error) || !book_received (rc, bundle, error) ||
+      !book_spent (rc, bundle, error) || !check_complete (rc, error) ||
+      !check_overdrawn (rc, bundle, env, error) || !raise_horizon (rc, bundle, env, error) ||
       !collect_outcomes (rc, error) ||
       !tally_issuer_store_totals_put (issuer->store, &rc->totals, error))
     return NULL;
@@ -1680,6 +1835,7 @@ tally_issuer_fraud_kind_to_string (Tally__FraudKind kind)
   case TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED: return "counter-reused";
   case TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK: return "chain-fork";
   case TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT: return "late-receipt";
+  case TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN: return "overdrawn";
   case TALLY__FRAUD_KIND__FRAUD_KIND_UNSPECIFIED:
   case _TALLY__FRAUD_KIND_IS_INT_SIZE: break;
   }
@@ -1758,17 +1914,81 @@ tally_issuer_audit (TallyIssuer *issuer, TallyAudit *audit, GError **error)
     .issued = totals.issued,
     .online = sums.online,
     .offline = sums.offline,
-    .in_flight = totals.in_flight,
-    .fraud_exposure = totals.fraud_exposure,
+    .in_flight = sums.in_flight,
+    .fraud_exposure = sums.exposure,
+    .awaiting = sums.awaiting,
+    .refused = sums.refused,
     .reclaimed = totals.reclaimed,
     .reclaimed_count = totals.reclaimed_count,
     .registers = sums.registers,
     .revoked = sums.revoked,
     .fraud_proofs = sums.fraud_proofs,
+    .views_unbacked = sums.views_unbacked,
   };
-  gint64 held;
-  audit->balanced = !__builtin_add_overflow (sums.online, sums.offline, &held) &&
-                    !__builtin_add_overflow (held, totals.in_flight, &held) &&
-                    held == totals.issued;
+  /* issued + exposure = online + offline + in flight, every term summed
+   * from the ledger itself; the running in-flight total must agree. */
+  gint64 held, owed;
+  audit->identity = !__builtin_add_overflow (sums.online, sums.offline, &held) &&
+                    !__builtin_add_overflow (held, sums.in_flight, &held) &&
+                    !__builtin_add_overflow (totals.issued, sums.exposure, &owed) && held == owed &&
+                    totals.in_flight == sums.in_flight && sums.views_unbacked == 0;
+  audit->balanced = audit->identity && sums.exposure == 0 && sums.awaiting == 0;
   return TRUE;
+}
+
+static gboolean
+exposure_of (TallyIssuer *issuer,
+             TallyIssuerRegisterRow *row,
+             TallyAuditRegister *out,
+             GError **error)
+{
+  g_autoptr (GPtrArray) proofs = NULL;
+  if (!tally_issuer_store_fraud_proof_list (issuer->store, row->id, &proofs, error))
+    return FALSE;
+  TallyIssuerEvidence ev;
+  if (!tally_issuer_store_register_evidence (issuer->store, row->id, 0, &ev, error))
+    return FALSE;
+  memcpy (out->register_id, row->id, TALLY_ID_BYTES);
+  out->account = g_steal_pointer (&row->account);
+  out->revoked = row->revoked;
+  out->view = row->view_balance;
+  /* As the audit sums it (tally-issuer-store-sqlite.c). */
+  out->exposure = row->revoked ? MAX (MAX (ev.late, -row->view_balance), 0) : 0;
+  out->awaiting = row->revoked ? 0 : MAX (-row->view_balance, 0);
+  out->refused = row->refused;
+  out->deficit = row->deficit;
+  for (guint i = 0; i < proofs->len; i++) {
+    const TallyIssuerFraudRow *f = proofs->pdata[i];
+    if (f->kind > 0 && f->kind < 32)
+      out->proof_kinds |= 1u << f->kind;
+    out->proofs++;
+  }
+  return TRUE;
+}
+
+static void
+audit_register_free (TallyAuditRegister *r)
+{
+  g_free (r->account);
+  g_free (r);
+}
+
+GPtrArray *
+tally_issuer_audit_registers (TallyIssuer *issuer, GError **error)
+{
+  g_return_val_if_fail (issuer != NULL, NULL);
+
+  if (!tally_issuer_store_begin (issuer->store, error))
+    return NULL;
+  g_autoptr (GPtrArray) rows = NULL;
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) audit_register_free);
+  gboolean ok = tally_issuer_store_register_list_flagged (issuer->store, &rows, error);
+  for (guint i = 0; ok && i < rows->len; i++) {
+    TallyAuditRegister *r = g_new0 (TallyAuditRegister, 1);
+    g_ptr_array_add (out, r);
+    ok = exposure_of (issuer, rows->pdata[i], r, error);
+  }
+  if (!finish (issuer, ok, error))
+    return NULL;
+  return g_steal_pointer (&out);
 }

@@ -21,20 +21,49 @@ G_BEGIN_DECLS
 
 typedef struct _TallyIssuer TallyIssuer;
 
+/*
+ * The audit (protocol.md 5.4, 5.5).  Every figure is summed from the ledger;
+ * the identity
+ *
+ *   issued + fraud_exposure = online + offline + in_flight
+ *
+ * holds whatever registers send.  fraud_exposure is value revoked registers
+ * spent that their evidence does not back, now held by others.
+ */
 typedef struct
 {
   gint64 issued;         /* all value ever deposited into the system */
   gint64 online;         /* sum of online account balances */
-  gint64 offline;        /* sum of the issuer's view of register balances */
+  gint64 offline;        /* registers' views; a revoked register's only when positive */
   gint64 in_flight;      /* permissions reported by payers, not yet by payees */
-  gint64 fraud_exposure; /* value spent twice, or credited after it was reclaimed */
+  gint64 fraud_exposure; /* revoked registers' spending beyond their evidence */
+  gint64 awaiting;       /* negative views of registers not revoked: spending whose
+                          * backing payments their own bundles have yet to book */
+  gint64 refused;        /* defunded value claimed beyond evidence, never credited */
   gint64 reclaimed;      /* expired permissions returned to payers' accounts */
   guint64 reclaimed_count;
   guint registers;
   guint revoked;
   guint fraud_proofs;
-  gboolean balanced;     /* online + offline + in_flight == issued */
+  guint views_unbacked; /* registers whose view is not what their evidence sums to */
+  gboolean identity;    /* the identity above holds, and every view matches its evidence */
+  gboolean balanced;    /* identity, and neither exposure nor anything awaiting */
 } TallyAudit;
+
+/* One register the audit names: revoked, refused value, or a negative view. */
+typedef struct
+{
+  guint8 register_id[TALLY_ID_BYTES];
+  char *account;
+  gboolean revoked;
+  gint64 view;
+  gint64 exposure;
+  gint64 awaiting;
+  gint64 refused;
+  gint64 deficit;      /* largest deficit an OVERDRAWN proof showed */
+  guint proofs;        /* fraud proofs naming it */
+  guint32 proof_kinds; /* bit (1 << Tally__FraudKind) for each kind among them */
+} TallyAuditRegister;
 
 typedef struct
 {
@@ -44,6 +73,7 @@ typedef struct
   guint defunds;
   guint fraud_proofs;
   guint late_receipts; /* payee halves of permissions already reclaimed */
+  gint64 refused;      /* defunded value this bundle claimed beyond its evidence */
   guint reclaimed;     /* permissions this reconciliation reclaimed, any payer */
   gint64 reclaimed_amount;
   gboolean revoked;
@@ -109,9 +139,11 @@ gboolean tally_issuer_revoke (TallyIssuer *issuer,
 GBytes *tally_issuer_get_revocation_list (TallyIssuer *issuer, GError **error);
 /* Packed fraud proof envelopes. */
 GPtrArray *tally_issuer_get_fraud_proofs (TallyIssuer *issuer, GError **error);
-/* "counter-reused", "chain-fork", "late-receipt"; "unknown" otherwise. */
+/* "counter-reused", "chain-fork", "late-receipt", "overdrawn"; "unknown" otherwise. */
 const char *tally_issuer_fraud_kind_to_string (Tally__FraudKind kind);
 
 gboolean tally_issuer_audit (TallyIssuer *issuer, TallyAudit *audit, GError **error);
+/* TallyAuditRegister rows in register id order; each traced to its proofs. */
+GPtrArray *tally_issuer_audit_registers (TallyIssuer *issuer, GError **error);
 
 G_END_DECLS

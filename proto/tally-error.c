@@ -51,6 +51,7 @@ tally_error_to_string (TallyError code)
   case TALLY_ERROR_WRONG_REGISTER: return "WrongRegister";
   case TALLY_ERROR_TIMEOUT: return "Timeout";
   case TALLY_ERROR_EXPIRED: return "Expired";
+  case TALLY_ERROR_INCOMPLETE: return "Incomplete";
   }
   return NULL;
 }

@@ -59,9 +59,10 @@ typedef enum
   TALLY_ERROR_WRONG_REGISTER = 42,
   TALLY_ERROR_TIMEOUT = 43,
   TALLY_ERROR_EXPIRED = 44,
+  TALLY_ERROR_INCOMPLETE = 45,
 } TallyError;
 
-#define TALLY_ERROR_LAST TALLY_ERROR_EXPIRED
+#define TALLY_ERROR_LAST TALLY_ERROR_INCOMPLETE
 
 /* Short stable identifier, e.g. "BadSignature"; NULL for an unknown code. */
 const char *tally_error_to_string (TallyError code);

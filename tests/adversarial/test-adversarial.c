@@ -89,7 +89,7 @@ typedef struct
   TallyRegister *target;  /* the register a load or result goes to */
   GPtrArray *fragments;   /* GBytes, for the reassembler */
   GArray *fragment_times; /* gint64 microseconds, one per fragment */
-  gint64 fraud_amount;    /* OUTCOME_FRAUD_PROVED: the double-spent entry's amount */
+  gint64 fraud_amount;    /* OUTCOME_FRAUD_PROVED: value spent beyond the evidence */
 
   /* What the attack did. */
   TallySession *attacked;
@@ -915,7 +915,9 @@ static void
 prepare_counter_reused_at_issuer (World *w)
 {
   double_spend (w);
-  w->fraud_amount = 300;
+  /* 7.00 spent of the 100.00 sold: proven and revoked, yet nothing exists
+   * beyond the evidence, so no exposure (protocol.md 5.5). */
+  w->fraud_amount = 0;
   w->input = export_bundle (THIRD (w));
 }
 
@@ -926,7 +928,7 @@ prepare_chain_forked_at_issuer (World *w)
    * counter 2 extends an entry the issuer never saw. */
   double_spend (w);
   g_autoptr (GBytes) fork = fixture_pay (PAYER (w), PAYEE (w), 200, "fork", NOW, NULL);
-  w->fraud_amount = 200;
+  w->fraud_amount = 0;
   w->input = export_bundle (PAYEE (w));
 }
 

@@ -89,10 +89,12 @@ typedef struct
   guint64 forks_with_evidence;
   guint64 frauds_detected;
   guint64 late_receipts;
+  guint64 overdrawn;
   guint64 redelivery_sessions;
   guint64 unjudged;
   gint64 fraud_exposure;
   gint64 fork_created;
+  gint64 refused;
   /* A violation found in a child, reported by the parent. */
   char child_failure[1024];
 } Figures;
@@ -638,6 +640,7 @@ error_expected (const Pay *p, const GError *error)
   case TALLY_ERROR_VOUCHER_REPLAY:
   case TALLY_ERROR_DECRYPT:
   case TALLY_ERROR_TRANSCRIPT:
+  case TALLY_ERROR_INCOMPLETE:
   case TALLY_ERROR_POLICY:
   case TALLY_ERROR_STALE_REVOCATION_LIST:
   case TALLY_ERROR_NO_CERTIFICATE:
@@ -1644,17 +1647,23 @@ check_fraud_proofs (Scenario *sc,
     if (fp == NULL || fp->register_id.len != TALLY_ID_BYTES)
       return violation (sc, "fraud proof %u is malformed", i);
     g_autofree char *hex = tally_hex_encode (fp->register_id.data, TALLY_ID_BYTES);
-    if (fp->kind == TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT) {
-      /* A payee that signed a receipt its own later bundle denied: only a
-       * register rolled back (or cloned) can. */
+    if (fp->kind == TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT ||
+        fp->kind == TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN) {
+      /* A payee that signed a receipt its own later bundle denied, or a
+       * register that spent beyond its evidence: only a register rolled
+       * back (or cloned) can. */
       Reg *named = NULL;
       for (guint r = 0; r < sc->regs->len; r++)
         if (strcmp (reg_at (sc, r)->id_hex, hex) == 0)
           named = reg_at (sc, r);
       if (named == NULL || !named->forked)
-        return violation (sc, "late-receipt proof %u accuses %s, which never forked", i,
+        return violation (sc, "%s proof %u accuses %s, which never forked",
+                          tally_issuer_fraud_kind_to_string (fp->kind), i,
                           named ? named->name : hex);
-      figures->late_receipts++;
+      if (fp->kind == TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT)
+        figures->late_receipts++;
+      else
+        figures->overdrawn++;
       continue;
     }
     if (fp->kind != TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED &&
@@ -1881,7 +1890,9 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
  * ids, bal(r) a register's balance read from its database, online(a) the
  * issuer's account balance and view(f) the issuer's view of a register:
  *
- *   (1) the issuer's audit is balanced and "issued" is what was deposited;
+ *   (1) the audit's identity holds (issued + exposure = online + offline +
+ *       in flight, each summed from the ledger) and "issued" is what was
+ *       deposited;
  *   (2) Σ_{r∈H} bal(r) + Σ_{r∈H} ledger(r) + Σ_{f∈F} (view(f) + online(f))
  *         + in_flight = deposited,  with in_flight = 0,
  *       where ledger(r) is the account balance the driver computes itself
@@ -1892,6 +1903,9 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
  *
  * The value a fork created, Σ_{copies c of f} bal(c) − view(f), is no
  * part of (2): it is reported next to the issuer's fraud exposure.
+ *
+ *   (4) what forks spent beyond their evidence, Σ_{f∈F} max(0, −view(f)),
+ *       is in the audit's exposure, and exposure comes with fraud proofs.
  */
 static gboolean
 check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, gint64 reclaimed)
@@ -1899,12 +1913,14 @@ check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, 
   const gint64 in_flight = 0;
   g_autoptr (GError) error = NULL;
   const TallyAudit audit = rep->audit;
-  if (!audit.balanced)
+  if (!audit.identity || audit.balanced != (audit.fraud_exposure == 0 && audit.awaiting == 0))
     return violation (sc,
-                      "the audit is not balanced: online %" G_GINT64_FORMAT
+                      "the audit's identity fails: online %" G_GINT64_FORMAT
                       " + offline %" G_GINT64_FORMAT " + in flight %" G_GINT64_FORMAT
-                      " != issued %" G_GINT64_FORMAT,
-                      audit.online, audit.offline, audit.in_flight, audit.issued);
+                      " != issued %" G_GINT64_FORMAT " + exposure %" G_GINT64_FORMAT
+                      " (views unbacked %u)",
+                      audit.online, audit.offline, audit.in_flight, audit.issued,
+                      audit.fraud_exposure, audit.views_unbacked);
   if (audit.issued != sc->deposited)
     return violation (
       sc, "the issuer reports %" G_GINT64_FORMAT " issued, %" G_GINT64_FORMAT " was deposited",
@@ -1919,7 +1935,7 @@ check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, 
       sc, "the issuer reports %" G_GINT64_FORMAT " reclaimed, the attempts %" G_GINT64_FORMAT,
       audit.reclaimed, reclaimed);
 
-  gint64 total = in_flight;
+  gint64 total = in_flight, unbacked = 0;
   for (guint i = 0; i < sc->regs->len; i++) {
     Reg *r = reg_at (sc, i);
     if (r->is_clone)
@@ -1939,6 +1955,7 @@ check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, 
                     "%s forked: copies hold %" G_GINT64_FORMAT ", issuer's view %" G_GINT64_FORMAT,
                     r->name, held, row.view_balance);
       total += row.view_balance + online;
+      unbacked += MAX (-row.view_balance, 0);
       continue;
     }
     if (row.view_balance != bal)
@@ -1956,15 +1973,17 @@ check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, 
       sc, "registers + accounts + in flight = %" G_GINT64_FORMAT ", deposited %" G_GINT64_FORMAT,
       total, sc->deposited);
   figures->fraud_exposure += audit.fraud_exposure;
-  /* A double spend always costs; a late receipt need not (the payer got
-   * the value back and the payee no longer holds it). */
+  figures->refused += audit.refused;
+  /* A double spend need not cost: a copy may spend within what the
+   * evidence backs.  What it spent beyond that must show as exposure. */
   if ((audit.fraud_exposure > 0 && audit.fraud_proofs == 0) ||
-      (audit.fraud_exposure == 0 && g_hash_table_size (rep->spent_twice) > 0))
-    return violation (sc,
-                      "fraud exposure %" G_GINT64_FORMAT " with %u fraud proof(s), %u of "
-                      "them for spending twice",
-                      audit.fraud_exposure, audit.fraud_proofs,
-                      g_hash_table_size (rep->spent_twice));
+      (g_hash_table_size (rep->spent_twice) > 0 && audit.fraud_proofs == 0) ||
+      audit.fraud_exposure < unbacked)
+    return violation (
+      sc,
+      "fraud exposure %" G_GINT64_FORMAT " with %u fraud proof(s), %u of "
+      "them for spending twice; forks spent %" G_GINT64_FORMAT " beyond their evidence",
+      audit.fraud_exposure, audit.fraud_proofs, g_hash_table_size (rep->spent_twice), unbacked);
   return TRUE;
 }
 
@@ -2227,9 +2246,10 @@ print_summary (guint64 seed, gdouble seconds, guint failures)
           f->forks_with_evidence, f->frauds_detected);
   printf ("  late-receipt proofs against rolled-back payees %" G_GUINT64_FORMAT "\n",
           f->late_receipts);
+  printf ("  overdrawn proofs against forked registers %" G_GUINT64_FORMAT "\n", f->overdrawn);
   printf ("  fraud exposure reported %" G_GINT64_FORMAT ", value forks created %" G_GINT64_FORMAT
-          "\n",
-          f->fraud_exposure, f->fork_created);
+          ", defunds refused %" G_GINT64_FORMAT "\n",
+          f->fraud_exposure, f->fork_created, f->refused);
   printf ("  violations               %u\n", failures);
 }
 

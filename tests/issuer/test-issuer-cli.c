@@ -339,11 +339,26 @@ test_cli_reconciles_and_reports_fraud (Fixture *f, gconstpointer data)
   g_assert_nonnull (strstr (proofs.out, "\"kind\": \"counter-reused\""));
   g_assert_nonnull (strstr (proofs.out, "\"proof\": \""));
 
+  /* Alice spent 5.00 she did not have: exposure, so the audit fails,
+   * and names her register with the proof behind the figure. */
   g_auto (Run) audit = RUN (f, "audit", "--json");
-  expect_ok (&audit);
+  g_assert_cmpint (audit.status, ==, 1);
   g_assert_nonnull (strstr (audit.out, "\"fraud_exposure\": 500,"));
   g_assert_nonnull (strstr (audit.out, "\"revoked\": 1,"));
-  g_assert_nonnull (strstr (audit.out, "\"balanced\": true"));
+  g_assert_nonnull (strstr (audit.out, "\"identity\": true"));
+  g_assert_nonnull (strstr (audit.out, "\"balanced\": false"));
+  g_autofree char *flagged =
+    g_strdup_printf ("{\"register_id\": \"%s\", \"account\": \"alice\", \"revoked\": true, "
+                     "\"view\": -500, \"exposure\": 500,",
+                     a_hex);
+  g_assert_nonnull (strstr (audit.out, flagged));
+  g_assert_nonnull (strstr (audit.out, "\"proof_kinds\": \"counter-reused\"}"));
+  g_auto (Run) audit_text = RUN (f, "audit");
+  g_assert_cmpint (audit_text.status, ==, 1);
+  g_assert_nonnull (strstr (audit_text.out, "fraud exposure  5.00 EUR\n"));
+  g_assert_nonnull (strstr (audit_text.out, "identity        holds"));
+  g_assert_nonnull (strstr (audit_text.out, "balanced        NO"));
+  g_assert_nonnull (strstr (audit_text.out, "(alice) revoked: exposure 5.00 EUR"));
 
   g_auto (Run) list = RUN (f, "revocations", "--out", "revoked.bin");
   expect_ok (&list);
@@ -454,18 +469,22 @@ test_cli_reports_reclaim_and_late_receipt (Fixture *f, gconstpointer data)
   expect_ok (&proofs_text);
   g_assert_nonnull (strstr (proofs_text.out, "late-receipt"));
 
+  /* Bob's register holds the 10.00 Alice had back: exposure, and the
+   * offline value his register holds beyond the issuer's view. */
   g_auto (Run) audit = RUN (f, "audit", "--json");
-  expect_ok (&audit);
+  g_assert_cmpint (audit.status, ==, 1);
   g_assert_nonnull (strstr (audit.out, "\"online\": 3000,"));
-  g_assert_nonnull (strstr (audit.out, "\"offline\": 2000,"));
+  g_assert_nonnull (strstr (audit.out, "\"offline\": 3000,"));
   g_assert_nonnull (strstr (audit.out, "\"in_flight\": 0,"));
   g_assert_nonnull (strstr (audit.out, "\"fraud_exposure\": 1000,"));
   g_assert_nonnull (strstr (audit.out, "\"reclaimed\": 1000,"));
   g_assert_nonnull (strstr (audit.out, "\"reclaimed_permissions\": 1,"));
   g_assert_nonnull (strstr (audit.out, "\"revoked\": 1,"));
-  g_assert_nonnull (strstr (audit.out, "\"balanced\": true"));
+  g_assert_nonnull (strstr (audit.out, "\"identity\": true"));
+  g_assert_nonnull (strstr (audit.out, "\"balanced\": false"));
+  g_assert_nonnull (strstr (audit.out, "\"proof_kinds\": \"late-receipt\"}"));
   g_auto (Run) text = RUN (f, "audit");
-  expect_ok (&text);
+  g_assert_cmpint (text.status, ==, 1);
   g_assert_nonnull (strstr (text.out, "reclaimed       10.00 EUR in 1 expired permission(s)"));
 }
 

@@ -139,7 +139,9 @@ test_store_keeps_committed_changes_across_reopen (Fixture *f, gconstpointer data
   TallyIssuerSums sums;
   g_assert_true (tally_issuer_store_sums (f->store, &sums, &error));
   g_assert_cmpint (sums.online, ==, 700);
-  g_assert_cmpint (sums.offline, ==, -80);
+  /* A revoked register's negative view is exposure, not offline value. */
+  g_assert_cmpint (sums.offline, ==, 0);
+  g_assert_cmpint (sums.exposure, ==, 80);
   g_assert_cmpuint (sums.registers, ==, 1);
   g_assert_cmpuint (sums.revoked, ==, 1);
   commit (f);
@@ -486,7 +488,9 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_autofree char *path = g_build_filename (f->tmp, "v1.db", NULL);
   g_autoptr (TestRegister) reg = test_register_new_uncertified ();
   guint8 hash[TALLY_HASH_BYTES], chain[TALLY_HASH_BYTES];
+  guint8 defund_hash[TALLY_HASH_BYTES];
   memset (hash, 0x42, sizeof hash);
+  memset (defund_hash, 0x43, sizeof defund_hash);
   memset (chain, 0x17, sizeof chain);
 
   /* A version 1 issuer: an account, a register and one permission of it in
@@ -519,13 +523,24 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   sqlite3_bind_blob (st, 3, chain, sizeof chain, SQLITE_STATIC);
   g_assert_cmpint (sqlite3_step (st), ==, SQLITE_DONE);
   sqlite3_finalize (st);
+  /* And a defund, credited in full as every defund was before version 3. */
+  g_assert_cmpint (sqlite3_prepare_v2 (db,
+                                       "INSERT INTO entries VALUES (?1, ?2, 2, 2, NULL, 50, 2, 1, "
+                                       "0, ?3, ?3, x'00', 99)",
+                                       -1, &st, NULL),
+                   ==, SQLITE_OK);
+  sqlite3_bind_blob (st, 1, defund_hash, sizeof defund_hash, SQLITE_STATIC);
+  sqlite3_bind_blob (st, 2, reg->id, TALLY_ID_BYTES, SQLITE_STATIC);
+  sqlite3_bind_blob (st, 3, chain, sizeof chain, SQLITE_STATIC);
+  g_assert_cmpint (sqlite3_step (st), ==, SQLITE_DONE);
+  sqlite3_finalize (st);
   sqlite3_close (db);
 
   g_autoptr (GError) error = NULL;
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
   g_assert_no_error (error);
   g_assert_nonnull (f->store);
-  g_assert_cmpint (stored_schema_version (path), ==, 2);
+  g_assert_cmpint (stored_schema_version (path), ==, 3);
 
   begin (f);
   g_auto (TallyIssuerRegisterRow) row = { 0 };
@@ -535,6 +550,8 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_assert_cmpint (row.view_balance, ==, 200);
   g_assert_cmpuint (row.settled_counter, ==, 1);
   g_assert_cmpuint (row.horizon, ==, 0);
+  g_assert_cmpint (row.refused, ==, 0);
+  g_assert_cmpint (row.deficit, ==, 0);
   g_auto (TallyIssuerEntryRow) entry = { 0 };
   g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, hash, &entry, &error));
   g_assert_no_error (error);
@@ -543,6 +560,11 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_assert_cmpuint (entry.booked_at, ==, 99);
   g_assert_cmpuint (entry.expires_at, ==, 0);
   g_assert_null (entry.receipt);
+  g_assert_cmpint (entry.credited, ==, 0);
+  g_auto (TallyIssuerEntryRow) defund = { 0 };
+  g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, defund_hash, &defund, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (defund.credited, ==, 50);
   TallyIssuerTotals totals;
   g_assert_true (tally_issuer_store_totals_get (f->store, &totals, &error));
   g_assert_cmpint (totals.issued, ==, 1000);
@@ -563,7 +585,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_clear_pointer (&f->store, tally_issuer_store_free);
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
   g_assert_no_error (error);
-  g_assert_cmpint (stored_schema_version (path), ==, 2);
+  g_assert_cmpint (stored_schema_version (path), ==, 3);
   begin (f);
   g_autoptr (GBytes) got = NULL;
   g_assert_true (tally_issuer_store_horizon_bundle_get (f->store, reg->id, &got, &error));
@@ -574,7 +596,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
 static void
 test_store_creates_database_at_current_version (Fixture *f, gconstpointer data)
 {
-  g_assert_cmpint (stored_schema_version (f->path), ==, 2);
+  g_assert_cmpint (stored_schema_version (f->path), ==, 3);
 }
 
 int

@@ -78,6 +78,9 @@ assert_audit_equal (const TallyAudit *a, const TallyAudit *b)
   g_assert_cmpuint (a->registers, ==, b->registers);
   g_assert_cmpuint (a->revoked, ==, b->revoked);
   g_assert_cmpuint (a->fraud_proofs, ==, b->fraud_proofs);
+  g_assert_cmpint (a->awaiting, ==, b->awaiting);
+  g_assert_cmpint (a->refused, ==, b->refused);
+  g_assert_cmpint (a->identity, ==, b->identity);
   g_assert_cmpint (a->balanced, ==, b->balanced);
 }
 
@@ -728,8 +731,10 @@ test_reconcile_accepts_entries_out_of_order (Fixture *f, gconstpointer data)
   g_assert_cmpuint (res->settled_counter, ==, 3);
 }
 
+/* A bundle that hides an entry below its highest own counter could have a
+ * later defund credited against value the hidden entry spent (5.5). */
 static void
-test_reconcile_reports_gaps_in_settled_counter (Fixture *f, gconstpointer data)
+test_reconcile_refuses_bundle_with_gap_below_highest_entry (Fixture *f, gconstpointer data)
 {
   open_account (f, "alice", 10000);
   open_account (f, "bob", 0);
@@ -740,15 +745,22 @@ test_reconcile_reports_gaps_in_settled_counter (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) p2 = test_permission (a, b, 200);
   g_autoptr (GBytes) p3 = test_permission (a, b, 300);
 
+  g_autoptr (TestBundle) gap = test_bundle_new (a);
+  test_bundle_add_spent (gap, p1, NULL);
+  test_bundle_add_spent (gap, p3, NULL);
+  g_autoptr (GBytes) bundle_gap = test_bundle_sign (gap);
+  assert_reconcile_fails (f, bundle_gap, TALLY_ERROR_INCOMPLETE);
+
   g_autoptr (TestBundle) first = test_bundle_new (a);
   test_bundle_add_spent (first, p1, NULL);
-  test_bundle_add_spent (first, p3, NULL);
   g_autoptr (GBytes) bundle1 = test_bundle_sign (first);
   TallyReconcileReport report;
   g_autoptr (Tally__ReconciliationResult) r1 = test_reconcile (f->issuer, bundle1, &report);
   g_assert_cmpuint (r1->settled_counter, ==, 1);
 
+  /* Entries the issuer already holds close the gap. */
   g_autoptr (TestBundle) second = test_bundle_new (a);
+  test_bundle_add_spent (second, p3, NULL);
   test_bundle_add_spent (second, p2, NULL);
   g_autoptr (GBytes) bundle2 = test_bundle_sign (second);
   g_autoptr (Tally__ReconciliationResult) r2 = test_reconcile (f->issuer, bundle2, &report);
@@ -817,12 +829,15 @@ test_reconcile_detects_counter_reuse_and_revokes (Fixture *f, gconstpointer data
   g_assert_true (tally_revocation_list_contains (list, a->id));
   g_assert_false (tally_revocation_list_contains (list, c->id));
 
+  /* Alice held 20.00 and spent 30.00: 10.00 exists that nothing backs.
+   * Bob and Carol keep 15.00 each; Alice's register holds nothing more. */
   TallyAudit audit = audit_of (f);
-  g_assert_cmpint (audit.fraud_exposure, ==, 1500);
+  g_assert_cmpint (audit.fraud_exposure, ==, 1000);
   g_assert_cmpuint (audit.revoked, ==, 1);
   g_assert_cmpuint (audit.fraud_proofs, ==, 1);
-  g_assert_cmpint (audit.offline, ==, 2000);
-  g_assert_true (audit.balanced);
+  g_assert_cmpint (audit.offline, ==, 3000);
+  g_assert_true (audit.identity);
+  g_assert_false (audit.balanced);
 
   g_autoptr (GPtrArray) proofs = tally_issuer_get_fraud_proofs (f->issuer, &error);
   g_assert_no_error (error);
@@ -837,10 +852,17 @@ test_reconcile_detects_counter_reuse_and_revokes (Fixture *f, gconstpointer data
   g_assert_true (report.revoked);
   g_assert_true (res_a->revoked);
   g_assert_null (res_a->renewed_certificate);
-  g_assert_cmpuint (res_a->n_fraud_proofs, ==, 1);
   g_assert_cmpuint (report.duplicates, ==, 1);
-  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  /* Her whole bundle shows 30.00 spent against 20.00 of evidence. */
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  g_assert_cmpuint (res_a->n_fraud_proofs, ==, 2);
+  g_autoptr (Tally__FraudProof) over = open_fraud_proof (f, res_a->fraud_proofs[1]);
+  g_assert_cmpint (over->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN);
+  g_assert_cmpint (over->deficit, ==, 1000);
+  g_assert_cmpmem (over->register_id.data, over->register_id.len, a->id, TALLY_ID_BYTES);
   TallyAudit end = audit_of (f);
+  g_assert_cmpuint (end.fraud_proofs, ==, 2);
+  end.fraud_proofs = audit.fraud_proofs;
   assert_audit_equal (&audit, &end);
 }
 
@@ -912,8 +934,10 @@ test_reconcile_detects_forked_chain (Fixture *f, gconstpointer data)
 
   g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
   g_assert_true (tally_revocation_list_contains (list, a->id));
+  /* The rewound register spent 20.00 of the 30.00 it was sold: proven and
+   * revoked, but no value exists beyond the evidence. */
   TallyAudit audit = audit_of (f);
-  g_assert_cmpint (audit.fraud_exposure, ==, 1000);
+  g_assert_cmpint (audit.fraud_exposure, ==, 0);
   g_assert_true (audit.balanced);
 }
 
@@ -1400,14 +1424,297 @@ test_revoke_publishes_newer_list (Fixture *f, gconstpointer data)
   g_assert_cmpuint (audit.revoked, ==, 2);
 }
 
+/* --- the issuer credits only what signed evidence backs (5.5) --- */
+
+static Tally__FraudProof *
+only_proof_of_kind (Fixture *f, const Tally__ReconciliationResult *res, Tally__FraudKind kind)
+{
+  Tally__FraudProof *found = NULL;
+  for (gsize i = 0; i < res->n_fraud_proofs; i++) {
+    Tally__FraudProof *fp = open_fraud_proof (f, res->fraud_proofs[i]);
+    if (fp->kind == kind && found == NULL)
+      found = fp;
+    else
+      tally__fraud_proof__free_unpacked (fp, NULL);
+  }
+  g_assert_nonnull (found);
+  return found;
+}
+
+static const TallyAuditRegister *
+audit_row_of (GPtrArray *rows, const TestRegister *reg)
+{
+  for (guint i = 0; i < rows->len; i++) {
+    const TallyAuditRegister *r = rows->pdata[i];
+    if (memcmp (r->register_id, reg->id, TALLY_ID_BYTES) == 0)
+      return r;
+  }
+  g_assert_not_reached ();
+}
+
+/* The owner edits the stored balance (or signs with the key) and defunds
+ * far more than the issuer ever sold it. */
+static void
+test_evidence_defund_beyond_evidence_is_refused_and_proven (Fixture *f, gconstpointer data)
+{
+  open_account (f, "bob", 5000);
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, b, 750);
+  g_autoptr (GBytes) d = test_defund (b, 100000000);
+
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_voucher (bb, voucher);
+  test_bundle_add_spent (bb, d, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (bb);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+
+  /* Only the 7.50 the evidence backs reaches the account. */
+  g_assert_cmpint (balance_of (f, "bob"), ==, 5000 - 750 + 750);
+  g_assert_cmpint (report.refused, ==, 100000000 - 750);
+  g_assert_true (report.revoked);
+  g_assert_true (res->revoked);
+  g_assert_null (res->renewed_certificate);
+  g_autoptr (Tally__FraudProof) fp =
+    only_proof_of_kind (f, res, TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN);
+  g_assert_cmpmem (fp->register_id.data, fp->register_id.len, b->id, TALLY_ID_BYTES);
+  g_assert_cmpint (fp->deficit, ==, 100000000 - 750);
+  g_assert_true (envelopes_equal (fp->first, bundle));
+  g_assert_true (envelopes_equal (fp->second, d));
+  g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
+  g_assert_true (tally_revocation_list_contains (list, b->id));
+
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.identity);
+  g_assert_cmpint (audit.online, ==, 5000);
+  g_assert_cmpint (audit.offline, ==, 0);
+  g_assert_cmpint (audit.fraud_exposure, ==, 0);
+  g_assert_cmpint (audit.refused, ==, 100000000 - 750);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) rows = tally_issuer_audit_registers (f->issuer, &error);
+  g_assert_no_error (error);
+  const TallyAuditRegister *row = audit_row_of (rows, b);
+  g_assert_true (row->revoked);
+  g_assert_cmpint (row->refused, ==, 100000000 - 750);
+  g_assert_cmpint (row->deficit, ==, 100000000 - 750);
+  g_assert_cmpuint (row->proof_kinds, ==, 1u << TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN);
+
+  /* The same bundle again changes nothing and proves nothing new. */
+  g_autoptr (Tally__ReconciliationResult) again = test_reconcile (f->issuer, bundle, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  g_assert_cmpint (report.refused, ==, 0);
+  TallyAudit after = audit_of (f);
+  assert_audit_equal (&audit, &after);
+}
+
+/* The key signs payments beyond the balance to the owner's other register:
+ * the colluder is paid (it holds a signed permission), and the payer's
+ * deficit is exposure traced to an OVERDRAWN proof. */
+static void
+test_evidence_key_overspend_to_accomplice_is_exposure (Fixture *f, gconstpointer data)
+{
+  open_account (f, "mallory", 1000);
+  open_account (f, "accomplice", 0);
+  g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
+  g_autoptr (TestRegister) x = test_register_new (f->issuer, "accomplice");
+  g_autoptr (GBytes) voucher = sell (f, m, 1000);
+  g_autoptr (GBytes) p1 = test_permission (m, x, 900);
+  g_autoptr (GBytes) p2 = test_permission (m, x, 900);
+  g_autoptr (GBytes) r1 = test_receipt (x, p1);
+  g_autoptr (GBytes) r2 = test_receipt (x, p2);
+
+  g_autoptr (TestBundle) bx = test_bundle_new (x);
+  test_bundle_add_received (bx, m->cert, p1, r1);
+  test_bundle_add_received (bx, m->cert, p2, r2);
+  g_autoptr (GBytes) bundle_x = test_bundle_sign (bx);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) rx = test_reconcile (f->issuer, bundle_x, &report);
+  g_assert_false (report.revoked);
+  /* Until Mallory's own bundle is in, her 8.00 short may yet be backed by
+   * payments she has not reported: awaiting, not exposure. */
+  TallyAudit waiting = audit_of (f);
+  g_assert_true (waiting.identity);
+  g_assert_cmpint (waiting.awaiting, ==, 800);
+  g_assert_cmpint (waiting.fraud_exposure, ==, 0);
+  g_assert_false (waiting.balanced);
+
+  g_autoptr (TestBundle) bm = test_bundle_new (m);
+  test_bundle_add_voucher (bm, voucher);
+  test_bundle_add_spent (bm, p1, r1);
+  test_bundle_add_spent (bm, p2, r2);
+  g_autoptr (GBytes) bundle_m = test_bundle_sign (bm);
+  g_autoptr (Tally__ReconciliationResult) rm = test_reconcile (f->issuer, bundle_m, &report);
+  g_assert_true (rm->revoked);
+  g_autoptr (Tally__FraudProof) fp =
+    only_proof_of_kind (f, rm, TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN);
+  g_assert_cmpint (fp->deficit, ==, 800);
+
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.identity);
+  g_assert_cmpint (audit.fraud_exposure, ==, 800);
+  g_assert_cmpint (audit.awaiting, ==, 0);
+  g_assert_false (audit.balanced);
+  g_assert_cmpint (audit.online + audit.offline + audit.in_flight, ==,
+                   audit.issued + audit.fraud_exposure);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) rows = tally_issuer_audit_registers (f->issuer, &error);
+  g_assert_no_error (error);
+  const TallyAuditRegister *row = audit_row_of (rows, m);
+  g_assert_cmpint (row->exposure, ==, 800);
+  g_assert_true (row->proof_kinds & (1u << TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN));
+}
+
+/* k clones of one register each defund the whole balance at the same
+ * counter: the issuer pays it out once. */
+static void
+test_evidence_clones_cash_out_once (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 2000);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (GBytes) voucher = sell (f, a, 2000);
+  guint64 counter = a->counter;
+  guint8 head[TALLY_HASH_BYTES];
+  memcpy (head, a->head, sizeof head);
+
+  gint64 refused = 0;
+  for (guint k = 0; k < 3; k++) {
+    a->counter = counter;
+    memcpy (a->head, head, sizeof head);
+    g_autoptr (GBytes) d = test_defund (a, 2000 - k); /* each clone's own entry */
+    g_autoptr (TestBundle) ba = test_bundle_new (a);
+    test_bundle_add_voucher (ba, voucher);
+    test_bundle_add_spent (ba, d, NULL);
+    g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+    TallyReconcileReport report;
+    g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+    refused += report.refused;
+    g_assert_cmpint (res->revoked, ==, k > 0);
+  }
+  g_assert_cmpint (balance_of (f, "alice"), ==, 2000);
+  g_assert_cmpint (refused, ==, 1999 + 1998);
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.identity);
+  g_assert_cmpint (audit.fraud_exposure, ==, 0);
+  g_assert_cmpint (audit.online, ==, audit.issued);
+}
+
+/* A payee that spends a payment before either side reported it looks short
+ * until its own bundle books the payment: never proven, never revoked. */
+static void
+test_evidence_honest_onward_spend_is_not_fraud (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 1000);
+  open_account (f, "bob", 0);
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) voucher = sell (f, a, 1000);
+  g_autoptr (GBytes) ab = test_permission (a, b, 600);
+  g_autoptr (GBytes) rab = test_receipt (b, ab);
+  g_autoptr (GBytes) bc = test_permission (b, c, 600);
+  g_autoptr (GBytes) rbc = test_receipt (c, bc);
+  g_autoptr (GBytes) bd = test_defund (b, 0 + 1);
+
+  g_autoptr (TestBundle) bcarol = test_bundle_new (c);
+  test_bundle_add_received (bcarol, b->cert, bc, rbc);
+  g_autoptr (GBytes) bundle_c = test_bundle_sign (bcarol);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) rc = test_reconcile (f->issuer, bundle_c, &report);
+  TallyAudit mid = audit_of (f);
+  g_assert_cmpint (mid.awaiting, ==, 600);
+  g_assert_false (mid.balanced);
+
+  /* Bob's bundle lists the payment he received before he spent it, and a
+   * defund of 0.01 beyond what he holds: refused, and proven. */
+  g_autoptr (TestBundle) bbob = test_bundle_new (b);
+  test_bundle_add_received (bbob, a->cert, ab, rab);
+  test_bundle_add_spent (bbob, bc, rbc);
+  test_bundle_add_spent (bbob, bd, NULL);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bbob);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
+  g_assert_cmpint (report.refused, ==, 1);
+  g_assert_true (rb->revoked);
+
+  /* Without the stray defund the same history is clean. */
+  open_account (f, "dave", 0);
+  open_account (f, "erin", 0);
+  g_autoptr (TestRegister) d = test_register_new (f->issuer, "dave");
+  g_autoptr (TestRegister) e = test_register_new (f->issuer, "erin");
+  g_autoptr (GBytes) ad = test_permission (a, d, 300);
+  g_autoptr (GBytes) rad = test_receipt (d, ad);
+  g_autoptr (GBytes) de = test_permission (d, e, 300);
+  g_autoptr (GBytes) rde = test_receipt (e, de);
+  g_autoptr (TestBundle) berin = test_bundle_new (e);
+  test_bundle_add_received (berin, d->cert, de, rde);
+  g_autoptr (GBytes) bundle_e = test_bundle_sign (berin);
+  g_autoptr (Tally__ReconciliationResult) re = test_reconcile (f->issuer, bundle_e, &report);
+  g_autoptr (TestBundle) bdave = test_bundle_new (d);
+  test_bundle_add_spent (bdave, de, rde);
+  test_bundle_add_received (bdave, a->cert, ad, rad);
+  g_autoptr (GBytes) bundle_d = test_bundle_sign (bdave);
+  g_autoptr (Tally__ReconciliationResult) rd = test_reconcile (f->issuer, bundle_d, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  g_assert_false (rd->revoked);
+  g_assert_nonnull (rd->renewed_certificate);
+  g_assert_cmpint (report.refused, ==, 0);
+}
+
+/* A bundle made before the register spent value it received afterwards
+ * must not be judged against those later entries. */
+static void
+test_evidence_bundle_judged_through_its_own_counter (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 1000);
+  open_account (f, "bob", 0);
+  open_account (f, "carol", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  g_autoptr (GBytes) voucher = sell (f, a, 1000);
+  g_autoptr (GBytes) ab = test_permission (a, b, 400);
+  g_autoptr (GBytes) rab = test_receipt (b, ab);
+  /* Bob's bundle is made now, at counter 0, listing only Alice's 4.00. */
+  g_autoptr (TestBundle) early = test_bundle_new (b);
+  test_bundle_add_received (early, a->cert, ab, rab);
+  g_autoptr (GBytes) bundle_early = test_bundle_sign (early);
+  /* Then Alice pays him 5.00 more and he pays Carol 9.00. */
+  g_autoptr (GBytes) ab2 = test_permission (a, b, 500);
+  g_autoptr (GBytes) rab2 = test_receipt (b, ab2);
+  g_autoptr (GBytes) bc = test_permission (b, c, 900);
+  g_autoptr (GBytes) rbc = test_receipt (c, bc);
+  g_autoptr (TestBundle) bcarol = test_bundle_new (c);
+  test_bundle_add_received (bcarol, b->cert, bc, rbc);
+  g_autoptr (GBytes) bundle_c = test_bundle_sign (bcarol);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) rc = test_reconcile (f->issuer, bundle_c, &report);
+
+  g_autoptr (Tally__ReconciliationResult) r1 = test_reconcile (f->issuer, bundle_early, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  g_assert_false (r1->revoked);
+
+  g_autoptr (TestBundle) later = test_bundle_new (b);
+  test_bundle_add_received (later, a->cert, ab2, rab2);
+  test_bundle_add_spent (later, bc, rbc);
+  g_autoptr (GBytes) bundle_later = test_bundle_sign (later);
+  g_autoptr (Tally__ReconciliationResult) r2 = test_reconcile (f->issuer, bundle_later, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  g_assert_false (r2->revoked);
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.identity);
+  g_assert_cmpint (audit.awaiting, ==, 0);
+}
+
 /* --- reclaim --- */
 
+/* The identity always holds; "balanced" also needs no exposure. */
 static void
 assert_balanced (Fixture *f)
 {
   TallyAudit a = audit_of (f);
-  g_assert_true (a.balanced);
-  g_assert_cmpint (a.online + a.offline + a.in_flight, ==, a.issued);
+  g_assert_true (a.identity);
+  g_assert_cmpint (a.online + a.offline + a.in_flight, ==, a.issued + a.fraud_exposure);
+  g_assert_cmpint (a.balanced, ==, a.fraud_exposure == 0 && a.awaiting == 0);
 }
 
 /* A bundle of @reg made at @created_at listing @spent without receipts. */
@@ -1904,14 +2211,15 @@ test_fraud_late_receipt_after_reclaim_revokes_payee (Fixture *f, gconstpointer d
    * is exposure. */
   g_assert_cmpint (balance_of (f, "alice"), ==, 8000);
   TallyAudit audit = audit_of (f);
-  g_assert_cmpint (audit.offline, ==, reclaimed.offline);
+  g_assert_cmpint (audit.offline, ==, reclaimed.offline + 1000);
   g_assert_cmpint (audit.online, ==, reclaimed.online);
   g_assert_cmpint (audit.in_flight, ==, 0);
   g_assert_cmpint (audit.fraud_exposure, ==, 1000);
   g_assert_cmpint (audit.reclaimed, ==, 1000);
   g_assert_cmpuint (audit.revoked, ==, 1);
   g_assert_cmpuint (audit.fraud_proofs, ==, 1);
-  g_assert_true (audit.balanced);
+  g_assert_true (audit.identity);
+  g_assert_false (audit.balanced);
 
   g_autoptr (GError) error = NULL;
   g_autoptr (GPtrArray) proofs = tally_issuer_get_fraud_proofs (f->issuer, &error);
@@ -1975,11 +2283,13 @@ test_fraud_late_receipt_carried_by_payer_revokes_payee (Fixture *f, gconstpointe
   g_assert_true (tally_revocation_list_contains (list, b->id));
   g_assert_false (tally_revocation_list_contains (list, a->id));
   g_assert_cmpint (balance_of (f, "alice"), ==, 7800);
+  /* Bob's register holds the 8.00 beyond the issuer's view: exposure. */
   TallyAudit audit = audit_of (f);
   g_assert_cmpint (audit.fraud_exposure, ==, 800);
-  g_assert_cmpint (audit.offline, ==, 2200);
+  g_assert_cmpint (audit.offline, ==, 3000);
   g_assert_cmpint (audit.in_flight, ==, 0);
-  g_assert_true (audit.balanced);
+  g_assert_true (audit.identity);
+  g_assert_false (audit.balanced);
 
   /* Bob's own report later is the same half again. */
   g_autoptr (TestBundle) bb = test_bundle_new_at (b, TEST_NOW + 600);
@@ -2219,8 +2529,8 @@ main (int argc, char **argv)
   ADD ("/issuer/reconcile/is-idempotent", test_reconcile_is_idempotent);
   ADD ("/issuer/reconcile/accepts-entries-reported-out-of-order",
        test_reconcile_accepts_entries_out_of_order);
-  ADD ("/issuer/reconcile/settled-counter-stops-at-first-gap",
-       test_reconcile_reports_gaps_in_settled_counter);
+  ADD ("/issuer/reconcile/refuses-bundle-with-gap-below-highest-entry",
+       test_reconcile_refuses_bundle_with_gap_below_highest_entry);
   ADD ("/issuer/reconcile/detects-counter-reuse-and-revokes",
        test_reconcile_detects_counter_reuse_and_revokes);
   ADD ("/issuer/reconcile/detects-counter-reuse-within-one-bundle",
@@ -2275,6 +2585,15 @@ main (int argc, char **argv)
   ADD ("/issuer/fraud/late-receipt-for-permission-never-booked-revokes-payee",
        test_fraud_late_receipt_for_permission_never_booked_revokes_payee);
   ADD ("/issuer/audit/balances-after-reclaim", test_audit_balances_after_reclaim);
+  ADD ("/issuer/evidence/defund-beyond-evidence-is-refused-and-proven",
+       test_evidence_defund_beyond_evidence_is_refused_and_proven);
+  ADD ("/issuer/evidence/key-overspend-to-accomplice-is-exposure",
+       test_evidence_key_overspend_to_accomplice_is_exposure);
+  ADD ("/issuer/evidence/clones-cash-out-once", test_evidence_clones_cash_out_once);
+  ADD ("/issuer/evidence/honest-onward-spend-is-not-fraud",
+       test_evidence_honest_onward_spend_is_not_fraud);
+  ADD ("/issuer/evidence/bundle-judged-through-its-own-counter",
+       test_evidence_bundle_judged_through_its_own_counter);
 #undef ADD
 
   return g_test_run ();
