@@ -90,4 +90,37 @@ scn_run_expect_fail "$TALLYCTL" --name "${SCN_BUS[alice]}" load "$SCN_TMP/alice-
 expect_error "loading a voucher twice" org.tally.Error.VoucherReplay
 expect_balance alice 2750
 
+# The owner of a register has root: it stops bob's tallyd, writes a balance
+# of 1,000,000.00 into the database, and defunds it.  The issuer credits
+# only the 7.50 its evidence backs, proves the overdraft and revokes bob.
+scn_say ""
+scn_say "== Bob's owner edits his register and defunds 1,000,000.00 =="
+kill -TERM "${SCN_PID[bob]}"
+scn_wait_pid "${SCN_PID[bob]}" 10 || scn_fail "tallyd for bob did not stop"
+unset "SCN_PID[bob]"
+scn_run sqlite3 "$SCN_TMP/bob/register.db" "UPDATE register_state SET balance = 100000000"
+scn_start_daemon bob
+expect_balance bob 100000000
+scn_ctl bob defund "$SCN_TMP/bob.defund"
+scn_ctl bob export "$SCN_TMP/bob-minted.bundle"
+scn_issuer reconcile "$SCN_TMP/bob-minted.bundle" --out "$SCN_TMP/bob-minted.result"
+grep -q -F "register is REVOKED" <<<"$SCN_OUT" || scn_fail "bob was not revoked: $SCN_OUT"
+grep -q -F "refused: 999992.50 EUR" <<<"$SCN_OUT" || scn_fail "the defund was not refused: $SCN_OUT"
+ok "the issuer refuses the 999,992.50 nothing backs and revokes bob"
+scn_issuer balance bob
+[ "$SCN_OUT" = "7.50 EUR" ] || scn_fail "bob's account holds $SCN_OUT, expected 7.50 EUR"
+ok "bob's account is credited 7.50 EUR, what his evidence backs"
+scn_issuer fraud-proofs --json
+[ "$(jq -r --arg id "${SCN_ID[bob]}" '[.[] | select(.register_id == $id and .kind == "overdrawn")] | length' <<<"$SCN_OUT")" = 1 ] ||
+  scn_fail "no overdrawn proof names bob: $SCN_OUT"
+ok "an overdrawn fraud proof names bob"
+scn_run_quiet "$TALLY_ISSUER" --dir "$SCN_TMP/issuer" audit --json
+SCN_AUDIT_JSON=$SCN_OUT
+expect_audit identity true
+expect_audit fraud_exposure 0
+expect_audit refused 99999250
+expect_audit revoked 1
+expect_audit online 6750
+expect_audit "flagged[0].proof_kinds" '"overdrawn"'
+
 scn_say "All end-to-end checks passed."
