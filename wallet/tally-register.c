@@ -1670,6 +1670,61 @@ reclaim_locked (TallyRegister *reg, const Tally__ReconciliationResult *r, GError
   return TRUE;
 }
 
+/* A result's renewed certificate: issued to this register's key, in its
+ * currency.  Its validity window is not checked against the clock: the
+ * register takes what the issuer renewed whenever the result arrives. */
+static Tally__RegisterCertificate *
+renewed_certificate_verify (TallyRegister *reg, const Tally__SignedEnvelope *env, GError **error)
+{
+  g_autoptr (Tally__RegisterCertificate) cert =
+    tally_certificate_verify_any_time (env, reg->state.issuer_key, error);
+  if (cert == NULL)
+    return NULL;
+  if (memcmp (cert->register_public_key.data, reg->state.public_key, TALLY_PUBLIC_KEY_BYTES) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER,
+                 "the renewed certificate is for another register's key");
+    return NULL;
+  }
+  if (reg->cert != NULL && strcmp (cert->currency, reg->cert->currency) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_CURRENCY_MISMATCH,
+                 "the renewed certificate changes the currency");
+    return NULL;
+  }
+  return g_steal_pointer (&cert);
+}
+
+/* Whether @cert is newer than the certificate the register holds. */
+static gboolean
+renews_certificate (TallyRegister *reg, const Tally__RegisterCertificate *cert)
+{
+  return cert != NULL && (reg->cert == NULL || cert->serial > reg->cert->serial);
+}
+
+/*
+ * Protocol 5, applying a result.  reconciled_at counts whole seconds, so
+ * two reconciliations of one register can share it.  Within one second the
+ * later result is told by what only grows: the issuer renews the
+ * certificate of every register it has not revoked on every
+ * reconciliation, each time with a greater serial, and a revocation is
+ * final.  So a result of the same second as the last one applied is newer
+ * when it revokes a register not yet revoked, or renews the certificate
+ * with a serial above the one held; anything else is that result again, or
+ * an older one.  Applying one twice would reset the offline count twice.
+ */
+static gboolean
+result_is_newer (TallyRegister *reg,
+                 const Tally__ReconciliationResult *r,
+                 const Tally__RegisterCertificate *renewed)
+{
+  if (r->reconciled_at != reg->state.last_result_at)
+    return r->reconciled_at > reg->state.last_result_at;
+  if (reg->state.revoked)
+    return FALSE;
+  if (r->revoked)
+    return TRUE;
+  return renews_certificate (reg, renewed);
+}
+
 gboolean
 tally_register_apply_result (TallyRegister *reg,
                              const guint8 *result,
@@ -1694,13 +1749,6 @@ tally_register_apply_result (TallyRegister *reg,
   if (!id_equals (&r->register_id, reg->id)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER,
                  "the result is for another register");
-    return FALSE;
-  }
-  if (r->reconciled_at <= reg->state.last_result_at) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
-                 "result of %" G_GUINT64_FORMAT " is not newer than the last one applied (%"
-                 G_GUINT64_FORMAT ")",
-                 r->reconciled_at, reg->state.last_result_at);
     return FALSE;
   }
   for (gsize i = 0; i < r->n_settled_received; i++)
@@ -1735,29 +1783,22 @@ tally_register_apply_result (TallyRegister *reg,
 
   g_autoptr (Tally__SignedEnvelope) cert_env = NULL;
   g_autoptr (Tally__RegisterCertificate) cert = NULL;
-  if (r->renewed_certificate != NULL) {
-    cert = tally_certificate_verify_any_time (r->renewed_certificate, reg->state.issuer_key,
-                                              error);
-    if (cert == NULL)
-      return FALSE;
-    if (memcmp (cert->register_public_key.data, reg->state.public_key,
-                TALLY_PUBLIC_KEY_BYTES) != 0) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER,
-                   "the renewed certificate is for another register's key");
-      return FALSE;
-    }
-    if (reg->cert != NULL && strcmp (cert->currency, reg->cert->currency) != 0) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_CURRENCY_MISMATCH,
-                   "the renewed certificate changes the currency");
-      return FALSE;
-    }
-    if (reg->cert == NULL || cert->serial > reg->cert->serial) {
-      cert_env = tally_envelope_copy (r->renewed_certificate);
-      g_clear_pointer (&next.certificate, g_bytes_unref);
-      next.certificate = tally_envelope_pack (r->renewed_certificate);
-    } else {
-      g_clear_pointer (&cert, tally__register_certificate_free);
-    }
+  if (r->renewed_certificate != NULL &&
+      (cert = renewed_certificate_verify (reg, r->renewed_certificate, error)) == NULL)
+    return FALSE;
+  if (!result_is_newer (reg, r, cert)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
+                 "result of %" G_GUINT64_FORMAT
+                 " is not newer than the last one applied (%" G_GUINT64_FORMAT ")",
+                 r->reconciled_at, reg->state.last_result_at);
+    return FALSE;
+  }
+  if (renews_certificate (reg, cert)) {
+    cert_env = tally_envelope_copy (r->renewed_certificate);
+    g_clear_pointer (&next.certificate, g_bytes_unref);
+    next.certificate = tally_envelope_pack (r->renewed_certificate);
+  } else {
+    g_clear_pointer (&cert, tally__register_certificate_free);
   }
 
   if (r->revoked)

@@ -12,6 +12,7 @@
 
 #include <string.h>
 
+#include "tally-frame.h"
 #include "vectors.h"
 
 #define LABEL_PREFIX "tally/v1/"
@@ -335,6 +336,310 @@ test_published_scenario_is_consistent (void)
                              vector_doc_value (p, "defund_record.body_hash"), "entry_2");
 }
 
+static void
+assert_envelope_is (const Tally__SignedEnvelope *env, const VectorDoc *p, const char *name)
+{
+  g_autofree char *n_body = g_strconcat (name, ".body", NULL);
+  g_assert_nonnull (env);
+  assert_field (&env->body, p, n_body);
+}
+
+/* BLAKE2b-256 of the labelled preimage, with plain libsodium. */
+static void
+plain_hash (const char *label, const guint8 *data, gsize len, guint8 out[TALLY_HASH_BYTES])
+{
+  g_autoptr (GBytes) l = g_bytes_new (label, strlen (label));
+  g_autoptr (GBytes) in = g_bytes_new (data, len);
+  g_autoptr (GBytes) preimage = labelled (l, in);
+  crypto_generichash (out, TALLY_HASH_BYTES, g_bytes_get_data (preimage, NULL),
+                      g_bytes_get_size (preimage), NULL, 0);
+}
+
+static void
+test_published_frames_reassemble (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+  GBytes *message = vector_doc_value (p, "frame.message");
+  GBytes *mtu_bytes = vector_doc_value (p, "frame.mtu");
+  g_assert_cmpuint (g_bytes_get_size (mtu_bytes), ==, 2);
+  const guint8 *m = g_bytes_get_data (mtu_bytes, NULL);
+  gsize mtu = ((gsize) m[0] << 8) | m[1];
+  vector_assert_bytes_equal (message, vector_doc_value (p, "error.session_message"),
+                             "frame.message");
+
+  /* The sender splits the message into exactly the published fragments... */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) split =
+    tally_frame_split (g_bytes_get_data (message, NULL), g_bytes_get_size (message), mtu,
+                       TALLY_FRAME_DEFAULT_MAX_MESSAGE, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (split->len, ==, 3);
+  g_autoptr (TallyReassembler) r =
+    tally_reassembler_new (TALLY_FRAME_DEFAULT_MAX_MESSAGE, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
+  g_autoptr (GByteArray) stream = g_byte_array_new ();
+  g_autoptr (GBytes) whole = NULL;
+  for (guint i = 0; i < split->len; i++) {
+    g_autofree char *name = g_strdup_printf ("frame.fragment_%u", i);
+    GBytes *published = vector_doc_value (p, name);
+    vector_assert_bytes_equal (split->pdata[i], published, name);
+    gsize len;
+    const guint8 *f = g_bytes_get_data (published, &len);
+    g_assert_cmpuint (len, <=, mtu);
+    /* FIRST 0x1, MIDDLE 0x2, LAST 0x3 in the high nibble; index low. */
+    g_assert_cmpuint (f[0], ==, ((i == 0 ? 1 : i + 1 == split->len ? 3 : 2) << 4) | i);
+    const guint8 prefix[2] = { (guint8) (len >> 8), (guint8) len };
+    g_byte_array_append (stream, prefix, sizeof prefix);
+    g_byte_array_append (stream, f, len);
+    /* ...and the receiver puts them back together. */
+    g_assert_null (whole);
+    g_assert_true (tally_reassembler_push (r, f, len, 0, &whole, &error));
+    g_assert_no_error (error);
+  }
+  g_assert_nonnull (whole);
+  vector_assert_bytes_equal (whole, message, "reassembled message");
+  g_autoptr (GBytes) stream_bytes = g_bytes_new (stream->data, stream->len);
+  vector_assert_bytes_equal (stream_bytes, vector_doc_value (p, "frame.stream"), "frame.stream");
+}
+
+static void
+test_published_error_decodes (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+  g_autoptr (Tally__SessionMessage) m =
+    UNPACK_PUBLISHED (Tally__SessionMessage, tally__session_message, p, "error.session_message");
+  g_assert_nonnull (m);
+  g_assert_cmpint (m->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_ERROR);
+  g_assert_cmpuint (m->error->code, ==, TALLY_ERROR_REJECTED);
+  g_assert_cmpstr (tally_error_to_string (tally_error_from_wire (m->error->code)), ==, "Rejected");
+}
+
+static void
+test_published_reconciliation_is_consistent (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+  g_autoptr (GError) error = NULL;
+  const guint8 *issuer_pk = g_bytes_get_data (vector_doc_value (p, "issuer.public_key"), NULL);
+  g_autoptr (Tally__ReconciliationBundle) bundle = UNPACK_PUBLISHED (
+    Tally__ReconciliationBundle, tally__reconciliation_bundle, p, "reconciliation_bundle.body");
+  g_autoptr (Tally__ReconciliationResult) result = UNPACK_PUBLISHED (
+    Tally__ReconciliationResult, tally__reconciliation_result, p, "reconciliation_result.body");
+  g_assert_nonnull (bundle);
+  g_assert_nonnull (result);
+
+  /* The bundle carries the scenario's signed objects, and its head. */
+  assert_field (&bundle->register_id, p, "register_a.register_id");
+  assert_envelope_is (bundle->certificate, p, "register_certificate");
+  g_assert_cmpuint (bundle->n_spent, ==, 2);
+  assert_envelope_is (bundle->spent[0]->permission, p, "deposit_permission");
+  assert_envelope_is (bundle->spent[0]->receipt, p, "receipt");
+  assert_envelope_is (bundle->spent[1]->permission, p, "defund_record");
+  g_assert_null (bundle->spent[1]->receipt);
+  g_assert_cmpuint (bundle->n_received, ==, 0);
+  g_assert_cmpuint (bundle->n_vouchers, ==, 1);
+  assert_envelope_is (bundle->vouchers[0], p, "load_voucher");
+  g_assert_cmpuint (bundle->counter, ==, 2);
+  assert_field (&bundle->chain_head, p, "chain.register_a.head_2");
+  g_assert_cmpint (bundle->balance, ==, 0);
+
+  /* The result names it by its body hash and settles all of it. */
+  assert_field (&result->bundle_hash, p, "reconciliation_bundle.body_hash");
+  assert_field (&result->register_id, p, "register_a.register_id");
+  g_assert_cmpuint (result->settled_counter, ==, bundle->counter);
+  g_assert_cmpuint (result->settled_voucher_sequence, ==, 1);
+  g_assert_false (result->revoked);
+  assert_envelope_is (result->revocation_list, p, "revocation_list");
+  assert_envelope_is (result->renewed_certificate, p, "renewed_certificate");
+  g_autoptr (Tally__RegisterCertificate) renewed = tally_certificate_verify (
+    result->renewed_certificate, issuer_pk, result->reconciled_at, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (renewed->serial, ==, 2);
+  assert_field (&renewed->register_id, p, "register_a.register_id");
+}
+
+static Tally__SignedEnvelope *
+published_envelope (const VectorDoc *p, const char *name)
+{
+  g_autofree char *n_env = g_strconcat (name, ".envelope", NULL);
+  GBytes *packed = vector_doc_value (p, n_env);
+  return tally_envelope_decode (g_bytes_get_data (packed, NULL), g_bytes_get_size (packed), NULL);
+}
+
+/* A proof the issuer signed against @accused, whose two entries the
+ * accused signed. */
+static Tally__FraudProof *
+checked_proof (const VectorDoc *p, const char *name, Tally__FraudKind kind, const char *accused)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__SignedEnvelope) env = published_envelope (p, name);
+  const guint8 *issuer_pk = g_bytes_get_data (vector_doc_value (p, "issuer.public_key"), NULL);
+  g_assert_true (tally_envelope_verify (
+    env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF, issuer_pk, &error));
+  g_assert_no_error (error);
+  Tally__FraudProof *fp =
+    TALLY_UNPACK (Tally__FraudProof, tally__fraud_proof, env->body.data, env->body.len, name, NULL);
+  g_assert_nonnull (fp);
+  g_assert_cmpint (fp->kind, ==, kind);
+  g_autofree char *n_id = g_strconcat (accused, ".register_id", NULL);
+  g_autofree char *n_pk = g_strconcat (accused, ".public_key", NULL);
+  assert_field (&fp->register_id, p, n_id);
+  const guint8 *pk = g_bytes_get_data (vector_doc_value (p, n_pk), NULL);
+  g_assert_nonnull (fp->first);
+  g_assert_nonnull (fp->second);
+  g_assert_true (tally_verify_detached (fp->first->context, fp->first->body.data,
+                                        fp->first->body.len, fp->first->signature.data,
+                                        fp->first->signature.len, pk, &error));
+  g_assert_true (tally_verify_detached (fp->second->context, fp->second->body.data,
+                                        fp->second->body.len, fp->second->signature.data,
+                                        fp->second->signature.len, pk, &error));
+  g_assert_no_error (error);
+  return fp;
+}
+
+static Tally__DepositPermission *
+permission_of (const Tally__SignedEnvelope *env)
+{
+  g_assert_cmpint (env->context, ==,
+                   TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION);
+  Tally__DepositPermission *d = TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission,
+                                              env->body.data, env->body.len, "permission", NULL);
+  g_assert_nonnull (d);
+  return d;
+}
+
+static void
+test_published_fraud_proofs_convict_the_signer (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+
+  /* Counter reused: two different permissions with one counter. */
+  g_autoptr (Tally__FraudProof) reused = checked_proof (
+    p, "fraud_proof_counter_reused", TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED, "register_a");
+  assert_envelope_is (reused->first, p, "deposit_permission");
+  assert_envelope_is (reused->second, p, "double_spend_permission_1");
+  g_autoptr (Tally__DepositPermission) r1 = permission_of (reused->first);
+  g_autoptr (Tally__DepositPermission) r2 = permission_of (reused->second);
+  g_assert_cmpuint (r1->counter, ==, r2->counter);
+  g_assert_false (
+    reused->first->body.len == reused->second->body.len &&
+    memcmp (reused->first->body.data, reused->second->body.data, reused->first->body.len) == 0);
+
+  /* Chain fork: the entry after the first does not extend it. */
+  g_autoptr (Tally__FraudProof) fork = checked_proof (
+    p, "fraud_proof_chain_fork", TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK, "register_a");
+  assert_envelope_is (fork->first, p, "deposit_permission");
+  assert_envelope_is (fork->second, p, "double_spend_permission_2");
+  g_autoptr (Tally__DepositPermission) f1 = permission_of (fork->first);
+  g_autoptr (Tally__DepositPermission) f2 = permission_of (fork->second);
+  g_assert_cmpuint (f2->counter, ==, f1->counter + 1);
+  guint8 entry[TALLY_HASH_BYTES], after[TALLY_HASH_BYTES];
+  plain_hash ("deposit-permission", fork->first->body.data, fork->first->body.len, entry);
+  guint8 step[2 * TALLY_HASH_BYTES];
+  memcpy (step, f1->chain_prev.data, TALLY_HASH_BYTES);
+  memcpy (step + TALLY_HASH_BYTES, entry, TALLY_HASH_BYTES);
+  plain_hash ("chain", step, sizeof step, after);
+  assert_field (&f1->chain_prev, p, "chain.register_a.genesis");
+  g_assert_cmpmem (after, sizeof after,
+                   g_bytes_get_data (vector_doc_value (p, "chain.register_a.head_1"), NULL),
+                   TALLY_HASH_BYTES);
+  g_assert_false (memcmp (f2->chain_prev.data, after, TALLY_HASH_BYTES) == 0);
+
+  /* Late receipt: a receipt for a permission that expired by the time of
+   * the payee's own bundle, which does not list it. */
+  g_autoptr (Tally__FraudProof) late = checked_proof (
+    p, "fraud_proof_late_receipt", TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT, "register_b");
+  assert_envelope_is (late->first, p, "receipt");
+  assert_envelope_is (late->second, p, "payee_bundle");
+  g_autoptr (Tally__Receipt) receipt = TALLY_UNPACK (
+    Tally__Receipt, tally__receipt, late->first->body.data, late->first->body.len, "receipt", NULL);
+  g_autoptr (Tally__ReconciliationBundle) bundle =
+    TALLY_UNPACK (Tally__ReconciliationBundle, tally__reconciliation_bundle,
+                  late->second->body.data, late->second->body.len, "bundle", NULL);
+  g_assert_nonnull (receipt);
+  g_assert_nonnull (bundle);
+  assert_field (&bundle->register_id, p, "register_b.register_id");
+  g_assert_cmpuint (receipt->permission_expires_at, >, 0);
+  g_assert_cmpuint (receipt->permission_expires_at, <=, bundle->created_at);
+  for (gsize i = 0; i < bundle->n_received; i++) {
+    guint8 h[TALLY_HASH_BYTES];
+    tally_envelope_body_hash (bundle->received[i]->permission, h);
+    g_assert_false (memcmp (h, receipt->permission_hash.data, TALLY_HASH_BYTES) == 0);
+  }
+}
+
+static void
+test_published_handshake_bodies_are_consistent (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+  g_autoptr (GError) error = NULL;
+  const guint8 *issuer_pk = g_bytes_get_data (vector_doc_value (p, "issuer.public_key"), NULL);
+
+  /* Gossip: the payee's list is newer than the payer's and travels. */
+  g_autoptr (Tally__SessionMessage) hello =
+    UNPACK_PUBLISHED (Tally__SessionMessage, tally__session_message, p, "gossip.hello");
+  g_autoptr (Tally__OfferBody) offer =
+    UNPACK_PUBLISHED (Tally__OfferBody, tally__offer_body, p, "gossip.offer_body");
+  g_assert_nonnull (hello);
+  g_assert_nonnull (offer);
+  g_assert_cmpint (hello->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_HELLO);
+  g_assert_cmpuint (hello->hello->revocation_serial, ==, 1);
+  g_assert_cmpuint (offer->revocation_serial, >, hello->hello->revocation_serial);
+  g_autoptr (Tally__RevocationList) list =
+    tally_revocation_list_verify (offer->revocation_list, issuer_pk, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (list->serial, ==, offer->revocation_serial);
+  assert_envelope_is (offer->payee_certificate, p, "register_certificate_b");
+  g_assert_cmpuint (offer->max_message, ==, TALLY_FRAME_DEFAULT_MAX_MESSAGE);
+  g_autoptr (GBytes) request = tally_message_pack (&offer->request->base);
+  vector_assert_bytes_equal (request, vector_doc_value (p, "payment_request.body"), "request");
+
+  /* Certificate cache: the hash of A's certificate body stands in for it. */
+  guint8 hash[TALLY_HASH_BYTES];
+  GBytes *cert_body = vector_doc_value (p, "register_certificate.body");
+  plain_hash ("register-certificate", g_bytes_get_data (cert_body, NULL),
+              g_bytes_get_size (cert_body), hash);
+  g_autoptr (GBytes) b_hash = g_bytes_new (hash, sizeof hash);
+  vector_assert_bytes_equal (vector_doc_value (p, "certificate_hash.hash"), b_hash,
+                             "certificate_hash.hash");
+  g_autoptr (Tally__PayBody) cached =
+    UNPACK_PUBLISHED (Tally__PayBody, tally__pay_body, p, "certificate_hash.pay_body");
+  g_assert_nonnull (cached);
+  g_assert_null (cached->payer_certificate);
+  assert_field (&cached->payer_certificate_hash, p, "certificate_hash.hash");
+  assert_envelope_is (cached->permission, p, "deposit_permission");
+  g_assert_false (cached->redelivery);
+
+  /* Delivered again: the whole certificate, the same permission, the flag. */
+  g_autoptr (Tally__PayBody) again =
+    UNPACK_PUBLISHED (Tally__PayBody, tally__pay_body, p, "redelivery.pay_body");
+  g_assert_nonnull (again);
+  assert_envelope_is (again->payer_certificate, p, "register_certificate");
+  assert_envelope_is (again->permission, p, "deposit_permission");
+  g_assert_cmpuint (again->payer_certificate_hash.len, ==, 0);
+  g_assert_true (again->redelivery);
+}
+
+static void
+test_published_comparison_code_keeps_its_leading_zero (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+  GBytes *index = vector_doc_value (p, "comparison.index");
+  GBytes *t2 = vector_doc_value (p, "comparison.t2");
+  guint8 h[TALLY_HASH_BYTES];
+
+  plain_hash ("example", g_bytes_get_data (index, NULL), g_bytes_get_size (index), h);
+  g_assert_cmpmem (h, sizeof h, g_bytes_get_data (t2, NULL), g_bytes_get_size (t2));
+  plain_hash ("comparison-code", g_bytes_get_data (t2, NULL), g_bytes_get_size (t2), h);
+  g_autoptr (GBytes) b_h = g_bytes_new (h, sizeof h);
+  vector_assert_bytes_equal (vector_doc_value (p, "comparison.hash"), b_h, "comparison.hash");
+
+  guint32 v = ((guint32) h[0] << 24) | ((guint32) h[1] << 16) | ((guint32) h[2] << 8) | h[3];
+  g_autofree char *code = g_strdup_printf ("%06u", v % 1000000u);
+  g_assert_cmpuint (v % 1000000u, <, 100000u);
+  g_assert_cmpint (code[0], ==, '0');
+  g_autoptr (GBytes) b_code = g_bytes_new (code, 6);
+  vector_assert_bytes_equal (vector_doc_value (p, "comparison.code"), b_code, "comparison.code");
+}
+
 /* --- the comparison itself can fail ------------------------------------------ */
 
 static void
@@ -443,6 +748,17 @@ main (int argc, char **argv)
   g_test_add_func ("/core/vectors/signatures-verify-under-published-keys",
                    test_published_signatures_verify);
   g_test_add_func ("/core/vectors/scenario-is-consistent", test_published_scenario_is_consistent);
+  g_test_add_func ("/core/vectors/frames-split-and-reassemble-as-published",
+                   test_published_frames_reassemble);
+  g_test_add_func ("/core/vectors/error-decodes-as-published", test_published_error_decodes);
+  g_test_add_func ("/core/vectors/result-answers-the-published-bundle",
+                   test_published_reconciliation_is_consistent);
+  g_test_add_func ("/core/vectors/fraud-proofs-convict-the-signer",
+                   test_published_fraud_proofs_convict_the_signer);
+  g_test_add_func ("/core/vectors/handshake-bodies-are-consistent",
+                   test_published_handshake_bodies_are_consistent);
+  g_test_add_func ("/core/vectors/comparison-code-keeps-its-leading-zero",
+                   test_published_comparison_code_keeps_its_leading_zero);
 
   int ret = g_test_run ();
   g_free (document_path);

@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "tally-frame.h"
+
 #define LABEL_PREFIX "tally/v1/"
 
 #define EUR "EUR"
@@ -29,6 +31,16 @@ static const VectorEnvelope envelopes[] = {
   { "receipt", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT },
   { "revocation_list", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REVOCATION_LIST },
   { "defund_record", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND },
+  { "register_certificate_b", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE },
+  { "reconciliation_bundle", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE },
+  { "renewed_certificate", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE },
+  { "reconciliation_result", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT },
+  { "double_spend_permission_1", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION },
+  { "double_spend_permission_2", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION },
+  { "fraud_proof_counter_reused", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF },
+  { "fraud_proof_chain_fork", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF },
+  { "payee_bundle", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE },
+  { "fraud_proof_late_receipt", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF },
 };
 
 static const char *const hash_cases[] = { "empty", "abc", "memo", "register-id", "fields", NULL };
@@ -211,6 +223,304 @@ set_bytes (ProtobufCBinaryData *field, const guint8 *data, gsize len)
   field->len = len;
 }
 
+/* The signed objects of the scenario that later vectors carry. */
+typedef struct
+{
+  const Party *issuer, *reg_a, *reg_b;
+  Tally__SignedEnvelope *cert_a, *cert_b, *voucher, *permission, *receipt, *defund, *list;
+  const guint8 *head2;
+} Scenario;
+
+static Tally__Limits
+scenario_limits (void)
+{
+  Tally__Limits limits = TALLY__LIMITS__INIT;
+  limits.max_payment = 5000;
+  limits.balance_cap = 20000;
+  limits.max_offline_payments = 10;
+  limits.max_offline_seconds = 604800;
+  return limits;
+}
+
+static Tally__SignedEnvelope *
+add_certificate (Builder *b,
+                 const char *name,
+                 const Party *issuer,
+                 const Party *reg,
+                 guint64 not_before,
+                 guint64 serial)
+{
+  Tally__Limits limits = scenario_limits ();
+  Tally__RegisterCertificate cert = TALLY__REGISTER_CERTIFICATE__INIT;
+  set_bytes (&cert.register_public_key, reg->public_key, TALLY_PUBLIC_KEY_BYTES);
+  set_bytes (&cert.register_id, reg->id, TALLY_ID_BYTES);
+  cert.currency = (char *) EUR;
+  cert.limits = &limits;
+  cert.not_before = not_before;
+  cert.not_after = not_before + 31536000;
+  set_bytes (&cert.issuer_key_id, issuer->id, TALLY_ID_BYTES);
+  cert.serial = serial;
+  return add_signed (b, name, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE,
+                     &cert.base, issuer);
+}
+
+/* Register A's bundle after its payment and defund, and the issuer's
+ * answer. */
+static void
+build_reconciliation (Builder *b, const Scenario *sc)
+{
+  /* Register A, after its payment and its defund, exports its bundle. */
+  Tally__SpentEntry paid = TALLY__SPENT_ENTRY__INIT;
+  paid.permission = sc->permission;
+  paid.receipt = sc->receipt;
+  Tally__SpentEntry defunded = TALLY__SPENT_ENTRY__INIT;
+  defunded.permission = sc->defund;
+  Tally__SpentEntry *spent[] = { &paid, &defunded };
+  Tally__SignedEnvelope *vouchers[] = { sc->voucher };
+  Tally__ReconciliationBundle bundle = TALLY__RECONCILIATION_BUNDLE__INIT;
+  set_bytes (&bundle.register_id, sc->reg_a->id, TALLY_ID_BYTES);
+  bundle.certificate = sc->cert_a;
+  bundle.counter = 2;
+  set_bytes (&bundle.chain_head, sc->head2, TALLY_HASH_BYTES);
+  bundle.balance = 0;
+  bundle.n_spent = G_N_ELEMENTS (spent);
+  bundle.spent = spent;
+  bundle.n_vouchers = G_N_ELEMENTS (vouchers);
+  bundle.vouchers = vouchers;
+  bundle.created_at = VECTORS_TIME + 86460;
+  bundle.revocation_serial = 2;
+  g_autoptr (Tally__SignedEnvelope) bundle_env = add_signed (
+    b, "reconciliation_bundle", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
+    &bundle.base, sc->reg_a);
+  guint8 bundle_hash[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (bundle_env, bundle_hash);
+
+  /* The issuer books it and answers, renewing A's certificate. */
+  g_autoptr (Tally__SignedEnvelope) renewed =
+    add_certificate (b, "renewed_certificate", sc->issuer, sc->reg_a, VECTORS_TIME + 86520, 2);
+  Tally__ReconciliationResult result = TALLY__RECONCILIATION_RESULT__INIT;
+  set_bytes (&result.register_id, sc->reg_a->id, TALLY_ID_BYTES);
+  result.settled_counter = 2;
+  result.revocation_list = sc->list;
+  result.renewed_certificate = renewed;
+  result.reconciled_at = VECTORS_TIME + 86520;
+  set_bytes (&result.bundle_hash, bundle_hash, sizeof bundle_hash);
+  result.settled_voucher_sequence = 1;
+  g_autoptr (Tally__SignedEnvelope) result_env = add_signed (
+    b, "reconciliation_result", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT,
+    &result.base, sc->issuer);
+}
+
+static Tally__SignedEnvelope *
+add_fraud_proof (Builder *b,
+                 const char *name,
+                 const Party *issuer,
+                 const Party *accused,
+                 Tally__FraudKind kind,
+                 Tally__SignedEnvelope *first,
+                 Tally__SignedEnvelope *second,
+                 guint64 detected_at)
+{
+  Tally__FraudProof fp = TALLY__FRAUD_PROOF__INIT;
+  set_bytes (&fp.register_id, accused->id, TALLY_ID_BYTES);
+  fp.kind = kind;
+  fp.first = first;
+  fp.second = second;
+  fp.detected_at = detected_at;
+  return add_signed (b, name, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF, &fp.base,
+                     issuer);
+}
+
+/* A restored from a copy made before its first payment and paid again:
+ * counter 1 a second time, then counter 2 on that other chain. */
+static void
+build_double_spend (Builder *b, const Scenario *sc, const guint8 genesis[TALLY_HASH_BYTES])
+{
+  guint8 nonce1[TALLY_NONCE_BYTES], nonce2[TALLY_NONCE_BYTES], memo_hash[TALLY_HASH_BYTES];
+  guint8 entry[TALLY_HASH_BYTES], head[TALLY_HASH_BYTES];
+  for (gsize i = 0; i < TALLY_NONCE_BYTES; i++) {
+    nonce1[i] = (guint8) (0x20 + i);
+    nonce2[i] = (guint8) (0x40 + i);
+  }
+  tally_hash ("memo", "", 0, memo_hash);
+
+  Tally__Amount amount1 = TALLY__AMOUNT__INIT;
+  amount1.currency = (char *) EUR;
+  amount1.value = 2000;
+  Tally__DepositPermission p1 = TALLY__DEPOSIT_PERMISSION__INIT;
+  set_bytes (&p1.payer_register_id, sc->reg_a->id, TALLY_ID_BYTES);
+  set_bytes (&p1.payee_register_id, sc->reg_b->id, TALLY_ID_BYTES);
+  set_bytes (&p1.payee_nonce, nonce1, sizeof nonce1);
+  p1.amount = &amount1;
+  p1.counter = 1;
+  set_bytes (&p1.chain_prev, genesis, TALLY_HASH_BYTES);
+  p1.created_at = VECTORS_TIME + 7300;
+  set_bytes (&p1.memo_hash, memo_hash, sizeof memo_hash);
+  p1.expires_at = VECTORS_TIME + 10800;
+  g_autoptr (Tally__SignedEnvelope) env1 = add_signed (
+    b, "double_spend_permission_1", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION,
+    &p1.base, sc->reg_a);
+  tally_envelope_body_hash (env1, entry);
+  tally_chain_next (genesis, entry, head);
+
+  Tally__Amount amount2 = TALLY__AMOUNT__INIT;
+  amount2.currency = (char *) EUR;
+  amount2.value = 500;
+  Tally__DepositPermission p2 = p1;
+  set_bytes (&p2.payee_nonce, nonce2, sizeof nonce2);
+  p2.amount = &amount2;
+  p2.counter = 2;
+  set_bytes (&p2.chain_prev, head, sizeof head);
+  p2.created_at = VECTORS_TIME + 7400;
+  p2.expires_at = VECTORS_TIME + 10900;
+  g_autoptr (Tally__SignedEnvelope) env2 = add_signed (
+    b, "double_spend_permission_2", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION,
+    &p2.base, sc->reg_a);
+
+  g_autoptr (Tally__SignedEnvelope) reused = add_fraud_proof (
+    b, "fraud_proof_counter_reused", sc->issuer, sc->reg_a,
+    TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED, sc->permission, env1, VECTORS_TIME + 86580);
+  g_autoptr (Tally__SignedEnvelope) fork = add_fraud_proof (
+    b, "fraud_proof_chain_fork", sc->issuer, sc->reg_a, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK,
+    sc->permission, env2, VECTORS_TIME + 86580);
+}
+
+/* B restored from a copy made before it credited the permission, exporting
+ * at the permission's expiry a bundle that does not list it; the receipt
+ * it signed before then proves the rollback. */
+static void
+build_late_receipt (Builder *b, const Scenario *sc)
+{
+  guint8 genesis[TALLY_HASH_BYTES];
+  tally_chain_genesis (sc->reg_b->id, genesis);
+  Tally__ReconciliationBundle bundle = TALLY__RECONCILIATION_BUNDLE__INIT;
+  set_bytes (&bundle.register_id, sc->reg_b->id, TALLY_ID_BYTES);
+  bundle.certificate = sc->cert_b;
+  set_bytes (&bundle.chain_head, genesis, sizeof genesis);
+  bundle.created_at = VECTORS_TIME + 7200;
+  g_autoptr (Tally__SignedEnvelope) bundle_env = add_signed (
+    b, "payee_bundle", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
+    &bundle.base, sc->reg_b);
+  g_autoptr (Tally__SignedEnvelope) proof = add_fraud_proof (
+    b, "fraud_proof_late_receipt", sc->issuer, sc->reg_b,
+    TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT, sc->receipt, bundle_env, VECTORS_TIME + 86520);
+}
+
+/* Handshake bodies that carry what the first payment did not: a gossiped
+ * revocation list, a certificate named by its hash, a permission delivered
+ * again. */
+static void
+build_handshake_bodies (Builder *b, const Scenario *sc, const Tally__PaymentRequest *request)
+{
+  guint8 seed[crypto_kx_SEEDBYTES], e_pk[crypto_kx_PUBLICKEYBYTES], e_sk[crypto_kx_SECRETKEYBYTES];
+  memset (seed, 0x04, sizeof seed);
+  crypto_kx_seed_keypair (e_pk, e_sk, seed);
+  sodium_memzero (e_sk, sizeof e_sk);
+
+  /* The payer holds list 1, the payee list 2, which it gossips. */
+  Tally__Hello hello = TALLY__HELLO__INIT;
+  hello.version = TALLY_PROTOCOL_VERSION;
+  set_bytes (&hello.ephemeral_public_key, e_pk, sizeof e_pk);
+  hello.revocation_serial = 1;
+  Tally__SessionMessage hello_msg = TALLY__SESSION_MESSAGE__INIT;
+  hello_msg.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
+  hello_msg.hello = &hello;
+  g_autoptr (GBytes) hello_bytes = tally_message_pack (&hello_msg.base);
+
+  Tally__OfferBody offer = TALLY__OFFER_BODY__INIT;
+  offer.payee_certificate = sc->cert_b;
+  offer.request = (Tally__PaymentRequest *) request;
+  offer.revocation_serial = 2;
+  offer.revocation_list = sc->list;
+  offer.max_message = TALLY_FRAME_DEFAULT_MAX_MESSAGE;
+  g_autoptr (GBytes) offer_bytes = tally_message_pack (&offer.base);
+
+  b->section = "gossip";
+  add_bytes (b, "gossip.hello", hello_bytes);
+  add_bytes (b, "gossip.offer_body", offer_bytes);
+
+  /* The payee holds A's certificate: its hash stands in for it. */
+  guint8 cert_hash[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (sc->cert_a, cert_hash);
+  Tally__PayBody cached = TALLY__PAY_BODY__INIT;
+  cached.permission = sc->permission;
+  set_bytes (&cached.payer_certificate_hash, cert_hash, sizeof cert_hash);
+  g_autoptr (GBytes) cached_bytes = tally_message_pack (&cached.base);
+  b->section = "certificate_hash";
+  add (b, "certificate_hash.hash", cert_hash, sizeof cert_hash);
+  add_bytes (b, "certificate_hash.pay_body", cached_bytes);
+
+  /* The permission that lost its receipt, in a later session. */
+  Tally__PayBody again = TALLY__PAY_BODY__INIT;
+  again.payer_certificate = sc->cert_a;
+  again.permission = sc->permission;
+  again.redelivery = TRUE;
+  g_autoptr (GBytes) again_bytes = tally_message_pack (&again.base);
+  b->section = "redelivery";
+  add_bytes (b, "redelivery.pay_body", again_bytes);
+}
+
+/* Comparison code of the transcript H("example", BE64(i)) for the first
+ * i whose code starts with a zero. */
+static void
+build_comparison (Builder *b)
+{
+  guint8 t2[TALLY_HASH_BYTES], h[TALLY_HASH_BYTES];
+  char code[7];
+  guint64 be;
+  for (guint64 i = 0;; i++) {
+    be = GUINT64_TO_BE (i);
+    tally_hash ("example", &be, sizeof be, t2);
+    tally_hash ("comparison-code", t2, sizeof t2, h);
+    guint32 v = ((guint32) h[0] << 24) | ((guint32) h[1] << 16) | ((guint32) h[2] << 8) | h[3];
+    g_snprintf (code, sizeof code, "%06u", v % 1000000u);
+    if (code[0] == '0')
+      break;
+  }
+  b->section = "comparison";
+  add (b, "comparison.index", &be, sizeof be);
+  add (b, "comparison.t2", t2, sizeof t2);
+  add (b, "comparison.hash", h, sizeof h);
+  add (b, "comparison.code", code, 6);
+}
+
+/* An Error, and how the framing splits it at the smallest MTU. */
+static void
+build_error_and_frames (Builder *b)
+{
+  Tally__Error err = TALLY__ERROR__INIT;
+  err.code = TALLY_ERROR_REJECTED;
+  err.message = (char *) "the payer's agent declined the offer";
+  Tally__SessionMessage msg = TALLY__SESSION_MESSAGE__INIT;
+  msg.msg_case = TALLY__SESSION_MESSAGE__MSG_ERROR;
+  msg.error = &err;
+  g_autoptr (GBytes) packed = tally_message_pack (&msg.base);
+  b->section = "error";
+  add_bytes (b, "error.session_message", packed);
+
+  gsize len;
+  const guint8 *data = g_bytes_get_data (packed, &len);
+  g_autoptr (GPtrArray) fragments =
+    tally_frame_split (data, len, TALLY_FRAME_MIN_MTU, TALLY_FRAME_DEFAULT_MAX_MESSAGE, NULL);
+  g_assert_nonnull (fragments);
+  const guint8 mtu[2] = { 0, TALLY_FRAME_MIN_MTU };
+  GByteArray *stream = g_byte_array_new ();
+  b->section = "frame";
+  add (b, "frame.mtu", mtu, sizeof mtu);
+  add_bytes (b, "frame.message", packed);
+  for (guint i = 0; i < fragments->len; i++) {
+    g_autofree char *name = g_strdup_printf ("frame.fragment_%u", i);
+    gsize flen;
+    const guint8 *f = g_bytes_get_data (fragments->pdata[i], &flen);
+    const guint8 prefix[2] = { (guint8) (flen >> 8), (guint8) flen };
+    add (b, name, f, flen);
+    g_byte_array_append (stream, prefix, sizeof prefix);
+    g_byte_array_append (stream, f, flen);
+  }
+  g_autoptr (GBytes) stream_bytes = g_byte_array_free_to_bytes (stream);
+  add_bytes (b, "frame.stream", stream_bytes);
+}
+
 GPtrArray *
 vectors_build (void)
 {
@@ -364,6 +674,28 @@ vectors_build (void)
   add (&b, "chain.register_a.head_1", head1, sizeof head1);
   add (&b, "chain.register_a.entry_2", defund_hash, sizeof defund_hash);
   add (&b, "chain.register_a.head_2", head2, sizeof head2);
+
+  g_autoptr (Tally__SignedEnvelope) cert_b_env =
+    add_certificate (&b, "register_certificate_b", &issuer, &reg_b, VECTORS_TIME, 1);
+  Scenario sc = {
+    .issuer = &issuer,
+    .reg_a = &reg_a,
+    .reg_b = &reg_b,
+    .cert_a = cert_env,
+    .cert_b = cert_b_env,
+    .voucher = voucher_env,
+    .permission = permission_env,
+    .receipt = receipt_env,
+    .defund = defund_env,
+    .list = list_env,
+    .head2 = head2,
+  };
+  build_reconciliation (&b, &sc);
+  build_double_spend (&b, &sc, genesis);
+  build_late_receipt (&b, &sc);
+  build_handshake_bodies (&b, &sc, &request);
+  build_comparison (&b);
+  build_error_and_frames (&b);
 
   party_clear (&issuer);
   party_clear (&reg_a);

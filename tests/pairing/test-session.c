@@ -705,6 +705,67 @@ test_refuses_short_ephemeral_key (Fixture *f, gconstpointer data)
   script_clear (&s);
 }
 
+/* X25519 public keys whose shared secret is all zeros with any secret:
+ * points of order 1, 2, 4 and 8, and non-canonical or high-bit encodings
+ * of them (protocol 4.1). */
+static const guint8
+  low_order_points[][32] = {
+    { 0 },
+    { 1 },
+    { 0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae, 0x16, 0x56, 0xe3,
+      0xfa, 0xf1, 0x9f, 0xc4, 0x6a, 0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32,
+      0xb1, 0xfd, 0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00 },
+    { 0x5f, 0x9c, 0x95, 0xbc, 0xa3, 0x50, 0x8c, 0x24, 0xb1, 0xd0, 0xb1,
+      0x55, 0x9c, 0x83, 0xef, 0x5b, 0x04, 0x44, 0x5c, 0xc4, 0x58, 0x1c,
+      0x8e, 0x86, 0xd8, 0x22, 0x4e, 0xdd, 0xd0, 0x9f, 0x11, 0x57 },
+    { 0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f },
+    { 0xed, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f },
+    { 0xee, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+      0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f },
+    { 0x01, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+      0,    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x80 },
+  };
+
+static void
+test_payee_refuses_low_order_ephemeral_key (Fixture *f, gconstpointer data)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (low_order_points); i++) {
+    g_autoptr (TallySession) payee = waiting_payee (f);
+    Tally__Hello hello = TALLY__HELLO__INIT;
+    hello.version = TALLY_PROTOCOL_VERSION;
+    hello.ephemeral_public_key.data = (guint8 *) low_order_points[i];
+    hello.ephemeral_public_key.len = sizeof low_order_points[i];
+    Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+    m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
+    m.hello = &hello;
+    g_autoptr (GBytes) msg = tally_message_pack (&m.base);
+    g_test_message ("point %zu", i);
+    assert_refused (payee, f->payee, msg, TALLY_ERROR_MALFORMED);
+  }
+}
+
+static void
+test_payer_refuses_low_order_ephemeral_key (Fixture *f, gconstpointer data)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (low_order_points); i++) {
+    PayerRig r;
+    payer_rig_init (&r, f->payer, f->payee);
+    g_autoptr (GBytes) cert = tally_register_get_certificate (f->payee);
+    g_autoptr (GBytes) offer = script_offer (&r.s, r.hello, cert, r.request, f->payee, NULL);
+    g_autoptr (Tally__SessionMessage) m = script_unpack_session (offer);
+    memcpy (m->offer->ephemeral_public_key.data, low_order_points[i], 32);
+    g_autoptr (GBytes) forged = script_pack_session (m);
+    g_test_message ("point %zu", i);
+    assert_refused (r.payer, f->payer, forged, TALLY_ERROR_MALFORMED);
+    payer_rig_clear (&r);
+  }
+}
+
 static void
 test_refuses_message_in_wrong_state (Fixture *f, gconstpointer data)
 {
@@ -973,6 +1034,10 @@ main (int argc, char **argv)
   ADD ("/session/refuses-empty-message", test_refuses_empty_message);
   ADD ("/session/refuses-unsupported-version", test_refuses_unsupported_version);
   ADD ("/session/refuses-short-ephemeral-key", test_refuses_short_ephemeral_key);
+  ADD ("/session/payee/refuses-low-order-ephemeral-key",
+       test_payee_refuses_low_order_ephemeral_key);
+  ADD ("/session/payer/refuses-low-order-ephemeral-key",
+       test_payer_refuses_low_order_ephemeral_key);
   ADD ("/session/refuses-message-in-wrong-state", test_refuses_message_in_wrong_state);
   ADD ("/session/reports-peer-error-with-its-code", test_reports_peer_error_with_its_code);
   ADD ("/session/payer/refuses-offer-from-wrong-issuer",

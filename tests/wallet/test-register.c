@@ -1665,6 +1665,63 @@ test_result_marks_register_revoked (World *w, gconstpointer data)
   assert_spend_fails (&w->a, w->b.cert_env, req, T + 100, TALLY_ERROR_REVOKED);
 }
 
+/* A result renewing the certificate at @serial, of @reconciled_at. */
+static GBytes *
+renewing_result (World *w, guint64 reconciled_at, guint64 settled_counter, guint64 serial)
+{
+  g_autoptr (GBytes) renewed = fixture_certify (w->issuer, tally_register_get_public_key (w->a.reg),
+                                                NULL, T, T + 2 * FIXTURE_YEAR, serial);
+  FixtureResult fr = {
+    .register_id = id_of (&w->a),
+    .settled_counter = settled_counter,
+    .renewed_certificate = renewed,
+    .reconciled_at = reconciled_at,
+  };
+  return fixture_result (w->issuer, &fr);
+}
+
+/* Protocol 5: two reconciliations within one second are both applied, in
+ * the order of the certificate serials the issuer renews them with; only
+ * the same result again, or an older one, is a replay. */
+static void
+test_result_applies_newer_result_of_the_same_second (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) first = renewing_result (w, T + 100, 0, 2);
+  g_assert_true (apply (w->a.reg, first, T + 100, &error));
+  g_assert_no_error (error);
+
+  g_autoptr (GBytes) receipt = NULL;
+  g_autoptr (GBytes) permission = fixture_pay (w->a.reg, w->b.reg, 1000, NULL, T + 100, &receipt);
+  g_assert_cmpuint (tally_register_get_offline_payments (w->a.reg), ==, 1);
+
+  g_autoptr (GBytes) second = renewing_result (w, T + 100, 1, 3);
+  g_assert_true (apply (w->a.reg, second, T + 100, &error));
+  g_assert_no_error (error);
+  reopen (&w->a);
+  g_assert_cmpuint (tally_register_get_offline_payments (w->a.reg), ==, 0);
+  g_assert_cmpuint (tally_register_get_certificate_info (w->a.reg)->serial, ==, 3);
+  g_autoptr (Tally__ReconciliationBundle) b = export_bundle (&w->a, T + 100);
+  g_assert_cmpuint (b->n_spent, ==, 0);
+
+  /* The same results again, an older serial and no renewal are replays. */
+  assert_apply_fails (&w->a, second, T + 100, TALLY_ERROR_REPLAY);
+  assert_apply_fails (&w->a, first, T + 100, TALLY_ERROR_REPLAY);
+  FixtureResult bare = { .register_id = id_of (&w->a), .reconciled_at = T + 100 };
+  g_autoptr (GBytes) no_renewal = fixture_result (w->issuer, &bare);
+  assert_apply_fails (&w->a, no_renewal, T + 100, TALLY_ERROR_REPLAY);
+
+  /* A revocation in the same second is newer; after it nothing of that
+   * second is. */
+  bare.revoked = TRUE;
+  g_autoptr (GBytes) revoking = fixture_result (w->issuer, &bare);
+  g_assert_true (apply (w->a.reg, revoking, T + 100, &error));
+  g_assert_no_error (error);
+  assert_apply_fails (&w->a, revoking, T + 100, TALLY_ERROR_REPLAY);
+  g_autoptr (GBytes) later_serial = renewing_result (w, T + 100, 1, 4);
+  assert_apply_fails (&w->a, later_serial, T + 100, TALLY_ERROR_REPLAY);
+}
+
 /* ===== defund ===== */
 
 static void
@@ -2451,6 +2508,8 @@ main (int argc, char **argv)
   ADD ("/register/result/settles-and-resets-offline-count",
        test_result_settles_and_resets_offline_count);
   ADD ("/register/result/marks-register-revoked", test_result_marks_register_revoked);
+  ADD ("/register/result/applies-newer-result-of-the-same-second",
+       test_result_applies_newer_result_of_the_same_second);
   ADD ("/register/request/expires-after-its-lifetime", test_request_expires_after_its_lifetime);
   ADD ("/register/spend/refuses-expired-request", test_spend_refuses_expired_request);
   ADD ("/register/spend/refuses-request-without-expiry", test_spend_refuses_request_without_expiry);
