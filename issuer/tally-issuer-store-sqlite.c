@@ -83,13 +83,19 @@ static const char *const migrations[] = {
   /* 3: the issuer credits only what signed evidence backs (docs/protocol.md
    * 5.5).  A defund records what it was credited, which may be less than
    * it claimed; a register records what it was refused and the deficit a
-   * fraud proof has shown.  Defunds booked before were credited in full.
+   * fraud proof has shown, and the largest max_payment it was ever
+   * certified with; a payment above it is tainted: its payee accepted what
+   * no honest payee would, and it is no evidence for that payee.  Defunds
+   * booked before were credited in full.
    * totals.fraud_exposure is no longer kept: the audit derives exposure
    * from the registers' views. */
   "ALTER TABLE entries ADD COLUMN credited INTEGER NOT NULL DEFAULT 0;"
   "UPDATE entries SET credited = amount WHERE kind = 2;"
   "ALTER TABLE registers ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;"
   "ALTER TABLE registers ADD COLUMN deficit INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE registers ADD COLUMN max_payment_ever INTEGER NOT NULL DEFAULT 0;"
+  "UPDATE registers SET max_payment_ever = max_payment;"
+  "ALTER TABLE entries ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;"
   "CREATE INDEX entries_by_payee ON entries (payee_id, state);",
 };
 
@@ -140,7 +146,7 @@ typedef enum
 
 #define ENTRY_COLUMNS                                                                              \
   "hash, register_id, counter, kind, payee_id, amount, state, payer_reported, payee_reported, "    \
-  "chain_prev, chain_after, envelope, booked_at, expires_at, receipt, credited"
+  "chain_prev, chain_after, envelope, booked_at, expires_at, receipt, credited, tainted"
 
 /* Value paid to a register by permissions already reclaimed: late receipts. */
 #define LATE_SQL                                                                                   \
@@ -150,7 +156,7 @@ typedef enum
 #define REGISTER_COLUMNS                                                                           \
   "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
   "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon, "  \
-  "refused, deficit"
+  "refused, deficit, max_payment_ever"
 
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -164,12 +170,12 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
   /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
   [STMT_REGISTER_PUT] = "INSERT INTO registers (" REGISTER_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) "
                         "ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
                         "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
                         "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
                         "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
-                        "refused = ?14, deficit = ?15",
+                        "refused = ?14, deficit = ?15, max_payment_ever = ?16",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_VOUCHER_NEXT] = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
   [STMT_VOUCHER_INSERT] = "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
@@ -180,9 +186,9 @@ static const char *const stmt_sql[N_STMTS] = {
                               "WHERE register_id = ?1 AND counter = ?2 ORDER BY rowid",
   [STMT_ENTRY_INSERT] =
     "INSERT INTO entries (" ENTRY_COLUMNS ") "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
   [STMT_ENTRY_UPDATE] = "UPDATE entries SET state = ?2, payer_reported = ?3, payee_reported = ?4, "
-                        "receipt = ?5 WHERE hash = ?1",
+                        "receipt = ?5, tainted = ?6 WHERE hash = ?1",
   /* "state = 1" spelled out so that the partial index applies. */
   [STMT_ENTRIES_EXPIRED_IN_FLIGHT] = "SELECT " ENTRY_COLUMNS " FROM entries "
                                      "WHERE payee_id = ?1 AND state = 1 AND expires_at > 0 "
@@ -235,7 +241,7 @@ static const char *const stmt_sql[N_STMTS] = {
                                  "ORDER BY id",
   [STMT_EVIDENCE_VOUCHERS] = "SELECT COALESCE(SUM(amount), 0) FROM vouchers WHERE register_id = ?1",
   [STMT_EVIDENCE_RECEIVED] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
-                             "WHERE payee_id = ?1 AND state = 2",
+                             "WHERE payee_id = ?1 AND state = 2 AND tainted = 0",
   [STMT_EVIDENCE_LATE] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
                          "WHERE payee_id = ?1 AND state = 3 AND payee_reported != 0",
   [STMT_EVIDENCE_SPENT] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
@@ -503,6 +509,7 @@ read_register (SqliteStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GE
   r.horizon = column_u64 (st, 12);
   r.refused = sqlite3_column_int64 (st, 13);
   r.deficit = sqlite3_column_int64 (st, 14);
+  r.max_payment_ever = sqlite3_column_int64 (st, 15);
   *row = r;
   return TRUE;
 }
@@ -548,6 +555,7 @@ sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError
   bind_u64 (st, 13, row->horizon);
   sqlite3_bind_int64 (st, 14, row->refused);
   sqlite3_bind_int64 (st, 15, row->deficit);
+  sqlite3_bind_int64 (st, 16, row->max_payment_ever);
   return step_done (s, st, "register", error);
 }
 
@@ -678,6 +686,7 @@ read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError *
   if (sqlite3_column_type (st, 14) != SQLITE_NULL)
     r.receipt = column_bytes (st, 14);
   r.credited = sqlite3_column_int64 (st, 15);
+  r.tainted = sqlite3_column_int (st, 16) != 0;
   *row = r;
   return TRUE;
 }
@@ -752,6 +761,7 @@ sqlite_entry_insert (gpointer backend, const TallyIssuerEntryRow *row, GError **
   bind_u64 (st, 14, row->expires_at);
   bind_optional_bytes (st, 15, row->receipt);
   sqlite3_bind_int64 (st, 16, row->credited);
+  sqlite3_bind_int (st, 17, row->tainted ? 1 : 0);
   if (sqlite3_step (st) == SQLITE_DONE)
     return TRUE;
   if (is_constraint (s)) {
@@ -771,6 +781,7 @@ sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **
   sqlite3_bind_int (st, 3, row->payer_reported ? 1 : 0);
   sqlite3_bind_int (st, 4, row->payee_reported ? 1 : 0);
   bind_optional_bytes (st, 5, row->receipt);
+  sqlite3_bind_int (st, 6, row->tainted ? 1 : 0);
   if (!step_done (s, st, "entry", error))
     return FALSE;
   if (sqlite3_changes (s->db) != 1) {

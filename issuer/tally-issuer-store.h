@@ -42,6 +42,7 @@ typedef struct
   guint64 horizon;
   gint64 refused; /* defunded value claimed beyond the evidence, never credited */
   gint64 deficit; /* largest deficit an OVERDRAWN fraud proof has shown */
+  gint64 max_payment_ever; /* largest max_payment of any certificate issued */
 } TallyIssuerRegisterRow;
 
 void tally_issuer_register_row_clear (TallyIssuerRegisterRow *row);
@@ -89,6 +90,7 @@ typedef struct
   guint64 expires_at; /* the permission's; 0 for a defund or no expiry */
   GBytes *receipt;    /* the payee's packed receipt envelope, or NULL */
   gint64 credited;    /* a defund's: what the online account received; 0 otherwise */
+  gboolean tainted;   /* a permission above its payer's limit that a payee accepted */
 } TallyIssuerEntryRow;
 
 void tally_issuer_entry_row_clear (TallyIssuerEntryRow *row);
@@ -203,8 +205,8 @@ typedef struct
                                   GError **error);
   /* EXISTS when an entry with row->hash is there. */
   gboolean (*entry_insert) (gpointer backend, const TallyIssuerEntryRow *row, GError **error);
-  /* Updates state, the reported halves and the receipt of the entry with
-   * row->hash. */
+  /* Updates state, the reported halves, the receipt and the taint of the
+   * entry with row->hash. */
   gboolean (*entry_update) (gpointer backend, const TallyIssuerEntryRow *row, GError **error);
   /* IN_FLIGHT permissions to @payee_id with 0 < expires_at <= @horizon,
    * oldest first, found through an index: reconciling a payee must not
@@ -250,7 +252,7 @@ typedef struct
   gboolean (*totals_put) (gpointer backend, const TallyIssuerTotals *totals, GError **error);
   gboolean (*sums) (gpointer backend, TallyIssuerSums *sums, GError **error);
   /* Sums of vouchers sold to @register_id, of permissions to it that are
-   * SETTLED, of its own entries with counter <= @counter, and of
+   * SETTLED and not tainted, of its own entries with counter <= @counter, and of
    * permissions to it that were RECLAIMED before its receipt came. */
   gboolean (*register_evidence) (gpointer backend,
                                  const guint8 register_id[TALLY_ID_BYTES],

@@ -529,6 +529,7 @@ certify_locked (TallyIssuer *issuer,
     return NULL;
   }
   row.max_payment = limits->max_payment;
+  row.max_payment_ever = MAX (row.max_payment_ever, limits->max_payment);
   row.balance_cap = limits->balance_cap;
   row.max_offline_payments = limits->max_offline_payments;
   row.max_offline_seconds = limits->max_offline_seconds;
@@ -1009,10 +1010,59 @@ defund_credit (Reconcile *rc, const Booking *b, gint64 *credited, GError **error
          tally_issuer_store_register_put (rc->issuer->store, &row, error);
 }
 
+/* TRUE in *over when @amount is above every max_payment @payer was ever
+ * certified with: no honest register signs it, no honest payee accepts it. */
+static gboolean
+over_limit (Reconcile *rc,
+            const guint8 payer[TALLY_ID_BYTES],
+            gint64 amount,
+            gboolean *over,
+            GError **error)
+{
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  if (!tally_issuer_store_register_get (rc->issuer->store, payer, &row, error))
+    return FALSE;
+  *over = amount > row.max_payment_ever;
+  return TRUE;
+}
+
+static gboolean
+prove_and_revoke (Reconcile *rc,
+                  const guint8 register_id[TALLY_ID_BYTES],
+                  Tally__FraudKind kind,
+                  const Tally__SignedEnvelope *first,
+                  const Tally__SignedEnvelope *second,
+                  GError **error)
+{
+  gboolean changed;
+  if (!record_fraud (rc, register_id, kind, first, second, error) ||
+      !mark_revoked (rc->issuer, register_id, &changed, error))
+    return FALSE;
+  rc->revocations_changed |= changed;
+  return TRUE;
+}
+
+/*
+ * The payee's half of a permission above its payer's limit (protocol.md
+ * 5.5): the payee skipped a check every honest payee makes, so it is proven
+ * and revoked, and the half is booked tainted: it moves the value to the
+ * payee's view but is no evidence for it, so the payee cannot defund it.
+ */
+static gboolean
+taint_payee_half (Reconcile *rc,
+                  const Booking *b,
+                  TallyIssuerEntryRow *row,
+                  GError **error)
+{
+  row->tainted = TRUE;
+  return prove_and_revoke (rc, b->payee, TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT, b->receipt,
+                           b->env, error);
+}
+
 static gboolean
 book_new (Reconcile *rc, const Booking *b, GError **error)
 {
-  gboolean fraud;
+  gboolean fraud, over;
   if (!detect_fraud (rc, b, &fraud, error))
     return FALSE;
   if (fraud) {
@@ -1064,7 +1114,11 @@ book_new (Reconcile *rc, const Booking *b, GError **error)
     row.state = TALLY_ISSUER_ENTRY_SETTLED;
     break;
   case TALLY_ISSUER_ENTRY_PERMISSION:
-    if (!adjust_view (rc, b->payer, -b->amount, error))
+    if (!adjust_view (rc, b->payer, -b->amount, error) ||
+        !over_limit (rc, b->payer, b->amount, &over, error) ||
+        (over && !prove_and_revoke (rc, b->payer, TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT, b->env,
+                                    b->payee_half ? b->receipt : NULL, error)) ||
+        (over && b->payee_half && !taint_payee_half (rc, b, &row, error)))
       return FALSE;
     if (b->payee_half) {
       if (!adjust_view (rc, b->payee, b->amount, error))
@@ -1110,8 +1164,12 @@ book_again (Reconcile *rc, const Booking *b, TallyIssuerEntryRow *row, GError **
     added = TRUE;
   }
   if (b->payee_half && !row->payee_reported) {
+    gboolean over;
     row->payee_reported = TRUE;
     added = TRUE;
+    if (!over_limit (rc, row->register_id, row->amount, &over, error) ||
+        (over && !taint_payee_half (rc, b, row, error)))
+      return FALSE;
     switch (row->state) {
     case TALLY_ISSUER_ENTRY_IN_FLIGHT:
       if (!add_signed (rc->totals.in_flight, -row->amount, &rc->totals.in_flight, error) ||
@@ -1836,6 +1894,7 @@ tally_issuer_fraud_kind_to_string (Tally__FraudKind kind)
   case TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK: return "chain-fork";
   case TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT: return "late-receipt";
   case TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN: return "overdrawn";
+  case TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT: return "over-limit";
   case TALLY__FRAUD_KIND__FRAUD_KIND_UNSPECIFIED:
   case _TALLY__FRAUD_KIND_IS_INT_SIZE: break;
   }

@@ -552,6 +552,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_assert_cmpuint (row.horizon, ==, 0);
   g_assert_cmpint (row.refused, ==, 0);
   g_assert_cmpint (row.deficit, ==, 0);
+  g_assert_cmpint (row.max_payment_ever, ==, 10);
   g_auto (TallyIssuerEntryRow) entry = { 0 };
   g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, hash, &entry, &error));
   g_assert_no_error (error);

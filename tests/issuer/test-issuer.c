@@ -1705,6 +1705,90 @@ test_evidence_bundle_judged_through_its_own_counter (Fixture *f, gconstpointer d
   g_assert_cmpint (audit.awaiting, ==, 0);
 }
 
+/* The key signs a payment above the payer's certified limit and a colluding
+ * payee accepts it: both are proven and revoked, and the payee cannot
+ * defund what no honest payee would have accepted. */
+static void
+test_evidence_payment_over_limit_proves_payer_and_payee (Fixture *f, gconstpointer data)
+{
+  open_account (f, "mallory", 20000);
+  open_account (f, "accomplice", 0);
+  g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
+  g_autoptr (TestRegister) x = test_register_new (f->issuer, "accomplice");
+  g_autoptr (GBytes) voucher = sell (f, m, 20000);
+  /* Certified for at most 50.00 a payment. */
+  g_autoptr (GBytes) big = test_permission (m, x, 5001);
+  g_autoptr (GBytes) receipt = test_receipt (x, big);
+  g_autoptr (GBytes) d = test_defund (x, 5001);
+
+  g_autoptr (TestBundle) bx = test_bundle_new (x);
+  test_bundle_add_received (bx, m->cert, big, receipt);
+  test_bundle_add_spent (bx, d, NULL);
+  g_autoptr (GBytes) bundle = test_bundle_sign (bx);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
+  g_assert_true (res->revoked);
+  g_assert_cmpint (report.refused, ==, 5001);
+  g_assert_cmpint (balance_of (f, "accomplice"), ==, 0);
+
+  g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
+  g_assert_true (tally_revocation_list_contains (list, m->id));
+  g_assert_true (tally_revocation_list_contains (list, x->id));
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) rows = tally_issuer_audit_registers (f->issuer, &error);
+  g_assert_no_error (error);
+  guint32 over = 1u << TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT;
+  g_assert_true (audit_row_of (rows, m)->proof_kinds & over);
+  g_assert_true (audit_row_of (rows, x)->proof_kinds & over);
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.identity);
+
+  /* Mallory's own bundle, the same payment again: no second proof. */
+  g_autoptr (TestBundle) bm = test_bundle_new (m);
+  test_bundle_add_voucher (bm, voucher);
+  test_bundle_add_spent (bm, big, receipt);
+  g_autoptr (GBytes) bundle_m = test_bundle_sign (bm);
+  g_autoptr (Tally__ReconciliationResult) rm = test_reconcile (f->issuer, bundle_m, &report);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+}
+
+/* A payee's half that arrives after the payer's is judged the same way. */
+static void
+test_evidence_payment_over_limit_reported_by_payer_first (Fixture *f, gconstpointer data)
+{
+  open_account (f, "mallory", 20000);
+  open_account (f, "accomplice", 0);
+  g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
+  g_autoptr (TestRegister) x = test_register_new (f->issuer, "accomplice");
+  g_autoptr (GBytes) voucher = sell (f, m, 20000);
+  g_autoptr (GBytes) big = test_permission (m, x, 6000);
+  g_autoptr (GBytes) receipt = test_receipt (x, big);
+
+  g_autoptr (TestBundle) bm = test_bundle_new (m);
+  test_bundle_add_voucher (bm, voucher);
+  test_bundle_add_spent (bm, big, NULL);
+  g_autoptr (GBytes) bundle_m = test_bundle_sign (bm);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) rm = test_reconcile (f->issuer, bundle_m, &report);
+  g_assert_true (rm->revoked);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+
+  g_autoptr (TestBundle) bx = test_bundle_new (x);
+  test_bundle_add_received (bx, m->cert, big, receipt);
+  g_autoptr (GBytes) bundle_x = test_bundle_sign (bx);
+  g_autoptr (Tally__ReconciliationResult) rx = test_reconcile (f->issuer, bundle_x, &report);
+  g_assert_true (rx->revoked);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  g_autoptr (Tally__FraudProof) fp =
+    only_proof_of_kind (f, rx, TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT);
+  g_assert_cmpmem (fp->register_id.data, fp->register_id.len, x->id, TALLY_ID_BYTES);
+  g_assert_true (envelopes_equal (fp->first, receipt));
+  g_assert_true (envelopes_equal (fp->second, big));
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.identity);
+  g_assert_cmpint (audit.in_flight, ==, 0);
+}
+
 /* --- reclaim --- */
 
 /* The identity always holds; "balanced" also needs no exposure. */
@@ -2594,6 +2678,10 @@ main (int argc, char **argv)
        test_evidence_honest_onward_spend_is_not_fraud);
   ADD ("/issuer/evidence/bundle-judged-through-its-own-counter",
        test_evidence_bundle_judged_through_its_own_counter);
+  ADD ("/issuer/evidence/payment-over-limit-proves-payer-and-payee",
+       test_evidence_payment_over_limit_proves_payer_and_payee);
+  ADD ("/issuer/evidence/payment-over-limit-reported-by-payer-first",
+       test_evidence_payment_over_limit_reported_by_payer_first);
 #undef ADD
 
   return g_test_run ();
