@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "tally-peer.h"
+
 /*
  * Key schedule and transcript (docs/protocol.md, "Handshake"):
  *
@@ -327,8 +329,8 @@ maybe_our_revocation_list (TallySession *s, guint64 peer_serial, Tally__SignedEn
   return *holder;
 }
 
-/* Checks the peer's certificate, that our revocation list does not name it,
- * and the transcript signature it made over @data. */
+/* The peer check the register makes again before value moves (one rule,
+ * in wallet/tally-peer.c), then the transcript signature over @data. */
 static Tally__RegisterCertificate *
 authenticate_peer (TallySession *s,
                    const Tally__SignedEnvelope *cert_env,
@@ -340,22 +342,9 @@ authenticate_peer (TallySession *s,
                    GError **error)
 {
   g_autoptr (Tally__RegisterCertificate) cert =
-    tally_certificate_verify (cert_env, tally_register_get_issuer_key (s->reg), now, error);
+    tally_register_check_peer (s->reg, cert_env, &s->policy, now, error);
   if (cert == NULL)
     return NULL;
-
-  if (tally_register_revokes (s->reg, cert->register_id.data)) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "peer register is revoked");
-    return NULL;
-  }
-  if (s->policy.max_revocation_age > 0) {
-    guint64 issued = tally_register_get_revocation_issued_at (s->reg);
-    if (issued == 0 || now > issued + s->policy.max_revocation_age) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STALE_REVOCATION_LIST,
-                   "our revocation list is older than the policy allows; reconcile first");
-      return NULL;
-    }
-  }
 
   GError *local = NULL;
   if (!tally_verify_detached (ctx, data, len, sig->data, sig->len,
@@ -363,10 +352,6 @@ authenticate_peer (TallySession *s,
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_TRANSCRIPT,
                  "peer's transcript signature does not verify: %s", local->message);
     g_error_free (local);
-    return NULL;
-  }
-  if (memcmp (cert->register_id.data, tally_register_get_id (s->reg), TALLY_ID_BYTES) == 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER, "peer is this very register");
     return NULL;
   }
   g_free (s->peer_id);

@@ -330,6 +330,62 @@ fixture_register_new (FixtureIssuer *issuer,
   return g_steal_pointer (&reg);
 }
 
+int
+fixture_peer_fault_code (FixturePeerFault fault)
+{
+  switch (fault) {
+  case FIXTURE_PEER_REVOKED:
+    return TALLY_ERROR_REVOKED;
+  case FIXTURE_PEER_OTHER_CURRENCY:
+    return TALLY_ERROR_CURRENCY_MISMATCH;
+  case FIXTURE_PEER_EXPIRED:
+    return TALLY_ERROR_CERT_EXPIRED;
+  case FIXTURE_PEER_NOT_YET_VALID:
+    return TALLY_ERROR_CERT_NOT_YET_VALID;
+  case FIXTURE_PEER_WRONG_ISSUER:
+    return TALLY_ERROR_WRONG_ISSUER;
+  case FIXTURE_PEER_ITSELF:
+    return TALLY_ERROR_WRONG_REGISTER;
+  }
+  g_assert_not_reached ();
+}
+
+GBytes *
+fixture_peer_certificate (FixtureIssuer *issuer,
+                          TallyRegister *subject,
+                          TallyRegister *holder,
+                          FixturePeerFault fault,
+                          guint64 now)
+{
+  const guint8 *key = tally_register_get_public_key (subject);
+  g_autoptr (GError) error = NULL;
+
+  switch (fault) {
+  case FIXTURE_PEER_REVOKED: {
+    g_autoptr (GBytes) list = fixture_revocation_list (
+      issuer, tally_register_get_revocation_serial (holder) + 1, now, tally_register_get_id (subject),
+      NULL);
+    g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (list);
+    g_assert_true (tally_register_update_revocation_list (holder, env, &error));
+    g_assert_no_error (error);
+    return tally_register_get_certificate (subject);
+  }
+  case FIXTURE_PEER_OTHER_CURRENCY:
+    return fixture_certify_currency (issuer, key, "USD", NULL, now - 10, now + FIXTURE_YEAR, 2);
+  case FIXTURE_PEER_EXPIRED:
+    return fixture_certify (issuer, key, NULL, now - 100, now - 1, 2);
+  case FIXTURE_PEER_NOT_YET_VALID:
+    return fixture_certify (issuer, key, NULL, now + 1, now + FIXTURE_YEAR, 2);
+  case FIXTURE_PEER_WRONG_ISSUER: {
+    g_autoptr (FixtureIssuer) rogue = fixture_issuer_new (issuer->currency);
+    return fixture_certify (rogue, key, NULL, now - 10, now + FIXTURE_YEAR, 2);
+  }
+  case FIXTURE_PEER_ITSELF:
+    return tally_register_get_certificate (holder);
+  }
+  g_assert_not_reached ();
+}
+
 void
 fixture_register_fund (FixtureIssuer *issuer,
                        TallyRegister *reg,
