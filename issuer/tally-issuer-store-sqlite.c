@@ -80,6 +80,9 @@ static const char *const migrations[] = {
   "  register_id BLOB PRIMARY KEY REFERENCES registers (id),"
   "  envelope BLOB NOT NULL);"
   "CREATE INDEX entries_in_flight_by_payee ON entries (payee_id, expires_at) WHERE state = 1;",
+  /* 3: certified display names (docs/protocol.md 2.1).  Registers certified
+   * before have none (NULL) and keep having none when renewed. */
+  "ALTER TABLE registers ADD COLUMN display_name TEXT;",
 };
 
 #define SCHEMA_VERSION ((gint64) G_N_ELEMENTS (migrations) + 1)
@@ -126,7 +129,8 @@ typedef enum
 
 #define REGISTER_COLUMNS                                                                           \
   "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
-  "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon"
+  "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon, "  \
+  "display_name"
 
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -140,11 +144,12 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
   /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
   [STMT_REGISTER_PUT] = "INSERT INTO registers (" REGISTER_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) "
                         "ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
                         "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
                         "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
-                        "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13",
+                        "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
+                        "display_name = ?14",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_VOUCHER_NEXT] = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
   [STMT_VOUCHER_INSERT] = "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
@@ -457,6 +462,8 @@ sqlite_register_get (gpointer backend,
   r.revoked = sqlite3_column_int (st, 10) != 0;
   r.view_balance = sqlite3_column_int64 (st, 11);
   r.horizon = column_u64 (st, 12);
+  const char *name = (const char *) sqlite3_column_text (st, 13);
+  r.display_name = name != NULL && *name != '\0' ? g_strdup (name) : NULL;
   *row = r;
   return TRUE;
 }
@@ -479,6 +486,10 @@ sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError
   sqlite3_bind_int (st, 11, row->revoked ? 1 : 0);
   sqlite3_bind_int64 (st, 12, row->view_balance);
   bind_u64 (st, 13, row->horizon);
+  if (row->display_name != NULL)
+    sqlite3_bind_text (st, 14, row->display_name, -1, SQLITE_TRANSIENT);
+  else
+    sqlite3_bind_null (st, 14);
   return step_done (s, st, "register", error);
 }
 

@@ -55,6 +55,7 @@ struct _TallySession
 
   char code[TALLY_COMPARISON_CODE_DIGITS + 1];
   char *peer_id;
+  char *peer_name; /* the peer certificate's display name, "" for none */
   GBytes *receipt;
   guint64 counter;
   gboolean redelivery;       /* the permission answers an earlier request */
@@ -177,6 +178,7 @@ tally_session_free (TallySession *s)
   g_clear_pointer (&s->receipt, g_bytes_unref);
   g_clear_error (&s->error);
   g_free (s->peer_id);
+  g_free (s->peer_name);
   g_free (s);
 }
 
@@ -356,6 +358,8 @@ authenticate_peer (TallySession *s,
   }
   g_free (s->peer_id);
   s->peer_id = tally_hex_encode (cert->register_id.data, TALLY_ID_BYTES);
+  g_free (s->peer_name);
+  s->peer_name = g_strdup (cert->display_name != NULL ? cert->display_name : "");
   return g_steal_pointer (&cert);
 }
 
@@ -927,6 +931,12 @@ const char *
 tally_session_get_peer_id (TallySession *s)
 {
   return s->peer_id;
+}
+
+const char *
+tally_session_get_peer_name (TallySession *s)
+{
+  return s->peer_name;
 }
 
 GBytes *

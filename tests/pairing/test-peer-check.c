@@ -235,6 +235,43 @@ test_payee_refuses_revocation_list_older_than_policy (Fixture *f, gconstpointer 
   assert_payee_session_agrees (f, cert, &policy, TALLY_ERROR_STALE_REVOCATION_LIST);
 }
 
+/* The session hands on the name the peer check accepted: the certified one,
+ * or "" for a peer certified without one. */
+static void
+test_session_reports_certified_peer_name (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) named =
+    fixture_certify_named (f->issuer, tally_register_get_public_key (f->payee), "Caf\u00e9 Lumen",
+                           NULL, NOW - 10, NOW + FIXTURE_YEAR, 2);
+  g_assert_true (tally_register_install_certificate (f->payee, g_bytes_get_data (named, NULL),
+                                                     g_bytes_get_size (named), NOW, &error));
+  g_assert_no_error (error);
+
+  PayerRig r;
+  payer_rig_init (&r, f->payer, f->payee);
+  g_assert_null (tally_session_get_peer_name (r.payer));
+  g_autoptr (GBytes) offer = script_offer (&r.s, r.hello, named, r.request, f->payee, NULL);
+  g_autoptr (GBytes) reply = NULL;
+  g_assert_true (tally_session_handle (r.payer, g_bytes_get_data (offer, NULL),
+                                       g_bytes_get_size (offer), NOW, &reply, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (tally_session_get_peer_name (r.payer), ==, "Caf\u00e9 Lumen");
+  payer_rig_clear (&r);
+
+  PayeeRig e;
+  payee_rig_init (&e, f->payee, 700);
+  g_autoptr (GBytes) perm = honest_permission (f, e.s.offer);
+  g_autoptr (GBytes) payer_cert = tally_register_get_certificate (f->payer);
+  g_autoptr (GBytes) pay = script_pay (&e.s, payer_cert, perm, f->payer, NULL);
+  g_autoptr (GBytes) receipt = NULL;
+  g_assert_true (tally_session_handle (e.payee, g_bytes_get_data (pay, NULL),
+                                       g_bytes_get_size (pay), NOW, &receipt, &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (tally_session_get_peer_name (e.payee), ==, "");
+  payee_rig_clear (&e);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -249,6 +286,8 @@ main (int argc, char **argv)
   ADD_FAULT ("/session/peer-check/refuses-peer-not-yet-valid", FIXTURE_PEER_NOT_YET_VALID);
   ADD_FAULT ("/session/peer-check/refuses-peer-of-wrong-issuer", FIXTURE_PEER_WRONG_ISSUER);
   ADD_FAULT ("/session/peer-check/refuses-itself-as-peer", FIXTURE_PEER_ITSELF);
+  ADD_FAULT ("/session/peer-check/refuses-peer-with-invalid-display-name",
+             FIXTURE_PEER_BAD_DISPLAY_NAME);
 #undef ADD_FAULT
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, setup, fn, teardown)
   ADD ("/session/peer-check/payer/revocation-age-near-cap-does-not-overflow",
@@ -257,6 +296,7 @@ main (int argc, char **argv)
        test_payee_revocation_age_near_cap_does_not_overflow);
   ADD ("/session/peer-check/payee/refuses-revocation-list-older-than-policy",
        test_payee_refuses_revocation_list_older_than_policy);
+  ADD ("/session/peer-check/reports-certified-peer-name", test_session_reports_certified_peer_name);
 #undef ADD
 
   return g_test_run ();

@@ -214,6 +214,7 @@ main (int argc, char **argv)
   ADD_FAULT ("/peer-check/refuses-peer-not-yet-valid", FIXTURE_PEER_NOT_YET_VALID);
   ADD_FAULT ("/peer-check/refuses-peer-of-wrong-issuer", FIXTURE_PEER_WRONG_ISSUER);
   ADD_FAULT ("/peer-check/refuses-itself-as-peer", FIXTURE_PEER_ITSELF);
+  ADD_FAULT ("/peer-check/refuses-peer-with-invalid-display-name", FIXTURE_PEER_BAD_DISPLAY_NAME);
 #undef ADD_FAULT
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, setup, fn, teardown)
   ADD ("/peer-check/revocation-age-near-cap-does-not-overflow",

@@ -78,14 +78,15 @@ issuer_sign_message (FixtureIssuer *issuer, Tally__SignatureContext ctx, const P
   return fixture_issuer_sign (issuer, ctx, body);
 }
 
-GBytes *
-fixture_certify_currency (FixtureIssuer *issuer,
-                          const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
-                          const char *currency,
-                          const Tally__Limits *limits,
-                          guint64 not_before,
-                          guint64 not_after,
-                          guint64 serial)
+static GBytes *
+certify (FixtureIssuer *issuer,
+         const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+         const char *currency,
+         const char *display_name,
+         const Tally__Limits *limits,
+         guint64 not_before,
+         guint64 not_after,
+         guint64 serial)
 {
   guint8 id[TALLY_ID_BYTES];
   Tally__Limits defaults = fixture_limits ();
@@ -103,8 +104,35 @@ fixture_certify_currency (FixtureIssuer *issuer,
   c.issuer_key_id.data = issuer->key_id;
   c.issuer_key_id.len = TALLY_ID_BYTES;
   c.serial = serial;
+  if (display_name != NULL)
+    c.display_name = (char *) display_name;
   return issuer_sign_message (issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE,
                               &c.base);
+}
+
+GBytes *
+fixture_certify_currency (FixtureIssuer *issuer,
+                          const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                          const char *currency,
+                          const Tally__Limits *limits,
+                          guint64 not_before,
+                          guint64 not_after,
+                          guint64 serial)
+{
+  return certify (issuer, register_key, currency, NULL, limits, not_before, not_after, serial);
+}
+
+GBytes *
+fixture_certify_named (FixtureIssuer *issuer,
+                       const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                       const char *display_name,
+                       const Tally__Limits *limits,
+                       guint64 not_before,
+                       guint64 not_after,
+                       guint64 serial)
+{
+  return certify (issuer, register_key, issuer->currency, display_name, limits, not_before,
+                  not_after, serial);
 }
 
 GBytes *
@@ -346,6 +374,8 @@ fixture_peer_fault_code (FixturePeerFault fault)
     return TALLY_ERROR_WRONG_ISSUER;
   case FIXTURE_PEER_ITSELF:
     return TALLY_ERROR_WRONG_REGISTER;
+  case FIXTURE_PEER_BAD_DISPLAY_NAME:
+    return TALLY_ERROR_MALFORMED;
   }
   g_assert_not_reached ();
 }
@@ -382,6 +412,10 @@ fixture_peer_certificate (FixtureIssuer *issuer,
   }
   case FIXTURE_PEER_ITSELF:
     return tally_register_get_certificate (holder);
+  case FIXTURE_PEER_BAD_DISPLAY_NAME:
+    /* An issuer's bug or a forged-looking name must not reach a prompt. */
+    return fixture_certify_named (issuer, key, "Bob's\nBakery", NULL, now - 10, now + FIXTURE_YEAR,
+                                  2);
   }
   g_assert_not_reached ();
 }

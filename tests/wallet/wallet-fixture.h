@@ -56,6 +56,15 @@ GBytes *fixture_certify_currency (FixtureIssuer *issuer,
                                   guint64 not_after,
                                   guint64 serial);
 
+/* The same in the issuer's currency, carrying @display_name. */
+GBytes *fixture_certify_named (FixtureIssuer *issuer,
+                               const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                               const char *display_name,
+                               const Tally__Limits *limits,
+                               guint64 not_before,
+                               guint64 not_after,
+                               guint64 serial);
+
 GBytes *fixture_voucher (FixtureIssuer *issuer,
                          const guint8 register_id[TALLY_ID_BYTES],
                          guint64 sequence,
@@ -138,6 +147,7 @@ typedef enum
   FIXTURE_PEER_NOT_YET_VALID,  /* not_before one second after now */
   FIXTURE_PEER_WRONG_ISSUER,   /* signed by another issuer */
   FIXTURE_PEER_ITSELF,         /* the holder's own certificate */
+  FIXTURE_PEER_BAD_DISPLAY_NAME, /* a display name with a control character */
 } FixturePeerFault;
 
 /* The TallyError the peer check gives for @fault. */
