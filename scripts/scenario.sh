@@ -92,6 +92,7 @@ scn_show_cmd() {
     esac
     word=${word//$SCN_TMP/\$T}
     case "$word" in
+      *\'*) word="\"$word\"" ;;
       *[[:space:]]*|'') word="'$word'" ;;
     esac
     out+="${out:+ }$word"
