@@ -197,6 +197,7 @@ on_payment_confirm (TallyPayment *payment, gpointer user_data)
   tally_agent_manager_confirm (d->agents, dp->sender, dp->path, tally_payment_get_amount (payment),
                                tally_payment_get_currency (payment), tally_payment_get_peer (payment),
                                tally_payment_get_comparison_code (payment),
+                               tally_payment_get_peer_name (payment),
                                (int) MIN (d->timeout_seconds * 1000u, (guint) G_MAXINT),
                                dp->agent_call, on_agent_reply, dp);
 }

@@ -226,6 +226,7 @@ tally_agent_manager_confirm (TallyAgentManager *m,
                              const char *currency,
                              const char *payee,
                              const char *comparison_code,
+                             const char *payee_name,
                              int timeout_ms,
                              GCancellable *cancellable,
                              GAsyncReadyCallback callback,
@@ -258,8 +259,8 @@ tally_agent_manager_confirm (TallyAgentManager *m,
            payment_path);
   g_dbus_connection_call (m->connection, call->owner, call->path, "org.tally.Agent1",
                           "ConfirmPayment",
-                          g_variant_new ("(oxsss)", payment_path, amount, currency, payee,
-                                         comparison_code),
+                          g_variant_new ("(oxssss)", payment_path, amount, currency, payee,
+                                         comparison_code, payee_name),
                           G_VARIANT_TYPE_UNIT, G_DBUS_CALL_FLAGS_NO_AUTO_START, timeout_ms,
                           cancellable, on_confirm_reply, g_steal_pointer (&task));
 }

@@ -22,8 +22,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyAgentManager, tally_agent_manager_free)
 guint tally_agent_manager_get_count (TallyAgentManager *manager);
 
 /*
- * Asks an agent to confirm a payment: the agent registered by @sender when
- * there is one, else the most recently registered.  Cancelling
+ * Asks an agent to confirm a payment to @payee (hex id), shown to people as
+ * @payee_name (tally_payment_get_peer_name): the agent registered by
+ * @sender when there is one, else the most recently registered.  Cancelling
  * @cancellable sends the agent Cancel ().  The result fails with REJECTED
  * when no agent is registered or the agent refused or did not answer
  * within @timeout_ms.
@@ -35,6 +36,7 @@ void tally_agent_manager_confirm (TallyAgentManager *manager,
                                   const char *currency,
                                   const char *payee,
                                   const char *comparison_code,
+                                  const char *payee_name,
                                   int timeout_ms,
                                   GCancellable *cancellable,
                                   GAsyncReadyCallback callback,

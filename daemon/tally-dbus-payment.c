@@ -42,6 +42,7 @@ tally_dbus_payment_sync (TallyDBusPayment *object)
   tally_dbus_payment1_set_currency (s, tally_payment_get_currency (p));
   tally_dbus_payment1_set_memo (s, tally_payment_get_memo (p));
   tally_dbus_payment1_set_peer (s, tally_payment_get_peer (p));
+  tally_dbus_payment1_set_peer_name (s, tally_payment_get_peer_name (p));
   tally_dbus_payment1_set_comparison_code (s, tally_payment_get_comparison_code (p));
   tally_dbus_payment1_set_counter (s, tally_payment_get_counter (p));
   tally_dbus_payment1_set_redelivered (s, tally_payment_is_redelivery (p));

@@ -32,6 +32,7 @@ struct _TallyPayment
   guint timeout_id;
   GError *error;
   GBytes *receipt;
+  char *peer_short_id; /* PeerName of a peer certified without a name */
   const TallyPaymentCallbacks *callbacks;
   gpointer user_data;
 };
@@ -316,6 +317,7 @@ tally_payment_free (TallyPayment *p)
   tally_session_free (p->session);
   g_clear_error (&p->error);
   g_clear_pointer (&p->receipt, g_bytes_unref);
+  g_free (p->peer_short_id);
   g_free (p);
 }
 
@@ -677,6 +679,21 @@ tally_payment_get_peer (TallyPayment *p)
   g_return_val_if_fail (p != NULL, "");
   const char *id = tally_session_get_peer_id (p->session);
   return id ? id : "";
+}
+
+const char *
+tally_payment_get_peer_name (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, "");
+  const char *name = tally_session_get_peer_name (p->session);
+  if (name == NULL)
+    return "";
+  if (*name != '\0')
+    return name;
+  /* No certified name: the first digits of the id, as the payee shows its own. */
+  if (p->peer_short_id == NULL)
+    p->peer_short_id = g_strndup (tally_payment_get_peer (p), TALLY_PAYMENT_SHORT_ID_DIGITS);
+  return p->peer_short_id;
 }
 
 const char *

@@ -105,6 +105,11 @@ const char *tally_payment_get_currency (TallyPayment *payment);
 const char *tally_payment_get_memo (TallyPayment *payment);
 /* Hex register id of the other side once authenticated, else "". */
 const char *tally_payment_get_peer (TallyPayment *payment);
+/* What people read for the other side once authenticated: the display name
+ * its certificate carries, or the first TALLY_PAYMENT_SHORT_ID_DIGITS hex
+ * digits of its id when it has none; "" before. */
+#define TALLY_PAYMENT_SHORT_ID_DIGITS 8
+const char *tally_payment_get_peer_name (TallyPayment *payment);
 /* Six digits once known, else "". */
 const char *tally_payment_get_comparison_code (TallyPayment *payment);
 guint64 tally_payment_get_counter (TallyPayment *payment);

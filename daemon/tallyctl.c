@@ -292,6 +292,18 @@ dict_str (GVariantDict *d, const char *key)
   return s;
 }
 
+/* A payment's other side for people: "Bob's Bakery (f0cc...)" when its
+ * certificate names it, else its hex id. */
+static char *
+peer_label (GVariantDict *p)
+{
+  const char *id = dict_str (p, "Peer");
+  const char *name = dict_str (p, "PeerName");
+  if (*name == '\0' || g_str_has_prefix (id, name))
+    return g_strdup (id);
+  return g_strdup_printf ("%s (%s)", name, id);
+}
+
 static gint64
 dict_x (GVariantDict *d, const char *key)
 {
@@ -718,6 +730,7 @@ payment_outcome (Ctl *ctl)
     return;
 
   g_autofree char *amount = tally_amount_format (dict_x (p, "Amount"), dict_str (p, "Currency"));
+  g_autofree char *peer = peer_label (p);
   if (ctl->json) {
     /* The Payment1 properties, plus its path. */
     g_autoptr (GVariant) all = g_variant_dict_end (p);
@@ -732,17 +745,17 @@ payment_outcome (Ctl *ctl)
     g_print ("Delivered again the earlier payment of %s to %s, counter %" G_GUINT64_FORMAT
              ", which had lost its receipt: it is paid now.  The new request is not paid yet; "
              "pay again.\n",
-             g_strstrip (amount), dict_str (p, "Peer"), dict_t (p, "Counter"));
+             g_strstrip (amount), peer, dict_t (p, "Counter"));
   } else if (done && payer) {
     g_print ("Paid %s to %s, counter %" G_GUINT64_FORMAT ".\n", g_strstrip (amount),
-             dict_str (p, "Peer"), dict_t (p, "Counter"));
+             peer, dict_t (p, "Counter"));
   } else if (done && dict_b (p, "Redelivered")) {
     g_print ("Received again the earlier payment of %s from %s, counter %" G_GUINT64_FORMAT
              ", whose receipt had been lost.  This request is still open.\n",
-             g_strstrip (amount), dict_str (p, "Peer"), dict_t (p, "Counter"));
+             g_strstrip (amount), peer, dict_t (p, "Counter"));
   } else if (done) {
     g_print ("Received %s from %s, counter %" G_GUINT64_FORMAT ".\n", g_strstrip (amount),
-             dict_str (p, "Peer"), dict_t (p, "Counter"));
+             peer, dict_t (p, "Counter"));
   } else {
     g_printerr ("Payment failed: %s: %s\n", dict_str (p, "Error"), dict_str (p, "ErrorMessage"));
   }
@@ -850,8 +863,9 @@ request_payment_outcome (Ctl *ctl, const char *path, GVariantDict *p, const char
   g_autofree char *amount = tally_amount_format (dict_x (p, "Amount"), dict_str (p, "Currency"));
   if (done) {
     ctl->payers_done++;
+    g_autofree char *peer = peer_label (p);
     progress (ctl, "%s: received %s from %s, counter %" G_GUINT64_FORMAT " (comparison code %s).",
-              path, g_strstrip (amount), dict_str (p, "Peer"), dict_t (p, "Counter"),
+              path, g_strstrip (amount), peer, dict_t (p, "Counter"),
               dict_str (p, "ComparisonCode"));
   } else {
     ctl->payers_failed++;
@@ -1111,6 +1125,7 @@ handle_confirm_payment (TallyDBusAgent1 *agent,
                         const char *currency,
                         const char *payee,
                         const char *comparison_code,
+                        const char *payee_name,
                         gpointer user_data)
 {
   Ctl *ctl = user_data;
@@ -1127,9 +1142,14 @@ handle_confirm_payment (TallyDBusAgent1 *agent,
   }
 
   g_autofree char *text = tally_amount_format (amount, currency);
-  /* The payer checks the code against the payee's screen before saying yes. */
-  g_autofree char *line = g_strdup_printf ("Pay %s to %s \u2014 comparison code %s",
-                                           g_strstrip (text), payee, comparison_code);
+  /* The payer checks the name and the code against the payee's screen
+   * before saying yes; the code reads in two groups of three. */
+  g_autofree char *code = strlen (comparison_code) == 6
+                            ? g_strdup_printf ("%.3s %s", comparison_code, comparison_code + 3)
+                            : g_strdup (comparison_code);
+  g_autofree char *line =
+    g_strdup_printf ("Pay %s to %s \u00b7 code %s", g_strstrip (text),
+                     *payee_name != '\0' ? payee_name : payee, code);
   /* Ours now: answer_confirm () or Cancel () replies to it. */
   ctl->pending_confirm = invocation;
   if (ctl->yes) {

@@ -23,6 +23,7 @@ typedef struct
   char *currency;
   char *out;
   char *account;
+  char *display_name;
   char *key_hex;
   char *key_file;
   char *max_payment;
@@ -207,6 +208,8 @@ static const GOptionEntry certify_entries[] = {
     "HEX" },
   { "key-file", 0, 0, G_OPTION_ARG_FILENAME, &opt.key_file,
     "File holding the register public key (32 raw bytes or hex)", "FILE" },
+  { "display-name", 0, 0, G_OPTION_ARG_STRING, &opt.display_name,
+    "Name payers see, e.g. a stall's trading name (1..64 bytes, no control characters)", "NAME" },
   { "max-payment", 0, 0, G_OPTION_ARG_STRING, &opt.max_payment,
     "Largest single payment (default 50.00)", "AMT" },
   { "balance-cap", 0, 0, G_OPTION_ARG_STRING, &opt.balance_cap,
@@ -251,6 +254,9 @@ cmd_certify (const Command *cmd, char **args)
     return usage (cmd, "--max-payments, --max-offline-hours and --valid-days must be positive");
 
   g_autoptr (GError) error = NULL;
+  if (opt.display_name != NULL &&
+      (*opt.display_name == '\0' || !tally_display_name_check (opt.display_name, &error)))
+    return usage (cmd, "--display-name: %s", error ? error->message : "must not be empty");
   guint8 key[TALLY_PUBLIC_KEY_BYTES];
   if (opt.key_hex != NULL ? !tally_hex_decode (opt.key_hex, key, sizeof key, &error)
                           : !read_key_file (opt.key_file, key, &error))
@@ -272,7 +278,8 @@ cmd_certify (const Command *cmd, char **args)
   if (issuer == NULL)
     return fail_error (error);
   g_autoptr (GBytes) cert =
-    tally_issuer_certify (issuer, key, opt.account, &limits, now, not_after, &error);
+    tally_issuer_certify (issuer, key, opt.account, opt.display_name, &limits, now, not_after,
+                          &error);
   if (cert == NULL || !write_file (opt.out, cert, &error))
     return fail_error (error);
 
@@ -280,7 +287,11 @@ cmd_certify (const Command *cmd, char **args)
   tally_register_id_from_key (key, id);
   g_autofree char *hex = tally_hex_encode (id, sizeof id);
   g_autofree char *until = format_time (not_after);
-  printf ("certified register %s for account \"%s\" until %s\n", hex, opt.account, until);
+  if (opt.display_name != NULL)
+    printf ("certified register %s \"%s\" for account \"%s\" until %s\n", hex, opt.display_name,
+            opt.account, until);
+  else
+    printf ("certified register %s for account \"%s\" until %s\n", hex, opt.account, until);
   return 0;
 }
 
@@ -609,10 +620,10 @@ static const Command commands[] = {
     "tally-issuer deposit alice 100.00", no_entries, 2, 2, cmd_deposit },
   { "balance", "NAME", "Print an online account's balance", "tally-issuer balance alice",
     no_entries, 1, 1, cmd_balance },
-  { "certify", "--account NAME --key HEX|--key-file FILE --out FILE",
+  { "certify", "--account NAME --key HEX|--key-file FILE [--display-name NAME] --out FILE",
     "Certify a register key for an account",
-    "tally-issuer certify --account alice --key-file alice.pub --max-payment 20.00 --out "
-    "alice.cert",
+    "tally-issuer certify --account bob --key-file bob.pub --display-name \"Bob's Bakery\" "
+    "--max-payment 20.00 --out bob.cert",
     certify_entries, 0, 0, cmd_certify },
   { "voucher", "--register HEXID --amount AMT --out FILE",
     "Sell a load voucher for a register, debiting its account",

@@ -80,7 +80,10 @@ static const char *const migrations[] = {
   "  register_id BLOB PRIMARY KEY REFERENCES registers (id),"
   "  envelope BLOB NOT NULL);"
   "CREATE INDEX entries_in_flight_by_payee ON entries (payee_id, expires_at) WHERE state = 1;",
-  /* 3: the issuer credits only what signed evidence backs (docs/protocol.md
+  /* 3: certified display names (docs/protocol.md 2.1).  Registers certified
+   * before have none (NULL) and keep having none when renewed. */
+  "ALTER TABLE registers ADD COLUMN display_name TEXT;",
+  /* 4: the issuer credits only what signed evidence backs (docs/protocol.md
    * 5.5).  A defund records what it was credited, which may be less than
    * it claimed; a register records what it was refused and the deficit a
    * fraud proof has shown, and the largest max_payment it was ever
@@ -156,7 +159,7 @@ typedef enum
 #define REGISTER_COLUMNS                                                                           \
   "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
   "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon, "  \
-  "refused, deficit, max_payment_ever"
+  "refused, deficit, max_payment_ever, display_name"
 
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_BEGIN] = "BEGIN IMMEDIATE",
@@ -170,12 +173,12 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
   /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
   [STMT_REGISTER_PUT] = "INSERT INTO registers (" REGISTER_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) "
                         "ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
                         "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
                         "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
                         "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
-                        "refused = ?14, deficit = ?15, max_payment_ever = ?16",
+                        "refused = ?14, deficit = ?15, max_payment_ever = ?16, display_name = ?17",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_VOUCHER_NEXT] = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
   [STMT_VOUCHER_INSERT] = "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
@@ -510,6 +513,8 @@ read_register (SqliteStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GE
   r.refused = sqlite3_column_int64 (st, 13);
   r.deficit = sqlite3_column_int64 (st, 14);
   r.max_payment_ever = sqlite3_column_int64 (st, 15);
+  const char *name = (const char *) sqlite3_column_text (st, 16);
+  r.display_name = name != NULL && *name != '\0' ? g_strdup (name) : NULL;
   *row = r;
   return TRUE;
 }
@@ -556,6 +561,10 @@ sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError
   sqlite3_bind_int64 (st, 14, row->refused);
   sqlite3_bind_int64 (st, 15, row->deficit);
   sqlite3_bind_int64 (st, 16, row->max_payment_ever);
+  if (row->display_name != NULL)
+    sqlite3_bind_text (st, 17, row->display_name, -1, SQLITE_TRANSIENT);
+  else
+    sqlite3_bind_null (st, 17);
   return step_done (s, st, "register", error);
 }
 

@@ -14,6 +14,7 @@ void
 tally_issuer_register_row_clear (TallyIssuerRegisterRow *row)
 {
   g_clear_pointer (&row->account, g_free);
+  g_clear_pointer (&row->display_name, g_free);
   memset (row, 0, sizeof *row);
 }
 

@@ -28,6 +28,7 @@ typedef struct
   guint8 id[TALLY_ID_BYTES];
   guint8 public_key[TALLY_PUBLIC_KEY_BYTES];
   char *account;
+  char *display_name;      /* certified display name, NULL for none */
   gint64 max_payment;
   gint64 balance_cap;
   guint32 max_offline_payments;

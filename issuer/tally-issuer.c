@@ -460,6 +460,8 @@ sign_certificate (TallyIssuer *issuer,
   cert.issuer_key_id.data = issuer->key_id;
   cert.issuer_key_id.len = TALLY_ID_BYTES;
   cert.serial = row->cert_serial;
+  if (row->display_name != NULL)
+    cert.display_name = row->display_name;
 
   g_autofree char *hex = tally_hex_encode (row->id, TALLY_ID_BYTES);
   g_info ("certificate %" G_GUINT64_FORMAT " for register %s valid %" G_GUINT64_FORMAT
@@ -493,6 +495,7 @@ static GBytes *
 certify_locked (TallyIssuer *issuer,
                 const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
                 const char *account,
+                const char *display_name,
                 const Tally__Limits *limits,
                 guint64 not_before,
                 guint64 not_after,
@@ -534,6 +537,8 @@ certify_locked (TallyIssuer *issuer,
   row.max_offline_payments = limits->max_offline_payments;
   row.max_offline_seconds = limits->max_offline_seconds;
   row.validity = not_after - not_before;
+  g_free (row.display_name);
+  row.display_name = display_name != NULL && *display_name != '\0' ? g_strdup (display_name) : NULL;
 
   if (!tally_issuer_store_register_put (issuer->store, &row, error))
     return NULL;
@@ -544,6 +549,7 @@ GBytes *
 tally_issuer_certify (TallyIssuer *issuer,
                       const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
                       const char *account,
+                      const char *display_name,
                       const Tally__Limits *limits,
                       guint64 not_before,
                       guint64 not_after,
@@ -556,6 +562,12 @@ tally_issuer_certify (TallyIssuer *issuer,
 
   if (!check_limits (limits, not_before, not_after, error))
     return NULL;
+  /* The same rule every register applies to the certificate it receives. */
+  g_autoptr (GError) name_error = NULL;
+  if (!tally_display_name_check (display_name, &name_error)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT, "%s", name_error->message);
+    return NULL;
+  }
   if (crypto_core_ed25519_is_valid_point (register_key) != 1) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
                  "register key is not a valid Ed25519 public key");
@@ -564,7 +576,8 @@ tally_issuer_certify (TallyIssuer *issuer,
   if (!tally_issuer_store_begin (issuer->store, error))
     return NULL;
   g_autoptr (GBytes) cert =
-    certify_locked (issuer, register_key, account, limits, not_before, not_after, error);
+    certify_locked (issuer, register_key, account, display_name, limits, not_before, not_after,
+                    error);
   if (!finish (issuer, cert != NULL, error))
     return NULL;
   return g_steal_pointer (&cert);

@@ -105,10 +105,15 @@ gboolean tally_issuer_account_balance (TallyIssuer *issuer,
                                        gint64 *balance,
                                        GError **error);
 
-/* Certifies @register_key for @account; returns the packed certificate. */
+/* Certifies @register_key for @account; returns the packed certificate.
+ * @display_name (NULL or "" for none) is the name payers see, e.g. a
+ * stall's trading name; INVALID_ARGUMENT unless tally_display_name_check()
+ * accepts it.  The register row keeps it, so the certificates renewed at
+ * reconciliation carry it too; certifying again replaces it. */
 GBytes *tally_issuer_certify (TallyIssuer *issuer,
                               const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
                               const char *account,
+                              const char *display_name,
                               const Tally__Limits *limits,
                               guint64 not_before,
                               guint64 not_after,

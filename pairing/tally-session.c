@@ -5,6 +5,8 @@
 
 #include <string.h>
 
+#include "tally-peer.h"
+
 /*
  * Key schedule and transcript (docs/protocol.md, "Handshake"):
  *
@@ -53,6 +55,7 @@ struct _TallySession
 
   char code[TALLY_COMPARISON_CODE_DIGITS + 1];
   char *peer_id;
+  char *peer_name; /* the peer certificate's display name, "" for none */
   GBytes *receipt;
   guint64 counter;
   gboolean redelivery;       /* the permission answers an earlier request */
@@ -175,6 +178,7 @@ tally_session_free (TallySession *s)
   g_clear_pointer (&s->receipt, g_bytes_unref);
   g_clear_error (&s->error);
   g_free (s->peer_id);
+  g_free (s->peer_name);
   g_free (s);
 }
 
@@ -327,8 +331,8 @@ maybe_our_revocation_list (TallySession *s, guint64 peer_serial, Tally__SignedEn
   return *holder;
 }
 
-/* Checks the peer's certificate, that our revocation list does not name it,
- * and the transcript signature it made over @data. */
+/* The peer check the register makes again before value moves (one rule,
+ * in wallet/tally-peer.c), then the transcript signature over @data. */
 static Tally__RegisterCertificate *
 authenticate_peer (TallySession *s,
                    const Tally__SignedEnvelope *cert_env,
@@ -340,22 +344,9 @@ authenticate_peer (TallySession *s,
                    GError **error)
 {
   g_autoptr (Tally__RegisterCertificate) cert =
-    tally_certificate_verify (cert_env, tally_register_get_issuer_key (s->reg), now, error);
+    tally_register_check_peer (s->reg, cert_env, &s->policy, now, error);
   if (cert == NULL)
     return NULL;
-
-  if (tally_register_revokes (s->reg, cert->register_id.data)) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "peer register is revoked");
-    return NULL;
-  }
-  if (s->policy.max_revocation_age > 0) {
-    guint64 issued = tally_register_get_revocation_issued_at (s->reg);
-    if (issued == 0 || now > issued + s->policy.max_revocation_age) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STALE_REVOCATION_LIST,
-                   "our revocation list is older than the policy allows; reconcile first");
-      return NULL;
-    }
-  }
 
   GError *local = NULL;
   if (!tally_verify_detached (ctx, data, len, sig->data, sig->len,
@@ -365,12 +356,10 @@ authenticate_peer (TallySession *s,
     g_error_free (local);
     return NULL;
   }
-  if (memcmp (cert->register_id.data, tally_register_get_id (s->reg), TALLY_ID_BYTES) == 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER, "peer is this very register");
-    return NULL;
-  }
   g_free (s->peer_id);
   s->peer_id = tally_hex_encode (cert->register_id.data, TALLY_ID_BYTES);
+  g_free (s->peer_name);
+  s->peer_name = g_strdup (cert->display_name != NULL ? cert->display_name : "");
   return g_steal_pointer (&cert);
 }
 
@@ -942,6 +931,12 @@ const char *
 tally_session_get_peer_id (TallySession *s)
 {
   return s->peer_id;
+}
+
+const char *
+tally_session_get_peer_name (TallySession *s)
+{
+  return s->peer_name;
 }
 
 GBytes *

@@ -112,6 +112,9 @@ const char *tally_session_get_currency (TallySession *session);
 const char *tally_session_get_memo (TallySession *session);
 /* Hex register id of the peer once authenticated, else NULL. */
 const char *tally_session_get_peer_id (TallySession *session);
+/* Display name the issuer certified for the peer once authenticated ("" when
+ * it has none), else NULL.  The peer check has validated it. */
+const char *tally_session_get_peer_name (TallySession *session);
 /* Packed receipt envelope once DONE. */
 GBytes *tally_session_get_receipt (TallySession *session);
 /* The payer's counter of the permission once it exists, else 0. */

@@ -379,6 +379,46 @@ tally_currency_is_valid (const char *currency)
   return TRUE;
 }
 
+/* Characters that would let a name break the one-line payment prompt or
+ * reorder the amount and code printed next to it. */
+static gboolean
+display_name_char_is_allowed (gunichar c)
+{
+  if (g_unichar_iscntrl (c))
+    return FALSE;
+  if (c == 0x2028 || c == 0x2029)
+    return FALSE;
+  if ((c >= 0x202A && c <= 0x202E) || (c >= 0x2066 && c <= 0x2069))
+    return FALSE;
+  return TRUE;
+}
+
+gboolean
+tally_display_name_check (const char *name, GError **error)
+{
+  if (name == NULL || *name == '\0')
+    return TRUE;
+  gsize len = strlen (name);
+  if (len > TALLY_DISPLAY_NAME_MAX) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "display name is %zu bytes, at most %d", len, TALLY_DISPLAY_NAME_MAX);
+    return FALSE;
+  }
+  if (!g_utf8_validate (name, len, NULL)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "display name is not valid UTF-8");
+    return FALSE;
+  }
+  for (const char *p = name; *p != '\0'; p = g_utf8_next_char (p)) {
+    gunichar c = g_utf8_get_char (p);
+    if (!display_name_char_is_allowed (c)) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                   "display name holds U+%04X, a control or layout character", c);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
 gboolean
 tally_amount_check (const Tally__Amount *amount, const char *currency, GError **error)
 {
@@ -554,6 +594,10 @@ tally_certificate_verify_any_time (const Tally__SignedEnvelope *env,
   }
   if (!tally_currency_is_valid (cert->currency)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "certificate currency is invalid");
+    return NULL;
+  }
+  if (!tally_display_name_check (cert->display_name, error)) {
+    g_prefix_error (error, "certificate: ");
     return NULL;
   }
   const Tally__Limits *l = cert->limits;

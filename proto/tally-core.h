@@ -165,12 +165,25 @@ char *tally_amount_format (gint64 value, const char *currency);
 /* Parses "12", "12.3", "12.34" into minor units (INVALID_AMOUNT otherwise). */
 gboolean tally_amount_parse (const char *text, gint64 *out, GError **error);
 
+/* Longest certified display name, in bytes of UTF-8. */
+#define TALLY_DISPLAY_NAME_MAX 64
+
+/*
+ * A certificate's display name: NULL or "" (none), or 1..TALLY_DISPLAY_NAME_MAX
+ * bytes of valid UTF-8 with no control character (C0, DEL, C1), no line or
+ * paragraph separator and no bidirectional embedding, override or isolate,
+ * so that it prints on one line and cannot reorder the text around it.
+ * MALFORMED naming the fault otherwise.
+ */
+gboolean tally_display_name_check (const char *name, GError **error);
+
 /* --- issuer-signed objects -------------------------------------------------- */
 
 /*
  * Verifies a register certificate under the issuer key: context, signature,
- * issuer key id, register id derived from the key, currency, limits, and
- * not_before <= now <= not_after.  Returns the decoded certificate.
+ * issuer key id, register id derived from the key, currency, limits,
+ * display name, and not_before <= now <= not_after.  Returns the decoded
+ * certificate.
  */
 Tally__RegisterCertificate *tally_certificate_verify (const Tally__SignedEnvelope *env,
                                                       const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],

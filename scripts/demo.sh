@@ -25,5 +25,6 @@ scn_say "Tally demo: an issuer, three registers, two offline payments, one audit
 scn_say "Commands are shown as typed, with \$T for $SCN_TMP."
 scn_run_scenario
 scn_say ""
-scn_say "Done: alice paid bob over a UNIX socket, bob paid carol onward offline,"
-scn_say "and the issuer's audit balances."
+scn_say "Done: alice paid bob over a UNIX socket, her prompt naming him by the display"
+scn_say "name his certificate carries (\"${SCN_DISPLAY_NAME[bob]}\"); bob paid carol onward"
+scn_say "offline, and the issuer's audit balances."

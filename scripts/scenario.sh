@@ -33,6 +33,10 @@ SCN_NAMES=(alice bob carol)
 SCN_MAX_PAYMENT=20.00
 SCN_BALANCE_CAP=500.00
 
+# Certified display names: bob runs a stall, and payers see its trading
+# name instead of his register id.
+declare -A SCN_DISPLAY_NAME=([bob]="Bob's Bakery")
+
 declare -A SCN_PID=()      # tallyd process per register
 declare -A SCN_BUS=()      # bus name per register
 declare -A SCN_SOCK=()     # listen address per register
@@ -88,6 +92,7 @@ scn_show_cmd() {
     esac
     word=${word//$SCN_TMP/\$T}
     case "$word" in
+      *\'*) word="\"$word\"" ;;
       *[[:space:]]*|'') word="'$word'" ;;
     esac
     out+="${out:+ }$word"
@@ -381,6 +386,14 @@ scn_pay() {
   scn_say "  comparison code on $payer's side: $payer_code"
   scn_say "  comparison code on $payee's side: $payee_code"
   [ "$payer_code" = "$payee_code" ] || scn_fail "the comparison codes differ"
+
+  # The payer's prompt names a payee certified with a display name by it.
+  local payee_name=${SCN_DISPLAY_NAME[$payee]:-}
+  if [ -n "$payee_name" ]; then
+    grep -qF "Pay $amount $SCN_CURRENCY to $payee_name " <<<"$SCN_PAYER_OUT" ||
+      scn_fail "$payer's prompt does not name $payee as \"$payee_name\""
+    scn_say "  $payer's prompt: $(grep -F "Pay $amount $SCN_CURRENCY to" <<<"$SCN_PAYER_OUT" | head -n 1)"
+  fi
 }
 
 # Starts a payment that must fail on the payer's side.  Leaves the payer's
@@ -429,9 +442,9 @@ scn_wait_request() {
 }
 
 # The six-digit comparison code in tallyctl's output: the payer's
-# "Pay ... comparison code 123456", the payee's "Comparison code: 123456".
+# "Pay ... · code 123 456", the payee's "Comparison code: 123456".
 scn_comparison_code() {
-  sed -n 's/.*[Cc]omparison code:\{0,1\} *\([0-9][0-9 ]*[0-9]\).*/\1/p' <<<"$1" | head -n 1 | tr -d ' '
+  sed -n 's/.*[Cc]ode:\{0,1\} *\([0-9][0-9 ]*[0-9]\).*/\1/p' <<<"$1" | head -n 1 | tr -d ' '
 }
 
 # --- the scenario ------------------------------------------------------------
@@ -460,11 +473,13 @@ scn_run_scenario() {
     SCN_ID[$name]=$(jq -er '.RegisterId' <<<"$SCN_OUT") || scn_fail "no RegisterId for $name"
     local key
     key=$(jq -er '.PublicKey' <<<"$SCN_OUT") || scn_fail "no PublicKey for $name"
+    local named=()
+    [ -z "${SCN_DISPLAY_NAME[$name]:-}" ] || named=(--display-name "${SCN_DISPLAY_NAME[$name]}")
     scn_issuer certify --account "$name" --key "$key" --out "$SCN_TMP/$name.cert" \
-      --max-payment "$SCN_MAX_PAYMENT" --balance-cap "$SCN_BALANCE_CAP" \
+      "${named[@]}" --max-payment "$SCN_MAX_PAYMENT" --balance-cap "$SCN_BALANCE_CAP" \
       --max-payments 100 --max-offline-hours 72 --valid-days 30
     scn_ctl "$name" certificate "$SCN_TMP/$name.cert"
-    scn_say "  $name: register ${SCN_ID[$name]} certified (max payment $SCN_MAX_PAYMENT, cap $SCN_BALANCE_CAP)"
+    scn_say "  $name: register ${SCN_ID[$name]} certified${named[1]:+ as \"${named[1]}\"} (max payment $SCN_MAX_PAYMENT, cap $SCN_BALANCE_CAP)"
   done
   scn_show_balances
 

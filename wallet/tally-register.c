@@ -12,6 +12,7 @@
 
 #include <string.h>
 
+#include "tally-peer.h"
 #include "tally-register-backend.h"
 #include "tally-register-private.h"
 
@@ -878,22 +879,12 @@ tally_register_spend (TallyRegister *reg,
     return NULL;
   }
   g_autoptr (Tally__RegisterCertificate) payee =
-    tally_certificate_verify (payee_certificate, reg->state.issuer_key, now, error);
+    tally_register_check_peer (reg, payee_certificate, NULL, now, error);
   if (payee == NULL)
     return NULL;
-  if (tally_revocation_list_contains (reg->revocation, payee->register_id.data)) {
-    g_autofree char *who = id_hex (&payee->register_id);
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "payee %s is revoked", who);
-    return NULL;
-  }
   if (!id_equals (&request->payee_register_id, payee->register_id.data)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_PAYEE,
                  "the request names another register than the payee certificate");
-    return NULL;
-  }
-  if (g_strcmp0 (payee->currency, reg->cert->currency) != 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_CURRENCY_MISMATCH,
-                 "the payee holds %s, this register %s", payee->currency, reg->cert->currency);
     return NULL;
   }
   if (!tally_check_bytes (&request->nonce, TALLY_NONCE_BYTES, "request nonce", error) ||
@@ -1312,32 +1303,11 @@ receive (TallyRegister *reg,
   if (!need_open (reg, error) || !need_certificate (reg, error))
     return NULL;
 
-  /* issuer -> payer certificate -> permission, all offline. */
+  /* issuer -> payer certificate (the peer check) -> permission, all offline. */
   g_autoptr (Tally__RegisterCertificate) payer =
-    tally_certificate_verify (payer_certificate, reg->state.issuer_key, now, error);
+    tally_register_check_peer (reg, payer_certificate, policy, now, error);
   if (payer == NULL)
     return NULL;
-  if (tally_revocation_list_contains (reg->revocation, payer->register_id.data)) {
-    g_autofree char *who = id_hex (&payer->register_id);
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "payer %s is revoked", who);
-    return NULL;
-  }
-  /* A register certified for another currency cannot pay in ours, whatever
-   * its permission says. */
-  if (g_strcmp0 (payer->currency, reg->cert->currency) != 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_CURRENCY_MISMATCH,
-                 "the payer holds %s, this register %s", payer->currency, reg->cert->currency);
-    return NULL;
-  }
-  if (policy->max_revocation_age > 0 &&
-      (reg->revocation == NULL || (now > reg->state.revocation_issued_at &&
-                                   now - reg->state.revocation_issued_at >
-                                     policy->max_revocation_age))) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STALE_REVOCATION_LIST,
-                 "our revocation list is older than %" G_GUINT64_FORMAT " s",
-                 policy->max_revocation_age);
-    return NULL;
-  }
   if (!tally_envelope_verify (permission,
                               TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION,
                               payer->register_public_key.data, error))

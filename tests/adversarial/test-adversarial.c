@@ -123,7 +123,7 @@ world_certificate (World *w, DeviceIndex index, guint64 not_before, guint64 not_
   Tally__Limits limits = world_limits ();
   GBytes *cert =
     tally_issuer_certify (w->issuer, tally_register_get_public_key (w->devices[index].reg),
-                          device_names[index], &limits, not_before, not_after, &error);
+                          device_names[index], NULL, &limits, not_before, not_after, &error);
   g_assert_no_error (error);
   g_assert_nonnull (cert);
   return cert;

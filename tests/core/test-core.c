@@ -923,6 +923,56 @@ test_certificate_refuses_bad_currency (void)
 }
 
 static void
+test_certificate_refuses_invalid_display_name (void)
+{
+  static const char *const names[] = {
+    "0123456789012345678901234567890123456789012345678901234567890123X", /* 65 bytes */
+    "Caf\xe9",                                                           /* Latin-1, not UTF-8 */
+    "Bob's\tBakery",                                                     /* C0 control */
+    "Bob\x7f",                                                           /* DEL */
+    "Bob\xc2\x9b",                                                       /* C1 control */
+    "Bob\u2029",                                                         /* paragraph separator */
+    "Bob \u2066x",                                                       /* bidi isolate */
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++) {
+    CertFixture f;
+    cert_fixture_init (&f);
+    f.cert.display_name = (char *) names[i];
+    g_test_message ("display name #%zu", i);
+    assert_cert_refused (&f, &f.issuer, T0 + 1, TALLY_ERROR_MALFORMED);
+    g_autoptr (GError) error = NULL;
+    g_assert_false (tally_display_name_check (names[i], &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+    cert_fixture_clear (&f);
+  }
+}
+
+static void
+test_certificate_accepts_display_name_or_none (void)
+{
+  /* None, one byte, 64 bytes, and non-Latin script. */
+  static const char *const names[] = {
+    "", "B", "0123456789012345678901234567890123456789012345678901234567890123",
+    "Caf\u00e9 Lumen", "\u6674\u308c\u30d1\u30f3\u5c4b",
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++) {
+    CertFixture f;
+    cert_fixture_init (&f);
+    f.cert.display_name = (char *) names[i];
+    g_autoptr (GError) error = NULL;
+    g_autoptr (Tally__SignedEnvelope) env = cert_sign (&f, &f.issuer);
+    g_autoptr (Tally__RegisterCertificate) cert =
+      tally_certificate_verify (env, f.issuer.pk, T0 + 1, &error);
+    g_assert_no_error (error);
+    g_assert_cmpstr (cert->display_name, ==, names[i]);
+    cert_fixture_clear (&f);
+  }
+  g_assert_true (tally_display_name_check (NULL, NULL));
+}
+
+static void
 test_certificate_refuses_empty_window (void)
 {
   CertFixture f;
@@ -1820,6 +1870,10 @@ main (int argc, char **argv)
                    test_certificate_refuses_invalid_limits);
   g_test_add_func ("/core/certificate/refuses-bad-currency",
                    test_certificate_refuses_bad_currency);
+  g_test_add_func ("/core/certificate/refuses-invalid-display-name",
+                   test_certificate_refuses_invalid_display_name);
+  g_test_add_func ("/core/certificate/accepts-display-name-or-none",
+                   test_certificate_accepts_display_name_or_none);
   g_test_add_func ("/core/certificate/refuses-empty-validity-window",
                    test_certificate_refuses_empty_window);
   g_test_add_func ("/core/certificate/refuses-wrong-context",

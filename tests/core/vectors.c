@@ -577,6 +577,7 @@ vectors_build (void)
   cert.not_after = VECTORS_TIME + 31536000;
   set_bytes (&cert.issuer_key_id, issuer.id, TALLY_ID_BYTES);
   cert.serial = 1;
+  cert.display_name = (char *) "Caf\u00e9 Lumen";
   g_autoptr (Tally__SignedEnvelope) cert_env = add_signed (
     &b, "register_certificate", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE,
     &cert.base, &issuer);

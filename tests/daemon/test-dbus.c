@@ -20,8 +20,8 @@ static const char *const register_properties[] = {
 };
 
 static const char *const payment_properties[] = {
-  "Role", "State", "Amount", "Currency", "Memo", "Peer", "ComparisonCode", "Counter", "Receipt",
-  "Error", "ErrorMessage", NULL,
+  "Role", "State", "Amount", "Currency", "Memo", "Peer", "PeerName", "ComparisonCode", "Counter",
+  "Receipt", "Error", "ErrorMessage", NULL,
 };
 
 typedef struct
@@ -50,6 +50,7 @@ typedef struct
   guint agent_calls;
   gint64 agent_amount;
   char *agent_payee;
+  char *agent_payee_name;
   char *agent_code;
 
   /* Register1 properties bob announced. */
@@ -165,6 +166,7 @@ fixture_tear_down (Fixture *f, gconstpointer data)
   g_free (f->dir);
   g_ptr_array_unref (f->bob_changed);
   g_free (f->agent_payee);
+  g_free (f->agent_payee_name);
   g_free (f->agent_code);
   test_issuer_clear (&f->issuer);
 }
@@ -235,13 +237,15 @@ send_blob (Fixture *f, Node *node, const char *method, GBytes *blob, GError **er
           "()", error);
 }
 
-/* Certifies @node's register and loads @balance, over D-Bus. */
+/* Certifies @node's register as @display_name (NULL for none) and loads
+ * @balance, over D-Bus. */
 static void
-certify (Fixture *f, Node *node, gint64 max_payment, gint64 balance)
+certify_named (Fixture *f, Node *node, gint64 max_payment, gint64 balance, const char *display_name)
 {
   g_autoptr (GError) error = NULL;
   TallyRegister *reg = tally_daemon_get_register (node->daemon);
-  g_autoptr (GBytes) cert = test_issuer_certify (&f->issuer, reg, max_payment, 1);
+  g_autoptr (GBytes) cert =
+    test_issuer_certify_named (&f->issuer, reg, max_payment, 1, display_name);
   send_blob (f, node, "InstallCertificate", cert, &error);
   g_assert_no_error (error);
   if (balance > 0) {
@@ -249,6 +253,12 @@ certify (Fixture *f, Node *node, gint64 max_payment, gint64 balance)
     send_blob (f, node, "LoadVoucher", voucher, &error);
     g_assert_no_error (error);
   }
+}
+
+static void
+certify (Fixture *f, Node *node, gint64 max_payment, gint64 balance)
+{
+  certify_named (f, node, max_payment, balance, NULL);
 }
 
 static char *
@@ -308,6 +318,7 @@ handle_confirm_payment (TallyDBusAgent1 *agent,
                         const char *currency,
                         const char *payee,
                         const char *code,
+                        const char *payee_name,
                         gpointer user_data)
 {
   Fixture *f = user_data;
@@ -315,6 +326,8 @@ handle_confirm_payment (TallyDBusAgent1 *agent,
   f->agent_amount = amount;
   g_free (f->agent_payee);
   f->agent_payee = g_strdup (payee);
+  g_free (f->agent_payee_name);
+  f->agent_payee_name = g_strdup (payee_name);
   g_free (f->agent_code);
   f->agent_code = g_strdup (code);
   g_assert_cmpstr (currency, ==, TEST_CURRENCY);
@@ -562,7 +575,7 @@ test_pay_confirmed_by_agent_moves_balances (Fixture *f, gconstpointer data)
   g_autoptr (GError) error = NULL;
 
   certify (f, &f->alice, 5000, 10000);
-  certify (f, &f->bob, 5000, 0);
+  certify_named (f, &f->bob, 5000, 0, "Caf\u00e9 Lumen");
   register_agent (f, f->client, TRUE);
   g_ptr_array_set_size (f->bob_changed, 0);
 
@@ -590,6 +603,14 @@ test_pay_confirmed_by_agent_moves_balances (Fixture *f, gconstpointer data)
   g_autofree char *payee_peer = get_payment_string (f, &f->bob, request, "Peer");
   g_assert_cmpstr (payer_peer, ==, bob_id);
   g_assert_cmpstr (payee_peer, ==, alice_id);
+  /* The payer and its agent read bob's certified name; alice has none, so
+   * bob reads her short id. */
+  g_assert_cmpstr (f->agent_payee_name, ==, "Caf\u00e9 Lumen");
+  g_autofree char *payer_peer_name = get_payment_string (f, &f->alice, payment, "PeerName");
+  g_autofree char *payee_peer_name = get_payment_string (f, &f->bob, request, "PeerName");
+  g_assert_cmpstr (payer_peer_name, ==, "Caf\u00e9 Lumen");
+  g_autofree char *alice_short = g_strndup (alice_id, 8);
+  g_assert_cmpstr (payee_peer_name, ==, alice_short);
   g_autoptr (GVariant) receipt =
     get_property (f, &f->bob, request, "org.tally.Payment1", "Receipt");
   g_assert_cmpuint (g_variant_n_children (receipt), >, 0);

@@ -20,6 +20,16 @@ test_issuer_clear (TestIssuer *issuer)
 GBytes *
 test_issuer_certify (TestIssuer *issuer, TallyRegister *reg, gint64 max_payment, guint64 serial)
 {
+  return test_issuer_certify_named (issuer, reg, max_payment, serial, NULL);
+}
+
+GBytes *
+test_issuer_certify_named (TestIssuer *issuer,
+                           TallyRegister *reg,
+                           gint64 max_payment,
+                           guint64 serial,
+                           const char *display_name)
+{
   guint64 now = tally_now ();
   guint8 key_id[TALLY_ID_BYTES];
   tally_key_id_from_key (issuer->public_key, key_id);
@@ -42,6 +52,8 @@ test_issuer_certify (TestIssuer *issuer, TallyRegister *reg, gint64 max_payment,
   cert.issuer_key_id.data = key_id;
   cert.issuer_key_id.len = TALLY_ID_BYTES;
   cert.serial = serial;
+  if (display_name != NULL)
+    cert.display_name = (char *) display_name;
 
   g_autoptr (GBytes) body = tally_message_pack (&cert.base);
   gsize len;

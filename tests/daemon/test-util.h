@@ -24,6 +24,12 @@ void test_issuer_clear (TestIssuer *issuer);
 /* A certificate for @reg, valid from an hour ago for 30 days, with the
  * given per-payment limit and a 1000.00 cap. */
 GBytes *test_issuer_certify (TestIssuer *issuer, TallyRegister *reg, gint64 max_payment, guint64 serial);
+/* The same, carrying @display_name (NULL for none). */
+GBytes *test_issuer_certify_named (TestIssuer *issuer,
+                                   TallyRegister *reg,
+                                   gint64 max_payment,
+                                   guint64 serial,
+                                   const char *display_name);
 GBytes *test_issuer_voucher (TestIssuer *issuer, TallyRegister *reg, guint64 sequence, gint64 amount);
 
 /* Creates a register in @dir, certified with @max_payment and loaded

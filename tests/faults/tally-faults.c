@@ -2087,7 +2087,7 @@ setup (Scenario *sc, guint n_regs)
     sc->deposited += DEPOSIT;
     r->ledger_online = DEPOSIT;
     g_autoptr (GBytes) cert =
-      tally_issuer_certify (sc->issuer, tally_register_get_public_key (r->reg), r->account, &limits,
+      tally_issuer_certify (sc->issuer, tally_register_get_public_key (r->reg), r->account, NULL, &limits,
                             sc->now - DAY, sc->now + VALIDITY, &error);
     if (cert == NULL)
       return violation (sc, "certify %s: %s", r->name, error->message);

@@ -97,7 +97,7 @@ issued_register (TallyIssuer *issuer, const char *dir, const char *account, gint
   g_assert_true (tally_issuer_deposit (issuer, account, 10000, &error));
   Tally__Limits limits = fixture_limits ();
   g_autoptr (GBytes) cert = tally_issuer_certify (issuer, tally_register_get_public_key (reg),
-                                                  account, &limits, T, T + FIXTURE_YEAR, &error);
+                                                  account, NULL, &limits, T, T + FIXTURE_YEAR, &error);
   g_assert_no_error (error);
   gsize len;
   const guint8 *data = g_bytes_get_data (cert, &len);

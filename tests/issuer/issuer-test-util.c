@@ -69,7 +69,7 @@ test_register_new (TallyIssuer *issuer, const char *account)
   Tally__Limits limits;
   test_default_limits (&limits);
   g_autoptr (GError) error = NULL;
-  reg->cert = tally_issuer_certify (issuer, reg->pk, account, &limits, TEST_NOW,
+  reg->cert = tally_issuer_certify (issuer, reg->pk, account, NULL, &limits, TEST_NOW,
                                     TEST_NOW + 30 * 86400, &error);
   g_assert_no_error (error);
   g_assert_nonnull (reg->cert);

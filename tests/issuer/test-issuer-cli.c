@@ -150,6 +150,42 @@ certify_register (Fixture *f, const char *account, const char *cert_name)
 }
 
 static void
+test_cli_certifies_display_name (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) account = RUN (f, "account-create", "bob");
+  expect_ok (&account);
+  guint8 issuer_pk[TALLY_PUBLIC_KEY_BYTES];
+  issuer_key (f, issuer_pk);
+
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  g_autofree char *hex = tally_hex_encode (reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  /* Refused names leave no register behind: a usage error, exit 2. */
+  static const char *const bad[] = { "", "Bob's\nBakery",
+                                     "0123456789012345678901234567890123456789012345678901234567890123X" };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_auto (Run) r = RUN (f, "certify", "--account", "bob", "--key", hex, "--display-name", bad[i],
+                          "--out", "bad.cert");
+    expect_failure (&r, 2, "--display-name");
+  }
+
+  g_auto (Run) r = RUN (f, "certify", "--account", "bob", "--key", hex, "--display-name",
+                        "Bob's Bakery", "--out", "bob.cert");
+  expect_ok (&r);
+  g_assert_nonnull (strstr (r.out, "\"Bob's Bakery\""));
+  g_autoptr (GBytes) cert = read_file (f, "bob.cert");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__SignedEnvelope) env =
+    tally_envelope_decode (g_bytes_get_data (cert, NULL), g_bytes_get_size (cert), &error);
+  g_assert_no_error (error);
+  g_autoptr (Tally__RegisterCertificate) c =
+    tally_certificate_verify_any_time (env, issuer_pk, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (c->display_name, ==, "Bob's Bakery");
+  g_assert_cmpuint (c->serial, ==, 1);
+}
+
+static void
 test_cli_help_lists_every_command (Fixture *f, gconstpointer data)
 {
   const char *commands[] = { "init",      "key",         "account-create", "deposit",
@@ -503,6 +539,7 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("/issuer/cli/help-lists-every-command-with-examples", test_cli_help_lists_every_command);
   ADD ("/issuer/cli/usage-errors-exit-2", test_cli_usage_errors_exit_2);
+  ADD ("/issuer/cli/certifies-display-name", test_cli_certifies_display_name);
   ADD ("/issuer/cli/runs-accounts-certificates-and-vouchers",
        test_cli_runs_accounts_certificates_and_vouchers);
   ADD ("/issuer/cli/reconciles-and-reports-fraud", test_cli_reconciles_and_reports_fraud);

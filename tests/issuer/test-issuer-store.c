@@ -92,6 +92,7 @@ test_store_keeps_committed_changes_across_reopen (Fixture *f, gconstpointer data
   g_assert_true (tally_issuer_store_account_put (f->store, "alice", 700, &error));
   TallyIssuerRegisterRow row = {
     .account = (char *) "alice",
+    .display_name = (char *) "Caf\u00e9 Lumen",
     .max_payment = 10,
     .balance_cap = 20,
     .max_offline_payments = 3,
@@ -120,6 +121,7 @@ test_store_keeps_committed_changes_across_reopen (Fixture *f, gconstpointer data
   g_assert_no_error (error);
   g_assert_cmpmem (got.public_key, sizeof got.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
   g_assert_cmpstr (got.account, ==, "alice");
+  g_assert_cmpstr (got.display_name, ==, "Caf\u00e9 Lumen");
   g_assert_cmpint (got.max_payment, ==, 10);
   g_assert_cmpint (got.balance_cap, ==, 20);
   g_assert_cmpuint (got.max_offline_payments, ==, 3);
@@ -330,6 +332,7 @@ test_store_keeps_horizon_receipt_and_reclaim_totals (Fixture *f, gconstpointer d
   g_auto (TallyIssuerRegisterRow) got = { 0 };
   g_assert_true (tally_issuer_store_register_get (f->store, reg->id, &got, &error));
   g_assert_cmpuint (got.horizon, ==, G_MAXUINT64 - 1);
+  g_assert_null (got.display_name);
   g_autoptr (GBytes) stored = NULL;
   g_assert_true (tally_issuer_store_horizon_bundle_get (f->store, reg->id, &stored, &error));
   g_assert_true (g_bytes_equal (stored, bundle2));
@@ -540,7 +543,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
   g_assert_no_error (error);
   g_assert_nonnull (f->store);
-  g_assert_cmpint (stored_schema_version (path), ==, 3);
+  g_assert_cmpint (stored_schema_version (path), ==, 4);
 
   begin (f);
   g_auto (TallyIssuerRegisterRow) row = { 0 };
@@ -553,6 +556,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_assert_cmpint (row.refused, ==, 0);
   g_assert_cmpint (row.deficit, ==, 0);
   g_assert_cmpint (row.max_payment_ever, ==, 10);
+  g_assert_null (row.display_name); /* certified before names existed */
   g_auto (TallyIssuerEntryRow) entry = { 0 };
   g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, hash, &entry, &error));
   g_assert_no_error (error);
@@ -586,7 +590,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_clear_pointer (&f->store, tally_issuer_store_free);
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
   g_assert_no_error (error);
-  g_assert_cmpint (stored_schema_version (path), ==, 3);
+  g_assert_cmpint (stored_schema_version (path), ==, 4);
   begin (f);
   g_autoptr (GBytes) got = NULL;
   g_assert_true (tally_issuer_store_horizon_bundle_get (f->store, reg->id, &got, &error));
@@ -597,7 +601,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
 static void
 test_store_creates_database_at_current_version (Fixture *f, gconstpointer data)
 {
-  g_assert_cmpint (stored_schema_version (f->path), ==, 3);
+  g_assert_cmpint (stored_schema_version (f->path), ==, 4);
 }
 
 int

@@ -372,7 +372,7 @@ test_certify_issues_verifiable_certificate (Fixture *f, gconstpointer data)
   test_default_limits (&limits);
   limits.max_payment = 1000;
   g_autoptr (GBytes) again =
-    tally_issuer_certify (f->issuer, reg->pk, "alice", &limits, TEST_NOW, TEST_NOW + 10, &error);
+    tally_issuer_certify (f->issuer, reg->pk, "alice", NULL, &limits, TEST_NOW, TEST_NOW + 10, &error);
   g_assert_no_error (error);
   g_autoptr (Tally__SignedEnvelope) env2 = test_envelope (again);
   g_autoptr (Tally__RegisterCertificate) cert2 =
@@ -404,7 +404,7 @@ test_certify_refuses_invalid_limits (Fixture *f, gconstpointer data)
     }
     g_autoptr (GError) error = NULL;
     g_autoptr (GBytes) cert =
-      tally_issuer_certify (f->issuer, reg->pk, "alice", &limits, not_before, not_after, &error);
+      tally_issuer_certify (f->issuer, reg->pk, "alice", NULL, &limits, not_before, not_after, &error);
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
     g_assert_null (cert);
   }
@@ -414,12 +414,12 @@ test_certify_refuses_invalid_limits (Fixture *f, gconstpointer data)
   test_default_limits (&limits);
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) cert =
-    tally_issuer_certify (f->issuer, reg->pk, "nobody", &limits, TEST_NOW, TEST_NOW + 1, &error);
+    tally_issuer_certify (f->issuer, reg->pk, "nobody", NULL, &limits, TEST_NOW, TEST_NOW + 1, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
   g_clear_error (&error);
   guint8 junk[TALLY_PUBLIC_KEY_BYTES] = { 0 };
   g_autoptr (GBytes) cert2 =
-    tally_issuer_certify (f->issuer, junk, "alice", &limits, TEST_NOW, TEST_NOW + 1, &error);
+    tally_issuer_certify (f->issuer, junk, "alice", NULL, &limits, TEST_NOW, TEST_NOW + 1, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
   g_assert_null (cert2);
 
@@ -439,7 +439,7 @@ test_certify_refuses_revoked_register (Fixture *f, gconstpointer data)
   Tally__Limits limits;
   test_default_limits (&limits);
   g_autoptr (GBytes) cert =
-    tally_issuer_certify (f->issuer, reg->pk, "alice", &limits, TEST_NOW, TEST_NOW + 1, &error);
+    tally_issuer_certify (f->issuer, reg->pk, "alice", NULL, &limits, TEST_NOW, TEST_NOW + 1, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED);
   g_assert_null (cert);
 }
@@ -454,9 +454,88 @@ test_certify_refuses_moving_register_to_another_account (Fixture *f, gconstpoint
   test_default_limits (&limits);
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) cert =
-    tally_issuer_certify (f->issuer, reg->pk, "mallory", &limits, TEST_NOW, TEST_NOW + 1, &error);
+    tally_issuer_certify (f->issuer, reg->pk, "mallory", NULL, &limits, TEST_NOW, TEST_NOW + 1, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
   g_assert_null (cert);
+}
+
+static Tally__RegisterCertificate *
+decode_certificate (Fixture *f, const Tally__SignedEnvelope *env)
+{
+  g_autoptr (GError) error = NULL;
+  Tally__RegisterCertificate *cert =
+    tally_certificate_verify_any_time (env, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  return cert;
+}
+
+static void
+test_certify_keeps_display_name_across_renewals (Fixture *f, gconstpointer data)
+{
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  g_autoptr (GError) error = NULL;
+  reg->cert = tally_issuer_certify (f->issuer, reg->pk, "bob", "Caf\u00e9 Lumen", &limits, TEST_NOW,
+                                    TEST_NOW + 30 * 86400, &error);
+  g_assert_no_error (error);
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (reg->cert);
+  g_autoptr (Tally__RegisterCertificate) cert = decode_certificate (f, env);
+  g_assert_cmpstr (cert->display_name, ==, "Caf\u00e9 Lumen");
+
+  /* The issuer renews at reconciliation from the register row. */
+  g_autoptr (TestBundle) bundle = test_bundle_new (reg);
+  g_autoptr (GBytes) signed_bundle = test_bundle_sign (bundle);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, signed_bundle, &report);
+  g_autoptr (Tally__RegisterCertificate) renewed =
+    decode_certificate (f, res->renewed_certificate);
+  g_assert_cmpuint (renewed->serial, ==, 2);
+  g_assert_cmpstr (renewed->display_name, ==, "Caf\u00e9 Lumen");
+
+  /* Certifying again states the name anew: none now. */
+  g_autoptr (GBytes) again = tally_issuer_certify (f->issuer, reg->pk, "bob", NULL, &limits,
+                                                   TEST_NOW, TEST_NOW + 86400, &error);
+  g_assert_no_error (error);
+  g_autoptr (Tally__SignedEnvelope) env3 = test_envelope (again);
+  g_autoptr (Tally__RegisterCertificate) cert3 = decode_certificate (f, env3);
+  g_assert_cmpstr (cert3->display_name, ==, "");
+}
+
+static void
+test_certify_refuses_invalid_display_name (Fixture *f, gconstpointer data)
+{
+  static const char *const bad[] = {
+    "0123456789012345678901234567890123456789012345678901234567890123X", /* 65 bytes */
+    "Bob\xff Bakery",                                                    /* not UTF-8 */
+    "Bob's\nBakery",                                                     /* C0 control */
+    "Bob\x7f",                                                           /* DEL */
+    "Bob\xc2\x85",                                                       /* C1 control */
+    "Bob\u2028Bakery",                                                   /* line separator */
+    "Bob \u202e yrekaB",                                                 /* bidi override */
+  };
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autoptr (GError) error = NULL;
+    g_autoptr (GBytes) cert = tally_issuer_certify (f->issuer, reg->pk, "bob", bad[i], &limits,
+                                                    TEST_NOW, TEST_NOW + 86400, &error);
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+    g_assert_null (cert);
+  }
+  TallyAudit a = audit_of (f);
+  g_assert_cmpuint (a.registers, ==, 0);
+
+  /* Exactly 64 bytes is the longest name. */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) cert = tally_issuer_certify (
+    f->issuer, reg->pk, "bob", "0123456789012345678901234567890123456789012345678901234567890123",
+    &limits, TEST_NOW, TEST_NOW + 86400, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (cert);
 }
 
 /* --- vouchers --- */
@@ -1229,7 +1308,7 @@ test_reconcile_refuses_foreign_voucher (Fixture *f, gconstpointer data)
   Tally__Limits limits;
   test_default_limits (&limits);
   g_autoptr (GBytes) cert =
-    tally_issuer_certify (other, a->pk, "alice", &limits, TEST_NOW, TEST_NOW + 100, &error);
+    tally_issuer_certify (other, a->pk, "alice", NULL, &limits, TEST_NOW, TEST_NOW + 100, &error);
   g_assert_no_error (error);
   g_autoptr (GBytes) theirs = tally_issuer_sell_voucher (other, a->id, 100, TEST_NOW, &error);
   g_assert_no_error (error);
@@ -2595,6 +2674,9 @@ main (int argc, char **argv)
   ADD ("/issuer/certify/refuses-invalid-limits-window-account-or-key",
        test_certify_refuses_invalid_limits);
   ADD ("/issuer/certify/refuses-revoked-register", test_certify_refuses_revoked_register);
+  ADD ("/issuer/certify/keeps-display-name-across-renewals",
+       test_certify_keeps_display_name_across_renewals);
+  ADD ("/issuer/certify/refuses-invalid-display-name", test_certify_refuses_invalid_display_name);
   ADD ("/issuer/certify/refuses-moving-register-to-another-account",
        test_certify_refuses_moving_register_to_another_account);
   ADD ("/issuer/voucher/refuses-overdraft", test_voucher_refuses_overdraft);

@@ -506,9 +506,10 @@ sign_message (Tally__SignatureContext ctx, const ProtobufCMessage *msg, const Pa
   return tally_envelope_sign (ctx, data, len, signer->secret_key);
 }
 
-/* The fields of the core vectors' register certificate, for @reg. */
+/* The fields of the core vectors' register certificate, for @reg, named
+ * @display_name (NULL for none). */
 static GBytes *
-certify (const Party *issuer, const Party *reg)
+certify (const Party *issuer, const Party *reg, const char *display_name)
 {
   Tally__Limits limits = TALLY__LIMITS__INIT;
   limits.max_payment = 5000;
@@ -524,6 +525,8 @@ certify (const Party *issuer, const Party *reg)
   cert.not_after = VECTORS_TIME + 31536000;
   set_bytes (&cert.issuer_key_id, issuer->id, TALLY_ID_BYTES);
   cert.serial = 1;
+  if (display_name != NULL)
+    cert.display_name = (char *) display_name;
   return sign_message (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE,
                        &cert.base, issuer);
 }
@@ -577,8 +580,8 @@ script_vectors_build (void)
   add (&b, "payee.ephemeral_public_key", payee.eph_pk, sizeof payee.eph_pk);
 
   /* The objects the handshake carries. */
-  g_autoptr (GBytes) cert_a = certify (&issuer, &reg_a);
-  g_autoptr (GBytes) cert_b = certify (&issuer, &reg_b);
+  g_autoptr (GBytes) cert_a = certify (&issuer, &reg_a, SCRIPT_VECTORS_PAYER_NAME);
+  g_autoptr (GBytes) cert_b = certify (&issuer, &reg_b, SCRIPT_VECTORS_PAYEE_NAME);
 
   Tally__Amount amount = TALLY__AMOUNT__INIT;
   amount.currency = (char *) SCRIPT_VECTORS_CURRENCY;

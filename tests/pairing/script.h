@@ -159,6 +159,9 @@ void payer_rig_clear (PayerRig *r);
 #define SCRIPT_VECTORS_AMOUNT   1250
 #define SCRIPT_VECTORS_CURRENCY "EUR"
 #define SCRIPT_VECTORS_MEMO     "coffee"
+/* Display names: the payer's is the core vectors' certificate's. */
+#define SCRIPT_VECTORS_PAYER_NAME "Caf\u00e9 Lumen"
+#define SCRIPT_VECTORS_PAYEE_NAME "Bob's Bakery"
 /* Request created, Hello and Offer exchanged. */
 #define SCRIPT_VECTORS_OFFER_TIME ((guint64) VECTORS_TIME)
 /* The payer's agent confirms: the permission's created_at. */

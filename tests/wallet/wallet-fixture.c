@@ -78,14 +78,15 @@ issuer_sign_message (FixtureIssuer *issuer, Tally__SignatureContext ctx, const P
   return fixture_issuer_sign (issuer, ctx, body);
 }
 
-GBytes *
-fixture_certify_currency (FixtureIssuer *issuer,
-                          const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
-                          const char *currency,
-                          const Tally__Limits *limits,
-                          guint64 not_before,
-                          guint64 not_after,
-                          guint64 serial)
+static GBytes *
+certify (FixtureIssuer *issuer,
+         const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+         const char *currency,
+         const char *display_name,
+         const Tally__Limits *limits,
+         guint64 not_before,
+         guint64 not_after,
+         guint64 serial)
 {
   guint8 id[TALLY_ID_BYTES];
   Tally__Limits defaults = fixture_limits ();
@@ -103,8 +104,35 @@ fixture_certify_currency (FixtureIssuer *issuer,
   c.issuer_key_id.data = issuer->key_id;
   c.issuer_key_id.len = TALLY_ID_BYTES;
   c.serial = serial;
+  if (display_name != NULL)
+    c.display_name = (char *) display_name;
   return issuer_sign_message (issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE,
                               &c.base);
+}
+
+GBytes *
+fixture_certify_currency (FixtureIssuer *issuer,
+                          const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                          const char *currency,
+                          const Tally__Limits *limits,
+                          guint64 not_before,
+                          guint64 not_after,
+                          guint64 serial)
+{
+  return certify (issuer, register_key, currency, NULL, limits, not_before, not_after, serial);
+}
+
+GBytes *
+fixture_certify_named (FixtureIssuer *issuer,
+                       const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                       const char *display_name,
+                       const Tally__Limits *limits,
+                       guint64 not_before,
+                       guint64 not_after,
+                       guint64 serial)
+{
+  return certify (issuer, register_key, issuer->currency, display_name, limits, not_before,
+                  not_after, serial);
 }
 
 GBytes *
@@ -328,6 +356,68 @@ fixture_register_new (FixtureIssuer *issuer,
   g_assert_true (tally_register_install_certificate (reg, data, len, now, &error));
   g_assert_no_error (error);
   return g_steal_pointer (&reg);
+}
+
+int
+fixture_peer_fault_code (FixturePeerFault fault)
+{
+  switch (fault) {
+  case FIXTURE_PEER_REVOKED:
+    return TALLY_ERROR_REVOKED;
+  case FIXTURE_PEER_OTHER_CURRENCY:
+    return TALLY_ERROR_CURRENCY_MISMATCH;
+  case FIXTURE_PEER_EXPIRED:
+    return TALLY_ERROR_CERT_EXPIRED;
+  case FIXTURE_PEER_NOT_YET_VALID:
+    return TALLY_ERROR_CERT_NOT_YET_VALID;
+  case FIXTURE_PEER_WRONG_ISSUER:
+    return TALLY_ERROR_WRONG_ISSUER;
+  case FIXTURE_PEER_ITSELF:
+    return TALLY_ERROR_WRONG_REGISTER;
+  case FIXTURE_PEER_BAD_DISPLAY_NAME:
+    return TALLY_ERROR_MALFORMED;
+  }
+  g_assert_not_reached ();
+}
+
+GBytes *
+fixture_peer_certificate (FixtureIssuer *issuer,
+                          TallyRegister *subject,
+                          TallyRegister *holder,
+                          FixturePeerFault fault,
+                          guint64 now)
+{
+  const guint8 *key = tally_register_get_public_key (subject);
+  g_autoptr (GError) error = NULL;
+
+  switch (fault) {
+  case FIXTURE_PEER_REVOKED: {
+    g_autoptr (GBytes) list = fixture_revocation_list (
+      issuer, tally_register_get_revocation_serial (holder) + 1, now, tally_register_get_id (subject),
+      NULL);
+    g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (list);
+    g_assert_true (tally_register_update_revocation_list (holder, env, &error));
+    g_assert_no_error (error);
+    return tally_register_get_certificate (subject);
+  }
+  case FIXTURE_PEER_OTHER_CURRENCY:
+    return fixture_certify_currency (issuer, key, "USD", NULL, now - 10, now + FIXTURE_YEAR, 2);
+  case FIXTURE_PEER_EXPIRED:
+    return fixture_certify (issuer, key, NULL, now - 100, now - 1, 2);
+  case FIXTURE_PEER_NOT_YET_VALID:
+    return fixture_certify (issuer, key, NULL, now + 1, now + FIXTURE_YEAR, 2);
+  case FIXTURE_PEER_WRONG_ISSUER: {
+    g_autoptr (FixtureIssuer) rogue = fixture_issuer_new (issuer->currency);
+    return fixture_certify (rogue, key, NULL, now - 10, now + FIXTURE_YEAR, 2);
+  }
+  case FIXTURE_PEER_ITSELF:
+    return tally_register_get_certificate (holder);
+  case FIXTURE_PEER_BAD_DISPLAY_NAME:
+    /* An issuer's bug or a forged-looking name must not reach a prompt. */
+    return fixture_certify_named (issuer, key, "Bob's\nBakery", NULL, now - 10, now + FIXTURE_YEAR,
+                                  2);
+  }
+  g_assert_not_reached ();
 }
 
 void

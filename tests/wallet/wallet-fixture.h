@@ -56,6 +56,15 @@ GBytes *fixture_certify_currency (FixtureIssuer *issuer,
                                   guint64 not_after,
                                   guint64 serial);
 
+/* The same in the issuer's currency, carrying @display_name. */
+GBytes *fixture_certify_named (FixtureIssuer *issuer,
+                               const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                               const char *display_name,
+                               const Tally__Limits *limits,
+                               guint64 not_before,
+                               guint64 not_after,
+                               guint64 serial);
+
 GBytes *fixture_voucher (FixtureIssuer *issuer,
                          const guint8 register_id[TALLY_ID_BYTES],
                          guint64 sequence,
@@ -128,6 +137,31 @@ GBytes *fixture_pay (TallyRegister *payer,
                      const char *memo,
                      guint64 now,
                      GBytes **receipt);
+
+/* The ways a peer's certificate fails the peer check (wallet/tally-peer.h). */
+typedef enum
+{
+  FIXTURE_PEER_REVOKED,        /* valid, but the holder's revocation list names it */
+  FIXTURE_PEER_OTHER_CURRENCY, /* certified for USD, not the issuer's currency */
+  FIXTURE_PEER_EXPIRED,        /* not_after one second before now */
+  FIXTURE_PEER_NOT_YET_VALID,  /* not_before one second after now */
+  FIXTURE_PEER_WRONG_ISSUER,   /* signed by another issuer */
+  FIXTURE_PEER_ITSELF,         /* the holder's own certificate */
+  FIXTURE_PEER_BAD_DISPLAY_NAME, /* a display name with a control character */
+} FixturePeerFault;
+
+/* The TallyError the peer check gives for @fault. */
+int fixture_peer_fault_code (FixturePeerFault fault);
+
+/* A packed certificate for @subject's key with @fault at @now, as
+ * @holder would receive it from its peer.  For FIXTURE_PEER_REVOKED it
+ * also gives @holder a revocation list naming @subject, and for
+ * FIXTURE_PEER_ITSELF it is @holder's own certificate. */
+GBytes *fixture_peer_certificate (FixtureIssuer *issuer,
+                                  TallyRegister *subject,
+                                  TallyRegister *holder,
+                                  FixturePeerFault fault,
+                                  guint64 now);
 
 /* Every observable part of @reg as text: scalars, chain head, certificate,
  * history, payment requests and a hash of the bundle it would export.

@@ -30,7 +30,8 @@ wait_pay alice
 wait_request stall
 grep -q '^Received 5.00 EUR from' "$REQ_OUT" || fail "the stall printed no receipt: $(cat "$REQ_OUT")"
 ok "stall: $(grep '^Received' "$REQ_OUT")"
-payer_code=$(sed -n 's/.*comparison code \([0-9]*\).*/\1/p' "$T/pay-alice.out")
+# The payer's prompt reads "Pay 5.00 EUR to NAME · code 123 456".
+payer_code=$(sed -n 's/^Pay .* code \([0-9]\{3\}\) \([0-9]\{3\}\)$/\1\2/p' "$T/pay-alice.out")
 payee_code=$(sed -n 's/^Comparison code: \([0-9]*\)$/\1/p' "$REQ_OUT")
 [ -n "$payer_code" ] && [ "$payer_code" = "$payee_code" ] ||
   fail "comparison codes differ: alice '$payer_code', stall '$payee_code'"
