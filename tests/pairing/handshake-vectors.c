@@ -19,9 +19,9 @@
  * hands out chosen bytes when a test asks for them, so that real registers
  * get the published Ed25519 keys, the real payee session the published
  * request nonce and ephemeral key, and the real payer session its published
- * ephemeral key.  Then real sessions reproduce every published message, a
- * real payee answers the published Hello and Pay, and a real payer accepts
- * the published Offer and Receipt.  pairing/ and wallet/ are used through
+ * ephemeral key and N_a.  Then real sessions reproduce every published
+ * message, a real payee answers the published Hello, Reveal and Pay, and a
+ * real payer accepts the published Offer and Receipt.  pairing/ and wallet/ are used through
  * their public headers only.
  *
  * The document is $TALLY_SOURCE_ROOT/docs/test-vectors.md, or the path given
