@@ -53,6 +53,8 @@ tally_payment_state_to_string (TallyPaymentState state)
     return tally_session_state_to_string (TALLY_SESSION_STATE_WAIT_HELLO);
   case TALLY_PAYMENT_STATE_OFFER_SENT:
     return tally_session_state_to_string (TALLY_SESSION_STATE_OFFER_SENT);
+  case TALLY_PAYMENT_STATE_WAIT_PAY:
+    return tally_session_state_to_string (TALLY_SESSION_STATE_WAIT_PAY);
   case TALLY_PAYMENT_STATE_DONE: return tally_session_state_to_string (TALLY_SESSION_STATE_DONE);
   case TALLY_PAYMENT_STATE_FAILED:
     return tally_session_state_to_string (TALLY_SESSION_STATE_FAILED);
@@ -70,6 +72,7 @@ state_from_session (TallySessionState state)
   case TALLY_SESSION_STATE_PAY_SENT: return TALLY_PAYMENT_STATE_PAY_SENT;
   case TALLY_SESSION_STATE_WAIT_HELLO: return TALLY_PAYMENT_STATE_WAIT_HELLO;
   case TALLY_SESSION_STATE_OFFER_SENT: return TALLY_PAYMENT_STATE_OFFER_SENT;
+  case TALLY_SESSION_STATE_WAIT_PAY: return TALLY_PAYMENT_STATE_WAIT_PAY;
   case TALLY_SESSION_STATE_DONE: return TALLY_PAYMENT_STATE_DONE;
   case TALLY_SESSION_STATE_FAILED: return TALLY_PAYMENT_STATE_FAILED;
   }
@@ -387,6 +390,7 @@ on_channel_message (TallyChannel *channel, GBytes *message, gpointer user_data)
   case TALLY_PAYMENT_STATE_PAY_SENT:
   case TALLY_PAYMENT_STATE_WAIT_HELLO:
   case TALLY_PAYMENT_STATE_OFFER_SENT:
+  case TALLY_PAYMENT_STATE_WAIT_PAY:
   /* A message while the agent decides: the session refuses it. */
   case TALLY_PAYMENT_STATE_CONFIRMING:
     break;
@@ -403,6 +407,7 @@ on_channel_message (TallyChannel *channel, GBytes *message, gpointer user_data)
     return;
   }
 
+  /* The payer's reveal goes out before its agent is shown the code. */
   if (reply != NULL && !send_message (p, reply, &error)) {
     g_autoptr (GBytes) wire = tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED,
                                                    error->message);

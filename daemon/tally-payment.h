@@ -9,7 +9,11 @@
  * tally_payment_reject ().
  *
  * Payer:  connecting -> hello-sent -> confirming -> pay-sent -> done
- * Payee:  waiting -> wait-hello -> offer-sent -> done
+ * Payee:  waiting -> wait-hello -> offer-sent -> wait-pay -> done
+ *
+ * The payee's comparison code appears only in wait-pay, once the payer's
+ * reveal opened its commitment (docs/protocol.md 4.2); the payer sends its
+ * reveal before it enters confirming.
  * Either side may end in failed; tally_payment_get_error () says why.
  *
  * The register is borrowed and must outlive the payment.  Callbacks run on
@@ -35,6 +39,7 @@ typedef enum
   TALLY_PAYMENT_STATE_PAY_SENT,
   TALLY_PAYMENT_STATE_WAIT_HELLO, /* payee: payer connected */
   TALLY_PAYMENT_STATE_OFFER_SENT,
+  TALLY_PAYMENT_STATE_WAIT_PAY, /* payee: reveal checked, code shown */
   TALLY_PAYMENT_STATE_DONE,
   TALLY_PAYMENT_STATE_FAILED,
 } TallyPaymentState;

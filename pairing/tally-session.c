@@ -10,17 +10,25 @@
 /*
  * Key schedule and transcript (docs/protocol.md, "Handshake"):
  *
+ *   N_a = 32 random bytes, C_a = H("handshake-commit", e_a || N_a)
  *   T0 = H("transcript-init", "")
- *   T1 = H("transcript", T0 || lp(Hello))
+ *   T1 = H("transcript", T0 || lp(Hello))          Hello carries C_a
  *   keys: crypto_kx, payer = client (e_a), payee = server (e_b)
  *   T2 = H("transcript", T1 || lp(e_b) || lp(OfferBody))
  *   sig_b = Ed25519(payee, "handshake-offer", T2)
  *   Offer.ciphertext = AEAD(k_payee->payer, n=0, ad=T1||e_b, OfferSealed)
- *   code = BE32(H("comparison-code", T2)[0..4]) mod 10^6
- *   T3 = H("transcript", T2 || lp(sig_b) || lp(PayBody))
+ *   reveal = AEAD(k_payer->payee, n=0, ad=T2, RevealSealed {N_a})
+ *   T2r = H("transcript", T2 || lp(N_a))
+ *   code = BE32(H("comparison-code", T2r)[0..4]) mod 10^6
+ *   T3 = H("transcript", T2r || lp(sig_b) || lp(PayBody))
  *   sig_a = Ed25519(payer, "handshake-pay", T3)
- *   pay = AEAD(k_payer->payee, n=0, ad=T2, PaySealed)
+ *   pay = AEAD(k_payer->payee, n=1, ad=T2r, PaySealed)
  *   receipt = AEAD(k_payee->payer, n=1, ad=T3, ReceiptSealed)
+ *
+ * The commitment is what makes the code worth comparing: the payee fixes
+ * its offer before it learns N_a, and the payer fixed N_a before it saw
+ * the offer, so neither side (nor a relay playing either) can steer the
+ * code; each attempt matches a chosen code with chance 10^-6.
  *
  * lp(x) is a big-endian u32 length followed by x.  AEAD is
  * ChaCha20-Poly1305-IETF with the 96-bit little-endian message counter as
@@ -48,6 +56,8 @@ struct _TallySession
 
   guint8 transcript[TALLY_HASH_BYTES];
   guint8 offer_sig[TALLY_SIGNATURE_BYTES];
+  guint8 commit_nonce[TALLY_NONCE_BYTES]; /* N_a: payer draws it, payee learns it */
+  guint8 commitment[TALLY_HASH_BYTES];    /* C_a from the Hello */
 
   Tally__PaymentRequest *request;
   Tally__SignedEnvelope *payee_certificate; /* payer side */
@@ -83,6 +93,7 @@ tally_session_state_to_string (TallySessionState state)
   case TALLY_SESSION_STATE_PAY_SENT: return "pay-sent";
   case TALLY_SESSION_STATE_WAIT_HELLO: return "wait-hello";
   case TALLY_SESSION_STATE_OFFER_SENT: return "offer-sent";
+  case TALLY_SESSION_STATE_WAIT_PAY: return "wait-pay";
   case TALLY_SESSION_STATE_DONE: return "done";
   case TALLY_SESSION_STATE_FAILED: return "failed";
   }
@@ -93,6 +104,7 @@ static void
 wipe_secrets (TallySession *s)
 {
   sodium_memzero (s->eph_sk, sizeof s->eph_sk);
+  sodium_memzero (s->commit_nonce, sizeof s->commit_nonce);
   sodium_memzero (s->rx, sizeof s->rx);
   sodium_memzero (s->tx, sizeof s->tx);
   s->have_keys = FALSE;
@@ -119,7 +131,7 @@ enter_state (TallySession *s, TallySessionState state)
   case TALLY_SESSION_STATE_PAY_SENT:
   case TALLY_SESSION_STATE_WAIT_HELLO:
   case TALLY_SESSION_STATE_OFFER_SENT:
-    break;
+  case TALLY_SESSION_STATE_WAIT_PAY: break;
   }
 }
 
@@ -142,6 +154,8 @@ tally_session_new_payer (TallyRegister *reg, const TallyAcceptPolicy *policy)
   g_return_val_if_fail (reg != NULL, NULL);
 
   TallySession *s = session_new (reg, TALLY_SESSION_ROLE_PAYER, policy);
+  /* N_a, drawn right after the ephemeral key and committed to in Hello. */
+  randombytes_buf (s->commit_nonce, sizeof s->commit_nonce);
   s->state = TALLY_SESSION_STATE_IDLE;
   return s;
 }
@@ -196,6 +210,20 @@ transcript_mix (TallySession *s, const guint8 *a, gsize a_len, const guint8 *b, 
   tally_hash_final (&h, s->transcript);
 }
 
+/* C_a = H("handshake-commit", e_a || N_a) */
+static void
+make_commitment (const guint8 e_a[EPHEM_BYTES],
+                 const guint8 n_a[TALLY_NONCE_BYTES],
+                 guint8 out[TALLY_HASH_BYTES])
+{
+  TallyHash h;
+  tally_hash_init (&h, "handshake-commit", TALLY_HASH_BYTES);
+  tally_hash_update (&h, e_a, EPHEM_BYTES);
+  tally_hash_update (&h, n_a, TALLY_NONCE_BYTES);
+  tally_hash_final (&h, out);
+}
+
+/* Over T2r, so only once N_a is known to both sides. */
 static void
 compute_code (TallySession *s)
 {
@@ -381,6 +409,10 @@ tally_session_start (TallySession *s, GError **error)
   hello.ephemeral_public_key.data = s->eph_pk;
   hello.ephemeral_public_key.len = EPHEM_BYTES;
   hello.revocation_serial = tally_register_get_revocation_serial (s->reg);
+  /* Step 1: N_a is fixed before any offer exists. */
+  make_commitment (s->eph_pk, s->commit_nonce, s->commitment);
+  hello.commitment.data = s->commitment;
+  hello.commitment.len = TALLY_HASH_BYTES;
 
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
@@ -392,9 +424,31 @@ tally_session_start (TallySession *s, GError **error)
   return out;
 }
 
+/* Handshake step 3, payer side: open N_a to the payee.  The offer is fixed
+ * now, so the code the reveal completes was steered by nobody. */
+static GBytes *
+send_reveal (TallySession *s)
+{
+  Tally__RevealSealed rs = TALLY__REVEAL_SEALED__INIT;
+  rs.commit_nonce.data = s->commit_nonce;
+  rs.commit_nonce.len = TALLY_NONCE_BYTES;
+  g_autoptr (GBytes) plain = tally_message_pack (&rs.base);
+  /* Payer tx, nonce 0, ad = T2. */
+  g_autoptr (GBytes) ct = seal (s, s->transcript, TALLY_HASH_BYTES, plain);
+
+  transcript_mix (s, s->commit_nonce, TALLY_NONCE_BYTES, NULL, 0);
+  compute_code (s);
+
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_REVEAL;
+  m.reveal.data = (guint8 *) g_bytes_get_data (ct, &m.reveal.len);
+  enter_state (s, TALLY_SESSION_STATE_CONFIRMING);
+  return pack_session_message (&m);
+}
+
 /* Handshake step 2, payer side: open and authenticate the payee's offer. */
 static gboolean
-payer_handle_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GError **error)
+payer_check_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GError **error)
 {
   if (offer->ephemeral_public_key.len != EPHEM_BYTES) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "offer: ephemeral key is %zu bytes",
@@ -473,13 +527,10 @@ payer_handle_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GEr
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "offer: payee certificate");
     return FALSE;
   }
-
-  compute_code (s);
-  enter_state (s, TALLY_SESSION_STATE_CONFIRMING);
   return TRUE;
 }
 
-/* Handshake step 4, payer side: seal @permission, committed before, into
+/* Handshake step 5, payer side: seal @permission, committed before, into
  * the Pay message. */
 static GBytes *
 send_pay (TallySession *s, GBytes *permission)
@@ -513,8 +564,9 @@ send_pay (TallySession *s, GBytes *permission)
     (Tally__SignedEnvelope *) maybe_our_revocation_list (s, s->peer_revocation_serial, &rl_holder);
   g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
 
-  guint8 t2[TALLY_HASH_BYTES];
-  memcpy (t2, s->transcript, sizeof t2);
+  /* Pay: payer tx, nonce 1 (the reveal took 0), ad = T2r. */
+  guint8 t2r[TALLY_HASH_BYTES];
+  memcpy (t2r, s->transcript, sizeof t2r);
   transcript_mix (s, s->offer_sig, TALLY_SIGNATURE_BYTES, g_bytes_get_data (body_bytes, NULL),
                   g_bytes_get_size (body_bytes));
 
@@ -527,7 +579,7 @@ send_pay (TallySession *s, GBytes *permission)
   sealed.signature.data = sig;
   sealed.signature.len = sizeof sig;
   g_autoptr (GBytes) plain = tally_message_pack (&sealed.base);
-  g_autoptr (GBytes) ct = seal (s, t2, sizeof t2, plain);
+  g_autoptr (GBytes) ct = seal (s, t2r, sizeof t2r, plain);
 
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_PAY;
@@ -555,7 +607,7 @@ tally_session_confirm (TallySession *s, guint64 now, GError **error)
   if (!check_confirming (s, "confirm", error))
     return NULL;
 
-  /* Handshake step 3: the permission is committed before it leaves. */
+  /* Handshake step 5: the permission is committed before it leaves. */
   GError *local = NULL;
   g_autoptr (GBytes) permission =
     tally_register_spend (s->reg, s->payee_certificate, s->request, now, &local);
@@ -584,7 +636,7 @@ tally_session_redeliver (TallySession *s, guint64 now, GError **error)
   return send_pay (s, permission);
 }
 
-/* Handshake step 4, payer side: the receipt closes the payment. */
+/* Handshake step 6, payer side: the receipt closes the payment. */
 static gboolean
 payer_handle_receipt (TallySession *s, const ProtobufCBinaryData *ct, GError **error)
 {
@@ -636,6 +688,9 @@ payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *ra
                  hello->ephemeral_public_key.len);
     return NULL;
   }
+  /* Without a commitment the payer could choose N_a after our offer. */
+  if (!tally_check_bytes (&hello->commitment, TALLY_HASH_BYTES, "hello: commitment", error))
+    return NULL;
   g_autoptr (GBytes) cert_bytes = tally_register_get_certificate (s->reg);
   if (cert_bytes == NULL) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NO_CERTIFICATE, "this register has no certificate");
@@ -649,6 +704,7 @@ payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *ra
   if (!derive_keys (s, hello->ephemeral_public_key.data, error))
     return NULL;
   s->peer_revocation_serial = hello->revocation_serial;
+  memcpy (s->commitment, hello->commitment.data, TALLY_HASH_BYTES);
 
   g_autoptr (Tally__SignedEnvelope) cert_env = tally_envelope_decode (
     g_bytes_get_data (cert_bytes, NULL), g_bytes_get_size (cert_bytes), NULL);
@@ -679,8 +735,7 @@ payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *ra
   memcpy (ad + TALLY_HASH_BYTES, s->eph_pk, EPHEM_BYTES);
   g_autoptr (GBytes) ct = seal (s, ad, sizeof ad, plain);
 
-  compute_code (s);
-
+  /* No code yet: it waits for N_a, which the payer reveals next. */
   Tally__Offer offer = TALLY__OFFER__INIT;
   offer.ephemeral_public_key.data = s->eph_pk;
   offer.ephemeral_public_key.len = EPHEM_BYTES;
@@ -692,13 +747,44 @@ payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *ra
   return pack_session_message (&m);
 }
 
-/* Handshake step 3, payee side: authenticate the payer, credit, receipt. */
+/* Handshake step 3, payee side: N_a must open the Hello's commitment;
+ * only then is there a code to show. */
+static gboolean
+payee_handle_reveal (TallySession *s, const ProtobufCBinaryData *ct, GError **error)
+{
+  /* Payer tx, nonce 0, ad = T2. */
+  g_autoptr (GBytes) plain = open_sealed (s, ct, s->transcript, TALLY_HASH_BYTES, "reveal", error);
+  if (plain == NULL)
+    return FALSE;
+  g_autoptr (Tally__RevealSealed) rs =
+    TALLY_UNPACK (Tally__RevealSealed, tally__reveal_sealed, g_bytes_get_data (plain, NULL),
+                  g_bytes_get_size (plain), "reveal", error);
+  if (rs == NULL)
+    return FALSE;
+  if (!tally_check_bytes (&rs->commit_nonce, TALLY_NONCE_BYTES, "reveal: nonce", error))
+    return FALSE;
+  guint8 expect[TALLY_HASH_BYTES];
+  make_commitment (s->peer_eph, rs->commit_nonce.data, expect);
+  if (sodium_memcmp (expect, s->commitment, TALLY_HASH_BYTES) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_TRANSCRIPT,
+                 "reveal: the nonce does not open the hello's commitment");
+    return FALSE;
+  }
+  memcpy (s->commit_nonce, rs->commit_nonce.data, TALLY_NONCE_BYTES);
+  transcript_mix (s, s->commit_nonce, TALLY_NONCE_BYTES, NULL, 0);
+  compute_code (s);
+  enter_state (s, TALLY_SESSION_STATE_WAIT_PAY);
+  return TRUE;
+}
+
+/* Handshake step 5, payee side: authenticate the payer, credit, receipt. */
 static GBytes *
 payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, GError **error)
 {
-  guint8 t2[TALLY_HASH_BYTES];
-  memcpy (t2, s->transcript, sizeof t2);
-  g_autoptr (GBytes) plain = open_sealed (s, ct, t2, sizeof t2, "pay", error);
+  /* Payer tx, nonce 1, ad = T2r. */
+  guint8 t2r[TALLY_HASH_BYTES];
+  memcpy (t2r, s->transcript, sizeof t2r);
+  g_autoptr (GBytes) plain = open_sealed (s, ct, t2r, sizeof t2r, "pay", error);
   if (plain == NULL)
     return NULL;
   g_autoptr (Tally__PaySealed) sealed =
@@ -843,11 +929,20 @@ tally_session_handle (TallySession *s,
       wrong_state (s, "offer", &local);
       return fail (s, local, reply, TRUE, error);
     }
-    if (!payer_handle_offer (s, m->offer, now, &local))
+    if (!payer_check_offer (s, m->offer, now, &local))
+      return fail (s, local, reply, TRUE, error);
+    *reply = send_reveal (s);
+    return TRUE;
+  case TALLY__SESSION_MESSAGE__MSG_REVEAL:
+    if (s->role != TALLY_SESSION_ROLE_PAYEE || s->state != TALLY_SESSION_STATE_OFFER_SENT) {
+      wrong_state (s, "reveal", &local);
+      return fail (s, local, reply, TRUE, error);
+    }
+    if (!payee_handle_reveal (s, &m->reveal, &local))
       return fail (s, local, reply, TRUE, error);
     return TRUE;
   case TALLY__SESSION_MESSAGE__MSG_PAY:
-    if (s->role != TALLY_SESSION_ROLE_PAYEE || s->state != TALLY_SESSION_STATE_OFFER_SENT) {
+    if (s->role != TALLY_SESSION_ROLE_PAYEE || s->state != TALLY_SESSION_STATE_WAIT_PAY) {
       wrong_state (s, "pay", &local);
       return fail (s, local, reply, TRUE, error);
     }

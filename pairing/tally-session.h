@@ -2,12 +2,13 @@
 #pragma once
 
 /*
- * The payment handshake, sans-I/O.  Four messages, two round trips from
- * "connected" to "receipt in hand":
+ * The payment handshake, sans-I/O.  Five messages, two round trips from
+ * "connected" to "receipt in hand" (the reveal is not answered):
  *
  *   payer                                   payee
- *   Hello {e_a, revocation serial}   ---->
+ *   Hello {e_a, revocation serial, C_a} ---->
  *                                    <----  Offer {e_b, AEAD(OfferSealed)}
+ *   AEAD(RevealSealed {N_a})         ---->  (checks C_a, shows the code)
  *   (agent confirms amount, payee, comparison code)
  *   AEAD(PaySealed)                  ---->
  *                                    <----  AEAD(ReceiptSealed)
@@ -35,13 +36,14 @@ const char *tally_session_role_to_string (TallySessionRole role);
 
 typedef enum
 {
-  TALLY_SESSION_STATE_IDLE,           /* payer: not started */
-  TALLY_SESSION_STATE_HELLO_SENT,     /* payer: waiting for the offer */
-  TALLY_SESSION_STATE_CONFIRMING,     /* payer: offer verified, agent asked */
-  TALLY_SESSION_STATE_PAY_SENT,       /* payer: permission out, waiting for receipt */
-  TALLY_SESSION_STATE_WAIT_HELLO,     /* payee: request ready */
-  TALLY_SESSION_STATE_OFFER_SENT,     /* payee: waiting for the permission */
-  TALLY_SESSION_STATE_DONE,           /* receipt sent (payee) or held (payer) */
+  TALLY_SESSION_STATE_IDLE,       /* payer: not started */
+  TALLY_SESSION_STATE_HELLO_SENT, /* payer: waiting for the offer */
+  TALLY_SESSION_STATE_CONFIRMING, /* payer: offer verified, agent asked */
+  TALLY_SESSION_STATE_PAY_SENT,   /* payer: permission out, waiting for receipt */
+  TALLY_SESSION_STATE_WAIT_HELLO, /* payee: request ready */
+  TALLY_SESSION_STATE_OFFER_SENT, /* payee: waiting for the payer's reveal */
+  TALLY_SESSION_STATE_WAIT_PAY,   /* payee: reveal checked, code shown */
+  TALLY_SESSION_STATE_DONE,       /* receipt sent (payee) or held (payer) */
   TALLY_SESSION_STATE_FAILED,
 } TallySessionState;
 
@@ -72,7 +74,9 @@ GBytes *tally_session_start (TallySession *session, GError **error);
 
 /*
  * Handles one SessionMessage from the peer.  On success *reply is the next
- * message to send, or NULL when there is none (payer now CONFIRMING or DONE).
+ * message to send, or NULL when there is none (payee now WAIT_PAY, payer
+ * DONE).  A payer that took the offer is CONFIRMING and *reply is its
+ * Reveal: send it before the agent is shown the code.
  * On failure the session is FAILED, no register state changed unless the
  * error says otherwise, and *reply (when set) is an Error message to send
  * to the peer before closing.  A peer's Error arrives as that error, with
@@ -104,8 +108,9 @@ GBytes *tally_session_abort (TallySession *session, TallyError code, const char 
 TallySessionState tally_session_get_state (TallySession *session);
 TallySessionRole tally_session_get_role (TallySession *session);
 
-/* Six decimal digits, available from CONFIRMING (payer) or OFFER_SENT
- * (payee) on; NULL before. */
+/* Six decimal digits, available from CONFIRMING (payer, once the offer is
+ * verified and the reveal made) or WAIT_PAY (payee, once the reveal opened
+ * the Hello's commitment) on; NULL before. */
 const char *tally_session_get_comparison_code (TallySession *session);
 gint64 tally_session_get_amount (TallySession *session);
 const char *tally_session_get_currency (TallySession *session);

@@ -55,6 +55,7 @@ TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__OfferSealed, tally__offer_sealed)
 TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__PayBody, tally__pay_body)
 TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__PaySealed, tally__pay_sealed)
 TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__ReceiptSealed, tally__receipt_sealed)
+TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__RevealSealed, tally__reveal_sealed)
 TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__SessionMessage, tally__session_message)
 
 /* Packs any message into a new GBytes. */

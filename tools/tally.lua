@@ -19,7 +19,7 @@
 --     placed by its sequence number, held while it is up to 7 ahead of the
 --     next one due.  The frame that completes a message shows the
 --     SessionMessage of proto/tally.proto: Hello and Error in full,
---     Offer/pay/receipt with their ciphertext left opaque.
+--     Offer/reveal/pay/receipt with their ciphertext left opaque.
 --   * Framing errors are flagged in tallyd's words where tallyd's
 --     reassembler finds them; the receiver's maximum message and timeout
 --     are preferences holding tallyd's values.  Unlike tallyd, which closes
@@ -64,7 +64,9 @@ local TALLYD_MAX_MESSAGE = 8192  -- TALLY_SESSION_MAX_MESSAGE, tallyd's channels
 local TALLYD_TIMEOUT_MS = 10000  -- TALLY_FRAME_DEFAULT_TIMEOUT_MS
 
 -- proto/tally.proto, SessionMessage's oneof
-local MESSAGE_TYPES = { [1] = "hello", [2] = "offer", [3] = "pay", [4] = "receipt", [5] = "error" }
+local MESSAGE_TYPES = {
+  [1] = "hello", [2] = "offer", [3] = "pay", [4] = "receipt", [5] = "error", [6] = "reveal",
+}
 
 -- proto/tally-error.h and tally_error_to_string (); append, never renumber.
 -- tests/tools checks this table against the C one.
@@ -126,13 +128,18 @@ local f = {
   message = ProtoField.bytes("tally.message", "Message", base.NONE,
     "The reassembled SessionMessage"),
   type = ProtoField.string("tally.type", "Message type",
-    "SessionMessage field: hello, offer, pay, receipt or error"),
+    "SessionMessage field: hello, offer, reveal, pay, receipt or error"),
   hello_version = ProtoField.uint32("tally.hello.version", "Version"),
   hello_key = ProtoField.bytes("tally.hello.ephemeral_public_key", "Ephemeral public key"),
   hello_serial = ProtoField.uint64("tally.hello.revocation_serial", "Revocation serial"),
+  hello_commitment = ProtoField.bytes("tally.hello.commitment", "Commitment", base.NONE,
+    "H(\"handshake-commit\", e_a || N_a); N_a travels sealed in the reveal"),
   offer_key = ProtoField.bytes("tally.offer.ephemeral_public_key", "Ephemeral public key"),
   offer_ciphertext = ProtoField.bytes("tally.offer.ciphertext", "Ciphertext"),
   offer_ciphertext_length = ProtoField.uint32("tally.offer.ciphertext_length", "Ciphertext length"),
+  reveal_ciphertext = ProtoField.bytes("tally.reveal.ciphertext", "Ciphertext"),
+  reveal_ciphertext_length = ProtoField.uint32("tally.reveal.ciphertext_length",
+    "Ciphertext length"),
   pay_ciphertext = ProtoField.bytes("tally.pay.ciphertext", "Ciphertext"),
   pay_ciphertext_length = ProtoField.uint32("tally.pay.ciphertext_length", "Ciphertext length"),
   receipt_ciphertext = ProtoField.bytes("tally.receipt.ciphertext", "Ciphertext"),
@@ -343,7 +350,9 @@ local function dissect_hello(tvb, pinfo, tree, off, limit)
       tree:add(f.hello_key, value_range(tvb, field))
     elseif field.number == 3 and expect_wire(pinfo, tree, tvb, field, 0, "Hello.revocation_serial") then
       tree:add(f.hello_serial, field_range(tvb, field), field.varint)
-    elseif field.number > 3 then
+    elseif field.number == 4 and expect_wire(pinfo, tree, tvb, field, 2, "Hello.commitment") then
+      tree:add(f.hello_commitment, value_range(tvb, field))
+    elseif field.number > 4 then
       add_unknown(tree, tvb, field)
     end
   end
@@ -424,6 +433,10 @@ local function dissect_session_message(tvb, pinfo, tree)
         sub:add(f.receipt_ciphertext_length, field_range(tvb, field), field.value_len)
         sub:add(f.receipt_ciphertext, value_range(tvb, field))
         summary = string.format("receipt, %d bytes of ciphertext", field.value_len)
+      elseif field.number == 6 then
+        sub:add(f.reveal_ciphertext_length, field_range(tvb, field), field.value_len)
+        sub:add(f.reveal_ciphertext, value_range(tvb, field))
+        summary = string.format("reveal, %d bytes of ciphertext", field.value_len)
       else
         summary = dissect_error(tvb, pinfo, sub, off, limit)
       end

@@ -310,6 +310,9 @@ random_message (Tally__SessionMessage__MsgCase msg_case)
   } else if (msg_case == TALLY__SESSION_MESSAGE__MSG_PAY) {
     m.pay.data = ct;
     m.pay.len = sizeof ct;
+  } else if (msg_case == TALLY__SESSION_MESSAGE__MSG_REVEAL) {
+    m.reveal.data = ct;
+    m.reveal.len = sizeof ct;
   } else {
     g_assert_cmpint (msg_case, ==, TALLY__SESSION_MESSAGE__MSG_RECEIPT);
     m.receipt.data = ct;
@@ -367,6 +370,18 @@ scripted_payer (World *w, gint64 amount)
   PayeeRig rig;
   payee_rig_init (&rig, PAYEE (w), amount);
   /* The world owns the script and the session from here on. */
+  w->script = rig.s;
+  w->have_script = TRUE;
+  w->payee_session = g_steal_pointer (&rig.payee);
+}
+
+/* ... stopped before the Reveal: the payee session is OFFER_SENT and shows
+ * no code. */
+static void
+scripted_payer_offered (World *w, gint64 amount)
+{
+  PayeeRig rig;
+  payee_rig_init_offered (&rig, PAYEE (w), amount);
   w->script = rig.s;
   w->have_script = TRUE;
   w->payee_session = g_steal_pointer (&rig.payee);
@@ -440,10 +455,12 @@ payer_awaiting_receipt (World *w)
   g_autoptr (GBytes) hello = NULL;
   g_autoptr (Tally__PaymentRequest) req = scripted_payee (w, &hello);
   g_autoptr (GBytes) offer = scripted_offer (w, hello, req, NULL);
-  g_autoptr (GBytes) none = NULL;
+  g_autoptr (GBytes) reveal = NULL;
   g_assert_true (tally_session_handle (w->payer_session, g_bytes_get_data (offer, NULL),
-                                       g_bytes_get_size (offer), NOW, &none, &error));
+                                       g_bytes_get_size (offer), NOW, &reveal, &error));
   g_assert_no_error (error);
+  script_take_reveal (&w->script, reveal);
+  g_assert_true (w->script.commitment_ok);
   g_autoptr (GBytes) pay = tally_session_confirm (w->payer_session, NOW, &error);
   g_assert_no_error (error);
   script_take_pay (&w->script, pay);
@@ -474,19 +491,26 @@ honest_offer (World *w, gint64 amount, const TallyAcceptPolicy *payee_policy, gu
   return offer;
 }
 
-/* ... and the payer verified the offer: CONFIRMING. */
+/* ... and the payer verified the offer: CONFIRMING; the payee took its
+ * Reveal: WAIT_PAY. */
 static void
 honest_confirming (World *w, gint64 amount, const TallyAcceptPolicy *payee_policy, guint64 now)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) offer = honest_offer (w, amount, payee_policy, now);
-  g_autoptr (GBytes) none = NULL;
+  g_autoptr (GBytes) reveal = NULL;
   g_assert_true (tally_session_handle (w->payer_session, g_bytes_get_data (offer, NULL),
-                                       g_bytes_get_size (offer), now, &none, &error));
+                                       g_bytes_get_size (offer), now, &reveal, &error));
   g_assert_no_error (error);
-  g_assert_null (none);
+  g_assert_nonnull (reveal);
   g_assert_cmpint (tally_session_get_state (w->payer_session), ==,
                    TALLY_SESSION_STATE_CONFIRMING);
+  g_autoptr (GBytes) none = NULL;
+  g_assert_true (tally_session_handle (w->payee_session, g_bytes_get_data (reveal, NULL),
+                                       g_bytes_get_size (reveal), now, &none, &error));
+  g_assert_no_error (error);
+  g_assert_null (none);
+  g_assert_cmpint (tally_session_get_state (w->payee_session), ==, TALLY_SESSION_STATE_WAIT_PAY);
 }
 
 /* ... and the payer confirmed: returns its Pay, not yet handled. */
@@ -1186,6 +1210,28 @@ prepare_payee_gets_pay_after_done (World *w)
 }
 
 static void
+prepare_payee_gets_reveal_before_offer (World *w)
+{
+  waiting_payee (w, 100);
+  w->input = random_message (TALLY__SESSION_MESSAGE__MSG_REVEAL);
+}
+
+static void
+prepare_payee_gets_second_reveal (World *w)
+{
+  scripted_payer (w, 100);
+  w->input = random_message (TALLY__SESSION_MESSAGE__MSG_REVEAL);
+}
+
+static void
+prepare_payee_gets_pay_without_reveal (World *w)
+{
+  scripted_payer_offered (w, 700);
+  g_autoptr (GBytes) perm = honest_permission (w);
+  w->input = scripted_pay (w, perm);
+}
+
+static void
 payer_waiting_for_offer (World *w)
 {
   g_autoptr (GBytes) offer = honest_offer (w, 100, NULL, NOW);
@@ -1203,6 +1249,13 @@ prepare_payer_gets_pay (World *w)
 {
   payer_waiting_for_offer (w);
   w->input = random_message (TALLY__SESSION_MESSAGE__MSG_PAY);
+}
+
+static void
+prepare_payer_gets_reveal (World *w)
+{
+  payer_waiting_for_offer (w);
+  w->input = random_message (TALLY__SESSION_MESSAGE__MSG_REVEAL);
 }
 
 static void
@@ -1234,6 +1287,17 @@ prepare_pay_transcript_mixes_another_offer_signature (World *w)
   w->script.offer_sig[0] ^= 0x01;
   g_autoptr (GBytes) perm = honest_permission (w);
   w->input = scripted_pay (w, perm);
+}
+
+static void
+prepare_reveal_of_another_nonce (World *w)
+{
+  /* What a payer steering the payee's code after the offer would send. */
+  scripted_payer_offered (w, 700);
+  guint8 other[TALLY_NONCE_BYTES];
+  memcpy (other, w->script.commit_nonce, sizeof other);
+  other[TALLY_NONCE_BYTES - 1] ^= 0x80;
+  w->input = script_reveal (&w->script, other, sizeof other);
 }
 
 static void
@@ -1286,6 +1350,17 @@ prepare_unsupported_version (World *w)
   Script s;
   script_init (&s, TRUE);
   w->input = script_hello (&s, TALLY_PROTOCOL_VERSION + 1, EPH);
+  script_clear (&s);
+}
+
+static void
+prepare_hello_without_commitment (World *w)
+{
+  waiting_payee (w, 100);
+  Script s;
+  script_init (&s, TRUE);
+  s.commitment_len = 0;
+  w->input = script_hello (&s, TALLY_PROTOCOL_VERSION, EPH);
   script_clear (&s);
 }
 
@@ -1477,6 +1552,13 @@ static const Case cases[] = {
            attack_payee),
   REFUSED ("payee-refuses-pay-replayed-into-finished-session", SESSION, WRONG_STATE,
            prepare_payee_gets_pay_after_done, attack_payee),
+  REFUSED ("payee-refuses-reveal-before-offer", SESSION, WRONG_STATE,
+           prepare_payee_gets_reveal_before_offer, attack_payee),
+  REFUSED ("payee-refuses-second-reveal", SESSION, WRONG_STATE, prepare_payee_gets_second_reveal,
+           attack_payee),
+  REFUSED ("payee-refuses-pay-without-reveal", SESSION, WRONG_STATE,
+           prepare_payee_gets_pay_without_reveal, attack_payee),
+  REFUSED ("payer-refuses-reveal", SESSION, WRONG_STATE, prepare_payer_gets_reveal, attack_payer),
   REFUSED ("payer-refuses-hello", SESSION, WRONG_STATE, prepare_payer_gets_hello, attack_payer),
   REFUSED ("payer-refuses-pay", SESSION, WRONG_STATE, prepare_payer_gets_pay, attack_payer),
   REFUSED ("payer-refuses-receipt-before-paying", SESSION, WRONG_STATE,
@@ -1489,6 +1571,8 @@ static const Case cases[] = {
            prepare_pay_transcript_mixes_another_offer_signature, attack_payee),
   REFUSED ("payer-refuses-offer-bound-to-a-hello-it-never-sent", SESSION, DECRYPT,
            prepare_offer_bound_to_another_hello, attack_payer),
+  REFUSED ("payee-refuses-reveal-that-does-not-open-the-commitment", SESSION, TRANSCRIPT,
+           prepare_reveal_of_another_nonce, attack_payee),
 
   /* Ciphertexts. */
   REFUSED ("payee-refuses-tampered-pay-ciphertext", SESSION, DECRYPT,
@@ -1501,6 +1585,8 @@ static const Case cases[] = {
   /* Malformed input. */
   REFUSED ("payee-refuses-unsupported-version", SESSION, VERSION, prepare_unsupported_version,
            attack_payee),
+  REFUSED ("payee-refuses-hello-without-commitment", SESSION, MALFORMED,
+           prepare_hello_without_commitment, attack_payee),
   REFUSED ("payee-refuses-garbage-bytes", SESSION, MALFORMED, prepare_garbage_bytes, attack_payee),
   REFUSED ("payee-refuses-empty-message", SESSION, MALFORMED, prepare_empty_message, attack_payee),
   REFUSED ("payee-refuses-uncached-certificate-hash", SESSION, NOT_FOUND,

@@ -49,7 +49,7 @@ bench_limits (void)
 
 typedef struct
 {
-  gsize size[4]; /* hello, offer, pay, receipt */
+  gsize size[5]; /* hello, offer, pay, receipt, reveal */
   gint64 payer_ns;
   gint64 payee_ns;
 } PaymentCost;
@@ -79,12 +79,19 @@ pay_once (TallyRegister *payer_reg, TallyRegister *payee_reg, guint64 now, Payme
   cost->payee_ns += thread_cpu_ns () - t;
 
   t = thread_cpu_ns ();
-  g_autoptr (GBytes) none = NULL;
+  g_autoptr (GBytes) reveal = NULL;
   g_assert_true (tally_session_handle (payer, g_bytes_get_data (offer, NULL),
-                                       g_bytes_get_size (offer), now, &none, &error));
+                                       g_bytes_get_size (offer), now, &reveal, &error));
   g_autoptr (GBytes) pay = tally_session_confirm (payer, now, &error);
   g_assert_no_error (error);
   cost->payer_ns += thread_cpu_ns () - t;
+
+  t = thread_cpu_ns ();
+  g_autoptr (GBytes) none = NULL;
+  g_assert_true (tally_session_handle (payee, g_bytes_get_data (reveal, NULL),
+                                       g_bytes_get_size (reveal), now, &none, &error));
+  g_assert_no_error (error);
+  cost->payee_ns += thread_cpu_ns () - t;
 
   t = thread_cpu_ns ();
   g_autoptr (GBytes) receipt = NULL;
@@ -102,6 +109,7 @@ pay_once (TallyRegister *payer_reg, TallyRegister *payee_reg, guint64 now, Payme
   cost->size[1] = g_bytes_get_size (offer);
   cost->size[2] = g_bytes_get_size (pay);
   cost->size[3] = g_bytes_get_size (receipt);
+  cost->size[4] = g_bytes_get_size (reveal);
 }
 
 /*
@@ -367,17 +375,17 @@ framed (gsize len, gsize mtu, guint *fragments)
 static void
 print_bytes (const char *label, const PaymentCost *c)
 {
-  gsize raw = c->size[0] + c->size[1] + c->size[2] + c->size[3];
+  gsize raw = c->size[0] + c->size[1] + c->size[2] + c->size[3] + c->size[4];
   guint frags20 = 0, frags244 = 0;
   gsize at20 = 0, at244 = 0;
-  for (int i = 0; i < 4; i++) {
+  for (int i = 0; i < 5; i++) {
     at20 += framed (c->size[i], 20, &frags20);
     at244 += framed (c->size[i], 244, &frags244);
   }
-  g_print ("  %-5s hello %zu, offer %zu, pay %zu, receipt %zu = %zu bytes; "
+  g_print ("  %-5s hello %zu, offer %zu, reveal %zu, pay %zu, receipt %zu = %zu bytes; "
            "framed at MTU 20: %zu bytes in %u fragments; at MTU 244: %zu bytes in %u fragments\n",
-           label, c->size[0], c->size[1], c->size[2], c->size[3], raw, at20, frags20, at244,
-           frags244);
+           label, c->size[0], c->size[1], c->size[4], c->size[2], c->size[3], raw, at20, frags20,
+           at244, frags244);
 }
 
 int

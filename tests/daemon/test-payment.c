@@ -221,6 +221,7 @@ test_completes_and_moves_balances (Fixture *f, gconstpointer data)
   const char *payee_want[] = {
     tally_payment_state_to_string (TALLY_PAYMENT_STATE_WAIT_HELLO),
     tally_payment_state_to_string (TALLY_PAYMENT_STATE_OFFER_SENT),
+    tally_payment_state_to_string (TALLY_PAYMENT_STATE_WAIT_PAY),
     "done",
     NULL,
   };

@@ -52,12 +52,13 @@ typedef enum
 {
   HS_HELLO,
   HS_OFFER,
+  HS_REVEAL,
   HS_PAY,
   HS_RECEIPT,
   N_HS,
 } HandshakeStep;
 
-static const char *const hs_names[N_HS] = { "hello", "offer", "pay", "receipt" };
+static const char *const hs_names[N_HS] = { "hello", "offer", "reveal", "pay", "receipt" };
 
 #define N_WIRE_FAULTS (FAULTS_WIRE_TRUNCATE_FRAGMENT + 1)
 
@@ -566,6 +567,7 @@ message_kind (GBytes *message)
   switch (m->msg_case) {
   case TALLY__SESSION_MESSAGE__MSG_HELLO: return HS_HELLO;
   case TALLY__SESSION_MESSAGE__MSG_OFFER: return HS_OFFER;
+  case TALLY__SESSION_MESSAGE__MSG_REVEAL: return HS_REVEAL;
   case TALLY__SESSION_MESSAGE__MSG_PAY: return HS_PAY;
   case TALLY__SESSION_MESSAGE__MSG_RECEIPT: return HS_RECEIPT;
   case TALLY__SESSION_MESSAGE__MSG_ERROR:
@@ -777,7 +779,7 @@ pay_handle (Pay *p, FaultsSide to, GBytes *message)
 
   TallySessionState before = tally_session_get_state (s);
   Op op = OP_NONE;
-  if (to == FAULTS_SIDE_PAYEE && before == TALLY_SESSION_STATE_OFFER_SENT)
+  if (to == FAULTS_SIDE_PAYEE && before == TALLY_SESSION_STATE_WAIT_PAY)
     op = OP_RECEIVE;
   else if (to == FAULTS_SIDE_PAYER && before == TALLY_SESSION_STATE_PAY_SENT)
     op = OP_ACKNOWLEDGE;

@@ -52,6 +52,7 @@ static const ProtobufCMessageDescriptor *const messages[] = {
   &tally__spent_entry__descriptor,
   &tally__received_entry__descriptor,
   &tally__error__descriptor,
+  &tally__reveal_sealed__descriptor,
 };
 
 int

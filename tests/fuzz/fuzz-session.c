@@ -12,15 +12,18 @@
  *          certificate first (so the payee has not cached it)
  *   steps, at most MAX_STEPS: u8 op, then its operands.  Deliveries go to
  *   the payee and the payer in turn, starting with the payee, which
- *   receives the payer's Hello.
- *     op & 0x07   0-3 deliver what the other side sent last
+ *   receives the payer's Hello.  What a side sent in its last turn that
+ *   sent anything is a batch: the payer's Reveal and Pay travel together.
+ *     op & 0x07   0-3 deliver the batch the other side sent last, in order
  *                 4   deliver a chunk of the input instead (u16 length)
- *                 5   deliver it with one byte changed (u16 offset, u8 xor)
- *                 6   deliver only a prefix of it (u16 length)
+ *                 5   deliver the batch with one byte of one message changed
+ *                     (u16 offset, u8 xor)
+ *                 6   deliver the batch with one message cut short (u16 length)
  *                 7   deliver again the last message this side received
  *     op & 0x08   first advance the clock by u8 hours (255: a year and a day)
  *     op & 0x10   the payer declines when asked to confirm after this step
  *     op & 0x20   the side whose turn it is aborts instead (u8 error code)
+ *     op & 0x40   5 and 6 change the batch's last message, not its first
  *
  * Invariants, after every step:
  *  - a failing handle leaves the session FAILED with a TALLY_ERROR (or,
@@ -31,8 +34,11 @@
  *    unless the payee is, and then both hold the same receipt;
  *  - conservation: payer + payee balances + the amount in flight (spent,
  *    not yet received) never change;
- *  - a payer asked to confirm shows the payee's comparison code, amount,
- *    currency, memo and register id;
+ *  - a payer asked to confirm has sent its reveal and shows a comparison
+ *    code, the payee's amount, currency, memo and register id, while the
+ *    payee, which has not seen the reveal yet, shows no code;
+ *  - the payee shows a code only once a reveal opened the Hello's
+ *    commitment (WAIT_PAY on), and then the payer's;
  *  - relaying every message untouched, without policies in the way,
  *    completes the payment on both sides.
  */
@@ -54,6 +60,7 @@ int LLVMFuzzerInitialize (int *argc, char ***argv);
 #define OP_CLOCK   0x08
 #define OP_DECLINE 0x10
 #define OP_ABORT   0x20
+#define OP_LAST    0x40
 
 #define SETUP_MEMO          0x03
 #define SETUP_PAYEE_POLICY  0x04
@@ -127,7 +134,9 @@ renew_payer_certificate (void)
 typedef struct
 {
   TallySession *s[2];
-  GBytes *pending[2];  /* the message last sent to each side */
+  GPtrArray *pending[2]; /* the batch last sent to each side */
+  guint batch_step[2];   /* the step that batch was sent in, plus one */
+  guint step;
   GBytes *received[2]; /* the message each side last received */
   gint64 amount;
   gint64 balance0[2];
@@ -141,7 +150,7 @@ round_clear (Round *r)
 {
   for (int i = 0; i < 2; i++) {
     g_clear_pointer (&r->s[i], tally_session_free);
-    g_clear_pointer (&r->pending[i], g_bytes_unref);
+    g_clear_pointer (&r->pending[i], g_ptr_array_unref);
     g_clear_pointer (&r->received[i], g_bytes_unref);
   }
 }
@@ -184,6 +193,37 @@ check_balances (Round *r)
   }
 }
 
+/* A message for @to, sent during the current step: a new batch on the
+ * first one of the step. */
+static void
+send_to (Round *r, int to, GBytes *msg)
+{
+  if (r->pending[to] == NULL || r->batch_step[to] != r->step + 1) {
+    g_clear_pointer (&r->pending[to], g_ptr_array_unref);
+    r->pending[to] = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+    r->batch_step[to] = r->step + 1;
+  }
+  g_ptr_array_add (r->pending[to], msg);
+}
+
+/* The payee's code appears only after a reveal opened the commitment, and
+ * it is the payer's. */
+static void
+check_codes (Round *r)
+{
+  const char *payee_code = tally_session_get_comparison_code (r->s[PAYEE]);
+  const char *payer_code = tally_session_get_comparison_code (r->s[PAYER]);
+  TallySessionState payee_state = tally_session_get_state (r->s[PAYEE]);
+
+  if (payee_state == TALLY_SESSION_STATE_WAIT_HELLO ||
+      payee_state == TALLY_SESSION_STATE_OFFER_SENT)
+    g_assert_null (payee_code);
+  if (payee_state == TALLY_SESSION_STATE_WAIT_PAY || payee_state == TALLY_SESSION_STATE_DONE)
+    g_assert_nonnull (payee_code);
+  if (payee_code != NULL)
+    g_assert_cmpstr (payee_code, ==, payer_code);
+}
+
 static void
 check_error (const GError *error)
 {
@@ -224,10 +264,8 @@ deliver (Round *r, int side, GBytes *msg)
 
   g_clear_pointer (&r->received[side], g_bytes_unref);
   r->received[side] = g_bytes_ref (msg);
-  if (reply != NULL) {
-    g_clear_pointer (&r->pending[!side], g_bytes_unref);
-    r->pending[!side] = g_steal_pointer (&reply);
-  }
+  if (reply != NULL)
+    send_to (r, !side, g_steal_pointer (&reply));
 }
 
 /* The payer was asked: it must see what the payee asked for. */
@@ -238,9 +276,12 @@ payer_decides (Round *r, gboolean decline)
   if (tally_session_get_state (payer) != TALLY_SESSION_STATE_CONFIRMING)
     return;
 
+  /* The reveal is on its way; the payee has no code until it arrives. */
   g_assert_cmpint (tally_session_get_state (payee), ==, TALLY_SESSION_STATE_OFFER_SENT);
-  g_assert_cmpstr (tally_session_get_comparison_code (payer), ==,
-                   tally_session_get_comparison_code (payee));
+  g_assert_null (tally_session_get_comparison_code (payee));
+  g_assert_nonnull (tally_session_get_comparison_code (payer));
+  g_assert_nonnull (r->pending[PAYEE]);
+  g_assert_cmpuint (r->batch_step[PAYEE], ==, r->step + 1);
   g_assert_cmpint (tally_session_get_amount (payer), ==, r->amount);
   g_assert_cmpstr (tally_session_get_currency (payer), ==, FUZZ_CURRENCY);
   g_assert_cmpstr (tally_session_get_memo (payer), ==, tally_session_get_memo (payee));
@@ -268,10 +309,8 @@ payer_decides (Round *r, gboolean decline)
       g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_FAILED);
     }
   }
-  if (out != NULL) {
-    g_clear_pointer (&r->pending[PAYEE], g_bytes_unref);
-    r->pending[PAYEE] = g_steal_pointer (&out);
-  }
+  if (out != NULL)
+    send_to (r, PAYEE, g_steal_pointer (&out));
 }
 
 static GBytes *
@@ -330,15 +369,18 @@ payment_round (const guint8 *data, size_t size)
   g_assert_no_error (error);
   g_assert_nonnull (r.s[PAYEE]);
   r.s[PAYER] = tally_session_new_payer (payer_reg, &payer_policy);
-  r.pending[PAYEE] = tally_session_start (r.s[PAYER], &error);
+  GBytes *hello = tally_session_start (r.s[PAYER], &error);
   g_assert_no_error (error);
-  g_assert_nonnull (r.pending[PAYEE]);
+  g_assert_nonnull (hello);
+  r.step = G_MAXUINT - 1; /* before step 0 */
+  send_to (&r, PAYEE, hello);
 
   gboolean honest = !policies;
   guint delivered = 0;
   for (guint step = 0; step < MAX_STEPS && !fuzz_input_done (&in); step++) {
     int side = step % 2 == 0 ? PAYEE : PAYER;
     guint8 op = fuzz_input_u8 (&in);
+    r.step = step;
 
     if ((op & OP_CLOCK) != 0) {
       guint8 hours = fuzz_input_u8 (&in);
@@ -354,61 +396,71 @@ payment_round (const guint8 *data, size_t size)
       } else {
         g_assert_nonnull (out);
         g_assert_cmpint (tally_session_get_state (r.s[side]), ==, TALLY_SESSION_STATE_FAILED);
-        g_clear_pointer (&r.pending[!side], g_bytes_unref);
-        r.pending[!side] = g_steal_pointer (&out);
+        send_to (&r, !side, g_steal_pointer (&out));
       }
       honest = FALSE;
       check_balances (&r);
+      check_codes (&r);
       continue;
     }
 
-    g_autoptr (GBytes) msg = NULL;
+    /* What this side is handed, in order; a copy, since delivering makes
+     * the other side's next batch. */
+    g_autoptr (GPtrArray) msgs = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+    GPtrArray *batch = r.pending[side];
+    guint target = batch != NULL && (op & OP_LAST) != 0 ? batch->len - 1 : 0;
     switch (op & OP_ACTION) {
     case 0:
     case 1:
     case 2:
     case 3:
-      if (r.pending[side] != NULL)
-        msg = g_bytes_ref (r.pending[side]);
+      for (guint i = 0; batch != NULL && i < batch->len; i++)
+        g_ptr_array_add (msgs, g_bytes_ref (batch->pdata[i]));
       break;
     case 4: {
       gsize len;
       const guint8 *chunk = fuzz_input_chunk (&in, &len);
-      msg = g_bytes_new (chunk, len);
+      g_ptr_array_add (msgs, g_bytes_new (chunk, len));
       break;
     }
     case 5: {
       guint16 offset = fuzz_input_u16 (&in);
       guint8 xor = fuzz_input_u8 (&in);
-      if (r.pending[side] != NULL)
-        msg = mutated (r.pending[side], offset, xor);
+      for (guint i = 0; batch != NULL && i < batch->len; i++)
+        g_ptr_array_add (msgs, i == target ? mutated (batch->pdata[i], offset, xor)
+                                           : g_bytes_ref (batch->pdata[i]));
       break;
     }
     case 6: {
       guint16 keep = fuzz_input_u16 (&in);
-      if (r.pending[side] != NULL) {
-        gsize len = g_bytes_get_size (r.pending[side]);
-        msg = g_bytes_new_from_bytes (r.pending[side], 0, len > 0 ? keep % len : 0);
+      for (guint i = 0; batch != NULL && i < batch->len; i++) {
+        gsize len = g_bytes_get_size (batch->pdata[i]);
+        g_ptr_array_add (
+          msgs, i == target ? g_bytes_new_from_bytes (batch->pdata[i], 0, len > 0 ? keep % len : 0)
+                            : g_bytes_ref (batch->pdata[i]));
       }
       break;
     }
     case 7:
       if (r.received[side] != NULL)
-        msg = g_bytes_ref (r.received[side]);
+        g_ptr_array_add (msgs, g_bytes_ref (r.received[side]));
       break;
     }
-    if ((op & OP_ACTION) > 3 || msg == NULL)
+    if ((op & OP_ACTION) > 3 || msgs->len == 0)
       honest = FALSE;
 
-    if (msg != NULL) {
-      deliver (&r, side, msg);
-      delivered++;
+    for (guint i = 0; i < msgs->len; i++) {
+      deliver (&r, side, msgs->pdata[i]);
+      check_codes (&r);
     }
+    if (msgs->len > 0)
+      delivered++;
     if ((op & OP_DECLINE) != 0 &&
         tally_session_get_state (r.s[PAYER]) == TALLY_SESSION_STATE_CONFIRMING)
       honest = FALSE;
     payer_decides (&r, (op & OP_DECLINE) != 0);
     check_balances (&r);
+    check_codes (&r);
   }
 
   if (honest && delivered >= 4) {

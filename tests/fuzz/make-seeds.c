@@ -96,8 +96,8 @@ typedef struct
   GBytes *payer_cert, *payee_cert, *voucher, *revocation_list;
   Tally__PaymentRequest *request;
   GBytes *permission, *receipt, *bundle, *defund;
-  /* The four session messages of a payment, and an Error. */
-  GBytes *hello, *offer, *pay, *receipt_msg, *error_msg;
+  /* The five session messages of a payment, and an Error. */
+  GBytes *hello, *offer, *reveal, *pay, *receipt_msg, *error_msg;
 } World;
 
 static TallyRegister *
@@ -154,9 +154,13 @@ world_build (World *w)
   g_assert_true (tally_session_handle (payee, g_bytes_get_data (w->hello, NULL),
                                        g_bytes_get_size (w->hello), FUZZ_NOW, &w->offer, &error));
   g_assert_no_error (error);
-  GBytes *none = NULL;
   g_assert_true (tally_session_handle (payer, g_bytes_get_data (w->offer, NULL),
-                                       g_bytes_get_size (w->offer), FUZZ_NOW, &none, &error));
+                                       g_bytes_get_size (w->offer), FUZZ_NOW, &w->reveal, &error));
+  g_assert_no_error (error);
+  g_assert_nonnull (w->reveal);
+  GBytes *none = NULL;
+  g_assert_true (tally_session_handle (payee, g_bytes_get_data (w->reveal, NULL),
+                                       g_bytes_get_size (w->reveal), FUZZ_NOW, &none, &error));
   g_assert_no_error (error);
   g_assert_null (none);
   w->pay = tally_session_confirm (payer, FUZZ_NOW, &error);
@@ -185,9 +189,10 @@ world_clear (World *w)
   g_clear_pointer (&w->payer, tally_register_free);
   g_clear_pointer (&w->payee, tally_register_free);
   g_clear_pointer (&w->request, tally__payment_request_free);
-  GBytes **all[] = { &w->payer_cert, &w->payee_cert, &w->voucher, &w->revocation_list,
-                     &w->permission, &w->receipt, &w->bundle, &w->defund, &w->hello,
-                     &w->offer, &w->pay, &w->receipt_msg, &w->error_msg };
+  GBytes **all[] = { &w->payer_cert,  &w->payee_cert, &w->voucher, &w->revocation_list,
+                     &w->permission,  &w->receipt,    &w->bundle,  &w->defund,
+                     &w->hello,       &w->offer,      &w->reveal,  &w->pay,
+                     &w->receipt_msg, &w->error_msg };
   for (gsize i = 0; i < G_N_ELEMENTS (all); i++)
     g_clear_pointer (all[i], g_bytes_unref);
 }
@@ -300,6 +305,7 @@ enum
   M_SPENT_ENTRY,
   M_RECEIVED_ENTRY,
   M_ERROR,
+  M_REVEAL_SEALED,
   M_COUNT,
 };
 
@@ -317,6 +323,7 @@ seeds_messages (World *w)
 
   write_seed_prefixed (h, "session-hello", M_SESSION_MESSAGE, w->hello);
   write_seed_prefixed (h, "session-offer", M_SESSION_MESSAGE, w->offer);
+  write_seed_prefixed (h, "session-reveal", M_SESSION_MESSAGE, w->reveal);
   write_seed_prefixed (h, "session-pay", M_SESSION_MESSAGE, w->pay);
   write_seed_prefixed (h, "session-receipt", M_SESSION_MESSAGE, w->receipt_msg);
   write_seed_prefixed (h, "session-error", M_SESSION_MESSAGE, w->error_msg);
@@ -376,6 +383,12 @@ seeds_messages (World *w)
   ps.signature.data = sig;
   ps.signature.len = sizeof sig;
   message_seed ("pay-sealed", M_PAY_SEALED, &ps.base);
+  guint8 commit_nonce[TALLY_NONCE_BYTES];
+  memset (commit_nonce, 0xa5, sizeof commit_nonce);
+  Tally__RevealSealed reveal = TALLY__REVEAL_SEALED__INIT;
+  reveal.commit_nonce.data = commit_nonce;
+  reveal.commit_nonce.len = sizeof commit_nonce;
+  message_seed ("reveal-sealed", M_REVEAL_SEALED, &reveal.base);
   Tally__ReceiptSealed rs = TALLY__RECEIPT_SEALED__INIT;
   rs.receipt = receipt;
   message_seed ("receipt-sealed", M_RECEIPT_SEALED, &rs.base);
@@ -913,6 +926,7 @@ seeds_frame (World *w)
 #define S_CLOCK    0x08
 #define S_DECLINE  0x10
 #define S_ABORT    0x20
+#define S_LAST     0x40
 
 static void
 session_seed (const char *name, const guint8 *program, gsize len)
@@ -940,8 +954,18 @@ seeds_session (World *w)
   session_seed ("payee-aborts", payee_aborts, sizeof payee_aborts);
   static const guint8 mutate_offer[] = { 0x00, 0x10, 0x00, 0, S_MUTATE, 0x00, 0x40, 0x01, 0, 0 };
   session_seed ("offer-bit-flipped", mutate_offer, sizeof mutate_offer);
-  static const guint8 truncate_pay[] = { 0x00, 0x10, 0x00, 0, 0, S_TRUNCATE, 0x00, 0x30, 0 };
+  /* The payee's third step gets the payer's Reveal and Pay together. */
+  static const guint8 truncate_pay[] = {
+    0x00, 0x10, 0x00, 0, 0, S_TRUNCATE | S_LAST, 0x00, 0x30, 0
+  };
   session_seed ("pay-truncated", truncate_pay, sizeof truncate_pay);
+  static const guint8 mutate_reveal[] = { 0x00, 0x10, 0x00, 0, 0, S_MUTATE, 0x00, 0x08, 0x01, 0 };
+  session_seed ("reveal-bit-flipped", mutate_reveal, sizeof mutate_reveal);
+  static const guint8 truncate_reveal[] = { 0x00, 0x10, 0x00, 0, 0, S_TRUNCATE, 0x00, 0x10, 0 };
+  session_seed ("reveal-truncated", truncate_reveal, sizeof truncate_reveal);
+  /* The payee gets the Reveal and Pay again once done. */
+  static const guint8 reveal_twice[] = { 0x00, 0x10, 0x00, 0, 0, 0, 0, 0 };
+  session_seed ("reveal-and-pay-twice", reveal_twice, sizeof reveal_twice);
   static const guint8 replay_hello[] = { 0x00, 0x10, 0x00, 0, 0, S_REPLAY, 0 };
   session_seed ("hello-twice", replay_hello, sizeof replay_hello);
   static const guint8 replay_receipt[] = { 0x00, 0x10, 0x00, 0, 0, 0, 0, 0, S_REPLAY };
@@ -966,6 +990,15 @@ seeds_session (World *w)
   fuzz_append_chunk (foreign_offer, g_bytes_get_data (w->offer, NULL), g_bytes_get_size (w->offer));
   session_seed ("foreign-offer", foreign_offer->data, foreign_offer->len);
 
+  /* Another session's reveal: it opens under none of this session's keys. */
+  g_autoptr (GByteArray) foreign_reveal = g_byte_array_new ();
+  static const guint8 head_reveal[] = { 0x00, 0x10, 0x00, S_DELIVER, S_DELIVER, S_REPLACE };
+  g_byte_array_append (foreign_reveal, head_reveal, sizeof head_reveal);
+  fuzz_append_chunk (foreign_reveal, g_bytes_get_data (w->reveal, NULL),
+                     g_bytes_get_size (w->reveal));
+  session_seed ("foreign-reveal", foreign_reveal->data, foreign_reveal->len);
+
+  /* A Pay where the Reveal should be: the payee never showed a code. */
   g_autoptr (GByteArray) foreign_pay = g_byte_array_new ();
   static const guint8 head_pay[] = { 0x00, 0x10, 0x00, S_DELIVER, S_DELIVER, S_REPLACE };
   g_byte_array_append (foreign_pay, head_pay, sizeof head_pay);

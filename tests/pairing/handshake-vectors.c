@@ -19,9 +19,9 @@
  * hands out chosen bytes when a test asks for them, so that real registers
  * get the published Ed25519 keys, the real payee session the published
  * request nonce and ephemeral key, and the real payer session its published
- * ephemeral key.  Then real sessions reproduce every published message, a
- * real payee answers the published Hello and Pay, and a real payer accepts
- * the published Offer and Receipt.  pairing/ and wallet/ are used through
+ * ephemeral key and N_a.  Then real sessions reproduce every published
+ * message, a real payee answers the published Hello, Reveal and Pay, and a
+ * real payer accepts the published Offer and Receipt.  pairing/ and wallet/ are used through
  * their public headers only.
  *
  * The document is $TALLY_SOURCE_ROOT/docs/test-vectors.md, or the path given
@@ -547,8 +547,37 @@ test_transcript_follows_published_messages (void)
   /* T2 = H("transcript", T1 || lp(e_b) || lp(OfferBody)) */
   assert_transcript_step (p, "transcript.t1", "payee.ephemeral_public_key", "offer.body",
                           "transcript.t2");
-  /* T3 = H("transcript", T2 || lp(sig_b) || lp(PayBody)) */
-  assert_transcript_step (p, "transcript.t2", "offer.signature", "pay.body", "transcript.t3");
+  /* T2r = H("transcript", T2 || lp(N_a)) */
+  assert_transcript_step (p, "transcript.t2", "payer.commit_nonce", NULL, "transcript.t2r");
+  /* T3 = H("transcript", T2r || lp(sig_b) || lp(PayBody)) */
+  assert_transcript_step (p, "transcript.t2r", "offer.signature", "pay.body", "transcript.t3");
+}
+
+static void
+test_commitment_binds_ephemeral_key_and_nonce (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+  const GBytes *parts[] = { vector_doc_value (p, "payer.ephemeral_public_key"),
+                            vector_doc_value (p, "payer.commit_nonce") };
+  const gboolean prefixed[] = { FALSE, FALSE };
+  guint8 c[TALLY_HASH_BYTES];
+
+  /* C_a = H("handshake-commit", e_a || N_a), no length prefixes. */
+  g_assert_cmpuint (g_bytes_get_size ((GBytes *) parts[1]), ==, TALLY_NONCE_BYTES);
+  labelled_hash ("handshake-commit", parts, 2, prefixed, c);
+  assert_data_equal (c, sizeof c, vector_doc_value (p, "hello.commitment"), "hello.commitment");
+
+  /* The reveal carries N_a. */
+  GBytes *sealed = vector_doc_value (p, "reveal.sealed");
+  g_autoptr (Tally__RevealSealed) rs =
+    TALLY_UNPACK (Tally__RevealSealed, tally__reveal_sealed, g_bytes_get_data (sealed, NULL),
+                  g_bytes_get_size (sealed), "reveal sealed", NULL);
+  g_assert_nonnull (rs);
+  assert_field (&rs->commit_nonce, p, "payer.commit_nonce");
+  g_autoptr (Tally__SessionMessage) reveal =
+    script_unpack_session (vector_doc_value (p, "reveal.message"));
+  g_assert_cmpint (reveal->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_REVEAL);
+  assert_field (&reveal->reveal, p, "reveal.ciphertext");
 }
 
 static void
@@ -677,25 +706,27 @@ test_every_ciphertext_opens (void)
 {
   g_autoptr (VectorDoc) p = load_document ();
   static const char *const offer_ad[] = { "transcript.t1", "payee.ephemeral_public_key", NULL };
-  static const char *const pay_ad[] = { "transcript.t2", NULL };
+  static const char *const reveal_ad[] = { "transcript.t2", NULL };
+  static const char *const pay_ad[] = { "transcript.t2r", NULL };
   static const char *const receipt_ad[] = { "transcript.t3", NULL };
 
   assert_opens (p, "offer", "payee.tx", "payer.rx", 0, offer_ad);
-  assert_opens (p, "pay", "payer.tx", "payee.rx", 0, pay_ad);
+  assert_opens (p, "reveal", "payer.tx", "payee.rx", 0, reveal_ad);
+  assert_opens (p, "pay", "payer.tx", "payee.rx", 1, pay_ad);
   assert_opens (p, "receipt", "payee.tx", "payer.rx", 1, receipt_ad);
 }
 
 static void
-test_comparison_code_derives_from_t2 (void)
+test_comparison_code_derives_from_t2r (void)
 {
   g_autoptr (VectorDoc) p = load_document ();
-  const GBytes *parts[] = { vector_doc_value (p, "transcript.t2") };
+  const GBytes *parts[] = { vector_doc_value (p, "transcript.t2r") };
   const gboolean prefixed[] = { FALSE };
   guint8 h[TALLY_HASH_BYTES];
   char code[SCRIPT_CODE_DIGITS + 1];
 
   g_assert_cmpint (SCRIPT_CODE_DIGITS, ==, TALLY_COMPARISON_CODE_DIGITS);
-  /* H("comparison-code", T2) */
+  /* H("comparison-code", T2r) */
   labelled_hash ("comparison-code", parts, 1, prefixed, h);
   assert_data_equal (h, sizeof h, vector_doc_value (p, "comparison.hash"), "comparison.hash");
   /* decimal6(BE32(h[0..4]) mod 10^6) */
@@ -723,6 +754,7 @@ test_messages_carry_published_parts (void)
   g_assert_cmpuint (hello->hello->version, ==, TALLY_PROTOCOL_VERSION);
   assert_field (&hello->hello->ephemeral_public_key, p, "payer.ephemeral_public_key");
   g_assert_cmpuint (hello->hello->revocation_serial, ==, 0);
+  assert_field (&hello->hello->commitment, p, "hello.commitment");
 
   /* Offer {e_b, AEAD(OfferSealed {OfferBody, sig_b})}. */
   g_autoptr (Tally__SessionMessage) offer =
@@ -878,11 +910,13 @@ pinned_payee (Rig *r)
   return s;
 }
 
-/* A real payer session whose ephemeral key is the published one. */
+/* A real payer session whose ephemeral key and N_a are the published
+ * ones: the key is drawn first, then N_a. */
 static TallySession *
 pinned_payer (Rig *r)
 {
   pin (vector_doc_value (r->doc, "payer.ephemeral_secret_key"));
+  pin (vector_doc_value (r->doc, "payer.commit_nonce"));
   TallySession *s = tally_session_new_payer (r->payer, NULL);
   assert_pins_taken ();
   return s;
@@ -950,12 +984,16 @@ test_real_sessions_reproduce_every_message (void)
 
   g_autoptr (GBytes) offer = accept (payee, hello, SCRIPT_VECTORS_OFFER_TIME);
   assert_published (&r, offer, "offer.message");
-  assert_code (&r, tally_session_get_comparison_code (payee));
+  g_assert_null (tally_session_get_comparison_code (payee));
 
-  g_autoptr (GBytes) none = accept (payer, offer, SCRIPT_VECTORS_OFFER_TIME);
-  g_assert_null (none);
+  g_autoptr (GBytes) reveal = accept (payer, offer, SCRIPT_VECTORS_OFFER_TIME);
+  assert_published (&r, reveal, "reveal.message");
   g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_CONFIRMING);
   assert_code (&r, tally_session_get_comparison_code (payer));
+
+  g_autoptr (GBytes) none = accept (payee, reveal, SCRIPT_VECTORS_OFFER_TIME);
+  g_assert_null (none);
+  assert_code (&r, tally_session_get_comparison_code (payee));
 
   g_autoptr (GBytes) pay = tally_session_confirm (payer, SCRIPT_VECTORS_PAY_TIME, &error);
   g_assert_no_error (error);
@@ -982,6 +1020,8 @@ test_real_payee_answers_published_payer (void)
   Script s;
   script_init_seeded (&s, TRUE,
                       published_data (r.doc, "payer.ephemeral_seed", crypto_kx_SEEDBYTES));
+  memcpy (s.commit_nonce, published_data (r.doc, "payer.commit_nonce", TALLY_NONCE_BYTES),
+          TALLY_NONCE_BYTES);
 
   g_autoptr (GBytes) hello = script_hello (&s, TALLY_PROTOCOL_VERSION, SCRIPT_EPH_BYTES);
   assert_published (&r, hello, "hello.message");
@@ -992,7 +1032,14 @@ test_real_payee_answers_published_payer (void)
   script_take_offer (&s, offer);
   g_assert_true (script_verify_peer (&s, tally_register_get_public_key (r.payee), &error));
   g_assert_no_error (error);
+  g_assert_null (tally_session_get_comparison_code (payee));
+  g_autoptr (GBytes) reveal = script_reveal (&s, NULL, 0);
+  assert_published (&r, reveal, "reveal.message");
   assert_code (&r, s.code);
+  g_autoptr (GBytes) none =
+    accept (payee, vector_doc_value (r.doc, "reveal.message"), SCRIPT_VECTORS_OFFER_TIME);
+  g_assert_null (none);
+  g_assert_cmpint (tally_session_get_state (payee), ==, TALLY_SESSION_STATE_WAIT_PAY);
   assert_code (&r, tally_session_get_comparison_code (payee));
 
   g_autoptr (GBytes) pay =
@@ -1045,11 +1092,13 @@ test_real_payer_accepts_published_payee (void)
     script_offer_body (&s, hello, &body, NULL, g_bytes_get_data (payee_sk, NULL));
   assert_published (&r, offer, "offer.message");
 
-  g_autoptr (GBytes) none =
+  g_autoptr (GBytes) reveal =
     accept (payer, vector_doc_value (r.doc, "offer.message"), SCRIPT_VECTORS_OFFER_TIME);
-  g_assert_null (none);
+  assert_published (&r, reveal, "reveal.message");
   g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_CONFIRMING);
   assert_code (&r, tally_session_get_comparison_code (payer));
+  script_take_reveal (&s, vector_doc_value (r.doc, "reveal.message"));
+  g_assert_true (s.commitment_ok);
   g_assert_cmpstr (tally_session_get_comparison_code (payer), ==, s.code);
 
   g_autoptr (GBytes) pay = tally_session_confirm (payer, SCRIPT_VECTORS_PAY_TIME, &error);
@@ -1113,8 +1162,10 @@ main (int argc, char **argv)
                    test_transcript_signatures_verify);
   g_test_add_func ("/pairing/handshake-vectors/every-ciphertext-opens-with-published-keys",
                    test_every_ciphertext_opens);
-  g_test_add_func ("/pairing/handshake-vectors/comparison-code-derives-from-t2",
-                   test_comparison_code_derives_from_t2);
+  g_test_add_func ("/pairing/handshake-vectors/commitment-binds-ephemeral-key-and-nonce",
+                   test_commitment_binds_ephemeral_key_and_nonce);
+  g_test_add_func ("/pairing/handshake-vectors/comparison-code-derives-from-t2r",
+                   test_comparison_code_derives_from_t2r);
   g_test_add_func ("/pairing/handshake-vectors/messages-carry-published-parts",
                    test_messages_carry_published_parts);
   g_test_add_func ("/pairing/handshake-vectors/real-sessions-reproduce-every-message",

@@ -14,6 +14,7 @@ static void
 script_start (Script *s, gboolean is_payer)
 {
   s->is_payer = is_payer;
+  s->commitment_len = TALLY_HASH_BYTES;
   /* T0 = H("transcript-init", "") */
   tally_hash ("transcript-init", NULL, 0, s->t);
   memcpy (s->t0, s->t, TALLY_HASH_BYTES);
@@ -24,6 +25,7 @@ script_init (Script *s, gboolean is_payer)
 {
   memset (s, 0, sizeof *s);
   crypto_kx_keypair (s->eph_pk, s->eph_sk);
+  randombytes_buf (s->commit_nonce, sizeof s->commit_nonce);
   script_start (s, is_payer);
 }
 
@@ -52,6 +54,7 @@ script_clear (Script *s)
   g_clear_pointer (&s->offer_body, g_bytes_unref);
   g_clear_pointer (&s->pay_body, g_bytes_unref);
   aead_clear (&s->offer_aead);
+  aead_clear (&s->reveal_aead);
   aead_clear (&s->pay_aead);
   aead_clear (&s->receipt_aead);
   sodium_memzero (s, sizeof *s);
@@ -83,11 +86,24 @@ script_keys (Script *s, const guint8 *peer_eph)
                      ==, 0);
 }
 
-/* code = decimal6(BE32(H("comparison-code", T2)[0..4]) mod 10^6) */
+/* C_a = H("handshake-commit", e_a || N_a) */
+static void
+script_commitment (const guint8 *e_a, const guint8 *n_a, guint8 out[TALLY_HASH_BYTES])
+{
+  guint8 in[EPH + TALLY_NONCE_BYTES];
+  memcpy (in, e_a, EPH);
+  memcpy (in + EPH, n_a, TALLY_NONCE_BYTES);
+  tally_hash ("handshake-commit", in, sizeof in, out);
+}
+
+/* T2r = H("transcript", T2 || lp(N_a));
+ * code = decimal6(BE32(H("comparison-code", T2r)[0..4]) mod 10^6) */
 static void
 script_code (Script *s)
 {
-  tally_hash ("comparison-code", s->t2, TALLY_HASH_BYTES, s->code_hash);
+  script_mix (s, s->commit_nonce, TALLY_NONCE_BYTES, NULL, 0);
+  memcpy (s->t2r, s->t, TALLY_HASH_BYTES);
+  tally_hash ("comparison-code", s->t2r, TALLY_HASH_BYTES, s->code_hash);
   guint32 v = ((guint32) s->code_hash[0] << 24) | ((guint32) s->code_hash[1] << 16) |
               ((guint32) s->code_hash[2] << 8) | s->code_hash[3];
   g_snprintf (s->code, sizeof s->code, "%06u", v % 1000000u);
@@ -181,6 +197,9 @@ script_hello (Script *s, guint32 version, gsize eph_len)
   h.version = version;
   h.ephemeral_public_key.data = s->eph_pk;
   h.ephemeral_public_key.len = eph_len;
+  script_commitment (s->eph_pk, s->commit_nonce, s->commitment);
+  h.commitment.data = s->commitment;
+  h.commitment.len = s->commitment_len;
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
   m.hello = &h;
@@ -213,7 +232,6 @@ script_take_offer (Script *s, GBytes *msg)
   /* T2 = H("transcript", T1 || lp(e_b) || lp(OfferBody)) */
   script_mix (s, s->peer_eph, EPH, sealed->body.data, sealed->body.len);
   memcpy (s->t2, s->t, TALLY_HASH_BYTES);
-  script_code (s);
   g_assert_cmpuint (sealed->signature.len, ==, TALLY_SIGNATURE_BYTES);
   memcpy (s->offer_sig, sealed->signature.data, TALLY_SIGNATURE_BYTES);
   g_clear_pointer (&s->offer_body, g_bytes_unref);
@@ -226,7 +244,27 @@ script_take_offer (Script *s, GBytes *msg)
 
 /* Payer, step 3. */
 GBytes *
-script_pay (Script *s, GBytes *certificate, GBytes *permission, TallyRegister *signer,
+script_reveal (Script *s, const guint8 *nonce, gsize nonce_len)
+{
+  Tally__RevealSealed rs = TALLY__REVEAL_SEALED__INIT;
+  rs.commit_nonce.data = (guint8 *) (nonce ? nonce : s->commit_nonce);
+  rs.commit_nonce.len = nonce ? nonce_len : TALLY_NONCE_BYTES;
+  g_autoptr (GBytes) plain = tally_message_pack (&rs.base);
+  /* Reveal: payer tx, nonce 0, ad = T2 */
+  g_autoptr (GBytes) ct = script_seal (s, s->t2, TALLY_HASH_BYTES, plain, &s->reveal_aead);
+  script_code (s);
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_REVEAL;
+  m.reveal.data = (guint8 *) g_bytes_get_data (ct, &m.reveal.len);
+  return script_pack_session (&m);
+}
+
+/* Payer, step 5. */
+GBytes *
+script_pay (Script *s,
+            GBytes *certificate,
+            GBytes *permission,
+            TallyRegister *signer,
             const guint8 *raw_sk)
 {
   g_autoptr (Tally__SignedEnvelope) cert = certificate ? fixture_envelope (certificate) : NULL;
@@ -239,8 +277,8 @@ script_pay (Script *s, GBytes *certificate, GBytes *permission, TallyRegister *s
   body.redelivery = s->redelivery;
   g_autoptr (GBytes) body_bytes = tally_message_pack (&body.base);
 
-  /* T3 = H("transcript", T2 || lp(sig_b) || lp(PayBody)) */
-  memcpy (s->t2, s->t, TALLY_HASH_BYTES);
+  /* T3 = H("transcript", T2r || lp(sig_b) || lp(PayBody)) */
+  memcpy (s->t2r, s->t, TALLY_HASH_BYTES);
   script_mix (s, s->offer_sig, TALLY_SIGNATURE_BYTES, g_bytes_get_data (body_bytes, NULL),
               g_bytes_get_size (body_bytes));
   memcpy (s->t3, s->t, TALLY_HASH_BYTES);
@@ -254,15 +292,15 @@ script_pay (Script *s, GBytes *certificate, GBytes *permission, TallyRegister *s
   sealed.signature.data = s->pay_sig;
   sealed.signature.len = TALLY_SIGNATURE_BYTES;
   g_autoptr (GBytes) plain = tally_message_pack (&sealed.base);
-  /* Pay: payer tx, nonce 0, ad = T2 */
-  g_autoptr (GBytes) ct = script_seal (s, s->t2, TALLY_HASH_BYTES, plain, &s->pay_aead);
+  /* Pay: payer tx, nonce 1, ad = T2r */
+  g_autoptr (GBytes) ct = script_seal (s, s->t2r, TALLY_HASH_BYTES, plain, &s->pay_aead);
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_PAY;
   m.pay.data = (guint8 *) g_bytes_get_data (ct, &m.pay.len);
   return script_pack_session (&m);
 }
 
-/* Payer, step 4. */
+/* Payer, step 6. */
 void
 script_take_receipt (Script *s, GBytes *msg)
 {
@@ -290,12 +328,14 @@ script_offer_body (Script *s, GBytes *hello_msg, const Tally__OfferBody *body,
   script_mix (s, g_bytes_get_data (hello_msg, NULL), g_bytes_get_size (hello_msg), NULL, 0);
   memcpy (s->t1, s->t, TALLY_HASH_BYTES);
   script_keys (s, hm->hello->ephemeral_public_key.data);
+  memset (s->commitment, 0, sizeof s->commitment);
+  s->commitment_len = MIN (hm->hello->commitment.len, sizeof s->commitment);
+  memcpy (s->commitment, hm->hello->commitment.data, s->commitment_len);
 
   g_autoptr (GBytes) body_bytes = tally_message_pack (&body->base);
   script_mix (s, s->eph_pk, EPH, g_bytes_get_data (body_bytes, NULL),
               g_bytes_get_size (body_bytes));
   memcpy (s->t2, s->t, TALLY_HASH_BYTES);
-  script_code (s);
   script_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_HANDSHAKE_OFFER, s->t2, signer, raw_sk,
                s->offer_sig);
   g_clear_pointer (&s->offer_body, g_bytes_unref);
@@ -334,11 +374,31 @@ script_offer (Script *s, GBytes *hello_msg, GBytes *certificate, const Tally__Pa
 
 /* Payee, step 3. */
 void
+script_take_reveal (Script *s, GBytes *msg)
+{
+  g_autoptr (Tally__SessionMessage) m = script_unpack_session (msg);
+  g_assert_cmpint (m->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_REVEAL);
+  g_autoptr (GBytes) plain = script_open (s, &m->reveal, s->t2, TALLY_HASH_BYTES, &s->reveal_aead);
+  g_autoptr (Tally__RevealSealed) rs =
+    TALLY_UNPACK (Tally__RevealSealed, tally__reveal_sealed, g_bytes_get_data (plain, NULL),
+                  g_bytes_get_size (plain), "reveal", NULL);
+  g_assert_nonnull (rs);
+  g_assert_cmpuint (rs->commit_nonce.len, ==, TALLY_NONCE_BYTES);
+  memcpy (s->commit_nonce, rs->commit_nonce.data, TALLY_NONCE_BYTES);
+  guint8 expect[TALLY_HASH_BYTES];
+  script_commitment (s->peer_eph, s->commit_nonce, expect);
+  s->commitment_ok =
+    s->commitment_len == TALLY_HASH_BYTES && memcmp (expect, s->commitment, TALLY_HASH_BYTES) == 0;
+  script_code (s);
+}
+
+/* Payee, step 5. */
+void
 script_take_pay (Script *s, GBytes *msg)
 {
   g_autoptr (Tally__SessionMessage) m = script_unpack_session (msg);
   g_assert_cmpint (m->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_PAY);
-  g_autoptr (GBytes) plain = script_open (s, &m->pay, s->t2, TALLY_HASH_BYTES, &s->pay_aead);
+  g_autoptr (GBytes) plain = script_open (s, &m->pay, s->t2r, TALLY_HASH_BYTES, &s->pay_aead);
   g_autoptr (Tally__PaySealed) sealed =
     TALLY_UNPACK (Tally__PaySealed, tally__pay_sealed, g_bytes_get_data (plain, NULL),
                   g_bytes_get_size (plain), "pay", NULL);
@@ -355,7 +415,7 @@ script_take_pay (Script *s, GBytes *msg)
   g_assert_nonnull (s->pay);
 }
 
-/* Payee, step 4. */
+/* Payee, step 6. */
 GBytes *
 script_receipt (Script *s, GBytes *receipt)
 {
@@ -393,7 +453,7 @@ script_verify_peer (Script *s, const guint8 public_key[TALLY_PUBLIC_KEY_BYTES], 
 /* --- the scripted peer against an honest session ------------------------------ */
 
 void
-payee_rig_init (PayeeRig *r, TallyRegister *payee, gint64 amount)
+payee_rig_init_offered (PayeeRig *r, TallyRegister *payee, gint64 amount)
 {
   g_autoptr (GError) error = NULL;
   script_init (&r->s, TRUE);
@@ -405,6 +465,21 @@ payee_rig_init (PayeeRig *r, TallyRegister *payee, gint64 amount)
                                        g_bytes_get_size (hello), FIXTURE_NOW, &offer, &error));
   g_assert_no_error (error);
   script_take_offer (&r->s, offer);
+}
+
+void
+payee_rig_init (PayeeRig *r, TallyRegister *payee, gint64 amount)
+{
+  g_autoptr (GError) error = NULL;
+  payee_rig_init_offered (r, payee, amount);
+  g_autoptr (GBytes) reveal = script_reveal (&r->s, NULL, 0);
+  g_autoptr (GBytes) none = NULL;
+  g_assert_true (tally_session_handle (r->payee, g_bytes_get_data (reveal, NULL),
+                                       g_bytes_get_size (reveal), FIXTURE_NOW, &none, &error));
+  g_assert_no_error (error);
+  g_assert_null (none);
+  g_assert_cmpint (tally_session_get_state (r->payee), ==, TALLY_SESSION_STATE_WAIT_PAY);
+  g_assert_cmpstr (tally_session_get_comparison_code (r->payee), ==, r->s.code);
 }
 
 void
@@ -570,6 +645,7 @@ script_vectors_build (void)
   memset (nonce, SCRIPT_VECTORS_NONCE_BYTE, sizeof nonce);
   script_init_seeded (&payer, TRUE, payer_seed);
   script_init_seeded (&payee, FALSE, payee_seed);
+  memset (payer.commit_nonce, SCRIPT_VECTORS_COMMIT_NONCE_BYTE, sizeof payer.commit_nonce);
 
   b.section = "handshake.ephemeral";
   add (&b, "payer.ephemeral_seed", payer_seed, sizeof payer_seed);
@@ -640,6 +716,10 @@ script_vectors_build (void)
   script_take_offer (&payer, offer);
   g_assert_true (script_verify_peer (&payer, reg_b.public_key, &error));
   g_assert_no_error (error);
+  /* The reveal, not answered. */
+  g_autoptr (GBytes) reveal = script_reveal (&payer, NULL, 0);
+  script_take_reveal (&payee, reveal);
+  g_assert_true (payee.commitment_ok);
 
   /* Round trip 2. */
   g_autoptr (GBytes) pay = script_pay (&payer, cert_a, permission_env, NULL, reg_a.secret_key);
@@ -653,6 +733,8 @@ script_vectors_build (void)
   g_assert_cmpmem (payer.t0, TALLY_HASH_BYTES, payee.t0, TALLY_HASH_BYTES);
   g_assert_cmpmem (payer.t1, TALLY_HASH_BYTES, payee.t1, TALLY_HASH_BYTES);
   g_assert_cmpmem (payer.t2, TALLY_HASH_BYTES, payee.t2, TALLY_HASH_BYTES);
+  g_assert_cmpmem (payer.t2r, TALLY_HASH_BYTES, payee.t2r, TALLY_HASH_BYTES);
+  g_assert_cmpmem (payer.commitment, TALLY_HASH_BYTES, payee.commitment, TALLY_HASH_BYTES);
   g_assert_cmpmem (payer.t3, TALLY_HASH_BYTES, payee.t3, TALLY_HASH_BYTES);
   g_assert_cmpmem (payer.rx, KEYB, payee.tx, KEYB);
   g_assert_cmpmem (payer.tx, KEYB, payee.rx, KEYB);
@@ -660,6 +742,7 @@ script_vectors_build (void)
   g_assert_true (g_bytes_equal (payer.offer_body, payee.offer_body));
   g_assert_true (g_bytes_equal (payer.pay_body, payee.pay_body));
   assert_same_aead (&payee.offer_aead, &payer.offer_aead);
+  assert_same_aead (&payer.reveal_aead, &payee.reveal_aead);
   assert_same_aead (&payer.pay_aead, &payee.pay_aead);
   assert_same_aead (&payee.receipt_aead, &payer.receipt_aead);
   g_autoptr (GBytes) receipt_got = tally_envelope_pack (payer.receipt);
@@ -667,6 +750,8 @@ script_vectors_build (void)
 
   b.section = "handshake.hello";
   add (&b, "transcript.t0", payer.t0, TALLY_HASH_BYTES);
+  add (&b, "payer.commit_nonce", payer.commit_nonce, TALLY_NONCE_BYTES);
+  add (&b, "hello.commitment", payer.commitment, TALLY_HASH_BYTES);
   add_bytes (&b, "hello.message", hello);
   add (&b, "transcript.t1", payer.t1, TALLY_HASH_BYTES);
 
@@ -687,6 +772,12 @@ script_vectors_build (void)
   add_bytes (&b, "offer.sealed", payee.offer_aead.plain);
   add_aead (&b, "offer", &payee.offer_aead);
   add_bytes (&b, "offer.message", offer);
+
+  b.section = "handshake.reveal";
+  add_bytes (&b, "reveal.sealed", payer.reveal_aead.plain);
+  add_aead (&b, "reveal", &payer.reveal_aead);
+  add_bytes (&b, "reveal.message", reveal);
+  add (&b, "transcript.t2r", payer.t2r, TALLY_HASH_BYTES);
 
   b.section = "handshake.comparison";
   add (&b, "comparison.hash", payer.code_hash, TALLY_HASH_BYTES);

@@ -45,16 +45,24 @@ typedef struct
   guint64 rx_seq, tx_seq;
   guint8 t[TALLY_HASH_BYTES]; /* the running transcript */
   guint8 t0[TALLY_HASH_BYTES], t1[TALLY_HASH_BYTES], t2[TALLY_HASH_BYTES], t3[TALLY_HASH_BYTES];
+  guint8 t2r[TALLY_HASH_BYTES]; /* T2 with N_a mixed in */
   guint8 offer_sig[TALLY_SIGNATURE_BYTES];
   guint8 pay_sig[TALLY_SIGNATURE_BYTES];
-  guint8 code_hash[TALLY_HASH_BYTES]; /* H("comparison-code", T2) */
+  /* Payer: N_a, random after script_init (set it before script_hello);
+   * payee: what the reveal carried. */
+  guint8 commit_nonce[TALLY_NONCE_BYTES];
+  /* H("handshake-commit", e_a || N_a): payer's as sent, payee's as received. */
+  guint8 commitment[TALLY_HASH_BYTES];
+  gsize commitment_len;               /* script_hello sends this many bytes of it (32) */
+  gboolean commitment_ok;             /* payee: the reveal opened the commitment */
+  guint8 code_hash[TALLY_HASH_BYTES]; /* H("comparison-code", T2r) */
   char code[SCRIPT_CODE_DIGITS + 1];
   guint8 cert_hash[TALLY_HASH_BYTES]; /* sent when script_pay gets no certificate */
   gboolean redelivery;                /* script_pay sets PayBody.redelivery */
 
   GBytes *offer_body; /* OfferBody bytes, built or opened */
   GBytes *pay_body;   /* PayBody bytes, built or opened */
-  ScriptAead offer_aead, pay_aead, receipt_aead;
+  ScriptAead offer_aead, reveal_aead, pay_aead, receipt_aead;
 
   Tally__OfferBody *offer;        /* payer: the offer it opened */
   Tally__PayBody *pay;            /* payee: the pay it opened */
@@ -71,13 +79,18 @@ GBytes *script_pack_session (Tally__SessionMessage *m);
 /* Decodes a SessionMessage; fails the test when it is not one. */
 Tally__SessionMessage *script_unpack_session (GBytes *b);
 
-/* Payer, step 1: Hello with revocation serial 0 and the first @eph_len
- * bytes of the ephemeral key.  Mixes T1. */
+/* Payer, step 1: Hello with revocation serial 0, the first @eph_len
+ * bytes of the ephemeral key and the first commitment_len bytes of the
+ * commitment to commit_nonce.  Mixes T1. */
 GBytes *script_hello (Script *s, guint32 version, gsize eph_len);
 
-/* Payer, step 2: opens an offer, mixes T2, computes the comparison code.
- * Does not authenticate the payee: see script_verify_peer(). */
+/* Payer, step 2: opens an offer, mixes T2.  Does not authenticate the
+ * payee: see script_verify_peer(). */
 void script_take_offer (Script *s, GBytes *msg);
+
+/* Payer, step 3: the Reveal of @nonce (commit_nonce when NULL); mixes T2r
+ * and computes the comparison code. */
+GBytes *script_reveal (Script *s, const guint8 *nonce, gsize nonce_len);
 
 /* Payer, step 3: any certificate (NULL: cert_hash stands in), any
  * permission, the transcript signed by @signer (a register's
@@ -107,7 +120,11 @@ GBytes *script_offer_body (Script *s,
                            TallyRegister *signer,
                            const guint8 *raw_sk);
 
-/* Payee, step 3: opens the pay message and mixes T3.  Does not
+/* Payee, step 3: opens the reveal, checks it against the Hello's
+ * commitment (commitment_ok), mixes T2r, computes the comparison code. */
+void script_take_reveal (Script *s, GBytes *msg);
+
+/* Payee, step 5: opens the pay message and mixes T3.  Does not
  * authenticate the payer: see script_verify_peer(). */
 void script_take_pay (Script *s, GBytes *msg);
 
@@ -123,7 +140,8 @@ gboolean script_verify_peer (Script *s,
 /* --- the scripted peer against an honest session --------------------------- */
 
 /* A scripted payer that has opened the offer of an honest payee session over
- * @payee, which asks @amount with the memo "tea" at FIXTURE_NOW. */
+ * @payee, which asks @amount with the memo "tea" at FIXTURE_NOW, and whose
+ * reveal that session took (it is WAIT_PAY). */
 typedef struct
 {
   Script s;
@@ -131,6 +149,8 @@ typedef struct
 } PayeeRig;
 
 void payee_rig_init (PayeeRig *r, TallyRegister *payee, gint64 amount);
+/* The same, stopped before the reveal: the payee session is OFFER_SENT. */
+void payee_rig_init_offered (PayeeRig *r, TallyRegister *payee, gint64 amount);
 void payee_rig_clear (PayeeRig *r);
 
 /* An honest payer session over @payer that sent its Hello, and an honest
@@ -155,6 +175,8 @@ void payer_rig_clear (PayerRig *r);
 #define SCRIPT_VECTORS_PAYER_EPHEMERAL_SEED 0x04
 #define SCRIPT_VECTORS_PAYEE_EPHEMERAL_SEED 0x05
 #define SCRIPT_VECTORS_NONCE_BYTE           0x06
+/* The payer's N_a. */
+#define SCRIPT_VECTORS_COMMIT_NONCE_BYTE 0x07
 
 #define SCRIPT_VECTORS_AMOUNT   1250
 #define SCRIPT_VECTORS_CURRENCY "EUR"

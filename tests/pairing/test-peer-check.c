@@ -84,6 +84,20 @@ honest_permission (Fixture *f, const Tally__OfferBody *offer)
   return perm;
 }
 
+/* Payer, step 3: the scripted payer reveals its nonce to @payee, which
+ * answers nothing. */
+static void
+deliver_reveal (Script *s, TallySession *payee)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) reveal = script_reveal (s, NULL, 0);
+  g_autoptr (GBytes) none = NULL;
+  g_assert_true (tally_session_handle (payee, g_bytes_get_data (reveal, NULL),
+                                       g_bytes_get_size (reveal), NOW, &none, &error));
+  g_assert_no_error (error);
+  g_assert_null (none);
+}
+
 /* Payee side: a pay message carrying the payer's @cert fails in the
  * session as tally_register_receive fails with @policy. */
 static void
@@ -101,6 +115,7 @@ assert_payee_session_agrees (Fixture *f, GBytes *cert, const TallyAcceptPolicy *
                                        g_bytes_get_size (hello), NOW, &offer, &error));
   g_assert_no_error (error);
   script_take_offer (&s, offer);
+  deliver_reveal (&s, payee);
 
   g_autoptr (GBytes) perm = honest_permission (f, s.offer);
   g_autoptr (Tally__SignedEnvelope) cert_env = fixture_envelope (cert);
@@ -213,6 +228,7 @@ test_payee_revocation_age_near_cap_does_not_overflow (Fixture *f, gconstpointer 
                                        g_bytes_get_size (hello), NOW, &offer, &error));
   g_assert_no_error (error);
   script_take_offer (&s, offer);
+  deliver_reveal (&s, payee);
   g_autoptr (GBytes) perm = honest_permission (f, s.offer);
   g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
   g_autoptr (GBytes) pay = script_pay (&s, cert, perm, f->payer, NULL);

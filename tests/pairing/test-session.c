@@ -162,7 +162,7 @@ fixture_teardown (Fixture *f, gconstpointer data)
 
 /* --- honest payment -------------------------------------------------------- */
 
-/* Returns the bytes of the four messages. */
+/* Returns the bytes of the five messages. */
 static gsize
 run_honest_payment (Fixture *f, gsize mtu)
 {
@@ -189,12 +189,24 @@ run_honest_payment (Fixture *f, gsize mtu)
   g_assert_no_error (error);
   wire_send (&w, 1, offer);
   g_autoptr (GBytes) offer_in = wire_recv (&w, 0);
-  g_autoptr (GBytes) none = NULL;
+  /* The payee has no code before the reveal. */
+  g_assert_null (tally_session_get_comparison_code (payee));
+  g_autoptr (GBytes) reveal = NULL;
   g_assert_true (tally_session_handle (payer, g_bytes_get_data (offer_in, NULL),
-                                       g_bytes_get_size (offer_in), NOW, &none, &error));
+                                       g_bytes_get_size (offer_in), NOW, &reveal, &error));
+  g_assert_no_error (error);
+  g_assert_nonnull (reveal);
+  g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_CONFIRMING);
+
+  /* The reveal, pipelined: nothing answers it. */
+  wire_send (&w, 0, reveal);
+  g_autoptr (GBytes) reveal_in = wire_recv (&w, 1);
+  g_autoptr (GBytes) none = NULL;
+  g_assert_true (tally_session_handle (payee, g_bytes_get_data (reveal_in, NULL),
+                                       g_bytes_get_size (reveal_in), NOW, &none, &error));
   g_assert_no_error (error);
   g_assert_null (none);
-  g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_CONFIRMING);
+  g_assert_cmpint (tally_session_get_state (payee), ==, TALLY_SESSION_STATE_WAIT_PAY);
 
   /* What the agent is shown. */
   g_assert_cmpint (tally_session_get_amount (payer), ==, 1250);
@@ -225,7 +237,7 @@ run_honest_payment (Fixture *f, gsize mtu)
   g_assert_null (none);
   g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_DONE);
 
-  g_assert_cmpuint (w.messages, ==, 4);
+  g_assert_cmpuint (w.messages, ==, 5);
   g_assert_cmpint (tally_register_get_balance (f->payer), ==, balance_payer - 1250);
   g_assert_cmpint (tally_register_get_balance (f->payee), ==, balance_payee + 1250);
   g_assert_cmpuint (tally_session_get_counter (payer), ==, counter + 1);
@@ -448,9 +460,12 @@ confirming_payer (Fixture *f, TallySession *payee, guint64 now)
   g_autoptr (GBytes) hello = tally_session_start (payer, &error);
   g_assert_no_error (error);
   g_autoptr (GBytes) offer = deliver (payee, hello, now);
-  g_autoptr (GBytes) none = deliver (payer, offer, now);
-  g_assert_null (none);
+  g_autoptr (GBytes) reveal = deliver (payer, offer, now);
+  g_assert_nonnull (reveal);
   g_assert_cmpint (tally_session_get_state (payer), ==, TALLY_SESSION_STATE_CONFIRMING);
+  g_autoptr (GBytes) none = deliver (payee, reveal, now);
+  g_assert_null (none);
+  g_assert_cmpint (tally_session_get_state (payee), ==, TALLY_SESSION_STATE_WAIT_PAY);
   return payer;
 }
 
@@ -936,6 +951,153 @@ test_agent_rejection_spends_nothing (Fixture *f, gconstpointer data)
   g_assert_cmpint (tally_register_get_balance (f->payee), ==, 0);
 }
 
+/* --- the commitment to N_a (protocol 4.2, Reveal) -------------------------- */
+
+/* A payee that sent its offer and waits for the reveal; its code is not
+ * shown yet. */
+static void
+offered_rig (PayeeRig *r, Fixture *f)
+{
+  payee_rig_init_offered (r, f->payee, 700);
+  g_assert_cmpint (tally_session_get_state (r->payee), ==, TALLY_SESSION_STATE_OFFER_SENT);
+  g_assert_null (tally_session_get_comparison_code (r->payee));
+}
+
+static void
+test_payee_refuses_reveal_that_does_not_open_commitment (Fixture *f, gconstpointer data)
+{
+  /* What a payer (or a relay posing as one) that wants another code after
+   * seeing the offer would have to send: another N_a than it committed to. */
+  PayeeRig r;
+  offered_rig (&r, f);
+  guint8 other[TALLY_NONCE_BYTES];
+  memcpy (other, r.s.commit_nonce, sizeof other);
+  other[0] ^= 0x01;
+  g_autoptr (GBytes) msg = script_reveal (&r.s, other, sizeof other);
+  assert_refused (r.payee, f->payee, msg, TALLY_ERROR_TRANSCRIPT);
+  g_assert_null (tally_session_get_comparison_code (r.payee));
+  payee_rig_clear (&r);
+}
+
+static void
+test_payee_refuses_reveal_of_short_nonce (Fixture *f, gconstpointer data)
+{
+  PayeeRig r;
+  offered_rig (&r, f);
+  g_autoptr (GBytes) msg = script_reveal (&r.s, r.s.commit_nonce, TALLY_NONCE_BYTES - 1);
+  assert_refused (r.payee, f->payee, msg, TALLY_ERROR_MALFORMED);
+  g_assert_null (tally_session_get_comparison_code (r.payee));
+  payee_rig_clear (&r);
+}
+
+static void
+test_payee_refuses_tampered_reveal (Fixture *f, gconstpointer data)
+{
+  PayeeRig r;
+  offered_rig (&r, f);
+  g_autoptr (GBytes) reveal = script_reveal (&r.s, NULL, 0);
+  g_autoptr (Tally__SessionMessage) m = script_unpack_session (reveal);
+  m->reveal.data[4] ^= 0x10;
+  g_autoptr (GBytes) tampered = script_pack_session (m);
+  assert_refused (r.payee, f->payee, tampered, TALLY_ERROR_DECRYPT);
+  g_assert_null (tally_session_get_comparison_code (r.payee));
+  payee_rig_clear (&r);
+}
+
+/* A Reveal whose ciphertext nobody could open. */
+static GBytes *
+junk_reveal (void)
+{
+  guint8 junk[TALLY_NONCE_BYTES + 2 + crypto_aead_chacha20poly1305_IETF_ABYTES] = { 0 };
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_REVEAL;
+  m.reveal.data = junk;
+  m.reveal.len = sizeof junk;
+  return script_pack_session (&m);
+}
+
+static void
+test_refuses_reveal_before_offer (Fixture *f, gconstpointer data)
+{
+  /* A payee that has not offered yet: there is nothing to reveal to. */
+  g_autoptr (TallySession) payee = waiting_payee (f);
+  g_autoptr (GBytes) reveal = junk_reveal ();
+  assert_refused (payee, f->payee, reveal, TALLY_ERROR_WRONG_STATE);
+  g_assert_null (tally_session_get_comparison_code (payee));
+
+  /* A payer never takes one. */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallySession) payer = tally_session_new_payer (f->payer, NULL);
+  g_autoptr (GBytes) hello = tally_session_start (payer, &error);
+  g_assert_no_error (error);
+  assert_refused (payer, f->payer, reveal, TALLY_ERROR_WRONG_STATE);
+  g_assert_null (tally_session_get_comparison_code (payer));
+}
+
+static void
+test_payee_refuses_pay_without_reveal (Fixture *f, gconstpointer data)
+{
+  /* The payer skips the reveal: the payee never showed a code, so it must
+   * not take a permission. */
+  PayeeRig r;
+  offered_rig (&r, f);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (f->payer);
+  g_autoptr (GBytes) perm = honest_permission (f, &r);
+  g_autoptr (GBytes) msg = script_pay (&r.s, cert, perm, f->payer, NULL);
+  assert_refused (r.payee, f->payee, msg, TALLY_ERROR_WRONG_STATE);
+  g_assert_null (tally_session_get_comparison_code (r.payee));
+  g_assert_cmpint (tally_register_get_balance (f->payee), ==, 0);
+  payee_rig_clear (&r);
+}
+
+static void
+test_payee_refuses_duplicate_reveal (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  PayeeRig r;
+  offered_rig (&r, f);
+  g_autoptr (GBytes) reveal = script_reveal (&r.s, NULL, 0);
+  g_autoptr (GBytes) none = deliver (r.payee, reveal, NOW);
+  g_assert_null (none);
+  g_assert_cmpint (tally_session_get_state (r.payee), ==, TALLY_SESSION_STATE_WAIT_PAY);
+  g_assert_cmpstr (tally_session_get_comparison_code (r.payee), ==, r.s.code);
+  assert_refused (r.payee, f->payee, reveal, TALLY_ERROR_WRONG_STATE);
+  payee_rig_clear (&r);
+}
+
+static void
+test_payee_refuses_hello_without_commitment (Fixture *f, gconstpointer data)
+{
+  g_autoptr (TallySession) payee = waiting_payee (f);
+  Script s;
+  script_init (&s, TRUE);
+  s.commitment_len = 0;
+  g_autoptr (GBytes) msg = script_hello (&s, TALLY_PROTOCOL_VERSION, EPH);
+  assert_refused (payee, f->payee, msg, TALLY_ERROR_MALFORMED);
+  script_clear (&s);
+}
+
+static void
+test_codes_agree_only_over_the_revealed_nonce (Fixture *f, gconstpointer data)
+{
+  /* The payer's code is over T2r, which needs N_a: the same offer with
+   * another N_a gives the payee another T2r, and the code the honest
+   * session shows is the scripted payer's. */
+  PayeeRig r;
+  offered_rig (&r, f);
+  guint8 t2[TALLY_HASH_BYTES];
+  memcpy (t2, r.s.t2, sizeof t2);
+  g_autoptr (GBytes) reveal = script_reveal (&r.s, NULL, 0);
+  g_autoptr (GBytes) none = deliver (r.payee, reveal, NOW);
+  g_assert_cmpstr (tally_session_get_comparison_code (r.payee), ==, r.s.code);
+
+  /* The code over T2 alone, as before the commitment, differs. */
+  guint8 h[TALLY_HASH_BYTES];
+  tally_hash ("comparison-code", t2, sizeof t2, h);
+  g_assert_true (memcmp (h, r.s.code_hash, sizeof h) != 0);
+  payee_rig_clear (&r);
+}
+
 /* --- revocation gossip ----------------------------------------------------- */
 
 static void
@@ -1049,6 +1211,19 @@ main (int argc, char **argv)
   ADD ("/session/payer/refuses-tampered-offer", test_payer_refuses_tampered_offer);
   ADD ("/session/payer/refuses-amount-over-own-limit", test_payer_refuses_amount_over_own_limit);
   ADD ("/session/payer/agent-rejection-spends-nothing", test_agent_rejection_spends_nothing);
+  ADD ("/session/commitment/payee-refuses-reveal-that-does-not-open-commitment",
+       test_payee_refuses_reveal_that_does_not_open_commitment);
+  ADD ("/session/commitment/payee-refuses-reveal-of-short-nonce",
+       test_payee_refuses_reveal_of_short_nonce);
+  ADD ("/session/commitment/payee-refuses-tampered-reveal", test_payee_refuses_tampered_reveal);
+  ADD ("/session/commitment/refuses-reveal-before-offer", test_refuses_reveal_before_offer);
+  ADD ("/session/commitment/payee-refuses-pay-without-reveal",
+       test_payee_refuses_pay_without_reveal);
+  ADD ("/session/commitment/payee-refuses-duplicate-reveal", test_payee_refuses_duplicate_reveal);
+  ADD ("/session/commitment/payee-refuses-hello-without-commitment",
+       test_payee_refuses_hello_without_commitment);
+  ADD ("/session/commitment/codes-agree-only-over-the-revealed-nonce",
+       test_codes_agree_only_over_the_revealed_nonce);
   ADD ("/session/gossip/newer-revocation-list-travels-to-payer",
        test_newer_revocation_list_travels_to_payer);
   ADD ("/session/gossip/newer-revocation-list-travels-to-payee",

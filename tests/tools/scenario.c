@@ -149,6 +149,8 @@ message_pack (ScenarioMessage *m)
     hello.ephemeral_public_key.data = m->key;
     hello.ephemeral_public_key.len = sizeof m->key;
     hello.revocation_serial = m->revocation_serial;
+    hello.commitment.data = m->commitment;
+    hello.commitment.len = sizeof m->commitment;
     msg.hello = &hello;
     break;
   case TALLY__SESSION_MESSAGE__MSG_OFFER:
@@ -157,6 +159,10 @@ message_pack (ScenarioMessage *m)
     offer.ciphertext.data = ciphertext;
     offer.ciphertext.len = m->ciphertext_len;
     msg.offer = &offer;
+    break;
+  case TALLY__SESSION_MESSAGE__MSG_REVEAL:
+    msg.reveal.data = ciphertext;
+    msg.reveal.len = m->ciphertext_len;
     break;
   case TALLY__SESSION_MESSAGE__MSG_PAY:
     msg.pay.data = ciphertext;
@@ -184,6 +190,7 @@ hello_new (const ScenarioConnection *c, guint8 key_seed, guint64 serial)
   ScenarioMessage *m = message_new (TALLY__SESSION_MESSAGE__MSG_HELLO, c, SCENARIO_RX);
   m->version = TALLY_PROTOCOL_VERSION;
   fill_pattern (m->key, sizeof m->key, key_seed);
+  fill_pattern (m->commitment, sizeof m->commitment, (guint8) (key_seed + 1));
   m->revocation_serial = serial;
   message_pack (m);
   return m;
@@ -202,7 +209,9 @@ offer_new (const ScenarioConnection *c, guint8 key_seed, gsize ciphertext_len)
 static ScenarioMessage *
 sealed_new (Tally__SessionMessage__MsgCase type, const ScenarioConnection *c, gsize len)
 {
-  ScenarioRole role = type == TALLY__SESSION_MESSAGE__MSG_PAY ? SCENARIO_RX : SCENARIO_TX;
+  gboolean from_payer =
+    type == TALLY__SESSION_MESSAGE__MSG_REVEAL || type == TALLY__SESSION_MESSAGE__MSG_PAY;
+  ScenarioRole role = from_payer ? SCENARIO_RX : SCENARIO_TX;
   ScenarioMessage *m = message_new (type, c, role);
   m->ciphertext_len = len;
   message_pack (m);
@@ -528,6 +537,8 @@ build_reordered (Scenario *s)
   send_reordered (s, c, hello_new (c, 0x11, G_GUINT64_CONSTANT (0xfedcba9876543210)), mtu,
                   ORDER_BLOCKS_REVERSED, rng);
   send_reordered (s, c, offer_new (c, 0x22, 200), mtu, ORDER_BLOCKS_REVERSED, rng);
+  send_reordered (s, c, sealed_new (TALLY__SESSION_MESSAGE__MSG_REVEAL, c, 52), mtu,
+                  ORDER_PAIRS_SWAPPED, rng);
   send_reordered (s, c, sealed_new (TALLY__SESSION_MESSAGE__MSG_PAY, c, 300), mtu, ORDER_RANDOM,
                   rng);
   send_reordered (s, c, sealed_new (TALLY__SESSION_MESSAGE__MSG_RECEIPT, c, 100), mtu,
@@ -552,16 +563,20 @@ build_reordered (Scenario *s)
   ScenarioMessage *stray = hello_new (d, 0x44, 1);
   g_clear_pointer (&fragments, g_ptr_array_unref);
   fragments = split (stray, mtu);
-  g_assert_cmpuint (fragments->len, ==, 3);
-  gsize stray_len = g_bytes_get_size (fragments->pdata[2]) - 1;
-  static const guint last_only[] = { 2 };
+  guint n_frags = fragments->len;
+  g_assert_cmpuint (n_frags, >=, 3);
+  g_assert_cmpuint (n_frags, <=, 8);
+  gsize stray_len = g_bytes_get_size (fragments->pdata[n_frags - 1]) - 1;
+  const guint last_only[] = { n_frags - 1 };
   send_ordered (s, d, stray, mtu, last_only, G_N_ELEMENTS (last_only), FALSE);
   add_pause (s, SCENARIO_STALL_MS);
-  static const guint in_order[] = { 0, 1, 2 };
-  send_ordered (s, d, hello_new (d, 0x55, 2), mtu, in_order, G_N_ELEMENTS (in_order), TRUE);
-  /* The FIRST is the third fragment from the end; each took one record,
-   * 1 ms apart. */
-  ScenarioEvent *first = s->events->pdata[s->events->len - 3];
+  guint in_order[8];
+  for (guint i = 0; i < n_frags; i++)
+    in_order[i] = i;
+  send_ordered (s, d, hello_new (d, 0x55, 2), mtu, in_order, n_frags, TRUE);
+  /* The FIRST is the n_frags-th fragment from the end; each took one
+   * record, 1 ms apart. */
+  ScenarioEvent *first = s->events->pdata[s->events->len - n_frags];
   g_assert_cmpint (first->index, ==, 0);
   first->expect_framing_error =
     g_strdup_printf ("message without its FIRST after %u ms: %" G_GSIZE_FORMAT
@@ -596,6 +611,7 @@ scenario_new (ScenarioKind kind)
     send_message (s, b, error_new (b, TALLY_ERROR_REVOKED, "register revoked by the issuer"),
                   FALSE, att_payload);
     add_disconnect (s, b);
+    send_message (s, a, sealed_new (TALLY__SESSION_MESSAGE__MSG_REVEAL, a, 52), FALSE, att_payload);
     send_message (s, a, sealed_new (TALLY__SESSION_MESSAGE__MSG_PAY, a, 64), FALSE, att_payload);
     send_message (s, a, sealed_new (TALLY__SESSION_MESSAGE__MSG_RECEIPT, a, 48), FALSE,
                   att_payload);

@@ -67,6 +67,7 @@ typedef struct
   guint32 version;
   guint8 key[32];
   guint64 revocation_serial;
+  guint8 commitment[32]; /* Hello.commitment */
   gsize ciphertext_len;
   guint32 error_code;
   char *error_message;
