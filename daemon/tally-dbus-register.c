@@ -78,6 +78,11 @@ handle_request_payment (TallyDBusRegister1 *skeleton,
 
   if (!parse_options (object, options, &timeout, &payers, &error))
     goto fail;
+  /* A payer refuses a memo that would not pass its text check. */
+  if (!tally_text_check (memo, TALLY_TEXT_MAX_BYTES, "memo", &error)) {
+    error->code = TALLY_ERROR_INVALID_ARGUMENT;
+    goto fail;
+  }
   if (amount == 0 || amount > (guint64) TALLY_AMOUNT_MAX) {
     g_set_error (&error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
                  "amount %" G_GUINT64_FORMAT " is out of range", amount);
