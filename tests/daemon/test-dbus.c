@@ -9,7 +9,9 @@
 
 #include <gio/gunixsocketaddress.h>
 
+#include "script.h"
 #include "tally-daemon.h"
+#include "tally-link.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-generated.h"
 #include "test-util.h"
@@ -936,6 +938,93 @@ test_default_agent_and_release (Fixture *f, gconstpointer data)
   g_assert_cmpuint (f->agent_releases, ==, 2);
 }
 
+/* A payee at a socket of its own that answers the Hello with an offer
+ * bob's register signed honestly, whose memo is the bytes ff fe 41. */
+typedef struct
+{
+  TallyRegister *reg;
+  Script script;
+  TallyChannel *channel;
+  gboolean offered;
+} HostilePayee;
+
+static void
+on_hostile_message (TallyChannel *channel, GBytes *hello, gpointer user_data)
+{
+  HostilePayee *h = user_data;
+  if (h->offered)
+    return; /* the payer's Error */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__PaymentRequest) req =
+    tally_register_new_request (h->reg, 900, "cake", tally_now (), &error);
+  g_assert_no_error (error);
+  char *honest = req->memo;
+  req->memo = (char *) "\xff\xfe\x41";
+  g_autoptr (GBytes) cert = tally_register_get_certificate (h->reg);
+  g_autoptr (GBytes) offer = script_offer (&h->script, hello, cert, req, h->reg, NULL);
+  req->memo = honest;
+  g_assert_true (tally_channel_send (channel, offer, &error));
+  g_assert_no_error (error);
+  h->offered = TRUE;
+}
+
+static void
+on_hostile_closed (TallyChannel *channel, const GError *error, gpointer user_data)
+{
+}
+
+static void
+on_hostile_accept (TallyStreamListener *listener, TallyLink *link, gpointer user_data)
+{
+  HostilePayee *h = user_data;
+  g_assert_null (h->channel);
+  h->channel = tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, 5000);
+  tally_channel_set_handlers (h->channel, on_hostile_message, on_hostile_closed, h);
+}
+
+static void
+test_payee_memo_not_utf8_is_malformed (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  HostilePayee h = { .reg = tally_daemon_get_register (f->bob.daemon) };
+  g_autofree char *address = g_strdup_printf ("unix:%s/hostile.sock", f->dir);
+
+  certify (f, &f->alice, 5000, 10000);
+  certify (f, &f->bob, 5000, 0);
+  register_agent (f, f->client, TRUE);
+  script_init (&h.script, FALSE);
+  TallyStreamListener *listener =
+    tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, on_hostile_accept, &h, &error);
+  g_assert_no_error (error);
+
+  /* Alice's Payment1 object would carry the memo to D-Bus; under
+   * G_DEBUG=fatal-criticals (the test environment) a GLib critical
+   * there aborts. */
+  g_autofree char *payment = pay_with (f, address, NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *state = wait_final (f, &f->alice, payment);
+  g_assert_cmpstr (state, ==, "failed");
+  g_assert_true (h.offered);
+  g_autofree char *err = get_payment_string (f, &f->alice, payment, "Error");
+  g_assert_cmpstr (err, ==, "org.tally.Error.Malformed");
+  g_autofree char *memo = get_payment_string (f, &f->alice, payment, "Memo");
+  g_assert_cmpstr (memo, ==, "");
+  g_assert_cmpuint (f->agent_calls, ==, 0);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+
+  g_clear_pointer (&h.channel, tally_channel_free);
+  tally_stream_listener_free (listener);
+  script_clear (&h.script);
+
+  /* Alice's daemon is still there and pays an honest payee. */
+  g_autofree char *request = request_payment (f, 1250, "tea", &error);
+  g_assert_no_error (error);
+  g_autofree char *honest = pay_bob (f);
+  g_autofree char *honest_state = wait_final (f, &f->alice, honest);
+  g_assert_cmpstr (honest_state, ==, "done");
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000 - 1250);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -962,6 +1051,8 @@ main (int argc, char **argv)
        test_pay_target_outside_allowed_targets_is_refused);
   ADD ("/daemon/dbus/pays-in-progress-capped-per-uid", test_pays_in_progress_capped_per_uid);
   ADD ("/daemon/dbus/default-agent-and-release", test_default_agent_and_release);
+  ADD ("/daemon/dbus/payee-memo-not-utf8-is-malformed-and-daemon-keeps-running",
+       test_payee_memo_not_utf8_is_malformed);
 #undef ADD
   g_test_add_func ("/daemon/dbus/error-table-covers-every-code", test_error_table_covers_every_code);
 
