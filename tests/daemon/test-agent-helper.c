@@ -45,9 +45,10 @@ on_release (TallyDBusAgent1 *agent, GDBusMethodInvocation *invocation, gpointer 
 static gboolean
 call_manager (GDBusConnection *bus, const char *name, const char *method, GError **error)
 {
-  g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
-    bus, name, "/org/tally", "org.tally.AgentManager1", method, g_variant_new ("(o)", "/test/agent"),
-    G_VARIANT_TYPE_UNIT, G_DBUS_CALL_FLAGS_NONE, -1, NULL, error);
+  g_autoptr (GVariant) reply =
+    g_dbus_connection_call_sync (bus, name, "/org/tally", "org.tally.AgentManager1", method,
+                                 g_variant_new ("(o)", "/test/agent"), G_VARIANT_TYPE_UNIT,
+                                 G_DBUS_CALL_FLAGS_NONE, -1, NULL, error);
   return reply != NULL;
 }
 
