@@ -21,6 +21,7 @@ static const KnownKey known_keys[] = {
   { "policy", "max_amount" },
   { "payment", "timeout_seconds" },
   { "payment", "allowed_targets" },
+  { "payment", "keep_finished_seconds" },
 };
 
 TallyConfig *
@@ -32,6 +33,7 @@ tally_config_new (void)
   config->bus_name = g_strdup (TALLY_CONFIG_DEFAULT_BUS_NAME);
   config->listen = g_strdup_printf ("unix:%s/tally.sock", g_get_user_runtime_dir ());
   config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
+  config->keep_finished_seconds = TALLY_CONFIG_DEFAULT_KEEP_FINISHED;
   config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
@@ -329,6 +331,15 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
       return invalid (error, "payment", "timeout_seconds", "must be at least 1");
     config->timeout_seconds = (guint) v;
   }
+
+  if (!get_uint (kf, "payment", "keep_finished_seconds", TALLY_CONFIG_MAX_KEEP_FINISHED, &present,
+                 &v, error))
+    return FALSE;
+  if (present) {
+    if (v == 0)
+      return invalid (error, "payment", "keep_finished_seconds", "must be at least 1");
+    config->keep_finished_seconds = (guint) v;
+  }
   return load_targets (&config->targets, kf, error);
 }
 
@@ -398,5 +409,7 @@ tally_config_describe (void)
          "    allowed_targets=LIST         where Pay may connect, ';'-separated: ble,\n"
          "                                 unix:DIR (sockets under DIR), tcp:loopback\n"
          "                                 (default: ble;unix:" TALLY_CONFIG_DEFAULT_UNIX_TARGETS
-         ")\n";
+         ")\n"
+         "    keep_finished_seconds=N      a finished payment leaves the bus N seconds\n"
+         "                                 after it finished, 1 to 3600 (default: 600)\n";
 }

@@ -9,6 +9,7 @@
  *   [transport] listen=unix:/path | tcp:HOST:PORT  ble=true|false  adapter=hci0
  *   [policy]    max_revocation_age_hours=0  max_amount=0
  *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
+ *               keep_finished_seconds=600
  */
 
 #include <gio/gio.h>
@@ -22,6 +23,8 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS 60
 #define TALLY_CONFIG_DEFAULT_ADAPTER         "hci0"
 #define TALLY_CONFIG_DEFAULT_UNIX_TARGETS    "/run/tally"
+#define TALLY_CONFIG_DEFAULT_KEEP_FINISHED   600
+#define TALLY_CONFIG_MAX_KEEP_FINISHED       3600
 
 /*
  * Where Pay may connect ([payment] allowed_targets), so that whoever may
@@ -51,6 +54,8 @@ typedef struct
   char *adapter;
   TallyAcceptPolicy policy;
   guint timeout_seconds;
+  /* A finished payment leaves the bus this long after it finished. */
+  guint keep_finished_seconds;
   TallyPayTargets targets;
 } TallyConfig;
 

@@ -49,6 +49,7 @@ struct _TallyDaemon
   TallyRegister *reg;
   TallyAcceptPolicy policy;
   guint timeout_seconds;
+  guint keep_finished_seconds;
   TallyPayTargets targets;
   TallyStreamListener *listener;
   GDBusConnection *connection;
@@ -122,7 +123,7 @@ on_linger_over (gpointer user_data)
   TallyDaemon *d = dp->daemon;
 
   dp->linger_id = 0;
-  g_debug ("dropping %s, finished %u s ago", dp->path, TALLY_DAEMON_FINISHED_LINGER_SECONDS);
+  g_debug ("dropping %s, finished %u s ago", dp->path, d->keep_finished_seconds);
   g_queue_remove (&d->payments, dp);
   daemon_payment_free (dp);
   return G_SOURCE_REMOVE;
@@ -179,8 +180,7 @@ on_payment_changed (TallyPayment *payment, gpointer user_data)
   if (tally_payment_is_finished (payment) && dp->linger_id == 0) {
     log_finished (dp);
     /* Bounded: a finished payment does not stay on the bus for ever. */
-    dp->linger_id =
-      g_timeout_add_seconds (TALLY_DAEMON_FINISHED_LINGER_SECONDS, on_linger_over, dp);
+    dp->linger_id = g_timeout_add_seconds (dp->daemon->keep_finished_seconds, on_linger_over, dp);
   }
 
   tally_dbus_payment_sync (dp->object);
@@ -586,6 +586,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
   d->reg = g_steal_pointer (&reg);
   d->policy = config->policy;
   d->timeout_seconds = config->timeout_seconds;
+  d->keep_finished_seconds = config->keep_finished_seconds;
   d->targets = config->targets;
   d->targets.unix_dirs = g_strdupv (config->targets.unix_dirs);
   d->listener = tally_stream_listener_new (config->listen, TALLY_STREAM_DEFAULT_MTU, on_accept, d,

@@ -21,8 +21,6 @@ G_BEGIN_DECLS
 
 /* Payment objects kept for clients to read; older finished ones go. */
 #define TALLY_DAEMON_MAX_PAYMENTS 64
-/* A finished payment leaves the bus this long after it finished. */
-#define TALLY_DAEMON_FINISHED_LINGER_SECONDS 600
 /* The largest "Timeout" option, in seconds. */
 #define TALLY_DAEMON_MAX_TIMEOUT 300
 /* Pay calls of one uid in progress at once. */

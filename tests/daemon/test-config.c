@@ -18,6 +18,7 @@ test_defaults (void)
   g_assert_cmpstr (c->bus_name, ==, "org.tally.Tally");
   g_assert_true (g_str_has_prefix (c->listen, "unix:"));
   g_assert_cmpuint (c->timeout_seconds, ==, 60);
+  g_assert_cmpuint (c->keep_finished_seconds, ==, 600);
   g_assert_false (c->has_issuer_key);
   g_assert_cmpuint (c->policy.max_revocation_age, ==, 0);
   g_assert_cmpint (c->policy.max_amount, ==, 0);
@@ -40,7 +41,8 @@ test_reads_every_key (void)
                      "max_revocation_age_hours=48\n"
                      "max_amount=20.50\n"
                      "[payment]\n"
-                     "timeout_seconds=30\n";
+                     "timeout_seconds=30\n"
+                     "keep_finished_seconds=5\n";
 
   g_assert_true (tally_config_load_data (c, text, &error));
   g_assert_no_error (error);
@@ -55,6 +57,7 @@ test_reads_every_key (void)
   g_assert_cmpuint (c->policy.max_revocation_age, ==, 48 * 3600);
   g_assert_cmpint (c->policy.max_amount, ==, 2050);
   g_assert_cmpuint (c->timeout_seconds, ==, 30);
+  g_assert_cmpuint (c->keep_finished_seconds, ==, 5);
 }
 
 typedef struct
@@ -73,6 +76,8 @@ static const BadConfig bad_configs[] = {
   { "[policy]\nmax_amount=-3\n", "[policy] max_amount" },
   { "[policy]\nmax_revocation_age_hours=two\n", "[policy] max_revocation_age_hours" },
   { "[payment]\ntimeout_seconds=0\n", "[payment] timeout_seconds" },
+  { "[payment]\nkeep_finished_seconds=0\n", "[payment] keep_finished_seconds" },
+  { "[payment]\nkeep_finished_seconds=3601\n", "[payment] keep_finished_seconds" },
   { "[paymnet]\ntimeout_seconds=5\n", "[paymnet] timeout_seconds" },
 };
 

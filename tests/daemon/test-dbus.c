@@ -75,6 +75,9 @@ connect_bus (Fixture *f)
   return c;
 }
 
+/* How long finished payments stay; 0: the default. */
+static guint keep_finished_seconds;
+
 static void
 node_start (Fixture *f, Node *node, const char *name)
 {
@@ -87,6 +90,8 @@ node_start (Fixture *f, Node *node, const char *name)
   g_free (config->listen);
   config->listen = g_strdup_printf ("unix:%s/%s.sock", f->dir, name);
   config->timeout_seconds = TIMEOUT_SECONDS;
+  if (keep_finished_seconds != 0)
+    config->keep_finished_seconds = keep_finished_seconds;
   g_strfreev (config->targets.unix_dirs);
   config->targets.unix_dirs = g_strsplit (f->dir, ";", -1);
   node->listen = g_strdup (config->listen);
@@ -763,6 +768,45 @@ test_finished_payments_capped (Fixture *f, gconstpointer data)
   g_assert_nonnull (error);
 }
 
+static void
+fixture_set_up_keep_one_second (Fixture *f, gconstpointer data)
+{
+  keep_finished_seconds = 1;
+  fixture_set_up (f, data);
+  keep_finished_seconds = 0;
+}
+
+/* Finished payments leave the bus after [payment] keep_finished_seconds,
+ * however few there are; waiting ones stay. */
+static void
+test_finished_payment_leaves_bus_after_keep_time (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *cancelled = request_payment (f, 100, "", &error);
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reply =
+    call (f, &f->bob, cancelled, "org.tally.Payment1", "Cancel", NULL, "()", &error);
+  g_assert_no_error (error);
+  g_autofree char *waiting = request_payment (f, 100, "", &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->bob.daemon), ==, 2);
+
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (tally_daemon_get_payment_count (f->bob.daemon) == 2 && g_get_monotonic_time () < deadline)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->bob.daemon), ==, 1);
+
+  g_autoptr (GVariant) gone =
+    call (f, &f->bob, cancelled, "org.freedesktop.DBus.Properties", "Get",
+          g_variant_new ("(ss)", "org.tally.Payment1", "State"), "(v)", &error);
+  g_assert_null (gone);
+  g_assert_nonnull (error);
+  g_autofree char *state = get_payment_string (f, &f->bob, waiting, "State");
+  g_assert_cmpstr (state, ==, "waiting");
+}
+
 static char *
 pay_with (Fixture *f, const char *address, GVariant *options, GError **error)
 {
@@ -1051,6 +1095,9 @@ main (int argc, char **argv)
        test_pay_target_outside_allowed_targets_is_refused);
   ADD ("/daemon/dbus/pays-in-progress-capped-per-uid", test_pays_in_progress_capped_per_uid);
   ADD ("/daemon/dbus/default-agent-and-release", test_default_agent_and_release);
+  g_test_add ("/daemon/dbus/finished-payment-leaves-bus-after-keep-time", Fixture, NULL,
+              fixture_set_up_keep_one_second, test_finished_payment_leaves_bus_after_keep_time,
+              fixture_tear_down);
   ADD ("/daemon/dbus/payee-memo-not-utf8-is-malformed-and-daemon-keeps-running",
        test_payee_memo_not_utf8_is_malformed);
 #undef ADD
