@@ -30,9 +30,14 @@ skip() {
 
 [ "$(id -u)" -eq 0 ] ||
   skip "needs root: starts a system-type dbus-daemon, runs tallyd as root and clients as uid $OTHER_UID with setpriv"
-for p in dbus-daemon setpriv gdbus groupadd groupdel getent; do
+for p in dbus-daemon setpriv gdbus groupadd groupdel getent flock; do
   command -v "$p" >/dev/null || skip "$p is missing"
 done
+
+# One run at a time on a machine: another run could delete the group
+# "tally" it created while this one uses it.
+exec 9>/tmp/tally-test-system-bus.lock
+flock 9
 
 T=$(mktemp -d /tmp/tally-test-system-bus.XXXXXX)
 chmod 755 "$T"
