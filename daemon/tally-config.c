@@ -20,6 +20,8 @@ static const KnownKey known_keys[] = {
   { "policy", "max_revocation_age_hours" },
   { "policy", "max_amount" },
   { "payment", "timeout_seconds" },
+  { "payment", "allowed_targets" },
+  { "payment", "keep_finished_seconds" },
 };
 
 TallyConfig *
@@ -31,7 +33,10 @@ tally_config_new (void)
   config->bus_name = g_strdup (TALLY_CONFIG_DEFAULT_BUS_NAME);
   config->listen = g_strdup_printf ("unix:%s/tally.sock", g_get_user_runtime_dir ());
   config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
+  config->keep_finished_seconds = TALLY_CONFIG_DEFAULT_KEEP_FINISHED;
   config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
+  config->targets.ble = TRUE;
+  config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
   return config;
 }
 
@@ -44,6 +49,7 @@ tally_config_free (TallyConfig *config)
   g_free (config->bus_name);
   g_free (config->listen);
   g_free (config->adapter);
+  g_strfreev (config->targets.unix_dirs);
   g_free (config);
 }
 
@@ -97,6 +103,109 @@ get_uint (GKeyFile *kf,
   *present = TRUE;
   *value = v;
   return TRUE;
+}
+
+/* An absolute path with no empty, "." or ".." component: the prefix test
+ * of tally_pay_targets_allow () then means what it says. */
+static gboolean
+path_is_plain (const char *path)
+{
+  if (path[0] != '/' || path[1] == '\0')
+    return FALSE;
+  g_auto (GStrv) parts = g_strsplit (path + 1, "/", -1);
+  for (gsize i = 0; parts[i] != NULL; i++)
+    if (*parts[i] == '\0' || strcmp (parts[i], ".") == 0 || strcmp (parts[i], "..") == 0)
+      return FALSE;
+  return TRUE;
+}
+
+static gboolean
+load_targets (TallyPayTargets *targets, GKeyFile *kf, GError **error)
+{
+  if (!g_key_file_has_key (kf, "payment", "allowed_targets", NULL))
+    return TRUE;
+  g_autoptr (GError) local = NULL;
+  gsize n = 0;
+  g_auto (GStrv) list = g_key_file_get_string_list (kf, "payment", "allowed_targets", &n, &local);
+  if (list == NULL && local != NULL)
+    return invalid (error, "payment", "allowed_targets", local->message);
+
+  TallyPayTargets t = { 0 };
+  g_autoptr (GPtrArray) dirs = g_ptr_array_new_with_free_func (g_free);
+  for (gsize i = 0; i < n; i++) {
+    g_autofree char *entry = g_strstrip (g_strdup (list[i]));
+    if (*entry == '\0')
+      continue;
+    if (strcmp (entry, "ble") == 0) {
+      t.ble = TRUE;
+    } else if (strcmp (entry, "tcp:loopback") == 0) {
+      t.tcp_loopback = TRUE;
+    } else if (g_str_has_prefix (entry, "unix:")) {
+      g_autofree char *dir = g_strdup (entry + 5);
+      gsize len = strlen (dir);
+      while (len > 1 && dir[len - 1] == '/')
+        dir[--len] = '\0';
+      if (!path_is_plain (dir))
+        return invalid (error, "payment", "allowed_targets",
+                        "unix:DIR needs an absolute directory without \".\" or \"..\"");
+      g_ptr_array_add (dirs, g_steal_pointer (&dir));
+    } else {
+      return invalid (error, "payment", "allowed_targets",
+                      "expected entries ble, unix:/DIR or tcp:loopback");
+    }
+  }
+  g_ptr_array_add (dirs, NULL);
+  t.unix_dirs = (char **) g_ptr_array_free (g_steal_pointer (&dirs), FALSE);
+  g_strfreev (targets->unix_dirs);
+  *targets = t;
+  return TRUE;
+}
+
+static gboolean
+tcp_host_is_loopback (const char *hostport)
+{
+  /* tcp:HOST:PORT, HOST a literal address, IPv6 in brackets or not. */
+  const char *colon = strrchr (hostport, ':');
+  if (colon == NULL || colon == hostport)
+    return FALSE;
+  g_autofree char *host = g_strndup (hostport, (gsize) (colon - hostport));
+  gsize len = strlen (host);
+  if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
+    host[len - 1] = '\0';
+    memmove (host, host + 1, len - 1);
+  }
+  g_autoptr (GInetAddress) address = g_inet_address_new_from_string (host);
+  return address != NULL && g_inet_address_get_is_loopback (address);
+}
+
+gboolean
+tally_pay_targets_allow (const TallyPayTargets *targets, const char *address, GError **error)
+{
+  g_return_val_if_fail (targets != NULL && address != NULL, FALSE);
+
+  if (strcmp (address, "ble") == 0 || g_str_has_prefix (address, "ble:")) {
+    if (targets->ble)
+      return TRUE;
+  } else if (g_str_has_prefix (address, "unix:")) {
+    const char *path = address + 5;
+    if (!path_is_plain (path)) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                   "\"%s\": a socket path must be absolute, without \".\" or \"..\"", address);
+      return FALSE;
+    }
+    for (gsize i = 0; targets->unix_dirs != NULL && targets->unix_dirs[i] != NULL; i++) {
+      const char *dir = targets->unix_dirs[i];
+      gsize len = strlen (dir);
+      if (strcmp (dir, "/") == 0 || (strncmp (path, dir, len) == 0 && path[len] == '/'))
+        return TRUE;
+    }
+  } else if (g_str_has_prefix (address, "tcp:")) {
+    if (targets->tcp_loopback && tcp_host_is_loopback (address + 4))
+      return TRUE;
+  }
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+               "\"%s\" is not allowed by [payment] allowed_targets", address);
+  return FALSE;
 }
 
 static gboolean
@@ -222,7 +331,16 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
       return invalid (error, "payment", "timeout_seconds", "must be at least 1");
     config->timeout_seconds = (guint) v;
   }
-  return TRUE;
+
+  if (!get_uint (kf, "payment", "keep_finished_seconds", TALLY_CONFIG_MAX_KEEP_FINISHED, &present,
+                 &v, error))
+    return FALSE;
+  if (present) {
+    if (v == 0)
+      return invalid (error, "payment", "keep_finished_seconds", "must be at least 1");
+    config->keep_finished_seconds = (guint) v;
+  }
+  return load_targets (&config->targets, kf, error);
 }
 
 gboolean
@@ -278,7 +396,8 @@ tally_config_describe (void)
          "    ble=true|false               Bluetooth LE through BlueZ (system bus): advertise\n"
          "                                 while a request waits, pay ble addresses\n"
          "                                 (default: false)\n"
-         "    adapter=hciN                 Bluetooth adapter (default: " TALLY_CONFIG_DEFAULT_ADAPTER ")\n"
+         "    adapter=hciN                 Bluetooth adapter "
+         "(default: " TALLY_CONFIG_DEFAULT_ADAPTER ")\n"
          "  [policy]\n"
          "    max_revocation_age_hours=N   refuse payers when our revocation list is\n"
          "                                 older than N hours (0: no limit)\n"
@@ -286,5 +405,11 @@ tally_config_describe (void)
          "                                 units, e.g. 20.00 (0: only certified limits)\n"
          "  [payment]\n"
          "    timeout_seconds=N            a payment fails with Timeout after N seconds\n"
-         "                                 (default: 60)\n";
+         "                                 (default: 60)\n"
+         "    allowed_targets=LIST         where Pay may connect, ';'-separated: ble,\n"
+         "                                 unix:DIR (sockets under DIR), tcp:loopback\n"
+         "                                 (default: ble;unix:" TALLY_CONFIG_DEFAULT_UNIX_TARGETS
+         ")\n"
+         "    keep_finished_seconds=N      a finished payment leaves the bus N seconds\n"
+         "                                 after it finished, 1 to 3600 (default: 600)\n";
 }

@@ -8,7 +8,8 @@
  *   [dbus]      bus=session|system  name=org.tally.Tally
  *   [transport] listen=unix:/path | tcp:HOST:PORT  ble=true|false  adapter=hci0
  *   [policy]    max_revocation_age_hours=0  max_amount=0
- *   [payment]   timeout_seconds=60
+ *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
+ *               keep_finished_seconds=600
  */
 
 #include <gio/gio.h>
@@ -21,6 +22,23 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_DEFAULT_BUS_NAME        "org.tally.Tally"
 #define TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS 60
 #define TALLY_CONFIG_DEFAULT_ADAPTER         "hci0"
+#define TALLY_CONFIG_DEFAULT_UNIX_TARGETS    "/run/tally"
+#define TALLY_CONFIG_DEFAULT_KEEP_FINISHED   600
+#define TALLY_CONFIG_MAX_KEEP_FINISHED       3600
+
+/*
+ * Where Pay may connect ([payment] allowed_targets), so that whoever may
+ * call Pay cannot make the daemon connect anywhere:
+ *   ble        any Bluetooth LE address form
+ *   unix:DIR   UNIX sockets under the absolute directory DIR
+ *   tcp:loopback  TCP to a literal loopback address (127.0.0.0/8, ::1)
+ */
+typedef struct
+{
+  gboolean ble;
+  char **unix_dirs; /* NULL-terminated, without trailing '/' */
+  gboolean tcp_loopback;
+} TallyPayTargets;
 
 typedef struct
 {
@@ -36,11 +54,14 @@ typedef struct
   char *adapter;
   TallyAcceptPolicy policy;
   guint timeout_seconds;
+  /* A finished payment leaves the bus this long after it finished. */
+  guint keep_finished_seconds;
+  TallyPayTargets targets;
 } TallyConfig;
 
 /* Defaults: register under the user data dir, session bus, a UNIX socket in
  * the user runtime dir, Bluetooth LE off (adapter hci0), no extra policy,
- * 60 s payments. */
+ * 60 s payments, Pay to Bluetooth LE and to sockets under /run/tally. */
 TallyConfig *tally_config_new (void);
 void tally_config_free (TallyConfig *config);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyConfig, tally_config_free)
@@ -49,6 +70,12 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyConfig, tally_config_free)
  * the group and key at fault; NOT_FOUND when the file is missing. */
 gboolean tally_config_load_file (TallyConfig *config, const char *path, GError **error);
 gboolean tally_config_load_data (TallyConfig *config, const char *data, GError **error);
+
+/* Whether Pay may connect to @address; POLICY naming the key otherwise,
+ * INVALID_ARGUMENT for a UNIX path that is not absolute and plain (no
+ * "." or ".." component, no empty one). */
+gboolean
+tally_pay_targets_allow (const TallyPayTargets *targets, const char *address, GError **error);
 
 /* The key reference for --help. */
 const char *tally_config_describe (void);

@@ -22,6 +22,8 @@ typedef struct
   TallyDBusPayment *object;
   char *path;
   char *sender;            /* Pay () caller, whose agent confirms */
+  guint32 uid;             /* of the caller of Pay () or RequestPayment () */
+  guint linger_id;         /* finished: removal from the bus */
   GCancellable *agent_call;
   GCancellable *ble_connect; /* payer: BLE discovery and connection */
   gboolean ble;              /* its link is BLE */
@@ -35,6 +37,7 @@ typedef struct
   gint64 amount;
   char *memo;
   guint timeout_seconds;
+  guint32 uid;     /* who requested */
   guint remaining; /* payers after the waiting one */
   char *address;   /* "ble:TAG" over BLE, else the listen address */
   gboolean tagged;
@@ -46,6 +49,8 @@ struct _TallyDaemon
   TallyRegister *reg;
   TallyAcceptPolicy policy;
   guint timeout_seconds;
+  guint keep_finished_seconds;
+  TallyPayTargets targets;
   TallyStreamListener *listener;
   GDBusConnection *connection;
   TallyDBusRegister *register_object;
@@ -101,12 +106,53 @@ daemon_payment_free (DaemonPayment *dp)
     dp->daemon->waiting = NULL;
     end_request (dp->daemon);
   }
+  if (dp->linger_id != 0)
+    g_source_remove (dp->linger_id);
   tally_dbus_payment_free (dp->object);
   tally_payment_set_callbacks (dp->payment, NULL, NULL);
   tally_payment_free (dp->payment);
   g_free (dp->path);
   g_free (dp->sender);
   g_free (dp);
+}
+
+static gboolean
+on_linger_over (gpointer user_data)
+{
+  DaemonPayment *dp = user_data;
+  TallyDaemon *d = dp->daemon;
+
+  dp->linger_id = 0;
+  g_debug ("dropping %s, finished %u s ago", dp->path, d->keep_finished_seconds);
+  g_queue_remove (&d->payments, dp);
+  daemon_payment_free (dp);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+log_finished (DaemonPayment *dp)
+{
+  TallyPayment *payment = dp->payment;
+  const GError *error = tally_payment_get_error (payment);
+  if (error != NULL)
+    g_message ("%s (uid %u) failed: %s", dp->path, dp->uid, error->message);
+  else
+    g_message ("%s (uid %u) done: %" G_GINT64_FORMAT " %s %s %s, counter %" G_GUINT64_FORMAT,
+               dp->path, dp->uid, tally_payment_get_amount (payment),
+               tally_payment_get_currency (payment),
+               tally_payment_get_role (payment) == TALLY_SESSION_ROLE_PAYER ? "to" : "from",
+               tally_payment_get_peer (payment), tally_payment_get_counter (payment));
+  if (error == NULL && dp->ble) {
+    gint64 now = g_get_monotonic_time ();
+    /* Measured for docs/ble.md and the VM tests. */
+    if (dp->ble_connected != 0)
+      g_message ("%s ble timing: discovery to receipt %" G_GINT64_FORMAT
+                 " ms, connected to receipt %" G_GINT64_FORMAT " ms",
+                 dp->path, (now - dp->ble_started) / 1000, (now - dp->ble_connected) / 1000);
+    else
+      g_message ("%s ble timing: link to receipt %" G_GINT64_FORMAT " ms", dp->path,
+                 (now - dp->ble_started) / 1000);
+  }
 }
 
 static void
@@ -131,26 +177,10 @@ on_payment_changed (TallyPayment *payment, gpointer user_data)
     g_clear_object (&dp->ble_connect);
   }
 
-  if (tally_payment_is_finished (payment)) {
-    const GError *error = tally_payment_get_error (payment);
-    if (error != NULL)
-      g_message ("%s failed: %s", dp->path, error->message);
-    else
-      g_message ("%s done: %" G_GINT64_FORMAT " %s %s %s, counter %" G_GUINT64_FORMAT, dp->path,
-                 tally_payment_get_amount (payment), tally_payment_get_currency (payment),
-                 tally_payment_get_role (payment) == TALLY_SESSION_ROLE_PAYER ? "to" : "from",
-                 tally_payment_get_peer (payment), tally_payment_get_counter (payment));
-    if (error == NULL && dp->ble) {
-      gint64 now = g_get_monotonic_time ();
-      /* Measured for docs/ble.md and the VM tests. */
-      if (dp->ble_connected != 0)
-        g_message ("%s ble timing: discovery to receipt %" G_GINT64_FORMAT
-                   " ms, connected to receipt %" G_GINT64_FORMAT " ms",
-                   dp->path, (now - dp->ble_started) / 1000, (now - dp->ble_connected) / 1000);
-      else
-        g_message ("%s ble timing: link to receipt %" G_GINT64_FORMAT " ms", dp->path,
-                   (now - dp->ble_started) / 1000);
-    }
+  if (tally_payment_is_finished (payment) && dp->linger_id == 0) {
+    log_finished (dp);
+    /* Bounded: a finished payment does not stay on the bus for ever. */
+    dp->linger_id = g_timeout_add_seconds (dp->daemon->keep_finished_seconds, on_linger_over, dp);
   }
 
   tally_dbus_payment_sync (dp->object);
@@ -194,12 +224,11 @@ on_payment_confirm (TallyPayment *payment, gpointer user_data)
     return;
   }
   dp->agent_call = g_cancellable_new ();
-  tally_agent_manager_confirm (d->agents, dp->sender, dp->path, tally_payment_get_amount (payment),
-                               tally_payment_get_currency (payment), tally_payment_get_peer (payment),
-                               tally_payment_get_comparison_code (payment),
-                               tally_payment_get_peer_name (payment),
-                               (int) MIN (d->timeout_seconds * 1000u, (guint) G_MAXINT),
-                               dp->agent_call, on_agent_reply, dp);
+  tally_agent_manager_confirm (
+    d->agents, dp->sender, dp->uid, dp->path, tally_payment_get_amount (payment),
+    tally_payment_get_currency (payment), tally_payment_get_peer (payment),
+    tally_payment_get_comparison_code (payment), tally_payment_get_peer_name (payment),
+    (int) MIN (d->timeout_seconds * 1000u, (guint) G_MAXINT), dp->agent_call, on_agent_reply, dp);
 }
 
 static const TallyPaymentCallbacks payment_callbacks = {
@@ -226,7 +255,7 @@ prune_payments (TallyDaemon *d)
 
 /* Exports @payment (taken) and starts tracking it. */
 static DaemonPayment *
-add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, GError **error)
+add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, guint32 uid, GError **error)
 {
   g_autofree char *path =
     g_strdup_printf (TALLY_PAYMENT_PATH_PREFIX "%u", tally_payment_get_id (payment));
@@ -242,6 +271,8 @@ add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, GError *
   dp->object = object;
   dp->path = g_steal_pointer (&path);
   dp->sender = g_strdup (sender);
+  dp->uid = uid;
+  tally_dbus_payment_set_caller_uid (object, uid);
   tally_payment_set_callbacks (payment, &payment_callbacks, dp);
   g_queue_push_tail (&d->payments, dp);
   prune_payments (d);
@@ -258,7 +289,7 @@ add_waiting_payment (TallyDaemon *d, GError **error)
     tally_payment_new_payee (d->reg, r->amount, r->memo, &d->policy, r->timeout_seconds, error);
   if (payment == NULL)
     return NULL;
-  DaemonPayment *dp = add_payment (d, payment, NULL, error);
+  DaemonPayment *dp = add_payment (d, payment, NULL, r->uid, error);
   if (dp == NULL)
     return NULL;
   tally_dbus_payment_set_address (dp->object, r->address);
@@ -268,6 +299,7 @@ add_waiting_payment (TallyDaemon *d, GError **error)
 
 char *
 tally_daemon_request_payment (TallyDaemon *d,
+                              guint32 uid,
                               gint64 amount,
                               const char *memo,
                               guint timeout_seconds,
@@ -286,6 +318,7 @@ tally_daemon_request_payment (TallyDaemon *d,
 
   DaemonRequest *r = g_new0 (DaemonRequest, 1);
   r->amount = amount;
+  r->uid = uid;
   r->memo = g_strdup (memo ? memo : "");
   r->timeout_seconds = timeout_seconds;
   r->remaining = payers - 1;
@@ -307,10 +340,10 @@ tally_daemon_request_payment (TallyDaemon *d,
   }
   if (d->gatt != NULL)
     tally_gatt_server_advertise (d->gatt, r->tag);
-  g_message ("%s: requesting %" G_GINT64_FORMAT " %s from up to %u payer(s), waiting on %s%s%s",
-             dp->path, amount, tally_payment_get_currency (dp->payment), payers,
-             tally_daemon_get_listen_address (d), d->gatt ? " and " : "",
-             d->gatt ? r->address : "");
+  g_message (
+    "%s (uid %u): requesting %" G_GINT64_FORMAT " %s from up to %u payer(s), waiting on %s%s%s",
+    dp->path, uid, amount, tally_payment_get_currency (dp->payment), payers,
+    tally_daemon_get_listen_address (d), d->gatt ? " and " : "", d->gatt ? r->address : "");
   tally_daemon_register_changed (d);
   return g_strdup (dp->path);
 }
@@ -349,14 +382,37 @@ on_ble_connected (GObject *source, GAsyncResult *result, gpointer user_data)
   }
 }
 
+/* Pay () calls of @uid that have not finished. */
+static guint
+pays_in_progress (TallyDaemon *d, guint32 uid)
+{
+  guint n = 0;
+  for (GList *l = d->payments.head; l != NULL; l = l->next) {
+    DaemonPayment *dp = l->data;
+    if (dp->uid == uid && tally_payment_get_role (dp->payment) == TALLY_SESSION_ROLE_PAYER &&
+        !tally_payment_is_finished (dp->payment))
+      n++;
+  }
+  return n;
+}
+
 char *
 tally_daemon_pay (TallyDaemon *d,
                   const char *address,
                   const char *sender,
+                  guint32 uid,
                   guint timeout_seconds,
                   GError **error)
 {
   g_return_val_if_fail (d != NULL && d->connection != NULL && address != NULL, NULL);
+
+  if (!tally_pay_targets_allow (&d->targets, address, error))
+    return NULL;
+  if (pays_in_progress (d, uid) >= TALLY_DAEMON_MAX_PAYS_PER_UID) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "uid %u already has %u payments in progress", uid, TALLY_DAEMON_MAX_PAYS_PER_UID);
+    return NULL;
+  }
 
   gboolean ble = tally_gatt_is_address (address);
   if (ble) {
@@ -384,11 +440,11 @@ tally_daemon_pay (TallyDaemon *d,
   }
 
   TallyPayment *payment = tally_payment_new_payer (d->reg, &d->policy, timeout_seconds);
-  DaemonPayment *dp = add_payment (d, payment, sender, error);
+  DaemonPayment *dp = add_payment (d, payment, sender, uid, error);
   if (dp == NULL)
     return NULL;
   tally_dbus_payment_set_address (dp->object, address);
-  g_message ("%s: paying %s", dp->path, address);
+  g_message ("%s (uid %u): paying %s", dp->path, uid, address);
   if (ble) {
     dp->ble = TRUE;
     dp->ble_connect = g_cancellable_new ();
@@ -530,6 +586,9 @@ tally_daemon_new (const TallyConfig *config, GError **error)
   d->reg = g_steal_pointer (&reg);
   d->policy = config->policy;
   d->timeout_seconds = config->timeout_seconds;
+  d->keep_finished_seconds = config->keep_finished_seconds;
+  d->targets = config->targets;
+  d->targets.unix_dirs = g_strdupv (config->targets.unix_dirs);
   d->listener = tally_stream_listener_new (config->listen, TALLY_STREAM_DEFAULT_MTU, on_accept, d,
                                            error);
   if (d->listener == NULL) {
@@ -578,6 +637,7 @@ tally_daemon_free (TallyDaemon *d)
   tally_gatt_server_free (d->gatt);
   g_clear_object (&d->system_bus);
   g_free (d->adapter);
+  g_strfreev (d->targets.unix_dirs);
   tally_dbus_register_free (d->register_object);
   tally_agent_manager_free (d->agents);
   g_clear_object (&d->connection);

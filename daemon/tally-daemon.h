@@ -21,6 +21,10 @@ G_BEGIN_DECLS
 
 /* Payment objects kept for clients to read; older finished ones go. */
 #define TALLY_DAEMON_MAX_PAYMENTS 64
+/* The largest "Timeout" option, in seconds. */
+#define TALLY_DAEMON_MAX_TIMEOUT 300
+/* Pay calls of one uid in progress at once. */
+#define TALLY_DAEMON_MAX_PAYS_PER_UID 4
 /* Payers one RequestPayment may take ("Payers" option). */
 #define TALLY_DAEMON_MAX_PAYERS 16
 
@@ -48,15 +52,20 @@ guint tally_daemon_get_payment_count (TallyDaemon *daemon);
  * LE the payee advertises while a payment waits, with a random tag per
  * request (the payments' Address, "ble:TAG"). */
 char *tally_daemon_request_payment (TallyDaemon *daemon,
+                                    guint32 uid,
                                     gint64 amount,
                                     const char *memo,
                                     guint timeout_seconds,
                                     guint payers,
                                     GError **error);
-/* @sender's agent, when it registered one, confirms the payment. */
+/* An agent of @uid confirms the payment: @sender's own when it registered
+ * one (tally_agent_manager_confirm ()).  @address must be allowed by
+ * [payment] allowed_targets (POLICY), and @uid may have at most
+ * TALLY_DAEMON_MAX_PAYS_PER_UID Pay calls in progress (POLICY). */
 char *tally_daemon_pay (TallyDaemon *daemon,
                         const char *address,
                         const char *sender,
+                        guint32 uid,
                         guint timeout_seconds,
                         GError **error);
 /* The register changed outside a payment: refresh Register1. */

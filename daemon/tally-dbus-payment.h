@@ -31,6 +31,9 @@ void tally_dbus_payment_sync (TallyDBusPayment *object);
 
 const char *tally_dbus_payment_get_path (TallyDBusPayment *object);
 
+/* The CallerUid property: who called Pay or RequestPayment. */
+void tally_dbus_payment_set_caller_uid (TallyDBusPayment *object, guint32 uid);
+
 /* The Address property: where payers reach this request (payee), or the
  * address being paid (payer). */
 void tally_dbus_payment_set_address (TallyDBusPayment *object, const char *address);

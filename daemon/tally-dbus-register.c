@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "tally-dbus-caller.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-generated.h"
 
@@ -10,7 +11,30 @@ struct _TallyDBusRegister
 {
   TallyDBusRegister1 *skeleton;
   TallyDaemon *daemon;
+  GCancellable *uid_lookups; /* calls waiting for their caller's uid */
 };
+
+/* RequestPayment or Pay, its arguments checked, while the bus tells us
+ * who called. */
+typedef struct
+{
+  TallyDBusRegister *object;
+  GDBusMethodInvocation *invocation;
+  char *address; /* Pay; NULL for RequestPayment */
+  gint64 amount;
+  char *memo;
+  guint timeout;
+  guint payers;
+} PendingCall;
+
+static void
+pending_call_free (PendingCall *call)
+{
+  g_object_unref (call->invocation);
+  g_free (call->address);
+  g_free (call->memo);
+  g_free (call);
+}
 
 static const guint8 *
 bytes_arg (GVariant *value, gsize *len)
@@ -46,7 +70,15 @@ parse_options (TallyDBusRegister *object,
   g_variant_iter_init (&iter, options);
   while (g_variant_iter_loop (&iter, "{&sv}", &key, &value)) {
     if (strcmp (key, "Timeout") == 0 && g_variant_is_of_type (value, G_VARIANT_TYPE_UINT32) &&
-        g_variant_get_uint32 (value) > 0) {
+        g_variant_get_uint32 (value) > TALLY_DAEMON_MAX_TIMEOUT) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                   "Timeout %u is more than %u seconds", g_variant_get_uint32 (value),
+                   TALLY_DAEMON_MAX_TIMEOUT);
+      g_variant_unref (value);
+      return FALSE;
+    } else if (strcmp (key, "Timeout") == 0 &&
+               g_variant_is_of_type (value, G_VARIANT_TYPE_UINT32) &&
+               g_variant_get_uint32 (value) > 0) {
       *timeout = g_variant_get_uint32 (value);
     } else if (payers != NULL && strcmp (key, "Payers") == 0 &&
                g_variant_is_of_type (value, G_VARIANT_TYPE_UINT32) &&
@@ -63,6 +95,37 @@ parse_options (TallyDBusRegister *object,
   return TRUE;
 }
 
+static void
+on_caller_uid (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  PendingCall *call = user_data;
+  GDBusMethodInvocation *invocation = call->invocation;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = NULL;
+  guint32 uid;
+
+  /* Failing here may mean the object is gone: touch only the call. */
+  if (!tally_dbus_caller_get_uid_finish (result, &uid, &error))
+    goto fail;
+  TallyDBusRegister *object = call->object;
+  if (call->address != NULL)
+    path = tally_daemon_pay (object->daemon, call->address,
+                             g_dbus_method_invocation_get_sender (invocation), uid, call->timeout,
+                             &error);
+  else
+    path = tally_daemon_request_payment (object->daemon, uid, call->amount, call->memo,
+                                         call->timeout, call->payers, &error);
+  if (path == NULL)
+    goto fail;
+  g_dbus_method_invocation_return_value (invocation, g_variant_new ("(o)", path));
+  pending_call_free (call);
+  return;
+
+fail:
+  tally_dbus_error_return (invocation, error);
+  pending_call_free (call);
+}
+
 static gboolean
 handle_request_payment (TallyDBusRegister1 *skeleton,
                         GDBusMethodInvocation *invocation,
@@ -73,21 +136,28 @@ handle_request_payment (TallyDBusRegister1 *skeleton,
 {
   TallyDBusRegister *object = user_data;
   g_autoptr (GError) error = NULL;
-  g_autofree char *path = NULL;
   guint timeout, payers;
 
   if (!parse_options (object, options, &timeout, &payers, &error))
     goto fail;
+  /* A payer refuses a memo that would not pass its text check. */
+  if (!tally_text_check (memo, TALLY_TEXT_MAX_BYTES, "memo", &error)) {
+    error->code = TALLY_ERROR_INVALID_ARGUMENT;
+    goto fail;
+  }
   if (amount == 0 || amount > (guint64) TALLY_AMOUNT_MAX) {
     g_set_error (&error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
                  "amount %" G_GUINT64_FORMAT " is out of range", amount);
     goto fail;
   }
-  path = tally_daemon_request_payment (object->daemon, (gint64) amount, memo, timeout, payers,
-                                       &error);
-  if (path == NULL)
-    goto fail;
-  tally_dbus_register1_complete_request_payment (skeleton, invocation, path);
+  PendingCall *call = g_new0 (PendingCall, 1);
+  call->object = object;
+  call->invocation = g_object_ref (invocation);
+  call->amount = (gint64) amount;
+  call->memo = g_strdup (memo);
+  call->timeout = timeout;
+  call->payers = payers;
+  tally_dbus_caller_get_uid (invocation, object->uid_lookups, on_caller_uid, call);
   return TRUE;
 
 fail:
@@ -104,20 +174,18 @@ handle_pay (TallyDBusRegister1 *skeleton,
 {
   TallyDBusRegister *object = user_data;
   g_autoptr (GError) error = NULL;
-  g_autofree char *path = NULL;
   guint timeout;
 
-  if (!parse_options (object, options, &timeout, NULL, &error))
-    goto fail;
-  path = tally_daemon_pay (object->daemon, address, g_dbus_method_invocation_get_sender (invocation),
-                           timeout, &error);
-  if (path == NULL)
-    goto fail;
-  tally_dbus_register1_complete_pay (skeleton, invocation, path);
-  return TRUE;
-
-fail:
-  tally_dbus_error_return (invocation, error);
+  if (!parse_options (object, options, &timeout, NULL, &error)) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  PendingCall *call = g_new0 (PendingCall, 1);
+  call->object = object;
+  call->invocation = g_object_ref (invocation);
+  call->address = g_strdup (address);
+  call->timeout = timeout;
+  tally_dbus_caller_get_uid (invocation, object->uid_lookups, on_caller_uid, call);
   return TRUE;
 }
 
@@ -304,6 +372,7 @@ tally_dbus_register_new (GDBusConnection *connection, TallyDaemon *daemon, GErro
   TallyDBusRegister *object = g_new0 (TallyDBusRegister, 1);
   object->daemon = daemon;
   object->skeleton = tally_dbus_register1_skeleton_new ();
+  object->uid_lookups = g_cancellable_new ();
   tally_dbus_register_sync (object);
 
   g_signal_connect (object->skeleton, "handle-request-payment", G_CALLBACK (handle_request_payment),
@@ -338,5 +407,7 @@ tally_dbus_register_free (TallyDBusRegister *object)
     g_dbus_interface_skeleton_unexport (G_DBUS_INTERFACE_SKELETON (object->skeleton));
   g_signal_handlers_disconnect_by_data (object->skeleton, object);
   g_object_unref (object->skeleton);
+  g_cancellable_cancel (object->uid_lookups);
+  g_object_unref (object->uid_lookups);
   g_free (object);
 }

@@ -195,9 +195,11 @@ send_message (TallyPayment *p, GBytes *msg, GError **error)
 static GBytes *
 wire_error_new (TallyError code, const char *message)
 {
+  /* Our messages may quote what a peer sent; the peer checks the text. */
+  g_autofree char *clean = tally_text_sanitize (message, TALLY_TEXT_MAX_BYTES);
   Tally__Error err = TALLY__ERROR__INIT;
   err.code = code;
-  err.message = (char *) message;
+  err.message = clean;
   Tally__SessionMessage msg = TALLY__SESSION_MESSAGE__INIT;
   msg.msg_case = TALLY__SESSION_MESSAGE__MSG_ERROR;
   msg.error = &err;

@@ -294,9 +294,11 @@ pack_session_message (Tally__SessionMessage *m)
 static GBytes *
 error_message (TallyError code, const char *text)
 {
+  /* Our messages may quote what a peer sent; the peer checks the text. */
+  g_autofree char *clean = tally_text_sanitize (text, TALLY_TEXT_MAX_BYTES);
   Tally__Error e = TALLY__ERROR__INIT;
   e.code = (guint32) code;
-  e.message = (char *) (text ? text : "");
+  e.message = clean;
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_ERROR;
   m.error = &e;

@@ -42,6 +42,108 @@ message_decodes_again (const ProtobufCMessage *msg)
   return TRUE;
 }
 
+/* Format characters that reorder what a screen shows: a memo could make
+ * "12.00" read as "00.21" (CVE-2021-42574). */
+static gboolean
+is_refused_char (gunichar c)
+{
+  return g_unichar_type (c) == G_UNICODE_CONTROL || (c >= 0x202a && c <= 0x202e) ||
+         (c >= 0x2066 && c <= 0x2069);
+}
+
+gboolean
+tally_text_check (const char *text, gsize max_bytes, const char *what, GError **error)
+{
+  g_return_val_if_fail (text != NULL && what != NULL, FALSE);
+
+  gsize len = strlen (text);
+  const char *end = NULL;
+  if (len > max_bytes) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "%s: longer than %" G_GSIZE_FORMAT " bytes", what, max_bytes);
+    return FALSE;
+  }
+  if (!g_utf8_validate_len (text, len, &end)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "%s: not valid UTF-8 at byte %td", what,
+                 end - text);
+    return FALSE;
+  }
+  for (const char *p = text; *p != '\0'; p = g_utf8_next_char (p)) {
+    gunichar c = g_utf8_get_char (p);
+    if (is_refused_char (c)) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                   "%s: character U+%04X at byte %td is not allowed", what, c, p - text);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+char *
+tally_text_sanitize (const char *text, gsize max_bytes)
+{
+  g_autofree char *valid = g_utf8_make_valid (text ? text : "", -1);
+  GString *out = g_string_sized_new (MIN (strlen (valid), max_bytes));
+
+  for (const char *p = valid; *p != '\0'; p = g_utf8_next_char (p)) {
+    gunichar c = g_utf8_get_char (p);
+    gsize n = is_refused_char (c) ? 1 : (gsize) (g_utf8_next_char (p) - p);
+    if (out->len + n > max_bytes)
+      break;
+    if (is_refused_char (c))
+      g_string_append_c (out, ' ');
+    else
+      g_string_append_len (out, p, (gssize) n);
+  }
+  return g_string_free (out, FALSE);
+}
+
+static gboolean check_message_text (const ProtobufCMessage *msg, const char *what, GError **error);
+
+static gboolean
+check_field_value (const ProtobufCFieldDescriptor *f,
+                   const void *value,
+                   const char *what,
+                   GError **error)
+{
+  if (value == NULL)
+    return TRUE;
+  if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+    return check_message_text (value, what, error);
+  g_autofree char *field = g_strdup_printf ("%s: %s", what, f->name);
+  return tally_text_check (value, TALLY_TEXT_MAX_BYTES, field, error);
+}
+
+/* protobuf-c copies strings as they came; a peer's bytes must not reach
+ * GLib or D-Bus unchecked.  Walks @msg's descriptor, nested messages
+ * included (tally.proto has no recursive message). */
+static gboolean
+check_message_text (const ProtobufCMessage *msg, const char *what, GError **error)
+{
+  const ProtobufCMessageDescriptor *desc = msg->descriptor;
+
+  for (unsigned i = 0; i < desc->n_fields; i++) {
+    const ProtobufCFieldDescriptor *f = &desc->fields[i];
+    if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+      continue;
+    const char *member = (const char *) msg + f->offset;
+    if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+      size_t n = *(const size_t *) ((const char *) msg + f->quantifier_offset);
+      void *const *items = *(void *const *const *) member;
+      for (size_t k = 0; k < n; k++)
+        if (!check_field_value (f, items[k], what, error))
+          return FALSE;
+      continue;
+    }
+    if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) != 0 &&
+        *(const uint32_t *) ((const char *) msg + f->quantifier_offset) != f->id)
+      continue;
+    if (!check_field_value (f, *(void *const *) member, what, error))
+      return FALSE;
+  }
+  return TRUE;
+}
+
 ProtobufCMessage *
 tally_message_unpack (const ProtobufCMessageDescriptor *desc,
                       const guint8 *data,
@@ -56,9 +158,15 @@ tally_message_unpack (const ProtobufCMessageDescriptor *desc,
     protobuf_c_message_free_unpacked (msg, NULL);
     msg = NULL;
   }
-  if (msg == NULL)
+  if (msg == NULL) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "%s: not a valid %s message", what,
                  desc->short_name);
+    return NULL;
+  }
+  if (!check_message_text (msg, what, error)) {
+    protobuf_c_message_free_unpacked (msg, NULL);
+    return NULL;
+  }
   return msg;
 }
 

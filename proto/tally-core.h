@@ -61,7 +61,26 @@ TALLY_DEFINE_MESSAGE_AUTOPTR (Tally__SessionMessage, tally__session_message)
 /* Packs any message into a new GBytes. */
 GBytes *tally_message_pack (const ProtobufCMessage *msg);
 
-/* Unpacks @len bytes as @desc, with TALLY_ERROR_MALFORMED naming @what. */
+/*
+ * Text: every string field of every message that tally_message_unpack ()
+ * returns passed tally_text_check () with TALLY_TEXT_MAX_BYTES, so it is
+ * safe to log and to hand to GLib and D-Bus (protocol.md §1).
+ */
+#define TALLY_TEXT_MAX_BYTES 1024
+
+/* @text is UTF-8 of at most @max_bytes bytes, with no control character
+ * (Unicode Cc) and no bidirectional embedding, override or isolate
+ * (U+202A..U+202E, U+2066..U+2069), else MALFORMED naming @what and the
+ * byte at fault. */
+gboolean tally_text_check (const char *text, gsize max_bytes, const char *what, GError **error);
+/* A copy of @text that passes tally_text_check (): invalid bytes become
+ * U+FFFD, refused characters a space, cut at a character to @max_bytes.
+ * For the Error messages we send, whose text may quote anything. */
+char *tally_text_sanitize (const char *text, gsize max_bytes);
+
+/* Unpacks @len bytes as @desc, with TALLY_ERROR_MALFORMED naming @what.
+ * Every string field, nested ones included, is checked with
+ * tally_text_check (). */
 ProtobufCMessage *tally_message_unpack (const ProtobufCMessageDescriptor *desc,
                                         const guint8 *data,
                                         gsize len,

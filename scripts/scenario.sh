@@ -326,6 +326,9 @@ name=${SCN_BUS[$name]}
 
 [transport]
 listen=${SCN_SOCK[$name]}
+
+[payment]
+allowed_targets=unix:$SCN_TMP
 EOF
   scn_show_cmd "$TALLYD" --config "$SCN_TMP/$name.conf" '&'
   "$TALLYD" --config "$SCN_TMP/$name.conf" </dev/null >"$SCN_TMP/$name.log" 2>&1 &

@@ -1390,6 +1390,54 @@ prepare_uncached_certificate_hash (World *w)
   w->input = script_pay (&w->script, NULL, perm, PAYER (w), NULL);
 }
 
+/* --- preparations: text from the peer ------------------------------------------------ */
+
+/* An offer the payee signed honestly, whose request carries @memo. */
+static void
+scripted_offer_with_memo (World *w, const char *memo)
+{
+  g_autoptr (GBytes) hello = NULL;
+  g_autoptr (Tally__PaymentRequest) req = scripted_payee (w, &hello);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (PAYEE (w));
+  char *honest = req->memo;
+  req->memo = (char *) memo;
+  w->input = script_offer (&w->script, hello, cert, req, PAYEE (w), NULL);
+  req->memo = honest;
+}
+
+static void
+prepare_memo_not_utf8 (World *w)
+{
+  scripted_offer_with_memo (w, "\xff\xfe\x41");
+}
+
+static void
+prepare_memo_with_control_character (World *w)
+{
+  scripted_offer_with_memo (w, "tea\x1b[2Jpaid");
+}
+
+static void
+prepare_memo_with_bidi_override (World *w)
+{
+  /* U+202E RIGHT-TO-LEFT OVERRIDE */
+  scripted_offer_with_memo (w, "tea \xe2\x80\xae" "00.21");
+}
+
+static void
+prepare_error_message_not_utf8 (World *w)
+{
+  g_autoptr (GBytes) hello = NULL;
+  g_autoptr (Tally__PaymentRequest) req = scripted_payee (w, &hello);
+  Tally__Error e = TALLY__ERROR__INIT;
+  e.code = TALLY_ERROR_REJECTED;
+  e.message = (char *) "\xff\xfe\x41";
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_ERROR;
+  m.error = &e;
+  w->input = script_pack_session (&m);
+}
+
 /* --- the matrix ------------------------------------------------------------------------------ */
 
 typedef enum
@@ -1589,6 +1637,14 @@ static const Case cases[] = {
            prepare_hello_without_commitment, attack_payee),
   REFUSED ("payee-refuses-garbage-bytes", SESSION, MALFORMED, prepare_garbage_bytes, attack_payee),
   REFUSED ("payee-refuses-empty-message", SESSION, MALFORMED, prepare_empty_message, attack_payee),
+  REFUSED ("payer-refuses-offer-with-memo-not-utf8", SESSION, MALFORMED, prepare_memo_not_utf8,
+           attack_payer),
+  REFUSED ("payer-refuses-offer-with-control-character-in-memo", SESSION, MALFORMED,
+           prepare_memo_with_control_character, attack_payer),
+  REFUSED ("payer-refuses-offer-with-bidi-override-in-memo", SESSION, MALFORMED,
+           prepare_memo_with_bidi_override, attack_payer),
+  REFUSED ("payer-refuses-error-message-not-utf8", SESSION, MALFORMED,
+           prepare_error_message_not_utf8, attack_payer),
   REFUSED ("payee-refuses-uncached-certificate-hash", SESSION, NOT_FOUND,
            prepare_uncached_certificate_hash, attack_payee),
 };

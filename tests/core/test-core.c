@@ -1796,6 +1796,87 @@ test_json_string_escapes_what_json_requires (void)
   g_assert_cmpstr (out->str, ==, "\"a\\\"b\\\\c\\n\\t\\u0001\\u007f caf\xc3\xa9\"");
 }
 
+static void
+test_text_check_refuses_bad_text (void)
+{
+  static const struct
+  {
+    const char *text;
+    gboolean ok;
+  } cases[] = {
+    { "", TRUE },
+    { "coffee", TRUE },
+    { "caf\xc3\xa9 \xe2\x82\xac", TRUE }, /* café € */
+    { "\xff\xfe\x41", FALSE },            /* not UTF-8 */
+    { "\xc3", FALSE },                    /* cut sequence */
+    { "\xed\xa0\x80", FALSE },            /* surrogate */
+    { "a\nb", FALSE },                    /* C0 */
+    { "a\x7f", FALSE },                   /* DEL */
+    { "a\xc2\x85", FALSE },               /* C1 NEL */
+    { "a\xe2\x80\xae"
+      "b",
+      FALSE }, /* U+202E */
+    { "a\xe2\x81\xa6"
+      "b",
+      FALSE }, /* U+2066 */
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (GError) error = NULL;
+    gboolean ok = tally_text_check (cases[i].text, 64, "memo", &error);
+    g_assert_cmpint (ok, ==, cases[i].ok);
+    if (!ok)
+      g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+  }
+  g_autoptr (GError) error = NULL;
+  g_assert_false (tally_text_check ("12345", 4, "memo", &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+}
+
+static void
+test_text_sanitize_passes_check (void)
+{
+  static const char *inputs[] = { "\xff\xfe\x41", "a\nb\x1b[2J",
+                                  "\xe2\x80\xae"
+                                  "abc",
+                                  "\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac" };
+  for (gsize i = 0; i < G_N_ELEMENTS (inputs); i++) {
+    g_autofree char *clean = tally_text_sanitize (inputs[i], 7);
+    g_assert_true (tally_text_check (clean, 7, "text", NULL));
+  }
+  g_autofree char *euros = tally_text_sanitize ("\xe2\x82\xac\xe2\x82\xac\xe2\x82\xac", 7);
+  g_assert_cmpstr (euros, ==, "\xe2\x82\xac\xe2\x82\xac"); /* cut at a character */
+  g_autofree char *lines = tally_text_sanitize ("a\nb", 64);
+  g_assert_cmpstr (lines, ==, "a b");
+}
+
+static void
+test_unpack_refuses_string_field_not_utf8 (void)
+{
+  /* The Error message of a peer, nested in a SessionMessage. */
+  Tally__Error e = TALLY__ERROR__INIT;
+  e.code = TALLY_ERROR_REJECTED;
+  e.message = (char *) "no \xff";
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_ERROR;
+  m.error = &e;
+  g_autoptr (GBytes) wire = tally_message_pack (&m.base);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__SessionMessage) back =
+    TALLY_UNPACK (Tally__SessionMessage, tally__session_message, g_bytes_get_data (wire, NULL),
+                  g_bytes_get_size (wire), "session message", &error);
+  g_assert_null (back);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+  g_assert_nonnull (strstr (error->message, "UTF-8"));
+
+  e.message = (char *) "no reason";
+  g_autoptr (GBytes) good = tally_message_pack (&m.base);
+  g_autoptr (Tally__SessionMessage) ok =
+    TALLY_UNPACK (Tally__SessionMessage, tally__session_message, g_bytes_get_data (good, NULL),
+                  g_bytes_get_size (good), "session message", NULL);
+  g_assert_nonnull (ok);
+  g_assert_cmpstr (ok->error->message, ==, "no reason");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1805,6 +1886,11 @@ main (int argc, char **argv)
   g_test_add_func ("/core/hash/matches-blake2b-over-prefix-label-nul-input",
                    test_hash_matches_blake2b_construction);
   g_test_add_func ("/core/hash/matches-known-answer", test_hash_known_answer);
+  g_test_add_func ("/core/text/refuses-invalid-utf8-control-and-bidi-characters",
+                   test_text_check_refuses_bad_text);
+  g_test_add_func ("/core/text/sanitized-text-passes-the-check", test_text_sanitize_passes_check);
+  g_test_add_func ("/core/unpack/refuses-string-field-not-utf8",
+                   test_unpack_refuses_string_field_not_utf8);
   g_test_add_func ("/core/hash/label-is-nul-terminated", test_hash_label_is_terminated);
   g_test_add_func ("/core/hash/field-helpers-use-big-endian", test_hash_field_encodings);
   g_test_add_func ("/core/hash/output-length-is-bound-into-hash",

@@ -18,6 +18,7 @@ test_defaults (void)
   g_assert_cmpstr (c->bus_name, ==, "org.tally.Tally");
   g_assert_true (g_str_has_prefix (c->listen, "unix:"));
   g_assert_cmpuint (c->timeout_seconds, ==, 60);
+  g_assert_cmpuint (c->keep_finished_seconds, ==, 600);
   g_assert_false (c->has_issuer_key);
   g_assert_cmpuint (c->policy.max_revocation_age, ==, 0);
   g_assert_cmpint (c->policy.max_amount, ==, 0);
@@ -40,7 +41,8 @@ test_reads_every_key (void)
                      "max_revocation_age_hours=48\n"
                      "max_amount=20.50\n"
                      "[payment]\n"
-                     "timeout_seconds=30\n";
+                     "timeout_seconds=30\n"
+                     "keep_finished_seconds=5\n";
 
   g_assert_true (tally_config_load_data (c, text, &error));
   g_assert_no_error (error);
@@ -55,6 +57,7 @@ test_reads_every_key (void)
   g_assert_cmpuint (c->policy.max_revocation_age, ==, 48 * 3600);
   g_assert_cmpint (c->policy.max_amount, ==, 2050);
   g_assert_cmpuint (c->timeout_seconds, ==, 30);
+  g_assert_cmpuint (c->keep_finished_seconds, ==, 5);
 }
 
 typedef struct
@@ -73,6 +76,8 @@ static const BadConfig bad_configs[] = {
   { "[policy]\nmax_amount=-3\n", "[policy] max_amount" },
   { "[policy]\nmax_revocation_age_hours=two\n", "[policy] max_revocation_age_hours" },
   { "[payment]\ntimeout_seconds=0\n", "[payment] timeout_seconds" },
+  { "[payment]\nkeep_finished_seconds=0\n", "[payment] keep_finished_seconds" },
+  { "[payment]\nkeep_finished_seconds=3601\n", "[payment] keep_finished_seconds" },
   { "[paymnet]\ntimeout_seconds=5\n", "[paymnet] timeout_seconds" },
 };
 
@@ -209,10 +214,87 @@ test_tallyctl_help_lists_commands (void)
   g_assert_nonnull (strstr (out, "--yes"));
 }
 
+static void
+expect_target (const TallyPayTargets *t, const char *address, gint code)
+{
+  g_autoptr (GError) error = NULL;
+  gboolean ok = tally_pay_targets_allow (t, address, &error);
+  if (code == 0) {
+    g_assert_no_error (error);
+    g_assert_true (ok);
+  } else {
+    g_assert_false (ok);
+    g_assert_error (error, TALLY_ERROR, code);
+  }
+}
+
+static void
+test_pay_targets_default_is_ble_and_run_tally (void)
+{
+  g_autoptr (TallyConfig) c = tally_config_new ();
+  expect_target (&c->targets, "ble", 0);
+  expect_target (&c->targets, "ble:0a1b2c3d", 0);
+  expect_target (&c->targets, "unix:/run/tally/bob.sock", 0);
+  expect_target (&c->targets, "unix:/run/tally/sub/bob.sock", 0);
+  expect_target (&c->targets, "unix:/run/tallyX/bob.sock", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "unix:/run/tally", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "unix:/run/dbus/system_bus_socket", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "unix:/run/tally/../dbus/system_bus_socket",
+                 TALLY_ERROR_INVALID_ARGUMENT);
+  expect_target (&c->targets, "unix:/run/tally/./x", TALLY_ERROR_INVALID_ARGUMENT);
+  expect_target (&c->targets, "unix:/run//tally/x", TALLY_ERROR_INVALID_ARGUMENT);
+  expect_target (&c->targets, "unix:run/tally/x", TALLY_ERROR_INVALID_ARGUMENT);
+  expect_target (&c->targets, "tcp:127.0.0.1:7000", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "tcp:192.0.2.1:22", TALLY_ERROR_POLICY);
+}
+
+static void
+test_pay_targets_read_from_config (void)
+{
+  g_autoptr (TallyConfig) c = tally_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_config_load_data (
+    c, "[payment]\nallowed_targets=unix:/srv/stalls/;tcp:loopback\n", &error));
+  g_assert_no_error (error);
+  expect_target (&c->targets, "ble", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "unix:/srv/stalls/a.sock", 0);
+  expect_target (&c->targets, "unix:/run/tally/a.sock", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "tcp:127.0.0.1:7000", 0);
+  expect_target (&c->targets, "tcp:127.8.9.10:7000", 0);
+  expect_target (&c->targets, "tcp:[::1]:7000", 0);
+  expect_target (&c->targets, "tcp:::1:7000", 0);
+  expect_target (&c->targets, "tcp:localhost:7000", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "tcp:192.0.2.1:7000", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "tcp:0.0.0.0:7000", TALLY_ERROR_POLICY);
+
+  /* Empty: Pay connects nowhere. */
+  g_assert_true (tally_config_load_data (c, "[payment]\nallowed_targets=\n", &error));
+  g_assert_no_error (error);
+  expect_target (&c->targets, "ble", TALLY_ERROR_POLICY);
+  expect_target (&c->targets, "unix:/srv/stalls/a.sock", TALLY_ERROR_POLICY);
+
+  static const char *const bad[] = {
+    "[payment]\nallowed_targets=tcp:0.0.0.0\n",
+    "[payment]\nallowed_targets=unix:relative\n",
+    "[payment]\nallowed_targets=unix:/srv/../etc\n",
+    "[payment]\nallowed_targets=anywhere\n",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autoptr (GError) local = NULL;
+    g_assert_false (tally_config_load_data (c, bad[i], &local));
+    g_assert_error (local, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull (strstr (local->message, "allowed_targets"));
+  }
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/daemon/config/pay-targets-default-to-ble-and-run-tally",
+                   test_pay_targets_default_is_ble_and_run_tally);
+  g_test_add_func ("/daemon/config/pay-targets-read-from-allowed-targets",
+                   test_pay_targets_read_from_config);
   g_test_add_func ("/daemon/config/defaults", test_defaults);
   g_test_add_func ("/daemon/config/reads-every-key", test_reads_every_key);
   g_test_add_func ("/daemon/config/invalid-value-names-group-and-key",

@@ -5,8 +5,13 @@
  * calls them and serves an agent.
  */
 #include <string.h>
+#include <unistd.h>
 
+#include <gio/gunixsocketaddress.h>
+
+#include "script.h"
 #include "tally-daemon.h"
+#include "tally-link.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-generated.h"
 #include "test-util.h"
@@ -21,7 +26,7 @@ static const char *const register_properties[] = {
 
 static const char *const payment_properties[] = {
   "Role", "State", "Amount", "Currency", "Memo", "Peer", "PeerName", "ComparisonCode", "Counter",
-  "Receipt", "Error", "ErrorMessage", NULL,
+  "Receipt", "Error", "ErrorMessage", "Address", "CallerUid", NULL,
 };
 
 typedef struct
@@ -48,6 +53,7 @@ typedef struct
   TallyDBusAgent1 *agent;
   gboolean agent_accepts;
   guint agent_calls;
+  guint agent_releases;
   gint64 agent_amount;
   char *agent_payee;
   char *agent_payee_name;
@@ -70,6 +76,9 @@ connect_bus (Fixture *f)
   return c;
 }
 
+/* How long finished payments stay; 0: the default. */
+static guint keep_finished_seconds;
+
 static void
 node_start (Fixture *f, Node *node, const char *name)
 {
@@ -82,6 +91,10 @@ node_start (Fixture *f, Node *node, const char *name)
   g_free (config->listen);
   config->listen = g_strdup_printf ("unix:%s/%s.sock", f->dir, name);
   config->timeout_seconds = TIMEOUT_SECONDS;
+  if (keep_finished_seconds != 0)
+    config->keep_finished_seconds = keep_finished_seconds;
+  g_strfreev (config->targets.unix_dirs);
+  config->targets.unix_dirs = g_strsplit (f->dir, ";", -1);
   node->listen = g_strdup (config->listen);
 
   node->daemon = tally_daemon_new (config, &error);
@@ -340,6 +353,15 @@ handle_confirm_payment (TallyDBusAgent1 *agent,
   return TRUE;
 }
 
+static gboolean
+handle_release (TallyDBusAgent1 *agent, GDBusMethodInvocation *invocation, gpointer user_data)
+{
+  Fixture *f = user_data;
+  f->agent_releases++;
+  tally_dbus_agent1_complete_release (agent, invocation);
+  return TRUE;
+}
+
 static void
 register_agent (Fixture *f, GDBusConnection *connection, gboolean accepts)
 {
@@ -347,6 +369,7 @@ register_agent (Fixture *f, GDBusConnection *connection, gboolean accepts)
   f->agent_accepts = accepts;
   f->agent = tally_dbus_agent1_skeleton_new ();
   g_signal_connect (f->agent, "handle-confirm-payment", G_CALLBACK (handle_confirm_payment), f);
+  g_signal_connect (f->agent, "handle-release", G_CALLBACK (handle_release), f);
   g_assert_true (g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (f->agent),
                                                    connection, "/test/agent", &error));
   g_assert_no_error (error);
@@ -399,6 +422,7 @@ test_introspection_lists_interfaces (Fixture *f, gconstpointer data)
   g_assert_nonnull (manager);
   g_assert_nonnull (g_dbus_interface_info_lookup_method (manager, "RegisterAgent"));
   g_assert_nonnull (g_dbus_interface_info_lookup_method (manager, "UnregisterAgent"));
+  g_assert_nonnull (g_dbus_interface_info_lookup_method (manager, "RequestDefaultAgent"));
 
   /* Payment objects appear under /org/tally/payment with Payment1. */
   certify (f, &f->bob, 5000, 0);
@@ -666,7 +690,8 @@ test_pay_without_agent_is_rejected (Fixture *f, gconstpointer data)
   g_autofree char *message = get_payment_string (f, &f->alice, payment, "ErrorMessage");
   g_assert_cmpstr (payer_error, ==, "org.tally.Error.Rejected");
   g_assert_cmpstr (payee_error, ==, "org.tally.Error.Rejected");
-  g_assert_cmpstr (message, ==, "no agent registered");
+  g_autofree char *want = g_strdup_printf ("no agent registered by uid %u", (guint) getuid ());
+  g_assert_cmpstr (message, ==, want);
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
   g_assert_cmpint (get_balance (f, &f->bob), ==, 0);
 }
@@ -717,7 +742,8 @@ test_agent_dropped_when_owner_vanishes (Fixture *f, gconstpointer data)
   g_autofree char *payer_state = wait_final (f, &f->alice, payment);
   g_assert_cmpstr (payer_state, ==, "failed");
   g_autofree char *message = get_payment_string (f, &f->alice, payment, "ErrorMessage");
-  g_assert_cmpstr (message, ==, "no agent registered");
+  g_autofree char *want = g_strdup_printf ("no agent registered by uid %u", (guint) getuid ());
+  g_assert_cmpstr (message, ==, want);
   g_assert_cmpuint (f->agent_calls, ==, 0);
 }
 
@@ -763,6 +789,307 @@ test_finished_payments_capped (Fixture *f, gconstpointer data)
   g_assert_nonnull (error);
 }
 
+static void
+fixture_set_up_keep_one_second (Fixture *f, gconstpointer data)
+{
+  keep_finished_seconds = 1;
+  fixture_set_up (f, data);
+  keep_finished_seconds = 0;
+}
+
+/* Finished payments leave the bus after [payment] keep_finished_seconds,
+ * however few there are; waiting ones stay. */
+static void
+test_finished_payment_leaves_bus_after_keep_time (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *cancelled = request_payment (f, 100, "", &error);
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reply =
+    call (f, &f->bob, cancelled, "org.tally.Payment1", "Cancel", NULL, "()", &error);
+  g_assert_no_error (error);
+  g_autofree char *waiting = request_payment (f, 100, "", &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->bob.daemon), ==, 2);
+
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (tally_daemon_get_payment_count (f->bob.daemon) == 2 && g_get_monotonic_time () < deadline)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->bob.daemon), ==, 1);
+
+  g_autoptr (GVariant) gone =
+    call (f, &f->bob, cancelled, "org.freedesktop.DBus.Properties", "Get",
+          g_variant_new ("(ss)", "org.tally.Payment1", "State"), "(v)", &error);
+  g_assert_null (gone);
+  g_assert_nonnull (error);
+  g_autofree char *state = get_payment_string (f, &f->bob, waiting, "State");
+  g_assert_cmpstr (state, ==, "waiting");
+}
+
+static char *
+pay_with (Fixture *f, const char *address, GVariant *options, GError **error)
+{
+  g_autoptr (GVariant) reply = call (
+    f, &f->alice, "/org/tally/register", "org.tally.Register1", "Pay",
+    g_variant_new ("(s@a{sv})", address,
+                   options ? options : g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0)),
+    "(o)", error);
+  if (reply == NULL)
+    return NULL;
+  char *path;
+  g_variant_get (reply, "(o)", &path);
+  return path;
+}
+
+static GVariant *
+timeout_option (guint32 seconds)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&b, "{sv}", "Timeout", g_variant_new_uint32 (seconds));
+  return g_variant_builder_end (&b);
+}
+
+static void
+test_timeout_over_cap_is_invalid_argument (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  certify (f, &f->alice, 5000, 10000);
+  certify (f, &f->bob, 5000, 0);
+
+  g_autofree char *pay =
+    pay_with (f, f->bob.listen, timeout_option (TALLY_DAEMON_MAX_TIMEOUT + 1), &error);
+  g_assert_null (pay);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_autofree char *huge = pay_with (f, f->bob.listen, timeout_option (G_MAXUINT32), &error);
+  g_assert_null (huge);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->alice.daemon), ==, 0);
+
+  g_autoptr (GVariant) reply = call (
+    f, &f->bob, "/org/tally/register", "org.tally.Register1", "RequestPayment",
+    g_variant_new ("(ts@a{sv})", (guint64) 100, "", timeout_option (TALLY_DAEMON_MAX_TIMEOUT + 1)),
+    "(o)", &error);
+  g_assert_null (reply);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+
+  /* The cap itself is allowed. */
+  g_autofree char *request = request_payment (f, 100, "", &error);
+  g_assert_no_error (error);
+  g_autofree char *at_cap =
+    pay_with (f, f->bob.listen, timeout_option (TALLY_DAEMON_MAX_TIMEOUT), &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (at_cap);
+}
+
+static void
+test_pay_target_outside_allowed_targets_is_refused (Fixture *f, gconstpointer data)
+{
+  static const struct
+  {
+    const char *address;
+    gint code;
+  } cases[] = {
+    { "unix:/run/dbus/system_bus_socket", TALLY_ERROR_POLICY },
+    { "tcp:192.0.2.1:22", TALLY_ERROR_POLICY },
+    { "tcp:127.0.0.1:631", TALLY_ERROR_POLICY }, /* loopback, but not configured */
+    { "unix:relative.sock", TALLY_ERROR_INVALID_ARGUMENT },
+  };
+  certify (f, &f->alice, 5000, 10000);
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *path = pay_with (f, cases[i].address, NULL, &error);
+    g_assert_null (path);
+    g_assert_error (error, TALLY_ERROR, cases[i].code);
+  }
+  /* A path that climbs out of the allowed directory. */
+  g_autoptr (GError) error = NULL;
+  g_autofree char *climb = g_strdup_printf ("unix:%s/../x.sock", f->dir);
+  g_autofree char *path = pay_with (f, climb, NULL, &error);
+  g_assert_null (path);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->alice.daemon), ==, 0);
+}
+
+/* A UNIX socket that takes connections and never answers: the payer
+ * waits for the offer until it times out or is cancelled. */
+static GSocket *
+silent_listener (const char *path)
+{
+  g_autoptr (GError) error = NULL;
+  GSocket *socket =
+    g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, &error);
+  g_assert_no_error (error);
+  g_autoptr (GSocketAddress) address = g_unix_socket_address_new (path);
+  g_assert_true (g_socket_bind (socket, address, TRUE, &error));
+  g_assert_no_error (error);
+  g_socket_set_listen_backlog (socket, 16);
+  g_assert_true (g_socket_listen (socket, &error));
+  g_assert_no_error (error);
+  return socket;
+}
+
+static void
+test_pays_in_progress_capped_per_uid (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *sock = g_build_filename (f->dir, "silent.sock", NULL);
+  g_autoptr (GSocket) listener = silent_listener (sock);
+  g_autofree char *address = g_strconcat ("unix:", sock, NULL);
+  g_autoptr (GPtrArray) paths = g_ptr_array_new_with_free_func (g_free);
+
+  certify (f, &f->alice, 5000, 10000);
+  for (guint i = 0; i < TALLY_DAEMON_MAX_PAYS_PER_UID; i++) {
+    char *path = pay_with (f, address, NULL, &error);
+    g_assert_no_error (error);
+    g_ptr_array_add (paths, path);
+    g_autoptr (GVariant) uid = get_property (f, &f->alice, path, "org.tally.Payment1", "CallerUid");
+    g_assert_cmpuint (g_variant_get_uint32 (uid), ==, getuid ());
+  }
+  g_autofree char *refused = pay_with (f, address, NULL, &error);
+  g_assert_null (refused);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+
+  /* One finished frees a place. */
+  g_autoptr (GVariant) cancelled =
+    call (f, &f->alice, paths->pdata[0], "org.tally.Payment1", "Cancel", NULL, "()", &error);
+  g_assert_no_error (error);
+  g_autofree char *again = pay_with (f, address, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (again);
+}
+
+static void
+call_manager (Fixture *f, const char *method, const char *path, GError **error)
+{
+  g_autoptr (GVariant) reply = call (f, &f->alice, "/org/tally", "org.tally.AgentManager1", method,
+                                     g_variant_new ("(o)", path), "()", error);
+}
+
+static void
+test_default_agent_and_release (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  call_manager (f, "RequestDefaultAgent", "/test/agent", &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+
+  register_agent (f, f->client, TRUE);
+  call_manager (f, "RequestDefaultAgent", "/test/agent", &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (f->agent_releases, ==, 0);
+
+  /* Unregistering tells the agent with Release. */
+  call_manager (f, "UnregisterAgent", "/test/agent", &error);
+  g_assert_no_error (error);
+  while (f->agent_releases == 0)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (f->agent_releases, ==, 1);
+
+  /* And when the daemon goes away, every agent still registered hears it. */
+  call_manager (f, "RegisterAgent", "/test/agent", &error);
+  g_assert_no_error (error);
+  tally_daemon_free (f->alice.daemon);
+  f->alice.daemon = NULL;
+  while (f->agent_releases == 1)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (f->agent_releases, ==, 2);
+}
+
+/* A payee at a socket of its own that answers the Hello with an offer
+ * bob's register signed honestly, whose memo is the bytes ff fe 41. */
+typedef struct
+{
+  TallyRegister *reg;
+  Script script;
+  TallyChannel *channel;
+  gboolean offered;
+} HostilePayee;
+
+static void
+on_hostile_message (TallyChannel *channel, GBytes *hello, gpointer user_data)
+{
+  HostilePayee *h = user_data;
+  if (h->offered)
+    return; /* the payer's Error */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__PaymentRequest) req =
+    tally_register_new_request (h->reg, 900, "cake", tally_now (), &error);
+  g_assert_no_error (error);
+  char *honest = req->memo;
+  req->memo = (char *) "\xff\xfe\x41";
+  g_autoptr (GBytes) cert = tally_register_get_certificate (h->reg);
+  g_autoptr (GBytes) offer = script_offer (&h->script, hello, cert, req, h->reg, NULL);
+  req->memo = honest;
+  g_assert_true (tally_channel_send (channel, offer, &error));
+  g_assert_no_error (error);
+  h->offered = TRUE;
+}
+
+static void
+on_hostile_closed (TallyChannel *channel, const GError *error, gpointer user_data)
+{
+}
+
+static void
+on_hostile_accept (TallyStreamListener *listener, TallyLink *link, gpointer user_data)
+{
+  HostilePayee *h = user_data;
+  g_assert_null (h->channel);
+  h->channel = tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, 5000);
+  tally_channel_set_handlers (h->channel, on_hostile_message, on_hostile_closed, h);
+}
+
+static void
+test_payee_memo_not_utf8_is_malformed (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  HostilePayee h = { .reg = tally_daemon_get_register (f->bob.daemon) };
+  g_autofree char *address = g_strdup_printf ("unix:%s/hostile.sock", f->dir);
+
+  certify (f, &f->alice, 5000, 10000);
+  certify (f, &f->bob, 5000, 0);
+  register_agent (f, f->client, TRUE);
+  script_init (&h.script, FALSE);
+  TallyStreamListener *listener =
+    tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, on_hostile_accept, &h, &error);
+  g_assert_no_error (error);
+
+  /* Alice's Payment1 object would carry the memo to D-Bus; under
+   * G_DEBUG=fatal-criticals (the test environment) a GLib critical
+   * there aborts. */
+  g_autofree char *payment = pay_with (f, address, NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *state = wait_final (f, &f->alice, payment);
+  g_assert_cmpstr (state, ==, "failed");
+  g_assert_true (h.offered);
+  g_autofree char *err = get_payment_string (f, &f->alice, payment, "Error");
+  g_assert_cmpstr (err, ==, "org.tally.Error.Malformed");
+  g_autofree char *memo = get_payment_string (f, &f->alice, payment, "Memo");
+  g_assert_cmpstr (memo, ==, "");
+  g_assert_cmpuint (f->agent_calls, ==, 0);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+
+  g_clear_pointer (&h.channel, tally_channel_free);
+  tally_stream_listener_free (listener);
+  script_clear (&h.script);
+
+  /* Alice's daemon is still there and pays an honest payee. */
+  g_autofree char *request = request_payment (f, 1250, "tea", &error);
+  g_assert_no_error (error);
+  g_autofree char *honest = pay_bob (f);
+  g_autofree char *honest_state = wait_final (f, &f->alice, honest);
+  g_assert_cmpstr (honest_state, ==, "done");
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000 - 1250);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -783,6 +1110,17 @@ main (int argc, char **argv)
   ADD ("/daemon/dbus/payer-without-request-gets-not-found",
        test_payer_without_request_gets_not_found);
   ADD ("/daemon/dbus/finished-payments-capped-at-64", test_finished_payments_capped);
+  ADD ("/daemon/dbus/timeout-over-300-s-is-invalid-argument",
+       test_timeout_over_cap_is_invalid_argument);
+  ADD ("/daemon/dbus/pay-target-outside-allowed-targets-is-refused",
+       test_pay_target_outside_allowed_targets_is_refused);
+  ADD ("/daemon/dbus/pays-in-progress-capped-per-uid", test_pays_in_progress_capped_per_uid);
+  ADD ("/daemon/dbus/default-agent-and-release", test_default_agent_and_release);
+  g_test_add ("/daemon/dbus/finished-payment-leaves-bus-after-keep-time", Fixture, NULL,
+              fixture_set_up_keep_one_second, test_finished_payment_leaves_bus_after_keep_time,
+              fixture_tear_down);
+  ADD ("/daemon/dbus/payee-memo-not-utf8-is-malformed-and-daemon-keeps-running",
+       test_payee_memo_not_utf8_is_malformed);
 #undef ADD
   g_test_add_func ("/daemon/dbus/error-table-covers-every-code", test_error_table_covers_every_code);
 

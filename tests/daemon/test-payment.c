@@ -5,6 +5,7 @@
  */
 #include <string.h>
 
+#include "script.h"
 #include "tally-link.h"
 #include "tally-payment.h"
 #include "test-util.h"
@@ -443,12 +444,92 @@ test_payer_delivers_pending_permission_without_asking_agent (Fixture *f, gconstp
   assert_states (f->payer_states, payer_want);
 }
 
+/* A payee that answers the Hello with an offer it signed honestly, but
+ * whose memo is the bytes ff fe 41: not UTF-8. */
+typedef struct
+{
+  Fixture *f;
+  Script script;
+  TallyChannel *channel;
+  gboolean offered;
+} HostilePayee;
+
+static void
+on_hostile_message (TallyChannel *channel, GBytes *hello, gpointer user_data)
+{
+  HostilePayee *h = user_data;
+  if (h->offered)
+    return; /* the payer's Error */
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__PaymentRequest) req =
+    tally_register_new_request (h->f->payee_reg, 900, "cake", tally_now (), &error);
+  g_assert_no_error (error);
+  char *honest = req->memo;
+  req->memo = (char *) "\xff\xfe\x41";
+  g_autoptr (GBytes) cert = tally_register_get_certificate (h->f->payee_reg);
+  g_autoptr (GBytes) offer = script_offer (&h->script, hello, cert, req, h->f->payee_reg, NULL);
+  req->memo = honest;
+  g_assert_true (tally_channel_send (channel, offer, &error));
+  g_assert_no_error (error);
+  h->offered = TRUE;
+}
+
+static void
+on_hostile_closed (TallyChannel *channel, const GError *error, gpointer user_data)
+{
+}
+
+static void
+test_payer_refuses_memo_not_utf8 (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyLink) la = NULL;
+  g_autoptr (TallyLink) lb = NULL;
+  HostilePayee h = { .f = f };
+
+  script_init (&h.script, FALSE);
+  tally_mem_link_pair (TALLY_STREAM_DEFAULT_MTU, &la, &lb);
+  h.channel = tally_channel_new (lb, TALLY_SESSION_MAX_MESSAGE, 5000);
+  tally_channel_set_handlers (h.channel, on_hostile_message, on_hostile_closed, &h);
+
+  f->answer = AGENT_ACCEPT;
+  TallyPayment *payer = tally_payment_new_payer (f->payer_reg, NULL, TEST_TIMEOUT_SECONDS);
+  tally_payment_set_callbacks (payer, &payer_callbacks, f);
+  g_assert_true (tally_payment_attach (payer, la, &error));
+  g_assert_no_error (error);
+  run_until_finished (payer, NULL);
+
+  /* Refused before anything reached the agent, GLib or D-Bus; under
+   * G_DEBUG=fatal-criticals (the test environment) a critical aborts. */
+  g_assert_true (h.offered);
+  g_assert_cmpint (tally_payment_get_state (payer), ==, TALLY_PAYMENT_STATE_FAILED);
+  g_assert_error (tally_payment_get_error (payer), TALLY_ERROR, TALLY_ERROR_MALFORMED);
+  g_assert_nonnull (strstr (tally_payment_get_error (payer)->message, "UTF-8"));
+  g_assert_cmpuint (f->confirm_calls, ==, 0);
+  g_assert_cmpint (tally_register_get_balance (f->payer_reg), ==, 10000);
+  g_assert_true (g_utf8_validate (tally_payment_get_memo (payer), -1, NULL));
+  tally_payment_free (payer);
+  tally_channel_free (h.channel);
+  script_clear (&h.script);
+
+  /* The payer goes on paying honest payees. */
+  TallyPayment *next_payer, *payee;
+  start_pair (f, 700, TALLY_STREAM_DEFAULT_MTU, &next_payer, &payee);
+  run_until_finished (next_payer, payee);
+  g_assert_cmpint (tally_payment_get_state (next_payer), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_cmpint (tally_register_get_balance (f->payer_reg), ==, 9300);
+  tally_payment_free (next_payer);
+  tally_payment_free (payee);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
 
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_set_up, fn, fixture_tear_down)
+  ADD ("/daemon/payment/payer-refuses-payee-memo-not-utf8-and-keeps-running",
+       test_payer_refuses_memo_not_utf8);
   ADD ("/daemon/payment/completes-and-moves-balances", test_completes_and_moves_balances);
   ADD ("/daemon/payment/agent-rejection-leaves-balances", test_agent_rejection_leaves_balances);
   ADD ("/daemon/payment/disconnect-after-hello-fails-payer-disconnected",

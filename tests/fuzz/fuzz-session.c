@@ -34,6 +34,9 @@
  *    unless the payee is, and then both hold the same receipt;
  *  - conservation: payer + payee balances + the amount in flight (spent,
  *    not yet received) never change;
+ *  - every text a session shows (memo, currency, peer id, code, error
+ *    message) is valid UTF-8, and all but the error message pass
+ *    tally_text_check ();
  *  - a payer asked to confirm has sent its reveal and shows a comparison
  *    code, the payee's amount, currency, memo and register id, while the
  *    payee, which has not seen the reveal yet, shows no code;
@@ -232,6 +235,29 @@ check_error (const GError *error)
   g_assert_nonnull (tally_error_to_string ((TallyError) error->code));
 }
 
+/* Text a session took from its peer reaches logs and D-Bus: whatever
+ * passed validation is UTF-8 without control characters. */
+static void
+check_text (const char *text)
+{
+  if (text == NULL)
+    return;
+  g_assert_true (g_utf8_validate (text, -1, NULL));
+  g_assert_true (tally_text_check (text, G_MAXSIZE, "text", NULL));
+}
+
+static void
+check_session_text (TallySession *s)
+{
+  const GError *error = tally_session_get_error (s);
+  check_text (tally_session_get_memo (s));
+  check_text (tally_session_get_currency (s));
+  check_text (tally_session_get_peer_id (s));
+  check_text (tally_session_get_comparison_code (s));
+  if (error != NULL)
+    g_assert_true (g_utf8_validate (error->message, -1, NULL));
+}
+
 /* Hands @msg to @side; its reply becomes what the other side is sent. */
 static void
 deliver (Round *r, int side, GBytes *msg)
@@ -261,6 +287,10 @@ deliver (Round *r, int side, GBytes *msg)
       g_assert_cmpint (stored->code, ==, error->code);
     }
   }
+
+  check_session_text (s);
+  if (error != NULL)
+    g_assert_true (g_utf8_validate (error->message, -1, NULL));
 
   g_clear_pointer (&r->received[side], g_bytes_unref);
   r->received[side] = g_bytes_ref (msg);

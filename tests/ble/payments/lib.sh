@@ -103,6 +103,9 @@ name=${BUSNAME[$name]}
 listen=unix:$DATA/$name.sock
 ble=true
 adapter=$adapter
+
+[payment]
+allowed_targets=ble;unix:$DATA
 EOF
   "$TALLY_DAEMON" -v --config "$T/$name.conf" </dev/null >"$T/$name.log" 2>&1 &
   PID[$name]=$!
