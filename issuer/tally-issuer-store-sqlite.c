@@ -93,7 +93,7 @@ static const char *const migrations[] = {
    * totals.fraud_exposure is no longer kept: the audit derives exposure
    * from the registers' views. */
   "ALTER TABLE entries ADD COLUMN credited INTEGER NOT NULL DEFAULT 0;"
-  "UPDATE entries SET credited = amount WHERE kind = 2;"
+  "UPDATE entries SET credited = amount WHERE kind = 2 OR state = 3;"
   "ALTER TABLE registers ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;"
   "ALTER TABLE registers ADD COLUMN deficit INTEGER NOT NULL DEFAULT 0;"
   "ALTER TABLE registers ADD COLUMN max_payment_ever INTEGER NOT NULL DEFAULT 0;"
@@ -151,9 +151,10 @@ typedef enum
   "hash, register_id, counter, kind, payee_id, amount, state, payer_reported, payee_reported, "    \
   "chain_prev, chain_after, envelope, booked_at, expires_at, receipt, credited, tainted"
 
-/* Value paid to a register by permissions already reclaimed: late receipts. */
+/* Value the payers of permissions already reclaimed got back online, for
+ * which a register's receipt came late: it exists twice. */
 #define LATE_SQL                                                                                   \
-  "(SELECT COALESCE(SUM(amount), 0) FROM entries e WHERE e.payee_id = registers.id "               \
+  "(SELECT COALESCE(SUM(credited), 0) FROM entries e WHERE e.payee_id = registers.id "             \
   "AND e.state = 3 AND e.payee_reported != 0)"
 
 #define REGISTER_COLUMNS                                                                           \
@@ -191,7 +192,7 @@ static const char *const stmt_sql[N_STMTS] = {
     "INSERT INTO entries (" ENTRY_COLUMNS ") "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
   [STMT_ENTRY_UPDATE] = "UPDATE entries SET state = ?2, payer_reported = ?3, payee_reported = ?4, "
-                        "receipt = ?5, tainted = ?6 WHERE hash = ?1",
+                        "receipt = ?5, tainted = ?6, credited = ?7 WHERE hash = ?1",
   /* "state = 1" spelled out so that the partial index applies. */
   [STMT_ENTRIES_EXPIRED_IN_FLIGHT] = "SELECT " ENTRY_COLUMNS " FROM entries "
                                      "WHERE payee_id = ?1 AND state = 1 AND expires_at > 0 "
@@ -236,7 +237,7 @@ static const char *const stmt_sql[N_STMTS] = {
     "SELECT COUNT(*) FROM registers r WHERE r.view_balance != "
     "(SELECT COALESCE(SUM(amount), 0) FROM vouchers v WHERE v.register_id = r.id) + "
     "(SELECT COALESCE(SUM(amount), 0) FROM entries e WHERE e.payee_id = r.id AND e.state = 2) - "
-    "(SELECT COALESCE(SUM(CASE WHEN kind = 2 THEN credited ELSE amount END), 0) "
+    "(SELECT COALESCE(SUM(CASE WHEN kind = 2 OR state = 3 THEN credited ELSE amount END), 0) "
     " FROM entries e WHERE e.register_id = r.id)",
   [STMT_REGISTER_LIST_FLAGGED] = "SELECT " REGISTER_COLUMNS " FROM registers "
                                  "WHERE revoked != 0 OR refused != 0 OR view_balance < 0 OR "
@@ -245,7 +246,7 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_EVIDENCE_VOUCHERS] = "SELECT COALESCE(SUM(amount), 0) FROM vouchers WHERE register_id = ?1",
   [STMT_EVIDENCE_RECEIVED] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
                              "WHERE payee_id = ?1 AND state = 2 AND tainted = 0",
-  [STMT_EVIDENCE_LATE] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
+  [STMT_EVIDENCE_LATE] = "SELECT COALESCE(SUM(credited), 0) FROM entries "
                          "WHERE payee_id = ?1 AND state = 3 AND payee_reported != 0",
   [STMT_EVIDENCE_SPENT] = "SELECT COALESCE(SUM(amount), 0) FROM entries "
                           "WHERE register_id = ?1 AND counter <= ?2",
@@ -791,6 +792,7 @@ sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **
   sqlite3_bind_int (st, 4, row->payee_reported ? 1 : 0);
   bind_optional_bytes (st, 5, row->receipt);
   sqlite3_bind_int (st, 6, row->tainted ? 1 : 0);
+  sqlite3_bind_int64 (st, 7, row->credited);
   if (!step_done (s, st, "entry", error))
     return FALSE;
   if (sqlite3_changes (s->db) != 1) {

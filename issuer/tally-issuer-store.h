@@ -90,7 +90,8 @@ typedef struct
   guint64 booked_at;
   guint64 expires_at; /* the permission's; 0 for a defund or no expiry */
   GBytes *receipt;    /* the payee's packed receipt envelope, or NULL */
-  gint64 credited;    /* a defund's: what the online account received; 0 otherwise */
+  gint64 credited;    /* a defund's, or a reclaimed permission's: what the payer's online
+                       * account received; 0 otherwise */
   gboolean tainted;   /* a permission above its payer's limit that a payee accepted */
 } TallyIssuerEntryRow;
 
@@ -141,7 +142,7 @@ typedef struct
   gint64 vouchers;
   gint64 received;
   gint64 spent;
-  gint64 late; /* paid by permissions already reclaimed: not evidence */
+  gint64 late; /* refunded online for permissions to it whose receipt came late */
 } TallyIssuerEvidence;
 
 /* --- backend interface ------------------------------------------------------ */

@@ -907,6 +907,44 @@ payee_horizon (Reconcile *rc, const guint8 payee[TALLY_ID_BYTES], guint64 *horiz
 }
 
 /*
+ * The register's evidence through @counter (protocol.md 5.5): vouchers sold
+ * to it, plus payments to it that are settled, minus the signed amounts of
+ * all its own entries booked with a counter up to @counter.  An honest
+ * register's balance after its entry at @counter is never more than this,
+ * because every payment it had received by then is booked once its bundle
+ * is, and it has loaded no voucher the issuer did not sell.
+ */
+static gboolean
+evidence_through (Reconcile *rc,
+                  const guint8 register_id[TALLY_ID_BYTES],
+                  guint64 counter,
+                  gint64 *backed,
+                  GError **error)
+{
+  TallyIssuerEvidence ev;
+  return tally_issuer_store_register_evidence (rc->issuer->store, register_id, counter, &ev,
+                                               error) &&
+         add_signed (ev.vouchers, ev.received, backed, error) &&
+         add_signed (*backed, -ev.spent, backed, error);
+}
+
+/* @amount of a reclaim the evidence does not back goes back to the
+ * register's view and is counted as refused. */
+static gboolean
+refuse_to (Reconcile *rc, const guint8 register_id[TALLY_ID_BYTES], gint64 amount, GError **error)
+{
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  g_autofree char *hex = short_hex (register_id);
+  g_info ("register %s: %" G_GINT64_FORMAT " of a reclaim not backed by evidence is refused", hex,
+          amount);
+  rc->report.refused += amount;
+  return tally_issuer_store_register_get (rc->issuer->store, register_id, &row, error) &&
+         add_signed (row.view_balance, amount, &row.view_balance, error) &&
+         add_signed (row.refused, amount, &row.refused, error) &&
+         tally_issuer_store_register_put (rc->issuer->store, &row, error);
+}
+
+/*
  * Reclaim (protocol.md 5): the payee reconciled a bundle made at or after
  * the permission's expiry that did not list it, and an honest payee refuses
  * it from then on, so the value goes back to the payer's online account as
@@ -919,17 +957,28 @@ reclaim (Reconcile *rc, TallyIssuerEntryRow *row, GError **error)
   g_return_val_if_fail (row->state == TALLY_ISSUER_ENTRY_IN_FLIGHT, FALSE);
   g_return_val_if_fail (row->kind == TALLY_ISSUER_ENTRY_PERMISSION, FALSE);
 
+  /* Like a defund (5.5): the refund goes online only as far as the payer's
+   * evidence before this permission backs it; what it does not back stays
+   * in the payer's view, where it came from, and is refused. */
+  gint64 backed;
+  if (!evidence_through (rc, row->register_id, row->counter, &backed, error) ||
+      !add_signed (backed, row->amount, &backed, error))
+    return FALSE;
+  row->credited = CLAMP (backed, 0, row->amount);
+  gint64 refused = row->amount - row->credited;
+
   TallyIssuerTotals *t = &rc->totals;
   if (!add_signed (t->in_flight, -row->amount, &t->in_flight, error) ||
-      !add_signed (t->reclaimed, row->amount, &t->reclaimed, error) ||
-      !credit_account_of (rc, row->register_id, row->amount, error))
+      !add_signed (t->reclaimed, row->credited, &t->reclaimed, error) ||
+      !credit_account_of (rc, row->register_id, row->credited, error) ||
+      (refused > 0 && !refuse_to (rc, row->register_id, refused, error)))
     return FALSE;
   t->reclaimed_count++;
   entry_enter_state (row, TALLY_ISSUER_ENTRY_RECLAIMED);
   if (!tally_issuer_store_entry_update (rc->issuer->store, row, error))
     return FALSE;
   rc->report.reclaimed++;
-  rc->report.reclaimed_amount += row->amount;
+  rc->report.reclaimed_amount += row->credited;
   return TRUE;
 }
 
@@ -967,28 +1016,6 @@ prove_late_receipt (Reconcile *rc,
   rc->revocations_changed |= changed;
   rc->report.late_receipts++;
   return TRUE;
-}
-
-/*
- * The register's evidence through @counter (protocol.md 5.5): vouchers sold
- * to it, plus payments to it that are settled, minus the signed amounts of
- * all its own entries booked with a counter up to @counter.  An honest
- * register's balance after its entry at @counter is never more than this,
- * because every payment it had received by then is booked once its bundle
- * is, and it has loaded no voucher the issuer did not sell.
- */
-static gboolean
-evidence_through (Reconcile *rc,
-                  const guint8 register_id[TALLY_ID_BYTES],
-                  guint64 counter,
-                  gint64 *backed,
-                  GError **error)
-{
-  TallyIssuerEvidence ev;
-  return tally_issuer_store_register_evidence (rc->issuer->store, register_id, counter, &ev,
-                                               error) &&
-         add_signed (ev.vouchers, ev.received, backed, error) &&
-         add_signed (*backed, -ev.spent, backed, error);
 }
 
 /*

@@ -1845,7 +1845,15 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
                         "payment of step %u (%s counter %" G_GUINT64_FORMAT ") is still in "
                         "flight after every register reconciled past its expiry",
                         a->step, payer->name, a->counter);
-    case TALLY_ISSUER_ENTRY_RECLAIMED: *reclaimed += a->amount; break;
+    case TALLY_ISSUER_ENTRY_RECLAIMED:
+      /* A refund goes online only as far as the payer's evidence backs it
+       * (protocol.md 5.1): in full for every payer that never forked. */
+      if (e->credited != a->amount && !payer->forked)
+        return violation (sc,
+                          "the refund of step %u to %s is %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
+                          a->step, payer->name, e->credited, a->amount);
+      *reclaimed += e->credited;
+      break;
     case TALLY_ISSUER_ENTRY_SETTLED: break;
     }
 

@@ -1897,6 +1897,35 @@ empty_bundle_at (const TestRegister *reg, guint64 created_at)
   return spent_bundle_at (reg, created_at, NULL, 0);
 }
 
+/* A register with nothing behind it signs a payment it never delivers and
+ * waits for the refund: the issuer pays back only what its evidence backs. */
+static void
+test_evidence_reclaim_beyond_evidence_is_refused (Fixture *f, gconstpointer data)
+{
+  open_account (f, "mallory", 0);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) p = test_permission_expiring (m, b, 4000, TEST_NOW + 100);
+
+  g_autoptr (GBytes) bundle_m = spent_bundle_at (m, TEST_NOW, &p, 1);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) rm = test_reconcile (f->issuer, bundle_m, &report);
+  g_assert_true (rm->revoked); /* 40.00 spent from nothing: overdrawn */
+
+  g_autoptr (GBytes) past = empty_bundle_at (b, TEST_NOW + 200);
+  g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, past, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (report.reclaimed_amount, ==, 0);
+  g_assert_cmpint (report.refused, ==, 4000);
+  g_assert_cmpint (balance_of (f, "mallory"), ==, 0);
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.identity);
+  g_assert_cmpint (audit.fraud_exposure, ==, 0);
+  g_assert_cmpint (audit.in_flight, ==, 0);
+  g_assert_cmpint (audit.refused, ==, 4000);
+}
+
 static void
 reopen_issuer (Fixture *f)
 {
@@ -2764,6 +2793,8 @@ main (int argc, char **argv)
        test_evidence_payment_over_limit_proves_payer_and_payee);
   ADD ("/issuer/evidence/payment-over-limit-reported-by-payer-first",
        test_evidence_payment_over_limit_reported_by_payer_first);
+  ADD ("/issuer/evidence/reclaim-beyond-evidence-is-refused",
+       test_evidence_reclaim_beyond_evidence_is_refused);
 #undef ADD
 
   return g_test_run ();
