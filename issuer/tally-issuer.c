@@ -1019,14 +1019,17 @@ prove_late_receipt (Reconcile *rc,
 }
 
 /*
- * A defund is credited only up to the evidence before it: whatever a
- * rolled-back, edited or cloned register claims beyond that is refused and
- * never reaches an account.  Called before the defund's own row is booked,
- * and after every entry the bundle lists below it (entries are booked in
- * counter order and a bundle with a gap is refused whole), so entries at
- * the same counter that a clone booked earlier count against it.  A revoked
+ * A defund is credited only up to the register's evidence over every entry
+ * of it booked so far, whatever the counter: whatever a rolled-back,
+ * edited or cloned register claims beyond that is refused and never reaches
+ * an account.  Bounding by the entries below the defund's counter only
+ * would let a clone's defund at an old counter be credited against value a
+ * later defund already took.  An honest register closes at its defund, so
+ * nothing of its is ever booked above one.  Called before the defund's own
+ * row is booked and after every permission the bundle lists (defunds are
+ * booked last, and a bundle with a gap is refused whole).  A revoked
  * register may still defund what its evidence backs: the value is its
- * account holder's, and the bound alone keeps clones from cashing out twice.
+ * account holder's.
  */
 static gboolean
 defund_credit (Reconcile *rc, const Booking *b, gint64 *credited, GError **error)
@@ -1034,7 +1037,7 @@ defund_credit (Reconcile *rc, const Booking *b, gint64 *credited, GError **error
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   gint64 backed = 0;
   if (!tally_issuer_store_register_get (rc->issuer->store, b->payer, &row, error) ||
-      !evidence_through (rc, b->payer, b->counter, &backed, error))
+      !evidence_through (rc, b->payer, G_MAXINT64, &backed, error))
     return FALSE;
   *credited = CLAMP (backed, 0, b->amount);
   gint64 refused = b->amount - *credited;
@@ -1423,10 +1426,16 @@ parse_spent (Reconcile *rc, const Tally__SpentEntry *spent, Booking *b, GError *
   return TRUE;
 }
 
+/* Permissions in counter order, then defunds in counter order: a defund is
+ * judged against every other entry the bundle lists (an honest register
+ * closes at its defund, so nothing of its follows one). */
 static gint
 compare_booking_counter (gconstpointer a, gconstpointer b)
 {
   const Booking *x = a, *y = b;
+  gboolean dx = x->kind == TALLY_ISSUER_ENTRY_DEFUND, dy = y->kind == TALLY_ISSUER_ENTRY_DEFUND;
+  if (dx != dy)
+    return dx ? 1 : -1;
   return x->counter < y->counter ? -1 : x->counter > y->counter ? 1 : 0;
 }
 
@@ -1442,7 +1451,9 @@ book_spent (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError **e
     }
     g_array_append_val (bookings, b);
   }
-  /* In counter order, so each entry meets its predecessor's chain head. */
+  /* In counter order, so each entry meets its predecessor's chain head
+   * (an entry booked before its predecessor is checked by its successor
+   * test in detect_fraud), defunds last. */
   g_array_sort (bookings, compare_booking_counter);
   for (guint i = 0; i < bookings->len; i++)
     if (!book (rc, &g_array_index (bookings, Booking, i), error))
@@ -1648,14 +1659,17 @@ collect_outcomes (Reconcile *rc, GError **error)
   return TRUE;
 }
 
-/* Highest own counter the bundle lists; 0 when it lists none.  rc->spent
- * is sorted by counter once booked. */
+/* The bundle's own entry with the highest counter; NULL when it lists none. */
 static const Booking *
 highest_listed (Reconcile *rc)
 {
-  if (rc->spent->len == 0)
-    return NULL;
-  return &g_array_index (rc->spent, Booking, rc->spent->len - 1);
+  const Booking *top = NULL;
+  for (guint i = 0; i < rc->spent->len; i++) {
+    const Booking *b = &g_array_index (rc->spent, Booking, i);
+    if (top == NULL || b->counter > top->counter)
+      top = b;
+  }
+  return top;
 }
 
 /* Highest c such that every counter 1..c of the register is booked. */

@@ -1868,6 +1868,44 @@ test_evidence_payment_over_limit_reported_by_payer_first (Fixture *f, gconstpoin
   g_assert_cmpint (audit.in_flight, ==, 0);
 }
 
+/* Found by the model of the issuer's booking (docs/reliability.md): a copy
+ * defunds at a counter below a defund already credited.  Judged only
+ * against the entries below its own counter it would be paid again. */
+static void
+test_evidence_clone_defund_below_a_later_defund_is_refused (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 2000);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (GBytes) voucher = sell (f, a, 2000);
+  guint8 genesis[TALLY_HASH_BYTES];
+  memcpy (genesis, a->head, sizeof genesis);
+  g_autoptr (GBytes) d1 = test_defund (a, 1000);
+  g_autoptr (GBytes) d2 = test_defund (a, 1000);
+  a->counter = 0;
+  memcpy (a->head, genesis, sizeof genesis);
+  g_autoptr (GBytes) copy = test_defund (a, 999);
+
+  g_autoptr (TestBundle) first = test_bundle_new (a);
+  test_bundle_add_voucher (first, voucher);
+  test_bundle_add_spent (first, d1, NULL);
+  test_bundle_add_spent (first, d2, NULL);
+  g_autoptr (GBytes) bundle1 = test_bundle_sign (first);
+  TallyReconcileReport report;
+  g_autoptr (Tally__ReconciliationResult) r1 = test_reconcile (f->issuer, bundle1, &report);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 2000);
+
+  g_autoptr (TestBundle) second = test_bundle_new (a);
+  test_bundle_add_spent (second, copy, NULL);
+  g_autoptr (GBytes) bundle2 = test_bundle_sign (second);
+  g_autoptr (Tally__ReconciliationResult) r2 = test_reconcile (f->issuer, bundle2, &report);
+  g_assert_true (r2->revoked);
+  g_assert_cmpint (report.refused, ==, 999);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 2000);
+  TallyAudit audit = audit_of (f);
+  g_assert_true (audit.identity);
+  g_assert_cmpint (audit.online, ==, audit.issued);
+}
+
 /* --- reclaim --- */
 
 /* The identity always holds; "balanced" also needs no exposure. */
@@ -2785,6 +2823,8 @@ main (int argc, char **argv)
   ADD ("/issuer/evidence/key-overspend-to-accomplice-is-exposure",
        test_evidence_key_overspend_to_accomplice_is_exposure);
   ADD ("/issuer/evidence/clones-cash-out-once", test_evidence_clones_cash_out_once);
+  ADD ("/issuer/evidence/clone-defund-below-a-later-defund-is-refused",
+       test_evidence_clone_defund_below_a_later_defund_is_refused);
   ADD ("/issuer/evidence/honest-onward-spend-is-not-fraud",
        test_evidence_honest_onward_spend_is_not_fraud);
   ADD ("/issuer/evidence/bundle-judged-through-its-own-counter",
