@@ -26,7 +26,8 @@
  *  (b) E(A, highest counter of an accepted bundle of A) < 0 only when A is
  *      revoked and named by a fraud proof
  *  (c) at the end, the reported exposure is the value A made; with every
- *      entry it signed in its accepted bundles, A made none or is revoked
+ *      entry it signed booked at a counter no higher than an accepted
+ *      bundle of A reached, A made none or is revoked
  *  (d) an honest defund is credited in full; honest registers are never
  *      revoked or named; at the end the issuer's view of each is its balance
  *  (e) R7 in every state
@@ -37,7 +38,8 @@
  *                     the defund's counter: (a)
  *  -DNO_R3            bundles with a gap accepted: (b)
  *  -DNO_R5            no OVERDRAWN proof: (b)
- * and to widen the universe: -DSELF_PAY (the adversary pays itself),
+ * and to widen the universe: -DSELF_PAY (the adversary pays itself;
+ * breaks (a) through the final reclaim, docs/reliability.md),
  * -DA_PAYS_H1 (it pays either honest register), -DMAXC=3, -DHMAX=2,
  * -DV_H1=..., -DWITNESS='expr' (asserts !expr: spin shows a run reaching
  * expr, to see that a state is reachable).
@@ -451,6 +453,7 @@ inline settle_all() {
   :: else -> break
   od;
   assert(inflight == 0);
+  invariants();
   /* (d) the issuer's view of an honest register is what it holds */
   assert(view[H1] == bal[H1] && view[H2] == bal[H2]);
   /* (c) value the adversary made: what it paid honest registers and took
@@ -471,8 +474,8 @@ inline settle_all() {
   v_cr = (v_cr > 0 -> v_cr : 0);
   v_x = (revoked[A] && view[A] < 0 -> -view[A] : 0); /* reported exposure */
   assert(v_x == (revoked[A] -> v_cr : 0));
-  /* with every entry it signed in its accepted bundles, an adversary that
-   * made value is revoked */
+  /* with every entry it signed booked at a counter no higher than an
+   * accepted bundle of it reached, an adversary that made value is revoked */
   v_ok = 1;
   v_i = 0;
   do
