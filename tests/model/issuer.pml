@@ -39,7 +39,8 @@
  *  -DNO_R3            bundles with a gap accepted: (b)
  *  -DNO_R5            no OVERDRAWN proof: (b)
  * and to widen the universe: -DSELF_PAY (the adversary pays itself;
- * breaks (a) through the final reclaim, docs/reliability.md),
+ * breaks (a) through the final reclaim, docs/reliability.md; passes with
+ * -DRECLAIM_BOUNDED, a reclaim credited under R4's bound),
  * -DA_PAYS_H1 (it pays either honest register), -DMAXC=3, -DHMAX=2,
  * -DV_H1=..., -DWITNESS='expr' (asserts !expr: spin shows a run reaching
  * expr, to see that a state is reachable).
@@ -446,7 +447,19 @@ inline settle_all() {
     if
     :: e[v_i].booked && e[v_i].kind == PERM && !e[v_i].half ->
       inflight = inflight - e[v_i].amt;
+#ifdef RECLAIM_BOUNDED
+      /* as R4: credited up to the evidence without this permission; the
+       * rest goes back to the payer's view */
+      evidence(e[v_i].owner, 255);
+      v_cr = v_ev + e[v_i].amt;
+      v_cr = (v_cr > 0 -> v_cr : 0);
+      v_cr = (v_cr < e[v_i].amt -> v_cr : e[v_i].amt);
+      online[e[v_i].owner] = online[e[v_i].owner] + v_cr;
+      view[e[v_i].owner] = view[e[v_i].owner] + e[v_i].amt - v_cr;
+      printf("MSC:   reclaim %d credited %d of %d\n", v_i, v_cr, e[v_i].amt)
+#else
       online[e[v_i].owner] = online[e[v_i].owner] + e[v_i].amt
+#endif
     :: else
     fi;
     v_i++
