@@ -35,6 +35,8 @@ PACKAGES=(
   # tools/tally.lua is tested with tshark (tests/tools)
   tshark
   valgrind
+  # tests/model: the issuer's booking checked by the spin model checker
+  spin
   jq
   ca-certificates
   git
