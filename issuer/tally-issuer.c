@@ -1289,6 +1289,14 @@ parse_permission (Reconcile *rc, const Tally__SignedEnvelope *env, Booking *b, G
       !tally_amount_check (p->amount, rc->issuer->currency, error) ||
       !check_chain_fields (p->counter, &p->chain_prev, error))
     return FALSE;
+  /* No honest register pays itself (the peer check refuses it), and a
+   * payment to oneself would count as received evidence at any counter
+   * while it is spent at one: refused, so the evidence stays sound (5.5). */
+  if (memcmp (p->payer_register_id.data, p->payee_register_id.data, TALLY_ID_BYTES) == 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER,
+                 "permission pays the register that signed it");
+    return FALSE;
+  }
 
   *b = (Booking) { 0 };
   b->env = env;

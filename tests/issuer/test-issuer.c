@@ -1906,6 +1906,28 @@ test_evidence_clone_defund_below_a_later_defund_is_refused (Fixture *f, gconstpo
   g_assert_cmpint (audit.online, ==, audit.issued);
 }
 
+/* A register that pays itself: refused whole, as no honest register can
+ * make one, and nothing is booked. */
+static void
+test_evidence_payment_to_oneself_is_refused (Fixture *f, gconstpointer data)
+{
+  open_account (f, "mallory", 2000);
+  g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
+  g_autoptr (GBytes) voucher = sell (f, m, 2000);
+  g_autoptr (GBytes) self = test_permission (m, m, 1000);
+  g_autoptr (GBytes) receipt = test_receipt (m, self);
+
+  g_autoptr (TestBundle) spent = test_bundle_new (m);
+  test_bundle_add_spent (spent, self, receipt);
+  g_autoptr (GBytes) bundle_spent = test_bundle_sign (spent);
+  assert_reconcile_fails (f, bundle_spent, TALLY_ERROR_WRONG_REGISTER);
+
+  g_autoptr (TestBundle) received = test_bundle_new (m);
+  test_bundle_add_received (received, m->cert, self, receipt);
+  g_autoptr (GBytes) bundle_received = test_bundle_sign (received);
+  assert_reconcile_fails (f, bundle_received, TALLY_ERROR_WRONG_REGISTER);
+}
+
 /* --- reclaim --- */
 
 /* The identity always holds; "balanced" also needs no exposure. */
@@ -2823,6 +2845,7 @@ main (int argc, char **argv)
   ADD ("/issuer/evidence/key-overspend-to-accomplice-is-exposure",
        test_evidence_key_overspend_to_accomplice_is_exposure);
   ADD ("/issuer/evidence/clones-cash-out-once", test_evidence_clones_cash_out_once);
+  ADD ("/issuer/evidence/payment-to-oneself-is-refused", test_evidence_payment_to_oneself_is_refused);
   ADD ("/issuer/evidence/clone-defund-below-a-later-defund-is-refused",
        test_evidence_clone_defund_below_a_later_defund_is_refused);
   ADD ("/issuer/evidence/honest-onward-spend-is-not-fraud",

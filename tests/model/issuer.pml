@@ -450,7 +450,14 @@ inline settle_all() {
 #ifdef RECLAIM_BOUNDED
       /* as R4: credited up to the evidence without this permission; the
        * rest goes back to the payer's view */
+#ifdef RECLAIM_UPTO_COUNTER
+      /* the issuer's rule (protocol.md 5.1): the payer's entries up to the
+       * permission's own counter, which an honest payer's balance before
+       * its payment always covers */
+      evidence(e[v_i].owner, e[v_i].cnt);
+#else
       evidence(e[v_i].owner, 255);
+#endif
       v_cr = v_ev + e[v_i].amt;
       v_cr = (v_cr > 0 -> v_cr : 0);
       v_cr = (v_cr < e[v_i].amt -> v_cr : e[v_i].amt);
