@@ -20,6 +20,14 @@
  *   OUTCOME_FRAUD_PROVED    a double spend reaches the issuer as a bundle that
  *                           verifies; the issuer books it, writes the fraud
  *                           proof the error names and revokes the register.
+ *   OUTCOME_EVIDENCE_ENFORCED
+ *                           a register's owner, with root over its database
+ *                           and its key, feeds the issuer a bundle that
+ *                           verifies but spends or defunds beyond the
+ *                           register's evidence (protocol.md 5.5); the issuer
+ *                           credits the evidence only, writes the proofs the
+ *                           case expects (World.judged) and revokes the
+ *                           culprit alone.
  */
 
 #include <sqlite3.h>
@@ -952,6 +960,55 @@ prepare_revocation_list_from_rogue (World *w)
   g_autoptr (GBytes) hello = NULL;
   g_autoptr (Tally__PaymentRequest) req = scripted_payee (w, &hello);
   w->input = scripted_offer (w, hello, req, list);
+}
+
+/* --- preparations: another currency (one peer check, wallet/tally-peer.c) ---------------- */
+
+/* @index's certificate with its currency changed to @currency and signed
+ * again with the world issuer's key, read from its key file: what an issuer
+ * serving two currencies under one key would hand out. */
+static GBytes *
+world_certificate_in (World *w, DeviceIndex index, const char *currency)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) cert = world_certificate (w, index, CERTIFIED, VALID_UNTIL);
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (cert);
+  g_autoptr (Tally__RegisterCertificate) c =
+    TALLY_UNPACK (Tally__RegisterCertificate, tally__register_certificate, env->body.data,
+                  env->body.len, "certificate", &error);
+  g_assert_no_error (error);
+  char *own = c->currency;
+  c->currency = (char *) currency;
+  g_autoptr (GBytes) body = tally_message_pack (&c->base);
+  c->currency = own;
+
+  g_autofree char *key_path = g_build_filename (w->root, "issuer", "issuer.key", NULL);
+  guint8 *sk = tally_secret_key_new ();
+  g_assert_true (tally_key_file_read (key_path, sk, &error));
+  g_assert_no_error (error);
+  GBytes *out =
+    tally_envelope_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE,
+                         g_bytes_get_data (body, NULL), g_bytes_get_size (body), sk);
+  tally_secret_key_free (sk);
+  return out;
+}
+
+static void
+prepare_payer_certificate_in_another_currency (World *w)
+{
+  scripted_payer (w, 700);
+  g_autoptr (GBytes) cert = world_certificate_in (w, DEVICE_PAYER, "USD");
+  g_autoptr (GBytes) perm = honest_permission (w);
+  w->input = script_pay (&w->script, cert, perm, PAYER (w), NULL);
+}
+
+static void
+prepare_payee_certificate_in_another_currency (World *w)
+{
+  g_autoptr (GBytes) hello = NULL;
+  g_autoptr (Tally__PaymentRequest) req = scripted_payee (w, &hello);
+  g_autoptr (GBytes) cert = world_certificate_in (w, DEVICE_PAYEE, "USD");
+  w->input = script_offer (&w->script, hello, cert, req, PAYEE (w), NULL);
 }
 
 /* --- preparations: certificate validity -------------------------------------------- */
@@ -1888,6 +1945,13 @@ static const Case cases[] = {
            prepare_voucher_from_rogue, attack_load),
   REFUSED ("payer-refuses-gossiped-revocation-list-from-another-issuer", SESSION, WRONG_ISSUER,
            prepare_revocation_list_from_rogue, attack_payer),
+
+  /* Another currency under the same issuer key: the session once skipped
+   * the register's currency check (wallet/tally-peer.c is now the one). */
+  REFUSED ("payee-refuses-payer-certificate-in-another-currency", SESSION, CURRENCY_MISMATCH,
+           prepare_payer_certificate_in_another_currency, attack_payee),
+  REFUSED ("payer-refuses-payee-certificate-in-another-currency", SESSION, CURRENCY_MISMATCH,
+           prepare_payee_certificate_in_another_currency, attack_payer),
 
   /* Certificate validity, both sides. */
   REFUSED ("payee-refuses-expired-payer-certificate", SESSION, CERT_EXPIRED,
