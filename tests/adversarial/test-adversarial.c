@@ -1415,6 +1415,27 @@ prepare_permission_over_max_payment_signed_with_key (World *w)
                             .in_flight = MAX_PAYMENT + 1 };
 }
 
+/* The register pays (counter 1) and defunds the rest (counter 2); the
+ * owner re-signs the bundle without the payment, so that the defund could
+ * be credited against the value the payment spent. */
+static void
+prepare_bundle_hiding_payment_below_defund (World *w)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) perm = fixture_pay (PAYER (w), PAYEE (w), 3000, "hidden", NOW, NULL);
+  g_autoptr (GBytes) defund = tally_register_defund (PAYER (w), NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) honest = export_bundle (PAYER (w));
+  g_autoptr (Tally__ReconciliationBundle) b = bundle_open (honest);
+  g_assert_cmpuint (b->n_spent, ==, 2);
+  Tally__ReconciliationBundle forged = *b;
+  forged.spent = &b->spent[1];
+  forged.n_spent = 1;
+  g_autoptr (GBytes) body = tally_message_pack (&forged.base);
+  w->input = fixture_register_sign (
+    PAYER (w), TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, body);
+}
+
 /* The payee credits a payment and keeps the receipt to itself, so the
  * payer holds it pending; its bundle made after the permission expired
  * leaves the payment out, and the payer's next bundle has it reclaimed
@@ -2004,6 +2025,8 @@ static const Case cases[] = {
             INSUFFICIENT_FUNDS, prepare_permissions_signed_with_key_beyond_balance),
   ENFORCED ("issuer-proves-payment-over-max-payment-signed-with-the-key-and-revokes",
             LIMIT_PAYMENT, prepare_permission_over_max_payment_signed_with_key),
+  REFUSED ("issuer-refuses-bundle-hiding-a-payment-below-its-defund", ISSUER, INCOMPLETE,
+           prepare_bundle_hiding_payment_below_defund, attack_reconcile),
   ENFORCED ("issuer-proves-payee-spending-a-payment-it-hid-until-reclaimed-and-revokes",
             INSUFFICIENT_FUNDS, prepare_payee_spends_payment_it_hid),
   ENFORCED ("issuer-proves-late-receipt-when-a-hidden-payment-surfaces-and-revokes", EXPIRED,
