@@ -635,7 +635,9 @@ key_chain_init (TallyRegister *reg, KeyChain *chain)
 /* Signs @entry, whose counter and chain_prev come from @chain, and moves
  * @chain past it. */
 static GBytes *
-key_sign_entry (TallyRegister *reg, KeyChain *chain, Tally__SignatureContext ctx,
+key_sign_entry (TallyRegister *reg,
+                KeyChain *chain,
+                Tally__SignatureContext ctx,
                 const ProtobufCMessage *entry)
 {
   GBytes *env = fixture_register_sign_message (reg, ctx, entry);
@@ -650,8 +652,11 @@ key_sign_entry (TallyRegister *reg, KeyChain *chain, Tally__SignatureContext ctx
 /* A permission for @req carrying @currency and @amount, signed with the
  * payer's key at the next counter, whatever its balance and limits. */
 static GBytes *
-key_permission (TallyRegister *payer, KeyChain *chain, const Tally__PaymentRequest *req,
-                const char *currency, gint64 amount)
+key_permission (TallyRegister *payer,
+                KeyChain *chain,
+                const Tally__PaymentRequest *req,
+                const char *currency,
+                gint64 amount)
 {
   guint8 memo[TALLY_HASH_BYTES];
   tally_hash ("memo", req->memo, strlen (req->memo), memo);
@@ -704,13 +709,25 @@ key_defund (TallyRegister *reg, KeyChain *chain, gint64 amount, guint64 now)
   return key_sign_entry (reg, chain, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND, &d.base);
 }
 
+/* @bundle packed and signed with @reg's key. */
+static GBytes *
+key_sign_bundle (TallyRegister *reg, const Tally__ReconciliationBundle *bundle)
+{
+  g_autoptr (GBytes) body = tally_message_pack (&bundle->base);
+  return fixture_register_sign (
+    reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, body);
+}
+
 #define MAX_KEY_ENTRIES 8
 
 /* @bundle, an honest export of @reg, as the owner re-signs it with the
  * key: the @n_spent entries signed with the key appended to its own, its
  * counter and chain head moved to @chain. */
 static GBytes *
-key_bundle_with (TallyRegister *reg, GBytes *bundle, GBytes *const *spent, gsize n_spent,
+key_bundle_with (TallyRegister *reg,
+                 GBytes *bundle,
+                 GBytes *const *spent,
+                 gsize n_spent,
                  const KeyChain *chain)
 {
   g_autoptr (Tally__ReconciliationBundle) b = bundle_open (bundle);
@@ -733,11 +750,10 @@ key_bundle_with (TallyRegister *reg, GBytes *bundle, GBytes *const *spent, gsize
   forged.counter = chain->counter;
   forged.chain_head.data = (guint8 *) chain->head;
   forged.chain_head.len = TALLY_HASH_BYTES;
-  g_autoptr (GBytes) body = tally_message_pack (&forged.base);
+  GBytes *signed_bundle = key_sign_bundle (reg, &forged);
   for (gsize i = 0; i < n_spent; i++)
     tally__signed_envelope__free_unpacked (envs[i], NULL);
-  return fixture_register_sign (reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
-                                body);
+  return signed_bundle;
 }
 
 /* @bundle, an honest export of @reg, re-signed without its received
@@ -750,9 +766,7 @@ key_bundle_without_received (TallyRegister *reg, GBytes *bundle)
   Tally__ReconciliationBundle forged = *b;
   forged.received = NULL;
   forged.n_received = 0;
-  g_autoptr (GBytes) body = tally_message_pack (&forged.base);
-  return fixture_register_sign (reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
-                                body);
+  return key_sign_bundle (reg, &forged);
 }
 
 /* --- attacks -------------------------------------------------------------------- */
@@ -1331,12 +1345,12 @@ prepare_defund_of_edited_balance (World *w)
   g_assert_no_error (error);
   w->input = export_bundle (PAYER (w));
   /* The 100.00 the issuer sold it is all the evidence there is. */
-  w->judged = (Judgement) { .culprit = DEVICE_PAYER,
-                            .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
-                            .n_kinds = 1,
-                            .deficit = MINTED - PAYER_FUNDS,
-                            .credited = PAYER_FUNDS,
-                            .refused = MINTED - PAYER_FUNDS };
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 1,
+                           .deficit = MINTED - PAYER_FUNDS,
+                           .credited = PAYER_FUNDS,
+                           .refused = MINTED - PAYER_FUNDS };
 }
 
 static void
@@ -1347,12 +1361,12 @@ prepare_defund_signed_with_key (World *w)
   g_autoptr (GBytes) defund = key_defund (PAYER (w), &chain, MINTED, NOW);
   g_autoptr (GBytes) honest = export_bundle (PAYER (w));
   w->input = key_bundle_with (PAYER (w), honest, &defund, 1, &chain);
-  w->judged = (Judgement) { .culprit = DEVICE_PAYER,
-                            .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
-                            .n_kinds = 1,
-                            .deficit = MINTED - PAYER_FUNDS,
-                            .credited = PAYER_FUNDS,
-                            .refused = MINTED - PAYER_FUNDS };
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 1,
+                           .deficit = MINTED - PAYER_FUNDS,
+                           .credited = PAYER_FUNDS,
+                           .refused = MINTED - PAYER_FUNDS };
 }
 
 /* The key signs three payments of the certified maximum, 150.00 from a
@@ -1362,7 +1376,10 @@ static void
 prepare_permissions_signed_with_key_beyond_balance (World *w)
 {
   g_autoptr (GError) error = NULL;
-  enum { N = 3 };
+  enum
+  {
+    N = 3
+  };
   KeyChain chain;
   key_chain_init (PAYER (w), &chain);
   g_autoptr (GBytes) cert = tally_register_get_certificate (PAYER (w));
@@ -1387,12 +1404,12 @@ prepare_permissions_signed_with_key_beyond_balance (World *w)
   /* Awaiting while only the payee had reported; proven and exposure once
    * the payer's own bundle is booked. */
   gint64 beyond = N * MAX_PAYMENT - PAYER_FUNDS;
-  w->judged = (Judgement) { .culprit = DEVICE_PAYER,
-                            .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
-                            .n_kinds = 1,
-                            .deficit = beyond,
-                            .exposure = beyond,
-                            .awaiting = beyond };
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 1,
+                           .deficit = beyond,
+                           .exposure = beyond,
+                           .awaiting = beyond };
 }
 
 static void
@@ -1409,10 +1426,10 @@ prepare_permission_over_max_payment_signed_with_key (World *w)
   g_autoptr (GBytes) honest = export_bundle (PAYER (w));
   w->input = key_bundle_with (PAYER (w), honest, &perm, 1, &chain);
   /* Within the evidence, but no honest register signs it. */
-  w->judged = (Judgement) { .culprit = DEVICE_PAYER,
-                            .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT },
-                            .n_kinds = 1,
-                            .in_flight = MAX_PAYMENT + 1 };
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT },
+                           .n_kinds = 1,
+                           .in_flight = MAX_PAYMENT + 1 };
 }
 
 /* The register pays (counter 1) and defunds the rest (counter 2); the
@@ -1431,9 +1448,7 @@ prepare_bundle_hiding_payment_below_defund (World *w)
   Tally__ReconciliationBundle forged = *b;
   forged.spent = &b->spent[1];
   forged.n_spent = 1;
-  g_autoptr (GBytes) body = tally_message_pack (&forged.base);
-  w->input = fixture_register_sign (
-    PAYER (w), TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, body);
+  w->input = key_sign_bundle (PAYER (w), &forged);
 }
 
 /* The payee credits a payment and keeps the receipt to itself, so the
@@ -1477,12 +1492,12 @@ prepare_payee_spends_payment_it_hid (World *w)
   w->now = t + 30;
   g_autoptr (GBytes) honest = export_bundle_at (PAYEE (w), w->now);
   w->input = key_bundle_without_received (PAYEE (w), honest);
-  w->judged = (Judgement) { .culprit = DEVICE_PAYEE,
-                            .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
-                            .n_kinds = 1,
-                            .deficit = HIDDEN,
-                            .exposure = HIDDEN,
-                            .awaiting = HIDDEN };
+  w->judged = (Judgement){ .culprit = DEVICE_PAYEE,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 1,
+                           .deficit = HIDDEN,
+                           .exposure = HIDDEN,
+                           .awaiting = HIDDEN };
 }
 
 static void
@@ -1494,10 +1509,10 @@ prepare_hidden_payment_surfaces (World *w)
   w->input = export_bundle_at (PAYEE (w), w->now);
   /* The payer keeps the value it was given back; the payee's copy is
    * exposure, never evidence. */
-  w->judged = (Judgement) { .culprit = DEVICE_PAYEE,
-                            .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT },
-                            .n_kinds = 1,
-                            .exposure = HIDDEN };
+  w->judged = (Judgement){ .culprit = DEVICE_PAYEE,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT },
+                           .n_kinds = 1,
+                           .exposure = HIDDEN };
 }
 
 /* The register and a copy of its directory each defund the whole balance;
@@ -1516,12 +1531,12 @@ prepare_copy_defunds_again (World *w)
   g_assert_no_error (error);
   w->input = export_bundle_at (PAYER (w), w->now);
   /* The first defund at counter 1 already spent the evidence. */
-  w->judged = (Judgement) { .culprit = DEVICE_PAYER,
-                            .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED,
-                                       TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
-                            .n_kinds = 2,
-                            .deficit = PAYER_FUNDS,
-                            .refused = PAYER_FUNDS };
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED,
+                                      TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 2,
+                           .deficit = PAYER_FUNDS,
+                           .refused = PAYER_FUNDS };
 }
 
 /* --- preparations: frames ---------------------------------------------------------------- */
