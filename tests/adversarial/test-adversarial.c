@@ -20,8 +20,17 @@
  *   OUTCOME_FRAUD_PROVED    a double spend reaches the issuer as a bundle that
  *                           verifies; the issuer books it, writes the fraud
  *                           proof the error names and revokes the register.
+ *   OUTCOME_EVIDENCE_ENFORCED
+ *                           a register's owner, with root over its database
+ *                           and its key, feeds the issuer a bundle that
+ *                           verifies but spends or defunds beyond the
+ *                           register's evidence (protocol.md 5.5); the issuer
+ *                           credits the evidence only, writes the proofs the
+ *                           case expects (World.judged) and revokes the
+ *                           culprit alone.
  */
 
+#include <sqlite3.h>
 #include <string.h>
 
 #include "script.h"
@@ -69,6 +78,22 @@ typedef struct
   char *dir;
 } Device;
 
+/* What the issuer must make of a bundle an owner forged or fed, when the
+ * bundle verifies (OUTCOME_EVIDENCE_ENFORCED): the proofs it writes against
+ * the culprit, in order, and how each audit figure moves. */
+typedef struct
+{
+  DeviceIndex culprit;
+  Tally__FraudKind kinds[2];
+  guint n_kinds;
+  gint64 deficit;   /* the OVERDRAWN proof's, and the audit row's */
+  gint64 credited;  /* the culprit's online account grows by this */
+  gint64 refused;   /* defunded value never credited */
+  gint64 exposure;  /* the audit's fraud exposure grows by this */
+  gint64 awaiting;  /* ... and its awaiting falls by this */
+  gint64 in_flight; /* ... and in flight grows by this */
+} Judgement;
+
 typedef struct
 {
   char *root;
@@ -90,6 +115,7 @@ typedef struct
   GPtrArray *fragments;   /* GBytes, for the reassembler */
   GArray *fragment_times; /* gint64 microseconds, one per fragment */
   gint64 fraud_amount;    /* OUTCOME_FRAUD_PROVED: value spent beyond the evidence */
+  Judgement judged;       /* OUTCOME_EVIDENCE_ENFORCED: what the issuer must do */
 
   /* What the attack did. */
   TallySession *attacked;
@@ -321,37 +347,6 @@ random_message (Tally__SessionMessage__MsgCase msg_case)
   return script_pack_session (&m);
 }
 
-/* A permission signed with the payer's own key for @req, but carrying
- * @currency and @amount: a payer register that ignores its own rules. */
-static GBytes *
-forge_permission (World *w, const Tally__PaymentRequest *req, const char *currency, gint64 amount)
-{
-  TallyRegister *payer = PAYER (w);
-  g_assert_cmpuint (tally_register_get_counter (payer), ==, 0);
-  guint8 genesis[TALLY_HASH_BYTES], memo[TALLY_HASH_BYTES];
-  tally_chain_genesis (tally_register_get_id (payer), genesis);
-  tally_hash ("memo", req->memo, strlen (req->memo), memo);
-
-  Tally__Amount a = TALLY__AMOUNT__INIT;
-  a.currency = (char *) currency;
-  a.value = amount;
-  Tally__DepositPermission p = TALLY__DEPOSIT_PERMISSION__INIT;
-  p.payer_register_id.data = (guint8 *) tally_register_get_id (payer);
-  p.payer_register_id.len = TALLY_ID_BYTES;
-  p.payee_register_id = req->payee_register_id;
-  p.payee_nonce = req->nonce;
-  p.amount = &a;
-  p.counter = 1;
-  p.chain_prev.data = genesis;
-  p.chain_prev.len = sizeof genesis;
-  p.created_at = NOW;
-  p.memo_hash.data = memo;
-  p.memo_hash.len = sizeof memo;
-  p.expires_at = req->expires_at;
-  return fixture_register_sign_message (
-    payer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base);
-}
-
 /* --- the peers ------------------------------------------------------------------ */
 
 /* An honest payee session over the payee asking @amount, waiting for Hello. */
@@ -524,14 +519,32 @@ honest_pay (World *w, gint64 amount, const TallyAcceptPolicy *payee_policy, guin
   return pay;
 }
 
-/* @reg's bundle, exported at NOW. */
+/* @reg's bundle, exported at @now. */
+static GBytes *
+export_bundle_at (TallyRegister *reg, guint64 now)
+{
+  g_autoptr (GError) error = NULL;
+  GBytes *bundle = tally_register_export_bundle (reg, now, &error);
+  g_assert_no_error (error);
+  return bundle;
+}
+
 static GBytes *
 export_bundle (TallyRegister *reg)
 {
+  return export_bundle_at (reg, NOW);
+}
+
+/* Reconciles @bundle at @now; returns the result, not applied anywhere. */
+static GBytes *
+reconcile_bundle (World *w, GBytes *bundle, guint64 now, TallyReconcileReport *report)
+{
   g_autoptr (GError) error = NULL;
-  GBytes *bundle = tally_register_export_bundle (reg, NOW, &error);
+  GBytes *result = tally_issuer_reconcile (w->issuer, g_bytes_get_data (bundle, NULL),
+                                           g_bytes_get_size (bundle), now, report, &error);
   g_assert_no_error (error);
-  return bundle;
+  g_assert_nonnull (result);
+  return result;
 }
 
 /* Reconciles @reg at the issuer without applying the result. */
@@ -559,6 +572,201 @@ revoke (World *w, DeviceIndex index, DeviceIndex holder)
   g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (list);
   g_assert_true (tally_register_update_revocation_list (w->devices[holder].reg, env, &error));
   g_assert_no_error (error);
+}
+
+/* --- the owner: root over the register's database and key ----------------------- */
+
+/* What the owner of a soft register can do as root (threat-model.md §1):
+ * stop it, write @balance into its SQLite database, start it again. */
+static void
+edit_stored_balance (World *w, DeviceIndex index, gint64 balance)
+{
+  Device *d = &w->devices[index];
+  g_clear_pointer (&d->reg, tally_register_free);
+  g_autofree char *path = g_build_filename (d->dir, "register.db", NULL);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READWRITE, NULL), ==, SQLITE_OK);
+  sqlite3_stmt *st = NULL;
+  g_assert_cmpint (
+    sqlite3_prepare_v2 (db, "UPDATE register_state SET balance = ? WHERE id = 1", -1, &st, NULL),
+    ==, SQLITE_OK);
+  sqlite3_bind_int64 (st, 1, balance);
+  g_assert_cmpint (sqlite3_step (st), ==, SQLITE_DONE);
+  g_assert_cmpint (sqlite3_changes (db), ==, 1);
+  sqlite3_finalize (st);
+  g_assert_cmpint (sqlite3_close (db), ==, SQLITE_OK);
+  device_reopen (d);
+  g_assert_cmpint (tally_register_get_balance (d->reg), ==, balance);
+}
+
+static Tally__ReconciliationBundle *
+bundle_open (GBytes *bundle)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (bundle);
+  Tally__ReconciliationBundle *b =
+    TALLY_UNPACK (Tally__ReconciliationBundle, tally__reconciliation_bundle, env->body.data,
+                  env->body.len, "bundle", &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (b);
+  return b;
+}
+
+/* The counter and chain head the owner's next entry signed with the key
+ * (tally_register_sign_any, as reading the key file allows) must carry to
+ * extend the register's chain. */
+typedef struct
+{
+  guint64 counter;
+  guint8 head[TALLY_HASH_BYTES];
+} KeyChain;
+
+static void
+key_chain_init (TallyRegister *reg, KeyChain *chain)
+{
+  /* At time 0 the export leaves the register's horizon as it is. */
+  g_autoptr (GBytes) bundle = export_bundle_at (reg, 0);
+  g_autoptr (Tally__ReconciliationBundle) b = bundle_open (bundle);
+  g_assert_cmpuint (b->chain_head.len, ==, TALLY_HASH_BYTES);
+  chain->counter = b->counter;
+  memcpy (chain->head, b->chain_head.data, TALLY_HASH_BYTES);
+}
+
+/* Signs @entry, whose counter and chain_prev come from @chain, and moves
+ * @chain past it. */
+static GBytes *
+key_sign_entry (TallyRegister *reg,
+                KeyChain *chain,
+                Tally__SignatureContext ctx,
+                const ProtobufCMessage *entry)
+{
+  GBytes *env = fixture_register_sign_message (reg, ctx, entry);
+  guint8 entry_hash[TALLY_HASH_BYTES], next[TALLY_HASH_BYTES];
+  fixture_body_hash (env, entry_hash);
+  tally_chain_next (chain->head, entry_hash, next);
+  memcpy (chain->head, next, sizeof next);
+  chain->counter++;
+  return env;
+}
+
+/* A permission for @req carrying @currency and @amount, signed with the
+ * payer's key at the next counter, whatever its balance and limits. */
+static GBytes *
+key_permission (TallyRegister *payer,
+                KeyChain *chain,
+                const Tally__PaymentRequest *req,
+                const char *currency,
+                gint64 amount)
+{
+  guint8 memo[TALLY_HASH_BYTES];
+  tally_hash ("memo", req->memo, strlen (req->memo), memo);
+  Tally__Amount a = TALLY__AMOUNT__INIT;
+  a.currency = (char *) currency;
+  a.value = amount;
+  Tally__DepositPermission p = TALLY__DEPOSIT_PERMISSION__INIT;
+  p.payer_register_id.data = (guint8 *) tally_register_get_id (payer);
+  p.payer_register_id.len = TALLY_ID_BYTES;
+  p.payee_register_id = req->payee_register_id;
+  p.payee_nonce = req->nonce;
+  p.amount = &a;
+  p.counter = chain->counter + 1;
+  p.chain_prev.data = chain->head;
+  p.chain_prev.len = TALLY_HASH_BYTES;
+  p.created_at = NOW;
+  p.memo_hash.data = memo;
+  p.memo_hash.len = sizeof memo;
+  p.expires_at = req->expires_at;
+  return key_sign_entry (payer, chain,
+                         TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base);
+}
+
+/* A permission signed with the payer's own key for @req, but carrying
+ * @currency and @amount: a payer register that ignores its own rules. */
+static GBytes *
+forge_permission (World *w, const Tally__PaymentRequest *req, const char *currency, gint64 amount)
+{
+  KeyChain chain;
+  key_chain_init (PAYER (w), &chain);
+  g_assert_cmpuint (chain.counter, ==, 0);
+  return key_permission (PAYER (w), &chain, req, currency, amount);
+}
+
+/* A defund of @amount signed with the register's key at the next counter. */
+static GBytes *
+key_defund (TallyRegister *reg, KeyChain *chain, gint64 amount, guint64 now)
+{
+  Tally__Amount a = TALLY__AMOUNT__INIT;
+  a.currency = (char *) FIXTURE_CURRENCY;
+  a.value = amount;
+  Tally__DefundRecord d = TALLY__DEFUND_RECORD__INIT;
+  d.register_id.data = (guint8 *) tally_register_get_id (reg);
+  d.register_id.len = TALLY_ID_BYTES;
+  d.amount = &a;
+  d.counter = chain->counter + 1;
+  d.chain_prev.data = chain->head;
+  d.chain_prev.len = TALLY_HASH_BYTES;
+  d.created_at = now;
+  return key_sign_entry (reg, chain, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND, &d.base);
+}
+
+/* @bundle packed and signed with @reg's key. */
+static GBytes *
+key_sign_bundle (TallyRegister *reg, const Tally__ReconciliationBundle *bundle)
+{
+  g_autoptr (GBytes) body = tally_message_pack (&bundle->base);
+  return fixture_register_sign (
+    reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, body);
+}
+
+#define MAX_KEY_ENTRIES 8
+
+/* @bundle, an honest export of @reg, as the owner re-signs it with the
+ * key: the @n_spent entries signed with the key appended to its own, its
+ * counter and chain head moved to @chain. */
+static GBytes *
+key_bundle_with (TallyRegister *reg,
+                 GBytes *bundle,
+                 GBytes *const *spent,
+                 gsize n_spent,
+                 const KeyChain *chain)
+{
+  g_autoptr (Tally__ReconciliationBundle) b = bundle_open (bundle);
+  g_assert_cmpuint (b->n_spent + n_spent, <=, MAX_KEY_ENTRIES);
+  Tally__SpentEntry entries[MAX_KEY_ENTRIES];
+  Tally__SpentEntry *list[MAX_KEY_ENTRIES];
+  Tally__SignedEnvelope *envs[MAX_KEY_ENTRIES];
+  for (gsize i = 0; i < b->n_spent; i++)
+    list[i] = b->spent[i];
+  for (gsize i = 0; i < n_spent; i++) {
+    envs[i] = fixture_envelope (spent[i]);
+    tally__spent_entry__init (&entries[i]);
+    entries[i].permission = envs[i];
+    list[b->n_spent + i] = &entries[i];
+  }
+  /* A copy that borrows from @b: packed before @b goes. */
+  Tally__ReconciliationBundle forged = *b;
+  forged.spent = list;
+  forged.n_spent = b->n_spent + n_spent;
+  forged.counter = chain->counter;
+  forged.chain_head.data = (guint8 *) chain->head;
+  forged.chain_head.len = TALLY_HASH_BYTES;
+  GBytes *signed_bundle = key_sign_bundle (reg, &forged);
+  for (gsize i = 0; i < n_spent; i++)
+    tally__signed_envelope__free_unpacked (envs[i], NULL);
+  return signed_bundle;
+}
+
+/* @bundle, an honest export of @reg, re-signed without its received
+ * entries: a payee hiding the payments it was made. */
+static GBytes *
+key_bundle_without_received (TallyRegister *reg, GBytes *bundle)
+{
+  g_autoptr (Tally__ReconciliationBundle) b = bundle_open (bundle);
+  g_assert_cmpuint (b->n_received, >, 0);
+  Tally__ReconciliationBundle forged = *b;
+  forged.received = NULL;
+  forged.n_received = 0;
+  return key_sign_bundle (reg, &forged);
 }
 
 /* --- attacks -------------------------------------------------------------------- */
@@ -766,6 +974,55 @@ prepare_revocation_list_from_rogue (World *w)
   g_autoptr (GBytes) hello = NULL;
   g_autoptr (Tally__PaymentRequest) req = scripted_payee (w, &hello);
   w->input = scripted_offer (w, hello, req, list);
+}
+
+/* --- preparations: another currency (one peer check, wallet/tally-peer.c) ---------------- */
+
+/* @index's certificate with its currency changed to @currency and signed
+ * again with the world issuer's key, read from its key file: what an issuer
+ * serving two currencies under one key would hand out. */
+static GBytes *
+world_certificate_in (World *w, DeviceIndex index, const char *currency)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) cert = world_certificate (w, index, CERTIFIED, VALID_UNTIL);
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (cert);
+  g_autoptr (Tally__RegisterCertificate) c =
+    TALLY_UNPACK (Tally__RegisterCertificate, tally__register_certificate, env->body.data,
+                  env->body.len, "certificate", &error);
+  g_assert_no_error (error);
+  char *own = c->currency;
+  c->currency = (char *) currency;
+  g_autoptr (GBytes) body = tally_message_pack (&c->base);
+  c->currency = own;
+
+  g_autofree char *key_path = g_build_filename (w->root, "issuer", "issuer.key", NULL);
+  guint8 *sk = tally_secret_key_new ();
+  g_assert_true (tally_key_file_read (key_path, sk, &error));
+  g_assert_no_error (error);
+  GBytes *out =
+    tally_envelope_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE,
+                         g_bytes_get_data (body, NULL), g_bytes_get_size (body), sk);
+  tally_secret_key_free (sk);
+  return out;
+}
+
+static void
+prepare_payer_certificate_in_another_currency (World *w)
+{
+  scripted_payer (w, 700);
+  g_autoptr (GBytes) cert = world_certificate_in (w, DEVICE_PAYER, "USD");
+  g_autoptr (GBytes) perm = honest_permission (w);
+  w->input = script_pay (&w->script, cert, perm, PAYER (w), NULL);
+}
+
+static void
+prepare_payee_certificate_in_another_currency (World *w)
+{
+  g_autoptr (GBytes) hello = NULL;
+  g_autoptr (Tally__PaymentRequest) req = scripted_payee (w, &hello);
+  g_autoptr (GBytes) cert = world_certificate_in (w, DEVICE_PAYEE, "USD");
+  w->input = script_offer (&w->script, hello, cert, req, PAYEE (w), NULL);
 }
 
 /* --- preparations: certificate validity -------------------------------------------- */
@@ -1070,6 +1327,216 @@ prepare_redelivery_flag_on_offered_request (World *w)
   g_assert_no_error (error);
   w->script.redelivery = TRUE;
   w->input = scripted_pay (w, perm);
+}
+
+/* --- preparations: the owner minting value (protocol.md 5.5) ----------------------- */
+
+/* 1,000,000.00: what the owner writes into the register, or signs. */
+#define MINTED ((gint64) 100000000)
+/* The payment a colluding payee hides from its bundles. */
+#define HIDDEN 4000
+
+static void
+prepare_defund_of_edited_balance (World *w)
+{
+  g_autoptr (GError) error = NULL;
+  edit_stored_balance (w, DEVICE_PAYER, MINTED);
+  g_autoptr (GBytes) defund = tally_register_defund (PAYER (w), NOW, &error);
+  g_assert_no_error (error);
+  w->input = export_bundle (PAYER (w));
+  /* The 100.00 the issuer sold it is all the evidence there is. */
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 1,
+                           .deficit = MINTED - PAYER_FUNDS,
+                           .credited = PAYER_FUNDS,
+                           .refused = MINTED - PAYER_FUNDS };
+}
+
+static void
+prepare_defund_signed_with_key (World *w)
+{
+  KeyChain chain;
+  key_chain_init (PAYER (w), &chain);
+  g_autoptr (GBytes) defund = key_defund (PAYER (w), &chain, MINTED, NOW);
+  g_autoptr (GBytes) honest = export_bundle (PAYER (w));
+  w->input = key_bundle_with (PAYER (w), honest, &defund, 1, &chain);
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 1,
+                           .deficit = MINTED - PAYER_FUNDS,
+                           .credited = PAYER_FUNDS,
+                           .refused = MINTED - PAYER_FUNDS };
+}
+
+/* The key signs three payments of the certified maximum, 150.00 from a
+ * register holding 100.00, to the owner's other register, which accepts
+ * them as any honest payee would and reconciles first. */
+static void
+prepare_permissions_signed_with_key_beyond_balance (World *w)
+{
+  g_autoptr (GError) error = NULL;
+  enum
+  {
+    N = 3
+  };
+  KeyChain chain;
+  key_chain_init (PAYER (w), &chain);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (PAYER (w));
+  g_autoptr (Tally__SignedEnvelope) cert_env = fixture_envelope (cert);
+  GBytes *perms[N];
+  for (int i = 0; i < N; i++) {
+    g_autoptr (Tally__PaymentRequest) req =
+      tally_register_new_request (THIRD (w), MAX_PAYMENT, "", NOW, &error);
+    g_assert_no_error (error);
+    perms[i] = key_permission (PAYER (w), &chain, req, FIXTURE_CURRENCY, MAX_PAYMENT);
+    g_autoptr (Tally__SignedEnvelope) perm_env = fixture_envelope (perms[i]);
+    g_autoptr (GBytes) receipt =
+      tally_register_receive (THIRD (w), cert_env, perm_env, NULL, NULL, NOW, &error);
+    g_assert_no_error (error);
+  }
+  g_assert_cmpint (tally_register_get_balance (THIRD (w)), ==, N * MAX_PAYMENT);
+  g_autoptr (GBytes) result = reconcile (w, THIRD (w));
+  g_autoptr (GBytes) honest = export_bundle (PAYER (w));
+  w->input = key_bundle_with (PAYER (w), honest, perms, N, &chain);
+  for (int i = 0; i < N; i++)
+    g_bytes_unref (perms[i]);
+  /* Awaiting while only the payee had reported; proven and exposure once
+   * the payer's own bundle is booked. */
+  gint64 beyond = N * MAX_PAYMENT - PAYER_FUNDS;
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 1,
+                           .deficit = beyond,
+                           .exposure = beyond,
+                           .awaiting = beyond };
+}
+
+static void
+prepare_permission_over_max_payment_signed_with_key (World *w)
+{
+  g_autoptr (GError) error = NULL;
+  KeyChain chain;
+  key_chain_init (PAYER (w), &chain);
+  g_autoptr (Tally__PaymentRequest) req =
+    tally_register_new_request (THIRD (w), MAX_PAYMENT + 1, "", NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) perm =
+    key_permission (PAYER (w), &chain, req, FIXTURE_CURRENCY, MAX_PAYMENT + 1);
+  g_autoptr (GBytes) honest = export_bundle (PAYER (w));
+  w->input = key_bundle_with (PAYER (w), honest, &perm, 1, &chain);
+  /* Within the evidence, but no honest register signs it. */
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT },
+                           .n_kinds = 1,
+                           .in_flight = MAX_PAYMENT + 1 };
+}
+
+/* The register pays (counter 1) and defunds the rest (counter 2); the
+ * owner re-signs the bundle without the payment, so that the defund could
+ * be credited against the value the payment spent. */
+static void
+prepare_bundle_hiding_payment_below_defund (World *w)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) perm = fixture_pay (PAYER (w), PAYEE (w), 3000, "hidden", NOW, NULL);
+  g_autoptr (GBytes) defund = tally_register_defund (PAYER (w), NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) honest = export_bundle (PAYER (w));
+  g_autoptr (Tally__ReconciliationBundle) b = bundle_open (honest);
+  g_assert_cmpuint (b->n_spent, ==, 2);
+  Tally__ReconciliationBundle forged = *b;
+  forged.spent = &b->spent[1];
+  forged.n_spent = 1;
+  w->input = key_sign_bundle (PAYER (w), &forged);
+}
+
+/* The payee credits a payment and keeps the receipt to itself, so the
+ * payer holds it pending; its bundle made after the permission expired
+ * leaves the payment out, and the payer's next bundle has it reclaimed
+ * (protocol.md 5.1).  Returns that time. */
+static guint64
+hide_payment_until_reclaimed (World *w)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) perm = undelivered_permission (w, HIDDEN);
+  g_autoptr (GBytes) cert = tally_register_get_certificate (PAYER (w));
+  g_autoptr (Tally__SignedEnvelope) cert_env = fixture_envelope (cert);
+  g_autoptr (Tally__SignedEnvelope) perm_env = fixture_envelope (perm);
+  g_autoptr (GBytes) receipt =
+    tally_register_receive (PAYEE (w), cert_env, perm_env, NULL, NULL, NOW, &error);
+  g_assert_no_error (error);
+
+  guint64 expired = NOW + TALLY_REQUEST_LIFETIME_DEFAULT;
+  g_autoptr (GBytes) honest = export_bundle_at (PAYEE (w), expired);
+  g_autoptr (GBytes) hiding = key_bundle_without_received (PAYEE (w), honest);
+  TallyReconcileReport report;
+  g_autoptr (GBytes) r1 = reconcile_bundle (w, hiding, expired, &report);
+  g_autoptr (GBytes) payer_bundle = export_bundle_at (PAYER (w), expired);
+  g_autoptr (GBytes) r2 = reconcile_bundle (w, payer_bundle, expired, &report);
+  g_assert_cmpuint (report.reclaimed, ==, 1);
+  g_assert_cmpint (report.reclaimed_amount, ==, HIDDEN);
+  return expired;
+}
+
+static void
+prepare_payee_spends_payment_it_hid (World *w)
+{
+  guint64 t = hide_payment_until_reclaimed (w);
+  /* Spent onward, and the third register reports it. */
+  g_autoptr (GBytes) onward = fixture_pay (PAYEE (w), THIRD (w), HIDDEN, "onward", t + 10, NULL);
+  g_autoptr (GBytes) third = export_bundle_at (THIRD (w), t + 20);
+  TallyReconcileReport report;
+  g_autoptr (GBytes) result = reconcile_bundle (w, third, t + 20, &report);
+  /* The payee's next bundle hides the payment again. */
+  w->now = t + 30;
+  g_autoptr (GBytes) honest = export_bundle_at (PAYEE (w), w->now);
+  w->input = key_bundle_without_received (PAYEE (w), honest);
+  w->judged = (Judgement){ .culprit = DEVICE_PAYEE,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 1,
+                           .deficit = HIDDEN,
+                           .exposure = HIDDEN,
+                           .awaiting = HIDDEN };
+}
+
+static void
+prepare_hidden_payment_surfaces (World *w)
+{
+  guint64 t = hide_payment_until_reclaimed (w);
+  /* The payee's honest next bundle lists the payment after all. */
+  w->now = t + 30;
+  w->input = export_bundle_at (PAYEE (w), w->now);
+  /* The payer keeps the value it was given back; the payee's copy is
+   * exposure, never evidence. */
+  w->judged = (Judgement){ .culprit = DEVICE_PAYEE,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT },
+                           .n_kinds = 1,
+                           .exposure = HIDDEN };
+}
+
+/* The register and a copy of its directory each defund the whole balance;
+ * the first was credited in full. */
+static void
+prepare_copy_defunds_again (World *w)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *saved = world_save_payer (w);
+  g_autoptr (GBytes) first = tally_register_defund (PAYER (w), NOW, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) result = reconcile (w, PAYER (w));
+  world_restore_payer (w, saved);
+  w->now = NOW + 1;
+  g_autoptr (GBytes) second = tally_register_defund (PAYER (w), w->now, &error);
+  g_assert_no_error (error);
+  w->input = export_bundle_at (PAYER (w), w->now);
+  /* The first defund at counter 1 already spent the evidence. */
+  w->judged = (Judgement){ .culprit = DEVICE_PAYER,
+                           .kinds = { TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED,
+                                      TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN },
+                           .n_kinds = 2,
+                           .deficit = PAYER_FUNDS,
+                           .refused = PAYER_FUNDS };
 }
 
 /* --- preparations: frames ---------------------------------------------------------------- */
@@ -1465,6 +1932,7 @@ typedef enum
   OUTCOME_REFUSED,
   OUTCOME_GOSSIP_ADOPTED,
   OUTCOME_FRAUD_PROVED,
+  OUTCOME_EVIDENCE_ENFORCED,
 } Outcome;
 
 typedef struct
@@ -1479,6 +1947,11 @@ typedef struct
 
 #define REFUSED(name, layer, code, prepare, attack)                                               \
   { name, LAYER_##layer, TALLY_ERROR_##code, OUTCOME_REFUSED, prepare, attack }
+
+/* An owner's bundle the issuer books: @code is what an honest register
+ * would have refused the spending with. */
+#define ENFORCED(name, code, prepare)                                                             \
+  { name, LAYER_ISSUER, TALLY_ERROR_##code, OUTCOME_EVIDENCE_ENFORCED, prepare, attack_reconcile }
 
 static const Case cases[] = {
   /* Forged signatures, one per signed message. */
@@ -1508,6 +1981,13 @@ static const Case cases[] = {
            prepare_voucher_from_rogue, attack_load),
   REFUSED ("payer-refuses-gossiped-revocation-list-from-another-issuer", SESSION, WRONG_ISSUER,
            prepare_revocation_list_from_rogue, attack_payer),
+
+  /* Another currency under the same issuer key: the session once skipped
+   * the register's currency check (wallet/tally-peer.c is now the one). */
+  REFUSED ("payee-refuses-payer-certificate-in-another-currency", SESSION, CURRENCY_MISMATCH,
+           prepare_payer_certificate_in_another_currency, attack_payee),
+  REFUSED ("payer-refuses-payee-certificate-in-another-currency", SESSION, CURRENCY_MISMATCH,
+           prepare_payee_certificate_in_another_currency, attack_payer),
 
   /* Certificate validity, both sides. */
   REFUSED ("payee-refuses-expired-payer-certificate", SESSION, CERT_EXPIRED,
@@ -1550,6 +2030,24 @@ static const Case cases[] = {
     attack_reconcile },
   { "issuer-proves-forked-chain-and-revokes", LAYER_ISSUER, TALLY_ERROR_CHAIN_FORK,
     OUTCOME_FRAUD_PROVED, prepare_chain_forked_at_issuer, attack_reconcile },
+
+  /* The owner with root and the key (threat-model.md §1, protocol.md 5.5). */
+  ENFORCED ("issuer-credits-defund-of-edited-balance-only-up-to-evidence-and-revokes",
+            INSUFFICIENT_FUNDS, prepare_defund_of_edited_balance),
+  ENFORCED ("issuer-credits-defund-signed-with-the-key-only-up-to-evidence-and-revokes",
+            INSUFFICIENT_FUNDS, prepare_defund_signed_with_key),
+  ENFORCED ("issuer-proves-payments-signed-with-the-key-beyond-the-balance-and-revokes",
+            INSUFFICIENT_FUNDS, prepare_permissions_signed_with_key_beyond_balance),
+  ENFORCED ("issuer-proves-payment-over-max-payment-signed-with-the-key-and-revokes",
+            LIMIT_PAYMENT, prepare_permission_over_max_payment_signed_with_key),
+  REFUSED ("issuer-refuses-bundle-hiding-a-payment-below-its-defund", ISSUER, INCOMPLETE,
+           prepare_bundle_hiding_payment_below_defund, attack_reconcile),
+  ENFORCED ("issuer-proves-payee-spending-a-payment-it-hid-until-reclaimed-and-revokes",
+            INSUFFICIENT_FUNDS, prepare_payee_spends_payment_it_hid),
+  ENFORCED ("issuer-proves-late-receipt-when-a-hidden-payment-surfaces-and-revokes", EXPIRED,
+            prepare_hidden_payment_surfaces),
+  ENFORCED ("issuer-credits-defunds-of-a-register-and-its-copy-once-and-revokes", COUNTER_REUSED,
+            prepare_copy_defunds_again),
 
   /* Limits. */
   REFUSED ("payer-refuses-payment-over-certified-max-payment", SESSION, LIMIT_PAYMENT,
@@ -1689,6 +2187,8 @@ typedef struct
   TallyAudit audit;
   GBytes *revocation_list;
   GPtrArray *fraud_proofs;
+  GPtrArray *audit_rows; /* TallyAuditRegister */
+  gint64 accounts[N_DEVICES];
   gboolean reassembler_busy;
 } Snapshot;
 
@@ -1706,6 +2206,8 @@ snapshot_take (World *w, Snapshot *s)
   s->revocation_list = tally_issuer_get_revocation_list (w->issuer, &error);
   g_assert_no_error (error);
   s->fraud_proofs = tally_issuer_get_fraud_proofs (w->issuer, &error);
+  g_assert_no_error (error);
+  s->audit_rows = tally_issuer_audit_registers (w->issuer, &error);
   g_assert_no_error (error);
 
   const TallyAudit *a = &s->audit;
@@ -1727,6 +2229,7 @@ snapshot_take (World *w, Snapshot *s)
     gint64 balance;
     g_assert_true (tally_issuer_account_balance (w->issuer, device_names[i], &balance, &error));
     g_assert_no_error (error);
+    s->accounts[i] = balance;
     g_string_append_printf (text, "account %s %" G_GINT64_FORMAT "\n", device_names[i], balance);
   }
   s->issuer = g_string_free (text, FALSE);
@@ -1742,6 +2245,7 @@ snapshot_clear (Snapshot *s)
   g_free (s->issuer);
   g_clear_pointer (&s->revocation_list, g_bytes_unref);
   g_clear_pointer (&s->fraud_proofs, g_ptr_array_unref);
+  g_clear_pointer (&s->audit_rows, g_ptr_array_unref);
 }
 
 /* @text without the lines that start with one of @prefixes. */
@@ -1813,29 +2317,44 @@ check_reassembler_takes_message (World *w)
   g_assert_true (g_bytes_equal (message, cert));
 }
 
-/* The kind of proof the issuer writes for the error a payee would report. */
+/* The kind of proof the issuer writes for the error an honest payee, or
+ * an honest register about to spend, would have given. */
 static Tally__FraudKind
 fraud_kind_of (TallyError code)
 {
-  if (code == TALLY_ERROR_COUNTER_REUSED)
-    return TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED;
-  g_assert_cmpint (code, ==, TALLY_ERROR_CHAIN_FORK);
-  return TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK;
+  switch ((int) code) {
+  case TALLY_ERROR_COUNTER_REUSED: return TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED;
+  case TALLY_ERROR_CHAIN_FORK: return TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK;
+  case TALLY_ERROR_EXPIRED: return TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT;
+  case TALLY_ERROR_INSUFFICIENT_FUNDS: return TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN;
+  case TALLY_ERROR_LIMIT_PAYMENT: return TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT;
+  default: g_assert_not_reached ();
+  }
+}
+
+/* The proofs in @after that @before did not have, in the issuer's order. */
+static GPtrArray *
+new_fraud_proofs (const Snapshot *before, const Snapshot *after)
+{
+  GPtrArray *found = g_ptr_array_new ();
+  for (guint i = 0; i < after->fraud_proofs->len; i++) {
+    gboolean known = FALSE;
+    for (guint j = 0; j < before->fraud_proofs->len && !known; j++)
+      known = g_bytes_equal (after->fraud_proofs->pdata[i], before->fraud_proofs->pdata[j]);
+    if (!known)
+      g_ptr_array_add (found, after->fraud_proofs->pdata[i]);
+  }
+  g_assert_cmpuint (after->fraud_proofs->len, ==, before->fraud_proofs->len + found->len);
+  return found;
 }
 
 /* The one proof in @after that @before did not have. */
 static GBytes *
 new_fraud_proof (const Snapshot *before, const Snapshot *after)
 {
-  g_assert_cmpuint (after->fraud_proofs->len, ==, before->fraud_proofs->len + 1);
-  for (guint i = 0; i < after->fraud_proofs->len; i++) {
-    gboolean known = FALSE;
-    for (guint j = 0; j < before->fraud_proofs->len && !known; j++)
-      known = g_bytes_equal (after->fraud_proofs->pdata[i], before->fraud_proofs->pdata[j]);
-    if (!known)
-      return after->fraud_proofs->pdata[i];
-  }
-  g_assert_not_reached ();
+  g_autoptr (GPtrArray) found = new_fraud_proofs (before, after);
+  g_assert_cmpuint (found->len, ==, 1);
+  return found->pdata[0];
 }
 
 /* The issuer proved the fraud @c names against the payer, with two entries
@@ -1898,6 +2417,138 @@ check_fraud_proved (World *w, const Case *c, const Snapshot *before, const Snaps
   g_assert_cmpuint (b->fraud_proofs, ==, a->fraud_proofs + 1);
 }
 
+/* @reg's row in the audit's list of flagged registers, or NULL. */
+static const TallyAuditRegister *
+audit_row_of (GPtrArray *rows, TallyRegister *reg)
+{
+  for (guint i = 0; i < rows->len; i++) {
+    const TallyAuditRegister *row = rows->pdata[i];
+    if (memcmp (row->register_id, tally_register_get_id (reg), TALLY_ID_BYTES) == 0)
+      return row;
+  }
+  return NULL;
+}
+
+/* @env verifies under @key in the context it names. */
+static void
+assert_signed_by (const Tally__SignedEnvelope *env, const guint8 *key)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_nonnull (env);
+  g_assert_true (tally_envelope_verify (env, env->context, key, &error));
+  g_assert_no_error (error);
+}
+
+/* Each new proof is the issuer's, names the culprit, is of the kind
+ * expected, and holds what the culprit signed. */
+static void
+check_judged_proofs (World *w, const Snapshot *before, const Snapshot *after)
+{
+  g_autoptr (GError) error = NULL;
+  const Judgement *j = &w->judged;
+  TallyRegister *culprit = w->devices[j->culprit].reg;
+  const guint8 *issuer_key = tally_issuer_get_public_key (w->issuer);
+  const guint8 *key = tally_register_get_public_key (culprit);
+
+  g_autoptr (GPtrArray) proofs = new_fraud_proofs (before, after);
+  g_assert_cmpuint (proofs->len, ==, j->n_kinds);
+  g_assert_cmpuint (w->report.fraud_proofs, ==, j->n_kinds);
+  for (guint i = 0; i < proofs->len; i++) {
+    g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (proofs->pdata[i]);
+    g_assert_true (tally_envelope_verify (
+      env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF, issuer_key, &error));
+    g_assert_no_error (error);
+    g_autoptr (Tally__FraudProof) proof = TALLY_UNPACK (
+      Tally__FraudProof, tally__fraud_proof, env->body.data, env->body.len, "fraud proof", &error);
+    g_assert_no_error (error);
+    g_test_message ("proof %u: %s", i, tally_issuer_fraud_kind_to_string (proof->kind));
+    g_assert_cmpint (proof->kind, ==, j->kinds[i]);
+    g_assert_cmpmem (proof->register_id.data, proof->register_id.len,
+                     tally_register_get_id (culprit), TALLY_ID_BYTES);
+    assert_signed_by (proof->first, key);
+    if (proof->kind == TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN) {
+      /* The issuer's statement over the bundle it judged. */
+      g_assert_cmpint (proof->deficit, ==, j->deficit);
+      g_autoptr (Tally__SignedEnvelope) judged = fixture_envelope (w->input);
+      g_assert_cmpmem (proof->first->body.data, proof->first->body.len, judged->body.data,
+                       judged->body.len);
+    } else {
+      g_assert_cmpint (proof->deficit, ==, 0);
+    }
+    if (proof->kind != TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT)
+      assert_signed_by (proof->second, key);
+    else
+      g_assert_null (proof->second); /* no payee reported a receipt */
+  }
+}
+
+/* An owner fed the issuer a bundle beyond its evidence (protocol.md 5.5):
+ * the issuer credited the evidence only, refused the rest, proved the fraud
+ * and revoked the culprit alone; every other account is as it was and the
+ * audit's identity holds with the exposure the fraud left. */
+static void
+check_evidence_enforced (World *w, const Case *c, const Snapshot *before, const Snapshot *after)
+{
+  g_autoptr (GError) error = NULL;
+  const Judgement *j = &w->judged;
+  TallyRegister *culprit = w->devices[j->culprit].reg;
+  const guint8 *issuer_key = tally_issuer_get_public_key (w->issuer);
+
+  g_assert_cmpuint (j->n_kinds, >, 0);
+  gboolean named = FALSE;
+  for (guint i = 0; i < j->n_kinds; i++)
+    named = named || j->kinds[i] == fraud_kind_of (c->code);
+  g_assert_true (named);
+  check_judged_proofs (w, before, after);
+  g_assert_cmpint (w->report.refused, ==, j->refused);
+  g_assert_true (w->report.revoked);
+
+  g_autoptr (Tally__SignedEnvelope) old_env = fixture_envelope (before->revocation_list);
+  g_autoptr (Tally__SignedEnvelope) new_env = fixture_envelope (after->revocation_list);
+  g_autoptr (Tally__RevocationList) old_list =
+    tally_revocation_list_verify (old_env, issuer_key, &error);
+  g_assert_no_error (error);
+  g_autoptr (Tally__RevocationList) new_list =
+    tally_revocation_list_verify (new_env, issuer_key, &error);
+  g_assert_no_error (error);
+  g_assert_false (tally_revocation_list_contains (old_list, tally_register_get_id (culprit)));
+  g_assert_true (tally_revocation_list_contains (new_list, tally_register_get_id (culprit)));
+  g_assert_cmpuint (new_list->n_revoked_register_ids, ==, old_list->n_revoked_register_ids + 1);
+  g_assert_cmpuint (new_list->serial, ==, old_list->serial + 1);
+
+  for (int i = 0; i < N_DEVICES; i++)
+    g_assert_cmpint (after->accounts[i], ==,
+                     before->accounts[i] + (i == (int) j->culprit ? j->credited : 0));
+
+  const TallyAudit *a = &before->audit, *b = &after->audit;
+  g_assert_true (a->identity);
+  g_assert_true (b->identity);
+  g_assert_cmpuint (b->views_unbacked, ==, 0);
+  g_assert_cmpint (b->issued, ==, a->issued);
+  g_assert_cmpint (b->online, ==, a->online + j->credited);
+  g_assert_cmpint (b->in_flight, ==, a->in_flight + j->in_flight);
+  g_assert_cmpint (b->fraud_exposure, ==, a->fraud_exposure + j->exposure);
+  g_assert_cmpint (b->awaiting, ==, a->awaiting - j->awaiting);
+  g_assert_cmpint (b->refused, ==, a->refused + j->refused);
+  g_assert_cmpint (b->issued + b->fraud_exposure, ==, b->online + b->offline + b->in_flight);
+  g_assert_cmpint (b->balanced, ==, b->fraud_exposure == 0 && b->awaiting == 0);
+  g_assert_cmpuint (b->registers, ==, a->registers);
+  g_assert_cmpuint (b->revoked, ==, a->revoked + 1);
+  g_assert_cmpuint (b->fraud_proofs, ==, a->fraud_proofs + j->n_kinds);
+
+  /* The audit names the culprit, with the figures that trace it. */
+  const TallyAuditRegister *was = audit_row_of (before->audit_rows, culprit);
+  const TallyAuditRegister *row = audit_row_of (after->audit_rows, culprit);
+  g_assert_nonnull (row);
+  g_assert_true (row->revoked);
+  g_assert_cmpint (row->exposure, ==, (was ? was->exposure : 0) + j->exposure);
+  g_assert_cmpint (row->refused, ==, (was ? was->refused : 0) + j->refused);
+  g_assert_cmpint (row->deficit, ==, MAX (was ? was->deficit : 0, j->deficit));
+  g_assert_cmpuint (row->proofs, ==, (was ? was->proofs : 0) + j->n_kinds);
+  for (guint i = 0; i < j->n_kinds; i++)
+    g_assert_true (row->proof_kinds & (1u << j->kinds[i]));
+}
+
 /* The payer kept the newer list it was sent, which names the payee; every
  * other part of every register is as it was. */
 static void
@@ -1939,6 +2590,7 @@ run_case (gconstpointer data)
     g_assert_error (error, TALLY_ERROR, (gint) c->code);
     break;
   case OUTCOME_FRAUD_PROVED:
+  case OUTCOME_EVIDENCE_ENFORCED:
     g_assert_no_error (error);
     g_assert_true (ok);
     break;
@@ -1984,6 +2636,11 @@ run_case (gconstpointer data)
     for (int i = 0; i < N_DEVICES; i++)
       g_assert_cmpstr (after.registers[i], ==, before.registers[i]);
     check_fraud_proved (&w, c, &before, &after);
+    break;
+  case OUTCOME_EVIDENCE_ENFORCED:
+    for (int i = 0; i < N_DEVICES; i++)
+      g_assert_cmpstr (after.registers[i], ==, before.registers[i]);
+    check_evidence_enforced (&w, c, &before, &after);
     break;
   }
 
