@@ -158,17 +158,20 @@ dispatch (AuthCall *call)
   /* Get: GDBus has checked that the property exists and is readable; it
    * refuses Set of these read-only properties itself. */
   const GDBusPropertyInfo *property = g_dbus_method_invocation_get_property_info (invocation);
-  GVariant *value = NULL;
+  g_autoptr (GVariant) value = NULL;
   if (strcmp (method, "Get") == 0 && property != NULL)
     value =
       vtable->get_property (connection, sender, path, interface, property->name, &error, skeleton);
   else
     error =
       g_error_new (G_DBUS_ERROR, G_DBUS_ERROR_PROPERTY_READ_ONLY, "%s is read-only", interface);
-  if (value == NULL)
+  if (value == NULL) {
     g_dbus_method_invocation_return_gerror (invocation, error);
-  else
-    g_dbus_method_invocation_return_value (invocation, g_variant_new ("(v)", value));
+    return;
+  }
+  /* Full reference, floating or not (as GDBus takes it). */
+  g_variant_take_ref (value);
+  g_dbus_method_invocation_return_value (invocation, g_variant_new ("(v)", value));
 }
 
 static void
