@@ -338,10 +338,13 @@ wait_payment() {
 
 # Bob requests; root pays him through alice with no agent of its own.
 pay_bob_as_root() {
+  # Not the previous request's line: the background shell truncates the
+  # file only once it runs.
+  rm -f "$T/request.out"
   "$TALLYCTL" --bus system --name org.tally.TestPayee request 1.00 >"$T/request.out" 2>&1 &
   local req=$!
   for ((i = 0; i < 100; i++)); do
-    grep -q "Waiting for payer" "$T/request.out" && break
+    grep -q "Waiting for payer" "$T/request.out" 2>/dev/null && break
     sleep 0.05
   done
   PAYMENT=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:$T/bob.sock" "{}" |
