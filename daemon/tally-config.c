@@ -14,6 +14,7 @@ static const KnownKey known_keys[] = {
   { "register", "issuer_key" },
   { "dbus", "bus" },
   { "dbus", "name" },
+  { "dbus", "authorization" },
   { "transport", "listen" },
   { "transport", "ble" },
   { "transport", "adapter" },
@@ -31,6 +32,7 @@ tally_config_new (void)
   config->register_dir = g_build_filename (g_get_user_data_dir (), "tally", NULL);
   config->bus_type = G_BUS_TYPE_SESSION;
   config->bus_name = g_strdup (TALLY_CONFIG_DEFAULT_BUS_NAME);
+  config->authorization = TALLY_AUTHORIZATION_NONE;
   config->listen = g_strdup_printf ("unix:%s/tally.sock", g_get_user_runtime_dir ());
   config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
   config->keep_finished_seconds = TALLY_CONFIG_DEFAULT_KEEP_FINISHED;
@@ -51,6 +53,16 @@ tally_config_free (TallyConfig *config)
   g_free (config->adapter);
   g_strfreev (config->targets.unix_dirs);
   g_free (config);
+}
+
+const char *
+tally_authorization_to_string (TallyAuthorization authorization)
+{
+  switch (authorization) {
+  case TALLY_AUTHORIZATION_NONE: return "none";
+  case TALLY_AUTHORIZATION_POLKIT: return "polkit";
+  }
+  return NULL;
 }
 
 static gboolean
@@ -231,7 +243,7 @@ static gboolean
 load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
 {
   g_autofree char *dir = NULL, *issuer = NULL, *bus = NULL, *name = NULL, *listen = NULL,
-                   *max_amount = NULL, *ble = NULL, *adapter = NULL;
+                   *max_amount = NULL, *ble = NULL, *adapter = NULL, *authorization = NULL;
   gboolean present;
   guint64 v;
 
@@ -264,6 +276,23 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
     else
       return invalid (error, "dbus", "bus", "expected \"session\" or \"system\"");
   }
+
+  if (!get_string (kf, "dbus", "authorization", &authorization, error))
+    return FALSE;
+  if (authorization != NULL && strcmp (authorization, "polkit") == 0)
+    config->authorization = TALLY_AUTHORIZATION_POLKIT;
+  else if (authorization != NULL && strcmp (authorization, "none") == 0)
+    config->authorization = TALLY_AUTHORIZATION_NONE;
+  else if (authorization != NULL)
+    return invalid (error, "dbus", "authorization", "expected \"polkit\" or \"none\"");
+  else if (bus != NULL)
+    /* The bus named here without a choice: the default for that bus. */
+    config->authorization =
+      config->bus_type == G_BUS_TYPE_SYSTEM ? TALLY_AUTHORIZATION_POLKIT : TALLY_AUTHORIZATION_NONE;
+  /* polkit identifies callers by their system bus names only. */
+  if (config->authorization == TALLY_AUTHORIZATION_POLKIT && config->bus_type != G_BUS_TYPE_SYSTEM)
+    return invalid (error, "dbus", "authorization",
+                    "polkit needs bus=system: it knows only the system bus's callers");
 
   if (!get_string (kf, "dbus", "name", &name, error))
     return FALSE;
@@ -390,6 +419,10 @@ tally_config_describe (void)
          "    bus=session|system           bus to serve on (default: session)\n"
          "    name=NAME                    well-known name (default: " TALLY_CONFIG_DEFAULT_BUS_NAME
          ")\n"
+         "    authorization=polkit|none    polkit: polkit authorizes every method call\n"
+         "                                 (org.tally.Tally.* actions); none: the bus\n"
+         "                                 policy alone (default: polkit on the system\n"
+         "                                 bus, none on the session bus)\n"
          "  [transport]\n"
          "    listen=unix:PATH|tcp:HOST:PORT  where payers connect\n"
          "                                 (default: unix:$XDG_RUNTIME_DIR/tally.sock)\n"

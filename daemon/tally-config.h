@@ -5,7 +5,7 @@
  * tallyd configuration, a GKeyFile:
  *
  *   [register]  dir=PATH  issuer_key=HEX
- *   [dbus]      bus=session|system  name=org.tally.Tally
+ *   [dbus]      bus=session|system  name=org.tally.Tally  authorization=polkit|none
  *   [transport] listen=unix:/path | tcp:HOST:PORT  ble=true|false  adapter=hci0
  *   [policy]    max_revocation_age_hours=0  max_amount=0
  *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
@@ -40,6 +40,22 @@ typedef struct
   gboolean tcp_loopback;
 } TallyPayTargets;
 
+/*
+ * Who decides whether a D-Bus caller may call a method ([dbus]
+ * authorization, daemon/tally-dbus-auth.h):
+ *   POLKIT  polkit, per method (the default on the system bus)
+ *   NONE    the bus alone: whoever may send to tallyd may call every
+ *           method (the default on the session bus, whose only caller is
+ *           its own user)
+ */
+typedef enum
+{
+  TALLY_AUTHORIZATION_NONE,
+  TALLY_AUTHORIZATION_POLKIT,
+} TallyAuthorization;
+
+const char *tally_authorization_to_string (TallyAuthorization authorization);
+
 typedef struct
 {
   char *register_dir;
@@ -47,6 +63,7 @@ typedef struct
   guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES];
   GBusType bus_type;
   char *bus_name;
+  TallyAuthorization authorization;
   char *listen;
   /* Bluetooth LE through BlueZ on the system bus: payee (advertising while
    * a request waits) and payer ("ble" addresses). */
@@ -59,7 +76,7 @@ typedef struct
   TallyPayTargets targets;
 } TallyConfig;
 
-/* Defaults: register under the user data dir, session bus, a UNIX socket in
+/* Defaults: register under the user data dir, session bus (no polkit), a UNIX socket in
  * the user runtime dir, Bluetooth LE off (adapter hci0), no extra policy,
  * 60 s payments, Pay to Bluetooth LE and to sockets under /run/tally. */
 TallyConfig *tally_config_new (void);

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tally-dbus-agent.h"
+#include "tally-dbus-auth.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-payment.h"
 #include "tally-dbus-register.h"
@@ -53,6 +54,8 @@ struct _TallyDaemon
   TallyPayTargets targets;
   TallyStreamListener *listener;
   GDBusConnection *connection;
+  TallyAuthorization authorization;
+  TallyDBusAuth *auth; /* decides every method call; outlives the objects */
   TallyDBusRegister *register_object;
   TallyAgentManager *agents;
   GQueue payments;          /* DaemonPayment *, oldest first */
@@ -259,7 +262,7 @@ add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, guint32 
 {
   g_autofree char *path =
     g_strdup_printf (TALLY_PAYMENT_PATH_PREFIX "%u", tally_payment_get_id (payment));
-  TallyDBusPayment *object = tally_dbus_payment_new (d->connection, path, payment, error);
+  TallyDBusPayment *object = tally_dbus_payment_new (d->connection, d->auth, path, payment, error);
   if (object == NULL) {
     tally_payment_free (payment);
     return NULL;
@@ -586,6 +589,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
   d->reg = g_steal_pointer (&reg);
   d->policy = config->policy;
   d->timeout_seconds = config->timeout_seconds;
+  d->authorization = config->authorization;
   d->keep_finished_seconds = config->keep_finished_seconds;
   d->targets = config->targets;
   d->targets.unix_dirs = g_strdupv (config->targets.unix_dirs);
@@ -640,6 +644,7 @@ tally_daemon_free (TallyDaemon *d)
   g_strfreev (d->targets.unix_dirs);
   tally_dbus_register_free (d->register_object);
   tally_agent_manager_free (d->agents);
+  tally_dbus_auth_free (d->auth);
   g_clear_object (&d->connection);
   tally_stream_listener_free (d->listener);
   tally_register_free (d->reg);
@@ -654,12 +659,26 @@ tally_daemon_export (TallyDaemon *d, GDBusConnection *connection, GError **error
 
   /* Agent replies come back as TALLY_ERROR codes only with the table. */
   tally_dbus_error_register ();
+  d->auth = tally_dbus_auth_new (d->authorization, error);
+  if (d->auth == NULL)
+    return FALSE;
+  g_message ("D-Bus calls authorized by %s",
+             d->authorization == TALLY_AUTHORIZATION_POLKIT
+               ? "polkit"
+               : "the bus policy alone ([dbus] authorization=none)");
   d->connection = g_object_ref (connection);
-  d->agents = tally_agent_manager_new (connection, error);
+  d->agents = tally_agent_manager_new (connection, d->auth, error);
   if (d->agents == NULL)
     return FALSE;
   d->register_object = tally_dbus_register_new (connection, d, error);
   return d->register_object != NULL;
+}
+
+TallyDBusAuth *
+tally_daemon_get_auth (TallyDaemon *d)
+{
+  g_return_val_if_fail (d != NULL, NULL);
+  return d->auth;
 }
 
 TallyRegister *

@@ -15,6 +15,7 @@
 #include <gio/gio.h>
 
 #include "tally-config.h"
+#include "tally-dbus-auth.h"
 #include "tally-register.h"
 
 G_BEGIN_DECLS
@@ -36,8 +37,12 @@ TallyDaemon *tally_daemon_new (const TallyConfig *config, GError **error);
 void tally_daemon_free (TallyDaemon *daemon);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyDaemon, tally_daemon_free)
 
-/* Exports the objects on @connection; once only. */
+/* Exports the objects on @connection; once only.  Every call to them is
+ * authorized as [dbus] authorization says (tally-dbus-auth.h). */
 gboolean tally_daemon_export (TallyDaemon *daemon, GDBusConnection *connection, GError **error);
+
+/* NULL until exported. */
+TallyDBusAuth *tally_daemon_get_auth (TallyDaemon *daemon);
 
 TallyRegister *tally_daemon_get_register (TallyDaemon *daemon);
 const char *tally_daemon_get_listen_address (TallyDaemon *daemon);

@@ -215,13 +215,13 @@ handle_unregister_agent (TallyDBusAgentManager1 *skeleton,
 }
 
 TallyAgentManager *
-tally_agent_manager_new (GDBusConnection *connection, GError **error)
+tally_agent_manager_new (GDBusConnection *connection, TallyDBusAuth *auth, GError **error)
 {
-  g_return_val_if_fail (G_IS_DBUS_CONNECTION (connection), NULL);
+  g_return_val_if_fail (G_IS_DBUS_CONNECTION (connection) && auth != NULL, NULL);
 
   TallyAgentManager *m = g_new0 (TallyAgentManager, 1);
   m->connection = g_object_ref (connection);
-  m->skeleton = tally_dbus_agent_manager1_skeleton_new ();
+  m->skeleton = tally_dbus_auth_skeleton_new (auth, TALLY_DBUS_TYPE_AGENT_MANAGER1_SKELETON);
   m->uid_lookups = g_cancellable_new ();
   g_signal_connect (m->skeleton, "handle-register-agent", G_CALLBACK (handle_register_agent), m);
   g_signal_connect (m->skeleton, "handle-unregister-agent", G_CALLBACK (handle_unregister_agent),

@@ -11,13 +11,17 @@
 
 #include <gio/gio.h>
 
+#include "tally-dbus-auth.h"
+
 G_BEGIN_DECLS
 
 #define TALLY_AGENT_MANAGER_PATH "/org/tally"
 
 typedef struct _TallyAgentManager TallyAgentManager;
 
-TallyAgentManager *tally_agent_manager_new (GDBusConnection *connection, GError **error);
+/* @auth authorizes the calls to org.tally.AgentManager1. */
+TallyAgentManager *
+tally_agent_manager_new (GDBusConnection *connection, TallyDBusAuth *auth, GError **error);
 void tally_agent_manager_free (TallyAgentManager *manager);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyAgentManager, tally_agent_manager_free)
 

@@ -49,6 +49,7 @@ static const GDBusErrorEntry tally_dbus_errors[] = {
   { TALLY_ERROR_TIMEOUT, TALLY_DBUS_ERROR_PREFIX "Timeout" },
   { TALLY_ERROR_EXPIRED, TALLY_DBUS_ERROR_PREFIX "Expired" },
   { TALLY_ERROR_INCOMPLETE, TALLY_DBUS_ERROR_PREFIX "Incomplete" },
+  { TALLY_ERROR_NOT_AUTHORIZED, TALLY_DBUS_ERROR_PREFIX "NotAuthorized" },
 };
 
 G_STATIC_ASSERT (G_N_ELEMENTS (tally_dbus_errors) == TALLY_ERROR_LAST);

@@ -56,17 +56,18 @@ tally_dbus_payment_sync (TallyDBusPayment *object)
 
 TallyDBusPayment *
 tally_dbus_payment_new (GDBusConnection *connection,
+                        TallyDBusAuth *auth,
                         const char *path,
                         TallyPayment *payment,
                         GError **error)
 {
-  g_return_val_if_fail (G_IS_DBUS_CONNECTION (connection), NULL);
+  g_return_val_if_fail (G_IS_DBUS_CONNECTION (connection) && auth != NULL, NULL);
   g_return_val_if_fail (g_variant_is_object_path (path) && payment != NULL, NULL);
 
   TallyDBusPayment *object = g_new0 (TallyDBusPayment, 1);
   object->payment = payment;
   object->path = g_strdup (path);
-  object->skeleton = tally_dbus_payment1_skeleton_new ();
+  object->skeleton = tally_dbus_auth_skeleton_new (auth, TALLY_DBUS_TYPE_PAYMENT1_SKELETON);
   tally_dbus_payment1_set_receipt (
     object->skeleton, g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, NULL, 0, 1));
   tally_dbus_payment_sync (object);

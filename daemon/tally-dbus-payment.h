@@ -3,11 +3,13 @@
 
 /*
  * org.tally.Payment1: one exported object per TallyPayment, mirroring its
- * properties.  Cancel () aborts the payment.
+ * properties.  Cancel () aborts the payment: the caller's own, or any with
+ * the admin action.
  */
 
 #include <gio/gio.h>
 
+#include "tally-dbus-auth.h"
 #include "tally-payment.h"
 
 G_BEGIN_DECLS
@@ -16,8 +18,10 @@ G_BEGIN_DECLS
 
 typedef struct _TallyDBusPayment TallyDBusPayment;
 
-/* Exports @payment (borrowed; must outlive the object) at @path. */
+/* Exports @payment (borrowed; must outlive the object) at @path; @auth
+ * authorizes its calls (Cancel of another uid's payment: admin). */
 TallyDBusPayment *tally_dbus_payment_new (GDBusConnection *connection,
+                                          TallyDBusAuth *auth,
                                           const char *path,
                                           TallyPayment *payment,
                                           GError **error);

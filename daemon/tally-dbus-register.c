@@ -368,10 +368,12 @@ TallyDBusRegister *
 tally_dbus_register_new (GDBusConnection *connection, TallyDaemon *daemon, GError **error)
 {
   g_return_val_if_fail (G_IS_DBUS_CONNECTION (connection) && daemon != NULL, NULL);
+  g_return_val_if_fail (tally_daemon_get_auth (daemon) != NULL, NULL);
 
   TallyDBusRegister *object = g_new0 (TallyDBusRegister, 1);
   object->daemon = daemon;
-  object->skeleton = tally_dbus_register1_skeleton_new ();
+  object->skeleton = tally_dbus_auth_skeleton_new (tally_daemon_get_auth (daemon),
+                                                   TALLY_DBUS_TYPE_REGISTER1_SKELETON);
   object->uid_lookups = g_cancellable_new ();
   tally_dbus_register_sync (object);
 

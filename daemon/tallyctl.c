@@ -268,8 +268,13 @@ call (Ctl *ctl,
       const GVariantType *reply_type,
       GError **error)
 {
-  return g_dbus_connection_call_sync (ctl->bus, ctl->owner, path, iface, method, args, reply_type,
-                                      G_DBUS_CALL_FLAGS_NONE, -1, NULL, error);
+  /* At a terminal polkit may ask for a password (docs/dbus-api.md), which
+   * takes longer than the usual reply timeout. */
+  gboolean interactive = isatty (STDIN_FILENO);
+  return g_dbus_connection_call_sync (
+    ctl->bus, ctl->owner, path, iface, method, args, reply_type,
+    interactive ? G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION : G_DBUS_CALL_FLAGS_NONE,
+    interactive ? G_MAXINT : -1, NULL, error);
 }
 
 static GVariantDict *

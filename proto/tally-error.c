@@ -52,6 +52,7 @@ tally_error_to_string (TallyError code)
   case TALLY_ERROR_TIMEOUT: return "Timeout";
   case TALLY_ERROR_EXPIRED: return "Expired";
   case TALLY_ERROR_INCOMPLETE: return "Incomplete";
+  case TALLY_ERROR_NOT_AUTHORIZED: return "NotAuthorized";
   }
   return NULL;
 }

@@ -60,9 +60,10 @@ typedef enum
   TALLY_ERROR_TIMEOUT = 43,
   TALLY_ERROR_EXPIRED = 44,
   TALLY_ERROR_INCOMPLETE = 45,
+  TALLY_ERROR_NOT_AUTHORIZED = 46,
 } TallyError;
 
-#define TALLY_ERROR_LAST TALLY_ERROR_INCOMPLETE
+#define TALLY_ERROR_LAST TALLY_ERROR_NOT_AUTHORIZED
 
 /* Short stable identifier, e.g. "BadSignature"; NULL for an unknown code. */
 const char *tally_error_to_string (TallyError code);

@@ -24,9 +24,13 @@ PACKAGES=(
   protobuf-c-compiler
   libsqlite3-dev
   sqlite3
+  # tallyd asks polkit about every D-Bus call (daemon/tally-dbus-auth.c)
+  libpolkit-gobject-1-dev
   dbus
   dbus-daemon
   dbus-bin
+  # tests/daemon/test-system-bus.sh runs the real polkitd on a private bus
+  polkitd
   clang
   llvm
   # libFuzzer and clang's sanitizer runtimes: only recommended by clang,

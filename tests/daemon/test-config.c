@@ -70,6 +70,9 @@ static const BadConfig bad_configs[] = {
   { "[dbus]\nbus=tcp\n", "[dbus] bus" },
   { "[dbus]\nname=:1.5\n", "[dbus] name" },
   { "[dbus]\nname=\n", "[dbus] name" },
+  { "[dbus]\nbus=system\nauthorization=yes\n", "[dbus] authorization" },
+  { "[dbus]\nauthorization=polkit\n", "[dbus] authorization" },
+  { "[dbus]\nbus=session\nauthorization=polkit\n", "[dbus] authorization" },
   { "[register]\nissuer_key=abcd\n", "[register] issuer_key" },
   { "[transport]\nlisten=/tmp/sock\n", "[transport] listen" },
   { "[transport]\nlisten_address=unix:/tmp/sock\n", "[transport] listen_address" },
@@ -91,6 +94,34 @@ test_invalid_value_names_group_and_key (void)
     g_assert_false (tally_config_load_data (c, bad_configs[i].text, &error));
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
     g_assert_nonnull (strstr (error->message, bad_configs[i].names));
+  }
+}
+
+/* polkit only on the system bus, where it is the default. */
+static void
+test_authorization_defaults_to_polkit_on_system_bus (void)
+{
+  static const struct
+  {
+    const char *text;
+    TallyAuthorization expected;
+  } cases[] = {
+    { "", TALLY_AUTHORIZATION_NONE },
+    { "[dbus]\nbus=session\n", TALLY_AUTHORIZATION_NONE },
+    { "[dbus]\nbus=system\n", TALLY_AUTHORIZATION_POLKIT },
+    { "[dbus]\nbus=system\nauthorization=polkit\n", TALLY_AUTHORIZATION_POLKIT },
+    { "[dbus]\nbus=system\nauthorization=none\n", TALLY_AUTHORIZATION_NONE },
+    { "[dbus]\nbus=session\nauthorization=none\n", TALLY_AUTHORIZATION_NONE },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (TallyConfig) c = tally_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_test_message ("config: %s", cases[i].text);
+    g_assert_true (tally_config_load_data (c, cases[i].text, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (tally_authorization_to_string (c->authorization), ==,
+                     tally_authorization_to_string (cases[i].expected));
   }
 }
 
@@ -160,9 +191,10 @@ test_tallyd_help_documents_keys (void)
   g_autofree char *out = NULL, *err = NULL;
   const char *argv[] = { tallyd, "--help", NULL };
   g_assert_cmpint (run (argv, &out, &err), ==, 0);
-  for (const char *const *k = (const char *const[]){ "issuer_key=", "bus=", "listen=",
-                                                      "max_revocation_age_hours=", "max_amount=",
-                                                      "timeout_seconds=", "--config", NULL };
+  for (const char *const *k =
+         (const char *const[]){
+           "issuer_key=", "bus=", "authorization=", "listen=", "max_revocation_age_hours=",
+           "max_amount=", "timeout_seconds=", "--config", NULL };
        *k != NULL; k++)
     g_assert_nonnull (strstr (out, *k));
 }
@@ -300,6 +332,8 @@ main (int argc, char **argv)
   g_test_add_func ("/daemon/config/invalid-value-names-group-and-key",
                    test_invalid_value_names_group_and_key);
   g_test_add_func ("/daemon/config/missing-file-is-not-found", test_missing_file_is_not_found);
+  g_test_add_func ("/daemon/config/authorization-defaults-to-polkit-on-system-bus",
+                   test_authorization_defaults_to_polkit_on_system_bus);
   g_test_add_func ("/daemon/tallyd/invalid-config-exits-1-naming-key",
                    test_tallyd_invalid_config_exits_1);
   g_test_add_func ("/daemon/tallyd/help-documents-config-keys", test_tallyd_help_documents_keys);

@@ -1,16 +1,22 @@
 #!/bin/bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# tallyd behind its system bus policy, for real: a private dbus-daemon of
-# type system that includes daemon/org.tally.Tally.conf, tallyd running on
-# it as root (payer, org.tally.Tally), a second tallyd as the payee, and
-# clients that run as uid 65534 through setpriv, in group "tally" or in no
-# group at all.  Proves that a non-member can neither read properties nor
-# receive signals, that an agent of another uid never confirms a payment,
-# and that the Timeout and target limits refuse with their errors.
+# tallyd behind its system bus policy and polkit, for real: a private
+# dbus-daemon of type system that includes daemon/org.tally.Tally.conf,
+# polkitd on it with daemon/org.tally.Tally.policy and daemon/50-tally.rules,
+# tallyd running on it as root (payer, org.tally.Tally), a second tallyd as
+# the payee, and clients that run through setpriv as a user in group "tally"
+# or as uid 65534 in no group at all.  Proves that a non-member can neither
+# read properties nor receive signals, that an agent of another uid never
+# confirms a payment, that the Timeout and target limits refuse with their
+# errors, and that polkit decides every method: a member may read and
+# request payments but not pay, load, defund, reconcile or cancel another
+# user's payment, and root may do everything.
 #
-# Needs root (CI runs as root); skips otherwise.  Creates the group "tally"
-# when it is missing and always deletes it again.  TAP output.
+# Needs root (CI runs as root) and polkitd; skips otherwise.  Creates the
+# group "tally" when it is missing, a user tally-test-member in it, and
+# installs the policy and rules file where polkitd reads them; an EXIT trap
+# removes all of it and puts back any files it replaced.  TAP output.
 
 set -u
 
@@ -21,7 +27,12 @@ TALLYCTL=$BUILD/daemon/tallyctl
 ISSUER=$BUILD/issuer/tally-issuer
 AGENT=$BUILD/tests/daemon/test-agent-helper
 POLICY=$SRC/daemon/org.tally.Tally.conf
+POLKITD=${POLKITD:-/usr/lib/polkit-1/polkitd}
+POLKIT_ACTIONS=/usr/share/polkit-1/actions
+POLKIT_RULES=/usr/share/polkit-1/rules.d
 OTHER_UID=65534 # nobody
+MEMBER=tally-test-member
+MEMBER_MARK="tally test-system-bus"
 
 skip() {
   echo "1..0 # SKIP $*"
@@ -29,10 +40,12 @@ skip() {
 }
 
 [ "$(id -u)" -eq 0 ] ||
-  skip "needs root: starts a system-type dbus-daemon, runs tallyd as root and clients as uid $OTHER_UID with setpriv"
-for p in dbus-daemon setpriv gdbus groupadd groupdel getent flock; do
+  skip "needs root: starts a system-type dbus-daemon and polkitd, runs tallyd as root and clients as other uids with setpriv"
+for p in dbus-daemon setpriv gdbus groupadd groupdel useradd userdel getent flock; do
   command -v "$p" >/dev/null || skip "$p is missing"
 done
+[ -x "$POLKITD" ] || skip "polkitd is missing ($POLKITD; Debian package polkitd)"
+[ -d "$POLKIT_ACTIONS" ] && [ -d "$POLKIT_RULES" ] || skip "no $POLKIT_ACTIONS or $POLKIT_RULES"
 
 # One run at a time on a machine: another run could delete the group
 # "tally" it created while this one uses it.
@@ -43,15 +56,27 @@ T=$(mktemp -d /tmp/tally-test-system-bus.XXXXXX)
 chmod 755 "$T"
 PIDS=()
 CREATED_GROUP=0
+CREATED_MEMBER=0
+INSTALLED=() # files this run put under /usr/share/polkit-1
+mkdir "$T/saved"
 
 cleanup() {
-  local pid
+  local pid f
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null
   done
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null
   done
+  for f in "${INSTALLED[@]}"; do
+    rm -f "$f"
+    if [ -e "$T/saved/$(basename "$f")" ]; then
+      mv "$T/saved/$(basename "$f")" "$f" || echo "# could not put back $f" >&2
+    fi
+  done
+  if [ "$CREATED_MEMBER" -eq 1 ]; then
+    userdel "$MEMBER" || echo "# could not delete the user $MEMBER" >&2
+  fi
   if [ "$CREATED_GROUP" -eq 1 ]; then
     groupdel tally || echo "# could not delete the group tally" >&2
   fi
@@ -88,9 +113,38 @@ if ! getent group tally >/dev/null; then
 fi
 TALLY_GID=$(getent group tally | cut -d: -f3)
 
+# polkit reads group membership from the user database, not from the
+# caller's process: the member is a user of its own, in "tally".  One a
+# killed run left behind carries the mark in its comment field.
+if getent passwd "$MEMBER" >/dev/null; then
+  [ "$(getent passwd "$MEMBER" | cut -d: -f5)" = "$MEMBER_MARK" ] ||
+    bail "a user $MEMBER exists that this test did not create"
+  userdel "$MEMBER" || bail "cannot delete the $MEMBER a killed run left"
+fi
+useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+  --no-user-group --gid "$OTHER_UID" --groups tally --comment "$MEMBER_MARK" "$MEMBER" ||
+  bail "useradd $MEMBER failed"
+CREATED_MEMBER=1
+MEMBER_UID=$(id -u "$MEMBER")
+
 # Who calls: root, a member of "tally" and a user in no group.
-as_member() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --groups="$TALLY_GID" "$@"; }
+as_member() { setpriv --reuid="$MEMBER_UID" --regid="$OTHER_UID" --init-groups "$@"; }
 as_stranger() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --clear-groups "$@"; }
+
+# --- polkit's files -------------------------------------------------------------
+# Where the packages put them, so that polkitd reads exactly what is
+# installed; whatever was there goes back afterwards.
+install_polkit_file() { # SRC DIR
+  local dest
+  dest=$2/$(basename "$1")
+  if [ -e "$dest" ]; then
+    mv "$dest" "$T/saved/" || bail "cannot move $dest aside"
+  fi
+  INSTALLED+=("$dest")
+  install -m 644 "$1" "$dest" || bail "cannot install $dest"
+}
+install_polkit_file "$SRC/daemon/org.tally.Tally.policy" "$POLKIT_ACTIONS"
+install_polkit_file "$SRC/daemon/50-tally.rules" "$POLKIT_RULES"
 
 # --- the bus ------------------------------------------------------------------
 # The default policy of /usr/share/dbus-1/system.conf, the policy under test,
@@ -121,6 +175,17 @@ cat >"$T/bus.conf" <<EOF
     <allow own="org.tally.TestPayee"/>
     <allow send_destination="org.tally.TestPayee"/>
   </policy>
+  <!-- As /usr/share/dbus-1/system.d/org.freedesktop.PolicyKit1.conf;
+       polkitd runs as the user polkitd once it has dropped root. -->
+  <policy user="root">
+    <allow own="org.freedesktop.PolicyKit1"/>
+  </policy>
+  <policy user="polkitd">
+    <allow own="org.freedesktop.PolicyKit1"/>
+  </policy>
+  <policy context="default">
+    <allow send_destination="org.freedesktop.PolicyKit1"/>
+  </policy>
   <include>$POLICY</include>
 </busconfig>
 EOF
@@ -133,6 +198,19 @@ done
 [ -S "$T/bus" ] || bail "dbus-daemon did not start"
 chmod 666 "$T/bus"
 export DBUS_SYSTEM_BUS_ADDRESS="unix:path=$T/bus"
+
+# --- polkitd ----------------------------------------------------------------------
+"$POLKITD" --no-debug </dev/null >"$T/polkitd.log" 2>&1 &
+PIDS+=($!)
+PID_polkitd=$!
+for ((i = 0; i < 100; i++)); do
+  [ "$(gdbus call --system --dest org.freedesktop.DBus --object-path /org/freedesktop/DBus \
+    --method org.freedesktop.DBus.NameHasOwner org.freedesktop.PolicyKit1 2>/dev/null)" = "(true,)" ] &&
+    break
+  sleep 0.1
+done
+kill -0 "$PID_polkitd" 2>/dev/null || bail "polkitd exited"
+[ "$i" -lt 100 ] || bail "polkitd did not take org.freedesktop.PolicyKit1"
 
 # --- the issuer and two daemons -----------------------------------------------
 issuer() { "$ISSUER" --dir "$T/issuer" "$@" >>"$T/issuer.log" 2>&1; }
@@ -260,10 +338,13 @@ wait_payment() {
 
 # Bob requests; root pays him through alice with no agent of its own.
 pay_bob_as_root() {
+  # Not the previous request's line: the background shell truncates the
+  # file only once it runs.
+  rm -f "$T/request.out"
   "$TALLYCTL" --bus system --name org.tally.TestPayee request 1.00 >"$T/request.out" 2>&1 &
   local req=$!
   for ((i = 0; i < 100; i++)); do
-    grep -q "Waiting for payer" "$T/request.out" && break
+    grep -q "Waiting for payer" "$T/request.out" 2>/dev/null && break
     sleep 0.05
   done
   PAYMENT=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:$T/bob.sock" "{}" |
@@ -297,7 +378,7 @@ if [ "$STATE" = failed ] && [ "$error" = org.tally.Error.Rejected ] &&
   ok "agent/another-uids-default-agent-never-confirms"
 else
   not_ok "agent/another-uids-default-agent-never-confirms" "state $STATE, error $error: $message," \
-    "CallerUid $caller, agent of uid $OTHER_UID said: $(tr '\n' ' ' <"$T/agent-member.out")"
+    "CallerUid $caller, agent of uid $MEMBER_UID said: $(tr '\n' ' ' <"$T/agent-member.out")"
 fi
 balance=$(get_prop org.tally.Tally /org/tally/register org.tally.Register1 Balance)
 if [ "$balance" = "int64 4000" ]; then
@@ -331,9 +412,11 @@ else
   ok "policy/non-member-receives-no-signals"
 fi
 
-# --- limits, as a member ----------------------------------------------------------
+# --- limits ------------------------------------------------------------------------
+# As root: a member may not Pay at all (below), and the limits hold for
+# every uid polkit lets pay.
 
-out=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:$T/bob.sock" \
+out=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:$T/bob.sock" \
   "{'Timeout': <uint32 301>}" 2>&1)
 if [[ "$out" == *org.tally.Error.InvalidArgument* ]]; then
   ok "limits/timeout-over-300-s-is-invalid-argument"
@@ -341,15 +424,135 @@ else
   not_ok "limits/timeout-over-300-s-is-invalid-argument" "$out"
 fi
 
-out=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:$T/../../run/dbus/system_bus_socket" "{}" 2>&1)
-out2=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:$T/bus.d/../x" "{}" 2>&1)
-out3=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:/run/dbus/system_bus_socket" "{}" 2>&1)
-out4=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "tcp:192.0.2.1:22" "{}" 2>&1)
+out=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:$T/../../run/dbus/system_bus_socket" "{}" 2>&1)
+out2=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:$T/bus.d/../x" "{}" 2>&1)
+out3=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "unix:/run/dbus/system_bus_socket" "{}" 2>&1)
+out4=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay "tcp:192.0.2.1:22" "{}" 2>&1)
 if [[ "$out" == *org.tally.Error.InvalidArgument* && "$out2" == *org.tally.Error.InvalidArgument* &&
   "$out3" == *org.tally.Error.Policy* && "$out4" == *org.tally.Error.Policy* ]]; then
   ok "limits/pay-target-outside-allowed-targets-is-refused"
 else
   not_ok "limits/pay-target-outside-allowed-targets-is-refused" "$out" "$out2" "$out3" "$out4"
+fi
+
+# --- polkit: what a member may not do -----------------------------------------------
+# Every call below passes the bus policy (the caller is in "tally"), so a
+# refusal is polkit's: org.tally.Error.NotAuthorized, before the handler
+# runs and with the register as it was.
+
+snapshot() { # of alice, as root
+  gdbus call "${ALICE[@]}" --method org.freedesktop.DBus.Properties.GetAll org.tally.Register1
+  gdbus call "${ALICE[@]}" --method org.tally.Register1.GetHistory 0
+}
+
+ALICE_ID=$(get_prop org.tally.Tally /org/tally/register org.tally.Register1 RegisterId)
+issuer voucher --register "$ALICE_ID" --amount 5.00 --out "$T/alice-more.voucher" ||
+  bail "second voucher for alice"
+GARBAGE="[byte 0x01, 0x02, 0x03]"
+before=$(snapshot)
+declare -A refused
+refused[Pay]=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.Pay \
+  "unix:$T/bob.sock" "{}" 2>&1)
+refused[Defund]=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.Defund 2>&1)
+refused[LoadVoucher]=$(as_member "$TALLYCTL" --bus system --json load "$T/alice-more.voucher" 2>&1)
+refused[InstallCertificate]=$(as_member "$TALLYCTL" --bus system --json certificate \
+  "$T/alice.cert" 2>&1)
+refused[ApplyResult]=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.ApplyResult \
+  "$GARBAGE" 2>&1)
+refused[ExportBundle]=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.ExportBundle 2>&1)
+after=$(snapshot)
+for method in Pay Defund LoadVoucher InstallCertificate ApplyResult ExportBundle; do
+  if [[ "${refused[$method]}" == *org.tally.Error.NotAuthorized* ]]; then
+    ok "polkit/member-cannot-call-$method"
+  else
+    not_ok "polkit/member-cannot-call-$method" "${refused[$method]}"
+  fi
+done
+if [ "$before" = "$after" ] && [ -n "$before" ]; then
+  ok "polkit/refused-calls-leave-register-unchanged"
+else
+  not_ok "polkit/refused-calls-leave-register-unchanged" "before: $before" "after: $after"
+fi
+
+# --- polkit: what 50-tally.rules grants a member ----------------------------------------
+
+out=$(as_member gdbus call "${ALICE[@]}" --method org.tally.Register1.GetHistory 1 2>&1)
+out2=$(as_member "$TALLYCTL" --bus system --json info 2>&1)
+if [[ "$out" == *"'Kind': <'"* ]] && [[ "$out2" == *'"Balance"'* ]]; then
+  ok "polkit/member-reads-history-and-info"
+else
+  not_ok "polkit/member-reads-history-and-info" "GetHistory: $out" "info: $out2"
+fi
+
+request_as() { # [setpriv-prefix...]: RequestPayment of 1.00 on alice; prints the path
+  "$@" gdbus call "${ALICE[@]}" --method org.tally.Register1.RequestPayment 100 "" "{}" 2>&1 |
+    sed -nE "s|^\(objectpath '([^']+)',\)$|\1|p"
+}
+cancel_as() { # PATH [setpriv-prefix...]
+  local path=$1
+  shift
+  "$@" gdbus call --system --dest org.tally.Tally --object-path "$path" \
+    --method org.tally.Payment1.Cancel 2>&1
+}
+state_of() { get_prop org.tally.Tally "$1" org.tally.Payment1 State; }
+
+MINE=$(request_as as_member)
+caller=$(get_prop org.tally.Tally "$MINE" org.tally.Payment1 CallerUid)
+if [ -n "$MINE" ] && [ "$caller" = "uint32 $MEMBER_UID" ] && [ "$(state_of "$MINE")" = waiting ]; then
+  ok "polkit/member-requests-payment"
+else
+  not_ok "polkit/member-requests-payment" "path '$MINE', CallerUid $caller" "$(cat "$T/alice.log" | tail -3)"
+fi
+out=$(cancel_as "$MINE" as_member)
+if [ "$out" = "()" ] && [ "$(state_of "$MINE")" = failed ]; then
+  ok "polkit/member-cancels-own-payment"
+else
+  not_ok "polkit/member-cancels-own-payment" "$out" "state $(state_of "$MINE")"
+fi
+
+# --- polkit: another user's payment -----------------------------------------------------
+
+ROOTS=$(request_as)
+out=$(cancel_as "$ROOTS" as_member)
+if [[ "$out" == *org.tally.Error.NotAuthorized* ]] && [ "$(state_of "$ROOTS")" = waiting ]; then
+  ok "polkit/member-cannot-cancel-another-uids-payment"
+else
+  not_ok "polkit/member-cannot-cancel-another-uids-payment" "$out" "state $(state_of "$ROOTS")"
+fi
+cancel_as "$ROOTS" >/dev/null
+MINE=$(request_as as_member)
+out=$(cancel_as "$MINE")
+if [ "$out" = "()" ] && [ "$(state_of "$MINE")" = failed ]; then
+  ok "polkit/admin-cancels-another-uids-payment"
+else
+  not_ok "polkit/admin-cancels-another-uids-payment" "root cancelling $MINE: $out" \
+    "state $(state_of "$MINE")"
+fi
+
+# --- polkit: root may do everything ----------------------------------------------------
+# Root already installed certificates, loaded vouchers and paid above.
+
+balance=$(get_prop org.tally.Tally /org/tally/register org.tally.Register1 Balance)
+"$TALLYCTL" --bus system load "$T/alice-more.voucher" >>"$T/ctl.log" 2>&1
+balance2=$(get_prop org.tally.Tally /org/tally/register org.tally.Register1 Balance)
+out=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.ApplyResult "$GARBAGE" 2>&1)
+out2=$(gdbus call "${ALICE[@]}" --method org.tally.Register1.ExportBundle 2>&1)
+# The voucher the member could not load loads; a result that is no
+# envelope reaches the register's own check.
+if [ "$((${balance#int64 } + 500))" = "${balance2#int64 }" ] &&
+  [[ "$out" == *org.tally.Error.Malformed* ]] && [[ "$out2" == *"[byte 0x"* ]]; then
+  ok "polkit/root-loads-reconciles-and-exports"
+else
+  not_ok "polkit/root-loads-reconciles-and-exports" "balance $balance -> $balance2" \
+    "ApplyResult: $out" "ExportBundle: ${out2:0:80}"
+fi
+out=$(gdbus call --system --dest org.tally.TestPayee --object-path /org/tally/register \
+  --method org.tally.Register1.Defund 2>&1)
+closed=$(get_prop org.tally.TestPayee /org/tally/register org.tally.Register1 Closed)
+if [[ "$out" == *"[byte 0x"* ]] && [ "$closed" = true ]; then
+  ok "polkit/root-defunds"
+else
+  not_ok "polkit/root-defunds" "$out" "Closed $closed"
 fi
 
 # --- release -----------------------------------------------------------------------
@@ -366,6 +569,19 @@ else
   not_ok "agent/release-sent-to-every-agent-when-tallyd-exits" \
     "root's agent: $(tr '\n' ' ' <"$T/agent-root.out")" \
     "member's agent: $(tr '\n' ' ' <"$T/agent-member.out")"
+fi
+
+# --- polkit away ---------------------------------------------------------------------
+# Nobody to ask is a refusal, for root too.
+
+kill "$PID_polkitd"
+wait "$PID_polkitd" 2>/dev/null
+out=$(gdbus call --system --dest org.tally.TestPayee --object-path /org/tally/register \
+  --method org.freedesktop.DBus.Properties.Get org.tally.Register1 Balance 2>&1)
+if [[ "$out" == *org.tally.Error.NotAuthorized* ]] && grep -q "cannot ask polkit" "$T/bob.log"; then
+  ok "polkit/unreachable-polkit-refuses-even-root"
+else
+  not_ok "polkit/unreachable-polkit-refuses-even-root" "$out" "$(tail -3 "$T/bob.log")"
 fi
 
 echo "1..$N"
