@@ -566,6 +566,45 @@ test_published_fraud_proofs_convict_the_signer (void)
   }
 }
 
+/* The proofs of protocol.md 5.5: OVERDRAWN quotes the judged bundle and
+ * entry with the deficit; OVER_LIMIT a permission above the certificate's
+ * max_payment, signed by the accused register, with no receipt yet. */
+static void
+test_published_evidence_proofs_quote_the_signer (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+  g_autoptr (Tally__FraudProof) over = checked_proof (
+    p, "fraud_proof_overdrawn", TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN, "register_a");
+  assert_envelope_is (over->first, p, "reconciliation_bundle");
+  assert_envelope_is (over->second, p, "defund_record");
+  g_assert_cmpint (over->deficit, ==, 1250);
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__SignedEnvelope) env = published_envelope (p, "fraud_proof_over_limit");
+  const guint8 *issuer_pk = g_bytes_get_data (vector_doc_value (p, "issuer.public_key"), NULL);
+  g_assert_true (tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF,
+                                        issuer_pk, &error));
+  g_assert_no_error (error);
+  g_autoptr (Tally__FraudProof) limit = TALLY_UNPACK (
+    Tally__FraudProof, tally__fraud_proof, env->body.data, env->body.len, "over-limit", NULL);
+  g_assert_nonnull (limit);
+  g_assert_cmpint (limit->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT);
+  assert_field (&limit->register_id, p, "register_a.register_id");
+  assert_envelope_is (limit->first, p, "over_limit_permission");
+  g_assert_null (limit->second);
+  g_autoptr (Tally__DepositPermission) perm = permission_of (limit->first);
+  g_autoptr (Tally__SignedEnvelope) cert_env = published_envelope (p, "register_certificate");
+  g_autoptr (Tally__RegisterCertificate) cert = TALLY_UNPACK (
+    Tally__RegisterCertificate, tally__register_certificate, cert_env->body.data,
+    cert_env->body.len, "certificate", NULL);
+  g_assert_nonnull (cert);
+  g_assert_cmpint (perm->amount->value, >, cert->limits->max_payment);
+  const guint8 *pk = g_bytes_get_data (vector_doc_value (p, "register_a.public_key"), NULL);
+  g_assert_true (tally_envelope_verify (
+    limit->first, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, pk, &error));
+  g_assert_no_error (error);
+}
+
 static void
 test_published_handshake_bodies_are_consistent (void)
 {
@@ -755,6 +794,8 @@ main (int argc, char **argv)
                    test_published_reconciliation_is_consistent);
   g_test_add_func ("/core/vectors/fraud-proofs-convict-the-signer",
                    test_published_fraud_proofs_convict_the_signer);
+  g_test_add_func ("/core/vectors/evidence-proofs-quote-the-signer",
+                   test_published_evidence_proofs_quote_the_signer);
   g_test_add_func ("/core/vectors/handshake-bodies-are-consistent",
                    test_published_handshake_bodies_are_consistent);
   g_test_add_func ("/core/vectors/comparison-code-keeps-its-leading-zero",

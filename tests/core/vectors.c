@@ -41,6 +41,9 @@ static const VectorEnvelope envelopes[] = {
   { "fraud_proof_chain_fork", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF },
   { "payee_bundle", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE },
   { "fraud_proof_late_receipt", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF },
+  { "fraud_proof_overdrawn", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF },
+  { "over_limit_permission", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION },
+  { "fraud_proof_over_limit", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_FRAUD_PROOF },
 };
 
 static const char *const hash_cases[] = { "empty", "abc", "memo", "register-id", "fields", NULL };
@@ -266,7 +269,8 @@ add_certificate (Builder *b,
 
 /* Register A's bundle after its payment and defund, and the issuer's
  * answer. */
-static void
+/* Returns A's bundle, which an OVERDRAWN proof quotes. */
+static Tally__SignedEnvelope *
 build_reconciliation (Builder *b, const Scenario *sc)
 {
   /* Register A, after its payment and its defund, exports its bundle. */
@@ -309,6 +313,7 @@ build_reconciliation (Builder *b, const Scenario *sc)
   g_autoptr (Tally__SignedEnvelope) result_env = add_signed (
     b, "reconciliation_result", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT,
     &result.base, sc->issuer);
+  return g_steal_pointer (&bundle_env);
 }
 
 static Tally__SignedEnvelope *
@@ -319,9 +324,11 @@ add_fraud_proof (Builder *b,
                  Tally__FraudKind kind,
                  Tally__SignedEnvelope *first,
                  Tally__SignedEnvelope *second,
-                 guint64 detected_at)
+                 guint64 detected_at,
+                 gint64 deficit)
 {
   Tally__FraudProof fp = TALLY__FRAUD_PROOF__INIT;
+  fp.deficit = deficit;
   set_bytes (&fp.register_id, accused->id, TALLY_ID_BYTES);
   fp.kind = kind;
   fp.first = first;
@@ -379,10 +386,10 @@ build_double_spend (Builder *b, const Scenario *sc, const guint8 genesis[TALLY_H
 
   g_autoptr (Tally__SignedEnvelope) reused = add_fraud_proof (
     b, "fraud_proof_counter_reused", sc->issuer, sc->reg_a,
-    TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED, sc->permission, env1, VECTORS_TIME + 86580);
+    TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED, sc->permission, env1, VECTORS_TIME + 86580, 0);
   g_autoptr (Tally__SignedEnvelope) fork = add_fraud_proof (
     b, "fraud_proof_chain_fork", sc->issuer, sc->reg_a, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK,
-    sc->permission, env2, VECTORS_TIME + 86580);
+    sc->permission, env2, VECTORS_TIME + 86580, 0);
 }
 
 /* B restored from a copy made before it credited the permission, exporting
@@ -403,7 +410,43 @@ build_late_receipt (Builder *b, const Scenario *sc)
     &bundle.base, sc->reg_b);
   g_autoptr (Tally__SignedEnvelope) proof = add_fraud_proof (
     b, "fraud_proof_late_receipt", sc->issuer, sc->reg_b,
-    TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT, sc->receipt, bundle_env, VECTORS_TIME + 86520);
+    TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT, sc->receipt, bundle_env, VECTORS_TIME + 86520, 0);
+}
+
+/* The proofs of protocol.md 5.5, as the issuer writes them: OVERDRAWN, had
+ * the evidence behind A's bundle fallen 12.50 short of what it spent, and
+ * OVER_LIMIT for a permission of 60.00 signed under a certificate that
+ * allows 50.00, reported by A before B's receipt. */
+static void
+build_evidence_proofs (Builder *b, const Scenario *sc, Tally__SignedEnvelope *a_bundle)
+{
+  g_autoptr (Tally__SignedEnvelope) overdrawn = add_fraud_proof (
+    b, "fraud_proof_overdrawn", sc->issuer, sc->reg_a, TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN,
+    a_bundle, sc->defund, VECTORS_TIME + 86520, 1250);
+
+  guint8 nonce[TALLY_NONCE_BYTES], memo_hash[TALLY_HASH_BYTES];
+  for (gsize i = 0; i < TALLY_NONCE_BYTES; i++)
+    nonce[i] = (guint8) (0x60 + i);
+  tally_hash ("memo", "", 0, memo_hash);
+  Tally__Amount amount = TALLY__AMOUNT__INIT;
+  amount.currency = (char *) EUR;
+  amount.value = 6000;
+  Tally__DepositPermission p = TALLY__DEPOSIT_PERMISSION__INIT;
+  set_bytes (&p.payer_register_id, sc->reg_a->id, TALLY_ID_BYTES);
+  set_bytes (&p.payee_register_id, sc->reg_b->id, TALLY_ID_BYTES);
+  set_bytes (&p.payee_nonce, nonce, sizeof nonce);
+  p.amount = &amount;
+  p.counter = 3;
+  set_bytes (&p.chain_prev, sc->head2, TALLY_HASH_BYTES);
+  p.created_at = VECTORS_TIME + 86600;
+  set_bytes (&p.memo_hash, memo_hash, sizeof memo_hash);
+  p.expires_at = VECTORS_TIME + 90200;
+  g_autoptr (Tally__SignedEnvelope) permission = add_signed (
+    b, "over_limit_permission", TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION,
+    &p.base, sc->reg_a);
+  g_autoptr (Tally__SignedEnvelope) over = add_fraud_proof (
+    b, "fraud_proof_over_limit", sc->issuer, sc->reg_a, TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT,
+    permission, NULL, VECTORS_TIME + 90300, 0);
 }
 
 /* Handshake bodies that carry what the first payment did not: a gossiped
@@ -691,9 +734,10 @@ vectors_build (void)
     .list = list_env,
     .head2 = head2,
   };
-  build_reconciliation (&b, &sc);
+  g_autoptr (Tally__SignedEnvelope) a_bundle = build_reconciliation (&b, &sc);
   build_double_spend (&b, &sc, genesis);
   build_late_receipt (&b, &sc);
+  build_evidence_proofs (&b, &sc, a_bundle);
   build_handshake_bodies (&b, &sc, &request);
   build_comparison (&b);
   build_error_and_frames (&b);
