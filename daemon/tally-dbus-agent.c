@@ -166,6 +166,20 @@ handle_register_agent (TallyDBusAgentManager1 *skeleton,
   return TRUE;
 }
 
+/* The agent at @path registered by the caller; NULL after answering the
+ * call with NotFound. */
+static Agent *
+find_callers_agent (TallyAgentManager *m, GDBusMethodInvocation *invocation, const char *path)
+{
+  Agent *agent = find_agent (m, g_dbus_method_invocation_get_sender (invocation), path);
+  if (agent == NULL) {
+    g_autoptr (GError) error =
+      g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no agent %s registered by you", path);
+    tally_dbus_error_return (invocation, error);
+  }
+  return agent;
+}
+
 static gboolean
 handle_request_default_agent (TallyDBusAgentManager1 *skeleton,
                               GDBusMethodInvocation *invocation,
@@ -173,14 +187,10 @@ handle_request_default_agent (TallyDBusAgentManager1 *skeleton,
                               gpointer user_data)
 {
   TallyAgentManager *m = user_data;
-  Agent *agent = find_agent (m, g_dbus_method_invocation_get_sender (invocation), path);
+  Agent *agent = find_callers_agent (m, invocation, path);
 
-  if (agent == NULL) {
-    g_autoptr (GError) error =
-      g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no agent %s registered by you", path);
-    tally_dbus_error_return (invocation, error);
+  if (agent == NULL)
     return TRUE;
-  }
   /* One default per uid: another user's default stays theirs. */
   for (GList *l = m->agents; l != NULL; l = l->next) {
     Agent *other = l->data;
@@ -200,14 +210,10 @@ handle_unregister_agent (TallyDBusAgentManager1 *skeleton,
                          gpointer user_data)
 {
   TallyAgentManager *m = user_data;
-  Agent *agent = find_agent (m, g_dbus_method_invocation_get_sender (invocation), path);
+  Agent *agent = find_callers_agent (m, invocation, path);
 
-  if (agent == NULL) {
-    g_autoptr (GError) error =
-      g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no agent %s registered by you", path);
-    tally_dbus_error_return (invocation, error);
+  if (agent == NULL)
     return TRUE;
-  }
   release_agent (m, agent);
   remove_agent (m, agent);
   tally_dbus_agent_manager1_complete_unregister_agent (skeleton, invocation);
