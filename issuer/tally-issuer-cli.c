@@ -39,7 +39,7 @@ typedef struct
 static Options opt = {
   .max_payments = 100,
   .max_offline_hours = 72,
-  .valid_days = 30,
+  .valid_days = 7,
 };
 
 typedef struct Command Command;
@@ -219,7 +219,7 @@ static const GOptionEntry certify_entries[] = {
   { "max-offline-hours", 0, 0, G_OPTION_ARG_INT, &opt.max_offline_hours,
     "Hours between reconciliations (default 72)", "H" },
   { "valid-days", 0, 0, G_OPTION_ARG_INT, &opt.valid_days,
-    "Certificate lifetime in days (default 30)", "D" },
+    "Certificate lifetime in days (default 7)", "D" },
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt.out, "Write the certificate to FILE", "FILE" },
   { NULL },
 };
