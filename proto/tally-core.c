@@ -98,7 +98,6 @@ tally_text_sanitize (const char *text, gsize max_bytes)
   return g_string_free (out, FALSE);
 }
 
-static gboolean check_message_text (const ProtobufCMessage *msg, const char *what, GError **error);
 
 static gboolean
 check_field_value (const ProtobufCFieldDescriptor *f,
@@ -109,7 +108,7 @@ check_field_value (const ProtobufCFieldDescriptor *f,
   if (value == NULL)
     return TRUE;
   if (f->type == PROTOBUF_C_TYPE_MESSAGE)
-    return check_message_text (value, what, error);
+    return tally_message_check_text (value, what, error);
   g_autofree char *field = g_strdup_printf ("%s: %s", what, f->name);
   return tally_text_check (value, TALLY_TEXT_MAX_BYTES, field, error);
 }
@@ -117,8 +116,8 @@ check_field_value (const ProtobufCFieldDescriptor *f,
 /* protobuf-c copies strings as they came; a peer's bytes must not reach
  * GLib or D-Bus unchecked.  Walks @msg's descriptor, nested messages
  * included (tally.proto has no recursive message). */
-static gboolean
-check_message_text (const ProtobufCMessage *msg, const char *what, GError **error)
+gboolean
+tally_message_check_text (const ProtobufCMessage *msg, const char *what, GError **error)
 {
   const ProtobufCMessageDescriptor *desc = msg->descriptor;
 
@@ -163,7 +162,7 @@ tally_message_unpack (const ProtobufCMessageDescriptor *desc,
                  desc->short_name);
     return NULL;
   }
-  if (!check_message_text (msg, what, error)) {
+  if (!tally_message_check_text (msg, what, error)) {
     protobuf_c_message_free_unpacked (msg, NULL);
     return NULL;
   }

@@ -78,6 +78,10 @@ gboolean tally_text_check (const char *text, gsize max_bytes, const char *what, 
  * For the Error messages we send, whose text may quote anything. */
 char *tally_text_sanitize (const char *text, gsize max_bytes);
 
+/* Every string field of @msg, nested ones included, passes
+ * tally_text_check (); else MALFORMED naming @what and the field. */
+gboolean tally_message_check_text (const ProtobufCMessage *msg, const char *what, GError **error);
+
 /* Unpacks @len bytes as @desc, with TALLY_ERROR_MALFORMED naming @what.
  * Every string field, nested ones included, is checked with
  * tally_text_check (). */
