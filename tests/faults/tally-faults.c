@@ -98,6 +98,8 @@ typedef struct
   /* The owner adversary (docs/reliability.md). */
   guint64 owner_balance;
   guint64 owner_rewind;
+  guint64 owner_skip;
+  guint64 owner_incomplete;
   guint64 owner_forge_defund;
   guint64 owner_forge_pay;
   guint64 owner_hide;
@@ -137,6 +139,7 @@ typedef struct
   gint64 sold;      /* vouchers the issuer sold it */
   gint64 forged_in; /* forged permissions to it that it listed as received */
   gint64 hidden;    /* a payment to it that it left out of a bundle */
+  gboolean skipped; /* its counter jumped ahead: its bundles have a gap */
   guint8 hidden_hash[TALLY_HASH_BYTES];
 } Reg;
 
@@ -1015,6 +1018,12 @@ reconcile_one (Scenario *sc, Reg *r, gboolean must_succeed)
   const guint8 *data = g_bytes_get_data (bundle, &len);
   g_autoptr (GBytes) result =
     tally_issuer_reconcile (sc->issuer, data, len, sc->now, &report, &error);
+  if (result == NULL && r->skipped && g_error_matches (error, TALLY_ERROR, TALLY_ERROR_INCOMPLETE)) {
+    /* Its entries reach the issuer through their payees only. */
+    figures->owner_incomplete++;
+    scenario_log (sc, "the issuer refuses %s's bundle: %s", r->name, error->message);
+    return FALSE;
+  }
   if (result == NULL)
     return violation (sc, "the issuer refuses %s's bundle: %s", r->name, error->message);
   if (report.fraud_proofs > 0)
@@ -1899,14 +1908,35 @@ owner_head_after (Scenario *sc, Reg *r, guint64 counter, guint8 head[TALLY_HASH_
   return TRUE;
 }
 
+/* Fault 2, skipping: the counter moved ahead in the database, the chain
+ * head left as it is.  The issuer must refuse every bundle that lists an
+ * entry above the gap (Incomplete). */
+static gboolean
+owner_skip (Scenario *sc, Reg *r)
+{
+  guint64 c = tally_register_get_counter (r->reg);
+  guint64 to = c + 1 + rand_below (sc, 3);
+  g_autofree char *upd =
+    g_strdup_printf ("UPDATE register_state SET counter = %" G_GUINT64_FORMAT, to);
+  if (!owner_edit (sc, r, upd, NULL, 0))
+    return FALSE;
+  r->adversary = TRUE;
+  r->skipped = TRUE;
+  figures->owner_skip++;
+  owner_target (sc, r);
+  scenario_log (sc, "owner of %s skips its counter from %" G_GUINT64_FORMAT " to %"
+                G_GUINT64_FORMAT, r->name, c, to);
+  return TRUE;
+}
+
 /* Fault 2: the counter and chain head rewound in the database (the entries
  * past them deleted, the balance left as it is), then spent again. */
 static gboolean
 owner_rewind (Scenario *sc, Reg *r)
 {
   guint64 c = tally_register_get_counter (r->reg);
-  if (c == 0)
-    return FALSE; /* nothing to rewind yet */
+  if (c == 0 || rand_chance (sc, 0.4))
+    return owner_skip (sc, r);
   guint64 to = c - 1 - rand_below (sc, (guint) MIN (c, 3));
   guint8 head[TALLY_HASH_BYTES];
   if (!owner_head_after (sc, r, to, head))
@@ -2414,12 +2444,14 @@ check_no_double_credit (Scenario *sc, TallyIssuerStore *books)
  *   not paid  the payer never committed, or the issuer reclaimed the
  *             permission (the payer's entry is RECLAIMED and its account
  *             got the value back) and the payee never credited it.
- * Nothing stays in flight.  Adds reclaimed value to the honest payers'
- * ledgers and returns the reclaimed total. */
+ * Nothing stays in flight but payments to a payee whose owner skipped its
+ * counter (@stuck).  Adds reclaimed value to the honest payers' ledgers and
+ * returns the reclaimed total. */
 static gboolean
-check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
+check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed, gint64 *stuck)
 {
   *reclaimed = 0;
+  *stuck = 0;
   for (guint i = 0; i < sc->attempts->len; i++) {
     const Attempt *a = &g_array_index (sc->attempts, Attempt, i);
     Reg *payer = reg_at (sc, a->payer);
@@ -2444,7 +2476,7 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
      * through its payee or a reconciliation before the restore. */
     gboolean discarded = a->lineage != payer->lineage;
     if (e == NULL) {
-      if (discarded) {
+      if (discarded || payer->skipped) {
         figures->unjudged += a->kind == ATTEMPT_PAYMENT;
         continue;
       }
@@ -2462,6 +2494,14 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
 
     switch (e->state) {
     case TALLY_ISSUER_ENTRY_IN_FLIGHT:
+      /* A payee whose every bundle is refused never moves its horizon:
+       * what was paid to it stays in flight, as for a payee that never
+       * reconciles. */
+      if (reg_at (sc, a->payee)->skipped) {
+        *stuck += a->amount;
+        figures->unjudged++;
+        continue;
+      }
       figures->in_flight++;
       return violation (sc,
                         "payment of step %u (%s counter %" G_GUINT64_FORMAT ") is still in "
@@ -2510,19 +2550,22 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
 }
 
 /*
- * Checks 1-3.  With H the registers whose id never forked, F the forked
- * ids, bal(r) a register's balance read from its database, online(a) the
+ * Checks 1-3.  With H the registers whose id never forked and whose owner
+ * did not act, F the others (forked ids and the owner adversary's
+ * registers), bal(r) a register's balance read from its database, online(a) the
  * issuer's account balance and view(f) the issuer's view of a register:
  *
  *   (1) the audit's identity holds (issued + exposure = online + offline +
  *       in flight, each summed from the ledger) and "issued" is what was
  *       deposited;
  *   (2) Σ_{r∈H} bal(r) + Σ_{r∈H} ledger(r) + Σ_{f∈F} (view(f) + online(f))
- *         + in_flight = deposited,  with in_flight = 0,
+ *         + in_flight = deposited,  with in_flight = 0 but for payments to
+ *       a register whose owner skipped its counter (check_attempts),
  *       where ledger(r) is the account balance the driver computes itself
  *       (deposit − vouchers sold + defunds committed + permissions
  *       reclaimed) and must equal online(r), and the audit's in flight is
- *       0 and its reclaimed total what check_attempts() found reclaimed;
+ *       that in_flight and its reclaimed total what check_attempts() found
+ *       reclaimed;
  *   (3) view(r) = bal(r) for every r ∈ H.
  *
  * The value a fork created, Σ_{copies c of f} bal(c) − view(f), is no
@@ -2532,9 +2575,12 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
  *       is in the audit's exposure, and exposure comes with fraud proofs.
  */
 static gboolean
-check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, gint64 reclaimed)
+check_conservation (Scenario *sc,
+                    TallyIssuerStore *books,
+                    const Reported *rep,
+                    gint64 reclaimed,
+                    gint64 in_flight)
 {
-  const gint64 in_flight = 0;
   g_autoptr (GError) error = NULL;
   const TallyAudit audit = rep->audit;
   if (!audit.identity || audit.balanced != (audit.fraud_exposure == 0 && audit.awaiting == 0))
@@ -2787,7 +2833,7 @@ settle (Scenario *sc)
   for (guint round = 0; round < 2; round++) {
     for (guint i = 0; i < sc->regs->len; i++) {
       sc->now += 1;
-      if (!reconcile_one (sc, reg_at (sc, i), TRUE))
+      if (!reconcile_one (sc, reg_at (sc, i), TRUE) && sc->failure != NULL)
         return;
     }
   }
@@ -2833,11 +2879,12 @@ settle (Scenario *sc)
   }
   g_autoptr (GHashTable) expected_fraud =
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  gint64 reclaimed = 0;
+  gint64 reclaimed = 0, stuck = 0;
   (void) (check_forks (sc, books, expected_fraud) &&
           check_fraud_proofs (sc, books, &rep, expected_fraud) &&
-          check_no_double_credit (sc, books) && check_attempts (sc, books, &reclaimed) &&
-          check_owner (sc, books, &rep) && check_conservation (sc, books, &rep, reclaimed));
+          check_no_double_credit (sc, books) &&
+          check_attempts (sc, books, &reclaimed, &stuck) && check_owner (sc, books, &rep) &&
+          check_conservation (sc, books, &rep, reclaimed, stuck));
   tally_issuer_store_rollback (books);
 }
 
@@ -3069,13 +3116,17 @@ print_summary (guint64 seed, gdouble seconds, guint failures)
           f->forks_with_evidence, f->frauds_detected);
   printf ("  late-receipt proofs against rolled-back payees %" G_GUINT64_FORMAT "\n",
           f->late_receipts);
-  printf ("  overdrawn proofs against forked registers %" G_GUINT64_FORMAT "\n", f->overdrawn);
+  printf ("  overdrawn proofs against forked or owner registers %" G_GUINT64_FORMAT "\n",
+          f->overdrawn);
   printf ("  fraud exposure reported %" G_GINT64_FORMAT ", value forks created %" G_GINT64_FORMAT
           ", defunds refused %" G_GINT64_FORMAT "\n",
           f->fraud_exposure, f->fork_created, f->refused);
   printf ("  owner adversary\n");
   printf ("    balance raised         %" G_GUINT64_FORMAT "\n", f->owner_balance);
   printf ("    counter rewound        %" G_GUINT64_FORMAT "\n", f->owner_rewind);
+  printf ("    counter skipped        %" G_GUINT64_FORMAT " (bundles refused as incomplete %"
+          G_GUINT64_FORMAT ")\n",
+          f->owner_skip, f->owner_incomplete);
   printf ("    defund signed beyond the balance %" G_GUINT64_FORMAT "\n", f->owner_forge_defund);
   printf ("    permission signed beyond the balance, to a colluder %" G_GUINT64_FORMAT "\n",
           f->owner_forge_pay);
