@@ -216,7 +216,8 @@ raise_balance (const char *dir, gint64 raise)
 /*
  * Found by: the owner adversary of tally-faults (check 7: an adversarial
  * register's account gained more than its defunds and its unheld
- * permissions could be backed by), reduced by hand.
+ * permissions could be backed by; tally-faults --seed 777 --only 593),
+ * reduced by hand.
  *
  * The register is sold 1000 and pays all of it to an honest payee.  Its
  * owner raises the stored balance by 3000 and spends 3000 more to the
