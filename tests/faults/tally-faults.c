@@ -106,6 +106,8 @@ typedef struct
   guint64 owner_caught;
   gint64 owner_made;
   gint64 owner_exposure;
+  guint64 owner_unbacked_online; /* scenarios where check 7 failed */
+  gint64 owner_unbacked_value;   /* by how much, summed */
   /* A violation found in a child, reported by the parent. */
   char child_failure[1024];
 } Figures;
@@ -2786,6 +2788,10 @@ check_owner (Scenario *sc, TallyIssuerStore *books, const Reported *rep)
                   r->name, in, signed_out, out, gain, made, row ? row->exposure : 0,
                   row ? row->proofs : 0, books_row.revoked ? "revoked" : "not revoked");
     gint64 backed = backed_online (sc, i, in);
+    if (gain > in || gain > backed) {
+      figures->owner_unbacked_online++;
+      figures->owner_unbacked_value += gain - MIN (in, backed);
+    }
     if (gain > in || gain > backed)
       return violation (sc,
                         "owner of %s: its account gained %" G_GINT64_FORMAT
@@ -3136,6 +3142,9 @@ print_summary (guint64 seed, gdouble seconds, guint failures)
   printf ("    value owners made %" G_GINT64_FORMAT ", exposure reported for them %" G_GINT64_FORMAT
           "\n",
           f->owner_made, f->owner_exposure);
+  printf ("    accounts credited beyond the evidence (check 7) %" G_GUINT64_FORMAT
+          " scenario(s), by %" G_GINT64_FORMAT "\n",
+          f->owner_unbacked_online, f->owner_unbacked_value);
   printf ("  violations               %u\n", failures);
 }
 
