@@ -2698,6 +2698,26 @@ backed_online (Scenario *sc, guint origin, gint64 in)
   return backed;
 }
 
+/* Whether the issuer settled @a.  Asked only for a payment to a forked
+ * payee: such a payee may have credited it and then lost the credit to a
+ * rollback, and the issuer reclaimed it to the payer's account instead. */
+static gboolean
+attempt_settled (Scenario *sc, TallyIssuerStore *books, const Attempt *a, gboolean *settled)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) rows = NULL;
+  Reg *payer = reg_at (sc, a->payer);
+  *settled = FALSE;
+  if (!tally_issuer_store_entries_by_counter (books, payer->id, a->counter, &rows, &error))
+    return violation (sc, "entries of %s: %s", payer->name, error->message);
+  for (guint k = 0; k < rows->len; k++) {
+    const TallyIssuerEntryRow *e = rows->pdata[k];
+    if (e->amount == a->amount && e->kind == TALLY_ISSUER_ENTRY_PERMISSION)
+      *settled = e->state == TALLY_ISSUER_ENTRY_SETTLED;
+  }
+  return TRUE;
+}
+
 /* The issuer's audit row of @r, or NULL when it flags nothing about it. */
 static const TallyAuditRegister *
 flagged_row (const Reported *rep, const Reg *r)
@@ -2721,7 +2741,9 @@ flagged_row (const Reported *rep, const Reg *r)
  *   gain(a)   = online(a) − (deposit − vouchers sold to a): what its account
  *               received from defunds and reclaimed permissions;
  *   out(a)    = payments from a that their payee credited (forged ones
- *               included) + gain(a);
+ *               included; to a payee rolled back or cloned, only those the
+ *               issuer settled, since such a payee may have lost the credit
+ *               and the issuer reclaimed the payment) + gain(a);
  *   signed(a) = every amount a's key signed (committed attempts, forged);
  *   made(a)   = max(0, out(a) − in(a), hidden(a)): what a spent beyond
  *               what it was sold and honestly paid, which is now held by
@@ -2767,8 +2789,12 @@ check_owner (Scenario *sc, TallyIssuerStore *books, const Reported *rep)
       if (!a->committed)
         continue;
       if (reg_at (sc, a->payer)->origin == i) {
+        gboolean paid = a->kind == ATTEMPT_PAYMENT && a->credited;
+        if (paid && reg_at (sc, a->payee)->forked &&
+            !attempt_settled (sc, books, a, &paid))
+          return FALSE;
         signed_out += a->amount;
-        out += a->kind == ATTEMPT_PAYMENT && a->credited ? a->amount : 0;
+        out += paid ? a->amount : 0;
       } else if (a->kind == ATTEMPT_PAYMENT && a->credited && reg_at (sc, a->payee)->origin == i) {
         in += a->amount;
       }
