@@ -1020,7 +1020,8 @@ reconcile_one (Scenario *sc, Reg *r, gboolean must_succeed)
   const guint8 *data = g_bytes_get_data (bundle, &len);
   g_autoptr (GBytes) result =
     tally_issuer_reconcile (sc->issuer, data, len, sc->now, &report, &error);
-  if (result == NULL && r->skipped && g_error_matches (error, TALLY_ERROR, TALLY_ERROR_INCOMPLETE)) {
+  if (result == NULL && r->skipped &&
+      g_error_matches (error, TALLY_ERROR, TALLY_ERROR_INCOMPLETE)) {
     /* Its entries reach the issuer through their payees only. */
     figures->owner_incomplete++;
     scenario_log (sc, "the issuer refuses %s's bundle: %s", r->name, error->message);
@@ -1943,7 +1944,8 @@ owner_rewind (Scenario *sc, Reg *r)
   guint8 head[TALLY_HASH_BYTES];
   if (!owner_head_after (sc, r, to, head))
     return FALSE;
-  g_autofree char *del = g_strdup_printf ("DELETE FROM spent WHERE counter > %" G_GUINT64_FORMAT, to);
+  g_autofree char *del =
+    g_strdup_printf ("DELETE FROM spent WHERE counter > %" G_GUINT64_FORMAT, to);
   g_autofree char *upd = g_strdup_printf (
     "UPDATE register_state SET counter = %" G_GUINT64_FORMAT ", chain_head = ?1", to);
   if (!owner_edit (sc, r, del, NULL, 0) || !owner_edit (sc, r, upd, head, sizeof head))
@@ -2019,14 +2021,20 @@ forged_sign (Scenario *sc,
 /* The colluder lists the forged permission as received, signed with its
  * key, and raises its balance by as much to spend it onward. */
 static gboolean
-owner_collude (Scenario *sc, Reg *peer, const guint8 *peer_sk, Forged *f, GBytes *cert, gint64 amount)
+owner_collude (Scenario *sc,
+               Reg *peer,
+               const guint8 *peer_sk,
+               Forged *f,
+               GBytes *cert,
+               gint64 amount)
 {
   g_autoptr (Tally__SignedEnvelope) cert_env = owner_envelope (cert);
   Tally__ReceivedEntry received = TALLY__RECEIVED_ENTRY__INIT;
   received.payer_certificate = cert_env;
   received.permission = f->env;
   received.receipt = f->receipt;
-  g_autoptr (GBytes) bundle = owner_bundle (sc, peer, peer_sk, NULL, 0, 0, NULL, &received, NULL, NULL);
+  g_autoptr (GBytes) bundle =
+    owner_bundle (sc, peer, peer_sk, NULL, 0, 0, NULL, &received, NULL, NULL);
   g_autofree char *sql = g_strdup_printf (
     "UPDATE register_state SET balance = balance + %" G_GINT64_FORMAT, amount);
   if (bundle == NULL || !owner_hand_in (sc, peer, bundle) || !owner_edit (sc, peer, sql, NULL, 0))
@@ -2837,8 +2845,8 @@ check_owner (Scenario *sc, TallyIssuerStore *books, const Reported *rep)
     figures->owner_exposure += exposure;
     if (exposure != made)
       return violation (sc,
-                        "owner of %s made %" G_GINT64_FORMAT ", the issuer reports %" G_GINT64_FORMAT
-                        " of exposure for it",
+                        "owner of %s made %" G_GINT64_FORMAT
+                        ", the issuer reports %" G_GINT64_FORMAT " of exposure for it",
                         r->name, made, exposure);
     made_total += made;
   }
