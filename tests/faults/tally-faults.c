@@ -96,6 +96,19 @@ typedef struct
   gint64 fraud_exposure;
   gint64 fork_created;
   gint64 refused;
+  /* The owner adversary (docs/reliability.md). */
+  guint64 owner_balance;
+  guint64 owner_rewind;
+  guint64 owner_skip;
+  guint64 owner_incomplete;
+  guint64 owner_forge_defund;
+  guint64 owner_forge_pay;
+  guint64 owner_hide;
+  guint64 owner_caught;
+  gint64 owner_made;
+  gint64 owner_exposure;
+  guint64 owner_unbacked_online; /* scenarios where check 7 failed */
+  gint64 owner_unbacked_value;   /* by how much, summed */
   /* A violation found in a child, reported by the parent. */
   char child_failure[1024];
 } Figures;
@@ -123,6 +136,14 @@ typedef struct
   gint64 ledger_online; /* the account balance the driver expects */
   gboolean received_any;
   gboolean gossip_applied; /* a revocation list committed during the armed call */
+  /* The owner adversary: its owner edited its database or signed with its
+   * key outside it.  The driver's own record of what it was given. */
+  gboolean adversary;
+  gint64 sold;      /* vouchers the issuer sold it */
+  gint64 forged_in; /* forged permissions to it that it listed as received */
+  gint64 hidden;    /* a payment to it that it left out of a bundle */
+  gboolean skipped; /* its counter jumped ahead: its bundles have a gap */
+  guint8 hidden_hash[TALLY_HASH_BYTES];
 } Reg;
 
 typedef enum
@@ -202,6 +223,15 @@ typedef struct
   guint fork_copy_step;
   guint fork_step;
   guint fork_bias; /* steps left that prefer the forked lineage as payer */
+  /* The planned owner act, on a register other than the forked one. */
+  gint owner_kind;
+  guint owner_reg;
+  guint owner_peer; /* the colluding register */
+  guint owner_step;
+  guint owner_defund_step;
+  gboolean owner_done;
+  guint owner_bias;  /* steps left that prefer owner_payer as payer */
+  guint owner_payer;
   Kill kill;
   Enospc enospc;
 } Scenario;
@@ -211,6 +241,15 @@ enum
   FORK_NONE,
   FORK_ROLLBACK,
   FORK_CLONE,
+};
+
+enum
+{
+  OWNER_NONE,
+  OWNER_BALANCE, /* raises its balance in the database, then spends */
+  OWNER_REWIND,  /* rewinds its counter and chain head, then spends */
+  OWNER_FORGE,   /* signs beyond its balance with its key, outside the database */
+  OWNER_HIDE,    /* leaves a payment to it out of its bundle, then spends it */
 };
 
 static void scenario_log (Scenario *sc, const char *fmt, ...) G_GNUC_PRINTF (2, 3);
@@ -252,6 +291,14 @@ static Reg *
 reg_at (Scenario *sc, guint i)
 {
   return sc->regs->pdata[i];
+}
+
+/* A register whose id forked or whose owner acted against the issuer: no
+ * check that holds for honest registers applies to it. */
+static gboolean
+reg_tainted (const Reg *r)
+{
+  return r->forked || r->adversary;
 }
 
 static guint
@@ -615,14 +662,14 @@ error_expected (const Pay *p, const GError *error)
    * already holds the other lineage's entry at this counter. */
   case TALLY_ERROR_REVOKED:
   case TALLY_ERROR_COUNTER_REUSED:
-  case TALLY_ERROR_CHAIN_FORK: return p->reg[0]->forked || p->reg[1]->forked;
+  case TALLY_ERROR_CHAIN_FORK: return reg_tainted (p->reg[0]) || reg_tainted (p->reg[1]);
   /* A payee rolled back past the payment that cached the payer's
    * certificate no longer holds it (protocol.md 4.2). */
   case TALLY_ERROR_NOT_FOUND:
   case TALLY_ERROR_REPLAY:
   /* A payee restored from a copy older than the request a pending
    * permission answers no longer knows its nonce. */
-  case TALLY_ERROR_WRONG_NONCE: return p->reg[1]->forked || p->reg[0]->forked;
+  case TALLY_ERROR_WRONG_NONCE: return reg_tainted (p->reg[1]) || reg_tainted (p->reg[0]);
   case TALLY_ERROR_FAILED:
   case TALLY_ERROR_INVALID_ARGUMENT:
   case TALLY_ERROR_MALFORMED:
@@ -976,6 +1023,13 @@ reconcile_one (Scenario *sc, Reg *r, gboolean must_succeed)
   const guint8 *data = g_bytes_get_data (bundle, &len);
   g_autoptr (GBytes) result =
     tally_issuer_reconcile (sc->issuer, data, len, sc->now, &report, &error);
+  if (result == NULL && r->skipped &&
+      g_error_matches (error, TALLY_ERROR, TALLY_ERROR_INCOMPLETE)) {
+    /* Its entries reach the issuer through their payees only. */
+    figures->owner_incomplete++;
+    scenario_log (sc, "the issuer refuses %s's bundle: %s", r->name, error->message);
+    return FALSE;
+  }
   if (result == NULL)
     return violation (sc, "the issuer refuses %s's bundle: %s", r->name, error->message);
   if (report.fraud_proofs > 0)
@@ -1136,6 +1190,12 @@ reg_usable (Reg *r)
 static Reg *
 pick_payer (Scenario *sc, gboolean onward)
 {
+  if (sc->owner_bias > 0) {
+    sc->owner_bias--;
+    Reg *o = reg_at (sc, sc->owner_payer);
+    if (reg_usable (o) && tally_register_get_balance (o->reg) > 1000 && rand_chance (sc, 0.7))
+      return o;
+  }
   if (sc->fork_bias > 0) {
     sc->fork_bias--;
     Reg *f = reg_at (sc, sc->regs->len - 1);
@@ -1379,7 +1439,7 @@ do_step (Scenario *sc)
     guint open = 0;
     for (guint i = 0; i < sc->regs->len; i++)
       open += reg_usable (reg_at (sc, i)) && !reg_at (sc, i)->is_clone;
-    if (open <= 3 || st.a->forked)
+    if (open <= 3 || reg_tainted (st.a))
       st.kind = STEP_RECONCILE;
   }
 
@@ -1449,11 +1509,12 @@ do_step (Scenario *sc)
     st.voucher = tally_issuer_sell_voucher (sc->issuer, st.a->id, amount, sc->now, &error);
     if (st.voucher == NULL) {
       /* A revoked register is sold nothing. */
-      if (!st.a->forked)
+      if (!reg_tainted (st.a))
         violation (sc, "no voucher for %s: %s", st.a->name, error->message);
       return;
     }
     st.a->ledger_online -= amount;
+    st.a->sold += amount;
     g_queue_push_tail (&st.a->vouchers, g_bytes_ref (st.voucher));
     scenario_log (sc, "load %s %" G_GINT64_FORMAT, st.a->name, amount);
     break;
@@ -1549,6 +1610,608 @@ fork_events (Scenario *sc)
                 r->snapshot_counter);
 }
 
+/* --- the owner adversary ---------------------------------------------------------- */
+
+/* Runs @sql on @r's database, with @blob bound to ?1 unless NULL, while the
+ * register is closed: the owner has root and edits the file. */
+static gboolean
+owner_edit (Scenario *sc, Reg *r, const char *sql, const guint8 *blob, gsize blob_len)
+{
+  g_autofree char *path = g_build_filename (r->dir, "register.db", NULL);
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  gboolean ok = FALSE;
+  reg_close (r);
+  if (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2 (db, sql, -1, &st, NULL) != SQLITE_OK ||
+      (blob != NULL &&
+       sqlite3_bind_blob (st, 1, blob, (int) blob_len, SQLITE_TRANSIENT) != SQLITE_OK) ||
+      sqlite3_step (st) != SQLITE_DONE) {
+    violation (sc, "%s: editing its database (%s): %s", r->name, sql, sqlite3_errmsg (db));
+    goto out;
+  }
+  ok = TRUE;
+out:
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+  return reg_open (sc, r) && ok;
+}
+
+/* The first row of @sql on @r's database, ?1 bound to @arg: column 0 as
+ * bytes, column 1 as text (NULL when the query has one column).  FALSE
+ * and no violation when there is no row. */
+static gboolean
+owner_select (Scenario *sc, Reg *r, const char *sql, gint64 arg, GBytes **blob, char **text)
+{
+  g_autofree char *path = g_build_filename (r->dir, "register.db", NULL);
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  gboolean ok = FALSE;
+  *blob = NULL;
+  if (text != NULL)
+    *text = NULL;
+  if (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
+      sqlite3_prepare_v2 (db, sql, -1, &st, NULL) != SQLITE_OK) {
+    violation (sc, "%s: reading its database: %s", r->name, sqlite3_errmsg (db));
+    goto out;
+  }
+  sqlite3_bind_int64 (st, 1, arg);
+  if (sqlite3_step (st) == SQLITE_ROW) {
+    *blob = g_bytes_new (sqlite3_column_blob (st, 0), (gsize) sqlite3_column_bytes (st, 0));
+    if (text != NULL)
+      *text = g_strdup ((const char *) sqlite3_column_text (st, 1));
+    ok = TRUE;
+  }
+out:
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+  return ok;
+}
+
+static guint8 *
+owner_key (Scenario *sc, Reg *r)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = g_build_filename (r->dir, "register.key", NULL);
+  guint8 *sk = tally_secret_key_new ();
+  if (!tally_key_file_read (path, sk, &error)) {
+    tally_secret_key_free (sk);
+    violation (sc, "%s: reading its key: %s", r->name, error->message);
+    return NULL;
+  }
+  return sk;
+}
+
+static GBytes *
+owner_sign (Tally__SignatureContext ctx, const ProtobufCMessage *msg, const guint8 *sk)
+{
+  g_autoptr (GBytes) body = tally_message_pack (msg);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (body, &len);
+  return tally_envelope_sign (ctx, data, len, sk);
+}
+
+static Tally__SignedEnvelope *
+owner_envelope (GBytes *bytes)
+{
+  gsize len;
+  const guint8 *data = g_bytes_get_data (bytes, &len);
+  return tally_envelope_decode (data, len, NULL);
+}
+
+static GBytes *
+owner_permission (Scenario *sc,
+                  Reg *payer,
+                  Reg *payee,
+                  const guint8 *sk,
+                  gint64 amount,
+                  guint64 counter,
+                  const guint8 prev[TALLY_HASH_BYTES])
+{
+  guint8 nonce[TALLY_NONCE_BYTES];
+  guint8 memo_hash[TALLY_HASH_BYTES];
+  randombytes_buf (nonce, sizeof nonce);
+  tally_hash ("memo", "", 0, memo_hash);
+  Tally__Amount value = TALLY__AMOUNT__INIT;
+  value.currency = (char *) CURRENCY;
+  value.value = amount;
+  Tally__DepositPermission p = TALLY__DEPOSIT_PERMISSION__INIT;
+  p.payer_register_id.data = payer->id;
+  p.payer_register_id.len = TALLY_ID_BYTES;
+  p.payee_register_id.data = payee->id;
+  p.payee_register_id.len = TALLY_ID_BYTES;
+  p.payee_nonce.data = nonce;
+  p.payee_nonce.len = sizeof nonce;
+  p.amount = &value;
+  p.counter = counter;
+  p.chain_prev.data = (guint8 *) prev;
+  p.chain_prev.len = TALLY_HASH_BYTES;
+  p.created_at = sc->now;
+  p.memo_hash.data = memo_hash;
+  p.memo_hash.len = sizeof memo_hash;
+  p.expires_at = sc->now + 3600;
+  return owner_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base, sk);
+}
+
+static GBytes *
+owner_defund_record (Scenario *sc,
+                     Reg *r,
+                     const guint8 *sk,
+                     gint64 amount,
+                     guint64 counter,
+                     const guint8 prev[TALLY_HASH_BYTES])
+{
+  Tally__Amount value = TALLY__AMOUNT__INIT;
+  value.currency = (char *) CURRENCY;
+  value.value = amount;
+  Tally__DefundRecord d = TALLY__DEFUND_RECORD__INIT;
+  d.register_id.data = r->id;
+  d.register_id.len = TALLY_ID_BYTES;
+  d.amount = &value;
+  d.counter = counter;
+  d.chain_prev.data = (guint8 *) prev;
+  d.chain_prev.len = TALLY_HASH_BYTES;
+  d.created_at = sc->now;
+  return owner_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND, &d.base, sk);
+}
+
+/* The colluding payee's receipt for @permission, signed with its key. */
+static GBytes *
+owner_receipt (Scenario *sc, const guint8 *sk, const Tally__SignedEnvelope *env)
+{
+  g_autoptr (Tally__DepositPermission) p =
+    TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, env->body.data,
+                  env->body.len, "permission", NULL);
+  g_assert (p != NULL);
+  guint8 hash[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (env, hash);
+  Tally__Receipt r = TALLY__RECEIPT__INIT;
+  r.payee_register_id = p->payee_register_id;
+  r.payer_register_id = p->payer_register_id;
+  r.payer_counter = p->counter;
+  r.permission_hash.data = hash;
+  r.permission_hash.len = sizeof hash;
+  r.amount = p->amount;
+  r.received_at = sc->now;
+  r.permission_expires_at = p->expires_at;
+  return owner_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &r.base, sk);
+}
+
+/*
+ * @r's bundle as its register exports it, edited by its owner and signed
+ * again with its key: @spent (@n_spent) appended with @counter and @head as the
+ * chain it reports, @received appended, and the received entry whose
+ * permission hashes to @drop left out (each NULL for none).  *@cert gets
+ * the register's certificate when not NULL.
+ */
+static GBytes *
+owner_bundle (Scenario *sc,
+              Reg *r,
+              const guint8 *sk,
+              Tally__SpentEntry **spent,
+              guint n_spent,
+              guint64 counter,
+              const guint8 *head,
+              Tally__ReceivedEntry *received,
+              const guint8 *drop,
+              GBytes **cert)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) bundle = tally_register_export_bundle (r->reg, sc->now, &error);
+  if (bundle == NULL) {
+    violation (sc, "%s cannot export a bundle for its owner: %s", r->name, error->message);
+    return NULL;
+  }
+  g_autoptr (Tally__SignedEnvelope) env = owner_envelope (bundle);
+  g_autoptr (Tally__ReconciliationBundle) b =
+    env ? TALLY_UNPACK (Tally__ReconciliationBundle, tally__reconciliation_bundle,
+                        env->body.data, env->body.len, "bundle", &error)
+        : NULL;
+  if (b == NULL) {
+    violation (sc, "%s's bundle does not decode", r->name);
+    return NULL;
+  }
+  Tally__ReconciliationBundle copy = *b;
+  g_autofree Tally__SpentEntry **sp = g_new0 (Tally__SpentEntry *, b->n_spent + n_spent);
+  for (gsize i = 0; i < b->n_spent; i++)
+    sp[i] = b->spent[i];
+  copy.spent = sp;
+  for (guint i = 0; i < n_spent; i++)
+    sp[copy.n_spent++] = spent[i];
+  if (n_spent > 0) {
+    copy.counter = counter;
+    copy.chain_head.data = (guint8 *) head;
+    copy.chain_head.len = TALLY_HASH_BYTES;
+  }
+  g_autofree Tally__ReceivedEntry **rc = g_new0 (Tally__ReceivedEntry *, b->n_received + 1);
+  copy.n_received = 0;
+  for (gsize i = 0; i < b->n_received; i++) {
+    guint8 hash[TALLY_HASH_BYTES];
+    tally_envelope_body_hash (b->received[i]->permission, hash);
+    if (drop == NULL || memcmp (hash, drop, TALLY_HASH_BYTES) != 0)
+      rc[copy.n_received++] = b->received[i];
+  }
+  if (received != NULL)
+    rc[copy.n_received++] = received;
+  copy.received = rc;
+  if (cert != NULL)
+    *cert = tally_envelope_pack (b->certificate);
+  return owner_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
+                     &copy.base, sk);
+}
+
+/* Hands an owner's bundle to the issuer; the owner keeps the result. */
+static gboolean
+owner_hand_in (Scenario *sc, Reg *r, GBytes *bundle)
+{
+  g_autoptr (GError) error = NULL;
+  TallyReconcileReport report;
+  gsize len;
+  const guint8 *data = g_bytes_get_data (bundle, &len);
+  g_autoptr (GBytes) result =
+    tally_issuer_reconcile (sc->issuer, data, len, sc->now, &report, &error);
+  if (result == NULL)
+    return violation (sc, "the issuer refuses %s's edited bundle: %s", r->name, error->message);
+  scenario_log (sc, "issuer took %s's edited bundle: %u fraud proof(s), refused %" G_GINT64_FORMAT,
+                r->name, report.fraud_proofs, report.refused);
+  return TRUE;
+}
+
+static void
+owner_target (Scenario *sc, Reg *payer)
+{
+  sc->owner_payer = reg_index (sc, payer);
+  sc->owner_bias = 6;
+}
+
+/* Fault 1: a balance raised in the database, then spent or defunded. */
+static gboolean
+owner_raise_balance (Scenario *sc, Reg *r)
+{
+  gint64 raise = 50000 + (gint64) rand_below (sc, 100) * 1000;
+  g_autofree char *sql = g_strdup_printf (
+    "UPDATE register_state SET balance = balance + %" G_GINT64_FORMAT, raise);
+  if (!owner_edit (sc, r, sql, NULL, 0))
+    return FALSE;
+  r->adversary = TRUE;
+  figures->owner_balance++;
+  owner_target (sc, r);
+  if (rand_chance (sc, 0.5))
+    sc->owner_defund_step = sc->step + 1 + rand_below (sc, 8);
+  scenario_log (sc, "owner of %s raises its balance by %" G_GINT64_FORMAT "%s", r->name, raise,
+                sc->owner_defund_step ? " and will defund" : "");
+  return TRUE;
+}
+
+/* The chain head after @r's entry at @counter: the next entry's chain_prev. */
+static gboolean
+owner_head_after (Scenario *sc, Reg *r, guint64 counter, guint8 head[TALLY_HASH_BYTES])
+{
+  if (counter == 0) {
+    tally_chain_genesis (r->id, head);
+    return TRUE;
+  }
+  g_autoptr (GBytes) blob = NULL;
+  g_autofree char *kind = NULL;
+  if (!owner_select (sc, r, "SELECT envelope, kind FROM spent WHERE counter = ?1",
+                     (gint64) counter + 1, &blob, &kind))
+    return violation (sc, "%s holds no entry at counter %" G_GUINT64_FORMAT, r->name,
+                      counter + 1);
+  g_autoptr (Tally__SignedEnvelope) env = owner_envelope (blob);
+  g_assert (env != NULL);
+  if (strcmp (kind, "permission") == 0) {
+    g_autoptr (Tally__DepositPermission) p =
+      TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, env->body.data,
+                    env->body.len, "permission", NULL);
+    g_assert (p != NULL && p->chain_prev.len == TALLY_HASH_BYTES);
+    memcpy (head, p->chain_prev.data, TALLY_HASH_BYTES);
+  } else {
+    g_autoptr (Tally__DefundRecord) d = TALLY_UNPACK (
+      Tally__DefundRecord, tally__defund_record, env->body.data, env->body.len, "defund", NULL);
+    g_assert (d != NULL && d->chain_prev.len == TALLY_HASH_BYTES);
+    memcpy (head, d->chain_prev.data, TALLY_HASH_BYTES);
+  }
+  return TRUE;
+}
+
+/* Fault 2, skipping: the counter moved ahead in the database, the chain
+ * head left as it is.  The issuer must refuse every bundle that lists an
+ * entry above the gap (Incomplete). */
+static gboolean
+owner_skip (Scenario *sc, Reg *r)
+{
+  guint64 c = tally_register_get_counter (r->reg);
+  guint64 to = c + 1 + rand_below (sc, 3);
+  g_autofree char *upd =
+    g_strdup_printf ("UPDATE register_state SET counter = %" G_GUINT64_FORMAT, to);
+  if (!owner_edit (sc, r, upd, NULL, 0))
+    return FALSE;
+  r->adversary = TRUE;
+  r->skipped = TRUE;
+  figures->owner_skip++;
+  owner_target (sc, r);
+  scenario_log (sc, "owner of %s skips its counter from %" G_GUINT64_FORMAT " to %"
+                G_GUINT64_FORMAT, r->name, c, to);
+  return TRUE;
+}
+
+/* Fault 2: the counter and chain head rewound in the database (the entries
+ * past them deleted, the balance left as it is), then spent again. */
+static gboolean
+owner_rewind (Scenario *sc, Reg *r)
+{
+  guint64 c = tally_register_get_counter (r->reg);
+  if (c == 0 || rand_chance (sc, 0.4))
+    return owner_skip (sc, r);
+  guint64 to = c - 1 - rand_below (sc, (guint) MIN (c, 3));
+  guint8 head[TALLY_HASH_BYTES];
+  if (!owner_head_after (sc, r, to, head))
+    return FALSE;
+  g_autofree char *del =
+    g_strdup_printf ("DELETE FROM spent WHERE counter > %" G_GUINT64_FORMAT, to);
+  g_autofree char *upd = g_strdup_printf (
+    "UPDATE register_state SET counter = %" G_GUINT64_FORMAT ", chain_head = ?1", to);
+  if (!owner_edit (sc, r, del, NULL, 0) || !owner_edit (sc, r, upd, head, sizeof head))
+    return FALSE;
+  r->adversary = TRUE;
+  r->forked = TRUE;
+  r->lineage = 1;
+  r->fork_counter = to;
+  figures->owner_rewind++;
+  owner_target (sc, r);
+  scenario_log (sc, "owner of %s rewinds its counter from %" G_GUINT64_FORMAT " to %"
+                G_GUINT64_FORMAT, r->name, c, to);
+  return TRUE;
+}
+
+/* One forged entry: its envelope and, for a permission, the colluder's receipt. */
+typedef struct
+{
+  GBytes *entry;
+  Tally__SignedEnvelope *env;
+  Tally__SignedEnvelope *receipt;
+  Tally__SpentEntry spent;
+} Forged;
+
+static void
+forged_clear (Forged *f)
+{
+  g_clear_pointer (&f->entry, g_bytes_unref);
+  g_clear_pointer (&f->env, tally__signed_envelope_free);
+  g_clear_pointer (&f->receipt, tally__signed_envelope_free);
+}
+
+/* Signs @f after @head at @counter and moves @head past it. */
+static void
+forged_sign (Scenario *sc,
+             Forged *f,
+             Reg *r,
+             Reg *peer,
+             const guint8 *sk,
+             const guint8 *peer_sk,
+             gint64 amount,
+             guint64 counter,
+             guint8 head[TALLY_HASH_BYTES])
+{
+  f->entry = peer != NULL ? owner_permission (sc, r, peer, sk, amount, counter, head)
+                          : owner_defund_record (sc, r, sk, amount, counter, head);
+  f->env = owner_envelope (f->entry);
+  if (peer != NULL) {
+    g_autoptr (GBytes) receipt = owner_receipt (sc, peer_sk, f->env);
+    f->receipt = owner_envelope (receipt);
+  }
+  tally__spent_entry__init (&f->spent);
+  f->spent.permission = f->env;
+  f->spent.receipt = f->receipt;
+  guint8 hash[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (f->env, hash);
+  tally_chain_next (head, hash, head);
+
+  Attempt a = {
+    .kind = peer != NULL ? ATTEMPT_PAYMENT : ATTEMPT_DEFUND,
+    .payer = reg_index (sc, r),
+    .payee = peer != NULL ? reg_index (sc, peer) : 0,
+    .lineage = 1,
+    .amount = amount,
+    .counter = counter,
+    .committed = TRUE,
+    .credited = peer != NULL,
+    .step = sc->step,
+  };
+  g_array_append_val (sc->attempts, a);
+}
+
+/* The colluder lists the forged permission as received, signed with its
+ * key, and raises its balance by as much to spend it onward. */
+static gboolean
+owner_collude (Scenario *sc,
+               Reg *peer,
+               const guint8 *peer_sk,
+               Forged *f,
+               GBytes *cert,
+               gint64 amount)
+{
+  g_autoptr (Tally__SignedEnvelope) cert_env = owner_envelope (cert);
+  Tally__ReceivedEntry received = TALLY__RECEIVED_ENTRY__INIT;
+  received.payer_certificate = cert_env;
+  received.permission = f->env;
+  received.receipt = f->receipt;
+  g_autoptr (GBytes) bundle =
+    owner_bundle (sc, peer, peer_sk, NULL, 0, 0, NULL, &received, NULL, NULL);
+  g_autofree char *sql = g_strdup_printf (
+    "UPDATE register_state SET balance = balance + %" G_GINT64_FORMAT, amount);
+  if (bundle == NULL || !owner_hand_in (sc, peer, bundle) || !owner_edit (sc, peer, sql, NULL, 0))
+    return FALSE;
+  peer->adversary = TRUE;
+  peer->forged_in += amount;
+  return TRUE;
+}
+
+/*
+ * Fault 3: entries signed with the register's key outside its database,
+ * beyond its balance, from the next counter on, handed to the issuer in a
+ * bundle signed with the same key: a defund of more than it holds; or a
+ * defund of all it holds and then a permission to @peer, which @peer
+ * acknowledges and lists as received.  The register's database still
+ * stands at the old counter, so its next entry reuses that counter.
+ */
+static gboolean
+owner_forge_signed (Scenario *sc,
+                    Reg *r,
+                    Reg *peer,
+                    const guint8 *sk,
+                    const guint8 *peer_sk,
+                    guint8 head[TALLY_HASH_BYTES])
+{
+  guint64 c = tally_register_get_counter (r->reg);
+  gint64 bal = tally_register_get_balance (r->reg);
+  gint64 extra = 10000 + (gint64) rand_below (sc, 80) * 1000 + sc->attempts->len % 1000;
+  Forged f[2] = { 0 };
+  Tally__SpentEntry *spent[2];
+  guint n = 0;
+  if (peer_sk == NULL) {
+    forged_sign (sc, &f[n], r, NULL, sk, NULL, bal + extra, c + 1, head);
+    spent[n] = &f[n].spent;
+    n++;
+  } else {
+    if (bal > 0) {
+      forged_sign (sc, &f[n], r, NULL, sk, NULL, bal, c + 1 + n, head);
+      spent[n] = &f[n].spent;
+      n++;
+    }
+    forged_sign (sc, &f[n], r, peer, sk, peer_sk, extra, c + 1 + n, head);
+    spent[n] = &f[n].spent;
+    n++;
+  }
+  g_autoptr (GBytes) cert = NULL;
+  g_autoptr (GBytes) bundle = owner_bundle (sc, r, sk, spent, n, c + n, head, NULL, NULL, &cert);
+  gboolean ok = bundle != NULL && owner_hand_in (sc, r, bundle) &&
+                (peer_sk == NULL || owner_collude (sc, peer, peer_sk, &f[n - 1], cert, extra));
+  for (guint i = 0; i < n; i++)
+    forged_clear (&f[i]);
+  if (!ok)
+    return FALSE;
+
+  r->adversary = TRUE;
+  r->forked = TRUE;
+  r->fork_counter = c;
+  if (peer_sk != NULL)
+    figures->owner_forge_pay++;
+  else
+    figures->owner_forge_defund++;
+  owner_target (sc, peer_sk != NULL ? peer : r);
+  scenario_log (sc,
+                "owner of %s signs %s%" G_GINT64_FORMAT " from counter %" G_GUINT64_FORMAT
+                " holding %" G_GINT64_FORMAT "%s%s",
+                r->name, peer_sk ? "a defund of all and a permission of " : "a defund of ",
+                peer_sk ? extra : bal + extra, c + 1, bal, peer_sk ? " to the colluding " : "",
+                peer_sk ? peer->name : "");
+  return TRUE;
+}
+
+static gboolean
+owner_forge (Scenario *sc, Reg *r, Reg *peer)
+{
+  gboolean pay = reg_usable (peer) && !reg_tainted (peer) && rand_chance (sc, 0.6);
+  g_autoptr (GBytes) head = NULL;
+  if (!owner_select (sc, r, "SELECT chain_head FROM register_state WHERE ?1 = ?1", 0, &head,
+                     NULL) ||
+      g_bytes_get_size (head) != TALLY_HASH_BYTES)
+    return violation (sc, "%s: no chain head", r->name);
+  guint8 next[TALLY_HASH_BYTES];
+  memcpy (next, g_bytes_get_data (head, NULL), TALLY_HASH_BYTES);
+  guint8 *sk = owner_key (sc, r);
+  guint8 *peer_sk = pay && sk != NULL ? owner_key (sc, peer) : NULL;
+  gboolean ok =
+    sk != NULL && (!pay || peer_sk != NULL) && owner_forge_signed (sc, r, peer, sk, peer_sk, next);
+  if (sk != NULL)
+    tally_secret_key_free (sk);
+  if (peer_sk != NULL)
+    tally_secret_key_free (peer_sk);
+  return ok;
+}
+
+/*
+ * Fault 4: a payee leaves a payment it credited out of a bundle made after
+ * the permission expired, signed with its key, so that the issuer gives
+ * the value back to the payer; it keeps the credit and spends it onward.
+ */
+static gboolean
+owner_hide (Scenario *sc, Reg *r)
+{
+  g_autoptr (GBytes) blob = NULL;
+  if (!owner_select (sc, r,
+                     "SELECT permission FROM received WHERE state = 'acknowledged' AND ?1 = ?1 "
+                     "ORDER BY received_at LIMIT 1",
+                     0, &blob, NULL))
+    return FALSE; /* nothing to hide yet */
+  g_autoptr (Tally__SignedEnvelope) env = owner_envelope (blob);
+  g_autoptr (Tally__DepositPermission) p =
+    env ? TALLY_UNPACK (Tally__DepositPermission, tally__deposit_permission, env->body.data,
+                        env->body.len, "permission", NULL)
+        : NULL;
+  if (p == NULL || p->amount == NULL || p->expires_at == 0)
+    return violation (sc, "%s holds a received permission that does not decode", r->name);
+  guint8 hash[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (env, hash);
+  sc->now = MAX (sc->now, p->expires_at);
+  guint8 *sk = owner_key (sc, r);
+  if (sk == NULL)
+    return FALSE;
+  g_autoptr (GBytes) bundle = owner_bundle (sc, r, sk, NULL, 0, 0, NULL, NULL, hash, NULL);
+  tally_secret_key_free (sk);
+  if (bundle == NULL || !owner_hand_in (sc, r, bundle))
+    return FALSE;
+  r->adversary = TRUE;
+  r->hidden += p->amount->value;
+  memcpy (r->hidden_hash, hash, TALLY_HASH_BYTES);
+  figures->owner_hide++;
+  owner_target (sc, r);
+  scenario_log (sc, "owner of %s hides the payment of %" G_GINT64_FORMAT " at counter %"
+                G_GUINT64_FORMAT " from its bundle", r->name, p->amount->value, p->counter);
+  return TRUE;
+}
+
+/* After a raised balance: the register defunds all it holds. */
+static void
+owner_defund (Scenario *sc, Reg *r)
+{
+  g_autoptr (GError) error = NULL;
+  if (!reg_usable (r))
+    return;
+  guint64 counter0 = tally_register_get_counter (r->reg);
+  gint64 bal0 = tally_register_get_balance (r->reg);
+  g_autoptr (GBytes) record = tally_register_defund (r->reg, sc->now, &error);
+  if (record == NULL) {
+    violation (sc, "%s cannot defund: %s", r->name, error->message);
+    return;
+  }
+  figures->defunds++;
+  record_defund (sc, r, counter0, bal0);
+}
+
+static void
+owner_events (Scenario *sc)
+{
+  if (sc->owner_kind == OWNER_NONE)
+    return;
+  Reg *r = reg_at (sc, sc->owner_reg);
+  if (sc->owner_defund_step == sc->step)
+    owner_defund (sc, r);
+  if (sc->owner_done || sc->step < sc->owner_step || sc->failure != NULL)
+    return;
+  if (!reg_usable (r)) {
+    sc->owner_done = TRUE;
+    return;
+  }
+  switch (sc->owner_kind) {
+  case OWNER_BALANCE: sc->owner_done = owner_raise_balance (sc, r); break;
+  case OWNER_REWIND: sc->owner_done = owner_rewind (sc, r); break;
+  case OWNER_FORGE: sc->owner_done = owner_forge (sc, r, reg_at (sc, sc->owner_peer)); break;
+  case OWNER_HIDE: sc->owner_done = owner_hide (sc, r); break;
+  }
+}
+
 /* --- settle and prove ------------------------------------------------------------ */
 
 /* Which lineage wrote the booked entry @e of forked @origin: the attempt
@@ -1626,6 +2289,7 @@ typedef struct
   TallyAudit audit;
   gint64 online[MAX_REGISTERS];
   GHashTable *spent_twice; /* hex ids a counter-reused or chain-fork proof names */
+  GPtrArray *flagged;      /* TallyAuditRegister, tally_issuer_audit_registers() */
 } Reported;
 
 static gboolean
@@ -1659,7 +2323,7 @@ check_fraud_proofs (Scenario *sc,
       for (guint r = 0; r < sc->regs->len; r++)
         if (strcmp (reg_at (sc, r)->id_hex, hex) == 0)
           named = reg_at (sc, r);
-      if (named == NULL || !named->forked)
+      if (named == NULL || !reg_tainted (named))
         return violation (sc, "%s proof %u accuses %s, which never forked",
                           tally_issuer_fraud_kind_to_string (fp->kind), i,
                           named ? named->name : hex);
@@ -1704,7 +2368,7 @@ check_fraud_proofs (Scenario *sc,
     /* Every honest register learnt it in its last result. */
     for (guint r = 0; r < sc->regs->len; r++) {
       Reg *h = reg_at (sc, r);
-      if (!h->forked && !tally_register_revokes (h->reg, id))
+      if (!reg_tainted (h) && !tally_register_revokes (h->reg, id))
         return violation (sc, "%s's revocation list does not name the fraudulent %s", h->name, hex);
     }
     figures->frauds_detected++;
@@ -1768,7 +2432,7 @@ check_no_double_credit (Scenario *sc, TallyIssuerStore *books)
                           r->name);
       if (first == NULL)
         g_hash_table_insert (seen, g_bytes_ref (h), r);
-      if (r->forked)
+      if (reg_tainted (r))
         continue;
       g_autoptr (GError) error = NULL;
       g_auto (TallyIssuerEntryRow) e = { 0 };
@@ -1793,12 +2457,14 @@ check_no_double_credit (Scenario *sc, TallyIssuerStore *books)
  *   not paid  the payer never committed, or the issuer reclaimed the
  *             permission (the payer's entry is RECLAIMED and its account
  *             got the value back) and the payee never credited it.
- * Nothing stays in flight.  Adds reclaimed value to the honest payers'
- * ledgers and returns the reclaimed total. */
+ * Nothing stays in flight but payments to a payee whose owner skipped its
+ * counter (@stuck).  Adds reclaimed value to the honest payers' ledgers and
+ * returns the reclaimed total. */
 static gboolean
-check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
+check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed, gint64 *stuck)
 {
   *reclaimed = 0;
+  *stuck = 0;
   for (guint i = 0; i < sc->attempts->len; i++) {
     const Attempt *a = &g_array_index (sc->attempts, Attempt, i);
     Reg *payer = reg_at (sc, a->payer);
@@ -1823,7 +2489,7 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
      * through its payee or a reconciliation before the restore. */
     gboolean discarded = a->lineage != payer->lineage;
     if (e == NULL) {
-      if (discarded) {
+      if (discarded || payer->skipped) {
         figures->unjudged += a->kind == ATTEMPT_PAYMENT;
         continue;
       }
@@ -1841,6 +2507,14 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
 
     switch (e->state) {
     case TALLY_ISSUER_ENTRY_IN_FLIGHT:
+      /* A payee whose every bundle is refused never moves its horizon:
+       * what was paid to it stays in flight, as for a payee that never
+       * reconciles. */
+      if (reg_at (sc, a->payee)->skipped) {
+        *stuck += a->amount;
+        figures->unjudged++;
+        continue;
+      }
       figures->in_flight++;
       return violation (sc,
                         "payment of step %u (%s counter %" G_GUINT64_FORMAT ") is still in "
@@ -1860,17 +2534,17 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
 
     Reg *payee = reg_at (sc, a->payee);
     gboolean paid = e->state == TALLY_ISSUER_ENTRY_SETTLED;
-    if (!paid && !payer->forked && !discarded)
+    if (!paid && !reg_tainted (payer) && !discarded)
       payer->ledger_online += a->amount;
     /* A payee rolled back may have lost what it was credited, and then
      * signed a receipt its later bundle denies: the issuer refunds the
      * payer and proves a late receipt while the payer keeps that receipt.
      * A discarded lineage has no register left to agree. */
-    if (payee->forked || discarded) {
+    if (reg_tainted (payee) || discarded) {
       figures->unjudged++;
       continue;
     }
-    if (!payer->forked) {
+    if (!reg_tainted (payer)) {
       g_autofree char *state = NULL;
       gboolean receipt;
       if (!spent_row (sc, payer, a->counter, &state, &receipt))
@@ -1897,19 +2571,22 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
 }
 
 /*
- * Checks 1-3.  With H the registers whose id never forked, F the forked
- * ids, bal(r) a register's balance read from its database, online(a) the
+ * Checks 1-3.  With H the registers whose id never forked and whose owner
+ * did not act, F the others (forked ids and the owner adversary's
+ * registers), bal(r) a register's balance read from its database, online(a) the
  * issuer's account balance and view(f) the issuer's view of a register:
  *
  *   (1) the audit's identity holds (issued + exposure = online + offline +
  *       in flight, each summed from the ledger) and "issued" is what was
  *       deposited;
  *   (2) Σ_{r∈H} bal(r) + Σ_{r∈H} ledger(r) + Σ_{f∈F} (view(f) + online(f))
- *         + in_flight = deposited,  with in_flight = 0,
+ *         + in_flight = deposited,  with in_flight = 0 but for payments to
+ *       a register whose owner skipped its counter (check_attempts),
  *       where ledger(r) is the account balance the driver computes itself
  *       (deposit − vouchers sold + defunds committed + permissions
  *       reclaimed) and must equal online(r), and the audit's in flight is
- *       0 and its reclaimed total what check_attempts() found reclaimed;
+ *       that in_flight and its reclaimed total what check_attempts() found
+ *       reclaimed;
  *   (3) view(r) = bal(r) for every r ∈ H.
  *
  * The value a fork created, Σ_{copies c of f} bal(c) − view(f), is no
@@ -1919,9 +2596,12 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed)
  *       is in the audit's exposure, and exposure comes with fraud proofs.
  */
 static gboolean
-check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, gint64 reclaimed)
+check_conservation (Scenario *sc,
+                    TallyIssuerStore *books,
+                    const Reported *rep,
+                    gint64 reclaimed,
+                    gint64 in_flight)
 {
-  const gint64 in_flight = 0;
   g_autoptr (GError) error = NULL;
   const TallyAudit audit = rep->audit;
   if (!audit.identity || audit.balanced != (audit.fraud_exposure == 0 && audit.awaiting == 0))
@@ -1956,12 +2636,13 @@ check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, 
     if (!tally_issuer_store_register_get (books, r->id, &row, &error))
       return violation (sc, "issuer's books for %s: %s", r->name, error->message);
     gint64 bal = tally_register_get_balance (r->reg);
-    if (r->forked) {
+    if (reg_tainted (r)) {
       gint64 held = bal;
       for (guint k = 0; k < sc->regs->len; k++)
         if (k != i && reg_at (sc, k)->origin == i)
           held += tally_register_get_balance (reg_at (sc, k)->reg);
-      figures->fork_created += held - row.view_balance;
+      if (r->forked)
+        figures->fork_created += held - row.view_balance;
       scenario_log (sc,
                     "%s forked: copies hold %" G_GINT64_FORMAT ", issuer's view %" G_GINT64_FORMAT,
                     r->name, held, row.view_balance);
@@ -1998,6 +2679,196 @@ check_conservation (Scenario *sc, TallyIssuerStore *books, const Reported *rep, 
   return TRUE;
 }
 
+/* Attempts by counter, for backed_online(). */
+static gint
+attempt_by_counter (gconstpointer a, gconstpointer b)
+{
+  const Attempt *x = *(const Attempt *const *) a, *y = *(const Attempt *const *) b;
+  return x->counter < y->counter ? -1 : x->counter > y->counter;
+}
+
+/*
+ * The most @r's account may receive from its own entries: each defund,
+ * and each permission no honest payee holds (the issuer may give it back),
+ * is backed by what @in leaves after the entries @r signed below it.
+ * Entries of a lineage its owner discarded count below only when a payee
+ * credited them, since only then must they have reached the issuer.
+ */
+static gint64
+backed_online (Scenario *sc, guint origin, gint64 in)
+{
+  g_autoptr (GPtrArray) own = g_ptr_array_new ();
+  for (guint k = 0; k < sc->attempts->len; k++) {
+    Attempt *a = &g_array_index (sc->attempts, Attempt, k);
+    if (a->committed && reg_at (sc, a->payer)->origin == origin)
+      g_ptr_array_add (own, a);
+  }
+  g_ptr_array_sort (own, attempt_by_counter);
+  gint64 below = 0, backed = 0;
+  for (guint k = 0; k < own->len; k++) {
+    const Attempt *a = own->pdata[k];
+    gboolean honest_payee = a->kind == ATTEMPT_PAYMENT && a->credited &&
+                            !reg_tainted (reg_at (sc, a->payee));
+    if (!honest_payee)
+      backed += CLAMP (in - below, 0, a->amount);
+    if (a->credited || a->kind == ATTEMPT_DEFUND || a->lineage == reg_at (sc, a->payer)->lineage)
+      below += a->amount;
+  }
+  return backed;
+}
+
+/* Whether the issuer settled @a.  Asked only for a payment to a forked
+ * payee: such a payee may have credited it and then lost the credit to a
+ * rollback, and the issuer reclaimed it to the payer's account instead. */
+static gboolean
+attempt_settled (Scenario *sc, TallyIssuerStore *books, const Attempt *a, gboolean *settled)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) rows = NULL;
+  Reg *payer = reg_at (sc, a->payer);
+  *settled = FALSE;
+  if (!tally_issuer_store_entries_by_counter (books, payer->id, a->counter, &rows, &error))
+    return violation (sc, "entries of %s: %s", payer->name, error->message);
+  for (guint k = 0; k < rows->len; k++) {
+    const TallyIssuerEntryRow *e = rows->pdata[k];
+    if (e->amount == a->amount && e->kind == TALLY_ISSUER_ENTRY_PERMISSION)
+      *settled = e->state == TALLY_ISSUER_ENTRY_SETTLED;
+  }
+  return TRUE;
+}
+
+/* The issuer's audit row of @r, or NULL when it flags nothing about it. */
+static const TallyAuditRegister *
+flagged_row (const Reported *rep, const Reg *r)
+{
+  for (guint i = 0; i < rep->flagged->len; i++) {
+    const TallyAuditRegister *row = rep->flagged->pdata[i];
+    if (memcmp (row->register_id, r->id, TALLY_ID_BYTES) == 0)
+      return row;
+  }
+  return NULL;
+}
+
+/*
+ * Checks 7-9, for each register a whose owner acted (fault 1-4), from the
+ * driver's own records: the attempts, what it was sold, what it forged or
+ * hid, and the account balance the issuer reports.
+ *
+ *   in(a)     = vouchers sold to a + payments to a its payee side credited
+ *               (a forged permission it listed as received among them) − the
+ *               payment it hid, when the issuer gave that back to its payer;
+ *   gain(a)   = online(a) − (deposit − vouchers sold to a): what its account
+ *               received from defunds and reclaimed permissions;
+ *   out(a)    = payments from a that their payee credited (forged ones
+ *               included; to a payee rolled back or cloned, only those the
+ *               issuer settled, since such a payee may have lost the credit
+ *               and the issuer reclaimed the payment) + gain(a);
+ *   signed(a) = every amount a's key signed (committed attempts, forged);
+ *   made(a)   = max(0, out(a) − in(a), hidden(a)): what a spent beyond
+ *               what it was sold and honestly paid, which is now held by
+ *               its payees or its account, or the payment it hid and holds
+ *               while the payer was refunded.
+ *
+ *   (7) gain(a) ≤ in(a), and gain(a) ≤ backed_online(a): no online value
+ *       beyond what evidence backs, in total and entry by entry;
+ *   (8) signed(a) > in(a) or a hidden payment given back: a fraud proof
+ *       names a and the issuer revoked it;
+ *   (9) the issuer's exposure for a (audit row) = made(a); and the audit's
+ *       exposure = Σ_a made(a) + the exposure of the registers forked.
+ */
+static gboolean
+check_owner (Scenario *sc, TallyIssuerStore *books, const Reported *rep)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 made_total = 0, other = 0;
+  for (guint i = 0; i < rep->flagged->len; i++) {
+    const TallyAuditRegister *row = rep->flagged->pdata[i];
+    gboolean adversary = FALSE;
+    for (guint k = 0; k < sc->regs->len; k++)
+      adversary |= reg_at (sc, k)->adversary && !reg_at (sc, k)->is_clone &&
+                   memcmp (reg_at (sc, k)->id, row->register_id, TALLY_ID_BYTES) == 0;
+    if (!adversary)
+      other += row->exposure;
+  }
+  for (guint i = 0; i < sc->regs->len; i++) {
+    Reg *r = reg_at (sc, i);
+    if (!r->adversary || r->is_clone)
+      continue;
+    gint64 hidden = 0;
+    if (r->hidden > 0) {
+      g_auto (TallyIssuerEntryRow) e = { 0 };
+      if (!tally_issuer_store_entry_get_by_hash (books, r->hidden_hash, &e, &error))
+        return violation (sc, "the payment %s hid: %s", r->name, error->message);
+      if (e.state == TALLY_ISSUER_ENTRY_RECLAIMED)
+        hidden = r->hidden;
+    }
+    gint64 in = r->sold - hidden, out = 0, signed_out = 0;
+    for (guint k = 0; k < sc->attempts->len; k++) {
+      const Attempt *a = &g_array_index (sc->attempts, Attempt, k);
+      if (!a->committed)
+        continue;
+      if (reg_at (sc, a->payer)->origin == i) {
+        gboolean paid = a->kind == ATTEMPT_PAYMENT && a->credited;
+        if (paid && reg_at (sc, a->payee)->forked &&
+            !attempt_settled (sc, books, a, &paid))
+          return FALSE;
+        signed_out += a->amount;
+        out += paid ? a->amount : 0;
+      } else if (a->kind == ATTEMPT_PAYMENT && a->credited && reg_at (sc, a->payee)->origin == i) {
+        in += a->amount;
+      }
+    }
+    gint64 gain = rep->online[i] - (DEPOSIT - r->sold);
+    out += gain;
+    gint64 made = MAX (MAX (out - in, hidden), 0);
+    const TallyAuditRegister *row = flagged_row (rep, r);
+    g_auto (TallyIssuerRegisterRow) books_row = { 0 };
+    if (!tally_issuer_store_register_get (books, r->id, &books_row, &error))
+      return violation (sc, "issuer's books for %s: %s", r->name, error->message);
+    scenario_log (sc,
+                  "owner of %s: in %" G_GINT64_FORMAT ", signed %" G_GINT64_FORMAT
+                  ", out %" G_GINT64_FORMAT " (account gained %" G_GINT64_FORMAT
+                  "), made %" G_GINT64_FORMAT "; issuer: exposure %" G_GINT64_FORMAT
+                  ", %u proof(s), %s",
+                  r->name, in, signed_out, out, gain, made, row ? row->exposure : 0,
+                  row ? row->proofs : 0, books_row.revoked ? "revoked" : "not revoked");
+    gint64 backed = backed_online (sc, i, in);
+    if (gain > in || gain > backed) {
+      figures->owner_unbacked_online++;
+      figures->owner_unbacked_value += gain - MIN (in, backed);
+    }
+    if (gain > in || gain > backed)
+      return violation (sc,
+                        "owner of %s: its account gained %" G_GINT64_FORMAT
+                        ", its evidence is %" G_GINT64_FORMAT ", of which its defunds and "
+                        "permissions no honest payee holds are backed by %" G_GINT64_FORMAT,
+                        r->name, gain, in, backed);
+    gboolean act = signed_out > in || hidden > 0;
+    if (act && (row == NULL || row->proofs == 0 || !books_row.revoked))
+      return violation (sc,
+                        "owner of %s signed %" G_GINT64_FORMAT " holding %" G_GINT64_FORMAT
+                        " (hid %" G_GINT64_FORMAT "), but %s",
+                        r->name, signed_out, in, hidden,
+                        books_row.revoked ? "no fraud proof names it" : "it is not revoked");
+    figures->owner_caught += act;
+    gint64 exposure = row ? row->exposure : 0;
+    figures->owner_made += made;
+    figures->owner_exposure += exposure;
+    if (exposure != made)
+      return violation (sc,
+                        "owner of %s made %" G_GINT64_FORMAT
+                        ", the issuer reports %" G_GINT64_FORMAT " of exposure for it",
+                        r->name, made, exposure);
+    made_total += made;
+  }
+  if (rep->audit.fraud_exposure != made_total + other)
+    return violation (sc,
+                      "the audit reports %" G_GINT64_FORMAT " of exposure; owners made %"
+                      G_GINT64_FORMAT " and forks account for %" G_GINT64_FORMAT,
+                      rep->audit.fraud_exposure, made_total, other);
+  return TRUE;
+}
+
 static void
 settle (Scenario *sc)
 {
@@ -2013,14 +2884,14 @@ settle (Scenario *sc)
   for (guint round = 0; round < 2; round++) {
     for (guint i = 0; i < sc->regs->len; i++) {
       sc->now += 1;
-      if (!reconcile_one (sc, reg_at (sc, i), TRUE))
+      if (!reconcile_one (sc, reg_at (sc, i), TRUE) && sc->failure != NULL)
         return;
     }
   }
   /* Defunds committed by registers that never forked reach the account. */
   for (guint i = 0; i < sc->attempts->len; i++) {
     const Attempt *a = &g_array_index (sc->attempts, Attempt, i);
-    if (a->kind == ATTEMPT_DEFUND && !reg_at (sc, a->payer)->forked)
+    if (a->kind == ATTEMPT_DEFUND && !reg_tainted (reg_at (sc, a->payer)))
       reg_at (sc, a->payer)->ledger_online += a->amount;
   }
 
@@ -2040,6 +2911,12 @@ settle (Scenario *sc)
       return;
     }
   g_autoptr (GPtrArray) proofs = rep.proofs;
+  g_autoptr (GPtrArray) flagged = tally_issuer_audit_registers (sc->issuer, &error);
+  if (flagged == NULL) {
+    violation (sc, "the issuer's audit of registers: %s", error->message);
+    return;
+  }
+  rep.flagged = flagged;
   g_autoptr (GHashTable) spent_twice =
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   rep.spent_twice = spent_twice;
@@ -2053,11 +2930,12 @@ settle (Scenario *sc)
   }
   g_autoptr (GHashTable) expected_fraud =
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  gint64 reclaimed = 0;
+  gint64 reclaimed = 0, stuck = 0;
   (void) (check_forks (sc, books, expected_fraud) &&
           check_fraud_proofs (sc, books, &rep, expected_fraud) &&
-          check_no_double_credit (sc, books) && check_attempts (sc, books, &reclaimed) &&
-          check_conservation (sc, books, &rep, reclaimed));
+          check_no_double_credit (sc, books) &&
+          check_attempts (sc, books, &reclaimed, &stuck) && check_owner (sc, books, &rep) &&
+          check_conservation (sc, books, &rep, reclaimed, stuck));
   tally_issuer_store_rollback (books);
 }
 
@@ -2111,11 +2989,39 @@ setup (Scenario *sc, guint n_regs)
     if (voucher == NULL)
       return violation (sc, "voucher for %s: %s", r->name, error->message);
     r->ledger_online -= FIRST_LOAD;
+    r->sold = FIRST_LOAD;
     data = g_bytes_get_data (voucher, &len);
     if (!tally_register_load (r->reg, data, len, sc->now, &error))
       return violation (sc, "load %s: %s", r->name, error->message);
   }
   return TRUE;
+}
+
+static const char *const owner_names[] = { "none", "balance", "rewind", "forge", "hide" };
+
+/* One owner act in a fifth of the scenarios, on a register the planned
+ * fork leaves alone, in the second half of the steps. */
+static void
+plan_owner (Scenario *sc, guint n_regs, guint n_steps)
+{
+  gdouble roll = g_rand_double (sc->rand);
+  sc->owner_kind = roll < 0.05   ? OWNER_BALANCE
+                   : roll < 0.10 ? OWNER_REWIND
+                   : roll < 0.15 ? OWNER_FORGE
+                   : roll < 0.20 ? OWNER_HIDE
+                                 : OWNER_NONE;
+  if (n_steps < 12)
+    sc->owner_kind = OWNER_NONE;
+  if (sc->owner_kind == OWNER_NONE)
+    return;
+  sc->owner_reg = rand_below (sc, n_regs);
+  if (sc->fork_kind != FORK_NONE && sc->owner_reg == sc->fork_reg)
+    sc->owner_reg = (sc->owner_reg + 1) % n_regs;
+  do
+    sc->owner_peer = rand_below (sc, n_regs);
+  while (sc->owner_peer == sc->owner_reg ||
+         (sc->fork_kind != FORK_NONE && sc->owner_peer == sc->fork_reg));
+  sc->owner_step = n_steps / 3 + rand_below (sc, n_steps / 2);
 }
 
 static guint32
@@ -2164,16 +3070,20 @@ run_scenario (guint64 seed, guint index, guint steps_override, gboolean verbose,
     else
       sc.fork_step = sc.fork_copy_step + 2 + rand_below (&sc, n_steps - sc.fork_copy_step - 6);
   }
-  scenario_log (&sc, "%u registers, %u steps, fork: %s", n_regs, n_steps,
+  plan_owner (&sc, n_regs, n_steps);
+  scenario_log (&sc, "%u registers, %u steps, fork: %s, owner: %s", n_regs, n_steps,
                 sc.fork_kind == FORK_ROLLBACK ? "rollback"
                 : sc.fork_kind == FORK_CLONE  ? "clone"
-                                              : "none");
+                                              : "none",
+                owner_names[sc.owner_kind]);
 
   if (setup (&sc, n_regs)) {
     for (sc.step = 1; sc.step <= n_steps && sc.failure == NULL; sc.step++) {
       figures->steps++;
       sc.now += 1 + rand_below (&sc, 120);
       fork_events (&sc);
+      if (sc.failure == NULL)
+        owner_events (&sc);
       if (sc.failure == NULL)
         do_step (&sc);
     }
@@ -2257,10 +3167,29 @@ print_summary (guint64 seed, gdouble seconds, guint failures)
           f->forks_with_evidence, f->frauds_detected);
   printf ("  late-receipt proofs against rolled-back payees %" G_GUINT64_FORMAT "\n",
           f->late_receipts);
-  printf ("  overdrawn proofs against forked registers %" G_GUINT64_FORMAT "\n", f->overdrawn);
+  printf ("  overdrawn proofs against forked or owner registers %" G_GUINT64_FORMAT "\n",
+          f->overdrawn);
   printf ("  fraud exposure reported %" G_GINT64_FORMAT ", value forks created %" G_GINT64_FORMAT
           ", defunds refused %" G_GINT64_FORMAT "\n",
           f->fraud_exposure, f->fork_created, f->refused);
+  printf ("  owner adversary\n");
+  printf ("    balance raised         %" G_GUINT64_FORMAT "\n", f->owner_balance);
+  printf ("    counter rewound        %" G_GUINT64_FORMAT "\n", f->owner_rewind);
+  printf ("    counter skipped        %" G_GUINT64_FORMAT " (bundles refused as incomplete %"
+          G_GUINT64_FORMAT ")\n",
+          f->owner_skip, f->owner_incomplete);
+  printf ("    defund signed beyond the balance %" G_GUINT64_FORMAT "\n", f->owner_forge_defund);
+  printf ("    permission signed beyond the balance, to a colluder %" G_GUINT64_FORMAT "\n",
+          f->owner_forge_pay);
+  printf ("    received payment hidden %" G_GUINT64_FORMAT "\n", f->owner_hide);
+  printf ("    acts that overspent or hid, caught and revoked %" G_GUINT64_FORMAT "\n",
+          f->owner_caught);
+  printf ("    value owners made %" G_GINT64_FORMAT ", exposure reported for them %" G_GINT64_FORMAT
+          "\n",
+          f->owner_made, f->owner_exposure);
+  printf ("    accounts credited beyond the evidence (check 7) %" G_GUINT64_FORMAT
+          " scenario(s), by %" G_GINT64_FORMAT "\n",
+          f->owner_unbacked_online, f->owner_unbacked_value);
   printf ("  violations               %u\n", failures);
 }
 

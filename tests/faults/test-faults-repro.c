@@ -6,6 +6,7 @@
  * failure to be noticed and the mark removed; a fixed one stays as a
  * regression test.
  */
+#include <sqlite3.h>
 #include <string.h>
 
 #include "tally-issuer.h"
@@ -197,6 +198,101 @@ test_clone_defunds_twice (void)
   fixture_remove_tree (root);
 }
 
+/* --- an owner cashing out an unbacked permission ------------------------------ */
+
+/* What root does to a register it owns: raise the stored balance. */
+static void
+raise_balance (const char *dir, gint64 raise)
+{
+  g_autofree char *path = g_build_filename (dir, "register.db", NULL);
+  g_autofree char *sql =
+    g_strdup_printf ("UPDATE register_state SET balance = balance + %" G_GINT64_FORMAT, raise);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open_v2 (path, &db, SQLITE_OPEN_READWRITE, NULL), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+  sqlite3_close (db);
+}
+
+/*
+ * Found by: the owner adversary of tally-faults (check 7: an adversarial
+ * register's account gained more than its defunds and its unheld
+ * permissions could be backed by; tally-faults --seed 777 --only 593),
+ * reduced by hand.
+ *
+ * The register is sold 1000 and pays all of it to an honest payee.  Its
+ * owner raises the stored balance by 3000 and spends 3000 more to the
+ * same payee, but never delivers the permission.  Its bundle lists the
+ * permission: the issuer proves OVERDRAWN (deficit 3000) and revokes it.
+ * The payee reconciles after the permission expired without it, and the
+ * issuer reclaims it: the full 3000 goes to the owner's online account.
+ * A defund claiming the same value would have been credited nothing
+ * (evidence 1000 − 1000 − 3000 < 0), but a reclaim is credited without
+ * asking the evidence, so the owner turns an edited number into 3000 of
+ * online money it can withdraw.  The audit reports the 3000 as exposure
+ * (the register's view is −3000), so the books say where it went, but
+ * nothing stops it: a reclaim must be credited only up to the evidence
+ * below the permission (protocol.md 5.5), as a defund is.
+ */
+static void
+test_reclaim_credits_unbacked_permission (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *root = fixture_tmpdir ();
+  g_autofree char *dir_i = g_build_filename (root, "issuer", NULL);
+  g_autofree char *dir_a = g_build_filename (root, "a", NULL);
+  g_autofree char *dir_b = g_build_filename (root, "b", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir_i, "Bank", FIXTURE_CURRENCY, T, &error);
+  g_assert_no_error (error);
+
+  g_autoptr (TallyRegister) a = issued_register (issuer, dir_a, "a", 1000);
+  g_autoptr (TallyRegister) b = issued_register (issuer, dir_b, "b", 0);
+  gint64 online_before;
+  g_assert_true (tally_issuer_account_balance (issuer, "a", &online_before, &error));
+
+  g_autoptr (GBytes) honest = fixture_pay (a, b, 1000, "all it has", T + 10, NULL);
+  g_clear_pointer (&a, tally_register_free);
+  raise_balance (dir_a, 3000);
+  a = tally_register_open (dir_a, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (tally_register_get_balance (a), ==, 3000);
+
+  /* Spent, never delivered. */
+  g_autoptr (Tally__PaymentRequest) req =
+    tally_register_new_request (b, 3000, "never delivered", T + 20, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) cert_b = tally_register_get_certificate (b);
+  g_autoptr (Tally__SignedEnvelope) cert_b_env = fixture_envelope (cert_b);
+  g_autoptr (GBytes) unbacked = tally_register_spend (a, cert_b_env, req, T + 20, &error);
+  g_assert_no_error (error);
+
+  reconcile (issuer, a, T + 30);
+  g_autoptr (GPtrArray) flagged = tally_issuer_audit_registers (issuer, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (flagged->len, ==, 1);
+  const TallyAuditRegister *row = flagged->pdata[0];
+  g_assert_true (row->revoked);
+  g_assert_cmpint (row->deficit, ==, 3000);
+  g_assert_true (row->proof_kinds & (1u << TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN));
+
+  /* The payee reconciles past the expiry without it: reclaimed. */
+  reconcile (issuer, b, T + 2 * 3600);
+  TallyAudit audit;
+  g_assert_true (tally_issuer_audit (issuer, &audit, &error));
+  g_assert_true (audit.identity);
+  gint64 online_after;
+  g_assert_true (tally_issuer_account_balance (issuer, "a", &online_after, &error));
+  g_test_message ("the owner's account gained %" G_GINT64_FORMAT " from an evidence of 1000 "
+                  "all paid to b; exposure %" G_GINT64_FORMAT,
+                  online_after - online_before, audit.fraud_exposure);
+  /* Its evidence, 1000 sold, is held by b: nothing backs any online credit. */
+  g_assert_cmpint (online_after - online_before, ==, 0);
+
+  g_clear_pointer (&a, tally_register_free);
+  g_clear_pointer (&b, tally_register_free);
+  g_clear_pointer (&issuer, tally_issuer_free);
+  fixture_remove_tree (root);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -205,5 +301,7 @@ main (int argc, char **argv)
                    test_acknowledge_after_renewal);
   g_test_add_func ("/faults/repro/clone-cashes-out-only-what-its-evidence-backs",
                    test_clone_defunds_twice);
+  g_test_add_func ("/faults/repro/reclaim-credits-an-unbacked-permission-to-the-owner",
+                   test_reclaim_credits_unbacked_permission);
   return g_test_run ();
 }
