@@ -230,8 +230,9 @@ raise_balance (const char *dir, gint64 raise)
  * asking the evidence, so the owner turns an edited number into 3000 of
  * online money it can withdraw.  The audit reports the 3000 as exposure
  * (the register's view is −3000), so the books say where it went, but
- * nothing stops it: a reclaim must be credited only up to the evidence
- * below the permission (protocol.md 5.5), as a defund is.
+ * nothing stopped it.  Fixed: a reclaim is refunded only up to the
+ * payer's evidence before the permission (protocol.md 5.1); here that is
+ * nothing, and the 3000 go back to the register's view, refused.
  */
 static void
 test_reclaim_credits_unbacked_permission (void)
@@ -286,6 +287,7 @@ test_reclaim_credits_unbacked_permission (void)
                   online_after - online_before, audit.fraud_exposure);
   /* Its evidence, 1000 sold, is held by b: nothing backs any online credit. */
   g_assert_cmpint (online_after - online_before, ==, 0);
+  g_assert_cmpint (audit.refused, >=, 3000);
 
   g_clear_pointer (&a, tally_register_free);
   g_clear_pointer (&b, tally_register_free);
@@ -301,7 +303,7 @@ main (int argc, char **argv)
                    test_acknowledge_after_renewal);
   g_test_add_func ("/faults/repro/clone-cashes-out-only-what-its-evidence-backs",
                    test_clone_defunds_twice);
-  g_test_add_func ("/faults/repro/reclaim-credits-an-unbacked-permission-to-the-owner",
+  g_test_add_func ("/faults/repro/reclaim-refunds-only-what-the-payers-evidence-backs",
                    test_reclaim_credits_unbacked_permission);
   return g_test_run ();
 }
