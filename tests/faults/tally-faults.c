@@ -2522,8 +2522,8 @@ check_attempts (Scenario *sc, TallyIssuerStore *books, gint64 *reclaimed, gint64
                         a->step, payer->name, a->counter);
     case TALLY_ISSUER_ENTRY_RECLAIMED:
       /* A refund goes online only as far as the payer's evidence backs it
-       * (protocol.md 5.1): in full for every payer that never forked. */
-      if (e->credited != a->amount && !payer->forked)
+       * (protocol.md 5.1): in full for every honest payer. */
+      if (e->credited != a->amount && !reg_tainted (payer))
         return violation (sc,
                           "the refund of step %u to %s is %" G_GINT64_FORMAT " of %" G_GINT64_FORMAT,
                           a->step, payer->name, e->credited, a->amount);
