@@ -3223,11 +3223,15 @@ main (int argc, char **argv)
          "handshake over an in-process framed wire, injecting faults: a process killed\n"
          "(SIGKILL) before or after a commit, messages and fragments dropped, duplicated,\n"
          "reordered or truncated, disconnects after each handshake message, a full disk\n"
-         "(ENOSPC) at a commit, and a register rolled back or cloned from an old copy.\n"
+         "(ENOSPC) at a commit, a register rolled back or cloned from an old copy, and\n"
+         "an owner who edits its register's database, signs with its key beyond the\n"
+         "balance, pays an accomplice or hides a payment it received.\n"
          "After each scenario every register reconciles and the run checks that value is\n"
-         "conserved, nothing was credited twice, every fork that spent is proven, and\n"
-         "every payment ended paid or not paid.  A failure prints the command that\n"
-         "replays it.  Directories are made under $TMPDIR.");
+         "conserved, nothing was credited twice, every fork and every owner's act that\n"
+         "spent beyond the evidence is proven, no account gained more than evidence\n"
+         "backs, exposure equals the value made, and every payment ended paid or not\n"
+         "paid.  A failure prints the command that replays it.  Directories are made\n"
+         "under $TMPDIR.");
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
     fprintf (stderr, "%s\n", error->message);
