@@ -2764,7 +2764,7 @@ flagged_row (const Reported *rep, const Reg *r)
  *               issuer settled, since such a payee may have lost the credit
  *               and the issuer reclaimed the payment) + gain(a);
  *   signed(a) = every amount a's key signed (committed attempts, forged);
- *   made(a)   = max(0, out(a) − in(a), hidden(a)): what a spent beyond
+ *   made(a)   = max(0, out(a) − in(a), refunded(a)): what a spent beyond
  *               what it was sold and honestly paid, which is now held by
  *               its payees or its account, or the payment it hid and holds
  *               while the payer was refunded.
@@ -2794,13 +2794,18 @@ check_owner (Scenario *sc, TallyIssuerStore *books, const Reported *rep)
     Reg *r = reg_at (sc, i);
     if (!r->adversary || r->is_clone)
       continue;
-    gint64 hidden = 0;
+    gint64 hidden = 0, refunded = 0;
     if (r->hidden > 0) {
       g_auto (TallyIssuerEntryRow) e = { 0 };
       if (!tally_issuer_store_entry_get_by_hash (books, r->hidden_hash, &e, &error))
         return violation (sc, "the payment %s hid: %s", r->name, error->message);
-      if (e.state == TALLY_ISSUER_ENTRY_RECLAIMED)
+      /* What exists twice is what its payer got back online: all of it for
+       * an honest payer (checked above), what the evidence of a forked one
+       * backs (protocol.md 5.1), which only the issuer's entry tells. */
+      if (e.state == TALLY_ISSUER_ENTRY_RECLAIMED) {
         hidden = r->hidden;
+        refunded = e.credited;
+      }
     }
     gint64 in = r->sold - hidden, out = 0, signed_out = 0;
     for (guint k = 0; k < sc->attempts->len; k++) {
@@ -2820,7 +2825,7 @@ check_owner (Scenario *sc, TallyIssuerStore *books, const Reported *rep)
     }
     gint64 gain = rep->online[i] - (DEPOSIT - r->sold);
     out += gain;
-    gint64 made = MAX (MAX (out - in, hidden), 0);
+    gint64 made = MAX (MAX (out - in, refunded), 0);
     const TallyAuditRegister *row = flagged_row (rep, r);
     g_auto (TallyIssuerRegisterRow) books_row = { 0 };
     if (!tally_issuer_store_register_get (books, r->id, &books_row, &error))
