@@ -348,7 +348,7 @@ read_file (Ctl *ctl, const char *path, GBytes **out, int *exit_code)
   char *data;
   gsize len;
   if (!g_file_get_contents (path, &data, &len, &error)) {
-    *exit_code = report_error (ctl, TALLY_DBUS_ERROR_PREFIX "NotFound", error->message);
+    *exit_code = report_error (ctl, tally_error_to_name (TALLY_ERROR_NOT_FOUND), error->message);
     return FALSE;
   }
   *out = g_bytes_new_take (data, len);
@@ -629,13 +629,13 @@ write_reply (Ctl *ctl, GVariant *reply, int fd, const char *path, const char *wh
       continue;
     if (n <= 0) {
       g_autofree char *msg = g_strdup_printf ("cannot write %s: %s", path, g_strerror (errno));
-      return report_error (ctl, TALLY_DBUS_ERROR_PREFIX "Storage", msg);
+      return report_error (ctl, tally_error_to_name (TALLY_ERROR_STORAGE), msg);
     }
     done += (gsize) n;
   }
   if (fsync (fd) != 0) {
     g_autofree char *msg = g_strdup_printf ("cannot sync %s: %s", path, g_strerror (errno));
-    return report_error (ctl, TALLY_DBUS_ERROR_PREFIX "Storage", msg);
+    return report_error (ctl, tally_error_to_name (TALLY_ERROR_STORAGE), msg);
   }
   if (ctl->json) {
     GVariantDict dict;
@@ -657,7 +657,7 @@ open_output (Ctl *ctl, const char *path, gboolean exclusive, int *rc)
   int fd = g_open (path, O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC), 0600);
   if (fd < 0) {
     g_autofree char *msg = g_strdup_printf ("cannot create %s: %s", path, g_strerror (errno));
-    *rc = report_error (ctl, TALLY_DBUS_ERROR_PREFIX "Storage", msg);
+    *rc = report_error (ctl, tally_error_to_name (TALLY_ERROR_STORAGE), msg);
   }
   return fd;
 }
@@ -805,7 +805,7 @@ static void
 on_owner_vanished (GDBusConnection *bus, const char *name, gpointer user_data)
 {
   Ctl *ctl = user_data;
-  report_error (ctl, TALLY_DBUS_ERROR_PREFIX "Disconnected", "tallyd went away");
+  report_error (ctl, tally_error_to_name (TALLY_ERROR_DISCONNECTED), "tallyd went away");
   finish (ctl, EXIT_FAIL);
 }
 
@@ -1089,7 +1089,7 @@ answer_confirm (Ctl *ctl, gboolean yes)
     tally_dbus_agent1_complete_confirm_payment (ctl->agent, inv);
   } else {
     progress (ctl, "Declined.");
-    g_dbus_method_invocation_return_dbus_error (inv, TALLY_DBUS_ERROR_PREFIX "Rejected",
+    g_dbus_method_invocation_return_dbus_error (inv, tally_error_to_name (TALLY_ERROR_REJECTED),
                                                 "declined by the user");
   }
 }
@@ -1136,12 +1136,14 @@ handle_confirm_payment (TallyDBusAgent1 *agent,
   Ctl *ctl = user_data;
 
   if (g_strcmp0 (g_dbus_method_invocation_get_sender (invocation), ctl->owner) != 0) {
-    g_dbus_method_invocation_return_dbus_error (invocation, TALLY_DBUS_ERROR_PREFIX "Rejected",
+    g_dbus_method_invocation_return_dbus_error (invocation,
+                                                tally_error_to_name (TALLY_ERROR_REJECTED),
                                                 "not from our tallyd");
     return TRUE;
   }
   if (ctl->pending_confirm != NULL) {
-    g_dbus_method_invocation_return_dbus_error (invocation, TALLY_DBUS_ERROR_PREFIX "Rejected",
+    g_dbus_method_invocation_return_dbus_error (invocation,
+                                                tally_error_to_name (TALLY_ERROR_REJECTED),
                                                 "already asking about another payment");
     return TRUE;
   }
@@ -1187,7 +1189,7 @@ handle_agent_cancel (TallyDBusAgent1 *agent, GDBusMethodInvocation *invocation, 
     progress (ctl, "\nConfirmation cancelled by tallyd.");
     stop_prompt (ctl);
     g_dbus_method_invocation_return_dbus_error (g_steal_pointer (&ctl->pending_confirm),
-                                                TALLY_DBUS_ERROR_PREFIX "Cancelled",
+                                                tally_error_to_name (TALLY_ERROR_CANCELLED),
                                                 "cancelled by tallyd");
   }
   tally_dbus_agent1_complete_cancel (agent, invocation);
@@ -1302,7 +1304,7 @@ resolve_owner (Ctl *ctl)
   if (reply == NULL) {
     g_autofree char *msg =
       g_strdup_printf ("tallyd is not running as %s on the %s bus", ctl->name, ctl->bus_label);
-    return report_error (ctl, TALLY_DBUS_ERROR_PREFIX "NotFound", msg);
+    return report_error (ctl, tally_error_to_name (TALLY_ERROR_NOT_FOUND), msg);
   }
   g_variant_get (reply, "(s)", &ctl->owner);
   return EXIT_OK;
@@ -1374,7 +1376,7 @@ main (int argc, char **argv)
     if (ctl.bus == NULL) {
       g_autofree char *msg = g_strdup_printf ("cannot connect to the %s bus: %s", ctl.bus_label,
                                               error->message);
-      return report_error (&ctl, TALLY_DBUS_ERROR_PREFIX "Disconnected", msg);
+      return report_error (&ctl, tally_error_to_name (TALLY_ERROR_DISCONNECTED), msg);
     }
     int rc = resolve_owner (&ctl);
     if (rc != EXIT_OK) {
@@ -1392,7 +1394,7 @@ main (int argc, char **argv)
   stop_prompt (&ctl);
   if (ctl.pending_confirm != NULL)
     g_dbus_method_invocation_return_dbus_error (g_steal_pointer (&ctl.pending_confirm),
-                                                TALLY_DBUS_ERROR_PREFIX "Rejected",
+                                                tally_error_to_name (TALLY_ERROR_REJECTED),
                                                 "tallyctl is exiting");
   if (ctl.owner_watch != 0)
     g_bus_unwatch_name (ctl.owner_watch);
