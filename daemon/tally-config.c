@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "tally-hex.h"
+
 typedef struct
 {
   const char *group;

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "tally-payment.h"
 
+#include "tally-clock.h"
+
 /* After our last message (receipt or Error) the peer closes first; the
  * link stays open this long so closing cannot cut the message short. */
 #define LINGER_MS 3000

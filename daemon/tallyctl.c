@@ -11,6 +11,8 @@
 #include "tally-core.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-generated.h"
+#include "tally-hex.h"
+#include "tally-json.h"
 
 #define EXIT_OK      0
 #define EXIT_FAIL    1

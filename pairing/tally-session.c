@@ -5,6 +5,7 @@
 
 #include <string.h>
 
+#include "tally-hex.h"
 #include "tally-peer.h"
 
 /*

@@ -13,6 +13,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tally-hex.h"
+#include "tally-keyfile.h"
+
 #define DB_NAME  "register.db"
 #define KEY_NAME "register.key"
 

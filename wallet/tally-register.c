@@ -12,6 +12,7 @@
 
 #include <string.h>
 
+#include "tally-hex.h"
 #include "tally-peer.h"
 #include "tally-register-backend.h"
 #include "tally-register-private.h"

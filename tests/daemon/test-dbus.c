@@ -10,7 +10,9 @@
 #include <gio/gunixsocketaddress.h>
 
 #include "script.h"
+#include "tally-clock.h"
 #include "tally-daemon.h"
+#include "tally-hex.h"
 #include "tally-link.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-generated.h"

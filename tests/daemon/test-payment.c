@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "script.h"
+#include "tally-clock.h"
 #include "tally-link.h"
 #include "tally-payment.h"
 #include "test-util.h"
