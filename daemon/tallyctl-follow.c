@@ -67,14 +67,31 @@ payment_outcome (Ctl *ctl)
 }
 
 static void
-merge_properties (Ctl *ctl, GVariant *changed)
+merge_properties (GVariantDict *payment, GVariant *changed)
 {
   GVariantIter iter;
   const char *key;
   GVariant *value;
   g_variant_iter_init (&iter, changed);
   while (g_variant_iter_loop (&iter, "{&sv}", &key, &value))
-    g_variant_dict_insert_value (ctl->payment, key, value);
+    g_variant_dict_insert_value (payment, key, value);
+}
+
+/* The changed properties of a Payment1 in a PropertiesChanged signal's
+ * @params; NULL for another interface or a malformed signal. */
+static GVariant *
+payment_changes (GVariant *params)
+{
+  const char *changed_iface;
+  g_autoptr (GVariant) changed = NULL;
+  g_autofree const char **invalidated = NULL;
+
+  if (!g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
+    return NULL;
+  g_variant_get (params, "(&s@a{sv}^a&s)", &changed_iface, &changed, &invalidated);
+  if (strcmp (changed_iface, PAYMENT_IFACE) != 0)
+    return NULL;
+  return g_steal_pointer (&changed);
 }
 
 static void
@@ -87,16 +104,13 @@ on_properties_changed (GDBusConnection *bus,
                        gpointer user_data)
 {
   Ctl *ctl = user_data;
-  const char *changed_iface;
-  g_autoptr (GVariant) changed = NULL;
-  g_autofree const char **invalidated = NULL;
 
-  if (ctl->payment == NULL || !g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
+  if (ctl->payment == NULL)
     return;
-  g_variant_get (params, "(&s@a{sv}^a&s)", &changed_iface, &changed, &invalidated);
-  if (strcmp (changed_iface, PAYMENT_IFACE) != 0)
+  g_autoptr (GVariant) changed = payment_changes (params);
+  if (changed == NULL)
     return;
-  merge_properties (ctl, changed);
+  merge_properties (ctl->payment, changed);
   payment_outcome (ctl);
 }
 
@@ -236,15 +250,11 @@ on_request_properties_changed (GDBusConnection *bus,
                                gpointer user_data)
 {
   Ctl *ctl = user_data;
-  const char *changed_iface;
-  g_autoptr (GVariant) changed = NULL;
-  g_autofree const char **invalidated = NULL;
 
-  if (!g_str_has_prefix (path, "/org/tally/payment/") ||
-      !g_variant_is_of_type (params, G_VARIANT_TYPE ("(sa{sv}as)")))
+  if (!g_str_has_prefix (path, "/org/tally/payment/"))
     return;
-  g_variant_get (params, "(&s@a{sv}^a&s)", &changed_iface, &changed, &invalidated);
-  if (strcmp (changed_iface, PAYMENT_IFACE) != 0)
+  g_autoptr (GVariant) changed = payment_changes (params);
+  if (changed == NULL)
     return;
   gboolean known = g_hash_table_contains (ctl->request_payments, path);
   GVariantDict *p = request_track (ctl, path);
@@ -252,12 +262,7 @@ on_request_properties_changed (GDBusConnection *bus,
     return;
   g_autofree char *old_state = g_strdup (dict_str (p, "State"));
   if (known) {
-    GVariantIter iter;
-    const char *key;
-    GVariant *value;
-    g_variant_iter_init (&iter, changed);
-    while (g_variant_iter_loop (&iter, "{&sv}", &key, &value))
-      g_variant_dict_insert_value (p, key, value);
+    merge_properties (p, changed);
   } else {
     /* Read whole just now; its state before this change is unknown. */
     g_clear_pointer (&old_state, g_free);

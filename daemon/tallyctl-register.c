@@ -273,21 +273,27 @@ open_output (Ctl *ctl, const char *path, gboolean exclusive, int *rc)
   return fd;
 }
 
-int
-cmd_export (Ctl *ctl, int argc, char **argv)
+/* Calls @method and writes the bytes it returns (@what) to the file
+ * argv[1]; a failed call leaves no file behind. */
+static int
+receive_file (Ctl *ctl,
+              int argc,
+              char **argv,
+              const char *method,
+              gboolean exclusive,
+              const char *what)
 {
   int rc;
   if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 1, &rc))
     return rc;
-  int fd = open_output (ctl, argv[1], FALSE, &rc);
+  int fd = open_output (ctl, argv[1], exclusive, &rc);
   if (fd < 0)
     return rc;
 
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply = call (ctl, REGISTER_PATH, REGISTER_IFACE, "ExportBundle", NULL,
-                                     G_VARIANT_TYPE ("(ay)"), &error);
-  rc = reply ? write_reply (ctl, reply, fd, argv[1], "Reconciliation bundle")
-             : report_gerror (ctl, error);
+  g_autoptr (GVariant) reply =
+    call (ctl, REGISTER_PATH, REGISTER_IFACE, method, NULL, G_VARIANT_TYPE ("(ay)"), &error);
+  rc = reply ? write_reply (ctl, reply, fd, argv[1], what) : report_gerror (ctl, error);
   close (fd);
   if (reply == NULL)
     g_unlink (argv[1]);
@@ -295,23 +301,15 @@ cmd_export (Ctl *ctl, int argc, char **argv)
 }
 
 int
+cmd_export (Ctl *ctl, int argc, char **argv)
+{
+  return receive_file (ctl, argc, argv, "ExportBundle", FALSE, "Reconciliation bundle");
+}
+
+int
 cmd_defund (Ctl *ctl, int argc, char **argv)
 {
-  int rc;
-  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 1, &rc))
-    return rc;
   /* The record is the only proof of the value moved online: never
    * overwrite one, and have the file before the register closes. */
-  int fd = open_output (ctl, argv[1], TRUE, &rc);
-  if (fd < 0)
-    return rc;
-
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    call (ctl, REGISTER_PATH, REGISTER_IFACE, "Defund", NULL, G_VARIANT_TYPE ("(ay)"), &error);
-  rc = reply ? write_reply (ctl, reply, fd, argv[1], "Defund record") : report_gerror (ctl, error);
-  close (fd);
-  if (reply == NULL)
-    g_unlink (argv[1]);
-  return rc;
+  return receive_file (ctl, argc, argv, "Defund", TRUE, "Defund record");
 }
