@@ -1,8 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "tally-issuer-store.h"
 
-#include <sqlite3.h>
-#include <string.h>
+#include "tally-sqlite.h"
 
 /* Every database starts as version 1 and is brought up to date by the
  * migrations below, in order, inside one transaction: a new database and an
@@ -106,9 +105,6 @@ static const char *const migrations[] = {
 
 typedef enum
 {
-  STMT_BEGIN,
-  STMT_COMMIT,
-  STMT_ROLLBACK,
   STMT_META_GET,
   STMT_META_SET,
   STMT_ACCOUNT_INSERT,
@@ -163,9 +159,6 @@ typedef enum
   "refused, deficit, max_payment_ever, display_name"
 
 static const char *const stmt_sql[N_STMTS] = {
-  [STMT_BEGIN] = "BEGIN IMMEDIATE",
-  [STMT_COMMIT] = "COMMIT",
-  [STMT_ROLLBACK] = "ROLLBACK",
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
   [STMT_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
   [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES (?1, 0)",
@@ -255,130 +248,25 @@ static const char *const stmt_sql[N_STMTS] = {
 
 typedef struct
 {
-  sqlite3 *db;
-  char *path;
-  sqlite3_stmt *stmts[N_STMTS];
+  TallySqlite *db;
 } SqliteStore;
 
-/* A prepared statement borrowed for one call: reset and unbound on scope
- * exit so the next call starts clean. */
-typedef sqlite3_stmt BorrowedStmt;
-
-static void
-borrowed_stmt_release (BorrowedStmt *st)
-{
-  sqlite3_reset (st);
-  sqlite3_clear_bindings (st);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (BorrowedStmt, borrowed_stmt_release)
-
-static BorrowedStmt *
-borrow (SqliteStore *s, StmtId id)
-{
-  return s->stmts[id];
-}
-
+/* Collects every row of @st into *@rows. */
 static gboolean
-db_fail (SqliteStore *s, const char *what, GError **error)
+collect (SqliteStore *s,
+         sqlite3_stmt *st,
+         gsize row_size,
+         TallySqliteRowReader read,
+         GDestroyNotify free_row,
+         const char *what,
+         GPtrArray **rows,
+         GError **error)
 {
-  g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s: %s", s->path, what,
-               sqlite3_errmsg (s->db));
-  return FALSE;
-}
-
-static gboolean
-is_constraint (SqliteStore *s)
-{
-  return (sqlite3_extended_errcode (s->db) & 0xff) == SQLITE_CONSTRAINT;
-}
-
-/* Steps a statement that returns no row. */
-static gboolean
-step_done (SqliteStore *s, sqlite3_stmt *st, const char *what, GError **error)
-{
-  if (sqlite3_step (st) != SQLITE_DONE)
-    return db_fail (s, what, error);
-  return TRUE;
-}
-
-/* Steps a statement expected to return one row: TRUE with the row,
- * NOT_FOUND naming @what without one. */
-static gboolean
-step_row (SqliteStore *s, sqlite3_stmt *st, const char *what, GError **error)
-{
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_ROW)
-    return TRUE;
-  if (rc == SQLITE_DONE) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "%s not found", what);
+  GPtrArray *out = tally_sqlite_collect (s->db, st, row_size, read, s, free_row, what, error);
+  if (out == NULL)
     return FALSE;
-  }
-  return db_fail (s, what, error);
-}
-
-static void
-bind_blob (sqlite3_stmt *st, int col, const void *data, gsize len)
-{
-  sqlite3_bind_blob (st, col, data, (int) len, SQLITE_TRANSIENT);
-}
-
-static void
-bind_bytes (sqlite3_stmt *st, int col, GBytes *bytes)
-{
-  gsize len;
-  const guint8 *data = g_bytes_get_data (bytes, &len);
-  /* A zero-length blob must not bind as NULL. */
-  sqlite3_bind_blob (st, col, data ? (const void *) data : (const void *) "", (int) len,
-                     SQLITE_TRANSIENT);
-}
-
-static void
-bind_optional_bytes (sqlite3_stmt *st, int col, GBytes *bytes)
-{
-  if (bytes != NULL)
-    bind_bytes (st, col, bytes);
-  else
-    sqlite3_bind_null (st, col);
-}
-
-static void
-bind_u64 (sqlite3_stmt *st, int col, guint64 v)
-{
-  /* SQLite integers are signed; the cast round-trips exactly. */
-  sqlite3_bind_int64 (st, col, (sqlite3_int64) v);
-}
-
-static guint64
-column_u64 (sqlite3_stmt *st, int col)
-{
-  return (guint64) sqlite3_column_int64 (st, col);
-}
-
-static gboolean
-column_fixed (SqliteStore *s,
-              sqlite3_stmt *st,
-              int col,
-              guint8 *out,
-              gsize len,
-              const char *what,
-              GError **error)
-{
-  const void *data = sqlite3_column_blob (st, col);
-  if (data == NULL || (gsize) sqlite3_column_bytes (st, col) != len) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: stored %s is not %zu bytes",
-                 s->path, what, len);
-    return FALSE;
-  }
-  memcpy (out, data, len);
+  *rows = out;
   return TRUE;
-}
-
-static GBytes *
-column_bytes (sqlite3_stmt *st, int col)
-{
-  const void *data = sqlite3_column_blob (st, col);
-  int len = sqlite3_column_bytes (st, col);
-  return g_bytes_new (data, (gsize) len);
 }
 
 /* --- transactions --- */
@@ -387,34 +275,21 @@ static gboolean
 sqlite_begin (gpointer backend, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_BEGIN);
-  return step_done (s, st, "begin", error);
+  return tally_sqlite_begin (s->db, TRUE, error);
 }
 
 static gboolean
 sqlite_commit (gpointer backend, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_COMMIT);
-  if (step_done (s, st, "commit", error))
-    return TRUE;
-  /* A failed COMMIT may leave the transaction open; never leave it so. */
-  if (!sqlite3_get_autocommit (s->db)) {
-    g_autoptr (BorrowedStmt) rb = borrow (s, STMT_ROLLBACK);
-    sqlite3_step (rb);
-  }
-  return FALSE;
+  return tally_sqlite_commit (s->db, error);
 }
 
 static void
 sqlite_rollback (gpointer backend)
 {
   SqliteStore *s = backend;
-  if (sqlite3_get_autocommit (s->db))
-    return;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ROLLBACK);
-  if (sqlite3_step (st) != SQLITE_DONE)
-    g_warning ("%s: rollback failed: %s", s->path, sqlite3_errmsg (s->db));
+  tally_sqlite_rollback (s->db);
 }
 
 /* --- meta --- */
@@ -423,11 +298,11 @@ static gboolean
 sqlite_meta_get (gpointer backend, const char *key, GBytes **value, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_META_GET);
-  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
-  if (!step_row (s, st, key, error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_GET);
+  tally_sqlite_bind_text (st, 1, key);
+  if (!tally_sqlite_step_row (s->db, st, key, error))
     return FALSE;
-  *value = column_bytes (st, 0);
+  *value = tally_sqlite_column_bytes (st, 0);
   return TRUE;
 }
 
@@ -435,10 +310,10 @@ static gboolean
 sqlite_meta_set (gpointer backend, const char *key, GBytes *value, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_META_SET);
-  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
-  bind_bytes (st, 2, value);
-  return step_done (s, st, "meta", error);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_SET);
+  tally_sqlite_bind_text (st, 1, key);
+  tally_sqlite_bind_bytes (st, 2, value);
+  return tally_sqlite_step_done (s->db, st, "meta", error);
 }
 
 /* --- accounts --- */
@@ -447,30 +322,29 @@ static gboolean
 sqlite_account_insert (gpointer backend, const char *name, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_INSERT);
-  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
-  if (sqlite3_step (st) == SQLITE_DONE)
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_INSERT);
+  tally_sqlite_bind_text (st, 1, name);
+  gboolean exists;
+  if (tally_sqlite_step_insert (s->db, st, &exists, "account", error))
     return TRUE;
-  if (is_constraint (s)) {
+  if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "account \"%s\" already exists", name);
-    return FALSE;
-  }
-  return db_fail (s, "account", error);
+  return FALSE;
 }
 
 static gboolean
 sqlite_account_get (gpointer backend, const char *name, gint64 *balance, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_GET);
-  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_DONE) {
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_GET);
+  tally_sqlite_bind_text (st, 1, name);
+  gboolean have;
+  if (!tally_sqlite_step_next (s->db, st, &have, "account", error))
+    return FALSE;
+  if (!have) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
     return FALSE;
   }
-  if (rc != SQLITE_ROW)
-    return db_fail (s, "account", error);
   *balance = sqlite3_column_int64 (st, 0);
   return TRUE;
 }
@@ -479,12 +353,12 @@ static gboolean
 sqlite_account_put (gpointer backend, const char *name, gint64 balance, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_PUT);
-  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_PUT);
+  tally_sqlite_bind_text (st, 1, name);
   sqlite3_bind_int64 (st, 2, balance);
-  if (!step_done (s, st, "account", error))
+  if (!tally_sqlite_step_done (s->db, st, "account", error))
     return FALSE;
-  if (sqlite3_changes (s->db) != 1) {
+  if (tally_sqlite_changes (s->db) != 1) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
     return FALSE;
   }
@@ -497,20 +371,20 @@ static gboolean
 read_register (SqliteStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GError **error)
 {
   TallyIssuerRegisterRow r = { 0 };
-  if (!column_fixed (s, st, 0, r.id, TALLY_ID_BYTES, "register id", error) ||
-      !column_fixed (s, st, 1, r.public_key, TALLY_PUBLIC_KEY_BYTES, "register key", error))
+  if (!tally_sqlite_column_fixed (s->db, st, 0, r.id, TALLY_ID_BYTES, error) ||
+      !tally_sqlite_column_fixed (s->db, st, 1, r.public_key, TALLY_PUBLIC_KEY_BYTES, error))
     return FALSE;
   r.account = g_strdup ((const char *) sqlite3_column_text (st, 2));
   r.max_payment = sqlite3_column_int64 (st, 3);
   r.balance_cap = sqlite3_column_int64 (st, 4);
   r.max_offline_payments = (guint32) sqlite3_column_int64 (st, 5);
-  r.max_offline_seconds = column_u64 (st, 6);
-  r.validity = column_u64 (st, 7);
-  r.cert_serial = column_u64 (st, 8);
-  r.settled_counter = column_u64 (st, 9);
+  r.max_offline_seconds = tally_sqlite_column_u64 (st, 6);
+  r.validity = tally_sqlite_column_u64 (st, 7);
+  r.cert_serial = tally_sqlite_column_u64 (st, 8);
+  r.settled_counter = tally_sqlite_column_u64 (st, 9);
   r.revoked = sqlite3_column_int (st, 10) != 0;
   r.view_balance = sqlite3_column_int64 (st, 11);
-  r.horizon = column_u64 (st, 12);
+  r.horizon = tally_sqlite_column_u64 (st, 12);
   r.refused = sqlite3_column_int64 (st, 13);
   r.deficit = sqlite3_column_int64 (st, 14);
   r.max_payment_ever = sqlite3_column_int64 (st, 15);
@@ -527,17 +401,16 @@ sqlite_register_get (gpointer backend,
                      GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_GET);
-  bind_blob (st, 1, id, TALLY_ID_BYTES);
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_DONE) {
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_GET);
+  tally_sqlite_bind_blob (st, 1, id, TALLY_ID_BYTES);
+  gboolean have;
+  if (!tally_sqlite_step_next (s->db, st, &have, "register", error))
+    return FALSE;
+  if (!have) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
                  "register not certified by this issuer");
     return FALSE;
   }
-  if (rc != SQLITE_ROW)
-    return db_fail (s, "register", error);
-
   return read_register (s, st, row, error);
 }
 
@@ -545,67 +418,55 @@ static gboolean
 sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_PUT);
-  bind_blob (st, 1, row->id, TALLY_ID_BYTES);
-  bind_blob (st, 2, row->public_key, TALLY_PUBLIC_KEY_BYTES);
-  sqlite3_bind_text (st, 3, row->account, -1, SQLITE_TRANSIENT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_PUT);
+  tally_sqlite_bind_blob (st, 1, row->id, TALLY_ID_BYTES);
+  tally_sqlite_bind_blob (st, 2, row->public_key, TALLY_PUBLIC_KEY_BYTES);
+  tally_sqlite_bind_text (st, 3, row->account);
   sqlite3_bind_int64 (st, 4, row->max_payment);
   sqlite3_bind_int64 (st, 5, row->balance_cap);
   sqlite3_bind_int64 (st, 6, row->max_offline_payments);
-  bind_u64 (st, 7, row->max_offline_seconds);
-  bind_u64 (st, 8, row->validity);
-  bind_u64 (st, 9, row->cert_serial);
-  bind_u64 (st, 10, row->settled_counter);
+  tally_sqlite_bind_u64 (st, 7, row->max_offline_seconds);
+  tally_sqlite_bind_u64 (st, 8, row->validity);
+  tally_sqlite_bind_u64 (st, 9, row->cert_serial);
+  tally_sqlite_bind_u64 (st, 10, row->settled_counter);
   sqlite3_bind_int (st, 11, row->revoked ? 1 : 0);
   sqlite3_bind_int64 (st, 12, row->view_balance);
-  bind_u64 (st, 13, row->horizon);
+  tally_sqlite_bind_u64 (st, 13, row->horizon);
   sqlite3_bind_int64 (st, 14, row->refused);
   sqlite3_bind_int64 (st, 15, row->deficit);
   sqlite3_bind_int64 (st, 16, row->max_payment_ever);
-  if (row->display_name != NULL)
-    sqlite3_bind_text (st, 17, row->display_name, -1, SQLITE_TRANSIENT);
-  else
-    sqlite3_bind_null (st, 17);
-  return step_done (s, st, "register", error);
+  tally_sqlite_bind_text (st, 17, row->display_name);
+  return tally_sqlite_step_done (s->db, st, "register", error);
 }
 
 static gboolean
 sqlite_register_list_revoked (gpointer backend, GPtrArray **ids, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_LIST_REVOKED);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_LIST_REVOKED);
   g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+  gboolean have;
+  while (tally_sqlite_step_next (s->db, st, &have, "revoked registers", error)) {
+    if (!have) {
+      *ids = g_steal_pointer (&out);
+      return TRUE;
+    }
     guint8 id[TALLY_ID_BYTES];
-    if (!column_fixed (s, st, 0, id, sizeof id, "register id", error))
+    if (!tally_sqlite_column_fixed (s->db, st, 0, id, sizeof id, error))
       return FALSE;
     g_ptr_array_add (out, g_bytes_new (id, sizeof id));
   }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "revoked registers", error);
-  *ids = g_steal_pointer (&out);
-  return TRUE;
+  return FALSE;
 }
 
 static gboolean
 sqlite_register_list_flagged (gpointer backend, GPtrArray **rows, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_LIST_FLAGGED);
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_register_row_free);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
-    TallyIssuerRegisterRow *row = g_new0 (TallyIssuerRegisterRow, 1);
-    g_ptr_array_add (out, row);
-    if (!read_register (s, st, row, error))
-      return FALSE;
-  }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "flagged registers", error);
-  *rows = g_steal_pointer (&out);
-  return TRUE;
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_LIST_FLAGGED);
+  return collect (s, st, sizeof (TallyIssuerRegisterRow), (TallySqliteRowReader) read_register,
+                  (GDestroyNotify) tally_issuer_register_row_free, "flagged registers", rows,
+                  error);
 }
 
 /* --- vouchers --- */
@@ -617,11 +478,11 @@ sqlite_voucher_next_sequence (gpointer backend,
                               GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_NEXT);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  if (!step_row (s, st, "voucher sequence", error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_NEXT);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  if (!tally_sqlite_step_row (s->db, st, "voucher sequence", error))
     return FALSE;
-  *sequence = column_u64 (st, 0);
+  *sequence = tally_sqlite_column_u64 (st, 0);
   return TRUE;
 }
 
@@ -635,20 +496,19 @@ sqlite_voucher_insert (gpointer backend,
                        GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_INSERT);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  bind_u64 (st, 2, sequence);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_INSERT);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 2, sequence);
   sqlite3_bind_int64 (st, 3, amount);
-  bind_u64 (st, 4, issued_at);
-  bind_bytes (st, 5, envelope);
-  if (sqlite3_step (st) == SQLITE_DONE)
+  tally_sqlite_bind_u64 (st, 4, issued_at);
+  tally_sqlite_bind_bytes (st, 5, envelope);
+  gboolean exists;
+  if (tally_sqlite_step_insert (s->db, st, &exists, "voucher", error))
     return TRUE;
-  if (is_constraint (s)) {
+  if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "voucher %" G_GUINT64_FORMAT " exists",
                  sequence);
-    return FALSE;
-  }
-  return db_fail (s, "voucher", error);
+  return FALSE;
 }
 
 static gboolean
@@ -659,12 +519,12 @@ sqlite_voucher_get (gpointer backend,
                     GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_GET);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  bind_u64 (st, 2, sequence);
-  if (!step_row (s, st, "voucher", error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_GET);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 2, sequence);
+  if (!tally_sqlite_step_row (s->db, st, "voucher", error))
     return FALSE;
-  *envelope = column_bytes (st, 0);
+  *envelope = tally_sqlite_column_bytes (st, 0);
   return TRUE;
 }
 
@@ -674,27 +534,26 @@ static gboolean
 read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError **error)
 {
   TallyIssuerEntryRow r = { 0 };
-  if (!column_fixed (s, st, 0, r.hash, TALLY_HASH_BYTES, "entry hash", error) ||
-      !column_fixed (s, st, 1, r.register_id, TALLY_ID_BYTES, "entry register id", error))
+  if (!tally_sqlite_column_fixed (s->db, st, 0, r.hash, TALLY_HASH_BYTES, error) ||
+      !tally_sqlite_column_fixed (s->db, st, 1, r.register_id, TALLY_ID_BYTES, error))
     return FALSE;
-  r.counter = column_u64 (st, 2);
+  r.counter = tally_sqlite_column_u64 (st, 2);
   r.kind = (TallyIssuerEntryKind) sqlite3_column_int (st, 3);
   r.has_payee = sqlite3_column_type (st, 4) != SQLITE_NULL;
-  if (r.has_payee &&
-      !column_fixed (s, st, 4, r.payee_id, TALLY_ID_BYTES, "entry payee id", error))
+  if (r.has_payee && !tally_sqlite_column_fixed (s->db, st, 4, r.payee_id, TALLY_ID_BYTES, error))
     return FALSE;
   r.amount = sqlite3_column_int64 (st, 5);
   r.state = (TallyIssuerEntryState) sqlite3_column_int (st, 6);
   r.payer_reported = sqlite3_column_int (st, 7) != 0;
   r.payee_reported = sqlite3_column_int (st, 8) != 0;
-  if (!column_fixed (s, st, 9, r.chain_prev, TALLY_HASH_BYTES, "entry chain", error) ||
-      !column_fixed (s, st, 10, r.chain_after, TALLY_HASH_BYTES, "entry chain", error))
+  if (!tally_sqlite_column_fixed (s->db, st, 9, r.chain_prev, TALLY_HASH_BYTES, error) ||
+      !tally_sqlite_column_fixed (s->db, st, 10, r.chain_after, TALLY_HASH_BYTES, error))
     return FALSE;
-  r.envelope = column_bytes (st, 11);
-  r.booked_at = column_u64 (st, 12);
-  r.expires_at = column_u64 (st, 13);
+  r.envelope = tally_sqlite_column_bytes (st, 11);
+  r.booked_at = tally_sqlite_column_u64 (st, 12);
+  r.expires_at = tally_sqlite_column_u64 (st, 13);
   if (sqlite3_column_type (st, 14) != SQLITE_NULL)
-    r.receipt = column_bytes (st, 14);
+    r.receipt = tally_sqlite_column_bytes (st, 14);
   r.credited = sqlite3_column_int64 (st, 15);
   r.tainted = sqlite3_column_int (st, 16) != 0;
   *row = r;
@@ -704,19 +563,8 @@ read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError *
 static gboolean
 read_entries (SqliteStore *s, sqlite3_stmt *st, GPtrArray **rows, GError **error)
 {
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_entry_row_free);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
-    TallyIssuerEntryRow *row = g_new0 (TallyIssuerEntryRow, 1);
-    g_ptr_array_add (out, row);
-    if (!read_entry (s, st, row, error))
-      return FALSE;
-  }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "entries", error);
-  *rows = g_steal_pointer (&out);
-  return TRUE;
+  return collect (s, st, sizeof (TallyIssuerEntryRow), (TallySqliteRowReader) read_entry,
+                  (GDestroyNotify) tally_issuer_entry_row_free, "entries", rows, error);
 }
 
 static gboolean
@@ -726,9 +574,9 @@ sqlite_entry_get_by_hash (gpointer backend,
                           GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_GET);
-  bind_blob (st, 1, hash, TALLY_HASH_BYTES);
-  if (!step_row (s, st, "entry", error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_GET);
+  tally_sqlite_bind_blob (st, 1, hash, TALLY_HASH_BYTES);
+  if (!tally_sqlite_step_row (s->db, st, "entry", error))
     return FALSE;
   return read_entry (s, st, row, error);
 }
@@ -741,9 +589,9 @@ sqlite_entries_by_counter (gpointer backend,
                            GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRIES_BY_COUNTER);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  bind_u64 (st, 2, counter);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRIES_BY_COUNTER);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 2, counter);
   return read_entries (s, st, rows, error);
 }
 
@@ -751,51 +599,50 @@ static gboolean
 sqlite_entry_insert (gpointer backend, const TallyIssuerEntryRow *row, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_INSERT);
-  bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
-  bind_blob (st, 2, row->register_id, TALLY_ID_BYTES);
-  bind_u64 (st, 3, row->counter);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_INSERT);
+  tally_sqlite_bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
+  tally_sqlite_bind_blob (st, 2, row->register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 3, row->counter);
   sqlite3_bind_int (st, 4, (int) row->kind);
   if (row->has_payee)
-    bind_blob (st, 5, row->payee_id, TALLY_ID_BYTES);
+    tally_sqlite_bind_blob (st, 5, row->payee_id, TALLY_ID_BYTES);
   else
     sqlite3_bind_null (st, 5);
   sqlite3_bind_int64 (st, 6, row->amount);
   sqlite3_bind_int (st, 7, (int) row->state);
   sqlite3_bind_int (st, 8, row->payer_reported ? 1 : 0);
   sqlite3_bind_int (st, 9, row->payee_reported ? 1 : 0);
-  bind_blob (st, 10, row->chain_prev, TALLY_HASH_BYTES);
-  bind_blob (st, 11, row->chain_after, TALLY_HASH_BYTES);
-  bind_bytes (st, 12, row->envelope);
-  bind_u64 (st, 13, row->booked_at);
-  bind_u64 (st, 14, row->expires_at);
-  bind_optional_bytes (st, 15, row->receipt);
+  tally_sqlite_bind_blob (st, 10, row->chain_prev, TALLY_HASH_BYTES);
+  tally_sqlite_bind_blob (st, 11, row->chain_after, TALLY_HASH_BYTES);
+  tally_sqlite_bind_bytes (st, 12, row->envelope);
+  tally_sqlite_bind_u64 (st, 13, row->booked_at);
+  tally_sqlite_bind_u64 (st, 14, row->expires_at);
+  tally_sqlite_bind_bytes (st, 15, row->receipt);
   sqlite3_bind_int64 (st, 16, row->credited);
   sqlite3_bind_int (st, 17, row->tainted ? 1 : 0);
-  if (sqlite3_step (st) == SQLITE_DONE)
+  gboolean exists;
+  if (tally_sqlite_step_insert (s->db, st, &exists, "entry", error))
     return TRUE;
-  if (is_constraint (s)) {
+  if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "entry already booked");
-    return FALSE;
-  }
-  return db_fail (s, "entry", error);
+  return FALSE;
 }
 
 static gboolean
 sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_UPDATE);
-  bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_UPDATE);
+  tally_sqlite_bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
   sqlite3_bind_int (st, 2, (int) row->state);
   sqlite3_bind_int (st, 3, row->payer_reported ? 1 : 0);
   sqlite3_bind_int (st, 4, row->payee_reported ? 1 : 0);
-  bind_optional_bytes (st, 5, row->receipt);
+  tally_sqlite_bind_bytes (st, 5, row->receipt);
   sqlite3_bind_int (st, 6, row->tainted ? 1 : 0);
   sqlite3_bind_int64 (st, 7, row->credited);
-  if (!step_done (s, st, "entry", error))
+  if (!tally_sqlite_step_done (s->db, st, "entry", error))
     return FALSE;
-  if (sqlite3_changes (s->db) != 1) {
+  if (tally_sqlite_changes (s->db) != 1) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "entry not found");
     return FALSE;
   }
@@ -810,9 +657,9 @@ sqlite_entries_expired_in_flight (gpointer backend,
                                   GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRIES_EXPIRED_IN_FLIGHT);
-  bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
-  bind_u64 (st, 2, horizon);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRIES_EXPIRED_IN_FLIGHT);
+  tally_sqlite_bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 2, horizon);
   return read_entries (s, st, rows, error);
 }
 
@@ -825,11 +672,11 @@ sqlite_horizon_bundle_get (gpointer backend,
                            GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_HORIZON_BUNDLE_GET);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  if (!step_row (s, st, "horizon bundle", error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_GET);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  if (!tally_sqlite_step_row (s->db, st, "horizon bundle", error))
     return FALSE;
-  *envelope = column_bytes (st, 0);
+  *envelope = tally_sqlite_column_bytes (st, 0);
   return TRUE;
 }
 
@@ -840,10 +687,10 @@ sqlite_horizon_bundle_put (gpointer backend,
                            GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_HORIZON_BUNDLE_PUT);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  bind_bytes (st, 2, envelope);
-  return step_done (s, st, "horizon bundle", error);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_PUT);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_bytes (st, 2, envelope);
+  return tally_sqlite_step_done (s->db, st, "horizon bundle", error);
 }
 
 /* --- fraud proofs --- */
@@ -852,12 +699,23 @@ static gboolean
 sqlite_fraud_proof_insert (gpointer backend, const TallyIssuerFraudRow *row, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_FRAUD_INSERT);
-  bind_blob (st, 1, row->register_id, TALLY_ID_BYTES);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_FRAUD_INSERT);
+  tally_sqlite_bind_blob (st, 1, row->register_id, TALLY_ID_BYTES);
   sqlite3_bind_int (st, 2, (int) row->kind);
-  bind_u64 (st, 3, row->detected_at);
-  bind_bytes (st, 4, row->envelope);
-  return step_done (s, st, "fraud proof", error);
+  tally_sqlite_bind_u64 (st, 3, row->detected_at);
+  tally_sqlite_bind_bytes (st, 4, row->envelope);
+  return tally_sqlite_step_done (s->db, st, "fraud proof", error);
+}
+
+static gboolean
+read_fraud_proof (SqliteStore *s, sqlite3_stmt *st, TallyIssuerFraudRow *row, GError **error)
+{
+  if (!tally_sqlite_column_fixed (s->db, st, 0, row->register_id, TALLY_ID_BYTES, error))
+    return FALSE;
+  row->kind = (Tally__FraudKind) sqlite3_column_int (st, 1);
+  row->detected_at = tally_sqlite_column_u64 (st, 2);
+  row->envelope = tally_sqlite_column_bytes (st, 3);
+  return TRUE;
 }
 
 static gboolean
@@ -867,26 +725,12 @@ sqlite_fraud_proof_list (gpointer backend,
                          GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st =
-    borrow (s, register_id ? STMT_FRAUD_LIST_REGISTER : STMT_FRAUD_LIST_ALL);
+  g_autoptr (TallySqliteStmt) st =
+    tally_sqlite_stmt (s->db, register_id ? STMT_FRAUD_LIST_REGISTER : STMT_FRAUD_LIST_ALL);
   if (register_id != NULL)
-    bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_fraud_row_free);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
-    TallyIssuerFraudRow *row = g_new0 (TallyIssuerFraudRow, 1);
-    g_ptr_array_add (out, row);
-    if (!column_fixed (s, st, 0, row->register_id, TALLY_ID_BYTES, "fraud register id", error))
-      return FALSE;
-    row->kind = (Tally__FraudKind) sqlite3_column_int (st, 1);
-    row->detected_at = column_u64 (st, 2);
-    row->envelope = column_bytes (st, 3);
-  }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "fraud proofs", error);
-  *rows = g_steal_pointer (&out);
-  return TRUE;
+    tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  return collect (s, st, sizeof (TallyIssuerFraudRow), (TallySqliteRowReader) read_fraud_proof,
+                  (GDestroyNotify) tally_issuer_fraud_row_free, "fraud proofs", rows, error);
 }
 
 /* --- revocation lists --- */
@@ -899,18 +743,17 @@ sqlite_revocation_list_put (gpointer backend,
                             GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REVOCATION_PUT);
-  bind_u64 (st, 1, serial);
-  bind_u64 (st, 2, issued_at);
-  bind_bytes (st, 3, envelope);
-  if (sqlite3_step (st) == SQLITE_DONE)
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REVOCATION_PUT);
+  tally_sqlite_bind_u64 (st, 1, serial);
+  tally_sqlite_bind_u64 (st, 2, issued_at);
+  tally_sqlite_bind_bytes (st, 3, envelope);
+  gboolean exists;
+  if (tally_sqlite_step_insert (s->db, st, &exists, "revocation list", error))
     return TRUE;
-  if (is_constraint (s)) {
+  if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
                  "revocation list %" G_GUINT64_FORMAT " exists", serial);
-    return FALSE;
-  }
-  return db_fail (s, "revocation list", error);
+  return FALSE;
 }
 
 static gboolean
@@ -920,11 +763,11 @@ sqlite_revocation_list_get_latest (gpointer backend,
                                    GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REVOCATION_LATEST);
-  if (!step_row (s, st, "revocation list", error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REVOCATION_LATEST);
+  if (!tally_sqlite_step_row (s->db, st, "revocation list", error))
     return FALSE;
-  *serial = column_u64 (st, 0);
-  *envelope = column_bytes (st, 1);
+  *serial = tally_sqlite_column_u64 (st, 0);
+  *envelope = tally_sqlite_column_bytes (st, 1);
   return TRUE;
 }
 
@@ -934,12 +777,12 @@ static gboolean
 sqlite_totals_get (gpointer backend, TallyIssuerTotals *totals, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_TOTALS_GET);
-  if (!step_row (s, st, "totals", error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_TOTALS_GET);
+  if (!tally_sqlite_step_row (s->db, st, "totals", error))
     return FALSE;
   totals->issued = sqlite3_column_int64 (st, 0);
   totals->in_flight = sqlite3_column_int64 (st, 1);
-  totals->reclaimed_count = column_u64 (st, 2);
+  totals->reclaimed_count = tally_sqlite_column_u64 (st, 2);
   totals->reclaimed = sqlite3_column_int64 (st, 3);
   return TRUE;
 }
@@ -948,12 +791,12 @@ static gboolean
 sqlite_totals_put (gpointer backend, const TallyIssuerTotals *totals, GError **error)
 {
   SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_TOTALS_PUT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_TOTALS_PUT);
   sqlite3_bind_int64 (st, 1, totals->issued);
   sqlite3_bind_int64 (st, 2, totals->in_flight);
-  bind_u64 (st, 3, totals->reclaimed_count);
+  tally_sqlite_bind_u64 (st, 3, totals->reclaimed_count);
   sqlite3_bind_int64 (st, 4, totals->reclaimed);
-  return step_done (s, st, "totals", error);
+  return tally_sqlite_step_done (s->db, st, "totals", error);
 }
 
 static gboolean
@@ -961,14 +804,14 @@ sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
 {
   SqliteStore *s = backend;
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_ACCOUNTS);
-    if (!step_row (s, st, "account sum", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_ACCOUNTS);
+    if (!tally_sqlite_step_row (s->db, st, "account sum", error))
       return FALSE;
     sums->online = sqlite3_column_int64 (st, 0);
   }
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_REGISTERS);
-    if (!step_row (s, st, "register sum", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_REGISTERS);
+    if (!tally_sqlite_step_row (s->db, st, "register sum", error))
       return FALSE;
     sums->offline = sqlite3_column_int64 (st, 0);
     sums->registers = (guint) sqlite3_column_int64 (st, 1);
@@ -978,20 +821,20 @@ sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
     sums->refused = sqlite3_column_int64 (st, 5);
   }
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_IN_FLIGHT);
-    if (!step_row (s, st, "in-flight sum", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_IN_FLIGHT);
+    if (!tally_sqlite_step_row (s->db, st, "in-flight sum", error))
       return FALSE;
     sums->in_flight = sqlite3_column_int64 (st, 0);
   }
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_COUNT_VIEW_MISMATCH);
-    if (!step_row (s, st, "view check", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_COUNT_VIEW_MISMATCH);
+    if (!tally_sqlite_step_row (s->db, st, "view check", error))
       return FALSE;
     sums->views_unbacked = (guint) sqlite3_column_int64 (st, 0);
   }
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_COUNT_FRAUD);
-    if (!step_row (s, st, "fraud proof count", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_COUNT_FRAUD);
+    if (!tally_sqlite_step_row (s->db, st, "fraud proof count", error))
       return FALSE;
     sums->fraud_proofs = (guint) sqlite3_column_int64 (st, 0);
   }
@@ -1007,11 +850,11 @@ sum_for (SqliteStore *s,
          gint64 *out,
          GError **error)
 {
-  g_autoptr (BorrowedStmt) st = borrow (s, id);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, id);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   if (sqlite3_bind_parameter_count (st) > 1)
-    bind_u64 (st, 2, counter);
-  if (!step_row (s, st, "evidence", error))
+    tally_sqlite_bind_u64 (st, 2, counter);
+  if (!tally_sqlite_step_row (s->db, st, "evidence", error))
     return FALSE;
   *out = sqlite3_column_int64 (st, 0);
   return TRUE;
@@ -1037,10 +880,7 @@ static void
 sqlite_free (gpointer backend)
 {
   SqliteStore *s = backend;
-  for (guint i = 0; i < N_STMTS; i++)
-    sqlite3_finalize (s->stmts[i]);
-  sqlite3_close (s->db);
-  g_free (s->path);
+  tally_sqlite_free (s->db);
   g_free (s);
 }
 
@@ -1079,83 +919,35 @@ static const TallyIssuerStoreOps sqlite_ops = {
   .register_evidence = sqlite_register_evidence,
 };
 
-static gboolean
-exec (SqliteStore *s, const char *sql, const char *what, GError **error)
-{
-  char *msg = NULL;
-  if (sqlite3_exec (s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s: %s", s->path, what,
-                 msg ? msg : sqlite3_errmsg (s->db));
-    sqlite3_free (msg);
-    return FALSE;
-  }
-  return TRUE;
-}
-
-/* Reads the schema version; 0 when the database is empty. */
-static gboolean
-schema_version (SqliteStore *s, gint64 *version, GError **error)
-{
-  sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2 (s->db,
-                          "SELECT COUNT(*) FROM sqlite_master "
-                          "WHERE type = 'table' AND name = 'schema_version'",
-                          -1, &st, NULL) != SQLITE_OK)
-    return db_fail (s, "schema", error);
-  gboolean have = sqlite3_step (st) == SQLITE_ROW && sqlite3_column_int (st, 0) > 0;
-  sqlite3_finalize (st);
-  if (!have) {
-    *version = 0;
-    return TRUE;
-  }
-  if (sqlite3_prepare_v2 (s->db, "SELECT version FROM schema_version", -1, &st, NULL) != SQLITE_OK)
-    return db_fail (s, "schema", error);
-  int rc = sqlite3_step (st);
-  *version = rc == SQLITE_ROW ? sqlite3_column_int64 (st, 0) : -1;
-  sqlite3_finalize (st);
-  return TRUE;
-}
-
+/* Creates an empty database at version 1, or refuses one that is no issuer
+ * database; then migrates it to SCHEMA_VERSION, all in one transaction. */
 static gboolean
 setup_schema (SqliteStore *s, gboolean create, GError **error)
 {
-  if (!exec (s, "BEGIN IMMEDIATE", "schema", error))
+  if (!tally_sqlite_begin (s->db, TRUE, error))
     return FALSE;
 
+  gboolean exists;
   gint64 version;
-  if (!schema_version (s, &version, error))
+  if (!tally_sqlite_schema_version (s->db, &exists, &version, error))
     goto fail;
-  if (version == 0 && create) {
+  if (!exists && create) {
     g_autofree char *sql =
       g_strconcat (schema_v1_sql, " INSERT INTO schema_version (version) VALUES (1);", NULL);
-    if (!exec (s, sql, "creating schema", error))
+    if (!tally_sqlite_exec (s->db, sql, "creating schema", error))
       goto fail;
     version = 1;
-  } else if (version == 0) {
+  } else if (!exists) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s is not an issuer database",
-                 s->path);
-    goto fail;
-  } else if (version < 1 || version > SCHEMA_VERSION) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
-                 "%s has schema version %" G_GINT64_FORMAT
-                 ", this build knows 1..%" G_GINT64_FORMAT,
-                 s->path, version, SCHEMA_VERSION);
+                 tally_sqlite_path (s->db));
     goto fail;
   }
-  for (; version < SCHEMA_VERSION; version++) {
-    g_autofree char *sql =
-      g_strdup_printf ("%s UPDATE schema_version SET version = %" G_GINT64_FORMAT ";",
-                       migrations[version - 1], version + 1);
-    g_autofree char *what =
-      g_strdup_printf ("migrating schema to version %" G_GINT64_FORMAT, version + 1);
-    if (!exec (s, sql, what, error))
-      goto fail;
-    g_info ("%s: schema migrated to version %" G_GINT64_FORMAT, s->path, version + 1);
-  }
-  return exec (s, "COMMIT", "schema", error);
+  if (!tally_sqlite_migrate (s->db, migrations, G_N_ELEMENTS (migrations), 1, version, error))
+    goto fail;
+  return tally_sqlite_commit (s->db, error);
 
 fail:
-  exec (s, "ROLLBACK", "schema", NULL);
+  tally_sqlite_rollback (s->db);
   return FALSE;
 }
 
@@ -1170,33 +962,11 @@ tally_issuer_store_sqlite_open (const char *path, gboolean create, GError **erro
   }
 
   SqliteStore *s = g_new0 (SqliteStore, 1);
-  s->path = g_strdup (path);
-  int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
-  if (sqlite3_open_v2 (path, &s->db, flags, NULL) != SQLITE_OK) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "cannot open %s: %s", path,
-                 s->db ? sqlite3_errmsg (s->db) : "out of memory");
+  s->db = tally_sqlite_open (path, create, 5000, error);
+  if (s->db == NULL || !setup_schema (s, create, error) ||
+      !tally_sqlite_prepare (s->db, stmt_sql, N_STMTS, error)) {
     sqlite_free (s);
     return NULL;
-  }
-  sqlite3_extended_result_codes (s->db, 1);
-  sqlite3_busy_timeout (s->db, 5000);
-
-  /* WAL with synchronous=FULL: a committed booking survives power loss. */
-  if (!exec (s, "PRAGMA journal_mode = WAL", "journal mode", error) ||
-      !exec (s, "PRAGMA synchronous = FULL", "synchronous", error) ||
-      !exec (s, "PRAGMA foreign_keys = ON", "foreign keys", error) ||
-      !setup_schema (s, create, error)) {
-    sqlite_free (s);
-    return NULL;
-  }
-
-  for (guint i = 0; i < N_STMTS; i++) {
-    if (sqlite3_prepare_v3 (s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmts[i],
-                            NULL) != SQLITE_OK) {
-      db_fail (s, stmt_sql[i], error);
-      sqlite_free (s);
-      return NULL;
-    }
   }
   return tally_issuer_store_new (&sqlite_ops, s);
 }
