@@ -1,107 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tally-issuer-store.h"
-
-#include "tally-sqlite.h"
-
-/* Every database starts as version 1 and is brought up to date by the
- * migrations below, in order, inside one transaction: a new database and an
- * old one that was migrated have the same schema. */
-static const char schema_v1_sql[] =
-  "CREATE TABLE schema_version (version INTEGER NOT NULL);"
-  "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
-  "CREATE TABLE totals ("
-  "  id INTEGER PRIMARY KEY CHECK (id = 1),"
-  "  issued INTEGER NOT NULL,"
-  "  in_flight INTEGER NOT NULL,"
-  "  fraud_exposure INTEGER NOT NULL);"
-  "INSERT INTO totals (id, issued, in_flight, fraud_exposure) VALUES (1, 0, 0, 0);"
-  "CREATE TABLE accounts ("
-  "  name TEXT PRIMARY KEY,"
-  "  balance INTEGER NOT NULL CHECK (balance >= 0));"
-  "CREATE TABLE registers ("
-  "  id BLOB PRIMARY KEY,"
-  "  public_key BLOB NOT NULL,"
-  "  account TEXT NOT NULL REFERENCES accounts (name),"
-  "  max_payment INTEGER NOT NULL,"
-  "  balance_cap INTEGER NOT NULL,"
-  "  max_offline_payments INTEGER NOT NULL,"
-  "  max_offline_seconds INTEGER NOT NULL,"
-  "  validity INTEGER NOT NULL,"
-  "  cert_serial INTEGER NOT NULL,"
-  "  settled_counter INTEGER NOT NULL,"
-  "  revoked INTEGER NOT NULL,"
-  "  view_balance INTEGER NOT NULL);"
-  "CREATE TABLE vouchers ("
-  "  register_id BLOB NOT NULL REFERENCES registers (id),"
-  "  sequence INTEGER NOT NULL,"
-  "  amount INTEGER NOT NULL,"
-  "  issued_at INTEGER NOT NULL,"
-  "  envelope BLOB NOT NULL,"
-  "  PRIMARY KEY (register_id, sequence));"
-  "CREATE TABLE entries ("
-  "  hash BLOB PRIMARY KEY,"
-  "  register_id BLOB NOT NULL,"
-  "  counter INTEGER NOT NULL,"
-  "  kind INTEGER NOT NULL,"
-  "  payee_id BLOB,"
-  "  amount INTEGER NOT NULL,"
-  "  state INTEGER NOT NULL,"
-  "  payer_reported INTEGER NOT NULL,"
-  "  payee_reported INTEGER NOT NULL,"
-  "  chain_prev BLOB NOT NULL,"
-  "  chain_after BLOB NOT NULL,"
-  "  envelope BLOB NOT NULL,"
-  "  booked_at INTEGER NOT NULL);"
-  "CREATE INDEX entries_by_counter ON entries (register_id, counter);"
-  "CREATE TABLE fraud_proofs ("
-  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-  "  register_id BLOB NOT NULL,"
-  "  kind INTEGER NOT NULL,"
-  "  detected_at INTEGER NOT NULL,"
-  "  envelope BLOB NOT NULL);"
-  "CREATE INDEX fraud_proofs_by_register ON fraud_proofs (register_id);"
-  "CREATE TABLE revocation_lists ("
-  "  serial INTEGER PRIMARY KEY,"
-  "  issued_at INTEGER NOT NULL,"
-  "  envelope BLOB NOT NULL);";
-
-/* migrations[i] takes a database from version i + 1 to i + 2. */
-static const char *const migrations[] = {
-  /* 2: expiring permissions (docs/protocol.md 5).  Entries booked before
-   * carry expires_at 0 and are never reclaimed; the partial index finds a
-   * payee's expired permissions in flight without scanning the table. */
-  "ALTER TABLE registers ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE entries ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE entries ADD COLUMN receipt BLOB;"
-  "ALTER TABLE totals ADD COLUMN reclaimed_count INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE totals ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;"
-  "CREATE TABLE horizon_bundles ("
-  "  register_id BLOB PRIMARY KEY REFERENCES registers (id),"
-  "  envelope BLOB NOT NULL);"
-  "CREATE INDEX entries_in_flight_by_payee ON entries (payee_id, expires_at) WHERE state = 1;",
-  /* 3: certified display names (docs/protocol.md 2.1).  Registers certified
-   * before have none (NULL) and keep having none when renewed. */
-  "ALTER TABLE registers ADD COLUMN display_name TEXT;",
-  /* 4: the issuer credits only what signed evidence backs (docs/protocol.md
-   * 5.5).  A defund records what it was credited, which may be less than
-   * it claimed; a register records what it was refused and the deficit a
-   * fraud proof has shown, and the largest max_payment it was ever
-   * certified with; a payment above it is tainted: its payee accepted what
-   * no honest payee would, and it is no evidence for that payee.  Defunds
-   * booked before were credited in full.
-   * totals.fraud_exposure is no longer kept: the audit derives exposure
-   * from the registers' views. */
-  "ALTER TABLE entries ADD COLUMN credited INTEGER NOT NULL DEFAULT 0;"
-  "UPDATE entries SET credited = amount WHERE kind = 2 OR state = 3;"
-  "ALTER TABLE registers ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE registers ADD COLUMN deficit INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE registers ADD COLUMN max_payment_ever INTEGER NOT NULL DEFAULT 0;"
-  "UPDATE registers SET max_payment_ever = max_payment;"
-  "ALTER TABLE entries ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;"
-  "CREATE INDEX entries_by_payee ON entries (payee_id, state);",
-};
-
-#define SCHEMA_VERSION ((gint64) G_N_ELEMENTS (migrations) + 1)
+#include "tally-issuer-store-private.h"
 
 typedef enum
 {
@@ -246,14 +144,24 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_COUNT_FRAUD] = "SELECT COUNT(*) FROM fraud_proofs",
 };
 
-typedef struct
+struct _TallyIssuerStore
 {
   TallySqlite *db;
-} SqliteStore;
+  gboolean in_transaction;
+};
+
+/* Every data operation belongs to the one transaction of a public call. */
+#define CHECK_IN_TRANSACTION(store)                                                                \
+  G_STMT_START                                                                                     \
+  {                                                                                                \
+    g_return_val_if_fail ((store) != NULL, FALSE);                                                 \
+    g_return_val_if_fail ((store)->in_transaction, FALSE);                                         \
+  }                                                                                                \
+  G_STMT_END
 
 /* Collects every row of @st into *@rows. */
 static gboolean
-collect (SqliteStore *s,
+collect (TallyIssuerStore *s,
          sqlite3_stmt *st,
          gsize row_size,
          TallySqliteRowReader read,
@@ -271,33 +179,47 @@ collect (SqliteStore *s,
 
 /* --- transactions --- */
 
-static gboolean
-sqlite_begin (gpointer backend, GError **error)
+gboolean
+tally_issuer_store_begin (TallyIssuerStore *store, GError **error)
 {
-  SqliteStore *s = backend;
-  return tally_sqlite_begin (s->db, TRUE, error);
+  g_return_val_if_fail (store != NULL, FALSE);
+  g_return_val_if_fail (!store->in_transaction, FALSE);
+
+  if (!tally_sqlite_begin (store->db, TRUE, error))
+    return FALSE;
+  store->in_transaction = TRUE;
+  return TRUE;
 }
 
-static gboolean
-sqlite_commit (gpointer backend, GError **error)
+gboolean
+tally_issuer_store_commit (TallyIssuerStore *store, GError **error)
 {
-  SqliteStore *s = backend;
-  return tally_sqlite_commit (s->db, error);
+  g_return_val_if_fail (store != NULL, FALSE);
+  g_return_val_if_fail (store->in_transaction, FALSE);
+
+  if (!tally_sqlite_commit (store->db, error))
+    return FALSE;
+  store->in_transaction = FALSE;
+  return TRUE;
 }
 
-static void
-sqlite_rollback (gpointer backend)
+void
+tally_issuer_store_rollback (TallyIssuerStore *store)
 {
-  SqliteStore *s = backend;
-  tally_sqlite_rollback (s->db);
+  g_return_if_fail (store != NULL);
+
+  if (!store->in_transaction)
+    return;
+  tally_sqlite_rollback (store->db);
+  store->in_transaction = FALSE;
 }
 
 /* --- meta --- */
 
-static gboolean
-sqlite_meta_get (gpointer backend, const char *key, GBytes **value, GError **error)
+gboolean
+tally_issuer_store_meta_get (TallyIssuerStore *s, const char *key, GBytes **value, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_GET);
   tally_sqlite_bind_text (st, 1, key);
   if (!tally_sqlite_step_row (s->db, st, key, error))
@@ -306,10 +228,10 @@ sqlite_meta_get (gpointer backend, const char *key, GBytes **value, GError **err
   return TRUE;
 }
 
-static gboolean
-sqlite_meta_set (gpointer backend, const char *key, GBytes *value, GError **error)
+gboolean
+tally_issuer_store_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_SET);
   tally_sqlite_bind_text (st, 1, key);
   tally_sqlite_bind_bytes (st, 2, value);
@@ -318,10 +240,10 @@ sqlite_meta_set (gpointer backend, const char *key, GBytes *value, GError **erro
 
 /* --- accounts --- */
 
-static gboolean
-sqlite_account_insert (gpointer backend, const char *name, GError **error)
+gboolean
+tally_issuer_store_account_insert (TallyIssuerStore *s, const char *name, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_INSERT);
   tally_sqlite_bind_text (st, 1, name);
   gboolean exists;
@@ -332,10 +254,13 @@ sqlite_account_insert (gpointer backend, const char *name, GError **error)
   return FALSE;
 }
 
-static gboolean
-sqlite_account_get (gpointer backend, const char *name, gint64 *balance, GError **error)
+gboolean
+tally_issuer_store_account_get (TallyIssuerStore *s,
+                                const char *name,
+                                gint64 *balance,
+                                GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_GET);
   tally_sqlite_bind_text (st, 1, name);
   gboolean have;
@@ -349,10 +274,13 @@ sqlite_account_get (gpointer backend, const char *name, gint64 *balance, GError 
   return TRUE;
 }
 
-static gboolean
-sqlite_account_put (gpointer backend, const char *name, gint64 balance, GError **error)
+gboolean
+tally_issuer_store_account_put (TallyIssuerStore *s,
+                                const char *name,
+                                gint64 balance,
+                                GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_PUT);
   tally_sqlite_bind_text (st, 1, name);
   sqlite3_bind_int64 (st, 2, balance);
@@ -368,7 +296,7 @@ sqlite_account_put (gpointer backend, const char *name, gint64 balance, GError *
 /* --- registers --- */
 
 static gboolean
-read_register (SqliteStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GError **error)
+read_register (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GError **error)
 {
   TallyIssuerRegisterRow r = { 0 };
   if (!tally_sqlite_column_fixed (s->db, st, 0, r.id, TALLY_ID_BYTES, error) ||
@@ -394,13 +322,13 @@ read_register (SqliteStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GE
   return TRUE;
 }
 
-static gboolean
-sqlite_register_get (gpointer backend,
-                     const guint8 id[TALLY_ID_BYTES],
-                     TallyIssuerRegisterRow *row,
-                     GError **error)
+gboolean
+tally_issuer_store_register_get (TallyIssuerStore *s,
+                                 const guint8 id[TALLY_ID_BYTES],
+                                 TallyIssuerRegisterRow *row,
+                                 GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_GET);
   tally_sqlite_bind_blob (st, 1, id, TALLY_ID_BYTES);
   gboolean have;
@@ -414,10 +342,12 @@ sqlite_register_get (gpointer backend,
   return read_register (s, st, row, error);
 }
 
-static gboolean
-sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError **error)
+gboolean
+tally_issuer_store_register_put (TallyIssuerStore *s,
+                                 const TallyIssuerRegisterRow *row,
+                                 GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_PUT);
   tally_sqlite_bind_blob (st, 1, row->id, TALLY_ID_BYTES);
   tally_sqlite_bind_blob (st, 2, row->public_key, TALLY_PUBLIC_KEY_BYTES);
@@ -439,10 +369,10 @@ sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError
   return tally_sqlite_step_done (s->db, st, "register", error);
 }
 
-static gboolean
-sqlite_register_list_revoked (gpointer backend, GPtrArray **ids, GError **error)
+gboolean
+tally_issuer_store_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_LIST_REVOKED);
   g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
   gboolean have;
@@ -459,10 +389,10 @@ sqlite_register_list_revoked (gpointer backend, GPtrArray **ids, GError **error)
   return FALSE;
 }
 
-static gboolean
-sqlite_register_list_flagged (gpointer backend, GPtrArray **rows, GError **error)
+gboolean
+tally_issuer_store_register_list_flagged (TallyIssuerStore *s, GPtrArray **rows, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_LIST_FLAGGED);
   return collect (s, st, sizeof (TallyIssuerRegisterRow), (TallySqliteRowReader) read_register,
                   (GDestroyNotify) tally_issuer_register_row_free, "flagged registers", rows,
@@ -471,13 +401,13 @@ sqlite_register_list_flagged (gpointer backend, GPtrArray **rows, GError **error
 
 /* --- vouchers --- */
 
-static gboolean
-sqlite_voucher_next_sequence (gpointer backend,
-                              const guint8 register_id[TALLY_ID_BYTES],
-                              guint64 *sequence,
-                              GError **error)
+gboolean
+tally_issuer_store_voucher_next_sequence (TallyIssuerStore *s,
+                                          const guint8 register_id[TALLY_ID_BYTES],
+                                          guint64 *sequence,
+                                          GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_NEXT);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   if (!tally_sqlite_step_row (s->db, st, "voucher sequence", error))
@@ -486,16 +416,16 @@ sqlite_voucher_next_sequence (gpointer backend,
   return TRUE;
 }
 
-static gboolean
-sqlite_voucher_insert (gpointer backend,
-                       const guint8 register_id[TALLY_ID_BYTES],
-                       guint64 sequence,
-                       gint64 amount,
-                       guint64 issued_at,
-                       GBytes *envelope,
-                       GError **error)
+gboolean
+tally_issuer_store_voucher_insert (TallyIssuerStore *s,
+                                   const guint8 register_id[TALLY_ID_BYTES],
+                                   guint64 sequence,
+                                   gint64 amount,
+                                   guint64 issued_at,
+                                   GBytes *envelope,
+                                   GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_INSERT);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, sequence);
@@ -511,14 +441,14 @@ sqlite_voucher_insert (gpointer backend,
   return FALSE;
 }
 
-static gboolean
-sqlite_voucher_get (gpointer backend,
-                    const guint8 register_id[TALLY_ID_BYTES],
-                    guint64 sequence,
-                    GBytes **envelope,
-                    GError **error)
+gboolean
+tally_issuer_store_voucher_get (TallyIssuerStore *s,
+                                const guint8 register_id[TALLY_ID_BYTES],
+                                guint64 sequence,
+                                GBytes **envelope,
+                                GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_GET);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, sequence);
@@ -531,7 +461,7 @@ sqlite_voucher_get (gpointer backend,
 /* --- entries --- */
 
 static gboolean
-read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError **error)
+read_entry (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError **error)
 {
   TallyIssuerEntryRow r = { 0 };
   if (!tally_sqlite_column_fixed (s->db, st, 0, r.hash, TALLY_HASH_BYTES, error) ||
@@ -561,19 +491,19 @@ read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError *
 }
 
 static gboolean
-read_entries (SqliteStore *s, sqlite3_stmt *st, GPtrArray **rows, GError **error)
+read_entries (TallyIssuerStore *s, sqlite3_stmt *st, GPtrArray **rows, GError **error)
 {
   return collect (s, st, sizeof (TallyIssuerEntryRow), (TallySqliteRowReader) read_entry,
                   (GDestroyNotify) tally_issuer_entry_row_free, "entries", rows, error);
 }
 
-static gboolean
-sqlite_entry_get_by_hash (gpointer backend,
-                          const guint8 hash[TALLY_HASH_BYTES],
-                          TallyIssuerEntryRow *row,
-                          GError **error)
+gboolean
+tally_issuer_store_entry_get_by_hash (TallyIssuerStore *s,
+                                      const guint8 hash[TALLY_HASH_BYTES],
+                                      TallyIssuerEntryRow *row,
+                                      GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_GET);
   tally_sqlite_bind_blob (st, 1, hash, TALLY_HASH_BYTES);
   if (!tally_sqlite_step_row (s->db, st, "entry", error))
@@ -581,24 +511,26 @@ sqlite_entry_get_by_hash (gpointer backend,
   return read_entry (s, st, row, error);
 }
 
-static gboolean
-sqlite_entries_by_counter (gpointer backend,
-                           const guint8 register_id[TALLY_ID_BYTES],
-                           guint64 counter,
-                           GPtrArray **rows,
-                           GError **error)
+gboolean
+tally_issuer_store_entries_by_counter (TallyIssuerStore *s,
+                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       guint64 counter,
+                                       GPtrArray **rows,
+                                       GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRIES_BY_COUNTER);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, counter);
   return read_entries (s, st, rows, error);
 }
 
-static gboolean
-sqlite_entry_insert (gpointer backend, const TallyIssuerEntryRow *row, GError **error)
+gboolean
+tally_issuer_store_entry_insert (TallyIssuerStore *s,
+                                 const TallyIssuerEntryRow *row,
+                                 GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_INSERT);
   tally_sqlite_bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
   tally_sqlite_bind_blob (st, 2, row->register_id, TALLY_ID_BYTES);
@@ -628,10 +560,12 @@ sqlite_entry_insert (gpointer backend, const TallyIssuerEntryRow *row, GError **
   return FALSE;
 }
 
-static gboolean
-sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **error)
+gboolean
+tally_issuer_store_entry_update (TallyIssuerStore *s,
+                                 const TallyIssuerEntryRow *row,
+                                 GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_UPDATE);
   tally_sqlite_bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
   sqlite3_bind_int (st, 2, (int) row->state);
@@ -649,14 +583,14 @@ sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **
   return TRUE;
 }
 
-static gboolean
-sqlite_entries_expired_in_flight (gpointer backend,
-                                  const guint8 payee_id[TALLY_ID_BYTES],
-                                  guint64 horizon,
-                                  GPtrArray **rows,
-                                  GError **error)
+gboolean
+tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *s,
+                                              const guint8 payee_id[TALLY_ID_BYTES],
+                                              guint64 horizon,
+                                              GPtrArray **rows,
+                                              GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRIES_EXPIRED_IN_FLIGHT);
   tally_sqlite_bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, horizon);
@@ -665,13 +599,13 @@ sqlite_entries_expired_in_flight (gpointer backend,
 
 /* --- horizon bundles --- */
 
-static gboolean
-sqlite_horizon_bundle_get (gpointer backend,
-                           const guint8 register_id[TALLY_ID_BYTES],
-                           GBytes **envelope,
-                           GError **error)
+gboolean
+tally_issuer_store_horizon_bundle_get (TallyIssuerStore *s,
+                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       GBytes **envelope,
+                                       GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_GET);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   if (!tally_sqlite_step_row (s->db, st, "horizon bundle", error))
@@ -680,13 +614,13 @@ sqlite_horizon_bundle_get (gpointer backend,
   return TRUE;
 }
 
-static gboolean
-sqlite_horizon_bundle_put (gpointer backend,
-                           const guint8 register_id[TALLY_ID_BYTES],
-                           GBytes *envelope,
-                           GError **error)
+gboolean
+tally_issuer_store_horizon_bundle_put (TallyIssuerStore *s,
+                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       GBytes *envelope,
+                                       GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_PUT);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_bytes (st, 2, envelope);
@@ -695,10 +629,12 @@ sqlite_horizon_bundle_put (gpointer backend,
 
 /* --- fraud proofs --- */
 
-static gboolean
-sqlite_fraud_proof_insert (gpointer backend, const TallyIssuerFraudRow *row, GError **error)
+gboolean
+tally_issuer_store_fraud_proof_insert (TallyIssuerStore *s,
+                                       const TallyIssuerFraudRow *row,
+                                       GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_FRAUD_INSERT);
   tally_sqlite_bind_blob (st, 1, row->register_id, TALLY_ID_BYTES);
   sqlite3_bind_int (st, 2, (int) row->kind);
@@ -708,7 +644,7 @@ sqlite_fraud_proof_insert (gpointer backend, const TallyIssuerFraudRow *row, GEr
 }
 
 static gboolean
-read_fraud_proof (SqliteStore *s, sqlite3_stmt *st, TallyIssuerFraudRow *row, GError **error)
+read_fraud_proof (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerFraudRow *row, GError **error)
 {
   if (!tally_sqlite_column_fixed (s->db, st, 0, row->register_id, TALLY_ID_BYTES, error))
     return FALSE;
@@ -718,13 +654,13 @@ read_fraud_proof (SqliteStore *s, sqlite3_stmt *st, TallyIssuerFraudRow *row, GE
   return TRUE;
 }
 
-static gboolean
-sqlite_fraud_proof_list (gpointer backend,
-                         const guint8 *register_id,
-                         GPtrArray **rows,
-                         GError **error)
+gboolean
+tally_issuer_store_fraud_proof_list (TallyIssuerStore *s,
+                                     const guint8 *register_id,
+                                     GPtrArray **rows,
+                                     GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st =
     tally_sqlite_stmt (s->db, register_id ? STMT_FRAUD_LIST_REGISTER : STMT_FRAUD_LIST_ALL);
   if (register_id != NULL)
@@ -735,14 +671,14 @@ sqlite_fraud_proof_list (gpointer backend,
 
 /* --- revocation lists --- */
 
-static gboolean
-sqlite_revocation_list_put (gpointer backend,
-                            guint64 serial,
-                            guint64 issued_at,
-                            GBytes *envelope,
-                            GError **error)
+gboolean
+tally_issuer_store_revocation_list_put (TallyIssuerStore *s,
+                                        guint64 serial,
+                                        guint64 issued_at,
+                                        GBytes *envelope,
+                                        GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REVOCATION_PUT);
   tally_sqlite_bind_u64 (st, 1, serial);
   tally_sqlite_bind_u64 (st, 2, issued_at);
@@ -756,13 +692,13 @@ sqlite_revocation_list_put (gpointer backend,
   return FALSE;
 }
 
-static gboolean
-sqlite_revocation_list_get_latest (gpointer backend,
-                                   guint64 *serial,
-                                   GBytes **envelope,
-                                   GError **error)
+gboolean
+tally_issuer_store_revocation_list_get_latest (TallyIssuerStore *s,
+                                               guint64 *serial,
+                                               GBytes **envelope,
+                                               GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REVOCATION_LATEST);
   if (!tally_sqlite_step_row (s->db, st, "revocation list", error))
     return FALSE;
@@ -773,10 +709,10 @@ sqlite_revocation_list_get_latest (gpointer backend,
 
 /* --- totals --- */
 
-static gboolean
-sqlite_totals_get (gpointer backend, TallyIssuerTotals *totals, GError **error)
+gboolean
+tally_issuer_store_totals_get (TallyIssuerStore *s, TallyIssuerTotals *totals, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_TOTALS_GET);
   if (!tally_sqlite_step_row (s->db, st, "totals", error))
     return FALSE;
@@ -787,10 +723,10 @@ sqlite_totals_get (gpointer backend, TallyIssuerTotals *totals, GError **error)
   return TRUE;
 }
 
-static gboolean
-sqlite_totals_put (gpointer backend, const TallyIssuerTotals *totals, GError **error)
+gboolean
+tally_issuer_store_totals_put (TallyIssuerStore *s, const TallyIssuerTotals *totals, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_TOTALS_PUT);
   sqlite3_bind_int64 (st, 1, totals->issued);
   sqlite3_bind_int64 (st, 2, totals->in_flight);
@@ -799,10 +735,10 @@ sqlite_totals_put (gpointer backend, const TallyIssuerTotals *totals, GError **e
   return tally_sqlite_step_done (s->db, st, "totals", error);
 }
 
-static gboolean
-sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
+gboolean
+tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   {
     g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_ACCOUNTS);
     if (!tally_sqlite_step_row (s->db, st, "account sum", error))
@@ -843,7 +779,7 @@ sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
 
 /* One SUM over @register_id (and @counter, when the statement takes it). */
 static gboolean
-sum_for (SqliteStore *s,
+sum_for (TallyIssuerStore *s,
          StmtId id,
          const guint8 register_id[TALLY_ID_BYTES],
          guint64 counter,
@@ -860,14 +796,14 @@ sum_for (SqliteStore *s,
   return TRUE;
 }
 
-static gboolean
-sqlite_register_evidence (gpointer backend,
-                          const guint8 register_id[TALLY_ID_BYTES],
-                          guint64 counter,
-                          TallyIssuerEvidence *evidence,
-                          GError **error)
+gboolean
+tally_issuer_store_register_evidence (TallyIssuerStore *s,
+                                      const guint8 register_id[TALLY_ID_BYTES],
+                                      guint64 counter,
+                                      TallyIssuerEvidence *evidence,
+                                      GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   return sum_for (s, STMT_EVIDENCE_VOUCHERS, register_id, 0, &evidence->vouchers, error) &&
          sum_for (s, STMT_EVIDENCE_RECEIVED, register_id, 0, &evidence->received, error) &&
          sum_for (s, STMT_EVIDENCE_SPENT, register_id, counter, &evidence->spent, error) &&
@@ -876,79 +812,15 @@ sqlite_register_evidence (gpointer backend,
 
 /* --- lifetime --- */
 
-static void
-sqlite_free (gpointer backend)
+void
+tally_issuer_store_free (TallyIssuerStore *store)
 {
-  SqliteStore *s = backend;
-  tally_sqlite_free (s->db);
-  g_free (s);
-}
-
-static const TallyIssuerStoreOps sqlite_ops = {
-  .name = "sqlite",
-  .free = sqlite_free,
-  .begin = sqlite_begin,
-  .commit = sqlite_commit,
-  .rollback = sqlite_rollback,
-  .meta_get = sqlite_meta_get,
-  .meta_set = sqlite_meta_set,
-  .account_insert = sqlite_account_insert,
-  .account_get = sqlite_account_get,
-  .account_put = sqlite_account_put,
-  .register_get = sqlite_register_get,
-  .register_put = sqlite_register_put,
-  .register_list_revoked = sqlite_register_list_revoked,
-  .register_list_flagged = sqlite_register_list_flagged,
-  .voucher_next_sequence = sqlite_voucher_next_sequence,
-  .voucher_insert = sqlite_voucher_insert,
-  .voucher_get = sqlite_voucher_get,
-  .entry_get_by_hash = sqlite_entry_get_by_hash,
-  .entries_by_counter = sqlite_entries_by_counter,
-  .entry_insert = sqlite_entry_insert,
-  .entry_update = sqlite_entry_update,
-  .entries_expired_in_flight = sqlite_entries_expired_in_flight,
-  .horizon_bundle_get = sqlite_horizon_bundle_get,
-  .horizon_bundle_put = sqlite_horizon_bundle_put,
-  .fraud_proof_insert = sqlite_fraud_proof_insert,
-  .fraud_proof_list = sqlite_fraud_proof_list,
-  .revocation_list_put = sqlite_revocation_list_put,
-  .revocation_list_get_latest = sqlite_revocation_list_get_latest,
-  .totals_get = sqlite_totals_get,
-  .totals_put = sqlite_totals_put,
-  .sums = sqlite_sums,
-  .register_evidence = sqlite_register_evidence,
-};
-
-/* Creates an empty database at version 1, or refuses one that is no issuer
- * database; then migrates it to SCHEMA_VERSION, all in one transaction. */
-static gboolean
-setup_schema (SqliteStore *s, gboolean create, GError **error)
-{
-  if (!tally_sqlite_begin (s->db, TRUE, error))
-    return FALSE;
-
-  gboolean exists;
-  gint64 version;
-  if (!tally_sqlite_schema_version (s->db, &exists, &version, error))
-    goto fail;
-  if (!exists && create) {
-    g_autofree char *sql =
-      g_strconcat (schema_v1_sql, " INSERT INTO schema_version (version) VALUES (1);", NULL);
-    if (!tally_sqlite_exec (s->db, sql, "creating schema", error))
-      goto fail;
-    version = 1;
-  } else if (!exists) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s is not an issuer database",
-                 tally_sqlite_path (s->db));
-    goto fail;
-  }
-  if (!tally_sqlite_migrate (s->db, migrations, G_N_ELEMENTS (migrations), 1, version, error))
-    goto fail;
-  return tally_sqlite_commit (s->db, error);
-
-fail:
-  tally_sqlite_rollback (s->db);
-  return FALSE;
+  if (store == NULL)
+    return;
+  if (store->in_transaction)
+    tally_issuer_store_rollback (store);
+  tally_sqlite_free (store->db);
+  g_free (store);
 }
 
 TallyIssuerStore *
@@ -961,12 +833,12 @@ tally_issuer_store_sqlite_open (const char *path, gboolean create, GError **erro
     return NULL;
   }
 
-  SqliteStore *s = g_new0 (SqliteStore, 1);
+  TallyIssuerStore *s = g_new0 (TallyIssuerStore, 1);
   s->db = tally_sqlite_open (path, create, 5000, error);
-  if (s->db == NULL || !setup_schema (s, create, error) ||
+  if (s->db == NULL || !tally_issuer_store_schema_setup (s->db, create, error) ||
       !tally_sqlite_prepare (s->db, stmt_sql, N_STMTS, error)) {
-    sqlite_free (s);
+    tally_issuer_store_free (s);
     return NULL;
   }
-  return tally_issuer_store_new (&sqlite_ops, s);
+  return s;
 }
