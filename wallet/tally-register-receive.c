@@ -122,28 +122,27 @@ typedef struct
   gboolean unchanged; /* set when a delivery again found the receipt */
 } ReceiveContext;
 
-/* Inside the transaction: the checks that need stored rows, then the
- * writes.  Returns the receipt and the state to adopt. */
-static GBytes *
-receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next, GError **error)
+/* Inside the transaction: the permission was not received before, and its
+ * counter was not used for another.  A delivery again of one received
+ * sets c->unchanged instead. */
+static gboolean
+receive_check_new (TallyRegister *reg, ReceiveContext *c, GError **error)
 {
   const Tally__DepositPermission *p = c->p;
   gboolean same_permission = FALSE, counter_used = FALSE;
 
   if (!reg->backend->received_find (reg->store, p->payer_register_id.data, p->counter,
                                     c->permission_hash, &same_permission, &counter_used, error))
-    return NULL;
-  /* Delivered again after the receipt was lost: the same receipt, and
-   * nothing changes. */
+    return FALSE;
   if (same_permission && c->again) {
     c->unchanged = TRUE;
-    return reg->backend->received_get_receipt (reg->store, c->permission_hash, error);
+    return TRUE;
   }
   if (same_permission) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
                  "permission %" G_GUINT64_FORMAT " of this payer was already received",
                  p->counter);
-    return NULL;
+    return FALSE;
   }
   /* The payer signed two different entries with one counter: a double
    * spend the issuer will prove from both. */
@@ -151,46 +150,55 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_COUNTER_REUSED,
                  "the payer already used counter %" G_GUINT64_FORMAT " for another permission",
                  p->counter);
-    return NULL;
+    return FALSE;
   }
   if (p->counter == 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "permission counter is 0");
-    return NULL;
+    return FALSE;
   }
-  if (!tally_check_bytes (&p->chain_prev, TALLY_HASH_BYTES, "permission chain_prev", error) ||
-      !tally_check_bytes (&p->memo_hash, TALLY_HASH_BYTES, "permission memo_hash", error))
-    return NULL;
+  return tally_check_bytes (&p->chain_prev, TALLY_HASH_BYTES, "permission chain_prev", error) &&
+         tally_check_bytes (&p->memo_hash, TALLY_HASH_BYTES, "permission memo_hash", error);
+}
+
+/* Inside the transaction: the permission answers an unpaid request of
+ * ours, read into @request, that may still be credited. */
+static gboolean
+receive_check_request (TallyRegister *reg,
+                       const ReceiveContext *c,
+                       TallyNonceRow *request,
+                       GError **error)
+{
+  const Tally__DepositPermission *p = c->p;
+  gboolean found = FALSE;
 
   if (c->request_nonce != NULL &&
       (p->payee_nonce.len != TALLY_NONCE_BYTES ||
        memcmp (p->payee_nonce.data, c->request_nonce, TALLY_NONCE_BYTES) != 0)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_NONCE,
                  "the permission answers another request than the one offered");
-    return NULL;
+    return FALSE;
   }
-  g_auto (TallyNonceRow) request = { 0 };
-  gboolean found = FALSE;
   if (p->payee_nonce.len == TALLY_NONCE_BYTES &&
-      !reg->backend->nonce_lookup (reg->store, p->payee_nonce.data, &request, &found, error))
-    return NULL;
+      !reg->backend->nonce_lookup (reg->store, p->payee_nonce.data, request, &found, error))
+    return FALSE;
   if (!found) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_NONCE,
                  "the permission answers no request of ours");
-    return NULL;
+    return FALSE;
   }
-  if (request.consumed) {
+  if (request->consumed) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY, "the request was already paid");
-    return NULL;
+    return FALSE;
   }
-  if (p->expires_at != request.expires_at) {
+  if (p->expires_at != request->expires_at) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
                  "the permission's expiry differs from the request's");
-    return NULL;
+    return FALSE;
   }
   if (c->now >= p->expires_at) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXPIRED,
                  "the permission expired at %" G_GUINT64_FORMAT, p->expires_at);
-    return NULL;
+    return FALSE;
   }
   /* A bundle made at the horizon told the issuer we never received it; the
    * issuer may already have given it back to the payer. */
@@ -199,49 +207,79 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
                  "the permission expired at %" G_GUINT64_FORMAT
                  ", before our reconciliation at %" G_GUINT64_FORMAT,
                  p->expires_at, reg->state.horizon);
-    return NULL;
+    return FALSE;
   }
+  return TRUE;
+}
+
+/* The permission pays the amount @request asks, in our currency, under
+ * its memo. */
+static gboolean
+receive_check_terms (TallyRegister *reg,
+                     const ReceiveContext *c,
+                     const TallyNonceRow *request,
+                     GError **error)
+{
+  const Tally__DepositPermission *p = c->p;
+
   if (!tally_amount_check (p->amount, reg->cert->currency, error))
-    return NULL;
+    return FALSE;
   gint64 amount = p->amount->value;
-  if (amount != request.amount) {
+  if (amount != request->amount) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_AMOUNT_MISMATCH,
                  "the permission is for %" G_GINT64_FORMAT ", the request for %" G_GINT64_FORMAT,
-                 amount, request.amount);
-    return NULL;
+                 amount, request->amount);
+    return FALSE;
   }
   guint8 memo_hash[TALLY_HASH_BYTES];
-  tally_hash ("memo", request.memo, strlen (request.memo), memo_hash);
+  tally_hash ("memo", request->memo, strlen (request->memo), memo_hash);
   if (memcmp (memo_hash, p->memo_hash.data, TALLY_HASH_BYTES) != 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
                  "the permission's memo hash does not match the request");
-    return NULL;
+    return FALSE;
   }
+  return TRUE;
+}
+
+/* The payer's certified limit, our policy and our balance cap allow the
+ * credit; *balance is the balance after it. */
+static gboolean
+receive_check_limits (TallyRegister *reg, const ReceiveContext *c, gint64 *balance, GError **error)
+{
+  gint64 amount = c->p->amount->value;
+
   if (amount > c->payer->limits->max_payment) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_PAYMENT,
                  "%" G_GINT64_FORMAT " is above the payer's certified limit of %" G_GINT64_FORMAT,
                  amount, c->payer->limits->max_payment);
-    return NULL;
+    return FALSE;
   }
   if (c->policy->max_amount > 0 && amount > c->policy->max_amount) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
                  "%" G_GINT64_FORMAT " is above our limit of %" G_GINT64_FORMAT, amount,
                  c->policy->max_amount);
-    return NULL;
+    return FALSE;
   }
-  gint64 balance;
-  if (!tally_amount_add (reg->state.balance, amount, &balance, error))
-    return NULL;
-  if (balance > reg->cert->limits->balance_cap) {
+  if (!tally_amount_add (reg->state.balance, amount, balance, error))
+    return FALSE;
+  if (*balance > reg->cert->limits->balance_cap) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_BALANCE,
                  "the balance would be %" G_GINT64_FORMAT ", above the cap of %" G_GINT64_FORMAT,
-                 balance, reg->cert->limits->balance_cap);
-    return NULL;
+                 *balance, reg->cert->limits->balance_cap);
+    return FALSE;
   }
+  return TRUE;
+}
+
+/* The receipt for the permission, signed. */
+static GBytes *
+receive_build_receipt (TallyRegister *reg, ReceiveContext *c)
+{
+  const Tally__DepositPermission *p = c->p;
 
   Tally__Amount a = TALLY__AMOUNT__INIT;
   a.currency = reg->cert->currency;
-  a.value = amount;
+  a.value = p->amount->value;
   Tally__Receipt r = TALLY__RECEIPT__INIT;
   r.payee_register_id.data = reg->id;
   r.payee_register_id.len = TALLY_ID_BYTES;
@@ -252,8 +290,21 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
   r.amount = &a;
   r.received_at = c->now;
   r.permission_expires_at = p->expires_at;
-  g_autoptr (GBytes) receipt = tally_register_sign_message (
-    reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &r.base, NULL);
+  return tally_register_sign_message (reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT,
+                                      &r.base, NULL);
+}
+
+/* Inside the transaction: pays @request, stores the permission with its
+ * receipt and the payer's certificate, and writes @next. */
+static gboolean
+receive_write (TallyRegister *reg,
+               const ReceiveContext *c,
+               const TallyNonceRow *request,
+               GBytes *receipt,
+               const TallyRegisterState *next,
+               GError **error)
+{
+  const Tally__DepositPermission *p = c->p;
 
   g_autoptr (GBytes) permission = tally_envelope_pack (c->permission);
   g_autoptr (GBytes) certificate = tally_envelope_pack (c->payer_certificate);
@@ -262,24 +313,47 @@ receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next,
     .permission = permission,
     .payer_certificate = certificate,
     .receipt = receipt,
-    .amount = amount,
-    .memo = request.memo,
+    .amount = p->amount->value,
+    .memo = request->memo,
     .received_at = c->now,
     .state = TALLY_ENTRY_STATE_ACKNOWLEDGED,
   };
   memcpy (row.payer_id, p->payer_register_id.data, TALLY_ID_BYTES);
   memcpy (row.permission_hash, c->permission_hash, TALLY_HASH_BYTES);
-  memcpy (row.nonce, request.nonce, TALLY_NONCE_BYTES);
+  memcpy (row.nonce, request->nonce, TALLY_NONCE_BYTES);
 
-  next->balance = balance;
   guint8 cert_hash[TALLY_HASH_BYTES];
   tally_envelope_body_hash (c->payer_certificate, cert_hash);
   g_autoptr (GBytes) cert_packed = tally_envelope_pack (c->payer_certificate);
-  if (!reg->backend->nonce_consume (reg->store, request.nonce, c->now, error) ||
-      !reg->backend->received_insert (reg->store, &row, error) ||
-      !reg->backend->certificate_put (reg->store, cert_hash, cert_packed, c->payer->not_after,
-                                      error) ||
-      !reg->backend->state_write (reg->store, next, error))
+  return reg->backend->nonce_consume (reg->store, request->nonce, c->now, error) &&
+         reg->backend->received_insert (reg->store, &row, error) &&
+         reg->backend->certificate_put (reg->store, cert_hash, cert_packed, c->payer->not_after,
+                                        error) &&
+         reg->backend->state_write (reg->store, next, error);
+}
+
+/* Inside the transaction: the checks that need stored rows, then the
+ * writes.  Returns the receipt and the state to adopt. */
+static GBytes *
+receive_locked (TallyRegister *reg, ReceiveContext *c, TallyRegisterState *next, GError **error)
+{
+  if (!receive_check_new (reg, c, error))
+    return NULL;
+  /* Delivered again after the receipt was lost: the same receipt, and
+   * nothing changes. */
+  if (c->unchanged)
+    return reg->backend->received_get_receipt (reg->store, c->permission_hash, error);
+
+  g_auto (TallyNonceRow) request = { 0 };
+  gint64 balance;
+  if (!receive_check_request (reg, c, &request, error) ||
+      !receive_check_terms (reg, c, &request, error) ||
+      !receive_check_limits (reg, c, &balance, error))
+    return NULL;
+
+  g_autoptr (GBytes) receipt = receive_build_receipt (reg, c);
+  next->balance = balance;
+  if (!receive_write (reg, c, &request, receipt, next, error))
     return NULL;
   return g_steal_pointer (&receipt);
 }

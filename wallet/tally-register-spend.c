@@ -14,80 +14,91 @@
 
 /* --- payer: spend --- */
 
-GBytes *
-tally_register_spend (TallyRegister *reg,
-                      const Tally__SignedEnvelope *payee_certificate,
-                      const Tally__PaymentRequest *request,
-                      guint64 now,
-                      GError **error)
+/* Our own standing: open, not revoked, certified at @now. */
+static gboolean
+spend_check_register (TallyRegister *reg, guint64 now, GError **error)
 {
-  g_return_val_if_fail (reg != NULL, NULL);
-  g_return_val_if_fail (request != NULL, NULL);
-  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
-
   if (!tally_register_need_open (reg, error))
-    return NULL;
+    return FALSE;
   if (reg->state.revoked) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "this register is revoked");
-    return NULL;
+    return FALSE;
   }
   if (!tally_register_need_certificate (reg, error))
-    return NULL;
+    return FALSE;
   if (now > reg->cert->not_after) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_CERT_EXPIRED,
                  "our certificate expired at %" G_GUINT64_FORMAT, reg->cert->not_after);
-    return NULL;
+    return FALSE;
   }
   if (now < reg->cert->not_before) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_CERT_NOT_YET_VALID,
                  "our certificate is valid from %" G_GUINT64_FORMAT, reg->cert->not_before);
-    return NULL;
+    return FALSE;
   }
-  g_autoptr (Tally__RegisterCertificate) payee =
-    tally_register_check_peer (reg, payee_certificate, NULL, now, error);
-  if (payee == NULL)
-    return NULL;
+  return TRUE;
+}
+
+/* The request is the certified payee's, in our currency, and open no
+ * longer than a permission may be. */
+static gboolean
+spend_check_request (TallyRegister *reg,
+                     const Tally__RegisterCertificate *payee,
+                     const Tally__PaymentRequest *request,
+                     guint64 now,
+                     GError **error)
+{
   if (!tally_id_equals (&request->payee_register_id, payee->register_id.data)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_PAYEE,
                  "the request names another register than the payee certificate");
-    return NULL;
+    return FALSE;
   }
   if (!tally_check_bytes (&request->nonce, TALLY_NONCE_BYTES, "request nonce", error) ||
       !tally_amount_check (request->amount, reg->cert->currency, error))
-    return NULL;
+    return FALSE;
   /* The permission lives as long as the request: until then the payee may
    * still credit it, so the value stays in flight at most that long before
    * the issuer can give it back (protocol 4.4). */
   if (request->expires_at == 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "the request has no expiry");
-    return NULL;
+    return FALSE;
   }
   if (request->expires_at <= now) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXPIRED,
                  "the request expired at %" G_GUINT64_FORMAT, request->expires_at);
-    return NULL;
+    return FALSE;
   }
   if (request->expires_at - now > TALLY_REQUEST_LIFETIME_MAX) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
                  "the request stays open for %" G_GUINT64_FORMAT " s, more than %d s",
                  request->expires_at - now, TALLY_REQUEST_LIFETIME_MAX);
-    return NULL;
+    return FALSE;
   }
+  return TRUE;
+}
 
+/* The certified limits and the balance allow paying @amount at @now;
+ * *balance is what remains. */
+static gboolean
+spend_check_limits (TallyRegister *reg,
+                    gint64 amount,
+                    guint64 now,
+                    gint64 *balance,
+                    GError **error)
+{
   const Tally__Limits *limits = reg->cert->limits;
-  gint64 amount = request->amount->value;
   if (amount > limits->max_payment) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_PAYMENT,
                  "%" G_GINT64_FORMAT " is above the certified limit of %" G_GINT64_FORMAT
                  " per payment",
                  amount, limits->max_payment);
-    return NULL;
+    return FALSE;
   }
   if ((guint64) reg->state.offline_payments + 1 > limits->max_offline_payments) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_COUNT,
                  "%u payments since the last reconciliation, the limit is %u",
                  reg->state.offline_payments, limits->max_offline_payments);
-    return NULL;
+    return FALSE;
   }
   if (now > reg->state.last_reconciliation &&
       now - reg->state.last_reconciliation > limits->max_offline_seconds) {
@@ -95,25 +106,32 @@ tally_register_spend (TallyRegister *reg,
                  "last reconciliation at %" G_GUINT64_FORMAT " is more than %" G_GUINT64_FORMAT
                  " s ago",
                  reg->state.last_reconciliation, limits->max_offline_seconds);
-    return NULL;
+    return FALSE;
   }
   if (reg->state.balance < amount) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INSUFFICIENT_FUNDS,
                  "balance %" G_GINT64_FORMAT " is below %" G_GINT64_FORMAT, reg->state.balance,
                  amount);
-    return NULL;
+    return FALSE;
   }
-  gint64 balance;
-  if (!tally_amount_add (reg->state.balance, -amount, &balance, error))
-    return NULL;
+  return tally_amount_add (reg->state.balance, -amount, balance, error);
+}
 
-  /* The deposit permission: the next counter, bound to the chain head. */
+/* The deposit permission: the next counter, bound to the chain head.
+ * Returns it signed; @entry_hash names it for the chain. */
+static GBytes *
+spend_build_permission (TallyRegister *reg,
+                        const Tally__RegisterCertificate *payee,
+                        const Tally__PaymentRequest *request,
+                        guint64 now,
+                        guint8 entry_hash[TALLY_HASH_BYTES])
+{
   const char *memo = request->memo ? request->memo : "";
   guint8 memo_hash[TALLY_HASH_BYTES];
   tally_hash ("memo", memo, strlen (memo), memo_hash);
   Tally__Amount a = TALLY__AMOUNT__INIT;
   a.currency = reg->cert->currency;
-  a.value = amount;
+  a.value = request->amount->value;
   Tally__DepositPermission p = TALLY__DEPOSIT_PERMISSION__INIT;
   p.payer_register_id.data = reg->id;
   p.payer_register_id.len = TALLY_ID_BYTES;
@@ -127,19 +145,62 @@ tally_register_spend (TallyRegister *reg,
   p.memo_hash.data = memo_hash;
   p.memo_hash.len = sizeof memo_hash;
   p.expires_at = request->expires_at;
+  Tally__SignatureContext ctx = TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION;
+  return tally_register_sign_message (reg, ctx, &p.base, entry_hash);
+}
+
+/* Appends @row, a permission or the defund, to the chain with the state
+ * @next, durably: the signed entry leaves the register only after COMMIT. */
+static gboolean
+chain_entry_commit (TallyRegister *reg,
+                    TallyRegisterOp op,
+                    const TallySpentRow *row,
+                    const TallyRegisterState *next,
+                    GError **error)
+{
+  if (!tally_register_begin (reg, error))
+    return FALSE;
+  if (!reg->backend->spent_insert (reg->store, row, error) ||
+      !reg->backend->state_write (reg->store, next, error))
+    return tally_register_abort (reg);
+  return tally_register_commit (reg, op, error);
+}
+
+GBytes *
+tally_register_spend (TallyRegister *reg,
+                      const Tally__SignedEnvelope *payee_certificate,
+                      const Tally__PaymentRequest *request,
+                      guint64 now,
+                      GError **error)
+{
+  g_return_val_if_fail (reg != NULL, NULL);
+  g_return_val_if_fail (request != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
+
+  if (!spend_check_register (reg, now, error))
+    return NULL;
+  g_autoptr (Tally__RegisterCertificate) payee =
+    tally_register_check_peer (reg, payee_certificate, NULL, now, error);
+  if (payee == NULL || !spend_check_request (reg, payee, request, now, error))
+    return NULL;
+  gint64 amount = request->amount->value;
+  gint64 balance;
+  if (!spend_check_limits (reg, amount, now, &balance, error))
+    return NULL;
+
+  guint64 counter = reg->state.counter + 1;
   guint8 entry_hash[TALLY_HASH_BYTES];
-  g_autoptr (GBytes) env = tally_register_sign_message (
-    reg, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base, entry_hash);
+  g_autoptr (GBytes) env = spend_build_permission (reg, payee, request, now, entry_hash);
 
   TallySpentRow row = {
-    .counter = p.counter,
+    .counter = counter,
     .kind = TALLY_ENTRY_SPENT,
     .envelope = env,
     .has_payee = TRUE,
     .amount = amount,
     .created_at = now,
     .state = TALLY_ENTRY_STATE_PENDING,
-    .expires_at = p.expires_at,
+    .expires_at = request->expires_at,
     .has_certificate_hash = TRUE,
   };
   tally_envelope_body_hash (reg->cert_env, row.certificate_hash);
@@ -149,20 +210,13 @@ tally_register_spend (TallyRegister *reg,
   g_auto (TallyRegisterState) next = { 0 };
   tally_register_state_copy (&next, &reg->state);
   next.balance = balance;
-  next.counter = p.counter;
+  next.counter = counter;
   tally_chain_next (reg->state.chain_head, entry_hash, next.chain_head);
   next.offline_payments++;
 
-  if (!tally_register_begin (reg, error))
+  if (!chain_entry_commit (reg, TALLY_REGISTER_OP_SPEND, &row, &next, error))
     return NULL;
-  if (!reg->backend->spent_insert (reg->store, &row, error) ||
-      !reg->backend->state_write (reg->store, &next, error)) {
-    tally_register_abort (reg);
-    return NULL;
-  }
-  if (!tally_register_commit (reg, TALLY_REGISTER_OP_SPEND, error))
-    return NULL;
-  g_debug ("spent %" G_GINT64_FORMAT " at counter %" G_GUINT64_FORMAT, amount, p.counter);
+  g_debug ("spent %" G_GINT64_FORMAT " at counter %" G_GUINT64_FORMAT, amount, counter);
   tally_register_adopt (reg, TALLY_REGISTER_OP_SPEND, &next, NULL, NULL, NULL);
   return g_steal_pointer (&env);
 }
@@ -340,14 +394,7 @@ tally_register_defund (TallyRegister *reg, guint64 now, GError **error)
   next.counter = d.counter;
   tally_chain_next (reg->state.chain_head, entry_hash, next.chain_head);
 
-  if (!tally_register_begin (reg, error))
-    return NULL;
-  if (!reg->backend->spent_insert (reg->store, &row, error) ||
-      !reg->backend->state_write (reg->store, &next, error)) {
-    tally_register_abort (reg);
-    return NULL;
-  }
-  if (!tally_register_commit (reg, TALLY_REGISTER_OP_DEFUND, error))
+  if (!chain_entry_commit (reg, TALLY_REGISTER_OP_DEFUND, &row, &next, error))
     return NULL;
   g_info ("defunded %" G_GINT64_FORMAT " at counter %" G_GUINT64_FORMAT, a.value, d.counter);
   tally_register_adopt (reg, TALLY_REGISTER_OP_DEFUND, &next, NULL, NULL, NULL);
