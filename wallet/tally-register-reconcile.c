@@ -31,6 +31,67 @@ abort_bundle (TallyRegister *reg)
   return NULL;
 }
 
+/* The bundle's entries for our unsettled permissions and defund, each
+ * with its receipt where we hold one. */
+static gboolean
+bundle_fill_spent (GPtrArray *owner,
+                   GPtrArray *spent,
+                   Tally__SpentEntry *spent_entries,
+                   Tally__SpentEntry **spent_ptrs,
+                   GError **error)
+{
+  for (guint i = 0; i < spent->len; i++) {
+    TallySpentRow *row = spent->pdata[i];
+    tally__spent_entry__init (&spent_entries[i]);
+    spent_entries[i].permission = own_envelope (owner, row->envelope, "spent entry", error);
+    if (spent_entries[i].permission == NULL)
+      return FALSE;
+    if (row->receipt != NULL &&
+        (spent_entries[i].receipt = own_envelope (owner, row->receipt, "receipt", error)) == NULL)
+      return FALSE;
+    spent_ptrs[i] = &spent_entries[i];
+  }
+  return TRUE;
+}
+
+/* The bundle's entries for the permissions we received and not yet
+ * settled, with the payer's certificate and our receipt. */
+static gboolean
+bundle_fill_received (GPtrArray *owner,
+                      GPtrArray *received,
+                      Tally__ReceivedEntry *received_entries,
+                      Tally__ReceivedEntry **received_ptrs,
+                      GError **error)
+{
+  for (guint i = 0; i < received->len; i++) {
+    TallyReceivedRow *row = received->pdata[i];
+    Tally__ReceivedEntry *e = &received_entries[i];
+    tally__received_entry__init (e);
+    if ((e->payer_certificate = own_envelope (owner, row->payer_certificate, "payer certificate",
+                                              error)) == NULL ||
+        (e->permission = own_envelope (owner, row->permission, "permission", error)) == NULL ||
+        (e->receipt = own_envelope (owner, row->receipt, "receipt", error)) == NULL)
+      return FALSE;
+    received_ptrs[i] = e;
+  }
+  return TRUE;
+}
+
+/* The vouchers of our unsettled loads. */
+static gboolean
+bundle_fill_vouchers (GPtrArray *owner,
+                      GPtrArray *loads,
+                      Tally__SignedEnvelope **vouchers,
+                      GError **error)
+{
+  for (guint i = 0; i < loads->len; i++) {
+    TallyLoadRow *row = loads->pdata[i];
+    if ((vouchers[i] = own_envelope (owner, row->envelope, "voucher", error)) == NULL)
+      return FALSE;
+  }
+  return TRUE;
+}
+
 GBytes *
 tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error)
 {
@@ -64,36 +125,13 @@ tally_register_export_bundle (TallyRegister *reg, guint64 now, GError **error)
     g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free);
   g_autofree Tally__SpentEntry *spent_entries = g_new0 (Tally__SpentEntry, spent->len);
   g_autofree Tally__SpentEntry **spent_ptrs = g_new0 (Tally__SpentEntry *, spent->len);
-  for (guint i = 0; i < spent->len; i++) {
-    TallySpentRow *row = spent->pdata[i];
-    tally__spent_entry__init (&spent_entries[i]);
-    spent_entries[i].permission = own_envelope (owner, row->envelope, "spent entry", error);
-    if (spent_entries[i].permission == NULL)
-      return abort_bundle (reg);
-    if (row->receipt != NULL &&
-        (spent_entries[i].receipt = own_envelope (owner, row->receipt, "receipt", error)) == NULL)
-      return abort_bundle (reg);
-    spent_ptrs[i] = &spent_entries[i];
-  }
   g_autofree Tally__ReceivedEntry *received_entries = g_new0 (Tally__ReceivedEntry, received->len);
   g_autofree Tally__ReceivedEntry **received_ptrs = g_new0 (Tally__ReceivedEntry *, received->len);
-  for (guint i = 0; i < received->len; i++) {
-    TallyReceivedRow *row = received->pdata[i];
-    Tally__ReceivedEntry *e = &received_entries[i];
-    tally__received_entry__init (e);
-    if ((e->payer_certificate = own_envelope (owner, row->payer_certificate, "payer certificate",
-                                              error)) == NULL ||
-        (e->permission = own_envelope (owner, row->permission, "permission", error)) == NULL ||
-        (e->receipt = own_envelope (owner, row->receipt, "receipt", error)) == NULL)
-      return abort_bundle (reg);
-    received_ptrs[i] = e;
-  }
   g_autofree Tally__SignedEnvelope **vouchers = g_new0 (Tally__SignedEnvelope *, loads->len);
-  for (guint i = 0; i < loads->len; i++) {
-    TallyLoadRow *row = loads->pdata[i];
-    if ((vouchers[i] = own_envelope (owner, row->envelope, "voucher", error)) == NULL)
-      return abort_bundle (reg);
-  }
+  if (!bundle_fill_spent (owner, spent, spent_entries, spent_ptrs, error) ||
+      !bundle_fill_received (owner, received, received_entries, received_ptrs, error) ||
+      !bundle_fill_vouchers (owner, loads, vouchers, error))
+    return abort_bundle (reg);
 
   Tally__ReconciliationBundle b = TALLY__RECONCILIATION_BUNDLE__INIT;
   b.register_id.data = reg->id;
@@ -215,59 +253,68 @@ result_is_newer (TallyRegister *reg,
   return renews_certificate (reg, renewed);
 }
 
-gboolean
-tally_register_apply_result (TallyRegister *reg,
-                             const guint8 *result,
-                             gsize len,
-                             guint64 now,
-                             GError **error)
+/* The result is the issuer's, for this register, and its hashes are
+ * hashes. */
+static Tally__ReconciliationResult *
+result_check (TallyRegister *reg, const Tally__SignedEnvelope *env, GError **error)
 {
-  g_return_val_if_fail (reg != NULL, FALSE);
-  g_return_val_if_fail (result != NULL || len == 0, FALSE);
-  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
-
-  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (result, len, error);
-  if (env == NULL ||
-      !tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT,
+  if (!tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT,
                               reg->state.issuer_key, error))
-    return FALSE;
+    return NULL;
   g_autoptr (Tally__ReconciliationResult) r =
     TALLY_UNPACK (Tally__ReconciliationResult, tally__reconciliation_result, env->body.data,
                   env->body.len, "reconciliation result", error);
   if (r == NULL)
-    return FALSE;
+    return NULL;
   if (!tally_id_equals (&r->register_id, reg->id)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER,
                  "the result is for another register");
-    return FALSE;
+    return NULL;
   }
   for (gsize i = 0; i < r->n_settled_received; i++)
     if (!tally_check_bytes (&r->settled_received[i], TALLY_HASH_BYTES, "settled permission hash",
                             error))
-      return FALSE;
+      return NULL;
   for (gsize i = 0; i < r->n_reclaimed; i++)
     if (!tally_check_bytes (&r->reclaimed[i], TALLY_HASH_BYTES, "reclaimed permission hash",
                             error))
-      return FALSE;
+      return NULL;
+  return g_steal_pointer (&r);
+}
+
+/* The bodies of the receipts the result returns, as Tally__Receipt *. */
+static GPtrArray *
+result_decode_receipts (const Tally__ReconciliationResult *r, GError **error)
+{
   g_autoptr (GPtrArray) receipts =
     g_ptr_array_new_with_free_func ((GDestroyNotify) tally__receipt_free);
   for (gsize i = 0; i < r->n_receipts; i++) {
     Tally__Receipt *rr = TALLY_UNPACK (Tally__Receipt, tally__receipt, r->receipts[i]->body.data,
                                        r->receipts[i]->body.len, "returned receipt", error);
     if (rr == NULL)
-      return FALSE;
+      return NULL;
     g_ptr_array_add (receipts, rr);
   }
+  return g_steal_pointer (&receipts);
+}
 
-  g_auto (TallyRegisterState) next = { 0 };
-  tally_register_state_copy (&next, &reg->state);
-
+/* The state after a newer result, in @next, with the revocation list and
+ * certificate it brings where they are newer than ours. */
+static gboolean
+result_build_state (TallyRegister *reg,
+                    const Tally__ReconciliationResult *r,
+                    TallyRegisterState *next,
+                    Tally__RevocationList **rl_out,
+                    Tally__SignedEnvelope **cert_env_out,
+                    Tally__RegisterCertificate **cert_out,
+                    GError **error)
+{
   g_autoptr (Tally__RevocationList) rl = NULL;
   if (r->revocation_list != NULL) {
     rl = tally_revocation_list_verify (r->revocation_list, reg->state.issuer_key, error);
     if (rl == NULL)
       return FALSE;
-    if (!tally_register_take_revocation_list (reg, &next, r->revocation_list, rl))
+    if (!tally_register_take_revocation_list (reg, next, r->revocation_list, rl))
       g_clear_pointer (&rl, tally__revocation_list_free);
   }
 
@@ -285,22 +332,33 @@ tally_register_apply_result (TallyRegister *reg,
   }
   if (renews_certificate (reg, cert)) {
     cert_env = tally_envelope_copy (r->renewed_certificate);
-    g_clear_pointer (&next.certificate, g_bytes_unref);
-    next.certificate = tally_envelope_pack (r->renewed_certificate);
+    g_clear_pointer (&next->certificate, g_bytes_unref);
+    next->certificate = tally_envelope_pack (r->renewed_certificate);
   } else {
     g_clear_pointer (&cert, tally__register_certificate_free);
   }
 
   if (r->revoked)
-    next.revoked = TRUE;
-  next.offline_payments = 0;
-  next.last_reconciliation = r->reconciled_at;
-  next.last_result_at = r->reconciled_at;
+    next->revoked = TRUE;
+  next->offline_payments = 0;
+  next->last_reconciliation = r->reconciled_at;
+  next->last_result_at = r->reconciled_at;
+  *rl_out = g_steal_pointer (&rl);
+  *cert_env_out = g_steal_pointer (&cert_env);
+  *cert_out = g_steal_pointer (&cert);
+  return TRUE;
+}
 
-  if (!tally_register_begin (reg, error))
-    return FALSE;
-  /* Receipts the payees gave the issuer first: paid.  Then permissions the
-   * issuer gave back: not paid.  Only then settle (protocol 4.4). */
+/* Inside the transaction: receipts the payees gave the issuer first: paid.
+ * Then permissions the issuer gave back: not paid.  Only then settle
+ * (protocol 4.4), and write @next. */
+static gboolean
+result_write (TallyRegister *reg,
+              const Tally__ReconciliationResult *r,
+              GPtrArray *receipts,
+              const TallyRegisterState *next,
+              GError **error)
+{
   gboolean ok = TRUE;
   for (gsize i = 0; ok && i < r->n_receipts; i++) {
     gboolean changed;
@@ -312,8 +370,42 @@ tally_register_apply_result (TallyRegister *reg,
   for (gsize i = 0; ok && i < r->n_settled_received; i++)
     ok = reg->backend->received_settle (reg->store, r->settled_received[i].data, error);
   ok = ok && reg->backend->loads_settle_through (reg->store, r->settled_voucher_sequence, error) &&
-       reg->backend->state_write (reg->store, &next, error);
-  if (!ok)
+       reg->backend->state_write (reg->store, next, error);
+  return ok;
+}
+
+gboolean
+tally_register_apply_result (TallyRegister *reg,
+                             const guint8 *result,
+                             gsize len,
+                             guint64 now,
+                             GError **error)
+{
+  g_return_val_if_fail (reg != NULL, FALSE);
+  g_return_val_if_fail (result != NULL || len == 0, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (result, len, error);
+  if (env == NULL)
+    return FALSE;
+  g_autoptr (Tally__ReconciliationResult) r = result_check (reg, env, error);
+  if (r == NULL)
+    return FALSE;
+  g_autoptr (GPtrArray) receipts = result_decode_receipts (r, error);
+  if (receipts == NULL)
+    return FALSE;
+
+  g_auto (TallyRegisterState) next = { 0 };
+  tally_register_state_copy (&next, &reg->state);
+  g_autoptr (Tally__RevocationList) rl = NULL;
+  g_autoptr (Tally__SignedEnvelope) cert_env = NULL;
+  g_autoptr (Tally__RegisterCertificate) cert = NULL;
+  if (!result_build_state (reg, r, &next, &rl, &cert_env, &cert, error))
+    return FALSE;
+
+  if (!tally_register_begin (reg, error))
+    return FALSE;
+  if (!result_write (reg, r, receipts, &next, error))
     return tally_register_abort (reg);
   if (!tally_register_commit (reg, TALLY_REGISTER_OP_APPLY, error))
     return FALSE;
