@@ -72,6 +72,10 @@ Tally__SignedEnvelope *tally_register_stored_envelope (GBytes *bytes,
 
 gboolean tally_register_need_certificate (TallyRegister *reg, GError **error);
 gboolean tally_register_need_open (TallyRegister *reg, GError **error);
+gboolean tally_register_check_credit (TallyRegister *reg,
+                                      gint64 amount,
+                                      gint64 *balance,
+                                      GError **error);
 
 GBytes *tally_register_sign_message (TallyRegister *reg,
                                      Tally__SignatureContext ctx,

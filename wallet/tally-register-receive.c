@@ -260,15 +260,7 @@ receive_check_limits (TallyRegister *reg, const ReceiveContext *c, gint64 *balan
                  c->policy->max_amount);
     return FALSE;
   }
-  if (!tally_amount_add (reg->state.balance, amount, balance, error))
-    return FALSE;
-  if (*balance > reg->cert->limits->balance_cap) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_BALANCE,
-                 "the balance would be %" G_GINT64_FORMAT ", above the cap of %" G_GINT64_FORMAT,
-                 *balance, reg->cert->limits->balance_cap);
-    return FALSE;
-  }
-  return TRUE;
+  return tally_register_check_credit (reg, amount, balance, error);
 }
 
 /* The receipt for the permission, signed. */

@@ -111,6 +111,16 @@ tally_register_state_clear (TallyRegisterState *state)
   memset (state, 0, sizeof *state);
 }
 
+/* Frees a row on the heap once @clear has emptied it. */
+static void
+row_free (gpointer row, GDestroyNotify clear)
+{
+  if (row == NULL)
+    return;
+  clear (row);
+  g_free (row);
+}
+
 void
 tally_spent_row_clear (TallySpentRow *row)
 {
@@ -121,22 +131,22 @@ tally_spent_row_clear (TallySpentRow *row)
 void
 tally_spent_row_free (TallySpentRow *row)
 {
-  if (row == NULL)
-    return;
-  tally_spent_row_clear (row);
-  g_free (row);
+  row_free (row, (GDestroyNotify) tally_spent_row_clear);
+}
+
+static void
+received_row_clear (TallyReceivedRow *row)
+{
+  g_clear_pointer (&row->permission, g_bytes_unref);
+  g_clear_pointer (&row->payer_certificate, g_bytes_unref);
+  g_clear_pointer (&row->receipt, g_bytes_unref);
+  g_clear_pointer (&row->memo, g_free);
 }
 
 void
 tally_received_row_free (TallyReceivedRow *row)
 {
-  if (row == NULL)
-    return;
-  g_clear_pointer (&row->permission, g_bytes_unref);
-  g_clear_pointer (&row->payer_certificate, g_bytes_unref);
-  g_clear_pointer (&row->receipt, g_bytes_unref);
-  g_free (row->memo);
-  g_free (row);
+  row_free (row, (GDestroyNotify) received_row_clear);
 }
 
 void
@@ -149,19 +159,19 @@ tally_nonce_row_clear (TallyNonceRow *row)
 void
 tally_nonce_row_free (TallyNonceRow *row)
 {
-  if (row == NULL)
-    return;
-  tally_nonce_row_clear (row);
-  g_free (row);
+  row_free (row, (GDestroyNotify) tally_nonce_row_clear);
+}
+
+static void
+load_row_clear (TallyLoadRow *row)
+{
+  g_clear_pointer (&row->envelope, g_bytes_unref);
 }
 
 void
 tally_load_row_free (TallyLoadRow *row)
 {
-  if (row == NULL)
-    return;
-  g_clear_pointer (&row->envelope, g_bytes_unref);
-  g_free (row);
+  row_free (row, (GDestroyNotify) load_row_clear);
 }
 
 /* --- helpers --- */
@@ -213,6 +223,22 @@ tally_register_need_open (TallyRegister *reg, GError **error)
   if (reg->state.closed) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
                  "the register is closed after its defund");
+    return FALSE;
+  }
+  return TRUE;
+}
+
+/* Crediting @amount keeps the balance within the certified cap;
+ * *balance is the balance after it. */
+gboolean
+tally_register_check_credit (TallyRegister *reg, gint64 amount, gint64 *balance, GError **error)
+{
+  if (!tally_amount_add (reg->state.balance, amount, balance, error))
+    return FALSE;
+  if (*balance > reg->cert->limits->balance_cap) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_BALANCE,
+                 "the balance would be %" G_GINT64_FORMAT ", above the cap of %" G_GINT64_FORMAT,
+                 *balance, reg->cert->limits->balance_cap);
     return FALSE;
   }
   return TRUE;
@@ -271,6 +297,20 @@ tally_register_commit (TallyRegister *reg, TallyRegisterOp op, GError **error)
   if (!reg->backend->commit (reg->store, error))
     return tally_register_abort (reg);
   return TRUE;
+}
+
+/* Writes @next as the whole change of @op, durably. */
+static gboolean
+state_commit (TallyRegister *reg,
+              TallyRegisterOp op,
+              const TallyRegisterState *next,
+              GError **error)
+{
+  if (!tally_register_begin (reg, error))
+    return FALSE;
+  if (!reg->backend->state_write (reg->store, next, error))
+    return tally_register_abort (reg);
+  return tally_register_commit (reg, op, error);
 }
 
 /* Makes @next the cached state after COMMIT; takes the non-NULL decoded
@@ -585,11 +625,7 @@ tally_register_install_certificate (TallyRegister *reg,
   if (reg->cert == NULL)
     next.last_reconciliation = now;
 
-  if (!tally_register_begin (reg, error))
-    return FALSE;
-  if (!reg->backend->state_write (reg->store, &next, error))
-    return tally_register_abort (reg);
-  if (!tally_register_commit (reg, TALLY_REGISTER_OP_CERTIFICATE, error))
+  if (!state_commit (reg, TALLY_REGISTER_OP_CERTIFICATE, &next, error))
     return FALSE;
   g_info ("installed certificate serial %" G_GUINT64_FORMAT, c->serial);
   tally_register_adopt (reg, TALLY_REGISTER_OP_CERTIFICATE, &next, g_steal_pointer (&env),
@@ -639,11 +675,7 @@ tally_register_update_revocation_list (TallyRegister *reg,
     return TRUE;
   }
 
-  if (!tally_register_begin (reg, error))
-    return FALSE;
-  if (!reg->backend->state_write (reg->store, &next, error))
-    return tally_register_abort (reg);
-  if (!tally_register_commit (reg, TALLY_REGISTER_OP_REVOCATION, error))
+  if (!state_commit (reg, TALLY_REGISTER_OP_REVOCATION, &next, error))
     return FALSE;
   g_debug ("revocation list serial %" G_GUINT64_FORMAT " stored", rl->serial);
   tally_register_adopt (reg, TALLY_REGISTER_OP_REVOCATION, &next, NULL, NULL,
@@ -690,14 +722,8 @@ tally_register_load (TallyRegister *reg,
     return FALSE;
   }
   gint64 balance;
-  if (!tally_amount_add (reg->state.balance, v->amount->value, &balance, error))
+  if (!tally_register_check_credit (reg, v->amount->value, &balance, error))
     return FALSE;
-  if (balance > reg->cert->limits->balance_cap) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_BALANCE,
-                 "the balance would be %" G_GINT64_FORMAT ", above the cap of %" G_GINT64_FORMAT,
-                 balance, reg->cert->limits->balance_cap);
-    return FALSE;
-  }
 
   g_autoptr (GBytes) packed = tally_envelope_pack (env);
   TallyLoadRow row = {
