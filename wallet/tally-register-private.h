@@ -4,7 +4,8 @@
 /*
  * Register internals that the public API keeps hidden: the inspection
  * functions, for tests and diagnostics only, and what the register's
- * source files (tally-register*.c) share.
+ * operation files (tally-register.c, -spend.c, -receive.c, -reconcile.c)
+ * share.
  */
 
 #include "tally-register-backend.h"
@@ -26,7 +27,7 @@ const guint8 *tally_register_get_chain_head (TallyRegister *reg);
 /* Every payment request we issued, as TallyNonceRow *, oldest first. */
 GPtrArray *tally_register_list_nonces (TallyRegister *reg, GError **error);
 
-/* --- shared by the register's source files --- */
+/* --- shared by the register's operation files --- */
 
 struct _TallyRegister
 {
