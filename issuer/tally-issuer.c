@@ -34,10 +34,7 @@ struct _TallyIssuer
 static GBytes *
 sign_message (TallyIssuer *issuer, Tally__SignatureContext ctx, const ProtobufCMessage *msg)
 {
-  g_autoptr (GBytes) body = tally_message_pack (msg);
-  gsize len;
-  const guint8 *data = g_bytes_get_data (body, &len);
-  return tally_envelope_sign (ctx, data, len, issuer->secret_key);
+  return tally_message_sign (ctx, msg, issuer->secret_key);
 }
 
 /* Ends the one transaction of a public call: commits when @ok, otherwise
