@@ -21,7 +21,7 @@ struct _TallyIssuer
 {
   char *dir;
   TallyIssuerStore *store;
-  guint8 *secret_key; /* guarded sodium memory */
+  guint8 *secret_key; /* guarded sodium memory, no access but to sign */
   guint8 public_key[TALLY_PUBLIC_KEY_BYTES];
   guint8 key_id[TALLY_ID_BYTES];
   char *name;
@@ -31,10 +31,14 @@ struct _TallyIssuer
 
 /* --- helpers --------------------------------------------------------------- */
 
+/* The secret key is readable only while it signs, as the register's is. */
 static GBytes *
 sign_message (TallyIssuer *issuer, Tally__SignatureContext ctx, const ProtobufCMessage *msg)
 {
-  return tally_message_sign (ctx, msg, issuer->secret_key);
+  sodium_mprotect_readonly (issuer->secret_key);
+  GBytes *env = tally_message_sign (ctx, msg, issuer->secret_key);
+  sodium_mprotect_noaccess (issuer->secret_key);
+  return env;
 }
 
 /* Ends the one transaction of a public call: commits when @ok, otherwise
@@ -217,7 +221,10 @@ tally_issuer_free (TallyIssuer *issuer)
   if (issuer == NULL)
     return;
   g_clear_pointer (&issuer->store, tally_issuer_store_free);
-  tally_secret_key_free (issuer->secret_key);
+  if (issuer->secret_key != NULL) {
+    sodium_mprotect_readwrite (issuer->secret_key);
+    tally_secret_key_free (issuer->secret_key); /* zeroes it */
+  }
   g_free (issuer->dir);
   g_free (issuer->name);
   g_free (issuer->currency);
@@ -271,6 +278,7 @@ tally_issuer_create (const char *dir,
 
   g_autoptr (TallyIssuer) issuer = issuer_new (dir);
   crypto_sign_keypair (issuer->public_key, issuer->secret_key);
+  sodium_mprotect_noaccess (issuer->secret_key);
   tally_key_id_from_key (issuer->public_key, issuer->key_id);
   issuer->name = g_strdup (name);
   issuer->currency = g_strdup (currency);
@@ -286,7 +294,10 @@ tally_issuer_create (const char *dir,
   issuer->key_set =
     sign_message (issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET, &ks.base);
 
-  if (!tally_key_file_write (key_path, issuer->secret_key, error))
+  sodium_mprotect_readonly (issuer->secret_key);
+  gboolean written = tally_key_file_write (key_path, issuer->secret_key, error);
+  sodium_mprotect_noaccess (issuer->secret_key);
+  if (!written)
     return NULL;
 
   issuer->store = tally_issuer_store_sqlite_open (db_path, TRUE, error);
@@ -323,6 +334,7 @@ tally_issuer_open (const char *dir, GError **error)
   if (!tally_key_file_read (key_path, issuer->secret_key, error))
     return NULL;
   crypto_sign_ed25519_sk_to_pk (issuer->public_key, issuer->secret_key);
+  sodium_mprotect_noaccess (issuer->secret_key);
   tally_key_id_from_key (issuer->public_key, issuer->key_id);
 
   issuer->store = tally_issuer_store_sqlite_open (db_path, FALSE, error);
