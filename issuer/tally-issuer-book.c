@@ -191,10 +191,13 @@ defund_credit (Reconcile *rc, const Booking *b, gint64 *credited, GError **error
          tally_issuer_store_register_put (rc->issuer->store, &row, error);
 }
 
+/* The proofs a new entry brings before it is booked: a double-spending
+ * payer, and a payee whose receipt comes after its own horizon passed the
+ * permission's expiry. */
 static gboolean
-book_new (Reconcile *rc, const Booking *b, GError **error)
+check_new_entry (Reconcile *rc, const Booking *b, GError **error)
 {
-  gboolean fraud, over;
+  gboolean fraud;
   if (!tally_issuer_detect_fraud (rc, b, &fraud, error))
     return FALSE;
   if (fraud) {
@@ -217,51 +220,86 @@ book_new (Reconcile *rc, const Booking *b, GError **error)
         !tally_issuer_prove_late_receipt (rc, b->payee, b->receipt, error))
       return FALSE;
   }
+  return TRUE;
+}
+
+static void
+entry_row_from_booking (Reconcile *rc, const Booking *b, TallyIssuerEntryRow *row)
+{
+  memcpy (row->hash, b->hash, TALLY_HASH_BYTES);
+  memcpy (row->register_id, b->payer, TALLY_ID_BYTES);
+  row->counter = b->counter;
+  row->kind = b->kind;
+  row->has_payee = b->has_payee;
+  if (b->has_payee)
+    memcpy (row->payee_id, b->payee, TALLY_ID_BYTES);
+  row->amount = b->amount;
+  row->payer_reported = b->payer_half;
+  row->payee_reported = b->payee_half;
+  memcpy (row->chain_prev, b->chain_prev, TALLY_HASH_BYTES);
+  memcpy (row->chain_after, b->chain_after, TALLY_HASH_BYTES);
+  row->envelope = tally_envelope_pack (b->env);
+  row->booked_at = rc->now;
+  row->expires_at = b->expires_at;
+  if (b->payee_half)
+    row->receipt = tally_envelope_pack (b->receipt);
+}
+
+/* A defund settles at once: what the evidence backs leaves the view for
+ * the account. */
+static gboolean
+book_defund_value (Reconcile *rc, const Booking *b, TallyIssuerEntryRow *row, GError **error)
+{
+  if (!defund_credit (rc, b, &row->credited, error) ||
+      !adjust_view (rc, b->payer, -row->credited, error) ||
+      !credit_account_of (rc, b->payer, row->credited, error))
+    return FALSE;
+  row->state = TALLY_ISSUER_ENTRY_SETTLED;
+  return TRUE;
+}
+
+/* A permission leaves the payer's view; with the payee's half it settles
+ * into the payee's view, without it it is in flight. */
+static gboolean
+book_permission_value (Reconcile *rc, const Booking *b, TallyIssuerEntryRow *row, GError **error)
+{
+  gboolean over;
+  if (!adjust_view (rc, b->payer, -b->amount, error) ||
+      !tally_issuer_over_limit (rc, b->payer, b->amount, &over, error) ||
+      (over &&
+       !tally_issuer_prove_and_revoke (rc, b->payer, TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT,
+                                       b->env, b->payee_half ? b->receipt : NULL, error)) ||
+      (over && b->payee_half && !tally_issuer_taint_payee_half (rc, b, row, error)))
+    return FALSE;
+  if (b->payee_half) {
+    if (!adjust_view (rc, b->payee, b->amount, error))
+      return FALSE;
+    row->state = TALLY_ISSUER_ENTRY_SETTLED;
+  } else {
+    if (!tally_issuer_add_signed (rc->totals.in_flight, b->amount, &rc->totals.in_flight, error))
+      return FALSE;
+    row->state = TALLY_ISSUER_ENTRY_IN_FLIGHT;
+  }
+  return TRUE;
+}
+
+static gboolean
+book_new (Reconcile *rc, const Booking *b, GError **error)
+{
+  if (!check_new_entry (rc, b, error))
+    return FALSE;
 
   g_auto (TallyIssuerEntryRow) row = { 0 };
-  memcpy (row.hash, b->hash, TALLY_HASH_BYTES);
-  memcpy (row.register_id, b->payer, TALLY_ID_BYTES);
-  row.counter = b->counter;
-  row.kind = b->kind;
-  row.has_payee = b->has_payee;
-  if (b->has_payee)
-    memcpy (row.payee_id, b->payee, TALLY_ID_BYTES);
-  row.amount = b->amount;
-  row.payer_reported = b->payer_half;
-  row.payee_reported = b->payee_half;
-  memcpy (row.chain_prev, b->chain_prev, TALLY_HASH_BYTES);
-  memcpy (row.chain_after, b->chain_after, TALLY_HASH_BYTES);
-  row.envelope = tally_envelope_pack (b->env);
-  row.booked_at = rc->now;
-  row.expires_at = b->expires_at;
-  if (b->payee_half)
-    row.receipt = tally_envelope_pack (b->receipt);
+  entry_row_from_booking (rc, b, &row);
 
   switch (b->kind) {
   case TALLY_ISSUER_ENTRY_DEFUND:
-    if (!defund_credit (rc, b, &row.credited, error) ||
-        !adjust_view (rc, b->payer, -row.credited, error) ||
-        !credit_account_of (rc, b->payer, row.credited, error))
+    if (!book_defund_value (rc, b, &row, error))
       return FALSE;
-    row.state = TALLY_ISSUER_ENTRY_SETTLED;
     break;
   case TALLY_ISSUER_ENTRY_PERMISSION:
-    if (!adjust_view (rc, b->payer, -b->amount, error) ||
-        !tally_issuer_over_limit (rc, b->payer, b->amount, &over, error) ||
-        (over &&
-         !tally_issuer_prove_and_revoke (rc, b->payer, TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT,
-                                         b->env, b->payee_half ? b->receipt : NULL, error)) ||
-        (over && b->payee_half && !tally_issuer_taint_payee_half (rc, b, &row, error)))
+    if (!book_permission_value (rc, b, &row, error))
       return FALSE;
-    if (b->payee_half) {
-      if (!adjust_view (rc, b->payee, b->amount, error))
-        return FALSE;
-      row.state = TALLY_ISSUER_ENTRY_SETTLED;
-    } else {
-      if (!tally_issuer_add_signed (rc->totals.in_flight, b->amount, &rc->totals.in_flight, error))
-        return FALSE;
-      row.state = TALLY_ISSUER_ENTRY_IN_FLIGHT;
-    }
     break;
   }
 

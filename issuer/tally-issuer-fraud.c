@@ -39,12 +39,7 @@ tally_issuer_publish_revocation_list (TallyIssuer *issuer, guint64 now, GError *
       !tally_issuer_store_register_list_revoked (issuer->store, &ids, error))
     return FALSE;
 
-  g_autofree ProtobufCBinaryData *revoked = g_new0 (ProtobufCBinaryData, ids->len + 1);
-  for (guint i = 0; i < ids->len; i++) {
-    gsize len;
-    revoked[i].data = (guint8 *) g_bytes_get_data (ids->pdata[i], &len);
-    revoked[i].len = len;
-  }
+  g_autofree ProtobufCBinaryData *revoked = tally_issuer_binary_from_bytes (ids);
 
   Tally__RevocationList list = TALLY__REVOCATION_LIST__INIT;
   list.serial = serial + 1;
@@ -143,31 +138,46 @@ tally_issuer_entries_at (Reconcile *rc,
                                                 error);
 }
 
-/*
- * Double-spending detection for an entry not booked before: another entry
- * at the same counter is counter reuse; an entry that does not extend the
- * head after any known entry at counter - 1 (or the genesis head at
- * counter 1), or that a known entry at counter + 1 does not extend, is a
- * fork.  Sets *fraud when either holds.
- */
-gboolean
-tally_issuer_detect_fraud (Reconcile *rc, const Booking *b, gboolean *fraud, GError **error)
+/* Records @kind against @b's payer with the stored entry @stored as the
+ * other half of the proof: first when @stored_first, else second. */
+static gboolean
+prove_against_stored (Reconcile *rc,
+                      const Booking *b,
+                      Tally__FraudKind kind,
+                      GBytes *stored,
+                      gboolean stored_first,
+                      GError **error)
 {
-  g_autoptr (GPtrArray) same = NULL;
-  *fraud = FALSE;
+  g_autoptr (Tally__SignedEnvelope) env = tally_issuer_decode_stored (stored, error);
+  return env != NULL && tally_issuer_record_fraud (rc, b->payer, kind, stored_first ? env : b->env,
+                                                   stored_first ? b->env : env, error);
+}
 
-  if (!tally_issuer_entries_at (rc, b->payer, b->counter, &same, error))
+/* Counter reuse: another entry is known at @b's counter (in *same). */
+static gboolean
+check_counter_unused (Reconcile *rc,
+                      const Booking *b,
+                      GPtrArray **same,
+                      gboolean *fraud,
+                      GError **error)
+{
+  if (!tally_issuer_entries_at (rc, b->payer, b->counter, same, error))
     return FALSE;
-  if (same->len > 0) {
-    const TallyIssuerEntryRow *first = same->pdata[0];
-    g_autoptr (Tally__SignedEnvelope) env = tally_issuer_decode_stored (first->envelope, error);
-    if (env == NULL ||
-        !tally_issuer_record_fraud (rc, b->payer, TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED, env,
-                                    b->env, error))
+  if ((*same)->len > 0) {
+    const TallyIssuerEntryRow *first = (*same)->pdata[0];
+    if (!prove_against_stored (rc, b, TALLY__FRAUD_KIND__FRAUD_KIND_COUNTER_REUSED,
+                               first->envelope, TRUE, error))
       return FALSE;
     *fraud = TRUE;
   }
+  return TRUE;
+}
 
+/* A fork: @b does not extend the genesis head (counter 1) or the head after
+ * any known entry at counter - 1. */
+static gboolean
+check_extends_predecessor (Reconcile *rc, const Booking *b, gboolean *fraud, GError **error)
+{
   if (b->counter == 1) {
     guint8 genesis[TALLY_HASH_BYTES];
     tally_chain_genesis (b->payer, genesis);
@@ -188,34 +198,54 @@ tally_issuer_detect_fraud (Reconcile *rc, const Booking *b, gboolean *fraud, GEr
     }
     if (!extends) {
       const TallyIssuerEntryRow *p = prev->pdata[0];
-      g_autoptr (Tally__SignedEnvelope) env = tally_issuer_decode_stored (p->envelope, error);
-      if (env == NULL ||
-          !tally_issuer_record_fraud (rc, b->payer, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK, env,
-                                      b->env, error))
+      if (!prove_against_stored (rc, b, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK, p->envelope,
+                                 TRUE, error))
         return FALSE;
       *fraud = TRUE;
-    }
-  }
-
-  /* Payees may reconcile before their payer: check the known successor. */
-  if (same->len == 0 && b->counter < G_MAXUINT64) {
-    g_autoptr (GPtrArray) next = NULL;
-    if (!tally_issuer_entries_at (rc, b->payer, b->counter + 1, &next, error))
-      return FALSE;
-    for (guint i = 0; i < next->len; i++) {
-      const TallyIssuerEntryRow *n = next->pdata[i];
-      if (memcmp (n->chain_prev, b->chain_after, TALLY_HASH_BYTES) == 0)
-        continue;
-      g_autoptr (Tally__SignedEnvelope) env = tally_issuer_decode_stored (n->envelope, error);
-      if (env == NULL ||
-          !tally_issuer_record_fraud (rc, b->payer, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK,
-                                      b->env, env, error))
-        return FALSE;
-      *fraud = TRUE;
-      break;
     }
   }
   return TRUE;
+}
+
+/* A fork: a known entry at counter + 1 does not extend @b.  Payees may
+ * reconcile before their payer, so the successor may be booked first. */
+static gboolean
+check_successor_extends (Reconcile *rc, const Booking *b, gboolean *fraud, GError **error)
+{
+  if (b->counter == G_MAXUINT64)
+    return TRUE;
+  g_autoptr (GPtrArray) next = NULL;
+  if (!tally_issuer_entries_at (rc, b->payer, b->counter + 1, &next, error))
+    return FALSE;
+  for (guint i = 0; i < next->len; i++) {
+    const TallyIssuerEntryRow *n = next->pdata[i];
+    if (memcmp (n->chain_prev, b->chain_after, TALLY_HASH_BYTES) == 0)
+      continue;
+    if (!prove_against_stored (rc, b, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK, n->envelope,
+                               FALSE, error))
+      return FALSE;
+    *fraud = TRUE;
+    break;
+  }
+  return TRUE;
+}
+
+/*
+ * Double-spending detection for an entry not booked before: another entry
+ * at the same counter is counter reuse; an entry that does not extend the
+ * head after any known entry at counter - 1 (or the genesis head at
+ * counter 1), or that a known entry at counter + 1 does not extend, is a
+ * fork.  Sets *fraud when either holds.
+ */
+gboolean
+tally_issuer_detect_fraud (Reconcile *rc, const Booking *b, gboolean *fraud, GError **error)
+{
+  g_autoptr (GPtrArray) same = NULL;
+  *fraud = FALSE;
+
+  return check_counter_unused (rc, b, &same, fraud, error) &&
+         check_extends_predecessor (rc, b, fraud, error) &&
+         (same->len > 0 || check_successor_extends (rc, b, fraud, error));
 }
 
 /*

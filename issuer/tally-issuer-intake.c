@@ -29,6 +29,28 @@ check_chain_fields (guint64 counter, const ProtobufCBinaryData *chain_prev, GErr
   return tally_check_bytes (chain_prev, TALLY_HASH_BYTES, "entry chain head", error);
 }
 
+/* Fills @b with what every entry of a payer's chain carries; its hash and
+ * the chain head after it follow from @env and @chain_prev. */
+static void
+booking_init (Booking *b,
+              const Tally__SignedEnvelope *env,
+              TallyIssuerEntryKind kind,
+              const guint8 payer[TALLY_ID_BYTES],
+              guint64 counter,
+              const guint8 chain_prev[TALLY_HASH_BYTES],
+              gint64 amount)
+{
+  *b = (Booking) { 0 };
+  b->env = env;
+  b->kind = kind;
+  tally_envelope_body_hash (env, b->hash);
+  memcpy (b->payer, payer, TALLY_ID_BYTES);
+  b->counter = counter;
+  memcpy (b->chain_prev, chain_prev, TALLY_HASH_BYTES);
+  tally_chain_next (b->chain_prev, b->hash, b->chain_after);
+  b->amount = amount;
+}
+
 /* Decodes a permission whose signature has been checked. */
 static gboolean
 parse_permission (Reconcile *rc, const Tally__SignedEnvelope *env, Booking *b, GError **error)
@@ -51,17 +73,10 @@ parse_permission (Reconcile *rc, const Tally__SignedEnvelope *env, Booking *b, G
     return FALSE;
   }
 
-  *b = (Booking) { 0 };
-  b->env = env;
-  b->kind = TALLY_ISSUER_ENTRY_PERMISSION;
-  tally_envelope_body_hash (env, b->hash);
-  memcpy (b->payer, p->payer_register_id.data, TALLY_ID_BYTES);
+  booking_init (b, env, TALLY_ISSUER_ENTRY_PERMISSION, p->payer_register_id.data, p->counter,
+                p->chain_prev.data, p->amount->value);
   b->has_payee = TRUE;
   memcpy (b->payee, p->payee_register_id.data, TALLY_ID_BYTES);
-  b->counter = p->counter;
-  memcpy (b->chain_prev, p->chain_prev.data, TALLY_HASH_BYTES);
-  tally_chain_next (b->chain_prev, b->hash, b->chain_after);
-  b->amount = p->amount->value;
   b->expires_at = p->expires_at;
   return TRUE;
 }
@@ -77,15 +92,8 @@ parse_defund (Reconcile *rc, const Tally__SignedEnvelope *env, Booking *b, GErro
       !check_chain_fields (d->counter, &d->chain_prev, error))
     return FALSE;
 
-  *b = (Booking) { 0 };
-  b->env = env;
-  b->kind = TALLY_ISSUER_ENTRY_DEFUND;
-  tally_envelope_body_hash (env, b->hash);
-  memcpy (b->payer, d->register_id.data, TALLY_ID_BYTES);
-  b->counter = d->counter;
-  memcpy (b->chain_prev, d->chain_prev.data, TALLY_HASH_BYTES);
-  tally_chain_next (b->chain_prev, b->hash, b->chain_after);
-  b->amount = d->amount->value;
+  booking_init (b, env, TALLY_ISSUER_ENTRY_DEFUND, d->register_id.data, d->counter,
+                d->chain_prev.data, d->amount->value);
   b->payer_half = TRUE;
   return TRUE;
 }

@@ -76,6 +76,8 @@ gboolean tally_issuer_is_not_found (const GError *error);
 G_GNUC_INTERNAL
 char *tally_issuer_short_hex (const guint8 *data);
 G_GNUC_INTERNAL
+ProtobufCBinaryData *tally_issuer_binary_from_bytes (GPtrArray *bytes);
+G_GNUC_INTERNAL
 Tally__SignedEnvelope *tally_issuer_decode_stored (GBytes *bytes, GError **error);
 
 /* Certificates (tally-issuer-certify.c). */

@@ -178,6 +178,30 @@ check_overdrawn (Reconcile *rc,
   return TRUE;
 }
 
+/* Proofs against this register, plus any this bundle exposed in others. */
+static GPtrArray *
+result_proofs (Reconcile *rc, GError **error)
+{
+  g_autoptr (GPtrArray) own_proofs = NULL;
+  if (!tally_issuer_store_fraud_proof_list (rc->issuer->store, rc->register_id, &own_proofs, error))
+    return NULL;
+  g_autoptr (GPtrArray) proofs =
+    g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free);
+  for (guint i = 0; i < own_proofs->len + rc->new_proofs->len; i++) {
+    const TallyIssuerFraudRow *f = i < own_proofs->len
+                                     ? own_proofs->pdata[i]
+                                     : rc->new_proofs->pdata[i - own_proofs->len];
+    /* New proofs against this register are already among its own. */
+    if (i >= own_proofs->len && memcmp (f->register_id, rc->register_id, TALLY_ID_BYTES) == 0)
+      continue;
+    Tally__SignedEnvelope *env = tally_issuer_decode_stored (f->envelope, error);
+    if (env == NULL)
+      return NULL;
+    g_ptr_array_add (proofs, env);
+  }
+  return g_steal_pointer (&proofs);
+}
+
 static GBytes *
 sign_result (Reconcile *rc,
              const Tally__SignedEnvelope *bundle_env,
@@ -196,39 +220,12 @@ sign_result (Reconcile *rc,
   if (renewed != NULL && (cert = tally_issuer_decode_stored (renewed, error)) == NULL)
     return NULL;
 
-  /* Proofs against this register, plus any this bundle exposed in others. */
-  g_autoptr (GPtrArray) own_proofs = NULL;
-  if (!tally_issuer_store_fraud_proof_list (rc->issuer->store, rc->register_id, &own_proofs, error))
+  g_autoptr (GPtrArray) proofs = result_proofs (rc, error);
+  if (proofs == NULL)
     return NULL;
-  g_autoptr (GPtrArray) proofs =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free);
-  for (guint i = 0; i < own_proofs->len + rc->new_proofs->len; i++) {
-    const TallyIssuerFraudRow *f = i < own_proofs->len
-                                     ? own_proofs->pdata[i]
-                                     : rc->new_proofs->pdata[i - own_proofs->len];
-    /* New proofs against this register are already among its own. */
-    if (i >= own_proofs->len && memcmp (f->register_id, rc->register_id, TALLY_ID_BYTES) == 0)
-      continue;
-    Tally__SignedEnvelope *env = tally_issuer_decode_stored (f->envelope, error);
-    if (env == NULL)
-      return NULL;
-    g_ptr_array_add (proofs, env);
-  }
 
-  g_autofree ProtobufCBinaryData *received =
-    g_new0 (ProtobufCBinaryData, rc->settled_received->len + 1);
-  for (guint i = 0; i < rc->settled_received->len; i++) {
-    gsize len;
-    received[i].data = (guint8 *) g_bytes_get_data (rc->settled_received->pdata[i], &len);
-    received[i].len = len;
-  }
-
-  g_autofree ProtobufCBinaryData *reclaimed = g_new0 (ProtobufCBinaryData, rc->reclaimed->len + 1);
-  for (guint i = 0; i < rc->reclaimed->len; i++) {
-    gsize len;
-    reclaimed[i].data = (guint8 *) g_bytes_get_data (rc->reclaimed->pdata[i], &len);
-    reclaimed[i].len = len;
-  }
+  g_autofree ProtobufCBinaryData *received = tally_issuer_binary_from_bytes (rc->settled_received);
+  g_autofree ProtobufCBinaryData *reclaimed = tally_issuer_binary_from_bytes (rc->reclaimed);
 
   guint8 bundle_hash[TALLY_HASH_BYTES];
   tally_envelope_body_hash (bundle_env, bundle_hash);
@@ -256,6 +253,45 @@ sign_result (Reconcile *rc,
     rc->issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT, &result.base);
 }
 
+/* Decodes the bundle and checks that the register it names, as certified
+ * here, signed it.  Sets rc's register id and key. */
+static gboolean
+open_bundle (Reconcile *rc,
+             const guint8 *data,
+             gsize len,
+             Tally__SignedEnvelope **env_out,
+             Tally__ReconciliationBundle **bundle_out,
+             TallyIssuerRegisterRow *row,
+             GError **error)
+{
+  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, error);
+  if (env == NULL)
+    return FALSE;
+  g_autoptr (Tally__ReconciliationBundle) bundle =
+    TALLY_UNPACK (Tally__ReconciliationBundle, tally__reconciliation_bundle, env->body.data,
+                  env->body.len, "bundle", error);
+  if (bundle == NULL ||
+      !tally_check_bytes (&bundle->register_id, TALLY_ID_BYTES, "bundle register id", error))
+    return FALSE;
+  if (bundle->counter > G_MAXINT64) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "bundle counter %" G_GUINT64_FORMAT " is beyond 2^63 - 1", bundle->counter);
+    return FALSE;
+  }
+  memcpy (rc->register_id, bundle->register_id.data, TALLY_ID_BYTES);
+
+  if (!tally_issuer_store_register_get (rc->issuer->store, rc->register_id, row, error))
+    return FALSE;
+  memcpy (rc->register_key, row->public_key, TALLY_PUBLIC_KEY_BYTES);
+  if (!tally_envelope_verify (env,
+                              TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
+                              rc->register_key, error))
+    return FALSE;
+  *env_out = g_steal_pointer (&env);
+  *bundle_out = g_steal_pointer (&bundle);
+  return TRUE;
+}
+
 static GBytes *
 reconcile_locked (Reconcile *rc,
                   const guint8 *data,
@@ -264,29 +300,10 @@ reconcile_locked (Reconcile *rc,
 {
   TallyIssuer *issuer = rc->issuer;
 
-  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, error);
-  if (env == NULL)
-    return NULL;
-  g_autoptr (Tally__ReconciliationBundle) bundle =
-    TALLY_UNPACK (Tally__ReconciliationBundle, tally__reconciliation_bundle, env->body.data,
-                  env->body.len, "bundle", error);
-  if (bundle == NULL ||
-      !tally_check_bytes (&bundle->register_id, TALLY_ID_BYTES, "bundle register id", error))
-    return NULL;
-  if (bundle->counter > G_MAXINT64) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
-                 "bundle counter %" G_GUINT64_FORMAT " is beyond 2^63 - 1", bundle->counter);
-    return NULL;
-  }
-  memcpy (rc->register_id, bundle->register_id.data, TALLY_ID_BYTES);
-
+  g_autoptr (Tally__SignedEnvelope) env = NULL;
+  g_autoptr (Tally__ReconciliationBundle) bundle = NULL;
   g_auto (TallyIssuerRegisterRow) row = { 0 };
-  if (!tally_issuer_store_register_get (issuer->store, rc->register_id, &row, error))
-    return NULL;
-  memcpy (rc->register_key, row.public_key, TALLY_PUBLIC_KEY_BYTES);
-  if (!tally_envelope_verify (env,
-                              TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
-                              rc->register_key, error))
+  if (!open_bundle (rc, data, len, &env, &bundle, &row, error))
     return NULL;
 
   g_autofree char *hex = tally_hex_encode (rc->register_id, TALLY_ID_BYTES);

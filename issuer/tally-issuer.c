@@ -100,6 +100,20 @@ tally_issuer_short_hex (const guint8 *data)
   return tally_hex_encode (data, 8);
 }
 
+/* A repeated bytes field viewing each GBytes of @bytes, which must outlive it;
+ * one element more, zeroed, so an empty list is not NULL. */
+ProtobufCBinaryData *
+tally_issuer_binary_from_bytes (GPtrArray *bytes)
+{
+  ProtobufCBinaryData *out = g_new0 (ProtobufCBinaryData, bytes->len + 1);
+  for (guint i = 0; i < bytes->len; i++) {
+    gsize len;
+    out[i].data = (guint8 *) g_bytes_get_data (bytes->pdata[i], &len);
+    out[i].len = len;
+  }
+  return out;
+}
+
 Tally__SignedEnvelope *
 tally_issuer_decode_stored (GBytes *bytes, GError **error)
 {
@@ -160,6 +174,22 @@ remove_db_files (const char *db_path)
   g_unlink (shm);
 }
 
+/* The self-signed IssuerKeySet registers trust the issuer by. */
+static GBytes *
+sign_key_set (TallyIssuer *issuer, guint64 now)
+{
+  Tally__IssuerKeySet ks = TALLY__ISSUER_KEY_SET__INIT;
+  ks.public_key.data = issuer->public_key;
+  ks.public_key.len = TALLY_PUBLIC_KEY_BYTES;
+  ks.key_id.data = issuer->key_id;
+  ks.key_id.len = TALLY_ID_BYTES;
+  ks.currency = issuer->currency;
+  ks.name = issuer->name;
+  ks.created_at = now;
+  return tally_issuer_sign (issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
+                            &ks.base);
+}
+
 TallyIssuer *
 tally_issuer_create (const char *dir,
                      const char *name,
@@ -201,16 +231,7 @@ tally_issuer_create (const char *dir,
   issuer->name = g_strdup (name);
   issuer->currency = g_strdup (currency);
 
-  Tally__IssuerKeySet ks = TALLY__ISSUER_KEY_SET__INIT;
-  ks.public_key.data = issuer->public_key;
-  ks.public_key.len = TALLY_PUBLIC_KEY_BYTES;
-  ks.key_id.data = issuer->key_id;
-  ks.key_id.len = TALLY_ID_BYTES;
-  ks.currency = issuer->currency;
-  ks.name = issuer->name;
-  ks.created_at = now;
-  issuer->key_set = tally_issuer_sign (
-    issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET, &ks.base);
+  issuer->key_set = sign_key_set (issuer, now);
 
   sodium_mprotect_readonly (issuer->secret_key);
   gboolean written = tally_key_file_write (key_path, issuer->secret_key, error);
