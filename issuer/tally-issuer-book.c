@@ -200,15 +200,11 @@ check_new_entry (Reconcile *rc, const Booking *b, GError **error)
   gboolean fraud;
   if (!tally_issuer_detect_fraud (rc, b, &fraud, error))
     return FALSE;
-  if (fraud) {
-    /* The payee accepted in good faith: the entry is still booked below.
-     * The payer is revoked; what it spent beyond its evidence shows as its
-     * negative view, which the audit counts as exposure. */
-    gboolean changed;
-    if (!tally_issuer_mark_revoked (rc->issuer, b->payer, &changed, error))
-      return FALSE;
-    rc->revocations_changed |= changed;
-  }
+  /* The payee accepted in good faith: the entry is still booked below.
+   * The payer is revoked; what it spent beyond its evidence shows as its
+   * negative view, which the audit counts as exposure. */
+  if (fraud && !tally_issuer_revoke_proven (rc, b->payer, error))
+    return FALSE;
   /* The payee's half of a permission not booked before but expired at or
    * before the payee's horizon: nothing was given back, so it books as
    * paid, but the payee register is proven rolled back (5.3). */

@@ -59,11 +59,11 @@ tally_issuer_publish_revocation_list (TallyIssuer *issuer, guint64 now, GError *
 }
 
 /* Marks @register_id revoked; TRUE in *changed when it was not before. */
-gboolean
-tally_issuer_mark_revoked (TallyIssuer *issuer,
-                           const guint8 register_id[TALLY_ID_BYTES],
-                           gboolean *changed,
-                           GError **error)
+static gboolean
+mark_revoked (TallyIssuer *issuer,
+              const guint8 register_id[TALLY_ID_BYTES],
+              gboolean *changed,
+              GError **error)
 {
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   if (!tally_issuer_store_register_get (issuer->store, register_id, &row, error))
@@ -75,6 +75,18 @@ tally_issuer_mark_revoked (TallyIssuer *issuer,
   g_autofree char *hex = tally_hex_encode (register_id, TALLY_ID_BYTES);
   g_info ("register %s revoked", hex);
   return tally_issuer_store_register_put (issuer->store, &row, error);
+}
+
+/* Revokes @register_id during a reconciliation; the revocation list is
+ * published once, after the bundle is booked, when this changed it. */
+gboolean
+tally_issuer_revoke_proven (Reconcile *rc, const guint8 register_id[TALLY_ID_BYTES], GError **error)
+{
+  gboolean changed;
+  if (!mark_revoked (rc->issuer, register_id, &changed, error))
+    return FALSE;
+  rc->revocations_changed |= changed;
+  return TRUE;
 }
 
 /* Signs and stores a proof that @register_id signed two incompatible
@@ -275,12 +287,10 @@ tally_issuer_prove_late_receipt (Reconcile *rc,
     return FALSE;
   }
   g_autoptr (Tally__SignedEnvelope) bundle = tally_issuer_decode_stored (bundle_bytes, error);
-  gboolean changed;
-  if (bundle == NULL || !tally_issuer_mark_revoked (rc->issuer, payee, &changed, error) ||
+  if (bundle == NULL || !tally_issuer_revoke_proven (rc, payee, error) ||
       !tally_issuer_record_fraud (rc, payee, TALLY__FRAUD_KIND__FRAUD_KIND_LATE_RECEIPT, receipt,
                                   bundle, error))
     return FALSE;
-  rc->revocations_changed |= changed;
   rc->report.late_receipts++;
   return TRUE;
 }
@@ -309,12 +319,8 @@ tally_issuer_prove_and_revoke (Reconcile *rc,
                                const Tally__SignedEnvelope *second,
                                GError **error)
 {
-  gboolean changed;
-  if (!tally_issuer_record_fraud (rc, register_id, kind, first, second, error) ||
-      !tally_issuer_mark_revoked (rc->issuer, register_id, &changed, error))
-    return FALSE;
-  rc->revocations_changed |= changed;
-  return TRUE;
+  return tally_issuer_record_fraud (rc, register_id, kind, first, second, error) &&
+         tally_issuer_revoke_proven (rc, register_id, error);
 }
 
 /*
@@ -361,7 +367,7 @@ tally_issuer_revoke (TallyIssuer *issuer,
   if (!tally_issuer_store_begin (issuer->store, error))
     return FALSE;
   gboolean changed = FALSE;
-  gboolean ok = tally_issuer_mark_revoked (issuer, register_id, &changed, error) &&
+  gboolean ok = mark_revoked (issuer, register_id, &changed, error) &&
                 (!changed || tally_issuer_publish_revocation_list (issuer, now, error));
   return tally_issuer_finish (issuer, ok, error);
 }

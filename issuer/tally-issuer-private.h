@@ -96,10 +96,9 @@ gboolean tally_issuer_latest_revocation_list (TallyIssuer *issuer,
 G_GNUC_INTERNAL
 gboolean tally_issuer_publish_revocation_list (TallyIssuer *issuer, guint64 now, GError **error);
 G_GNUC_INTERNAL
-gboolean tally_issuer_mark_revoked (TallyIssuer *issuer,
-                                    const guint8 register_id[TALLY_ID_BYTES],
-                                    gboolean *changed,
-                                    GError **error);
+gboolean tally_issuer_revoke_proven (Reconcile *rc,
+                                     const guint8 register_id[TALLY_ID_BYTES],
+                                     GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_record_fraud_deficit (Reconcile *rc,
                                             const guint8 register_id[TALLY_ID_BYTES],

@@ -167,15 +167,11 @@ check_overdrawn (Reconcile *rc,
     return TRUE;
 
   row.deficit = -backed;
-  gboolean changed;
-  if (!tally_issuer_store_register_put (rc->issuer->store, &row, error) ||
-      !tally_issuer_record_fraud_deficit (rc, rc->register_id,
-                                          TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN, env,
-                                          top ? top->env : NULL, row.deficit, error) ||
-      !tally_issuer_mark_revoked (rc->issuer, rc->register_id, &changed, error))
-    return FALSE;
-  rc->revocations_changed |= changed;
-  return TRUE;
+  return tally_issuer_store_register_put (rc->issuer->store, &row, error) &&
+         tally_issuer_record_fraud_deficit (rc, rc->register_id,
+                                            TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN, env,
+                                            top ? top->env : NULL, row.deficit, error) &&
+         tally_issuer_revoke_proven (rc, rc->register_id, error);
 }
 
 /* Proofs against this register, plus any this bundle exposed in others. */
