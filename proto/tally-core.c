@@ -415,6 +415,17 @@ tally_envelope_sign (Tally__SignatureContext ctx,
   return tally_message_pack (&env.base);
 }
 
+GBytes *
+tally_message_sign (Tally__SignatureContext ctx,
+                    const ProtobufCMessage *msg,
+                    const guint8 secret_key[static TALLY_SECRET_KEY_BYTES])
+{
+  g_autoptr (GBytes) body = tally_message_pack (msg);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (body, &len);
+  return tally_envelope_sign (ctx, data, len, secret_key);
+}
+
 Tally__SignedEnvelope *
 tally_envelope_decode (const guint8 *data, gsize len, GError **error)
 {

@@ -141,6 +141,11 @@ GBytes *tally_envelope_sign (Tally__SignatureContext ctx,
                              gsize body_len,
                              const guint8 secret_key[TALLY_SECRET_KEY_BYTES]);
 
+/* Packs @msg and signs it under @ctx: the packed SignedEnvelope. */
+GBytes *tally_message_sign (Tally__SignatureContext ctx,
+                            const ProtobufCMessage *msg,
+                            const guint8 secret_key[static TALLY_SECRET_KEY_BYTES]);
+
 /* Detached signature over ctx label || 0x00 || data (used for transcripts). */
 void tally_sign_detached (Tally__SignatureContext ctx,
                           const guint8 *data,

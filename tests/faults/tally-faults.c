@@ -1684,15 +1684,6 @@ owner_key (Scenario *sc, Reg *r)
   return sk;
 }
 
-static GBytes *
-owner_sign (Tally__SignatureContext ctx, const ProtobufCMessage *msg, const guint8 *sk)
-{
-  g_autoptr (GBytes) body = tally_message_pack (msg);
-  gsize len;
-  const guint8 *data = g_bytes_get_data (body, &len);
-  return tally_envelope_sign (ctx, data, len, sk);
-}
-
 static Tally__SignedEnvelope *
 owner_envelope (GBytes *bytes)
 {
@@ -1732,7 +1723,8 @@ owner_permission (Scenario *sc,
   p.memo_hash.data = memo_hash;
   p.memo_hash.len = sizeof memo_hash;
   p.expires_at = sc->now + 3600;
-  return owner_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base, sk);
+  return tally_message_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base,
+                             sk);
 }
 
 static GBytes *
@@ -1754,7 +1746,7 @@ owner_defund_record (Scenario *sc,
   d.chain_prev.data = (guint8 *) prev;
   d.chain_prev.len = TALLY_HASH_BYTES;
   d.created_at = sc->now;
-  return owner_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND, &d.base, sk);
+  return tally_message_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND, &d.base, sk);
 }
 
 /* The colluding payee's receipt for @permission, signed with its key. */
@@ -1776,7 +1768,7 @@ owner_receipt (Scenario *sc, const guint8 *sk, const Tally__SignedEnvelope *env)
   r.amount = p->amount;
   r.received_at = sc->now;
   r.permission_expires_at = p->expires_at;
-  return owner_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &r.base, sk);
+  return tally_message_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &r.base, sk);
 }
 
 /*
@@ -1838,8 +1830,8 @@ owner_bundle (Scenario *sc,
   copy.received = rc;
   if (cert != NULL)
     *cert = tally_envelope_pack (b->certificate);
-  return owner_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
-                     &copy.base, sk);
+  return tally_message_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
+                             &copy.base, sk);
 }
 
 /* Hands an owner's bundle to the issuer; the owner keeps the result. */

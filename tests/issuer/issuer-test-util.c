@@ -31,15 +31,6 @@ test_envelope (GBytes *bytes)
   return env;
 }
 
-static GBytes *
-sign (Tally__SignatureContext ctx, const ProtobufCMessage *msg, const guint8 *sk)
-{
-  g_autoptr (GBytes) body = tally_message_pack (msg);
-  gsize len;
-  const guint8 *data = g_bytes_get_data (body, &len);
-  return tally_envelope_sign (ctx, data, len, sk);
-}
-
 void
 test_default_limits (Tally__Limits *limits)
 {
@@ -119,7 +110,8 @@ test_sign_permission (const guint8 sk[TALLY_SECRET_KEY_BYTES],
   p.memo_hash.data = memo_hash;
   p.memo_hash.len = sizeof memo_hash;
   p.expires_at = expires_at;
-  return sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base, sk);
+  return tally_message_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION, &p.base,
+                             sk);
 }
 
 void
@@ -170,7 +162,8 @@ test_defund (TestRegister *reg, gint64 amount)
   d.chain_prev.data = reg->head;
   d.chain_prev.len = TALLY_HASH_BYTES;
   d.created_at = TEST_NOW;
-  GBytes *env = sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND, &d.base, reg->sk);
+  GBytes *env =
+    tally_message_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEFUND, &d.base, reg->sk);
   reg->counter++;
   test_chain_after (reg->head, env, reg->head);
   return env;
@@ -199,7 +192,7 @@ test_sign_receipt (const guint8 sk[TALLY_SECRET_KEY_BYTES], GBytes *permission, 
   r.amount = &value;
   r.received_at = TEST_NOW;
   r.permission_expires_at = p->expires_at;
-  return sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &r.base, sk);
+  return tally_message_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECEIPT, &r.base, sk);
 }
 
 GBytes *
@@ -331,7 +324,8 @@ test_bundle_sign_with (TestBundle *b, const guint8 sk[TALLY_SECRET_KEY_BYTES])
   msg.vouchers = vouchers;
   msg.created_at = b->created_at;
   msg.revocation_serial = 1;
-  return sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE, &msg.base, sk);
+  return tally_message_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
+                             &msg.base, sk);
 }
 
 GBytes *
