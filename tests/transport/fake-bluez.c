@@ -418,6 +418,7 @@ fake_emit (FakeBluez *fake, const char *path, const char *iface, const char *sig
   g_assert_no_error (error);
 }
 
+/* Not floating: the caller unrefs it. */
 static GVariant *
 parse_vardict (const char *text)
 {
@@ -431,17 +432,20 @@ parse_vardict (const char *text)
 void
 fake_bluez_emit_changed (FakeBluez *fake, const char *path, const char *iface, const char *text)
 {
+  g_autoptr (GVariant) changed = parse_vardict (text);
+
   fake_emit (fake, path, FAKE_PROPS_IFACE, "PropertiesChanged",
-             g_variant_new ("(s@a{sv}as)", iface, parse_vardict (text), NULL));
+             g_variant_new ("(s@a{sv}as)", iface, changed, NULL));
 }
 
 void
 fake_bluez_emit_added (FakeBluez *fake, const char *path, const char *iface, const char *text)
 {
+  g_autoptr (GVariant) props = parse_vardict (text);
   GVariantBuilder ifaces;
 
   g_variant_builder_init (&ifaces, G_VARIANT_TYPE ("a{sa{sv}}"));
-  g_variant_builder_add (&ifaces, "{s@a{sv}}", iface, parse_vardict (text));
+  g_variant_builder_add (&ifaces, "{s@a{sv}}", iface, props);
   fake_emit (fake, "/", FAKE_OM_IFACE, "InterfacesAdded", g_variant_new ("(oa{sa{sv}})", path, &ifaces));
 }
 
