@@ -615,10 +615,9 @@ script_client_starts (Fixture *f, const char *address, guint timeout_seconds)
   g_assert_cmpstr (name, ==, "Powered");
 }
 
-/* SetDiscoveryFilter for our service over LE, then StartDiscovery,
- * answered with @start_error (NULL: success). */
+/* SetDiscoveryFilter for our service over LE, every report. */
 static void
-script_client_scans (Fixture *f, const char *start_error)
+script_client_sets_filter (Fixture *f)
 {
   g_autoptr (GVariant) params = NULL;
   g_autoptr (GVariant) filter = NULL;
@@ -635,12 +634,26 @@ script_client_scans (Fixture *f, const char *start_error)
   g_assert_cmpstr (transport, ==, "le");
   g_assert_true (g_variant_lookup (filter, "DuplicateData", "b", &duplicates));
   g_assert_true (duplicates);
-  g_clear_pointer (&params, g_variant_unref);
+}
+
+/* StartDiscovery answered with @start_error (NULL: success). */
+static void
+script_client_starts_discovery (Fixture *f, const char *start_error)
+{
+  g_autoptr (GVariant) params = NULL;
+
   if (start_error != NULL)
     params = fake_bluez_expect_error (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery",
                                       start_error);
   else
     params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery", NULL);
+}
+
+static void
+script_client_scans (Fixture *f, const char *start_error)
+{
+  script_client_sets_filter (f);
+  script_client_starts_discovery (f, start_error);
   /* The reply reaches the client before whatever bluetoothd does next. */
   fake_bluez_expect_quiet (f->fake, 100);
 }
@@ -999,6 +1012,67 @@ test_client_connect_without_answer_starts_over (Fixture *f, gconstpointer data)
   script_client_second_attempt (f);
 }
 
+/* The deadline falls while a discovery after a failed attempt waits: the
+ * error says what went wrong last. */
+static void
+test_client_deadline_names_last_attempt (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GVariant) params = NULL;
+
+  script_client_starts (f, "ble", 3);
+  script_client_scans (f, NULL);
+  /* The adapter switched off: bluetoothd ends every discovery. */
+  fake_bluez_emit_changed (f->fake, ADAPTER, FAKE_ADAPTER_IFACE,
+                           "{'Powered': <false>, 'Discovering': <false>}");
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "SetDiscoveryFilter",
+                                    NULL);
+  fake_bluez_hold (f->fake,
+                   fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery"));
+  FAKE_RUN_UNTIL (f->fake, f->connect_done);
+  g_assert_null (f->payer_link);
+  g_assert_error (f->connect_error, TALLY_ERROR, TALLY_ERROR_TIMEOUT);
+  g_assert_cmpstr (f->connect_error->message, ==,
+                   "no payee at ble within the timeout; last attempt: discovery on hci0 stopped: "
+                   "the adapter was switched off");
+  /* Discovery never started this time: no StopDiscovery. */
+  fake_bluez_expect_quiet (f->fake, 200);
+}
+
+/* Every attempt fails at StartDiscovery: attempt n + 1 comes after
+ * n * 400 ms plus up to 600 ms of jitter (BACKOFF_BASE_MS,
+ * BACKOFF_JITTER_MS), and the twelfth failure (MAX_ATTEMPTS) is the last. */
+static void
+test_client_backs_off_longer_and_gives_up_after_twelve_attempts (Fixture *f, gconstpointer data)
+{
+  gint64 failed = 0;
+
+  script_client_starts (f, "ble", 60);
+  for (guint attempt = 1; attempt <= 12; attempt++) {
+    if (attempt > 1) {
+      guint backoff_ms = (attempt - 1) * 400;
+      gint64 waited_ms;
+
+      fake_bluez_expect_quiet (f->fake, backoff_ms - 100);
+      script_client_sets_filter (f);
+      waited_ms = (g_get_monotonic_time () - failed) / 1000;
+      g_test_message ("attempt %u came %" G_GINT64_FORMAT " ms after the last failed", attempt,
+                      waited_ms);
+      g_assert_cmpint (waited_ms, >=, backoff_ms);
+      /* Jitter is under 600 ms; the rest is slack for a slow machine. */
+      g_assert_cmpint (waited_ms, <, backoff_ms + 600 + 1500);
+    } else {
+      script_client_sets_filter (f);
+    }
+    script_client_starts_discovery (f, "org.bluez.Error.NotReady");
+    failed = g_get_monotonic_time ();
+  }
+  FAKE_RUN_UNTIL (f->fake, f->connect_done);
+  g_assert_null (f->payer_link);
+  g_assert_error (f->connect_error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_nonnull (g_strstr_len (f->connect_error->message, -1, "gave up after 12 attempts"));
+  fake_bluez_expect_quiet (f->fake, 200);
+}
+
 /* --- end to end ---------------------------------------------------------------------- */
 
 static void
@@ -1096,6 +1170,9 @@ main (int argc, char *argv[])
        test_client_connect_without_answer_times_out);
   ADD ("/gatt/client/retry/connect-without-answer-starts-over",
        test_client_connect_without_answer_starts_over);
+  ADD ("/gatt/client/deadline-names-last-attempt", test_client_deadline_names_last_attempt);
+  ADD ("/gatt/client/retry/backs-off-longer-and-gives-up-after-twelve-attempts",
+       test_client_backs_off_longer_and_gives_up_after_twelve_attempts);
   ADD ("/gatt/end-to-end/write-value-and-value-changes-carry-fragments",
        test_end_to_end_write_value_and_value_changes_carry_fragments);
 #undef ADD
