@@ -672,6 +672,8 @@ script_client_finds_payee (Fixture *f)
   return fake_bluez_expect_call (f->fake, DEV, FAKE_DEVICE_IFACE, "Connect");
 }
 
+static void script_client_resolves_listing (Fixture *f);
+
 /* Connect answered; ServicesResolved read and true; our service listed. */
 static void
 script_client_resolves (Fixture *f, GDBusMethodInvocation *connect)
@@ -685,8 +687,14 @@ script_client_resolves (Fixture *f, GDBusMethodInvocation *connect)
   g_variant_get (params, "(&s&s)", &iface, &name);
   g_assert_cmpstr (iface, ==, FAKE_DEVICE_IFACE);
   g_assert_cmpstr (name, ==, "ServicesResolved");
-  g_clear_pointer (&params, g_variant_unref);
-  params = fake_bluez_expect_reply (
+  script_client_resolves_listing (f);
+}
+
+/* GetManagedObjects lists our service under the device. */
+static void
+script_client_resolves_listing (Fixture *f)
+{
+  g_autoptr (GVariant) params = fake_bluez_expect_reply (
     f->fake, "/", FAKE_OM_IFACE, "GetManagedObjects",
     g_variant_new_parsed (
       "({%o: {'org.bluez.GattService1': {'UUID': <%s>, 'Primary': <true>}},"
@@ -958,6 +966,88 @@ test_client_connect_in_progress_four_times_starts_over (Fixture *f, gconstpointe
   script_client_second_attempt (f);
 }
 
+/* BlueZ 5.66 says "busy" as Failed "Operation already in progress". */
+static void
+test_client_asks_again_when_connect_already_in_progress (Fixture *f, gconstpointer data)
+{
+  GDBusMethodInvocation *connect;
+
+  script_client_starts (f, "ble", 30);
+  script_client_scans (f, NULL);
+  connect = script_client_finds_payee (f);
+  g_dbus_method_invocation_return_dbus_error (connect, "org.bluez.Error.Failed",
+                                              "Operation already in progress");
+  fake_bluez_expect_quiet (f->fake, 400);
+  connect = fake_bluez_expect_call (f->fake, DEV, FAKE_DEVICE_IFACE, "Connect");
+  script_client_resolves (f, connect);
+  script_client_subscribes_by_fallback (f);
+  run_until_connected (f, 1);
+  script_client_closes (f, TRUE);
+}
+
+/* Another client of bluetoothd connected the device first: as good as
+ * ours. */
+static void
+test_client_already_connected_goes_on (Fixture *f, gconstpointer data)
+{
+  GDBusMethodInvocation *connect;
+  g_autoptr (GVariant) params = NULL;
+
+  script_client_starts (f, "ble", 30);
+  script_client_scans (f, NULL);
+  connect = script_client_finds_payee (f);
+  g_dbus_method_invocation_return_dbus_error (connect, "org.bluez.Error.AlreadyConnected",
+                                              "Already Connected");
+  params = fake_bluez_expect_reply (f->fake, DEV, FAKE_PROPS_IFACE, "Get",
+                                    g_variant_new_parsed ("(<true>,)"));
+  g_clear_pointer (&params, g_variant_unref);
+  params = fake_bluez_expect_reply (f->fake, "/", FAKE_OM_IFACE, "GetManagedObjects",
+                                    g_variant_new_parsed ("(@a{oa{sa{sv}}} {},)"));
+  /* The service's objects trail ServicesResolved: InterfacesAdded brings
+   * the client back to the list. */
+  fake_bluez_expect_quiet (f->fake, 100);
+  fake_bluez_emit_added (f->fake, REMOTE_SVC, GATT_SERVICE_IFACE,
+                         "{'UUID': <'" TALLY_GATT_SERVICE_UUID "'>, 'Primary': <true>}");
+  script_client_resolves_listing (f);
+  script_client_subscribes_by_fallback (f);
+  run_until_connected (f, 1);
+  script_client_closes (f, TRUE);
+}
+
+static void
+test_client_retries_when_start_notify_fails (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GVariant) params = NULL;
+  g_autoptr (GVariant) disconnect = NULL;
+
+  script_client_starts (f, "ble", 30);
+  script_client_scans (f, NULL);
+  script_client_resolves (f, script_client_finds_payee (f));
+  params = fake_bluez_expect_error (f->fake, REMOTE_TX, FAKE_CHRC_IFACE, "AcquireNotify",
+                                    "org.bluez.Error.NotSupported");
+  g_clear_pointer (&params, g_variant_unref);
+  params = fake_bluez_expect_error (f->fake, REMOTE_TX, FAKE_CHRC_IFACE, "StartNotify",
+                                    "org.bluez.Error.Failed");
+  /* Not subscribed: no StopNotify, only the disconnection. */
+  disconnect = fake_bluez_expect_reply (f->fake, DEV, FAKE_DEVICE_IFACE, "Disconnect", NULL);
+  script_client_second_attempt (f);
+}
+
+static void
+test_client_retries_after_disconnect_while_subscribing (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GVariant) disconnect = NULL;
+
+  script_client_starts (f, "ble", 30);
+  script_client_scans (f, NULL);
+  script_client_resolves (f, script_client_finds_payee (f));
+  fake_bluez_hold (f->fake,
+                   fake_bluez_expect_call (f->fake, REMOTE_TX, FAKE_CHRC_IFACE, "AcquireNotify"));
+  fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, "{'Connected': <false>}");
+  disconnect = fake_bluez_expect_reply (f->fake, DEV, FAKE_DEVICE_IFACE, "Disconnect", NULL);
+  script_client_second_attempt (f);
+}
+
 static void
 test_client_asks_again_when_notify_not_permitted (Fixture *f, gconstpointer data)
 {
@@ -1164,6 +1254,13 @@ main (int argc, char *argv[])
        test_client_asks_again_when_connect_in_progress);
   ADD ("/gatt/client/retry/connect-in-progress-five-times-starts-over",
        test_client_connect_in_progress_four_times_starts_over);
+  ADD ("/gatt/client/retry/connect-already-in-progress-asks-again",
+       test_client_asks_again_when_connect_already_in_progress);
+  ADD ("/gatt/client/already-connected-goes-on", test_client_already_connected_goes_on);
+  ADD ("/gatt/client/retry/start-notify-failing-starts-over",
+       test_client_retries_when_start_notify_fails);
+  ADD ("/gatt/client/retry/disconnect-while-subscribing-starts-over",
+       test_client_retries_after_disconnect_while_subscribing);
   ADD ("/gatt/client/retry/notify-not-permitted-asks-again",
        test_client_asks_again_when_notify_not_permitted);
   ADD ("/gatt/client/connect-without-answer-times-out",
