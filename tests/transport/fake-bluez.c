@@ -119,8 +119,8 @@ fake_event_describe (const FakeEvent *event)
 {
   g_autofree char *params = g_variant_print (event->params, FALSE);
 
-  return g_strdup_printf ("%s %s.%s on %s %s", event->invocation ? "call" : "signal",
-                          event->iface, event->member, event->path, params);
+  return g_strdup_printf ("%s %s.%s on %s %s", event->invocation ? "call" : "signal", event->iface,
+                          event->member, event->path, params);
 }
 
 static void
@@ -205,11 +205,10 @@ fake_bluez_new (GTestDBus *bus)
   g_source_attach (fake->tick, NULL);
 
   fake->conn = fake_bluez_connect (fake);
-  reply = g_dbus_connection_call_sync (fake->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus",
-                                       "org.freedesktop.DBus", "RequestName",
-                                       g_variant_new ("(su)", FAKE_BLUEZ_NAME, 4u),
-                                       G_VARIANT_TYPE ("(u)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL,
-                                       &error);
+  reply = g_dbus_connection_call_sync (
+    fake->conn, "org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus",
+    "RequestName", g_variant_new ("(su)", FAKE_BLUEZ_NAME, 4u), G_VARIANT_TYPE ("(u)"),
+    G_DBUS_CALL_FLAGS_NONE, -1, NULL, &error);
   g_assert_no_error (error);
   g_variant_get (reply, "(u)", &result);
   g_assert_cmpuint (result, ==, 1); /* primary owner */
@@ -403,12 +402,17 @@ fake_bluez_expect_quiet_at (FakeBluez *fake, const char *where, guint ms)
   if (!g_queue_is_empty (&fake->events)) {
     g_autofree char *got = fake_event_describe (g_queue_peek_head (&fake->events));
 
-    g_error ("%s: fake-bluez step %u: expected quiet for %u ms, got %s", where, fake->step, ms, got);
+    g_error ("%s: fake-bluez step %u: expected quiet for %u ms, got %s", where, fake->step, ms,
+             got);
   }
 }
 
 static void
-fake_emit (FakeBluez *fake, const char *path, const char *iface, const char *signal, GVariant *params)
+fake_emit (FakeBluez *fake,
+           const char *path,
+           const char *iface,
+           const char *signal,
+           GVariant *params)
 {
   g_autoptr (GError) error = NULL;
 
@@ -446,7 +450,8 @@ fake_bluez_emit_added (FakeBluez *fake, const char *path, const char *iface, con
 
   g_variant_builder_init (&ifaces, G_VARIANT_TYPE ("a{sa{sv}}"));
   g_variant_builder_add (&ifaces, "{s@a{sv}}", iface, props);
-  fake_emit (fake, "/", FAKE_OM_IFACE, "InterfacesAdded", g_variant_new ("(oa{sa{sv}})", path, &ifaces));
+  fake_emit (fake, "/", FAKE_OM_IFACE, "InterfacesAdded",
+             g_variant_new ("(oa{sa{sv}})", path, &ifaces));
 }
 
 void
@@ -454,8 +459,7 @@ fake_bluez_emit_removed (FakeBluez *fake, const char *path, const char *iface)
 {
   const char *ifaces[] = { iface, NULL };
 
-  fake_emit (fake, "/", FAKE_OM_IFACE, "InterfacesRemoved",
-             g_variant_new ("(o^as)", path, ifaces));
+  fake_emit (fake, "/", FAKE_OM_IFACE, "InterfacesRemoved", g_variant_new ("(o^as)", path, ifaces));
 }
 
 typedef struct

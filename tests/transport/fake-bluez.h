@@ -91,10 +91,8 @@ void fake_bluez_expect_quiet_at (FakeBluez *fake, const char *where, guint ms);
 
 /* bluetoothd's own signals: @text is GVariant text, a{sv} of the changed
  * properties or of the added interface's properties. */
-void fake_bluez_emit_changed (FakeBluez *fake,
-                              const char *path,
-                              const char *iface,
-                              const char *text);
+void
+fake_bluez_emit_changed (FakeBluez *fake, const char *path, const char *iface, const char *text);
 void fake_bluez_emit_added (FakeBluez *fake, const char *path, const char *iface, const char *text);
 void fake_bluez_emit_removed (FakeBluez *fake, const char *path, const char *iface);
 

@@ -12,19 +12,19 @@
 #include "fake-bluez.h"
 #include "tally-gatt.h"
 
-#define ADAPTER      "/org/bluez/hci0"
-#define DEV          ADAPTER "/dev_00_AA_01_01_00_01"
-#define DEV_ADDRESS  "00:AA:01:01:00:01"
-#define REMOTE_SVC   DEV "/service0010"
-#define REMOTE_RX    REMOTE_SVC "/char0011"
-#define REMOTE_TX    REMOTE_SVC "/char0013"
-#define APP          "/org/tally/gatt/hci0"
-#define APP_SVC      APP "/service0"
-#define APP_RX       APP_SVC "/rx"
-#define APP_TX       APP_SVC "/tx"
-#define APP_ADV      APP "/adv0"
+#define ADAPTER            "/org/bluez/hci0"
+#define DEV                ADAPTER "/dev_00_AA_01_01_00_01"
+#define DEV_ADDRESS        "00:AA:01:01:00:01"
+#define REMOTE_SVC         DEV "/service0010"
+#define REMOTE_RX          REMOTE_SVC "/char0011"
+#define REMOTE_TX          REMOTE_SVC "/char0013"
+#define APP                "/org/tally/gatt/hci0"
+#define APP_SVC            APP "/service0"
+#define APP_RX             APP_SVC "/rx"
+#define APP_TX             APP_SVC "/tx"
+#define APP_ADV            APP "/adv0"
 #define GATT_SERVICE_IFACE "org.bluez.GattService1"
-#define ADV_IFACE    "org.bluez.LEAdvertisement1"
+#define ADV_IFACE          "org.bluez.LEAdvertisement1"
 /* Adapter1.Modalias of BlueZ 5.76 (per-device sockets) and of 5.66. */
 #define MODALIAS_5_76 "usb:v1D6Bp0246d054C"
 #define MODALIAS_5_66 "usb:v1D6Bp0246d0542"
@@ -143,6 +143,30 @@ api_server_free (Fixture *f)
 }
 
 static void
+api_advertise (Fixture *f, const guint8 *tag)
+{
+  tally_gatt_server_advertise (f->server, tag);
+}
+
+static void
+api_stop_advertising (Fixture *f)
+{
+  tally_gatt_server_stop_advertising (f->server);
+}
+
+static gboolean
+api_is_advertising (Fixture *f)
+{
+  return tally_gatt_server_is_advertising (f->server);
+}
+
+static TallyGattServerMode
+api_get_mode (Fixture *f)
+{
+  return tally_gatt_server_get_mode (f->server);
+}
+
+static void
 connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   Fixture *f = user_data;
@@ -238,7 +262,7 @@ check_application_objects (Fixture *f, const char *app_owner, TallyGattServerMod
     g_assert_true (g_variant_lookup (props, "Service", "&o", &service));
     g_assert_cmpstr (service, ==, APP_SVC);
     g_assert_true (g_variant_lookup (props, "Flags", "^a&s", &flags));
-    g_assert_cmpstrv (flags, ((const char *[]) { "write-without-response", NULL }));
+    g_assert_cmpstrv (flags, ((const char *[]){ "write-without-response", NULL }));
     g_clear_pointer (&flags, g_free);
     /* AcquireWrite only where BlueZ keeps a write socket per device. */
     g_assert_cmpint (g_variant_lookup (props, "WriteAcquired", "b", &acquired), ==,
@@ -250,7 +274,7 @@ check_application_objects (Fixture *f, const char *app_owner, TallyGattServerMod
     g_assert_true (g_variant_lookup (props, "UUID", "&s", &uuid));
     g_assert_cmpstr (uuid, ==, TALLY_GATT_TX_UUID);
     g_assert_true (g_variant_lookup (props, "Flags", "^a&s", &flags));
-    g_assert_cmpstrv (flags, ((const char *[]) { "notify", NULL }));
+    g_assert_cmpstrv (flags, ((const char *[]){ "notify", NULL }));
     g_assert_true (g_variant_lookup (props, "NotifyAcquired", "b", &acquired));
   }
 }
@@ -276,8 +300,8 @@ script_server_registers (Fixture *f, const char *modalias, TallyGattServerMode m
                                     g_variant_new_parsed ("(@a{oa{sa{sv}}} {},)"));
   g_clear_pointer (&params, g_variant_unref);
 
-  invocation = fake_bluez_expect_call (f->fake, ADAPTER, FAKE_GATT_MANAGER_IFACE,
-                                       "RegisterApplication");
+  invocation =
+    fake_bluez_expect_call (f->fake, ADAPTER, FAKE_GATT_MANAGER_IFACE, "RegisterApplication");
   assert_string_arg (g_dbus_method_invocation_get_parameters (invocation), 0, APP);
   owner = g_strdup (g_dbus_method_invocation_get_sender (invocation));
   check_application_objects (f, owner, mode);
@@ -286,7 +310,7 @@ script_server_registers (Fixture *f, const char *modalias, TallyGattServerMode m
   FAKE_RUN_UNTIL (f->fake, f->server_done);
   g_assert_no_error (f->server_error);
   g_assert_nonnull (f->server);
-  g_assert_cmpint (tally_gatt_server_get_mode (f->server), ==, mode);
+  g_assert_cmpint (api_get_mode (f), ==, mode);
   return g_steal_pointer (&owner);
 }
 
@@ -303,22 +327,25 @@ script_server_frees (Fixture *f, gboolean advertising)
                                    "UnregisterAdvertisement", NULL);
     assert_string_arg (adv, 0, APP_ADV);
   }
-  app = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_GATT_MANAGER_IFACE,
-                                 "UnregisterApplication", NULL);
+  app = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_GATT_MANAGER_IFACE, "UnregisterApplication",
+                                 NULL);
   assert_string_arg (app, 0, APP);
 }
 
 static GVariant *
 device_options (guint16 mtu)
 {
-  return g_variant_new_parsed ("({'device': <%o>, 'mtu': <%q>, 'link': <'LE'>},)", DEV,
-                               mtu);
+  return g_variant_new_parsed ("({'device': <%o>, 'mtu': <%q>, 'link': <'LE'>},)", DEV, mtu);
 }
 
 /* bluetoothd's AcquireWrite / AcquireNotify on the payee's characteristic:
  * its end of the socket. */
 static int
-acquire_from_payee (Fixture *f, const char *owner, const char *path, const char *method, guint16 mtu)
+acquire_from_payee (Fixture *f,
+                    const char *owner,
+                    const char *path,
+                    const char *method,
+                    guint16 mtu)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GUnixFDList) fds = NULL;
@@ -409,8 +436,8 @@ test_server_registers_application_and_advertisement (Fixture *f, gconstpointer d
   g_autofree const char **uuids = NULL;
   const char *type = NULL;
 
-  g_assert_false (tally_gatt_server_is_advertising (f->server));
-  tally_gatt_server_advertise (f->server, tag);
+  g_assert_false (api_is_advertising (f));
+  api_advertise (f, tag);
   invocation =
     fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE, "RegisterAdvertisement");
   assert_string_arg (g_dbus_method_invocation_get_parameters (invocation), 0, APP_ADV);
@@ -423,7 +450,7 @@ test_server_registers_application_and_advertisement (Fixture *f, gconstpointer d
   g_assert_true (g_variant_lookup (props, "Type", "&s", &type));
   g_assert_cmpstr (type, ==, "peripheral");
   g_assert_true (g_variant_lookup (props, "ServiceUUIDs", "^a&s", &uuids));
-  g_assert_cmpstrv (uuids, ((const char *[]) { TALLY_GATT_SERVICE_UUID, NULL }));
+  g_assert_cmpstrv (uuids, ((const char *[]){ TALLY_GATT_SERVICE_UUID, NULL }));
   mfr = g_variant_lookup_value (props, "ManufacturerData", G_VARIANT_TYPE ("a{qv}"));
   g_assert_nonnull (mfr);
   g_assert_cmpuint (g_variant_n_children (mfr), ==, 1);
@@ -442,16 +469,16 @@ test_server_registers_application_and_advertisement (Fixture *f, gconstpointer d
   g_assert_false (g_variant_lookup (props, "Duration", "q", NULL));
 
   g_dbus_method_invocation_return_value (invocation, NULL);
-  FAKE_RUN_UNTIL (f->fake, tally_gatt_server_is_advertising (f->server));
+  FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
 
-  tally_gatt_server_stop_advertising (f->server);
+  api_stop_advertising (f);
   {
     g_autoptr (GVariant) params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
                                                            "UnregisterAdvertisement", NULL);
 
     assert_string_arg (params, 0, APP_ADV);
   }
-  g_assert_false (tally_gatt_server_is_advertising (f->server));
+  g_assert_false (api_is_advertising (f));
   /* The answer reaches the server before it goes: nothing left to undo
    * but the application. */
   fake_bluez_expect_quiet (f->fake, 100);
@@ -537,8 +564,8 @@ test_server_write_value_and_value_changes_fallback (Fixture *f, gconstpointer da
   g_assert_cmpuint (f->payee_links->len, ==, 0);
   g_clear_error (&error);
 
-  reply = fake_bluez_call (f->fake, owner, APP_TX, FAKE_CHRC_IFACE, "StartNotify", NULL, NULL,
-                           &error);
+  reply =
+    fake_bluez_call (f->fake, owner, APP_TX, FAKE_CHRC_IFACE, "StartNotify", NULL, NULL, &error);
   g_assert_no_error (error);
   g_clear_pointer (&reply, g_variant_unref);
 
@@ -625,11 +652,11 @@ script_client_sets_filter (Fixture *f)
   const char *transport = NULL;
   gboolean duplicates = FALSE;
 
-  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "SetDiscoveryFilter",
-                                    NULL);
+  params =
+    fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "SetDiscoveryFilter", NULL);
   g_variant_get (params, "(@a{sv})", &filter);
   g_assert_true (g_variant_lookup (filter, "UUIDs", "^a&s", &uuids));
-  g_assert_cmpstrv (uuids, ((const char *[]) { TALLY_GATT_SERVICE_UUID, NULL }));
+  g_assert_cmpstrv (uuids, ((const char *[]){ TALLY_GATT_SERVICE_UUID, NULL }));
   g_assert_true (g_variant_lookup (filter, "Transport", "&s", &transport));
   g_assert_cmpstr (transport, ==, "le");
   g_assert_true (g_variant_lookup (filter, "DuplicateData", "b", &duplicates));
@@ -643,8 +670,8 @@ script_client_starts_discovery (Fixture *f, const char *start_error)
   g_autoptr (GVariant) params = NULL;
 
   if (start_error != NULL)
-    params = fake_bluez_expect_error (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery",
-                                      start_error);
+    params =
+      fake_bluez_expect_error (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery", start_error);
   else
     params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery", NULL);
 }
@@ -1114,8 +1141,8 @@ test_client_deadline_names_last_attempt (Fixture *f, gconstpointer data)
   /* The adapter switched off: bluetoothd ends every discovery. */
   fake_bluez_emit_changed (f->fake, ADAPTER, FAKE_ADAPTER_IFACE,
                            "{'Powered': <false>, 'Discovering': <false>}");
-  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "SetDiscoveryFilter",
-                                    NULL);
+  params =
+    fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "SetDiscoveryFilter", NULL);
   fake_bluez_hold (f->fake,
                    fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery"));
   FAKE_RUN_UNTIL (f->fake, f->connect_done);
@@ -1179,8 +1206,8 @@ test_end_to_end_write_value_and_value_changes_carry_fragments (Fixture *f, gcons
   const guint8 *bytes;
 
   script_client_connects_by_fallback (f);
-  reply = fake_bluez_call (f->fake, owner, APP_TX, FAKE_CHRC_IFACE, "StartNotify", NULL, NULL,
-                           &error);
+  reply =
+    fake_bluez_call (f->fake, owner, APP_TX, FAKE_CHRC_IFACE, "StartNotify", NULL, NULL, &error);
   g_assert_no_error (error);
 
   /* Payer to payee: a WriteValue on bluetoothd's side of the payer becomes
