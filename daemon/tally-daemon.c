@@ -8,7 +8,9 @@
 #include "tally-dbus-error.h"
 #include "tally-dbus-payment.h"
 #include "tally-dbus-register.h"
-#include "tally-gatt.h"
+#include "tally-gatt-address.h"
+#include "tally-gatt-client.h"
+#include "tally-gatt-server.h"
 #include "tally-link.h"
 #include "tally-payment.h"
 

@@ -1,10 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tally-gatt.h"
+#include "tally-gatt-client.h"
 
 #include <string.h>
 #include <unistd.h>
 
 #include <gio/gunixfdlist.h>
+
+#include "tally-bluez-private.h"
+#include "tally-gatt-address.h"
+#include "tally-gatt-advert.h"
+#include "tally-gatt-link.h"
 
 /*
  * The payer's side (doc/org.bluez.Adapter.rst, org.bluez.Device.rst,
@@ -25,14 +30,6 @@
  * Once the link is handed out, a disconnect is TALLY_ERROR_DISCONNECTED on
  * it, and closing the link disconnects.
  */
-
-#define BLUEZ                "org.bluez"
-#define ADAPTER_IFACE        "org.bluez.Adapter1"
-#define DEVICE_IFACE         "org.bluez.Device1"
-#define GATT_SERVICE_IFACE   "org.bluez.GattService1"
-#define GATT_CHRC_IFACE      "org.bluez.GattCharacteristic1"
-#define OBJECT_MANAGER_IFACE "org.freedesktop.DBus.ObjectManager"
-#define PROPERTIES_IFACE     "org.freedesktop.DBus.Properties"
 
 #define MAX_ATTEMPTS          12
 /* A payee that took another payer stops advertising: rather than wait on

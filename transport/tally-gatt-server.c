@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tally-gatt.h"
+#include "tally-gatt-server.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -8,6 +8,11 @@
 #include <unistd.h>
 
 #include <gio/gunixfdlist.h>
+
+#include "tally-bluez-private.h"
+#include "tally-gatt-advert.h"
+#include "tally-gatt-devices.h"
+#include "tally-gatt-link.h"
 
 /*
  * The payee's side: a GATT application and an LE advertisement exported on
@@ -24,19 +29,6 @@
  * Each payer's device gets its own TallyLink, keyed by the "device" option
  * BlueZ passes with WriteValue, AcquireWrite and AcquireNotify.
  */
-
-#define BLUEZ                 "org.bluez"
-#define ADAPTER_IFACE         "org.bluez.Adapter1"
-#define DEVICE_IFACE          "org.bluez.Device1"
-#define GATT_MANAGER_IFACE    "org.bluez.GattManager1"
-#define ADV_MANAGER_IFACE     "org.bluez.LEAdvertisingManager1"
-#define GATT_SERVICE_IFACE    "org.bluez.GattService1"
-#define GATT_CHRC_IFACE       "org.bluez.GattCharacteristic1"
-#define ADV_IFACE             "org.bluez.LEAdvertisement1"
-#define OBJECT_MANAGER_IFACE  "org.freedesktop.DBus.ObjectManager"
-#define PROPERTIES_IFACE      "org.freedesktop.DBus.Properties"
-#define BLUEZ_ERROR_FAILED    "org.bluez.Error.Failed"
-#define BLUEZ_ERROR_NOT_PERMITTED "org.bluez.Error.NotPermitted"
 
 /* A device that connects but starts no session within this time gives its
  * slot back. */
