@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* BlueZ's D-Bus names, shared by the GATT server and client: private to
- * transport/. */
+/* BlueZ's D-Bus names and the small helpers the GATT server and client
+ * share: private to transport/. */
 
 #include <gio/gio.h>
 
@@ -25,5 +25,56 @@ G_BEGIN_DECLS
 #define BLUEZ_ERROR_ALREADY_CONNECTED "org.bluez.Error.AlreadyConnected"
 #define BLUEZ_ERROR_ALREADY_EXISTS    "org.bluez.Error.AlreadyExists"
 #define BLUEZ_ERROR_DOES_NOT_EXIST    "org.bluez.Error.DoesNotExist"
+
+/* INVALID_ARGUMENT unless @adapter is a name like "hci0". */
+gboolean tally_bluez_check_adapter_name (const char *adapter, GError **error);
+/* "/org/bluez/hci0" */
+char *tally_bluez_adapter_path (const char *adapter);
+/* TRUE for a device object right under @adapter_path
+ * ("/org/bluez/hci0/dev_00_AA_01_01_00_01"). */
+gboolean tally_bluez_is_adapter_device (const char *adapter_path, const char *path);
+
+/* Finishes a call to BlueZ: the reply, or NULL with @error set and
+ * *remote the D-Bus error name BlueZ answered with (NULL when none). */
+GVariant *tally_bluez_call_finish (GObject *source, GAsyncResult *result, char **remote, GError **error);
+/* Calls @method without arguments on @path and only logs a failure, at
+ * debug level, as "@what: message"; takes @what. */
+void tally_bluez_call_ignoring (GDBusConnection *bus,
+                                const char *path,
+                                const char *iface,
+                                const char *method,
+                                char *what);
+/* Maps a failed BlueZ call onto the TALLY_ERROR a caller acts on:
+ * "@what: message". */
+void tally_bluez_set_error (GError **error, const GError *dbus_error, const char *what);
+
+/* BlueZ's signals, checked and unpacked; each runs on the thread-default
+ * main context of the subscriber, @destroy frees @user_data on
+ * unsubscribing. */
+typedef void (*TallyBluezPropertiesFunc) (const char *path,
+                                          const char *iface,
+                                          GVariant *changed,
+                                          gpointer user_data);
+typedef void (*TallyBluezAddedFunc) (const char *object, GVariant *ifaces, gpointer user_data);
+typedef void (*TallyBluezRemovedFunc) (const char *object,
+                                       const char *const *ifaces,
+                                       gpointer user_data);
+
+/* PropertiesChanged of objects that have @arg0 (NULL: any interface). */
+guint tally_bluez_subscribe_properties (GDBusConnection *bus,
+                                        const char *arg0,
+                                        TallyBluezPropertiesFunc func,
+                                        gpointer user_data,
+                                        GDestroyNotify destroy);
+guint tally_bluez_subscribe_added (GDBusConnection *bus,
+                                   TallyBluezAddedFunc func,
+                                   gpointer user_data,
+                                   GDestroyNotify destroy);
+guint tally_bluez_subscribe_removed (GDBusConnection *bus,
+                                     TallyBluezRemovedFunc func,
+                                     gpointer user_data,
+                                     GDestroyNotify destroy);
+/* Unsubscribes *@id when set and clears it. */
+void tally_bluez_unsubscribe (GDBusConnection *bus, guint *id);
 
 G_END_DECLS

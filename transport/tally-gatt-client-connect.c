@@ -174,15 +174,12 @@ start_notify_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ClientConn *conn = user_data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
+  g_autofree char *remote = NULL;
+  g_autoptr (GVariant) reply = tally_bluez_call_finish (source, result, &remote, &error);
 
   if (reply == NULL) {
-    g_autofree char *remote = NULL;
-
     if (gatt_client_is_cancelled (error))
       return;
-    remote = gatt_client_bluez_error_name (error);
     g_dbus_error_strip_remote_error (error);
     gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
                                    "StartNotify on %s: %s%s%s", conn->peer, error->message,
@@ -354,14 +351,12 @@ connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ClientConn *conn = user_data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
   g_autofree char *remote = NULL;
+  g_autoptr (GVariant) reply = tally_bluez_call_finish (source, result, &remote, &error);
 
   if (reply == NULL) {
     if (gatt_client_is_cancelled (error))
       return;
-    remote = gatt_client_bluez_error_name (error);
     /* Another connect to it is under way (ours or another client's); 5.66
      * also says so as Failed "Operation already in progress". */
     if (g_strcmp0 (remote, "org.bluez.Error.Failed") == 0 &&

@@ -125,10 +125,7 @@ consider_device (ClientConn *conn, const char *device, GVariant *props)
 static gboolean
 is_adapter_device (ClientConn *conn, const char *path)
 {
-  gsize len = strlen (conn->adapter_path);
-
-  return strncmp (path, conn->adapter_path, len) == 0 && g_str_has_prefix (path + len, "/dev_") &&
-         strchr (path + len + 1, '/') == NULL;
+  return tally_bluez_is_adapter_device (conn->adapter_path, path);
 }
 
 static void
@@ -221,21 +218,9 @@ on_adapter_changed (ClientConn *conn, GVariant *changed)
 }
 
 static void
-on_properties_changed (GDBusConnection *connection,
-                       const char *sender,
-                       const char *path,
-                       const char *interface_name,
-                       const char *signal_name,
-                       GVariant *parameters,
-                       gpointer user_data)
+on_properties_changed (const char *path, const char *iface, GVariant *changed, gpointer user_data)
 {
   ClientConn *conn = user_data;
-  const char *iface;
-  g_autoptr (GVariant) changed = NULL;
-
-  if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(sa{sv}as)")))
-    return;
-  g_variant_get (parameters, "(&s@a{sv}@as)", &iface, &changed, NULL);
 
   if (strcmp (iface, DEVICE_IFACE) == 0 && is_adapter_device (conn, path)) {
     on_device_changed (conn, path, changed);
@@ -261,21 +246,9 @@ on_properties_changed (GDBusConnection *connection,
 }
 
 static void
-on_interfaces_added (GDBusConnection *connection,
-                     const char *sender,
-                     const char *path,
-                     const char *interface_name,
-                     const char *signal_name,
-                     GVariant *parameters,
-                     gpointer user_data)
+on_interfaces_added (const char *object, GVariant *ifaces, gpointer user_data)
 {
   ClientConn *conn = user_data;
-  const char *object;
-  g_autoptr (GVariant) ifaces = NULL;
-
-  if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(oa{sa{sv}})")))
-    return;
-  g_variant_get (parameters, "(&o@a{sa{sv}})", &object, &ifaces);
 
   switch (conn->state) {
   case CONNECT_DISCOVERING:
@@ -305,12 +278,10 @@ on_interfaces_added (GDBusConnection *connection,
 void
 gatt_client_watch_bluez (ClientConn *conn)
 {
-  conn->props_subscription = g_dbus_connection_signal_subscribe (
-    conn->bus, BLUEZ, PROPERTIES_IFACE, "PropertiesChanged", NULL, NULL, G_DBUS_SIGNAL_FLAGS_NONE,
-    on_properties_changed, conn, NULL);
-  conn->added_subscription = g_dbus_connection_signal_subscribe (
-    conn->bus, BLUEZ, OBJECT_MANAGER_IFACE, "InterfacesAdded", "/", NULL,
-    G_DBUS_SIGNAL_FLAGS_NONE, on_interfaces_added, conn, NULL);
+  conn->props_subscription =
+    tally_bluez_subscribe_properties (conn->bus, NULL, on_properties_changed, conn, NULL);
+  conn->added_subscription =
+    tally_bluez_subscribe_added (conn->bus, on_interfaces_added, conn, NULL);
 }
 
 static void
@@ -318,14 +289,12 @@ start_discovery_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ClientConn *conn = user_data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
   g_autofree char *remote = NULL;
+  g_autoptr (GVariant) reply = tally_bluez_call_finish (source, result, &remote, &error);
 
   if (reply == NULL) {
     if (gatt_client_is_cancelled (error))
       return;
-    remote = gatt_client_bluez_error_name (error);
     /* InProgress: this client already discovers; it goes on. */
     if (g_strcmp0 (remote, "org.bluez.Error.InProgress") != 0) {
       g_dbus_error_strip_remote_error (error);

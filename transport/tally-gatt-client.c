@@ -77,10 +77,8 @@ gatt_client_free (ClientConn *conn)
   gatt_client_clear_source (&conn->cancel_idle);
   if (conn->calls != NULL)
     g_cancellable_cancel (conn->calls);
-  if (conn->props_subscription != 0)
-    g_dbus_connection_signal_unsubscribe (conn->bus, conn->props_subscription);
-  if (conn->added_subscription != 0)
-    g_dbus_connection_signal_unsubscribe (conn->bus, conn->added_subscription);
+  tally_bluez_unsubscribe (conn->bus, &conn->props_subscription);
+  tally_bluez_unsubscribe (conn->bus, &conn->added_subscription);
   close_fd (&conn->notify_fd);
   close_fd (&conn->write_fd);
   g_clear_object (&conn->calls);
@@ -98,23 +96,10 @@ gatt_client_free (ClientConn *conn)
 }
 
 static void
-ignore_reply (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autofree char *what = user_data;
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-
-  if (reply == NULL)
-    g_debug ("gatt client: %s: %s", what, error->message);
-}
-
-static void
 call_ignoring (ClientConn *conn, const char *path, const char *iface, const char *method)
 {
-  g_dbus_connection_call (conn->bus, BLUEZ, path, iface, method, NULL, NULL,
-                          G_DBUS_CALL_FLAGS_NONE, -1, NULL, ignore_reply,
-                          g_strdup_printf ("%s %s", method, path));
+  tally_bluez_call_ignoring (conn->bus, path, iface, method,
+                             g_strdup_printf ("gatt client: %s %s", method, path));
 }
 
 void
@@ -360,17 +345,16 @@ tally_gatt_connect_async (GDBusConnection *system_bus,
     g_task_return_error (task, error);
     return;
   }
-  if (!g_dbus_is_member_name (adapter) || strchr (adapter, '/') != NULL) {
+  if (!tally_bluez_check_adapter_name (adapter, &error)) {
     g_free (conn);
-    g_task_return_new_error (task, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
-                             "\"%s\" is not an adapter name like hci0", adapter);
+    g_task_return_error (task, error);
     return;
   }
 
   conn->state = CONNECT_STARTING;
   conn->bus = g_object_ref (system_bus);
   conn->adapter = g_strdup (adapter);
-  conn->adapter_path = g_strdup_printf ("/org/bluez/%s", adapter);
+  conn->adapter_path = tally_bluez_adapter_path (adapter);
   conn->address = g_strdup (address);
   conn->context = g_main_context_ref_thread_default ();
   conn->calls = g_cancellable_new ();

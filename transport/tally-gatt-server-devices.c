@@ -31,29 +31,14 @@ device_peer_name (const char *device)
 static gboolean
 is_our_device (TallyGattServer *server, const char *path)
 {
-  gsize len = strlen (server->adapter_path);
-
-  return strncmp (path, server->adapter_path, len) == 0 && g_str_has_prefix (path + len, "/dev_") &&
-         strchr (path + len + 1, '/') == NULL;
-}
-
-static void
-disconnect_done (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autofree char *device = user_data;
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-
-  if (reply == NULL)
-    g_debug ("disconnecting %s: %s", device, error->message);
+  return tally_bluez_is_adapter_device (server->adapter_path, path);
 }
 
 static void
 disconnect_device (TallyGattServer *server, const char *device)
 {
-  g_dbus_connection_call (server->bus, BLUEZ, device, DEVICE_IFACE, "Disconnect", NULL, NULL,
-                          G_DBUS_CALL_FLAGS_NONE, -1, NULL, disconnect_done, g_strdup (device));
+  tally_bluez_call_ignoring (server->bus, device, DEVICE_IFACE, "Disconnect",
+                             g_strdup_printf ("disconnecting %s", device));
 }
 
 /* A notification the shared way may leave only while its device is the
@@ -326,43 +311,25 @@ note_device_properties (TallyGattServer *server, const char *device, GVariant *p
 }
 
 static void
-on_device_properties_changed (GDBusConnection *connection,
-                              const char *sender,
-                              const char *path,
-                              const char *interface_name,
-                              const char *signal_name,
-                              GVariant *parameters,
+on_device_properties_changed (const char *path,
+                              const char *iface,
+                              GVariant *changed,
                               gpointer user_data)
 {
   TallyGattServer *server = user_data;
-  const char *iface;
-  g_autoptr (GVariant) changed = NULL;
 
-  if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(sa{sv}as)")) ||
-      !is_our_device (server, path))
+  if (!is_our_device (server, path))
     return;
-  g_variant_get (parameters, "(&s@a{sv}@as)", &iface, &changed, NULL);
   if (strcmp (iface, DEVICE_IFACE) == 0)
     note_device_properties (server, path, changed);
 }
 
 static void
-on_interfaces_added (GDBusConnection *connection,
-                     const char *sender,
-                     const char *path,
-                     const char *interface_name,
-                     const char *signal_name,
-                     GVariant *parameters,
-                     gpointer user_data)
+on_interfaces_added (const char *object, GVariant *ifaces, gpointer user_data)
 {
   TallyGattServer *server = user_data;
-  const char *object;
-  g_autoptr (GVariant) ifaces = NULL;
   g_autoptr (GVariant) props = NULL;
 
-  if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(oa{sa{sv}})")))
-    return;
-  g_variant_get (parameters, "(&o@a{sa{sv}})", &object, &ifaces);
   if (!is_our_device (server, object))
     return;
   props = g_variant_lookup_value (ifaces, DEVICE_IFACE, G_VARIANT_TYPE_VARDICT);
@@ -371,21 +338,10 @@ on_interfaces_added (GDBusConnection *connection,
 }
 
 static void
-on_interfaces_removed (GDBusConnection *connection,
-                       const char *sender,
-                       const char *path,
-                       const char *interface_name,
-                       const char *signal_name,
-                       GVariant *parameters,
-                       gpointer user_data)
+on_interfaces_removed (const char *object, const char *const *ifaces, gpointer user_data)
 {
   TallyGattServer *server = user_data;
-  const char *object;
-  g_autofree const char **ifaces = NULL;
 
-  if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(oas)")))
-    return;
-  g_variant_get (parameters, "(&o^a&s)", &object, &ifaces);
   if (!is_our_device (server, object) || !g_strv_contains (ifaces, DEVICE_IFACE))
     return;
   device_disconnected (server, object);
@@ -446,15 +402,12 @@ on_bluez_vanished (GDBusConnection *connection, const char *name, gpointer user_
 void
 gatt_server_watch_bluez (TallyGattServer *server)
 {
-  server->props_subscription = g_dbus_connection_signal_subscribe (
-    server->bus, BLUEZ, PROPERTIES_IFACE, "PropertiesChanged", NULL, DEVICE_IFACE,
-    G_DBUS_SIGNAL_FLAGS_NONE, on_device_properties_changed, server, NULL);
-  server->added_subscription = g_dbus_connection_signal_subscribe (
-    server->bus, BLUEZ, OBJECT_MANAGER_IFACE, "InterfacesAdded", "/", NULL,
-    G_DBUS_SIGNAL_FLAGS_NONE, on_interfaces_added, server, NULL);
-  server->removed_subscription = g_dbus_connection_signal_subscribe (
-    server->bus, BLUEZ, OBJECT_MANAGER_IFACE, "InterfacesRemoved", "/", NULL,
-    G_DBUS_SIGNAL_FLAGS_NONE, on_interfaces_removed, server, NULL);
+  server->props_subscription = tally_bluez_subscribe_properties (
+    server->bus, DEVICE_IFACE, on_device_properties_changed, server, NULL);
+  server->added_subscription =
+    tally_bluez_subscribe_added (server->bus, on_interfaces_added, server, NULL);
+  server->removed_subscription =
+    tally_bluez_subscribe_removed (server->bus, on_interfaces_removed, server, NULL);
   server->name_watch = g_bus_watch_name_on_connection (
     server->bus, BLUEZ, G_BUS_NAME_WATCHER_FLAGS_NONE, on_bluez_appeared, on_bluez_vanished, server,
     NULL);
@@ -463,14 +416,12 @@ gatt_server_watch_bluez (TallyGattServer *server)
 void
 gatt_server_unwatch_bluez (TallyGattServer *server)
 {
-  if (server->props_subscription != 0)
-    g_dbus_connection_signal_unsubscribe (server->bus, server->props_subscription);
-  if (server->added_subscription != 0)
-    g_dbus_connection_signal_unsubscribe (server->bus, server->added_subscription);
-  if (server->removed_subscription != 0)
-    g_dbus_connection_signal_unsubscribe (server->bus, server->removed_subscription);
+  tally_bluez_unsubscribe (server->bus, &server->props_subscription);
+  tally_bluez_unsubscribe (server->bus, &server->added_subscription);
+  tally_bluez_unsubscribe (server->bus, &server->removed_subscription);
   if (server->name_watch != 0)
     g_bus_unwatch_name (server->name_watch);
+  server->name_watch = 0;
 }
 
 /* The devices BlueZ knew before we watched it: which are the user's own. */

@@ -144,28 +144,6 @@ tally_gatt_server_free (TallyGattServer *server)
   server_free_internal (server);
 }
 
-/* Maps a failed BlueZ call onto the TALLY_ERROR a caller acts on. */
-static void
-set_bluez_error (GError **error, const GError *dbus_error, const char *what)
-{
-  g_autofree char *remote = g_dbus_error_get_remote_error (dbus_error);
-  g_autoptr (GError) copy = g_error_copy (dbus_error);
-  TallyError code = TALLY_ERROR_FAILED;
-
-  g_dbus_error_strip_remote_error (copy);
-  if (g_error_matches (dbus_error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    code = TALLY_ERROR_CANCELLED;
-  else if (g_error_matches (dbus_error, G_DBUS_ERROR, G_DBUS_ERROR_SERVICE_UNKNOWN) ||
-           g_error_matches (dbus_error, G_DBUS_ERROR, G_DBUS_ERROR_NAME_HAS_NO_OWNER) ||
-           g_error_matches (dbus_error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_OBJECT) ||
-           g_error_matches (dbus_error, G_DBUS_ERROR, G_DBUS_ERROR_UNKNOWN_METHOD) ||
-           g_strcmp0 (remote, "org.bluez.Error.DoesNotExist") == 0)
-    code = TALLY_ERROR_NOT_FOUND;
-  else if (g_strcmp0 (remote, "org.bluez.Error.AlreadyExists") == 0)
-    code = TALLY_ERROR_EXISTS;
-  g_set_error (error, TALLY_ERROR, code, "%s: %s", what, copy->message);
-}
-
 /* Owns the server until the start succeeds. */
 typedef struct
 {
@@ -193,7 +171,7 @@ register_application_done (GObject *source, GAsyncResult *result, gpointer user_
     g_autofree char *what =
       g_strdup_printf ("registering the GATT application on %s", server->adapter);
 
-    set_bluez_error (&tally_error, error, what);
+    tally_bluez_set_error (&tally_error, error, what);
     g_task_return_error (task, tally_error);
     return;
   }
@@ -247,7 +225,7 @@ adapter_props_done (GObject *source, GAsyncResult *result, gpointer user_data)
   if (reply == NULL) {
     g_autofree char *what = g_strdup_printf ("Bluetooth adapter %s", server->adapter);
 
-    set_bluez_error (&tally_error, error, what);
+    tally_bluez_set_error (&tally_error, error, what);
     g_task_return_error (task, tally_error);
     return;
   }
@@ -282,6 +260,7 @@ tally_gatt_server_new_async (GDBusConnection *system_bus,
                              gpointer callback_data)
 {
   g_autoptr (GTask) task = NULL;
+  GError *error = NULL;
   TallyGattServer *server;
 
   g_return_if_fail (G_IS_DBUS_CONNECTION (system_bus));
@@ -290,9 +269,8 @@ tally_gatt_server_new_async (GDBusConnection *system_bus,
   task = g_task_new (NULL, cancellable, callback, callback_data);
   g_task_set_source_tag (task, tally_gatt_server_new_async);
 
-  if (!g_dbus_is_member_name (adapter) || strchr (adapter, '/') != NULL) {
-    g_task_return_new_error (task, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
-                             "\"%s\" is not an adapter name like hci0", adapter);
+  if (!tally_bluez_check_adapter_name (adapter, &error)) {
+    g_task_return_error (task, error);
     return;
   }
 
@@ -300,7 +278,7 @@ tally_gatt_server_new_async (GDBusConnection *system_bus,
   server->state = SERVER_STARTING;
   server->bus = g_object_ref (system_bus);
   server->adapter = g_strdup (adapter);
-  server->adapter_path = g_strdup_printf ("/org/bluez/%s", adapter);
+  server->adapter_path = tally_bluez_adapter_path (adapter);
   server->app_path = g_strdup_printf ("/org/tally/gatt/%s", adapter);
   server->service_path = g_strdup_printf ("%s/service0", server->app_path);
   server->rx_path = g_strdup_printf ("%s/rx", server->service_path);
