@@ -109,6 +109,7 @@ handle_acquire (TallyGattServer *server,
   guint16 att_mtu = TALLY_GATT_ATT_MIN_MTU;
   int pair[2];
   TallyLink *link;
+  g_autoptr (TallyLink) ref = NULL;
 
   g_variant_get (parameters, "(@a{sv})", &options);
   link = gatt_server_link_for_options (server, options, &created, &error);
@@ -116,6 +117,8 @@ handle_acquire (TallyGattServer *server,
     return_error (invocation, BLUEZ_ERROR_FAILED, error);
     return;
   }
+  /* Taking a socket may close the link, and the table drops it then. */
+  ref = tally_link_ref (link);
   g_variant_lookup (options, "mtu", "q", &att_mtu);
 
   if (socketpair (AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0) {
@@ -185,6 +188,9 @@ chrc_method_call (GDBusConnection *connection,
 {
   TallyGattServer *server = user_data;
   ChrcKind kind = strcmp (object_path, server->rx_path) == 0 ? CHRC_RX : CHRC_TX;
+  /* Held across on_link and the link's reports, whose users may drop the
+   * server. */
+  g_autoptr (TallyGattServer) ref = tally_gatt_server_ref (server);
 
   /* Only bluetoothd drives a GATT application: anyone else could pose as
    * any device. */

@@ -144,13 +144,6 @@ device_connected (TallyGattServer *server, const char *device)
   return served;
 }
 
-static gboolean
-unref_link_idle (gpointer link)
-{
-  tally_link_unref (link);
-  return G_SOURCE_REMOVE;
-}
-
 static void
 device_disconnected (TallyGattServer *server, const char *device)
 {
@@ -162,8 +155,9 @@ device_disconnected (TallyGattServer *server, const char *device)
   cancel_idle_timer (server, device);
   link = tally_gatt_devices_disconnected (server->devices, device);
   if (link != NULL) {
+    /* The table's reference, held across the report. */
     tally_gatt_link_lost (link, "the device disconnected");
-    g_idle_add (unref_link_idle, link);
+    tally_link_unref (link);
   }
   gatt_server_update_pause (server);
   /* A slot is free again. */
@@ -212,9 +206,9 @@ server_link_stopped (gpointer owner, TallyLink *link)
   /* The slot frees once BlueZ reports the disconnection. */
   disconnect_device (server, device);
   taken = tally_gatt_devices_take_link (server->devices, device);
-  /* We may be inside the link's own close. */
-  if (taken != NULL)
-    g_idle_add (unref_link_idle, taken);
+  /* Inside the link's own close, whose caller holds a reference across it
+   * (handle_acquire (), the link's I/O callbacks, the link's user). */
+  tally_link_unref (taken);
 }
 
 static const TallyGattLinkOwner server_link_owner = {
@@ -317,6 +311,8 @@ on_device_properties_changed (const char *path,
                               gpointer user_data)
 {
   TallyGattServer *server = user_data;
+  /* Held across reports to links' users, who may drop the server. */
+  g_autoptr (TallyGattServer) ref = tally_gatt_server_ref (server);
 
   if (!is_our_device (server, path))
     return;
@@ -328,6 +324,8 @@ static void
 on_interfaces_added (const char *object, GVariant *ifaces, gpointer user_data)
 {
   TallyGattServer *server = user_data;
+  /* Held across reports to links' users, who may drop the server. */
+  g_autoptr (TallyGattServer) ref = tally_gatt_server_ref (server);
   g_autoptr (GVariant) props = NULL;
 
   if (!is_our_device (server, object))
@@ -341,6 +339,8 @@ static void
 on_interfaces_removed (const char *object, const char *const *ifaces, gpointer user_data)
 {
   TallyGattServer *server = user_data;
+  /* Held across reports to links' users, who may drop the server. */
+  g_autoptr (TallyGattServer) ref = tally_gatt_server_ref (server);
 
   if (!is_our_device (server, object) || !g_strv_contains (ifaces, DEVICE_IFACE))
     return;
@@ -380,6 +380,7 @@ static void
 on_bluez_vanished (GDBusConnection *connection, const char *name, gpointer user_data)
 {
   TallyGattServer *server = user_data;
+  g_autoptr (TallyGattServer) ref = tally_gatt_server_ref (server);
 
   g_clear_pointer (&server->bluez_owner, g_free);
 

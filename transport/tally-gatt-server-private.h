@@ -26,6 +26,7 @@ typedef enum
 
 struct _TallyGattServer
 {
+  gint ref_count;
   ServerState state;
   GDBusConnection *bus;
   char *adapter;
@@ -42,6 +43,7 @@ struct _TallyGattServer
   GHashTable *idle_timers; /* device path -> GSource */
   TallyGattServerLinkFunc on_link;
   gpointer user_data;
+  GDestroyNotify user_data_destroy;
   GMainContext *context;
 
   guint object_ids[5];

@@ -82,10 +82,8 @@ tally_gatt_server_mode_from_modalias (const char *modalias)
 /* --- lifetime ------------------------------------------------------------------ */
 
 static void
-server_free_internal (TallyGattServer *server)
+server_free (TallyGattServer *server)
 {
-  if (server == NULL)
-    return;
   if (server->devices != NULL)
     gatt_server_drop_all_links (server, "the payee stopped serving Bluetooth LE");
   if (server->adv_cancel != NULL)
@@ -103,6 +101,8 @@ server_free_internal (TallyGattServer *server)
       g_source_destroy (source);
     g_hash_table_destroy (server->idle_timers);
   }
+  if (server->user_data_destroy != NULL)
+    server->user_data_destroy (server->user_data);
   g_clear_pointer (&server->paired, g_hash_table_destroy);
   tally_gatt_devices_free (server->devices);
   g_clear_object (&server->adv_cancel);
@@ -119,10 +119,21 @@ server_free_internal (TallyGattServer *server)
   g_free (server);
 }
 
+TallyGattServer *
+tally_gatt_server_ref (TallyGattServer *server)
+{
+  g_return_val_if_fail (server != NULL, NULL);
+
+  g_atomic_int_inc (&server->ref_count);
+  return server;
+}
+
 void
-tally_gatt_server_free (TallyGattServer *server)
+tally_gatt_server_unref (TallyGattServer *server)
 {
   if (server == NULL)
+    return;
+  if (!g_atomic_int_dec_and_test (&server->ref_count))
     return;
 
   /* Fire and forget: BlueZ also cleans up when our connection goes. */
@@ -141,7 +152,13 @@ tally_gatt_server_free (TallyGattServer *server)
   case SERVER_STOPPED:
     break;
   }
-  server_free_internal (server);
+  server_free (server);
+}
+
+void
+tally_gatt_server_free (TallyGattServer *server)
+{
+  tally_gatt_server_unref (server);
 }
 
 /* Owns the server until the start succeeds. */
@@ -153,7 +170,7 @@ typedef struct
 static void
 start_data_free (StartData *data)
 {
-  server_free_internal (data->server);
+  tally_gatt_server_unref (data->server);
   g_free (data);
 }
 
@@ -181,7 +198,7 @@ register_application_done (GObject *source, GAsyncResult *result, gpointer user_
           server->mode == TALLY_GATT_SERVER_PER_DEVICE ? server->max_devices : 1);
   /* Ours to free no more once returned. */
   ((StartData *) g_task_get_task_data (task))->server = NULL;
-  g_task_return_pointer (task, server, (GDestroyNotify) tally_gatt_server_free);
+  g_task_return_pointer (task, server, (GDestroyNotify) tally_gatt_server_unref);
 }
 
 static void
@@ -249,32 +266,12 @@ adapter_props_done (GObject *source, GAsyncResult *result, gpointer user_data)
                           g_task_get_cancellable (task), bluez_objects_done, g_object_ref (task));
 }
 
-void
-tally_gatt_server_new_async (GDBusConnection *system_bus,
-                             const char *adapter,
-                             guint max_devices,
-                             TallyGattServerLinkFunc on_link,
-                             gpointer user_data,
-                             GCancellable *cancellable,
-                             GAsyncReadyCallback callback,
-                             gpointer callback_data)
+static TallyGattServer *
+server_new (GDBusConnection *system_bus, const char *adapter, guint max_devices)
 {
-  g_autoptr (GTask) task = NULL;
-  GError *error = NULL;
-  TallyGattServer *server;
+  TallyGattServer *server = g_new0 (TallyGattServer, 1);
 
-  g_return_if_fail (G_IS_DBUS_CONNECTION (system_bus));
-  g_return_if_fail (adapter != NULL && on_link != NULL && max_devices > 0);
-
-  task = g_task_new (NULL, cancellable, callback, callback_data);
-  g_task_set_source_tag (task, tally_gatt_server_new_async);
-
-  if (!tally_bluez_check_adapter_name (adapter, &error)) {
-    g_task_return_error (task, error);
-    return;
-  }
-
-  server = g_new0 (TallyGattServer, 1);
+  server->ref_count = 1;
   server->state = SERVER_STARTING;
   server->bus = g_object_ref (system_bus);
   server->adapter = g_strdup (adapter);
@@ -285,14 +282,50 @@ tally_gatt_server_new_async (GDBusConnection *system_bus,
   server->tx_path = g_strdup_printf ("%s/tx", server->service_path);
   server->adv_path = g_strdup_printf ("%s/adv0", server->app_path);
   server->max_devices = max_devices;
-  server->on_link = on_link;
-  server->user_data = user_data;
+  /* Every source and D-Bus callback of the server runs here. */
   server->context = g_main_context_ref_thread_default ();
   server->paired = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   server->idle_timers =
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_source_unref);
   server->adv_cancel = g_cancellable_new ();
-  StartData *data = g_new0 (StartData, 1);
+  return server;
+}
+
+void
+tally_gatt_server_new_async (GDBusConnection *system_bus,
+                             const char *adapter,
+                             guint max_devices,
+                             TallyGattServerLinkFunc on_link,
+                             gpointer user_data,
+                             GDestroyNotify user_data_destroy,
+                             GCancellable *cancellable,
+                             GAsyncReadyCallback callback,
+                             gpointer callback_data)
+{
+  g_autoptr (GTask) task = NULL;
+  GError *error = NULL;
+  TallyGattServer *server;
+  StartData *data;
+
+  g_return_if_fail (G_IS_DBUS_CONNECTION (system_bus));
+  g_return_if_fail (adapter != NULL && on_link != NULL && max_devices > 0);
+
+  task = g_task_new (NULL, cancellable, callback, callback_data);
+  g_task_set_source_tag (task, tally_gatt_server_new_async);
+
+  if (!tally_bluez_check_adapter_name (adapter, &error)) {
+    /* No server will ever call @on_link. */
+    if (user_data_destroy != NULL)
+      user_data_destroy (user_data);
+    g_task_return_error (task, error);
+    return;
+  }
+
+  server = server_new (system_bus, adapter, max_devices);
+  server->on_link = on_link;
+  server->user_data = user_data;
+  server->user_data_destroy = user_data_destroy;
+  data = g_new0 (StartData, 1);
   data->server = server;
   g_task_set_task_data (task, data, (GDestroyNotify) start_data_free);
 

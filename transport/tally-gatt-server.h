@@ -38,19 +38,27 @@ TallyGattServerMode tally_gatt_server_mode_from_modalias (const char *modalias);
 
 /* Exports the application on @system_bus and registers it with
  * GattManager1 of @adapter ("hci0").  @max_devices bounds the devices
- * served at once in PER_DEVICE mode. */
+ * served at once in PER_DEVICE mode.  @on_link runs on the thread-default
+ * main context of this call, as everything of the server does;
+ * @user_data_destroy frees @user_data once the server is gone (or was
+ * never made). */
 void tally_gatt_server_new_async (GDBusConnection *system_bus,
                                   const char *adapter,
                                   guint max_devices,
                                   TallyGattServerLinkFunc on_link,
                                   gpointer user_data,
+                                  GDestroyNotify user_data_destroy,
                                   GCancellable *cancellable,
                                   GAsyncReadyCallback callback,
                                   gpointer callback_data);
 TallyGattServer *tally_gatt_server_new_finish (GAsyncResult *result, GError **error);
-/* Unregisters and unexports; every link reports DISCONNECTED. */
+TallyGattServer *tally_gatt_server_ref (TallyGattServer *server);
+/* The last reference unregisters and unexports; every link reports
+ * DISCONNECTED. */
+void tally_gatt_server_unref (TallyGattServer *server);
+/* The owner's tally_gatt_server_unref (). */
 void tally_gatt_server_free (TallyGattServer *server);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyGattServer, tally_gatt_server_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyGattServer, tally_gatt_server_unref)
 
 TallyGattServerMode tally_gatt_server_get_mode (TallyGattServer *server);
 const char *tally_gatt_server_get_adapter (TallyGattServer *server);
