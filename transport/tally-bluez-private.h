@@ -36,7 +36,8 @@ gboolean tally_bluez_is_adapter_device (const char *adapter_path, const char *pa
 
 /* Finishes a call to BlueZ: the reply, or NULL with @error set and
  * *remote the D-Bus error name BlueZ answered with (NULL when none). */
-GVariant *tally_bluez_call_finish (GObject *source, GAsyncResult *result, char **remote, GError **error);
+GVariant *
+tally_bluez_call_finish (GObject *source, GAsyncResult *result, char **remote, GError **error);
 /* Calls @method without arguments on @path and only logs a failure, at
  * debug level, as "@what: message"; takes @what. */
 void tally_bluez_call_ignoring (GDBusConnection *bus,
@@ -44,6 +45,21 @@ void tally_bluez_call_ignoring (GDBusConnection *bus,
                                 const char *iface,
                                 const char *method,
                                 char *what);
+/* Properties.Get of the boolean @name; @callback finishes it with
+ * tally_bluez_get_flag_finish (). */
+void tally_bluez_get_flag (GDBusConnection *bus,
+                           const char *path,
+                           const char *iface,
+                           const char *name,
+                           GCancellable *cancellable,
+                           GAsyncReadyCallback callback,
+                           gpointer user_data);
+/* FALSE with @error when the call failed; else *flag is TRUE when the
+ * property is a boolean and true. */
+gboolean tally_bluez_get_flag_finish (GObject *source,
+                                      GAsyncResult *result,
+                                      gboolean *flag,
+                                      GError **error);
 /* Maps a failed BlueZ call onto the TALLY_ERROR a caller acts on:
  * "@what: message". */
 void tally_bluez_set_error (GError **error, const GError *dbus_error, const char *what);

@@ -45,6 +45,35 @@ tally_bluez_call_finish (GObject *source, GAsyncResult *result, char **remote, G
   return reply;
 }
 
+void
+tally_bluez_get_flag (GDBusConnection *bus,
+                      const char *path,
+                      const char *iface,
+                      const char *name,
+                      GCancellable *cancellable,
+                      GAsyncReadyCallback callback,
+                      gpointer user_data)
+{
+  g_dbus_connection_call (bus, BLUEZ, path, PROPERTIES_IFACE, "Get",
+                          g_variant_new ("(ss)", iface, name), G_VARIANT_TYPE ("(v)"),
+                          G_DBUS_CALL_FLAGS_NONE, -1, cancellable, callback, user_data);
+}
+
+gboolean
+tally_bluez_get_flag_finish (GObject *source, GAsyncResult *result, gboolean *flag, GError **error)
+{
+  g_autoptr (GVariant) reply =
+    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, error);
+  g_autoptr (GVariant) value = NULL;
+
+  *flag = FALSE;
+  if (reply == NULL)
+    return FALSE;
+  g_variant_get (reply, "(v)", &value);
+  *flag = g_variant_is_of_type (value, G_VARIANT_TYPE_BOOLEAN) && g_variant_get_boolean (value);
+  return TRUE;
+}
+
 static void
 ignore_reply (GObject *source, GAsyncResult *result, gpointer user_data)
 {

@@ -142,6 +142,16 @@ take_acquired (ClientConn *conn,
   return TRUE;
 }
 
+/* AcquireWrite or AcquireNotify on @path: a socket and the ATT MTU. */
+static void
+acquire (ClientConn *conn, const char *path, const char *method, GAsyncReadyCallback done)
+{
+  g_dbus_connection_call_with_unix_fd_list (
+    conn->bus, BLUEZ, path, GATT_CHRC_IFACE, method,
+    g_variant_new ("(@a{sv})", g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0)),
+    G_VARIANT_TYPE ("(hq)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, conn->calls, done, conn);
+}
+
 static void
 acquire_write_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -162,11 +172,7 @@ static void
 open_write (ClientConn *conn)
 {
   gatt_client_enter_state (conn, CONNECT_OPENING);
-  g_dbus_connection_call_with_unix_fd_list (
-    conn->bus, BLUEZ, conn->rx_path, GATT_CHRC_IFACE, "AcquireWrite",
-    g_variant_new ("(@a{sv})", g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0)),
-    G_VARIANT_TYPE ("(hq)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, conn->calls, acquire_write_done,
-    conn);
+  acquire (conn, conn->rx_path, "AcquireWrite", acquire_write_done);
 }
 
 static void
@@ -182,8 +188,8 @@ start_notify_done (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     g_dbus_error_strip_remote_error (error);
     gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
-                                   "StartNotify on %s: %s%s%s", conn->peer, error->message,
-                                   remote ? " " : "", remote ? remote : ""));
+                                          "StartNotify on %s: %s%s%s", conn->peer, error->message,
+                                          remote ? " " : "", remote ? remote : ""));
     return;
   }
   conn->notify_fallback = TRUE;
@@ -206,7 +212,7 @@ acquire_notify_done (GObject *source, GAsyncResult *result, gpointer user_data)
     remote = gatt_client_bluez_error_name (error);
     /* Our socket of an attempt before, which BlueZ has not let go yet. */
     if (gatt_client_ask_again (conn, remote, "org.bluez.Error.NotPermitted", &conn->notify_asks,
-                        NOTIFY_ASKS, subscribe))
+                               NOTIFY_ASKS, subscribe))
       return;
     g_info ("gatt client %s: AcquireNotify: %s; using StartNotify", conn->address,
             error->message);
@@ -223,11 +229,7 @@ subscribe (ClientConn *conn)
 {
   gatt_client_enter_state (conn, CONNECT_SUBSCRIBING);
   /* Notifications first: the payee answers our first write at once. */
-  g_dbus_connection_call_with_unix_fd_list (
-    conn->bus, BLUEZ, conn->tx_path, GATT_CHRC_IFACE, "AcquireNotify",
-    g_variant_new ("(@a{sv})", g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0)),
-    G_VARIANT_TYPE ("(hq)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, conn->calls, acquire_notify_done,
-    conn);
+  acquire (conn, conn->tx_path, "AcquireNotify", acquire_notify_done);
 }
 
 /* --- services -------------------------------------------------------------------- */
@@ -236,8 +238,8 @@ static void
 resolve_timed_out (ClientConn *conn)
 {
   gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
-                                 "%s resolved no Tally service within %d s", conn->peer,
-                                 RESOLVE_TIMEOUT_S));
+                                        "%s resolved no Tally service within %d s", conn->peer,
+                                        RESOLVE_TIMEOUT_S));
 }
 
 static void
@@ -260,7 +262,7 @@ objects_done (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   if (reply == NULL) {
     gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
-                                   "listing BlueZ's objects: %s", error->message));
+                                          "listing BlueZ's objects: %s", error->message));
     return;
   }
   objects = g_variant_get_child_value (reply, 0);
@@ -327,20 +329,16 @@ resolved_prop_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ClientConn *conn = user_data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-  g_autoptr (GVariant) value = NULL;
+  gboolean resolved;
 
-  if (reply == NULL) {
+  if (!tally_bluez_get_flag_finish (source, result, &resolved, &error)) {
     if (gatt_client_is_cancelled (error))
       return;
-    gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "%s: %s", conn->peer,
-                                   error->message));
+    gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "%s: %s",
+                                          conn->peer, error->message));
     return;
   }
-  g_variant_get (reply, "(v)", &value);
-  if (conn->state == CONNECT_RESOLVING && g_variant_is_of_type (value, G_VARIANT_TYPE_BOOLEAN) &&
-      g_variant_get_boolean (value))
+  if (conn->state == CONNECT_RESOLVING && resolved)
     gatt_client_find_service (conn);
 }
 
@@ -365,20 +363,20 @@ connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
       remote = g_strdup ("org.bluez.Error.InProgress");
     }
     if (gatt_client_ask_again (conn, remote, "org.bluez.Error.InProgress", &conn->connect_asks,
-                        CONNECT_ASKS, gatt_client_connect))
+                               CONNECT_ASKS, gatt_client_connect))
       return;
     if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT)) {
       /* Busy with another payer (it stopped advertising), or gone. */
       gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
-                                     "%s accepted no connection within %d s", conn->peer,
-                                     CONNECT_TIMEOUT_MS / 1000));
+                                            "%s accepted no connection within %d s", conn->peer,
+                                            CONNECT_TIMEOUT_MS / 1000));
       return;
     }
     if (g_strcmp0 (remote, "org.bluez.Error.AlreadyConnected") != 0) {
       g_dbus_error_strip_remote_error (error);
-      gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
-                                     "cannot connect to %s: %s (%s)", conn->peer, error->message,
-                                     remote ? remote : "no BlueZ error name"));
+      gatt_client_retry (
+        conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "cannot connect to %s: %s (%s)",
+                           conn->peer, error->message, remote ? remote : "no BlueZ error name"));
       return;
     }
   }
@@ -387,10 +385,8 @@ connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
   g_info ("gatt client %s: connected to %s", conn->address, conn->peer);
   gatt_client_enter_state (conn, CONNECT_RESOLVING);
   gatt_client_schedule (conn, RESOLVE_TIMEOUT_S * 1000, resolve_timed_out);
-  g_dbus_connection_call (conn->bus, BLUEZ, conn->device, PROPERTIES_IFACE, "Get",
-                          g_variant_new ("(ss)", DEVICE_IFACE, "ServicesResolved"),
-                          G_VARIANT_TYPE ("(v)"), G_DBUS_CALL_FLAGS_NONE, -1, conn->calls,
-                          resolved_prop_done, conn);
+  tally_bluez_get_flag (conn->bus, conn->device, DEVICE_IFACE, "ServicesResolved", conn->calls,
+                        resolved_prop_done, conn);
 }
 
 void

@@ -172,8 +172,8 @@ on_device_changed (ClientConn *conn, const char *path, GVariant *changed)
     case CONNECT_OPENING:
       /* A payee busy with another payer turns newcomers away like this. */
       gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED,
-                                     "%s disconnected while %s", conn->peer,
-                                     gatt_client_state_to_string (conn->state)));
+                                            "%s disconnected while %s", conn->peer,
+                                            gatt_client_state_to_string (conn->state)));
       return;
     case CONNECT_STARTING:
     case CONNECT_DISCOVERING:
@@ -213,8 +213,9 @@ on_adapter_changed (ClientConn *conn, GVariant *changed)
   if (!conn->discovering || (discovering && powered))
     return;
   conn->discovering = FALSE;
-  gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "discovery on %s stopped%s",
-                                 conn->adapter, powered ? "" : ": the adapter was switched off"));
+  gatt_client_retry (conn,
+                     g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "discovery on %s stopped%s",
+                                  conn->adapter, powered ? "" : ": the adapter was switched off"));
 }
 
 static void
@@ -298,8 +299,9 @@ start_discovery_done (GObject *source, GAsyncResult *result, gpointer user_data)
     /* InProgress: this client already discovers; it goes on. */
     if (g_strcmp0 (remote, "org.bluez.Error.InProgress") != 0) {
       g_dbus_error_strip_remote_error (error);
-      gatt_client_retry (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
-                                     "cannot discover on %s: %s", conn->adapter, error->message));
+      gatt_client_retry (conn,
+                         g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
+                                      "cannot discover on %s: %s", conn->adapter, error->message));
       return;
     }
   }
@@ -320,8 +322,8 @@ set_filter_done (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     g_dbus_error_strip_remote_error (error);
     gatt_client_fail (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
-                                  "Bluetooth adapter %s: SetDiscoveryFilter: %s", conn->adapter,
-                                  error->message));
+                                         "Bluetooth adapter %s: SetDiscoveryFilter: %s",
+                                         conn->adapter, error->message));
     return;
   }
   g_dbus_connection_call (conn->bus, BLUEZ, conn->adapter_path, ADAPTER_IFACE, "StartDiscovery",

@@ -192,11 +192,11 @@ gatt_client_schedule (ClientConn *conn, guint ms, ConnStep step)
  * @max in this attempt. */
 gboolean
 gatt_client_ask_again (ClientConn *conn,
-                const char *remote,
-                const char *busy_name,
-                guint *asks,
-                guint max,
-                ConnStep step)
+                       const char *remote,
+                       const char *busy_name,
+                       guint *asks,
+                       guint max,
+                       ConnStep step)
 {
   if (g_strcmp0 (remote, busy_name) != 0 || *asks >= max)
     return FALSE;
@@ -221,16 +221,17 @@ gatt_client_retry (ClientConn *conn, GError *error)
   conn->last_error = error;
 
   if (conn->attempt >= MAX_ATTEMPTS) {
-    gatt_client_fail (conn, g_error_new (TALLY_ERROR, conn->last_error->code, "gave up after %u attempts: %s",
-                                  conn->attempt, conn->last_error->message));
+    gatt_client_fail (conn, g_error_new (TALLY_ERROR, conn->last_error->code,
+                                         "gave up after %u attempts: %s", conn->attempt,
+                                         conn->last_error->message));
     return;
   }
   g_info ("gatt client %s: attempt %u failed (%s), trying again", conn->address, conn->attempt,
           error->message);
   gatt_client_enter_state (conn, CONNECT_BACKING_OFF);
   gatt_client_schedule (conn,
-                 BACKOFF_BASE_MS * conn->attempt + g_random_int_range (0, BACKOFF_JITTER_MS),
-                 gatt_client_start_discovery);
+                        BACKOFF_BASE_MS * conn->attempt + g_random_int_range (0, BACKOFF_JITTER_MS),
+                        gatt_client_start_discovery);
 }
 
 static gboolean
@@ -244,12 +245,12 @@ deadline_cb (gpointer user_data)
   case CONNECT_BACKING_OFF:
     if (conn->last_error != NULL)
       gatt_client_fail (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_TIMEOUT,
-                                    "no payee at %s within the timeout; last attempt: %s",
-                                    conn->address, conn->last_error->message));
+                                           "no payee at %s within the timeout; last attempt: %s",
+                                           conn->address, conn->last_error->message));
     else
       gatt_client_fail (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_TIMEOUT,
-                                    "no payee at %s found on %s within the timeout", conn->address,
-                                    conn->adapter));
+                                           "no payee at %s found on %s within the timeout",
+                                           conn->address, conn->adapter));
     break;
   case CONNECT_STARTING:
   case CONNECT_CONNECTING:
@@ -257,8 +258,8 @@ deadline_cb (gpointer user_data)
   case CONNECT_SUBSCRIBING:
   case CONNECT_OPENING:
     gatt_client_fail (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_TIMEOUT,
-                                  "connecting to %s timed out while %s", conn->address,
-                                  gatt_client_state_to_string (conn->state)));
+                                         "connecting to %s timed out while %s", conn->address,
+                                         gatt_client_state_to_string (conn->state)));
     break;
   case CONNECT_READY:
   case CONNECT_FAILED:
@@ -273,8 +274,8 @@ cancel_idle_cb (gpointer user_data)
   ClientConn *conn = user_data;
 
   g_clear_pointer (&conn->cancel_idle, g_source_unref);
-  gatt_client_fail (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "connecting to %s cancelled",
-                                conn->address));
+  gatt_client_fail (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED,
+                                       "connecting to %s cancelled", conn->address));
   return G_SOURCE_REMOVE;
 }
 
@@ -298,22 +299,20 @@ adapter_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ClientConn *conn = user_data;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-  g_autoptr (GVariant) powered = NULL;
+  gboolean powered;
 
-  if (reply == NULL) {
+  if (!tally_bluez_get_flag_finish (source, result, &powered, &error)) {
     if (gatt_client_is_cancelled (error))
       return;
     g_dbus_error_strip_remote_error (error);
-    gatt_client_fail (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
-                                  "no Bluetooth adapter %s: %s", conn->adapter, error->message));
+    gatt_client_fail (conn,
+                      g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
+                                   "no Bluetooth adapter %s: %s", conn->adapter, error->message));
     return;
   }
-  g_variant_get (reply, "(v)", &powered);
-  if (!g_variant_is_of_type (powered, G_VARIANT_TYPE_BOOLEAN) || !g_variant_get_boolean (powered)) {
+  if (!powered) {
     gatt_client_fail (conn, g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
-                                  "Bluetooth adapter %s is powered off", conn->adapter));
+                                         "Bluetooth adapter %s is powered off", conn->adapter));
     return;
   }
   gatt_client_start_discovery (conn);
@@ -373,9 +372,8 @@ tally_gatt_connect_async (GDBusConnection *system_bus,
     conn->cancel_id = g_cancellable_connect (cancellable, G_CALLBACK (on_cancelled), conn, NULL);
 
   g_info ("gatt client %s: looking for a payee on %s", address, adapter);
-  g_dbus_connection_call (system_bus, BLUEZ, conn->adapter_path, PROPERTIES_IFACE, "Get",
-                          g_variant_new ("(ss)", ADAPTER_IFACE, "Powered"), G_VARIANT_TYPE ("(v)"),
-                          G_DBUS_CALL_FLAGS_NONE, -1, conn->calls, adapter_done, conn);
+  tally_bluez_get_flag (system_bus, conn->adapter_path, ADAPTER_IFACE, "Powered", conn->calls,
+                        adapter_done, conn);
 }
 
 TallyLink *
