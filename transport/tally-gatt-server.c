@@ -174,22 +174,36 @@ start_data_free (StartData *data)
   g_free (data);
 }
 
+static TallyGattServer *
+start_server (GTask *task)
+{
+  return ((StartData *) g_task_get_task_data (task))->server;
+}
+
+/* A BlueZ call of the start failed: "@what: message". */
+static void
+start_fail (GTask *task, const GError *dbus_error, const char *what)
+{
+  GError *tally_error = NULL;
+
+  tally_bluez_set_error (&tally_error, dbus_error, what);
+  g_task_return_error (task, tally_error);
+}
+
 static void
 register_application_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GTask) task = user_data;
-  TallyGattServer *server = ((StartData *) g_task_get_task_data (task))->server;
+  TallyGattServer *server = start_server (task);
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) reply =
     g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-  GError *tally_error = NULL;
 
   if (reply == NULL) {
     g_autofree char *what =
       g_strdup_printf ("registering the GATT application on %s", server->adapter);
 
-    tally_bluez_set_error (&tally_error, error, what);
-    g_task_return_error (task, tally_error);
+    start_fail (task, error, what);
     return;
   }
   gatt_server_enter_state (server, SERVER_REGISTERED);
@@ -205,7 +219,7 @@ static void
 bluez_objects_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GTask) task = user_data;
-  TallyGattServer *server = ((StartData *) g_task_get_task_data (task))->server;
+  TallyGattServer *server = start_server (task);
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) reply =
     g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
@@ -230,7 +244,7 @@ static void
 adapter_props_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GTask) task = user_data;
-  TallyGattServer *server = ((StartData *) g_task_get_task_data (task))->server;
+  TallyGattServer *server = start_server (task);
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) reply =
     g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
@@ -242,8 +256,7 @@ adapter_props_done (GObject *source, GAsyncResult *result, gpointer user_data)
   if (reply == NULL) {
     g_autofree char *what = g_strdup_printf ("Bluetooth adapter %s", server->adapter);
 
-    tally_bluez_set_error (&tally_error, error, what);
-    g_task_return_error (task, tally_error);
+    start_fail (task, error, what);
     return;
   }
   g_variant_get (reply, "(@a{sv})", &props);
