@@ -219,7 +219,10 @@ static const TallyGattLinkOwner server_link_owner = {
 /* The link of the device named in @options; *created tells whether it is
  * new, in which case the caller announces it once its sockets are set. */
 TallyLink *
-gatt_server_link_for_options (TallyGattServer *server, GVariant *options, gboolean *created, GError **error)
+gatt_server_link_for_options (TallyGattServer *server,
+                              GVariant *options,
+                              gboolean *created,
+                              GError **error)
 {
   const char *device = NULL;
   guint16 att_mtu = 0;
