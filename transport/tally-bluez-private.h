@@ -64,9 +64,9 @@ gboolean tally_bluez_get_flag_finish (GObject *source,
  * "@what: message". */
 void tally_bluez_set_error (GError **error, const GError *dbus_error, const char *what);
 
-/* BlueZ's signals, checked and unpacked; each runs on the thread-default
- * main context of the subscriber, @destroy frees @user_data on
- * unsubscribing. */
+/* BlueZ's signals, checked and unpacked.  A watch lives in its owner's
+ * struct: each callback runs on the thread-default main context of the
+ * subscriber, none after tally_bluez_unwatch (), which calls @destroy. */
 typedef void (*TallyBluezPropertiesFunc) (const char *path,
                                           const char *iface,
                                           GVariant *changed,
@@ -76,21 +76,31 @@ typedef void (*TallyBluezRemovedFunc) (const char *object,
                                        const char *const *ifaces,
                                        gpointer user_data);
 
+typedef struct
+{
+  guint id; /* 0: not subscribed */
+  GCallback func;
+  gpointer user_data;
+  GDestroyNotify destroy;
+} TallyBluezWatch;
+
 /* PropertiesChanged of objects that have @arg0 (NULL: any interface). */
-guint tally_bluez_subscribe_properties (GDBusConnection *bus,
-                                        const char *arg0,
-                                        TallyBluezPropertiesFunc func,
-                                        gpointer user_data,
-                                        GDestroyNotify destroy);
-guint tally_bluez_subscribe_added (GDBusConnection *bus,
-                                   TallyBluezAddedFunc func,
+void tally_bluez_watch_properties (TallyBluezWatch *watch,
+                                   GDBusConnection *bus,
+                                   const char *arg0,
+                                   TallyBluezPropertiesFunc func,
                                    gpointer user_data,
                                    GDestroyNotify destroy);
-guint tally_bluez_subscribe_removed (GDBusConnection *bus,
-                                     TallyBluezRemovedFunc func,
-                                     gpointer user_data,
-                                     GDestroyNotify destroy);
-/* Unsubscribes *@id when set and clears it. */
-void tally_bluez_unsubscribe (GDBusConnection *bus, guint *id);
+void tally_bluez_watch_added (TallyBluezWatch *watch,
+                              GDBusConnection *bus,
+                              TallyBluezAddedFunc func,
+                              gpointer user_data,
+                              GDestroyNotify destroy);
+void tally_bluez_watch_removed (TallyBluezWatch *watch,
+                                GDBusConnection *bus,
+                                TallyBluezRemovedFunc func,
+                                gpointer user_data,
+                                GDestroyNotify destroy);
+void tally_bluez_unwatch (TallyBluezWatch *watch, GDBusConnection *bus);
 
 G_END_DECLS

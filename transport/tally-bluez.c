@@ -120,42 +120,28 @@ tally_bluez_set_error (GError **error, const GError *dbus_error, const char *wha
 
 /* --- signals ------------------------------------------------------------------ */
 
-typedef struct
-{
-  GCallback func;
-  gpointer user_data;
-  GDestroyNotify destroy;
-} Subscription;
-
 static void
-subscription_free (gpointer data)
+watch_signal (TallyBluezWatch *watch,
+              GDBusConnection *bus,
+              const char *iface,
+              const char *member,
+              const char *path,
+              const char *arg0,
+              GDBusSignalCallback trampoline,
+              GCallback func,
+              gpointer user_data,
+              GDestroyNotify destroy)
 {
-  Subscription *sub = data;
+  g_return_if_fail (watch->id == 0);
 
-  if (sub->destroy != NULL)
-    sub->destroy (sub->user_data);
-  g_free (sub);
-}
-
-static guint
-subscribe (GDBusConnection *bus,
-           const char *iface,
-           const char *member,
-           const char *path,
-           const char *arg0,
-           GDBusSignalCallback trampoline,
-           GCallback func,
-           gpointer user_data,
-           GDestroyNotify destroy)
-{
-  Subscription *sub = g_new0 (Subscription, 1);
-
-  sub->func = func;
-  sub->user_data = user_data;
-  sub->destroy = destroy;
-  return g_dbus_connection_signal_subscribe (bus, BLUEZ, iface, member, path, arg0,
-                                             G_DBUS_SIGNAL_FLAGS_NONE, trampoline, sub,
-                                             subscription_free);
+  watch->func = func;
+  watch->user_data = user_data;
+  watch->destroy = destroy;
+  /* The watch is the owner's: GLib calls no trampoline once unsubscribed,
+   * so it needs no free function of its own. */
+  watch->id = g_dbus_connection_signal_subscribe (bus, BLUEZ, iface, member, path, arg0,
+                                                  G_DBUS_SIGNAL_FLAGS_NONE, trampoline, watch,
+                                                  NULL);
 }
 
 static void
@@ -167,25 +153,26 @@ on_properties_changed (GDBusConnection *connection,
                        GVariant *parameters,
                        gpointer user_data)
 {
-  Subscription *sub = user_data;
+  TallyBluezWatch *watch = user_data;
   const char *iface;
   g_autoptr (GVariant) changed = NULL;
 
   if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(sa{sv}as)")))
     return;
   g_variant_get (parameters, "(&s@a{sv}@as)", &iface, &changed, NULL);
-  ((TallyBluezPropertiesFunc) sub->func) (path, iface, changed, sub->user_data);
+  ((TallyBluezPropertiesFunc) watch->func) (path, iface, changed, watch->user_data);
 }
 
-guint
-tally_bluez_subscribe_properties (GDBusConnection *bus,
-                                  const char *arg0,
-                                  TallyBluezPropertiesFunc func,
-                                  gpointer user_data,
-                                  GDestroyNotify destroy)
+void
+tally_bluez_watch_properties (TallyBluezWatch *watch,
+                              GDBusConnection *bus,
+                              const char *arg0,
+                              TallyBluezPropertiesFunc func,
+                              gpointer user_data,
+                              GDestroyNotify destroy)
 {
-  return subscribe (bus, PROPERTIES_IFACE, "PropertiesChanged", NULL, arg0, on_properties_changed,
-                    G_CALLBACK (func), user_data, destroy);
+  watch_signal (watch, bus, PROPERTIES_IFACE, "PropertiesChanged", NULL, arg0,
+                on_properties_changed, G_CALLBACK (func), user_data, destroy);
 }
 
 static void
@@ -197,24 +184,25 @@ on_interfaces_added (GDBusConnection *connection,
                      GVariant *parameters,
                      gpointer user_data)
 {
-  Subscription *sub = user_data;
+  TallyBluezWatch *watch = user_data;
   const char *object;
   g_autoptr (GVariant) ifaces = NULL;
 
   if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(oa{sa{sv}})")))
     return;
   g_variant_get (parameters, "(&o@a{sa{sv}})", &object, &ifaces);
-  ((TallyBluezAddedFunc) sub->func) (object, ifaces, sub->user_data);
+  ((TallyBluezAddedFunc) watch->func) (object, ifaces, watch->user_data);
 }
 
-guint
-tally_bluez_subscribe_added (GDBusConnection *bus,
-                             TallyBluezAddedFunc func,
-                             gpointer user_data,
-                             GDestroyNotify destroy)
+void
+tally_bluez_watch_added (TallyBluezWatch *watch,
+                         GDBusConnection *bus,
+                         TallyBluezAddedFunc func,
+                         gpointer user_data,
+                         GDestroyNotify destroy)
 {
-  return subscribe (bus, OBJECT_MANAGER_IFACE, "InterfacesAdded", "/", NULL, on_interfaces_added,
-                    G_CALLBACK (func), user_data, destroy);
+  watch_signal (watch, bus, OBJECT_MANAGER_IFACE, "InterfacesAdded", "/", NULL,
+                on_interfaces_added, G_CALLBACK (func), user_data, destroy);
 }
 
 static void
@@ -226,30 +214,36 @@ on_interfaces_removed (GDBusConnection *connection,
                        GVariant *parameters,
                        gpointer user_data)
 {
-  Subscription *sub = user_data;
+  TallyBluezWatch *watch = user_data;
   const char *object;
   g_autofree const char **ifaces = NULL;
 
   if (!g_variant_is_of_type (parameters, G_VARIANT_TYPE ("(oas)")))
     return;
   g_variant_get (parameters, "(&o^a&s)", &object, &ifaces);
-  ((TallyBluezRemovedFunc) sub->func) (object, ifaces, sub->user_data);
-}
-
-guint
-tally_bluez_subscribe_removed (GDBusConnection *bus,
-                               TallyBluezRemovedFunc func,
-                               gpointer user_data,
-                               GDestroyNotify destroy)
-{
-  return subscribe (bus, OBJECT_MANAGER_IFACE, "InterfacesRemoved", "/", NULL,
-                    on_interfaces_removed, G_CALLBACK (func), user_data, destroy);
+  ((TallyBluezRemovedFunc) watch->func) (object, ifaces, watch->user_data);
 }
 
 void
-tally_bluez_unsubscribe (GDBusConnection *bus, guint *id)
+tally_bluez_watch_removed (TallyBluezWatch *watch,
+                           GDBusConnection *bus,
+                           TallyBluezRemovedFunc func,
+                           gpointer user_data,
+                           GDestroyNotify destroy)
 {
-  if (*id != 0)
-    g_dbus_connection_signal_unsubscribe (bus, *id);
-  *id = 0;
+  watch_signal (watch, bus, OBJECT_MANAGER_IFACE, "InterfacesRemoved", "/", NULL,
+                on_interfaces_removed, G_CALLBACK (func), user_data, destroy);
+}
+
+void
+tally_bluez_unwatch (TallyBluezWatch *watch, GDBusConnection *bus)
+{
+  GDestroyNotify destroy = watch->destroy;
+  gpointer user_data = watch->user_data;
+
+  if (watch->id != 0)
+    g_dbus_connection_signal_unsubscribe (bus, watch->id);
+  memset (watch, 0, sizeof *watch);
+  if (destroy != NULL)
+    destroy (user_data);
 }

@@ -279,10 +279,9 @@ on_interfaces_added (const char *object, GVariant *ifaces, gpointer user_data)
 void
 gatt_client_watch_bluez (ClientConn *conn)
 {
-  conn->props_subscription =
-    tally_bluez_subscribe_properties (conn->bus, NULL, on_properties_changed, conn, NULL);
-  conn->added_subscription =
-    tally_bluez_subscribe_added (conn->bus, on_interfaces_added, conn, NULL);
+  tally_bluez_watch_properties (&conn->props_watch, conn->bus, NULL, on_properties_changed, conn,
+                                NULL);
+  tally_bluez_watch_added (&conn->added_watch, conn->bus, on_interfaces_added, conn, NULL);
 }
 
 static void

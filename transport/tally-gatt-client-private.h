@@ -4,6 +4,7 @@
 /* The GATT client's parts (tally-gatt-client*.c) and what they share:
  * private to transport/. */
 
+#include "tally-bluez-private.h"
 #include "tally-gatt-address.h"
 #include "tally-gatt-client.h"
 
@@ -58,8 +59,8 @@ struct _ClientConn
   GSource *timer; /* runs timer_step: back-off, asking again, resolve timeout */
   ConnStep timer_step;
   GSource *cancel_idle;
-  guint props_subscription;
-  guint added_subscription;
+  TallyBluezWatch props_watch;
+  TallyBluezWatch added_watch;
 
   guint attempt;
   GError *last_error;

@@ -77,8 +77,8 @@ gatt_client_free (ClientConn *conn)
   gatt_client_clear_source (&conn->cancel_idle);
   if (conn->calls != NULL)
     g_cancellable_cancel (conn->calls);
-  tally_bluez_unsubscribe (conn->bus, &conn->props_subscription);
-  tally_bluez_unsubscribe (conn->bus, &conn->added_subscription);
+  tally_bluez_unwatch (&conn->props_watch, conn->bus);
+  tally_bluez_unwatch (&conn->added_watch, conn->bus);
   close_fd (&conn->notify_fd);
   close_fd (&conn->write_fd);
   g_clear_object (&conn->calls);

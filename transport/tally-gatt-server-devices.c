@@ -406,12 +406,11 @@ on_bluez_vanished (GDBusConnection *connection, const char *name, gpointer user_
 void
 gatt_server_watch_bluez (TallyGattServer *server)
 {
-  server->props_subscription = tally_bluez_subscribe_properties (
-    server->bus, DEVICE_IFACE, on_device_properties_changed, server, NULL);
-  server->added_subscription =
-    tally_bluez_subscribe_added (server->bus, on_interfaces_added, server, NULL);
-  server->removed_subscription =
-    tally_bluez_subscribe_removed (server->bus, on_interfaces_removed, server, NULL);
+  tally_bluez_watch_properties (&server->props_watch, server->bus, DEVICE_IFACE,
+                                on_device_properties_changed, server, NULL);
+  tally_bluez_watch_added (&server->added_watch, server->bus, on_interfaces_added, server, NULL);
+  tally_bluez_watch_removed (&server->removed_watch, server->bus, on_interfaces_removed, server,
+                             NULL);
   server->name_watch = g_bus_watch_name_on_connection (
     server->bus, BLUEZ, G_BUS_NAME_WATCHER_FLAGS_NONE, on_bluez_appeared, on_bluez_vanished, server,
     NULL);
@@ -420,9 +419,9 @@ gatt_server_watch_bluez (TallyGattServer *server)
 void
 gatt_server_unwatch_bluez (TallyGattServer *server)
 {
-  tally_bluez_unsubscribe (server->bus, &server->props_subscription);
-  tally_bluez_unsubscribe (server->bus, &server->added_subscription);
-  tally_bluez_unsubscribe (server->bus, &server->removed_subscription);
+  tally_bluez_unwatch (&server->props_watch, server->bus);
+  tally_bluez_unwatch (&server->added_watch, server->bus);
+  tally_bluez_unwatch (&server->removed_watch, server->bus);
   if (server->name_watch != 0)
     g_bus_unwatch_name (server->name_watch);
   server->name_watch = 0;

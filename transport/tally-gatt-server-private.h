@@ -4,6 +4,7 @@
 /* The GATT server's parts (tally-gatt-server*.c) and what they share:
  * private to transport/. */
 
+#include "tally-bluez-private.h"
 #include "tally-gatt-devices.h"
 #include "tally-gatt-server.h"
 
@@ -47,9 +48,9 @@ struct _TallyGattServer
   GMainContext *context;
 
   guint object_ids[5];
-  guint props_subscription;
-  guint added_subscription;
-  guint removed_subscription;
+  TallyBluezWatch props_watch;
+  TallyBluezWatch added_watch;
+  TallyBluezWatch removed_watch;
   guint name_watch;
   char *bluez_owner; /* unique name of bluetoothd */
   guint notify_sessions; /* StartNotify minus StopNotify */
