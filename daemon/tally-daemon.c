@@ -8,7 +8,9 @@
 #include "tally-dbus-error.h"
 #include "tally-dbus-payment.h"
 #include "tally-dbus-register.h"
-#include "tally-gatt.h"
+#include "tally-gatt-address.h"
+#include "tally-gatt-client.h"
+#include "tally-gatt-server.h"
 #include "tally-link.h"
 #include "tally-payment.h"
 
@@ -615,7 +617,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
     }
     d->gatt_start = g_cancellable_new ();
     tally_gatt_server_new_async (d->system_bus, d->adapter, BLE_MAX_DEVICES, on_gatt_link, d,
-                                 d->gatt_start, on_gatt_started, d);
+                                 NULL, d->gatt_start, on_gatt_started, d);
   }
 
   g_autofree char *id = tally_register_get_id_hex (d->reg);

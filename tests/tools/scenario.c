@@ -6,7 +6,7 @@
 
 #include "tally-btmon.h"
 #include "tally-frame.h"
-#include "tally-gatt.h"
+#include "tally-gatt-link.h"
 
 /* --- the traffic ------------------------------------------------------------ */
 

@@ -3,7 +3,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "tally-gatt.h"
+#include "tally-gatt-address.h"
+#include "tally-gatt-advert.h"
+#include "tally-gatt-devices.h"
+#include "tally-gatt-link.h"
+#include "tally-gatt-server.h"
 
 /* Fails a test whose event never comes instead of hanging it. */
 #define WATCHDOG_SECONDS 30
