@@ -3,7 +3,8 @@
 
 #include <string.h>
 
-#include "tally-core.h"
+#include "tally-error.h"
+#include "tally-hex.h"
 
 #define ADDRESS_USAGE "expected ble, ble:TAG (8 hex digits) or ble:AA:BB:CC:DD:EE:FF"
 

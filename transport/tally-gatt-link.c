@@ -8,7 +8,6 @@
 
 #include <glib-unix.h>
 
-#include "tally-hex.h"
 
 /* A peer that stops taking notifications must not make us queue without
  * bound: a whole session is far below this. */
