@@ -101,6 +101,7 @@ typedef struct
   TallyGattServer *server;
   GError *server_error;
   gboolean server_done;
+  guint server_data_destroyed; /* times the server dropped its user_data */
   GPtrArray *payee_links; /* LinkWatch, in the order the server handed them out */
 
   gboolean connect_done;
@@ -130,16 +131,30 @@ server_new_done (GObject *source, GAsyncResult *result, gpointer user_data)
 }
 
 static void
-api_server_start (Fixture *f, guint max_devices)
+server_data_destroy (gpointer user_data)
 {
-  tally_gatt_server_new_async (f->payee_bus, "hci0", max_devices, on_payee_link, f, NULL,
-                               server_new_done, f);
+  Fixture *f = user_data;
+
+  f->server_data_destroyed++;
 }
 
 static void
+api_server_start (Fixture *f, guint max_devices)
+{
+  tally_gatt_server_new_async (f->payee_bus, "hci0", max_devices, on_payee_link, f,
+                               server_data_destroy, NULL, server_new_done, f);
+}
+
+/* The server lets go of its user_data exactly once, when its owner drops
+ * it, and not before. */
+static void
 api_server_free (Fixture *f)
 {
+  if (f->server == NULL)
+    return;
+  g_assert_cmpuint (f->server_data_destroyed, ==, 0);
   g_clear_pointer (&f->server, tally_gatt_server_free);
+  g_assert_cmpuint (f->server_data_destroyed, ==, 1);
 }
 
 static void
