@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 #include "fake-bluez.h"
-#include "tally-gatt.h"
+#include "tally-gatt-advert.h"
+#include "tally-gatt-client.h"
+#include "tally-gatt-link.h"
+#include "tally-gatt-server.h"
 
 #define ADAPTER            "/org/bluez/hci0"
 #define DEV                ADAPTER "/dev_00_AA_01_01_00_01"
@@ -111,7 +114,7 @@ typedef struct
   LinkWatch *payer;
 } Fixture;
 
-/* --- adapter: every call into the public API of tally-gatt.h ------------------------ */
+/* --- adapter: every call into the public API of the tally-gatt-*.h headers ------------------------ */
 
 static void
 on_payee_link (TallyGattServer *server, TallyLink *link, gpointer user_data)
