@@ -114,7 +114,7 @@ typedef struct
   LinkWatch *payer;
 } Fixture;
 
-/* --- adapter: every call into the public API of the tally-gatt-*.h headers ------------------------ */
+/* --- adapter: every call into the public tally-gatt-*.h API ---------------------- */
 
 static void
 on_payee_link (TallyGattServer *server, TallyLink *link, gpointer user_data)
