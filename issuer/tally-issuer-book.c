@@ -20,7 +20,7 @@ entry_enter_state (TallyIssuerEntryRow *row, TallyIssuerEntryState state)
 }
 
 static gboolean
-adjust_view (Reconcile *rc, const guint8 register_id[TALLY_ID_BYTES], gint64 delta, GError **error)
+adjust_view (Reconcile *rc, const guint8 register_id[static TALLY_ID_BYTES], gint64 delta, GError **error)
 {
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   return tally_issuer_store_register_get (rc->issuer->store, register_id, &row, error) &&
@@ -29,7 +29,7 @@ adjust_view (Reconcile *rc, const guint8 register_id[TALLY_ID_BYTES], gint64 del
 }
 
 static gboolean
-credit_account_of (Reconcile *rc, const guint8 register_id[TALLY_ID_BYTES], gint64 amount,
+credit_account_of (Reconcile *rc, const guint8 register_id[static TALLY_ID_BYTES], gint64 amount,
                    GError **error)
 {
   g_auto (TallyIssuerRegisterRow) row = { 0 };
@@ -65,7 +65,7 @@ is_expired_at (guint64 expires_at, guint64 horizon)
 /* The payee's horizon; 0 for a payee this issuer never certified, which can
  * never prove that it did not credit a permission. */
 static gboolean
-payee_horizon (Reconcile *rc, const guint8 payee[TALLY_ID_BYTES], guint64 *horizon, GError **error)
+payee_horizon (Reconcile *rc, const guint8 payee[static TALLY_ID_BYTES], guint64 *horizon, GError **error)
 {
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   g_autoptr (GError) local = NULL;
@@ -90,7 +90,7 @@ payee_horizon (Reconcile *rc, const guint8 payee[TALLY_ID_BYTES], guint64 *horiz
  */
 gboolean
 tally_issuer_evidence_through (Reconcile *rc,
-                               const guint8 register_id[TALLY_ID_BYTES],
+                               const guint8 register_id[static TALLY_ID_BYTES],
                                guint64 counter,
                                gint64 *backed,
                                GError **error)
@@ -105,7 +105,7 @@ tally_issuer_evidence_through (Reconcile *rc,
 /* @amount of a reclaim the evidence does not back goes back to the
  * register's view and is counted as refused. */
 static gboolean
-refuse_to (Reconcile *rc, const guint8 register_id[TALLY_ID_BYTES], gint64 amount, GError **error)
+refuse_to (Reconcile *rc, const guint8 register_id[static TALLY_ID_BYTES], gint64 amount, GError **error)
 {
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   g_autofree char *hex = tally_issuer_short_hex (register_id);

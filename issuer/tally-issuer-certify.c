@@ -63,7 +63,7 @@ check_limits (const Tally__Limits *limits, guint64 not_before, guint64 not_after
 
 static GBytes *
 certify_locked (TallyIssuer *issuer,
-                const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
                 const char *account,
                 const char *display_name,
                 const Tally__Limits *limits,
@@ -117,7 +117,7 @@ certify_locked (TallyIssuer *issuer,
 
 GBytes *
 tally_issuer_certify (TallyIssuer *issuer,
-                      const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                      const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
                       const char *account,
                       const char *display_name,
                       const Tally__Limits *limits,
@@ -155,7 +155,7 @@ tally_issuer_certify (TallyIssuer *issuer,
 
 static GBytes *
 sell_voucher_locked (TallyIssuer *issuer,
-                     const guint8 register_id[TALLY_ID_BYTES],
+                     const guint8 register_id[static TALLY_ID_BYTES],
                      gint64 amount,
                      guint64 now,
                      GError **error)
@@ -212,7 +212,7 @@ sell_voucher_locked (TallyIssuer *issuer,
 
 GBytes *
 tally_issuer_sell_voucher (TallyIssuer *issuer,
-                           const guint8 register_id[TALLY_ID_BYTES],
+                           const guint8 register_id[static TALLY_ID_BYTES],
                            gint64 amount,
                            guint64 now,
                            GError **error)

@@ -228,7 +228,7 @@ static const GOptionEntry certify_entries[] = {
 };
 
 static gboolean
-read_key_file (const char *path, guint8 key[TALLY_PUBLIC_KEY_BYTES], GError **error)
+read_key_file (const char *path, guint8 key[static TALLY_PUBLIC_KEY_BYTES], GError **error)
 {
   g_autofree char *data = NULL;
   gsize len;

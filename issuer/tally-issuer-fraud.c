@@ -61,7 +61,7 @@ tally_issuer_publish_revocation_list (TallyIssuer *issuer, guint64 now, GError *
 /* Marks @register_id revoked; TRUE in *changed when it was not before. */
 static gboolean
 mark_revoked (TallyIssuer *issuer,
-              const guint8 register_id[TALLY_ID_BYTES],
+              const guint8 register_id[static TALLY_ID_BYTES],
               gboolean *changed,
               GError **error)
 {
@@ -80,7 +80,7 @@ mark_revoked (TallyIssuer *issuer,
 /* Revokes @register_id during a reconciliation; the revocation list is
  * published once, after the bundle is booked, when this changed it. */
 gboolean
-tally_issuer_revoke_proven (Reconcile *rc, const guint8 register_id[TALLY_ID_BYTES], GError **error)
+tally_issuer_revoke_proven (Reconcile *rc, const guint8 register_id[static TALLY_ID_BYTES], GError **error)
 {
   gboolean changed;
   if (!mark_revoked (rc->issuer, register_id, &changed, error))
@@ -96,7 +96,7 @@ tally_issuer_revoke_proven (Reconcile *rc, const guint8 register_id[TALLY_ID_BYT
  * because the genesis head is a function of the register id. */
 gboolean
 tally_issuer_record_fraud_deficit (Reconcile *rc,
-                                   const guint8 register_id[TALLY_ID_BYTES],
+                                   const guint8 register_id[static TALLY_ID_BYTES],
                                    Tally__FraudKind kind,
                                    const Tally__SignedEnvelope *first,
                                    const Tally__SignedEnvelope *second,
@@ -130,7 +130,7 @@ tally_issuer_record_fraud_deficit (Reconcile *rc,
 
 gboolean
 tally_issuer_record_fraud (Reconcile *rc,
-                           const guint8 register_id[TALLY_ID_BYTES],
+                           const guint8 register_id[static TALLY_ID_BYTES],
                            Tally__FraudKind kind,
                            const Tally__SignedEnvelope *first,
                            const Tally__SignedEnvelope *second,
@@ -141,7 +141,7 @@ tally_issuer_record_fraud (Reconcile *rc,
 
 gboolean
 tally_issuer_entries_at (Reconcile *rc,
-                         const guint8 register_id[TALLY_ID_BYTES],
+                         const guint8 register_id[static TALLY_ID_BYTES],
                          guint64 counter,
                          GPtrArray **rows,
                          GError **error)
@@ -270,7 +270,7 @@ tally_issuer_detect_fraud (Reconcile *rc, const Booking *b, gboolean *fraud, GEr
  */
 gboolean
 tally_issuer_prove_late_receipt (Reconcile *rc,
-                                 const guint8 payee[TALLY_ID_BYTES],
+                                 const guint8 payee[static TALLY_ID_BYTES],
                                  const Tally__SignedEnvelope *receipt,
                                  GError **error)
 {
@@ -299,7 +299,7 @@ tally_issuer_prove_late_receipt (Reconcile *rc,
  * certified with: no honest register signs it, no honest payee accepts it. */
 gboolean
 tally_issuer_over_limit (Reconcile *rc,
-                         const guint8 payer[TALLY_ID_BYTES],
+                         const guint8 payer[static TALLY_ID_BYTES],
                          gint64 amount,
                          gboolean *over,
                          GError **error)
@@ -313,7 +313,7 @@ tally_issuer_over_limit (Reconcile *rc,
 
 gboolean
 tally_issuer_prove_and_revoke (Reconcile *rc,
-                               const guint8 register_id[TALLY_ID_BYTES],
+                               const guint8 register_id[static TALLY_ID_BYTES],
                                Tally__FraudKind kind,
                                const Tally__SignedEnvelope *first,
                                const Tally__SignedEnvelope *second,
@@ -357,7 +357,7 @@ tally_issuer_fraud_kind_to_string (Tally__FraudKind kind)
 
 gboolean
 tally_issuer_revoke (TallyIssuer *issuer,
-                     const guint8 register_id[TALLY_ID_BYTES],
+                     const guint8 register_id[static TALLY_ID_BYTES],
                      guint64 now,
                      GError **error)
 {

@@ -8,7 +8,7 @@
 #include <string.h>
 
 static gboolean
-check_id (const ProtobufCBinaryData *field, const guint8 expect[TALLY_ID_BYTES])
+check_id (const ProtobufCBinaryData *field, const guint8 expect[static TALLY_ID_BYTES])
 {
   return field->len == TALLY_ID_BYTES && memcmp (field->data, expect, TALLY_ID_BYTES) == 0;
 }
@@ -35,9 +35,9 @@ static void
 booking_init (Booking *b,
               const Tally__SignedEnvelope *env,
               TallyIssuerEntryKind kind,
-              const guint8 payer[TALLY_ID_BYTES],
+              const guint8 payer[static TALLY_ID_BYTES],
               guint64 counter,
-              const guint8 chain_prev[TALLY_HASH_BYTES],
+              const guint8 chain_prev[static TALLY_HASH_BYTES],
               gint64 amount)
 {
   *b = (Booking) { 0 };
@@ -102,7 +102,7 @@ parse_defund (Reconcile *rc, const Tally__SignedEnvelope *env, Booking *b, GErro
 static gboolean
 check_receipt (Reconcile *rc,
                const Tally__SignedEnvelope *env,
-               const guint8 payee_key[TALLY_PUBLIC_KEY_BYTES],
+               const guint8 payee_key[static TALLY_PUBLIC_KEY_BYTES],
                const Booking *b,
                GError **error)
 {

@@ -97,11 +97,11 @@ G_GNUC_INTERNAL
 gboolean tally_issuer_publish_revocation_list (TallyIssuer *issuer, guint64 now, GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_revoke_proven (Reconcile *rc,
-                                     const guint8 register_id[TALLY_ID_BYTES],
+                                     const guint8 register_id[static TALLY_ID_BYTES],
                                      GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_record_fraud_deficit (Reconcile *rc,
-                                            const guint8 register_id[TALLY_ID_BYTES],
+                                            const guint8 register_id[static TALLY_ID_BYTES],
                                             Tally__FraudKind kind,
                                             const Tally__SignedEnvelope *first,
                                             const Tally__SignedEnvelope *second,
@@ -109,14 +109,14 @@ gboolean tally_issuer_record_fraud_deficit (Reconcile *rc,
                                             GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_record_fraud (Reconcile *rc,
-                                    const guint8 register_id[TALLY_ID_BYTES],
+                                    const guint8 register_id[static TALLY_ID_BYTES],
                                     Tally__FraudKind kind,
                                     const Tally__SignedEnvelope *first,
                                     const Tally__SignedEnvelope *second,
                                     GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_entries_at (Reconcile *rc,
-                                  const guint8 register_id[TALLY_ID_BYTES],
+                                  const guint8 register_id[static TALLY_ID_BYTES],
                                   guint64 counter,
                                   GPtrArray **rows,
                                   GError **error);
@@ -125,18 +125,18 @@ gboolean
 tally_issuer_detect_fraud (Reconcile *rc, const Booking *b, gboolean *fraud, GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_prove_late_receipt (Reconcile *rc,
-                                          const guint8 payee[TALLY_ID_BYTES],
+                                          const guint8 payee[static TALLY_ID_BYTES],
                                           const Tally__SignedEnvelope *receipt,
                                           GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_over_limit (Reconcile *rc,
-                                  const guint8 payer[TALLY_ID_BYTES],
+                                  const guint8 payer[static TALLY_ID_BYTES],
                                   gint64 amount,
                                   gboolean *over,
                                   GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_prove_and_revoke (Reconcile *rc,
-                                        const guint8 register_id[TALLY_ID_BYTES],
+                                        const guint8 register_id[static TALLY_ID_BYTES],
                                         Tally__FraudKind kind,
                                         const Tally__SignedEnvelope *first,
                                         const Tally__SignedEnvelope *second,
@@ -150,7 +150,7 @@ gboolean tally_issuer_taint_payee_half (Reconcile *rc,
 /* Booking entries into the ledger (tally-issuer-book.c). */
 G_GNUC_INTERNAL
 gboolean tally_issuer_evidence_through (Reconcile *rc,
-                                        const guint8 register_id[TALLY_ID_BYTES],
+                                        const guint8 register_id[static TALLY_ID_BYTES],
                                         guint64 counter,
                                         gint64 *backed,
                                         GError **error);
@@ -175,6 +175,6 @@ gboolean tally_issuer_check_vouchers (Reconcile *rc,
 
 /* Reconciliation (tally-issuer-reconcile.c). */
 G_GNUC_INTERNAL
-gboolean tally_issuer_add_hash_once (GPtrArray *hashes, const guint8 hash[TALLY_HASH_BYTES]);
+gboolean tally_issuer_add_hash_once (GPtrArray *hashes, const guint8 hash[static TALLY_HASH_BYTES]);
 
 G_END_DECLS

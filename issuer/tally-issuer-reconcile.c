@@ -11,7 +11,7 @@
 
 /* Appends @hash to a list of 32-byte GBytes unless it is there. */
 gboolean
-tally_issuer_add_hash_once (GPtrArray *hashes, const guint8 hash[TALLY_HASH_BYTES])
+tally_issuer_add_hash_once (GPtrArray *hashes, const guint8 hash[static TALLY_HASH_BYTES])
 {
   for (guint i = 0; i < hashes->len; i++)
     if (memcmp (g_bytes_get_data (hashes->pdata[i], NULL), hash, TALLY_HASH_BYTES) == 0)

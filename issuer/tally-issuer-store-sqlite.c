@@ -324,7 +324,7 @@ read_register (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *ro
 
 gboolean
 tally_issuer_store_register_get (TallyIssuerStore *s,
-                                 const guint8 id[TALLY_ID_BYTES],
+                                 const guint8 id[static TALLY_ID_BYTES],
                                  TallyIssuerRegisterRow *row,
                                  GError **error)
 {
@@ -403,7 +403,7 @@ tally_issuer_store_register_list_flagged (TallyIssuerStore *s, GPtrArray **rows,
 
 gboolean
 tally_issuer_store_voucher_next_sequence (TallyIssuerStore *s,
-                                          const guint8 register_id[TALLY_ID_BYTES],
+                                          const guint8 register_id[static TALLY_ID_BYTES],
                                           guint64 *sequence,
                                           GError **error)
 {
@@ -418,7 +418,7 @@ tally_issuer_store_voucher_next_sequence (TallyIssuerStore *s,
 
 gboolean
 tally_issuer_store_voucher_insert (TallyIssuerStore *s,
-                                   const guint8 register_id[TALLY_ID_BYTES],
+                                   const guint8 register_id[static TALLY_ID_BYTES],
                                    guint64 sequence,
                                    gint64 amount,
                                    guint64 issued_at,
@@ -443,7 +443,7 @@ tally_issuer_store_voucher_insert (TallyIssuerStore *s,
 
 gboolean
 tally_issuer_store_voucher_get (TallyIssuerStore *s,
-                                const guint8 register_id[TALLY_ID_BYTES],
+                                const guint8 register_id[static TALLY_ID_BYTES],
                                 guint64 sequence,
                                 GBytes **envelope,
                                 GError **error)
@@ -499,7 +499,7 @@ read_entries (TallyIssuerStore *s, sqlite3_stmt *st, GPtrArray **rows, GError **
 
 gboolean
 tally_issuer_store_entry_get_by_hash (TallyIssuerStore *s,
-                                      const guint8 hash[TALLY_HASH_BYTES],
+                                      const guint8 hash[static TALLY_HASH_BYTES],
                                       TallyIssuerEntryRow *row,
                                       GError **error)
 {
@@ -513,7 +513,7 @@ tally_issuer_store_entry_get_by_hash (TallyIssuerStore *s,
 
 gboolean
 tally_issuer_store_entries_by_counter (TallyIssuerStore *s,
-                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       const guint8 register_id[static TALLY_ID_BYTES],
                                        guint64 counter,
                                        GPtrArray **rows,
                                        GError **error)
@@ -585,7 +585,7 @@ tally_issuer_store_entry_update (TallyIssuerStore *s,
 
 gboolean
 tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *s,
-                                              const guint8 payee_id[TALLY_ID_BYTES],
+                                              const guint8 payee_id[static TALLY_ID_BYTES],
                                               guint64 horizon,
                                               GPtrArray **rows,
                                               GError **error)
@@ -601,7 +601,7 @@ tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *s,
 
 gboolean
 tally_issuer_store_horizon_bundle_get (TallyIssuerStore *s,
-                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       const guint8 register_id[static TALLY_ID_BYTES],
                                        GBytes **envelope,
                                        GError **error)
 {
@@ -616,7 +616,7 @@ tally_issuer_store_horizon_bundle_get (TallyIssuerStore *s,
 
 gboolean
 tally_issuer_store_horizon_bundle_put (TallyIssuerStore *s,
-                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       const guint8 register_id[static TALLY_ID_BYTES],
                                        GBytes *envelope,
                                        GError **error)
 {
@@ -781,7 +781,7 @@ tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **er
 static gboolean
 sum_for (TallyIssuerStore *s,
          StmtId id,
-         const guint8 register_id[TALLY_ID_BYTES],
+         const guint8 register_id[static TALLY_ID_BYTES],
          guint64 counter,
          gint64 *out,
          GError **error)
@@ -798,7 +798,7 @@ sum_for (TallyIssuerStore *s,
 
 gboolean
 tally_issuer_store_register_evidence (TallyIssuerStore *s,
-                                      const guint8 register_id[TALLY_ID_BYTES],
+                                      const guint8 register_id[static TALLY_ID_BYTES],
                                       guint64 counter,
                                       TallyIssuerEvidence *evidence,
                                       GError **error)

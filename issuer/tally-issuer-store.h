@@ -181,7 +181,7 @@ gboolean tally_issuer_store_account_put (TallyIssuerStore *store,
                                          GError **error);
 
 gboolean tally_issuer_store_register_get (TallyIssuerStore *store,
-                                          const guint8 id[TALLY_ID_BYTES],
+                                          const guint8 id[static TALLY_ID_BYTES],
                                           TallyIssuerRegisterRow *row,
                                           GError **error);
 /* Inserts or replaces the row with row->id. */
@@ -200,30 +200,30 @@ gboolean tally_issuer_store_register_list_flagged (TallyIssuerStore *store,
                                                    GError **error);
 /* 1 for a register that has none yet. */
 gboolean tally_issuer_store_voucher_next_sequence (TallyIssuerStore *store,
-                                                   const guint8 register_id[TALLY_ID_BYTES],
+                                                   const guint8 register_id[static TALLY_ID_BYTES],
                                                    guint64 *sequence,
                                                    GError **error);
 gboolean tally_issuer_store_voucher_insert (TallyIssuerStore *store,
-                                            const guint8 register_id[TALLY_ID_BYTES],
+                                            const guint8 register_id[static TALLY_ID_BYTES],
                                             guint64 sequence,
                                             gint64 amount,
                                             guint64 issued_at,
                                             GBytes *envelope,
                                             GError **error);
 gboolean tally_issuer_store_voucher_get (TallyIssuerStore *store,
-                                         const guint8 register_id[TALLY_ID_BYTES],
+                                         const guint8 register_id[static TALLY_ID_BYTES],
                                          guint64 sequence,
                                          GBytes **envelope,
                                          GError **error);
 
 gboolean tally_issuer_store_entry_get_by_hash (TallyIssuerStore *store,
-                                               const guint8 hash[TALLY_HASH_BYTES],
+                                               const guint8 hash[static TALLY_HASH_BYTES],
                                                TallyIssuerEntryRow *row,
                                                GError **error);
 /* Every entry of @register_id at @counter (more than one after counter
  * reuse), oldest first; an empty array when there is none. */
 gboolean tally_issuer_store_entries_by_counter (TallyIssuerStore *store,
-                                                const guint8 register_id[TALLY_ID_BYTES],
+                                                const guint8 register_id[static TALLY_ID_BYTES],
                                                 guint64 counter,
                                                 GPtrArray **rows,
                                                 GError **error);
@@ -240,7 +240,7 @@ gboolean tally_issuer_store_entry_update (TallyIssuerStore *store,
  * oldest first, found through an index: reconciling a payee must not
  * scan every entry. */
 gboolean tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *store,
-                                                       const guint8 payee_id[TALLY_ID_BYTES],
+                                                       const guint8 payee_id[static TALLY_ID_BYTES],
                                                        guint64 horizon,
                                                        GPtrArray **rows,
                                                        GError **error);
@@ -248,11 +248,11 @@ gboolean tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *store,
 /* The packed bundle envelope that set @register_id's horizon; one per
  * register, replaced when the horizon rises.  NOT_FOUND before any. */
 gboolean tally_issuer_store_horizon_bundle_get (TallyIssuerStore *store,
-                                                const guint8 register_id[TALLY_ID_BYTES],
+                                                const guint8 register_id[static TALLY_ID_BYTES],
                                                 GBytes **envelope,
                                                 GError **error);
 gboolean tally_issuer_store_horizon_bundle_put (TallyIssuerStore *store,
-                                                const guint8 register_id[TALLY_ID_BYTES],
+                                                const guint8 register_id[static TALLY_ID_BYTES],
                                                 GBytes *envelope,
                                                 GError **error);
 
@@ -286,7 +286,7 @@ gboolean tally_issuer_store_totals_put (TallyIssuerStore *store,
  * SETTLED and not tainted, of its own entries with counter <= @counter, and of
  * permissions to it that were RECLAIMED before its receipt came. */
 gboolean tally_issuer_store_register_evidence (TallyIssuerStore *store,
-                                               const guint8 register_id[TALLY_ID_BYTES],
+                                               const guint8 register_id[static TALLY_ID_BYTES],
                                                guint64 counter,
                                                TallyIssuerEvidence *evidence,
                                                GError **error);

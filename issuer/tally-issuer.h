@@ -111,7 +111,7 @@ gboolean tally_issuer_account_balance (TallyIssuer *issuer,
  * accepts it.  The register row keeps it, so the certificates renewed at
  * reconciliation carry it too; certifying again replaces it. */
 GBytes *tally_issuer_certify (TallyIssuer *issuer,
-                              const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
+                              const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
                               const char *account,
                               const char *display_name,
                               const Tally__Limits *limits,
@@ -122,7 +122,7 @@ GBytes *tally_issuer_certify (TallyIssuer *issuer,
 /* Debits the register's account and returns a packed voucher with the next
  * sequence for that register. */
 GBytes *tally_issuer_sell_voucher (TallyIssuer *issuer,
-                                   const guint8 register_id[TALLY_ID_BYTES],
+                                   const guint8 register_id[static TALLY_ID_BYTES],
                                    gint64 amount,
                                    guint64 now,
                                    GError **error);
@@ -137,7 +137,7 @@ GBytes *tally_issuer_reconcile (TallyIssuer *issuer,
                                 GError **error);
 
 gboolean tally_issuer_revoke (TallyIssuer *issuer,
-                              const guint8 register_id[TALLY_ID_BYTES],
+                              const guint8 register_id[static TALLY_ID_BYTES],
                               guint64 now,
                               GError **error);
 /* Packed, signed current revocation list (serial 1 from creation on). */

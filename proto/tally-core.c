@@ -208,7 +208,7 @@ tally_hash_final (TallyHash *h, guint8 *out)
 }
 
 void
-tally_hash (const char *label, const void *data, gsize len, guint8 out[TALLY_HASH_BYTES])
+tally_hash (const char *label, const void *data, gsize len, guint8 out[static TALLY_HASH_BYTES])
 {
   TallyHash h;
   tally_hash_init (&h, label, TALLY_HASH_BYTES);
@@ -217,7 +217,7 @@ tally_hash (const char *label, const void *data, gsize len, guint8 out[TALLY_HAS
 }
 
 static void
-hash16 (const char *label, const guint8 *data, gsize len, guint8 out[TALLY_ID_BYTES])
+hash16 (const char *label, const guint8 *data, gsize len, guint8 out[static TALLY_ID_BYTES])
 {
   TallyHash h;
   tally_hash_init (&h, label, TALLY_ID_BYTES);
@@ -226,28 +226,28 @@ hash16 (const char *label, const guint8 *data, gsize len, guint8 out[TALLY_ID_BY
 }
 
 void
-tally_register_id_from_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
-                            guint8 id[TALLY_ID_BYTES])
+tally_register_id_from_key (const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
+                            guint8 id[static TALLY_ID_BYTES])
 {
   hash16 ("register-id", public_key, TALLY_PUBLIC_KEY_BYTES, id);
 }
 
 void
-tally_key_id_from_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES], guint8 id[TALLY_ID_BYTES])
+tally_key_id_from_key (const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES], guint8 id[static TALLY_ID_BYTES])
 {
   hash16 ("key-id", public_key, TALLY_PUBLIC_KEY_BYTES, id);
 }
 
 void
-tally_chain_genesis (const guint8 register_id[TALLY_ID_BYTES], guint8 out[TALLY_HASH_BYTES])
+tally_chain_genesis (const guint8 register_id[static TALLY_ID_BYTES], guint8 out[static TALLY_HASH_BYTES])
 {
   tally_hash ("chain-genesis", register_id, TALLY_ID_BYTES, out);
 }
 
 void
-tally_chain_next (const guint8 prev[TALLY_HASH_BYTES],
-                  const guint8 entry_hash[TALLY_HASH_BYTES],
-                  guint8 out[TALLY_HASH_BYTES])
+tally_chain_next (const guint8 prev[static TALLY_HASH_BYTES],
+                  const guint8 entry_hash[static TALLY_HASH_BYTES],
+                  guint8 out[static TALLY_HASH_BYTES])
 {
   TallyHash h;
   tally_hash_init (&h, "chain", TALLY_HASH_BYTES);
@@ -316,11 +316,11 @@ static gboolean verified_used[VERIFIED_SLOTS];
 static guint verified_next;
 
 static void
-verified_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+verified_key (const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
               const guint8 *signature,
               const guint8 *m,
               gsize mlen,
-              guint8 key[TALLY_HASH_BYTES])
+              guint8 key[static TALLY_HASH_BYTES])
 {
   TallyHash h;
   tally_hash_init (&h, "verified-signature", TALLY_HASH_BYTES);
@@ -331,7 +331,7 @@ verified_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
 }
 
 static gboolean
-verified_lookup (const guint8 key[TALLY_HASH_BYTES])
+verified_lookup (const guint8 key[static TALLY_HASH_BYTES])
 {
   gboolean found = FALSE;
   g_mutex_lock (&verified_lock);
@@ -342,7 +342,7 @@ verified_lookup (const guint8 key[TALLY_HASH_BYTES])
 }
 
 static void
-verified_insert (const guint8 key[TALLY_HASH_BYTES])
+verified_insert (const guint8 key[static TALLY_HASH_BYTES])
 {
   g_mutex_lock (&verified_lock);
   memcpy (verified[verified_next], key, TALLY_HASH_BYTES);
@@ -355,8 +355,8 @@ void
 tally_sign_detached (Tally__SignatureContext ctx,
                      const guint8 *data,
                      gsize len,
-                     const guint8 secret_key[TALLY_SECRET_KEY_BYTES],
-                     guint8 signature[TALLY_SIGNATURE_BYTES])
+                     const guint8 secret_key[static TALLY_SECRET_KEY_BYTES],
+                     guint8 signature[static TALLY_SIGNATURE_BYTES])
 {
   gsize mlen;
   g_autofree guint8 *m = signed_message (ctx, data, len, &mlen);
@@ -370,7 +370,7 @@ tally_verify_detached (Tally__SignatureContext ctx,
                        gsize len,
                        const guint8 *signature,
                        gsize signature_len,
-                       const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                       const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
                        GError **error)
 {
   const char *label = tally_context_label (ctx);
@@ -401,7 +401,7 @@ GBytes *
 tally_envelope_sign (Tally__SignatureContext ctx,
                      const guint8 *body,
                      gsize body_len,
-                     const guint8 secret_key[TALLY_SECRET_KEY_BYTES])
+                     const guint8 secret_key[static TALLY_SECRET_KEY_BYTES])
 {
   guint8 sig[TALLY_SIGNATURE_BYTES];
   tally_sign_detached (ctx, body, body_len, secret_key, sig);
@@ -435,7 +435,7 @@ tally_envelope_decode (const guint8 *data, gsize len, GError **error)
 gboolean
 tally_envelope_verify (const Tally__SignedEnvelope *env,
                        Tally__SignatureContext ctx,
-                       const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                       const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
                        GError **error)
 {
   if (env == NULL) {
@@ -455,7 +455,7 @@ tally_envelope_verify (const Tally__SignedEnvelope *env,
 }
 
 void
-tally_envelope_body_hash (const Tally__SignedEnvelope *env, guint8 out[TALLY_HASH_BYTES])
+tally_envelope_body_hash (const Tally__SignedEnvelope *env, guint8 out[static TALLY_HASH_BYTES])
 {
   const char *label = tally_context_label (env->context);
   tally_hash (label ? label : "unknown", env->body.data, env->body.len, out);
@@ -652,7 +652,7 @@ tally_check_bytes (const ProtobufCBinaryData *field, gsize len, const char *what
 
 static gboolean
 check_issuer_key_id (const ProtobufCBinaryData *key_id,
-                     const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                     const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                      const char *what,
                      GError **error)
 {
@@ -669,7 +669,7 @@ check_issuer_key_id (const ProtobufCBinaryData *key_id,
 
 Tally__RegisterCertificate *
 tally_certificate_verify_any_time (const Tally__SignedEnvelope *env,
-                                   const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                   const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                                    GError **error)
 {
   /* Check the issuer key id first: an object from another issuer should
@@ -730,7 +730,7 @@ tally_certificate_verify_any_time (const Tally__SignedEnvelope *env,
 
 Tally__RegisterCertificate *
 tally_certificate_verify (const Tally__SignedEnvelope *env,
-                          const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                          const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                           guint64 now,
                           GError **error)
 {
@@ -755,7 +755,7 @@ tally_certificate_verify (const Tally__SignedEnvelope *env,
 
 Tally__RevocationList *
 tally_revocation_list_verify (const Tally__SignedEnvelope *env,
-                              const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                              const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                               GError **error)
 {
   if (env != NULL && env->context == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REVOCATION_LIST) {
@@ -784,7 +784,7 @@ tally_revocation_list_verify (const Tally__SignedEnvelope *env,
 
 gboolean
 tally_revocation_list_contains (const Tally__RevocationList *list,
-                                const guint8 register_id[TALLY_ID_BYTES])
+                                const guint8 register_id[static TALLY_ID_BYTES])
 {
   if (list == NULL)
     return FALSE;
@@ -797,7 +797,7 @@ tally_revocation_list_contains (const Tally__RevocationList *list,
 
 Tally__LoadVoucher *
 tally_voucher_verify (const Tally__SignedEnvelope *env,
-                      const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                      const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                       GError **error)
 {
   if (env != NULL && env->context == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_LOAD_VOUCHER) {

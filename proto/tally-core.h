@@ -114,21 +114,21 @@ void tally_hash_update_u64 (TallyHash *h, guint64 v);
 void tally_hash_update_prefixed (TallyHash *h, const void *data, gsize len);
 void tally_hash_final (TallyHash *h, guint8 *out);
 
-void tally_hash (const char *label, const void *data, gsize len, guint8 out[TALLY_HASH_BYTES]);
+void tally_hash (const char *label, const void *data, gsize len, guint8 out[static TALLY_HASH_BYTES]);
 
 /* tally_hash16 ("register-id", public key) */
-void tally_register_id_from_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
-                                 guint8 id[TALLY_ID_BYTES]);
+void tally_register_id_from_key (const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
+                                 guint8 id[static TALLY_ID_BYTES]);
 /* tally_hash16 ("key-id", public key) */
-void tally_key_id_from_key (const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
-                            guint8 id[TALLY_ID_BYTES]);
+void tally_key_id_from_key (const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
+                            guint8 id[static TALLY_ID_BYTES]);
 
 /* Hash chain: genesis = H("chain-genesis", register id),
  * next = H("chain", prev || H(context-label, entry body)). */
-void tally_chain_genesis (const guint8 register_id[TALLY_ID_BYTES], guint8 out[TALLY_HASH_BYTES]);
-void tally_chain_next (const guint8 prev[TALLY_HASH_BYTES],
-                       const guint8 entry_hash[TALLY_HASH_BYTES],
-                       guint8 out[TALLY_HASH_BYTES]);
+void tally_chain_genesis (const guint8 register_id[static TALLY_ID_BYTES], guint8 out[static TALLY_HASH_BYTES]);
+void tally_chain_next (const guint8 prev[static TALLY_HASH_BYTES],
+                       const guint8 entry_hash[static TALLY_HASH_BYTES],
+                       guint8 out[static TALLY_HASH_BYTES]);
 
 /* --- signed envelopes ----------------------------------------------------- */
 
@@ -139,7 +139,7 @@ const char *tally_context_label (Tally__SignatureContext ctx);
 GBytes *tally_envelope_sign (Tally__SignatureContext ctx,
                              const guint8 *body,
                              gsize body_len,
-                             const guint8 secret_key[TALLY_SECRET_KEY_BYTES]);
+                             const guint8 secret_key[static TALLY_SECRET_KEY_BYTES]);
 
 /* Packs @msg and signs it under @ctx: the packed SignedEnvelope. */
 GBytes *tally_message_sign (Tally__SignatureContext ctx,
@@ -150,14 +150,14 @@ GBytes *tally_message_sign (Tally__SignatureContext ctx,
 void tally_sign_detached (Tally__SignatureContext ctx,
                           const guint8 *data,
                           gsize len,
-                          const guint8 secret_key[TALLY_SECRET_KEY_BYTES],
-                          guint8 signature[TALLY_SIGNATURE_BYTES]);
+                          const guint8 secret_key[static TALLY_SECRET_KEY_BYTES],
+                          guint8 signature[static TALLY_SIGNATURE_BYTES]);
 gboolean tally_verify_detached (Tally__SignatureContext ctx,
                                 const guint8 *data,
                                 gsize len,
                                 const guint8 *signature,
                                 gsize signature_len,
-                                const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                                const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
                                 GError **error);
 
 Tally__SignedEnvelope *tally_envelope_decode (const guint8 *data, gsize len, GError **error);
@@ -165,11 +165,11 @@ Tally__SignedEnvelope *tally_envelope_decode (const guint8 *data, gsize len, GEr
 /* Checks context and signature.  Errors: WRONG_CONTEXT, BAD_SIGNATURE. */
 gboolean tally_envelope_verify (const Tally__SignedEnvelope *env,
                                 Tally__SignatureContext ctx,
-                                const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
+                                const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
                                 GError **error);
 
 /* H(context-label, body): names an entry (permission hash, bundle hash). */
-void tally_envelope_body_hash (const Tally__SignedEnvelope *env, guint8 out[TALLY_HASH_BYTES]);
+void tally_envelope_body_hash (const Tally__SignedEnvelope *env, guint8 out[static TALLY_HASH_BYTES]);
 
 /* Packs a decoded envelope again (protobuf-c output is deterministic). */
 GBytes *tally_envelope_pack (const Tally__SignedEnvelope *env);
@@ -215,22 +215,22 @@ gboolean tally_display_name_check (const char *name, GError **error);
  * certificate.
  */
 Tally__RegisterCertificate *tally_certificate_verify (const Tally__SignedEnvelope *env,
-                                                      const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                                      const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                                                       guint64 now,
                                                       GError **error);
 
 /* Same checks without the validity window (reconciliation looks back). */
 Tally__RegisterCertificate *tally_certificate_verify_any_time (
-  const Tally__SignedEnvelope *env, const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES], GError **error);
+  const Tally__SignedEnvelope *env, const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES], GError **error);
 
 Tally__RevocationList *tally_revocation_list_verify (const Tally__SignedEnvelope *env,
-                                                     const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                                     const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                                                      GError **error);
 gboolean tally_revocation_list_contains (const Tally__RevocationList *list,
-                                         const guint8 register_id[TALLY_ID_BYTES]);
+                                         const guint8 register_id[static TALLY_ID_BYTES]);
 
 Tally__LoadVoucher *tally_voucher_verify (const Tally__SignedEnvelope *env,
-                                          const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                          const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                                           GError **error);
 
 /* A bytes field of exactly @len bytes, else MALFORMED naming @what. */

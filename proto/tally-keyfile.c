@@ -9,7 +9,7 @@
 
 gboolean
 tally_key_file_write (const char *path,
-                      const guint8 secret_key[TALLY_SECRET_KEY_BYTES],
+                      const guint8 secret_key[static TALLY_SECRET_KEY_BYTES],
                       GError **error)
 {
   g_autofree char *tmp = g_strconcat (path, ".tmp", NULL);
@@ -36,7 +36,7 @@ tally_key_file_write (const char *path,
 }
 
 gboolean
-tally_key_file_read (const char *path, guint8 secret_key[TALLY_SECRET_KEY_BYTES], GError **error)
+tally_key_file_read (const char *path, guint8 secret_key[static TALLY_SECRET_KEY_BYTES], GError **error)
 {
   int fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
   if (fd < 0) {

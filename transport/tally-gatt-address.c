@@ -71,7 +71,7 @@ tally_gatt_address_parse (const char *address, TallyGattTarget *target, GError *
 }
 
 char *
-tally_gatt_tag_to_address (const guint8 tag[TALLY_GATT_TAG_BYTES])
+tally_gatt_tag_to_address (const guint8 tag[static TALLY_GATT_TAG_BYTES])
 {
   g_autofree char *hex = tally_hex_encode (tag, TALLY_GATT_TAG_BYTES);
 

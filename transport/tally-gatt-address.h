@@ -37,7 +37,7 @@ gboolean tally_gatt_is_address (const char *address);
 /* INVALID_ARGUMENT naming what is wrong. */
 gboolean tally_gatt_address_parse (const char *address, TallyGattTarget *target, GError **error);
 /* "ble:0a1b2c3d" */
-char *tally_gatt_tag_to_address (const guint8 tag[TALLY_GATT_TAG_BYTES]);
+char *tally_gatt_tag_to_address (const guint8 tag[static TALLY_GATT_TAG_BYTES]);
 const char *tally_gatt_target_kind_to_string (TallyGattTargetKind kind);
 
 G_END_DECLS

@@ -44,8 +44,8 @@ typedef struct
 /* State of a fresh register: counter 0, chain at genesis, nothing held.
  * Implemented by tally-register.c; backends call it from create(). */
 void tally_register_state_init (TallyRegisterState *state,
-                                const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
-                                const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES]);
+                                const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
+                                const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES]);
 void tally_register_state_copy (TallyRegisterState *dst, const TallyRegisterState *src);
 void tally_register_state_clear (TallyRegisterState *state);
 
@@ -127,7 +127,7 @@ struct _TallyRegisterBackend
   /* Makes @dir (0700), generates the register key and stores a fresh
    * register bound to @issuer_key.  EXISTS when @dir already holds one. */
   gpointer (*create) (const char *dir,
-                      const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                      const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                       GError **error);
   /* NOT_FOUND when @dir holds no register. */
   gpointer (*open) (const char *dir, GError **error);
@@ -136,7 +136,7 @@ struct _TallyRegisterBackend
   /* --- key --- */
 
   /* Makes the register key usable and returns its public half. */
-  gboolean (*load_key) (gpointer store, guint8 public_key[TALLY_PUBLIC_KEY_BYTES], GError **error);
+  gboolean (*load_key) (gpointer store, guint8 public_key[static TALLY_PUBLIC_KEY_BYTES], GError **error);
   /* Packed SignedEnvelope over @body. */
   GBytes *(*sign_envelope) (gpointer store,
                             Tally__SignatureContext ctx,
@@ -146,7 +146,7 @@ struct _TallyRegisterBackend
                          Tally__SignatureContext ctx,
                          const guint8 *data,
                          gsize len,
-                         guint8 signature[TALLY_SIGNATURE_BYTES]);
+                         guint8 signature[static TALLY_SIGNATURE_BYTES]);
 
   /* --- transactions --- */
 
@@ -185,7 +185,7 @@ struct _TallyRegisterBackend
   /* The oldest pending permission to @payee_id that expires after @now;
    * *found is FALSE when there is none. */
   gboolean (*spent_find_pending) (gpointer store,
-                                  const guint8 payee_id[TALLY_ID_BYTES],
+                                  const guint8 payee_id[static TALLY_ID_BYTES],
                                   guint64 now,
                                   TallySpentRow *row,
                                   gboolean *found,
@@ -195,31 +195,31 @@ struct _TallyRegisterBackend
   /* *same_permission when @permission_hash is stored; *counter_used when
    * another permission of @payer_id with @payer_counter is. */
   gboolean (*received_find) (gpointer store,
-                             const guint8 payer_id[TALLY_ID_BYTES],
+                             const guint8 payer_id[static TALLY_ID_BYTES],
                              guint64 payer_counter,
-                             const guint8 permission_hash[TALLY_HASH_BYTES],
+                             const guint8 permission_hash[static TALLY_HASH_BYTES],
                              gboolean *same_permission,
                              gboolean *counter_used,
                              GError **error);
   gboolean (*received_settle) (gpointer store,
-                               const guint8 permission_hash[TALLY_HASH_BYTES],
+                               const guint8 permission_hash[static TALLY_HASH_BYTES],
                                GError **error);
   /* TallyReceivedRow *, arrival order. */
   GPtrArray *(*received_list_unsettled) (gpointer store, GError **error);
   /* Our receipt for the permission with @permission_hash; NOT_FOUND when
    * it was never received. */
   GBytes *(*received_get_receipt) (gpointer store,
-                                   const guint8 permission_hash[TALLY_HASH_BYTES],
+                                   const guint8 permission_hash[static TALLY_HASH_BYTES],
                                    GError **error);
 
   gboolean (*nonce_insert) (gpointer store, const TallyNonceRow *row, GError **error);
   gboolean (*nonce_lookup) (gpointer store,
-                            const guint8 nonce[TALLY_NONCE_BYTES],
+                            const guint8 nonce[static TALLY_NONCE_BYTES],
                             TallyNonceRow *row,
                             gboolean *found,
                             GError **error);
   gboolean (*nonce_consume) (gpointer store,
-                             const guint8 nonce[TALLY_NONCE_BYTES],
+                             const guint8 nonce[static TALLY_NONCE_BYTES],
                              guint64 now,
                              GError **error);
   /* TallyNonceRow *, creation order. */
@@ -234,20 +234,20 @@ struct _TallyRegisterBackend
   /* Certificate cache by H("register-certificate", body); keeping an
    * existing entry is not an error. */
   gboolean (*certificate_put) (gpointer store,
-                               const guint8 hash[TALLY_HASH_BYTES],
+                               const guint8 hash[static TALLY_HASH_BYTES],
                                GBytes *envelope,
                                guint64 not_after,
                                GError **error);
   /* NOT_FOUND when not cached. */
-  GBytes *(*certificate_get) (gpointer store, const guint8 hash[TALLY_HASH_BYTES], GError **error);
+  GBytes *(*certificate_get) (gpointer store, const guint8 hash[static TALLY_HASH_BYTES], GError **error);
   /* Which of our certificates a peer is known to hold. */
   gboolean (*peer_put) (gpointer store,
-                        const guint8 peer_id[TALLY_ID_BYTES],
-                        const guint8 our_certificate[TALLY_HASH_BYTES],
+                        const guint8 peer_id[static TALLY_ID_BYTES],
+                        const guint8 our_certificate[static TALLY_HASH_BYTES],
                         GError **error);
   gboolean (*peer_get) (gpointer store,
-                        const guint8 peer_id[TALLY_ID_BYTES],
-                        guint8 our_certificate[TALLY_HASH_BYTES],
+                        const guint8 peer_id[static TALLY_ID_BYTES],
+                        guint8 our_certificate[static TALLY_HASH_BYTES],
                         gboolean *found,
                         GError **error);
 

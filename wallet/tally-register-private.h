@@ -19,7 +19,7 @@ void tally_register_sign_any (TallyRegister *reg,
                               Tally__SignatureContext ctx,
                               const guint8 *data,
                               gsize len,
-                              guint8 signature[TALLY_SIGNATURE_BYTES]);
+                              guint8 signature[static TALLY_SIGNATURE_BYTES]);
 
 /* Current hash-chain head, 32 bytes. */
 const guint8 *tally_register_get_chain_head (TallyRegister *reg);
@@ -64,7 +64,7 @@ typedef enum
 } TallyRegisterOp;
 
 
-gboolean tally_id_equals (const ProtobufCBinaryData *field, const guint8 id[TALLY_ID_BYTES]);
+gboolean tally_id_equals (const ProtobufCBinaryData *field, const guint8 id[static TALLY_ID_BYTES]);
 
 /* Decodes a stored envelope; a storage error names @what. */
 Tally__SignedEnvelope *tally_register_stored_envelope (GBytes *bytes,
@@ -81,7 +81,7 @@ gboolean tally_register_check_credit (TallyRegister *reg,
 GBytes *tally_register_sign_message (TallyRegister *reg,
                                      Tally__SignatureContext ctx,
                                      const ProtobufCMessage *msg,
-                                     guint8 entry_hash[TALLY_HASH_BYTES]);
+                                     guint8 entry_hash[TALLY_HASH_BYTES]); /* optional */
 
 /* One write transaction per operation: begin, then abort or commit, then
  * adopt the new state (tally-register.c explains the order). */

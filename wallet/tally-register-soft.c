@@ -366,7 +366,7 @@ soft_spent_set_state (gpointer store, guint64 counter, TallyEntryState state, GE
 
 static gboolean
 soft_spent_find_pending (gpointer store,
-                         const guint8 payee_id[TALLY_ID_BYTES],
+                         const guint8 payee_id[static TALLY_ID_BYTES],
                          guint64 now,
                          TallySpentRow *row,
                          gboolean *found,
@@ -452,9 +452,9 @@ read_received_row (SoftStore *s, sqlite3_stmt *st, TallyReceivedRow *row, GError
 
 static gboolean
 soft_received_find (gpointer store,
-                    const guint8 payer_id[TALLY_ID_BYTES],
+                    const guint8 payer_id[static TALLY_ID_BYTES],
                     guint64 payer_counter,
-                    const guint8 permission_hash[TALLY_HASH_BYTES],
+                    const guint8 permission_hash[static TALLY_HASH_BYTES],
                     gboolean *same_permission,
                     gboolean *counter_used,
                     GError **error)
@@ -479,7 +479,7 @@ soft_received_find (gpointer store,
 
 static gboolean
 soft_received_settle (gpointer store,
-                      const guint8 permission_hash[TALLY_HASH_BYTES],
+                      const guint8 permission_hash[static TALLY_HASH_BYTES],
                       GError **error)
 {
   SoftStore *s = store;
@@ -490,7 +490,7 @@ soft_received_settle (gpointer store,
 
 static GBytes *
 soft_received_get_receipt (gpointer store,
-                           const guint8 permission_hash[TALLY_HASH_BYTES],
+                           const guint8 permission_hash[static TALLY_HASH_BYTES],
                            GError **error)
 {
   SoftStore *s = store;
@@ -540,7 +540,7 @@ read_nonce_row (SoftStore *s, sqlite3_stmt *st, TallyNonceRow *row, GError **err
 
 static gboolean
 soft_nonce_lookup (gpointer store,
-                   const guint8 nonce[TALLY_NONCE_BYTES],
+                   const guint8 nonce[static TALLY_NONCE_BYTES],
                    TallyNonceRow *row,
                    gboolean *found,
                    GError **error)
@@ -554,7 +554,7 @@ soft_nonce_lookup (gpointer store,
 
 static gboolean
 soft_certificate_put (gpointer store,
-                      const guint8 hash[TALLY_HASH_BYTES],
+                      const guint8 hash[static TALLY_HASH_BYTES],
                       GBytes *envelope,
                       guint64 not_after,
                       GError **error)
@@ -568,7 +568,7 @@ soft_certificate_put (gpointer store,
 }
 
 static GBytes *
-soft_certificate_get (gpointer store, const guint8 hash[TALLY_HASH_BYTES], GError **error)
+soft_certificate_get (gpointer store, const guint8 hash[static TALLY_HASH_BYTES], GError **error)
 {
   SoftStore *s = store;
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_CERTIFICATE_GET);
@@ -578,8 +578,8 @@ soft_certificate_get (gpointer store, const guint8 hash[TALLY_HASH_BYTES], GErro
 
 static gboolean
 soft_peer_put (gpointer store,
-               const guint8 peer_id[TALLY_ID_BYTES],
-               const guint8 our_certificate[TALLY_HASH_BYTES],
+               const guint8 peer_id[static TALLY_ID_BYTES],
+               const guint8 our_certificate[static TALLY_HASH_BYTES],
                GError **error)
 {
   SoftStore *s = store;
@@ -591,8 +591,8 @@ soft_peer_put (gpointer store,
 
 static gboolean
 soft_peer_get (gpointer store,
-               const guint8 peer_id[TALLY_ID_BYTES],
-               guint8 our_certificate[TALLY_HASH_BYTES],
+               const guint8 peer_id[static TALLY_ID_BYTES],
+               guint8 our_certificate[static TALLY_HASH_BYTES],
                gboolean *found,
                GError **error)
 {
@@ -609,7 +609,7 @@ soft_peer_get (gpointer store,
 
 static gboolean
 soft_nonce_consume (gpointer store,
-                    const guint8 nonce[TALLY_NONCE_BYTES],
+                    const guint8 nonce[static TALLY_NONCE_BYTES],
                     guint64 now,
                     GError **error)
 {
@@ -736,7 +736,7 @@ soft_rollback (gpointer store)
 /* The 64-byte secret holds seed || public key; a file whose halves
  * disagree would sign with one key and claim another. */
 static gboolean
-secret_key_is_consistent (const guint8 secret_key[TALLY_SECRET_KEY_BYTES])
+secret_key_is_consistent (const guint8 secret_key[static TALLY_SECRET_KEY_BYTES])
 {
   guint8 pk[crypto_sign_PUBLICKEYBYTES];
   guint8 sk[crypto_sign_SECRETKEYBYTES];
@@ -747,7 +747,7 @@ secret_key_is_consistent (const guint8 secret_key[TALLY_SECRET_KEY_BYTES])
 }
 
 static gboolean
-soft_load_key (gpointer store, guint8 public_key[TALLY_PUBLIC_KEY_BYTES], GError **error)
+soft_load_key (gpointer store, guint8 public_key[static TALLY_PUBLIC_KEY_BYTES], GError **error)
 {
   SoftStore *s = store;
   if (s->secret_key == NULL) {
@@ -786,7 +786,7 @@ soft_sign_detached (gpointer store,
                     Tally__SignatureContext ctx,
                     const guint8 *data,
                     gsize len,
-                    guint8 signature[TALLY_SIGNATURE_BYTES])
+                    guint8 signature[static TALLY_SIGNATURE_BYTES])
 {
   SoftStore *s = store;
   g_return_if_fail (s->secret_key != NULL);
@@ -809,7 +809,7 @@ remove_files (SoftStore *s)
 }
 
 static gboolean
-create_storage (SoftStore *s, const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES], GError **error)
+create_storage (SoftStore *s, const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES], GError **error)
 {
   /* Made here first so the database and its WAL inherit mode 0600; O_EXCL
    * refuses a concurrent creator. */
@@ -851,7 +851,7 @@ create_storage (SoftStore *s, const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES], G
 }
 
 static gpointer
-soft_create (const char *dir, const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES], GError **error)
+soft_create (const char *dir, const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES], GError **error)
 {
   g_return_val_if_fail (dir != NULL, NULL);
 

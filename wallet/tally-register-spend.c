@@ -124,7 +124,7 @@ spend_build_permission (TallyRegister *reg,
                         const Tally__RegisterCertificate *payee,
                         const Tally__PaymentRequest *request,
                         guint64 now,
-                        guint8 entry_hash[TALLY_HASH_BYTES])
+                        guint8 entry_hash[static TALLY_HASH_BYTES])
 {
   const char *memo = request->memo ? request->memo : "";
   guint8 memo_hash[TALLY_HASH_BYTES];
@@ -325,7 +325,7 @@ tally_register_acknowledge (TallyRegister *reg,
 
 GBytes *
 tally_register_get_pending (TallyRegister *reg,
-                            const guint8 payee_id[TALLY_ID_BYTES],
+                            const guint8 payee_id[static TALLY_ID_BYTES],
                             guint64 now,
                             GError **error)
 {

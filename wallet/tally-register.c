@@ -83,8 +83,8 @@ tally_history_entry_free (TallyHistoryEntry *entry)
 
 void
 tally_register_state_init (TallyRegisterState *state,
-                           const guint8 public_key[TALLY_PUBLIC_KEY_BYTES],
-                           const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES])
+                           const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
+                           const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES])
 {
   guint8 id[TALLY_ID_BYTES];
 
@@ -179,7 +179,7 @@ tally_load_row_free (TallyLoadRow *row)
 /* --- helpers --- */
 
 gboolean
-tally_id_equals (const ProtobufCBinaryData *field, const guint8 id[TALLY_ID_BYTES])
+tally_id_equals (const ProtobufCBinaryData *field, const guint8 id[static TALLY_ID_BYTES])
 {
   return field->len == TALLY_ID_BYTES && field->data != NULL &&
          memcmp (field->data, id, TALLY_ID_BYTES) == 0;
@@ -411,7 +411,7 @@ register_new (const TallyRegisterBackend *backend, gpointer store, GError **erro
 
 TallyRegister *
 tally_register_create (const char *dir,
-                       const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                       const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                        GError **error)
 {
   g_return_val_if_fail (dir != NULL, NULL);
@@ -754,7 +754,7 @@ tally_register_load (TallyRegister *reg,
 }
 
 gboolean
-tally_register_revokes (TallyRegister *reg, const guint8 register_id[TALLY_ID_BYTES])
+tally_register_revokes (TallyRegister *reg, const guint8 register_id[static TALLY_ID_BYTES])
 {
   g_return_val_if_fail (reg != NULL, FALSE);
   g_return_val_if_fail (register_id != NULL, FALSE);
@@ -764,7 +764,7 @@ tally_register_revokes (TallyRegister *reg, const guint8 register_id[TALLY_ID_BY
 }
 
 gboolean
-tally_register_peer_has_certificate (TallyRegister *reg, const guint8 peer_id[TALLY_ID_BYTES])
+tally_register_peer_has_certificate (TallyRegister *reg, const guint8 peer_id[static TALLY_ID_BYTES])
 {
   g_return_val_if_fail (reg != NULL, FALSE);
   g_return_val_if_fail (peer_id != NULL, FALSE);
@@ -785,7 +785,7 @@ tally_register_peer_has_certificate (TallyRegister *reg, const guint8 peer_id[TA
 
 Tally__SignedEnvelope *
 tally_register_lookup_certificate (TallyRegister *reg,
-                                   const guint8 hash[TALLY_HASH_BYTES],
+                                   const guint8 hash[static TALLY_HASH_BYTES],
                                    GError **error)
 {
   g_return_val_if_fail (reg != NULL, NULL);
@@ -805,7 +805,7 @@ tally_register_sign (TallyRegister *reg,
                      Tally__SignatureContext ctx,
                      const guint8 *data,
                      gsize len,
-                     guint8 signature[TALLY_SIGNATURE_BYTES])
+                     guint8 signature[static TALLY_SIGNATURE_BYTES])
 {
   g_return_if_fail (reg != NULL);
   g_return_if_fail (data != NULL || len == 0);
@@ -820,7 +820,7 @@ tally_register_sign_any (TallyRegister *reg,
                          Tally__SignatureContext ctx,
                          const guint8 *data,
                          gsize len,
-                         guint8 signature[TALLY_SIGNATURE_BYTES])
+                         guint8 signature[static TALLY_SIGNATURE_BYTES])
 {
   g_return_if_fail (reg != NULL);
   g_return_if_fail (data != NULL || len == 0);

@@ -85,7 +85,7 @@ const char *const *tally_register_commit_points (void);
 /* Creates a soft register in @dir (made if missing, mode 0700): a fresh key
  * pair in "register.key" (0600) and "register.db".  EXISTS if one is there. */
 TallyRegister *tally_register_create (const char *dir,
-                                      const guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES],
+                                      const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                                       GError **error);
 /* Opens an existing soft register. NOT_FOUND when @dir holds none. */
 TallyRegister *tally_register_open (const char *dir, GError **error);
@@ -128,7 +128,7 @@ guint64 tally_register_get_revocation_serial (TallyRegister *reg);
 guint64 tally_register_get_revocation_issued_at (TallyRegister *reg);
 GBytes *tally_register_get_revocation_list (TallyRegister *reg); /* packed envelope or NULL */
 /* TRUE when the revocation list we hold names @register_id. */
-gboolean tally_register_revokes (TallyRegister *reg, const guint8 register_id[TALLY_ID_BYTES]);
+gboolean tally_register_revokes (TallyRegister *reg, const guint8 register_id[static TALLY_ID_BYTES]);
 /* Stores @list when it verifies and is newer; an older or equal one is
  * ignored (TRUE).  Errors only for a bad list. */
 gboolean tally_register_update_revocation_list (TallyRegister *reg,
@@ -185,7 +185,7 @@ GBytes *tally_register_spend (TallyRegister *reg,
  * expired at @now and was not given back: the one to deliver again.
  * NOT_FOUND when there is none. */
 GBytes *tally_register_get_pending (TallyRegister *reg,
-                                    const guint8 payee_id[TALLY_ID_BYTES],
+                                    const guint8 payee_id[static TALLY_ID_BYTES],
                                     guint64 now,
                                     GError **error);
 
@@ -225,12 +225,12 @@ GBytes *tally_register_receive_again (TallyRegister *reg,
 /* Payer: TRUE when @peer_id acknowledged a payment made with our current
  * certificate, so the payee has it cached and its hash can stand in. */
 gboolean tally_register_peer_has_certificate (TallyRegister *reg,
-                                              const guint8 peer_id[TALLY_ID_BYTES]);
+                                              const guint8 peer_id[static TALLY_ID_BYTES]);
 
 /* Payee: a payer certificate cached when a payment was received, by its
  * H("register-certificate", body).  NOT_FOUND when not cached. */
 Tally__SignedEnvelope *tally_register_lookup_certificate (TallyRegister *reg,
-                                                          const guint8 hash[TALLY_HASH_BYTES],
+                                                          const guint8 hash[static TALLY_HASH_BYTES],
                                                           GError **error);
 
 /* Signs a handshake transcript hash with the register key: only the
@@ -239,7 +239,7 @@ void tally_register_sign (TallyRegister *reg,
                           Tally__SignatureContext ctx,
                           const guint8 *data,
                           gsize len,
-                          guint8 signature[TALLY_SIGNATURE_BYTES]);
+                          guint8 signature[static TALLY_SIGNATURE_BYTES]);
 
 /* --- reconciliation --- */
 
