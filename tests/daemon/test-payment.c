@@ -6,7 +6,10 @@
 #include <string.h>
 
 #include "script.h"
+#include "tally-channel.h"
 #include "tally-link.h"
+#include "tally-memlink.h"
+#include "tally-stream.h"
 #include "tally-payment.h"
 #include "test-util.h"
 
@@ -150,8 +153,8 @@ start_pair (Fixture *f, gint64 amount, gsize mtu, TallyPayment **payer, TallyPay
   g_assert_cmpint (tally_payment_get_state (*payee), ==, TALLY_PAYMENT_STATE_WAITING);
   *payer = tally_payment_new_payer (f->payer_reg, NULL, TEST_TIMEOUT_SECONDS);
   g_assert_cmpint (tally_payment_get_state (*payer), ==, TALLY_PAYMENT_STATE_CONNECTING);
-  tally_payment_set_callbacks (*payer, &payer_callbacks, f);
-  tally_payment_set_callbacks (*payee, &payee_callbacks, f);
+  tally_payment_set_callbacks (*payer, &payer_callbacks, f, NULL);
+  tally_payment_set_callbacks (*payee, &payee_callbacks, f, NULL);
 
   tally_mem_link_pair (mtu, &la, &lb);
   g_assert_true (tally_payment_attach (*payee, lb, &error));
@@ -277,10 +280,10 @@ test_disconnect_after_hello_fails_payer (Fixture *f, gconstpointer data)
   gboolean got_hello = FALSE;
 
   f->answer = AGENT_ACCEPT;
-  tally_payment_set_callbacks (payer, &payer_callbacks, f);
+  tally_payment_set_callbacks (payer, &payer_callbacks, f, NULL);
   tally_mem_link_pair (TALLY_STREAM_DEFAULT_MTU, &la, &lb);
   /* A payee that hangs up as soon as the Hello arrives. */
-  tally_link_set_handlers (lb, on_fragment_close, on_link_closed, &got_hello);
+  tally_link_set_handlers (lb, on_fragment_close, on_link_closed, &got_hello, NULL);
   g_assert_true (tally_payment_attach (payer, la, &error));
   g_assert_no_error (error);
   run_until_finished (payer, NULL);
@@ -301,7 +304,7 @@ test_refused_payer_fails_not_found (Fixture *f, gconstpointer data)
   g_autoptr (TallyLink) lb = NULL;
   g_autoptr (TallyPayment) payer = tally_payment_new_payer (f->payer_reg, NULL, TEST_TIMEOUT_SECONDS);
 
-  tally_payment_set_callbacks (payer, &payer_callbacks, f);
+  tally_payment_set_callbacks (payer, &payer_callbacks, f, NULL);
   tally_mem_link_pair (TALLY_STREAM_DEFAULT_MTU, &la, &lb);
   g_assert_true (tally_payment_attach (payer, la, &error));
   /* What the daemon does with a payer while no request waits. */
@@ -367,7 +370,7 @@ test_waiting_request_times_out (Fixture *f, gconstpointer data)
   g_autoptr (TallyPayment) payee =
     tally_payment_new_payee (f->payee_reg, 100, "", NULL, 1, &error);
   g_assert_no_error (error);
-  tally_payment_set_callbacks (payee, &payee_callbacks, f);
+  tally_payment_set_callbacks (payee, &payee_callbacks, f, NULL);
 
   run_until_finished (payee, NULL);
 
@@ -490,11 +493,11 @@ test_payer_refuses_memo_not_utf8 (Fixture *f, gconstpointer data)
   script_init (&h.script, FALSE);
   tally_mem_link_pair (TALLY_STREAM_DEFAULT_MTU, &la, &lb);
   h.channel = tally_channel_new (lb, TALLY_SESSION_MAX_MESSAGE, 5000);
-  tally_channel_set_handlers (h.channel, on_hostile_message, on_hostile_closed, &h);
+  tally_channel_set_handlers (h.channel, on_hostile_message, on_hostile_closed, &h, NULL);
 
   f->answer = AGENT_ACCEPT;
   TallyPayment *payer = tally_payment_new_payer (f->payer_reg, NULL, TEST_TIMEOUT_SECONDS);
-  tally_payment_set_callbacks (payer, &payer_callbacks, f);
+  tally_payment_set_callbacks (payer, &payer_callbacks, f, NULL);
   g_assert_true (tally_payment_attach (payer, la, &error));
   g_assert_no_error (error);
   run_until_finished (payer, NULL);
@@ -508,8 +511,8 @@ test_payer_refuses_memo_not_utf8 (Fixture *f, gconstpointer data)
   g_assert_cmpuint (f->confirm_calls, ==, 0);
   g_assert_cmpint (tally_register_get_balance (f->payer_reg), ==, 10000);
   g_assert_true (g_utf8_validate (tally_payment_get_memo (payer), -1, NULL));
-  tally_payment_free (payer);
-  tally_channel_free (h.channel);
+  tally_payment_unref (payer);
+  tally_channel_unref (h.channel);
   script_clear (&h.script);
 
   /* The payer goes on paying honest payees. */
@@ -518,8 +521,8 @@ test_payer_refuses_memo_not_utf8 (Fixture *f, gconstpointer data)
   run_until_finished (next_payer, payee);
   g_assert_cmpint (tally_payment_get_state (next_payer), ==, TALLY_PAYMENT_STATE_DONE);
   g_assert_cmpint (tally_register_get_balance (f->payer_reg), ==, 9300);
-  tally_payment_free (next_payer);
-  tally_payment_free (payee);
+  tally_payment_unref (next_payer);
+  tally_payment_unref (payee);
 }
 
 int
