@@ -212,13 +212,7 @@ tally_channel_unref (TallyChannel *channel)
   if (!g_atomic_int_dec_and_test (&channel->ref_count))
     return;
 
-  switch (channel->state) {
-  case CHANNEL_OPEN:
-    channel_enter_state (channel, CHANNEL_CLOSED);
-    break;
-  case CHANNEL_CLOSED:
-    break;
-  }
+  tally_channel_close (channel);
   if (channel->user_data_destroy != NULL)
     channel->user_data_destroy (channel->user_data);
   tally_link_unref (channel->link);

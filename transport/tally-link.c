@@ -146,17 +146,7 @@ tally_link_unref (TallyLink *link)
   if (!g_atomic_int_dec_and_test (&link->ref_count))
     return;
 
-  switch (link->state) {
-  case LINK_OPEN:
-    link_enter_state (link, LINK_CLOSED);
-    link_stop_io (link);
-    break;
-  case LINK_CLOSE_HELD:
-    link_enter_state (link, LINK_CLOSED);
-    break;
-  case LINK_CLOSED:
-    break;
-  }
+  tally_link_close (link);
   if (link->ops->destroy != NULL)
     link->ops->destroy (link);
   if (link->user_data_destroy != NULL)
