@@ -25,7 +25,8 @@ typedef struct _TallyStreamListener TallyStreamListener;
 typedef void (*TallyStreamAcceptFunc) (TallyStreamListener *listener,
                                        TallyLink *link,
                                        gpointer user_data);
-/* @destroy (may be NULL) gets @user_data when the listener is freed. */
+/* @destroy (may be NULL) gets @user_data when the listener is freed; a
+ * listener that fails to start never owned it. */
 TallyStreamListener *tally_stream_listener_new (const char *address,
                                                 gsize mtu,
                                                 TallyStreamAcceptFunc on_accept,

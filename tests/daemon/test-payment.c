@@ -379,6 +379,71 @@ test_waiting_request_times_out (Fixture *f, gconstpointer data)
   assert_states (f->payee_states, want);
 }
 
+/* The timeout belongs to the context that was thread-default when the
+ * payment was made, not to the global default. */
+static void
+test_times_out_on_its_own_context (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GMainContext) context = g_main_context_new ();
+
+  g_main_context_push_thread_default (context);
+  g_autoptr (TallyPayment) payee =
+    tally_payment_new_payee (f->payee_reg, 100, "", NULL, 1, &error);
+  g_assert_no_error (error);
+  tally_payment_set_callbacks (payee, &payee_callbacks, f, NULL);
+
+  while (!tally_payment_is_finished (payee))
+    g_main_context_iteration (context, TRUE);
+  g_main_context_pop_thread_default (context);
+
+  g_assert_error (tally_payment_get_error (payee), TALLY_ERROR, TALLY_ERROR_TIMEOUT);
+}
+
+typedef struct
+{
+  TallyPayment *payment;
+  guint destroyed;
+} Holder;
+
+static void
+holder_drop_when_finished (TallyPayment *payment, gpointer user_data)
+{
+  Holder *h = user_data;
+
+  if (tally_payment_is_finished (payment))
+    g_clear_pointer (&h->payment, tally_payment_unref);
+}
+
+static void
+holder_destroyed (gpointer user_data)
+{
+  ((Holder *) user_data)->destroyed++;
+}
+
+static const TallyPaymentCallbacks drop_callbacks = {
+  .changed = holder_drop_when_finished,
+};
+
+/* The owner may drop its only reference from a callback; the destroy
+ * notify runs when callbacks are replaced and when the payment goes. */
+static void
+test_owner_may_drop_payment_from_callback (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  Holder h = { 0 };
+
+  h.payment = tally_payment_new_payee (f->payee_reg, 100, "", NULL, 1, &error);
+  g_assert_no_error (error);
+  tally_payment_set_callbacks (h.payment, &payee_callbacks, &h, holder_destroyed);
+  tally_payment_set_callbacks (h.payment, &drop_callbacks, &h, holder_destroyed);
+  g_assert_cmpuint (h.destroyed, ==, 1);
+
+  while (h.payment != NULL)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (h.destroyed, ==, 2);
+}
+
 static void
 test_attach_refuses_second_link (Fixture *f, gconstpointer data)
 {
@@ -541,6 +606,9 @@ main (int argc, char **argv)
   ADD ("/daemon/payment/cancel-while-confirming-tells-payee",
        test_cancel_while_confirming_tells_payee);
   ADD ("/daemon/payment/waiting-request-times-out", test_waiting_request_times_out);
+  ADD ("/daemon/payment/times-out-on-its-own-context", test_times_out_on_its_own_context);
+  ADD ("/daemon/payment/owner-may-drop-it-from-a-callback",
+       test_owner_may_drop_payment_from_callback);
   ADD ("/daemon/payment/attach-refuses-second-link", test_attach_refuses_second_link);
   ADD ("/daemon/payment/payer-delivers-pending-permission-without-asking-agent",
        test_payer_delivers_pending_permission_without_asking_agent);

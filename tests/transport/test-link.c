@@ -385,6 +385,49 @@ test_channel_closes_on_reassembly_error (void)
 }
 
 static void
+count_destroy (gpointer user_data)
+{
+  (*(guint *) user_data)++;
+}
+
+/* Handlers' destroy notifies run when the handlers are replaced and when
+ * the link or channel is freed. */
+static void
+test_handlers_destroy_on_replace_and_free (void)
+{
+  TestEnv env;
+  TallyLink *a_link;
+  TallyLink *b_link;
+  TallyChannel *channel;
+  guint link_destroyed = 0;
+  guint channel_destroyed = 0;
+  LinkWatch watch = { 0 };
+
+  test_env_setup (&env);
+  tally_mem_link_pair (20, &a_link, &b_link);
+  tally_link_set_handlers (a_link, link_watch_fragment, link_watch_closed, &link_destroyed,
+                           count_destroy);
+  tally_link_set_handlers (a_link, link_watch_fragment, link_watch_closed, &watch, NULL);
+  g_assert_cmpuint (link_destroyed, ==, 1);
+  tally_link_set_handlers (a_link, link_watch_fragment, link_watch_closed, &link_destroyed,
+                           count_destroy);
+  tally_link_unref (a_link);
+  g_assert_cmpuint (link_destroyed, ==, 2);
+
+  channel = tally_channel_new (b_link, TALLY_FRAME_DEFAULT_MAX_MESSAGE,
+                               TALLY_FRAME_DEFAULT_TIMEOUT_MS);
+  tally_link_unref (b_link);
+  tally_channel_set_handlers (channel, NULL, NULL, &channel_destroyed, count_destroy);
+  tally_channel_set_handlers (channel, NULL, NULL, &channel_destroyed, count_destroy);
+  g_assert_cmpuint (channel_destroyed, ==, 1);
+  tally_channel_unref (channel);
+  g_assert_cmpuint (channel_destroyed, ==, 2);
+
+  g_clear_error (&watch.error);
+  test_env_teardown (&env);
+}
+
+static void
 test_channel_times_out_partial_message (void)
 {
   /* FIRST of a 100-byte message; the rest never comes. */
@@ -1190,6 +1233,8 @@ main (int argc, char **argv)
                    test_mem_holds_fragments_until_handlers_set);
   g_test_add_func ("/link/channel/closes-on-reassembly-error",
                    test_channel_closes_on_reassembly_error);
+  g_test_add_func ("/link/handlers/destroy-on-replace-and-on-free",
+                   test_handlers_destroy_on_replace_and_free);
   g_test_add_func ("/link/channel/times-out-partial-message",
                    test_channel_times_out_partial_message);
   g_test_add_func ("/link/channel/reassembles-reordered-fragments",
