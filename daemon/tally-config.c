@@ -3,6 +3,8 @@
 
 #include <string.h>
 
+#include "tally-hex.h"
+
 typedef struct
 {
   const char *group;
@@ -239,16 +241,11 @@ check_keys (GKeyFile *kf, GError **error)
   return TRUE;
 }
 
+/* [register]: where the register lives and whose certificates it trusts. */
 static gboolean
-load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
+load_register_group (TallyConfig *config, GKeyFile *kf, GError **error)
 {
-  g_autofree char *dir = NULL, *issuer = NULL, *bus = NULL, *name = NULL, *listen = NULL,
-                   *max_amount = NULL, *ble = NULL, *adapter = NULL, *authorization = NULL;
-  gboolean present;
-  guint64 v;
-
-  if (!check_keys (kf, error))
-    return FALSE;
+  g_autofree char *dir = NULL, *issuer = NULL;
 
   if (!get_string (kf, "register", "dir", &dir, error))
     return FALSE;
@@ -265,6 +262,14 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
                       "expected the issuer public key as 64 hex digits");
     config->has_issuer_key = TRUE;
   }
+  return TRUE;
+}
+
+/* [dbus]: the bus, who may call, and the name we own there. */
+static gboolean
+load_dbus_group (TallyConfig *config, GKeyFile *kf, GError **error)
+{
+  g_autofree char *bus = NULL, *name = NULL, *authorization = NULL;
 
   if (!get_string (kf, "dbus", "bus", &bus, error))
     return FALSE;
@@ -302,6 +307,14 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
     g_free (config->bus_name);
     config->bus_name = g_steal_pointer (&name);
   }
+  return TRUE;
+}
+
+/* [transport]: where payers connect, and Bluetooth LE. */
+static gboolean
+load_transport_group (TallyConfig *config, GKeyFile *kf, GError **error)
+{
+  g_autofree char *listen = NULL, *ble = NULL, *adapter = NULL;
 
   if (!get_string (kf, "transport", "listen", &listen, error))
     return FALSE;
@@ -336,6 +349,16 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
     g_free (config->adapter);
     config->adapter = g_steal_pointer (&adapter);
   }
+  return TRUE;
+}
+
+/* [policy]: what we refuse beyond the certified limits. */
+static gboolean
+load_policy_group (TallyConfig *config, GKeyFile *kf, GError **error)
+{
+  g_autofree char *max_amount = NULL;
+  gboolean present;
+  guint64 v;
 
   if (!get_uint (kf, "policy", "max_revocation_age_hours", G_MAXUINT64 / 3600, &present, &v,
                  error))
@@ -352,6 +375,15 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
                       "expected 0 or an amount in major units like 20 or 20.50");
     config->policy.max_amount = amount;
   }
+  return TRUE;
+}
+
+/* [payment]: how long payments live and where Pay may connect. */
+static gboolean
+load_payment_group (TallyConfig *config, GKeyFile *kf, GError **error)
+{
+  gboolean present;
+  guint64 v;
 
   if (!get_uint (kf, "payment", "timeout_seconds", 24 * 3600, &present, &v, error))
     return FALSE;
@@ -370,6 +402,16 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
     config->keep_finished_seconds = (guint) v;
   }
   return load_targets (&config->targets, kf, error);
+}
+
+/* Group by group, in the order of tally_config_describe (); the first
+ * bad key stops the load. */
+static gboolean
+load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
+{
+  return check_keys (kf, error) && load_register_group (config, kf, error) &&
+         load_dbus_group (config, kf, error) && load_transport_group (config, kf, error) &&
+         load_policy_group (config, kf, error) && load_payment_group (config, kf, error);
 }
 
 gboolean

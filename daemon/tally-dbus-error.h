@@ -2,8 +2,8 @@
 #pragma once
 
 /*
- * The one table from TallyError codes to D-Bus error names
- * ("org.tally.Error.<tally_error_to_string (code)>").  Registering it with
+ * TallyError codes as D-Bus error names ("org.tally.Error.<Name>", from
+ * TALLY_ERROR_LIST in tally-error.h).  Registering them with
  * GDBus makes a TALLY_ERROR returned by the daemon arrive at a client as the
  * same domain and code, once the client called tally_dbus_error_register ().
  */
@@ -14,7 +14,7 @@
 
 G_BEGIN_DECLS
 
-#define TALLY_DBUS_ERROR_PREFIX "org.tally.Error."
+#define TALLY_DBUS_ERROR_PREFIX TALLY_ERROR_NAME_PREFIX
 #define TALLY_DBUS_ERROR_FAILED TALLY_DBUS_ERROR_PREFIX "Failed"
 
 /* Registers the table for the TALLY_ERROR domain; idempotent. */

@@ -3,9 +3,11 @@
 
 #include <string.h>
 
+#include "tally-clock.h"
 #include "tally-dbus-caller.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-generated.h"
+#include "tally-hex.h"
 
 struct _TallyDBusRegister
 {

@@ -2,6 +2,7 @@
 #include "tally-payment.h"
 
 #include "tally-channel.h"
+#include "tally-clock.h"
 #include "tally-stream.h"
 
 /* After our last message (receipt or Error) the peer closes first; the

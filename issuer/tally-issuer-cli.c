@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tally-clock.h"
+#include "tally-hex.h"
 #include "tally-issuer.h"
+#include "tally-json.h"
 
 #define EXIT_FAILED 1
 #define EXIT_USAGE  2

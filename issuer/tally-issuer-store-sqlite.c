@@ -1,114 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tally-issuer-store.h"
-
-#include <sqlite3.h>
-#include <string.h>
-
-/* Every database starts as version 1 and is brought up to date by the
- * migrations below, in order, inside one transaction: a new database and an
- * old one that was migrated have the same schema. */
-static const char schema_v1_sql[] =
-  "CREATE TABLE schema_version (version INTEGER NOT NULL);"
-  "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);"
-  "CREATE TABLE totals ("
-  "  id INTEGER PRIMARY KEY CHECK (id = 1),"
-  "  issued INTEGER NOT NULL,"
-  "  in_flight INTEGER NOT NULL,"
-  "  fraud_exposure INTEGER NOT NULL);"
-  "INSERT INTO totals (id, issued, in_flight, fraud_exposure) VALUES (1, 0, 0, 0);"
-  "CREATE TABLE accounts ("
-  "  name TEXT PRIMARY KEY,"
-  "  balance INTEGER NOT NULL CHECK (balance >= 0));"
-  "CREATE TABLE registers ("
-  "  id BLOB PRIMARY KEY,"
-  "  public_key BLOB NOT NULL,"
-  "  account TEXT NOT NULL REFERENCES accounts (name),"
-  "  max_payment INTEGER NOT NULL,"
-  "  balance_cap INTEGER NOT NULL,"
-  "  max_offline_payments INTEGER NOT NULL,"
-  "  max_offline_seconds INTEGER NOT NULL,"
-  "  validity INTEGER NOT NULL,"
-  "  cert_serial INTEGER NOT NULL,"
-  "  settled_counter INTEGER NOT NULL,"
-  "  revoked INTEGER NOT NULL,"
-  "  view_balance INTEGER NOT NULL);"
-  "CREATE TABLE vouchers ("
-  "  register_id BLOB NOT NULL REFERENCES registers (id),"
-  "  sequence INTEGER NOT NULL,"
-  "  amount INTEGER NOT NULL,"
-  "  issued_at INTEGER NOT NULL,"
-  "  envelope BLOB NOT NULL,"
-  "  PRIMARY KEY (register_id, sequence));"
-  "CREATE TABLE entries ("
-  "  hash BLOB PRIMARY KEY,"
-  "  register_id BLOB NOT NULL,"
-  "  counter INTEGER NOT NULL,"
-  "  kind INTEGER NOT NULL,"
-  "  payee_id BLOB,"
-  "  amount INTEGER NOT NULL,"
-  "  state INTEGER NOT NULL,"
-  "  payer_reported INTEGER NOT NULL,"
-  "  payee_reported INTEGER NOT NULL,"
-  "  chain_prev BLOB NOT NULL,"
-  "  chain_after BLOB NOT NULL,"
-  "  envelope BLOB NOT NULL,"
-  "  booked_at INTEGER NOT NULL);"
-  "CREATE INDEX entries_by_counter ON entries (register_id, counter);"
-  "CREATE TABLE fraud_proofs ("
-  "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
-  "  register_id BLOB NOT NULL,"
-  "  kind INTEGER NOT NULL,"
-  "  detected_at INTEGER NOT NULL,"
-  "  envelope BLOB NOT NULL);"
-  "CREATE INDEX fraud_proofs_by_register ON fraud_proofs (register_id);"
-  "CREATE TABLE revocation_lists ("
-  "  serial INTEGER PRIMARY KEY,"
-  "  issued_at INTEGER NOT NULL,"
-  "  envelope BLOB NOT NULL);";
-
-/* migrations[i] takes a database from version i + 1 to i + 2. */
-static const char *const migrations[] = {
-  /* 2: expiring permissions (docs/protocol.md 5).  Entries booked before
-   * carry expires_at 0 and are never reclaimed; the partial index finds a
-   * payee's expired permissions in flight without scanning the table. */
-  "ALTER TABLE registers ADD COLUMN horizon INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE entries ADD COLUMN expires_at INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE entries ADD COLUMN receipt BLOB;"
-  "ALTER TABLE totals ADD COLUMN reclaimed_count INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE totals ADD COLUMN reclaimed INTEGER NOT NULL DEFAULT 0;"
-  "CREATE TABLE horizon_bundles ("
-  "  register_id BLOB PRIMARY KEY REFERENCES registers (id),"
-  "  envelope BLOB NOT NULL);"
-  "CREATE INDEX entries_in_flight_by_payee ON entries (payee_id, expires_at) WHERE state = 1;",
-  /* 3: certified display names (docs/protocol.md 2.1).  Registers certified
-   * before have none (NULL) and keep having none when renewed. */
-  "ALTER TABLE registers ADD COLUMN display_name TEXT;",
-  /* 4: the issuer credits only what signed evidence backs (docs/protocol.md
-   * 5.5).  A defund records what it was credited, which may be less than
-   * it claimed; a register records what it was refused and the deficit a
-   * fraud proof has shown, and the largest max_payment it was ever
-   * certified with; a payment above it is tainted: its payee accepted what
-   * no honest payee would, and it is no evidence for that payee.  Defunds
-   * booked before were credited in full.
-   * totals.fraud_exposure is no longer kept: the audit derives exposure
-   * from the registers' views. */
-  "ALTER TABLE entries ADD COLUMN credited INTEGER NOT NULL DEFAULT 0;"
-  "UPDATE entries SET credited = amount WHERE kind = 2 OR state = 3;"
-  "ALTER TABLE registers ADD COLUMN refused INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE registers ADD COLUMN deficit INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE registers ADD COLUMN max_payment_ever INTEGER NOT NULL DEFAULT 0;"
-  "UPDATE registers SET max_payment_ever = max_payment;"
-  "ALTER TABLE entries ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;"
-  "CREATE INDEX entries_by_payee ON entries (payee_id, state);",
-};
-
-#define SCHEMA_VERSION ((gint64) G_N_ELEMENTS (migrations) + 1)
+#include "tally-issuer-store-private.h"
 
 typedef enum
 {
-  STMT_BEGIN,
-  STMT_COMMIT,
-  STMT_ROLLBACK,
   STMT_META_GET,
   STMT_META_SET,
   STMT_ACCOUNT_INSERT,
@@ -163,9 +57,6 @@ typedef enum
   "refused, deficit, max_payment_ever, display_name"
 
 static const char *const stmt_sql[N_STMTS] = {
-  [STMT_BEGIN] = "BEGIN IMMEDIATE",
-  [STMT_COMMIT] = "COMMIT",
-  [STMT_ROLLBACK] = "ROLLBACK",
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
   [STMT_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
   [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES (?1, 0)",
@@ -253,238 +144,149 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_COUNT_FRAUD] = "SELECT COUNT(*) FROM fraud_proofs",
 };
 
-typedef struct
+struct _TallyIssuerStore
 {
-  sqlite3 *db;
-  char *path;
-  sqlite3_stmt *stmts[N_STMTS];
-} SqliteStore;
+  TallySqlite *db;
+  gboolean in_transaction;
+};
 
-/* A prepared statement borrowed for one call: reset and unbound on scope
- * exit so the next call starts clean. */
-typedef sqlite3_stmt BorrowedStmt;
+/* Every data operation belongs to the one transaction of a public call. */
+#define CHECK_IN_TRANSACTION(store)                                                                \
+  G_STMT_START                                                                                     \
+  {                                                                                                \
+    g_return_val_if_fail ((store) != NULL, FALSE);                                                 \
+    g_return_val_if_fail ((store)->in_transaction, FALSE);                                         \
+  }                                                                                                \
+  G_STMT_END
 
-static void
-borrowed_stmt_release (BorrowedStmt *st)
-{
-  sqlite3_reset (st);
-  sqlite3_clear_bindings (st);
-}
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (BorrowedStmt, borrowed_stmt_release)
-
-static BorrowedStmt *
-borrow (SqliteStore *s, StmtId id)
-{
-  return s->stmts[id];
-}
-
+/* Collects every row of @st into *@rows. */
 static gboolean
-db_fail (SqliteStore *s, const char *what, GError **error)
+collect (TallyIssuerStore *s,
+         sqlite3_stmt *st,
+         gsize row_size,
+         TallySqliteRowReader read,
+         GDestroyNotify free_row,
+         const char *what,
+         GPtrArray **rows,
+         GError **error)
 {
-  g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s: %s", s->path, what,
-               sqlite3_errmsg (s->db));
-  return FALSE;
-}
-
-static gboolean
-is_constraint (SqliteStore *s)
-{
-  return (sqlite3_extended_errcode (s->db) & 0xff) == SQLITE_CONSTRAINT;
-}
-
-/* Steps a statement that returns no row. */
-static gboolean
-step_done (SqliteStore *s, sqlite3_stmt *st, const char *what, GError **error)
-{
-  if (sqlite3_step (st) != SQLITE_DONE)
-    return db_fail (s, what, error);
-  return TRUE;
-}
-
-/* Steps a statement expected to return one row: TRUE with the row,
- * NOT_FOUND naming @what without one. */
-static gboolean
-step_row (SqliteStore *s, sqlite3_stmt *st, const char *what, GError **error)
-{
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_ROW)
-    return TRUE;
-  if (rc == SQLITE_DONE) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "%s not found", what);
+  GPtrArray *out = tally_sqlite_collect (s->db, st, row_size, read, s, free_row, what, error);
+  if (out == NULL)
     return FALSE;
-  }
-  return db_fail (s, what, error);
-}
-
-static void
-bind_blob (sqlite3_stmt *st, int col, const void *data, gsize len)
-{
-  sqlite3_bind_blob (st, col, data, (int) len, SQLITE_TRANSIENT);
-}
-
-static void
-bind_bytes (sqlite3_stmt *st, int col, GBytes *bytes)
-{
-  gsize len;
-  const guint8 *data = g_bytes_get_data (bytes, &len);
-  /* A zero-length blob must not bind as NULL. */
-  sqlite3_bind_blob (st, col, data ? (const void *) data : (const void *) "", (int) len,
-                     SQLITE_TRANSIENT);
-}
-
-static void
-bind_optional_bytes (sqlite3_stmt *st, int col, GBytes *bytes)
-{
-  if (bytes != NULL)
-    bind_bytes (st, col, bytes);
-  else
-    sqlite3_bind_null (st, col);
-}
-
-static void
-bind_u64 (sqlite3_stmt *st, int col, guint64 v)
-{
-  /* SQLite integers are signed; the cast round-trips exactly. */
-  sqlite3_bind_int64 (st, col, (sqlite3_int64) v);
-}
-
-static guint64
-column_u64 (sqlite3_stmt *st, int col)
-{
-  return (guint64) sqlite3_column_int64 (st, col);
-}
-
-static gboolean
-column_fixed (SqliteStore *s,
-              sqlite3_stmt *st,
-              int col,
-              guint8 *out,
-              gsize len,
-              const char *what,
-              GError **error)
-{
-  const void *data = sqlite3_column_blob (st, col);
-  if (data == NULL || (gsize) sqlite3_column_bytes (st, col) != len) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: stored %s is not %zu bytes",
-                 s->path, what, len);
-    return FALSE;
-  }
-  memcpy (out, data, len);
+  *rows = out;
   return TRUE;
-}
-
-static GBytes *
-column_bytes (sqlite3_stmt *st, int col)
-{
-  const void *data = sqlite3_column_blob (st, col);
-  int len = sqlite3_column_bytes (st, col);
-  return g_bytes_new (data, (gsize) len);
 }
 
 /* --- transactions --- */
 
-static gboolean
-sqlite_begin (gpointer backend, GError **error)
+gboolean
+tally_issuer_store_begin (TallyIssuerStore *store, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_BEGIN);
-  return step_done (s, st, "begin", error);
+  g_return_val_if_fail (store != NULL, FALSE);
+  g_return_val_if_fail (!store->in_transaction, FALSE);
+
+  if (!tally_sqlite_begin (store->db, TRUE, error))
+    return FALSE;
+  store->in_transaction = TRUE;
+  return TRUE;
 }
 
-static gboolean
-sqlite_commit (gpointer backend, GError **error)
+gboolean
+tally_issuer_store_commit (TallyIssuerStore *store, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_COMMIT);
-  if (step_done (s, st, "commit", error))
-    return TRUE;
-  /* A failed COMMIT may leave the transaction open; never leave it so. */
-  if (!sqlite3_get_autocommit (s->db)) {
-    g_autoptr (BorrowedStmt) rb = borrow (s, STMT_ROLLBACK);
-    sqlite3_step (rb);
-  }
-  return FALSE;
+  g_return_val_if_fail (store != NULL, FALSE);
+  g_return_val_if_fail (store->in_transaction, FALSE);
+
+  if (!tally_sqlite_commit (store->db, error))
+    return FALSE;
+  store->in_transaction = FALSE;
+  return TRUE;
 }
 
-static void
-sqlite_rollback (gpointer backend)
+void
+tally_issuer_store_rollback (TallyIssuerStore *store)
 {
-  SqliteStore *s = backend;
-  if (sqlite3_get_autocommit (s->db))
+  g_return_if_fail (store != NULL);
+
+  if (!store->in_transaction)
     return;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ROLLBACK);
-  if (sqlite3_step (st) != SQLITE_DONE)
-    g_warning ("%s: rollback failed: %s", s->path, sqlite3_errmsg (s->db));
+  tally_sqlite_rollback (store->db);
+  store->in_transaction = FALSE;
 }
 
 /* --- meta --- */
 
-static gboolean
-sqlite_meta_get (gpointer backend, const char *key, GBytes **value, GError **error)
+gboolean
+tally_issuer_store_meta_get (TallyIssuerStore *s, const char *key, GBytes **value, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_META_GET);
-  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
-  if (!step_row (s, st, key, error))
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_GET);
+  tally_sqlite_bind_text (st, 1, key);
+  if (!tally_sqlite_step_row (s->db, st, key, error))
     return FALSE;
-  *value = column_bytes (st, 0);
+  *value = tally_sqlite_column_bytes (st, 0);
   return TRUE;
 }
 
-static gboolean
-sqlite_meta_set (gpointer backend, const char *key, GBytes *value, GError **error)
+gboolean
+tally_issuer_store_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_META_SET);
-  sqlite3_bind_text (st, 1, key, -1, SQLITE_TRANSIENT);
-  bind_bytes (st, 2, value);
-  return step_done (s, st, "meta", error);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_SET);
+  tally_sqlite_bind_text (st, 1, key);
+  tally_sqlite_bind_bytes (st, 2, value);
+  return tally_sqlite_step_done (s->db, st, "meta", error);
 }
 
 /* --- accounts --- */
 
-static gboolean
-sqlite_account_insert (gpointer backend, const char *name, GError **error)
+gboolean
+tally_issuer_store_account_insert (TallyIssuerStore *s, const char *name, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_INSERT);
-  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
-  if (sqlite3_step (st) == SQLITE_DONE)
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_INSERT);
+  tally_sqlite_bind_text (st, 1, name);
+  gboolean exists;
+  if (tally_sqlite_step_insert (s->db, st, &exists, "account", error))
     return TRUE;
-  if (is_constraint (s)) {
+  if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "account \"%s\" already exists", name);
-    return FALSE;
-  }
-  return db_fail (s, "account", error);
+  return FALSE;
 }
 
-static gboolean
-sqlite_account_get (gpointer backend, const char *name, gint64 *balance, GError **error)
+gboolean
+tally_issuer_store_account_get (TallyIssuerStore *s,
+                                const char *name,
+                                gint64 *balance,
+                                GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_GET);
-  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_DONE) {
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_GET);
+  tally_sqlite_bind_text (st, 1, name);
+  gboolean have;
+  if (!tally_sqlite_step_next (s->db, st, &have, "account", error))
+    return FALSE;
+  if (!have) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
     return FALSE;
   }
-  if (rc != SQLITE_ROW)
-    return db_fail (s, "account", error);
   *balance = sqlite3_column_int64 (st, 0);
   return TRUE;
 }
 
-static gboolean
-sqlite_account_put (gpointer backend, const char *name, gint64 balance, GError **error)
+gboolean
+tally_issuer_store_account_put (TallyIssuerStore *s,
+                                const char *name,
+                                gint64 balance,
+                                GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ACCOUNT_PUT);
-  sqlite3_bind_text (st, 1, name, -1, SQLITE_TRANSIENT);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_PUT);
+  tally_sqlite_bind_text (st, 1, name);
   sqlite3_bind_int64 (st, 2, balance);
-  if (!step_done (s, st, "account", error))
+  if (!tally_sqlite_step_done (s->db, st, "account", error))
     return FALSE;
-  if (sqlite3_changes (s->db) != 1) {
+  if (tally_sqlite_changes (s->db) != 1) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
     return FALSE;
   }
@@ -494,23 +296,23 @@ sqlite_account_put (gpointer backend, const char *name, gint64 balance, GError *
 /* --- registers --- */
 
 static gboolean
-read_register (SqliteStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GError **error)
+read_register (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GError **error)
 {
   TallyIssuerRegisterRow r = { 0 };
-  if (!column_fixed (s, st, 0, r.id, TALLY_ID_BYTES, "register id", error) ||
-      !column_fixed (s, st, 1, r.public_key, TALLY_PUBLIC_KEY_BYTES, "register key", error))
+  if (!tally_sqlite_column_fixed (s->db, st, 0, r.id, TALLY_ID_BYTES, error) ||
+      !tally_sqlite_column_fixed (s->db, st, 1, r.public_key, TALLY_PUBLIC_KEY_BYTES, error))
     return FALSE;
   r.account = g_strdup ((const char *) sqlite3_column_text (st, 2));
   r.max_payment = sqlite3_column_int64 (st, 3);
   r.balance_cap = sqlite3_column_int64 (st, 4);
   r.max_offline_payments = (guint32) sqlite3_column_int64 (st, 5);
-  r.max_offline_seconds = column_u64 (st, 6);
-  r.validity = column_u64 (st, 7);
-  r.cert_serial = column_u64 (st, 8);
-  r.settled_counter = column_u64 (st, 9);
+  r.max_offline_seconds = tally_sqlite_column_u64 (st, 6);
+  r.validity = tally_sqlite_column_u64 (st, 7);
+  r.cert_serial = tally_sqlite_column_u64 (st, 8);
+  r.settled_counter = tally_sqlite_column_u64 (st, 9);
   r.revoked = sqlite3_column_int (st, 10) != 0;
   r.view_balance = sqlite3_column_int64 (st, 11);
-  r.horizon = column_u64 (st, 12);
+  r.horizon = tally_sqlite_column_u64 (st, 12);
   r.refused = sqlite3_column_int64 (st, 13);
   r.deficit = sqlite3_column_int64 (st, 14);
   r.max_payment_ever = sqlite3_column_int64 (st, 15);
@@ -520,181 +322,168 @@ read_register (SqliteStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GE
   return TRUE;
 }
 
-static gboolean
-sqlite_register_get (gpointer backend,
-                     const guint8 id[TALLY_ID_BYTES],
-                     TallyIssuerRegisterRow *row,
-                     GError **error)
+gboolean
+tally_issuer_store_register_get (TallyIssuerStore *s,
+                                 const guint8 id[TALLY_ID_BYTES],
+                                 TallyIssuerRegisterRow *row,
+                                 GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_GET);
-  bind_blob (st, 1, id, TALLY_ID_BYTES);
-  int rc = sqlite3_step (st);
-  if (rc == SQLITE_DONE) {
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_GET);
+  tally_sqlite_bind_blob (st, 1, id, TALLY_ID_BYTES);
+  gboolean have;
+  if (!tally_sqlite_step_next (s->db, st, &have, "register", error))
+    return FALSE;
+  if (!have) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
                  "register not certified by this issuer");
     return FALSE;
   }
-  if (rc != SQLITE_ROW)
-    return db_fail (s, "register", error);
-
   return read_register (s, st, row, error);
 }
 
-static gboolean
-sqlite_register_put (gpointer backend, const TallyIssuerRegisterRow *row, GError **error)
+gboolean
+tally_issuer_store_register_put (TallyIssuerStore *s,
+                                 const TallyIssuerRegisterRow *row,
+                                 GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_PUT);
-  bind_blob (st, 1, row->id, TALLY_ID_BYTES);
-  bind_blob (st, 2, row->public_key, TALLY_PUBLIC_KEY_BYTES);
-  sqlite3_bind_text (st, 3, row->account, -1, SQLITE_TRANSIENT);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_PUT);
+  tally_sqlite_bind_blob (st, 1, row->id, TALLY_ID_BYTES);
+  tally_sqlite_bind_blob (st, 2, row->public_key, TALLY_PUBLIC_KEY_BYTES);
+  tally_sqlite_bind_text (st, 3, row->account);
   sqlite3_bind_int64 (st, 4, row->max_payment);
   sqlite3_bind_int64 (st, 5, row->balance_cap);
   sqlite3_bind_int64 (st, 6, row->max_offline_payments);
-  bind_u64 (st, 7, row->max_offline_seconds);
-  bind_u64 (st, 8, row->validity);
-  bind_u64 (st, 9, row->cert_serial);
-  bind_u64 (st, 10, row->settled_counter);
+  tally_sqlite_bind_u64 (st, 7, row->max_offline_seconds);
+  tally_sqlite_bind_u64 (st, 8, row->validity);
+  tally_sqlite_bind_u64 (st, 9, row->cert_serial);
+  tally_sqlite_bind_u64 (st, 10, row->settled_counter);
   sqlite3_bind_int (st, 11, row->revoked ? 1 : 0);
   sqlite3_bind_int64 (st, 12, row->view_balance);
-  bind_u64 (st, 13, row->horizon);
+  tally_sqlite_bind_u64 (st, 13, row->horizon);
   sqlite3_bind_int64 (st, 14, row->refused);
   sqlite3_bind_int64 (st, 15, row->deficit);
   sqlite3_bind_int64 (st, 16, row->max_payment_ever);
-  if (row->display_name != NULL)
-    sqlite3_bind_text (st, 17, row->display_name, -1, SQLITE_TRANSIENT);
-  else
-    sqlite3_bind_null (st, 17);
-  return step_done (s, st, "register", error);
+  tally_sqlite_bind_text (st, 17, row->display_name);
+  return tally_sqlite_step_done (s->db, st, "register", error);
 }
 
-static gboolean
-sqlite_register_list_revoked (gpointer backend, GPtrArray **ids, GError **error)
+gboolean
+tally_issuer_store_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_LIST_REVOKED);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_LIST_REVOKED);
   g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
+  gboolean have;
+  while (tally_sqlite_step_next (s->db, st, &have, "revoked registers", error)) {
+    if (!have) {
+      *ids = g_steal_pointer (&out);
+      return TRUE;
+    }
     guint8 id[TALLY_ID_BYTES];
-    if (!column_fixed (s, st, 0, id, sizeof id, "register id", error))
+    if (!tally_sqlite_column_fixed (s->db, st, 0, id, sizeof id, error))
       return FALSE;
     g_ptr_array_add (out, g_bytes_new (id, sizeof id));
   }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "revoked registers", error);
-  *ids = g_steal_pointer (&out);
-  return TRUE;
+  return FALSE;
 }
 
-static gboolean
-sqlite_register_list_flagged (gpointer backend, GPtrArray **rows, GError **error)
+gboolean
+tally_issuer_store_register_list_flagged (TallyIssuerStore *s, GPtrArray **rows, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REGISTER_LIST_FLAGGED);
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_register_row_free);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
-    TallyIssuerRegisterRow *row = g_new0 (TallyIssuerRegisterRow, 1);
-    g_ptr_array_add (out, row);
-    if (!read_register (s, st, row, error))
-      return FALSE;
-  }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "flagged registers", error);
-  *rows = g_steal_pointer (&out);
-  return TRUE;
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_LIST_FLAGGED);
+  return collect (s, st, sizeof (TallyIssuerRegisterRow), (TallySqliteRowReader) read_register,
+                  (GDestroyNotify) tally_issuer_register_row_free, "flagged registers", rows,
+                  error);
 }
 
 /* --- vouchers --- */
 
-static gboolean
-sqlite_voucher_next_sequence (gpointer backend,
-                              const guint8 register_id[TALLY_ID_BYTES],
-                              guint64 *sequence,
-                              GError **error)
+gboolean
+tally_issuer_store_voucher_next_sequence (TallyIssuerStore *s,
+                                          const guint8 register_id[TALLY_ID_BYTES],
+                                          guint64 *sequence,
+                                          GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_NEXT);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  if (!step_row (s, st, "voucher sequence", error))
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_NEXT);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  if (!tally_sqlite_step_row (s->db, st, "voucher sequence", error))
     return FALSE;
-  *sequence = column_u64 (st, 0);
+  *sequence = tally_sqlite_column_u64 (st, 0);
   return TRUE;
 }
 
-static gboolean
-sqlite_voucher_insert (gpointer backend,
-                       const guint8 register_id[TALLY_ID_BYTES],
-                       guint64 sequence,
-                       gint64 amount,
-                       guint64 issued_at,
-                       GBytes *envelope,
-                       GError **error)
+gboolean
+tally_issuer_store_voucher_insert (TallyIssuerStore *s,
+                                   const guint8 register_id[TALLY_ID_BYTES],
+                                   guint64 sequence,
+                                   gint64 amount,
+                                   guint64 issued_at,
+                                   GBytes *envelope,
+                                   GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_INSERT);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  bind_u64 (st, 2, sequence);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_INSERT);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 2, sequence);
   sqlite3_bind_int64 (st, 3, amount);
-  bind_u64 (st, 4, issued_at);
-  bind_bytes (st, 5, envelope);
-  if (sqlite3_step (st) == SQLITE_DONE)
+  tally_sqlite_bind_u64 (st, 4, issued_at);
+  tally_sqlite_bind_bytes (st, 5, envelope);
+  gboolean exists;
+  if (tally_sqlite_step_insert (s->db, st, &exists, "voucher", error))
     return TRUE;
-  if (is_constraint (s)) {
+  if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "voucher %" G_GUINT64_FORMAT " exists",
                  sequence);
-    return FALSE;
-  }
-  return db_fail (s, "voucher", error);
+  return FALSE;
 }
 
-static gboolean
-sqlite_voucher_get (gpointer backend,
-                    const guint8 register_id[TALLY_ID_BYTES],
-                    guint64 sequence,
-                    GBytes **envelope,
-                    GError **error)
+gboolean
+tally_issuer_store_voucher_get (TallyIssuerStore *s,
+                                const guint8 register_id[TALLY_ID_BYTES],
+                                guint64 sequence,
+                                GBytes **envelope,
+                                GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_VOUCHER_GET);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  bind_u64 (st, 2, sequence);
-  if (!step_row (s, st, "voucher", error))
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_GET);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 2, sequence);
+  if (!tally_sqlite_step_row (s->db, st, "voucher", error))
     return FALSE;
-  *envelope = column_bytes (st, 0);
+  *envelope = tally_sqlite_column_bytes (st, 0);
   return TRUE;
 }
 
 /* --- entries --- */
 
 static gboolean
-read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError **error)
+read_entry (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError **error)
 {
   TallyIssuerEntryRow r = { 0 };
-  if (!column_fixed (s, st, 0, r.hash, TALLY_HASH_BYTES, "entry hash", error) ||
-      !column_fixed (s, st, 1, r.register_id, TALLY_ID_BYTES, "entry register id", error))
+  if (!tally_sqlite_column_fixed (s->db, st, 0, r.hash, TALLY_HASH_BYTES, error) ||
+      !tally_sqlite_column_fixed (s->db, st, 1, r.register_id, TALLY_ID_BYTES, error))
     return FALSE;
-  r.counter = column_u64 (st, 2);
+  r.counter = tally_sqlite_column_u64 (st, 2);
   r.kind = (TallyIssuerEntryKind) sqlite3_column_int (st, 3);
   r.has_payee = sqlite3_column_type (st, 4) != SQLITE_NULL;
-  if (r.has_payee &&
-      !column_fixed (s, st, 4, r.payee_id, TALLY_ID_BYTES, "entry payee id", error))
+  if (r.has_payee && !tally_sqlite_column_fixed (s->db, st, 4, r.payee_id, TALLY_ID_BYTES, error))
     return FALSE;
   r.amount = sqlite3_column_int64 (st, 5);
   r.state = (TallyIssuerEntryState) sqlite3_column_int (st, 6);
   r.payer_reported = sqlite3_column_int (st, 7) != 0;
   r.payee_reported = sqlite3_column_int (st, 8) != 0;
-  if (!column_fixed (s, st, 9, r.chain_prev, TALLY_HASH_BYTES, "entry chain", error) ||
-      !column_fixed (s, st, 10, r.chain_after, TALLY_HASH_BYTES, "entry chain", error))
+  if (!tally_sqlite_column_fixed (s->db, st, 9, r.chain_prev, TALLY_HASH_BYTES, error) ||
+      !tally_sqlite_column_fixed (s->db, st, 10, r.chain_after, TALLY_HASH_BYTES, error))
     return FALSE;
-  r.envelope = column_bytes (st, 11);
-  r.booked_at = column_u64 (st, 12);
-  r.expires_at = column_u64 (st, 13);
+  r.envelope = tally_sqlite_column_bytes (st, 11);
+  r.booked_at = tally_sqlite_column_u64 (st, 12);
+  r.expires_at = tally_sqlite_column_u64 (st, 13);
   if (sqlite3_column_type (st, 14) != SQLITE_NULL)
-    r.receipt = column_bytes (st, 14);
+    r.receipt = tally_sqlite_column_bytes (st, 14);
   r.credited = sqlite3_column_int64 (st, 15);
   r.tainted = sqlite3_column_int (st, 16) != 0;
   *row = r;
@@ -702,273 +491,263 @@ read_entry (SqliteStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError *
 }
 
 static gboolean
-read_entries (SqliteStore *s, sqlite3_stmt *st, GPtrArray **rows, GError **error)
+read_entries (TallyIssuerStore *s, sqlite3_stmt *st, GPtrArray **rows, GError **error)
 {
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_entry_row_free);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
-    TallyIssuerEntryRow *row = g_new0 (TallyIssuerEntryRow, 1);
-    g_ptr_array_add (out, row);
-    if (!read_entry (s, st, row, error))
-      return FALSE;
-  }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "entries", error);
-  *rows = g_steal_pointer (&out);
-  return TRUE;
+  return collect (s, st, sizeof (TallyIssuerEntryRow), (TallySqliteRowReader) read_entry,
+                  (GDestroyNotify) tally_issuer_entry_row_free, "entries", rows, error);
 }
 
-static gboolean
-sqlite_entry_get_by_hash (gpointer backend,
-                          const guint8 hash[TALLY_HASH_BYTES],
-                          TallyIssuerEntryRow *row,
-                          GError **error)
+gboolean
+tally_issuer_store_entry_get_by_hash (TallyIssuerStore *s,
+                                      const guint8 hash[TALLY_HASH_BYTES],
+                                      TallyIssuerEntryRow *row,
+                                      GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_GET);
-  bind_blob (st, 1, hash, TALLY_HASH_BYTES);
-  if (!step_row (s, st, "entry", error))
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_GET);
+  tally_sqlite_bind_blob (st, 1, hash, TALLY_HASH_BYTES);
+  if (!tally_sqlite_step_row (s->db, st, "entry", error))
     return FALSE;
   return read_entry (s, st, row, error);
 }
 
-static gboolean
-sqlite_entries_by_counter (gpointer backend,
-                           const guint8 register_id[TALLY_ID_BYTES],
-                           guint64 counter,
-                           GPtrArray **rows,
-                           GError **error)
+gboolean
+tally_issuer_store_entries_by_counter (TallyIssuerStore *s,
+                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       guint64 counter,
+                                       GPtrArray **rows,
+                                       GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRIES_BY_COUNTER);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  bind_u64 (st, 2, counter);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRIES_BY_COUNTER);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 2, counter);
   return read_entries (s, st, rows, error);
 }
 
-static gboolean
-sqlite_entry_insert (gpointer backend, const TallyIssuerEntryRow *row, GError **error)
+gboolean
+tally_issuer_store_entry_insert (TallyIssuerStore *s,
+                                 const TallyIssuerEntryRow *row,
+                                 GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_INSERT);
-  bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
-  bind_blob (st, 2, row->register_id, TALLY_ID_BYTES);
-  bind_u64 (st, 3, row->counter);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_INSERT);
+  tally_sqlite_bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
+  tally_sqlite_bind_blob (st, 2, row->register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 3, row->counter);
   sqlite3_bind_int (st, 4, (int) row->kind);
   if (row->has_payee)
-    bind_blob (st, 5, row->payee_id, TALLY_ID_BYTES);
+    tally_sqlite_bind_blob (st, 5, row->payee_id, TALLY_ID_BYTES);
   else
     sqlite3_bind_null (st, 5);
   sqlite3_bind_int64 (st, 6, row->amount);
   sqlite3_bind_int (st, 7, (int) row->state);
   sqlite3_bind_int (st, 8, row->payer_reported ? 1 : 0);
   sqlite3_bind_int (st, 9, row->payee_reported ? 1 : 0);
-  bind_blob (st, 10, row->chain_prev, TALLY_HASH_BYTES);
-  bind_blob (st, 11, row->chain_after, TALLY_HASH_BYTES);
-  bind_bytes (st, 12, row->envelope);
-  bind_u64 (st, 13, row->booked_at);
-  bind_u64 (st, 14, row->expires_at);
-  bind_optional_bytes (st, 15, row->receipt);
+  tally_sqlite_bind_blob (st, 10, row->chain_prev, TALLY_HASH_BYTES);
+  tally_sqlite_bind_blob (st, 11, row->chain_after, TALLY_HASH_BYTES);
+  tally_sqlite_bind_bytes (st, 12, row->envelope);
+  tally_sqlite_bind_u64 (st, 13, row->booked_at);
+  tally_sqlite_bind_u64 (st, 14, row->expires_at);
+  tally_sqlite_bind_bytes (st, 15, row->receipt);
   sqlite3_bind_int64 (st, 16, row->credited);
   sqlite3_bind_int (st, 17, row->tainted ? 1 : 0);
-  if (sqlite3_step (st) == SQLITE_DONE)
+  gboolean exists;
+  if (tally_sqlite_step_insert (s->db, st, &exists, "entry", error))
     return TRUE;
-  if (is_constraint (s)) {
+  if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "entry already booked");
-    return FALSE;
-  }
-  return db_fail (s, "entry", error);
+  return FALSE;
 }
 
-static gboolean
-sqlite_entry_update (gpointer backend, const TallyIssuerEntryRow *row, GError **error)
+gboolean
+tally_issuer_store_entry_update (TallyIssuerStore *s,
+                                 const TallyIssuerEntryRow *row,
+                                 GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRY_UPDATE);
-  bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_UPDATE);
+  tally_sqlite_bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
   sqlite3_bind_int (st, 2, (int) row->state);
   sqlite3_bind_int (st, 3, row->payer_reported ? 1 : 0);
   sqlite3_bind_int (st, 4, row->payee_reported ? 1 : 0);
-  bind_optional_bytes (st, 5, row->receipt);
+  tally_sqlite_bind_bytes (st, 5, row->receipt);
   sqlite3_bind_int (st, 6, row->tainted ? 1 : 0);
   sqlite3_bind_int64 (st, 7, row->credited);
-  if (!step_done (s, st, "entry", error))
+  if (!tally_sqlite_step_done (s->db, st, "entry", error))
     return FALSE;
-  if (sqlite3_changes (s->db) != 1) {
+  if (tally_sqlite_changes (s->db) != 1) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "entry not found");
     return FALSE;
   }
   return TRUE;
 }
 
-static gboolean
-sqlite_entries_expired_in_flight (gpointer backend,
-                                  const guint8 payee_id[TALLY_ID_BYTES],
-                                  guint64 horizon,
-                                  GPtrArray **rows,
-                                  GError **error)
+gboolean
+tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *s,
+                                              const guint8 payee_id[TALLY_ID_BYTES],
+                                              guint64 horizon,
+                                              GPtrArray **rows,
+                                              GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_ENTRIES_EXPIRED_IN_FLIGHT);
-  bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
-  bind_u64 (st, 2, horizon);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRIES_EXPIRED_IN_FLIGHT);
+  tally_sqlite_bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_u64 (st, 2, horizon);
   return read_entries (s, st, rows, error);
 }
 
 /* --- horizon bundles --- */
 
-static gboolean
-sqlite_horizon_bundle_get (gpointer backend,
-                           const guint8 register_id[TALLY_ID_BYTES],
-                           GBytes **envelope,
-                           GError **error)
+gboolean
+tally_issuer_store_horizon_bundle_get (TallyIssuerStore *s,
+                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       GBytes **envelope,
+                                       GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_HORIZON_BUNDLE_GET);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  if (!step_row (s, st, "horizon bundle", error))
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_GET);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  if (!tally_sqlite_step_row (s->db, st, "horizon bundle", error))
     return FALSE;
-  *envelope = column_bytes (st, 0);
+  *envelope = tally_sqlite_column_bytes (st, 0);
   return TRUE;
 }
 
-static gboolean
-sqlite_horizon_bundle_put (gpointer backend,
-                           const guint8 register_id[TALLY_ID_BYTES],
-                           GBytes *envelope,
-                           GError **error)
+gboolean
+tally_issuer_store_horizon_bundle_put (TallyIssuerStore *s,
+                                       const guint8 register_id[TALLY_ID_BYTES],
+                                       GBytes *envelope,
+                                       GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_HORIZON_BUNDLE_PUT);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  bind_bytes (st, 2, envelope);
-  return step_done (s, st, "horizon bundle", error);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_PUT);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  tally_sqlite_bind_bytes (st, 2, envelope);
+  return tally_sqlite_step_done (s->db, st, "horizon bundle", error);
 }
 
 /* --- fraud proofs --- */
 
-static gboolean
-sqlite_fraud_proof_insert (gpointer backend, const TallyIssuerFraudRow *row, GError **error)
+gboolean
+tally_issuer_store_fraud_proof_insert (TallyIssuerStore *s,
+                                       const TallyIssuerFraudRow *row,
+                                       GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_FRAUD_INSERT);
-  bind_blob (st, 1, row->register_id, TALLY_ID_BYTES);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_FRAUD_INSERT);
+  tally_sqlite_bind_blob (st, 1, row->register_id, TALLY_ID_BYTES);
   sqlite3_bind_int (st, 2, (int) row->kind);
-  bind_u64 (st, 3, row->detected_at);
-  bind_bytes (st, 4, row->envelope);
-  return step_done (s, st, "fraud proof", error);
+  tally_sqlite_bind_u64 (st, 3, row->detected_at);
+  tally_sqlite_bind_bytes (st, 4, row->envelope);
+  return tally_sqlite_step_done (s->db, st, "fraud proof", error);
 }
 
 static gboolean
-sqlite_fraud_proof_list (gpointer backend,
-                         const guint8 *register_id,
-                         GPtrArray **rows,
-                         GError **error)
+read_fraud_proof (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerFraudRow *row, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st =
-    borrow (s, register_id ? STMT_FRAUD_LIST_REGISTER : STMT_FRAUD_LIST_ALL);
-  if (register_id != NULL)
-    bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  g_autoptr (GPtrArray) out =
-    g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_fraud_row_free);
-  int rc;
-  while ((rc = sqlite3_step (st)) == SQLITE_ROW) {
-    TallyIssuerFraudRow *row = g_new0 (TallyIssuerFraudRow, 1);
-    g_ptr_array_add (out, row);
-    if (!column_fixed (s, st, 0, row->register_id, TALLY_ID_BYTES, "fraud register id", error))
-      return FALSE;
-    row->kind = (Tally__FraudKind) sqlite3_column_int (st, 1);
-    row->detected_at = column_u64 (st, 2);
-    row->envelope = column_bytes (st, 3);
-  }
-  if (rc != SQLITE_DONE)
-    return db_fail (s, "fraud proofs", error);
-  *rows = g_steal_pointer (&out);
+  if (!tally_sqlite_column_fixed (s->db, st, 0, row->register_id, TALLY_ID_BYTES, error))
+    return FALSE;
+  row->kind = (Tally__FraudKind) sqlite3_column_int (st, 1);
+  row->detected_at = tally_sqlite_column_u64 (st, 2);
+  row->envelope = tally_sqlite_column_bytes (st, 3);
   return TRUE;
+}
+
+gboolean
+tally_issuer_store_fraud_proof_list (TallyIssuerStore *s,
+                                     const guint8 *register_id,
+                                     GPtrArray **rows,
+                                     GError **error)
+{
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st =
+    tally_sqlite_stmt (s->db, register_id ? STMT_FRAUD_LIST_REGISTER : STMT_FRAUD_LIST_ALL);
+  if (register_id != NULL)
+    tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  return collect (s, st, sizeof (TallyIssuerFraudRow), (TallySqliteRowReader) read_fraud_proof,
+                  (GDestroyNotify) tally_issuer_fraud_row_free, "fraud proofs", rows, error);
 }
 
 /* --- revocation lists --- */
 
-static gboolean
-sqlite_revocation_list_put (gpointer backend,
-                            guint64 serial,
-                            guint64 issued_at,
-                            GBytes *envelope,
-                            GError **error)
+gboolean
+tally_issuer_store_revocation_list_put (TallyIssuerStore *s,
+                                        guint64 serial,
+                                        guint64 issued_at,
+                                        GBytes *envelope,
+                                        GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REVOCATION_PUT);
-  bind_u64 (st, 1, serial);
-  bind_u64 (st, 2, issued_at);
-  bind_bytes (st, 3, envelope);
-  if (sqlite3_step (st) == SQLITE_DONE)
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REVOCATION_PUT);
+  tally_sqlite_bind_u64 (st, 1, serial);
+  tally_sqlite_bind_u64 (st, 2, issued_at);
+  tally_sqlite_bind_bytes (st, 3, envelope);
+  gboolean exists;
+  if (tally_sqlite_step_insert (s->db, st, &exists, "revocation list", error))
     return TRUE;
-  if (is_constraint (s)) {
+  if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
                  "revocation list %" G_GUINT64_FORMAT " exists", serial);
-    return FALSE;
-  }
-  return db_fail (s, "revocation list", error);
+  return FALSE;
 }
 
-static gboolean
-sqlite_revocation_list_get_latest (gpointer backend,
-                                   guint64 *serial,
-                                   GBytes **envelope,
-                                   GError **error)
+gboolean
+tally_issuer_store_revocation_list_get_latest (TallyIssuerStore *s,
+                                               guint64 *serial,
+                                               GBytes **envelope,
+                                               GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_REVOCATION_LATEST);
-  if (!step_row (s, st, "revocation list", error))
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REVOCATION_LATEST);
+  if (!tally_sqlite_step_row (s->db, st, "revocation list", error))
     return FALSE;
-  *serial = column_u64 (st, 0);
-  *envelope = column_bytes (st, 1);
+  *serial = tally_sqlite_column_u64 (st, 0);
+  *envelope = tally_sqlite_column_bytes (st, 1);
   return TRUE;
 }
 
 /* --- totals --- */
 
-static gboolean
-sqlite_totals_get (gpointer backend, TallyIssuerTotals *totals, GError **error)
+gboolean
+tally_issuer_store_totals_get (TallyIssuerStore *s, TallyIssuerTotals *totals, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_TOTALS_GET);
-  if (!step_row (s, st, "totals", error))
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_TOTALS_GET);
+  if (!tally_sqlite_step_row (s->db, st, "totals", error))
     return FALSE;
   totals->issued = sqlite3_column_int64 (st, 0);
   totals->in_flight = sqlite3_column_int64 (st, 1);
-  totals->reclaimed_count = column_u64 (st, 2);
+  totals->reclaimed_count = tally_sqlite_column_u64 (st, 2);
   totals->reclaimed = sqlite3_column_int64 (st, 3);
   return TRUE;
 }
 
-static gboolean
-sqlite_totals_put (gpointer backend, const TallyIssuerTotals *totals, GError **error)
+gboolean
+tally_issuer_store_totals_put (TallyIssuerStore *s, const TallyIssuerTotals *totals, GError **error)
 {
-  SqliteStore *s = backend;
-  g_autoptr (BorrowedStmt) st = borrow (s, STMT_TOTALS_PUT);
+  CHECK_IN_TRANSACTION (s);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_TOTALS_PUT);
   sqlite3_bind_int64 (st, 1, totals->issued);
   sqlite3_bind_int64 (st, 2, totals->in_flight);
-  bind_u64 (st, 3, totals->reclaimed_count);
+  tally_sqlite_bind_u64 (st, 3, totals->reclaimed_count);
   sqlite3_bind_int64 (st, 4, totals->reclaimed);
-  return step_done (s, st, "totals", error);
+  return tally_sqlite_step_done (s->db, st, "totals", error);
 }
 
-static gboolean
-sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
+gboolean
+tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_ACCOUNTS);
-    if (!step_row (s, st, "account sum", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_ACCOUNTS);
+    if (!tally_sqlite_step_row (s->db, st, "account sum", error))
       return FALSE;
     sums->online = sqlite3_column_int64 (st, 0);
   }
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_REGISTERS);
-    if (!step_row (s, st, "register sum", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_REGISTERS);
+    if (!tally_sqlite_step_row (s->db, st, "register sum", error))
       return FALSE;
     sums->offline = sqlite3_column_int64 (st, 0);
     sums->registers = (guint) sqlite3_column_int64 (st, 1);
@@ -978,20 +757,20 @@ sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
     sums->refused = sqlite3_column_int64 (st, 5);
   }
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_SUM_IN_FLIGHT);
-    if (!step_row (s, st, "in-flight sum", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_IN_FLIGHT);
+    if (!tally_sqlite_step_row (s->db, st, "in-flight sum", error))
       return FALSE;
     sums->in_flight = sqlite3_column_int64 (st, 0);
   }
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_COUNT_VIEW_MISMATCH);
-    if (!step_row (s, st, "view check", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_COUNT_VIEW_MISMATCH);
+    if (!tally_sqlite_step_row (s->db, st, "view check", error))
       return FALSE;
     sums->views_unbacked = (guint) sqlite3_column_int64 (st, 0);
   }
   {
-    g_autoptr (BorrowedStmt) st = borrow (s, STMT_COUNT_FRAUD);
-    if (!step_row (s, st, "fraud proof count", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_COUNT_FRAUD);
+    if (!tally_sqlite_step_row (s->db, st, "fraud proof count", error))
       return FALSE;
     sums->fraud_proofs = (guint) sqlite3_column_int64 (st, 0);
   }
@@ -1000,31 +779,31 @@ sqlite_sums (gpointer backend, TallyIssuerSums *sums, GError **error)
 
 /* One SUM over @register_id (and @counter, when the statement takes it). */
 static gboolean
-sum_for (SqliteStore *s,
+sum_for (TallyIssuerStore *s,
          StmtId id,
          const guint8 register_id[TALLY_ID_BYTES],
          guint64 counter,
          gint64 *out,
          GError **error)
 {
-  g_autoptr (BorrowedStmt) st = borrow (s, id);
-  bind_blob (st, 1, register_id, TALLY_ID_BYTES);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, id);
+  tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   if (sqlite3_bind_parameter_count (st) > 1)
-    bind_u64 (st, 2, counter);
-  if (!step_row (s, st, "evidence", error))
+    tally_sqlite_bind_u64 (st, 2, counter);
+  if (!tally_sqlite_step_row (s->db, st, "evidence", error))
     return FALSE;
   *out = sqlite3_column_int64 (st, 0);
   return TRUE;
 }
 
-static gboolean
-sqlite_register_evidence (gpointer backend,
-                          const guint8 register_id[TALLY_ID_BYTES],
-                          guint64 counter,
-                          TallyIssuerEvidence *evidence,
-                          GError **error)
+gboolean
+tally_issuer_store_register_evidence (TallyIssuerStore *s,
+                                      const guint8 register_id[TALLY_ID_BYTES],
+                                      guint64 counter,
+                                      TallyIssuerEvidence *evidence,
+                                      GError **error)
 {
-  SqliteStore *s = backend;
+  CHECK_IN_TRANSACTION (s);
   return sum_for (s, STMT_EVIDENCE_VOUCHERS, register_id, 0, &evidence->vouchers, error) &&
          sum_for (s, STMT_EVIDENCE_RECEIVED, register_id, 0, &evidence->received, error) &&
          sum_for (s, STMT_EVIDENCE_SPENT, register_id, counter, &evidence->spent, error) &&
@@ -1033,130 +812,15 @@ sqlite_register_evidence (gpointer backend,
 
 /* --- lifetime --- */
 
-static void
-sqlite_free (gpointer backend)
+void
+tally_issuer_store_free (TallyIssuerStore *store)
 {
-  SqliteStore *s = backend;
-  for (guint i = 0; i < N_STMTS; i++)
-    sqlite3_finalize (s->stmts[i]);
-  sqlite3_close (s->db);
-  g_free (s->path);
-  g_free (s);
-}
-
-static const TallyIssuerStoreOps sqlite_ops = {
-  .name = "sqlite",
-  .free = sqlite_free,
-  .begin = sqlite_begin,
-  .commit = sqlite_commit,
-  .rollback = sqlite_rollback,
-  .meta_get = sqlite_meta_get,
-  .meta_set = sqlite_meta_set,
-  .account_insert = sqlite_account_insert,
-  .account_get = sqlite_account_get,
-  .account_put = sqlite_account_put,
-  .register_get = sqlite_register_get,
-  .register_put = sqlite_register_put,
-  .register_list_revoked = sqlite_register_list_revoked,
-  .register_list_flagged = sqlite_register_list_flagged,
-  .voucher_next_sequence = sqlite_voucher_next_sequence,
-  .voucher_insert = sqlite_voucher_insert,
-  .voucher_get = sqlite_voucher_get,
-  .entry_get_by_hash = sqlite_entry_get_by_hash,
-  .entries_by_counter = sqlite_entries_by_counter,
-  .entry_insert = sqlite_entry_insert,
-  .entry_update = sqlite_entry_update,
-  .entries_expired_in_flight = sqlite_entries_expired_in_flight,
-  .horizon_bundle_get = sqlite_horizon_bundle_get,
-  .horizon_bundle_put = sqlite_horizon_bundle_put,
-  .fraud_proof_insert = sqlite_fraud_proof_insert,
-  .fraud_proof_list = sqlite_fraud_proof_list,
-  .revocation_list_put = sqlite_revocation_list_put,
-  .revocation_list_get_latest = sqlite_revocation_list_get_latest,
-  .totals_get = sqlite_totals_get,
-  .totals_put = sqlite_totals_put,
-  .sums = sqlite_sums,
-  .register_evidence = sqlite_register_evidence,
-};
-
-static gboolean
-exec (SqliteStore *s, const char *sql, const char *what, GError **error)
-{
-  char *msg = NULL;
-  if (sqlite3_exec (s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s: %s", s->path, what,
-                 msg ? msg : sqlite3_errmsg (s->db));
-    sqlite3_free (msg);
-    return FALSE;
-  }
-  return TRUE;
-}
-
-/* Reads the schema version; 0 when the database is empty. */
-static gboolean
-schema_version (SqliteStore *s, gint64 *version, GError **error)
-{
-  sqlite3_stmt *st = NULL;
-  if (sqlite3_prepare_v2 (s->db,
-                          "SELECT COUNT(*) FROM sqlite_master "
-                          "WHERE type = 'table' AND name = 'schema_version'",
-                          -1, &st, NULL) != SQLITE_OK)
-    return db_fail (s, "schema", error);
-  gboolean have = sqlite3_step (st) == SQLITE_ROW && sqlite3_column_int (st, 0) > 0;
-  sqlite3_finalize (st);
-  if (!have) {
-    *version = 0;
-    return TRUE;
-  }
-  if (sqlite3_prepare_v2 (s->db, "SELECT version FROM schema_version", -1, &st, NULL) != SQLITE_OK)
-    return db_fail (s, "schema", error);
-  int rc = sqlite3_step (st);
-  *version = rc == SQLITE_ROW ? sqlite3_column_int64 (st, 0) : -1;
-  sqlite3_finalize (st);
-  return TRUE;
-}
-
-static gboolean
-setup_schema (SqliteStore *s, gboolean create, GError **error)
-{
-  if (!exec (s, "BEGIN IMMEDIATE", "schema", error))
-    return FALSE;
-
-  gint64 version;
-  if (!schema_version (s, &version, error))
-    goto fail;
-  if (version == 0 && create) {
-    g_autofree char *sql =
-      g_strconcat (schema_v1_sql, " INSERT INTO schema_version (version) VALUES (1);", NULL);
-    if (!exec (s, sql, "creating schema", error))
-      goto fail;
-    version = 1;
-  } else if (version == 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s is not an issuer database",
-                 s->path);
-    goto fail;
-  } else if (version < 1 || version > SCHEMA_VERSION) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
-                 "%s has schema version %" G_GINT64_FORMAT
-                 ", this build knows 1..%" G_GINT64_FORMAT,
-                 s->path, version, SCHEMA_VERSION);
-    goto fail;
-  }
-  for (; version < SCHEMA_VERSION; version++) {
-    g_autofree char *sql =
-      g_strdup_printf ("%s UPDATE schema_version SET version = %" G_GINT64_FORMAT ";",
-                       migrations[version - 1], version + 1);
-    g_autofree char *what =
-      g_strdup_printf ("migrating schema to version %" G_GINT64_FORMAT, version + 1);
-    if (!exec (s, sql, what, error))
-      goto fail;
-    g_info ("%s: schema migrated to version %" G_GINT64_FORMAT, s->path, version + 1);
-  }
-  return exec (s, "COMMIT", "schema", error);
-
-fail:
-  exec (s, "ROLLBACK", "schema", NULL);
-  return FALSE;
+  if (store == NULL)
+    return;
+  if (store->in_transaction)
+    tally_issuer_store_rollback (store);
+  tally_sqlite_free (store->db);
+  g_free (store);
 }
 
 TallyIssuerStore *
@@ -1169,34 +833,12 @@ tally_issuer_store_sqlite_open (const char *path, gboolean create, GError **erro
     return NULL;
   }
 
-  SqliteStore *s = g_new0 (SqliteStore, 1);
-  s->path = g_strdup (path);
-  int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0);
-  if (sqlite3_open_v2 (path, &s->db, flags, NULL) != SQLITE_OK) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "cannot open %s: %s", path,
-                 s->db ? sqlite3_errmsg (s->db) : "out of memory");
-    sqlite_free (s);
+  TallyIssuerStore *s = g_new0 (TallyIssuerStore, 1);
+  s->db = tally_sqlite_open (path, create, 5000, error);
+  if (s->db == NULL || !tally_issuer_store_schema_setup (s->db, create, error) ||
+      !tally_sqlite_prepare (s->db, stmt_sql, N_STMTS, error)) {
+    tally_issuer_store_free (s);
     return NULL;
   }
-  sqlite3_extended_result_codes (s->db, 1);
-  sqlite3_busy_timeout (s->db, 5000);
-
-  /* WAL with synchronous=FULL: a committed booking survives power loss. */
-  if (!exec (s, "PRAGMA journal_mode = WAL", "journal mode", error) ||
-      !exec (s, "PRAGMA synchronous = FULL", "synchronous", error) ||
-      !exec (s, "PRAGMA foreign_keys = ON", "foreign keys", error) ||
-      !setup_schema (s, create, error)) {
-    sqlite_free (s);
-    return NULL;
-  }
-
-  for (guint i = 0; i < N_STMTS; i++) {
-    if (sqlite3_prepare_v3 (s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->stmts[i],
-                            NULL) != SQLITE_OK) {
-      db_fail (s, stmt_sql[i], error);
-      sqlite_free (s);
-      return NULL;
-    }
-  }
-  return tally_issuer_store_new (&sqlite_ops, s);
+  return s;
 }

@@ -2,10 +2,9 @@
 #pragma once
 
 /*
- * The issuer's storage, behind a narrow table of operations so that the
- * bookkeeping in tally-issuer.c never speaks SQL.  SQLite is the built-in
- * backend (tally-issuer-store-sqlite.c); a server backend implements the same
- * TallyIssuerStoreOps.
+ * The issuer's storage, behind narrow calls so that the bookkeeping in
+ * tally-issuer.c never speaks SQL.  tally-issuer-store-sqlite.c keeps it in
+ * SQLite, with the schema in tally-issuer-store-schema.c.
  *
  * Every public issuer operation runs inside exactly one begin/commit pair and
  * rolls back on any error, so a failed operation leaves the store unchanged.
@@ -111,7 +110,7 @@ typedef struct
 void tally_issuer_fraud_row_free (TallyIssuerFraudRow *row);
 
 /* Running totals the store keeps; the sums over accounts and registers are
- * computed by TallyIssuerStoreOps.sums. */
+ * computed by tally_issuer_store_sums (). */
 typedef struct
 {
   gint64 issued;
@@ -145,126 +144,6 @@ typedef struct
   gint64 late; /* refunded online for permissions to it whose receipt came late */
 } TallyIssuerEvidence;
 
-/* --- backend interface ------------------------------------------------------ */
-
-typedef struct
-{
-  const char *name;
-  void (*free) (gpointer backend);
-
-  gboolean (*begin) (gpointer backend, GError **error);
-  gboolean (*commit) (gpointer backend, GError **error);
-  void (*rollback) (gpointer backend);
-
-  gboolean (*meta_get) (gpointer backend, const char *key, GBytes **value, GError **error);
-  gboolean (*meta_set) (gpointer backend, const char *key, GBytes *value, GError **error);
-
-  /* EXISTS when the name is taken. */
-  gboolean (*account_insert) (gpointer backend, const char *name, GError **error);
-  gboolean (*account_get) (gpointer backend, const char *name, gint64 *balance, GError **error);
-  gboolean (*account_put) (gpointer backend, const char *name, gint64 balance, GError **error);
-
-  gboolean (*register_get) (gpointer backend,
-                            const guint8 id[TALLY_ID_BYTES],
-                            TallyIssuerRegisterRow *row,
-                            GError **error);
-  /* Inserts or replaces the row with row->id. */
-  gboolean (*register_put) (gpointer backend, const TallyIssuerRegisterRow *row, GError **error);
-  /* Ids of revoked registers in ascending byte order, as 16-byte GBytes. */
-  gboolean (*register_list_revoked) (gpointer backend, GPtrArray **ids, GError **error);
-  /* Rows of registers that are revoked, were refused value or hold a
-   * negative view, in ascending id order. */
-  gboolean (*register_list_flagged) (gpointer backend, GPtrArray **rows, GError **error);
-
-  /* 1 for a register that has none yet. */
-  gboolean (*voucher_next_sequence) (gpointer backend,
-                                     const guint8 register_id[TALLY_ID_BYTES],
-                                     guint64 *sequence,
-                                     GError **error);
-  gboolean (*voucher_insert) (gpointer backend,
-                              const guint8 register_id[TALLY_ID_BYTES],
-                              guint64 sequence,
-                              gint64 amount,
-                              guint64 issued_at,
-                              GBytes *envelope,
-                              GError **error);
-  gboolean (*voucher_get) (gpointer backend,
-                           const guint8 register_id[TALLY_ID_BYTES],
-                           guint64 sequence,
-                           GBytes **envelope,
-                           GError **error);
-
-  gboolean (*entry_get_by_hash) (gpointer backend,
-                                 const guint8 hash[TALLY_HASH_BYTES],
-                                 TallyIssuerEntryRow *row,
-                                 GError **error);
-  /* Every entry of @register_id at @counter (more than one after counter
-   * reuse), oldest first; an empty array when there is none. */
-  gboolean (*entries_by_counter) (gpointer backend,
-                                  const guint8 register_id[TALLY_ID_BYTES],
-                                  guint64 counter,
-                                  GPtrArray **rows,
-                                  GError **error);
-  /* EXISTS when an entry with row->hash is there. */
-  gboolean (*entry_insert) (gpointer backend, const TallyIssuerEntryRow *row, GError **error);
-  /* Updates state, the reported halves, the receipt and the taint of the
-   * entry with row->hash. */
-  gboolean (*entry_update) (gpointer backend, const TallyIssuerEntryRow *row, GError **error);
-  /* IN_FLIGHT permissions to @payee_id with 0 < expires_at <= @horizon,
-   * oldest first, found through an index: reconciling a payee must not
-   * scan every entry. */
-  gboolean (*entries_expired_in_flight) (gpointer backend,
-                                         const guint8 payee_id[TALLY_ID_BYTES],
-                                         guint64 horizon,
-                                         GPtrArray **rows,
-                                         GError **error);
-
-  /* The packed bundle envelope that set @register_id's horizon; one per
-   * register, replaced when the horizon rises.  NOT_FOUND before any. */
-  gboolean (*horizon_bundle_get) (gpointer backend,
-                                  const guint8 register_id[TALLY_ID_BYTES],
-                                  GBytes **envelope,
-                                  GError **error);
-  gboolean (*horizon_bundle_put) (gpointer backend,
-                                  const guint8 register_id[TALLY_ID_BYTES],
-                                  GBytes *envelope,
-                                  GError **error);
-
-  gboolean (*fraud_proof_insert) (gpointer backend,
-                                  const TallyIssuerFraudRow *row,
-                                  GError **error);
-  /* Oldest first; only those naming @register_id unless it is NULL. */
-  gboolean (*fraud_proof_list) (gpointer backend,
-                                const guint8 *register_id,
-                                GPtrArray **rows,
-                                GError **error);
-
-  /* EXISTS for a serial already stored. */
-  gboolean (*revocation_list_put) (gpointer backend,
-                                   guint64 serial,
-                                   guint64 issued_at,
-                                   GBytes *envelope,
-                                   GError **error);
-  gboolean (*revocation_list_get_latest) (gpointer backend,
-                                          guint64 *serial,
-                                          GBytes **envelope,
-                                          GError **error);
-
-  gboolean (*totals_get) (gpointer backend, TallyIssuerTotals *totals, GError **error);
-  gboolean (*totals_put) (gpointer backend, const TallyIssuerTotals *totals, GError **error);
-  gboolean (*sums) (gpointer backend, TallyIssuerSums *sums, GError **error);
-  /* Sums of vouchers sold to @register_id, of permissions to it that are
-   * SETTLED and not tainted, of its own entries with counter <= @counter, and of
-   * permissions to it that were RECLAIMED before its receipt came. */
-  gboolean (*register_evidence) (gpointer backend,
-                                 const guint8 register_id[TALLY_ID_BYTES],
-                                 guint64 counter,
-                                 TallyIssuerEvidence *evidence,
-                                 GError **error);
-} TallyIssuerStoreOps;
-
-/* Takes ownership of @backend; ops->free releases it. */
-TallyIssuerStore *tally_issuer_store_new (const TallyIssuerStoreOps *ops, gpointer backend);
 void tally_issuer_store_free (TallyIssuerStore *store);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyIssuerStore, tally_issuer_store_free)
 
@@ -273,7 +152,7 @@ TallyIssuerStore *tally_issuer_store_sqlite_open (const char *path,
                                                   gboolean create,
                                                   GError **error);
 
-/* --- calls through the table ------------------------------------------------- */
+/* --- calls ------------------------------------------------------------------ */
 
 gboolean tally_issuer_store_begin (TallyIssuerStore *store, GError **error);
 gboolean tally_issuer_store_commit (TallyIssuerStore *store, GError **error);
@@ -288,6 +167,7 @@ gboolean tally_issuer_store_meta_set (TallyIssuerStore *store,
                                       GBytes *value,
                                       GError **error);
 
+/* EXISTS when the name is taken. */
 gboolean tally_issuer_store_account_insert (TallyIssuerStore *store,
                                             const char *name,
                                             GError **error);
@@ -304,16 +184,21 @@ gboolean tally_issuer_store_register_get (TallyIssuerStore *store,
                                           const guint8 id[TALLY_ID_BYTES],
                                           TallyIssuerRegisterRow *row,
                                           GError **error);
+/* Inserts or replaces the row with row->id. */
 gboolean tally_issuer_store_register_put (TallyIssuerStore *store,
                                           const TallyIssuerRegisterRow *row,
                                           GError **error);
+/* Ids of revoked registers in ascending byte order, as 16-byte GBytes. */
 gboolean tally_issuer_store_register_list_revoked (TallyIssuerStore *store,
                                                    GPtrArray **ids,
                                                    GError **error);
 
+/* Rows of registers that are revoked, were refused value or hold a
+ * negative view, in ascending id order. */
 gboolean tally_issuer_store_register_list_flagged (TallyIssuerStore *store,
                                                    GPtrArray **rows,
                                                    GError **error);
+/* 1 for a register that has none yet. */
 gboolean tally_issuer_store_voucher_next_sequence (TallyIssuerStore *store,
                                                    const guint8 register_id[TALLY_ID_BYTES],
                                                    guint64 *sequence,
@@ -335,23 +220,33 @@ gboolean tally_issuer_store_entry_get_by_hash (TallyIssuerStore *store,
                                                const guint8 hash[TALLY_HASH_BYTES],
                                                TallyIssuerEntryRow *row,
                                                GError **error);
+/* Every entry of @register_id at @counter (more than one after counter
+ * reuse), oldest first; an empty array when there is none. */
 gboolean tally_issuer_store_entries_by_counter (TallyIssuerStore *store,
                                                 const guint8 register_id[TALLY_ID_BYTES],
                                                 guint64 counter,
                                                 GPtrArray **rows,
                                                 GError **error);
+/* EXISTS when an entry with row->hash is there. */
 gboolean tally_issuer_store_entry_insert (TallyIssuerStore *store,
                                           const TallyIssuerEntryRow *row,
                                           GError **error);
+/* Updates state, the reported halves, the receipt and the taint of the
+ * entry with row->hash. */
 gboolean tally_issuer_store_entry_update (TallyIssuerStore *store,
                                           const TallyIssuerEntryRow *row,
                                           GError **error);
+/* IN_FLIGHT permissions to @payee_id with 0 < expires_at <= @horizon,
+ * oldest first, found through an index: reconciling a payee must not
+ * scan every entry. */
 gboolean tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *store,
                                                        const guint8 payee_id[TALLY_ID_BYTES],
                                                        guint64 horizon,
                                                        GPtrArray **rows,
                                                        GError **error);
 
+/* The packed bundle envelope that set @register_id's horizon; one per
+ * register, replaced when the horizon rises.  NOT_FOUND before any. */
 gboolean tally_issuer_store_horizon_bundle_get (TallyIssuerStore *store,
                                                 const guint8 register_id[TALLY_ID_BYTES],
                                                 GBytes **envelope,
@@ -364,11 +259,13 @@ gboolean tally_issuer_store_horizon_bundle_put (TallyIssuerStore *store,
 gboolean tally_issuer_store_fraud_proof_insert (TallyIssuerStore *store,
                                                 const TallyIssuerFraudRow *row,
                                                 GError **error);
+/* Oldest first; only those naming @register_id unless it is NULL. */
 gboolean tally_issuer_store_fraud_proof_list (TallyIssuerStore *store,
                                               const guint8 *register_id,
                                               GPtrArray **rows,
                                               GError **error);
 
+/* EXISTS for a serial already stored. */
 gboolean tally_issuer_store_revocation_list_put (TallyIssuerStore *store,
                                                  guint64 serial,
                                                  guint64 issued_at,
@@ -385,6 +282,9 @@ gboolean tally_issuer_store_totals_get (TallyIssuerStore *store,
 gboolean tally_issuer_store_totals_put (TallyIssuerStore *store,
                                         const TallyIssuerTotals *totals,
                                         GError **error);
+/* Sums of vouchers sold to @register_id, of permissions to it that are
+ * SETTLED and not tainted, of its own entries with counter <= @counter, and of
+ * permissions to it that were RECLAIMED before its receipt came. */
 gboolean tally_issuer_store_register_evidence (TallyIssuerStore *store,
                                                const guint8 register_id[TALLY_ID_BYTES],
                                                guint64 counter,

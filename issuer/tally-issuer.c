@@ -5,7 +5,9 @@
 #include <glib/gstdio.h>
 #include <string.h>
 
+#include "tally-hex.h"
 #include "tally-issuer-store.h"
+#include "tally-keyfile.h"
 
 #define KEY_FILE "issuer.key"
 #define DB_FILE  "issuer.db"

@@ -1,10 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#define G_LOG_DOMAIN "tally-session"
 
 #include "tally-session.h"
 
 #include <string.h>
 
+#include "tally-hex.h"
 #include "tally-peer.h"
 #include "tally-session-keys.h"
 

@@ -4,7 +4,7 @@
 /*
  * The protocol core: wire messages, their signed envelopes, the labelled
  * hashes every layer uses, amounts, and verification of the objects the
- * issuer signs.  No I/O beyond key files, no main loop, no D-Bus.
+ * issuer signs.  No I/O, no main loop, no D-Bus.
  */
 
 #include <glib.h>
@@ -234,30 +234,10 @@ gboolean tally_check_bytes (const ProtobufCBinaryData *field,
                             const char *what,
                             GError **error);
 
-/* --- keys and encodings ----------------------------------------------------- */
+/* --- keys ------------------------------------------------------------------ */
 
 /* Secret key in guarded sodium memory; freed with sodium_free. */
 guint8 *tally_secret_key_new (void);
 void tally_secret_key_free (guint8 *sk);
-
-/* Writes a fresh key pair's secret key to @path with mode 0600, atomically. */
-gboolean tally_key_file_write (const char *path,
-                               const guint8 secret_key[TALLY_SECRET_KEY_BYTES],
-                               GError **error);
-/* Reads it back; refuses a file that group or others can read. */
-gboolean tally_key_file_read (const char *path,
-                              guint8 secret_key[TALLY_SECRET_KEY_BYTES],
-                              GError **error);
-
-char *tally_hex_encode (const guint8 *data, gsize len);
-/* Exactly @len bytes of hex, else INVALID_ARGUMENT. */
-gboolean tally_hex_decode (const char *hex, guint8 *out, gsize len, GError **error);
-
-/* Appends @s as a JSON string literal, quoted and escaped, for the
- * command-line tools' --json output. */
-void tally_json_append_string (GString *out, const char *s);
-
-/* Wall clock in whole seconds. */
-guint64 tally_now (void);
 
 G_END_DECLS

@@ -21,7 +21,7 @@
 
 #include <glib.h>
 
-#include "tally-core.h"
+#include "tally-error.h" /* the FRAME_* codes it reports */
 
 G_BEGIN_DECLS
 

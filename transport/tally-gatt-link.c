@@ -8,6 +8,8 @@
 
 #include <glib-unix.h>
 
+#include "tally-hex.h"
+
 /* A peer that stops taking notifications must not make us queue without
  * bound: a whole session is far below this. */
 #define GATT_MAX_QUEUED (64 * 1024)

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "tally-hex.h"
+
 /* The revocation list is the only news a register gets of revoked peers
  * while offline; a policy may refuse to trust one that is too old. */
 static gboolean

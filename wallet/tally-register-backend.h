@@ -4,7 +4,8 @@
 /*
  * Storage and key backends of a TallyRegister.
  *
- * tally-register.c holds every protocol decision; a backend stores rows,
+ * The register's operation files (tally-register.c, -spend.c, -receive.c,
+ * -reconcile.c) hold every protocol decision; a backend stores rows,
  * holds the register key and signs with it.  All row operations run inside
  * a transaction opened with begin(); the caller commits once per register
  * operation.  Every failure is TALLY_ERROR_STORAGE unless noted.

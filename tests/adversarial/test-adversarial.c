@@ -35,7 +35,9 @@
 
 #include "script.h"
 #include "tally-frame.h"
+#include "tally-hex.h"
 #include "tally-issuer.h"
+#include "tally-keyfile.h"
 #include "tally-session.h"
 #include "wallet-fixture.h"
 

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tally-clock.h"
 #include "tally-frame.h"
 #include "tally-link.h"
 #include "tally-stream.h"

@@ -6,6 +6,9 @@
 #include <sys/stat.h>
 
 #include "tally-core.h"
+#include "tally-hex.h"
+#include "tally-json.h"
+#include "tally-keyfile.h"
 
 #define LABEL_PREFIX "tally/v1/"
 #define T0           ((guint64) 1767225600)

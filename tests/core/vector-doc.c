@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tally-core.h"
+#include "tally-hex.h"
 
 struct _VectorDoc
 {

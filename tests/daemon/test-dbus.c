@@ -10,8 +10,10 @@
 #include <gio/gunixsocketaddress.h>
 
 #include "script.h"
+#include "tally-clock.h"
 #include "tally-daemon.h"
 #include "tally-channel.h"
+#include "tally-hex.h"
 #include "tally-link.h"
 #include "tally-stream.h"
 #include "tally-dbus-error.h"

@@ -7,6 +7,7 @@
 
 #include "script.h"
 #include "tally-channel.h"
+#include "tally-clock.h"
 #include "tally-link.h"
 #include "tally-memlink.h"
 #include "tally-stream.h"

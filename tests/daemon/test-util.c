@@ -3,6 +3,8 @@
 
 #include <glib/gstdio.h>
 
+#include "tally-clock.h"
+
 void
 test_issuer_init (TestIssuer *issuer)
 {

@@ -22,8 +22,10 @@
 
 #include "faults-vfs.h"
 #include "faults-wire.h"
+#include "tally-hex.h"
 #include "tally-issuer-store.h"
 #include "tally-issuer.h"
+#include "tally-keyfile.h"
 #include "tally-register.h"
 #include "tally-session.h"
 #include "wallet-fixture.h"

@@ -41,6 +41,7 @@
 #include <string.h>
 
 #include "fuzz-common.h"
+#include "tally-hex.h"
 
 int LLVMFuzzerTestOneInput (const guint8 *data, size_t size);
 int LLVMFuzzerInitialize (int *argc, char ***argv);

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include "issuer-test-util.h"
+#include "tally-hex.h"
 
 static char *cli_path;
 

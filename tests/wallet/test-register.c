@@ -9,6 +9,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "tally-hex.h"
+#include "tally-keyfile.h"
 #include "tally-register-private.h"
 #include "tally-register.h"
 #include "wallet-fixture.h"

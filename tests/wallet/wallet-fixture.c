@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tally-hex.h"
 #include "tally-register-private.h"
 
 struct _FixtureIssuer

@@ -1,0 +1,315 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "tallyctl.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <glib/gstdio.h>
+#include <string.h>
+#include <unistd.h>
+
+/* --- info, balance, key --- */
+
+static const struct
+{
+  const char *property;
+  const char *label;
+  char type; /* s, x (amount), t, T (time), u, b */
+} register_fields[] = {
+  { "RegisterId", "Register", 's' },
+  { "PublicKey", "Public key", 's' },
+  { "Balance", "Balance", 'x' },
+  { "Currency", "Currency", 's' },
+  { "MaxPayment", "Max payment", 'x' },
+  { "BalanceCap", "Balance cap", 'x' },
+  { "MaxOfflinePayments", "Max offline payments", 'u' },
+  { "MaxOfflineSeconds", "Max offline seconds", 't' },
+  { "OfflinePayments", "Offline payments", 'u' },
+  { "CertificateExpiry", "Certificate expiry", 'T' },
+  { "LastReconciliation", "Last reconciliation", 'T' },
+  { "RevocationSerial", "Revocation serial", 't' },
+  { "Closed", "Closed", 'b' },
+  { "ListenAddress", "Listen address", 's' },
+};
+
+int
+cmd_info (Ctl *ctl, int argc, char **argv)
+{
+  int rc;
+  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
+    return rc;
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  if (props == NULL)
+    return report_gerror (ctl, error);
+  if (ctl->json) {
+    print_json_dict (props);
+    return EXIT_OK;
+  }
+
+  const char *currency = dict_str (props, "Currency");
+  for (gsize i = 0; i < G_N_ELEMENTS (register_fields); i++) {
+    const char *p = register_fields[i].property;
+    g_autofree char *text = NULL;
+    switch (register_fields[i].type) {
+    case 's': text = g_strdup (*dict_str (props, p) ? dict_str (props, p) : "-"); break;
+    case 'x': text = g_strstrip (tally_amount_format (dict_x (props, p), currency)); break;
+    case 't': text = g_strdup_printf ("%" G_GUINT64_FORMAT, dict_t (props, p)); break;
+    case 'T': text = format_time (dict_t (props, p)); break;
+    case 'u': text = g_strdup_printf ("%u", dict_u (props, p)); break;
+    case 'b': text = g_strdup (dict_b (props, p) ? "yes" : "no"); break;
+    default: g_assert_not_reached ();
+    }
+    g_autofree char *label = g_strdup_printf ("%s:", register_fields[i].label);
+    g_print ("%-22s %s\n", label, text);
+  }
+  return EXIT_OK;
+}
+
+static int
+print_balance (Ctl *ctl, const char *prefix)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  if (props == NULL)
+    return report_gerror (ctl, error);
+
+  gint64 balance = dict_x (props, "Balance");
+  const char *currency = dict_str (props, "Currency");
+  g_autofree char *text = tally_amount_format (balance, currency);
+  if (ctl->json) {
+    GVariantDict dict;
+    g_variant_dict_init (&dict, NULL);
+    g_variant_dict_insert (&dict, "Balance", "x", balance);
+    g_variant_dict_insert (&dict, "Currency", "s", currency);
+    g_variant_dict_insert (&dict, "Formatted", "s", g_strstrip (text));
+    print_json_dict (&dict);
+  } else {
+    g_print ("%s%s\n", prefix, g_strstrip (text));
+  }
+  return EXIT_OK;
+}
+
+int
+cmd_balance (Ctl *ctl, int argc, char **argv)
+{
+  int rc;
+  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
+    return rc;
+  return print_balance (ctl, "");
+}
+
+int
+cmd_key (Ctl *ctl, int argc, char **argv)
+{
+  int rc;
+  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
+    return rc;
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  if (props == NULL)
+    return report_gerror (ctl, error);
+  if (ctl->json) {
+    GVariantDict dict;
+    g_variant_dict_init (&dict, NULL);
+    g_variant_dict_insert (&dict, "PublicKey", "s", dict_str (props, "PublicKey"));
+    g_variant_dict_insert (&dict, "RegisterId", "s", dict_str (props, "RegisterId"));
+    print_json_dict (&dict);
+  } else {
+    g_print ("%s\n", dict_str (props, "PublicKey"));
+  }
+  return EXIT_OK;
+}
+
+/* --- history --- */
+
+int
+cmd_history (Ctl *ctl, int argc, char **argv)
+{
+  int limit = 20, rc;
+  const GOptionEntry entries[] = {
+    { "limit", 'n', 0, G_OPTION_ARG_INT, &limit, "Show at most N entries, newest first (0: all)",
+      "N" },
+    { NULL },
+  };
+  if (!parse_command (ctl, entries, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
+    return rc;
+  if (limit < 0)
+    return usage_error (ctl, "--limit must be 0 or more");
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) currency_reply =
+    call (ctl, REGISTER_PATH, PROPERTIES_IFACE, "Get",
+          g_variant_new ("(ss)", REGISTER_IFACE, "Currency"), G_VARIANT_TYPE ("(v)"), &error);
+  if (currency_reply == NULL)
+    return report_gerror (ctl, error);
+  g_autoptr (GVariant) currency_v = NULL;
+  g_variant_get (currency_reply, "(v)", &currency_v);
+  const char *currency = g_variant_get_string (currency_v, NULL);
+
+  g_autoptr (GVariant) reply =
+    call (ctl, REGISTER_PATH, REGISTER_IFACE, "GetHistory", g_variant_new ("(u)", (guint32) limit),
+          G_VARIANT_TYPE ("(aa{sv})"), &error);
+  if (reply == NULL)
+    return report_gerror (ctl, error);
+  g_autoptr (GVariant) entries_v = g_variant_get_child_value (reply, 0);
+
+  if (ctl->json) {
+    /* An array of entries, each with the keys of Register1.GetHistory. */
+    g_autoptr (GString) out = g_string_new (NULL);
+    json_value (out, entries_v);
+    g_print ("%s\n", out->str);
+    return EXIT_OK;
+  }
+
+  gsize n = g_variant_n_children (entries_v);
+  if (n == 0) {
+    g_print ("No history.\n");
+    return EXIT_OK;
+  }
+  g_print ("%-23s %-8s %-12s %14s  %-6s %s\n", "Time", "Kind", "State", "Amount", "#", "Peer / memo");
+  for (gsize i = 0; i < n; i++) {
+    g_autoptr (GVariant) e = g_variant_get_child_value (entries_v, i);
+    g_autoptr (GVariantDict) d = g_variant_dict_new (e);
+    const char *kind = dict_str (d, "Kind");
+    g_autofree char *when = format_time (dict_t (d, "Time"));
+    g_autofree char *amount = tally_amount_format (dict_x (d, "Amount"), currency);
+    guint64 number = strcmp (kind, "load") == 0 ? dict_t (d, "Sequence") : dict_t (d, "Counter");
+    const char *memo = dict_str (d, "Memo");
+    g_print ("%-23s %-8s %-12s %14s  %-6" G_GUINT64_FORMAT " %s%s%s\n", when, kind,
+             dict_str (d, "State"), g_strstrip (amount), number, dict_str (d, "Peer"),
+             *memo ? " " : "", memo);
+  }
+  return EXIT_OK;
+}
+
+/* --- load, certificate, apply --- */
+
+static int
+send_file (Ctl *ctl, int argc, char **argv, const char *method, const char *done)
+{
+  int rc;
+  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 1, &rc))
+    return rc;
+
+  g_autoptr (GBytes) bytes = NULL;
+  if (!read_file (ctl, argv[1], &bytes, &rc))
+    return rc;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply =
+    call (ctl, REGISTER_PATH, REGISTER_IFACE, method, g_variant_new ("(@ay)", bytes_variant (bytes)),
+          G_VARIANT_TYPE_UNIT, &error);
+  if (reply == NULL)
+    return report_gerror (ctl, error);
+  if (!ctl->json)
+    g_print ("%s\n", done);
+  return print_balance (ctl, "Balance: ");
+}
+
+int
+cmd_load (Ctl *ctl, int argc, char **argv)
+{
+  return send_file (ctl, argc, argv, "LoadVoucher", "Voucher loaded.");
+}
+
+int
+cmd_certificate (Ctl *ctl, int argc, char **argv)
+{
+  return send_file (ctl, argc, argv, "InstallCertificate", "Certificate installed.");
+}
+
+int
+cmd_apply (Ctl *ctl, int argc, char **argv)
+{
+  return send_file (ctl, argc, argv, "ApplyResult", "Reconciliation result applied.");
+}
+
+/* --- export, defund --- */
+
+static int
+write_reply (Ctl *ctl, GVariant *reply, int fd, const char *path, const char *what)
+{
+  g_autoptr (GVariant) v = g_variant_get_child_value (reply, 0);
+  gsize len;
+  const guint8 *data = g_variant_get_fixed_array (v, &len, 1);
+  gsize done = 0;
+  while (done < len) {
+    ssize_t n = write (fd, data + done, len - done);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      g_autofree char *msg = g_strdup_printf ("cannot write %s: %s", path, g_strerror (errno));
+      return report_error (ctl, tally_error_to_name (TALLY_ERROR_STORAGE), msg);
+    }
+    done += (gsize) n;
+  }
+  if (fsync (fd) != 0) {
+    g_autofree char *msg = g_strdup_printf ("cannot sync %s: %s", path, g_strerror (errno));
+    return report_error (ctl, tally_error_to_name (TALLY_ERROR_STORAGE), msg);
+  }
+  if (ctl->json) {
+    GVariantDict dict;
+    g_variant_dict_init (&dict, NULL);
+    g_variant_dict_insert (&dict, "File", "s", path);
+    g_variant_dict_insert (&dict, "Bytes", "t", (guint64) len);
+    print_json_dict (&dict);
+  } else {
+    g_print ("%s written to %s (%zu bytes).\n", what, path, len);
+  }
+  return EXIT_OK;
+}
+
+/* Opens @path before the call, so a value-moving reply always has a
+ * place to go.  @exclusive refuses to overwrite. */
+static int
+open_output (Ctl *ctl, const char *path, gboolean exclusive, int *rc)
+{
+  int fd = g_open (path, O_WRONLY | O_CREAT | O_CLOEXEC | (exclusive ? O_EXCL : O_TRUNC), 0600);
+  if (fd < 0) {
+    g_autofree char *msg = g_strdup_printf ("cannot create %s: %s", path, g_strerror (errno));
+    *rc = report_error (ctl, tally_error_to_name (TALLY_ERROR_STORAGE), msg);
+  }
+  return fd;
+}
+
+/* Calls @method and writes the bytes it returns (@what) to the file
+ * argv[1]; a failed call leaves no file behind. */
+static int
+receive_file (Ctl *ctl,
+              int argc,
+              char **argv,
+              const char *method,
+              gboolean exclusive,
+              const char *what)
+{
+  int rc;
+  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 1, &rc))
+    return rc;
+  int fd = open_output (ctl, argv[1], exclusive, &rc);
+  if (fd < 0)
+    return rc;
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply =
+    call (ctl, REGISTER_PATH, REGISTER_IFACE, method, NULL, G_VARIANT_TYPE ("(ay)"), &error);
+  rc = reply ? write_reply (ctl, reply, fd, argv[1], what) : report_gerror (ctl, error);
+  close (fd);
+  if (reply == NULL)
+    g_unlink (argv[1]);
+  return rc;
+}
+
+int
+cmd_export (Ctl *ctl, int argc, char **argv)
+{
+  return receive_file (ctl, argc, argv, "ExportBundle", FALSE, "Reconciliation bundle");
+}
+
+int
+cmd_defund (Ctl *ctl, int argc, char **argv)
+{
+  /* The record is the only proof of the value moved online: never
+   * overwrite one, and have the file before the register closes. */
+  return receive_file (ctl, argc, argv, "Defund", TRUE, "Defund record");
+}

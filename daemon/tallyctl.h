@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * tallyctl, the command-line client of tallyd: the state of one run and
+ * the helpers its commands share.  tallyctl.c parses the command line and
+ * dispatches; tallyctl-register.c holds the commands on the register,
+ * tallyctl-follow.c requests a payment and follows payments to their end,
+ * tallyctl-pay.c pays as the agent that confirms.
+ */
+
+#include <gio/gio.h>
+
+#include "tally-core.h"
+#include "tally-dbus-error.h"
+#include "tally-dbus-generated.h"
+
+G_BEGIN_DECLS
+
+#define EXIT_OK      0
+#define EXIT_FAIL    1
+#define EXIT_USAGE   2
+
+#define REGISTER_PATH        "/org/tally/register"
+#define AGENT_MANAGER_PATH   "/org/tally"
+#define REGISTER_IFACE       "org.tally.Register1"
+#define AGENT_MANAGER_IFACE  "org.tally.AgentManager1"
+#define PAYMENT_IFACE        "org.tally.Payment1"
+#define PROPERTIES_IFACE     "org.freedesktop.DBus.Properties"
+
+typedef struct _Ctl Ctl;
+
+typedef struct
+{
+  const char *name;
+  const char *args;
+  const char *summary;
+  const char *example;
+  int (*run) (Ctl *ctl, int argc, char **argv);
+} Command;
+
+struct _Ctl
+{
+  GDBusConnection *bus;
+  const char *bus_label;
+  const char *name;
+  char *owner; /* unique name of the tallyd we talk to */
+  gboolean json;
+  const Command *command;
+
+  /* Following a payment (request, pay). */
+  GMainLoop *loop;
+  int exit_code;
+  char *payment_path;
+  GVariantDict *payment;
+  gboolean code_printed;
+  guint props_subscription;
+  guint owner_watch;
+  gboolean cancel_sent;
+
+  /* Following the payments of a request for several payers. */
+  GHashTable *request_payments; /* path -> GVariantDict */
+  char *request_address;
+  guint payers;
+  guint payers_done;
+  guint payers_failed;
+  gboolean request_over; /* a payment failed before any payer took it */
+
+  /* The agent of pay. */
+  gboolean yes;
+  TallyDBusAgent1 *agent;
+  char *agent_path;
+  GDBusMethodInvocation *pending_confirm;
+  int tty_fd;
+  gboolean tty_owned;
+  guint tty_watch;
+  GString *tty_line;
+};
+
+/* --- output (tallyctl-common.c) --- */
+
+/* Appends @value as JSON: byte strings as hex, dictionaries as objects. */
+void json_value (GString *out, GVariant *value);
+/* Prints one JSON object from an a{sv}. */
+void print_json_dict (GVariantDict *dict);
+/* Progress lines go to stdout, or stderr when stdout carries JSON. */
+void progress (Ctl *ctl, const char *format, ...) G_GNUC_PRINTF (2, 3);
+/* Prints a D-Bus error name and message; returns EXIT_FAIL. */
+int report_error (Ctl *ctl, const char *name, const char *message);
+/* Prints a failed call's D-Bus error name and message. */
+int report_gerror (Ctl *ctl, const GError *error);
+/* Prints a usage error and the hint to --help; returns EXIT_USAGE. */
+int usage_error (Ctl *ctl, const char *format, ...) G_GNUC_PRINTF (2, 3);
+char *format_time (guint64 t);
+
+/* --- calls (tallyctl-common.c) --- */
+
+GVariant *call (Ctl *ctl,
+                const char *path,
+                const char *iface,
+                const char *method,
+                GVariant *args,
+                const GVariantType *reply_type,
+                GError **error);
+GVariantDict *get_all (Ctl *ctl, const char *path, const char *iface, GError **error);
+const char *dict_str (GVariantDict *d, const char *key);
+char *peer_label (GVariantDict *p);
+gint64 dict_x (GVariantDict *d, const char *key);
+guint64 dict_t (GVariantDict *d, const char *key);
+guint32 dict_u (GVariantDict *d, const char *key);
+gboolean dict_b (GVariantDict *d, const char *key);
+gboolean read_file (Ctl *ctl, const char *path, GBytes **out, int *exit_code);
+GVariant *bytes_variant (GBytes *bytes);
+/* Parses a command's options; argv[0] is the command name. */
+gboolean parse_command (Ctl *ctl,
+                        const GOptionEntry *entries,
+                        int *argc,
+                        char ***argv,
+                        int *exit_code);
+gboolean expect_args (Ctl *ctl, int argc, int n, int *exit_code);
+
+/* --- commands on the register (tallyctl-register.c) --- */
+
+int cmd_info (Ctl *ctl, int argc, char **argv);
+int cmd_balance (Ctl *ctl, int argc, char **argv);
+int cmd_key (Ctl *ctl, int argc, char **argv);
+int cmd_history (Ctl *ctl, int argc, char **argv);
+int cmd_load (Ctl *ctl, int argc, char **argv);
+int cmd_certificate (Ctl *ctl, int argc, char **argv);
+int cmd_apply (Ctl *ctl, int argc, char **argv);
+int cmd_export (Ctl *ctl, int argc, char **argv);
+int cmd_defund (Ctl *ctl, int argc, char **argv);
+
+/* --- following payments (tallyctl-follow.c) --- */
+
+void on_owner_vanished (GDBusConnection *bus, const char *name, gpointer user_data);
+/* Follows the payment at @path until done or failed. */
+int follow_payment (Ctl *ctl, const char *path);
+int cmd_request (Ctl *ctl, int argc, char **argv);
+
+/* --- paying (tallyctl-pay.c) --- */
+
+void stop_prompt (Ctl *ctl);
+int cmd_pay (Ctl *ctl, int argc, char **argv);
+
+G_END_DECLS
