@@ -13,6 +13,7 @@
 #include "tally-gatt-server.h"
 #include "tally-link.h"
 #include "tally-payment.h"
+#include "tally-stream.h"
 
 /* Devices a payee serves at once over BLE, where BlueZ keeps them apart
  * (5.76 on); older BlueZ serves one at a time. */
@@ -26,7 +27,7 @@ typedef struct
   char *path;
   char *sender;            /* Pay () caller, whose agent confirms */
   guint32 uid;             /* of the caller of Pay () or RequestPayment () */
-  guint linger_id;         /* finished: removal from the bus */
+  GSource *linger;         /* finished: removal from the bus */
   GCancellable *agent_call;
   GCancellable *ble_connect; /* payer: BLE discovery and connection */
   gboolean ble;              /* its link is BLE */
@@ -49,6 +50,7 @@ typedef struct
 
 struct _TallyDaemon
 {
+  GMainContext *context; /* thread-default at creation: our sources' */
   TallyRegister *reg;
   TallyAcceptPolicy policy;
   guint timeout_seconds;
@@ -111,11 +113,13 @@ daemon_payment_free (DaemonPayment *dp)
     dp->daemon->waiting = NULL;
     end_request (dp->daemon);
   }
-  if (dp->linger_id != 0)
-    g_source_remove (dp->linger_id);
+  if (dp->linger != NULL) {
+    g_source_destroy (dp->linger);
+    g_source_unref (dp->linger);
+  }
   tally_dbus_payment_free (dp->object);
-  tally_payment_set_callbacks (dp->payment, NULL, NULL);
-  tally_payment_free (dp->payment);
+  tally_payment_set_callbacks (dp->payment, NULL, NULL, NULL);
+  tally_payment_unref (dp->payment);
   g_free (dp->path);
   g_free (dp->sender);
   g_free (dp);
@@ -127,7 +131,7 @@ on_linger_over (gpointer user_data)
   DaemonPayment *dp = user_data;
   TallyDaemon *d = dp->daemon;
 
-  dp->linger_id = 0;
+  g_clear_pointer (&dp->linger, g_source_unref);
   g_debug ("dropping %s, finished %u s ago", dp->path, d->keep_finished_seconds);
   g_queue_remove (&d->payments, dp);
   daemon_payment_free (dp);
@@ -182,10 +186,13 @@ on_payment_changed (TallyPayment *payment, gpointer user_data)
     g_clear_object (&dp->ble_connect);
   }
 
-  if (tally_payment_is_finished (payment) && dp->linger_id == 0) {
+  if (tally_payment_is_finished (payment) && dp->linger == NULL) {
     log_finished (dp);
     /* Bounded: a finished payment does not stay on the bus for ever. */
-    dp->linger_id = g_timeout_add_seconds (dp->daemon->keep_finished_seconds, on_linger_over, dp);
+    dp->linger = g_timeout_source_new_seconds (dp->daemon->keep_finished_seconds);
+    g_source_set_callback (dp->linger, on_linger_over, dp, NULL);
+    g_source_set_static_name (dp->linger, "[tally] finished payment");
+    g_source_attach (dp->linger, d->context);
   }
 
   tally_dbus_payment_sync (dp->object);
@@ -266,7 +273,7 @@ add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, guint32 
     g_strdup_printf (TALLY_PAYMENT_PATH_PREFIX "%u", tally_payment_get_id (payment));
   TallyDBusPayment *object = tally_dbus_payment_new (d->connection, d->auth, path, payment, error);
   if (object == NULL) {
-    tally_payment_free (payment);
+    tally_payment_unref (payment);
     return NULL;
   }
 
@@ -278,7 +285,7 @@ add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, guint32 
   dp->sender = g_strdup (sender);
   dp->uid = uid;
   tally_dbus_payment_set_caller_uid (object, uid);
-  tally_payment_set_callbacks (payment, &payment_callbacks, dp);
+  tally_payment_set_callbacks (payment, &payment_callbacks, dp, NULL);
   g_queue_push_tail (&d->payments, dp);
   prune_payments (d);
   return dp;
@@ -587,6 +594,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
     return NULL;
 
   TallyDaemon *d = g_new0 (TallyDaemon, 1);
+  d->context = g_main_context_ref_thread_default ();
   g_queue_init (&d->payments);
   d->reg = g_steal_pointer (&reg);
   d->policy = config->policy;
@@ -596,7 +604,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
   d->targets = config->targets;
   d->targets.unix_dirs = g_strdupv (config->targets.unix_dirs);
   d->listener = tally_stream_listener_new (config->listen, TALLY_STREAM_DEFAULT_MTU, on_accept, d,
-                                           error);
+                                           NULL, error);
   if (d->listener == NULL) {
     g_prefix_error (error, "[transport] listen: ");
     tally_daemon_free (d);
@@ -648,8 +656,9 @@ tally_daemon_free (TallyDaemon *d)
   tally_agent_manager_free (d->agents);
   tally_dbus_auth_free (d->auth);
   g_clear_object (&d->connection);
-  tally_stream_listener_free (d->listener);
+  tally_stream_listener_unref (d->listener);
   tally_register_free (d->reg);
+  g_main_context_unref (d->context);
   g_free (d);
 }
 

@@ -1,18 +1,21 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "tally-payment.h"
 
+#include "tally-channel.h"
 #include "tally-clock.h"
+#include "tally-stream.h"
 
 /* After our last message (receipt or Error) the peer closes first; the
  * link stays open this long so closing cannot cut the message short. */
 #define LINGER_MS 3000
 
-/* Holds a channel open until the peer closes it or LINGER_MS pass, then
- * frees it.  Owns itself. */
+/* Holds a channel open until the peer closes it or LINGER_MS pass.  The
+ * channel owns it as its handlers' user data; it owns a reference on the
+ * channel until it ends, which breaks that cycle. */
 typedef struct
 {
   TallyChannel *channel;
-  guint timeout_id;
+  GSource *timeout;
 } Linger;
 
 /* Weak link from a pending connect back to its payment. */
@@ -23,6 +26,7 @@ typedef struct
 
 struct _TallyPayment
 {
+  gint ref_count;
   guint id;
   TallySessionRole role;
   TallyPaymentState state;
@@ -31,12 +35,14 @@ struct _TallyPayment
   TallyChannel *channel;
   ConnectData *connecting;
   guint timeout_seconds;
-  guint timeout_id;
+  GMainContext *context; /* thread-default at creation: the timeout's */
+  GSource *timeout;
   GError *error;
   GBytes *receipt;
   char *peer_short_id; /* PeerName of a peer certified without a name */
   const TallyPaymentCallbacks *callbacks;
   gpointer user_data;
+  GDestroyNotify user_data_destroy;
 };
 
 const char *
@@ -84,8 +90,20 @@ state_from_session (TallySessionState state)
 static void
 notify_changed (TallyPayment *p)
 {
-  if (p->callbacks != NULL && p->callbacks->changed != NULL)
+  if (p->callbacks != NULL && p->callbacks->changed != NULL) {
+    tally_payment_ref (p);
     p->callbacks->changed (p, p->user_data);
+    tally_payment_unref (p);
+  }
+}
+
+static void
+clear_timeout (TallyPayment *p)
+{
+  if (p->timeout != NULL) {
+    g_source_destroy (p->timeout);
+    g_clear_pointer (&p->timeout, g_source_unref);
+  }
 }
 
 static void
@@ -109,40 +127,47 @@ enter_state (TallyPayment *p, TallyPaymentState state)
             tally_payment_state_to_string (old), tally_payment_state_to_string (state));
 
   if (tally_payment_is_finished (p))
-    g_clear_handle_id (&p->timeout_id, g_source_remove);
+    clear_timeout (p);
 
+  /* The owner may drop its reference from either callback. */
+  tally_payment_ref (p);
   notify_changed (p);
 
   if (state == TALLY_PAYMENT_STATE_CONFIRMING && p->callbacks != NULL &&
       p->callbacks->confirm != NULL)
     p->callbacks->confirm (p, p->user_data);
+  tally_payment_unref (p);
 }
 
 /* --- channel teardown --- */
 
-static gboolean
-free_channel_idle (gpointer channel)
+static void
+linger_free (gpointer user_data)
 {
-  tally_channel_free (channel);
-  return G_SOURCE_REMOVE;
+  Linger *l = user_data;
+
+  g_source_destroy (l->timeout);
+  g_source_unref (l->timeout);
+  tally_channel_unref (l->channel);
+  g_free (l);
 }
 
+/* Dropping the handlers frees the Linger and with it the channel; from
+ * inside the channel's callback, the channel's own reference keeps it
+ * until the callback returns. */
 static void
 linger_finish (Linger *l)
 {
-  g_clear_handle_id (&l->timeout_id, g_source_remove);
-  tally_channel_close (l->channel);
-  /* The channel may be inside its own callback right now. */
-  g_idle_add (free_channel_idle, l->channel);
-  g_free (l);
+  TallyChannel *channel = l->channel;
+
+  tally_channel_close (channel);
+  tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
 }
 
 static gboolean
 linger_timeout (gpointer user_data)
 {
-  Linger *l = user_data;
-  l->timeout_id = 0;
-  linger_finish (l);
+  linger_finish (user_data);
   return G_SOURCE_REMOVE;
 }
 
@@ -158,20 +183,27 @@ linger_on_closed (TallyChannel *channel, const GError *error, gpointer user_data
   linger_finish (user_data);
 }
 
-/* Closes @channel now, or once the peer closed it when @sent_final: a
- * message we just queued must not be cut off by our own close. */
+/* Closes @channel (taken) now, or once the peer closed it when
+ * @sent_final: a message we just queued must not be cut off by our own
+ * close. */
 static void
 release_channel (TallyChannel *channel, gboolean sent_final)
 {
-  Linger *l = g_new0 (Linger, 1);
-  l->channel = channel;
-  if (sent_final) {
-    tally_channel_set_handlers (channel, linger_on_message, linger_on_closed, l);
-    l->timeout_id = g_timeout_add (LINGER_MS, linger_timeout, l);
-  } else {
-    tally_channel_set_handlers (channel, NULL, NULL, NULL);
-    linger_finish (l);
+  Linger *l;
+
+  if (!sent_final) {
+    tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
+    tally_channel_close (channel);
+    tally_channel_unref (channel);
+    return;
   }
+  l = g_new0 (Linger, 1);
+  l->channel = channel;
+  l->timeout = g_timeout_source_new (LINGER_MS);
+  g_source_set_callback (l->timeout, linger_timeout, l, NULL);
+  g_source_set_static_name (l->timeout, "[tally] payment linger");
+  g_source_attach (l->timeout, tally_channel_get_context (channel));
+  tally_channel_set_handlers (channel, linger_on_message, linger_on_closed, l, linger_free);
 }
 
 static void
@@ -234,6 +266,18 @@ fail (TallyPayment *p, GError *error, GBytes *wire_error)
   enter_state (p, TALLY_PAYMENT_STATE_FAILED);
 }
 
+/* Fails with @error (taken) when no link can carry an Error any more (or
+ * none ever did): the session still aborts with @abort_message, which
+ * moves it to FAILED, and the Error message it makes goes nowhere. */
+static void
+fail_unsent (TallyPayment *p, const char *abort_message, GError *error)
+{
+  g_autoptr (GBytes) unsent =
+    tally_session_abort (p->session, tally_error_code (error), abort_message);
+
+  fail (p, error, NULL);
+}
+
 /* Aborts the session with @code and fails with the same. */
 static void
 abort_with (TallyPayment *p, TallyError code, const char *message)
@@ -246,7 +290,7 @@ static gboolean
 on_timeout (gpointer user_data)
 {
   TallyPayment *p = user_data;
-  p->timeout_id = 0;
+  g_clear_pointer (&p->timeout, g_source_unref);
 
   g_autofree char *message =
     g_strdup_printf ("payment timed out after %u seconds", p->timeout_seconds);
@@ -262,11 +306,16 @@ payment_new (TallyRegister *reg, TallySessionRole role, guint timeout_seconds)
   static guint last_id;
 
   TallyPayment *p = g_new0 (TallyPayment, 1);
+  p->ref_count = 1;
   p->id = ++last_id;
   p->role = role;
   p->reg = reg;
   p->timeout_seconds = timeout_seconds;
-  p->timeout_id = g_timeout_add_seconds (timeout_seconds, on_timeout, p);
+  p->context = g_main_context_ref_thread_default ();
+  p->timeout = g_timeout_source_new_seconds (timeout_seconds);
+  g_source_set_callback (p->timeout, on_timeout, p, NULL);
+  g_source_set_static_name (p->timeout, "[tally] payment timeout");
+  g_source_attach (p->timeout, p->context);
   return p;
 }
 
@@ -306,12 +355,22 @@ tally_payment_new_payer (TallyRegister *reg, const TallyAcceptPolicy *policy, gu
   return p;
 }
 
+TallyPayment *
+tally_payment_ref (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, NULL);
+  g_atomic_int_inc (&p->ref_count);
+  return p;
+}
+
 void
-tally_payment_free (TallyPayment *p)
+tally_payment_unref (TallyPayment *p)
 {
   if (p == NULL)
     return;
-  g_clear_handle_id (&p->timeout_id, g_source_remove);
+  if (!g_atomic_int_dec_and_test (&p->ref_count))
+    return;
+  clear_timeout (p);
   if (p->connecting != NULL)
     p->connecting->payment = NULL;
   if (p->channel != NULL && !tally_payment_is_finished (p)) {
@@ -321,7 +380,10 @@ tally_payment_free (TallyPayment *p)
     drop_channel (p, sent);
   }
   drop_channel (p, FALSE);
+  if (p->user_data_destroy != NULL)
+    p->user_data_destroy (p->user_data);
   tally_session_free (p->session);
+  g_main_context_unref (p->context);
   g_clear_error (&p->error);
   g_clear_pointer (&p->receipt, g_bytes_unref);
   g_free (p->peer_short_id);
@@ -331,30 +393,44 @@ tally_payment_free (TallyPayment *p)
 void
 tally_payment_set_callbacks (TallyPayment *p,
                              const TallyPaymentCallbacks *callbacks,
-                             gpointer user_data)
+                             gpointer user_data,
+                             GDestroyNotify destroy)
 {
   g_return_if_fail (p != NULL);
+  GDestroyNotify old_destroy = p->user_data_destroy;
+  gpointer old_user_data = p->user_data;
   p->callbacks = callbacks;
   p->user_data = user_data;
+  p->user_data_destroy = destroy;
+  if (old_destroy != NULL)
+    old_destroy (old_user_data);
 }
 
 /* --- the exchange --- */
 
-/* Sends the message the session just made and follows the session's
- * state; a link that cannot take it fails the payment as Disconnected. */
+/* Sends the message the session just made (@what names it, or NULL); a
+ * link that cannot take it fails the payment as Disconnected and FALSE
+ * returns. */
+static gboolean
+send_or_fail (TallyPayment *p, GBytes *message, const char *what)
+{
+  g_autoptr (GError) local = NULL;
+  if (send_message (p, message, &local))
+    return TRUE;
+  g_autofree char *sending =
+    what != NULL ? g_strdup_printf ("sending %s", what) : g_strdup ("sending");
+  fail_unsent (p, local->message,
+               g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "%s failed: %s", sending,
+                            local->message));
+  return FALSE;
+}
+
+/* Sends as above and follows the session's state. */
 static void
 send_and_follow (TallyPayment *p, GBytes *message, const char *what)
 {
-  g_autoptr (GError) local = NULL;
-  if (!send_message (p, message, &local)) {
-    g_autoptr (GBytes) unsent =
-      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, local->message);
-    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "sending %s failed: %s", what,
-                          local->message),
-          NULL);
-    return;
-  }
-  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+  if (send_or_fail (p, message, what))
+    enter_state (p, state_from_session (tally_session_get_state (p->session)));
 }
 
 /* Payer, offer verified (protocol 4.4): a permission to this payee that lost
@@ -412,14 +488,8 @@ on_channel_message (TallyChannel *channel, GBytes *message, gpointer user_data)
   }
 
   /* The payer's reveal goes out before its agent is shown the code. */
-  if (reply != NULL && !send_message (p, reply, &error)) {
-    g_autoptr (GBytes) wire = tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED,
-                                                   error->message);
-    fail (p, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "sending failed: %s",
-                          error->message),
-          NULL);
+  if (reply != NULL && !send_or_fail (p, reply, NULL))
     return;
-  }
 
   TallyPaymentState next = state_from_session (tally_session_get_state (p->session));
   if (next == TALLY_PAYMENT_STATE_CONFIRMING && redeliver_pending (p))
@@ -449,10 +519,10 @@ on_channel_closed (TallyChannel *channel, const GError *error, gpointer user_dat
   else
     why = g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "connection lost: %s", error->message);
 
-  /* The session decides what was committed; abort only moves it to FAILED. */
-  g_autoptr (GBytes) unsent = tally_session_abort (p->session, tally_error_code (why), why->message);
-  drop_channel (p, FALSE);
-  fail (p, g_steal_pointer (&why), NULL);
+  /* The session decides what was committed; abort only moves it to FAILED.
+   * Read the message before @why is handed over. */
+  const char *abort_message = why->message;
+  fail_unsent (p, abort_message, g_steal_pointer (&why));
 }
 
 gboolean
@@ -470,7 +540,7 @@ tally_payment_attach (TallyPayment *p, TallyLink *link, GError **error)
 
   p->channel =
     tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
-  tally_channel_set_handlers (p->channel, on_channel_message, on_channel_closed, p);
+  tally_channel_set_handlers (p->channel, on_channel_message, on_channel_closed, p, NULL);
   g_info ("payment %u (%s): connected to %s", p->id, tally_session_role_to_string (p->role),
           tally_link_get_peer (link) ? tally_link_get_peer (link) : "peer");
 
@@ -507,9 +577,8 @@ on_connected (GObject *source, GAsyncResult *result, gpointer user_data)
   p->connecting = NULL;
 
   if (link == NULL) {
-    g_autoptr (GBytes) unsent =
-      tally_session_abort (p->session, TALLY_ERROR_DISCONNECTED, error->message);
-    fail (p, g_error_new_literal (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, error->message), NULL);
+    fail_unsent (p, error->message,
+                 g_error_new_literal (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, error->message));
     return;
   }
   tally_payment_attach (p, link, NULL);
@@ -540,8 +609,7 @@ tally_payment_fail_connect (TallyPayment *p, const GError *reason, GError **erro
     return FALSE;
   }
   TallyError code = tally_error_code (reason);
-  g_autoptr (GBytes) unsent = tally_session_abort (p->session, code, reason->message);
-  fail (p, g_error_new_literal (TALLY_ERROR, code, reason->message), NULL);
+  fail_unsent (p, reason->message, g_error_new_literal (TALLY_ERROR, code, reason->message));
   return TRUE;
 }
 

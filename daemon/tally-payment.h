@@ -16,8 +16,10 @@
  * reveal before it enters confirming.
  * Either side may end in failed; tally_payment_get_error () says why.
  *
- * The register is borrowed and must outlive the payment.  Callbacks run on
- * the thread-default main context and must not free the payment.
+ * The register is borrowed and must outlive the payment.  A payment is
+ * reference counted (docs/hacking.md, Lifetimes); its timeout and its
+ * callbacks run on the thread-default main context it was created on, with
+ * a reference held, so a callback may drop the owner's reference.
  */
 
 #include <gio/gio.h>
@@ -68,12 +70,19 @@ TallyPayment *tally_payment_new_payee (TallyRegister *reg,
 TallyPayment *tally_payment_new_payer (TallyRegister *reg,
                                        const TallyAcceptPolicy *policy,
                                        guint timeout_seconds);
-void tally_payment_free (TallyPayment *payment);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyPayment, tally_payment_free)
+TallyPayment *tally_payment_ref (TallyPayment *payment);
+/* The last reference of a payment still running aborts it: the peer is
+ * told CANCELLED. */
+void tally_payment_unref (TallyPayment *payment);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyPayment, tally_payment_unref)
 
+/* @callbacks is borrowed and must outlive its use; @destroy (may be NULL)
+ * gets @user_data when the callbacks are replaced or the payment is
+ * freed. */
 void tally_payment_set_callbacks (TallyPayment *payment,
                                   const TallyPaymentCallbacks *callbacks,
-                                  gpointer user_data);
+                                  gpointer user_data,
+                                  GDestroyNotify destroy);
 
 /* Payer: connects to a stream address, then starts as below. */
 void tally_payment_connect (TallyPayment *payment, const char *address);

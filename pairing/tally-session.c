@@ -6,6 +6,7 @@
 
 #include "tally-hex.h"
 #include "tally-peer.h"
+#include "tally-session-keys.h"
 
 /*
  * Key schedule and transcript (docs/protocol.md, "Handshake"):
@@ -35,8 +36,7 @@
  * nonce; each direction has its own key, so counters never collide.
  */
 
-#define KEY_BYTES   crypto_kx_SESSIONKEYBYTES
-#define EPHEM_BYTES crypto_kx_PUBLICKEYBYTES
+#define EPHEM_BYTES TALLY_SESSION_EPHEM_BYTES
 #define MAX_MEMO    256
 
 struct _TallySession
@@ -49,10 +49,7 @@ struct _TallySession
   guint8 eph_pk[EPHEM_BYTES];
   guint8 eph_sk[crypto_kx_SECRETKEYBYTES];
   guint8 peer_eph[EPHEM_BYTES];
-  guint8 rx[KEY_BYTES];
-  guint8 tx[KEY_BYTES];
-  guint64 rx_seq, tx_seq;
-  gboolean have_keys;
+  TallySessionKeys keys;
 
   guint8 transcript[TALLY_HASH_BYTES];
   guint8 offer_sig[TALLY_SIGNATURE_BYTES];
@@ -105,9 +102,7 @@ wipe_secrets (TallySession *s)
 {
   sodium_memzero (s->eph_sk, sizeof s->eph_sk);
   sodium_memzero (s->commit_nonce, sizeof s->commit_nonce);
-  sodium_memzero (s->rx, sizeof s->rx);
-  sodium_memzero (s->tx, sizeof s->tx);
-  s->have_keys = FALSE;
+  tally_session_keys_clear (&s->keys);
 }
 
 static void
@@ -233,58 +228,6 @@ compute_code (TallySession *s)
   g_snprintf (s->code, sizeof s->code, "%06u", v % 1000000u);
 }
 
-static void
-make_nonce (guint64 seq, guint8 nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES])
-{
-  memset (nonce, 0, crypto_aead_chacha20poly1305_IETF_NPUBBYTES);
-  for (int i = 0; i < 8; i++)
-    nonce[i] = (guint8) (seq >> (8 * i));
-}
-
-static GBytes *
-seal (TallySession *s, const guint8 *ad, gsize ad_len, GBytes *plain)
-{
-  gsize len;
-  const guint8 *p = g_bytes_get_data (plain, &len);
-  guint8 nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
-  make_nonce (s->tx_seq++, nonce);
-
-  gsize out_len = len + crypto_aead_chacha20poly1305_IETF_ABYTES;
-  guint8 *out = g_malloc (out_len);
-  unsigned long long clen = 0;
-  crypto_aead_chacha20poly1305_ietf_encrypt (out, &clen, p, len, ad, ad_len, NULL, nonce, s->tx);
-  return g_bytes_new_take (out, (gsize) clen);
-}
-
-static GBytes *
-open_sealed (TallySession *s,
-             const ProtobufCBinaryData *ct,
-             const guint8 *ad,
-             gsize ad_len,
-             const char *what,
-             GError **error)
-{
-  if (ct->len < crypto_aead_chacha20poly1305_IETF_ABYTES) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_DECRYPT, "%s: ciphertext too short", what);
-    return NULL;
-  }
-  guint8 nonce[crypto_aead_chacha20poly1305_IETF_NPUBBYTES];
-  make_nonce (s->rx_seq, nonce);
-
-  gsize plain_len = ct->len - crypto_aead_chacha20poly1305_IETF_ABYTES;
-  guint8 *plain = g_malloc (plain_len ? plain_len : 1);
-  unsigned long long mlen = 0;
-  if (crypto_aead_chacha20poly1305_ietf_decrypt (plain, &mlen, NULL, ct->data, ct->len, ad, ad_len,
-                                                 nonce, s->rx) != 0) {
-    g_free (plain);
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_DECRYPT,
-                 "%s: authentication failed (tampered or out of order)", what);
-    return NULL;
-  }
-  s->rx_seq++;
-  return g_bytes_new_take (plain, (gsize) mlen);
-}
-
 static GBytes *
 pack_session_message (Tally__SessionMessage *m)
 {
@@ -306,6 +249,14 @@ error_message (TallyError code, const char *text)
 }
 
 static gboolean
+derive_keys (TallySession *s, const guint8 peer_eph[EPHEM_BYTES], GError **error)
+{
+  memcpy (s->peer_eph, peer_eph, EPHEM_BYTES);
+  return tally_session_keys_derive (&s->keys, s->role == TALLY_SESSION_ROLE_PAYER, s->eph_pk,
+                                    s->eph_sk, peer_eph, error);
+}
+
+static gboolean
 fail (TallySession *s, GError *err, GBytes **reply, gboolean tell_peer, GError **error)
 {
   g_info ("session %p (%s) failed in %s: %s", (void *) s, tally_session_role_to_string (s->role),
@@ -317,25 +268,6 @@ fail (TallySession *s, GError *err, GBytes **reply, gboolean tell_peer, GError *
   enter_state (s, TALLY_SESSION_STATE_FAILED);
   g_propagate_error (error, err);
   return FALSE;
-}
-
-static gboolean
-derive_keys (TallySession *s, const guint8 peer_eph[EPHEM_BYTES], GError **error)
-{
-  int r;
-  memcpy (s->peer_eph, peer_eph, EPHEM_BYTES);
-  if (s->role == TALLY_SESSION_ROLE_PAYER)
-    r = crypto_kx_client_session_keys (s->rx, s->tx, s->eph_pk, s->eph_sk, peer_eph);
-  else
-    r = crypto_kx_server_session_keys (s->rx, s->tx, s->eph_pk, s->eph_sk, peer_eph);
-  /* The ephemeral secret has done its only job. */
-  sodium_memzero (s->eph_sk, sizeof s->eph_sk);
-  if (r != 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "peer ephemeral key is unusable");
-    return FALSE;
-  }
-  s->have_keys = TRUE;
-  return TRUE;
 }
 
 /* Applies a revocation list the peer gossiped to us (newer ones only). */
@@ -436,7 +368,7 @@ send_reveal (TallySession *s)
   rs.commit_nonce.len = TALLY_NONCE_BYTES;
   g_autoptr (GBytes) plain = tally_message_pack (&rs.base);
   /* Payer tx, nonce 0, ad = T2. */
-  g_autoptr (GBytes) ct = seal (s, s->transcript, TALLY_HASH_BYTES, plain);
+  g_autoptr (GBytes) ct = tally_session_keys_seal (&s->keys, s->transcript, TALLY_HASH_BYTES, plain);
 
   transcript_mix (s, s->commit_nonce, TALLY_NONCE_BYTES, NULL, 0);
   compute_code (s);
@@ -465,7 +397,7 @@ payer_check_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GErr
   guint8 ad[TALLY_HASH_BYTES + EPHEM_BYTES];
   memcpy (ad, t1, TALLY_HASH_BYTES);
   memcpy (ad + TALLY_HASH_BYTES, s->peer_eph, EPHEM_BYTES);
-  g_autoptr (GBytes) plain = open_sealed (s, &offer->ciphertext, ad, sizeof ad, "offer", error);
+  g_autoptr (GBytes) plain = tally_session_keys_open (&s->keys, &offer->ciphertext, ad, sizeof ad, "offer", error);
   if (plain == NULL)
     return FALSE;
 
@@ -581,7 +513,7 @@ send_pay (TallySession *s, GBytes *permission)
   sealed.signature.data = sig;
   sealed.signature.len = sizeof sig;
   g_autoptr (GBytes) plain = tally_message_pack (&sealed.base);
-  g_autoptr (GBytes) ct = seal (s, t2r, sizeof t2r, plain);
+  g_autoptr (GBytes) ct = tally_session_keys_seal (&s->keys, t2r, sizeof t2r, plain);
 
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_PAY;
@@ -642,7 +574,7 @@ tally_session_redeliver (TallySession *s, guint64 now, GError **error)
 static gboolean
 payer_handle_receipt (TallySession *s, const ProtobufCBinaryData *ct, GError **error)
 {
-  g_autoptr (GBytes) plain = open_sealed (s, ct, s->transcript, TALLY_HASH_BYTES, "receipt", error);
+  g_autoptr (GBytes) plain = tally_session_keys_open (&s->keys, ct, s->transcript, TALLY_HASH_BYTES, "receipt", error);
   if (plain == NULL)
     return FALSE;
   g_autoptr (Tally__ReceiptSealed) sealed =
@@ -735,7 +667,7 @@ payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *ra
   guint8 ad[TALLY_HASH_BYTES + EPHEM_BYTES];
   memcpy (ad, t1, TALLY_HASH_BYTES);
   memcpy (ad + TALLY_HASH_BYTES, s->eph_pk, EPHEM_BYTES);
-  g_autoptr (GBytes) ct = seal (s, ad, sizeof ad, plain);
+  g_autoptr (GBytes) ct = tally_session_keys_seal (&s->keys, ad, sizeof ad, plain);
 
   /* No code yet: it waits for N_a, which the payer reveals next. */
   Tally__Offer offer = TALLY__OFFER__INIT;
@@ -755,7 +687,7 @@ static gboolean
 payee_handle_reveal (TallySession *s, const ProtobufCBinaryData *ct, GError **error)
 {
   /* Payer tx, nonce 0, ad = T2. */
-  g_autoptr (GBytes) plain = open_sealed (s, ct, s->transcript, TALLY_HASH_BYTES, "reveal", error);
+  g_autoptr (GBytes) plain = tally_session_keys_open (&s->keys, ct, s->transcript, TALLY_HASH_BYTES, "reveal", error);
   if (plain == NULL)
     return FALSE;
   g_autoptr (Tally__RevealSealed) rs =
@@ -786,7 +718,7 @@ payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, G
   /* Payer tx, nonce 1, ad = T2r. */
   guint8 t2r[TALLY_HASH_BYTES];
   memcpy (t2r, s->transcript, sizeof t2r);
-  g_autoptr (GBytes) plain = open_sealed (s, ct, t2r, sizeof t2r, "pay", error);
+  g_autoptr (GBytes) plain = tally_session_keys_open (&s->keys, ct, t2r, sizeof t2r, "pay", error);
   if (plain == NULL)
     return NULL;
   g_autoptr (Tally__PaySealed) sealed =
@@ -862,7 +794,7 @@ payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, G
   Tally__ReceiptSealed rs = TALLY__RECEIPT_SEALED__INIT;
   rs.receipt = receipt_env;
   g_autoptr (GBytes) rs_bytes = tally_message_pack (&rs.base);
-  g_autoptr (GBytes) out = seal (s, s->transcript, TALLY_HASH_BYTES, rs_bytes);
+  g_autoptr (GBytes) out = tally_session_keys_seal (&s->keys, s->transcript, TALLY_HASH_BYTES, rs_bytes);
 
   s->receipt = g_bytes_ref (receipt);
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;

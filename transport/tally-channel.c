@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tally-link.h"
+#include "tally-channel.h"
 
 typedef enum
 {
@@ -9,6 +9,7 @@ typedef enum
 
 struct _TallyChannel
 {
+  gint ref_count;
   ChannelState state;
   TallyLink *link;
   TallyReassembler *reassembler;
@@ -20,11 +21,8 @@ struct _TallyChannel
   TallyChannelMessageFunc on_message;
   TallyChannelClosedFunc on_closed;
   gpointer user_data;
+  GDestroyNotify user_data_destroy;
   gboolean attached; /* link handlers point at this channel */
-
-  /* tally_channel_free() from inside a callback is deferred to its return. */
-  guint callback_depth;
-  gboolean free_pending;
 };
 
 static const char *
@@ -59,46 +57,12 @@ channel_enter_state (TallyChannel *channel, ChannelState state)
   case CHANNEL_CLOSED:
     channel_disarm_timeout (channel);
     if (channel->attached) {
-      tally_link_set_handlers (channel->link, NULL, NULL, NULL);
+      tally_link_set_handlers (channel->link, NULL, NULL, NULL, NULL);
       channel->attached = FALSE;
     }
     tally_link_close (channel->link);
     break;
   }
-}
-
-static void
-channel_destroy (TallyChannel *channel)
-{
-  switch (channel->state) {
-  case CHANNEL_OPEN:
-    channel_enter_state (channel, CHANNEL_CLOSED);
-    break;
-  case CHANNEL_CLOSED:
-    break;
-  }
-  tally_link_unref (channel->link);
-  tally_reassembler_free (channel->reassembler);
-  g_main_context_unref (channel->context);
-  g_free (channel);
-}
-
-static void
-channel_callback_enter (TallyChannel *channel)
-{
-  channel->callback_depth++;
-}
-
-/* Returns FALSE when the channel was freed from the callback just left. */
-static gboolean
-channel_callback_leave (TallyChannel *channel)
-{
-  channel->callback_depth--;
-  if (channel->callback_depth == 0 && channel->free_pending) {
-    channel_destroy (channel);
-    return FALSE;
-  }
-  return TRUE;
 }
 
 /* Closes and reports @error (NULL: orderly) exactly once. */
@@ -116,9 +80,9 @@ channel_finish (TallyChannel *channel, const GError *error)
     g_info ("channel %s: closing: %s", tally_link_get_peer (channel->link), error->message);
   channel_enter_state (channel, CHANNEL_CLOSED);
   if (channel->on_closed != NULL) {
-    channel_callback_enter (channel);
+    tally_channel_ref (channel);
     channel->on_closed (channel, error, channel->user_data);
-    channel_callback_leave (channel);
+    tally_channel_unref (channel);
   }
 }
 
@@ -183,9 +147,9 @@ channel_link_fragment_cb (TallyLink *link, const guint8 *data, gsize len, gpoint
     channel_arm_timeout (channel);
 
   if (message != NULL && channel->on_message != NULL) {
-    channel_callback_enter (channel);
+    tally_channel_ref (channel);
     channel->on_message (channel, message, channel->user_data);
-    channel_callback_leave (channel);
+    tally_channel_unref (channel);
   }
 }
 
@@ -221,6 +185,7 @@ tally_channel_new (TallyLink *link, gsize max_message, guint timeout_ms)
   g_return_val_if_fail (timeout_ms > 0, NULL);
 
   channel = g_new0 (TallyChannel, 1);
+  channel->ref_count = 1;
   channel->state = CHANNEL_OPEN;
   channel->link = tally_link_ref (link);
   channel->reassembler = tally_reassembler_new (max_message, timeout_ms);
@@ -230,25 +195,30 @@ tally_channel_new (TallyLink *link, gsize max_message, guint timeout_ms)
   return channel;
 }
 
+TallyChannel *
+tally_channel_ref (TallyChannel *channel)
+{
+  g_return_val_if_fail (channel != NULL, NULL);
+
+  g_atomic_int_inc (&channel->ref_count);
+  return channel;
+}
+
 void
-tally_channel_free (TallyChannel *channel)
+tally_channel_unref (TallyChannel *channel)
 {
   if (channel == NULL)
     return;
-
-  if (channel->callback_depth > 0) {
-    /* Called from on_message/on_closed: no callback fires from here on. */
-    channel->free_pending = TRUE;
-    switch (channel->state) {
-    case CHANNEL_OPEN:
-      channel_enter_state (channel, CHANNEL_CLOSED);
-      break;
-    case CHANNEL_CLOSED:
-      break;
-    }
+  if (!g_atomic_int_dec_and_test (&channel->ref_count))
     return;
-  }
-  channel_destroy (channel);
+
+  tally_channel_close (channel);
+  if (channel->user_data_destroy != NULL)
+    channel->user_data_destroy (channel->user_data);
+  tally_link_unref (channel->link);
+  tally_reassembler_free (channel->reassembler);
+  g_main_context_unref (channel->context);
+  g_free (channel);
 }
 
 /* The link is read only once handlers exist, so nothing that arrives in
@@ -257,25 +227,36 @@ void
 tally_channel_set_handlers (TallyChannel *channel,
                             TallyChannelMessageFunc on_message,
                             TallyChannelClosedFunc on_closed,
-                            gpointer user_data)
+                            gpointer user_data,
+                            GDestroyNotify destroy)
 {
+  GDestroyNotify old_destroy;
+  gpointer old_user_data;
+
   g_return_if_fail (channel != NULL);
 
+  old_destroy = channel->user_data_destroy;
+  old_user_data = channel->user_data;
   channel->on_message = on_message;
   channel->on_closed = on_closed;
   channel->user_data = user_data;
+  channel->user_data_destroy = destroy;
 
   switch (channel->state) {
   case CHANNEL_OPEN:
     if (!channel->attached) {
       channel->attached = TRUE;
       tally_link_set_handlers (channel->link, channel_link_fragment_cb, channel_link_closed_cb,
-                               channel);
+                               channel, NULL);
     }
     break;
   case CHANNEL_CLOSED:
     break;
   }
+
+  /* Last: the old user data may hold the caller's reference. */
+  if (old_destroy != NULL)
+    old_destroy (old_user_data);
 }
 
 gboolean
@@ -334,4 +315,12 @@ tally_channel_get_link (TallyChannel *channel)
   g_return_val_if_fail (channel != NULL, NULL);
 
   return channel->link;
+}
+
+GMainContext *
+tally_channel_get_context (TallyChannel *channel)
+{
+  g_return_val_if_fail (channel != NULL, NULL);
+
+  return channel->context;
 }

@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tally-link.h"
+#include "tally-stream.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -529,11 +529,13 @@ tally_stream_link_new (GIOStream *stream, gsize mtu, const char *peer)
 
 struct _TallyStreamListener
 {
+  gint ref_count;
   GSocketService *service;
   gulong incoming_id;
   gsize mtu;
   TallyStreamAcceptFunc on_accept;
   gpointer user_data;
+  GDestroyNotify user_data_destroy;
   char *address;   /* as bound */
   char *unix_path; /* removed again on free */
 };
@@ -574,7 +576,9 @@ listener_incoming_cb (GSocketService *service,
   link = tally_stream_link_new (G_IO_STREAM (connection), listener->mtu, peer);
   /* The callback borrows the link: it takes a reference to keep it, and the
    * connection closes when it does not. */
+  tally_stream_listener_ref (listener);
   listener->on_accept (listener, link, listener->user_data);
+  tally_stream_listener_unref (listener);
   return TRUE;
 }
 
@@ -657,6 +661,7 @@ tally_stream_listener_new (const char *address,
                            gsize mtu,
                            TallyStreamAcceptFunc on_accept,
                            gpointer user_data,
+                           GDestroyNotify destroy,
                            GError **error)
 {
   g_auto (StreamAddress) addr = { 0 };
@@ -679,6 +684,7 @@ tally_stream_listener_new (const char *address,
     return NULL;
 
   listener = g_new0 (TallyStreamListener, 1);
+  listener->ref_count = 1;
   listener->mtu = mtu;
   listener->on_accept = on_accept;
   listener->user_data = user_data;
@@ -715,6 +721,8 @@ tally_stream_listener_new (const char *address,
                                             G_CALLBACK (listener_incoming_cb), listener);
   g_socket_service_start (listener->service);
   g_debug ("listener %s: listening, MTU %" G_GSIZE_FORMAT, listener->address, mtu);
+  /* Only a listener that exists owns @user_data. */
+  listener->user_data_destroy = destroy;
   return g_steal_pointer (&listener);
 }
 
@@ -726,10 +734,21 @@ tally_stream_listener_get_address (TallyStreamListener *listener)
   return listener->address;
 }
 
+TallyStreamListener *
+tally_stream_listener_ref (TallyStreamListener *listener)
+{
+  g_return_val_if_fail (listener != NULL, NULL);
+
+  g_atomic_int_inc (&listener->ref_count);
+  return listener;
+}
+
 void
-tally_stream_listener_free (TallyStreamListener *listener)
+tally_stream_listener_unref (TallyStreamListener *listener)
 {
   if (listener == NULL)
+    return;
+  if (!g_atomic_int_dec_and_test (&listener->ref_count))
     return;
 
   if (listener->service != NULL) {
@@ -741,6 +760,8 @@ tally_stream_listener_free (TallyStreamListener *listener)
   }
   if (listener->unix_path != NULL && g_unlink (listener->unix_path) != 0)
     g_debug ("cannot remove %s: %s", listener->unix_path, g_strerror (errno));
+  if (listener->user_data_destroy != NULL)
+    listener->user_data_destroy (listener->user_data);
   g_free (listener->unix_path);
   g_free (listener->address);
   g_free (listener);

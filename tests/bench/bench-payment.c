@@ -25,6 +25,7 @@
 #include "tally-clock.h"
 #include "tally-frame.h"
 #include "tally-link.h"
+#include "tally-stream.h"
 #include "tally-payment.h"
 #include "tally-session.h"
 #include "wallet-fixture.h"
@@ -276,11 +277,11 @@ on_accept (TallyStreamListener *listener, TallyLink *link, gpointer user_data)
 {
   Side *side = user_data;
   g_autoptr (GError) error = NULL;
-  g_clear_pointer (&side->current, tally_payment_free);
+  g_clear_pointer (&side->current, tally_payment_unref);
   side->current = tally_payment_new_payee (side->reg, 1, "", NULL, 30, &error);
   g_assert_no_error (error);
   static const TallyPaymentCallbacks cb = { .changed = payee_changed };
-  tally_payment_set_callbacks (side->current, &cb, side);
+  tally_payment_set_callbacks (side->current, &cb, side, NULL);
   g_assert_true (tally_payment_attach (side->current, link, &error));
 }
 
@@ -293,7 +294,7 @@ run_payee_process (const char *dir, const char *address, int ready_fd)
   g_assert_no_error (error);
   side.loop = g_main_loop_new (NULL, FALSE);
   g_autoptr (TallyStreamListener) l =
-    tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, on_accept, &side, &error);
+    tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, on_accept, &side, NULL, &error);
   g_assert_no_error (error);
   g_assert_cmpint (write (ready_fd, "r", 1), ==, 1);
   close (ready_fd);
@@ -343,7 +344,7 @@ stream_rate (TallyRegister *payer_reg, const char *payee_dir, const char *addres
   gint64 t = g_get_monotonic_time ();
   for (guint i = 0; i < n && !side.failed; i++) {
     g_autoptr (TallyPayment) p = tally_payment_new_payer (payer_reg, NULL, 30);
-    tally_payment_set_callbacks (p, &cb, &side);
+    tally_payment_set_callbacks (p, &cb, &side, NULL);
     tally_payment_connect (p, address);
     g_main_loop_run (side.loop);
   }

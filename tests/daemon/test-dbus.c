@@ -12,8 +12,10 @@
 #include "script.h"
 #include "tally-clock.h"
 #include "tally-daemon.h"
+#include "tally-channel.h"
 #include "tally-hex.h"
 #include "tally-link.h"
+#include "tally-stream.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-generated.h"
 #include "test-util.h"
@@ -1046,7 +1048,7 @@ on_hostile_accept (TallyStreamListener *listener, TallyLink *link, gpointer user
   HostilePayee *h = user_data;
   g_assert_null (h->channel);
   h->channel = tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, 5000);
-  tally_channel_set_handlers (h->channel, on_hostile_message, on_hostile_closed, h);
+  tally_channel_set_handlers (h->channel, on_hostile_message, on_hostile_closed, h, NULL);
 }
 
 static void
@@ -1061,7 +1063,7 @@ test_payee_memo_not_utf8_is_malformed (Fixture *f, gconstpointer data)
   register_agent (f, f->client, TRUE);
   script_init (&h.script, FALSE);
   TallyStreamListener *listener =
-    tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, on_hostile_accept, &h, &error);
+    tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, on_hostile_accept, &h, NULL, &error);
   g_assert_no_error (error);
 
   /* Alice's Payment1 object would carry the memo to D-Bus; under
@@ -1079,8 +1081,8 @@ test_payee_memo_not_utf8_is_malformed (Fixture *f, gconstpointer data)
   g_assert_cmpuint (f->agent_calls, ==, 0);
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
 
-  g_clear_pointer (&h.channel, tally_channel_free);
-  tally_stream_listener_free (listener);
+  g_clear_pointer (&h.channel, tally_channel_unref);
+  tally_stream_listener_unref (listener);
   script_clear (&h.script);
 
   /* Alice's daemon is still there and pays an honest payee. */

@@ -6,8 +6,11 @@
 #include <string.h>
 
 #include "script.h"
+#include "tally-channel.h"
 #include "tally-clock.h"
 #include "tally-link.h"
+#include "tally-memlink.h"
+#include "tally-stream.h"
 #include "tally-payment.h"
 #include "test-util.h"
 
@@ -151,8 +154,8 @@ start_pair (Fixture *f, gint64 amount, gsize mtu, TallyPayment **payer, TallyPay
   g_assert_cmpint (tally_payment_get_state (*payee), ==, TALLY_PAYMENT_STATE_WAITING);
   *payer = tally_payment_new_payer (f->payer_reg, NULL, TEST_TIMEOUT_SECONDS);
   g_assert_cmpint (tally_payment_get_state (*payer), ==, TALLY_PAYMENT_STATE_CONNECTING);
-  tally_payment_set_callbacks (*payer, &payer_callbacks, f);
-  tally_payment_set_callbacks (*payee, &payee_callbacks, f);
+  tally_payment_set_callbacks (*payer, &payer_callbacks, f, NULL);
+  tally_payment_set_callbacks (*payee, &payee_callbacks, f, NULL);
 
   tally_mem_link_pair (mtu, &la, &lb);
   g_assert_true (tally_payment_attach (*payee, lb, &error));
@@ -278,10 +281,10 @@ test_disconnect_after_hello_fails_payer (Fixture *f, gconstpointer data)
   gboolean got_hello = FALSE;
 
   f->answer = AGENT_ACCEPT;
-  tally_payment_set_callbacks (payer, &payer_callbacks, f);
+  tally_payment_set_callbacks (payer, &payer_callbacks, f, NULL);
   tally_mem_link_pair (TALLY_STREAM_DEFAULT_MTU, &la, &lb);
   /* A payee that hangs up as soon as the Hello arrives. */
-  tally_link_set_handlers (lb, on_fragment_close, on_link_closed, &got_hello);
+  tally_link_set_handlers (lb, on_fragment_close, on_link_closed, &got_hello, NULL);
   g_assert_true (tally_payment_attach (payer, la, &error));
   g_assert_no_error (error);
   run_until_finished (payer, NULL);
@@ -302,7 +305,7 @@ test_refused_payer_fails_not_found (Fixture *f, gconstpointer data)
   g_autoptr (TallyLink) lb = NULL;
   g_autoptr (TallyPayment) payer = tally_payment_new_payer (f->payer_reg, NULL, TEST_TIMEOUT_SECONDS);
 
-  tally_payment_set_callbacks (payer, &payer_callbacks, f);
+  tally_payment_set_callbacks (payer, &payer_callbacks, f, NULL);
   tally_mem_link_pair (TALLY_STREAM_DEFAULT_MTU, &la, &lb);
   g_assert_true (tally_payment_attach (payer, la, &error));
   /* What the daemon does with a payer while no request waits. */
@@ -368,13 +371,78 @@ test_waiting_request_times_out (Fixture *f, gconstpointer data)
   g_autoptr (TallyPayment) payee =
     tally_payment_new_payee (f->payee_reg, 100, "", NULL, 1, &error);
   g_assert_no_error (error);
-  tally_payment_set_callbacks (payee, &payee_callbacks, f);
+  tally_payment_set_callbacks (payee, &payee_callbacks, f, NULL);
 
   run_until_finished (payee, NULL);
 
   g_assert_error (tally_payment_get_error (payee), TALLY_ERROR, TALLY_ERROR_TIMEOUT);
   const char *want[] = { "failed", NULL };
   assert_states (f->payee_states, want);
+}
+
+/* The timeout belongs to the context that was thread-default when the
+ * payment was made, not to the global default. */
+static void
+test_times_out_on_its_own_context (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GMainContext) context = g_main_context_new ();
+
+  g_main_context_push_thread_default (context);
+  g_autoptr (TallyPayment) payee =
+    tally_payment_new_payee (f->payee_reg, 100, "", NULL, 1, &error);
+  g_assert_no_error (error);
+  tally_payment_set_callbacks (payee, &payee_callbacks, f, NULL);
+
+  while (!tally_payment_is_finished (payee))
+    g_main_context_iteration (context, TRUE);
+  g_main_context_pop_thread_default (context);
+
+  g_assert_error (tally_payment_get_error (payee), TALLY_ERROR, TALLY_ERROR_TIMEOUT);
+}
+
+typedef struct
+{
+  TallyPayment *payment;
+  guint destroyed;
+} Holder;
+
+static void
+holder_drop_when_finished (TallyPayment *payment, gpointer user_data)
+{
+  Holder *h = user_data;
+
+  if (tally_payment_is_finished (payment))
+    g_clear_pointer (&h->payment, tally_payment_unref);
+}
+
+static void
+holder_destroyed (gpointer user_data)
+{
+  ((Holder *) user_data)->destroyed++;
+}
+
+static const TallyPaymentCallbacks drop_callbacks = {
+  .changed = holder_drop_when_finished,
+};
+
+/* The owner may drop its only reference from a callback; the destroy
+ * notify runs when callbacks are replaced and when the payment goes. */
+static void
+test_owner_may_drop_payment_from_callback (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  Holder h = { 0 };
+
+  h.payment = tally_payment_new_payee (f->payee_reg, 100, "", NULL, 1, &error);
+  g_assert_no_error (error);
+  tally_payment_set_callbacks (h.payment, &payee_callbacks, &h, holder_destroyed);
+  tally_payment_set_callbacks (h.payment, &drop_callbacks, &h, holder_destroyed);
+  g_assert_cmpuint (h.destroyed, ==, 1);
+
+  while (h.payment != NULL)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (h.destroyed, ==, 2);
 }
 
 static void
@@ -491,11 +559,11 @@ test_payer_refuses_memo_not_utf8 (Fixture *f, gconstpointer data)
   script_init (&h.script, FALSE);
   tally_mem_link_pair (TALLY_STREAM_DEFAULT_MTU, &la, &lb);
   h.channel = tally_channel_new (lb, TALLY_SESSION_MAX_MESSAGE, 5000);
-  tally_channel_set_handlers (h.channel, on_hostile_message, on_hostile_closed, &h);
+  tally_channel_set_handlers (h.channel, on_hostile_message, on_hostile_closed, &h, NULL);
 
   f->answer = AGENT_ACCEPT;
   TallyPayment *payer = tally_payment_new_payer (f->payer_reg, NULL, TEST_TIMEOUT_SECONDS);
-  tally_payment_set_callbacks (payer, &payer_callbacks, f);
+  tally_payment_set_callbacks (payer, &payer_callbacks, f, NULL);
   g_assert_true (tally_payment_attach (payer, la, &error));
   g_assert_no_error (error);
   run_until_finished (payer, NULL);
@@ -509,8 +577,8 @@ test_payer_refuses_memo_not_utf8 (Fixture *f, gconstpointer data)
   g_assert_cmpuint (f->confirm_calls, ==, 0);
   g_assert_cmpint (tally_register_get_balance (f->payer_reg), ==, 10000);
   g_assert_true (g_utf8_validate (tally_payment_get_memo (payer), -1, NULL));
-  tally_payment_free (payer);
-  tally_channel_free (h.channel);
+  tally_payment_unref (payer);
+  tally_channel_unref (h.channel);
   script_clear (&h.script);
 
   /* The payer goes on paying honest payees. */
@@ -519,8 +587,8 @@ test_payer_refuses_memo_not_utf8 (Fixture *f, gconstpointer data)
   run_until_finished (next_payer, payee);
   g_assert_cmpint (tally_payment_get_state (next_payer), ==, TALLY_PAYMENT_STATE_DONE);
   g_assert_cmpint (tally_register_get_balance (f->payer_reg), ==, 9300);
-  tally_payment_free (next_payer);
-  tally_payment_free (payee);
+  tally_payment_unref (next_payer);
+  tally_payment_unref (payee);
 }
 
 int
@@ -539,6 +607,9 @@ main (int argc, char **argv)
   ADD ("/daemon/payment/cancel-while-confirming-tells-payee",
        test_cancel_while_confirming_tells_payee);
   ADD ("/daemon/payment/waiting-request-times-out", test_waiting_request_times_out);
+  ADD ("/daemon/payment/times-out-on-its-own-context", test_times_out_on_its_own_context);
+  ADD ("/daemon/payment/owner-may-drop-it-from-a-callback",
+       test_owner_may_drop_payment_from_callback);
   ADD ("/daemon/payment/attach-refuses-second-link", test_attach_refuses_second_link);
   ADD ("/daemon/payment/payer-delivers-pending-permission-without-asking-agent",
        test_payer_delivers_pending_permission_without_asking_agent);

@@ -70,7 +70,7 @@ watch_new (TallyLink *link)
 
   watch->link = tally_link_ref (link);
   watch->fragments = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
-  tally_link_set_handlers (link, watch_fragment, watch_closed, watch);
+  tally_link_set_handlers (link, watch_fragment, watch_closed, watch, NULL);
   return watch;
 }
 

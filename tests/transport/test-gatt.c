@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "tally-channel.h"
 #include "tally-gatt-address.h"
 #include "tally-gatt-advert.h"
 #include "tally-gatt-devices.h"
@@ -316,7 +317,7 @@ test_link_socket_carries_one_fragment_per_packet (void)
   tally_gatt_link_take_rx_fd (link, rx[0]);
   g_assert_true (tally_gatt_link_has_tx_fd (link));
   g_assert_true (tally_gatt_link_has_rx_fd (link));
-  tally_link_set_handlers (link, on_fragment, on_closed, &peer);
+  tally_link_set_handlers (link, on_fragment, on_closed, &peer, NULL);
 
   g_assert_true (tally_link_send (link, a, sizeof a, &error));
   g_assert_no_error (error);
@@ -356,7 +357,7 @@ test_link_hangup_is_disconnected (void)
   make_pair (rx);
   link = tally_gatt_link_new (20, "ble:test", &test_owner, &peer);
   tally_gatt_link_take_rx_fd (link, rx[0]);
-  tally_link_set_handlers (link, on_fragment, on_closed, &peer);
+  tally_link_set_handlers (link, on_fragment, on_closed, &peer, NULL);
 
   /* BlueZ closes the socket when the device disconnects. */
   close (rx[1]);
@@ -378,7 +379,7 @@ test_link_oversize_packet_is_frame_oversize (void)
   make_pair (rx);
   link = tally_gatt_link_new (20, "ble:test", &test_owner, &peer);
   tally_gatt_link_take_rx_fd (link, rx[0]);
-  tally_link_set_handlers (link, on_fragment, on_closed, &peer);
+  tally_link_set_handlers (link, on_fragment, on_closed, &peer, NULL);
 
   g_assert_cmpint (send (rx[1], big, sizeof big, 0), ==, sizeof big);
   RUN_UNTIL (peer.closed);
@@ -398,7 +399,7 @@ test_link_without_socket_goes_through_owner (void)
 
   peer_init (&peer);
   link = tally_gatt_link_new (20, "ble:test", &test_owner, &peer);
-  tally_link_set_handlers (link, on_fragment, on_closed, &peer);
+  tally_link_set_handlers (link, on_fragment, on_closed, &peer, NULL);
 
   g_assert_true (tally_link_send (link, a, sizeof a, &error));
   g_assert_no_error (error);
@@ -507,15 +508,15 @@ check_channel_carries_message (gsize mtu)
 
   payer = tally_channel_new (payer_link, 8192, 10000);
   receiver = tally_channel_new (payee_link, 8192, 10000);
-  tally_channel_set_handlers (receiver, channel_message, channel_closed, &payee);
+  tally_channel_set_handlers (receiver, channel_message, channel_closed, &payee, NULL);
   g_assert_true (tally_channel_send (payer, message, &error));
   g_assert_no_error (error);
   RUN_UNTIL (payee.message != NULL);
   g_assert_true (g_bytes_equal (payee.message, message));
   g_assert_false (payee.closed);
 
-  tally_channel_free (payer);
-  tally_channel_free (receiver);
+  tally_channel_unref (payer);
+  tally_channel_unref (receiver);
   tally_link_unref (payer_link);
   tally_link_unref (payee_link);
   drain_context ();

@@ -4,7 +4,10 @@
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 
+#include "tally-channel.h"
 #include "tally-link.h"
+#include "tally-memlink.h"
+#include "tally-stream.h"
 
 /* Protocol timeout for the slow-sender tests, not a wall-time assertion. */
 #define SHORT_TIMEOUT_MS 200
@@ -115,9 +118,9 @@ endpoint_on_message (TallyChannel *channel, GBytes *message, gpointer user_data)
   g_assert_cmpuint (ep->closed_count, ==, 0);
   g_ptr_array_add (ep->messages, g_bytes_ref (message));
   if (ep->free_on_message) {
-    g_clear_pointer (&ep->channel, tally_channel_free);
+    g_clear_pointer (&ep->channel, tally_channel_unref);
     if (ep->also_free != NULL)
-      g_clear_pointer (&ep->also_free->channel, tally_channel_free);
+      g_clear_pointer (&ep->also_free->channel, tally_channel_unref);
   }
 }
 
@@ -132,7 +135,7 @@ endpoint_on_closed (TallyChannel *channel, const GError *error, gpointer user_da
   if (error != NULL)
     ep->closed_error = g_error_copy (error);
   if (ep->free_on_closed)
-    g_clear_pointer (&ep->channel, tally_channel_free);
+    g_clear_pointer (&ep->channel, tally_channel_unref);
 }
 
 static void
@@ -141,13 +144,13 @@ endpoint_init (Endpoint *ep, TallyLink *link, guint timeout_ms)
   memset (ep, 0, sizeof *ep);
   ep->messages = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
   ep->channel = tally_channel_new (link, TALLY_FRAME_DEFAULT_MAX_MESSAGE, timeout_ms);
-  tally_channel_set_handlers (ep->channel, endpoint_on_message, endpoint_on_closed, ep);
+  tally_channel_set_handlers (ep->channel, endpoint_on_message, endpoint_on_closed, ep, NULL);
 }
 
 static void
 endpoint_clear (Endpoint *ep)
 {
-  g_clear_pointer (&ep->channel, tally_channel_free);
+  g_clear_pointer (&ep->channel, tally_channel_unref);
   g_clear_pointer (&ep->messages, g_ptr_array_unref);
   g_clear_error (&ep->closed_error);
 }
@@ -361,7 +364,7 @@ test_channel_closes_on_reassembly_error (void)
 
   test_env_setup (&env);
   tally_mem_link_pair (20, &raw, &b_link);
-  tally_link_set_handlers (raw, link_watch_fragment, link_watch_closed, &watch);
+  tally_link_set_handlers (raw, link_watch_fragment, link_watch_closed, &watch, NULL);
   endpoint_init (&b, b_link, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
   tally_link_unref (b_link);
 
@@ -378,6 +381,49 @@ test_channel_closes_on_reassembly_error (void)
 
   endpoint_clear (&b);
   tally_link_unref (raw);
+  test_env_teardown (&env);
+}
+
+static void
+count_destroy (gpointer user_data)
+{
+  (*(guint *) user_data)++;
+}
+
+/* Handlers' destroy notifies run when the handlers are replaced and when
+ * the link or channel is freed. */
+static void
+test_handlers_destroy_on_replace_and_free (void)
+{
+  TestEnv env;
+  TallyLink *a_link;
+  TallyLink *b_link;
+  TallyChannel *channel;
+  guint link_destroyed = 0;
+  guint channel_destroyed = 0;
+  LinkWatch watch = { 0 };
+
+  test_env_setup (&env);
+  tally_mem_link_pair (20, &a_link, &b_link);
+  tally_link_set_handlers (a_link, link_watch_fragment, link_watch_closed, &link_destroyed,
+                           count_destroy);
+  tally_link_set_handlers (a_link, link_watch_fragment, link_watch_closed, &watch, NULL);
+  g_assert_cmpuint (link_destroyed, ==, 1);
+  tally_link_set_handlers (a_link, link_watch_fragment, link_watch_closed, &link_destroyed,
+                           count_destroy);
+  tally_link_unref (a_link);
+  g_assert_cmpuint (link_destroyed, ==, 2);
+
+  channel = tally_channel_new (b_link, TALLY_FRAME_DEFAULT_MAX_MESSAGE,
+                               TALLY_FRAME_DEFAULT_TIMEOUT_MS);
+  tally_link_unref (b_link);
+  tally_channel_set_handlers (channel, NULL, NULL, &channel_destroyed, count_destroy);
+  tally_channel_set_handlers (channel, NULL, NULL, &channel_destroyed, count_destroy);
+  g_assert_cmpuint (channel_destroyed, ==, 1);
+  tally_channel_unref (channel);
+  g_assert_cmpuint (channel_destroyed, ==, 2);
+
+  g_clear_error (&watch.error);
   test_env_teardown (&env);
 }
 
@@ -653,7 +699,7 @@ check_stream_exchange (const char *bind_address, gboolean expect_tcp)
   TallyLink *link;
 
   listener = tally_stream_listener_new (bind_address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                        &server, &error);
+                                        &server, NULL, &error);
   g_assert_no_error (error);
   address = tally_stream_listener_get_address (listener);
   if (expect_tcp) {
@@ -718,12 +764,12 @@ test_stream_unix_socket_is_private (void)
   test_env_setup (&env);
   address = test_env_unix_address (&env, "tally.sock");
   listener = tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                        &server, &error);
+                                        &server, NULL, &error);
   g_assert_no_error (error);
   g_assert_cmpint (g_stat (address + strlen ("unix:"), &st), ==, 0);
   g_assert_cmpint (st.st_mode & 0777, ==, 0600);
 
-  g_clear_pointer (&listener, tally_stream_listener_free);
+  g_clear_pointer (&listener, tally_stream_listener_unref);
   g_assert_false (g_file_test (address + strlen ("unix:"), G_FILE_TEST_EXISTS));
   test_env_teardown (&env);
 }
@@ -743,7 +789,7 @@ test_stream_holds_data_until_handlers_set (void)
   test_env_setup (&env);
   address = test_env_unix_address (&env, "tally.sock");
   listener = tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                        &server, &error);
+                                        &server, NULL, &error);
   g_assert_no_error (error);
 
   /* The greeting reaches the client's socket before it has a channel. */
@@ -758,7 +804,7 @@ test_stream_holds_data_until_handlers_set (void)
 
   endpoint_clear (&client);
   endpoint_clear (&server.server);
-  g_clear_pointer (&listener, tally_stream_listener_free);
+  g_clear_pointer (&listener, tally_stream_listener_unref);
   test_env_teardown (&env);
 }
 
@@ -778,7 +824,7 @@ test_stream_refuses_unbounded_send_queue (void)
   test_env_setup (&env);
   address = test_env_unix_address (&env, "tally.sock");
   listener = tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                        &server, &error);
+                                        &server, NULL, &error);
   g_assert_no_error (error);
   link = connect_link (address);
   endpoint_init (&client, link, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
@@ -793,7 +839,7 @@ test_stream_refuses_unbounded_send_queue (void)
   endpoint_clear (&client);
   if (server.accepted)
     endpoint_clear (&server.server);
-  g_clear_pointer (&listener, tally_stream_listener_free);
+  g_clear_pointer (&listener, tally_stream_listener_unref);
   test_env_teardown (&env);
 }
 
@@ -808,7 +854,7 @@ check_stream_peer_close (const char *bind_address)
   TallyLink *link;
 
   listener = tally_stream_listener_new (bind_address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                        &server, &error);
+                                        &server, NULL, &error);
   g_assert_no_error (error);
   link = connect_link (tally_stream_listener_get_address (listener));
   endpoint_init (&client, link, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
@@ -899,7 +945,7 @@ check_raw_bytes_close_server (TestEnv *env,
   gssize n;
 
   listener = tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                        &server, &error);
+                                        &server, NULL, &error);
   g_assert_no_error (error);
 
   raw = raw_connect (listener);
@@ -977,7 +1023,7 @@ test_stream_reports_eof_inside_fragment (void)
   test_env_setup (&env);
   address = test_env_unix_address (&env, "tally.sock");
   listener = tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                        &server, &error);
+                                        &server, NULL, &error);
   g_assert_no_error (error);
   raw = raw_connect (listener);
   raw_write (raw, bytes, sizeof bytes);
@@ -988,7 +1034,7 @@ test_stream_reports_eof_inside_fragment (void)
   g_assert_error (server.server.closed_error, TALLY_ERROR, TALLY_ERROR_FRAME_TRUNCATED);
 
   endpoint_clear (&server.server);
-  g_clear_pointer (&listener, tally_stream_listener_free);
+  g_clear_pointer (&listener, tally_stream_listener_unref);
   test_env_teardown (&env);
 }
 
@@ -1020,7 +1066,7 @@ test_stream_refuses_bad_addresses (void)
 
     g_test_message ("address \"%s\"", bad[i]);
     g_assert_null (tally_stream_listener_new (bad[i], TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                              &server, &error));
+                                              &server, NULL, &error));
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
 
     tally_stream_connect_async (bad[i], TALLY_STREAM_DEFAULT_MTU, NULL, connect_done_cb, &res);
@@ -1047,7 +1093,7 @@ test_stream_refuses_bad_addresses (void)
     g_autoptr (GError) error = NULL;
 
     g_assert_null (tally_stream_listener_new ("udp:127.0.0.1:7000", TALLY_STREAM_DEFAULT_MTU,
-                                              server_on_accept, &server, &error));
+                                              server_on_accept, &server, NULL, &error));
     g_assert_nonnull (strstr (error->message, "address must be unix:/path or tcp:host:port"));
   }
   g_assert_false (server.accepted);
@@ -1118,11 +1164,11 @@ test_stream_replaces_stale_socket (void)
   g_assert_true (g_file_test (path, G_FILE_TEST_EXISTS));
 
   listener = tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                        &server, &error);
+                                        &server, NULL, &error);
   g_assert_no_error (error);
   g_assert_nonnull (listener);
 
-  g_clear_pointer (&listener, tally_stream_listener_free);
+  g_clear_pointer (&listener, tally_stream_listener_unref);
   test_env_teardown (&env);
 }
 
@@ -1137,16 +1183,16 @@ test_stream_refuses_live_socket (void)
 
   test_env_setup (&env);
   address = test_env_unix_address (&env, "tally.sock");
-  first = tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept, &server,
+  first = tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept, &server, NULL,
                                      &error);
   g_assert_no_error (error);
 
   g_assert_null (tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                            &server, &error));
+                                            &server, NULL, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
   g_assert_true (g_file_test (address + strlen ("unix:"), G_FILE_TEST_EXISTS));
 
-  g_clear_pointer (&first, tally_stream_listener_free);
+  g_clear_pointer (&first, tally_stream_listener_unref);
   test_env_teardown (&env);
 }
 
@@ -1166,7 +1212,7 @@ test_stream_refuses_non_socket_path (void)
   g_assert_true (g_file_set_contents (path, "keep me", -1, &error));
 
   g_assert_null (tally_stream_listener_new (address, TALLY_STREAM_DEFAULT_MTU, server_on_accept,
-                                            &server, &error));
+                                            &server, NULL, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
   g_clear_error (&error);
   g_assert_true (g_file_get_contents (path, &contents, NULL, &error));
@@ -1187,6 +1233,8 @@ main (int argc, char **argv)
                    test_mem_holds_fragments_until_handlers_set);
   g_test_add_func ("/link/channel/closes-on-reassembly-error",
                    test_channel_closes_on_reassembly_error);
+  g_test_add_func ("/link/handlers/destroy-on-replace-and-on-free",
+                   test_handlers_destroy_on_replace_and_free);
   g_test_add_func ("/link/channel/times-out-partial-message",
                    test_channel_times_out_partial_message);
   g_test_add_func ("/link/channel/reassembles-reordered-fragments",
