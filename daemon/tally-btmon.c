@@ -59,7 +59,7 @@ utf8_cut (const char *s, gsize len, gsize max)
 }
 
 gsize
-tally_btmon_frame_encode (guint8 frame[TALLY_BTMON_FRAME_MAX],
+tally_btmon_frame_encode (guint8 frame[static TALLY_BTMON_FRAME_MAX],
                           guint16 index,
                           int priority,
                           const char *ident,

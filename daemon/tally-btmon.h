@@ -44,7 +44,7 @@ G_BEGIN_DECLS
  * would make the frame exceed TALLY_BTMON_FRAME_MAX, is cut at a UTF-8
  * character boundary.  Pure: no I/O.
  */
-gsize tally_btmon_frame_encode (guint8 frame[TALLY_BTMON_FRAME_MAX],
+gsize tally_btmon_frame_encode (guint8 frame[static TALLY_BTMON_FRAME_MAX],
                                 guint16 index,
                                 int priority,
                                 const char *ident,

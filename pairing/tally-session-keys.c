@@ -7,9 +7,9 @@
 gboolean
 tally_session_keys_derive (TallySessionKeys *k,
                            gboolean client,
-                           const guint8 eph_pk[TALLY_SESSION_EPHEM_BYTES],
+                           const guint8 eph_pk[static TALLY_SESSION_EPHEM_BYTES],
                            guint8 eph_sk[crypto_kx_SECRETKEYBYTES],
-                           const guint8 peer_eph[TALLY_SESSION_EPHEM_BYTES],
+                           const guint8 peer_eph[static TALLY_SESSION_EPHEM_BYTES],
                            GError **error)
 {
   int r;

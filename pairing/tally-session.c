@@ -207,9 +207,9 @@ transcript_mix (TallySession *s, const guint8 *a, gsize a_len, const guint8 *b, 
 
 /* C_a = H("handshake-commit", e_a || N_a) */
 static void
-make_commitment (const guint8 e_a[EPHEM_BYTES],
-                 const guint8 n_a[TALLY_NONCE_BYTES],
-                 guint8 out[TALLY_HASH_BYTES])
+make_commitment (const guint8 e_a[static EPHEM_BYTES],
+                 const guint8 n_a[static TALLY_NONCE_BYTES],
+                 guint8 out[static TALLY_HASH_BYTES])
 {
   TallyHash h;
   tally_hash_init (&h, "handshake-commit", TALLY_HASH_BYTES);
@@ -249,7 +249,7 @@ error_message (TallyError code, const char *text)
 }
 
 static gboolean
-derive_keys (TallySession *s, const guint8 peer_eph[EPHEM_BYTES], GError **error)
+derive_keys (TallySession *s, const guint8 peer_eph[static EPHEM_BYTES], GError **error)
 {
   memcpy (s->peer_eph, peer_eph, EPHEM_BYTES);
   return tally_session_keys_derive (&s->keys, s->role == TALLY_SESSION_ROLE_PAYER, s->eph_pk,
