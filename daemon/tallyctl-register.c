@@ -31,6 +31,18 @@ static const struct
   { "ListenAddress", "Listen address", 's' },
 };
 
+/* The register's properties; NULL with the failure reported and its exit
+ * code in *@rc. */
+static GVariantDict *
+register_properties (Ctl *ctl, int *rc)
+{
+  g_autoptr (GError) error = NULL;
+  GVariantDict *props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  if (props == NULL)
+    *rc = report_gerror (ctl, error);
+  return props;
+}
+
 int
 cmd_info (Ctl *ctl, int argc, char **argv)
 {
@@ -38,10 +50,9 @@ cmd_info (Ctl *ctl, int argc, char **argv)
   if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
     return rc;
 
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
   if (props == NULL)
-    return report_gerror (ctl, error);
+    return rc;
   if (ctl->json) {
     print_json_dict (props);
     return EXIT_OK;
@@ -69,10 +80,10 @@ cmd_info (Ctl *ctl, int argc, char **argv)
 static int
 print_balance (Ctl *ctl, const char *prefix)
 {
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  int rc;
+  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
   if (props == NULL)
-    return report_gerror (ctl, error);
+    return rc;
 
   gint64 balance = dict_x (props, "Balance");
   const char *currency = dict_str (props, "Currency");
@@ -106,10 +117,9 @@ cmd_key (Ctl *ctl, int argc, char **argv)
   if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
     return rc;
 
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
   if (props == NULL)
-    return report_gerror (ctl, error);
+    return rc;
   if (ctl->json) {
     GVariantDict dict;
     g_variant_dict_init (&dict, NULL);
