@@ -177,6 +177,24 @@ collect (TallyIssuerStore *s,
   return TRUE;
 }
 
+/* Steps @st for its one row and reads the integer in its first column. */
+static gboolean
+step_int64 (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, gint64 *out, GError **error)
+{
+  if (!tally_sqlite_step_row (s->db, st, what, error))
+    return FALSE;
+  *out = sqlite3_column_int64 (st, 0);
+  return TRUE;
+}
+
+/* The one integer statement @id, which takes no parameter, returns. */
+static gboolean
+query_int64 (TallyIssuerStore *s, StmtId id, const char *what, gint64 *out, GError **error)
+{
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, id);
+  return step_int64 (s, st, what, out, error);
+}
+
 /* --- transactions --- */
 
 gboolean
@@ -739,12 +757,8 @@ gboolean
 tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **error)
 {
   CHECK_IN_TRANSACTION (s);
-  {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_ACCOUNTS);
-    if (!tally_sqlite_step_row (s->db, st, "account sum", error))
-      return FALSE;
-    sums->online = sqlite3_column_int64 (st, 0);
-  }
+  if (!query_int64 (s, STMT_SUM_ACCOUNTS, "account sum", &sums->online, error))
+    return FALSE;
   {
     g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_REGISTERS);
     if (!tally_sqlite_step_row (s->db, st, "register sum", error))
@@ -756,24 +770,14 @@ tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **er
     sums->awaiting = sqlite3_column_int64 (st, 4);
     sums->refused = sqlite3_column_int64 (st, 5);
   }
-  {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_IN_FLIGHT);
-    if (!tally_sqlite_step_row (s->db, st, "in-flight sum", error))
-      return FALSE;
-    sums->in_flight = sqlite3_column_int64 (st, 0);
-  }
-  {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_COUNT_VIEW_MISMATCH);
-    if (!tally_sqlite_step_row (s->db, st, "view check", error))
-      return FALSE;
-    sums->views_unbacked = (guint) sqlite3_column_int64 (st, 0);
-  }
-  {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_COUNT_FRAUD);
-    if (!tally_sqlite_step_row (s->db, st, "fraud proof count", error))
-      return FALSE;
-    sums->fraud_proofs = (guint) sqlite3_column_int64 (st, 0);
-  }
+  gint64 count;
+  if (!query_int64 (s, STMT_SUM_IN_FLIGHT, "in-flight sum", &sums->in_flight, error) ||
+      !query_int64 (s, STMT_COUNT_VIEW_MISMATCH, "view check", &count, error))
+    return FALSE;
+  sums->views_unbacked = (guint) count;
+  if (!query_int64 (s, STMT_COUNT_FRAUD, "fraud proof count", &count, error))
+    return FALSE;
+  sums->fraud_proofs = (guint) count;
   return TRUE;
 }
 
@@ -790,10 +794,7 @@ sum_for (TallyIssuerStore *s,
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   if (sqlite3_bind_parameter_count (st) > 1)
     tally_sqlite_bind_u64 (st, 2, counter);
-  if (!tally_sqlite_step_row (s->db, st, "evidence", error))
-    return FALSE;
-  *out = sqlite3_column_int64 (st, 0);
-  return TRUE;
+  return step_int64 (s, st, "evidence", out, error);
 }
 
 gboolean
