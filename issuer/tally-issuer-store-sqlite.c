@@ -302,13 +302,12 @@ tally_issuer_store_account_put (TallyIssuerStore *s,
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_PUT);
   tally_sqlite_bind_text (st, 1, name);
   sqlite3_bind_int64 (st, 2, balance);
-  if (!tally_sqlite_step_done (s->db, st, "account", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1) {
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "account", error))
+    return TRUE;
+  if (missing)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
-    return FALSE;
-  }
-  return TRUE;
+  return FALSE;
 }
 
 /* --- registers --- */
@@ -592,13 +591,12 @@ tally_issuer_store_entry_update (TallyIssuerStore *s,
   tally_sqlite_bind_bytes (st, 5, row->receipt);
   sqlite3_bind_int (st, 6, row->tainted ? 1 : 0);
   sqlite3_bind_int64 (st, 7, row->credited);
-  if (!tally_sqlite_step_done (s->db, st, "entry", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1) {
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "entry", error))
+    return TRUE;
+  if (missing)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "entry not found");
-    return FALSE;
-  }
-  return TRUE;
+  return FALSE;
 }
 
 gboolean

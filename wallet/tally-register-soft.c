@@ -257,11 +257,10 @@ soft_state_write (gpointer store, const TallyRegisterState *state, GError **erro
   SoftStore *s = store;
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_STATE_WRITE);
   bind_state (st, state);
-  if (!tally_sqlite_step_done (s->db, st, "writing the register state", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1)
-    return tally_sqlite_corrupt (s->db, "no register state", error);
-  return TRUE;
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "writing the register state", error))
+    return TRUE;
+  return missing ? tally_sqlite_corrupt (s->db, "no register state", error) : FALSE;
 }
 
 /* --- spent --- */
@@ -343,11 +342,10 @@ soft_spent_set_receipt (gpointer store,
   tally_sqlite_bind_bytes (st, 1, receipt);
   tally_sqlite_bind_text (st, 2, state_name (state));
   tally_sqlite_bind_u64 (st, 3, counter);
-  if (!tally_sqlite_step_done (s->db, st, "storing a receipt", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1)
-    return tally_sqlite_corrupt (s->db, "spent entry vanished", error);
-  return TRUE;
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "storing a receipt", error))
+    return TRUE;
+  return missing ? tally_sqlite_corrupt (s->db, "spent entry vanished", error) : FALSE;
 }
 
 static gboolean
@@ -357,11 +355,10 @@ soft_spent_set_state (gpointer store, guint64 counter, TallyEntryState state, GE
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SPENT_SET_STATE);
   tally_sqlite_bind_text (st, 1, state_name (state));
   tally_sqlite_bind_u64 (st, 2, counter);
-  if (!tally_sqlite_step_done (s->db, st, "changing a spent entry", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1)
-    return tally_sqlite_corrupt (s->db, "spent entry vanished", error);
-  return TRUE;
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "changing a spent entry", error))
+    return TRUE;
+  return missing ? tally_sqlite_corrupt (s->db, "spent entry vanished", error) : FALSE;
 }
 
 static gboolean
@@ -617,11 +614,10 @@ soft_nonce_consume (gpointer store,
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_NONCE_CONSUME);
   tally_sqlite_bind_u64 (st, 1, now);
   tally_sqlite_bind_blob (st, 2, nonce, TALLY_NONCE_BYTES);
-  if (!tally_sqlite_step_done (s->db, st, "consuming a nonce", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1)
-    return tally_sqlite_corrupt (s->db, "nonce vanished or was consumed", error);
-  return TRUE;
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "consuming a nonce", error))
+    return TRUE;
+  return missing ? tally_sqlite_corrupt (s->db, "nonce vanished or was consumed", error) : FALSE;
 }
 
 static GPtrArray *

@@ -135,12 +135,6 @@ tally_sqlite_stmt (TallySqlite *db, guint id)
   return db->stmts[id];
 }
 
-int
-tally_sqlite_changes (TallySqlite *db)
-{
-  return sqlite3_changes (db->db);
-}
-
 /* --- binding and reading --- */
 
 void
@@ -240,6 +234,20 @@ tally_sqlite_step_insert (TallySqlite *db,
     return FALSE;
   }
   return tally_sqlite_fail (db, what, error);
+}
+
+gboolean
+tally_sqlite_step_update (TallySqlite *db,
+                          sqlite3_stmt *st,
+                          gboolean *missing,
+                          const char *what,
+                          GError **error)
+{
+  *missing = FALSE;
+  if (!tally_sqlite_step_done (db, st, what, error))
+    return FALSE;
+  *missing = sqlite3_changes (db->db) != 1;
+  return !*missing;
 }
 
 gboolean

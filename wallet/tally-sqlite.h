@@ -56,9 +56,6 @@ void tally_sqlite_stmt_release (TallySqliteStmt *st);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallySqliteStmt, tally_sqlite_stmt_release)
 TallySqliteStmt *tally_sqlite_stmt (TallySqlite *db, guint id);
 
-/* Rows changed by the last statement. */
-int tally_sqlite_changes (TallySqlite *db);
-
 /* --- binding and reading --- */
 
 /* @data NULL binds SQL NULL. */
@@ -92,6 +89,14 @@ tally_sqlite_step_done (TallySqlite *db, sqlite3_stmt *st, const char *what, GEr
 gboolean tally_sqlite_step_insert (TallySqlite *db,
                                    sqlite3_stmt *st,
                                    gboolean *exists,
+                                   const char *what,
+                                   GError **error);
+/* Steps an UPDATE of one row by its key: FALSE with *@missing set and no
+ * error when it changed no row (or several), so that the caller names
+ * what is missing. */
+gboolean tally_sqlite_step_update (TallySqlite *db,
+                                   sqlite3_stmt *st,
+                                   gboolean *missing,
                                    const char *what,
                                    GError **error);
 /* Steps once: TRUE with *@row telling whether a row came, FALSE on a
