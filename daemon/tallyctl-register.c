@@ -43,14 +43,21 @@ register_properties (Ctl *ctl, int *rc)
   return props;
 }
 
+/* A command that takes no arguments and shows the register's properties:
+ * those properties, or NULL with the exit code in *@rc. */
+static GVariantDict *
+register_command (Ctl *ctl, int argc, char **argv, int *rc)
+{
+  if (!parse_command (ctl, NULL, &argc, &argv, rc) || !expect_args (ctl, argc, 0, rc))
+    return NULL;
+  return register_properties (ctl, rc);
+}
+
 int
 cmd_info (Ctl *ctl, int argc, char **argv)
 {
   int rc;
-  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
-    return rc;
-
-  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
+  g_autoptr (GVariantDict) props = register_command (ctl, argc, argv, &rc);
   if (props == NULL)
     return rc;
   if (ctl->json) {
@@ -114,10 +121,7 @@ int
 cmd_key (Ctl *ctl, int argc, char **argv)
 {
   int rc;
-  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
-    return rc;
-
-  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
+  g_autoptr (GVariantDict) props = register_command (ctl, argc, argv, &rc);
   if (props == NULL)
     return rc;
   if (ctl->json) {
