@@ -187,6 +187,16 @@ step_int64 (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, gint64 *out
   return TRUE;
 }
 
+/* Steps @st for its one row and takes the blob in its first column. */
+static gboolean
+step_bytes (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, GBytes **out, GError **error)
+{
+  if (!tally_sqlite_step_row (s->db, st, what, error))
+    return FALSE;
+  *out = tally_sqlite_column_bytes (st, 0);
+  return TRUE;
+}
+
 /* The one integer statement @id, which takes no parameter, returns. */
 static gboolean
 query_int64 (TallyIssuerStore *s, StmtId id, const char *what, gint64 *out, GError **error)
@@ -240,10 +250,7 @@ tally_issuer_store_meta_get (TallyIssuerStore *s, const char *key, GBytes **valu
   CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_GET);
   tally_sqlite_bind_text (st, 1, key);
-  if (!tally_sqlite_step_row (s->db, st, key, error))
-    return FALSE;
-  *value = tally_sqlite_column_bytes (st, 0);
-  return TRUE;
+  return step_bytes (s, st, key, value, error);
 }
 
 gboolean
@@ -469,10 +476,7 @@ tally_issuer_store_voucher_get (TallyIssuerStore *s,
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_GET);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, sequence);
-  if (!tally_sqlite_step_row (s->db, st, "voucher", error))
-    return FALSE;
-  *envelope = tally_sqlite_column_bytes (st, 0);
-  return TRUE;
+  return step_bytes (s, st, "voucher", envelope, error);
 }
 
 /* --- entries --- */
@@ -624,10 +628,7 @@ tally_issuer_store_horizon_bundle_get (TallyIssuerStore *s,
   CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_GET);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  if (!tally_sqlite_step_row (s->db, st, "horizon bundle", error))
-    return FALSE;
-  *envelope = tally_sqlite_column_bytes (st, 0);
-  return TRUE;
+  return step_bytes (s, st, "horizon bundle", envelope, error);
 }
 
 gboolean
