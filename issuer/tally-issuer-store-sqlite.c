@@ -355,15 +355,14 @@ tally_issuer_store_register_get (TallyIssuerStore *s,
   CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_GET);
   tally_sqlite_bind_blob (st, 1, id, TALLY_ID_BYTES);
-  gboolean have;
-  if (!tally_sqlite_step_next (s->db, st, &have, "register", error))
+  gboolean found;
+  if (!tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_register, s, row, &found,
+                            "register", error))
     return FALSE;
-  if (!have) {
+  if (!found)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
                  "register not certified by this issuer");
-    return FALSE;
-  }
-  return read_register (s, st, row, error);
+  return found;
 }
 
 gboolean

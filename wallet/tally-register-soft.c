@@ -129,24 +129,6 @@ col_kind (SoftStore *s, sqlite3_stmt *st, int col, TallyEntryKind *out, GError *
   return tally_sqlite_corrupt (s->db, "unknown entry kind", error);
 }
 
-/* Steps a lookup of at most one row: *@found tells whether it came and
- * @read took it. */
-static gboolean
-lookup_row (SoftStore *s,
-            sqlite3_stmt *st,
-            TallySqliteRowReader read,
-            gpointer row,
-            gboolean *found,
-            const char *what,
-            GError **error)
-{
-  gboolean have;
-  *found = FALSE;
-  if (!tally_sqlite_step_next (s->db, st, &have, what, error))
-    return FALSE;
-  return !have || (*found = read (s, st, row, error));
-}
-
 /* The blob in the first column of the one row of @st; NOT_FOUND
  * @not_found without one. */
 static GBytes *
@@ -326,8 +308,8 @@ soft_spent_lookup (gpointer store,
   SoftStore *s = store;
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SPENT_LOOKUP);
   tally_sqlite_bind_u64 (st, 1, counter);
-  return lookup_row (s, st, (TallySqliteRowReader) read_spent_row, row, found,
-                     "looking up a spent entry", error);
+  return tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_spent_row, s, row, found,
+                              "looking up a spent entry", error);
 }
 
 static gboolean
@@ -373,8 +355,8 @@ soft_spent_find_pending (gpointer store,
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SPENT_PENDING);
   tally_sqlite_bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, now);
-  return lookup_row (s, st, (TallySqliteRowReader) read_spent_row, row, found,
-                     "looking up a pending permission", error);
+  return tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_spent_row, s, row, found,
+                              "looking up a pending permission", error);
 }
 
 static gboolean
@@ -545,8 +527,8 @@ soft_nonce_lookup (gpointer store,
   SoftStore *s = store;
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_NONCE_LOOKUP);
   tally_sqlite_bind_blob (st, 1, nonce, TALLY_NONCE_BYTES);
-  return lookup_row (s, st, (TallySqliteRowReader) read_nonce_row, row, found,
-                     "looking up a payment request", error);
+  return tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_nonce_row, s, row, found,
+                              "looking up a payment request", error);
 }
 
 static gboolean

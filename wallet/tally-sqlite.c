@@ -273,6 +273,23 @@ tally_sqlite_step_row (TallySqlite *db, sqlite3_stmt *st, const char *what, GErr
   return row;
 }
 
+gboolean
+tally_sqlite_lookup (TallySqlite *db,
+                     sqlite3_stmt *st,
+                     TallySqliteRowReader read,
+                     gpointer store,
+                     gpointer row,
+                     gboolean *found,
+                     const char *what,
+                     GError **error)
+{
+  gboolean have;
+  *found = FALSE;
+  if (!tally_sqlite_step_next (db, st, &have, what, error))
+    return FALSE;
+  return !have || (*found = read (store, st, row, error));
+}
+
 GPtrArray *
 tally_sqlite_collect (TallySqlite *db,
                       sqlite3_stmt *st,

@@ -117,6 +117,17 @@ typedef gboolean (*TallySqliteRowReader) (gpointer store,
                                           gpointer row,
                                           GError **error);
 
+/* Steps a lookup of at most one row: TRUE with *@found telling whether a
+ * row came and @read took it into @row, FALSE on a fault. */
+gboolean tally_sqlite_lookup (TallySqlite *db,
+                              sqlite3_stmt *st,
+                              TallySqliteRowReader read,
+                              gpointer store,
+                              gpointer row,
+                              gboolean *found,
+                              const char *what,
+                              GError **error);
+
 /* Every row of @st, each read by @read into a new zeroed struct; NULL on
  * a fault. */
 GPtrArray *tally_sqlite_collect (TallySqlite *db,
