@@ -31,17 +31,35 @@ static const struct
   { "ListenAddress", "Listen address", 's' },
 };
 
+/* The register's properties; NULL with the failure reported and its exit
+ * code in *@rc. */
+static GVariantDict *
+register_properties (Ctl *ctl, int *rc)
+{
+  g_autoptr (GError) error = NULL;
+  GVariantDict *props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  if (props == NULL)
+    *rc = report_gerror (ctl, error);
+  return props;
+}
+
+/* A command that takes no arguments and shows the register's properties:
+ * those properties, or NULL with the exit code in *@rc. */
+static GVariantDict *
+register_command (Ctl *ctl, int argc, char **argv, int *rc)
+{
+  if (!parse_command (ctl, NULL, &argc, &argv, rc) || !expect_args (ctl, argc, 0, rc))
+    return NULL;
+  return register_properties (ctl, rc);
+}
+
 int
 cmd_info (Ctl *ctl, int argc, char **argv)
 {
   int rc;
-  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
-    return rc;
-
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  g_autoptr (GVariantDict) props = register_command (ctl, argc, argv, &rc);
   if (props == NULL)
-    return report_gerror (ctl, error);
+    return rc;
   if (ctl->json) {
     print_json_dict (props);
     return EXIT_OK;
@@ -69,10 +87,10 @@ cmd_info (Ctl *ctl, int argc, char **argv)
 static int
 print_balance (Ctl *ctl, const char *prefix)
 {
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  int rc;
+  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
   if (props == NULL)
-    return report_gerror (ctl, error);
+    return rc;
 
   gint64 balance = dict_x (props, "Balance");
   const char *currency = dict_str (props, "Currency");
@@ -103,13 +121,9 @@ int
 cmd_key (Ctl *ctl, int argc, char **argv)
 {
   int rc;
-  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
-    return rc;
-
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariantDict) props = get_all (ctl, REGISTER_PATH, REGISTER_IFACE, &error);
+  g_autoptr (GVariantDict) props = register_command (ctl, argc, argv, &rc);
   if (props == NULL)
-    return report_gerror (ctl, error);
+    return rc;
   if (ctl->json) {
     GVariantDict dict;
     g_variant_dict_init (&dict, NULL);

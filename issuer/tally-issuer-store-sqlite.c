@@ -177,6 +177,34 @@ collect (TallyIssuerStore *s,
   return TRUE;
 }
 
+/* Steps @st for its one row and reads the integer in its first column. */
+static gboolean
+step_int64 (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, gint64 *out, GError **error)
+{
+  if (!tally_sqlite_step_row (s->db, st, what, error))
+    return FALSE;
+  *out = sqlite3_column_int64 (st, 0);
+  return TRUE;
+}
+
+/* Steps @st for its one row and takes the blob in its first column. */
+static gboolean
+step_bytes (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, GBytes **out, GError **error)
+{
+  if (!tally_sqlite_step_row (s->db, st, what, error))
+    return FALSE;
+  *out = tally_sqlite_column_bytes (st, 0);
+  return TRUE;
+}
+
+/* The one integer statement @id, which takes no parameter, returns. */
+static gboolean
+query_int64 (TallyIssuerStore *s, StmtId id, const char *what, gint64 *out, GError **error)
+{
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, id);
+  return step_int64 (s, st, what, out, error);
+}
+
 /* --- transactions --- */
 
 gboolean
@@ -222,10 +250,7 @@ tally_issuer_store_meta_get (TallyIssuerStore *s, const char *key, GBytes **valu
   CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_GET);
   tally_sqlite_bind_text (st, 1, key);
-  if (!tally_sqlite_step_row (s->db, st, key, error))
-    return FALSE;
-  *value = tally_sqlite_column_bytes (st, 0);
-  return TRUE;
+  return step_bytes (s, st, key, value, error);
 }
 
 gboolean
@@ -284,13 +309,12 @@ tally_issuer_store_account_put (TallyIssuerStore *s,
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_PUT);
   tally_sqlite_bind_text (st, 1, name);
   sqlite3_bind_int64 (st, 2, balance);
-  if (!tally_sqlite_step_done (s->db, st, "account", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1) {
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "account", error))
+    return TRUE;
+  if (missing)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
-    return FALSE;
-  }
-  return TRUE;
+  return FALSE;
 }
 
 /* --- registers --- */
@@ -331,15 +355,14 @@ tally_issuer_store_register_get (TallyIssuerStore *s,
   CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_GET);
   tally_sqlite_bind_blob (st, 1, id, TALLY_ID_BYTES);
-  gboolean have;
-  if (!tally_sqlite_step_next (s->db, st, &have, "register", error))
+  gboolean found;
+  if (!tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_register, s, row, &found,
+                            "register", error))
     return FALSE;
-  if (!have) {
+  if (!found)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
                  "register not certified by this issuer");
-    return FALSE;
-  }
-  return read_register (s, st, row, error);
+  return found;
 }
 
 gboolean
@@ -452,10 +475,7 @@ tally_issuer_store_voucher_get (TallyIssuerStore *s,
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_GET);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, sequence);
-  if (!tally_sqlite_step_row (s->db, st, "voucher", error))
-    return FALSE;
-  *envelope = tally_sqlite_column_bytes (st, 0);
-  return TRUE;
+  return step_bytes (s, st, "voucher", envelope, error);
 }
 
 /* --- entries --- */
@@ -574,13 +594,12 @@ tally_issuer_store_entry_update (TallyIssuerStore *s,
   tally_sqlite_bind_bytes (st, 5, row->receipt);
   sqlite3_bind_int (st, 6, row->tainted ? 1 : 0);
   sqlite3_bind_int64 (st, 7, row->credited);
-  if (!tally_sqlite_step_done (s->db, st, "entry", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1) {
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "entry", error))
+    return TRUE;
+  if (missing)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "entry not found");
-    return FALSE;
-  }
-  return TRUE;
+  return FALSE;
 }
 
 gboolean
@@ -608,10 +627,7 @@ tally_issuer_store_horizon_bundle_get (TallyIssuerStore *s,
   CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_GET);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  if (!tally_sqlite_step_row (s->db, st, "horizon bundle", error))
-    return FALSE;
-  *envelope = tally_sqlite_column_bytes (st, 0);
-  return TRUE;
+  return step_bytes (s, st, "horizon bundle", envelope, error);
 }
 
 gboolean
@@ -739,12 +755,8 @@ gboolean
 tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **error)
 {
   CHECK_IN_TRANSACTION (s);
-  {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_ACCOUNTS);
-    if (!tally_sqlite_step_row (s->db, st, "account sum", error))
-      return FALSE;
-    sums->online = sqlite3_column_int64 (st, 0);
-  }
+  if (!query_int64 (s, STMT_SUM_ACCOUNTS, "account sum", &sums->online, error))
+    return FALSE;
   {
     g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_REGISTERS);
     if (!tally_sqlite_step_row (s->db, st, "register sum", error))
@@ -756,24 +768,14 @@ tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **er
     sums->awaiting = sqlite3_column_int64 (st, 4);
     sums->refused = sqlite3_column_int64 (st, 5);
   }
-  {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_IN_FLIGHT);
-    if (!tally_sqlite_step_row (s->db, st, "in-flight sum", error))
-      return FALSE;
-    sums->in_flight = sqlite3_column_int64 (st, 0);
-  }
-  {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_COUNT_VIEW_MISMATCH);
-    if (!tally_sqlite_step_row (s->db, st, "view check", error))
-      return FALSE;
-    sums->views_unbacked = (guint) sqlite3_column_int64 (st, 0);
-  }
-  {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_COUNT_FRAUD);
-    if (!tally_sqlite_step_row (s->db, st, "fraud proof count", error))
-      return FALSE;
-    sums->fraud_proofs = (guint) sqlite3_column_int64 (st, 0);
-  }
+  gint64 count;
+  if (!query_int64 (s, STMT_SUM_IN_FLIGHT, "in-flight sum", &sums->in_flight, error) ||
+      !query_int64 (s, STMT_COUNT_VIEW_MISMATCH, "view check", &count, error))
+    return FALSE;
+  sums->views_unbacked = (guint) count;
+  if (!query_int64 (s, STMT_COUNT_FRAUD, "fraud proof count", &count, error))
+    return FALSE;
+  sums->fraud_proofs = (guint) count;
   return TRUE;
 }
 
@@ -790,10 +792,7 @@ sum_for (TallyIssuerStore *s,
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   if (sqlite3_bind_parameter_count (st) > 1)
     tally_sqlite_bind_u64 (st, 2, counter);
-  if (!tally_sqlite_step_row (s->db, st, "evidence", error))
-    return FALSE;
-  *out = sqlite3_column_int64 (st, 0);
-  return TRUE;
+  return step_int64 (s, st, "evidence", out, error);
 }
 
 gboolean

@@ -129,24 +129,6 @@ col_kind (SoftStore *s, sqlite3_stmt *st, int col, TallyEntryKind *out, GError *
   return tally_sqlite_corrupt (s->db, "unknown entry kind", error);
 }
 
-/* Steps a lookup of at most one row: *@found tells whether it came and
- * @read took it. */
-static gboolean
-lookup_row (SoftStore *s,
-            sqlite3_stmt *st,
-            TallySqliteRowReader read,
-            gpointer row,
-            gboolean *found,
-            const char *what,
-            GError **error)
-{
-  gboolean have;
-  *found = FALSE;
-  if (!tally_sqlite_step_next (s->db, st, &have, what, error))
-    return FALSE;
-  return !have || (*found = read (s, st, row, error));
-}
-
 /* The blob in the first column of the one row of @st; NOT_FOUND
  * @not_found without one. */
 static GBytes *
@@ -257,11 +239,10 @@ soft_state_write (gpointer store, const TallyRegisterState *state, GError **erro
   SoftStore *s = store;
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_STATE_WRITE);
   bind_state (st, state);
-  if (!tally_sqlite_step_done (s->db, st, "writing the register state", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1)
-    return tally_sqlite_corrupt (s->db, "no register state", error);
-  return TRUE;
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "writing the register state", error))
+    return TRUE;
+  return missing ? tally_sqlite_corrupt (s->db, "no register state", error) : FALSE;
 }
 
 /* --- spent --- */
@@ -327,8 +308,8 @@ soft_spent_lookup (gpointer store,
   SoftStore *s = store;
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SPENT_LOOKUP);
   tally_sqlite_bind_u64 (st, 1, counter);
-  return lookup_row (s, st, (TallySqliteRowReader) read_spent_row, row, found,
-                     "looking up a spent entry", error);
+  return tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_spent_row, s, row, found,
+                              "looking up a spent entry", error);
 }
 
 static gboolean
@@ -343,11 +324,10 @@ soft_spent_set_receipt (gpointer store,
   tally_sqlite_bind_bytes (st, 1, receipt);
   tally_sqlite_bind_text (st, 2, state_name (state));
   tally_sqlite_bind_u64 (st, 3, counter);
-  if (!tally_sqlite_step_done (s->db, st, "storing a receipt", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1)
-    return tally_sqlite_corrupt (s->db, "spent entry vanished", error);
-  return TRUE;
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "storing a receipt", error))
+    return TRUE;
+  return missing ? tally_sqlite_corrupt (s->db, "spent entry vanished", error) : FALSE;
 }
 
 static gboolean
@@ -357,11 +337,10 @@ soft_spent_set_state (gpointer store, guint64 counter, TallyEntryState state, GE
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SPENT_SET_STATE);
   tally_sqlite_bind_text (st, 1, state_name (state));
   tally_sqlite_bind_u64 (st, 2, counter);
-  if (!tally_sqlite_step_done (s->db, st, "changing a spent entry", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1)
-    return tally_sqlite_corrupt (s->db, "spent entry vanished", error);
-  return TRUE;
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "changing a spent entry", error))
+    return TRUE;
+  return missing ? tally_sqlite_corrupt (s->db, "spent entry vanished", error) : FALSE;
 }
 
 static gboolean
@@ -376,8 +355,8 @@ soft_spent_find_pending (gpointer store,
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SPENT_PENDING);
   tally_sqlite_bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, now);
-  return lookup_row (s, st, (TallySqliteRowReader) read_spent_row, row, found,
-                     "looking up a pending permission", error);
+  return tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_spent_row, s, row, found,
+                              "looking up a pending permission", error);
 }
 
 static gboolean
@@ -548,8 +527,8 @@ soft_nonce_lookup (gpointer store,
   SoftStore *s = store;
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_NONCE_LOOKUP);
   tally_sqlite_bind_blob (st, 1, nonce, TALLY_NONCE_BYTES);
-  return lookup_row (s, st, (TallySqliteRowReader) read_nonce_row, row, found,
-                     "looking up a payment request", error);
+  return tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_nonce_row, s, row, found,
+                              "looking up a payment request", error);
 }
 
 static gboolean
@@ -617,11 +596,10 @@ soft_nonce_consume (gpointer store,
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_NONCE_CONSUME);
   tally_sqlite_bind_u64 (st, 1, now);
   tally_sqlite_bind_blob (st, 2, nonce, TALLY_NONCE_BYTES);
-  if (!tally_sqlite_step_done (s->db, st, "consuming a nonce", error))
-    return FALSE;
-  if (tally_sqlite_changes (s->db) != 1)
-    return tally_sqlite_corrupt (s->db, "nonce vanished or was consumed", error);
-  return TRUE;
+  gboolean missing;
+  if (tally_sqlite_step_update (s->db, st, &missing, "consuming a nonce", error))
+    return TRUE;
+  return missing ? tally_sqlite_corrupt (s->db, "nonce vanished or was consumed", error) : FALSE;
 }
 
 static GPtrArray *

@@ -135,12 +135,6 @@ tally_sqlite_stmt (TallySqlite *db, guint id)
   return db->stmts[id];
 }
 
-int
-tally_sqlite_changes (TallySqlite *db)
-{
-  return sqlite3_changes (db->db);
-}
-
 /* --- binding and reading --- */
 
 void
@@ -243,6 +237,20 @@ tally_sqlite_step_insert (TallySqlite *db,
 }
 
 gboolean
+tally_sqlite_step_update (TallySqlite *db,
+                          sqlite3_stmt *st,
+                          gboolean *missing,
+                          const char *what,
+                          GError **error)
+{
+  *missing = FALSE;
+  if (!tally_sqlite_step_done (db, st, what, error))
+    return FALSE;
+  *missing = sqlite3_changes (db->db) != 1;
+  return !*missing;
+}
+
+gboolean
 tally_sqlite_step_next (TallySqlite *db,
                         sqlite3_stmt *st,
                         gboolean *row,
@@ -263,6 +271,23 @@ tally_sqlite_step_row (TallySqlite *db, sqlite3_stmt *st, const char *what, GErr
   if (!row)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "%s not found", what);
   return row;
+}
+
+gboolean
+tally_sqlite_lookup (TallySqlite *db,
+                     sqlite3_stmt *st,
+                     TallySqliteRowReader read,
+                     gpointer store,
+                     gpointer row,
+                     gboolean *found,
+                     const char *what,
+                     GError **error)
+{
+  gboolean have;
+  *found = FALSE;
+  if (!tally_sqlite_step_next (db, st, &have, what, error))
+    return FALSE;
+  return !have || (*found = read (store, st, row, error));
 }
 
 GPtrArray *

@@ -56,9 +56,6 @@ void tally_sqlite_stmt_release (TallySqliteStmt *st);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallySqliteStmt, tally_sqlite_stmt_release)
 TallySqliteStmt *tally_sqlite_stmt (TallySqlite *db, guint id);
 
-/* Rows changed by the last statement. */
-int tally_sqlite_changes (TallySqlite *db);
-
 /* --- binding and reading --- */
 
 /* @data NULL binds SQL NULL. */
@@ -94,6 +91,14 @@ gboolean tally_sqlite_step_insert (TallySqlite *db,
                                    gboolean *exists,
                                    const char *what,
                                    GError **error);
+/* Steps an UPDATE of one row by its key: FALSE with *@missing set and no
+ * error when it changed no row (or several), so that the caller names
+ * what is missing. */
+gboolean tally_sqlite_step_update (TallySqlite *db,
+                                   sqlite3_stmt *st,
+                                   gboolean *missing,
+                                   const char *what,
+                                   GError **error);
 /* Steps once: TRUE with *@row telling whether a row came, FALSE on a
  * fault. */
 gboolean tally_sqlite_step_next (TallySqlite *db,
@@ -111,6 +116,17 @@ typedef gboolean (*TallySqliteRowReader) (gpointer store,
                                           sqlite3_stmt *st,
                                           gpointer row,
                                           GError **error);
+
+/* Steps a lookup of at most one row: TRUE with *@found telling whether a
+ * row came and @read took it into @row, FALSE on a fault. */
+gboolean tally_sqlite_lookup (TallySqlite *db,
+                              sqlite3_stmt *st,
+                              TallySqliteRowReader read,
+                              gpointer store,
+                              gpointer row,
+                              gboolean *found,
+                              const char *what,
+                              GError **error);
 
 /* Every row of @st, each read by @read into a new zeroed struct; NULL on
  * a fault. */
