@@ -395,6 +395,21 @@ gatt_io_from_link (TallyLink *link)
   return tally_link_get_impl (link);
 }
 
+/* Puts FD in *SLOT in place of the socket there and its watch; a link no
+ * longer open closes FD instead and says so. */
+static gboolean
+gatt_io_take_fd (GattIO *io, int fd, int *slot, GSource **watch)
+{
+  if (io->state != GATT_IO_OPEN) {
+    close (fd);
+    return FALSE;
+  }
+  gatt_io_clear_watch (watch);
+  gatt_io_close_fd (slot);
+  *slot = fd;
+  return TRUE;
+}
+
 void
 tally_gatt_link_take_tx_fd (TallyLink *link, int fd)
 {
@@ -402,13 +417,8 @@ tally_gatt_link_take_tx_fd (TallyLink *link, int fd)
 
   g_return_if_fail (fd >= 0);
 
-  if (io->state != GATT_IO_OPEN) {
-    close (fd);
+  if (!gatt_io_take_fd (io, fd, &io->tx_fd, &io->tx_watch))
     return;
-  }
-  gatt_io_clear_watch (&io->tx_watch);
-  gatt_io_close_fd (&io->tx_fd);
-  io->tx_fd = fd;
   g_debug ("gatt link %s: notifications/writes over a socket from now on", io->peer);
   gatt_io_flush (io);
 }
@@ -420,13 +430,8 @@ tally_gatt_link_take_rx_fd (TallyLink *link, int fd)
 
   g_return_if_fail (fd >= 0);
 
-  if (io->state != GATT_IO_OPEN) {
-    close (fd);
+  if (!gatt_io_take_fd (io, fd, &io->rx_fd, &io->rx_watch))
     return;
-  }
-  gatt_io_clear_watch (&io->rx_watch);
-  gatt_io_close_fd (&io->rx_fd);
-  io->rx_fd = fd;
   io->rx_watch = g_unix_fd_source_new (fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
   g_source_set_callback (io->rx_watch, G_SOURCE_FUNC (gatt_io_rx_cb), io, NULL);
   g_source_set_static_name (io->rx_watch, "[tally] gatt rx");
