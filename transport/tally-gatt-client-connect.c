@@ -211,7 +211,7 @@ acquire_notify_done (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     remote = gatt_client_bluez_error_name (error);
     /* Our socket of an attempt before, which BlueZ has not let go yet. */
-    if (gatt_client_ask_again (conn, remote, "org.bluez.Error.NotPermitted", &conn->notify_asks,
+    if (gatt_client_ask_again (conn, remote, BLUEZ_ERROR_NOT_PERMITTED, &conn->notify_asks,
                                NOTIFY_ASKS, subscribe))
       return;
     g_info ("gatt client %s: AcquireNotify: %s; using StartNotify", conn->address,
@@ -357,12 +357,12 @@ connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     /* Another connect to it is under way (ours or another client's); 5.66
      * also says so as Failed "Operation already in progress". */
-    if (g_strcmp0 (remote, "org.bluez.Error.Failed") == 0 &&
+    if (g_strcmp0 (remote, BLUEZ_ERROR_FAILED) == 0 &&
         strstr (error->message, "already in progress") != NULL) {
       g_free (remote);
-      remote = g_strdup ("org.bluez.Error.InProgress");
+      remote = g_strdup (BLUEZ_ERROR_IN_PROGRESS);
     }
-    if (gatt_client_ask_again (conn, remote, "org.bluez.Error.InProgress", &conn->connect_asks,
+    if (gatt_client_ask_again (conn, remote, BLUEZ_ERROR_IN_PROGRESS, &conn->connect_asks,
                                CONNECT_ASKS, gatt_client_connect))
       return;
     if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT)) {
@@ -372,7 +372,7 @@ connect_done (GObject *source, GAsyncResult *result, gpointer user_data)
                                             CONNECT_TIMEOUT_MS / 1000));
       return;
     }
-    if (g_strcmp0 (remote, "org.bluez.Error.AlreadyConnected") != 0) {
+    if (g_strcmp0 (remote, BLUEZ_ERROR_ALREADY_CONNECTED) != 0) {
       g_dbus_error_strip_remote_error (error);
       gatt_client_retry (
         conn, g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "cannot connect to %s: %s (%s)",

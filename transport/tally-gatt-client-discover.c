@@ -296,7 +296,7 @@ start_discovery_done (GObject *source, GAsyncResult *result, gpointer user_data)
     if (gatt_client_is_cancelled (error))
       return;
     /* InProgress: this client already discovers; it goes on. */
-    if (g_strcmp0 (remote, "org.bluez.Error.InProgress") != 0) {
+    if (g_strcmp0 (remote, BLUEZ_ERROR_IN_PROGRESS) != 0) {
       g_dbus_error_strip_remote_error (error);
       gatt_client_retry (conn,
                          g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,

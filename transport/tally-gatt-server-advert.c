@@ -117,8 +117,6 @@ adv_register_done (GObject *source, GAsyncResult *result, gpointer user_data)
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;
   if (reply == NULL) {
-    g_autofree char *remote = g_dbus_error_get_remote_error (error);
-
     g_warning ("gatt server %s: cannot advertise: %s", server->adapter, error->message);
     gatt_server_adv_enter_state (server, ADV_IDLE);
     /* Not again until the next request asks for it. */
