@@ -88,7 +88,7 @@ done
 
 # --- build --------------------------------------------------------------------
 
-command -v clang >/dev/null 2>&1 || die "clang is not installed (scripts/install-deps.sh)"
+command -v clang >/dev/null 2>&1 || die "clang is not installed (scripts/install-deps.sh --test)"
 
 # shellcheck disable=SC2054 # the comma belongs to the meson option
 SETUP_OPTIONS=(

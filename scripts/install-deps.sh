@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: LGPL-2.1-or-later
 #
-# Installs the Debian 12 packages needed to build Tally, run its test suite
-# and run the demo.  Idempotent: when every package is already installed it
-# does not touch apt at all.
+# Installs the Debian 12 packages needed to build Tally and run the demo,
+# and with --test also those the test suite needs (sanitizer runtimes,
+# fuzzers, valgrind, spin, tshark, polkitd, QEMU and BlueZ for the VM).
+# Idempotent: when every package is already installed it does not touch
+# apt at all.
 #
-#   scripts/install-deps.sh            install what is missing
-#   scripts/install-deps.sh --check    only report what is missing (exit 1 if any)
+#   scripts/install-deps.sh                 what building and the demo need
+#   scripts/install-deps.sh --test          everything, for the whole test suite
+#   scripts/install-deps.sh [--test] --check  only report what is missing (exit 1 if any)
 
 set -euo pipefail
 
-PACKAGES=(
+# Building Tally and running the payment scenario (scripts/demo.sh).
+BUILD_PACKAGES=(
   build-essential
   meson
   ninja-build
@@ -23,12 +27,20 @@ PACKAGES=(
   libprotobuf-c-dev
   protobuf-c-compiler
   libsqlite3-dev
-  sqlite3
   # tallyd asks polkit about every D-Bus call (daemon/tally-dbus-auth.c)
   libpolkit-gobject-1-dev
+  # the scenario's private buses
   dbus
   dbus-daemon
   dbus-bin
+  # the scenario reads tallyctl's and tally-issuer's JSON
+  jq
+  ca-certificates
+)
+
+# The test suite, on top of the above.
+TEST_PACKAGES=(
+  sqlite3
   # tests/daemon/test-system-bus.sh runs the real polkitd on a private bus
   polkitd
   clang
@@ -41,8 +53,6 @@ PACKAGES=(
   valgrind
   # tests/model: the issuer's booking checked by the spin model checker
   spin
-  jq
-  ca-certificates
   git
   # tests/ble: a QEMU guest running the real Bluetooth stack on btvirt
   # controllers (docs/ble-testing.md)
@@ -59,14 +69,17 @@ say() { printf 'install-deps: %s\n' "$*"; }
 die() { printf 'install-deps: error: %s\n' "$*" >&2; exit 1; }
 
 check_only=0
-case "${1:-}" in
-  "") ;;
-  --check) check_only=1 ;;
-  -h|--help)
-    sed -n '4,10p' "$0" | sed 's/^# \{0,1\}//'
-    exit 0 ;;
-  *) die "unknown argument: $1 (try --help)" ;;
-esac
+PACKAGES=("${BUILD_PACKAGES[@]}")
+for arg in "$@"; do
+  case "$arg" in
+    --check) check_only=1 ;;
+    --test) PACKAGES=("${BUILD_PACKAGES[@]}" "${TEST_PACKAGES[@]}") ;;
+    -h|--help)
+      sed -n '4,13p' "$0" | sed 's/^# \{0,1\}//'
+      exit 0 ;;
+    *) die "unknown argument: $arg (try --help)" ;;
+  esac
+done
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do

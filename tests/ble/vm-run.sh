@@ -108,7 +108,7 @@ esac
 need() {
   local prog=$1 pkg=$2
   command -v "$prog" >/dev/null 2>&1 ||
-    die "'$prog' not found: install the Debian package $pkg (scripts/install-deps.sh does), or set TALLY_SKIP_BLE=1 to skip the BLE tests"
+    die "'$prog' not found: install the Debian package $pkg (scripts/install-deps.sh --test does), or set TALLY_SKIP_BLE=1 to skip the BLE tests"
 }
 need qemu-system-x86_64 qemu-system-x86
 need btvirt bluez-test-tools

@@ -41,7 +41,7 @@ INITRD_MODULES=(virtio_pci 9pnet_virtio 9p overlay)
 need() {
   local prog=$1 pkg=$2
   command -v "$prog" >/dev/null 2>&1 ||
-    die "'$prog' not found: install the Debian package $pkg (scripts/install-deps.sh does)"
+    die "'$prog' not found: install the Debian package $pkg (scripts/install-deps.sh --test does)"
 }
 
 need apt-get apt

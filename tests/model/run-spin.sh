@@ -42,7 +42,7 @@ if ! command -v spin >/dev/null 2>&1 || ! command -v "$cc" >/dev/null 2>&1; then
     echo "run-spin: spin or $cc missing, skipped (TALLY_SKIP_SPIN=1)"
     exit 77
   fi
-  die "spin or $cc not found (scripts/install-deps.sh installs spin)"
+  die "spin or $cc not found (scripts/install-deps.sh --test installs spin)"
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/tally-spin.XXXXXX")

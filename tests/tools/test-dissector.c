@@ -32,7 +32,7 @@ fixture_set_up (Fixture *fx, gconstpointer data)
       g_test_skip ("tshark is not installed and TALLY_SKIP_TSHARK=1");
     else
       g_test_fail_printf ("tshark not found: install the Debian package tshark "
-                          "(scripts/install-deps.sh), or set TALLY_SKIP_TSHARK=1 to skip");
+                          "(scripts/install-deps.sh --test), or set TALLY_SKIP_TSHARK=1 to skip");
     return;
   }
   const char *source_root = g_getenv ("TALLY_SOURCE_ROOT");
