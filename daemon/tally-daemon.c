@@ -3,6 +3,7 @@
 
 #include <string.h>
 
+#include "tally-clock.h"
 #include "tally-dbus-agent.h"
 #include "tally-dbus-auth.h"
 #include "tally-dbus-error.h"
@@ -14,6 +15,7 @@
 #include "tally-link.h"
 #include "tally-payment.h"
 #include "tally-stream.h"
+#include "tally-uri.h"
 
 /* Devices a payee serves at once over BLE, where BlueZ keeps them apart
  * (5.76 on); older BlueZ serves one at a time. */
@@ -44,6 +46,7 @@ typedef struct
   guint32 uid;     /* who requested */
   guint remaining; /* payers after the waiting one */
   char *address;   /* "ble:TAG" over BLE, else the listen address */
+  char *uri;       /* tally://pay?... for @address, "" if it has none */
   gboolean tagged;
   guint8 tag[TALLY_GATT_TAG_BYTES];
 } DaemonRequest;
@@ -81,6 +84,7 @@ daemon_request_free (DaemonRequest *request)
     return;
   g_free (request->memo);
   g_free (request->address);
+  g_free (request->uri);
   g_free (request);
 }
 
@@ -305,8 +309,24 @@ add_waiting_payment (TallyDaemon *d, GError **error)
   if (dp == NULL)
     return NULL;
   tally_dbus_payment_set_address (dp->object, r->address);
+  tally_dbus_payment_set_request_uri (dp->object, r->uri);
   d->waiting = dp;
   return dp;
+}
+
+/* The request URI payers can scan (docs/protocol.md); "" when the
+ * address cannot be written in one (a relative or overlong socket path). */
+static char *
+request_uri (TallyDaemon *d, const DaemonRequest *r)
+{
+  const Tally__RegisterCertificate *cert = tally_register_get_certificate_info (d->reg);
+  g_autoptr (GError) error = NULL;
+  char *uri = tally_request_uri_format (r->address, r->amount, tally_register_get_currency (d->reg),
+                                        tally_now () + r->timeout_seconds,
+                                        cert ? cert->display_name : NULL, &error);
+  if (uri == NULL)
+    g_message ("no request URI for %s: %s", r->address, error->message);
+  return uri ? uri : g_strdup ("");
 }
 
 char *
@@ -343,6 +363,7 @@ tally_daemon_request_payment (TallyDaemon *d,
   } else {
     r->address = g_strdup (tally_daemon_get_listen_address (d));
   }
+  r->uri = request_uri (d, r);
   d->request = r;
 
   DaemonPayment *dp = add_waiting_payment (d, error);

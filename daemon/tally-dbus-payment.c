@@ -101,6 +101,13 @@ tally_dbus_payment_set_address (TallyDBusPayment *object, const char *address)
   tally_dbus_payment1_set_address (object->skeleton, address);
 }
 
+void
+tally_dbus_payment_set_request_uri (TallyDBusPayment *object, const char *uri)
+{
+  g_return_if_fail (object != NULL && uri != NULL);
+  tally_dbus_payment1_set_request_uri (object->skeleton, uri);
+}
+
 const char *
 tally_dbus_payment_get_path (TallyDBusPayment *object)
 {

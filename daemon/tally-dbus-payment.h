@@ -42,4 +42,7 @@ void tally_dbus_payment_set_caller_uid (TallyDBusPayment *object, guint32 uid);
  * address being paid (payer). */
 void tally_dbus_payment_set_address (TallyDBusPayment *object, const char *address);
 
+/* The RequestUri property: the tally:// URI of a payee's request. */
+void tally_dbus_payment_set_request_uri (TallyDBusPayment *object, const char *uri);
+
 G_END_DECLS

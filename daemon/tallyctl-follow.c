@@ -302,13 +302,58 @@ follow_request (Ctl *ctl, const char *path, guint payers)
   return ctl->exit_code;
 }
 
+/* Prints the request's tally:// URI (docs/protocol.md) and the QR codes
+ * asked for. */
+static gboolean
+show_request_uri (Ctl *ctl,
+                  const char *path,
+                  gboolean qr,
+                  const char *png,
+                  const char *svg,
+                  GError **error)
+{
+  g_autoptr (GVariant) reply =
+    call (ctl, path, PROPERTIES_IFACE, "Get", g_variant_new ("(ss)", PAYMENT_IFACE, "RequestUri"),
+          G_VARIANT_TYPE ("(v)"), error);
+  if (reply == NULL)
+    return FALSE;
+  g_autoptr (GVariant) value = NULL;
+  g_variant_get (reply, "(v)", &value);
+  const char *uri =
+    g_variant_is_of_type (value, G_VARIANT_TYPE_STRING) ? g_variant_get_string (value, NULL) : "";
+  if (*uri == '\0') {
+    if (qr || png || svg) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                   "tallyd has no request URI for this address (see its log)");
+      return FALSE;
+    }
+    return TRUE;
+  }
+  progress (ctl, "Request: %s", uri);
+  if (qr) {
+    g_autofree char *lines = qr_terminal (uri, error);
+    if (lines == NULL)
+      return FALSE;
+    progress (ctl, "%s", lines);
+  }
+  if (png != NULL && !qr_write_png (uri, png, error))
+    return FALSE;
+  if (svg != NULL && !qr_write_svg (uri, svg, error))
+    return FALSE;
+  return TRUE;
+}
+
 int
 cmd_request (Ctl *ctl, int argc, char **argv)
 {
-  g_autofree char *memo = NULL;
+  g_autofree char *memo = NULL, *qr_png = NULL, *qr_svg = NULL;
+  gboolean qr = FALSE;
   int timeout = 0, payers = 1, rc;
   const GOptionEntry entries[] = {
     { "memo", 'm', 0, G_OPTION_ARG_STRING, &memo, "What the payment is for", "TEXT" },
+    { "qr", 0, 0, G_OPTION_ARG_NONE, &qr, "Also draw the request URI as a QR code", NULL },
+    { "qr-png", 0, 0, G_OPTION_ARG_FILENAME, &qr_png, "Write the QR code to FILE as PNG", "FILE" },
+    { "qr-svg", 0, 0, G_OPTION_ARG_FILENAME, &qr_svg, "Write the QR code to FILE as SVG", "FILE" },
     { "timeout", 't', 0, G_OPTION_ARG_INT, &timeout,
       "Give up after SECONDS (default: tallyd's [payment] timeout_seconds)", "SECONDS" },
     { "payers", 'p', 0, G_OPTION_ARG_INT, &payers,
@@ -363,6 +408,11 @@ cmd_request (Ctl *ctl, int argc, char **argv)
     progress (ctl, "Waiting for payer on %s and %s", listen, request_address);
   else
     progress (ctl, "Waiting for payer on %s", listen);
+  if (!show_request_uri (ctl, path, qr, qr_png, qr_svg, &error)) {
+    /* Nobody can pay a request whose code was not shown: withdraw it. */
+    g_autoptr (GVariant) cancelled = call (ctl, path, PAYMENT_IFACE, "Cancel", NULL, NULL, NULL);
+    return report_gerror (ctl, error);
+  }
   if (payers > 1)
     return follow_request (ctl, path, (guint) payers);
   return follow_payment (ctl, path);

@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "tallyctl.h"
 
+#include "tally-clock.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <glib-unix.h>
@@ -91,6 +93,17 @@ handle_confirm_payment (TallyDBusAgent1 *agent,
     return TRUE;
   }
 
+  g_autoptr (GError) mismatch = NULL;
+  if (ctl->request_uri != NULL &&
+      !tally_request_uri_check_offer (ctl->request_uri, tally_now (), amount, currency, payee_name,
+                                      &mismatch)) {
+    /* The payee offers something other than its request said: no payment. */
+    report_gerror (ctl, mismatch);
+    g_dbus_method_invocation_return_dbus_error (invocation, tally_dbus_error_name_for (mismatch),
+                                                mismatch->message);
+    return TRUE;
+  }
+
   g_autofree char *text = tally_amount_format (amount, currency);
   /* The payer checks the name and the code against the payee's screen
    * before saying yes; the code reads in two groups of three. */
@@ -155,6 +168,18 @@ cmd_pay (Ctl *ctl, int argc, char **argv)
     return usage_error (ctl, "--timeout must be positive");
 
   g_autoptr (GError) error = NULL;
+  g_autoptr (TallyRequestUri) request_uri = NULL;
+  const char *address = argv[1];
+  if (tally_request_uri_is_uri (address)) {
+    request_uri = tally_request_uri_parse (address, &error);
+    /* Only the expiry can fail against the request's own terms. */
+    if (request_uri == NULL ||
+        !tally_request_uri_check_offer (request_uri, tally_now (), request_uri->amount,
+                                        request_uri->currency, request_uri->display_name, &error))
+      return report_gerror (ctl, error);
+    address = request_uri->address;
+    ctl->request_uri = request_uri;
+  }
   ctl->agent_path = g_strdup_printf ("/org/tally/ctl/agent%ld", (long) getpid ());
   ctl->agent = tally_dbus_agent1_skeleton_new ();
   g_signal_connect (ctl->agent, "handle-confirm-payment", G_CALLBACK (handle_confirm_payment), ctl);
@@ -173,19 +198,20 @@ cmd_pay (Ctl *ctl, int argc, char **argv)
   if (timeout > 0)
     g_variant_builder_add (&options, "{sv}", "Timeout", g_variant_new_uint32 ((guint32) timeout));
   g_autoptr (GVariant) reply =
-    call (ctl, REGISTER_PATH, REGISTER_IFACE, "Pay", g_variant_new ("(sa{sv})", argv[1], &options),
+    call (ctl, REGISTER_PATH, REGISTER_IFACE, "Pay", g_variant_new ("(sa{sv})", address, &options),
           G_VARIANT_TYPE ("(o)"), &error);
   if (reply == NULL)
     rc = report_gerror (ctl, error);
   else {
     const char *path;
     g_variant_get (reply, "(&o)", &path);
-    if (g_str_has_prefix (argv[1], "ble"))
-      progress (ctl, "Looking for the payee %s over Bluetooth LE", argv[1]);
+    if (g_str_has_prefix (address, "ble"))
+      progress (ctl, "Looking for the payee %s over Bluetooth LE", address);
     else
-      progress (ctl, "Connecting to %s", argv[1]);
+      progress (ctl, "Connecting to %s", address);
     rc = follow_payment (ctl, path);
   }
+  ctl->request_uri = NULL;
 
   g_autoptr (GVariant) unreg = call (ctl, AGENT_MANAGER_PATH, AGENT_MANAGER_IFACE, "UnregisterAgent",
                                      g_variant_new ("(o)", ctl->agent_path), NULL, NULL);

@@ -10,26 +10,28 @@
 static const Command commands[] = {
   { "info", "", "Show every property of the register.", "tallyctl info", cmd_info },
   { "balance", "", "Show the balance.", "tallyctl balance", cmd_balance },
-  { "request", "AMOUNT", "Request a payment and wait for a payer (or --payers N) to pay it.",
+  { "request", "AMOUNT",
+    "Request a payment and wait for a payer (or --payers N) to pay it; prints the tally:// "
+    "request URI, and with --qr, --qr-png or --qr-svg its QR code.",
     "tallyctl request 5.00 --memo 'coffee' --payers 3", cmd_request },
   { "pay", "ADDRESS",
     "Pay the request waiting at a payee's address: unix:PATH, tcp:HOST:PORT, ble (the first "
     "payee found over Bluetooth LE), ble:TAG (the payee advertising that request tag) or "
-    "ble:AA:BB:CC:DD:EE:FF (that device).",
+    "ble:AA:BB:CC:DD:EE:FF (that device), or the tally:// URI `tallyctl request` prints; "
+    "a URI's amount, currency, payee name and expiry must match the payee's offer.",
     "tallyctl pay ble:0a1b2c3d", cmd_pay },
   { "history", "", "List register entries, newest first.", "tallyctl history --limit 10",
     cmd_history },
   { "load", "FILE", "Load value from an issuer voucher.", "tallyctl load voucher.bin", cmd_load },
   { "certificate", "FILE", "Install the issuer's certificate for this register.",
     "tallyctl certificate register.cert", cmd_certificate },
-  { "export", "FILE", "Write a reconciliation bundle for the issuer.",
-    "tallyctl export bundle.bin", cmd_export },
+  { "export", "FILE", "Write a reconciliation bundle for the issuer.", "tallyctl export bundle.bin",
+    cmd_export },
   { "apply", "FILE", "Apply the issuer's reconciliation result.", "tallyctl apply result.bin",
     cmd_apply },
   { "defund", "FILE", "Move the whole balance back online and close the register.",
     "tallyctl defund defund.bin", cmd_defund },
-  { "key", "", "Print the register public key (hex) for certification.", "tallyctl key",
-    cmd_key },
+  { "key", "", "Print the register public key (hex) for certification.", "tallyctl key", cmd_key },
 };
 
 static char *

@@ -14,6 +14,7 @@
 #include "tally-core.h"
 #include "tally-dbus-error.h"
 #include "tally-dbus-generated.h"
+#include "tally-uri.h"
 
 G_BEGIN_DECLS
 
@@ -68,6 +69,7 @@ struct _Ctl
 
   /* The agent of pay. */
   gboolean yes;
+  TallyRequestUri *request_uri; /* pay tally://...: what the offer must match */
   TallyDBusAgent1 *agent;
   char *agent_path;
   GDBusMethodInvocation *pending_confirm;
@@ -137,6 +139,13 @@ void on_owner_vanished (GDBusConnection *bus, const char *name, gpointer user_da
 /* Follows the payment at @path until done or failed. */
 int follow_payment (Ctl *ctl, const char *path);
 int cmd_request (Ctl *ctl, int argc, char **argv);
+
+/* --- the request URI as a QR code (tallyctl-qr.c) --- */
+
+/* Lines of UTF-8 half blocks, light modules drawn. */
+char *qr_terminal (const char *text, GError **error);
+gboolean qr_write_svg (const char *text, const char *path, GError **error);
+gboolean qr_write_png (const char *text, const char *path, GError **error);
 
 /* --- paying (tallyctl-pay.c) --- */
 

@@ -29,6 +29,10 @@ BUILD_PACKAGES=(
   libsqlite3-dev
   # tallyd asks polkit about every D-Bus call (daemon/tally-dbus-auth.c)
   libpolkit-gobject-1-dev
+  # tallyctl request --qr draws the request URI as a QR code, --qr-png
+  # writes it as PNG (daemon/tallyctl-qr.c)
+  libqrencode-dev
+  libpng-dev
   # the scenario's private buses
   dbus
   dbus-daemon
@@ -63,6 +67,8 @@ TEST_PACKAGES=(
   kmod
   iproute2
   util-linux
+  # tests/e2e/test-uri-qr.sh reads the QR code tallyctl writes with zbarimg
+  zbar-tools
 )
 
 say() { printf 'install-deps: %s\n' "$*"; }
