@@ -679,6 +679,42 @@ test_published_comparison_code_keeps_its_leading_zero (void)
   vector_assert_bytes_equal (vector_doc_value (p, "comparison.code"), b_code, "comparison.code");
 }
 
+/* The published request URIs parse to the fields docs/protocol.md §8 gives
+ * them, and a writer gives back the same bytes. */
+static void
+test_published_request_uris_parse_and_round_trip (void)
+{
+  g_autoptr (VectorDoc) p = load_document ();
+  static const struct
+  {
+    const char *name, *address, *currency, *display_name;
+    gint64 amount;
+    TallyUriTransport transport;
+  } cases[] = {
+    { "request_uri.ble", "ble:0a1b2c3d", "EUR", "Bob's Bakery", 1250, TALLY_URI_TRANSPORT_BLE },
+    { "request_uri.unix", "unix:/run/tally/bob.sock", "EUR", "", 500, TALLY_URI_TRANSPORT_UNIX },
+    { "request_uri.tcp", "tcp:[::1]:7000", "JPY", "Caf\u00e9 Lumen", TALLY_AMOUNT_MAX,
+      TALLY_URI_TRANSPORT_TCP },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    GBytes *value = vector_doc_value (p, cases[i].name);
+    g_autofree char *text = g_strndup (g_bytes_get_data (value, NULL), g_bytes_get_size (value));
+    g_autoptr (GError) error = NULL;
+    g_autoptr (TallyRequestUri) uri = tally_request_uri_parse (text, &error);
+    g_assert_no_error (error);
+    g_assert_cmpint (uri->transport, ==, cases[i].transport);
+    g_assert_cmpstr (uri->address, ==, cases[i].address);
+    g_assert_cmpint (uri->amount, ==, cases[i].amount);
+    g_assert_cmpstr (uri->currency, ==, cases[i].currency);
+    g_assert_cmpuint (uri->expires_at, ==, VECTORS_TIME + 7200);
+    g_assert_cmpstr (uri->display_name, ==, cases[i].display_name);
+    g_autofree char *again = tally_request_uri_format (
+      uri->address, uri->amount, uri->currency, uri->expires_at, uri->display_name, &error);
+    g_assert_no_error (error);
+    g_assert_cmpstr (again, ==, text);
+  }
+}
+
 /* --- the comparison itself can fail ------------------------------------------ */
 
 static void
@@ -800,6 +836,8 @@ main (int argc, char **argv)
                    test_published_handshake_bodies_are_consistent);
   g_test_add_func ("/core/vectors/comparison-code-keeps-its-leading-zero",
                    test_published_comparison_code_keeps_its_leading_zero);
+  g_test_add_func ("/core/vectors/request-uris-parse-and-round-trip",
+                   test_published_request_uris_parse_and_round_trip);
 
   int ret = g_test_run ();
   g_free (document_path);

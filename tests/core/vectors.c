@@ -564,6 +564,30 @@ build_error_and_frames (Builder *b)
   add_bytes (b, "frame.stream", stream_bytes);
 }
 
+/* Request URIs (docs/protocol.md §8): one per transport, the name in
+ * UTF-8 and left out, and the amount at its maximum. */
+static void
+build_request_uris (Builder *b)
+{
+  static const struct
+  {
+    const char *name, *address, *currency, *display_name;
+    gint64 amount;
+  } cases[] = {
+    { "request_uri.ble", "ble:0a1b2c3d", "EUR", "Bob's Bakery", 1250 },
+    { "request_uri.unix", "unix:/run/tally/bob.sock", "EUR", "", 500 },
+    { "request_uri.tcp", "tcp:[::1]:7000", "JPY", "Caf\u00e9 Lumen", TALLY_AMOUNT_MAX },
+  };
+  b->section = "request_uri";
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *uri =
+      tally_request_uri_format (cases[i].address, cases[i].amount, cases[i].currency,
+                                VECTORS_TIME + 7200, cases[i].display_name, NULL);
+    g_assert_nonnull (uri);
+    add (b, cases[i].name, uri, strlen (uri));
+  }
+}
+
 GPtrArray *
 vectors_build (void)
 {
@@ -741,6 +765,7 @@ vectors_build (void)
   build_handshake_bodies (&b, &sc, &request);
   build_comparison (&b);
   build_error_and_frames (&b);
+  build_request_uris (&b);
 
   party_clear (&issuer);
   party_clear (&reg_a);

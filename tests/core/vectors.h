@@ -10,6 +10,7 @@
 #include <glib.h>
 
 #include "tally-core.h"
+#include "tally-uri.h"
 #include "vector-doc.h"
 
 G_BEGIN_DECLS
