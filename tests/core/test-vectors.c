@@ -708,8 +708,8 @@ test_published_request_uris_parse_and_round_trip (void)
     g_assert_cmpstr (uri->currency, ==, cases[i].currency);
     g_assert_cmpuint (uri->expires_at, ==, VECTORS_TIME + 7200);
     g_assert_cmpstr (uri->display_name, ==, cases[i].display_name);
-    g_autofree char *again = tally_request_uri_format (
-      uri->address, uri->amount, uri->currency, uri->expires_at, uri->display_name, &error);
+    g_autofree char *again = tally_request_uri_format (uri->address, uri->amount, uri->currency,
+                                                       uri->expires_at, uri->display_name, &error);
     g_assert_no_error (error);
     g_assert_cmpstr (again, ==, text);
   }
