@@ -102,8 +102,44 @@ sock_enc=$(jq -rn --arg s "${SCN_SOCK[bob]}" '$s | @uri' | sed 's/%2[fF]/%2F/g')
 ok "tallyctl request prints the request URI: $REQ_URI"
 grep -q $'\u2588' "$REQ_OUT" || scn_fail "tallyctl request --qr drew no QR code: $(cat "$REQ_OUT")"
 ok "tallyctl request --qr draws the QR code in half blocks"
-grep -q '<svg' "$svg" || scn_fail "--qr-svg wrote no SVG"
-ok "tallyctl request --qr-svg writes an SVG"
+# zbarimg reads no SVG here: rasterize its squares for it.
+python3 - "$svg" "$SCN_TMP/svg.pgm" <<'PY'
+import re, sys
+text = open(sys.argv[1], encoding='utf-8').read()
+size = int(re.search(r'viewBox="0 0 (\d+) (\d+)"', text).group(1))
+dark = {(int(x), int(y)) for x, y in re.findall(r'M(\d+) (\d+)h1v1h-1z', text)}
+s = 4
+with open(sys.argv[2], 'wb') as out:
+    out.write(b'P5 %d %d 255\n' % (size * s, size * s))
+    for y in range(size):
+        line = bytes(0 if (x, y) in dark else 255 for x in range(size) for _ in range(s))
+        out.write(line * s)
+PY
+decoded=$(zbarimg --quiet --raw "$SCN_TMP/svg.pgm") || scn_fail "zbarimg cannot read the SVG's squares"
+[ "$decoded" = "$REQ_URI" ] || scn_fail "the SVG QR code reads '$decoded', not '$REQ_URI'"
+ok "tallyctl request --qr-svg writes an SVG that reads back as the printed URI"
+
+# The terminal drawing, light modules as blocks, back to pixels for zbarimg.
+python3 - "$REQ_OUT" "$SCN_TMP/terminal.pgm" <<'PY'
+import sys
+cells = set(' \u2580\u2584\u2588')
+rows = [l.rstrip('\n') for l in open(sys.argv[1], encoding='utf-8')
+        if l.strip('\n') and set(l.rstrip('\n')) <= cells]
+px = []
+for line in rows:
+    px.append([255 if c in '\u2580\u2588' else 0 for c in line])
+    px.append([255 if c in '\u2584\u2588' else 0 for c in line])
+w, s = max(len(r) for r in px), 4
+with open(sys.argv[2], 'wb') as out:
+    out.write(b'P5 %d %d 255\n' % (w * s, len(px) * s))
+    for r in px:
+        line = bytes(v for v in r + [0] * (w - len(r)) for _ in range(s))
+        out.write(line * s)
+PY
+decoded=$(zbarimg --quiet --raw "$SCN_TMP/terminal.pgm") ||
+  scn_fail "zbarimg cannot read the terminal drawing: $(cat "$REQ_OUT")"
+[ "$decoded" = "$REQ_URI" ] || scn_fail "the terminal QR code reads '$decoded', not '$REQ_URI'"
+ok "the QR code drawn in the terminal reads back as the printed URI"
 
 decoded=$(zbarimg --quiet --raw "$png") || scn_fail "zbarimg cannot read $png"
 [ "$decoded" = "$REQ_URI" ] || scn_fail "the QR code reads '$decoded', not '$REQ_URI'"
