@@ -1,13 +1,13 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "tallyctl.h"
 
-#include "tally-clock.h"
-
 #include <errno.h>
 #include <fcntl.h>
 #include <glib-unix.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "tally-clock.h"
 
 /* --- the agent of pay --- */
 
