@@ -10,7 +10,7 @@ set -euo pipefail
 SRC_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD=${TALLY_FUZZ_BUILD_DIR:-$SRC_ROOT/build-fuzz}
 CORPUS_ROOT=$SRC_ROOT/tests/fuzz/corpus
-ALL_HARNESSES=(fuzz-frame fuzz-envelope fuzz-messages fuzz-session fuzz-receive)
+ALL_HARNESSES=(fuzz-frame fuzz-envelope fuzz-messages fuzz-session fuzz-receive fuzz-uri)
 
 usage() {
   cat <<'EOF'
@@ -19,7 +19,7 @@ Usage: scripts/fuzz.sh [OPTIONS] [HARNESS...]
 Builds build-fuzz/ with clang (-Dfuzzing=true, ASan and UBSan, libraries
 instrumented with -fsanitize=fuzzer-no-link) and runs every harness, or
 only those named (fuzz-frame, fuzz-envelope, fuzz-messages, fuzz-session,
-fuzz-receive; the "fuzz-" may be left out).
+fuzz-receive, fuzz-uri; the "fuzz-" may be left out).
 
 Each harness fuzzes build-fuzz/fuzz-work/HARNESS/corpus/, a working corpus
 that starts as a copy of tests/fuzz/corpus/HARNESS/ and keeps what earlier

@@ -1144,6 +1144,38 @@ seeds_receive (World *w)
   receive_seed ("perm-raw-real", real->data, real->len);
 }
 
+/* Request URIs: the three transports in canonical form, one written by
+ * hand in another field order with lower-case escapes, and near misses
+ * that each break one rule (docs/protocol.md §8). */
+static void
+seeds_uri (void)
+{
+  static const struct
+  {
+    const char *name;
+    const char *text;
+  } uris[] = {
+    { "ble", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1250&cur=EUR&exp=1767232800"
+             "&name=Bob%27s%20Bakery" },
+    { "unix", "tally://pay?v=1&to=unix%3A%2Frun%2Ftally%2Fbob.sock&amount=500&cur=EUR"
+              "&exp=1767232800" },
+    { "tcp", "tally://pay?v=1&to=tcp%3A%5B%3A%3A1%5D%3A7000&amount=9007199254740992&cur=JPY"
+             "&exp=1767232800&name=Caf%C3%A9%20Lumen" },
+    { "reordered", "tally://pay?name=Bob%27s%20Bakery&exp=1767232800&cur=EUR&amount=1250"
+                   "&to=ble%3a0a1b2c3d&v=1" },
+    { "version-2", "tally://pay?v=2&to=ble%3A0a1b2c3d&amount=1250&cur=EUR&exp=1767232800" },
+    { "amount-zero", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=0&cur=EUR&exp=1767232800" },
+    { "amount-over", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=9007199254740993&cur=EUR"
+                     "&exp=1767232800" },
+    { "repeated", "tally://pay?v=1&v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1" },
+    { "bad-escape", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=%G0" },
+    { "nul-escape", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=a%00b" },
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (uris); i++)
+    write_seed ("fuzz-uri", uris[i].name, (const guint8 *) uris[i].text, strlen (uris[i].text));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1162,6 +1194,7 @@ main (int argc, char **argv)
   seeds_frame (&w);
   seeds_session (&w);
   seeds_receive (&w);
+  seeds_uri ();
   world_clear (&w);
   printf ("make-seeds: %u seeds in %s\n", written, out_root);
   return 0;
