@@ -3,7 +3,27 @@
 
 #include <string.h>
 
+#include "tally-build-config.h"
 #include "tally-hex.h"
+
+/* -Ddefaults=system: what systemd's StateDirectory= and RuntimeDirectory=
+ * of data/tallyd.service give us, on the system bus; -Ddefaults=user: the
+ * user's own directories, on the session bus. */
+#if TALLY_DEFAULTS_SYSTEM
+#define DEFAULT_BUS_TYPE      G_BUS_TYPE_SYSTEM
+#define DEFAULT_AUTHORIZATION TALLY_AUTHORIZATION_POLKIT
+#define DEFAULT_BUS_TEXT      "system"
+#define DEFAULT_AUTH_TEXT     "polkit"
+#define DEFAULT_DIR_TEXT      TALLY_CONFIG_SYSTEM_STATE_DIR
+#define DEFAULT_LISTEN_TEXT   "unix:" TALLY_CONFIG_SYSTEM_RUNTIME_DIR "/tally.sock"
+#else
+#define DEFAULT_BUS_TYPE      G_BUS_TYPE_SESSION
+#define DEFAULT_AUTHORIZATION TALLY_AUTHORIZATION_NONE
+#define DEFAULT_BUS_TEXT      "session"
+#define DEFAULT_AUTH_TEXT     "none"
+#define DEFAULT_DIR_TEXT      "$XDG_DATA_HOME/tally"
+#define DEFAULT_LISTEN_TEXT   "unix:$XDG_RUNTIME_DIR/tally.sock"
+#endif
 
 typedef struct
 {
@@ -31,11 +51,16 @@ TallyConfig *
 tally_config_new (void)
 {
   TallyConfig *config = g_new0 (TallyConfig, 1);
+#if TALLY_DEFAULTS_SYSTEM
+  config->register_dir = g_strdup (TALLY_CONFIG_SYSTEM_STATE_DIR);
+  config->listen = g_strdup ("unix:" TALLY_CONFIG_SYSTEM_RUNTIME_DIR "/tally.sock");
+#else
   config->register_dir = g_build_filename (g_get_user_data_dir (), "tally", NULL);
-  config->bus_type = G_BUS_TYPE_SESSION;
-  config->bus_name = g_strdup (TALLY_CONFIG_DEFAULT_BUS_NAME);
-  config->authorization = TALLY_AUTHORIZATION_NONE;
   config->listen = g_strdup_printf ("unix:%s/tally.sock", g_get_user_runtime_dir ());
+#endif
+  config->bus_type = DEFAULT_BUS_TYPE;
+  config->bus_name = g_strdup (TALLY_CONFIG_DEFAULT_BUS_NAME);
+  config->authorization = DEFAULT_AUTHORIZATION;
   config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
   config->keep_finished_seconds = TALLY_CONFIG_DEFAULT_KEEP_FINISHED;
   config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
@@ -454,20 +479,21 @@ tally_config_describe (void)
   return "Configuration file keys (GKeyFile):\n"
          "  [register]\n"
          "    dir=PATH                     register directory; created on first start\n"
-         "                                 (default: $XDG_DATA_HOME/tally)\n"
+         "                                 (default: " DEFAULT_DIR_TEXT ")\n"
          "    issuer_key=HEX               issuer public key, 64 hex digits; needed to\n"
          "                                 create the register\n"
          "  [dbus]\n"
-         "    bus=session|system           bus to serve on (default: session)\n"
+         "    bus=session|system           bus to serve on (default: " DEFAULT_BUS_TEXT ")\n"
          "    name=NAME                    well-known name (default: " TALLY_CONFIG_DEFAULT_BUS_NAME
          ")\n"
          "    authorization=polkit|none    polkit: polkit authorizes every method call\n"
          "                                 (org.tally.Tally.* actions); none: the bus\n"
          "                                 policy alone (default: polkit on the system\n"
-         "                                 bus, none on the session bus)\n"
+         "                                 bus, none on the session bus; without [dbus]\n"
+         "                                 bus: " DEFAULT_AUTH_TEXT ")\n"
          "  [transport]\n"
          "    listen=unix:PATH|tcp:HOST:PORT  where payers connect\n"
-         "                                 (default: unix:$XDG_RUNTIME_DIR/tally.sock)\n"
+         "                                 (default: " DEFAULT_LISTEN_TEXT ")\n"
          "    ble=true|false               Bluetooth LE through BlueZ (system bus): advertise\n"
          "                                 while a request waits, pay ble addresses\n"
          "                                 (default: false)\n"

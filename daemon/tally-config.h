@@ -25,6 +25,10 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_DEFAULT_UNIX_TARGETS    "/run/tally"
 #define TALLY_CONFIG_DEFAULT_KEEP_FINISHED   600
 #define TALLY_CONFIG_MAX_KEEP_FINISHED       3600
+/* The register and the socket with -Ddefaults=system (systemd's
+ * StateDirectory=tally and RuntimeDirectory=tally). */
+#define TALLY_CONFIG_SYSTEM_STATE_DIR        "/var/lib/tally"
+#define TALLY_CONFIG_SYSTEM_RUNTIME_DIR      "/run/tally"
 
 /*
  * Where Pay may connect ([payment] allowed_targets), so that whoever may
@@ -76,9 +80,12 @@ typedef struct
   TallyPayTargets targets;
 } TallyConfig;
 
-/* Defaults: register under the user data dir, session bus (no polkit), a UNIX socket in
- * the user runtime dir, Bluetooth LE off (adapter hci0), no extra policy,
- * 60 s payments, Pay to Bluetooth LE and to sockets under /run/tally. */
+/* Defaults, with -Ddefaults=user (development): register under the user
+ * data dir, session bus (no polkit), a UNIX socket in the user runtime dir;
+ * with -Ddefaults=system (installs): register in /var/lib/tally, system bus
+ * (polkit), the socket /run/tally/tally.sock.  Both: Bluetooth LE off
+ * (adapter hci0), no extra policy, 60 s payments, Pay to Bluetooth LE and
+ * to sockets under /run/tally. */
 TallyConfig *tally_config_new (void);
 void tally_config_free (TallyConfig *config);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyConfig, tally_config_free)
