@@ -80,13 +80,14 @@ typedef struct
   TallyPayTargets targets;
 } TallyConfig;
 
-/* Defaults, with -Ddefaults=user (development): register under the user
- * data dir, session bus (no polkit), a UNIX socket in the user runtime dir;
- * with -Ddefaults=system (installs): register in /var/lib/tally, system bus
- * (polkit), the socket /run/tally/tally.sock.  Both: Bluetooth LE off
- * (adapter hci0), no extra policy, 60 s payments, Pay to Bluetooth LE and
- * to sockets under /run/tally. */
+/* A user's defaults (development, -Ddefaults=user): register under the
+ * user data dir, session bus (no polkit), a UNIX socket in the user runtime
+ * dir, Bluetooth LE off (adapter hci0), no extra policy, 60 s payments, Pay
+ * to Bluetooth LE and to sockets under /run/tally. */
 TallyConfig *tally_config_new (void);
+/* The system's (an install, -Ddefaults=system): the same, but the register
+ * in /var/lib/tally, the system bus (polkit) and /run/tally/tally.sock. */
+TallyConfig *tally_config_new_system (void);
 void tally_config_free (TallyConfig *config);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyConfig, tally_config_free)
 
@@ -101,7 +102,8 @@ gboolean tally_config_load_data (TallyConfig *config, const char *data, GError *
 gboolean
 tally_pay_targets_allow (const TallyPayTargets *targets, const char *address, GError **error);
 
-/* The key reference for --help. */
+/* The key reference for --help, with a user's defaults or the system's. */
 const char *tally_config_describe (void);
+const char *tally_config_describe_system (void);
 
 G_END_DECLS

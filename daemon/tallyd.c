@@ -112,7 +112,8 @@ main (int argc, char **argv)
                                 "and with [transport] ble=true\nover Bluetooth LE (BlueZ on the "
                                 "system bus): the payee advertises while a\nrequest waits, and "
                                 "Pay takes ble, ble:TAG and ble:AA:BB:CC:DD:EE:FF.");
-  g_option_context_set_description (context, tally_config_describe ());
+  g_option_context_set_description (context, TALLY_DEFAULTS_SYSTEM ? tally_config_describe_system ()
+                                                                   : tally_config_describe ());
   if (!g_option_context_parse (context, &argc, &argv, &error)) {
     g_printerr ("tallyd: %s\nTry tallyd --help.\n", error->message);
     return 2;
@@ -135,7 +136,8 @@ main (int argc, char **argv)
   }
   tally_dbus_error_register ();
 
-  g_autoptr (TallyConfig) config = tally_config_new ();
+  g_autoptr (TallyConfig) config =
+    TALLY_DEFAULTS_SYSTEM ? tally_config_new_system () : tally_config_new ();
   if (config_path != NULL && !tally_config_load_file (config, config_path, &error)) {
     g_printerr ("tallyd: invalid configuration: %s\n", error->message);
     return 1;

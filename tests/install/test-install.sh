@@ -5,7 +5,8 @@
 # DESTDIR lays down every file of a system install at its path, and
 # nothing else; the unit passes systemd-analyze verify; sysusers creates
 # the user tally; every program prints the project version; the default
-# tallyd.conf lists exactly the keys daemon/tally-config.c knows.  TAP.
+# tallyd.conf lists exactly the keys daemon/tally-config.c knows, with the
+# defaults the installed tallyd has.  TAP.
 #
 #   test-install.sh BUILD_ROOT VERSION bindir=DIR sbindir=DIR sysconfdir=DIR
 #     datadir=DIR unitdir=DIR sysusersdir=DIR tmpfilesdir=DIR
@@ -180,6 +181,17 @@ else
 fi
 check "tallyd.conf sets nothing: every key is a comment" \
   bash -c '! grep -Ev "^(#.*|\[[a-z]+\]|)$" "$1"' _ "$D$conf"
+
+# The defaults it shows are the ones the installed tallyd has (-Ddefaults).
+help=$("$D${dir[sbindir]}/tallyd" --help 2>&1) || true
+for key in dir bus listen; do
+  value=$(sed -n "s/^#$key=//p" "$D$conf")
+  if [ -n "$value" ] && grep -qF -- "(default: $value)" <<<"$help"; then
+    ok "tallyd.conf's default $key=$value is the installed tallyd's"
+  else
+    not_ok "tallyd.conf's default $key=\"$value\" is not in the installed tallyd --help"
+  fi
+done
 
 echo "1..$n"
 exit "$failed"
