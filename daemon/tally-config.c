@@ -5,6 +5,14 @@
 
 #include "tally-hex.h"
 
+/* The defaults that differ between a user's tallyd (development) and the
+ * system's (an install: systemd's StateDirectory= and RuntimeDirectory=
+ * of data/tallyd.service, the system bus). */
+#define USER_DIR_TEXT      "$XDG_DATA_HOME/tally"
+#define USER_LISTEN_TEXT   "unix:$XDG_RUNTIME_DIR/tally.sock"
+#define SYSTEM_DIR_TEXT    TALLY_CONFIG_SYSTEM_STATE_DIR
+#define SYSTEM_LISTEN_TEXT "unix:" TALLY_CONFIG_SYSTEM_RUNTIME_DIR "/tally.sock"
+
 typedef struct
 {
   const char *group;
@@ -27,20 +35,38 @@ static const KnownKey known_keys[] = {
   { "payment", "keep_finished_seconds" },
 };
 
-TallyConfig *
-tally_config_new (void)
+static TallyConfig *
+config_new (void)
 {
   TallyConfig *config = g_new0 (TallyConfig, 1);
-  config->register_dir = g_build_filename (g_get_user_data_dir (), "tally", NULL);
-  config->bus_type = G_BUS_TYPE_SESSION;
   config->bus_name = g_strdup (TALLY_CONFIG_DEFAULT_BUS_NAME);
-  config->authorization = TALLY_AUTHORIZATION_NONE;
-  config->listen = g_strdup_printf ("unix:%s/tally.sock", g_get_user_runtime_dir ());
   config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
   config->keep_finished_seconds = TALLY_CONFIG_DEFAULT_KEEP_FINISHED;
   config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
+  return config;
+}
+
+TallyConfig *
+tally_config_new (void)
+{
+  TallyConfig *config = config_new ();
+  config->register_dir = g_build_filename (g_get_user_data_dir (), "tally", NULL);
+  config->bus_type = G_BUS_TYPE_SESSION;
+  config->authorization = TALLY_AUTHORIZATION_NONE;
+  config->listen = g_strdup_printf ("unix:%s/tally.sock", g_get_user_runtime_dir ());
+  return config;
+}
+
+TallyConfig *
+tally_config_new_system (void)
+{
+  TallyConfig *config = config_new ();
+  config->register_dir = g_strdup (TALLY_CONFIG_SYSTEM_STATE_DIR);
+  config->bus_type = G_BUS_TYPE_SYSTEM;
+  config->authorization = TALLY_AUTHORIZATION_POLKIT;
+  config->listen = g_strdup (SYSTEM_LISTEN_TEXT);
   return config;
 }
 
@@ -448,43 +474,53 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   return TRUE;
 }
 
+/* The key reference, with the defaults that differ between user and system. */
+#define DESCRIBE(DIR, BUS, AUTH, LISTEN)                                                           \
+  "Configuration file keys (GKeyFile):\n"                                                          \
+  "  [register]\n"                                                                                 \
+  "    dir=PATH                     register directory; created on first start\n"                  \
+  "                                 (default: " DIR ")\n"                                          \
+  "    issuer_key=HEX               issuer public key, 64 hex digits; needed to\n"                 \
+  "                                 create the register\n"                                         \
+  "  [dbus]\n"                                                                                     \
+  "    bus=session|system           bus to serve on (default: " BUS ")\n"                          \
+  "    name=NAME                    well-known name (default: " TALLY_CONFIG_DEFAULT_BUS_NAME      \
+  ")\n"                                                                                            \
+  "    authorization=polkit|none    polkit: polkit authorizes every method call\n"                 \
+  "                                 (org.tally.Tally.* actions); none: the bus\n"                  \
+  "                                 policy alone (default: polkit on the system\n"                 \
+  "                                 bus, none on the session bus; without [dbus]\n"                \
+  "                                 bus: " AUTH ")\n"                                              \
+  "  [transport]\n"                                                                                \
+  "    listen=unix:PATH|tcp:HOST:PORT  where payers connect\n"                                     \
+  "                                 (default: " LISTEN ")\n"                                       \
+  "    ble=true|false               Bluetooth LE through BlueZ (system bus): advertise\n"          \
+  "                                 while a request waits, pay ble addresses\n"                    \
+  "                                 (default: false)\n"                                            \
+  "    adapter=hciN                 Bluetooth adapter "                                            \
+  "(default: " TALLY_CONFIG_DEFAULT_ADAPTER ")\n"                                                  \
+  "  [policy]\n"                                                                                   \
+  "    max_revocation_age_hours=N   refuse payers when our revocation list is\n"                   \
+  "                                 older than N hours (0: no limit)\n"                            \
+  "    max_amount=AMOUNT            refuse single payments above AMOUNT in major\n"                \
+  "                                 units, e.g. 20.00 (0: only certified limits)\n"                \
+  "  [payment]\n"                                                                                  \
+  "    timeout_seconds=N            a payment fails with Timeout after N seconds\n"                \
+  "                                 (default: 60)\n"                                               \
+  "    allowed_targets=LIST         where Pay may connect, ';'-separated: ble,\n"                  \
+  "                                 unix:DIR (sockets under DIR), tcp:loopback\n"                  \
+  "                                 (default: ble;unix:" TALLY_CONFIG_DEFAULT_UNIX_TARGETS ")\n"   \
+  "    keep_finished_seconds=N      a finished payment leaves the bus N seconds\n"                 \
+  "                                 after it finished, 1 to 3600 (default: 600)\n"
+
 const char *
 tally_config_describe (void)
 {
-  return "Configuration file keys (GKeyFile):\n"
-         "  [register]\n"
-         "    dir=PATH                     register directory; created on first start\n"
-         "                                 (default: $XDG_DATA_HOME/tally)\n"
-         "    issuer_key=HEX               issuer public key, 64 hex digits; needed to\n"
-         "                                 create the register\n"
-         "  [dbus]\n"
-         "    bus=session|system           bus to serve on (default: session)\n"
-         "    name=NAME                    well-known name (default: " TALLY_CONFIG_DEFAULT_BUS_NAME
-         ")\n"
-         "    authorization=polkit|none    polkit: polkit authorizes every method call\n"
-         "                                 (org.tally.Tally.* actions); none: the bus\n"
-         "                                 policy alone (default: polkit on the system\n"
-         "                                 bus, none on the session bus)\n"
-         "  [transport]\n"
-         "    listen=unix:PATH|tcp:HOST:PORT  where payers connect\n"
-         "                                 (default: unix:$XDG_RUNTIME_DIR/tally.sock)\n"
-         "    ble=true|false               Bluetooth LE through BlueZ (system bus): advertise\n"
-         "                                 while a request waits, pay ble addresses\n"
-         "                                 (default: false)\n"
-         "    adapter=hciN                 Bluetooth adapter "
-         "(default: " TALLY_CONFIG_DEFAULT_ADAPTER ")\n"
-         "  [policy]\n"
-         "    max_revocation_age_hours=N   refuse payers when our revocation list is\n"
-         "                                 older than N hours (0: no limit)\n"
-         "    max_amount=AMOUNT            refuse single payments above AMOUNT in major\n"
-         "                                 units, e.g. 20.00 (0: only certified limits)\n"
-         "  [payment]\n"
-         "    timeout_seconds=N            a payment fails with Timeout after N seconds\n"
-         "                                 (default: 60)\n"
-         "    allowed_targets=LIST         where Pay may connect, ';'-separated: ble,\n"
-         "                                 unix:DIR (sockets under DIR), tcp:loopback\n"
-         "                                 (default: ble;unix:" TALLY_CONFIG_DEFAULT_UNIX_TARGETS
-         ")\n"
-         "    keep_finished_seconds=N      a finished payment leaves the bus N seconds\n"
-         "                                 after it finished, 1 to 3600 (default: 600)\n";
+  return DESCRIBE (USER_DIR_TEXT, "session", "none", USER_LISTEN_TEXT);
+}
+
+const char *
+tally_config_describe_system (void)
+{
+  return DESCRIBE (SYSTEM_DIR_TEXT, "system", "polkit", SYSTEM_LISTEN_TEXT);
 }

@@ -25,6 +25,10 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_DEFAULT_UNIX_TARGETS    "/run/tally"
 #define TALLY_CONFIG_DEFAULT_KEEP_FINISHED   600
 #define TALLY_CONFIG_MAX_KEEP_FINISHED       3600
+/* The register and the socket with -Ddefaults=system (systemd's
+ * StateDirectory=tally and RuntimeDirectory=tally). */
+#define TALLY_CONFIG_SYSTEM_STATE_DIR        "/var/lib/tally"
+#define TALLY_CONFIG_SYSTEM_RUNTIME_DIR      "/run/tally"
 
 /*
  * Where Pay may connect ([payment] allowed_targets), so that whoever may
@@ -76,10 +80,14 @@ typedef struct
   TallyPayTargets targets;
 } TallyConfig;
 
-/* Defaults: register under the user data dir, session bus (no polkit), a UNIX socket in
- * the user runtime dir, Bluetooth LE off (adapter hci0), no extra policy,
- * 60 s payments, Pay to Bluetooth LE and to sockets under /run/tally. */
+/* A user's defaults (development, -Ddefaults=user): register under the
+ * user data dir, session bus (no polkit), a UNIX socket in the user runtime
+ * dir, Bluetooth LE off (adapter hci0), no extra policy, 60 s payments, Pay
+ * to Bluetooth LE and to sockets under /run/tally. */
 TallyConfig *tally_config_new (void);
+/* The system's (an install, -Ddefaults=system): the same, but the register
+ * in /var/lib/tally, the system bus (polkit) and /run/tally/tally.sock. */
+TallyConfig *tally_config_new_system (void);
 void tally_config_free (TallyConfig *config);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyConfig, tally_config_free)
 
@@ -94,7 +102,8 @@ gboolean tally_config_load_data (TallyConfig *config, const char *data, GError *
 gboolean
 tally_pay_targets_allow (const TallyPayTargets *targets, const char *address, GError **error);
 
-/* The key reference for --help. */
+/* The key reference for --help, with a user's defaults or the system's. */
 const char *tally_config_describe (void);
+const char *tally_config_describe_system (void);
 
 G_END_DECLS

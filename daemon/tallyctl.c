@@ -5,6 +5,21 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tally-build-config.h"
+
+/* tallyd's bus when --bus is not given: the system bus in an install
+ * (-Ddefaults=system), the session bus in a development build. */
+#if TALLY_DEFAULTS_SYSTEM
+#define DEFAULT_BUS      G_BUS_TYPE_SYSTEM
+#define DEFAULT_BUS_HELP "Bus of tallyd: system (default) or session"
+#else
+#define DEFAULT_BUS      G_BUS_TYPE_SESSION
+#define DEFAULT_BUS_HELP "Bus of tallyd: session (default) or system"
+#endif
+
+/* parse_options () after --version printed it: exit 0 at once. */
+#define EXIT_VERSION (-1)
+
 /* --- main --- */
 
 static const Command commands[] = {
@@ -73,12 +88,13 @@ static int
 parse_options (Ctl *ctl, int *argc, char ***argv, char **bus, char **name)
 {
   gboolean json = FALSE;
+  gboolean version = FALSE;
   const GOptionEntry entries[] = {
-    { "bus", 'b', 0, G_OPTION_ARG_STRING, bus, "Bus of tallyd: session (default) or system",
-      "BUS" },
+    { "bus", 'b', 0, G_OPTION_ARG_STRING, bus, DEFAULT_BUS_HELP, "BUS" },
     { "name", 'n', 0, G_OPTION_ARG_STRING, name, "Bus name of tallyd (default: org.tally.Tally)",
       "NAME" },
     { "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print one JSON object, for scripts", NULL },
+    { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
     { NULL },
   };
   g_autoptr (GError) error = NULL;
@@ -91,6 +107,10 @@ parse_options (Ctl *ctl, int *argc, char ***argv, char **bus, char **name)
   g_option_context_set_description (context, description);
   if (!g_option_context_parse (context, argc, argv, &error))
     return usage_error (ctl, "%s", error->message);
+  if (version) {
+    printf ("tallyctl %s\n", TALLY_VERSION);
+    return EXIT_VERSION;
+  }
   if (*argc < 2)
     return usage_error (ctl, "no command given");
 
@@ -111,7 +131,10 @@ choose_bus (Ctl *ctl, const char *name, const char *bus, GBusType *bus_type)
   ctl->name = name ? name : "org.tally.Tally";
   if (!g_dbus_is_name (ctl->name))
     return usage_error (ctl, "\"%s\" is not a D-Bus name", ctl->name);
-  if (bus == NULL || strcmp (bus, "session") == 0) {
+  if (bus == NULL) {
+    *bus_type = DEFAULT_BUS;
+    ctl->bus_label = DEFAULT_BUS == G_BUS_TYPE_SYSTEM ? "system" : "session";
+  } else if (strcmp (bus, "session") == 0) {
     *bus_type = G_BUS_TYPE_SESSION;
     ctl->bus_label = "session";
   } else if (strcmp (bus, "system") == 0) {
@@ -192,13 +215,15 @@ main (int argc, char **argv)
   g_autofree char *bus = NULL;
   g_autofree char *name = NULL;
   Ctl ctl = { .tty_fd = -1 };
-  GBusType bus_type = G_BUS_TYPE_SESSION;
+  GBusType bus_type = DEFAULT_BUS;
 
   setlocale (LC_ALL, "");
   /* Scripts read "Waiting for payer" while we wait. */
   setvbuf (stdout, NULL, _IOLBF, 0);
 
   int rc = parse_options (&ctl, &argc, &argv, &bus, &name);
+  if (rc == EXIT_VERSION)
+    return EXIT_OK;
   if (rc == EXIT_OK)
     rc = choose_bus (&ctl, name, bus, &bus_type);
   if (rc != EXIT_OK)

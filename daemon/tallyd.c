@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "tally-btmon.h"
+#include "tally-build-config.h"
 #include "tally-config.h"
 #include "tally-daemon.h"
 #include "tally-dbus-error.h"
@@ -84,12 +85,20 @@ main (int argc, char **argv)
 {
   g_autofree char *config_path = NULL;
   gboolean foreground = TRUE;
+  gboolean version = FALSE;
   const GOptionEntry entries[] = {
     { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_path,
-      "Read the configuration from FILE (keys below)", "FILE" },
+#if TALLY_DEFAULTS_SYSTEM
+      "Read the configuration from FILE (keys below; default: " TALLY_SYSTEM_CONFIG_FILE
+      " when it exists)",
+#else
+      "Read the configuration from FILE (keys below)",
+#endif
+      "FILE" },
     { "foreground", 'f', 0, G_OPTION_ARG_NONE, &foreground,
       "Stay in the foreground (always; for service managers)", NULL },
     { "verbose", 'v', 0, G_OPTION_ARG_NONE, &opt_verbose, "Log debug messages too", NULL },
+    { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
     { NULL },
   };
   g_autoptr (GError) error = NULL;
@@ -103,7 +112,8 @@ main (int argc, char **argv)
                                 "and with [transport] ble=true\nover Bluetooth LE (BlueZ on the "
                                 "system bus): the payee advertises while a\nrequest waits, and "
                                 "Pay takes ble, ble:TAG and ble:AA:BB:CC:DD:EE:FF.");
-  g_option_context_set_description (context, tally_config_describe ());
+  g_option_context_set_description (context, TALLY_DEFAULTS_SYSTEM ? tally_config_describe_system ()
+                                                                   : tally_config_describe ());
   if (!g_option_context_parse (context, &argc, &argv, &error)) {
     g_printerr ("tallyd: %s\nTry tallyd --help.\n", error->message);
     return 2;
@@ -111,6 +121,10 @@ main (int argc, char **argv)
   if (argc > 1) {
     g_printerr ("tallyd: unexpected argument %s\nTry tallyd --help.\n", argv[1]);
     return 2;
+  }
+  if (version) {
+    printf ("tallyd %s\n", TALLY_VERSION);
+    return 0;
   }
 
   /* Without Bluetooth or CAP_NET_ADMIN this is NULL and logs go only to
@@ -122,11 +136,22 @@ main (int argc, char **argv)
   }
   tally_dbus_error_register ();
 
-  g_autoptr (TallyConfig) config = tally_config_new ();
+  g_autoptr (TallyConfig) config =
+    TALLY_DEFAULTS_SYSTEM ? tally_config_new_system () : tally_config_new ();
   if (config_path != NULL && !tally_config_load_file (config, config_path, &error)) {
     g_printerr ("tallyd: invalid configuration: %s\n", error->message);
     return 1;
   }
+#if TALLY_DEFAULTS_SYSTEM
+  /* An installed tallyd reads the installed file, like bluetoothd its
+   * main.conf; without the file the built-in defaults hold. */
+  if (config_path == NULL && !tally_config_load_file (config, TALLY_SYSTEM_CONFIG_FILE, &error) &&
+      !g_error_matches (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND)) {
+    g_printerr ("tallyd: invalid configuration: %s\n", error->message);
+    return 1;
+  }
+  g_clear_error (&error);
+#endif
 
   g_autoptr (TallyDaemon) daemon = tally_daemon_new (config, &error);
   if (daemon == NULL) {

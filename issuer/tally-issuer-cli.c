@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "tally-build-config.h"
 #include "tally-clock.h"
 #include "tally-hex.h"
 #include "tally-issuer.h"
@@ -711,18 +712,28 @@ main (int argc, char **argv)
   if (sodium_init () < 0)
     return fail ("libsodium cannot initialise");
 
+  gboolean version = FALSE;
+  const GOptionEntry version_entries[] = {
+    { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
+    { NULL },
+  };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("COMMAND [ARGS…]");
   g_autofree char *summary = commands_summary ();
   g_autofree char *examples = commands_examples ();
   g_option_context_set_summary (ctx, summary);
   g_option_context_set_description (ctx, examples);
   g_option_context_add_main_entries (ctx, dir_entries, NULL);
+  g_option_context_add_main_entries (ctx, version_entries, NULL);
   /* Stop at the command name; the command parses the rest. */
   g_option_context_set_strict_posix (ctx, TRUE);
 
   g_autoptr (GError) error = NULL;
   if (!g_option_context_parse (ctx, &argc, &argv, &error))
     return usage (NULL, "%s", error->message);
+  if (version) {
+    printf ("tally-issuer %s\n", TALLY_VERSION);
+    return 0;
+  }
   if (argc < 2) {
     g_autofree char *help = g_option_context_get_help (ctx, TRUE, NULL);
     fprintf (stderr, "tally-issuer: missing command\n\n%s", help);

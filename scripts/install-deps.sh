@@ -57,6 +57,9 @@ TEST_PACKAGES=(
   valgrind
   # tests/model: the issuer's booking checked by the spin model checker
   spin
+  # tests/install: systemd-analyze verify of tallyd.service, systemd-sysusers
+  # of sysusers.d/tally.conf (only run against a throwaway root)
+  systemd
   git
   # tests/ble: a QEMU guest running the real Bluetooth stack on btvirt
   # controllers (docs/ble-testing.md)

@@ -6,7 +6,8 @@
 #
 #   test-smoke.sh OUTDIR
 #
-# Skips (77) only with TALLY_SKIP_BLE=1; a missing package fails.
+# Skips (77) with TALLY_SKIP_BLE=1 or when the VM is not prepared (vm-run.sh);
+# a missing package fails.
 
 set -euo pipefail
 

@@ -13,8 +13,13 @@
 #                    directory under ${TMPDIR:-/tmp}.
 #   --timeout S      COMMAND's time limit in guest seconds (default 180)
 #   --controllers N  virtual LE controllers, 1 to 8 (default 2)
-#   --vm-dir DIR     kernel and initramfs cache (vm-setup.sh), default
-#                    $TALLY_BLE_VM_DIR, else $TALLY_BUILD_ROOT/ble-vm
+#   --vm-dir DIR     the VM prepared by vm-setup.sh (kernel and initramfs),
+#                    default $TALLY_BLE_VM_DIR, else $TALLY_BUILD_ROOT/ble-vm
+#
+# vm-run.sh never prepares the VM itself (that downloads a kernel package):
+# run tests/ble/vm-setup.sh DIR first, as scripts/tally-dev test and
+# scripts/tally-dev ble-setup do.  Without a prepared DIR it skips (77),
+# naming that command, or fails (99) with TALLY_REQUIRE_BLE=1.
 #
 # The guest sees the host's root filesystem read-only, so COMMAND and
 # everything it runs are host files named by absolute path; programs built on
@@ -29,6 +34,8 @@
 #
 # Environment:
 #   TALLY_SKIP_BLE=1              skip: exit 77 at once
+#   TALLY_REQUIRE_BLE=1           a VM that is not prepared fails (99)
+#                                 instead of skipping
 #   TALLY_BLE_BLUETOOTHD_DEBUG=1  run bluetoothd with -d
 #   TALLY_BLE_BLUETOOTHD_ARGS     more bluetoothd options, e.g. -E
 #   TALLY_BLE_VM_MEM              guest memory in MiB (default 1024)
@@ -40,7 +47,8 @@
 # COMMAND (and to nothing else in the guest).
 #
 # Exit status: COMMAND's, or
-#   77  TALLY_SKIP_BLE=1
+#   77  TALLY_SKIP_BLE=1, or the VM is not prepared (without
+#       TALLY_REQUIRE_BLE=1)
 #   97  the controllers were never powered (COMMAND did not run)
 #   98  the VM died or exceeded its time limit
 #   99  the VM cannot be run here (missing package, no kernel)
@@ -92,6 +100,38 @@ done
 [[ "$controllers" =~ ^[1-8]$ ]] || usage
 [ -n "$vm_dir" ] || die "no VM cache directory: pass --vm-dir, or set TALLY_BLE_VM_DIR or TALLY_BUILD_ROOT"
 
+# The VM must have been prepared by this vm-setup.sh: its stamp holds the
+# script's hash, so a changed script asks for a new preparation too.  A
+# plain meson test must not reach the network, so the download is never
+# started from here.
+not_prepared() {
+  local why=$1
+  local how="prepare it with: bash $HERE/vm-setup.sh $vm_dir"
+  case "$vm_dir" in
+    */build/ble-vm) how+=" (or scripts/tally-dev ble-setup)" ;;
+  esac
+  if [ "${TALLY_REQUIRE_BLE:-0}" = 1 ]; then
+    die "the BLE VM in $vm_dir $why; $how"
+  fi
+  say "skipped: the BLE VM in $vm_dir $why; $how (TALLY_REQUIRE_BLE=1 makes this a failure)"
+  exit "$RC_SKIP"
+}
+vm_ready() {
+  local stamp hash KPKG='' KERNEL='' INITRD='' MODULES=''
+  [ -f "$vm_dir/vm.conf" ] && [ -f "$vm_dir/setup.stamp" ] || not_prepared "is not prepared"
+  # shellcheck source=/dev/null
+  . "$vm_dir/vm.conf"
+  [ -f "$KERNEL" ] && [ -f "$INITRD" ] && [ -f "$MODULES/modules.dep" ] ||
+    not_prepared "is incomplete (vm.conf names files that are gone)"
+  read -r stamp _ < "$vm_dir/setup.stamp" || true
+  hash=$(sha256sum "$HERE/vm-setup.sh" | cut -d' ' -f1)
+  [ "$stamp" = "$hash" ] || not_prepared "was prepared by another version of vm-setup.sh"
+  if [ -n "${TALLY_BLE_KERNEL_PKG:-}" ] && [ "$TALLY_BLE_KERNEL_PKG" != "$KPKG" ]; then
+    not_prepared "holds $KPKG, not TALLY_BLE_KERNEL_PKG=$TALLY_BLE_KERNEL_PKG"
+  fi
+}
+vm_ready
+
 mem=${TALLY_BLE_VM_MEM:-1024}
 ready_timeout=${TALLY_BLE_READY_TIMEOUT:-60}
 slack=${TALLY_BLE_VM_SLACK:-300}
@@ -124,8 +164,6 @@ case "$HERE" in
   *[[:space:]]*) die "the source tree path '$HERE' contains white space; the guest cannot be told it" ;;
 esac
 
-bash "$HERE/vm-setup.sh" "$vm_dir" ||
-  die "preparing the VM in $vm_dir failed (see above)"
 # shellcheck source=/dev/null
 . "$vm_dir/vm.conf"
 

@@ -9,7 +9,8 @@
 #
 #   test-btmon-log.sh OUTDIR BTMON_SEND MAKE_BTSNOOP
 #
-# Skips (77) only with TALLY_SKIP_BLE=1, like every VM test.
+# Skips (77) like every VM test: with TALLY_SKIP_BLE=1, or when the VM is
+# not prepared (vm-run.sh).
 
 set -euo pipefail
 

@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# test-install: meson install of the build directory into a throwaway
+# DESTDIR lays down every file of a system install at its path, and
+# nothing else; the unit passes systemd-analyze verify; sysusers creates
+# the user tally; every program prints the project version; the default
+# tallyd.conf lists exactly the keys daemon/tally-config.c knows, with the
+# defaults the installed tallyd has.  TAP.
+#
+#   test-install.sh BUILD_ROOT VERSION bindir=DIR sbindir=DIR sysconfdir=DIR
+#     datadir=DIR unitdir=DIR sysusersdir=DIR tmpfilesdir=DIR
+#     wireshark_plugindir=DIR
+#
+# DIRs are absolute, as configured (tests/install/meson.build).  Nothing is
+# installed on the machine; the DESTDIR is removed at exit.
+
+set -euo pipefail
+
+usage() {
+  echo "usage: $0 BUILD_ROOT VERSION KEY=DIR..." >&2
+  exit 2
+}
+[ "$#" -ge 2 ] || usage
+BUILD=$1 VERSION=$2
+shift 2
+declare -A dir=()
+for arg in "$@"; do
+  [[ "$arg" == *=/* ]] || usage
+  dir[${arg%%=*}]=${arg#*=}
+done
+for key in bindir sbindir sysconfdir datadir unitdir sysusersdir tmpfilesdir wireshark_plugindir; do
+  [ -n "${dir[$key]:-}" ] || { echo "missing $key=DIR" >&2; usage; }
+done
+SRC=${TALLY_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
+
+n=0
+failed=0
+ok() { n=$((n + 1)); echo "ok $n - $*"; }
+not_ok() { n=$((n + 1)); failed=1; echo "not ok $n - $*"; }
+skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+check() { # DESCRIPTION COMMAND...
+  local what=$1
+  shift
+  if "$@"; then ok "$what"; else not_ok "$what"; fi
+}
+
+D=$(mktemp -d "${TMPDIR:-/tmp}/tally-install.XXXXXX")
+trap 'rm -rf -- "$D"' EXIT
+
+if ! DESTDIR=$D meson install -C "$BUILD" --no-rebuild --quiet > "$D.log" 2>&1; then
+  sed 's/^/# /' "$D.log"
+  rm -f -- "$D.log"
+  echo "Bail out! meson install --destdir failed"
+  exit 1
+fi
+rm -f -- "$D.log"
+
+unit=${dir[unitdir]}/tallyd.service
+activation=${dir[datadir]}/dbus-1/system-services/org.tally.Tally.service
+conf=${dir[sysconfdir]}/tally/tallyd.conf
+sysusers=${dir[sysusersdir]}/tally.conf
+tmpfiles=${dir[tmpfilesdir]}/tally.conf
+expected=(
+  "${dir[sbindir]}/tallyd"
+  "${dir[bindir]}/tallyctl"
+  "${dir[bindir]}/tally-issuer"
+  "$unit"
+  "$activation"
+  "${dir[datadir]}/dbus-1/system.d/org.tally.Tally.conf"
+  "${dir[datadir]}/dbus-1/interfaces/org.tally.xml"
+  "${dir[datadir]}/polkit-1/actions/org.tally.Tally.policy"
+  "${dir[datadir]}/polkit-1/rules.d/50-tally.rules"
+  "$sysusers"
+  "$tmpfiles"
+  "$conf"
+  "${dir[wireshark_plugindir]}/tally.lua"
+)
+
+# --- every file at its path, and no other -------------------------------------
+for f in "${expected[@]}"; do
+  check "installs $f" test -f "$D$f"
+done
+installed=$(cd "$D" && find . \( -type f -o -type l \) -printf '/%P\n' | sort)
+wanted=$(printf '%s\n' "${expected[@]}" | sort)
+if [ "$installed" = "$wanted" ]; then
+  ok "installs nothing beyond the ${#expected[@]} files above"
+else
+  not_ok "installs exactly the files above"
+  diff <(echo "$wanted") <(echo "$installed") | sed 's/^/# /' || true
+fi
+for f in "${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/tally-issuer"; do
+  check "$f is executable" test -x "$D$f"
+done
+check "the dissector is tools/tally.lua" cmp -s "$SRC/tools/tally.lua" "$D${dir[wireshark_plugindir]}/tally.lua"
+
+# --- --version ----------------------------------------------------------------
+for prog in "${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/tally-issuer"; do
+  name=$(basename "$prog")
+  out=$("$D$prog" --version 2>&1) || true
+  if [ "$out" = "$name $VERSION" ]; then
+    ok "$name --version prints \"$name $VERSION\""
+  else
+    not_ok "$name --version prints \"$name $VERSION\", not \"$out\""
+  fi
+done
+
+# --- the unit -----------------------------------------------------------------
+unit_has() { grep -Fqx -- "$1" "$D$unit"; }
+for line in "Type=dbus" "BusName=org.tally.Tally" \
+            "ExecStart=${dir[sbindir]}/tallyd --config $conf" \
+            "User=tally" "Group=tally" "StateDirectory=tally" "RuntimeDirectory=tally" \
+            "ProtectSystem=strict" "ProtectHome=yes" "PrivateTmp=yes" "NoNewPrivileges=yes" \
+            "CapabilityBoundingSet=" "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"; do
+  check "tallyd.service has $line" unit_has "$line"
+done
+check "tallyd.service grants no capability" \
+  bash -c '! grep -E "^(CapabilityBoundingSet|AmbientCapabilities)=." "$1"' _ "$D$unit"
+
+if command -v systemd-analyze > /dev/null 2>&1; then
+  # Type=dbus needs dbus.socket: the machine's D-Bus units, copied into the
+  # throwaway root, stand in for an installed dbus.
+  mkdir -p "$D/lib/systemd/system"
+  for u in dbus.socket dbus.service sysinit.target basic.target sockets.target shutdown.target; do
+    for base in /lib/systemd/system /usr/lib/systemd/system; do
+      if [ -f "$base/$u" ] && [ ! -e "$D/lib/systemd/system/$u" ]; then
+        cp -- "$base/$u" "$D/lib/systemd/system/$u"
+      fi
+    done
+  done
+  rc=0
+  out=$(systemd-analyze verify --man=no --root="$D" tallyd.service 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+    ok "systemd-analyze verify accepts tallyd.service without a word"
+  else
+    not_ok "systemd-analyze verify tallyd.service (status $rc)"
+    printf '%s\n' "$out" | sed 's/^/# /'
+  fi
+else
+  skip "systemd-analyze verify tallyd.service" "systemd-analyze is missing (Debian package systemd)"
+fi
+
+# --- D-Bus activation -----------------------------------------------------------
+act_has() { grep -Fqx -- "$1" "$D$activation"; }
+for line in "[D-BUS Service]" "Name=org.tally.Tally" "Exec=/bin/false" "User=tally" \
+            "SystemdService=tallyd.service"; do
+  check "org.tally.Tally.service has $line" act_has "$line"
+done
+check "the activation file names the unit that is installed" \
+  test -f "$D${dir[unitdir]}/$(sed -n 's/^SystemdService=//p' "$D$activation")"
+
+# --- the user and the directories ---------------------------------------------------
+if command -v systemd-sysusers > /dev/null 2>&1; then
+  out=$(systemd-sysusers --dry-run --root="$D" "$D$sysusers" 2>&1) || true
+  if grep -q "Creating user 'tally'" <<<"$out" && grep -q "Creating group 'tally'" <<<"$out"; then
+    ok "systemd-sysusers creates the user and the group tally"
+  else
+    not_ok "systemd-sysusers creates the user and the group tally"
+    printf '%s\n' "$out" | sed 's/^/# /'
+  fi
+else
+  skip "systemd-sysusers creates the user tally" "systemd-sysusers is missing (Debian package systemd)"
+fi
+tmp_has() { grep -Fqx -- "$1" "$D$tmpfiles"; }
+for line in "d /var/lib/tally 0750 tally tally -" "d /run/tally 0750 tally tally -" \
+            "d ${dir[sysconfdir]}/tally 0755 root root -"; do
+  check "tmpfiles.d/tally.conf has \"$line\"" tmp_has "$line"
+done
+
+# --- the default configuration ---------------------------------------------------
+# Its commented keys, as group.key, against known_keys[] of tally-config.c.
+conf_keys=$(awk '/^\[[a-z]+\]$/ { g = substr($0, 2, length($0) - 2); next }
+                 /^#[a-z_]+=/ { k = substr($0, 2); sub(/=.*/, "", k); print g "." k }' "$D$conf" | sort)
+known_keys=$(sed -n '/^static const KnownKey known_keys/,/^};/s/^ *{ "\([a-z]*\)", "\([a-z_]*\)" },$/\1.\2/p' \
+               "$SRC/daemon/tally-config.c" | sort)
+if [ -n "$known_keys" ] && [ "$conf_keys" = "$known_keys" ]; then
+  ok "tallyd.conf shows each of the $(wc -l <<<"$known_keys") keys tally-config.c knows, and no other"
+else
+  not_ok "tallyd.conf shows exactly the keys tally-config.c knows"
+  diff <(echo "$known_keys") <(echo "$conf_keys") | sed 's/^/# /' || true
+fi
+check "tallyd.conf sets nothing: every key is a comment" \
+  bash -c '! grep -Ev "^(#.*|\[[a-z]+\]|)$" "$1"' _ "$D$conf"
+
+# The defaults it shows are the ones the installed tallyd has (-Ddefaults).
+help=$("$D${dir[sbindir]}/tallyd" --help 2>&1) || true
+for key in dir bus listen; do
+  value=$(sed -n "s/^#$key=//p" "$D$conf")
+  if [ -n "$value" ] && grep -qF -- "(default: $value)" <<<"$help"; then
+    ok "tallyd.conf's default $key=$value is the installed tallyd's"
+  else
+    not_ok "tallyd.conf's default $key=\"$value\" is not in the installed tallyd --help"
+  fi
+done
+
+echo "1..$n"
+exit "$failed"
