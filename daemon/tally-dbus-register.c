@@ -415,3 +415,10 @@ tally_dbus_register_free (TallyDBusRegister *object)
   g_object_unref (object->uid_lookups);
   g_free (object);
 }
+
+GDBusInterfaceSkeleton *
+tally_dbus_register_get_skeleton (TallyDBusRegister *object)
+{
+  g_return_val_if_fail (object != NULL, NULL);
+  return G_DBUS_INTERFACE_SKELETON (object->skeleton);
+}

@@ -1094,6 +1094,189 @@ test_payee_memo_not_utf8_is_malformed (Fixture *f, gconstpointer data)
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000 - 1250);
 }
 
+/* --- the ObjectManager at / --- */
+
+#define OBJECT_MANAGER "org.freedesktop.DBus.ObjectManager"
+
+static GVariant *
+get_managed_objects (Fixture *f, Node *node)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply =
+    call (f, node, "/", OBJECT_MANAGER, "GetManagedObjects", NULL, "(a{oa{sa{sv}}})", &error);
+  g_assert_no_error (error);
+  return g_variant_get_child_value (reply, 0);
+}
+
+/* The properties of @iface at @path in @objects (a{oa{sa{sv}}}), or NULL. */
+static GVariantDict *
+managed_properties (GVariant *objects, const char *path, const char *iface)
+{
+  g_autoptr (GVariant) interfaces = g_variant_lookup_value (objects, path, NULL);
+  if (interfaces == NULL)
+    return NULL;
+  g_autoptr (GVariant) properties = g_variant_lookup_value (interfaces, iface, NULL);
+  return properties ? g_variant_dict_new (properties) : NULL;
+}
+
+/* ObjectManager signals from bob, as (member, parameters). */
+typedef struct
+{
+  GPtrArray *members;
+  GPtrArray *parameters;
+} Signals;
+
+static void
+on_manager_signal (GDBusConnection *c,
+                   const char *sender,
+                   const char *path,
+                   const char *iface,
+                   const char *signal,
+                   GVariant *params,
+                   gpointer user_data)
+{
+  Signals *signals = user_data;
+  g_ptr_array_add (signals->members, g_strdup (signal));
+  g_ptr_array_add (signals->parameters, g_variant_ref (params));
+}
+
+static guint
+watch_manager (Fixture *f, Signals *signals)
+{
+  signals->members = g_ptr_array_new_with_free_func (g_free);
+  signals->parameters = g_ptr_array_new_with_free_func ((GDestroyNotify) g_variant_unref);
+  guint id = g_dbus_connection_signal_subscribe (f->client, node_name (&f->bob), OBJECT_MANAGER,
+                                                 NULL, "/", NULL, G_DBUS_SIGNAL_FLAGS_NONE,
+                                                 on_manager_signal, signals, NULL);
+  /* The match rule reaches the bus before anything we call next. */
+  g_autoptr (GVariant) ping = call (f, &f->bob, "/org/tally/register",
+                                    "org.freedesktop.DBus.Peer", "Ping", NULL, "()", NULL);
+  return id;
+}
+
+/* The parameters of the first @member signal, waiting up to 10 s. */
+static GVariant *
+wait_signal (Signals *signals, const char *member)
+{
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  for (;;) {
+    for (guint i = 0; i < signals->members->len; i++)
+      if (strcmp (signals->members->pdata[i], member) == 0)
+        return signals->parameters->pdata[i];
+    g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+    g_main_context_iteration (NULL, TRUE);
+  }
+}
+
+static void
+unwatch_manager (Fixture *f, guint id, Signals *signals)
+{
+  g_dbus_connection_signal_unsubscribe (f->client, id);
+  g_ptr_array_unref (signals->members);
+  g_ptr_array_unref (signals->parameters);
+}
+
+static void
+test_get_managed_objects_lists_register_and_payments (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *path = request_payment (f, 250, "tea", &error);
+  g_assert_no_error (error);
+
+  g_autoptr (GVariant) objects = get_managed_objects (f, &f->bob);
+  g_assert_cmpuint (g_variant_n_children (objects), ==, 2);
+  g_autoptr (GVariantDict) reg =
+    managed_properties (objects, "/org/tally/register", "org.tally.Register1");
+  g_assert_nonnull (reg);
+  for (guint i = 0; register_properties[i] != NULL; i++)
+    g_assert_true (g_variant_dict_contains (reg, register_properties[i]));
+  g_autofree char *id = tally_register_get_id_hex (tally_daemon_get_register (f->bob.daemon));
+  const char *reg_id;
+  g_assert_true (g_variant_dict_lookup (reg, "RegisterId", "&s", &reg_id));
+  g_assert_cmpstr (reg_id, ==, id);
+
+  g_autoptr (GVariantDict) payment = managed_properties (objects, path, "org.tally.Payment1");
+  g_assert_nonnull (payment);
+  for (guint i = 0; payment_properties[i] != NULL; i++)
+    g_assert_true (g_variant_dict_contains (payment, payment_properties[i]));
+  const char *state, *memo;
+  gint64 amount;
+  g_assert_true (g_variant_dict_lookup (payment, "State", "&s", &state));
+  g_assert_cmpstr (state, ==, "waiting");
+  g_assert_true (g_variant_dict_lookup (payment, "Amount", "x", &amount));
+  g_assert_cmpint (amount, ==, 250);
+  g_assert_true (g_variant_dict_lookup (payment, "Memo", "&s", &memo));
+  g_assert_cmpstr (memo, ==, "tea");
+
+  /* Alice has made no payment: her register alone. */
+  g_autoptr (GVariant) alice = get_managed_objects (f, &f->alice);
+  g_assert_cmpuint (g_variant_n_children (alice), ==, 1);
+}
+
+static void
+test_interfaces_added_on_new_payment (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  Signals signals;
+
+  certify (f, &f->bob, 5000, 0);
+  guint id = watch_manager (f, &signals);
+  g_autofree char *path = request_payment (f, 300, "cake", &error);
+  g_assert_no_error (error);
+
+  GVariant *added = wait_signal (&signals, "InterfacesAdded");
+  const char *added_path;
+  g_autoptr (GVariant) interfaces = NULL;
+  g_variant_get (added, "(&o@a{sa{sv}})", &added_path, &interfaces);
+  g_assert_cmpstr (added_path, ==, path);
+  g_assert_cmpuint (g_variant_n_children (interfaces), ==, 1);
+  g_autoptr (GVariant) properties =
+    g_variant_lookup_value (interfaces, "org.tally.Payment1", G_VARIANT_TYPE_VARDICT);
+  g_assert_nonnull (properties);
+  gint64 amount;
+  const char *memo, *role;
+  g_assert_true (g_variant_lookup (properties, "Amount", "x", &amount));
+  g_assert_cmpint (amount, ==, 300);
+  g_assert_true (g_variant_lookup (properties, "Memo", "&s", &memo));
+  g_assert_cmpstr (memo, ==, "cake");
+  g_assert_true (g_variant_lookup (properties, "Role", "&s", &role));
+  g_assert_cmpstr (role, ==, "payee");
+  unwatch_manager (f, id, &signals);
+}
+
+/* keep_finished_seconds = 1 */
+static void
+test_interfaces_removed_when_payment_pruned (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  Signals signals;
+
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *path = request_payment (f, 100, "", &error);
+  g_assert_no_error (error);
+  guint id = watch_manager (f, &signals);
+  g_autoptr (GVariant) reply =
+    call (f, &f->bob, path, "org.tally.Payment1", "Cancel", NULL, "()", &error);
+  g_assert_no_error (error);
+
+  GVariant *removed = wait_signal (&signals, "InterfacesRemoved");
+  const char *removed_path;
+  g_autofree const char **names = NULL;
+  g_variant_get (removed, "(&o^a&s)", &removed_path, &names);
+  g_assert_cmpstr (removed_path, ==, path);
+  g_assert_cmpuint (g_strv_length ((char **) names), ==, 1);
+  g_assert_cmpstr (names[0], ==, "org.tally.Payment1");
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->bob.daemon), ==, 0);
+
+  g_autoptr (GVariant) objects = get_managed_objects (f, &f->bob);
+  g_assert_cmpuint (g_variant_n_children (objects), ==, 1);
+  g_autoptr (GVariantDict) gone = managed_properties (objects, path, "org.tally.Payment1");
+  g_assert_null (gone);
+  unwatch_manager (f, id, &signals);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1125,6 +1308,13 @@ main (int argc, char **argv)
               fixture_tear_down);
   ADD ("/daemon/dbus/payee-memo-not-utf8-is-malformed-and-daemon-keeps-running",
        test_payee_memo_not_utf8_is_malformed);
+  ADD ("/daemon/dbus/object-manager/get-managed-objects-lists-register-and-payments",
+       test_get_managed_objects_lists_register_and_payments);
+  ADD ("/daemon/dbus/object-manager/interfaces-added-on-new-payment",
+       test_interfaces_added_on_new_payment);
+  g_test_add ("/daemon/dbus/object-manager/interfaces-removed-when-payment-pruned", Fixture, NULL,
+              fixture_set_up_keep_one_second, test_interfaces_removed_when_payment_pruned,
+              fixture_tear_down);
 #undef ADD
   g_test_add_func ("/daemon/dbus/error-table-covers-every-code", test_error_table_covers_every_code);
 
