@@ -308,6 +308,10 @@ history_entry_to_variant (const TallyHistoryEntry *e)
     g_variant_dict_insert (&dict, "Peer", "s", e->peer);
   if (e->memo != NULL)
     g_variant_dict_insert (&dict, "Memo", "s", e->memo);
+  if (e->peer_name != NULL)
+    g_variant_dict_insert (&dict, "PeerName", "s", e->peer_name);
+  if (e->receipt_id != NULL)
+    g_variant_dict_insert (&dict, "ReceiptId", "s", e->receipt_id);
   return g_variant_dict_end (&dict);
 }
 

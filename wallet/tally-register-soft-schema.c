@@ -167,14 +167,17 @@ const char *const tally_register_soft_stmt_sql[N_STMTS] = {
   [STMT_LOADS_UNSETTLED] =
     "SELECT " LOAD_COLUMNS " FROM loads WHERE state != 'settled' ORDER BY sequence",
   [STMT_HISTORY] =
-    "SELECT kind, state, amount, counter, sequence, time, peer, memo FROM ("
+    "SELECT kind, state, amount, counter, sequence, time, peer, memo,"
+    "       peer_certificate, permission_hash, permission FROM ("
     "  SELECT 'load' AS kind, state, amount, 0 AS counter, sequence, applied_at AS time,"
-    "         NULL AS peer, NULL AS memo, sequence AS tie FROM loads"
+    "         NULL AS peer, NULL AS memo, NULL AS peer_certificate, NULL AS permission_hash,"
+    "         NULL AS permission, sequence AS tie FROM loads"
     "  UNION ALL"
-    "  SELECT kind, state, amount, counter, 0, created_at, payee_id, NULL, counter FROM spent"
+    "  SELECT kind, state, amount, counter, 0, created_at, payee_id, NULL, NULL, NULL,"
+    "         CASE WHEN kind = 'permission' THEN envelope END, counter FROM spent"
     "  UNION ALL"
     "  SELECT 'received', state, amount, payer_counter, 0, received_at, payer_id,"
-    "         NULLIF (memo, ''), rowid FROM received)"
+    "         NULLIF (memo, ''), payer_certificate, permission_hash, NULL, rowid FROM received)"
     " ORDER BY time DESC, tie DESC LIMIT ?",
   [STMT_CERTIFICATE_PUT] =
     "INSERT OR IGNORE INTO certificates (hash, envelope, not_after) VALUES (?, ?, ?)",

@@ -76,6 +76,8 @@ tally_history_entry_free (TallyHistoryEntry *entry)
     return;
   g_free (entry->peer);
   g_free (entry->memo);
+  g_free (entry->peer_name);
+  g_free (entry->receipt_id);
   g_free (entry);
 }
 
