@@ -17,22 +17,21 @@ struct _TallyDBusObjects
   GPtrArray *managed;               /* Managed *, oldest first */
 };
 
-static const char manager_xml[] =
-  "<node>"
-  "  <interface name='" TALLY_OBJECT_MANAGER_INTERFACE "'>"
-  "    <method name='GetManagedObjects'>"
-  "      <arg name='objects' type='a{oa{sa{sv}}}' direction='out'/>"
-  "    </method>"
-  "    <signal name='InterfacesAdded'>"
-  "      <arg name='object' type='o'/>"
-  "      <arg name='interfaces' type='a{sa{sv}}'/>"
-  "    </signal>"
-  "    <signal name='InterfacesRemoved'>"
-  "      <arg name='object' type='o'/>"
-  "      <arg name='interfaces' type='as'/>"
-  "    </signal>"
-  "  </interface>"
-  "</node>";
+static const char manager_xml[] = "<node>"
+                                  "  <interface name='" TALLY_OBJECT_MANAGER_INTERFACE "'>"
+                                  "    <method name='GetManagedObjects'>"
+                                  "      <arg name='objects' type='a{oa{sa{sv}}}' direction='out'/>"
+                                  "    </method>"
+                                  "    <signal name='InterfacesAdded'>"
+                                  "      <arg name='object' type='o'/>"
+                                  "      <arg name='interfaces' type='a{sa{sv}}'/>"
+                                  "    </signal>"
+                                  "    <signal name='InterfacesRemoved'>"
+                                  "      <arg name='object' type='o'/>"
+                                  "      <arg name='interfaces' type='as'/>"
+                                  "    </signal>"
+                                  "  </interface>"
+                                  "</node>";
 
 static GDBusInterfaceInfo *
 manager_info (void)
@@ -70,7 +69,8 @@ managed_interfaces (const Managed *m)
 {
   GVariantBuilder builder;
   g_variant_builder_init (&builder, G_VARIANT_TYPE ("a{sa{sv}}"));
-  g_variant_builder_add (&builder, "{s@a{sv}}", g_dbus_interface_skeleton_get_info (m->skeleton)->name,
+  g_variant_builder_add (&builder, "{s@a{sv}}",
+                         g_dbus_interface_skeleton_get_info (m->skeleton)->name,
                          g_dbus_interface_skeleton_get_properties (m->skeleton));
   return g_variant_builder_end (&builder);
 }
@@ -96,9 +96,8 @@ manager_method_call (GDBusConnection *connection,
     const Managed *m = objects->managed->pdata[i];
     g_variant_builder_add (&builder, "{o@a{sa{sv}}}", m->path, managed_interfaces (m));
   }
-  g_dbus_method_invocation_return_value (invocation,
-                                         g_variant_new ("(@a{oa{sa{sv}}})",
-                                                        g_variant_builder_end (&builder)));
+  g_dbus_method_invocation_return_value (
+    invocation, g_variant_new ("(@a{oa{sa{sv}}})", g_variant_builder_end (&builder)));
 }
 
 static GDBusInterfaceVTable manager_vtable = {
@@ -208,7 +207,8 @@ tally_dbus_objects_add (TallyDBusObjects *objects, GDBusInterfaceSkeleton *skele
   m->skeleton = g_object_ref (skeleton);
   m->path = g_strdup (g_dbus_interface_skeleton_get_object_path (skeleton));
   g_ptr_array_add (objects->managed, m);
-  emit (objects, "InterfacesAdded", g_variant_new ("(o@a{sa{sv}})", m->path, managed_interfaces (m)));
+  emit (objects, "InterfacesAdded",
+        g_variant_new ("(o@a{sa{sv}})", m->path, managed_interfaces (m)));
 }
 
 void

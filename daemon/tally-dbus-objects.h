@@ -18,15 +18,14 @@
 
 G_BEGIN_DECLS
 
-#define TALLY_OBJECT_MANAGER_PATH "/"
+#define TALLY_OBJECT_MANAGER_PATH      "/"
 #define TALLY_OBJECT_MANAGER_INTERFACE "org.freedesktop.DBus.ObjectManager"
 
 typedef struct _TallyDBusObjects TallyDBusObjects;
 
 /* Exports the manager at / on @connection; @auth authorizes its calls. */
-TallyDBusObjects *tally_dbus_objects_new (GDBusConnection *connection,
-                                          TallyDBusAuth *auth,
-                                          GError **error);
+TallyDBusObjects *
+tally_dbus_objects_new (GDBusConnection *connection, TallyDBusAuth *auth, GError **error);
 /* Unexports. */
 void tally_dbus_objects_free (TallyDBusObjects *objects);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyDBusObjects, tally_dbus_objects_free)

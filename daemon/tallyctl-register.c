@@ -170,9 +170,8 @@ history_time (guint64 t, gboolean utc)
 static void
 csv_field (GString *out, const char *field, gboolean last)
 {
-  g_autofree char *safe =
-    strchr ("=+-@", field[0]) != NULL && field[0] != '\0' ? g_strconcat ("'", field, NULL)
-                                                           : g_strdup (field);
+  gboolean formula = field[0] != '\0' && strchr ("=+-@", field[0]) != NULL;
+  g_autofree char *safe = formula ? g_strconcat ("'", field, NULL) : g_strdup (field);
   if (strpbrk (safe, ",\"\r\n") == NULL) {
     g_string_append (out, safe);
   } else {
@@ -192,7 +191,8 @@ csv_field (GString *out, const char *field, gboolean last)
 static guint64
 history_number (GVariantDict *d)
 {
-  return strcmp (dict_str (d, "Kind"), "load") == 0 ? dict_t (d, "Sequence") : dict_t (d, "Counter");
+  return strcmp (dict_str (d, "Kind"), "load") == 0 ? dict_t (d, "Sequence")
+                                                    : dict_t (d, "Counter");
 }
 
 static void
@@ -200,8 +200,8 @@ history_csv (GVariant *entries, const char *currency)
 {
   g_autoptr (GString) out = g_string_new (NULL);
   static const char *const header[] = {
-    "time", "time_utc", "kind", "state", "amount", "currency", "peer", "peer_id", "counter",
-    "memo", "receipt_id",
+    "time", "time_utc", "kind",    "state", "amount",     "currency",
+    "peer", "peer_id",  "counter", "memo",  "receipt_id",
   };
   for (gsize i = 0; i < G_N_ELEMENTS (header); i++)
     csv_field (out, header[i], i + 1 == G_N_ELEMENTS (header));
@@ -214,8 +214,17 @@ history_csv (GVariant *entries, const char *currency)
     g_autofree char *peer = history_peer (d);
     g_autofree char *number = g_strdup_printf ("%" G_GUINT64_FORMAT, history_number (d));
     const char *fields[] = {
-      local, utc, dict_str (d, "Kind"), dict_str (d, "State"), amount, currency, peer,
-      dict_str (d, "Peer"), number, dict_str (d, "Memo"), dict_str (d, "ReceiptId"),
+      local,
+      utc,
+      dict_str (d, "Kind"),
+      dict_str (d, "State"),
+      amount,
+      currency,
+      peer,
+      dict_str (d, "Peer"),
+      number,
+      dict_str (d, "Memo"),
+      dict_str (d, "ReceiptId"),
     };
     for (gsize f = 0; f < G_N_ELEMENTS (fields); f++)
       csv_field (out, fields[f], f + 1 == G_N_ELEMENTS (fields));
@@ -303,7 +312,8 @@ cmd_history (Ctl *ctl, int argc, char **argv)
     g_print ("No history.\n");
     return EXIT_OK;
   }
-  g_print ("%-19s %-8s %-12s %14s  %-6s %s\n", "Time", "Kind", "State", "Amount", "#", "Peer / memo");
+  g_print ("%-19s %-8s %-12s %14s  %-6s %s\n", "Time", "Kind", "State", "Amount", "#",
+           "Peer / memo");
   for (gsize i = 0; i < n; i++) {
     g_autoptr (GVariant) e = g_variant_get_child_value (entries_v, i);
     g_autoptr (GVariantDict) d = g_variant_dict_new (e);

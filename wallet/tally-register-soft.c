@@ -671,7 +671,8 @@ read_history_extra (SoftStore *s, sqlite3_stmt *st, TallyHistoryEntry *entry, GE
     g_autoptr (Tally__RegisterCertificate) cert =
       tally__register_certificate__unpack (NULL, env->body.len, env->body.data);
     if (cert == NULL) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "a stored payer certificate is corrupt");
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
+                   "a stored payer certificate is corrupt");
       return FALSE;
     }
     if (cert->display_name != NULL && *cert->display_name != '\0')

@@ -1149,8 +1149,8 @@ watch_manager (Fixture *f, Signals *signals)
                                                  NULL, "/", NULL, G_DBUS_SIGNAL_FLAGS_NONE,
                                                  on_manager_signal, signals, NULL);
   /* The match rule reaches the bus before anything we call next. */
-  g_autoptr (GVariant) ping = call (f, &f->bob, "/org/tally/register",
-                                    "org.freedesktop.DBus.Peer", "Ping", NULL, "()", NULL);
+  g_autoptr (GVariant) ping =
+    call (f, &f->bob, "/org/tally/register", "org.freedesktop.DBus.Peer", "Ping", NULL, "()", NULL);
   return id;
 }
 
@@ -1294,8 +1294,8 @@ run_tallyctl (Node *node, const char *const *args)
   for (; *args != NULL; args++)
     g_ptr_array_add (argv, (gpointer) *args);
   g_ptr_array_add (argv, NULL);
-  g_autoptr (GSubprocess) proc = g_subprocess_newv ((const char *const *) argv->pdata,
-                                                    G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+  g_autoptr (GSubprocess) proc =
+    g_subprocess_newv ((const char *const *) argv->pdata, G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
   g_assert_no_error (error);
   /* The daemons answer it from this thread's main context. */
   GAsyncResult *result = NULL;
@@ -1330,9 +1330,8 @@ static guint64
 history_time_of (Fixture *f, Node *node)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) history =
-    call (f, node, "/org/tally/register", "org.tally.Register1", "GetHistory",
-          g_variant_new ("(u)", 1), "(aa{sv})", &error);
+  g_autoptr (GVariant) history = call (f, node, "/org/tally/register", "org.tally.Register1",
+                                       "GetHistory", g_variant_new ("(u)", 1), "(aa{sv})", &error);
   g_assert_no_error (error);
   g_autoptr (GVariant) entries = g_variant_get_child_value (history, 0);
   g_autoptr (GVariant) entry = g_variant_get_child_value (entries, 0);
@@ -1392,10 +1391,12 @@ test_history_csv_and_json_carry_a_payment_for_bookkeeping (Fixture *f, gconstpoi
     local, utc, alice_short, alice_id, receipt_id);
   g_assert_cmpstr (csv, ==, want);
 
-  g_autofree char *bob_json = run_tallyctl (&f->bob, (const char *const[]){ "--json", "history", NULL });
+  g_autofree char *bob_json =
+    run_tallyctl (&f->bob, (const char *const[]){ "--json", "history", NULL });
   g_autofree char *want_id = g_strdup_printf ("\"ReceiptId\":\"%s\"", receipt_id);
   g_autofree char *want_time = g_strdup_printf ("\"TimeUtc\":\"%s\"", utc);
-  g_autofree char *want_peer = g_strdup_printf ("\"PeerLabel\":\"Lumen \\\"Cafe\\\", Ltd (%s)\"", alice_short);
+  g_autofree char *want_peer =
+    g_strdup_printf ("\"PeerLabel\":\"Lumen \\\"Cafe\\\", Ltd (%s)\"", alice_short);
   assert_contains (bob_json, want_id);
   assert_contains (bob_json, want_time);
   assert_contains (bob_json, want_peer);
