@@ -160,6 +160,11 @@ static void
 emit (TallyDBusObjects *objects, const char *signal, GVariant *parameters)
 {
   g_autoptr (GError) error = NULL;
+  /* tallyd lost the bus and is on its way out: nobody to tell. */
+  if (g_dbus_connection_is_closed (objects->connection)) {
+    g_variant_unref (g_variant_ref_sink (parameters));
+    return;
+  }
   if (!g_dbus_connection_emit_signal (objects->connection, NULL, TALLY_OBJECT_MANAGER_PATH,
                                       TALLY_OBJECT_MANAGER_INTERFACE, signal, parameters, &error))
     g_warning ("cannot emit %s: %s", signal, error->message);
