@@ -266,6 +266,8 @@ soft_spent_insert (gpointer store, const TallySpentRow *row, GError **error)
   tally_sqlite_bind_u64 (st, 10, row->expires_at);
   if (row->has_certificate_hash)
     tally_sqlite_bind_blob (st, 11, row->certificate_hash, TALLY_HASH_BYTES);
+  if (row->payee_name != NULL)
+    tally_sqlite_bind_text (st, 12, row->payee_name);
   return tally_sqlite_step_done (s->db, st, "storing a spent entry", error);
 }
 
@@ -294,6 +296,7 @@ read_spent_row (SoftStore *s, sqlite3_stmt *st, TallySpentRow *row, GError **err
     tally_spent_row_clear (&out);
     return FALSE;
   }
+  out.payee_name = tally_sqlite_column_text (st, 11);
   *row = out;
   return TRUE;
 }
@@ -693,6 +696,8 @@ read_history_extra (SoftStore *s, sqlite3_stmt *st, TallyHistoryEntry *entry, GE
     tally_envelope_body_hash (env, hash);
     entry->receipt_id = tally_hex_encode (hash, sizeof hash);
   }
+  if (entry->peer_name == NULL)
+    entry->peer_name = tally_sqlite_column_text (st, 11);
   return TRUE;
 }
 

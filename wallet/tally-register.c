@@ -130,6 +130,7 @@ tally_spent_row_clear (TallySpentRow *row)
 {
   g_clear_pointer (&row->envelope, g_bytes_unref);
   g_clear_pointer (&row->receipt, g_bytes_unref);
+  g_clear_pointer (&row->payee_name, g_free);
 }
 
 void

@@ -1358,7 +1358,8 @@ assert_contains (const char *haystack, const char *needle)
 /* One payment from a payer certified as «Lumen "Cafe", Ltd»: bob's CSV
  * line is exact (local and UTC time, amount, currency, the payer's name
  * with its short id, quoted, counter, state, memo and receipt id), and
- * both sides' JSON carry the same receipt id, the one the receipt signs. */
+ * both sides' JSON carry the same receipt id, the one the receipt signs,
+ * and the other side's certified name. */
 static void
 test_history_csv_and_json_carry_a_payment_for_bookkeeping (Fixture *f, gconstpointer data)
 {
@@ -1412,6 +1413,7 @@ test_history_csv_and_json_carry_a_payment_for_bookkeeping (Fixture *f, gconstpoi
     run_tallyctl (&f->alice, (const char *const[]){ "--json", "history", NULL });
   assert_contains (alice_json, want_id);
   assert_contains (alice_json, "\"Kind\":\"spent\"");
+  assert_contains (alice_json, "\"PeerName\":\"Bob's Bakery\"");
   assert_contains (alice_json, "\"Value\":\"12.50\"");
 }
 
