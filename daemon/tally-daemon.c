@@ -7,6 +7,7 @@
 #include "tally-dbus-agent.h"
 #include "tally-dbus-auth.h"
 #include "tally-dbus-error.h"
+#include "tally-dbus-objects.h"
 #include "tally-dbus-payment.h"
 #include "tally-dbus-register.h"
 #include "tally-gatt-address.h"
@@ -64,6 +65,7 @@ struct _TallyDaemon
   TallyAuthorization authorization;
   TallyDBusAuth *auth; /* decides every method call; outlives the objects */
   TallyDBusRegister *register_object;
+  TallyDBusObjects *objects; /* ObjectManager at /: the register and the payments */
   TallyAgentManager *agents;
   GQueue payments;          /* DaemonPayment *, oldest first */
   DaemonPayment *waiting;   /* the payee request a connecting payer gets */
@@ -121,6 +123,8 @@ daemon_payment_free (DaemonPayment *dp)
     g_source_destroy (dp->linger);
     g_source_unref (dp->linger);
   }
+  /* Pruned or shut down: InterfacesRemoved tells clients it is gone. */
+  tally_dbus_objects_remove (dp->daemon->objects, tally_dbus_payment_get_skeleton (dp->object));
   tally_dbus_payment_free (dp->object);
   tally_payment_set_callbacks (dp->payment, NULL, NULL, NULL);
   tally_payment_unref (dp->payment);
@@ -290,6 +294,7 @@ add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, guint32 
   dp->uid = uid;
   tally_dbus_payment_set_caller_uid (object, uid);
   tally_payment_set_callbacks (payment, &payment_callbacks, dp, NULL);
+  tally_dbus_objects_add (d->objects, tally_dbus_payment_get_skeleton (object));
   g_queue_push_tail (&d->payments, dp);
   prune_payments (d);
   return dp;
@@ -673,6 +678,9 @@ tally_daemon_free (TallyDaemon *d)
   g_clear_object (&d->system_bus);
   g_free (d->adapter);
   g_strfreev (d->targets.unix_dirs);
+  if (d->objects != NULL && d->register_object != NULL)
+    tally_dbus_objects_remove (d->objects, tally_dbus_register_get_skeleton (d->register_object));
+  tally_dbus_objects_free (d->objects);
   tally_dbus_register_free (d->register_object);
   tally_agent_manager_free (d->agents);
   tally_dbus_auth_free (d->auth);
@@ -702,8 +710,14 @@ tally_daemon_export (TallyDaemon *d, GDBusConnection *connection, GError **error
   d->agents = tally_agent_manager_new (connection, d->auth, error);
   if (d->agents == NULL)
     return FALSE;
+  d->objects = tally_dbus_objects_new (connection, d->auth, error);
+  if (d->objects == NULL)
+    return FALSE;
   d->register_object = tally_dbus_register_new (connection, d, error);
-  return d->register_object != NULL;
+  if (d->register_object == NULL)
+    return FALSE;
+  tally_dbus_objects_add (d->objects, tally_dbus_register_get_skeleton (d->register_object));
+  return TRUE;
 }
 
 TallyDBusAuth *

@@ -7,6 +7,7 @@
  * their D-Bus objects.  tallyd owns a bus name and exports a TallyDaemon on it;
  * tests export one on a private bus.
  *
+ *   /                    org.freedesktop.DBus.ObjectManager (register, payments)
  *   /org/tally           org.tally.AgentManager1
  *   /org/tally/register  org.tally.Register1
  *   /org/tally/payment/N org.tally.Payment1

@@ -42,6 +42,10 @@ static const AuthRule auth_rules[] = {
   { "org.tally.AgentManager1", "RegisterAgent", TALLY_ACTION_READ, NULL },
   { "org.tally.AgentManager1", "UnregisterAgent", TALLY_ACTION_READ, NULL },
   { "org.tally.AgentManager1", "RequestDefaultAgent", TALLY_ACTION_READ, NULL },
+  /* At /: GetManagedObjects returns every property of the register and
+   * the payments, so it is a read like Properties.GetAll. */
+  { "org.freedesktop.DBus.ObjectManager", NULL, TALLY_ACTION_READ, NULL },
+  { "org.freedesktop.DBus.ObjectManager", "GetManagedObjects", TALLY_ACTION_READ, NULL },
 };
 
 struct _TallyDBusAuth

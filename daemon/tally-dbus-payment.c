@@ -121,3 +121,10 @@ tally_dbus_payment_set_caller_uid (TallyDBusPayment *object, guint32 uid)
   g_return_if_fail (object != NULL);
   tally_dbus_payment1_set_caller_uid (object->skeleton, uid);
 }
+
+GDBusInterfaceSkeleton *
+tally_dbus_payment_get_skeleton (TallyDBusPayment *object)
+{
+  g_return_val_if_fail (object != NULL, NULL);
+  return G_DBUS_INTERFACE_SKELETON (object->skeleton);
+}

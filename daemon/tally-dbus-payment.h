@@ -34,6 +34,8 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyDBusPayment, tally_dbus_payment_free)
 void tally_dbus_payment_sync (TallyDBusPayment *object);
 
 const char *tally_dbus_payment_get_path (TallyDBusPayment *object);
+/* Its Payment1 skeleton, for the ObjectManager (tally-dbus-objects.h). */
+GDBusInterfaceSkeleton *tally_dbus_payment_get_skeleton (TallyDBusPayment *object);
 
 /* The CallerUid property: who called Pay or RequestPayment. */
 void tally_dbus_payment_set_caller_uid (TallyDBusPayment *object, guint32 uid);

@@ -308,6 +308,10 @@ history_entry_to_variant (const TallyHistoryEntry *e)
     g_variant_dict_insert (&dict, "Peer", "s", e->peer);
   if (e->memo != NULL)
     g_variant_dict_insert (&dict, "Memo", "s", e->memo);
+  if (e->peer_name != NULL)
+    g_variant_dict_insert (&dict, "PeerName", "s", e->peer_name);
+  if (e->receipt_id != NULL)
+    g_variant_dict_insert (&dict, "ReceiptId", "s", e->receipt_id);
   return g_variant_dict_end (&dict);
 }
 
@@ -414,4 +418,11 @@ tally_dbus_register_free (TallyDBusRegister *object)
   g_cancellable_cancel (object->uid_lookups);
   g_object_unref (object->uid_lookups);
   g_free (object);
+}
+
+GDBusInterfaceSkeleton *
+tally_dbus_register_get_skeleton (TallyDBusRegister *object)
+{
+  g_return_val_if_fail (object != NULL, NULL);
+  return G_DBUS_INTERFACE_SKELETON (object->skeleton);
 }

@@ -28,4 +28,7 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyDBusRegister, tally_dbus_register_free)
  * PropertiesChanged. */
 void tally_dbus_register_sync (TallyDBusRegister *object);
 
+/* Its Register1 skeleton, for the ObjectManager (tally-dbus-objects.h). */
+GDBusInterfaceSkeleton *tally_dbus_register_get_skeleton (TallyDBusRegister *object);
+
 G_END_DECLS

@@ -138,19 +138,148 @@ cmd_key (Ctl *ctl, int argc, char **argv)
 
 /* --- history --- */
 
+/* First 8 hex digits of a register id: what people compare. */
+#define SHORT_ID_CHARS 8
+
+/* "Bob's Bakery (1a2b3c4d)", or the short id alone without a certified
+ * name; "" without a peer. */
+static char *
+history_peer (GVariantDict *d)
+{
+  const char *id = dict_str (d, "Peer");
+  const char *name = dict_str (d, "PeerName");
+  g_autofree char *short_id = g_strndup (id, SHORT_ID_CHARS);
+  if (*name == '\0')
+    return g_steal_pointer (&short_id);
+  return g_strdup_printf ("%s (%s)", name, short_id);
+}
+
+static char *
+history_time (guint64 t, gboolean utc)
+{
+  g_autoptr (GDateTime) dt =
+    utc ? g_date_time_new_from_unix_utc ((gint64) t) : g_date_time_new_from_unix_local ((gint64) t);
+  if (dt == NULL)
+    return g_strdup ("?");
+  return g_date_time_format (dt, utc ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S");
+}
+
+/* RFC 4180: quoted when it holds a comma, quote or line break, quotes
+ * doubled.  A field a spreadsheet would take for a formula (=, +, -, @)
+ * gets a leading apostrophe first: names and memos come from other people. */
+static void
+csv_field (GString *out, const char *field, gboolean last)
+{
+  gboolean formula = field[0] != '\0' && strchr ("=+-@", field[0]) != NULL;
+  g_autofree char *safe = formula ? g_strconcat ("'", field, NULL) : g_strdup (field);
+  if (strpbrk (safe, ",\"\r\n") == NULL) {
+    g_string_append (out, safe);
+  } else {
+    g_string_append_c (out, '"');
+    for (const char *p = safe; *p != '\0'; p++) {
+      if (*p == '"')
+        g_string_append_c (out, '"');
+      g_string_append_c (out, *p);
+    }
+    g_string_append_c (out, '"');
+  }
+  g_string_append (out, last ? "\r\n" : ",");
+}
+
+/* The number of a history line: a load's voucher sequence, else the
+ * counter. */
+static guint64
+history_number (GVariantDict *d)
+{
+  return strcmp (dict_str (d, "Kind"), "load") == 0 ? dict_t (d, "Sequence")
+                                                    : dict_t (d, "Counter");
+}
+
+static void
+history_csv (GVariant *entries, const char *currency)
+{
+  g_autoptr (GString) out = g_string_new (NULL);
+  static const char *const header[] = {
+    "time", "time_utc", "kind",    "state", "amount",     "currency",
+    "peer", "peer_id",  "counter", "memo",  "receipt_id",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (header); i++)
+    csv_field (out, header[i], i + 1 == G_N_ELEMENTS (header));
+  for (gsize i = 0; i < g_variant_n_children (entries); i++) {
+    g_autoptr (GVariant) e = g_variant_get_child_value (entries, i);
+    g_autoptr (GVariantDict) d = g_variant_dict_new (e);
+    g_autofree char *local = history_time (dict_t (d, "Time"), FALSE);
+    g_autofree char *utc = history_time (dict_t (d, "Time"), TRUE);
+    g_autofree char *amount = tally_amount_format (dict_x (d, "Amount"), NULL);
+    g_autofree char *peer = history_peer (d);
+    g_autofree char *number = g_strdup_printf ("%" G_GUINT64_FORMAT, history_number (d));
+    const char *fields[] = {
+      local,
+      utc,
+      dict_str (d, "Kind"),
+      dict_str (d, "State"),
+      amount,
+      currency,
+      peer,
+      dict_str (d, "Peer"),
+      number,
+      dict_str (d, "Memo"),
+      dict_str (d, "ReceiptId"),
+    };
+    for (gsize f = 0; f < G_N_ELEMENTS (fields); f++)
+      csv_field (out, fields[f], f + 1 == G_N_ELEMENTS (fields));
+  }
+  fwrite (out->str, 1, out->len, stdout);
+}
+
+/* The keys of Register1.GetHistory (Amount in minor units, Time in Unix
+ * seconds), and for people: TimeUtc, Value ("12.50"), Currency and
+ * PeerLabel (name and short id). */
+static void
+history_json (GVariant *entries, const char *currency)
+{
+  GVariantBuilder builder;
+  g_variant_builder_init (&builder, G_VARIANT_TYPE ("aa{sv}"));
+  for (gsize i = 0; i < g_variant_n_children (entries); i++) {
+    g_autoptr (GVariant) e = g_variant_get_child_value (entries, i);
+    g_autoptr (GVariantDict) d = g_variant_dict_new (e);
+    g_autofree char *utc = history_time (dict_t (d, "Time"), TRUE);
+    g_autofree char *value = tally_amount_format (dict_x (d, "Amount"), NULL);
+    g_variant_dict_insert (d, "TimeUtc", "s", utc);
+    g_variant_dict_insert (d, "Value", "s", value);
+    g_variant_dict_insert (d, "Currency", "s", currency);
+    if (*dict_str (d, "Peer") != '\0') {
+      g_autofree char *peer = history_peer (d);
+      g_variant_dict_insert (d, "PeerLabel", "s", peer);
+    }
+    g_variant_builder_add_value (&builder, g_variant_dict_end (d));
+  }
+  g_autoptr (GVariant) all = g_variant_ref_sink (g_variant_builder_end (&builder));
+  g_autoptr (GString) out = g_string_new (NULL);
+  json_value (out, all);
+  g_print ("%s\n", out->str);
+}
+
 int
 cmd_history (Ctl *ctl, int argc, char **argv)
 {
   int limit = 20, rc;
+  gboolean csv = FALSE;
   const GOptionEntry entries[] = {
     { "limit", 'n', 0, G_OPTION_ARG_INT, &limit, "Show at most N entries, newest first (0: all)",
       "N" },
+    { "csv", 0, 0, G_OPTION_ARG_NONE, &csv,
+      "Comma-separated values for bookkeeping: local and UTC time, kind, state, amount, "
+      "currency, peer, counter, memo, receipt id",
+      NULL },
     { NULL },
   };
   if (!parse_command (ctl, entries, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
     return rc;
   if (limit < 0)
     return usage_error (ctl, "--limit must be 0 or more");
+  if (csv && ctl->json)
+    return usage_error (ctl, "--csv and --json: choose one");
 
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) currency_reply =
@@ -170,10 +299,11 @@ cmd_history (Ctl *ctl, int argc, char **argv)
   g_autoptr (GVariant) entries_v = g_variant_get_child_value (reply, 0);
 
   if (ctl->json) {
-    /* An array of entries, each with the keys of Register1.GetHistory. */
-    g_autoptr (GString) out = g_string_new (NULL);
-    json_value (out, entries_v);
-    g_print ("%s\n", out->str);
+    history_json (entries_v, currency);
+    return EXIT_OK;
+  }
+  if (csv) {
+    history_csv (entries_v, currency);
     return EXIT_OK;
   }
 
@@ -182,18 +312,19 @@ cmd_history (Ctl *ctl, int argc, char **argv)
     g_print ("No history.\n");
     return EXIT_OK;
   }
-  g_print ("%-23s %-8s %-12s %14s  %-6s %s\n", "Time", "Kind", "State", "Amount", "#", "Peer / memo");
+  g_print ("%-19s %-8s %-12s %14s  %-6s %s\n", "Time", "Kind", "State", "Amount", "#",
+           "Peer / memo");
   for (gsize i = 0; i < n; i++) {
     g_autoptr (GVariant) e = g_variant_get_child_value (entries_v, i);
     g_autoptr (GVariantDict) d = g_variant_dict_new (e);
-    const char *kind = dict_str (d, "Kind");
-    g_autofree char *when = format_time (dict_t (d, "Time"));
+    /* Local time, and the certified name with the short id beside it. */
+    g_autofree char *when = history_time (dict_t (d, "Time"), FALSE);
     g_autofree char *amount = tally_amount_format (dict_x (d, "Amount"), currency);
-    guint64 number = strcmp (kind, "load") == 0 ? dict_t (d, "Sequence") : dict_t (d, "Counter");
+    g_autofree char *peer = history_peer (d);
     const char *memo = dict_str (d, "Memo");
-    g_print ("%-23s %-8s %-12s %14s  %-6" G_GUINT64_FORMAT " %s%s%s\n", when, kind,
-             dict_str (d, "State"), g_strstrip (amount), number, dict_str (d, "Peer"),
-             *memo ? " " : "", memo);
+    g_print ("%-19s %-8s %-12s %14s  %-6" G_GUINT64_FORMAT " %s%s%s\n", when, dict_str (d, "Kind"),
+             dict_str (d, "State"), g_strstrip (amount), history_number (d), peer,
+             *memo && *peer ? " " : "", memo);
   }
   return EXIT_OK;
 }

@@ -68,6 +68,7 @@ typedef struct
    * permission was made: the one it travels with, which its payee caches. */
   gboolean has_certificate_hash;
   guint8 certificate_hash[TALLY_HASH_BYTES];
+  char *payee_name; /* the payee's certified display name, or NULL */
 } TallySpentRow;
 
 /* An incoming payment, keyed by (payer id, payer counter). */

@@ -107,6 +107,9 @@ const char *const tally_register_soft_migrations[] = {
    * its payee caches. */
   "ALTER TABLE spent ADD COLUMN certificate_hash BLOB"
   "  CHECK (certificate_hash IS NULL OR length (certificate_hash) = 32);",
+  /* 4 -> 5: the payee's certified name, for the history's listings (the
+   * payee keeps the payer's whole certificate already). */
+  "ALTER TABLE spent ADD COLUMN payee_name TEXT;",
 };
 
 const guint tally_register_soft_n_migrations = G_N_ELEMENTS (tally_register_soft_migrations);
@@ -117,7 +120,7 @@ const guint tally_register_soft_n_migrations = G_N_ELEMENTS (tally_register_soft
   "revocation_issued_at, last_result_at, closed, revoked, horizon"
 #define SPENT_COLUMNS                                                                              \
   "counter, kind, envelope, payee_id, payee_key, amount, created_at, receipt, state, expires_at, " \
-  "certificate_hash"
+  "certificate_hash, payee_name"
 #define RECEIVED_COLUMNS                                                                           \
   "payer_id, payer_counter, permission, payer_certificate, receipt, amount, memo, received_at, "  \
   "permission_hash, nonce, state"
@@ -134,7 +137,8 @@ const char *const tally_register_soft_stmt_sql[N_STMTS] = {
     " last_voucher_sequence = ?, revocation_list = ?, revocation_serial = ?,"
     " revocation_issued_at = ?, last_result_at = ?, closed = ?, revoked = ?, horizon = ?"
     " WHERE id = 1",
-  [STMT_SPENT_INSERT] = "INSERT INTO spent (" SPENT_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+  [STMT_SPENT_INSERT] =
+    "INSERT INTO spent (" SPENT_COLUMNS ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
   [STMT_SPENT_LOOKUP] = "SELECT " SPENT_COLUMNS " FROM spent WHERE counter = ?",
   [STMT_SPENT_SET_RECEIPT] = "UPDATE spent SET receipt = ?, state = ? WHERE counter = ?",
   /* A permission without a receipt is in flight until the issuer hands
@@ -167,14 +171,18 @@ const char *const tally_register_soft_stmt_sql[N_STMTS] = {
   [STMT_LOADS_UNSETTLED] =
     "SELECT " LOAD_COLUMNS " FROM loads WHERE state != 'settled' ORDER BY sequence",
   [STMT_HISTORY] =
-    "SELECT kind, state, amount, counter, sequence, time, peer, memo FROM ("
+    "SELECT kind, state, amount, counter, sequence, time, peer, memo,"
+    "       peer_certificate, permission_hash, permission, peer_name FROM ("
     "  SELECT 'load' AS kind, state, amount, 0 AS counter, sequence, applied_at AS time,"
-    "         NULL AS peer, NULL AS memo, sequence AS tie FROM loads"
+    "         NULL AS peer, NULL AS memo, NULL AS peer_certificate, NULL AS permission_hash,"
+    "         NULL AS permission, NULL AS peer_name, sequence AS tie FROM loads"
     "  UNION ALL"
-    "  SELECT kind, state, amount, counter, 0, created_at, payee_id, NULL, counter FROM spent"
+    "  SELECT kind, state, amount, counter, 0, created_at, payee_id, NULL, NULL, NULL,"
+    "         CASE WHEN kind = 'permission' THEN envelope END, payee_name, counter FROM spent"
     "  UNION ALL"
     "  SELECT 'received', state, amount, payer_counter, 0, received_at, payer_id,"
-    "         NULLIF (memo, ''), rowid FROM received)"
+    "         NULLIF (memo, ''), payer_certificate, permission_hash, NULL, NULL, rowid"
+    "  FROM received)"
     " ORDER BY time DESC, tie DESC LIMIT ?",
   [STMT_CERTIFICATE_PUT] =
     "INSERT OR IGNORE INTO certificates (hash, envelope, not_after) VALUES (?, ?, ?)",

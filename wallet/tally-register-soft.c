@@ -266,6 +266,8 @@ soft_spent_insert (gpointer store, const TallySpentRow *row, GError **error)
   tally_sqlite_bind_u64 (st, 10, row->expires_at);
   if (row->has_certificate_hash)
     tally_sqlite_bind_blob (st, 11, row->certificate_hash, TALLY_HASH_BYTES);
+  if (row->payee_name != NULL)
+    tally_sqlite_bind_text (st, 12, row->payee_name);
   return tally_sqlite_step_done (s->db, st, "storing a spent entry", error);
 }
 
@@ -294,6 +296,7 @@ read_spent_row (SoftStore *s, sqlite3_stmt *st, TallySpentRow *row, GError **err
     tally_spent_row_clear (&out);
     return FALSE;
   }
+  out.payee_name = tally_sqlite_column_text (st, 11);
   *row = out;
   return TRUE;
 }
@@ -656,6 +659,48 @@ soft_loads_list_unsettled (gpointer store, GError **error)
 
 /* --- history --- */
 
+/* The payer's certified name from the certificate it paid with (verified
+ * when it paid), and the receipt id: the permission hash the payee stored,
+ * or the payer's own permission hashed again. */
+static gboolean
+read_history_extra (SoftStore *s, sqlite3_stmt *st, TallyHistoryEntry *entry, GError **error)
+{
+  g_autoptr (GBytes) certificate = tally_sqlite_column_bytes (st, 8);
+  if (certificate != NULL) {
+    g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (
+      g_bytes_get_data (certificate, NULL), g_bytes_get_size (certificate), error);
+    if (env == NULL)
+      return FALSE;
+    g_autoptr (Tally__RegisterCertificate) cert =
+      tally__register_certificate__unpack (NULL, env->body.len, env->body.data);
+    if (cert == NULL) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
+                   "a stored payer certificate is corrupt");
+      return FALSE;
+    }
+    if (cert->display_name != NULL && *cert->display_name != '\0')
+      entry->peer_name = g_strdup (cert->display_name);
+  }
+  guint8 hash[TALLY_HASH_BYTES];
+  if (sqlite3_column_type (st, 9) != SQLITE_NULL) {
+    if (!tally_sqlite_column_fixed (s->db, st, 9, hash, sizeof hash, error))
+      return FALSE;
+    entry->receipt_id = tally_hex_encode (hash, sizeof hash);
+  }
+  g_autoptr (GBytes) permission = tally_sqlite_column_bytes (st, 10);
+  if (permission != NULL) {
+    g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (
+      g_bytes_get_data (permission, NULL), g_bytes_get_size (permission), error);
+    if (env == NULL)
+      return FALSE;
+    tally_envelope_body_hash (env, hash);
+    entry->receipt_id = tally_hex_encode (hash, sizeof hash);
+  }
+  if (entry->peer_name == NULL)
+    entry->peer_name = tally_sqlite_column_text (st, 11);
+  return TRUE;
+}
+
 static gboolean
 read_history_entry (SoftStore *s, sqlite3_stmt *st, TallyHistoryEntry *entry, GError **error)
 {
@@ -672,7 +717,7 @@ read_history_entry (SoftStore *s, sqlite3_stmt *st, TallyHistoryEntry *entry, GE
     entry->peer = tally_hex_encode (peer, sizeof peer);
   }
   entry->memo = tally_sqlite_column_text (st, 7);
-  return TRUE;
+  return read_history_extra (s, st, entry, error);
 }
 
 static GPtrArray *

@@ -204,6 +204,10 @@ tally_register_spend (TallyRegister *reg,
     .has_certificate_hash = TRUE,
   };
   tally_envelope_body_hash (reg->cert_env, row.certificate_hash);
+  /* Checked with the certificate; for the history's listings.  Borrowed:
+   * @row is not cleared. */
+  if (payee->display_name != NULL && *payee->display_name != '\0')
+    row.payee_name = payee->display_name;
   memcpy (row.payee_id, payee->register_id.data, TALLY_ID_BYTES);
   memcpy (row.payee_key, payee->register_public_key.data, TALLY_PUBLIC_KEY_BYTES);
 

@@ -76,6 +76,8 @@ tally_history_entry_free (TallyHistoryEntry *entry)
     return;
   g_free (entry->peer);
   g_free (entry->memo);
+  g_free (entry->peer_name);
+  g_free (entry->receipt_id);
   g_free (entry);
 }
 
@@ -128,6 +130,7 @@ tally_spent_row_clear (TallySpentRow *row)
 {
   g_clear_pointer (&row->envelope, g_bytes_unref);
   g_clear_pointer (&row->receipt, g_bytes_unref);
+  g_clear_pointer (&row->payee_name, g_free);
 }
 
 void

@@ -66,6 +66,11 @@ typedef struct
   guint64 time;
   char *peer;                    /* hex register id of the other side, or NULL */
   char *memo;                    /* payee side only, may be NULL */
+  char *peer_name;               /* the peer's certified display name, or NULL */
+  /* A payment's (spent, received) receipt id: hex of H("deposit-permission",
+   * body), the permission hash its receipt signs; the same on both sides.
+   * NULL for loads and defunds. */
+  char *receipt_id;
 } TallyHistoryEntry;
 
 void tally_history_entry_free (TallyHistoryEntry *entry);

@@ -74,6 +74,19 @@ test_every_method_and_property_read_has_a_policy_action (void)
   g_assert_null (tally_dbus_auth_lookup ("org.tally.Agent1", "ConfirmPayment", NULL));
 }
 
+/* GetManagedObjects returns every property of the register and the
+ * payments: polkit decides it as it decides Properties.GetAll. */
+static void
+test_get_managed_objects_is_authorized_as_a_property_read (void)
+{
+  g_assert_cmpstr (
+    tally_dbus_auth_lookup ("org.freedesktop.DBus.ObjectManager", "GetManagedObjects", NULL), ==,
+    tally_dbus_auth_lookup ("org.tally.Payment1", NULL, NULL));
+  g_assert_cmpstr (
+    tally_dbus_auth_lookup ("org.freedesktop.DBus.ObjectManager", "GetManagedObjects", NULL), ==,
+    TALLY_ACTION_READ);
+}
+
 /* The security review's list: each of these is its own action, none is
  * the read action a stall's service is granted. */
 static void
@@ -267,6 +280,8 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/daemon/auth/every-method-and-property-read-has-a-policy-action",
                    test_every_method_and_property_read_has_a_policy_action);
+  g_test_add_func ("/daemon/auth/get-managed-objects-is-authorized-as-a-property-read",
+                   test_get_managed_objects_is_authorized_as_a_property_read);
   g_test_add_func ("/daemon/auth/money-moving-methods-need-their-own-actions",
                    test_money_moving_methods_need_their_own_actions);
 #define ADD(name, func) g_test_add (name, Fixture, NULL, fixture_set_up, func, fixture_tear_down)

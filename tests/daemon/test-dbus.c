@@ -1094,6 +1094,329 @@ test_payee_memo_not_utf8_is_malformed (Fixture *f, gconstpointer data)
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000 - 1250);
 }
 
+/* --- the ObjectManager at / --- */
+
+#define OBJECT_MANAGER "org.freedesktop.DBus.ObjectManager"
+
+static GVariant *
+get_managed_objects (Fixture *f, Node *node)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply =
+    call (f, node, "/", OBJECT_MANAGER, "GetManagedObjects", NULL, "(a{oa{sa{sv}}})", &error);
+  g_assert_no_error (error);
+  return g_variant_get_child_value (reply, 0);
+}
+
+/* The properties of @iface at @path in @objects (a{oa{sa{sv}}}), or NULL. */
+static GVariantDict *
+managed_properties (GVariant *objects, const char *path, const char *iface)
+{
+  g_autoptr (GVariant) interfaces = g_variant_lookup_value (objects, path, NULL);
+  if (interfaces == NULL)
+    return NULL;
+  g_autoptr (GVariant) properties = g_variant_lookup_value (interfaces, iface, NULL);
+  return properties ? g_variant_dict_new (properties) : NULL;
+}
+
+/* ObjectManager signals from bob, as (member, parameters). */
+typedef struct
+{
+  GPtrArray *members;
+  GPtrArray *parameters;
+} Signals;
+
+static void
+on_manager_signal (GDBusConnection *c,
+                   const char *sender,
+                   const char *path,
+                   const char *iface,
+                   const char *signal,
+                   GVariant *params,
+                   gpointer user_data)
+{
+  Signals *signals = user_data;
+  g_ptr_array_add (signals->members, g_strdup (signal));
+  g_ptr_array_add (signals->parameters, g_variant_ref (params));
+}
+
+static guint
+watch_manager (Fixture *f, Signals *signals)
+{
+  signals->members = g_ptr_array_new_with_free_func (g_free);
+  signals->parameters = g_ptr_array_new_with_free_func ((GDestroyNotify) g_variant_unref);
+  guint id = g_dbus_connection_signal_subscribe (f->client, node_name (&f->bob), OBJECT_MANAGER,
+                                                 NULL, "/", NULL, G_DBUS_SIGNAL_FLAGS_NONE,
+                                                 on_manager_signal, signals, NULL);
+  /* The match rule reaches the bus before anything we call next. */
+  g_autoptr (GVariant) ping =
+    call (f, &f->bob, "/org/tally/register", "org.freedesktop.DBus.Peer", "Ping", NULL, "()", NULL);
+  return id;
+}
+
+/* The parameters of the first @member signal, waiting up to 10 s. */
+static GVariant *
+wait_signal (Signals *signals, const char *member)
+{
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  for (;;) {
+    for (guint i = 0; i < signals->members->len; i++)
+      if (strcmp (signals->members->pdata[i], member) == 0)
+        return signals->parameters->pdata[i];
+    g_assert_cmpint (g_get_monotonic_time (), <, deadline);
+    g_main_context_iteration (NULL, TRUE);
+  }
+}
+
+static void
+unwatch_manager (Fixture *f, guint id, Signals *signals)
+{
+  g_dbus_connection_signal_unsubscribe (f->client, id);
+  g_ptr_array_unref (signals->members);
+  g_ptr_array_unref (signals->parameters);
+}
+
+static void
+test_get_managed_objects_lists_register_and_payments (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *path = request_payment (f, 250, "tea", &error);
+  g_assert_no_error (error);
+
+  g_autoptr (GVariant) objects = get_managed_objects (f, &f->bob);
+  g_assert_cmpuint (g_variant_n_children (objects), ==, 2);
+  g_autoptr (GVariantDict) reg =
+    managed_properties (objects, "/org/tally/register", "org.tally.Register1");
+  g_assert_nonnull (reg);
+  for (guint i = 0; register_properties[i] != NULL; i++)
+    g_assert_true (g_variant_dict_contains (reg, register_properties[i]));
+  g_autofree char *id = tally_register_get_id_hex (tally_daemon_get_register (f->bob.daemon));
+  const char *reg_id;
+  g_assert_true (g_variant_dict_lookup (reg, "RegisterId", "&s", &reg_id));
+  g_assert_cmpstr (reg_id, ==, id);
+
+  g_autoptr (GVariantDict) payment = managed_properties (objects, path, "org.tally.Payment1");
+  g_assert_nonnull (payment);
+  for (guint i = 0; payment_properties[i] != NULL; i++)
+    g_assert_true (g_variant_dict_contains (payment, payment_properties[i]));
+  const char *state, *memo;
+  gint64 amount;
+  g_assert_true (g_variant_dict_lookup (payment, "State", "&s", &state));
+  g_assert_cmpstr (state, ==, "waiting");
+  g_assert_true (g_variant_dict_lookup (payment, "Amount", "x", &amount));
+  g_assert_cmpint (amount, ==, 250);
+  g_assert_true (g_variant_dict_lookup (payment, "Memo", "&s", &memo));
+  g_assert_cmpstr (memo, ==, "tea");
+
+  /* Alice has made no payment: her register alone. */
+  g_autoptr (GVariant) alice = get_managed_objects (f, &f->alice);
+  g_assert_cmpuint (g_variant_n_children (alice), ==, 1);
+}
+
+static void
+test_interfaces_added_on_new_payment (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  Signals signals;
+
+  certify (f, &f->bob, 5000, 0);
+  guint id = watch_manager (f, &signals);
+  g_autofree char *path = request_payment (f, 300, "cake", &error);
+  g_assert_no_error (error);
+
+  GVariant *added = wait_signal (&signals, "InterfacesAdded");
+  const char *added_path;
+  g_autoptr (GVariant) interfaces = NULL;
+  g_variant_get (added, "(&o@a{sa{sv}})", &added_path, &interfaces);
+  g_assert_cmpstr (added_path, ==, path);
+  g_assert_cmpuint (g_variant_n_children (interfaces), ==, 1);
+  g_autoptr (GVariant) properties =
+    g_variant_lookup_value (interfaces, "org.tally.Payment1", G_VARIANT_TYPE_VARDICT);
+  g_assert_nonnull (properties);
+  gint64 amount;
+  const char *memo, *role;
+  g_assert_true (g_variant_lookup (properties, "Amount", "x", &amount));
+  g_assert_cmpint (amount, ==, 300);
+  g_assert_true (g_variant_lookup (properties, "Memo", "&s", &memo));
+  g_assert_cmpstr (memo, ==, "cake");
+  g_assert_true (g_variant_lookup (properties, "Role", "&s", &role));
+  g_assert_cmpstr (role, ==, "payee");
+  unwatch_manager (f, id, &signals);
+}
+
+/* keep_finished_seconds = 1 */
+static void
+test_interfaces_removed_when_payment_pruned (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  Signals signals;
+
+  certify (f, &f->bob, 5000, 0);
+  g_autofree char *path = request_payment (f, 100, "", &error);
+  g_assert_no_error (error);
+  guint id = watch_manager (f, &signals);
+  g_autoptr (GVariant) reply =
+    call (f, &f->bob, path, "org.tally.Payment1", "Cancel", NULL, "()", &error);
+  g_assert_no_error (error);
+
+  GVariant *removed = wait_signal (&signals, "InterfacesRemoved");
+  const char *removed_path;
+  g_autofree const char **names = NULL;
+  g_variant_get (removed, "(&o^a&s)", &removed_path, &names);
+  g_assert_cmpstr (removed_path, ==, path);
+  g_assert_cmpuint (g_strv_length ((char **) names), ==, 1);
+  g_assert_cmpstr (names[0], ==, "org.tally.Payment1");
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->bob.daemon), ==, 0);
+
+  g_autoptr (GVariant) objects = get_managed_objects (f, &f->bob);
+  g_assert_cmpuint (g_variant_n_children (objects), ==, 1);
+  g_autoptr (GVariantDict) gone = managed_properties (objects, path, "org.tally.Payment1");
+  g_assert_null (gone);
+  unwatch_manager (f, id, &signals);
+}
+
+/* --- tallyctl history for bookkeeping --- */
+
+/* Runs the built tallyctl against @node on the test bus; its standard
+ * output, after asserting that it succeeded. */
+static char *
+run_tallyctl (Node *node, const char *const *args)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tallyctl =
+    g_build_filename (g_getenv ("TALLY_BUILD_ROOT"), "daemon", "tallyctl", NULL);
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, tallyctl);
+  g_ptr_array_add (argv, (gpointer) "--name");
+  g_ptr_array_add (argv, (gpointer) node_name (node));
+  for (; *args != NULL; args++)
+    g_ptr_array_add (argv, (gpointer) *args);
+  g_ptr_array_add (argv, NULL);
+  g_autoptr (GSubprocess) proc =
+    g_subprocess_newv ((const char *const *) argv->pdata, G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+  g_assert_no_error (error);
+  /* The daemons answer it from this thread's main context. */
+  GAsyncResult *result = NULL;
+  g_subprocess_communicate_utf8_async (proc, NULL, NULL, store_result, &result);
+  while (result == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  char *out = NULL;
+  g_subprocess_communicate_utf8_finish (proc, result, &out, NULL, &error);
+  g_object_unref (result);
+  g_assert_no_error (error);
+  g_assert_true (g_subprocess_get_if_exited (proc));
+  g_assert_cmpint (g_subprocess_get_exit_status (proc), ==, 0);
+  return out;
+}
+
+/* The permission hash the payee's receipt at @path signs, in hex. */
+static char *
+receipt_permission_hash (Fixture *f, Node *node, const char *path)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) receipt = get_property (f, node, path, "org.tally.Payment1", "Receipt");
+  gsize len;
+  const guint8 *data = g_variant_get_fixed_array (receipt, &len, 1);
+  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, &error);
+  g_assert_no_error (error);
+  g_autoptr (Tally__Receipt) r = tally__receipt__unpack (NULL, env->body.len, env->body.data);
+  g_assert_nonnull (r);
+  return tally_hex_encode (r->permission_hash.data, r->permission_hash.len);
+}
+
+static guint64
+history_time_of (Fixture *f, Node *node)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) history = call (f, node, "/org/tally/register", "org.tally.Register1",
+                                       "GetHistory", g_variant_new ("(u)", 1), "(aa{sv})", &error);
+  g_assert_no_error (error);
+  g_autoptr (GVariant) entries = g_variant_get_child_value (history, 0);
+  g_autoptr (GVariant) entry = g_variant_get_child_value (entries, 0);
+  guint64 t = 0;
+  g_assert_true (g_variant_lookup (entry, "Time", "t", &t));
+  return t;
+}
+
+static char *
+format_unix (guint64 t, gboolean utc, const char *format)
+{
+  g_autoptr (GDateTime) dt =
+    utc ? g_date_time_new_from_unix_utc ((gint64) t) : g_date_time_new_from_unix_local ((gint64) t);
+  return g_date_time_format (dt, format);
+}
+
+static void
+assert_contains (const char *haystack, const char *needle)
+{
+  if (strstr (haystack, needle) == NULL)
+    g_error ("'%s' is not in '%s'", needle, haystack);
+}
+
+/* One payment from a payer certified as «Lumen "Cafe", Ltd»: bob's CSV
+ * line is exact (local and UTC time, amount, currency, the payer's name
+ * with its short id, quoted, counter, state, memo and receipt id), and
+ * both sides' JSON carry the same receipt id, the one the receipt signs,
+ * and the other side's certified name. */
+static void
+test_history_csv_and_json_carry_a_payment_for_bookkeeping (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  const char *name = "Lumen \"Cafe\", Ltd";
+
+  certify_named (f, &f->alice, 5000, 10000, name);
+  certify_named (f, &f->bob, 5000, 0, "Bob's Bakery");
+  register_agent (f, f->client, TRUE);
+  g_autofree char *request = request_payment (f, 1250, "-1 kg, \"fresh\"", &error);
+  g_assert_no_error (error);
+  g_autofree char *payment = pay_bob (f);
+  g_autofree char *payer_state = wait_final (f, &f->alice, payment);
+  g_autofree char *payee_state = wait_final (f, &f->bob, request);
+  g_assert_cmpstr (payee_state, ==, "done");
+
+  g_autofree char *receipt_id = receipt_permission_hash (f, &f->bob, request);
+  g_autofree char *alice_id =
+    tally_register_get_id_hex (tally_daemon_get_register (f->alice.daemon));
+  g_autofree char *alice_short = g_strndup (alice_id, 8);
+  guint64 t = history_time_of (f, &f->bob);
+  g_autofree char *local = format_unix (t, FALSE, "%Y-%m-%d %H:%M:%S");
+  g_autofree char *utc = format_unix (t, TRUE, "%Y-%m-%dT%H:%M:%SZ");
+
+  g_autofree char *csv = run_tallyctl (&f->bob, (const char *const[]){ "history", "--csv", NULL });
+  g_autofree char *want = g_strdup_printf (
+    "time,time_utc,kind,state,amount,currency,peer,peer_id,counter,memo,receipt_id\r\n"
+    "%s,%s,received,acknowledged,12.50," TEST_CURRENCY ",\"Lumen \"\"Cafe\"\", Ltd (%s)\",%s,1,"
+    "\"'-1 kg, \"\"fresh\"\"\",%s\r\n",
+    local, utc, alice_short, alice_id, receipt_id);
+  g_assert_cmpstr (csv, ==, want);
+
+  g_autofree char *bob_json =
+    run_tallyctl (&f->bob, (const char *const[]){ "--json", "history", NULL });
+  g_autofree char *want_id = g_strdup_printf ("\"ReceiptId\":\"%s\"", receipt_id);
+  g_autofree char *want_time = g_strdup_printf ("\"TimeUtc\":\"%s\"", utc);
+  g_autofree char *want_peer =
+    g_strdup_printf ("\"PeerLabel\":\"Lumen \\\"Cafe\\\", Ltd (%s)\"", alice_short);
+  assert_contains (bob_json, want_id);
+  assert_contains (bob_json, want_time);
+  assert_contains (bob_json, want_peer);
+  assert_contains (bob_json, "\"PeerName\":\"Lumen \\\"Cafe\\\", Ltd\"");
+  assert_contains (bob_json, "\"Value\":\"12.50\"");
+  assert_contains (bob_json, "\"Currency\":\"" TEST_CURRENCY "\"");
+  assert_contains (bob_json, "\"Amount\":1250");
+  assert_contains (bob_json, "\"Counter\":1");
+  assert_contains (bob_json, "\"State\":\"acknowledged\"");
+
+  /* The payer's side names the same receipt. */
+  g_autofree char *alice_json =
+    run_tallyctl (&f->alice, (const char *const[]){ "--json", "history", NULL });
+  assert_contains (alice_json, want_id);
+  assert_contains (alice_json, "\"Kind\":\"spent\"");
+  assert_contains (alice_json, "\"PeerName\":\"Bob's Bakery\"");
+  assert_contains (alice_json, "\"Value\":\"12.50\"");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1125,6 +1448,15 @@ main (int argc, char **argv)
               fixture_tear_down);
   ADD ("/daemon/dbus/payee-memo-not-utf8-is-malformed-and-daemon-keeps-running",
        test_payee_memo_not_utf8_is_malformed);
+  ADD ("/daemon/dbus/object-manager/get-managed-objects-lists-register-and-payments",
+       test_get_managed_objects_lists_register_and_payments);
+  ADD ("/daemon/dbus/object-manager/interfaces-added-on-new-payment",
+       test_interfaces_added_on_new_payment);
+  g_test_add ("/daemon/dbus/object-manager/interfaces-removed-when-payment-pruned", Fixture, NULL,
+              fixture_set_up_keep_one_second, test_interfaces_removed_when_payment_pruned,
+              fixture_tear_down);
+  ADD ("/daemon/tallyctl/history-csv-and-json-carry-a-payment-for-bookkeeping",
+       test_history_csv_and_json_carry_a_payment_for_bookkeeping);
 #undef ADD
   g_test_add_func ("/daemon/dbus/error-table-covers-every-code", test_error_table_covers_every_code);
 

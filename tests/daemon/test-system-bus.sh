@@ -295,6 +295,23 @@ else
   not_ok "policy/non-member-cannot-read-all-properties" "GetAll as uid $OTHER_UID: $out"
 fi
 
+# GetManagedObjects at / returns every property at once: the same policy.
+out=$(as_stranger gdbus call --system --dest org.tally.Tally --object-path / \
+  --method org.freedesktop.DBus.ObjectManager.GetManagedObjects 2>&1)
+if [[ "$out" == *AccessDenied* ]]; then
+  ok "policy/non-member-cannot-get-managed-objects"
+else
+  not_ok "policy/non-member-cannot-get-managed-objects" "GetManagedObjects as uid $OTHER_UID: $out"
+fi
+
+out=$(as_member gdbus call --system --dest org.tally.Tally --object-path / \
+  --method org.freedesktop.DBus.ObjectManager.GetManagedObjects 2>&1)
+if [[ "$out" == *"objectpath '/org/tally/register'"* && "$out" == *"'Balance': <int64 4000>"* ]]; then
+  ok "policy/member-of-tally-gets-managed-objects"
+else
+  not_ok "policy/member-of-tally-gets-managed-objects" "GetManagedObjects as a member: $out"
+fi
+
 out=$(as_member gdbus call "${ALICE[@]}" --method org.freedesktop.DBus.Properties.Get \
   org.tally.Register1 Balance 2>&1)
 if [[ "$out" == "(<int64 4000>,)" ]]; then
@@ -415,6 +432,18 @@ elif grep -q "PropertiesChanged" "$T/monitor-stranger.out"; then
     "$(cat "$T/monitor-stranger.out")"
 else
   ok "policy/non-member-receives-no-signals"
+fi
+
+# The monitors watched alice: her payment objects appeared with
+# InterfacesAdded at /, which carries their properties.
+if ! grep -q "InterfacesAdded" "$T/monitor-member.out"; then
+  not_ok "policy/non-member-receives-no-interfaces-added" "the member's monitor saw none either:" \
+    "$(cat "$T/monitor-member.out")"
+elif grep -q "InterfacesAdded" "$T/monitor-stranger.out"; then
+  not_ok "policy/non-member-receives-no-interfaces-added" "uid $OTHER_UID saw:" \
+    "$(cat "$T/monitor-stranger.out")"
+else
+  ok "policy/non-member-receives-no-interfaces-added"
 fi
 
 # --- limits ------------------------------------------------------------------------
