@@ -33,6 +33,8 @@ BUILD_PACKAGES=(
   # writes it as PNG (daemon/tallyctl-qr.c)
   libqrencode-dev
   libpng-dev
+  # docs/man/*.scd are rendered into the man pages by the build
+  scdoc
   # the scenario's private buses
   dbus
   dbus-daemon
@@ -60,6 +62,9 @@ TEST_PACKAGES=(
   # tests/install: systemd-analyze verify of tallyd.service, systemd-sysusers
   # of sysusers.d/tally.conf (only run against a throwaway root)
   systemd
+  # tests/install: the installed bash completions are tried with
+  # bash-completion's own helpers (_init_completion)
+  bash-completion
   git
   # tests/ble: a QEMU guest running the real Bluetooth stack on btvirt
   # controllers (docs/ble-testing.md)
