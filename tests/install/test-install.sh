@@ -6,11 +6,13 @@
 # nothing else; the unit passes systemd-analyze verify; sysusers creates
 # the user tally; every program prints the project version; the default
 # tallyd.conf lists exactly the keys daemon/tally-config.c knows, with the
-# defaults the installed tallyd has.  TAP.
+# defaults the installed tallyd has; every man page renders without a
+# warning; the bash completions parse, and complete commands when
+# bash-completion loads them.  TAP.
 #
 #   test-install.sh BUILD_ROOT VERSION bindir=DIR sbindir=DIR sysconfdir=DIR
-#     datadir=DIR unitdir=DIR sysusersdir=DIR tmpfilesdir=DIR
-#     wireshark_plugindir=DIR
+#     datadir=DIR mandir=DIR unitdir=DIR sysusersdir=DIR tmpfilesdir=DIR
+#     wireshark_plugindir=DIR bashcompletiondir=DIR
 #
 # DIRs are absolute, as configured (tests/install/meson.build).  Nothing is
 # installed on the machine; the DESTDIR is removed at exit.
@@ -29,7 +31,8 @@ for arg in "$@"; do
   [[ "$arg" == *=/* ]] || usage
   dir[${arg%%=*}]=${arg#*=}
 done
-for key in bindir sbindir sysconfdir datadir unitdir sysusersdir tmpfilesdir wireshark_plugindir; do
+for key in bindir sbindir sysconfdir datadir mandir unitdir sysusersdir tmpfilesdir \
+           wireshark_plugindir bashcompletiondir; do
   [ -n "${dir[$key]:-}" ] || { echo "missing $key=DIR" >&2; usage; }
 done
 SRC=${TALLY_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
@@ -61,6 +64,17 @@ activation=${dir[datadir]}/dbus-1/system-services/org.tally.Tally.service
 conf=${dir[sysconfdir]}/tally/tallyd.conf
 sysusers=${dir[sysusersdir]}/tally.conf
 tmpfiles=${dir[tmpfilesdir]}/tally.conf
+man_pages=(
+  "${dir[mandir]}/man8/tallyd.8"
+  "${dir[mandir]}/man5/tallyd.conf.5"
+  "${dir[mandir]}/man1/tallyctl.1"
+  "${dir[mandir]}/man1/tally-issuer.1"
+  "${dir[mandir]}/man5/org.tally.Tally.5"
+)
+completions=(
+  "${dir[bashcompletiondir]}/tallyctl"
+  "${dir[bashcompletiondir]}/tally-issuer"
+)
 expected=(
   "${dir[sbindir]}/tallyd"
   "${dir[bindir]}/tallyctl"
@@ -75,6 +89,8 @@ expected=(
   "$tmpfiles"
   "$conf"
   "${dir[wireshark_plugindir]}/tally.lua"
+  "${man_pages[@]}"
+  "${completions[@]}"
 )
 
 # --- every file at its path, and no other -------------------------------------
@@ -192,6 +208,98 @@ for key in dir bus listen; do
     not_ok "tallyd.conf's default $key=\"$value\" is not in the installed tallyd --help"
   fi
 done
+
+# --- man pages ------------------------------------------------------------------
+# groff with every warning on, and mandoc's lint where it is installed: a
+# page that renders with a warning has a mistake in its source.
+for page in "${man_pages[@]}"; do
+  name=$(basename "$page")
+  if command -v groff > /dev/null 2>&1; then
+    out=$(LC_ALL=C.UTF-8 groff -man -Tutf8 -ww -z "$D$page" 2>&1) || true
+    if [ -z "$out" ]; then
+      ok "$name renders with groff -ww without a warning"
+    else
+      not_ok "$name renders with groff -ww without a warning"
+      printf '%s\n' "$out" | sed 's/^/# /'
+    fi
+    text=$(LC_ALL=C.UTF-8 groff -man -Tutf8 "$D$page" 2> /dev/null | sed 's/.\x08//g') || true
+    check "$name has NAME, SYNOPSIS or DESCRIPTION, and SEE ALSO" \
+      bash -c 'grep -q "^NAME" <<<"$1" && grep -Eq "^(SYNOPSIS|DESCRIPTION)" <<<"$1" &&
+               grep -q "^SEE ALSO" <<<"$1"' _ "$text"
+    check "$name has no unfilled @placeholder@" bash -c '! grep -q "@[a-z_]*@" "$1"' _ "$D$page"
+  else
+    skip "$name renders with groff -ww" "groff is missing (Debian package groff-base)"
+  fi
+  if command -v mandoc > /dev/null 2>&1; then
+    out=$(mandoc -T lint -W warning "$D$page" 2>&1) || true
+    if [ -z "$out" ]; then ok "mandoc -T lint accepts $name"; else
+      not_ok "mandoc -T lint accepts $name"
+      printf '%s\n' "$out" | sed 's/^/# /'
+    fi
+  fi
+done
+
+# --- bash completions ---------------------------------------------------------------
+for f in "${completions[@]}"; do
+  check "$(basename "$f") completion passes bash -n" bash -n "$D$f"
+done
+
+# Completes "PROGRAM WORD..." (the last word is the one being completed)
+# as bash-completion would: loads its helpers and the installed
+# completion, asks complete -p for the function and prints COMPREPLY, one
+# per line.
+complete_words() { # COMPLETION_FILE WORD...
+  local file=$1
+  shift
+  bash --norc --noprofile -c '
+    source "$1" || exit 3
+    source "$2" || exit 3
+    shift 2
+    spec=$(complete -p "$1" 2> /dev/null) || exit 4
+    fn=$(sed -n "s/.*-F \([^ ]*\) .*/\1/p" <<<"$spec")
+    [ -n "$fn" ] || exit 4
+    COMP_WORDS=("$@")
+    COMP_CWORD=$((${#COMP_WORDS[@]} - 1))
+    COMP_LINE="${COMP_WORDS[*]}"
+    COMP_POINT=${#COMP_LINE}
+    COMPREPLY=()
+    "$fn" "$1" "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD - 1]}"
+    printf "%s\n" "${COMPREPLY[@]}"
+  ' _ "$bash_completion" "$D$file" "$@"
+}
+bash_completion=
+for f in /usr/share/bash-completion/bash_completion /etc/bash_completion; do
+  if [ -f "$f" ]; then bash_completion=$f; break; fi
+done
+if [ -n "$bash_completion" ]; then
+  ctl_completion=${dir[bashcompletiondir]}/tallyctl
+  issuer_completion=${dir[bashcompletiondir]}/tally-issuer
+  out=$(complete_words "$ctl_completion" tallyctl ba 2>&1) || true
+  if [ "$out" = "balance" ]; then ok "tallyctl ba<TAB> completes to balance"; else
+    not_ok "tallyctl ba<TAB> completes to balance, not \"$out\""
+  fi
+  out=$(complete_words "$ctl_completion" tallyctl --bus "" 2>&1 | sort | tr '\n' ' ') || true
+  if [ "$out" = "session system " ]; then ok "tallyctl --bus <TAB> offers session and system"; else
+    not_ok "tallyctl --bus <TAB> offers session and system, not \"$out\""
+  fi
+  out=$(complete_words "$ctl_completion" tallyctl load "$D${dir[bindir]}/tally-iss" 2>&1) || true
+  if [ "$out" = "$D${dir[bindir]}/tally-issuer" ]; then ok "tallyctl load FILE<TAB> completes a file name"; else
+    not_ok "tallyctl load FILE<TAB> completes a file name, not \"$out\""
+  fi
+  wanted=$(printf '%s\n' init key account-create deposit balance certify voucher reconcile revoke \
+             revocations fraud-proofs audit | sort)
+  out=$(complete_words "$issuer_completion" tally-issuer "" 2>&1 | sort) || true
+  if [ "$out" = "$wanted" ]; then ok "tally-issuer <TAB> offers its $(wc -l <<<"$wanted") commands"; else
+    not_ok "tally-issuer <TAB> offers its commands"
+    diff <(echo "$wanted") <(echo "$out") | sed 's/^/# /' || true
+  fi
+  out=$(complete_words "$issuer_completion" tally-issuer --dir /tmp certify --key-f 2>&1) || true
+  if [ "$out" = "--key-file" ]; then ok "tally-issuer certify --key-f<TAB> completes to --key-file"; else
+    not_ok "tally-issuer certify --key-f<TAB> completes to --key-file, not \"$out\""
+  fi
+else
+  skip "the completions complete commands" "bash-completion is missing (Debian package bash-completion)"
+fi
 
 echo "1..$n"
 exit "$failed"
