@@ -65,6 +65,8 @@ TEST_PACKAGES=(
   # tests/install: the installed bash completions are tried with
   # bash-completion's own helpers (_init_completion)
   bash-completion
+  # tests/install: mandoc -T lint of the installed man pages
+  mandoc
   git
   # tests/ble: a QEMU guest running the real Bluetooth stack on btvirt
   # controllers (docs/ble-testing.md)
