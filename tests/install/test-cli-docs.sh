@@ -5,17 +5,18 @@
 # programs.  Every command that tallyctl --help (tally-issuer --help)
 # lists is documented in tallyctl(1) (tally-issuer(1)) and offered by the
 # completion; so is every option of the program and of each command, as
-# its --help lists it.  TAP.
+# its --help lists it.  tallyd(8) names every option of tallyd --help, and
+# tallyd.conf(5) every key daemon/tally-config.c knows, in its group.  TAP.
 #
-#   test-cli-docs.sh SOURCE_ROOT TALLYCTL TALLY_ISSUER
+#   test-cli-docs.sh SOURCE_ROOT TALLYCTL TALLY_ISSUER TALLYD
 #
 # The completions are driven through bash-completion's helpers; without
 # bash-completion those checks are skipped.
 
 set -euo pipefail
 
-[ "$#" -eq 3 ] || { echo "usage: $0 SOURCE_ROOT TALLYCTL TALLY_ISSUER" >&2; exit 2; }
-SRC=$1 TALLYCTL=$2 ISSUER=$3
+[ "$#" -eq 4 ] || { echo "usage: $0 SOURCE_ROOT TALLYCTL TALLY_ISSUER TALLYD" >&2; exit 2; }
+SRC=$1 TALLYCTL=$2 ISSUER=$3 TALLYD=$4
 
 n=0
 failed=0
@@ -120,6 +121,28 @@ check_program() {
 
 check_program tallyctl "$TALLYCTL" "$SRC/docs/man/tallyctl.1.scd" "$SRC/data/bash-completion/tallyctl"
 check_program tally-issuer "$ISSUER" "$SRC/docs/man/tally-issuer.1.scd" "$SRC/data/bash-completion/tally-issuer"
+
+# --- tallyd(8) and tallyd.conf(5) -------------------------------------------------
+missing=()
+for opt in $("$TALLYD" --help | help_options); do
+  man_has_option "$SRC/docs/man/tallyd.8.scd" "$opt" || missing+=("$opt")
+done
+if [ "${#missing[@]}" -eq 0 ]; then ok "tallyd.8.scd documents every option of tallyd --help"
+else not_ok "tallyd.8.scd lacks the options: ${missing[*]}"; fi
+
+known_keys=$(sed -n '/^static const KnownKey known_keys/,/^};/s/^ *{ "\([a-z]*\)", "\([a-z_]*\)" },$/\1.\2/p' \
+               "$SRC/daemon/tally-config.c" | sort)
+# Each "*key*=" line of the page, as group.key under its "# [group]" heading.
+man_keys=$(awk '/^# \[[a-z]+\]$/ { g = substr($2, 2, length($2) - 2); next }
+                /^# / { g = "" }
+                g != "" && /^\*[a-z_]+\*=/ { k = $0; sub(/^\*/, "", k); sub(/\*=.*/, "", k); print g "." k }' \
+             "$SRC/docs/man/tallyd.conf.5.scd" | sort)
+if [ -n "$known_keys" ] && [ "$known_keys" = "$man_keys" ]; then
+  ok "tallyd.conf.5.scd documents the $(wc -l <<<"$known_keys") keys tally-config.c knows, each in its group, and no other"
+else
+  not_ok "tallyd.conf.5.scd documents exactly the keys tally-config.c knows"
+  diff <(echo "$known_keys") <(echo "$man_keys") | sed 's/^/# /' || true
+fi
 
 echo "1..$n"
 exit "$failed"
