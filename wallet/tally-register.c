@@ -720,9 +720,16 @@ tally_register_load (TallyRegister *reg,
                  reg->cert->currency);
     return FALSE;
   }
-  if (v->sequence <= reg->state.last_voucher_sequence) {
+  if (v->sequence == reg->state.last_voucher_sequence) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_VOUCHER_REPLAY,
-                 "voucher sequence %" G_GUINT64_FORMAT " is not after %" G_GUINT64_FORMAT,
+                 "voucher %" G_GUINT64_FORMAT " was already loaded", v->sequence);
+    return FALSE;
+  }
+  if (v->sequence < reg->state.last_voucher_sequence) {
+    /* Vouchers load in order: one older than the last was loaded or skipped. */
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_VOUCHER_REPLAY,
+                 "voucher %" G_GUINT64_FORMAT " is older than voucher %" G_GUINT64_FORMAT
+                 ", the last one loaded",
                  v->sequence, reg->state.last_voucher_sequence);
     return FALSE;
   }

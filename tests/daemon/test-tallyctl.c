@@ -330,6 +330,37 @@ test_invalid_input_is_2 (Fixture *f, gconstpointer data)
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
 }
 
+/* --- messages that help --- */
+
+/* Loading voucher 1 again names it; an older one than the last loaded
+ * says so; neither changes the balance. */
+static void
+test_voucher_loaded_twice_says_already_loaded (Fixture *f, gconstpointer data)
+{
+  g_autofree char *first = write_voucher (f, &f->alice, 1, 10000);
+  Run run = { 0 };
+  run_tallyctl (&run, NULL,
+                (const char *const[]){ "--name", node_name (&f->alice), "load", first, NULL });
+  g_assert_cmpint (run.status, ==, STATUS_FAIL);
+  assert_contains (run.err, "org.tally.Error.VoucherReplay: voucher 1 was already loaded\n");
+  run_clear (&run);
+
+  g_autofree char *third = write_voucher (f, &f->alice, 3, 100);
+  g_autofree char *second = write_voucher (f, &f->alice, 2, 100);
+  Run load3 = { 0 };
+  run_tallyctl (&load3, NULL,
+                (const char *const[]){ "--name", node_name (&f->alice), "load", third, NULL });
+  g_assert_cmpint (load3.status, ==, STATUS_OK);
+  run_clear (&load3);
+  Run load2 = { 0 };
+  run_tallyctl (&load2, NULL,
+                (const char *const[]){ "--name", node_name (&f->alice), "load", second, NULL });
+  g_assert_cmpint (load2.status, ==, STATUS_FAIL);
+  assert_contains (load2.err, "voucher 2 is older than voucher 3, the last one loaded");
+  run_clear (&load2);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10100);
+}
+
 /* The payer's user answers no at the prompt. */
 static void
 test_declined_is_3 (Fixture *f, gconstpointer data)
@@ -408,6 +439,8 @@ main (int argc, char **argv)
   ADD ("/daemon/tallyctl/exit-status/daemon-absent-is-5-and-says-how-to-start-it",
        test_daemon_absent_is_5);
   ADD ("/daemon/tallyctl/exit-status/refused-by-peer-is-6", test_refused_by_peer_is_6);
+  ADD ("/daemon/tallyctl/message/voucher-loaded-twice-says-already-loaded",
+       test_voucher_loaded_twice_says_already_loaded);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
