@@ -241,9 +241,11 @@ tally_register_check_credit (TallyRegister *reg, gint64 amount, gint64 *balance,
   if (!tally_amount_add (reg->state.balance, amount, balance, error))
     return FALSE;
   if (*balance > reg->cert->limits->balance_cap) {
+    g_autofree char *would = tally_amount_format (*balance, reg->cert->currency);
+    g_autofree char *cap =
+      tally_amount_format (reg->cert->limits->balance_cap, reg->cert->currency);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_BALANCE,
-                 "the balance would be %" G_GINT64_FORMAT ", above the cap of %" G_GINT64_FORMAT,
-                 *balance, reg->cert->limits->balance_cap);
+                 "the balance would be %s, above the certified cap of %s", would, cap);
     return FALSE;
   }
   return TRUE;

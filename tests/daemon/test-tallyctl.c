@@ -361,6 +361,34 @@ test_voucher_loaded_twice_says_already_loaded (Fixture *f, gconstpointer data)
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10100);
 }
 
+/* A payment above the payer's certified limit and a voucher past the
+ * balance cap say so in amounts, not minor units; nothing moves. */
+static void
+test_limits_in_errors_read_as_amounts (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GVariant) reply = call (f, &f->bob, "RequestPayment",
+                                     g_variant_new ("(tsa{sv})", (guint64) 6000, "", NULL), "(o)");
+  Run pay = { 0 };
+  run_tallyctl (
+    &pay, NULL,
+    (const char *const[]){ "--name", node_name (&f->alice), "pay", f->bob.listen, "--yes", NULL });
+  g_assert_cmpint (pay.status, ==, STATUS_FAIL);
+  assert_contains (pay.err, "org.tally.Error.LimitPayment: 60.00 " TEST_CURRENCY
+                            " is above the certified limit of 50.00 " TEST_CURRENCY " per payment");
+  run_clear (&pay);
+
+  g_autofree char *voucher = write_voucher (f, &f->alice, 2, 95000);
+  Run load = { 0 };
+  run_tallyctl (&load, NULL,
+                (const char *const[]){ "--name", node_name (&f->alice), "load", voucher, NULL });
+  g_assert_cmpint (load.status, ==, STATUS_FAIL);
+  assert_contains (load.err,
+                   "org.tally.Error.LimitBalance: the balance would be 1050.00 " TEST_CURRENCY
+                   ", above the certified cap of 1000.00 " TEST_CURRENCY);
+  run_clear (&load);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+}
+
 /* The payer's user answers no at the prompt. */
 static void
 test_declined_is_3 (Fixture *f, gconstpointer data)
@@ -441,6 +469,8 @@ main (int argc, char **argv)
   ADD ("/daemon/tallyctl/exit-status/refused-by-peer-is-6", test_refused_by_peer_is_6);
   ADD ("/daemon/tallyctl/message/voucher-loaded-twice-says-already-loaded",
        test_voucher_loaded_twice_says_already_loaded);
+  ADD ("/daemon/tallyctl/message/limits-in-errors-read-as-amounts",
+       test_limits_in_errors_read_as_amounts);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
