@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "tallyctl.h"
 
+#include <errno.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -306,13 +307,44 @@ dict_b (GVariantDict *d, const char *key)
   return v;
 }
 
+/* Standard input, whole, as long as it stays within STDIN_MAX bytes. */
+static gboolean
+read_stdin (char **data, gsize *len, GError **error)
+{
+  g_autoptr (GByteArray) buf = g_byte_array_new ();
+  guint8 chunk[65536];
+  for (;;) {
+    ssize_t n = read (STDIN_FILENO, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno),
+                   "cannot read standard input: %s", g_strerror (errno));
+      return FALSE;
+    }
+    if (n == 0)
+      break;
+    if (buf->len + (gsize) n > STDIN_MAX) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_MESSAGE_TOO_LARGE,
+                   "standard input holds more than %u bytes", STDIN_MAX);
+      return FALSE;
+    }
+    g_byte_array_append (buf, chunk, (guint) n);
+  }
+  *len = buf->len;
+  *data = (char *) g_byte_array_free (g_steal_pointer (&buf), FALSE);
+  return TRUE;
+}
+
 gboolean
 read_file (Ctl *ctl, const char *path, GBytes **out, int *exit_code)
 {
   g_autoptr (GError) error = NULL;
   char *data;
   gsize len;
-  if (!g_file_get_contents (path, &data, &len, &error)) {
+  gboolean ok = strcmp (path, "-") == 0 ? read_stdin (&data, &len, &error)
+                                        : g_file_get_contents (path, &data, &len, &error);
+  if (!ok) {
     report_error (ctl, tally_error_to_name (TALLY_ERROR_NOT_FOUND), error->message);
     /* A file that cannot be read is the caller's input. */
     *exit_code = EXIT_USAGE;

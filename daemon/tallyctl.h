@@ -140,6 +140,10 @@ gint64 dict_x (GVariantDict *d, const char *key);
 guint64 dict_t (GVariantDict *d, const char *key);
 guint32 dict_u (GVariantDict *d, const char *key);
 gboolean dict_b (GVariantDict *d, const char *key);
+/* The most tallyctl reads from standard input: far above any bundle. */
+#define STDIN_MAX (64u * 1024 * 1024)
+/* Reads @path, or standard input for "-"; an unreadable one is invalid
+ * input (EXIT_USAGE in *@exit_code). */
 gboolean read_file (Ctl *ctl, const char *path, GBytes **out, int *exit_code);
 GVariant *bytes_variant (GBytes *bytes);
 /* Parses a command's options; argv[0] is the command name. */

@@ -51,6 +51,7 @@ typedef struct
   int status;
   char *out;
   char *err;
+  GBytes *out_bytes; /* stdout as it came, for binary output */
 } Run;
 
 static void
@@ -58,6 +59,7 @@ run_clear (Run *run)
 {
   g_free (run->out);
   g_free (run->err);
+  g_bytes_unref (run->out_bytes);
 }
 
 static GDBusConnection *
@@ -215,7 +217,7 @@ leave_terminal (gpointer user_data)
 /* Runs the built tallyctl with @args (NULL-terminated), @input on its
  * stdin, the test bus as both session and system bus. */
 static void
-run_tallyctl (Run *run, const char *input, const char *const *args)
+run_tallyctl_bytes (Run *run, GBytes *input, const char *const *args)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *tallyctl =
@@ -239,15 +241,28 @@ run_tallyctl (Run *run, const char *input, const char *const *args)
   g_assert_no_error (error);
   /* The daemons answer it from this thread's main context. */
   GAsyncResult *result = NULL;
-  g_subprocess_communicate_utf8_async (proc, input ? input : "", NULL, store_result, &result);
+  g_subprocess_communicate_async (proc, input, NULL, store_result, &result);
   while (result == NULL)
     g_main_context_iteration (NULL, TRUE);
-  g_subprocess_communicate_utf8_finish (proc, result, &run->out, &run->err, &error);
+  g_autoptr (GBytes) err = NULL;
+  g_subprocess_communicate_finish (proc, result, &run->out_bytes, &err, &error);
   g_object_unref (result);
   g_assert_no_error (error);
   g_assert_true (g_subprocess_get_if_exited (proc));
   run->status = g_subprocess_get_exit_status (proc);
+  gsize len;
+  const char *data = g_bytes_get_data (run->out_bytes, &len);
+  run->out = g_strndup (data, len);
+  data = g_bytes_get_data (err, &len);
+  run->err = g_strndup (data, len);
   g_test_message ("tallyctl exited %d\nstdout: %s\nstderr: %s", run->status, run->out, run->err);
+}
+
+static void
+run_tallyctl (Run *run, const char *input, const char *const *args)
+{
+  g_autoptr (GBytes) bytes = g_bytes_new (input ? input : "", input ? strlen (input) : 0);
+  run_tallyctl_bytes (run, bytes, args);
 }
 
 static void
@@ -389,6 +404,58 @@ test_limits_in_errors_read_as_amounts (Fixture *f, gconstpointer data)
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
 }
 
+/* --- - for standard input and output --- */
+
+/* load - reads the voucher from stdin, export - writes the bundle to
+ * stdout with its line on stderr and no file named "-"; --json with
+ * export -, and defund -, are usage errors. */
+static void
+test_dash_is_stdin_and_stdout_for_files (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  TallyRegister *reg = tally_daemon_get_register (f->alice.daemon);
+  g_autoptr (GBytes) voucher = test_issuer_voucher (&f->issuer, reg, 2, 250);
+  const char *name = node_name (&f->alice);
+  Run load = { 0 };
+  run_tallyctl_bytes (&load, voucher, (const char *const[]){ "--name", name, "load", "-", NULL });
+  g_assert_cmpint (load.status, ==, STATUS_OK);
+  assert_contains (load.out, "Voucher loaded.");
+  run_clear (&load);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10250);
+
+  g_autofree char *cwd = g_get_current_dir ();
+  g_assert_no_errno (chdir (f->dir));
+  Run export = { 0 };
+  run_tallyctl (&export, NULL, (const char *const[]){ "--name", name, "export", "-", NULL });
+  g_assert_no_errno (chdir (cwd));
+  g_assert_cmpint (export.status, ==, STATUS_OK);
+  assert_contains (export.err, "Reconciliation bundle written to standard output (");
+  gsize len;
+  const guint8 *bundle = g_bytes_get_data (export.out_bytes, &len);
+  g_assert_cmpuint (len, >, 0);
+  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (bundle, len, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (env);
+  g_autofree char *dash = g_build_filename (f->dir, "-", NULL);
+  g_assert_false (g_file_test (dash, G_FILE_TEST_EXISTS));
+  run_clear (&export);
+
+  Run json = { 0 };
+  run_tallyctl (&json, NULL,
+                (const char *const[]){ "--name", name, "--json", "export", "-", NULL });
+  g_assert_cmpint (json.status, ==, STATUS_INVALID_INPUT);
+  g_assert_cmpuint (g_bytes_get_size (json.out_bytes), ==, 0);
+  run_clear (&json);
+
+  /* The defund record never goes down a pipe: refused, register open. */
+  Run defund = { 0 };
+  run_tallyctl (&defund, NULL, (const char *const[]){ "--name", name, "defund", "-", NULL });
+  g_assert_cmpint (defund.status, ==, STATUS_INVALID_INPUT);
+  g_assert_cmpuint (g_bytes_get_size (defund.out_bytes), ==, 0);
+  run_clear (&defund);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10250);
+}
+
 /* The payer's user answers no at the prompt. */
 static void
 test_declined_is_3 (Fixture *f, gconstpointer data)
@@ -471,6 +538,8 @@ main (int argc, char **argv)
        test_voucher_loaded_twice_says_already_loaded);
   ADD ("/daemon/tallyctl/message/limits-in-errors-read-as-amounts",
        test_limits_in_errors_read_as_amounts);
+  ADD ("/daemon/tallyctl/dash-is-stdin-and-stdout-for-files",
+       test_dash_is_stdin_and_stdout_for_files);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
