@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #include "tallyctl.h"
 
+#include <errno.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "tally-hex.h"
@@ -134,6 +136,39 @@ progress (Ctl *ctl, const char *format, ...)
     g_print ("%s\n", line);
 }
 
+static gboolean
+is_tally_error (const char *name, TallyError code)
+{
+  return g_strcmp0 (name, tally_error_to_name (code)) == 0;
+}
+
+int
+exit_code_for (const char *name, const char *message, gboolean in_payment)
+{
+  if (name == NULL || *name == '\0')
+    return EXIT_FAIL;
+  /* The session prefixes the text of a peer's Error message with "peer: ". */
+  if (message != NULL && g_str_has_prefix (message, "peer: "))
+    return EXIT_REFUSED;
+  if (strcmp (name, DBUS_ERROR_NAME_HAS_NO_OWNER) == 0 ||
+      strcmp (name, DBUS_ERROR_SERVICE_UNKNOWN) == 0 ||
+      strcmp (name, "org.freedesktop.DBus.Error.NoServer") == 0 ||
+      strcmp (name, "org.freedesktop.DBus.Error.Disconnected") == 0)
+    return EXIT_ABSENT;
+  if (is_tally_error (name, TALLY_ERROR_REJECTED) || is_tally_error (name, TALLY_ERROR_CANCELLED))
+    return EXIT_DECLINED;
+  if (is_tally_error (name, TALLY_ERROR_TIMEOUT) ||
+      is_tally_error (name, TALLY_ERROR_FRAME_TIMEOUT) ||
+      is_tally_error (name, TALLY_ERROR_EXPIRED))
+    return EXIT_TIMEOUT;
+  if (!in_payment && (is_tally_error (name, TALLY_ERROR_INVALID_ARGUMENT) ||
+                      is_tally_error (name, TALLY_ERROR_INVALID_AMOUNT) ||
+                      is_tally_error (name, TALLY_ERROR_MALFORMED) ||
+                      strcmp (name, "org.freedesktop.DBus.Error.InvalidArgs") == 0))
+    return EXIT_USAGE;
+  return EXIT_FAIL;
+}
+
 int
 report_error (Ctl *ctl, const char *name, const char *message)
 {
@@ -146,7 +181,7 @@ report_error (Ctl *ctl, const char *name, const char *message)
   } else {
     g_printerr ("tallyctl %s: %s: %s\n", ctl->command ? ctl->command->name : "", name, message);
   }
-  return EXIT_FAIL;
+  return exit_code_for (name, message, FALSE);
 }
 
 /* Prints a failed call's D-Bus error name and message. */
@@ -156,6 +191,9 @@ report_gerror (Ctl *ctl, const GError *error)
   g_autofree char *remote = g_dbus_error_get_remote_error (error);
   g_autofree char *message = tally_dbus_error_get_message (error);
   const char *name = remote;
+  /* Our connection to the bus closed under the call: as good as no tallyd. */
+  if (name == NULL && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CLOSED))
+    name = "org.freedesktop.DBus.Error.Disconnected";
   if (name == NULL)
     name = tally_dbus_error_name_for (error);
   return report_error (ctl, name, message);
@@ -269,14 +307,47 @@ dict_b (GVariantDict *d, const char *key)
   return v;
 }
 
+/* Standard input, whole, as long as it stays within STDIN_MAX bytes. */
+static gboolean
+read_stdin (char **data, gsize *len, GError **error)
+{
+  g_autoptr (GByteArray) buf = g_byte_array_new ();
+  guint8 chunk[65536];
+  for (;;) {
+    ssize_t n = read (STDIN_FILENO, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      g_set_error (error, G_IO_ERROR, g_io_error_from_errno (errno),
+                   "cannot read standard input: %s", g_strerror (errno));
+      return FALSE;
+    }
+    if (n == 0)
+      break;
+    if (buf->len + (gsize) n > STDIN_MAX) {
+      g_set_error (error, G_IO_ERROR, G_IO_ERROR_MESSAGE_TOO_LARGE,
+                   "standard input holds more than %u bytes", STDIN_MAX);
+      return FALSE;
+    }
+    g_byte_array_append (buf, chunk, (guint) n);
+  }
+  *len = buf->len;
+  *data = (char *) g_byte_array_free (g_steal_pointer (&buf), FALSE);
+  return TRUE;
+}
+
 gboolean
 read_file (Ctl *ctl, const char *path, GBytes **out, int *exit_code)
 {
   g_autoptr (GError) error = NULL;
   char *data;
   gsize len;
-  if (!g_file_get_contents (path, &data, &len, &error)) {
-    *exit_code = report_error (ctl, tally_error_to_name (TALLY_ERROR_NOT_FOUND), error->message);
+  gboolean ok = strcmp (path, "-") == 0 ? read_stdin (&data, &len, &error)
+                                        : g_file_get_contents (path, &data, &len, &error);
+  if (!ok) {
+    report_error (ctl, tally_error_to_name (TALLY_ERROR_NOT_FOUND), error->message);
+    /* A file that cannot be read is the caller's input. */
+    *exit_code = EXIT_USAGE;
     return FALSE;
   }
   *out = g_bytes_new_take (data, len);

@@ -63,7 +63,8 @@ payment_outcome (Ctl *ctl)
   } else {
     g_printerr ("Payment failed: %s: %s\n", dict_str (p, "Error"), dict_str (p, "ErrorMessage"));
   }
-  finish (ctl, done ? EXIT_OK : EXIT_FAIL);
+  finish (ctl, done ? EXIT_OK
+                    : exit_code_for (dict_str (p, "Error"), dict_str (p, "ErrorMessage"), TRUE));
 }
 
 static void
@@ -118,8 +119,7 @@ void
 on_owner_vanished (GDBusConnection *bus, const char *name, gpointer user_data)
 {
   Ctl *ctl = user_data;
-  report_error (ctl, tally_error_to_name (TALLY_ERROR_DISCONNECTED), "tallyd went away");
-  finish (ctl, EXIT_FAIL);
+  finish (ctl, report_error (ctl, DBUS_ERROR_NAME_HAS_NO_OWNER, "tallyd went away"));
 }
 
 static gboolean
@@ -127,7 +127,8 @@ on_interrupt (gpointer user_data)
 {
   Ctl *ctl = user_data;
   if (ctl->payment_path == NULL || ctl->cancel_sent) {
-    finish (ctl, EXIT_FAIL);
+    /* Interrupted twice: the user gave up on it. */
+    finish (ctl, EXIT_DECLINED);
     return G_SOURCE_CONTINUE;
   }
   /* The failed state, with Cancelled, ends the wait. */
@@ -191,6 +192,7 @@ request_payment_outcome (Ctl *ctl, const char *path, GVariantDict *p, const char
     if (old_state != NULL && strcmp (old_state, "waiting") == 0)
       ctl->request_over = TRUE;
     progress (ctl, "%s: failed: %s: %s", path, dict_str (p, "Error"), dict_str (p, "ErrorMessage"));
+    ctl->payers_exit = exit_code_for (dict_str (p, "Error"), dict_str (p, "ErrorMessage"), TRUE);
   }
 
   guint finished = ctl->payers_done + ctl->payers_failed;
@@ -217,7 +219,8 @@ request_payment_outcome (Ctl *ctl, const char *path, GVariantDict *p, const char
   } else {
     g_print ("Received %u of %u payment(s).\n", ctl->payers_done, ctl->payers);
   }
-  finish (ctl, ctl->payers_done == ctl->payers ? EXIT_OK : EXIT_FAIL);
+  /* Short of payers: why the last one failed. */
+  finish (ctl, ctl->payers_done == ctl->payers ? EXIT_OK : ctl->payers_exit);
 }
 
 /* Adopts @path when it is a payment of our request (same Address). */
@@ -276,6 +279,7 @@ static int
 follow_request (Ctl *ctl, const char *path, guint payers)
 {
   ctl->payers = payers;
+  ctl->payers_exit = EXIT_FAIL;
   ctl->request_payments =
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_variant_dict_unref);
   ctl->props_subscription = g_dbus_connection_signal_subscribe (

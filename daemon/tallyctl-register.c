@@ -389,11 +389,16 @@ write_reply (Ctl *ctl, GVariant *reply, int fd, const char *path, const char *wh
     }
     done += (gsize) n;
   }
-  if (fsync (fd) != 0) {
+  gboolean to_stdout = strcmp (path, "-") == 0;
+  /* A pipe cannot be synced; a file redirected to can. */
+  if (fsync (fd) != 0 && !(to_stdout && (errno == EINVAL || errno == EROFS))) {
     g_autofree char *msg = g_strdup_printf ("cannot sync %s: %s", path, g_strerror (errno));
     return report_error (ctl, tally_error_to_name (TALLY_ERROR_STORAGE), msg);
   }
-  if (ctl->json) {
+  if (to_stdout) {
+    /* Standard output carries the bytes: the line goes to stderr. */
+    g_printerr ("%s written to standard output (%zu bytes).\n", what, len);
+  } else if (ctl->json) {
     GVariantDict dict;
     g_variant_dict_init (&dict, NULL);
     g_variant_dict_insert (&dict, "File", "s", path);
@@ -431,7 +436,13 @@ receive_file (Ctl *ctl,
   int rc;
   if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 1, &rc))
     return rc;
-  int fd = open_output (ctl, argv[1], exclusive, &rc);
+  gboolean to_stdout = strcmp (argv[1], "-") == 0;
+  if (to_stdout && exclusive)
+    /* A closed pipe would lose the only proof of the value moved online. */
+    return usage_error (ctl, "the defund record goes to a new file, never to standard output");
+  if (to_stdout && ctl->json)
+    return usage_error (ctl, "--json and - both want standard output: choose one");
+  int fd = to_stdout ? STDOUT_FILENO : open_output (ctl, argv[1], exclusive, &rc);
   if (fd < 0)
     return rc;
 
@@ -439,6 +450,8 @@ receive_file (Ctl *ctl,
   g_autoptr (GVariant) reply =
     call (ctl, REGISTER_PATH, REGISTER_IFACE, method, NULL, G_VARIANT_TYPE ("(ay)"), &error);
   rc = reply ? write_reply (ctl, reply, fd, argv[1], what) : report_gerror (ctl, error);
+  if (to_stdout)
+    return rc;
   close (fd);
   if (reply == NULL)
     g_unlink (argv[1]);

@@ -37,14 +37,18 @@ static const Command commands[] = {
     "tallyctl pay ble:0a1b2c3d", cmd_pay },
   { "history", "", "List register entries, newest first.", "tallyctl history --limit 10",
     cmd_history },
-  { "load", "FILE", "Load value from an issuer voucher.", "tallyctl load voucher.bin", cmd_load },
-  { "certificate", "FILE", "Install the issuer's certificate for this register.",
+  { "load", "FILE", "Load value from an issuer voucher (FILE - reads standard input).",
+    "tallyctl load voucher.bin", cmd_load },
+  { "certificate", "FILE",
+    "Install the issuer's certificate for this register (FILE - reads standard input).",
     "tallyctl certificate register.cert", cmd_certificate },
-  { "export", "FILE", "Write a reconciliation bundle for the issuer.", "tallyctl export bundle.bin",
-    cmd_export },
-  { "apply", "FILE", "Apply the issuer's reconciliation result.", "tallyctl apply result.bin",
-    cmd_apply },
-  { "defund", "FILE", "Move the whole balance back online and close the register.",
+  { "export", "FILE",
+    "Write a reconciliation bundle for the issuer (FILE - writes standard output).",
+    "tallyctl export - | ssh issuer 'cat > alice.bundle'", cmd_export },
+  { "apply", "FILE", "Apply the issuer's reconciliation result (FILE - reads standard input).",
+    "tallyctl apply result.bin", cmd_apply },
+  { "defund", "FILE",
+    "Move the whole balance back online and close the register; FILE must not exist yet.",
     "tallyctl defund defund.bin", cmd_defund },
   { "key", "", "Print the register public key (hex) for certification.", "tallyctl key", cmd_key },
 };
@@ -60,9 +64,9 @@ describe_commands (void)
   g_string_append (s, "\nExamples:\n");
   for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
     g_string_append_printf (s, "  %s\n", commands[i].example);
-  g_string_append (s, "  tallyctl --name org.tally.Alice --json balance\n"
-                      "\nRun tallyctl COMMAND --help for a command's options.\n"
-                      "Exit status: 0 success, 1 failure, 2 usage error.");
+  g_string_append (s,
+                   "  tallyctl --name org.tally.Alice --json balance\n"
+                   "\nRun tallyctl COMMAND --help for a command's options.\n\n" EXIT_STATUS_HELP);
   return g_string_free (s, FALSE);
 }
 
@@ -75,9 +79,15 @@ resolve_owner (Ctl *ctl)
     "GetNameOwner", g_variant_new ("(s)", ctl->name), G_VARIANT_TYPE ("(s)"),
     G_DBUS_CALL_FLAGS_NONE, -1, NULL, &error);
   if (reply == NULL) {
+    /* What to do about it: the packaged service on the system bus, the
+     * program itself on a session bus. */
+    gboolean system = strcmp (ctl->bus_label, "system") == 0;
+    gboolean named = strcmp (ctl->name, "org.tally.Tally") != 0;
+    g_autofree char *as = named ? g_strdup_printf (" as %s", ctl->name) : g_strdup ("");
     g_autofree char *msg =
-      g_strdup_printf ("tallyd is not running as %s on the %s bus", ctl->name, ctl->bus_label);
-    return report_error (ctl, tally_error_to_name (TALLY_ERROR_NOT_FOUND), msg);
+      g_strdup_printf ("tallyd is not running%s on the %s bus \u2014 %s", as, ctl->bus_label,
+                       system ? "start it with `systemctl start tallyd`" : "run tallyd");
+    return report_error (ctl, DBUS_ERROR_NAME_HAS_NO_OWNER, msg);
   }
   g_variant_get (reply, "(s)", &ctl->owner);
   return EXIT_OK;
@@ -168,7 +178,8 @@ connect_tallyd (Ctl *ctl, GBusType bus_type)
   if (ctl->bus == NULL) {
     g_autofree char *msg = g_strdup_printf ("cannot connect to the %s bus: %s", ctl->bus_label,
                                             error->message);
-    return report_error (ctl, tally_error_to_name (TALLY_ERROR_DISCONNECTED), msg);
+    /* No bus, no tallyd on it. */
+    return report_error (ctl, "org.freedesktop.DBus.Error.NoServer", msg);
   }
   int rc = resolve_owner (ctl);
   if (rc != EXIT_OK) {

@@ -18,9 +18,32 @@
 
 G_BEGIN_DECLS
 
-#define EXIT_OK      0
-#define EXIT_FAIL    1
-#define EXIT_USAGE   2
+/*
+ * tallyctl's exit status, what scripts branch on (tallyctl --help,
+ * docs/dbus-api.md).  exit_code_for () maps an error name to one.
+ */
+#define EXIT_OK       0 /* success */
+#define EXIT_FAIL     1 /* any other failure */
+#define EXIT_USAGE    2 /* invalid input: usage, a bad argument, an unreadable or malformed file */
+#define EXIT_DECLINED 3 /* the agent or its user said no, or the payment was cancelled */
+#define EXIT_TIMEOUT  4 /* a payment or a request timed out or expired */
+#define EXIT_ABSENT   5 /* tallyd, or its bus, is not there */
+#define EXIT_REFUSED  6 /* the other side of the payment refused it */
+
+/* The table above for --help, one line per status. */
+#define EXIT_STATUS_HELP                                                                           \
+  "Exit status:\n"                                                                                 \
+  "  0  success\n"                                                                                 \
+  "  1  any other failure\n"                                                                       \
+  "  2  invalid input: usage, a bad argument, an unreadable or malformed file\n"                   \
+  "  3  declined: the agent or its user said no, or the payment was cancelled\n"                   \
+  "  4  timed out: the payment or the request ran out of time\n"                                   \
+  "  5  tallyd is not running (or its bus is not)\n"                                               \
+  "  6  refused by the peer: the other register sent an error"
+
+/* D-Bus errors that mean nobody answers for the name. */
+#define DBUS_ERROR_NAME_HAS_NO_OWNER "org.freedesktop.DBus.Error.NameHasNoOwner"
+#define DBUS_ERROR_SERVICE_UNKNOWN   "org.freedesktop.DBus.Error.ServiceUnknown"
 
 #define REGISTER_PATH        "/org/tally/register"
 #define AGENT_MANAGER_PATH   "/org/tally"
@@ -66,6 +89,7 @@ struct _Ctl
   guint payers_done;
   guint payers_failed;
   gboolean request_over; /* a payment failed before any payer took it */
+  int payers_exit;       /* exit status of the last failed payment */
 
   /* The agent of pay. */
   gboolean yes;
@@ -87,7 +111,12 @@ void json_value (GString *out, GVariant *value);
 void print_json_dict (GVariantDict *dict);
 /* Progress lines go to stdout, or stderr when stdout carries JSON. */
 void progress (Ctl *ctl, const char *format, ...) G_GNUC_PRINTF (2, 3);
-/* Prints a D-Bus error name and message; returns EXIT_FAIL. */
+/* The exit status for a failure with D-Bus error @name and @message:
+ * "peer: ..." is a message the other register sent (refused), tallyd or a
+ * bus missing is EXIT_ABSENT.  @in_payment: the error ended a payment,
+ * where a malformed message is the peer's doing, not the user's input. */
+int exit_code_for (const char *name, const char *message, gboolean in_payment);
+/* Prints a D-Bus error name and message; returns exit_code_for () them. */
 int report_error (Ctl *ctl, const char *name, const char *message);
 /* Prints a failed call's D-Bus error name and message. */
 int report_gerror (Ctl *ctl, const GError *error);
@@ -111,6 +140,10 @@ gint64 dict_x (GVariantDict *d, const char *key);
 guint64 dict_t (GVariantDict *d, const char *key);
 guint32 dict_u (GVariantDict *d, const char *key);
 gboolean dict_b (GVariantDict *d, const char *key);
+/* The most tallyctl reads from standard input: far above any bundle. */
+#define STDIN_MAX (64u * 1024 * 1024)
+/* Reads @path, or standard input for "-"; an unreadable one is invalid
+ * input (EXIT_USAGE in *@exit_code). */
 gboolean read_file (Ctl *ctl, const char *path, GBytes **out, int *exit_code);
 GVariant *bytes_variant (GBytes *bytes);
 /* Parses a command's options; argv[0] is the command name. */

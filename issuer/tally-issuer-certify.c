@@ -47,9 +47,9 @@ check_limits (const Tally__Limits *limits, guint64 not_before, guint64 not_after
   if (limits->max_payment <= 0 || limits->max_payment > TALLY_AMOUNT_MAX ||
       limits->balance_cap <= 0 || limits->balance_cap > TALLY_AMOUNT_MAX ||
       limits->max_offline_payments == 0 || limits->max_offline_seconds == 0) {
+    g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, NULL);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
-                 "limits must be positive and amounts at most %" G_GINT64_FORMAT,
-                 TALLY_AMOUNT_MAX);
+                 "limits must be positive and amounts at most %s", max);
     return FALSE;
   }
   if (not_before >= not_after) {

@@ -66,9 +66,11 @@ gboolean
 tally_issuer_check_amount (gint64 amount, GError **error)
 {
   if (amount <= 0 || amount > TALLY_AMOUNT_MAX) {
+    /* No currency here: the amount as people write it. */
+    g_autofree char *asked = tally_amount_format (amount, NULL);
+    g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, NULL);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
-                 "amount %" G_GINT64_FORMAT " is not in 1..%" G_GINT64_FORMAT, amount,
-                 TALLY_AMOUNT_MAX);
+                 "amount %s is not between 0.01 and %s", asked, max);
     return FALSE;
   }
   return TRUE;

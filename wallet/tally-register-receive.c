@@ -45,9 +45,10 @@ tally_register_new_request (TallyRegister *reg,
   if (!tally_register_need_certificate (reg, error) || !tally_register_need_open (reg, error))
     return NULL;
   if (amount <= 0 || amount > TALLY_AMOUNT_MAX) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
-                 "amount %" G_GINT64_FORMAT " is not between 1 and %" G_GINT64_FORMAT, amount,
-                 TALLY_AMOUNT_MAX);
+    g_autofree char *asked = tally_amount_format (amount, reg->cert->currency);
+    g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, reg->cert->currency);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT, "%s is not between 0.01 and %s",
+                 asked, max);
     return NULL;
   }
   if (memo == NULL)
@@ -248,16 +249,19 @@ receive_check_limits (TallyRegister *reg, const ReceiveContext *c, gint64 *balan
 {
   gint64 amount = c->p->amount->value;
 
+  const char *currency = reg->cert->currency;
+  g_autofree char *paid = tally_amount_format (amount, currency);
+
   if (amount > c->payer->limits->max_payment) {
+    g_autofree char *limit = tally_amount_format (c->payer->limits->max_payment, currency);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_PAYMENT,
-                 "%" G_GINT64_FORMAT " is above the payer's certified limit of %" G_GINT64_FORMAT,
-                 amount, c->payer->limits->max_payment);
+                 "%s is above the payer's certified limit of %s per payment", paid, limit);
     return FALSE;
   }
   if (c->policy->max_amount > 0 && amount > c->policy->max_amount) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
-                 "%" G_GINT64_FORMAT " is above our limit of %" G_GINT64_FORMAT, amount,
-                 c->policy->max_amount);
+    g_autofree char *limit = tally_amount_format (c->policy->max_amount, currency);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY, "%s is above our limit of %s per payment",
+                 paid, limit);
     return FALSE;
   }
   return tally_register_check_credit (reg, amount, balance, error);

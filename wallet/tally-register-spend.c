@@ -87,11 +87,12 @@ spend_check_limits (TallyRegister *reg,
                     GError **error)
 {
   const Tally__Limits *limits = reg->cert->limits;
+  const char *currency = reg->cert->currency;
+  g_autofree char *asked = tally_amount_format (amount, currency);
   if (amount > limits->max_payment) {
+    g_autofree char *limit = tally_amount_format (limits->max_payment, currency);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_PAYMENT,
-                 "%" G_GINT64_FORMAT " is above the certified limit of %" G_GINT64_FORMAT
-                 " per payment",
-                 amount, limits->max_payment);
+                 "%s is above the certified limit of %s per payment", asked, limit);
     return FALSE;
   }
   if ((guint64) reg->state.offline_payments + 1 > limits->max_offline_payments) {
@@ -109,9 +110,9 @@ spend_check_limits (TallyRegister *reg,
     return FALSE;
   }
   if (reg->state.balance < amount) {
+    g_autofree char *balance_text = tally_amount_format (reg->state.balance, currency);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INSUFFICIENT_FUNDS,
-                 "balance %" G_GINT64_FORMAT " is below %" G_GINT64_FORMAT, reg->state.balance,
-                 amount);
+                 "the balance of %s is below %s", balance_text, asked);
     return FALSE;
   }
   return tally_amount_add (reg->state.balance, -amount, balance, error);

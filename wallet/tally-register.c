@@ -241,9 +241,11 @@ tally_register_check_credit (TallyRegister *reg, gint64 amount, gint64 *balance,
   if (!tally_amount_add (reg->state.balance, amount, balance, error))
     return FALSE;
   if (*balance > reg->cert->limits->balance_cap) {
+    g_autofree char *would = tally_amount_format (*balance, reg->cert->currency);
+    g_autofree char *cap =
+      tally_amount_format (reg->cert->limits->balance_cap, reg->cert->currency);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_BALANCE,
-                 "the balance would be %" G_GINT64_FORMAT ", above the cap of %" G_GINT64_FORMAT,
-                 *balance, reg->cert->limits->balance_cap);
+                 "the balance would be %s, above the certified cap of %s", would, cap);
     return FALSE;
   }
   return TRUE;
@@ -720,9 +722,16 @@ tally_register_load (TallyRegister *reg,
                  reg->cert->currency);
     return FALSE;
   }
-  if (v->sequence <= reg->state.last_voucher_sequence) {
+  if (v->sequence == reg->state.last_voucher_sequence) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_VOUCHER_REPLAY,
-                 "voucher sequence %" G_GUINT64_FORMAT " is not after %" G_GUINT64_FORMAT,
+                 "voucher %" G_GUINT64_FORMAT " was already loaded", v->sequence);
+    return FALSE;
+  }
+  if (v->sequence < reg->state.last_voucher_sequence) {
+    /* Vouchers load in order: one older than the last was loaded or skipped. */
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_VOUCHER_REPLAY,
+                 "voucher %" G_GUINT64_FORMAT " is older than voucher %" G_GUINT64_FORMAT
+                 ", the last one loaded",
                  v->sequence, reg->state.last_voucher_sequence);
     return FALSE;
   }
