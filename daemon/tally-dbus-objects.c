@@ -67,11 +67,12 @@ G_DEFINE_TYPE (ManagerSkeleton, manager_skeleton, G_TYPE_DBUS_INTERFACE_SKELETON
 static GVariant *
 managed_interfaces (const Managed *m)
 {
+  /* A full reference (transfer full), not a floating one: ours to drop. */
+  g_autoptr (GVariant) props = g_dbus_interface_skeleton_get_properties (m->skeleton);
   GVariantBuilder builder;
   g_variant_builder_init (&builder, G_VARIANT_TYPE ("a{sa{sv}}"));
   g_variant_builder_add (&builder, "{s@a{sv}}",
-                         g_dbus_interface_skeleton_get_info (m->skeleton)->name,
-                         g_dbus_interface_skeleton_get_properties (m->skeleton));
+                         g_dbus_interface_skeleton_get_info (m->skeleton)->name, props);
   return g_variant_builder_end (&builder);
 }
 
