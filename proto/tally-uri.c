@@ -62,8 +62,10 @@ check_tcp (const char *hostport, GError **error)
   }
   for (const char *p = hostport; p < colon; p++)
     if (!g_ascii_isalnum (*p) && strchr ("-.:[]", *p) == NULL) {
+      /* @hostport passed tally_text_check () and every byte before @p is
+       * ASCII: @p starts a whole character, never half of one. */
       g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
-                   "to: character '%c' is not allowed in a tcp host", *p);
+                   "to: character U+%04X is not allowed in a tcp host", g_utf8_get_char (p));
       return FALSE;
     }
   const char *port = colon + 1;
@@ -78,11 +80,6 @@ check_tcp (const char *hostport, GError **error)
 static gboolean
 check_address (const char *to, TallyUriTransport *transport, GError **error)
 {
-  if (strlen (to) > TALLY_URI_ADDRESS_MAX) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "to: longer than %d bytes",
-                 TALLY_URI_ADDRESS_MAX);
-    return FALSE;
-  }
   if (!tally_text_check (to, TALLY_URI_ADDRESS_MAX, "to", error))
     return FALSE;
   if (g_str_has_prefix (to, "ble:")) {
@@ -128,8 +125,10 @@ check_currency (const char *currency, GError **error)
 {
   if (tally_currency_is_valid (currency))
     return TRUE;
+  /* Whoever made the URI chose these bytes: escaped, never raw. */
+  g_autofree char *shown = g_strescape (currency ? currency : "", NULL);
   g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
-               "cur: \"%s\" is not 3 to 8 upper-case letters", currency ? currency : "");
+               "cur: \"%s\" is not 3 to 8 upper-case letters", shown);
   return FALSE;
 }
 
@@ -327,9 +326,10 @@ parse_decimal (const char *key, const char *text, guint64 max, guint64 *out, GEr
     v = v * 10 + (guint64) (*p - '0');
   }
   if (!ok) {
+    g_autofree char *shown = g_strescape (text, NULL);
     g_set_error (error, TALLY_ERROR,
                  strcmp (key, "amount") == 0 ? TALLY_ERROR_INVALID_AMOUNT : TALLY_ERROR_MALFORMED,
-                 "%s: \"%s\" is not a decimal integer without sign or leading zero", key, text);
+                 "%s: \"%s\" is not a decimal integer without sign or leading zero", key, shown);
     return FALSE;
   }
   *out = v;
