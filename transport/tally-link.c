@@ -121,14 +121,6 @@ tally_link_get_impl (TallyLink *link)
   return link->impl;
 }
 
-GMainContext *
-tally_link_get_context (TallyLink *link)
-{
-  g_return_val_if_fail (link != NULL, NULL);
-
-  return link->context;
-}
-
 TallyLink *
 tally_link_ref (TallyLink *link)
 {

@@ -44,8 +44,6 @@ typedef struct
 /* For implementations. */
 TallyLink *tally_link_new (const TallyLinkOps *ops, gsize mtu, const char *peer, gpointer impl);
 gpointer tally_link_get_impl (TallyLink *link);
-/* The context the link was created on, where its sources belong. */
-GMainContext *tally_link_get_context (TallyLink *link);
 void tally_link_deliver (TallyLink *link, const guint8 *data, gsize len);
 void tally_link_closed (TallyLink *link, const GError *error);
 
