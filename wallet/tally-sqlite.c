@@ -11,7 +11,8 @@ struct _TallySqlite
   guint n_stmts;
 };
 
-gboolean
+/* Set @error and return FALSE: "PATH: WHAT: sqlite message". */
+static gboolean
 tally_sqlite_fail (TallySqlite *db, const char *what, GError **error)
 {
   g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s: %s", db->path, what,
@@ -93,12 +94,6 @@ tally_sqlite_free (TallySqlite *db)
   }
   g_free (db->path);
   g_free (db);
-}
-
-sqlite3 *
-tally_sqlite_handle (TallySqlite *db)
-{
-  return db->db;
 }
 
 const char *

@@ -34,11 +34,8 @@ tally_sqlite_open (const char *path, gboolean create, int busy_timeout_ms, GErro
 void tally_sqlite_free (TallySqlite *db);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallySqlite, tally_sqlite_free)
 
-sqlite3 *tally_sqlite_handle (TallySqlite *db);
 const char *tally_sqlite_path (TallySqlite *db);
 
-/* Set @error and return FALSE: "PATH: WHAT: sqlite message". */
-gboolean tally_sqlite_fail (TallySqlite *db, const char *what, GError **error);
 /* Set @error and return FALSE: "PATH is corrupt: WHAT". */
 gboolean tally_sqlite_corrupt (TallySqlite *db, const char *what, GError **error);
 
