@@ -920,7 +920,10 @@ soft_open (const char *dir, GError **error)
   if (version != SCHEMA_VERSION) {
     if (!tally_sqlite_begin (s->db, TRUE, error))
       return NULL;
-    if (!schema_migrate (s, version, error) || !tally_sqlite_commit (s->db, error)) {
+    /* Read again under the write lock: another process opening the same
+     * register may have migrated it since the read above. */
+    if (!schema_version_read (s, &version, error) || !schema_migrate (s, version, error) ||
+        !tally_sqlite_commit (s->db, error)) {
       soft_rollback (s);
       return NULL;
     }
