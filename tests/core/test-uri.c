@@ -167,6 +167,16 @@ static const Malformed malformed[] = {
     "amount: 9007199254740993 exceeds the maximum 9007199254740992" },
   { "lower-case-currency", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=eur&exp=1",
     TALLY_ERROR_INVALID_AMOUNT, "cur: \"eur\" is not 3 to 8 upper-case letters" },
+  /* Bytes the URI's maker chose come back escaped: no terminal escape
+   * sequence and no invalid UTF-8 reaches the payer's screen or JSON. */
+  { "escape-sequence-in-currency",
+    "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=%1B%5B2J&exp=1", TALLY_ERROR_INVALID_AMOUNT,
+    "cur: \"\\033[2J\" is not 3 to 8 upper-case letters" },
+  { "invalid-utf8-amount", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=%FF&cur=EUR&exp=1",
+    TALLY_ERROR_INVALID_AMOUNT,
+    "amount: \"\\377\" is not a decimal integer without sign or leading zero" },
+  { "non-ascii-tcp-host", "tally://pay?v=1&to=tcp%3A%C3%A9%3A1&amount=1&cur=EUR&exp=1",
+    TALLY_ERROR_MALFORMED, "to: character U+00E9 is not allowed in a tcp host" },
   { "zero-expiry", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=0",
     TALLY_ERROR_MALFORMED, "exp: must be after 1970" },
   { "expiry-past-int64",
