@@ -408,15 +408,17 @@ cmd_request (Ctl *ctl, int argc, char **argv)
     g_variant_get (own_reply, "(v)", &own);
   const char *listen = g_variant_get_string (address, NULL);
   const char *request_address = own != NULL ? g_variant_get_string (own, NULL) : listen;
-  if (strcmp (request_address, listen) != 0)
-    progress (ctl, "Waiting for payer on %s and %s", listen, request_address);
-  else
-    progress (ctl, "Waiting for payer on %s", listen);
   if (!show_request_uri (ctl, path, qr, qr_png, qr_svg, &error)) {
     /* Nobody can pay a request whose code was not shown: withdraw it. */
     g_autoptr (GVariant) cancelled = call (ctl, path, PAYMENT_IFACE, "Cancel", NULL, NULL, NULL);
     return report_gerror (ctl, error);
   }
+  /* Printed last, once the URI and every QR file are out: scripts take
+   * this line to mean the request is shown in full. */
+  if (strcmp (request_address, listen) != 0)
+    progress (ctl, "Waiting for payer on %s and %s", listen, request_address);
+  else
+    progress (ctl, "Waiting for payer on %s", listen);
   if (payers > 1)
     return follow_request (ctl, path, (guint) payers);
   return follow_payment (ctl, path);

@@ -43,7 +43,7 @@ expect_balance() {
 }
 
 # start_request AMOUNT [OPTIONS...]: bob's request in the background, once
-# its URI is printed; the URI goes to $REQ_URI.
+# it is shown in full; the URI goes to $REQ_URI.
 start_request() {
   local amount=$1 i
   shift
@@ -52,9 +52,13 @@ start_request() {
   timeout 120 "$TALLYCTL" --name "${SCN_BUS[bob]}" request "$amount" "$@" \
     </dev/null >"$REQ_OUT" 2>"$SCN_TMP/request.err" &
   REQ_PID=$!
+  # "Waiting for payer" comes last, after the URI, the QR code and its files.
   for ((i = 0; i < 200; i++)); do
-    REQ_URI=$(sed -n 's/^Request: //p' "$REQ_OUT")
-    [ -z "$REQ_URI" ] || return 0
+    if grep -q '^Waiting for payer' "$REQ_OUT"; then
+      REQ_URI=$(sed -n 's/^Request: //p' "$REQ_OUT")
+      [ -n "$REQ_URI" ] || scn_fail "bob's request printed no URI: $(cat "$REQ_OUT")"
+      return 0
+    fi
     kill -0 "$REQ_PID" 2>/dev/null ||
       { cat "$REQ_OUT" "$SCN_TMP/request.err" >&2; scn_fail "bob's request ended early"; }
     sleep 0.1
