@@ -367,6 +367,7 @@ tally_dbus_register_sync (TallyDBusRegister *object)
   tally_dbus_register1_set_revocation_serial (s, tally_register_get_revocation_serial (reg));
   tally_dbus_register1_set_closed (s, tally_register_is_closed (reg));
   tally_dbus_register1_set_listen_address (s, tally_daemon_get_listen_address (object->daemon));
+  tally_dbus_register1_set_display_name (s, cert && cert->display_name ? cert->display_name : "");
   g_object_thaw_notify (G_OBJECT (s));
 }
 

@@ -25,7 +25,7 @@
 static const char *const register_properties[] = {
   "RegisterId", "PublicKey", "Balance", "Currency", "MaxPayment", "BalanceCap",
   "MaxOfflinePayments", "MaxOfflineSeconds", "OfflinePayments", "CertificateExpiry",
-  "LastReconciliation", "RevocationSerial", "Closed", "ListenAddress", NULL,
+  "LastReconciliation", "RevocationSerial", "Closed", "ListenAddress", "DisplayName", NULL,
 };
 
 static const char *const payment_properties[] = {
@@ -1417,6 +1417,20 @@ test_history_csv_and_json_carry_a_payment_for_bookkeeping (Fixture *f, gconstpoi
   assert_contains (alice_json, "\"Value\":\"12.50\"");
 }
 
+/* Register1.DisplayName is the name the issuer certified, what a GUI shows
+ * as the owner's name and payers see as PeerName; empty before. */
+static void
+test_register_display_name_is_the_certified_one (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GVariant) before =
+    get_property (f, &f->bob, "/org/tally/register", "org.tally.Register1", "DisplayName");
+  g_assert_cmpstr (g_variant_get_string (before, NULL), ==, "");
+  certify_named (f, &f->bob, 2000, 0, "Bob's Bakery");
+  g_autoptr (GVariant) after =
+    get_property (f, &f->bob, "/org/tally/register", "org.tally.Register1", "DisplayName");
+  g_assert_cmpstr (g_variant_get_string (after, NULL), ==, "Bob's Bakery");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1425,6 +1439,8 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_set_up, fn, fixture_tear_down)
   ADD ("/daemon/dbus/introspection-lists-interfaces", test_introspection_lists_interfaces);
   ADD ("/daemon/dbus/register-properties-read-back", test_register_properties_read_back);
+  ADD ("/daemon/dbus/register-display-name-is-the-certified-one",
+       test_register_display_name_is_the_certified_one);
   ADD ("/daemon/dbus/load-voucher-bad-blob-is-malformed", test_load_voucher_bad_blob_is_malformed);
   ADD ("/daemon/dbus/second-request-is-exists", test_second_request_is_exists);
   ADD ("/daemon/dbus/request-unknown-option-is-invalid-argument",
