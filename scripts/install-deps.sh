@@ -79,6 +79,21 @@ TEST_PACKAGES=(
   util-linux
   # tests/e2e/test-uri-qr.sh reads the QR code tallyctl writes with zbarimg
   zbar-tools
+  # app/: tally-app, the GTK 4 / libadwaita client of tallyd.  Not in
+  # BUILD_PACKAGES: -Dapp=auto skips it without them, but CI builds and
+  # tests it (tests/app)
+  libgtk-4-dev
+  libadwaita-1-dev
+  # tests/app drives two tally-app windows under Xvfb through the
+  # accessibility bus (at-spi-bus-launcher) with pyatspi
+  xvfb
+  at-spi2-core
+  python3-pyatspi
+  # the app's strings are marked for gettext (po/, meson i18n) and its
+  # AppStream metainfo and desktop file are validated (tests/app)
+  gettext
+  appstream
+  desktop-file-utils
 )
 
 say() { printf 'install-deps: %s\n' "$*"; }

@@ -8,11 +8,13 @@
 # tallyd.conf lists exactly the keys daemon/tally-config.c knows, with the
 # defaults the installed tallyd has; every man page renders without a
 # warning; the bash completions parse, and complete commands when
-# bash-completion loads them.  TAP.
+# bash-completion loads them.  With app=yes (a build with tally-app,
+# -Dapp), also the app, its desktop file (desktop-file-validate) and its
+# AppStream metainfo (appstreamcli validate) and icon.  TAP.
 #
-#   test-install.sh BUILD_ROOT VERSION bindir=DIR sbindir=DIR sysconfdir=DIR
-#     datadir=DIR mandir=DIR unitdir=DIR sysusersdir=DIR tmpfilesdir=DIR
-#     wireshark_plugindir=DIR bashcompletiondir=DIR
+#   test-install.sh BUILD_ROOT VERSION app=yes|no bindir=DIR sbindir=DIR
+#     sysconfdir=DIR datadir=DIR mandir=DIR unitdir=DIR sysusersdir=DIR
+#     tmpfilesdir=DIR wireshark_plugindir=DIR bashcompletiondir=DIR
 #
 # DIRs are absolute, as configured (tests/install/meson.build).  Nothing is
 # installed on the machine; the DESTDIR is removed at exit.
@@ -27,7 +29,11 @@ usage() {
 BUILD=$1 VERSION=$2
 shift 2
 declare -A dir=()
+app=
 for arg in "$@"; do
+  case "$arg" in
+    app=yes|app=no) app=${arg#app=}; continue ;;
+  esac
   [[ "$arg" == *=/* ]] || usage
   dir[${arg%%=*}]=${arg#*=}
 done
@@ -35,6 +41,7 @@ for key in bindir sbindir sysconfdir datadir mandir unitdir sysusersdir tmpfiles
            wireshark_plugindir bashcompletiondir; do
   [ -n "${dir[$key]:-}" ] || { echo "missing $key=DIR" >&2; usage; }
 done
+[ -n "$app" ] || { echo "missing app=yes|no" >&2; usage; }
 SRC=${TALLY_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
 
 n=0
@@ -92,6 +99,16 @@ expected=(
   "${man_pages[@]}"
   "${completions[@]}"
 )
+app_desktop=${dir[datadir]}/applications/org.tally.App.desktop
+app_metainfo=${dir[datadir]}/metainfo/org.tally.App.metainfo.xml
+if [ "$app" = yes ]; then
+  expected+=(
+    "${dir[bindir]}/tally-app"
+    "$app_desktop"
+    "$app_metainfo"
+    "${dir[datadir]}/icons/hicolor/scalable/apps/org.tally.App.svg"
+  )
+fi
 
 # --- every file at its path, and no other -------------------------------------
 for f in "${expected[@]}"; do
@@ -111,7 +128,9 @@ done
 check "the dissector is tools/tally.lua" cmp -s "$SRC/tools/tally.lua" "$D${dir[wireshark_plugindir]}/tally.lua"
 
 # --- --version ----------------------------------------------------------------
-for prog in "${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/tally-issuer"; do
+programs=("${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/tally-issuer")
+[ "$app" = no ] || programs+=("${dir[bindir]}/tally-app")
+for prog in "${programs[@]}"; do
   name=$(basename "$prog")
   out=$("$D$prog" --version 2>&1) || true
   if [ "$out" = "$name $VERSION" ]; then
@@ -120,6 +139,30 @@ for prog in "${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/t
     not_ok "$name --version prints \"$name $VERSION\", not \"$out\""
   fi
 done
+
+# --- the app's desktop file and AppStream metainfo ---------------------------------
+if [ "$app" = yes ]; then
+  for tool in desktop-file-validate appstreamcli; do
+    command -v "$tool" > /dev/null ||
+      not_ok "$tool is missing (scripts/install-deps.sh --test: desktop-file-utils, appstream)"
+  done
+  if command -v desktop-file-validate > /dev/null; then
+    check "desktop-file-validate accepts org.tally.App.desktop" \
+      desktop-file-validate "$D$app_desktop"
+  fi
+  check "org.tally.App.desktop opens tally:// URIs" \
+    grep -Fqx "MimeType=x-scheme-handler/tally;" "$D$app_desktop"
+  check "org.tally.App.desktop runs tally-app with the URI" \
+    grep -Fqx "Exec=tally-app %u" "$D$app_desktop"
+  if command -v appstreamcli > /dev/null; then
+    if out=$(appstreamcli validate --no-net "$D$app_metainfo" 2>&1); then
+      ok "appstreamcli validate accepts org.tally.App.metainfo.xml"
+    else
+      not_ok "appstreamcli validate accepts org.tally.App.metainfo.xml"
+      sed 's/^/# /' <<<"$out"
+    fi
+  fi
+fi
 
 # --- the unit -----------------------------------------------------------------
 unit_has() { grep -Fqx -- "$1" "$D$unit"; }

@@ -1,0 +1,378 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "tally-app-model.h"
+
+#include <glib/gi18n.h>
+#include <string.h>
+
+G_DEFINE_QUARK (tally - app - uri - error - quark, tally_app_uri_error)
+
+#define URI_MAX          1024
+#define ADDRESS_MAX      112
+#define DISPLAY_NAME_MAX 64
+#define URI_PREFIX       "tally://pay?"
+
+void
+tally_app_request_free (TallyAppRequest *request)
+{
+  if (request == NULL)
+    return;
+  g_free (request->address);
+  g_free (request->currency);
+  g_free (request->display_name);
+  g_free (request);
+}
+
+gboolean
+tally_app_request_is_uri (const char *text)
+{
+  return text != NULL && g_str_has_prefix (text, "tally:");
+}
+
+static gboolean
+unreserved (char c)
+{
+  return g_ascii_isalnum (c) || c == '-' || c == '.' || c == '_' || c == '~';
+}
+
+/* Percent-decodes a value; NULL on a raw reserved byte, a bad escape or %00. */
+static char *
+decode_value (const char *value, gsize len)
+{
+  GString *out = g_string_sized_new (len);
+  for (gsize i = 0; i < len; i++) {
+    char c = value[i];
+    if (unreserved (c)) {
+      g_string_append_c (out, c);
+      continue;
+    }
+    if (c != '%' || i + 2 >= len || !g_ascii_isxdigit (value[i + 1]) ||
+        !g_ascii_isxdigit (value[i + 2])) {
+      g_string_free (out, TRUE);
+      return NULL;
+    }
+    int byte = g_ascii_xdigit_value (value[i + 1]) * 16 + g_ascii_xdigit_value (value[i + 2]);
+    if (byte == 0) {
+      g_string_free (out, TRUE);
+      return NULL;
+    }
+    g_string_append_c (out, (char) byte);
+    i += 2;
+  }
+  return g_string_free (out, FALSE);
+}
+
+/* Text people read: UTF-8 without control, line separator or bidirectional
+ * override characters. */
+static gboolean
+plain_text (const char *s, gsize max)
+{
+  if (strlen (s) > max || !g_utf8_validate (s, -1, NULL))
+    return FALSE;
+  for (const char *p = s; *p != '\0'; p = g_utf8_next_char (p)) {
+    gunichar u = g_utf8_get_char (p);
+    if (g_unichar_iscntrl (u) || u == 0x2028 || u == 0x2029 || (u >= 0x202A && u <= 0x202E) ||
+        (u >= 0x2066 && u <= 0x2069))
+      return FALSE;
+  }
+  return TRUE;
+}
+
+/* A decimal integer without sign or leading zero, at most @max. */
+static gboolean
+parse_decimal (const char *s, guint64 max, guint64 *out)
+{
+  if (*s == '\0' || (s[0] == '0' && s[1] != '\0'))
+    return FALSE;
+  guint64 v = 0;
+  for (const char *p = s; *p != '\0'; p++) {
+    if (!g_ascii_isdigit (*p))
+      return FALSE;
+    guint d = (guint) (*p - '0');
+    if (v > (max - d) / 10)
+      return FALSE;
+    v = v * 10 + d;
+  }
+  *out = v;
+  return TRUE;
+}
+
+static gboolean
+address_ok (const char *to)
+{
+  if (!plain_text (to, ADDRESS_MAX))
+    return FALSE;
+  if (g_str_has_prefix (to, "unix:/"))
+    return TRUE;
+  if (g_str_has_prefix (to, "tcp:"))
+    return strchr (to + 4, ':') != NULL;
+  if (g_str_has_prefix (to, "ble:")) {
+    const char *tag = to + 4;
+    if (strlen (tag) != 8)
+      return FALSE;
+    for (const char *p = tag; *p != '\0'; p++)
+      if (!g_ascii_isxdigit (*p) || g_ascii_isupper (*p))
+        return FALSE;
+    return TRUE;
+  }
+  return FALSE;
+}
+
+static gboolean
+currency_ok (const char *cur)
+{
+  gsize n = strlen (cur);
+  if (n < 3 || n > 8)
+    return FALSE;
+  for (const char *p = cur; *p != '\0'; p++)
+    if (!g_ascii_isupper (*p))
+      return FALSE;
+  return TRUE;
+}
+
+static gboolean
+fail (GError **error, TallyAppUriError code, const char *message)
+{
+  g_set_error_literal (error, TALLY_APP_URI_ERROR, code, message);
+  return FALSE;
+}
+
+/* Splits the query into @fields (key -> decoded value). */
+static gboolean
+read_fields (const char *query, GHashTable *fields, GError **error)
+{
+  static const char *const known[] = { "v", "to", "amount", "cur", "exp", "name", NULL };
+  g_auto (GStrv) parts = g_strsplit (query, "&", -1);
+  for (guint i = 0; parts[i] != NULL; i++) {
+    const char *eq = strchr (parts[i], '=');
+    if (eq == NULL || eq == parts[i])
+      return fail (error, TALLY_APP_URI_ERROR_MALFORMED,
+                   _ ("A field of the request is not key=value."));
+    g_autofree char *key = g_strndup (parts[i], eq - parts[i]);
+    char *value = decode_value (eq + 1, strlen (eq + 1));
+    if (value == NULL)
+      return fail (error, TALLY_APP_URI_ERROR_MALFORMED,
+                   _ ("A field of the request is badly encoded."));
+    if (g_hash_table_contains (fields, key)) {
+      g_free (value);
+      return fail (error, TALLY_APP_URI_ERROR_MALFORMED,
+                   _ ("A field of the request appears twice."));
+    }
+    g_hash_table_insert (fields, g_steal_pointer (&key), value);
+  }
+  const char *v = g_hash_table_lookup (fields, "v");
+  if (v == NULL)
+    return fail (error, TALLY_APP_URI_ERROR_MALFORMED, _ ("The request has no version."));
+  if (strcmp (v, "1") != 0)
+    return fail (error, TALLY_APP_URI_ERROR_VERSION,
+                 _ ("The request is of a later version; update the app."));
+  GHashTableIter iter;
+  gpointer key;
+  g_hash_table_iter_init (&iter, fields);
+  while (g_hash_table_iter_next (&iter, &key, NULL))
+    if (!g_strv_contains (known, key))
+      return fail (error, TALLY_APP_URI_ERROR_MALFORMED, _ ("The request has an unknown field."));
+  return TRUE;
+}
+
+TallyAppRequest *
+tally_app_request_parse (const char *uri, GError **error)
+{
+  g_return_val_if_fail (uri != NULL, NULL);
+
+  if (strlen (uri) > URI_MAX || !g_str_has_prefix (uri, URI_PREFIX) ||
+      uri[strlen (URI_PREFIX)] == '\0') {
+    fail (error, TALLY_APP_URI_ERROR_MALFORMED, _ ("This is not a Tally payment request."));
+    return NULL;
+  }
+  g_autoptr (GHashTable) fields = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  if (!read_fields (uri + strlen (URI_PREFIX), fields, error))
+    return NULL;
+
+  const char *to = g_hash_table_lookup (fields, "to");
+  const char *amount = g_hash_table_lookup (fields, "amount");
+  const char *cur = g_hash_table_lookup (fields, "cur");
+  const char *exp = g_hash_table_lookup (fields, "exp");
+  const char *name = g_hash_table_lookup (fields, "name");
+  if (to == NULL || amount == NULL || cur == NULL || exp == NULL ||
+      (name != NULL && *name == '\0')) {
+    fail (error, TALLY_APP_URI_ERROR_MALFORMED, _ ("The request lacks a field it needs."));
+    return NULL;
+  }
+  guint64 a = 0, e = 0;
+  if (!parse_decimal (amount, TALLY_APP_AMOUNT_MAX, &a) || a == 0 || !currency_ok (cur)) {
+    fail (error, TALLY_APP_URI_ERROR_INVALID_AMOUNT, _ ("The request's amount is not valid."));
+    return NULL;
+  }
+  if (!parse_decimal (exp, G_MAXINT64, &e) || e == 0 || !address_ok (to) ||
+      (name != NULL && !plain_text (name, DISPLAY_NAME_MAX))) {
+    fail (error, TALLY_APP_URI_ERROR_MALFORMED, _ ("The request is malformed."));
+    return NULL;
+  }
+  TallyAppRequest *request = g_new0 (TallyAppRequest, 1);
+  request->address = g_strdup (to);
+  request->amount = (gint64) a;
+  request->currency = g_strdup (cur);
+  request->expires = (gint64) e;
+  request->display_name = g_strdup (name != NULL ? name : "");
+  return request;
+}
+
+gboolean
+tally_app_request_check_offer (const TallyAppRequest *request,
+                               gint64 now,
+                               gint64 amount,
+                               const char *currency,
+                               const char *display_name,
+                               char **reason)
+{
+  g_return_val_if_fail (request != NULL && reason != NULL, FALSE);
+
+  if (now >= request->expires) {
+    *reason = g_strdup (_ ("The payment request has expired."));
+    return FALSE;
+  }
+  if (g_strcmp0 (currency, request->currency) != 0) {
+    *reason = g_strdup_printf (_ ("The payee asks for %s, the request said %s."), currency,
+                               request->currency);
+    return FALSE;
+  }
+  if (amount != request->amount) {
+    g_autofree char *got = tally_app_amount_format (amount, currency);
+    g_autofree char *want = tally_app_amount_format (request->amount, request->currency);
+    *reason = g_strdup_printf (_ ("The payee asks for %s, the request said %s."), got, want);
+    return FALSE;
+  }
+  if (g_strcmp0 (display_name != NULL ? display_name : "", request->display_name) != 0) {
+    *reason = g_strdup_printf (
+      _ ("The payee is certified as \u201c%s\u201d, the request named \u201c%s\u201d."),
+      display_name != NULL ? display_name : "", request->display_name);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+gboolean
+tally_app_amount_parse (const char *text, gint64 *out)
+{
+  g_return_val_if_fail (out != NULL, FALSE);
+
+  if (text == NULL)
+    return FALSE;
+  g_autofree char *s = g_strstrip (g_strdup (text));
+  const char *p = s;
+  guint64 whole = 0, frac = 0;
+  int frac_digits = 0;
+  for (; g_ascii_isdigit (*p); p++) {
+    whole = whole * 10 + (guint64) (*p - '0');
+    if (whole > (guint64) TALLY_APP_AMOUNT_MAX / 100)
+      return FALSE;
+  }
+  if (p == s)
+    return FALSE;
+  if (*p == '.') {
+    for (p++; g_ascii_isdigit (*p); p++) {
+      if (++frac_digits > 2)
+        return FALSE;
+      frac = frac * 10 + (guint64) (*p - '0');
+    }
+    if (frac_digits == 0)
+      return FALSE;
+    if (frac_digits == 1)
+      frac *= 10;
+  }
+  if (*p != '\0')
+    return FALSE;
+  guint64 v = whole * 100 + frac;
+  if (v == 0 || v > (guint64) TALLY_APP_AMOUNT_MAX)
+    return FALSE;
+  *out = (gint64) v;
+  return TRUE;
+}
+
+char *
+tally_app_amount_format (gint64 amount, const char *currency)
+{
+  const char *sign = amount < 0 ? "-" : "";
+  guint64 v = amount < 0 ? (guint64) (-(amount + 1)) + 1 : (guint64) amount;
+  return g_strdup_printf ("%s%" G_GUINT64_FORMAT ".%02u%s%s", sign, v / 100, (unsigned) (v % 100),
+                          currency != NULL && *currency != '\0' ? " " : "",
+                          currency != NULL ? currency : "");
+}
+
+char *
+tally_app_code_format (const char *code)
+{
+  if (code == NULL)
+    return g_strdup ("");
+  if (strlen (code) == 6)
+    return g_strdup_printf ("%.3s %s", code, code + 3);
+  return g_strdup (code);
+}
+
+const char *
+tally_app_state_describe (const char *role, const char *state)
+{
+  gboolean payer = g_strcmp0 (role, "payer") == 0;
+
+  if (state == NULL || *state == '\0')
+    return "";
+  if (strcmp (state, "waiting") == 0)
+    return _ ("Waiting for the payer");
+  if (strcmp (state, "connecting") == 0)
+    return _ ("Connecting to the payee");
+  if (strcmp (state, "hello-sent") == 0 || strcmp (state, "wait-hello") == 0 ||
+      strcmp (state, "offer-sent") == 0)
+    return payer ? _ ("Connected, checking the payee") : _ ("Payer connected");
+  if (strcmp (state, "confirming") == 0)
+    return _ ("Waiting for your confirmation");
+  if (strcmp (state, "wait-pay") == 0)
+    return _ ("Compare the code with the payer");
+  if (strcmp (state, "pay-sent") == 0)
+    return _ ("Sending the payment");
+  if (strcmp (state, "done") == 0)
+    return payer ? _ ("Paid") : _ ("Received");
+  if (strcmp (state, "failed") == 0)
+    return _ ("Failed");
+  return state;
+}
+
+gboolean
+tally_app_state_is_final (const char *state)
+{
+  return g_strcmp0 (state, "done") == 0 || g_strcmp0 (state, "failed") == 0;
+}
+
+static const struct
+{
+  const char *name;
+  const char *text;
+} error_texts[] = {
+  { "org.tally.Error.Rejected", N_ ("Declined.") },
+  { "org.tally.Error.Cancelled", N_ ("Cancelled.") },
+  { "org.tally.Error.Timeout", N_ ("Timed out: nobody completed the payment in time.") },
+  { "org.tally.Error.FrameTimeout", N_ ("Timed out: the other side stopped answering.") },
+  { "org.tally.Error.Expired", N_ ("The payment request has expired.") },
+  { "org.tally.Error.NotFound", N_ ("The payee has no payment request waiting.") },
+  { "org.tally.Error.Disconnected", N_ ("The connection was lost.") },
+  { "org.tally.Error.InsufficientFunds", N_ ("Not enough money in this register.") },
+  { "org.tally.Error.LimitPayment", N_ ("The amount is above this register's limit per payment.") },
+  { "org.tally.Error.LimitBalance", N_ ("The payee's register cannot hold that much.") },
+  { "org.tally.Error.Policy", N_ ("This address may not be paid from here.") },
+  { "org.tally.Error.NoCertificate", N_ ("This register has no certificate yet.") },
+  { "org.tally.Error.AmountMismatch", N_ ("The payee asks for another amount than the request.") },
+  { "org.tally.Error.CurrencyMismatch",
+    N_ ("The payee asks for another currency than the request.") },
+  { "org.tally.Error.WrongPayee", N_ ("The payee is not the one the request named.") },
+  { "org.tally.Error.Exists", N_ ("A payment request is already waiting.") },
+};
+
+char *
+tally_app_error_describe (const char *error_name, const char *message)
+{
+  for (gsize i = 0; i < G_N_ELEMENTS (error_texts); i++)
+    if (g_strcmp0 (error_name, error_texts[i].name) == 0)
+      return g_strdup (_ (error_texts[i].text));
+  if (message != NULL && *message != '\0')
+    return g_strdup_printf (_ ("Failed: %s"), message);
+  return g_strdup_printf (_ ("Failed (%s)."), error_name != NULL ? error_name : "?");
+}

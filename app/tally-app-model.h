@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/*
+ * What tally-app shows, without a display: amounts typed and printed,
+ * payment request URIs read (docs/protocol.md section 8), payment states and
+ * D-Bus errors put into words.  Unit-tested by tests/app/test-app-model.c.
+ */
+
+#include <glib.h>
+
+G_BEGIN_DECLS
+
+/* The largest amount, in minor units, that the protocol carries (2^53). */
+#define TALLY_APP_AMOUNT_MAX ((gint64) 1 << 53)
+
+typedef enum
+{
+  TALLY_APP_URI_ERROR_MALFORMED,
+  TALLY_APP_URI_ERROR_VERSION,
+  TALLY_APP_URI_ERROR_INVALID_AMOUNT,
+  TALLY_APP_URI_ERROR_EXPIRED,
+} TallyAppUriError;
+
+#define TALLY_APP_URI_ERROR (tally_app_uri_error_quark ())
+GQuark tally_app_uri_error_quark (void);
+
+typedef struct
+{
+  char *address;      /* "to", decoded */
+  gint64 amount;      /* minor units, 1..TALLY_APP_AMOUNT_MAX */
+  char *currency;     /* "cur" */
+  gint64 expires;     /* "exp", Unix seconds */
+  char *display_name; /* "name", "" when absent */
+} TallyAppRequest;
+
+void tally_app_request_free (TallyAppRequest *request);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyAppRequest, tally_app_request_free)
+
+/* TRUE when @text starts like a request URI ("tally:"). */
+gboolean tally_app_request_is_uri (const char *text);
+/* Parses a tally://pay? URI; NULL with TALLY_APP_URI_ERROR set when it is
+ * not one the payer may act on.  Does not look at the clock. */
+TallyAppRequest *tally_app_request_parse (const char *uri, GError **error);
+/* Whether the payee's offer matches the request at time @now: FALSE with
+ * the reason (translated) in *@reason. */
+gboolean tally_app_request_check_offer (const TallyAppRequest *request,
+                                        gint64 now,
+                                        gint64 amount,
+                                        const char *currency,
+                                        const char *display_name,
+                                        char **reason);
+
+/* "12.50" -> 1250.  Digits, at most two decimals, no sign, 1..max;
+ * FALSE on anything else. */
+gboolean tally_app_amount_parse (const char *text, gint64 *out);
+/* 1250, "EUR" -> "12.50 EUR" (no currency: "12.50"). */
+char *tally_app_amount_format (gint64 amount, const char *currency);
+/* "123456" -> "123 456"; other text unchanged. */
+char *tally_app_code_format (const char *code);
+
+/* A payment's State property in words, for its role ("payer"/"payee"). */
+const char *tally_app_state_describe (const char *role, const char *state);
+/* TRUE for "done" and "failed". */
+gboolean tally_app_state_is_final (const char *state);
+/* A failed payment's D-Bus error name (and message) in words. */
+char *tally_app_error_describe (const char *error_name, const char *message);
+
+G_END_DECLS

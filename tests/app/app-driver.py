@@ -1,0 +1,282 @@
+#!/usr/bin/python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
+#
+# Drives two tally-app windows through the accessibility bus (AT-SPI, with
+# pyatspi) the way a person would: the stall asks for an amount, the payer
+# pastes the request URI it reads from the stall's screen, compares the
+# comparison codes and approves or declines.  Every assertion reads the
+# accessibility tree (labels and states), never pixels.  Prints TAP lines;
+# tests/app/test-app.sh runs it, checks the daemons behind it and prints
+# the TAP plan.
+#
+#   app-driver.py STALL_PID PAYER_PID STALL_NAME ROUND...
+#
+# ROUND is approve:AMOUNT or decline:AMOUNT, e.g. approve:12.50.
+
+import sys
+import time
+
+import pyatspi
+
+TIMEOUT = 30.0
+tap_n = 0
+tap_failed = False
+
+
+def ok(cond, what):
+    global tap_n, tap_failed
+    tap_n += 1
+    print(('ok %d - %s' if cond else 'not ok %d - %s') % (tap_n, what), flush=True)
+    if not cond:
+        tap_failed = True
+    return cond
+
+
+def bail(why, app=None):
+    print('# ' + why, flush=True)
+    if app is not None:
+        dump(app)
+    print('Bail out! ' + why, flush=True)
+    sys.exit(1)
+
+
+def dump(acc, depth=0):
+    try:
+        text = label_text(acc)
+        print('# %s%s name=%r desc=%r text=%r states=%s' % (
+            '  ' * depth, acc.getRoleName(), acc.name, acc.description, text,
+            [pyatspi.stateToString(s) for s in acc.getState().getStates()]))
+        for child in acc:
+            if child is not None:
+                dump(child, depth + 1)
+    except Exception as e:  # a widget that went away while we looked
+        print('# %s(gone: %s)' % ('  ' * depth, e))
+
+
+def find_app(pid):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        desktop = pyatspi.Registry.getDesktop(0)
+        for app in desktop:
+            try:
+                if app is not None and app.get_process_id() == pid and app.childCount > 0:
+                    return app
+            except Exception:
+                pass
+        time.sleep(0.2)
+    bail('no accessible application with pid %d on the accessibility bus' % pid)
+
+
+def walk(acc):
+    try:
+        yield acc
+        for child in acc:
+            if child is not None:
+                yield from walk(child)
+    except Exception:
+        return
+
+
+def showing(acc):
+    # GTK 4.8 sets no SHOWING state below the window: VISIBLE is what it
+    # has, so the labels the driver reads have names unique in the window.
+    try:
+        return acc.getState().contains(pyatspi.STATE_VISIBLE)
+    except Exception:
+        return False
+
+
+def label_text(acc):
+    try:
+        t = acc.queryText()
+        return t.getText(0, t.characterCount)
+    except Exception:
+        return acc.name
+
+
+def same_name(acc, name):
+    # libadwaita 1.2's message dialog buttons hold the label twice (one per
+    # layout), and their name reads "Approve Approve".
+    return acc.name == name or acc.name == name + ' ' + name
+
+
+def find(root, role=None, name=None, description=None, visible=True):
+    for acc in walk(root):
+        try:
+            if role is not None and acc.getRoleName() != role:
+                continue
+            if name is not None and not same_name(acc, name):
+                continue
+            if description is not None and acc.description != description:
+                continue
+            if visible and not showing(acc):
+                continue
+            return acc
+        except Exception:
+            continue
+    return None
+
+
+def wait_for(what, fn, app, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    bail('timed out waiting for ' + what, app)
+
+
+def value(app, description):
+    """The text of the showing label that the app describes as @description."""
+    acc = find(app, role='label', description=description)
+    return label_text(acc).strip() if acc is not None else None
+
+
+def wait_value(app, description, pred, what):
+    return wait_for(what, lambda: (lambda v: v if v is not None and pred(v) else None)(
+        value(app, description)), app)
+
+
+def click(app, name, role='push button'):
+    button = wait_for('a %s "%s"' % (role, name), lambda: find(app, role=role, name=name), app)
+    action = button.queryAction()
+    for i in range(action.nActions):
+        if action.getName(i) in ('click', 'activate', 'press'):
+            action.doAction(i)
+            return
+    action.doAction(0)
+
+
+def set_entry(app, label, text):
+    entry = wait_for('the entry "%s"' % label, lambda: find(app, name=label, role='text'), app)
+    entry.queryEditableText().setTextContents(text)
+    got = label_text(entry)
+    if got != text:
+        bail('the entry "%s" holds %r, not %r' % (label, got, text), app)
+
+
+def amount_value(text):
+    """'52.50 EUR' -> 5250."""
+    number = text.split()[0]
+    whole, _, frac = number.partition('.')
+    return int(whole) * 100 + int((frac + '00')[:2])
+
+
+def digits(text):
+    return ''.join(c for c in text if c.isdigit())
+
+
+def dialog_with(app, button):
+    for window in app:
+        try:
+            if window is not None and window.getRoleName() == 'dialog' and \
+                    find(window, role='push button', name=button) is not None:
+                return window
+        except Exception:
+            continue
+    return None
+
+
+def run_round(stall, payer, stall_name, verdict, amount):
+    cents = amount_value(amount)
+    stall_before = amount_value(wait_value(stall, 'Balance', lambda v: v[:1].isdigit(),
+                                           "the stall's balance"))
+    payer_before = amount_value(wait_value(payer, 'Balance', lambda v: v[:1].isdigit(),
+                                           "the payer's balance"))
+
+    # The stall asks for the amount.
+    adw_page(stall, 'Receive')
+    set_entry(stall, 'Amount', amount)
+    set_entry(stall, 'Memo', 'round ' + verdict)
+    click(stall, 'Request payment')
+    uri = wait_value(stall, 'Request URI', lambda v: v.startswith('tally://pay?'),
+                     'the request URI on the stall')
+    ok(value(stall, 'Requested amount') == amount + ' EUR',
+       '%s: the stall shows the amount %s EUR large' % (verdict, amount))
+    ok(value(stall, 'Stall name') == stall_name,
+       '%s: the stall shows its certified name "%s"' % (verdict, stall_name))
+    ok(find(stall, role='image', name='QR code of the payment request') is not None,
+       '%s: the stall shows a QR code of the request' % verdict)
+    ok('amount=%d' % cents in uri, '%s: the request URI carries amount=%d' % (verdict, cents))
+    wait_value(stall, 'Request state', lambda v: v == 'Waiting for the payer',
+               'the stall to wait for the payer')
+
+    # The payer pastes the URI read from the stall's screen and pays.
+    adw_page(payer, 'Pay')
+    set_entry(payer, 'Payment request or address', uri)
+    click(payer, 'Pay')
+    dialog = wait_for('the confirmation dialog', lambda: dialog_with(payer, 'Approve'), payer)
+    body = [label_text(a) for a in walk(dialog) if a.getRoleName() == 'label']
+    ok(any(('Pay %s EUR to %s?' % (amount, stall_name)) == t for t in body),
+       '%s: the dialog asks "Pay %s EUR to %s?"' % (verdict, amount, stall_name))
+    payer_code = digits(label_text(wait_for(
+        'the code in the dialog',
+        lambda: find(dialog, role='label', description='Comparison code'), payer)))
+    stall_code = digits(wait_value(stall, 'Comparison code to show the payer', lambda v: len(digits(v)) == 6,
+                                   'the comparison code on the stall'))
+    ok(len(payer_code) == 6 and payer_code == stall_code,
+       '%s: both screens show the same comparison code (%s, %s)' % (verdict, payer_code,
+                                                                    stall_code))
+
+    if verdict == 'approve':
+        click(dialog, 'Approve')
+        wait_value(stall, 'Request state', lambda v: v == 'Received', 'the stall to show Received')
+        state = wait_value(payer, 'Payment state', lambda v: v.startswith('Paid '),
+                           'the payer to show Paid')
+        ok(state == 'Paid %s EUR to %s' % (amount, stall_name),
+           'approve: the payer shows "%s"' % state)
+        stall_after = amount_value(wait_value(
+            stall, 'Balance', lambda v: amount_value(v) != stall_before, "the stall's balance"))
+        payer_after = amount_value(wait_value(
+            payer, 'Balance', lambda v: amount_value(v) != payer_before, "the payer's balance"))
+        ok(stall_after == stall_before + cents,
+           'approve: the stall\'s balance grew by %s (%d -> %d)' % (amount, stall_before,
+                                                                    stall_after))
+        ok(payer_after == payer_before - cents,
+           'approve: the payer\'s balance fell by %s (%d -> %d)' % (amount, payer_before,
+                                                                    payer_after))
+    else:
+        click(dialog, 'Decline')
+        wait_value(payer, 'Payment state', lambda v: v == 'Declined.',
+                   'the payer to show Declined.')
+        stall_state = wait_value(stall, 'Request state',
+                                 lambda v: v not in ('Waiting for the payer', 'Payer connected',
+                                                     'Compare the code with the payer'),
+                                 'the stall to see the payment end')
+        ok(stall_state != 'Received', 'decline: the stall shows "%s", not Received' % stall_state)
+        ok(dialog_with(payer, 'Approve') is None, 'decline: the dialog is gone')
+        time.sleep(1.0)  # anything spent would show by now
+        ok(amount_value(value(stall, 'Balance')) == stall_before,
+           'decline: the stall\'s balance is unchanged (%d)' % stall_before)
+        ok(amount_value(value(payer, 'Balance')) == payer_before,
+           'decline: the payer\'s balance is unchanged (%d)' % payer_before)
+
+    # Ready for the next round: the stall asks anew.
+    click(stall, 'New request')
+    adw_page(stall, 'Home')
+    adw_page(payer, 'Home')
+
+
+def adw_page(app, name):
+    """Switches the window's view to the page @name through its switcher."""
+    tab = wait_for('the page tab "%s"' % name, lambda: find(app, role='page tab', name=name), app)
+    action = tab.queryAction()
+    action.doAction(0)
+
+
+def main():
+    if len(sys.argv) < 5:
+        print(__doc__ or 'usage: app-driver.py STALL_PID PAYER_PID STALL_NAME ROUND...')
+        sys.exit(2)
+    stall = find_app(int(sys.argv[1]))
+    payer = find_app(int(sys.argv[2]))
+    stall_name = sys.argv[3]
+    for spec in sys.argv[4:]:
+        verdict, _, amount = spec.partition(':')
+        run_round(stall, payer, stall_name, verdict, amount)
+    sys.exit(1 if tap_failed else 0)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,216 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * tally-app's logic without a display (app/tally-app-model.c): what the
+ * owner types as an amount, how amounts, codes and payment states read,
+ * and that the app reads the request URIs of docs/test-vectors.md and
+ * refuses malformed ones and offers that differ from them.
+ */
+#include <glib.h>
+#include <string.h>
+
+#include "tally-app-model.h"
+
+#define VECTOR_EXP 1767232800
+
+static void
+test_amount_entry_accepts_at_most_two_decimals (void)
+{
+  static const struct
+  {
+    const char *text;
+    gint64 want; /* 0: refused */
+  } cases[] = {
+    { "12.50", 1250 },
+    { "12.5", 1250 },
+    { "12", 1200 },
+    { " 7.25 ", 725 },
+    { "0.01", 1 },
+    { "90071992547409.92", (gint64) 1 << 53 },
+    { "", 0 },
+    { "0", 0 },
+    { "0.00", 0 },
+    { "12.", 0 },
+    { ".5", 0 },
+    { "1.234", 0 },
+    { "-1", 0 },
+    { "+1", 0 },
+    { "1,50", 0 },
+    { "12 EUR", 0 },
+    { "1e3", 0 },
+    { "90071992547409.93", 0 },
+    { "99999999999999999999", 0 },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    gint64 got = 0;
+    gboolean ok = tally_app_amount_parse (cases[i].text, &got);
+    g_test_message ("\"%s\"", cases[i].text);
+    g_assert_cmpint (ok, ==, cases[i].want != 0);
+    if (ok)
+      g_assert_cmpint (got, ==, cases[i].want);
+  }
+}
+
+static void
+test_amounts_and_codes_read_as_people_write_them (void)
+{
+  g_autofree char *a = tally_app_amount_format (1250, "EUR");
+  g_autofree char *b = tally_app_amount_format (5, NULL);
+  g_autofree char *c = tally_app_amount_format (-725, "EUR");
+  g_autofree char *d = tally_app_code_format ("123456");
+  g_autofree char *e = tally_app_code_format ("");
+  g_assert_cmpstr (a, ==, "12.50 EUR");
+  g_assert_cmpstr (b, ==, "0.05");
+  g_assert_cmpstr (c, ==, "-7.25 EUR");
+  g_assert_cmpstr (d, ==, "123 456");
+  g_assert_cmpstr (e, ==, "");
+}
+
+static void
+test_payment_states_read_for_each_side (void)
+{
+  g_assert_cmpstr (tally_app_state_describe ("payee", "waiting"), ==, "Waiting for the payer");
+  g_assert_cmpstr (tally_app_state_describe ("payee", "offer-sent"), ==, "Payer connected");
+  g_assert_cmpstr (tally_app_state_describe ("payer", "confirming"), ==,
+                   "Waiting for your confirmation");
+  g_assert_cmpstr (tally_app_state_describe ("payee", "done"), ==, "Received");
+  g_assert_cmpstr (tally_app_state_describe ("payer", "done"), ==, "Paid");
+  g_assert_true (tally_app_state_is_final ("done"));
+  g_assert_true (tally_app_state_is_final ("failed"));
+  g_assert_false (tally_app_state_is_final ("wait-pay"));
+  g_autofree char *declined = tally_app_error_describe ("org.tally.Error.Rejected", "x");
+  g_autofree char *other = tally_app_error_describe ("org.tally.Error.Storage", "disk full");
+  g_assert_cmpstr (declined, ==, "Declined.");
+  g_assert_cmpstr (other, ==, "Failed: disk full");
+}
+
+static void
+test_request_uri_vectors_parse (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyAppRequest) ble = tally_app_request_parse (
+    "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1250&cur=EUR&exp=1767232800&name=Bob%27s%20Bakery",
+    &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (ble->address, ==, "ble:0a1b2c3d");
+  g_assert_cmpint (ble->amount, ==, 1250);
+  g_assert_cmpstr (ble->currency, ==, "EUR");
+  g_assert_cmpint (ble->expires, ==, VECTOR_EXP);
+  g_assert_cmpstr (ble->display_name, ==, "Bob's Bakery");
+
+  g_autoptr (TallyAppRequest) unix_ = tally_app_request_parse (
+    "tally://pay?v=1&to=unix%3A%2Frun%2Ftally%2Fbob.sock&amount=500&cur=EUR&exp=1767232800",
+    &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (unix_->address, ==, "unix:/run/tally/bob.sock");
+  g_assert_cmpstr (unix_->display_name, ==, "");
+
+  g_autoptr (TallyAppRequest) tcp = tally_app_request_parse (
+    "tally://pay?v=1&to=tcp%3A%5B%3A%3A1%5D%3A7000&amount=9007199254740992&cur=JPY"
+    "&exp=1767232800&name=Caf%C3%A9%20Lumen",
+    &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (tcp->address, ==, "tcp:[::1]:7000");
+  g_assert_cmpint (tcp->amount, ==, (gint64) 1 << 53);
+  g_assert_cmpstr (tcp->display_name, ==, "Caf\u00e9 Lumen");
+}
+
+static void
+test_malformed_request_uris_are_refused (void)
+{
+  static const struct
+  {
+    const char *uri;
+    TallyAppUriError code;
+  } cases[] = {
+    { "https://pay?v=1", TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?", TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=2&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1", TALLY_APP_URI_ERROR_VERSION },
+    { "tally://pay?to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1", TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1",
+      TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble:0a1b2c3d&amount=1&cur=EUR&exp=1", TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&x=1",
+      TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=0&cur=EUR&exp=1",
+      TALLY_APP_URI_ERROR_INVALID_AMOUNT },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=01&cur=EUR&exp=1",
+      TALLY_APP_URI_ERROR_INVALID_AMOUNT },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=9007199254740993&cur=EUR&exp=1",
+      TALLY_APP_URI_ERROR_INVALID_AMOUNT },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=eur&exp=1",
+      TALLY_APP_URI_ERROR_INVALID_AMOUNT },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=0", TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble%3A0A1B2C3D&amount=1&cur=EUR&exp=1", TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=unix%3Arel.sock&amount=1&cur=EUR&exp=1", TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=",
+      TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=a%0Ab",
+      TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=%E2%80%AEx",
+      TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=a%00",
+      TALLY_APP_URI_ERROR_MALFORMED },
+    { "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=a%2",
+      TALLY_APP_URI_ERROR_MALFORMED },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (GError) error = NULL;
+    g_test_message ("%s", cases[i].uri);
+    g_autoptr (TallyAppRequest) r = tally_app_request_parse (cases[i].uri, &error);
+    g_assert_null (r);
+    g_assert_error (error, TALLY_APP_URI_ERROR, (gint) cases[i].code);
+  }
+  g_autofree char *long_uri = g_strnfill (1100, 'a');
+  memcpy (long_uri, "tally://pay?v=1&", 16);
+  g_autoptr (GError) error = NULL;
+  g_assert_null (tally_app_request_parse (long_uri, &error));
+  g_assert_error (error, TALLY_APP_URI_ERROR, TALLY_APP_URI_ERROR_MALFORMED);
+}
+
+static void
+test_offer_that_differs_from_the_request_is_refused (void)
+{
+  g_autoptr (TallyAppRequest) r = tally_app_request_parse (
+    "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1250&cur=EUR&exp=1767232800&name=Bob%27s%20Bakery",
+    NULL);
+  g_assert_nonnull (r);
+  char *reason = NULL;
+
+  g_assert_true (
+    tally_app_request_check_offer (r, VECTOR_EXP - 1, 1250, "EUR", "Bob's Bakery", &reason));
+  g_assert_null (reason);
+  g_assert_false (
+    tally_app_request_check_offer (r, VECTOR_EXP, 1250, "EUR", "Bob's Bakery", &reason));
+  g_assert_cmpstr (reason, ==, "The payment request has expired.");
+  g_clear_pointer (&reason, g_free);
+  g_assert_false (tally_app_request_check_offer (r, 0, 1250, "USD", "Bob's Bakery", &reason));
+  g_assert_cmpstr (reason, ==, "The payee asks for USD, the request said EUR.");
+  g_clear_pointer (&reason, g_free);
+  g_assert_false (tally_app_request_check_offer (r, 0, 1251, "EUR", "Bob's Bakery", &reason));
+  g_assert_cmpstr (reason, ==, "The payee asks for 12.51 EUR, the request said 12.50 EUR.");
+  g_clear_pointer (&reason, g_free);
+  g_assert_false (tally_app_request_check_offer (r, 0, 1250, "EUR", "Bob's Bakery Ltd", &reason));
+  g_assert_nonnull (strstr (reason, "Bob's Bakery Ltd"));
+  g_clear_pointer (&reason, g_free);
+  g_assert_false (tally_app_request_check_offer (r, 0, 1250, "EUR", NULL, &reason));
+  g_clear_pointer (&reason, g_free);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_setenv ("LANGUAGE", "C", TRUE);
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/app/amount-entry-accepts-at-most-two-decimals",
+                   test_amount_entry_accepts_at_most_two_decimals);
+  g_test_add_func ("/app/amounts-and-codes-read-as-people-write-them",
+                   test_amounts_and_codes_read_as_people_write_them);
+  g_test_add_func ("/app/payment-states-read-for-each-side",
+                   test_payment_states_read_for_each_side);
+  g_test_add_func ("/app/request-uri-vectors-parse", test_request_uri_vectors_parse);
+  g_test_add_func ("/app/malformed-request-uris-are-refused",
+                   test_malformed_request_uris_are_refused);
+  g_test_add_func ("/app/offer-that-differs-from-the-request-is-refused",
+                   test_offer_that_differs_from_the_request_is_refused);
+  return g_test_run ();
+}
