@@ -589,8 +589,11 @@ on_confirm (const char *path,
   g_autofree char *reason = NULL;
 
   /* Paying a request URI: an offer other than the request is refused
-   * before anyone is asked (docs/protocol.md section 8). */
-  if (self->pay_request != NULL && g_strcmp0 (path, self->pay_path) == 0 &&
+   * before anyone is asked (docs/protocol.md section 8).  Our payment,
+   * also when the question comes before Pay's reply. */
+  gboolean ours =
+    g_strcmp0 (path, self->pay_path) == 0 || (self->pay_busy && self->pay_path == NULL);
+  if (self->pay_request != NULL && ours &&
       !tally_app_request_check_offer (self->pay_request, g_get_real_time () / G_USEC_PER_SEC,
                                       amount, currency, payee_name, &reason)) {
     tally_app_client_answer_confirm (self->client, FALSE, reason);

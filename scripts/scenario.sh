@@ -19,6 +19,7 @@
 #   TALLY_WRAP                       run every program under this command,
 #                                    e.g. "valgrind --error-exitcode=99 -q"
 #   SCN_VERBOSE=1                    print every command and its output
+#   SCN_PAYMENT_CONF                 lines added to each tallyd's [payment]
 #
 # Everything runs on a private session bus: the entry scripts re-execute
 # themselves under dbus-run-session (scn_private_bus).
@@ -330,6 +331,10 @@ listen=${SCN_SOCK[$name]}
 [payment]
 allowed_targets=unix:$SCN_TMP
 EOF
+  # More [payment] keys of a caller's own, e.g. a shorter timeout_seconds.
+  if [ -n "${SCN_PAYMENT_CONF:-}" ]; then
+    printf '%s\n' "$SCN_PAYMENT_CONF" >>"$SCN_TMP/$name.conf"
+  fi
   scn_show_cmd "$TALLYD" --config "$SCN_TMP/$name.conf" '&'
   "$TALLYD" --config "$SCN_TMP/$name.conf" </dev/null >"$SCN_TMP/$name.log" 2>&1 &
   SCN_PID[$name]=$!

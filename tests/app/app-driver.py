@@ -11,7 +11,9 @@
 #
 #   app-driver.py STALL_PID PAYER_PID STALL_NAME ROUND...
 #
-# ROUND is approve:AMOUNT or decline:AMOUNT, e.g. approve:12.50.
+# ROUND is approve:AMOUNT, decline:AMOUNT or timeout:AMOUNT:SECONDS (the
+# dialog is left unanswered; SECONDS is tallyd's payment timeout), e.g.
+# approve:12.50.
 
 import sys
 import time
@@ -178,7 +180,7 @@ def dialog_with(app, button):
     return None
 
 
-def run_round(stall, payer, stall_name, verdict, amount):
+def run_round(stall, payer, stall_name, verdict, amount, timeout):
     cents = amount_value(amount)
     stall_before = amount_value(wait_value(stall, 'Balance', lambda v: v[:1].isdigit(),
                                            "the stall's balance"))
@@ -237,20 +239,32 @@ def run_round(stall, payer, stall_name, verdict, amount):
            'approve: the payer\'s balance fell by %s (%d -> %d)' % (amount, payer_before,
                                                                     payer_after))
     else:
-        click(dialog, 'Decline')
-        wait_value(payer, 'Payment state', lambda v: v == 'Declined.',
-                   'the payer to show Declined.')
+        if verdict == 'decline':
+            click(dialog, 'Decline')
+            wait_value(payer, 'Payment state', lambda v: v == 'Declined.',
+                       'the payer to show Declined.')
+        else:
+            # Nobody answers: tallyd withdraws the question (Agent1.Cancel).
+            deadline = time.monotonic() + timeout + TIMEOUT
+            while dialog_with(payer, 'Approve') is not None and time.monotonic() < deadline:
+                time.sleep(0.5)
+            ok(dialog_with(payer, 'Approve') is None,
+               'timeout: the unanswered dialog closed when tallyd withdrew the question')
+            state = value(payer, 'Payment state')
+            ok(state is not None and state.startswith('Timed out'),
+               'timeout: the payer shows "%s"' % state)
         stall_state = wait_value(stall, 'Request state',
                                  lambda v: v not in ('Waiting for the payer', 'Payer connected',
                                                      'Compare the code with the payer'),
                                  'the stall to see the payment end')
-        ok(stall_state != 'Received', 'decline: the stall shows "%s", not Received' % stall_state)
-        ok(dialog_with(payer, 'Approve') is None, 'decline: the dialog is gone')
+        ok(stall_state != 'Received', '%s: the stall shows "%s", not Received' % (verdict,
+                                                                                  stall_state))
+        ok(dialog_with(payer, 'Approve') is None, '%s: the dialog is gone' % verdict)
         time.sleep(1.0)  # anything spent would show by now
         ok(amount_value(value(stall, 'Balance')) == stall_before,
-           'decline: the stall\'s balance is unchanged (%d)' % stall_before)
+           '%s: the stall\'s balance is unchanged (%d)' % (verdict, stall_before))
         ok(amount_value(value(payer, 'Balance')) == payer_before,
-           'decline: the payer\'s balance is unchanged (%d)' % payer_before)
+           '%s: the payer\'s balance is unchanged (%d)' % (verdict, payer_before))
 
     # Ready for the next round: the stall asks anew.
     click(stall, 'New request')
@@ -273,8 +287,11 @@ def main():
     payer = find_app(int(sys.argv[2]))
     stall_name = sys.argv[3]
     for spec in sys.argv[4:]:
-        verdict, _, amount = spec.partition(':')
-        run_round(stall, payer, stall_name, verdict, amount)
+        verdict, _, rest = spec.partition(':')
+        amount, _, timeout = rest.partition(':')
+        if verdict not in ('approve', 'decline', 'timeout'):
+            bail('unknown round ' + spec)
+        run_round(stall, payer, stall_name, verdict, amount, float(timeout or 0))
     sys.exit(1 if tap_failed else 0)
 
 

@@ -8,7 +8,8 @@
 # certified as "Bob's Bakery") asks for an amount, the payer (alice) pastes
 # the request URI read from the stall's screen, both screens show the same
 # comparison code, and the payer approves: both balances change.  A second
-# round declines: nothing is spent.  The daemons' own balances (tallyctl)
+# round declines, a third leaves the dialog unanswered until tallyd's
+# timeout: nothing is spent.  The daemons' own balances (tallyctl)
 # must agree with the screens.  TAP.
 #
 #   test-app.sh          (TALLY_BUILD_DIR: the build directory, default build/)
@@ -26,6 +27,10 @@ export TALLY_BUILD_DIR=${TALLY_BUILD_ROOT:-${TALLY_BUILD_DIR:-$SRC/build}}
 scn_private_bus "$0" "$@"
 
 SCN_NAMES=(alice bob)
+# A confirmation nobody answers times out after this many seconds (the
+# third round); long enough for a loaded CI machine to finish the others.
+PAYMENT_TIMEOUT=30
+SCN_PAYMENT_CONF="timeout_seconds=$PAYMENT_TIMEOUT"
 TALLY_APP=${TALLY_APP:-$TALLY_BUILD_DIR/app/tally-app}
 ATSPI_LAUNCHER=${ATSPI_LAUNCHER:-/usr/libexec/at-spi-bus-launcher}
 PYTHON=/usr/bin/python3
@@ -74,7 +79,8 @@ for ((i = 0; i < 100; i++)); do
   sleep 0.1
 done
 [ -s "$T/display" ] || { cat "$T/xvfb.log"; scn_fail "Xvfb did not start"; }
-export DISPLAY=:$(tr -d '[:space:]' <"$T/display")
+DISPLAY=:$(tr -d '[:space:]' <"$T/display")
+export DISPLAY
 
 "$ATSPI_LAUNCHER" --launch-immediately >"$T/atspi.log" 2>&1 &
 EXTRA_PIDS+=($!)
@@ -127,19 +133,20 @@ start_app alice
 alice_app=$APP_PID
 
 rc=0
-timeout 240 "$PYTHON" "$SRC/tests/app/app-driver.py" "$bob_app" "$alice_app" \
-  "${SCN_DISPLAY_NAME[bob]}" approve:12.50 decline:7.25 | tee "$T/driver.tap" || rc=$?
+timeout 300 "$PYTHON" "$SRC/tests/app/app-driver.py" "$bob_app" "$alice_app" \
+  "${SCN_DISPLAY_NAME[bob]}" approve:12.50 decline:7.25 "timeout:3.00:$PAYMENT_TIMEOUT" |
+  tee "$T/driver.tap" || rc=$?
 n=$(grep -c '^\(not \)\{0,1\}ok ' "$T/driver.tap" || true)
 
 # The daemons agree with the screens: one payment of 12.50, the declined
-# one spent nothing.
+# and the timed-out ones spent nothing.
 scn_get_balance alice
 alice_balance=$SCN_BAL
 scn_get_balance bob
 bob_balance=$SCN_BAL
 n=$((n + 1))
 if [ "$alice_balance" -eq 2750 ] && [ "$bob_balance" -eq 1250 ]; then
-  echo "ok $n - tallyd: alice has 27.50 and bob 12.50 EUR: one payment, the declined one spent nothing"
+  echo "ok $n - tallyd: alice has 27.50 and bob 12.50 EUR: one payment, the declined and timed-out ones spent nothing"
 else
   echo "not ok $n - tallyd: alice has $alice_balance, bob $bob_balance (want 2750, 1250)"
   rc=1
