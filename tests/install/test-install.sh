@@ -102,7 +102,9 @@ expected=(
 app_desktop=${dir[datadir]}/applications/org.tally.App.desktop
 app_metainfo=${dir[datadir]}/metainfo/org.tally.App.metainfo.xml
 if [ "$app" = yes ]; then
+  man_pages+=("${dir[mandir]}/man1/tally-app.1")
   expected+=(
+    "${dir[mandir]}/man1/tally-app.1"
     "${dir[bindir]}/tally-app"
     "$app_desktop"
     "$app_metainfo"
