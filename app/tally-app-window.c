@@ -4,6 +4,7 @@
 #include <glib/gi18n.h>
 
 #include "tally-app-client.h"
+#include "tally-app-display.h"
 #include "tally-app-model.h"
 #include "tally-app-qr.h"
 
@@ -38,6 +39,7 @@ struct _TallyAppWindow
   GtkWidget *receive_cancel;
   GtkWidget *receive_again;
   char *receive_path;
+  GtkWindow *display; /* the customer display, while open */
 
   /* Pay */
   GtkEntry *pay_entry;
@@ -56,6 +58,8 @@ struct _TallyAppWindow
   /* History */
   GtkListBox *history_list;
   GCancellable *cancellable;
+
+  GHashTable *notified; /* payment paths announced by a notification */
 };
 
 G_DEFINE_TYPE (TallyAppWindow, tally_app_window, ADW_TYPE_APPLICATION_WINDOW)
@@ -316,6 +320,38 @@ on_register_changed (TallyDBusRegister1 *reg, gpointer user_data)
 
 /* --- receive --- */
 
+/* The customer display shows what the Receive page shows. */
+static void
+update_display (TallyAppWindow *self)
+{
+  if (self->display == NULL)
+    return;
+  gboolean shown =
+    g_strcmp0 (gtk_stack_get_visible_child_name (self->receive_stack), "request") == 0;
+  TallyAppDisplayContent content = { 0 };
+  if (shown) {
+    content.name = gtk_label_get_text (self->request_name);
+    content.amount = gtk_label_get_text (self->request_amount);
+    content.uri =
+      gtk_widget_get_visible (self->request_qr) ? gtk_label_get_text (self->request_uri) : NULL;
+    content.state = gtk_label_get_text (self->receive_state);
+    content.code = gtk_label_get_text (self->receive_code);
+  }
+  tally_app_display_update (self->display, &content);
+}
+
+static void
+on_display_clicked (GtkButton *button, TallyAppWindow *self)
+{
+  if (self->display == NULL) {
+    self->display = tally_app_display_new (gtk_window_get_application (GTK_WINDOW (self)));
+    g_object_add_weak_pointer (G_OBJECT (self->display), (gpointer *) &self->display);
+    gtk_window_fullscreen (self->display);
+  }
+  update_display (self);
+  gtk_window_present (self->display);
+}
+
 static void
 show_receive_payment (TallyAppWindow *self, TallyDBusPayment1 *payment)
 {
@@ -339,6 +375,7 @@ show_receive_payment (TallyAppWindow *self, TallyDBusPayment1 *payment)
   gtk_widget_set_visible (GTK_WIDGET (self->receive_code), *code != '\0');
   gtk_widget_set_visible (self->receive_cancel, !final);
   gtk_widget_set_visible (self->receive_again, final);
+  update_display (self);
 }
 
 static void
@@ -425,6 +462,7 @@ on_receive_again_clicked (GtkButton *button, TallyAppWindow *self)
   gtk_editable_set_text (GTK_EDITABLE (self->memo_entry), "");
   gtk_stack_set_visible_child_name (self->receive_stack, "form");
   gtk_widget_grab_focus (GTK_WIDGET (self->amount_entry));
+  update_display (self);
 }
 
 /* --- pay --- */
@@ -630,6 +668,25 @@ on_confirm_cancelled (gpointer user_data)
 
 /* --- tallyd's signals --- */
 
+/* A payment that arrives while nobody looks at the window. */
+static void
+notify_received (TallyAppWindow *self, const char *path, TallyDBusPayment1 *payment)
+{
+  if (g_strcmp0 (tally_dbus_payment1_get_role (payment), "payee") != 0 ||
+      g_strcmp0 (tally_dbus_payment1_get_state (payment), "done") != 0 ||
+      g_hash_table_contains (self->notified, path))
+    return;
+  g_hash_table_add (self->notified, g_strdup (path));
+  if (gtk_window_is_active (GTK_WINDOW (self)) && gtk_widget_get_visible (GTK_WIDGET (self)))
+    return;
+  g_autofree char *title = payment_title (payment);
+  g_autoptr (GNotification) notification = g_notification_new (title);
+  g_notification_set_body (notification, tally_dbus_payment1_get_memo (payment));
+  GApplication *app = G_APPLICATION (gtk_window_get_application (GTK_WINDOW (self)));
+  if (app != NULL)
+    g_application_send_notification (app, path, notification);
+}
+
 static void
 on_payment_changed (const char *path, TallyDBusPayment1 *payment, gpointer user_data)
 {
@@ -639,6 +696,8 @@ on_payment_changed (const char *path, TallyDBusPayment1 *payment, gpointer user_
     show_receive_payment (self, payment);
   if (payment != NULL && g_strcmp0 (path, self->pay_path) == 0)
     show_pay_payment (self, payment);
+  if (payment != NULL)
+    notify_received (self, path, payment);
   if (payment != NULL && g_strcmp0 (path, self->confirm_path) == 0 &&
       tally_app_state_is_final (tally_dbus_payment1_get_state (payment)))
     close_confirm_dialog (self);
@@ -754,6 +813,13 @@ build_receive (TallyAppWindow *self)
   gtk_stack_add_named (self->receive_stack, build_receive_form (self), "form");
   gtk_stack_add_named (self->receive_stack, build_receive_request (self), "request");
   gtk_box_append (box, GTK_WIDGET (self->receive_stack));
+  GtkWidget *display = gtk_button_new_with_label (_ ("Customer display"));
+  gtk_widget_add_css_class (display, "flat");
+  gtk_widget_set_halign (display, GTK_ALIGN_CENTER);
+  gtk_widget_set_tooltip_text (display, _ ("Show the request on a second screen, full screen "
+                                           "(Escape leaves full screen)"));
+  g_signal_connect (display, "clicked", G_CALLBACK (on_display_clicked), self);
+  gtk_box_append (box, display);
 }
 
 static void
@@ -812,6 +878,7 @@ static void
 tally_app_window_init (TallyAppWindow *self)
 {
   self->cancellable = g_cancellable_new ();
+  self->notified = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   gtk_window_set_title (GTK_WINDOW (self), _ ("Tally"));
   gtk_window_set_default_size (GTK_WINDOW (self), 420, 720);
 
@@ -861,6 +928,11 @@ tally_app_window_dispose (GObject *object)
   g_clear_pointer (&self->receive_path, g_free);
   g_clear_pointer (&self->pay_path, g_free);
   g_clear_pointer (&self->pay_request, tally_app_request_free);
+  g_clear_pointer (&self->notified, g_hash_table_unref);
+  if (self->display != NULL) {
+    g_object_remove_weak_pointer (G_OBJECT (self->display), (gpointer *) &self->display);
+    gtk_window_destroy (g_steal_pointer (&self->display));
+  }
   G_OBJECT_CLASS (tally_app_window_parent_class)->dispose (object);
 }
 

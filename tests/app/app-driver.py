@@ -203,6 +203,13 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
     ok('amount=%d' % cents in uri, '%s: the request URI carries amount=%d' % (verdict, cents))
     wait_value(stall, 'Request state', lambda v: v == 'Waiting for the payer',
                'the stall to wait for the payer')
+    if verdict == 'approve':
+        # The customer display, for a screen facing the payer.
+        click(stall, 'Customer display')
+        shown = wait_value(stall, 'Amount to pay', lambda v: v != '', 'the customer display')
+        ok(shown == amount + ' EUR' and
+           value(stall, 'Stall name shown to the customer') == stall_name,
+           'approve: the customer display shows %s to %s' % (shown, stall_name))
 
     # The payer pastes the URI read from the stall's screen and pays.
     adw_page(payer, 'Pay')
@@ -220,10 +227,18 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
     ok(len(payer_code) == 6 and payer_code == stall_code,
        '%s: both screens show the same comparison code (%s, %s)' % (verdict, payer_code,
                                                                     stall_code))
+    if verdict == 'approve':
+        customer_code = digits(wait_value(
+            stall, 'Comparison code shown to the customer', lambda v: len(digits(v)) == 6,
+            'the comparison code on the customer display'))
+        ok(customer_code == payer_code,
+           'approve: the customer display shows the same code (%s)' % customer_code)
 
     if verdict == 'approve':
         click(dialog, 'Approve')
         wait_value(stall, 'Request state', lambda v: v == 'Received', 'the stall to show Received')
+        wait_value(stall, 'State shown to the customer', lambda v: v == 'Received',
+                   'the customer display to show Received')
         state = wait_value(payer, 'Payment state', lambda v: v.startswith('Paid '),
                            'the payer to show Paid')
         ok(state == 'Paid %s EUR to %s' % (amount, stall_name),
