@@ -733,12 +733,16 @@ build_home (TallyAppWindow *self)
   gtk_box_append (box, GTK_WIDGET (self->balance_label));
   gtk_box_append (box, GTK_WIDGET (self->status_label));
 
-  GtkWidget *buttons = gtk_box_new (GTK_ORIENTATION_HORIZONTAL, 12);
+  /* One above the other: side by side they would not fit a phone. */
+  GtkWidget *buttons = gtk_box_new (GTK_ORIENTATION_VERTICAL, 12);
+  gtk_box_set_homogeneous (GTK_BOX (buttons), TRUE);
   gtk_widget_set_halign (buttons, GTK_ALIGN_CENTER);
   GtkWidget *receive = pill_button (_ ("Receive a payment"), TRUE);
   gtk_actionable_set_detailed_action_name (GTK_ACTIONABLE (receive), "win.page::receive");
   GtkWidget *pay = pill_button (_ ("Pay a stall"), FALSE);
   gtk_actionable_set_detailed_action_name (GTK_ACTIONABLE (pay), "win.page::pay");
+  gtk_widget_set_halign (receive, GTK_ALIGN_FILL);
+  gtk_widget_set_halign (pay, GTK_ALIGN_FILL);
   gtk_box_append (GTK_BOX (buttons), receive);
   gtk_box_append (GTK_BOX (buttons), pay);
   gtk_box_append (box, buttons);

@@ -18,14 +18,18 @@ typedef struct
 {
   gboolean system_bus;
   char *bus_name;
+  int width, height; /* 0: the window's own default */
 } Options;
 
 static TallyAppWindow *
 window_for (AdwApplication *app, Options *options)
 {
   GtkWindow *window = gtk_application_get_active_window (GTK_APPLICATION (app));
-  if (window == NULL)
+  if (window == NULL) {
     window = GTK_WINDOW (tally_app_window_new (app, options->system_bus, options->bus_name));
+    if (options->width > 0)
+      gtk_window_set_default_size (window, options->width, options->height);
+  }
   gtk_window_present (window);
   return TALLY_APP_WINDOW (window);
 }
@@ -47,10 +51,26 @@ on_open (AdwApplication *app, GFile **files, int n_files, const char *hint, Opti
   }
 }
 
+/* "360x720": each side 200 to 10000 pixels. */
+static gboolean
+parse_geometry (const char *text, int *width, int *height)
+{
+  g_auto (GStrv) sides = g_strsplit (text, "x", -1);
+  guint64 w = 0, h = 0;
+  if (g_strv_length (sides) != 2 ||
+      !g_ascii_string_to_unsigned (sides[0], 10, 200, 10000, &w, NULL) ||
+      !g_ascii_string_to_unsigned (sides[1], 10, 200, 10000, &h, NULL))
+    return FALSE;
+  *width = (int) w;
+  *height = (int) h;
+  return TRUE;
+}
+
 int
 main (int argc, char **argv)
 {
   g_autofree char *bus_name = NULL;
+  g_autofree char *geometry = NULL;
   gboolean session = FALSE, system = FALSE, version = FALSE;
   const GOptionEntry entries[] = {
     { "bus-name", 'n', 0, G_OPTION_ARG_STRING, &bus_name,
@@ -58,6 +78,8 @@ main (int argc, char **argv)
     { "session", 0, 0, G_OPTION_ARG_NONE, &session, N_ ("Talk to tallyd on the session bus"),
       NULL },
     { "system", 0, 0, G_OPTION_ARG_NONE, &system, N_ ("Talk to tallyd on the system bus"), NULL },
+    { "geometry", 0, 0, G_OPTION_ARG_STRING, &geometry,
+      N_ ("The window's size, e.g. 360x720 (a phone) or 1280x800"), N_ ("WIDTHxHEIGHT") },
     { "version", 0, 0, G_OPTION_ARG_NONE, &version, N_ ("Print the version and exit"), NULL },
     { NULL },
   };
@@ -88,6 +110,10 @@ main (int argc, char **argv)
     .system_bus = system || (!session && TALLY_DEFAULTS_SYSTEM),
     .bus_name = bus_name != NULL ? bus_name : (char *) DEFAULT_BUS_NAME,
   };
+  if (geometry != NULL && !parse_geometry (geometry, &options.width, &options.height)) {
+    g_printerr ("tally-app: %s\n", _ ("--geometry needs WIDTHxHEIGHT, e.g. 360x720"));
+    return 2;
+  }
   if (!g_dbus_is_name (options.bus_name) || g_dbus_is_unique_name (options.bus_name)) {
     g_printerr ("tally-app: %s\n",
                 _ ("--bus-name needs a well-known bus name, e.g. org.tally.Tally"));

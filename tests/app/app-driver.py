@@ -15,12 +15,21 @@
 # dialog is left unanswered; SECONDS is tallyd's payment timeout), e.g.
 # approve:12.50.
 
+import os
+import struct
 import sys
 import time
+import zlib
 
 import pyatspi
 
 TIMEOUT = 30.0
+# TALLY_APP_SCREENSHOTS=DIR: save the screens as DIR/PREFIX-NAME.png, read
+# from Xvfb's frame buffers (TALLY_APP_FBDIR/Xvfb_screenN, the stall on
+# screen 0, the payer on 1).
+SHOT_DIR = os.environ.get('TALLY_APP_SCREENSHOTS')
+SHOT_PREFIX = os.environ.get('TALLY_APP_GEOMETRY', 'app')
+FB_DIR = os.environ.get('TALLY_APP_FBDIR')
 tap_n = 0
 tap_failed = False
 
@@ -53,6 +62,57 @@ def dump(acc, depth=0):
                 dump(child, depth + 1)
     except Exception as e:  # a widget that went away while we looked
         print('# %s(gone: %s)' % ('  ' * depth, e))
+
+
+def xwd_to_png(xwd_path, png_path, region=None):
+    """Xvfb's frame buffer (XWD, 32 bits per pixel) as an RGB PNG, all of it
+    or the @region (x, y, width, height) within it."""
+    with open(xwd_path, 'rb') as f:
+        data = f.read()
+    fields = struct.unpack('>25I', data[:100])
+    header_size, width, height = fields[0], fields[4], fields[5]
+    byte_order, bpp, stride, ncolors = fields[7], fields[11], fields[12], fields[19]
+    if bpp != 32:
+        bail('%s: %d bits per pixel, want 32' % (xwd_path, bpp))
+    start = header_size + ncolors * 12
+    x0, y0 = 0, 0
+    if region is not None:
+        x0, y0 = max(0, region[0]), max(0, region[1])
+        width, height = min(region[2], width - x0), min(region[3], height - y0)
+    rows = []
+    for y in range(y0, y0 + height):
+        first = start + y * stride + x0 * 4
+        line = data[first:first + width * 4]
+        if byte_order == 0:  # LSBFirst: B G R X
+            rgb = bytes(b for i in range(0, len(line), 4) for b in (line[i + 2], line[i + 1],
+                                                                   line[i]))
+        else:  # MSBFirst: X R G B
+            rgb = bytes(b for i in range(0, len(line), 4) for b in line[i + 1:i + 4])
+        rows.append(b'\0' + rgb)
+
+    def chunk(kind, body):
+        return (struct.pack('>I', len(body)) + kind + body +
+                struct.pack('>I', zlib.crc32(kind + body) & 0xffffffff))
+    png = (b'\x89PNG\r\n\x1a\n' +
+           chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)) +
+           chunk(b'IDAT', zlib.compress(b''.join(rows), 9)) + chunk(b'IEND', b''))
+    with open(png_path, 'wb') as f:
+        f.write(png)
+
+
+def screenshot(screen, name, window=None):
+    """Saves Xvfb's @screen, or only the part that @window covers."""
+    if not SHOT_DIR:
+        return
+    time.sleep(0.8)  # the last change drawn
+    region = None
+    if window is not None:
+        e = window.queryComponent().getExtents(pyatspi.DESKTOP_COORDS)
+        if e.width > 0 and e.height > 0:
+            region = (e.x, e.y, e.width, e.height)
+    path = os.path.join(SHOT_DIR, '%s-%s.png' % (SHOT_PREFIX, name))
+    xwd_to_png(os.path.join(FB_DIR, 'Xvfb_screen%d' % screen), path, region)
+    print('# saved ' + path, flush=True)
 
 
 def find_app(pid):
@@ -116,6 +176,17 @@ def find(root, role=None, name=None, description=None, visible=True):
             return acc
         except Exception:
             continue
+    return None
+
+
+def eventually(fn, timeout=TIMEOUT):
+    """fn ()'s first true value within @timeout seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
     return None
 
 
@@ -187,6 +258,9 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
     payer_before = amount_value(wait_value(payer, 'Balance', lambda v: v[:1].isdigit(),
                                            "the payer's balance"))
 
+    if verdict == 'approve':
+        screenshot(1, 'home')
+
     # The stall asks for the amount.
     adw_page(stall, 'Receive')
     set_entry(stall, 'Amount', amount)
@@ -203,6 +277,8 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
     ok('amount=%d' % cents in uri, '%s: the request URI carries amount=%d' % (verdict, cents))
     wait_value(stall, 'Request state', lambda v: v == 'Waiting for the payer',
                'the stall to wait for the payer')
+    if verdict == 'approve':
+        screenshot(0, 'receive')
     if verdict == 'approve':
         # The customer display, for a screen facing the payer.
         click(stall, 'Customer display')
@@ -228,6 +304,8 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
        '%s: both screens show the same comparison code (%s, %s)' % (verdict, payer_code,
                                                                     stall_code))
     if verdict == 'approve':
+        # Without a window manager the dialog is not centred: only it.
+        screenshot(1, 'confirm', dialog)
         customer_code = digits(wait_value(
             stall, 'Comparison code shown to the customer', lambda v: len(digits(v)) == 6,
             'the comparison code on the customer display'))
@@ -253,6 +331,16 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
         ok(payer_after == payer_before - cents,
            'approve: the payer\'s balance fell by %s (%d -> %d)' % (amount, payer_before,
                                                                     payer_after))
+        adw_page(payer, 'History')
+        entry = 'Paid %s EUR \u00b7 %s' % (amount, stall_name)
+        ok(eventually(lambda: find(payer, role='label', name=entry)) is not None,
+           'approve: the payer\'s history lists "%s"' % entry)
+        adw_page(stall, 'History')
+        received = 'Received %s EUR \u00b7 ' % amount
+        ok(eventually(lambda: any(a.getRoleName() == 'label' and a.name.startswith(received)
+                                  for a in walk(stall))),
+           'approve: the stall\'s history lists "%s<the payer\'s short id>"' % received)
+        screenshot(1, 'history')
     else:
         if verdict == 'decline':
             click(dialog, 'Decline')

@@ -14,6 +14,12 @@
 #
 #   test-app.sh          (TALLY_BUILD_DIR: the build directory, default build/)
 #
+# TALLY_APP_GEOMETRY=WxH sizes both windows (and the screens); with
+# TALLY_APP_SCREENSHOTS=DIR the driver also saves the screens it passes
+# as DIR/WxH-NAME.png (scripts/app-screenshots.sh).  The stall's window is
+# on Xvfb's screen 0, the payer's on screen 1, so that neither hides the
+# other.
+#
 # Needs Xvfb, at-spi2-core (at-spi-bus-launcher), python3-pyatspi and
 # dbus-run-session (scripts/install-deps.sh --test); a missing one fails
 # the test with its name, it never skips.
@@ -70,8 +76,12 @@ trap app_cleanup EXIT
 T=$SCN_TMP
 
 # --- the display and the accessibility bus -----------------------------------
+GEOMETRY=${TALLY_APP_GEOMETRY:-}
+SCREEN=${GEOMETRY:-1280x800}
+export TALLY_APP_FBDIR=$T
 exec 5>"$T/display"
-Xvfb -displayfd 5 -screen 0 1280x800x24 -nolisten tcp >"$T/xvfb.log" 2>&1 &
+Xvfb -displayfd 5 -screen 0 "${SCREEN}x24" -screen 1 "${SCREEN}x24" -fbdir "$T" -nolisten tcp \
+  >"$T/xvfb.log" 2>&1 &
 EXTRA_PIDS+=($!)
 exec 5>&-
 for ((i = 0; i < 100; i++)); do
@@ -120,16 +130,17 @@ scn_ctl alice load "$T/alice-voucher"
 
 # --- the two apps --------------------------------------------------------------
 start_app() {
-  local name=$1
-  env GTK_A11Y=atspi NO_AT_BRIDGE=0 GDK_BACKEND=x11 GSK_RENDERER=cairo \
-    GSETTINGS_BACKEND=memory LC_ALL=C.UTF-8 LANGUAGE= \
-    "$TALLY_APP" --session --bus-name "${SCN_BUS[$name]}" >"$T/app-$name.log" 2>&1 &
+  local name=$1 screen=$2
+  env DISPLAY="$DISPLAY.$screen" GTK_A11Y=atspi NO_AT_BRIDGE=0 GDK_BACKEND=x11 \
+    GSK_RENDERER=cairo GSETTINGS_BACKEND=memory LC_ALL=C.UTF-8 LANGUAGE= \
+    "$TALLY_APP" --session --bus-name "${SCN_BUS[$name]}" ${GEOMETRY:+--geometry "$GEOMETRY"} \
+    >"$T/app-$name.log" 2>&1 &
   APP_PID=$!
   EXTRA_PIDS+=("$APP_PID")
 }
-start_app bob
+start_app bob 0
 bob_app=$APP_PID
-start_app alice
+start_app alice 1
 alice_app=$APP_PID
 
 rc=0
