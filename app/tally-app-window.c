@@ -49,6 +49,7 @@ struct _TallyAppWindow
   GtkLabel *pay_code;
   char *pay_path;
   TallyAppRequest *pay_request; /* what the offer must match when paying a URI */
+  char *pay_refusal;            /* why this app declined the offer, if it did */
   gboolean pay_busy;
 
   /* Confirmation */
@@ -494,7 +495,8 @@ show_pay_payment (TallyAppWindow *self, TallyDBusPayment1 *payment)
   if (g_strcmp0 (state, "failed") == 0) {
     g_autofree char *why = tally_app_error_describe (
       tally_dbus_payment1_get_error (payment), tally_dbus_payment1_get_error_message (payment));
-    gtk_label_set_text (self->pay_state, why);
+    /* Declined because the offer was not the request: say that. */
+    gtk_label_set_text (self->pay_state, self->pay_refusal != NULL ? self->pay_refusal : why);
   } else if (g_strcmp0 (state, "done") == 0) {
     g_autofree char *title = payment_title (payment);
     gtk_label_set_text (self->pay_state, title);
@@ -547,6 +549,7 @@ on_pay_clicked (GtkWidget *widget, TallyAppWindow *self)
   if (self->pay_busy)
     return;
   g_clear_pointer (&self->pay_request, tally_app_request_free);
+  g_clear_pointer (&self->pay_refusal, g_free);
   g_clear_pointer (&self->pay_path, g_free);
   gtk_label_set_text (self->pay_code, "");
   gtk_widget_set_visible (GTK_WIDGET (self->pay_code), FALSE);
@@ -636,6 +639,8 @@ on_confirm (const char *path,
                                       amount, currency, payee_name, &reason)) {
     tally_app_client_answer_confirm (self->client, FALSE, reason);
     gtk_label_set_text (self->pay_state, reason);
+    g_free (self->pay_refusal);
+    self->pay_refusal = g_steal_pointer (&reason);
     return;
   }
   close_confirm_dialog (self);
@@ -932,6 +937,7 @@ tally_app_window_dispose (GObject *object)
   g_clear_pointer (&self->receive_path, g_free);
   g_clear_pointer (&self->pay_path, g_free);
   g_clear_pointer (&self->pay_request, tally_app_request_free);
+  g_clear_pointer (&self->pay_refusal, g_free);
   g_clear_pointer (&self->notified, g_hash_table_unref);
   if (self->display != NULL) {
     g_object_remove_weak_pointer (G_OBJECT (self->display), (gpointer *) &self->display);

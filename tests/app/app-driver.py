@@ -11,9 +11,10 @@
 #
 #   app-driver.py STALL_PID PAYER_PID STALL_NAME ROUND...
 #
-# ROUND is approve:AMOUNT, decline:AMOUNT or timeout:AMOUNT:SECONDS (the
-# dialog is left unanswered; SECONDS is tallyd's payment timeout), e.g.
-# approve:12.50.
+# ROUND is approve:AMOUNT, decline:AMOUNT, tampered:AMOUNT (the payer's
+# URI asks for 1.00 less), malformed:AMOUNT (its amount gets a leading
+# zero) or timeout:AMOUNT:SECONDS (the dialog is left unanswered; SECONDS
+# is tallyd's payment timeout), e.g. approve:12.50.
 
 import os
 import struct
@@ -289,6 +290,9 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
 
     # The payer pastes the URI read from the stall's screen and pays.
     adw_page(payer, 'Pay')
+    if verdict in ('tampered', 'malformed'):
+        run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before)
+        return
     set_entry(payer, 'Payment request or address', uri)
     click(payer, 'Pay')
     dialog = wait_for('the confirmation dialog', lambda: dialog_with(payer, 'Approve'), payer)
@@ -375,6 +379,48 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
     adw_page(payer, 'Home')
 
 
+def run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before):
+    """The payer's app refuses a request URI that is not the stall's: nobody
+    is asked, nothing is spent."""
+    cents = amount_value(amount)
+    if verdict == 'tampered':
+        # A URI that asks for 1.00 less than the stall will: the offer
+        # differs, the app declines it before asking.
+        pasted = uri.replace('amount=%d' % cents, 'amount=%d' % (cents - 100))
+        want = 'The payee asks for %s EUR, the request said %.2f EUR.' % (amount,
+                                                                          (cents - 100) / 100)
+    else:
+        # A leading zero in the amount: not a request URI the app acts on.
+        pasted = uri.replace('amount=%d' % cents, 'amount=0%d' % cents)
+        want = "The request's amount is not valid."
+    set_entry(payer, 'Payment request or address', pasted)
+    click(payer, 'Pay')
+    asked = eventually(lambda: dialog_with(payer, 'Approve'), timeout=3.0)
+    ok(asked is None, '%s: the payer is not asked to confirm' % verdict)
+    state = eventually(lambda: (lambda v: v if v == want else None)(value(payer, 'Payment state')))
+    ok(state == want, '%s: the payer shows "%s" (%r)' % (verdict, want,
+                                                          value(payer, 'Payment state')))
+    if verdict == 'malformed':
+        # Nothing reached the stall: its request still waits; cancel it.
+        ok(value(stall, 'Request state') == 'Waiting for the payer',
+           'malformed: the stall still waits for a payer')
+        click(stall, 'Cancel')
+    stall_state = wait_value(stall, 'Request state',
+                             lambda v: v not in ('Waiting for the payer', 'Payer connected',
+                                                 'Compare the code with the payer'),
+                             'the stall to see the request end')
+    want_stall = 'Cancelled.' if verdict == 'malformed' else 'Declined.'
+    ok(stall_state == want_stall, '%s: the stall shows "%s" (%s)' % (verdict, want_stall,
+                                                                     stall_state))
+    time.sleep(1.0)  # anything spent would show by now
+    ok(amount_value(value(stall, 'Balance')) == stall_before and
+       amount_value(value(payer, 'Balance')) == payer_before,
+       '%s: neither balance moved (%d, %d)' % (verdict, stall_before, payer_before))
+    click(stall, 'New request')
+    adw_page(stall, 'Home')
+    adw_page(payer, 'Home')
+
+
 def adw_page(app, name):
     """Switches the window's view to the page @name through its switcher."""
     tab = wait_for('the page tab "%s"' % name, lambda: find(app, role='page tab', name=name), app)
@@ -392,7 +438,7 @@ def main():
     for spec in sys.argv[4:]:
         verdict, _, rest = spec.partition(':')
         amount, _, timeout = rest.partition(':')
-        if verdict not in ('approve', 'decline', 'timeout'):
+        if verdict not in ('approve', 'decline', 'tampered', 'malformed', 'timeout'):
             bail('unknown round ' + spec)
         run_round(stall, payer, stall_name, verdict, amount, float(timeout or 0))
     sys.exit(1 if tap_failed else 0)

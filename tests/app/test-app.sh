@@ -8,8 +8,10 @@
 # certified as "Bob's Bakery") asks for an amount, the payer (alice) pastes
 # the request URI read from the stall's screen, both screens show the same
 # comparison code, and the payer approves: both balances change.  A second
-# round declines, a third leaves the dialog unanswered until tallyd's
-# timeout: nothing is spent.  The daemons' own balances (tallyctl)
+# round declines; in two more the payer pastes a URI that asks for less
+# than the stall does, and one that is malformed, and the app refuses them
+# without asking; a last one leaves the dialog unanswered until tallyd's
+# timeout: none of these spends anything.  The daemons' own balances (tallyctl)
 # must agree with the screens.  TAP.
 #
 #   test-app.sh          (TALLY_BUILD_DIR: the build directory, default build/)
@@ -145,7 +147,8 @@ alice_app=$APP_PID
 
 rc=0
 timeout 300 "$PYTHON" "$SRC/tests/app/app-driver.py" "$bob_app" "$alice_app" \
-  "${SCN_DISPLAY_NAME[bob]}" approve:12.50 decline:7.25 "timeout:3.00:$PAYMENT_TIMEOUT" |
+  "${SCN_DISPLAY_NAME[bob]}" approve:12.50 decline:7.25 tampered:5.00 \
+  malformed:4.00 "timeout:3.00:$PAYMENT_TIMEOUT" |
   tee "$T/driver.tap" || rc=$?
 n=$(grep -c '^\(not \)\{0,1\}ok ' "$T/driver.tap" || true)
 
