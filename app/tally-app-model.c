@@ -376,3 +376,111 @@ tally_app_error_describe (const char *error_name, const char *message)
     return g_strdup_printf (_ ("Failed: %s"), message);
   return g_strdup_printf (_ ("Failed (%s)."), error_name != NULL ? error_name : "?");
 }
+
+/* --- history as CSV --- */
+
+static const char *
+entry_str (GVariantDict *d, const char *key)
+{
+  const char *s = NULL;
+  return g_variant_dict_lookup (d, key, "&s", &s) ? s : "";
+}
+
+static guint64
+entry_t (GVariantDict *d, const char *key)
+{
+  guint64 v = 0;
+  g_variant_dict_lookup (d, key, "t", &v);
+  return v;
+}
+
+static char *
+csv_time (guint64 t, gboolean utc)
+{
+  g_autoptr (GDateTime) dt =
+    utc ? g_date_time_new_from_unix_utc ((gint64) t) : g_date_time_new_from_unix_local ((gint64) t);
+  if (dt == NULL)
+    return g_strdup ("?");
+  return g_date_time_format (dt, utc ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%d %H:%M:%S");
+}
+
+/* Quoted when it holds a comma, quote or line break, quotes doubled; names
+ * and memos come from other people, so one a spreadsheet would run as a
+ * formula (=, +, -, @) gets a leading apostrophe first. */
+static void
+csv_field (GString *out, const char *field, gboolean last)
+{
+  gboolean formula = field[0] != '\0' && strchr ("=+-@", field[0]) != NULL;
+  g_autofree char *safe = formula ? g_strconcat ("'", field, NULL) : g_strdup (field);
+  if (strpbrk (safe, ",\"\r\n") == NULL) {
+    g_string_append (out, safe);
+  } else {
+    g_string_append_c (out, '"');
+    for (const char *p = safe; *p != '\0'; p++) {
+      if (*p == '"')
+        g_string_append_c (out, '"');
+      g_string_append_c (out, *p);
+    }
+    g_string_append_c (out, '"');
+  }
+  g_string_append (out, last ? "\r\n" : ",");
+}
+
+char *
+tally_app_history_csv (GVariant *entries, const char *currency)
+{
+  g_return_val_if_fail (
+    entries != NULL && g_variant_is_of_type (entries, G_VARIANT_TYPE ("aa{sv}")), NULL);
+
+  static const char *const header[] = {
+    "time", "time_utc", "kind",    "state", "amount",     "currency",
+    "peer", "peer_id",  "counter", "memo",  "receipt_id",
+  };
+  GString *out = g_string_new (NULL);
+  for (gsize i = 0; i < G_N_ELEMENTS (header); i++)
+    csv_field (out, header[i], i + 1 == G_N_ELEMENTS (header));
+  for (gsize i = 0; i < g_variant_n_children (entries); i++) {
+    g_autoptr (GVariant) e = g_variant_get_child_value (entries, i);
+    g_autoptr (GVariantDict) d = g_variant_dict_new (e);
+    gint64 amount = 0;
+    g_variant_dict_lookup (d, "Amount", "x", &amount);
+    const char *kind = entry_str (d, "Kind");
+    const char *id = entry_str (d, "Peer");
+    const char *name = entry_str (d, "PeerName");
+    g_autofree char *local = csv_time (entry_t (d, "Time"), FALSE);
+    g_autofree char *utc = csv_time (entry_t (d, "Time"), TRUE);
+    g_autofree char *value = tally_app_amount_format (amount, NULL);
+    g_autofree char *short_id = g_strndup (id, 8);
+    g_autofree char *peer =
+      *name != '\0' ? g_strdup_printf ("%s (%s)", name, short_id) : g_strdup (short_id);
+    /* A load's number is its voucher sequence, else the counter. */
+    guint64 n = strcmp (kind, "load") == 0 ? entry_t (d, "Sequence") : entry_t (d, "Counter");
+    g_autofree char *number = g_strdup_printf ("%" G_GUINT64_FORMAT, n);
+    const char *fields[] = {
+      local,
+      utc,
+      kind,
+      entry_str (d, "State"),
+      value,
+      currency != NULL ? currency : "",
+      peer,
+      id,
+      number,
+      entry_str (d, "Memo"),
+      entry_str (d, "ReceiptId"),
+    };
+    for (gsize f = 0; f < G_N_ELEMENTS (fields); f++)
+      csv_field (out, fields[f], f + 1 == G_N_ELEMENTS (fields));
+  }
+  return g_string_free (out, FALSE);
+}
+
+char *
+tally_app_peer_label (const char *name, const char *id)
+{
+  if (name != NULL && *name != '\0')
+    return g_strdup (name);
+  if (id != NULL && *id != '\0')
+    return g_strndup (id, 8);
+  return g_strdup (_ ("unknown"));
+}

@@ -59,11 +59,21 @@ char *tally_app_amount_format (gint64 amount, const char *currency);
 /* "123456" -> "123 456"; other text unchanged. */
 char *tally_app_code_format (const char *code);
 
+/* The other side as people read it: its certified name, else the first 8
+ * hex digits of its register id, else "unknown". */
+char *tally_app_peer_label (const char *name, const char *id);
+
 /* A payment's State property in words, for its role ("payer"/"payee"). */
 const char *tally_app_state_describe (const char *role, const char *state);
 /* TRUE for "done" and "failed". */
 gboolean tally_app_state_is_final (const char *state);
 /* A failed payment's D-Bus error name (and message) in words. */
 char *tally_app_error_describe (const char *error_name, const char *message);
+
+/* Register1.GetHistory's entries (aa{sv}) as CSV, the columns of
+ * tallyctl history --csv: RFC 4180 with CRLF, a header line, time (local),
+ * time_utc, kind, state, amount, currency, peer, peer_id, counter, memo,
+ * receipt_id; a field that starts like a formula gets a leading "'". */
+char *tally_app_history_csv (GVariant *entries, const char *currency);
 
 G_END_DECLS

@@ -2,14 +2,16 @@
 #include "tally-app-window.h"
 
 #include <glib/gi18n.h>
+#include <string.h>
 
 #include "tally-app-client.h"
 #include "tally-app-display.h"
+#include "tally-app-history.h"
 #include "tally-app-model.h"
 #include "tally-app-qr.h"
+#include "tally-app-widgets.h"
 
-#define HISTORY_LIMIT 100
-#define RECENT_LIMIT  5
+#define RECENT_LIMIT 5
 
 struct _TallyAppWindow
 {
@@ -57,7 +59,7 @@ struct _TallyAppWindow
   char *confirm_path;
 
   /* History */
-  GtkListBox *history_list;
+  TallyAppHistory *history;
   GCancellable *cancellable;
 
   GHashTable *notified; /* payment paths announced by a notification */
@@ -66,42 +68,6 @@ struct _TallyAppWindow
 G_DEFINE_TYPE (TallyAppWindow, tally_app_window, ADW_TYPE_APPLICATION_WINDOW)
 
 /* --- small builders --- */
-
-/* A label that screen readers and tests find by @description; its text is
- * the value. */
-static GtkLabel *
-value_label (const char *description, const char *css_class)
-{
-  GtkLabel *label = GTK_LABEL (gtk_label_new (""));
-  gtk_label_set_wrap (label, TRUE);
-  gtk_label_set_wrap_mode (label, PANGO_WRAP_WORD_CHAR);
-  gtk_label_set_justify (label, GTK_JUSTIFY_CENTER);
-  if (css_class != NULL)
-    gtk_widget_add_css_class (GTK_WIDGET (label), css_class);
-  gtk_accessible_update_property (GTK_ACCESSIBLE (label), GTK_ACCESSIBLE_PROPERTY_DESCRIPTION,
-                                  description, -1);
-  return label;
-}
-
-static GtkEntry *
-labelled_entry (const char *label, const char *placeholder)
-{
-  GtkEntry *entry = GTK_ENTRY (gtk_entry_new ());
-  gtk_entry_set_placeholder_text (entry, placeholder);
-  gtk_accessible_update_property (GTK_ACCESSIBLE (entry), GTK_ACCESSIBLE_PROPERTY_LABEL, label, -1);
-  return entry;
-}
-
-static GtkWidget *
-pill_button (const char *label, gboolean suggested)
-{
-  GtkWidget *button = gtk_button_new_with_label (label);
-  gtk_widget_add_css_class (button, "pill");
-  if (suggested)
-    gtk_widget_add_css_class (button, "suggested-action");
-  gtk_widget_set_halign (button, GTK_ALIGN_CENTER);
-  return button;
-}
 
 static GtkBox *
 page_box (AdwViewStack *stack, const char *name, const char *title, const char *icon)
@@ -120,33 +86,6 @@ page_box (AdwViewStack *stack, const char *name, const char *title, const char *
   return box;
 }
 
-static GtkListBox *
-boxed_list (void)
-{
-  GtkListBox *list = GTK_LIST_BOX (gtk_list_box_new ());
-  gtk_list_box_set_selection_mode (list, GTK_SELECTION_NONE);
-  gtk_widget_add_css_class (GTK_WIDGET (list), "boxed-list");
-  return list;
-}
-
-static void
-clear_list (GtkListBox *list)
-{
-  GtkWidget *child;
-  while ((child = gtk_widget_get_first_child (GTK_WIDGET (list))) != NULL)
-    gtk_list_box_remove (list, child);
-}
-
-static void
-add_row (GtkListBox *list, const char *title, const char *subtitle)
-{
-  GtkWidget *row = adw_action_row_new ();
-  adw_preferences_row_set_title (ADW_PREFERENCES_ROW (row), title);
-  adw_action_row_set_subtitle (ADW_ACTION_ROW (row), subtitle);
-  adw_preferences_row_set_use_markup (ADW_PREFERENCES_ROW (row), FALSE);
-  gtk_list_box_append (list, row);
-}
-
 static void
 toast (TallyAppWindow *self, const char *text)
 {
@@ -156,23 +95,13 @@ toast (TallyAppWindow *self, const char *text)
 /* --- home and history --- */
 
 static char *
-peer_label (const char *name, const char *id)
-{
-  if (name != NULL && *name != '\0')
-    return g_strdup (name);
-  if (id != NULL && *id != '\0')
-    return g_strndup (id, 8);
-  return g_strdup (_ ("unknown"));
-}
-
-static char *
 payment_title (TallyDBusPayment1 *payment)
 {
   gboolean payer = g_strcmp0 (tally_dbus_payment1_get_role (payment), "payer") == 0;
   g_autofree char *amount = tally_app_amount_format (tally_dbus_payment1_get_amount (payment),
                                                      tally_dbus_payment1_get_currency (payment));
-  g_autofree char *peer = peer_label (tally_dbus_payment1_get_peer_name (payment),
-                                      tally_dbus_payment1_get_peer (payment));
+  g_autofree char *peer = tally_app_peer_label (tally_dbus_payment1_get_peer_name (payment),
+                                                tally_dbus_payment1_get_peer (payment));
   if (*tally_dbus_payment1_get_peer (payment) == '\0')
     return payer ? g_strdup_printf (_ ("Payment of %s"), amount)
                  : g_strdup_printf (_ ("Request for %s"), amount);
@@ -183,7 +112,7 @@ payment_title (TallyDBusPayment1 *payment)
 static void
 refresh_recent (TallyAppWindow *self)
 {
-  clear_list (self->recent_list);
+  tally_app_clear_list (self->recent_list);
   GList *payments = self->client != NULL ? tally_app_client_list_payments (self->client) : NULL;
   guint n = 0;
   for (GList *l = payments; l != NULL && n < RECENT_LIMIT; l = l->next, n++) {
@@ -191,105 +120,20 @@ refresh_recent (TallyAppWindow *self)
     g_autofree char *title = payment_title (p);
     const char *state = tally_app_state_describe (tally_dbus_payment1_get_role (p),
                                                   tally_dbus_payment1_get_state (p));
-    add_row (self->recent_list, title, state);
+    tally_app_add_row (self->recent_list, title, state);
   }
   if (n == 0)
-    add_row (self->recent_list, _ ("No payments yet"), _ ("Payments appear here as they happen."));
+    tally_app_add_row (self->recent_list, _ ("No payments yet"),
+                       _ ("Payments appear here as they happen."));
   g_list_free_full (payments, g_object_unref);
-}
-
-static const char *
-entry_kind_text (const char *kind)
-{
-  if (g_strcmp0 (kind, "load") == 0)
-    return _ ("Loaded");
-  if (g_strcmp0 (kind, "spent") == 0)
-    return _ ("Paid");
-  if (g_strcmp0 (kind, "received") == 0)
-    return _ ("Received");
-  if (g_strcmp0 (kind, "defund") == 0)
-    return _ ("Moved online");
-  return kind;
-}
-
-static const char *
-entry_state_text (const char *state)
-{
-  if (g_strcmp0 (state, "pending") == 0)
-    return _ ("pending");
-  if (g_strcmp0 (state, "acknowledged") == 0)
-    return _ ("acknowledged");
-  if (g_strcmp0 (state, "settled") == 0)
-    return _ ("settled");
-  if (g_strcmp0 (state, "reclaimed") == 0)
-    return _ ("reclaimed");
-  return state;
-}
-
-static void
-add_history_entry (TallyAppWindow *self, GVariant *entry, const char *currency)
-{
-  g_autoptr (GVariantDict) d = g_variant_dict_new (entry);
-  const char *kind = "", *state = "", *peer = "", *peer_name = "", *memo = "";
-  gint64 amount = 0;
-  guint64 time = 0;
-  g_variant_dict_lookup (d, "Kind", "&s", &kind);
-  g_variant_dict_lookup (d, "State", "&s", &state);
-  g_variant_dict_lookup (d, "Amount", "x", &amount);
-  g_variant_dict_lookup (d, "Time", "t", &time);
-  g_variant_dict_lookup (d, "Peer", "&s", &peer);
-  g_variant_dict_lookup (d, "PeerName", "&s", &peer_name);
-  g_variant_dict_lookup (d, "Memo", "&s", &memo);
-
-  g_autofree char *value = tally_app_amount_format (amount, currency);
-  g_autofree char *title = NULL;
-  if (*peer != '\0') {
-    g_autofree char *who = peer_label (peer_name, peer);
-    title = g_strdup_printf ("%s %s \u00b7 %s", entry_kind_text (kind), value, who);
-  } else {
-    title = g_strdup_printf ("%s %s", entry_kind_text (kind), value);
-  }
-  g_autoptr (GDateTime) dt = g_date_time_new_from_unix_local ((gint64) time);
-  g_autofree char *when = dt != NULL ? g_date_time_format (dt, "%Y-%m-%d %H:%M") : g_strdup ("");
-  g_autofree char *subtitle =
-    *memo != '\0' ? g_strdup_printf ("%s \u00b7 %s \u00b7 %s", when, entry_state_text (state), memo)
-                  : g_strdup_printf ("%s \u00b7 %s", when, entry_state_text (state));
-  add_row (self->history_list, title, subtitle);
-}
-
-static void
-on_history (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) entries = NULL;
-  if (!tally_dbus_register1_call_get_history_finish (TALLY_DBUS_REGISTER1 (source), &entries,
-                                                     result, &error)) {
-    if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-      return;
-  }
-  TallyAppWindow *self = user_data;
-  clear_list (self->history_list);
-  if (entries == NULL) {
-    add_row (self->history_list, _ ("History is not available"), error->message);
-    return;
-  }
-  const char *currency = tally_dbus_register1_get_currency (TALLY_DBUS_REGISTER1 (source));
-  gsize n = g_variant_n_children (entries);
-  for (gsize i = 0; i < n; i++) {
-    g_autoptr (GVariant) entry = g_variant_get_child_value (entries, i);
-    add_history_entry (self, entry, currency);
-  }
-  if (n == 0)
-    add_row (self->history_list, _ ("Nothing yet"), _ ("Loads and payments appear here."));
 }
 
 static void
 refresh_history (TallyAppWindow *self)
 {
   TallyDBusRegister1 *reg = tally_app_client_get_register (self->client);
-  if (reg == NULL)
-    return;
-  tally_dbus_register1_call_get_history (reg, HISTORY_LIMIT, self->cancellable, on_history, self);
+  if (reg != NULL)
+    tally_app_history_refresh (self->history, reg);
 }
 
 static void
@@ -604,12 +448,12 @@ confirm_details (const char *code, const char *payee)
   GtkLabel *hint = GTK_LABEL (gtk_label_new (_ ("The payee's screen must show the same code:")));
   gtk_label_set_wrap (hint, TRUE);
   gtk_box_append (box, GTK_WIDGET (hint));
-  GtkLabel *code_label = value_label (_ ("Comparison code"), "title-1");
+  GtkLabel *code_label = tally_app_value_label (_ ("Comparison code"), "title-1");
   g_autofree char *grouped = tally_app_code_format (code);
   gtk_label_set_text (code_label, grouped);
   gtk_label_set_selectable (code_label, TRUE);
   gtk_box_append (box, GTK_WIDGET (code_label));
-  GtkLabel *id_label = value_label (_ ("Payee id"), "dim-label");
+  GtkLabel *id_label = tally_app_value_label (_ ("Payee id"), "dim-label");
   g_autofree char *short_id = g_strndup (payee, 8);
   g_autofree char *id_text = g_strdup_printf (_ ("Register %s"), short_id);
   gtk_label_set_text (id_label, id_text);
@@ -645,7 +489,7 @@ on_confirm (const char *path,
   }
   close_confirm_dialog (self);
   g_autofree char *value = tally_app_amount_format (amount, currency);
-  g_autofree char *who = peer_label (payee_name, payee);
+  g_autofree char *who = tally_app_peer_label (payee_name, payee);
   g_autofree char *body = g_strdup_printf (_ ("Pay %s to %s?"), value, who);
   AdwMessageDialog *dialog =
     ADW_MESSAGE_DIALOG (adw_message_dialog_new (GTK_WINDOW (self), _ ("Confirm payment"), body));
@@ -731,9 +575,9 @@ static void
 build_home (TallyAppWindow *self)
 {
   GtkBox *box = page_box (self->stack, "home", _ ("Home"), "go-home-symbolic");
-  self->name_label = value_label (_ ("Register name"), "title-2");
-  self->balance_label = value_label (_ ("Balance"), "title-1");
-  self->status_label = value_label (_ ("Status"), "dim-label");
+  self->name_label = tally_app_value_label (_ ("Register name"), "title-2");
+  self->balance_label = tally_app_value_label (_ ("Balance"), "title-1");
+  self->status_label = tally_app_value_label (_ ("Status"), "dim-label");
   gtk_box_append (box, GTK_WIDGET (self->name_label));
   gtk_box_append (box, GTK_WIDGET (self->balance_label));
   gtk_box_append (box, GTK_WIDGET (self->status_label));
@@ -742,9 +586,9 @@ build_home (TallyAppWindow *self)
   GtkWidget *buttons = gtk_box_new (GTK_ORIENTATION_VERTICAL, 12);
   gtk_box_set_homogeneous (GTK_BOX (buttons), TRUE);
   gtk_widget_set_halign (buttons, GTK_ALIGN_CENTER);
-  GtkWidget *receive = pill_button (_ ("Receive a payment"), TRUE);
+  GtkWidget *receive = tally_app_pill_button (_ ("Receive a payment"), TRUE);
   gtk_actionable_set_detailed_action_name (GTK_ACTIONABLE (receive), "win.page::receive");
-  GtkWidget *pay = pill_button (_ ("Pay a stall"), FALSE);
+  GtkWidget *pay = tally_app_pill_button (_ ("Pay a stall"), FALSE);
   gtk_actionable_set_detailed_action_name (GTK_ACTIONABLE (pay), "win.page::pay");
   gtk_widget_set_halign (receive, GTK_ALIGN_FILL);
   gtk_widget_set_halign (pay, GTK_ALIGN_FILL);
@@ -756,7 +600,7 @@ build_home (TallyAppWindow *self)
   gtk_widget_add_css_class (heading, "heading");
   gtk_widget_set_halign (heading, GTK_ALIGN_START);
   gtk_box_append (box, heading);
-  self->recent_list = boxed_list ();
+  self->recent_list = tally_app_boxed_list ();
   gtk_accessible_update_property (GTK_ACCESSIBLE (self->recent_list), GTK_ACCESSIBLE_PROPERTY_LABEL,
                                   _ ("Recent payments"), -1);
   gtk_box_append (box, GTK_WIDGET (self->recent_list));
@@ -769,14 +613,14 @@ build_receive_form (TallyAppWindow *self)
   GtkWidget *title = gtk_label_new (_ ("Ask for a payment"));
   gtk_widget_add_css_class (title, "title-2");
   gtk_box_append (form, title);
-  self->amount_entry = labelled_entry (_ ("Amount"), _ ("Amount, e.g. 12.50"));
+  self->amount_entry = tally_app_labelled_entry (_ ("Amount"), _ ("Amount, e.g. 12.50"));
   gtk_entry_set_input_purpose (self->amount_entry, GTK_INPUT_PURPOSE_NUMBER);
-  self->memo_entry = labelled_entry (_ ("Memo"), _ ("Memo (optional)"));
+  self->memo_entry = tally_app_labelled_entry (_ ("Memo"), _ ("Memo (optional)"));
   gtk_box_append (form, GTK_WIDGET (self->amount_entry));
   gtk_box_append (form, GTK_WIDGET (self->memo_entry));
-  self->receive_error = value_label (_ ("Request error"), "error");
+  self->receive_error = tally_app_value_label (_ ("Request error"), "error");
   gtk_box_append (form, GTK_WIDGET (self->receive_error));
-  GtkWidget *request = pill_button (_ ("Request payment"), TRUE);
+  GtkWidget *request = tally_app_pill_button (_ ("Request payment"), TRUE);
   g_signal_connect (request, "clicked", G_CALLBACK (on_request_clicked), self);
   g_signal_connect_swapped (self->amount_entry, "activate", G_CALLBACK (gtk_widget_grab_focus),
                             self->memo_entry);
@@ -790,18 +634,18 @@ static GtkWidget *
 build_receive_request (TallyAppWindow *self)
 {
   GtkBox *shown = GTK_BOX (gtk_box_new (GTK_ORIENTATION_VERTICAL, 12));
-  self->request_amount = value_label (_ ("Requested amount"), "title-1");
-  self->request_name = value_label (_ ("Stall name"), "title-3");
+  self->request_amount = tally_app_value_label (_ ("Requested amount"), "title-1");
+  self->request_name = tally_app_value_label (_ ("Stall name"), "title-3");
   self->request_qr = tally_app_qr_new ();
   gtk_widget_set_halign (self->request_qr, GTK_ALIGN_CENTER);
-  self->request_uri = value_label (_ ("Request URI"), "caption");
+  self->request_uri = tally_app_value_label (_ ("Request URI"), "caption");
   gtk_label_set_selectable (self->request_uri, TRUE);
-  self->receive_state = value_label (_ ("Request state"), "title-4");
-  self->receive_code = value_label (_ ("Comparison code to show the payer"), "title-1");
-  self->receive_cancel = pill_button (_ ("Cancel"), FALSE);
+  self->receive_state = tally_app_value_label (_ ("Request state"), "title-4");
+  self->receive_code = tally_app_value_label (_ ("Comparison code to show the payer"), "title-1");
+  self->receive_cancel = tally_app_pill_button (_ ("Cancel"), FALSE);
   gtk_widget_add_css_class (self->receive_cancel, "destructive-action");
   g_signal_connect (self->receive_cancel, "clicked", G_CALLBACK (on_receive_cancel_clicked), self);
-  self->receive_again = pill_button (_ ("New request"), TRUE);
+  self->receive_again = tally_app_pill_button (_ ("New request"), TRUE);
   g_signal_connect (self->receive_again, "clicked", G_CALLBACK (on_receive_again_clicked), self);
   gtk_box_append (shown, GTK_WIDGET (self->request_amount));
   gtk_box_append (shown, GTK_WIDGET (self->request_name));
@@ -839,9 +683,9 @@ build_pay (TallyAppWindow *self)
   gtk_widget_add_css_class (title, "title-2");
   gtk_box_append (box, title);
   self->pay_entry =
-    labelled_entry (_ ("Payment request or address"), _ ("tally://pay?… or an address"));
+    tally_app_labelled_entry (_ ("Payment request or address"), _ ("tally://pay?… or an address"));
   gtk_box_append (box, GTK_WIDGET (self->pay_entry));
-  self->pay_button = pill_button (_ ("Pay"), TRUE);
+  self->pay_button = tally_app_pill_button (_ ("Pay"), TRUE);
   g_signal_connect (self->pay_button, "clicked", G_CALLBACK (on_pay_clicked), self);
   g_signal_connect (self->pay_entry, "activate", G_CALLBACK (on_pay_clicked), self);
   gtk_box_append (box, self->pay_button);
@@ -850,8 +694,8 @@ build_pay (TallyAppWindow *self)
   gtk_accessible_update_property (GTK_ACCESSIBLE (self->pay_spinner), GTK_ACCESSIBLE_PROPERTY_LABEL,
                                   _ ("Payment in progress"), -1);
   gtk_box_append (box, GTK_WIDGET (self->pay_spinner));
-  self->pay_state = value_label (_ ("Payment state"), "title-4");
-  self->pay_code = value_label (_ ("Comparison code of the payment"), "title-1");
+  self->pay_state = tally_app_value_label (_ ("Payment state"), "title-4");
+  self->pay_code = tally_app_value_label (_ ("Comparison code of the payment"), "title-1");
   gtk_widget_set_visible (GTK_WIDGET (self->pay_code), FALSE);
   gtk_box_append (box, GTK_WIDGET (self->pay_state));
   gtk_box_append (box, GTK_WIDGET (self->pay_code));
@@ -861,10 +705,7 @@ static void
 build_history (TallyAppWindow *self)
 {
   GtkBox *box = page_box (self->stack, "history", _ ("History"), "document-open-recent-symbolic");
-  self->history_list = boxed_list ();
-  gtk_accessible_update_property (GTK_ACCESSIBLE (self->history_list),
-                                  GTK_ACCESSIBLE_PROPERTY_LABEL, _ ("History"), -1);
-  gtk_box_append (box, GTK_WIDGET (self->history_list));
+  self->history = tally_app_history_new (box, GTK_WINDOW (self), self->toasts);
 }
 
 static void
@@ -891,6 +732,7 @@ tally_app_window_init (TallyAppWindow *self)
   gtk_window_set_title (GTK_WINDOW (self), _ ("Tally"));
   gtk_window_set_default_size (GTK_WINDOW (self), 420, 720);
 
+  self->toasts = ADW_TOAST_OVERLAY (adw_toast_overlay_new ());
   self->stack = ADW_VIEW_STACK (adw_view_stack_new ());
   build_home (self);
   build_receive (self);
@@ -908,7 +750,6 @@ tally_app_window_init (TallyAppWindow *self)
   /* Narrow (a phone): the switcher moves from the title to the bottom. */
   g_object_bind_property (title, "title-visible", bar, "reveal", G_BINDING_SYNC_CREATE);
 
-  self->toasts = ADW_TOAST_OVERLAY (adw_toast_overlay_new ());
   gtk_widget_set_vexpand (GTK_WIDGET (self->stack), TRUE);
   adw_toast_overlay_set_child (self->toasts, GTK_WIDGET (self->stack));
   GtkWidget *content = gtk_box_new (GTK_ORIENTATION_VERTICAL, 0);
@@ -939,6 +780,7 @@ tally_app_window_dispose (GObject *object)
   g_clear_pointer (&self->pay_request, tally_app_request_free);
   g_clear_pointer (&self->pay_refusal, g_free);
   g_clear_pointer (&self->notified, g_hash_table_unref);
+  g_clear_pointer (&self->history, tally_app_history_free);
   if (self->display != NULL) {
     g_object_remove_weak_pointer (G_OBJECT (self->display), (gpointer *) &self->display);
     gtk_window_destroy (g_steal_pointer (&self->display));

@@ -63,6 +63,12 @@ test_amounts_and_codes_read_as_people_write_them (void)
   g_assert_cmpstr (c, ==, "-7.25 EUR");
   g_assert_cmpstr (d, ==, "123 456");
   g_assert_cmpstr (e, ==, "");
+  g_autofree char *named = tally_app_peer_label ("Bob's Bakery", "0a1b2c3d4e5f");
+  g_autofree char *unnamed = tally_app_peer_label ("", "0a1b2c3d4e5f");
+  g_autofree char *nobody = tally_app_peer_label (NULL, NULL);
+  g_assert_cmpstr (named, ==, "Bob's Bakery");
+  g_assert_cmpstr (unnamed, ==, "0a1b2c3d");
+  g_assert_cmpstr (nobody, ==, "unknown");
 }
 
 static void
@@ -196,10 +202,58 @@ test_offer_that_differs_from_the_request_is_refused (void)
   g_clear_pointer (&reason, g_free);
 }
 
+static GVariant *
+history_entry (const char *kind,
+               gint64 amount,
+               guint64 time,
+               const char *peer,
+               const char *name,
+               const char *memo)
+{
+  GVariantDict d;
+  g_variant_dict_init (&d, NULL);
+  g_variant_dict_insert (&d, "Kind", "s", kind);
+  g_variant_dict_insert (&d, "State", "s", "pending");
+  g_variant_dict_insert (&d, "Amount", "x", amount);
+  g_variant_dict_insert (&d, "Time", "t", time);
+  g_variant_dict_insert (&d, "Counter", "t", (guint64) 3);
+  g_variant_dict_insert (&d, "Sequence", "t", (guint64) 7);
+  if (peer != NULL)
+    g_variant_dict_insert (&d, "Peer", "s", peer);
+  if (name != NULL)
+    g_variant_dict_insert (&d, "PeerName", "s", name);
+  if (memo != NULL)
+    g_variant_dict_insert (&d, "Memo", "s", memo);
+  return g_variant_dict_end (&d);
+}
+
+/* The export is tallyctl history --csv's format, and a name or memo from
+ * another register cannot become a spreadsheet formula or break a line. */
+static void
+test_history_csv_quotes_and_defuses_other_peoples_text (void)
+{
+  GVariantBuilder b;
+  g_variant_builder_init (&b, G_VARIANT_TYPE ("aa{sv}"));
+  g_variant_builder_add_value (&b, history_entry ("received", 1250, 1767225600,
+                                                  "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+                                                  "=HYPERLINK(\"x\")", "beans, \"fresh\""));
+  g_variant_builder_add_value (&b, history_entry ("load", 4000, 1767222000, NULL, NULL, NULL));
+  g_autoptr (GVariant) entries = g_variant_ref_sink (g_variant_builder_end (&b));
+  g_autofree char *csv = tally_app_history_csv (entries, "EUR");
+  g_assert_cmpstr (
+    csv, ==,
+    "time,time_utc,kind,state,amount,currency,peer,peer_id,counter,memo,receipt_id\r\n"
+    "2026-01-01 00:00:00,2026-01-01T00:00:00Z,received,pending,12.50,EUR,"
+    "\"'=HYPERLINK(\"\"x\"\") (0a1b2c3d)\",0a1b2c3d4e5f60718293a4b5c6d7e8f9,3,"
+    "\"beans, \"\"fresh\"\"\",\r\n"
+    "2025-12-31 23:00:00,2025-12-31T23:00:00Z,load,pending,40.00,EUR,,,7,,\r\n");
+}
+
 int
 main (int argc, char **argv)
 {
   g_setenv ("LANGUAGE", "C", TRUE);
+  g_setenv ("TZ", "UTC", TRUE);
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/app/amount-entry-accepts-at-most-two-decimals",
                    test_amount_entry_accepts_at_most_two_decimals);
@@ -212,5 +266,7 @@ main (int argc, char **argv)
                    test_malformed_request_uris_are_refused);
   g_test_add_func ("/app/offer-that-differs-from-the-request-is-refused",
                    test_offer_that_differs_from_the_request_is_refused);
+  g_test_add_func ("/app/history-csv-quotes-and-defuses-other-peoples-text",
+                   test_history_csv_quotes_and_defuses_other_peoples_text);
   return g_test_run ();
 }
