@@ -190,8 +190,8 @@ on_display_clicked (GtkButton *button, TallyAppWindow *self)
 {
   if (self->display == NULL) {
     self->display = tally_app_display_new (gtk_window_get_application (GTK_WINDOW (self)));
+    /* Not full screen yet: first it moves to the screen facing the payer. */
     g_object_add_weak_pointer (G_OBJECT (self->display), (gpointer *) &self->display);
-    gtk_window_fullscreen (self->display);
   }
   update_display (self);
   gtk_window_present (self->display);
@@ -669,8 +669,8 @@ build_receive (TallyAppWindow *self)
   GtkWidget *display = gtk_button_new_with_label (_ ("Customer display"));
   gtk_widget_add_css_class (display, "flat");
   gtk_widget_set_halign (display, GTK_ALIGN_CENTER);
-  gtk_widget_set_tooltip_text (display, _ ("Show the request on a second screen, full screen "
-                                           "(Escape leaves full screen)"));
+  gtk_widget_set_tooltip_text (display, _ ("Show the request in a window for a screen facing "
+                                           "the payer (F11: full screen, Escape: back)"));
   g_signal_connect (display, "clicked", G_CALLBACK (on_display_clicked), self);
   gtk_box_append (box, display);
 }
