@@ -364,6 +364,9 @@ static const struct
     N_ ("The payee asks for another currency than the request.") },
   { "org.tally.Error.WrongPayee", N_ ("The payee is not the one the request named.") },
   { "org.tally.Error.Exists", N_ ("A payment request is already waiting.") },
+  { "org.tally.Error.NotAuthorized", N_ ("Not allowed: the system's policy (polkit) said no.") },
+  { "org.freedesktop.DBus.Error.AccessDenied",
+    N_ ("Not allowed: only members of the group \u201ctally\u201d may use this register.") },
 };
 
 char *

@@ -163,6 +163,41 @@ on_register_changed (TallyDBusRegister1 *reg, gpointer user_data)
   refresh_history (self);
 }
 
+/* --- calls that may need a password --- */
+
+/* On the system bus polkit decides every call, and for Pay it asks for the
+ * user's password (docs/dbus-api.md): the call allows it to ask, and waits
+ * for as long as the person takes. */
+static void
+call_interactive (TallyDBusRegister1 *reg,
+                  const char *method,
+                  GVariant *args,
+                  GCancellable *cancellable,
+                  GAsyncReadyCallback callback,
+                  gpointer user_data)
+{
+  g_dbus_proxy_call (G_DBUS_PROXY (reg), method, args,
+                     G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION, G_MAXINT, cancellable,
+                     callback, user_data);
+}
+
+/* The object path a RequestPayment or Pay call returned. */
+static char *
+call_finish (GObject *source, GAsyncResult *result, GError **error)
+{
+  g_autoptr (GVariant) reply = g_dbus_proxy_call_finish (G_DBUS_PROXY (source), result, error);
+  if (reply == NULL)
+    return NULL;
+  if (!g_variant_is_of_type (reply, G_VARIANT_TYPE ("(o)"))) {
+    g_set_error (error, G_IO_ERROR, G_IO_ERROR_INVALID_DATA, _ ("tallyd replied with %s, not (o)"),
+                 g_variant_get_type_string (reply));
+    return NULL;
+  }
+  char *path = NULL;
+  g_variant_get (reply, "(o)", &path);
+  return path;
+}
+
 /* --- receive --- */
 
 /* The customer display shows what the Receive page shows. */
@@ -228,8 +263,7 @@ on_request_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *path = NULL;
-  if (!tally_dbus_register1_call_request_payment_finish (TALLY_DBUS_REGISTER1 (source), &path,
-                                                         result, &error)) {
+  if ((path = call_finish (source, result, &error)) == NULL) {
     if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
       return;
     TallyAppWindow *self = user_data;
@@ -274,9 +308,11 @@ on_request_clicked (GtkButton *button, TallyAppWindow *self)
   gtk_label_set_text (self->receive_code, "");
   GVariantBuilder options;
   g_variant_builder_init (&options, G_VARIANT_TYPE_VARDICT);
-  tally_dbus_register1_call_request_payment (
-    reg, (guint64) amount, gtk_editable_get_text (GTK_EDITABLE (self->memo_entry)),
-    g_variant_builder_end (&options), self->cancellable, on_request_done, self);
+  call_interactive (reg, "RequestPayment",
+                    g_variant_new ("(tsa{sv})", (guint64) amount,
+                                   gtk_editable_get_text (GTK_EDITABLE (self->memo_entry)),
+                                   &options),
+                    self->cancellable, on_request_done, self);
 }
 
 static void
@@ -361,8 +397,7 @@ on_pay_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *path = NULL;
-  if (!tally_dbus_register1_call_pay_finish (TALLY_DBUS_REGISTER1 (source), &path, result,
-                                             &error)) {
+  if ((path = call_finish (source, result, &error)) == NULL) {
     if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
       return;
     TallyAppWindow *self = user_data;
@@ -422,8 +457,8 @@ on_pay_clicked (GtkWidget *widget, TallyAppWindow *self)
   gtk_label_set_text (self->pay_state, _ ("Connecting to the payee"));
   GVariantBuilder options;
   g_variant_builder_init (&options, G_VARIANT_TYPE_VARDICT);
-  tally_dbus_register1_call_pay (reg, address, g_variant_builder_end (&options), self->cancellable,
-                                 on_pay_done, self);
+  call_interactive (reg, "Pay", g_variant_new ("(sa{sv})", address, &options), self->cancellable,
+                    on_pay_done, self);
 }
 
 /* --- confirmation (Agent1.ConfirmPayment) --- */
