@@ -487,3 +487,27 @@ tally_app_peer_label (const char *name, const char *id)
     return g_strndup (id, 8);
   return g_strdup (_ ("unknown"));
 }
+
+char *
+tally_app_sync_describe (guint32 offline_payments,
+                         guint32 max_offline_payments,
+                         guint64 last_reconciliation,
+                         guint64 max_offline_seconds,
+                         guint64 cert_expiry,
+                         gint64 now)
+{
+  if (cert_expiry == 0)
+    return g_strdup ("");
+  guint64 deadline = cert_expiry;
+  if (last_reconciliation > 0 && max_offline_seconds > 0 &&
+      last_reconciliation <= G_MAXUINT64 - max_offline_seconds)
+    deadline = MIN (deadline, last_reconciliation + max_offline_seconds);
+  g_autoptr (GDateTime) dt = g_date_time_new_from_unix_local ((gint64) MIN (deadline, G_MAXINT64));
+  g_autofree char *when = dt != NULL ? g_date_time_format (dt, "%Y-%m-%d %H:%M") : g_strdup ("?");
+  if (now >= 0 && (guint64) now >= deadline)
+    return g_strdup_printf (_ ("%u of %u offline payments \u00b7 reconcile now: the deadline "
+                               "passed on %s"),
+                            offline_payments, max_offline_payments, when);
+  return g_strdup_printf (_ ("%u of %u offline payments \u00b7 reconcile by %s"), offline_payments,
+                          max_offline_payments, when);
+}

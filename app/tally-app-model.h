@@ -59,6 +59,17 @@ char *tally_app_amount_format (gint64 amount, const char *currency);
 /* "123456" -> "123 456"; other text unchanged. */
 char *tally_app_code_format (const char *code);
 
+/* Where the register stands until it reconciles with its issuer: the
+ * offline payments made of those certified, and the deadline, the earlier
+ * of the certificate's expiry and the last reconciliation plus the
+ * certified offline time; "" without a certificate (@cert_expiry 0). */
+char *tally_app_sync_describe (guint32 offline_payments,
+                               guint32 max_offline_payments,
+                               guint64 last_reconciliation,
+                               guint64 max_offline_seconds,
+                               guint64 cert_expiry,
+                               gint64 now);
+
 /* The other side as people read it: its certified name, else the first 8
  * hex digits of its register id, else "unknown". */
 char *tally_app_peer_label (const char *name, const char *id);

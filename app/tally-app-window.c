@@ -25,6 +25,7 @@ struct _TallyAppWindow
   GtkLabel *name_label;
   GtkLabel *balance_label;
   GtkLabel *status_label;
+  GtkLabel *sync_label;
   GtkListBox *recent_list;
 
   /* Receive */
@@ -145,6 +146,7 @@ on_register_changed (TallyDBusRegister1 *reg, gpointer user_data)
     gtk_label_set_text (self->name_label, "");
     gtk_label_set_text (self->balance_label, "");
     gtk_label_set_text (self->status_label, _ ("tallyd is not running."));
+    gtk_label_set_text (self->sync_label, "");
     return;
   }
   const char *currency = tally_dbus_register1_get_currency (reg);
@@ -160,6 +162,13 @@ on_register_changed (TallyDBusRegister1 *reg, gpointer user_data)
     gtk_label_set_text (self->status_label, _ ("This register is closed."));
   else
     gtk_label_set_text (self->status_label, "");
+  g_autofree char *sync = tally_app_sync_describe (
+    tally_dbus_register1_get_offline_payments (reg),
+    tally_dbus_register1_get_max_offline_payments (reg),
+    tally_dbus_register1_get_last_reconciliation (reg),
+    tally_dbus_register1_get_max_offline_seconds (reg),
+    tally_dbus_register1_get_certificate_expiry (reg), g_get_real_time () / G_USEC_PER_SEC);
+  gtk_label_set_text (self->sync_label, sync);
   refresh_history (self);
 }
 
@@ -616,6 +625,8 @@ build_home (TallyAppWindow *self)
   gtk_box_append (box, GTK_WIDGET (self->name_label));
   gtk_box_append (box, GTK_WIDGET (self->balance_label));
   gtk_box_append (box, GTK_WIDGET (self->status_label));
+  self->sync_label = tally_app_value_label (_ ("Reconciliation"), "caption");
+  gtk_box_append (box, GTK_WIDGET (self->sync_label));
 
   /* One above the other: side by side they would not fit a phone. */
   GtkWidget *buttons = gtk_box_new (GTK_ORIENTATION_VERTICAL, 12);

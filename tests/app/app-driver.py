@@ -335,6 +335,10 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
         ok(payer_after == payer_before - cents,
            'approve: the payer\'s balance fell by %s (%d -> %d)' % (amount, payer_before,
                                                                     payer_after))
+        sync = eventually(lambda: (lambda v: v if v and v.startswith('1 of 100 ') else None)(
+            value(payer, 'Reconciliation')))
+        ok(sync is not None and 'reconcile by ' in sync,
+           'approve: the payer\'s home counts the payment: "%s"' % value(payer, 'Reconciliation'))
         adw_page(payer, 'History')
         entry = 'Paid %s EUR \u00b7 %s' % (amount, stall_name)
         ok(eventually(lambda: find(payer, role='label', name=entry)) is not None,

@@ -202,6 +202,25 @@ test_offer_that_differs_from_the_request_is_refused (void)
   g_clear_pointer (&reason, g_free);
 }
 
+/* The home page tells how far the register is from its reconciliation
+ * deadline: the earlier of the certificate's end and the offline time. */
+static void
+test_sync_state_names_the_earlier_deadline (void)
+{
+  g_autofree char *none = tally_app_sync_describe (0, 0, 0, 0, 0, 1767225600);
+  g_autofree char *cert = tally_app_sync_describe (1, 100, 0, 259200, 1767312000, 1767225600);
+  g_autofree char *offline =
+    tally_app_sync_describe (2, 100, 1767225600, 3600, 1767312000, 1767225600);
+  g_autofree char *late =
+    tally_app_sync_describe (2, 100, 1767225600, 3600, 1767312000, 1767229200);
+  g_assert_cmpstr (none, ==, "");
+  g_assert_cmpstr (cert, ==, "1 of 100 offline payments \u00b7 reconcile by 2026-01-02 00:00");
+  g_assert_cmpstr (offline, ==, "2 of 100 offline payments \u00b7 reconcile by 2026-01-01 01:00");
+  g_assert_cmpstr (late, ==,
+                   "2 of 100 offline payments \u00b7 reconcile now: the deadline passed on "
+                   "2026-01-01 01:00");
+}
+
 static GVariant *
 history_entry (const char *kind,
                gint64 amount,
@@ -266,6 +285,8 @@ main (int argc, char **argv)
                    test_malformed_request_uris_are_refused);
   g_test_add_func ("/app/offer-that-differs-from-the-request-is-refused",
                    test_offer_that_differs_from_the_request_is_refused);
+  g_test_add_func ("/app/sync-state-names-the-earlier-deadline",
+                   test_sync_state_names_the_earlier_deadline);
   g_test_add_func ("/app/history-csv-quotes-and-defuses-other-peoples-text",
                    test_history_csv_quotes_and_defuses_other_peoples_text);
   return g_test_run ();
