@@ -24,7 +24,9 @@ import zlib
 
 import pyatspi
 
-TIMEOUT = 30.0
+# How long to wait for anything on a screen; TALLY_APP_TIMEOUT raises it for
+# a slow machine or an app under valgrind.
+TIMEOUT = float(os.environ.get('TALLY_APP_TIMEOUT', '30'))
 # TALLY_APP_SCREENSHOTS=DIR: save the screens as DIR/PREFIX-NAME.png, read
 # from Xvfb's frame buffers (TALLY_APP_FBDIR/Xvfb_screenN, the stall on
 # screen 0, the payer on 1).

@@ -16,6 +16,9 @@
 #
 #   test-app.sh          (TALLY_BUILD_DIR: the build directory, default build/)
 #
+# TALLY_APP=PROGRAM runs another tally-app (a valgrind wrapper, say), and
+# TALLY_APP_TIMEOUT=SECONDS (default 30) is how long the driver waits for
+# each change on a screen.
 # TALLY_APP_GEOMETRY=WxH sizes both windows (and the screens); with
 # TALLY_APP_SCREENSHOTS=DIR the driver also saves the screens it passes
 # as DIR/WxH-NAME.png (scripts/app-screenshots.sh).  The stall's window is
