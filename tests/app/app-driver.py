@@ -268,7 +268,9 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
     adw_page(stall, 'Receive')
     set_entry(stall, 'Amount', amount)
     set_entry(stall, 'Memo', 'round ' + verdict)
-    click(stall, 'Request payment')
+    click_until(stall, 'Request payment',
+                lambda: (lambda v: v is not None and v.startswith('tally://pay?'))(
+                    value(stall, 'Request URI')))
     uri = wait_value(stall, 'Request URI', lambda v: v.startswith('tally://pay?'),
                      'the request URI on the stall')
     ok(value(stall, 'Requested amount') == amount + ' EUR',
@@ -296,7 +298,7 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
         run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before)
         return
     set_entry(payer, 'Payment request or address', uri)
-    click(payer, 'Pay')
+    pay(payer)
     dialog = wait_for('the confirmation dialog', lambda: dialog_with(payer, 'Approve'), payer)
     body = [label_text(a) for a in walk(dialog) if a.getRoleName() == 'label']
     ok(any(('Pay %s EUR to %s?' % (amount, stall_name)) == t for t in body),
@@ -319,7 +321,7 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
            'approve: the customer display shows the same code (%s)' % customer_code)
 
     if verdict == 'approve':
-        click(dialog, 'Approve')
+        click_until(dialog, 'Approve', lambda: dialog_with(payer, 'Approve') is None)
         wait_value(stall, 'Request state', lambda v: v == 'Received', 'the stall to show Received')
         wait_value(stall, 'State shown to the customer', lambda v: v == 'Received',
                    'the customer display to show Received')
@@ -353,7 +355,7 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
         screenshot(1, 'history')
     else:
         if verdict == 'decline':
-            click(dialog, 'Decline')
+            click_until(dialog, 'Decline', lambda: dialog_with(payer, 'Approve') is None)
             wait_value(payer, 'Payment state', lambda v: v == 'Declined.',
                        'the payer to show Declined.')
         else:
@@ -400,7 +402,7 @@ def run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before):
         pasted = uri.replace('amount=%d' % cents, 'amount=0%d' % cents)
         want = "The request's amount is not valid."
     set_entry(payer, 'Payment request or address', pasted)
-    click(payer, 'Pay')
+    pay(payer)
     asked = eventually(lambda: dialog_with(payer, 'Approve'), timeout=3.0)
     ok(asked is None, '%s: the payer is not asked to confirm' % verdict)
     state = eventually(lambda: (lambda v: v if v == want else None)(value(payer, 'Payment state')))
@@ -427,11 +429,32 @@ def run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before):
     adw_page(payer, 'Home')
 
 
+def click_until(app, name, effect, tries=5):
+    """Clicks the button @name until effect () holds.  GTK 4.8 ignores the
+    click action of a button that is not realized yet, which a page just
+    switched to may not be: then the click is made again."""
+    for _ in range(tries):
+        if effect():  # the last click took effect after all
+            return
+        click(app, name)
+        if eventually(effect, timeout=3.0):
+            return
+    bail('clicking "%s" did nothing, %d times' % (name, tries), app)
+
+
+def pay(payer):
+    """Clicks Pay: the Payment state label changes, or the dialog opens."""
+    before = value(payer, 'Payment state')
+    click_until(payer, 'Pay', lambda: dialog_with(payer, 'Approve') is not None or
+                value(payer, 'Payment state') != before)
+
+
 def adw_page(app, name):
     """Switches the window's view to the page @name through its switcher."""
     tab = wait_for('the page tab "%s"' % name, lambda: find(app, role='page tab', name=name), app)
     action = tab.queryAction()
     action.doAction(0)
+    time.sleep(0.3)  # a frame, for the page's widgets to be realized
 
 
 def main():
