@@ -433,9 +433,11 @@ def click_until(app, name, effect, tries=5):
     """Clicks the button @name until effect () holds.  GTK 4.8 ignores the
     click action of a button that is not realized yet, which a page just
     switched to may not be: then the click is made again."""
-    for _ in range(tries):
+    for attempt in range(tries):
         if effect():  # the last click took effect after all
             return
+        if attempt > 0:
+            print('# clicking "%s" again: the last click did nothing' % name, flush=True)
         click(app, name)
         if eventually(effect, timeout=3.0):
             return
