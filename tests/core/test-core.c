@@ -1699,6 +1699,35 @@ test_key_file_read_refuses_wrong_size (void)
   tmp_dir_clear (&t);
 }
 
+/* A register or issuer key file is seed || public key; one whose public
+ * half belongs to another key would sign with one key and claim another. */
+static void
+test_key_file_read_refuses_mismatched_halves (void)
+{
+  TmpDir t;
+  Keys a, b;
+  guint8 mixed[TALLY_SECRET_KEY_BYTES];
+  g_autoptr (GError) error = NULL;
+
+  tmp_dir_init (&t);
+  keys_init (&a, 0x03);
+  keys_init (&b, 0x04);
+  memcpy (mixed, a.sk, crypto_sign_SEEDBYTES);
+  memcpy (mixed + crypto_sign_SEEDBYTES, b.pk, TALLY_PUBLIC_KEY_BYTES);
+  write_file (t.path, mixed, sizeof mixed, 0600);
+  guint8 back[TALLY_SECRET_KEY_BYTES];
+  g_assert_false (tally_key_file_read (t.path, back, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_nonnull (strstr (error->message, "corrupt"));
+  /* Neither half is left behind. */
+  for (gsize j = 0; j < sizeof back; j++)
+    g_assert_cmpuint (back[j], ==, 0);
+  sodium_memzero (mixed, sizeof mixed);
+  keys_clear (&a);
+  keys_clear (&b);
+  tmp_dir_clear (&t);
+}
+
 static void
 test_key_file_read_missing_is_not_found (void)
 {
@@ -2019,6 +2048,8 @@ main (int argc, char **argv)
                    test_key_file_read_refuses_readable_by_others);
   g_test_add_func ("/core/key-file/read-refuses-wrong-size",
                    test_key_file_read_refuses_wrong_size);
+  g_test_add_func ("/core/key-file/read-refuses-mismatched-halves",
+                   test_key_file_read_refuses_mismatched_halves);
   g_test_add_func ("/core/key-file/read-missing-is-not-found",
                    test_key_file_read_missing_is_not_found);
   g_test_add_func ("/core/key-file/write-refuses-missing-directory",

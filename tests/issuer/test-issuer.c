@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "issuer-test-util.h"
+#include "tally-keyfile.h"
 
 typedef struct
 {
@@ -272,6 +273,31 @@ test_open_refuses_key_of_another_issuer (Fixture *f, gconstpointer data)
 
   g_autoptr (TallyIssuer) issuer = tally_issuer_open (f->dir, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_null (issuer);
+}
+
+/* seed || public key: an issuer.key whose public half is ours and whose
+ * seed is another key's would claim our key and sign with the other. */
+static void
+test_open_refuses_key_file_with_mismatched_halves (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = g_build_filename (f->dir, "issuer.key", NULL);
+  g_clear_pointer (&f->issuer, tally_issuer_free);
+  guint8 ours[TALLY_SECRET_KEY_BYTES], other_pk[TALLY_PUBLIC_KEY_BYTES];
+  guint8 mixed[TALLY_SECRET_KEY_BYTES];
+  g_assert_true (tally_key_file_read (path, ours, &error));
+  g_assert_no_error (error);
+  crypto_sign_keypair (other_pk, mixed);
+  memcpy (mixed + crypto_sign_SEEDBYTES, ours + crypto_sign_SEEDBYTES, TALLY_PUBLIC_KEY_BYTES);
+  g_assert_true (tally_key_file_write (path, mixed, &error));
+  g_assert_no_error (error);
+  sodium_memzero (ours, sizeof ours);
+  sodium_memzero (mixed, sizeof mixed);
+
+  g_autoptr (TallyIssuer) issuer = tally_issuer_open (f->dir, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_nonnull (strstr (error->message, "corrupt"));
   g_assert_null (issuer);
 }
 
@@ -2753,6 +2779,8 @@ main (int argc, char **argv)
   ADD ("/issuer/open/restores-keys-and-books", test_open_restores_keys_and_books);
   ADD ("/issuer/open/refuses-missing-issuer", test_open_refuses_missing_issuer);
   ADD ("/issuer/open/refuses-key-of-another-issuer", test_open_refuses_key_of_another_issuer);
+  ADD ("/issuer/open/refuses-key-file-with-mismatched-halves",
+       test_open_refuses_key_file_with_mismatched_halves);
   ADD ("/issuer/account/refuses-duplicate-name", test_account_refuses_duplicate_name);
   ADD ("/issuer/account/refuses-unknown-account", test_account_refuses_unknown_account);
   ADD ("/issuer/account/refuses-empty-or-control-name", test_account_refuses_empty_name);
