@@ -51,6 +51,7 @@ tally_dbus_payment_sync (TallyDBusPayment *object)
       s, g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, receipt, TRUE));
   tally_dbus_payment1_set_error (s, error ? tally_dbus_error_name_for (error) : "");
   tally_dbus_payment1_set_error_message (s, error ? error->message : "");
+  tally_dbus_payment1_set_error_from_peer (s, tally_payment_is_refused_by_peer (p));
   g_object_thaw_notify (G_OBJECT (s));
 }
 

@@ -38,6 +38,7 @@ struct _TallyPayment
   GMainContext *context; /* thread-default at creation: the timeout's */
   GSource *timeout;
   GError *error;
+  gboolean refused_by_peer; /* failed on the peer's Error message */
   GBytes *receipt;
   char *peer_short_id; /* PeerName of a peer certified without a name */
   const TallyPaymentCallbacks *callbacks;
@@ -483,6 +484,7 @@ on_channel_message (TallyChannel *channel, GBytes *message, gpointer user_data)
   }
 
   if (!tally_session_handle (p->session, data, len, tally_now (), &reply, &error)) {
+    p->refused_by_peer = tally_session_is_refused_by_peer (p->session);
     fail (p, g_steal_pointer (&error), reply);
     return;
   }
@@ -807,4 +809,11 @@ tally_payment_get_error (TallyPayment *p)
 {
   g_return_val_if_fail (p != NULL, NULL);
   return p->error;
+}
+
+gboolean
+tally_payment_is_refused_by_peer (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, FALSE);
+  return p->refused_by_peer;
 }

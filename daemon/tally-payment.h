@@ -135,6 +135,9 @@ gboolean tally_payment_is_redelivery (TallyPayment *payment);
 GBytes *tally_payment_get_receipt (TallyPayment *payment);
 /* Why the payment FAILED, else NULL. */
 const GError *tally_payment_get_error (TallyPayment *payment);
+/* TRUE when it FAILED on the peer's Error message (the other register
+ * refused), FALSE when this side ended it or it has not failed. */
+gboolean tally_payment_is_refused_by_peer (TallyPayment *payment);
 
 /* Sends a wire Error to a payer nobody waits for and closes the link once
  * the peer had a chance to read it. */

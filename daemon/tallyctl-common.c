@@ -143,12 +143,11 @@ is_tally_error (const char *name, TallyError code)
 }
 
 int
-exit_code_for (const char *name, const char *message, gboolean in_payment)
+exit_code_for (const char *name, gboolean from_peer, gboolean in_payment)
 {
   if (name == NULL || *name == '\0')
     return EXIT_FAIL;
-  /* The session prefixes the text of a peer's Error message with "peer: ". */
-  if (message != NULL && g_str_has_prefix (message, "peer: "))
+  if (from_peer)
     return EXIT_REFUSED;
   if (strcmp (name, DBUS_ERROR_NAME_HAS_NO_OWNER) == 0 ||
       strcmp (name, DBUS_ERROR_SERVICE_UNKNOWN) == 0 ||
@@ -181,7 +180,7 @@ report_error (Ctl *ctl, const char *name, const char *message)
   } else {
     g_printerr ("tallyctl %s: %s: %s\n", ctl->command ? ctl->command->name : "", name, message);
   }
-  return exit_code_for (name, message, FALSE);
+  return exit_code_for (name, FALSE, FALSE);
 }
 
 /* Prints a failed call's D-Bus error name and message. */

@@ -111,11 +111,11 @@ void json_value (GString *out, GVariant *value);
 void print_json_dict (GVariantDict *dict);
 /* Progress lines go to stdout, or stderr when stdout carries JSON. */
 void progress (Ctl *ctl, const char *format, ...) G_GNUC_PRINTF (2, 3);
-/* The exit status for a failure with D-Bus error @name and @message:
- * "peer: ..." is a message the other register sent (refused), tallyd or a
- * bus missing is EXIT_ABSENT.  @in_payment: the error ended a payment,
+/* The exit status for a failure with D-Bus error @name: @from_peer (a
+ * payment's ErrorFromPeer) is a refusal by the other register, tallyd or
+ * a bus missing is EXIT_ABSENT.  @in_payment: the error ended a payment,
  * where a malformed message is the peer's doing, not the user's input. */
-int exit_code_for (const char *name, const char *message, gboolean in_payment);
+int exit_code_for (const char *name, gboolean from_peer, gboolean in_payment);
 /* Prints a D-Bus error name and message; returns exit_code_for () them. */
 int report_error (Ctl *ctl, const char *name, const char *message);
 /* Prints a failed call's D-Bus error name and message. */

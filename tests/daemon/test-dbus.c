@@ -30,7 +30,7 @@ static const char *const register_properties[] = {
 
 static const char *const payment_properties[] = {
   "Role", "State", "Amount", "Currency", "Memo", "Peer", "PeerName", "ComparisonCode", "Counter",
-  "Receipt", "Error", "ErrorMessage", "Address", "CallerUid", NULL,
+  "Receipt", "Error", "ErrorMessage", "ErrorFromPeer", "Address", "CallerUid", NULL,
 };
 
 typedef struct
@@ -243,6 +243,13 @@ get_payment_string (Fixture *f, Node *node, const char *path, const char *name)
 {
   g_autoptr (GVariant) v = get_property (f, node, path, "org.tally.Payment1", name);
   return g_variant_dup_string (v, NULL);
+}
+
+static gboolean
+get_payment_bool (Fixture *f, Node *node, const char *path, const char *name)
+{
+  g_autoptr (GVariant) v = get_property (f, node, path, "org.tally.Payment1", name);
+  return g_variant_get_boolean (v);
 }
 
 static void
@@ -696,6 +703,9 @@ test_pay_without_agent_is_rejected (Fixture *f, gconstpointer data)
   g_assert_cmpstr (payee_error, ==, "org.tally.Error.Rejected");
   g_autofree char *want = g_strdup_printf ("no agent registered by uid %u", (guint) getuid ());
   g_assert_cmpstr (message, ==, want);
+  /* Alice's side refused: ErrorFromPeer tells bob's failure from hers. */
+  g_assert_false (get_payment_bool (f, &f->alice, payment, "ErrorFromPeer"));
+  g_assert_true (get_payment_bool (f, &f->bob, request, "ErrorFromPeer"));
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
   g_assert_cmpint (get_balance (f, &f->bob), ==, 0);
 }
@@ -763,6 +773,7 @@ test_payer_without_request_gets_not_found (Fixture *f, gconstpointer data)
   g_assert_cmpstr (state, ==, "failed");
   g_autofree char *err = get_payment_string (f, &f->alice, payment, "Error");
   g_assert_cmpstr (err, ==, "org.tally.Error.NotFound");
+  g_assert_true (get_payment_bool (f, &f->alice, payment, "ErrorFromPeer"));
   g_assert_cmpuint (f->agent_calls, ==, 0);
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
 }
