@@ -480,8 +480,8 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "  [register]\n"                                                                                 \
   "    dir=PATH                     register directory; created on first start\n"                  \
   "                                 (default: " DIR ")\n"                                          \
-  "    issuer_key=HEX               issuer public key, 64 hex digits; needed to\n"                 \
-  "                                 create the register\n"                                         \
+  "    issuer_key=HEX               issuer public key, 64 hex digits; without it\n"                \
+  "                                 the register waits for tallyctl issuer FILE\n"                 \
   "  [dbus]\n"                                                                                     \
   "    bus=session|system           bus to serve on (default: " BUS ")\n"                          \
   "    name=NAME                    well-known name (default: " TALLY_CONFIG_DEFAULT_BUS_NAME      \

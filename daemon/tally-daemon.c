@@ -581,17 +581,16 @@ open_register (const TallyConfig *config, GError **error)
   TallyRegister *reg = tally_register_open (config->register_dir, &local);
 
   if (reg == NULL && g_error_matches (local, TALLY_ERROR, TALLY_ERROR_NOT_FOUND)) {
-    if (!config->has_issuer_key) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
-                   "[register] issuer_key: required to create a register in %s",
-                   config->register_dir);
-      return NULL;
-    }
-    reg = tally_register_create (config->register_dir, config->issuer_key, error);
+    /* Without issuer_key (a fresh install), the owner gives the issuer's
+     * key set later: Register1.SetIssuer. */
+    reg = config->has_issuer_key
+            ? tally_register_create (config->register_dir, config->issuer_key, error)
+            : tally_register_create_unbound (config->register_dir, error);
     if (reg == NULL)
       return NULL;
     g_autofree char *id = tally_register_get_id_hex (reg);
-    g_message ("created register %s in %s", id, config->register_dir);
+    g_message ("created register %s in %s%s", id, config->register_dir,
+               config->has_issuer_key ? "" : ", trusting no issuer yet (tallyctl issuer FILE)");
     return reg;
   }
   if (reg == NULL) {
@@ -599,6 +598,11 @@ open_register (const TallyConfig *config, GError **error)
     return NULL;
   }
 
+  if (config->has_issuer_key && !tally_register_has_issuer (reg) &&
+      !tally_register_set_issuer_key (reg, config->issuer_key, error)) {
+    tally_register_free (reg);
+    return NULL;
+  }
   if (config->has_issuer_key &&
       memcmp (tally_register_get_issuer_key (reg), config->issuer_key, TALLY_PUBLIC_KEY_BYTES) != 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_ISSUER,

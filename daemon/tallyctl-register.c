@@ -102,6 +102,13 @@ print_balance (Ctl *ctl, const char *prefix)
     g_variant_dict_insert (&dict, "Currency", "s", currency);
     g_variant_dict_insert (&dict, "Formatted", "s", g_strstrip (text));
     print_json_dict (&dict);
+  } else if (*dict_str (props, "IssuerKey") == '\0') {
+    /* A fresh install: say what comes next. */
+    g_print ("%s%s (no issuer yet: tallyctl issuer FILE, from tally-issuer key --out)\n", prefix,
+             g_strstrip (text));
+  } else if (*currency == '\0') {
+    g_print ("%s%s (no certificate yet: tallyctl key, then tallyctl certificate FILE)\n", prefix,
+             g_strstrip (text));
   } else {
     g_print ("%s%s\n", prefix, g_strstrip (text));
   }
@@ -356,6 +363,12 @@ int
 cmd_load (Ctl *ctl, int argc, char **argv)
 {
   return send_file (ctl, argc, argv, "LoadVoucher", "Voucher loaded.");
+}
+
+int
+cmd_issuer (Ctl *ctl, int argc, char **argv)
+{
+  return send_file (ctl, argc, argv, "SetIssuer", "Issuer set.");
 }
 
 int

@@ -39,6 +39,10 @@ static const Command commands[] = {
     cmd_history },
   { "load", "FILE", "Load value from an issuer voucher (FILE - reads standard input).",
     "tallyctl load voucher.bin", cmd_load },
+  { "issuer", "FILE",
+    "Trust the issuer whose signed key set FILE holds (tally-issuer key --out); once, on a "
+    "register made without [register] issuer_key (FILE - reads standard input).",
+    "tallyctl issuer issuer-keys.bin", cmd_issuer },
   { "certificate", "FILE",
     "Install the issuer's certificate for this register (FILE - reads standard input).",
     "tallyctl certificate register.cert", cmd_certificate },

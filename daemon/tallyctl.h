@@ -161,6 +161,7 @@ int cmd_balance (Ctl *ctl, int argc, char **argv);
 int cmd_key (Ctl *ctl, int argc, char **argv);
 int cmd_history (Ctl *ctl, int argc, char **argv);
 int cmd_load (Ctl *ctl, int argc, char **argv);
+int cmd_issuer (Ctl *ctl, int argc, char **argv);
 int cmd_certificate (Ctl *ctl, int argc, char **argv);
 int cmd_apply (Ctl *ctl, int argc, char **argv);
 int cmd_export (Ctl *ctl, int argc, char **argv);
