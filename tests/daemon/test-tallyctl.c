@@ -548,6 +548,90 @@ test_fresh_install_balance_says_what_comes_next (Fixture *f, gconstpointer data)
   node_stop (&carol);
 }
 
+/* --- a CLI that fits its neighbours --- */
+
+static void
+expect_run (const char *const *args, int status, const char *out)
+{
+  Run run = { 0 };
+  run_tallyctl (&run, NULL, args);
+  g_assert_cmpint (run.status, ==, status);
+  if (out != NULL)
+    g_assert_cmpstr (run.out, ==, out);
+  run_clear (&run);
+}
+
+static void
+expect_usage (const char *const *args, const char *err)
+{
+  Run run = { 0 };
+  run_tallyctl (&run, NULL, args);
+  g_assert_cmpint (run.status, ==, STATUS_INVALID_INPUT);
+  g_assert_null (run.out);
+  assert_contains (run.err, err);
+  run_clear (&run);
+}
+
+static void
+test_global_options_work_after_the_command (Fixture *f, gconstpointer data)
+{
+  const char *alice = node_name (&f->alice);
+  Run json = { 0 };
+  run_tallyctl (&json, NULL, (const char *const[]){ "balance", "--name", alice, "--json", NULL });
+  g_assert_cmpint (json.status, ==, STATUS_OK);
+  assert_contains (json.out, "\"Formatted\":\"100.00 EUR\"");
+  run_clear (&json);
+  expect_run ((const char *const[]){ "--name", "org.tally.Nobody", "balance", "-n", alice, NULL },
+              STATUS_OK, "100.00 EUR\n");
+  /* After the command its own short options win: history -n is --limit. */
+  Run limited = { 0 };
+  run_tallyctl (&limited, NULL,
+                (const char *const[]){ "--name", alice, "history", "-n", "1", "-t", NULL });
+  g_assert_cmpint (limited.status, ==, STATUS_OK);
+  g_auto (GStrv) lines = g_strsplit (g_strchomp (limited.out), "\n", -1);
+  g_assert_cmpuint (g_strv_length (lines), ==, 1);
+  run_clear (&limited);
+}
+
+static void
+test_terse_and_fields_print_values_for_scripts (Fixture *f, gconstpointer data)
+{
+  const char *alice = node_name (&f->alice);
+  expect_run ((const char *const[]){ "--name", alice, "-t", "-f", "balance,Currency", "info", NULL },
+              STATUS_OK, "100.00 EUR\nEUR\n");
+  expect_run ((const char *const[]){ "--name", alice, "balance", "--terse", NULL }, STATUS_OK,
+              "100.00 EUR\n");
+  expect_run ((const char *const[]){ "--name", alice, "--json", "-f", "Balance", "info", NULL },
+              STATUS_OK, "{\"Balance\":10000}\n");
+  expect_run ((const char *const[]){ "--name", alice, "-t", "-f", "kind,state,amount,number",
+                                     "history", NULL },
+              STATUS_OK, "load:acknowledged:100.00 EUR:1\n");
+  expect_run ((const char *const[]){ "--name", alice, "-f", "kind,amount", "history", NULL },
+              STATUS_OK, "kind  amount\nload  100.00 EUR\n");
+
+  /* What cannot be shaped so is refused before anything happens. */
+  Run bad = { 0 };
+  run_tallyctl (&bad, NULL, (const char *const[]){ "--name", alice, "-f", "nope", "info", NULL });
+  g_assert_cmpint (bad.status, ==, STATUS_INVALID_INPUT);
+  assert_contains (bad.err, "no field \"nope\" here; the fields are RegisterId, PublicKey");
+  run_clear (&bad);
+  expect_usage ((const char *const[]){ "--name", alice, "--json", "--terse", "balance", NULL },
+                "--json and --terse: choose one");
+  expect_usage ((const char *const[]){ "--name", alice, "--terse", "request", "1.00", NULL },
+                "--terse applies to info, balance, key and history");
+  expect_usage ((const char *const[]){ "--name", alice, "-f", "kind", "history", "--csv", NULL },
+                "--terse and --fields shape the table, not --csv or --json");
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+}
+
+static void
+test_info_says_durations_in_words (Fixture *f, gconstpointer data)
+{
+  expect_run ((const char *const[]){ "--name", node_name (&f->alice), "-t", "-f",
+                                     "MaxOfflineSeconds", "info", NULL },
+              STATUS_OK, "3 days\n");
+}
+
 /* Bob has no request: his daemon refuses the payer with NotFound. */
 static void
 test_refused_by_peer_is_6 (Fixture *f, gconstpointer data)
@@ -576,6 +660,11 @@ main (int argc, char **argv)
   ADD ("/daemon/tallyctl/exit-status/daemon-absent-is-5-and-says-how-to-start-it",
        test_daemon_absent_is_5);
   ADD ("/daemon/tallyctl/exit-status/refused-by-peer-is-6", test_refused_by_peer_is_6);
+  ADD ("/daemon/tallyctl/cli/global-options-work-after-the-command",
+       test_global_options_work_after_the_command);
+  ADD ("/daemon/tallyctl/cli/terse-and-fields-print-values-for-scripts",
+       test_terse_and_fields_print_values_for_scripts);
+  ADD ("/daemon/tallyctl/cli/info-says-durations-in-words", test_info_says_durations_in_words);
   ADD ("/daemon/tallyctl/fresh-install/balance-says-what-comes-next",
        test_fresh_install_balance_says_what_comes_next);
   ADD ("/daemon/tallyctl/message/voucher-loaded-twice-says-already-loaded",
