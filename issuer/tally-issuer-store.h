@@ -3,8 +3,9 @@
 
 /*
  * The issuer's storage, behind narrow calls so that the bookkeeping in
- * tally-issuer.c never speaks SQL.  tally-issuer-store-sqlite.c keeps it in
- * SQLite, with the schema in tally-issuer-store-schema.c.
+ * tally-issuer.c never speaks SQL.  The calls dispatch to a backend
+ * (tally-issuer-store-private.h): tally-issuer-store-sqlite.c keeps the
+ * store in SQLite, with the schema in tally-issuer-store-schema.c.
  *
  * Every public issuer operation runs inside exactly one begin/commit pair and
  * rolls back on any error, so a failed operation leaves the store unchanged.
