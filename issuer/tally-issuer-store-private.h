@@ -14,6 +14,7 @@
  */
 
 #include "tally-issuer-store.h"
+#include "tally-pg.h"
 #include "tally-sqlite.h"
 
 G_BEGIN_DECLS
@@ -132,5 +133,9 @@ void tally_issuer_store_init (TallyIssuerStore *store, const TallyIssuerStoreVTa
  * refuses any other database without a schema_version table, then brings
  * it to the newest version. */
 gboolean tally_issuer_store_schema_setup (TallySqlite *db, gboolean create, GError **error);
+
+/* The same for a PostgreSQL store (tally-issuer-store-pg-schema.c), in
+ * the connection's current schema. */
+gboolean tally_issuer_store_pg_schema_setup (TallyPg *db, gboolean create, GError **error);
 
 G_END_DECLS

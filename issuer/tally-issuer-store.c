@@ -67,6 +67,49 @@ tally_issuer_fraud_row_free (TallyIssuerFraudRow *row)
   g_free (row);
 }
 
+/* --- choosing a backend --- */
+
+#define SPEC_SQLITE     "sqlite"
+#define SPEC_POSTGRESQL "postgresql:"
+
+gboolean
+tally_issuer_store_spec_is_sqlite (const char *spec)
+{
+  return spec == NULL || g_str_equal (spec, SPEC_SQLITE);
+}
+
+gboolean
+tally_issuer_store_spec_check (const char *spec, GError **error)
+{
+  g_return_val_if_fail (spec != NULL, FALSE);
+
+  if (tally_issuer_store_spec_is_sqlite (spec))
+    return TRUE;
+  if (g_str_has_prefix (spec, SPEC_POSTGRESQL) && spec[strlen (SPEC_POSTGRESQL)] != '\0')
+    return TRUE;
+  g_autofree char *kind = g_strndup (spec, strcspn (spec, ":"));
+  if (g_str_has_prefix (spec, SPEC_POSTGRESQL))
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                 "store \"postgresql:\" needs a connection string, e.g. "
+                 "\"postgresql:host=/run/postgresql dbname=tally\"");
+  else
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                 "unknown store \"%s\": use \"sqlite\" or \"postgresql:CONNINFO\"", kind);
+  return FALSE;
+}
+
+TallyIssuerStore *
+tally_issuer_store_open (const char *spec, const char *sqlite_path, gboolean create, GError **error)
+{
+  g_return_val_if_fail (sqlite_path != NULL, NULL);
+
+  if (tally_issuer_store_spec_is_sqlite (spec))
+    return tally_issuer_store_sqlite_open (sqlite_path, create, error);
+  if (!tally_issuer_store_spec_check (spec, error))
+    return NULL;
+  return tally_issuer_store_pg_open (spec + strlen (SPEC_POSTGRESQL), create, error);
+}
+
 /* --- dispatch --- */
 
 void

@@ -153,6 +153,25 @@ TallyIssuerStore *tally_issuer_store_sqlite_open (const char *path,
                                                   gboolean create,
                                                   GError **error);
 
+/* Opens (with @create, creates) a PostgreSQL store through libpq's
+ * connection string @conninfo ("host=/run/postgresql dbname=tally"), in
+ * the connection's current schema.  Without @create, a database without
+ * the issuer's tables is refused. */
+TallyIssuerStore *
+tally_issuer_store_pg_open (const char *conninfo, gboolean create, GError **error);
+
+/* A store named by a string, as issuer.conf and tally-issuer init --store
+ * name it: "sqlite" (the file @sqlite_path) or "postgresql:CONNINFO".
+ * INVALID_ARGUMENT for any other name, which the message does not echo
+ * past its kind (a connection string may hold a password). */
+gboolean tally_issuer_store_spec_check (const char *spec, GError **error);
+/* TRUE for the default, "sqlite" (or NULL). */
+gboolean tally_issuer_store_spec_is_sqlite (const char *spec);
+TallyIssuerStore *tally_issuer_store_open (const char *spec,
+                                           const char *sqlite_path,
+                                           gboolean create,
+                                           GError **error);
+
 /* --- calls ------------------------------------------------------------------ */
 
 gboolean tally_issuer_store_begin (TallyIssuerStore *store, GError **error);
