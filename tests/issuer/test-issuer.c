@@ -20,7 +20,7 @@ fixture_setup (Fixture *f, gconstpointer data)
   f->tmp = g_dir_make_tmp ("tally-issuer-test-XXXXXX", &error);
   g_assert_no_error (error);
   f->dir = g_build_filename (f->tmp, "issuer", NULL);
-  f->issuer = tally_issuer_create (f->dir, "Test Bank", "EUR", TEST_NOW, &error);
+  f->issuer = test_issuer_create (f->dir, "Test Bank", "EUR", TEST_NOW, &error);
   g_assert_no_error (error);
   g_assert_nonnull (f->issuer);
 }
@@ -206,7 +206,7 @@ static void
 test_create_refuses_existing_issuer (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (TallyIssuer) again = tally_issuer_create (f->dir, "Other", "EUR", TEST_NOW, &error);
+  g_autoptr (TallyIssuer) again = test_issuer_create (f->dir, "Other", "EUR", TEST_NOW, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
   g_assert_null (again);
 }
@@ -218,7 +218,7 @@ test_create_refuses_invalid_currency (Fixture *f, gconstpointer data)
   const char *bad[] = { "eur", "EU", "EURO1", "ABCDEFGHI", "" };
   for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
     g_autoptr (GError) error = NULL;
-    g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Bad", bad[i], TEST_NOW, &error);
+    g_autoptr (TallyIssuer) issuer = test_issuer_create (dir, "Bad", bad[i], TEST_NOW, &error);
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
     g_assert_null (issuer);
   }
@@ -262,7 +262,7 @@ test_open_refuses_key_of_another_issuer (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *other_dir = g_build_filename (f->tmp, "other", NULL);
-  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_autoptr (TallyIssuer) other = test_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
   g_assert_no_error (error);
   g_clear_pointer (&other, tally_issuer_free);
   g_clear_pointer (&f->issuer, tally_issuer_free);
@@ -1174,7 +1174,7 @@ test_reconcile_refuses_received_entry_from_another_issuer (Fixture *f, gconstpoi
 
   g_autoptr (GError) error = NULL;
   g_autofree char *other_dir = g_build_filename (f->tmp, "other-issuer", NULL);
-  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_autoptr (TallyIssuer) other = test_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
   g_assert_no_error (error);
   g_assert_true (tally_issuer_account_create (other, "xavier", &error));
   g_autoptr (TestRegister) x = test_register_new (other, "xavier");
@@ -1327,7 +1327,7 @@ test_reconcile_refuses_foreign_voucher (Fixture *f, gconstpointer data)
   /* A voucher from another issuer. */
   g_autoptr (GError) error = NULL;
   g_autofree char *other_dir = g_build_filename (f->tmp, "other-issuer", NULL);
-  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_autoptr (TallyIssuer) other = test_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
   g_assert_no_error (error);
   g_assert_true (tally_issuer_account_create (other, "alice", &error));
   g_assert_true (tally_issuer_deposit (other, "alice", 1000, &error));
