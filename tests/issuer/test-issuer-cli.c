@@ -2,8 +2,10 @@
 /*
  * Runs the built tally-issuer binary (path in argv[1]) through its commands.
  */
+#include <glib/gstdio.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "issuer-test-util.h"
@@ -15,6 +17,7 @@ typedef struct
 {
   char *tmp;
   char *dir;
+  char *spec; /* the store init_issuer () chose */
 } Fixture;
 
 typedef struct
@@ -45,6 +48,7 @@ static void
 fixture_teardown (Fixture *f, gconstpointer data)
 {
   test_remove_tree (f->tmp);
+  g_free (f->spec);
   g_free (f->dir);
   g_free (f->tmp);
 }
@@ -127,10 +131,15 @@ issuer_key (Fixture *f, guint8 pk[TALLY_PUBLIC_KEY_BYTES])
   g_assert_no_error (error);
 }
 
+/* On the store under test: --store on PostgreSQL, the default on SQLite. */
 static void
 init_issuer (Fixture *f)
 {
-  g_auto (Run) r = RUN (f, "init", "--name", "CLI \"Test\" Bank", "--currency", "EUR");
+  f->spec = test_store_spec_new ();
+  g_auto (Run) r =
+    test_store_is_pg ()
+      ? RUN (f, "init", "--name", "CLI \"Test\" Bank", "--currency", "EUR", "--store", f->spec)
+      : RUN (f, "init", "--name", "CLI \"Test\" Bank", "--currency", "EUR");
   expect_ok (&r);
   g_assert_nonnull (strstr (r.out, "public key "));
 }
@@ -414,6 +423,21 @@ test_cli_reconciles_and_reports_fraud (Fixture *f, gconstpointer data)
   g_assert_nonnull (strstr (list2.out, "revocation list 3 with 2 revoked"));
 }
 
+/* Runs @sql on the issuer's store behind the issuer's back. */
+static void
+tamper (Fixture *f, const char *sql)
+{
+  if (test_store_is_pg ()) {
+    g_free (test_pg_run (f->spec + strlen ("postgresql:"), sql));
+    return;
+  }
+  g_autofree char *db_path = g_build_filename (f->dir, "issuer.db", NULL);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open (db_path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+  sqlite3_close (db);
+}
+
 static void
 test_cli_audit_fails_when_books_do_not_balance (Fixture *f, gconstpointer data)
 {
@@ -423,13 +447,7 @@ test_cli_audit_fails_when_books_do_not_balance (Fixture *f, gconstpointer data)
   expect_ok (&dep);
 
   /* Money appearing behind the issuer's back must show. */
-  g_autofree char *db_path = g_build_filename (f->dir, "issuer.db", NULL);
-  sqlite3 *db = NULL;
-  g_assert_cmpint (sqlite3_open (db_path, &db), ==, SQLITE_OK);
-  g_assert_cmpint (sqlite3_exec (db, "UPDATE accounts SET balance = balance + 1", NULL, NULL,
-                                 NULL),
-                   ==, SQLITE_OK);
-  sqlite3_close (db);
+  tamper (f, "UPDATE accounts SET balance = balance + 1");
 
   g_auto (Run) audit = RUN (f, "audit", "--json");
   g_assert_cmpint (audit.status, ==, 1);
@@ -525,6 +543,45 @@ test_cli_reports_reclaim_and_late_receipt (Fixture *f, gconstpointer data)
   g_assert_nonnull (strstr (text.out, "reclaimed       10.00 EUR in 1 expired permission(s)"));
 }
 
+static void
+test_cli_init_refuses_unknown_store (Fixture *f, gconstpointer data)
+{
+  g_auto (Run) unknown =
+    RUN (f, "init", "--name", "x", "--currency", "EUR", "--store", "mysql:password=secret");
+  expect_failure (&unknown, 2, "unknown store \"mysql\"");
+  g_assert_null (strstr (unknown.err, "secret"));
+  g_auto (Run) empty =
+    RUN (f, "init", "--name", "x", "--currency", "EUR", "--store", "postgresql:");
+  expect_failure (&empty, 2, "needs a connection string");
+  g_assert_false (g_file_test (f->dir, G_FILE_TEST_EXISTS));
+}
+
+/* The store chosen at init is recorded in the directory, readable by its
+ * owner only, and every later command uses it. */
+static void
+test_cli_init_records_store_for_later_commands (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_autofree char *conf = g_build_filename (f->dir, "issuer.conf", NULL);
+  g_autofree char *db = g_build_filename (f->dir, "issuer.db", NULL);
+  if (test_store_is_pg ()) {
+    struct stat st;
+    g_assert_cmpint (g_stat (conf, &st), ==, 0);
+    g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+    g_assert_false (g_file_test (db, G_FILE_TEST_EXISTS));
+  } else {
+    g_assert_false (g_file_test (conf, G_FILE_TEST_EXISTS));
+    g_assert_true (g_file_test (db, G_FILE_TEST_EXISTS));
+  }
+  g_auto (Run) account = RUN (f, "account-create", "carol");
+  expect_ok (&account);
+  g_auto (Run) deposit = RUN (f, "deposit", "carol", "12.50");
+  expect_ok (&deposit);
+  g_auto (Run) balance = RUN (f, "balance", "carol");
+  expect_ok (&balance);
+  g_assert_nonnull (strstr (balance.out, "12.50"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -540,6 +597,9 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("/issuer/cli/help-lists-every-command-with-examples", test_cli_help_lists_every_command);
   ADD ("/issuer/cli/usage-errors-exit-2", test_cli_usage_errors_exit_2);
+  ADD ("/issuer/cli/init-refuses-unknown-store", test_cli_init_refuses_unknown_store);
+  ADD ("/issuer/cli/init-records-store-for-later-commands",
+       test_cli_init_records_store_for_later_commands);
   ADD ("/issuer/cli/certifies-display-name", test_cli_certifies_display_name);
   ADD ("/issuer/cli/runs-accounts-certificates-and-vouchers",
        test_cli_runs_accounts_certificates_and_vouchers);

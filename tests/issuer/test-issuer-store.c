@@ -687,9 +687,8 @@ static void
 test_store_pg_refuses_malformed_connection_string (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (TallyIssuerStore) store =
-    tally_issuer_store_open ("postgresql:host='unterminated password=secret", f->path, TRUE,
-                             &error);
+  g_autoptr (TallyIssuerStore) store = tally_issuer_store_open (
+    "postgresql:host='unterminated password=secret", f->path, TRUE, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
   g_assert_null (strstr (error->message, "secret"));
   g_assert_null (store);
