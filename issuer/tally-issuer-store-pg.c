@@ -247,12 +247,7 @@ run_bytes (TallyIssuerStore *s,
            GError **error)
 {
   g_autoptr (PGresult) r = run_row (s, id, p, what, error);
-  if (r == NULL)
-    return FALSE;
-  if (tally_pg_is_null (r, 0, 0))
-    return tally_pg_corrupt (DB (s), what, error);
-  *out = tally_pg_get_bytes (r, 0, 0);
-  return TRUE;
+  return r != NULL && tally_pg_get_bytes (DB (s), r, 0, 0, FALSE, out, error);
 }
 
 /* Fills the zeroed @row from row @i of @r. */
@@ -286,11 +281,23 @@ collect (TallyIssuerStore *s,
 
 /* --- transactions --- */
 
+/* A connection the server dropped since the last operation is made again
+ * here, where nothing is lost: no transaction is open.  BEGIN is tried a
+ * second time when it is what found the connection gone. */
 static gboolean
 pg_begin (TallyIssuerStore *s, GError **error)
 {
-  if (!tally_pg_begin (DB (s), error))
-    return FALSE;
+  for (guint attempt = 0;; attempt++) {
+    g_autoptr (GError) local = NULL;
+    if (!tally_pg_reconnect_if_lost (DB (s), error))
+      return FALSE;
+    if (tally_pg_begin (DB (s), &local))
+      break;
+    if (attempt > 0 || tally_pg_connected (DB (s))) {
+      g_propagate_error (error, g_steal_pointer (&local));
+      return FALSE;
+    }
+  }
   g_autoptr (PGresult) r = run_row (s, STMT_LOCK, NULL, "store lock", error);
   if (r != NULL)
     return TRUE;
@@ -397,15 +404,13 @@ read_register (TallyPg *db, PGresult *res, int i, TallyIssuerRegisterRow *row, G
       !tally_pg_get_int8 (db, res, i, 15, &r.max_payment_ever, error))
     return FALSE;
   r.max_offline_payments = (guint32) max_offline_payments;
-  r.account = tally_pg_get_text (res, i, 2);
-  char *name = tally_pg_get_text (res, i, 16);
-  if (name != NULL && *name == '\0')
-    g_clear_pointer (&name, g_free);
-  r.display_name = name;
-  if (r.account == NULL) {
+  if (!tally_pg_get_text (db, res, i, 2, FALSE, &r.account, error) ||
+      !tally_pg_get_text (db, res, i, 16, TRUE, &r.display_name, error)) {
     tally_issuer_register_row_clear (&r);
-    return tally_pg_corrupt (db, "register without account", error);
+    return FALSE;
   }
+  if (r.display_name != NULL && *r.display_name == '\0')
+    g_clear_pointer (&r.display_name, g_free);
   *row = r;
   return TRUE;
 }
@@ -554,12 +559,13 @@ read_entry (TallyPg *db, PGresult *res, int i, TallyIssuerEntryRow *row, GError 
       !tally_pg_get_int8 (db, res, i, 15, &r.credited, error) ||
       !tally_pg_get_bool (db, res, i, 16, &r.tainted, error))
     return FALSE;
-  if (tally_pg_is_null (res, i, 11))
-    return tally_pg_corrupt (db, "entry without envelope", error);
+  if (!tally_pg_get_bytes (db, res, i, 11, FALSE, &r.envelope, error) ||
+      !tally_pg_get_bytes (db, res, i, 14, TRUE, &r.receipt, error)) {
+    tally_issuer_entry_row_clear (&r);
+    return FALSE;
+  }
   r.kind = (TallyIssuerEntryKind) kind;
   r.state = (TallyIssuerEntryState) state;
-  r.envelope = tally_pg_get_bytes (res, i, 11);
-  r.receipt = tally_pg_get_bytes (res, i, 14);
   *row = r;
   return TRUE;
 }
@@ -707,11 +713,8 @@ read_fraud_proof (TallyPg *db, PGresult *r, int i, TallyIssuerFraudRow *row, GEr
       !tally_pg_get_int4 (db, r, i, 1, &kind, error) ||
       !tally_pg_get_u64 (db, r, i, 2, &row->detected_at, error))
     return FALSE;
-  if (tally_pg_is_null (r, i, 3))
-    return tally_pg_corrupt (db, "fraud proof without envelope", error);
   row->kind = (Tally__FraudKind) kind;
-  row->envelope = tally_pg_get_bytes (r, i, 3);
-  return TRUE;
+  return tally_pg_get_bytes (db, r, i, 3, FALSE, &row->envelope, error);
 }
 
 static gboolean
@@ -759,10 +762,7 @@ pg_revocation_list_get_latest (TallyIssuerStore *s,
   g_autoptr (PGresult) r = run_row (s, STMT_REVOCATION_LATEST, NULL, "revocation list", error);
   if (r == NULL || !tally_pg_get_u64 (DB (s), r, 0, 0, serial, error))
     return FALSE;
-  if (tally_pg_is_null (r, 0, 1))
-    return tally_pg_corrupt (DB (s), "revocation list without envelope", error);
-  *envelope = tally_pg_get_bytes (r, 0, 1);
-  return TRUE;
+  return tally_pg_get_bytes (DB (s), r, 0, 1, FALSE, envelope, error);
 }
 
 /* --- totals and sums --- */

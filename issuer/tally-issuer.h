@@ -9,8 +9,9 @@
  *
  *   online accounts + register balances + in flight = everything issued.
  *
- * Storage sits behind TallyIssuerStore (tally-issuer-store.h); SQLite is the
- * built-in store.  "now" arguments are seconds since the Unix epoch.
+ * Storage sits behind TallyIssuerStore (tally-issuer-store.h): SQLite by
+ * default, or PostgreSQL (docs/issuer-store.md).  "now" arguments are
+ * seconds since the Unix epoch.
  */
 
 #include <glib.h>

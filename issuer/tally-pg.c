@@ -17,6 +17,7 @@ struct _TallyPg
 {
   PGconn *conn;
   char *name;
+  const char *const *sql; /* the prepared statements, to prepare again */
   guint n_stmts;
 };
 
@@ -57,6 +58,15 @@ fail (TallyPg *db, PGresult *r, const char *what, GError **error)
   return FALSE;
 }
 
+static gboolean
+session_setup (TallyPg *db, GError **error)
+{
+  /* Amounts are exact integers and times are seconds: nothing depends on
+   * the session's locale or time zone.  Notices are for the server log,
+   * not our stderr. */
+  return tally_pg_exec (db, "SET client_min_messages = error", "session setup", error);
+}
+
 TallyPg *
 tally_pg_connect (const char *conninfo, GError **error)
 {
@@ -89,12 +99,7 @@ tally_pg_connect (const char *conninfo, GError **error)
     return NULL;
   }
   db->name = g_strdup_printf ("PostgreSQL database \"%s\"", PQdb (db->conn));
-  /* Amounts are exact integers and time is seconds: nothing here depends
-   * on the session's locale or time zone; messages stay in the server's
-   * language.  Warnings are for the server log, not our stderr. */
-  return tally_pg_exec (db, "SET client_min_messages = error", "session setup", error)
-           ? g_steal_pointer (&db)
-           : NULL;
+  return session_setup (db, error) ? g_steal_pointer (&db) : NULL;
 }
 
 void
@@ -169,6 +174,28 @@ tally_pg_query_int8 (TallyPg *db,
 }
 
 gboolean
+tally_pg_connected (TallyPg *db)
+{
+  return PQstatus (db->conn) == CONNECTION_OK;
+}
+
+gboolean
+tally_pg_reconnect_if_lost (TallyPg *db, GError **error)
+{
+  if (tally_pg_connected (db))
+    return TRUE;
+  g_message ("%s: the server closed the connection; connecting again", db->name);
+  PQreset (db->conn);
+  if (!tally_pg_connected (db)) {
+    g_autofree char *message = chomp (PQerrorMessage (db->conn));
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: cannot connect again: %s", db->name,
+                 message);
+    return FALSE;
+  }
+  return session_setup (db, error) && tally_pg_prepare (db, db->sql, db->n_stmts, error);
+}
+
+gboolean
 tally_pg_prepare (TallyPg *db, const char *const *sql, guint n, GError **error)
 {
   for (guint i = 0; i < n; i++) {
@@ -180,6 +207,7 @@ tally_pg_prepare (TallyPg *db, const char *const *sql, guint n, GError **error)
       return fail (db, r, what, error);
     }
   }
+  db->sql = sql;
   db->n_stmts = n;
   return TRUE;
 }
@@ -364,18 +392,63 @@ tally_pg_get_fixed (TallyPg *db,
   return TRUE;
 }
 
-GBytes *
-tally_pg_get_bytes (PGresult *r, int row, int col)
+/* A variable-length value of @type at (@row, @col) into *@value and
+ * *@len; *@value NULL for an SQL NULL that @nullable allows. */
+static gboolean
+varlena_of (TallyPg *db,
+            PGresult *r,
+            int row,
+            int col,
+            Oid type,
+            gboolean nullable,
+            const char **value,
+            gsize *len,
+            GError **error)
 {
-  if (PQgetisnull (r, row, col))
-    return NULL;
-  return g_bytes_new (PQgetvalue (r, row, col), (gsize) PQgetlength (r, row, col));
+  *value = NULL;
+  *len = 0;
+  if (PQgetisnull (r, row, col) && nullable && col < PQnfields (r) && PQftype (r, col) == type)
+    return TRUE;
+  const guint8 *v = value_of (db, r, row, col, type, -1, error);
+  if (v == NULL)
+    return FALSE;
+  *value = (const char *) v;
+  *len = (gsize) PQgetlength (r, row, col);
+  return TRUE;
 }
 
-char *
-tally_pg_get_text (PGresult *r, int row, int col)
+gboolean
+tally_pg_get_bytes (TallyPg *db,
+                    PGresult *r,
+                    int row,
+                    int col,
+                    gboolean nullable,
+                    GBytes **out,
+                    GError **error)
 {
-  if (PQgetisnull (r, row, col))
-    return NULL;
-  return g_strndup (PQgetvalue (r, row, col), (gsize) PQgetlength (r, row, col));
+  const char *value;
+  gsize len;
+  if (!varlena_of (db, r, row, col, OID_BYTEA, nullable, &value, &len, error))
+    return FALSE;
+  *out = value != NULL ? g_bytes_new (value, len) : NULL;
+  return TRUE;
+}
+
+gboolean
+tally_pg_get_text (TallyPg *db,
+                   PGresult *r,
+                   int row,
+                   int col,
+                   gboolean nullable,
+                   char **out,
+                   GError **error)
+{
+  const char *value;
+  gsize len;
+  if (!varlena_of (db, r, row, col, OID_TEXT, nullable, &value, &len, error))
+    return FALSE;
+  if (value != NULL && memchr (value, '\0', len) != NULL)
+    return tally_pg_corrupt (db, "text with a NUL byte", error);
+  *out = value != NULL ? g_strndup (value, len) : NULL;
+  return TRUE;
 }

@@ -31,6 +31,13 @@ TallyPg *tally_pg_connect (const char *conninfo, GError **error);
 void tally_pg_free (TallyPg *db);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyPg, tally_pg_free)
 
+/* When the server dropped the connection (a restart, an administrator's
+ * pg_terminate_backend ()), connects again with the same settings and
+ * prepares the statements again; TRUE at once while connected.  Call it
+ * only outside a transaction: what an open one did is lost with it. */
+gboolean tally_pg_reconnect_if_lost (TallyPg *db, GError **error);
+gboolean tally_pg_connected (TallyPg *db);
+
 /* "PostgreSQL database NAME": what errors name. */
 const char *tally_pg_name (TallyPg *db);
 
@@ -121,9 +128,21 @@ gboolean tally_pg_get_fixed (TallyPg *db,
                              guint8 *out,
                              gsize len,
                              GError **error);
-/* A bytea, NULL for SQL NULL. */
-GBytes *tally_pg_get_bytes (PGresult *r, int row, int col);
-/* A copy of the text, NULL for SQL NULL. */
-char *tally_pg_get_text (PGresult *r, int row, int col);
+/* A bytea, or text copied with a terminating NUL: *@out NULL for SQL
+ * NULL when @nullable, corruption otherwise. */
+gboolean tally_pg_get_bytes (TallyPg *db,
+                             PGresult *r,
+                             int row,
+                             int col,
+                             gboolean nullable,
+                             GBytes **out,
+                             GError **error);
+gboolean tally_pg_get_text (TallyPg *db,
+                            PGresult *r,
+                            int row,
+                            int col,
+                            gboolean nullable,
+                            char **out,
+                            GError **error);
 
 G_END_DECLS

@@ -2,6 +2,7 @@
 #include <libpq-fe.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "issuer-test-util.h"
 #include "tally-issuer-store.h"
@@ -694,6 +695,35 @@ test_store_pg_refuses_malformed_connection_string (Fixture *f, gconstpointer dat
   g_assert_null (store);
 }
 
+/* A server restart or an administrator ending the session costs the
+ * operation under way at most; the next one connects again. */
+static void
+test_store_pg_reconnects_after_server_drops_connection (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *name = g_strdup_printf ("tally_victim_%d", (int) getpid ());
+  g_autofree char *spec = g_strdup_printf ("%s application_name=%s", f->spec, name);
+  g_autoptr (TallyIssuerStore) store = tally_issuer_store_open (spec, f->path, FALSE, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_issuer_store_begin (store, &error));
+  g_assert_true (tally_issuer_store_account_insert (store, "alice", &error));
+  g_assert_true (tally_issuer_store_commit (store, &error));
+
+  g_autofree char *sql = g_strdup_printf (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '%s'",
+    name);
+  g_autofree char *ended = test_pg_run (test_pg_conninfo (), sql);
+  g_assert_cmpstr (ended, ==, "1");
+
+  gint64 balance = -1;
+  g_assert_true (tally_issuer_store_begin (store, &error));
+  g_assert_no_error (error);
+  g_assert_true (tally_issuer_store_account_get (store, "alice", &balance, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (balance, ==, 0);
+  g_assert_true (tally_issuer_store_commit (store, &error));
+}
+
 /* The query of STMT_ENTRIES_EXPIRED_IN_FLIGHT can use the partial index:
  * with sequential scans discouraged, the plan names it. */
 static void
@@ -850,6 +880,8 @@ main (int argc, char **argv)
     ADD ("/issuer/store/pg/reports-server-message", test_store_pg_reports_server_message);
     ADD ("/issuer/store/pg/refuses-malformed-connection-string",
          test_store_pg_refuses_malformed_connection_string);
+    ADD ("/issuer/store/pg/reconnects-after-server-drops-connection",
+         test_store_pg_reconnects_after_server_drops_connection);
     ADD ("/issuer/store/pg/indexes-expired-in-flight-lookup",
          test_store_pg_indexes_expired_in_flight_lookup);
   } else {
