@@ -83,9 +83,15 @@ started=yes
 TALLY_TEST_PG_CONNINFO="host=$dir user=tally dbname=postgres"
 export TALLY_TEST_PG_CONNINFO
 
-# Not exec: the trap must stop the server after COMMAND.
+# Not exec: the trap must stop the server after COMMAND.  In the
+# background, so that a TERM (meson's timeout) or an INT reaches the trap at
+# once; it passes the signal on to COMMAND.
+"$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null; exit 143' TERM
+trap 'kill -INT "$child" 2>/dev/null; exit 130' INT
 set +e
-"$@"
+wait "$child"
 status=$?
 set -e
 exit "$status"
