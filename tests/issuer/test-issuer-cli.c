@@ -423,6 +423,89 @@ test_cli_reconciles_and_reports_fraud (Fixture *f, gconstpointer data)
   g_assert_nonnull (strstr (list2.out, "revocation list 3 with 2 revoked"));
 }
 
+/* Starts the CLI on the fixture's issuer without waiting for it. */
+static GPid
+spawn_cli (Fixture *f, const char *const *args)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) cli_path);
+  for (; *args; args++)
+    g_ptr_array_add (argv, (gpointer) *args);
+  g_ptr_array_add (argv, NULL);
+  g_auto (GStrv) envp = g_environ_setenv (g_get_environ (), "TALLY_ISSUER_DIR", f->dir, TRUE);
+  GPid pid = 0;
+  g_autoptr (GError) error = NULL;
+  g_assert_true (g_spawn_async (f->tmp, (char **) argv->pdata, envp,
+                                G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                                &pid, &error));
+  g_assert_no_error (error);
+  return pid;
+}
+
+static void
+expect_exit_0 (GPid pid)
+{
+  int wait_status = 0;
+  g_assert_cmpint (waitpid (pid, &wait_status, 0), ==, pid);
+  g_assert_true (WIFEXITED (wait_status));
+  g_assert_cmpint (WEXITSTATUS (wait_status), ==, 0);
+  g_spawn_close_pid (pid);
+}
+
+/* Two tally-issuer processes started together on one store, one with the
+ * payer's and one with the payee's half of each payment: every payment is
+ * booked once and the books balance, whichever process wins each race. */
+static void
+test_cli_two_processes_book_each_payment_once (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) a1 = RUN (f, "account-create", "alice");
+  g_auto (Run) a2 = RUN (f, "account-create", "bob");
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "50.00");
+  expect_ok (&dep);
+  g_autoptr (TestRegister) a = certify_register (f, "alice", "a.cert");
+  g_autoptr (TestRegister) b = certify_register (f, "bob", "b.cert");
+  g_autofree char *a_hex = tally_hex_encode (a->id, TALLY_ID_BYTES);
+  g_auto (Run) v = RUN (f, "voucher", "--register", a_hex, "--amount", "30", "--out", "va.bin");
+  expect_ok (&v);
+  g_autoptr (GBytes) voucher = read_file (f, "va.bin");
+
+  enum
+  {
+    ROUNDS = 4
+  };
+  for (guint i = 0; i < ROUNDS; i++) {
+    g_autoptr (GBytes) perm = test_permission (a, b, 100);
+    g_autoptr (GBytes) receipt = test_receipt (b, perm);
+    g_autoptr (TestBundle) ba = test_bundle_new (a);
+    if (i == 0)
+      test_bundle_add_voucher (ba, voucher);
+    test_bundle_add_spent (ba, perm, NULL);
+    g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+    write_file (f, "race-a.bin", bundle_a);
+    g_autoptr (TestBundle) bb = test_bundle_new (b);
+    test_bundle_add_received (bb, a->cert, perm, receipt);
+    g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+    write_file (f, "race-b.bin", bundle_b);
+
+    GPid payer = spawn_cli (
+      f, (const char *const[]){ "reconcile", "race-a.bin", "--out", "result-a.bin", NULL });
+    GPid payee = spawn_cli (
+      f, (const char *const[]){ "reconcile", "race-b.bin", "--out", "result-b.bin", NULL });
+    expect_exit_0 (payer);
+    expect_exit_0 (payee);
+  }
+
+  g_auto (Run) audit = RUN (f, "audit", "--json");
+  expect_ok (&audit);
+  g_assert_nonnull (strstr (audit.out, "\"in_flight\": 0,"));
+  g_assert_nonnull (strstr (audit.out, "\"offline\": 3000,"));
+  g_assert_nonnull (strstr (audit.out, "\"views_unbacked\": 0,"));
+  g_assert_nonnull (strstr (audit.out, "\"balanced\": true"));
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  g_assert_cmpstr (bal.out, ==, "20.00 EUR\n");
+}
+
 /* Runs @sql on the issuer's store behind the issuer's back. */
 static void
 tamper (Fixture *f, const char *sql)
@@ -607,6 +690,8 @@ main (int argc, char **argv)
   ADD ("/issuer/cli/audit-fails-when-books-do-not-balance",
        test_cli_audit_fails_when_books_do_not_balance);
   ADD ("/issuer/cli/reports-reclaim-and-late-receipt", test_cli_reports_reclaim_and_late_receipt);
+  ADD ("/issuer/cli/two-processes-book-each-payment-once",
+       test_cli_two_processes_book_each_payment_once);
 #undef ADD
 
   int status = g_test_run ();
