@@ -325,6 +325,27 @@ test_open_refuses_unreadable_store_config (Fixture *f, gconstpointer data)
   }
 }
 
+/* A PostgreSQL store that cannot be reached fails init with the server's
+ * (here: libpq's) reason and leaves no key or config behind. */
+static void
+test_create_leaves_nothing_when_store_unreachable (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (f->tmp, "unreachable", NULL);
+  g_autofree char *socket_dir = g_build_filename (f->tmp, "no-server-here", NULL);
+  g_autofree char *spec = g_strdup_printf ("postgresql:host=%s dbname=tally", socket_dir);
+  g_autoptr (TallyIssuer) issuer =
+    tally_issuer_create_with_store (dir, spec, "Bank", "EUR", TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_nonnull (strstr (error->message, "cannot connect to PostgreSQL"));
+  g_assert_nonnull (strstr (error->message, "no-server-here"));
+  g_assert_null (issuer);
+  g_autofree char *key = g_build_filename (dir, "issuer.key", NULL);
+  g_autofree char *conf = g_build_filename (dir, "issuer.conf", NULL);
+  g_assert_false (g_file_test (key, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (conf, G_FILE_TEST_EXISTS));
+}
+
 /* One store, one issuer: a second issuer pointed at a PostgreSQL schema
  * that holds one is refused and leaves nothing behind. */
 static void
@@ -2919,6 +2940,8 @@ main (int argc, char **argv)
   ADD ("/issuer/open/refuses-key-file-with-mismatched-halves",
        test_open_refuses_key_file_with_mismatched_halves);
   ADD ("/issuer/open/refuses-unreadable-store-config", test_open_refuses_unreadable_store_config);
+  ADD ("/issuer/create/leaves-nothing-when-store-unreachable",
+       test_create_leaves_nothing_when_store_unreachable);
   if (test_store_is_pg ())
     ADD ("/issuer/create/refuses-store-holding-another-issuer",
          test_create_refuses_store_holding_another_issuer);
