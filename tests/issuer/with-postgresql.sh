@@ -46,6 +46,7 @@ dir=$(mktemp -d "${TMPDIR:-/tmp}/tally-pg-XXXXXX")
 data=$dir/data
 started=no
 
+# shellcheck disable=SC2317 # run by the EXIT trap
 cleanup() {
   status=$?
   if [ "$started" = yes ]; then
