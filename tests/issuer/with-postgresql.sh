@@ -67,6 +67,11 @@ if [ "$(id -u)" -eq 0 ]; then
   chown "$pg_user" "$dir"
 fi
 chmod 0700 "$dir"
+if ! as_server test -w "$dir"; then
+  echo "$me: the server's user cannot write $dir: point TMPDIR at a directory" \
+       "every user can enter, e.g. /tmp" >&2
+  exit 1
+fi
 
 # Only the socket in $dir, reachable by whoever may enter $dir: trust is
 # safe there, and no password travels.  fsync is off: these servers hold
