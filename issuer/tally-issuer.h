@@ -9,8 +9,9 @@
  *
  *   online accounts + register balances + in flight = everything issued.
  *
- * Storage sits behind TallyIssuerStore (tally-issuer-store.h); SQLite is the
- * built-in store.  "now" arguments are seconds since the Unix epoch.
+ * Storage sits behind TallyIssuerStore (tally-issuer-store.h): SQLite by
+ * default, or PostgreSQL (docs/issuer-store.md).  "now" arguments are
+ * seconds since the Unix epoch.
  */
 
 #include <glib.h>
@@ -85,6 +86,17 @@ TallyIssuer *tally_issuer_create (const char *dir,
                                   const char *currency,
                                   guint64 now,
                                   GError **error);
+/* The same with the store @store names (tally_issuer_store_open ()):
+ * NULL or "sqlite" for "issuer.db" in @dir, or "postgresql:CONNINFO",
+ * which "issuer.conf" (0600) in @dir records as "[issuer] store=...".
+ * EXISTS also when that store already holds an issuer. */
+TallyIssuer *tally_issuer_create_with_store (const char *dir,
+                                             const char *store,
+                                             const char *name,
+                                             const char *currency,
+                                             guint64 now,
+                                             GError **error);
+/* Opens the store "issuer.conf" in @dir names, "issuer.db" without it. */
 TallyIssuer *tally_issuer_open (const char *dir, GError **error);
 void tally_issuer_free (TallyIssuer *issuer);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyIssuer, tally_issuer_free)

@@ -27,6 +27,8 @@ BUILD_PACKAGES=(
   libprotobuf-c-dev
   protobuf-c-compiler
   libsqlite3-dev
+  # tally-issuer's PostgreSQL store links libpq (issuer/tally-issuer-store-pg.c)
+  libpq-dev
   # tallyd asks polkit about every D-Bus call (daemon/tally-dbus-auth.c)
   libpolkit-gobject-1-dev
   # tallyctl request --qr draws the request URI as a QR code, --qr-png
@@ -47,6 +49,9 @@ BUILD_PACKAGES=(
 # The test suite, on top of the above.
 TEST_PACKAGES=(
   sqlite3
+  # the issuer suite runs against a real PostgreSQL server it starts with
+  # initdb and pg_ctl (tests/issuer/with-postgresql.sh)
+  postgresql
   # tests/daemon/test-system-bus.sh runs the real polkitd on a private bus
   polkitd
   clang
