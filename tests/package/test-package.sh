@@ -25,7 +25,9 @@
 # no socket of the machine's is reachable), and policy-rc.d keeps the
 # maintainer scripts from starting or reloading any service.
 #
-# Needs root (CI runs as root); skips otherwise.  docs/packaging.md.
+# Needs root (CI runs as root); skips otherwise.  TALLY_KEEP=1 keeps the
+# temporary directory (the copy of the tree, build.log, the packages).
+# docs/packaging.md.
 
 set -u
 
