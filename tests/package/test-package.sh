@@ -205,7 +205,7 @@ inside() {
   # shellcheck disable=SC2086 # ExecStart= is split into words as systemd does
   DBUS_SYSTEM_BUS_ADDRESS=$A "${as_unit[@]}" $exec_start </dev/null >"$log/payer.log" 2>&1 &
   local payer_pid=$!
-  pids+=($payer_pid)
+  pids+=("$payer_pid")
 
   # --- the payee: a second installed tallyd, on bus B ----------------------------
   local payee_dir=/var/lib/tally-test-payee payee_sock=/run/tally/payee.sock
@@ -221,7 +221,7 @@ EOF
   DBUS_SYSTEM_BUS_ADDRESS=$B "${as_unit[@]}" /usr/sbin/tallyd --config /etc/tally/payee.conf \
     </dev/null >"$log/payee.log" 2>&1 &
   local payee_pid=$!
-  pids+=($payee_pid)
+  pids+=("$payee_pid")
 
   wait_owner "$A" org.tally.Tally || ibail "the payer's tallyd did not take org.tally.Tally"
   wait_owner "$B" org.tally.Tally || ibail "the payee's tallyd did not take org.tally.Tally"
@@ -299,7 +299,7 @@ EOF
   # --- (c) a payment between the two -------------------------------------------------
   ctl "$B" request 12.50 >"$log/request.out" 2>&1 &
   local req_pid=$!
-  pids+=($req_pid)
+  pids+=("$req_pid")
   for ((i = 0; i < 100; i++)); do
     grep -q '^Waiting for payer' "$log/request.out" 2>/dev/null && break
     sleep 0.05
