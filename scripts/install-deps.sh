@@ -84,6 +84,12 @@ TEST_PACKAGES=(
   util-linux
   # tests/e2e/test-uri-qr.sh reads the QR code tallyctl writes with zbarimg
   zbar-tools
+  # tests/package: dpkg-buildpackage builds the .debs of debian/, lintian
+  # checks them (docs/packaging.md)
+  dpkg-dev
+  debhelper
+  fakeroot
+  lintian
 )
 
 say() { printf 'install-deps: %s\n' "$*"; }
