@@ -190,9 +190,10 @@ inside() {
   key=$(tally-issuer --dir "$I" key | tr -d '[:space:]')
   [[ "$key" =~ ^[0-9a-f]{64}$ ]] || ibail "tally-issuer key printed \"$key\""
 
-  # --- the payer: the installed configuration, started as the unit does ----------
-  # The administrator's one edit: the issuer's key.
-  sed -i "s/^#issuer_key=.*/issuer_key=$key/" /etc/tally/tallyd.conf
+  tally-issuer --dir "$I" key --out "$I/issuer-keys.bin" >>"$log/issuer.log" 2>&1 ||
+    ibail "tally-issuer key --out"
+
+  # --- the payer: the installed configuration as it is, started as the unit does --
   local exec_start user group
   exec_start=$(sed -n 's/^ExecStart=//p' "$unit")
   user=$(sed -n 's/^User=//p' "$unit")
@@ -249,7 +250,7 @@ EOF
     inot_ok "the installed bus policy refuses a user outside the group tally" "$out"
   fi
 
-  # --- certificates and vouchers ---------------------------------------------------
+  # --- a fresh install: nothing written by hand ------------------------------------
   ctl() { # ADDRESS ARGS...
     local addr=$1
     shift
@@ -260,6 +261,20 @@ EOF
       --object-path /org/tally/register --method org.freedesktop.DBus.Properties.Get \
       org.tally.Register1 "$2" | sed -E "s/^\(<'?(.*)'?>,\)$/\1/; s/'$//"
   }
+  out=$(ctl "$A" balance 2>&1)
+  if [[ "$out" == "0.00 (no issuer yet: tallyctl issuer FILE"* ]]; then
+    iok "a fresh install reaches tallyctl balance with no configuration written by hand"
+  else
+    inot_ok "a fresh install reaches tallyctl balance with no configuration written by hand" "$out"
+  fi
+  out=$(ctl "$A" issuer "$I/issuer-keys.bin" 2>&1)
+  if [[ "$out" == "Issuer set."* ]] && [ "$(prop "$A" IssuerKey 2>/dev/null)" = "$key" ]; then
+    iok "tallyctl issuer gives the fresh register its issuer"
+  else
+    inot_ok "tallyctl issuer gives the fresh register its issuer" "$out"
+  fi
+
+  # --- certificates and vouchers ---------------------------------------------------
   certify() { # ADDRESS ACCOUNT
     local pub id
     pub=$(prop "$1" PublicKey)
