@@ -41,8 +41,11 @@ tally_issuer_sign_certificate (TallyIssuer *issuer,
     issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE, &cert.base);
 }
 
-static gboolean
-check_limits (const Tally__Limits *limits, guint64 not_before, guint64 not_after, GError **error)
+gboolean
+tally_issuer_check_limits (const Tally__Limits *limits,
+                           guint64 not_before,
+                           guint64 not_after,
+                           GError **error)
 {
   if (limits->max_payment <= 0 || limits->max_payment > TALLY_AMOUNT_MAX ||
       limits->balance_cap <= 0 || limits->balance_cap > TALLY_AMOUNT_MAX ||
@@ -61,15 +64,15 @@ check_limits (const Tally__Limits *limits, guint64 not_before, guint64 not_after
   return TRUE;
 }
 
-static GBytes *
-certify_locked (TallyIssuer *issuer,
-                const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
-                const char *account,
-                const char *display_name,
-                const Tally__Limits *limits,
-                guint64 not_before,
-                guint64 not_after,
-                GError **error)
+GBytes *
+tally_issuer_certify_locked (TallyIssuer *issuer,
+                             const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
+                             const char *account,
+                             const char *display_name,
+                             const Tally__Limits *limits,
+                             guint64 not_before,
+                             guint64 not_after,
+                             GError **error)
 {
   gint64 balance;
   if (!tally_issuer_store_account_get (issuer->store, account, &balance, error))
@@ -130,7 +133,7 @@ tally_issuer_certify (TallyIssuer *issuer,
   g_return_val_if_fail (account != NULL, NULL);
   g_return_val_if_fail (limits != NULL, NULL);
 
-  if (!check_limits (limits, not_before, not_after, error))
+  if (!tally_issuer_check_limits (limits, not_before, not_after, error))
     return NULL;
   /* The same rule every register applies to the certificate it receives. */
   g_autoptr (GError) name_error = NULL;
@@ -145,9 +148,8 @@ tally_issuer_certify (TallyIssuer *issuer,
   }
   if (!tally_issuer_store_begin (issuer->store, error))
     return NULL;
-  g_autoptr (GBytes) cert =
-    certify_locked (issuer, register_key, account, display_name, limits, not_before, not_after,
-                    error);
+  g_autoptr (GBytes) cert = tally_issuer_certify_locked (
+    issuer, register_key, account, display_name, limits, not_before, not_after, error);
   if (!tally_issuer_finish (issuer, cert != NULL, error))
     return NULL;
   return g_steal_pointer (&cert);
@@ -155,6 +157,7 @@ tally_issuer_certify (TallyIssuer *issuer,
 
 static GBytes *
 sell_voucher_locked (TallyIssuer *issuer,
+                     const char *account,
                      const guint8 register_id[static TALLY_ID_BYTES],
                      gint64 amount,
                      guint64 now,
@@ -165,6 +168,12 @@ sell_voucher_locked (TallyIssuer *issuer,
   guint64 sequence;
   if (!tally_issuer_store_register_get (issuer->store, register_id, &row, error))
     return NULL;
+  /* An account's credential buys only for that account's registers. */
+  if (account != NULL && strcmp (row.account, account) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_AUTHORIZED,
+                 "register is not certified for account \"%s\"", account);
+    return NULL;
+  }
   if (row.revoked) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "register is revoked");
     return NULL;
@@ -223,7 +232,28 @@ tally_issuer_sell_voucher (TallyIssuer *issuer,
   if (!tally_issuer_check_amount (amount, error) ||
       !tally_issuer_store_begin (issuer->store, error))
     return NULL;
-  g_autoptr (GBytes) env = sell_voucher_locked (issuer, register_id, amount, now, error);
+  g_autoptr (GBytes) env = sell_voucher_locked (issuer, NULL, register_id, amount, now, error);
+  if (!tally_issuer_finish (issuer, env != NULL, error))
+    return NULL;
+  return g_steal_pointer (&env);
+}
+
+GBytes *
+tally_issuer_sell_voucher_to_account (TallyIssuer *issuer,
+                                      const char *account,
+                                      const guint8 register_id[static TALLY_ID_BYTES],
+                                      gint64 amount,
+                                      guint64 now,
+                                      GError **error)
+{
+  g_return_val_if_fail (issuer != NULL, NULL);
+  g_return_val_if_fail (account != NULL, NULL);
+  g_return_val_if_fail (register_id != NULL, NULL);
+
+  if (!tally_issuer_check_amount (amount, error) ||
+      !tally_issuer_store_begin (issuer->store, error))
+    return NULL;
+  g_autoptr (GBytes) env = sell_voucher_locked (issuer, account, register_id, amount, now, error);
   if (!tally_issuer_finish (issuer, env != NULL, error))
     return NULL;
   return g_steal_pointer (&env);
