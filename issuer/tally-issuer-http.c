@@ -503,22 +503,38 @@ tally_issuer_http_listen (TallyIssuerHttp *http,
   return TRUE;
 }
 
+/* The first listening socket's address; NULL before listening.  (Not
+ * soup_server_get_uris (), which leaks an address per call in libsoup 3.2.) */
+static GInetSocketAddress *
+first_address (TallyIssuerHttp *http)
+{
+  GSList *listeners = soup_server_get_listeners (http->server);
+  GSocketAddress *addr = listeners ? g_socket_get_local_address (listeners->data, NULL) : NULL;
+  g_slist_free (listeners);
+  if (addr != NULL && !G_IS_INET_SOCKET_ADDRESS (addr))
+    g_clear_object (&addr);
+  return (GInetSocketAddress *) addr;
+}
+
 guint16
 tally_issuer_http_get_port (TallyIssuerHttp *http)
 {
   g_return_val_if_fail (http != NULL, 0);
-  GSList *uris = soup_server_get_uris (http->server);
-  guint16 port = uris ? (guint16) g_uri_get_port (uris->data) : 0;
-  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
-  return port;
+  g_autoptr (GInetSocketAddress) addr = first_address (http);
+  return addr ? g_inet_socket_address_get_port (addr) : 0;
 }
 
 char *
 tally_issuer_http_get_url (TallyIssuerHttp *http)
 {
   g_return_val_if_fail (http != NULL, NULL);
-  GSList *uris = soup_server_get_uris (http->server);
-  char *url = uris ? g_uri_to_string (uris->data) : NULL;
-  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
-  return url;
+  g_autoptr (GInetSocketAddress) addr = first_address (http);
+  if (addr == NULL)
+    return NULL;
+  GInetAddress *ip = g_inet_socket_address_get_address (addr);
+  g_autofree char *host = g_inet_address_to_string (ip);
+  gboolean v6 = g_inet_address_get_family (ip) == G_SOCKET_FAMILY_IPV6;
+  return g_strdup_printf ("%s://%s%s%s:%u/", soup_server_is_https (http->server) ? "https" : "http",
+                          v6 ? "[" : "", host, v6 ? "]" : "",
+                          g_inet_socket_address_get_port (addr));
 }

@@ -219,6 +219,9 @@ issuerd_fixture_teardown (IssuerdFixture *f, gconstpointer data)
 {
   g_clear_object (&f->session);
   g_clear_pointer (&f->http, tally_issuer_http_unref);
+  /* Let the closed connections go before the next test. */
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
   g_clear_pointer (&f->issuer, tally_issuer_free);
   test_remove_tree (f->tmp);
   g_free (f->dir);
