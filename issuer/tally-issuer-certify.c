@@ -238,22 +238,83 @@ tally_issuer_sell_voucher (TallyIssuer *issuer,
   return g_steal_pointer (&env);
 }
 
+/* The meta key of @account's voucher request @request_id. */
+static char *
+voucher_request_key (const char *account,
+                     const guint8 request_id[static TALLY_VOUCHER_REQUEST_ID_BYTES])
+{
+  TallyHash h;
+  guint8 hash[TALLY_HASH_BYTES];
+  tally_hash_init (&h, "voucher-request", sizeof hash);
+  tally_hash_update_prefixed (&h, account, strlen (account));
+  tally_hash_update (&h, request_id, TALLY_VOUCHER_REQUEST_ID_BYTES);
+  tally_hash_final (&h, hash);
+  g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
+  return g_strconcat ("voucher-request:", hex, NULL);
+}
+
+/* The voucher kept for a request, when it is for the same register and
+ * amount; REPLAY otherwise. */
+static GBytes *
+voucher_again (GBytes *stored,
+               const guint8 register_id[static TALLY_ID_BYTES],
+               gint64 amount,
+               GError **error)
+{
+  g_autoptr (Tally__SignedEnvelope) env = tally_issuer_decode_stored (stored, error);
+  if (env == NULL)
+    return NULL;
+  g_autoptr (Tally__LoadVoucher) v = TALLY_UNPACK (Tally__LoadVoucher, tally__load_voucher,
+                                                   env->body.data, env->body.len, "voucher", error);
+  if (v == NULL)
+    return NULL;
+  if (v->register_id.len != TALLY_ID_BYTES ||
+      memcmp (v->register_id.data, register_id, TALLY_ID_BYTES) != 0 || v->amount == NULL ||
+      v->amount->value != amount) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
+                 "this request id bought another voucher already");
+    return NULL;
+  }
+  return g_bytes_ref (stored);
+}
+
 GBytes *
-tally_issuer_sell_voucher_to_account (TallyIssuer *issuer,
-                                      const char *account,
-                                      const guint8 register_id[static TALLY_ID_BYTES],
-                                      gint64 amount,
-                                      guint64 now,
-                                      GError **error)
+tally_issuer_sell_voucher_to_account (
+  TallyIssuer *issuer,
+  const char *account,
+  const guint8 register_id[static TALLY_ID_BYTES],
+  gint64 amount,
+  const guint8 request_id[static TALLY_VOUCHER_REQUEST_ID_BYTES],
+  guint64 now,
+  gboolean *repeated,
+  GError **error)
 {
   g_return_val_if_fail (issuer != NULL, NULL);
   g_return_val_if_fail (account != NULL, NULL);
   g_return_val_if_fail (register_id != NULL, NULL);
+  g_return_val_if_fail (request_id != NULL, NULL);
 
+  gboolean dummy;
+  if (repeated == NULL)
+    repeated = &dummy;
+  *repeated = FALSE;
   if (!tally_issuer_check_amount (amount, error) ||
       !tally_issuer_store_begin (issuer->store, error))
     return NULL;
-  g_autoptr (GBytes) env = sell_voucher_locked (issuer, account, register_id, amount, now, error);
+  g_autofree char *key = voucher_request_key (account, request_id);
+  g_autoptr (GBytes) stored = NULL;
+  g_autoptr (GBytes) env = NULL;
+  g_autoptr (GError) local = NULL;
+  if (tally_issuer_store_meta_get (issuer->store, key, &stored, &local)) {
+    env = voucher_again (stored, register_id, amount, error);
+    *repeated = env != NULL;
+  } else if (!tally_issuer_is_not_found (local)) {
+    g_propagate_error (error, g_steal_pointer (&local));
+  } else {
+    env = sell_voucher_locked (issuer, account, register_id, amount, now, error);
+    if (env != NULL && !tally_issuer_store_meta_set (issuer->store, key, env, error))
+      g_clear_pointer (&env, g_bytes_unref);
+  }
   if (!tally_issuer_finish (issuer, env != NULL, error))
     return NULL;
   return g_steal_pointer (&env);

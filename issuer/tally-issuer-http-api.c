@@ -251,16 +251,23 @@ post_voucher (TallyHttpRequest *req)
   }
   g_autoptr (JsonObject) obj = tally_issuer_http_body_object (req);
   gint64 amount;
-  if (obj == NULL || !amount_member (req, obj, &amount))
+  guint8 request_id[TALLY_VOUCHER_REQUEST_ID_BYTES];
+  if (obj == NULL || !amount_member (req, obj, &amount) ||
+      !hex_member (req, obj, "request_id", request_id, sizeof request_id))
     return;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GBytes) voucher = tally_issuer_sell_voucher_to_account (
-    req->http->issuer, account, id, amount, tally_issuer_http_now (req->http), &error);
-  if (voucher == NULL)
+  gboolean repeated = FALSE;
+  g_autoptr (GBytes) voucher =
+    tally_issuer_sell_voucher_to_account (req->http->issuer, account, id, amount, request_id,
+                                          tally_issuer_http_now (req->http), &repeated, &error);
+  if (voucher == NULL) {
     tally_issuer_http_reply_gerror (req->msg, error);
-  else
-    tally_issuer_http_reply_bytes (req->msg, SOUP_STATUS_CREATED, TALLY_HTTP_TYPE_PROTOBUF,
-                                   voucher);
+    return;
+  }
+  soup_message_headers_replace (soup_server_message_get_response_headers (req->msg),
+                                "X-Tally-Repeated", repeated ? "yes" : "no");
+  tally_issuer_http_reply_bytes (req->msg, repeated ? SOUP_STATUS_OK : SOUP_STATUS_CREATED,
+                                 TALLY_HTTP_TYPE_PROTOBUF, voucher);
 }
 
 /* --- operator endpoints (the operator's bearer token) --- */

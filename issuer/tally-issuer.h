@@ -172,13 +172,22 @@ GBytes *tally_issuer_sell_voucher (TallyIssuer *issuer,
                                    GError **error);
 
 /* tally_issuer_sell_voucher () for a caller that speaks for @account:
- * NOT_AUTHORIZED unless the register is certified for that account. */
-GBytes *tally_issuer_sell_voucher_to_account (TallyIssuer *issuer,
-                                              const char *account,
-                                              const guint8 register_id[static TALLY_ID_BYTES],
-                                              gint64 amount,
-                                              guint64 now,
-                                              GError **error);
+ * NOT_AUTHORIZED unless the register is certified for that account.
+ * @request_id, chosen at random by the caller, makes the purchase safe to
+ * retry: the voucher is kept under it in the transaction that sold it, and
+ * the same request again returns the same voucher bytes without debiting
+ * the account again (@repeated, may be NULL).  REPLAY when the id was used
+ * for another register or amount. */
+#define TALLY_VOUCHER_REQUEST_ID_BYTES 16
+GBytes *tally_issuer_sell_voucher_to_account (
+  TallyIssuer *issuer,
+  const char *account,
+  const guint8 register_id[static TALLY_ID_BYTES],
+  gint64 amount,
+  const guint8 request_id[static TALLY_VOUCHER_REQUEST_ID_BYTES],
+  guint64 now,
+  gboolean *repeated,
+  GError **error);
 
 /* Verifies and books a packed bundle envelope; returns the packed result
  * envelope.  Idempotent for entries already booked. */

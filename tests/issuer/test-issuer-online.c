@@ -208,8 +208,10 @@ test_voucher_only_for_accounts_own_registers (Fixture *f, gconstpointer data)
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
   TallyAudit before = audit_of (f);
 
-  g_assert_null (
-    tally_issuer_sell_voucher_to_account (f->issuer, "bob", reg->id, 1000, TEST_NOW, &error));
+  guint8 request[TALLY_VOUCHER_REQUEST_ID_BYTES];
+  randombytes_buf (request, sizeof request);
+  g_assert_null (tally_issuer_sell_voucher_to_account (f->issuer, "bob", reg->id, 1000, request,
+                                                       TEST_NOW, NULL, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_AUTHORIZED);
   g_clear_error (&error);
   g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
@@ -217,10 +219,46 @@ test_voucher_only_for_accounts_own_registers (Fixture *f, gconstpointer data)
   TallyAudit after = audit_of (f);
   assert_audit_equal (&before, &after);
 
-  g_autoptr (GBytes) v =
-    tally_issuer_sell_voucher_to_account (f->issuer, "alice", reg->id, 1000, TEST_NOW, &error);
+  g_autoptr (GBytes) v = tally_issuer_sell_voucher_to_account (f->issuer, "alice", reg->id, 1000,
+                                                               request, TEST_NOW, NULL, &error);
   g_assert_no_error (error);
   g_assert_nonnull (v);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 9000);
+}
+
+static void
+test_voucher_request_retried_sells_once (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) other = test_register_new (f->issuer, "alice");
+  guint8 request[TALLY_VOUCHER_REQUEST_ID_BYTES];
+  randombytes_buf (request, sizeof request);
+  gboolean repeated = TRUE;
+  g_autoptr (GBytes) first = tally_issuer_sell_voucher_to_account (
+    f->issuer, "alice", reg->id, 1000, request, TEST_NOW, &repeated, &error);
+  g_assert_no_error (error);
+  g_assert_false (repeated);
+  TallyAudit after_first = audit_of (f);
+
+  /* The answer was lost: the same request later gets the same voucher. */
+  g_autoptr (GBytes) again = tally_issuer_sell_voucher_to_account (
+    f->issuer, "alice", reg->id, 1000, request, TEST_NOW + 30, &repeated, &error);
+  g_assert_no_error (error);
+  g_assert_true (repeated);
+  g_assert_true (g_bytes_equal (first, again));
+  g_assert_cmpint (balance_of (f, "alice"), ==, 9000);
+
+  /* The same id for another amount or register is refused. */
+  g_assert_null (tally_issuer_sell_voucher_to_account (f->issuer, "alice", reg->id, 2000, request,
+                                                       TEST_NOW, &repeated, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
+  g_clear_error (&error);
+  g_assert_null (tally_issuer_sell_voucher_to_account (f->issuer, "alice", other->id, 1000, request,
+                                                       TEST_NOW, &repeated, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
+  TallyAudit after = audit_of (f);
+  assert_audit_equal (&after_first, &after);
   g_assert_cmpint (balance_of (f, "alice"), ==, 9000);
 }
 
@@ -313,6 +351,8 @@ main (int argc, char **argv)
   ADD ("/issuer/online/enrol/refuses-replayed-enrolment", test_enrol_refuses_replay);
   ADD ("/issuer/online/voucher/only-for-accounts-own-registers",
        test_voucher_only_for_accounts_own_registers);
+  ADD ("/issuer/online/voucher/retried-request-sells-once",
+       test_voucher_request_retried_sells_once);
   ADD ("/issuer/online/reconcile-once/same-bundle-same-bytes-books-once",
        test_reconcile_once_same_bundle_same_bytes);
   ADD ("/issuer/online/reconcile-once/refused-bundle-keeps-nothing",

@@ -182,16 +182,58 @@ test_enrol_refuses_replay (IssuerdFixture *f, gconstpointer data)
 /* --- vouchers --- */
 
 static IssuerdResponse *
+buy_as (IssuerdFixture *f,
+        const char *account,
+        const char *token,
+        const TestRegister *reg,
+        gint64 amount,
+        const char *request_id)
+{
+  g_autofree char *id = tally_hex_encode (reg->id, sizeof reg->id);
+  g_autofree char *path = g_strdup_printf ("/v1/accounts/%s/registers/%s/vouchers", account, id);
+  g_autofree char *json = g_strdup_printf (
+    "{\"amount\": %" G_GINT64_FORMAT ", \"request_id\": \"%s\"}", amount, request_id);
+  return issuerd_post_json (f, path, token, json);
+}
+
+/* A purchase under a fresh request id. */
+static IssuerdResponse *
 buy (IssuerdFixture *f,
      const char *account,
      const char *token,
      const TestRegister *reg,
      gint64 amount)
 {
-  g_autofree char *id = tally_hex_encode (reg->id, sizeof reg->id);
-  g_autofree char *path = g_strdup_printf ("/v1/accounts/%s/registers/%s/vouchers", account, id);
-  g_autofree char *json = g_strdup_printf ("{\"amount\": %" G_GINT64_FORMAT "}", amount);
-  return issuerd_post_json (f, path, token, json);
+  guint8 request[TALLY_VOUCHER_REQUEST_ID_BYTES];
+  randombytes_buf (request, sizeof request);
+  g_autofree char *hex = tally_hex_encode (request, sizeof request);
+  return buy_as (f, account, token, reg, amount, hex);
+}
+
+static void
+test_voucher_retry_gets_same_voucher (IssuerdFixture *f, gconstpointer data)
+{
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  const char *request = "00112233445566778899aabbccddeeff";
+  g_autoptr (IssuerdResponse) first = buy_as (f, "alice", f->alice_token, reg, 2500, request);
+  issuerd_assert_protobuf (first, SOUP_STATUS_CREATED);
+  g_assert_cmpstr (soup_message_headers_get_one (first->headers, "X-Tally-Repeated"), ==, "no");
+  TallyAudit after_first = issuerd_audit (f);
+
+  g_autoptr (IssuerdResponse) again = buy_as (f, "alice", f->alice_token, reg, 2500, request);
+  issuerd_assert_protobuf (again, SOUP_STATUS_OK);
+  g_assert_cmpstr (soup_message_headers_get_one (again->headers, "X-Tally-Repeated"), ==, "yes");
+  g_assert_true (g_bytes_equal (first->body, again->body));
+
+  g_autoptr (IssuerdResponse) other = buy_as (f, "alice", f->alice_token, reg, 100, request);
+  issuerd_assert_refused (other, SOUP_STATUS_CONFLICT, TALLY_ERROR_REPLAY);
+  g_autoptr (IssuerdResponse) none =
+    issuerd_post_json (f, "/v1/accounts/alice/registers/00000000000000000000000000000000/vouchers",
+                       f->alice_token, "{\"amount\": 100}");
+  issuerd_assert_refused (none, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_INVALID_ARGUMENT);
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&after_first, &after);
+  g_assert_cmpint (issuerd_balance (f, "alice"), ==, 10000 - 2500);
 }
 
 static void
@@ -240,8 +282,9 @@ test_voucher_refusals_change_nothing (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_refused (stolen, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
   g_autoptr (IssuerdResponse) zero = buy (f, "alice", f->alice_token, reg, 0);
   issuerd_assert_refused (zero, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_INVALID_ARGUMENT);
-  g_autoptr (IssuerdResponse) bad_id = issuerd_post_json (
-    f, "/v1/accounts/alice/registers/xyz/vouchers", f->alice_token, "{\"amount\": 100}");
+  g_autoptr (IssuerdResponse) bad_id =
+    issuerd_post_json (f, "/v1/accounts/alice/registers/xyz/vouchers", f->alice_token,
+                       "{\"amount\": 100, \"request_id\": \"00112233445566778899aabbccddeeff\"}");
   issuerd_assert_refused (bad_id, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_INVALID_ARGUMENT);
 
   TallyAudit after = issuerd_audit (f);
@@ -703,6 +746,7 @@ main (int argc, char **argv)
   ADD ("/issuerd/enrol/wrong-token-refused", test_enrol_refuses_wrong_token);
   ADD ("/issuerd/enrol/replay-refused", test_enrol_refuses_replay);
   ADD ("/issuerd/voucher/bought-against-balance", test_voucher_bought_against_balance);
+  ADD ("/issuerd/voucher/retry-gets-same-voucher", test_voucher_retry_gets_same_voucher);
   ADD ("/issuerd/voucher/refusals-change-nothing", test_voucher_refusals_change_nothing);
   ADD ("/issuerd/reconcile/same-bundle-twice-same-bytes-books-once",
        test_reconcile_twice_same_bytes_books_once);
