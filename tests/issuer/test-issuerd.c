@@ -464,6 +464,110 @@ test_new_token_replaces_old (IssuerdFixture *f, gconstpointer data)
   g_assert_cmpuint (now->status, ==, SOUP_STATUS_OK);
 }
 
+/* One bad request: who sends it, what, and the refusal it must get. */
+typedef enum
+{
+  AS_NOBODY,
+  AS_ALICE,
+  AS_OPERATOR,
+} Caller;
+
+typedef struct
+{
+  const char *method;
+  const char *path; /* "%s" is alice's register id */
+  Caller caller;
+  const char *content_type;
+  const char *body;
+  guint status;
+  TallyError error;
+} BadRequest;
+
+static const BadRequest bad_requests[] = {
+  /* JSON that is not what the endpoint takes */
+  { "POST", "/v1/operator/accounts", AS_OPERATOR, "application/json", "[1, 2]", 400,
+    TALLY_ERROR_MALFORMED },
+  { "POST", "/v1/operator/accounts", AS_OPERATOR, "application/json", "{\"name\": ", 400,
+    TALLY_ERROR_MALFORMED },
+  { "POST", "/v1/operator/accounts", AS_OPERATOR, "application/json", "{\"name\": 7}", 400,
+    TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/operator/accounts", AS_OPERATOR, "application/json", "{\"name\": \"\"}", 400,
+    TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/operator/accounts", AS_OPERATOR, "application/json",
+    "{\"name\": \"carol\", \"display_name\": \"bad\\u0007name\"}", 400,
+    TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/operator/accounts", AS_OPERATOR, "application/json", "{\"name\": \"alice\"}", 409,
+    TALLY_ERROR_EXISTS },
+  { "POST", "/v1/operator/accounts", AS_OPERATOR, "application/json", "\xff\xfe{}", 400,
+    TALLY_ERROR_MALFORMED },
+  { "POST", "/v1/operator/accounts/alice/deposit", AS_OPERATOR, "application/json",
+    "{\"amount\": -5}", 400, TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/operator/accounts/alice/deposit", AS_OPERATOR, "application/json",
+    "{\"amount\": \"5\"}", 400, TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/operator/accounts/alice/deposit", AS_OPERATOR, "application/json",
+    "{\"amount\": 1.5}", 400, TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/operator/accounts/alice/deposit", AS_OPERATOR, "application/json",
+    "{\"amount\": 99999999999999999999}", 400, TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/operator/accounts/nobody/deposit", AS_OPERATOR, "application/json",
+    "{\"amount\": 5}", 404, TALLY_ERROR_NOT_FOUND },
+  { "POST", "/v1/operator/accounts/nobody/token", AS_OPERATOR, NULL, NULL, 404,
+    TALLY_ERROR_NOT_FOUND },
+  { "POST", "/v1/operator/revocations", AS_OPERATOR, "application/json",
+    "{\"register_id\": \"00000000000000000000000000000000\"}", 404, TALLY_ERROR_NOT_FOUND },
+  { "POST", "/v1/operator/revocations", AS_OPERATOR, "application/json",
+    "{\"register_id\": \"zz\"}", 400, TALLY_ERROR_INVALID_ARGUMENT },
+  /* enrolment with a key that is no Ed25519 point, or bad hex */
+  { "POST", "/v1/accounts/alice/registers", AS_ALICE, "application/json",
+    "{\"public_key\": \"0000000000000000000000000000000000000000000000000000000000000000\","
+    " \"proof\": \"00000000000000000000000000000000000000000000000000000000000000000000000000000000"
+    "000000000000000000000000000000000000000000000000\"}",
+    400, TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/accounts/alice/registers", AS_ALICE, "application/json",
+    "{\"public_key\": [], \"proof\": \"\"}", 400, TALLY_ERROR_INVALID_ARGUMENT },
+  /* vouchers: no request id, over the register's cap */
+  { "POST", "/v1/accounts/alice/registers/%s/vouchers", AS_ALICE, "application/json",
+    "{\"amount\": 100}", 400, TALLY_ERROR_INVALID_ARGUMENT },
+  { "POST", "/v1/accounts/alice/registers/%s/vouchers", AS_ALICE, "application/json",
+    "{\"amount\": 9000000, \"request_id\": \"00112233445566778899aabbccddeeff\"}", 422,
+    TALLY_ERROR_LIMIT_BALANCE },
+  /* paths */
+  { "GET", "/v1/accounts/al%00ice", AS_ALICE, NULL, NULL, 404, TALLY_ERROR_NOT_FOUND },
+  { "GET", "/v1/accounts/%ff", AS_ALICE, NULL, NULL, 404, TALLY_ERROR_NOT_FOUND },
+  { "GET", "/v1//keys", AS_NOBODY, NULL, NULL, 404, TALLY_ERROR_NOT_FOUND },
+  { "GET", "/v1/keys/", AS_NOBODY, NULL, NULL, 404, TALLY_ERROR_NOT_FOUND },
+  { "GET", "/v2/keys", AS_NOBODY, NULL, NULL, 404, TALLY_ERROR_NOT_FOUND },
+  { "POST", "/v1/keys", AS_NOBODY, "application/x-protobuf", "x", 405,
+    TALLY_ERROR_INVALID_ARGUMENT },
+};
+
+static void
+test_bad_requests_refused_specifically (IssuerdFixture *f, gconstpointer data)
+{
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autofree char *id = tally_hex_encode (reg->id, sizeof reg->id);
+  TallyAudit before = issuerd_audit (f);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad_requests); i++) {
+    const BadRequest *b = &bad_requests[i];
+    g_autofree char *path =
+      strstr (b->path, "%s") ? g_strdup_printf (b->path, id) : g_strdup (b->path);
+    const char *token = b->caller == AS_ALICE      ? f->alice_token
+                        : b->caller == AS_OPERATOR ? f->operator_hex
+                                                   : NULL;
+    g_autoptr (GBytes) body = b->body ? g_bytes_new (b->body, strlen (b->body)) : NULL;
+    g_test_message ("%s %s %s", b->method, path, b->body ? b->body : "");
+    g_autoptr (IssuerdResponse) r =
+      issuerd_request (f, b->method, path, token, b->content_type, body, NULL);
+    issuerd_assert_refused (r, b->status, b->error);
+  }
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after);
+  g_assert_cmpint (issuerd_balance (f, "alice"), ==, 10000);
+  /* A refused creation made no account (an empty one moves no total). */
+  g_autoptr (IssuerdResponse) carol =
+    issuerd_request (f, "GET", "/v1/operator/accounts/carol", f->operator_hex, NULL, NULL, NULL);
+  issuerd_assert_refused (carol, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+}
+
 typedef struct
 {
   gboolean done;
@@ -755,6 +859,8 @@ main (int argc, char **argv)
   ADD ("/issuerd/hostile/wrong-content-type-415", test_wrong_content_type_refused);
   ADD ("/issuerd/hostile/truncated-protobuf-400", test_truncated_protobuf_refused);
   ADD ("/issuerd/hostile/unknown-path-or-method", test_unknown_paths_and_methods_refused);
+  ADD ("/issuerd/hostile/bad-requests-refused-specifically",
+       test_bad_requests_refused_specifically);
   ADD ("/issuerd/hostile/slow-client-cut-off", test_slow_client_cut_off);
   ADD ("/issuerd/operator/needs-operator-token", test_operator_endpoints_need_operator_token);
   ADD ("/issuerd/operator/new-token-replaces-old", test_new_token_replaces_old);
