@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The online issuer's HTTP server: listening, the bounds on every request
- * (body size before the body is read, time from the request's start), the
+ * (body size from the headers, time from the request's start), the
  * error table and replies, and bearer credentials.  The endpoints are in
  * tally-issuer-http-api.c.
  */
@@ -290,8 +290,23 @@ handle_request (SoupServer *server,
           soup_server_message_get_method (msg), path, soup_server_message_get_status (msg));
 }
 
+/* libsoup reads a request's body even after an early refusal (it answers
+ * once the body is in, or at once to "Expect: 100-continue"): the body is
+ * then dropped as it arrives instead of kept, the request's deadline bounds
+ * how long that takes, and the connection closes after the answer. */
+static void
+refuse_unread (SoupServerMessage *msg, guint status, const char *message)
+{
+  TallyError code = status == SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE ? TALLY_ERROR_FRAME_OVERSIZE
+                                                                     : TALLY_ERROR_INVALID_ARGUMENT;
+  soup_message_body_set_accumulate (soup_server_message_get_request_body (msg), FALSE);
+  soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Connection",
+                                "close");
+  tally_issuer_http_reply_error (msg, status, code, message);
+}
+
 /* Runs once the headers are in, before the body is read: a body that is
- * too large, or whose size is not announced, is refused unread. */
+ * too large, or whose size is not announced, is refused and never kept. */
 static void
 handle_early (SoupServer *server,
               SoupServerMessage *msg,
@@ -308,8 +323,7 @@ handle_early (SoupServer *server,
   case SOUP_ENCODING_EOF:
   case SOUP_ENCODING_CHUNKED:
   case SOUP_ENCODING_BYTERANGES:
-    tally_issuer_http_reply_error (msg, SOUP_STATUS_LENGTH_REQUIRED, TALLY_ERROR_INVALID_ARGUMENT,
-                                   "a request body needs a Content-Length");
+    refuse_unread (msg, SOUP_STATUS_LENGTH_REQUIRED, "a request body needs a Content-Length");
     return;
   }
   goffset length = soup_message_headers_get_content_length (headers);
@@ -317,8 +331,7 @@ handle_early (SoupServer *server,
     g_autofree char *message =
       g_strdup_printf ("the body of %" G_GINT64_FORMAT " bytes is larger than %" G_GSIZE_FORMAT,
                        (gint64) length, http->max_body);
-    tally_issuer_http_reply_error (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE,
-                                   TALLY_ERROR_FRAME_OVERSIZE, message);
+    refuse_unread (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, message);
   }
 }
 

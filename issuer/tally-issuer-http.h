@@ -31,7 +31,7 @@ TallyIssuerHttp *tally_issuer_http_ref (TallyIssuerHttp *http);
 void tally_issuer_http_unref (TallyIssuerHttp *http);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyIssuerHttp, tally_issuer_http_unref)
 
-/* Larger bodies are refused with 413 before they are read. */
+/* Larger bodies are refused with 413 and dropped as they arrive. */
 void tally_issuer_http_set_max_body_bytes (TallyIssuerHttp *http, gsize max_body_bytes);
 /* A request not answered within @seconds of its start has its connection
  * closed (a slow client holds nothing for longer). */

@@ -589,10 +589,11 @@ guard_expired (gpointer user_data)
   return G_SOURCE_REMOVE;
 }
 
-static void
-test_slow_client_cut_off (IssuerdFixture *f, gconstpointer data)
+/* Writes @text on a new connection and reads what comes back until the
+ * server closes it or, with @head_only, the answer's headers are in. */
+static GString *
+raw_exchange (IssuerdFixture *f, const char *text, gboolean head_only)
 {
-  tally_issuer_http_set_request_timeout (f->http, 1);
   g_autoptr (GError) error = NULL;
   g_autoptr (GSocketClient) client = g_socket_client_new ();
   g_autoptr (GUri) uri = g_uri_parse (f->base, G_URI_FLAGS_NONE, &error);
@@ -600,31 +601,75 @@ test_slow_client_cut_off (IssuerdFixture *f, gconstpointer data)
   g_autoptr (GSocketConnection) conn = g_socket_client_connect_to_host (
     client, "127.0.0.1", (guint16) g_uri_get_port (uri), NULL, &error);
   g_assert_no_error (error);
-  /* Headers announce a body that never comes. */
-  const char partial[] = "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n"
-                         "Content-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\nab";
   GOutputStream *out = g_io_stream_get_output_stream (G_IO_STREAM (conn));
-  g_assert_true (g_output_stream_write_all (out, partial, sizeof partial - 1, NULL, NULL, &error));
+  g_assert_true (g_output_stream_write_all (out, text, strlen (text), NULL, NULL, &error));
   g_assert_no_error (error);
 
-  gint64 start = g_get_monotonic_time ();
-  ReadState st = { 0 };
+  GString *reply = g_string_new (NULL);
   gboolean expired = FALSE;
-  guint8 buf[256];
-  g_input_stream_read_async (g_io_stream_get_input_stream (G_IO_STREAM (conn)), buf, sizeof buf,
-                             G_PRIORITY_DEFAULT, NULL, read_done, &st);
   guint guard = g_timeout_add_seconds (10, guard_expired, &expired);
-  while (!st.done && !expired)
-    g_main_context_iteration (NULL, TRUE);
-  if (!expired)
-    g_source_remove (guard);
-  g_assert_true (st.done);
+  for (;;) {
+    ReadState st = { 0 };
+    char buf[512];
+    g_input_stream_read_async (g_io_stream_get_input_stream (G_IO_STREAM (conn)), buf, sizeof buf,
+                               G_PRIORITY_DEFAULT, NULL, read_done, &st);
+    while (!st.done && !expired)
+      g_main_context_iteration (NULL, TRUE);
+    g_assert_false (expired);
+    if (st.got <= 0)
+      break;
+    g_string_append_len (reply, buf, st.got);
+    if (head_only && strstr (reply->str, "\r\n\r\n") != NULL)
+      break;
+  }
+  g_source_remove (guard);
+  return reply;
+}
+
+static void
+test_slow_client_cut_off (IssuerdFixture *f, gconstpointer data)
+{
+  tally_issuer_http_set_request_timeout (f->http, 1);
+  gint64 start = g_get_monotonic_time ();
+  /* Headers announce a body that never comes. */
+  g_autoptr (GString) reply =
+    raw_exchange (f,
+                  "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\nab",
+                  FALSE);
   /* Closed, not answered, and only after the deadline. */
-  g_assert_cmpint (st.got, <=, 0);
+  g_assert_cmpuint (reply->len, ==, 0);
   g_assert_cmpint (g_get_monotonic_time () - start, >=, G_USEC_PER_SEC / 2);
 
   g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
   issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
+}
+
+static void
+test_body_without_length_refused (IssuerdFixture *f, gconstpointer data)
+{
+  TallyAudit before = issuerd_audit (f);
+  g_autoptr (GString) reply =
+    raw_exchange (f,
+                  "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Type: application/x-protobuf\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "2\r\nab\r\n0\r\n\r\n",
+                  TRUE);
+  g_assert_true (g_str_has_prefix (reply->str, "HTTP/1.1 411 "));
+  g_assert_nonnull (strstr (reply->str, "X-Tally-Error: InvalidArgument\r\n"));
+  g_assert_nonnull (strstr (reply->str, "Connection: close\r\n"));
+
+  /* A client that asks first is told at once, before it sends 100 MB. */
+  g_autoptr (GString) big =
+    raw_exchange (f,
+                  "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n"
+                  "Content-Type: application/x-protobuf\r\nContent-Length: 100000000\r\n"
+                  "Expect: 100-continue\r\n\r\n",
+                  TRUE);
+  g_assert_true (g_str_has_prefix (big->str, "HTTP/1.1 413 "));
+  g_assert_nonnull (strstr (big->str, "X-Tally-Error: FrameOversize\r\n"));
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after);
 }
 
 static void
@@ -861,6 +906,8 @@ main (int argc, char **argv)
   ADD ("/issuerd/hostile/unknown-path-or-method", test_unknown_paths_and_methods_refused);
   ADD ("/issuerd/hostile/bad-requests-refused-specifically",
        test_bad_requests_refused_specifically);
+  ADD ("/issuerd/hostile/unannounced-or-huge-body-refused-unkept",
+       test_body_without_length_refused);
   ADD ("/issuerd/hostile/slow-client-cut-off", test_slow_client_cut_off);
   ADD ("/issuerd/operator/needs-operator-token", test_operator_endpoints_need_operator_token);
   ADD ("/issuerd/operator/new-token-replaces-old", test_new_token_replaces_old);
