@@ -21,6 +21,9 @@ struct _TallyIssuerHttp
   gint ref_count;
   TallyIssuer *issuer; /* borrowed */
   SoupServer *server;
+  GSocketService *service;   /* accepts, then hands each connection to server */
+  GTlsCertificate *tls;      /* NULL: plain HTTP */
+  GInetSocketAddress *bound; /* the first address listened on */
   GMainContext *context;
   gsize max_body;
   guint timeout_seconds;

@@ -295,10 +295,10 @@ handle_request (SoupServer *server,
  * then dropped as it arrives instead of kept, the request's deadline bounds
  * how long that takes, and the connection closes after the answer. */
 static void
-refuse_unread (SoupServerMessage *msg, guint status, const char *message)
+refuse_unkept (SoupServerMessage *msg, guint status, const char *message)
 {
   TallyError code = status == SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE ? TALLY_ERROR_FRAME_OVERSIZE
-                                                                     : TALLY_ERROR_INVALID_ARGUMENT;
+                                                                   : TALLY_ERROR_INVALID_ARGUMENT;
   soup_message_body_set_accumulate (soup_server_message_get_request_body (msg), FALSE);
   soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Connection",
                                 "close");
@@ -323,7 +323,7 @@ handle_early (SoupServer *server,
   case SOUP_ENCODING_EOF:
   case SOUP_ENCODING_CHUNKED:
   case SOUP_ENCODING_BYTERANGES:
-    refuse_unread (msg, SOUP_STATUS_LENGTH_REQUIRED, "a request body needs a Content-Length");
+    refuse_unkept (msg, SOUP_STATUS_LENGTH_REQUIRED, "a request body needs a Content-Length");
     return;
   }
   goffset length = soup_message_headers_get_content_length (headers);
@@ -331,7 +331,7 @@ handle_early (SoupServer *server,
     g_autofree char *message =
       g_strdup_printf ("the body of %" G_GINT64_FORMAT " bytes is larger than %" G_GSIZE_FORMAT,
                        (gint64) length, http->max_body);
-    refuse_unread (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, message);
+    refuse_unkept (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, message);
   }
 }
 
@@ -372,6 +372,32 @@ request_done (SoupServer *server, SoupServerMessage *msg, gpointer user_data)
   g_object_set_data (G_OBJECT (msg), DEADLINE_KEY, NULL);
 }
 
+/*
+ * Connections are accepted here rather than by libsoup so that each socket
+ * gets an inactivity timeout from its first moment: a connection that never
+ * sends a byte never starts a request, so no request deadline would ever
+ * close it.  TLS is layered on here too; libsoup sees the plain stream.
+ */
+static gboolean
+incoming (GSocketService *service, GSocketConnection *conn, GObject *source, gpointer user_data)
+{
+  TallyIssuerHttp *http = user_data;
+  GSocket *socket = g_socket_connection_get_socket (conn);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketAddress) local = g_socket_get_local_address (socket, &error);
+  g_autoptr (GSocketAddress) remote = local ? g_socket_get_remote_address (socket, &error) : NULL;
+  g_autoptr (GIOStream) stream = NULL;
+
+  g_socket_set_timeout (socket, http->timeout_seconds);
+  if (remote != NULL)
+    stream = http->tls
+               ? G_IO_STREAM (g_tls_server_connection_new (G_IO_STREAM (conn), http->tls, &error))
+               : g_object_ref (G_IO_STREAM (conn));
+  if (stream == NULL || !soup_server_accept_iostream (http->server, stream, local, remote, &error))
+    g_message ("dropping a connection: %s", error->message);
+  return TRUE;
+}
+
 /* --- object --- */
 
 TallyIssuerHttp *
@@ -396,8 +422,9 @@ tally_issuer_http_new (TallyIssuer *issuer, GTlsCertificate *tls_certificate)
   /* Path segments are unescaped one by one, so an escaped '/' in an
    * account name cannot make a path of its own. */
   http->server = soup_server_new ("raw-paths", TRUE, "server-header", "tally-issuerd", NULL);
-  if (tls_certificate != NULL)
-    soup_server_set_tls_certificate (http->server, tls_certificate);
+  http->tls = tls_certificate ? g_object_ref (tls_certificate) : NULL;
+  http->service = g_socket_service_new ();
+  g_signal_connect (http->service, "incoming", G_CALLBACK (incoming), http);
   soup_server_add_early_handler (http->server, NULL, handle_early, http, NULL);
   soup_server_add_handler (http->server, NULL, handle_request, http, NULL);
   g_signal_connect (http->server, "request-started", G_CALLBACK (request_started), http);
@@ -419,9 +446,15 @@ tally_issuer_http_unref (TallyIssuerHttp *http)
 {
   if (http == NULL || !g_atomic_int_dec_and_test (&http->ref_count))
     return;
+  g_socket_service_stop (http->service);
+  g_socket_listener_close (G_SOCKET_LISTENER (http->service));
+  g_signal_handlers_disconnect_by_data (http->service, http);
+  g_clear_object (&http->service);
   soup_server_disconnect (http->server);
   g_signal_handlers_disconnect_by_data (http->server, http);
   g_clear_object (&http->server);
+  g_clear_object (&http->tls);
+  g_clear_object (&http->bound);
   if (http->clock_destroy != NULL)
     http->clock_destroy (http->clock_data);
   g_main_context_unref (http->context);
@@ -494,8 +527,7 @@ tally_issuer_http_listen (TallyIssuerHttp *http,
   g_return_val_if_fail (http != NULL, FALSE);
   g_return_val_if_fail (G_IS_SOCKET_ADDRESS (address), FALSE);
 
-  gboolean tls = soup_server_get_tls_certificate (http->server) != NULL;
-  if (!tls && !allow_plain) {
+  if (http->tls == NULL && !allow_plain) {
     gboolean loopback = G_IS_INET_SOCKET_ADDRESS (address) &&
                         g_inet_address_get_is_loopback (
                           g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (address)));
@@ -507,47 +539,37 @@ tally_issuer_http_listen (TallyIssuerHttp *http,
     }
   }
   g_autoptr (GError) local = NULL;
-  if (!soup_server_listen (http->server, address, tls ? SOUP_SERVER_LISTEN_HTTPS : 0, &local)) {
+  g_autoptr (GSocketAddress) bound = NULL;
+  if (!g_socket_listener_add_address (G_SOCKET_LISTENER (http->service), address,
+                                      G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, &bound,
+                                      &local)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED, "cannot listen: %s", local->message);
     return FALSE;
   }
+  if (http->bound == NULL && G_IS_INET_SOCKET_ADDRESS (bound))
+    http->bound = G_INET_SOCKET_ADDRESS (g_steal_pointer (&bound));
+  g_socket_service_start (http->service);
   g_autofree char *url = tally_issuer_http_get_url (http);
   g_message ("listening on %s", url);
   return TRUE;
-}
-
-/* The first listening socket's address; NULL before listening.  (Not
- * soup_server_get_uris (), which leaks an address per call in libsoup 3.2.) */
-static GInetSocketAddress *
-first_address (TallyIssuerHttp *http)
-{
-  GSList *listeners = soup_server_get_listeners (http->server);
-  GSocketAddress *addr = listeners ? g_socket_get_local_address (listeners->data, NULL) : NULL;
-  g_slist_free (listeners);
-  if (addr != NULL && !G_IS_INET_SOCKET_ADDRESS (addr))
-    g_clear_object (&addr);
-  return (GInetSocketAddress *) addr;
 }
 
 guint16
 tally_issuer_http_get_port (TallyIssuerHttp *http)
 {
   g_return_val_if_fail (http != NULL, 0);
-  g_autoptr (GInetSocketAddress) addr = first_address (http);
-  return addr ? g_inet_socket_address_get_port (addr) : 0;
+  return http->bound ? g_inet_socket_address_get_port (http->bound) : 0;
 }
 
 char *
 tally_issuer_http_get_url (TallyIssuerHttp *http)
 {
   g_return_val_if_fail (http != NULL, NULL);
-  g_autoptr (GInetSocketAddress) addr = first_address (http);
-  if (addr == NULL)
+  if (http->bound == NULL)
     return NULL;
-  GInetAddress *ip = g_inet_socket_address_get_address (addr);
+  GInetAddress *ip = g_inet_socket_address_get_address (http->bound);
   g_autofree char *host = g_inet_address_to_string (ip);
   gboolean v6 = g_inet_address_get_family (ip) == G_SOCKET_FAMILY_IPV6;
-  return g_strdup_printf ("%s://%s%s%s:%u/", soup_server_is_https (http->server) ? "https" : "http",
-                          v6 ? "[" : "", host, v6 ? "]" : "",
-                          g_inet_socket_address_get_port (addr));
+  return g_strdup_printf ("%s://%s%s%s:%u/", http->tls ? "https" : "http", v6 ? "[" : "", host,
+                          v6 ? "]" : "", g_inet_socket_address_get_port (http->bound));
 }

@@ -34,7 +34,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyIssuerHttp, tally_issuer_http_unref)
 /* Larger bodies are refused with 413 and dropped as they arrive. */
 void tally_issuer_http_set_max_body_bytes (TallyIssuerHttp *http, gsize max_body_bytes);
 /* A request not answered within @seconds of its start has its connection
- * closed (a slow client holds nothing for longer). */
+ * closed, and so has a connection idle that long, even before its first
+ * request (a slow client holds nothing for longer).  Applies to
+ * connections accepted from then on. */
 void tally_issuer_http_set_request_timeout (TallyIssuerHttp *http, guint seconds);
 /* The operator's bearer token (only its hash is kept); without one the
  * operator endpoints refuse every request. */

@@ -354,7 +354,7 @@ test_reconcile_refuses_forged_bundle (IssuerdFixture *f, gconstpointer data)
 /* --- hostile input --- */
 
 static void
-test_oversized_body_refused_unread (IssuerdFixture *f, gconstpointer data)
+test_oversized_body_refused_unkept (IssuerdFixture *f, gconstpointer data)
 {
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   TallyAudit before = issuerd_audit (f);
@@ -554,7 +554,8 @@ test_bad_requests_refused_specifically (IssuerdFixture *f, gconstpointer data)
                         : b->caller == AS_OPERATOR ? f->operator_hex
                                                    : NULL;
     g_autoptr (GBytes) body = b->body ? g_bytes_new (b->body, strlen (b->body)) : NULL;
-    g_test_message ("%s %s %s", b->method, path, b->body ? b->body : "");
+    g_autofree char *shown = g_strescape (b->body ? b->body : "", NULL);
+    g_test_message ("%s %s %s", b->method, path, shown);
     g_autoptr (IssuerdResponse) r =
       issuerd_request (f, b->method, path, token, b->content_type, body, NULL);
     issuerd_assert_refused (r, b->status, b->error);
@@ -643,6 +644,17 @@ test_slow_client_cut_off (IssuerdFixture *f, gconstpointer data)
 
   g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
   issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
+}
+
+static void
+test_idle_connection_closed (IssuerdFixture *f, gconstpointer data)
+{
+  tally_issuer_http_set_request_timeout (f->http, 1);
+  gint64 start = g_get_monotonic_time ();
+  /* Connected, and never a byte: no request ever starts. */
+  g_autoptr (GString) reply = raw_exchange (f, "", FALSE);
+  g_assert_cmpuint (reply->len, ==, 0);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, G_USEC_PER_SEC / 2);
 }
 
 static void
@@ -900,7 +912,7 @@ main (int argc, char **argv)
   ADD ("/issuerd/reconcile/same-bundle-twice-same-bytes-books-once",
        test_reconcile_twice_same_bytes_books_once);
   ADD ("/issuerd/reconcile/forged-bundle-refused", test_reconcile_refuses_forged_bundle);
-  ADD ("/issuerd/hostile/oversized-body-413", test_oversized_body_refused_unread);
+  ADD ("/issuerd/hostile/oversized-body-413", test_oversized_body_refused_unkept);
   ADD ("/issuerd/hostile/wrong-content-type-415", test_wrong_content_type_refused);
   ADD ("/issuerd/hostile/truncated-protobuf-400", test_truncated_protobuf_refused);
   ADD ("/issuerd/hostile/unknown-path-or-method", test_unknown_paths_and_methods_refused);
@@ -908,6 +920,7 @@ main (int argc, char **argv)
        test_bad_requests_refused_specifically);
   ADD ("/issuerd/hostile/unannounced-or-huge-body-refused-unkept",
        test_body_without_length_refused);
+  ADD ("/issuerd/hostile/idle-connection-closed", test_idle_connection_closed);
   ADD ("/issuerd/hostile/slow-client-cut-off", test_slow_client_cut_off);
   ADD ("/issuerd/operator/needs-operator-token", test_operator_endpoints_need_operator_token);
   ADD ("/issuerd/operator/new-token-replaces-old", test_new_token_replaces_old);
