@@ -351,6 +351,44 @@ add_int (JsonBuilder *b, const char *name, gint64 value)
 }
 
 static void
+add_string (JsonBuilder *b, const char *name, const char *value)
+{
+  json_builder_set_member_name (b, name);
+  json_builder_add_string_value (b, value);
+}
+
+/* The registers the audit names (TallyAuditRegister), as tally-issuer
+ * audit --json lists them. */
+static void
+add_flagged (JsonBuilder *b, GPtrArray *rows)
+{
+  json_builder_begin_array (b);
+  for (guint i = 0; i < rows->len; i++) {
+    const TallyAuditRegister *r = rows->pdata[i];
+    g_autofree char *id = tally_hex_encode (r->register_id, TALLY_ID_BYTES);
+    json_builder_begin_object (b);
+    add_string (b, "register_id", id);
+    add_string (b, "account", r->account);
+    json_builder_set_member_name (b, "revoked");
+    json_builder_add_boolean_value (b, r->revoked);
+    add_int (b, "view", r->view);
+    add_int (b, "exposure", r->exposure);
+    add_int (b, "awaiting", r->awaiting);
+    add_int (b, "refused", r->refused);
+    add_int (b, "deficit", r->deficit);
+    add_int (b, "fraud_proofs", r->proofs);
+    json_builder_set_member_name (b, "proof_kinds");
+    json_builder_begin_array (b);
+    for (guint k = 1; k < 32; k++)
+      if (r->proof_kinds & (1u << k))
+        json_builder_add_string_value (b, tally_issuer_fraud_kind_to_string ((Tally__FraudKind) k));
+    json_builder_end_array (b);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+}
+
+static void
 get_audit (TallyHttpRequest *req)
 {
   if (!tally_issuer_http_check_operator (req))
@@ -358,7 +396,9 @@ get_audit (TallyHttpRequest *req)
   TallyIssuer *issuer = req->http->issuer;
   g_autoptr (GError) error = NULL;
   TallyAudit a;
-  if (!tally_issuer_audit (issuer, &a, &error)) {
+  g_autoptr (GPtrArray) rows = NULL;
+  if (!tally_issuer_audit (issuer, &a, &error) ||
+      (rows = tally_issuer_audit_registers (issuer, &error)) == NULL) {
     tally_issuer_http_reply_gerror (req->msg, error);
     return;
   }
@@ -383,8 +423,48 @@ get_audit (TallyHttpRequest *req)
   json_builder_add_boolean_value (b, a.identity);
   json_builder_set_member_name (b, "balanced");
   json_builder_add_boolean_value (b, a.balanced);
+  json_builder_set_member_name (b, "flagged");
+  add_flagged (b, rows);
   json_builder_end_object (b);
   tally_issuer_http_reply_json (req->msg, SOUP_STATUS_OK, b);
+}
+
+static void
+get_fraud_proofs (TallyHttpRequest *req)
+{
+  if (!tally_issuer_http_check_operator (req))
+    return;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) proofs = tally_issuer_get_fraud_proofs (req->http->issuer, &error);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "fraud_proofs");
+  json_builder_begin_array (b);
+  for (guint i = 0; proofs != NULL && i < proofs->len; i++) {
+    gsize len;
+    const guint8 *data = g_bytes_get_data (proofs->pdata[i], &len);
+    g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, &error);
+    g_autoptr (Tally__FraudProof) fp = NULL;
+    if (env != NULL)
+      fp = TALLY_UNPACK (Tally__FraudProof, tally__fraud_proof, env->body.data, env->body.len,
+                         "fraud proof", &error);
+    if (fp == NULL)
+      break;
+    g_autofree char *id = tally_hex_encode (fp->register_id.data, fp->register_id.len);
+    g_autofree char *proof = tally_hex_encode (data, len);
+    json_builder_begin_object (b);
+    add_string (b, "register_id", id);
+    add_string (b, "kind", tally_issuer_fraud_kind_to_string (fp->kind));
+    add_int (b, "detected_at", (gint64) fp->detected_at);
+    add_string (b, "proof", proof);
+    json_builder_end_object (b);
+  }
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  if (error != NULL)
+    tally_issuer_http_reply_gerror (req->msg, error);
+  else
+    tally_issuer_http_reply_json (req->msg, SOUP_STATUS_OK, b);
 }
 
 static void
@@ -425,6 +505,7 @@ static const Route routes[] = {
   { "POST", "operator/accounts/*/token", post_token },
   { "POST", "operator/accounts/*/deposit", post_deposit },
   { "GET", "operator/audit", get_audit },
+  { "GET", "operator/fraud-proofs", get_fraud_proofs },
   { "POST", "operator/revocations", post_revocation },
 };
 

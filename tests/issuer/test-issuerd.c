@@ -448,6 +448,61 @@ test_operator_endpoints_need_operator_token (IssuerdFixture *f, gconstpointer da
   g_assert_true (json_object_get_boolean_member (obj, "identity"));
 }
 
+/* A register restored from a backup spends counter 1 twice; the payees'
+ * bundles expose it, and the operator sees the proof and the register. */
+static void
+test_operator_sees_fraud_proofs_and_flagged (IssuerdFixture *f, gconstpointer data)
+{
+  g_autofree char *carol_token = issuerd_create_account (f, "carol", NULL, 1);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
+  guint8 genesis[TALLY_HASH_BYTES];
+  tally_chain_genesis (a->id, genesis);
+  const TestRegister *payees[] = { b, c };
+  for (gsize i = 0; i < G_N_ELEMENTS (payees); i++) {
+    g_autoptr (GBytes) p =
+      test_sign_permission (a->sk, a->id, payees[i]->id, "EUR", 1500, 1, genesis, TEST_EXPIRES_AT);
+    g_autoptr (GBytes) r = test_receipt (payees[i], p);
+    g_autoptr (TestBundle) tb = test_bundle_new (payees[i]);
+    test_bundle_add_received (tb, a->cert, p, r);
+    g_autoptr (GBytes) bundle = test_bundle_sign (tb);
+    g_autoptr (IssuerdResponse) res = issuerd_post_protobuf (f, "/v1/reconcile", bundle);
+    issuerd_assert_protobuf (res, SOUP_STATUS_OK);
+  }
+
+  g_autoptr (IssuerdResponse) r =
+    issuerd_request (f, "GET", "/v1/operator/fraud-proofs", f->operator_hex, NULL, NULL, NULL);
+  g_assert_cmpuint (r->status, ==, SOUP_STATUS_OK);
+  g_autoptr (JsonObject) obj = issuerd_response_object (r);
+  JsonArray *proofs = json_object_get_array_member (obj, "fraud_proofs");
+  g_assert_cmpuint (json_array_get_length (proofs), ==, 1);
+  JsonObject *fp = json_array_get_object_element (proofs, 0);
+  g_autofree char *a_id = tally_hex_encode (a->id, sizeof a->id);
+  g_assert_cmpstr (json_object_get_string_member (fp, "register_id"), ==, a_id);
+  g_assert_cmpstr (json_object_get_string_member (fp, "kind"), ==, "counter-reused");
+  g_autoptr (GPtrArray) stored = tally_issuer_get_fraud_proofs (f->issuer, NULL);
+  g_autofree char *stored_hex = tally_hex_encode (g_bytes_get_data (stored->pdata[0], NULL),
+                                                  g_bytes_get_size (stored->pdata[0]));
+  g_assert_cmpstr (json_object_get_string_member (fp, "proof"), ==, stored_hex);
+
+  g_autoptr (IssuerdResponse) audit =
+    issuerd_request (f, "GET", "/v1/operator/audit", f->operator_hex, NULL, NULL, NULL);
+  g_autoptr (JsonObject) aobj = issuerd_response_object (audit);
+  g_assert_cmpint (json_object_get_int_member (aobj, "fraud_proofs"), ==, 1);
+  JsonArray *flagged = json_object_get_array_member (aobj, "flagged");
+  g_assert_cmpuint (json_array_get_length (flagged), ==, 1);
+  JsonObject *row = json_array_get_object_element (flagged, 0);
+  g_assert_cmpstr (json_object_get_string_member (row, "register_id"), ==, a_id);
+  g_assert_true (json_object_get_boolean_member (row, "revoked"));
+  JsonArray *kinds = json_object_get_array_member (row, "proof_kinds");
+  g_assert_cmpstr (json_array_get_string_element (kinds, 0), ==, "counter-reused");
+
+  g_autoptr (IssuerdResponse) theirs =
+    issuerd_request (f, "GET", "/v1/operator/fraud-proofs", carol_token, NULL, NULL, NULL);
+  issuerd_assert_refused (theirs, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+}
+
 static void
 test_new_token_replaces_old (IssuerdFixture *f, gconstpointer data)
 {
@@ -923,6 +978,8 @@ main (int argc, char **argv)
   ADD ("/issuerd/hostile/idle-connection-closed", test_idle_connection_closed);
   ADD ("/issuerd/hostile/slow-client-cut-off", test_slow_client_cut_off);
   ADD ("/issuerd/operator/needs-operator-token", test_operator_endpoints_need_operator_token);
+  ADD ("/issuerd/operator/sees-fraud-proofs-and-flagged-registers",
+       test_operator_sees_fraud_proofs_and_flagged);
   ADD ("/issuerd/operator/new-token-replaces-old", test_new_token_replaces_old);
   g_test_add_func ("/issuerd/listen/plain-http-only-on-loopback", test_plain_http_only_on_loopback);
   g_test_add_func ("/issuerd/errors/every-code-has-a-status", test_error_table_covers_every_code);
