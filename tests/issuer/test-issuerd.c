@@ -114,6 +114,20 @@ test_enrol_gives_certificate_with_display_name (IssuerdFixture *f, gconstpointer
                    sizeof reg->pk);
   g_assert_cmpuint (cert->not_before, ==, issuerd_test_clock (NULL));
   g_assert_cmpuint (issuerd_audit (f).registers, ==, 1);
+
+  /* Had that answer been lost, an empty bundle renews the certificate. */
+  g_autoptr (TestBundle) tb = test_bundle_new (reg);
+  g_autoptr (GBytes) empty = test_bundle_sign (tb);
+  g_autoptr (IssuerdResponse) res = issuerd_post_protobuf (f, "/v1/reconcile", empty);
+  issuerd_assert_protobuf (res, SOUP_STATUS_OK);
+  g_autoptr (Tally__ReconciliationResult) result = test_result_open (f->issuer, res->body);
+  g_assert_nonnull (result->renewed_certificate);
+  g_autoptr (Tally__RegisterCertificate) renewed =
+    tally_certificate_verify (result->renewed_certificate, tally_issuer_get_public_key (f->issuer),
+                              issuerd_test_clock (NULL), &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (renewed->register_id.data, renewed->register_id.len, reg->id, sizeof reg->id);
+  g_assert_cmpstr (renewed->display_name, ==, "Alice's Bakery");
 }
 
 static void
