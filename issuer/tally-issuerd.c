@@ -5,6 +5,7 @@
  * 0 after SIGTERM or SIGINT, 1 when it cannot start, 2 for usage errors.
  */
 #include <glib-unix.h>
+#include <glib/gstdio.h>
 #include <locale.h>
 #include <stdio.h>
 #include <string.h>
@@ -151,11 +152,19 @@ parse_listen (const char *text, GError **error)
   return g_inet_socket_address_new (ip, g_network_address_get_port (G_NETWORK_ADDRESS (addr)));
 }
 
+/* The token opens every account's money: a file anyone may read is refused. */
 static gboolean
 read_operator_token (const char *path,
                      guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
                      GError **error)
 {
+  GStatBuf st;
+  if (g_stat (path, &st) == 0 && (st.st_mode & S_IRWXO) != 0) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_PERM,
+                 "%s is open to every user (mode %03o); make it 0600 or 0640", path,
+                 (unsigned) (st.st_mode & 0777));
+    return FALSE;
+  }
   g_autofree char *text = NULL;
   gsize len;
   if (!g_file_get_contents (path, &text, &len, error))
@@ -221,7 +230,8 @@ static const char description[] =
   "  tls_certificate=PEM       serve HTTPS with this certificate chain...\n"
   "  tls_key=PEM               ...and this private key\n"
   "  allow_plain_http=false    plain HTTP on a non-loopback address\n"
-  "  operator_token_file=PATH  64 hex digits; enables the operator endpoints\n"
+  "  operator_token_file=PATH  64 hex digits, not readable by all users;\n"
+  "                            enables the operator endpoints\n"
   "  max_body_bytes=N          largest request body (default 1048576)\n"
   "  request_timeout=SECONDS   longest request (default 30)\n"
   "  [enrol]                   what an enrolled register is certified with\n"

@@ -912,8 +912,15 @@ test_daemon_serves_https (void)
   g_autofree char *key = tls_file ("tls-localhost.key");
   g_autofree char *conf = g_build_filename (tmp, "issuerd.conf", NULL);
   g_autofree char *port_file = g_build_filename (tmp, "port", NULL);
+  g_autofree char *token_file = g_build_filename (tmp, "operator.token", NULL);
+  guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
+  randombytes_buf (token, sizeof token);
+  g_autofree char *token_hex = tally_hex_encode (token, sizeof token);
+  g_assert_true (
+    g_file_set_contents_full (token_file, token_hex, -1, G_FILE_SET_CONTENTS_NONE, 0600, &error));
   g_autofree char *text = g_strdup_printf ("[issuer]\ndir=issuer\n[http]\nlisten=127.0.0.1:0\n"
-                                           "tls_certificate=%s\ntls_key=%s\n",
+                                           "tls_certificate=%s\ntls_key=%s\n"
+                                           "operator_token_file=operator.token\n",
                                            pem, key);
   g_assert_true (g_file_set_contents (conf, text, -1, &error));
   g_autoptr (GSubprocess) proc =
@@ -928,12 +935,44 @@ test_daemon_serves_https (void)
   g_autoptr (IssuerdResponse) r =
     issuerd_request (&f, "GET", "/v1/revocations", NULL, NULL, NULL, NULL);
   issuerd_assert_protobuf (r, SOUP_STATUS_OK);
+  /* The operator token from the file (a path relative to the config). */
+  g_autoptr (IssuerdResponse) audit =
+    issuerd_request (&f, "GET", "/v1/operator/audit", token_hex, NULL, NULL, NULL);
+  g_assert_cmpuint (audit->status, ==, SOUP_STATUS_OK);
   g_clear_object (&f.session);
   g_free (f.base);
 
   g_subprocess_send_signal (proc, SIGTERM);
   g_assert_true (g_subprocess_wait (proc, NULL, &error));
   g_assert_cmpint (g_subprocess_get_exit_status (proc), ==, 0);
+  test_remove_tree (tmp);
+}
+
+static void
+test_daemon_refuses_world_readable_operator_token (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tmp = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *dir = g_build_filename (tmp, "issuer", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Test Bank", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_clear_pointer (&issuer, tally_issuer_free);
+  g_autofree char *token_file = g_build_filename (tmp, "operator.token", NULL);
+  g_assert_true (g_file_set_contents_full (
+    token_file, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", -1,
+    G_FILE_SET_CONTENTS_NONE, 0644, &error));
+  g_assert_cmpint (g_chmod (token_file, 0644), ==, 0);
+  g_autofree char *conf = g_build_filename (tmp, "issuerd.conf", NULL);
+  g_assert_true (g_file_set_contents (
+    conf, "[issuer]\ndir=issuer\n[http]\nlisten=127.0.0.1:0\noperator_token_file=operator.token\n",
+    -1, &error));
+  g_autoptr (GSubprocess) proc =
+    g_subprocess_new (G_SUBPROCESS_FLAGS_STDERR_PIPE, &error, issuerd_path, "--config", conf, NULL);
+  g_assert_no_error (error);
+  g_autofree char *err = NULL;
+  g_assert_true (g_subprocess_communicate_utf8 (proc, NULL, NULL, NULL, &err, &error));
+  g_assert_cmpint (g_subprocess_get_exit_status (proc), ==, 1);
+  g_assert_nonnull (strstr (err, "open to every user"));
   test_remove_tree (tmp);
 }
 
@@ -1002,6 +1041,8 @@ main (int argc, char **argv)
   g_test_add_func ("/issuerd/https/serves-with-configured-certificate",
                    test_https_with_configured_certificate);
   g_test_add_func ("/issuerd/daemon/serves-https-from-config", test_daemon_serves_https);
+  g_test_add_func ("/issuerd/daemon/refuses-world-readable-operator-token",
+                   test_daemon_refuses_world_readable_operator_token);
   g_test_add_func ("/issuerd/daemon/refuses-plain-http-off-loopback",
                    test_daemon_refuses_plain_http_off_loopback);
   return g_test_run ();
