@@ -270,6 +270,35 @@ post_voucher (TallyHttpRequest *req)
                                  TALLY_HTTP_TYPE_PROTOBUF, voucher);
 }
 
+static void
+post_lost (TallyHttpRequest *req)
+{
+  const char *account = req->segments[1];
+  if (!tally_issuer_http_check_account (req, account))
+    return;
+  guint8 id[TALLY_ID_BYTES];
+  if (!tally_hex_decode (req->segments[3], id, sizeof id, NULL)) {
+    tally_issuer_http_reply_error (req->msg, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_INVALID_ARGUMENT,
+                                   "the register id in the path must be 32 hex digits");
+    return;
+  }
+  g_autoptr (GError) error = NULL;
+  if (!tally_issuer_report_lost (req->http->issuer, account, id, tally_issuer_http_now (req->http),
+                                 &error)) {
+    tally_issuer_http_reply_gerror (req->msg, error);
+    return;
+  }
+  g_autofree char *hex = tally_hex_encode (id, sizeof id);
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "register_id");
+  json_builder_add_string_value (b, hex);
+  json_builder_set_member_name (b, "revoked");
+  json_builder_add_boolean_value (b, TRUE);
+  json_builder_end_object (b);
+  tally_issuer_http_reply_json (req->msg, SOUP_STATUS_OK, b);
+}
+
 /* --- operator endpoints (the operator's bearer token) --- */
 
 static void
@@ -500,6 +529,7 @@ static const Route routes[] = {
   { "GET", "accounts/*", get_account },
   { "POST", "accounts/*/registers", post_enrol },
   { "POST", "accounts/*/registers/*/vouchers", post_voucher },
+  { "POST", "accounts/*/registers/*/lost", post_lost },
   { "POST", "operator/accounts", post_account },
   { "GET", "operator/accounts/*", get_operator_account },
   { "POST", "operator/accounts/*/token", post_token },

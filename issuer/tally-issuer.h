@@ -214,6 +214,16 @@ gboolean tally_issuer_revoke (TallyIssuer *issuer,
                               const guint8 register_id[static TALLY_ID_BYTES],
                               guint64 now,
                               GError **error);
+/* The owner of @account reports its register lost or stolen: revoked at
+ * once, so the next revocation list carries it to every payee (doing it
+ * again changes nothing).  NOT_AUTHORIZED for another account's register.
+ * The register's balance stays in the audit as it was; giving it back to
+ * the account once its offline window has passed is not done yet. */
+gboolean tally_issuer_report_lost (TallyIssuer *issuer,
+                                   const char *account,
+                                   const guint8 register_id[static TALLY_ID_BYTES],
+                                   guint64 now,
+                                   GError **error);
 /* Packed, signed current revocation list (serial 1 from creation on). */
 GBytes *tally_issuer_get_revocation_list (TallyIssuer *issuer, GError **error);
 /* Packed fraud proof envelopes. */

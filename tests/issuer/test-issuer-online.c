@@ -338,6 +338,35 @@ test_reconcile_once_failure_keeps_nothing (Fixture *f, gconstpointer data)
   assert_audit_equal (&before, &after);
 }
 
+static void
+test_lost_register_revoked_by_its_owner_only (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  TallyAudit before = audit_of (f);
+
+  g_assert_false (tally_issuer_report_lost (f->issuer, "bob", reg->id, TEST_NOW, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_AUTHORIZED);
+  g_clear_error (&error);
+  TallyAudit after_refusal = audit_of (f);
+  assert_audit_equal (&before, &after_refusal);
+  g_assert_cmpuint (after_refusal.revoked, ==, 0);
+
+  for (guint i = 0; i < 2; i++) {
+    g_assert_true (tally_issuer_report_lost (f->issuer, "alice", reg->id, TEST_NOW, &error));
+    g_assert_no_error (error);
+    g_autoptr (GBytes) bytes = tally_issuer_get_revocation_list (f->issuer, &error);
+    g_autoptr (Tally__SignedEnvelope) env = test_envelope (bytes);
+    g_autoptr (Tally__RevocationList) list =
+      tally_revocation_list_verify (env, tally_issuer_get_public_key (f->issuer), &error);
+    g_assert_no_error (error);
+    g_assert_true (tally_revocation_list_contains (list, reg->id));
+    /* Reported twice, published once. */
+    g_assert_cmpuint (list->serial, ==, 2);
+  }
+  g_assert_cmpuint (audit_of (f).revoked, ==, 1);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -353,6 +382,8 @@ main (int argc, char **argv)
        test_voucher_only_for_accounts_own_registers);
   ADD ("/issuer/online/voucher/retried-request-sells-once",
        test_voucher_request_retried_sells_once);
+  ADD ("/issuer/online/lost/revoked-by-its-owner-only",
+       test_lost_register_revoked_by_its_owner_only);
   ADD ("/issuer/online/reconcile-once/same-bundle-same-bytes-books-once",
        test_reconcile_once_same_bundle_same_bytes);
   ADD ("/issuer/online/reconcile-once/refused-bundle-keeps-nothing",

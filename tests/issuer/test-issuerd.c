@@ -303,6 +303,54 @@ test_voucher_refusals_change_nothing (IssuerdFixture *f, gconstpointer data)
   g_assert_cmpint (issuerd_balance (f, "bob"), ==, 10000);
 }
 
+static void
+test_owner_reports_register_lost (IssuerdFixture *f, gconstpointer data)
+{
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) bobs = test_register_new (f->issuer, "bob");
+  g_autofree char *id = tally_hex_encode (reg->id, sizeof reg->id);
+  g_autofree char *bob_id = tally_hex_encode (bobs->id, sizeof bobs->id);
+  g_autofree char *path = g_strdup_printf ("/v1/accounts/alice/registers/%s/lost", id);
+  g_autofree char *theirs = g_strdup_printf ("/v1/accounts/alice/registers/%s/lost", bob_id);
+  g_autofree char *via_bob = g_strdup_printf ("/v1/accounts/bob/registers/%s/lost", id);
+  TallyAudit before = issuerd_audit (f);
+
+  /* Nobody reports another account's register lost. */
+  g_autoptr (IssuerdResponse) r1 =
+    issuerd_request (f, "POST", theirs, f->alice_token, NULL, NULL, NULL);
+  issuerd_assert_refused (r1, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  g_autoptr (IssuerdResponse) r2 =
+    issuerd_request (f, "POST", via_bob, f->alice_token, NULL, NULL, NULL);
+  issuerd_assert_refused (r2, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  g_autoptr (IssuerdResponse) r3 =
+    issuerd_request (f, "POST", via_bob, f->bob_token, NULL, NULL, NULL);
+  issuerd_assert_refused (r3, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  TallyAudit after_refusals = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after_refusals);
+
+  g_autoptr (IssuerdResponse) ok =
+    issuerd_request (f, "POST", path, f->alice_token, NULL, NULL, NULL);
+  g_assert_cmpuint (ok->status, ==, SOUP_STATUS_OK);
+  g_autoptr (JsonObject) obj = issuerd_response_object (ok);
+  g_assert_cmpstr (json_object_get_string_member (obj, "register_id"), ==, id);
+  g_assert_true (json_object_get_boolean_member (obj, "revoked"));
+
+  /* Revoked at once: the list devices fetch carries it, and it buys nothing. */
+  g_autoptr (IssuerdResponse) list =
+    issuerd_request (f, "GET", "/v1/revocations", NULL, NULL, NULL, NULL);
+  issuerd_assert_protobuf (list, SOUP_STATUS_OK);
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (list->body);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__RevocationList) rl =
+    tally_revocation_list_verify (env, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_revocation_list_contains (rl, reg->id));
+  g_assert_false (tally_revocation_list_contains (rl, bobs->id));
+  g_autoptr (IssuerdResponse) v = buy (f, "alice", f->alice_token, reg, 100);
+  issuerd_assert_refused (v, SOUP_STATUS_CONFLICT, TALLY_ERROR_REVOKED);
+  g_assert_cmpint (issuerd_balance (f, "alice"), ==, 10000);
+}
+
 /* --- reconciliation --- */
 
 /* A real bundle: alice's register loaded, paid bob's and defunded. */
@@ -766,6 +814,7 @@ main (int argc, char **argv)
   ADD ("/issuerd/voucher/bought-against-balance", test_voucher_bought_against_balance);
   ADD ("/issuerd/voucher/retry-gets-same-voucher", test_voucher_retry_gets_same_voucher);
   ADD ("/issuerd/voucher/refusals-change-nothing", test_voucher_refusals_change_nothing);
+  ADD ("/issuerd/voucher/owner-reports-register-lost", test_owner_reports_register_lost);
   ADD ("/issuerd/reconcile/same-bundle-twice-same-bytes-books-once",
        test_reconcile_twice_same_bytes_books_once);
   ADD ("/issuerd/reconcile/forged-bundle-refused", test_reconcile_refuses_forged_bundle);
