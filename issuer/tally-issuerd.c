@@ -233,7 +233,7 @@ static const char description[] =
   "  operator_token_file=PATH  64 hex digits, not readable by all users;\n"
   "                            enables the operator endpoints\n"
   "  max_body_bytes=N          largest request body (default 1048576)\n"
-  "  request_timeout=SECONDS   longest request (default 30)\n"
+  "  request_timeout=SECONDS   longest request, and longest idle connection (default 30)\n"
   "  [enrol]                   what an enrolled register is certified with\n"
   "  max_payment=AMT  balance_cap=AMT  max_payments=N  max_offline_hours=H  valid_days=D\n"
   "\n"
