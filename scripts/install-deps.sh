@@ -37,6 +37,10 @@ BUILD_PACKAGES=(
   libpng-dev
   # docs/man/*.scd are rendered into the man pages by the build
   scdoc
+  # tally-issuerd, the online issuer, serves HTTP(S) on libsoup 3 and
+  # speaks JSON to operators (issuer/tally-issuer-http.c)
+  libsoup-3.0-dev
+  libjson-glib-dev
   # the scenario's private buses
   dbus
   dbus-daemon

@@ -70,6 +70,18 @@ test_register_new (TallyIssuer *issuer, const char *account)
 }
 
 void
+test_enrol_proof (TallyIssuer *issuer,
+                  const TestRegister *reg,
+                  const char *account,
+                  guint8 proof[TALLY_SIGNATURE_BYTES])
+{
+  g_autoptr (GBytes) statement = tally_issuer_enrol_statement (issuer, reg->pk, account);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (statement, &len);
+  g_assert_cmpint (crypto_sign_detached (proof, NULL, data, len, reg->sk), ==, 0);
+}
+
+void
 test_register_free (TestRegister *reg)
 {
   if (reg == NULL)

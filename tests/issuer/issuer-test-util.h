@@ -38,6 +38,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TestRegister, test_register_free)
 
 void test_default_limits (Tally__Limits *limits);
 
+/* @reg's proof of possession for enrolling with @account at @issuer: its
+ * signature over tally_issuer_enrol_statement (). */
+void test_enrol_proof (TallyIssuer *issuer,
+                       const TestRegister *reg,
+                       const char *account,
+                       guint8 proof[TALLY_SIGNATURE_BYTES]);
+
 /* A permission signed with @sk carrying exactly the given fields
  * (@expires_at 0: none). */
 GBytes *test_sign_permission (const guint8 sk[TALLY_SECRET_KEY_BYTES],
