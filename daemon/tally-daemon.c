@@ -920,6 +920,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
     tally_daemon_free (d);
     return NULL;
   }
+  tally_stream_listener_set_max_connections (d->listener, config->max_connections);
 
   d->ble = config->ble;
   d->adapter = g_strdup (config->adapter);

@@ -141,11 +141,27 @@ typedef enum
   STREAM_CLOSED,
 } StreamState;
 
+/* Live connections of one listener, shared with its links (which may
+ * outlive it). */
+typedef struct
+{
+  guint live;
+  void (*released) (gpointer user_data); /* a connection went; NULL once the listener is gone */
+  gpointer user_data;
+} ConnectionCount;
+
+static void
+connection_count_release (ConnectionCount *count)
+{
+  g_rc_box_release (count);
+}
+
 /* Reference counted with g_rc_box: every asynchronous operation in flight
  * holds one, the link holds one until it is destroyed. */
 typedef struct
 {
   StreamState state;
+  ConnectionCount *count; /* accepted by a listener: counted there */
   TallyLink *link; /* NULL once the link is destroyed */
   char *peer;
   GIOStream *stream;
@@ -259,6 +275,13 @@ stream_io_clear (StreamIO *io)
   g_clear_pointer (&io->tx_inflight, g_bytes_unref);
   g_clear_pointer (&io->context, g_main_context_unref);
   g_clear_pointer (&io->peer, g_free);
+  if (io->count != NULL) {
+    ConnectionCount *count = g_steal_pointer (&io->count);
+    count->live--;
+    if (count->released != NULL)
+      count->released (count->user_data);
+    connection_count_release (count);
+  }
 }
 
 static StreamIO *
@@ -527,11 +550,29 @@ tally_stream_link_new (GIOStream *stream, gsize mtu, const char *peer)
 
 /* --- listener --------------------------------------------------------------- */
 
+/* A failure to accept (EMFILE, ENFILE...) pauses accepting this long. */
+#define LISTENER_RETRY_MS 250
+/* One log line per this many seconds about refused or failed accepts. */
+#define LISTENER_LOG_INTERVAL_US (10 * G_USEC_PER_SEC)
+
+/* The pending accept's weak link back to its listener. */
+typedef struct
+{
+  TallyStreamListener *listener; /* NULL once it is freed */
+} Acceptor;
+
 struct _TallyStreamListener
 {
   gint ref_count;
-  GSocketService *service;
-  gulong incoming_id;
+  GSocketListener *sockets;
+  GCancellable *cancel;
+  GMainContext *context;
+  Acceptor *acceptor; /* while an accept is pending */
+  GSource *retry;     /* while paused after a failure */
+  ConnectionCount *count;
+  guint max_connections;
+  gint64 log_last;  /* monotonic us of the last line about accepting */
+  guint log_missed; /* failures or pauses since, not logged */
   gsize mtu;
   TallyStreamAcceptFunc on_accept;
   gpointer user_data;
@@ -562,24 +603,131 @@ describe_incoming_peer (TallyStreamListener *listener, GSocketConnection *connec
   return g_strdup (listener->address);
 }
 
+static void listener_accept_next (TallyStreamListener *listener);
+
+/* At most one line per LISTENER_LOG_INTERVAL_US, with the count of what it
+ * did not log: a flood must not flood the log too. */
+G_GNUC_PRINTF (2, 3)
+static void
+listener_log_limited (TallyStreamListener *listener, const char *format, ...)
+{
+  gint64 now = g_get_monotonic_time ();
+  if (listener->log_last != 0 && now - listener->log_last < LISTENER_LOG_INTERVAL_US) {
+    listener->log_missed++;
+    return;
+  }
+  va_list args;
+  va_start (args, format);
+  g_autofree char *what = g_strdup_vprintf (format, args);
+  va_end (args);
+  if (listener->log_missed > 0)
+    g_message ("listener %s: %s (and %u more like it in the last %d s)", listener->address, what,
+               listener->log_missed, (int) (LISTENER_LOG_INTERVAL_US / G_USEC_PER_SEC));
+  else
+    g_message ("listener %s: %s", listener->address, what);
+  listener->log_last = now;
+  listener->log_missed = 0;
+}
+
 static gboolean
-listener_incoming_cb (GSocketService *service,
-                      GSocketConnection *connection,
-                      GObject *source_object,
-                      gpointer user_data)
+listener_retry_cb (gpointer user_data)
 {
   TallyStreamListener *listener = user_data;
+
+  g_clear_pointer (&listener->retry, g_source_unref);
+  listener_accept_next (listener);
+  return G_SOURCE_REMOVE;
+}
+
+/* Accepting waits until a connection goes (at the cap) or a moment
+ * passes (out of file descriptors): no busy loop either way. */
+static void
+listener_pause (TallyStreamListener *listener, guint retry_ms)
+{
+  if (retry_ms == 0 || listener->retry != NULL)
+    return;
+  listener->retry = g_timeout_source_new (retry_ms);
+  g_source_set_callback (listener->retry, listener_retry_cb, listener, NULL);
+  g_source_set_static_name (listener->retry, "[tally] listener retry");
+  g_source_attach (listener->retry, listener->context);
+}
+
+static void
+listener_connection_released (gpointer user_data)
+{
+  TallyStreamListener *listener = user_data;
+
+  if (listener->acceptor == NULL && listener->retry == NULL)
+    listener_accept_next (listener);
+}
+
+static void
+listener_take (TallyStreamListener *listener, GSocketConnection *connection)
+{
   g_autofree char *peer = describe_incoming_peer (listener, connection);
   g_autoptr (TallyLink) link = NULL;
 
-  g_debug ("listener %s: connection from %s", listener->address, peer);
+  g_debug ("listener %s: connection from %s (%u open)", listener->address, peer,
+           listener->count->live + 1);
   link = tally_stream_link_new (G_IO_STREAM (connection), listener->mtu, peer);
+  StreamIO *io = tally_link_get_impl (link);
+  io->count = g_rc_box_acquire (listener->count);
+  listener->count->live++;
   /* The callback borrows the link: it takes a reference to keep it, and the
    * connection closes when it does not. */
   tally_stream_listener_ref (listener);
   listener->on_accept (listener, link, listener->user_data);
   tally_stream_listener_unref (listener);
-  return TRUE;
+}
+
+static void
+listener_accept_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autofree Acceptor *acceptor = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketConnection) connection =
+    g_socket_listener_accept_finish (G_SOCKET_LISTENER (source), result, NULL, &error);
+  TallyStreamListener *listener = acceptor->listener;
+
+  if (listener == NULL) {
+    /* Freed meanwhile: a connection that came with it closes. */
+    return;
+  }
+  listener->acceptor = NULL;
+  if (connection == NULL) {
+    if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+      return;
+    /* EMFILE, ENFILE, ENOBUFS...: the listening socket stays readable, so
+     * retrying at once would spin. */
+    listener_log_limited (listener, "cannot accept: %s; pausing %d ms", error->message,
+                          LISTENER_RETRY_MS);
+    listener_pause (listener, LISTENER_RETRY_MS);
+    return;
+  }
+  tally_stream_listener_ref (listener);
+  listener_take (listener, connection);
+  g_clear_object (&connection);
+  listener_accept_next (listener);
+  tally_stream_listener_unref (listener);
+}
+
+/* Accepts the next connection, unless one is pending, accepting is paused,
+ * or max_connections are open (a closing one resumes it). */
+static void
+listener_accept_next (TallyStreamListener *listener)
+{
+  if (listener->acceptor != NULL || listener->retry != NULL ||
+      g_cancellable_is_cancelled (listener->cancel))
+    return;
+  if (listener->count->live >= listener->max_connections) {
+    listener_log_limited (listener, "%u connections open, the most allowed; not accepting more "
+                          "until one closes", listener->count->live);
+    return;
+  }
+  listener->acceptor = g_new0 (Acceptor, 1);
+  listener->acceptor->listener = listener;
+  g_socket_listener_accept_async (listener->sockets, listener->cancel, listener_accept_cb,
+                                  listener->acceptor);
 }
 
 /* Removes a socket file left by a process that is gone; refuses to touch a
@@ -688,9 +836,15 @@ tally_stream_listener_new (const char *address,
   listener->mtu = mtu;
   listener->on_accept = on_accept;
   listener->user_data = user_data;
-  listener->service = g_socket_service_new ();
+  listener->sockets = g_socket_listener_new ();
+  listener->cancel = g_cancellable_new ();
+  listener->context = g_main_context_ref_thread_default ();
+  listener->max_connections = TALLY_STREAM_DEFAULT_MAX_CONNECTIONS;
+  listener->count = g_rc_box_new0 (ConnectionCount);
+  listener->count->released = listener_connection_released;
+  listener->count->user_data = listener;
 
-  if (!g_socket_listener_add_address (G_SOCKET_LISTENER (listener->service), bind_addr,
+  if (!g_socket_listener_add_address (listener->sockets, bind_addr,
                                       G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, NULL, &bound,
                                       &local_error)) {
     g_set_error (error, TALLY_ERROR,
@@ -717,13 +871,28 @@ tally_stream_listener_new (const char *address,
     break;
   }
 
-  listener->incoming_id = g_signal_connect (listener->service, "incoming",
-                                            G_CALLBACK (listener_incoming_cb), listener);
-  g_socket_service_start (listener->service);
+  listener_accept_next (listener);
   g_debug ("listener %s: listening, MTU %" G_GSIZE_FORMAT, listener->address, mtu);
   /* Only a listener that exists owns @user_data. */
   listener->user_data_destroy = destroy;
   return g_steal_pointer (&listener);
+}
+
+void
+tally_stream_listener_set_max_connections (TallyStreamListener *listener, guint max_connections)
+{
+  g_return_if_fail (listener != NULL && max_connections > 0);
+
+  listener->max_connections = max_connections;
+  listener_accept_next (listener);
+}
+
+guint
+tally_stream_listener_get_connections (TallyStreamListener *listener)
+{
+  g_return_val_if_fail (listener != NULL, 0);
+
+  return listener->count->live;
 }
 
 const char *
@@ -751,13 +920,20 @@ tally_stream_listener_unref (TallyStreamListener *listener)
   if (!g_atomic_int_dec_and_test (&listener->ref_count))
     return;
 
-  if (listener->service != NULL) {
-    if (listener->incoming_id != 0)
-      g_signal_handler_disconnect (listener->service, listener->incoming_id);
-    g_socket_service_stop (listener->service);
-    g_socket_listener_close (G_SOCKET_LISTENER (listener->service));
-    g_object_unref (listener->service);
+  if (listener->acceptor != NULL)
+    listener->acceptor->listener = NULL;
+  g_cancellable_cancel (listener->cancel);
+  g_clear_object (&listener->cancel);
+  if (listener->retry != NULL) {
+    g_source_destroy (listener->retry);
+    g_clear_pointer (&listener->retry, g_source_unref);
   }
+  /* Its links may live on; they no longer report to us. */
+  listener->count->released = NULL;
+  connection_count_release (listener->count);
+  g_socket_listener_close (listener->sockets);
+  g_object_unref (listener->sockets);
+  g_main_context_unref (listener->context);
   if (listener->unix_path != NULL && g_unlink (listener->unix_path) != 0)
     g_debug ("cannot remove %s: %s", listener->unix_path, g_strerror (errno));
   if (listener->user_data_destroy != NULL)
