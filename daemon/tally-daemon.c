@@ -145,7 +145,7 @@ end_request (TallyDaemon *d, TallyError code, const char *message)
   for (guint i = 0; i < r->handshakes->len; i++) {
     Handshake *h = r->handshakes->pdata[i];
     if (tally_payment_was_attached (h->payment) && !tally_payment_is_finished (h->payment)) {
-      g_message ("payment %u: telling %s: %s", tally_payment_get_id (h->payment),
+      g_info ("payment %u: telling %s: %s", tally_payment_get_id (h->payment),
                  tally_error_to_string (code), message);
       tally_payment_abort (h->payment, code, message, NULL);
     }
@@ -521,7 +521,8 @@ request_lead_failed (TallyDaemon *d, DaemonRequest *r, Handshake *h)
     return;
   }
 
-  g_message ("%s: a payer's handshake ended (%s); the request goes on", dp->path, why->message);
+  /* One line per connection a flood makes: not a message. */
+  g_info ("%s: a payer's handshake ended (%s); the request goes on", dp->path, why->message);
   request_drop_handshake (r, h);
   g_autoptr (GError) error = NULL;
   Handshake *next = request_next_lead (d, r, &error);
@@ -582,8 +583,8 @@ on_hello_deadline (gpointer user_data)
   guint seconds = h->daemon->hello_timeout_seconds;
 
   g_clear_pointer (&h->hello_deadline, g_source_unref);
-  g_message ("payment %u: no valid Hello within %u s, closing", tally_payment_get_id (h->payment),
-             seconds);
+  g_info ("payment %u: no valid Hello within %u s, closing", tally_payment_get_id (h->payment),
+          seconds);
   g_autofree char *message = g_strdup_printf ("no valid Hello within %u seconds", seconds);
   tally_payment_abort (h->payment, TALLY_ERROR_TIMEOUT, message, NULL);
   return G_SOURCE_REMOVE;
@@ -791,8 +792,8 @@ take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
   }
   if (h == NULL) {
     if (request_count_in_progress (r) >= TALLY_DAEMON_MAX_HANDSHAKES) {
-      g_message ("refusing %s: %u payers already in their handshakes", peer,
-                 TALLY_DAEMON_MAX_HANDSHAKES);
+      g_info ("refusing %s: %u payers already in their handshakes", peer,
+              TALLY_DAEMON_MAX_HANDSHAKES);
       tally_payment_refuse_link (link, TALLY_ERROR_POLICY, "too many payers at once; try again");
       return;
     }
