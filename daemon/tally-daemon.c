@@ -2,6 +2,7 @@
 #include "tally-daemon.h"
 
 #include <string.h>
+#include <sys/resource.h>
 
 #include "tally-clock.h"
 #include "tally-dbus-agent.h"
@@ -858,6 +859,40 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
 
 /* --- lifetime --- */
 
+/* File descriptors kept free beyond those open at start-up and the
+ * connections: the register's journal, D-Bus, BlueZ's sockets. */
+#define FD_RESERVE 32
+
+static guint
+count_open_fds (void)
+{
+  g_autoptr (GDir) dir = g_dir_open ("/proc/self/fd", 0, NULL);
+  guint n = 0;
+  if (dir == NULL)
+    return 0;
+  while (g_dir_read_name (dir) != NULL)
+    n++;
+  return n;
+}
+
+/* [transport] max_connections, lowered so that a crowd of connections
+ * cannot take the descriptors the register and the bus need. */
+static guint
+connection_cap (guint configured)
+{
+  struct rlimit limit;
+  if (getrlimit (RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY)
+    return configured;
+  guint in_use = count_open_fds () + FD_RESERVE;
+  guint cap = limit.rlim_cur > in_use ? (guint) MIN (limit.rlim_cur - in_use, G_MAXUINT) : 1;
+  if (cap >= configured)
+    return configured;
+  g_message ("[transport] max_connections=%u lowered to %u: file descriptor limit %llu, %u kept "
+             "for the register and the bus",
+             configured, cap, (unsigned long long) limit.rlim_cur, in_use);
+  return cap;
+}
+
 static TallyRegister *
 open_register (const TallyConfig *config, GError **error)
 {
@@ -921,7 +956,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
     tally_daemon_free (d);
     return NULL;
   }
-  tally_stream_listener_set_max_connections (d->listener, config->max_connections);
+  tally_stream_listener_set_max_connections (d->listener, connection_cap (config->max_connections));
 
   d->ble = config->ble;
   d->adapter = g_strdup (config->adapter);

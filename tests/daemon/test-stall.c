@@ -494,6 +494,218 @@ test_crowd_among_hostile_connections_loses_nothing (Fixture *f, gconstpointer da
     payer_clear (&payers[i]);
 }
 
+/* --- a flood against tallyd under a low file descriptor limit --- */
+
+#define FLOOD_FD_LIMIT 64
+#define FLOOD_SOCKETS  300
+
+static void
+limit_fds (gpointer user_data)
+{
+  struct rlimit limit = { FLOOD_FD_LIMIT, FLOOD_FD_LIMIT };
+  setrlimit (RLIMIT_NOFILE, &limit);
+}
+
+static guint
+count_fds (GPid pid)
+{
+  g_autofree char *path = g_strdup_printf ("/proc/%d/fd", (int) pid);
+  g_autoptr (GDir) dir = g_dir_open (path, 0, NULL);
+  guint n = 0;
+  if (dir == NULL)
+    return 0;
+  while (g_dir_read_name (dir) != NULL)
+    n++;
+  return n;
+}
+
+static guint
+count_lines (const char *log, const char *needle)
+{
+  guint n = 0;
+  for (const char *p = log; (p = strstr (p, needle)) != NULL; p += strlen (needle))
+    n++;
+  return n;
+}
+
+typedef struct
+{
+  Fixture *f;
+  GDBusConnection *client;
+  char *request;
+} FloodCall;
+
+/* RequestPayment to tallyd once it owns its name. */
+static gboolean
+flood_requested (gpointer data)
+{
+  FloodCall *c = data;
+  Call call = { 0 };
+  g_autoptr (GError) error = NULL;
+  g_dbus_connection_call (c->client, "org.tally.TestStall", "/org/tally/register",
+                          "org.tally.Register1", "RequestPayment",
+                          g_variant_new ("(tsa{sv})", (guint64) AMOUNT, "flood", NULL),
+                          G_VARIANT_TYPE ("(o)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, store_result,
+                          &call);
+  wait_until (call_done, &call);
+  g_autoptr (GVariant) reply = g_dbus_connection_call_finish (c->client, call.result, &error);
+  g_object_unref (call.result);
+  if (reply == NULL) {
+    g_usleep (50 * 1000);
+    return FALSE;
+  }
+  g_variant_get (reply, "(o)", &c->request);
+  return TRUE;
+}
+
+typedef struct
+{
+  GPid pid;
+  guint baseline;
+} FdWait;
+
+static gboolean
+fds_back_to_baseline (gpointer data)
+{
+  FdWait *w = data;
+  if (count_fds (w->pid) <= w->baseline)
+    return TRUE;
+  g_usleep (20 * 1000);
+  return FALSE;
+}
+
+/* tallyd under RLIMIT_NOFILE 64 (soft and hard), flooded with silent
+ * connections: it holds no more connections than leave it descriptors of
+ * its own, logs about it a bounded number of lines, an honest payer gets
+ * through while the flood's sockets are held, and once they close
+ * tallyd's descriptors are back to what they were before. */
+static void
+test_flood_to_fd_limit_keeps_serving (Fixture *f, gconstpointer data)
+{
+  const char *root = g_getenv ("TALLY_BUILD_ROOT");
+  if (root == NULL) {
+    g_test_skip ("TALLY_BUILD_ROOT is not set");
+    return;
+  }
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tallyd = g_build_filename (root, "daemon", "tallyd", NULL);
+  g_autofree char *reg_dir = g_build_filename (f->dir, "stall", NULL);
+  tally_register_free (test_register_new (&f->issuer, reg_dir, 5000, 0));
+  g_autofree char *key = tally_hex_encode (f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
+  g_autofree char *conf = g_strdup_printf (
+    "[register]\ndir=%s\nissuer_key=%s\n"
+    "[dbus]\nbus=session\nname=org.tally.TestStall\nauthorization=none\n"
+    "[transport]\nlisten=%s\nhello_timeout_seconds=3\nmax_connections=4096\n"
+    "[payment]\ntimeout_seconds=60\n",
+    reg_dir, key, f->listen);
+  g_autofree char *conf_path = g_build_filename (f->dir, "tallyd.conf", NULL);
+  g_autofree char *log_path = g_build_filename (f->dir, "tallyd.log", NULL);
+  g_assert_true (g_file_set_contents (conf_path, conf, -1, &error));
+
+  /* Our own sockets must not run out before tallyd's. */
+  struct rlimit own;
+  g_assert_cmpint (getrlimit (RLIMIT_NOFILE, &own), ==, 0);
+  own.rlim_cur = own.rlim_max;
+  g_assert_cmpint (setrlimit (RLIMIT_NOFILE, &own), ==, 0);
+
+  g_autoptr (GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
+  g_subprocess_launcher_setenv (launcher, "DBUS_SESSION_BUS_ADDRESS",
+                                g_test_dbus_get_bus_address (test_bus), TRUE);
+  g_subprocess_launcher_unsetenv (launcher, "G_MESSAGES_DEBUG");
+  g_subprocess_launcher_set_stderr_file_path (launcher, log_path);
+  g_subprocess_launcher_set_child_setup (launcher, limit_fds, NULL, NULL);
+  g_autoptr (GSubprocess) daemon =
+    g_subprocess_launcher_spawn (launcher, &error, tallyd, "--config", conf_path, NULL);
+  g_assert_no_error (error);
+  GPid pid = (GPid) g_ascii_strtoll (g_subprocess_get_identifier (daemon), NULL, 10);
+
+  FloodCall c = { .f = f };
+  c.client = g_dbus_connection_new_for_address_sync (
+    g_test_dbus_get_bus_address (test_bus),
+    G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+    NULL, NULL, &error);
+  g_assert_no_error (error);
+  wait_until (flood_requested, &c);
+  guint baseline = count_fds (pid);
+  g_assert_cmpuint (baseline, >, 0);
+
+  /* The flood: for a second (less than the hello deadline), silent
+   * sockets, as many as connect while tallyd accepts them and then while
+   * its backlog has room, all held open. */
+  GPtrArray *flood = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autoptr (GSocketAddress) addr = g_unix_socket_address_new (f->socket_path);
+  guint peak = 0;
+  gint64 flood_end = g_get_monotonic_time () + G_USEC_PER_SEC;
+  while (flood->len < FLOOD_SOCKETS && g_get_monotonic_time () < flood_end) {
+    GSocket *s = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
+                               G_SOCKET_PROTOCOL_DEFAULT, &error);
+    g_assert_no_error (error);
+    g_socket_set_blocking (s, FALSE);
+    if (g_socket_connect (s, addr, NULL, NULL)) {
+      g_ptr_array_add (flood, s);
+    } else {
+      g_object_unref (s);
+      g_usleep (5 * 1000);
+    }
+    peak = MAX (peak, count_fds (pid));
+  }
+  guint held = flood->len;
+
+  /* An honest payer: while the backlog is full its connect fails, and it
+   * tries again, as a payer's app would. */
+  Payer payer = { 0 };
+  payer_init (f, &payer, "payer");
+  guint attempts = 0;
+  gint64 start = g_get_monotonic_time ();
+  for (;;) {
+    attempts++;
+    payer_start (f, &payer);
+    wait_until (payer_finished, &payer);
+    peak = MAX (peak, count_fds (pid));
+    if (tally_payment_get_state (payer.payment) == TALLY_PAYMENT_STATE_DONE)
+      break;
+    g_assert_error (tally_payment_get_error (payer.payment), TALLY_ERROR,
+                    TALLY_ERROR_DISCONNECTED);
+    g_assert_cmpint (g_get_monotonic_time () - start, <, WAIT_LIMIT_US);
+    tally_payment_set_callbacks (payer.payment, NULL, NULL, NULL);
+    g_clear_pointer (&payer.payment, tally_payment_unref);
+    g_usleep (100 * 1000);
+  }
+  g_test_message ("flood: %u sockets held, tallyd peaked at %u descriptors of %d (baseline %u); "
+                  "honest payer done after %u attempt(s), %" G_GINT64_FORMAT " ms",
+                  held, peak, FLOOD_FD_LIMIT, baseline, attempts,
+                  (g_get_monotonic_time () - start) / 1000);
+  g_assert_cmpuint (peak, <=, FLOOD_FD_LIMIT);
+  g_assert_cmpint (tally_register_get_balance (payer.reg), ==, PAYER_BALANCE - AMOUNT);
+
+  /* The flood lets go; tallyd's descriptors come back. */
+  g_ptr_array_unref (flood);
+  FdWait w = { pid, baseline };
+  wait_until (fds_back_to_baseline, &w);
+
+  kill (pid, SIGTERM);
+  g_subprocess_wait (daemon, NULL, &error);
+  g_assert_no_error (error);
+  g_autofree char *log = NULL;
+  g_assert_true (g_file_get_contents (log_path, &log, NULL, &error));
+  guint lines = count_lines (log, "\n");
+  guint cap_lines = count_lines (log, "the most allowed");
+  guint accept_lines = count_lines (log, "cannot accept");
+  g_test_message ("tallyd logged %u lines: %u about the connection cap, %u about failed accepts",
+                  lines, cap_lines, accept_lines);
+  g_assert_nonnull (strstr (log, "file descriptor limit 64"));
+  g_assert_nonnull (strstr (log, "max_connections=4096 lowered to"));
+  /* The flood reached the cap; one line per 10 s at most about it. */
+  g_assert_cmpuint (cap_lines, >=, 1);
+  g_assert_cmpuint (cap_lines + accept_lines, <=, 2 + WAIT_LIMIT_US / G_USEC_PER_SEC / 10);
+  g_assert_cmpuint (lines, <, 100);
+
+  payer_clear (&payer);
+  g_dbus_connection_close_sync (c.client, NULL, NULL);
+  g_object_unref (c.client);
+  g_free (c.request);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -508,6 +720,7 @@ main (int argc, char **argv)
   ADD ("/daemon/stall/two-payers-race-one-credit", test_two_payers_race_one_credit);
   ADD ("/daemon/stall/crowd-among-hostile-connections-loses-nothing",
        test_crowd_among_hostile_connections_loses_nothing);
+  ADD ("/daemon/stall/flood-to-fd-limit-keeps-serving", test_flood_to_fd_limit_keeps_serving);
 #undef ADD
 
   int status = g_test_run ();
