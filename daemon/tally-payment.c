@@ -45,6 +45,7 @@ struct _TallyPayment
   char *peer_short_id; /* PeerName of a peer certified without a name */
   gboolean ended_here;  /* timed out or cancelled by its owner, not by the peer */
   gboolean linked;      /* a link was attached, even if it is gone now */
+  guint linger_ms;      /* after our last message: LINGER_MS, or less for a refusal */
   const TallyPaymentCallbacks *callbacks;
   gpointer user_data;
   GDestroyNotify user_data_destroy;
@@ -188,11 +189,11 @@ linger_on_closed (TallyChannel *channel, const GError *error, gpointer user_data
   linger_finish (user_data);
 }
 
-/* Closes @channel (taken) now, or once the peer closed it when
- * @sent_final: a message we just queued must not be cut off by our own
- * close. */
+/* Closes @channel (taken) now, or when @sent_final once the peer closed
+ * it or @linger_ms passed: a message we just queued must not be cut off
+ * by our own close. */
 static void
-release_channel_after (TallyChannel *channel, gboolean sent_final, guint linger_ms)
+release_channel (TallyChannel *channel, gboolean sent_final, guint linger_ms)
 {
   Linger *l;
 
@@ -212,17 +213,11 @@ release_channel_after (TallyChannel *channel, gboolean sent_final, guint linger_
 }
 
 static void
-release_channel (TallyChannel *channel, gboolean sent_final)
-{
-  release_channel_after (channel, sent_final, LINGER_MS);
-}
-
-static void
 drop_channel (TallyPayment *p, gboolean sent_final)
 {
   if (p->channel == NULL)
     return;
-  release_channel (g_steal_pointer (&p->channel), sent_final);
+  release_channel (g_steal_pointer (&p->channel), sent_final, p->linger_ms);
 }
 
 /* Sends @msg when there is a channel; FALSE (and the reason) otherwise. */
@@ -323,6 +318,7 @@ payment_new (TallyRegister *reg, TallySessionRole role, guint timeout_seconds)
   p->role = role;
   p->reg = reg;
   p->timeout_seconds = timeout_seconds;
+  p->linger_ms = LINGER_MS;
   p->context = g_main_context_ref_thread_default ();
   p->timeout = g_timeout_source_new_seconds (timeout_seconds);
   g_source_set_callback (p->timeout, on_timeout, p, NULL);
@@ -699,6 +695,8 @@ tally_payment_abort (TallyPayment *p, TallyError code, const char *message, GErr
                  tally_payment_state_to_string (p->state));
     return FALSE;
   }
+  /* Told why, the peer has nothing to wait for: its link goes soon. */
+  p->linger_ms = REFUSE_LINGER_MS;
   abort_with (p, code, message);
   return TRUE;
 }
@@ -733,7 +731,7 @@ tally_payment_refuse_link (TallyLink *link, TallyError code, const char *message
   if (!sent)
     g_debug ("refusing %s: %s", tally_link_get_peer (link) ? tally_link_get_peer (link) : "peer",
              error->message);
-  release_channel_after (channel, sent, REFUSE_LINGER_MS);
+  release_channel (channel, sent, REFUSE_LINGER_MS);
 }
 
 /* --- properties --- */

@@ -108,7 +108,8 @@ gboolean tally_payment_cancel (TallyPayment *payment, GError **error);
 
 /* Either side, before DONE or FAILED: abort with @code and @message, which
  * the peer is told (e.g. ALREADY_PAID for a payer whose request another
- * payer took).  WRONG_STATE once finished. */
+ * payer took); the link then closes when the peer does, or after a
+ * quarter of a second at most.  WRONG_STATE once finished. */
 gboolean tally_payment_abort (TallyPayment *payment,
                               TallyError code,
                               const char *message,
