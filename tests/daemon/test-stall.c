@@ -686,6 +686,9 @@ test_flood_to_fd_limit_keeps_serving (Fixture *f, gconstpointer data)
   kill (pid, SIGTERM);
   g_subprocess_wait (daemon, NULL, &error);
   g_assert_no_error (error);
+  /* A clean exit (under ASan, no leak either). */
+  g_assert_true (g_subprocess_get_if_exited (daemon));
+  g_assert_cmpint (g_subprocess_get_exit_status (daemon), ==, 0);
   g_autofree char *log = NULL;
   g_assert_true (g_file_get_contents (log_path, &log, NULL, &error));
   guint lines = count_lines (log, "\n");
