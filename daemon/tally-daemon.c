@@ -147,7 +147,7 @@ end_request (TallyDaemon *d, TallyError code, const char *message)
     Handshake *h = r->handshakes->pdata[i];
     if (tally_payment_was_attached (h->payment) && !tally_payment_is_finished (h->payment)) {
       g_info ("payment %u: telling %s: %s", tally_payment_get_id (h->payment),
-                 tally_error_to_string (code), message);
+              tally_error_to_string (code), message);
       tally_payment_abort (h->payment, code, message, NULL);
     }
   }
@@ -554,9 +554,7 @@ on_handshake_changed (TallyPayment *payment, gpointer user_data)
 
   gboolean lead = r->object != NULL && r->object->payment == payment;
   switch (state) {
-  case TALLY_PAYMENT_STATE_DONE:
-    request_paid (d, r, h);
-    return;
+  case TALLY_PAYMENT_STATE_DONE: request_paid (d, r, h); return;
   case TALLY_PAYMENT_STATE_FAILED:
     if (lead)
       request_lead_failed (d, r, h);
@@ -570,8 +568,7 @@ on_handshake_changed (TallyPayment *payment, gpointer user_data)
   case TALLY_PAYMENT_STATE_PAY_SENT:
   case TALLY_PAYMENT_STATE_WAIT_HELLO:
   case TALLY_PAYMENT_STATE_OFFER_SENT:
-  case TALLY_PAYMENT_STATE_WAIT_PAY:
-    break;
+  case TALLY_PAYMENT_STATE_WAIT_PAY: break;
   }
   if (lead)
     daemon_payment_update (r->object);

@@ -43,9 +43,9 @@ struct _TallyPayment
   GError *error;
   GBytes *receipt;
   char *peer_short_id; /* PeerName of a peer certified without a name */
-  gboolean ended_here;  /* timed out or cancelled by its owner, not by the peer */
-  gboolean linked;      /* a link was attached, even if it is gone now */
-  guint linger_ms;      /* after our last message: LINGER_MS, or less for a refusal */
+  gboolean ended_here; /* timed out or cancelled by its owner, not by the peer */
+  gboolean linked;     /* a link was attached, even if it is gone now */
+  guint linger_ms;     /* after our last message: LINGER_MS, or less for a refusal */
   const TallyPaymentCallbacks *callbacks;
   gpointer user_data;
   GDestroyNotify user_data_destroy;

@@ -110,10 +110,8 @@ gboolean tally_payment_cancel (TallyPayment *payment, GError **error);
  * the peer is told (e.g. ALREADY_PAID for a payer whose request another
  * payer took); the link then closes when the peer does, or after a
  * quarter of a second at most.  WRONG_STATE once finished. */
-gboolean tally_payment_abort (TallyPayment *payment,
-                              TallyError code,
-                              const char *message,
-                              GError **error);
+gboolean
+tally_payment_abort (TallyPayment *payment, TallyError code, const char *message, GError **error);
 /* TRUE once the payment timed out or was cancelled here
  * (tally_payment_cancel ()), rather than ended by the peer or the link. */
 gboolean tally_payment_ended_here (TallyPayment *payment);

@@ -98,8 +98,7 @@ raise_fd_limit (void)
     limit.rlim_cur = limit.rlim_max;
     if (setrlimit (RLIMIT_NOFILE, &limit) != 0) {
       g_warning ("cannot raise the file descriptor limit from %llu to %llu: %s",
-                 (unsigned long long) was, (unsigned long long) limit.rlim_max,
-                 g_strerror (errno));
+                 (unsigned long long) was, (unsigned long long) limit.rlim_max, g_strerror (errno));
       return;
     }
   }

@@ -720,8 +720,10 @@ listener_accept_next (TallyStreamListener *listener)
       g_cancellable_is_cancelled (listener->cancel))
     return;
   if (listener->count->live >= listener->max_connections) {
-    listener_log_limited (listener, "%u connections open, the most allowed; not accepting more "
-                          "until one closes", listener->count->live);
+    listener_log_limited (listener,
+                          "%u connections open, the most allowed; not accepting more "
+                          "until one closes",
+                          listener->count->live);
     return;
   }
   listener->acceptor = g_new0 (Acceptor, 1);
@@ -844,9 +846,8 @@ tally_stream_listener_new (const char *address,
   listener->count->released = listener_connection_released;
   listener->count->user_data = listener;
 
-  if (!g_socket_listener_add_address (listener->sockets, bind_addr,
-                                      G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, NULL, &bound,
-                                      &local_error)) {
+  if (!g_socket_listener_add_address (listener->sockets, bind_addr, G_SOCKET_TYPE_STREAM,
+                                      G_SOCKET_PROTOCOL_DEFAULT, NULL, &bound, &local_error)) {
     g_set_error (error, TALLY_ERROR,
                  g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE)
                    ? TALLY_ERROR_EXISTS

@@ -131,9 +131,8 @@ static char *
 stall_request (Fixture *f, guint payers)
 {
   g_autoptr (GError) error = NULL;
-  char *path =
-    tally_daemon_request_payment (f->stall, getuid (), AMOUNT, "crowd", TIMEOUT_SECONDS, payers,
-                                  &error);
+  char *path = tally_daemon_request_payment (f->stall, getuid (), AMOUNT, "crowd", TIMEOUT_SECONDS,
+                                             payers, &error);
   g_assert_no_error (error);
   return path;
 }
@@ -167,11 +166,10 @@ object_state (Fixture *f, const char *path)
     NULL, NULL, &error);
   g_assert_no_error (error);
   Call call = { 0 };
-  g_dbus_connection_call (client, g_dbus_connection_get_unique_name (f->connection), path,
-                          "org.freedesktop.DBus.Properties", "Get",
-                          g_variant_new ("(ss)", "org.tally.Payment1", "State"),
-                          G_VARIANT_TYPE ("(v)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, store_result,
-                          &call);
+  g_dbus_connection_call (
+    client, g_dbus_connection_get_unique_name (f->connection), path,
+    "org.freedesktop.DBus.Properties", "Get", g_variant_new ("(ss)", "org.tally.Payment1", "State"),
+    G_VARIANT_TYPE ("(v)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, store_result, &call);
   wait_until (call_done, &call);
   g_autoptr (GVariant) reply = g_dbus_connection_call_finish (client, call.result, &error);
   g_object_unref (call.result);
@@ -295,18 +293,15 @@ hostile_open (Fixture *f, Hostile *h, HostileKind kind)
   g_autoptr (GError) error = NULL;
   g_autoptr (GSocketAddress) addr = g_unix_socket_address_new (f->socket_path);
   h->kind = kind;
-  h->socket = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT,
-                            &error);
+  h->socket =
+    g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, &error);
   g_assert_no_error (error);
   g_assert_true (g_socket_connect (h->socket, addr, NULL, &error));
   g_assert_no_error (error);
   g_socket_set_blocking (h->socket, FALSE);
   switch (kind) {
-  case HOSTILE_SILENT:
-    break;
-  case HOSTILE_DRIP:
-    h->drip = g_timeout_add (200, hostile_drip, h);
-    break;
+  case HOSTILE_SILENT: break;
+  case HOSTILE_DRIP: h->drip = g_timeout_add (200, hostile_drip, h); break;
   case HOSTILE_JUNK: {
     guint8 junk[66] = { 0x00, 0x40 };
     for (guint i = 2; i < sizeof junk; i++)
@@ -542,11 +537,10 @@ flood_requested (gpointer data)
   FloodCall *c = data;
   Call call = { 0 };
   g_autoptr (GError) error = NULL;
-  g_dbus_connection_call (c->client, "org.tally.TestStall", "/org/tally/register",
-                          "org.tally.Register1", "RequestPayment",
-                          g_variant_new ("(tsa{sv})", (guint64) AMOUNT, "flood", NULL),
-                          G_VARIANT_TYPE ("(o)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, store_result,
-                          &call);
+  g_dbus_connection_call (
+    c->client, "org.tally.TestStall", "/org/tally/register", "org.tally.Register1",
+    "RequestPayment", g_variant_new ("(tsa{sv})", (guint64) AMOUNT, "flood", NULL),
+    G_VARIANT_TYPE ("(o)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, store_result, &call);
   wait_until (call_done, &call);
   g_autoptr (GVariant) reply = g_dbus_connection_call_finish (c->client, call.result, &error);
   g_object_unref (call.result);
@@ -592,12 +586,12 @@ test_flood_to_fd_limit_keeps_serving (Fixture *f, gconstpointer data)
   g_autofree char *reg_dir = g_build_filename (f->dir, "stall", NULL);
   tally_register_free (test_register_new (&f->issuer, reg_dir, 5000, 0));
   g_autofree char *key = tally_hex_encode (f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
-  g_autofree char *conf = g_strdup_printf (
-    "[register]\ndir=%s\nissuer_key=%s\n"
-    "[dbus]\nbus=session\nname=org.tally.TestStall\nauthorization=none\n"
-    "[transport]\nlisten=%s\nhello_timeout_seconds=3\nmax_connections=4096\n"
-    "[payment]\ntimeout_seconds=60\n",
-    reg_dir, key, f->listen);
+  g_autofree char *conf =
+    g_strdup_printf ("[register]\ndir=%s\nissuer_key=%s\n"
+                     "[dbus]\nbus=session\nname=org.tally.TestStall\nauthorization=none\n"
+                     "[transport]\nlisten=%s\nhello_timeout_seconds=3\nmax_connections=4096\n"
+                     "[payment]\ntimeout_seconds=60\n",
+                     reg_dir, key, f->listen);
   g_autofree char *conf_path = g_build_filename (f->dir, "tallyd.conf", NULL);
   g_autofree char *log_path = g_build_filename (f->dir, "tallyd.log", NULL);
   g_assert_true (g_file_set_contents (conf_path, conf, -1, &error));
@@ -637,8 +631,8 @@ test_flood_to_fd_limit_keeps_serving (Fixture *f, gconstpointer data)
   guint peak = 0;
   gint64 flood_end = g_get_monotonic_time () + G_USEC_PER_SEC;
   while (flood->len < FLOOD_SOCKETS && g_get_monotonic_time () < flood_end) {
-    GSocket *s = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
-                               G_SOCKET_PROTOCOL_DEFAULT, &error);
+    GSocket *s =
+      g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, &error);
     g_assert_no_error (error);
     g_socket_set_blocking (s, FALSE);
     if (g_socket_connect (s, addr, NULL, NULL)) {
@@ -664,8 +658,7 @@ test_flood_to_fd_limit_keeps_serving (Fixture *f, gconstpointer data)
     peak = MAX (peak, count_fds (pid));
     if (tally_payment_get_state (payer.payment) == TALLY_PAYMENT_STATE_DONE)
       break;
-    g_assert_error (tally_payment_get_error (payer.payment), TALLY_ERROR,
-                    TALLY_ERROR_DISCONNECTED);
+    g_assert_error (tally_payment_get_error (payer.payment), TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
     g_assert_cmpint (g_get_monotonic_time () - start, <, WAIT_LIMIT_US);
     tally_payment_set_callbacks (payer.payment, NULL, NULL, NULL);
     g_clear_pointer (&payer.payment, tally_payment_unref);

@@ -86,8 +86,8 @@ connect_clients (Fixture *f)
   g_autoptr (GSocketAddress) addr = g_unix_socket_address_new (f->path);
   for (guint i = 0; i < CLIENTS; i++) {
     g_autoptr (GError) error = NULL;
-    GSocket *s = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
-                               G_SOCKET_PROTOCOL_DEFAULT, &error);
+    GSocket *s =
+      g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, &error);
     g_assert_no_error (error);
     g_socket_set_blocking (s, FALSE);
     g_assert_true (g_socket_connect (s, addr, NULL, &error));
