@@ -27,9 +27,9 @@ typedef struct
   TallyPayment *payment;
   TallyDBusPayment *object;
   char *path;
-  char *sender;            /* Pay () caller, whose agent confirms */
-  guint32 uid;             /* of the caller of Pay () or RequestPayment () */
-  GSource *linger;         /* finished: removal from the bus */
+  char *sender;    /* Pay () caller, whose agent confirms */
+  guint32 uid;     /* of the caller of Pay () or RequestPayment () */
+  GSource *linger; /* finished: removal from the bus */
   GCancellable *agent_call;
   GCancellable *ble_connect; /* payer: BLE discovery and connection */
   gboolean ble;              /* its link is BLE */
@@ -87,8 +87,8 @@ struct _TallyDaemon
   TallyDBusRegister *register_object;
   TallyDBusObjects *objects; /* ObjectManager at /: the register and the payments */
   TallyAgentManager *agents;
-  GQueue payments;          /* DaemonPayment *, oldest first */
-  DaemonRequest *request;   /* the open request payers connect to */
+  GQueue payments;        /* DaemonPayment *, oldest first */
+  DaemonRequest *request; /* the open request payers connect to */
 
   /* Bluetooth LE */
   gboolean ble;

@@ -162,7 +162,8 @@ request_add_object (TallyDaemon *d, DaemonRequest *r, GError **error)
   Handshake *lead = request_next_lead (d, r, error);
   if (lead == NULL)
     return FALSE;
-  DaemonPayment *dp = daemon_add_payment (d, tally_payment_ref (lead->payment), NULL, r->uid, error);
+  DaemonPayment *dp =
+    daemon_add_payment (d, tally_payment_ref (lead->payment), NULL, r->uid, error);
   if (dp == NULL)
     return FALSE;
   tally_dbus_payment_set_address (dp->object, r->address);
@@ -413,4 +414,3 @@ daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
     tally_payment_refuse_link (link, tally_error_code (error), error->message);
   }
 }
-
