@@ -156,8 +156,15 @@ store_result (GObject *source, GAsyncResult *result, gpointer user_data)
   ((Call *) user_data)->result = g_object_ref (result);
 }
 
-static char *
-object_state (Fixture *f, const char *path)
+/* Calls the stall over the bus from a client connection of its own, the
+ * stall serving meanwhile. */
+static GVariant *
+stall_call (Fixture *f,
+            const char *path,
+            const char *iface,
+            const char *method,
+            GVariant *params,
+            const GVariantType *reply_type)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GDBusConnection) client = g_dbus_connection_new_for_address_sync (
@@ -166,17 +173,25 @@ object_state (Fixture *f, const char *path)
     NULL, NULL, &error);
   g_assert_no_error (error);
   Call call = { 0 };
-  g_dbus_connection_call (
-    client, g_dbus_connection_get_unique_name (f->connection), path,
-    "org.freedesktop.DBus.Properties", "Get", g_variant_new ("(ss)", "org.tally.Payment1", "State"),
-    G_VARIANT_TYPE ("(v)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, store_result, &call);
+  g_dbus_connection_call (client, g_dbus_connection_get_unique_name (f->connection), path, iface,
+                          method, params, reply_type, G_DBUS_CALL_FLAGS_NONE, -1, NULL,
+                          store_result, &call);
   wait_until (call_done, &call);
-  g_autoptr (GVariant) reply = g_dbus_connection_call_finish (client, call.result, &error);
+  GVariant *reply = g_dbus_connection_call_finish (client, call.result, &error);
   g_object_unref (call.result);
   g_assert_no_error (error);
+  g_dbus_connection_close_sync (client, NULL, NULL);
+  return reply;
+}
+
+static char *
+object_state (Fixture *f, const char *path)
+{
+  g_autoptr (GVariant) reply =
+    stall_call (f, path, "org.freedesktop.DBus.Properties", "Get",
+                g_variant_new ("(ss)", "org.tally.Payment1", "State"), G_VARIANT_TYPE ("(v)"));
   g_autoptr (GVariant) v = NULL;
   g_variant_get (reply, "(v)", &v);
-  g_dbus_connection_close_sync (client, NULL, NULL);
   return g_variant_dup_string (v, NULL);
 }
 
@@ -438,6 +453,102 @@ test_two_payers_race_one_credit (Fixture *f, gconstpointer data)
   g_assert_false (tally_payment_confirm (b.payment, NULL));
   g_assert_cmpint (tally_register_get_balance (b.reg), ==, PAYER_BALANCE);
 
+  payer_clear (&a);
+  payer_clear (&b);
+}
+
+/* The silent link that led the request's object is closed at its Hello
+ * deadline while a payer is in its handshake: the object shows that
+ * payer's handshake, not a failure, and finishes with it. */
+static void
+test_object_follows_next_handshake_when_lead_drops (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 1);
+  Payer payer = { .hold = TRUE };
+  payer_init (f, &payer, "payer");
+  g_autofree char *request = stall_request (f, 1);
+
+  Hostile silent = { 0 };
+  hostile_open (f, &silent, HOSTILE_SILENT);
+  wait_object_state (f, request, "wait-hello");
+  payer_start (f, &payer);
+  wait_until (payer_confirming, &payer);
+  wait_until (hostile_closed, &silent);
+  wait_object_state (f, request, "wait-pay");
+
+  g_assert_true (tally_payment_confirm (payer.payment, NULL));
+  wait_until (payer_finished, &payer);
+  g_assert_cmpint (tally_payment_get_state (payer.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  wait_object_state (f, request, "done");
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+
+  hostile_clear (&silent);
+  payer_clear (&payer);
+}
+
+/* A payer that saw the offer and refused does not end the request while
+ * another payer is in its handshake: that one still pays. */
+static void
+test_refusal_leaves_request_to_other_payer (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  Payer a = { .hold = TRUE }, b = { .hold = TRUE };
+  payer_init (f, &a, "a");
+  payer_init (f, &b, "b");
+  g_autofree char *request = stall_request (f, 1);
+
+  payer_start (f, &a);
+  wait_until (payer_confirming, &a);
+  payer_start (f, &b);
+  wait_until (payer_confirming, &b);
+  g_assert_true (tally_payment_reject (a.payment, TALLY_ERROR_REJECTED, "not mine", NULL));
+  wait_until (payer_finished, &a);
+  g_assert_cmpint (tally_payment_get_state (a.payment), ==, TALLY_PAYMENT_STATE_FAILED);
+  /* The object shows b's handshake now. */
+  wait_object_state (f, request, "wait-pay");
+
+  g_assert_true (tally_payment_confirm (b.payment, NULL));
+  wait_until (payer_finished, &b);
+  g_assert_cmpint (tally_payment_get_state (b.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  wait_object_state (f, request, "done");
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+  g_assert_cmpint (tally_register_get_balance (a.reg), ==, PAYER_BALANCE);
+  g_assert_cmpint (tally_register_get_balance (b.reg), ==, PAYER_BALANCE - AMOUNT);
+
+  payer_clear (&a);
+  payer_clear (&b);
+}
+
+/* Cancel on the request's object ends the request: it fails Cancelled,
+ * and every payer still in its handshake is told so and spends nothing. */
+static void
+test_cancel_tells_every_handshake (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  Payer a = { .hold = TRUE }, b = { .hold = TRUE };
+  payer_init (f, &a, "a");
+  payer_init (f, &b, "b");
+  g_autofree char *request = stall_request (f, 1);
+  Hostile silent = { 0 };
+  hostile_open (f, &silent, HOSTILE_SILENT);
+  payer_start (f, &a);
+  payer_start (f, &b);
+  wait_until (payer_confirming, &a);
+  wait_until (payer_confirming, &b);
+
+  g_autoptr (GVariant) reply =
+    stall_call (f, request, "org.tally.Payment1", "Cancel", NULL, G_VARIANT_TYPE_UNIT);
+  wait_until (payer_finished, &a);
+  wait_until (payer_finished, &b);
+  wait_until (hostile_closed, &silent);
+  g_assert_error (tally_payment_get_error (a.payment), TALLY_ERROR, TALLY_ERROR_CANCELLED);
+  g_assert_error (tally_payment_get_error (b.payment), TALLY_ERROR, TALLY_ERROR_CANCELLED);
+  wait_object_state (f, request, "failed");
+  g_assert_cmpint (stall_balance (f), ==, 0);
+  g_assert_cmpint (tally_register_get_balance (a.reg), ==, PAYER_BALANCE);
+  g_assert_cmpint (tally_register_get_balance (b.reg), ==, PAYER_BALANCE);
+
+  hostile_clear (&silent);
   payer_clear (&a);
   payer_clear (&b);
 }
@@ -714,6 +825,11 @@ main (int argc, char **argv)
        test_silent_connection_does_not_block_honest_payer);
   ADD ("/daemon/stall/no-hello-by-deadline-is-closed", test_no_hello_by_deadline_is_closed);
   ADD ("/daemon/stall/two-payers-race-one-credit", test_two_payers_race_one_credit);
+  ADD ("/daemon/stall/object-follows-next-handshake-when-lead-drops",
+       test_object_follows_next_handshake_when_lead_drops);
+  ADD ("/daemon/stall/refusal-leaves-request-to-other-payer",
+       test_refusal_leaves_request_to_other_payer);
+  ADD ("/daemon/stall/cancel-tells-every-handshake", test_cancel_tells_every_handshake);
   ADD ("/daemon/stall/crowd-among-hostile-connections-loses-nothing",
        test_crowd_among_hostile_connections_loses_nothing);
   ADD ("/daemon/stall/flood-to-fd-limit-keeps-serving", test_flood_to_fd_limit_keeps_serving);
