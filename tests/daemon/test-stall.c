@@ -553,6 +553,69 @@ test_cancel_tells_every_handshake (Fixture *f, gconstpointer data)
   payer_clear (&b);
 }
 
+/* Both payers confirm at once: one Pay is credited, the other arrives at
+ * a request already paid.  Its payer spent and holds the permission as
+ * pending; the next time it pays this stall the permission goes again and
+ * is credited, so nothing is lost, and the request it then pays is paid
+ * on top. */
+static void
+test_late_pay_is_delivered_again_next_time (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  Payer a = { .hold = TRUE }, b = { .hold = TRUE };
+  payer_init (f, &a, "a");
+  payer_init (f, &b, "b");
+  g_autofree char *first = stall_request (f, 1);
+
+  payer_start (f, &a);
+  payer_start (f, &b);
+  wait_until (payer_confirming, &a);
+  wait_until (payer_confirming, &b);
+  g_assert_true (tally_payment_confirm (a.payment, NULL));
+  g_assert_true (tally_payment_confirm (b.payment, NULL));
+  wait_until (payer_finished, &a);
+  wait_until (payer_finished, &b);
+  wait_object_state (f, first, "done");
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+
+  Payer *won = tally_payment_get_state (a.payment) == TALLY_PAYMENT_STATE_DONE ? &a : &b;
+  Payer *lost = won == &a ? &b : &a;
+  g_assert_cmpint (tally_payment_get_state (won->payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_cmpint (tally_payment_get_state (lost->payment), ==, TALLY_PAYMENT_STATE_FAILED);
+  g_test_message ("the late payer was told: %s", tally_payment_get_error (lost->payment)->message);
+  /* Spent, not credited: pending. */
+  g_assert_cmpint (tally_register_get_balance (lost->reg), ==, PAYER_BALANCE - AMOUNT);
+
+  /* Next request: the pending permission goes first and is credited; the
+   * request stays open for the payment itself. */
+  g_autofree char *second = stall_request (f, 1);
+  tally_payment_set_callbacks (lost->payment, NULL, NULL, NULL);
+  g_clear_pointer (&lost->payment, tally_payment_unref);
+  lost->hold = FALSE;
+  payer_start (f, lost);
+  wait_until (payer_finished, lost);
+  g_assert_cmpint (tally_payment_get_state (lost->payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_true (tally_payment_is_redelivery (lost->payment));
+  g_assert_cmpint (stall_balance (f), ==, 2 * AMOUNT);
+  g_assert_cmpint (tally_register_get_balance (lost->reg), ==, PAYER_BALANCE - AMOUNT);
+
+  tally_payment_set_callbacks (lost->payment, NULL, NULL, NULL);
+  g_clear_pointer (&lost->payment, tally_payment_unref);
+  lost->confirming = FALSE;
+  payer_start (f, lost);
+  wait_until (payer_finished, lost);
+  g_assert_cmpint (tally_payment_get_state (lost->payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_false (tally_payment_is_redelivery (lost->payment));
+  g_assert_cmpint (stall_balance (f), ==, 3 * AMOUNT);
+  g_assert_cmpint (tally_register_get_balance (lost->reg), ==, PAYER_BALANCE - 2 * AMOUNT);
+  g_assert_cmpint (stall_balance (f) + tally_register_get_balance (a.reg) +
+                     tally_register_get_balance (b.reg),
+                   ==, 2 * PAYER_BALANCE);
+
+  payer_clear (&a);
+  payer_clear (&b);
+}
+
 #define CROWD   5
 #define HOSTILE 6
 
@@ -830,6 +893,8 @@ main (int argc, char **argv)
   ADD ("/daemon/stall/refusal-leaves-request-to-other-payer",
        test_refusal_leaves_request_to_other_payer);
   ADD ("/daemon/stall/cancel-tells-every-handshake", test_cancel_tells_every_handshake);
+  ADD ("/daemon/stall/late-pay-is-delivered-again-next-time",
+       test_late_pay_is_delivered_again_next_time);
   ADD ("/daemon/stall/crowd-among-hostile-connections-loses-nothing",
        test_crowd_among_hostile_connections_loses_nothing);
   ADD ("/daemon/stall/flood-to-fd-limit-keeps-serving", test_flood_to_fd_limit_keeps_serving);
