@@ -373,7 +373,8 @@ daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
   DaemonRequest *r = d->request;
 
   if (r == NULL) {
-    g_message ("refusing %s: no payment requested", peer);
+    /* One line per connection a flood makes: not a message. */
+    g_info ("refusing %s: no payment requested", peer);
     tally_payment_refuse_link (link, TALLY_ERROR_NOT_FOUND, "no payment requested");
     return;
   }
