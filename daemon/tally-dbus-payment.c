@@ -96,6 +96,14 @@ tally_dbus_payment_free (TallyDBusPayment *object)
 }
 
 void
+tally_dbus_payment_set_payment (TallyDBusPayment *object, TallyPayment *payment)
+{
+  g_return_if_fail (object != NULL && payment != NULL);
+  object->payment = payment;
+  tally_dbus_payment_sync (object);
+}
+
+void
 tally_dbus_payment_set_address (TallyDBusPayment *object, const char *address)
 {
   g_return_if_fail (object != NULL && address != NULL);
