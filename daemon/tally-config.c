@@ -28,6 +28,8 @@ static const KnownKey known_keys[] = {
   { "transport", "listen" },
   { "transport", "ble" },
   { "transport", "adapter" },
+  { "transport", "hello_timeout_seconds" },
+  { "transport", "max_connections" },
   { "policy", "max_revocation_age_hours" },
   { "policy", "max_amount" },
   { "payment", "timeout_seconds" },
@@ -43,6 +45,8 @@ config_new (void)
   config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
   config->keep_finished_seconds = TALLY_CONFIG_DEFAULT_KEEP_FINISHED;
   config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
+  config->hello_timeout_seconds = TALLY_CONFIG_DEFAULT_HELLO_TIMEOUT;
+  config->max_connections = TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS;
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
   return config;
@@ -337,6 +341,33 @@ load_dbus_group (TallyConfig *config, GKeyFile *kf, GError **error)
 }
 
 /* [transport]: where payers connect, and Bluetooth LE. */
+/* [transport]: what one payer, or a crowd of connections, may hold. */
+static gboolean
+load_transport_limits (TallyConfig *config, GKeyFile *kf, GError **error)
+{
+  gboolean present;
+  guint64 v;
+
+  if (!get_uint (kf, "transport", "hello_timeout_seconds", TALLY_CONFIG_MAX_HELLO_TIMEOUT, &present,
+                 &v, error))
+    return FALSE;
+  if (present) {
+    if (v == 0)
+      return invalid (error, "transport", "hello_timeout_seconds", "must be at least 1");
+    config->hello_timeout_seconds = (guint) v;
+  }
+
+  if (!get_uint (kf, "transport", "max_connections", TALLY_CONFIG_MAX_CONNECTIONS, &present, &v,
+                 error))
+    return FALSE;
+  if (present) {
+    if (v == 0)
+      return invalid (error, "transport", "max_connections", "must be at least 1");
+    config->max_connections = (guint) v;
+  }
+  return TRUE;
+}
+
 static gboolean
 load_transport_group (TallyConfig *config, GKeyFile *kf, GError **error)
 {
@@ -375,7 +406,7 @@ load_transport_group (TallyConfig *config, GKeyFile *kf, GError **error)
     g_free (config->adapter);
     config->adapter = g_steal_pointer (&adapter);
   }
-  return TRUE;
+  return load_transport_limits (config, kf, error);
 }
 
 /* [policy]: what we refuse beyond the certified limits. */
@@ -480,8 +511,8 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "  [register]\n"                                                                                 \
   "    dir=PATH                     register directory; created on first start\n"                  \
   "                                 (default: " DIR ")\n"                                          \
-  "    issuer_key=HEX               issuer public key, 64 hex digits; needed to\n"                 \
-  "                                 create the register\n"                                         \
+  "    issuer_key=HEX               issuer public key, 64 hex digits; without it\n"                \
+  "                                 the register waits for tallyctl issuer FILE\n"                 \
   "  [dbus]\n"                                                                                     \
   "    bus=session|system           bus to serve on (default: " BUS ")\n"                          \
   "    name=NAME                    well-known name (default: " TALLY_CONFIG_DEFAULT_BUS_NAME      \
@@ -499,6 +530,10 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 (default: false)\n"                                            \
   "    adapter=hciN                 Bluetooth adapter "                                            \
   "(default: " TALLY_CONFIG_DEFAULT_ADAPTER ")\n"                                                  \
+  "    hello_timeout_seconds=N      close a payer's link that sent no valid Hello\n"               \
+  "                                 within N seconds, 1 to 60 (default: 5)\n"                      \
+  "    max_connections=N            stream connections held at once; more are\n"                   \
+  "                                 closed at once, 1 to 4096 (default: 64)\n"                     \
   "  [policy]\n"                                                                                   \
   "    max_revocation_age_hours=N   refuse payers when our revocation list is\n"                   \
   "                                 older than N hours (0: no limit)\n"                            \

@@ -7,6 +7,7 @@
  *   [register]  dir=PATH  issuer_key=HEX
  *   [dbus]      bus=session|system  name=org.tally.Tally  authorization=polkit|none
  *   [transport] listen=unix:/path | tcp:HOST:PORT  ble=true|false  adapter=hci0
+ *               hello_timeout_seconds=5  max_connections=64
  *   [policy]    max_revocation_age_hours=0  max_amount=0
  *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
  *               keep_finished_seconds=600
@@ -25,6 +26,10 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_DEFAULT_UNIX_TARGETS    "/run/tally"
 #define TALLY_CONFIG_DEFAULT_KEEP_FINISHED   600
 #define TALLY_CONFIG_MAX_KEEP_FINISHED       3600
+#define TALLY_CONFIG_DEFAULT_HELLO_TIMEOUT   5
+#define TALLY_CONFIG_MAX_HELLO_TIMEOUT       60
+#define TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS 64
+#define TALLY_CONFIG_MAX_CONNECTIONS         4096
 /* The register and the socket with -Ddefaults=system (systemd's
  * StateDirectory=tally and RuntimeDirectory=tally). */
 #define TALLY_CONFIG_SYSTEM_STATE_DIR        "/var/lib/tally"
@@ -73,6 +78,10 @@ typedef struct
    * a request waits) and payer ("ble" addresses). */
   gboolean ble;
   char *adapter;
+  /* A payer's link that has sent no valid Hello this long is closed. */
+  guint hello_timeout_seconds;
+  /* Stream connections held at once; more are closed as they come. */
+  guint max_connections;
   TallyAcceptPolicy policy;
   guint timeout_seconds;
   /* A finished payment leaves the bus this long after it finished. */

@@ -1,106 +1,15 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tally-daemon.h"
+#include "tally-daemon-private.h"
 
 #include <string.h>
+#include <sys/resource.h>
 
-#include "tally-clock.h"
-#include "tally-dbus-agent.h"
-#include "tally-dbus-auth.h"
 #include "tally-dbus-error.h"
-#include "tally-dbus-objects.h"
-#include "tally-dbus-payment.h"
-#include "tally-dbus-register.h"
-#include "tally-gatt-address.h"
 #include "tally-gatt-client.h"
-#include "tally-gatt-server.h"
-#include "tally-link.h"
-#include "tally-payment.h"
-#include "tally-stream.h"
-#include "tally-uri.h"
 
 /* Devices a payee serves at once over BLE, where BlueZ keeps them apart
  * (5.76 on); older BlueZ serves one at a time. */
 #define BLE_MAX_DEVICES 8
-
-typedef struct
-{
-  TallyDaemon *daemon;
-  TallyPayment *payment;
-  TallyDBusPayment *object;
-  char *path;
-  char *sender;            /* Pay () caller, whose agent confirms */
-  guint32 uid;             /* of the caller of Pay () or RequestPayment () */
-  GSource *linger;         /* finished: removal from the bus */
-  GCancellable *agent_call;
-  GCancellable *ble_connect; /* payer: BLE discovery and connection */
-  gboolean ble;              /* its link is BLE */
-  gint64 ble_started;        /* monotonic us: discovery began (payer) or link made (payee) */
-  gint64 ble_connected;      /* monotonic us: connected (payer) */
-} DaemonPayment;
-
-/* One RequestPayment: the payments it still may hand out. */
-typedef struct
-{
-  gint64 amount;
-  char *memo;
-  guint timeout_seconds;
-  guint32 uid;     /* who requested */
-  guint remaining; /* payers after the waiting one */
-  char *address;   /* "ble:TAG" over BLE, else the listen address */
-  char *uri;       /* tally://pay?... for @address, "" if it has none */
-  gboolean tagged;
-  guint8 tag[TALLY_GATT_TAG_BYTES];
-} DaemonRequest;
-
-struct _TallyDaemon
-{
-  GMainContext *context; /* thread-default at creation: our sources' */
-  TallyRegister *reg;
-  TallyAcceptPolicy policy;
-  guint timeout_seconds;
-  guint keep_finished_seconds;
-  TallyPayTargets targets;
-  TallyStreamListener *listener;
-  GDBusConnection *connection;
-  TallyAuthorization authorization;
-  TallyDBusAuth *auth; /* decides every method call; outlives the objects */
-  TallyDBusRegister *register_object;
-  TallyDBusObjects *objects; /* ObjectManager at /: the register and the payments */
-  TallyAgentManager *agents;
-  GQueue payments;          /* DaemonPayment *, oldest first */
-  DaemonPayment *waiting;   /* the payee request a connecting payer gets */
-  DaemonRequest *request;   /* what the waiting payment belongs to */
-
-  /* Bluetooth LE */
-  gboolean ble;
-  char *adapter;
-  GDBusConnection *system_bus;
-  TallyGattServer *gatt;
-  GCancellable *gatt_start;
-};
-
-static void
-daemon_request_free (DaemonRequest *request)
-{
-  if (request == NULL)
-    return;
-  g_free (request->memo);
-  g_free (request->address);
-  g_free (request->uri);
-  g_free (request);
-}
-
-/* No payment waits any more: stop advertising. */
-static void
-end_request (TallyDaemon *d)
-{
-  if (d->request == NULL)
-    return;
-  g_message ("request at %s: no longer waiting for payers", d->request->address);
-  g_clear_pointer (&d->request, daemon_request_free);
-  if (d->gatt != NULL)
-    tally_gatt_server_stop_advertising (d->gatt);
-}
 
 /* --- payments --- */
 
@@ -115,9 +24,9 @@ daemon_payment_free (DaemonPayment *dp)
     g_cancellable_cancel (dp->ble_connect);
     g_clear_object (&dp->ble_connect);
   }
-  if (dp->daemon->waiting == dp) {
-    dp->daemon->waiting = NULL;
-    end_request (dp->daemon);
+  if (dp->daemon->request != NULL && dp->daemon->request->object == dp) {
+    dp->daemon->request->object = NULL;
+    daemon_end_request (dp->daemon, TALLY_ERROR_CANCELLED, "payment request withdrawn");
   }
   if (dp->linger != NULL) {
     g_source_destroy (dp->linger);
@@ -126,7 +35,9 @@ daemon_payment_free (DaemonPayment *dp)
   /* Pruned or shut down: InterfacesRemoved tells clients it is gone. */
   tally_dbus_objects_remove (dp->daemon->objects, tally_dbus_payment_get_skeleton (dp->object));
   tally_dbus_payment_free (dp->object);
-  tally_payment_set_callbacks (dp->payment, NULL, NULL, NULL);
+  /* A payee's callbacks are its handshake's, gone with the request. */
+  if (tally_payment_get_role (dp->payment) == TALLY_SESSION_ROLE_PAYER)
+    tally_payment_set_callbacks (dp->payment, NULL, NULL, NULL);
   tally_payment_unref (dp->payment);
   g_free (dp->path);
   g_free (dp->sender);
@@ -172,29 +83,12 @@ log_finished (DaemonPayment *dp)
   }
 }
 
-static void
-on_payment_changed (TallyPayment *payment, gpointer user_data)
+void
+daemon_payment_update (DaemonPayment *dp)
 {
-  DaemonPayment *dp = user_data;
   TallyDaemon *d = dp->daemon;
-  TallyPaymentState state = tally_payment_get_state (payment);
 
-  if (state != TALLY_PAYMENT_STATE_CONFIRMING && dp->agent_call != NULL) {
-    /* The question is moot: time out, peer gone, or cancelled. */
-    g_cancellable_cancel (dp->agent_call);
-    g_clear_object (&dp->agent_call);
-  }
-  if (state != TALLY_PAYMENT_STATE_WAITING && d->waiting == dp) {
-    /* Timed out or cancelled before a payer came: the request is over. */
-    d->waiting = NULL;
-    end_request (d);
-  }
-  if (tally_payment_is_finished (payment) && dp->ble_connect != NULL) {
-    g_cancellable_cancel (dp->ble_connect);
-    g_clear_object (&dp->ble_connect);
-  }
-
-  if (tally_payment_is_finished (payment) && dp->linger == NULL) {
+  if (tally_payment_is_finished (dp->payment) && dp->linger == NULL) {
     log_finished (dp);
     /* Bounded: a finished payment does not stay on the bus for ever. */
     dp->linger = g_timeout_source_new_seconds (dp->daemon->keep_finished_seconds);
@@ -206,6 +100,25 @@ on_payment_changed (TallyPayment *payment, gpointer user_data)
   tally_dbus_payment_sync (dp->object);
   /* Spends, receipts and receives all commit to the register. */
   tally_daemon_register_changed (d);
+}
+
+/* A payer's payment changed. */
+static void
+on_payment_changed (TallyPayment *payment, gpointer user_data)
+{
+  DaemonPayment *dp = user_data;
+  TallyPaymentState state = tally_payment_get_state (payment);
+
+  if (state != TALLY_PAYMENT_STATE_CONFIRMING && dp->agent_call != NULL) {
+    /* The question is moot: time out, peer gone, or cancelled. */
+    g_cancellable_cancel (dp->agent_call);
+    g_clear_object (&dp->agent_call);
+  }
+  if (tally_payment_is_finished (payment) && dp->ble_connect != NULL) {
+    g_cancellable_cancel (dp->ble_connect);
+    g_clear_object (&dp->ble_connect);
+  }
+  daemon_payment_update (dp);
 }
 
 static void
@@ -273,12 +186,10 @@ prune_payments (TallyDaemon *d)
   }
 }
 
-/* Exports @payment (taken) and starts tracking it. */
-static DaemonPayment *
-add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, guint32 uid, GError **error)
+DaemonPayment *
+daemon_add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, guint32 uid, GError **error)
 {
-  g_autofree char *path =
-    g_strdup_printf (TALLY_PAYMENT_PATH_PREFIX "%u", tally_payment_get_id (payment));
+  g_autofree char *path = g_strdup_printf (TALLY_PAYMENT_PATH_PREFIX "%u", ++d->last_object);
   TallyDBusPayment *object = tally_dbus_payment_new (d->connection, d->auth, path, payment, error);
   if (object == NULL) {
     tally_payment_unref (payment);
@@ -293,97 +204,12 @@ add_payment (TallyDaemon *d, TallyPayment *payment, const char *sender, guint32 
   dp->sender = g_strdup (sender);
   dp->uid = uid;
   tally_dbus_payment_set_caller_uid (object, uid);
-  tally_payment_set_callbacks (payment, &payment_callbacks, dp, NULL);
+  if (tally_payment_get_role (payment) == TALLY_SESSION_ROLE_PAYER)
+    tally_payment_set_callbacks (payment, &payment_callbacks, dp, NULL);
   tally_dbus_objects_add (d->objects, tally_dbus_payment_get_skeleton (object));
   g_queue_push_tail (&d->payments, dp);
   prune_payments (d);
   return dp;
-}
-
-/* A waiting payee payment for the current request; FALSE when it cannot
- * be made (the request then ends). */
-static DaemonPayment *
-add_waiting_payment (TallyDaemon *d, GError **error)
-{
-  DaemonRequest *r = d->request;
-  TallyPayment *payment =
-    tally_payment_new_payee (d->reg, r->amount, r->memo, &d->policy, r->timeout_seconds, error);
-  if (payment == NULL)
-    return NULL;
-  DaemonPayment *dp = add_payment (d, payment, NULL, r->uid, error);
-  if (dp == NULL)
-    return NULL;
-  tally_dbus_payment_set_address (dp->object, r->address);
-  tally_dbus_payment_set_request_uri (dp->object, r->uri);
-  d->waiting = dp;
-  return dp;
-}
-
-/* The request URI payers can scan (docs/protocol.md); "" when the
- * address cannot be written in one (a relative or overlong socket path). */
-static char *
-request_uri (TallyDaemon *d, const DaemonRequest *r)
-{
-  const Tally__RegisterCertificate *cert = tally_register_get_certificate_info (d->reg);
-  g_autoptr (GError) error = NULL;
-  char *uri = tally_request_uri_format (r->address, r->amount, tally_register_get_currency (d->reg),
-                                        tally_now () + r->timeout_seconds,
-                                        cert ? cert->display_name : NULL, &error);
-  if (uri == NULL)
-    g_message ("no request URI for %s: %s", r->address, error->message);
-  return uri ? uri : g_strdup ("");
-}
-
-char *
-tally_daemon_request_payment (TallyDaemon *d,
-                              guint32 uid,
-                              gint64 amount,
-                              const char *memo,
-                              guint timeout_seconds,
-                              guint payers,
-                              GError **error)
-{
-  g_return_val_if_fail (d != NULL && d->connection != NULL, NULL);
-  g_return_val_if_fail (payers >= 1, NULL);
-
-  /* One payee request at a time: a connecting payer must know whom it pays. */
-  if (d->waiting != NULL) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
-                 "payment request %s is still waiting for a payer", d->waiting->path);
-    return NULL;
-  }
-
-  DaemonRequest *r = g_new0 (DaemonRequest, 1);
-  r->amount = amount;
-  r->uid = uid;
-  r->memo = g_strdup (memo ? memo : "");
-  r->timeout_seconds = timeout_seconds;
-  r->remaining = payers - 1;
-  if (d->gatt != NULL) {
-    /* Fresh for every request: lets a payer pick this stall, and cannot
-     * follow the device from one request to the next. */
-    randombytes_buf (r->tag, sizeof r->tag);
-    r->tagged = TRUE;
-    r->address = tally_gatt_tag_to_address (r->tag);
-  } else {
-    r->address = g_strdup (tally_daemon_get_listen_address (d));
-  }
-  r->uri = request_uri (d, r);
-  d->request = r;
-
-  DaemonPayment *dp = add_waiting_payment (d, error);
-  if (dp == NULL) {
-    g_clear_pointer (&d->request, daemon_request_free);
-    return NULL;
-  }
-  if (d->gatt != NULL)
-    tally_gatt_server_advertise (d->gatt, r->tag);
-  g_message (
-    "%s (uid %u): requesting %" G_GINT64_FORMAT " %s from up to %u payer(s), waiting on %s%s%s",
-    dp->path, uid, amount, tally_payment_get_currency (dp->payment), payers,
-    tally_daemon_get_listen_address (d), d->gatt ? " and " : "", d->gatt ? r->address : "");
-  tally_daemon_register_changed (d);
-  return g_strdup (dp->path);
 }
 
 static void
@@ -463,10 +289,10 @@ tally_daemon_pay (TallyDaemon *d,
       return NULL;
     }
     /* Our own advertising payee would take our own connection for a payer. */
-    if (d->waiting != NULL && d->gatt != NULL) {
+    if (d->request != NULL && d->gatt != NULL) {
       g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
                    "%s serves payment request %s over Bluetooth LE; pay once it is over",
-                   d->adapter, d->waiting->path);
+                   d->adapter, d->request->object ? d->request->object->path : d->request->address);
       return NULL;
     }
   } else if (!g_str_has_prefix (address, "unix:") && !g_str_has_prefix (address, "tcp:")) {
@@ -478,7 +304,7 @@ tally_daemon_pay (TallyDaemon *d,
   }
 
   TallyPayment *payment = tally_payment_new_payer (d->reg, &d->policy, timeout_seconds);
-  DaemonPayment *dp = add_payment (d, payment, sender, uid, error);
+  DaemonPayment *dp = daemon_add_payment (d, payment, sender, uid, error);
   if (dp == NULL)
     return NULL;
   tally_dbus_payment_set_address (dp->object, address);
@@ -496,57 +322,16 @@ tally_daemon_pay (TallyDaemon *d,
 
 /* --- payers arriving --- */
 
-/* Gives @link to the waiting payment; while the request takes more payers,
- * the next payment starts waiting at once. */
-static void
-take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
-{
-  const char *peer = tally_link_get_peer (link) ? tally_link_get_peer (link) : "a payer";
-
-  if (d->waiting == NULL) {
-    g_message ("refusing %s: no payment requested", peer);
-    tally_payment_refuse_link (link, TALLY_ERROR_NOT_FOUND, "no payment requested");
-    return;
-  }
-
-  DaemonPayment *dp = d->waiting;
-  d->waiting = NULL;
-  dp->ble = ble;
-  dp->ble_started = g_get_monotonic_time ();
-
-  if (d->request != NULL && d->request->remaining > 0) {
-    g_autoptr (GError) next_error = NULL;
-    d->request->remaining--;
-    DaemonPayment *next = add_waiting_payment (d, &next_error);
-    if (next == NULL) {
-      g_warning ("request at %s: cannot wait for the next payer: %s", d->request->address,
-                 next_error->message);
-      end_request (d);
-    } else {
-      g_message ("%s: waiting for the next payer on %s (%u more after it)", next->path,
-                 d->request->address, d->request->remaining);
-    }
-  } else {
-    end_request (d);
-  }
-
-  g_autoptr (GError) error = NULL;
-  if (!tally_payment_attach (dp->payment, link, &error)) {
-    g_warning ("%s: cannot take %s: %s", dp->path, peer, error->message);
-    tally_payment_refuse_link (link, tally_error_code (error), error->message);
-  }
-}
-
 static void
 on_accept (TallyStreamListener *listener, TallyLink *link, gpointer user_data)
 {
-  take_payer (user_data, link, FALSE);
+  daemon_take_payer (user_data, link, FALSE);
 }
 
 static void
 on_gatt_link (TallyGattServer *server, TallyLink *link, gpointer user_data)
 {
-  take_payer (user_data, link, TRUE);
+  daemon_take_payer (user_data, link, TRUE);
 }
 
 static void
@@ -574,6 +359,40 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
 
 /* --- lifetime --- */
 
+/* File descriptors kept free beyond those open at start-up and the
+ * connections: the register's journal, D-Bus, BlueZ's sockets. */
+#define FD_RESERVE 32
+
+static guint
+count_open_fds (void)
+{
+  g_autoptr (GDir) dir = g_dir_open ("/proc/self/fd", 0, NULL);
+  guint n = 0;
+  if (dir == NULL)
+    return 0;
+  while (g_dir_read_name (dir) != NULL)
+    n++;
+  return n;
+}
+
+/* [transport] max_connections, lowered so that a crowd of connections
+ * cannot take the descriptors the register and the bus need. */
+static guint
+connection_cap (guint configured)
+{
+  struct rlimit limit;
+  if (getrlimit (RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY)
+    return configured;
+  guint in_use = count_open_fds () + FD_RESERVE;
+  guint cap = limit.rlim_cur > in_use ? (guint) MIN (limit.rlim_cur - in_use, G_MAXUINT) : 1;
+  if (cap >= configured)
+    return configured;
+  g_message ("[transport] max_connections=%u lowered to %u: file descriptor limit %llu, %u kept "
+             "for the register and the bus",
+             configured, cap, (unsigned long long) limit.rlim_cur, in_use);
+  return cap;
+}
+
 static TallyRegister *
 open_register (const TallyConfig *config, GError **error)
 {
@@ -581,17 +400,16 @@ open_register (const TallyConfig *config, GError **error)
   TallyRegister *reg = tally_register_open (config->register_dir, &local);
 
   if (reg == NULL && g_error_matches (local, TALLY_ERROR, TALLY_ERROR_NOT_FOUND)) {
-    if (!config->has_issuer_key) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
-                   "[register] issuer_key: required to create a register in %s",
-                   config->register_dir);
-      return NULL;
-    }
-    reg = tally_register_create (config->register_dir, config->issuer_key, error);
+    /* Without issuer_key (a fresh install), the owner gives the issuer's
+     * key set later: Register1.SetIssuer. */
+    reg = config->has_issuer_key
+            ? tally_register_create (config->register_dir, config->issuer_key, error)
+            : tally_register_create_unbound (config->register_dir, error);
     if (reg == NULL)
       return NULL;
     g_autofree char *id = tally_register_get_id_hex (reg);
-    g_message ("created register %s in %s", id, config->register_dir);
+    g_message ("created register %s in %s%s", id, config->register_dir,
+               config->has_issuer_key ? "" : ", trusting no issuer yet (tallyctl issuer FILE)");
     return reg;
   }
   if (reg == NULL) {
@@ -599,6 +417,11 @@ open_register (const TallyConfig *config, GError **error)
     return NULL;
   }
 
+  if (config->has_issuer_key && !tally_register_has_issuer (reg) &&
+      !tally_register_set_issuer_key (reg, config->issuer_key, error)) {
+    tally_register_free (reg);
+    return NULL;
+  }
   if (config->has_issuer_key &&
       memcmp (tally_register_get_issuer_key (reg), config->issuer_key, TALLY_PUBLIC_KEY_BYTES) != 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_ISSUER,
@@ -627,6 +450,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
   d->timeout_seconds = config->timeout_seconds;
   d->authorization = config->authorization;
   d->keep_finished_seconds = config->keep_finished_seconds;
+  d->hello_timeout_seconds = config->hello_timeout_seconds;
   d->targets = config->targets;
   d->targets.unix_dirs = g_strdupv (config->targets.unix_dirs);
   d->listener = tally_stream_listener_new (config->listen, TALLY_STREAM_DEFAULT_MTU, on_accept, d,
@@ -636,6 +460,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
     tally_daemon_free (d);
     return NULL;
   }
+  tally_stream_listener_set_max_connections (d->listener, connection_cap (config->max_connections));
 
   d->ble = config->ble;
   d->adapter = g_strdup (config->adapter);

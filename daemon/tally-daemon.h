@@ -29,6 +29,9 @@ G_BEGIN_DECLS
 #define TALLY_DAEMON_MAX_PAYS_PER_UID 4
 /* Payers one RequestPayment may take ("Payers" option). */
 #define TALLY_DAEMON_MAX_PAYERS 16
+/* Payers in their handshakes with one request at once; more are refused
+ * (POLICY).  Each holds a payee session and a nonce in the register. */
+#define TALLY_DAEMON_MAX_HANDSHAKES 64
 
 typedef struct _TallyDaemon TallyDaemon;
 
@@ -52,11 +55,16 @@ guint tally_daemon_get_payment_count (TallyDaemon *daemon);
 
 /* For the Register1 glue.  Both return the new payment's object path.
  *
- * A request waits for up to @payers payers: each payer that connects takes
- * the waiting payment, and while payers remain a fresh one (its own nonce
- * and session, same amount and memo) waits for the next.  With Bluetooth
- * LE the payee advertises while a payment waits, with a random tag per
- * request (the payments' Address, "ble:TAG"). */
+ * A request takes up to @payers payments.  Every payer that connects gets
+ * its own payee session (its own nonce, same amount and memo), so several
+ * may be in their handshakes at once; the request belongs to the first
+ * valid Pay, and once @payers are credited the others are told
+ * ALREADY_PAID.  A link without a valid Hello within [transport]
+ * hello_timeout_seconds is closed.  One Payment1 object per payer to come
+ * shows the oldest handshake in progress (or "waiting") and finishes with
+ * the credited one (docs/dbus-api.md).  With Bluetooth LE the payee
+ * advertises while the request is open, with a random tag per request
+ * (the payments' Address, "ble:TAG"). */
 char *tally_daemon_request_payment (TallyDaemon *daemon,
                                     guint32 uid,
                                     gint64 amount,

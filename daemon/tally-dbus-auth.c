@@ -32,6 +32,8 @@ static const AuthRule auth_rules[] = {
   { "org.tally.Register1", "LoadVoucher", TALLY_ACTION_LOAD_VOUCHER, NULL },
   { "org.tally.Register1", "Defund", TALLY_ACTION_DEFUND, NULL },
   { "org.tally.Register1", "InstallCertificate", TALLY_ACTION_RECONCILE, NULL },
+  /* Whom the register trusts: decided once, by an administrator. */
+  { "org.tally.Register1", "SetIssuer", TALLY_ACTION_ADMIN, NULL },
   { "org.tally.Register1", "ExportBundle", TALLY_ACTION_RECONCILE, NULL },
   { "org.tally.Register1", "ApplyResult", TALLY_ACTION_RECONCILE, NULL },
   { "org.tally.Payment1", NULL, TALLY_ACTION_READ, NULL },

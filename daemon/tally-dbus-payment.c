@@ -51,6 +51,7 @@ tally_dbus_payment_sync (TallyDBusPayment *object)
       s, g_variant_new_from_bytes (G_VARIANT_TYPE_BYTESTRING, receipt, TRUE));
   tally_dbus_payment1_set_error (s, error ? tally_dbus_error_name_for (error) : "");
   tally_dbus_payment1_set_error_message (s, error ? error->message : "");
+  tally_dbus_payment1_set_error_from_peer (s, tally_payment_is_refused_by_peer (p));
   g_object_thaw_notify (G_OBJECT (s));
 }
 
@@ -92,6 +93,14 @@ tally_dbus_payment_free (TallyDBusPayment *object)
   g_object_unref (object->skeleton);
   g_free (object->path);
   g_free (object);
+}
+
+void
+tally_dbus_payment_set_payment (TallyDBusPayment *object, TallyPayment *payment)
+{
+  g_return_if_fail (object != NULL && payment != NULL);
+  object->payment = payment;
+  tally_dbus_payment_sync (object);
 }
 
 void

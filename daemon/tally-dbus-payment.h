@@ -37,6 +37,10 @@ const char *tally_dbus_payment_get_path (TallyDBusPayment *object);
 /* Its Payment1 skeleton, for the ObjectManager (tally-dbus-objects.h). */
 GDBusInterfaceSkeleton *tally_dbus_payment_get_skeleton (TallyDBusPayment *object);
 
+/* Mirrors @payment (borrowed, as in tally_dbus_payment_new ()) from now
+ * on: a payee request shows the handshake that leads it (tally-daemon.h). */
+void tally_dbus_payment_set_payment (TallyDBusPayment *object, TallyPayment *payment);
+
 /* The CallerUid property: who called Pay or RequestPayment. */
 void tally_dbus_payment_set_caller_uid (TallyDBusPayment *object, guint32 uid);
 

@@ -214,6 +214,27 @@ handle_load_voucher (TallyDBusRegister1 *skeleton,
 }
 
 static gboolean
+handle_set_issuer (TallyDBusRegister1 *skeleton,
+                   GDBusMethodInvocation *invocation,
+                   GVariant *key_set,
+                   gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallyRegister *reg = tally_daemon_get_register (object->daemon);
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const guint8 *data = bytes_arg (key_set, &len);
+
+  if (!tally_register_set_issuer (reg, data, len, &error)) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  tally_daemon_register_changed (object->daemon);
+  tally_dbus_register1_complete_set_issuer (skeleton, invocation);
+  return TRUE;
+}
+
+static gboolean
 handle_install_certificate (TallyDBusRegister1 *skeleton,
                             GDBusMethodInvocation *invocation,
                             GVariant *certificate,
@@ -355,6 +376,11 @@ tally_dbus_register_sync (TallyDBusRegister *object)
   g_object_freeze_notify (G_OBJECT (s));
   tally_dbus_register1_set_register_id (s, id);
   tally_dbus_register1_set_public_key (s, key);
+  g_autofree char *issuer =
+    tally_register_has_issuer (reg)
+      ? tally_hex_encode (tally_register_get_issuer_key (reg), TALLY_PUBLIC_KEY_BYTES)
+      : g_strdup ("");
+  tally_dbus_register1_set_issuer_key (s, issuer);
   tally_dbus_register1_set_balance (s, tally_register_get_balance (reg));
   tally_dbus_register1_set_currency (s, currency ? currency : "");
   tally_dbus_register1_set_max_payment (s, limits ? limits->max_payment : 0);
@@ -389,6 +415,7 @@ tally_dbus_register_new (GDBusConnection *connection, TallyDaemon *daemon, GErro
   g_signal_connect (object->skeleton, "handle-pay", G_CALLBACK (handle_pay), object);
   g_signal_connect (object->skeleton, "handle-load-voucher", G_CALLBACK (handle_load_voucher),
                     object);
+  g_signal_connect (object->skeleton, "handle-set-issuer", G_CALLBACK (handle_set_issuer), object);
   g_signal_connect (object->skeleton, "handle-install-certificate",
                     G_CALLBACK (handle_install_certificate), object);
   g_signal_connect (object->skeleton, "handle-export-bundle", G_CALLBACK (handle_export_bundle),

@@ -8,6 +8,9 @@
 /* After our last message (receipt or Error) the peer closes first; the
  * link stays open this long so closing cannot cut the message short. */
 #define LINGER_MS 3000
+/* A refused payer learnt all there is to know from one Error; its link
+ * (and file descriptor) goes soon, whatever the peer does. */
+#define REFUSE_LINGER_MS 250
 
 /* Holds a channel open until the peer closes it or LINGER_MS pass.  The
  * channel owns it as its handlers' user data; it owns a reference on the
@@ -38,8 +41,12 @@ struct _TallyPayment
   GMainContext *context; /* thread-default at creation: the timeout's */
   GSource *timeout;
   GError *error;
+  gboolean refused_by_peer; /* failed on the peer's Error message */
   GBytes *receipt;
   char *peer_short_id; /* PeerName of a peer certified without a name */
+  gboolean ended_here; /* timed out or cancelled by its owner, not by the peer */
+  gboolean linked;     /* a link was attached, even if it is gone now */
+  guint linger_ms;     /* after our last message: LINGER_MS, or less for a refusal */
   const TallyPaymentCallbacks *callbacks;
   gpointer user_data;
   GDestroyNotify user_data_destroy;
@@ -183,11 +190,11 @@ linger_on_closed (TallyChannel *channel, const GError *error, gpointer user_data
   linger_finish (user_data);
 }
 
-/* Closes @channel (taken) now, or once the peer closed it when
- * @sent_final: a message we just queued must not be cut off by our own
- * close. */
+/* Closes @channel (taken) now, or when @sent_final once the peer closed
+ * it or @linger_ms passed: a message we just queued must not be cut off
+ * by our own close. */
 static void
-release_channel (TallyChannel *channel, gboolean sent_final)
+release_channel (TallyChannel *channel, gboolean sent_final, guint linger_ms)
 {
   Linger *l;
 
@@ -199,7 +206,7 @@ release_channel (TallyChannel *channel, gboolean sent_final)
   }
   l = g_new0 (Linger, 1);
   l->channel = channel;
-  l->timeout = g_timeout_source_new (LINGER_MS);
+  l->timeout = g_timeout_source_new (linger_ms);
   g_source_set_callback (l->timeout, linger_timeout, l, NULL);
   g_source_set_static_name (l->timeout, "[tally] payment linger");
   g_source_attach (l->timeout, tally_channel_get_context (channel));
@@ -211,7 +218,7 @@ drop_channel (TallyPayment *p, gboolean sent_final)
 {
   if (p->channel == NULL)
     return;
-  release_channel (g_steal_pointer (&p->channel), sent_final);
+  release_channel (g_steal_pointer (&p->channel), sent_final, p->linger_ms);
 }
 
 /* Sends @msg when there is a channel; FALSE (and the reason) otherwise. */
@@ -294,6 +301,7 @@ on_timeout (gpointer user_data)
 
   g_autofree char *message =
     g_strdup_printf ("payment timed out after %u seconds", p->timeout_seconds);
+  p->ended_here = TRUE;
   abort_with (p, TALLY_ERROR_TIMEOUT, message);
   return G_SOURCE_REMOVE;
 }
@@ -311,6 +319,7 @@ payment_new (TallyRegister *reg, TallySessionRole role, guint timeout_seconds)
   p->role = role;
   p->reg = reg;
   p->timeout_seconds = timeout_seconds;
+  p->linger_ms = LINGER_MS;
   p->context = g_main_context_ref_thread_default ();
   p->timeout = g_timeout_source_new_seconds (timeout_seconds);
   g_source_set_callback (p->timeout, on_timeout, p, NULL);
@@ -483,6 +492,7 @@ on_channel_message (TallyChannel *channel, GBytes *message, gpointer user_data)
   }
 
   if (!tally_session_handle (p->session, data, len, tally_now (), &reply, &error)) {
+    p->refused_by_peer = tally_session_is_refused_by_peer (p->session);
     fail (p, g_steal_pointer (&error), reply);
     return;
   }
@@ -538,6 +548,7 @@ tally_payment_attach (TallyPayment *p, TallyLink *link, GError **error)
     return FALSE;
   }
 
+  p->linked = TRUE;
   p->channel =
     tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
   tally_channel_set_handlers (p->channel, on_channel_message, on_channel_closed, p, NULL);
@@ -672,8 +683,38 @@ tally_payment_cancel (TallyPayment *p, GError **error)
                  tally_payment_state_to_string (p->state));
     return FALSE;
   }
+  p->ended_here = TRUE;
   abort_with (p, TALLY_ERROR_CANCELLED, "payment cancelled");
   return TRUE;
+}
+
+gboolean
+tally_payment_abort (TallyPayment *p, TallyError code, const char *message, GError **error)
+{
+  g_return_val_if_fail (p != NULL && message != NULL, FALSE);
+  if (tally_payment_is_finished (p)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "payment is already %s",
+                 tally_payment_state_to_string (p->state));
+    return FALSE;
+  }
+  /* Told why, the peer has nothing to wait for: its link goes soon. */
+  p->linger_ms = REFUSE_LINGER_MS;
+  abort_with (p, code, message);
+  return TRUE;
+}
+
+gboolean
+tally_payment_ended_here (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, FALSE);
+  return p->ended_here;
+}
+
+gboolean
+tally_payment_was_attached (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, FALSE);
+  return p->linked;
 }
 
 /* --- refusing a payer --- */
@@ -692,7 +733,7 @@ tally_payment_refuse_link (TallyLink *link, TallyError code, const char *message
   if (!sent)
     g_debug ("refusing %s: %s", tally_link_get_peer (link) ? tally_link_get_peer (link) : "peer",
              error->message);
-  release_channel (channel, sent);
+  release_channel (channel, sent, REFUSE_LINGER_MS);
 }
 
 /* --- properties --- */
@@ -807,4 +848,11 @@ tally_payment_get_error (TallyPayment *p)
 {
   g_return_val_if_fail (p != NULL, NULL);
   return p->error;
+}
+
+gboolean
+tally_payment_is_refused_by_peer (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, FALSE);
+  return p->refused_by_peer;
 }

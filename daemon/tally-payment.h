@@ -106,6 +106,18 @@ gboolean tally_payment_reject (TallyPayment *payment,
 /* Either side, before DONE or FAILED: abort with CANCELLED. */
 gboolean tally_payment_cancel (TallyPayment *payment, GError **error);
 
+/* Either side, before DONE or FAILED: abort with @code and @message, which
+ * the peer is told (e.g. ALREADY_PAID for a payer whose request another
+ * payer took); the link then closes when the peer does, or after a
+ * quarter of a second at most.  WRONG_STATE once finished. */
+gboolean
+tally_payment_abort (TallyPayment *payment, TallyError code, const char *message, GError **error);
+/* TRUE once the payment timed out or was cancelled here
+ * (tally_payment_cancel ()), rather than ended by the peer or the link. */
+gboolean tally_payment_ended_here (TallyPayment *payment);
+/* TRUE once tally_payment_attach () gave it a link. */
+gboolean tally_payment_was_attached (TallyPayment *payment);
+
 /* Unique in the process, from 1, in creation order. */
 guint tally_payment_get_id (TallyPayment *payment);
 TallySessionRole tally_payment_get_role (TallyPayment *payment);
@@ -135,9 +147,13 @@ gboolean tally_payment_is_redelivery (TallyPayment *payment);
 GBytes *tally_payment_get_receipt (TallyPayment *payment);
 /* Why the payment FAILED, else NULL. */
 const GError *tally_payment_get_error (TallyPayment *payment);
+/* TRUE when it FAILED on the peer's Error message (the other register
+ * refused), FALSE when this side ended it or it has not failed. */
+gboolean tally_payment_is_refused_by_peer (TallyPayment *payment);
 
 /* Sends a wire Error to a payer nobody waits for and closes the link once
- * the peer had a chance to read it. */
+ * the peer had a chance to read it: when it closes, or after a quarter of
+ * a second at most, so refused links do not pile up. */
 void tally_payment_refuse_link (TallyLink *link, TallyError code, const char *message);
 
 G_END_DECLS

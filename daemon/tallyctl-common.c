@@ -143,12 +143,11 @@ is_tally_error (const char *name, TallyError code)
 }
 
 int
-exit_code_for (const char *name, const char *message, gboolean in_payment)
+exit_code_for (const char *name, gboolean from_peer, gboolean in_payment)
 {
   if (name == NULL || *name == '\0')
     return EXIT_FAIL;
-  /* The session prefixes the text of a peer's Error message with "peer: ". */
-  if (message != NULL && g_str_has_prefix (message, "peer: "))
+  if (from_peer)
     return EXIT_REFUSED;
   if (strcmp (name, DBUS_ERROR_NAME_HAS_NO_OWNER) == 0 ||
       strcmp (name, DBUS_ERROR_SERVICE_UNKNOWN) == 0 ||
@@ -181,7 +180,7 @@ report_error (Ctl *ctl, const char *name, const char *message)
   } else {
     g_printerr ("tallyctl %s: %s: %s\n", ctl->command ? ctl->command->name : "", name, message);
   }
-  return exit_code_for (name, message, FALSE);
+  return exit_code_for (name, FALSE, FALSE);
 }
 
 /* Prints a failed call's D-Bus error name and message. */
@@ -219,8 +218,40 @@ format_time (guint64 t)
 {
   if (t == 0)
     return g_strdup ("never");
-  g_autoptr (GDateTime) dt = g_date_time_new_from_unix_utc ((gint64) t);
-  return dt ? g_date_time_format (dt, "%Y-%m-%d %H:%M:%S UTC") : g_strdup ("?");
+  /* Local time for people; --json keeps the Unix seconds. */
+  g_autoptr (GDateTime) dt = t <= G_MAXINT64 ? g_date_time_new_from_unix_local ((gint64) t) : NULL;
+  return dt ? g_date_time_format (dt, "%Y-%m-%d %H:%M:%S %Z") : g_strdup ("?");
+}
+
+char *
+format_duration (guint64 seconds)
+{
+  static const struct
+  {
+    guint64 seconds;
+    const char *one, *many;
+  } units[] = {
+    { 86400, "day", "days" },
+    { 3600, "hour", "hours" },
+    { 60, "minute", "minutes" },
+    { 1, "second", "seconds" },
+  };
+  if (seconds == 0)
+    return g_strdup ("0 seconds");
+  /* The two largest units that are not zero: "3 days", "1 day 2 hours";
+   * the certificates' offline windows are whole hours. */
+  g_autoptr (GString) out = g_string_new (NULL);
+  guint parts = 0;
+  for (gsize i = 0; i < G_N_ELEMENTS (units) && parts < 2; i++) {
+    guint64 n = seconds / units[i].seconds;
+    seconds %= units[i].seconds;
+    if (n == 0)
+      continue;
+    g_string_append_printf (out, "%s%" G_GUINT64_FORMAT " %s", parts ? " " : "", n,
+                            n == 1 ? units[i].one : units[i].many);
+    parts++;
+  }
+  return g_string_free (g_steal_pointer (&out), FALSE);
 }
 
 /* --- calls --- */
@@ -372,12 +403,24 @@ parse_command (Ctl *ctl, const GOptionEntry *entries, int *argc, char ***argv, i
   g_option_context_set_summary (context, summary);
   if (entries != NULL)
     g_option_context_add_main_entries (context, entries, NULL);
+  /* The global options work after the command too (tallyctl balance
+   * --json), listed by --help-global. */
+  CtlGlobals after = { 0 };
+  g_autofree GOptionEntry *global = ctl_global_entries (&after, entries);
+  GOptionGroup *group = g_option_group_new ("global", "Options of every command:",
+                                            "Show the options of every command", NULL, NULL);
+  g_option_group_add_entries (group, global);
+  g_option_context_add_group (context, group);
   g_autoptr (GError) error = NULL;
-  if (!g_option_context_parse (context, argc, argv, &error)) {
+  gboolean parsed = g_option_context_parse (context, argc, argv, &error);
+  if (parsed)
+    *exit_code = ctl_start (ctl, &after);
+  else
     *exit_code = usage_error (ctl, "%s", error->message);
-    return FALSE;
-  }
-  return TRUE;
+  g_free (after.bus);
+  g_free (after.name);
+  g_free (after.fields);
+  return parsed && *exit_code == EXIT_OK;
 }
 
 gboolean
@@ -393,4 +436,38 @@ expect_args (Ctl *ctl, int argc, int n, int *exit_code)
     return FALSE;
   }
   return TRUE;
+}
+
+gboolean
+select_fields (Ctl *ctl, const char *const *names, gsize n, GArray **selected, int *rc)
+{
+  *selected = g_array_new (FALSE, FALSE, sizeof (guint));
+  for (guint i = 0; ctl->fields == NULL && i < n; i++)
+    g_array_append_val (*selected, i);
+  for (char **f = ctl->fields; f != NULL && *f != NULL; f++) {
+    guint i = 0;
+    while (i < n && g_ascii_strcasecmp (*f, names[i]) != 0)
+      i++;
+    if (i == n) {
+      g_autofree char *known = g_strjoinv (", ", (char **) names);
+      g_clear_pointer (selected, g_array_unref);
+      *rc = usage_error (ctl, "--fields: no field \"%s\" here; the fields are %s", *f, known);
+      return FALSE;
+    }
+    g_array_append_val (*selected, i);
+  }
+  return TRUE;
+}
+
+void
+terse_append (GString *row, const char *value)
+{
+  for (const char *p = value; *p != '\0'; p++) {
+    if (*p == ':' || *p == '\\')
+      g_string_append_c (row, '\\');
+    if (*p == '\n')
+      g_string_append (row, "\\n");
+    else
+      g_string_append_c (row, *p);
+  }
 }

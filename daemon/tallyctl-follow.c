@@ -64,7 +64,7 @@ payment_outcome (Ctl *ctl)
     g_printerr ("Payment failed: %s: %s\n", dict_str (p, "Error"), dict_str (p, "ErrorMessage"));
   }
   finish (ctl, done ? EXIT_OK
-                    : exit_code_for (dict_str (p, "Error"), dict_str (p, "ErrorMessage"), TRUE));
+                    : exit_code_for (dict_str (p, "Error"), dict_b (p, "ErrorFromPeer"), TRUE));
 }
 
 static void
@@ -192,7 +192,7 @@ request_payment_outcome (Ctl *ctl, const char *path, GVariantDict *p, const char
     if (old_state != NULL && strcmp (old_state, "waiting") == 0)
       ctl->request_over = TRUE;
     progress (ctl, "%s: failed: %s: %s", path, dict_str (p, "Error"), dict_str (p, "ErrorMessage"));
-    ctl->payers_exit = exit_code_for (dict_str (p, "Error"), dict_str (p, "ErrorMessage"), TRUE);
+    ctl->payers_exit = exit_code_for (dict_str (p, "Error"), dict_b (p, "ErrorFromPeer"), TRUE);
   }
 
   guint finished = ctl->payers_done + ctl->payers_failed;

@@ -13,16 +13,17 @@ static const struct
 {
   const char *property;
   const char *label;
-  char type; /* s, x (amount), t, T (time), u, b */
+  char type; /* s, x (amount), t, T (time), D (duration), u, b */
 } register_fields[] = {
   { "RegisterId", "Register", 's' },
   { "PublicKey", "Public key", 's' },
+  { "IssuerKey", "Issuer key", 's' },
   { "Balance", "Balance", 'x' },
   { "Currency", "Currency", 's' },
   { "MaxPayment", "Max payment", 'x' },
   { "BalanceCap", "Balance cap", 'x' },
   { "MaxOfflinePayments", "Max offline payments", 'u' },
-  { "MaxOfflineSeconds", "Max offline seconds", 't' },
+  { "MaxOfflineSeconds", "Max offline time", 'D' },
   { "OfflinePayments", "Offline payments", 'u' },
   { "CertificateExpiry", "Certificate expiry", 'T' },
   { "LastReconciliation", "Last reconciliation", 'T' },
@@ -53,6 +54,24 @@ register_command (Ctl *ctl, int argc, char **argv, int *rc)
   return register_properties (ctl, rc);
 }
 
+/* Property @i of the register as people read it. */
+static char *
+register_field_text (GVariantDict *props, gsize i)
+{
+  const char *p = register_fields[i].property;
+  const char *currency = dict_str (props, "Currency");
+  switch (register_fields[i].type) {
+  case 's': return g_strdup (*dict_str (props, p) ? dict_str (props, p) : "-");
+  case 'x': return g_strstrip (tally_amount_format (dict_x (props, p), currency));
+  case 't': return g_strdup_printf ("%" G_GUINT64_FORMAT, dict_t (props, p));
+  case 'T': return format_time (dict_t (props, p));
+  case 'D': return format_duration (dict_t (props, p));
+  case 'u': return g_strdup_printf ("%u", dict_u (props, p));
+  case 'b': return g_strdup (dict_b (props, p) ? "yes" : "no");
+  default: g_assert_not_reached ();
+  }
+}
+
 int
 cmd_info (Ctl *ctl, int argc, char **argv)
 {
@@ -60,27 +79,39 @@ cmd_info (Ctl *ctl, int argc, char **argv)
   g_autoptr (GVariantDict) props = register_command (ctl, argc, argv, &rc);
   if (props == NULL)
     return rc;
-  if (ctl->json) {
+  const char *names[G_N_ELEMENTS (register_fields) + 1] = { NULL };
+  for (gsize i = 0; i < G_N_ELEMENTS (register_fields); i++)
+    names[i] = register_fields[i].property;
+  g_autoptr (GArray) shown = NULL;
+  if (!select_fields (ctl, names, G_N_ELEMENTS (register_fields), &shown, &rc))
+    return rc;
+  if (ctl->json && ctl->fields == NULL) {
     print_json_dict (props);
     return EXIT_OK;
   }
 
-  const char *currency = dict_str (props, "Currency");
-  for (gsize i = 0; i < G_N_ELEMENTS (register_fields); i++) {
-    const char *p = register_fields[i].property;
-    g_autofree char *text = NULL;
-    switch (register_fields[i].type) {
-    case 's': text = g_strdup (*dict_str (props, p) ? dict_str (props, p) : "-"); break;
-    case 'x': text = g_strstrip (tally_amount_format (dict_x (props, p), currency)); break;
-    case 't': text = g_strdup_printf ("%" G_GUINT64_FORMAT, dict_t (props, p)); break;
-    case 'T': text = format_time (dict_t (props, p)); break;
-    case 'u': text = g_strdup_printf ("%u", dict_u (props, p)); break;
-    case 'b': text = g_strdup (dict_b (props, p) ? "yes" : "no"); break;
-    default: g_assert_not_reached ();
+  GVariantDict picked;
+  g_variant_dict_init (&picked, NULL);
+  for (guint k = 0; k < shown->len; k++) {
+    gsize i = g_array_index (shown, guint, k);
+    g_autofree char *text = register_field_text (props, i);
+    g_autoptr (GVariant) value = g_variant_dict_lookup_value (props, names[i], NULL);
+    if (ctl->json) {
+      if (value != NULL)
+        g_variant_dict_insert_value (&picked, names[i], value);
+    } else if (ctl->terse) {
+      g_autoptr (GString) row = g_string_new (NULL);
+      terse_append (row, text);
+      g_print ("%s\n", row->str);
+    } else {
+      g_autofree char *label = g_strdup_printf ("%s:", register_fields[i].label);
+      g_print ("%-22s %s\n", label, text);
     }
-    g_autofree char *label = g_strdup_printf ("%s:", register_fields[i].label);
-    g_print ("%-22s %s\n", label, text);
   }
+  if (ctl->json)
+    print_json_dict (&picked);
+  else
+    g_variant_dict_clear (&picked);
   return EXIT_OK;
 }
 
@@ -95,13 +126,22 @@ print_balance (Ctl *ctl, const char *prefix)
   gint64 balance = dict_x (props, "Balance");
   const char *currency = dict_str (props, "Currency");
   g_autofree char *text = tally_amount_format (balance, currency);
-  if (ctl->json) {
+  if (ctl->terse) {
+    g_print ("%s\n", g_strstrip (text));
+  } else if (ctl->json) {
     GVariantDict dict;
     g_variant_dict_init (&dict, NULL);
     g_variant_dict_insert (&dict, "Balance", "x", balance);
     g_variant_dict_insert (&dict, "Currency", "s", currency);
     g_variant_dict_insert (&dict, "Formatted", "s", g_strstrip (text));
     print_json_dict (&dict);
+  } else if (*dict_str (props, "IssuerKey") == '\0') {
+    /* A fresh install: say what comes next. */
+    g_print ("%s%s (no issuer yet: tallyctl issuer FILE, from tally-issuer key --out)\n", prefix,
+             g_strstrip (text));
+  } else if (*currency == '\0') {
+    g_print ("%s%s (no certificate yet: tallyctl key, then tallyctl certificate FILE)\n", prefix,
+             g_strstrip (text));
   } else {
     g_print ("%s%s\n", prefix, g_strstrip (text));
   }
@@ -260,6 +300,80 @@ history_json (GVariant *entries, const char *currency)
   g_print ("%s\n", out->str);
 }
 
+static void
+history_table (GVariant *entries, const char *currency)
+{
+  gsize n = g_variant_n_children (entries);
+  if (n == 0) {
+    g_print ("No history.\n");
+    return;
+  }
+  g_print ("%-19s %-8s %-12s %14s  %-6s %s\n", "Time", "Kind", "State", "Amount", "#",
+           "Peer / memo");
+  for (gsize i = 0; i < n; i++) {
+    g_autoptr (GVariant) e = g_variant_get_child_value (entries, i);
+    g_autoptr (GVariantDict) d = g_variant_dict_new (e);
+    /* Local time, and the certified name with the short id beside it. */
+    g_autofree char *when = history_time (dict_t (d, "Time"), FALSE);
+    g_autofree char *amount = tally_amount_format (dict_x (d, "Amount"), currency);
+    g_autofree char *peer = history_peer (d);
+    const char *memo = dict_str (d, "Memo");
+    g_print ("%-19s %-8s %-12s %14s  %-6" G_GUINT64_FORMAT " %s%s%s\n", when, dict_str (d, "Kind"),
+             dict_str (d, "State"), g_strstrip (amount), history_number (d), peer,
+             *memo && *peer ? " " : "", memo);
+  }
+}
+
+/* The columns --fields picks from, in their default order. */
+static const char *const history_columns[] = {
+  "time", "kind", "state", "amount", "number", "peer", "memo", NULL,
+};
+
+/* --terse and --fields: the chosen columns; with --terse no header and
+ * fields split by ':', else a header and two spaces between fields. */
+static int
+history_fields (Ctl *ctl, GVariant *entries, const char *currency)
+{
+  int rc;
+  g_autoptr (GArray) shown = NULL;
+  if (!select_fields (ctl, history_columns, G_N_ELEMENTS (history_columns) - 1, &shown, &rc))
+    return rc;
+  g_autoptr (GString) row = g_string_new (NULL);
+  for (guint k = 0; !ctl->terse && k < shown->len; k++)
+    g_string_append_printf (row, "%s%s", k ? "  " : "",
+                            history_columns[g_array_index (shown, guint, k)]);
+  if (row->len > 0)
+    g_print ("%s\n", row->str);
+  for (gsize i = 0; i < g_variant_n_children (entries); i++) {
+    g_autoptr (GVariant) e = g_variant_get_child_value (entries, i);
+    g_autoptr (GVariantDict) d = g_variant_dict_new (e);
+    g_autofree char *amount = tally_amount_format (dict_x (d, "Amount"), currency);
+    char *values[] = {
+      history_time (dict_t (d, "Time"), FALSE),
+      g_strdup (dict_str (d, "Kind")),
+      g_strdup (dict_str (d, "State")),
+      g_strdup (g_strstrip (amount)),
+      g_strdup_printf ("%" G_GUINT64_FORMAT, history_number (d)),
+      history_peer (d),
+      g_strdup (dict_str (d, "Memo")),
+    };
+    G_STATIC_ASSERT (G_N_ELEMENTS (values) == G_N_ELEMENTS (history_columns) - 1);
+    g_string_truncate (row, 0);
+    for (guint k = 0; k < shown->len; k++) {
+      const char *v = values[g_array_index (shown, guint, k)];
+      g_string_append (row, k == 0 ? "" : ctl->terse ? ":" : "  ");
+      if (ctl->terse)
+        terse_append (row, v);
+      else
+        g_string_append (row, v);
+    }
+    g_print ("%s\n", row->str);
+    for (gsize v = 0; v < G_N_ELEMENTS (values); v++)
+      g_free (values[v]);
+  }
+  return EXIT_OK;
+}
+
 int
 cmd_history (Ctl *ctl, int argc, char **argv)
 {
@@ -280,6 +394,8 @@ cmd_history (Ctl *ctl, int argc, char **argv)
     return usage_error (ctl, "--limit must be 0 or more");
   if (csv && ctl->json)
     return usage_error (ctl, "--csv and --json: choose one");
+  if ((csv || ctl->json) && (ctl->terse || ctl->fields != NULL))
+    return usage_error (ctl, "--terse and --fields shape the table, not --csv or --json");
 
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) currency_reply =
@@ -307,25 +423,9 @@ cmd_history (Ctl *ctl, int argc, char **argv)
     return EXIT_OK;
   }
 
-  gsize n = g_variant_n_children (entries_v);
-  if (n == 0) {
-    g_print ("No history.\n");
-    return EXIT_OK;
-  }
-  g_print ("%-19s %-8s %-12s %14s  %-6s %s\n", "Time", "Kind", "State", "Amount", "#",
-           "Peer / memo");
-  for (gsize i = 0; i < n; i++) {
-    g_autoptr (GVariant) e = g_variant_get_child_value (entries_v, i);
-    g_autoptr (GVariantDict) d = g_variant_dict_new (e);
-    /* Local time, and the certified name with the short id beside it. */
-    g_autofree char *when = history_time (dict_t (d, "Time"), FALSE);
-    g_autofree char *amount = tally_amount_format (dict_x (d, "Amount"), currency);
-    g_autofree char *peer = history_peer (d);
-    const char *memo = dict_str (d, "Memo");
-    g_print ("%-19s %-8s %-12s %14s  %-6" G_GUINT64_FORMAT " %s%s%s\n", when, dict_str (d, "Kind"),
-             dict_str (d, "State"), g_strstrip (amount), history_number (d), peer,
-             *memo && *peer ? " " : "", memo);
-  }
+  if (ctl->terse || ctl->fields != NULL)
+    return history_fields (ctl, entries_v, currency);
+  history_table (entries_v, currency);
   return EXIT_OK;
 }
 
@@ -356,6 +456,12 @@ int
 cmd_load (Ctl *ctl, int argc, char **argv)
 {
   return send_file (ctl, argc, argv, "LoadVoucher", "Voucher loaded.");
+}
+
+int
+cmd_issuer (Ctl *ctl, int argc, char **argv)
+{
+  return send_file (ctl, argc, argv, "SetIssuer", "Issuer set.");
 }
 
 int

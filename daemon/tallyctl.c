@@ -23,8 +23,9 @@
 /* --- main --- */
 
 static const Command commands[] = {
-  { "info", "", "Show every property of the register.", "tallyctl info", cmd_info },
-  { "balance", "", "Show the balance.", "tallyctl balance", cmd_balance },
+  { "info", "", "Show every property of the register.", "tallyctl info", cmd_info,
+    CTL_OUTPUT_TERSE | CTL_OUTPUT_FIELDS },
+  { "balance", "", "Show the balance.", "tallyctl balance", cmd_balance, CTL_OUTPUT_TERSE },
   { "request", "AMOUNT",
     "Request a payment and wait for a payer (or --payers N) to pay it; prints the tally:// "
     "request URI, and with --qr, --qr-png or --qr-svg its QR code.",
@@ -36,9 +37,13 @@ static const Command commands[] = {
     "a URI's amount, currency, payee name and expiry must match the payee's offer.",
     "tallyctl pay ble:0a1b2c3d", cmd_pay },
   { "history", "", "List register entries, newest first.", "tallyctl history --limit 10",
-    cmd_history },
+    cmd_history, CTL_OUTPUT_TERSE | CTL_OUTPUT_FIELDS },
   { "load", "FILE", "Load value from an issuer voucher (FILE - reads standard input).",
     "tallyctl load voucher.bin", cmd_load },
+  { "issuer", "FILE",
+    "Trust the issuer whose signed key set FILE holds (tally-issuer key --out); once, on a "
+    "register made without [register] issuer_key (FILE - reads standard input).",
+    "tallyctl issuer issuer-keys.bin", cmd_issuer },
   { "certificate", "FILE",
     "Install the issuer's certificate for this register (FILE - reads standard input).",
     "tallyctl certificate register.cert", cmd_certificate },
@@ -50,7 +55,8 @@ static const Command commands[] = {
   { "defund", "FILE",
     "Move the whole balance back online and close the register; FILE must not exist yet.",
     "tallyctl defund defund.bin", cmd_defund },
-  { "key", "", "Print the register public key (hex) for certification.", "tallyctl key", cmd_key },
+  { "key", "", "Print the register public key (hex) for certification.", "tallyctl key", cmd_key,
+    CTL_OUTPUT_TERSE },
 };
 
 static char *
@@ -93,24 +99,46 @@ resolve_owner (Ctl *ctl)
   return EXIT_OK;
 }
 
+GOptionEntry *
+ctl_global_entries (CtlGlobals *g, const GOptionEntry *command_entries)
+{
+  const GOptionEntry entries[] = {
+    { "bus", 'b', 0, G_OPTION_ARG_STRING, &g->bus, DEFAULT_BUS_HELP, "BUS" },
+    { "name", 'n', 0, G_OPTION_ARG_STRING, &g->name,
+      "Bus name of tallyd (default: org.tally.Tally)", "NAME" },
+    { "json", 'j', 0, G_OPTION_ARG_NONE, &g->json, "Print one JSON object, for scripts", NULL },
+    { "terse", 't', 0, G_OPTION_ARG_NONE, &g->terse,
+      "Values only, for scripts: one per line, or a table's rows with fields split by ':'", NULL },
+    { "fields", 'f', 0, G_OPTION_ARG_STRING, &g->fields,
+      "Show only these comma-separated fields (info: property names; history: time, kind, "
+      "state, amount, number, peer, memo)",
+      "FIELDS" },
+    { NULL },
+  };
+  GOptionEntry *copy = g_memdup2 (entries, sizeof entries);
+  /* After the command, its own short options win (history -n, request -t). */
+  for (GOptionEntry *e = copy; command_entries != NULL && e->long_name != NULL; e++)
+    for (const GOptionEntry *c = command_entries; c->long_name != NULL; c++)
+      if (c->short_name != 0 && c->short_name == e->short_name)
+        e->short_name = 0;
+  return copy;
+}
+
 /* The options before the command, and the command itself. */
 static int
-parse_options (Ctl *ctl, int *argc, char ***argv, char **bus, char **name)
+parse_options (Ctl *ctl, int *argc, char ***argv)
 {
-  gboolean json = FALSE;
   gboolean version = FALSE;
-  const GOptionEntry entries[] = {
-    { "bus", 'b', 0, G_OPTION_ARG_STRING, bus, DEFAULT_BUS_HELP, "BUS" },
-    { "name", 'n', 0, G_OPTION_ARG_STRING, name, "Bus name of tallyd (default: org.tally.Tally)",
-      "NAME" },
-    { "json", 'j', 0, G_OPTION_ARG_NONE, &json, "Print one JSON object, for scripts", NULL },
+  const GOptionEntry version_entries[] = {
     { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
     { NULL },
   };
+  g_autofree GOptionEntry *entries = ctl_global_entries (&ctl->globals, NULL);
   g_autoptr (GError) error = NULL;
 
   g_autoptr (GOptionContext) context = g_option_context_new ("COMMAND [ARGS…]");
   g_option_context_add_main_entries (context, entries, NULL);
+  g_option_context_add_main_entries (context, version_entries, NULL);
   g_option_context_set_strict_posix (context, TRUE);
   g_option_context_set_summary (context, "Control tallyd, the Tally offline payment daemon.");
   g_autofree char *description = describe_commands ();
@@ -129,8 +157,6 @@ parse_options (Ctl *ctl, int *argc, char ***argv, char **bus, char **name)
       ctl->command = &commands[i];
   if (ctl->command == NULL)
     return usage_error (ctl, "unknown command \"%s\"", (*argv)[1]);
-
-  ctl->json = json;
   return EXIT_OK;
 }
 
@@ -156,18 +182,6 @@ choose_bus (Ctl *ctl, const char *name, const char *bus, GBusType *bus_type)
   return EXIT_OK;
 }
 
-/* Per-command --help works without a bus. */
-static gboolean
-wants_help (int argc, char **argv)
-{
-  gboolean wants = FALSE;
-  for (int i = 2; i < argc; i++)
-    if (strcmp (argv[i], "--help") == 0 || strcmp (argv[i], "-h") == 0 ||
-        strcmp (argv[i], "-?") == 0)
-      wants = TRUE;
-  return wants;
-}
-
 /* Connects to the bus, finds the tallyd to talk to and notices when it goes. */
 static int
 connect_tallyd (Ctl *ctl, GBusType bus_type)
@@ -183,7 +197,7 @@ connect_tallyd (Ctl *ctl, GBusType bus_type)
   }
   int rc = resolve_owner (ctl);
   if (rc != EXIT_OK) {
-    g_object_unref (ctl->bus);
+    g_clear_object (&ctl->bus);
     return rc;
   }
   ctl->loop = g_main_loop_new (NULL, FALSE);
@@ -218,35 +232,77 @@ ctl_clear (Ctl *ctl)
   g_free (ctl->owner);
   g_free (ctl->payment_path);
   g_free (ctl->agent_path);
+  g_free (ctl->globals.bus);
+  g_free (ctl->globals.name);
+  g_free (ctl->globals.fields);
+  g_strfreev (ctl->fields);
+}
+
+/* --fields: names split at commas, none empty. */
+static int
+take_fields (Ctl *ctl)
+{
+  if (ctl->globals.fields == NULL)
+    return EXIT_OK;
+  ctl->fields = g_strsplit (ctl->globals.fields, ",", -1);
+  for (char **f = ctl->fields; *f != NULL; f++)
+    if (**f == '\0')
+      return usage_error (ctl, "--fields: an empty field name in \"%s\"", ctl->globals.fields);
+  return EXIT_OK;
+}
+
+/* Given after the command, an option replaces the one before it. */
+static void
+take_later (char **before, char **after)
+{
+  if (*after == NULL)
+    return;
+  g_free (*before);
+  *before = g_steal_pointer (after);
+}
+
+int
+ctl_start (Ctl *ctl, CtlGlobals *after)
+{
+  take_later (&ctl->globals.bus, &after->bus);
+  take_later (&ctl->globals.name, &after->name);
+  take_later (&ctl->globals.fields, &after->fields);
+  ctl->globals.json |= after->json;
+  ctl->globals.terse |= after->terse;
+  ctl->json = ctl->globals.json;
+  ctl->terse = ctl->globals.terse;
+  if (ctl->json && ctl->terse)
+    return usage_error (ctl, "--json and --terse: choose one");
+  if (ctl->terse && !(ctl->command->output & CTL_OUTPUT_TERSE))
+    return usage_error (ctl, "--terse applies to info, balance, key and history");
+  if (ctl->globals.fields != NULL && !(ctl->command->output & CTL_OUTPUT_FIELDS))
+    return usage_error (ctl, "--fields applies to info and history");
+  int rc = take_fields (ctl);
+  GBusType bus_type = DEFAULT_BUS;
+  if (rc == EXIT_OK)
+    rc = choose_bus (ctl, ctl->globals.name, ctl->globals.bus, &bus_type);
+  if (rc == EXIT_OK)
+    rc = connect_tallyd (ctl, bus_type);
+  return rc;
 }
 
 int
 main (int argc, char **argv)
 {
-  g_autofree char *bus = NULL;
-  g_autofree char *name = NULL;
   Ctl ctl = { .tty_fd = -1 };
-  GBusType bus_type = DEFAULT_BUS;
 
   setlocale (LC_ALL, "");
   /* Scripts read "Waiting for payer" while we wait. */
   setvbuf (stdout, NULL, _IOLBF, 0);
 
-  int rc = parse_options (&ctl, &argc, &argv, &bus, &name);
-  if (rc == EXIT_VERSION)
-    return EXIT_OK;
-  if (rc == EXIT_OK)
-    rc = choose_bus (&ctl, name, bus, &bus_type);
-  if (rc != EXIT_OK)
-    return rc;
-
-  tally_dbus_error_register ();
-  if (!wants_help (argc, argv)) {
-    rc = connect_tallyd (&ctl, bus_type);
-    if (rc != EXIT_OK)
-      return rc;
+  int rc = parse_options (&ctl, &argc, &argv);
+  if (rc == EXIT_VERSION || rc != EXIT_OK) {
+    ctl_clear (&ctl);
+    return rc == EXIT_VERSION ? EXIT_OK : rc;
   }
 
+  tally_dbus_error_register ();
+  /* The command parses its options, then ctl_start () connects. */
   rc = ctl.command->run (&ctl, argc - 1, argv + 1);
   ctl_clear (&ctl);
   return rc;

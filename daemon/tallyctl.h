@@ -54,6 +54,13 @@ G_BEGIN_DECLS
 
 typedef struct _Ctl Ctl;
 
+/* What a command's output can be shaped by. */
+typedef enum
+{
+  CTL_OUTPUT_TERSE = 1 << 0,  /* --terse */
+  CTL_OUTPUT_FIELDS = 1 << 1, /* --fields */
+} CtlOutput;
+
 typedef struct
 {
   const char *name;
@@ -61,13 +68,27 @@ typedef struct
   const char *summary;
   const char *example;
   int (*run) (Ctl *ctl, int argc, char **argv);
+  CtlOutput output;
 } Command;
+
+/* The options every command takes, before or after its name. */
+typedef struct
+{
+  char *bus;
+  char *name;
+  gboolean json;
+  gboolean terse;
+  char *fields; /* comma-separated, as given */
+} CtlGlobals;
 
 struct _Ctl
 {
+  CtlGlobals globals;
   GDBusConnection *bus;
   const char *bus_label;
   const char *name;
+  gboolean terse;
+  char **fields; /* NULL: every field */
   char *owner; /* unique name of the tallyd we talk to */
   gboolean json;
   const Command *command;
@@ -111,18 +132,44 @@ void json_value (GString *out, GVariant *value);
 void print_json_dict (GVariantDict *dict);
 /* Progress lines go to stdout, or stderr when stdout carries JSON. */
 void progress (Ctl *ctl, const char *format, ...) G_GNUC_PRINTF (2, 3);
-/* The exit status for a failure with D-Bus error @name and @message:
- * "peer: ..." is a message the other register sent (refused), tallyd or a
- * bus missing is EXIT_ABSENT.  @in_payment: the error ended a payment,
+/* The exit status for a failure with D-Bus error @name: @from_peer (a
+ * payment's ErrorFromPeer) is a refusal by the other register, tallyd or
+ * a bus missing is EXIT_ABSENT.  @in_payment: the error ended a payment,
  * where a malformed message is the peer's doing, not the user's input. */
-int exit_code_for (const char *name, const char *message, gboolean in_payment);
+int exit_code_for (const char *name, gboolean from_peer, gboolean in_payment);
 /* Prints a D-Bus error name and message; returns exit_code_for () them. */
 int report_error (Ctl *ctl, const char *name, const char *message);
 /* Prints a failed call's D-Bus error name and message. */
 int report_gerror (Ctl *ctl, const GError *error);
 /* Prints a usage error and the hint to --help; returns EXIT_USAGE. */
 int usage_error (Ctl *ctl, const char *format, ...) G_GNUC_PRINTF (2, 3);
+/* Unix seconds as local time with its zone, "never" for 0. */
 char *format_time (guint64 t);
+/* Seconds as people say them: "3 days", "1 day 2 hours", "90 seconds"
+ * is "1 minute 30 seconds". */
+char *format_duration (guint64 seconds);
+
+/* --- global options (tallyctl.c) --- */
+
+/* The GOptionEntry array of the global options, writing to @g; after a
+ * command, those whose short name @command_entries use are long only. */
+GOptionEntry *ctl_global_entries (CtlGlobals *g, const GOptionEntry *command_entries);
+/* Takes the global options given after the command over those given
+ * before, checks them, and connects to tallyd (EXIT_OK, or the exit code
+ * of the failure it reported). */
+int ctl_start (Ctl *ctl, CtlGlobals *after);
+
+/* --fields against the @n names a command shows: in *@selected the
+ * indices of the fields to show, in order (every field without --fields).
+ * FALSE with a usage error naming the known fields, its code in *@rc. */
+gboolean select_fields (Ctl *ctl,
+                        const char *const *names,
+                        gsize n,
+                        GArray **selected,
+                        int *rc);
+/* Appends @value for a --terse row: ':' and '\' escaped with '\', as
+ * nmcli does, and line breaks as \n. */
+void terse_append (GString *row, const char *value);
 
 /* --- calls (tallyctl-common.c) --- */
 
@@ -161,6 +208,7 @@ int cmd_balance (Ctl *ctl, int argc, char **argv);
 int cmd_key (Ctl *ctl, int argc, char **argv);
 int cmd_history (Ctl *ctl, int argc, char **argv);
 int cmd_load (Ctl *ctl, int argc, char **argv);
+int cmd_issuer (Ctl *ctl, int argc, char **argv);
 int cmd_certificate (Ctl *ctl, int argc, char **argv);
 int cmd_apply (Ctl *ctl, int argc, char **argv);
 int cmd_export (Ctl *ctl, int argc, char **argv);

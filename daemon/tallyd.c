@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include <errno.h>
 #include <glib-unix.h>
 #include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "tally-btmon.h"
@@ -80,6 +82,30 @@ on_signal (gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* Each payer's connection is a file descriptor: take all the kernel
+ * allows us, and say how many that is. */
+static void
+raise_fd_limit (void)
+{
+  struct rlimit limit;
+
+  if (getrlimit (RLIMIT_NOFILE, &limit) != 0) {
+    g_warning ("cannot read the file descriptor limit: %s", g_strerror (errno));
+    return;
+  }
+  rlim_t was = limit.rlim_cur;
+  if (limit.rlim_cur != limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    if (setrlimit (RLIMIT_NOFILE, &limit) != 0) {
+      g_warning ("cannot raise the file descriptor limit from %llu to %llu: %s",
+                 (unsigned long long) was, (unsigned long long) limit.rlim_max, g_strerror (errno));
+      return;
+    }
+  }
+  g_message ("file descriptor limit %llu (was %llu)", (unsigned long long) limit.rlim_cur,
+             (unsigned long long) was);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -135,6 +161,7 @@ main (int argc, char **argv)
     return 1;
   }
   tally_dbus_error_register ();
+  raise_fd_limit ();
 
   g_autoptr (TallyConfig) config =
     TALLY_DEFAULTS_SYSTEM ? tally_config_new_system () : tally_config_new ();

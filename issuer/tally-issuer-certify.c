@@ -41,8 +41,11 @@ tally_issuer_sign_certificate (TallyIssuer *issuer,
     issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_REGISTER_CERTIFICATE, &cert.base);
 }
 
-static gboolean
-check_limits (const Tally__Limits *limits, guint64 not_before, guint64 not_after, GError **error)
+gboolean
+tally_issuer_check_limits (const Tally__Limits *limits,
+                           guint64 not_before,
+                           guint64 not_after,
+                           GError **error)
 {
   if (limits->max_payment <= 0 || limits->max_payment > TALLY_AMOUNT_MAX ||
       limits->balance_cap <= 0 || limits->balance_cap > TALLY_AMOUNT_MAX ||
@@ -61,15 +64,15 @@ check_limits (const Tally__Limits *limits, guint64 not_before, guint64 not_after
   return TRUE;
 }
 
-static GBytes *
-certify_locked (TallyIssuer *issuer,
-                const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
-                const char *account,
-                const char *display_name,
-                const Tally__Limits *limits,
-                guint64 not_before,
-                guint64 not_after,
-                GError **error)
+GBytes *
+tally_issuer_certify_locked (TallyIssuer *issuer,
+                             const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
+                             const char *account,
+                             const char *display_name,
+                             const Tally__Limits *limits,
+                             guint64 not_before,
+                             guint64 not_after,
+                             GError **error)
 {
   gint64 balance;
   if (!tally_issuer_store_account_get (issuer->store, account, &balance, error))
@@ -130,7 +133,7 @@ tally_issuer_certify (TallyIssuer *issuer,
   g_return_val_if_fail (account != NULL, NULL);
   g_return_val_if_fail (limits != NULL, NULL);
 
-  if (!check_limits (limits, not_before, not_after, error))
+  if (!tally_issuer_check_limits (limits, not_before, not_after, error))
     return NULL;
   /* The same rule every register applies to the certificate it receives. */
   g_autoptr (GError) name_error = NULL;
@@ -145,9 +148,8 @@ tally_issuer_certify (TallyIssuer *issuer,
   }
   if (!tally_issuer_store_begin (issuer->store, error))
     return NULL;
-  g_autoptr (GBytes) cert =
-    certify_locked (issuer, register_key, account, display_name, limits, not_before, not_after,
-                    error);
+  g_autoptr (GBytes) cert = tally_issuer_certify_locked (
+    issuer, register_key, account, display_name, limits, not_before, not_after, error);
   if (!tally_issuer_finish (issuer, cert != NULL, error))
     return NULL;
   return g_steal_pointer (&cert);
@@ -155,6 +157,7 @@ tally_issuer_certify (TallyIssuer *issuer,
 
 static GBytes *
 sell_voucher_locked (TallyIssuer *issuer,
+                     const char *account,
                      const guint8 register_id[static TALLY_ID_BYTES],
                      gint64 amount,
                      guint64 now,
@@ -165,6 +168,12 @@ sell_voucher_locked (TallyIssuer *issuer,
   guint64 sequence;
   if (!tally_issuer_store_register_get (issuer->store, register_id, &row, error))
     return NULL;
+  /* An account's credential buys only for that account's registers. */
+  if (account != NULL && strcmp (row.account, account) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_AUTHORIZED,
+                 "register is not certified for account \"%s\"", account);
+    return NULL;
+  }
   if (row.revoked) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "register is revoked");
     return NULL;
@@ -223,7 +232,89 @@ tally_issuer_sell_voucher (TallyIssuer *issuer,
   if (!tally_issuer_check_amount (amount, error) ||
       !tally_issuer_store_begin (issuer->store, error))
     return NULL;
-  g_autoptr (GBytes) env = sell_voucher_locked (issuer, register_id, amount, now, error);
+  g_autoptr (GBytes) env = sell_voucher_locked (issuer, NULL, register_id, amount, now, error);
+  if (!tally_issuer_finish (issuer, env != NULL, error))
+    return NULL;
+  return g_steal_pointer (&env);
+}
+
+/* The meta key of @account's voucher request @request_id. */
+static char *
+voucher_request_key (const char *account,
+                     const guint8 request_id[static TALLY_VOUCHER_REQUEST_ID_BYTES])
+{
+  TallyHash h;
+  guint8 hash[TALLY_HASH_BYTES];
+  tally_hash_init (&h, "voucher-request", sizeof hash);
+  tally_hash_update_prefixed (&h, account, strlen (account));
+  tally_hash_update (&h, request_id, TALLY_VOUCHER_REQUEST_ID_BYTES);
+  tally_hash_final (&h, hash);
+  g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
+  return g_strconcat ("voucher-request:", hex, NULL);
+}
+
+/* The voucher kept for a request, when it is for the same register and
+ * amount; REPLAY otherwise. */
+static GBytes *
+voucher_again (GBytes *stored,
+               const guint8 register_id[static TALLY_ID_BYTES],
+               gint64 amount,
+               GError **error)
+{
+  g_autoptr (Tally__SignedEnvelope) env = tally_issuer_decode_stored (stored, error);
+  if (env == NULL)
+    return NULL;
+  g_autoptr (Tally__LoadVoucher) v = TALLY_UNPACK (Tally__LoadVoucher, tally__load_voucher,
+                                                   env->body.data, env->body.len, "voucher", error);
+  if (v == NULL)
+    return NULL;
+  if (v->register_id.len != TALLY_ID_BYTES ||
+      memcmp (v->register_id.data, register_id, TALLY_ID_BYTES) != 0 || v->amount == NULL ||
+      v->amount->value != amount) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
+                 "this request id bought another voucher already");
+    return NULL;
+  }
+  return g_bytes_ref (stored);
+}
+
+GBytes *
+tally_issuer_sell_voucher_to_account (
+  TallyIssuer *issuer,
+  const char *account,
+  const guint8 register_id[static TALLY_ID_BYTES],
+  gint64 amount,
+  const guint8 request_id[static TALLY_VOUCHER_REQUEST_ID_BYTES],
+  guint64 now,
+  gboolean *repeated,
+  GError **error)
+{
+  g_return_val_if_fail (issuer != NULL, NULL);
+  g_return_val_if_fail (account != NULL, NULL);
+  g_return_val_if_fail (register_id != NULL, NULL);
+  g_return_val_if_fail (request_id != NULL, NULL);
+
+  gboolean dummy;
+  if (repeated == NULL)
+    repeated = &dummy;
+  *repeated = FALSE;
+  if (!tally_issuer_check_amount (amount, error) ||
+      !tally_issuer_store_begin (issuer->store, error))
+    return NULL;
+  g_autofree char *key = voucher_request_key (account, request_id);
+  g_autoptr (GBytes) stored = NULL;
+  g_autoptr (GBytes) env = NULL;
+  g_autoptr (GError) local = NULL;
+  if (tally_issuer_store_meta_get (issuer->store, key, &stored, &local)) {
+    env = voucher_again (stored, register_id, amount, error);
+    *repeated = env != NULL;
+  } else if (!tally_issuer_is_not_found (local)) {
+    g_propagate_error (error, g_steal_pointer (&local));
+  } else {
+    env = sell_voucher_locked (issuer, account, register_id, amount, now, error);
+    if (env != NULL && !tally_issuer_store_meta_set (issuer->store, key, env, error))
+      g_clear_pointer (&env, g_bytes_unref);
+  }
   if (!tally_issuer_finish (issuer, env != NULL, error))
     return NULL;
   return g_steal_pointer (&env);

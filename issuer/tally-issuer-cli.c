@@ -11,6 +11,7 @@
 #include "tally-build-config.h"
 #include "tally-clock.h"
 #include "tally-hex.h"
+#include "tally-issuer-store.h"
 #include "tally-issuer.h"
 #include "tally-json.h"
 
@@ -25,6 +26,7 @@ typedef struct
   char *dir;
   char *name;
   char *currency;
+  char *store;
   char *out;
   char *account;
   char *display_name;
@@ -117,6 +119,10 @@ open_issuer (GError **error)
 static const GOptionEntry init_entries[] = {
   { "name", 0, 0, G_OPTION_ARG_STRING, &opt.name, "Issuer name", "NAME" },
   { "currency", 0, 0, G_OPTION_ARG_STRING, &opt.currency, "Currency code, e.g. EUR", "CUR" },
+  { "store", 0, 0, G_OPTION_ARG_STRING, &opt.store,
+    "Where the books live: sqlite (DIR/issuer.db, the default) or postgresql:CONNINFO, "
+    "recorded in DIR/issuer.conf",
+    "STORE" },
   { NULL },
 };
 
@@ -127,8 +133,10 @@ cmd_init (const Command *cmd, char **args)
     return usage (cmd, "init needs --name and --currency");
 
   g_autoptr (GError) error = NULL;
-  g_autoptr (TallyIssuer) issuer =
-    tally_issuer_create (opt.dir, opt.name, opt.currency, tally_now (), &error);
+  if (opt.store != NULL && !tally_issuer_store_spec_check (opt.store, &error))
+    return usage (cmd, "%s", error->message);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create_with_store (
+    opt.dir, opt.store, opt.name, opt.currency, tally_now (), &error);
   if (issuer == NULL)
     return fail_error (error);
   g_autofree char *hex = tally_hex_encode (tally_issuer_get_public_key (issuer),
@@ -614,8 +622,10 @@ cmd_audit (const Command *cmd, char **args)
 static const GOptionEntry no_entries[] = { { NULL } };
 
 static const Command commands[] = {
-  { "init", "--name NAME --currency CUR", "Create the issuer keys and database",
-    "tally-issuer init --name \"Example Bank\" --currency EUR", init_entries, 0, 0, cmd_init },
+  { "init", "--name NAME --currency CUR [--store STORE]", "Create the issuer keys and database",
+    "tally-issuer init --name \"Example Bank\" --currency EUR "
+    "--store \"postgresql:host=/run/postgresql dbname=tally\"",
+    init_entries, 0, 0, cmd_init },
   { "key", "[--out FILE]", "Print the issuer public key; --out writes the signed key set",
     "tally-issuer key --out issuer-keys.bin", key_entries, 0, 0, cmd_key },
   { "account-create", "NAME", "Open an online account", "tally-issuer account-create alice",

@@ -372,6 +372,44 @@ tally_issuer_revoke (TallyIssuer *issuer,
   return tally_issuer_finish (issuer, ok, error);
 }
 
+/* Revokes @register_id when @account owns it; NOT_AUTHORIZED otherwise. */
+static gboolean
+report_lost_locked (TallyIssuer *issuer,
+                    const char *account,
+                    const guint8 register_id[static TALLY_ID_BYTES],
+                    guint64 now,
+                    GError **error)
+{
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  if (!tally_issuer_store_register_get (issuer->store, register_id, &row, error))
+    return FALSE;
+  if (strcmp (row.account, account) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_AUTHORIZED,
+                 "register is not certified for account \"%s\"", account);
+    return FALSE;
+  }
+  gboolean changed = FALSE;
+  return mark_revoked (issuer, register_id, &changed, error) &&
+         (!changed || tally_issuer_publish_revocation_list (issuer, now, error));
+}
+
+gboolean
+tally_issuer_report_lost (TallyIssuer *issuer,
+                          const char *account,
+                          const guint8 register_id[static TALLY_ID_BYTES],
+                          guint64 now,
+                          GError **error)
+{
+  g_return_val_if_fail (issuer != NULL, FALSE);
+  g_return_val_if_fail (account != NULL, FALSE);
+  g_return_val_if_fail (register_id != NULL, FALSE);
+
+  if (!tally_issuer_store_begin (issuer->store, error))
+    return FALSE;
+  return tally_issuer_finish (issuer, report_lost_locked (issuer, account, register_id, now, error),
+                              error);
+}
+
 GBytes *
 tally_issuer_get_revocation_list (TallyIssuer *issuer, GError **error)
 {

@@ -177,4 +177,20 @@ gboolean tally_issuer_check_vouchers (Reconcile *rc,
 G_GNUC_INTERNAL
 gboolean tally_issuer_add_hash_once (GPtrArray *hashes, const guint8 hash[static TALLY_HASH_BYTES]);
 
+/* Certifying (tally-issuer-certify.c), inside a transaction. */
+G_GNUC_INTERNAL
+gboolean tally_issuer_check_limits (const Tally__Limits *limits,
+                                    guint64 not_before,
+                                    guint64 not_after,
+                                    GError **error);
+G_GNUC_INTERNAL
+GBytes *tally_issuer_certify_locked (TallyIssuer *issuer,
+                                     const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
+                                     const char *account,
+                                     const char *display_name,
+                                     const Tally__Limits *limits,
+                                     guint64 not_before,
+                                     guint64 not_after,
+                                     GError **error);
+
 G_END_DECLS

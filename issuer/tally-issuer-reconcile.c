@@ -342,20 +342,28 @@ reconcile_locked (Reconcile *rc,
   return sign_result (rc, env, &row, renewed, error);
 }
 
-GBytes *
-tally_issuer_reconcile (TallyIssuer *issuer,
-                        const guint8 *bundle,
-                        gsize len,
-                        guint64 now,
-                        TallyReconcileReport *report,
-                        GError **error)
+/* The meta key under which the result for these exact bundle bytes is kept. */
+static char *
+result_key (const guint8 *bundle, gsize len)
 {
-  g_return_val_if_fail (issuer != NULL, NULL);
-  g_return_val_if_fail (bundle != NULL || len == 0, NULL);
+  guint8 hash[TALLY_HASH_BYTES];
+  tally_hash ("reconciled-bundle", bundle, len, hash);
+  g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
+  return g_strconcat ("reconciled:", hex, NULL);
+}
 
-  if (report != NULL)
-    *report = (TallyReconcileReport) { 0 };
-
+/* With @once, answers bundle bytes seen before from the stored result, and
+ * keeps a new result in the same transaction that booked its bundle. */
+static GBytes *
+reconcile (TallyIssuer *issuer,
+           const guint8 *bundle,
+           gsize len,
+           guint64 now,
+           gboolean once,
+           gboolean *repeated,
+           TallyReconcileReport *report,
+           GError **error)
+{
   Reconcile rc = {
     .issuer = issuer,
     .now = now,
@@ -365,9 +373,20 @@ tally_issuer_reconcile (TallyIssuer *issuer,
     .reclaimed = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref),
     .receipts = g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free),
   };
+  g_autofree char *key = once ? result_key (bundle, len) : NULL;
   g_autoptr (GBytes) result = NULL;
+  g_autoptr (GError) local = NULL;
   if (tally_issuer_store_begin (issuer->store, error)) {
-    result = reconcile_locked (&rc, bundle, len, error);
+    if (once && tally_issuer_store_meta_get (issuer->store, key, &result, &local)) {
+      *repeated = TRUE;
+    } else if (once && !tally_issuer_is_not_found (local)) {
+      g_propagate_error (error, g_steal_pointer (&local));
+    } else {
+      result = reconcile_locked (&rc, bundle, len, error);
+      if (once && result != NULL &&
+          !tally_issuer_store_meta_set (issuer->store, key, result, error))
+        g_clear_pointer (&result, g_bytes_unref);
+    }
     if (!tally_issuer_finish (issuer, result != NULL, error))
       g_clear_pointer (&result, g_bytes_unref);
   }
@@ -380,4 +399,38 @@ tally_issuer_reconcile (TallyIssuer *issuer,
   if (result != NULL && report != NULL)
     *report = rc.report;
   return g_steal_pointer (&result);
+}
+
+GBytes *
+tally_issuer_reconcile (TallyIssuer *issuer,
+                        const guint8 *bundle,
+                        gsize len,
+                        guint64 now,
+                        TallyReconcileReport *report,
+                        GError **error)
+{
+  g_return_val_if_fail (issuer != NULL, NULL);
+  g_return_val_if_fail (bundle != NULL || len == 0, NULL);
+
+  if (report != NULL)
+    *report = (TallyReconcileReport){ 0 };
+  return reconcile (issuer, bundle, len, now, FALSE, NULL, report, error);
+}
+
+GBytes *
+tally_issuer_reconcile_once (TallyIssuer *issuer,
+                             const guint8 *bundle,
+                             gsize len,
+                             guint64 now,
+                             gboolean *repeated,
+                             GError **error)
+{
+  g_return_val_if_fail (issuer != NULL, NULL);
+  g_return_val_if_fail (bundle != NULL || len == 0, NULL);
+
+  gboolean dummy;
+  if (repeated == NULL)
+    repeated = &dummy;
+  *repeated = FALSE;
+  return reconcile (issuer, bundle, len, now, TRUE, repeated, NULL, error);
 }

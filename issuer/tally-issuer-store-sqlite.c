@@ -144,20 +144,13 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_COUNT_FRAUD] = "SELECT COUNT(*) FROM fraud_proofs",
 };
 
-struct _TallyIssuerStore
+typedef struct
 {
+  TallyIssuerStore parent;
   TallySqlite *db;
-  gboolean in_transaction;
-};
+} SqliteStore;
 
-/* Every data operation belongs to the one transaction of a public call. */
-#define CHECK_IN_TRANSACTION(store)                                                                \
-  G_STMT_START                                                                                     \
-  {                                                                                                \
-    g_return_val_if_fail ((store) != NULL, FALSE);                                                 \
-    g_return_val_if_fail ((store)->in_transaction, FALSE);                                         \
-  }                                                                                                \
-  G_STMT_END
+#define DB(store) (((SqliteStore *) (store))->db)
 
 /* Collects every row of @st into *@rows. */
 static gboolean
@@ -170,7 +163,7 @@ collect (TallyIssuerStore *s,
          GPtrArray **rows,
          GError **error)
 {
-  GPtrArray *out = tally_sqlite_collect (s->db, st, row_size, read, s, free_row, what, error);
+  GPtrArray *out = tally_sqlite_collect (DB (s), st, row_size, read, s, free_row, what, error);
   if (out == NULL)
     return FALSE;
   *rows = out;
@@ -181,7 +174,7 @@ collect (TallyIssuerStore *s,
 static gboolean
 step_int64 (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, gint64 *out, GError **error)
 {
-  if (!tally_sqlite_step_row (s->db, st, what, error))
+  if (!tally_sqlite_step_row (DB (s), st, what, error))
     return FALSE;
   *out = sqlite3_column_int64 (st, 0);
   return TRUE;
@@ -191,7 +184,7 @@ step_int64 (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, gint64 *out
 static gboolean
 step_bytes (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, GBytes **out, GError **error)
 {
-  if (!tally_sqlite_step_row (s->db, st, what, error))
+  if (!tally_sqlite_step_row (DB (s), st, what, error))
     return FALSE;
   *out = tally_sqlite_column_bytes (st, 0);
   return TRUE;
@@ -201,95 +194,76 @@ step_bytes (TallyIssuerStore *s, sqlite3_stmt *st, const char *what, GBytes **ou
 static gboolean
 query_int64 (TallyIssuerStore *s, StmtId id, const char *what, gint64 *out, GError **error)
 {
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, id);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), id);
   return step_int64 (s, st, what, out, error);
 }
 
 /* --- transactions --- */
 
-gboolean
-tally_issuer_store_begin (TallyIssuerStore *store, GError **error)
+/* Writers serialize on SQLite's one write lock (BEGIN IMMEDIATE), so two
+ * issuer processes on one file never book the same thing twice. */
+static gboolean
+sqlite_begin (TallyIssuerStore *store, GError **error)
 {
-  g_return_val_if_fail (store != NULL, FALSE);
-  g_return_val_if_fail (!store->in_transaction, FALSE);
-
-  if (!tally_sqlite_begin (store->db, TRUE, error))
-    return FALSE;
-  store->in_transaction = TRUE;
-  return TRUE;
+  return tally_sqlite_begin (DB (store), TRUE, error);
 }
 
-gboolean
-tally_issuer_store_commit (TallyIssuerStore *store, GError **error)
+static gboolean
+sqlite_commit (TallyIssuerStore *store, GError **error)
 {
-  g_return_val_if_fail (store != NULL, FALSE);
-  g_return_val_if_fail (store->in_transaction, FALSE);
-
-  if (!tally_sqlite_commit (store->db, error))
-    return FALSE;
-  store->in_transaction = FALSE;
-  return TRUE;
+  return tally_sqlite_commit (DB (store), error);
 }
 
-void
-tally_issuer_store_rollback (TallyIssuerStore *store)
+static void
+sqlite_rollback (TallyIssuerStore *store)
 {
-  g_return_if_fail (store != NULL);
-
-  if (!store->in_transaction)
-    return;
-  tally_sqlite_rollback (store->db);
-  store->in_transaction = FALSE;
+  tally_sqlite_rollback (DB (store));
 }
 
 /* --- meta --- */
 
-gboolean
-tally_issuer_store_meta_get (TallyIssuerStore *s, const char *key, GBytes **value, GError **error)
+static gboolean
+sqlite_meta_get (TallyIssuerStore *s, const char *key, GBytes **value, GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_GET);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_META_GET);
   tally_sqlite_bind_text (st, 1, key);
   return step_bytes (s, st, key, value, error);
 }
 
-gboolean
-tally_issuer_store_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **error)
+static gboolean
+sqlite_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_META_SET);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_META_SET);
   tally_sqlite_bind_text (st, 1, key);
   tally_sqlite_bind_bytes (st, 2, value);
-  return tally_sqlite_step_done (s->db, st, "meta", error);
+  return tally_sqlite_step_done (DB (s), st, "meta", error);
 }
 
 /* --- accounts --- */
 
-gboolean
-tally_issuer_store_account_insert (TallyIssuerStore *s, const char *name, GError **error)
+static gboolean
+sqlite_account_insert (TallyIssuerStore *s, const char *name, GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_INSERT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_ACCOUNT_INSERT);
   tally_sqlite_bind_text (st, 1, name);
   gboolean exists;
-  if (tally_sqlite_step_insert (s->db, st, &exists, "account", error))
+  if (tally_sqlite_step_insert (DB (s), st, &exists, "account", error))
     return TRUE;
   if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "account \"%s\" already exists", name);
   return FALSE;
 }
 
-gboolean
-tally_issuer_store_account_get (TallyIssuerStore *s,
+static gboolean
+sqlite_account_get (TallyIssuerStore *s,
                                 const char *name,
                                 gint64 *balance,
                                 GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_GET);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_ACCOUNT_GET);
   tally_sqlite_bind_text (st, 1, name);
   gboolean have;
-  if (!tally_sqlite_step_next (s->db, st, &have, "account", error))
+  if (!tally_sqlite_step_next (DB (s), st, &have, "account", error))
     return FALSE;
   if (!have) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
@@ -299,18 +273,17 @@ tally_issuer_store_account_get (TallyIssuerStore *s,
   return TRUE;
 }
 
-gboolean
-tally_issuer_store_account_put (TallyIssuerStore *s,
+static gboolean
+sqlite_account_put (TallyIssuerStore *s,
                                 const char *name,
                                 gint64 balance,
                                 GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ACCOUNT_PUT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_ACCOUNT_PUT);
   tally_sqlite_bind_text (st, 1, name);
   sqlite3_bind_int64 (st, 2, balance);
   gboolean missing;
-  if (tally_sqlite_step_update (s->db, st, &missing, "account", error))
+  if (tally_sqlite_step_update (DB (s), st, &missing, "account", error))
     return TRUE;
   if (missing)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no account \"%s\"", name);
@@ -323,8 +296,8 @@ static gboolean
 read_register (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *row, GError **error)
 {
   TallyIssuerRegisterRow r = { 0 };
-  if (!tally_sqlite_column_fixed (s->db, st, 0, r.id, TALLY_ID_BYTES, error) ||
-      !tally_sqlite_column_fixed (s->db, st, 1, r.public_key, TALLY_PUBLIC_KEY_BYTES, error))
+  if (!tally_sqlite_column_fixed (DB (s), st, 0, r.id, TALLY_ID_BYTES, error) ||
+      !tally_sqlite_column_fixed (DB (s), st, 1, r.public_key, TALLY_PUBLIC_KEY_BYTES, error))
     return FALSE;
   r.account = g_strdup ((const char *) sqlite3_column_text (st, 2));
   r.max_payment = sqlite3_column_int64 (st, 3);
@@ -346,17 +319,16 @@ read_register (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *ro
   return TRUE;
 }
 
-gboolean
-tally_issuer_store_register_get (TallyIssuerStore *s,
-                                 const guint8 id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_register_get (TallyIssuerStore *s,
+                                 const guint8 *id,
                                  TallyIssuerRegisterRow *row,
                                  GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_GET);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_REGISTER_GET);
   tally_sqlite_bind_blob (st, 1, id, TALLY_ID_BYTES);
   gboolean found;
-  if (!tally_sqlite_lookup (s->db, st, (TallySqliteRowReader) read_register, s, row, &found,
+  if (!tally_sqlite_lookup (DB (s), st, (TallySqliteRowReader) read_register, s, row, &found,
                             "register", error))
     return FALSE;
   if (!found)
@@ -365,13 +337,12 @@ tally_issuer_store_register_get (TallyIssuerStore *s,
   return found;
 }
 
-gboolean
-tally_issuer_store_register_put (TallyIssuerStore *s,
+static gboolean
+sqlite_register_put (TallyIssuerStore *s,
                                  const TallyIssuerRegisterRow *row,
                                  GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_PUT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_REGISTER_PUT);
   tally_sqlite_bind_blob (st, 1, row->id, TALLY_ID_BYTES);
   tally_sqlite_bind_blob (st, 2, row->public_key, TALLY_PUBLIC_KEY_BYTES);
   tally_sqlite_bind_text (st, 3, row->account);
@@ -389,34 +360,32 @@ tally_issuer_store_register_put (TallyIssuerStore *s,
   sqlite3_bind_int64 (st, 15, row->deficit);
   sqlite3_bind_int64 (st, 16, row->max_payment_ever);
   tally_sqlite_bind_text (st, 17, row->display_name);
-  return tally_sqlite_step_done (s->db, st, "register", error);
+  return tally_sqlite_step_done (DB (s), st, "register", error);
 }
 
-gboolean
-tally_issuer_store_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
+static gboolean
+sqlite_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_LIST_REVOKED);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_REGISTER_LIST_REVOKED);
   g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
   gboolean have;
-  while (tally_sqlite_step_next (s->db, st, &have, "revoked registers", error)) {
+  while (tally_sqlite_step_next (DB (s), st, &have, "revoked registers", error)) {
     if (!have) {
       *ids = g_steal_pointer (&out);
       return TRUE;
     }
     guint8 id[TALLY_ID_BYTES];
-    if (!tally_sqlite_column_fixed (s->db, st, 0, id, sizeof id, error))
+    if (!tally_sqlite_column_fixed (DB (s), st, 0, id, sizeof id, error))
       return FALSE;
     g_ptr_array_add (out, g_bytes_new (id, sizeof id));
   }
   return FALSE;
 }
 
-gboolean
-tally_issuer_store_register_list_flagged (TallyIssuerStore *s, GPtrArray **rows, GError **error)
+static gboolean
+sqlite_register_list_flagged (TallyIssuerStore *s, GPtrArray **rows, GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REGISTER_LIST_FLAGGED);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_REGISTER_LIST_FLAGGED);
   return collect (s, st, sizeof (TallyIssuerRegisterRow), (TallySqliteRowReader) read_register,
                   (GDestroyNotify) tally_issuer_register_row_free, "flagged registers", rows,
                   error);
@@ -424,39 +393,37 @@ tally_issuer_store_register_list_flagged (TallyIssuerStore *s, GPtrArray **rows,
 
 /* --- vouchers --- */
 
-gboolean
-tally_issuer_store_voucher_next_sequence (TallyIssuerStore *s,
-                                          const guint8 register_id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_voucher_next_sequence (TallyIssuerStore *s,
+                                          const guint8 *register_id,
                                           guint64 *sequence,
                                           GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_NEXT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_VOUCHER_NEXT);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
-  if (!tally_sqlite_step_row (s->db, st, "voucher sequence", error))
+  if (!tally_sqlite_step_row (DB (s), st, "voucher sequence", error))
     return FALSE;
   *sequence = tally_sqlite_column_u64 (st, 0);
   return TRUE;
 }
 
-gboolean
-tally_issuer_store_voucher_insert (TallyIssuerStore *s,
-                                   const guint8 register_id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_voucher_insert (TallyIssuerStore *s,
+                                   const guint8 *register_id,
                                    guint64 sequence,
                                    gint64 amount,
                                    guint64 issued_at,
                                    GBytes *envelope,
                                    GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_INSERT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_VOUCHER_INSERT);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, sequence);
   sqlite3_bind_int64 (st, 3, amount);
   tally_sqlite_bind_u64 (st, 4, issued_at);
   tally_sqlite_bind_bytes (st, 5, envelope);
   gboolean exists;
-  if (tally_sqlite_step_insert (s->db, st, &exists, "voucher", error))
+  if (tally_sqlite_step_insert (DB (s), st, &exists, "voucher", error))
     return TRUE;
   if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "voucher %" G_GUINT64_FORMAT " exists",
@@ -464,15 +431,14 @@ tally_issuer_store_voucher_insert (TallyIssuerStore *s,
   return FALSE;
 }
 
-gboolean
-tally_issuer_store_voucher_get (TallyIssuerStore *s,
-                                const guint8 register_id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_voucher_get (TallyIssuerStore *s,
+                                const guint8 *register_id,
                                 guint64 sequence,
                                 GBytes **envelope,
                                 GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_VOUCHER_GET);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_VOUCHER_GET);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, sequence);
   return step_bytes (s, st, "voucher", envelope, error);
@@ -484,20 +450,20 @@ static gboolean
 read_entry (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerEntryRow *row, GError **error)
 {
   TallyIssuerEntryRow r = { 0 };
-  if (!tally_sqlite_column_fixed (s->db, st, 0, r.hash, TALLY_HASH_BYTES, error) ||
-      !tally_sqlite_column_fixed (s->db, st, 1, r.register_id, TALLY_ID_BYTES, error))
+  if (!tally_sqlite_column_fixed (DB (s), st, 0, r.hash, TALLY_HASH_BYTES, error) ||
+      !tally_sqlite_column_fixed (DB (s), st, 1, r.register_id, TALLY_ID_BYTES, error))
     return FALSE;
   r.counter = tally_sqlite_column_u64 (st, 2);
   r.kind = (TallyIssuerEntryKind) sqlite3_column_int (st, 3);
   r.has_payee = sqlite3_column_type (st, 4) != SQLITE_NULL;
-  if (r.has_payee && !tally_sqlite_column_fixed (s->db, st, 4, r.payee_id, TALLY_ID_BYTES, error))
+  if (r.has_payee && !tally_sqlite_column_fixed (DB (s), st, 4, r.payee_id, TALLY_ID_BYTES, error))
     return FALSE;
   r.amount = sqlite3_column_int64 (st, 5);
   r.state = (TallyIssuerEntryState) sqlite3_column_int (st, 6);
   r.payer_reported = sqlite3_column_int (st, 7) != 0;
   r.payee_reported = sqlite3_column_int (st, 8) != 0;
-  if (!tally_sqlite_column_fixed (s->db, st, 9, r.chain_prev, TALLY_HASH_BYTES, error) ||
-      !tally_sqlite_column_fixed (s->db, st, 10, r.chain_after, TALLY_HASH_BYTES, error))
+  if (!tally_sqlite_column_fixed (DB (s), st, 9, r.chain_prev, TALLY_HASH_BYTES, error) ||
+      !tally_sqlite_column_fixed (DB (s), st, 10, r.chain_after, TALLY_HASH_BYTES, error))
     return FALSE;
   r.envelope = tally_sqlite_column_bytes (st, 11);
   r.booked_at = tally_sqlite_column_u64 (st, 12);
@@ -517,41 +483,38 @@ read_entries (TallyIssuerStore *s, sqlite3_stmt *st, GPtrArray **rows, GError **
                   (GDestroyNotify) tally_issuer_entry_row_free, "entries", rows, error);
 }
 
-gboolean
-tally_issuer_store_entry_get_by_hash (TallyIssuerStore *s,
-                                      const guint8 hash[static TALLY_HASH_BYTES],
+static gboolean
+sqlite_entry_get_by_hash (TallyIssuerStore *s,
+                                      const guint8 *hash,
                                       TallyIssuerEntryRow *row,
                                       GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_GET);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_ENTRY_GET);
   tally_sqlite_bind_blob (st, 1, hash, TALLY_HASH_BYTES);
-  if (!tally_sqlite_step_row (s->db, st, "entry", error))
+  if (!tally_sqlite_step_row (DB (s), st, "entry", error))
     return FALSE;
   return read_entry (s, st, row, error);
 }
 
-gboolean
-tally_issuer_store_entries_by_counter (TallyIssuerStore *s,
-                                       const guint8 register_id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_entries_by_counter (TallyIssuerStore *s,
+                                       const guint8 *register_id,
                                        guint64 counter,
                                        GPtrArray **rows,
                                        GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRIES_BY_COUNTER);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_ENTRIES_BY_COUNTER);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, counter);
   return read_entries (s, st, rows, error);
 }
 
-gboolean
-tally_issuer_store_entry_insert (TallyIssuerStore *s,
+static gboolean
+sqlite_entry_insert (TallyIssuerStore *s,
                                  const TallyIssuerEntryRow *row,
                                  GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_INSERT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_ENTRY_INSERT);
   tally_sqlite_bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
   tally_sqlite_bind_blob (st, 2, row->register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 3, row->counter);
@@ -573,20 +536,19 @@ tally_issuer_store_entry_insert (TallyIssuerStore *s,
   sqlite3_bind_int64 (st, 16, row->credited);
   sqlite3_bind_int (st, 17, row->tainted ? 1 : 0);
   gboolean exists;
-  if (tally_sqlite_step_insert (s->db, st, &exists, "entry", error))
+  if (tally_sqlite_step_insert (DB (s), st, &exists, "entry", error))
     return TRUE;
   if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "entry already booked");
   return FALSE;
 }
 
-gboolean
-tally_issuer_store_entry_update (TallyIssuerStore *s,
+static gboolean
+sqlite_entry_update (TallyIssuerStore *s,
                                  const TallyIssuerEntryRow *row,
                                  GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRY_UPDATE);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_ENTRY_UPDATE);
   tally_sqlite_bind_blob (st, 1, row->hash, TALLY_HASH_BYTES);
   sqlite3_bind_int (st, 2, (int) row->state);
   sqlite3_bind_int (st, 3, row->payer_reported ? 1 : 0);
@@ -595,22 +557,21 @@ tally_issuer_store_entry_update (TallyIssuerStore *s,
   sqlite3_bind_int (st, 6, row->tainted ? 1 : 0);
   sqlite3_bind_int64 (st, 7, row->credited);
   gboolean missing;
-  if (tally_sqlite_step_update (s->db, st, &missing, "entry", error))
+  if (tally_sqlite_step_update (DB (s), st, &missing, "entry", error))
     return TRUE;
   if (missing)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "entry not found");
   return FALSE;
 }
 
-gboolean
-tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *s,
-                                              const guint8 payee_id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_entries_expired_in_flight (TallyIssuerStore *s,
+                                              const guint8 *payee_id,
                                               guint64 horizon,
                                               GPtrArray **rows,
                                               GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_ENTRIES_EXPIRED_IN_FLIGHT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_ENTRIES_EXPIRED_IN_FLIGHT);
   tally_sqlite_bind_blob (st, 1, payee_id, TALLY_ID_BYTES);
   tally_sqlite_bind_u64 (st, 2, horizon);
   return read_entries (s, st, rows, error);
@@ -618,51 +579,48 @@ tally_issuer_store_entries_expired_in_flight (TallyIssuerStore *s,
 
 /* --- horizon bundles --- */
 
-gboolean
-tally_issuer_store_horizon_bundle_get (TallyIssuerStore *s,
-                                       const guint8 register_id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_horizon_bundle_get (TallyIssuerStore *s,
+                                       const guint8 *register_id,
                                        GBytes **envelope,
                                        GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_GET);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_HORIZON_BUNDLE_GET);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   return step_bytes (s, st, "horizon bundle", envelope, error);
 }
 
-gboolean
-tally_issuer_store_horizon_bundle_put (TallyIssuerStore *s,
-                                       const guint8 register_id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_horizon_bundle_put (TallyIssuerStore *s,
+                                       const guint8 *register_id,
                                        GBytes *envelope,
                                        GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_HORIZON_BUNDLE_PUT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_HORIZON_BUNDLE_PUT);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   tally_sqlite_bind_bytes (st, 2, envelope);
-  return tally_sqlite_step_done (s->db, st, "horizon bundle", error);
+  return tally_sqlite_step_done (DB (s), st, "horizon bundle", error);
 }
 
 /* --- fraud proofs --- */
 
-gboolean
-tally_issuer_store_fraud_proof_insert (TallyIssuerStore *s,
+static gboolean
+sqlite_fraud_proof_insert (TallyIssuerStore *s,
                                        const TallyIssuerFraudRow *row,
                                        GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_FRAUD_INSERT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_FRAUD_INSERT);
   tally_sqlite_bind_blob (st, 1, row->register_id, TALLY_ID_BYTES);
   sqlite3_bind_int (st, 2, (int) row->kind);
   tally_sqlite_bind_u64 (st, 3, row->detected_at);
   tally_sqlite_bind_bytes (st, 4, row->envelope);
-  return tally_sqlite_step_done (s->db, st, "fraud proof", error);
+  return tally_sqlite_step_done (DB (s), st, "fraud proof", error);
 }
 
 static gboolean
 read_fraud_proof (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerFraudRow *row, GError **error)
 {
-  if (!tally_sqlite_column_fixed (s->db, st, 0, row->register_id, TALLY_ID_BYTES, error))
+  if (!tally_sqlite_column_fixed (DB (s), st, 0, row->register_id, TALLY_ID_BYTES, error))
     return FALSE;
   row->kind = (Tally__FraudKind) sqlite3_column_int (st, 1);
   row->detected_at = tally_sqlite_column_u64 (st, 2);
@@ -670,15 +628,14 @@ read_fraud_proof (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerFraudRow *ro
   return TRUE;
 }
 
-gboolean
-tally_issuer_store_fraud_proof_list (TallyIssuerStore *s,
+static gboolean
+sqlite_fraud_proof_list (TallyIssuerStore *s,
                                      const guint8 *register_id,
                                      GPtrArray **rows,
                                      GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
   g_autoptr (TallySqliteStmt) st =
-    tally_sqlite_stmt (s->db, register_id ? STMT_FRAUD_LIST_REGISTER : STMT_FRAUD_LIST_ALL);
+    tally_sqlite_stmt (DB (s), register_id ? STMT_FRAUD_LIST_REGISTER : STMT_FRAUD_LIST_ALL);
   if (register_id != NULL)
     tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   return collect (s, st, sizeof (TallyIssuerFraudRow), (TallySqliteRowReader) read_fraud_proof,
@@ -687,20 +644,19 @@ tally_issuer_store_fraud_proof_list (TallyIssuerStore *s,
 
 /* --- revocation lists --- */
 
-gboolean
-tally_issuer_store_revocation_list_put (TallyIssuerStore *s,
+static gboolean
+sqlite_revocation_list_put (TallyIssuerStore *s,
                                         guint64 serial,
                                         guint64 issued_at,
                                         GBytes *envelope,
                                         GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REVOCATION_PUT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_REVOCATION_PUT);
   tally_sqlite_bind_u64 (st, 1, serial);
   tally_sqlite_bind_u64 (st, 2, issued_at);
   tally_sqlite_bind_bytes (st, 3, envelope);
   gboolean exists;
-  if (tally_sqlite_step_insert (s->db, st, &exists, "revocation list", error))
+  if (tally_sqlite_step_insert (DB (s), st, &exists, "revocation list", error))
     return TRUE;
   if (exists)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
@@ -708,15 +664,14 @@ tally_issuer_store_revocation_list_put (TallyIssuerStore *s,
   return FALSE;
 }
 
-gboolean
-tally_issuer_store_revocation_list_get_latest (TallyIssuerStore *s,
+static gboolean
+sqlite_revocation_list_get_latest (TallyIssuerStore *s,
                                                guint64 *serial,
                                                GBytes **envelope,
                                                GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_REVOCATION_LATEST);
-  if (!tally_sqlite_step_row (s->db, st, "revocation list", error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_REVOCATION_LATEST);
+  if (!tally_sqlite_step_row (DB (s), st, "revocation list", error))
     return FALSE;
   *serial = tally_sqlite_column_u64 (st, 0);
   *envelope = tally_sqlite_column_bytes (st, 1);
@@ -725,12 +680,11 @@ tally_issuer_store_revocation_list_get_latest (TallyIssuerStore *s,
 
 /* --- totals --- */
 
-gboolean
-tally_issuer_store_totals_get (TallyIssuerStore *s, TallyIssuerTotals *totals, GError **error)
+static gboolean
+sqlite_totals_get (TallyIssuerStore *s, TallyIssuerTotals *totals, GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_TOTALS_GET);
-  if (!tally_sqlite_step_row (s->db, st, "totals", error))
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_TOTALS_GET);
+  if (!tally_sqlite_step_row (DB (s), st, "totals", error))
     return FALSE;
   totals->issued = sqlite3_column_int64 (st, 0);
   totals->in_flight = sqlite3_column_int64 (st, 1);
@@ -739,27 +693,25 @@ tally_issuer_store_totals_get (TallyIssuerStore *s, TallyIssuerTotals *totals, G
   return TRUE;
 }
 
-gboolean
-tally_issuer_store_totals_put (TallyIssuerStore *s, const TallyIssuerTotals *totals, GError **error)
+static gboolean
+sqlite_totals_put (TallyIssuerStore *s, const TallyIssuerTotals *totals, GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_TOTALS_PUT);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_TOTALS_PUT);
   sqlite3_bind_int64 (st, 1, totals->issued);
   sqlite3_bind_int64 (st, 2, totals->in_flight);
   tally_sqlite_bind_u64 (st, 3, totals->reclaimed_count);
   sqlite3_bind_int64 (st, 4, totals->reclaimed);
-  return tally_sqlite_step_done (s->db, st, "totals", error);
+  return tally_sqlite_step_done (DB (s), st, "totals", error);
 }
 
-gboolean
-tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **error)
+static gboolean
+sqlite_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
   if (!query_int64 (s, STMT_SUM_ACCOUNTS, "account sum", &sums->online, error))
     return FALSE;
   {
-    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_SUM_REGISTERS);
-    if (!tally_sqlite_step_row (s->db, st, "register sum", error))
+    g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_SUM_REGISTERS);
+    if (!tally_sqlite_step_row (DB (s), st, "register sum", error))
       return FALSE;
     sums->offline = sqlite3_column_int64 (st, 0);
     sums->registers = (guint) sqlite3_column_int64 (st, 1);
@@ -783,26 +735,25 @@ tally_issuer_store_sums (TallyIssuerStore *s, TallyIssuerSums *sums, GError **er
 static gboolean
 sum_for (TallyIssuerStore *s,
          StmtId id,
-         const guint8 register_id[static TALLY_ID_BYTES],
+         const guint8 *register_id,
          guint64 counter,
          gint64 *out,
          GError **error)
 {
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, id);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), id);
   tally_sqlite_bind_blob (st, 1, register_id, TALLY_ID_BYTES);
   if (sqlite3_bind_parameter_count (st) > 1)
     tally_sqlite_bind_u64 (st, 2, counter);
   return step_int64 (s, st, "evidence", out, error);
 }
 
-gboolean
-tally_issuer_store_register_evidence (TallyIssuerStore *s,
-                                      const guint8 register_id[static TALLY_ID_BYTES],
+static gboolean
+sqlite_register_evidence (TallyIssuerStore *s,
+                                      const guint8 *register_id,
                                       guint64 counter,
                                       TallyIssuerEvidence *evidence,
                                       GError **error)
 {
-  CHECK_IN_TRANSACTION (s);
   return sum_for (s, STMT_EVIDENCE_VOUCHERS, register_id, 0, &evidence->vouchers, error) &&
          sum_for (s, STMT_EVIDENCE_RECEIVED, register_id, 0, &evidence->received, error) &&
          sum_for (s, STMT_EVIDENCE_SPENT, register_id, counter, &evidence->spent, error) &&
@@ -811,16 +762,47 @@ tally_issuer_store_register_evidence (TallyIssuerStore *s,
 
 /* --- lifetime --- */
 
-void
-tally_issuer_store_free (TallyIssuerStore *store)
+static void
+sqlite_free (TallyIssuerStore *store)
 {
-  if (store == NULL)
-    return;
-  if (store->in_transaction)
-    tally_issuer_store_rollback (store);
-  tally_sqlite_free (store->db);
+  tally_sqlite_free (DB (store));
   g_free (store);
 }
+
+static const TallyIssuerStoreVTable sqlite_vtable = {
+  .name = "sqlite",
+  .free = sqlite_free,
+  .begin = sqlite_begin,
+  .commit = sqlite_commit,
+  .rollback = sqlite_rollback,
+  .meta_get = sqlite_meta_get,
+  .meta_set = sqlite_meta_set,
+  .account_insert = sqlite_account_insert,
+  .account_get = sqlite_account_get,
+  .account_put = sqlite_account_put,
+  .register_get = sqlite_register_get,
+  .register_put = sqlite_register_put,
+  .register_list_revoked = sqlite_register_list_revoked,
+  .register_list_flagged = sqlite_register_list_flagged,
+  .voucher_next_sequence = sqlite_voucher_next_sequence,
+  .voucher_insert = sqlite_voucher_insert,
+  .voucher_get = sqlite_voucher_get,
+  .entry_get_by_hash = sqlite_entry_get_by_hash,
+  .entries_by_counter = sqlite_entries_by_counter,
+  .entry_insert = sqlite_entry_insert,
+  .entry_update = sqlite_entry_update,
+  .entries_expired_in_flight = sqlite_entries_expired_in_flight,
+  .horizon_bundle_get = sqlite_horizon_bundle_get,
+  .horizon_bundle_put = sqlite_horizon_bundle_put,
+  .fraud_proof_insert = sqlite_fraud_proof_insert,
+  .fraud_proof_list = sqlite_fraud_proof_list,
+  .revocation_list_put = sqlite_revocation_list_put,
+  .revocation_list_get_latest = sqlite_revocation_list_get_latest,
+  .totals_get = sqlite_totals_get,
+  .totals_put = sqlite_totals_put,
+  .register_evidence = sqlite_register_evidence,
+  .sums = sqlite_sums,
+};
 
 TallyIssuerStore *
 tally_issuer_store_sqlite_open (const char *path, gboolean create, GError **error)
@@ -832,12 +814,13 @@ tally_issuer_store_sqlite_open (const char *path, gboolean create, GError **erro
     return NULL;
   }
 
-  TallyIssuerStore *s = g_new0 (TallyIssuerStore, 1);
+  SqliteStore *s = g_new0 (SqliteStore, 1);
+  tally_issuer_store_init (&s->parent, &sqlite_vtable);
   s->db = tally_sqlite_open (path, create, 5000, error);
   if (s->db == NULL || !tally_issuer_store_schema_setup (s->db, create, error) ||
       !tally_sqlite_prepare (s->db, stmt_sql, N_STMTS, error)) {
-    tally_issuer_store_free (s);
+    tally_issuer_store_free (&s->parent);
     return NULL;
   }
-  return s;
+  return &s->parent;
 }

@@ -3,8 +3,9 @@
 
 /*
  * The issuer's storage, behind narrow calls so that the bookkeeping in
- * tally-issuer.c never speaks SQL.  tally-issuer-store-sqlite.c keeps it in
- * SQLite, with the schema in tally-issuer-store-schema.c.
+ * tally-issuer.c never speaks SQL.  The calls dispatch to a backend
+ * (tally-issuer-store-private.h): tally-issuer-store-sqlite.c keeps the
+ * store in SQLite, with the schema in tally-issuer-store-schema.c.
  *
  * Every public issuer operation runs inside exactly one begin/commit pair and
  * rolls back on any error, so a failed operation leaves the store unchanged.
@@ -151,6 +152,25 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyIssuerStore, tally_issuer_store_free)
 TallyIssuerStore *tally_issuer_store_sqlite_open (const char *path,
                                                   gboolean create,
                                                   GError **error);
+
+/* Opens (with @create, creates) a PostgreSQL store through libpq's
+ * connection string @conninfo ("host=/run/postgresql dbname=tally"), in
+ * the connection's current schema.  Without @create, a database without
+ * the issuer's tables is refused. */
+TallyIssuerStore *
+tally_issuer_store_pg_open (const char *conninfo, gboolean create, GError **error);
+
+/* A store named by a string, as issuer.conf and tally-issuer init --store
+ * name it: "sqlite" (the file @sqlite_path) or "postgresql:CONNINFO".
+ * INVALID_ARGUMENT for any other name, which the message does not echo
+ * past its kind (a connection string may hold a password). */
+gboolean tally_issuer_store_spec_check (const char *spec, GError **error);
+/* TRUE for the default, "sqlite" (or NULL). */
+gboolean tally_issuer_store_spec_is_sqlite (const char *spec);
+TallyIssuerStore *tally_issuer_store_open (const char *spec,
+                                           const char *sqlite_path,
+                                           gboolean create,
+                                           GError **error);
 
 /* --- calls ------------------------------------------------------------------ */
 

@@ -16,6 +16,10 @@
 
 #define KEY_FILE "issuer.key"
 #define DB_FILE  "issuer.db"
+/* Names a store other than DB_FILE: "[issuer] store=postgresql:CONNINFO". */
+#define CONF_FILE  "issuer.conf"
+#define CONF_GROUP "issuer"
+#define CONF_STORE "store"
 
 #define META_KEY_SET "key-set"
 
@@ -176,6 +180,64 @@ remove_db_files (const char *db_path)
   g_unlink (shm);
 }
 
+/* The store DIR/issuer.conf names into *@spec; NULL, the SQLite file
+ * DB_FILE, when there is no such file. */
+static gboolean
+read_store_spec (const char *conf_path, char **spec, GError **error)
+{
+  *spec = NULL;
+  if (!g_file_test (conf_path, G_FILE_TEST_EXISTS))
+    return TRUE;
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autoptr (GError) local = NULL;
+  g_autofree char *value = NULL;
+  if (g_key_file_load_from_file (kf, conf_path, G_KEY_FILE_NONE, &local))
+    value = g_key_file_get_string (kf, CONF_GROUP, CONF_STORE, &local);
+  if (value == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s", conf_path, local->message);
+    return FALSE;
+  }
+  g_strstrip (value);
+  if (!tally_issuer_store_spec_check (value, &local)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: %s", conf_path, local->message);
+    return FALSE;
+  }
+  *spec = g_steal_pointer (&value);
+  return TRUE;
+}
+
+/* Only the owner reads it: a connection string may hold a password. */
+static gboolean
+write_store_spec (const char *conf_path, const char *spec, GError **error)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_key_file_set_string (kf, CONF_GROUP, CONF_STORE, spec);
+  gsize len;
+  g_autofree char *data = g_key_file_to_data (kf, &len, NULL);
+  g_autoptr (GError) local = NULL;
+  if (g_file_set_contents_full (conf_path, data, (gssize) len, G_FILE_SET_CONTENTS_CONSISTENT, 0600,
+                                &local))
+    return TRUE;
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s", local->message);
+  return FALSE;
+}
+
+/* A store another issuer already uses is refused: one store, one issuer. */
+static gboolean
+check_store_empty (TallyIssuer *issuer, GError **error)
+{
+  g_autoptr (GBytes) existing = NULL;
+  g_autoptr (GError) local = NULL;
+  if (tally_issuer_store_meta_get (issuer->store, META_KEY_SET, &existing, &local)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "the store already holds an issuer");
+    return FALSE;
+  }
+  if (g_error_matches (local, TALLY_ERROR, TALLY_ERROR_NOT_FOUND))
+    return TRUE;
+  g_propagate_error (error, g_steal_pointer (&local));
+  return FALSE;
+}
+
 /* The self-signed IssuerKeySet registers trust the issuer by. */
 static GBytes *
 sign_key_set (TallyIssuer *issuer, guint64 now)
@@ -199,6 +261,17 @@ tally_issuer_create (const char *dir,
                      guint64 now,
                      GError **error)
 {
+  return tally_issuer_create_with_store (dir, NULL, name, currency, now, error);
+}
+
+TallyIssuer *
+tally_issuer_create_with_store (const char *dir,
+                                const char *store,
+                                const char *name,
+                                const char *currency,
+                                guint64 now,
+                                GError **error)
+{
   g_return_val_if_fail (dir != NULL, NULL);
   g_return_val_if_fail (name != NULL, NULL);
   g_return_val_if_fail (currency != NULL, NULL);
@@ -212,16 +285,22 @@ tally_issuer_create (const char *dir,
   }
   if (!check_name (name, "issuer name", error))
     return NULL;
+  if (store != NULL && !tally_issuer_store_spec_check (store, error))
+    return NULL;
+  if (tally_issuer_store_spec_is_sqlite (store))
+    store = NULL;
 
   g_autofree char *key_path = g_build_filename (dir, KEY_FILE, NULL);
   g_autofree char *db_path = g_build_filename (dir, DB_FILE, NULL);
+  g_autofree char *conf_path = g_build_filename (dir, CONF_FILE, NULL);
   if (g_mkdir_with_parents (dir, 0700) != 0) {
     int e = errno;
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "cannot create %s: %s", dir,
                  g_strerror (e));
     return NULL;
   }
-  if (g_file_test (key_path, G_FILE_TEST_EXISTS) || g_file_test (db_path, G_FILE_TEST_EXISTS)) {
+  if (g_file_test (key_path, G_FILE_TEST_EXISTS) || g_file_test (db_path, G_FILE_TEST_EXISTS) ||
+      g_file_test (conf_path, G_FILE_TEST_EXISTS)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "an issuer already exists in %s", dir);
     return NULL;
   }
@@ -241,16 +320,23 @@ tally_issuer_create (const char *dir,
   if (!written)
     return NULL;
 
-  issuer->store = tally_issuer_store_sqlite_open (db_path, TRUE, error);
-  gboolean ok = issuer->store != NULL && tally_issuer_store_begin (issuer->store, error);
+  gboolean ok = store == NULL || write_store_spec (conf_path, store, error);
   if (ok) {
-    ok = tally_issuer_store_meta_set (issuer->store, META_KEY_SET, issuer->key_set, error) &&
+    issuer->store = tally_issuer_store_open (store, db_path, TRUE, error);
+    ok = issuer->store != NULL && tally_issuer_store_begin (issuer->store, error);
+  }
+  if (ok) {
+    ok = check_store_empty (issuer, error) &&
+         tally_issuer_store_meta_set (issuer->store, META_KEY_SET, issuer->key_set, error) &&
          tally_issuer_publish_revocation_list (issuer, now, error);
     ok = tally_issuer_finish (issuer, ok, error);
   }
   if (!ok) {
+    /* A PostgreSQL store is left as it was: its tables may be another's. */
     g_clear_pointer (&issuer->store, tally_issuer_store_free);
-    remove_db_files (db_path);
+    if (store == NULL)
+      remove_db_files (db_path);
+    g_unlink (conf_path);
     g_unlink (key_path);
     return NULL;
   }
@@ -270,15 +356,19 @@ tally_issuer_open (const char *dir, GError **error)
 
   g_autofree char *key_path = g_build_filename (dir, KEY_FILE, NULL);
   g_autofree char *db_path = g_build_filename (dir, DB_FILE, NULL);
+  g_autofree char *conf_path = g_build_filename (dir, CONF_FILE, NULL);
   g_autoptr (TallyIssuer) issuer = issuer_new (dir);
 
   if (!tally_key_file_read (key_path, issuer->secret_key, error))
+    return NULL;
+  g_autofree char *store = NULL;
+  if (!read_store_spec (conf_path, &store, error))
     return NULL;
   crypto_sign_ed25519_sk_to_pk (issuer->public_key, issuer->secret_key);
   sodium_mprotect_noaccess (issuer->secret_key);
   tally_key_id_from_key (issuer->public_key, issuer->key_id);
 
-  issuer->store = tally_issuer_store_sqlite_open (db_path, FALSE, error);
+  issuer->store = tally_issuer_store_open (store, db_path, FALSE, error);
   if (issuer->store == NULL || !tally_issuer_store_begin (issuer->store, error))
     return NULL;
   gboolean ok =

@@ -9,8 +9,9 @@
  *
  *   online accounts + register balances + in flight = everything issued.
  *
- * Storage sits behind TallyIssuerStore (tally-issuer-store.h); SQLite is the
- * built-in store.  "now" arguments are seconds since the Unix epoch.
+ * Storage sits behind TallyIssuerStore (tally-issuer-store.h): SQLite by
+ * default, or PostgreSQL (docs/issuer-store.md).  "now" arguments are
+ * seconds since the Unix epoch.
  */
 
 #include <glib.h>
@@ -85,6 +86,17 @@ TallyIssuer *tally_issuer_create (const char *dir,
                                   const char *currency,
                                   guint64 now,
                                   GError **error);
+/* The same with the store @store names (tally_issuer_store_open ()):
+ * NULL or "sqlite" for "issuer.db" in @dir, or "postgresql:CONNINFO",
+ * which "issuer.conf" (0600) in @dir records as "[issuer] store=...".
+ * EXISTS also when that store already holds an issuer. */
+TallyIssuer *tally_issuer_create_with_store (const char *dir,
+                                             const char *store,
+                                             const char *name,
+                                             const char *currency,
+                                             guint64 now,
+                                             GError **error);
+/* Opens the store "issuer.conf" in @dir names, "issuer.db" without it. */
 TallyIssuer *tally_issuer_open (const char *dir, GError **error);
 void tally_issuer_free (TallyIssuer *issuer);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyIssuer, tally_issuer_free)
@@ -104,6 +116,50 @@ gboolean tally_issuer_account_balance (TallyIssuer *issuer,
                                        const char *account,
                                        gint64 *balance,
                                        GError **error);
+
+/* --- online accounts (tally-issuer-online.c, docs/issuer-api.md) --- */
+
+#define TALLY_ACCOUNT_TOKEN_BYTES 32
+#define TALLY_ENROL_DOMAIN        "tally-enrol-v1"
+
+/* Makes a new random bearer token for @account and returns it in @token;
+ * only its hash is stored, and it replaces any token the account had.
+ * NOT_FOUND for an unknown account. */
+gboolean tally_issuer_account_token_new (TallyIssuer *issuer,
+                                         const char *account,
+                                         guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
+                                         GError **error);
+/* NOT_AUTHORIZED unless @token is @account's current token (compared in
+ * constant time).  The same error whether the account exists or not. */
+gboolean tally_issuer_account_token_check (TallyIssuer *issuer,
+                                           const char *account,
+                                           const guint8 *token,
+                                           gsize len,
+                                           GError **error);
+/* The display name registers enrolled for @account get (NULL: none). */
+gboolean tally_issuer_account_set_display_name (TallyIssuer *issuer,
+                                                const char *account,
+                                                const char *display_name,
+                                                GError **error);
+/* The statement an enrolling register signs with its own key to prove it
+ * holds it:  "tally-enrol-v1" 0x00 || issuer public key (32) ||
+ * register public key (32) || account name (UTF-8, to the end). */
+GBytes *tally_issuer_enrol_statement (TallyIssuer *issuer,
+                                      const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
+                                      const char *account);
+/* Certifies a new register for @account once @proof, an Ed25519 signature
+ * by @register_key over tally_issuer_enrol_statement (), verifies; the
+ * certificate carries the account's display name.  BAD_SIGNATURE for a
+ * wrong proof; REPLAY when the key is enrolled already (renewal is by
+ * reconciliation).  Returns the packed certificate. */
+GBytes *tally_issuer_enrol (TallyIssuer *issuer,
+                            const char *account,
+                            const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
+                            const guint8 proof[static TALLY_SIGNATURE_BYTES],
+                            const Tally__Limits *limits,
+                            guint64 now,
+                            guint64 not_after,
+                            GError **error);
 
 /* Certifies @register_key for @account; returns the packed certificate.
  * @display_name (NULL or "" for none) is the name payers see, e.g. a
@@ -127,6 +183,24 @@ GBytes *tally_issuer_sell_voucher (TallyIssuer *issuer,
                                    guint64 now,
                                    GError **error);
 
+/* tally_issuer_sell_voucher () for a caller that speaks for @account:
+ * NOT_AUTHORIZED unless the register is certified for that account.
+ * @request_id, chosen at random by the caller, makes the purchase safe to
+ * retry: the voucher is kept under it in the transaction that sold it, and
+ * the same request again returns the same voucher bytes without debiting
+ * the account again (@repeated, may be NULL).  REPLAY when the id was used
+ * for another register or amount. */
+#define TALLY_VOUCHER_REQUEST_ID_BYTES 16
+GBytes *tally_issuer_sell_voucher_to_account (
+  TallyIssuer *issuer,
+  const char *account,
+  const guint8 register_id[static TALLY_ID_BYTES],
+  gint64 amount,
+  const guint8 request_id[static TALLY_VOUCHER_REQUEST_ID_BYTES],
+  guint64 now,
+  gboolean *repeated,
+  GError **error);
+
 /* Verifies and books a packed bundle envelope; returns the packed result
  * envelope.  Idempotent for entries already booked. */
 GBytes *tally_issuer_reconcile (TallyIssuer *issuer,
@@ -136,10 +210,32 @@ GBytes *tally_issuer_reconcile (TallyIssuer *issuer,
                                 TallyReconcileReport *report,
                                 GError **error);
 
+/* Like tally_issuer_reconcile (), but the same bundle bytes always get the
+ * same result bytes: the first result is kept, keyed by the bundle's hash,
+ * in the transaction that booked it, and a bundle seen before is answered
+ * from there without booking anything.  @repeated (may be NULL) tells which
+ * happened.  This is what a device that lost a response retries against. */
+GBytes *tally_issuer_reconcile_once (TallyIssuer *issuer,
+                                     const guint8 *bundle,
+                                     gsize len,
+                                     guint64 now,
+                                     gboolean *repeated,
+                                     GError **error);
+
 gboolean tally_issuer_revoke (TallyIssuer *issuer,
                               const guint8 register_id[static TALLY_ID_BYTES],
                               guint64 now,
                               GError **error);
+/* The owner of @account reports its register lost or stolen: revoked at
+ * once, so the next revocation list carries it to every payee (doing it
+ * again changes nothing).  NOT_AUTHORIZED for another account's register.
+ * The register's balance stays in the audit as it was; giving it back to
+ * the account once its offline window has passed is not done yet. */
+gboolean tally_issuer_report_lost (TallyIssuer *issuer,
+                                   const char *account,
+                                   const guint8 register_id[static TALLY_ID_BYTES],
+                                   guint64 now,
+                                   GError **error);
 /* Packed, signed current revocation list (serial 1 from creation on). */
 GBytes *tally_issuer_get_revocation_list (TallyIssuer *issuer, GError **error);
 /* Packed fraud proof envelopes. */

@@ -68,6 +68,7 @@ struct _TallySession
   gboolean redelivery;       /* the permission answers an earlier request */
   gint64 permission_amount; /* of the permission sent or received */
   GError *error;
+  gboolean refused_by_peer; /* failed on the peer's Error message */
 };
 
 const char *
@@ -846,6 +847,7 @@ tally_session_handle (TallySession *s,
                          m->error->message && *m->error->message ? m->error->message
                                                                  : "no reason given",
                          tally_error_to_string (code));
+    s->refused_by_peer = TRUE;
     return fail (s, local, reply, FALSE, error);
   }
   case TALLY__SESSION_MESSAGE__MSG_HELLO: {
@@ -990,4 +992,11 @@ const GError *
 tally_session_get_error (TallySession *s)
 {
   return s->error;
+}
+
+gboolean
+tally_session_is_refused_by_peer (TallySession *s)
+{
+  g_return_val_if_fail (s != NULL, FALSE);
+  return s->state == TALLY_SESSION_STATE_FAILED && s->refused_by_peer;
 }

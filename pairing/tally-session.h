@@ -131,5 +131,8 @@ gboolean tally_session_is_redelivery (TallySession *session);
 
 /* The error that failed the session, or NULL. */
 const GError *tally_session_get_error (TallySession *session);
+/* TRUE when the session failed because the peer sent an Error message: the
+ * other register refused, not this one. */
+gboolean tally_session_is_refused_by_peer (TallySession *session);
 
 G_END_DECLS

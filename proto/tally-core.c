@@ -432,11 +432,9 @@ tally_envelope_decode (const guint8 *data, gsize len, GError **error)
   return TALLY_UNPACK (Tally__SignedEnvelope, tally__signed_envelope, data, len, "envelope", error);
 }
 
-gboolean
-tally_envelope_verify (const Tally__SignedEnvelope *env,
-                       Tally__SignatureContext ctx,
-                       const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
-                       GError **error)
+/* The envelope is there and signed in @ctx. */
+static gboolean
+check_context (const Tally__SignedEnvelope *env, Tally__SignatureContext ctx, GError **error)
 {
   if (env == NULL) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "%s: envelope missing",
@@ -450,6 +448,17 @@ tally_envelope_verify (const Tally__SignedEnvelope *env,
                  tally_context_label (ctx));
     return FALSE;
   }
+  return TRUE;
+}
+
+gboolean
+tally_envelope_verify (const Tally__SignedEnvelope *env,
+                       Tally__SignatureContext ctx,
+                       const guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
+                       GError **error)
+{
+  if (!check_context (env, ctx, error))
+    return FALSE;
   return tally_verify_detached (ctx, env->body.data, env->body.len, env->signature.data,
                                 env->signature.len, public_key, error);
 }
@@ -751,6 +760,39 @@ tally_certificate_verify (const Tally__SignedEnvelope *env,
     return NULL;
   }
   return g_steal_pointer (&cert);
+}
+
+Tally__IssuerKeySet *
+tally_issuer_key_set_verify (const Tally__SignedEnvelope *env, GError **error)
+{
+  /* Its own key signs it: read the key only from an envelope of the right
+   * kind. */
+  if (!check_context (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET, error))
+    return NULL;
+  g_autoptr (Tally__IssuerKeySet) ks = TALLY_UNPACK (
+    Tally__IssuerKeySet, tally__issuer_key_set, env->body.data, env->body.len, "issuer key set",
+    error);
+  if (ks == NULL || !tally_check_bytes (&ks->public_key, TALLY_PUBLIC_KEY_BYTES,
+                                        "issuer key set public key", error))
+    return NULL;
+  if (!tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
+                              ks->public_key.data, error))
+    return NULL;
+  guint8 expect[TALLY_ID_BYTES];
+  tally_key_id_from_key (ks->public_key.data, expect);
+  if (!tally_check_bytes (&ks->key_id, TALLY_ID_BYTES, "issuer key set key id", error))
+    return NULL;
+  if (sodium_memcmp (ks->key_id.data, expect, TALLY_ID_BYTES) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "issuer key set: key id is not its public key's");
+    return NULL;
+  }
+  if (!tally_currency_is_valid (ks->currency)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "issuer key set: currency is not a 3-letter code");
+    return NULL;
+  }
+  return g_steal_pointer (&ks);
 }
 
 Tally__RevocationList *

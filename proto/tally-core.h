@@ -223,6 +223,15 @@ Tally__RegisterCertificate *tally_certificate_verify (const Tally__SignedEnvelop
 Tally__RegisterCertificate *tally_certificate_verify_any_time (
   const Tally__SignedEnvelope *env, const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES], GError **error);
 
+/*
+ * Verifies an issuer's self-signed key set (context "issuer-key-set"): a
+ * 32-byte public key that signed it, the key id derived from that key, a
+ * currency code, and text that passed tally_text_check ().  It names the
+ * key, it does not vouch for it: whoever takes it decides to trust it.
+ */
+Tally__IssuerKeySet *tally_issuer_key_set_verify (const Tally__SignedEnvelope *env,
+                                                  GError **error);
+
 Tally__RevocationList *tally_revocation_list_verify (const Tally__SignedEnvelope *env,
                                                      const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                                                      GError **error);

@@ -60,7 +60,8 @@ GQuark tally_error_quark (void);
   X (TIMEOUT, 43, Timeout)                                                                         \
   X (EXPIRED, 44, Expired)                                                                         \
   X (INCOMPLETE, 45, Incomplete)                                                                   \
-  X (NOT_AUTHORIZED, 46, NotAuthorized)
+  X (NOT_AUTHORIZED, 46, NotAuthorized)                                                            \
+  X (ALREADY_PAID, 47, AlreadyPaid)
 
 #define TALLY_ERROR_ENUM_ENTRY(symbol, code, name) TALLY_ERROR_##symbol = code,
 
@@ -71,7 +72,7 @@ typedef enum
 
 #undef TALLY_ERROR_ENUM_ENTRY
 
-#define TALLY_ERROR_LAST TALLY_ERROR_NOT_AUTHORIZED
+#define TALLY_ERROR_LAST TALLY_ERROR_ALREADY_PAID
 
 /* Prefix of every D-Bus error name (docs/dbus-api.md). */
 #define TALLY_ERROR_NAME_PREFIX "org.tally.Error."

@@ -35,6 +35,19 @@ tally_key_file_write (const char *path,
   return TRUE;
 }
 
+/* The 64-byte secret holds seed || public key; a file whose halves
+ * disagree would sign with one key and claim another. */
+static gboolean
+secret_key_is_consistent (const guint8 secret_key[static TALLY_SECRET_KEY_BYTES])
+{
+  guint8 pk[crypto_sign_PUBLICKEYBYTES];
+  guint8 sk[crypto_sign_SECRETKEYBYTES];
+  crypto_sign_seed_keypair (pk, sk, secret_key);
+  gboolean ok = sodium_memcmp (sk, secret_key, sizeof sk) == 0;
+  sodium_memzero (sk, sizeof sk);
+  return ok;
+}
+
 gboolean
 tally_key_file_read (const char *path, guint8 secret_key[static TALLY_SECRET_KEY_BYTES], GError **error)
 {
@@ -67,6 +80,11 @@ tally_key_file_read (const char *path, guint8 secret_key[static TALLY_SECRET_KEY
     sodium_memzero (secret_key, TALLY_SECRET_KEY_BYTES);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "key file %s is not %d bytes", path,
                  TALLY_SECRET_KEY_BYTES);
+    return FALSE;
+  }
+  if (!secret_key_is_consistent (secret_key)) {
+    sodium_memzero (secret_key, TALLY_SECRET_KEY_BYTES);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "key file %s is corrupt", path);
     return FALSE;
   }
   return TRUE;

@@ -15,7 +15,8 @@ G_BEGIN_DECLS
 gboolean tally_key_file_write (const char *path,
                                const guint8 secret_key[static TALLY_SECRET_KEY_BYTES],
                                GError **error);
-/* Reads it back; refuses a file that group or others can read. */
+/* Reads it back; refuses a file that group or others can read, and one
+ * whose public half is not the seed's (STORAGE, "corrupt"). */
 gboolean tally_key_file_read (const char *path,
                               guint8 secret_key[static TALLY_SECRET_KEY_BYTES],
                               GError **error);

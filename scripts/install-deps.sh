@@ -27,6 +27,8 @@ BUILD_PACKAGES=(
   libprotobuf-c-dev
   protobuf-c-compiler
   libsqlite3-dev
+  # tally-issuer's PostgreSQL store links libpq (issuer/tally-issuer-store-pg.c)
+  libpq-dev
   # tallyd asks polkit about every D-Bus call (daemon/tally-dbus-auth.c)
   libpolkit-gobject-1-dev
   # tallyctl request --qr draws the request URI as a QR code, --qr-png
@@ -35,6 +37,10 @@ BUILD_PACKAGES=(
   libpng-dev
   # docs/man/*.scd are rendered into the man pages by the build
   scdoc
+  # tally-issuerd, the online issuer, serves HTTP(S) on libsoup 3 and
+  # speaks JSON to operators (issuer/tally-issuer-http.c)
+  libsoup-3.0-dev
+  libjson-glib-dev
   # the scenario's private buses
   dbus
   dbus-daemon
@@ -47,6 +53,9 @@ BUILD_PACKAGES=(
 # The test suite, on top of the above.
 TEST_PACKAGES=(
   sqlite3
+  # the issuer suite runs against a real PostgreSQL server it starts with
+  # initdb and pg_ctl (tests/issuer/with-postgresql.sh)
+  postgresql
   # tests/daemon/test-system-bus.sh runs the real polkitd on a private bus
   polkitd
   clang
@@ -79,6 +88,12 @@ TEST_PACKAGES=(
   util-linux
   # tests/e2e/test-uri-qr.sh reads the QR code tallyctl writes with zbarimg
   zbar-tools
+  # tests/package: dpkg-buildpackage builds the .debs of debian/, lintian
+  # checks them (docs/packaging.md)
+  dpkg-dev
+  debhelper
+  fakeroot
+  lintian
   # app/: tally-app, the GTK 4 / libadwaita client of tallyd.  Not in
   # BUILD_PACKAGES: -Dapp=auto skips it without them, but CI builds and
   # tests it (tests/app)

@@ -1,14 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
-#include "tally-stream.h"
+#include "tally-stream-private.h"
 
-#include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <gio/gunixsocketaddress.h>
-#include <glib/gstdio.h>
 
 #define STREAM_PREFIX_BYTES 2 /* big-endian u16 fragment length */
 #define STREAM_READ_CHUNK   4096
@@ -21,30 +18,15 @@
 
 /* --- addresses -------------------------------------------------------------- */
 
-typedef enum
-{
-  ADDRESS_UNIX,
-  ADDRESS_TCP,
-} AddressKind;
-
-typedef struct
-{
-  AddressKind kind;
-  char *path; /* ADDRESS_UNIX */
-  char *host; /* ADDRESS_TCP, without IPv6 brackets */
-  guint16 port;
-} StreamAddress;
-
-static void
-stream_address_clear (StreamAddress *addr)
+void
+tally_stream_address_clear (StreamAddress *addr)
 {
   g_clear_pointer (&addr->path, g_free);
   g_clear_pointer (&addr->host, g_free);
 }
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (StreamAddress, stream_address_clear)
 
-static gboolean
-stream_address_parse (const char *address,
+gboolean
+tally_stream_address_parse (const char *address,
                       gboolean allow_port_zero,
                       StreamAddress *out,
                       GError **error)
@@ -109,8 +91,8 @@ stream_address_parse (const char *address,
   return TRUE;
 }
 
-static char *
-inet_address_describe (GInetSocketAddress *addr)
+char *
+tally_stream_inet_address_describe (GInetSocketAddress *addr)
 {
   g_autofree char *ip = g_inet_address_to_string (g_inet_socket_address_get_address (addr));
 
@@ -120,8 +102,8 @@ inet_address_describe (GInetSocketAddress *addr)
 }
 
 /* Maps a GIO failure onto the TALLY_ERROR code callers act on. */
-static void
-stream_propagate_gio_error (GError **error, GError *gio_error, const char *what)
+void
+tally_stream_propagate_gio_error (GError **error, GError *gio_error, const char *what)
 {
   TallyError code = TALLY_ERROR_DISCONNECTED;
 
@@ -141,11 +123,18 @@ typedef enum
   STREAM_CLOSED,
 } StreamState;
 
+void
+tally_stream_connection_count_release (ConnectionCount *count)
+{
+  g_rc_box_release (count);
+}
+
 /* Reference counted with g_rc_box: every asynchronous operation in flight
  * holds one, the link holds one until it is destroyed. */
 typedef struct
 {
   StreamState state;
+  ConnectionCount *count; /* accepted by a listener: counted there */
   TallyLink *link; /* NULL once the link is destroyed */
   char *peer;
   GIOStream *stream;
@@ -259,6 +248,13 @@ stream_io_clear (StreamIO *io)
   g_clear_pointer (&io->tx_inflight, g_bytes_unref);
   g_clear_pointer (&io->context, g_main_context_unref);
   g_clear_pointer (&io->peer, g_free);
+  if (io->count != NULL) {
+    ConnectionCount *count = g_steal_pointer (&io->count);
+    count->live--;
+    if (count->released != NULL)
+      count->released (count->user_data);
+    tally_stream_connection_count_release (count);
+  }
 }
 
 static StreamIO *
@@ -525,246 +521,14 @@ tally_stream_link_new (GIOStream *stream, gsize mtu, const char *peer)
   return io->link;
 }
 
-/* --- listener --------------------------------------------------------------- */
-
-struct _TallyStreamListener
-{
-  gint ref_count;
-  GSocketService *service;
-  gulong incoming_id;
-  gsize mtu;
-  TallyStreamAcceptFunc on_accept;
-  gpointer user_data;
-  GDestroyNotify user_data_destroy;
-  char *address;   /* as bound */
-  char *unix_path; /* removed again on free */
-};
-
-static char *
-describe_incoming_peer (TallyStreamListener *listener, GSocketConnection *connection)
-{
-  g_autoptr (GSocketAddress) remote = NULL;
-  g_autoptr (GCredentials) credentials = NULL;
-  GSocket *socket = g_socket_connection_get_socket (connection);
-
-  remote = g_socket_connection_get_remote_address (connection, NULL);
-  if (remote != NULL && G_IS_INET_SOCKET_ADDRESS (remote))
-    return inet_address_describe (G_INET_SOCKET_ADDRESS (remote));
-
-  /* UNIX peers are anonymous; name them by their credentials. */
-  credentials = g_socket_get_credentials (socket, NULL);
-  if (credentials != NULL) {
-    pid_t pid = g_credentials_get_unix_pid (credentials, NULL);
-    uid_t uid = g_credentials_get_unix_user (credentials, NULL);
-
-    return g_strdup_printf ("%s(pid=%d,uid=%u)", listener->address, (int) pid, (unsigned) uid);
-  }
-  return g_strdup (listener->address);
-}
-
-static gboolean
-listener_incoming_cb (GSocketService *service,
-                      GSocketConnection *connection,
-                      GObject *source_object,
-                      gpointer user_data)
-{
-  TallyStreamListener *listener = user_data;
-  g_autofree char *peer = describe_incoming_peer (listener, connection);
-  g_autoptr (TallyLink) link = NULL;
-
-  g_debug ("listener %s: connection from %s", listener->address, peer);
-  link = tally_stream_link_new (G_IO_STREAM (connection), listener->mtu, peer);
-  /* The callback borrows the link: it takes a reference to keep it, and the
-   * connection closes when it does not. */
-  tally_stream_listener_ref (listener);
-  listener->on_accept (listener, link, listener->user_data);
-  tally_stream_listener_unref (listener);
-  return TRUE;
-}
-
-/* Removes a socket file left by a process that is gone; refuses to touch a
- * live socket or anything that is not a socket. */
-static gboolean
-remove_stale_socket (const char *path, GError **error)
-{
-  GStatBuf st;
-  g_autoptr (GSocket) probe = NULL;
-  g_autoptr (GSocketAddress) addr = NULL;
-  g_autoptr (GError) local_error = NULL;
-
-  if (g_lstat (path, &st) != 0) {
-    if (errno == ENOENT)
-      return TRUE;
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED, "cannot inspect %s: %s", path,
-                 g_strerror (errno));
-    return FALSE;
-  }
-  if (!S_ISSOCK (st.st_mode)) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "%s exists and is not a socket", path);
-    return FALSE;
-  }
-
-  probe = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT,
-                        &local_error);
-  if (probe == NULL) {
-    stream_propagate_gio_error (error, local_error, "cannot create a socket");
-    return FALSE;
-  }
-  g_socket_set_blocking (probe, FALSE);
-  addr = g_unix_socket_address_new (path);
-  if (g_socket_connect (probe, addr, NULL, &local_error) ||
-      g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_PENDING)) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "another process listens on %s", path);
-    return FALSE;
-  }
-  if (g_unlink (path) != 0 && errno != ENOENT) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED, "cannot remove stale socket %s: %s",
-                 path, g_strerror (errno));
-    return FALSE;
-  }
-  g_debug ("removed stale socket %s", path);
-  return TRUE;
-}
-
-static GSocketAddress *
-resolve_listen_address (const StreamAddress *addr, GError **error)
-{
-  g_autoptr (GInetAddress) inet = NULL;
-
-  switch (addr->kind) {
-  case ADDRESS_UNIX:
-    return g_unix_socket_address_new (addr->path);
-  case ADDRESS_TCP:
-    break;
-  }
-
-  inet = g_inet_address_new_from_string (addr->host);
-  if (inet == NULL) {
-    g_autoptr (GResolver) resolver = g_resolver_get_default ();
-    g_autoptr (GError) local_error = NULL;
-    GList *found;
-
-    found = g_resolver_lookup_by_name (resolver, addr->host, NULL, &local_error);
-    if (found == NULL) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT, "cannot resolve %s: %s",
-                   addr->host, local_error->message);
-      return NULL;
-    }
-    inet = g_object_ref (found->data);
-    g_resolver_free_addresses (found);
-  }
-  return g_inet_socket_address_new (inet, addr->port);
-}
-
-TallyStreamListener *
-tally_stream_listener_new (const char *address,
-                           gsize mtu,
-                           TallyStreamAcceptFunc on_accept,
-                           gpointer user_data,
-                           GDestroyNotify destroy,
-                           GError **error)
-{
-  g_auto (StreamAddress) addr = { 0 };
-  g_autoptr (GSocketAddress) bind_addr = NULL;
-  g_autoptr (GSocketAddress) bound = NULL;
-  g_autoptr (GError) local_error = NULL;
-  g_autoptr (TallyStreamListener) listener = NULL;
-
-  g_return_val_if_fail (address != NULL, NULL);
-  g_return_val_if_fail (mtu >= TALLY_FRAME_MIN_MTU && mtu <= TALLY_FRAME_MAX_MTU, NULL);
-  g_return_val_if_fail (on_accept != NULL, NULL);
-  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
-
-  if (!stream_address_parse (address, TRUE, &addr, error))
-    return NULL;
-  if (addr.kind == ADDRESS_UNIX && !remove_stale_socket (addr.path, error))
-    return NULL;
-  bind_addr = resolve_listen_address (&addr, error);
-  if (bind_addr == NULL)
-    return NULL;
-
-  listener = g_new0 (TallyStreamListener, 1);
-  listener->ref_count = 1;
-  listener->mtu = mtu;
-  listener->on_accept = on_accept;
-  listener->user_data = user_data;
-  listener->service = g_socket_service_new ();
-
-  if (!g_socket_listener_add_address (G_SOCKET_LISTENER (listener->service), bind_addr,
-                                      G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, NULL, &bound,
-                                      &local_error)) {
-    g_set_error (error, TALLY_ERROR,
-                 g_error_matches (local_error, G_IO_ERROR, G_IO_ERROR_ADDRESS_IN_USE)
-                   ? TALLY_ERROR_EXISTS
-                   : TALLY_ERROR_FAILED,
-                 "cannot listen on %s: %s", address, local_error->message);
-    return NULL;
-  }
-
-  switch (addr.kind) {
-  case ADDRESS_UNIX:
-    listener->unix_path = g_strdup (addr.path);
-    listener->address = g_strdup_printf ("unix:%s", addr.path);
-    /* Only this user may pay through the daemon. */
-    if (g_chmod (addr.path, 0600) != 0) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED, "cannot restrict %s: %s", addr.path,
-                   g_strerror (errno));
-      return NULL;
-    }
-    break;
-  case ADDRESS_TCP:
-    listener->address = inet_address_describe (G_INET_SOCKET_ADDRESS (bound));
-    break;
-  }
-
-  listener->incoming_id = g_signal_connect (listener->service, "incoming",
-                                            G_CALLBACK (listener_incoming_cb), listener);
-  g_socket_service_start (listener->service);
-  g_debug ("listener %s: listening, MTU %" G_GSIZE_FORMAT, listener->address, mtu);
-  /* Only a listener that exists owns @user_data. */
-  listener->user_data_destroy = destroy;
-  return g_steal_pointer (&listener);
-}
-
-const char *
-tally_stream_listener_get_address (TallyStreamListener *listener)
-{
-  g_return_val_if_fail (listener != NULL, NULL);
-
-  return listener->address;
-}
-
-TallyStreamListener *
-tally_stream_listener_ref (TallyStreamListener *listener)
-{
-  g_return_val_if_fail (listener != NULL, NULL);
-
-  g_atomic_int_inc (&listener->ref_count);
-  return listener;
-}
-
 void
-tally_stream_listener_unref (TallyStreamListener *listener)
+tally_stream_link_count (TallyLink *link, ConnectionCount *count)
 {
-  if (listener == NULL)
-    return;
-  if (!g_atomic_int_dec_and_test (&listener->ref_count))
-    return;
+  StreamIO *io = tally_link_get_impl (link);
 
-  if (listener->service != NULL) {
-    if (listener->incoming_id != 0)
-      g_signal_handler_disconnect (listener->service, listener->incoming_id);
-    g_socket_service_stop (listener->service);
-    g_socket_listener_close (G_SOCKET_LISTENER (listener->service));
-    g_object_unref (listener->service);
-  }
-  if (listener->unix_path != NULL && g_unlink (listener->unix_path) != 0)
-    g_debug ("cannot remove %s: %s", listener->unix_path, g_strerror (errno));
-  if (listener->user_data_destroy != NULL)
-    listener->user_data_destroy (listener->user_data);
-  g_free (listener->unix_path);
-  g_free (listener->address);
-  g_free (listener);
+  g_return_if_fail (io->count == NULL);
+  io->count = g_rc_box_acquire (count);
+  count->live++;
 }
 
 /* --- connect ---------------------------------------------------------------- */
@@ -795,7 +559,7 @@ connect_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   connection = g_socket_client_connect_finish (G_SOCKET_CLIENT (source), result, &local_error);
   if (connection == NULL) {
     what = g_strdup_printf ("cannot connect to %s", data->address);
-    stream_propagate_gio_error (&error, local_error, what);
+    tally_stream_propagate_gio_error (&error, local_error, what);
     g_task_return_error (task, error);
     return;
   }
@@ -827,7 +591,7 @@ tally_stream_connect_async (const char *address,
   /* Cancellation is reported as TALLY_ERROR_CANCELLED by connect_cb. */
   g_task_set_check_cancellable (task, FALSE);
 
-  if (!stream_address_parse (address, FALSE, &addr, &error)) {
+  if (!tally_stream_address_parse (address, FALSE, &addr, &error)) {
     g_task_return_error (task, error);
     return;
   }

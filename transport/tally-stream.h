@@ -16,6 +16,8 @@
 G_BEGIN_DECLS
 
 #define TALLY_STREAM_DEFAULT_MTU 244
+/* Connections a listener holds at once unless told otherwise. */
+#define TALLY_STREAM_DEFAULT_MAX_CONNECTIONS 64
 
 TallyLink *tally_stream_link_new (GIOStream *stream, gsize mtu, const char *peer);
 
@@ -33,6 +35,17 @@ TallyStreamListener *tally_stream_listener_new (const char *address,
                                                 gpointer user_data,
                                                 GDestroyNotify destroy,
                                                 GError **error);
+/* A listener holds at most @max_connections connections: at the cap it
+ * stops accepting until one closes, and new ones wait in the kernel's
+ * backlog.  A failure to accept (out of file descriptors: EMFILE, ENFILE)
+ * pauses accepting for a quarter of a second.  Either is logged at most
+ * once per 10 seconds, with a count.  Memory per connection is bounded:
+ * a 4 KiB read buffer, at most one fragment (the MTU) of unparsed input,
+ * and at most 1 MiB of queued output. */
+void tally_stream_listener_set_max_connections (TallyStreamListener *listener,
+                                                guint max_connections);
+/* Connections accepted and not yet closed. */
+guint tally_stream_listener_get_connections (TallyStreamListener *listener);
 /* The address actually bound (a tcp port of 0 is resolved). */
 const char *tally_stream_listener_get_address (TallyStreamListener *listener);
 TallyStreamListener *tally_stream_listener_ref (TallyStreamListener *listener);

@@ -61,6 +61,7 @@ typedef enum
   TALLY_REGISTER_OP_APPLY,
   TALLY_REGISTER_OP_DEFUND,
   TALLY_REGISTER_OP_EXPORT,
+  TALLY_REGISTER_OP_ISSUER,
 } TallyRegisterOp;
 
 
@@ -72,6 +73,8 @@ Tally__SignedEnvelope *tally_register_stored_envelope (GBytes *bytes,
                                                       GError **error);
 
 gboolean tally_register_need_certificate (TallyRegister *reg, GError **error);
+/* WRONG_STATE while the register trusts no issuer (tally-register-issuer.c). */
+gboolean tally_register_need_issuer (TallyRegister *reg, GError **error);
 gboolean tally_register_need_open (TallyRegister *reg, GError **error);
 gboolean tally_register_check_credit (TallyRegister *reg,
                                       gint64 amount,
@@ -88,6 +91,11 @@ GBytes *tally_register_sign_message (TallyRegister *reg,
 gboolean tally_register_begin (TallyRegister *reg, GError **error);
 gboolean tally_register_abort (TallyRegister *reg);
 gboolean tally_register_commit (TallyRegister *reg, TallyRegisterOp op, GError **error);
+/* Writes @next as the whole change of @op, durably: begin, write, commit. */
+gboolean tally_register_state_commit (TallyRegister *reg,
+                                      TallyRegisterOp op,
+                                      const TallyRegisterState *next,
+                                      GError **error);
 void tally_register_adopt (TallyRegister *reg,
                            TallyRegisterOp op,
                            TallyRegisterState *next,

@@ -227,9 +227,11 @@ receive_check_terms (TallyRegister *reg,
     return FALSE;
   gint64 amount = p->amount->value;
   if (amount != request->amount) {
+    g_autofree char *paid = tally_amount_format (amount, reg->cert->currency);
+    g_autofree char *asked = tally_amount_format (request->amount, reg->cert->currency);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_AMOUNT_MISMATCH,
-                 "the permission is for %" G_GINT64_FORMAT ", the request for %" G_GINT64_FORMAT,
-                 amount, request->amount);
+                 "the permission is for %s, the request for %s", g_strstrip (paid),
+                 g_strstrip (asked));
     return FALSE;
   }
   guint8 memo_hash[TALLY_HASH_BYTES];

@@ -385,6 +385,8 @@ tally_register_apply_result (TallyRegister *reg,
   g_return_val_if_fail (result != NULL || len == 0, FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
+  if (!tally_register_need_issuer (reg, error))
+    return FALSE;
   g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (result, len, error);
   if (env == NULL)
     return FALSE;

@@ -756,19 +756,6 @@ soft_rollback (gpointer store)
 
 /* --- key --- */
 
-/* The 64-byte secret holds seed || public key; a file whose halves
- * disagree would sign with one key and claim another. */
-static gboolean
-secret_key_is_consistent (const guint8 secret_key[static TALLY_SECRET_KEY_BYTES])
-{
-  guint8 pk[crypto_sign_PUBLICKEYBYTES];
-  guint8 sk[crypto_sign_SECRETKEYBYTES];
-  crypto_sign_seed_keypair (pk, sk, secret_key);
-  gboolean ok = sodium_memcmp (sk, secret_key, sizeof sk) == 0;
-  sodium_memzero (sk, sizeof sk);
-  return ok;
-}
-
 static gboolean
 soft_load_key (gpointer store, guint8 public_key[static TALLY_PUBLIC_KEY_BYTES], GError **error)
 {
@@ -777,12 +764,6 @@ soft_load_key (gpointer store, guint8 public_key[static TALLY_PUBLIC_KEY_BYTES],
     guint8 *sk = tally_secret_key_new ();
     if (!tally_key_file_read (s->key_path, sk, error)) {
       tally_secret_key_free (sk);
-      return FALSE;
-    }
-    if (!secret_key_is_consistent (sk)) {
-      tally_secret_key_free (sk);
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "key file %s is corrupt",
-                   s->key_path);
       return FALSE;
     }
     crypto_sign_ed25519_sk_to_pk (s->public_key, sk);

@@ -34,10 +34,11 @@ static const char *const commit_points[] = {
   "apply:before-commit",       "apply:after-commit",
   "defund:before-commit",      "defund:after-commit",
   "export:before-commit",      "export:after-commit",
+  "issuer:before-commit",      "issuer:after-commit",
   NULL,
 };
 
-G_STATIC_ASSERT (G_N_ELEMENTS (commit_points) == 2 * (TALLY_REGISTER_OP_EXPORT + 1) + 1);
+G_STATIC_ASSERT (G_N_ELEMENTS (commit_points) == 2 * (TALLY_REGISTER_OP_ISSUER + 1) + 1);
 
 const char *const *
 tally_register_commit_points (void)
@@ -306,12 +307,11 @@ tally_register_commit (TallyRegister *reg, TallyRegisterOp op, GError **error)
   return TRUE;
 }
 
-/* Writes @next as the whole change of @op, durably. */
-static gboolean
-state_commit (TallyRegister *reg,
-              TallyRegisterOp op,
-              const TallyRegisterState *next,
-              GError **error)
+gboolean
+tally_register_state_commit (TallyRegister *reg,
+                             TallyRegisterOp op,
+                             const TallyRegisterState *next,
+                             GError **error)
 {
   if (!tally_register_begin (reg, error))
     return FALSE;
@@ -428,6 +428,15 @@ tally_register_create (const char *dir,
   if (store == NULL)
     return NULL;
   return register_new (backend, store, error);
+}
+
+TallyRegister *
+tally_register_create_unbound (const char *dir, GError **error)
+{
+  /* No issuer signs under the all-zero key: nothing verifies until
+   * tally_register_set_issuer () names a real one. */
+  static const guint8 no_issuer[TALLY_PUBLIC_KEY_BYTES] = { 0 };
+  return tally_register_create (dir, no_issuer, error);
 }
 
 TallyRegister *
@@ -599,6 +608,8 @@ tally_register_install_certificate (TallyRegister *reg,
   g_return_val_if_fail (cert != NULL || len == 0, FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
+  if (!tally_register_need_issuer (reg, error))
+    return FALSE;
   g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (cert, len, error);
   if (env == NULL)
     return FALSE;
@@ -632,7 +643,7 @@ tally_register_install_certificate (TallyRegister *reg,
   if (reg->cert == NULL)
     next.last_reconciliation = now;
 
-  if (!state_commit (reg, TALLY_REGISTER_OP_CERTIFICATE, &next, error))
+  if (!tally_register_state_commit (reg, TALLY_REGISTER_OP_CERTIFICATE, &next, error))
     return FALSE;
   g_info ("installed certificate serial %" G_GUINT64_FORMAT, c->serial);
   tally_register_adopt (reg, TALLY_REGISTER_OP_CERTIFICATE, &next, g_steal_pointer (&env),
@@ -669,6 +680,8 @@ tally_register_update_revocation_list (TallyRegister *reg,
   g_return_val_if_fail (list != NULL, FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
+  if (!tally_register_need_issuer (reg, error))
+    return FALSE;
   g_autoptr (Tally__RevocationList) rl =
     tally_revocation_list_verify (list, reg->state.issuer_key, error);
   if (rl == NULL)
@@ -682,7 +695,7 @@ tally_register_update_revocation_list (TallyRegister *reg,
     return TRUE;
   }
 
-  if (!state_commit (reg, TALLY_REGISTER_OP_REVOCATION, &next, error))
+  if (!tally_register_state_commit (reg, TALLY_REGISTER_OP_REVOCATION, &next, error))
     return FALSE;
   g_debug ("revocation list serial %" G_GUINT64_FORMAT " stored", rl->serial);
   tally_register_adopt (reg, TALLY_REGISTER_OP_REVOCATION, &next, NULL, NULL,
@@ -703,6 +716,8 @@ tally_register_load (TallyRegister *reg,
   g_return_val_if_fail (voucher != NULL || len == 0, FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
+  if (!tally_register_need_issuer (reg, error))
+    return FALSE;
   g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (voucher, len, error);
   if (env == NULL)
     return FALSE;

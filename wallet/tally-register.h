@@ -92,6 +92,9 @@ const char *const *tally_register_commit_points (void);
 TallyRegister *tally_register_create (const char *dir,
                                       const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
                                       GError **error);
+/* The same with no issuer yet: it holds nothing and takes no certificate,
+ * voucher, revocation list or result until tally_register_set_issuer (). */
+TallyRegister *tally_register_create_unbound (const char *dir, GError **error);
 /* Opens an existing soft register. NOT_FOUND when @dir holds none. */
 TallyRegister *tally_register_open (const char *dir, GError **error);
 void tally_register_free (TallyRegister *reg);
@@ -103,7 +106,27 @@ void tally_register_set_commit_hook (TallyRegister *reg, TallyCommitHook hook, g
 
 const guint8 *tally_register_get_public_key (TallyRegister *reg); /* 32 bytes */
 const guint8 *tally_register_get_id (TallyRegister *reg);         /* 16 bytes */
-const guint8 *tally_register_get_issuer_key (TallyRegister *reg); /* 32 bytes */
+/* 32 bytes; all zero while the register has no issuer. */
+const guint8 *tally_register_get_issuer_key (TallyRegister *reg);
+/* FALSE for a register made by tally_register_create_unbound () until it
+ * is given an issuer. */
+gboolean tally_register_has_issuer (TallyRegister *reg);
+/*
+ * Gives an unbound register its issuer: @key_set is the issuer's packed,
+ * self-signed IssuerKeySet (tally-issuer key --out).  Whoever calls this
+ * decides to trust that issuer; the register only checks that the set is
+ * whole.  EXISTS once the register has an issuer (the same or another: an
+ * issuer is never replaced), MALFORMED, BAD_SIGNATURE or WRONG_CONTEXT for
+ * a bad set.
+ */
+gboolean tally_register_set_issuer (TallyRegister *reg,
+                                    const guint8 *key_set,
+                                    gsize len,
+                                    GError **error);
+/* The same from a trusted raw key (tallyd.conf's issuer_key). */
+gboolean tally_register_set_issuer_key (TallyRegister *reg,
+                                        const guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES],
+                                        GError **error);
 char *tally_register_get_id_hex (TallyRegister *reg);
 
 /* Installs the issuer's certificate for this register's key (WRONG_REGISTER

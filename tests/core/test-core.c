@@ -1186,6 +1186,91 @@ test_revocation_list_contains_ignores_short_ids (void)
   g_assert_false (tally_revocation_list_contains (&list, id));
 }
 
+/* --- issuer key set --- */
+
+static Tally__SignedEnvelope *
+key_set_signed (const Keys *key, const Keys *signer, const char *currency)
+{
+  Tally__IssuerKeySet ks = TALLY__ISSUER_KEY_SET__INIT;
+  set_bytes (&ks.public_key, key->pk, TALLY_PUBLIC_KEY_BYTES);
+  set_bytes (&ks.key_id, key->key_id, TALLY_ID_BYTES);
+  ks.currency = (char *) currency;
+  ks.name = "Example Bank";
+  ks.created_at = T0;
+  return sign_message (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET, &ks.base,
+                       signer);
+}
+
+static void
+test_issuer_key_set_verifies_under_its_own_key (void)
+{
+  Keys issuer;
+  g_autoptr (GError) error = NULL;
+  keys_init (&issuer, 0x01);
+  g_autoptr (Tally__SignedEnvelope) env = key_set_signed (&issuer, &issuer, "EUR");
+  g_autoptr (Tally__IssuerKeySet) ks = tally_issuer_key_set_verify (env, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (ks);
+  g_assert_cmpmem (ks->public_key.data, ks->public_key.len, issuer.pk, TALLY_PUBLIC_KEY_BYTES);
+  g_assert_cmpstr (ks->currency, ==, "EUR");
+  g_assert_cmpstr (ks->name, ==, "Example Bank");
+  keys_clear (&issuer);
+}
+
+static void
+expect_key_set_refused (Tally__SignedEnvelope *env, TallyError code)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__IssuerKeySet) ks = tally_issuer_key_set_verify (env, &error);
+  g_assert_error (error, TALLY_ERROR, (gint) code);
+  g_assert_null (ks);
+}
+
+static void
+test_issuer_key_set_refuses_bad_sets (void)
+{
+  Keys issuer, other;
+  keys_init (&issuer, 0x01);
+  keys_init (&other, 0x11);
+
+  g_test_message ("signed by another key than the one it names");
+  g_autoptr (Tally__SignedEnvelope) foreign = key_set_signed (&issuer, &other, "EUR");
+  expect_key_set_refused (foreign, TALLY_ERROR_BAD_SIGNATURE);
+
+  g_test_message ("one flipped signature bit");
+  g_autoptr (Tally__SignedEnvelope) flipped = key_set_signed (&issuer, &issuer, "EUR");
+  flipped->signature.data[7] ^= 0x01;
+  expect_key_set_refused (flipped, TALLY_ERROR_BAD_SIGNATURE);
+
+  g_test_message ("signed as a revocation list");
+  g_autoptr (Tally__SignedEnvelope) context = key_set_signed (&issuer, &issuer, "EUR");
+  context->context = CTX_REVOCATION;
+  expect_key_set_refused (context, TALLY_ERROR_WRONG_CONTEXT);
+
+  g_test_message ("a currency that is no code");
+  g_autoptr (Tally__SignedEnvelope) currency = key_set_signed (&issuer, &issuer, "eu");
+  expect_key_set_refused (currency, TALLY_ERROR_MALFORMED);
+
+  g_test_message ("a key id of another key");
+  Tally__IssuerKeySet ks = TALLY__ISSUER_KEY_SET__INIT;
+  set_bytes (&ks.public_key, issuer.pk, TALLY_PUBLIC_KEY_BYTES);
+  set_bytes (&ks.key_id, other.key_id, TALLY_ID_BYTES);
+  ks.currency = "EUR";
+  g_autoptr (Tally__SignedEnvelope) key_id =
+    sign_message (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET, &ks.base, &issuer);
+  expect_key_set_refused (key_id, TALLY_ERROR_MALFORMED);
+
+  g_test_message ("a short public key");
+  set_bytes (&ks.public_key, issuer.pk, TALLY_PUBLIC_KEY_BYTES - 1);
+  set_bytes (&ks.key_id, issuer.key_id, TALLY_ID_BYTES);
+  g_autoptr (Tally__SignedEnvelope) short_key =
+    sign_message (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET, &ks.base, &issuer);
+  expect_key_set_refused (short_key, TALLY_ERROR_MALFORMED);
+
+  keys_clear (&issuer);
+  keys_clear (&other);
+}
+
 static void
 test_revocation_list_refuses_bad_lists (void)
 {
@@ -1699,6 +1784,35 @@ test_key_file_read_refuses_wrong_size (void)
   tmp_dir_clear (&t);
 }
 
+/* A register or issuer key file is seed || public key; one whose public
+ * half belongs to another key would sign with one key and claim another. */
+static void
+test_key_file_read_refuses_mismatched_halves (void)
+{
+  TmpDir t;
+  Keys a, b;
+  guint8 mixed[TALLY_SECRET_KEY_BYTES];
+  g_autoptr (GError) error = NULL;
+
+  tmp_dir_init (&t);
+  keys_init (&a, 0x03);
+  keys_init (&b, 0x04);
+  memcpy (mixed, a.sk, crypto_sign_SEEDBYTES);
+  memcpy (mixed + crypto_sign_SEEDBYTES, b.pk, TALLY_PUBLIC_KEY_BYTES);
+  write_file (t.path, mixed, sizeof mixed, 0600);
+  guint8 back[TALLY_SECRET_KEY_BYTES];
+  g_assert_false (tally_key_file_read (t.path, back, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_nonnull (strstr (error->message, "corrupt"));
+  /* Neither half is left behind. */
+  for (gsize j = 0; j < sizeof back; j++)
+    g_assert_cmpuint (back[j], ==, 0);
+  sodium_memzero (mixed, sizeof mixed);
+  keys_clear (&a);
+  keys_clear (&b);
+  tmp_dir_clear (&t);
+}
+
 static void
 test_key_file_read_missing_is_not_found (void)
 {
@@ -1980,6 +2094,9 @@ main (int argc, char **argv)
   g_test_add_func ("/core/revocation/contains-ignores-short-ids",
                    test_revocation_list_contains_ignores_short_ids);
   g_test_add_func ("/core/revocation/refuses-bad-lists", test_revocation_list_refuses_bad_lists);
+  g_test_add_func ("/core/issuer-key-set/verifies-under-its-own-key",
+                   test_issuer_key_set_verifies_under_its_own_key);
+  g_test_add_func ("/core/issuer-key-set/refuses-bad-sets", test_issuer_key_set_refuses_bad_sets);
 
   g_test_add_func ("/core/amount/check-accepts-positive-in-range",
                    test_amount_check_accepts_positive_in_range);
@@ -2019,6 +2136,8 @@ main (int argc, char **argv)
                    test_key_file_read_refuses_readable_by_others);
   g_test_add_func ("/core/key-file/read-refuses-wrong-size",
                    test_key_file_read_refuses_wrong_size);
+  g_test_add_func ("/core/key-file/read-refuses-mismatched-halves",
+                   test_key_file_read_refuses_mismatched_halves);
   g_test_add_func ("/core/key-file/read-missing-is-not-found",
                    test_key_file_read_missing_is_not_found);
   g_test_add_func ("/core/key-file/write-refuses-missing-directory",

@@ -82,6 +82,11 @@ static const BadConfig bad_configs[] = {
   { "[payment]\nkeep_finished_seconds=0\n", "[payment] keep_finished_seconds" },
   { "[payment]\nkeep_finished_seconds=3601\n", "[payment] keep_finished_seconds" },
   { "[paymnet]\ntimeout_seconds=5\n", "[paymnet] timeout_seconds" },
+  { "[transport]\nhello_timeout_seconds=0\n", "[transport] hello_timeout_seconds" },
+  { "[transport]\nhello_timeout_seconds=61\n", "[transport] hello_timeout_seconds" },
+  { "[transport]\nmax_connections=0\n", "[transport] max_connections" },
+  { "[transport]\nmax_connections=4097\n", "[transport] max_connections" },
+  { "[transport]\nmax_connections=many\n", "[transport] max_connections" },
 };
 
 static void
@@ -123,6 +128,22 @@ test_authorization_defaults_to_polkit_on_system_bus (void)
     g_assert_cmpstr (tally_authorization_to_string (c->authorization), ==,
                      tally_authorization_to_string (cases[i].expected));
   }
+}
+
+/* The limits a crowd meets: 5 s for a Hello and 64 connections unless
+ * the file says otherwise. */
+static void
+test_transport_limits_default_and_read (void)
+{
+  g_autoptr (TallyConfig) c = tally_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_assert_cmpuint (c->hello_timeout_seconds, ==, 5);
+  g_assert_cmpuint (c->max_connections, ==, 64);
+  g_assert_true (tally_config_load_data (
+    c, "[transport]\nhello_timeout_seconds=60\nmax_connections=4096\n", &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (c->hello_timeout_seconds, ==, 60);
+  g_assert_cmpuint (c->max_connections, ==, 4096);
 }
 
 static void
@@ -339,5 +360,7 @@ main (int argc, char **argv)
   g_test_add_func ("/daemon/tallyd/help-documents-config-keys", test_tallyd_help_documents_keys);
   g_test_add_func ("/daemon/tallyctl/usage-errors-exit-2", test_tallyctl_usage_errors_exit_2);
   g_test_add_func ("/daemon/tallyctl/help-lists-commands", test_tallyctl_help_lists_commands);
+  g_test_add_func ("/daemon/config/transport-limits-default-and-read",
+                   test_transport_limits_default_and_read);
   return g_test_run ();
 }

@@ -23,14 +23,14 @@
 #define TIMEOUT_SECONDS 20
 
 static const char *const register_properties[] = {
-  "RegisterId", "PublicKey", "Balance", "Currency", "MaxPayment", "BalanceCap",
+  "RegisterId", "PublicKey", "IssuerKey", "Balance", "Currency", "MaxPayment", "BalanceCap",
   "MaxOfflinePayments", "MaxOfflineSeconds", "OfflinePayments", "CertificateExpiry",
   "LastReconciliation", "RevocationSerial", "Closed", "ListenAddress", "DisplayName", NULL,
 };
 
 static const char *const payment_properties[] = {
   "Role", "State", "Amount", "Currency", "Memo", "Peer", "PeerName", "ComparisonCode", "Counter",
-  "Receipt", "Error", "ErrorMessage", "Address", "CallerUid", NULL,
+  "Receipt", "Error", "ErrorMessage", "ErrorFromPeer", "Address", "CallerUid", NULL,
 };
 
 typedef struct
@@ -83,15 +83,18 @@ connect_bus (Fixture *f)
 /* How long finished payments stay; 0: the default. */
 static guint keep_finished_seconds;
 
+/* Starts @node's daemon with the fixture issuer's key as [register]
+ * issuer_key, or with none (a fresh install) when @issuer_key is FALSE. */
 static void
-node_start (Fixture *f, Node *node, const char *name)
+node_start_with (Fixture *f, Node *node, const char *name, gboolean issuer_key)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (TallyConfig) config = tally_config_new ();
   g_free (config->register_dir);
   config->register_dir = g_build_filename (f->dir, name, NULL);
-  config->has_issuer_key = TRUE;
-  memcpy (config->issuer_key, f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
+  config->has_issuer_key = issuer_key;
+  if (issuer_key)
+    memcpy (config->issuer_key, f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
   g_free (config->listen);
   config->listen = g_strdup_printf ("unix:%s/%s.sock", f->dir, name);
   config->timeout_seconds = TIMEOUT_SECONDS;
@@ -106,6 +109,12 @@ node_start (Fixture *f, Node *node, const char *name)
   node->connection = connect_bus (f);
   g_assert_true (tally_daemon_export (node->daemon, node->connection, &error));
   g_assert_no_error (error);
+}
+
+static void
+node_start (Fixture *f, Node *node, const char *name)
+{
+  node_start_with (f, node, name, TRUE);
 }
 
 static void
@@ -243,6 +252,13 @@ get_payment_string (Fixture *f, Node *node, const char *path, const char *name)
 {
   g_autoptr (GVariant) v = get_property (f, node, path, "org.tally.Payment1", name);
   return g_variant_dup_string (v, NULL);
+}
+
+static gboolean
+get_payment_bool (Fixture *f, Node *node, const char *path, const char *name)
+{
+  g_autoptr (GVariant) v = get_property (f, node, path, "org.tally.Payment1", name);
+  return g_variant_get_boolean (v);
 }
 
 static void
@@ -696,6 +712,9 @@ test_pay_without_agent_is_rejected (Fixture *f, gconstpointer data)
   g_assert_cmpstr (payee_error, ==, "org.tally.Error.Rejected");
   g_autofree char *want = g_strdup_printf ("no agent registered by uid %u", (guint) getuid ());
   g_assert_cmpstr (message, ==, want);
+  /* Alice's side refused: ErrorFromPeer tells bob's failure from hers. */
+  g_assert_false (get_payment_bool (f, &f->alice, payment, "ErrorFromPeer"));
+  g_assert_true (get_payment_bool (f, &f->bob, request, "ErrorFromPeer"));
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
   g_assert_cmpint (get_balance (f, &f->bob), ==, 0);
 }
@@ -751,6 +770,81 @@ test_agent_dropped_when_owner_vanishes (Fixture *f, gconstpointer data)
   g_assert_cmpuint (f->agent_calls, ==, 0);
 }
 
+/* --- a fresh install: no [register] issuer_key --- */
+
+static char *
+get_register_string (Fixture *f, Node *node, const char *name)
+{
+  g_autoptr (GVariant) v = get_property (f, node, "/org/tally/register", "org.tally.Register1", name);
+  return g_variant_dup_string (v, NULL);
+}
+
+static void
+expect_send_refused (Fixture *f, Node *node, const char *method, GBytes *blob, TallyError code)
+{
+  g_autoptr (GError) error = NULL;
+  send_blob (f, node, method, blob, &error);
+  g_assert_error (error, TALLY_ERROR, (gint) code);
+}
+
+static void
+test_fresh_install_starts_and_takes_issuer_once (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  Node carol = { 0 };
+  node_start_with (f, &carol, "carol", FALSE);
+  TallyRegister *reg = tally_daemon_get_register (carol.daemon);
+  g_autofree char *none = get_register_string (f, &carol, "IssuerKey");
+  g_assert_cmpstr (none, ==, "");
+  g_assert_cmpint (get_balance (f, &carol), ==, 0);
+
+  /* Nothing signed is taken before the issuer is. */
+  g_autoptr (GBytes) cert = test_issuer_certify (&f->issuer, reg, 5000, 1);
+  expect_send_refused (f, &carol, "InstallCertificate", cert, TALLY_ERROR_WRONG_STATE);
+  g_autoptr (GBytes) key_set = test_issuer_key_set (&f->issuer);
+  g_autoptr (Tally__SignedEnvelope) env =
+    tally_envelope_decode (g_bytes_get_data (key_set, NULL), g_bytes_get_size (key_set), &error);
+  g_assert_no_error (error);
+  env->signature.data[0] ^= 0x80;
+  g_autoptr (GBytes) forged = tally_envelope_pack (env);
+  expect_send_refused (f, &carol, "SetIssuer", forged, TALLY_ERROR_BAD_SIGNATURE);
+  g_autofree char *still_none = get_register_string (f, &carol, "IssuerKey");
+  g_assert_cmpstr (still_none, ==, "");
+
+  send_blob (f, &carol, "SetIssuer", key_set, &error);
+  g_assert_no_error (error);
+  g_autofree char *want = tally_hex_encode (f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
+  g_autofree char *got = get_register_string (f, &carol, "IssuerKey");
+  g_assert_cmpstr (got, ==, want);
+  expect_send_refused (f, &carol, "SetIssuer", key_set, TALLY_ERROR_EXISTS);
+  send_blob (f, &carol, "InstallCertificate", cert, &error);
+  g_assert_no_error (error);
+
+  /* Restarted, still without issuer_key: the register keeps its issuer. */
+  node_stop (&carol);
+  node_start_with (f, &carol, "carol", FALSE);
+  g_autofree char *kept = get_register_string (f, &carol, "IssuerKey");
+  g_assert_cmpstr (kept, ==, want);
+  node_stop (&carol);
+}
+
+/* A register made before issuer_key was written takes it from the
+ * configuration at the next start. */
+static void
+test_issuer_key_written_later_binds_register (Fixture *f, gconstpointer data)
+{
+  Node dave = { 0 };
+  node_start_with (f, &dave, "dave", FALSE);
+  node_stop (&dave);
+  node_start_with (f, &dave, "dave", TRUE);
+  g_autofree char *want = tally_hex_encode (f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
+  g_autofree char *got = get_register_string (f, &dave, "IssuerKey");
+  g_assert_cmpstr (got, ==, want);
+  certify (f, &dave, 5000, 700);
+  g_assert_cmpint (get_balance (f, &dave), ==, 700);
+  node_stop (&dave);
+}
+
 static void
 test_payer_without_request_gets_not_found (Fixture *f, gconstpointer data)
 {
@@ -763,6 +857,7 @@ test_payer_without_request_gets_not_found (Fixture *f, gconstpointer data)
   g_assert_cmpstr (state, ==, "failed");
   g_autofree char *err = get_payment_string (f, &f->alice, payment, "Error");
   g_assert_cmpstr (err, ==, "org.tally.Error.NotFound");
+  g_assert_true (get_payment_bool (f, &f->alice, payment, "ErrorFromPeer"));
   g_assert_cmpuint (f->agent_calls, ==, 0);
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
 }
@@ -1448,6 +1543,10 @@ main (int argc, char **argv)
   ADD ("/daemon/dbus/pay-confirmed-by-agent-moves-balances",
        test_pay_confirmed_by_agent_moves_balances);
   ADD ("/daemon/dbus/pay-without-agent-is-rejected", test_pay_without_agent_is_rejected);
+  ADD ("/daemon/dbus/fresh-install/starts-and-takes-issuer-once",
+       test_fresh_install_starts_and_takes_issuer_once);
+  ADD ("/daemon/dbus/fresh-install/issuer-key-written-later-binds-register",
+       test_issuer_key_written_later_binds_register);
   ADD ("/daemon/dbus/agent-refusal-rejects-payment", test_agent_refusal_rejects_payment);
   ADD ("/daemon/dbus/agent-dropped-when-owner-vanishes", test_agent_dropped_when_owner_vanishes);
   ADD ("/daemon/dbus/payer-without-request-gets-not-found",

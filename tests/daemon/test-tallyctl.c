@@ -74,15 +74,17 @@ connect_bus (void)
   return c;
 }
 
+/* @issuer_key FALSE: a fresh install, no [register] issuer_key. */
 static void
-node_start (Fixture *f, Node *node, const char *name)
+node_start_with (Fixture *f, Node *node, const char *name, gboolean issuer_key)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (TallyConfig) config = tally_config_new ();
   g_free (config->register_dir);
   config->register_dir = g_build_filename (f->dir, name, NULL);
-  config->has_issuer_key = TRUE;
-  memcpy (config->issuer_key, f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
+  config->has_issuer_key = issuer_key;
+  if (issuer_key)
+    memcpy (config->issuer_key, f->issuer.public_key, TALLY_PUBLIC_KEY_BYTES);
   g_free (config->listen);
   config->listen = g_strdup_printf ("unix:%s/%s.sock", f->dir, name);
   config->timeout_seconds = TIMEOUT_SECONDS;
@@ -95,6 +97,12 @@ node_start (Fixture *f, Node *node, const char *name)
   node->connection = connect_bus ();
   g_assert_true (tally_daemon_export (node->daemon, node->connection, &error));
   g_assert_no_error (error);
+}
+
+static void
+node_start (Fixture *f, Node *node, const char *name)
+{
+  node_start_with (f, node, name, TRUE);
 }
 
 static void
@@ -506,6 +514,124 @@ test_daemon_absent_is_5 (Fixture *f, gconstpointer data)
   run_clear (&sys);
 }
 
+/* A register made without issuer_key: balance says what comes next, and
+ * `tallyctl issuer` gives it its issuer once. */
+static void
+test_fresh_install_balance_says_what_comes_next (Fixture *f, gconstpointer data)
+{
+  Node carol = { 0 };
+  node_start_with (f, &carol, "carol", FALSE);
+  const char *name = node_name (&carol);
+  g_autoptr (GBytes) key_set = test_issuer_key_set (&f->issuer);
+  g_autofree char *path = g_build_filename (f->dir, "issuer-keys.bin", NULL);
+  g_assert_true (g_file_set_contents (path, g_bytes_get_data (key_set, NULL),
+                                      (gssize) g_bytes_get_size (key_set), NULL));
+
+  Run fresh = { 0 };
+  run_tallyctl (&fresh, NULL, (const char *const[]){ "--name", name, "balance", NULL });
+  g_assert_cmpint (fresh.status, ==, STATUS_OK);
+  assert_contains (fresh.out, "0.00 (no issuer yet: tallyctl issuer FILE");
+  run_clear (&fresh);
+
+  Run set = { 0 };
+  run_tallyctl (&set, NULL, (const char *const[]){ "--name", name, "issuer", path, NULL });
+  g_assert_cmpint (set.status, ==, STATUS_OK);
+  assert_contains (set.out, "Issuer set.");
+  assert_contains (set.out, "(no certificate yet: tallyctl key, then tallyctl certificate FILE)");
+  run_clear (&set);
+
+  Run again = { 0 };
+  run_tallyctl (&again, NULL, (const char *const[]){ "--name", name, "issuer", path, NULL });
+  g_assert_cmpint (again.status, ==, STATUS_FAIL);
+  assert_contains (again.err, "org.tally.Error.Exists: the register already trusts issuer");
+  run_clear (&again);
+  node_stop (&carol);
+}
+
+/* --- a CLI that fits its neighbours --- */
+
+static void
+expect_run (const char *const *args, int status, const char *out)
+{
+  Run run = { 0 };
+  run_tallyctl (&run, NULL, args);
+  g_assert_cmpint (run.status, ==, status);
+  if (out != NULL)
+    g_assert_cmpstr (run.out, ==, out);
+  run_clear (&run);
+}
+
+static void
+expect_usage (const char *const *args, const char *err)
+{
+  Run run = { 0 };
+  run_tallyctl (&run, NULL, args);
+  g_assert_cmpint (run.status, ==, STATUS_INVALID_INPUT);
+  g_assert_null (run.out);
+  assert_contains (run.err, err);
+  run_clear (&run);
+}
+
+static void
+test_global_options_work_after_the_command (Fixture *f, gconstpointer data)
+{
+  const char *alice = node_name (&f->alice);
+  Run json = { 0 };
+  run_tallyctl (&json, NULL, (const char *const[]){ "balance", "--name", alice, "--json", NULL });
+  g_assert_cmpint (json.status, ==, STATUS_OK);
+  assert_contains (json.out, "\"Formatted\":\"100.00 EUR\"");
+  run_clear (&json);
+  expect_run ((const char *const[]){ "--name", "org.tally.Nobody", "balance", "-n", alice, NULL },
+              STATUS_OK, "100.00 EUR\n");
+  /* After the command its own short options win: history -n is --limit. */
+  Run limited = { 0 };
+  run_tallyctl (&limited, NULL,
+                (const char *const[]){ "--name", alice, "history", "-n", "1", "-t", NULL });
+  g_assert_cmpint (limited.status, ==, STATUS_OK);
+  g_auto (GStrv) lines = g_strsplit (g_strchomp (limited.out), "\n", -1);
+  g_assert_cmpuint (g_strv_length (lines), ==, 1);
+  run_clear (&limited);
+}
+
+static void
+test_terse_and_fields_print_values_for_scripts (Fixture *f, gconstpointer data)
+{
+  const char *alice = node_name (&f->alice);
+  expect_run ((const char *const[]){ "--name", alice, "-t", "-f", "balance,Currency", "info", NULL },
+              STATUS_OK, "100.00 EUR\nEUR\n");
+  expect_run ((const char *const[]){ "--name", alice, "balance", "--terse", NULL }, STATUS_OK,
+              "100.00 EUR\n");
+  expect_run ((const char *const[]){ "--name", alice, "--json", "-f", "Balance", "info", NULL },
+              STATUS_OK, "{\"Balance\":10000}\n");
+  expect_run ((const char *const[]){ "--name", alice, "-t", "-f", "kind,state,amount,number",
+                                     "history", NULL },
+              STATUS_OK, "load:acknowledged:100.00 EUR:1\n");
+  expect_run ((const char *const[]){ "--name", alice, "-f", "kind,amount", "history", NULL },
+              STATUS_OK, "kind  amount\nload  100.00 EUR\n");
+
+  /* What cannot be shaped so is refused before anything happens. */
+  Run bad = { 0 };
+  run_tallyctl (&bad, NULL, (const char *const[]){ "--name", alice, "-f", "nope", "info", NULL });
+  g_assert_cmpint (bad.status, ==, STATUS_INVALID_INPUT);
+  assert_contains (bad.err, "no field \"nope\" here; the fields are RegisterId, PublicKey");
+  run_clear (&bad);
+  expect_usage ((const char *const[]){ "--name", alice, "--json", "--terse", "balance", NULL },
+                "--json and --terse: choose one");
+  expect_usage ((const char *const[]){ "--name", alice, "--terse", "request", "1.00", NULL },
+                "--terse applies to info, balance, key and history");
+  expect_usage ((const char *const[]){ "--name", alice, "-f", "kind", "history", "--csv", NULL },
+                "--terse and --fields shape the table, not --csv or --json");
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+}
+
+static void
+test_info_says_durations_in_words (Fixture *f, gconstpointer data)
+{
+  expect_run ((const char *const[]){ "--name", node_name (&f->alice), "-t", "-f",
+                                     "MaxOfflineSeconds", "info", NULL },
+              STATUS_OK, "3 days\n");
+}
+
 /* Bob has no request: his daemon refuses the payer with NotFound. */
 static void
 test_refused_by_peer_is_6 (Fixture *f, gconstpointer data)
@@ -534,6 +660,13 @@ main (int argc, char **argv)
   ADD ("/daemon/tallyctl/exit-status/daemon-absent-is-5-and-says-how-to-start-it",
        test_daemon_absent_is_5);
   ADD ("/daemon/tallyctl/exit-status/refused-by-peer-is-6", test_refused_by_peer_is_6);
+  ADD ("/daemon/tallyctl/cli/global-options-work-after-the-command",
+       test_global_options_work_after_the_command);
+  ADD ("/daemon/tallyctl/cli/terse-and-fields-print-values-for-scripts",
+       test_terse_and_fields_print_values_for_scripts);
+  ADD ("/daemon/tallyctl/cli/info-says-durations-in-words", test_info_says_durations_in_words);
+  ADD ("/daemon/tallyctl/fresh-install/balance-says-what-comes-next",
+       test_fresh_install_balance_says_what_comes_next);
   ADD ("/daemon/tallyctl/message/voucher-loaded-twice-says-already-loaded",
        test_voucher_loaded_twice_says_already_loaded);
   ADD ("/daemon/tallyctl/message/limits-in-errors-read-as-amounts",

@@ -65,6 +65,27 @@ test_issuer_certify_named (TestIssuer *issuer,
 }
 
 GBytes *
+test_issuer_key_set (TestIssuer *issuer)
+{
+  guint8 key_id[TALLY_ID_BYTES];
+  tally_key_id_from_key (issuer->public_key, key_id);
+  Tally__IssuerKeySet ks = TALLY__ISSUER_KEY_SET__INIT;
+  ks.public_key.data = issuer->public_key;
+  ks.public_key.len = TALLY_PUBLIC_KEY_BYTES;
+  ks.key_id.data = key_id;
+  ks.key_id.len = TALLY_ID_BYTES;
+  ks.currency = (char *) TEST_CURRENCY;
+  ks.name = "Test Issuer";
+  ks.created_at = tally_now ();
+
+  g_autoptr (GBytes) body = tally_message_pack (&ks.base);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (body, &len);
+  return tally_envelope_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET, data, len,
+                              issuer->secret_key);
+}
+
+GBytes *
 test_issuer_voucher (TestIssuer *issuer, TallyRegister *reg, guint64 sequence, gint64 amount)
 {
   guint8 key_id[TALLY_ID_BYTES];

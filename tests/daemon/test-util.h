@@ -30,6 +30,8 @@ GBytes *test_issuer_certify_named (TestIssuer *issuer,
                                    gint64 max_payment,
                                    guint64 serial,
                                    const char *display_name);
+/* The issuer's packed, self-signed IssuerKeySet (tally-issuer key --out). */
+GBytes *test_issuer_key_set (TestIssuer *issuer);
 GBytes *test_issuer_voucher (TestIssuer *issuer, TallyRegister *reg, guint64 sequence, gint64 amount);
 
 /* Creates a register in @dir, certified with @max_payment and loaded

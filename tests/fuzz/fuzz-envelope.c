@@ -20,7 +20,9 @@
  *  - tally_certificate_verify, tally_revocation_list_verify and
  *    tally_voucher_verify fail only with their documented codes, and what
  *    they return satisfies every property they promise; the certificate
- *    check with a time agrees with the one without.
+ *    check with a time agrees with the one without;
+ *  - tally_issuer_key_set_verify fails only with its documented codes, and
+ *    a set it returns verifies under the key it names.
  */
 
 #include <string.h>
@@ -182,6 +184,24 @@ check_voucher (const Tally__SignedEnvelope *env, const guint8 *issuer)
   g_assert_cmpint (v->amount->value, <=, TALLY_AMOUNT_MAX);
 }
 
+static void
+check_issuer_key_set (const Tally__SignedEnvelope *env)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__IssuerKeySet) ks = tally_issuer_key_set_verify (env, &error);
+  if (ks == NULL) {
+    ASSERT_CODE_IN (error, TALLY_ERROR_MALFORMED, TALLY_ERROR_WRONG_CONTEXT,
+                    TALLY_ERROR_BAD_SIGNATURE);
+    return;
+  }
+  g_assert_no_error (error);
+  g_assert_true (env->context == TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET);
+  g_assert_cmpuint (ks->public_key.len, ==, TALLY_PUBLIC_KEY_BYTES);
+  g_assert_true (tally_envelope_verify (env, env->context, ks->public_key.data, NULL));
+  g_assert_true (issuer_id_matches (&ks->key_id, ks->public_key.data));
+  g_assert_true (tally_currency_is_valid (ks->currency));
+}
+
 /* Every context: WRONG_CONTEXT but for the envelope's own. Returns whether
  * the envelope verifies under @key in its own context. */
 static gboolean
@@ -254,5 +274,6 @@ LLVMFuzzerTestOneInput (const guint8 *data, size_t size)
   check_revocation_list (env, other);
   check_voucher (env, issuer);
   check_voucher (env, other);
+  check_issuer_key_set (env);
   return 0;
 }

@@ -6,17 +6,18 @@
 # lists is documented in tallyctl(1) (tally-issuer(1)) and offered by the
 # completion; so is every option of the program and of each command, as
 # its --help lists it.  tallyd(8) names every option of tallyd --help, and
-# tallyd.conf(5) every key daemon/tally-config.c knows, in its group.  TAP.
+# tallyd.conf(5) every key daemon/tally-config.c knows, in its group;
+# tally-issuerd(8) every option of tally-issuerd --help.  TAP.
 #
-#   test-cli-docs.sh SOURCE_ROOT TALLYCTL TALLY_ISSUER TALLYD
+#   test-cli-docs.sh SOURCE_ROOT TALLYCTL TALLY_ISSUER TALLYD TALLY_ISSUERD
 #
 # The completions are driven through bash-completion's helpers; without
 # bash-completion those checks are skipped.
 
 set -euo pipefail
 
-[ "$#" -eq 4 ] || { echo "usage: $0 SOURCE_ROOT TALLYCTL TALLY_ISSUER TALLYD" >&2; exit 2; }
-SRC=$1 TALLYCTL=$2 ISSUER=$3 TALLYD=$4
+[ "$#" -eq 5 ] || { echo "usage: $0 SOURCE_ROOT TALLYCTL TALLY_ISSUER TALLYD TALLY_ISSUERD" >&2; exit 2; }
+SRC=$1 TALLYCTL=$2 ISSUER=$3 TALLYD=$4 ISSUERD=$5
 
 n=0
 failed=0
@@ -122,13 +123,18 @@ check_program() {
 check_program tallyctl "$TALLYCTL" "$SRC/docs/man/tallyctl.1.scd" "$SRC/data/bash-completion/tallyctl"
 check_program tally-issuer "$ISSUER" "$SRC/docs/man/tally-issuer.1.scd" "$SRC/data/bash-completion/tally-issuer"
 
-# --- tallyd(8) and tallyd.conf(5) -------------------------------------------------
-missing=()
-for opt in $("$TALLYD" --help | help_options); do
-  man_has_option "$SRC/docs/man/tallyd.8.scd" "$opt" || missing+=("$opt")
+# --- tallyd(8), tally-issuerd(8) and tallyd.conf(5) -------------------------------
+for daemon in "tallyd:$TALLYD" "tally-issuerd:$ISSUERD"; do
+  name=${daemon%%:*} prog=${daemon#*:}
+  missing=()
+  opts=$("$prog" --help | help_options)
+  for opt in $opts; do
+    man_has_option "$SRC/docs/man/$name.8.scd" "$opt" || missing+=("$opt")
+  done
+  if [ -z "$opts" ]; then not_ok "$name --help lists its options"
+  elif [ "${#missing[@]}" -eq 0 ]; then ok "$name.8.scd documents every option of $name --help"
+  else not_ok "$name.8.scd lacks the options: ${missing[*]}"; fi
 done
-if [ "${#missing[@]}" -eq 0 ]; then ok "tallyd.8.scd documents every option of tallyd --help"
-else not_ok "tallyd.8.scd lacks the options: ${missing[*]}"; fi
 
 known_keys=$(sed -n '/^static const KnownKey known_keys/,/^};/s/^ *{ "\([a-z]*\)", "\([a-z_]*\)" },$/\1.\2/p' \
                "$SRC/daemon/tally-config.c" | sort)

@@ -76,6 +76,7 @@ man_pages=(
   "${dir[mandir]}/man5/tallyd.conf.5"
   "${dir[mandir]}/man1/tallyctl.1"
   "${dir[mandir]}/man1/tally-issuer.1"
+  "${dir[mandir]}/man8/tally-issuerd.8"
   "${dir[mandir]}/man5/org.tally.Tally.5"
 )
 completions=(
@@ -86,6 +87,7 @@ expected=(
   "${dir[sbindir]}/tallyd"
   "${dir[bindir]}/tallyctl"
   "${dir[bindir]}/tally-issuer"
+  "${dir[sbindir]}/tally-issuerd"
   "$unit"
   "$activation"
   "${dir[datadir]}/dbus-1/system.d/org.tally.Tally.conf"
@@ -124,13 +126,15 @@ else
   not_ok "installs exactly the files above"
   diff <(echo "$wanted") <(echo "$installed") | sed 's/^/# /' || true
 fi
-for f in "${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/tally-issuer"; do
+for f in "${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/tally-issuer" \
+         "${dir[sbindir]}/tally-issuerd"; do
   check "$f is executable" test -x "$D$f"
 done
 check "the dissector is tools/tally.lua" cmp -s "$SRC/tools/tally.lua" "$D${dir[wireshark_plugindir]}/tally.lua"
 
 # --- --version ----------------------------------------------------------------
-programs=("${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/tally-issuer")
+programs=("${dir[sbindir]}/tallyd" "${dir[bindir]}/tallyctl" "${dir[bindir]}/tally-issuer"
+          "${dir[sbindir]}/tally-issuerd")
 [ "$app" = no ] || programs+=("${dir[bindir]}/tally-app")
 for prog in "${programs[@]}"; do
   name=$(basename "$prog")

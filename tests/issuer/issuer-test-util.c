@@ -2,7 +2,9 @@
 #include "issuer-test-util.h"
 
 #include <glib/gstdio.h>
+#include <libpq-fe.h>
 #include <string.h>
+#include <unistd.h>
 
 #define TEST_CURRENCY "EUR"
 
@@ -65,6 +67,18 @@ test_register_new (TallyIssuer *issuer, const char *account)
   g_assert_no_error (error);
   g_assert_nonnull (reg->cert);
   return reg;
+}
+
+void
+test_enrol_proof (TallyIssuer *issuer,
+                  const TestRegister *reg,
+                  const char *account,
+                  guint8 proof[TALLY_SIGNATURE_BYTES])
+{
+  g_autoptr (GBytes) statement = tally_issuer_enrol_statement (issuer, reg->pk, account);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (statement, &len);
+  g_assert_cmpint (crypto_sign_detached (proof, NULL, data, len, reg->sk), ==, 0);
 }
 
 void
@@ -377,4 +391,79 @@ test_remove_tree (const char *path)
   } else {
     g_unlink (path);
   }
+}
+
+/* --- the store under test --- */
+
+#define PG_CONNINFO_ENV "TALLY_TEST_PG_CONNINFO"
+
+const char *
+test_pg_conninfo (void)
+{
+  const char *conninfo = g_getenv (PG_CONNINFO_ENV);
+  return conninfo != NULL && *conninfo != '\0' ? conninfo : NULL;
+}
+
+gboolean
+test_store_is_pg (void)
+{
+  return test_pg_conninfo () != NULL;
+}
+
+char *
+test_pg_run (const char *conninfo, const char *sql)
+{
+  PGconn *conn = PQconnectdb (conninfo);
+  if (PQstatus (conn) != CONNECTION_OK)
+    g_error ("cannot connect to the test server (%s): %s", conninfo, PQerrorMessage (conn));
+  PGresult *r = PQexec (conn, sql);
+  ExecStatusType status = PQresultStatus (r);
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK)
+    g_error ("%s: %s", sql, PQresultErrorMessage (r));
+  char *value = NULL;
+  if (status == PGRES_TUPLES_OK && PQntuples (r) > 0) {
+    GString *rows = g_string_new (NULL);
+    for (int i = 0; i < PQntuples (r); i++)
+      g_string_append_printf (rows, "%s%s", i > 0 ? "\n" : "", PQgetvalue (r, i, 0));
+    value = g_string_free (rows, FALSE);
+  }
+  PQclear (r);
+  PQfinish (conn);
+  return value;
+}
+
+char *
+test_pg_schema_conninfo (const char *schema)
+{
+  const char *base = test_pg_conninfo ();
+  g_assert_nonnull (base);
+  return g_strdup_printf ("%s options='-c search_path=%s'", base, schema);
+}
+
+char *
+test_store_spec_new (void)
+{
+  const char *base = test_pg_conninfo ();
+  if (base == NULL)
+    return g_strdup ("sqlite");
+  /* A schema of its own for every store: the tests share one server but
+   * never each other's tables.  The name is ours, never an input. */
+  static gint counter;
+  g_autofree char *schema =
+    g_strdup_printf ("t%d_%d", (int) getpid (), g_atomic_int_add (&counter, 1));
+  g_autofree char *sql = g_strdup_printf ("CREATE SCHEMA %s", schema);
+  g_free (test_pg_run (base, sql));
+  g_autofree char *conninfo = test_pg_schema_conninfo (schema);
+  return g_strconcat ("postgresql:", conninfo, NULL);
+}
+
+TallyIssuer *
+test_issuer_create (const char *dir,
+                    const char *name,
+                    const char *currency,
+                    guint64 now,
+                    GError **error)
+{
+  g_autofree char *spec = test_store_spec_new ();
+  return tally_issuer_create_with_store (dir, spec, name, currency, now, error);
 }

@@ -38,6 +38,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TestRegister, test_register_free)
 
 void test_default_limits (Tally__Limits *limits);
 
+/* @reg's proof of possession for enrolling with @account at @issuer: its
+ * signature over tally_issuer_enrol_statement (). */
+void test_enrol_proof (TallyIssuer *issuer,
+                       const TestRegister *reg,
+                       const char *account,
+                       guint8 proof[TALLY_SIGNATURE_BYTES]);
+
 /* A permission signed with @sk carrying exactly the given fields
  * (@expires_at 0: none). */
 GBytes *test_sign_permission (const guint8 sk[TALLY_SECRET_KEY_BYTES],
@@ -105,6 +112,30 @@ Tally__ReconciliationResult *test_reconcile (TallyIssuer *issuer,
 
 /* Decodes a packed envelope (asserting success). */
 Tally__SignedEnvelope *test_envelope (GBytes *bytes);
+
+/* --- the store under test ---
+ *
+ * tests/issuer/with-postgresql.sh starts a PostgreSQL server and sets
+ * TALLY_TEST_PG_CONNINFO; the issuer tests then run on PostgreSQL, and on
+ * SQLite without it. */
+
+/* TALLY_TEST_PG_CONNINFO, or NULL when the tests run on SQLite. */
+const char *test_pg_conninfo (void);
+gboolean test_store_is_pg (void);
+/* A store name for tally_issuer_store_open (): "sqlite", or a PostgreSQL
+ * store in a new empty schema of the test server. */
+char *test_store_spec_new (void);
+/* The test server's connection string with @schema as search path. */
+char *test_pg_schema_conninfo (const char *schema);
+/* Runs @sql on the test server (aborting the test on an error); the first
+ * column of every row, one a line, or NULL for no row. */
+char *test_pg_run (const char *conninfo, const char *sql);
+/* tally_issuer_create () on the store under test. */
+TallyIssuer *test_issuer_create (const char *dir,
+                                 const char *name,
+                                 const char *currency,
+                                 guint64 now,
+                                 GError **error);
 
 /* Removes @path and everything below it. */
 void test_remove_tree (const char *path);

@@ -2,8 +2,10 @@
 /*
  * Runs the built tally-issuer binary (path in argv[1]) through its commands.
  */
+#include <glib/gstdio.h>
 #include <sqlite3.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "issuer-test-util.h"
@@ -15,6 +17,7 @@ typedef struct
 {
   char *tmp;
   char *dir;
+  char *spec; /* the store init_issuer () chose */
 } Fixture;
 
 typedef struct
@@ -45,6 +48,7 @@ static void
 fixture_teardown (Fixture *f, gconstpointer data)
 {
   test_remove_tree (f->tmp);
+  g_free (f->spec);
   g_free (f->dir);
   g_free (f->tmp);
 }
@@ -127,10 +131,15 @@ issuer_key (Fixture *f, guint8 pk[TALLY_PUBLIC_KEY_BYTES])
   g_assert_no_error (error);
 }
 
+/* On the store under test: --store on PostgreSQL, the default on SQLite. */
 static void
 init_issuer (Fixture *f)
 {
-  g_auto (Run) r = RUN (f, "init", "--name", "CLI \"Test\" Bank", "--currency", "EUR");
+  f->spec = test_store_spec_new ();
+  g_auto (Run) r =
+    test_store_is_pg ()
+      ? RUN (f, "init", "--name", "CLI \"Test\" Bank", "--currency", "EUR", "--store", f->spec)
+      : RUN (f, "init", "--name", "CLI \"Test\" Bank", "--currency", "EUR");
   expect_ok (&r);
   g_assert_nonnull (strstr (r.out, "public key "));
 }
@@ -414,6 +423,104 @@ test_cli_reconciles_and_reports_fraud (Fixture *f, gconstpointer data)
   g_assert_nonnull (strstr (list2.out, "revocation list 3 with 2 revoked"));
 }
 
+/* Starts the CLI on the fixture's issuer without waiting for it. */
+static GPid
+spawn_cli (Fixture *f, const char *const *args)
+{
+  g_autoptr (GPtrArray) argv = g_ptr_array_new ();
+  g_ptr_array_add (argv, (gpointer) cli_path);
+  for (; *args; args++)
+    g_ptr_array_add (argv, (gpointer) *args);
+  g_ptr_array_add (argv, NULL);
+  g_auto (GStrv) envp = g_environ_setenv (g_get_environ (), "TALLY_ISSUER_DIR", f->dir, TRUE);
+  GPid pid = 0;
+  g_autoptr (GError) error = NULL;
+  g_assert_true (g_spawn_async (f->tmp, (char **) argv->pdata, envp,
+                                G_SPAWN_DO_NOT_REAP_CHILD | G_SPAWN_STDOUT_TO_DEV_NULL, NULL, NULL,
+                                &pid, &error));
+  g_assert_no_error (error);
+  return pid;
+}
+
+static void
+expect_exit_0 (GPid pid)
+{
+  int wait_status = 0;
+  g_assert_cmpint (waitpid (pid, &wait_status, 0), ==, pid);
+  g_assert_true (WIFEXITED (wait_status));
+  g_assert_cmpint (WEXITSTATUS (wait_status), ==, 0);
+  g_spawn_close_pid (pid);
+}
+
+/* Two tally-issuer processes started together on one store, one with the
+ * payer's and one with the payee's half of each payment: every payment is
+ * booked once and the books balance, whichever process wins each race. */
+static void
+test_cli_two_processes_book_each_payment_once (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) a1 = RUN (f, "account-create", "alice");
+  g_auto (Run) a2 = RUN (f, "account-create", "bob");
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "50.00");
+  expect_ok (&dep);
+  g_autoptr (TestRegister) a = certify_register (f, "alice", "a.cert");
+  g_autoptr (TestRegister) b = certify_register (f, "bob", "b.cert");
+  g_autofree char *a_hex = tally_hex_encode (a->id, TALLY_ID_BYTES);
+  g_auto (Run) v = RUN (f, "voucher", "--register", a_hex, "--amount", "30", "--out", "va.bin");
+  expect_ok (&v);
+  g_autoptr (GBytes) voucher = read_file (f, "va.bin");
+
+  enum
+  {
+    ROUNDS = 4
+  };
+  for (guint i = 0; i < ROUNDS; i++) {
+    g_autoptr (GBytes) perm = test_permission (a, b, 100);
+    g_autoptr (GBytes) receipt = test_receipt (b, perm);
+    g_autoptr (TestBundle) ba = test_bundle_new (a);
+    if (i == 0)
+      test_bundle_add_voucher (ba, voucher);
+    test_bundle_add_spent (ba, perm, NULL);
+    g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+    write_file (f, "race-a.bin", bundle_a);
+    g_autoptr (TestBundle) bb = test_bundle_new (b);
+    test_bundle_add_received (bb, a->cert, perm, receipt);
+    g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+    write_file (f, "race-b.bin", bundle_b);
+
+    GPid payer = spawn_cli (
+      f, (const char *const[]){ "reconcile", "race-a.bin", "--out", "result-a.bin", NULL });
+    GPid payee = spawn_cli (
+      f, (const char *const[]){ "reconcile", "race-b.bin", "--out", "result-b.bin", NULL });
+    expect_exit_0 (payer);
+    expect_exit_0 (payee);
+  }
+
+  g_auto (Run) audit = RUN (f, "audit", "--json");
+  expect_ok (&audit);
+  g_assert_nonnull (strstr (audit.out, "\"in_flight\": 0,"));
+  g_assert_nonnull (strstr (audit.out, "\"offline\": 3000,"));
+  g_assert_nonnull (strstr (audit.out, "\"views_unbacked\": 0,"));
+  g_assert_nonnull (strstr (audit.out, "\"balanced\": true"));
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  g_assert_cmpstr (bal.out, ==, "20.00 EUR\n");
+}
+
+/* Runs @sql on the issuer's store behind the issuer's back. */
+static void
+tamper (Fixture *f, const char *sql)
+{
+  if (test_store_is_pg ()) {
+    g_free (test_pg_run (f->spec + strlen ("postgresql:"), sql));
+    return;
+  }
+  g_autofree char *db_path = g_build_filename (f->dir, "issuer.db", NULL);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open (db_path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+  sqlite3_close (db);
+}
+
 static void
 test_cli_audit_fails_when_books_do_not_balance (Fixture *f, gconstpointer data)
 {
@@ -423,13 +530,7 @@ test_cli_audit_fails_when_books_do_not_balance (Fixture *f, gconstpointer data)
   expect_ok (&dep);
 
   /* Money appearing behind the issuer's back must show. */
-  g_autofree char *db_path = g_build_filename (f->dir, "issuer.db", NULL);
-  sqlite3 *db = NULL;
-  g_assert_cmpint (sqlite3_open (db_path, &db), ==, SQLITE_OK);
-  g_assert_cmpint (sqlite3_exec (db, "UPDATE accounts SET balance = balance + 1", NULL, NULL,
-                                 NULL),
-                   ==, SQLITE_OK);
-  sqlite3_close (db);
+  tamper (f, "UPDATE accounts SET balance = balance + 1");
 
   g_auto (Run) audit = RUN (f, "audit", "--json");
   g_assert_cmpint (audit.status, ==, 1);
@@ -525,6 +626,45 @@ test_cli_reports_reclaim_and_late_receipt (Fixture *f, gconstpointer data)
   g_assert_nonnull (strstr (text.out, "reclaimed       10.00 EUR in 1 expired permission(s)"));
 }
 
+static void
+test_cli_init_refuses_unknown_store (Fixture *f, gconstpointer data)
+{
+  g_auto (Run) unknown =
+    RUN (f, "init", "--name", "x", "--currency", "EUR", "--store", "mysql:password=secret");
+  expect_failure (&unknown, 2, "unknown store \"mysql\"");
+  g_assert_null (strstr (unknown.err, "secret"));
+  g_auto (Run) empty =
+    RUN (f, "init", "--name", "x", "--currency", "EUR", "--store", "postgresql:");
+  expect_failure (&empty, 2, "needs a connection string");
+  g_assert_false (g_file_test (f->dir, G_FILE_TEST_EXISTS));
+}
+
+/* The store chosen at init is recorded in the directory, readable by its
+ * owner only, and every later command uses it. */
+static void
+test_cli_init_records_store_for_later_commands (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_autofree char *conf = g_build_filename (f->dir, "issuer.conf", NULL);
+  g_autofree char *db = g_build_filename (f->dir, "issuer.db", NULL);
+  if (test_store_is_pg ()) {
+    struct stat st;
+    g_assert_cmpint (g_stat (conf, &st), ==, 0);
+    g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+    g_assert_false (g_file_test (db, G_FILE_TEST_EXISTS));
+  } else {
+    g_assert_false (g_file_test (conf, G_FILE_TEST_EXISTS));
+    g_assert_true (g_file_test (db, G_FILE_TEST_EXISTS));
+  }
+  g_auto (Run) account = RUN (f, "account-create", "carol");
+  expect_ok (&account);
+  g_auto (Run) deposit = RUN (f, "deposit", "carol", "12.50");
+  expect_ok (&deposit);
+  g_auto (Run) balance = RUN (f, "balance", "carol");
+  expect_ok (&balance);
+  g_assert_nonnull (strstr (balance.out, "12.50"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -540,6 +680,9 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("/issuer/cli/help-lists-every-command-with-examples", test_cli_help_lists_every_command);
   ADD ("/issuer/cli/usage-errors-exit-2", test_cli_usage_errors_exit_2);
+  ADD ("/issuer/cli/init-refuses-unknown-store", test_cli_init_refuses_unknown_store);
+  ADD ("/issuer/cli/init-records-store-for-later-commands",
+       test_cli_init_records_store_for_later_commands);
   ADD ("/issuer/cli/certifies-display-name", test_cli_certifies_display_name);
   ADD ("/issuer/cli/runs-accounts-certificates-and-vouchers",
        test_cli_runs_accounts_certificates_and_vouchers);
@@ -547,6 +690,8 @@ main (int argc, char **argv)
   ADD ("/issuer/cli/audit-fails-when-books-do-not-balance",
        test_cli_audit_fails_when_books_do_not_balance);
   ADD ("/issuer/cli/reports-reclaim-and-late-receipt", test_cli_reports_reclaim_and_late_receipt);
+  ADD ("/issuer/cli/two-processes-book-each-payment-once",
+       test_cli_two_processes_book_each_payment_once);
 #undef ADD
 
   int status = g_test_run ();

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "issuer-test-util.h"
+#include "tally-keyfile.h"
 
 typedef struct
 {
@@ -19,7 +20,7 @@ fixture_setup (Fixture *f, gconstpointer data)
   f->tmp = g_dir_make_tmp ("tally-issuer-test-XXXXXX", &error);
   g_assert_no_error (error);
   f->dir = g_build_filename (f->tmp, "issuer", NULL);
-  f->issuer = tally_issuer_create (f->dir, "Test Bank", "EUR", TEST_NOW, &error);
+  f->issuer = test_issuer_create (f->dir, "Test Bank", "EUR", TEST_NOW, &error);
   g_assert_no_error (error);
   g_assert_nonnull (f->issuer);
 }
@@ -205,7 +206,7 @@ static void
 test_create_refuses_existing_issuer (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (TallyIssuer) again = tally_issuer_create (f->dir, "Other", "EUR", TEST_NOW, &error);
+  g_autoptr (TallyIssuer) again = test_issuer_create (f->dir, "Other", "EUR", TEST_NOW, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
   g_assert_null (again);
 }
@@ -217,7 +218,7 @@ test_create_refuses_invalid_currency (Fixture *f, gconstpointer data)
   const char *bad[] = { "eur", "EU", "EURO1", "ABCDEFGHI", "" };
   for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
     g_autoptr (GError) error = NULL;
-    g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Bad", bad[i], TEST_NOW, &error);
+    g_autoptr (TallyIssuer) issuer = test_issuer_create (dir, "Bad", bad[i], TEST_NOW, &error);
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
     g_assert_null (issuer);
   }
@@ -261,7 +262,7 @@ test_open_refuses_key_of_another_issuer (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *other_dir = g_build_filename (f->tmp, "other", NULL);
-  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_autoptr (TallyIssuer) other = test_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
   g_assert_no_error (error);
   g_clear_pointer (&other, tally_issuer_free);
   g_clear_pointer (&f->issuer, tally_issuer_free);
@@ -273,6 +274,105 @@ test_open_refuses_key_of_another_issuer (Fixture *f, gconstpointer data)
   g_autoptr (TallyIssuer) issuer = tally_issuer_open (f->dir, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
   g_assert_null (issuer);
+}
+
+/* seed || public key: an issuer.key whose public half is ours and whose
+ * seed is another key's would claim our key and sign with the other. */
+static void
+test_open_refuses_key_file_with_mismatched_halves (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = g_build_filename (f->dir, "issuer.key", NULL);
+  g_clear_pointer (&f->issuer, tally_issuer_free);
+  guint8 ours[TALLY_SECRET_KEY_BYTES], other_pk[TALLY_PUBLIC_KEY_BYTES];
+  guint8 mixed[TALLY_SECRET_KEY_BYTES];
+  g_assert_true (tally_key_file_read (path, ours, &error));
+  g_assert_no_error (error);
+  crypto_sign_keypair (other_pk, mixed);
+  memcpy (mixed + crypto_sign_SEEDBYTES, ours + crypto_sign_SEEDBYTES, TALLY_PUBLIC_KEY_BYTES);
+  g_assert_true (tally_key_file_write (path, mixed, &error));
+  g_assert_no_error (error);
+  sodium_memzero (ours, sizeof ours);
+  sodium_memzero (mixed, sizeof mixed);
+
+  g_autoptr (TallyIssuer) issuer = tally_issuer_open (f->dir, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_nonnull (strstr (error->message, "corrupt"));
+  g_assert_null (issuer);
+}
+
+/* issuer.conf names the store; one it cannot read is an error, never a
+ * silent fallback to another store. */
+static void
+test_open_refuses_unreadable_store_config (Fixture *f, gconstpointer data)
+{
+  g_clear_pointer (&f->issuer, tally_issuer_free);
+  g_autofree char *conf = g_build_filename (f->dir, "issuer.conf", NULL);
+  const char *bad[] = {
+    "not a key file",
+    "[issuer]\n",
+    "[issuer]\nstore=mysql:password=secret\n",
+    "[issuer]\nstore=postgresql:\n",
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autoptr (GError) error = NULL;
+    g_assert_true (g_file_set_contents (conf, bad[i], -1, &error));
+    g_autoptr (TallyIssuer) issuer = tally_issuer_open (f->dir, &error);
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+    g_assert_nonnull (strstr (error->message, "issuer.conf"));
+    g_assert_null (strstr (error->message, "secret"));
+    g_assert_null (issuer);
+  }
+}
+
+/* A PostgreSQL store that cannot be reached fails init with the server's
+ * (here: libpq's) reason and leaves no key or config behind. */
+static void
+test_create_leaves_nothing_when_store_unreachable (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (f->tmp, "unreachable", NULL);
+  g_autofree char *socket_dir = g_build_filename (f->tmp, "no-server-here", NULL);
+  g_autofree char *spec = g_strdup_printf ("postgresql:host=%s dbname=tally", socket_dir);
+  g_autoptr (TallyIssuer) issuer =
+    tally_issuer_create_with_store (dir, spec, "Bank", "EUR", TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_nonnull (strstr (error->message, "cannot connect to PostgreSQL"));
+  g_assert_nonnull (strstr (error->message, "no-server-here"));
+  g_assert_null (issuer);
+  g_autofree char *key = g_build_filename (dir, "issuer.key", NULL);
+  g_autofree char *conf = g_build_filename (dir, "issuer.conf", NULL);
+  g_assert_false (g_file_test (key, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (conf, G_FILE_TEST_EXISTS));
+}
+
+/* One store, one issuer: a second issuer pointed at a PostgreSQL schema
+ * that holds one is refused and leaves nothing behind. */
+static void
+test_create_refuses_store_holding_another_issuer (Fixture *f, gconstpointer data)
+{
+  g_autofree char *conf = g_build_filename (f->dir, "issuer.conf", NULL);
+  g_autofree char *contents = NULL;
+  g_assert_true (g_file_get_contents (conf, &contents, NULL, NULL));
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_assert_true (g_key_file_load_from_data (kf, contents, -1, G_KEY_FILE_NONE, NULL));
+  g_autofree char *spec = g_key_file_get_string (kf, "issuer", "store", NULL);
+  g_assert_true (g_str_has_prefix (spec, "postgresql:"));
+
+  g_autoptr (GError) error = NULL;
+  g_autofree char *other_dir = g_build_filename (f->tmp, "other", NULL);
+  g_autoptr (TallyIssuer) other =
+    tally_issuer_create_with_store (other_dir, spec, "Other", "EUR", TEST_NOW, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
+  g_assert_null (other);
+  g_autofree char *other_key = g_build_filename (other_dir, "issuer.key", NULL);
+  g_autofree char *other_conf = g_build_filename (other_dir, "issuer.conf", NULL);
+  g_assert_false (g_file_test (other_key, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (other_conf, G_FILE_TEST_EXISTS));
+
+  /* The first issuer's books are untouched. */
+  open_account (f, "alice", 500);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 500);
 }
 
 /* --- accounts --- */
@@ -680,6 +780,90 @@ test_reconcile_matches_payer_and_payee_halves (Fixture *f, gconstpointer data)
   g_assert_cmpint (end.in_flight, ==, 0);
   g_assert_cmpint (end.offline, ==, 3000);
   g_assert_cmpint (end.online, ==, 7000);
+  g_assert_true (end.balanced);
+}
+
+typedef struct
+{
+  TallyIssuer *issuer;
+  GBytes *bundle;
+  GMutex *lock;
+  GCond *cond;
+  guint *waiting;
+  TallyReconcileReport report;
+  GBytes *result;
+  GError *error;
+} Reconciler;
+
+static gpointer
+reconcile_when_both_ready (gpointer data)
+{
+  Reconciler *r = data;
+  g_mutex_lock (r->lock);
+  if (--*r->waiting == 0)
+    g_cond_broadcast (r->cond);
+  while (*r->waiting > 0)
+    g_cond_wait (r->cond, r->lock);
+  g_mutex_unlock (r->lock);
+  gsize len;
+  const guint8 *bytes = g_bytes_get_data (r->bundle, &len);
+  r->result = tally_issuer_reconcile (r->issuer, bytes, len, TEST_NOW, &r->report, &r->error);
+  return NULL;
+}
+
+/* Two issuer processes (here: two issuers on one store, in two threads)
+ * reconcile the payer's and the payee's half of one payment at the same
+ * moment: it is booked once, settled once, and the books balance. */
+static void
+test_reconcile_books_payment_once_when_both_halves_race (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  open_account (f, "bob", 0);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) perm = test_permission (a, b, 1250);
+  g_autoptr (GBytes) receipt = test_receipt (b, perm);
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_voucher (ba, voucher);
+  test_bundle_add_spent (ba, perm, NULL);
+  g_autoptr (GBytes) bundle_a = test_bundle_sign (ba);
+  g_autoptr (TestBundle) bb = test_bundle_new (b);
+  test_bundle_add_received (bb, a->cert, perm, receipt);
+  g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) second = tally_issuer_open (f->dir, &error);
+  g_assert_no_error (error);
+  GMutex lock;
+  GCond cond;
+  g_mutex_init (&lock);
+  g_cond_init (&cond);
+  guint waiting = 2;
+  Reconciler payer = { f->issuer, bundle_a, &lock, &cond, &waiting };
+  Reconciler payee = { second, bundle_b, &lock, &cond, &waiting };
+  GThread *t1 = g_thread_new ("payer", reconcile_when_both_ready, &payer);
+  GThread *t2 = g_thread_new ("payee", reconcile_when_both_ready, &payee);
+  g_thread_join (t1);
+  g_thread_join (t2);
+  g_mutex_clear (&lock);
+  g_cond_clear (&cond);
+
+  g_assert_no_error (payer.error);
+  g_assert_no_error (payee.error);
+  g_assert_nonnull (payer.result);
+  g_assert_nonnull (payee.result);
+  g_bytes_unref (payer.result);
+  g_bytes_unref (payee.result);
+  /* Whichever came first booked it; the other found it booked. */
+  g_assert_cmpuint (payer.report.spent_new + payee.report.received_new, ==, 1);
+  g_assert_cmpuint (payer.report.duplicates + payee.report.duplicates, ==, 1);
+
+  TallyAudit end = audit_of (f);
+  g_assert_cmpint (end.in_flight, ==, 0);
+  g_assert_cmpint (end.offline, ==, 3000);
+  g_assert_cmpint (end.online, ==, 7000);
+  g_assert_cmpuint (end.views_unbacked, ==, 0);
   g_assert_true (end.balanced);
 }
 
@@ -1148,7 +1332,7 @@ test_reconcile_refuses_received_entry_from_another_issuer (Fixture *f, gconstpoi
 
   g_autoptr (GError) error = NULL;
   g_autofree char *other_dir = g_build_filename (f->tmp, "other-issuer", NULL);
-  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_autoptr (TallyIssuer) other = test_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
   g_assert_no_error (error);
   g_assert_true (tally_issuer_account_create (other, "xavier", &error));
   g_autoptr (TestRegister) x = test_register_new (other, "xavier");
@@ -1301,7 +1485,7 @@ test_reconcile_refuses_foreign_voucher (Fixture *f, gconstpointer data)
   /* A voucher from another issuer. */
   g_autoptr (GError) error = NULL;
   g_autofree char *other_dir = g_build_filename (f->tmp, "other-issuer", NULL);
-  g_autoptr (TallyIssuer) other = tally_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
+  g_autoptr (TallyIssuer) other = test_issuer_create (other_dir, "Other", "EUR", TEST_NOW, &error);
   g_assert_no_error (error);
   g_assert_true (tally_issuer_account_create (other, "alice", &error));
   g_assert_true (tally_issuer_deposit (other, "alice", 1000, &error));
@@ -2753,6 +2937,14 @@ main (int argc, char **argv)
   ADD ("/issuer/open/restores-keys-and-books", test_open_restores_keys_and_books);
   ADD ("/issuer/open/refuses-missing-issuer", test_open_refuses_missing_issuer);
   ADD ("/issuer/open/refuses-key-of-another-issuer", test_open_refuses_key_of_another_issuer);
+  ADD ("/issuer/open/refuses-key-file-with-mismatched-halves",
+       test_open_refuses_key_file_with_mismatched_halves);
+  ADD ("/issuer/open/refuses-unreadable-store-config", test_open_refuses_unreadable_store_config);
+  ADD ("/issuer/create/leaves-nothing-when-store-unreachable",
+       test_create_leaves_nothing_when_store_unreachable);
+  if (test_store_is_pg ())
+    ADD ("/issuer/create/refuses-store-holding-another-issuer",
+         test_create_refuses_store_holding_another_issuer);
   ADD ("/issuer/account/refuses-duplicate-name", test_account_refuses_duplicate_name);
   ADD ("/issuer/account/refuses-unknown-account", test_account_refuses_unknown_account);
   ADD ("/issuer/account/refuses-empty-or-control-name", test_account_refuses_empty_name);
@@ -2775,6 +2967,8 @@ main (int argc, char **argv)
        test_voucher_refuses_unknown_or_revoked_register);
   ADD ("/issuer/voucher/refuses-invalid-amount-or-amount-over-cap",
        test_voucher_refuses_invalid_amount_and_cap);
+  ADD ("/issuer/reconcile/books-payment-once-when-both-halves-race",
+       test_reconcile_books_payment_once_when_both_halves_race);
   ADD ("/issuer/reconcile/matches-payer-and-payee-halves",
        test_reconcile_matches_payer_and_payee_halves);
   ADD ("/issuer/reconcile/settles-payment-with-payers-receipt",

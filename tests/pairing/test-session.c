@@ -294,6 +294,7 @@ assert_refused (TallySession *session, TallyRegister *reg, GBytes *msg, TallyErr
                                         g_bytes_get_size (msg), NOW, &reply, &error));
   g_assert_error (error, TALLY_ERROR, (gint) code);
   g_assert_cmpint (tally_session_get_state (session), ==, TALLY_SESSION_STATE_FAILED);
+  g_assert_false (tally_session_is_refused_by_peer (session));
   g_assert_nonnull (reply);
   g_autoptr (Tally__SessionMessage) m = script_unpack_session (reply);
   g_assert_cmpint (m->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_ERROR);
@@ -948,6 +949,9 @@ test_agent_rejection_spends_nothing (Fixture *f, gconstpointer data)
   g_assert_false (tally_session_handle (payee, g_bytes_get_data (rejection, NULL),
                                         g_bytes_get_size (rejection), NOW, &reply, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REJECTED);
+  /* The payee failed on the payer's word, the payer on its own. */
+  g_assert_true (tally_session_is_refused_by_peer (payee));
+  g_assert_false (tally_session_is_refused_by_peer (payer));
   g_assert_cmpint (tally_register_get_balance (f->payee), ==, 0);
 }
 

@@ -238,6 +238,27 @@ run_certificate (Crash *c, TallyRegister *reg)
   g_assert_no_error (error);
 }
 
+/* --- issuer: an unbound register takes its issuer's key set --- */
+
+static void
+prepare_issuer (Crash *c)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyRegister) a = tally_register_create_unbound (c->dir_a, &error);
+  g_assert_no_error (error);
+  c->input = fixture_issuer_key_set (c->issuer);
+}
+
+static void
+run_issuer (Crash *c, TallyRegister *reg)
+{
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const guint8 *data = g_bytes_get_data (c->input, &len);
+  g_assert_true (tally_register_set_issuer (reg, data, len, &error));
+  g_assert_no_error (error);
+}
+
 /* --- apply --- */
 
 static void
@@ -325,6 +346,7 @@ static const Scenario scenarios[] = {
   { "apply", prepare_apply, FALSE, run_apply },
   { "defund", prepare_defund, FALSE, run_defund },
   { "export", prepare_export, TRUE, run_export },
+  { "issuer", prepare_issuer, FALSE, run_issuer },
 };
 
 static const Scenario *

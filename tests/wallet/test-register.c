@@ -1963,6 +1963,122 @@ test_key_file_of_another_register_is_refused (World *w, gconstpointer data)
   g_assert_null (reg);
 }
 
+/* --- an unbound register (no issuer_key yet) --- */
+
+static TallyRegister *
+unbound_register (World *w, const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (w->root, name, NULL);
+  TallyRegister *reg = tally_register_create_unbound (dir, &error);
+  g_assert_no_error (error);
+  g_assert_false (tally_register_has_issuer (reg));
+  return reg;
+}
+
+static void
+test_unbound_register_takes_nothing_signed (World *w, gconstpointer data)
+{
+  g_autoptr (TallyRegister) reg = unbound_register (w, "fresh");
+  g_autoptr (GBytes) cert =
+    fixture_certify (w->issuer, tally_register_get_public_key (reg), NULL, T, T + FIXTURE_YEAR, 1);
+  g_autoptr (GBytes) voucher = fixture_voucher (w->issuer, tally_register_get_id (reg), 1, 100, NULL);
+  g_autofree char *before = fixture_register_dump (reg, TRUE);
+  gsize len;
+  const guint8 *bytes = g_bytes_get_data (cert, &len);
+  {
+    g_autoptr (GError) error = NULL;
+    g_assert_false (tally_register_install_certificate (reg, bytes, len, T, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE);
+    g_assert_nonnull (strstr (error->message, "no issuer"));
+  }
+  bytes = g_bytes_get_data (voucher, &len);
+  {
+    g_autoptr (GError) error = NULL;
+    g_assert_false (tally_register_load (reg, bytes, len, T, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE);
+  }
+  g_autofree char *after = fixture_register_dump (reg, TRUE);
+  g_assert_cmpstr (before, ==, after);
+}
+
+static void
+test_unbound_register_takes_issuer_once_and_keeps_it (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (w->root, "fresh", NULL);
+  g_autoptr (TallyRegister) reg = unbound_register (w, "fresh");
+  g_autoptr (GBytes) key_set = fixture_issuer_key_set (w->issuer);
+  gsize len;
+  const guint8 *bytes = g_bytes_get_data (key_set, &len);
+  g_assert_true (tally_register_set_issuer (reg, bytes, len, &error));
+  g_assert_no_error (error);
+  g_assert_true (tally_register_has_issuer (reg));
+  g_assert_cmpmem (tally_register_get_issuer_key (reg), TALLY_PUBLIC_KEY_BYTES,
+                   fixture_issuer_public_key (w->issuer), TALLY_PUBLIC_KEY_BYTES);
+
+  /* Kept across a reopen; then certificates and vouchers verify. */
+  g_clear_pointer (&reg, tally_register_free);
+  reg = tally_register_open (dir, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_register_has_issuer (reg));
+  g_autoptr (GBytes) cert =
+    fixture_certify (w->issuer, tally_register_get_public_key (reg), NULL, T, T + FIXTURE_YEAR, 1);
+  const guint8 *cert_bytes = g_bytes_get_data (cert, &len);
+  g_assert_true (tally_register_install_certificate (reg, cert_bytes, len, T, &error));
+  g_assert_no_error (error);
+  fixture_register_fund (w->issuer, reg, 1, 700, T);
+  g_assert_cmpint (tally_register_get_balance (reg), ==, 700);
+
+  /* Never replaced, not even by the same issuer's set again. */
+  g_autoptr (FixtureIssuer) rogue = fixture_issuer_new (FIXTURE_CURRENCY);
+  g_autoptr (GBytes) rogue_set = fixture_issuer_key_set (rogue);
+  GBytes *sets[] = { rogue_set, key_set };
+  for (guint i = 0; i < G_N_ELEMENTS (sets); i++) {
+    g_autoptr (GError) again = NULL;
+    bytes = g_bytes_get_data (sets[i], &len);
+    g_assert_false (tally_register_set_issuer (reg, bytes, len, &again));
+    g_assert_error (again, TALLY_ERROR, TALLY_ERROR_EXISTS);
+  }
+  g_assert_cmpmem (tally_register_get_issuer_key (reg), TALLY_PUBLIC_KEY_BYTES,
+                   fixture_issuer_public_key (w->issuer), TALLY_PUBLIC_KEY_BYTES);
+}
+
+static void
+test_unbound_register_refuses_bad_key_set (World *w, gconstpointer data)
+{
+  g_autoptr (TallyRegister) reg = unbound_register (w, "fresh");
+  g_autoptr (GBytes) key_set = fixture_issuer_key_set (w->issuer);
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (key_set);
+  env->signature.data[3] ^= 0x10;
+  g_autoptr (GBytes) forged = tally_envelope_pack (env);
+  g_autoptr (GBytes) voucher_shaped =
+    fixture_voucher (w->issuer, tally_register_get_id (reg), 1, 100, NULL);
+  static const guint8 junk[] = { 0x0a, 0xff, 0x01 };
+  g_autoptr (GBytes) junk_bytes = g_bytes_new_static (junk, sizeof junk);
+  struct
+  {
+    GBytes *input;
+    TallyError code;
+  } cases[] = {
+    { forged, TALLY_ERROR_BAD_SIGNATURE },
+    { voucher_shaped, TALLY_ERROR_WRONG_CONTEXT },
+    { junk_bytes, TALLY_ERROR_MALFORMED },
+  };
+  g_autofree char *before = fixture_register_dump (reg, TRUE);
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (GError) error = NULL;
+    gsize len;
+    const guint8 *bytes = g_bytes_get_data (cases[i].input, &len);
+    g_test_message ("case %u", i);
+    g_assert_false (tally_register_set_issuer (reg, bytes, len, &error));
+    g_assert_error (error, TALLY_ERROR, (gint) cases[i].code);
+    g_assert_false (tally_register_has_issuer (reg));
+  }
+  g_autofree char *after = fixture_register_dump (reg, TRUE);
+  g_assert_cmpstr (before, ==, after);
+}
+
 static sqlite3 *
 side_connection (Party *p)
 {
@@ -2047,7 +2163,7 @@ test_commit_points_are_reported_in_order (World *w, gconstpointer data)
   guint n = 0;
   while (points[n] != NULL)
     n++;
-  g_assert_cmpuint (n, ==, 20);
+  g_assert_cmpuint (n, ==, 22);
   g_assert_true (g_strv_contains (points, "defund:after-commit"));
   g_assert_true (g_strv_contains (points, "export:before-commit"));
 }
@@ -2558,6 +2674,10 @@ main (int argc, char **argv)
   ADD ("/register/key-file/is-private", test_key_file_is_private);
   ADD ("/register/key-file/refused-when-readable-by-others",
        test_key_file_refused_when_readable_by_others);
+  ADD ("/register/unbound/takes-nothing-signed", test_unbound_register_takes_nothing_signed);
+  ADD ("/register/unbound/takes-issuer-once-and-keeps-it",
+       test_unbound_register_takes_issuer_once_and_keeps_it);
+  ADD ("/register/unbound/refuses-bad-key-set", test_unbound_register_refuses_bad_key_set);
   ADD ("/register/key-file/of-another-register-is-refused",
        test_key_file_of_another_register_is_refused);
   ADD ("/register/storage/failed-statement-rolls-back", test_storage_failed_statement_rolls_back);

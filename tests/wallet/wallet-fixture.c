@@ -79,6 +79,21 @@ issuer_sign_message (FixtureIssuer *issuer, Tally__SignatureContext ctx, const P
   return fixture_issuer_sign (issuer, ctx, body);
 }
 
+GBytes *
+fixture_issuer_key_set (FixtureIssuer *issuer)
+{
+  Tally__IssuerKeySet ks = TALLY__ISSUER_KEY_SET__INIT;
+  ks.public_key.data = issuer->public_key;
+  ks.public_key.len = TALLY_PUBLIC_KEY_BYTES;
+  ks.key_id.data = issuer->key_id;
+  ks.key_id.len = TALLY_ID_BYTES;
+  ks.currency = issuer->currency;
+  ks.name = "Fixture Issuer";
+  ks.created_at = 1;
+  return issuer_sign_message (issuer, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
+                              &ks.base);
+}
+
 static GBytes *
 certify (FixtureIssuer *issuer,
          const guint8 register_key[TALLY_PUBLIC_KEY_BYTES],
@@ -498,7 +513,9 @@ fixture_register_dump (TallyRegister *reg, gboolean with_nonce_bytes)
   g_autofree char *cert_digest = bytes_digest (cert);
   g_autofree char *list_digest = bytes_digest (list);
 
+  g_autofree char *issuer = tally_hex_encode (tally_register_get_issuer_key (reg), TALLY_PUBLIC_KEY_BYTES);
   g_string_append_printf (s, "id %s\n", id);
+  g_string_append_printf (s, "issuer %s\n", issuer);
   g_string_append_printf (s, "balance %" G_GINT64_FORMAT "\n", tally_register_get_balance (reg));
   g_string_append_printf (s, "counter %" G_GUINT64_FORMAT "\n", tally_register_get_counter (reg));
   g_string_append_printf (s, "chain %s\n", chain);

@@ -38,6 +38,9 @@ const char *fixture_issuer_currency (FixtureIssuer *issuer);
 /* The default limits above. */
 Tally__Limits fixture_limits (void);
 
+/* The issuer's packed, self-signed IssuerKeySet. */
+GBytes *fixture_issuer_key_set (FixtureIssuer *issuer);
+
 /* Signs @body (any bytes) as @ctx with the issuer key. */
 GBytes *fixture_issuer_sign (FixtureIssuer *issuer, Tally__SignatureContext ctx, GBytes *body);
 

@@ -1,0 +1,417 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The payee's open request: every payer that connects gets a handshake of
+ * its own (tally-daemon.h, tally_daemon_request_payment ()), the first
+ * valid Pay takes the request, and its Payment1 object shows the oldest
+ * handshake in progress.
+ */
+#include "tally-daemon-private.h"
+
+#include "tally-clock.h"
+#include "tally-uri.h"
+
+static void
+handshake_clear_deadline (Handshake *h)
+{
+  if (h->hello_deadline != NULL) {
+    g_source_destroy (h->hello_deadline);
+    g_clear_pointer (&h->hello_deadline, g_source_unref);
+  }
+}
+
+static void
+handshake_free (Handshake *h)
+{
+  handshake_clear_deadline (h);
+  tally_payment_set_callbacks (h->payment, NULL, NULL, NULL);
+  tally_payment_unref (h->payment);
+  g_free (h);
+}
+
+void
+daemon_request_free (DaemonRequest *request)
+{
+  if (request == NULL)
+    return;
+  g_ptr_array_unref (request->handshakes);
+  g_free (request->memo);
+  g_free (request->address);
+  g_free (request->uri);
+  g_free (request);
+}
+
+/* No payer may connect any more: the handshakes still going are told
+ * @code (ALREADY_PAID once the request took its payers), and advertising
+ * stops. */
+void
+daemon_end_request (TallyDaemon *d, TallyError code, const char *message)
+{
+  DaemonRequest *r = d->request;
+  if (r == NULL)
+    return;
+  /* First: the handshakes' callbacks below find no request. */
+  d->request = NULL;
+  g_message ("request at %s: no longer waiting for payers (%u of %u paid)", r->address, r->paid,
+             r->payers);
+  for (guint i = 0; i < r->handshakes->len; i++) {
+    Handshake *h = r->handshakes->pdata[i];
+    if (tally_payment_was_attached (h->payment) && !tally_payment_is_finished (h->payment)) {
+      g_info ("payment %u: telling %s: %s", tally_payment_get_id (h->payment),
+              tally_error_to_string (code), message);
+      tally_payment_abort (h->payment, code, message, NULL);
+    }
+  }
+  daemon_request_free (r);
+  if (d->gatt != NULL)
+    tally_gatt_server_stop_advertising (d->gatt);
+}
+
+/* --- a request's handshakes --- */
+
+static void on_handshake_changed (TallyPayment *payment, gpointer user_data);
+
+static const TallyPaymentCallbacks handshake_callbacks = {
+  .changed = on_handshake_changed,
+};
+
+/* Seconds until @r times out, at least 1. */
+static guint
+request_seconds_left (const DaemonRequest *r)
+{
+  gint64 left = r->deadline - g_get_monotonic_time ();
+  return left <= G_USEC_PER_SEC ? 1 : (guint) ((left + G_USEC_PER_SEC - 1) / G_USEC_PER_SEC);
+}
+
+/* A fresh payee session for @r (its own nonce), ending when @r does. */
+static Handshake *
+add_handshake (TallyDaemon *d, DaemonRequest *r, GError **error)
+{
+  TallyPayment *payment = tally_payment_new_payee (d->reg, r->amount, r->memo, &d->policy,
+                                                   request_seconds_left (r), error);
+  if (payment == NULL)
+    return NULL;
+  Handshake *h = g_new0 (Handshake, 1);
+  h->daemon = d;
+  h->payment = payment;
+  tally_payment_set_callbacks (payment, &handshake_callbacks, h, NULL);
+  g_ptr_array_add (r->handshakes, h);
+  return h;
+}
+
+static gboolean
+handshake_in_progress (const Handshake *h)
+{
+  return tally_payment_was_attached (h->payment) && !tally_payment_is_finished (h->payment);
+}
+
+/* The oldest handshake of @r with a payer in it, other than @except. */
+static Handshake *
+request_oldest_in_progress (DaemonRequest *r, const Handshake *except)
+{
+  for (guint i = 0; i < r->handshakes->len; i++) {
+    Handshake *h = r->handshakes->pdata[i];
+    if (h != except && handshake_in_progress (h))
+      return h;
+  }
+  return NULL;
+}
+
+static guint
+request_count_in_progress (DaemonRequest *r)
+{
+  guint n = 0;
+  for (guint i = 0; i < r->handshakes->len; i++)
+    n += handshake_in_progress (r->handshakes->pdata[i]);
+  return n;
+}
+
+/* Frees @h and forgets it. */
+static void
+request_drop_handshake (DaemonRequest *r, Handshake *h)
+{
+  g_ptr_array_remove (r->handshakes, h);
+}
+
+/* @dp shows @payment from now on. */
+static void
+daemon_payment_show (DaemonPayment *dp, TallyPayment *payment)
+{
+  if (dp->payment != payment) {
+    TallyPayment *old = dp->payment;
+    dp->payment = tally_payment_ref (payment);
+    tally_dbus_payment_set_payment (dp->object, payment);
+    tally_payment_unref (old);
+  }
+  daemon_payment_update (dp);
+}
+
+/* The handshake @r's object shows next: the oldest in progress, else a
+ * fresh placeholder.  NULL (and the request should end) when none can be
+ * made. */
+static Handshake *
+request_next_lead (TallyDaemon *d, DaemonRequest *r, GError **error)
+{
+  Handshake *h = request_oldest_in_progress (r, NULL);
+  return h != NULL ? h : add_handshake (d, r, error);
+}
+
+/* A fresh Payment1 object for the request's next payer. */
+static gboolean
+request_add_object (TallyDaemon *d, DaemonRequest *r, GError **error)
+{
+  Handshake *lead = request_next_lead (d, r, error);
+  if (lead == NULL)
+    return FALSE;
+  DaemonPayment *dp =
+    daemon_add_payment (d, tally_payment_ref (lead->payment), NULL, r->uid, error);
+  if (dp == NULL)
+    return FALSE;
+  tally_dbus_payment_set_address (dp->object, r->address);
+  tally_dbus_payment_set_request_uri (dp->object, r->uri);
+  r->object = dp;
+  return TRUE;
+}
+
+/* @h's Pay was credited (or an earlier permission delivered again): the
+ * request's object shows it, finished; the request ends once it took its
+ * payers, and any other payer in its handshake is told ALREADY_PAID. */
+static void
+request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
+{
+  g_autoptr (TallyPayment) payment = tally_payment_ref (h->payment);
+  DaemonPayment *dp = r->object;
+  gboolean redelivery = tally_payment_is_redelivery (payment);
+
+  dp->ble = h->ble;
+  dp->ble_started = h->started;
+  request_drop_handshake (r, h);
+  daemon_payment_show (dp, payment);
+  /* A permission delivered again pays an earlier request, not this one. */
+  if (!redelivery)
+    r->paid++;
+  if (r->paid >= r->payers) {
+    daemon_end_request (d, TALLY_ERROR_ALREADY_PAID, "the payment request was already paid");
+    return;
+  }
+  g_autoptr (GError) error = NULL;
+  if (!request_add_object (d, r, &error)) {
+    g_warning ("request at %s: cannot wait for the next payer: %s", r->address, error->message);
+    r->object = NULL;
+    daemon_end_request (d, TALLY_ERROR_CANCELLED, "the payment request ended");
+    return;
+  }
+  g_message ("%s: waiting for the next payer on %s (%u of %u paid)", r->object->path, r->address,
+             r->paid, r->payers);
+}
+
+/* The handshake @r's object shows failed.  It ends the request only when
+ * it timed out or was cancelled here, when no payer ever connected, or
+ * when the payer proved who it is and refused with nobody else in a
+ * handshake; otherwise the object shows another handshake, or waits. */
+static void
+request_lead_failed (TallyDaemon *d, DaemonRequest *r, Handshake *h)
+{
+  TallyPayment *payment = h->payment;
+  DaemonPayment *dp = r->object;
+  const GError *why = tally_payment_get_error (payment);
+  Handshake *other = request_oldest_in_progress (r, h);
+  gboolean final = !tally_payment_was_attached (payment) || tally_payment_ended_here (payment) ||
+                   (h->authenticated && other == NULL);
+
+  if (final) {
+    g_autoptr (TallyPayment) keep = tally_payment_ref (payment);
+    TallyError code = tally_error_code (why);
+    g_autofree char *message = g_strdup (why->message);
+    request_drop_handshake (r, h);
+    daemon_payment_update (dp);
+    daemon_end_request (d, code, message);
+    return;
+  }
+
+  /* One line per connection a flood makes: not a message. */
+  g_info ("%s: a payer's handshake ended (%s); the request goes on", dp->path, why->message);
+  request_drop_handshake (r, h);
+  g_autoptr (GError) error = NULL;
+  Handshake *next = request_next_lead (d, r, &error);
+  if (next == NULL) {
+    g_warning ("request at %s: cannot wait for another payer: %s", r->address, error->message);
+    daemon_payment_update (dp);
+    daemon_end_request (d, TALLY_ERROR_CANCELLED, "the payment request ended");
+    return;
+  }
+  daemon_payment_show (dp, next->payment);
+}
+
+static void
+on_handshake_changed (TallyPayment *payment, gpointer user_data)
+{
+  Handshake *h = user_data;
+  TallyDaemon *d = h->daemon;
+  DaemonRequest *r = d->request;
+  TallyPaymentState state = tally_payment_get_state (payment);
+
+  if (state != TALLY_PAYMENT_STATE_WAITING && state != TALLY_PAYMENT_STATE_WAIT_HELLO)
+    handshake_clear_deadline (h);
+  if (state == TALLY_PAYMENT_STATE_WAIT_PAY)
+    h->authenticated = TRUE;
+  /* Ended with the request: daemon_end_request () frees it. */
+  if (r == NULL)
+    return;
+
+  gboolean lead = r->object != NULL && r->object->payment == payment;
+  switch (state) {
+  case TALLY_PAYMENT_STATE_DONE: request_paid (d, r, h); return;
+  case TALLY_PAYMENT_STATE_FAILED:
+    if (lead)
+      request_lead_failed (d, r, h);
+    else
+      request_drop_handshake (r, h);
+    return;
+  case TALLY_PAYMENT_STATE_CONNECTING:
+  case TALLY_PAYMENT_STATE_WAITING:
+  case TALLY_PAYMENT_STATE_HELLO_SENT:
+  case TALLY_PAYMENT_STATE_CONFIRMING:
+  case TALLY_PAYMENT_STATE_PAY_SENT:
+  case TALLY_PAYMENT_STATE_WAIT_HELLO:
+  case TALLY_PAYMENT_STATE_OFFER_SENT:
+  case TALLY_PAYMENT_STATE_WAIT_PAY: break;
+  }
+  if (lead)
+    daemon_payment_update (r->object);
+}
+
+static gboolean
+on_hello_deadline (gpointer user_data)
+{
+  Handshake *h = user_data;
+  guint seconds = h->daemon->hello_timeout_seconds;
+
+  g_clear_pointer (&h->hello_deadline, g_source_unref);
+  g_info ("payment %u: no valid Hello within %u s, closing", tally_payment_get_id (h->payment),
+          seconds);
+  g_autofree char *message = g_strdup_printf ("no valid Hello within %u seconds", seconds);
+  tally_payment_abort (h->payment, TALLY_ERROR_TIMEOUT, message, NULL);
+  return G_SOURCE_REMOVE;
+}
+
+/* The request URI payers can scan (docs/protocol.md); "" when the
+ * address cannot be written in one (a relative or overlong socket path). */
+static char *
+request_uri (TallyDaemon *d, const DaemonRequest *r, guint timeout_seconds)
+{
+  const Tally__RegisterCertificate *cert = tally_register_get_certificate_info (d->reg);
+  g_autoptr (GError) error = NULL;
+  char *uri = tally_request_uri_format (r->address, r->amount, tally_register_get_currency (d->reg),
+                                        tally_now () + timeout_seconds,
+                                        cert ? cert->display_name : NULL, &error);
+  if (uri == NULL)
+    g_message ("no request URI for %s: %s", r->address, error->message);
+  return uri ? uri : g_strdup ("");
+}
+
+char *
+tally_daemon_request_payment (TallyDaemon *d,
+                              guint32 uid,
+                              gint64 amount,
+                              const char *memo,
+                              guint timeout_seconds,
+                              guint payers,
+                              GError **error)
+{
+  g_return_val_if_fail (d != NULL && d->connection != NULL, NULL);
+  g_return_val_if_fail (payers >= 1, NULL);
+
+  /* One payee request at a time: a connecting payer must know whom it pays. */
+  if (d->request != NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
+                 "payment request %s is still waiting for a payer",
+                 d->request->object ? d->request->object->path : d->request->address);
+    return NULL;
+  }
+
+  DaemonRequest *r = g_new0 (DaemonRequest, 1);
+  r->amount = amount;
+  r->uid = uid;
+  r->memo = g_strdup (memo ? memo : "");
+  r->deadline = g_get_monotonic_time () + (gint64) timeout_seconds * G_USEC_PER_SEC;
+  r->payers = payers;
+  r->handshakes = g_ptr_array_new_with_free_func ((GDestroyNotify) handshake_free);
+  if (d->gatt != NULL) {
+    /* Fresh for every request: lets a payer pick this stall, and cannot
+     * follow the device from one request to the next. */
+    randombytes_buf (r->tag, sizeof r->tag);
+    r->tagged = TRUE;
+    r->address = tally_gatt_tag_to_address (r->tag);
+  } else {
+    r->address = g_strdup (tally_daemon_get_listen_address (d));
+  }
+  r->uri = request_uri (d, r, timeout_seconds);
+  d->request = r;
+
+  if (!request_add_object (d, r, error)) {
+    g_clear_pointer (&d->request, daemon_request_free);
+    return NULL;
+  }
+  DaemonPayment *dp = r->object;
+  if (d->gatt != NULL)
+    tally_gatt_server_advertise (d->gatt, r->tag);
+  g_message (
+    "%s (uid %u): requesting %" G_GINT64_FORMAT " %s from up to %u payer(s), waiting on %s%s%s",
+    dp->path, uid, amount, tally_payment_get_currency (dp->payment), payers,
+    tally_daemon_get_listen_address (d), d->gatt ? " and " : "", d->gatt ? r->address : "");
+  tally_daemon_register_changed (d);
+  return g_strdup (dp->path);
+}
+
+/* Gives @link a handshake of the open request: the placeholder its
+ * object shows when no other payer is connected, else a fresh one.  The
+ * link must bring a valid Hello within hello_timeout_seconds. */
+void
+daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
+{
+  const char *peer = tally_link_get_peer (link) ? tally_link_get_peer (link) : "a payer";
+  DaemonRequest *r = d->request;
+
+  if (r == NULL) {
+    /* One line per connection a flood makes: not a message. */
+    g_info ("refusing %s: no payment requested", peer);
+    tally_payment_refuse_link (link, TALLY_ERROR_NOT_FOUND, "no payment requested");
+    return;
+  }
+
+  Handshake *h = NULL;
+  if (r->object != NULL && !tally_payment_was_attached (r->object->payment)) {
+    for (guint i = 0; i < r->handshakes->len && h == NULL; i++)
+      if (((Handshake *) r->handshakes->pdata[i])->payment == r->object->payment)
+        h = r->handshakes->pdata[i];
+  }
+  if (h == NULL) {
+    if (request_count_in_progress (r) >= TALLY_DAEMON_MAX_HANDSHAKES) {
+      g_info ("refusing %s: %u payers already in their handshakes", peer,
+              TALLY_DAEMON_MAX_HANDSHAKES);
+      tally_payment_refuse_link (link, TALLY_ERROR_POLICY, "too many payers at once; try again");
+      return;
+    }
+    g_autoptr (GError) error = NULL;
+    h = add_handshake (d, r, &error);
+    if (h == NULL) {
+      g_warning ("refusing %s: %s", peer, error->message);
+      tally_payment_refuse_link (link, tally_error_code (error), error->message);
+      return;
+    }
+  }
+  h->ble = ble;
+  h->started = g_get_monotonic_time ();
+  h->hello_deadline = g_timeout_source_new_seconds (d->hello_timeout_seconds);
+  g_source_set_callback (h->hello_deadline, on_hello_deadline, h, NULL);
+  g_source_set_static_name (h->hello_deadline, "[tally] hello deadline");
+  g_source_attach (h->hello_deadline, d->context);
+  g_debug ("payment %u: payer %s connected", tally_payment_get_id (h->payment), peer);
+
+  g_autoptr (GError) error = NULL;
+  if (!tally_payment_attach (h->payment, link, &error)) {
+    g_warning ("payment %u: cannot take %s: %s", tally_payment_get_id (h->payment), peer,
+               error->message);
+    tally_payment_refuse_link (link, tally_error_code (error), error->message);
+  }
+}

@@ -1,0 +1,304 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * tally-issuerd: the online issuer, an HTTP(S) service over an issuer
+ * directory made by "tally-issuer init" (docs/issuer-api.md).  Exit status
+ * 0 after SIGTERM or SIGINT, 1 when it cannot start, 2 for usage errors.
+ */
+#include <glib-unix.h>
+#include <glib/gstdio.h>
+#include <locale.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tally-build-config.h"
+#include "tally-hex.h"
+#include "tally-issuer-http.h"
+
+#define EXIT_FAILED 1
+#define EXIT_USAGE  2
+
+#define DEFAULT_LISTEN "127.0.0.1:8470"
+
+typedef struct
+{
+  char *issuer_dir;
+  char *listen;
+  char *tls_certificate;
+  char *tls_key;
+  char *operator_token_file;
+  gboolean allow_plain;
+  guint64 max_body;
+  guint64 request_timeout;
+  Tally__Limits limits;
+  guint64 validity;
+} Config;
+
+static void
+config_clear (Config *c)
+{
+  g_free (c->issuer_dir);
+  g_free (c->listen);
+  g_free (c->tls_certificate);
+  g_free (c->tls_key);
+  g_free (c->operator_token_file);
+}
+
+/* A relative path in the file is relative to the file's folder. */
+static char *
+config_path (GKeyFile *kf, const char *group, const char *key, const char *base, GError **error)
+{
+  g_autofree char *value = g_key_file_get_string (kf, group, key, error);
+  if (value == NULL || g_path_is_absolute (value))
+    return g_steal_pointer (&value);
+  return g_build_filename (base, value, NULL);
+}
+
+/* An optional positive integer; @value keeps its default when absent. */
+static gboolean
+config_uint (GKeyFile *kf, const char *group, const char *key, guint64 *value, GError **error)
+{
+  if (!g_key_file_has_key (kf, group, key, NULL))
+    return TRUE;
+  g_autofree char *text = g_key_file_get_string (kf, group, key, error);
+  if (text == NULL)
+    return FALSE;
+  guint64 v;
+  if (!g_ascii_string_to_unsigned (g_strstrip (text), 10, 1, G_MAXINT32, &v, NULL)) {
+    g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                 "[%s] %s must be a positive integer, not \"%s\"", group, key, text);
+    return FALSE;
+  }
+  *value = v;
+  return TRUE;
+}
+
+static gboolean
+config_amount (GKeyFile *kf, const char *group, const char *key, gint64 *value, GError **error)
+{
+  if (!g_key_file_has_key (kf, group, key, NULL))
+    return TRUE;
+  g_autofree char *text = g_key_file_get_string (kf, group, key, error);
+  g_autoptr (GError) local = NULL;
+  if (text == NULL)
+    return FALSE;
+  if (!tally_amount_parse (g_strstrip (text), value, &local) || *value <= 0) {
+    g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                 "[%s] %s must be a positive amount such as 20.00, not \"%s\"", group, key, text);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+config_load (Config *c, const char *path, GError **error)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, error))
+    return FALSE;
+  g_autofree char *base = g_path_get_dirname (path);
+  guint64 max_payments = 100, offline_hours = 72, valid_days = 7;
+
+  c->limits.max_payment = 5000;
+  c->limits.balance_cap = 50000;
+  c->max_body = TALLY_ISSUER_HTTP_MAX_BODY_DEFAULT;
+  c->request_timeout = TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT;
+  if ((c->issuer_dir = config_path (kf, "issuer", "dir", base, error)) == NULL)
+    return FALSE;
+  c->listen = g_key_file_get_string (kf, "http", "listen", NULL);
+  if (c->listen == NULL)
+    c->listen = g_strdup (DEFAULT_LISTEN);
+  if (g_key_file_has_key (kf, "http", "tls_certificate", NULL) &&
+      ((c->tls_certificate = config_path (kf, "http", "tls_certificate", base, error)) == NULL ||
+       (c->tls_key = config_path (kf, "http", "tls_key", base, error)) == NULL))
+    return FALSE;
+  if (g_key_file_has_key (kf, "http", "operator_token_file", NULL) &&
+      (c->operator_token_file = config_path (kf, "http", "operator_token_file", base, error)) ==
+        NULL)
+    return FALSE;
+  g_autoptr (GError) local = NULL;
+  c->allow_plain = g_key_file_get_boolean (kf, "http", "allow_plain_http", &local);
+  if (local != NULL && !g_error_matches (local, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_KEY_NOT_FOUND)) {
+    g_propagate_error (error, g_steal_pointer (&local));
+    return FALSE;
+  }
+  if (!config_uint (kf, "http", "max_body_bytes", &c->max_body, error) ||
+      !config_uint (kf, "http", "request_timeout", &c->request_timeout, error) ||
+      !config_amount (kf, "enrol", "max_payment", &c->limits.max_payment, error) ||
+      !config_amount (kf, "enrol", "balance_cap", &c->limits.balance_cap, error) ||
+      !config_uint (kf, "enrol", "max_payments", &max_payments, error) ||
+      !config_uint (kf, "enrol", "max_offline_hours", &offline_hours, error) ||
+      !config_uint (kf, "enrol", "valid_days", &valid_days, error))
+    return FALSE;
+  c->limits.max_offline_payments = (guint32) max_payments;
+  c->limits.max_offline_seconds = offline_hours * 3600;
+  c->validity = valid_days * 86400;
+  return TRUE;
+}
+
+/* "127.0.0.1:8470", "[::1]:8470": an IP address and a port (0: any). */
+static GSocketAddress *
+parse_listen (const char *text, GError **error)
+{
+  g_autoptr (GSocketConnectable) addr = g_network_address_parse (text, 0, NULL);
+  g_autoptr (GInetAddress) ip = NULL;
+  if (addr != NULL)
+    ip = g_inet_address_new_from_string (g_network_address_get_hostname (G_NETWORK_ADDRESS (addr)));
+  if (ip == NULL || strrchr (text, ':') == NULL) {
+    g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                 "[http] listen must be IP:PORT such as 127.0.0.1:8470 or [::1]:8470, not \"%s\"",
+                 text);
+    return NULL;
+  }
+  return g_inet_socket_address_new (ip, g_network_address_get_port (G_NETWORK_ADDRESS (addr)));
+}
+
+/* The token opens every account's money: a file anyone may read is refused. */
+static gboolean
+read_operator_token (const char *path,
+                     guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
+                     GError **error)
+{
+  GStatBuf st;
+  if (g_stat (path, &st) == 0 && (st.st_mode & S_IRWXO) != 0) {
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_PERM,
+                 "%s is open to every user (mode %03o); make it 0600 or 0640", path,
+                 (unsigned) (st.st_mode & 0777));
+    return FALSE;
+  }
+  g_autofree char *text = NULL;
+  gsize len;
+  if (!g_file_get_contents (path, &text, &len, error))
+    return FALSE;
+  gboolean ok = memchr (text, '\0', len) == NULL &&
+                tally_hex_decode (g_strstrip (text), token, TALLY_ACCOUNT_TOKEN_BYTES, NULL);
+  sodium_memzero (text, len);
+  if (!ok)
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
+                 "%s must hold the operator token as 64 hex digits", path);
+  return ok;
+}
+
+static gboolean
+write_port_file (const char *path, guint16 port, GError **error)
+{
+  g_autofree char *text = g_strdup_printf ("%u\n", port);
+  return g_file_set_contents (path, text, -1, error);
+}
+
+static gboolean
+quit_loop (gpointer user_data)
+{
+  g_info ("stopping");
+  g_main_loop_quit (user_data);
+  return G_SOURCE_CONTINUE;
+}
+
+static TallyIssuerHttp *
+start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
+{
+  g_autoptr (GTlsCertificate) cert = NULL;
+  if (c->tls_certificate != NULL &&
+      (cert = g_tls_certificate_new_from_files (c->tls_certificate, c->tls_key, error)) == NULL)
+    return NULL;
+  g_autoptr (GSocketAddress) address = parse_listen (c->listen, error);
+  if (address == NULL)
+    return NULL;
+  g_autoptr (TallyIssuerHttp) http = tally_issuer_http_new (issuer, cert);
+  tally_issuer_http_set_max_body_bytes (http, c->max_body);
+  tally_issuer_http_set_request_timeout (http, (guint) c->request_timeout);
+  tally_issuer_http_set_enrol_limits (http, &c->limits, c->validity);
+  if (c->operator_token_file != NULL) {
+    guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
+    if (!read_operator_token (c->operator_token_file, token, error))
+      return NULL;
+    tally_issuer_http_set_operator_token (http, token);
+    sodium_memzero (token, sizeof token);
+  }
+  if (!tally_issuer_http_listen (http, address, c->allow_plain, error))
+    return NULL;
+  if (port_file != NULL && !write_port_file (port_file, tally_issuer_http_get_port (http), error))
+    return NULL;
+  return g_steal_pointer (&http);
+}
+
+static const char description[] =
+  "Configuration (a key file; relative paths are relative to it):\n"
+  "  [issuer]\n"
+  "  dir=PATH                  issuer directory made by \"tally-issuer init\"\n"
+  "  [http]\n"
+  "  listen=IP:PORT            default " DEFAULT_LISTEN "; port 0 takes any free port\n"
+  "  tls_certificate=PEM       serve HTTPS with this certificate chain...\n"
+  "  tls_key=PEM               ...and this private key\n"
+  "  allow_plain_http=false    plain HTTP on a non-loopback address\n"
+  "  operator_token_file=PATH  64 hex digits, not readable by all users;\n"
+  "                            enables the operator endpoints\n"
+  "  max_body_bytes=N          largest request body (default 1048576)\n"
+  "  request_timeout=SECONDS   longest request, and longest idle connection (default 30)\n"
+  "  [enrol]                   what an enrolled register is certified with\n"
+  "  max_payment=AMT  balance_cap=AMT  max_payments=N  max_offline_hours=H  valid_days=D\n"
+  "\n"
+  "Endpoints: docs/issuer-api.md.  Stop with SIGTERM or SIGINT.\n"
+  "\n"
+  "Example:\n"
+  "  tally-issuer --dir /var/lib/tally-issuer init --name \"Town Bank\" --currency EUR\n"
+  "  tally-issuerd --config /etc/tally/issuerd.conf";
+
+int
+main (int argc, char **argv)
+{
+  setlocale (LC_ALL, "");
+  g_set_prgname ("tally-issuerd");
+
+  g_autofree char *config_file = NULL;
+  g_autofree char *port_file = NULL;
+  gboolean version = FALSE;
+  const GOptionEntry entries[] = {
+    { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_file, "Read the configuration from FILE",
+      "FILE" },
+    { "port-file", 0, 0, G_OPTION_ARG_FILENAME, &port_file,
+      "Write the bound port to FILE once listening", "FILE" },
+    { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
+    { NULL },
+  };
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- Tally online issuer (HTTP service)");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_set_description (ctx, description);
+  g_autoptr (GError) error = NULL;
+  if (!g_option_context_parse (ctx, &argc, &argv, &error) || argc > 1) {
+    fprintf (stderr, "tally-issuerd: %s\nTry \"tally-issuerd --help\".\n",
+             error ? error->message : "unexpected argument");
+    return EXIT_USAGE;
+  }
+  if (version) {
+    printf ("tally-issuerd %s\n", TALLY_VERSION);
+    return 0;
+  }
+  if (config_file == NULL) {
+    fprintf (stderr, "tally-issuerd: --config FILE is required\nTry \"tally-issuerd --help\".\n");
+    return EXIT_USAGE;
+  }
+  if (sodium_init () < 0) {
+    fprintf (stderr, "tally-issuerd: libsodium cannot initialise\n");
+    return EXIT_FAILED;
+  }
+
+  Config config = { 0 };
+  g_autoptr (TallyIssuer) issuer = NULL;
+  g_autoptr (TallyIssuerHttp) http = NULL;
+  if (!config_load (&config, config_file, &error) ||
+      (issuer = tally_issuer_open (config.issuer_dir, &error)) == NULL ||
+      (http = start (&config, issuer, port_file, &error)) == NULL) {
+    fprintf (stderr, "tally-issuerd: %s\n", error->message);
+    config_clear (&config);
+    return EXIT_FAILED;
+  }
+  config_clear (&config);
+
+  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+  guint term = g_unix_signal_add (SIGTERM, quit_loop, loop);
+  guint intr = g_unix_signal_add (SIGINT, quit_loop, loop);
+  g_main_loop_run (loop);
+  g_source_remove (term);
+  g_source_remove (intr);
+  return 0;
+}
