@@ -27,6 +27,9 @@ struct _TallyIssuerHttp
   GMainContext *context;
   gsize max_body;
   guint timeout_seconds;
+  guint max_connections;
+  guint *open;   /* connections open now; a GRcBox each connection also holds */
+  gboolean full; /* max_connections was reached (logged once) */
   gboolean has_operator;
   guint8 operator_hash[TALLY_HASH_BYTES];
   Tally__Limits enrol_limits;

@@ -14,6 +14,7 @@
 
 #define OPERATOR_HASH_LABEL "operator-token"
 #define DEADLINE_KEY        "tally-issuer-http-deadline"
+#define CONNECTION_KEY      "tally-issuer-http-connection"
 #define API_PREFIX          "/v1/"
 
 guint
@@ -336,15 +337,39 @@ handle_early (SoupServer *server,
   }
 }
 
+/* What each accepted connection keeps, on its remote address object:
+ * libsoup keeps that very object for the connection's life and hands it
+ * back from soup_server_message_get_remote_address(), while
+ * soup_server_message_get_socket() is NULL for a stream it was given. */
+typedef struct
+{
+  GSocket *socket;
+  guint *open; /* the server's count of open connections (a GRcBox) */
+} TallyHttpConnection;
+
+static void
+connection_free (gpointer data)
+{
+  TallyHttpConnection *c = data;
+  g_assert (*c->open > 0);
+  (*c->open)--;
+  g_rc_box_release (c->open);
+  g_object_unref (c->socket);
+  g_free (c);
+}
+
 static gboolean
 deadline_passed (gpointer user_data)
 {
   SoupServerMessage *msg = user_data;
-  GSocket *socket = soup_server_message_get_socket (msg);
+  GSocketAddress *remote = soup_server_message_get_remote_address (msg);
+  TallyHttpConnection *c = remote ? g_object_get_data (G_OBJECT (remote), CONNECTION_KEY) : NULL;
   g_message ("closing the connection of %s: its request took too long",
              soup_server_message_get_remote_host (msg));
-  if (socket != NULL)
-    g_socket_shutdown (socket, TRUE, TRUE, NULL);
+  /* Shut down, not closed: libsoup's pending read wakes up to an end of
+   * stream on a descriptor that is still valid, and drops the connection. */
+  if (c != NULL)
+    g_socket_shutdown (c->socket, TRUE, TRUE, NULL);
   return G_SOURCE_REMOVE;
 }
 
@@ -377,7 +402,9 @@ request_done (SoupServer *server, SoupServerMessage *msg, gpointer user_data)
  * Connections are accepted here rather than by libsoup so that each socket
  * gets an inactivity timeout from its first moment: a connection that never
  * sends a byte never starts a request, so no request deadline would ever
- * close it.  TLS is layered on here too; libsoup sees the plain stream.
+ * close it.  Beyond [http] max_connections open at once, a new connection
+ * is closed at once.  TLS is layered on here too; libsoup sees the plain
+ * stream.
  */
 static gboolean
 incoming (GSocketService *service, GSocketConnection *conn, GObject *source, gpointer user_data)
@@ -385,6 +412,16 @@ incoming (GSocketService *service, GSocketConnection *conn, GObject *source, gpo
   TallyIssuerHttp *http = user_data;
   GSocket *socket = g_socket_connection_get_socket (conn);
   g_autoptr (GError) error = NULL;
+
+  if (*http->open >= http->max_connections) {
+    if (!http->full)
+      g_message ("refusing connections: %u are open ([http] max_connections)", *http->open);
+    http->full = TRUE;
+    g_socket_close (socket, NULL);
+    return TRUE;
+  }
+  http->full = FALSE;
+
   g_autoptr (GSocketAddress) local = g_socket_get_local_address (socket, &error);
   g_autoptr (GSocketAddress) remote = local ? g_socket_get_remote_address (socket, &error) : NULL;
   g_autoptr (GIOStream) stream = NULL;
@@ -394,7 +431,16 @@ incoming (GSocketService *service, GSocketConnection *conn, GObject *source, gpo
     stream = http->tls
                ? G_IO_STREAM (g_tls_server_connection_new (G_IO_STREAM (conn), http->tls, &error))
                : g_object_ref (G_IO_STREAM (conn));
-  if (stream == NULL || !soup_server_accept_iostream (http->server, stream, local, remote, &error))
+  if (stream == NULL) {
+    g_message ("dropping a connection: %s", error->message);
+    return TRUE;
+  }
+  TallyHttpConnection *c = g_new0 (TallyHttpConnection, 1);
+  c->socket = g_object_ref (socket);
+  c->open = g_rc_box_acquire (http->open);
+  (*c->open)++;
+  g_object_set_data_full (G_OBJECT (remote), CONNECTION_KEY, c, connection_free);
+  if (!soup_server_accept_iostream (http->server, stream, local, remote, &error))
     g_message ("dropping a connection: %s", error->message);
   return TRUE;
 }
@@ -413,6 +459,8 @@ tally_issuer_http_new (TallyIssuer *issuer, GTlsCertificate *tls_certificate)
   http->context = g_main_context_ref_thread_default ();
   http->max_body = TALLY_ISSUER_HTTP_MAX_BODY_DEFAULT;
   http->timeout_seconds = TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT;
+  http->max_connections = TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT;
+  http->open = g_rc_box_new0 (guint);
   /* tally-issuer certify's defaults. */
   tally__limits__init (&http->enrol_limits);
   http->enrol_limits.max_payment = 5000;
@@ -459,6 +507,7 @@ tally_issuer_http_unref (TallyIssuerHttp *http)
   if (http->clock_destroy != NULL)
     http->clock_destroy (http->clock_data);
   g_main_context_unref (http->context);
+  g_rc_box_release (http->open);
   sodium_memzero (http->operator_hash, sizeof http->operator_hash);
   g_free (http);
 }
@@ -477,6 +526,14 @@ tally_issuer_http_set_request_timeout (TallyIssuerHttp *http, guint seconds)
   g_return_if_fail (http != NULL);
   g_return_if_fail (seconds > 0);
   http->timeout_seconds = seconds;
+}
+
+void
+tally_issuer_http_set_max_connections (TallyIssuerHttp *http, guint max_connections)
+{
+  g_return_if_fail (http != NULL);
+  g_return_if_fail (max_connections > 0);
+  http->max_connections = max_connections;
 }
 
 void

@@ -29,6 +29,7 @@ typedef struct
   gboolean allow_plain;
   guint64 max_body;
   guint64 request_timeout;
+  guint64 max_connections;
   Tally__Limits limits;
   guint64 validity;
 } Config;
@@ -102,6 +103,7 @@ config_load (Config *c, const char *path, GError **error)
   c->limits.balance_cap = 50000;
   c->max_body = TALLY_ISSUER_HTTP_MAX_BODY_DEFAULT;
   c->request_timeout = TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT;
+  c->max_connections = TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT;
   if ((c->issuer_dir = config_path (kf, "issuer", "dir", base, error)) == NULL)
     return FALSE;
   c->listen = g_key_file_get_string (kf, "http", "listen", NULL);
@@ -123,6 +125,7 @@ config_load (Config *c, const char *path, GError **error)
   }
   if (!config_uint (kf, "http", "max_body_bytes", &c->max_body, error) ||
       !config_uint (kf, "http", "request_timeout", &c->request_timeout, error) ||
+      !config_uint (kf, "http", "max_connections", &c->max_connections, error) ||
       !config_amount (kf, "enrol", "max_payment", &c->limits.max_payment, error) ||
       !config_amount (kf, "enrol", "balance_cap", &c->limits.balance_cap, error) ||
       !config_uint (kf, "enrol", "max_payments", &max_payments, error) ||
@@ -206,6 +209,7 @@ start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
   g_autoptr (TallyIssuerHttp) http = tally_issuer_http_new (issuer, cert);
   tally_issuer_http_set_max_body_bytes (http, c->max_body);
   tally_issuer_http_set_request_timeout (http, (guint) c->request_timeout);
+  tally_issuer_http_set_max_connections (http, (guint) c->max_connections);
   tally_issuer_http_set_enrol_limits (http, &c->limits, c->validity);
   if (c->operator_token_file != NULL) {
     guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
@@ -234,6 +238,7 @@ static const char description[] =
   "                            enables the operator endpoints\n"
   "  max_body_bytes=N          largest request body (default 1048576)\n"
   "  request_timeout=SECONDS   longest request, and longest idle connection (default 30)\n"
+  "  max_connections=N         connections open at once; more are closed (default 256)\n"
   "  [enrol]                   what an enrolled register is certified with\n"
   "  max_payment=AMT  balance_cap=AMT  max_payments=N  max_offline_hours=H  valid_days=D\n"
   "\n"

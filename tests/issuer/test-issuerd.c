@@ -759,6 +759,137 @@ test_slow_client_cut_off (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
 }
 
+static GSocketConnection *
+raw_connect (IssuerdFixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketClient) client = g_socket_client_new ();
+  g_autoptr (GUri) uri = g_uri_parse (f->base, G_URI_FLAGS_NONE, &error);
+  g_assert_no_error (error);
+  GSocketConnection *conn = g_socket_client_connect_to_host (
+    client, "127.0.0.1", (guint16) g_uri_get_port (uri), NULL, &error);
+  g_assert_no_error (error);
+  return conn;
+}
+
+/* Runs the main context for @ms milliseconds. */
+static void
+spin (guint ms)
+{
+  gboolean expired = FALSE;
+  g_timeout_add (ms, guard_expired, &expired);
+  while (!expired)
+    g_main_context_iteration (NULL, TRUE);
+}
+
+typedef struct
+{
+  GSocket *socket;
+  const char *bytes;
+  gsize sent;
+} Trickle;
+
+static gboolean
+trickle_byte (gpointer user_data)
+{
+  Trickle *t = user_data;
+  if (t->bytes[t->sent] == '\0' ||
+      g_socket_send (t->socket, t->bytes + t->sent, 1, NULL, NULL) != 1)
+    return G_SOURCE_REMOVE;
+  t->sent++;
+  return G_SOURCE_CONTINUE;
+}
+
+/* Sends @head, then one byte of @trickle every 300 ms (well within the
+ * idle timeout of 1 s), and returns how long the server let it go on;
+ * fails when the connection is still open after 8 s. */
+static gint64
+trickle_until_closed (IssuerdFixture *f, const char *head, const char *trickle)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketConnection) conn = raw_connect (f);
+  GSocket *socket = g_socket_connection_get_socket (conn);
+  gint64 start = g_get_monotonic_time ();
+  g_assert_cmpint (g_socket_send (socket, head, strlen (head), NULL, &error), ==, strlen (head));
+  Trickle t = { .socket = socket, .bytes = trickle };
+  GSource *writer = g_timeout_source_new (300);
+  g_source_set_callback (writer, trickle_byte, &t, NULL);
+  g_source_attach (writer, NULL);
+
+  gboolean expired = FALSE;
+  guint guard = g_timeout_add_seconds (8, guard_expired, &expired);
+  ReadState st = { 0 };
+  char buf[512];
+  g_input_stream_read_async (g_io_stream_get_input_stream (G_IO_STREAM (conn)), buf, sizeof buf,
+                             G_PRIORITY_DEFAULT, NULL, read_done, &st);
+  while (!st.done && !expired)
+    g_main_context_iteration (NULL, TRUE);
+  gint64 took = g_get_monotonic_time () - start;
+  g_assert_false (expired);
+  g_source_remove (guard);
+  g_source_destroy (writer);
+  g_source_unref (writer);
+  /* Closed without an answer, while bytes were still coming. */
+  g_assert_cmpint (st.got, <=, 0);
+  g_assert_cmpuint (t.sent, >=, 2);
+  g_assert_cmpuint (t.bytes[t.sent], !=, '\0');
+  return took;
+}
+
+static void
+test_trickling_client_cut_off_by_request_deadline (IssuerdFixture *f, gconstpointer data)
+{
+  tally_issuer_http_set_request_timeout (f->http, 1);
+  /* Headers that never end, a byte at a time. */
+  gint64 took = trickle_until_closed (f, "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n",
+                                      "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+  g_assert_cmpint (took, >=, G_USEC_PER_SEC / 2);
+  /* A body announced in full, topped up a byte at a time. */
+  took = trickle_until_closed (f,
+                               "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Type: application/x-protobuf\r\nContent-Length: 100\r\n"
+                               "\r\n",
+                               "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz");
+  g_assert_cmpint (took, >=, G_USEC_PER_SEC / 2);
+
+  g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
+  issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
+}
+
+static gboolean
+still_open (GSocketConnection *conn)
+{
+  return g_socket_condition_check (g_socket_connection_get_socket (conn), G_IO_IN | G_IO_HUP) == 0;
+}
+
+static void
+test_connections_beyond_the_cap_closed (IssuerdFixture *f, gconstpointer data)
+{
+  tally_issuer_http_set_max_connections (f->http, 3);
+  /* The session's kept-alive connections would count too. */
+  soup_session_abort (f->session);
+  spin (200);
+  GSocketConnection *held[3];
+  for (guint i = 0; i < G_N_ELEMENTS (held); i++)
+    held[i] = raw_connect (f);
+  spin (200);
+
+  /* The fourth is closed at once, long before any timeout (30 s). */
+  gint64 start = g_get_monotonic_time ();
+  g_autoptr (GString) reply = raw_exchange (f, "GET /v1/keys HTTP/1.1\r\nHost: x\r\n\r\n", FALSE);
+  g_assert_cmpuint (reply->len, ==, 0);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 5 * G_USEC_PER_SEC);
+  for (guint i = 0; i < G_N_ELEMENTS (held); i++)
+    g_assert_true (still_open (held[i]));
+
+  /* Once they go, connections are served again. */
+  for (guint i = 0; i < G_N_ELEMENTS (held); i++)
+    g_object_unref (held[i]);
+  spin (200);
+  g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
+  issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
+}
+
 static void
 test_idle_connection_closed (IssuerdFixture *f, gconstpointer data)
 {
@@ -828,6 +959,10 @@ main (int argc, char **argv)
        test_body_without_length_refused);
   ADD ("/issuerd/hostile/idle-connection-closed", test_idle_connection_closed);
   ADD ("/issuerd/hostile/slow-client-cut-off", test_slow_client_cut_off);
+  ADD ("/issuerd/hostile/trickling-client-cut-off-by-request-deadline",
+       test_trickling_client_cut_off_by_request_deadline);
+  ADD ("/issuerd/hostile/connections-beyond-the-cap-closed",
+       test_connections_beyond_the_cap_closed);
   ADD ("/issuerd/operator/needs-operator-token", test_operator_endpoints_need_operator_token);
   ADD ("/issuerd/operator/sees-fraud-proofs-and-flagged-registers",
        test_operator_sees_fraud_proofs_and_flagged);
