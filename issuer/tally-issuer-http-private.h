@@ -16,6 +16,11 @@ G_BEGIN_DECLS
 #define TALLY_HTTP_TYPE_PROTOBUF "application/x-protobuf"
 #define TALLY_HTTP_TYPE_JSON     "application/json"
 
+/* JSON requests are a few short members: bodies and nesting are bounded
+ * well below what json-glib or memory would mind. */
+#define TALLY_ISSUER_HTTP_JSON_MAX_BODY  4096
+#define TALLY_ISSUER_HTTP_JSON_MAX_DEPTH 16
+
 struct _TallyIssuerHttp
 {
   gint ref_count;

@@ -166,6 +166,49 @@ tally_issuer_http_body (TallyHttpRequest *req)
   return g_steal_pointer (&bytes);
 }
 
+/*
+ * json-glib parses nesting by recursion without a limit (a body of 100000
+ * '[' overflows the stack), and its scanner takes more than JSON: strings
+ * in single quotes, comments, hex numbers.  So the body is checked first,
+ * outside double-quoted strings, for plain JSON tokens only (a quote or a
+ * slash there cannot hide a bracket from this count), and for nesting no
+ * deeper than any request needs.
+ */
+static gboolean
+json_body_check (const char *data, gsize len, GError **error)
+{
+  guint depth = 0;
+  gboolean in_string = FALSE, escaped = FALSE;
+  for (gsize i = 0; i < len; i++) {
+    char ch = data[i];
+    if (in_string) {
+      if (escaped)
+        escaped = FALSE;
+      else if (ch == '\\')
+        escaped = TRUE;
+      else if (ch == '"')
+        in_string = FALSE;
+      continue;
+    }
+    if (ch == '"') {
+      in_string = TRUE;
+    } else if (ch == '[' || ch == '{') {
+      if (++depth > TALLY_ISSUER_HTTP_JSON_MAX_DEPTH) {
+        g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                     "the JSON body nests deeper than %u", TALLY_ISSUER_HTTP_JSON_MAX_DEPTH);
+        return FALSE;
+      }
+    } else if (ch == ']' || ch == '}') {
+      depth = depth > 0 ? depth - 1 : 0;
+    } else if (strchr (" \t\r\n,:-+.0123456789aefilnrstuE", ch) == NULL || ch == '\0') {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                   "the body is not JSON: byte %zu is not part of a JSON token", i);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
 JsonObject *
 tally_issuer_http_body_object (TallyHttpRequest *req)
 {
@@ -178,7 +221,7 @@ tally_issuer_http_body_object (TallyHttpRequest *req)
   const char *data = g_bytes_get_data (bytes, &len);
   g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   g_autoptr (GError) error = NULL;
-  if (!g_utf8_validate (data, (gssize) len, NULL) ||
+  if (!g_utf8_validate (data, (gssize) len, NULL) || !json_body_check (data, len, &error) ||
       !json_parser_load_from_data (parser, data, (gssize) len, &error) ||
       !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser))) {
     tally_issuer_http_reply_error (req->msg, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_MALFORMED,
@@ -328,11 +371,16 @@ handle_early (SoupServer *server,
     refuse_unkept (msg, SOUP_STATUS_LENGTH_REQUIRED, "a request body needs a Content-Length");
     return;
   }
+  /* Every JSON request is small; only protobuf bundles may be large. */
+  const char *type = soup_message_headers_get_content_type (headers, NULL);
+  gsize max = type != NULL && g_ascii_strcasecmp (type, TALLY_HTTP_TYPE_JSON) == 0
+                ? MIN (http->max_body, TALLY_ISSUER_HTTP_JSON_MAX_BODY)
+                : http->max_body;
   goffset length = soup_message_headers_get_content_length (headers);
-  if (length < 0 || (guint64) length > http->max_body) {
+  if (length < 0 || (guint64) length > max) {
     g_autofree char *message =
       g_strdup_printf ("the body of %" G_GINT64_FORMAT " bytes is larger than %" G_GSIZE_FORMAT,
-                       (gint64) length, http->max_body);
+                       (gint64) length, max);
     refuse_unkept (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, message);
   }
 }

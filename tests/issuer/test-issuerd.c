@@ -428,6 +428,59 @@ test_oversized_body_refused_unkept (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
 }
 
+static IssuerdResponse *
+post_json_len (IssuerdFixture *f, const char *path, const char *token, GString *json)
+{
+  g_autoptr (GBytes) body = g_bytes_new (json->str, json->len);
+  return issuerd_request (f, "POST", path, token, "application/json", body, NULL);
+}
+
+static void
+test_deeply_nested_json_refused_daemon_alive (IssuerdFixture *f, gconstpointer data)
+{
+  TallyAudit before = issuerd_audit (f);
+  /* 100000 '[' are over the JSON body cap, and refused before they are in. */
+  g_autoptr (GString) huge = g_string_new (NULL);
+  for (guint i = 0; i < 100000; i++)
+    g_string_append_c (huge, '[');
+  g_autoptr (IssuerdResponse) r =
+    post_json_len (f, "/v1/accounts/alice/registers", f->alice_token, huge);
+  issuerd_assert_refused (r, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, TALLY_ERROR_FRAME_OVERSIZE);
+
+  /* Within the cap: nesting deeper than 16 is never parsed, however it
+   * hides behind what json-glib takes beyond JSON (strings in single
+   * quotes, comments). */
+  static const char *const prefixes[] = { "", "{\"a\": ", "['\"', ", "[// \"\n", "[/* \" */ " };
+  for (gsize p = 0; p < G_N_ELEMENTS (prefixes); p++) {
+    g_autoptr (GString) deep = g_string_new (prefixes[p]);
+    for (guint i = 0; i < 4000; i++)
+      g_string_append_c (deep, '[');
+    g_test_message ("%s then 4000 '['", prefixes[p]);
+    g_autoptr (IssuerdResponse) d =
+      post_json_len (f, "/v1/accounts/alice/registers", f->alice_token, deep);
+    issuerd_assert_refused (d, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_MALFORMED);
+  }
+  /* 17 levels are refused; a '[' inside a string is no level. */
+  g_autoptr (GString) seventeen = g_string_new ("{\"name\": ");
+  for (guint i = 0; i < 16; i++)
+    g_string_append_c (seventeen, '[');
+  g_autoptr (IssuerdResponse) s17 =
+    post_json_len (f, "/v1/operator/accounts", f->operator_hex, seventeen);
+  issuerd_assert_refused (s17, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_MALFORMED);
+  g_autofree char *brackets = g_strnfill (40, '[');
+  g_autofree char *named =
+    g_strdup_printf ("{\"name\": \"carol\", \"display_name\": \"%s\\\"\"}", brackets);
+  g_autoptr (IssuerdResponse) ok =
+    issuerd_post_json (f, "/v1/operator/accounts", f->operator_hex, named);
+  g_assert_cmpuint (ok->status, ==, SOUP_STATUS_CREATED);
+
+  /* Alive, and nothing moved. */
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after);
+  g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
+  issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
+}
+
 static void
 test_wrong_content_type_refused (IssuerdFixture *f, gconstpointer data)
 {
@@ -951,6 +1004,8 @@ main (int argc, char **argv)
   ADD ("/issuerd/reconcile/forged-bundle-refused", test_reconcile_refuses_forged_bundle);
   ADD ("/issuerd/hostile/oversized-body-413", test_oversized_body_refused_unkept);
   ADD ("/issuerd/hostile/wrong-content-type-415", test_wrong_content_type_refused);
+  ADD ("/issuerd/hostile/deeply-nested-json-refused-daemon-alive",
+       test_deeply_nested_json_refused_daemon_alive);
   ADD ("/issuerd/hostile/truncated-protobuf-400", test_truncated_protobuf_refused);
   ADD ("/issuerd/hostile/unknown-path-or-method", test_unknown_paths_and_methods_refused);
   ADD ("/issuerd/hostile/bad-requests-refused-specifically",
