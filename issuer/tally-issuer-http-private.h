@@ -20,6 +20,8 @@ G_BEGIN_DECLS
  * well below what json-glib or memory would mind. */
 #define TALLY_ISSUER_HTTP_JSON_MAX_BODY  4096
 #define TALLY_ISSUER_HTTP_JSON_MAX_DEPTH 16
+/* Digits before any point: below 2^63, so json-glib reads them exactly. */
+#define TALLY_ISSUER_HTTP_JSON_MAX_DIGITS 16
 
 struct _TallyIssuerHttp
 {

@@ -174,6 +174,51 @@ tally_issuer_http_body (TallyHttpRequest *req)
  * slash there cannot hide a bracket from this count), and for nesting no
  * deeper than any request needs.
  */
+/* One number at data[*i], as JSON has it:
+ * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, with at most 16 digits
+ * before any point: json-glib wraps longer integers around (it reads
+ * -18446744073709541616 as 10000), and no amount needs more.  *i is left
+ * on the number's last byte. */
+static gboolean
+json_number_check (const char *data, gsize len, gsize *i, GError **error)
+{
+  gsize p = *i;
+  if (data[p] == '-')
+    p++;
+  gsize digits = p;
+  while (p < len && g_ascii_isdigit (data[p]))
+    p++;
+  digits = p - digits;
+  gboolean ok = digits > 0 && !(digits > 1 && data[p - digits] == '0');
+  if (ok && p < len && data[p] == '.') {
+    gsize start = ++p;
+    while (p < len && g_ascii_isdigit (data[p]))
+      p++;
+    ok = p > start;
+  }
+  if (ok && p < len && (data[p] == 'e' || data[p] == 'E')) {
+    p++;
+    if (p < len && (data[p] == '+' || data[p] == '-'))
+      p++;
+    gsize start = p;
+    while (p < len && g_ascii_isdigit (data[p]))
+      p++;
+    ok = p > start;
+  }
+  if (!ok) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "the body is not JSON: byte %zu starts no JSON number", *i);
+    return FALSE;
+  }
+  if (digits > TALLY_ISSUER_HTTP_JSON_MAX_DIGITS) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                 "a number in the body has more than %u digits", TALLY_ISSUER_HTTP_JSON_MAX_DIGITS);
+    return FALSE;
+  }
+  *i = p - 1;
+  return TRUE;
+}
+
 static gboolean
 json_body_check (const char *data, gsize len, GError **error)
 {
@@ -192,6 +237,9 @@ json_body_check (const char *data, gsize len, GError **error)
     }
     if (ch == '"') {
       in_string = TRUE;
+    } else if (ch == '-' || g_ascii_isdigit (ch)) {
+      if (!json_number_check (data, len, &i, error))
+        return FALSE;
     } else if (ch == '[' || ch == '{') {
       if (++depth > TALLY_ISSUER_HTTP_JSON_MAX_DEPTH) {
         g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
@@ -200,7 +248,7 @@ json_body_check (const char *data, gsize len, GError **error)
       }
     } else if (ch == ']' || ch == '}') {
       depth = depth > 0 ? depth - 1 : 0;
-    } else if (strchr (" \t\r\n,:-+.0123456789aefilnrstuE", ch) == NULL || ch == '\0') {
+    } else if (strchr (" \t\r\n,:aefilnrstu", ch) == NULL || ch == '\0') {
       g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
                    "the body is not JSON: byte %zu is not part of a JSON token", i);
       return FALSE;
@@ -221,7 +269,11 @@ tally_issuer_http_body_object (TallyHttpRequest *req)
   const char *data = g_bytes_get_data (bytes, &len);
   g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   g_autoptr (GError) error = NULL;
-  if (!g_utf8_validate (data, (gssize) len, NULL) || !json_body_check (data, len, &error) ||
+  if (g_utf8_validate (data, (gssize) len, NULL) && !json_body_check (data, len, &error)) {
+    tally_issuer_http_reply_gerror (req->msg, error);
+    return NULL;
+  }
+  if (!g_utf8_validate (data, (gssize) len, NULL) ||
       !json_parser_load_from_data (parser, data, (gssize) len, &error) ||
       !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser))) {
     tally_issuer_http_reply_error (req->msg, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_MALFORMED,

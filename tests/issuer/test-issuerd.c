@@ -735,6 +735,58 @@ test_bad_requests_refused_specifically (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_refused (carol, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
 }
 
+/* Each amount json-glib would misread, or that is no amount, is refused
+ * and credits nothing. */
+static void
+test_amounts_read_strictly (IssuerdFixture *f, gconstpointer data)
+{
+  static const struct
+  {
+    const char *amount;
+    TallyError error;
+  } bad[] = {
+    { "-18446744073709541616", TALLY_ERROR_INVALID_ARGUMENT }, /* wraps to +10000 */
+    { "18446744073709551716", TALLY_ERROR_INVALID_ARGUMENT },  /* wraps to 100 */
+    { "-1", TALLY_ERROR_INVALID_ARGUMENT },
+    { "0", TALLY_ERROR_INVALID_ARGUMENT },
+    { "-0", TALLY_ERROR_INVALID_ARGUMENT },
+    { "100.0", TALLY_ERROR_INVALID_ARGUMENT },
+    { "1e4", TALLY_ERROR_INVALID_ARGUMENT },
+    { "9007199254740993", TALLY_ERROR_INVALID_ARGUMENT },  /* TALLY_AMOUNT_MAX + 1 */
+    { "12345678901234567", TALLY_ERROR_INVALID_ARGUMENT }, /* 17 digits */
+    { "0100", TALLY_ERROR_MALFORMED },                     /* octal to json-glib */
+    { "0x64", TALLY_ERROR_MALFORMED },
+    { "$64", TALLY_ERROR_MALFORMED },
+    { "+100", TALLY_ERROR_MALFORMED },
+    { "-", TALLY_ERROR_MALFORMED },
+    { "1.", TALLY_ERROR_MALFORMED },
+  };
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autofree char *id = tally_hex_encode (reg->id, sizeof reg->id);
+  TallyAudit before = issuerd_audit (f);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autofree char *json = g_strdup_printf ("{\"amount\": %s}", bad[i].amount);
+    g_test_message ("%s", json);
+    g_autoptr (IssuerdResponse) r =
+      issuerd_post_json (f, "/v1/operator/accounts/alice/deposit", f->operator_hex, json);
+    issuerd_assert_refused (r, SOUP_STATUS_BAD_REQUEST, bad[i].error);
+  }
+  g_autofree char *path = g_strdup_printf ("/v1/accounts/alice/registers/%s/vouchers", id);
+  g_autoptr (IssuerdResponse) v = issuerd_post_json (
+    f, path, f->alice_token,
+    "{\"amount\": -18446744073709541616, \"request_id\": \"00112233445566778899aabbccddeeff\"}");
+  issuerd_assert_refused (v, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_INVALID_ARGUMENT);
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after);
+  g_assert_cmpint (issuerd_balance (f, "alice"), ==, 10000);
+
+  /* The largest amount has 16 digits, and is taken. */
+  g_autoptr (IssuerdResponse) ok = issuerd_post_json (
+    f, "/v1/operator/accounts/bob/deposit", f->operator_hex, "{\"amount\": 1000000000000000}");
+  g_assert_cmpuint (ok->status, ==, SOUP_STATUS_OK);
+  g_assert_cmpint (issuerd_balance (f, "bob"), ==, 10000 + 1000000000000000);
+}
+
 typedef struct
 {
   gboolean done;
@@ -1022,5 +1074,6 @@ main (int argc, char **argv)
   ADD ("/issuerd/operator/sees-fraud-proofs-and-flagged-registers",
        test_operator_sees_fraud_proofs_and_flagged);
   ADD ("/issuerd/operator/new-token-replaces-old", test_new_token_replaces_old);
+  ADD ("/issuerd/operator/amounts-read-strictly", test_amounts_read_strictly);
   return g_test_run ();
 }
