@@ -210,11 +210,13 @@ GBytes *tally_issuer_reconcile (TallyIssuer *issuer,
                                 TallyReconcileReport *report,
                                 GError **error);
 
-/* Like tally_issuer_reconcile (), but the same bundle bytes always get the
- * same result bytes: the first result is kept, keyed by the bundle's hash,
- * in the transaction that booked it, and a bundle seen before is answered
- * from there without booking anything.  @repeated (may be NULL) tells which
- * happened.  This is what a device that lost a response retries against. */
+/* Like tally_issuer_reconcile (), but the same bundle always gets the same
+ * result bytes: the first result is kept, keyed by the hash of the
+ * envelope's signed body (however the envelope around it is encoded), in
+ * the transaction that booked it, and a bundle seen before is answered
+ * from there, once its signature checks, without booking anything.
+ * @repeated (may be NULL) tells which happened.  This is what a device
+ * that lost a response retries against. */
 GBytes *tally_issuer_reconcile_once (TallyIssuer *issuer,
                                      const guint8 *bundle,
                                      gsize len,

@@ -396,6 +396,42 @@ test_reconcile_twice_same_bytes_books_once (IssuerdFixture *f, gconstpointer dat
 }
 
 static void
+test_reconcile_rewrapped_bundle_gets_kept_result (IssuerdFixture *f, gconstpointer data)
+{
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) bundle = busy_bundle (f, a, b);
+  g_autoptr (IssuerdResponse) first = issuerd_post_protobuf (f, "/v1/reconcile", bundle);
+  issuerd_assert_protobuf (first, SOUP_STATUS_OK);
+  g_assert_cmpstr (soup_message_headers_get_one (first->headers, "X-Tally-Repeated"), ==, "no");
+  TallyAudit after_first = issuerd_audit (f);
+
+  /* The same envelope with an unknown field (15, varint 1) after it. */
+  g_autoptr (GByteArray) wrapped = g_byte_array_new ();
+  g_byte_array_append (wrapped, g_bytes_get_data (bundle, NULL), g_bytes_get_size (bundle));
+  g_byte_array_append (wrapped, (const guint8 *) "\x78\x01", 2);
+  g_autoptr (GBytes) rewrapped = g_byte_array_free_to_bytes (g_steal_pointer (&wrapped));
+  g_assert_false (g_bytes_equal (rewrapped, bundle));
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (rewrapped);
+  g_assert_nonnull (env);
+
+  g_autoptr (IssuerdResponse) second = issuerd_post_protobuf (f, "/v1/reconcile", rewrapped);
+  issuerd_assert_protobuf (second, SOUP_STATUS_OK);
+  g_assert_cmpstr (soup_message_headers_get_one (second->headers, "X-Tally-Repeated"), ==, "yes");
+  /* The same bytes: the same renewed certificate, no new serial (a second
+   * reconciliation would have signed one with the next serial). */
+  g_assert_true (g_bytes_equal (first->body, second->body));
+  TallyAudit after_second = issuerd_audit (f);
+  issuerd_assert_audit_equal (&after_first, &after_second);
+
+  /* A kept result is no answer to a signature that does not check. */
+  env->signature.data[0] ^= 1;
+  g_autoptr (GBytes) forged = tally_envelope_pack (env);
+  g_autoptr (IssuerdResponse) third = issuerd_post_protobuf (f, "/v1/reconcile", forged);
+  issuerd_assert_refused (third, SOUP_STATUS_FORBIDDEN, TALLY_ERROR_BAD_SIGNATURE);
+}
+
+static void
 test_reconcile_refuses_forged_bundle (IssuerdFixture *f, gconstpointer data)
 {
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
@@ -1054,6 +1090,8 @@ main (int argc, char **argv)
   ADD ("/issuerd/reconcile/same-bundle-twice-same-bytes-books-once",
        test_reconcile_twice_same_bytes_books_once);
   ADD ("/issuerd/reconcile/forged-bundle-refused", test_reconcile_refuses_forged_bundle);
+  ADD ("/issuerd/reconcile/rewrapped-bundle-gets-kept-result-no-new-serial",
+       test_reconcile_rewrapped_bundle_gets_kept_result);
   ADD ("/issuerd/hostile/oversized-body-413", test_oversized_body_refused_unkept);
   ADD ("/issuerd/hostile/wrong-content-type-415", test_wrong_content_type_refused);
   ADD ("/issuerd/hostile/deeply-nested-json-refused-daemon-alive",
