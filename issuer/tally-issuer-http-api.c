@@ -329,9 +329,7 @@ post_account (TallyHttpRequest *req)
                                    name_error->message);
     return;
   }
-  if (!tally_issuer_account_create (issuer, name, &error) ||
-      !tally_issuer_account_set_display_name (issuer, name, display_name, &error) ||
-      !tally_issuer_account_token_new (issuer, name, token, &error)) {
+  if (!tally_issuer_account_create_with_token (issuer, name, display_name, token, &error)) {
     tally_issuer_http_reply_gerror (req->msg, error);
     return;
   }

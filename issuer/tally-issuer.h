@@ -141,6 +141,14 @@ gboolean tally_issuer_account_set_display_name (TallyIssuer *issuer,
                                                 const char *account,
                                                 const char *display_name,
                                                 GError **error);
+/* tally_issuer_account_create (), tally_issuer_account_set_display_name ()
+ * (@display_name may be NULL) and tally_issuer_account_token_new () in one
+ * transaction: the account is made with both, or not at all. */
+gboolean tally_issuer_account_create_with_token (TallyIssuer *issuer,
+                                                 const char *name,
+                                                 const char *display_name,
+                                                 guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
+                                                 GError **error);
 /* The statement an enrolling register signs with its own key to prove it
  * holds it:  "tally-enrol-v1" 0x00 || issuer public key (32) ||
  * register public key (32) || account name (UTF-8, to the end). */

@@ -5,7 +5,9 @@
  * every hostile input.  Every refusal is checked for its status, its error
  * name, and an unchanged audit.  test-issuerd-daemon.c runs the binary.
  */
+#include <sqlite3.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "issuerd-test-util.h"
 #include "tally-hex.h"
@@ -771,6 +773,74 @@ test_bad_requests_refused_specifically (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_refused (carol, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
 }
 
+static int
+first_column (void *user_data, int n, char **values, char **names)
+{
+  char **out = user_data;
+  if (*out == NULL && n > 0)
+    *out = g_strdup (values[0] ? values[0] : "");
+  return 0;
+}
+
+/* Runs @sqlite or @pg on the fixture's own store; the first column of the
+ * first row, or NULL. */
+static char *
+store_sql (IssuerdFixture *f, const char *sqlite, const char *pg)
+{
+  if (test_store_is_pg ()) {
+    /* The fixture's schema is the newest this process made. */
+    g_autofree char *find = g_strdup_printf ("SELECT nspname FROM pg_namespace WHERE nspname "
+                                             "LIKE 't%d\\_%%' ORDER BY oid DESC LIMIT 1",
+                                             (int) getpid ());
+    g_autofree char *schema = test_pg_run (test_pg_conninfo (), find);
+    g_assert_nonnull (schema);
+    g_autofree char *conninfo = test_pg_schema_conninfo (schema);
+    return test_pg_run (conninfo, pg);
+  }
+  g_autofree char *path = g_build_filename (f->dir, "issuer.db", NULL);
+  sqlite3 *db = NULL;
+  char *out = NULL;
+  g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db, sqlite, first_column, &out, NULL), ==, SQLITE_OK);
+  sqlite3_close (db);
+  return out;
+}
+
+static void
+test_account_created_whole_or_not_at_all (IssuerdFixture *f, gconstpointer data)
+{
+  /* The token is the last thing stored: make storing it fail. */
+  g_free (store_sql (
+    f,
+    "CREATE TRIGGER fail_token BEFORE INSERT ON meta WHEN NEW.key LIKE 'account-token:%' "
+    "BEGIN SELECT RAISE(ABORT, 'injected'); END",
+    "CREATE FUNCTION fail_token() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'injected'; END $$; "
+    "CREATE TRIGGER fail_token BEFORE INSERT ON meta FOR EACH ROW "
+    "WHEN (NEW.key LIKE 'account-token:%') EXECUTE FUNCTION fail_token()"));
+  TallyAudit before = issuerd_audit (f);
+  g_autoptr (IssuerdResponse) r =
+    issuerd_post_json (f, "/v1/operator/accounts", f->operator_hex,
+                       "{\"name\": \"carol\", \"display_name\": \"Carol\"}");
+  issuerd_assert_refused (r, SOUP_STATUS_INTERNAL_SERVER_ERROR, TALLY_ERROR_STORAGE);
+
+  /* No account, no display name: the name is free to create again. */
+  g_autoptr (IssuerdResponse) get =
+    issuerd_request (f, "GET", "/v1/operator/accounts/carol", f->operator_hex, NULL, NULL, NULL);
+  issuerd_assert_refused (get, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  g_autofree char *rows = store_sql (f, "SELECT count(*) FROM meta WHERE key LIKE '%:carol'",
+                                     "SELECT count(*) FROM meta WHERE key LIKE '%:carol'");
+  g_assert_cmpstr (rows, ==, "0");
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after);
+
+  g_free (store_sql (f, "DROP TRIGGER fail_token", "DROP TRIGGER fail_token ON meta"));
+  g_autoptr (IssuerdResponse) again =
+    issuerd_post_json (f, "/v1/operator/accounts", f->operator_hex,
+                       "{\"name\": \"carol\", \"display_name\": \"Carol\"}");
+  g_assert_cmpuint (again->status, ==, SOUP_STATUS_CREATED);
+}
+
 /* Each amount json-glib would misread, or that is no amount, is refused
  * and credits nothing. */
 static void
@@ -1113,5 +1183,7 @@ main (int argc, char **argv)
        test_operator_sees_fraud_proofs_and_flagged);
   ADD ("/issuerd/operator/new-token-replaces-old", test_new_token_replaces_old);
   ADD ("/issuerd/operator/amounts-read-strictly", test_amounts_read_strictly);
+  ADD ("/issuerd/operator/account-created-whole-or-not-at-all",
+       test_account_created_whole_or_not_at_all);
   return g_test_run ();
 }
