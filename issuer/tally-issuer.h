@@ -192,7 +192,8 @@ GBytes *tally_issuer_sell_voucher (TallyIssuer *issuer,
                                    GError **error);
 
 /* tally_issuer_sell_voucher () for a caller that speaks for @account:
- * NOT_AUTHORIZED unless the register is certified for that account.
+ * NOT_FOUND unless the register is certified for that account (the same
+ * answer as for a register that does not exist).
  * @request_id, chosen at random by the caller, makes the purchase safe to
  * retry: the voucher is kept under it in the transaction that sold it, and
  * the same request again returns the same voucher bytes without debiting
@@ -238,7 +239,8 @@ gboolean tally_issuer_revoke (TallyIssuer *issuer,
                               GError **error);
 /* The owner of @account reports its register lost or stolen: revoked at
  * once, so the next revocation list carries it to every payee (doing it
- * again changes nothing).  NOT_AUTHORIZED for another account's register.
+ * again changes nothing).  NOT_FOUND for another account's register, as
+ * for one that does not exist.
  * The register's balance stays in the audit as it was; giving it back to
  * the account once its offline window has passed is not done yet. */
 gboolean tally_issuer_report_lost (TallyIssuer *issuer,

@@ -286,9 +286,14 @@ test_voucher_refusals_change_nothing (IssuerdFixture *f, gconstpointer data)
   /* More than the account holds (within the register's cap). */
   g_autoptr (IssuerdResponse) broke = buy (f, "alice", f->alice_token, reg, 10001);
   issuerd_assert_refused (broke, SOUP_STATUS_CONFLICT, TALLY_ERROR_INSUFFICIENT_FUNDS);
-  /* alice's token buying for bob's register, with bob's money. */
+  /* alice's token buying for bob's register, with bob's money: to alice,
+   * bob's register is as unknown as one that does not exist. */
   g_autoptr (IssuerdResponse) theft = buy (f, "alice", f->alice_token, bobs, 100);
-  issuerd_assert_refused (theft, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  issuerd_assert_refused (theft, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  g_autoptr (TestRegister) nobodys = test_register_new_uncertified ();
+  g_autoptr (IssuerdResponse) unknown = buy (f, "alice", f->alice_token, nobodys, 100);
+  issuerd_assert_refused (unknown, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  g_assert_true (g_bytes_equal (theft->body, unknown->body));
   /* alice's token on bob's account path. */
   g_autoptr (IssuerdResponse) stolen = buy (f, "bob", f->alice_token, bobs, 100);
   issuerd_assert_refused (stolen, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
@@ -320,13 +325,19 @@ test_owner_reports_register_lost (IssuerdFixture *f, gconstpointer data)
   /* Nobody reports another account's register lost. */
   g_autoptr (IssuerdResponse) r1 =
     issuerd_request (f, "POST", theirs, f->alice_token, NULL, NULL, NULL);
-  issuerd_assert_refused (r1, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  issuerd_assert_refused (r1, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  /* The very answer a register that does not exist gets. */
+  g_autoptr (IssuerdResponse) r0 = issuerd_request (
+    f, "POST", "/v1/accounts/alice/registers/00000000000000000000000000000000/lost", f->alice_token,
+    NULL, NULL, NULL);
+  issuerd_assert_refused (r0, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  g_assert_true (g_bytes_equal (r0->body, r1->body));
   g_autoptr (IssuerdResponse) r2 =
     issuerd_request (f, "POST", via_bob, f->alice_token, NULL, NULL, NULL);
   issuerd_assert_refused (r2, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
   g_autoptr (IssuerdResponse) r3 =
     issuerd_request (f, "POST", via_bob, f->bob_token, NULL, NULL, NULL);
-  issuerd_assert_refused (r3, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  issuerd_assert_refused (r3, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
   TallyAudit after_refusals = issuerd_audit (f);
   issuerd_assert_audit_equal (&before, &after_refusals);
 
