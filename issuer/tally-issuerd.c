@@ -4,11 +4,15 @@
  * directory made by "tally-issuer init" (docs/issuer-api.md).  Exit status
  * 0 after SIGTERM or SIGINT, 1 when it cannot start, 2 for usage errors.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <locale.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tally-build-config.h"
 #include "tally-hex.h"
@@ -155,26 +159,56 @@ parse_listen (const char *text, GError **error)
   return g_inet_socket_address_new (ip, g_network_address_get_port (G_NETWORK_ADDRESS (addr)));
 }
 
-/* The token opens every account's money: a file anyone may read is refused. */
+static gboolean
+token_file_error (const char *path, int fd, int errsv, GError **error)
+{
+  if (fd >= 0)
+    close (fd);
+  g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errsv), "cannot read %s: %s", path,
+               errsv == ELOOP ? "it is a symbolic link" : g_strerror (errsv));
+  return FALSE;
+}
+
+/* The token opens every account's money: a file anyone may read, or that
+ * is no regular file of its own (a symbolic link, a pipe), is refused.
+ * The mode is checked on the very file read. */
 static gboolean
 read_operator_token (const char *path,
                      guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
                      GError **error)
 {
-  GStatBuf st;
-  if (g_stat (path, &st) == 0 && (st.st_mode & S_IRWXO) != 0) {
+  int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0 || fstat (fd, &st) != 0)
+    return token_file_error (path, fd, errno, error);
+  if (!S_ISREG (st.st_mode)) {
+    close (fd);
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_PERM, "%s is not a regular file", path);
+    return FALSE;
+  }
+  if ((st.st_mode & S_IRWXO) != 0) {
+    close (fd);
     g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_PERM,
                  "%s is open to every user (mode %03o); make it 0600 or 0640", path,
                  (unsigned) (st.st_mode & 0777));
     return FALSE;
   }
-  g_autofree char *text = NULL;
-  gsize len;
-  if (!g_file_get_contents (path, &text, &len, error))
-    return FALSE;
-  gboolean ok = memchr (text, '\0', len) == NULL &&
+  /* 64 hex digits and some white space; anything longer is no token. */
+  char text[128];
+  gsize len = 0;
+  gssize n = 0;
+  while (len < sizeof text - 1 &&
+         ((n = read (fd, text + len, sizeof text - 1 - len)) > 0 || (n < 0 && errno == EINTR)))
+    len += n > 0 ? (gsize) n : 0;
+  if (n < 0) {
+    sodium_memzero (text, sizeof text);
+    return token_file_error (path, fd, errno, error);
+  }
+  close (fd);
+  text[len] = '\0';
+  gboolean ok = len < sizeof text - 1 && memchr (text, '\0', len) == NULL &&
                 tally_hex_decode (g_strstrip (text), token, TALLY_ACCOUNT_TOKEN_BYTES, NULL);
-  sodium_memzero (text, len);
+  sodium_memzero (text, sizeof text);
   if (!ok)
     g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                  "%s must hold the operator token as 64 hex digits", path);

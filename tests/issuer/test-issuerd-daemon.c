@@ -8,6 +8,8 @@
 #include <glib/gstdio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "issuerd-test-util.h"
 #include "tally-hex.h"
@@ -237,6 +239,72 @@ test_daemon_refuses_world_readable_operator_token (void)
   test_remove_tree (tmp);
 }
 
+/* Starts tally-issuerd on an issuer in @tmp with operator_token_file=
+ * operator.token, as the caller left that path; it must refuse to start.
+ * Returns what it said. */
+static char *
+daemon_refusal_with_token_file (const char *tmp)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (tmp, "issuer", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Test Bank", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_clear_pointer (&issuer, tally_issuer_free);
+  g_autofree char *conf = g_build_filename (tmp, "issuerd.conf", NULL);
+  g_assert_true (g_file_set_contents (
+    conf, "[issuer]\ndir=issuer\n[http]\nlisten=127.0.0.1:0\noperator_token_file=operator.token\n",
+    -1, &error));
+  g_autoptr (GSubprocess) proc =
+    g_subprocess_new (G_SUBPROCESS_FLAGS_STDERR_PIPE, &error, issuerd_path, "--config", conf, NULL);
+  g_assert_no_error (error);
+  char *err = NULL;
+  g_assert_true (g_subprocess_communicate_utf8 (proc, NULL, NULL, NULL, &err, &error));
+  g_assert_cmpint (g_subprocess_get_exit_status (proc), ==, 1);
+  return err;
+}
+
+static void
+test_daemon_reads_operator_token_only_from_private_regular_file (void)
+{
+  static const char hex[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+  g_autoptr (GError) error = NULL;
+
+  /* A symbolic link, even to a private file, is not followed. */
+  g_autofree char *tmp = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *real = g_build_filename (tmp, "real.token", NULL);
+  g_autofree char *token_file = g_build_filename (tmp, "operator.token", NULL);
+  g_assert_true (g_file_set_contents_full (real, hex, -1, G_FILE_SET_CONTENTS_NONE, 0600, &error));
+  g_assert_cmpint (symlink ("real.token", token_file), ==, 0);
+  g_autofree char *err = daemon_refusal_with_token_file (tmp);
+  g_assert_nonnull (strstr (err, "symbolic link"));
+  test_remove_tree (tmp);
+
+  /* A pipe is no file to read a token from (and would block). */
+  g_autofree char *tmp2 = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *fifo = g_build_filename (tmp2, "operator.token", NULL);
+  g_assert_cmpint (mkfifo (fifo, 0600), ==, 0);
+  g_autofree char *err2 = daemon_refusal_with_token_file (tmp2);
+  g_assert_nonnull (strstr (err2, "not a regular file"));
+  test_remove_tree (tmp2);
+
+  /* A file that cannot be opened is an error, not a file without mode. */
+  g_autofree char *tmp3 = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *err3 = daemon_refusal_with_token_file (tmp3);
+  g_assert_nonnull (strstr (err3, "cannot read"));
+  test_remove_tree (tmp3);
+
+  /* Group-readable is fine; a token followed by more than white space is
+   * not. */
+  g_autofree char *tmp4 = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *long_file = g_build_filename (tmp4, "operator.token", NULL);
+  g_autofree char *longer = g_strconcat (hex, "\n", hex, NULL);
+  g_assert_true (
+    g_file_set_contents_full (long_file, longer, -1, G_FILE_SET_CONTENTS_NONE, 0640, &error));
+  g_autofree char *err4 = daemon_refusal_with_token_file (tmp4);
+  g_assert_nonnull (strstr (err4, "64 hex digits"));
+  test_remove_tree (tmp4);
+}
+
 static void
 test_daemon_refuses_plain_http_off_loopback (void)
 {
@@ -275,6 +343,8 @@ main (int argc, char **argv)
   g_test_add_func ("/issuerd/daemon/serves-https-from-config", test_daemon_serves_https);
   g_test_add_func ("/issuerd/daemon/refuses-world-readable-operator-token",
                    test_daemon_refuses_world_readable_operator_token);
+  g_test_add_func ("/issuerd/daemon/reads-operator-token-only-from-private-regular-file",
+                   test_daemon_reads_operator_token_only_from_private_regular_file);
   g_test_add_func ("/issuerd/daemon/refuses-plain-http-off-loopback",
                    test_daemon_refuses_plain_http_off_loopback);
   return g_test_run ();
