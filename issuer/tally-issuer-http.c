@@ -74,12 +74,27 @@ tally_issuer_http_status_for_error (TallyError code)
 
 /* --- replies --- */
 
+/* @text with control characters and backslashes escaped as C does
+ * (g_strescape), but UTF-8 and quotes kept: messages name accounts taken
+ * from the path, where "%0a" is a newline a log must not start. */
+static char *
+escape_message (const char *text)
+{
+  char keep[130];
+  keep[0] = '"';
+  for (guint i = 0; i < 128; i++)
+    keep[1 + i] = (char) (0x80 + i);
+  keep[129] = '\0';
+  return g_strescape (text, keep);
+}
+
 void
 tally_issuer_http_reply_error (SoupServerMessage *msg,
                                guint status,
                                TallyError code,
-                               const char *message)
+                               const char *raw_message)
 {
+  g_autofree char *message = escape_message (raw_message);
   const char *name = tally_error_to_string (code);
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);

@@ -904,6 +904,26 @@ test_amounts_read_strictly (IssuerdFixture *f, gconstpointer data)
   g_assert_cmpint (issuerd_balance (f, "bob"), ==, 10000 + 1000000000000000);
 }
 
+static void
+test_names_from_path_escaped_in_messages (IssuerdFixture *f, gconstpointer data)
+{
+  g_autoptr (IssuerdResponse) r =
+    issuerd_request (f, "GET", "/v1/accounts/evil%0a%1b[2Jname", f->alice_token, NULL, NULL, NULL);
+  issuerd_assert_refused (r, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  g_autoptr (JsonObject) obj = issuerd_response_object (r);
+  const char *message = json_object_get_string_member (obj, "message");
+  g_test_message ("%s", message);
+  /* The name's newline and escape arrive as "\n" and "\033", never raw. */
+  g_assert_nonnull (strstr (message, "evil\\n\\033[2Jname"));
+  for (const char *p = message; *p != '\0'; p++)
+    g_assert_cmpint ((guchar) *p, >=, 0x20);
+  /* UTF-8 in a name stays as it is. */
+  g_autoptr (IssuerdResponse) u =
+    issuerd_request (f, "GET", "/v1/accounts/caf%c3%a9", f->alice_token, NULL, NULL, NULL);
+  g_autoptr (JsonObject) uobj = issuerd_response_object (u);
+  g_assert_nonnull (strstr (json_object_get_string_member (uobj, "message"), "caf\u00e9"));
+}
+
 typedef struct
 {
   gboolean done;
@@ -1179,6 +1199,8 @@ main (int argc, char **argv)
        test_deeply_nested_json_refused_daemon_alive);
   ADD ("/issuerd/hostile/truncated-protobuf-400", test_truncated_protobuf_refused);
   ADD ("/issuerd/hostile/unknown-path-or-method", test_unknown_paths_and_methods_refused);
+  ADD ("/issuerd/hostile/names-from-path-escaped-in-messages",
+       test_names_from_path_escaped_in_messages);
   ADD ("/issuerd/hostile/bad-requests-refused-specifically",
        test_bad_requests_refused_specifically);
   ADD ("/issuerd/hostile/unannounced-or-huge-body-refused-unkept",
