@@ -104,6 +104,87 @@ test_https_with_configured_certificate (void)
   test_remove_tree (tmp);
 }
 
+static void
+async_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  *(GAsyncResult **) user_data = g_object_ref (result);
+}
+
+static gboolean
+flag_set (gpointer user_data)
+{
+  *(gboolean *) user_data = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
+/* Over TLS too, a client sending a byte every 300 ms, more often than the
+ * idle timeout of 1 s, is cut off by the request's deadline. */
+static void
+test_https_trickling_client_cut_off (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tmp = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *dir = g_build_filename (tmp, "issuer", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Test Bank", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_autofree char *pem = tls_file ("tls-localhost.pem");
+  g_autofree char *key = tls_file ("tls-localhost.key");
+  g_autoptr (GTlsCertificate) cert = g_tls_certificate_new_from_files (pem, key, &error);
+  g_assert_no_error (error);
+  g_autoptr (TallyIssuerHttp) http = tally_issuer_http_new (issuer, cert);
+  tally_issuer_http_set_request_timeout (http, 1);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, 0);
+  g_assert_true (tally_issuer_http_listen (http, addr, FALSE, &error));
+  guint16 port = tally_issuer_http_get_port (http);
+
+  g_autoptr (GSocketClient) client = g_socket_client_new ();
+  g_autoptr (GSocketConnection) conn =
+    g_socket_client_connect_to_host (client, "127.0.0.1", port, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (GSocketConnectable) identity = g_network_address_new ("localhost", port);
+  g_autoptr (GIOStream) tls = g_tls_client_connection_new (G_IO_STREAM (conn), identity, &error);
+  g_assert_no_error (error);
+  g_autoptr (GTlsDatabase) db = g_tls_file_database_new (pem, &error);
+  g_assert_no_error (error);
+  g_tls_connection_set_database (G_TLS_CONNECTION (tls), db);
+  g_autoptr (GAsyncResult) handshake = NULL;
+  g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT, NULL, async_done,
+                                    &handshake);
+  while (handshake == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_true (g_tls_connection_handshake_finish (G_TLS_CONNECTION (tls), handshake, &error));
+  g_assert_no_error (error);
+
+  gint64 start = g_get_monotonic_time ();
+  GOutputStream *out = g_io_stream_get_output_stream (tls);
+  static const char head[] = "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n";
+  g_assert_true (g_output_stream_write_all (out, head, strlen (head), NULL, NULL, &error));
+  g_autoptr (GAsyncResult) read = NULL;
+  char buf[256];
+  g_input_stream_read_async (g_io_stream_get_input_stream (tls), buf, sizeof buf,
+                             G_PRIORITY_DEFAULT, NULL, async_done, &read);
+  guint sent = 0;
+  while (read == NULL && g_get_monotonic_time () - start < 8 * G_USEC_PER_SEC) {
+    gboolean tick = FALSE;
+    g_timeout_add (300, flag_set, &tick);
+    while (!tick)
+      g_main_context_iteration (NULL, TRUE);
+    if (read == NULL && g_output_stream_write (out, "a", 1, NULL, NULL) == 1)
+      sent++;
+  }
+  g_assert_nonnull (read);
+  gssize got = g_input_stream_read_finish (g_io_stream_get_input_stream (tls), read, NULL);
+  g_assert_cmpint (got, <=, 0);
+  g_assert_cmpuint (sent, >=, 2);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, G_USEC_PER_SEC / 2);
+
+  g_clear_object (&tls);
+  g_clear_pointer (&http, tally_issuer_http_unref);
+  g_clear_pointer (&issuer, tally_issuer_free);
+  test_remove_tree (tmp);
+}
+
 /* --- the daemon --- */
 
 static char *
@@ -341,6 +422,8 @@ main (int argc, char **argv)
   g_test_add_func ("/issuerd/https/serves-with-configured-certificate",
                    test_https_with_configured_certificate);
   g_test_add_func ("/issuerd/daemon/serves-https-from-config", test_daemon_serves_https);
+  g_test_add_func ("/issuerd/https/trickling-client-cut-off-by-request-deadline",
+                   test_https_trickling_client_cut_off);
   g_test_add_func ("/issuerd/daemon/refuses-world-readable-operator-token",
                    test_daemon_refuses_world_readable_operator_token);
   g_test_add_func ("/issuerd/daemon/reads-operator-token-only-from-private-regular-file",
