@@ -2,6 +2,27 @@
 /* Issuing: register certificates and the load vouchers sold against accounts. */
 #include "tally-issuer-private.h"
 
+gboolean
+tally_issuer_account_register_get (TallyIssuer *issuer,
+                                   const char *account,
+                                   const guint8 register_id[static TALLY_ID_BYTES],
+                                   TallyIssuerRegisterRow *row,
+                                   GError **error)
+{
+  g_autoptr (GError) local = NULL;
+  if (tally_issuer_store_register_get (issuer->store, register_id, row, &local) &&
+      strcmp (row->account, account) == 0)
+    return TRUE;
+  if (local != NULL && !tally_issuer_is_not_found (local)) {
+    g_propagate_error (error, g_steal_pointer (&local));
+    return FALSE;
+  }
+  tally_issuer_register_row_clear (row);
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "account \"%s\" has no such register",
+               account);
+  return FALSE;
+}
+
 #include <string.h>
 
 #include "tally-hex.h"
@@ -166,14 +187,11 @@ sell_voucher_locked (TallyIssuer *issuer,
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   gint64 balance;
   guint64 sequence;
-  if (!tally_issuer_store_register_get (issuer->store, register_id, &row, error))
-    return NULL;
   /* An account's credential buys only for that account's registers. */
-  if (account != NULL && strcmp (row.account, account) != 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_AUTHORIZED,
-                 "register is not certified for account \"%s\"", account);
+  if (account != NULL
+        ? !tally_issuer_account_register_get (issuer, account, register_id, &row, error)
+        : !tally_issuer_store_register_get (issuer->store, register_id, &row, error))
     return NULL;
-  }
   if (row.revoked) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "register is revoked");
     return NULL;

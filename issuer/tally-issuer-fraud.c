@@ -372,7 +372,7 @@ tally_issuer_revoke (TallyIssuer *issuer,
   return tally_issuer_finish (issuer, ok, error);
 }
 
-/* Revokes @register_id when @account owns it; NOT_AUTHORIZED otherwise. */
+/* Revokes @register_id when @account owns it; NOT_FOUND otherwise. */
 static gboolean
 report_lost_locked (TallyIssuer *issuer,
                     const char *account,
@@ -381,13 +381,8 @@ report_lost_locked (TallyIssuer *issuer,
                     GError **error)
 {
   g_auto (TallyIssuerRegisterRow) row = { 0 };
-  if (!tally_issuer_store_register_get (issuer->store, register_id, &row, error))
+  if (!tally_issuer_account_register_get (issuer, account, register_id, &row, error))
     return FALSE;
-  if (strcmp (row.account, account) != 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_AUTHORIZED,
-                 "register is not certified for account \"%s\"", account);
-    return FALSE;
-  }
   gboolean changed = FALSE;
   return mark_revoked (issuer, register_id, &changed, error) &&
          (!changed || tally_issuer_publish_revocation_list (issuer, now, error));

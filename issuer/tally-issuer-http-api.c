@@ -103,14 +103,17 @@ hex_member (TallyHttpRequest *req, JsonObject *obj, const char *name, guint8 *ou
   return TRUE;
 }
 
-/* "amount": a positive integer in minor units. */
+/* "amount": a positive integer in minor units, at most TALLY_AMOUNT_MAX.
+ * Its literal has at most 16 digits (tally_issuer_http_body_object), so
+ * json-glib has read it without wrapping around. */
 static gboolean
 amount_member (TallyHttpRequest *req, JsonObject *obj, gint64 *amount)
 {
   JsonNode *node = json_object_get_member (obj, "amount");
   if (node == NULL || !JSON_NODE_HOLDS_VALUE (node) ||
-      json_node_get_value_type (node) != G_TYPE_INT64 || json_node_get_int (node) <= 0) {
-    reply_bad_member (req, "amount", "a positive integer in minor units");
+      json_node_get_value_type (node) != G_TYPE_INT64 || json_node_get_int (node) <= 0 ||
+      json_node_get_int (node) > TALLY_AMOUNT_MAX) {
+    reply_bad_member (req, "amount", "a positive integer in minor units, at most 2^53");
     return FALSE;
   }
   *amount = json_node_get_int (node);
@@ -326,9 +329,7 @@ post_account (TallyHttpRequest *req)
                                    name_error->message);
     return;
   }
-  if (!tally_issuer_account_create (issuer, name, &error) ||
-      !tally_issuer_account_set_display_name (issuer, name, display_name, &error) ||
-      !tally_issuer_account_token_new (issuer, name, token, &error)) {
+  if (!tally_issuer_account_create_with_token (issuer, name, display_name, token, &error)) {
     tally_issuer_http_reply_gerror (req->msg, error);
     return;
   }

@@ -16,6 +16,13 @@ G_BEGIN_DECLS
 #define TALLY_HTTP_TYPE_PROTOBUF "application/x-protobuf"
 #define TALLY_HTTP_TYPE_JSON     "application/json"
 
+/* JSON requests are a few short members: bodies and nesting are bounded
+ * well below what json-glib or memory would mind. */
+#define TALLY_ISSUER_HTTP_JSON_MAX_BODY  4096
+#define TALLY_ISSUER_HTTP_JSON_MAX_DEPTH 16
+/* Digits before any point: below 2^63, so json-glib reads them exactly. */
+#define TALLY_ISSUER_HTTP_JSON_MAX_DIGITS 16
+
 struct _TallyIssuerHttp
 {
   gint ref_count;
@@ -27,6 +34,9 @@ struct _TallyIssuerHttp
   GMainContext *context;
   gsize max_body;
   guint timeout_seconds;
+  guint max_connections;
+  guint *open;   /* connections open now; a GRcBox each connection also holds */
+  gboolean full; /* max_connections was reached (logged once) */
   gboolean has_operator;
   guint8 operator_hash[TALLY_HASH_BYTES];
   Tally__Limits enrol_limits;

@@ -14,6 +14,7 @@
 
 #define OPERATOR_HASH_LABEL "operator-token"
 #define DEADLINE_KEY        "tally-issuer-http-deadline"
+#define CONNECTION_KEY      "tally-issuer-http-connection"
 #define API_PREFIX          "/v1/"
 
 guint
@@ -73,12 +74,27 @@ tally_issuer_http_status_for_error (TallyError code)
 
 /* --- replies --- */
 
+/* @text with control characters and backslashes escaped as C does
+ * (g_strescape), but UTF-8 and quotes kept: messages name accounts taken
+ * from the path, where "%0a" is a newline a log must not start. */
+static char *
+escape_message (const char *text)
+{
+  char keep[130];
+  keep[0] = '"';
+  for (guint i = 0; i < 128; i++)
+    keep[1 + i] = (char) (0x80 + i);
+  keep[129] = '\0';
+  return g_strescape (text, keep);
+}
+
 void
 tally_issuer_http_reply_error (SoupServerMessage *msg,
                                guint status,
                                TallyError code,
-                               const char *message)
+                               const char *raw_message)
 {
+  g_autofree char *message = escape_message (raw_message);
   const char *name = tally_error_to_string (code);
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
@@ -165,6 +181,97 @@ tally_issuer_http_body (TallyHttpRequest *req)
   return g_steal_pointer (&bytes);
 }
 
+/*
+ * json-glib parses nesting by recursion without a limit (a body of 100000
+ * '[' overflows the stack), and its scanner takes more than JSON: strings
+ * in single quotes, comments, hex numbers.  So the body is checked first,
+ * outside double-quoted strings, for plain JSON tokens only (a quote or a
+ * slash there cannot hide a bracket from this count), and for nesting no
+ * deeper than any request needs.
+ */
+/* One number at data[*i], as JSON has it:
+ * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, with at most 16 digits
+ * before any point: json-glib wraps longer integers around (it reads
+ * -18446744073709541616 as 10000), and no amount needs more.  *i is left
+ * on the number's last byte. */
+static gboolean
+json_number_check (const char *data, gsize len, gsize *i, GError **error)
+{
+  gsize p = *i;
+  if (data[p] == '-')
+    p++;
+  gsize digits = p;
+  while (p < len && g_ascii_isdigit (data[p]))
+    p++;
+  digits = p - digits;
+  gboolean ok = digits > 0 && !(digits > 1 && data[p - digits] == '0');
+  if (ok && p < len && data[p] == '.') {
+    gsize start = ++p;
+    while (p < len && g_ascii_isdigit (data[p]))
+      p++;
+    ok = p > start;
+  }
+  if (ok && p < len && (data[p] == 'e' || data[p] == 'E')) {
+    p++;
+    if (p < len && (data[p] == '+' || data[p] == '-'))
+      p++;
+    gsize start = p;
+    while (p < len && g_ascii_isdigit (data[p]))
+      p++;
+    ok = p > start;
+  }
+  if (!ok) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "the body is not JSON: byte %zu starts no JSON number", *i);
+    return FALSE;
+  }
+  if (digits > TALLY_ISSUER_HTTP_JSON_MAX_DIGITS) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                 "a number in the body has more than %u digits", TALLY_ISSUER_HTTP_JSON_MAX_DIGITS);
+    return FALSE;
+  }
+  *i = p - 1;
+  return TRUE;
+}
+
+static gboolean
+json_body_check (const char *data, gsize len, GError **error)
+{
+  guint depth = 0;
+  gboolean in_string = FALSE, escaped = FALSE;
+  for (gsize i = 0; i < len; i++) {
+    char ch = data[i];
+    if (in_string) {
+      if (escaped)
+        escaped = FALSE;
+      else if (ch == '\\')
+        escaped = TRUE;
+      else if (ch == '"')
+        in_string = FALSE;
+      continue;
+    }
+    if (ch == '"') {
+      in_string = TRUE;
+    } else if (ch == '-' || g_ascii_isdigit (ch)) {
+      if (!json_number_check (data, len, &i, error))
+        return FALSE;
+    } else if (ch == '[' || ch == '{') {
+      if (++depth > TALLY_ISSUER_HTTP_JSON_MAX_DEPTH) {
+        g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                     "the JSON body nests deeper than %u", TALLY_ISSUER_HTTP_JSON_MAX_DEPTH);
+        return FALSE;
+      }
+    } else if (ch == ']' || ch == '}') {
+      depth = depth > 0 ? depth - 1 : 0;
+    } else if (strchr (" \t\r\n,:aefilnrstu", ch) == NULL || ch == '\0') {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                   "the body is not JSON: byte %zu is not part of a JSON token", i);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
 JsonObject *
 tally_issuer_http_body_object (TallyHttpRequest *req)
 {
@@ -177,6 +284,10 @@ tally_issuer_http_body_object (TallyHttpRequest *req)
   const char *data = g_bytes_get_data (bytes, &len);
   g_autoptr (JsonParser) parser = json_parser_new_immutable ();
   g_autoptr (GError) error = NULL;
+  if (g_utf8_validate (data, (gssize) len, NULL) && !json_body_check (data, len, &error)) {
+    tally_issuer_http_reply_gerror (req->msg, error);
+    return NULL;
+  }
   if (!g_utf8_validate (data, (gssize) len, NULL) ||
       !json_parser_load_from_data (parser, data, (gssize) len, &error) ||
       !JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser))) {
@@ -327,24 +438,53 @@ handle_early (SoupServer *server,
     refuse_unkept (msg, SOUP_STATUS_LENGTH_REQUIRED, "a request body needs a Content-Length");
     return;
   }
+  /* Every JSON request is small; only protobuf bundles may be large. */
+  const char *type = soup_message_headers_get_content_type (headers, NULL);
+  gsize max = type != NULL && g_ascii_strcasecmp (type, TALLY_HTTP_TYPE_JSON) == 0
+                ? MIN (http->max_body, TALLY_ISSUER_HTTP_JSON_MAX_BODY)
+                : http->max_body;
   goffset length = soup_message_headers_get_content_length (headers);
-  if (length < 0 || (guint64) length > http->max_body) {
+  if (length < 0 || (guint64) length > max) {
     g_autofree char *message =
       g_strdup_printf ("the body of %" G_GINT64_FORMAT " bytes is larger than %" G_GSIZE_FORMAT,
-                       (gint64) length, http->max_body);
+                       (gint64) length, max);
     refuse_unkept (msg, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, message);
   }
+}
+
+/* What each accepted connection keeps, on its remote address object:
+ * libsoup keeps that very object for the connection's life and hands it
+ * back from soup_server_message_get_remote_address(), while
+ * soup_server_message_get_socket() is NULL for a stream it was given. */
+typedef struct
+{
+  GSocket *socket;
+  guint *open; /* the server's count of open connections (a GRcBox) */
+} TallyHttpConnection;
+
+static void
+connection_free (gpointer data)
+{
+  TallyHttpConnection *c = data;
+  g_assert (*c->open > 0);
+  (*c->open)--;
+  g_rc_box_release (c->open);
+  g_object_unref (c->socket);
+  g_free (c);
 }
 
 static gboolean
 deadline_passed (gpointer user_data)
 {
   SoupServerMessage *msg = user_data;
-  GSocket *socket = soup_server_message_get_socket (msg);
+  GSocketAddress *remote = soup_server_message_get_remote_address (msg);
+  TallyHttpConnection *c = remote ? g_object_get_data (G_OBJECT (remote), CONNECTION_KEY) : NULL;
   g_message ("closing the connection of %s: its request took too long",
              soup_server_message_get_remote_host (msg));
-  if (socket != NULL)
-    g_socket_shutdown (socket, TRUE, TRUE, NULL);
+  /* Shut down, not closed: libsoup's pending read wakes up to an end of
+   * stream on a descriptor that is still valid, and drops the connection. */
+  if (c != NULL)
+    g_socket_shutdown (c->socket, TRUE, TRUE, NULL);
   return G_SOURCE_REMOVE;
 }
 
@@ -377,7 +517,9 @@ request_done (SoupServer *server, SoupServerMessage *msg, gpointer user_data)
  * Connections are accepted here rather than by libsoup so that each socket
  * gets an inactivity timeout from its first moment: a connection that never
  * sends a byte never starts a request, so no request deadline would ever
- * close it.  TLS is layered on here too; libsoup sees the plain stream.
+ * close it.  Beyond [http] max_connections open at once, a new connection
+ * is closed at once.  TLS is layered on here too; libsoup sees the plain
+ * stream.
  */
 static gboolean
 incoming (GSocketService *service, GSocketConnection *conn, GObject *source, gpointer user_data)
@@ -385,6 +527,16 @@ incoming (GSocketService *service, GSocketConnection *conn, GObject *source, gpo
   TallyIssuerHttp *http = user_data;
   GSocket *socket = g_socket_connection_get_socket (conn);
   g_autoptr (GError) error = NULL;
+
+  if (*http->open >= http->max_connections) {
+    if (!http->full)
+      g_message ("refusing connections: %u are open ([http] max_connections)", *http->open);
+    http->full = TRUE;
+    g_socket_close (socket, NULL);
+    return TRUE;
+  }
+  http->full = FALSE;
+
   g_autoptr (GSocketAddress) local = g_socket_get_local_address (socket, &error);
   g_autoptr (GSocketAddress) remote = local ? g_socket_get_remote_address (socket, &error) : NULL;
   g_autoptr (GIOStream) stream = NULL;
@@ -394,7 +546,16 @@ incoming (GSocketService *service, GSocketConnection *conn, GObject *source, gpo
     stream = http->tls
                ? G_IO_STREAM (g_tls_server_connection_new (G_IO_STREAM (conn), http->tls, &error))
                : g_object_ref (G_IO_STREAM (conn));
-  if (stream == NULL || !soup_server_accept_iostream (http->server, stream, local, remote, &error))
+  if (stream == NULL) {
+    g_message ("dropping a connection: %s", error->message);
+    return TRUE;
+  }
+  TallyHttpConnection *c = g_new0 (TallyHttpConnection, 1);
+  c->socket = g_object_ref (socket);
+  c->open = g_rc_box_acquire (http->open);
+  (*c->open)++;
+  g_object_set_data_full (G_OBJECT (remote), CONNECTION_KEY, c, connection_free);
+  if (!soup_server_accept_iostream (http->server, stream, local, remote, &error))
     g_message ("dropping a connection: %s", error->message);
   return TRUE;
 }
@@ -413,6 +574,8 @@ tally_issuer_http_new (TallyIssuer *issuer, GTlsCertificate *tls_certificate)
   http->context = g_main_context_ref_thread_default ();
   http->max_body = TALLY_ISSUER_HTTP_MAX_BODY_DEFAULT;
   http->timeout_seconds = TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT;
+  http->max_connections = TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT;
+  http->open = g_rc_box_new0 (guint);
   /* tally-issuer certify's defaults. */
   tally__limits__init (&http->enrol_limits);
   http->enrol_limits.max_payment = 5000;
@@ -459,6 +622,7 @@ tally_issuer_http_unref (TallyIssuerHttp *http)
   if (http->clock_destroy != NULL)
     http->clock_destroy (http->clock_data);
   g_main_context_unref (http->context);
+  g_rc_box_release (http->open);
   sodium_memzero (http->operator_hash, sizeof http->operator_hash);
   g_free (http);
 }
@@ -477,6 +641,14 @@ tally_issuer_http_set_request_timeout (TallyIssuerHttp *http, guint seconds)
   g_return_if_fail (http != NULL);
   g_return_if_fail (seconds > 0);
   http->timeout_seconds = seconds;
+}
+
+void
+tally_issuer_http_set_max_connections (TallyIssuerHttp *http, guint max_connections)
+{
+  g_return_if_fail (http != NULL);
+  g_return_if_fail (max_connections > 0);
+  http->max_connections = max_connections;
 }
 
 void

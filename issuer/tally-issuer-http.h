@@ -23,6 +23,7 @@ typedef struct _TallyIssuerHttp TallyIssuerHttp;
 
 #define TALLY_ISSUER_HTTP_MAX_BODY_DEFAULT        (1024 * 1024)
 #define TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT 30
+#define TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT 256
 
 /* @tls_certificate (may be NULL: plain HTTP) must carry its private key. */
 TallyIssuerHttp *tally_issuer_http_new (TallyIssuer *issuer, GTlsCertificate *tls_certificate);
@@ -38,6 +39,10 @@ void tally_issuer_http_set_max_body_bytes (TallyIssuerHttp *http, gsize max_body
  * request (a slow client holds nothing for longer).  Applies to
  * connections accepted from then on. */
 void tally_issuer_http_set_request_timeout (TallyIssuerHttp *http, guint seconds);
+/* At most @max_connections connections open at once (default
+ * TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT); one more is closed as soon as
+ * it is accepted. */
+void tally_issuer_http_set_max_connections (TallyIssuerHttp *http, guint max_connections);
 /* The operator's bearer token (only its hash is kept); without one the
  * operator endpoints refuse every request. */
 void tally_issuer_http_set_operator_token (TallyIssuerHttp *http,

@@ -23,6 +23,22 @@ account_exists (TallyIssuer *issuer, const char *account, GError **error)
   return tally_issuer_store_account_get (issuer->store, account, &balance, error);
 }
 
+/* Stores the hash of a new random token for @account in @token. */
+static gboolean
+token_new_locked (TallyIssuer *issuer,
+                  const char *account,
+                  guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
+                  GError **error)
+{
+  guint8 hash[TALLY_HASH_BYTES];
+  randombytes_buf (token, TALLY_ACCOUNT_TOKEN_BYTES);
+  tally_hash (TOKEN_HASH_LABEL, token, TALLY_ACCOUNT_TOKEN_BYTES, hash);
+  g_autoptr (GBytes) value = g_bytes_new (hash, sizeof hash);
+  g_autofree char *key = g_strconcat (TOKEN_KEY_PREFIX, account, NULL);
+  return account_exists (issuer, account, error) &&
+         tally_issuer_store_meta_set (issuer->store, key, value, error);
+}
+
 gboolean
 tally_issuer_account_token_new (TallyIssuer *issuer,
                                 const char *account,
@@ -33,16 +49,9 @@ tally_issuer_account_token_new (TallyIssuer *issuer,
   g_return_val_if_fail (account != NULL, FALSE);
   g_return_val_if_fail (token != NULL, FALSE);
 
-  guint8 hash[TALLY_HASH_BYTES];
-  randombytes_buf (token, TALLY_ACCOUNT_TOKEN_BYTES);
-  tally_hash (TOKEN_HASH_LABEL, token, TALLY_ACCOUNT_TOKEN_BYTES, hash);
-  g_autoptr (GBytes) value = g_bytes_new (hash, sizeof hash);
-  g_autofree char *key = g_strconcat (TOKEN_KEY_PREFIX, account, NULL);
-
   gboolean ok = tally_issuer_store_begin (issuer->store, error);
   if (ok) {
-    ok = account_exists (issuer, account, error) &&
-         tally_issuer_store_meta_set (issuer->store, key, value, error);
+    ok = token_new_locked (issuer, account, token, error);
     ok = tally_issuer_finish (issuer, ok, error);
   }
   if (!ok)
@@ -89,6 +98,35 @@ tally_issuer_account_token_check (TallyIssuer *issuer,
   return TRUE;
 }
 
+/* NULL or "" for none; INVALID_ARGUMENT for a name no certificate may carry. */
+static gboolean
+display_name_check (const char *display_name, GError **error)
+{
+  g_autoptr (GError) name_error = NULL;
+  if (display_name != NULL && *display_name != '\0' &&
+      !tally_display_name_check (display_name, &name_error)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT, "%s", name_error->message);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+set_display_name_locked (TallyIssuer *issuer,
+                         const char *account,
+                         const char *display_name,
+                         GError **error)
+{
+  if (display_name != NULL && *display_name == '\0')
+    display_name = NULL;
+  g_autofree char *key = g_strconcat (DISPLAY_NAME_KEY_PREFIX, account, NULL);
+  /* An empty value stands for "none": meta has no delete. */
+  g_autoptr (GBytes) value =
+    g_bytes_new (display_name ? display_name : "", display_name ? strlen (display_name) : 0);
+  return account_exists (issuer, account, error) &&
+         tally_issuer_store_meta_set (issuer->store, key, value, error);
+}
+
 gboolean
 tally_issuer_account_set_display_name (TallyIssuer *issuer,
                                        const char *account,
@@ -98,23 +136,34 @@ tally_issuer_account_set_display_name (TallyIssuer *issuer,
   g_return_val_if_fail (issuer != NULL, FALSE);
   g_return_val_if_fail (account != NULL, FALSE);
 
-  if (display_name != NULL && *display_name == '\0')
-    display_name = NULL;
-  g_autoptr (GError) name_error = NULL;
-  if (!tally_display_name_check (display_name, &name_error)) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT, "%s", name_error->message);
+  if (!display_name_check (display_name, error) || !tally_issuer_store_begin (issuer->store, error))
     return FALSE;
-  }
-  g_autofree char *key = g_strconcat (DISPLAY_NAME_KEY_PREFIX, account, NULL);
-  /* An empty value stands for "none": meta has no delete. */
-  g_autoptr (GBytes) value =
-    g_bytes_new (display_name ? display_name : "", display_name ? strlen (display_name) : 0);
-
-  if (!tally_issuer_store_begin (issuer->store, error))
-    return FALSE;
-  gboolean ok = account_exists (issuer, account, error) &&
-                tally_issuer_store_meta_set (issuer->store, key, value, error);
+  gboolean ok = set_display_name_locked (issuer, account, display_name, error);
   return tally_issuer_finish (issuer, ok, error);
+}
+
+gboolean
+tally_issuer_account_create_with_token (TallyIssuer *issuer,
+                                        const char *name,
+                                        const char *display_name,
+                                        guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
+                                        GError **error)
+{
+  g_return_val_if_fail (issuer != NULL, FALSE);
+  g_return_val_if_fail (name != NULL, FALSE);
+  g_return_val_if_fail (token != NULL, FALSE);
+
+  gboolean ok =
+    display_name_check (display_name, error) && tally_issuer_store_begin (issuer->store, error);
+  if (ok) {
+    ok = tally_issuer_account_create_locked (issuer, name, error) &&
+         set_display_name_locked (issuer, name, display_name, error) &&
+         token_new_locked (issuer, name, token, error);
+    ok = tally_issuer_finish (issuer, ok, error);
+  }
+  if (!ok)
+    sodium_memzero (token, TALLY_ACCOUNT_TOKEN_BYTES);
+  return ok;
 }
 
 /* The account's display name (NULL for none), inside a transaction. */

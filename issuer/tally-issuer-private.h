@@ -183,6 +183,18 @@ gboolean tally_issuer_check_limits (const Tally__Limits *limits,
                                     guint64 not_before,
                                     guint64 not_after,
                                     GError **error);
+/* @register_id's row when @account owns it.  NOT_FOUND, the same answer,
+ * for a register that does not exist and for another account's: an
+ * account's holder learns nothing about other accounts' registers. */
+G_GNUC_INTERNAL
+gboolean tally_issuer_account_register_get (TallyIssuer *issuer,
+                                            const char *account,
+                                            const guint8 register_id[static TALLY_ID_BYTES],
+                                            TallyIssuerRegisterRow *row,
+                                            GError **error);
+/* tally_issuer_account_create () inside the caller's transaction. */
+G_GNUC_INTERNAL
+gboolean tally_issuer_account_create_locked (TallyIssuer *issuer, const char *name, GError **error);
 G_GNUC_INTERNAL
 GBytes *tally_issuer_certify_locked (TallyIssuer *issuer,
                                      const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],

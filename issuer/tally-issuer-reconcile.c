@@ -288,10 +288,42 @@ open_bundle (Reconcile *rc,
   return TRUE;
 }
 
+/* The meta key under which the result for a bundle is kept: the hash of
+ * its signed body, not of the request's bytes, which the envelope's
+ * decoder would take in other wrappings (unknown fields, longer varints).
+ * Not of the signature either: whoever holds the register's key can sign
+ * the same body again differently, and the same body gets the same
+ * result. */
+static char *
+result_key (const Tally__SignedEnvelope *env)
+{
+  guint8 hash[TALLY_HASH_BYTES];
+  tally_envelope_body_hash (env, hash);
+  g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
+  return g_strconcat ("reconciled:", hex, NULL);
+}
+
+/* With @key, the result kept for it: TRUE and *@result set, TRUE and
+ * *@result NULL when none is kept, FALSE on a store error. */
+static gboolean
+kept_result (TallyIssuer *issuer, const char *key, GBytes **result, GError **error)
+{
+  g_autoptr (GError) local = NULL;
+  *result = NULL;
+  if (key == NULL || tally_issuer_store_meta_get (issuer->store, key, result, &local))
+    return TRUE;
+  if (tally_issuer_is_not_found (local))
+    return TRUE;
+  g_propagate_error (error, g_steal_pointer (&local));
+  return FALSE;
+}
+
 static GBytes *
 reconcile_locked (Reconcile *rc,
                   const guint8 *data,
                   gsize len,
+                  gboolean once,
+                  gboolean *repeated,
                   GError **error)
 {
   TallyIssuer *issuer = rc->issuer;
@@ -301,6 +333,14 @@ reconcile_locked (Reconcile *rc,
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   if (!open_bundle (rc, data, len, &env, &bundle, &row, error))
     return NULL;
+  g_autofree char *key = once ? result_key (env) : NULL;
+  GBytes *kept;
+  if (!kept_result (issuer, key, &kept, error))
+    return NULL;
+  if (kept != NULL) {
+    *repeated = TRUE;
+    return kept;
+  }
 
   g_autofree char *hex = tally_hex_encode (rc->register_id, TALLY_ID_BYTES);
   g_info ("reconciling register %s: %zu spent, %zu received, %zu voucher(s)", hex,
@@ -339,20 +379,14 @@ reconcile_locked (Reconcile *rc,
     return NULL;
 
   rc->report.revoked = row.revoked;
-  return sign_result (rc, env, &row, renewed, error);
+  GBytes *result = sign_result (rc, env, &row, renewed, error);
+  if (result != NULL && key != NULL &&
+      !tally_issuer_store_meta_set (issuer->store, key, result, error))
+    g_clear_pointer (&result, g_bytes_unref);
+  return result;
 }
 
-/* The meta key under which the result for these exact bundle bytes is kept. */
-static char *
-result_key (const guint8 *bundle, gsize len)
-{
-  guint8 hash[TALLY_HASH_BYTES];
-  tally_hash ("reconciled-bundle", bundle, len, hash);
-  g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
-  return g_strconcat ("reconciled:", hex, NULL);
-}
-
-/* With @once, answers bundle bytes seen before from the stored result, and
+/* With @once, answers a bundle seen before from the stored result, and
  * keeps a new result in the same transaction that booked its bundle. */
 static GBytes *
 reconcile (TallyIssuer *issuer,
@@ -373,20 +407,9 @@ reconcile (TallyIssuer *issuer,
     .reclaimed = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref),
     .receipts = g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free),
   };
-  g_autofree char *key = once ? result_key (bundle, len) : NULL;
   g_autoptr (GBytes) result = NULL;
-  g_autoptr (GError) local = NULL;
   if (tally_issuer_store_begin (issuer->store, error)) {
-    if (once && tally_issuer_store_meta_get (issuer->store, key, &result, &local)) {
-      *repeated = TRUE;
-    } else if (once && !tally_issuer_is_not_found (local)) {
-      g_propagate_error (error, g_steal_pointer (&local));
-    } else {
-      result = reconcile_locked (&rc, bundle, len, error);
-      if (once && result != NULL &&
-          !tally_issuer_store_meta_set (issuer->store, key, result, error))
-        g_clear_pointer (&result, g_bytes_unref);
-    }
+    result = reconcile_locked (&rc, bundle, len, once, repeated, error);
     if (!tally_issuer_finish (issuer, result != NULL, error))
       g_clear_pointer (&result, g_bytes_unref);
   }

@@ -421,6 +421,13 @@ tally_issuer_get_key_set (TallyIssuer *issuer)
 }
 
 gboolean
+tally_issuer_account_create_locked (TallyIssuer *issuer, const char *name, GError **error)
+{
+  return check_name (name, "account name", error) &&
+         tally_issuer_store_account_insert (issuer->store, name, error);
+}
+
+gboolean
 tally_issuer_account_create (TallyIssuer *issuer, const char *name, GError **error)
 {
   g_return_val_if_fail (issuer != NULL, FALSE);
@@ -429,7 +436,7 @@ tally_issuer_account_create (TallyIssuer *issuer, const char *name, GError **err
   if (!check_name (name, "account name", error) ||
       !tally_issuer_store_begin (issuer->store, error))
     return FALSE;
-  gboolean ok = tally_issuer_store_account_insert (issuer->store, name, error);
+  gboolean ok = tally_issuer_account_create_locked (issuer, name, error);
   return tally_issuer_finish (issuer, ok, error);
 }
 

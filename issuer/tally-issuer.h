@@ -141,6 +141,14 @@ gboolean tally_issuer_account_set_display_name (TallyIssuer *issuer,
                                                 const char *account,
                                                 const char *display_name,
                                                 GError **error);
+/* tally_issuer_account_create (), tally_issuer_account_set_display_name ()
+ * (@display_name may be NULL) and tally_issuer_account_token_new () in one
+ * transaction: the account is made with both, or not at all. */
+gboolean tally_issuer_account_create_with_token (TallyIssuer *issuer,
+                                                 const char *name,
+                                                 const char *display_name,
+                                                 guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
+                                                 GError **error);
 /* The statement an enrolling register signs with its own key to prove it
  * holds it:  "tally-enrol-v1" 0x00 || issuer public key (32) ||
  * register public key (32) || account name (UTF-8, to the end). */
@@ -184,7 +192,8 @@ GBytes *tally_issuer_sell_voucher (TallyIssuer *issuer,
                                    GError **error);
 
 /* tally_issuer_sell_voucher () for a caller that speaks for @account:
- * NOT_AUTHORIZED unless the register is certified for that account.
+ * NOT_FOUND unless the register is certified for that account (the same
+ * answer as for a register that does not exist).
  * @request_id, chosen at random by the caller, makes the purchase safe to
  * retry: the voucher is kept under it in the transaction that sold it, and
  * the same request again returns the same voucher bytes without debiting
@@ -210,11 +219,13 @@ GBytes *tally_issuer_reconcile (TallyIssuer *issuer,
                                 TallyReconcileReport *report,
                                 GError **error);
 
-/* Like tally_issuer_reconcile (), but the same bundle bytes always get the
- * same result bytes: the first result is kept, keyed by the bundle's hash,
- * in the transaction that booked it, and a bundle seen before is answered
- * from there without booking anything.  @repeated (may be NULL) tells which
- * happened.  This is what a device that lost a response retries against. */
+/* Like tally_issuer_reconcile (), but the same bundle always gets the same
+ * result bytes: the first result is kept, keyed by the hash of the
+ * envelope's signed body (however the envelope around it is encoded), in
+ * the transaction that booked it, and a bundle seen before is answered
+ * from there, once its signature checks, without booking anything.
+ * @repeated (may be NULL) tells which happened.  This is what a device
+ * that lost a response retries against. */
 GBytes *tally_issuer_reconcile_once (TallyIssuer *issuer,
                                      const guint8 *bundle,
                                      gsize len,
@@ -228,7 +239,8 @@ gboolean tally_issuer_revoke (TallyIssuer *issuer,
                               GError **error);
 /* The owner of @account reports its register lost or stolen: revoked at
  * once, so the next revocation list carries it to every payee (doing it
- * again changes nothing).  NOT_AUTHORIZED for another account's register.
+ * again changes nothing).  NOT_FOUND for another account's register, as
+ * for one that does not exist.
  * The register's balance stays in the audit as it was; giving it back to
  * the account once its offline window has passed is not done yet. */
 gboolean tally_issuer_report_lost (TallyIssuer *issuer,

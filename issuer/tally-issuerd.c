@@ -4,11 +4,15 @@
  * directory made by "tally-issuer init" (docs/issuer-api.md).  Exit status
  * 0 after SIGTERM or SIGINT, 1 when it cannot start, 2 for usage errors.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <locale.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "tally-build-config.h"
 #include "tally-hex.h"
@@ -29,6 +33,7 @@ typedef struct
   gboolean allow_plain;
   guint64 max_body;
   guint64 request_timeout;
+  guint64 max_connections;
   Tally__Limits limits;
   guint64 validity;
 } Config;
@@ -102,6 +107,7 @@ config_load (Config *c, const char *path, GError **error)
   c->limits.balance_cap = 50000;
   c->max_body = TALLY_ISSUER_HTTP_MAX_BODY_DEFAULT;
   c->request_timeout = TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT;
+  c->max_connections = TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT;
   if ((c->issuer_dir = config_path (kf, "issuer", "dir", base, error)) == NULL)
     return FALSE;
   c->listen = g_key_file_get_string (kf, "http", "listen", NULL);
@@ -123,6 +129,7 @@ config_load (Config *c, const char *path, GError **error)
   }
   if (!config_uint (kf, "http", "max_body_bytes", &c->max_body, error) ||
       !config_uint (kf, "http", "request_timeout", &c->request_timeout, error) ||
+      !config_uint (kf, "http", "max_connections", &c->max_connections, error) ||
       !config_amount (kf, "enrol", "max_payment", &c->limits.max_payment, error) ||
       !config_amount (kf, "enrol", "balance_cap", &c->limits.balance_cap, error) ||
       !config_uint (kf, "enrol", "max_payments", &max_payments, error) ||
@@ -152,26 +159,56 @@ parse_listen (const char *text, GError **error)
   return g_inet_socket_address_new (ip, g_network_address_get_port (G_NETWORK_ADDRESS (addr)));
 }
 
-/* The token opens every account's money: a file anyone may read is refused. */
+static gboolean
+token_file_error (const char *path, int fd, int errsv, GError **error)
+{
+  if (fd >= 0)
+    close (fd);
+  g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (errsv), "cannot read %s: %s", path,
+               errsv == ELOOP ? "it is a symbolic link" : g_strerror (errsv));
+  return FALSE;
+}
+
+/* The token opens every account's money: a file anyone may read, or that
+ * is no regular file of its own (a symbolic link, a pipe), is refused.
+ * The mode is checked on the very file read. */
 static gboolean
 read_operator_token (const char *path,
                      guint8 token[static TALLY_ACCOUNT_TOKEN_BYTES],
                      GError **error)
 {
-  GStatBuf st;
-  if (g_stat (path, &st) == 0 && (st.st_mode & S_IRWXO) != 0) {
+  int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  struct stat st;
+  if (fd < 0 || fstat (fd, &st) != 0)
+    return token_file_error (path, fd, errno, error);
+  if (!S_ISREG (st.st_mode)) {
+    close (fd);
+    g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_PERM, "%s is not a regular file", path);
+    return FALSE;
+  }
+  if ((st.st_mode & S_IRWXO) != 0) {
+    close (fd);
     g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_PERM,
                  "%s is open to every user (mode %03o); make it 0600 or 0640", path,
                  (unsigned) (st.st_mode & 0777));
     return FALSE;
   }
-  g_autofree char *text = NULL;
-  gsize len;
-  if (!g_file_get_contents (path, &text, &len, error))
-    return FALSE;
-  gboolean ok = memchr (text, '\0', len) == NULL &&
+  /* 64 hex digits and some white space; anything longer is no token. */
+  char text[128];
+  gsize len = 0;
+  gssize n = 0;
+  while (len < sizeof text - 1 &&
+         ((n = read (fd, text + len, sizeof text - 1 - len)) > 0 || (n < 0 && errno == EINTR)))
+    len += n > 0 ? (gsize) n : 0;
+  if (n < 0) {
+    sodium_memzero (text, sizeof text);
+    return token_file_error (path, fd, errno, error);
+  }
+  close (fd);
+  text[len] = '\0';
+  gboolean ok = len < sizeof text - 1 && memchr (text, '\0', len) == NULL &&
                 tally_hex_decode (g_strstrip (text), token, TALLY_ACCOUNT_TOKEN_BYTES, NULL);
-  sodium_memzero (text, len);
+  sodium_memzero (text, sizeof text);
   if (!ok)
     g_set_error (error, G_FILE_ERROR, G_FILE_ERROR_INVAL,
                  "%s must hold the operator token as 64 hex digits", path);
@@ -206,6 +243,7 @@ start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
   g_autoptr (TallyIssuerHttp) http = tally_issuer_http_new (issuer, cert);
   tally_issuer_http_set_max_body_bytes (http, c->max_body);
   tally_issuer_http_set_request_timeout (http, (guint) c->request_timeout);
+  tally_issuer_http_set_max_connections (http, (guint) c->max_connections);
   tally_issuer_http_set_enrol_limits (http, &c->limits, c->validity);
   if (c->operator_token_file != NULL) {
     guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
@@ -234,6 +272,7 @@ static const char description[] =
   "                            enables the operator endpoints\n"
   "  max_body_bytes=N          largest request body (default 1048576)\n"
   "  request_timeout=SECONDS   longest request, and longest idle connection (default 30)\n"
+  "  max_connections=N         connections open at once; more are closed (default 256)\n"
   "  [enrol]                   what an enrolled register is certified with\n"
   "  max_payment=AMT  balance_cap=AMT  max_payments=N  max_offline_hours=H  valid_days=D\n"
   "\n"

@@ -8,6 +8,8 @@
 #include <glib/gstdio.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "issuerd-test-util.h"
 #include "tally-hex.h"
@@ -97,6 +99,87 @@ test_https_with_configured_certificate (void)
   g_clear_object (&f.session);
   g_free (f.base);
 
+  g_clear_pointer (&http, tally_issuer_http_unref);
+  g_clear_pointer (&issuer, tally_issuer_free);
+  test_remove_tree (tmp);
+}
+
+static void
+async_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  *(GAsyncResult **) user_data = g_object_ref (result);
+}
+
+static gboolean
+flag_set (gpointer user_data)
+{
+  *(gboolean *) user_data = TRUE;
+  return G_SOURCE_REMOVE;
+}
+
+/* Over TLS too, a client sending a byte every 300 ms, more often than the
+ * idle timeout of 1 s, is cut off by the request's deadline. */
+static void
+test_https_trickling_client_cut_off (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tmp = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *dir = g_build_filename (tmp, "issuer", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Test Bank", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_autofree char *pem = tls_file ("tls-localhost.pem");
+  g_autofree char *key = tls_file ("tls-localhost.key");
+  g_autoptr (GTlsCertificate) cert = g_tls_certificate_new_from_files (pem, key, &error);
+  g_assert_no_error (error);
+  g_autoptr (TallyIssuerHttp) http = tally_issuer_http_new (issuer, cert);
+  tally_issuer_http_set_request_timeout (http, 1);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, 0);
+  g_assert_true (tally_issuer_http_listen (http, addr, FALSE, &error));
+  guint16 port = tally_issuer_http_get_port (http);
+
+  g_autoptr (GSocketClient) client = g_socket_client_new ();
+  g_autoptr (GSocketConnection) conn =
+    g_socket_client_connect_to_host (client, "127.0.0.1", port, NULL, &error);
+  g_assert_no_error (error);
+  g_autoptr (GSocketConnectable) identity = g_network_address_new ("localhost", port);
+  g_autoptr (GIOStream) tls = g_tls_client_connection_new (G_IO_STREAM (conn), identity, &error);
+  g_assert_no_error (error);
+  g_autoptr (GTlsDatabase) db = g_tls_file_database_new (pem, &error);
+  g_assert_no_error (error);
+  g_tls_connection_set_database (G_TLS_CONNECTION (tls), db);
+  g_autoptr (GAsyncResult) handshake = NULL;
+  g_tls_connection_handshake_async (G_TLS_CONNECTION (tls), G_PRIORITY_DEFAULT, NULL, async_done,
+                                    &handshake);
+  while (handshake == NULL)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_true (g_tls_connection_handshake_finish (G_TLS_CONNECTION (tls), handshake, &error));
+  g_assert_no_error (error);
+
+  gint64 start = g_get_monotonic_time ();
+  GOutputStream *out = g_io_stream_get_output_stream (tls);
+  static const char head[] = "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n";
+  g_assert_true (g_output_stream_write_all (out, head, strlen (head), NULL, NULL, &error));
+  g_autoptr (GAsyncResult) read = NULL;
+  char buf[256];
+  g_input_stream_read_async (g_io_stream_get_input_stream (tls), buf, sizeof buf,
+                             G_PRIORITY_DEFAULT, NULL, async_done, &read);
+  guint sent = 0;
+  while (read == NULL && g_get_monotonic_time () - start < 8 * G_USEC_PER_SEC) {
+    gboolean tick = FALSE;
+    g_timeout_add (300, flag_set, &tick);
+    while (!tick)
+      g_main_context_iteration (NULL, TRUE);
+    if (read == NULL && g_output_stream_write (out, "a", 1, NULL, NULL) == 1)
+      sent++;
+  }
+  g_assert_nonnull (read);
+  gssize got = g_input_stream_read_finish (g_io_stream_get_input_stream (tls), read, NULL);
+  g_assert_cmpint (got, <=, 0);
+  g_assert_cmpuint (sent, >=, 2);
+  g_assert_cmpint (g_get_monotonic_time () - start, >=, G_USEC_PER_SEC / 2);
+
+  g_clear_object (&tls);
   g_clear_pointer (&http, tally_issuer_http_unref);
   g_clear_pointer (&issuer, tally_issuer_free);
   test_remove_tree (tmp);
@@ -237,6 +320,72 @@ test_daemon_refuses_world_readable_operator_token (void)
   test_remove_tree (tmp);
 }
 
+/* Starts tally-issuerd on an issuer in @tmp with operator_token_file=
+ * operator.token, as the caller left that path; it must refuse to start.
+ * Returns what it said. */
+static char *
+daemon_refusal_with_token_file (const char *tmp)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (tmp, "issuer", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Test Bank", "EUR", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_clear_pointer (&issuer, tally_issuer_free);
+  g_autofree char *conf = g_build_filename (tmp, "issuerd.conf", NULL);
+  g_assert_true (g_file_set_contents (
+    conf, "[issuer]\ndir=issuer\n[http]\nlisten=127.0.0.1:0\noperator_token_file=operator.token\n",
+    -1, &error));
+  g_autoptr (GSubprocess) proc =
+    g_subprocess_new (G_SUBPROCESS_FLAGS_STDERR_PIPE, &error, issuerd_path, "--config", conf, NULL);
+  g_assert_no_error (error);
+  char *err = NULL;
+  g_assert_true (g_subprocess_communicate_utf8 (proc, NULL, NULL, NULL, &err, &error));
+  g_assert_cmpint (g_subprocess_get_exit_status (proc), ==, 1);
+  return err;
+}
+
+static void
+test_daemon_reads_operator_token_only_from_private_regular_file (void)
+{
+  static const char hex[] = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+  g_autoptr (GError) error = NULL;
+
+  /* A symbolic link, even to a private file, is not followed. */
+  g_autofree char *tmp = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *real = g_build_filename (tmp, "real.token", NULL);
+  g_autofree char *token_file = g_build_filename (tmp, "operator.token", NULL);
+  g_assert_true (g_file_set_contents_full (real, hex, -1, G_FILE_SET_CONTENTS_NONE, 0600, &error));
+  g_assert_cmpint (symlink ("real.token", token_file), ==, 0);
+  g_autofree char *err = daemon_refusal_with_token_file (tmp);
+  g_assert_nonnull (strstr (err, "symbolic link"));
+  test_remove_tree (tmp);
+
+  /* A pipe is no file to read a token from (and would block). */
+  g_autofree char *tmp2 = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *fifo = g_build_filename (tmp2, "operator.token", NULL);
+  g_assert_cmpint (mkfifo (fifo, 0600), ==, 0);
+  g_autofree char *err2 = daemon_refusal_with_token_file (tmp2);
+  g_assert_nonnull (strstr (err2, "not a regular file"));
+  test_remove_tree (tmp2);
+
+  /* A file that cannot be opened is an error, not a file without mode. */
+  g_autofree char *tmp3 = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *err3 = daemon_refusal_with_token_file (tmp3);
+  g_assert_nonnull (strstr (err3, "cannot read"));
+  test_remove_tree (tmp3);
+
+  /* Group-readable is fine; a token followed by more than white space is
+   * not. */
+  g_autofree char *tmp4 = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *long_file = g_build_filename (tmp4, "operator.token", NULL);
+  g_autofree char *longer = g_strconcat (hex, "\n", hex, NULL);
+  g_assert_true (
+    g_file_set_contents_full (long_file, longer, -1, G_FILE_SET_CONTENTS_NONE, 0640, &error));
+  g_autofree char *err4 = daemon_refusal_with_token_file (tmp4);
+  g_assert_nonnull (strstr (err4, "64 hex digits"));
+  test_remove_tree (tmp4);
+}
+
 static void
 test_daemon_refuses_plain_http_off_loopback (void)
 {
@@ -273,8 +422,12 @@ main (int argc, char **argv)
   g_test_add_func ("/issuerd/https/serves-with-configured-certificate",
                    test_https_with_configured_certificate);
   g_test_add_func ("/issuerd/daemon/serves-https-from-config", test_daemon_serves_https);
+  g_test_add_func ("/issuerd/https/trickling-client-cut-off-by-request-deadline",
+                   test_https_trickling_client_cut_off);
   g_test_add_func ("/issuerd/daemon/refuses-world-readable-operator-token",
                    test_daemon_refuses_world_readable_operator_token);
+  g_test_add_func ("/issuerd/daemon/reads-operator-token-only-from-private-regular-file",
+                   test_daemon_reads_operator_token_only_from_private_regular_file);
   g_test_add_func ("/issuerd/daemon/refuses-plain-http-off-loopback",
                    test_daemon_refuses_plain_http_off_loopback);
   return g_test_run ();

@@ -5,7 +5,9 @@
  * every hostile input.  Every refusal is checked for its status, its error
  * name, and an unchanged audit.  test-issuerd-daemon.c runs the binary.
  */
+#include <sqlite3.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "issuerd-test-util.h"
 #include "tally-hex.h"
@@ -284,9 +286,14 @@ test_voucher_refusals_change_nothing (IssuerdFixture *f, gconstpointer data)
   /* More than the account holds (within the register's cap). */
   g_autoptr (IssuerdResponse) broke = buy (f, "alice", f->alice_token, reg, 10001);
   issuerd_assert_refused (broke, SOUP_STATUS_CONFLICT, TALLY_ERROR_INSUFFICIENT_FUNDS);
-  /* alice's token buying for bob's register, with bob's money. */
+  /* alice's token buying for bob's register, with bob's money: to alice,
+   * bob's register is as unknown as one that does not exist. */
   g_autoptr (IssuerdResponse) theft = buy (f, "alice", f->alice_token, bobs, 100);
-  issuerd_assert_refused (theft, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  issuerd_assert_refused (theft, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  g_autoptr (TestRegister) nobodys = test_register_new_uncertified ();
+  g_autoptr (IssuerdResponse) unknown = buy (f, "alice", f->alice_token, nobodys, 100);
+  issuerd_assert_refused (unknown, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  g_assert_true (g_bytes_equal (theft->body, unknown->body));
   /* alice's token on bob's account path. */
   g_autoptr (IssuerdResponse) stolen = buy (f, "bob", f->alice_token, bobs, 100);
   issuerd_assert_refused (stolen, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
@@ -318,13 +325,19 @@ test_owner_reports_register_lost (IssuerdFixture *f, gconstpointer data)
   /* Nobody reports another account's register lost. */
   g_autoptr (IssuerdResponse) r1 =
     issuerd_request (f, "POST", theirs, f->alice_token, NULL, NULL, NULL);
-  issuerd_assert_refused (r1, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  issuerd_assert_refused (r1, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  /* The very answer a register that does not exist gets. */
+  g_autoptr (IssuerdResponse) r0 = issuerd_request (
+    f, "POST", "/v1/accounts/alice/registers/00000000000000000000000000000000/lost", f->alice_token,
+    NULL, NULL, NULL);
+  issuerd_assert_refused (r0, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  g_assert_true (g_bytes_equal (r0->body, r1->body));
   g_autoptr (IssuerdResponse) r2 =
     issuerd_request (f, "POST", via_bob, f->alice_token, NULL, NULL, NULL);
   issuerd_assert_refused (r2, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
   g_autoptr (IssuerdResponse) r3 =
     issuerd_request (f, "POST", via_bob, f->bob_token, NULL, NULL, NULL);
-  issuerd_assert_refused (r3, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  issuerd_assert_refused (r3, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
   TallyAudit after_refusals = issuerd_audit (f);
   issuerd_assert_audit_equal (&before, &after_refusals);
 
@@ -396,6 +409,42 @@ test_reconcile_twice_same_bytes_books_once (IssuerdFixture *f, gconstpointer dat
 }
 
 static void
+test_reconcile_rewrapped_bundle_gets_kept_result (IssuerdFixture *f, gconstpointer data)
+{
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) bundle = busy_bundle (f, a, b);
+  g_autoptr (IssuerdResponse) first = issuerd_post_protobuf (f, "/v1/reconcile", bundle);
+  issuerd_assert_protobuf (first, SOUP_STATUS_OK);
+  g_assert_cmpstr (soup_message_headers_get_one (first->headers, "X-Tally-Repeated"), ==, "no");
+  TallyAudit after_first = issuerd_audit (f);
+
+  /* The same envelope with an unknown field (15, varint 1) after it. */
+  g_autoptr (GByteArray) wrapped = g_byte_array_new ();
+  g_byte_array_append (wrapped, g_bytes_get_data (bundle, NULL), g_bytes_get_size (bundle));
+  g_byte_array_append (wrapped, (const guint8 *) "\x78\x01", 2);
+  g_autoptr (GBytes) rewrapped = g_byte_array_free_to_bytes (g_steal_pointer (&wrapped));
+  g_assert_false (g_bytes_equal (rewrapped, bundle));
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (rewrapped);
+  g_assert_nonnull (env);
+
+  g_autoptr (IssuerdResponse) second = issuerd_post_protobuf (f, "/v1/reconcile", rewrapped);
+  issuerd_assert_protobuf (second, SOUP_STATUS_OK);
+  g_assert_cmpstr (soup_message_headers_get_one (second->headers, "X-Tally-Repeated"), ==, "yes");
+  /* The same bytes: the same renewed certificate, no new serial (a second
+   * reconciliation would have signed one with the next serial). */
+  g_assert_true (g_bytes_equal (first->body, second->body));
+  TallyAudit after_second = issuerd_audit (f);
+  issuerd_assert_audit_equal (&after_first, &after_second);
+
+  /* A kept result is no answer to a signature that does not check. */
+  env->signature.data[0] ^= 1;
+  g_autoptr (GBytes) forged = tally_envelope_pack (env);
+  g_autoptr (IssuerdResponse) third = issuerd_post_protobuf (f, "/v1/reconcile", forged);
+  issuerd_assert_refused (third, SOUP_STATUS_FORBIDDEN, TALLY_ERROR_BAD_SIGNATURE);
+}
+
+static void
 test_reconcile_refuses_forged_bundle (IssuerdFixture *f, gconstpointer data)
 {
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
@@ -424,6 +473,59 @@ test_oversized_body_refused_unkept (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_audit_equal (&before, &after);
 
   /* The server still answers afterwards. */
+  g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
+  issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
+}
+
+static IssuerdResponse *
+post_json_len (IssuerdFixture *f, const char *path, const char *token, GString *json)
+{
+  g_autoptr (GBytes) body = g_bytes_new (json->str, json->len);
+  return issuerd_request (f, "POST", path, token, "application/json", body, NULL);
+}
+
+static void
+test_deeply_nested_json_refused_daemon_alive (IssuerdFixture *f, gconstpointer data)
+{
+  TallyAudit before = issuerd_audit (f);
+  /* 100000 '[' are over the JSON body cap, and refused before they are in. */
+  g_autoptr (GString) huge = g_string_new (NULL);
+  for (guint i = 0; i < 100000; i++)
+    g_string_append_c (huge, '[');
+  g_autoptr (IssuerdResponse) r =
+    post_json_len (f, "/v1/accounts/alice/registers", f->alice_token, huge);
+  issuerd_assert_refused (r, SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE, TALLY_ERROR_FRAME_OVERSIZE);
+
+  /* Within the cap: nesting deeper than 16 is never parsed, however it
+   * hides behind what json-glib takes beyond JSON (strings in single
+   * quotes, comments). */
+  static const char *const prefixes[] = { "", "{\"a\": ", "['\"', ", "[// \"\n", "[/* \" */ " };
+  for (gsize p = 0; p < G_N_ELEMENTS (prefixes); p++) {
+    g_autoptr (GString) deep = g_string_new (prefixes[p]);
+    for (guint i = 0; i < 4000; i++)
+      g_string_append_c (deep, '[');
+    g_test_message ("%s then 4000 '['", prefixes[p]);
+    g_autoptr (IssuerdResponse) d =
+      post_json_len (f, "/v1/accounts/alice/registers", f->alice_token, deep);
+    issuerd_assert_refused (d, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_MALFORMED);
+  }
+  /* 17 levels are refused; a '[' inside a string is no level. */
+  g_autoptr (GString) seventeen = g_string_new ("{\"name\": ");
+  for (guint i = 0; i < 16; i++)
+    g_string_append_c (seventeen, '[');
+  g_autoptr (IssuerdResponse) s17 =
+    post_json_len (f, "/v1/operator/accounts", f->operator_hex, seventeen);
+  issuerd_assert_refused (s17, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_MALFORMED);
+  g_autofree char *brackets = g_strnfill (40, '[');
+  g_autofree char *named =
+    g_strdup_printf ("{\"name\": \"carol\", \"display_name\": \"%s\\\"\"}", brackets);
+  g_autoptr (IssuerdResponse) ok =
+    issuerd_post_json (f, "/v1/operator/accounts", f->operator_hex, named);
+  g_assert_cmpuint (ok->status, ==, SOUP_STATUS_CREATED);
+
+  /* Alive, and nothing moved. */
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after);
   g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
   issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
 }
@@ -682,6 +784,146 @@ test_bad_requests_refused_specifically (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_refused (carol, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
 }
 
+static int
+first_column (void *user_data, int n, char **values, char **names)
+{
+  char **out = user_data;
+  if (*out == NULL && n > 0)
+    *out = g_strdup (values[0] ? values[0] : "");
+  return 0;
+}
+
+/* Runs @sqlite or @pg on the fixture's own store; the first column of the
+ * first row, or NULL. */
+static char *
+store_sql (IssuerdFixture *f, const char *sqlite, const char *pg)
+{
+  if (test_store_is_pg ()) {
+    /* The fixture's schema is the newest this process made. */
+    g_autofree char *find = g_strdup_printf ("SELECT nspname FROM pg_namespace WHERE nspname "
+                                             "LIKE 't%d\\_%%' ORDER BY oid DESC LIMIT 1",
+                                             (int) getpid ());
+    g_autofree char *schema = test_pg_run (test_pg_conninfo (), find);
+    g_assert_nonnull (schema);
+    g_autofree char *conninfo = test_pg_schema_conninfo (schema);
+    return test_pg_run (conninfo, pg);
+  }
+  g_autofree char *path = g_build_filename (f->dir, "issuer.db", NULL);
+  sqlite3 *db = NULL;
+  char *out = NULL;
+  g_assert_cmpint (sqlite3_open (path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db, sqlite, first_column, &out, NULL), ==, SQLITE_OK);
+  sqlite3_close (db);
+  return out;
+}
+
+static void
+test_account_created_whole_or_not_at_all (IssuerdFixture *f, gconstpointer data)
+{
+  /* The token is the last thing stored: make storing it fail. */
+  g_free (store_sql (
+    f,
+    "CREATE TRIGGER fail_token BEFORE INSERT ON meta WHEN NEW.key LIKE 'account-token:%' "
+    "BEGIN SELECT RAISE(ABORT, 'injected'); END",
+    "CREATE FUNCTION fail_token() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'injected'; END $$; "
+    "CREATE TRIGGER fail_token BEFORE INSERT ON meta FOR EACH ROW "
+    "WHEN (NEW.key LIKE 'account-token:%') EXECUTE FUNCTION fail_token()"));
+  TallyAudit before = issuerd_audit (f);
+  g_autoptr (IssuerdResponse) r =
+    issuerd_post_json (f, "/v1/operator/accounts", f->operator_hex,
+                       "{\"name\": \"carol\", \"display_name\": \"Carol\"}");
+  issuerd_assert_refused (r, SOUP_STATUS_INTERNAL_SERVER_ERROR, TALLY_ERROR_STORAGE);
+
+  /* No account, no display name: the name is free to create again. */
+  g_autoptr (IssuerdResponse) get =
+    issuerd_request (f, "GET", "/v1/operator/accounts/carol", f->operator_hex, NULL, NULL, NULL);
+  issuerd_assert_refused (get, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND);
+  g_autofree char *rows = store_sql (f, "SELECT count(*) FROM meta WHERE key LIKE '%:carol'",
+                                     "SELECT count(*) FROM meta WHERE key LIKE '%:carol'");
+  g_assert_cmpstr (rows, ==, "0");
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after);
+
+  g_free (store_sql (f, "DROP TRIGGER fail_token", "DROP TRIGGER fail_token ON meta"));
+  g_autoptr (IssuerdResponse) again =
+    issuerd_post_json (f, "/v1/operator/accounts", f->operator_hex,
+                       "{\"name\": \"carol\", \"display_name\": \"Carol\"}");
+  g_assert_cmpuint (again->status, ==, SOUP_STATUS_CREATED);
+}
+
+/* Each amount json-glib would misread, or that is no amount, is refused
+ * and credits nothing. */
+static void
+test_amounts_read_strictly (IssuerdFixture *f, gconstpointer data)
+{
+  static const struct
+  {
+    const char *amount;
+    TallyError error;
+  } bad[] = {
+    { "-18446744073709541616", TALLY_ERROR_INVALID_ARGUMENT }, /* wraps to +10000 */
+    { "18446744073709551716", TALLY_ERROR_INVALID_ARGUMENT },  /* wraps to 100 */
+    { "-1", TALLY_ERROR_INVALID_ARGUMENT },
+    { "0", TALLY_ERROR_INVALID_ARGUMENT },
+    { "-0", TALLY_ERROR_INVALID_ARGUMENT },
+    { "100.0", TALLY_ERROR_INVALID_ARGUMENT },
+    { "1e4", TALLY_ERROR_INVALID_ARGUMENT },
+    { "9007199254740993", TALLY_ERROR_INVALID_ARGUMENT },  /* TALLY_AMOUNT_MAX + 1 */
+    { "12345678901234567", TALLY_ERROR_INVALID_ARGUMENT }, /* 17 digits */
+    { "0100", TALLY_ERROR_MALFORMED },                     /* octal to json-glib */
+    { "0x64", TALLY_ERROR_MALFORMED },
+    { "$64", TALLY_ERROR_MALFORMED },
+    { "+100", TALLY_ERROR_MALFORMED },
+    { "-", TALLY_ERROR_MALFORMED },
+    { "1.", TALLY_ERROR_MALFORMED },
+  };
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autofree char *id = tally_hex_encode (reg->id, sizeof reg->id);
+  TallyAudit before = issuerd_audit (f);
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autofree char *json = g_strdup_printf ("{\"amount\": %s}", bad[i].amount);
+    g_test_message ("%s", json);
+    g_autoptr (IssuerdResponse) r =
+      issuerd_post_json (f, "/v1/operator/accounts/alice/deposit", f->operator_hex, json);
+    issuerd_assert_refused (r, SOUP_STATUS_BAD_REQUEST, bad[i].error);
+  }
+  g_autofree char *path = g_strdup_printf ("/v1/accounts/alice/registers/%s/vouchers", id);
+  g_autoptr (IssuerdResponse) v = issuerd_post_json (
+    f, path, f->alice_token,
+    "{\"amount\": -18446744073709541616, \"request_id\": \"00112233445566778899aabbccddeeff\"}");
+  issuerd_assert_refused (v, SOUP_STATUS_BAD_REQUEST, TALLY_ERROR_INVALID_ARGUMENT);
+  TallyAudit after = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &after);
+  g_assert_cmpint (issuerd_balance (f, "alice"), ==, 10000);
+
+  /* The largest amount has 16 digits, and is taken. */
+  g_autoptr (IssuerdResponse) ok = issuerd_post_json (
+    f, "/v1/operator/accounts/bob/deposit", f->operator_hex, "{\"amount\": 1000000000000000}");
+  g_assert_cmpuint (ok->status, ==, SOUP_STATUS_OK);
+  g_assert_cmpint (issuerd_balance (f, "bob"), ==, 10000 + 1000000000000000);
+}
+
+static void
+test_names_from_path_escaped_in_messages (IssuerdFixture *f, gconstpointer data)
+{
+  g_autoptr (IssuerdResponse) r =
+    issuerd_request (f, "GET", "/v1/accounts/evil%0a%1b[2Jname", f->alice_token, NULL, NULL, NULL);
+  issuerd_assert_refused (r, SOUP_STATUS_UNAUTHORIZED, TALLY_ERROR_NOT_AUTHORIZED);
+  g_autoptr (JsonObject) obj = issuerd_response_object (r);
+  const char *message = json_object_get_string_member (obj, "message");
+  g_test_message ("%s", message);
+  /* The name's newline and escape arrive as "\n" and "\033", never raw. */
+  g_assert_nonnull (strstr (message, "evil\\n\\033[2Jname"));
+  for (const char *p = message; *p != '\0'; p++)
+    g_assert_cmpint ((guchar) *p, >=, 0x20);
+  /* UTF-8 in a name stays as it is. */
+  g_autoptr (IssuerdResponse) u =
+    issuerd_request (f, "GET", "/v1/accounts/caf%c3%a9", f->alice_token, NULL, NULL, NULL);
+  g_autoptr (JsonObject) uobj = issuerd_response_object (u);
+  g_assert_nonnull (strstr (json_object_get_string_member (uobj, "message"), "caf\u00e9"));
+}
+
 typedef struct
 {
   gboolean done;
@@ -759,6 +1001,137 @@ test_slow_client_cut_off (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
 }
 
+static GSocketConnection *
+raw_connect (IssuerdFixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketClient) client = g_socket_client_new ();
+  g_autoptr (GUri) uri = g_uri_parse (f->base, G_URI_FLAGS_NONE, &error);
+  g_assert_no_error (error);
+  GSocketConnection *conn = g_socket_client_connect_to_host (
+    client, "127.0.0.1", (guint16) g_uri_get_port (uri), NULL, &error);
+  g_assert_no_error (error);
+  return conn;
+}
+
+/* Runs the main context for @ms milliseconds. */
+static void
+spin (guint ms)
+{
+  gboolean expired = FALSE;
+  g_timeout_add (ms, guard_expired, &expired);
+  while (!expired)
+    g_main_context_iteration (NULL, TRUE);
+}
+
+typedef struct
+{
+  GSocket *socket;
+  const char *bytes;
+  gsize sent;
+} Trickle;
+
+static gboolean
+trickle_byte (gpointer user_data)
+{
+  Trickle *t = user_data;
+  if (t->bytes[t->sent] == '\0' ||
+      g_socket_send (t->socket, t->bytes + t->sent, 1, NULL, NULL) != 1)
+    return G_SOURCE_REMOVE;
+  t->sent++;
+  return G_SOURCE_CONTINUE;
+}
+
+/* Sends @head, then one byte of @trickle every 300 ms (well within the
+ * idle timeout of 1 s), and returns how long the server let it go on;
+ * fails when the connection is still open after 8 s. */
+static gint64
+trickle_until_closed (IssuerdFixture *f, const char *head, const char *trickle)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocketConnection) conn = raw_connect (f);
+  GSocket *socket = g_socket_connection_get_socket (conn);
+  gint64 start = g_get_monotonic_time ();
+  g_assert_cmpint (g_socket_send (socket, head, strlen (head), NULL, &error), ==, strlen (head));
+  Trickle t = { .socket = socket, .bytes = trickle };
+  GSource *writer = g_timeout_source_new (300);
+  g_source_set_callback (writer, trickle_byte, &t, NULL);
+  g_source_attach (writer, NULL);
+
+  gboolean expired = FALSE;
+  guint guard = g_timeout_add_seconds (8, guard_expired, &expired);
+  ReadState st = { 0 };
+  char buf[512];
+  g_input_stream_read_async (g_io_stream_get_input_stream (G_IO_STREAM (conn)), buf, sizeof buf,
+                             G_PRIORITY_DEFAULT, NULL, read_done, &st);
+  while (!st.done && !expired)
+    g_main_context_iteration (NULL, TRUE);
+  gint64 took = g_get_monotonic_time () - start;
+  g_assert_false (expired);
+  g_source_remove (guard);
+  g_source_destroy (writer);
+  g_source_unref (writer);
+  /* Closed without an answer, while bytes were still coming. */
+  g_assert_cmpint (st.got, <=, 0);
+  g_assert_cmpuint (t.sent, >=, 2);
+  g_assert_cmpuint (t.bytes[t.sent], !=, '\0');
+  return took;
+}
+
+static void
+test_trickling_client_cut_off_by_request_deadline (IssuerdFixture *f, gconstpointer data)
+{
+  tally_issuer_http_set_request_timeout (f->http, 1);
+  /* Headers that never end, a byte at a time. */
+  gint64 took = trickle_until_closed (f, "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n",
+                                      "X-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa");
+  g_assert_cmpint (took, >=, G_USEC_PER_SEC / 2);
+  /* A body announced in full, topped up a byte at a time. */
+  took = trickle_until_closed (f,
+                               "POST /v1/reconcile HTTP/1.1\r\nHost: x\r\n"
+                               "Content-Type: application/x-protobuf\r\nContent-Length: 100\r\n"
+                               "\r\n",
+                               "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyz");
+  g_assert_cmpint (took, >=, G_USEC_PER_SEC / 2);
+
+  g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
+  issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
+}
+
+static gboolean
+still_open (GSocketConnection *conn)
+{
+  return g_socket_condition_check (g_socket_connection_get_socket (conn), G_IO_IN | G_IO_HUP) == 0;
+}
+
+static void
+test_connections_beyond_the_cap_closed (IssuerdFixture *f, gconstpointer data)
+{
+  tally_issuer_http_set_max_connections (f->http, 3);
+  /* The session's kept-alive connections would count too. */
+  soup_session_abort (f->session);
+  spin (200);
+  GSocketConnection *held[3];
+  for (guint i = 0; i < G_N_ELEMENTS (held); i++)
+    held[i] = raw_connect (f);
+  spin (200);
+
+  /* The fourth is closed at once, long before any timeout (30 s). */
+  gint64 start = g_get_monotonic_time ();
+  g_autoptr (GString) reply = raw_exchange (f, "GET /v1/keys HTTP/1.1\r\nHost: x\r\n\r\n", FALSE);
+  g_assert_cmpuint (reply->len, ==, 0);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 5 * G_USEC_PER_SEC);
+  for (guint i = 0; i < G_N_ELEMENTS (held); i++)
+    g_assert_true (still_open (held[i]));
+
+  /* Once they go, connections are served again. */
+  for (guint i = 0; i < G_N_ELEMENTS (held); i++)
+    g_object_unref (held[i]);
+  spin (200);
+  g_autoptr (IssuerdResponse) keys = issuerd_request (f, "GET", "/v1/keys", NULL, NULL, NULL, NULL);
+  issuerd_assert_protobuf (keys, SOUP_STATUS_OK);
+}
+
 static void
 test_idle_connection_closed (IssuerdFixture *f, gconstpointer data)
 {
@@ -818,19 +1191,32 @@ main (int argc, char **argv)
   ADD ("/issuerd/reconcile/same-bundle-twice-same-bytes-books-once",
        test_reconcile_twice_same_bytes_books_once);
   ADD ("/issuerd/reconcile/forged-bundle-refused", test_reconcile_refuses_forged_bundle);
+  ADD ("/issuerd/reconcile/rewrapped-bundle-gets-kept-result-no-new-serial",
+       test_reconcile_rewrapped_bundle_gets_kept_result);
   ADD ("/issuerd/hostile/oversized-body-413", test_oversized_body_refused_unkept);
   ADD ("/issuerd/hostile/wrong-content-type-415", test_wrong_content_type_refused);
+  ADD ("/issuerd/hostile/deeply-nested-json-refused-daemon-alive",
+       test_deeply_nested_json_refused_daemon_alive);
   ADD ("/issuerd/hostile/truncated-protobuf-400", test_truncated_protobuf_refused);
   ADD ("/issuerd/hostile/unknown-path-or-method", test_unknown_paths_and_methods_refused);
+  ADD ("/issuerd/hostile/names-from-path-escaped-in-messages",
+       test_names_from_path_escaped_in_messages);
   ADD ("/issuerd/hostile/bad-requests-refused-specifically",
        test_bad_requests_refused_specifically);
   ADD ("/issuerd/hostile/unannounced-or-huge-body-refused-unkept",
        test_body_without_length_refused);
   ADD ("/issuerd/hostile/idle-connection-closed", test_idle_connection_closed);
   ADD ("/issuerd/hostile/slow-client-cut-off", test_slow_client_cut_off);
+  ADD ("/issuerd/hostile/trickling-client-cut-off-by-request-deadline",
+       test_trickling_client_cut_off_by_request_deadline);
+  ADD ("/issuerd/hostile/connections-beyond-the-cap-closed",
+       test_connections_beyond_the_cap_closed);
   ADD ("/issuerd/operator/needs-operator-token", test_operator_endpoints_need_operator_token);
   ADD ("/issuerd/operator/sees-fraud-proofs-and-flagged-registers",
        test_operator_sees_fraud_proofs_and_flagged);
   ADD ("/issuerd/operator/new-token-replaces-old", test_new_token_replaces_old);
+  ADD ("/issuerd/operator/amounts-read-strictly", test_amounts_read_strictly);
+  ADD ("/issuerd/operator/account-created-whole-or-not-at-all",
+       test_account_created_whole_or_not_at_all);
   return g_test_run ();
 }
