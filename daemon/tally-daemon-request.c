@@ -193,10 +193,12 @@ request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
     daemon_end_request (d, TALLY_ERROR_ALREADY_PAID, "the payment request was already paid");
     return;
   }
+  /* The finished object is no longer the request's: adding the next one
+   * may prune it, which must not end the request (nor free @r). */
+  r->object = NULL;
   g_autoptr (GError) error = NULL;
   if (!request_add_object (d, r, &error)) {
     g_warning ("request at %s: cannot wait for the next payer: %s", r->address, error->message);
-    r->object = NULL;
     daemon_end_request (d, TALLY_ERROR_CANCELLED, "the payment request ended");
     return;
   }

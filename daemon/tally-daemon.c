@@ -169,7 +169,8 @@ static const TallyPaymentCallbacks payment_callbacks = {
   .confirm = on_payment_confirm,
 };
 
-/* Drops the oldest finished payments beyond TALLY_DAEMON_MAX_PAYMENTS. */
+/* Drops the oldest finished payments beyond TALLY_DAEMON_MAX_PAYMENTS;
+ * never the open request's object, whose removal would end the request. */
 static void
 prune_payments (TallyDaemon *d)
 {
@@ -177,7 +178,8 @@ prune_payments (TallyDaemon *d)
   while (d->payments.length > TALLY_DAEMON_MAX_PAYMENTS && l != NULL) {
     GList *next = l->next;
     DaemonPayment *dp = l->data;
-    if (tally_payment_is_finished (dp->payment)) {
+    gboolean request_object = d->request != NULL && d->request->object == dp;
+    if (tally_payment_is_finished (dp->payment) && !request_object) {
       g_debug ("dropping %s", dp->path);
       g_queue_delete_link (&d->payments, l);
       daemon_payment_free (dp);

@@ -81,6 +81,8 @@ stall_start (Fixture *f, guint hello_timeout_seconds)
   config->listen = g_strdup (f->listen);
   config->timeout_seconds = TIMEOUT_SECONDS;
   config->hello_timeout_seconds = hello_timeout_seconds;
+  /* Pay () to a closed loopback port fails at once: finished payments. */
+  config->targets.tcp_loopback = TRUE;
 
   f->stall = tally_daemon_new (config, &error);
   g_assert_no_error (error);
@@ -663,6 +665,55 @@ test_crowd_among_hostile_connections_loses_nothing (Fixture *f, gconstpointer da
     payer_clear (&payers[i]);
 }
 
+/* The payments queue is full of finished payments and the request's own
+ * object is the oldest of them when its first payer is credited: making
+ * the object for the next payer prunes the old one, and the request stays
+ * open (no use after free under ASan) and takes its second payer. */
+static void
+test_pruning_finished_payments_keeps_the_request (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  Payer a = { 0 }, b = { 0 };
+  payer_init (f, &a, "a");
+  payer_init (f, &b, "b");
+  g_autofree char *request = stall_request (f, 2);
+
+  /* 63 failed Pay () calls after the request's object: 64 in the queue. */
+  g_autoptr (GPtrArray) failed = g_ptr_array_new_with_free_func (g_free);
+  for (guint i = 0; i < TALLY_DAEMON_MAX_PAYMENTS - 1; i++) {
+    g_autoptr (GError) error = NULL;
+    char *path = tally_daemon_pay (f->stall, "tcp:127.0.0.1:1", ":1.0", 5000 + i, 30, &error);
+    g_assert_no_error (error);
+    g_ptr_array_add (failed, path);
+  }
+  for (guint i = 0; i < failed->len; i++)
+    wait_object_state (f, failed->pdata[i], "failed");
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->stall), ==, TALLY_DAEMON_MAX_PAYMENTS);
+
+  payer_start (f, &a);
+  wait_until (payer_finished, &a);
+  g_assert_cmpint (tally_payment_get_state (a.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+  g_assert_cmpuint (tally_daemon_get_payment_count (f->stall), <=, TALLY_DAEMON_MAX_PAYMENTS);
+
+  /* Still open for the second payer: a new request is refused. */
+  g_autoptr (GError) error = NULL;
+  g_autofree char *other =
+    tally_daemon_request_payment (f->stall, getuid (), AMOUNT, "x", TIMEOUT_SECONDS, 1, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
+  g_assert_null (other);
+
+  payer_start (f, &b);
+  wait_until (payer_finished, &b);
+  g_assert_cmpint (tally_payment_get_state (b.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_cmpint (stall_balance (f), ==, 2 * AMOUNT);
+  g_assert_cmpint (tally_register_get_balance (a.reg) + tally_register_get_balance (b.reg), ==,
+                   2 * PAYER_BALANCE - 2 * AMOUNT);
+
+  payer_clear (&a);
+  payer_clear (&b);
+}
+
 /* --- a flood against tallyd under a low file descriptor limit --- */
 
 #define FLOOD_FD_LIMIT 64
@@ -898,6 +949,8 @@ main (int argc, char **argv)
   ADD ("/daemon/stall/crowd-among-hostile-connections-loses-nothing",
        test_crowd_among_hostile_connections_loses_nothing);
   ADD ("/daemon/stall/flood-to-fd-limit-keeps-serving", test_flood_to_fd_limit_keeps_serving);
+  ADD ("/daemon/stall/pruning-finished-payments-keeps-the-request",
+       test_pruning_finished_payments_keeps_the_request);
 #undef ADD
 
   int status = g_test_run ();
