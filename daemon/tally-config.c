@@ -531,7 +531,8 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "    adapter=hciN                 Bluetooth adapter "                                            \
   "(default: " TALLY_CONFIG_DEFAULT_ADAPTER ")\n"                                                  \
   "    hello_timeout_seconds=N      close a payer's link that sent no valid Hello\n"               \
-  "                                 within N seconds, 1 to 60 (default: 5)\n"                      \
+  "                                 (or Reveal after the offer) within N seconds,\n"               \
+  "                                 1 to 60 (default: 5)\n"                                        \
   "    max_connections=N            stream connections held at once; more are\n"                   \
   "                                 closed at once, 1 to 4096 (default: 64)\n"                     \
   "  [policy]\n"                                                                                   \

@@ -43,8 +43,8 @@ typedef struct
 {
   TallyDaemon *daemon;
   TallyPayment *payment;
-  GSource *hello_deadline; /* until the payer's Hello verified */
-  gboolean authenticated;  /* reached wait-pay: the payer proved its register */
+  GSource *step_deadline;           /* until the payer's next message, up to its Pay */
+  TallyPaymentState deadline_state; /* the state @step_deadline is for */
   gboolean ble;
   gint64 started; /* monotonic us: link taken */
 } Handshake;

@@ -13,10 +13,52 @@
 static void
 handshake_clear_deadline (Handshake *h)
 {
-  if (h->hello_deadline != NULL) {
-    g_source_destroy (h->hello_deadline);
-    g_clear_pointer (&h->hello_deadline, g_source_unref);
+  if (h->step_deadline != NULL) {
+    g_source_destroy (h->step_deadline);
+    g_clear_pointer (&h->step_deadline, g_source_unref);
   }
+}
+
+static gboolean on_step_deadline (gpointer user_data);
+
+/* Seconds a payer in @state has to bring its next message: until its Pay
+ * every step has a deadline, so a payer that goes silent anywhere frees
+ * its connection and handshake slot; 0 once it needs none. */
+static guint
+handshake_step_seconds (const Handshake *h, TallyPaymentState state)
+{
+  switch (state) {
+  case TALLY_PAYMENT_STATE_WAIT_HELLO:
+  case TALLY_PAYMENT_STATE_OFFER_SENT: return h->daemon->hello_timeout_seconds;
+  case TALLY_PAYMENT_STATE_WAIT_PAY: return TALLY_DAEMON_CONFIRM_TIMEOUT_SECONDS;
+  case TALLY_PAYMENT_STATE_CONNECTING:
+  case TALLY_PAYMENT_STATE_WAITING:
+  case TALLY_PAYMENT_STATE_HELLO_SENT:
+  case TALLY_PAYMENT_STATE_CONFIRMING:
+  case TALLY_PAYMENT_STATE_PAY_SENT:
+  case TALLY_PAYMENT_STATE_DONE:
+  case TALLY_PAYMENT_STATE_FAILED: return 0;
+  }
+  return 0;
+}
+
+/* Re-arms @h's deadline for @state, once per state it enters. */
+static void
+handshake_arm_deadline (Handshake *h, TallyPaymentState state)
+{
+  guint seconds = handshake_step_seconds (h, state);
+  if (seconds == 0) {
+    handshake_clear_deadline (h);
+    return;
+  }
+  if (h->step_deadline != NULL && h->deadline_state == state)
+    return;
+  handshake_clear_deadline (h);
+  h->deadline_state = state;
+  h->step_deadline = g_timeout_source_new_seconds (seconds);
+  g_source_set_callback (h->step_deadline, on_step_deadline, h, NULL);
+  g_source_set_static_name (h->step_deadline, "[tally] handshake step deadline");
+  g_source_attach (h->step_deadline, h->daemon->context);
 }
 
 static void
@@ -207,18 +249,16 @@ request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
 }
 
 /* The handshake @r's object shows failed.  It ends the request only when
- * it timed out or was cancelled here, when no payer ever connected, or
- * when the payer proved who it is and refused with nobody else in a
- * handshake; otherwise the object shows another handshake, or waits. */
+ * it timed out with the request or was cancelled here: whatever a payer
+ * does before its Pay is credited (until then it proved nothing) ends
+ * only its own handshake, and the object shows another, or waits. */
 static void
 request_lead_failed (TallyDaemon *d, DaemonRequest *r, Handshake *h)
 {
   TallyPayment *payment = h->payment;
   DaemonPayment *dp = r->object;
   const GError *why = tally_payment_get_error (payment);
-  Handshake *other = request_oldest_in_progress (r, h);
-  gboolean final = !tally_payment_was_attached (payment) || tally_payment_ended_here (payment) ||
-                   (h->authenticated && other == NULL);
+  gboolean final = tally_payment_ended_here (payment);
 
   if (final) {
     g_autoptr (TallyPayment) keep = tally_payment_ref (payment);
@@ -252,10 +292,8 @@ on_handshake_changed (TallyPayment *payment, gpointer user_data)
   DaemonRequest *r = d->request;
   TallyPaymentState state = tally_payment_get_state (payment);
 
-  if (state != TALLY_PAYMENT_STATE_WAITING && state != TALLY_PAYMENT_STATE_WAIT_HELLO)
-    handshake_clear_deadline (h);
-  if (state == TALLY_PAYMENT_STATE_WAIT_PAY)
-    h->authenticated = TRUE;
+  if (tally_payment_was_attached (payment))
+    handshake_arm_deadline (h, state);
   /* Ended with the request: daemon_end_request () frees it. */
   if (r == NULL)
     return;
@@ -282,16 +320,36 @@ on_handshake_changed (TallyPayment *payment, gpointer user_data)
     daemon_payment_update (r->object);
 }
 
+/* What a payer in @state was to send next. */
+static const char *
+handshake_awaited (TallyPaymentState state)
+{
+  switch (state) {
+  case TALLY_PAYMENT_STATE_OFFER_SENT: return "Reveal";
+  case TALLY_PAYMENT_STATE_WAIT_PAY: return "Pay";
+  case TALLY_PAYMENT_STATE_WAIT_HELLO:
+  case TALLY_PAYMENT_STATE_CONNECTING:
+  case TALLY_PAYMENT_STATE_WAITING:
+  case TALLY_PAYMENT_STATE_HELLO_SENT:
+  case TALLY_PAYMENT_STATE_CONFIRMING:
+  case TALLY_PAYMENT_STATE_PAY_SENT:
+  case TALLY_PAYMENT_STATE_DONE:
+  case TALLY_PAYMENT_STATE_FAILED: break;
+  }
+  return "Hello";
+}
+
 static gboolean
-on_hello_deadline (gpointer user_data)
+on_step_deadline (gpointer user_data)
 {
   Handshake *h = user_data;
-  guint seconds = h->daemon->hello_timeout_seconds;
+  guint seconds = handshake_step_seconds (h, h->deadline_state);
+  const char *awaited = handshake_awaited (h->deadline_state);
 
-  g_clear_pointer (&h->hello_deadline, g_source_unref);
-  g_info ("payment %u: no valid Hello within %u s, closing", tally_payment_get_id (h->payment),
-          seconds);
-  g_autofree char *message = g_strdup_printf ("no valid Hello within %u seconds", seconds);
+  g_clear_pointer (&h->step_deadline, g_source_unref);
+  g_info ("payment %u: no valid %s within %u s, closing", tally_payment_get_id (h->payment),
+          awaited, seconds);
+  g_autofree char *message = g_strdup_printf ("no valid %s within %u seconds", awaited, seconds);
   tally_payment_abort (h->payment, TALLY_ERROR_TIMEOUT, message, NULL);
   return G_SOURCE_REMOVE;
 }
@@ -367,7 +425,8 @@ tally_daemon_request_payment (TallyDaemon *d,
 
 /* Gives @link a handshake of the open request: the placeholder its
  * object shows when no other payer is connected, else a fresh one.  The
- * link must bring a valid Hello within hello_timeout_seconds. */
+ * link must bring each message up to its Pay in time
+ * (handshake_step_seconds ()). */
 void
 daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
 {
@@ -404,10 +463,7 @@ daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
   }
   h->ble = ble;
   h->started = g_get_monotonic_time ();
-  h->hello_deadline = g_timeout_source_new_seconds (d->hello_timeout_seconds);
-  g_source_set_callback (h->hello_deadline, on_hello_deadline, h, NULL);
-  g_source_set_static_name (h->hello_deadline, "[tally] hello deadline");
-  g_source_attach (h->hello_deadline, d->context);
+  handshake_arm_deadline (h, TALLY_PAYMENT_STATE_WAIT_HELLO);
   g_debug ("payment %u: payer %s connected", tally_payment_get_id (h->payment), peer);
 
   g_autoptr (GError) error = NULL;

@@ -32,6 +32,10 @@ G_BEGIN_DECLS
 /* Payers in their handshakes with one request at once; more are refused
  * (POLICY).  Each holds a payee session and a nonce in the register. */
 #define TALLY_DAEMON_MAX_HANDSHAKES 64
+/* Seconds a payer's handshake may wait at wait-pay, its person comparing
+ * codes and confirming, before its link is closed.  The steps before
+ * (wait-hello, offer-sent) each get [transport] hello_timeout_seconds. */
+#define TALLY_DAEMON_CONFIRM_TIMEOUT_SECONDS 30
 
 typedef struct _TallyDaemon TallyDaemon;
 
@@ -59,8 +63,10 @@ guint tally_daemon_get_payment_count (TallyDaemon *daemon);
  * its own payee session (its own nonce, same amount and memo), so several
  * may be in their handshakes at once; the request belongs to the first
  * valid Pay, and once @payers are credited the others are told
- * ALREADY_PAID.  A link without a valid Hello within [transport]
- * hello_timeout_seconds is closed.  One Payment1 object per payer to come
+ * ALREADY_PAID.  A link that does not bring its next message (Hello,
+ * Reveal) within [transport] hello_timeout_seconds, or its Pay within
+ * TALLY_DAEMON_CONFIRM_TIMEOUT_SECONDS, is closed; it never ends the
+ * request.  One Payment1 object per payer to come
  * shows the oldest handshake in progress (or "waiting") and finishes with
  * the credited one (docs/dbus-api.md).  With Bluetooth LE the payee
  * advertises while the request is open, with a random tag per request

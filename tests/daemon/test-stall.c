@@ -21,9 +21,12 @@
 
 #include <gio/gunixsocketaddress.h>
 
+#include "tally-channel.h"
 #include "tally-daemon.h"
 #include "tally-hex.h"
 #include "tally-payment.h"
+#include "tally-session.h"
+#include "tally-stream.h"
 #include "test-util.h"
 
 #define AMOUNT          1250
@@ -187,14 +190,20 @@ stall_call (Fixture *f,
 }
 
 static char *
-object_state (Fixture *f, const char *path)
+object_string (Fixture *f, const char *path, const char *property)
 {
   g_autoptr (GVariant) reply =
     stall_call (f, path, "org.freedesktop.DBus.Properties", "Get",
-                g_variant_new ("(ss)", "org.tally.Payment1", "State"), G_VARIANT_TYPE ("(v)"));
+                g_variant_new ("(ss)", "org.tally.Payment1", property), G_VARIANT_TYPE ("(v)"));
   g_autoptr (GVariant) v = NULL;
   g_variant_get (reply, "(v)", &v);
   return g_variant_dup_string (v, NULL);
+}
+
+static char *
+object_state (Fixture *f, const char *path)
+{
+  return object_string (f, path, "State");
 }
 
 typedef struct
@@ -270,6 +279,12 @@ static gboolean
 payer_confirming (gpointer data)
 {
   return ((Payer *) data)->confirming;
+}
+
+static gboolean
+payer_confirming_or_finished (gpointer data)
+{
+  return payer_confirming (data) || payer_finished (data);
 }
 
 /* --- hostile connections --- */
@@ -714,6 +729,128 @@ test_pruning_finished_payments_keeps_the_request (Fixture *f, gconstpointer data
   payer_clear (&b);
 }
 
+/* --- a payer that goes silent mid-handshake, by hand --- */
+
+typedef struct
+{
+  TallyLink *link;
+  gboolean connected;
+  guint messages;
+  gboolean closed;
+} RawPayer;
+
+static void
+on_raw_connected (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  RawPayer *raw = user_data;
+  raw->link = tally_stream_connect_finish (result, NULL);
+  raw->connected = TRUE;
+}
+
+static gboolean
+raw_connected (gpointer data)
+{
+  return ((RawPayer *) data)->connected;
+}
+
+static gboolean
+raw_closed (gpointer data)
+{
+  return ((RawPayer *) data)->closed;
+}
+
+static void
+on_raw_message (TallyChannel *channel, GBytes *message, gpointer user_data)
+{
+  ((RawPayer *) user_data)->messages++;
+}
+
+static void
+on_raw_closed (TallyChannel *channel, const GError *error, gpointer user_data)
+{
+  ((RawPayer *) user_data)->closed = TRUE;
+}
+
+/* A payer sends one valid Hello, gets the offer, and then says nothing:
+ * the stall closes its link at the next step's deadline (1 s here, the
+ * request 30 s) and the request goes on, waiting, for a payer who pays. */
+static void
+test_payer_silent_after_hello_is_closed_at_the_step_deadline (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 1);
+  Payer silent = { 0 }, payer = { 0 };
+  payer_init (f, &silent, "silent");
+  payer_init (f, &payer, "payer");
+  g_autofree char *request = stall_request (f, 1);
+
+  TallySession *session = tally_session_new_payer (silent.reg, NULL);
+  g_autoptr (GBytes) hello = tally_session_start (session, NULL);
+  g_assert_nonnull (hello);
+  RawPayer raw = { 0 };
+  tally_stream_connect_async (f->listen, TALLY_STREAM_DEFAULT_MTU, NULL, on_raw_connected, &raw);
+  wait_until (raw_connected, &raw);
+  g_assert_nonnull (raw.link);
+  TallyChannel *channel = tally_channel_new (raw.link, 8192, WAIT_LIMIT_US / 1000);
+  tally_channel_set_handlers (channel, on_raw_message, on_raw_closed, &raw, NULL);
+  g_assert_true (tally_channel_send (channel, hello, NULL));
+
+  /* The offer came, and then the stall closed the link. */
+  wait_until (raw_closed, &raw);
+  g_assert_cmpuint (raw.messages, >=, 1);
+  /* Not the request's timeout: the request waits on. */
+  g_autofree char *state = object_state (f, request);
+  g_assert_cmpstr (state, ==, "waiting");
+
+  payer_start (f, &payer);
+  wait_until (payer_finished, &payer);
+  g_assert_cmpint (tally_payment_get_state (payer.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  wait_object_state (f, request, "done");
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+
+  tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
+  tally_channel_close (channel);
+  tally_channel_unref (channel);
+  tally_link_unref (raw.link);
+  tally_session_free (session);
+  payer_clear (&silent);
+  payer_clear (&payer);
+}
+
+/* A payer at wait-pay has proved nothing to the stall (its certificate
+ * comes with its Pay, so the object shows no Peer): any peer able to
+ * compute a Reveal gets that far.  One that refuses there, alone with
+ * the request, does not end it: the request waits, and a payer pays it. */
+static void
+test_payer_refusing_before_pay_does_not_end_the_request (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  Payer anon = { .hold = TRUE }, payer = { 0 };
+  payer_init (f, &anon, "anon");
+  payer_init (f, &payer, "payer");
+  g_autofree char *request = stall_request (f, 1);
+
+  payer_start (f, &anon);
+  wait_until (payer_confirming_or_finished, &anon);
+  g_assert_true (anon.confirming);
+  wait_object_state (f, request, "wait-pay");
+  g_autofree char *peer = object_string (f, request, "Peer");
+  g_assert_cmpstr (peer, ==, "");
+
+  g_assert_true (tally_payment_reject (anon.payment, TALLY_ERROR_REJECTED, "not mine", NULL));
+  wait_until (payer_finished, &anon);
+  wait_object_state (f, request, "waiting");
+  g_assert_cmpint (tally_register_get_balance (anon.reg), ==, PAYER_BALANCE);
+
+  payer_start (f, &payer);
+  wait_until (payer_finished, &payer);
+  g_assert_cmpint (tally_payment_get_state (payer.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  wait_object_state (f, request, "done");
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+
+  payer_clear (&anon);
+  payer_clear (&payer);
+}
+
 /* --- a flood against tallyd under a low file descriptor limit --- */
 
 #define FLOOD_FD_LIMIT 64
@@ -951,6 +1088,10 @@ main (int argc, char **argv)
   ADD ("/daemon/stall/flood-to-fd-limit-keeps-serving", test_flood_to_fd_limit_keeps_serving);
   ADD ("/daemon/stall/pruning-finished-payments-keeps-the-request",
        test_pruning_finished_payments_keeps_the_request);
+  ADD ("/daemon/stall/payer-silent-after-hello-is-closed-at-the-step-deadline",
+       test_payer_silent_after_hello_is_closed_at_the_step_deadline);
+  ADD ("/daemon/stall/payer-refusing-before-pay-does-not-end-the-request",
+       test_payer_refusing_before_pay_does_not_end_the_request);
 #undef ADD
 
   int status = g_test_run ();
