@@ -166,8 +166,10 @@ tally_session_new_payee (TallyRegister *reg,
 {
   g_return_val_if_fail (reg != NULL, NULL);
 
+  /* Stored only once a payer's Hello asks for it (payee_handle_hello):
+   * a connection that never says Hello writes nothing to the register. */
   g_autoptr (Tally__PaymentRequest) request =
-    tally_register_new_request (reg, amount, memo ? memo : "", now, error);
+    tally_register_prepare_request (reg, amount, memo ? memo : "", now, error);
   if (request == NULL)
     return NULL;
 
@@ -631,6 +633,10 @@ payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *ra
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_NO_CERTIFICATE, "this register has no certificate");
     return NULL;
   }
+  /* The offer names the request's nonce: it must be durable before a
+   * payer can answer it. */
+  if (!tally_register_store_request (s->reg, s->request, error))
+    return NULL;
 
   /* T1 covers the first message exactly as it travelled. */
   transcript_mix (s, raw, raw_len, NULL, 0);

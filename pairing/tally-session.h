@@ -58,7 +58,9 @@ const char *tally_session_state_to_string (TallySessionState state);
  * age and amount (may be NULL). */
 TallySession *tally_session_new_payer (TallyRegister *reg, const TallyAcceptPolicy *policy);
 
-/* Payee side: creates the payment request (with its durable nonce) now. */
+/* Payee side: checks the payment request and draws its nonce now; the
+ * request is stored durably only when a payer's Hello arrives, so a
+ * connection that sends none writes nothing to the register. */
 TallySession *tally_session_new_payee (TallyRegister *reg,
                                        gint64 amount,
                                        const char *memo,

@@ -33,11 +33,11 @@ tally_register_get_horizon (TallyRegister *reg)
 }
 
 Tally__PaymentRequest *
-tally_register_new_request (TallyRegister *reg,
-                            gint64 amount,
-                            const char *memo,
-                            guint64 now,
-                            GError **error)
+tally_register_prepare_request (TallyRegister *reg,
+                                gint64 amount,
+                                const char *memo,
+                                guint64 now,
+                                GError **error)
 {
   g_return_val_if_fail (reg != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
@@ -64,14 +64,8 @@ tally_register_new_request (TallyRegister *reg,
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_OVERFLOW, "request expiry out of range");
     return NULL;
   }
-  g_auto (TallyNonceRow) row = {
-    .amount = amount,
-    .currency = g_strdup (reg->cert->currency),
-    .memo = g_strdup (memo),
-    .created_at = now,
-    .expires_at = expires_at,
-  };
-  randombytes_buf (row.nonce, sizeof row.nonce);
+  guint8 nonce[TALLY_NONCE_BYTES];
+  randombytes_buf (nonce, sizeof nonce);
 
   Tally__Amount a = TALLY__AMOUNT__INIT;
   a.currency = reg->cert->currency;
@@ -80,8 +74,8 @@ tally_register_new_request (TallyRegister *reg,
   req.payee_register_id.data = reg->id;
   req.payee_register_id.len = TALLY_ID_BYTES;
   req.amount = &a;
-  req.nonce.data = row.nonce;
-  req.nonce.len = sizeof row.nonce;
+  req.nonce.data = nonce;
+  req.nonce.len = sizeof nonce;
   req.memo = (char *) memo;
   req.created_at = now;
   req.expires_at = expires_at;
@@ -89,22 +83,57 @@ tally_register_new_request (TallyRegister *reg,
   g_autoptr (GBytes) packed = tally_message_pack (&req.base);
   gsize len;
   const guint8 *data = g_bytes_get_data (packed, &len);
-  g_autoptr (Tally__PaymentRequest) out =
-    TALLY_UNPACK (Tally__PaymentRequest, tally__payment_request, data, len, "request", error);
-  if (out == NULL)
-    return NULL;
+  return TALLY_UNPACK (Tally__PaymentRequest, tally__payment_request, data, len, "request", error);
+}
+
+gboolean
+tally_register_store_request (TallyRegister *reg,
+                              const Tally__PaymentRequest *request,
+                              GError **error)
+{
+  g_return_val_if_fail (reg != NULL && request != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+  g_return_val_if_fail (request->nonce.len == TALLY_NONCE_BYTES && request->amount != NULL &&
+                          request->payee_register_id.len == TALLY_ID_BYTES &&
+                          memcmp (request->payee_register_id.data, reg->id, TALLY_ID_BYTES) == 0,
+                        FALSE);
+
+  if (!tally_register_need_open (reg, error))
+    return FALSE;
+  g_auto (TallyNonceRow) row = {
+    .amount = request->amount->value,
+    .currency = g_strdup (request->amount->currency),
+    .memo = g_strdup (request->memo ? request->memo : ""),
+    .created_at = request->created_at,
+    .expires_at = request->expires_at,
+  };
+  memcpy (row.nonce, request->nonce.data, TALLY_NONCE_BYTES);
 
   if (!tally_register_begin (reg, error))
-    return NULL;
+    return FALSE;
   if (!reg->backend->nonce_insert (reg->store, &row, error)) {
     tally_register_abort (reg);
-    return NULL;
+    return FALSE;
   }
   if (!tally_register_commit (reg, TALLY_REGISTER_OP_REQUEST, error))
-    return NULL;
-  g_debug ("payment request for %" G_GINT64_FORMAT " stored", amount);
+    return FALSE;
+  g_debug ("payment request for %" G_GINT64_FORMAT " stored", row.amount);
   tally_register_adopt (reg, TALLY_REGISTER_OP_REQUEST, NULL, NULL, NULL, NULL);
-  return g_steal_pointer (&out);
+  return TRUE;
+}
+
+Tally__PaymentRequest *
+tally_register_new_request (TallyRegister *reg,
+                            gint64 amount,
+                            const char *memo,
+                            guint64 now,
+                            GError **error)
+{
+  g_autoptr (Tally__PaymentRequest) request =
+    tally_register_prepare_request (reg, amount, memo, now, error);
+  if (request == NULL || !tally_register_store_request (reg, request, error))
+    return NULL;
+  return g_steal_pointer (&request);
 }
 
 /* --- payee: receive --- */

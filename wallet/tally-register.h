@@ -197,6 +197,18 @@ Tally__PaymentRequest *tally_register_new_request (TallyRegister *reg,
                                                    const char *memo,
                                                    guint64 now,
                                                    GError **error);
+/* The same in two steps, so that a payee stores the request (one durable
+ * commit) only once a payer asks for it: prepare checks everything and
+ * draws the nonce, storing nothing; store writes the nonce row.  A
+ * prepared request that was never stored can be credited by nothing. */
+Tally__PaymentRequest *tally_register_prepare_request (TallyRegister *reg,
+                                                       gint64 amount,
+                                                       const char *memo,
+                                                       guint64 now,
+                                                       GError **error);
+gboolean tally_register_store_request (TallyRegister *reg,
+                                       const Tally__PaymentRequest *request,
+                                       GError **error);
 
 /* Payer: checks the payee certificate (issuer, validity, our revocation
  * list), the request (amount, currency, payee id, expiry: EXPIRED when

@@ -25,6 +25,7 @@
 #include "tally-daemon.h"
 #include "tally-hex.h"
 #include "tally-payment.h"
+#include "tally-register-private.h"
 #include "tally-session.h"
 #include "tally-stream.h"
 #include "test-util.h"
@@ -130,6 +131,17 @@ static gint64
 stall_balance (Fixture *f)
 {
   return tally_register_get_balance (tally_daemon_get_register (f->stall));
+}
+
+/* Payment requests the stall's register stored (nonce rows). */
+static guint
+stall_nonces (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GPtrArray) nonces =
+    tally_register_list_nonces (tally_daemon_get_register (f->stall), &error);
+  g_assert_no_error (error);
+  return nonces->len;
 }
 
 static char *
@@ -851,6 +863,46 @@ test_payer_refusing_before_pay_does_not_end_the_request (Fixture *f, gconstpoint
   payer_clear (&payer);
 }
 
+#define JUNK_CONNECTIONS 40
+
+/* Connections that never send a valid Hello (junk, silent until their
+ * deadline, dripping) store no payment request in the stall's register:
+ * no nonce row, no durable commit.  The payer who then says Hello stores
+ * one, and pays. */
+static void
+test_connections_without_hello_store_no_request (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 1);
+  Payer payer = { 0 };
+  payer_init (f, &payer, "payer");
+  g_autofree char *request = stall_request (f, 1);
+  g_assert_cmpuint (stall_nonces (f), ==, 0);
+
+  for (guint i = 0; i < JUNK_CONNECTIONS; i++) {
+    Hostile h = { 0 };
+    hostile_open (f, &h, HOSTILE_JUNK);
+    wait_until (hostile_closed, &h);
+    hostile_clear (&h);
+  }
+  Hostile silent = { 0 }, drip = { 0 };
+  hostile_open (f, &silent, HOSTILE_SILENT);
+  hostile_open (f, &drip, HOSTILE_DRIP);
+  wait_until (hostile_closed, &silent);
+  wait_until (hostile_closed, &drip);
+  wait_object_state (f, request, "waiting");
+  g_assert_cmpuint (stall_nonces (f), ==, 0);
+
+  payer_start (f, &payer);
+  wait_until (payer_finished, &payer);
+  g_assert_cmpint (tally_payment_get_state (payer.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_cmpuint (stall_nonces (f), ==, 1);
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+
+  hostile_clear (&silent);
+  hostile_clear (&drip);
+  payer_clear (&payer);
+}
+
 /* --- a flood against tallyd under a low file descriptor limit --- */
 
 #define FLOOD_FD_LIMIT 64
@@ -1092,6 +1144,8 @@ main (int argc, char **argv)
        test_payer_silent_after_hello_is_closed_at_the_step_deadline);
   ADD ("/daemon/stall/payer-refusing-before-pay-does-not-end-the-request",
        test_payer_refusing_before_pay_does_not_end_the_request);
+  ADD ("/daemon/stall/connections-without-hello-store-no-request",
+       test_connections_without_hello_store_no_request);
 #undef ADD
 
   int status = g_test_run ();
