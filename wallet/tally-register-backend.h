@@ -225,6 +225,10 @@ struct _TallyRegisterBackend
                              GError **error);
   /* TallyNonceRow *, creation order. */
   GPtrArray *(*nonce_list) (gpointer store, GError **error);
+  /* Drops the requests never credited whose expiry is at or before @now:
+   * nothing can be credited against them any more.  Credited ones stay,
+   * so that a permission delivered again is still known. */
+  gboolean (*nonces_prune) (gpointer store, guint64 now, GError **error);
 
   gboolean (*load_insert) (gpointer store, const TallyLoadRow *row, GError **error);
   /* Loads whose voucher sequence is at most @sequence become settled. */

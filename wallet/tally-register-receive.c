@@ -111,7 +111,11 @@ tally_register_store_request (TallyRegister *reg,
 
   if (!tally_register_begin (reg, error))
     return FALSE;
-  if (!reg->backend->nonce_insert (reg->store, &row, error)) {
+  /* In the same commit: requests that expired uncredited can take no
+   * permission any more (receive refuses it once expired), so storing
+   * requests does not grow the register for ever. */
+  if (!reg->backend->nonces_prune (reg->store, request->created_at, error) ||
+      !reg->backend->nonce_insert (reg->store, &row, error)) {
     tally_register_abort (reg);
     return FALSE;
   }
@@ -211,6 +215,13 @@ receive_check_request (TallyRegister *reg,
   if (p->payee_nonce.len == TALLY_NONCE_BYTES &&
       !reg->backend->nonce_lookup (reg->store, p->payee_nonce.data, request, &found, error))
     return FALSE;
+  /* An expired request that was never paid may be gone already
+   * (tally_register_store_request): say what matters, that it expired. */
+  if (!found && c->now >= p->expires_at) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXPIRED,
+                 "the permission expired at %" G_GUINT64_FORMAT, p->expires_at);
+    return FALSE;
+  }
   if (!found) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_NONCE,
                  "the permission answers no request of ours");

@@ -166,6 +166,8 @@ const char *const tally_register_soft_stmt_sql[N_STMTS] = {
   [STMT_NONCE_CONSUME] =
     "UPDATE nonces SET consumed_at = ? WHERE nonce = ? AND consumed_at IS NULL",
   [STMT_NONCE_LIST] = "SELECT " NONCE_COLUMNS " FROM nonces ORDER BY rowid",
+  [STMT_NONCE_PRUNE] = "DELETE FROM nonces WHERE consumed_at IS NULL AND expires_at <= ?"
+                       " AND nonce NOT IN (SELECT nonce FROM received)",
   [STMT_LOAD_INSERT] = "INSERT INTO loads (" LOAD_COLUMNS ") VALUES (?, ?, ?, ?, ?)",
   [STMT_LOADS_SETTLE] = "UPDATE loads SET state = 'settled' WHERE state != 'settled' AND sequence <= ?",
   [STMT_LOADS_UNSETTLED] =

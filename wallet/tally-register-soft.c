@@ -605,6 +605,15 @@ soft_nonce_consume (gpointer store,
   return missing ? tally_sqlite_corrupt (s->db, "nonce vanished or was consumed", error) : FALSE;
 }
 
+static gboolean
+soft_nonces_prune (gpointer store, guint64 now, GError **error)
+{
+  SoftStore *s = store;
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (s->db, STMT_NONCE_PRUNE);
+  tally_sqlite_bind_u64 (st, 1, now);
+  return tally_sqlite_step_done (s->db, st, "dropping expired payment requests", error);
+}
+
 static GPtrArray *
 soft_nonce_list (gpointer store, GError **error)
 {
@@ -949,6 +958,7 @@ const TallyRegisterBackend tally_register_soft_backend = {
   .nonce_lookup = soft_nonce_lookup,
   .nonce_consume = soft_nonce_consume,
   .nonce_list = soft_nonce_list,
+  .nonces_prune = soft_nonces_prune,
   .load_insert = soft_load_insert,
   .loads_settle_through = soft_loads_settle_through,
   .loads_list_unsettled = soft_loads_list_unsettled,

@@ -206,6 +206,8 @@ Tally__PaymentRequest *tally_register_prepare_request (TallyRegister *reg,
                                                        const char *memo,
                                                        guint64 now,
                                                        GError **error);
+/* Storing also drops the requests that expired by @request's created_at
+ * and were never credited; credited ones stay, so a replay is refused. */
 gboolean tally_register_store_request (TallyRegister *reg,
                                        const Tally__PaymentRequest *request,
                                        GError **error);

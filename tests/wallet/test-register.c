@@ -676,6 +676,51 @@ test_request_stores_fresh_nonce (World *w, gconstpointer data)
   g_assert_false (n->consumed);
 }
 
+/* Storing a request drops the requests that expired uncredited (nothing
+ * can be credited against them any more) in the same commit; a credited
+ * one stays, so a replay of its permission is still refused, and so does
+ * one not yet expired. */
+static void
+test_request_storing_drops_expired_uncredited_ones (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__PaymentRequest) paid = request (&w->b, 700, "paid", T);
+  g_autoptr (GBytes) permission = spend (&w->a, &w->b, paid, T + 1);
+  g_autoptr (GBytes) receipt = receive (&w->b, &w->a, permission, T + 2);
+  g_autoptr (Tally__PaymentRequest) stale = request (&w->b, 100, "stale", T);
+  g_autoptr (GBytes) late = spend (&w->a, &w->b, stale, T + 1);
+  g_autoptr (Tally__PaymentRequest) young = request (&w->b, 100, "young", T + 10);
+
+  /* The moment stale (and paid) expire. */
+  g_autoptr (Tally__PaymentRequest) fresh = request (&w->b, 100, "fresh", stale->expires_at);
+
+  reopen (&w->b);
+  g_autoptr (GPtrArray) nonces = tally_register_list_nonces (w->b.reg, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (nonces->len, ==, 3);
+  const Tally__PaymentRequest *want[] = { paid, young, fresh };
+  for (guint i = 0; i < nonces->len; i++) {
+    TallyNonceRow *n = nonces->pdata[i];
+    g_assert_cmpmem (n->nonce, TALLY_NONCE_BYTES, want[i]->nonce.data, want[i]->nonce.len);
+    g_assert_cmpint (n->consumed, ==, i == 0);
+  }
+
+  /* The credited permission, delivered as new again, is still a replay. */
+  g_autoptr (Tally__SignedEnvelope) env = fixture_envelope (permission);
+  g_autoptr (GBytes) again =
+    tally_register_receive (w->b.reg, w->a.cert_env, env, NULL, NULL, T + 3, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
+  g_assert_null (again);
+  g_clear_error (&error);
+  /* The dropped request's permission, arriving late, is told Expired. */
+  g_autoptr (Tally__SignedEnvelope) late_env = fixture_envelope (late);
+  g_autoptr (GBytes) late_receipt = tally_register_receive (w->b.reg, w->a.cert_env, late_env, NULL,
+                                                            NULL, stale->expires_at, &error);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXPIRED);
+  g_assert_null (late_receipt);
+  g_assert_cmpint (tally_register_get_balance (w->b.reg), ==, 700);
+}
+
 /* ===== spend ===== */
 
 static void
@@ -2527,6 +2572,8 @@ main (int argc, char **argv)
   ADD ("/register/request/refuses-invalid-amount", test_request_refuses_invalid_amount);
   ADD ("/register/request/refuses-long-or-invalid-memo", test_request_refuses_long_or_invalid_memo);
   ADD ("/register/request/stores-fresh-nonce", test_request_stores_fresh_nonce);
+  ADD ("/register/request/storing-drops-expired-uncredited-ones",
+       test_request_storing_drops_expired_uncredited_ones);
 
   ADD ("/register/spend/refuses-when-closed", test_spend_refuses_when_closed);
   ADD ("/register/spend/refuses-when-revoked", test_spend_refuses_when_revoked);
