@@ -68,6 +68,7 @@ typedef struct
   guint8 tag[TALLY_GATT_TAG_BYTES];
   DaemonPayment *object; /* the Payment1 of the payer to come */
   GPtrArray *handshakes; /* Handshake *, oldest first */
+  GHashTable *nonces;    /* GBytes nonce a handshake offered -> NONCE_ISSUED or NONCE_CREDITED */
 } DaemonRequest;
 
 struct _TallyDaemon

@@ -76,6 +76,7 @@ daemon_request_free (DaemonRequest *request)
   if (request == NULL)
     return;
   g_ptr_array_unref (request->handshakes);
+  g_hash_table_unref (request->nonces);
   g_free (request->memo);
   g_free (request->address);
   g_free (request->uri);
@@ -214,6 +215,37 @@ request_add_object (TallyDaemon *d, DaemonRequest *r, GError **error)
   return TRUE;
 }
 
+/* The nonces a request's handshakes offered, and whether a credit took
+ * them: a permission delivered again for one of them pays this request. */
+#define NONCE_ISSUED   GINT_TO_POINTER (1)
+#define NONCE_CREDITED GINT_TO_POINTER (2)
+
+/* @payment offered its request's nonce to a payer. */
+static void
+request_note_nonce (DaemonRequest *r, TallyPayment *payment)
+{
+  const guint8 *nonce = tally_payment_get_request_nonce (payment);
+  g_autoptr (GBytes) key = g_bytes_new (nonce, TALLY_NONCE_BYTES);
+  if (!g_hash_table_contains (r->nonces, key))
+    g_hash_table_insert (r->nonces, g_steal_pointer (&key), NONCE_ISSUED);
+}
+
+/* Whether @payment's credit counts toward @r's payers: a new permission
+ * does; one delivered again does when it names a nonce one of @r's own
+ * handshakes offered and no credit took yet (an earlier request's, or one
+ * whose receipt was only lost, does not). */
+static gboolean
+request_counts_credit (DaemonRequest *r, TallyPayment *payment)
+{
+  const guint8 *nonce = tally_payment_get_request_nonce (payment);
+  g_autoptr (GBytes) key = g_bytes_new (nonce, TALLY_NONCE_BYTES);
+  gpointer was = g_hash_table_lookup (r->nonces, key);
+  gboolean counts = !tally_payment_is_redelivery (payment) || was == NONCE_ISSUED;
+  if (was != NULL)
+    g_hash_table_replace (r->nonces, g_steal_pointer (&key), NONCE_CREDITED);
+  return counts;
+}
+
 /* @h's Pay was credited (or an earlier permission delivered again): the
  * request's object shows it, finished; the request ends once it took its
  * payers, and any other payer in its handshake is told ALREADY_PAID. */
@@ -222,14 +254,14 @@ request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
 {
   g_autoptr (TallyPayment) payment = tally_payment_ref (h->payment);
   DaemonPayment *dp = r->object;
-  gboolean redelivery = tally_payment_is_redelivery (payment);
 
   dp->ble = h->ble;
   dp->ble_started = h->started;
   request_drop_handshake (r, h);
   daemon_payment_show (dp, payment);
-  /* A permission delivered again pays an earlier request, not this one. */
-  if (!redelivery)
+  /* A permission delivered again pays an earlier request, unless it was
+   * spent on this one. */
+  if (request_counts_credit (r, payment))
     r->paid++;
   if (r->paid >= r->payers) {
     daemon_end_request (d, TALLY_ERROR_ALREADY_PAID, "the payment request was already paid");
@@ -294,6 +326,8 @@ on_handshake_changed (TallyPayment *payment, gpointer user_data)
 
   if (tally_payment_was_attached (payment))
     handshake_arm_deadline (h, state);
+  if (state == TALLY_PAYMENT_STATE_OFFER_SENT && r != NULL)
+    request_note_nonce (r, payment);
   /* Ended with the request: daemon_end_request () frees it. */
   if (r == NULL)
     return;
@@ -396,6 +430,8 @@ tally_daemon_request_payment (TallyDaemon *d,
   r->deadline = g_get_monotonic_time () + (gint64) timeout_seconds * G_USEC_PER_SEC;
   r->payers = payers;
   r->handshakes = g_ptr_array_new_with_free_func ((GDestroyNotify) handshake_free);
+  r->nonces =
+    g_hash_table_new_full (g_bytes_hash, g_bytes_equal, (GDestroyNotify) g_bytes_unref, NULL);
   if (d->gatt != NULL) {
     /* Fresh for every request: lets a payer pick this stall, and cannot
      * follow the device from one request to the next. */

@@ -829,6 +829,13 @@ tally_payment_is_redelivery (TallyPayment *p)
   return tally_session_is_redelivery (p->session);
 }
 
+const guint8 *
+tally_payment_get_request_nonce (TallyPayment *p)
+{
+  g_return_val_if_fail (p != NULL, NULL);
+  return tally_session_get_request_nonce (p->session);
+}
+
 guint64
 tally_payment_get_counter (TallyPayment *p)
 {

@@ -143,6 +143,9 @@ guint64 tally_payment_get_counter (TallyPayment *payment);
  * got its receipt, instead of paying the request offered
  * (docs/protocol.md 4.4): amount and counter are that permission's. */
 gboolean tally_payment_is_redelivery (TallyPayment *payment);
+/* Payee: the nonce (TALLY_NONCE_BYTES) of the request the payment answers,
+ * as tally_session_get_request_nonce (); NULL for a payer. */
+const guint8 *tally_payment_get_request_nonce (TallyPayment *payment);
 /* Packed receipt envelope once DONE, else NULL. */
 GBytes *tally_payment_get_receipt (TallyPayment *payment);
 /* Why the payment FAILED, else NULL. */

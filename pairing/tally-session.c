@@ -66,6 +66,7 @@ struct _TallySession
   GBytes *receipt;
   guint64 counter;
   gboolean redelivery;       /* the permission answers an earlier request */
+  guint8 redelivered_nonce[TALLY_NONCE_BYTES]; /* that request's nonce */
   gint64 permission_amount; /* of the permission sent or received */
   GError *error;
   gboolean refused_by_peer; /* failed on the peer's Error message */
@@ -792,6 +793,8 @@ payee_handle_pay (TallySession *s, const ProtobufCBinaryData *ct, guint64 now, G
   s->counter = perm->counter;
   s->permission_amount = perm->amount->value;
   s->redelivery = body->redelivery;
+  if (s->redelivery && perm->payee_nonce.len == TALLY_NONCE_BYTES)
+    memcpy (s->redelivered_nonce, perm->payee_nonce.data, TALLY_NONCE_BYTES);
   if (s->redelivery)
     g_info ("permission %" G_GUINT64_FORMAT " of an earlier request delivered again; the "
             "request offered stays open", perm->counter);
@@ -933,6 +936,14 @@ TallySessionRole
 tally_session_get_role (TallySession *s)
 {
   return s->role;
+}
+
+const guint8 *
+tally_session_get_request_nonce (TallySession *s)
+{
+  if (s->role != TALLY_SESSION_ROLE_PAYEE || s->request == NULL)
+    return NULL;
+  return s->redelivery ? s->redelivered_nonce : s->request->nonce.data;
 }
 
 const char *

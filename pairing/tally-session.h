@@ -130,6 +130,10 @@ guint64 tally_session_get_counter (TallySession *session);
  * payment it settles is an earlier one, and the offered request (payee)
  * is still open.  The amount is then the permission's and the memo "". */
 gboolean tally_session_is_redelivery (TallySession *session);
+/* Payee: the TALLY_NONCE_BYTES nonce of the request this session's payment
+ * answers: the one offered, or once DONE with a redelivery, the earlier
+ * one the permission names.  NULL for a payer. */
+const guint8 *tally_session_get_request_nonce (TallySession *session);
 
 /* The error that failed the session, or NULL. */
 const GError *tally_session_get_error (TallySession *session);

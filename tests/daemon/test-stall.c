@@ -22,6 +22,7 @@
 #include <gio/gunixsocketaddress.h>
 
 #include "tally-channel.h"
+#include "tally-clock.h"
 #include "tally-daemon.h"
 #include "tally-hex.h"
 #include "tally-payment.h"
@@ -748,6 +749,7 @@ typedef struct
   TallyLink *link;
   gboolean connected;
   guint messages;
+  GBytes *last; /* the last message the stall sent */
   gboolean closed;
 } RawPayer;
 
@@ -774,7 +776,16 @@ raw_closed (gpointer data)
 static void
 on_raw_message (TallyChannel *channel, GBytes *message, gpointer user_data)
 {
-  ((RawPayer *) user_data)->messages++;
+  RawPayer *raw = user_data;
+  raw->messages++;
+  g_clear_pointer (&raw->last, g_bytes_unref);
+  raw->last = g_bytes_ref (message);
+}
+
+static gboolean
+raw_got_message (gpointer data)
+{
+  return ((RawPayer *) data)->last != NULL;
 }
 
 static void
@@ -823,6 +834,7 @@ test_payer_silent_after_hello_is_closed_at_the_step_deadline (Fixture *f, gconst
   tally_channel_close (channel);
   tally_channel_unref (channel);
   tally_link_unref (raw.link);
+  g_clear_pointer (&raw.last, g_bytes_unref);
   tally_session_free (session);
   payer_clear (&silent);
   payer_clear (&payer);
@@ -901,6 +913,72 @@ test_connections_without_hello_store_no_request (Fixture *f, gconstpointer data)
   hostile_clear (&silent);
   hostile_clear (&drip);
   payer_clear (&payer);
+}
+
+/* A payer spends on a Payers=1 request and its link drops before its Pay
+ * arrives: the permission is pending, the request still open.  When the
+ * payer comes back to the same request it delivers that permission again:
+ * the credit was spent on this request, so it fills it, and the next
+ * payer finds no request (not a second credit for one payer's place). */
+static void
+test_redelivery_spent_on_this_request_counts_toward_payers (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  Payer lost = { 0 }, next = { 0 };
+  payer_init (f, &lost, "lost");
+  payer_init (f, &next, "next");
+  g_autofree char *request = stall_request (f, 1);
+
+  /* The handshake by hand, up to the spend; the Pay never leaves. */
+  g_autoptr (GError) error = NULL;
+  TallySession *session = tally_session_new_payer (lost.reg, NULL);
+  g_autoptr (GBytes) hello = tally_session_start (session, &error);
+  g_assert_no_error (error);
+  RawPayer raw = { 0 };
+  tally_stream_connect_async (f->listen, TALLY_STREAM_DEFAULT_MTU, NULL, on_raw_connected, &raw);
+  wait_until (raw_connected, &raw);
+  g_assert_nonnull (raw.link);
+  TallyChannel *channel = tally_channel_new (raw.link, 8192, WAIT_LIMIT_US / 1000);
+  tally_channel_set_handlers (channel, on_raw_message, on_raw_closed, &raw, NULL);
+  g_assert_true (tally_channel_send (channel, hello, NULL));
+  wait_until (raw_got_message, &raw);
+  g_autoptr (GBytes) reveal = NULL;
+  gsize len;
+  const guint8 *offer = g_bytes_get_data (raw.last, &len);
+  g_assert_true (tally_session_handle (session, offer, len, tally_now (), &reveal, &error));
+  g_assert_no_error (error);
+  g_assert_true (tally_channel_send (channel, reveal, NULL));
+  wait_object_state (f, request, "wait-pay");
+  g_autoptr (GBytes) pay = tally_session_confirm (session, tally_now (), &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (pay);
+  tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
+  tally_channel_close (channel);
+  tally_channel_unref (channel);
+  g_assert_cmpint (tally_register_get_balance (lost.reg), ==, PAYER_BALANCE - AMOUNT);
+  wait_object_state (f, request, "waiting");
+
+  /* Back to the same request: the pending permission goes again. */
+  payer_start (f, &lost);
+  wait_until (payer_finished, &lost);
+  g_assert_cmpint (tally_payment_get_state (lost.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_true (tally_payment_is_redelivery (lost.payment));
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+  wait_object_state (f, request, "done");
+
+  /* The request took its one payer. */
+  payer_start (f, &next);
+  wait_until (payer_finished, &next);
+  g_assert_error (tally_payment_get_error (next.payment), TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT);
+  g_assert_cmpint (tally_register_get_balance (next.reg), ==, PAYER_BALANCE);
+  g_assert_cmpint (tally_register_get_balance (lost.reg), ==, PAYER_BALANCE - AMOUNT);
+
+  tally_link_unref (raw.link);
+  g_clear_pointer (&raw.last, g_bytes_unref);
+  tally_session_free (session);
+  payer_clear (&lost);
+  payer_clear (&next);
 }
 
 /* --- a flood against tallyd under a low file descriptor limit --- */
@@ -1146,6 +1224,8 @@ main (int argc, char **argv)
        test_payer_refusing_before_pay_does_not_end_the_request);
   ADD ("/daemon/stall/connections-without-hello-store-no-request",
        test_connections_without_hello_store_no_request);
+  ADD ("/daemon/stall/redelivery-spent-on-this-request-counts-toward-payers",
+       test_redelivery_spent_on_this_request_counts_toward_payers);
 #undef ADD
 
   int status = g_test_run ();
