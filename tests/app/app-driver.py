@@ -368,12 +368,26 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
             state = value(payer, 'Payment state')
             ok(state is not None and state.startswith('Timed out'),
                'timeout: the payer shows "%s"' % state)
-        stall_state = wait_value(stall, 'Request state',
-                                 lambda v: v not in ('Waiting for the payer', 'Payer connected',
-                                                     'Compare the code with the payer'),
-                                 'the stall to see the payment end')
-        ok(stall_state != 'Received', '%s: the stall shows "%s", not Received' % (verdict,
-                                                                                  stall_state))
+        if verdict == 'decline':
+            # A payer who says no does not end the stall's request: it
+            # waits for another payer until the stall cancels it.
+            stall_state = wait_value(stall, 'Request state',
+                                     lambda v: v == 'Waiting for the payer',
+                                     'the stall to wait for another payer')
+            ok(stall_state == 'Waiting for the payer',
+               'decline: the stall waits for another payer ("%s")' % stall_state)
+            click(stall, 'Cancel')
+            stall_state = wait_value(stall, 'Request state', lambda v: v == 'Cancelled.',
+                                     'the stall to cancel its request')
+            ok(stall_state == 'Cancelled.', 'decline: the stall cancels its request')
+        else:
+            stall_state = wait_value(stall, 'Request state',
+                                     lambda v: v not in ('Waiting for the payer',
+                                                         'Payer connected',
+                                                         'Compare the code with the payer'),
+                                     'the stall to see the payment end')
+            ok(stall_state != 'Received', '%s: the stall shows "%s", not Received' % (verdict,
+                                                                                      stall_state))
         ok(dialog_with(payer, 'Approve') is None, '%s: the dialog is gone' % verdict)
         time.sleep(1.0)  # anything spent would show by now
         ok(amount_value(value(stall, 'Balance')) == stall_before,
@@ -408,18 +422,16 @@ def run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before):
     state = eventually(lambda: (lambda v: v if v == want else None)(value(payer, 'Payment state')))
     ok(state == want, '%s: the payer shows "%s" (%r)' % (verdict, want,
                                                           value(payer, 'Payment state')))
-    if verdict == 'malformed':
-        # Nothing reached the stall: its request still waits; cancel it.
-        ok(value(stall, 'Request state') == 'Waiting for the payer',
-           'malformed: the stall still waits for a payer')
-        click(stall, 'Cancel')
-    stall_state = wait_value(stall, 'Request state',
-                             lambda v: v not in ('Waiting for the payer', 'Payer connected',
-                                                 'Compare the code with the payer'),
-                             'the stall to see the request end')
-    want_stall = 'Cancelled.' if verdict == 'malformed' else 'Declined.'
-    ok(stall_state == want_stall, '%s: the stall shows "%s" (%s)' % (verdict, want_stall,
-                                                                     stall_state))
+    # Nothing reached the stall (malformed), or the payer declined the
+    # offer (tampered), which does not end the request: it still waits.
+    stall_state = wait_value(stall, 'Request state', lambda v: v == 'Waiting for the payer',
+                             'the stall to wait for a payer')
+    ok(stall_state == 'Waiting for the payer', '%s: the stall still waits for a payer' % verdict)
+    click(stall, 'Cancel')
+    stall_state = wait_value(stall, 'Request state', lambda v: v == 'Cancelled.',
+                             'the stall to cancel its request')
+    ok(stall_state == 'Cancelled.', '%s: the stall shows "Cancelled." (%s)' % (verdict,
+                                                                             stall_state))
     time.sleep(1.0)  # anything spent would show by now
     ok(amount_value(value(stall, 'Balance')) == stall_before and
        amount_value(value(payer, 'Balance')) == payer_before,
