@@ -388,13 +388,6 @@ test_pruning_finished_payments_keeps_the_request (Fixture *f, gconstpointer data
 #define FLOOD_FD_LIMIT 64
 #define FLOOD_SOCKETS  300
 
-static void
-limit_fds (gpointer user_data)
-{
-  struct rlimit limit = { FLOOD_FD_LIMIT, FLOOD_FD_LIMIT };
-  setrlimit (RLIMIT_NOFILE, &limit);
-}
-
 static guint
 count_fds (GPid pid)
 {
@@ -501,9 +494,12 @@ test_flood_to_fd_limit_keeps_serving (Fixture *f, gconstpointer data)
                                 g_test_dbus_get_bus_address (stall_test_bus), TRUE);
   g_subprocess_launcher_unsetenv (launcher, "G_MESSAGES_DEBUG");
   g_subprocess_launcher_set_stderr_file_path (launcher, log_path);
-  g_subprocess_launcher_set_child_setup (launcher, limit_fds, NULL, NULL);
-  g_autoptr (GSubprocess) daemon =
-    g_subprocess_launcher_spawn (launcher, &error, tallyd, "--config", conf_path, NULL);
+  /* prlimit, not setrlimit in a child setup: under valgrind that would
+   * set only valgrind's own notion of the limit.  prlimit execs tallyd,
+   * which keeps its pid. */
+  g_autofree char *nofile = g_strdup_printf ("--nofile=%d:%d", FLOOD_FD_LIMIT, FLOOD_FD_LIMIT);
+  g_autoptr (GSubprocess) daemon = g_subprocess_launcher_spawn (
+    launcher, &error, "prlimit", nofile, "--", tallyd, "--config", conf_path, NULL);
   g_assert_no_error (error);
   GPid pid = (GPid) g_ascii_strtoll (g_subprocess_get_identifier (daemon), NULL, 10);
 
@@ -552,7 +548,12 @@ test_flood_to_fd_limit_keeps_serving (Fixture *f, gconstpointer data)
     peak = MAX (peak, count_fds (pid));
     if (tally_payment_get_state (payer.payment) == TALLY_PAYMENT_STATE_DONE)
       break;
-    g_assert_error (tally_payment_get_error (payer.payment), TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
+    /* Turned away, as a payer's app would be, until the flood's handshakes
+     * reach their deadline: the backlog was full (Disconnected), or every
+     * handshake slot taken ("too many payers at once; try again"). */
+    const GError *turned_away = tally_payment_get_error (payer.payment);
+    if (!g_error_matches (turned_away, TALLY_ERROR, TALLY_ERROR_POLICY))
+      g_assert_error (turned_away, TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
     g_assert_cmpint (g_get_monotonic_time () - start, <, WAIT_LIMIT_US);
     tally_payment_set_callbacks (payer.payment, NULL, NULL, NULL);
     g_clear_pointer (&payer.payment, tally_payment_unref);

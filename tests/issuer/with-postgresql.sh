@@ -91,8 +91,10 @@ export TALLY_TEST_PG_CONNINFO
 
 # Not exec: the trap must stop the server after COMMAND.  In the
 # background, so that a TERM (meson's timeout) or an INT reaches the trap at
-# once; it passes the signal on to COMMAND.
-"$@" &
+# once; it passes the signal on to COMMAND.  $TALLY_WRAP (e.g. valgrind)
+# wraps COMMAND alone: a wrapper given to meson would check this script.
+# shellcheck disable=SC2086 # TALLY_WRAP is a command line, split on purpose
+${TALLY_WRAP:-} "$@" &
 child=$!
 trap 'kill -TERM "$child" 2>/dev/null; exit 143' TERM
 trap 'kill -INT "$child" 2>/dev/null; exit 130' INT

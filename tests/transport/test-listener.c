@@ -7,10 +7,17 @@
  * accepts.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define RUNNING_ON_VALGRIND 0
+#endif
 
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
@@ -117,15 +124,19 @@ wait_accepted (Fixture *f, guint n)
   }
 }
 
-static guint
-open_fds (void)
+/* The RLIMIT_NOFILE that leaves exactly @room descriptors free: the limit
+ * bounds descriptor numbers, and a new one takes the lowest free number,
+ * so count free numbers from 0 (gaps included; a checker's own
+ * descriptors, such as valgrind's, are not ours and answer EBADF). */
+static rlim_t
+limit_leaving (guint room)
 {
-  g_autoptr (GDir) dir = g_dir_open ("/proc/self/fd", 0, NULL);
-  guint n = 0;
-  g_assert_nonnull (dir);
-  while (g_dir_read_name (dir) != NULL)
-    n++;
-  return n - 1; /* the directory's own */
+  int fd = 0;
+  for (guint free_seen = 0;; fd++) {
+    if (fcntl (fd, F_GETFD) == -1 && errno == EBADF && ++free_seen == room)
+      break;
+  }
+  return (rlim_t) fd + 1;
 }
 
 /* At max_connections the listener accepts no more until one closes; the
@@ -161,11 +172,17 @@ static void
 test_out_of_descriptors_pauses_and_resumes (Fixture *f, gconstpointer data)
 {
   struct rlimit saved, low;
+  if (RUNNING_ON_VALGRIND) {
+    /* Memcheck keeps its own RLIMIT_NOFILE: a connection the kernel
+     * accepts above it is closed and lost, not left in the backlog. */
+    g_test_skip ("valgrind emulates RLIMIT_NOFILE and drops what it accepts beyond it");
+    return;
+  }
   g_assert_cmpint (getrlimit (RLIMIT_NOFILE, &saved), ==, 0);
   connect_clients (f);
   /* Room for two accepted connections, then EMFILE. */
   low = saved;
-  low.rlim_cur = open_fds () + 2;
+  low.rlim_cur = limit_leaving (2);
   g_assert_cmpint (setrlimit (RLIMIT_NOFILE, &low), ==, 0);
   accept_failure_lines = 0;
 
