@@ -381,15 +381,11 @@ tally_issuer_open (const char *dir, GError **error)
   g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, error);
   if (env == NULL)
     return NULL;
+  /* The same check a register makes of the set, and it must name our key. */
   g_autoptr (GError) local = NULL;
-  g_autoptr (Tally__IssuerKeySet) ks = NULL;
-  if (tally_envelope_verify (env, TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
-                             issuer->public_key, &local))
-    ks = TALLY_UNPACK (Tally__IssuerKeySet, tally__issuer_key_set, env->body.data, env->body.len,
-                       "issuer key set", &local);
-  if (ks == NULL || ks->public_key.len != TALLY_PUBLIC_KEY_BYTES ||
-      memcmp (ks->public_key.data, issuer->public_key, TALLY_PUBLIC_KEY_BYTES) != 0 ||
-      !tally_currency_is_valid (ks->currency)) {
+  g_autoptr (Tally__IssuerKeySet) ks = tally_issuer_key_set_verify (env, &local);
+  if (ks == NULL ||
+      sodium_memcmp (ks->public_key.data, issuer->public_key, TALLY_PUBLIC_KEY_BYTES) != 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s does not belong to %s%s%s", key_path,
                  db_path, local ? ": " : "", local ? local->message : "");
     return NULL;
