@@ -86,6 +86,7 @@ typedef struct
   char *iface;
   char *member;
   GVariant *params;
+  gint64 arrived; /* monotonic, when the fake saw it */
 } FakeEvent;
 
 struct _FakeBluez
@@ -96,6 +97,7 @@ struct _FakeBluez
   GArray *object_ids;
   guint app_signals;
   GQueue events;
+  gint64 last_arrived; /* of the newest event */
   GPtrArray *held;
   GSource *tick;
   guint step;
@@ -140,6 +142,8 @@ fake_queue (FakeBluez *fake,
   event->iface = g_strdup (iface);
   event->member = g_strdup (member);
   event->params = g_variant_ref (params);
+  event->arrived = g_get_monotonic_time ();
+  fake->last_arrived = event->arrived;
   g_queue_push_tail (&fake->events, event);
 }
 
@@ -404,6 +408,27 @@ fake_bluez_expect_quiet_at (FakeBluez *fake, const char *where, guint ms)
 
     g_error ("%s: fake-bluez step %u: expected quiet for %u ms, got %s", where, fake->step, ms,
              got);
+  }
+}
+
+void
+fake_bluez_expect_quiet_since_last_at (FakeBluez *fake, const char *where, guint ms)
+{
+  /* From the last call, not from now: a slow test (memcheck) must not eat
+   * into the client's own back-off. */
+  gint64 since = fake->last_arrived;
+  gint64 until = since + (gint64) ms * 1000;
+
+  fake->step++;
+  while (g_queue_is_empty (&fake->events) && g_get_monotonic_time () < until)
+    fake_bluez_iterate (fake);
+  FakeEvent *next = g_queue_peek_head (&fake->events);
+  if (next != NULL && next->arrived < until) {
+    g_autofree char *got = fake_event_describe (next);
+
+    g_error ("%s: fake-bluez step %u: expected quiet for %u ms after the last call, got %s "
+             "after %" G_GINT64_FORMAT " ms",
+             where, fake->step, ms, got, (next->arrived - since) / 1000);
   }
 }
 

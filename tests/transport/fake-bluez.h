@@ -88,6 +88,12 @@ GVariant *fake_bluez_expect_value_changed_at (FakeBluez *fake, const char *where
 /* Nothing from our code for @ms milliseconds. */
 #define fake_bluez_expect_quiet(fake, ms) fake_bluez_expect_quiet_at ((fake), G_STRLOC, (ms))
 void fake_bluez_expect_quiet_at (FakeBluez *fake, const char *where, guint ms);
+/* Nothing for @ms milliseconds after the newest call the fake saw: a
+ * back-off measured from the call that failed, however slowly the test
+ * itself got here. */
+#define fake_bluez_expect_quiet_since_last(fake, ms)                                              \
+  fake_bluez_expect_quiet_since_last_at ((fake), G_STRLOC, (ms))
+void fake_bluez_expect_quiet_since_last_at (FakeBluez *fake, const char *where, guint ms);
 
 /* bluetoothd's own signals: @text is GVariant text, a{sv} of the changed
  * properties or of the added interface's properties. */

@@ -912,7 +912,7 @@ test_client_device_disconnected_mid_payment_is_disconnected (Fixture *f, gconstp
 static void
 script_client_second_attempt (Fixture *f)
 {
-  fake_bluez_expect_quiet (f->fake, FIRST_BACKOFF_MIN_MS - 100);
+  fake_bluez_expect_quiet_since_last (f->fake, FIRST_BACKOFF_MIN_MS - 100);
   script_client_scans (f, NULL);
   script_client_resolves (f, script_client_finds_payee (f));
   script_client_subscribes_by_fallback (f);
