@@ -232,10 +232,10 @@ tally_request_uri_format_tagged (const char *address,
   GString *out = g_string_new (TALLY_URI_PREFIX);
   g_string_append_printf (out, "v=%d", TALLY_URI_VERSION);
   append_encoded (out, "to", address);
-  if (tag != NULL)
-    append_encoded (out, "tag", tag);
   g_string_append_printf (out, "&amount=%" G_GINT64_FORMAT "&cur=%s&exp=%" G_GUINT64_FORMAT, amount,
                           currency, expires_at);
+  if (tag != NULL)
+    append_encoded (out, "tag", tag);
   if (display_name != NULL && *display_name != '\0')
     append_encoded (out, "name", display_name);
   /* Unreachable with the limits above (at most about 700 bytes). */

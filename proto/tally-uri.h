@@ -54,7 +54,7 @@ gboolean tally_request_uri_is_uri (const char *text);
 
 /*
  * The canonical URI of a request: fields in the order v, to, amount, cur,
- * exp, name (name left out when empty); in values every byte outside
+ * exp, tag, name (tag and name left out when absent or empty); in values every byte outside
  * A-Z a-z 0-9 - . _ ~ is percent-encoded with upper-case hex.  Checks every
  * field as tally_request_uri_parse () would (same codes); @display_name
  * may be NULL.
@@ -65,7 +65,7 @@ char *tally_request_uri_format (const char *address,
                                 guint64 expires_at,
                                 const char *display_name,
                                 GError **error);
-/* The same with a "tag" field right after "to" when @tag is not NULL: 8
+/* The same with a "tag" field after "exp" when @tag is not NULL: 8
  * lower-case hex digits naming one of the payee's open requests (MALFORMED
  * otherwise, or when @address is "ble:" with another tag). */
 char *tally_request_uri_format_tagged (const char *address,
