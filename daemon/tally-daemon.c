@@ -386,6 +386,9 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
   TallyDaemon *d = user_data;
   g_clear_object (&d->gatt_start);
   d->gatt = server;
+  /* A central that connects and never writes is gone as soon as a
+   * silent stream connection would be. */
+  tally_gatt_server_set_idle_timeout (server, d->hello_timeout_seconds);
   g_message ("Bluetooth LE payee on %s (%s mode)", d->adapter,
              tally_gatt_server_mode_to_string (tally_gatt_server_get_mode (server)));
   for (guint i = 0; i < d->requests->len; i++) {

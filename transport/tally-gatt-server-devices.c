@@ -10,10 +10,6 @@
  * and the link of each payer's device, keyed by the "device" option BlueZ
  * passes with WriteValue, AcquireWrite and AcquireNotify. */
 
-/* A device that connects but starts no session within this time gives its
- * slot back. */
-#define IDLE_DEVICE_SECONDS 15
-
 /* "/org/bluez/hci0/dev_00_AA_01_01_00_01" -> "ble:00:AA:01:01:00:01" */
 static char *
 device_peer_name (const char *device)
@@ -97,8 +93,8 @@ idle_timer_cb (gpointer user_data)
   g_hash_table_remove (server->idle_timers, device);
   if (tally_gatt_devices_is_served (server->devices, device) &&
       tally_gatt_devices_lookup (server->devices, device) == NULL) {
-    g_info ("gatt server %s: %s started no session within %d s, disconnecting it",
-            server->adapter, device, IDLE_DEVICE_SECONDS);
+    g_info ("gatt server %s: %s started no session within %u s, disconnecting it",
+            server->adapter, device, server->idle_seconds);
     disconnect_device (server, device);
   }
   return G_SOURCE_REMOVE;
@@ -108,7 +104,9 @@ static void
 start_idle_timer (TallyGattServer *server, const char *device)
 {
   IdleTimer *timer = g_new0 (IdleTimer, 1);
-  GSource *source = g_timeout_source_new_seconds (IDLE_DEVICE_SECONDS);
+  /* A device that connects but starts no session within this time gives
+   * its slot back (tally_gatt_server_set_idle_timeout ()). */
+  GSource *source = g_timeout_source_new_seconds (server->idle_seconds);
 
   cancel_idle_timer (server, device);
   timer->server = server;

@@ -42,6 +42,7 @@ struct _TallyGattServer
   TallyGattDevices *devices;
   GHashTable *paired;      /* device path -> GINT_TO_POINTER (paired or trusted) */
   GHashTable *idle_timers; /* device path -> GSource */
+  guint idle_seconds;      /* a connected device's time to start a session */
   TallyGattServerLinkFunc on_link;
   gpointer user_data;
   GDestroyNotify user_data_destroy;

@@ -295,6 +295,7 @@ server_new (GDBusConnection *system_bus, const char *adapter, guint max_devices)
   server->tx_path = g_strdup_printf ("%s/tx", server->service_path);
   server->adv_path = g_strdup_printf ("%s/adv0", server->app_path);
   server->max_devices = max_devices;
+  server->idle_seconds = TALLY_GATT_SERVER_DEFAULT_IDLE_SECONDS;
   /* Every source and D-Bus callback of the server runs here. */
   server->context = g_main_context_ref_thread_default ();
   server->paired = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
@@ -371,4 +372,12 @@ tally_gatt_server_get_adapter (TallyGattServer *server)
   g_return_val_if_fail (server != NULL, NULL);
 
   return server->adapter;
+}
+
+void
+tally_gatt_server_set_idle_timeout (TallyGattServer *server, guint seconds)
+{
+  g_return_if_fail (server != NULL && seconds > 0);
+
+  server->idle_seconds = seconds;
 }

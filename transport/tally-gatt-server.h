@@ -63,6 +63,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyGattServer, tally_gatt_server_unref)
 TallyGattServerMode tally_gatt_server_get_mode (TallyGattServer *server);
 const char *tally_gatt_server_get_adapter (TallyGattServer *server);
 
+/* A central that connects and starts no session (no write, no acquired
+ * socket) within this many seconds is disconnected, in either mode, so a
+ * silent one holds no slot for long. */
+#define TALLY_GATT_SERVER_DEFAULT_IDLE_SECONDS 15
+/* Sets that deadline for devices that connect from now on (> 0). */
+void tally_gatt_server_set_idle_timeout (TallyGattServer *server, guint seconds);
+
 /* Advertises the service with @tag (NULL: no tag) until stopped; a new
  * call replaces the advertisement.  Registration finishes in the
  * background; failures are logged and reported by

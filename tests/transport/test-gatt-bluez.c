@@ -525,6 +525,60 @@ test_server_registration_refused_is_exists (Fixture *f, gconstpointer data)
   fake_bluez_expect_quiet (f->fake, 200);
 }
 
+/* A central connects while a request is advertised and never writes: the
+ * payee disconnects it once the idle deadline (tallyd sets it to
+ * hello_timeout_seconds) passes, not before, and well before the default
+ * 15 s (the fake waits at most 8 s for the call).  In exclusive mode
+ * (BlueZ 5.66) it held the only slot meanwhile: advertising stops while
+ * it is connected and comes back once it is gone. */
+static void
+silent_central_is_disconnected (Fixture *f, const char *modalias, TallyGattServerMode mode)
+{
+  const guint8 tag[TALLY_GATT_TAG_BYTES] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  g_autofree char *owner = script_server_registers (f, modalias, mode);
+  gboolean exclusive = mode == TALLY_GATT_SERVER_EXCLUSIVE;
+
+  fake_bluez_set_wait (f->fake, 8);
+  tally_gatt_server_set_idle_timeout (f->server, 1);
+  api_advertise (f, tag);
+  g_autoptr (GVariant) reg = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                      "RegisterAdvertisement", NULL);
+  FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+
+  fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, "{'Connected': <true>}");
+  if (exclusive) {
+    g_autoptr (GVariant) unreg = fake_bluez_expect_reply (
+      f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE, "UnregisterAdvertisement", NULL);
+    assert_string_arg (unreg, 0, APP_ADV);
+  }
+  /* Not before the deadline... */
+  fake_bluez_expect_quiet (f->fake, 600);
+  /* ...but at it. */
+  g_autoptr (GVariant) disconnect =
+    fake_bluez_expect_reply (f->fake, DEV, FAKE_DEVICE_IFACE, "Disconnect", NULL);
+  g_assert_cmpuint (f->payee_links->len, ==, 0);
+  fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, "{'Connected': <false>}");
+  if (exclusive) {
+    g_autoptr (GVariant) again = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                          "RegisterAdvertisement", NULL);
+    FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+  }
+  fake_bluez_expect_quiet (f->fake, 100);
+  script_server_frees (f, TRUE);
+}
+
+static void
+test_server_silent_central_is_disconnected_per_device (Fixture *f, gconstpointer data)
+{
+  silent_central_is_disconnected (f, MODALIAS_5_76, TALLY_GATT_SERVER_PER_DEVICE);
+}
+
+static void
+test_server_silent_central_is_disconnected_exclusive (Fixture *f, gconstpointer data)
+{
+  silent_central_is_disconnected (f, MODALIAS_5_66, TALLY_GATT_SERVER_EXCLUSIVE);
+}
+
 static void
 test_server_acquired_sockets_carry_fragments (Fixture *f, gconstpointer data)
 {
@@ -1274,6 +1328,10 @@ main (int argc, char *argv[])
   ADD ("/gatt/server/registers-application-and-advertisement",
        test_server_registers_application_and_advertisement);
   ADD ("/gatt/server/registration-refused-is-exists", test_server_registration_refused_is_exists);
+  ADD ("/gatt/server/silent-central-is-disconnected-at-the-idle-deadline/per-device",
+       test_server_silent_central_is_disconnected_per_device);
+  ADD ("/gatt/server/silent-central-is-disconnected-at-the-idle-deadline/exclusive",
+       test_server_silent_central_is_disconnected_exclusive);
   ADD ("/gatt/server/acquired-sockets-carry-fragments",
        test_server_acquired_sockets_carry_fragments);
   ADD ("/gatt/server/write-value-and-value-changes-without-sockets",
