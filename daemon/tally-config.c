@@ -558,7 +558,7 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 unix:DIR (sockets under DIR), tcp:loopback\n"                  \
   "                                 (default: ble;unix:" TALLY_CONFIG_DEFAULT_UNIX_TARGETS ")\n"   \
   "    keep_finished_seconds=N      a finished payment leaves the bus N seconds\n"                 \
-  "                                 after it finished, 1 to 3600 (default: 600)\n"                \
+  "                                 after it finished, 1 to 3600 (default: 600)\n"                 \
   "    max_open_requests=N          payment requests open at once, each with its\n"                \
   "                                 own tag a payer names, 1 to 16 (default: 1)\n"
 

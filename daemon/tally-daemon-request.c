@@ -116,10 +116,13 @@ daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const cha
       tally_payment_abort (h->payment, code, message, NULL);
     }
   }
+  guint8 tag[TALLY_GATT_TAG_BYTES];
   gboolean advertised = r->tagged;
+  memcpy (tag, r->tag, sizeof tag);
   g_ptr_array_remove (d->requests, r); /* frees it */
+  /* The other open requests stay on the air. */
   if (d->gatt != NULL && advertised)
-    tally_gatt_server_stop_advertising (d->gatt);
+    tally_gatt_server_remove_advertisement (d->gatt, tag);
 }
 
 /* --- a request's handshakes --- */
@@ -416,8 +419,8 @@ request_uri (TallyDaemon *d, const DaemonRequest *r, guint timeout_seconds)
   g_autofree char *tag =
     !r->tagged && d->max_open_requests > 1 ? tally_hex_encode (r->tag, sizeof r->tag) : NULL;
   char *uri = tally_request_uri_format_tagged (
-    r->address, tag, r->amount, tally_register_get_currency (d->reg), tally_now () + timeout_seconds,
-    cert ? cert->display_name : NULL, &error);
+    r->address, tag, r->amount, tally_register_get_currency (d->reg),
+    tally_now () + timeout_seconds, cert ? cert->display_name : NULL, &error);
   if (uri == NULL)
     g_message ("no request URI for %s: %s", r->address, error->message);
   return uri ? uri : g_strdup ("");
@@ -458,14 +461,6 @@ tally_daemon_request_payment (TallyDaemon *d,
                    d->requests->len);
     return NULL;
   }
-  /* One advertisement at a time over Bluetooth LE (docs/ble.md). */
-  if (d->gatt != NULL && d->requests->len > 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
-                 "Bluetooth LE advertises one payment request at a time; %u is open",
-                 d->requests->len);
-    return NULL;
-  }
-
   DaemonRequest *r = g_new0 (DaemonRequest, 1);
   r->amount = amount;
   r->uid = uid;
@@ -487,15 +482,21 @@ tally_daemon_request_payment (TallyDaemon *d,
     r->address = g_strdup (tally_daemon_get_listen_address (d));
   }
   r->uri = request_uri (d, r, timeout_seconds);
+  /* An advertisement of its own (docs/ble.md): refused before anything
+   * exists when the controller has no instance free. */
+  if (r->tagged && !tally_gatt_server_add_advertisement (d->gatt, r->tag, error)) {
+    daemon_request_free (r);
+    return NULL;
+  }
   g_ptr_array_add (d->requests, r);
 
   if (!request_add_object (d, r, error)) {
+    if (r->tagged)
+      tally_gatt_server_remove_advertisement (d->gatt, r->tag);
     g_ptr_array_remove (d->requests, r);
     return NULL;
   }
   DaemonPayment *dp = r->object;
-  if (d->gatt != NULL)
-    tally_gatt_server_advertise (d->gatt, r->tag);
   g_autofree char *tag = tally_hex_encode (r->tag, sizeof r->tag);
   g_message ("%s (uid %u): requesting %" G_GINT64_FORMAT
              " %s from up to %u payer(s), tag %s, waiting on %s%s%s",

@@ -578,8 +578,9 @@ tally_payment_attach_channel (TallyPayment *p, TallyChannel *channel, GBytes *fi
 
   if (p->role != TALLY_SESSION_ROLE_PAYEE || p->state != TALLY_PAYMENT_STATE_WAITING ||
       p->channel != NULL) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE, "payment is %s %s, not a waiting payee",
-                 tally_session_role_to_string (p->role), tally_payment_state_to_string (p->state));
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+                 "payment is %s %s, not a waiting payee", tally_session_role_to_string (p->role),
+                 tally_payment_state_to_string (p->state));
     return FALSE;
   }
   TallyLink *link = tally_channel_get_link (channel);

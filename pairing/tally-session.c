@@ -187,8 +187,8 @@ void
 tally_session_set_request_tag (TallySession *s, const guint8 tag[static TALLY_REQUEST_TAG_BYTES])
 {
   g_return_if_fail (s != NULL && tag != NULL);
-  g_return_if_fail (s->state == TALLY_SESSION_STATE_IDLE
-                    || s->state == TALLY_SESSION_STATE_WAIT_HELLO);
+  g_return_if_fail (s->state == TALLY_SESSION_STATE_IDLE ||
+                    s->state == TALLY_SESSION_STATE_WAIT_HELLO);
   memcpy (s->request_tag, tag, TALLY_REQUEST_TAG_BYTES);
   s->has_request_tag = TRUE;
 }
@@ -635,13 +635,15 @@ payee_check_request_tag (TallySession *s, const ProtobufCBinaryData *tag, GError
   if (tag->len == 0)
     return TRUE;
   if (tag->len != TALLY_REQUEST_TAG_BYTES) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "hello: request tag is %zu bytes, not %d",
-                 tag->len, TALLY_REQUEST_TAG_BYTES);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "hello: request tag is %zu bytes, not %d", tag->len, TALLY_REQUEST_TAG_BYTES);
     return FALSE;
   }
-  if (!s->has_request_tag || sodium_memcmp (tag->data, s->request_tag, TALLY_REQUEST_TAG_BYTES) != 0) {
+  if (!s->has_request_tag ||
+      sodium_memcmp (tag->data, s->request_tag, TALLY_REQUEST_TAG_BYTES) != 0) {
     g_autofree char *hex = tally_hex_encode (tag->data, tag->len);
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no open payment request has tag %s", hex);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no open payment request has tag %s",
+                 hex);
     return FALSE;
   }
   return TRUE;

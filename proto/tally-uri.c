@@ -120,7 +120,8 @@ check_tag (const char *tag, const char *to, GError **error)
     return FALSE;
   }
   if (g_str_has_prefix (to, "ble:") && strcmp (to + 4, tag) != 0) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "tag: %s differs from the tag in to", tag);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "tag: %s differs from the tag in to",
+                 tag);
     return FALSE;
   }
   return TRUE;

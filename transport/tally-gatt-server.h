@@ -75,6 +75,16 @@ void tally_gatt_server_set_idle_timeout (TallyGattServer *server, guint seconds)
  * background; failures are logged and reported by
  * tally_gatt_server_is_advertising (). */
 void tally_gatt_server_advertise (TallyGattServer *server, const guint8 *tag);
+/* Advertises @tag as well, in an advertisement instance of its own (one
+ * per open request; BlueZ's LEAdvertisingManager1 holds several).  POLICY
+ * when the controller has no free instance left for it
+ * (LEAdvertisingManager1.SupportedInstances, as BlueZ last reported it);
+ * TRUE at once when @tag is already advertised. */
+gboolean
+tally_gatt_server_add_advertisement (TallyGattServer *server, const guint8 *tag, GError **error);
+/* Stops advertising @tag, leaving the others on the air. */
+void tally_gatt_server_remove_advertisement (TallyGattServer *server, const guint8 *tag);
+/* Stops every advertisement. */
 void tally_gatt_server_stop_advertising (TallyGattServer *server);
 gboolean tally_gatt_server_is_advertising (TallyGattServer *server);
 

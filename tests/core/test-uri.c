@@ -70,8 +70,8 @@ test_tag_field_names_the_request_on_a_stream_address (void)
   g_assert_no_error (error);
   g_assert_cmpstr (bare->tag, ==, "");
   /* The writer refuses what the reader refuses. */
-  g_autofree char *bad = tally_request_uri_format_tagged ("ble:0a1b2c3d", "ffffffff", 500, "EUR",
-                                                          EXP, "", &error);
+  g_autofree char *bad =
+    tally_request_uri_format_tagged ("ble:0a1b2c3d", "ffffffff", 500, "EUR", EXP, "", &error);
   g_assert_null (bad);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
 }
@@ -198,9 +198,8 @@ static const Malformed malformed[] = {
     TALLY_ERROR_INVALID_AMOUNT, "cur: \"eur\" is not 3 to 8 upper-case letters" },
   /* Bytes the URI's maker chose come back escaped: no terminal escape
    * sequence and no invalid UTF-8 reaches the payer's screen or JSON. */
-  { "escape-sequence-in-currency",
-    "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=%1B%5B2J&exp=1", TALLY_ERROR_INVALID_AMOUNT,
-    "cur: \"\\033[2J\" is not 3 to 8 upper-case letters" },
+  { "escape-sequence-in-currency", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=%1B%5B2J&exp=1",
+    TALLY_ERROR_INVALID_AMOUNT, "cur: \"\\033[2J\" is not 3 to 8 upper-case letters" },
   { "invalid-utf8-amount", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=%FF&cur=EUR&exp=1",
     TALLY_ERROR_INVALID_AMOUNT,
     "amount: \"\\377\" is not a decimal integer without sign or leading zero" },
@@ -243,8 +242,8 @@ static const Malformed malformed[] = {
   { "empty-tag", "tally://pay?v=1&to=unix%3A%2Fs&amount=1&cur=EUR&exp=1&tag=",
     TALLY_ERROR_MALFORMED, "tag: \"\" is not 8 lower-case hex digits" },
   { "tag-contradicting-ble-address",
-    "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&tag=0a1b2c3e",
-    TALLY_ERROR_MALFORMED, "tag: 0a1b2c3e differs from the tag in to" },
+    "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&tag=0a1b2c3e", TALLY_ERROR_MALFORMED,
+    "tag: 0a1b2c3e differs from the tag in to" },
 };
 
 static void

@@ -636,13 +636,13 @@ test_published_handshake_bodies_are_consistent (void)
     UNPACK_PUBLISHED (Tally__SessionMessage, tally__session_message, p, "request_tag.hello");
   g_assert_nonnull (tagged);
   g_assert_cmpint (tagged->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_HELLO);
-  g_autoptr (GBytes) tag = g_bytes_new (tagged->hello->request_tag.data,
-                                        tagged->hello->request_tag.len);
+  g_autoptr (GBytes) tag =
+    g_bytes_new (tagged->hello->request_tag.data, tagged->hello->request_tag.len);
   vector_assert_bytes_equal (tag, vector_doc_value (p, "request_tag.tag"), "request_tag");
-  g_autoptr (GBytes) tagged_key = g_bytes_new (tagged->hello->ephemeral_public_key.data,
-                                               tagged->hello->ephemeral_public_key.len);
-  g_autoptr (GBytes) gossip_key = g_bytes_new (hello->hello->ephemeral_public_key.data,
-                                               hello->hello->ephemeral_public_key.len);
+  g_autoptr (GBytes) tagged_key =
+    g_bytes_new (tagged->hello->ephemeral_public_key.data, tagged->hello->ephemeral_public_key.len);
+  g_autoptr (GBytes) gossip_key =
+    g_bytes_new (hello->hello->ephemeral_public_key.data, hello->hello->ephemeral_public_key.len);
   vector_assert_bytes_equal (tagged_key, gossip_key, "e_a");
   GBytes *n_a = vector_doc_value (p, "request_tag.commit_nonce");
   guint8 commit[TALLY_HASH_BYTES], t0[TALLY_HASH_BYTES], t1[TALLY_HASH_BYTES];
