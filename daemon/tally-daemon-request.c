@@ -264,6 +264,36 @@ request_counts_credit (DaemonRequest *r, TallyPayment *payment)
   return counts;
 }
 
+/* A permission delivered again in a session of @r may name the nonce of
+ * another open request (spent on that one, its Pay lost): the credit took
+ * that request's place, which counts there, and fills it when it was its
+ * last. */
+static void
+request_credit_elsewhere (TallyDaemon *d, DaemonRequest *r, TallyPayment *payment)
+{
+  if (!tally_payment_is_redelivery (payment))
+    return;
+  const guint8 *nonce = tally_payment_get_request_nonce (payment);
+  g_autoptr (GBytes) key = g_bytes_new (nonce, TALLY_NONCE_BYTES);
+  for (guint i = 0; i < d->requests->len; i++) {
+    DaemonRequest *other = d->requests->pdata[i];
+    if (other == r || g_hash_table_lookup (other->nonces, key) != NONCE_ISSUED)
+      continue;
+    g_hash_table_replace (other->nonces, g_bytes_ref (key), NONCE_CREDITED);
+    other->paid++;
+    g_message ("request at %s: a permission spent on it was delivered again (%u of %u paid)",
+               other->address, other->paid, other->payers);
+    if (other->paid >= other->payers) {
+      /* Its object finishes with the credit that filled it. */
+      if (other->object != NULL)
+        daemon_payment_show (other->object, payment);
+      daemon_end_request (d, other, TALLY_ERROR_ALREADY_PAID,
+                          "the payment request was already paid");
+    }
+    return;
+  }
+}
+
 /* @h's Pay was credited (or an earlier permission delivered again): the
  * request's object shows it, finished; the request ends once it took its
  * payers, and any other payer in its handshake is told ALREADY_PAID. */
@@ -281,6 +311,8 @@ request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
    * spent on this one. */
   if (request_counts_credit (r, payment))
     r->paid++;
+  else
+    request_credit_elsewhere (d, r, payment);
   if (r->paid >= r->payers) {
     daemon_end_request (d, r, TALLY_ERROR_ALREADY_PAID, "the payment request was already paid");
     return;

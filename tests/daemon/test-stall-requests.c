@@ -16,7 +16,10 @@
 
 #include "tally-hex.h"
 #include "tally-uri.h"
+#include "tally-channel.h"
+#include "tally-clock.h"
 #include "tally-core.h"
+#include "tally-stream.h"
 
 #define AMOUNT_B 300
 
@@ -72,6 +75,78 @@ payer_receipt_amount (Payer *p)
   g_assert_nonnull (receipt);
   g_assert_nonnull (receipt->amount);
   return receipt->amount->value;
+}
+
+/* A payer speaking by hand over a raw channel. */
+typedef struct
+{
+  TallyLink *link;
+  gboolean connected;
+  GBytes *last; /* the last message the stall sent */
+} RawPayer;
+
+static void
+on_raw_connected (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  RawPayer *raw = user_data;
+  raw->link = tally_stream_connect_finish (result, NULL);
+  raw->connected = TRUE;
+}
+
+static gboolean
+raw_connected (gpointer data)
+{
+  return ((RawPayer *) data)->connected;
+}
+
+static void
+on_raw_message (TallyChannel *channel, GBytes *message, gpointer user_data)
+{
+  RawPayer *raw = user_data;
+  g_clear_pointer (&raw->last, g_bytes_unref);
+  raw->last = g_bytes_ref (message);
+}
+
+static gboolean
+raw_got_message (gpointer data)
+{
+  return ((RawPayer *) data)->last != NULL;
+}
+
+/* @reg spends on the open request tagged @tag by hand, and its link drops
+ * before the Pay leaves: the permission is pending, the request open. */
+static void
+spend_and_drop_before_pay (Fixture *f, TallyRegister *reg, const guint8 *tag, const char *path)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallySession) session = tally_session_new_payer (reg, NULL);
+  tally_session_set_request_tag (session, tag);
+  g_autoptr (GBytes) hello = tally_session_start (session, &error);
+  g_assert_no_error (error);
+  RawPayer raw = { 0 };
+  tally_stream_connect_async (f->listen, TALLY_STREAM_DEFAULT_MTU, NULL, on_raw_connected, &raw);
+  wait_until (raw_connected, &raw);
+  g_assert_nonnull (raw.link);
+  TallyChannel *channel = tally_channel_new (raw.link, 8192, WAIT_LIMIT_US / 1000);
+  tally_channel_set_handlers (channel, on_raw_message, NULL, &raw, NULL);
+  g_assert_true (tally_channel_send (channel, hello, NULL));
+  wait_until (raw_got_message, &raw);
+  g_autoptr (GBytes) reveal = NULL;
+  gsize len;
+  const guint8 *offer = g_bytes_get_data (raw.last, &len);
+  g_assert_true (tally_session_handle (session, offer, len, tally_now (), &reveal, &error));
+  g_assert_no_error (error);
+  g_assert_true (tally_channel_send (channel, reveal, NULL));
+  wait_object_state (f, path, "wait-pay");
+  g_autoptr (GBytes) pay = tally_session_confirm (session, tally_now (), &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (pay);
+  tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
+  tally_channel_close (channel);
+  tally_channel_unref (channel);
+  tally_link_unref (raw.link);
+  g_clear_pointer (&raw.last, g_bytes_unref);
+  wait_object_state (f, path, "waiting");
 }
 
 static void
@@ -262,6 +337,58 @@ test_payer_without_tag_against_two_open_requests_is_refused (Fixture *f, gconstp
   open_request_clear (&rb);
 }
 
+/* A payer spent on one request and lost its Pay; it comes back naming the
+ * other and delivers the permission again.  The credit was the first
+ * request's: it fills that one (a payer naming it then finds nothing, so
+ * it is never paid twice), and the request it named goes on waiting. */
+static void
+test_permission_delivered_again_under_another_tag_fills_its_own_request (Fixture *f,
+                                                                         gconstpointer data)
+{
+  stall_start (f, 60);
+  OpenRequest ra = { 0 }, rb = { 0 };
+  open_request (f, &ra, AMOUNT, "till 1");
+  open_request (f, &rb, AMOUNT_B, "till 2");
+  Payer lost = { 0 }, late = { 0 }, a = { 0 };
+  payer_init (f, &lost, "lost");
+  payer_init (f, &late, "late");
+  payer_init (f, &a, "a");
+
+  spend_and_drop_before_pay (f, lost.reg, rb.tag, rb.path);
+  g_assert_cmpint (tally_register_get_balance (lost.reg), ==, PAYER_BALANCE - AMOUNT_B);
+
+  payer_name_request (&lost, ra.tag);
+  payer_start (f, &lost);
+  wait_until (payer_finished, &lost);
+  g_assert_cmpint (tally_payment_get_state (lost.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_true (tally_payment_is_redelivery (lost.payment));
+  g_assert_cmpint (payer_receipt_amount (&lost), ==, AMOUNT_B);
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT_B);
+  /* The request it was spent on finished with it. */
+  wait_object_state (f, rb.path, "done");
+
+  payer_name_request (&late, rb.tag);
+  payer_start (f, &late);
+  wait_until (payer_finished, &late);
+  g_assert_error (tally_payment_get_error (late.payment), TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_assert_cmpint (tally_register_get_balance (late.reg), ==, PAYER_BALANCE);
+
+  /* The request it named still takes its own payer. */
+  payer_name_request (&a, ra.tag);
+  payer_start (f, &a);
+  wait_until (payer_finished, &a);
+  g_assert_cmpint (tally_payment_get_state (a.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_false (tally_payment_is_redelivery (a.payment));
+  g_assert_cmpint (payer_receipt_amount (&a), ==, AMOUNT);
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT_B + AMOUNT);
+
+  payer_clear (&lost);
+  payer_clear (&late);
+  payer_clear (&a);
+  open_request_clear (&ra);
+  open_request_clear (&rb);
+}
+
 /* RequestPayment beyond [payment] max_open_requests is refused with
  * Exists, and the open requests are unchanged. */
 static void
@@ -325,6 +452,8 @@ main (int argc, char **argv)
        test_cancelling_one_request_leaves_the_other_payable);
   ADD ("/daemon/stall-requests/payer-without-tag-against-two-open-requests-is-refused",
        test_payer_without_tag_against_two_open_requests_is_refused);
+  ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-fills-its-own-request",
+       test_permission_delivered_again_under_another_tag_fills_its_own_request);
   ADD ("/daemon/stall-requests/request-beyond-the-cap-is-refused",
        test_request_beyond_the_cap_is_refused);
   ADD ("/daemon/stall-requests/silent-link-with-two-open-requests-is-closed",
