@@ -73,6 +73,9 @@ route_pick (TallyDaemon *d, GBytes *first, GError **error)
   if (m == NULL || m->msg_case != TALLY__SESSION_MESSAGE__MSG_HELLO ||
       (m->hello->request_tag.len != 0 && m->hello->request_tag.len != TALLY_GATT_TAG_BYTES))
     return d->requests->pdata[0];
+  /* The others ended while this link was being read: as with one open. */
+  if (m->hello->request_tag.len == 0 && d->requests->len == 1)
+    return d->requests->pdata[0];
   if (m->hello->request_tag.len == 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_REQUEST_UNNAMED,
                  "%u payment requests are open; the Hello must name one by its tag",

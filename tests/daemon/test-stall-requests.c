@@ -389,6 +389,59 @@ test_permission_delivered_again_under_another_tag_fills_its_own_request (Fixture
   open_request_clear (&rb);
 }
 
+/* A payer that predates tags connects while two requests are open (its
+ * link waits for its Hello, no request's yet); one request is cancelled
+ * before the Hello arrives: the Hello, naming none, goes to the one left
+ * and is offered it, as with one request open from the start. */
+static void
+test_untagged_hello_after_others_ended_goes_to_the_one_left (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  OpenRequest ra = { 0 }, rb = { 0 };
+  open_request (f, &ra, AMOUNT, "till 1");
+  open_request (f, &rb, AMOUNT_B, "till 2");
+  Payer old = { 0 };
+  payer_init (f, &old, "old");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallySession) session = tally_session_new_payer (old.reg, NULL);
+  g_autoptr (GBytes) hello = tally_session_start (session, &error);
+  g_assert_no_error (error);
+
+  RawPayer raw = { 0 };
+  tally_stream_connect_async (f->listen, TALLY_STREAM_DEFAULT_MTU, NULL, on_raw_connected, &raw);
+  wait_until (raw_connected, &raw);
+  g_assert_nonnull (raw.link);
+  TallyChannel *channel = tally_channel_new (raw.link, 8192, WAIT_LIMIT_US / 1000);
+  tally_channel_set_handlers (channel, on_raw_message, NULL, &raw, NULL);
+  /* Let the stall accept the link while both are open. */
+  gint64 until = g_get_monotonic_time () + G_USEC_PER_SEC / 5;
+  while (g_get_monotonic_time () < until)
+    if (!g_main_context_iteration (NULL, FALSE))
+      g_usleep (2 * 1000);
+
+  g_autoptr (GVariant) reply =
+    stall_call (f, ra.path, "org.tally.Payment1", "Cancel", NULL, G_VARIANT_TYPE_UNIT);
+  wait_object_state (f, ra.path, "failed");
+  g_assert_true (tally_channel_send (channel, hello, NULL));
+  wait_until (raw_got_message, &raw);
+  gsize len;
+  const guint8 *offer = g_bytes_get_data (raw.last, &len);
+  g_autoptr (GBytes) reveal = NULL;
+  g_assert_true (tally_session_handle (session, offer, len, tally_now (), &reveal, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (tally_session_get_amount (session), ==, AMOUNT_B);
+  g_assert_cmpstr (tally_session_get_memo (session), ==, "till 2");
+
+  tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
+  tally_channel_close (channel);
+  tally_channel_unref (channel);
+  tally_link_unref (raw.link);
+  g_clear_pointer (&raw.last, g_bytes_unref);
+  payer_clear (&old);
+  open_request_clear (&ra);
+  open_request_clear (&rb);
+}
+
 /* RequestPayment beyond [payment] max_open_requests is refused with
  * Exists, and the open requests are unchanged. */
 static void
@@ -454,6 +507,8 @@ main (int argc, char **argv)
        test_payer_without_tag_against_two_open_requests_is_refused);
   ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-fills-its-own-request",
        test_permission_delivered_again_under_another_tag_fills_its_own_request);
+  ADD ("/daemon/stall-requests/untagged-hello-after-others-ended-goes-to-the-one-left",
+       test_untagged_hello_after_others_ended_goes_to_the_one_left);
   ADD ("/daemon/stall-requests/request-beyond-the-cap-is-refused",
        test_request_beyond_the_cap_is_refused);
   ADD ("/daemon/stall-requests/silent-link-with-two-open-requests-is-closed",
