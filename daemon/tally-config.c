@@ -35,6 +35,7 @@ static const KnownKey known_keys[] = {
   { "payment", "timeout_seconds" },
   { "payment", "allowed_targets" },
   { "payment", "keep_finished_seconds" },
+  { "payment", "max_open_requests" },
 };
 
 static TallyConfig *
@@ -47,6 +48,7 @@ config_new (void)
   config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
   config->hello_timeout_seconds = TALLY_CONFIG_DEFAULT_HELLO_TIMEOUT;
   config->max_connections = TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS;
+  config->max_open_requests = 1;
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
   return config;
@@ -458,6 +460,15 @@ load_payment_group (TallyConfig *config, GKeyFile *kf, GError **error)
       return invalid (error, "payment", "keep_finished_seconds", "must be at least 1");
     config->keep_finished_seconds = (guint) v;
   }
+
+  if (!get_uint (kf, "payment", "max_open_requests", TALLY_CONFIG_MAX_OPEN_REQUESTS, &present, &v,
+                 error))
+    return FALSE;
+  if (present) {
+    if (v == 0)
+      return invalid (error, "payment", "max_open_requests", "must be at least 1");
+    config->max_open_requests = (guint) v;
+  }
   return load_targets (&config->targets, kf, error);
 }
 
@@ -547,7 +558,9 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 unix:DIR (sockets under DIR), tcp:loopback\n"                  \
   "                                 (default: ble;unix:" TALLY_CONFIG_DEFAULT_UNIX_TARGETS ")\n"   \
   "    keep_finished_seconds=N      a finished payment leaves the bus N seconds\n"                 \
-  "                                 after it finished, 1 to 3600 (default: 600)\n"
+  "                                 after it finished, 1 to 3600 (default: 600)\n"                 \
+  "    max_open_requests=N          payment requests open at once, each with its\n"                \
+  "                                 own tag a payer names, 1 to 16 (default: 1)\n"
 
 const char *
 tally_config_describe (void)

@@ -10,7 +10,7 @@
  *               hello_timeout_seconds=5  max_connections=64
  *   [policy]    max_revocation_age_hours=0  max_amount=0
  *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
- *               keep_finished_seconds=600
+ *               keep_finished_seconds=600  max_open_requests=1
  */
 
 #include <gio/gio.h>
@@ -30,6 +30,7 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_MAX_HELLO_TIMEOUT       60
 #define TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS 64
 #define TALLY_CONFIG_MAX_CONNECTIONS         4096
+#define TALLY_CONFIG_MAX_OPEN_REQUESTS       16
 /* The register and the socket with -Ddefaults=system (systemd's
  * StateDirectory=tally and RuntimeDirectory=tally). */
 #define TALLY_CONFIG_SYSTEM_STATE_DIR        "/var/lib/tally"
@@ -86,6 +87,8 @@ typedef struct
   guint timeout_seconds;
   /* A finished payment leaves the bus this long after it finished. */
   guint keep_finished_seconds;
+  /* RequestPayment calls that may wait at once, each with its own tag. */
+  guint max_open_requests;
   TallyPayTargets targets;
 } TallyConfig;
 

@@ -19,6 +19,7 @@ test_defaults (void)
   g_assert_true (g_str_has_prefix (c->listen, "unix:"));
   g_assert_cmpuint (c->timeout_seconds, ==, 60);
   g_assert_cmpuint (c->keep_finished_seconds, ==, 600);
+  g_assert_cmpuint (c->max_open_requests, ==, 1);
   g_assert_false (c->has_issuer_key);
   g_assert_cmpuint (c->policy.max_revocation_age, ==, 0);
   g_assert_cmpint (c->policy.max_amount, ==, 0);
@@ -42,7 +43,8 @@ test_reads_every_key (void)
                      "max_amount=20.50\n"
                      "[payment]\n"
                      "timeout_seconds=30\n"
-                     "keep_finished_seconds=5\n";
+                     "keep_finished_seconds=5\n"
+                     "max_open_requests=3\n";
 
   g_assert_true (tally_config_load_data (c, text, &error));
   g_assert_no_error (error);
@@ -58,6 +60,7 @@ test_reads_every_key (void)
   g_assert_cmpint (c->policy.max_amount, ==, 2050);
   g_assert_cmpuint (c->timeout_seconds, ==, 30);
   g_assert_cmpuint (c->keep_finished_seconds, ==, 5);
+  g_assert_cmpuint (c->max_open_requests, ==, 3);
 }
 
 typedef struct
@@ -81,6 +84,8 @@ static const BadConfig bad_configs[] = {
   { "[payment]\ntimeout_seconds=0\n", "[payment] timeout_seconds" },
   { "[payment]\nkeep_finished_seconds=0\n", "[payment] keep_finished_seconds" },
   { "[payment]\nkeep_finished_seconds=3601\n", "[payment] keep_finished_seconds" },
+  { "[payment]\nmax_open_requests=0\n", "[payment] max_open_requests" },
+  { "[payment]\nmax_open_requests=17\n", "[payment] max_open_requests" },
   { "[paymnet]\ntimeout_seconds=5\n", "[paymnet] timeout_seconds" },
   { "[transport]\nhello_timeout_seconds=0\n", "[transport] hello_timeout_seconds" },
   { "[transport]\nhello_timeout_seconds=61\n", "[transport] hello_timeout_seconds" },

@@ -84,6 +84,9 @@ setup_issuer() {
   ISSUER_KEY=$(issuer key | tr -d '[:space:]')
 }
 
+# Extra [payment] lines of a daemon's configuration, by name.
+declare -A PAYMENT_EXTRA=()
+
 # start_daemon NAME ADAPTER
 start_daemon() {
   local name=$1 adapter=$2 i
@@ -106,6 +109,7 @@ adapter=$adapter
 
 [payment]
 allowed_targets=ble;unix:$DATA
+${PAYMENT_EXTRA[$name]:-}
 EOF
   "$TALLY_DAEMON" -v --config "$T/$name.conf" </dev/null >"$T/$name.log" 2>&1 &
   PID[$name]=$!
