@@ -25,6 +25,7 @@ adjust_view (Reconcile *rc, const guint8 register_id[static TALLY_ID_BYTES], gin
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   return tally_issuer_store_register_get (rc->issuer->store, register_id, &row, error) &&
          tally_issuer_add_signed (row.view_balance, delta, &row.view_balance, error) &&
+         tally_issuer_settle_refunded (rc->issuer, &row, error) &&
          tally_issuer_store_register_put (rc->issuer->store, &row, error);
 }
 
@@ -83,7 +84,8 @@ payee_horizon (Reconcile *rc, const guint8 payee[static TALLY_ID_BYTES], guint64
 /*
  * The register's evidence through @counter (protocol.md 5.5): vouchers sold
  * to it, plus payments to it that are settled, minus the signed amounts of
- * all its own entries booked with a counter up to @counter.  An honest
+ * all its own entries booked with a counter up to @counter, minus what a
+ * lost-register refund paid out of it and was not taken back.  An honest
  * register's balance after its entry at @counter is never more than this,
  * because every payment it had received by then is booked once its bundle
  * is, and it has loaded no voucher the issuer did not sell.
@@ -96,10 +98,15 @@ tally_issuer_evidence_through (Reconcile *rc,
                                GError **error)
 {
   TallyIssuerEvidence ev;
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  /* A lost register's refund (net of what was taken back) left its
+   * evidence for its account: it backs nothing a second time. */
   return tally_issuer_store_register_evidence (rc->issuer->store, register_id, counter, &ev,
                                                error) &&
+         tally_issuer_store_register_get (rc->issuer->store, register_id, &row, error) &&
          tally_issuer_add_signed (ev.vouchers, ev.received, backed, error) &&
-         tally_issuer_add_signed (*backed, -ev.spent, backed, error);
+         tally_issuer_add_signed (*backed, -ev.spent, backed, error) &&
+         tally_issuer_add_signed (*backed, row.recovered - row.refunded, backed, error);
 }
 
 /* @amount of a reclaim the evidence does not back goes back to the
@@ -115,6 +122,7 @@ refuse_to (Reconcile *rc, const guint8 register_id[static TALLY_ID_BYTES], gint6
   return tally_issuer_store_register_get (rc->issuer->store, register_id, &row, error) &&
          tally_issuer_add_signed (row.view_balance, amount, &row.view_balance, error) &&
          tally_issuer_add_signed (row.refused, amount, &row.refused, error) &&
+         tally_issuer_settle_refunded (rc->issuer, &row, error) &&
          tally_issuer_store_register_put (rc->issuer->store, &row, error);
 }
 

@@ -147,6 +147,18 @@ gboolean tally_issuer_taint_payee_half (Reconcile *rc,
                                         TallyIssuerEntryRow *row,
                                         GError **error);
 
+/* The lost-register refund (tally-issuer-refund.c). */
+G_GNUC_INTERNAL
+gboolean tally_issuer_mark_lost (TallyIssuer *issuer,
+                                 const guint8 register_id[static TALLY_ID_BYTES],
+                                 guint64 now,
+                                 GError **error);
+/* Keeps a refunded register's view at zero against its account: called on
+ * @row, read for the change, after its view moved and before it is put. */
+G_GNUC_INTERNAL
+gboolean
+tally_issuer_settle_refunded (TallyIssuer *issuer, TallyIssuerRegisterRow *row, GError **error);
+
 /* Booking entries into the ledger (tally-issuer-book.c). */
 G_GNUC_INTERNAL
 gboolean tally_issuer_evidence_through (Reconcile *rc,

@@ -49,6 +49,7 @@ typedef struct
                             const TallyIssuerRegisterRow *row,
                             GError **error);
   gboolean (*register_list_revoked) (TallyIssuerStore *store, GPtrArray **ids, GError **error);
+  gboolean (*register_list_lost) (TallyIssuerStore *store, GPtrArray **ids, GError **error);
   gboolean (*register_list_flagged) (TallyIssuerStore *store, GPtrArray **rows, GError **error);
   gboolean (*voucher_next_sequence) (TallyIssuerStore *store,
                                      const guint8 *register_id,

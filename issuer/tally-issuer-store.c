@@ -256,6 +256,13 @@ tally_issuer_store_register_list_revoked (TallyIssuerStore *store, GPtrArray **i
 }
 
 gboolean
+tally_issuer_store_register_list_lost (TallyIssuerStore *store, GPtrArray **ids, GError **error)
+{
+  CHECK_IN_TRANSACTION (store);
+  return store->vtable->register_list_lost (store, ids, error);
+}
+
+gboolean
 tally_issuer_store_register_list_flagged (TallyIssuerStore *store, GPtrArray **rows, GError **error)
 {
   CHECK_IN_TRANSACTION (store);

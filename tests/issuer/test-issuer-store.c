@@ -548,7 +548,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
   g_assert_no_error (error);
   g_assert_nonnull (f->store);
-  g_assert_cmpint (stored_schema_version (path), ==, 4);
+  g_assert_cmpint (stored_schema_version (path), ==, 5);
 
   begin (f);
   g_auto (TallyIssuerRegisterRow) row = { 0 };
@@ -562,6 +562,11 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_assert_cmpint (row.deficit, ==, 0);
   g_assert_cmpint (row.max_payment_ever, ==, 10);
   g_assert_null (row.display_name); /* certified before names existed */
+  /* Version 5: never reported lost, nothing refunded. */
+  g_assert_cmpuint (row.lost_at, ==, 0);
+  g_assert_cmpuint (row.refunded_at, ==, 0);
+  g_assert_cmpint (row.refunded, ==, 0);
+  g_assert_cmpint (row.recovered, ==, 0);
   g_auto (TallyIssuerEntryRow) entry = { 0 };
   g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, hash, &entry, &error));
   g_assert_no_error (error);
@@ -595,7 +600,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_clear_pointer (&f->store, tally_issuer_store_free);
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
   g_assert_no_error (error);
-  g_assert_cmpint (stored_schema_version (path), ==, 4);
+  g_assert_cmpint (stored_schema_version (path), ==, 5);
   begin (f);
   g_autoptr (GBytes) got = NULL;
   g_assert_true (tally_issuer_store_horizon_bundle_get (f->store, reg->id, &got, &error));
@@ -606,7 +611,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
 static void
 test_store_creates_database_at_current_version (Fixture *f, gconstpointer data)
 {
-  g_assert_cmpint (stored_schema_version (f->path), ==, 4);
+  g_assert_cmpint (stored_schema_version (f->path), ==, 5);
 }
 
 /* --- PostgreSQL only --- */
@@ -623,7 +628,7 @@ static void
 test_store_pg_creates_schema_at_current_version (Fixture *f, gconstpointer data)
 {
   g_autofree char *version = test_pg_run (pg_conninfo (f), "SELECT version FROM schema_version");
-  g_assert_cmpstr (version, ==, "4");
+  g_assert_cmpstr (version, ==, "5");
   /* Amounts are int8, blobs bytea: never text or numeric. */
   g_autofree char *amount = test_pg_run (
     pg_conninfo (f), "SELECT data_type FROM information_schema.columns WHERE table_schema = "
@@ -646,6 +651,43 @@ test_store_pg_refuses_database_of_unknown_schema (Fixture *f, gconstpointer data
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
   g_assert_nonnull (strstr (error->message, "schema version 99"));
   g_assert_null (f->store);
+}
+
+/* A store made before the lost-register refund (version 4) gains its
+ * columns when opened, and keeps its registers. */
+static void
+test_store_pg_migrates_version_4_store (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  TallyIssuerRegisterRow row = { 0 };
+  memcpy (row.id, reg->id, TALLY_ID_BYTES);
+  memcpy (row.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  row.account = (char *) "alice";
+  row.view_balance = 700;
+  begin (f);
+  g_assert_true (tally_issuer_store_account_insert (f->store, "alice", &error));
+  g_assert_true (tally_issuer_store_register_put (f->store, &row, &error));
+  g_assert_no_error (error);
+  commit (f);
+  g_clear_pointer (&f->store, tally_issuer_store_free);
+  g_free (test_pg_run (pg_conninfo (f),
+                       "ALTER TABLE registers DROP COLUMN lost_at, DROP COLUMN refunded_at, "
+                       "DROP COLUMN refunded, DROP COLUMN recovered; "
+                       "UPDATE schema_version SET version = 4"));
+
+  f->store = tally_issuer_store_open (f->spec, f->path, FALSE, &error);
+  g_assert_no_error (error);
+  g_autofree char *version = test_pg_run (pg_conninfo (f), "SELECT version FROM schema_version");
+  g_assert_cmpstr (version, ==, "5");
+  begin (f);
+  g_auto (TallyIssuerRegisterRow) got = { 0 };
+  g_assert_true (tally_issuer_store_register_get (f->store, reg->id, &got, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (got.view_balance, ==, 700);
+  g_assert_cmpuint (got.lost_at, ==, 0);
+  g_assert_cmpuint (got.refunded_at, ==, 0);
+  commit (f);
 }
 
 static void
@@ -873,6 +915,7 @@ main (int argc, char **argv)
   if (test_store_is_pg ()) {
     ADD ("/issuer/store/pg/creates-schema-at-current-version",
          test_store_pg_creates_schema_at_current_version);
+    ADD ("/issuer/store/pg/migrates-version-4-store", test_store_pg_migrates_version_4_store);
     ADD ("/issuer/store/pg/refuses-database-of-unknown-schema",
          test_store_pg_refuses_database_of_unknown_schema);
     ADD ("/issuer/store/pg/refuses-database-without-issuer-tables",
