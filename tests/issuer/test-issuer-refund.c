@@ -91,8 +91,8 @@ fixture_setup (Fixture *f, gconstpointer data)
   }
   f->alice = test_register_new (f->issuer, "alice");
   f->bob = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) v = tally_issuer_sell_voucher (f->issuer, f->alice->id, VOUCHER, TEST_NOW,
-                                                    &error);
+  g_autoptr (GBytes) v =
+    tally_issuer_sell_voucher (f->issuer, f->alice->id, VOUCHER, TEST_NOW, &error);
   g_assert_no_error (error);
   /* Certified for 30 days (test_register_new ()). */
   f->due = TEST_NOW + 30 * 86400 + TALLY_ISSUER_PERMISSION_LIFETIME_MAX;
