@@ -576,17 +576,16 @@ audit_json (GString *out, const TallyAudit *a, GPtrArray *rows, const char *cur)
     tally_json_append_string (out, id);
     g_string_append (out, ", \"account\": ");
     tally_json_append_string (out, r->account);
-    g_string_append_printf (out,
-                            ", \"revoked\": %s, \"view\": %" G_GINT64_FORMAT
-                            ", \"exposure\": %" G_GINT64_FORMAT ", \"awaiting\": %" G_GINT64_FORMAT
-                            ", \"refused\": %" G_GINT64_FORMAT ", \"deficit\": %" G_GINT64_FORMAT
-                            ", \"lost_at\": %" G_GUINT64_FORMAT ", \"refund_due\": %" G_GUINT64_FORMAT
-                            ", \"refunded_at\": %" G_GUINT64_FORMAT ", \"refunded\": %" G_GINT64_FORMAT
-                            ", \"recovered\": %" G_GINT64_FORMAT
-                            ", \"fraud_proofs\": %u, \"proof_kinds\": ",
-                            r->revoked ? "true" : "false", r->view, r->exposure, r->awaiting,
-                            r->refused, r->deficit, r->lost_at, r->refund_due, r->refunded_at,
-                            r->refunded, r->recovered, r->proofs);
+    g_string_append_printf (
+      out,
+      ", \"revoked\": %s, \"view\": %" G_GINT64_FORMAT ", \"exposure\": %" G_GINT64_FORMAT
+      ", \"awaiting\": %" G_GINT64_FORMAT ", \"refused\": %" G_GINT64_FORMAT
+      ", \"deficit\": %" G_GINT64_FORMAT ", \"lost_at\": %" G_GUINT64_FORMAT
+      ", \"refund_due\": %" G_GUINT64_FORMAT ", \"refunded_at\": %" G_GUINT64_FORMAT
+      ", \"refunded\": %" G_GINT64_FORMAT ", \"recovered\": %" G_GINT64_FORMAT
+      ", \"fraud_proofs\": %u, \"proof_kinds\": ",
+      r->revoked ? "true" : "false", r->view, r->exposure, r->awaiting, r->refused, r->deficit,
+      r->lost_at, r->refund_due, r->refunded_at, r->refunded, r->recovered, r->proofs);
     tally_json_append_string (out, kinds);
     g_string_append_c (out, '}');
   }
@@ -696,8 +695,7 @@ static const Command commands[] = {
   { "lost", "NAME HEXID",
     "Report account NAME's register lost or stolen: revoke it now, refund it later",
     "tally-issuer lost alice 0123456789abcdef0123456789abcdef", no_entries, 2, 2, cmd_lost },
-  { "refund-lost", "",
-    "Refund every lost register whose window has passed to its account, once",
+  { "refund-lost", "", "Refund every lost register whose window has passed to its account, once",
     "tally-issuer refund-lost", no_entries, 0, 0, cmd_refund_lost },
   { "revocations", "--out FILE", "Write the current signed revocation list",
     "tally-issuer revocations --out revoked.bin", revocations_entries, 0, 0, cmd_revocations },

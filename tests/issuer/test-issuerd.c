@@ -403,7 +403,8 @@ test_lost_register_refunded_after_window (IssuerdFixture *f, gconstpointer data)
   g_autoptr (GError) error = NULL;
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
   g_autofree char *id = tally_hex_encode (reg->id, sizeof reg->id);
-  g_autoptr (GBytes) voucher = tally_issuer_sell_voucher (f->issuer, reg->id, 3000, TEST_NOW, &error);
+  g_autoptr (GBytes) voucher =
+    tally_issuer_sell_voucher (f->issuer, reg->id, 3000, TEST_NOW, &error);
   g_assert_no_error (error);
   guint64 now = TEST_NOW + 60;
   tally_issuer_http_set_clock (f->http, variable_clock, &now, NULL);
