@@ -223,9 +223,8 @@ gboolean tally_issuer_store_register_list_revoked (TallyIssuerStore *store,
 
 /* Ids of registers reported lost whose refund is not paid yet, in
  * ascending byte order, as 16-byte GBytes. */
-gboolean tally_issuer_store_register_list_lost (TallyIssuerStore *store,
-                                                GPtrArray **ids,
-                                                GError **error);
+gboolean
+tally_issuer_store_register_list_lost (TallyIssuerStore *store, GPtrArray **ids, GError **error);
 
 /* Rows of registers that are revoked, were refused value or hold a
  * negative view, in ascending id order. */
