@@ -10,6 +10,7 @@
  */
 #include <string.h>
 
+#include "faults-vfs.h"
 #include "issuer-test-util.h"
 
 #define VOUCHER 5000
@@ -362,6 +363,49 @@ test_negative_view_refunds_nothing (Fixture *f, gconstpointer data)
   g_assert_cmpint (a.fraud_exposure, ==, 1000);
 }
 
+/* SQLite only: the disk fills at every write of the refund's transaction
+ * in turn.  Each failed run leaves nothing paid and nothing marked; the run
+ * that gets through pays once, and nothing pays again. */
+static void
+test_refund_once_whatever_write_fails (Fixture *f, gconstpointer data)
+{
+  report_lost (f, TEST_NOW);
+  TallyAudit before = assert_audit (f, TRUE);
+  guint failures = 0;
+  for (guint writes = 0;; writes++) {
+    g_assert_cmpuint (writes, <, 1000);
+    g_autoptr (GError) error = NULL;
+    TallyRefundReport r = { 0 };
+    faults_vfs_arm (f->tmp, writes);
+    gboolean ok = tally_issuer_refund_lost (f->issuer, f->due, &r, &error);
+    guint refused = faults_vfs_refused ();
+    faults_vfs_disarm ();
+    if (ok) {
+      g_assert_no_error (error);
+      g_assert_cmpuint (refused, ==, 0);
+      g_assert_cmpuint (r.refunded, ==, 1);
+      break;
+    }
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+    g_assert_cmpuint (refused, >, 0);
+    failures++;
+    g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+    TallyAuditRegister row = audit_register (f, f->alice->id);
+    g_assert_cmpuint (row.refunded_at, ==, 0);
+    g_assert_cmpint (row.view, ==, VOUCHER);
+    TallyAudit after = assert_audit (f, TRUE);
+    g_assert_cmpint (after.online, ==, before.online);
+  }
+  /* The commit writes at least once: the loop saw a failure. */
+  g_assert_cmpuint (failures, >, 0);
+  g_test_message ("the refund failed at %u write(s) before it got through", failures);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  TallyRefundReport again = refund (f, f->due + 1);
+  g_assert_cmpuint (again.refunded, ==, 0);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  assert_audit (f, TRUE);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -381,5 +425,10 @@ main (int argc, char **argv)
   ADD ("/issuer/refund/late-value-taken-only-from-what-account-holds",
        test_late_value_taken_only_from_what_account_holds);
   ADD ("/issuer/refund/negative-view-refunds-nothing", test_negative_view_refunds_nothing);
+  if (!test_store_is_pg ()) {
+    /* Before any store opens: every SQLite connection goes through it. */
+    faults_vfs_install ();
+    ADD ("/issuer/refund/once-whatever-write-fails", test_refund_once_whatever_write_fails);
+  }
   return g_test_run ();
 }
