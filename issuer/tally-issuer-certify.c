@@ -268,7 +268,7 @@ voucher_request_key (const char *account,
   tally_hash_update (&h, request_id, TALLY_VOUCHER_REQUEST_ID_BYTES);
   tally_hash_final (&h, hash);
   g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
-  return g_strconcat ("voucher-request:", hex, NULL);
+  return g_strconcat (TALLY_ISSUER_KEPT_VOUCHER_PREFIX, hex, NULL);
 }
 
 /* The voucher kept for a request, when it is for the same register and

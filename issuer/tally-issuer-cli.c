@@ -40,12 +40,14 @@ typedef struct
   char *register_hex;
   char *amount;
   gboolean json;
+  int keep_days;
 } Options;
 
 static Options opt = {
   .max_payments = 100,
   .max_offline_hours = 72,
   .valid_days = 7,
+  .keep_days = TALLY_ISSUER_KEEP_DEFAULT / 86400,
 };
 
 typedef struct Command Command;
@@ -449,6 +451,31 @@ cmd_refund_lost (const Command *cmd, char **args)
   return 0;
 }
 
+static const GOptionEntry prune_entries[] = {
+  { "keep-days", 0, 0, G_OPTION_ARG_INT, &opt.keep_days,
+    "Keep answers signed within the last DAYS days (default 90)", "DAYS" },
+  { NULL },
+};
+
+static int
+cmd_prune (const Command *cmd, char **args)
+{
+  if (opt.keep_days <= 0)
+    return usage (cmd, "--keep-days must be a positive number of days");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  TallyPruneReport r;
+  if (issuer == NULL ||
+      !tally_issuer_prune_kept (issuer, tally_now (), (guint64) opt.keep_days * 86400, &r, &error))
+    return fail_error (error);
+  printf ("%u kept answer(s) older than %d day(s) pruned, %u kept", r.pruned, opt.keep_days,
+          r.kept);
+  if (r.undated > 0)
+    printf (", %u that do not decode left in place", r.undated);
+  printf ("\n");
+  return 0;
+}
+
 static const GOptionEntry revocations_entries[] = {
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt.out, "Write the signed list to FILE", "FILE" },
   { NULL },
@@ -697,6 +724,9 @@ static const Command commands[] = {
     "tally-issuer lost alice 0123456789abcdef0123456789abcdef", no_entries, 2, 2, cmd_lost },
   { "refund-lost", "", "Refund every lost register whose window has passed to its account, once",
     "tally-issuer refund-lost", no_entries, 0, 0, cmd_refund_lost },
+  { "prune", "[--keep-days DAYS]",
+    "Delete the answers kept for retried bundles and voucher purchases once older than DAYS",
+    "tally-issuer prune --keep-days 90", prune_entries, 0, 0, cmd_prune },
   { "revocations", "--out FILE", "Write the current signed revocation list",
     "tally-issuer revocations --out revoked.bin", revocations_entries, 0, 0, cmd_revocations },
   { "fraud-proofs", "[--json]",

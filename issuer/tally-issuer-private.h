@@ -147,6 +147,10 @@ gboolean tally_issuer_taint_payee_half (Reconcile *rc,
                                         TallyIssuerEntryRow *row,
                                         GError **error);
 
+/* Meta key prefixes of answers kept for retries (tally-issuer-prune.c). */
+#define TALLY_ISSUER_KEPT_RESULT_PREFIX  "reconciled:"
+#define TALLY_ISSUER_KEPT_VOUCHER_PREFIX "voucher-request:"
+
 /* The lost-register refund (tally-issuer-refund.c). */
 G_GNUC_INTERNAL
 gboolean tally_issuer_mark_lost (TallyIssuer *issuer,

@@ -300,7 +300,7 @@ result_key (const Tally__SignedEnvelope *env)
   guint8 hash[TALLY_HASH_BYTES];
   tally_envelope_body_hash (env, hash);
   g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
-  return g_strconcat ("reconciled:", hex, NULL);
+  return g_strconcat (TALLY_ISSUER_KEPT_RESULT_PREFIX, hex, NULL);
 }
 
 /* With @key, the result kept for it: TRUE and *@result set, TRUE and

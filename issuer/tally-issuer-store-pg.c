@@ -29,6 +29,8 @@ typedef enum
   STMT_REGISTER_LIST_REVOKED,
   STMT_REGISTER_LIST_FLAGGED,
   STMT_REGISTER_LIST_LOST,
+  STMT_META_LIST,
+  STMT_META_DELETE,
   STMT_VOUCHER_NEXT,
   STMT_VOUCHER_INSERT,
   STMT_VOUCHER_GET,
@@ -81,6 +83,8 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = $1",
   [STMT_META_SET] = "INSERT INTO meta (key, value) VALUES ($1, $2) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+  [STMT_META_LIST] = "SELECT key, value FROM meta WHERE starts_with(key, $1) ORDER BY key",
+  [STMT_META_DELETE] = "DELETE FROM meta WHERE key = $1",
   [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES ($1, 0) "
                           "ON CONFLICT DO NOTHING",
   [STMT_ACCOUNT_GET] = "SELECT balance FROM accounts WHERE name = $1",
@@ -338,6 +342,43 @@ pg_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **error
   tally_pg_param_text (&p, key);
   tally_pg_param_bytes (&p, value);
   return run_done (s, STMT_META_SET, &p, "meta", error);
+}
+
+static gboolean
+pg_meta_list (TallyIssuerStore *s,
+              const char *prefix,
+              GPtrArray **keys,
+              GPtrArray **values,
+              GError **error)
+{
+  TallyPgParams p = { 0 };
+  tally_pg_param_text (&p, prefix);
+  g_autoptr (PGresult) r = tally_pg_run (DB (s), STMT_META_LIST, &p, "meta", error);
+  if (r == NULL)
+    return FALSE;
+  g_autoptr (GPtrArray) k = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) v = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  for (int i = 0; i < PQntuples (r); i++) {
+    char *key = NULL;
+    GBytes *value = NULL;
+    if (!tally_pg_get_text (DB (s), r, i, 0, FALSE, &key, error))
+      return FALSE;
+    g_ptr_array_add (k, key);
+    if (!tally_pg_get_bytes (DB (s), r, i, 1, FALSE, &value, error))
+      return FALSE;
+    g_ptr_array_add (v, value);
+  }
+  *keys = g_steal_pointer (&k);
+  *values = g_steal_pointer (&v);
+  return TRUE;
+}
+
+static gboolean
+pg_meta_delete (TallyIssuerStore *s, const char *key, GError **error)
+{
+  TallyPgParams p = { 0 };
+  tally_pg_param_text (&p, key);
+  return run_done (s, STMT_META_DELETE, &p, "meta", error);
 }
 
 /* --- accounts --- */
@@ -874,6 +915,8 @@ static const TallyIssuerStoreVTable pg_vtable = {
   .rollback = pg_rollback,
   .meta_get = pg_meta_get,
   .meta_set = pg_meta_set,
+  .meta_list = pg_meta_list,
+  .meta_delete = pg_meta_delete,
   .account_insert = pg_account_insert,
   .account_get = pg_account_get,
   .account_put = pg_account_put,

@@ -39,6 +39,8 @@ typedef enum
   STMT_EVIDENCE_LATE,
   STMT_REGISTER_LIST_FLAGGED,
   STMT_REGISTER_LIST_LOST,
+  STMT_META_LIST,
+  STMT_META_DELETE,
   N_STMTS
 } StmtId;
 
@@ -60,6 +62,9 @@ typedef enum
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
   [STMT_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+  [STMT_META_LIST] = "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 "
+                     "ORDER BY key",
+  [STMT_META_DELETE] = "DELETE FROM meta WHERE key = ?1",
   [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES (?1, 0)",
   [STMT_ACCOUNT_GET] = "SELECT balance FROM accounts WHERE name = ?1",
   [STMT_ACCOUNT_PUT] = "UPDATE accounts SET balance = ?2 WHERE name = ?1",
@@ -240,6 +245,39 @@ sqlite_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **e
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_META_SET);
   tally_sqlite_bind_text (st, 1, key);
   tally_sqlite_bind_bytes (st, 2, value);
+  return tally_sqlite_step_done (DB (s), st, "meta", error);
+}
+
+static gboolean
+sqlite_meta_list (TallyIssuerStore *s,
+                  const char *prefix,
+                  GPtrArray **keys,
+                  GPtrArray **values,
+                  GError **error)
+{
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_META_LIST);
+  tally_sqlite_bind_text (st, 1, prefix);
+  g_autoptr (GPtrArray) k = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) v = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  gboolean have;
+  while (tally_sqlite_step_next (DB (s), st, &have, "meta", error)) {
+    if (!have) {
+      *keys = g_steal_pointer (&k);
+      *values = g_steal_pointer (&v);
+      return TRUE;
+    }
+    GBytes *value = tally_sqlite_column_bytes (st, 1);
+    g_ptr_array_add (k, g_strdup ((const char *) sqlite3_column_text (st, 0)));
+    g_ptr_array_add (v, value != NULL ? value : g_bytes_new (NULL, 0));
+  }
+  return FALSE;
+}
+
+static gboolean
+sqlite_meta_delete (TallyIssuerStore *s, const char *key, GError **error)
+{
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_META_DELETE);
+  tally_sqlite_bind_text (st, 1, key);
   return tally_sqlite_step_done (DB (s), st, "meta", error);
 }
 
@@ -802,6 +840,8 @@ static const TallyIssuerStoreVTable sqlite_vtable = {
   .rollback = sqlite_rollback,
   .meta_get = sqlite_meta_get,
   .meta_set = sqlite_meta_set,
+  .meta_list = sqlite_meta_list,
+  .meta_delete = sqlite_meta_delete,
   .account_insert = sqlite_account_insert,
   .account_get = sqlite_account_get,
   .account_put = sqlite_account_put,

@@ -195,6 +195,16 @@ gboolean tally_issuer_store_meta_set (TallyIssuerStore *store,
                                       GBytes *value,
                                       GError **error);
 
+/* The meta rows whose key starts with @prefix, in key order: @keys holds
+ * the keys (char *), @values the values (GBytes), index for index. */
+gboolean tally_issuer_store_meta_list (TallyIssuerStore *store,
+                                       const char *prefix,
+                                       GPtrArray **keys,
+                                       GPtrArray **values,
+                                       GError **error);
+/* Deleting a key that is not there is no error. */
+gboolean tally_issuer_store_meta_delete (TallyIssuerStore *store, const char *key, GError **error);
+
 /* EXISTS when the name is taken. */
 gboolean tally_issuer_store_account_insert (TallyIssuerStore *store,
                                             const char *name,

@@ -294,6 +294,33 @@ gboolean tally_issuer_refund_lost (TallyIssuer *issuer,
                                    TallyRefundReport *report,
                                    GError **error);
 
+/*
+ * Answers kept only for retries (docs/issuer-api.md): the result of every
+ * bundle tally_issuer_reconcile_once () booked, and every voucher
+ * tally_issuer_sell_voucher_to_account () sold under a request id.
+ * tally_issuer_prune_kept () deletes those signed more than @keep_seconds
+ * before @now, in one transaction.  A bundle sent again after that is
+ * booked again as duplicates (nothing moves twice) and gets a new result; a
+ * request id seen again after that buys a new voucher, so a client must not
+ * retry a purchase for that long.  TALLY_ISSUER_KEEP_DEFAULT is 90 days,
+ * far beyond a device's certificate validity (7 days by default), within
+ * which it syncs, and so retries, or stops paying.
+ */
+#define TALLY_ISSUER_KEEP_DEFAULT (90 * 86400)
+
+typedef struct
+{
+  guint pruned;  /* rows deleted */
+  guint kept;    /* rows younger than the cut */
+  guint undated; /* rows whose envelope does not decode: kept */
+} TallyPruneReport;
+
+gboolean tally_issuer_prune_kept (TallyIssuer *issuer,
+                                  guint64 now,
+                                  guint64 keep_seconds,
+                                  TallyPruneReport *report,
+                                  GError **error);
+
 /* Packed, signed current revocation list (serial 1 from creation on). */
 GBytes *tally_issuer_get_revocation_list (TallyIssuer *issuer, GError **error);
 /* Packed fraud proof envelopes. */

@@ -236,6 +236,17 @@ test_cli_lost_register_waits_for_refund_window (Fixture *f, gconstpointer data)
 }
 
 static void
+test_cli_prune_keeps_young_answers (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) r = RUN (f, "prune");
+  expect_ok (&r);
+  g_assert_cmpstr (r.out, ==, "0 kept answer(s) older than 90 day(s) pruned, 0 kept\n");
+  g_auto (Run) bad = RUN (f, "prune", "--keep-days", "0");
+  expect_failure (&bad, 2, "--keep-days");
+}
+
+static void
 test_cli_help_lists_every_command (Fixture *f, gconstpointer data)
 {
   const char *commands[] = { "init",      "key",         "account-create", "deposit",
@@ -726,6 +737,7 @@ main (int argc, char **argv)
   ADD ("/issuer/cli/certifies-display-name", test_cli_certifies_display_name);
   ADD ("/issuer/cli/lost-register-waits-for-refund-window",
        test_cli_lost_register_waits_for_refund_window);
+  ADD ("/issuer/cli/prune-keeps-young-answers", test_cli_prune_keeps_young_answers);
   ADD ("/issuer/cli/runs-accounts-certificates-and-vouchers",
        test_cli_runs_accounts_certificates_and_vouchers);
   ADD ("/issuer/cli/reconciles-and-reports-fraud", test_cli_reconciles_and_reports_fraud);
