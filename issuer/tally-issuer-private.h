@@ -165,6 +165,12 @@ tally_issuer_settle_refunded (TallyIssuer *issuer, TallyIssuerRegisterRow *row, 
 
 /* Booking entries into the ledger (tally-issuer-book.c). */
 G_GNUC_INTERNAL
+gboolean tally_issuer_own_evidence_through (Reconcile *rc,
+                                            const guint8 register_id[static TALLY_ID_BYTES],
+                                            guint64 counter,
+                                            gint64 *backed,
+                                            GError **error);
+G_GNUC_INTERNAL
 gboolean tally_issuer_evidence_through (Reconcile *rc,
                                         const guint8 register_id[static TALLY_ID_BYTES],
                                         guint64 counter,

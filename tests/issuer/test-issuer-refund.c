@@ -363,6 +363,95 @@ test_negative_view_refunds_nothing (Fixture *f, gconstpointer data)
   g_assert_cmpint (a.fraud_exposure, ==, 1000);
 }
 
+/* The register's own bundle, signed with its key, made at @at and booked
+ * at @at: the payments in @paid, each with bob's receipt. */
+static TallyReconcileReport
+alice_reconciles (Fixture *f, GPtrArray *paid, guint64 at)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestBundle) b = test_bundle_new_at (f->alice, at);
+  for (guint i = 0; i < paid->len; i++) {
+    g_autoptr (GBytes) receipt = test_receipt (f->bob, paid->pdata[i]);
+    test_bundle_add_spent (b, paid->pdata[i], receipt);
+  }
+  g_autoptr (GBytes) signed_bundle = test_bundle_sign (b);
+  gsize len;
+  const guint8 *data = g_bytes_get_data (signed_bundle, &len);
+  TallyReconcileReport report;
+  g_autoptr (GBytes) result = tally_issuer_reconcile (f->issuer, data, len, at, &report, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (result);
+  return report;
+}
+
+/* Alice spends the refund on a new register, all but @keep. */
+static void
+alice_spends_refund (Fixture *f, gint64 keep, guint64 at)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) spare = test_register_new (f->issuer, "alice");
+  g_autoptr (GBytes) v =
+    tally_issuer_sell_voucher (f->issuer, spare->id, balance_of (f, "alice") - keep, at, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (v);
+}
+
+static void
+test_refund_shortfall_is_exposure_not_fraud (Fixture *f, gconstpointer data)
+{
+  /* The register paid bob 1500 of the 5000 it held, within its evidence.
+   * It was refunded 5000; alice spent that before bob reconciled. */
+  const gint64 amounts[] = { 1500 };
+  g_autoptr (GPtrArray) paid = alice_pays_bob (f, amounts, 1);
+  report_lost (f, TEST_NOW);
+  refund (f, f->due);
+  alice_spends_refund (f, 0, f->due + 1);
+  bob_reconciles (f, paid, f->due + 100);
+
+  /* Its own bundle comes in after: it spent 1500 of 5000, no overdraw.
+   * What the refund paid and could not take back is exposure, named
+   * against the register, with no fraud proof. */
+  TallyReconcileReport report = alice_reconciles (f, paid, f->due + 200);
+  g_assert_cmpuint (report.fraud_proofs, ==, 0);
+  TallyAuditRegister row = audit_register (f, f->alice->id);
+  g_assert_cmpuint (row.proofs, ==, 0);
+  g_assert_cmpint (row.deficit, ==, 0);
+  g_assert_cmpint (row.refunded, ==, VOUCHER);
+  g_assert_cmpint (row.recovered, ==, 0);
+  g_assert_cmpint (row.view, ==, -1500);
+  g_assert_cmpint (row.exposure, ==, 1500);
+  TallyAudit a = assert_audit (f, FALSE);
+  g_assert_cmpuint (a.fraud_proofs, ==, 0);
+  g_assert_cmpint (a.fraud_exposure, ==, 1500);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 0);
+}
+
+static void
+test_refunded_register_overdraw_still_proven (Fixture *f, gconstpointer data)
+{
+  /* The register signed 7000 to bob holding 5000: 2000 beyond anything it
+   * ever held, whatever the refund did.  The refund paid 5000 (bob came
+   * only after) and alice spent it. */
+  const gint64 amounts[] = { 2000, 2000, 3000 };
+  g_autoptr (GPtrArray) paid = alice_pays_bob (f, amounts, 3);
+  report_lost (f, TEST_NOW);
+  refund (f, f->due);
+  alice_spends_refund (f, 0, f->due + 1);
+  bob_reconciles (f, paid, f->due + 100);
+
+  TallyReconcileReport report = alice_reconciles (f, paid, f->due + 200);
+  g_assert_cmpuint (report.fraud_proofs, ==, 1);
+  TallyAuditRegister row = audit_register (f, f->alice->id);
+  g_assert_cmpuint (row.proofs, ==, 1);
+  g_assert_true (row.proof_kinds & (1u << TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN));
+  /* The deficit is the register's own, 2000, not the 7000 the refund left
+   * unrecovered. */
+  g_assert_cmpint (row.deficit, ==, 2000);
+  g_assert_cmpint (row.exposure, ==, 7000);
+  TallyAudit a = assert_audit (f, FALSE);
+  g_assert_cmpint (a.fraud_exposure, ==, 7000);
+}
+
 /* SQLite only: the disk fills at every write of the refund's transaction
  * in turn.  Each failed run leaves nothing paid and nothing marked; the run
  * that gets through pays once, and nothing pays again. */
@@ -425,6 +514,10 @@ main (int argc, char **argv)
   ADD ("/issuer/refund/late-value-taken-only-from-what-account-holds",
        test_late_value_taken_only_from_what_account_holds);
   ADD ("/issuer/refund/negative-view-refunds-nothing", test_negative_view_refunds_nothing);
+  ADD ("/issuer/refund/refund-shortfall-is-exposure-not-fraud",
+       test_refund_shortfall_is_exposure_not_fraud);
+  ADD ("/issuer/refund/refunded-register-overdraw-still-proven",
+       test_refunded_register_overdraw_still_proven);
   if (!test_store_is_pg ()) {
     /* Before any store opens: every SQLite connection goes through it. */
     faults_vfs_install ();
