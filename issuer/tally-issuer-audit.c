@@ -68,7 +68,7 @@ exposure_of (TallyIssuer *issuer,
   out->deficit = row->deficit;
   out->lost_at = row->lost_at;
   out->refund_due =
-    row->lost_at != 0 ? tally_issuer_lost_refund_due (row->lost_at, row->validity) : 0;
+    row->lost_at != 0 ? tally_issuer_lost_refund_due (row->lost_at, row->not_after_ever) : 0;
   out->refunded_at = row->refunded_at;
   out->refunded = row->refunded;
   out->recovered = row->recovered;

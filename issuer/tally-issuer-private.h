@@ -80,10 +80,11 @@ ProtobufCBinaryData *tally_issuer_binary_from_bytes (GPtrArray *bytes);
 G_GNUC_INTERNAL
 Tally__SignedEnvelope *tally_issuer_decode_stored (GBytes *bytes, GError **error);
 
-/* Certificates (tally-issuer-certify.c). */
+/* Certificates (tally-issuer-certify.c).  Raises @row's not_after_ever to
+ * @not_after: the caller puts @row in the transaction it signs in. */
 G_GNUC_INTERNAL
 GBytes *tally_issuer_sign_certificate (TallyIssuer *issuer,
-                                       const TallyIssuerRegisterRow *row,
+                                       TallyIssuerRegisterRow *row,
                                        guint64 not_before,
                                        guint64 not_after);
 

@@ -23,12 +23,14 @@
  */
 #include "tally-issuer-private.h"
 
+/* Never before the report, nor before every certificate it was ever given
+ * has expired and every permission signed under one with it. */
 guint64
-tally_issuer_lost_refund_due (guint64 lost_at, guint64 validity)
+tally_issuer_lost_refund_due (guint64 lost_at, guint64 not_after_ever)
 {
   guint64 due;
-  if (__builtin_add_overflow (lost_at, validity, &due) ||
-      __builtin_add_overflow (due, (guint64) TALLY_ISSUER_PERMISSION_LIFETIME_MAX, &due))
+  if (__builtin_add_overflow (MAX (lost_at, not_after_ever),
+                              (guint64) TALLY_ISSUER_PERMISSION_LIFETIME_MAX, &due))
     return G_MAXUINT64;
   return due;
 }
@@ -49,7 +51,7 @@ tally_issuer_mark_lost (TallyIssuer *issuer,
   row.lost_at = MAX (now, 1);
   g_autofree char *hex = tally_issuer_short_hex (register_id);
   g_info ("register %s reported lost; refund due at %" G_GUINT64_FORMAT, hex,
-          tally_issuer_lost_refund_due (row.lost_at, row.validity));
+          tally_issuer_lost_refund_due (row.lost_at, row.not_after_ever));
   return tally_issuer_store_register_put (issuer->store, &row, error);
 }
 
@@ -103,7 +105,7 @@ refund_one (TallyIssuer *issuer,
   if (!tally_issuer_store_register_get (issuer->store, register_id, &row, error))
     return FALSE;
   g_return_val_if_fail (row.lost_at != 0 && row.refunded_at == 0, FALSE);
-  guint64 due = tally_issuer_lost_refund_due (row.lost_at, row.validity);
+  guint64 due = tally_issuer_lost_refund_due (row.lost_at, row.not_after_ever);
   if (now < due) {
     report->waiting++;
     report->next_due = report->next_due == 0 ? due : MIN (report->next_due, due);

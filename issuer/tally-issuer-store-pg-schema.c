@@ -102,7 +102,10 @@ static const char *const migrations[] = {
   "ALTER TABLE registers ADD COLUMN lost_at int8 NOT NULL DEFAULT 0,"
   "  ADD COLUMN refunded_at int8 NOT NULL DEFAULT 0,"
   "  ADD COLUMN refunded int8 NOT NULL DEFAULT 0,"
-  "  ADD COLUMN recovered int8 NOT NULL DEFAULT 0;",
+  "  ADD COLUMN recovered int8 NOT NULL DEFAULT 0,"
+  "  ADD COLUMN not_after_ever int8 NOT NULL DEFAULT 0;"
+  "UPDATE registers SET not_after_ever = floor(extract(epoch FROM now()))::int8 + "
+  "  (SELECT max(validity) FROM registers);",
   NULL,
 };
 

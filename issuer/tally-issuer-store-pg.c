@@ -67,7 +67,8 @@ typedef enum
 #define REGISTER_COLUMNS                                                                           \
   "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
   "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon, "  \
-  "refused, deficit, max_payment_ever, display_name, lost_at, refunded_at, refunded, recovered"
+  "refused, deficit, max_payment_ever, display_name, lost_at, refunded_at, refunded, recovered, "  \
+  "not_after_ever"
 
 /* Every SUM is cast back to int8: PostgreSQL sums int8 as numeric, and a
  * sum beyond int8 is an error rather than a wrapped value. */
@@ -93,11 +94,12 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_PUT] =
     "INSERT INTO registers (" REGISTER_COLUMNS ") "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
-    "$19, $20, $21) ON CONFLICT (id) DO UPDATE SET public_key = $2, account = $3, max_payment = $4, "
-    "balance_cap = $5, max_offline_payments = $6, max_offline_seconds = $7, validity = $8, "
+    "$19, $20, $21, $22) ON CONFLICT (id) DO UPDATE SET public_key = $2, account = $3, "
+    "max_payment = $4, balance_cap = $5, max_offline_payments = $6, max_offline_seconds = $7, "
+    "validity = $8, "
     "cert_serial = $9, settled_counter = $10, revoked = $11, view_balance = $12, horizon = $13, "
     "refused = $14, deficit = $15, max_payment_ever = $16, display_name = $17, lost_at = $18, "
-    "refunded_at = $19, refunded = $20, recovered = $21",
+    "refunded_at = $19, refunded = $20, recovered = $21, not_after_ever = $22",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked ORDER BY id",
   [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
                               "ORDER BY id",
@@ -450,7 +452,8 @@ read_register (TallyPg *db, PGresult *res, int i, TallyIssuerRegisterRow *row, G
       !tally_pg_get_u64 (db, res, i, 17, &r.lost_at, error) ||
       !tally_pg_get_u64 (db, res, i, 18, &r.refunded_at, error) ||
       !tally_pg_get_int8 (db, res, i, 19, &r.refunded, error) ||
-      !tally_pg_get_int8 (db, res, i, 20, &r.recovered, error))
+      !tally_pg_get_int8 (db, res, i, 20, &r.recovered, error) ||
+      !tally_pg_get_u64 (db, res, i, 21, &r.not_after_ever, error))
     return FALSE;
   r.max_offline_payments = (guint32) max_offline_payments;
   if (!tally_pg_get_text (db, res, i, 2, FALSE, &r.account, error) ||
@@ -505,6 +508,7 @@ pg_register_put (TallyIssuerStore *s, const TallyIssuerRegisterRow *row, GError 
   tally_pg_param_u64 (&p, row->refunded_at);
   tally_pg_param_int8 (&p, row->refunded);
   tally_pg_param_int8 (&p, row->recovered);
+  tally_pg_param_u64 (&p, row->not_after_ever);
   return run_done (s, STMT_REGISTER_PUT, &p, "register", error);
 }
 

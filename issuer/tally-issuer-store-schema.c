@@ -106,7 +106,16 @@ static const char *const migrations[] = {
   "ALTER TABLE registers ADD COLUMN lost_at INTEGER NOT NULL DEFAULT 0;"
   "ALTER TABLE registers ADD COLUMN refunded_at INTEGER NOT NULL DEFAULT 0;"
   "ALTER TABLE registers ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;"
-  "ALTER TABLE registers ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0;",
+  "ALTER TABLE registers ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0;"
+  /* The latest not_after of any certificate issued to the register, which
+   * bounds the refund window.  The store keeps no certificate, so a
+   * register certified before holds, conservatively, the latest the
+   * issuer's policy could have given it: every certificate was issued by
+   * now and none is recorded with a longer validity than the longest any
+   * register holds. */
+  "ALTER TABLE registers ADD COLUMN not_after_ever INTEGER NOT NULL DEFAULT 0;"
+  "UPDATE registers SET not_after_ever = CAST(strftime('%s', 'now') AS INTEGER) + "
+  "  (SELECT MAX(validity) FROM registers);",
 };
 
 /* Creates an empty database at version 1, or refuses one that is no issuer

@@ -57,7 +57,8 @@ typedef enum
 #define REGISTER_COLUMNS                                                                           \
   "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
   "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon, "  \
-  "refused, deficit, max_payment_ever, display_name, lost_at, refunded_at, refunded, recovered"
+  "refused, deficit, max_payment_ever, display_name, lost_at, refunded_at, refunded, recovered, "  \
+  "not_after_ever"
 
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
@@ -70,14 +71,16 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_ACCOUNT_PUT] = "UPDATE accounts SET balance = ?2 WHERE name = ?1",
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
   /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
-  [STMT_REGISTER_PUT] = "INSERT INTO registers (" REGISTER_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-                        "?18, ?19, ?20, ?21) ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
-                        "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
-                        "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
-                        "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
-                        "refused = ?14, deficit = ?15, max_payment_ever = ?16, display_name = ?17, "
-                        "lost_at = ?18, refunded_at = ?19, refunded = ?20, recovered = ?21",
+  [STMT_REGISTER_PUT] =
+    "INSERT INTO registers (" REGISTER_COLUMNS ") "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+    "?18, ?19, ?20, ?21, ?22) ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
+    "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
+    "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
+    "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
+    "refused = ?14, deficit = ?15, max_payment_ever = ?16, display_name = ?17, "
+    "lost_at = ?18, refunded_at = ?19, refunded = ?20, recovered = ?21, "
+    "not_after_ever = ?22",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
                               "ORDER BY id",
@@ -361,6 +364,7 @@ read_register (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *ro
   r.refunded_at = tally_sqlite_column_u64 (st, 18);
   r.refunded = sqlite3_column_int64 (st, 19);
   r.recovered = sqlite3_column_int64 (st, 20);
+  r.not_after_ever = tally_sqlite_column_u64 (st, 21);
   *row = r;
   return TRUE;
 }
@@ -410,6 +414,7 @@ sqlite_register_put (TallyIssuerStore *s,
   tally_sqlite_bind_u64 (st, 19, row->refunded_at);
   sqlite3_bind_int64 (st, 20, row->refunded);
   sqlite3_bind_int64 (st, 21, row->recovered);
+  tally_sqlite_bind_u64 (st, 22, row->not_after_ever);
   return tally_sqlite_step_done (DB (s), st, "register", error);
 }
 

@@ -52,6 +52,10 @@ typedef struct
   guint64 refunded_at;
   gint64 refunded;
   gint64 recovered;
+  /* The latest not_after of any certificate the issuer ever issued to it,
+   * raised at every certification and renewal in the transaction that
+   * signs it: an older certificate may outlive the newest one. */
+  guint64 not_after_ever;
 } TallyIssuerRegisterRow;
 
 void tally_issuer_register_row_clear (TallyIssuerRegisterRow *row);

@@ -256,14 +256,17 @@ gboolean tally_issuer_report_lost (TallyIssuer *issuer,
 /*
  * The lost-register refund (tally-issuer-refund.c, docs/threat-model.md).
  *
- * The lost-register window: a register reported lost at L holds a
- * certificate issued at or before L (a revoked register gets no renewal),
- * so it expires by L + validity, and payees refuse the register from then
- * on, whatever gossip reached them.  A permission it signed before lives at
- * most TALLY_ISSUER_PERMISSION_LIFETIME_MAX (payers refuse longer ones,
- * payees never ask for them: docs/protocol.md 3), so from
+ * The lost-register window: a register reported lost at L gets no
+ * certificate after L (a revoked register gets no renewal), so every
+ * certificate it holds, the newest or any older one of a longer validity,
+ * expires by E, the latest not_after of any certificate the issuer ever
+ * issued to it (kept in the register's row), and payees refuse the
+ * register from then on, whatever gossip reached them.  A permission it
+ * signed before lives at most TALLY_ISSUER_PERMISSION_LIFETIME_MAX (payers
+ * refuse longer ones, payees never ask for them: docs/protocol.md 3), so
+ * from
  *
- *   refund_due = L + validity + TALLY_ISSUER_PERMISSION_LIFETIME_MAX
+ *   refund_due = max (L, E) + TALLY_ISSUER_PERMISSION_LIFETIME_MAX
  *
  * on, no payment of the register is open anywhere: every one is booked or
  * held by a payee that has not reconciled yet.  The window ignores
@@ -271,7 +274,7 @@ gboolean tally_issuer_report_lost (TallyIssuer *issuer,
  * which a thief with root does not run honestly.
  */
 #define TALLY_ISSUER_PERMISSION_LIFETIME_MAX 86400
-guint64 tally_issuer_lost_refund_due (guint64 lost_at, guint64 validity);
+guint64 tally_issuer_lost_refund_due (guint64 lost_at, guint64 not_after_ever);
 
 typedef struct
 {

@@ -97,7 +97,7 @@ fixture_setup (Fixture *f, gconstpointer data)
   g_assert_no_error (error);
   /* Certified for 30 days (test_register_new ()). */
   f->due = TEST_NOW + 30 * 86400 + TALLY_ISSUER_PERMISSION_LIFETIME_MAX;
-  g_assert_cmpuint (tally_issuer_lost_refund_due (TEST_NOW, 30 * 86400), ==, f->due);
+  g_assert_cmpuint (tally_issuer_lost_refund_due (TEST_NOW, TEST_NOW + 30 * 86400), ==, f->due);
 }
 
 static void
@@ -196,6 +196,79 @@ test_refund_not_before_window_passes (Fixture *f, gconstpointer data)
   g_assert_cmpint (row.refunded, ==, VOUCHER);
   g_assert_cmpuint (row.refunded_at, ==, f->due);
   assert_audit (f, TRUE);
+}
+
+/* Nothing is refunded at @early, nor a second before @due; all of it at
+ * @due. */
+static void
+assert_refund_due (Fixture *f, guint64 early, guint64 due)
+{
+  g_assert_cmpuint (early, <, due);
+  TallyRefundReport r = refund (f, early);
+  g_assert_cmpuint (r.refunded, ==, 0);
+  g_assert_cmpuint (r.waiting, ==, 1);
+  g_assert_cmpuint (r.next_due, ==, due);
+  g_assert_cmpuint (audit_register (f, f->alice->id).refund_due, ==, due);
+  r = refund (f, due - 1);
+  g_assert_cmpuint (r.refunded, ==, 0);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+  r = refund (f, due);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpint (r.refunded_amount, ==, VOUCHER);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  assert_audit (f, TRUE);
+}
+
+static void
+test_older_longer_certificate_delays_refund (Fixture *f, gconstpointer data)
+{
+  /* The operator shortened the policy: alice's register is certified
+   * again, a day later, for 7 days.  The 30-day certificate it was given
+   * first is still valid until TEST_NOW + 30 days, and payees take it. */
+  g_autoptr (GError) error = NULL;
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  g_autoptr (GBytes) shorter =
+    tally_issuer_certify (f->issuer, f->alice->pk, "alice", NULL, &limits, TEST_NOW + 86400,
+                          TEST_NOW + 8 * 86400, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (shorter);
+  report_lost (f, TEST_NOW + 2 * 86400);
+
+  /* Not when the newest certificate and its permissions have expired, but
+   * when the oldest, longer one and every permission under it have. */
+  guint64 newest_expired = TEST_NOW + 8 * 86400 + TALLY_ISSUER_PERMISSION_LIFETIME_MAX;
+  assert_refund_due (f, newest_expired, f->due);
+}
+
+static void
+test_renewed_certificate_delays_refund (Fixture *f, gconstpointer data)
+{
+  /* An empty bundle renews the register's certificate for another 30 days
+   * from when it reconciles. */
+  g_autoptr (GError) error = NULL;
+  guint64 at = TEST_NOW + 5 * 86400;
+  g_autoptr (TestBundle) b = test_bundle_new_at (f->alice, at);
+  g_autoptr (GBytes) signed_bundle = test_bundle_sign (b);
+  gsize len;
+  const guint8 *bytes = g_bytes_get_data (signed_bundle, &len);
+  TallyReconcileReport report;
+  g_autoptr (GBytes) result = tally_issuer_reconcile (f->issuer, bytes, len, at, &report, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (result);
+  report_lost (f, at + 60);
+
+  assert_refund_due (f, f->due, at + 30 * 86400 + TALLY_ISSUER_PERMISSION_LIFETIME_MAX);
+}
+
+static void
+test_refund_window_starts_no_earlier_than_report (Fixture *f, gconstpointer data)
+{
+  /* Reported long after every certificate expired: the refund still waits
+   * a permission's lifetime from the report. */
+  guint64 lost_at = f->due + 10 * 86400;
+  report_lost (f, lost_at);
+  assert_refund_due (f, lost_at, lost_at + TALLY_ISSUER_PERMISSION_LIFETIME_MAX);
 }
 
 static void
@@ -501,6 +574,12 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("/issuer/refund/not-before-window-passes", test_refund_not_before_window_passes);
+  ADD ("/issuer/refund/an-older-longer-certificate-delays-the-refund",
+       test_older_longer_certificate_delays_refund);
+  ADD ("/issuer/refund/a-renewed-certificate-delays-the-refund",
+       test_renewed_certificate_delays_refund);
+  ADD ("/issuer/refund/window-starts-no-earlier-than-the-report",
+       test_refund_window_starts_no_earlier_than_report);
   ADD ("/issuer/refund/never-for-register-not-reported-lost",
        test_refund_never_for_register_not_reported_lost);
   ADD ("/issuer/refund/paid-once-across-runs-and-reopen",

@@ -545,7 +545,9 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   sqlite3_close (db);
 
   g_autoptr (GError) error = NULL;
+  guint64 before = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
+  guint64 after = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
   g_assert_no_error (error);
   g_assert_nonnull (f->store);
   g_assert_cmpint (stored_schema_version (path), ==, 5);
@@ -567,6 +569,11 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_assert_cmpuint (row.refunded_at, ==, 0);
   g_assert_cmpint (row.refunded, ==, 0);
   g_assert_cmpint (row.recovered, ==, 0);
+  /* No certificate is stored: every one it was given was issued by the
+   * migration, none longer than the longest validity any register holds
+   * (its own, 50). */
+  g_assert_cmpuint (row.not_after_ever, >=, before + 50);
+  g_assert_cmpuint (row.not_after_ever, <=, after + 50);
   g_auto (TallyIssuerEntryRow) entry = { 0 };
   g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, hash, &entry, &error));
   g_assert_no_error (error);
@@ -665,18 +672,28 @@ test_store_pg_migrates_version_4_store (Fixture *f, gconstpointer data)
   memcpy (row.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
   row.account = (char *) "alice";
   row.view_balance = 700;
+  row.validity = 7 * 86400;
+  /* Another register, certified with a longer validity. */
+  g_autoptr (TestRegister) other = test_register_new_uncertified ();
+  TallyIssuerRegisterRow longer = row;
+  memcpy (longer.id, other->id, TALLY_ID_BYTES);
+  memcpy (longer.public_key, other->pk, TALLY_PUBLIC_KEY_BYTES);
+  longer.validity = 30 * 86400;
   begin (f);
   g_assert_true (tally_issuer_store_account_insert (f->store, "alice", &error));
   g_assert_true (tally_issuer_store_register_put (f->store, &row, &error));
+  g_assert_true (tally_issuer_store_register_put (f->store, &longer, &error));
   g_assert_no_error (error);
   commit (f);
   g_clear_pointer (&f->store, tally_issuer_store_free);
   g_free (test_pg_run (pg_conninfo (f),
                        "ALTER TABLE registers DROP COLUMN lost_at, DROP COLUMN refunded_at, "
-                       "DROP COLUMN refunded, DROP COLUMN recovered; "
+                       "DROP COLUMN refunded, DROP COLUMN recovered, DROP COLUMN not_after_ever; "
                        "UPDATE schema_version SET version = 4"));
 
+  guint64 before = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
   f->store = tally_issuer_store_open (f->spec, f->path, FALSE, &error);
+  guint64 after = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
   g_assert_no_error (error);
   g_autofree char *version = test_pg_run (pg_conninfo (f), "SELECT version FROM schema_version");
   g_assert_cmpstr (version, ==, "5");
@@ -687,6 +704,10 @@ test_store_pg_migrates_version_4_store (Fixture *f, gconstpointer data)
   g_assert_cmpint (got.view_balance, ==, 700);
   g_assert_cmpuint (got.lost_at, ==, 0);
   g_assert_cmpuint (got.refunded_at, ==, 0);
+  /* No certificate is stored: every one it was given was issued by the
+   * migration, none longer than the longest validity any register holds. */
+  g_assert_cmpuint (got.not_after_ever, >=, before + 30 * 86400);
+  g_assert_cmpuint (got.not_after_ever, <=, after + 30 * 86400);
   commit (f);
 }
 

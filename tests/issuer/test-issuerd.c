@@ -414,7 +414,7 @@ test_lost_register_refunded_after_window (IssuerdFixture *f, gconstpointer data)
     issuerd_request (f, "POST", path, f->alice_token, NULL, NULL, NULL);
   g_assert_cmpuint (lost->status, ==, SOUP_STATUS_OK);
   /* Certified for 30 days (test_register_new ()). */
-  guint64 due = tally_issuer_lost_refund_due (now, 30 * 86400);
+  guint64 due = tally_issuer_lost_refund_due (now, TEST_NOW + 30 * 86400);
 
   /* An account token does not run it. */
   g_assert_null (refund_now (f, f->alice_token, SOUP_STATUS_UNAUTHORIZED));
@@ -441,7 +441,7 @@ test_lost_register_refunded_after_window (IssuerdFixture *f, gconstpointer data)
   g_assert_no_error (error);
   g_assert_true (tally_issuer_report_lost (f->issuer, "bob", bobs->id, now, &error));
   g_assert_no_error (error);
-  now = tally_issuer_lost_refund_due (now, 30 * 86400);
+  now = tally_issuer_lost_refund_due (now, TEST_NOW + 30 * 86400);
   tally_issuer_http_set_refund_interval (f->http, 1);
   gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
   while (issuerd_balance (f, "bob") != 10000 && g_get_monotonic_time () < deadline)
