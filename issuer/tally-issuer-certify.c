@@ -29,10 +29,12 @@ tally_issuer_account_register_get (TallyIssuer *issuer,
 
 GBytes *
 tally_issuer_sign_certificate (TallyIssuer *issuer,
-                               const TallyIssuerRegisterRow *row,
+                               TallyIssuerRegisterRow *row,
                                guint64 not_before,
                                guint64 not_after)
 {
+  /* Whatever certificate it was given before may outlive this one. */
+  row->not_after_ever = MAX (row->not_after_ever, not_after);
   Tally__Limits limits = TALLY__LIMITS__INIT;
   limits.max_payment = row->max_payment;
   limits.balance_cap = row->balance_cap;
@@ -134,9 +136,11 @@ tally_issuer_certify_locked (TallyIssuer *issuer,
   g_free (row.display_name);
   row.display_name = display_name != NULL && *display_name != '\0' ? g_strdup (display_name) : NULL;
 
+  /* Signed first: the row it is put with holds its not_after. */
+  g_autoptr (GBytes) cert = tally_issuer_sign_certificate (issuer, &row, not_before, not_after);
   if (!tally_issuer_store_register_put (issuer->store, &row, error))
     return NULL;
-  return tally_issuer_sign_certificate (issuer, &row, not_before, not_after);
+  return g_steal_pointer (&cert);
 }
 
 GBytes *
@@ -268,7 +272,7 @@ voucher_request_key (const char *account,
   tally_hash_update (&h, request_id, TALLY_VOUCHER_REQUEST_ID_BYTES);
   tally_hash_final (&h, hash);
   g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
-  return g_strconcat ("voucher-request:", hex, NULL);
+  return g_strconcat (TALLY_ISSUER_KEPT_VOUCHER_PREFIX, hex, NULL);
 }
 
 /* The voucher kept for a request, when it is for the same register and

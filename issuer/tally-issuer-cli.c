@@ -40,12 +40,14 @@ typedef struct
   char *register_hex;
   char *amount;
   gboolean json;
+  int keep_days;
 } Options;
 
 static Options opt = {
   .max_payments = 100,
   .max_offline_hours = 72,
   .valid_days = 7,
+  .keep_days = TALLY_ISSUER_KEEP_DEFAULT / 86400,
 };
 
 typedef struct Command Command;
@@ -409,6 +411,71 @@ cmd_revoke (const Command *cmd, char **args)
   return 0;
 }
 
+static int
+cmd_lost (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 id[TALLY_ID_BYTES];
+  if (!tally_hex_decode (args[1], id, sizeof id, &error))
+    return usage (cmd, "register id: %s", error->message);
+
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  guint64 now = tally_now ();
+  if (issuer == NULL || !tally_issuer_report_lost (issuer, args[0], id, now, &error))
+    return fail_error (error);
+  printf ("register %s of \"%s\" reported lost and revoked; its balance is refunded by "
+          "\"tally-issuer refund-lost\" once its window has passed\n",
+          args[1], args[0]);
+  return 0;
+}
+
+static int
+cmd_refund_lost (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  TallyRefundReport r;
+  if (issuer == NULL || !tally_issuer_refund_lost (issuer, tally_now (), &r, &error))
+    return fail_error (error);
+  g_autofree char *amount =
+    tally_amount_format (r.refunded_amount, tally_issuer_get_currency (issuer));
+  printf ("%u lost register(s) refunded, %s in all; %u waiting for their window", r.refunded,
+          amount, r.waiting);
+  if (r.waiting > 0) {
+    g_autoptr (GDateTime) due =
+      g_date_time_new_from_unix_utc ((gint64) MIN (r.next_due, (guint64) G_MAXINT64));
+    g_autofree char *when = due != NULL ? g_date_time_format_iso8601 (due) : NULL;
+    printf (", the next due at %s", when != NULL ? when : "(far future)");
+  }
+  printf ("\n");
+  return 0;
+}
+
+static const GOptionEntry prune_entries[] = {
+  { "keep-days", 0, 0, G_OPTION_ARG_INT, &opt.keep_days,
+    "Keep answers signed within the last DAYS days (default 90)", "DAYS" },
+  { NULL },
+};
+
+static int
+cmd_prune (const Command *cmd, char **args)
+{
+  if (opt.keep_days <= 0)
+    return usage (cmd, "--keep-days must be a positive number of days");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  TallyPruneReport r;
+  if (issuer == NULL ||
+      !tally_issuer_prune_kept (issuer, tally_now (), (guint64) opt.keep_days * 86400, &r, &error))
+    return fail_error (error);
+  printf ("%u kept answer(s) older than %d day(s) pruned, %u kept", r.pruned, opt.keep_days,
+          r.kept);
+  if (r.undated > 0)
+    printf (", %u that do not decode left in place", r.undated);
+  printf ("\n");
+  return 0;
+}
+
 static const GOptionEntry revocations_entries[] = {
   { "out", 'o', 0, G_OPTION_ARG_FILENAME, &opt.out, "Write the signed list to FILE", "FILE" },
   { NULL },
@@ -536,13 +603,16 @@ audit_json (GString *out, const TallyAudit *a, GPtrArray *rows, const char *cur)
     tally_json_append_string (out, id);
     g_string_append (out, ", \"account\": ");
     tally_json_append_string (out, r->account);
-    g_string_append_printf (out,
-                            ", \"revoked\": %s, \"view\": %" G_GINT64_FORMAT
-                            ", \"exposure\": %" G_GINT64_FORMAT ", \"awaiting\": %" G_GINT64_FORMAT
-                            ", \"refused\": %" G_GINT64_FORMAT ", \"deficit\": %" G_GINT64_FORMAT
-                            ", \"fraud_proofs\": %u, \"proof_kinds\": ",
-                            r->revoked ? "true" : "false", r->view, r->exposure, r->awaiting,
-                            r->refused, r->deficit, r->proofs);
+    g_string_append_printf (
+      out,
+      ", \"revoked\": %s, \"view\": %" G_GINT64_FORMAT ", \"exposure\": %" G_GINT64_FORMAT
+      ", \"awaiting\": %" G_GINT64_FORMAT ", \"refused\": %" G_GINT64_FORMAT
+      ", \"deficit\": %" G_GINT64_FORMAT ", \"lost_at\": %" G_GUINT64_FORMAT
+      ", \"refund_due\": %" G_GUINT64_FORMAT ", \"refunded_at\": %" G_GUINT64_FORMAT
+      ", \"refunded\": %" G_GINT64_FORMAT ", \"recovered\": %" G_GINT64_FORMAT
+      ", \"fraud_proofs\": %u, \"proof_kinds\": ",
+      r->revoked ? "true" : "false", r->view, r->exposure, r->awaiting, r->refused, r->deficit,
+      r->lost_at, r->refund_due, r->refunded_at, r->refunded, r->recovered, r->proofs);
     tally_json_append_string (out, kinds);
     g_string_append_c (out, '}');
   }
@@ -649,6 +719,14 @@ static const Command commands[] = {
     "tally-issuer reconcile bundle.bin --out result.bin", out_entries, 1, 1, cmd_reconcile },
   { "revoke", "HEXID", "Revoke a register and publish a new revocation list",
     "tally-issuer revoke 0123456789abcdef0123456789abcdef", no_entries, 1, 1, cmd_revoke },
+  { "lost", "NAME HEXID",
+    "Report account NAME's register lost or stolen: revoke it now, refund it later",
+    "tally-issuer lost alice 0123456789abcdef0123456789abcdef", no_entries, 2, 2, cmd_lost },
+  { "refund-lost", "", "Refund every lost register whose window has passed to its account, once",
+    "tally-issuer refund-lost", no_entries, 0, 0, cmd_refund_lost },
+  { "prune", "[--keep-days DAYS]",
+    "Delete the answers kept for retried bundles and voucher purchases once older than DAYS",
+    "tally-issuer prune --keep-days 90", prune_entries, 0, 0, cmd_prune },
   { "revocations", "--out FILE", "Write the current signed revocation list",
     "tally-issuer revocations --out revoked.bin", revocations_entries, 0, 0, cmd_revocations },
   { "fraud-proofs", "[--json]",

@@ -22,6 +22,8 @@
 #define EXIT_USAGE  2
 
 #define DEFAULT_LISTEN "127.0.0.1:8470"
+/* How often lost registers whose window has passed are refunded. */
+#define DEFAULT_REFUND_INTERVAL 3600
 
 typedef struct
 {
@@ -36,6 +38,7 @@ typedef struct
   guint64 max_connections;
   Tally__Limits limits;
   guint64 validity;
+  guint64 refund_interval;
 } Config;
 
 static void
@@ -108,6 +111,7 @@ config_load (Config *c, const char *path, GError **error)
   c->max_body = TALLY_ISSUER_HTTP_MAX_BODY_DEFAULT;
   c->request_timeout = TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT;
   c->max_connections = TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT;
+  c->refund_interval = DEFAULT_REFUND_INTERVAL;
   if ((c->issuer_dir = config_path (kf, "issuer", "dir", base, error)) == NULL)
     return FALSE;
   c->listen = g_key_file_get_string (kf, "http", "listen", NULL);
@@ -130,6 +134,7 @@ config_load (Config *c, const char *path, GError **error)
   if (!config_uint (kf, "http", "max_body_bytes", &c->max_body, error) ||
       !config_uint (kf, "http", "request_timeout", &c->request_timeout, error) ||
       !config_uint (kf, "http", "max_connections", &c->max_connections, error) ||
+      !config_uint (kf, "issuer", "refund_interval", &c->refund_interval, error) ||
       !config_amount (kf, "enrol", "max_payment", &c->limits.max_payment, error) ||
       !config_amount (kf, "enrol", "balance_cap", &c->limits.balance_cap, error) ||
       !config_uint (kf, "enrol", "max_payments", &max_payments, error) ||
@@ -245,6 +250,7 @@ start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
   tally_issuer_http_set_request_timeout (http, (guint) c->request_timeout);
   tally_issuer_http_set_max_connections (http, (guint) c->max_connections);
   tally_issuer_http_set_enrol_limits (http, &c->limits, c->validity);
+  tally_issuer_http_set_refund_interval (http, (guint) c->refund_interval);
   if (c->operator_token_file != NULL) {
     guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
     if (!read_operator_token (c->operator_token_file, token, error))
@@ -263,6 +269,8 @@ static const char description[] =
   "Configuration (a key file; relative paths are relative to it):\n"
   "  [issuer]\n"
   "  dir=PATH                  issuer directory made by \"tally-issuer init\"\n"
+  "  refund_interval=SECONDS   how often lost registers past their window are\n"
+  "                            refunded to their accounts (default 3600)\n"
   "  [http]\n"
   "  listen=IP:PORT            default " DEFAULT_LISTEN "; port 0 takes any free port\n"
   "  tls_certificate=PEM       serve HTTPS with this certificate chain...\n"

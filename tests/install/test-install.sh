@@ -338,7 +338,7 @@ if [ -n "$bash_completion" ]; then
     not_ok "tallyctl load FILE<TAB> completes a file name, not \"$out\""
   fi
   wanted=$(printf '%s\n' init key account-create deposit balance certify voucher reconcile revoke \
-             revocations fraud-proofs audit | sort)
+             lost refund-lost prune revocations fraud-proofs audit | sort)
   out=$(complete_words "$issuer_completion" tally-issuer "" 2>&1 | sort) || true
   if [ "$out" = "$wanted" ]; then ok "tally-issuer <TAB> offers its $(wc -l <<<"$wanted") commands"; else
     not_ok "tally-issuer <TAB> offers its commands"

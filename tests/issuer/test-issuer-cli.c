@@ -195,6 +195,57 @@ test_cli_certifies_display_name (Fixture *f, gconstpointer data)
   g_assert_cmpuint (c->serial, ==, 1);
 }
 
+/* "lost" revokes at once; "refund-lost" pays nothing before the window
+ * (its payment after the window: tests/issuer/test-issuer-refund.c). */
+static void
+test_cli_lost_register_waits_for_refund_window (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) account = RUN (f, "account-create", "alice");
+  expect_ok (&account);
+  g_auto (Run) account_b = RUN (f, "account-create", "bob");
+  expect_ok (&account_b);
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "100.00");
+  expect_ok (&dep);
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  g_autofree char *key = tally_hex_encode (reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  g_autofree char *id = tally_hex_encode (reg->id, TALLY_ID_BYTES);
+  g_auto (Run) cert = RUN (f, "certify", "--account", "alice", "--key", key, "--out", "a.cert");
+  expect_ok (&cert);
+  g_auto (Run) v = RUN (f, "voucher", "--register", id, "--amount", "20.00", "--out", "v.bin");
+  expect_ok (&v);
+
+  g_auto (Run) wrong = RUN (f, "lost", "bob", id);
+  expect_failure (&wrong, 1, NULL);
+  g_auto (Run) bad = RUN (f, "lost", "alice", "xyz");
+  expect_failure (&bad, 2, "register id");
+  g_auto (Run) lost = RUN (f, "lost", "alice", id);
+  expect_ok (&lost);
+  g_assert_nonnull (strstr (lost.out, "reported lost and revoked"));
+
+  g_auto (Run) refund = RUN (f, "refund-lost");
+  expect_ok (&refund);
+  g_assert_nonnull (strstr (refund.out, "0 lost register(s) refunded, 0.00 EUR in all; "
+                                        "1 waiting for their window, the next due at "));
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  g_assert_cmpstr (bal.out, ==, "80.00 EUR\n");
+  g_auto (Run) audit = RUN (f, "audit", "--json");
+  expect_ok (&audit);
+  g_assert_null (strstr (audit.out, "\"lost_at\": 0,"));
+  g_assert_nonnull (strstr (audit.out, "\"refunded_at\": 0, \"refunded\": 0, \"recovered\": 0"));
+}
+
+static void
+test_cli_prune_keeps_young_answers (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) r = RUN (f, "prune");
+  expect_ok (&r);
+  g_assert_cmpstr (r.out, ==, "0 kept answer(s) older than 90 day(s) pruned, 0 kept\n");
+  g_auto (Run) bad = RUN (f, "prune", "--keep-days", "0");
+  expect_failure (&bad, 2, "--keep-days");
+}
+
 static void
 test_cli_help_lists_every_command (Fixture *f, gconstpointer data)
 {
@@ -684,6 +735,9 @@ main (int argc, char **argv)
   ADD ("/issuer/cli/init-records-store-for-later-commands",
        test_cli_init_records_store_for_later_commands);
   ADD ("/issuer/cli/certifies-display-name", test_cli_certifies_display_name);
+  ADD ("/issuer/cli/lost-register-waits-for-refund-window",
+       test_cli_lost_register_waits_for_refund_window);
+  ADD ("/issuer/cli/prune-keeps-young-answers", test_cli_prune_keeps_young_answers);
   ADD ("/issuer/cli/runs-accounts-certificates-and-vouchers",
        test_cli_runs_accounts_certificates_and_vouchers);
   ADD ("/issuer/cli/reconciles-and-reports-fraud", test_cli_reconciles_and_reports_fraud);
