@@ -305,7 +305,8 @@ stop_repairer() {
 # background; sets REQ_PID, REQ_OUT and REQ_ADDRESS (the ble:TAG).
 start_request() {
   local name=$1 amount=$2 memo=$3 payers=${4:-1} i
-  REQ_OUT=$T/request-$name.out
+  # REQ_SUFFIX names the output of a second request open on the same stall.
+  REQ_OUT=$T/request-$name${REQ_SUFFIX:-}.out
   ctl "$name" request "$amount" --memo "$memo" --payers "$payers" --timeout 150 \
     </dev/null >"$REQ_OUT" 2>&1 &
   REQ_PID=$!

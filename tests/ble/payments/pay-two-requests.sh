@@ -25,9 +25,9 @@ certify stall
 certify p1 10.00
 certify p2 10.00
 
-start_request stall 3.00 "till 1"
+REQ_SUFFIX=-till1 start_request stall 3.00 "till 1"
 A_PID=$REQ_PID A_OUT=$REQ_OUT A_ADDRESS=$REQ_ADDRESS
-start_request stall 1.20 "till 2"
+REQ_SUFFIX=-till2 start_request stall 1.20 "till 2"
 B_PID=$REQ_PID B_OUT=$REQ_OUT B_ADDRESS=$REQ_ADDRESS
 [ "$A_ADDRESS" != "$B_ADDRESS" ] || fail "both requests advertise $A_ADDRESS"
 ok "stall advertises $A_ADDRESS and $B_ADDRESS at once"
