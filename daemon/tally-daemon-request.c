@@ -129,8 +129,11 @@ request_seconds_left (const DaemonRequest *r)
 static Handshake *
 add_handshake (TallyDaemon *d, DaemonRequest *r, GError **error)
 {
-  TallyPayment *payment = tally_payment_new_payee (d->reg, r->amount, r->memo, &d->policy,
-                                                   request_seconds_left (r), error);
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error))
+    return NULL;
+  TallyPayment *payment =
+    tally_payment_new_payee (d->reg, r->amount, r->memo, &policy, request_seconds_left (r), error);
   if (payment == NULL)
     return NULL;
   Handshake *h = g_new0 (Handshake, 1);

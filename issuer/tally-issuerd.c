@@ -35,6 +35,8 @@ typedef struct
   guint64 request_timeout;
   guint64 max_connections;
   Tally__Limits limits;
+  char *max_payment; /* [enrol] amounts as written: parsed once the currency is known */
+  char *balance_cap;
   guint64 validity;
 } Config;
 
@@ -46,6 +48,8 @@ config_clear (Config *c)
   g_free (c->tls_certificate);
   g_free (c->tls_key);
   g_free (c->operator_token_file);
+  g_free (c->max_payment);
+  g_free (c->balance_cap);
 }
 
 /* A relative path in the file is relative to the file's folder. */
@@ -77,20 +81,37 @@ config_uint (GKeyFile *kf, const char *group, const char *key, guint64 *value, G
   return TRUE;
 }
 
+/* [enrol] @key, written in @currency's units (no decimals for JPY, three
+ * for KWD); @value keeps its default when the key is absent. */
 static gboolean
-config_amount (GKeyFile *kf, const char *group, const char *key, gint64 *value, GError **error)
+config_amount (const char *text,
+               const char *key,
+               const char *currency,
+               gint64 *value,
+               GError **error)
+{
+  g_autoptr (GError) local = NULL;
+  if (text == NULL)
+    return TRUE;
+  if (!tally_amount_parse (text, currency, value, &local)) {
+    g_autofree char *example = tally_amount_format (2000, currency);
+    g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                 "[enrol] %s must be a positive amount such as %s: %s", key, example,
+                 local->message);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+config_string (GKeyFile *kf, const char *group, const char *key, char **value, GError **error)
 {
   if (!g_key_file_has_key (kf, group, key, NULL))
     return TRUE;
-  g_autofree char *text = g_key_file_get_string (kf, group, key, error);
-  g_autoptr (GError) local = NULL;
-  if (text == NULL)
+  *value = g_key_file_get_string (kf, group, key, error);
+  if (*value == NULL)
     return FALSE;
-  if (!tally_amount_parse (g_strstrip (text), value, &local) || *value <= 0) {
-    g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                 "[%s] %s must be a positive amount such as 20.00, not \"%s\"", group, key, text);
-    return FALSE;
-  }
+  g_strstrip (*value);
   return TRUE;
 }
 
@@ -130,8 +151,8 @@ config_load (Config *c, const char *path, GError **error)
   if (!config_uint (kf, "http", "max_body_bytes", &c->max_body, error) ||
       !config_uint (kf, "http", "request_timeout", &c->request_timeout, error) ||
       !config_uint (kf, "http", "max_connections", &c->max_connections, error) ||
-      !config_amount (kf, "enrol", "max_payment", &c->limits.max_payment, error) ||
-      !config_amount (kf, "enrol", "balance_cap", &c->limits.balance_cap, error) ||
+      !config_string (kf, "enrol", "max_payment", &c->max_payment, error) ||
+      !config_string (kf, "enrol", "balance_cap", &c->balance_cap, error) ||
       !config_uint (kf, "enrol", "max_payments", &max_payments, error) ||
       !config_uint (kf, "enrol", "max_offline_hours", &offline_hours, error) ||
       !config_uint (kf, "enrol", "valid_days", &valid_days, error))
@@ -239,6 +260,10 @@ start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
     return NULL;
   g_autoptr (GSocketAddress) address = parse_listen (c->listen, error);
   if (address == NULL)
+    return NULL;
+  const char *currency = tally_issuer_get_currency (issuer);
+  if (!config_amount (c->max_payment, "max_payment", currency, &c->limits.max_payment, error) ||
+      !config_amount (c->balance_cap, "balance_cap", currency, &c->limits.balance_cap, error))
     return NULL;
   g_autoptr (TallyIssuerHttp) http = tally_issuer_http_new (issuer, cert);
   tally_issuer_http_set_max_body_bytes (http, c->max_body);

@@ -191,6 +191,8 @@ fixture_set_up (Fixture *f, gconstpointer data)
   g_autoptr (GError) error = NULL;
 
   test_issuer_init (&f->issuer);
+  if (data != NULL)
+    f->issuer.currency = data; /* the registers' currency, e.g. "JPY" */
   tally_dbus_error_register ();
   f->dir = g_dir_make_tmp ("tally-test-tallyctl-XXXXXX", &error);
   g_assert_no_error (error);
@@ -410,6 +412,40 @@ test_limits_in_errors_read_as_amounts (Fixture *f, gconstpointer data)
                    ", above the certified cap of 1000.00 " TEST_CURRENCY);
   run_clear (&load);
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+}
+
+/* The same in yen, which has no minor unit (ISO 4217): the limit, the
+ * balance and what tallyctl takes are whole yen, and "12.5" is refused
+ * before anything is asked for.  The fixture certifies 5000 minor units
+ * per payment and loads 10000: 5000 JPY and 10000 JPY. */
+static void
+test_jpy_amounts_have_no_decimals (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GVariant) reply = call (f, &f->bob, "RequestPayment",
+                                     g_variant_new ("(tsa{sv})", (guint64) 6000, "", NULL), "(o)");
+  Run pay = { 0 };
+  run_tallyctl (
+    &pay, NULL,
+    (const char *const[]){ "--name", node_name (&f->alice), "pay", f->bob.listen, "--yes", NULL });
+  g_assert_cmpint (pay.status, ==, STATUS_FAIL);
+  assert_contains (pay.err, "org.tally.Error.LimitPayment: 6000 JPY"
+                            " is above the certified limit of 5000 JPY per payment");
+  run_clear (&pay);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+
+  Run balance = { 0 };
+  run_tallyctl (&balance, NULL,
+                (const char *const[]){ "--name", node_name (&f->alice), "balance", NULL });
+  g_assert_cmpint (balance.status, ==, STATUS_OK);
+  g_assert_cmpstr (balance.out, ==, "10000 JPY\n");
+  run_clear (&balance);
+
+  Run request = { 0 };
+  run_tallyctl (&request, NULL,
+                (const char *const[]){ "--name", node_name (&f->bob), "request", "12.5", NULL });
+  g_assert_cmpint (request.status, ==, STATUS_INVALID_INPUT);
+  assert_contains (request.err, "\"12.5\": JPY has no minor unit, write a whole number like 12");
+  run_clear (&request);
 }
 
 /* --- - for standard input and output --- */
@@ -671,6 +707,8 @@ main (int argc, char **argv)
        test_voucher_loaded_twice_says_already_loaded);
   ADD ("/daemon/tallyctl/message/limits-in-errors-read-as-amounts",
        test_limits_in_errors_read_as_amounts);
+  g_test_add ("/daemon/tallyctl/message/jpy-amounts-have-no-decimals", Fixture, "JPY",
+              fixture_set_up, test_jpy_amounts_have_no_decimals, fixture_tear_down);
   ADD ("/daemon/tallyctl/dash-is-stdin-and-stdout-for-files",
        test_dash_is_stdin_and_stdout_for_files);
 #undef ADD
