@@ -52,6 +52,51 @@ config_clear (Config *c)
   g_free (c->balance_cap);
 }
 
+/* Every key tally-issuerd reads: any other is refused, so that a typo is
+ * not silently a default.  data/tally-issuerd.conf.in and
+ * tally-issuerd(8) show each (tests/install checks both). */
+static const struct
+{
+  const char *group;
+  const char *key;
+} known_keys[] = {
+  { "issuer", "dir" },
+  { "http", "listen" },
+  { "http", "tls_certificate" },
+  { "http", "tls_key" },
+  { "http", "allow_plain_http" },
+  { "http", "operator_token_file" },
+  { "http", "max_body_bytes" },
+  { "http", "request_timeout" },
+  { "http", "max_connections" },
+  { "enrol", "max_payment" },
+  { "enrol", "balance_cap" },
+  { "enrol", "max_payments" },
+  { "enrol", "max_offline_hours" },
+  { "enrol", "valid_days" },
+};
+
+static gboolean
+config_check_keys (GKeyFile *kf, GError **error)
+{
+  g_auto (GStrv) groups = g_key_file_get_groups (kf, NULL);
+  for (gsize g = 0; groups[g] != NULL; g++) {
+    g_auto (GStrv) keys = g_key_file_get_keys (kf, groups[g], NULL, NULL);
+    for (gsize k = 0; keys != NULL && keys[k] != NULL; k++) {
+      gboolean known = FALSE;
+      for (gsize i = 0; i < G_N_ELEMENTS (known_keys) && !known; i++)
+        known =
+          strcmp (known_keys[i].group, groups[g]) == 0 && strcmp (known_keys[i].key, keys[k]) == 0;
+      if (!known) {
+        g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_KEY_NOT_FOUND,
+                     "[%s] %s: unknown key (see tally-issuerd --help)", groups[g], keys[k]);
+        return FALSE;
+      }
+    }
+  }
+  return TRUE;
+}
+
 /* A relative path in the file is relative to the file's folder. */
 static char *
 config_path (GKeyFile *kf, const char *group, const char *key, const char *base, GError **error)
@@ -119,7 +164,8 @@ static gboolean
 config_load (Config *c, const char *path, GError **error)
 {
   g_autoptr (GKeyFile) kf = g_key_file_new ();
-  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, error))
+  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, error) ||
+      !config_check_keys (kf, error))
     return FALSE;
   g_autofree char *base = g_path_get_dirname (path);
   guint64 max_payments = 100, offline_hours = 72, valid_days = 7;
@@ -305,7 +351,7 @@ static const char description[] =
   "\n"
   "Example:\n"
   "  tally-issuer --dir /var/lib/tally-issuer init --name \"Town Bank\" --currency EUR\n"
-  "  tally-issuerd --config /etc/tally/issuerd.conf";
+  "  tally-issuerd --config /etc/tally/tally-issuerd.conf";
 
 int
 main (int argc, char **argv)

@@ -12,10 +12,16 @@
 #     reading the installed actions and rules;
 #   - a payment between two installed daemons succeeds, over a UNIX
 #     socket, with an issuer made by the installed tally-issuer;
+#   - tally-issuer's postinst creates the user tally-issuer and
+#     /var/lib/tally-issuer; tally-issuerd.service passes systemd-analyze
+#     verify and is not enabled; once an issuer is made there as that
+#     user, tally-issuerd runs as the unit runs it, as tally-issuer, from
+#     the installed /etc/tally/tally-issuerd.conf, and answers GET /v1/keys
+#     with 200;
 #   - dpkg --purge removes every file the packages installed.
 # lintian's warnings and infos are shown as TAP comments.
 # Afterwards nothing of it is on the machine: no tally package in dpkg's
-# database, no user or group tally, none of the packages' files.  TAP.
+# database, no user or group tally or tally-issuer, none of the packages' files.  TAP.
 #
 # The throwaway root is a mount namespace with an overlayfs over / whose
 # upper layer is a temporary directory: dpkg and the maintainer scripts
@@ -336,6 +342,70 @@ EOF
       "payer's tallyd: $(tail -n 5 "$log/payer.log")" "payee's tallyd: $(tail -n 5 "$log/payee.log")"
   fi
 
+  # --- tally-issuerd, the system service of tally-issuer ------------------------------
+  # Installed, neither enabled nor started (it needs an issuer first); once
+  # the issuer is made in /var/lib/tally-issuer as the user tally-issuer,
+  # it runs as the unit runs it, as that user, from the installed
+  # configuration, and answers GET /v1/keys.
+  local ipw IUID
+  ipw=$(getent passwd tally-issuer)
+  IFS=: read -r _ _ IUID _ _ home shell <<<"$ipw"
+  if [ -n "$ipw" ] && [ "$IUID" -lt 1000 ] && [ "$home" = /var/lib/tally-issuer ] &&
+    [ "$shell" = /usr/sbin/nologin ] && getent group tally-issuer >/dev/null; then
+    iok "postinst creates the system user and group tally-issuer (uid $IUID, home /var/lib/tally-issuer, no login)"
+  else
+    inot_ok "postinst creates the system user and group tally-issuer" "passwd: $ipw"
+    ibail "no user tally-issuer"
+  fi
+  icheck "postinst creates /var/lib/tally-issuer, tally-issuer:tally-issuer 0700" \
+    test "$(stat -c '%U:%G %a' /var/lib/tally-issuer 2>&1)" = "tally-issuer:tally-issuer 700"
+  icheck "/etc/tally/tally-issuerd.conf is a conffile of tally-issuer" \
+    grep -qx ' /etc/tally/tally-issuerd.conf [0-9a-f]*' <(dpkg-query -W -f='${Conffiles}\n' tally-issuer)
+  local iunit=/lib/systemd/system/tally-issuerd.service
+  rc=0
+  out=$(systemd-analyze verify "$iunit" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+    iok "systemd-analyze verify accepts the installed $iunit without a word"
+  else
+    inot_ok "systemd-analyze verify the installed $iunit (status $rc)" "$out"
+  fi
+  icheck "tally-issuerd.service is neither enabled nor started by the package" \
+    test ! -e /etc/systemd/system/multi-user.target.wants/tally-issuerd.service
+
+  local iexec iuser igroup
+  iexec=$(sed -n 's/^ExecStart=//p' "$iunit")
+  iuser=$(sed -n 's/^User=//p' "$iunit")
+  igroup=$(sed -n 's/^Group=//p' "$iunit")
+  [ "$iuser" = tally-issuer ] && [ "$igroup" = tally-issuer ] && [ -n "$iexec" ] ||
+    ibail "tally-issuerd.service has User=$iuser Group=$igroup ExecStart=$iexec"
+  local -a as_issuer=(setpriv --reuid="$iuser" --regid="$igroup" --init-groups --no-new-privs
+    --inh-caps=-all --bounding-set=-all)
+  "${as_issuer[@]}" tally-issuer --dir /var/lib/tally-issuer init --name "Package Yen Bank" \
+    --currency JPY >>"$log/issuer.log" 2>&1 || ibail "tally-issuer init as tally-issuer"
+  # shellcheck disable=SC2086 # ExecStart= is split into words as systemd does
+  "${as_issuer[@]}" $iexec </dev/null >"$log/issuerd.log" 2>&1 &
+  local issuerd_pid=$!
+  pids+=("$issuerd_pid")
+  local listen status=
+  listen=$(sed -n 's/^#\{0,1\}listen=//p' /etc/tally/tally-issuerd.conf)
+  # HTTP by hand, with bash's /dev/tcp: no client to install.
+  for ((i = 0; i < 100; i++)); do
+    status=$( (exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}" &&
+      printf 'GET /v1/keys HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$listen" >&3 &&
+      head -n 1 <&3) 2>/dev/null | tr -d '\r')
+    [ -n "$status" ] && break
+    sleep 0.1
+  done
+  if [[ "$status" == "HTTP/1.1 200"* ]]; then
+    iok "tally-issuerd from the installed configuration answers GET /v1/keys on $listen with 200"
+  else
+    inot_ok "tally-issuerd from the installed configuration answers GET /v1/keys with 200" \
+      "status line: $status" "$(tail -n 5 "$log/issuerd.log")"
+  fi
+  uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$issuerd_pid/status" 2>&1)
+  icheck "tally-issuerd runs as the user tally-issuer (/proc/$issuerd_pid/status Uid: $uids)" \
+    test "$uids" = "$IUID $IUID $IUID $IUID"
+
   istop
   pids=()
   trap - EXIT
@@ -353,6 +423,7 @@ EOF
   local left
   left=$(while read -r f; do [ -e "$f" ] || [ -L "$f" ] && echo "$f"; done <<<"$files")
   if [ "$rc" -eq 0 ] && [ -z "$left" ] && [ ! -e /etc/tally/tallyd.conf ] &&
+    [ ! -e /etc/tally/tally-issuerd.conf ] &&
     [ -z "$(dpkg-query -W -f='${db:Status-Status}\n' tallyd tally-issuer tally-wireshark 2>/dev/null |
       grep -v '^not-installed$')" ]; then
     iok "dpkg --purge removes every one of the $(wc -l <<<"$files") files the packages installed"
@@ -444,9 +515,12 @@ machine_state() { # what the packages would change on the machine
     grep -v ' not-installed$'
   getent passwd tally
   getent group tally
+  getent passwd tally-issuer
+  getent group tally-issuer
   local f
   while read -r f; do [ -e "$f" ] || [ -L "$f" ] && echo "$f"; done <<<"$package_files"
-  for f in /var/lib/tally /run/tally /etc/tally /var/lib/dpkg/info/tallyd.list; do
+  for f in /var/lib/tally /run/tally /etc/tally /var/lib/dpkg/info/tallyd.list \
+    /var/lib/tally-issuer /var/lib/dpkg/info/tally-issuer.list; do
     [ -e "$f" ] && echo "$f"
   done
 }
@@ -488,7 +562,7 @@ fi
 # --- nothing stays --------------------------------------------------------------------
 after=$(machine_state)
 if [ -z "$after" ]; then
-  ok "nothing stays on the machine: no tally package, no user or group tally, none of the $(wc -l <<<"$package_files") files"
+  ok "nothing stays on the machine: no tally package, no user or group tally or tally-issuer, none of the $(wc -l <<<"$package_files") files"
 else
   not_ok "nothing stays on the machine" "$after"
 fi
