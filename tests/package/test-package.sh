@@ -18,6 +18,8 @@
 #     user, tally-issuerd runs as the unit runs it, as tally-issuer, from
 #     the installed /etc/tally/tally-issuerd.conf, and answers GET /v1/keys
 #     with 200;
+#   - tally-app's installed desktop file passes desktop-file-validate and
+#     its AppStream metainfo appstreamcli validate --no-net;
 #   - dpkg --purge removes every file the packages installed.
 # lintian's warnings and infos are shown as TAP comments.
 # Afterwards nothing of it is on the machine: no tally package in dpkg's
@@ -38,7 +40,7 @@
 set -u
 
 SRC=${TALLY_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
-PACKAGES=(tallyd tally-issuer tally-wireshark)
+PACKAGES=(tallyd tally-issuer tally-wireshark tally-app)
 
 N=0
 FAILED=0
@@ -103,18 +105,40 @@ inside() {
 
   # --- install --------------------------------------------------------------
   local out rc=0
-  out=$(dpkg -i "$D"/tallyd_*.deb "$D"/tally-issuer_*.deb "$D"/tally-wireshark_*.deb 2>&1) || rc=$?
+  out=$(dpkg -i "$D"/tallyd_*.deb "$D"/tally-issuer_*.deb "$D"/tally-wireshark_*.deb \
+    "$D"/tally-app_*.deb 2>&1) || rc=$?
   if [ "$rc" -eq 0 ]; then
-    iok "dpkg -i installs tallyd, tally-issuer and tally-wireshark"
+    iok "dpkg -i installs tallyd, tally-issuer, tally-wireshark and tally-app"
   else
-    inot_ok "dpkg -i installs tallyd, tally-issuer and tally-wireshark (status $rc)" "$out"
+    inot_ok "dpkg -i installs tallyd, tally-issuer, tally-wireshark and tally-app (status $rc)" "$out"
     ibail "the packages do not install"
   fi
   local p
-  for p in tallyd tally-issuer tally-wireshark; do
+  for p in tallyd tally-issuer tally-wireshark tally-app; do
     icheck "$p is installed and configured" \
       test "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed
   done
+
+  # --- the app: its desktop file and AppStream metainfo as installed -------------
+  local desktop=/usr/share/applications/org.tally.App.desktop
+  local metainfo=/usr/share/metainfo/org.tally.App.metainfo.xml
+  icheck "tally-app is installed as /usr/bin/tally-app" test -x /usr/bin/tally-app
+  rc=0
+  out=$(desktop-file-validate "$desktop" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+    iok "desktop-file-validate accepts the installed $desktop"
+  else
+    inot_ok "desktop-file-validate accepts the installed $desktop (status $rc)" "$out"
+  fi
+  icheck "the installed desktop file runs the installed tally-app with the URI" \
+    grep -Fqx "Exec=tally-app %u" "$desktop"
+  rc=0
+  out=$(appstreamcli validate --no-net "$metainfo" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    iok "appstreamcli validate --no-net accepts the installed $metainfo"
+  else
+    inot_ok "appstreamcli validate --no-net accepts the installed $metainfo (status $rc)" "$out"
+  fi
 
   # --- the user and its directories, from postinst -----------------------------
   local pw
@@ -414,17 +438,17 @@ EOF
   # Everything dpkg put down goes with --purge; the register's directory
   # stays (it holds value: docs/packaging.md), as do the user and group.
   local files
-  files=$(dpkg -L tallyd tally-issuer tally-wireshark | sort -u | while read -r f; do
+  files=$(dpkg -L tallyd tally-issuer tally-wireshark tally-app | sort -u | while read -r f; do
     [ -e "$f" ] && [ ! -d "$f" ] && echo "$f"
   done)
   rm -f /etc/tally/payee.conf
   rc=0
-  out=$(dpkg --purge tally-wireshark tally-issuer tallyd 2>&1) || rc=$?
+  out=$(dpkg --purge tally-app tally-wireshark tally-issuer tallyd 2>&1) || rc=$?
   local left
   left=$(while read -r f; do [ -e "$f" ] || [ -L "$f" ] && echo "$f"; done <<<"$files")
   if [ "$rc" -eq 0 ] && [ -z "$left" ] && [ ! -e /etc/tally/tallyd.conf ] &&
     [ ! -e /etc/tally/tally-issuerd.conf ] &&
-    [ -z "$(dpkg-query -W -f='${db:Status-Status}\n' tallyd tally-issuer tally-wireshark 2>/dev/null |
+    [ -z "$(dpkg-query -W -f='${db:Status-Status}\n' tallyd tally-issuer tally-wireshark tally-app 2>/dev/null |
       grep -v '^not-installed$')" ]; then
     iok "dpkg --purge removes every one of the $(wc -l <<<"$files") files the packages installed"
   else
@@ -448,7 +472,8 @@ fi
 # Not skips: CI installs all of these (scripts/install-deps.sh --test).
 for p in dpkg-buildpackage:dpkg-dev dh:debhelper lintian:lintian unshare:util-linux \
   setpriv:util-linux chroot:coreutils systemd-analyze:systemd dbus-daemon:dbus-daemon \
-  gdbus:libglib2.0-bin git:git flock:util-linux; do
+  gdbus:libglib2.0-bin git:git flock:util-linux desktop-file-validate:desktop-file-utils \
+  appstreamcli:appstream; do
   command -v "${p%%:*}" >/dev/null || bail "${p%%:*} is missing (Debian package ${p#*:}; scripts/install-deps.sh --test)"
 done
 [ -x /usr/lib/polkit-1/polkitd ] || bail "polkitd is missing (Debian package polkitd)"
@@ -484,7 +509,7 @@ else
   not_ok "dpkg-buildpackage -us -uc -b builds the packages" "$(tail -n 30 "$T/build.log")"
   bail "no packages to test"
 fi
-for p in "${PACKAGES[@]}" tallyd-dbgsym tally-issuer-dbgsym; do
+for p in "${PACKAGES[@]}" tallyd-dbgsym tally-issuer-dbgsym tally-app-dbgsym; do
   if compgen -G "$T/${p}_*.deb" >/dev/null; then ok "builds $p"; else not_ok "builds $p"; fi
 done
 changes=$(compgen -G "$T/tally_*.changes" | head -n 1)
