@@ -418,6 +418,20 @@ tally_daemon_request_payment (TallyDaemon *d,
   g_return_val_if_fail (d != NULL && d->connection != NULL, NULL);
   g_return_val_if_fail (payers >= 1, NULL);
 
+  /* Our own [policy] max_amount bounds what we ask for too: a payer would
+   * otherwise sign a payment that our session then refuses. */
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error))
+    return NULL;
+  if (policy.max_amount > 0 && amount > policy.max_amount) {
+    const char *currency = tally_register_get_currency (d->reg);
+    g_autofree char *asked = tally_amount_format (amount, currency);
+    g_autofree char *limit = tally_amount_format (policy.max_amount, currency);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "%s is above our limit of %s per payment ([policy] max_amount)", asked, limit);
+    return NULL;
+  }
+
   /* One payee request at a time: a connecting payer must know whom it pays. */
   if (d->request != NULL) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
