@@ -84,6 +84,7 @@ tally_config_free (TallyConfig *config)
   g_free (config->register_dir);
   g_free (config->bus_name);
   g_free (config->listen);
+  g_free (config->max_amount);
   g_free (config->adapter);
   g_strfreev (config->targets.unix_dirs);
   g_free (config);
@@ -429,10 +430,19 @@ load_policy_group (TallyConfig *config, GKeyFile *kf, GError **error)
     return FALSE;
   if (max_amount != NULL) {
     gint64 amount = 0;
-    if (strcmp (max_amount, "0") != 0 && !tally_amount_parse (max_amount, &amount, NULL))
+    /* Written in the register's currency, which the certificate names and
+     * a fresh register has not yet: checked here as an amount in some
+     * currency, read for good by tallyd once it knows the currency.  The policy holds
+     * it as two decimals read it, the usual exponent. */
+    if (strcmp (max_amount, "0") != 0 && !tally_amount_parse_any (max_amount, NULL))
       return invalid (error, "policy", "max_amount",
-                      "expected 0 or an amount in major units like 20 or 20.50");
-    config->policy.max_amount = amount;
+                      "expected 0 or an amount in major units like 20, 20.50 or 20.500");
+    if (strcmp (max_amount, "0") != 0 && tally_amount_parse (max_amount, NULL, &amount, NULL))
+      config->policy.max_amount = amount;
+    else
+      config->policy.max_amount = 0;
+    g_free (config->max_amount);
+    config->max_amount = strcmp (max_amount, "0") != 0 ? g_steal_pointer (&max_amount) : NULL;
   }
   return TRUE;
 }
@@ -550,7 +560,8 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "    max_revocation_age_hours=N   refuse payers when our revocation list is\n"                   \
   "                                 older than N hours (0: no limit)\n"                            \
   "    max_amount=AMOUNT            refuse single payments above AMOUNT in major\n"                \
-  "                                 units, e.g. 20.00 (0: only certified limits)\n"                \
+  "                                 units of the register's currency, e.g. 20.00\n"                \
+  "                                 EUR, 2000 JPY (0: only certified limits)\n"                    \
   "  [payment]\n"                                                                                  \
   "    timeout_seconds=N            a payment fails with Timeout after N seconds\n"                \
   "                                 (default: 60)\n"                                               \

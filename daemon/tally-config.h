@@ -84,6 +84,10 @@ typedef struct
   /* Stream connections held at once; more are closed as they come. */
   guint max_connections;
   TallyAcceptPolicy policy;
+  /* [policy] max_amount as written (NULL: none), in the register's
+   * currency's units (2500 JPY, 25.00 EUR): tallyd reads it once it knows
+   * the currency. */
+  char *max_amount;
   guint timeout_seconds;
   /* A finished payment leaves the bus this long after it finished. */
   guint keep_finished_seconds;

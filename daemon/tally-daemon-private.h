@@ -81,6 +81,7 @@ struct _TallyDaemon
   GMainContext *context; /* thread-default at creation: our sources' */
   TallyRegister *reg;
   TallyAcceptPolicy policy;
+  char *max_amount; /* [policy] max_amount as written, NULL: none */
   guint timeout_seconds;
   guint keep_finished_seconds;
   TallyPayTargets targets;
@@ -108,6 +109,10 @@ struct _TallyDaemon
 
 /* tally-daemon.c */
 
+/* The acceptance policy for a new payment: [policy] max_amount read in
+ * the register's currency ("2500" for JPY).  FALSE when that text has more
+ * decimals than the currency. */
+gboolean daemon_policy (TallyDaemon *d, TallyAcceptPolicy *policy, GError **error);
 /* Exports @payment (taken) and starts tracking it.  A payer's payment
  * reports to its DaemonPayment; a payee's to its handshake. */
 DaemonPayment *daemon_add_payment (TallyDaemon *d,

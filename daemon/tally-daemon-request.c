@@ -145,8 +145,11 @@ request_seconds_left (const DaemonRequest *r)
 static Handshake *
 add_handshake (TallyDaemon *d, DaemonRequest *r, GError **error)
 {
-  TallyPayment *payment = tally_payment_new_payee (d->reg, r->amount, r->memo, &d->policy,
-                                                   request_seconds_left (r), error);
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error))
+    return NULL;
+  TallyPayment *payment =
+    tally_payment_new_payee (d->reg, r->amount, r->memo, &policy, request_seconds_left (r), error);
   if (payment == NULL)
     return NULL;
   tally_payment_set_request_tag (payment, r->tag);
@@ -479,6 +482,20 @@ tally_daemon_request_payment (TallyDaemon *d,
 {
   g_return_val_if_fail (d != NULL && d->connection != NULL, NULL);
   g_return_val_if_fail (payers >= 1, NULL);
+
+  /* Our own [policy] max_amount bounds what we ask for too: a payer would
+   * otherwise sign a payment that our session then refuses. */
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error))
+    return NULL;
+  if (policy.max_amount > 0 && amount > policy.max_amount) {
+    const char *currency = tally_register_get_currency (d->reg);
+    g_autofree char *asked = tally_amount_format (amount, currency);
+    g_autofree char *limit = tally_amount_format (policy.max_amount, currency);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "%s is above our limit of %s per payment ([policy] max_amount)", asked, limit);
+    return NULL;
+  }
 
   /* Payers name the request they pay by its tag (docs/protocol.md 4.2). */
   if (d->requests->len >= d->max_open_requests) {

@@ -339,7 +339,10 @@ tally_daemon_pay (TallyDaemon *d,
     return NULL;
   }
 
-  TallyPayment *payment = tally_payment_new_payer (d->reg, &d->policy, timeout_seconds);
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error))
+    return NULL;
+  TallyPayment *payment = tally_payment_new_payer (d->reg, &policy, timeout_seconds);
   if (has_tag)
     tally_payment_set_request_tag (payment, tag_bytes);
   DaemonPayment *dp = daemon_add_payment (d, payment, sender, uid, error);
@@ -477,6 +480,20 @@ open_register (const TallyConfig *config, GError **error)
   return reg;
 }
 
+gboolean
+daemon_policy (TallyDaemon *d, TallyAcceptPolicy *policy, GError **error)
+{
+  const char *currency = tally_register_get_currency (d->reg);
+  *policy = d->policy;
+  if (d->max_amount == NULL || currency == NULL)
+    return TRUE;
+  if (!tally_amount_parse (d->max_amount, currency, &policy->max_amount, error)) {
+    g_prefix_error (error, "[policy] max_amount: ");
+    return FALSE;
+  }
+  return TRUE;
+}
+
 TallyDaemon *
 tally_daemon_new (const TallyConfig *config, GError **error)
 {
@@ -494,6 +511,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
   d->max_open_requests = config->max_open_requests;
   d->reg = g_steal_pointer (&reg);
   d->policy = config->policy;
+  d->max_amount = g_strdup (config->max_amount);
   d->timeout_seconds = config->timeout_seconds;
   d->authorization = config->authorization;
   d->keep_finished_seconds = config->keep_finished_seconds;
@@ -526,6 +544,11 @@ tally_daemon_new (const TallyConfig *config, GError **error)
                                  NULL, d->gatt_start, on_gatt_started, d);
   }
 
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error)) {
+    tally_daemon_free (d);
+    return NULL;
+  }
   g_autofree char *id = tally_register_get_id_hex (d->reg);
   g_message ("register %s, listening for payers on %s%s%s", id,
              tally_stream_listener_get_address (d->listener), d->ble ? " and Bluetooth LE " : "",
@@ -550,6 +573,7 @@ tally_daemon_free (TallyDaemon *d)
   tally_gatt_server_free (d->gatt);
   g_clear_object (&d->system_bus);
   g_free (d->adapter);
+  g_free (d->max_amount);
   g_strfreev (d->targets.unix_dirs);
   if (d->objects != NULL && d->register_object != NULL)
     tally_dbus_objects_remove (d->objects, tally_dbus_register_get_skeleton (d->register_object));

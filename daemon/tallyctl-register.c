@@ -250,7 +250,7 @@ history_csv (GVariant *entries, const char *currency)
     g_autoptr (GVariantDict) d = g_variant_dict_new (e);
     g_autofree char *local = history_time (dict_t (d, "Time"), FALSE);
     g_autofree char *utc = history_time (dict_t (d, "Time"), TRUE);
-    g_autofree char *amount = tally_amount_format (dict_x (d, "Amount"), NULL);
+    g_autofree char *amount = tally_amount_format_value (dict_x (d, "Amount"), currency);
     g_autofree char *peer = history_peer (d);
     g_autofree char *number = g_strdup_printf ("%" G_GUINT64_FORMAT, history_number (d));
     const char *fields[] = {
@@ -284,7 +284,7 @@ history_json (GVariant *entries, const char *currency)
     g_autoptr (GVariant) e = g_variant_get_child_value (entries, i);
     g_autoptr (GVariantDict) d = g_variant_dict_new (e);
     g_autofree char *utc = history_time (dict_t (d, "Time"), TRUE);
-    g_autofree char *value = tally_amount_format (dict_x (d, "Amount"), NULL);
+    g_autofree char *value = tally_amount_format_value (dict_x (d, "Amount"), currency);
     g_variant_dict_insert (d, "TimeUtc", "s", utc);
     g_variant_dict_insert (d, "Value", "s", value);
     g_variant_dict_insert (d, "Currency", "s", currency);

@@ -116,6 +116,34 @@ open_issuer (GError **error)
   return tally_issuer_open (opt.dir, error);
 }
 
+/* Opens the issuer, then reads @n amount arguments in its currency (no
+ * decimals for JPY, three for KWD; NULL texts are skipped).  Without an
+ * issuer to open, an argument that is no amount even with the usual two
+ * decimals is still reported as the usage error it is.  NULL with *@rc. */
+static TallyIssuer *
+open_issuer_amounts (const Command *cmd,
+                     const char *const *texts,
+                     gint64 *const *outs,
+                     gsize n,
+                     int *rc)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  const char *cur = issuer != NULL ? tally_issuer_get_currency (issuer) : NULL;
+  for (gsize i = 0; i < n; i++) {
+    gint64 unused;
+    g_autoptr (GError) amount_error = NULL;
+    if (texts[i] != NULL &&
+        !tally_amount_parse (texts[i], cur, issuer != NULL ? outs[i] : &unused, &amount_error)) {
+      *rc = usage (cmd, "%s", amount_error->message);
+      return NULL;
+    }
+  }
+  if (issuer == NULL)
+    *rc = fail_error (error);
+  return g_steal_pointer (&issuer);
+}
+
 /* --- commands ------------------------------------------------------------------- */
 
 static const GOptionEntry init_entries[] = {
@@ -188,11 +216,12 @@ cmd_deposit (const Command *cmd, char **args)
 {
   g_autoptr (GError) error = NULL;
   gint64 amount, balance;
-  if (!tally_amount_parse (args[1], &amount, &error))
-    return usage (cmd, "%s", error->message);
-
-  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
-  if (issuer == NULL || !tally_issuer_deposit (issuer, args[0], amount, &error) ||
+  int rc;
+  g_autoptr (TallyIssuer) issuer = open_issuer_amounts (cmd, (const char *const[]){ args[1] },
+                                                        (gint64 *const[]){ &amount }, 1, &rc);
+  if (issuer == NULL)
+    return rc;
+  if (!tally_issuer_deposit (issuer, args[0], amount, &error) ||
       !tally_issuer_account_balance (issuer, args[0], &balance, &error))
     return fail_error (error);
   const char *cur = tally_issuer_get_currency (issuer);
@@ -218,16 +247,15 @@ cmd_balance (const Command *cmd, char **args)
 static const GOptionEntry certify_entries[] = {
   { "account", 'a', 0, G_OPTION_ARG_STRING, &opt.account, "Online account behind the register",
     "NAME" },
-  { "key", 'k', 0, G_OPTION_ARG_STRING, &opt.key_hex, "Register public key, 64 hex digits",
-    "HEX" },
+  { "key", 'k', 0, G_OPTION_ARG_STRING, &opt.key_hex, "Register public key, 64 hex digits", "HEX" },
   { "key-file", 0, 0, G_OPTION_ARG_FILENAME, &opt.key_file,
     "File holding the register public key (32 raw bytes or hex)", "FILE" },
   { "display-name", 0, 0, G_OPTION_ARG_STRING, &opt.display_name,
     "Name payers see, e.g. a stall's trading name (1..64 bytes, no control characters)", "NAME" },
   { "max-payment", 0, 0, G_OPTION_ARG_STRING, &opt.max_payment,
-    "Largest single payment (default 50.00)", "AMT" },
+    "Largest single payment, in the issuer's currency (default 50.00, 5000 JPY)", "AMT" },
   { "balance-cap", 0, 0, G_OPTION_ARG_STRING, &opt.balance_cap,
-    "Largest register balance (default 500.00)", "AMT" },
+    "Largest register balance (default 500.00, 50000 JPY)", "AMT" },
   { "max-payments", 0, 0, G_OPTION_ARG_INT, &opt.max_payments,
     "Payments between reconciliations (default 100)", "N" },
   { "max-offline-hours", 0, 0, G_OPTION_ARG_INT, &opt.max_offline_hours,
@@ -276,21 +304,23 @@ cmd_certify (const Command *cmd, char **args)
                           : !read_key_file (opt.key_file, key, &error))
     return usage (cmd, "register key: %s", error->message);
 
+  /* Limits are written in the issuer's currency: "50" for JPY, "50.00" for
+   * EUR.  The defaults are 5000 and 50000 minor units. */
   Tally__Limits limits = TALLY__LIMITS__INIT;
-  if (!tally_amount_parse (opt.max_payment ? opt.max_payment : "50.00", &limits.max_payment,
-                           &error) ||
-      !tally_amount_parse (opt.balance_cap ? opt.balance_cap : "500.00", &limits.balance_cap,
-                           &error))
-    return usage (cmd, "%s", error->message);
+  limits.max_payment = 5000;
+  limits.balance_cap = 50000;
+  int rc;
+  g_autoptr (TallyIssuer) issuer =
+    open_issuer_amounts (cmd, (const char *const[]){ opt.max_payment, opt.balance_cap },
+                         (gint64 *const[]){ &limits.max_payment, &limits.balance_cap }, 2, &rc);
+  if (issuer == NULL)
+    return rc;
   limits.max_offline_payments = (guint32) opt.max_payments;
   limits.max_offline_seconds = (guint64) opt.max_offline_hours * SECONDS_PER_HOUR;
 
   guint64 now = tally_now ();
   guint64 not_after = now + (guint64) opt.valid_days * SECONDS_PER_DAY;
 
-  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
-  if (issuer == NULL)
-    return fail_error (error);
   g_autoptr (GBytes) cert =
     tally_issuer_certify (issuer, key, opt.account, opt.display_name, &limits, now, not_after,
                           &error);
@@ -328,12 +358,11 @@ cmd_voucher (const Command *cmd, char **args)
   gint64 amount;
   if (!tally_hex_decode (opt.register_hex, id, sizeof id, &error))
     return usage (cmd, "register id: %s", error->message);
-  if (!tally_amount_parse (opt.amount, &amount, &error))
-    return usage (cmd, "%s", error->message);
-
-  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  int rc;
+  g_autoptr (TallyIssuer) issuer = open_issuer_amounts (cmd, (const char *const[]){ opt.amount },
+                                                        (gint64 *const[]){ &amount }, 1, &rc);
   if (issuer == NULL)
-    return fail_error (error);
+    return rc;
   g_autoptr (GBytes) voucher = tally_issuer_sell_voucher (issuer, id, amount, tally_now (), &error);
   if (voucher == NULL || !write_file (opt.out, voucher, &error))
     return fail_error (error);

@@ -68,7 +68,7 @@ tally_issuer_sign (TallyIssuer *issuer, Tally__SignatureContext ctx, const Proto
 G_GNUC_INTERNAL
 gboolean tally_issuer_finish (TallyIssuer *issuer, gboolean ok, GError **error);
 G_GNUC_INTERNAL
-gboolean tally_issuer_check_amount (gint64 amount, GError **error);
+gboolean tally_issuer_check_amount (const char *currency, gint64 amount, GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_add_signed (gint64 a, gint64 b, gint64 *out, GError **error);
 G_GNUC_INTERNAL
@@ -202,7 +202,8 @@ gboolean tally_issuer_add_hash_once (GPtrArray *hashes, const guint8 hash[static
 
 /* Certifying (tally-issuer-certify.c), inside a transaction. */
 G_GNUC_INTERNAL
-gboolean tally_issuer_check_limits (const Tally__Limits *limits,
+gboolean tally_issuer_check_limits (const char *currency,
+                                    const Tally__Limits *limits,
                                     guint64 not_before,
                                     guint64 not_after,
                                     GError **error);

@@ -461,7 +461,12 @@ payer_check_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GErr
       !tally_amount_check (req->amount, tally_register_get_currency (s->reg), error))
     return FALSE;
   if (s->policy.max_amount > 0 && req->amount->value > s->policy.max_amount) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY, "requested amount exceeds our policy");
+    const char *currency = tally_register_get_currency (s->reg);
+    g_autofree char *asked = tally_amount_format (req->amount->value, currency);
+    g_autofree char *limit = tally_amount_format (s->policy.max_amount, currency);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "the request for %s is above our limit of %s per payment ([policy] max_amount)",
+                 asked, limit);
     return FALSE;
   }
   if (req->memo != NULL && strlen (req->memo) > MAX_MEMO) {

@@ -80,6 +80,7 @@ static const BadConfig bad_configs[] = {
   { "[transport]\nlisten=/tmp/sock\n", "[transport] listen" },
   { "[transport]\nlisten_address=unix:/tmp/sock\n", "[transport] listen_address" },
   { "[policy]\nmax_amount=-3\n", "[policy] max_amount" },
+  { "[policy]\nmax_amount=1.23456\n", "[policy] max_amount" },
   { "[policy]\nmax_revocation_age_hours=two\n", "[policy] max_revocation_age_hours" },
   { "[payment]\ntimeout_seconds=0\n", "[payment] timeout_seconds" },
   { "[payment]\nkeep_finished_seconds=0\n", "[payment] keep_finished_seconds" },
@@ -105,6 +106,27 @@ test_invalid_value_names_group_and_key (void)
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
     g_assert_nonnull (strstr (error->message, bad_configs[i].names));
   }
+}
+
+/* max_amount is in the register's currency, which a fresh register does
+ * not know yet: the text is kept for tallyd to read with the certified
+ * currency (2000 JPY, 20.000 KWD); "0" is none. */
+static void
+test_max_amount_is_kept_for_the_register_currency (void)
+{
+  static const char *const texts[] = { "2000", "20.000", "20.5", "1.2345" };
+  for (gsize i = 0; i < G_N_ELEMENTS (texts); i++) {
+    g_autoptr (TallyConfig) c = tally_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_autofree char *text = g_strdup_printf ("[policy]\nmax_amount=%s\n", texts[i]);
+    g_assert_true (tally_config_load_data (c, text, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (c->max_amount, ==, texts[i]);
+  }
+  g_autoptr (TallyConfig) none = tally_config_new ();
+  g_assert_true (tally_config_load_data (none, "[policy]\nmax_amount=0\n", NULL));
+  g_assert_null (none->max_amount);
+  g_assert_cmpint (none->policy.max_amount, ==, 0);
 }
 
 /* polkit only on the system bus, where it is the default. */
@@ -354,6 +376,8 @@ main (int argc, char **argv)
   g_test_add_func ("/daemon/config/pay-targets-read-from-allowed-targets",
                    test_pay_targets_read_from_config);
   g_test_add_func ("/daemon/config/defaults", test_defaults);
+  g_test_add_func ("/daemon/config/max-amount-is-kept-for-the-register-currency",
+                   test_max_amount_is_kept_for_the_register_currency);
   g_test_add_func ("/daemon/config/reads-every-key", test_reads_every_key);
   g_test_add_func ("/daemon/config/invalid-value-names-group-and-key",
                    test_invalid_value_names_group_and_key);

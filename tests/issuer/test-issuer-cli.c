@@ -268,6 +268,29 @@ test_cli_help_lists_every_command (Fixture *f, gconstpointer data)
   }
 }
 
+/* A yen issuer takes and prints whole yen (ISO 4217: no minor unit);
+ * "12.5" is a usage error that changes nothing. */
+static void
+test_cli_jpy_amounts_have_no_decimals (Fixture *f, gconstpointer data)
+{
+  f->spec = test_store_spec_new ();
+  g_auto (Run) init =
+    test_store_is_pg ()
+      ? RUN (f, "init", "--name", "Yen Bank", "--currency", "JPY", "--store", f->spec)
+      : RUN (f, "init", "--name", "Yen Bank", "--currency", "JPY");
+  expect_ok (&init);
+  g_auto (Run) create = RUN (f, "account-create", "alice");
+  expect_ok (&create);
+  g_auto (Run) bad = RUN (f, "deposit", "alice", "12.5");
+  expect_failure (&bad, 2, "\"12.5\": JPY has no minor unit");
+  g_auto (Run) deposit = RUN (f, "deposit", "alice", "1250");
+  expect_ok (&deposit);
+  g_assert_nonnull (strstr (deposit.out, "deposited 1250 JPY into \"alice\", balance 1250 JPY"));
+  g_auto (Run) balance = RUN (f, "balance", "alice");
+  expect_ok (&balance);
+  g_assert_cmpstr (balance.out, ==, "1250 JPY\n");
+}
+
 static void
 test_cli_usage_errors_exit_2 (Fixture *f, gconstpointer data)
 {
@@ -731,6 +754,7 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("/issuer/cli/help-lists-every-command-with-examples", test_cli_help_lists_every_command);
   ADD ("/issuer/cli/usage-errors-exit-2", test_cli_usage_errors_exit_2);
+  ADD ("/issuer/cli/jpy-amounts-have-no-decimals", test_cli_jpy_amounts_have_no_decimals);
   ADD ("/issuer/cli/init-refuses-unknown-store", test_cli_init_refuses_unknown_store);
   ADD ("/issuer/cli/init-records-store-for-later-commands",
        test_cli_init_records_store_for_later_commands);
