@@ -83,7 +83,7 @@ local ERROR_NAMES = {
   [33] = "StaleRevocationList", [34] = "NoCertificate", [35] = "Storage",
   [36] = "Rejected", [37] = "Cancelled", [38] = "Disconnected", [39] = "Version",
   [40] = "NotFound", [41] = "Exists", [42] = "WrongRegister", [43] = "Timeout", [44] = "Expired",
-  [45] = "Incomplete", [46] = "NotAuthorized", [47] = "AlreadyPaid",
+  [45] = "Incomplete", [46] = "NotAuthorized", [47] = "AlreadyPaid", [48] = "NotSupported",
 }
 
 local PRIORITIES = {
