@@ -294,6 +294,13 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
 
     # The payer pastes the URI read from the stall's screen and pays.
     adw_page(payer, 'Pay')
+    # The page asks tallyd to discover stalls; these daemons have only the
+    # stream transport, and the page says so.
+    nearby = wait_value(payer, 'Stalls nearby state',
+                        lambda v: v == 'Bluetooth discovery is not available.',
+                        'the Pay page to say discovery is not available')
+    ok(nearby == 'Bluetooth discovery is not available.',
+       '%s: the Pay page says "%s"' % (verdict, nearby))
     if verdict in ('tampered', 'malformed'):
         run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before)
         return
