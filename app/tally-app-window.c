@@ -772,11 +772,30 @@ build_pay (TallyAppWindow *self)
   self->nearby = tally_app_nearby_new (box, on_nearby_pay, self);
 }
 
+static TallyDBusPayment1 *
+find_payment (const char *role, const char *peer, guint64 counter, gpointer user_data)
+{
+  TallyAppWindow *self = user_data;
+  GList *payments = self->client != NULL ? tally_app_client_list_payments (self->client) : NULL;
+  TallyDBusPayment1 *found = NULL;
+
+  for (GList *l = payments; l != NULL && found == NULL; l = l->next) {
+    TallyDBusPayment1 *p = l->data;
+    if (g_strcmp0 (tally_dbus_payment1_get_role (p), role) == 0 &&
+        g_strcmp0 (tally_dbus_payment1_get_state (p), "done") == 0 &&
+        g_ascii_strcasecmp (tally_dbus_payment1_get_peer (p), peer) == 0 &&
+        tally_dbus_payment1_get_counter (p) == counter)
+      found = g_object_ref (p);
+  }
+  g_list_free_full (payments, g_object_unref);
+  return found;
+}
+
 static void
 build_history (TallyAppWindow *self)
 {
   GtkBox *box = page_box (self->stack, "history", _ ("History"), "document-open-recent-symbolic");
-  self->history = tally_app_history_new (box, GTK_WINDOW (self), self->toasts);
+  self->history = tally_app_history_new (box, GTK_WINDOW (self), self->toasts, find_payment, self);
 }
 
 static void
