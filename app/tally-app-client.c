@@ -243,6 +243,10 @@ on_interface_changed (TallyAppClient *client, GDBusInterface *interface, gboolea
     const char *path = g_dbus_proxy_get_object_path (G_DBUS_PROXY (interface));
     client->callbacks.payment_changed (path, removed ? NULL : TALLY_DBUS_PAYMENT1 (interface),
                                        client->user_data);
+  } else if (TALLY_DBUS_IS_STALL1 (interface)) {
+    const char *path = g_dbus_proxy_get_object_path (G_DBUS_PROXY (interface));
+    client->callbacks.stall_changed (path, removed ? NULL : TALLY_DBUS_STALL1 (interface),
+                                     client->user_data);
   }
 }
 
@@ -320,6 +324,14 @@ on_manager_ready (GObject *source, GAsyncResult *result, gpointer user_data)
   for (GList *l = payments; l != NULL; l = l->next)
     on_interface_changed (client, l->data, FALSE);
   g_list_free_full (payments, g_object_unref);
+  /* Stalls another client's discovery listed already. */
+  GList *objects = g_dbus_object_manager_get_objects (manager);
+  for (GList *l = objects; l != NULL; l = l->next) {
+    g_autoptr (TallyDBusStall1) stall = tally_dbus_object_get_stall1 (TALLY_DBUS_OBJECT (l->data));
+    if (stall != NULL)
+      on_interface_changed (client, G_DBUS_INTERFACE (stall), FALSE);
+  }
+  g_list_free_full (objects, g_object_unref);
 }
 
 static void

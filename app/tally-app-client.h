@@ -22,6 +22,9 @@ typedef struct
   void (*register_changed) (TallyDBusRegister1 *reg, gpointer user_data);
   /* A payment appeared, changed or left (@payment NULL then). */
   void (*payment_changed) (const char *path, TallyDBusPayment1 *payment, gpointer user_data);
+  /* A stall nearby appeared, changed or left (@stall NULL then), while
+   * some client discovers (Register1.StartDiscovery). */
+  void (*stall_changed) (const char *path, TallyDBusStall1 *stall, gpointer user_data);
   /* tallyd asks to confirm a payment: answer with
    * tally_app_client_answer_confirm (). */
   void (*confirm) (const char *path,

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "tally-app-model.h"
+#include "tally-app-receipt.h"
 #include "tally-app-widgets.h"
 
 #define HISTORY_LIMIT 100
@@ -17,6 +18,8 @@ struct _TallyAppHistory
   GCancellable *cancellable;
   GVariant *entries; /* the last GetHistory entries, for the export */
   char *currency;    /* the register's currency then */
+  TallyAppFindPaymentFunc find_payment;
+  gpointer find_data;
 };
 
 static void
@@ -53,8 +56,87 @@ entry_state_text (const char *state)
   return state;
 }
 
+static char *
+entry_time_text (guint64 time)
+{
+  g_autoptr (GDateTime) dt = g_date_time_new_from_unix_local ((gint64) time);
+  return dt != NULL ? g_date_time_format (dt, "%Y-%m-%d %H:%M:%S") : g_strdup ("");
+}
+
+/* The details of entry @index of the last GetHistory. */
 static void
-add_entry (TallyAppHistory *self, GVariant *entry, const char *currency)
+show_details (TallyAppHistory *self, gsize index)
+{
+  g_autoptr (GVariant) entry = NULL;
+  g_autoptr (GVariantDict) d = NULL;
+  g_autoptr (TallyDBusPayment1) payment = NULL;
+  const char *kind = "", *state = "", *peer = "", *peer_name = "", *memo = "", *receipt_id = "";
+  gint64 amount = 0;
+  guint64 time = 0, counter = 0, sequence = 0;
+  g_autofree char *code = NULL;
+  g_autofree char *hash = NULL;
+
+  if (self->entries == NULL || index >= g_variant_n_children (self->entries))
+    return;
+  entry = g_variant_get_child_value (self->entries, index);
+  d = g_variant_dict_new (entry);
+  g_variant_dict_lookup (d, "Kind", "&s", &kind);
+  g_variant_dict_lookup (d, "State", "&s", &state);
+  g_variant_dict_lookup (d, "Amount", "x", &amount);
+  g_variant_dict_lookup (d, "Time", "t", &time);
+  g_variant_dict_lookup (d, "Counter", "t", &counter);
+  g_variant_dict_lookup (d, "Sequence", "t", &sequence);
+  g_variant_dict_lookup (d, "Peer", "&s", &peer);
+  g_variant_dict_lookup (d, "PeerName", "&s", &peer_name);
+  g_variant_dict_lookup (d, "Memo", "&s", &memo);
+  g_variant_dict_lookup (d, "ReceiptId", "&s", &receipt_id);
+
+  /* The comparison code and the signed receipt live on the payment's
+   * object, not in the register: shown while tallyd keeps it. */
+  if (self->find_payment != NULL && *peer != '\0' &&
+      (g_strcmp0 (kind, "spent") == 0 || g_strcmp0 (kind, "received") == 0))
+    payment = self->find_payment (g_strcmp0 (kind, "spent") == 0 ? "payer" : "payee", peer,
+                                  counter, self->find_data);
+  if (payment != NULL) {
+    GVariant *receipt = tally_dbus_payment1_get_receipt (payment);
+    gsize len = 0;
+    const guint8 *bytes =
+      receipt != NULL ? g_variant_get_fixed_array (receipt, &len, 1) : NULL;
+
+    code = tally_app_code_format (tally_dbus_payment1_get_comparison_code (payment));
+    if (len > 0)
+      hash = g_compute_checksum_for_data (G_CHECKSUM_SHA256, bytes, len);
+  }
+  g_autofree char *value = tally_app_amount_format (amount, self->currency);
+  /* The certified name and the short id people compare, both. */
+  g_autofree char *short_id = g_strndup (peer, 8);
+  g_autofree char *who = *peer == '\0'        ? g_strdup ("")
+                         : *peer_name != '\0' ? g_strdup_printf ("%s (%s)", peer_name, short_id)
+                                              : g_strdup (short_id);
+  g_autofree char *when = entry_time_text (time);
+  TallyAppReceipt receipt = {
+    .kind = entry_kind_text (kind),
+    .amount = value,
+    .peer = who,
+    .time = when,
+    .state = entry_state_text (state),
+    .counter = g_strcmp0 (kind, "load") == 0 ? sequence : counter,
+    .memo = memo,
+    .receipt_id = receipt_id,
+    .code = code != NULL ? code : "",
+    .receipt_hash = hash != NULL ? hash : "",
+  };
+  tally_app_receipt_show (self->window, &receipt);
+}
+
+static void
+on_details_clicked (GtkButton *button, TallyAppHistory *self)
+{
+  show_details (self, GPOINTER_TO_SIZE (g_object_get_data (G_OBJECT (button), "tally-index")));
+}
+
+static void
+add_entry (TallyAppHistory *self, GVariant *entry, const char *currency, gsize index)
 {
   g_autoptr (GVariantDict) d = g_variant_dict_new (entry);
   const char *kind = "", *state = "", *peer = "", *peer_name = "", *memo = "";
@@ -82,6 +164,19 @@ add_entry (TallyAppHistory *self, GVariant *entry, const char *currency)
     *memo != '\0' ? g_strdup_printf ("%s \u00b7 %s \u00b7 %s", when, entry_state_text (state), memo)
                   : g_strdup_printf ("%s \u00b7 %s", when, entry_state_text (state));
   tally_app_add_row (self->list, title, subtitle);
+
+  /* Activating the row (or its button) opens the details. */
+  GtkWidget *row = gtk_widget_get_last_child (GTK_WIDGET (self->list));
+  GtkWidget *details = gtk_button_new_from_icon_name ("go-next-symbolic");
+  gtk_widget_add_css_class (details, "flat");
+  gtk_widget_set_valign (details, GTK_ALIGN_CENTER);
+  gtk_widget_set_tooltip_text (details, _ ("Receipt details"));
+  gtk_accessible_update_property (GTK_ACCESSIBLE (details), GTK_ACCESSIBLE_PROPERTY_LABEL,
+                                  _ ("Receipt details"), -1);
+  g_object_set_data (G_OBJECT (details), "tally-index", GSIZE_TO_POINTER (index));
+  g_signal_connect (details, "clicked", G_CALLBACK (on_details_clicked), self);
+  adw_action_row_add_suffix (ADW_ACTION_ROW (row), details);
+  adw_action_row_set_activatable_widget (ADW_ACTION_ROW (row), details);
 }
 
 static void
@@ -108,7 +203,7 @@ on_history (GObject *source, GAsyncResult *result, gpointer user_data)
   gsize n = g_variant_n_children (entries);
   for (gsize i = 0; i < n; i++) {
     g_autoptr (GVariant) entry = g_variant_get_child_value (entries, i);
-    add_entry (self, entry, currency);
+    add_entry (self, entry, currency, i);
   }
   if (n == 0)
     tally_app_add_row (self->list, _ ("Nothing yet"), _ ("Loads and payments appear here."));
@@ -172,11 +267,17 @@ tally_app_history_refresh (TallyAppHistory *self, TallyDBusRegister1 *reg)
 }
 
 TallyAppHistory *
-tally_app_history_new (GtkBox *box, GtkWindow *window, AdwToastOverlay *toasts)
+tally_app_history_new (GtkBox *box,
+                       GtkWindow *window,
+                       AdwToastOverlay *toasts,
+                       TallyAppFindPaymentFunc find_payment,
+                       gpointer user_data)
 {
   g_return_val_if_fail (GTK_IS_BOX (box) && GTK_IS_WINDOW (window), NULL);
 
   TallyAppHistory *self = g_new0 (TallyAppHistory, 1);
+  self->find_payment = find_payment;
+  self->find_data = user_data;
   self->window = window;
   self->toasts = toasts;
   self->cancellable = g_cancellable_new ();

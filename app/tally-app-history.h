@@ -3,8 +3,8 @@
 
 /*
  * The History page: Register1.GetHistory's entries with kind, amount,
- * peer, time and state, and their export to CSV (the columns of tallyctl
- * history --csv).
+ * peer, time and state, each with its details (tally-app-receipt.h), and
+ * their export to CSV (the columns of tallyctl history --csv).
  */
 
 #include <adwaita.h>
@@ -15,9 +15,21 @@ G_BEGIN_DECLS
 
 typedef struct _TallyAppHistory TallyAppHistory;
 
-/* Adds the page to @box; file dialogs belong to @window, messages go to
- * @toasts. */
-TallyAppHistory *tally_app_history_new (GtkBox *box, GtkWindow *window, AdwToastOverlay *toasts);
+/* The Payment1 of a spent (@role "payer") or received ("payee") entry
+ * with @peer and @counter while tallyd still shows it, else NULL; a new
+ * reference. */
+typedef TallyDBusPayment1 *(*TallyAppFindPaymentFunc) (const char *role,
+                                                      const char *peer,
+                                                      guint64 counter,
+                                                      gpointer user_data);
+
+/* Adds the page to @box; file and details dialogs belong to @window,
+ * messages go to @toasts; @find_payment completes a receipt's details. */
+TallyAppHistory *tally_app_history_new (GtkBox *box,
+                                        GtkWindow *window,
+                                        AdwToastOverlay *toasts,
+                                        TallyAppFindPaymentFunc find_payment,
+                                        gpointer user_data);
 void tally_app_history_free (TallyAppHistory *history);
 /* Reads the history of @reg again (asynchronously). */
 void tally_app_history_refresh (TallyAppHistory *history, TallyDBusRegister1 *reg);

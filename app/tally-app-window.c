@@ -8,6 +8,7 @@
 #include "tally-app-display.h"
 #include "tally-app-history.h"
 #include "tally-app-model.h"
+#include "tally-app-nearby.h"
 #include "tally-app-qr.h"
 #include "tally-app-widgets.h"
 
@@ -61,6 +62,7 @@ struct _TallyAppWindow
 
   /* History */
   TallyAppHistory *history;
+  TallyAppNearby *nearby; /* the Pay page's stalls nearby */
   GCancellable *cancellable;
 
   GHashTable *notified; /* payment paths announced by a notification */
@@ -142,6 +144,7 @@ on_register_changed (TallyDBusRegister1 *reg, gpointer user_data)
 {
   TallyAppWindow *self = user_data;
 
+  tally_app_nearby_set_register (self->nearby, reg);
   if (reg == NULL) {
     gtk_label_set_text (self->name_label, "");
     gtk_label_set_text (self->balance_label, "");
@@ -615,9 +618,18 @@ on_client_failed (const char *message, gpointer user_data)
   gtk_label_set_text (self->status_label, text);
 }
 
+static void
+on_stall_changed (const char *path, TallyDBusStall1 *stall, gpointer user_data)
+{
+  TallyAppWindow *self = user_data;
+
+  tally_app_nearby_stall_changed (self->nearby, path, stall);
+}
+
 static const TallyAppClientCallbacks client_callbacks = {
   .register_changed = on_register_changed,
   .payment_changed = on_payment_changed,
+  .stall_changed = on_stall_changed,
   .confirm = on_confirm,
   .confirm_cancelled = on_confirm_cancelled,
   .failed = on_client_failed,
@@ -731,6 +743,18 @@ build_receive (TallyAppWindow *self)
   gtk_box_append (box, display);
 }
 
+/* A stall nearby was tapped: pay its address as if typed. */
+static void
+on_nearby_pay (const char *address, gpointer user_data)
+{
+  TallyAppWindow *self = user_data;
+
+  if (self->pay_busy)
+    return;
+  gtk_editable_set_text (GTK_EDITABLE (self->pay_entry), address);
+  on_pay_clicked (self->pay_button, self);
+}
+
 static void
 build_pay (TallyAppWindow *self)
 {
@@ -755,13 +779,33 @@ build_pay (TallyAppWindow *self)
   gtk_widget_set_visible (GTK_WIDGET (self->pay_code), FALSE);
   gtk_box_append (box, GTK_WIDGET (self->pay_state));
   gtk_box_append (box, GTK_WIDGET (self->pay_code));
+  self->nearby = tally_app_nearby_new (box, on_nearby_pay, self);
+}
+
+static TallyDBusPayment1 *
+find_payment (const char *role, const char *peer, guint64 counter, gpointer user_data)
+{
+  TallyAppWindow *self = user_data;
+  GList *payments = self->client != NULL ? tally_app_client_list_payments (self->client) : NULL;
+  TallyDBusPayment1 *found = NULL;
+
+  for (GList *l = payments; l != NULL && found == NULL; l = l->next) {
+    TallyDBusPayment1 *p = l->data;
+    if (g_strcmp0 (tally_dbus_payment1_get_role (p), role) == 0 &&
+        g_strcmp0 (tally_dbus_payment1_get_state (p), "done") == 0 &&
+        g_ascii_strcasecmp (tally_dbus_payment1_get_peer (p), peer) == 0 &&
+        tally_dbus_payment1_get_counter (p) == counter)
+      found = g_object_ref (p);
+  }
+  g_list_free_full (payments, g_object_unref);
+  return found;
 }
 
 static void
 build_history (TallyAppWindow *self)
 {
   GtkBox *box = page_box (self->stack, "history", _ ("History"), "document-open-recent-symbolic");
-  self->history = tally_app_history_new (box, GTK_WINDOW (self), self->toasts);
+  self->history = tally_app_history_new (box, GTK_WINDOW (self), self->toasts, find_payment, self);
 }
 
 static void
@@ -776,8 +820,12 @@ page_activated (GSimpleAction *action, GVariant *parameter, gpointer user_data)
 static void
 on_page_changed (AdwViewStack *stack, GParamSpec *pspec, TallyAppWindow *self)
 {
-  if (g_strcmp0 (adw_view_stack_get_visible_child_name (stack), "history") == 0)
+  const char *page = adw_view_stack_get_visible_child_name (stack);
+
+  if (g_strcmp0 (page, "history") == 0)
     refresh_history (self);
+  /* Scanning costs the radio: only while the Pay page is shown. */
+  tally_app_nearby_set_active (self->nearby, g_strcmp0 (page, "pay") == 0);
 }
 
 static void
@@ -829,6 +877,8 @@ tally_app_window_dispose (GObject *object)
   if (self->cancellable != NULL)
     g_cancellable_cancel (self->cancellable);
   close_confirm_dialog (self);
+  /* Before the client: it may still tell tallyd to stop discovering. */
+  g_clear_pointer (&self->nearby, tally_app_nearby_free);
   g_clear_pointer (&self->client, tally_app_client_free);
   g_clear_object (&self->cancellable);
   g_clear_pointer (&self->receive_path, g_free);
@@ -837,6 +887,7 @@ tally_app_window_dispose (GObject *object)
   g_clear_pointer (&self->pay_refusal, g_free);
   g_clear_pointer (&self->notified, g_hash_table_unref);
   g_clear_pointer (&self->history, tally_app_history_free);
+  g_clear_pointer (&self->nearby, tally_app_nearby_free);
   if (self->display != NULL) {
     g_object_remove_weak_pointer (G_OBJECT (self->display), (gpointer *) &self->display);
     gtk_window_destroy (g_steal_pointer (&self->display));

@@ -93,6 +93,7 @@ struct _TallyDaemon
   TallyDBusAuth *auth; /* decides every method call; outlives the objects */
   TallyDBusRegister *register_object;
   TallyDBusObjects *objects; /* ObjectManager at /: the register and the payments */
+  TallyDBusNearby *nearby;   /* StartDiscovery: the stalls nearby */
   TallyAgentManager *agents;
   GQueue payments;    /* DaemonPayment *, oldest first */
   GPtrArray *requests; /* DaemonRequest *, open ones, oldest first */

@@ -570,6 +570,7 @@ tally_daemon_free (TallyDaemon *d)
     daemon_payment_free (dp);
   daemon_routers_free (d);
   g_clear_pointer (&d->requests, g_ptr_array_unref);
+  tally_dbus_nearby_free (d->nearby);
   tally_gatt_server_free (d->gatt);
   g_clear_object (&d->system_bus);
   g_free (d->adapter);
@@ -586,6 +587,12 @@ tally_daemon_free (TallyDaemon *d)
   tally_register_free (d->reg);
   g_main_context_unref (d->context);
   g_free (d);
+}
+
+static void
+on_nearby_changed (gboolean discovering, gpointer user_data)
+{
+  tally_daemon_register_changed (user_data);
 }
 
 gboolean
@@ -610,6 +617,8 @@ tally_daemon_export (TallyDaemon *d, GDBusConnection *connection, GError **error
   d->objects = tally_dbus_objects_new (connection, d->auth, error);
   if (d->objects == NULL)
     return FALSE;
+  d->nearby = tally_dbus_nearby_new (connection, d->auth, d->objects, d->system_bus, d->adapter,
+                                     on_nearby_changed, d);
   d->register_object = tally_dbus_register_new (connection, d, error);
   if (d->register_object == NULL)
     return FALSE;
@@ -658,4 +667,32 @@ tally_daemon_register_changed (TallyDaemon *d)
   g_return_if_fail (d != NULL);
   if (d->register_object != NULL)
     tally_dbus_register_sync (d->register_object);
+}
+
+gboolean
+tally_daemon_start_discovery (TallyDaemon *d, const char *sender, GError **error)
+{
+  g_return_val_if_fail (d != NULL && d->nearby != NULL, FALSE);
+  return tally_dbus_nearby_start (d->nearby, sender, error);
+}
+
+gboolean
+tally_daemon_stop_discovery (TallyDaemon *d, const char *sender, GError **error)
+{
+  g_return_val_if_fail (d != NULL && d->nearby != NULL, FALSE);
+  return tally_dbus_nearby_stop (d->nearby, sender, error);
+}
+
+gboolean
+tally_daemon_is_discovering (TallyDaemon *d)
+{
+  g_return_val_if_fail (d != NULL, FALSE);
+  return d->nearby != NULL && tally_dbus_nearby_is_discovering (d->nearby);
+}
+
+TallyDBusNearby *
+tally_daemon_get_nearby (TallyDaemon *d)
+{
+  g_return_val_if_fail (d != NULL, NULL);
+  return d->nearby;
 }

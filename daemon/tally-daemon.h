@@ -11,12 +11,14 @@
  *   /org/tally           org.tally.AgentManager1
  *   /org/tally/register  org.tally.Register1
  *   /org/tally/payment/N org.tally.Payment1
+ *   /org/tally/nearby/tag_TAG org.tally.Stall1 (while discovering)
  */
 
 #include <gio/gio.h>
 
 #include "tally-config.h"
 #include "tally-dbus-auth.h"
+#include "tally-dbus-nearby.h"
 #include "tally-register.h"
 
 G_BEGIN_DECLS
@@ -56,6 +58,14 @@ TallyRegister *tally_daemon_get_register (TallyDaemon *daemon);
 const char *tally_daemon_get_listen_address (TallyDaemon *daemon);
 guint tally_daemon_get_timeout (TallyDaemon *daemon);
 guint tally_daemon_get_payment_count (TallyDaemon *daemon);
+
+/* Register1.StartDiscovery/StopDiscovery for the caller @sender
+ * (tally-dbus-nearby.h): NOT_SUPPORTED without Bluetooth LE. */
+gboolean tally_daemon_start_discovery (TallyDaemon *daemon, const char *sender, GError **error);
+gboolean tally_daemon_stop_discovery (TallyDaemon *daemon, const char *sender, GError **error);
+gboolean tally_daemon_is_discovering (TallyDaemon *daemon);
+/* NULL until exported. */
+TallyDBusNearby *tally_daemon_get_nearby (TallyDaemon *daemon);
 
 /* For the Register1 glue.  Both return the new payment's object path.
  *

@@ -27,6 +27,10 @@ typedef struct
 static const AuthRule auth_rules[] = {
   { "org.tally.Register1", NULL, TALLY_ACTION_READ, NULL },
   { "org.tally.Register1", "GetHistory", TALLY_ACTION_READ, NULL },
+  /* Listing the stalls nearby reads what their adverts say, no more. */
+  { "org.tally.Register1", "StartDiscovery", TALLY_ACTION_READ, NULL },
+  { "org.tally.Register1", "StopDiscovery", TALLY_ACTION_READ, NULL },
+  { "org.tally.Stall1", NULL, TALLY_ACTION_READ, NULL },
   { "org.tally.Register1", "RequestPayment", TALLY_ACTION_REQUEST_PAYMENT, NULL },
   { "org.tally.Register1", "Pay", TALLY_ACTION_PAY, NULL },
   { "org.tally.Register1", "LoadVoucher", TALLY_ACTION_LOAD_VOUCHER, NULL },

@@ -369,6 +369,42 @@ handle_get_history (TallyDBusRegister1 *skeleton,
   return TRUE;
 }
 
+/* BlueZ's Adapter1.StartDiscovery/StopDiscovery: the session is the
+ * caller's (tally-dbus-nearby.h). */
+static gboolean
+handle_start_discovery (TallyDBusRegister1 *skeleton,
+                        GDBusMethodInvocation *invocation,
+                        gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!tally_daemon_start_discovery (object->daemon, g_dbus_method_invocation_get_sender (invocation),
+                                     &error)) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  tally_dbus_register1_complete_start_discovery (skeleton, invocation);
+  return TRUE;
+}
+
+static gboolean
+handle_stop_discovery (TallyDBusRegister1 *skeleton,
+                       GDBusMethodInvocation *invocation,
+                       gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!tally_daemon_stop_discovery (object->daemon, g_dbus_method_invocation_get_sender (invocation),
+                                    &error)) {
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  tally_dbus_register1_complete_stop_discovery (skeleton, invocation);
+  return TRUE;
+}
+
 void
 tally_dbus_register_sync (TallyDBusRegister *object)
 {
@@ -403,6 +439,7 @@ tally_dbus_register_sync (TallyDBusRegister *object)
   tally_dbus_register1_set_closed (s, tally_register_is_closed (reg));
   tally_dbus_register1_set_listen_address (s, tally_daemon_get_listen_address (object->daemon));
   tally_dbus_register1_set_display_name (s, cert && cert->display_name ? cert->display_name : "");
+  tally_dbus_register1_set_discovering (s, tally_daemon_is_discovering (object->daemon));
   g_object_thaw_notify (G_OBJECT (s));
 }
 
@@ -433,6 +470,10 @@ tally_dbus_register_new (GDBusConnection *connection, TallyDaemon *daemon, GErro
                     object);
   g_signal_connect (object->skeleton, "handle-defund", G_CALLBACK (handle_defund), object);
   g_signal_connect (object->skeleton, "handle-get-history", G_CALLBACK (handle_get_history), object);
+  g_signal_connect (object->skeleton, "handle-start-discovery", G_CALLBACK (handle_start_discovery),
+                    object);
+  g_signal_connect (object->skeleton, "handle-stop-discovery", G_CALLBACK (handle_stop_discovery),
+                    object);
 
   if (!g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (object->skeleton), connection,
                                          TALLY_REGISTER_PATH, error)) {

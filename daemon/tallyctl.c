@@ -36,6 +36,10 @@ static const Command commands[] = {
     "ble:AA:BB:CC:DD:EE:FF (that device), or the tally:// URI `tallyctl request` prints; "
     "a URI's amount, currency, payee name and expiry must match the payee's offer.",
     "tallyctl pay ble:0a1b2c3d", cmd_pay },
+  { "scan", "",
+    "List the stalls nearby that advertise a payment request over Bluetooth LE, as they come "
+    "and go, for --timeout seconds or until Ctrl-C; pay one with tallyctl pay ble:TAG.",
+    "tallyctl scan --timeout 0", cmd_scan },
   { "history", "", "List register entries, newest first.", "tallyctl history --limit 10",
     cmd_history, CTL_OUTPUT_TERSE | CTL_OUTPUT_FIELDS },
   { "load", "FILE", "Load value from an issuer voucher (FILE - reads standard input).",

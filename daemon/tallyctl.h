@@ -214,6 +214,10 @@ int cmd_apply (Ctl *ctl, int argc, char **argv);
 int cmd_export (Ctl *ctl, int argc, char **argv);
 int cmd_defund (Ctl *ctl, int argc, char **argv);
 
+/* --- stalls nearby (tallyctl-scan.c) --- */
+
+int cmd_scan (Ctl *ctl, int argc, char **argv);
+
 /* --- following payments (tallyctl-follow.c) --- */
 
 void on_owner_vanished (GDBusConnection *bus, const char *name, gpointer user_data);

@@ -63,6 +63,7 @@ GQuark tally_error_quark (void);
   X (NOT_AUTHORIZED, 46, NotAuthorized)                                                            \
   X (ALREADY_PAID, 47, AlreadyPaid)                                                                \
   X (REQUEST_UNNAMED, 48, RequestUnnamed)
+  X (NOT_SUPPORTED, 49, NotSupported)
 
 #define TALLY_ERROR_ENUM_ENTRY(symbol, code, name) TALLY_ERROR_##symbol = code,
 
@@ -73,7 +74,7 @@ typedef enum
 
 #undef TALLY_ERROR_ENUM_ENTRY
 
-#define TALLY_ERROR_LAST TALLY_ERROR_REQUEST_UNNAMED
+#define TALLY_ERROR_LAST TALLY_ERROR_NOT_SUPPORTED
 
 /* Prefix of every D-Bus error name (docs/dbus-api.md). */
 #define TALLY_ERROR_NAME_PREFIX "org.tally.Error."

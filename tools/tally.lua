@@ -84,7 +84,7 @@ local ERROR_NAMES = {
   [36] = "Rejected", [37] = "Cancelled", [38] = "Disconnected", [39] = "Version",
   [40] = "NotFound", [41] = "Exists", [42] = "WrongRegister", [43] = "Timeout", [44] = "Expired",
   [45] = "Incomplete", [46] = "NotAuthorized", [47] = "AlreadyPaid",
-  [48] = "RequestUnnamed",
+  [48] = "RequestUnnamed", [49] = "NotSupported",
 }
 
 local PRIORITIES = {

@@ -7,6 +7,7 @@
 #include "tally-bluez-private.h"
 #include "tally-gatt-address.h"
 #include "tally-gatt-client.h"
+#include "tally-gatt-scanner.h"
 
 G_BEGIN_DECLS
 
@@ -62,9 +63,10 @@ struct _ClientConn
   TallyBluezWatch props_watch;
   TallyBluezWatch added_watch;
 
+  TallyGattScanner *scanner; /* finds the payee, each attempt afresh */
+
   guint attempt;
   GError *last_error;
-  gboolean discovering;
   char *device;
   char *peer;
   gboolean connected;
@@ -100,7 +102,7 @@ gboolean gatt_client_ask_again (ClientConn *conn,
                                 ConnStep step);
 void gatt_client_retry (ClientConn *conn, GError *error);
 
-/* tally-gatt-client-discover.c: finding the payee, BlueZ's signals */
+/* tally-gatt-client-discover.c: finding the payee (the scanner), BlueZ's signals */
 void gatt_client_watch_bluez (ClientConn *conn);
 void gatt_client_start_discovery (ClientConn *conn);
 

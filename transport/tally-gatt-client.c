@@ -79,6 +79,9 @@ gatt_client_free (ClientConn *conn)
     g_cancellable_cancel (conn->calls);
   tally_bluez_unwatch (&conn->props_watch, conn->bus);
   tally_bluez_unwatch (&conn->added_watch, conn->bus);
+  if (conn->scanner != NULL)
+    tally_gatt_scanner_set_handlers (conn->scanner, NULL, NULL, NULL);
+  g_clear_pointer (&conn->scanner, tally_gatt_scanner_unref);
   close_fd (&conn->notify_fd);
   close_fd (&conn->write_fd);
   g_clear_object (&conn->calls);
@@ -105,10 +108,8 @@ call_ignoring (ClientConn *conn, const char *path, const char *iface, const char
 void
 gatt_client_stop_discovery (ClientConn *conn)
 {
-  if (!conn->discovering)
-    return;
-  conn->discovering = FALSE;
-  call_ignoring (conn, conn->adapter_path, ADAPTER_IFACE, "StopDiscovery");
+  if (conn->scanner != NULL)
+    tally_gatt_scanner_stop (conn->scanner);
 }
 
 /* Undoes what the current attempt set up on the device. */

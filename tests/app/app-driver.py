@@ -294,6 +294,13 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
 
     # The payer pastes the URI read from the stall's screen and pays.
     adw_page(payer, 'Pay')
+    # The page asks tallyd to discover stalls; these daemons have only the
+    # stream transport, and the page says so.
+    nearby = wait_value(payer, 'Stalls nearby state',
+                        lambda v: v == 'Bluetooth discovery is not available.',
+                        'the Pay page to say discovery is not available')
+    ok(nearby == 'Bluetooth discovery is not available.',
+       '%s: the Pay page says "%s"' % (verdict, nearby))
     if verdict in ('tampered', 'malformed'):
         run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before)
         return
@@ -353,6 +360,7 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
                                   for a in walk(stall))),
            'approve: the stall\'s history lists "%s<the payer\'s short id>"' % received)
         screenshot(1, 'history')
+        check_receipt(payer, amount, stall_name, payer_code)
     else:
         if verdict == 'decline':
             click_until(dialog, 'Decline', lambda: dialog_with(payer, 'Approve') is None)
@@ -399,6 +407,51 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
     click(stall, 'New request')
     adw_page(stall, 'Home')
     adw_page(payer, 'Home')
+
+
+def check_receipt(payer, amount, stall_name, code):
+    """The newest History row opens the payment's details: amount, the
+    payee, time, state, counter, the comparison code both screens showed,
+    the receipt id and the signed receipt's hash, each a labelled value."""
+    # The row's button: named by the row's title (the row labels it), and
+    # described as what it does.  The newest entry comes first.
+    button = wait_for('the newest row\'s "Receipt details" button',
+                      lambda: find(payer, role='push button', description='Receipt details'), payer)
+    ok(button.name.startswith('Receipt details Paid %s EUR' % amount),
+       'approve: the newest History row has the details button (%s)' % button.name)
+    button.queryAction().doAction(0)
+    shown = wait_value(payer, 'Receipt amount', lambda v: v != '', 'the receipt details')
+    ok(shown == '%s EUR' % amount, 'approve: the receipt shows the amount (%s)' % shown)
+    peer = value(payer, 'Receipt peer') or ''
+    ok(peer.startswith(stall_name + ' (') and len(peer) == len(stall_name) + 11,
+       'approve: the receipt names the payee and its short id (%s)' % peer)
+    when = value(payer, 'Receipt time') or ''
+    ok(len(when) == 19 and when[4] == '-' and when[13] == ':',
+       'approve: the receipt shows its time (%s)' % when)
+    state = value(payer, 'Receipt state')
+    ok(state in ('pending', 'acknowledged'), 'approve: the receipt shows its state (%s)' % state)
+    counter = value(payer, 'Receipt counter') or ''
+    ok(counter.isdigit() and int(counter) >= 1, 'approve: the receipt shows its counter (%s)' %
+       counter)
+    shown_code = digits(value(payer, 'Receipt comparison code') or '')
+    ok(shown_code == code, 'approve: the receipt shows the comparison code both screens showed '
+       '(%s, %s)' % (shown_code, code))
+    hexdigits = set('0123456789abcdef')
+    receipt_id = value(payer, 'Receipt id') or ''
+    ok(len(receipt_id) == 64 and set(receipt_id) <= hexdigits,
+       'approve: the receipt shows its id (%s)' % receipt_id)
+    receipt_hash = value(payer, 'Receipt hash') or ''
+    ok(len(receipt_hash) == 64 and set(receipt_hash) <= hexdigits and receipt_hash != receipt_id,
+       'approve: the receipt shows the signed receipt\'s hash (%s)' % receipt_hash)
+    # The details window's own Close, not the main window's.
+    window = wait_for('the window "Receipt details"',
+                      lambda: next((w for w in payer if w is not None and
+                                    w.name == 'Receipt details'), None), payer)
+    close = find(window, role='push button', name='Close')
+    ok(close is not None, 'approve: the receipt details have a Close button')
+    close.queryAction().doAction(0)
+    gone = eventually(lambda: value(payer, 'Receipt amount') is None or None, timeout=5.0)
+    ok(gone, 'approve: Close closes the receipt details')
 
 
 def run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before):

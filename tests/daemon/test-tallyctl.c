@@ -332,6 +332,21 @@ test_other_failure_is_1 (Fixture *f, gconstpointer data)
   run_clear (&run);
 }
 
+/* A daemon without Bluetooth LE cannot discover: the error says so, and
+ * no stall is listed. */
+static void
+test_scan_without_ble_says_not_supported (Fixture *f, gconstpointer data)
+{
+  Run run = { 0 };
+  run_tallyctl (&run, NULL,
+                (const char *const[]){ "--name", node_name (&f->alice), "scan", "-t", "1", NULL });
+  g_assert_cmpint (run.status, ==, STATUS_FAIL);
+  assert_contains (run.err, "org.tally.Error.NotSupported");
+  assert_contains (run.err, "[transport] ble=true");
+  g_assert_true (run.out == NULL || run.out[0] == '\0');
+  run_clear (&run);
+}
+
 static void
 test_invalid_input_is_2 (Fixture *f, gconstpointer data)
 {
@@ -757,6 +772,8 @@ main (int argc, char **argv)
   ADD ("/daemon/tallyctl/cli/terse-and-fields-print-values-for-scripts",
        test_terse_and_fields_print_values_for_scripts);
   ADD ("/daemon/tallyctl/cli/info-says-durations-in-words", test_info_says_durations_in_words);
+  ADD ("/daemon/tallyctl/scan/without-ble-says-not-supported",
+       test_scan_without_ble_says_not_supported);
   ADD ("/daemon/tallyctl/fresh-install/balance-says-what-comes-next",
        test_fresh_install_balance_says_what_comes_next);
   ADD ("/daemon/tallyctl/message/voucher-loaded-twice-says-already-loaded",

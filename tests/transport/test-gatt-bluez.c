@@ -13,6 +13,7 @@
 #include "tally-gatt-advert.h"
 #include "tally-gatt-client.h"
 #include "tally-gatt-link.h"
+#include "tally-gatt-scanner.h"
 #include "tally-gatt-server.h"
 
 #define ADAPTER            "/org/bluez/hci0"
@@ -1261,6 +1262,61 @@ test_client_connect_without_answer_times_out (Fixture *f, gconstpointer data)
 }
 
 static void
+count_sighting (TallyGattScanner *scanner, const TallyGattSighting *sighting, gpointer user_data)
+{
+  guint *seen = user_data;
+
+  if (sighting->tagged && memcmp (sighting->tag, "\x0a\x1b\x2c\x3d", 4) == 0)
+    (*seen)++;
+}
+
+/* bluetoothd keeps one discovery session per D-Bus client: a payer that
+ * finds its payee while a scan of the same connection runs (tallyd's list
+ * of stalls nearby) must not stop that scan; the last to stop does. */
+static void
+test_scanner_and_payer_share_one_discovery_session (Fixture *f, gconstpointer data)
+{
+  static const TallyGattScannerHandlers handlers = { .seen = count_sighting };
+  g_autoptr (TallyGattScanner) scanner = tally_gatt_scanner_new (f->payer_bus, "hci0");
+  GDBusMethodInvocation *connect;
+  g_autoptr (GVariant) params = NULL;
+  g_autoptr (GVariant) disconnect = NULL;
+  guint seen = 0;
+
+  tally_gatt_scanner_set_handlers (scanner, &handlers, &seen, NULL);
+  tally_gatt_scanner_start (scanner);
+  script_client_scans (f, NULL);
+  g_assert_true (tally_gatt_scanner_is_running (scanner));
+
+  /* The payer's own StartDiscovery: bluetoothd says this client discovers
+   * already. */
+  script_client_starts (f, "ble:0a1b2c3d", 2);
+  script_client_sets_filter (f);
+  params = fake_bluez_expect_error (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery",
+                                    "org.bluez.Error.InProgress");
+  fake_bluez_expect_quiet (f->fake, 100);
+  fake_bluez_emit_added (f->fake, DEV, FAKE_DEVICE_IFACE,
+                         "{'Address': <'" DEV_ADDRESS "'>, 'RSSI': <int16 -50>, "
+                         "'UUIDs': <['" TALLY_GATT_SERVICE_UUID "']>, "
+                         "'ManufacturerData': <{uint16 0xffff: <[byte 0x0a, 0x1b, 0x2c, 0x3d]>}>}");
+  /* Found: straight to Connect, no StopDiscovery while the scan runs. */
+  connect = fake_bluez_expect_call (f->fake, DEV, FAKE_DEVICE_IFACE, "Connect");
+  fake_bluez_hold (f->fake, connect);
+  FAKE_RUN_UNTIL (f->fake, seen == 1);
+  FAKE_RUN_UNTIL (f->fake, f->connect_done);
+  g_assert_error (f->connect_error, TALLY_ERROR, TALLY_ERROR_TIMEOUT);
+  disconnect = fake_bluez_expect_reply (f->fake, DEV, FAKE_DEVICE_IFACE, "Disconnect", NULL);
+  fake_bluez_expect_quiet (f->fake, 200);
+  g_assert_true (tally_gatt_scanner_is_running (scanner));
+
+  /* The scan was the last user of the session. */
+  tally_gatt_scanner_stop (scanner);
+  g_clear_pointer (&params, g_variant_unref);
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StopDiscovery", NULL);
+  g_assert_false (tally_gatt_scanner_is_running (scanner));
+}
+
+static void
 test_client_connect_without_answer_starts_over (Fixture *f, gconstpointer data)
 {
   GDBusMethodInvocation *connect;
@@ -1426,6 +1482,8 @@ main (int argc, char *argv[])
        test_client_falls_back_to_start_notify_and_write_value);
   ADD ("/gatt/client/device-disconnected-mid-payment-is-disconnected",
        test_client_device_disconnected_mid_payment_is_disconnected);
+  ADD ("/gatt/scanner/shares-one-discovery-session-with-the-payer",
+       test_scanner_and_payer_share_one_discovery_session);
   ADD ("/gatt/client/retry/discovery-dropped-starts-over",
        test_client_retries_when_discovery_is_dropped);
   ADD ("/gatt/client/retry/start-discovery-failing-starts-over",

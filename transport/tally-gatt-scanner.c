@@ -1,0 +1,468 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#include "tally-gatt-scanner.h"
+
+#include <string.h>
+
+#include "tally-bluez-private.h"
+#include "tally-error.h"
+#include "tally-gatt-advert.h"
+#include "tally-gatt-link.h"
+
+/*
+ * doc/org.bluez.Adapter.rst: SetDiscoveryFilter {UUIDs: [service],
+ * Transport: le, DuplicateData: true}, StartDiscovery; the devices BlueZ
+ * reports meanwhile (InterfacesAdded, or a change of RSSI,
+ * ManufacturerData or UUIDs: a cached Device1 may be long gone); and
+ * StopDiscovery.
+ */
+
+typedef enum
+{
+  SCAN_IDLE,
+  SCAN_STARTING, /* SetDiscoveryFilter, StartDiscovery on their way */
+  SCAN_RUNNING,
+} ScanState;
+
+struct _TallyGattScanner
+{
+  gint ref_count;
+  ScanState state;
+  GDBusConnection *bus;
+  char *adapter;
+  char *adapter_path;
+  GMainContext *context;
+  GCancellable *calls; /* of this scan */
+  gboolean counted;    /* holds a share of bluetoothd's session */
+  TallyBluezWatch props_watch;
+  TallyBluezWatch added_watch;
+  TallyBluezWatch removed_watch;
+
+  const TallyGattScannerHandlers *handlers;
+  gpointer user_data;
+  GDestroyNotify destroy;
+};
+
+static const char *
+scan_state_to_string (ScanState state)
+{
+  switch (state) {
+  case SCAN_IDLE: return "idle";
+  case SCAN_STARTING: return "starting";
+  case SCAN_RUNNING: return "running";
+  }
+  return "unknown";
+}
+
+static void
+enter_state (TallyGattScanner *scanner, ScanState state)
+{
+  g_debug ("gatt scanner %s: %s -> %s", scanner->adapter, scan_state_to_string (scanner->state),
+           scan_state_to_string (state));
+  scanner->state = state;
+}
+
+const char *
+tally_gatt_scan_end_to_string (TallyGattScanEnd end)
+{
+  switch (end) {
+  case TALLY_GATT_SCAN_FILTER_REFUSED: return "filter-refused";
+  case TALLY_GATT_SCAN_START_REFUSED: return "start-refused";
+  case TALLY_GATT_SCAN_ADAPTER_STOPPED: return "adapter-stopped";
+  }
+  return "unknown";
+}
+
+/* --- bluetoothd's session, shared by the scanners of a connection --- */
+
+G_LOCK_DEFINE_STATIC (sessions);
+static GHashTable *sessions; /* "bus-pointer adapter-path" -> GUINT count */
+
+static char *
+session_key (TallyGattScanner *scanner)
+{
+  return g_strdup_printf ("%p %s", (void *) scanner->bus, scanner->adapter_path);
+}
+
+static void
+session_join (TallyGattScanner *scanner)
+{
+  g_autofree char *key = session_key (scanner);
+
+  if (scanner->counted)
+    return;
+  scanner->counted = TRUE;
+  G_LOCK (sessions);
+  if (sessions == NULL)
+    sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  guint count = GPOINTER_TO_UINT (g_hash_table_lookup (sessions, key));
+  g_hash_table_insert (sessions, g_steal_pointer (&key), GUINT_TO_POINTER (count + 1));
+  G_UNLOCK (sessions);
+}
+
+/* TRUE when @scanner was the last of its session. */
+static gboolean
+session_leave (TallyGattScanner *scanner)
+{
+  g_autofree char *key = session_key (scanner);
+  guint count;
+
+  if (!scanner->counted)
+    return FALSE;
+  scanner->counted = FALSE;
+  G_LOCK (sessions);
+  count = GPOINTER_TO_UINT (g_hash_table_lookup (sessions, key));
+  if (count <= 1)
+    g_hash_table_remove (sessions, key);
+  else
+    g_hash_table_insert (sessions, g_steal_pointer (&key), GUINT_TO_POINTER (count - 1));
+  G_UNLOCK (sessions);
+  return count <= 1;
+}
+
+/* --- what a device report says --- */
+
+static gboolean
+read_sighting (const char *device, GVariant *props, TallyGattSighting *sighting)
+{
+  g_autofree const char **uuids = NULL;
+  g_autoptr (GVariant) mfr = NULL;
+  gboolean has_service = FALSE;
+
+  memset (sighting, 0, sizeof *sighting);
+  if (g_variant_lookup (props, "UUIDs", "^a&s", &uuids))
+    for (guint i = 0; uuids[i] != NULL; i++)
+      if (g_ascii_strcasecmp (uuids[i], TALLY_GATT_SERVICE_UUID) == 0)
+        has_service = TRUE;
+  if (!has_service)
+    return FALSE;
+
+  sighting->device = device;
+  g_variant_lookup (props, "Address", "&s", &sighting->address);
+  sighting->has_rssi = g_variant_lookup (props, "RSSI", "n", &sighting->rssi);
+  mfr = g_variant_lookup_value (props, "ManufacturerData", G_VARIANT_TYPE ("a{qv}"));
+  if (mfr != NULL) {
+    GVariantIter iter;
+    guint16 company;
+    GVariant *value;
+
+    g_variant_iter_init (&iter, mfr);
+    while (g_variant_iter_next (&iter, "{qv}", &company, &value)) {
+      g_autoptr (GVariant) owned = value;
+      const guint8 *bytes;
+      gsize len;
+
+      if (company != TALLY_GATT_COMPANY_ID ||
+          !g_variant_is_of_type (value, G_VARIANT_TYPE_BYTESTRING))
+        continue;
+      bytes = g_variant_get_fixed_array (value, &len, 1);
+      if (len != TALLY_GATT_TAG_BYTES)
+        continue;
+      memcpy (sighting->tag, bytes, len);
+      sighting->tagged = TRUE;
+    }
+  }
+  return TRUE;
+}
+
+static void
+report (TallyGattScanner *scanner, const char *device, GVariant *props)
+{
+  TallyGattSighting sighting;
+
+  if (!read_sighting (device, props, &sighting) || scanner->handlers == NULL ||
+      scanner->handlers->seen == NULL)
+    return;
+  tally_gatt_scanner_ref (scanner);
+  scanner->handlers->seen (scanner, &sighting, scanner->user_data);
+  tally_gatt_scanner_unref (scanner);
+}
+
+typedef struct
+{
+  TallyGattScanner *scanner;
+  char *device;
+} Candidate;
+
+static void
+device_props_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Candidate *candidate = user_data;
+  TallyGattScanner *scanner = candidate->scanner;
+  g_autofree char *device = candidate->device;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply =
+    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
+  g_autoptr (GVariant) props = NULL;
+
+  g_free (candidate);
+  /* Cancelled: @scanner may be gone. */
+  if (reply == NULL || scanner->state == SCAN_IDLE)
+    return;
+  g_variant_get (reply, "(@a{sv})", &props);
+  report (scanner, device, props);
+}
+
+/* A report seen now, whose properties BlueZ did not send along. */
+static void
+read_device (TallyGattScanner *scanner, const char *device)
+{
+  Candidate *candidate = g_new0 (Candidate, 1);
+
+  candidate->scanner = scanner;
+  candidate->device = g_strdup (device);
+  g_dbus_connection_call (scanner->bus, BLUEZ, device, PROPERTIES_IFACE, "GetAll",
+                          g_variant_new ("(s)", DEVICE_IFACE), G_VARIANT_TYPE ("(a{sv})"),
+                          G_DBUS_CALL_FLAGS_NONE, -1, scanner->calls, device_props_done, candidate);
+}
+
+/* Cancels the calls of the scan that was: a new one starts afresh. */
+static void
+drop_calls (TallyGattScanner *scanner)
+{
+  g_cancellable_cancel (scanner->calls);
+  g_clear_object (&scanner->calls);
+  scanner->calls = g_cancellable_new ();
+}
+
+static void
+end_scan (TallyGattScanner *scanner, TallyGattScanEnd end, GError *error)
+{
+  g_autoptr (GError) owned = error;
+
+  g_info ("gatt scanner %s: %s", scanner->adapter, error->message);
+  drop_calls (scanner);
+  /* bluetoothd has no session left to stop after these. */
+  session_leave (scanner);
+  enter_state (scanner, SCAN_IDLE);
+  if (scanner->handlers == NULL || scanner->handlers->ended == NULL)
+    return;
+  tally_gatt_scanner_ref (scanner);
+  scanner->handlers->ended (scanner, end, error, scanner->user_data);
+  tally_gatt_scanner_unref (scanner);
+}
+
+/* bluetoothd drops every discovery session when the adapter goes off, and
+ * says nothing more to the session's owner: the Discovering property
+ * going false is all there is. */
+static void
+on_adapter_changed (TallyGattScanner *scanner, GVariant *changed)
+{
+  gboolean discovering = TRUE, powered = TRUE;
+
+  g_variant_lookup (changed, "Discovering", "b", &discovering);
+  g_variant_lookup (changed, "Powered", "b", &powered);
+  if (scanner->state != SCAN_RUNNING || (discovering && powered))
+    return;
+  end_scan (scanner, TALLY_GATT_SCAN_ADAPTER_STOPPED,
+            g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "discovery on %s stopped%s",
+                         scanner->adapter, powered ? "" : ": the adapter was switched off"));
+}
+
+static void
+on_properties_changed (const char *path, const char *iface, GVariant *changed, gpointer user_data)
+{
+  TallyGattScanner *scanner = user_data;
+
+  if (strcmp (iface, ADAPTER_IFACE) == 0 && strcmp (path, scanner->adapter_path) == 0) {
+    on_adapter_changed (scanner, changed);
+    return;
+  }
+  if (scanner->state == SCAN_IDLE || strcmp (iface, DEVICE_IFACE) != 0 ||
+      !tally_bluez_is_adapter_device (scanner->adapter_path, path))
+    return;
+  {
+    g_autoptr (GVariant) rssi = g_variant_lookup_value (changed, "RSSI", NULL);
+    g_autoptr (GVariant) mfr = g_variant_lookup_value (changed, "ManufacturerData", NULL);
+    g_autoptr (GVariant) uuids = g_variant_lookup_value (changed, "UUIDs", NULL);
+
+    if (rssi != NULL || mfr != NULL || uuids != NULL)
+      read_device (scanner, path);
+  }
+}
+
+static void
+on_interfaces_added (const char *object, GVariant *ifaces, gpointer user_data)
+{
+  TallyGattScanner *scanner = user_data;
+  g_autoptr (GVariant) props = NULL;
+
+  if (scanner->state == SCAN_IDLE || !tally_bluez_is_adapter_device (scanner->adapter_path, object))
+    return;
+  props = g_variant_lookup_value (ifaces, DEVICE_IFACE, NULL);
+  if (props != NULL)
+    report (scanner, object, props);
+}
+
+static void
+on_interfaces_removed (const char *object, const char *const *ifaces, gpointer user_data)
+{
+  TallyGattScanner *scanner = user_data;
+
+  if (scanner->state == SCAN_IDLE ||
+      !tally_bluez_is_adapter_device (scanner->adapter_path, object) ||
+      !g_strv_contains (ifaces, DEVICE_IFACE) || scanner->handlers == NULL ||
+      scanner->handlers->lost == NULL)
+    return;
+  tally_gatt_scanner_ref (scanner);
+  scanner->handlers->lost (scanner, object, scanner->user_data);
+  tally_gatt_scanner_unref (scanner);
+}
+
+/* --- starting and stopping --- */
+
+static void
+start_discovery_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TallyGattScanner *scanner = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autofree char *remote = NULL;
+  g_autoptr (GVariant) reply = tally_bluez_call_finish (source, result, &remote, &error);
+
+  if (reply == NULL) {
+    if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+      return;
+    /* InProgress: this client already discovers; it goes on. */
+    if (g_strcmp0 (remote, BLUEZ_ERROR_IN_PROGRESS) != 0) {
+      g_dbus_error_strip_remote_error (error);
+      end_scan (scanner, TALLY_GATT_SCAN_START_REFUSED,
+                g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "cannot discover on %s: %s",
+                             scanner->adapter, error->message));
+      return;
+    }
+  }
+  session_join (scanner);
+  enter_state (scanner, SCAN_RUNNING);
+  g_info ("gatt scanner: scanning on %s", scanner->adapter);
+}
+
+static void
+set_filter_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TallyGattScanner *scanner = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply =
+    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
+
+  if (reply == NULL) {
+    if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+      return;
+    g_dbus_error_strip_remote_error (error);
+    end_scan (scanner, TALLY_GATT_SCAN_FILTER_REFUSED,
+              g_error_new (TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
+                           "Bluetooth adapter %s: SetDiscoveryFilter: %s", scanner->adapter,
+                           error->message));
+    return;
+  }
+  g_dbus_connection_call (scanner->bus, BLUEZ, scanner->adapter_path, ADAPTER_IFACE,
+                          "StartDiscovery", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, -1, scanner->calls,
+                          start_discovery_done, scanner);
+}
+
+void
+tally_gatt_scanner_start (TallyGattScanner *scanner)
+{
+  GVariantBuilder filter;
+  const char *uuids[] = { TALLY_GATT_SERVICE_UUID, NULL };
+
+  g_return_if_fail (scanner != NULL);
+
+  tally_gatt_scanner_stop (scanner);
+  enter_state (scanner, SCAN_STARTING);
+  g_variant_builder_init (&filter, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&filter, "{sv}", "UUIDs", g_variant_new_strv (uuids, -1));
+  g_variant_builder_add (&filter, "{sv}", "Transport", g_variant_new_string ("le"));
+  /* Every report, so a new request tag shows at once. */
+  g_variant_builder_add (&filter, "{sv}", "DuplicateData", g_variant_new_boolean (TRUE));
+  g_dbus_connection_call (scanner->bus, BLUEZ, scanner->adapter_path, ADAPTER_IFACE,
+                          "SetDiscoveryFilter", g_variant_new ("(a{sv})", &filter), NULL,
+                          G_DBUS_CALL_FLAGS_NONE, -1, scanner->calls, set_filter_done, scanner);
+}
+
+void
+tally_gatt_scanner_stop (TallyGattScanner *scanner)
+{
+  g_return_if_fail (scanner != NULL);
+
+  if (scanner->state == SCAN_IDLE)
+    return;
+  drop_calls (scanner);
+  enter_state (scanner, SCAN_IDLE);
+  if (session_leave (scanner))
+    tally_bluez_call_ignoring (
+      scanner->bus, scanner->adapter_path, ADAPTER_IFACE, "StopDiscovery",
+      g_strdup_printf ("gatt scanner: StopDiscovery %s", scanner->adapter_path));
+}
+
+gboolean
+tally_gatt_scanner_is_running (TallyGattScanner *scanner)
+{
+  g_return_val_if_fail (scanner != NULL, FALSE);
+  return scanner->state == SCAN_RUNNING;
+}
+
+/* --- lifetime --- */
+
+TallyGattScanner *
+tally_gatt_scanner_new (GDBusConnection *system_bus, const char *adapter)
+{
+  TallyGattScanner *scanner;
+
+  g_return_val_if_fail (G_IS_DBUS_CONNECTION (system_bus) && adapter != NULL, NULL);
+
+  scanner = g_new0 (TallyGattScanner, 1);
+  scanner->ref_count = 1;
+  scanner->state = SCAN_IDLE;
+  scanner->bus = g_object_ref (system_bus);
+  scanner->adapter = g_strdup (adapter);
+  scanner->adapter_path = tally_bluez_adapter_path (adapter);
+  scanner->context = g_main_context_ref_thread_default ();
+  scanner->calls = g_cancellable_new ();
+  tally_bluez_watch_properties (&scanner->props_watch, scanner->bus, NULL, on_properties_changed,
+                                scanner, NULL);
+  tally_bluez_watch_added (&scanner->added_watch, scanner->bus, on_interfaces_added, scanner, NULL);
+  tally_bluez_watch_removed (&scanner->removed_watch, scanner->bus, on_interfaces_removed, scanner,
+                             NULL);
+  return scanner;
+}
+
+TallyGattScanner *
+tally_gatt_scanner_ref (TallyGattScanner *scanner)
+{
+  g_return_val_if_fail (scanner != NULL, NULL);
+  g_atomic_int_inc (&scanner->ref_count);
+  return scanner;
+}
+
+void
+tally_gatt_scanner_set_handlers (TallyGattScanner *scanner,
+                                 const TallyGattScannerHandlers *handlers,
+                                 gpointer user_data,
+                                 GDestroyNotify destroy)
+{
+  g_return_if_fail (scanner != NULL);
+
+  if (scanner->destroy != NULL)
+    scanner->destroy (scanner->user_data);
+  scanner->handlers = handlers;
+  scanner->user_data = user_data;
+  scanner->destroy = destroy;
+}
+
+void
+tally_gatt_scanner_unref (TallyGattScanner *scanner)
+{
+  if (scanner == NULL || !g_atomic_int_dec_and_test (&scanner->ref_count))
+    return;
+  tally_gatt_scanner_stop (scanner);
+  tally_gatt_scanner_set_handlers (scanner, NULL, NULL, NULL);
+  g_cancellable_cancel (scanner->calls);
+  tally_bluez_unwatch (&scanner->props_watch, scanner->bus);
+  tally_bluez_unwatch (&scanner->added_watch, scanner->bus);
+  tally_bluez_unwatch (&scanner->removed_watch, scanner->bus);
+  g_clear_object (&scanner->calls);
+  g_object_unref (scanner->bus);
+  g_main_context_unref (scanner->context);
+  g_free (scanner->adapter);
+  g_free (scanner->adapter_path);
+  g_free (scanner);
+}
