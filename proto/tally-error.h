@@ -62,7 +62,7 @@ GQuark tally_error_quark (void);
   X (INCOMPLETE, 45, Incomplete)                                                                   \
   X (NOT_AUTHORIZED, 46, NotAuthorized)                                                            \
   X (ALREADY_PAID, 47, AlreadyPaid)                                                                \
-  X (REQUEST_UNNAMED, 48, RequestUnnamed)
+  X (REQUEST_UNNAMED, 48, RequestUnnamed)                                                          \
   X (NOT_SUPPORTED, 49, NotSupported)
 
 #define TALLY_ERROR_ENUM_ENTRY(symbol, code, name) TALLY_ERROR_##symbol = code,
