@@ -18,6 +18,7 @@
 #include "tally-link.h"
 #include "tally-payment.h"
 #include "tally-stream.h"
+#include "tally-sync.h"
 
 G_BEGIN_DECLS
 
@@ -90,6 +91,8 @@ struct _TallyDaemon
   TallyAgentManager *agents;
   GQueue payments;        /* DaemonPayment *, oldest first */
   DaemonRequest *request; /* the open request payers connect to */
+  TallySync *sync;        /* [issuer] url set: reconciling online */
+  guint sync_interval;    /* automatic sync; 0: only when asked */
 
   /* Bluetooth LE */
   gboolean ble;

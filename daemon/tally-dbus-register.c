@@ -296,6 +296,38 @@ handle_apply_result (TallyDBusRegister1 *skeleton,
   return TRUE;
 }
 
+static void
+on_synced (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GDBusMethodInvocation) invocation = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!tally_sync_run_finish (NULL, result, &error)) {
+    tally_dbus_error_return (invocation, error);
+    return;
+  }
+  g_dbus_method_invocation_return_value (invocation, NULL);
+}
+
+static gboolean
+handle_sync (TallyDBusRegister1 *skeleton, GDBusMethodInvocation *invocation, gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallySync *sync = tally_daemon_get_sync (object->daemon);
+
+  if (sync == NULL) {
+    g_autoptr (GError) error =
+      g_error_new_literal (TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+                           "no online issuer: set [issuer] url in tallyd.conf, or carry the "
+                           "bundle by hand (tallyctl export, tallyctl apply)");
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  /* The object may go before the answer: the callback holds only the call. */
+  tally_sync_run_async (sync, on_synced, g_object_ref (invocation));
+  return TRUE;
+}
+
 static gboolean
 handle_defund (TallyDBusRegister1 *skeleton, GDBusMethodInvocation *invocation, gpointer user_data)
 {
@@ -394,6 +426,17 @@ tally_dbus_register_sync (TallyDBusRegister *object)
   tally_dbus_register1_set_closed (s, tally_register_is_closed (reg));
   tally_dbus_register1_set_listen_address (s, tally_daemon_get_listen_address (object->daemon));
   tally_dbus_register1_set_display_name (s, cert && cert->display_name ? cert->display_name : "");
+  TallySync *sync = tally_daemon_get_sync (object->daemon);
+  const GError *sync_error = sync ? tally_sync_get_last_error (sync) : NULL;
+  tally_dbus_register1_set_issuer_url (s, sync ? tally_sync_get_url (sync) : "");
+  tally_dbus_register1_set_sync_state (
+    s, sync ? tally_sync_state_to_string (tally_sync_get_state (sync)) : "off");
+  tally_dbus_register1_set_last_sync (s, sync ? tally_sync_get_last_sync (sync) : 0);
+  g_autofree char *sync_error_text =
+    sync_error ? g_strdup_printf ("%s: %s", tally_dbus_error_name_for (sync_error), sync_error->message)
+               : g_strdup ("");
+  tally_dbus_register1_set_last_sync_error (s, sync_error_text);
+  tally_dbus_register1_set_sync_deadline (s, tally_sync_deadline (reg));
   g_object_thaw_notify (G_OBJECT (s));
 }
 
@@ -423,6 +466,7 @@ tally_dbus_register_new (GDBusConnection *connection, TallyDaemon *daemon, GErro
   g_signal_connect (object->skeleton, "handle-apply-result", G_CALLBACK (handle_apply_result),
                     object);
   g_signal_connect (object->skeleton, "handle-defund", G_CALLBACK (handle_defund), object);
+  g_signal_connect (object->skeleton, "handle-sync", G_CALLBACK (handle_sync), object);
   g_signal_connect (object->skeleton, "handle-get-history", G_CALLBACK (handle_get_history), object);
 
   if (!g_dbus_interface_skeleton_export (G_DBUS_INTERFACE_SKELETON (object->skeleton), connection,

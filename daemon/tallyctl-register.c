@@ -476,6 +476,32 @@ cmd_apply (Ctl *ctl, int argc, char **argv)
   return send_file (ctl, argc, argv, "ApplyResult", "Reconciliation result applied.");
 }
 
+/* --- sync --- */
+
+/* How long tallyctl waits for Sync: tallyd gives each request 30 s and
+ * sends a bundle up to four times. */
+#define SYNC_CALL_TIMEOUT_MS (180 * 1000)
+
+int
+cmd_sync (Ctl *ctl, int argc, char **argv)
+{
+  int rc;
+  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
+    return rc;
+
+  g_autoptr (GError) error = NULL;
+  gboolean interactive = isatty (STDIN_FILENO);
+  g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
+    ctl->bus, ctl->owner, REGISTER_PATH, REGISTER_IFACE, "Sync", NULL, G_VARIANT_TYPE_UNIT,
+    interactive ? G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION : G_DBUS_CALL_FLAGS_NONE,
+    interactive ? G_MAXINT : SYNC_CALL_TIMEOUT_MS, NULL, &error);
+  if (reply == NULL)
+    return report_gerror (ctl, error);
+  if (!ctl->json)
+    g_print ("Synced with the issuer.\n");
+  return print_balance (ctl, "Balance: ");
+}
+
 /* --- export, defund --- */
 
 static int

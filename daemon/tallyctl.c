@@ -52,6 +52,10 @@ static const Command commands[] = {
     "tallyctl export - | ssh issuer 'cat > alice.bundle'", cmd_export },
   { "apply", "FILE", "Apply the issuer's reconciliation result (FILE - reads standard input).",
     "tallyctl apply result.bin", cmd_apply },
+  { "sync", "",
+    "Reconcile with the online issuer now ([issuer] url in tallyd.conf): export, upload, "
+    "apply, and fetch the revocation list; safe to interrupt and run again.",
+    "tallyctl sync", cmd_sync },
   { "defund", "FILE",
     "Move the whole balance back online and close the register; FILE must not exist yet.",
     "tallyctl defund defund.bin", cmd_defund },
