@@ -4,50 +4,17 @@
  * the object's context, carried by a Run that outlives the object when it
  * goes mid-way (its callbacks then only finish their callers).
  */
-#include "tally-sync.h"
+#include "tally-sync-private.h"
 
 #include <json-glib/json-glib.h>
-#include <libsoup/soup.h>
 #include <string.h>
 
 #include "tally-clock.h"
 
-/* Seconds a request may take, connection included. */
-#define REQUEST_TIMEOUT 30
 /* The longest answer we read: a result carries every receipt of a bundle. */
 #define MAX_ANSWER_BYTES (4 * 1024 * 1024)
 /* Characters of an issuer's refusal message we repeat. */
 #define MAX_MESSAGE_CHARS 200
-
-typedef struct _Run Run;
-
-struct _TallySync
-{
-  gint ref;
-  GMainContext *context;
-  TallyRegister *reg; /* borrowed */
-  char *url;          /* without the trailing '/' */
-  SoupSession *session;
-  TallySyncState state;
-  guint64 last_sync;
-  GError *last_error;
-  char *keys_etag;
-  char *revocations_etag;
-  Run *run; /* the sync in progress, or NULL */
-
-  const TallySyncCallbacks *callbacks;
-  gpointer user_data;
-  GDestroyNotify destroy;
-
-  /* automatic */
-  gboolean automatic;
-  guint interval;
-  guint failures; /* automatic syncs failed in a row */
-  GSource *timer;
-  GNetworkMonitor *monitor;
-  gulong network_handler;
-  gboolean network_up;
-};
 
 struct _Run
 {
@@ -135,8 +102,8 @@ tally_sync_check_url (const char *url, gboolean allow_plain_http, GError **error
 }
 
 /* What a failed request means to the register's owner. */
-static GError *
-transport_error (TallySync *sync, const char *what, const GError *error)
+GError *
+sync_transport_error (TallySync *sync, const char *what, const GError *error)
 {
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "sync cancelled");
@@ -147,15 +114,15 @@ transport_error (TallySync *sync, const char *what, const GError *error)
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
     return g_error_new (TALLY_ERROR, TALLY_ERROR_TIMEOUT,
                         "the issuer at %s did not answer %s within %u seconds", sync->url, what,
-                        REQUEST_TIMEOUT);
+                        TALLY_SYNC_REQUEST_TIMEOUT);
   return g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "issuer unreachable at %s (%s): %s",
                       sync->url, what, error->message);
 }
 
 /* The Tally error of an issuer's refusal: its JSON body's "code" and
  * "message" (docs/issuer-api.md, Errors), cut short and escaped. */
-static GError *
-refusal_error (TallySync *sync, const char *what, guint status, GBytes *body)
+GError *
+sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body)
 {
   TallyError code = TALLY_ERROR_FAILED;
   g_autofree char *message = NULL;
@@ -272,7 +239,7 @@ on_answer (GObject *source, GAsyncResult *result, gpointer user_data)
   if (body == NULL) {
     func (run, 0, msg, NULL);
     if (run->sync != NULL && error != NULL && run->retry == NULL)
-      run_end (run, transport_error (run->sync, what, error));
+      run_end (run, sync_transport_error (run->sync, what, error));
     return;
   }
   if (g_bytes_get_size (body) > MAX_ANSWER_BYTES) {
@@ -319,7 +286,7 @@ expect_protobuf (Run *run, guint status, SoupMessage *msg, GBytes *body, const c
 {
   if (status == SOUP_STATUS_OK)
     return TRUE;
-  run_end (run, refusal_error (run->sync, what, status, body));
+  run_end (run, sync_refusal_error (run->sync, what, status, body));
   return FALSE;
 }
 
@@ -582,7 +549,7 @@ next_delay (TallySync *sync)
     guint64 due = deadline > TALLY_SYNC_DEADLINE_MARGIN ? deadline - TALLY_SYNC_DEADLINE_MARGIN : 0;
     guint64 until = due > now ? due - now : 0;
     if (until < delay)
-      delay = (guint) MAX (until, (guint64) TALLY_SYNC_BACKOFF_FIRST);
+      delay = (guint) MAX (until, (guint64) TALLY_SYNC_DEADLINE_FLOOR);
   }
   return delay;
 }
@@ -660,12 +627,13 @@ tally_sync_start_automatic (TallySync *sync, guint interval_seconds)
 
 TallySync *
 tally_sync_new (TallyRegister *reg,
+                const char *state_dir,
                 const char *url,
                 const char *ca_file,
                 gboolean allow_plain_http,
                 GError **error)
 {
-  g_return_val_if_fail (reg != NULL && url != NULL, NULL);
+  g_return_val_if_fail (reg != NULL && state_dir != NULL && url != NULL, NULL);
 
   if (!tally_sync_check_url (url, allow_plain_http, error))
     return NULL;
@@ -685,10 +653,11 @@ tally_sync_new (TallyRegister *reg,
   sync->context = g_main_context_ref_thread_default ();
   sync->reg = reg;
   sync->url = g_strdup (url);
+  sync->state_dir = g_strdup (state_dir);
   gsize len = strlen (sync->url);
   while (len > 0 && sync->url[len - 1] == '/')
     sync->url[--len] = '\0';
-  sync->session = soup_session_new_with_options ("timeout", REQUEST_TIMEOUT, "idle-timeout", 60,
+  sync->session = soup_session_new_with_options ("timeout", TALLY_SYNC_REQUEST_TIMEOUT, "idle-timeout", 60,
                                                  "user-agent", "tallyd ", NULL);
   if (database != NULL)
     soup_session_set_tls_database (sync->session, database);
@@ -719,6 +688,7 @@ tally_sync_unref (TallySync *sync)
       run_end (sync->run, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "sync cancelled"));
     }
   }
+  sync_account_detach (sync);
   clear_timer (sync);
   if (sync->monitor != NULL) {
     g_signal_handler_disconnect (sync->monitor, sync->network_handler);
@@ -732,6 +702,7 @@ tally_sync_unref (TallySync *sync)
   g_free (sync->keys_etag);
   g_free (sync->revocations_etag);
   g_free (sync->url);
+  g_free (sync->state_dir);
   g_main_context_unref (sync->context);
   g_free (sync);
 }

@@ -51,6 +51,9 @@ const char *tally_sync_state_to_string (TallySyncState state);
 #define TALLY_SYNC_BACKOFF_FIRST 5
 /* An automatic sync falls due this long before the sync deadline. */
 #define TALLY_SYNC_DEADLINE_MARGIN 600
+/* But not more often than this, in seconds, when the deadline is near or
+ * past and the issuer renews nothing. */
+#define TALLY_SYNC_DEADLINE_FLOOR 60
 
 typedef struct _TallySync TallySync;
 
@@ -67,9 +70,12 @@ typedef struct
  * INVALID_ARGUMENT or POLICY. */
 gboolean tally_sync_check_url (const char *url, gboolean allow_plain_http, GError **error);
 
-/* @reg is borrowed and must outlive the object.  @ca_file (may be NULL):
- * PEM certificates trusted for https instead of the system's. */
+/* @reg is borrowed and must outlive the object; @state_dir keeps the
+ * account of tally_sync_enroll_async () (TALLY_SYNC_ACCOUNT_FILE, 0600).
+ * @ca_file (may be NULL): PEM certificates trusted for https instead of
+ * the system's. */
 TallySync *tally_sync_new (TallyRegister *reg,
+                           const char *state_dir,
                            const char *url,
                            const char *ca_file,
                            gboolean allow_plain_http,
@@ -92,6 +98,34 @@ gboolean tally_sync_run_finish (TallySync *sync, GAsyncResult *result, GError **
  * deadline), backs off after failures, and syncs when the network comes
  * back. */
 void tally_sync_start_automatic (TallySync *sync, guint interval_seconds);
+
+/* --- the account (docs/issuer-api.md) --- */
+
+/* In the state directory: the account enrolled with and its token. */
+#define TALLY_SYNC_ACCOUNT_FILE "issuer-account"
+
+/* Enrols the register with @account: its proof of possession
+ * (tally_register_sign_enrolment ()) and @token (the account's bearer
+ * token, 64 hex digits) to POST /v1/accounts/NAME/registers, and installs
+ * the certificate that comes back.  Then keeps @account and @token in
+ * TALLY_SYNC_ACCOUNT_FILE for tally_sync_topup_async ().  The token's
+ * copies are zeroed once used; the caller zeroes its own. */
+void tally_sync_enroll_async (TallySync *sync,
+                              const char *account,
+                              const char *token,
+                              GAsyncReadyCallback callback,
+                              gpointer user_data);
+gboolean tally_sync_enroll_finish (TallySync *sync, GAsyncResult *result, GError **error);
+
+/* Buys a voucher of @amount (minor units) from the enrolled account and
+ * loads it.  The purchase carries a random request id, the same for every
+ * retry after a dropped connection: the account pays once.  WRONG_STATE
+ * before an enrolment. */
+void tally_sync_topup_async (TallySync *sync,
+                             gint64 amount,
+                             GAsyncReadyCallback callback,
+                             gpointer user_data);
+gboolean tally_sync_topup_finish (TallySync *sync, GAsyncResult *result, GError **error);
 
 TallySyncState tally_sync_get_state (TallySync *sync);
 /* Seconds since the epoch of the last sync that succeeded; 0: none yet. */

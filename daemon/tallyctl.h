@@ -213,6 +213,8 @@ int cmd_certificate (Ctl *ctl, int argc, char **argv);
 int cmd_apply (Ctl *ctl, int argc, char **argv);
 int cmd_export (Ctl *ctl, int argc, char **argv);
 int cmd_sync (Ctl *ctl, int argc, char **argv);
+int cmd_enroll (Ctl *ctl, int argc, char **argv);
+int cmd_topup (Ctl *ctl, int argc, char **argv);
 int cmd_defund (Ctl *ctl, int argc, char **argv);
 
 /* --- following payments (tallyctl-follow.c) --- */

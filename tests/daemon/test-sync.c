@@ -15,7 +15,10 @@
 #include <libsoup/soup.h>
 
 #include "issuer-test-util.h"
+#include <glib/gstdio.h>
+
 #include "tally-clock.h"
+#include "tally-hex.h"
 #include "tally-daemon.h"
 #include "tally-dbus-error.h"
 #include "tally-issuer-http.h"
@@ -33,6 +36,7 @@ typedef enum
   RELAY_PASS,
   RELAY_DROP_FIRST_RESULT, /* the issuer books the bundle, its answer is lost */
   RELAY_FORGE_RESULT,      /* the result re-signed by another key */
+  RELAY_DROP_FIRST_VOUCHER, /* the issuer sells the voucher, its answer is lost */
 } RelayMode;
 
 typedef struct
@@ -54,6 +58,8 @@ typedef struct
   RelayMode mode;
   guint reconcile_posts;  /* POST /v1/reconcile the relay forwarded */
   guint repeated_answers; /* of them, answered X-Tally-Repeated: yes */
+  guint voucher_posts;    /* POST .../vouchers the relay forwarded */
+  guint repeated_vouchers;
 
   GDBusConnection *client;
   Node alice;
@@ -68,6 +74,7 @@ typedef struct
   SoupServerMessage *msg;
   SoupMessage *out;
   gboolean reconcile;
+  gboolean voucher;
 } RelayCall;
 
 static GBytes *
@@ -102,7 +109,13 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
     if (g_strcmp0 (soup_message_headers_get_one (in, "X-Tally-Repeated"), "yes") == 0)
       f->repeated_answers++;
   }
-  if (c->reconcile && f->mode == RELAY_DROP_FIRST_RESULT && f->reconcile_posts == 1) {
+  if (c->voucher) {
+    f->voucher_posts++;
+    if (g_strcmp0 (soup_message_headers_get_one (in, "X-Tally-Repeated"), "yes") == 0)
+      f->repeated_vouchers++;
+  }
+  if ((c->reconcile && f->mode == RELAY_DROP_FIRST_RESULT && f->reconcile_posts == 1) ||
+      (c->voucher && f->mode == RELAY_DROP_FIRST_VOUCHER && f->voucher_posts == 1)) {
     /* Booked by the issuer; the device never hears of it. */
     g_autoptr (GIOStream) stream = soup_server_message_steal_connection (c->msg);
     g_io_stream_close (stream, NULL, NULL);
@@ -144,7 +157,12 @@ relay_handler (SoupServer *server,
   c->msg = g_object_ref (msg);
   c->out = soup_message_new (soup_server_message_get_method (msg), url);
   c->reconcile = strcmp (path, "/v1/reconcile") == 0;
+  c->voucher = g_str_has_suffix (path, "/vouchers");
   SoupMessageHeaders *in = soup_server_message_get_request_headers (msg);
+  const char *authorization = soup_message_headers_get_one (in, "Authorization");
+  if (authorization != NULL)
+    soup_message_headers_replace (soup_message_get_request_headers (c->out), "Authorization",
+                                  authorization);
   const char *etag = soup_message_headers_get_one (in, "If-None-Match");
   if (etag != NULL)
     soup_message_headers_replace (soup_message_get_request_headers (c->out), "If-None-Match", etag);
@@ -724,6 +742,145 @@ test_tallyctl_sync_reconciles (Fixture *f, gconstpointer data)
   assert_entries (&f->bob, TALLY_ENTRY_STATE_SETTLED, 1);
 }
 
+/* --- enrolment and top-up --- */
+
+#define CAROL_DEPOSIT 8000
+#define TOPUP         2500
+
+/* The account "carol" and its token (hex), and a register for it that
+ * trusts the issuer and has no certificate yet. */
+static char *
+carol_setup (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
+  g_assert_true (
+    tally_issuer_account_create_with_token (f->issuer, "carol", "Carol's Cafe", token, &error));
+  g_assert_true (tally_issuer_deposit (f->issuer, "carol", CAROL_DEPOSIT, &error));
+  g_assert_no_error (error);
+  g_autofree char *dir = g_build_filename (f->dir, "carol", NULL);
+  g_autoptr (TallyRegister) reg =
+    tally_register_create (dir, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  return tally_hex_encode (token, sizeof token);
+}
+
+static gint64
+account_balance (Fixture *f, const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 balance = 0;
+  g_assert_true (tally_issuer_account_balance (f->issuer, name, &balance, &error));
+  g_assert_no_error (error);
+  return balance;
+}
+
+static gboolean
+node_enroll (Fixture *f, Node *node, const char *account, const char *token, GError **error)
+{
+  g_autoptr (GVariant) reply = node_call (f, node, "org.tally.Register1", "Enroll",
+                                          g_variant_new ("(ss)", account, token), error);
+  return reply != NULL;
+}
+
+static gboolean
+node_topup (Fixture *f, Node *node, gint64 amount, GError **error)
+{
+  g_autoptr (GVariant) reply = node_call (f, node, "org.tally.Register1", "Topup",
+                                          g_variant_new ("(t)", (guint64) amount), error);
+  return reply != NULL;
+}
+
+/* A fresh register enrols with its account's token and buys a voucher,
+ * nothing carried by hand; the account pays for it once. */
+static void
+test_enroll_then_topup_over_http (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  node_start (f, &f->alice, "carol", NULL, 0);
+
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+  g_autofree char *name = node_string (f, &f->alice, "DisplayName");
+  g_assert_cmpstr (name, ==, "Carol's Cafe");
+  g_assert_cmpuint (node_u64 (f, &f->alice, "CertificateExpiry"), >, tally_now ());
+
+  /* The account is kept for top-ups, readable by the daemon's user only. */
+  g_autofree char *file = g_build_filename (f->dir, "carol", "issuer-account", NULL);
+  GStatBuf st;
+  g_assert_cmpint (g_stat (file, &st), ==, 0);
+  g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+
+  g_assert_true (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==,
+                   TOPUP);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+
+  /* Enrolling the same key again is refused, and changes nothing. */
+  g_assert_false (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
+  g_clear_error (&error);
+
+  /* And the value syncs like any other. */
+  g_assert_true (node_sync (f, &f->alice, &error));
+  g_assert_no_error (error);
+  TallyAudit a = audit (f);
+  g_assert_true (a.balanced);
+  g_assert_cmpint (a.offline, ==, LOADED + TOPUP);
+}
+
+/* The issuer sells the voucher and its answer is lost: the daemon asks
+ * again with the same request id, gets the same voucher, and the account
+ * pays once. */
+static void
+test_topup_retried_after_a_dropped_answer_pays_once (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  relay_start (f, RELAY_DROP_FIRST_VOUCHER);
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+
+  g_assert_true (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (f->voucher_posts, ==, 2);
+  g_assert_cmpuint (f->repeated_vouchers, ==, 1);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==,
+                   TOPUP);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+}
+
+/* Another account's token: refused, no certificate, nothing kept. */
+static void
+test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  guint8 other[TALLY_ACCOUNT_TOKEN_BYTES];
+  g_assert_true (tally_issuer_account_token_new (f->issuer, "bob", other, &error));
+  g_autofree char *bob_token = tally_hex_encode (other, sizeof other);
+  node_start (f, &f->alice, "carol", NULL, 0);
+
+  g_assert_false (node_enroll (f, &f->alice, "carol", bob_token, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_AUTHORIZED);
+  g_clear_error (&error);
+  g_assert_null (tally_register_get_certificate_info (tally_daemon_get_register (f->alice.daemon)));
+  g_autofree char *file = g_build_filename (f->dir, "carol", "issuer-account", NULL);
+  g_assert_false (g_file_test (file, G_FILE_TEST_EXISTS));
+
+  g_assert_false (node_enroll (f, &f->alice, "carol", "not a token", &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+
+  /* Before an enrolment there is no account to buy from. */
+  g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NO_CERTIFICATE);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -746,6 +903,11 @@ main (int argc, char **argv)
   ADD ("/daemon/sync/automatic-sync-at-start-settles-without-a-call",
        test_automatic_sync_at_start_settles_without_a_call);
   ADD ("/daemon/sync/tallyctl-sync-reconciles", test_tallyctl_sync_reconciles);
+  ADD ("/daemon/sync/enroll-then-topup-over-http", test_enroll_then_topup_over_http);
+  ADD ("/daemon/sync/topup-retried-after-a-dropped-answer-pays-once",
+       test_topup_retried_after_a_dropped_answer_pays_once);
+  ADD ("/daemon/sync/enroll-with-a-wrong-token-is-refused-and-keeps-nothing",
+       test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);

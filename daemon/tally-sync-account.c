@@ -1,0 +1,370 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+/*
+ * The account side of the online issuer (tally-sync.h): enrolling the
+ * register with an account's token, and buying vouchers from it later.
+ * The account and its token are kept in TALLY_SYNC_ACCOUNT_FILE (0600) in
+ * the register's directory; every copy of the token we make is zeroed.
+ */
+#include "tally-sync-private.h"
+
+#include <glib/gstdio.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "tally-clock.h"
+#include "tally-hex.h"
+
+#define TOKEN_HEX_CHARS (2 * 32)
+/* The issuer takes amounts up to 2^53 (docs/issuer-api.md). */
+#define MAX_JSON_AMOUNT ((gint64) 1 << 53)
+
+typedef enum
+{
+  CALL_ENROL,
+  CALL_TOPUP,
+} CallKind;
+
+typedef struct
+{
+  TallySync *sync; /* NULL once the object is gone */
+  CallKind kind;
+  GTask *task;
+  GCancellable *cancellable;
+  char *path;
+  char *authorization; /* "Bearer <token>": a secret */
+  GBytes *body;        /* the JSON request, the same for every attempt */
+  char *account;       /* enrolment: kept with the token once certified */
+  char *token;         /* enrolment: a secret */
+  guint attempt;
+  GSource *retry;
+} AccountCall;
+
+static void
+secret_free (char *secret)
+{
+  if (secret == NULL)
+    return;
+  sodium_memzero (secret, strlen (secret));
+  g_free (secret);
+}
+
+static void
+call_free (AccountCall *c)
+{
+  if (c->retry != NULL) {
+    g_source_destroy (c->retry);
+    g_source_unref (c->retry);
+  }
+  g_object_unref (c->cancellable);
+  g_free (c->path);
+  secret_free (c->authorization);
+  secret_free (c->token);
+  g_free (c->account);
+  g_bytes_unref (c->body);
+  g_free (c);
+}
+
+/* Ends @c with @error (taken; NULL: success). */
+static void
+call_end (AccountCall *c, GError *error)
+{
+  GTask *task = g_steal_pointer (&c->task);
+  if (c->sync != NULL)
+    c->sync->calls = g_list_remove (c->sync->calls, c);
+  call_free (c);
+  if (error != NULL)
+    g_task_return_error (task, error);
+  else
+    g_task_return_boolean (task, TRUE);
+  g_object_unref (task);
+}
+
+void
+sync_account_detach (TallySync *sync)
+{
+  GList *calls = g_steal_pointer (&sync->calls);
+  for (GList *l = calls; l != NULL; l = l->next) {
+    AccountCall *c = l->data;
+    c->sync = NULL;
+    g_cancellable_cancel (c->cancellable);
+    /* Waiting for a retry, no request runs to end it: end it now. */
+    if (c->retry != NULL)
+      call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "cancelled"));
+  }
+  g_list_free (calls);
+}
+
+/* --- the account file --- */
+
+static char *
+account_path (TallySync *sync)
+{
+  return g_build_filename (sync->state_dir, TALLY_SYNC_ACCOUNT_FILE, NULL);
+}
+
+static gboolean
+token_check (const char *token, GError **error)
+{
+  guint8 raw[TOKEN_HEX_CHARS / 2];
+  gboolean ok = strlen (token) == TOKEN_HEX_CHARS && tally_hex_decode (token, raw, sizeof raw, NULL);
+  sodium_memzero (raw, sizeof raw);
+  if (!ok)
+    g_set_error_literal (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                         "an account token is 64 hex digits");
+  return ok;
+}
+
+static gboolean
+account_save (TallySync *sync, const char *account, const char *token, GError **error)
+{
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_key_file_set_string (kf, "account", "name", account);
+  g_key_file_set_string (kf, "account", "token", token);
+  gsize len = 0;
+  char *data = g_key_file_to_data (kf, &len, NULL);
+  g_autofree char *path = account_path (sync);
+  g_autoptr (GError) local = NULL;
+  gboolean ok = g_file_set_contents_full (path, data, (gssize) len,
+                                          G_FILE_SET_CONTENTS_CONSISTENT, 0600, &local);
+  secret_free (data);
+  /* The key file keeps its own copy of the token. */
+  g_key_file_set_string (kf, "account", "token", "");
+  if (!ok)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
+                 "enrolled, but the account cannot be kept for top-ups: %s", local->message);
+  return ok;
+}
+
+/* The account and token of the enrolment; WRONG_STATE before one. */
+static gboolean
+account_load (TallySync *sync, char **account, char **token, GError **error)
+{
+  g_autofree char *path = account_path (sync);
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  g_autoptr (GError) local = NULL;
+  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, &local)) {
+    gboolean missing = g_error_matches (local, G_FILE_ERROR, G_FILE_ERROR_NOENT);
+    g_set_error (error, TALLY_ERROR, missing ? TALLY_ERROR_WRONG_STATE : TALLY_ERROR_STORAGE,
+                 missing ? "no account to top up from: enrol first (tallyctl enroll)" : "%s: %s",
+                 path, local ? local->message : "");
+    return FALSE;
+  }
+  g_autofree char *name = g_key_file_get_string (kf, "account", "name", NULL);
+  char *secret = g_key_file_get_string (kf, "account", "token", NULL);
+  g_key_file_set_string (kf, "account", "token", "");
+  if (name == NULL || *name == '\0' || secret == NULL || !token_check (secret, NULL)) {
+    secret_free (secret);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: no account name and token", path);
+    return FALSE;
+  }
+  *account = g_steal_pointer (&name);
+  *token = secret;
+  return TRUE;
+}
+
+/* --- requests --- */
+
+static void call_send (AccountCall *c);
+
+static gboolean
+on_call_retry (gpointer user_data)
+{
+  AccountCall *c = user_data;
+  g_clear_pointer (&c->retry, g_source_unref);
+  call_send (c);
+  return G_SOURCE_REMOVE;
+}
+
+/* The issuer's certificate or voucher, installed or loaded. */
+static void
+call_answered (AccountCall *c, guint status, GBytes *body)
+{
+  TallySync *sync = c->sync;
+  g_autoptr (GError) error = NULL;
+  gsize len;
+  const guint8 *data = g_bytes_get_data (body, &len);
+  data = data != NULL ? data : (const guint8 *) "";
+
+  switch (c->kind) {
+  case CALL_ENROL:
+    if (status != SOUP_STATUS_CREATED) {
+      call_end (c, sync_refusal_error (sync, "the enrolment", status, body));
+      return;
+    }
+    if (!tally_register_install_certificate (sync->reg, data, len, tally_now (), &error)) {
+      g_prefix_error (&error, "the issuer's certificate at %s: ", sync->url);
+      call_end (c, g_steal_pointer (&error));
+      return;
+    }
+    g_message ("enrolled with account \"%s\" at %s", c->account, sync->url);
+    account_save (sync, c->account, c->token, &error);
+    call_end (c, g_steal_pointer (&error));
+    return;
+  case CALL_TOPUP:
+    if (status != SOUP_STATUS_CREATED && status != SOUP_STATUS_OK) {
+      call_end (c, sync_refusal_error (sync, "the voucher", status, body));
+      return;
+    }
+    if (!tally_register_load (sync->reg, data, len, tally_now (), &error)) {
+      g_prefix_error (&error, "the issuer's voucher at %s: ", sync->url);
+      call_end (c, g_steal_pointer (&error));
+      return;
+    }
+    g_message ("voucher from %s loaded, balance %" G_GINT64_FORMAT, sync->url,
+               tally_register_get_balance (sync->reg));
+    call_end (c, NULL);
+    return;
+  }
+}
+
+static void
+on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  AccountCall *c = user_data;
+  g_autoptr (GError) error = NULL;
+  SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), result);
+  guint status = msg ? soup_message_get_status (msg) : 0;
+  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
+
+  if (c->sync == NULL) {
+    call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "cancelled"));
+    return;
+  }
+  if (body == NULL) {
+    /* A purchase is kept under its request id: the same request again
+     * gets the same voucher and pays nothing twice.  An enrolment is
+     * not sent twice: the issuer refuses a key it enrolled. */
+    if (c->kind == CALL_TOPUP && c->attempt < TALLY_SYNC_UPLOAD_ATTEMPTS &&
+        !g_cancellable_is_cancelled (c->cancellable)) {
+      g_info ("top-up at %s: attempt %u failed (%s), asking again", c->sync->url, c->attempt,
+              error->message);
+      c->retry = g_timeout_source_new (250 * c->attempt);
+      g_source_set_callback (c->retry, on_call_retry, c, NULL);
+      g_source_set_static_name (c->retry, "[tally] top-up retry");
+      g_source_attach (c->retry, c->sync->context);
+      return;
+    }
+    call_end (c, sync_transport_error (c->sync, c->kind == CALL_ENROL ? "the enrolment"
+                                                                       : "the voucher",
+                                       error));
+    return;
+  }
+  call_answered (c, status, body);
+}
+
+static void
+call_send (AccountCall *c)
+{
+  g_autofree char *url = g_strconcat (c->sync->url, c->path, NULL);
+  g_autoptr (SoupMessage) msg = soup_message_new ("POST", url);
+  SoupMessageHeaders *headers = soup_message_get_request_headers (msg);
+  soup_message_headers_replace (headers, "Authorization", c->authorization);
+  soup_message_headers_replace (headers, "Accept", "application/x-protobuf");
+  soup_message_set_request_body_from_bytes (msg, "application/json", c->body);
+  c->attempt++;
+  g_debug ("account: POST %s (attempt %u)", url, c->attempt);
+  soup_session_send_and_read_async (c->sync->session, msg, G_PRIORITY_DEFAULT, c->cancellable,
+                                    on_call_answer, c);
+}
+
+static AccountCall *
+call_new (TallySync *sync, CallKind kind, GAsyncReadyCallback callback, gpointer user_data)
+{
+  AccountCall *c = g_new0 (AccountCall, 1);
+  c->sync = sync;
+  c->kind = kind;
+  c->task = g_task_new (NULL, NULL, callback, user_data);
+  c->cancellable = g_cancellable_new ();
+  sync->calls = g_list_prepend (sync->calls, c);
+  return c;
+}
+
+/* --- enrolment and top-up --- */
+
+void
+tally_sync_enroll_async (TallySync *sync,
+                         const char *account,
+                         const char *token,
+                         GAsyncReadyCallback callback,
+                         gpointer user_data)
+{
+  g_return_if_fail (sync != NULL && account != NULL && token != NULL);
+
+  AccountCall *c = call_new (sync, CALL_ENROL, callback, user_data);
+  g_task_set_source_tag (c->task, tally_sync_enroll_async);
+  g_autoptr (GError) error = NULL;
+  guint8 proof[TALLY_SIGNATURE_BYTES];
+  if (!token_check (token, &error) ||
+      !tally_register_sign_enrolment (sync->reg, account, proof, &error)) {
+    call_end (c, g_steal_pointer (&error));
+    return;
+  }
+  g_autofree char *key =
+    tally_hex_encode (tally_register_get_public_key (sync->reg), TALLY_PUBLIC_KEY_BYTES);
+  g_autofree char *proof_hex = tally_hex_encode (proof, sizeof proof);
+  g_autofree char *escaped = g_uri_escape_string (account, NULL, FALSE);
+  c->path = g_strdup_printf ("/v1/accounts/%s/registers", escaped);
+  c->account = g_strdup (account);
+  c->token = g_strdup (token);
+  c->authorization = g_strconcat ("Bearer ", token, NULL);
+  char *json = g_strdup_printf ("{\"public_key\": \"%s\", \"proof\": \"%s\"}", key, proof_hex);
+  c->body = g_bytes_new_take (json, strlen (json));
+  call_send (c);
+}
+
+gboolean
+tally_sync_enroll_finish (TallySync *sync, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (g_task_is_valid (result, NULL), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+tally_sync_topup_async (TallySync *sync,
+                        gint64 amount,
+                        GAsyncReadyCallback callback,
+                        gpointer user_data)
+{
+  g_return_if_fail (sync != NULL);
+
+  AccountCall *c = call_new (sync, CALL_TOPUP, callback, user_data);
+  g_task_set_source_tag (c->task, tally_sync_topup_async);
+  g_autoptr (GError) error = NULL;
+  if (amount <= 0 || amount > MAX_JSON_AMOUNT) {
+    call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
+                              "amount %" G_GINT64_FORMAT " is out of range", amount));
+    return;
+  }
+  g_autofree char *account = NULL;
+  char *token = NULL;
+  if (tally_register_get_certificate_info (sync->reg) == NULL) {
+    call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_NO_CERTIFICATE,
+                              "the register has no certificate: enrol first (tallyctl enroll)"));
+    return;
+  }
+  if (!account_load (sync, &account, &token, &error)) {
+    call_end (c, g_steal_pointer (&error));
+    return;
+  }
+  guint8 request_id[16];
+  randombytes_buf (request_id, sizeof request_id);
+  g_autofree char *id_hex = tally_hex_encode (request_id, sizeof request_id);
+  g_autofree char *register_id = tally_register_get_id_hex (sync->reg);
+  g_autofree char *escaped = g_uri_escape_string (account, NULL, FALSE);
+  c->path = g_strdup_printf ("/v1/accounts/%s/registers/%s/vouchers", escaped, register_id);
+  c->authorization = g_strconcat ("Bearer ", token, NULL);
+  secret_free (token);
+  char *json = g_strdup_printf ("{\"amount\": %" G_GINT64_FORMAT ", \"request_id\": \"%s\"}",
+                                amount, id_hex);
+  c->body = g_bytes_new_take (json, strlen (json));
+  g_info ("buying a voucher of %" G_GINT64_FORMAT " from account \"%s\", request %s", amount,
+          account, id_hex);
+  call_send (c);
+}
+
+gboolean
+tally_sync_topup_finish (TallySync *sync, GAsyncResult *result, GError **error)
+{
+  g_return_val_if_fail (g_task_is_valid (result, NULL), FALSE);
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
