@@ -608,15 +608,15 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 after it finished, 1 to 3600 (default: 600)\n"                 \
   "  [issuer]\n"                                                                                   \
   "    url=URL                      the online issuer (tally-issuerd); when set,\n"                \
-  "                                 tallyd reconciles with it by itself (default:\n"              \
-  "                                 none: bundles and results go by hand)\n"                      \
-  "    ca_file=PATH                 PEM certificates trusted for https instead of\n"              \
+  "                                 tallyd reconciles with it by itself (default:\n"               \
+  "                                 none: bundles and results go by hand)\n"                       \
+  "    ca_file=PATH                 PEM certificates trusted for https instead of\n"               \
   "                                 the system's\n"                                                \
-  "    sync_interval_seconds=N      sync at start, every N seconds, sooner before\n"              \
-  "                                 the certificate's sync deadline, and when the\n"              \
-  "                                 network comes back; 10 to 604800, or 0: only\n"               \
-  "                                 on tallyctl sync (default: 3600)\n"                           \
-  "    allow_plain_http=true|false  allow http:// to a host that is not loopback\n"              \
+  "    sync_interval_seconds=N      sync at start, every N seconds, sooner before\n"               \
+  "                                 the certificate's sync deadline, and when the\n"               \
+  "                                 network comes back; 10 to 604800, or 0: only\n"                \
+  "                                 on tallyctl sync (default: 3600)\n"                            \
+  "    allow_plain_http=true|false  allow http:// to a host that is not loopback\n"                \
   "                                 (default: false)\n"
 
 const char *

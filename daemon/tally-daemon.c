@@ -508,8 +508,8 @@ tally_daemon_new (const TallyConfig *config, GError **error)
   }
 
   if (config->issuer_url != NULL) {
-    d->sync = tally_sync_new (d->reg, config->register_dir, config->issuer_url, config->issuer_ca_file,
-                              config->allow_plain_http, error);
+    d->sync = tally_sync_new (d->reg, config->register_dir, config->issuer_url,
+                              config->issuer_ca_file, config->allow_plain_http, error);
     if (d->sync == NULL) {
       tally_daemon_free (d);
       return NULL;

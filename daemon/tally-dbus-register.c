@@ -521,8 +521,9 @@ tally_dbus_register_sync (TallyDBusRegister *object)
     s, sync ? tally_sync_state_to_string (tally_sync_get_state (sync)) : "off");
   tally_dbus_register1_set_last_sync (s, sync ? tally_sync_get_last_sync (sync) : 0);
   g_autofree char *sync_error_text =
-    sync_error ? g_strdup_printf ("%s: %s", tally_dbus_error_name_for (sync_error), sync_error->message)
-               : g_strdup ("");
+    sync_error
+      ? g_strdup_printf ("%s: %s", tally_dbus_error_name_for (sync_error), sync_error->message)
+      : g_strdup ("");
   tally_dbus_register1_set_last_sync_error (s, sync_error_text);
   tally_dbus_register1_set_sync_deadline (s, tally_sync_deadline (reg));
   g_object_thaw_notify (G_OBJECT (s));

@@ -106,7 +106,8 @@ static gboolean
 token_check (const char *token, GError **error)
 {
   guint8 raw[TOKEN_HEX_CHARS / 2];
-  gboolean ok = strlen (token) == TOKEN_HEX_CHARS && tally_hex_decode (token, raw, sizeof raw, NULL);
+  gboolean ok =
+    strlen (token) == TOKEN_HEX_CHARS && tally_hex_decode (token, raw, sizeof raw, NULL);
   sodium_memzero (raw, sizeof raw);
   if (!ok)
     g_set_error_literal (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
@@ -124,8 +125,8 @@ account_save (TallySync *sync, const char *account, const char *token, GError **
   char *data = g_key_file_to_data (kf, &len, NULL);
   g_autofree char *path = account_path (sync);
   g_autoptr (GError) local = NULL;
-  gboolean ok = g_file_set_contents_full (path, data, (gssize) len,
-                                          G_FILE_SET_CONTENTS_CONSISTENT, 0600, &local);
+  gboolean ok = g_file_set_contents_full (path, data, (gssize) len, G_FILE_SET_CONTENTS_CONSISTENT,
+                                          0600, &local);
   secret_free (data);
   /* The key file keeps its own copy of the token. */
   g_key_file_set_string (kf, "account", "token", "");
@@ -224,7 +225,8 @@ on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr (GError) error = NULL;
   SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), result);
   guint status = msg ? soup_message_get_status (msg) : 0;
-  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
+  g_autoptr (GBytes) body =
+    soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
 
   if (c->sync == NULL) {
     call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "cancelled"));
@@ -244,9 +246,8 @@ on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
       g_source_attach (c->retry, c->sync->context);
       return;
     }
-    call_end (c, sync_transport_error (c->sync, c->kind == CALL_ENROL ? "the enrolment"
-                                                                       : "the voucher",
-                                       error));
+    call_end (c, sync_transport_error (
+                   c->sync, c->kind == CALL_ENROL ? "the enrolment" : "the voucher", error));
     return;
   }
   call_answered (c, status, body);
@@ -354,8 +355,8 @@ tally_sync_topup_async (TallySync *sync,
   c->path = g_strdup_printf ("/v1/accounts/%s/registers/%s/vouchers", escaped, register_id);
   c->authorization = g_strconcat ("Bearer ", token, NULL);
   secret_free (token);
-  char *json = g_strdup_printf ("{\"amount\": %" G_GINT64_FORMAT ", \"request_id\": \"%s\"}",
-                                amount, id_hex);
+  char *json =
+    g_strdup_printf ("{\"amount\": %" G_GINT64_FORMAT ", \"request_id\": \"%s\"}", amount, id_hex);
   c->body = g_bytes_new_take (json, strlen (json));
   g_info ("buying a voucher of %" G_GINT64_FORMAT " from account \"%s\", request %s", amount,
           account, id_hex);

@@ -26,7 +26,7 @@ struct _TallySync
   GError *last_error;
   char *keys_etag;
   char *revocations_etag;
-  Run *run;       /* the sync in progress, or NULL */
+  Run *run;        /* the sync in progress, or NULL */
   char *state_dir; /* the account file's folder */
   GList *calls;    /* AccountCall *: enrolments and top-ups in progress */
 

@@ -20,10 +20,10 @@ struct _Run
 {
   TallySync *sync; /* NULL once the object is gone */
   GCancellable *cancellable;
-  GPtrArray *waiters;       /* GTask * */
-  GBytes *revocations;      /* fetched, stored once the result is applied */
+  GPtrArray *waiters;  /* GTask * */
+  GBytes *revocations; /* fetched, stored once the result is applied */
   char *revocations_etag;
-  GBytes *bundle;           /* uploaded, the same bytes for every attempt */
+  GBytes *bundle; /* uploaded, the same bytes for every attempt */
   guint attempt;
   GSource *retry;
 };
@@ -227,7 +227,8 @@ on_answer (GObject *source, GAsyncResult *result, gpointer user_data)
   Run *run = req->run;
   g_autoptr (SoupMessage) msg = req->msg;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
+  g_autoptr (GBytes) body =
+    soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
   AnswerFunc func = req->func;
   const char *what = req->what;
   g_free (req);
@@ -243,9 +244,9 @@ on_answer (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
   if (g_bytes_get_size (body) > MAX_ANSWER_BYTES) {
-    run_end (run, g_error_new (TALLY_ERROR, TALLY_ERROR_FRAME_OVERSIZE,
-                               "the issuer's answer to %s is over %u bytes", what,
-                               MAX_ANSWER_BYTES));
+    run_end (run,
+             g_error_new (TALLY_ERROR, TALLY_ERROR_FRAME_OVERSIZE,
+                          "the issuer's answer to %s is over %u bytes", what, MAX_ANSWER_BYTES));
     return;
   }
   func (run, soup_message_get_status (msg), msg, body);
@@ -317,7 +318,8 @@ on_uploaded (Run *run, guint status, SoupMessage *msg, GBytes *body)
   if (status == 0) {
     /* The issuer may hold the bundle already; the same bytes again get
      * the same result, booked once. */
-    if (run->attempt < TALLY_SYNC_UPLOAD_ATTEMPTS && !g_cancellable_is_cancelled (run->cancellable)) {
+    if (run->attempt < TALLY_SYNC_UPLOAD_ATTEMPTS &&
+        !g_cancellable_is_cancelled (run->cancellable)) {
       g_info ("sync with %s: upload %u failed, sending the same bundle again", sync->url,
               run->attempt);
       run->retry = g_timeout_source_new (250 * run->attempt);
@@ -615,8 +617,8 @@ tally_sync_start_automatic (TallySync *sync, guint interval_seconds)
   sync->automatic = TRUE;
   sync->monitor = g_object_ref (g_network_monitor_get_default ());
   sync->network_up = g_network_monitor_get_network_available (sync->monitor);
-  sync->network_handler = g_signal_connect (sync->monitor, "network-changed",
-                                            G_CALLBACK (on_network_changed), sync);
+  sync->network_handler =
+    g_signal_connect (sync->monitor, "network-changed", G_CALLBACK (on_network_changed), sync);
   g_message ("syncing with %s every %u s%s", sync->url, interval_seconds,
              sync->network_up ? "" : ", once the network is up");
   if (sync->run == NULL)
@@ -657,8 +659,8 @@ tally_sync_new (TallyRegister *reg,
   gsize len = strlen (sync->url);
   while (len > 0 && sync->url[len - 1] == '/')
     sync->url[--len] = '\0';
-  sync->session = soup_session_new_with_options ("timeout", TALLY_SYNC_REQUEST_TIMEOUT, "idle-timeout", 60,
-                                                 "user-agent", "tallyd ", NULL);
+  sync->session = soup_session_new_with_options ("timeout", TALLY_SYNC_REQUEST_TIMEOUT,
+                                                 "idle-timeout", 60, "user-agent", "tallyd ", NULL);
   if (database != NULL)
     soup_session_set_tls_database (sync->session, database);
   sync->state = TALLY_SYNC_STATE_IDLE;

@@ -34,8 +34,8 @@ static GTestDBus *test_bus;
 typedef enum
 {
   RELAY_PASS,
-  RELAY_DROP_FIRST_RESULT, /* the issuer books the bundle, its answer is lost */
-  RELAY_FORGE_RESULT,      /* the result re-signed by another key */
+  RELAY_DROP_FIRST_RESULT,  /* the issuer books the bundle, its answer is lost */
+  RELAY_FORGE_RESULT,       /* the result re-signed by another key */
   RELAY_DROP_FIRST_VOUCHER, /* the issuer sells the voucher, its answer is lost */
 } RelayMode;
 
@@ -99,7 +99,8 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
   RelayCall *c = user_data;
   Fixture *f = c->f;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GBytes) body = soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
+  g_autoptr (GBytes) body =
+    soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
   g_assert_no_error (error);
   guint status = soup_message_get_status (c->out);
   SoupMessageHeaders *in = soup_message_get_response_headers (c->out);
@@ -284,10 +285,9 @@ connect_bus (void)
   return c;
 }
 
-/* Starts @name's daemon syncing with @url (NULL: the issuer itself), only
- * when asked unless @interval. */
+/* Starts @name's daemon with [issuer] @extra (key=value lines). */
 static void
-node_start (Fixture *f, Node *node, const char *name, const char *url, guint interval)
+node_start_with (Fixture *f, Node *node, const char *name, const char *extra)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (TallyConfig) config = tally_config_new ();
@@ -297,8 +297,7 @@ node_start (Fixture *f, Node *node, const char *name, const char *url, guint int
   memcpy (config->issuer_key, tally_issuer_get_public_key (f->issuer), TALLY_PUBLIC_KEY_BYTES);
   g_free (config->listen);
   config->listen = g_strdup_printf ("unix:%s/%s.sock", f->dir, name);
-  g_autofree char *text = g_strdup_printf ("[issuer]\nurl=%s\nsync_interval_seconds=%u\n",
-                                           url ? url : f->issuer_url, interval);
+  g_autofree char *text = g_strdup_printf ("[issuer]\n%s", extra);
   tally_config_load_data (config, text, &error);
   g_assert_no_error (error);
 
@@ -307,6 +306,16 @@ node_start (Fixture *f, Node *node, const char *name, const char *url, guint int
   node->connection = connect_bus ();
   g_assert_true (tally_daemon_export (node->daemon, node->connection, &error));
   g_assert_no_error (error);
+}
+
+/* Starts @name's daemon syncing with @url (NULL: the issuer itself), only
+ * when asked unless @interval. */
+static void
+node_start (Fixture *f, Node *node, const char *name, const char *url, guint interval)
+{
+  g_autofree char *extra =
+    g_strdup_printf ("url=%s\nsync_interval_seconds=%u\n", url ? url : f->issuer_url, interval);
+  node_start_with (f, node, name, extra);
 }
 
 static void
@@ -328,7 +337,11 @@ store_result (GObject *source, GAsyncResult *result, gpointer user_data)
 /* Calls @method on @node's register from the client, the daemons and the
  * issuer answering from this thread's main context. */
 static GVariant *
-node_call (Fixture *f, Node *node, const char *iface, const char *method, GVariant *args,
+node_call (Fixture *f,
+           Node *node,
+           const char *iface,
+           const char *method,
+           GVariant *args,
            GError **error)
 {
   GAsyncResult *result = NULL;
@@ -387,7 +400,8 @@ assert_entries (Node *node, TallyEntryState state, guint count)
   g_assert_cmpuint (entries->len, ==, count);
   for (guint i = 0; i < entries->len; i++) {
     const TallyHistoryEntry *e = entries->pdata[i];
-    g_assert_cmpstr (tally_entry_state_to_string (e->state), ==, tally_entry_state_to_string (state));
+    g_assert_cmpstr (tally_entry_state_to_string (e->state), ==,
+                     tally_entry_state_to_string (state));
   }
 }
 
@@ -702,6 +716,119 @@ test_automatic_sync_at_start_settles_without_a_call (Fixture *f, gconstpointer d
   assert_entries (&f->bob, TALLY_ENTRY_STATE_SETTLED, 1);
 }
 
+/* The issuer is down when the automatic sync starts: it backs off and
+ * syncs once the issuer is back, without a call. */
+static void
+test_automatic_sync_backs_off_until_the_issuer_is_back (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  register_pay (f, "alice", "bob", PAID);
+  g_autoptr (GSocketListener) listener = g_socket_listener_new ();
+  guint16 port = g_socket_listener_add_any_inet_port (listener, NULL, &error);
+  g_assert_no_error (error);
+  g_socket_listener_close (listener);
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%u", port);
+  node_start (f, &f->bob, "bob", url, 3600);
+  TallySync *sync = tally_daemon_get_sync (f->bob.daemon);
+
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_state (sync) != TALLY_SYNC_STATE_FAILED &&
+         g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpint (tally_sync_get_state (sync), ==, TALLY_SYNC_STATE_FAILED);
+  g_assert_error ((GError *) tally_sync_get_last_error (sync), TALLY_ERROR,
+                  TALLY_ERROR_DISCONNECTED);
+
+  /* The issuer comes up where the daemon looks for it. */
+  g_autoptr (TallyIssuerHttp) http = tally_issuer_http_new (f->issuer, NULL);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, port);
+  g_assert_true (tally_issuer_http_listen (http, addr, FALSE, &error));
+  g_assert_no_error (error);
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), >, 0);
+  g_assert_cmpint (tally_sync_get_state (sync), ==, TALLY_SYNC_STATE_IDLE);
+  g_assert_null (tally_sync_get_last_error (sync));
+  assert_entries (&f->bob, TALLY_ENTRY_STATE_SETTLED, 1);
+  node_stop (&f->bob);
+  g_clear_pointer (&http, tally_issuer_http_unref);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+}
+
+static char *
+tls_file (const char *name)
+{
+  return g_build_filename (g_getenv ("TALLY_SOURCE_ROOT"), "tests", "issuer", "data", name, NULL);
+}
+
+/* Over HTTPS the daemon trusts the issuer's certificate through
+ * [issuer] ca_file; without it the same issuer is refused as TLS. */
+static void
+test_https_needs_the_configured_ca (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *pem = tls_file ("tls-localhost.pem");
+  g_autofree char *key = tls_file ("tls-localhost.key");
+  g_autoptr (GTlsCertificate) cert = g_tls_certificate_new_from_files (pem, key, &error);
+  g_assert_no_error (error);
+  g_autoptr (TallyIssuerHttp) https = tally_issuer_http_new (f->issuer, cert);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, 0);
+  g_assert_true (tally_issuer_http_listen (https, addr, FALSE, &error));
+  g_assert_no_error (error);
+  guint16 port = tally_issuer_http_get_port (https);
+  register_pay (f, "alice", "bob", PAID);
+
+  g_autofree char *untrusted =
+    g_strdup_printf ("url=https://127.0.0.1:%u\nsync_interval_seconds=0\n", port);
+  node_start_with (f, &f->alice, "alice", untrusted);
+  Snapshot before = snapshot (&f->alice);
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "TLS with the issuer"));
+  g_clear_error (&error);
+  Snapshot after = snapshot (&f->alice);
+  assert_unchanged (&before, &after);
+
+  g_autofree char *trusted =
+    g_strdup_printf ("url=https://127.0.0.1:%u\nca_file=%s\nsync_interval_seconds=0\n", port, pem);
+  node_start_with (f, &f->bob, "bob", trusted);
+  g_assert_true (node_sync (f, &f->bob, &error));
+  g_assert_no_error (error);
+  assert_entries (&f->bob, TALLY_ENTRY_STATE_SETTLED, 1);
+  node_stop (&f->alice);
+  node_stop (&f->bob);
+  g_clear_pointer (&https, tally_issuer_http_unref);
+  while (g_main_context_iteration (NULL, FALSE))
+    ;
+}
+
+/* Plain http to an issuer that is not on loopback is refused in the
+ * configuration, unless allowed. */
+static void
+test_plain_http_only_to_loopback (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyConfig) config = tally_config_new ();
+  g_assert_false (tally_config_load_data (config, "[issuer]\nurl=http://192.0.2.7:8470\n", &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_assert_nonnull (strstr (error->message, "allow_plain_http"));
+  g_clear_error (&error);
+  g_assert_false (tally_config_load_data (config, "[issuer]\nurl=ftp://127.0.0.1/\n", &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_true (tally_config_load_data (
+    config, "[issuer]\nallow_plain_http=true\nurl=http://192.0.2.7:8470\n", &error));
+  g_assert_no_error (error);
+  g_assert_cmpstr (config->issuer_url, ==, "http://192.0.2.7:8470");
+  g_assert_true (
+    tally_config_load_data (config, "[issuer]\nurl=https://issuer.example.org/\n", &error));
+  g_assert_no_error (error);
+}
+
 static void
 leave_terminal (gpointer user_data)
 {
@@ -717,8 +844,8 @@ test_tallyctl_sync_reconciles (Fixture *f, gconstpointer data)
   node_start (f, &f->bob, "bob", NULL, 0);
   g_autofree char *tallyctl =
     g_build_filename (g_getenv ("TALLY_BUILD_ROOT"), "daemon", "tallyctl", NULL);
-  g_autoptr (GSubprocessLauncher) launcher = g_subprocess_launcher_new (
-    G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
+  g_autoptr (GSubprocessLauncher) launcher =
+    g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE);
   g_subprocess_launcher_setenv (launcher, "DBUS_SYSTEM_BUS_ADDRESS",
                                 g_test_dbus_get_bus_address (test_bus), TRUE);
   g_subprocess_launcher_setenv (launcher, "LC_ALL", "C.UTF-8", TRUE);
@@ -903,6 +1030,10 @@ main (int argc, char **argv)
   ADD ("/daemon/sync/automatic-sync-at-start-settles-without-a-call",
        test_automatic_sync_at_start_settles_without_a_call);
   ADD ("/daemon/sync/tallyctl-sync-reconciles", test_tallyctl_sync_reconciles);
+  ADD ("/daemon/sync/automatic-sync-backs-off-until-the-issuer-is-back",
+       test_automatic_sync_backs_off_until_the_issuer_is_back);
+  ADD ("/daemon/sync/https-needs-the-configured-ca", test_https_needs_the_configured_ca);
+  ADD ("/daemon/sync/plain-http-only-to-loopback", test_plain_http_only_to_loopback);
   ADD ("/daemon/sync/enroll-then-topup-over-http", test_enroll_then_topup_over_http);
   ADD ("/daemon/sync/topup-retried-after-a-dropped-answer-pays-once",
        test_topup_retried_after_a_dropped_answer_pays_once);
