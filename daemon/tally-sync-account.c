@@ -37,6 +37,7 @@ typedef struct
   char *token;         /* enrolment: a secret */
   guint attempt;
   GSource *retry;
+  SoupMessage *msg; /* the request in flight */
 } AccountCall;
 
 static void
@@ -56,6 +57,7 @@ call_free (AccountCall *c)
     g_source_unref (c->retry);
   }
   g_object_unref (c->cancellable);
+  g_clear_object (&c->msg);
   g_free (c->path);
   secret_free (c->authorization);
   secret_free (c->token);
@@ -223,13 +225,15 @@ on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   AccountCall *c = user_data;
   g_autoptr (GError) error = NULL;
-  SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), result);
-  guint status = msg ? soup_message_get_status (msg) : 0;
-  g_autoptr (GBytes) body =
-    soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
+  g_autoptr (SoupMessage) msg = g_steal_pointer (&c->msg);
+  g_autoptr (GBytes) body = sync_fetch_finish (result, &error);
 
   if (c->sync == NULL) {
     call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "cancelled"));
+    return;
+  }
+  if (body == NULL && error->domain == TALLY_ERROR) {
+    call_end (c, g_steal_pointer (&error));
     return;
   }
   if (body == NULL) {
@@ -250,22 +254,22 @@ on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
                    c->sync, c->kind == CALL_ENROL ? "the enrolment" : "the voucher", error));
     return;
   }
-  call_answered (c, status, body);
+  call_answered (c, soup_message_get_status (msg), body);
 }
 
 static void
 call_send (AccountCall *c)
 {
   g_autofree char *url = g_strconcat (c->sync->url, c->path, NULL);
-  g_autoptr (SoupMessage) msg = soup_message_new ("POST", url);
-  SoupMessageHeaders *headers = soup_message_get_request_headers (msg);
+  c->msg = soup_message_new ("POST", url);
+  SoupMessageHeaders *headers = soup_message_get_request_headers (c->msg);
   soup_message_headers_replace (headers, "Authorization", c->authorization);
   soup_message_headers_replace (headers, "Accept", "application/x-protobuf");
-  soup_message_set_request_body_from_bytes (msg, "application/json", c->body);
+  soup_message_set_request_body_from_bytes (c->msg, "application/json", c->body);
   c->attempt++;
   g_debug ("account: POST %s (attempt %u)", url, c->attempt);
-  soup_session_send_and_read_async (c->sync->session, msg, G_PRIORITY_DEFAULT, c->cancellable,
-                                    on_call_answer, c);
+  sync_fetch_async (c->sync, c->msg, c->kind == CALL_ENROL ? "the enrolment" : "the voucher",
+                    c->cancellable, on_call_answer, c);
 }
 
 static AccountCall *

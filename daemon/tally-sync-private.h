@@ -11,6 +11,8 @@ G_BEGIN_DECLS
 
 /* Seconds a request may take, connection included. */
 #define TALLY_SYNC_REQUEST_TIMEOUT 30
+/* The longest answer we read: a result carries every receipt of a bundle. */
+#define TALLY_SYNC_MAX_ANSWER_BYTES (4 * 1024 * 1024)
 
 typedef struct _Run Run;
 
@@ -48,6 +50,17 @@ struct _TallySync
 GError *sync_transport_error (TallySync *sync, const char *what, const GError *error);
 /* An issuer's refusal: the Tally error its JSON body names. */
 GError *sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body);
+
+/* Sends @msg and reads its answer, at most TALLY_SYNC_MAX_ANSWER_BYTES
+ * (FRAME_OVERSIZE beyond, naming @what, a static string); the status is
+ * @msg's. */
+void sync_fetch_async (TallySync *sync,
+                       SoupMessage *msg,
+                       const char *what,
+                       GCancellable *cancellable,
+                       GAsyncReadyCallback callback,
+                       gpointer user_data);
+GBytes *sync_fetch_finish (GAsyncResult *result, GError **error);
 
 /* tally-sync-account.c: the account calls still going learn that @sync
  * is gone, and finish with CANCELLED. */

@@ -11,8 +11,6 @@
 
 #include "tally-clock.h"
 
-/* The longest answer we read: a result carries every receipt of a bundle. */
-#define MAX_ANSWER_BYTES (4 * 1024 * 1024)
 /* Characters of an issuer's refusal message we repeat. */
 #define MAX_MESSAGE_CHARS 200
 
@@ -152,6 +150,107 @@ sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *bod
                       message ? message : "");
 }
 
+/* --- bounded answers --- */
+
+typedef struct
+{
+  GInputStream *stream;
+  GByteArray *data;
+  const char *what;
+} Fetch;
+
+static void
+fetch_free (Fetch *fetch)
+{
+  g_clear_object (&fetch->stream);
+  g_byte_array_unref (fetch->data);
+  g_free (fetch);
+}
+
+static GError *
+oversize_error (const char *what)
+{
+  return g_error_new (TALLY_ERROR, TALLY_ERROR_FRAME_OVERSIZE,
+                      "the issuer's answer to %s is over %u bytes", what,
+                      TALLY_SYNC_MAX_ANSWER_BYTES);
+}
+
+static void
+on_fetch_read (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Fetch *fetch = g_task_get_task_data (task);
+  GError *error = NULL;
+  g_autoptr (GBytes) chunk =
+    g_input_stream_read_bytes_finish (G_INPUT_STREAM (source), result, &error);
+
+  if (chunk == NULL) {
+    g_task_return_error (task, error);
+    return;
+  }
+  if (g_bytes_get_size (chunk) == 0) {
+    g_task_return_pointer (task, g_byte_array_free_to_bytes (g_byte_array_ref (fetch->data)),
+                           (GDestroyNotify) g_bytes_unref);
+    return;
+  }
+  if (fetch->data->len + g_bytes_get_size (chunk) > TALLY_SYNC_MAX_ANSWER_BYTES) {
+    g_task_return_error (task, oversize_error (fetch->what));
+    return;
+  }
+  g_byte_array_append (fetch->data, g_bytes_get_data (chunk, NULL),
+                       (guint) g_bytes_get_size (chunk));
+  g_input_stream_read_bytes_async (fetch->stream, 64 * 1024, G_PRIORITY_DEFAULT,
+                                   g_task_get_cancellable (task), on_fetch_read,
+                                   g_object_ref (task));
+}
+
+static void
+on_fetch_sent (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GTask) task = user_data;
+  Fetch *fetch = g_task_get_task_data (task);
+  GError *error = NULL;
+  SoupMessage *msg = soup_session_get_async_result_message (SOUP_SESSION (source), result);
+  fetch->stream = soup_session_send_finish (SOUP_SESSION (source), result, &error);
+
+  if (fetch->stream == NULL) {
+    g_task_return_error (task, error);
+    return;
+  }
+  goffset length =
+    soup_message_headers_get_content_length (soup_message_get_response_headers (msg));
+  if (length > TALLY_SYNC_MAX_ANSWER_BYTES) {
+    g_task_return_error (task, oversize_error (fetch->what));
+    return;
+  }
+  g_input_stream_read_bytes_async (fetch->stream, 64 * 1024, G_PRIORITY_DEFAULT,
+                                   g_task_get_cancellable (task), on_fetch_read,
+                                   g_object_ref (task));
+}
+
+void
+sync_fetch_async (TallySync *sync,
+                  SoupMessage *msg,
+                  const char *what,
+                  GCancellable *cancellable,
+                  GAsyncReadyCallback callback,
+                  gpointer user_data)
+{
+  GTask *task = g_task_new (NULL, cancellable, callback, user_data);
+  Fetch *fetch = g_new0 (Fetch, 1);
+  fetch->data = g_byte_array_new ();
+  fetch->what = what;
+  g_task_set_task_data (task, fetch, (GDestroyNotify) fetch_free);
+  soup_session_send_async (sync->session, msg, G_PRIORITY_DEFAULT, cancellable, on_fetch_sent,
+                           task);
+}
+
+GBytes *
+sync_fetch_finish (GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_pointer (G_TASK (result), error);
+}
+
 /* --- one run --- */
 
 static void
@@ -227,8 +326,7 @@ on_answer (GObject *source, GAsyncResult *result, gpointer user_data)
   Run *run = req->run;
   g_autoptr (SoupMessage) msg = req->msg;
   g_autoptr (GError) error = NULL;
-  g_autoptr (GBytes) body =
-    soup_session_send_and_read_finish (SOUP_SESSION (source), result, &error);
+  g_autoptr (GBytes) body = sync_fetch_finish (result, &error);
   AnswerFunc func = req->func;
   const char *what = req->what;
   g_free (req);
@@ -237,16 +335,14 @@ on_answer (GObject *source, GAsyncResult *result, gpointer user_data)
     run_end (run, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "sync cancelled"));
     return;
   }
-  if (body == NULL) {
-    func (run, 0, msg, NULL);
-    if (run->sync != NULL && error != NULL && run->retry == NULL)
-      run_end (run, sync_transport_error (run->sync, what, error));
+  if (body == NULL && error->domain == TALLY_ERROR) {
+    run_end (run, g_steal_pointer (&error));
     return;
   }
-  if (g_bytes_get_size (body) > MAX_ANSWER_BYTES) {
-    run_end (run,
-             g_error_new (TALLY_ERROR, TALLY_ERROR_FRAME_OVERSIZE,
-                          "the issuer's answer to %s is over %u bytes", what, MAX_ANSWER_BYTES));
+  if (body == NULL) {
+    func (run, 0, msg, NULL);
+    if (run->sync != NULL && run->retry == NULL)
+      run_end (run, sync_transport_error (run->sync, what, error));
     return;
   }
   func (run, soup_message_get_status (msg), msg, body);
@@ -278,8 +374,7 @@ run_send (Run *run,
   if (body != NULL)
     soup_message_set_request_body_from_bytes (req->msg, "application/x-protobuf", body);
   g_debug ("sync: %s %s", method, url);
-  soup_session_send_and_read_async (sync->session, req->msg, G_PRIORITY_DEFAULT, run->cancellable,
-                                    on_answer, req);
+  sync_fetch_async (sync, req->msg, what, run->cancellable, on_answer, req);
 }
 
 static gboolean

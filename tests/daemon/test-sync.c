@@ -37,6 +37,7 @@ typedef enum
   RELAY_DROP_FIRST_RESULT,  /* the issuer books the bundle, its answer is lost */
   RELAY_FORGE_RESULT,       /* the result re-signed by another key */
   RELAY_DROP_FIRST_VOUCHER, /* the issuer sells the voucher, its answer is lost */
+  RELAY_HUGE_KEYS,          /* the key set answered with 5 MiB */
 } RelayMode;
 
 typedef struct
@@ -75,6 +76,7 @@ typedef struct
   SoupMessage *out;
   gboolean reconcile;
   gboolean voucher;
+  gboolean keys;
 } RelayCall;
 
 static GBytes *
@@ -121,6 +123,10 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
     g_autoptr (GIOStream) stream = soup_server_message_steal_connection (c->msg);
     g_io_stream_close (stream, NULL, NULL);
   } else {
+    if (c->keys && f->mode == RELAY_HUGE_KEYS) {
+      g_bytes_unref (body);
+      body = g_bytes_new_take (g_malloc0 (5 * 1024 * 1024), 5 * 1024 * 1024);
+    }
     if (c->reconcile && f->mode == RELAY_FORGE_RESULT && status == SOUP_STATUS_OK) {
       GBytes *forged = forge_result (body);
       g_bytes_unref (body);
@@ -159,6 +165,7 @@ relay_handler (SoupServer *server,
   c->out = soup_message_new (soup_server_message_get_method (msg), url);
   c->reconcile = strcmp (path, "/v1/reconcile") == 0;
   c->voucher = g_str_has_suffix (path, "/vouchers");
+  c->keys = strcmp (path, "/v1/keys") == 0;
   SoupMessageHeaders *in = soup_server_message_get_request_headers (msg);
   const char *authorization = soup_message_headers_get_one (in, "Authorization");
   if (authorization != NULL)
@@ -651,6 +658,22 @@ test_a_result_signed_by_another_key_is_refused (Fixture *f, gconstpointer data)
   assert_entries (&f->alice, TALLY_ENTRY_STATE_SETTLED, 2);
 }
 
+/* An answer larger than any the issuer sends is not read to its end, and
+ * changes nothing. */
+static void
+test_an_oversized_answer_is_refused (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  relay_start (f, RELAY_HUGE_KEYS);
+  node_start (f, &f->alice, "alice", f->relay_url, 0);
+  Snapshot before = snapshot (&f->alice);
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_FRAME_OVERSIZE);
+  Snapshot after = snapshot (&f->alice);
+  assert_unchanged (&before, &after);
+  g_assert_cmpuint (f->reconcile_posts, ==, 0);
+}
+
 /* An issuer with another key than the one the register trusts is refused
  * before the register exports anything. */
 static void
@@ -1023,6 +1046,7 @@ main (int argc, char **argv)
        test_issuer_down_gives_disconnected_and_changes_nothing);
   ADD ("/daemon/sync/a-result-signed-by-another-key-is-refused",
        test_a_result_signed_by_another_key_is_refused);
+  ADD ("/daemon/sync/an-oversized-answer-is-refused", test_an_oversized_answer_is_refused);
   ADD ("/daemon/sync/another-issuer-is-refused-before-export",
        test_another_issuer_is_refused_before_export);
   ADD ("/daemon/sync/without-an-issuer-url-says-how-to-set-one",
