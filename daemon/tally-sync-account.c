@@ -117,12 +117,28 @@ token_check (const char *token, GError **error)
   return ok;
 }
 
+/* A purchase sent but not loaded yet: its request id and amount.  The
+ * next top-up of that amount asks for it again under the same id. */
+typedef struct
+{
+  char *request_id; /* NULL: none */
+  gint64 amount;
+} Pending;
+
 static gboolean
-account_save (TallySync *sync, const char *account, const char *token, GError **error)
+account_save (TallySync *sync,
+              const char *account,
+              const char *token,
+              const Pending *pending,
+              GError **error)
 {
   g_autoptr (GKeyFile) kf = g_key_file_new ();
   g_key_file_set_string (kf, "account", "name", account);
   g_key_file_set_string (kf, "account", "token", token);
+  if (pending != NULL && pending->request_id != NULL) {
+    g_key_file_set_string (kf, "pending", "request_id", pending->request_id);
+    g_key_file_set_int64 (kf, "pending", "amount", pending->amount);
+  }
   gsize len = 0;
   char *data = g_key_file_to_data (kf, &len, NULL);
   g_autofree char *path = account_path (sync);
@@ -133,14 +149,14 @@ account_save (TallySync *sync, const char *account, const char *token, GError **
   /* The key file keeps its own copy of the token. */
   g_key_file_set_string (kf, "account", "token", "");
   if (!ok)
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
-                 "enrolled, but the account cannot be kept for top-ups: %s", local->message);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "cannot keep the account in %s: %s", path,
+                 local->message);
   return ok;
 }
 
 /* The account and token of the enrolment; WRONG_STATE before one. */
 static gboolean
-account_load (TallySync *sync, char **account, char **token, GError **error)
+account_load (TallySync *sync, char **account, char **token, Pending *pending, GError **error)
 {
   g_autofree char *path = account_path (sync);
   g_autoptr (GKeyFile) kf = g_key_file_new ();
@@ -160,6 +176,18 @@ account_load (TallySync *sync, char **account, char **token, GError **error)
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: no account name and token", path);
     return FALSE;
   }
+  g_autofree char *id = g_key_file_get_string (kf, "pending", "request_id", NULL);
+  gint64 amount = g_key_file_get_int64 (kf, "pending", "amount", NULL);
+  guint8 raw[16];
+  if (id != NULL &&
+      (strlen (id) != 2 * sizeof raw || !tally_hex_decode (id, raw, sizeof raw, NULL) ||
+       amount <= 0 || amount > MAX_JSON_AMOUNT)) {
+    secret_free (secret);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE, "%s: a broken [pending] purchase", path);
+    return FALSE;
+  }
+  pending->request_id = g_steal_pointer (&id);
+  pending->amount = amount;
   *account = g_steal_pointer (&name);
   *token = secret;
   return TRUE;
@@ -176,6 +204,57 @@ on_call_retry (gpointer user_data)
   g_clear_pointer (&c->retry, g_source_unref);
   call_send (c);
   return G_SOURCE_REMOVE;
+}
+
+/* Whether the register loaded exactly @voucher before: a load entry of
+ * its sequence. */
+static gboolean
+voucher_was_loaded (TallyRegister *reg, const guint8 *data, gsize len)
+{
+  g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, NULL);
+  if (env == NULL)
+    return FALSE;
+  g_autoptr (Tally__LoadVoucher) v = TALLY_UNPACK (Tally__LoadVoucher, tally__load_voucher,
+                                                   env->body.data, env->body.len, "voucher", NULL);
+  g_autoptr (GPtrArray) entries = v ? tally_register_get_history (reg, 0, NULL) : NULL;
+  for (guint i = 0; entries != NULL && i < entries->len; i++) {
+    const TallyHistoryEntry *e = entries->pdata[i];
+    if (e->kind == TALLY_ENTRY_LOAD && e->sequence == v->sequence)
+      return TRUE;
+  }
+  return FALSE;
+}
+
+/* The voucher loaded, or refused by the issuer: the purchase is no longer
+ * pending.  Kept pending when it may still have been sold (a 5xx). */
+static void
+topup_answered (AccountCall *c, guint status, GBytes *body, const guint8 *data, gsize len)
+{
+  TallySync *sync = c->sync;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GError) save_error = NULL;
+
+  if (status != SOUP_STATUS_CREATED && status != SOUP_STATUS_OK) {
+    if (status < 500 && !account_save (sync, c->account, c->token, NULL, &save_error))
+      g_warning ("%s", save_error->message);
+    call_end (c, sync_refusal_error (sync, "the voucher", status, body));
+    return;
+  }
+  if (!tally_register_load (sync->reg, data, len, tally_now (), &error) &&
+      !(g_error_matches (error, TALLY_ERROR, TALLY_ERROR_VOUCHER_REPLAY) &&
+        voucher_was_loaded (sync->reg, data, len))) {
+    /* Not loadable now: kept pending, asked for again next time. */
+    g_prefix_error (&error, "the issuer's voucher at %s: ", sync->url);
+    call_end (c, g_steal_pointer (&error));
+    return;
+  }
+  /* VOUCHER_REPLAY: loaded by a top-up that ended before it forgot it. */
+  g_message ("voucher from %s %s, balance %" G_GINT64_FORMAT, sync->url,
+             error != NULL ? "was loaded already" : "loaded",
+             tally_register_get_balance (sync->reg));
+  if (!account_save (sync, c->account, c->token, NULL, &save_error))
+    g_warning ("%s", save_error->message);
+  call_end (c, NULL);
 }
 
 /* The issuer's certificate or voucher, installed or loaded. */
@@ -200,23 +279,11 @@ call_answered (AccountCall *c, guint status, GBytes *body)
       return;
     }
     g_message ("enrolled with account \"%s\" at %s", c->account, sync->url);
-    account_save (sync, c->account, c->token, &error);
+    if (!account_save (sync, c->account, c->token, NULL, &error))
+      g_prefix_error (&error, "enrolled, but not kept for top-ups: ");
     call_end (c, g_steal_pointer (&error));
     return;
-  case CALL_TOPUP:
-    if (status != SOUP_STATUS_CREATED && status != SOUP_STATUS_OK) {
-      call_end (c, sync_refusal_error (sync, "the voucher", status, body));
-      return;
-    }
-    if (!tally_register_load (sync->reg, data, len, tally_now (), &error)) {
-      g_prefix_error (&error, "the issuer's voucher at %s: ", sync->url);
-      call_end (c, g_steal_pointer (&error));
-      return;
-    }
-    g_message ("voucher from %s loaded, balance %" G_GINT64_FORMAT, sync->url,
-               tally_register_get_balance (sync->reg));
-    call_end (c, NULL);
-    return;
+  case CALL_TOPUP: topup_answered (c, status, body, data, len); return;
   }
 }
 
@@ -342,23 +409,44 @@ tally_sync_topup_async (TallySync *sync,
   }
   g_autofree char *account = NULL;
   char *token = NULL;
+  Pending pending = { 0 };
   if (tally_register_get_certificate_info (sync->reg) == NULL) {
     call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_NO_CERTIFICATE,
                               "the register has no certificate: enrol first (tallyctl enroll)"));
     return;
   }
-  if (!account_load (sync, &account, &token, &error)) {
+  if (!account_load (sync, &account, &token, &pending, &error)) {
     call_end (c, g_steal_pointer (&error));
     return;
   }
-  guint8 request_id[16];
-  randombytes_buf (request_id, sizeof request_id);
-  g_autofree char *id_hex = tally_hex_encode (request_id, sizeof request_id);
+  g_autofree char *id_hex = g_steal_pointer (&pending.request_id);
+  c->account = g_strdup (account);
+  c->token = token;
+  if (id_hex != NULL && pending.amount != amount) {
+    g_autofree char *text =
+      tally_amount_format (pending.amount, tally_register_get_currency (sync->reg));
+    call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+                              "an earlier top-up of %s got no answer: top up %s again to "
+                              "complete it (the account pays once)",
+                              g_strstrip (text), text));
+    return;
+  }
+  if (id_hex == NULL) {
+    /* Kept before it is sent: if tallyd stops before the voucher is
+     * loaded, the next top-up asks for the same one. */
+    guint8 request_id[16];
+    randombytes_buf (request_id, sizeof request_id);
+    id_hex = tally_hex_encode (request_id, sizeof request_id);
+    Pending next = { .request_id = id_hex, .amount = amount };
+    if (!account_save (sync, account, token, &next, &error)) {
+      call_end (c, g_steal_pointer (&error));
+      return;
+    }
+  }
   g_autofree char *register_id = tally_register_get_id_hex (sync->reg);
   g_autofree char *escaped = g_uri_escape_string (account, NULL, FALSE);
   c->path = g_strdup_printf ("/v1/accounts/%s/registers/%s/vouchers", escaped, register_id);
   c->authorization = g_strconcat ("Bearer ", token, NULL);
-  secret_free (token);
   char *json =
     g_strdup_printf ("{\"amount\": %" G_GINT64_FORMAT ", \"request_id\": \"%s\"}", amount, id_hex);
   c->body = g_bytes_new_take (json, strlen (json));

@@ -38,6 +38,7 @@ typedef enum
   RELAY_FORGE_RESULT,       /* the result re-signed by another key */
   RELAY_DROP_FIRST_VOUCHER, /* the issuer sells the voucher, its answer is lost */
   RELAY_HUGE_KEYS,          /* the key set answered with 5 MiB */
+  RELAY_DROP_ALL_VOUCHERS,  /* every voucher sold, no answer ever arrives */
 } RelayMode;
 
 typedef struct
@@ -118,7 +119,8 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
       f->repeated_vouchers++;
   }
   if ((c->reconcile && f->mode == RELAY_DROP_FIRST_RESULT && f->reconcile_posts == 1) ||
-      (c->voucher && f->mode == RELAY_DROP_FIRST_VOUCHER && f->voucher_posts == 1)) {
+      (c->voucher && f->mode == RELAY_DROP_FIRST_VOUCHER && f->voucher_posts == 1) ||
+      (c->voucher && f->mode == RELAY_DROP_ALL_VOUCHERS)) {
     /* Booked by the issuer; the device never hears of it. */
     g_autoptr (GIOStream) stream = soup_server_message_steal_connection (c->msg);
     g_io_stream_close (stream, NULL, NULL);
@@ -1003,6 +1005,50 @@ test_topup_retried_after_a_dropped_answer_pays_once (Fixture *f, gconstpointer d
   g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
 }
 
+/* No answer to a purchase at all, even after the retries: the purchase
+ * stays pending across a restart, another amount is refused until it is
+ * done, and the next top-up of its amount gets the voucher sold then. */
+static void
+test_topup_without_an_answer_is_completed_by_the_next_paying_once (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  relay_start (f, RELAY_DROP_ALL_VOUCHERS);
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+
+  g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
+  g_clear_error (&error);
+  g_assert_cmpuint (f->voucher_posts, ==, 4);
+  g_assert_cmpuint (f->repeated_vouchers, ==, 3);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==, 0);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+
+  node_stop (&f->alice);
+  f->mode = RELAY_PASS;
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+  g_assert_false (node_topup (f, &f->alice, 3000, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE);
+  g_clear_error (&error);
+  g_assert_cmpuint (f->voucher_posts, ==, 4);
+
+  g_assert_true (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (f->repeated_vouchers, ==, 4);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==,
+                   TOPUP);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+
+  /* Done: the next one is a new purchase. */
+  g_assert_true (node_topup (f, &f->alice, 1000, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==,
+                   TOPUP + 1000);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP - 1000);
+}
+
 /* Another account's token: refused, no certificate, nothing kept. */
 static void
 test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing (Fixture *f, gconstpointer data)
@@ -1061,6 +1107,8 @@ main (int argc, char **argv)
   ADD ("/daemon/sync/enroll-then-topup-over-http", test_enroll_then_topup_over_http);
   ADD ("/daemon/sync/topup-retried-after-a-dropped-answer-pays-once",
        test_topup_retried_after_a_dropped_answer_pays_once);
+  ADD ("/daemon/sync/topup-without-an-answer-is-completed-by-the-next-paying-once",
+       test_topup_without_an_answer_is_completed_by_the_next_paying_once);
   ADD ("/daemon/sync/enroll-with-a-wrong-token-is-refused-and-keeps-nothing",
        test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing);
 #undef ADD
