@@ -553,6 +553,8 @@ run_start (TallySync *sync)
     return;
   }
   run_send (run, "GET", "/v1/keys", sync->keys_etag, NULL, "the key set", on_keys);
+  /* SyncState shows "syncing". */
+  emit_changed (sync);
 }
 
 void

@@ -55,6 +55,7 @@ typedef struct
   char *issuer_url;
 
   SoupServer *relay;
+  GSocketService *relay_service;
   SoupSession *relay_session;
   char *relay_url;
   RelayMode mode;
@@ -187,6 +188,25 @@ relay_handler (SoupServer *server,
                                     relay_answered, c);
 }
 
+/* Connections are accepted here and handed to the SoupServer, as
+ * tally-issuerd does. */
+static gboolean
+relay_incoming (GSocketService *service,
+                GSocketConnection *conn,
+                GObject *source,
+                gpointer user_data)
+{
+  Fixture *f = user_data;
+  GSocket *socket = g_socket_connection_get_socket (conn);
+  g_autoptr (GSocketAddress) local = g_socket_get_local_address (socket, NULL);
+  g_autoptr (GSocketAddress) remote = g_socket_get_remote_address (socket, NULL);
+  g_autoptr (GError) error = NULL;
+  if (local != NULL && remote != NULL)
+    soup_server_accept_iostream (f->relay, G_IO_STREAM (conn), local, remote, &error);
+  g_assert_no_error (error);
+  return TRUE;
+}
+
 static void
 relay_start (Fixture *f, RelayMode mode)
 {
@@ -195,11 +215,17 @@ relay_start (Fixture *f, RelayMode mode)
   f->relay = soup_server_new (NULL, NULL);
   f->relay_session = soup_session_new ();
   soup_server_add_handler (f->relay, NULL, relay_handler, f, NULL);
-  soup_server_listen_local (f->relay, 0, SOUP_SERVER_LISTEN_IPV4_ONLY, &error);
+  f->relay_service = g_socket_service_new ();
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, 0);
+  g_autoptr (GSocketAddress) bound = NULL;
+  g_socket_listener_add_address (G_SOCKET_LISTENER (f->relay_service), addr, G_SOCKET_TYPE_STREAM,
+                                 G_SOCKET_PROTOCOL_TCP, NULL, &bound, &error);
   g_assert_no_error (error);
-  GSList *uris = soup_server_get_uris (f->relay);
-  f->relay_url = g_strdup_printf ("http://127.0.0.1:%d", g_uri_get_port (uris->data));
-  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
+  g_signal_connect (f->relay_service, "incoming", G_CALLBACK (relay_incoming), f);
+  g_socket_service_start (f->relay_service);
+  f->relay_url = g_strdup_printf ("http://127.0.0.1:%u",
+                                  g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound)));
 }
 
 /* --- registers, before their daemons --- */
@@ -462,6 +488,9 @@ fixture_tear_down (Fixture *f, gconstpointer data)
   g_dbus_connection_close_sync (f->client, NULL, NULL);
   g_object_unref (f->client);
   if (f->relay != NULL) {
+    g_socket_service_stop (f->relay_service);
+    g_socket_listener_close (G_SOCKET_LISTENER (f->relay_service));
+    g_object_unref (f->relay_service);
     soup_server_disconnect (f->relay);
     g_object_unref (f->relay);
     g_object_unref (f->relay_session);
