@@ -31,6 +31,11 @@ static const struct
   { "RevocationSerial", "Revocation serial", 't' },
   { "Closed", "Closed", 'b' },
   { "ListenAddress", "Listen address", 's' },
+  { "IssuerUrl", "Issuer URL", 's' },
+  { "SyncState", "Sync", 's' },
+  { "LastSync", "Last sync", 'T' },
+  { "LastSyncError", "Last sync error", 's' },
+  { "SyncDeadline", "Sync deadline", 'T' },
 };
 
 /* The register's properties; NULL with the failure reported and its exit
