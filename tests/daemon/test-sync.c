@@ -811,6 +811,47 @@ test_automatic_sync_backs_off_until_the_issuer_is_back (Fixture *f, gconstpointe
     ;
 }
 
+static gboolean
+busy_flag (TallySync *sync, gpointer user_data)
+{
+  return *(gboolean *) user_data;
+}
+
+/* While the owner says a payment is in progress the automatic sync waits,
+ * and it syncs once the payment is over. */
+static void
+test_automatic_sync_waits_while_a_payment_is_in_progress (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  register_pay (f, "alice", "bob", PAID);
+  g_autoptr (TallyRegister) reg = register_open (f, "bob");
+  g_autofree char *dir = g_build_filename (f->dir, "bob", NULL);
+  g_autoptr (TallySync) sync = tally_sync_new (reg, dir, f->issuer_url, NULL, FALSE, &error);
+  g_assert_no_error (error);
+  static const TallySyncCallbacks callbacks = { .busy = busy_flag };
+  gboolean busy = TRUE;
+  tally_sync_set_callbacks (sync, &callbacks, &busy, NULL);
+  tally_sync_start_automatic (sync, 3600);
+
+  gint64 until = g_get_monotonic_time () + 2 * G_USEC_PER_SEC;
+  while (g_get_monotonic_time () < until)
+    if (!g_main_context_iteration (NULL, FALSE))
+      g_usleep (10000);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), ==, 0);
+  g_assert_cmpint (tally_sync_get_state (sync), ==, TALLY_SYNC_STATE_IDLE);
+
+  busy = FALSE;
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), >, 0);
+  g_autoptr (GPtrArray) entries = tally_register_get_history (reg, 0, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (entries->len, ==, 1);
+  g_assert_cmpint (((TallyHistoryEntry *) entries->pdata[0])->state, ==, TALLY_ENTRY_STATE_SETTLED);
+  g_clear_pointer (&sync, tally_sync_unref);
+}
+
 static char *
 tls_file (const char *name)
 {
@@ -1131,6 +1172,8 @@ main (int argc, char **argv)
   ADD ("/daemon/sync/tallyctl-sync-reconciles", test_tallyctl_sync_reconciles);
   ADD ("/daemon/sync/automatic-sync-backs-off-until-the-issuer-is-back",
        test_automatic_sync_backs_off_until_the_issuer_is_back);
+  ADD ("/daemon/sync/automatic-sync-waits-while-a-payment-is-in-progress",
+       test_automatic_sync_waits_while_a_payment_is_in_progress);
   ADD ("/daemon/sync/https-needs-the-configured-ca", test_https_needs_the_configured_ca);
   ADD ("/daemon/sync/plain-http-only-to-loopback", test_plain_http_only_to_loopback);
   ADD ("/daemon/sync/enroll-then-topup-over-http", test_enroll_then_topup_over_http);
