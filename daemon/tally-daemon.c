@@ -638,4 +638,7 @@ tally_daemon_register_changed (TallyDaemon *d)
   g_return_if_fail (d != NULL);
   if (d->register_object != NULL)
     tally_dbus_register_sync (d->register_object);
+  /* A payment may have made a sync due. */
+  if (d->sync != NULL)
+    tally_sync_register_changed (d->sync);
 }

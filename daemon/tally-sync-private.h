@@ -44,6 +44,7 @@ struct _TallySync
   GNetworkMonitor *monitor;
   gulong network_handler;
   gboolean network_up;
+  guint32 due_at_payments; /* offline payments when a sync last fell due */
 };
 
 /* A failed request as a TALLY_ERROR: DISCONNECTED, TIMEOUT, CANCELLED. */

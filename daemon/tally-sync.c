@@ -705,6 +705,26 @@ on_network_changed (GNetworkMonitor *monitor, gboolean available, gpointer user_
 }
 
 void
+tally_sync_register_changed (TallySync *sync)
+{
+  g_return_if_fail (sync != NULL);
+  const Tally__RegisterCertificate *cert = tally_register_get_certificate_info (sync->reg);
+  guint32 made = tally_register_get_offline_payments (sync->reg);
+  guint32 allowed = cert && cert->limits ? cert->limits->max_offline_payments : 0;
+  guint32 due = (guint32) MAX (1, ((guint64) allowed * TALLY_SYNC_DUE_PERCENT) / 100);
+
+  if (made < sync->due_at_payments)
+    sync->due_at_payments = 0; /* reconciled since */
+  if (!sync->automatic || allowed == 0 || made < due || made <= sync->due_at_payments)
+    return;
+  sync->due_at_payments = made;
+  if (sync->run != NULL || sync->failures > 0)
+    return; /* running, or backing off: that decides */
+  g_info ("sync with %s: due, %u of %u offline payments made", sync->url, made, allowed);
+  arm_timer (sync, 0);
+}
+
+void
 tally_sync_start_automatic (TallySync *sync, guint interval_seconds)
 {
   g_return_if_fail (sync != NULL && interval_seconds > 0);

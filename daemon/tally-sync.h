@@ -24,7 +24,8 @@
  * answer the register refuses.
  *
  * Automatic sync (tally_sync_start_automatic ()): at once, then every
- * interval, and before the certificate's sync deadline; after a failure
+ * interval, before the certificate's sync deadline, and once most of its
+ * offline payments are made (tally_sync_register_changed ()); after a failure
  * with exponential back-off and jitter; at once when GNetworkMonitor says
  * the network came back.  Never while the busy callback says a payment is
  * in progress.
@@ -126,6 +127,13 @@ void tally_sync_topup_async (TallySync *sync,
                              GAsyncReadyCallback callback,
                              gpointer user_data);
 gboolean tally_sync_topup_finish (TallySync *sync, GAsyncResult *result, GError **error);
+
+/* The register changed (a payment): with the automatic sync on, a sync
+ * falls due at once when the register has made TALLY_SYNC_DUE_PERCENT of
+ * the offline payments its certificate allows (each further payment makes
+ * it due again while it has not synced). */
+#define TALLY_SYNC_DUE_PERCENT 75
+void tally_sync_register_changed (TallySync *sync);
 
 TallySyncState tally_sync_get_state (TallySync *sync);
 /* Seconds since the epoch of the last sync that succeeded; 0: none yet. */

@@ -240,9 +240,14 @@ register_open (Fixture *f, const char *name)
   return reg;
 }
 
-/* A register for @account, certified by the issuer, loaded with @load. */
+/* A register for the account @account, certified by the issuer for
+ * @max_offline_payments (0: the default limits), loaded with @load. */
 static void
-register_make (Fixture *f, const char *name, gint64 load)
+register_make_with (Fixture *f,
+                    const char *name,
+                    const char *account,
+                    gint64 load,
+                    guint32 max_offline_payments)
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *dir = g_build_filename (f->dir, name, NULL);
@@ -252,8 +257,10 @@ register_make (Fixture *f, const char *name, gint64 load)
   g_assert_no_error (error);
   Tally__Limits limits;
   test_default_limits (&limits);
+  if (max_offline_payments != 0)
+    limits.max_offline_payments = max_offline_payments;
   g_autoptr (GBytes) cert =
-    tally_issuer_certify (f->issuer, tally_register_get_public_key (reg), name, NULL, &limits,
+    tally_issuer_certify (f->issuer, tally_register_get_public_key (reg), account, NULL, &limits,
                           now - 60, now + 30 * 24 * 3600, &error);
   g_assert_no_error (error);
   tally_register_install_certificate (reg, g_bytes_get_data (cert, NULL), g_bytes_get_size (cert),
@@ -269,6 +276,12 @@ register_make (Fixture *f, const char *name, gint64 load)
   }
 }
 
+static void
+register_make (Fixture *f, const char *name, gint64 load)
+{
+  register_make_with (f, name, name, load, 0);
+}
+
 static Tally__SignedEnvelope *
 envelope (GBytes *bytes)
 {
@@ -279,13 +292,11 @@ envelope (GBytes *bytes)
   return env;
 }
 
-/* The payer pays the payee @amount offline, receipt and all. */
+/* @payer pays @payee @amount offline, receipt and all. */
 static void
-register_pay (Fixture *f, const char *payer_name, const char *payee_name, gint64 amount)
+registers_pay (TallyRegister *payer, TallyRegister *payee, gint64 amount)
 {
   g_autoptr (GError) error = NULL;
-  g_autoptr (TallyRegister) payer = register_open (f, payer_name);
-  g_autoptr (TallyRegister) payee = register_open (f, payee_name);
   guint64 now = tally_now ();
   g_autoptr (Tally__PaymentRequest) request =
     tally_register_new_request (payee, amount, "bread", now, &error);
@@ -304,6 +315,14 @@ register_pay (Fixture *f, const char *payer_name, const char *payee_name, gint64
   g_autoptr (Tally__SignedEnvelope) receipt_env = envelope (receipt);
   tally_register_acknowledge (payer, receipt_env, &error);
   g_assert_no_error (error);
+}
+
+static void
+register_pay (Fixture *f, const char *payer_name, const char *payee_name, gint64 amount)
+{
+  g_autoptr (TallyRegister) payer = register_open (f, payer_name);
+  g_autoptr (TallyRegister) payee = register_open (f, payee_name);
+  registers_pay (payer, payee, amount);
 }
 
 /* --- daemons --- */
@@ -811,6 +830,46 @@ test_automatic_sync_backs_off_until_the_issuer_is_back (Fixture *f, gconstpointe
     ;
 }
 
+/* Iterates the main context for @seconds. */
+static void
+run_for (guint seconds)
+{
+  gint64 until = g_get_monotonic_time () + seconds * G_USEC_PER_SEC;
+  while (g_get_monotonic_time () < until)
+    if (!g_main_context_iteration (NULL, FALSE))
+      g_usleep (10000);
+}
+
+/* A register certified for 4 offline payments: after the third, a sync
+ * falls due at once, hours before the interval. */
+static void
+test_automatic_sync_falls_due_after_most_offline_payments (Fixture *f, gconstpointer data)
+{
+  register_make_with (f, "erin", "alice", LOADED, 4);
+  node_start (f, &f->alice, "erin", NULL, 3600);
+  TallySync *sync = tally_daemon_get_sync (f->alice.daemon);
+  TallyRegister *erin = tally_daemon_get_register (f->alice.daemon);
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), >, 0);
+
+  g_autoptr (TallyRegister) bob = register_open (f, "bob");
+  for (guint i = 1; i <= 2; i++) {
+    registers_pay (erin, bob, 100);
+    tally_daemon_register_changed (f->alice.daemon);
+  }
+  run_for (1);
+  g_assert_cmpuint (tally_register_get_offline_payments (erin), ==, 2);
+
+  registers_pay (erin, bob, 100);
+  tally_daemon_register_changed (f->alice.daemon);
+  while (tally_register_get_offline_payments (erin) != 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_register_get_offline_payments (erin), ==, 0);
+  g_assert_cmpint (tally_sync_get_state (sync), ==, TALLY_SYNC_STATE_IDLE);
+}
+
 static gboolean
 busy_flag (TallySync *sync, gpointer user_data)
 {
@@ -833,10 +892,7 @@ test_automatic_sync_waits_while_a_payment_is_in_progress (Fixture *f, gconstpoin
   tally_sync_set_callbacks (sync, &callbacks, &busy, NULL);
   tally_sync_start_automatic (sync, 3600);
 
-  gint64 until = g_get_monotonic_time () + 2 * G_USEC_PER_SEC;
-  while (g_get_monotonic_time () < until)
-    if (!g_main_context_iteration (NULL, FALSE))
-      g_usleep (10000);
+  run_for (2);
   g_assert_cmpuint (tally_sync_get_last_sync (sync), ==, 0);
   g_assert_cmpint (tally_sync_get_state (sync), ==, TALLY_SYNC_STATE_IDLE);
 
@@ -1172,6 +1228,8 @@ main (int argc, char **argv)
   ADD ("/daemon/sync/tallyctl-sync-reconciles", test_tallyctl_sync_reconciles);
   ADD ("/daemon/sync/automatic-sync-backs-off-until-the-issuer-is-back",
        test_automatic_sync_backs_off_until_the_issuer_is_back);
+  ADD ("/daemon/sync/automatic-sync-falls-due-after-most-offline-payments",
+       test_automatic_sync_falls_due_after_most_offline_payments);
   ADD ("/daemon/sync/automatic-sync-waits-while-a-payment-is-in-progress",
        test_automatic_sync_waits_while_a_payment_is_in_progress);
   ADD ("/daemon/sync/https-needs-the-configured-ca", test_https_needs_the_configured_ca);
