@@ -251,38 +251,73 @@ tally_app_request_check_offer (const TallyAppRequest *request,
   return TRUE;
 }
 
+/* ISO 4217 currencies whose minor unit is not 1/100: the twin of
+ * proto/tally-core.c's table (the app may only talk D-Bus, so it cannot
+ * link the core): change both. */
+static const struct
+{
+  char code[4];
+  guint8 exponent;
+} currency_exponents[] = {
+  { "BHD", 3 }, { "BIF", 0 }, { "CLF", 4 }, { "CLP", 0 }, { "DJF", 0 }, { "GNF", 0 }, { "IQD", 3 },
+  { "ISK", 0 }, { "JOD", 3 }, { "JPY", 0 }, { "KMF", 0 }, { "KRW", 0 }, { "KWD", 3 }, { "LYD", 3 },
+  { "OMR", 3 }, { "PYG", 0 }, { "RWF", 0 }, { "TND", 3 }, { "UGX", 0 }, { "UYI", 0 }, { "UYW", 4 },
+  { "VND", 0 }, { "VUV", 0 }, { "XAF", 0 }, { "XOF", 0 }, { "XPF", 0 },
+};
+
+guint
+tally_app_currency_exponent (const char *currency)
+{
+  if (currency == NULL)
+    return 2;
+  for (gsize i = 0; i < G_N_ELEMENTS (currency_exponents); i++)
+    if (strcmp (currency, currency_exponents[i].code) == 0)
+      return currency_exponents[i].exponent;
+  return 2;
+}
+
+static guint64
+pow10_u64 (guint exponent)
+{
+  guint64 v = 1;
+  for (guint i = 0; i < exponent; i++)
+    v *= 10;
+  return v;
+}
+
 gboolean
-tally_app_amount_parse (const char *text, gint64 *out)
+tally_app_amount_parse (const char *text, const char *currency, gint64 *out)
 {
   g_return_val_if_fail (out != NULL, FALSE);
 
   if (text == NULL)
     return FALSE;
+  guint exponent = tally_app_currency_exponent (currency);
+  guint64 unit = pow10_u64 (exponent);
   g_autofree char *s = g_strstrip (g_strdup (text));
   const char *p = s;
   guint64 whole = 0, frac = 0;
-  int frac_digits = 0;
+  guint frac_digits = 0;
   for (; g_ascii_isdigit (*p); p++) {
     whole = whole * 10 + (guint64) (*p - '0');
-    if (whole > (guint64) TALLY_APP_AMOUNT_MAX / 100)
+    if (whole > (guint64) TALLY_APP_AMOUNT_MAX / unit)
       return FALSE;
   }
   if (p == s)
     return FALSE;
   if (*p == '.') {
     for (p++; g_ascii_isdigit (*p); p++) {
-      if (++frac_digits > 2)
+      if (++frac_digits > exponent)
         return FALSE;
       frac = frac * 10 + (guint64) (*p - '0');
     }
     if (frac_digits == 0)
       return FALSE;
-    if (frac_digits == 1)
-      frac *= 10;
+    frac *= pow10_u64 (exponent - frac_digits);
   }
   if (*p != '\0')
     return FALSE;
-  guint64 v = whole * 100 + frac;
+  guint64 v = whole * unit + frac;
   if (v == 0 || v > (guint64) TALLY_APP_AMOUNT_MAX)
     return FALSE;
   *out = (gint64) v;
@@ -290,13 +325,25 @@ tally_app_amount_parse (const char *text, gint64 *out)
 }
 
 char *
-tally_app_amount_format (gint64 amount, const char *currency)
+tally_app_amount_format_value (gint64 amount, const char *currency)
 {
+  guint exponent = tally_app_currency_exponent (currency);
+  guint64 unit = pow10_u64 (exponent);
   const char *sign = amount < 0 ? "-" : "";
   guint64 v = amount < 0 ? (guint64) (-(amount + 1)) + 1 : (guint64) amount;
-  return g_strdup_printf ("%s%" G_GUINT64_FORMAT ".%02u%s%s", sign, v / 100, (unsigned) (v % 100),
-                          currency != NULL && *currency != '\0' ? " " : "",
-                          currency != NULL ? currency : "");
+  if (exponent == 0)
+    return g_strdup_printf ("%s%" G_GUINT64_FORMAT, sign, v);
+  return g_strdup_printf ("%s%" G_GUINT64_FORMAT ".%0*" G_GUINT64_FORMAT, sign, v / unit,
+                          (int) exponent, v % unit);
+}
+
+char *
+tally_app_amount_format (gint64 amount, const char *currency)
+{
+  g_autofree char *value = tally_app_amount_format_value (amount, currency);
+  if (currency == NULL || *currency == '\0')
+    return g_steal_pointer (&value);
+  return g_strdup_printf ("%s %s", value, currency);
 }
 
 char *
@@ -452,7 +499,7 @@ tally_app_history_csv (GVariant *entries, const char *currency)
     const char *name = entry_str (d, "PeerName");
     g_autofree char *local = csv_time (entry_t (d, "Time"), FALSE);
     g_autofree char *utc = csv_time (entry_t (d, "Time"), TRUE);
-    g_autofree char *value = tally_app_amount_format (amount, NULL);
+    g_autofree char *value = tally_app_amount_format_value (amount, currency);
     g_autofree char *short_id = g_strndup (id, 8);
     g_autofree char *peer =
       *name != '\0' ? g_strdup_printf ("%s (%s)", name, short_id) : g_strdup (short_id);

@@ -51,11 +51,18 @@ gboolean tally_app_request_check_offer (const TallyAppRequest *request,
                                         const char *display_name,
                                         char **reason);
 
-/* "12.50" -> 1250.  Digits, at most two decimals, no sign, 1..max;
- * FALSE on anything else. */
-gboolean tally_app_amount_parse (const char *text, gint64 *out);
-/* 1250, "EUR" -> "12.50 EUR" (no currency: "12.50"). */
+/* Decimals of @currency's minor unit as ISO 4217 lists them: 0 for JPY,
+ * 3 for KWD, 4 for CLF, 2 for others and NULL (twin of the core's
+ * tally_currency_exponent). */
+guint tally_app_currency_exponent (const char *currency);
+/* "12.50", "EUR" -> 1250; "1250", "JPY" -> 1250.  Digits, at most the
+ * currency's decimals, no sign, 1..max; FALSE on anything else. */
+gboolean tally_app_amount_parse (const char *text, const char *currency, gint64 *out);
+/* 1250, "EUR" -> "12.50 EUR"; 1250, "JPY" -> "1250 JPY" (no currency:
+ * "12.50"). */
 char *tally_app_amount_format (gint64 amount, const char *currency);
+/* The number alone, in @currency's decimals: "12.50", "1250". */
+char *tally_app_amount_format_value (gint64 amount, const char *currency);
 /* "123456" -> "123 456"; other text unchanged. */
 char *tally_app_code_format (const char *code);
 

@@ -297,10 +297,20 @@ on_request_clicked (GtkButton *button, TallyAppWindow *self)
   gint64 amount = 0;
   TallyDBusRegister1 *reg = tally_app_client_get_register (self->client);
 
-  if (!tally_app_amount_parse (gtk_editable_get_text (GTK_EDITABLE (self->amount_entry)),
+  const char *currency = reg != NULL ? tally_dbus_register1_get_currency (reg) : NULL;
+  if (!tally_app_amount_parse (gtk_editable_get_text (GTK_EDITABLE (self->amount_entry)), currency,
                                &amount)) {
-    gtk_label_set_text (self->receive_error,
-                        _ ("Enter an amount such as 12.50: digits, at most two decimals."));
+    guint exponent = tally_app_currency_exponent (currency);
+    g_autofree char *hint = NULL;
+    if (exponent == 0)
+      hint =
+        g_strdup_printf (_ ("Enter a whole amount such as 1250: %s has no decimals."), currency);
+    else if (exponent == 2)
+      hint = g_strdup (_ ("Enter an amount such as 12.50: digits, at most two decimals."));
+    else
+      hint = g_strdup_printf (_ ("Enter an amount such as 12.%.*s: digits, at most %u decimals."),
+                              (int) exponent, "5000", exponent);
+    gtk_label_set_text (self->receive_error, hint);
     gtk_widget_grab_focus (GTK_WIDGET (self->amount_entry));
     return;
   }

@@ -36,6 +36,7 @@ static const KnownKey known_keys[] = {
   { "payment", "timeout_seconds" },
   { "payment", "allowed_targets" },
   { "payment", "keep_finished_seconds" },
+  { "payment", "max_open_requests" },
   { "issuer", "url" },
   { "issuer", "ca_file" },
   { "issuer", "sync_interval_seconds" },
@@ -52,6 +53,7 @@ config_new (void)
   config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
   config->hello_timeout_seconds = TALLY_CONFIG_DEFAULT_HELLO_TIMEOUT;
   config->max_connections = TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS;
+  config->max_open_requests = 1;
   config->sync_interval_seconds = TALLY_CONFIG_DEFAULT_SYNC_INTERVAL;
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
@@ -88,6 +90,7 @@ tally_config_free (TallyConfig *config)
   g_free (config->register_dir);
   g_free (config->bus_name);
   g_free (config->listen);
+  g_free (config->max_amount);
   g_free (config->adapter);
   g_strfreev (config->targets.unix_dirs);
   g_free (config->issuer_url);
@@ -435,10 +438,19 @@ load_policy_group (TallyConfig *config, GKeyFile *kf, GError **error)
     return FALSE;
   if (max_amount != NULL) {
     gint64 amount = 0;
-    if (strcmp (max_amount, "0") != 0 && !tally_amount_parse (max_amount, &amount, NULL))
+    /* Written in the register's currency, which the certificate names and
+     * a fresh register has not yet: checked here as an amount in some
+     * currency, read for good by tallyd once it knows the currency.  The policy holds
+     * it as two decimals read it, the usual exponent. */
+    if (strcmp (max_amount, "0") != 0 && !tally_amount_parse_any (max_amount, NULL))
       return invalid (error, "policy", "max_amount",
-                      "expected 0 or an amount in major units like 20 or 20.50");
-    config->policy.max_amount = amount;
+                      "expected 0 or an amount in major units like 20, 20.50 or 20.500");
+    if (strcmp (max_amount, "0") != 0 && tally_amount_parse (max_amount, NULL, &amount, NULL))
+      config->policy.max_amount = amount;
+    else
+      config->policy.max_amount = 0;
+    g_free (config->max_amount);
+    config->max_amount = strcmp (max_amount, "0") != 0 ? g_steal_pointer (&max_amount) : NULL;
   }
   return TRUE;
 }
@@ -465,6 +477,15 @@ load_payment_group (TallyConfig *config, GKeyFile *kf, GError **error)
     if (v == 0)
       return invalid (error, "payment", "keep_finished_seconds", "must be at least 1");
     config->keep_finished_seconds = (guint) v;
+  }
+
+  if (!get_uint (kf, "payment", "max_open_requests", TALLY_CONFIG_MAX_OPEN_REQUESTS, &present, &v,
+                 error))
+    return FALSE;
+  if (present) {
+    if (v == 0)
+      return invalid (error, "payment", "max_open_requests", "must be at least 1");
+    config->max_open_requests = (guint) v;
   }
   return load_targets (&config->targets, kf, error);
 }
@@ -597,7 +618,8 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "    max_revocation_age_hours=N   refuse payers when our revocation list is\n"                   \
   "                                 older than N hours (0: no limit)\n"                            \
   "    max_amount=AMOUNT            refuse single payments above AMOUNT in major\n"                \
-  "                                 units, e.g. 20.00 (0: only certified limits)\n"                \
+  "                                 units of the register's currency, e.g. 20.00\n"                \
+  "                                 EUR, 2000 JPY (0: only certified limits)\n"                    \
   "  [payment]\n"                                                                                  \
   "    timeout_seconds=N            a payment fails with Timeout after N seconds\n"                \
   "                                 (default: 60)\n"                                               \
@@ -606,6 +628,8 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 (default: ble;unix:" TALLY_CONFIG_DEFAULT_UNIX_TARGETS ")\n"   \
   "    keep_finished_seconds=N      a finished payment leaves the bus N seconds\n"                 \
   "                                 after it finished, 1 to 3600 (default: 600)\n"                 \
+  "    max_open_requests=N          payment requests open at once, each with its\n"                \
+  "                                 own tag a payer names, 1 to 16 (default: 1)\n"                 \
   "  [issuer]\n"                                                                                   \
   "    url=URL                      the online issuer (tally-issuerd); when set,\n"                \
   "                                 tallyd reconciles with it by itself (default:\n"               \

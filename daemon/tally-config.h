@@ -10,7 +10,7 @@
  *               hello_timeout_seconds=5  max_connections=64
  *   [policy]    max_revocation_age_hours=0  max_amount=0
  *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
- *               keep_finished_seconds=600
+ *               keep_finished_seconds=600  max_open_requests=1
  *   [issuer]    url=https://HOST  ca_file=PATH  sync_interval_seconds=3600
  *               allow_plain_http=false
  */
@@ -32,6 +32,7 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_MAX_HELLO_TIMEOUT       60
 #define TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS 64
 #define TALLY_CONFIG_MAX_CONNECTIONS         4096
+#define TALLY_CONFIG_MAX_OPEN_REQUESTS       16
 #define TALLY_CONFIG_DEFAULT_SYNC_INTERVAL   3600
 #define TALLY_CONFIG_MIN_SYNC_INTERVAL       10
 #define TALLY_CONFIG_MAX_SYNC_INTERVAL       (7 * 24 * 3600)
@@ -88,9 +89,15 @@ typedef struct
   /* Stream connections held at once; more are closed as they come. */
   guint max_connections;
   TallyAcceptPolicy policy;
+  /* [policy] max_amount as written (NULL: none), in the register's
+   * currency's units (2500 JPY, 25.00 EUR): tallyd reads it once it knows
+   * the currency. */
+  char *max_amount;
   guint timeout_seconds;
   /* A finished payment leaves the bus this long after it finished. */
   guint keep_finished_seconds;
+  /* RequestPayment calls that may wait at once, each with its own tag. */
+  guint max_open_requests;
   TallyPayTargets targets;
   /* [issuer]: the online issuer (docs/issuer-api.md), NULL for none:
    * tallyd syncs by itself (daemon/tally-sync.h). */

@@ -40,9 +40,12 @@ typedef struct
 
 /* One payee session of a request: a payer's link in its handshake, or the
  * placeholder the request shows while no payer is connected. */
+typedef struct _DaemonRequest DaemonRequest;
+
 typedef struct
 {
   TallyDaemon *daemon;
+  DaemonRequest *request; /* whose payee session this is */
   TallyPayment *payment;
   GSource *step_deadline;           /* until the payer's next message, up to its Pay */
   TallyPaymentState deadline_state; /* the state @step_deadline is for */
@@ -55,7 +58,7 @@ typedef struct
  * up to @payers of them.  Payment1 objects: @object shows one handshake,
  * the oldest in progress, or the placeholder while none is; it finishes
  * with the handshake whose Pay is credited (docs/dbus-api.md). */
-typedef struct
+struct _DaemonRequest
 {
   gint64 amount;
   char *memo;
@@ -65,18 +68,21 @@ typedef struct
   guint paid;      /* credits it took */
   char *address;   /* "ble:TAG" over BLE, else the listen address */
   char *uri;       /* tally://pay?... for @address, "" if it has none */
-  gboolean tagged;
+  gboolean ended;  /* daemon_end_request () is telling its handshakes */
+  gboolean tagged; /* advertised over BLE under @tag */
+  /* Fresh for every request: the name a payer's Hello gives it. */
   guint8 tag[TALLY_GATT_TAG_BYTES];
   DaemonPayment *object; /* the Payment1 of the payer to come */
   GPtrArray *handshakes; /* Handshake *, oldest first */
   GHashTable *nonces;    /* GBytes nonce a handshake offered -> NONCE_ISSUED or NONCE_CREDITED */
-} DaemonRequest;
+};
 
 struct _TallyDaemon
 {
   GMainContext *context; /* thread-default at creation: our sources' */
   TallyRegister *reg;
   TallyAcceptPolicy policy;
+  char *max_amount; /* [policy] max_amount as written, NULL: none */
   guint timeout_seconds;
   guint keep_finished_seconds;
   TallyPayTargets targets;
@@ -89,10 +95,12 @@ struct _TallyDaemon
   TallyDBusRegister *register_object;
   TallyDBusObjects *objects; /* ObjectManager at /: the register and the payments */
   TallyAgentManager *agents;
-  GQueue payments;        /* DaemonPayment *, oldest first */
-  DaemonRequest *request; /* the open request payers connect to */
-  TallySync *sync;        /* [issuer] url set: reconciling online */
-  guint sync_interval;    /* automatic sync; 0: only when asked */
+  GQueue payments;    /* DaemonPayment *, oldest first */
+  GPtrArray *requests; /* DaemonRequest *, open ones, oldest first */
+  guint max_open_requests;
+  GPtrArray *routers;  /* DaemonRouter *: links read for their Hello's tag */
+  TallySync *sync;     /* [issuer] url set: reconciling online */
+  guint sync_interval; /* automatic sync; 0: only when asked */
 
   /* Bluetooth LE */
   gboolean ble;
@@ -104,6 +112,10 @@ struct _TallyDaemon
 
 /* tally-daemon.c */
 
+/* The acceptance policy for a new payment: [policy] max_amount read in
+ * the register's currency ("2500" for JPY).  FALSE when that text has more
+ * decimals than the currency. */
+gboolean daemon_policy (TallyDaemon *d, TallyAcceptPolicy *policy, GError **error);
 /* Exports @payment (taken) and starts tracking it.  A payer's payment
  * reports to its DaemonPayment; a payee's to its handshake. */
 DaemonPayment *daemon_add_payment (TallyDaemon *d,
@@ -118,10 +130,32 @@ void daemon_payment_update (DaemonPayment *dp);
 /* tally-daemon-request.c */
 
 void daemon_request_free (DaemonRequest *request);
-/* No payer may connect any more: the handshakes still going are told
- * @code, and advertising stops. */
-void daemon_end_request (TallyDaemon *d, TallyError code, const char *message);
-/* A payer's link arrived, over the stream transport (@ble FALSE) or BLE. */
+/* No payer may connect to @r any more: the handshakes still going are
+ * told @code, its advertising stops, and @r is freed. */
+void daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const char *message);
+/* The open request whose object @dp is, or NULL. */
+DaemonRequest *daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp);
+void daemon_routers_free (TallyDaemon *d);
+/* A payer's link arrived, over the stream transport (@ble FALSE) or BLE:
+ * with one request open it is that request's, with several its Hello's
+ * tag picks one (daemon_route_payer ()). */
 void daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble);
+/* Gives the payer on @link a handshake of @r.  With @channel (taken), the
+ * payer was routed: @first is the Hello it already sent. */
+void daemon_request_take_link (TallyDaemon *d,
+                               DaemonRequest *r,
+                               TallyLink *link,
+                               TallyChannel *channel,
+                               GBytes *first,
+                               gboolean ble);
+
+/* tally-daemon-route.c */
+
+/* Reads @link's first message, a Hello naming one of the open requests
+ * by its tag, and hands the link to that request; refuses it with
+ * NOT_FOUND (no open request has the tag), REQUEST_UNNAMED (no tag while
+ * several are open) or TIMEOUT (no message in hello_timeout_seconds). */
+void daemon_route_payer (TallyDaemon *d, TallyLink *link, gboolean ble);
+/* Drops the links still being read for their Hello. */
 
 G_END_DECLS

@@ -7,7 +7,10 @@
  */
 #include "tally-daemon-private.h"
 
+#include <string.h>
+
 #include "tally-clock.h"
+#include "tally-hex.h"
 #include "tally-uri.h"
 
 static void
@@ -86,14 +89,23 @@ daemon_request_free (DaemonRequest *request)
 /* No payer may connect any more: the handshakes still going are told
  * @code (ALREADY_PAID once the request took its payers), and advertising
  * stops. */
-void
-daemon_end_request (TallyDaemon *d, TallyError code, const char *message)
+DaemonRequest *
+daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp)
 {
-  DaemonRequest *r = d->request;
-  if (r == NULL)
-    return;
-  /* First: the handshakes' callbacks below find no request. */
-  d->request = NULL;
+  for (guint i = 0; d->requests != NULL && i < d->requests->len; i++) {
+    DaemonRequest *r = d->requests->pdata[i];
+    if (r->object == dp)
+      return r;
+  }
+  return NULL;
+}
+
+void
+daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const char *message)
+{
+  g_return_if_fail (r != NULL && !r->ended);
+  /* First: the handshakes' callbacks below see it ended. */
+  r->ended = TRUE;
   g_message ("request at %s: no longer waiting for payers (%u of %u paid)", r->address, r->paid,
              r->payers);
   for (guint i = 0; i < r->handshakes->len; i++) {
@@ -104,9 +116,13 @@ daemon_end_request (TallyDaemon *d, TallyError code, const char *message)
       tally_payment_abort (h->payment, code, message, NULL);
     }
   }
-  daemon_request_free (r);
-  if (d->gatt != NULL)
-    tally_gatt_server_stop_advertising (d->gatt);
+  guint8 tag[TALLY_GATT_TAG_BYTES];
+  gboolean advertised = r->tagged;
+  memcpy (tag, r->tag, sizeof tag);
+  g_ptr_array_remove (d->requests, r); /* frees it */
+  /* The other open requests stay on the air. */
+  if (d->gatt != NULL && advertised)
+    tally_gatt_server_remove_advertisement (d->gatt, tag);
 }
 
 /* --- a request's handshakes --- */
@@ -129,12 +145,17 @@ request_seconds_left (const DaemonRequest *r)
 static Handshake *
 add_handshake (TallyDaemon *d, DaemonRequest *r, GError **error)
 {
-  TallyPayment *payment = tally_payment_new_payee (d->reg, r->amount, r->memo, &d->policy,
-                                                   request_seconds_left (r), error);
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error))
+    return NULL;
+  TallyPayment *payment =
+    tally_payment_new_payee (d->reg, r->amount, r->memo, &policy, request_seconds_left (r), error);
   if (payment == NULL)
     return NULL;
+  tally_payment_set_request_tag (payment, r->tag);
   Handshake *h = g_new0 (Handshake, 1);
   h->daemon = d;
+  h->request = r;
   h->payment = payment;
   tally_payment_set_callbacks (payment, &handshake_callbacks, h, NULL);
   g_ptr_array_add (r->handshakes, h);
@@ -246,6 +267,36 @@ request_counts_credit (DaemonRequest *r, TallyPayment *payment)
   return counts;
 }
 
+/* A permission delivered again in a session of @r may name the nonce of
+ * another open request (spent on that one, its Pay lost): the credit took
+ * that request's place, which counts there, and fills it when it was its
+ * last. */
+static void
+request_credit_elsewhere (TallyDaemon *d, DaemonRequest *r, TallyPayment *payment)
+{
+  if (!tally_payment_is_redelivery (payment))
+    return;
+  const guint8 *nonce = tally_payment_get_request_nonce (payment);
+  g_autoptr (GBytes) key = g_bytes_new (nonce, TALLY_NONCE_BYTES);
+  for (guint i = 0; i < d->requests->len; i++) {
+    DaemonRequest *other = d->requests->pdata[i];
+    if (other == r || g_hash_table_lookup (other->nonces, key) != NONCE_ISSUED)
+      continue;
+    g_hash_table_replace (other->nonces, g_bytes_ref (key), NONCE_CREDITED);
+    other->paid++;
+    g_message ("request at %s: a permission spent on it was delivered again (%u of %u paid)",
+               other->address, other->paid, other->payers);
+    if (other->paid >= other->payers) {
+      /* Its object finishes with the credit that filled it. */
+      if (other->object != NULL)
+        daemon_payment_show (other->object, payment);
+      daemon_end_request (d, other, TALLY_ERROR_ALREADY_PAID,
+                          "the payment request was already paid");
+    }
+    return;
+  }
+}
+
 /* @h's Pay was credited (or an earlier permission delivered again): the
  * request's object shows it, finished; the request ends once it took its
  * payers, and any other payer in its handshake is told ALREADY_PAID. */
@@ -263,8 +314,10 @@ request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
    * spent on this one. */
   if (request_counts_credit (r, payment))
     r->paid++;
+  else
+    request_credit_elsewhere (d, r, payment);
   if (r->paid >= r->payers) {
-    daemon_end_request (d, TALLY_ERROR_ALREADY_PAID, "the payment request was already paid");
+    daemon_end_request (d, r, TALLY_ERROR_ALREADY_PAID, "the payment request was already paid");
     return;
   }
   /* The finished object is no longer the request's: adding the next one
@@ -273,7 +326,7 @@ request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
   g_autoptr (GError) error = NULL;
   if (!request_add_object (d, r, &error)) {
     g_warning ("request at %s: cannot wait for the next payer: %s", r->address, error->message);
-    daemon_end_request (d, TALLY_ERROR_CANCELLED, "the payment request ended");
+    daemon_end_request (d, r, TALLY_ERROR_CANCELLED, "the payment request ended");
     return;
   }
   g_message ("%s: waiting for the next payer on %s (%u of %u paid)", r->object->path, r->address,
@@ -298,7 +351,7 @@ request_lead_failed (TallyDaemon *d, DaemonRequest *r, Handshake *h)
     g_autofree char *message = g_strdup (why->message);
     request_drop_handshake (r, h);
     daemon_payment_update (dp);
-    daemon_end_request (d, code, message);
+    daemon_end_request (d, r, code, message);
     return;
   }
 
@@ -310,7 +363,7 @@ request_lead_failed (TallyDaemon *d, DaemonRequest *r, Handshake *h)
   if (next == NULL) {
     g_warning ("request at %s: cannot wait for another payer: %s", r->address, error->message);
     daemon_payment_update (dp);
-    daemon_end_request (d, TALLY_ERROR_CANCELLED, "the payment request ended");
+    daemon_end_request (d, r, TALLY_ERROR_CANCELLED, "the payment request ended");
     return;
   }
   daemon_payment_show (dp, next->payment);
@@ -321,16 +374,16 @@ on_handshake_changed (TallyPayment *payment, gpointer user_data)
 {
   Handshake *h = user_data;
   TallyDaemon *d = h->daemon;
-  DaemonRequest *r = d->request;
+  DaemonRequest *r = h->request;
   TallyPaymentState state = tally_payment_get_state (payment);
 
+  /* Ended with the request: daemon_end_request () frees it. */
+  if (r->ended)
+    return;
   if (tally_payment_was_attached (payment))
     handshake_arm_deadline (h, state);
-  if (state == TALLY_PAYMENT_STATE_OFFER_SENT && r != NULL)
+  if (state == TALLY_PAYMENT_STATE_OFFER_SENT)
     request_note_nonce (r, payment);
-  /* Ended with the request: daemon_end_request () frees it. */
-  if (r == NULL)
-    return;
 
   gboolean lead = r->object != NULL && r->object->payment == payment;
   switch (state) {
@@ -389,18 +442,33 @@ on_step_deadline (gpointer user_data)
 }
 
 /* The request URI payers can scan (docs/protocol.md); "" when the
- * address cannot be written in one (a relative or overlong socket path). */
+ * address cannot be written in one (a relative or overlong socket path).
+ * A stream address names the request by a "tag" field once several may
+ * be open (a "ble:" address holds the tag already); with one at a time
+ * the URI stays as readers that predate the field accept it. */
 static char *
 request_uri (TallyDaemon *d, const DaemonRequest *r, guint timeout_seconds)
 {
   const Tally__RegisterCertificate *cert = tally_register_get_certificate_info (d->reg);
   g_autoptr (GError) error = NULL;
-  char *uri = tally_request_uri_format (r->address, r->amount, tally_register_get_currency (d->reg),
-                                        tally_now () + timeout_seconds,
-                                        cert ? cert->display_name : NULL, &error);
+  g_autofree char *tag =
+    !r->tagged && d->max_open_requests > 1 ? tally_hex_encode (r->tag, sizeof r->tag) : NULL;
+  char *uri = tally_request_uri_format_tagged (
+    r->address, tag, r->amount, tally_register_get_currency (d->reg),
+    tally_now () + timeout_seconds, cert ? cert->display_name : NULL, &error);
   if (uri == NULL)
     g_message ("no request URI for %s: %s", r->address, error->message);
   return uri ? uri : g_strdup ("");
+}
+
+/* Whether an open request has @tag: each names only one. */
+static gboolean
+request_tag_in_use (TallyDaemon *d, const guint8 tag[static TALLY_GATT_TAG_BYTES])
+{
+  for (guint i = 0; i < d->requests->len; i++)
+    if (memcmp (((DaemonRequest *) d->requests->pdata[i])->tag, tag, TALLY_GATT_TAG_BYTES) == 0)
+      return TRUE;
+  return FALSE;
 }
 
 char *
@@ -415,14 +483,33 @@ tally_daemon_request_payment (TallyDaemon *d,
   g_return_val_if_fail (d != NULL && d->connection != NULL, NULL);
   g_return_val_if_fail (payers >= 1, NULL);
 
-  /* One payee request at a time: a connecting payer must know whom it pays. */
-  if (d->request != NULL) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
-                 "payment request %s is still waiting for a payer",
-                 d->request->object ? d->request->object->path : d->request->address);
+  /* Our own [policy] max_amount bounds what we ask for too: a payer would
+   * otherwise sign a payment that our session then refuses. */
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error))
+    return NULL;
+  if (policy.max_amount > 0 && amount > policy.max_amount) {
+    const char *currency = tally_register_get_currency (d->reg);
+    g_autofree char *asked = tally_amount_format (amount, currency);
+    g_autofree char *limit = tally_amount_format (policy.max_amount, currency);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "%s is above our limit of %s per payment ([policy] max_amount)", asked, limit);
     return NULL;
   }
 
+  /* Payers name the request they pay by its tag (docs/protocol.md 4.2). */
+  if (d->requests->len >= d->max_open_requests) {
+    DaemonRequest *open = d->requests->pdata[0];
+    if (d->max_open_requests == 1)
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
+                   "payment request %s is still waiting for a payer",
+                   open->object ? open->object->path : open->address);
+    else
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS,
+                   "%u payment requests are waiting for payers ([payment] max_open_requests)",
+                   d->requests->len);
+    return NULL;
+  }
   DaemonRequest *r = g_new0 (DaemonRequest, 1);
   r->amount = amount;
   r->uid = uid;
@@ -432,29 +519,39 @@ tally_daemon_request_payment (TallyDaemon *d,
   r->handshakes = g_ptr_array_new_with_free_func ((GDestroyNotify) handshake_free);
   r->nonces =
     g_hash_table_new_full (g_bytes_hash, g_bytes_equal, (GDestroyNotify) g_bytes_unref, NULL);
-  if (d->gatt != NULL) {
-    /* Fresh for every request: lets a payer pick this stall, and cannot
-     * follow the device from one request to the next. */
+  /* Fresh for every request: lets a payer pick this request, and cannot
+   * follow the device from one request to the next. */
+  do
     randombytes_buf (r->tag, sizeof r->tag);
+  while (request_tag_in_use (d, r->tag));
+  if (d->gatt != NULL) {
     r->tagged = TRUE;
     r->address = tally_gatt_tag_to_address (r->tag);
   } else {
     r->address = g_strdup (tally_daemon_get_listen_address (d));
   }
   r->uri = request_uri (d, r, timeout_seconds);
-  d->request = r;
+  /* An advertisement of its own (docs/ble.md): refused before anything
+   * exists when the controller has no instance free. */
+  if (r->tagged && !tally_gatt_server_add_advertisement (d->gatt, r->tag, error)) {
+    daemon_request_free (r);
+    return NULL;
+  }
+  g_ptr_array_add (d->requests, r);
 
   if (!request_add_object (d, r, error)) {
-    g_clear_pointer (&d->request, daemon_request_free);
+    if (r->tagged)
+      tally_gatt_server_remove_advertisement (d->gatt, r->tag);
+    g_ptr_array_remove (d->requests, r);
     return NULL;
   }
   DaemonPayment *dp = r->object;
-  if (d->gatt != NULL)
-    tally_gatt_server_advertise (d->gatt, r->tag);
-  g_message (
-    "%s (uid %u): requesting %" G_GINT64_FORMAT " %s from up to %u payer(s), waiting on %s%s%s",
-    dp->path, uid, amount, tally_payment_get_currency (dp->payment), payers,
-    tally_daemon_get_listen_address (d), d->gatt ? " and " : "", d->gatt ? r->address : "");
+  g_autofree char *tag = tally_hex_encode (r->tag, sizeof r->tag);
+  g_message ("%s (uid %u): requesting %" G_GINT64_FORMAT
+             " %s from up to %u payer(s), tag %s, waiting on %s%s%s",
+             dp->path, uid, amount, tally_payment_get_currency (dp->payment), payers, tag,
+             tally_daemon_get_listen_address (d), d->gatt ? " and " : "",
+             d->gatt ? r->address : "");
   tally_daemon_register_changed (d);
   return g_strdup (dp->path);
 }
@@ -467,14 +564,41 @@ void
 daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
 {
   const char *peer = tally_link_get_peer (link) ? tally_link_get_peer (link) : "a payer";
-  DaemonRequest *r = d->request;
 
-  if (r == NULL) {
+  if (d->requests->len == 0) {
     /* One line per connection a flood makes: not a message. */
     g_info ("refusing %s: no payment requested", peer);
     tally_payment_refuse_link (link, TALLY_ERROR_NOT_FOUND, "no payment requested");
     return;
   }
+  /* Several open: its Hello's tag picks one (tally-daemon-route.c). */
+  if (d->requests->len > 1) {
+    daemon_route_payer (d, link, ble);
+    return;
+  }
+  daemon_request_take_link (d, d->requests->pdata[0], link, NULL, NULL, ble);
+}
+
+/* Refuses the payer on @channel (taken) when it has one, else on @link. */
+static void
+refuse (TallyLink *link, TallyChannel *channel, TallyError code, const char *message)
+{
+  if (channel != NULL)
+    tally_payment_refuse_channel (channel, code, message);
+  else
+    tally_payment_refuse_link (link, code, message);
+}
+
+/* A handshake of @r for a payer: the placeholder its object shows when no
+ * other payer is connected, else a fresh one; NULL after refusing @link
+ * (or @channel) with the reason. */
+static Handshake *
+request_handshake_for_payer (TallyDaemon *d,
+                             DaemonRequest *r,
+                             TallyLink *link,
+                             TallyChannel *channel)
+{
+  const char *peer = tally_link_get_peer (link) ? tally_link_get_peer (link) : "a payer";
 
   Handshake *h = NULL;
   if (r->object != NULL && !tally_payment_was_attached (r->object->payment)) {
@@ -486,26 +610,47 @@ daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
     if (request_count_in_progress (r) >= TALLY_DAEMON_MAX_HANDSHAKES) {
       g_info ("refusing %s: %u payers already in their handshakes", peer,
               TALLY_DAEMON_MAX_HANDSHAKES);
-      tally_payment_refuse_link (link, TALLY_ERROR_POLICY, "too many payers at once; try again");
-      return;
+      refuse (link, channel, TALLY_ERROR_POLICY, "too many payers at once; try again");
+      return NULL;
     }
     g_autoptr (GError) error = NULL;
     h = add_handshake (d, r, &error);
     if (h == NULL) {
       g_warning ("refusing %s: %s", peer, error->message);
-      tally_payment_refuse_link (link, tally_error_code (error), error->message);
-      return;
+      refuse (link, channel, tally_error_code (error), error->message);
+      return NULL;
     }
   }
+  return h;
+}
+
+void
+daemon_request_take_link (TallyDaemon *d,
+                          DaemonRequest *r,
+                          TallyLink *link,
+                          TallyChannel *channel,
+                          GBytes *first,
+                          gboolean ble)
+{
+  const char *peer = tally_link_get_peer (link) ? tally_link_get_peer (link) : "a payer";
+  Handshake *h = request_handshake_for_payer (d, r, link, channel);
+  if (h == NULL)
+    return;
   h->ble = ble;
   h->started = g_get_monotonic_time ();
   handshake_arm_deadline (h, TALLY_PAYMENT_STATE_WAIT_HELLO);
   g_debug ("payment %u: payer %s connected", tally_payment_get_id (h->payment), peer);
 
   g_autoptr (GError) error = NULL;
-  if (!tally_payment_attach (h->payment, link, &error)) {
+  gboolean taken = channel != NULL
+                     ? tally_payment_attach_channel (h->payment, channel, first, &error)
+                     : tally_payment_attach (h->payment, link, &error);
+  if (!taken) {
     g_warning ("payment %u: cannot take %s: %s", tally_payment_get_id (h->payment), peer,
                error->message);
-    tally_payment_refuse_link (link, tally_error_code (error), error->message);
+    refuse (link, channel, tally_error_code (error), error->message);
+    return;
   }
+  if (channel != NULL)
+    tally_channel_unref (channel);
 }

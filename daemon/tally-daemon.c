@@ -6,6 +6,7 @@
 
 #include "tally-dbus-error.h"
 #include "tally-gatt-client.h"
+#include "tally-hex.h"
 
 /* Devices a payee serves at once over BLE, where BlueZ keeps them apart
  * (5.76 on); older BlueZ serves one at a time. */
@@ -24,9 +25,10 @@ daemon_payment_free (DaemonPayment *dp)
     g_cancellable_cancel (dp->ble_connect);
     g_clear_object (&dp->ble_connect);
   }
-  if (dp->daemon->request != NULL && dp->daemon->request->object == dp) {
-    dp->daemon->request->object = NULL;
-    daemon_end_request (dp->daemon, TALLY_ERROR_CANCELLED, "payment request withdrawn");
+  DaemonRequest *r = daemon_request_of_object (dp->daemon, dp);
+  if (r != NULL) {
+    r->object = NULL;
+    daemon_end_request (dp->daemon, r, TALLY_ERROR_CANCELLED, "payment request withdrawn");
   }
   if (dp->linger != NULL) {
     g_source_destroy (dp->linger);
@@ -178,7 +180,7 @@ prune_payments (TallyDaemon *d)
   while (d->payments.length > TALLY_DAEMON_MAX_PAYMENTS && l != NULL) {
     GList *next = l->next;
     DaemonPayment *dp = l->data;
-    gboolean request_object = d->request != NULL && d->request->object == dp;
+    gboolean request_object = daemon_request_of_object (d, dp) != NULL;
     if (tally_payment_is_finished (dp->payment) && !request_object) {
       g_debug ("dropping %s", dp->path);
       g_queue_delete_link (&d->payments, l);
@@ -262,9 +264,26 @@ pays_in_progress (TallyDaemon *d, guint32 uid)
   return n;
 }
 
+/* Pay's "Tag": 8 lower-case hex digits, as the URI and "ble:TAG" write it. */
+static gboolean
+pay_tag_parse (const char *tag, guint8 out[static TALLY_REQUEST_TAG_BYTES], GError **error)
+{
+  gboolean ok = strlen (tag) == 2 * TALLY_REQUEST_TAG_BYTES;
+  for (const char *p = tag; ok && *p != '\0'; p++)
+    ok = g_ascii_isdigit (*p) || (*p >= 'a' && *p <= 'f');
+  if (!ok || !tally_hex_decode (tag, out, TALLY_REQUEST_TAG_BYTES, NULL)) {
+    g_autofree char *shown = g_strescape (tag, NULL);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                 "Tag \"%s\" is not 8 lower-case hex digits", shown);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 char *
 tally_daemon_pay (TallyDaemon *d,
                   const char *address,
+                  const char *tag,
                   const char *sender,
                   guint32 uid,
                   guint timeout_seconds,
@@ -280,21 +299,36 @@ tally_daemon_pay (TallyDaemon *d,
     return NULL;
   }
 
+  guint8 tag_bytes[TALLY_REQUEST_TAG_BYTES];
+  gboolean has_tag = tag != NULL;
+  if (has_tag && !pay_tag_parse (tag, tag_bytes, error))
+    return NULL;
+
   gboolean ble = tally_gatt_is_address (address);
   if (ble) {
     TallyGattTarget target;
     if (!tally_gatt_address_parse (address, &target, error))
       return NULL;
+    if (target.kind == TALLY_GATT_TARGET_TAG) {
+      if (has_tag && memcmp (tag_bytes, target.tag, sizeof tag_bytes) != 0) {
+        g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                     "Tag %s differs from the tag in \"%s\"", tag, address);
+        return NULL;
+      }
+      memcpy (tag_bytes, target.tag, sizeof tag_bytes);
+      has_tag = TRUE;
+    }
     if (d->system_bus == NULL) {
       g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
                    "\"%s\": Bluetooth LE is off; set [transport] ble=true", address);
       return NULL;
     }
     /* Our own advertising payee would take our own connection for a payer. */
-    if (d->request != NULL && d->gatt != NULL) {
+    if (d->requests->len > 0 && d->gatt != NULL) {
+      DaemonRequest *r = d->requests->pdata[0];
       g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
                    "%s serves payment request %s over Bluetooth LE; pay once it is over",
-                   d->adapter, d->request->object ? d->request->object->path : d->request->address);
+                   d->adapter, r->object ? r->object->path : r->address);
       return NULL;
     }
   } else if (!g_str_has_prefix (address, "unix:") && !g_str_has_prefix (address, "tcp:")) {
@@ -305,7 +339,12 @@ tally_daemon_pay (TallyDaemon *d,
     return NULL;
   }
 
-  TallyPayment *payment = tally_payment_new_payer (d->reg, &d->policy, timeout_seconds);
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error))
+    return NULL;
+  TallyPayment *payment = tally_payment_new_payer (d->reg, &policy, timeout_seconds);
+  if (has_tag)
+    tally_payment_set_request_tag (payment, tag_bytes);
   DaemonPayment *dp = daemon_add_payment (d, payment, sender, uid, error);
   if (dp == NULL)
     return NULL;
@@ -350,12 +389,18 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
   TallyDaemon *d = user_data;
   g_clear_object (&d->gatt_start);
   d->gatt = server;
+  /* A central that connects and never writes is gone as soon as a
+   * silent stream connection would be. */
+  tally_gatt_server_set_idle_timeout (server, d->hello_timeout_seconds);
   g_message ("Bluetooth LE payee on %s (%s mode)", d->adapter,
              tally_gatt_server_mode_to_string (tally_gatt_server_get_mode (server)));
-  if (d->request != NULL && d->request->tagged) {
+  for (guint i = 0; i < d->requests->len; i++) {
+    DaemonRequest *r = d->requests->pdata[i];
+    g_autoptr (GError) refused = NULL;
     /* A request made before the server was up: it gets the advertisement
      * now, under a tag payers could not have learnt otherwise. */
-    tally_gatt_server_advertise (server, d->request->tag);
+    if (r->tagged && !tally_gatt_server_add_advertisement (server, r->tag, &refused))
+      g_warning ("request at %s is not advertised: %s", r->address, refused->message);
   }
 }
 
@@ -372,7 +417,7 @@ static gboolean
 on_sync_busy (TallySync *sync, gpointer user_data)
 {
   TallyDaemon *d = user_data;
-  if (d->request != NULL)
+  if (d->requests->len > 0)
     return TRUE;
   for (GList *l = d->payments.head; l != NULL; l = l->next)
     if (!tally_payment_is_finished (((DaemonPayment *) l->data)->payment))
@@ -461,6 +506,20 @@ open_register (const TallyConfig *config, GError **error)
   return reg;
 }
 
+gboolean
+daemon_policy (TallyDaemon *d, TallyAcceptPolicy *policy, GError **error)
+{
+  const char *currency = tally_register_get_currency (d->reg);
+  *policy = d->policy;
+  if (d->max_amount == NULL || currency == NULL)
+    return TRUE;
+  if (!tally_amount_parse (d->max_amount, currency, &policy->max_amount, error)) {
+    g_prefix_error (error, "[policy] max_amount: ");
+    return FALSE;
+  }
+  return TRUE;
+}
+
 TallyDaemon *
 tally_daemon_new (const TallyConfig *config, GError **error)
 {
@@ -473,8 +532,12 @@ tally_daemon_new (const TallyConfig *config, GError **error)
   TallyDaemon *d = g_new0 (TallyDaemon, 1);
   d->context = g_main_context_ref_thread_default ();
   g_queue_init (&d->payments);
+  d->requests = g_ptr_array_new_with_free_func ((GDestroyNotify) daemon_request_free);
+  d->routers = g_ptr_array_new ();
+  d->max_open_requests = config->max_open_requests;
   d->reg = g_steal_pointer (&reg);
   d->policy = config->policy;
+  d->max_amount = g_strdup (config->max_amount);
   d->timeout_seconds = config->timeout_seconds;
   d->authorization = config->authorization;
   d->keep_finished_seconds = config->keep_finished_seconds;
@@ -518,6 +581,11 @@ tally_daemon_new (const TallyConfig *config, GError **error)
     d->sync_interval = config->sync_interval_seconds;
   }
 
+  TallyAcceptPolicy policy;
+  if (!daemon_policy (d, &policy, error)) {
+    tally_daemon_free (d);
+    return NULL;
+  }
   g_autofree char *id = tally_register_get_id_hex (d->reg);
   g_message ("register %s, listening for payers on %s%s%s", id,
              tally_stream_listener_get_address (d->listener), d->ble ? " and Bluetooth LE " : "",
@@ -541,10 +609,12 @@ tally_daemon_free (TallyDaemon *d)
   DaemonPayment *dp;
   while ((dp = g_queue_pop_head (&d->payments)) != NULL)
     daemon_payment_free (dp);
-  g_clear_pointer (&d->request, daemon_request_free);
+  daemon_routers_free (d);
+  g_clear_pointer (&d->requests, g_ptr_array_unref);
   tally_gatt_server_free (d->gatt);
   g_clear_object (&d->system_bus);
   g_free (d->adapter);
+  g_free (d->max_amount);
   g_strfreev (d->targets.unix_dirs);
   if (d->objects != NULL && d->register_object != NULL)
     tally_dbus_objects_remove (d->objects, tally_dbus_register_get_skeleton (d->register_object));

@@ -84,9 +84,12 @@ char *tally_daemon_request_payment (TallyDaemon *daemon,
 /* An agent of @uid confirms the payment: @sender's own when it registered
  * one (tally_agent_manager_confirm ()).  @address must be allowed by
  * [payment] allowed_targets (POLICY), and @uid may have at most
- * TALLY_DAEMON_MAX_PAYS_PER_UID Pay calls in progress (POLICY). */
+ * TALLY_DAEMON_MAX_PAYS_PER_UID Pay calls in progress (POLICY).  The Hello
+ * names the request @tag (8 lower-case hex digits, or NULL), or the tag
+ * of a "ble:TAG" address (INVALID_ARGUMENT when the two differ). */
 char *tally_daemon_pay (TallyDaemon *daemon,
                         const char *address,
+                        const char *tag,
                         const char *sender,
                         guint32 uid,
                         guint timeout_seconds,

@@ -23,6 +23,7 @@ typedef struct
   TallyDBusRegister *object;
   GDBusMethodInvocation *invocation;
   char *address; /* Pay; NULL for RequestPayment */
+  char *tag;     /* Pay's "Tag" option, or NULL */
   gint64 amount;
   char *memo;
   guint timeout;
@@ -34,6 +35,7 @@ pending_call_free (PendingCall *call)
 {
   g_object_unref (call->invocation);
   g_free (call->address);
+  g_free (call->tag);
   g_free (call->memo);
   g_free (call);
 }
@@ -54,12 +56,14 @@ bytes_value (GBytes *bytes)
 
 /* Options of RequestPayment and Pay: "Timeout" (u, seconds); RequestPayment
  * also "Payers" (u, how many payers may pay the request, each with its own
- * payment; @payers NULL for Pay). */
+ * payment; @payers NULL for Pay); Pay also "Tag" (s, the request tag the
+ * Hello names; @tag NULL for RequestPayment). */
 static gboolean
 parse_options (TallyDBusRegister *object,
                GVariant *options,
                guint *timeout,
                guint *payers,
+               char **tag,
                GError **error)
 {
   GVariantIter iter;
@@ -87,6 +91,9 @@ parse_options (TallyDBusRegister *object,
                g_variant_get_uint32 (value) >= 1 &&
                g_variant_get_uint32 (value) <= TALLY_DAEMON_MAX_PAYERS) {
       *payers = g_variant_get_uint32 (value);
+    } else if (tag != NULL && *tag == NULL && strcmp (key, "Tag") == 0 &&
+               g_variant_is_of_type (value, G_VARIANT_TYPE_STRING)) {
+      *tag = g_variant_dup_string (value, NULL);
     } else {
       g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
                    "unknown option %s or wrong type %s", key, g_variant_get_type_string (value));
@@ -111,7 +118,7 @@ on_caller_uid (GObject *source, GAsyncResult *result, gpointer user_data)
     goto fail;
   TallyDBusRegister *object = call->object;
   if (call->address != NULL)
-    path = tally_daemon_pay (object->daemon, call->address,
+    path = tally_daemon_pay (object->daemon, call->address, call->tag,
                              g_dbus_method_invocation_get_sender (invocation), uid, call->timeout,
                              &error);
   else
@@ -140,7 +147,7 @@ handle_request_payment (TallyDBusRegister1 *skeleton,
   g_autoptr (GError) error = NULL;
   guint timeout, payers;
 
-  if (!parse_options (object, options, &timeout, &payers, &error))
+  if (!parse_options (object, options, &timeout, &payers, NULL, &error))
     goto fail;
   /* A payer refuses a memo that would not pass its text check. */
   if (!tally_text_check (memo, TALLY_TEXT_MAX_BYTES, "memo", &error)) {
@@ -177,8 +184,9 @@ handle_pay (TallyDBusRegister1 *skeleton,
   TallyDBusRegister *object = user_data;
   g_autoptr (GError) error = NULL;
   guint timeout;
+  g_autofree char *tag = NULL;
 
-  if (!parse_options (object, options, &timeout, NULL, &error)) {
+  if (!parse_options (object, options, &timeout, NULL, &tag, &error)) {
     tally_dbus_error_return (invocation, error);
     return TRUE;
   }
@@ -186,6 +194,7 @@ handle_pay (TallyDBusRegister1 *skeleton,
   call->object = object;
   call->invocation = g_object_ref (invocation);
   call->address = g_strdup (address);
+  call->tag = g_steal_pointer (&tag);
   call->timeout = timeout;
   tally_dbus_caller_get_uid (invocation, object->uid_lookups, on_caller_uid, call);
   return TRUE;

@@ -571,6 +571,38 @@ tally_payment_attach (TallyPayment *p, TallyLink *link, GError **error)
   return TRUE;
 }
 
+gboolean
+tally_payment_attach_channel (TallyPayment *p, TallyChannel *channel, GBytes *first, GError **error)
+{
+  g_return_val_if_fail (p != NULL && channel != NULL && first != NULL, FALSE);
+
+  if (p->role != TALLY_SESSION_ROLE_PAYEE || p->state != TALLY_PAYMENT_STATE_WAITING ||
+      p->channel != NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+                 "payment is %s %s, not a waiting payee", tally_session_role_to_string (p->role),
+                 tally_payment_state_to_string (p->state));
+    return FALSE;
+  }
+  TallyLink *link = tally_channel_get_link (channel);
+  p->linked = TRUE;
+  p->channel = tally_channel_ref (channel);
+  tally_channel_set_handlers (p->channel, on_channel_message, on_channel_closed, p, NULL);
+  g_info ("payment %u (payee): connected to %s", p->id,
+          tally_link_get_peer (link) ? tally_link_get_peer (link) : "peer");
+  enter_state (p, state_from_session (tally_session_get_state (p->session)));
+  /* enter_state () may have told the owner, which may have ended it. */
+  if (!tally_payment_is_finished (p))
+    on_channel_message (p->channel, first, p);
+  return TRUE;
+}
+
+void
+tally_payment_set_request_tag (TallyPayment *p, const guint8 tag[static TALLY_REQUEST_TAG_BYTES])
+{
+  g_return_if_fail (p != NULL && !p->linked);
+  tally_session_set_request_tag (p->session, tag);
+}
+
 static void
 on_connected (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -724,10 +756,18 @@ tally_payment_refuse_link (TallyLink *link, TallyError code, const char *message
 {
   g_return_if_fail (link != NULL);
 
-  g_autoptr (GBytes) wire = wire_error_new (code, message);
+  tally_payment_refuse_channel (
+    tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, TALLY_FRAME_DEFAULT_TIMEOUT_MS), code,
+    message);
+}
 
-  TallyChannel *channel =
-    tally_channel_new (link, TALLY_SESSION_MAX_MESSAGE, TALLY_FRAME_DEFAULT_TIMEOUT_MS);
+void
+tally_payment_refuse_channel (TallyChannel *channel, TallyError code, const char *message)
+{
+  g_return_if_fail (channel != NULL);
+
+  TallyLink *link = tally_channel_get_link (channel);
+  g_autoptr (GBytes) wire = wire_error_new (code, message);
   g_autoptr (GError) error = NULL;
   gboolean sent = tally_channel_send (channel, wire, &error);
   if (!sent)

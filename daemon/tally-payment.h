@@ -24,6 +24,7 @@
 
 #include <gio/gio.h>
 
+#include "tally-channel.h"
 #include "tally-link.h"
 #include "tally-register.h"
 #include "tally-session.h"
@@ -90,6 +91,18 @@ void tally_payment_connect (TallyPayment *payment, const char *address);
  * connected.  Either way the payment takes a reference on @link.
  * WRONG_STATE unless CONNECTING (payer) or WAITING (payee). */
 gboolean tally_payment_attach (TallyPayment *payment, TallyLink *link, GError **error);
+/* Payee: takes over @channel (a reference), whose payer already sent
+ * @first (its Hello, read to learn which request it names), and handles
+ * @first at once.  WRONG_STATE unless WAITING. */
+gboolean tally_payment_attach_channel (TallyPayment *payment,
+                                       TallyChannel *channel,
+                                       GBytes *first,
+                                       GError **error);
+/* Before it is attached.  Payer: its Hello names the request with @tag.
+ * Payee: the tag of its request; a Hello naming another is refused with
+ * NOT_FOUND (tally_session_set_request_tag ()). */
+void tally_payment_set_request_tag (TallyPayment *payment,
+                                    const guint8 tag[static TALLY_REQUEST_TAG_BYTES]);
 
 /* Payer, in CONNECTING without a link yet: the connection could not be
  * made (a transport the payment does not drive itself, such as BLE); the
@@ -158,5 +171,7 @@ gboolean tally_payment_is_refused_by_peer (TallyPayment *payment);
  * the peer had a chance to read it: when it closes, or after a quarter of
  * a second at most, so refused links do not pile up. */
 void tally_payment_refuse_link (TallyLink *link, TallyError code, const char *message);
+/* The same over a channel already made on the link (taken). */
+void tally_payment_refuse_channel (TallyChannel *channel, TallyError code, const char *message);
 
 G_END_DECLS

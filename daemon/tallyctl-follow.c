@@ -371,10 +371,21 @@ cmd_request (Ctl *ctl, int argc, char **argv)
 
   gint64 amount;
   g_autoptr (GError) error = NULL;
-  if (!tally_amount_parse (argv[1], &amount, &error))
+  /* No amount in any currency is a usage error before tallyd is asked;
+   * then the register's currency says how many decimals it may have. */
+  if (!tally_amount_parse_any (argv[1], &error))
     return usage_error (ctl, "%s", error->message);
   if (timeout < 0)
     return usage_error (ctl, "--timeout must be positive");
+  g_autoptr (GVariant) currency_reply =
+    call (ctl, REGISTER_PATH, PROPERTIES_IFACE, "Get",
+          g_variant_new ("(ss)", REGISTER_IFACE, "Currency"), G_VARIANT_TYPE ("(v)"), &error);
+  if (currency_reply == NULL)
+    return report_gerror (ctl, error);
+  g_autoptr (GVariant) currency = NULL;
+  g_variant_get (currency_reply, "(v)", &currency);
+  if (!tally_amount_parse (argv[1], g_variant_get_string (currency, NULL), &amount, &error))
+    return usage_error (ctl, "%s", error->message);
 
   g_autoptr (GVariant) address_reply =
     call (ctl, REGISTER_PATH, PROPERTIES_IFACE, "Get",

@@ -197,6 +197,11 @@ cmd_pay (Ctl *ctl, int argc, char **argv)
   g_variant_builder_init (&options, G_VARIANT_TYPE_VARDICT);
   if (timeout > 0)
     g_variant_builder_add (&options, "{sv}", "Timeout", g_variant_new_uint32 ((guint32) timeout));
+  /* The payee may have several requests open: the Hello names this one
+   * (a "ble:TAG" address names it already). */
+  if (request_uri != NULL && request_uri->tag[0] != '\0' &&
+      request_uri->transport != TALLY_URI_TRANSPORT_BLE)
+    g_variant_builder_add (&options, "{sv}", "Tag", g_variant_new_string (request_uri->tag));
   g_autoptr (GVariant) reply =
     call (ctl, REGISTER_PATH, REGISTER_IFACE, "Pay", g_variant_new ("(sa{sv})", address, &options),
           G_VARIANT_TYPE ("(o)"), &error);

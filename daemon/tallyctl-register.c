@@ -256,7 +256,7 @@ history_csv (GVariant *entries, const char *currency)
     g_autoptr (GVariantDict) d = g_variant_dict_new (e);
     g_autofree char *local = history_time (dict_t (d, "Time"), FALSE);
     g_autofree char *utc = history_time (dict_t (d, "Time"), TRUE);
-    g_autofree char *amount = tally_amount_format (dict_x (d, "Amount"), NULL);
+    g_autofree char *amount = tally_amount_format_value (dict_x (d, "Amount"), currency);
     g_autofree char *peer = history_peer (d);
     g_autofree char *number = g_strdup_printf ("%" G_GUINT64_FORMAT, history_number (d));
     const char *fields[] = {
@@ -290,7 +290,7 @@ history_json (GVariant *entries, const char *currency)
     g_autoptr (GVariant) e = g_variant_get_child_value (entries, i);
     g_autoptr (GVariantDict) d = g_variant_dict_new (e);
     g_autofree char *utc = history_time (dict_t (d, "Time"), TRUE);
-    g_autofree char *value = tally_amount_format (dict_x (d, "Amount"), NULL);
+    g_autofree char *value = tally_amount_format_value (dict_x (d, "Amount"), currency);
     g_variant_dict_insert (d, "TimeUtc", "s", utc);
     g_variant_dict_insert (d, "Value", "s", value);
     g_variant_dict_insert (d, "Currency", "s", currency);
@@ -583,7 +583,16 @@ cmd_topup (Ctl *ctl, int argc, char **argv)
     return rc;
   gint64 amount;
   g_autoptr (GError) error = NULL;
-  if (!tally_amount_parse (argv[1], &amount, &error))
+  /* No amount in any currency is a usage error before tallyd is asked;
+   * then the register's currency says how many decimals it may have. */
+  if (!tally_amount_parse_any (argv[1], &error))
+    return usage_error (ctl, "%s", error->message);
+  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
+  if (props == NULL)
+    return rc;
+  /* No certificate yet, no currency: tallyd says what is missing. */
+  const char *currency = dict_str (props, "Currency");
+  if (!tally_amount_parse (argv[1], *currency ? currency : NULL, &amount, &error))
     return usage_error (ctl, "%s", error->message);
 
   g_autoptr (GVariant) reply =

@@ -66,6 +66,12 @@ exposure_of (TallyIssuer *issuer,
   out->awaiting = row->revoked ? 0 : MAX (-row->view_balance, 0);
   out->refused = row->refused;
   out->deficit = row->deficit;
+  out->lost_at = row->lost_at;
+  out->refund_due =
+    row->lost_at != 0 ? tally_issuer_lost_refund_due (row->lost_at, row->not_after_ever) : 0;
+  out->refunded_at = row->refunded_at;
+  out->refunded = row->refunded;
+  out->recovered = row->recovered;
   for (guint i = 0; i < proofs->len; i++) {
     const TallyIssuerFraudRow *f = proofs->pdata[i];
     if (f->kind > 0 && f->kind < 32)

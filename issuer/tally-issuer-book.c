@@ -25,6 +25,7 @@ adjust_view (Reconcile *rc, const guint8 register_id[static TALLY_ID_BYTES], gin
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   return tally_issuer_store_register_get (rc->issuer->store, register_id, &row, error) &&
          tally_issuer_add_signed (row.view_balance, delta, &row.view_balance, error) &&
+         tally_issuer_settle_refunded (rc->issuer, &row, error) &&
          tally_issuer_store_register_put (rc->issuer->store, &row, error);
 }
 
@@ -81,13 +82,33 @@ payee_horizon (Reconcile *rc, const guint8 payee[static TALLY_ID_BYTES], guint64
 }
 
 /*
- * The register's evidence through @counter (protocol.md 5.5): vouchers sold
- * to it, plus payments to it that are settled, minus the signed amounts of
- * all its own entries booked with a counter up to @counter.  An honest
- * register's balance after its entry at @counter is never more than this,
- * because every payment it had received by then is booked once its bundle
- * is, and it has loaded no voucher the issuer did not sell.
+ * The register's own evidence through @counter (protocol.md 5.5): vouchers
+ * sold to it, plus payments to it that are settled, minus the signed
+ * amounts of all its own entries booked with a counter up to @counter.  An
+ * honest register's balance after its entry at @counter is never more than
+ * this, because every payment it had received by then is booked once its
+ * bundle is, and it has loaded no voucher the issuer did not sell.  Only
+ * the register's signed entries and what the issuer sold it count: this is
+ * what an OVERDRAWN proof rests on.
  */
+gboolean
+tally_issuer_own_evidence_through (Reconcile *rc,
+                                   const guint8 register_id[static TALLY_ID_BYTES],
+                                   guint64 counter,
+                                   gint64 *backed,
+                                   GError **error)
+{
+  TallyIssuerEvidence ev;
+  return tally_issuer_store_register_evidence (rc->issuer->store, register_id, counter, &ev,
+                                               error) &&
+         tally_issuer_add_signed (ev.vouchers, ev.received, backed, error) &&
+         tally_issuer_add_signed (*backed, -ev.spent, backed, error);
+}
+
+/* What the register's evidence through @counter still backs: its own
+ * evidence less what a lost-register refund paid out of it to its account
+ * and was not taken back.  The refund is the issuer's act, not the
+ * register's: it bounds what is credited, never what is proven. */
 gboolean
 tally_issuer_evidence_through (Reconcile *rc,
                                const guint8 register_id[static TALLY_ID_BYTES],
@@ -95,11 +116,12 @@ tally_issuer_evidence_through (Reconcile *rc,
                                gint64 *backed,
                                GError **error)
 {
-  TallyIssuerEvidence ev;
-  return tally_issuer_store_register_evidence (rc->issuer->store, register_id, counter, &ev,
-                                               error) &&
-         tally_issuer_add_signed (ev.vouchers, ev.received, backed, error) &&
-         tally_issuer_add_signed (*backed, -ev.spent, backed, error);
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
+  /* A lost register's refund (net of what was taken back) left its
+   * evidence for its account: it backs nothing a second time. */
+  return tally_issuer_own_evidence_through (rc, register_id, counter, backed, error) &&
+         tally_issuer_store_register_get (rc->issuer->store, register_id, &row, error) &&
+         tally_issuer_add_signed (*backed, row.recovered - row.refunded, backed, error);
 }
 
 /* @amount of a reclaim the evidence does not back goes back to the
@@ -115,6 +137,7 @@ refuse_to (Reconcile *rc, const guint8 register_id[static TALLY_ID_BYTES], gint6
   return tally_issuer_store_register_get (rc->issuer->store, register_id, &row, error) &&
          tally_issuer_add_signed (row.view_balance, amount, &row.view_balance, error) &&
          tally_issuer_add_signed (row.refused, amount, &row.refused, error) &&
+         tally_issuer_settle_refunded (rc->issuer, &row, error) &&
          tally_issuer_store_register_put (rc->issuer->store, &row, error);
 }
 

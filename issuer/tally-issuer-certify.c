@@ -29,10 +29,12 @@ tally_issuer_account_register_get (TallyIssuer *issuer,
 
 GBytes *
 tally_issuer_sign_certificate (TallyIssuer *issuer,
-                               const TallyIssuerRegisterRow *row,
+                               TallyIssuerRegisterRow *row,
                                guint64 not_before,
                                guint64 not_after)
 {
+  /* Whatever certificate it was given before may outlive this one. */
+  row->not_after_ever = MAX (row->not_after_ever, not_after);
   Tally__Limits limits = TALLY__LIMITS__INIT;
   limits.max_payment = row->max_payment;
   limits.balance_cap = row->balance_cap;
@@ -63,7 +65,8 @@ tally_issuer_sign_certificate (TallyIssuer *issuer,
 }
 
 gboolean
-tally_issuer_check_limits (const Tally__Limits *limits,
+tally_issuer_check_limits (const char *currency,
+                           const Tally__Limits *limits,
                            guint64 not_before,
                            guint64 not_after,
                            GError **error)
@@ -71,7 +74,7 @@ tally_issuer_check_limits (const Tally__Limits *limits,
   if (limits->max_payment <= 0 || limits->max_payment > TALLY_AMOUNT_MAX ||
       limits->balance_cap <= 0 || limits->balance_cap > TALLY_AMOUNT_MAX ||
       limits->max_offline_payments == 0 || limits->max_offline_seconds == 0) {
-    g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, NULL);
+    g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, currency);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
                  "limits must be positive and amounts at most %s", max);
     return FALSE;
@@ -134,9 +137,11 @@ tally_issuer_certify_locked (TallyIssuer *issuer,
   g_free (row.display_name);
   row.display_name = display_name != NULL && *display_name != '\0' ? g_strdup (display_name) : NULL;
 
+  /* Signed first: the row it is put with holds its not_after. */
+  g_autoptr (GBytes) cert = tally_issuer_sign_certificate (issuer, &row, not_before, not_after);
   if (!tally_issuer_store_register_put (issuer->store, &row, error))
     return NULL;
-  return tally_issuer_sign_certificate (issuer, &row, not_before, not_after);
+  return g_steal_pointer (&cert);
 }
 
 GBytes *
@@ -154,7 +159,7 @@ tally_issuer_certify (TallyIssuer *issuer,
   g_return_val_if_fail (account != NULL, NULL);
   g_return_val_if_fail (limits != NULL, NULL);
 
-  if (!tally_issuer_check_limits (limits, not_before, not_after, error))
+  if (!tally_issuer_check_limits (issuer->currency, limits, not_before, not_after, error))
     return NULL;
   /* The same rule every register applies to the certificate it receives. */
   g_autoptr (GError) name_error = NULL;
@@ -247,7 +252,7 @@ tally_issuer_sell_voucher (TallyIssuer *issuer,
   g_return_val_if_fail (issuer != NULL, NULL);
   g_return_val_if_fail (register_id != NULL, NULL);
 
-  if (!tally_issuer_check_amount (amount, error) ||
+  if (!tally_issuer_check_amount (issuer->currency, amount, error) ||
       !tally_issuer_store_begin (issuer->store, error))
     return NULL;
   g_autoptr (GBytes) env = sell_voucher_locked (issuer, NULL, register_id, amount, now, error);
@@ -268,7 +273,7 @@ voucher_request_key (const char *account,
   tally_hash_update (&h, request_id, TALLY_VOUCHER_REQUEST_ID_BYTES);
   tally_hash_final (&h, hash);
   g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
-  return g_strconcat ("voucher-request:", hex, NULL);
+  return g_strconcat (TALLY_ISSUER_KEPT_VOUCHER_PREFIX, hex, NULL);
 }
 
 /* The voucher kept for a request, when it is for the same register and
@@ -316,7 +321,7 @@ tally_issuer_sell_voucher_to_account (
   if (repeated == NULL)
     repeated = &dummy;
   *repeated = FALSE;
-  if (!tally_issuer_check_amount (amount, error) ||
+  if (!tally_issuer_check_amount (issuer->currency, amount, error) ||
       !tally_issuer_store_begin (issuer->store, error))
     return NULL;
   g_autofree char *key = voucher_request_key (account, request_id);

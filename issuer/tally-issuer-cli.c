@@ -40,12 +40,14 @@ typedef struct
   char *register_hex;
   char *amount;
   gboolean json;
+  int keep_days;
 } Options;
 
 static Options opt = {
   .max_payments = 100,
   .max_offline_hours = 72,
   .valid_days = 7,
+  .keep_days = TALLY_ISSUER_KEEP_DEFAULT / 86400,
 };
 
 typedef struct Command Command;
@@ -112,6 +114,34 @@ static TallyIssuer *
 open_issuer (GError **error)
 {
   return tally_issuer_open (opt.dir, error);
+}
+
+/* Opens the issuer, then reads @n amount arguments in its currency (no
+ * decimals for JPY, three for KWD; NULL texts are skipped).  Without an
+ * issuer to open, an argument that is no amount even with the usual two
+ * decimals is still reported as the usage error it is.  NULL with *@rc. */
+static TallyIssuer *
+open_issuer_amounts (const Command *cmd,
+                     const char *const *texts,
+                     gint64 *const *outs,
+                     gsize n,
+                     int *rc)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  const char *cur = issuer != NULL ? tally_issuer_get_currency (issuer) : NULL;
+  for (gsize i = 0; i < n; i++) {
+    gint64 unused;
+    g_autoptr (GError) amount_error = NULL;
+    if (texts[i] != NULL &&
+        !tally_amount_parse (texts[i], cur, issuer != NULL ? outs[i] : &unused, &amount_error)) {
+      *rc = usage (cmd, "%s", amount_error->message);
+      return NULL;
+    }
+  }
+  if (issuer == NULL)
+    *rc = fail_error (error);
+  return g_steal_pointer (&issuer);
 }
 
 /* --- commands ------------------------------------------------------------------- */
@@ -186,11 +216,12 @@ cmd_deposit (const Command *cmd, char **args)
 {
   g_autoptr (GError) error = NULL;
   gint64 amount, balance;
-  if (!tally_amount_parse (args[1], &amount, &error))
-    return usage (cmd, "%s", error->message);
-
-  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
-  if (issuer == NULL || !tally_issuer_deposit (issuer, args[0], amount, &error) ||
+  int rc;
+  g_autoptr (TallyIssuer) issuer = open_issuer_amounts (cmd, (const char *const[]){ args[1] },
+                                                        (gint64 *const[]){ &amount }, 1, &rc);
+  if (issuer == NULL)
+    return rc;
+  if (!tally_issuer_deposit (issuer, args[0], amount, &error) ||
       !tally_issuer_account_balance (issuer, args[0], &balance, &error))
     return fail_error (error);
   const char *cur = tally_issuer_get_currency (issuer);
@@ -216,16 +247,15 @@ cmd_balance (const Command *cmd, char **args)
 static const GOptionEntry certify_entries[] = {
   { "account", 'a', 0, G_OPTION_ARG_STRING, &opt.account, "Online account behind the register",
     "NAME" },
-  { "key", 'k', 0, G_OPTION_ARG_STRING, &opt.key_hex, "Register public key, 64 hex digits",
-    "HEX" },
+  { "key", 'k', 0, G_OPTION_ARG_STRING, &opt.key_hex, "Register public key, 64 hex digits", "HEX" },
   { "key-file", 0, 0, G_OPTION_ARG_FILENAME, &opt.key_file,
     "File holding the register public key (32 raw bytes or hex)", "FILE" },
   { "display-name", 0, 0, G_OPTION_ARG_STRING, &opt.display_name,
     "Name payers see, e.g. a stall's trading name (1..64 bytes, no control characters)", "NAME" },
   { "max-payment", 0, 0, G_OPTION_ARG_STRING, &opt.max_payment,
-    "Largest single payment (default 50.00)", "AMT" },
+    "Largest single payment, in the issuer's currency (default 50.00, 5000 JPY)", "AMT" },
   { "balance-cap", 0, 0, G_OPTION_ARG_STRING, &opt.balance_cap,
-    "Largest register balance (default 500.00)", "AMT" },
+    "Largest register balance (default 500.00, 50000 JPY)", "AMT" },
   { "max-payments", 0, 0, G_OPTION_ARG_INT, &opt.max_payments,
     "Payments between reconciliations (default 100)", "N" },
   { "max-offline-hours", 0, 0, G_OPTION_ARG_INT, &opt.max_offline_hours,
@@ -274,21 +304,23 @@ cmd_certify (const Command *cmd, char **args)
                           : !read_key_file (opt.key_file, key, &error))
     return usage (cmd, "register key: %s", error->message);
 
+  /* Limits are written in the issuer's currency: "50" for JPY, "50.00" for
+   * EUR.  The defaults are 5000 and 50000 minor units. */
   Tally__Limits limits = TALLY__LIMITS__INIT;
-  if (!tally_amount_parse (opt.max_payment ? opt.max_payment : "50.00", &limits.max_payment,
-                           &error) ||
-      !tally_amount_parse (opt.balance_cap ? opt.balance_cap : "500.00", &limits.balance_cap,
-                           &error))
-    return usage (cmd, "%s", error->message);
+  limits.max_payment = 5000;
+  limits.balance_cap = 50000;
+  int rc;
+  g_autoptr (TallyIssuer) issuer =
+    open_issuer_amounts (cmd, (const char *const[]){ opt.max_payment, opt.balance_cap },
+                         (gint64 *const[]){ &limits.max_payment, &limits.balance_cap }, 2, &rc);
+  if (issuer == NULL)
+    return rc;
   limits.max_offline_payments = (guint32) opt.max_payments;
   limits.max_offline_seconds = (guint64) opt.max_offline_hours * SECONDS_PER_HOUR;
 
   guint64 now = tally_now ();
   guint64 not_after = now + (guint64) opt.valid_days * SECONDS_PER_DAY;
 
-  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
-  if (issuer == NULL)
-    return fail_error (error);
   g_autoptr (GBytes) cert =
     tally_issuer_certify (issuer, key, opt.account, opt.display_name, &limits, now, not_after,
                           &error);
@@ -326,12 +358,11 @@ cmd_voucher (const Command *cmd, char **args)
   gint64 amount;
   if (!tally_hex_decode (opt.register_hex, id, sizeof id, &error))
     return usage (cmd, "register id: %s", error->message);
-  if (!tally_amount_parse (opt.amount, &amount, &error))
-    return usage (cmd, "%s", error->message);
-
-  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  int rc;
+  g_autoptr (TallyIssuer) issuer = open_issuer_amounts (cmd, (const char *const[]){ opt.amount },
+                                                        (gint64 *const[]){ &amount }, 1, &rc);
   if (issuer == NULL)
-    return fail_error (error);
+    return rc;
   g_autoptr (GBytes) voucher = tally_issuer_sell_voucher (issuer, id, amount, tally_now (), &error);
   if (voucher == NULL || !write_file (opt.out, voucher, &error))
     return fail_error (error);
@@ -406,6 +437,71 @@ cmd_revoke (const Command *cmd, char **args)
   if (issuer == NULL || !tally_issuer_revoke (issuer, id, tally_now (), &error))
     return fail_error (error);
   printf ("register %s revoked\n", args[0]);
+  return 0;
+}
+
+static int
+cmd_lost (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 id[TALLY_ID_BYTES];
+  if (!tally_hex_decode (args[1], id, sizeof id, &error))
+    return usage (cmd, "register id: %s", error->message);
+
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  guint64 now = tally_now ();
+  if (issuer == NULL || !tally_issuer_report_lost (issuer, args[0], id, now, &error))
+    return fail_error (error);
+  printf ("register %s of \"%s\" reported lost and revoked; its balance is refunded by "
+          "\"tally-issuer refund-lost\" once its window has passed\n",
+          args[1], args[0]);
+  return 0;
+}
+
+static int
+cmd_refund_lost (const Command *cmd, char **args)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  TallyRefundReport r;
+  if (issuer == NULL || !tally_issuer_refund_lost (issuer, tally_now (), &r, &error))
+    return fail_error (error);
+  g_autofree char *amount =
+    tally_amount_format (r.refunded_amount, tally_issuer_get_currency (issuer));
+  printf ("%u lost register(s) refunded, %s in all; %u waiting for their window", r.refunded,
+          amount, r.waiting);
+  if (r.waiting > 0) {
+    g_autoptr (GDateTime) due =
+      g_date_time_new_from_unix_utc ((gint64) MIN (r.next_due, (guint64) G_MAXINT64));
+    g_autofree char *when = due != NULL ? g_date_time_format_iso8601 (due) : NULL;
+    printf (", the next due at %s", when != NULL ? when : "(far future)");
+  }
+  printf ("\n");
+  return 0;
+}
+
+static const GOptionEntry prune_entries[] = {
+  { "keep-days", 0, 0, G_OPTION_ARG_INT, &opt.keep_days,
+    "Keep answers signed within the last DAYS days (default 90)", "DAYS" },
+  { NULL },
+};
+
+static int
+cmd_prune (const Command *cmd, char **args)
+{
+  if (opt.keep_days <= 0)
+    return usage (cmd, "--keep-days must be a positive number of days");
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = open_issuer (&error);
+  TallyPruneReport r;
+  if (issuer == NULL ||
+      !tally_issuer_prune_kept (issuer, tally_now (), (guint64) opt.keep_days * 86400, &r, &error))
+    return fail_error (error);
+  printf ("%u kept answer(s) older than %d day(s) pruned, %u kept", r.pruned, opt.keep_days,
+          r.kept);
+  if (r.undated > 0)
+    printf (", %u that do not decode left in place", r.undated);
+  printf ("\n");
   return 0;
 }
 
@@ -536,13 +632,16 @@ audit_json (GString *out, const TallyAudit *a, GPtrArray *rows, const char *cur)
     tally_json_append_string (out, id);
     g_string_append (out, ", \"account\": ");
     tally_json_append_string (out, r->account);
-    g_string_append_printf (out,
-                            ", \"revoked\": %s, \"view\": %" G_GINT64_FORMAT
-                            ", \"exposure\": %" G_GINT64_FORMAT ", \"awaiting\": %" G_GINT64_FORMAT
-                            ", \"refused\": %" G_GINT64_FORMAT ", \"deficit\": %" G_GINT64_FORMAT
-                            ", \"fraud_proofs\": %u, \"proof_kinds\": ",
-                            r->revoked ? "true" : "false", r->view, r->exposure, r->awaiting,
-                            r->refused, r->deficit, r->proofs);
+    g_string_append_printf (
+      out,
+      ", \"revoked\": %s, \"view\": %" G_GINT64_FORMAT ", \"exposure\": %" G_GINT64_FORMAT
+      ", \"awaiting\": %" G_GINT64_FORMAT ", \"refused\": %" G_GINT64_FORMAT
+      ", \"deficit\": %" G_GINT64_FORMAT ", \"lost_at\": %" G_GUINT64_FORMAT
+      ", \"refund_due\": %" G_GUINT64_FORMAT ", \"refunded_at\": %" G_GUINT64_FORMAT
+      ", \"refunded\": %" G_GINT64_FORMAT ", \"recovered\": %" G_GINT64_FORMAT
+      ", \"fraud_proofs\": %u, \"proof_kinds\": ",
+      r->revoked ? "true" : "false", r->view, r->exposure, r->awaiting, r->refused, r->deficit,
+      r->lost_at, r->refund_due, r->refunded_at, r->refunded, r->recovered, r->proofs);
     tally_json_append_string (out, kinds);
     g_string_append_c (out, '}');
   }
@@ -649,6 +748,14 @@ static const Command commands[] = {
     "tally-issuer reconcile bundle.bin --out result.bin", out_entries, 1, 1, cmd_reconcile },
   { "revoke", "HEXID", "Revoke a register and publish a new revocation list",
     "tally-issuer revoke 0123456789abcdef0123456789abcdef", no_entries, 1, 1, cmd_revoke },
+  { "lost", "NAME HEXID",
+    "Report account NAME's register lost or stolen: revoke it now, refund it later",
+    "tally-issuer lost alice 0123456789abcdef0123456789abcdef", no_entries, 2, 2, cmd_lost },
+  { "refund-lost", "", "Refund every lost register whose window has passed to its account, once",
+    "tally-issuer refund-lost", no_entries, 0, 0, cmd_refund_lost },
+  { "prune", "[--keep-days DAYS]",
+    "Delete the answers kept for retried bundles and voucher purchases once older than DAYS",
+    "tally-issuer prune --keep-days 90", prune_entries, 0, 0, cmd_prune },
   { "revocations", "--out FILE", "Write the current signed revocation list",
     "tally-issuer revocations --out revoked.bin", revocations_entries, 0, 0, cmd_revocations },
   { "fraud-proofs", "[--json]",

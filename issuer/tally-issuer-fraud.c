@@ -385,6 +385,7 @@ report_lost_locked (TallyIssuer *issuer,
     return FALSE;
   gboolean changed = FALSE;
   return mark_revoked (issuer, register_id, &changed, error) &&
+         tally_issuer_mark_lost (issuer, register_id, now, error) &&
          (!changed || tally_issuer_publish_revocation_list (issuer, now, error));
 }
 

@@ -406,6 +406,11 @@ add_flagged (JsonBuilder *b, GPtrArray *rows)
     add_int (b, "awaiting", r->awaiting);
     add_int (b, "refused", r->refused);
     add_int (b, "deficit", r->deficit);
+    add_int (b, "lost_at", (gint64) r->lost_at);
+    add_int (b, "refund_due", (gint64) r->refund_due);
+    add_int (b, "refunded_at", (gint64) r->refunded_at);
+    add_int (b, "refunded", r->refunded);
+    add_int (b, "recovered", r->recovered);
     add_int (b, "fraud_proofs", r->proofs);
     json_builder_set_member_name (b, "proof_kinds");
     json_builder_begin_array (b);
@@ -521,6 +526,35 @@ post_revocation (TallyHttpRequest *req)
   tally_issuer_http_reply_json (req->msg, SOUP_STATUS_OK, b);
 }
 
+static void
+refund_report_json (JsonBuilder *b, const TallyRefundReport *r)
+{
+  json_builder_begin_object (b);
+  add_int (b, "refunded", r->refunded);
+  add_int (b, "refunded_amount", r->refunded_amount);
+  add_int (b, "waiting", r->waiting);
+  add_int (b, "next_due", (gint64) MIN (r->next_due, (guint64) G_MAXINT64));
+  json_builder_end_object (b);
+}
+
+/* The lost-register refund now, rather than at the next periodic run. */
+static void
+post_refund_lost (TallyHttpRequest *req)
+{
+  if (!tally_issuer_http_check_operator (req))
+    return;
+  g_autoptr (GError) error = NULL;
+  TallyRefundReport r;
+  if (!tally_issuer_refund_lost (req->http->issuer, tally_issuer_http_now (req->http), &r,
+                                 &error)) {
+    tally_issuer_http_reply_gerror (req->msg, error);
+    return;
+  }
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  refund_report_json (b, &r);
+  tally_issuer_http_reply_json (req->msg, SOUP_STATUS_OK, b);
+}
+
 /* --- routing --- */
 
 static const Route routes[] = {
@@ -538,6 +572,7 @@ static const Route routes[] = {
   { "GET", "operator/audit", get_audit },
   { "GET", "operator/fraud-proofs", get_fraud_proofs },
   { "POST", "operator/revocations", post_revocation },
+  { "POST", "operator/refund-lost", post_refund_lost },
 };
 
 static gboolean

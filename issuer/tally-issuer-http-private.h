@@ -44,6 +44,7 @@ struct _TallyIssuerHttp
   guint64 (*clock) (gpointer user_data);
   gpointer clock_data;
   GDestroyNotify clock_destroy;
+  GSource *refund_source; /* the periodic lost-register refund, or NULL */
 };
 
 /* One request being answered: the path below "/v1/", split and unescaped. */

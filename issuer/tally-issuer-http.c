@@ -48,6 +48,7 @@ tally_issuer_http_status_for_error (TallyError code)
   case TALLY_ERROR_NO_CERTIFICATE:
   case TALLY_ERROR_EXISTS:
   case TALLY_ERROR_ALREADY_PAID:
+  case TALLY_ERROR_REQUEST_UNNAMED:
   case TALLY_ERROR_INCOMPLETE: return SOUP_STATUS_CONFLICT;
   case TALLY_ERROR_FRAME_OVERSIZE: return SOUP_STATUS_REQUEST_ENTITY_TOO_LARGE;
   case TALLY_ERROR_WRONG_CONTEXT:
@@ -621,6 +622,10 @@ tally_issuer_http_unref (TallyIssuerHttp *http)
   g_clear_object (&http->bound);
   if (http->clock_destroy != NULL)
     http->clock_destroy (http->clock_data);
+  if (http->refund_source != NULL) {
+    g_source_destroy (http->refund_source);
+    g_source_unref (http->refund_source);
+  }
   g_main_context_unref (http->context);
   g_rc_box_release (http->open);
   sodium_memzero (http->operator_hash, sizeof http->operator_hash);
@@ -689,6 +694,37 @@ tally_issuer_http_set_clock (TallyIssuerHttp *http,
   http->clock = clock;
   http->clock_data = user_data;
   http->clock_destroy = destroy;
+}
+
+static gboolean
+refund_tick (gpointer user_data)
+{
+  TallyIssuerHttp *http = user_data;
+  g_autoptr (GError) error = NULL;
+  TallyRefundReport r;
+  if (!tally_issuer_refund_lost (http->issuer, tally_issuer_http_now (http), &r, &error))
+    g_warning ("refunding lost registers: %s", error->message);
+  else if (r.refunded > 0)
+    g_message ("refunded %u lost register(s), %" G_GINT64_FORMAT " in all", r.refunded,
+               r.refunded_amount);
+  return G_SOURCE_CONTINUE;
+}
+
+void
+tally_issuer_http_set_refund_interval (TallyIssuerHttp *http, guint seconds)
+{
+  g_return_if_fail (http != NULL);
+  if (http->refund_source != NULL) {
+    g_source_destroy (http->refund_source);
+    g_clear_pointer (&http->refund_source, g_source_unref);
+  }
+  if (seconds == 0)
+    return;
+  /* The source holds no reference: unref destroys it first. */
+  http->refund_source = g_timeout_source_new_seconds (seconds);
+  g_source_set_callback (http->refund_source, refund_tick, http, NULL);
+  g_source_set_name (http->refund_source, "tally-issuer lost-register refund");
+  g_source_attach (http->refund_source, http->context);
 }
 
 gboolean

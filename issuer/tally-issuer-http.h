@@ -58,6 +58,11 @@ void tally_issuer_http_set_clock (TallyIssuerHttp *http,
                                   gpointer user_data,
                                   GDestroyNotify destroy);
 
+/* Runs tally_issuer_refund_lost () every @seconds on the server's main
+ * context (0 stops it), at the server's clock; a failure is logged and
+ * retried at the next run. */
+void tally_issuer_http_set_refund_interval (TallyIssuerHttp *http, guint seconds);
+
 /* Listens on @address (port 0: any free port).  Without a TLS certificate
  * only a loopback address is accepted unless @allow_plain is set. */
 gboolean tally_issuer_http_listen (TallyIssuerHttp *http,

@@ -251,7 +251,7 @@ tally_issuer_enrol (TallyIssuer *issuer,
   g_return_val_if_fail (proof != NULL, NULL);
   g_return_val_if_fail (limits != NULL, NULL);
 
-  if (!tally_issuer_check_limits (limits, now, not_after, error))
+  if (!tally_issuer_check_limits (issuer->currency, limits, now, not_after, error))
     return NULL;
   if (crypto_core_ed25519_is_valid_point (register_key) != 1) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,

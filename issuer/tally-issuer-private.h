@@ -68,7 +68,7 @@ tally_issuer_sign (TallyIssuer *issuer, Tally__SignatureContext ctx, const Proto
 G_GNUC_INTERNAL
 gboolean tally_issuer_finish (TallyIssuer *issuer, gboolean ok, GError **error);
 G_GNUC_INTERNAL
-gboolean tally_issuer_check_amount (gint64 amount, GError **error);
+gboolean tally_issuer_check_amount (const char *currency, gint64 amount, GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_add_signed (gint64 a, gint64 b, gint64 *out, GError **error);
 G_GNUC_INTERNAL
@@ -80,10 +80,11 @@ ProtobufCBinaryData *tally_issuer_binary_from_bytes (GPtrArray *bytes);
 G_GNUC_INTERNAL
 Tally__SignedEnvelope *tally_issuer_decode_stored (GBytes *bytes, GError **error);
 
-/* Certificates (tally-issuer-certify.c). */
+/* Certificates (tally-issuer-certify.c).  Raises @row's not_after_ever to
+ * @not_after: the caller puts @row in the transaction it signs in. */
 G_GNUC_INTERNAL
 GBytes *tally_issuer_sign_certificate (TallyIssuer *issuer,
-                                       const TallyIssuerRegisterRow *row,
+                                       TallyIssuerRegisterRow *row,
                                        guint64 not_before,
                                        guint64 not_after);
 
@@ -147,7 +148,29 @@ gboolean tally_issuer_taint_payee_half (Reconcile *rc,
                                         TallyIssuerEntryRow *row,
                                         GError **error);
 
+/* Meta key prefixes of answers kept for retries (tally-issuer-prune.c). */
+#define TALLY_ISSUER_KEPT_RESULT_PREFIX  "reconciled:"
+#define TALLY_ISSUER_KEPT_VOUCHER_PREFIX "voucher-request:"
+
+/* The lost-register refund (tally-issuer-refund.c). */
+G_GNUC_INTERNAL
+gboolean tally_issuer_mark_lost (TallyIssuer *issuer,
+                                 const guint8 register_id[static TALLY_ID_BYTES],
+                                 guint64 now,
+                                 GError **error);
+/* Keeps a refunded register's view at zero against its account: called on
+ * @row, read for the change, after its view moved and before it is put. */
+G_GNUC_INTERNAL
+gboolean
+tally_issuer_settle_refunded (TallyIssuer *issuer, TallyIssuerRegisterRow *row, GError **error);
+
 /* Booking entries into the ledger (tally-issuer-book.c). */
+G_GNUC_INTERNAL
+gboolean tally_issuer_own_evidence_through (Reconcile *rc,
+                                            const guint8 register_id[static TALLY_ID_BYTES],
+                                            guint64 counter,
+                                            gint64 *backed,
+                                            GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_evidence_through (Reconcile *rc,
                                         const guint8 register_id[static TALLY_ID_BYTES],
@@ -179,7 +202,8 @@ gboolean tally_issuer_add_hash_once (GPtrArray *hashes, const guint8 hash[static
 
 /* Certifying (tally-issuer-certify.c), inside a transaction. */
 G_GNUC_INTERNAL
-gboolean tally_issuer_check_limits (const Tally__Limits *limits,
+gboolean tally_issuer_check_limits (const char *currency,
+                                    const Tally__Limits *limits,
                                     guint64 not_before,
                                     guint64 not_after,
                                     GError **error);

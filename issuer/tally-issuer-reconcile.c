@@ -146,7 +146,10 @@ check_complete (Reconcile *rc, GError **error)
  * counter it reports must not be negative (protocol.md 5.5).  A deficit is
  * value the register spent that nothing backs: an edited balance, a key
  * used beyond the balance, a clone.  A new or larger deficit is proven with
- * an OVERDRAWN fraud proof and the register is revoked.
+ * an OVERDRAWN fraud proof and the register is revoked.  Only the
+ * register's own evidence counts here, never the lost-register refund: what
+ * the refund paid its account and could not take back is the issuer's act,
+ * exposure in the audit, and no proof against the register.
  */
 static gboolean
 check_overdrawn (Reconcile *rc,
@@ -160,7 +163,7 @@ check_overdrawn (Reconcile *rc,
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   if (through == 0)
     return TRUE;
-  if (!tally_issuer_evidence_through (rc, rc->register_id, through, &backed, error) ||
+  if (!tally_issuer_own_evidence_through (rc, rc->register_id, through, &backed, error) ||
       !tally_issuer_store_register_get (rc->issuer->store, rc->register_id, &row, error))
     return FALSE;
   if (backed >= 0 || -backed <= row.deficit)
@@ -300,7 +303,7 @@ result_key (const Tally__SignedEnvelope *env)
   guint8 hash[TALLY_HASH_BYTES];
   tally_envelope_body_hash (env, hash);
   g_autofree char *hex = tally_hex_encode (hash, sizeof hash);
-  return g_strconcat ("reconciled:", hex, NULL);
+  return g_strconcat (TALLY_ISSUER_KEPT_RESULT_PREFIX, hex, NULL);
 }
 
 /* With @key, the result kept for it: TRUE and *@result set, TRUE and

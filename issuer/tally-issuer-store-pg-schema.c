@@ -96,8 +96,16 @@ static const char schema_sql[] =
   "  envelope bytea NOT NULL);";
 
 /* migrations[i] takes a store from version PG_FIRST_VERSION + i to the
- * next; NULL ends the list.  None yet. */
+ * next; NULL ends the list.  The same steps as SQLite's from version 4. */
 static const char *const migrations[] = {
+  /* 5: the lost-register refund (tally-issuer-store-schema.c). */
+  "ALTER TABLE registers ADD COLUMN lost_at int8 NOT NULL DEFAULT 0,"
+  "  ADD COLUMN refunded_at int8 NOT NULL DEFAULT 0,"
+  "  ADD COLUMN refunded int8 NOT NULL DEFAULT 0,"
+  "  ADD COLUMN recovered int8 NOT NULL DEFAULT 0,"
+  "  ADD COLUMN not_after_ever int8 NOT NULL DEFAULT 0;"
+  "UPDATE registers SET not_after_ever = floor(extract(epoch FROM now()))::int8 + "
+  "  (SELECT max(validity) FROM registers);",
   NULL,
 };
 

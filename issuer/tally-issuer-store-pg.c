@@ -28,6 +28,9 @@ typedef enum
   STMT_REGISTER_PUT,
   STMT_REGISTER_LIST_REVOKED,
   STMT_REGISTER_LIST_FLAGGED,
+  STMT_REGISTER_LIST_LOST,
+  STMT_META_LIST,
+  STMT_META_DELETE,
   STMT_VOUCHER_NEXT,
   STMT_VOUCHER_INSERT,
   STMT_VOUCHER_GET,
@@ -64,7 +67,8 @@ typedef enum
 #define REGISTER_COLUMNS                                                                           \
   "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
   "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon, "  \
-  "refused, deficit, max_payment_ever, display_name"
+  "refused, deficit, max_payment_ever, display_name, lost_at, refunded_at, refunded, recovered, "  \
+  "not_after_ever"
 
 /* Every SUM is cast back to int8: PostgreSQL sums int8 as numeric, and a
  * sum beyond int8 is an error rather than a wrapped value. */
@@ -80,6 +84,8 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = $1",
   [STMT_META_SET] = "INSERT INTO meta (key, value) VALUES ($1, $2) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+  [STMT_META_LIST] = "SELECT key, value FROM meta WHERE starts_with(key, $1) ORDER BY key",
+  [STMT_META_DELETE] = "DELETE FROM meta WHERE key = $1",
   [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES ($1, 0) "
                           "ON CONFLICT DO NOTHING",
   [STMT_ACCOUNT_GET] = "SELECT balance FROM accounts WHERE name = $1",
@@ -87,12 +93,16 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = $1",
   [STMT_REGISTER_PUT] =
     "INSERT INTO registers (" REGISTER_COLUMNS ") "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
-    "ON CONFLICT (id) DO UPDATE SET public_key = $2, account = $3, max_payment = $4, "
-    "balance_cap = $5, max_offline_payments = $6, max_offline_seconds = $7, validity = $8, "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
+    "$19, $20, $21, $22) ON CONFLICT (id) DO UPDATE SET public_key = $2, account = $3, "
+    "max_payment = $4, balance_cap = $5, max_offline_payments = $6, max_offline_seconds = $7, "
+    "validity = $8, "
     "cert_serial = $9, settled_counter = $10, revoked = $11, view_balance = $12, horizon = $13, "
-    "refused = $14, deficit = $15, max_payment_ever = $16, display_name = $17",
+    "refused = $14, deficit = $15, max_payment_ever = $16, display_name = $17, lost_at = $18, "
+    "refunded_at = $19, refunded = $20, recovered = $21, not_after_ever = $22",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked ORDER BY id",
+  [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
+                              "ORDER BY id",
   [STMT_REGISTER_LIST_FLAGGED] = "SELECT " REGISTER_COLUMNS " FROM registers "
                                  "WHERE revoked OR refused != 0 OR view_balance < 0 "
                                  "OR deficit != 0 ORDER BY id",
@@ -149,7 +159,7 @@ static const char *const stmt_sql[N_STMTS] = {
     "(SELECT COALESCE(SUM(amount), 0) FROM vouchers v WHERE v.register_id = r.id) + "
     "(SELECT COALESCE(SUM(amount), 0) FROM entries e WHERE e.payee_id = r.id AND e.state = 2) - "
     "(SELECT COALESCE(SUM(CASE WHEN kind = 2 OR state = 3 THEN credited ELSE amount END), 0) "
-    " FROM entries e WHERE e.register_id = r.id)",
+    " FROM entries e WHERE e.register_id = r.id) - (r.refunded - r.recovered)",
   [STMT_COUNT_FRAUD] = "SELECT COUNT(*) FROM fraud_proofs",
   [STMT_EVIDENCE_VOUCHERS] = "SELECT COALESCE(SUM(amount), 0)::int8 FROM vouchers "
                              "WHERE register_id = $1",
@@ -336,6 +346,43 @@ pg_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **error
   return run_done (s, STMT_META_SET, &p, "meta", error);
 }
 
+static gboolean
+pg_meta_list (TallyIssuerStore *s,
+              const char *prefix,
+              GPtrArray **keys,
+              GPtrArray **values,
+              GError **error)
+{
+  TallyPgParams p = { 0 };
+  tally_pg_param_text (&p, prefix);
+  g_autoptr (PGresult) r = tally_pg_run (DB (s), STMT_META_LIST, &p, "meta", error);
+  if (r == NULL)
+    return FALSE;
+  g_autoptr (GPtrArray) k = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) v = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  for (int i = 0; i < PQntuples (r); i++) {
+    char *key = NULL;
+    GBytes *value = NULL;
+    if (!tally_pg_get_text (DB (s), r, i, 0, FALSE, &key, error))
+      return FALSE;
+    g_ptr_array_add (k, key);
+    if (!tally_pg_get_bytes (DB (s), r, i, 1, FALSE, &value, error))
+      return FALSE;
+    g_ptr_array_add (v, value);
+  }
+  *keys = g_steal_pointer (&k);
+  *values = g_steal_pointer (&v);
+  return TRUE;
+}
+
+static gboolean
+pg_meta_delete (TallyIssuerStore *s, const char *key, GError **error)
+{
+  TallyPgParams p = { 0 };
+  tally_pg_param_text (&p, key);
+  return run_done (s, STMT_META_DELETE, &p, "meta", error);
+}
+
 /* --- accounts --- */
 
 static gboolean
@@ -401,7 +448,12 @@ read_register (TallyPg *db, PGresult *res, int i, TallyIssuerRegisterRow *row, G
       !tally_pg_get_u64 (db, res, i, 12, &r.horizon, error) ||
       !tally_pg_get_int8 (db, res, i, 13, &r.refused, error) ||
       !tally_pg_get_int8 (db, res, i, 14, &r.deficit, error) ||
-      !tally_pg_get_int8 (db, res, i, 15, &r.max_payment_ever, error))
+      !tally_pg_get_int8 (db, res, i, 15, &r.max_payment_ever, error) ||
+      !tally_pg_get_u64 (db, res, i, 17, &r.lost_at, error) ||
+      !tally_pg_get_u64 (db, res, i, 18, &r.refunded_at, error) ||
+      !tally_pg_get_int8 (db, res, i, 19, &r.refunded, error) ||
+      !tally_pg_get_int8 (db, res, i, 20, &r.recovered, error) ||
+      !tally_pg_get_u64 (db, res, i, 21, &r.not_after_ever, error))
     return FALSE;
   r.max_offline_payments = (guint32) max_offline_payments;
   if (!tally_pg_get_text (db, res, i, 2, FALSE, &r.account, error) ||
@@ -452,14 +504,19 @@ pg_register_put (TallyIssuerStore *s, const TallyIssuerRegisterRow *row, GError 
   tally_pg_param_int8 (&p, row->deficit);
   tally_pg_param_int8 (&p, row->max_payment_ever);
   tally_pg_param_text (&p, row->display_name);
+  tally_pg_param_u64 (&p, row->lost_at);
+  tally_pg_param_u64 (&p, row->refunded_at);
+  tally_pg_param_int8 (&p, row->refunded);
+  tally_pg_param_int8 (&p, row->recovered);
+  tally_pg_param_u64 (&p, row->not_after_ever);
   return run_done (s, STMT_REGISTER_PUT, &p, "register", error);
 }
 
+/* The ids the one-column statement @stmt selects. */
 static gboolean
-pg_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
+list_ids (TallyIssuerStore *s, StmtId stmt, const char *what, GPtrArray **ids, GError **error)
 {
-  g_autoptr (PGresult) r =
-    tally_pg_run (DB (s), STMT_REGISTER_LIST_REVOKED, NULL, "revoked registers", error);
+  g_autoptr (PGresult) r = tally_pg_run (DB (s), stmt, NULL, what, error);
   if (r == NULL)
     return FALSE;
   g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
@@ -471,6 +528,18 @@ pg_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
   }
   *ids = g_steal_pointer (&out);
   return TRUE;
+}
+
+static gboolean
+pg_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
+{
+  return list_ids (s, STMT_REGISTER_LIST_REVOKED, "revoked registers", ids, error);
+}
+
+static gboolean
+pg_register_list_lost (TallyIssuerStore *s, GPtrArray **ids, GError **error)
+{
+  return list_ids (s, STMT_REGISTER_LIST_LOST, "lost registers", ids, error);
 }
 
 static gboolean
@@ -850,12 +919,15 @@ static const TallyIssuerStoreVTable pg_vtable = {
   .rollback = pg_rollback,
   .meta_get = pg_meta_get,
   .meta_set = pg_meta_set,
+  .meta_list = pg_meta_list,
+  .meta_delete = pg_meta_delete,
   .account_insert = pg_account_insert,
   .account_get = pg_account_get,
   .account_put = pg_account_put,
   .register_get = pg_register_get,
   .register_put = pg_register_put,
   .register_list_revoked = pg_register_list_revoked,
+  .register_list_lost = pg_register_list_lost,
   .register_list_flagged = pg_register_list_flagged,
   .voucher_next_sequence = pg_voucher_next_sequence,
   .voucher_insert = pg_voucher_insert,

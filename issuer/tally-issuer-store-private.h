@@ -32,6 +32,12 @@ typedef struct
   /* The data calls of tally-issuer-store.h, only ever inside a transaction. */
   gboolean (*meta_get) (TallyIssuerStore *store, const char *key, GBytes **value, GError **error);
   gboolean (*meta_set) (TallyIssuerStore *store, const char *key, GBytes *value, GError **error);
+  gboolean (*meta_list) (TallyIssuerStore *store,
+                         const char *prefix,
+                         GPtrArray **keys,
+                         GPtrArray **values,
+                         GError **error);
+  gboolean (*meta_delete) (TallyIssuerStore *store, const char *key, GError **error);
   gboolean (*account_insert) (TallyIssuerStore *store, const char *name, GError **error);
   gboolean (*account_get) (TallyIssuerStore *store,
                            const char *name,
@@ -49,6 +55,7 @@ typedef struct
                             const TallyIssuerRegisterRow *row,
                             GError **error);
   gboolean (*register_list_revoked) (TallyIssuerStore *store, GPtrArray **ids, GError **error);
+  gboolean (*register_list_lost) (TallyIssuerStore *store, GPtrArray **ids, GError **error);
   gboolean (*register_list_flagged) (TallyIssuerStore *store, GPtrArray **rows, GError **error);
   gboolean (*voucher_next_sequence) (TallyIssuerStore *store,
                                      const guint8 *register_id,

@@ -100,6 +100,22 @@ static const char *const migrations[] = {
   "UPDATE registers SET max_payment_ever = max_payment;"
   "ALTER TABLE entries ADD COLUMN tainted INTEGER NOT NULL DEFAULT 0;"
   "CREATE INDEX entries_by_payee ON entries (payee_id, state);",
+  /* 5: the lost-register refund (docs/threat-model.md, "A lost or stolen
+   * device").  A register's view is its evidence less the refund paid out
+   * to its account, net of what was taken back. */
+  "ALTER TABLE registers ADD COLUMN lost_at INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE registers ADD COLUMN refunded_at INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE registers ADD COLUMN refunded INTEGER NOT NULL DEFAULT 0;"
+  "ALTER TABLE registers ADD COLUMN recovered INTEGER NOT NULL DEFAULT 0;"
+  /* The latest not_after of any certificate issued to the register, which
+   * bounds the refund window.  The store keeps no certificate, so a
+   * register certified before holds, conservatively, the latest the
+   * issuer's policy could have given it: every certificate was issued by
+   * now and none is recorded with a longer validity than the longest any
+   * register holds. */
+  "ALTER TABLE registers ADD COLUMN not_after_ever INTEGER NOT NULL DEFAULT 0;"
+  "UPDATE registers SET not_after_ever = CAST(strftime('%s', 'now') AS INTEGER) + "
+  "  (SELECT MAX(validity) FROM registers);",
 };
 
 /* Creates an empty database at version 1, or refuses one that is no issuer

@@ -38,6 +38,9 @@ typedef enum
   STMT_EVIDENCE_SPENT,
   STMT_EVIDENCE_LATE,
   STMT_REGISTER_LIST_FLAGGED,
+  STMT_REGISTER_LIST_LOST,
+  STMT_META_LIST,
+  STMT_META_DELETE,
   N_STMTS
 } StmtId;
 
@@ -54,24 +57,33 @@ typedef enum
 #define REGISTER_COLUMNS                                                                           \
   "id, public_key, account, max_payment, balance_cap, max_offline_payments, "                      \
   "max_offline_seconds, validity, cert_serial, settled_counter, revoked, view_balance, horizon, "  \
-  "refused, deficit, max_payment_ever, display_name"
+  "refused, deficit, max_payment_ever, display_name, lost_at, refunded_at, refunded, recovered, "  \
+  "not_after_ever"
 
 static const char *const stmt_sql[N_STMTS] = {
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
   [STMT_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+  [STMT_META_LIST] = "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 "
+                     "ORDER BY key",
+  [STMT_META_DELETE] = "DELETE FROM meta WHERE key = ?1",
   [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES (?1, 0)",
   [STMT_ACCOUNT_GET] = "SELECT balance FROM accounts WHERE name = ?1",
   [STMT_ACCOUNT_PUT] = "UPDATE accounts SET balance = ?2 WHERE name = ?1",
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
   /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
-  [STMT_REGISTER_PUT] = "INSERT INTO registers (" REGISTER_COLUMNS ") "
-                        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17) "
-                        "ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
-                        "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
-                        "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
-                        "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
-                        "refused = ?14, deficit = ?15, max_payment_ever = ?16, display_name = ?17",
+  [STMT_REGISTER_PUT] =
+    "INSERT INTO registers (" REGISTER_COLUMNS ") "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
+    "?18, ?19, ?20, ?21, ?22) ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
+    "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
+    "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
+    "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
+    "refused = ?14, deficit = ?15, max_payment_ever = ?16, display_name = ?17, "
+    "lost_at = ?18, refunded_at = ?19, refunded = ?20, recovered = ?21, "
+    "not_after_ever = ?22",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
+  [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
+                              "ORDER BY id",
   [STMT_VOUCHER_NEXT] = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
   [STMT_VOUCHER_INSERT] = "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
                           "VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -129,7 +141,7 @@ static const char *const stmt_sql[N_STMTS] = {
     "(SELECT COALESCE(SUM(amount), 0) FROM vouchers v WHERE v.register_id = r.id) + "
     "(SELECT COALESCE(SUM(amount), 0) FROM entries e WHERE e.payee_id = r.id AND e.state = 2) - "
     "(SELECT COALESCE(SUM(CASE WHEN kind = 2 OR state = 3 THEN credited ELSE amount END), 0) "
-    " FROM entries e WHERE e.register_id = r.id)",
+    " FROM entries e WHERE e.register_id = r.id) - (r.refunded - r.recovered)",
   [STMT_REGISTER_LIST_FLAGGED] = "SELECT " REGISTER_COLUMNS " FROM registers "
                                  "WHERE revoked != 0 OR refused != 0 OR view_balance < 0 OR "
                                  "deficit != 0 "
@@ -239,6 +251,39 @@ sqlite_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **e
   return tally_sqlite_step_done (DB (s), st, "meta", error);
 }
 
+static gboolean
+sqlite_meta_list (TallyIssuerStore *s,
+                  const char *prefix,
+                  GPtrArray **keys,
+                  GPtrArray **values,
+                  GError **error)
+{
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_META_LIST);
+  tally_sqlite_bind_text (st, 1, prefix);
+  g_autoptr (GPtrArray) k = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) v = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
+  gboolean have;
+  while (tally_sqlite_step_next (DB (s), st, &have, "meta", error)) {
+    if (!have) {
+      *keys = g_steal_pointer (&k);
+      *values = g_steal_pointer (&v);
+      return TRUE;
+    }
+    GBytes *value = tally_sqlite_column_bytes (st, 1);
+    g_ptr_array_add (k, g_strdup ((const char *) sqlite3_column_text (st, 0)));
+    g_ptr_array_add (v, value != NULL ? value : g_bytes_new (NULL, 0));
+  }
+  return FALSE;
+}
+
+static gboolean
+sqlite_meta_delete (TallyIssuerStore *s, const char *key, GError **error)
+{
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_META_DELETE);
+  tally_sqlite_bind_text (st, 1, key);
+  return tally_sqlite_step_done (DB (s), st, "meta", error);
+}
+
 /* --- accounts --- */
 
 static gboolean
@@ -315,6 +360,11 @@ read_register (TallyIssuerStore *s, sqlite3_stmt *st, TallyIssuerRegisterRow *ro
   r.max_payment_ever = sqlite3_column_int64 (st, 15);
   const char *name = (const char *) sqlite3_column_text (st, 16);
   r.display_name = name != NULL && *name != '\0' ? g_strdup (name) : NULL;
+  r.lost_at = tally_sqlite_column_u64 (st, 17);
+  r.refunded_at = tally_sqlite_column_u64 (st, 18);
+  r.refunded = sqlite3_column_int64 (st, 19);
+  r.recovered = sqlite3_column_int64 (st, 20);
+  r.not_after_ever = tally_sqlite_column_u64 (st, 21);
   *row = r;
   return TRUE;
 }
@@ -360,16 +410,22 @@ sqlite_register_put (TallyIssuerStore *s,
   sqlite3_bind_int64 (st, 15, row->deficit);
   sqlite3_bind_int64 (st, 16, row->max_payment_ever);
   tally_sqlite_bind_text (st, 17, row->display_name);
+  tally_sqlite_bind_u64 (st, 18, row->lost_at);
+  tally_sqlite_bind_u64 (st, 19, row->refunded_at);
+  sqlite3_bind_int64 (st, 20, row->refunded);
+  sqlite3_bind_int64 (st, 21, row->recovered);
+  tally_sqlite_bind_u64 (st, 22, row->not_after_ever);
   return tally_sqlite_step_done (DB (s), st, "register", error);
 }
 
+/* The ids the one-column statement @stmt selects. */
 static gboolean
-sqlite_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
+list_ids (TallyIssuerStore *s, StmtId stmt, const char *what, GPtrArray **ids, GError **error)
 {
-  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_REGISTER_LIST_REVOKED);
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), stmt);
   g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
   gboolean have;
-  while (tally_sqlite_step_next (DB (s), st, &have, "revoked registers", error)) {
+  while (tally_sqlite_step_next (DB (s), st, &have, what, error)) {
     if (!have) {
       *ids = g_steal_pointer (&out);
       return TRUE;
@@ -380,6 +436,18 @@ sqlite_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **err
     g_ptr_array_add (out, g_bytes_new (id, sizeof id));
   }
   return FALSE;
+}
+
+static gboolean
+sqlite_register_list_revoked (TallyIssuerStore *s, GPtrArray **ids, GError **error)
+{
+  return list_ids (s, STMT_REGISTER_LIST_REVOKED, "revoked registers", ids, error);
+}
+
+static gboolean
+sqlite_register_list_lost (TallyIssuerStore *s, GPtrArray **ids, GError **error)
+{
+  return list_ids (s, STMT_REGISTER_LIST_LOST, "lost registers", ids, error);
 }
 
 static gboolean
@@ -777,12 +845,15 @@ static const TallyIssuerStoreVTable sqlite_vtable = {
   .rollback = sqlite_rollback,
   .meta_get = sqlite_meta_get,
   .meta_set = sqlite_meta_set,
+  .meta_list = sqlite_meta_list,
+  .meta_delete = sqlite_meta_delete,
   .account_insert = sqlite_account_insert,
   .account_get = sqlite_account_get,
   .account_put = sqlite_account_put,
   .register_get = sqlite_register_get,
   .register_put = sqlite_register_put,
   .register_list_revoked = sqlite_register_list_revoked,
+  .register_list_lost = sqlite_register_list_lost,
   .register_list_flagged = sqlite_register_list_flagged,
   .voucher_next_sequence = sqlite_voucher_next_sequence,
   .voucher_insert = sqlite_voucher_insert,

@@ -193,6 +193,25 @@ tally_issuer_store_meta_get (TallyIssuerStore *store,
 }
 
 gboolean
+tally_issuer_store_meta_list (TallyIssuerStore *store,
+                              const char *prefix,
+                              GPtrArray **keys,
+                              GPtrArray **values,
+                              GError **error)
+{
+  CHECK_IN_TRANSACTION (store);
+  g_return_val_if_fail (prefix != NULL && keys != NULL && values != NULL, FALSE);
+  return store->vtable->meta_list (store, prefix, keys, values, error);
+}
+
+gboolean
+tally_issuer_store_meta_delete (TallyIssuerStore *store, const char *key, GError **error)
+{
+  CHECK_IN_TRANSACTION (store);
+  return store->vtable->meta_delete (store, key, error);
+}
+
+gboolean
 tally_issuer_store_meta_set (TallyIssuerStore *store,
                              const char *key,
                              GBytes *value,
@@ -253,6 +272,13 @@ tally_issuer_store_register_list_revoked (TallyIssuerStore *store, GPtrArray **i
 {
   CHECK_IN_TRANSACTION (store);
   return store->vtable->register_list_revoked (store, ids, error);
+}
+
+gboolean
+tally_issuer_store_register_list_lost (TallyIssuerStore *store, GPtrArray **ids, GError **error)
+{
+  CHECK_IN_TRANSACTION (store);
+  return store->vtable->register_list_lost (store, ids, error);
 }
 
 gboolean

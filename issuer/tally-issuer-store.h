@@ -44,6 +44,18 @@ typedef struct
   gint64 refused; /* defunded value claimed beyond the evidence, never credited */
   gint64 deficit; /* largest deficit an OVERDRAWN fraud proof has shown */
   gint64 max_payment_ever; /* largest max_payment of any certificate issued */
+  /* A register its owner reported lost (tally-issuer-refund.c): when it was
+   * first reported (0: never), when its balance was refunded to the account
+   * (0: not yet), all the refund ever paid out to the account, and what was
+   * taken back from the account since for value that surfaced later. */
+  guint64 lost_at;
+  guint64 refunded_at;
+  gint64 refunded;
+  gint64 recovered;
+  /* The latest not_after of any certificate the issuer ever issued to it,
+   * raised at every certification and renewal in the transaction that
+   * signs it: an older certificate may outlive the newest one. */
+  guint64 not_after_ever;
 } TallyIssuerRegisterRow;
 
 void tally_issuer_register_row_clear (TallyIssuerRegisterRow *row);
@@ -187,6 +199,16 @@ gboolean tally_issuer_store_meta_set (TallyIssuerStore *store,
                                       GBytes *value,
                                       GError **error);
 
+/* The meta rows whose key starts with @prefix, in key order: @keys holds
+ * the keys (char *), @values the values (GBytes), index for index. */
+gboolean tally_issuer_store_meta_list (TallyIssuerStore *store,
+                                       const char *prefix,
+                                       GPtrArray **keys,
+                                       GPtrArray **values,
+                                       GError **error);
+/* Deleting a key that is not there is no error. */
+gboolean tally_issuer_store_meta_delete (TallyIssuerStore *store, const char *key, GError **error);
+
 /* EXISTS when the name is taken. */
 gboolean tally_issuer_store_account_insert (TallyIssuerStore *store,
                                             const char *name,
@@ -212,6 +234,11 @@ gboolean tally_issuer_store_register_put (TallyIssuerStore *store,
 gboolean tally_issuer_store_register_list_revoked (TallyIssuerStore *store,
                                                    GPtrArray **ids,
                                                    GError **error);
+
+/* Ids of registers reported lost whose refund is not paid yet, in
+ * ascending byte order, as 16-byte GBytes. */
+gboolean
+tally_issuer_store_register_list_lost (TallyIssuerStore *store, GPtrArray **ids, GError **error);
 
 /* Rows of registers that are revoked, were refused value or hold a
  * negative view, in ascending id order. */

@@ -67,14 +67,15 @@ check_name (const char *name, const char *what, GError **error)
 }
 
 gboolean
-tally_issuer_check_amount (gint64 amount, GError **error)
+tally_issuer_check_amount (const char *currency, gint64 amount, GError **error)
 {
   if (amount <= 0 || amount > TALLY_AMOUNT_MAX) {
-    /* No currency here: the amount as people write it. */
-    g_autofree char *asked = tally_amount_format (amount, NULL);
-    g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, NULL);
+    /* The amount as people write it: 0.01 EUR, 1 JPY. */
+    g_autofree char *asked = tally_amount_format (amount, currency);
+    g_autofree char *min = tally_amount_format (1, currency);
+    g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, currency);
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
-                 "amount %s is not between 0.01 and %s", asked, max);
+                 "amount %s is not between %s and %s", asked, min, max);
     return FALSE;
   }
   return TRUE;
@@ -456,7 +457,7 @@ tally_issuer_deposit (TallyIssuer *issuer, const char *account, gint64 amount, G
   g_return_val_if_fail (issuer != NULL, FALSE);
   g_return_val_if_fail (account != NULL, FALSE);
 
-  if (!tally_issuer_check_amount (amount, error) ||
+  if (!tally_issuer_check_amount (issuer->currency, amount, error) ||
       !tally_issuer_store_begin (issuer->store, error))
     return FALSE;
   return tally_issuer_finish (issuer, deposit_locked (issuer, account, amount, error), error);

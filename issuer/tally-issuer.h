@@ -64,6 +64,11 @@ typedef struct
   gint64 deficit;      /* largest deficit an OVERDRAWN proof showed */
   guint proofs;        /* fraud proofs naming it */
   guint32 proof_kinds; /* bit (1 << Tally__FraudKind) for each kind among them */
+  guint64 lost_at;     /* when its owner reported it lost; 0: never */
+  guint64 refund_due;  /* tally_issuer_lost_refund_due (); 0 when not lost */
+  guint64 refunded_at; /* 0: not refunded (yet) */
+  gint64 refunded;     /* paid out to its account by the lost-register refund */
+  gint64 recovered;    /* taken back from the account for value that surfaced later */
 } TallyAuditRegister;
 
 typedef struct
@@ -239,15 +244,86 @@ gboolean tally_issuer_revoke (TallyIssuer *issuer,
                               GError **error);
 /* The owner of @account reports its register lost or stolen: revoked at
  * once, so the next revocation list carries it to every payee (doing it
- * again changes nothing).  NOT_FOUND for another account's register, as
- * for one that does not exist.
- * The register's balance stays in the audit as it was; giving it back to
- * the account once its offline window has passed is not done yet. */
+ * again changes nothing, and does not move the refund).  NOT_FOUND for
+ * another account's register, as for one that does not exist.
+ * tally_issuer_refund_lost () refunds its balance once its lost-register
+ * window has passed. */
 gboolean tally_issuer_report_lost (TallyIssuer *issuer,
                                    const char *account,
                                    const guint8 register_id[static TALLY_ID_BYTES],
                                    guint64 now,
                                    GError **error);
+/*
+ * The lost-register refund (tally-issuer-refund.c, docs/threat-model.md).
+ *
+ * The lost-register window: a register reported lost at L gets no
+ * certificate after L (a revoked register gets no renewal), so every
+ * certificate it holds, the newest or any older one of a longer validity,
+ * expires by E, the latest not_after of any certificate the issuer ever
+ * issued to it (kept in the register's row), and payees refuse the
+ * register from then on, whatever gossip reached them.  A permission it
+ * signed before lives at most TALLY_ISSUER_PERMISSION_LIFETIME_MAX (payers
+ * refuse longer ones, payees never ask for them: docs/protocol.md 3), so
+ * from
+ *
+ *   refund_due = max (L, E) + TALLY_ISSUER_PERMISSION_LIFETIME_MAX
+ *
+ * on, no payment of the register is open anywhere: every one is booked or
+ * held by a payee that has not reconciled yet.  The window ignores
+ * max_offline_seconds: that limit binds only the payer's own register,
+ * which a thief with root does not run honestly.
+ */
+#define TALLY_ISSUER_PERMISSION_LIFETIME_MAX 86400
+guint64 tally_issuer_lost_refund_due (guint64 lost_at, guint64 not_after_ever);
+
+typedef struct
+{
+  guint refunded;         /* registers refunded by this call */
+  gint64 refunded_amount; /* what they paid out to their accounts */
+  guint waiting;          /* registers reported lost, window not passed yet */
+  guint64 next_due;       /* the earliest refund_due among those; 0 for none */
+} TallyRefundReport;
+
+/* For every register reported lost whose window has passed by @now and
+ * that was not refunded yet: pays the issuer's view of its balance (never
+ * less than zero, never what the register claims) into its account and
+ * marks it refunded, all in one store transaction, so a register is
+ * refunded once however often, and however interrupted, this runs.  Value
+ * that surfaces against a refunded register later is taken back from the
+ * account as it is booked, up to what the refund paid out; the rest is
+ * exposure.  @report may be NULL. */
+gboolean tally_issuer_refund_lost (TallyIssuer *issuer,
+                                   guint64 now,
+                                   TallyRefundReport *report,
+                                   GError **error);
+
+/*
+ * Answers kept only for retries (docs/issuer-api.md): the result of every
+ * bundle tally_issuer_reconcile_once () booked, and every voucher
+ * tally_issuer_sell_voucher_to_account () sold under a request id.
+ * tally_issuer_prune_kept () deletes those signed more than @keep_seconds
+ * before @now, in one transaction.  A bundle sent again after that is
+ * booked again as duplicates (nothing moves twice) and gets a new result; a
+ * request id seen again after that buys a new voucher, so a client must not
+ * retry a purchase for that long.  TALLY_ISSUER_KEEP_DEFAULT is 90 days,
+ * far beyond a device's certificate validity (7 days by default), within
+ * which it syncs, and so retries, or stops paying.
+ */
+#define TALLY_ISSUER_KEEP_DEFAULT (90 * 86400)
+
+typedef struct
+{
+  guint pruned;  /* rows deleted */
+  guint kept;    /* rows younger than the cut */
+  guint undated; /* rows whose envelope does not decode: kept */
+} TallyPruneReport;
+
+gboolean tally_issuer_prune_kept (TallyIssuer *issuer,
+                                  guint64 now,
+                                  guint64 keep_seconds,
+                                  TallyPruneReport *report,
+                                  GError **error);
+
 /* Packed, signed current revocation list (serial 1 from creation on). */
 GBytes *tally_issuer_get_revocation_list (TallyIssuer *issuer, GError **error);
 /* Packed fraud proof envelopes. */

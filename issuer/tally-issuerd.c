@@ -22,6 +22,8 @@
 #define EXIT_USAGE  2
 
 #define DEFAULT_LISTEN "127.0.0.1:8470"
+/* How often lost registers whose window has passed are refunded. */
+#define DEFAULT_REFUND_INTERVAL 3600
 
 typedef struct
 {
@@ -35,7 +37,10 @@ typedef struct
   guint64 request_timeout;
   guint64 max_connections;
   Tally__Limits limits;
+  char *max_payment; /* [enrol] amounts as written: parsed once the currency is known */
+  char *balance_cap;
   guint64 validity;
+  guint64 refund_interval;
 } Config;
 
 static void
@@ -46,6 +51,54 @@ config_clear (Config *c)
   g_free (c->tls_certificate);
   g_free (c->tls_key);
   g_free (c->operator_token_file);
+  g_free (c->max_payment);
+  g_free (c->balance_cap);
+}
+
+/* Every key tally-issuerd reads: any other is refused, so that a typo is
+ * not silently a default.  data/tally-issuerd.conf.in and
+ * tally-issuerd(8) show each (tests/install checks both). */
+static const struct
+{
+  const char *group;
+  const char *key;
+} known_keys[] = {
+  { "issuer", "dir" },
+  { "issuer", "refund_interval" },
+  { "http", "listen" },
+  { "http", "tls_certificate" },
+  { "http", "tls_key" },
+  { "http", "allow_plain_http" },
+  { "http", "operator_token_file" },
+  { "http", "max_body_bytes" },
+  { "http", "request_timeout" },
+  { "http", "max_connections" },
+  { "enrol", "max_payment" },
+  { "enrol", "balance_cap" },
+  { "enrol", "max_payments" },
+  { "enrol", "max_offline_hours" },
+  { "enrol", "valid_days" },
+};
+
+static gboolean
+config_check_keys (GKeyFile *kf, GError **error)
+{
+  g_auto (GStrv) groups = g_key_file_get_groups (kf, NULL);
+  for (gsize g = 0; groups[g] != NULL; g++) {
+    g_auto (GStrv) keys = g_key_file_get_keys (kf, groups[g], NULL, NULL);
+    for (gsize k = 0; keys != NULL && keys[k] != NULL; k++) {
+      gboolean known = FALSE;
+      for (gsize i = 0; i < G_N_ELEMENTS (known_keys) && !known; i++)
+        known =
+          strcmp (known_keys[i].group, groups[g]) == 0 && strcmp (known_keys[i].key, keys[k]) == 0;
+      if (!known) {
+        g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_KEY_NOT_FOUND,
+                     "[%s] %s: unknown key (see tally-issuerd --help)", groups[g], keys[k]);
+        return FALSE;
+      }
+    }
+  }
+  return TRUE;
 }
 
 /* A relative path in the file is relative to the file's folder. */
@@ -77,20 +130,37 @@ config_uint (GKeyFile *kf, const char *group, const char *key, guint64 *value, G
   return TRUE;
 }
 
+/* [enrol] @key, written in @currency's units (no decimals for JPY, three
+ * for KWD); @value keeps its default when the key is absent. */
 static gboolean
-config_amount (GKeyFile *kf, const char *group, const char *key, gint64 *value, GError **error)
+config_amount (const char *text,
+               const char *key,
+               const char *currency,
+               gint64 *value,
+               GError **error)
+{
+  g_autoptr (GError) local = NULL;
+  if (text == NULL)
+    return TRUE;
+  if (!tally_amount_parse (text, currency, value, &local)) {
+    g_autofree char *example = tally_amount_format (2000, currency);
+    g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                 "[enrol] %s must be a positive amount such as %s: %s", key, example,
+                 local->message);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+config_string (GKeyFile *kf, const char *group, const char *key, char **value, GError **error)
 {
   if (!g_key_file_has_key (kf, group, key, NULL))
     return TRUE;
-  g_autofree char *text = g_key_file_get_string (kf, group, key, error);
-  g_autoptr (GError) local = NULL;
-  if (text == NULL)
+  *value = g_key_file_get_string (kf, group, key, error);
+  if (*value == NULL)
     return FALSE;
-  if (!tally_amount_parse (g_strstrip (text), value, &local) || *value <= 0) {
-    g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
-                 "[%s] %s must be a positive amount such as 20.00, not \"%s\"", group, key, text);
-    return FALSE;
-  }
+  g_strstrip (*value);
   return TRUE;
 }
 
@@ -98,7 +168,8 @@ static gboolean
 config_load (Config *c, const char *path, GError **error)
 {
   g_autoptr (GKeyFile) kf = g_key_file_new ();
-  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, error))
+  if (!g_key_file_load_from_file (kf, path, G_KEY_FILE_NONE, error) ||
+      !config_check_keys (kf, error))
     return FALSE;
   g_autofree char *base = g_path_get_dirname (path);
   guint64 max_payments = 100, offline_hours = 72, valid_days = 7;
@@ -108,6 +179,7 @@ config_load (Config *c, const char *path, GError **error)
   c->max_body = TALLY_ISSUER_HTTP_MAX_BODY_DEFAULT;
   c->request_timeout = TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT;
   c->max_connections = TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT;
+  c->refund_interval = DEFAULT_REFUND_INTERVAL;
   if ((c->issuer_dir = config_path (kf, "issuer", "dir", base, error)) == NULL)
     return FALSE;
   c->listen = g_key_file_get_string (kf, "http", "listen", NULL);
@@ -130,8 +202,9 @@ config_load (Config *c, const char *path, GError **error)
   if (!config_uint (kf, "http", "max_body_bytes", &c->max_body, error) ||
       !config_uint (kf, "http", "request_timeout", &c->request_timeout, error) ||
       !config_uint (kf, "http", "max_connections", &c->max_connections, error) ||
-      !config_amount (kf, "enrol", "max_payment", &c->limits.max_payment, error) ||
-      !config_amount (kf, "enrol", "balance_cap", &c->limits.balance_cap, error) ||
+      !config_uint (kf, "issuer", "refund_interval", &c->refund_interval, error) ||
+      !config_string (kf, "enrol", "max_payment", &c->max_payment, error) ||
+      !config_string (kf, "enrol", "balance_cap", &c->balance_cap, error) ||
       !config_uint (kf, "enrol", "max_payments", &max_payments, error) ||
       !config_uint (kf, "enrol", "max_offline_hours", &offline_hours, error) ||
       !config_uint (kf, "enrol", "valid_days", &valid_days, error))
@@ -240,11 +313,16 @@ start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
   g_autoptr (GSocketAddress) address = parse_listen (c->listen, error);
   if (address == NULL)
     return NULL;
+  const char *currency = tally_issuer_get_currency (issuer);
+  if (!config_amount (c->max_payment, "max_payment", currency, &c->limits.max_payment, error) ||
+      !config_amount (c->balance_cap, "balance_cap", currency, &c->limits.balance_cap, error))
+    return NULL;
   g_autoptr (TallyIssuerHttp) http = tally_issuer_http_new (issuer, cert);
   tally_issuer_http_set_max_body_bytes (http, c->max_body);
   tally_issuer_http_set_request_timeout (http, (guint) c->request_timeout);
   tally_issuer_http_set_max_connections (http, (guint) c->max_connections);
   tally_issuer_http_set_enrol_limits (http, &c->limits, c->validity);
+  tally_issuer_http_set_refund_interval (http, (guint) c->refund_interval);
   if (c->operator_token_file != NULL) {
     guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
     if (!read_operator_token (c->operator_token_file, token, error))
@@ -263,6 +341,8 @@ static const char description[] =
   "Configuration (a key file; relative paths are relative to it):\n"
   "  [issuer]\n"
   "  dir=PATH                  issuer directory made by \"tally-issuer init\"\n"
+  "  refund_interval=SECONDS   how often lost registers past their window are\n"
+  "                            refunded to their accounts (default 3600)\n"
   "  [http]\n"
   "  listen=IP:PORT            default " DEFAULT_LISTEN "; port 0 takes any free port\n"
   "  tls_certificate=PEM       serve HTTPS with this certificate chain...\n"
@@ -280,7 +360,7 @@ static const char description[] =
   "\n"
   "Example:\n"
   "  tally-issuer --dir /var/lib/tally-issuer init --name \"Town Bank\" --currency EUR\n"
-  "  tally-issuerd --config /etc/tally/issuerd.conf";
+  "  tally-issuerd --config /etc/tally/tally-issuerd.conf";
 
 int
 main (int argc, char **argv)

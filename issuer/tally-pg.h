@@ -75,7 +75,7 @@ gboolean tally_pg_prepare (TallyPg *db, const char *const *sql, guint n, GError 
 
 /* --- parameters --- */
 
-#define TALLY_PG_MAX_PARAMS 20
+#define TALLY_PG_MAX_PARAMS 24
 
 typedef struct
 {

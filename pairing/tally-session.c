@@ -55,6 +55,9 @@ struct _TallySession
   guint8 offer_sig[TALLY_SIGNATURE_BYTES];
   guint8 commit_nonce[TALLY_NONCE_BYTES]; /* N_a: payer draws it, payee learns it */
   guint8 commitment[TALLY_HASH_BYTES];    /* C_a from the Hello */
+  /* Payer: the tag its Hello names; payee: the tag of its request. */
+  guint8 request_tag[TALLY_REQUEST_TAG_BYTES];
+  gboolean has_request_tag;
 
   Tally__PaymentRequest *request;
   Tally__SignedEnvelope *payee_certificate; /* payer side */
@@ -178,6 +181,16 @@ tally_session_new_payee (TallyRegister *reg,
   s->request = g_steal_pointer (&request);
   s->state = TALLY_SESSION_STATE_WAIT_HELLO;
   return s;
+}
+
+void
+tally_session_set_request_tag (TallySession *s, const guint8 tag[static TALLY_REQUEST_TAG_BYTES])
+{
+  g_return_if_fail (s != NULL && tag != NULL);
+  g_return_if_fail (s->state == TALLY_SESSION_STATE_IDLE ||
+                    s->state == TALLY_SESSION_STATE_WAIT_HELLO);
+  memcpy (s->request_tag, tag, TALLY_REQUEST_TAG_BYTES);
+  s->has_request_tag = TRUE;
 }
 
 void
@@ -351,6 +364,10 @@ tally_session_start (TallySession *s, GError **error)
   make_commitment (s->eph_pk, s->commit_nonce, s->commitment);
   hello.commitment.data = s->commitment;
   hello.commitment.len = TALLY_HASH_BYTES;
+  if (s->has_request_tag) {
+    hello.request_tag.data = s->request_tag;
+    hello.request_tag.len = TALLY_REQUEST_TAG_BYTES;
+  }
 
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
@@ -444,7 +461,12 @@ payer_check_offer (TallySession *s, const Tally__Offer *offer, guint64 now, GErr
       !tally_amount_check (req->amount, tally_register_get_currency (s->reg), error))
     return FALSE;
   if (s->policy.max_amount > 0 && req->amount->value > s->policy.max_amount) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY, "requested amount exceeds our policy");
+    const char *currency = tally_register_get_currency (s->reg);
+    g_autofree char *asked = tally_amount_format (req->amount->value, currency);
+    g_autofree char *limit = tally_amount_format (s->policy.max_amount, currency);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "the request for %s is above our limit of %s per payment ([policy] max_amount)",
+                 asked, limit);
     return FALSE;
   }
   if (req->memo != NULL && strlen (req->memo) > MAX_MEMO) {
@@ -610,6 +632,28 @@ payer_handle_receipt (TallySession *s, const ProtobufCBinaryData *ct, GError **e
 
 /* --- payee --- */
 
+/* The Hello names our request, or none (a payer that predates tags, or
+ * that was told no tag): checked before anything is stored. */
+static gboolean
+payee_check_request_tag (TallySession *s, const ProtobufCBinaryData *tag, GError **error)
+{
+  if (tag->len == 0)
+    return TRUE;
+  if (tag->len != TALLY_REQUEST_TAG_BYTES) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "hello: request tag is %zu bytes, not %d", tag->len, TALLY_REQUEST_TAG_BYTES);
+    return FALSE;
+  }
+  if (!s->has_request_tag ||
+      sodium_memcmp (tag->data, s->request_tag, TALLY_REQUEST_TAG_BYTES) != 0) {
+    g_autofree char *hex = tally_hex_encode (tag->data, tag->len);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND, "no open payment request has tag %s",
+                 hex);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* Handshake step 2, payee side: answer Hello with the signed, sealed offer. */
 static GBytes *
 payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *raw, gsize raw_len,
@@ -628,6 +672,8 @@ payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *ra
   }
   /* Without a commitment the payer could choose N_a after our offer. */
   if (!tally_check_bytes (&hello->commitment, TALLY_HASH_BYTES, "hello: commitment", error))
+    return NULL;
+  if (!payee_check_request_tag (s, &hello->request_tag, error))
     return NULL;
   g_autoptr (GBytes) cert_bytes = tally_register_get_certificate (s->reg);
   if (cert_bytes == NULL) {

@@ -71,6 +71,17 @@ TallySession *tally_session_new_payee (TallyRegister *reg,
 void tally_session_free (TallySession *session);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallySession, tally_session_free)
 
+/* Bytes of a request tag: the payee's name for one of its open requests,
+ * advertised over BLE and written in its tally:// URI. */
+#define TALLY_REQUEST_TAG_BYTES 4
+
+/* Before the Hello.  Payer: its Hello names the request with @tag.
+ * Payee: the tag of this session's request; a Hello naming another is
+ * refused with NOT_FOUND before anything is stored (one naming none is
+ * taken).  docs/protocol.md 4.2. */
+void tally_session_set_request_tag (TallySession *session,
+                                    const guint8 tag[static TALLY_REQUEST_TAG_BYTES]);
+
 /* Payer: the Hello message. WRONG_STATE unless IDLE. */
 GBytes *tally_session_start (TallySession *session, GError **error);
 

@@ -592,58 +592,136 @@ tally_amount_add (gint64 a, gint64 b, gint64 *out, GError **error)
   return TRUE;
 }
 
+/* ISO 4217 currencies whose minor unit is not 1/100.  app/tally-app-model.c
+ * keeps a twin of this table (the app may only talk D-Bus): change both. */
+static const struct
+{
+  char code[4];
+  guint8 exponent;
+} currency_exponents[] = {
+  { "BHD", 3 }, { "BIF", 0 }, { "CLF", 4 }, { "CLP", 0 }, { "DJF", 0 }, { "GNF", 0 }, { "IQD", 3 },
+  { "ISK", 0 }, { "JOD", 3 }, { "JPY", 0 }, { "KMF", 0 }, { "KRW", 0 }, { "KWD", 3 }, { "LYD", 3 },
+  { "OMR", 3 }, { "PYG", 0 }, { "RWF", 0 }, { "TND", 3 }, { "UGX", 0 }, { "UYI", 0 }, { "UYW", 4 },
+  { "VND", 0 }, { "VUV", 0 }, { "XAF", 0 }, { "XOF", 0 }, { "XPF", 0 },
+};
+
+guint
+tally_currency_exponent (const char *currency)
+{
+  if (currency == NULL)
+    return 2;
+  for (gsize i = 0; i < G_N_ELEMENTS (currency_exponents); i++)
+    if (strcmp (currency, currency_exponents[i].code) == 0)
+      return currency_exponents[i].exponent;
+  return 2;
+}
+
+static guint64
+pow10_u64 (guint exponent)
+{
+  guint64 v = 1;
+  for (guint i = 0; i < exponent; i++)
+    v *= 10;
+  return v;
+}
+
+char *
+tally_amount_format_value (gint64 value, const char *currency)
+{
+  guint exponent = tally_currency_exponent (currency);
+  guint64 unit = pow10_u64 (exponent);
+  const char *sign = value < 0 ? "-" : "";
+  guint64 v = value < 0 ? (guint64) (-(value + 1)) + 1 : (guint64) value;
+  if (exponent == 0)
+    return g_strdup_printf ("%s%" G_GUINT64_FORMAT, sign, v);
+  return g_strdup_printf ("%s%" G_GUINT64_FORMAT ".%0*" G_GUINT64_FORMAT, sign, v / unit,
+                          (int) exponent, v % unit);
+}
+
 char *
 tally_amount_format (gint64 value, const char *currency)
 {
-  const char *sign = value < 0 ? "-" : "";
-  guint64 v = value < 0 ? (guint64) (-(value + 1)) + 1 : (guint64) value;
-  return g_strdup_printf ("%s%" G_GUINT64_FORMAT ".%02u%s%s", sign, v / 100, (unsigned) (v % 100),
-                          currency ? " " : "", currency ? currency : "");
+  g_autofree char *number = tally_amount_format_value (value, currency);
+  if (currency == NULL)
+    return g_steal_pointer (&number);
+  return g_strdup_printf ("%s %s", number, currency);
 }
 
-gboolean
-tally_amount_parse (const char *text, gint64 *out, GError **error)
+static gboolean
+amount_parse_error (const char *text, const char *currency, guint exponent, GError **error)
 {
-  g_return_val_if_fail (out != NULL, FALSE);
+  const char *dot = text ? strchr (text, '.') : NULL;
+  gboolean digits_only = dot != NULL && dot != text && dot[1] != '\0' &&
+                         strspn (text, "0123456789") == (gsize) (dot - text) &&
+                         strspn (dot + 1, "0123456789") == strlen (dot + 1);
 
+  if (digits_only && exponent == 0)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
+                 "\"%s\": %s has no minor unit, write a whole number like 12", text, currency);
+  else if (digits_only && strlen (dot + 1) > exponent)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT, "\"%s\" has %zu decimals, %s%s %u",
+                 text, strlen (dot + 1), currency ? currency : "", currency ? " has" : "at most",
+                 exponent);
+  else if (exponent == 0)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
+                 "\"%s\" is not a positive amount like 12", text ? text : "");
+  else
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
+                 "\"%s\" is not a positive amount like 12 or 12.%.*s", text ? text : "",
+                 (int) exponent, "5000");
+  return FALSE;
+}
+
+static gboolean
+amount_parse (const char *text, const char *currency, guint exponent, gint64 *out, GError **error)
+{
+  guint64 unit = pow10_u64 (exponent);
   if (text == NULL || *text == '\0')
-    goto bad;
+    return amount_parse_error (text, currency, exponent, error);
   const char *p = text;
   guint64 whole = 0, frac = 0;
-  int frac_digits = 0;
+  guint frac_digits = 0;
   for (; *p >= '0' && *p <= '9'; p++) {
     whole = whole * 10 + (guint64) (*p - '0');
-    if (whole > (guint64) TALLY_AMOUNT_MAX / 100)
-      goto bad;
+    if (whole > (guint64) TALLY_AMOUNT_MAX / unit)
+      return amount_parse_error (text, currency, exponent, error);
   }
   if (p == text)
-    goto bad;
+    return amount_parse_error (text, currency, exponent, error);
   if (*p == '.') {
     p++;
     for (; *p >= '0' && *p <= '9'; p++) {
-      if (++frac_digits > 2)
-        goto bad;
+      if (++frac_digits > exponent)
+        return amount_parse_error (text, currency, exponent, error);
       frac = frac * 10 + (guint64) (*p - '0');
     }
     if (frac_digits == 0)
-      goto bad;
-    if (frac_digits == 1)
-      frac *= 10;
+      return amount_parse_error (text, currency, exponent, error);
+    frac *= pow10_u64 (exponent - frac_digits);
   }
   if (*p != '\0')
-    goto bad;
-  /* whole <= TALLY_AMOUNT_MAX / 100 still leaves room for up to 99 minor
-   * units past the maximum. */
-  guint64 value = whole * 100 + frac;
+    return amount_parse_error (text, currency, exponent, error);
+  /* whole <= TALLY_AMOUNT_MAX / unit still leaves room for up to unit - 1
+   * minor units past the maximum. */
+  guint64 value = whole * unit + frac;
   if (value == 0 || value > (guint64) TALLY_AMOUNT_MAX)
-    goto bad;
+    return amount_parse_error (text, currency, exponent, error);
   *out = (gint64) value;
   return TRUE;
+}
 
-bad:
-  g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
-               "\"%s\" is not a positive amount like 12 or 12.50", text ? text : "");
-  return FALSE;
+gboolean
+tally_amount_parse (const char *text, const char *currency, gint64 *out, GError **error)
+{
+  g_return_val_if_fail (out != NULL, FALSE);
+  return amount_parse (text, currency, tally_currency_exponent (currency), out, error);
+}
+
+gboolean
+tally_amount_parse_any (const char *text, GError **error)
+{
+  gint64 unused;
+  return amount_parse (text, NULL, TALLY_CURRENCY_EXPONENT_MAX, &unused, error);
 }
 
 /* --- issuer-signed objects --- */

@@ -188,11 +188,27 @@ gboolean tally_amount_check (const Tally__Amount *amount, const char *currency, 
 /* a + b: OVERFLOW past TALLY_AMOUNT_MAX, INSUFFICIENT_FUNDS below zero. */
 gboolean tally_amount_add (gint64 a, gint64 b, gint64 *out, GError **error);
 
-/* "12.34 EUR" style, two minor digits. */
+/* Decimal digits of @currency's minor unit, as ISO 4217 lists it: 0 for
+ * JPY, 3 for KWD, 4 for CLF; 2 for every other code and for NULL.  The wire
+ * carries minor units; this only decides how people read and write them. */
+guint tally_currency_exponent (const char *currency);
+#define TALLY_CURRENCY_EXPONENT_MAX 4
+
+/* "12.34 EUR", "1250 JPY", "1.250 KWD": the currency's exponent in digits,
+ * then the code (none when @currency is NULL: 2 decimals). */
 char *tally_amount_format (gint64 value, const char *currency);
 
-/* Parses "12", "12.3", "12.34" into minor units (INVALID_AMOUNT otherwise). */
-gboolean tally_amount_parse (const char *text, gint64 *out, GError **error);
+/* The number alone, with @currency's exponent: "12.34", "1250". */
+char *tally_amount_format_value (gint64 value, const char *currency);
+
+/* Parses "12", "12.3", "12.34" (up to @currency's exponent in decimals)
+ * into minor units; INVALID_AMOUNT for anything else, for more decimals than
+ * the currency has, for 0 and past TALLY_AMOUNT_MAX. */
+gboolean tally_amount_parse (const char *text, const char *currency, gint64 *out, GError **error);
+
+/* Whether @text is an amount in some currency (up to
+ * TALLY_CURRENCY_EXPONENT_MAX decimals), before the currency is known. */
+gboolean tally_amount_parse_any (const char *text, GError **error);
 
 /* Longest certified display name, in bytes of UTF-8. */
 #define TALLY_DISPLAY_NAME_MAX 64

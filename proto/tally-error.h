@@ -61,7 +61,8 @@ GQuark tally_error_quark (void);
   X (EXPIRED, 44, Expired)                                                                         \
   X (INCOMPLETE, 45, Incomplete)                                                                   \
   X (NOT_AUTHORIZED, 46, NotAuthorized)                                                            \
-  X (ALREADY_PAID, 47, AlreadyPaid)
+  X (ALREADY_PAID, 47, AlreadyPaid)                                                                \
+  X (REQUEST_UNNAMED, 48, RequestUnnamed)
 
 #define TALLY_ERROR_ENUM_ENTRY(symbol, code, name) TALLY_ERROR_##symbol = code,
 
@@ -72,7 +73,7 @@ typedef enum
 
 #undef TALLY_ERROR_ENUM_ENTRY
 
-#define TALLY_ERROR_LAST TALLY_ERROR_ALREADY_PAID
+#define TALLY_ERROR_LAST TALLY_ERROR_REQUEST_UNNAMED
 
 /* Prefix of every D-Bus error name (docs/dbus-api.md). */
 #define TALLY_ERROR_NAME_PREFIX "org.tally.Error."

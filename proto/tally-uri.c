@@ -15,6 +15,7 @@ tally_request_uri_free (TallyRequestUri *uri)
   g_free (uri->address);
   g_free (uri->currency);
   g_free (uri->display_name);
+  g_free (uri->tag);
   g_free (uri);
 }
 
@@ -103,6 +104,29 @@ check_address (const char *to, TallyUriTransport *transport, GError **error)
   return FALSE;
 }
 
+/* A "tag" field: 8 lower-case hex digits, and with a ble: @to the tag in
+ * it (the field then adds nothing, but must not contradict). */
+static gboolean
+check_tag (const char *tag, const char *to, GError **error)
+{
+  gsize n = strlen (tag);
+  gboolean hex = n == 8;
+  for (gsize i = 0; hex && i < n; i++)
+    hex = g_ascii_isdigit (tag[i]) || (tag[i] >= 'a' && tag[i] <= 'f');
+  if (!hex) {
+    g_autofree char *shown = g_strescape (tag, NULL);
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "tag: \"%s\" is not 8 lower-case hex digits", shown);
+    return FALSE;
+  }
+  if (g_str_has_prefix (to, "ble:") && strcmp (to + 4, tag) != 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "tag: %s differs from the tag in to",
+                 tag);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean
 check_amount (gint64 amount, GError **error)
 {
@@ -187,9 +211,23 @@ tally_request_uri_format (const char *address,
                           const char *display_name,
                           GError **error)
 {
+  return tally_request_uri_format_tagged (address, NULL, amount, currency, expires_at, display_name,
+                                          error);
+}
+
+char *
+tally_request_uri_format_tagged (const char *address,
+                                 const char *tag,
+                                 gint64 amount,
+                                 const char *currency,
+                                 guint64 expires_at,
+                                 const char *display_name,
+                                 GError **error)
+{
   g_return_val_if_fail (address != NULL, NULL);
   TallyUriTransport transport;
-  if (!check_fields (address, amount, currency, expires_at, display_name, &transport, error))
+  if (!check_fields (address, amount, currency, expires_at, display_name, &transport, error) ||
+      (tag != NULL && !check_tag (tag, address, error)))
     return NULL;
 
   GString *out = g_string_new (TALLY_URI_PREFIX);
@@ -197,6 +235,8 @@ tally_request_uri_format (const char *address,
   append_encoded (out, "to", address);
   g_string_append_printf (out, "&amount=%" G_GINT64_FORMAT "&cur=%s&exp=%" G_GUINT64_FORMAT, amount,
                           currency, expires_at);
+  if (tag != NULL)
+    append_encoded (out, "tag", tag);
   if (display_name != NULL && *display_name != '\0')
     append_encoded (out, "name", display_name);
   /* Unreachable with the limits above (at most about 700 bytes). */
@@ -206,7 +246,7 @@ tally_request_uri_format (const char *address,
 
 /* --- parse --- */
 
-static const char *const uri_keys[] = { "v", "to", "amount", "cur", "exp", "name" };
+static const char *const uri_keys[] = { "v", "to", "amount", "cur", "exp", "name", "tag" };
 enum
 {
   KEY_V,
@@ -215,6 +255,7 @@ enum
   KEY_CUR,
   KEY_EXP,
   KEY_NAME,
+  KEY_TAG, /* optional, like KEY_NAME */
   N_KEYS
 };
 
@@ -269,7 +310,7 @@ fail:
   return NULL;
 }
 
-/* Splits the query into the six known fields; the first unknown field's
+/* Splits the query into the seven known fields; the first unknown field's
  * name goes to @unknown, so that a later version is told apart from a
  * malformed URI. */
 static gboolean
@@ -406,7 +447,8 @@ tally_request_uri_parse (const char *text, GError **error)
 
   TallyUriTransport transport;
   if (!check_fields (values[KEY_TO], (gint64) amount, values[KEY_CUR], expires_at, values[KEY_NAME],
-                     &transport, error))
+                     &transport, error) ||
+      (values[KEY_TAG] != NULL && !check_tag (values[KEY_TAG], values[KEY_TO], error)))
     goto out;
   uri = g_new0 (TallyRequestUri, 1);
   uri->version = TALLY_URI_VERSION;
@@ -416,6 +458,10 @@ tally_request_uri_parse (const char *text, GError **error)
   uri->currency = g_steal_pointer (&values[KEY_CUR]);
   uri->expires_at = expires_at;
   uri->display_name = values[KEY_NAME] ? g_steal_pointer (&values[KEY_NAME]) : g_strdup ("");
+  if (values[KEY_TAG] != NULL)
+    uri->tag = g_steal_pointer (&values[KEY_TAG]);
+  else
+    uri->tag = g_strdup (transport == TALLY_URI_TRANSPORT_BLE ? uri->address + 4 : "");
 out:
   for (int k = 0; k < N_KEYS; k++)
     g_free (values[k]);

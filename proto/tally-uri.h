@@ -40,6 +40,9 @@ typedef struct
   char *currency;              /* tally_currency_is_valid () */
   guint64 expires_at;          /* Unix seconds, UTC; > 0 */
   char *display_name;          /* certified name; "" when the payee has none */
+  /* The request tag the payer names in its Hello: the "tag" field, else
+   * the one in a "ble:" address, else "" (8 lower-case hex digits). */
+  char *tag;
 } TallyRequestUri;
 
 void tally_request_uri_free (TallyRequestUri *uri);
@@ -51,7 +54,7 @@ gboolean tally_request_uri_is_uri (const char *text);
 
 /*
  * The canonical URI of a request: fields in the order v, to, amount, cur,
- * exp, name (name left out when empty); in values every byte outside
+ * exp, tag, name (tag and name left out when absent or empty); in values every byte outside
  * A-Z a-z 0-9 - . _ ~ is percent-encoded with upper-case hex.  Checks every
  * field as tally_request_uri_parse () would (same codes); @display_name
  * may be NULL.
@@ -62,6 +65,16 @@ char *tally_request_uri_format (const char *address,
                                 guint64 expires_at,
                                 const char *display_name,
                                 GError **error);
+/* The same with a "tag" field after "exp" when @tag is not NULL: 8
+ * lower-case hex digits naming one of the payee's open requests (MALFORMED
+ * otherwise, or when @address is "ble:" with another tag). */
+char *tally_request_uri_format_tagged (const char *address,
+                                       const char *tag,
+                                       gint64 amount,
+                                       const char *currency,
+                                       guint64 expires_at,
+                                       const char *display_name,
+                                       GError **error);
 
 /*
  * Parses @text strictly.  MALFORMED for the structure (scheme, "pay?",

@@ -96,7 +96,8 @@ TEST_PACKAGES=(
   lintian
   # app/: tally-app, the GTK 4 / libadwaita client of tallyd.  Not in
   # BUILD_PACKAGES: -Dapp=auto skips it without them, but CI builds and
-  # tests it (tests/app)
+  # tests it (tests/app), and the Debian package tally-app needs them
+  # (debian/control Build-Depends, tests/package)
   libgtk-4-dev
   libadwaita-1-dev
   # tests/app drives two tally-app windows under Xvfb through the

@@ -84,6 +84,7 @@ local ERROR_NAMES = {
   [36] = "Rejected", [37] = "Cancelled", [38] = "Disconnected", [39] = "Version",
   [40] = "NotFound", [41] = "Exists", [42] = "WrongRegister", [43] = "Timeout", [44] = "Expired",
   [45] = "Incomplete", [46] = "NotAuthorized", [47] = "AlreadyPaid",
+  [48] = "RequestUnnamed",
 }
 
 local PRIORITIES = {
@@ -134,6 +135,8 @@ local f = {
   hello_serial = ProtoField.uint64("tally.hello.revocation_serial", "Revocation serial"),
   hello_commitment = ProtoField.bytes("tally.hello.commitment", "Commitment", base.NONE,
     "H(\"handshake-commit\", e_a || N_a); N_a travels sealed in the reveal"),
+  hello_request_tag = ProtoField.bytes("tally.hello.request_tag", "Request tag", base.NONE,
+    "The payee's open request this payer answers (advertised tag or URI)"),
   offer_key = ProtoField.bytes("tally.offer.ephemeral_public_key", "Ephemeral public key"),
   offer_ciphertext = ProtoField.bytes("tally.offer.ciphertext", "Ciphertext"),
   offer_ciphertext_length = ProtoField.uint32("tally.offer.ciphertext_length", "Ciphertext length"),
@@ -352,7 +355,9 @@ local function dissect_hello(tvb, pinfo, tree, off, limit)
       tree:add(f.hello_serial, field_range(tvb, field), field.varint)
     elseif field.number == 4 and expect_wire(pinfo, tree, tvb, field, 2, "Hello.commitment") then
       tree:add(f.hello_commitment, value_range(tvb, field))
-    elseif field.number > 4 then
+    elseif field.number == 5 and expect_wire(pinfo, tree, tvb, field, 2, "Hello.request_tag") then
+      tree:add(f.hello_request_tag, value_range(tvb, field))
+    elseif field.number > 5 then
       add_unknown(tree, tvb, field)
     end
   end

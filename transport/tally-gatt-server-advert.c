@@ -40,7 +40,8 @@ adv_get_property (GDBusConnection *connection,
                   GError **error,
                   gpointer user_data)
 {
-  TallyGattServer *server = user_data;
+  GattAdvert *advert = user_data;
+  TallyGattServer *server = advert->server;
 
   if (strcmp (property_name, "Type") == 0)
     return g_variant_new_string ("peripheral");
@@ -55,10 +56,10 @@ adv_get_property (GDBusConnection *connection,
     GVariantBuilder data;
 
     g_variant_builder_init (&data, G_VARIANT_TYPE ("a{qv}"));
-    if (server->adv_tagged)
-      g_variant_builder_add (&data, "{qv}", (guint16) TALLY_GATT_COMPANY_ID,
-                             g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, server->adv_tag,
-                                                        TALLY_GATT_TAG_BYTES, 1));
+    if (advert->tagged)
+      g_variant_builder_add (
+        &data, "{qv}", (guint16) TALLY_GATT_COMPANY_ID,
+        g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, advert->tag, TALLY_GATT_TAG_BYTES, 1));
     return g_variant_builder_end (&data);
   }
   /* Left out in per-device mode: the kernel's default slot. */
@@ -68,12 +69,12 @@ adv_get_property (GDBusConnection *connection,
   return NULL;
 }
 
-void
-gatt_server_adv_enter_state (TallyGattServer *server, AdvState state)
+static void
+advert_enter_state (GattAdvert *advert, AdvState state)
 {
-  g_debug ("gatt server %s: advertisement %s -> %s", server->adapter,
-           adv_state_to_string (server->adv_state), adv_state_to_string (state));
-  server->adv_state = state;
+  g_debug ("gatt server %s: advertisement %s %s -> %s", advert->server->adapter, advert->path,
+           adv_state_to_string (advert->state), adv_state_to_string (state));
+  advert->state = state;
 }
 
 static void
@@ -86,25 +87,105 @@ adv_method_call (GDBusConnection *connection,
                  GDBusMethodInvocation *invocation,
                  gpointer user_data)
 {
-  TallyGattServer *server = user_data;
+  GattAdvert *advert = user_data;
 
   /* Release: BlueZ dropped the advertisement (adapter off, for one). */
-  g_info ("gatt server %s: BlueZ released the advertisement", server->adapter);
-  switch (server->adv_state) {
+  g_info ("gatt server %s: BlueZ released the advertisement %s", advert->server->adapter,
+          advert->path);
+  switch (advert->state) {
   case ADV_ACTIVE:
-    gatt_server_adv_enter_state (server, ADV_IDLE);
-    server->adv_registered = FALSE;
+    advert_enter_state (advert, ADV_IDLE);
+    advert->registered = FALSE;
     break;
   case ADV_IDLE:
   case ADV_REGISTERING:
-  case ADV_UNREGISTERING:
-    break;
+  case ADV_UNREGISTERING: break;
   }
   g_dbus_method_invocation_return_value (invocation, NULL);
 }
 
-const GDBusInterfaceVTable gatt_server_adv_vtable = { adv_method_call, adv_get_property, NULL,
-                                                     { 0 } };
+const GDBusInterfaceVTable gatt_server_adv_vtable = { adv_method_call,
+                                                      adv_get_property,
+                                                      NULL,
+                                                      { 0 } };
+
+GattAdvert *
+gatt_server_advert_new (TallyGattServer *server, const char *path)
+{
+  GattAdvert *advert = g_new0 (GattAdvert, 1);
+
+  advert->server = server;
+  advert->path = g_strdup (path);
+  advert->state = ADV_IDLE;
+  return advert;
+}
+
+void
+gatt_server_advert_free (GattAdvert *advert)
+{
+  if (advert->object_id != 0)
+    g_dbus_connection_unregister_object (advert->server->bus, advert->object_id);
+  g_free (advert->path);
+  g_free (advert);
+}
+
+GattAdvert *
+gatt_server_advert0 (TallyGattServer *server)
+{
+  return server->adverts->pdata[0];
+}
+
+gboolean
+gatt_server_adv_wanted (TallyGattServer *server)
+{
+  for (guint i = 0; i < server->adverts->len; i++)
+    if (((GattAdvert *) server->adverts->pdata[i])->wanted)
+      return TRUE;
+  return FALSE;
+}
+
+void
+gatt_server_adv_forget_all (TallyGattServer *server)
+{
+  for (guint i = 0; i < server->adverts->len; i++) {
+    GattAdvert *advert = server->adverts->pdata[i];
+    advert_enter_state (advert, ADV_IDLE);
+    advert->registered = FALSE;
+  }
+}
+
+void
+gatt_server_adv_unregister_all (TallyGattServer *server)
+{
+  for (guint i = 0; i < server->adverts->len; i++) {
+    GattAdvert *advert = server->adverts->pdata[i];
+    if (advert->registered)
+      g_dbus_connection_call (server->bus, BLUEZ, server->adapter_path, ADV_MANAGER_IFACE,
+                              "UnregisterAdvertisement", g_variant_new ("(o)", advert->path), NULL,
+                              G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, NULL, NULL, NULL);
+  }
+}
+
+void
+gatt_server_adv_note_manager (TallyGattServer *server, GVariant *props)
+{
+  guint8 free_instances;
+
+  if (g_variant_lookup (props, "SupportedInstances", "y", &free_instances)) {
+    g_debug ("gatt server %s: %u advertising instance(s) free", server->adapter, free_instances);
+    server->adv_free_instances = free_instances;
+  }
+}
+
+static void advert_reconcile (GattAdvert *advert);
+
+/* An instance given up and let go by BlueZ goes; adv0 stays. */
+static void
+advert_drop_if_removed (GattAdvert *advert)
+{
+  if (advert->removed && advert->state == ADV_IDLE)
+    g_ptr_array_remove (advert->server->adverts, advert);
+}
 
 static void
 adv_register_done (GObject *source, GAsyncResult *result, gpointer user_data)
@@ -112,22 +193,24 @@ adv_register_done (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) reply =
     g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-  TallyGattServer *server = user_data;
+  GattAdvert *advert = user_data;
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;
   if (reply == NULL) {
-    g_warning ("gatt server %s: cannot advertise: %s", server->adapter, error->message);
-    gatt_server_adv_enter_state (server, ADV_IDLE);
+    g_warning ("gatt server %s: cannot advertise %s: %s", advert->server->adapter, advert->path,
+               error->message);
+    advert_enter_state (advert, ADV_IDLE);
     /* Not again until the next request asks for it. */
-    server->adv_wanted = FALSE;
+    advert->wanted = FALSE;
+    advert_drop_if_removed (advert);
     return;
   }
-  g_info ("gatt server %s: advertising %s%s", server->adapter, TALLY_GATT_SERVICE_UUID,
-          server->adv_tagged ? " with a request tag" : "");
-  server->adv_registered = TRUE;
-  gatt_server_adv_enter_state (server, ADV_ACTIVE);
-  gatt_server_adv_reconcile (server);
+  g_info ("gatt server %s: advertising %s%s", advert->server->adapter, TALLY_GATT_SERVICE_UUID,
+          advert->tagged ? " with a request tag" : "");
+  advert->registered = TRUE;
+  advert_enter_state (advert, ADV_ACTIVE);
+  advert_reconcile (advert);
 }
 
 static void
@@ -136,83 +219,110 @@ adv_unregister_done (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) reply =
     g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-  TallyGattServer *server = user_data;
+  GattAdvert *advert = user_data;
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;
   if (reply == NULL)
-    g_debug ("gatt server %s: unregistering the advertisement: %s", server->adapter,
+    g_debug ("gatt server %s: unregistering the advertisement: %s", advert->server->adapter,
              error->message);
   else
-    g_info ("gatt server %s: advertising stopped", server->adapter);
-  server->adv_registered = FALSE;
-  gatt_server_adv_enter_state (server, ADV_IDLE);
-  gatt_server_adv_reconcile (server);
+    g_info ("gatt server %s: advertising stopped", advert->server->adapter);
+  advert->registered = FALSE;
+  advert_enter_state (advert, ADV_IDLE);
+  if (advert->removed) {
+    advert_drop_if_removed (advert);
+    return;
+  }
+  advert_reconcile (advert);
 }
 
 /* Advertising while every slot is taken only draws payers that must be
  * turned away (and a controller may take a second connection while one is
  * served). */
 static gboolean
-adv_effectively_wanted (TallyGattServer *server)
+adv_effectively_wanted (GattAdvert *advert)
 {
+  TallyGattServer *server = advert->server;
   guint max = server->mode == TALLY_GATT_SERVER_PER_DEVICE ? server->max_devices : 1;
 
-  return server->adv_wanted &&
+  return advert->wanted && !advert->removed &&
          (server->devices == NULL || tally_gatt_devices_get_served_count (server->devices) < max);
 }
 
 static gboolean
-adv_matches_wanted (TallyGattServer *server)
+adv_matches_wanted (GattAdvert *advert)
 {
-  return server->adv_tagged == server->adv_tagged_wanted &&
-         (!server->adv_tagged ||
-          memcmp (server->adv_tag, server->adv_tag_wanted, TALLY_GATT_TAG_BYTES) == 0);
+  return advert->tagged == advert->tagged_wanted &&
+         (!advert->tagged || memcmp (advert->tag, advert->tag_wanted, TALLY_GATT_TAG_BYTES) == 0);
 }
 
-/* Brings BlueZ's advertisement to what was asked for last, one call at a
- * time; every completion comes back here. */
-void
-gatt_server_adv_reconcile (TallyGattServer *server)
+/* Brings BlueZ's view of @advert to what was asked for last, one call at
+ * a time; every completion comes back here. */
+static void
+advert_reconcile (GattAdvert *advert)
 {
-  switch (server->adv_state) {
+  TallyGattServer *server = advert->server;
+
+  switch (advert->state) {
   case ADV_REGISTERING:
-  case ADV_UNREGISTERING:
-    return;
+  case ADV_UNREGISTERING: return;
   case ADV_ACTIVE:
-    if (adv_effectively_wanted (server) && adv_matches_wanted (server))
+    if (adv_effectively_wanted (advert) && adv_matches_wanted (advert))
       return;
-    gatt_server_adv_enter_state (server, ADV_UNREGISTERING);
+    advert_enter_state (advert, ADV_UNREGISTERING);
     g_dbus_connection_call (server->bus, BLUEZ, server->adapter_path, ADV_MANAGER_IFACE,
-                            "UnregisterAdvertisement", g_variant_new ("(o)", server->adv_path),
-                            NULL, G_DBUS_CALL_FLAGS_NONE, -1, server->adv_cancel,
-                            adv_unregister_done, server);
+                            "UnregisterAdvertisement", g_variant_new ("(o)", advert->path), NULL,
+                            G_DBUS_CALL_FLAGS_NONE, -1, server->adv_cancel, adv_unregister_done,
+                            advert);
     return;
-  case ADV_IDLE:
-    break;
+  case ADV_IDLE: break;
   }
 
-  if (!adv_effectively_wanted (server) || server->state != SERVER_REGISTERED)
+  if (!adv_effectively_wanted (advert) || server->state != SERVER_REGISTERED) {
+    advert_drop_if_removed (advert);
     return;
+  }
 
   TallyGattAdvertising layout;
   g_autoptr (GError) error = NULL;
 
-  tally_gatt_advertising_init (&layout, server->adv_tagged_wanted);
+  tally_gatt_advertising_init (&layout, advert->tagged_wanted);
   if (!tally_gatt_advertising_check (&layout, &error)) {
     g_warning ("gatt server %s: %s", server->adapter, error->message);
-    server->adv_wanted = FALSE;
+    advert->wanted = FALSE;
     return;
   }
-  server->adv_tagged = server->adv_tagged_wanted;
-  memcpy (server->adv_tag, server->adv_tag_wanted, TALLY_GATT_TAG_BYTES);
-  gatt_server_adv_enter_state (server, ADV_REGISTERING);
-  g_dbus_connection_call (server->bus, BLUEZ, server->adapter_path, ADV_MANAGER_IFACE,
-                          "RegisterAdvertisement",
-                          g_variant_new ("(o@a{sv})", server->adv_path,
-                                         g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0)),
-                          NULL, G_DBUS_CALL_FLAGS_NONE, -1, server->adv_cancel, adv_register_done,
-                          server);
+  advert->tagged = advert->tagged_wanted;
+  memcpy (advert->tag, advert->tag_wanted, TALLY_GATT_TAG_BYTES);
+  advert_enter_state (advert, ADV_REGISTERING);
+  g_dbus_connection_call (
+    server->bus, BLUEZ, server->adapter_path, ADV_MANAGER_IFACE, "RegisterAdvertisement",
+    g_variant_new ("(o@a{sv})", advert->path,
+                   g_variant_new_array (G_VARIANT_TYPE ("{sv}"), NULL, 0)),
+    NULL, G_DBUS_CALL_FLAGS_NONE, -1, server->adv_cancel, adv_register_done, advert);
+}
+
+void
+gatt_server_adv_reconcile (TallyGattServer *server)
+{
+  /* A copy: reconciling may drop instances. */
+  g_autoptr (GPtrArray) adverts = g_ptr_array_new ();
+  for (guint i = 0; i < server->adverts->len; i++)
+    g_ptr_array_add (adverts, server->adverts->pdata[i]);
+  for (guint i = 0; i < adverts->len; i++)
+    advert_reconcile (adverts->pdata[i]);
+}
+
+static void
+advert_want (GattAdvert *advert, const guint8 *tag)
+{
+  advert->wanted = TRUE;
+  advert->tagged_wanted = tag != NULL;
+  if (tag != NULL)
+    memcpy (advert->tag_wanted, tag, TALLY_GATT_TAG_BYTES);
+  else
+    memset (advert->tag_wanted, 0, TALLY_GATT_TAG_BYTES);
 }
 
 void
@@ -220,12 +330,87 @@ tally_gatt_server_advertise (TallyGattServer *server, const guint8 *tag)
 {
   g_return_if_fail (server != NULL);
 
-  server->adv_wanted = TRUE;
-  server->adv_tagged_wanted = tag != NULL;
-  if (tag != NULL)
-    memcpy (server->adv_tag_wanted, tag, TALLY_GATT_TAG_BYTES);
+  /* Replaces every advertisement: the further instances go. */
+  for (guint i = 1; i < server->adverts->len; i++)
+    ((GattAdvert *) server->adverts->pdata[i])->removed = TRUE;
+  advert_want (gatt_server_advert0 (server), tag);
+  gatt_server_adv_reconcile (server);
+}
+
+/* The wanted instance advertising @tag, or NULL. */
+static GattAdvert *
+advert_with_tag (TallyGattServer *server, const guint8 *tag)
+{
+  for (guint i = 0; i < server->adverts->len; i++) {
+    GattAdvert *advert = server->adverts->pdata[i];
+    if (advert->wanted && !advert->removed && advert->tagged_wanted &&
+        memcmp (advert->tag_wanted, tag, TALLY_GATT_TAG_BYTES) == 0)
+      return advert;
+  }
+  return NULL;
+}
+
+/* Instances we want on the air that BlueZ does not hold yet: each takes
+ * one of the controller's free ones. */
+static guint
+adverts_pending (TallyGattServer *server)
+{
+  guint n = 0;
+  for (guint i = 0; i < server->adverts->len; i++) {
+    GattAdvert *advert = server->adverts->pdata[i];
+    n += advert->wanted && !advert->removed && !advert->registered;
+  }
+  return n;
+}
+
+gboolean
+tally_gatt_server_add_advertisement (TallyGattServer *server, const guint8 *tag, GError **error)
+{
+  g_return_val_if_fail (server != NULL && tag != NULL, FALSE);
+
+  if (advert_with_tag (server, tag) != NULL)
+    return TRUE;
+  if (server->adv_free_instances >= 0 &&
+      adverts_pending (server) >= (guint) server->adv_free_instances) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "the Bluetooth controller of %s has no free advertising instance "
+                 "(LEAdvertisingManager1.SupportedInstances is %d)",
+                 server->adapter, server->adv_free_instances);
+    return FALSE;
+  }
+  GattAdvert *advert = gatt_server_advert0 (server);
+  if (advert->wanted) {
+    g_autofree char *path = g_strdup_printf ("%s/adv%u", server->app_path, ++server->last_advert);
+    g_autoptr (GError) local = NULL;
+    advert = gatt_server_advert_new (server, path);
+    advert->object_id =
+      g_dbus_connection_register_object (server->bus, path, gatt_server_adv_interface_info (),
+                                         &gatt_server_adv_vtable, advert, NULL, &local);
+    if (advert->object_id == 0) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "cannot export %s: %s", path,
+                   local->message);
+      gatt_server_advert_free (advert);
+      return FALSE;
+    }
+    g_ptr_array_add (server->adverts, advert);
+  }
+  advert_want (advert, tag);
+  gatt_server_adv_reconcile (server);
+  return TRUE;
+}
+
+void
+tally_gatt_server_remove_advertisement (TallyGattServer *server, const guint8 *tag)
+{
+  g_return_if_fail (server != NULL && tag != NULL);
+
+  GattAdvert *advert = advert_with_tag (server, tag);
+  if (advert == NULL)
+    return;
+  if (advert == gatt_server_advert0 (server))
+    advert->wanted = FALSE;
   else
-    memset (server->adv_tag_wanted, 0, TALLY_GATT_TAG_BYTES);
+    advert->removed = TRUE;
   gatt_server_adv_reconcile (server);
 }
 
@@ -234,7 +419,12 @@ tally_gatt_server_stop_advertising (TallyGattServer *server)
 {
   g_return_if_fail (server != NULL);
 
-  server->adv_wanted = FALSE;
+  for (guint i = 0; i < server->adverts->len; i++) {
+    GattAdvert *advert = server->adverts->pdata[i];
+    advert->wanted = FALSE;
+    if (i > 0)
+      advert->removed = TRUE;
+  }
   gatt_server_adv_reconcile (server);
 }
 
@@ -243,5 +433,8 @@ tally_gatt_server_is_advertising (TallyGattServer *server)
 {
   g_return_val_if_fail (server != NULL, FALSE);
 
-  return server->adv_state == ADV_ACTIVE;
+  for (guint i = 0; i < server->adverts->len; i++)
+    if (((GattAdvert *) server->adverts->pdata[i])->state == ADV_ACTIVE)
+      return TRUE;
+  return FALSE;
 }

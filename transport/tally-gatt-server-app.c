@@ -334,6 +334,12 @@ app_method_call (GDBusConnection *connection,
   g_dbus_method_invocation_return_value (invocation, g_variant_new ("(a{oa{sa{sv}}})", &objects));
 }
 
+GDBusInterfaceInfo *
+gatt_server_adv_interface_info (void)
+{
+  return interface_info (ADV_IFACE);
+}
+
 static const GDBusInterfaceVTable app_vtable = { app_method_call, NULL, NULL, { 0 } };
 static const GDBusInterfaceVTable service_vtable = { NULL, service_get_property, NULL, { 0 } };
 static const GDBusInterfaceVTable chrc_vtable = { chrc_method_call, chrc_get_property, NULL, { 0 } };
@@ -361,7 +367,10 @@ gatt_server_export_objects (TallyGattServer *server, GError **error)
     server->object_ids[i] =
       g_dbus_connection_register_object (server->bus, objects[i].path,
                                          interface_info (objects[i].iface), objects[i].vtable,
-                                         server, NULL, &local);
+                                         objects[i].vtable == &gatt_server_adv_vtable
+                                           ? (gpointer) gatt_server_advert0 (server)
+                                           : (gpointer) server,
+                                         NULL, &local);
     if (server->object_ids[i] == 0) {
       g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "cannot export %s: %s",
                    objects[i].path, local->message);

@@ -10,10 +10,6 @@
  * and the link of each payer's device, keyed by the "device" option BlueZ
  * passes with WriteValue, AcquireWrite and AcquireNotify. */
 
-/* A device that connects but starts no session within this time gives its
- * slot back. */
-#define IDLE_DEVICE_SECONDS 15
-
 /* "/org/bluez/hci0/dev_00_AA_01_01_00_01" -> "ble:00:AA:01:01:00:01" */
 static char *
 device_peer_name (const char *device)
@@ -97,8 +93,8 @@ idle_timer_cb (gpointer user_data)
   g_hash_table_remove (server->idle_timers, device);
   if (tally_gatt_devices_is_served (server->devices, device) &&
       tally_gatt_devices_lookup (server->devices, device) == NULL) {
-    g_info ("gatt server %s: %s started no session within %d s, disconnecting it",
-            server->adapter, device, IDLE_DEVICE_SECONDS);
+    g_info ("gatt server %s: %s started no session within %u s, disconnecting it", server->adapter,
+            device, server->idle_seconds);
     disconnect_device (server, device);
   }
   return G_SOURCE_REMOVE;
@@ -108,7 +104,9 @@ static void
 start_idle_timer (TallyGattServer *server, const char *device)
 {
   IdleTimer *timer = g_new0 (IdleTimer, 1);
-  GSource *source = g_timeout_source_new_seconds (IDLE_DEVICE_SECONDS);
+  /* A device that connects but starts no session within this time gives
+   * its slot back (tally_gatt_server_set_idle_timeout ()). */
+  GSource *source = g_timeout_source_new_seconds (server->idle_seconds);
 
   cancel_idle_timer (server, device);
   timer->server = server;
@@ -300,7 +298,8 @@ note_device_properties (TallyGattServer *server, const char *device, GVariant *p
   if (connected) {
     /* Only while we serve: the daemon's own outgoing connections on this
      * adapter are none of the payee's business otherwise. */
-    if (server->adv_wanted || tally_gatt_devices_get_served_count (server->devices) > 0)
+    if (gatt_server_adv_wanted (server) ||
+        tally_gatt_devices_get_served_count (server->devices) > 0)
       device_connected (server, device);
   } else {
     device_disconnected (server, device);
@@ -397,9 +396,18 @@ on_bluez_vanished (GDBusConnection *connection, const char *name, gpointer user_
   g_warning ("gatt server %s: bluetoothd went away; BLE payments stop until tallyd restarts",
              server->adapter);
   gatt_server_drop_all_links (server, "bluetoothd went away");
-  gatt_server_adv_enter_state (server, ADV_IDLE);
-  server->adv_registered = FALSE;
+  gatt_server_adv_forget_all (server);
   gatt_server_enter_state (server, SERVER_STOPPED);
+}
+
+/* How many advertising instances the controller has free. */
+static void
+on_adv_manager_changed (const char *path, const char *iface, GVariant *changed, gpointer user_data)
+{
+  TallyGattServer *server = user_data;
+
+  if (strcmp (path, server->adapter_path) == 0 && strcmp (iface, ADV_MANAGER_IFACE) == 0)
+    gatt_server_adv_note_manager (server, changed);
 }
 
 /* BlueZ's devices coming, changing and going, and bluetoothd itself. */
@@ -408,6 +416,8 @@ gatt_server_watch_bluez (TallyGattServer *server)
 {
   tally_bluez_watch_properties (&server->props_watch, server->bus, DEVICE_IFACE,
                                 on_device_properties_changed, server, NULL);
+  tally_bluez_watch_properties (&server->adv_manager_watch, server->bus, ADV_MANAGER_IFACE,
+                                on_adv_manager_changed, server, NULL);
   tally_bluez_watch_added (&server->added_watch, server->bus, on_interfaces_added, server, NULL);
   tally_bluez_watch_removed (&server->removed_watch, server->bus, on_interfaces_removed, server,
                              NULL);
@@ -420,6 +430,7 @@ void
 gatt_server_unwatch_bluez (TallyGattServer *server)
 {
   tally_bluez_unwatch (&server->props_watch, server->bus);
+  tally_bluez_unwatch (&server->adv_manager_watch, server->bus);
   tally_bluez_unwatch (&server->added_watch, server->bus);
   tally_bluez_unwatch (&server->removed_watch, server->bus);
   if (server->name_watch != 0)
@@ -440,6 +451,13 @@ gatt_server_note_devices (TallyGattServer *server, GVariant *objects)
     g_autoptr (GVariant) props = NULL;
     gboolean paired = FALSE, trusted = FALSE;
 
+    if (strcmp (path, server->adapter_path) == 0) {
+      g_autoptr (GVariant) manager =
+        g_variant_lookup_value (ifaces, ADV_MANAGER_IFACE, G_VARIANT_TYPE_VARDICT);
+      if (manager != NULL)
+        gatt_server_adv_note_manager (server, manager);
+      continue;
+    }
     if (!is_our_device (server, path))
       continue;
     props = g_variant_lookup_value (ifaces, DEVICE_IFACE, G_VARIANT_TYPE_VARDICT);

@@ -18,6 +18,23 @@ typedef enum
   ADV_UNREGISTERING,
 } AdvState;
 
+/* One LE advertisement instance: APP/adv0, the first, exported with the
+ * application; APP/advN (N >= 1) for each further open request. */
+typedef struct
+{
+  TallyGattServer *server;
+  char *path;
+  guint object_id; /* its own registration; 0 for adv0 */
+  AdvState state;
+  gboolean wanted;
+  gboolean tagged_wanted;
+  guint8 tag_wanted[TALLY_GATT_TAG_BYTES];
+  gboolean tagged; /* what the exported advertisement says */
+  guint8 tag[TALLY_GATT_TAG_BYTES];
+  gboolean registered;
+  gboolean removed; /* not wanted again: freed once BlueZ let it go */
+} GattAdvert;
+
 typedef enum
 {
   SERVER_STARTING,
@@ -42,6 +59,7 @@ struct _TallyGattServer
   TallyGattDevices *devices;
   GHashTable *paired;      /* device path -> GINT_TO_POINTER (paired or trusted) */
   GHashTable *idle_timers; /* device path -> GSource */
+  guint idle_seconds;      /* a connected device's time to start a session */
   TallyGattServerLinkFunc on_link;
   gpointer user_data;
   GDestroyNotify user_data_destroy;
@@ -55,14 +73,13 @@ struct _TallyGattServer
   char *bluez_owner; /* unique name of bluetoothd */
   guint notify_sessions; /* StartNotify minus StopNotify */
 
-  AdvState adv_state;
-  gboolean adv_wanted;
-  gboolean adv_tagged_wanted;
-  guint8 adv_tag_wanted[TALLY_GATT_TAG_BYTES];
-  gboolean adv_tagged; /* what the exported advertisement says */
-  guint8 adv_tag[TALLY_GATT_TAG_BYTES];
+  GPtrArray *adverts; /* GattAdvert *, adv0 first, always there */
+  guint last_advert;  /* N of the newest APP/advN */
+  /* LEAdvertisingManager1.SupportedInstances (instances still free), -1
+   * while BlueZ has not said. */
+  gint adv_free_instances;
+  TallyBluezWatch adv_manager_watch;
   GCancellable *adv_cancel;
-  gboolean adv_registered;
 };
 
 /* tally-gatt-server.c */
@@ -70,11 +87,26 @@ void gatt_server_enter_state (TallyGattServer *server, ServerState state);
 
 /* tally-gatt-server-app.c: the GATT application's objects */
 gboolean gatt_server_export_objects (TallyGattServer *server, GError **error);
+/* LEAdvertisement1, for the further instances tally-gatt-server-advert.c
+ * exports. */
+GDBusInterfaceInfo *gatt_server_adv_interface_info (void);
 
 /* tally-gatt-server-advert.c */
 extern const GDBusInterfaceVTable gatt_server_adv_vtable;
-void gatt_server_adv_enter_state (TallyGattServer *server, AdvState state);
+GattAdvert *gatt_server_advert_new (TallyGattServer *server, const char *path);
+void gatt_server_advert_free (GattAdvert *advert);
+/* adv0, which is exported with the application. */
+GattAdvert *gatt_server_advert0 (TallyGattServer *server);
+/* Whether any instance is wanted on the air. */
+gboolean gatt_server_adv_wanted (TallyGattServer *server);
+/* BlueZ forgot every advertisement (bluetoothd went away). */
+void gatt_server_adv_forget_all (TallyGattServer *server);
+/* Unregisters what is registered, without waiting (the server goes). */
+void gatt_server_adv_unregister_all (TallyGattServer *server);
 void gatt_server_adv_reconcile (TallyGattServer *server);
+/* The adapter's LEAdvertisingManager1 properties, from GetManagedObjects
+ * or PropertiesChanged. */
+void gatt_server_adv_note_manager (TallyGattServer *server, GVariant *props);
 
 /* tally-gatt-server-devices.c: devices and their links */
 void gatt_server_watch_bluez (TallyGattServer *server);

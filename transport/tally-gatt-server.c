@@ -18,6 +18,8 @@
  *   APP/service0/rx  org.bluez.GattCharacteristic1  write-without-response
  *   APP/service0/tx  org.bluez.GattCharacteristic1  notify
  *   APP/adv0         org.bluez.LEAdvertisement1
+ *   APP/advN         org.bluez.LEAdvertisement1  one more per further open
+ *                                               request (N >= 1)
  *
  * tally-gatt-server-app.c exports the GATT objects, tally-gatt-server-advert.c
  * the advertisement; tally-gatt-server-devices.c follows BlueZ's devices.
@@ -105,6 +107,7 @@ server_free (TallyGattServer *server)
     server->user_data_destroy (server->user_data);
   g_clear_pointer (&server->paired, g_hash_table_destroy);
   tally_gatt_devices_free (server->devices);
+  g_clear_pointer (&server->adverts, g_ptr_array_unref);
   g_clear_object (&server->adv_cancel);
   g_clear_object (&server->bus);
   g_main_context_unref (server->context);
@@ -137,10 +140,7 @@ tally_gatt_server_unref (TallyGattServer *server)
     return;
 
   /* Fire and forget: BlueZ also cleans up when our connection goes. */
-  if (server->adv_registered)
-    g_dbus_connection_call (server->bus, BLUEZ, server->adapter_path, ADV_MANAGER_IFACE,
-                            "UnregisterAdvertisement", g_variant_new ("(o)", server->adv_path),
-                            NULL, G_DBUS_CALL_FLAGS_NO_AUTO_START, -1, NULL, NULL, NULL);
+  gatt_server_adv_unregister_all (server);
   switch (server->state) {
   case SERVER_REGISTERED:
     g_dbus_connection_call (server->bus, BLUEZ, server->adapter_path, GATT_MANAGER_IFACE,
@@ -295,12 +295,16 @@ server_new (GDBusConnection *system_bus, const char *adapter, guint max_devices)
   server->tx_path = g_strdup_printf ("%s/tx", server->service_path);
   server->adv_path = g_strdup_printf ("%s/adv0", server->app_path);
   server->max_devices = max_devices;
+  server->idle_seconds = TALLY_GATT_SERVER_DEFAULT_IDLE_SECONDS;
   /* Every source and D-Bus callback of the server runs here. */
   server->context = g_main_context_ref_thread_default ();
   server->paired = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
   server->idle_timers =
     g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) g_source_unref);
   server->adv_cancel = g_cancellable_new ();
+  server->adverts = g_ptr_array_new_with_free_func ((GDestroyNotify) gatt_server_advert_free);
+  g_ptr_array_add (server->adverts, gatt_server_advert_new (server, server->adv_path));
+  server->adv_free_instances = -1;
   return server;
 }
 
@@ -371,4 +375,12 @@ tally_gatt_server_get_adapter (TallyGattServer *server)
   g_return_val_if_fail (server != NULL, NULL);
 
   return server->adapter;
+}
+
+void
+tally_gatt_server_set_idle_timeout (TallyGattServer *server, guint seconds)
+{
+  g_return_if_fail (server != NULL && seconds > 0);
+
+  server->idle_seconds = seconds;
 }

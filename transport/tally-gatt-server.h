@@ -63,11 +63,28 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyGattServer, tally_gatt_server_unref)
 TallyGattServerMode tally_gatt_server_get_mode (TallyGattServer *server);
 const char *tally_gatt_server_get_adapter (TallyGattServer *server);
 
+/* A central that connects and starts no session (no write, no acquired
+ * socket) within this many seconds is disconnected, in either mode, so a
+ * silent one holds no slot for long. */
+#define TALLY_GATT_SERVER_DEFAULT_IDLE_SECONDS 15
+/* Sets that deadline for devices that connect from now on (> 0). */
+void tally_gatt_server_set_idle_timeout (TallyGattServer *server, guint seconds);
+
 /* Advertises the service with @tag (NULL: no tag) until stopped; a new
  * call replaces the advertisement.  Registration finishes in the
  * background; failures are logged and reported by
  * tally_gatt_server_is_advertising (). */
 void tally_gatt_server_advertise (TallyGattServer *server, const guint8 *tag);
+/* Advertises @tag as well, in an advertisement instance of its own (one
+ * per open request; BlueZ's LEAdvertisingManager1 holds several).  POLICY
+ * when the controller has no free instance left for it
+ * (LEAdvertisingManager1.SupportedInstances, as BlueZ last reported it);
+ * TRUE at once when @tag is already advertised. */
+gboolean
+tally_gatt_server_add_advertisement (TallyGattServer *server, const guint8 *tag, GError **error);
+/* Stops advertising @tag, leaving the others on the air. */
+void tally_gatt_server_remove_advertisement (TallyGattServer *server, const guint8 *tag);
+/* Stops every advertisement. */
 void tally_gatt_server_stop_advertising (TallyGattServer *server);
 gboolean tally_gatt_server_is_advertising (TallyGattServer *server);
 

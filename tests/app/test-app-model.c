@@ -42,12 +42,58 @@ test_amount_entry_accepts_at_most_two_decimals (void)
   };
   for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
     gint64 got = 0;
-    gboolean ok = tally_app_amount_parse (cases[i].text, &got);
+    gboolean ok = tally_app_amount_parse (cases[i].text, "EUR", &got);
     g_test_message ("\"%s\"", cases[i].text);
     g_assert_cmpint (ok, ==, cases[i].want != 0);
     if (ok)
       g_assert_cmpint (got, ==, cases[i].want);
   }
+}
+
+/* The twin of the core's ISO 4217 table: JPY has no decimals, KWD three,
+ * CLF four, others two; typed amounts follow the same rule. */
+static void
+test_amounts_follow_the_currency_exponent (void)
+{
+  g_autofree char *jpy = tally_app_amount_format (1250, "JPY");
+  g_autofree char *kwd = tally_app_amount_format (1250, "KWD");
+  g_autofree char *clf = tally_app_amount_format (12345, "CLF");
+  g_autofree char *other = tally_app_amount_format (1250, "ABCDEFGH");
+  g_autofree char *bare = tally_app_amount_format_value (1250, "JPY");
+  g_assert_cmpstr (jpy, ==, "1250 JPY");
+  g_assert_cmpstr (kwd, ==, "1.250 KWD");
+  g_assert_cmpstr (clf, ==, "1.2345 CLF");
+  g_assert_cmpstr (other, ==, "12.50 ABCDEFGH");
+  g_assert_cmpstr (bare, ==, "1250");
+
+  static const struct
+  {
+    const char *text;
+    const char *currency;
+    gint64 want; /* 0: refused */
+  } cases[] = {
+    { "1250", "JPY", 1250 },
+    { "12.5", "JPY", 0 },
+    { "1.250", "KWD", 1250 },
+    { "1.25", "KWD", 1250 },
+    { "1.2345", "KWD", 0 },
+    { "1.2345", "CLF", 12345 },
+    { "9007199254740992", "JPY", (gint64) 1 << 53 },
+    { "9007199254740993", "JPY", 0 },
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    gint64 got = 0;
+    g_test_message ("\"%s\" %s", cases[i].text, cases[i].currency);
+    gboolean ok = tally_app_amount_parse (cases[i].text, cases[i].currency, &got);
+    g_assert_cmpint (ok, ==, cases[i].want != 0);
+    if (ok)
+      g_assert_cmpint (got, ==, cases[i].want);
+  }
+  g_assert_cmpuint (tally_app_currency_exponent ("XOF"), ==, 0);
+  g_assert_cmpuint (tally_app_currency_exponent ("BHD"), ==, 3);
+  g_assert_cmpuint (tally_app_currency_exponent ("UYW"), ==, 4);
+  g_assert_cmpuint (tally_app_currency_exponent ("EUR"), ==, 2);
+  g_assert_cmpuint (tally_app_currency_exponent (NULL), ==, 2);
 }
 
 static void
@@ -276,6 +322,8 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/app/amount-entry-accepts-at-most-two-decimals",
                    test_amount_entry_accepts_at_most_two_decimals);
+  g_test_add_func ("/app/amounts-follow-the-currency-exponent",
+                   test_amounts_follow_the_currency_exponent);
   g_test_add_func ("/app/amounts-and-codes-read-as-people-write-them",
                    test_amounts_and_codes_read_as_people_write_them);
   g_test_add_func ("/app/payment-states-read-for-each-side",

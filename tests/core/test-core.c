@@ -1478,7 +1478,7 @@ test_amount_parse_accepts_decimal (void)
     g_autoptr (GError) error = NULL;
     gint64 out = -1;
     g_test_message ("\"%s\"", cases[i].text);
-    g_assert_true (tally_amount_parse (cases[i].text, &out, &error));
+    g_assert_true (tally_amount_parse (cases[i].text, "EUR", &out, &error));
     g_assert_no_error (error);
     g_assert_cmpint (out, ==, cases[i].value);
   }
@@ -1500,13 +1500,13 @@ test_amount_parse_refuses_invalid (void)
     g_autoptr (GError) error = NULL;
     gint64 out = 77;
     g_test_message ("\"%s\"", cases[i]);
-    g_assert_false (tally_amount_parse (cases[i], &out, &error));
+    g_assert_false (tally_amount_parse (cases[i], "EUR", &out, &error));
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
   }
 
   g_autoptr (GError) error = NULL;
   gint64 out;
-  g_assert_false (tally_amount_parse (NULL, &out, &error));
+  g_assert_false (tally_amount_parse (NULL, "EUR", &out, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
 }
 
@@ -1548,9 +1548,150 @@ test_amount_format_parses_back (void)
     gint64 out = 0;
     g_assert_nonnull (space);
     *space = '\0';
-    g_assert_true (tally_amount_parse (s, &out, &error));
+    g_assert_true (tally_amount_parse (s, "EUR", &out, &error));
     g_assert_no_error (error);
     g_assert_cmpint (out, ==, values[i]);
+  }
+}
+
+/* ISO 4217's exponents: the display and the typing follow them, the wire
+ * does not (minor units everywhere). */
+static void
+test_amount_jpy_has_no_decimals (void)
+{
+  g_autofree char *s = tally_amount_format (1250, "JPY");
+  g_autofree char *neg = tally_amount_format (-7, "JPY");
+  g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, "JPY");
+  g_autofree char *bare = tally_amount_format_value (1250, "JPY");
+  g_assert_cmpstr (s, ==, "1250 JPY");
+  g_assert_cmpstr (neg, ==, "-7 JPY");
+  g_assert_cmpstr (max, ==, "9007199254740992 JPY");
+  g_assert_cmpstr (bare, ==, "1250");
+
+  g_autoptr (GError) error = NULL;
+  gint64 out = 0;
+  g_assert_true (tally_amount_parse ("1250", "JPY", &out, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (out, ==, 1250);
+  g_assert_true (tally_amount_parse ("9007199254740992", "JPY", &out, &error));
+  g_assert_cmpint (out, ==, TALLY_AMOUNT_MAX);
+
+  static const char *const refused[] = {
+    "12.5", "12.50", "1250.0", "0", "12.", "9007199254740993"
+  };
+  for (gsize i = 0; i < G_N_ELEMENTS (refused); i++) {
+    g_autoptr (GError) e = NULL;
+    out = 77;
+    g_test_message ("\"%s\"", refused[i]);
+    g_assert_false (tally_amount_parse (refused[i], "JPY", &out, &e));
+    g_assert_error (e, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
+    g_assert_cmpint (out, ==, 77);
+  }
+  g_autoptr (GError) e = NULL;
+  g_assert_false (tally_amount_parse ("12.5", "JPY", &out, &e));
+  g_assert_cmpstr (e->message, ==, "\"12.5\": JPY has no minor unit, write a whole number like 12");
+}
+
+static void
+test_amount_kwd_has_three_decimals (void)
+{
+  g_autofree char *s = tally_amount_format (1250, "KWD");
+  g_autofree char *small = tally_amount_format (5, "KWD");
+  g_autofree char *max = tally_amount_format (TALLY_AMOUNT_MAX, "KWD");
+  g_assert_cmpstr (s, ==, "1.250 KWD");
+  g_assert_cmpstr (small, ==, "0.005 KWD");
+  g_assert_cmpstr (max, ==, "9007199254740.992 KWD");
+
+  static const struct
+  {
+    const char *text;
+    gint64 value;
+  } cases[] = { { "1.250", 1250 }, { "1.25", 1250 }, { "1.2", 1200 },
+                { "1", 1000 },     { "0.001", 1 },   { "9007199254740.992", TALLY_AMOUNT_MAX } };
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (GError) error = NULL;
+    gint64 out = 0;
+    g_test_message ("\"%s\"", cases[i].text);
+    g_assert_true (tally_amount_parse (cases[i].text, "KWD", &out, &error));
+    g_assert_no_error (error);
+    g_assert_cmpint (out, ==, cases[i].value);
+  }
+
+  static const char *const refused[] = { "1.2345", "0.000", "9007199254740.993", "9007199254741" };
+  for (gsize i = 0; i < G_N_ELEMENTS (refused); i++) {
+    g_autoptr (GError) e = NULL;
+    gint64 out = 77;
+    g_test_message ("\"%s\"", refused[i]);
+    g_assert_false (tally_amount_parse (refused[i], "KWD", &out, &e));
+    g_assert_error (e, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
+    g_assert_cmpint (out, ==, 77);
+  }
+  g_autoptr (GError) e = NULL;
+  gint64 out;
+  g_assert_false (tally_amount_parse ("1.2345", "KWD", &out, &e));
+  g_assert_cmpstr (e->message, ==, "\"1.2345\" has 4 decimals, KWD has 3");
+}
+
+static void
+test_amount_exponents_follow_iso_4217 (void)
+{
+  static const char *const zero[] = { "BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG",
+                                      "RWF", "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF" };
+  static const char *const three[] = { "BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND" };
+  static const char *const four[] = { "CLF", "UYW" };
+  /* Two: ISO codes, codes ISO 4217 does not list (3 to 8 letters), none. */
+  static const char *const two[] = { "EUR", "USD", "CHF", "GBP", "ABCD", "ABCDEFGH", "JPYX", "" };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (zero); i++)
+    g_assert_cmpuint (tally_currency_exponent (zero[i]), ==, 0);
+  for (gsize i = 0; i < G_N_ELEMENTS (three); i++)
+    g_assert_cmpuint (tally_currency_exponent (three[i]), ==, 3);
+  for (gsize i = 0; i < G_N_ELEMENTS (four); i++)
+    g_assert_cmpuint (tally_currency_exponent (four[i]), ==, 4);
+  for (gsize i = 0; i < G_N_ELEMENTS (two); i++) {
+    g_test_message ("\"%s\"", two[i]);
+    g_assert_cmpuint (tally_currency_exponent (two[i]), ==, 2);
+  }
+  g_assert_cmpuint (tally_currency_exponent (NULL), ==, 2);
+
+  g_autofree char *clf = tally_amount_format (12345, "CLF");
+  g_autofree char *eur = tally_amount_format_value (5, "EUR");
+  g_assert_cmpstr (clf, ==, "1.2345 CLF");
+  g_assert_cmpstr (eur, ==, "0.05");
+}
+
+static void
+test_amount_format_parses_back_in_every_exponent (void)
+{
+  static const char *const currencies[] = { "JPY", "EUR", "KWD", "CLF", "ABCDEFGH" };
+  static const gint64 values[] = { 1, 9, 10, 99, 100, 101, 1250, 123456789, TALLY_AMOUNT_MAX };
+
+  for (gsize c = 0; c < G_N_ELEMENTS (currencies); c++)
+    for (gsize i = 0; i < G_N_ELEMENTS (values); i++) {
+      g_autoptr (GError) error = NULL;
+      g_autofree char *s = tally_amount_format_value (values[i], currencies[c]);
+      gint64 out = 0;
+      g_test_message ("%s %s", s, currencies[c]);
+      g_assert_true (tally_amount_parse (s, currencies[c], &out, &error));
+      g_assert_no_error (error);
+      g_assert_cmpint (out, ==, values[i]);
+    }
+}
+
+/* Before the currency is known (tallyd's [policy] max_amount, tallyctl
+ * request's first look), an amount in some currency: up to 4 decimals. */
+static void
+test_amount_parse_any_takes_up_to_four_decimals (void)
+{
+  static const char *const ok[] = { "12", "12.5", "1.250", "1.2345" };
+  static const char *const bad[] = { "1.23456", "-1", "abc", "", "0", "1.", "90071992547410" };
+  for (gsize i = 0; i < G_N_ELEMENTS (ok); i++)
+    g_assert_true (tally_amount_parse_any (ok[i], NULL));
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autoptr (GError) error = NULL;
+    g_test_message ("\"%s\"", bad[i]);
+    g_assert_false (tally_amount_parse_any (bad[i], &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
   }
 }
 
@@ -2121,6 +2262,13 @@ main (int argc, char **argv)
                    test_amount_format_two_minor_digits);
   g_test_add_func ("/core/amount/format-parses-back", test_amount_format_parses_back);
   g_test_add_func ("/core/amount/currency-is-3-to-8-upper-case-letters", test_currency_is_valid);
+  g_test_add_func ("/core/amount/jpy-has-no-decimals", test_amount_jpy_has_no_decimals);
+  g_test_add_func ("/core/amount/kwd-has-three-decimals", test_amount_kwd_has_three_decimals);
+  g_test_add_func ("/core/amount/exponents-follow-iso-4217", test_amount_exponents_follow_iso_4217);
+  g_test_add_func ("/core/amount/format-parses-back-in-every-exponent",
+                   test_amount_format_parses_back_in_every_exponent);
+  g_test_add_func ("/core/amount/parse-any-takes-up-to-four-decimals",
+                   test_amount_parse_any_takes_up_to_four_decimals);
 
   g_test_add_func ("/core/hex/encode-lower-case", test_hex_encode);
   g_test_add_func ("/core/hex/decode-exact-length", test_hex_decode);

@@ -45,6 +45,35 @@ test_parse_gives_every_field (void)
   g_assert_cmpstr (uri->currency, ==, "EUR");
   g_assert_cmpuint (uri->expires_at, ==, EXP);
   g_assert_cmpstr (uri->display_name, ==, "Bob's Bakery");
+  /* The payer names the request by the tag in a ble: address. */
+  g_assert_cmpstr (uri->tag, ==, "0a1b2c3d");
+}
+
+/* A stream address names one of several open requests by a tag field,
+ * written after exp, which the payer's Hello then names. */
+static void
+test_tag_field_names_the_request_on_a_stream_address (void)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *text = tally_request_uri_format_tagged ("unix:/run/tally/bob.sock", "0a1b2c3d",
+                                                           500, "EUR", EXP, "", &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (text, ==,
+                   "tally://pay?v=1&to=unix%3A%2Frun%2Ftally%2Fbob.sock&amount=500&cur=EUR"
+                   "&exp=1767232800&tag=0a1b2c3d");
+  g_autoptr (TallyRequestUri) uri = tally_request_uri_parse (text, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (uri->tag, ==, "0a1b2c3d");
+  g_autoptr (TallyRequestUri) bare = tally_request_uri_parse (
+    "tally://pay?v=1&to=unix%3A%2Frun%2Ftally%2Fbob.sock&amount=500&cur=EUR&exp=1767232800",
+    &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (bare->tag, ==, "");
+  /* The writer refuses what the reader refuses. */
+  g_autofree char *bad =
+    tally_request_uri_format_tagged ("ble:0a1b2c3d", "ffffffff", 500, "EUR", EXP, "", &error);
+  g_assert_null (bad);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
 }
 
 static void
@@ -169,9 +198,8 @@ static const Malformed malformed[] = {
     TALLY_ERROR_INVALID_AMOUNT, "cur: \"eur\" is not 3 to 8 upper-case letters" },
   /* Bytes the URI's maker chose come back escaped: no terminal escape
    * sequence and no invalid UTF-8 reaches the payer's screen or JSON. */
-  { "escape-sequence-in-currency",
-    "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=%1B%5B2J&exp=1", TALLY_ERROR_INVALID_AMOUNT,
-    "cur: \"\\033[2J\" is not 3 to 8 upper-case letters" },
+  { "escape-sequence-in-currency", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=%1B%5B2J&exp=1",
+    TALLY_ERROR_INVALID_AMOUNT, "cur: \"\\033[2J\" is not 3 to 8 upper-case letters" },
   { "invalid-utf8-amount", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=%FF&cur=EUR&exp=1",
     TALLY_ERROR_INVALID_AMOUNT,
     "amount: \"\\377\" is not a decimal integer without sign or leading zero" },
@@ -207,6 +235,15 @@ static const Malformed malformed[] = {
     "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name="
     "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
     TALLY_ERROR_MALFORMED, "name: display name is 65 bytes, at most 64" },
+  { "short-tag", "tally://pay?v=1&to=unix%3A%2Fs&amount=1&cur=EUR&exp=1&tag=0a1b2c",
+    TALLY_ERROR_MALFORMED, "tag: \"0a1b2c\" is not 8 lower-case hex digits" },
+  { "upper-case-tag", "tally://pay?v=1&to=unix%3A%2Fs&amount=1&cur=EUR&exp=1&tag=0A1B2C3D",
+    TALLY_ERROR_MALFORMED, "tag: \"0A1B2C3D\" is not 8 lower-case hex digits" },
+  { "empty-tag", "tally://pay?v=1&to=unix%3A%2Fs&amount=1&cur=EUR&exp=1&tag=",
+    TALLY_ERROR_MALFORMED, "tag: \"\" is not 8 lower-case hex digits" },
+  { "tag-contradicting-ble-address",
+    "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&tag=0a1b2c3e", TALLY_ERROR_MALFORMED,
+    "tag: 0a1b2c3e differs from the tag in to" },
 };
 
 static void
@@ -310,6 +347,8 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/core/uri/format-is-canonical", test_format_is_canonical);
   g_test_add_func ("/core/uri/parse-gives-every-field", test_parse_gives_every_field);
+  g_test_add_func ("/core/uri/tag-field-names-the-request-on-a-stream-address",
+                   test_tag_field_names_the_request_on_a_stream_address);
   g_test_add_func ("/core/uri/parse-round-trips-utf8-names-and-tcp",
                    test_parse_round_trips_utf8_names_and_tcp);
   g_test_add_func ("/core/uri/parse-accepts-any-field-order-and-lower-case-hex",

@@ -631,6 +631,39 @@ test_published_handshake_bodies_are_consistent (void)
   g_autoptr (GBytes) request = tally_message_pack (&offer->request->base);
   vector_assert_bytes_equal (request, vector_doc_value (p, "payment_request.body"), "request");
 
+  /* A Hello naming its request: the tag is in T1. */
+  g_autoptr (Tally__SessionMessage) tagged =
+    UNPACK_PUBLISHED (Tally__SessionMessage, tally__session_message, p, "request_tag.hello");
+  g_assert_nonnull (tagged);
+  g_assert_cmpint (tagged->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_HELLO);
+  g_autoptr (GBytes) tag =
+    g_bytes_new (tagged->hello->request_tag.data, tagged->hello->request_tag.len);
+  vector_assert_bytes_equal (tag, vector_doc_value (p, "request_tag.tag"), "request_tag");
+  g_autoptr (GBytes) tagged_key =
+    g_bytes_new (tagged->hello->ephemeral_public_key.data, tagged->hello->ephemeral_public_key.len);
+  g_autoptr (GBytes) gossip_key =
+    g_bytes_new (hello->hello->ephemeral_public_key.data, hello->hello->ephemeral_public_key.len);
+  vector_assert_bytes_equal (tagged_key, gossip_key, "e_a");
+  GBytes *n_a = vector_doc_value (p, "request_tag.commit_nonce");
+  guint8 commit[TALLY_HASH_BYTES], t0[TALLY_HASH_BYTES], t1[TALLY_HASH_BYTES];
+  TallyHash th;
+  tally_hash_init (&th, "handshake-commit", TALLY_HASH_BYTES);
+  tally_hash_update (&th, tagged->hello->ephemeral_public_key.data,
+                     tagged->hello->ephemeral_public_key.len);
+  tally_hash_update (&th, g_bytes_get_data (n_a, NULL), g_bytes_get_size (n_a));
+  tally_hash_final (&th, commit);
+  g_assert_cmpmem (tagged->hello->commitment.data, tagged->hello->commitment.len, commit,
+                   sizeof commit);
+  GBytes *hello_bytes = vector_doc_value (p, "request_tag.hello");
+  tally_hash ("transcript-init", NULL, 0, t0);
+  tally_hash_init (&th, "transcript", TALLY_HASH_BYTES);
+  tally_hash_update (&th, t0, sizeof t0);
+  tally_hash_update_prefixed (&th, g_bytes_get_data (hello_bytes, NULL),
+                              g_bytes_get_size (hello_bytes));
+  tally_hash_final (&th, t1);
+  g_autoptr (GBytes) b_t1 = g_bytes_new (t1, sizeof t1);
+  vector_assert_bytes_equal (b_t1, vector_doc_value (p, "request_tag.t1"), "request_tag.t1");
+
   /* Certificate cache: the hash of A's certificate body stands in for it. */
   guint8 hash[TALLY_HASH_BYTES];
   GBytes *cert_body = vector_doc_value (p, "register_certificate.body");
@@ -713,6 +746,19 @@ test_published_request_uris_parse_and_round_trip (void)
     g_assert_no_error (error);
     g_assert_cmpstr (again, ==, text);
   }
+
+  /* The tagged one names its request; written again with its tag. */
+  GBytes *value = vector_doc_value (p, "request_uri.unix_tagged");
+  g_autofree char *text = g_strndup (g_bytes_get_data (value, NULL), g_bytes_get_size (value));
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyRequestUri) uri = tally_request_uri_parse (text, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (uri->address, ==, "unix:/run/tally/bob.sock");
+  g_assert_cmpstr (uri->tag, ==, "0a1b2c3d");
+  g_autofree char *again = tally_request_uri_format_tagged (
+    uri->address, uri->tag, uri->amount, uri->currency, uri->expires_at, uri->display_name, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (again, ==, text);
 }
 
 /* --- the comparison itself can fail ------------------------------------------ */

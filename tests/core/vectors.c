@@ -452,6 +452,48 @@ build_evidence_proofs (Builder *b, const Scenario *sc, Tally__SignedEnvelope *a_
 /* Handshake bodies that carry what the first payment did not: a gossiped
  * revocation list, a certificate named by its hash, a permission delivered
  * again. */
+/* A Hello naming the payee request with tag 0a1b2c3d (protocol.md 4.2),
+ * with its commitment, and the T1 it starts: the tag is in the
+ * transcript both handshake signatures cover. */
+static void
+build_request_tag (Builder *b, const guint8 e_pk[static crypto_kx_PUBLICKEYBYTES])
+{
+  static const guint8 tag[] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  guint8 n_a[TALLY_NONCE_BYTES], commitment[TALLY_HASH_BYTES];
+  guint8 t0[TALLY_HASH_BYTES], t1[TALLY_HASH_BYTES];
+  TallyHash h;
+
+  memset (n_a, 0x05, sizeof n_a);
+  tally_hash_init (&h, "handshake-commit", TALLY_HASH_BYTES);
+  tally_hash_update (&h, e_pk, crypto_kx_PUBLICKEYBYTES);
+  tally_hash_update (&h, n_a, sizeof n_a);
+  tally_hash_final (&h, commitment);
+
+  Tally__Hello hello = TALLY__HELLO__INIT;
+  hello.version = TALLY_PROTOCOL_VERSION;
+  set_bytes (&hello.ephemeral_public_key, e_pk, crypto_kx_PUBLICKEYBYTES);
+  hello.revocation_serial = 1;
+  set_bytes (&hello.commitment, commitment, sizeof commitment);
+  set_bytes (&hello.request_tag, tag, sizeof tag);
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
+  m.hello = &hello;
+  g_autoptr (GBytes) hello_bytes = tally_message_pack (&m.base);
+
+  tally_hash ("transcript-init", NULL, 0, t0);
+  tally_hash_init (&h, "transcript", TALLY_HASH_BYTES);
+  tally_hash_update (&h, t0, sizeof t0);
+  tally_hash_update_prefixed (&h, g_bytes_get_data (hello_bytes, NULL),
+                              g_bytes_get_size (hello_bytes));
+  tally_hash_final (&h, t1);
+
+  b->section = "request_tag";
+  add (b, "request_tag.tag", tag, sizeof tag);
+  add (b, "request_tag.commit_nonce", n_a, sizeof n_a);
+  add_bytes (b, "request_tag.hello", hello_bytes);
+  add (b, "request_tag.t1", t1, sizeof t1);
+}
+
 static void
 build_handshake_bodies (Builder *b, const Scenario *sc, const Tally__PaymentRequest *request)
 {
@@ -481,6 +523,8 @@ build_handshake_bodies (Builder *b, const Scenario *sc, const Tally__PaymentRequ
   b->section = "gossip";
   add_bytes (b, "gossip.hello", hello_bytes);
   add_bytes (b, "gossip.offer_body", offer_bytes);
+
+  build_request_tag (b, e_pk);
 
   /* The payee holds A's certificate: its hash stands in for it. */
   guint8 cert_hash[TALLY_HASH_BYTES];
@@ -586,6 +630,11 @@ build_request_uris (Builder *b)
     g_assert_nonnull (uri);
     add (b, cases[i].name, uri, strlen (uri));
   }
+  /* One of several requests open on a stream address, named by its tag. */
+  g_autofree char *tagged = tally_request_uri_format_tagged (
+    "unix:/run/tally/bob.sock", "0a1b2c3d", 500, "EUR", VECTORS_TIME + 7200, "", NULL);
+  g_assert_nonnull (tagged);
+  add (b, "request_uri.unix_tagged", tagged, strlen (tagged));
 }
 
 GPtrArray *

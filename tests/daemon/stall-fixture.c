@@ -41,6 +41,8 @@ stall_start (Fixture *f, guint hello_timeout_seconds)
   config->listen = g_strdup (f->listen);
   config->timeout_seconds = TIMEOUT_SECONDS;
   config->hello_timeout_seconds = hello_timeout_seconds;
+  if (f->max_open_requests > 0)
+    config->max_open_requests = f->max_open_requests;
   /* Pay () to a closed loopback port fails at once: finished payments. */
   config->targets.tcp_loopback = TRUE;
 
@@ -219,6 +221,8 @@ payer_start (Fixture *f, Payer *p)
   static const TallyAcceptPolicy policy = { 0 };
   p->payment = tally_payment_new_payer (p->reg, &policy, TIMEOUT_SECONDS);
   tally_payment_set_callbacks (p->payment, &payer_callbacks, p, NULL);
+  if (p->tagged)
+    tally_payment_set_request_tag (p->payment, p->tag);
   tally_payment_connect (p->payment, f->listen);
 }
 

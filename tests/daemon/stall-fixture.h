@@ -30,6 +30,8 @@ typedef struct
   TallyPayment *payment;
   gboolean hold;       /* do not confirm until told */
   gboolean confirming; /* reached CONFIRMING */
+  gboolean tagged;     /* its Hello names the request @tag */
+  guint8 tag[TALLY_REQUEST_TAG_BYTES];
 } Payer;
 
 typedef struct
@@ -40,6 +42,7 @@ typedef struct
   char *socket_path;
   GDBusConnection *connection;
   TallyDaemon *stall;
+  guint max_open_requests; /* [payment] max_open_requests; 0: the default */
 } Fixture;
 
 typedef struct

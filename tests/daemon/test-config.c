@@ -19,6 +19,7 @@ test_defaults (void)
   g_assert_true (g_str_has_prefix (c->listen, "unix:"));
   g_assert_cmpuint (c->timeout_seconds, ==, 60);
   g_assert_cmpuint (c->keep_finished_seconds, ==, 600);
+  g_assert_cmpuint (c->max_open_requests, ==, 1);
   g_assert_false (c->has_issuer_key);
   g_assert_cmpuint (c->policy.max_revocation_age, ==, 0);
   g_assert_cmpint (c->policy.max_amount, ==, 0);
@@ -42,7 +43,8 @@ test_reads_every_key (void)
                      "max_amount=20.50\n"
                      "[payment]\n"
                      "timeout_seconds=30\n"
-                     "keep_finished_seconds=5\n";
+                     "keep_finished_seconds=5\n"
+                     "max_open_requests=3\n";
 
   g_assert_true (tally_config_load_data (c, text, &error));
   g_assert_no_error (error);
@@ -58,6 +60,7 @@ test_reads_every_key (void)
   g_assert_cmpint (c->policy.max_amount, ==, 2050);
   g_assert_cmpuint (c->timeout_seconds, ==, 30);
   g_assert_cmpuint (c->keep_finished_seconds, ==, 5);
+  g_assert_cmpuint (c->max_open_requests, ==, 3);
 }
 
 typedef struct
@@ -77,10 +80,13 @@ static const BadConfig bad_configs[] = {
   { "[transport]\nlisten=/tmp/sock\n", "[transport] listen" },
   { "[transport]\nlisten_address=unix:/tmp/sock\n", "[transport] listen_address" },
   { "[policy]\nmax_amount=-3\n", "[policy] max_amount" },
+  { "[policy]\nmax_amount=1.23456\n", "[policy] max_amount" },
   { "[policy]\nmax_revocation_age_hours=two\n", "[policy] max_revocation_age_hours" },
   { "[payment]\ntimeout_seconds=0\n", "[payment] timeout_seconds" },
   { "[payment]\nkeep_finished_seconds=0\n", "[payment] keep_finished_seconds" },
   { "[payment]\nkeep_finished_seconds=3601\n", "[payment] keep_finished_seconds" },
+  { "[payment]\nmax_open_requests=0\n", "[payment] max_open_requests" },
+  { "[payment]\nmax_open_requests=17\n", "[payment] max_open_requests" },
   { "[paymnet]\ntimeout_seconds=5\n", "[paymnet] timeout_seconds" },
   { "[transport]\nhello_timeout_seconds=0\n", "[transport] hello_timeout_seconds" },
   { "[transport]\nhello_timeout_seconds=61\n", "[transport] hello_timeout_seconds" },
@@ -100,6 +106,27 @@ test_invalid_value_names_group_and_key (void)
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
     g_assert_nonnull (strstr (error->message, bad_configs[i].names));
   }
+}
+
+/* max_amount is in the register's currency, which a fresh register does
+ * not know yet: the text is kept for tallyd to read with the certified
+ * currency (2000 JPY, 20.000 KWD); "0" is none. */
+static void
+test_max_amount_is_kept_for_the_register_currency (void)
+{
+  static const char *const texts[] = { "2000", "20.000", "20.5", "1.2345" };
+  for (gsize i = 0; i < G_N_ELEMENTS (texts); i++) {
+    g_autoptr (TallyConfig) c = tally_config_new ();
+    g_autoptr (GError) error = NULL;
+    g_autofree char *text = g_strdup_printf ("[policy]\nmax_amount=%s\n", texts[i]);
+    g_assert_true (tally_config_load_data (c, text, &error));
+    g_assert_no_error (error);
+    g_assert_cmpstr (c->max_amount, ==, texts[i]);
+  }
+  g_autoptr (TallyConfig) none = tally_config_new ();
+  g_assert_true (tally_config_load_data (none, "[policy]\nmax_amount=0\n", NULL));
+  g_assert_null (none->max_amount);
+  g_assert_cmpint (none->policy.max_amount, ==, 0);
 }
 
 /* polkit only on the system bus, where it is the default. */
@@ -349,6 +376,8 @@ main (int argc, char **argv)
   g_test_add_func ("/daemon/config/pay-targets-read-from-allowed-targets",
                    test_pay_targets_read_from_config);
   g_test_add_func ("/daemon/config/defaults", test_defaults);
+  g_test_add_func ("/daemon/config/max-amount-is-kept-for-the-register-currency",
+                   test_max_amount_is_kept_for_the_register_currency);
   g_test_add_func ("/daemon/config/reads-every-key", test_reads_every_key);
   g_test_add_func ("/daemon/config/invalid-value-names-group-and-key",
                    test_invalid_value_names_group_and_key);

@@ -351,7 +351,7 @@ test_pruning_finished_payments_keeps_the_request (Fixture *f, gconstpointer data
   g_autoptr (GPtrArray) failed = g_ptr_array_new_with_free_func (g_free);
   for (guint i = 0; i < TALLY_DAEMON_MAX_PAYMENTS - 1; i++) {
     g_autoptr (GError) error = NULL;
-    char *path = tally_daemon_pay (f->stall, "tcp:127.0.0.1:1", ":1.0", 5000 + i, 30, &error);
+    char *path = tally_daemon_pay (f->stall, "tcp:127.0.0.1:1", NULL, ":1.0", 5000 + i, 30, &error);
     g_assert_no_error (error);
     g_ptr_array_add (failed, path);
   }

@@ -44,6 +44,7 @@ typedef struct
   GDBusConnection *client;
   Node alice;
   Node bob;
+  const char *max_amount; /* [policy] max_amount of nodes started next, NULL: none */
 } Fixture;
 
 typedef struct
@@ -88,6 +89,7 @@ node_start_with (Fixture *f, Node *node, const char *name, gboolean issuer_key)
   g_free (config->listen);
   config->listen = g_strdup_printf ("unix:%s/%s.sock", f->dir, name);
   config->timeout_seconds = TIMEOUT_SECONDS;
+  config->max_amount = g_strdup (f->max_amount);
   g_strfreev (config->targets.unix_dirs);
   config->targets.unix_dirs = g_strsplit (f->dir, ";", -1);
   node->listen = g_strdup (config->listen);
@@ -191,6 +193,8 @@ fixture_set_up (Fixture *f, gconstpointer data)
   g_autoptr (GError) error = NULL;
 
   test_issuer_init (&f->issuer);
+  if (data != NULL)
+    f->issuer.currency = data; /* the registers' currency, e.g. "JPY" */
   tally_dbus_error_register ();
   f->dir = g_dir_make_tmp ("tally-test-tallyctl-XXXXXX", &error);
   g_assert_no_error (error);
@@ -410,6 +414,94 @@ test_limits_in_errors_read_as_amounts (Fixture *f, gconstpointer data)
                    ", above the certified cap of 1000.00 " TEST_CURRENCY);
   run_clear (&load);
   g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+}
+
+/* The same in yen, which has no minor unit (ISO 4217): the limit, the
+ * balance and what tallyctl takes are whole yen, and "12.5" is refused
+ * before anything is asked for.  The fixture certifies 5000 minor units
+ * per payment and loads 10000: 5000 JPY and 10000 JPY. */
+static void
+test_jpy_amounts_have_no_decimals (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GVariant) reply = call (f, &f->bob, "RequestPayment",
+                                     g_variant_new ("(tsa{sv})", (guint64) 6000, "", NULL), "(o)");
+  Run pay = { 0 };
+  run_tallyctl (
+    &pay, NULL,
+    (const char *const[]){ "--name", node_name (&f->alice), "pay", f->bob.listen, "--yes", NULL });
+  g_assert_cmpint (pay.status, ==, STATUS_FAIL);
+  assert_contains (pay.err, "org.tally.Error.LimitPayment: 6000 JPY"
+                            " is above the certified limit of 5000 JPY per payment");
+  run_clear (&pay);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+
+  Run balance = { 0 };
+  run_tallyctl (&balance, NULL,
+                (const char *const[]){ "--name", node_name (&f->alice), "balance", NULL });
+  g_assert_cmpint (balance.status, ==, STATUS_OK);
+  g_assert_cmpstr (balance.out, ==, "10000 JPY\n");
+  run_clear (&balance);
+
+  Run request = { 0 };
+  run_tallyctl (&request, NULL,
+                (const char *const[]){ "--name", node_name (&f->bob), "request", "12.5", NULL });
+  g_assert_cmpint (request.status, ==, STATUS_INVALID_INPUT);
+  assert_contains (request.err, "\"12.5\": JPY has no minor unit, write a whole number like 12");
+  run_clear (&request);
+}
+
+/* tallyd reads [policy] max_amount in its register's currency once the
+ * certificate names it: "2500.5" is no yen amount and keeps tallyd from
+ * starting; "3000" is 3000 JPY, and the payer refuses a request above it,
+ * in yen, before it signs anything. */
+static void
+test_jpy_max_amount_is_read_in_yen (Fixture *f, gconstpointer data)
+{
+  node_stop (&f->alice);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyConfig) config = tally_config_new ();
+  g_assert_true (tally_config_load_data (config, "[policy]\nmax_amount=2500.5\n", &error));
+  g_free (config->register_dir);
+  config->register_dir = g_build_filename (f->dir, "alice", NULL);
+  g_free (config->listen);
+  config->listen = g_strdup_printf ("unix:%s/alice-again.sock", f->dir);
+  TallyDaemon *refused = tally_daemon_new (config, &error);
+  g_assert_null (refused);
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
+  g_assert_cmpstr (error->message, ==,
+                   "[policy] max_amount: \"2500.5\": JPY has no minor unit, write a whole number "
+                   "like 12");
+
+  f->max_amount = "3000";
+  node_start (f, &f->alice, "alice");
+  g_autoptr (GVariant) reply = call (f, &f->bob, "RequestPayment",
+                                     g_variant_new ("(tsa{sv})", (guint64) 4000, "", NULL), "(o)");
+  Run pay = { 0 };
+  run_tallyctl (
+    &pay, NULL,
+    (const char *const[]){ "--name", node_name (&f->alice), "pay", f->bob.listen, "--yes", NULL });
+  g_assert_cmpint (pay.status, ==, STATUS_FAIL);
+  assert_contains (pay.err, "the request for 4000 JPY is above our limit of 3000 JPY per payment");
+  run_clear (&pay);
+  g_assert_cmpint (get_balance (f, &f->alice), ==, 10000);
+}
+
+/* A payee does not ask for more than its own [policy] max_amount: a payer
+ * would sign a payment that the payee's session then refuses. */
+static void
+test_request_above_own_max_amount_is_refused (Fixture *f, gconstpointer data)
+{
+  node_stop (&f->bob);
+  f->max_amount = "30";
+  node_start (f, &f->bob, "bob");
+  Run request = { 0 };
+  run_tallyctl (&request, NULL,
+                (const char *const[]){ "--name", node_name (&f->bob), "request", "40", NULL });
+  g_assert_cmpint (request.status, ==, STATUS_FAIL);
+  assert_contains (request.err, "org.tally.Error.Policy: 40.00 " TEST_CURRENCY
+                                " is above our limit of 30.00 " TEST_CURRENCY " per payment");
+  run_clear (&request);
+  g_assert_cmpint (get_balance (f, &f->bob), ==, 0);
 }
 
 /* --- - for standard input and output --- */
@@ -671,6 +763,12 @@ main (int argc, char **argv)
        test_voucher_loaded_twice_says_already_loaded);
   ADD ("/daemon/tallyctl/message/limits-in-errors-read-as-amounts",
        test_limits_in_errors_read_as_amounts);
+  g_test_add ("/daemon/tallyctl/message/jpy-amounts-have-no-decimals", Fixture, "JPY",
+              fixture_set_up, test_jpy_amounts_have_no_decimals, fixture_tear_down);
+  ADD ("/daemon/tallyctl/message/request-above-own-max-amount-is-refused",
+       test_request_above_own_max_amount_is_refused);
+  g_test_add ("/daemon/tallyctl/message/jpy-max-amount-is-read-in-yen", Fixture, "JPY",
+              fixture_set_up, test_jpy_max_amount_is_read_in_yen, fixture_tear_down);
   ADD ("/daemon/tallyctl/dash-is-stdin-and-stdout-for-files",
        test_dash_is_stdin_and_stdout_for_files);
 #undef ADD

@@ -11,6 +11,7 @@ test_issuer_init (TestIssuer *issuer)
   g_assert_cmpint (sodium_init (), >=, 0);
   issuer->secret_key = tally_secret_key_new ();
   crypto_sign_keypair (issuer->public_key, issuer->secret_key);
+  issuer->currency = TEST_CURRENCY;
 }
 
 void
@@ -47,7 +48,7 @@ test_issuer_certify_named (TestIssuer *issuer,
   cert.register_public_key.len = TALLY_PUBLIC_KEY_BYTES;
   cert.register_id.data = (guint8 *) tally_register_get_id (reg);
   cert.register_id.len = TALLY_ID_BYTES;
-  cert.currency = (char *) TEST_CURRENCY;
+  cert.currency = (char *) issuer->currency;
   cert.limits = &limits;
   cert.not_before = now - 3600;
   cert.not_after = now + 30 * 24 * 3600;
@@ -74,7 +75,7 @@ test_issuer_key_set (TestIssuer *issuer)
   ks.public_key.len = TALLY_PUBLIC_KEY_BYTES;
   ks.key_id.data = key_id;
   ks.key_id.len = TALLY_ID_BYTES;
-  ks.currency = (char *) TEST_CURRENCY;
+  ks.currency = (char *) issuer->currency;
   ks.name = "Test Issuer";
   ks.created_at = tally_now ();
 
@@ -92,7 +93,7 @@ test_issuer_voucher (TestIssuer *issuer, TallyRegister *reg, guint64 sequence, g
   tally_key_id_from_key (issuer->public_key, key_id);
 
   Tally__Amount value = TALLY__AMOUNT__INIT;
-  value.currency = (char *) TEST_CURRENCY;
+  value.currency = (char *) issuer->currency;
   value.value = amount;
 
   Tally__LoadVoucher voucher = TALLY__LOAD_VOUCHER__INIT;

@@ -16,6 +16,7 @@ typedef struct
 {
   guint8 public_key[TALLY_PUBLIC_KEY_BYTES];
   guint8 *secret_key; /* sodium-guarded */
+  const char *currency; /* TEST_CURRENCY unless a test sets another */
 } TestIssuer;
 
 void test_issuer_init (TestIssuer *issuer);

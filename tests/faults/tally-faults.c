@@ -700,6 +700,7 @@ error_expected (const Pay *p, const GError *error)
   case TALLY_ERROR_EXISTS:
   case TALLY_ERROR_NOT_AUTHORIZED:
   case TALLY_ERROR_ALREADY_PAID:
+  case TALLY_ERROR_REQUEST_UNNAMED:
   case TALLY_ERROR_WRONG_REGISTER: return FALSE;
   }
   return FALSE;

@@ -9,7 +9,9 @@
  *   u8     setup: bits 0-1 memo; bit 2 the payee's policy caps the amount
  *          below it; bit 3 the payer's does; bit 4 the payee wants a
  *          revocation list younger than a day; bit 5 the payer renews its
- *          certificate first (so the payee has not cached it)
+ *          certificate first (so the payee has not cached it); bit 6 the
+ *          payee's request has a tag and the payer's Hello names it; bit 7
+ *          the Hello names another tag (docs/protocol.md 4.2)
  *   steps, at most MAX_STEPS: u8 op, then its operands.  Deliveries go to
  *   the payee and the payer in turn, starting with the payee, which
  *   receives the payer's Hello.  What a side sent in its last turn that
@@ -42,8 +44,10 @@
  *    payee, which has not seen the reveal yet, shows no code;
  *  - the payee shows a code only once a reveal opened the Hello's
  *    commitment (WAIT_PAY on), and then the payer's;
- *  - relaying every message untouched, without policies in the way,
- *    completes the payment on both sides.
+ *  - a payer whose Hello names another request than the payee's never
+ *    pays it, and the payee is never credited;
+ *  - relaying every message untouched, without policies in the way or
+ *    another request named, completes the payment on both sides.
  */
 
 #include <string.h>
@@ -70,6 +74,11 @@ int LLVMFuzzerInitialize (int *argc, char ***argv);
 #define SETUP_PAYER_POLICY  0x08
 #define SETUP_REVOCATION    0x10
 #define SETUP_RENEW         0x20
+#define SETUP_TAG           0x40
+#define SETUP_OTHER_TAG     0x80
+
+static const guint8 payee_tag[TALLY_REQUEST_TAG_BYTES] = { 0x0a, 0x1b, 0x2c, 0x3d };
+static const guint8 other_tag[TALLY_REQUEST_TAG_BYTES] = { 0x0a, 0x1b, 0x2c, 0x3e };
 
 enum
 {
@@ -399,13 +408,18 @@ payment_round (const guint8 *data, size_t size)
   g_assert_no_error (error);
   g_assert_nonnull (r.s[PAYEE]);
   r.s[PAYER] = tally_session_new_payer (payer_reg, &payer_policy);
+  if ((setup & SETUP_TAG) != 0)
+    tally_session_set_request_tag (r.s[PAYEE], payee_tag);
+  gboolean other = (setup & SETUP_OTHER_TAG) != 0;
+  if ((setup & (SETUP_TAG | SETUP_OTHER_TAG)) != 0)
+    tally_session_set_request_tag (r.s[PAYER], other ? other_tag : payee_tag);
   GBytes *hello = tally_session_start (r.s[PAYER], &error);
   g_assert_no_error (error);
   g_assert_nonnull (hello);
   r.step = G_MAXUINT - 1; /* before step 0 */
   send_to (&r, PAYEE, hello);
 
-  gboolean honest = !policies;
+  gboolean honest = !policies && !other;
   guint delivered = 0;
   for (guint step = 0; step < MAX_STEPS && !fuzz_input_done (&in); step++) {
     int side = step % 2 == 0 ? PAYEE : PAYER;
@@ -493,6 +507,13 @@ payment_round (const guint8 *data, size_t size)
     check_codes (&r);
   }
 
+  /* Another request named: whatever else is delivered (a Hello made up
+   * with the payee's tag opens an offer the payer cannot read), the payee
+   * is never paid. */
+  if (other) {
+    g_assert_cmpint (tally_session_get_state (r.s[PAYEE]), !=, TALLY_SESSION_STATE_DONE);
+    g_assert_cmpint (tally_register_get_balance (payee_reg), ==, r.balance0[PAYEE]);
+  }
   if (honest && delivered >= 4) {
     g_assert_cmpint (tally_session_get_state (r.s[PAYEE]), ==, TALLY_SESSION_STATE_DONE);
     g_assert_cmpint (tally_session_get_state (r.s[PAYER]), ==, TALLY_SESSION_STATE_DONE);

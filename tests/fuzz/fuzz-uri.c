@@ -9,8 +9,11 @@
  *  - tally_request_uri_parse refuses with MALFORMED, VERSION,
  *    INVALID_AMOUNT or OVERFLOW, or returns fields that keep every promise
  *    of tally-uri.h (version 1, amount in 1..TALLY_AMOUNT_MAX, a valid
- *    currency, expiry > 0, an address of the transport it names);
- *  - what parses formats again (tally_request_uri_format), that canonical
+ *    currency, expiry > 0, an address of the transport it names, a
+ *    request tag that is "" or 8 lower-case hex digits, the one in a
+ *    ble: address);
+ *  - what parses formats again (tally_request_uri_format_tagged, with the
+ *    tag of a stream address), that canonical
  *    text is at most TALLY_URI_MAX_LEN bytes, parses to the same fields,
  *    and formats to the same text (the canonical form is a fixed point);
  *  - tally_request_uri_check_offer accepts the URI's own terms before its
@@ -72,6 +75,11 @@ check_promises (const TallyRequestUri *uri)
     g_error ("address \"%s\" does not match its transport", uri->address ? uri->address : "(null)");
   if (uri->display_name == NULL)
     g_error ("display name is NULL, not \"\"");
+  if (uri->tag == NULL || (uri->tag[0] != '\0' && strlen (uri->tag) != 8) ||
+      strspn (uri->tag, "0123456789abcdef") != strlen (uri->tag))
+    g_error ("tag \"%s\" is neither empty nor 8 lower-case hex digits", uri->tag ? uri->tag : "");
+  if (uri->transport == TALLY_URI_TRANSPORT_BLE && strcmp (uri->tag, uri->address + 4) != 0)
+    g_error ("tag %s is not the one in %s", uri->tag, uri->address);
 }
 
 static void
@@ -79,7 +87,7 @@ check_same (const TallyRequestUri *a, const TallyRequestUri *b)
 {
   if (a->transport != b->transport || a->amount != b->amount || a->expires_at != b->expires_at ||
       g_strcmp0 (a->address, b->address) != 0 || g_strcmp0 (a->currency, b->currency) != 0 ||
-      g_strcmp0 (a->display_name, b->display_name) != 0)
+      g_strcmp0 (a->display_name, b->display_name) != 0 || g_strcmp0 (a->tag, b->tag) != 0)
     g_error ("the canonical URI parses to other fields");
 }
 
@@ -87,8 +95,11 @@ static char *
 format (const TallyRequestUri *uri)
 {
   g_autoptr (GError) error = NULL;
-  char *text = tally_request_uri_format (uri->address, uri->amount, uri->currency,
-                                         uri->expires_at, uri->display_name, &error);
+  /* A ble: address holds its tag: the field would only repeat it. */
+  const char *tag =
+    uri->transport != TALLY_URI_TRANSPORT_BLE && uri->tag[0] != '\0' ? uri->tag : NULL;
+  char *text = tally_request_uri_format_tagged (uri->address, tag, uri->amount, uri->currency,
+                                                uri->expires_at, uri->display_name, &error);
   if (text == NULL)
     g_error ("a parsed URI does not format again: %s", error->message);
   if (strlen (text) > TALLY_URI_MAX_LEN)

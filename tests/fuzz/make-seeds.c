@@ -339,6 +339,15 @@ seeds_messages (World *w)
     g_bytes_get_size (w->error_msg), "error", NULL);
   g_assert_true (hello != NULL && offer != NULL && error != NULL);
   message_seed ("hello", M_HELLO, &hello->hello->base);
+  /* A Hello naming the payee request it answers (docs/protocol.md 4.2). */
+  static const guint8 tag[] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  hello->hello->request_tag.data = (guint8 *) tag;
+  hello->hello->request_tag.len = sizeof tag;
+  message_seed ("hello-tagged", M_HELLO, &hello->hello->base);
+  g_autoptr (GBytes) tagged = tally_message_pack (&hello->base);
+  write_seed_prefixed (h, "session-hello-tagged", M_SESSION_MESSAGE, tagged);
+  hello->hello->request_tag.data = NULL;
+  hello->hello->request_tag.len = 0;
   message_seed ("offer", M_OFFER, &offer->offer->base);
   message_seed ("error", M_ERROR, &error->error->base);
 
@@ -944,6 +953,11 @@ seeds_session (World *w)
   session_seed ("honest-long-memo", honest_long_memo, sizeof honest_long_memo);
   static const guint8 honest_renewed[] = { 0x00, 0x63, 0x22, 0, 0, 0, 0 };
   session_seed ("honest-renewed-certificate", honest_renewed, sizeof honest_renewed);
+  /* The Hello names the payee's request; then another one. */
+  static const guint8 honest_tagged[] = { 0x00, 0x63, 0x41, 0, 0, 0, 0 };
+  session_seed ("honest-tagged", honest_tagged, sizeof honest_tagged);
+  static const guint8 other_tag[] = { 0x00, 0x63, 0xc1, 0, 0, 0, 0 };
+  session_seed ("other-tag", other_tag, sizeof other_tag);
   static const guint8 clock[] = { 0x00, 0x10, 0x00, S_DELIVER | S_CLOCK, 5, 0, 0, 0 };
   session_seed ("honest-later", clock, sizeof clock);
   static const guint8 expired[] = { 0x00, 0x10, 0x00, 0, S_DELIVER | S_CLOCK, 0xff, 0, 0 };
@@ -1170,6 +1184,9 @@ seeds_uri (void)
     { "repeated", "tally://pay?v=1&v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1" },
     { "bad-escape", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=%G0" },
     { "nul-escape", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&name=a%00b" },
+    { "unix-tagged", "tally://pay?v=1&to=unix%3A%2Frun%2Ftally%2Fbob.sock&amount=500&cur=EUR"
+                     "&exp=1767232800&tag=0a1b2c3d" },
+    { "tag-against-ble", "tally://pay?v=1&to=ble%3A0a1b2c3d&amount=1&cur=EUR&exp=1&tag=0a1b2c3e" },
   };
 
   for (gsize i = 0; i < G_N_ELEMENTS (uris); i++)

@@ -7,7 +7,8 @@
 # completion; so is every option of the program and of each command, as
 # its --help lists it.  tallyd(8) names every option of tallyd --help, and
 # tallyd.conf(5) every key daemon/tally-config.c knows, in its group;
-# tally-issuerd(8) every option of tally-issuerd --help.  TAP.
+# tally-issuerd(8) every option of tally-issuerd --help, and every key
+# tally-issuerd.c reads, as the default tally-issuerd.conf does.  TAP.
 #
 #   test-cli-docs.sh SOURCE_ROOT TALLYCTL TALLY_ISSUER TALLYD TALLY_ISSUERD
 #
@@ -149,6 +150,41 @@ else
   not_ok "tallyd.conf.5.scd documents exactly the keys tally-config.c knows"
   diff <(echo "$known_keys") <(echo "$man_keys") | sed 's/^/# /' || true
 fi
+
+# tally-issuerd(8): each *key*= under its *[group]* of CONFIGURATION, as
+# group.key, against known_keys[] of tally-issuerd.c (which refuses any
+# other key) and the keys of the default data/tally-issuerd.conf.in.
+issuerd_known=$(sed -n '/^} known_keys\[\] = {/,/^};/s/^ *{ "\([a-z]*\)", "\([a-z_]*\)" },$/\1.\2/p' \
+                  "$SRC/issuer/tally-issuerd.c" | sort)
+issuerd_man=$(awk '/^# / { g = "" }
+                   /^\*\[[a-z]+\]\*$/ { g = substr($0, 3, length($0) - 4); next }
+                   g != "" { s = $0
+                             while (match(s, /\*[a-z_]+\*=/)) {
+                               print g "." substr(s, RSTART + 1, RLENGTH - 3); s = substr(s, RSTART + RLENGTH)
+                             } }' "$SRC/docs/man/tally-issuerd.8.scd" | sort -u)
+issuerd_conf=$(awk '/^\[[a-z]+\]$/ { g = substr($0, 2, length($0) - 2); next }
+                    /^#?[a-z_]+=/ { k = $0; sub(/^#/, "", k); sub(/=.*/, "", k); print g "." k }' \
+                 "$SRC/data/tally-issuerd.conf.in" | sort)
+if [ -n "$issuerd_known" ] && [ "$issuerd_known" = "$issuerd_man" ]; then
+  ok "tally-issuerd.8.scd documents the $(wc -l <<<"$issuerd_known") keys tally-issuerd.c knows, each in its group, and no other"
+else
+  not_ok "tally-issuerd.8.scd documents exactly the keys tally-issuerd.c knows"
+  diff <(echo "$issuerd_known") <(echo "$issuerd_man") | sed 's/^/# /' || true
+fi
+if [ -n "$issuerd_known" ] && [ "$issuerd_known" = "$issuerd_conf" ]; then
+  ok "data/tally-issuerd.conf.in shows the $(wc -l <<<"$issuerd_known") keys tally-issuerd.c knows, and no other"
+else
+  not_ok "data/tally-issuerd.conf.in shows exactly the keys tally-issuerd.c knows"
+  diff <(echo "$issuerd_known") <(echo "$issuerd_conf") | sed 's/^/# /' || true
+fi
+# tally-issuerd --help names each key too.
+missing=()
+help=$("$ISSUERD" --help)
+for gk in $issuerd_known; do
+  grep -Eq "(^| )${gk#*.}=" <<<"$help" || missing+=("$gk")
+done
+if [ "${#missing[@]}" -eq 0 ]; then ok "tally-issuerd --help names every key it reads"
+else not_ok "tally-issuerd --help lacks the keys: ${missing[*]}"; fi
 
 echo "1..$n"
 exit "$failed"

@@ -71,6 +71,10 @@ activation=${dir[datadir]}/dbus-1/system-services/org.tally.Tally.service
 conf=${dir[sysconfdir]}/tally/tallyd.conf
 sysusers=${dir[sysusersdir]}/tally.conf
 tmpfiles=${dir[tmpfilesdir]}/tally.conf
+issuerd_unit=${dir[unitdir]}/tally-issuerd.service
+issuerd_conf=${dir[sysconfdir]}/tally/tally-issuerd.conf
+issuer_sysusers=${dir[sysusersdir]}/tally-issuer.conf
+issuer_tmpfiles=${dir[tmpfilesdir]}/tally-issuer.conf
 man_pages=(
   "${dir[mandir]}/man8/tallyd.8"
   "${dir[mandir]}/man5/tallyd.conf.5"
@@ -97,6 +101,10 @@ expected=(
   "$sysusers"
   "$tmpfiles"
   "$conf"
+  "$issuerd_unit"
+  "$issuer_sysusers"
+  "$issuer_tmpfiles"
+  "$issuerd_conf"
   "${dir[wireshark_plugindir]}/tally.lua"
   "${man_pages[@]}"
   "${completions[@]}"
@@ -182,6 +190,17 @@ done
 check "tallyd.service grants no capability" \
   bash -c '! grep -E "^(CapabilityBoundingSet|AmbientCapabilities)=." "$1"' _ "$D$unit"
 
+issuerd_unit_has() { grep -Fqx -- "$1" "$D$issuerd_unit"; }
+for line in "ExecStart=${dir[sbindir]}/tally-issuerd --config $issuerd_conf" \
+            "User=tally-issuer" "Group=tally-issuer" "StateDirectory=tally-issuer" \
+            "StateDirectoryMode=0700" "ProtectSystem=strict" "ProtectHome=yes" "PrivateTmp=yes" \
+            "PrivateDevices=yes" "NoNewPrivileges=yes" "CapabilityBoundingSet=" \
+            "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX"; do
+  check "tally-issuerd.service has $line" issuerd_unit_has "$line"
+done
+check "tally-issuerd.service grants no capability" \
+  bash -c '! grep -E "^(CapabilityBoundingSet|AmbientCapabilities)=." "$1"' _ "$D$issuerd_unit"
+
 if command -v systemd-analyze > /dev/null 2>&1; then
   # Type=dbus needs dbus.socket: the machine's D-Bus units, copied into the
   # throwaway root, stand in for an installed dbus.
@@ -193,16 +212,19 @@ if command -v systemd-analyze > /dev/null 2>&1; then
       fi
     done
   done
-  rc=0
-  out=$(systemd-analyze verify --man=no --root="$D" tallyd.service 2>&1) || rc=$?
-  if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
-    ok "systemd-analyze verify accepts tallyd.service without a word"
-  else
-    not_ok "systemd-analyze verify tallyd.service (status $rc)"
-    printf '%s\n' "$out" | sed 's/^/# /'
-  fi
+  for u in tallyd.service tally-issuerd.service; do
+    rc=0
+    out=$(systemd-analyze verify --man=no --root="$D" "$u" 2>&1) || rc=$?
+    if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+      ok "systemd-analyze verify accepts $u without a word"
+    else
+      not_ok "systemd-analyze verify $u (status $rc)"
+      printf '%s\n' "$out" | sed 's/^/# /'
+    fi
+  done
 else
-  skip "systemd-analyze verify tallyd.service" "systemd-analyze is missing (Debian package systemd)"
+  skip "systemd-analyze verify tallyd.service and tally-issuerd.service" \
+    "systemd-analyze is missing (Debian package systemd)"
 fi
 
 # --- D-Bus activation -----------------------------------------------------------
@@ -223,6 +245,14 @@ if command -v systemd-sysusers > /dev/null 2>&1; then
     not_ok "systemd-sysusers creates the user and the group tally"
     printf '%s\n' "$out" | sed 's/^/# /'
   fi
+  out=$(systemd-sysusers --dry-run --root="$D" "$D$issuer_sysusers" 2>&1) || true
+  if grep -q "Creating user 'tally-issuer'" <<<"$out" &&
+     grep -q "Creating group 'tally-issuer'" <<<"$out"; then
+    ok "systemd-sysusers creates the user and the group tally-issuer"
+  else
+    not_ok "systemd-sysusers creates the user and the group tally-issuer"
+    printf '%s\n' "$out" | sed 's/^/# /'
+  fi
 else
   skip "systemd-sysusers creates the user tally" "systemd-sysusers is missing (Debian package systemd)"
 fi
@@ -231,6 +261,9 @@ for line in "d /var/lib/tally 0750 tally tally -" "d /run/tally 0750 tally tally
             "d ${dir[sysconfdir]}/tally 0755 root root -"; do
   check "tmpfiles.d/tally.conf has \"$line\"" tmp_has "$line"
 done
+
+check "tmpfiles.d/tally-issuer.conf has \"d /var/lib/tally-issuer 0700 tally-issuer tally-issuer -\"" \
+  grep -Fqx -- "d /var/lib/tally-issuer 0700 tally-issuer tally-issuer -" "$D$issuer_tmpfiles"
 
 # --- the default configuration ---------------------------------------------------
 # Its commented keys, as group.key, against known_keys[] of tally-config.c.
@@ -246,6 +279,22 @@ else
 fi
 check "tallyd.conf sets nothing: every key is a comment" \
   bash -c '! grep -Ev "^(#.*|\[[a-z]+\]|)$" "$1"' _ "$D$conf"
+
+# tally-issuerd.conf: its keys, commented or set, against known_keys[] of
+# tally-issuerd.c; only the issuer directory, which has no default, is set.
+issuerd_conf_keys=$(awk '/^\[[a-z]+\]$/ { g = substr($0, 2, length($0) - 2); next }
+                 /^#?[a-z_]+=/ { k = $0; sub(/^#/, "", k); sub(/=.*/, "", k); print g "." k }' \
+                 "$D$issuerd_conf" | sort)
+issuerd_known_keys=$(sed -n '/^} known_keys\[\] = {/,/^};/s/^ *{ "\([a-z]*\)", "\([a-z_]*\)" },$/\1.\2/p' \
+                 "$SRC/issuer/tally-issuerd.c" | sort)
+if [ -n "$issuerd_known_keys" ] && [ "$issuerd_conf_keys" = "$issuerd_known_keys" ]; then
+  ok "tally-issuerd.conf shows each of the $(wc -l <<<"$issuerd_known_keys") keys tally-issuerd.c knows, and no other"
+else
+  not_ok "tally-issuerd.conf shows exactly the keys tally-issuerd.c knows"
+  diff <(echo "$issuerd_known_keys") <(echo "$issuerd_conf_keys") | sed 's/^/# /' || true
+fi
+check "tally-issuerd.conf sets only [issuer] dir=/var/lib/tally-issuer" \
+  test "$(grep -Ev '^(#.*|\[[a-z]+\]|)$' "$D$issuerd_conf")" = "dir=/var/lib/tally-issuer"
 
 # The defaults it shows are the ones the installed tallyd has (-Ddefaults).
 help=$("$D${dir[sbindir]}/tallyd" --help 2>&1) || true
@@ -338,7 +387,7 @@ if [ -n "$bash_completion" ]; then
     not_ok "tallyctl load FILE<TAB> completes a file name, not \"$out\""
   fi
   wanted=$(printf '%s\n' init key account-create deposit balance certify voucher reconcile revoke \
-             revocations fraud-proofs audit | sort)
+             lost refund-lost prune revocations fraud-proofs audit | sort)
   out=$(complete_words "$issuer_completion" tally-issuer "" 2>&1 | sort) || true
   if [ "$out" = "$wanted" ]; then ok "tally-issuer <TAB> offers its $(wc -l <<<"$wanted") commands"; else
     not_ok "tally-issuer <TAB> offers its commands"

@@ -195,6 +195,57 @@ test_cli_certifies_display_name (Fixture *f, gconstpointer data)
   g_assert_cmpuint (c->serial, ==, 1);
 }
 
+/* "lost" revokes at once; "refund-lost" pays nothing before the window
+ * (its payment after the window: tests/issuer/test-issuer-refund.c). */
+static void
+test_cli_lost_register_waits_for_refund_window (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) account = RUN (f, "account-create", "alice");
+  expect_ok (&account);
+  g_auto (Run) account_b = RUN (f, "account-create", "bob");
+  expect_ok (&account_b);
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "100.00");
+  expect_ok (&dep);
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  g_autofree char *key = tally_hex_encode (reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  g_autofree char *id = tally_hex_encode (reg->id, TALLY_ID_BYTES);
+  g_auto (Run) cert = RUN (f, "certify", "--account", "alice", "--key", key, "--out", "a.cert");
+  expect_ok (&cert);
+  g_auto (Run) v = RUN (f, "voucher", "--register", id, "--amount", "20.00", "--out", "v.bin");
+  expect_ok (&v);
+
+  g_auto (Run) wrong = RUN (f, "lost", "bob", id);
+  expect_failure (&wrong, 1, NULL);
+  g_auto (Run) bad = RUN (f, "lost", "alice", "xyz");
+  expect_failure (&bad, 2, "register id");
+  g_auto (Run) lost = RUN (f, "lost", "alice", id);
+  expect_ok (&lost);
+  g_assert_nonnull (strstr (lost.out, "reported lost and revoked"));
+
+  g_auto (Run) refund = RUN (f, "refund-lost");
+  expect_ok (&refund);
+  g_assert_nonnull (strstr (refund.out, "0 lost register(s) refunded, 0.00 EUR in all; "
+                                        "1 waiting for their window, the next due at "));
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  g_assert_cmpstr (bal.out, ==, "80.00 EUR\n");
+  g_auto (Run) audit = RUN (f, "audit", "--json");
+  expect_ok (&audit);
+  g_assert_null (strstr (audit.out, "\"lost_at\": 0,"));
+  g_assert_nonnull (strstr (audit.out, "\"refunded_at\": 0, \"refunded\": 0, \"recovered\": 0"));
+}
+
+static void
+test_cli_prune_keeps_young_answers (Fixture *f, gconstpointer data)
+{
+  init_issuer (f);
+  g_auto (Run) r = RUN (f, "prune");
+  expect_ok (&r);
+  g_assert_cmpstr (r.out, ==, "0 kept answer(s) older than 90 day(s) pruned, 0 kept\n");
+  g_auto (Run) bad = RUN (f, "prune", "--keep-days", "0");
+  expect_failure (&bad, 2, "--keep-days");
+}
+
 static void
 test_cli_help_lists_every_command (Fixture *f, gconstpointer data)
 {
@@ -215,6 +266,29 @@ test_cli_help_lists_every_command (Fixture *f, gconstpointer data)
     g_assert_nonnull (strstr (sub.out, usage));
     g_assert_nonnull (strstr (sub.out, "--dir"));
   }
+}
+
+/* A yen issuer takes and prints whole yen (ISO 4217: no minor unit);
+ * "12.5" is a usage error that changes nothing. */
+static void
+test_cli_jpy_amounts_have_no_decimals (Fixture *f, gconstpointer data)
+{
+  f->spec = test_store_spec_new ();
+  g_auto (Run) init =
+    test_store_is_pg ()
+      ? RUN (f, "init", "--name", "Yen Bank", "--currency", "JPY", "--store", f->spec)
+      : RUN (f, "init", "--name", "Yen Bank", "--currency", "JPY");
+  expect_ok (&init);
+  g_auto (Run) create = RUN (f, "account-create", "alice");
+  expect_ok (&create);
+  g_auto (Run) bad = RUN (f, "deposit", "alice", "12.5");
+  expect_failure (&bad, 2, "\"12.5\": JPY has no minor unit");
+  g_auto (Run) deposit = RUN (f, "deposit", "alice", "1250");
+  expect_ok (&deposit);
+  g_assert_nonnull (strstr (deposit.out, "deposited 1250 JPY into \"alice\", balance 1250 JPY"));
+  g_auto (Run) balance = RUN (f, "balance", "alice");
+  expect_ok (&balance);
+  g_assert_cmpstr (balance.out, ==, "1250 JPY\n");
 }
 
 static void
@@ -680,10 +754,14 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, Fixture, NULL, fixture_setup, fn, fixture_teardown)
   ADD ("/issuer/cli/help-lists-every-command-with-examples", test_cli_help_lists_every_command);
   ADD ("/issuer/cli/usage-errors-exit-2", test_cli_usage_errors_exit_2);
+  ADD ("/issuer/cli/jpy-amounts-have-no-decimals", test_cli_jpy_amounts_have_no_decimals);
   ADD ("/issuer/cli/init-refuses-unknown-store", test_cli_init_refuses_unknown_store);
   ADD ("/issuer/cli/init-records-store-for-later-commands",
        test_cli_init_records_store_for_later_commands);
   ADD ("/issuer/cli/certifies-display-name", test_cli_certifies_display_name);
+  ADD ("/issuer/cli/lost-register-waits-for-refund-window",
+       test_cli_lost_register_waits_for_refund_window);
+  ADD ("/issuer/cli/prune-keeps-young-answers", test_cli_prune_keeps_young_answers);
   ADD ("/issuer/cli/runs-accounts-certificates-and-vouchers",
        test_cli_runs_accounts_certificates_and_vouchers);
   ADD ("/issuer/cli/reconciles-and-reports-fraud", test_cli_reconciles_and_reports_fraud);

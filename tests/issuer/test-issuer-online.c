@@ -367,6 +367,84 @@ test_lost_register_revoked_by_its_owner_only (Fixture *f, gconstpointer data)
   g_assert_cmpuint (audit_of (f).revoked, ==, 1);
 }
 
+static GBytes *
+buy (Fixture *f, TestRegister *reg, guint8 request_byte, guint64 now, gboolean *repeated)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 request[TALLY_VOUCHER_REQUEST_ID_BYTES];
+  memset (request, request_byte, sizeof request);
+  GBytes *v = tally_issuer_sell_voucher_to_account (f->issuer, "alice", reg->id, 100, request, now,
+                                                    repeated, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (v);
+  return v;
+}
+
+static TallyPruneReport
+prune (Fixture *f, guint64 now, guint64 keep)
+{
+  g_autoptr (GError) error = NULL;
+  TallyPruneReport r;
+  memset (&r, 0xaa, sizeof r);
+  g_assert_true (tally_issuer_prune_kept (f->issuer, now, keep, &r, &error));
+  g_assert_no_error (error);
+  return r;
+}
+
+/* Kept answers older than the cut go; younger ones stay and still answer
+ * retries; a bundle sent again after its result went books nothing. */
+static void
+test_prune_kept_answers_older_than_keep (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  const guint64 day = 86400;
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
+  g_autoptr (GBytes) bundle = busy_bundle (f, a, b);
+  gsize len;
+  const guint8 *bytes = g_bytes_get_data (bundle, &len);
+  gboolean repeated = TRUE;
+  g_autoptr (GBytes) result =
+    tally_issuer_reconcile_once (f->issuer, bytes, len, TEST_NOW + 10, &repeated, &error);
+  g_assert_no_error (error);
+  g_autoptr (GBytes) old_voucher = buy (f, a, 1, TEST_NOW + 20, &repeated);
+  g_assert_false (repeated);
+  g_autoptr (GBytes) new_voucher = buy (f, a, 2, TEST_NOW + 10 * day, &repeated);
+  g_assert_false (repeated);
+
+  /* Nothing is old enough yet. */
+  TallyPruneReport r = prune (f, TEST_NOW + 10 * day, 30 * day);
+  g_assert_cmpuint (r.pruned, ==, 0);
+  g_assert_cmpuint (r.kept, ==, 3);
+  g_assert_cmpuint (r.undated, ==, 0);
+
+  r = prune (f, TEST_NOW + 10 * day, 5 * day);
+  g_assert_cmpuint (r.pruned, ==, 2);
+  g_assert_cmpuint (r.kept, ==, 1);
+  r = prune (f, TEST_NOW + 10 * day, 5 * day);
+  g_assert_cmpuint (r.pruned, ==, 0);
+  g_assert_cmpuint (r.kept, ==, 1);
+
+  /* The young voucher still answers its retry with the same bytes. */
+  gint64 balance = balance_of (f, "alice");
+  g_autoptr (GBytes) again = buy (f, a, 2, TEST_NOW + 10 * day, &repeated);
+  g_assert_true (repeated);
+  g_assert_true (g_bytes_equal (again, new_voucher));
+  g_assert_cmpint (balance_of (f, "alice"), ==, balance);
+
+  /* The old bundle again: a new result, but nothing booked twice. */
+  TallyAudit before = audit_of (f);
+  g_autoptr (GBytes) fresh =
+    tally_issuer_reconcile_once (f->issuer, bytes, len, TEST_NOW + 10 * day, &repeated, &error);
+  g_assert_no_error (error);
+  g_assert_false (repeated);
+  g_assert_false (g_bytes_equal (fresh, result));
+  TallyAudit after = audit_of (f);
+  assert_audit_equal (&before, &after);
+  g_assert_true (after.identity);
+  g_assert_cmpint (balance_of (f, "alice"), ==, balance);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -388,5 +466,7 @@ main (int argc, char **argv)
        test_reconcile_once_same_bundle_same_bytes);
   ADD ("/issuer/online/reconcile-once/refused-bundle-keeps-nothing",
        test_reconcile_once_failure_keeps_nothing);
+  ADD ("/issuer/online/prune/kept-answers-older-than-keep",
+       test_prune_kept_answers_older_than_keep);
   return g_test_run ();
 }

@@ -545,10 +545,12 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   sqlite3_close (db);
 
   g_autoptr (GError) error = NULL;
+  guint64 before = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
+  guint64 after = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
   g_assert_no_error (error);
   g_assert_nonnull (f->store);
-  g_assert_cmpint (stored_schema_version (path), ==, 4);
+  g_assert_cmpint (stored_schema_version (path), ==, 5);
 
   begin (f);
   g_auto (TallyIssuerRegisterRow) row = { 0 };
@@ -562,6 +564,16 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_assert_cmpint (row.deficit, ==, 0);
   g_assert_cmpint (row.max_payment_ever, ==, 10);
   g_assert_null (row.display_name); /* certified before names existed */
+  /* Version 5: never reported lost, nothing refunded. */
+  g_assert_cmpuint (row.lost_at, ==, 0);
+  g_assert_cmpuint (row.refunded_at, ==, 0);
+  g_assert_cmpint (row.refunded, ==, 0);
+  g_assert_cmpint (row.recovered, ==, 0);
+  /* No certificate is stored: every one it was given was issued by the
+   * migration, none longer than the longest validity any register holds
+   * (its own, 50). */
+  g_assert_cmpuint (row.not_after_ever, >=, before + 50);
+  g_assert_cmpuint (row.not_after_ever, <=, after + 50);
   g_auto (TallyIssuerEntryRow) entry = { 0 };
   g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, hash, &entry, &error));
   g_assert_no_error (error);
@@ -595,7 +607,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_clear_pointer (&f->store, tally_issuer_store_free);
   f->store = tally_issuer_store_sqlite_open (path, FALSE, &error);
   g_assert_no_error (error);
-  g_assert_cmpint (stored_schema_version (path), ==, 4);
+  g_assert_cmpint (stored_schema_version (path), ==, 5);
   begin (f);
   g_autoptr (GBytes) got = NULL;
   g_assert_true (tally_issuer_store_horizon_bundle_get (f->store, reg->id, &got, &error));
@@ -606,7 +618,7 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
 static void
 test_store_creates_database_at_current_version (Fixture *f, gconstpointer data)
 {
-  g_assert_cmpint (stored_schema_version (f->path), ==, 4);
+  g_assert_cmpint (stored_schema_version (f->path), ==, 5);
 }
 
 /* --- PostgreSQL only --- */
@@ -623,7 +635,7 @@ static void
 test_store_pg_creates_schema_at_current_version (Fixture *f, gconstpointer data)
 {
   g_autofree char *version = test_pg_run (pg_conninfo (f), "SELECT version FROM schema_version");
-  g_assert_cmpstr (version, ==, "4");
+  g_assert_cmpstr (version, ==, "5");
   /* Amounts are int8, blobs bytea: never text or numeric. */
   g_autofree char *amount = test_pg_run (
     pg_conninfo (f), "SELECT data_type FROM information_schema.columns WHERE table_schema = "
@@ -646,6 +658,57 @@ test_store_pg_refuses_database_of_unknown_schema (Fixture *f, gconstpointer data
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
   g_assert_nonnull (strstr (error->message, "schema version 99"));
   g_assert_null (f->store);
+}
+
+/* A store made before the lost-register refund (version 4) gains its
+ * columns when opened, and keeps its registers. */
+static void
+test_store_pg_migrates_version_4_store (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  TallyIssuerRegisterRow row = { 0 };
+  memcpy (row.id, reg->id, TALLY_ID_BYTES);
+  memcpy (row.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  row.account = (char *) "alice";
+  row.view_balance = 700;
+  row.validity = 7 * 86400;
+  /* Another register, certified with a longer validity. */
+  g_autoptr (TestRegister) other = test_register_new_uncertified ();
+  TallyIssuerRegisterRow longer = row;
+  memcpy (longer.id, other->id, TALLY_ID_BYTES);
+  memcpy (longer.public_key, other->pk, TALLY_PUBLIC_KEY_BYTES);
+  longer.validity = 30 * 86400;
+  begin (f);
+  g_assert_true (tally_issuer_store_account_insert (f->store, "alice", &error));
+  g_assert_true (tally_issuer_store_register_put (f->store, &row, &error));
+  g_assert_true (tally_issuer_store_register_put (f->store, &longer, &error));
+  g_assert_no_error (error);
+  commit (f);
+  g_clear_pointer (&f->store, tally_issuer_store_free);
+  g_free (test_pg_run (pg_conninfo (f),
+                       "ALTER TABLE registers DROP COLUMN lost_at, DROP COLUMN refunded_at, "
+                       "DROP COLUMN refunded, DROP COLUMN recovered, DROP COLUMN not_after_ever; "
+                       "UPDATE schema_version SET version = 4"));
+
+  guint64 before = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
+  f->store = tally_issuer_store_open (f->spec, f->path, FALSE, &error);
+  guint64 after = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
+  g_assert_no_error (error);
+  g_autofree char *version = test_pg_run (pg_conninfo (f), "SELECT version FROM schema_version");
+  g_assert_cmpstr (version, ==, "5");
+  begin (f);
+  g_auto (TallyIssuerRegisterRow) got = { 0 };
+  g_assert_true (tally_issuer_store_register_get (f->store, reg->id, &got, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (got.view_balance, ==, 700);
+  g_assert_cmpuint (got.lost_at, ==, 0);
+  g_assert_cmpuint (got.refunded_at, ==, 0);
+  /* No certificate is stored: every one it was given was issued by the
+   * migration, none longer than the longest validity any register holds. */
+  g_assert_cmpuint (got.not_after_ever, >=, before + 30 * 86400);
+  g_assert_cmpuint (got.not_after_ever, <=, after + 30 * 86400);
+  commit (f);
 }
 
 static void
@@ -873,6 +936,7 @@ main (int argc, char **argv)
   if (test_store_is_pg ()) {
     ADD ("/issuer/store/pg/creates-schema-at-current-version",
          test_store_pg_creates_schema_at_current_version);
+    ADD ("/issuer/store/pg/migrates-version-4-store", test_store_pg_migrates_version_4_store);
     ADD ("/issuer/store/pg/refuses-database-of-unknown-schema",
          test_store_pg_refuses_database_of_unknown_schema);
     ADD ("/issuer/store/pg/refuses-database-without-issuer-tables",

@@ -408,6 +408,52 @@ test_daemon_refuses_plain_http_off_loopback (void)
   test_remove_tree (tmp);
 }
 
+/* Runs tally-issuerd on a JPY issuer with @text as its configuration:
+ * its exit status, and its standard error in *@err. */
+static int
+run_with_config (const char *text, char **err)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *tmp = g_dir_make_tmp ("tally-issuerd-test-XXXXXX", &error);
+  g_autofree char *dir = g_build_filename (tmp, "issuer", NULL);
+  g_autoptr (TallyIssuer) issuer = tally_issuer_create (dir, "Yen Bank", "JPY", TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_clear_pointer (&issuer, tally_issuer_free);
+  g_autofree char *conf = g_build_filename (tmp, "issuerd.conf", NULL);
+  g_assert_true (g_file_set_contents (conf, text, -1, &error));
+  g_autoptr (GSubprocess) proc =
+    g_subprocess_new (G_SUBPROCESS_FLAGS_STDERR_PIPE, &error, issuerd_path, "--config", conf, NULL);
+  g_assert_no_error (error);
+  g_assert_true (g_subprocess_communicate_utf8 (proc, NULL, NULL, NULL, err, &error));
+  test_remove_tree (tmp);
+  return g_subprocess_get_exit_status (proc);
+}
+
+/* A key tally-issuerd does not read is a mistake, not a silent default. */
+static void
+test_daemon_refuses_unknown_config_key (void)
+{
+  g_autofree char *err = NULL;
+  g_assert_cmpint (run_with_config ("[issuer]\ndir=issuer\n[http]\nlisten=127.0.0.1:0\n"
+                                    "max_conections=5\n",
+                                    &err),
+                   ==, 1);
+  g_assert_nonnull (strstr (err, "[http] max_conections: unknown key"));
+}
+
+/* [enrol] amounts are in the issuer's currency: no decimals for yen. */
+static void
+test_daemon_reads_enrol_amounts_in_the_issuer_currency (void)
+{
+  g_autofree char *err = NULL;
+  g_assert_cmpint (run_with_config ("[issuer]\ndir=issuer\n[http]\nlisten=127.0.0.1:0\n"
+                                    "[enrol]\nmax_payment=20.50\n",
+                                    &err),
+                   ==, 1);
+  g_assert_nonnull (strstr (err, "[enrol] max_payment must be a positive amount such as 2000 JPY"));
+  g_assert_nonnull (strstr (err, "JPY has no minor unit"));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -428,6 +474,10 @@ main (int argc, char **argv)
                    test_daemon_refuses_world_readable_operator_token);
   g_test_add_func ("/issuerd/daemon/reads-operator-token-only-from-private-regular-file",
                    test_daemon_reads_operator_token_only_from_private_regular_file);
+  g_test_add_func ("/issuerd/daemon/refuses-unknown-config-key",
+                   test_daemon_refuses_unknown_config_key);
+  g_test_add_func ("/issuerd/daemon/reads-enrol-amounts-in-the-issuer-currency",
+                   test_daemon_reads_enrol_amounts_in_the_issuer_currency);
   g_test_add_func ("/issuerd/daemon/refuses-plain-http-off-loopback",
                    test_daemon_refuses_plain_http_off_loopback);
   return g_test_run ();

@@ -364,6 +364,95 @@ test_owner_reports_register_lost (IssuerdFixture *f, gconstpointer data)
   g_assert_cmpint (issuerd_balance (f, "alice"), ==, 10000);
 }
 
+static guint64
+variable_clock (gpointer user_data)
+{
+  return *(guint64 *) user_data;
+}
+
+/* The lost register's audit row, from GET /v1/operator/audit. */
+static gint64
+audit_refunded (IssuerdFixture *f, const char *id)
+{
+  g_autoptr (IssuerdResponse) r =
+    issuerd_request (f, "GET", "/v1/operator/audit", f->operator_hex, NULL, NULL, NULL);
+  g_assert_cmpuint (r->status, ==, SOUP_STATUS_OK);
+  g_autoptr (JsonObject) audit = issuerd_response_object (r);
+  g_assert_true (json_object_get_boolean_member (audit, "identity"));
+  JsonArray *rows = json_object_get_array_member (audit, "flagged");
+  for (guint i = 0; i < json_array_get_length (rows); i++) {
+    JsonObject *row = json_array_get_object_element (rows, i);
+    if (g_strcmp0 (json_object_get_string_member (row, "register_id"), id) == 0)
+      return json_object_get_int_member (row, "refunded");
+  }
+  g_assert_not_reached ();
+}
+
+static JsonObject *
+refund_now (IssuerdFixture *f, const char *token, guint status)
+{
+  g_autoptr (IssuerdResponse) r =
+    issuerd_request (f, "POST", "/v1/operator/refund-lost", token, NULL, NULL, NULL);
+  g_assert_cmpuint (r->status, ==, status);
+  return status == SOUP_STATUS_OK ? issuerd_response_object (r) : NULL;
+}
+
+static void
+test_lost_register_refunded_after_window (IssuerdFixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
+  g_autofree char *id = tally_hex_encode (reg->id, sizeof reg->id);
+  g_autoptr (GBytes) voucher =
+    tally_issuer_sell_voucher (f->issuer, reg->id, 3000, TEST_NOW, &error);
+  g_assert_no_error (error);
+  guint64 now = TEST_NOW + 60;
+  tally_issuer_http_set_clock (f->http, variable_clock, &now, NULL);
+
+  g_autofree char *path = g_strdup_printf ("/v1/accounts/alice/registers/%s/lost", id);
+  g_autoptr (IssuerdResponse) lost =
+    issuerd_request (f, "POST", path, f->alice_token, NULL, NULL, NULL);
+  g_assert_cmpuint (lost->status, ==, SOUP_STATUS_OK);
+  /* Certified for 30 days (test_register_new ()). */
+  guint64 due = tally_issuer_lost_refund_due (now, TEST_NOW + 30 * 86400);
+
+  /* An account token does not run it. */
+  g_assert_null (refund_now (f, f->alice_token, SOUP_STATUS_UNAUTHORIZED));
+  now = due - 1;
+  g_autoptr (JsonObject) early = refund_now (f, f->operator_hex, SOUP_STATUS_OK);
+  g_assert_cmpint (json_object_get_int_member (early, "refunded"), ==, 0);
+  g_assert_cmpint (json_object_get_int_member (early, "waiting"), ==, 1);
+  g_assert_cmpint (json_object_get_int_member (early, "next_due"), ==, (gint64) due);
+  g_assert_cmpint (issuerd_balance (f, "alice"), ==, 10000 - 3000);
+
+  now = due;
+  g_autoptr (JsonObject) paid = refund_now (f, f->operator_hex, SOUP_STATUS_OK);
+  g_assert_cmpint (json_object_get_int_member (paid, "refunded"), ==, 1);
+  g_assert_cmpint (json_object_get_int_member (paid, "refunded_amount"), ==, 3000);
+  g_autoptr (JsonObject) again = refund_now (f, f->operator_hex, SOUP_STATUS_OK);
+  g_assert_cmpint (json_object_get_int_member (again, "refunded"), ==, 0);
+  g_assert_cmpint (issuerd_balance (f, "alice"), ==, 10000);
+  g_assert_cmpint (audit_refunded (f, id), ==, 3000);
+
+  /* The periodic run does the same without anyone asking. */
+  g_autoptr (TestRegister) bobs = test_register_new (f->issuer, "bob");
+  g_autofree char *bob_id = tally_hex_encode (bobs->id, sizeof bobs->id);
+  g_autoptr (GBytes) v2 = tally_issuer_sell_voucher (f->issuer, bobs->id, 700, now, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_issuer_report_lost (f->issuer, "bob", bobs->id, now, &error));
+  g_assert_no_error (error);
+  now = tally_issuer_lost_refund_due (now, TEST_NOW + 30 * 86400);
+  tally_issuer_http_set_refund_interval (f->http, 1);
+  gint64 deadline = g_get_monotonic_time () + 10 * G_USEC_PER_SEC;
+  while (issuerd_balance (f, "bob") != 10000 && g_get_monotonic_time () < deadline)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpint (issuerd_balance (f, "bob"), ==, 10000);
+  g_assert_cmpint (audit_refunded (f, bob_id), ==, 700);
+
+  tally_issuer_http_set_refund_interval (f->http, 0);
+  tally_issuer_http_set_clock (f->http, issuerd_test_clock, NULL, NULL);
+}
+
 /* --- reconciliation --- */
 
 /* A real bundle: alice's register loaded, paid bob's and defunded. */
@@ -1188,6 +1277,8 @@ main (int argc, char **argv)
   ADD ("/issuerd/voucher/retry-gets-same-voucher", test_voucher_retry_gets_same_voucher);
   ADD ("/issuerd/voucher/refusals-change-nothing", test_voucher_refusals_change_nothing);
   ADD ("/issuerd/voucher/owner-reports-register-lost", test_owner_reports_register_lost);
+  ADD ("/issuerd/voucher/lost-register-refunded-after-window",
+       test_lost_register_refunded_after_window);
   ADD ("/issuerd/reconcile/same-bundle-twice-same-bytes-books-once",
        test_reconcile_twice_same_bytes_books_once);
   ADD ("/issuerd/reconcile/forged-bundle-refused", test_reconcile_refuses_forged_bundle);

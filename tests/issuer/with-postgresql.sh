@@ -76,13 +76,22 @@ fi
 # Only the socket in $dir, reachable by whoever may enter $dir: trust is
 # safe there, and no password travels.  fsync is off: these servers hold
 # test data only and die with the test.
+# Tests need no durability; a benchmark that wants a durable server's
+# figures sets TALLY_PG_FSYNC=on (docs/bench.md).
+case ${TALLY_PG_FSYNC:-off} in
+  on | off) fsync=${TALLY_PG_FSYNC:-off} ;;
+  *)
+    echo "$me: TALLY_PG_FSYNC must be on or off" >&2
+    exit 2
+    ;;
+esac
 as_server "$pg_bin/initdb" -D "$data" -U tally -A trust -E UTF8 --locale=C.UTF-8 \
   --no-sync >"$dir/initdb.log" 2>&1 || {
   cat "$dir/initdb.log" >&2
   exit 1
 }
 as_server "$pg_bin/pg_ctl" -D "$data" -l "$dir/server.log" -w -t 60 \
-  -o "-c listen_addresses= -c unix_socket_directories=$dir -c fsync=off -c full_page_writes=off" \
+  -o "-c listen_addresses= -c unix_socket_directories=$dir -c fsync=$fsync -c full_page_writes=$fsync" \
   start >/dev/null
 started=yes
 

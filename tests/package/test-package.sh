@@ -12,10 +12,18 @@
 #     reading the installed actions and rules;
 #   - a payment between two installed daemons succeeds, over a UNIX
 #     socket, with an issuer made by the installed tally-issuer;
+#   - tally-issuer's postinst creates the user tally-issuer and
+#     /var/lib/tally-issuer; tally-issuerd.service passes systemd-analyze
+#     verify and is not enabled; once an issuer is made there as that
+#     user, tally-issuerd runs as the unit runs it, as tally-issuer, from
+#     the installed /etc/tally/tally-issuerd.conf, and answers GET /v1/keys
+#     with 200;
+#   - tally-app's installed desktop file passes desktop-file-validate and
+#     its AppStream metainfo appstreamcli validate --no-net;
 #   - dpkg --purge removes every file the packages installed.
 # lintian's warnings and infos are shown as TAP comments.
 # Afterwards nothing of it is on the machine: no tally package in dpkg's
-# database, no user or group tally, none of the packages' files.  TAP.
+# database, no user or group tally or tally-issuer, none of the packages' files.  TAP.
 #
 # The throwaway root is a mount namespace with an overlayfs over / whose
 # upper layer is a temporary directory: dpkg and the maintainer scripts
@@ -32,7 +40,7 @@
 set -u
 
 SRC=${TALLY_SOURCE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)}
-PACKAGES=(tallyd tally-issuer tally-wireshark)
+PACKAGES=(tallyd tally-issuer tally-wireshark tally-app)
 
 N=0
 FAILED=0
@@ -97,18 +105,40 @@ inside() {
 
   # --- install --------------------------------------------------------------
   local out rc=0
-  out=$(dpkg -i "$D"/tallyd_*.deb "$D"/tally-issuer_*.deb "$D"/tally-wireshark_*.deb 2>&1) || rc=$?
+  out=$(dpkg -i "$D"/tallyd_*.deb "$D"/tally-issuer_*.deb "$D"/tally-wireshark_*.deb \
+    "$D"/tally-app_*.deb 2>&1) || rc=$?
   if [ "$rc" -eq 0 ]; then
-    iok "dpkg -i installs tallyd, tally-issuer and tally-wireshark"
+    iok "dpkg -i installs tallyd, tally-issuer, tally-wireshark and tally-app"
   else
-    inot_ok "dpkg -i installs tallyd, tally-issuer and tally-wireshark (status $rc)" "$out"
+    inot_ok "dpkg -i installs tallyd, tally-issuer, tally-wireshark and tally-app (status $rc)" "$out"
     ibail "the packages do not install"
   fi
   local p
-  for p in tallyd tally-issuer tally-wireshark; do
+  for p in tallyd tally-issuer tally-wireshark tally-app; do
     icheck "$p is installed and configured" \
       test "$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null)" = installed
   done
+
+  # --- the app: its desktop file and AppStream metainfo as installed -------------
+  local desktop=/usr/share/applications/org.tally.App.desktop
+  local metainfo=/usr/share/metainfo/org.tally.App.metainfo.xml
+  icheck "tally-app is installed as /usr/bin/tally-app" test -x /usr/bin/tally-app
+  rc=0
+  out=$(desktop-file-validate "$desktop" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+    iok "desktop-file-validate accepts the installed $desktop"
+  else
+    inot_ok "desktop-file-validate accepts the installed $desktop (status $rc)" "$out"
+  fi
+  icheck "the installed desktop file runs the installed tally-app with the URI" \
+    grep -Fqx "Exec=tally-app %u" "$desktop"
+  rc=0
+  out=$(appstreamcli validate --no-net "$metainfo" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ]; then
+    iok "appstreamcli validate --no-net accepts the installed $metainfo"
+  else
+    inot_ok "appstreamcli validate --no-net accepts the installed $metainfo (status $rc)" "$out"
+  fi
 
   # --- the user and its directories, from postinst -----------------------------
   local pw
@@ -336,6 +366,70 @@ EOF
       "payer's tallyd: $(tail -n 5 "$log/payer.log")" "payee's tallyd: $(tail -n 5 "$log/payee.log")"
   fi
 
+  # --- tally-issuerd, the system service of tally-issuer ------------------------------
+  # Installed, neither enabled nor started (it needs an issuer first); once
+  # the issuer is made in /var/lib/tally-issuer as the user tally-issuer,
+  # it runs as the unit runs it, as that user, from the installed
+  # configuration, and answers GET /v1/keys.
+  local ipw IUID
+  ipw=$(getent passwd tally-issuer)
+  IFS=: read -r _ _ IUID _ _ home shell <<<"$ipw"
+  if [ -n "$ipw" ] && [ "$IUID" -lt 1000 ] && [ "$home" = /var/lib/tally-issuer ] &&
+    [ "$shell" = /usr/sbin/nologin ] && getent group tally-issuer >/dev/null; then
+    iok "postinst creates the system user and group tally-issuer (uid $IUID, home /var/lib/tally-issuer, no login)"
+  else
+    inot_ok "postinst creates the system user and group tally-issuer" "passwd: $ipw"
+    ibail "no user tally-issuer"
+  fi
+  icheck "postinst creates /var/lib/tally-issuer, tally-issuer:tally-issuer 0700" \
+    test "$(stat -c '%U:%G %a' /var/lib/tally-issuer 2>&1)" = "tally-issuer:tally-issuer 700"
+  icheck "/etc/tally/tally-issuerd.conf is a conffile of tally-issuer" \
+    grep -qx ' /etc/tally/tally-issuerd.conf [0-9a-f]*' <(dpkg-query -W -f='${Conffiles}\n' tally-issuer)
+  local iunit=/lib/systemd/system/tally-issuerd.service
+  rc=0
+  out=$(systemd-analyze verify "$iunit" 2>&1) || rc=$?
+  if [ "$rc" -eq 0 ] && [ -z "$out" ]; then
+    iok "systemd-analyze verify accepts the installed $iunit without a word"
+  else
+    inot_ok "systemd-analyze verify the installed $iunit (status $rc)" "$out"
+  fi
+  icheck "tally-issuerd.service is neither enabled nor started by the package" \
+    test ! -e /etc/systemd/system/multi-user.target.wants/tally-issuerd.service
+
+  local iexec iuser igroup
+  iexec=$(sed -n 's/^ExecStart=//p' "$iunit")
+  iuser=$(sed -n 's/^User=//p' "$iunit")
+  igroup=$(sed -n 's/^Group=//p' "$iunit")
+  [ "$iuser" = tally-issuer ] && [ "$igroup" = tally-issuer ] && [ -n "$iexec" ] ||
+    ibail "tally-issuerd.service has User=$iuser Group=$igroup ExecStart=$iexec"
+  local -a as_issuer=(setpriv --reuid="$iuser" --regid="$igroup" --init-groups --no-new-privs
+    --inh-caps=-all --bounding-set=-all)
+  "${as_issuer[@]}" tally-issuer --dir /var/lib/tally-issuer init --name "Package Yen Bank" \
+    --currency JPY >>"$log/issuer.log" 2>&1 || ibail "tally-issuer init as tally-issuer"
+  # shellcheck disable=SC2086 # ExecStart= is split into words as systemd does
+  "${as_issuer[@]}" $iexec </dev/null >"$log/issuerd.log" 2>&1 &
+  local issuerd_pid=$!
+  pids+=("$issuerd_pid")
+  local listen status=
+  listen=$(sed -n 's/^#\{0,1\}listen=//p' /etc/tally/tally-issuerd.conf)
+  # HTTP by hand, with bash's /dev/tcp: no client to install.
+  for ((i = 0; i < 100; i++)); do
+    status=$( (exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}" &&
+      printf 'GET /v1/keys HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' "$listen" >&3 &&
+      head -n 1 <&3) 2>/dev/null | tr -d '\r')
+    [ -n "$status" ] && break
+    sleep 0.1
+  done
+  if [[ "$status" == "HTTP/1.1 200"* ]]; then
+    iok "tally-issuerd from the installed configuration answers GET /v1/keys on $listen with 200"
+  else
+    inot_ok "tally-issuerd from the installed configuration answers GET /v1/keys with 200" \
+      "status line: $status" "$(tail -n 5 "$log/issuerd.log")"
+  fi
+  uids=$(awk '/^Uid:/ { print $2, $3, $4, $5 }' "/proc/$issuerd_pid/status" 2>&1)
+  icheck "tally-issuerd runs as the user tally-issuer (/proc/$issuerd_pid/status Uid: $uids)" \
+    test "$uids" = "$IUID $IUID $IUID $IUID"
+
   istop
   pids=()
   trap - EXIT
@@ -344,16 +438,17 @@ EOF
   # Everything dpkg put down goes with --purge; the register's directory
   # stays (it holds value: docs/packaging.md), as do the user and group.
   local files
-  files=$(dpkg -L tallyd tally-issuer tally-wireshark | sort -u | while read -r f; do
+  files=$(dpkg -L tallyd tally-issuer tally-wireshark tally-app | sort -u | while read -r f; do
     [ -e "$f" ] && [ ! -d "$f" ] && echo "$f"
   done)
   rm -f /etc/tally/payee.conf
   rc=0
-  out=$(dpkg --purge tally-wireshark tally-issuer tallyd 2>&1) || rc=$?
+  out=$(dpkg --purge tally-app tally-wireshark tally-issuer tallyd 2>&1) || rc=$?
   local left
   left=$(while read -r f; do [ -e "$f" ] || [ -L "$f" ] && echo "$f"; done <<<"$files")
   if [ "$rc" -eq 0 ] && [ -z "$left" ] && [ ! -e /etc/tally/tallyd.conf ] &&
-    [ -z "$(dpkg-query -W -f='${db:Status-Status}\n' tallyd tally-issuer tally-wireshark 2>/dev/null |
+    [ ! -e /etc/tally/tally-issuerd.conf ] &&
+    [ -z "$(dpkg-query -W -f='${db:Status-Status}\n' tallyd tally-issuer tally-wireshark tally-app 2>/dev/null |
       grep -v '^not-installed$')" ]; then
     iok "dpkg --purge removes every one of the $(wc -l <<<"$files") files the packages installed"
   else
@@ -377,7 +472,8 @@ fi
 # Not skips: CI installs all of these (scripts/install-deps.sh --test).
 for p in dpkg-buildpackage:dpkg-dev dh:debhelper lintian:lintian unshare:util-linux \
   setpriv:util-linux chroot:coreutils systemd-analyze:systemd dbus-daemon:dbus-daemon \
-  gdbus:libglib2.0-bin git:git flock:util-linux; do
+  gdbus:libglib2.0-bin git:git flock:util-linux desktop-file-validate:desktop-file-utils \
+  appstreamcli:appstream; do
   command -v "${p%%:*}" >/dev/null || bail "${p%%:*} is missing (Debian package ${p#*:}; scripts/install-deps.sh --test)"
 done
 [ -x /usr/lib/polkit-1/polkitd ] || bail "polkitd is missing (Debian package polkitd)"
@@ -413,7 +509,7 @@ else
   not_ok "dpkg-buildpackage -us -uc -b builds the packages" "$(tail -n 30 "$T/build.log")"
   bail "no packages to test"
 fi
-for p in "${PACKAGES[@]}" tallyd-dbgsym tally-issuer-dbgsym; do
+for p in "${PACKAGES[@]}" tallyd-dbgsym tally-issuer-dbgsym tally-app-dbgsym; do
   if compgen -G "$T/${p}_*.deb" >/dev/null; then ok "builds $p"; else not_ok "builds $p"; fi
 done
 changes=$(compgen -G "$T/tally_*.changes" | head -n 1)
@@ -444,9 +540,12 @@ machine_state() { # what the packages would change on the machine
     grep -v ' not-installed$'
   getent passwd tally
   getent group tally
+  getent passwd tally-issuer
+  getent group tally-issuer
   local f
   while read -r f; do [ -e "$f" ] || [ -L "$f" ] && echo "$f"; done <<<"$package_files"
-  for f in /var/lib/tally /run/tally /etc/tally /var/lib/dpkg/info/tallyd.list; do
+  for f in /var/lib/tally /run/tally /etc/tally /var/lib/dpkg/info/tallyd.list \
+    /var/lib/tally-issuer /var/lib/dpkg/info/tally-issuer.list; do
     [ -e "$f" ] && echo "$f"
   done
 }
@@ -488,7 +587,7 @@ fi
 # --- nothing stays --------------------------------------------------------------------
 after=$(machine_state)
 if [ -z "$after" ]; then
-  ok "nothing stays on the machine: no tally package, no user or group tally, none of the $(wc -l <<<"$package_files") files"
+  ok "nothing stays on the machine: no tally package, no user or group tally or tally-issuer, none of the $(wc -l <<<"$package_files") files"
 else
   not_ok "nothing stays on the machine" "$after"
 fi

@@ -200,6 +200,8 @@ script_hello (Script *s, guint32 version, gsize eph_len)
   script_commitment (s->eph_pk, s->commit_nonce, s->commitment);
   h.commitment.data = s->commitment;
   h.commitment.len = s->commitment_len;
+  h.request_tag.data = s->request_tag;
+  h.request_tag.len = s->request_tag_len;
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
   m.hello = &h;

@@ -54,6 +54,10 @@ typedef struct
   /* H("handshake-commit", e_a || N_a): payer's as sent, payee's as received. */
   guint8 commitment[TALLY_HASH_BYTES];
   gsize commitment_len;               /* script_hello sends this many bytes of it (32) */
+  /* Payer: the request tag script_hello names, request_tag_len bytes of
+   * it (0 after script_init: no tag, as payers that predate it). */
+  guint8 request_tag[8];
+  gsize request_tag_len;
   gboolean commitment_ok;             /* payee: the reveal opened the commitment */
   guint8 code_hash[TALLY_HASH_BYTES]; /* H("comparison-code", T2r) */
   char code[SCRIPT_CODE_DIGITS + 1];

@@ -151,6 +151,8 @@ message_pack (ScenarioMessage *m)
     hello.revocation_serial = m->revocation_serial;
     hello.commitment.data = m->commitment;
     hello.commitment.len = sizeof m->commitment;
+    hello.request_tag.data = m->request_tag;
+    hello.request_tag.len = m->request_tag_len;
     msg.hello = &hello;
     break;
   case TALLY__SESSION_MESSAGE__MSG_OFFER:
@@ -192,6 +194,19 @@ hello_new (const ScenarioConnection *c, guint8 key_seed, guint64 serial)
   fill_pattern (m->key, sizeof m->key, key_seed);
   fill_pattern (m->commitment, sizeof m->commitment, (guint8) (key_seed + 1));
   m->revocation_serial = serial;
+  message_pack (m);
+  return m;
+}
+
+/* A Hello naming the payee request tagged 0a1b2c3d (protocol.md 4.2). */
+static ScenarioMessage *
+hello_tagged_new (const ScenarioConnection *c, guint8 key_seed, guint64 serial)
+{
+  static const guint8 tag[] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  ScenarioMessage *m = hello_new (c, key_seed, serial);
+  g_bytes_unref (m->packed);
+  memcpy (m->request_tag, tag, sizeof tag);
+  m->request_tag_len = sizeof tag;
   message_pack (m);
   return m;
 }
@@ -618,7 +633,7 @@ scenario_new (ScenarioKind kind)
     add_disconnect (s, a);
     /* BlueZ to BlueZ: Enhanced ATT, Multiple Handle Value Notifications. */
     const ScenarioConnection *c = add_connection (s, 0x0042, TRUE, TRUE);
-    send_message (s, c, hello_new (c, 0xe0, 9), TRUE, eatt_payload);
+    send_message (s, c, hello_tagged_new (c, 0xe0, 9), TRUE, eatt_payload);
     send_message (s, c, offer_new (c, 0xf0, 600), TRUE, eatt_payload);
     send_message (s, c, error_new (c, TALLY_ERROR_CANCELLED, "cancelled by the user"), TRUE,
                   eatt_payload);

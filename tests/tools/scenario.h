@@ -68,6 +68,8 @@ typedef struct
   guint8 key[32];
   guint64 revocation_serial;
   guint8 commitment[32]; /* Hello.commitment */
+  guint8 request_tag[4]; /* Hello.request_tag, request_tag_len bytes of it */
+  gsize request_tag_len;
   gsize ciphertext_len;
   guint32 error_code;
   char *error_message;

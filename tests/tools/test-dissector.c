@@ -279,6 +279,7 @@ enum
   MSG_HELLO_KEY,
   MSG_HELLO_SERIAL,
   MSG_HELLO_COMMITMENT,
+  MSG_HELLO_REQUEST_TAG,
   MSG_OFFER_KEY,
   MSG_OFFER_CIPHERTEXT,
   MSG_REVEAL_CIPHERTEXT,
@@ -299,6 +300,7 @@ static const char *const message_fields[] = {
   "tally.hello.ephemeral_public_key",
   "tally.hello.revocation_serial",
   "tally.hello.commitment",
+  "tally.hello.request_tag",
   "tally.offer.ephemeral_public_key",
   "tally.offer.ciphertext_length",
   "tally.reveal.ciphertext_length",
@@ -326,12 +328,14 @@ assert_message (GPtrArray *rows, guint i, const ScenarioMessage *m)
 
   g_autofree char *key = hex (m->key, sizeof m->key);
   g_autofree char *commitment = hex (m->commitment, sizeof m->commitment);
+  g_autofree char *tag = hex (m->request_tag, m->request_tag_len);
   switch (m->type) {
   case TALLY__SESSION_MESSAGE__MSG_HELLO:
     g_assert_cmpuint (cell_uint (rows, i, MSG_HELLO_VERSION), ==, m->version);
     g_assert_cmpstr (cell (rows, i, MSG_HELLO_KEY), ==, key);
     g_assert_cmpuint (cell_uint (rows, i, MSG_HELLO_SERIAL), ==, m->revocation_serial);
     g_assert_cmpstr (cell (rows, i, MSG_HELLO_COMMITMENT), ==, commitment);
+    g_assert_cmpstr (cell (rows, i, MSG_HELLO_REQUEST_TAG), ==, tag);
     break;
   case TALLY__SESSION_MESSAGE__MSG_OFFER:
     g_assert_cmpstr (cell (rows, i, MSG_OFFER_KEY), ==, key);

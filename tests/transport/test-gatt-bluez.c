@@ -525,6 +525,138 @@ test_server_registration_refused_is_exists (Fixture *f, gconstpointer data)
   fake_bluez_expect_quiet (f->fake, 200);
 }
 
+/* The ManufacturerData tag bluetoothd reads from the advertisement at
+ * @path. */
+static void
+assert_advertised_tag (Fixture *f, const char *owner, const char *path, const guint8 *tag)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply = fake_bluez_call (f->fake, owner, path, FAKE_PROPS_IFACE, "GetAll",
+                                                g_variant_new ("(s)", ADV_IFACE), NULL, &error);
+  g_autoptr (GVariant) props = NULL;
+  g_autoptr (GVariant) mfr = NULL;
+  g_autoptr (GVariant) bytes = NULL;
+  guint16 company = 0;
+  gsize len = 0;
+
+  g_assert_no_error (error);
+  g_variant_get (reply, "(@a{sv})", &props);
+  mfr = g_variant_lookup_value (props, "ManufacturerData", G_VARIANT_TYPE ("a{qv}"));
+  g_assert_nonnull (mfr);
+  g_assert_cmpuint (g_variant_n_children (mfr), ==, 1);
+  g_variant_get_child (mfr, 0, "{qv}", &company, &bytes);
+  g_assert_cmpuint (company, ==, TALLY_GATT_COMPANY_ID);
+  const guint8 *raw = g_variant_get_fixed_array (bytes, &len, 1);
+  g_assert_cmpmem (raw, len, tag, TALLY_GATT_TAG_BYTES);
+}
+
+/* Several open requests: each tag in an advertisement instance of its own
+ * (adv0, then adv1), one removed while the other stays on the air; with no
+ * instance free (LEAdvertisingManager1.SupportedInstances 0) another is
+ * refused with Policy before anything reaches BlueZ. */
+static void
+test_server_advertises_each_request_in_its_own_instance (Fixture *f, gconstpointer data)
+{
+  const guint8 tag_a[TALLY_GATT_TAG_BYTES] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  const guint8 tag_b[TALLY_GATT_TAG_BYTES] = { 0x4e, 0x5f, 0x60, 0x71 };
+  const guint8 tag_c[TALLY_GATT_TAG_BYTES] = { 0x82, 0x93, 0xa4, 0xb5 };
+  g_autofree char *owner = script_server_registers (f, MODALIAS_5_76, TALLY_GATT_SERVER_PER_DEVICE);
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_a, &error));
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reg_a = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                        "RegisterAdvertisement", NULL);
+  assert_string_arg (reg_a, 0, APP_ADV);
+  assert_advertised_tag (f, owner, APP_ADV, tag_a);
+
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reg_b = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                        "RegisterAdvertisement", NULL);
+  assert_string_arg (reg_b, 0, APP "/adv1");
+  assert_advertised_tag (f, owner, APP "/adv1", tag_b);
+  /* The same tag again adds nothing. */
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  fake_bluez_expect_quiet (f->fake, 100);
+
+  tally_gatt_server_remove_advertisement (f->server, tag_a);
+  g_autoptr (GVariant) unreg_a = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                          "UnregisterAdvertisement", NULL);
+  assert_string_arg (unreg_a, 0, APP_ADV);
+  fake_bluez_expect_quiet (f->fake, 100);
+  g_assert_true (api_is_advertising (f));
+
+  fake_bluez_emit_changed (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                           "{'SupportedInstances': <byte 0>, 'ActiveInstances': <byte 5>}");
+  fake_bluez_expect_quiet (f->fake, 100);
+  g_assert_false (tally_gatt_server_add_advertisement (f->server, tag_c, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  fake_bluez_expect_quiet (f->fake, 100);
+
+  api_server_free (f);
+  g_autoptr (GVariant) unreg_b = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                          "UnregisterAdvertisement", NULL);
+  assert_string_arg (unreg_b, 0, APP "/adv1");
+  g_autoptr (GVariant) app = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_GATT_MANAGER_IFACE,
+                                                      "UnregisterApplication", NULL);
+  assert_string_arg (app, 0, APP);
+}
+
+/* A central connects while a request is advertised and never writes: the
+ * payee disconnects it once the idle deadline (tallyd sets it to
+ * hello_timeout_seconds) passes, not before, and well before the default
+ * 15 s (the fake waits at most 8 s for the call).  In exclusive mode
+ * (BlueZ 5.66) it held the only slot meanwhile: advertising stops while
+ * it is connected and comes back once it is gone. */
+static void
+silent_central_is_disconnected (Fixture *f, const char *modalias, TallyGattServerMode mode)
+{
+  const guint8 tag[TALLY_GATT_TAG_BYTES] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  g_autofree char *owner = script_server_registers (f, modalias, mode);
+  gboolean exclusive = mode == TALLY_GATT_SERVER_EXCLUSIVE;
+
+  fake_bluez_set_wait (f->fake, 8);
+  tally_gatt_server_set_idle_timeout (f->server, 1);
+  api_advertise (f, tag);
+  g_autoptr (GVariant) reg = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                      "RegisterAdvertisement", NULL);
+  FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+
+  fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, "{'Connected': <true>}");
+  if (exclusive) {
+    g_autoptr (GVariant) unreg = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                          "UnregisterAdvertisement", NULL);
+    assert_string_arg (unreg, 0, APP_ADV);
+  }
+  /* Not before the deadline... */
+  fake_bluez_expect_quiet (f->fake, 600);
+  /* ...but at it. */
+  g_autoptr (GVariant) disconnect =
+    fake_bluez_expect_reply (f->fake, DEV, FAKE_DEVICE_IFACE, "Disconnect", NULL);
+  g_assert_cmpuint (f->payee_links->len, ==, 0);
+  fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, "{'Connected': <false>}");
+  if (exclusive) {
+    g_autoptr (GVariant) again = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                          "RegisterAdvertisement", NULL);
+    FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+  }
+  fake_bluez_expect_quiet (f->fake, 100);
+  script_server_frees (f, TRUE);
+}
+
+static void
+test_server_silent_central_is_disconnected_per_device (Fixture *f, gconstpointer data)
+{
+  silent_central_is_disconnected (f, MODALIAS_5_76, TALLY_GATT_SERVER_PER_DEVICE);
+}
+
+static void
+test_server_silent_central_is_disconnected_exclusive (Fixture *f, gconstpointer data)
+{
+  silent_central_is_disconnected (f, MODALIAS_5_66, TALLY_GATT_SERVER_EXCLUSIVE);
+}
+
 static void
 test_server_acquired_sockets_carry_fragments (Fixture *f, gconstpointer data)
 {
@@ -1274,6 +1406,12 @@ main (int argc, char *argv[])
   ADD ("/gatt/server/registers-application-and-advertisement",
        test_server_registers_application_and_advertisement);
   ADD ("/gatt/server/registration-refused-is-exists", test_server_registration_refused_is_exists);
+  ADD ("/gatt/server/advertises-each-request-in-its-own-instance",
+       test_server_advertises_each_request_in_its_own_instance);
+  ADD ("/gatt/server/silent-central-is-disconnected-at-the-idle-deadline/per-device",
+       test_server_silent_central_is_disconnected_per_device);
+  ADD ("/gatt/server/silent-central-is-disconnected-at-the-idle-deadline/exclusive",
+       test_server_silent_central_is_disconnected_exclusive);
   ADD ("/gatt/server/acquired-sockets-carry-fragments",
        test_server_acquired_sockets_carry_fragments);
   ADD ("/gatt/server/write-value-and-value-changes-without-sockets",

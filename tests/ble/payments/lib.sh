@@ -84,6 +84,9 @@ setup_issuer() {
   ISSUER_KEY=$(issuer key | tr -d '[:space:]')
 }
 
+# Extra [payment] lines of a daemon's configuration, by name.
+declare -A PAYMENT_EXTRA=()
+
 # start_daemon NAME ADAPTER
 start_daemon() {
   local name=$1 adapter=$2 i
@@ -106,6 +109,7 @@ adapter=$adapter
 
 [payment]
 allowed_targets=ble;unix:$DATA
+${PAYMENT_EXTRA[$name]:-}
 EOF
   "$TALLY_DAEMON" -v --config "$T/$name.conf" </dev/null >"$T/$name.log" 2>&1 &
   PID[$name]=$!
@@ -301,7 +305,8 @@ stop_repairer() {
 # background; sets REQ_PID, REQ_OUT and REQ_ADDRESS (the ble:TAG).
 start_request() {
   local name=$1 amount=$2 memo=$3 payers=${4:-1} i
-  REQ_OUT=$T/request-$name.out
+  # REQ_SUFFIX names the output of a second request open on the same stall.
+  REQ_OUT=$T/request-$name${REQ_SUFFIX:-}.out
   ctl "$name" request "$amount" --memo "$memo" --payers "$payers" --timeout 150 \
     </dev/null >"$REQ_OUT" 2>&1 &
   REQ_PID=$!
