@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "tally-hex.h"
+#include "tally-sync.h"
 
 /* The defaults that differ between a user's tallyd (development) and the
  * system's (an install: systemd's StateDirectory= and RuntimeDirectory=
@@ -36,6 +37,10 @@ static const KnownKey known_keys[] = {
   { "payment", "allowed_targets" },
   { "payment", "keep_finished_seconds" },
   { "payment", "max_open_requests" },
+  { "issuer", "url" },
+  { "issuer", "ca_file" },
+  { "issuer", "sync_interval_seconds" },
+  { "issuer", "allow_plain_http" },
 };
 
 static TallyConfig *
@@ -49,6 +54,7 @@ config_new (void)
   config->hello_timeout_seconds = TALLY_CONFIG_DEFAULT_HELLO_TIMEOUT;
   config->max_connections = TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS;
   config->max_open_requests = 1;
+  config->sync_interval_seconds = TALLY_CONFIG_DEFAULT_SYNC_INTERVAL;
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
   return config;
@@ -87,6 +93,8 @@ tally_config_free (TallyConfig *config)
   g_free (config->max_amount);
   g_free (config->adapter);
   g_strfreev (config->targets.unix_dirs);
+  g_free (config->issuer_url);
+  g_free (config->issuer_ca_file);
   g_free (config);
 }
 
@@ -482,6 +490,55 @@ load_payment_group (TallyConfig *config, GKeyFile *kf, GError **error)
   return load_targets (&config->targets, kf, error);
 }
 
+/* [issuer]: the online issuer tallyd syncs with. */
+static gboolean
+load_issuer_group (TallyConfig *config, GKeyFile *kf, GError **error)
+{
+  g_autofree char *url = NULL, *ca_file = NULL, *plain = NULL;
+  gboolean present;
+  guint64 v;
+
+  if (!get_string (kf, "issuer", "allow_plain_http", &plain, error))
+    return FALSE;
+  if (plain != NULL) {
+    if (strcmp (plain, "true") == 0)
+      config->allow_plain_http = TRUE;
+    else if (strcmp (plain, "false") == 0)
+      config->allow_plain_http = FALSE;
+    else
+      return invalid (error, "issuer", "allow_plain_http", "expected \"true\" or \"false\"");
+  }
+
+  if (!get_string (kf, "issuer", "url", &url, error))
+    return FALSE;
+  if (url != NULL) {
+    g_autoptr (GError) local = NULL;
+    if (!tally_sync_check_url (url, config->allow_plain_http, &local))
+      return invalid (error, "issuer", "url", local->message);
+    g_free (config->issuer_url);
+    config->issuer_url = g_steal_pointer (&url);
+  }
+
+  if (!get_string (kf, "issuer", "ca_file", &ca_file, error))
+    return FALSE;
+  if (ca_file != NULL) {
+    if (!g_path_is_absolute (ca_file))
+      return invalid (error, "issuer", "ca_file", "expected an absolute path");
+    g_free (config->issuer_ca_file);
+    config->issuer_ca_file = g_steal_pointer (&ca_file);
+  }
+
+  if (!get_uint (kf, "issuer", "sync_interval_seconds", TALLY_CONFIG_MAX_SYNC_INTERVAL, &present,
+                 &v, error))
+    return FALSE;
+  if (present) {
+    if (v != 0 && v < TALLY_CONFIG_MIN_SYNC_INTERVAL)
+      return invalid (error, "issuer", "sync_interval_seconds", "must be 0 or at least 10");
+    config->sync_interval_seconds = (guint) v;
+  }
+  return TRUE;
+}
+
 /* Group by group, in the order of tally_config_describe (); the first
  * bad key stops the load. */
 static gboolean
@@ -489,7 +546,8 @@ load_key_file (TallyConfig *config, GKeyFile *kf, GError **error)
 {
   return check_keys (kf, error) && load_register_group (config, kf, error) &&
          load_dbus_group (config, kf, error) && load_transport_group (config, kf, error) &&
-         load_policy_group (config, kf, error) && load_payment_group (config, kf, error);
+         load_policy_group (config, kf, error) && load_payment_group (config, kf, error) &&
+         load_issuer_group (config, kf, error);
 }
 
 gboolean
@@ -571,7 +629,19 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "    keep_finished_seconds=N      a finished payment leaves the bus N seconds\n"                 \
   "                                 after it finished, 1 to 3600 (default: 600)\n"                 \
   "    max_open_requests=N          payment requests open at once, each with its\n"                \
-  "                                 own tag a payer names, 1 to 16 (default: 1)\n"
+  "                                 own tag a payer names, 1 to 16 (default: 1)\n"                 \
+  "  [issuer]\n"                                                                                   \
+  "    url=URL                      the online issuer (tally-issuerd); when set,\n"                \
+  "                                 tallyd reconciles with it by itself (default:\n"               \
+  "                                 none: bundles and results go by hand)\n"                       \
+  "    ca_file=PATH                 PEM certificates trusted for https instead of\n"               \
+  "                                 the system's\n"                                                \
+  "    sync_interval_seconds=N      sync at start, every N seconds, sooner before\n"               \
+  "                                 the certificate's sync deadline, and when the\n"               \
+  "                                 network comes back; 10 to 604800, or 0: only\n"                \
+  "                                 on tallyctl sync (default: 3600)\n"                            \
+  "    allow_plain_http=true|false  allow http:// to a host that is not loopback\n"                \
+  "                                 (default: false)\n"
 
 const char *
 tally_config_describe (void)

@@ -11,6 +11,8 @@
  *   [policy]    max_revocation_age_hours=0  max_amount=0
  *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
  *               keep_finished_seconds=600  max_open_requests=1
+ *   [issuer]    url=https://HOST  ca_file=PATH  sync_interval_seconds=3600
+ *               allow_plain_http=false
  */
 
 #include <gio/gio.h>
@@ -31,6 +33,9 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS 64
 #define TALLY_CONFIG_MAX_CONNECTIONS         4096
 #define TALLY_CONFIG_MAX_OPEN_REQUESTS       16
+#define TALLY_CONFIG_DEFAULT_SYNC_INTERVAL   3600
+#define TALLY_CONFIG_MIN_SYNC_INTERVAL       10
+#define TALLY_CONFIG_MAX_SYNC_INTERVAL       (7 * 24 * 3600)
 /* The register and the socket with -Ddefaults=system (systemd's
  * StateDirectory=tally and RuntimeDirectory=tally). */
 #define TALLY_CONFIG_SYSTEM_STATE_DIR        "/var/lib/tally"
@@ -94,6 +99,12 @@ typedef struct
   /* RequestPayment calls that may wait at once, each with its own tag. */
   guint max_open_requests;
   TallyPayTargets targets;
+  /* [issuer]: the online issuer (docs/issuer-api.md), NULL for none:
+   * tallyd syncs by itself (daemon/tally-sync.h). */
+  char *issuer_url;
+  char *issuer_ca_file;
+  gboolean allow_plain_http;
+  guint sync_interval_seconds; /* 0: only when asked (Register1.Sync) */
 } TallyConfig;
 
 /* A user's defaults (development, -Ddefaults=user): register under the

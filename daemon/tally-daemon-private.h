@@ -18,6 +18,7 @@
 #include "tally-link.h"
 #include "tally-payment.h"
 #include "tally-stream.h"
+#include "tally-sync.h"
 
 G_BEGIN_DECLS
 
@@ -98,7 +99,9 @@ struct _TallyDaemon
   GQueue payments;    /* DaemonPayment *, oldest first */
   GPtrArray *requests; /* DaemonRequest *, open ones, oldest first */
   guint max_open_requests;
-  GPtrArray *routers; /* DaemonRouter *: links read for their Hello's tag */
+  GPtrArray *routers;  /* DaemonRouter *: links read for their Hello's tag */
+  TallySync *sync;     /* [issuer] url set: reconciling online */
+  guint sync_interval; /* automatic sync; 0: only when asked */
 
   /* Bluetooth LE */
   gboolean ble;

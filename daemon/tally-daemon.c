@@ -404,6 +404,32 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
   }
 }
 
+/* --- reconciling online --- */
+
+static void
+on_sync_changed (TallySync *sync, gpointer user_data)
+{
+  tally_daemon_register_changed (user_data);
+}
+
+/* A payment in progress: an automatic sync waits until it is over. */
+static gboolean
+on_sync_busy (TallySync *sync, gpointer user_data)
+{
+  TallyDaemon *d = user_data;
+  if (d->requests->len > 0)
+    return TRUE;
+  for (GList *l = d->payments.head; l != NULL; l = l->next)
+    if (!tally_payment_is_finished (((DaemonPayment *) l->data)->payment))
+      return TRUE;
+  return FALSE;
+}
+
+static const TallySyncCallbacks sync_callbacks = {
+  .changed = on_sync_changed,
+  .busy = on_sync_busy,
+};
+
 /* --- lifetime --- */
 
 /* File descriptors kept free beyond those open at start-up and the
@@ -544,6 +570,17 @@ tally_daemon_new (const TallyConfig *config, GError **error)
                                  NULL, d->gatt_start, on_gatt_started, d);
   }
 
+  if (config->issuer_url != NULL) {
+    d->sync = tally_sync_new (d->reg, config->register_dir, config->issuer_url,
+                              config->issuer_ca_file, config->allow_plain_http, error);
+    if (d->sync == NULL) {
+      tally_daemon_free (d);
+      return NULL;
+    }
+    tally_sync_set_callbacks (d->sync, &sync_callbacks, d, NULL);
+    d->sync_interval = config->sync_interval_seconds;
+  }
+
   TallyAcceptPolicy policy;
   if (!daemon_policy (d, &policy, error)) {
     tally_daemon_free (d);
@@ -564,6 +601,10 @@ tally_daemon_free (TallyDaemon *d)
   if (d->gatt_start != NULL) {
     g_cancellable_cancel (d->gatt_start);
     g_clear_object (&d->gatt_start);
+  }
+  if (d->sync != NULL) {
+    tally_sync_set_callbacks (d->sync, NULL, NULL, NULL);
+    g_clear_pointer (&d->sync, tally_sync_unref);
   }
   DaemonPayment *dp;
   while ((dp = g_queue_pop_head (&d->payments)) != NULL)
@@ -623,6 +664,8 @@ tally_daemon_export (TallyDaemon *d, GDBusConnection *connection, GError **error
   if (d->register_object == NULL)
     return FALSE;
   tally_dbus_objects_add (d->objects, tally_dbus_register_get_skeleton (d->register_object));
+  if (d->sync != NULL && d->sync_interval > 0)
+    tally_sync_start_automatic (d->sync, d->sync_interval);
   return TRUE;
 }
 
@@ -638,6 +681,13 @@ tally_daemon_get_register (TallyDaemon *d)
 {
   g_return_val_if_fail (d != NULL, NULL);
   return d->reg;
+}
+
+TallySync *
+tally_daemon_get_sync (TallyDaemon *d)
+{
+  g_return_val_if_fail (d != NULL, NULL);
+  return d->sync;
 }
 
 const char *
@@ -667,6 +717,9 @@ tally_daemon_register_changed (TallyDaemon *d)
   g_return_if_fail (d != NULL);
   if (d->register_object != NULL)
     tally_dbus_register_sync (d->register_object);
+  /* A payment may have made a sync due. */
+  if (d->sync != NULL)
+    tally_sync_register_changed (d->sync);
 }
 
 gboolean

@@ -20,6 +20,7 @@
 #include "tally-dbus-auth.h"
 #include "tally-dbus-nearby.h"
 #include "tally-register.h"
+#include "tally-sync.h"
 
 G_BEGIN_DECLS
 
@@ -55,6 +56,8 @@ gboolean tally_daemon_export (TallyDaemon *daemon, GDBusConnection *connection, 
 TallyDBusAuth *tally_daemon_get_auth (TallyDaemon *daemon);
 
 TallyRegister *tally_daemon_get_register (TallyDaemon *daemon);
+/* The online sync with [issuer] url; NULL without one. */
+TallySync *tally_daemon_get_sync (TallyDaemon *daemon);
 const char *tally_daemon_get_listen_address (TallyDaemon *daemon);
 guint tally_daemon_get_timeout (TallyDaemon *daemon);
 guint tally_daemon_get_payment_count (TallyDaemon *daemon);

@@ -305,6 +305,126 @@ handle_apply_result (TallyDBusRegister1 *skeleton,
   return TRUE;
 }
 
+static void
+on_synced (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr (GDBusMethodInvocation) invocation = user_data;
+  g_autoptr (GError) error = NULL;
+
+  if (!tally_sync_run_finish (NULL, result, &error)) {
+    tally_dbus_error_return (invocation, error);
+    return;
+  }
+  g_dbus_method_invocation_return_value (invocation, NULL);
+}
+
+static gboolean
+handle_sync (TallyDBusRegister1 *skeleton, GDBusMethodInvocation *invocation, gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallySync *sync = tally_daemon_get_sync (object->daemon);
+
+  if (sync == NULL) {
+    g_autoptr (GError) error =
+      g_error_new_literal (TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+                           "no online issuer: set [issuer] url in tallyd.conf, or carry the "
+                           "bundle by hand (tallyctl export, tallyctl apply)");
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  /* The object may go before the answer: the callback holds only the call. */
+  tally_sync_run_async (sync, on_synced, g_object_ref (invocation));
+  return TRUE;
+}
+
+/* Enroll and Topup: the call and the daemon, alive as long as the
+ * daemon's sync, which finishes its calls when it goes. */
+typedef struct
+{
+  GDBusMethodInvocation *invocation;
+  TallyDBusRegister *object;
+} AccountReply;
+
+static void
+on_account_done (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  AccountReply *reply = user_data;
+  g_autoptr (GError) error = NULL;
+  gboolean ok = g_task_get_source_tag (G_TASK (result)) == tally_sync_enroll_async
+                  ? tally_sync_enroll_finish (NULL, result, &error)
+                  : tally_sync_topup_finish (NULL, result, &error);
+
+  /* CANCELLED: the daemon is going, @reply->object with it. */
+  if (!(error != NULL && g_error_matches (error, TALLY_ERROR, TALLY_ERROR_CANCELLED)))
+    tally_daemon_register_changed (reply->object->daemon);
+  if (ok)
+    g_dbus_method_invocation_return_value (reply->invocation, NULL);
+  else
+    tally_dbus_error_return (reply->invocation, error);
+  g_object_unref (reply->invocation);
+  g_free (reply);
+}
+
+static AccountReply *
+account_reply_new (TallyDBusRegister *object, GDBusMethodInvocation *invocation)
+{
+  AccountReply *reply = g_new0 (AccountReply, 1);
+  reply->invocation = g_object_ref (invocation);
+  reply->object = object;
+  return reply;
+}
+
+static gboolean
+handle_enroll (TallyDBusRegister1 *skeleton,
+               GDBusMethodInvocation *invocation,
+               const char *account,
+               const char *token,
+               gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallySync *sync = tally_daemon_get_sync (object->daemon);
+
+  if (sync == NULL) {
+    g_autoptr (GError) error = g_error_new_literal (
+      TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+      "no online issuer: set [issuer] url in tallyd.conf, or install a certificate by hand "
+      "(tallyctl certificate)");
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  tally_sync_enroll_async (sync, account, token, on_account_done,
+                           account_reply_new (object, invocation));
+  return TRUE;
+}
+
+static gboolean
+handle_topup (TallyDBusRegister1 *skeleton,
+              GDBusMethodInvocation *invocation,
+              guint64 amount,
+              gpointer user_data)
+{
+  TallyDBusRegister *object = user_data;
+  TallySync *sync = tally_daemon_get_sync (object->daemon);
+  g_autoptr (GError) error = NULL;
+
+  if (sync == NULL) {
+    error = g_error_new_literal (TALLY_ERROR, TALLY_ERROR_WRONG_STATE,
+                                 "no online issuer: set [issuer] url in tallyd.conf, or load a "
+                                 "voucher by hand (tallyctl load)");
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  if (amount == 0 || amount > (guint64) TALLY_AMOUNT_MAX) {
+    error = g_error_new (TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT,
+                         "amount %" G_GUINT64_FORMAT " is out of range", amount);
+    tally_dbus_error_return (invocation, error);
+    return TRUE;
+  }
+  tally_sync_topup_async (sync, (gint64) amount, on_account_done,
+                          account_reply_new (object, invocation));
+  return TRUE;
+}
+
 static gboolean
 handle_defund (TallyDBusRegister1 *skeleton, GDBusMethodInvocation *invocation, gpointer user_data)
 {
@@ -440,6 +560,18 @@ tally_dbus_register_sync (TallyDBusRegister *object)
   tally_dbus_register1_set_listen_address (s, tally_daemon_get_listen_address (object->daemon));
   tally_dbus_register1_set_display_name (s, cert && cert->display_name ? cert->display_name : "");
   tally_dbus_register1_set_discovering (s, tally_daemon_is_discovering (object->daemon));
+  TallySync *sync = tally_daemon_get_sync (object->daemon);
+  const GError *sync_error = sync ? tally_sync_get_last_error (sync) : NULL;
+  tally_dbus_register1_set_issuer_url (s, sync ? tally_sync_get_url (sync) : "");
+  tally_dbus_register1_set_sync_state (
+    s, sync ? tally_sync_state_to_string (tally_sync_get_state (sync)) : "off");
+  tally_dbus_register1_set_last_sync (s, sync ? tally_sync_get_last_sync (sync) : 0);
+  g_autofree char *sync_error_text =
+    sync_error
+      ? g_strdup_printf ("%s: %s", tally_dbus_error_name_for (sync_error), sync_error->message)
+      : g_strdup ("");
+  tally_dbus_register1_set_last_sync_error (s, sync_error_text);
+  tally_dbus_register1_set_sync_deadline (s, tally_sync_deadline (reg));
   g_object_thaw_notify (G_OBJECT (s));
 }
 
@@ -469,6 +601,9 @@ tally_dbus_register_new (GDBusConnection *connection, TallyDaemon *daemon, GErro
   g_signal_connect (object->skeleton, "handle-apply-result", G_CALLBACK (handle_apply_result),
                     object);
   g_signal_connect (object->skeleton, "handle-defund", G_CALLBACK (handle_defund), object);
+  g_signal_connect (object->skeleton, "handle-sync", G_CALLBACK (handle_sync), object);
+  g_signal_connect (object->skeleton, "handle-enroll", G_CALLBACK (handle_enroll), object);
+  g_signal_connect (object->skeleton, "handle-topup", G_CALLBACK (handle_topup), object);
   g_signal_connect (object->skeleton, "handle-get-history", G_CALLBACK (handle_get_history), object);
   g_signal_connect (object->skeleton, "handle-start-discovery", G_CALLBACK (handle_start_discovery),
                     object);

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <string.h>
+#include <sodium.h>
 #include <unistd.h>
 
 /* --- info, balance, key --- */
@@ -30,6 +31,11 @@ static const struct
   { "RevocationSerial", "Revocation serial", 't' },
   { "Closed", "Closed", 'b' },
   { "ListenAddress", "Listen address", 's' },
+  { "IssuerUrl", "Issuer URL", 's' },
+  { "SyncState", "Sync", 's' },
+  { "LastSync", "Last sync", 'T' },
+  { "LastSyncError", "Last sync error", 's' },
+  { "SyncDeadline", "Sync deadline", 'T' },
 };
 
 /* The register's properties; NULL with the failure reported and its exit
@@ -474,6 +480,128 @@ int
 cmd_apply (Ctl *ctl, int argc, char **argv)
 {
   return send_file (ctl, argc, argv, "ApplyResult", "Reconciliation result applied.");
+}
+
+/* --- sync --- */
+
+/* How long tallyctl waits for Sync: tallyd gives each request 30 s and
+ * sends a bundle up to four times. */
+#define SYNC_CALL_TIMEOUT_MS (180 * 1000)
+
+int
+cmd_sync (Ctl *ctl, int argc, char **argv)
+{
+  int rc;
+  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
+    return rc;
+
+  g_autoptr (GError) error = NULL;
+  gboolean interactive = isatty (STDIN_FILENO);
+  g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
+    ctl->bus, ctl->owner, REGISTER_PATH, REGISTER_IFACE, "Sync", NULL, G_VARIANT_TYPE_UNIT,
+    interactive ? G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION : G_DBUS_CALL_FLAGS_NONE,
+    interactive ? G_MAXINT : SYNC_CALL_TIMEOUT_MS, NULL, &error);
+  if (reply == NULL)
+    return report_gerror (ctl, error);
+  if (!ctl->json)
+    g_print ("Synced with the issuer.\n");
+  return print_balance (ctl, "Balance: ");
+}
+
+/* Calls @method with @args, waiting as long as a sync may take. */
+static GVariant *
+call_online (Ctl *ctl, const char *method, GVariant *args, GError **error)
+{
+  gboolean interactive = isatty (STDIN_FILENO);
+  return g_dbus_connection_call_sync (
+    ctl->bus, ctl->owner, REGISTER_PATH, REGISTER_IFACE, method, args, G_VARIANT_TYPE_UNIT,
+    interactive ? G_DBUS_CALL_FLAGS_ALLOW_INTERACTIVE_AUTHORIZATION : G_DBUS_CALL_FLAGS_NONE,
+    interactive ? G_MAXINT : SYNC_CALL_TIMEOUT_MS, NULL, error);
+}
+
+/* The token in @path: 64 hex digits and at most white space around them. */
+static char *
+read_token (Ctl *ctl, const char *path, int *rc)
+{
+  g_autoptr (GError) error = NULL;
+  char *text = NULL;
+  gsize len = 0;
+  if (!g_file_get_contents (path, &text, &len, &error)) {
+    *rc = usage_error (ctl, "--token-file: %s", error->message);
+    return NULL;
+  }
+  g_strstrip (text);
+  gboolean ok = strlen (text) == 64;
+  for (const char *p = text; ok && *p != '\0'; p++)
+    ok = g_ascii_isxdigit (*p);
+  if (!ok) {
+    sodium_memzero (text, len);
+    g_free (text);
+    *rc = usage_error (ctl, "--token-file %s: expected the account token, 64 hex digits", path);
+    return NULL;
+  }
+  return text;
+}
+
+int
+cmd_enroll (Ctl *ctl, int argc, char **argv)
+{
+  g_autofree char *account = NULL, *token_file = NULL;
+  int rc;
+  const GOptionEntry entries[] = {
+    { "account", 'a', 0, G_OPTION_ARG_STRING, &account, "The issuer account to enrol with",
+      "NAME" },
+    { "token-file", 'T', 0, G_OPTION_ARG_FILENAME, &token_file,
+      "File holding the account's token (64 hex digits)", "FILE" },
+    { NULL },
+  };
+  if (!parse_command (ctl, entries, &argc, &argv, &rc) || !expect_args (ctl, argc, 0, &rc))
+    return rc;
+  if (account == NULL || token_file == NULL)
+    return usage_error (ctl, "enroll needs --account NAME and --token-file FILE");
+  char *token = read_token (ctl, token_file, &rc);
+  if (token == NULL)
+    return rc;
+
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) reply =
+    call_online (ctl, "Enroll", g_variant_new ("(ss)", account, token), &error);
+  sodium_memzero (token, strlen (token));
+  g_free (token);
+  if (reply == NULL)
+    return report_gerror (ctl, error);
+  if (!ctl->json)
+    g_print ("Enrolled with account %s.\n", account);
+  return print_balance (ctl, "Balance: ");
+}
+
+int
+cmd_topup (Ctl *ctl, int argc, char **argv)
+{
+  int rc;
+  if (!parse_command (ctl, NULL, &argc, &argv, &rc) || !expect_args (ctl, argc, 1, &rc))
+    return rc;
+  gint64 amount;
+  g_autoptr (GError) error = NULL;
+  /* No amount in any currency is a usage error before tallyd is asked;
+   * then the register's currency says how many decimals it may have. */
+  if (!tally_amount_parse_any (argv[1], &error))
+    return usage_error (ctl, "%s", error->message);
+  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
+  if (props == NULL)
+    return rc;
+  /* No certificate yet, no currency: tallyd says what is missing. */
+  const char *currency = dict_str (props, "Currency");
+  if (!tally_amount_parse (argv[1], *currency ? currency : NULL, &amount, &error))
+    return usage_error (ctl, "%s", error->message);
+
+  g_autoptr (GVariant) reply =
+    call_online (ctl, "Topup", g_variant_new ("(t)", (guint64) amount), &error);
+  if (reply == NULL)
+    return report_gerror (ctl, error);
+  if (!ctl->json)
+    g_print ("Voucher bought and loaded.\n");
+  return print_balance (ctl, "Balance: ");
 }
 
 /* --- export, defund --- */

@@ -56,6 +56,18 @@ static const Command commands[] = {
     "tallyctl export - | ssh issuer 'cat > alice.bundle'", cmd_export },
   { "apply", "FILE", "Apply the issuer's reconciliation result (FILE - reads standard input).",
     "tallyctl apply result.bin", cmd_apply },
+  { "sync", "",
+    "Reconcile with the online issuer now ([issuer] url in tallyd.conf): export, upload, "
+    "apply, and fetch the revocation list; safe to interrupt and run again.",
+    "tallyctl sync", cmd_sync },
+  { "enroll", "",
+    "Enrol the register with an issuer account online ([issuer] url): proves it holds its key, "
+    "installs the certificate, and keeps the account for topup.",
+    "tallyctl enroll --account stall-42 --token-file stall-42.token", cmd_enroll },
+  { "topup", "AMOUNT",
+    "Buy a voucher of AMOUNT from the enrolled account online and load it; safe to run again "
+    "after a dropped connection: the account pays once per voucher.",
+    "tallyctl topup 25.00", cmd_topup },
   { "defund", "FILE",
     "Move the whole balance back online and close the register; FILE must not exist yet.",
     "tallyctl defund defund.bin", cmd_defund },

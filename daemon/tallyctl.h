@@ -212,6 +212,9 @@ int cmd_issuer (Ctl *ctl, int argc, char **argv);
 int cmd_certificate (Ctl *ctl, int argc, char **argv);
 int cmd_apply (Ctl *ctl, int argc, char **argv);
 int cmd_export (Ctl *ctl, int argc, char **argv);
+int cmd_sync (Ctl *ctl, int argc, char **argv);
+int cmd_enroll (Ctl *ctl, int argc, char **argv);
+int cmd_topup (Ctl *ctl, int argc, char **argv);
 int cmd_defund (Ctl *ctl, int argc, char **argv);
 
 /* --- stalls nearby (tallyctl-scan.c) --- */

@@ -148,6 +148,13 @@ struct _TallyRegisterBackend
                          const guint8 *data,
                          gsize len,
                          guint8 signature[static TALLY_SIGNATURE_BYTES]);
+  /* Ed25519 over @statement as it is: only ever the enrolment statement
+   * tally_register_sign_enrolment () built ("tally-enrol-v1" 0x00 ...),
+   * which no context label of sign_detached () can produce. */
+  void (*sign_enrolment) (gpointer store,
+                          const guint8 *statement,
+                          gsize len,
+                          guint8 signature[static TALLY_SIGNATURE_BYTES]);
 
   /* --- transactions --- */
 

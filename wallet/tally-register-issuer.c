@@ -28,6 +28,36 @@ tally_register_need_issuer (TallyRegister *reg, GError **error)
   return TRUE;
 }
 
+gboolean
+tally_register_sign_enrolment (TallyRegister *reg,
+                               const char *account,
+                               guint8 proof[static TALLY_SIGNATURE_BYTES],
+                               GError **error)
+{
+  g_return_val_if_fail (reg != NULL && account != NULL, FALSE);
+  g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
+
+  if (!tally_register_need_issuer (reg, error))
+    return FALSE;
+  gsize account_len = strlen (account);
+  gboolean valid = account_len > 0 && g_utf8_validate (account, (gssize) account_len, NULL);
+  for (const char *p = account; valid && *p != '\0'; p = g_utf8_next_char (p))
+    valid = !g_unichar_iscntrl (g_utf8_get_char (p));
+  if (!valid) {
+    g_set_error_literal (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
+                         "an account name is UTF-8 text without control characters");
+    return FALSE;
+  }
+  g_autoptr (GByteArray) statement = g_byte_array_new ();
+  g_byte_array_append (statement, (const guint8 *) TALLY_ENROL_STATEMENT_DOMAIN,
+                       sizeof TALLY_ENROL_STATEMENT_DOMAIN); /* with its 0x00 */
+  g_byte_array_append (statement, reg->state.issuer_key, TALLY_PUBLIC_KEY_BYTES);
+  g_byte_array_append (statement, tally_register_get_public_key (reg), TALLY_PUBLIC_KEY_BYTES);
+  g_byte_array_append (statement, (const guint8 *) account, (guint) account_len);
+  reg->backend->sign_enrolment (reg->store, statement->data, statement->len, proof);
+  return TRUE;
+}
+
 /* An issuer is never replaced: what the register holds is that issuer's. */
 static gboolean
 check_unbound (TallyRegister *reg, GError **error)

@@ -808,6 +808,19 @@ soft_sign_detached (gpointer store,
   sodium_mprotect_noaccess (s->secret_key);
 }
 
+static void
+soft_sign_enrolment (gpointer store,
+                     const guint8 *statement,
+                     gsize len,
+                     guint8 signature[static TALLY_SIGNATURE_BYTES])
+{
+  SoftStore *s = store;
+  g_return_if_fail (s->secret_key != NULL);
+  sodium_mprotect_readonly (s->secret_key);
+  crypto_sign_detached (signature, NULL, statement, len, s->secret_key);
+  sodium_mprotect_noaccess (s->secret_key);
+}
+
 /* --- lifetime --- */
 
 static void
@@ -937,6 +950,7 @@ const TallyRegisterBackend tally_register_soft_backend = {
   .load_key = soft_load_key,
   .sign_envelope = soft_sign_envelope,
   .sign_detached = soft_sign_detached,
+  .sign_enrolment = soft_sign_enrolment,
   .begin = soft_begin,
   .commit = soft_commit,
   .rollback = soft_rollback,

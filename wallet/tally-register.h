@@ -129,6 +129,19 @@ gboolean tally_register_set_issuer_key (TallyRegister *reg,
                                         GError **error);
 char *tally_register_get_id_hex (TallyRegister *reg);
 
+/* The statement a register signs to enrol with its issuer for @account
+ * (docs/issuer-api.md, "Enrolment: proof of possession"). */
+#define TALLY_ENROL_STATEMENT_DOMAIN "tally-enrol-v1"
+/* The proof of possession: the register key's Ed25519 signature over
+ * exactly "tally-enrol-v1" 0x00 || issuer public key || register public
+ * key || @account (UTF-8, to the end), and nothing else.  WRONG_STATE
+ * while the register trusts no issuer; INVALID_ARGUMENT for an empty
+ * account or one that is not UTF-8 without control characters. */
+gboolean tally_register_sign_enrolment (TallyRegister *reg,
+                                        const char *account,
+                                        guint8 proof[static TALLY_SIGNATURE_BYTES],
+                                        GError **error);
+
 /* Installs the issuer's certificate for this register's key (WRONG_REGISTER
  * for another key's, WRONG_ISSUER, CERT_EXPIRED...).  A newer serial
  * replaces the current one; an older one is refused with REPLAY. */

@@ -370,6 +370,46 @@ extra_party (World *w, const char *name, gboolean certify, const Tally__Limits *
 
 /* ===== certificate ===== */
 
+/* The proof of possession is the register key's signature over exactly the
+ * issuer's enrolment statement for that account, and proves nothing for
+ * another account or issuer. */
+static void
+test_enrolment_proof_signs_exactly_the_statement (World *w, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  guint8 proof[TALLY_SIGNATURE_BYTES];
+  g_assert_true (tally_register_sign_enrolment (w->a.reg, "stall-42", proof, &error));
+  g_assert_no_error (error);
+
+  g_autoptr (GByteArray) statement = g_byte_array_new ();
+  g_byte_array_append (statement, (const guint8 *) "tally-enrol-v1", 15);
+  g_byte_array_append (statement, fixture_issuer_public_key (w->issuer), TALLY_PUBLIC_KEY_BYTES);
+  g_byte_array_append (statement, tally_register_get_public_key (w->a.reg), TALLY_PUBLIC_KEY_BYTES);
+  g_byte_array_append (statement, (const guint8 *) "stall-42", 8);
+  g_assert_cmpint (crypto_sign_verify_detached (proof, statement->data, statement->len,
+                                                tally_register_get_public_key (w->a.reg)),
+                   ==, 0);
+  /* Another account's statement: the proof does not verify. */
+  statement->data[statement->len - 1] = '3';
+  g_assert_cmpint (crypto_sign_verify_detached (proof, statement->data, statement->len,
+                                                tally_register_get_public_key (w->a.reg)),
+                   !=, 0);
+
+  g_assert_false (tally_register_sign_enrolment (w->a.reg, "", proof, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+  g_assert_false (tally_register_sign_enrolment (w->a.reg, "evil\nname", proof, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+  g_clear_error (&error);
+
+  /* Trusting no issuer, it signs nothing. */
+  g_autofree char *dir = g_build_filename (w->root, "unbound", NULL);
+  g_autoptr (TallyRegister) unbound = tally_register_create_unbound (dir, &error);
+  g_assert_no_error (error);
+  g_assert_false (tally_register_sign_enrolment (unbound, "stall-42", proof, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_STATE);
+}
+
 static void
 test_certificate_refuses_other_issuer (World *w, gconstpointer data)
 {
@@ -2539,6 +2579,8 @@ main (int argc, char **argv)
 #define ADD(path, fn) g_test_add (path, World, NULL, world_setup, fn, world_teardown)
 
   ADD ("/register/certificate/refuses-other-issuer", test_certificate_refuses_other_issuer);
+  ADD ("/register/enrolment/proof-signs-exactly-the-statement",
+       test_enrolment_proof_signs_exactly_the_statement);
   ADD ("/register/receive/caches-payer-certificate", test_receive_caches_payer_certificate);
   ADD ("/register/acknowledge/records-that-payee-holds-our-certificate",
        test_acknowledge_records_that_payee_holds_our_certificate);

@@ -1,0 +1,70 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
+#pragma once
+
+/* What tally-sync.c and tally-sync-account.c share.  Not for other files. */
+
+#include <libsoup/soup.h>
+
+#include "tally-sync.h"
+
+G_BEGIN_DECLS
+
+/* Seconds a request may take, connection included. */
+#define TALLY_SYNC_REQUEST_TIMEOUT 30
+/* The longest answer we read: a result carries every receipt of a bundle. */
+#define TALLY_SYNC_MAX_ANSWER_BYTES (4 * 1024 * 1024)
+
+typedef struct _Run Run;
+
+struct _TallySync
+{
+  gint ref;
+  GMainContext *context;
+  TallyRegister *reg; /* borrowed */
+  char *url;          /* without the trailing '/' */
+  SoupSession *session;
+  TallySyncState state;
+  guint64 last_sync;
+  GError *last_error;
+  char *keys_etag;
+  char *revocations_etag;
+  Run *run;        /* the sync in progress, or NULL */
+  char *state_dir; /* the account file's folder */
+  GList *calls;    /* AccountCall *: enrolments and top-ups in progress */
+
+  const TallySyncCallbacks *callbacks;
+  gpointer user_data;
+  GDestroyNotify destroy;
+
+  /* automatic */
+  gboolean automatic;
+  guint interval;
+  guint failures; /* automatic syncs failed in a row */
+  GSource *timer;
+  GNetworkMonitor *monitor;
+  gulong network_handler;
+  gboolean network_up;
+  guint32 due_at_payments; /* offline payments when a sync last fell due */
+};
+
+/* A failed request as a TALLY_ERROR: DISCONNECTED, TIMEOUT, CANCELLED. */
+GError *sync_transport_error (TallySync *sync, const char *what, const GError *error);
+/* An issuer's refusal: the Tally error its JSON body names. */
+GError *sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body);
+
+/* Sends @msg and reads its answer, at most TALLY_SYNC_MAX_ANSWER_BYTES
+ * (FRAME_OVERSIZE beyond, naming @what, a static string); the status is
+ * @msg's. */
+void sync_fetch_async (TallySync *sync,
+                       SoupMessage *msg,
+                       const char *what,
+                       GCancellable *cancellable,
+                       GAsyncReadyCallback callback,
+                       gpointer user_data);
+GBytes *sync_fetch_finish (GAsyncResult *result, GError **error);
+
+/* tally-sync-account.c: the account calls still going learn that @sync
+ * is gone, and finish with CANCELLED. */
+void sync_account_detach (TallySync *sync);
+
+G_END_DECLS
