@@ -22,6 +22,8 @@ struct _TallyIssuer
   char *name;
   char *currency;
   GBytes *key_set;
+  TallyIssuerCommitHook hook; /* tests only: crash injection */
+  gpointer hook_data;
 };
 
 /* One reconciliation: the bundle's register and what booking it produced. */

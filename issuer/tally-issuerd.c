@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <locale.h>
@@ -295,6 +296,43 @@ write_port_file (const char *path, guint16 port, GError **error)
   return g_file_set_contents (path, text, -1, error);
 }
 
+/* --- crash injection, a test hook (tests/issuer/test-issuerd-kill.c) --- */
+
+#define CRASH_ENV "TALLY_ISSUER_CRASH_AT"
+
+static void
+crash_hook (const char *point, gpointer user_data)
+{
+  /* As abrupt as power loss: no atexit handlers, no buffers flushed. */
+  if (strcmp (point, user_data) == 0) {
+    g_message ("%s=%s: killing this process", CRASH_ENV, point);
+    raise (SIGKILL);
+  }
+}
+
+/* TALLY_ISSUER_CRASH_AT=POINT (a name of tally_issuer_commit_points ())
+ * makes the process kill itself with SIGKILL there; read once, at start.
+ * An unknown name is refused rather than never reached. */
+static gboolean
+crash_hook_install (TallyIssuer *issuer, GError **error)
+{
+  const char *point = g_getenv (CRASH_ENV);
+  if (point == NULL || *point == '\0')
+    return TRUE;
+  const char *const *points = tally_issuer_commit_points ();
+  for (gsize i = 0; points[i] != NULL; i++) {
+    if (strcmp (points[i], point) == 0) {
+      g_warning ("%s=%s: this process will kill itself there (a test hook)", CRASH_ENV, point);
+      tally_issuer_set_commit_hook (issuer, crash_hook, (gpointer) points[i]);
+      return TRUE;
+    }
+  }
+  g_autofree char *all = g_strjoinv (", ", (char **) points);
+  g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+               "%s=%s: no such point (one of %s)", CRASH_ENV, point, all);
+  return FALSE;
+}
+
 static gboolean
 quit_loop (gpointer user_data)
 {
@@ -357,6 +395,8 @@ static const char description[] =
   "  max_payment=AMT  balance_cap=AMT  max_payments=N  max_offline_hours=H  valid_days=D\n"
   "\n"
   "Endpoints: docs/issuer-api.md.  Stop with SIGTERM or SIGINT.\n"
+  "Tests only: TALLY_ISSUER_CRASH_AT=POINT kills the process at that step of\n"
+  "a reconciliation or voucher sale (docs/reliability.md).\n"
   "\n"
   "Example:\n"
   "  tally-issuer --dir /var/lib/tally-issuer init --name \"Town Bank\" --currency EUR\n"
@@ -406,6 +446,7 @@ main (int argc, char **argv)
   g_autoptr (TallyIssuerHttp) http = NULL;
   if (!config_load (&config, config_file, &error) ||
       (issuer = tally_issuer_open (config.issuer_dir, &error)) == NULL ||
+      !crash_hook_install (issuer, &error) ||
       (http = start (&config, issuer, port_file, &error)) == NULL) {
     fprintf (stderr, "tally-issuerd: %s\n", error->message);
     config_clear (&config);
