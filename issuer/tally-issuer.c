@@ -96,6 +96,13 @@ tally_issuer_commit_point_to_string (TallyIssuerCommitPoint point)
   return "unknown";
 }
 
+gboolean
+tally_issuer_is_embedded (TallyIssuer *issuer)
+{
+  g_return_val_if_fail (issuer != NULL, FALSE);
+  return issuer->embedded;
+}
+
 void
 tally_issuer_set_commit_hook (TallyIssuer *issuer, TallyIssuerCommitHook hook, gpointer user_data)
 {
@@ -372,6 +379,7 @@ tally_issuer_create_with_store (const char *dir,
   }
 
   g_autoptr (TallyIssuer) issuer = issuer_new (dir);
+  issuer->embedded = store == NULL;
   crypto_sign_keypair (issuer->public_key, issuer->secret_key);
   sodium_mprotect_noaccess (issuer->secret_key);
   tally_key_id_from_key (issuer->public_key, issuer->key_id);
@@ -434,6 +442,7 @@ tally_issuer_open (const char *dir, GError **error)
   sodium_mprotect_noaccess (issuer->secret_key);
   tally_key_id_from_key (issuer->public_key, issuer->key_id);
 
+  issuer->embedded = tally_issuer_store_spec_is_sqlite (store);
   issuer->store = tally_issuer_store_open (store, db_path, FALSE, error);
   if (issuer->store == NULL || !tally_issuer_store_begin (issuer->store, error))
     return NULL;

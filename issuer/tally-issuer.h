@@ -110,6 +110,9 @@ const guint8 *tally_issuer_get_public_key (TallyIssuer *issuer);
 const char *tally_issuer_get_currency (TallyIssuer *issuer);
 /* Packed SignedEnvelope of the self-signed IssuerKeySet. */
 GBytes *tally_issuer_get_key_set (TallyIssuer *issuer);
+/* TRUE on the embedded SQLite store (one writer at a time, one process);
+ * FALSE on PostgreSQL, which several processes may share. */
+gboolean tally_issuer_is_embedded (TallyIssuer *issuer);
 
 gboolean tally_issuer_account_create (TallyIssuer *issuer, const char *name, GError **error);
 /* Money enters the system: the account and "issued" both grow. */
@@ -368,9 +371,8 @@ typedef void (*TallyIssuerCommitHook) (const char *point, gpointer user_data);
 const char *const *tally_issuer_commit_points (void);
 const char *tally_issuer_commit_point_to_string (TallyIssuerCommitPoint point);
 /* @hook NULL: none (the default). */
-void tally_issuer_set_commit_hook (TallyIssuer *issuer,
-                                   TallyIssuerCommitHook hook,
-                                   gpointer user_data);
+void
+tally_issuer_set_commit_hook (TallyIssuer *issuer, TallyIssuerCommitHook hook, gpointer user_data);
 /* Calls the hook, if any, at @point. */
 void tally_issuer_commit_point (TallyIssuer *issuer, TallyIssuerCommitPoint point);
 

@@ -62,8 +62,7 @@ daemon_start (Daemon *d, const char *crash_at)
   for (guint i = 0; i < 400; i++) {
     g_autofree char *text = NULL;
     if (g_file_get_contents (d->port_file, &text, NULL, NULL) && strchr (text, '\n') != NULL) {
-      d->base =
-        g_strdup_printf ("http://127.0.0.1:%u", (guint) g_ascii_strtoull (text, NULL, 10));
+      d->base = g_strdup_printf ("http://127.0.0.1:%u", (guint) g_ascii_strtoull (text, NULL, 10));
       d->session = soup_session_new_with_options ("timeout", 30, NULL);
       return;
     }
@@ -109,7 +108,8 @@ daemon_assert_killed (Daemon *d, const char *point)
   g_subprocess_wait_async (d->proc, NULL, wait_done, &done);
   gint64 deadline = g_get_monotonic_time () + KILL_WAIT;
   while (!done && g_get_monotonic_time () < deadline)
-    g_main_context_iteration (NULL, FALSE) || (g_usleep (10 * 1000), TRUE);
+    if (!g_main_context_iteration (NULL, FALSE))
+      g_usleep (10 * 1000);
   if (!done) {
     g_subprocess_force_exit (d->proc);
     g_error ("tally-issuerd was not killed at %s: the point was never reached", point);
@@ -303,16 +303,15 @@ describe_books (Books *k, GBytes *result_a, GBytes *result_b)
   tally_issuer_store_rollback (store);
   describe_result (out, issuer, "a", result_a);
   describe_result (out, issuer, "b", result_b);
-  g_string_append_printf (out,
-                          "alice %" G_GINT64_FORMAT " bob %" G_GINT64_FORMAT " issued %" G_GINT64_FORMAT
-                          " online %" G_GINT64_FORMAT " offline %" G_GINT64_FORMAT
-                          " in_flight %" G_GINT64_FORMAT " exposure %" G_GINT64_FORMAT
-                          " awaiting %" G_GINT64_FORMAT " refused %" G_GINT64_FORMAT
-                          " registers %u revoked %u proofs %u\n",
-                          alice, bob, audit.issued, audit.online, audit.offline, audit.in_flight,
-                          audit.fraud_exposure, audit.awaiting, audit.refused,
-                          (guint) audit.registers, (guint) audit.revoked,
-                          (guint) audit.fraud_proofs);
+  g_string_append_printf (
+    out,
+    "alice %" G_GINT64_FORMAT " bob %" G_GINT64_FORMAT " issued %" G_GINT64_FORMAT
+    " online %" G_GINT64_FORMAT " offline %" G_GINT64_FORMAT " in_flight %" G_GINT64_FORMAT
+    " exposure %" G_GINT64_FORMAT " awaiting %" G_GINT64_FORMAT " refused %" G_GINT64_FORMAT
+    " registers %u revoked %u proofs %u\n",
+    alice, bob, audit.issued, audit.online, audit.offline, audit.in_flight, audit.fraud_exposure,
+    audit.awaiting, audit.refused, (guint) audit.registers, (guint) audit.revoked,
+    (guint) audit.fraud_proofs);
   return g_string_free (out, FALSE);
 }
 
@@ -438,7 +437,8 @@ buy (Books *k, const guint8 request_id[TALLY_VOUCHER_REQUEST_ID_BYTES])
   g_autofree char *id = tally_hex_encode (k->a->id, TALLY_ID_BYTES);
   g_autofree char *path = g_strdup_printf ("/v1/accounts/alice/registers/%s/vouchers", id);
   g_autofree char *rid = tally_hex_encode (request_id, TALLY_VOUCHER_REQUEST_ID_BYTES);
-  g_autofree char *json = g_strdup_printf ("{\"amount\": %d, \"request_id\": \"%s\"}", VOUCHER, rid);
+  g_autofree char *json =
+    g_strdup_printf ("{\"amount\": %d, \"request_id\": \"%s\"}", VOUCHER, rid);
   g_autoptr (GBytes) body = g_bytes_new (json, strlen (json));
   return daemon_post (&k->daemon, path, k->alice_token, "application/json", body);
 }
