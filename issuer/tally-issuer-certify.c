@@ -321,8 +321,10 @@ tally_issuer_sell_voucher_to_account (
   if (repeated == NULL)
     repeated = &dummy;
   *repeated = FALSE;
-  if (!tally_issuer_check_amount (issuer->currency, amount, error) ||
-      !tally_issuer_store_begin (issuer->store, error))
+  if (!tally_issuer_check_amount (issuer->currency, amount, error))
+    return NULL;
+  tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_VOUCHER_BEGIN);
+  if (!tally_issuer_store_begin (issuer->store, error))
     return NULL;
   g_autofree char *key = voucher_request_key (account, request_id);
   g_autoptr (GBytes) stored = NULL;
@@ -335,10 +337,15 @@ tally_issuer_sell_voucher_to_account (
     g_propagate_error (error, g_steal_pointer (&local));
   } else {
     env = sell_voucher_locked (issuer, account, register_id, amount, now, error);
+    if (env != NULL)
+      tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_VOUCHER_SOLD);
     if (env != NULL && !tally_issuer_store_meta_set (issuer->store, key, env, error))
       g_clear_pointer (&env, g_bytes_unref);
+    if (env != NULL)
+      tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_VOUCHER_REQUEST_KEPT);
   }
   if (!tally_issuer_finish (issuer, env != NULL, error))
     return NULL;
+  tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_VOUCHER_COMMITTED);
   return g_steal_pointer (&env);
 }

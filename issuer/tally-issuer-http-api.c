@@ -178,6 +178,28 @@ get_revocations (TallyHttpRequest *req)
     reply_cacheable (req, list);
 }
 
+/* Crash injection (tally_issuer_set_commit_hook ()): the answer is sent. */
+static void
+reconcile_answered (SoupServerMessage *msg, gpointer user_data)
+{
+  TallyIssuerHttp *http = user_data;
+  tally_issuer_commit_point (http->issuer, TALLY_ISSUER_POINT_RECONCILE_ANSWERED);
+}
+
+static void
+voucher_answered (SoupServerMessage *msg, gpointer user_data)
+{
+  TallyIssuerHttp *http = user_data;
+  tally_issuer_commit_point (http->issuer, TALLY_ISSUER_POINT_VOUCHER_ANSWERED);
+}
+
+static void
+on_answered (TallyHttpRequest *req, GCallback callback)
+{
+  g_signal_connect_data (req->msg, "finished", callback, tally_issuer_http_ref (req->http),
+                         (GClosureNotify) (void (*) (void)) tally_issuer_http_unref, 0);
+}
+
 /* The register's signature on the bundle is the credential. */
 static void
 post_reconcile (TallyHttpRequest *req)
@@ -200,6 +222,7 @@ post_reconcile (TallyHttpRequest *req)
   soup_message_headers_replace (soup_server_message_get_response_headers (req->msg),
                                 "X-Tally-Repeated", repeated ? "yes" : "no");
   tally_issuer_http_reply_bytes (req->msg, SOUP_STATUS_OK, TALLY_HTTP_TYPE_PROTOBUF, result);
+  on_answered (req, G_CALLBACK (reconcile_answered));
 }
 
 /* --- account endpoints (the account's bearer token) --- */
@@ -271,6 +294,7 @@ post_voucher (TallyHttpRequest *req)
                                 "X-Tally-Repeated", repeated ? "yes" : "no");
   tally_issuer_http_reply_bytes (req->msg, repeated ? SOUP_STATUS_OK : SOUP_STATUS_CREATED,
                                  TALLY_HTTP_TYPE_PROTOBUF, voucher);
+  on_answered (req, G_CALLBACK (voucher_answered));
 }
 
 static void

@@ -45,6 +45,8 @@ struct _TallyIssuerHttp
   gpointer clock_data;
   GDestroyNotify clock_destroy;
   GSource *refund_source; /* the periodic lost-register refund, or NULL */
+  char *worker;           /* X-Tally-Worker, or NULL */
+  GSource *accept_source; /* accepts on a socket shared with other processes */
 };
 
 /* One request being answered: the path below "/v1/", split and unescaped. */

@@ -394,6 +394,9 @@ handle_request (SoupServer *server,
 
   soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Cache-Control",
                                 "no-store");
+  if (http->worker != NULL)
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "X-Tally-Worker",
+                                  http->worker);
   if (!split_path (path, &req))
     tally_issuer_http_reply_error (msg, SOUP_STATUS_NOT_FOUND, TALLY_ERROR_NOT_FOUND,
                                    "no such endpoint (see docs/issuer-api.md)");
@@ -627,9 +630,14 @@ tally_issuer_http_unref (TallyIssuerHttp *http)
     g_source_destroy (http->refund_source);
     g_source_unref (http->refund_source);
   }
+  if (http->accept_source != NULL) {
+    g_source_destroy (http->accept_source);
+    g_source_unref (http->accept_source);
+  }
   g_main_context_unref (http->context);
   g_rc_box_release (http->open);
   sodium_memzero (http->operator_hash, sizeof http->operator_hash);
+  g_free (http->worker);
   g_free (http);
 }
 
@@ -728,6 +736,51 @@ tally_issuer_http_set_refund_interval (TallyIssuerHttp *http, guint seconds)
   g_source_attach (http->refund_source, http->context);
 }
 
+/* A connection on a socket shared with other processes; the accept fails
+ * with WOULD_BLOCK when another process took it first. */
+static gboolean
+shared_ready (GSocket *socket, GIOCondition condition, gpointer user_data)
+{
+  TallyIssuerHttp *http = user_data;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocket) client = g_socket_accept (socket, NULL, &error);
+  if (client == NULL) {
+    if (!g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK))
+      g_message ("cannot accept a connection: %s", error->message);
+    return G_SOURCE_CONTINUE;
+  }
+  g_autoptr (GSocketConnection) conn = g_socket_connection_factory_create_connection (client);
+  incoming (http->service, conn, NULL, http);
+  return G_SOURCE_CONTINUE;
+}
+
+/* Without TLS, only a loopback address unless @allow_plain. */
+static gboolean
+check_plain (TallyIssuerHttp *http, GSocketAddress *address, gboolean allow_plain, GError **error)
+{
+  if (http->tls != NULL || allow_plain)
+    return TRUE;
+  gboolean loopback = G_IS_INET_SOCKET_ADDRESS (address) &&
+                      g_inet_address_get_is_loopback (
+                        g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (address)));
+  if (!loopback)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "plain HTTP is served only on a loopback address; configure "
+                 "tls_certificate and tls_key, or allow_plain_http=true");
+  return loopback;
+}
+
+static void
+listening (TallyIssuerHttp *http, GSocketAddress *bound)
+{
+  if (http->bound == NULL && G_IS_INET_SOCKET_ADDRESS (bound))
+    http->bound = G_INET_SOCKET_ADDRESS (g_object_ref (bound));
+  g_clear_object (&bound);
+  g_socket_service_start (http->service);
+  g_autofree char *url = tally_issuer_http_get_url (http);
+  g_message ("listening on %s", url);
+}
+
 gboolean
 tally_issuer_http_listen (TallyIssuerHttp *http,
                           GSocketAddress *address,
@@ -737,17 +790,8 @@ tally_issuer_http_listen (TallyIssuerHttp *http,
   g_return_val_if_fail (http != NULL, FALSE);
   g_return_val_if_fail (G_IS_SOCKET_ADDRESS (address), FALSE);
 
-  if (http->tls == NULL && !allow_plain) {
-    gboolean loopback = G_IS_INET_SOCKET_ADDRESS (address) &&
-                        g_inet_address_get_is_loopback (
-                          g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (address)));
-    if (!loopback) {
-      g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
-                   "plain HTTP is served only on a loopback address; configure "
-                   "tls_certificate and tls_key, or allow_plain_http=true");
-      return FALSE;
-    }
-  }
+  if (!check_plain (http, address, allow_plain, error))
+    return FALSE;
   g_autoptr (GError) local = NULL;
   g_autoptr (GSocketAddress) bound = NULL;
   if (!g_socket_listener_add_address (G_SOCKET_LISTENER (http->service), address,
@@ -756,12 +800,47 @@ tally_issuer_http_listen (TallyIssuerHttp *http,
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED, "cannot listen: %s", local->message);
     return FALSE;
   }
-  if (http->bound == NULL && G_IS_INET_SOCKET_ADDRESS (bound))
-    http->bound = G_INET_SOCKET_ADDRESS (g_steal_pointer (&bound));
-  g_socket_service_start (http->service);
-  g_autofree char *url = tally_issuer_http_get_url (http);
-  g_message ("listening on %s", url);
+  listening (http, g_steal_pointer (&bound));
   return TRUE;
+}
+
+gboolean
+tally_issuer_http_listen_socket (TallyIssuerHttp *http,
+                                 GSocket *socket,
+                                 gboolean allow_plain,
+                                 GError **error)
+{
+  g_return_val_if_fail (http != NULL, FALSE);
+  g_return_val_if_fail (G_IS_SOCKET (socket), FALSE);
+
+  g_return_val_if_fail (http->accept_source == NULL, FALSE);
+
+  g_autoptr (GError) local = NULL;
+  g_autoptr (GSocketAddress) address = g_socket_get_local_address (socket, &local);
+  if (address == NULL) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED, "cannot listen on the socket: %s",
+                 local->message);
+    return FALSE;
+  }
+  if (!check_plain (http, address, allow_plain, error))
+    return FALSE;
+  /* Every process serving the socket is woken for each connection, and
+   * all but one find none to accept: the accept must not block then. */
+  g_socket_set_blocking (socket, FALSE);
+  http->accept_source = g_socket_create_source (socket, G_IO_IN, NULL);
+  g_source_set_callback (http->accept_source, (GSourceFunc) (void (*) (void)) shared_ready, http,
+                         NULL);
+  g_source_attach (http->accept_source, http->context);
+  listening (http, g_steal_pointer (&address));
+  return TRUE;
+}
+
+void
+tally_issuer_http_set_worker (TallyIssuerHttp *http, const char *name)
+{
+  g_return_if_fail (http != NULL);
+  g_free (http->worker);
+  http->worker = g_strdup (name);
 }
 
 guint16

@@ -70,6 +70,14 @@ gboolean tally_issuer_http_listen (TallyIssuerHttp *http,
                                    gboolean allow_plain,
                                    GError **error);
 /* The first bound port, 0 before listening. */
+/* The same on @socket, already bound and listening (a worker process of
+ * tally-issuerd serves the socket its parent bound). */
+gboolean tally_issuer_http_listen_socket (TallyIssuerHttp *http,
+                                          GSocket *socket,
+                                          gboolean allow_plain,
+                                          GError **error);
+/* Every answer carries "X-Tally-Worker: @name" (NULL: none, the default). */
+void tally_issuer_http_set_worker (TallyIssuerHttp *http, const char *name);
 guint16 tally_issuer_http_get_port (TallyIssuerHttp *http);
 /* "http://127.0.0.1:PORT/" or "https://…" of the first listener; NULL before. */
 char *tally_issuer_http_get_url (TallyIssuerHttp *http);

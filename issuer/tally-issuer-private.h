@@ -22,6 +22,9 @@ struct _TallyIssuer
   char *name;
   char *currency;
   GBytes *key_set;
+  gboolean embedded;          /* the SQLite store: one writer at a time */
+  TallyIssuerCommitHook hook; /* tests only: crash injection */
+  gpointer hook_data;
 };
 
 /* One reconciliation: the bundle's register and what booking it produced. */

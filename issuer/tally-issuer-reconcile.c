@@ -353,12 +353,20 @@ reconcile_locked (Reconcile *rc,
    * every payment it had received before it spent (5.5). */
   if (!tally_issuer_store_totals_get (issuer->store, &rc->totals, error) ||
       !tally_issuer_check_vouchers (rc, bundle, error) ||
-      !tally_issuer_book_received (rc, bundle, error) ||
-      !tally_issuer_book_spent (rc, bundle, error) || !check_complete (rc, error) ||
-      !check_overdrawn (rc, bundle, env, error) || !raise_horizon (rc, bundle, env, error) ||
-      !collect_outcomes (rc, error) ||
+      !tally_issuer_book_received (rc, bundle, error))
+    return NULL;
+  tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_RECEIVED_BOOKED);
+  if (!tally_issuer_book_spent (rc, bundle, error))
+    return NULL;
+  tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_SPENT_BOOKED);
+  if (!check_complete (rc, error) || !check_overdrawn (rc, bundle, env, error) ||
+      !raise_horizon (rc, bundle, env, error))
+    return NULL;
+  tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_HORIZON_RAISED);
+  if (!collect_outcomes (rc, error) ||
       !tally_issuer_store_totals_put (issuer->store, &rc->totals, error))
     return NULL;
+  tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_TOTALS_WRITTEN);
   if (rc->revocations_changed && !tally_issuer_publish_revocation_list (issuer, rc->now, error))
     return NULL;
 
@@ -380,12 +388,15 @@ reconcile_locked (Reconcile *rc,
   }
   if (!tally_issuer_store_register_put (issuer->store, &row, error))
     return NULL;
+  tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_REGISTER_WRITTEN);
 
   rc->report.revoked = row.revoked;
   GBytes *result = sign_result (rc, env, &row, renewed, error);
   if (result != NULL && key != NULL &&
       !tally_issuer_store_meta_set (issuer->store, key, result, error))
     g_clear_pointer (&result, g_bytes_unref);
+  if (result != NULL)
+    tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_RESULT_KEPT);
   return result;
 }
 
@@ -411,10 +422,13 @@ reconcile (TallyIssuer *issuer,
     .receipts = g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free),
   };
   g_autoptr (GBytes) result = NULL;
+  tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_BEGIN);
   if (tally_issuer_store_begin (issuer->store, error)) {
     result = reconcile_locked (&rc, bundle, len, once, repeated, error);
     if (!tally_issuer_finish (issuer, result != NULL, error))
       g_clear_pointer (&result, g_bytes_unref);
+    else
+      tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_COMMITTED);
   }
   g_ptr_array_unref (rc.new_proofs);
   g_ptr_array_unref (rc.settled_received);

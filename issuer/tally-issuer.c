@@ -47,6 +47,78 @@ tally_issuer_finish (TallyIssuer *issuer, gboolean ok, GError **error)
   return FALSE;
 }
 
+/* In TallyIssuerCommitPoint order. */
+static const char *const commit_points[] = {
+  "reconcile:begin",
+  "reconcile:received-booked",
+  "reconcile:spent-booked",
+  "reconcile:horizon-raised",
+  "reconcile:totals-written",
+  "reconcile:register-written",
+  "reconcile:result-kept",
+  "reconcile:committed",
+  "reconcile:answered",
+  "voucher:begin",
+  "voucher:sold",
+  "voucher:request-kept",
+  "voucher:committed",
+  "voucher:answered",
+  NULL,
+};
+
+G_STATIC_ASSERT (G_N_ELEMENTS (commit_points) == TALLY_ISSUER_POINT_VOUCHER_ANSWERED + 2);
+
+const char *const *
+tally_issuer_commit_points (void)
+{
+  return commit_points;
+}
+
+const char *
+tally_issuer_commit_point_to_string (TallyIssuerCommitPoint point)
+{
+  switch (point) {
+  case TALLY_ISSUER_POINT_RECONCILE_BEGIN:
+  case TALLY_ISSUER_POINT_RECONCILE_RECEIVED_BOOKED:
+  case TALLY_ISSUER_POINT_RECONCILE_SPENT_BOOKED:
+  case TALLY_ISSUER_POINT_RECONCILE_HORIZON_RAISED:
+  case TALLY_ISSUER_POINT_RECONCILE_TOTALS_WRITTEN:
+  case TALLY_ISSUER_POINT_RECONCILE_REGISTER_WRITTEN:
+  case TALLY_ISSUER_POINT_RECONCILE_RESULT_KEPT:
+  case TALLY_ISSUER_POINT_RECONCILE_COMMITTED:
+  case TALLY_ISSUER_POINT_RECONCILE_ANSWERED:
+  case TALLY_ISSUER_POINT_VOUCHER_BEGIN:
+  case TALLY_ISSUER_POINT_VOUCHER_SOLD:
+  case TALLY_ISSUER_POINT_VOUCHER_REQUEST_KEPT:
+  case TALLY_ISSUER_POINT_VOUCHER_COMMITTED:
+  case TALLY_ISSUER_POINT_VOUCHER_ANSWERED: return commit_points[point];
+  }
+  return "unknown";
+}
+
+gboolean
+tally_issuer_is_embedded (TallyIssuer *issuer)
+{
+  g_return_val_if_fail (issuer != NULL, FALSE);
+  return issuer->embedded;
+}
+
+void
+tally_issuer_set_commit_hook (TallyIssuer *issuer, TallyIssuerCommitHook hook, gpointer user_data)
+{
+  g_return_if_fail (issuer != NULL);
+  issuer->hook = hook;
+  issuer->hook_data = user_data;
+}
+
+void
+tally_issuer_commit_point (TallyIssuer *issuer, TallyIssuerCommitPoint point)
+{
+  g_return_if_fail (issuer != NULL);
+  if (issuer->hook != NULL)
+    issuer->hook (tally_issuer_commit_point_to_string (point), issuer->hook_data);
+}
+
 static gboolean
 check_name (const char *name, const char *what, GError **error)
 {
@@ -307,6 +379,7 @@ tally_issuer_create_with_store (const char *dir,
   }
 
   g_autoptr (TallyIssuer) issuer = issuer_new (dir);
+  issuer->embedded = store == NULL;
   crypto_sign_keypair (issuer->public_key, issuer->secret_key);
   sodium_mprotect_noaccess (issuer->secret_key);
   tally_key_id_from_key (issuer->public_key, issuer->key_id);
@@ -369,6 +442,7 @@ tally_issuer_open (const char *dir, GError **error)
   sodium_mprotect_noaccess (issuer->secret_key);
   tally_key_id_from_key (issuer->public_key, issuer->key_id);
 
+  issuer->embedded = tally_issuer_store_spec_is_sqlite (store);
   issuer->store = tally_issuer_store_open (store, db_path, FALSE, error);
   if (issuer->store == NULL || !tally_issuer_store_begin (issuer->store, error))
     return NULL;

@@ -110,6 +110,9 @@ const guint8 *tally_issuer_get_public_key (TallyIssuer *issuer);
 const char *tally_issuer_get_currency (TallyIssuer *issuer);
 /* Packed SignedEnvelope of the self-signed IssuerKeySet. */
 GBytes *tally_issuer_get_key_set (TallyIssuer *issuer);
+/* TRUE on the embedded SQLite store (one writer at a time, one process);
+ * FALSE on PostgreSQL, which several processes may share. */
+gboolean tally_issuer_is_embedded (TallyIssuer *issuer);
 
 gboolean tally_issuer_account_create (TallyIssuer *issuer, const char *name, GError **error);
 /* Money enters the system: the account and "issued" both grow. */
@@ -334,5 +337,43 @@ const char *tally_issuer_fraud_kind_to_string (Tally__FraudKind kind);
 gboolean tally_issuer_audit (TallyIssuer *issuer, TallyAudit *audit, GError **error);
 /* TallyAuditRegister rows in register id order; each traced to its proofs. */
 GPtrArray *tally_issuer_audit_registers (TallyIssuer *issuer, GError **error);
+
+/*
+ * Crash injection, for tests only.  A reconciliation and a voucher sale call
+ * the hook at every step that touches the store: before the transaction,
+ * after each group of writes, after the commit and, from the HTTP service,
+ * once the answer is sent.  The names ("reconcile:begin", ...,
+ * "voucher:answered") are listed by tally_issuer_commit_points().  A test
+ * hook kills the process there (tally-issuerd: TALLY_ISSUER_CRASH_AT) to
+ * prove that a retry books nothing twice and loses nothing.
+ */
+typedef enum
+{
+  TALLY_ISSUER_POINT_RECONCILE_BEGIN,
+  TALLY_ISSUER_POINT_RECONCILE_RECEIVED_BOOKED,
+  TALLY_ISSUER_POINT_RECONCILE_SPENT_BOOKED,
+  TALLY_ISSUER_POINT_RECONCILE_HORIZON_RAISED,
+  TALLY_ISSUER_POINT_RECONCILE_TOTALS_WRITTEN,
+  TALLY_ISSUER_POINT_RECONCILE_REGISTER_WRITTEN,
+  TALLY_ISSUER_POINT_RECONCILE_RESULT_KEPT,
+  TALLY_ISSUER_POINT_RECONCILE_COMMITTED,
+  TALLY_ISSUER_POINT_RECONCILE_ANSWERED,
+  TALLY_ISSUER_POINT_VOUCHER_BEGIN,
+  TALLY_ISSUER_POINT_VOUCHER_SOLD,
+  TALLY_ISSUER_POINT_VOUCHER_REQUEST_KEPT,
+  TALLY_ISSUER_POINT_VOUCHER_COMMITTED,
+  TALLY_ISSUER_POINT_VOUCHER_ANSWERED,
+} TallyIssuerCommitPoint;
+
+typedef void (*TallyIssuerCommitHook) (const char *point, gpointer user_data);
+
+/* Every point's name in enum order, NULL-terminated. */
+const char *const *tally_issuer_commit_points (void);
+const char *tally_issuer_commit_point_to_string (TallyIssuerCommitPoint point);
+/* @hook NULL: none (the default). */
+void
+tally_issuer_set_commit_hook (TallyIssuer *issuer, TallyIssuerCommitHook hook, gpointer user_data);
+/* Calls the hook, if any, at @point. */
+void tally_issuer_commit_point (TallyIssuer *issuer, TallyIssuerCommitPoint point);
 
 G_END_DECLS

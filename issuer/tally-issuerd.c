@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <glib-unix.h>
 #include <glib/gstdio.h>
 #include <locale.h>
@@ -17,6 +18,7 @@
 #include "tally-build-config.h"
 #include "tally-hex.h"
 #include "tally-issuer-http.h"
+#include "tally-issuerd-workers.h"
 
 #define EXIT_FAILED 1
 #define EXIT_USAGE  2
@@ -24,6 +26,7 @@
 #define DEFAULT_LISTEN "127.0.0.1:8470"
 /* How often lost registers whose window has passed are refunded. */
 #define DEFAULT_REFUND_INTERVAL 3600
+#define MAX_WORKERS             64
 
 typedef struct
 {
@@ -41,6 +44,7 @@ typedef struct
   char *balance_cap;
   guint64 validity;
   guint64 refund_interval;
+  guint64 workers;
 } Config;
 
 static void
@@ -73,6 +77,7 @@ static const struct
   { "http", "max_body_bytes" },
   { "http", "request_timeout" },
   { "http", "max_connections" },
+  { "http", "workers" },
   { "enrol", "max_payment" },
   { "enrol", "balance_cap" },
   { "enrol", "max_payments" },
@@ -180,6 +185,7 @@ config_load (Config *c, const char *path, GError **error)
   c->request_timeout = TALLY_ISSUER_HTTP_REQUEST_TIMEOUT_DEFAULT;
   c->max_connections = TALLY_ISSUER_HTTP_MAX_CONNECTIONS_DEFAULT;
   c->refund_interval = DEFAULT_REFUND_INTERVAL;
+  c->workers = 1;
   if ((c->issuer_dir = config_path (kf, "issuer", "dir", base, error)) == NULL)
     return FALSE;
   c->listen = g_key_file_get_string (kf, "http", "listen", NULL);
@@ -202,6 +208,7 @@ config_load (Config *c, const char *path, GError **error)
   if (!config_uint (kf, "http", "max_body_bytes", &c->max_body, error) ||
       !config_uint (kf, "http", "request_timeout", &c->request_timeout, error) ||
       !config_uint (kf, "http", "max_connections", &c->max_connections, error) ||
+      !config_uint (kf, "http", "workers", &c->workers, error) ||
       !config_uint (kf, "issuer", "refund_interval", &c->refund_interval, error) ||
       !config_string (kf, "enrol", "max_payment", &c->max_payment, error) ||
       !config_string (kf, "enrol", "balance_cap", &c->balance_cap, error) ||
@@ -209,6 +216,11 @@ config_load (Config *c, const char *path, GError **error)
       !config_uint (kf, "enrol", "max_offline_hours", &offline_hours, error) ||
       !config_uint (kf, "enrol", "valid_days", &valid_days, error))
     return FALSE;
+  if (c->workers > MAX_WORKERS) {
+    g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                 "[http] workers must be 1..%d, not %" G_GUINT64_FORMAT, MAX_WORKERS, c->workers);
+    return FALSE;
+  }
   c->limits.max_offline_payments = (guint32) max_payments;
   c->limits.max_offline_seconds = offline_hours * 3600;
   c->validity = valid_days * 86400;
@@ -295,6 +307,43 @@ write_port_file (const char *path, guint16 port, GError **error)
   return g_file_set_contents (path, text, -1, error);
 }
 
+/* --- crash injection, a test hook (tests/issuer/test-issuerd-kill.c) --- */
+
+#define CRASH_ENV "TALLY_ISSUER_CRASH_AT"
+
+static void
+crash_hook (const char *point, gpointer user_data)
+{
+  /* As abrupt as power loss: no atexit handlers, no buffers flushed. */
+  if (strcmp (point, user_data) == 0) {
+    g_message ("%s=%s: killing this process", CRASH_ENV, point);
+    raise (SIGKILL);
+  }
+}
+
+/* TALLY_ISSUER_CRASH_AT=POINT (a name of tally_issuer_commit_points ())
+ * makes the process kill itself with SIGKILL there; read once, at start.
+ * An unknown name is refused rather than never reached. */
+static gboolean
+crash_hook_install (TallyIssuer *issuer, GError **error)
+{
+  const char *point = g_getenv (CRASH_ENV);
+  if (point == NULL || *point == '\0')
+    return TRUE;
+  const char *const *points = tally_issuer_commit_points ();
+  for (gsize i = 0; points[i] != NULL; i++) {
+    if (strcmp (points[i], point) == 0) {
+      g_warning ("%s=%s: this process will kill itself there (a test hook)", CRASH_ENV, point);
+      tally_issuer_set_commit_hook (issuer, crash_hook, (gpointer) points[i]);
+      return TRUE;
+    }
+  }
+  g_autofree char *all = g_strjoinv (", ", (char **) points);
+  g_set_error (error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+               "%s=%s: no such point (one of %s)", CRASH_ENV, point, all);
+  return FALSE;
+}
+
 static gboolean
 quit_loop (gpointer user_data)
 {
@@ -303,8 +352,15 @@ quit_loop (gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* @worker: the index of a worker process serving @socket (the parent's),
+ * or -1 for the one process, which binds [http] listen itself. */
 static TallyIssuerHttp *
-start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
+start (Config *c,
+       TallyIssuer *issuer,
+       const char *port_file,
+       int worker,
+       GSocket *socket,
+       GError **error)
 {
   g_autoptr (GTlsCertificate) cert = NULL;
   if (c->tls_certificate != NULL &&
@@ -322,7 +378,13 @@ start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
   tally_issuer_http_set_request_timeout (http, (guint) c->request_timeout);
   tally_issuer_http_set_max_connections (http, (guint) c->max_connections);
   tally_issuer_http_set_enrol_limits (http, &c->limits, c->validity);
-  tally_issuer_http_set_refund_interval (http, (guint) c->refund_interval);
+  /* One refund at a time: with several workers, the first runs it. */
+  if (worker <= 0)
+    tally_issuer_http_set_refund_interval (http, (guint) c->refund_interval);
+  if (worker >= 0) {
+    g_autofree char *name = g_strdup_printf ("%d", (int) getpid ());
+    tally_issuer_http_set_worker (http, name);
+  }
   if (c->operator_token_file != NULL) {
     guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
     if (!read_operator_token (c->operator_token_file, token, error))
@@ -330,11 +392,97 @@ start (Config *c, TallyIssuer *issuer, const char *port_file, GError **error)
     tally_issuer_http_set_operator_token (http, token);
     sodium_memzero (token, sizeof token);
   }
-  if (!tally_issuer_http_listen (http, address, c->allow_plain, error))
+  if (socket != NULL ? !tally_issuer_http_listen_socket (http, socket, c->allow_plain, error)
+                     : !tally_issuer_http_listen (http, address, c->allow_plain, error))
     return NULL;
   if (port_file != NULL && !write_port_file (port_file, tally_issuer_http_get_port (http), error))
     return NULL;
   return g_steal_pointer (&http);
+}
+
+/* One process serving: the only one (@worker -1), or worker @worker of
+ * several, on the listening socket its parent passed it. */
+static int
+serve (Config *c, const char *port_file, int worker)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GSocket) socket = NULL;
+  g_autoptr (TallyIssuer) issuer = NULL;
+  g_autoptr (TallyIssuerHttp) http = NULL;
+  if ((worker >= 0 && (socket = g_socket_new_from_fd (TALLY_ISSUERD_WORKER_FD, &error)) == NULL) ||
+      (issuer = tally_issuer_open (c->issuer_dir, &error)) == NULL ||
+      !crash_hook_install (issuer, &error) ||
+      (http = start (c, issuer, port_file, worker, socket, &error)) == NULL) {
+    fprintf (stderr, "tally-issuerd: %s\n", error->message);
+    return EXIT_FAILED;
+  }
+  if (worker >= 0)
+    g_message ("worker %d serving (pid %d)", worker, (int) getpid ());
+
+  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
+  guint term = g_unix_signal_add (SIGTERM, quit_loop, loop);
+  guint intr = g_unix_signal_add (SIGINT, quit_loop, loop);
+  g_main_loop_run (loop);
+  g_source_remove (term);
+  g_source_remove (intr);
+  return 0;
+}
+
+/* The listening socket the workers share, bound by the parent. */
+static GSocket *
+bind_shared (Config *c, GError **error)
+{
+  g_autoptr (GSocketAddress) address = parse_listen (c->listen, error);
+  if (address == NULL)
+    return NULL;
+  GInetAddress *ip = g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (address));
+  if (c->tls_certificate == NULL && !c->allow_plain && !g_inet_address_get_is_loopback (ip)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "plain HTTP is served only on a loopback address; configure "
+                 "tls_certificate and tls_key, or allow_plain_http=true");
+    return NULL;
+  }
+  g_autoptr (GSocket) socket = g_socket_new (g_inet_address_get_family (ip), G_SOCKET_TYPE_STREAM,
+                                             G_SOCKET_PROTOCOL_TCP, error);
+  if (socket == NULL)
+    return NULL;
+  g_socket_set_listen_backlog (socket, (gint) MIN (c->max_connections, 4096));
+  g_autoptr (GError) local = NULL;
+  if (!g_socket_bind (socket, address, TRUE, &local) || !g_socket_listen (socket, &local)) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED, "cannot listen: %s", local->message);
+    return NULL;
+  }
+  return g_steal_pointer (&socket);
+}
+
+/* [http] workers > 1: several processes on one PostgreSQL store. */
+static int
+supervise (Config *c, const char *config_file, const char *port_file)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TallyIssuer) issuer = tally_issuer_open (c->issuer_dir, &error);
+  if (issuer != NULL && tally_issuer_is_embedded (issuer))
+    g_set_error (&error, G_KEY_FILE_ERROR, G_KEY_FILE_ERROR_INVALID_VALUE,
+                 "[http] workers=%" G_GUINT64_FORMAT " needs a PostgreSQL store (tally-issuer init "
+                 "--store postgresql:CONNINFO): the SQLite store lets one process write at a "
+                 "time, so more workers would only queue on its lock; use workers=1",
+                 c->workers);
+  /* Each worker opens its own connection; the parent keeps none. */
+  g_clear_pointer (&issuer, tally_issuer_free);
+  g_autoptr (GSocket) socket = error == NULL ? bind_shared (c, &error) : NULL;
+  g_autoptr (GSocketAddress) bound = socket ? g_socket_get_local_address (socket, &error) : NULL;
+  g_autofree char *exe = bound ? g_file_read_link ("/proc/self/exe", &error) : NULL;
+  if (exe != NULL && port_file != NULL &&
+      !write_port_file (port_file, g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound)),
+                        &error))
+    g_clear_pointer (&exe, g_free);
+  if (exe == NULL) {
+    fprintf (stderr, "tally-issuerd: %s\n", error->message);
+    return EXIT_FAILED;
+  }
+  g_autofree char *where = g_socket_connectable_to_string (G_SOCKET_CONNECTABLE (bound));
+  g_message ("listening on %s with %" G_GUINT64_FORMAT " workers", where, c->workers);
+  return tally_issuerd_supervise (exe, config_file, socket, (guint) c->workers);
 }
 
 static const char description[] =
@@ -353,10 +501,14 @@ static const char description[] =
   "  max_body_bytes=N          largest request body (default 1048576)\n"
   "  request_timeout=SECONDS   longest request, and longest idle connection (default 30)\n"
   "  max_connections=N         connections open at once; more are closed (default 256)\n"
+  "  workers=N                 worker processes serving the port (default 1);\n"
+  "                            more than 1 needs a PostgreSQL store\n"
   "  [enrol]                   what an enrolled register is certified with\n"
   "  max_payment=AMT  balance_cap=AMT  max_payments=N  max_offline_hours=H  valid_days=D\n"
   "\n"
   "Endpoints: docs/issuer-api.md.  Stop with SIGTERM or SIGINT.\n"
+  "Tests only: TALLY_ISSUER_CRASH_AT=POINT kills the process at that step of\n"
+  "a reconciliation or voucher sale (docs/reliability.md).\n"
   "\n"
   "Example:\n"
   "  tally-issuer --dir /var/lib/tally-issuer init --name \"Town Bank\" --currency EUR\n"
@@ -371,12 +523,15 @@ main (int argc, char **argv)
   g_autofree char *config_file = NULL;
   g_autofree char *port_file = NULL;
   gboolean version = FALSE;
+  int worker_index = -1;
   const GOptionEntry entries[] = {
     { "config", 'c', 0, G_OPTION_ARG_FILENAME, &config_file, "Read the configuration from FILE",
       "FILE" },
     { "port-file", 0, 0, G_OPTION_ARG_FILENAME, &port_file,
       "Write the bound port to FILE once listening", "FILE" },
     { "version", 'V', 0, G_OPTION_ARG_NONE, &version, "Print the version and exit", NULL },
+    /* Given by the parent to its worker processes only. */
+    { "worker-index", 0, G_OPTION_FLAG_HIDDEN, G_OPTION_ARG_INT, &worker_index, NULL, NULL },
     { NULL },
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- Tally online issuer (HTTP service)");
@@ -402,22 +557,15 @@ main (int argc, char **argv)
   }
 
   Config config = { 0 };
-  g_autoptr (TallyIssuer) issuer = NULL;
-  g_autoptr (TallyIssuerHttp) http = NULL;
-  if (!config_load (&config, config_file, &error) ||
-      (issuer = tally_issuer_open (config.issuer_dir, &error)) == NULL ||
-      (http = start (&config, issuer, port_file, &error)) == NULL) {
+  int status;
+  if (!config_load (&config, config_file, &error)) {
     fprintf (stderr, "tally-issuerd: %s\n", error->message);
-    config_clear (&config);
-    return EXIT_FAILED;
+    status = EXIT_FAILED;
+  } else if (worker_index < 0 && config.workers > 1) {
+    status = supervise (&config, config_file, port_file);
+  } else {
+    status = serve (&config, worker_index < 0 ? port_file : NULL, worker_index);
   }
   config_clear (&config);
-
-  g_autoptr (GMainLoop) loop = g_main_loop_new (NULL, FALSE);
-  guint term = g_unix_signal_add (SIGTERM, quit_loop, loop);
-  guint intr = g_unix_signal_add (SIGINT, quit_loop, loop);
-  g_main_loop_run (loop);
-  g_source_remove (term);
-  g_source_remove (intr);
-  return 0;
+  return status;
 }

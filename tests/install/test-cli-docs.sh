@@ -171,6 +171,18 @@ else
   not_ok "tally-issuerd.8.scd documents exactly the keys tally-issuerd.c knows"
   diff <(echo "$issuerd_known") <(echo "$issuerd_man") | sed 's/^/# /' || true
 fi
+# Every environment variable tally-issuerd reads (its test hook included)
+# under ENVIRONMENT in tally-issuerd(8).
+issuerd_env=$(sed -n 's/^#define [A-Z_]*_ENV *"\([A-Z_]*\)"$/\1/p' "$SRC/issuer/tally-issuerd.c" | sort)
+issuerd_env_man=$(awk '/^# ENVIRONMENT/ { on = 1; next } /^# / { on = 0 }
+                       on && /^\*[A-Z_]+\*/ { v = $0; sub(/^\*/, "", v); sub(/\*.*/, "", v); print v }' \
+                    "$SRC/docs/man/tally-issuerd.8.scd" | sort)
+if [ -n "$issuerd_env" ] && [ "$issuerd_env" = "$issuerd_env_man" ]; then
+  ok "tally-issuerd.8.scd documents the environment tally-issuerd.c reads: $(echo $issuerd_env)"
+else
+  not_ok "tally-issuerd.8.scd documents exactly the environment tally-issuerd.c reads"
+  diff <(echo "$issuerd_env") <(echo "$issuerd_env_man") | sed 's/^/# /' || true
+fi
 if [ -n "$issuerd_known" ] && [ "$issuerd_known" = "$issuerd_conf" ]; then
   ok "data/tally-issuerd.conf.in shows the $(wc -l <<<"$issuerd_known") keys tally-issuerd.c knows, and no other"
 else
