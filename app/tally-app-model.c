@@ -558,3 +558,33 @@ tally_app_sync_describe (guint32 offline_payments,
   return g_strdup_printf (_ ("%u of %u offline payments \u00b7 reconcile by %s"), offline_payments,
                           max_offline_payments, when);
 }
+
+static char *
+local_time (guint64 when)
+{
+  g_autoptr (GDateTime) dt = g_date_time_new_from_unix_local ((gint64) MIN (when, G_MAXINT64));
+  return dt != NULL ? g_date_time_format (dt, "%Y-%m-%d %H:%M") : g_strdup ("?");
+}
+
+char *
+tally_app_online_describe (const char *sync_state, guint64 last_sync, const char *last_sync_error)
+{
+  if (sync_state == NULL || *sync_state == '\0' || strcmp (sync_state, "off") == 0)
+    return g_strdup (_ ("No online issuer set up: reconcile with files."));
+  if (strcmp (sync_state, "syncing") == 0)
+    return g_strdup (_ ("Syncing with the issuer\u2026"));
+  if (strcmp (sync_state, "failed") == 0) {
+    /* "org.tally.Error.Disconnected: issuer unreachable at …": people
+     * need the message, not the error name. */
+    const char *message = last_sync_error != NULL ? last_sync_error : "";
+    const char *colon = strstr (message, ": ");
+    if (colon != NULL && g_str_has_prefix (message, "org."))
+      message = colon + 2;
+    return g_strdup_printf (_ ("The last sync failed (%s); tallyd will try again."),
+                            *message != '\0' ? message : _ ("no reason given"));
+  }
+  if (last_sync == 0)
+    return g_strdup (_ ("Online issuer set up; not synced yet."));
+  g_autofree char *when = local_time (last_sync);
+  return g_strdup_printf (_ ("Synced with the issuer on %s."), when);
+}

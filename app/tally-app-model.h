@@ -77,6 +77,14 @@ char *tally_app_sync_describe (guint32 offline_payments,
                                guint64 cert_expiry,
                                gint64 now);
 
+/* The online issuer as the home page shows it, from Register1's SyncState,
+ * LastSync and LastSyncError: not set up, not synced yet, synced at a
+ * local time, syncing, or the last failure's message (without its D-Bus
+ * error name) and that tallyd will try again. */
+char *tally_app_online_describe (const char *sync_state,
+                                 guint64 last_sync,
+                                 const char *last_sync_error);
+
 /* The other side as people read it: its certified name, else the first 8
  * hex digits of its register id, else "unknown". */
 char *tally_app_peer_label (const char *name, const char *id);

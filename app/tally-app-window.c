@@ -27,6 +27,7 @@ struct _TallyAppWindow
   GtkLabel *balance_label;
   GtkLabel *status_label;
   GtkLabel *sync_label;
+  GtkLabel *online_label;
   GtkListBox *recent_list;
 
   /* Receive */
@@ -150,6 +151,7 @@ on_register_changed (TallyDBusRegister1 *reg, gpointer user_data)
     gtk_label_set_text (self->balance_label, "");
     gtk_label_set_text (self->status_label, _ ("tallyd is not running."));
     gtk_label_set_text (self->sync_label, "");
+    gtk_label_set_text (self->online_label, "");
     return;
   }
   const char *currency = tally_dbus_register1_get_currency (reg);
@@ -172,6 +174,10 @@ on_register_changed (TallyDBusRegister1 *reg, gpointer user_data)
     tally_dbus_register1_get_max_offline_seconds (reg),
     tally_dbus_register1_get_certificate_expiry (reg), g_get_real_time () / G_USEC_PER_SEC);
   gtk_label_set_text (self->sync_label, sync);
+  g_autofree char *online = tally_app_online_describe (
+    tally_dbus_register1_get_sync_state (reg), tally_dbus_register1_get_last_sync (reg),
+    tally_dbus_register1_get_last_sync_error (reg));
+  gtk_label_set_text (self->online_label, online);
   refresh_history (self);
 }
 
@@ -649,6 +655,8 @@ build_home (TallyAppWindow *self)
   gtk_box_append (box, GTK_WIDGET (self->status_label));
   self->sync_label = tally_app_value_label (_ ("Reconciliation"), "caption");
   gtk_box_append (box, GTK_WIDGET (self->sync_label));
+  self->online_label = tally_app_value_label (_ ("Online issuer"), "caption");
+  gtk_box_append (box, GTK_WIDGET (self->online_label));
 
   /* One above the other: side by side they would not fit a phone. */
   GtkWidget *buttons = gtk_box_new (GTK_ORIENTATION_VERTICAL, 12);

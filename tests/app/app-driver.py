@@ -350,6 +350,9 @@ def run_round(stall, payer, stall_name, verdict, amount, timeout):
             value(payer, 'Reconciliation')))
         ok(sync is not None and 'reconcile by ' in sync,
            'approve: the payer\'s home counts the payment: "%s"' % value(payer, 'Reconciliation'))
+        online = value(payer, 'Online issuer')
+        ok(online == 'No online issuer set up: reconcile with files.',
+           'approve: the payer\'s home says it has no online issuer: "%s"' % online)
         adw_page(payer, 'History')
         entry = 'Paid %s EUR \u00b7 %s' % (amount, stall_name)
         ok(eventually(lambda: find(payer, role='label', name=entry)) is not None,

@@ -267,6 +267,28 @@ test_sync_state_names_the_earlier_deadline (void)
                    "2026-01-01 01:00");
 }
 
+/* The home page says whether the register syncs online, when it last did,
+ * and why the last sync failed, in words rather than D-Bus error names. */
+static void
+test_online_state_reads_as_words (void)
+{
+  g_autofree char *off = tally_app_online_describe ("off", 0, "");
+  g_autofree char *fresh = tally_app_online_describe ("idle", 0, "");
+  g_autofree char *synced = tally_app_online_describe ("idle", 1767225600, "");
+  g_autofree char *syncing = tally_app_online_describe ("syncing", 1767225600, "");
+  g_autofree char *failed = tally_app_online_describe (
+    "failed", 1767225600, "org.tally.Error.Disconnected: issuer unreachable at http://[::1]:9/");
+  g_autofree char *bare = tally_app_online_describe ("failed", 0, "");
+  g_assert_cmpstr (off, ==, "No online issuer set up: reconcile with files.");
+  g_assert_cmpstr (fresh, ==, "Online issuer set up; not synced yet.");
+  g_assert_cmpstr (synced, ==, "Synced with the issuer on 2026-01-01 00:00.");
+  g_assert_cmpstr (syncing, ==, "Syncing with the issuer\u2026");
+  g_assert_cmpstr (failed, ==,
+                   "The last sync failed (issuer unreachable at http://[::1]:9/); tallyd will "
+                   "try again.");
+  g_assert_cmpstr (bare, ==, "The last sync failed (no reason given); tallyd will try again.");
+}
+
 static GVariant *
 history_entry (const char *kind,
                gint64 amount,
@@ -333,6 +355,7 @@ main (int argc, char **argv)
                    test_malformed_request_uris_are_refused);
   g_test_add_func ("/app/offer-that-differs-from-the-request-is-refused",
                    test_offer_that_differs_from_the_request_is_refused);
+  g_test_add_func ("/app/online-state-reads-as-words", test_online_state_reads_as_words);
   g_test_add_func ("/app/sync-state-names-the-earlier-deadline",
                    test_sync_state_names_the_earlier_deadline);
   g_test_add_func ("/app/history-csv-quotes-and-defuses-other-peoples-text",
