@@ -436,6 +436,68 @@ test_negative_view_refunds_nothing (Fixture *f, gconstpointer data)
   g_assert_cmpint (a.fraud_exposure, ==, 1000);
 }
 
+/* Mallory holds the keys of both registers: alice's signs bob's a payment
+ * above its limit (test_default_limits ()), tainted once booked. */
+static GPtrArray *
+alice_pays_bob_over_limit (Fixture *f)
+{
+  const gint64 amounts[] = { 5001 };
+  return alice_pays_bob (f, amounts, 1);
+}
+
+static void
+report_bob_lost (Fixture *f, guint64 now)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_report_lost (f->issuer, "bob", f->bob->id, now, &error));
+  g_assert_no_error (error);
+}
+
+/* Booked before the refund: the tainted payment is in bob's view, but a
+ * defund could not take it out, and neither does the refund. */
+static void
+test_tainted_value_is_never_refunded (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) paid = alice_pays_bob_over_limit (f);
+  bob_reconciles (f, paid, TEST_NOW + 3600);
+  g_assert_cmpint (audit_register (f, f->bob->id).view, ==, 5001);
+  report_bob_lost (f, TEST_NOW + 3600);
+  TallyRefundReport r = refund (f, f->due + 3600);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpint (r.refunded_amount, ==, 0);
+  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  TallyAuditRegister row = audit_register (f, f->bob->id);
+  g_assert_cmpint (row.refunded, ==, 0);
+  /* Frozen in the revoked register's view, where the audit shows it. */
+  g_assert_cmpint (row.view, ==, 5001);
+  g_assert_true (row.revoked);
+  assert_audit (f, FALSE);
+  /* Nor on a later run. */
+  r = refund (f, f->due + 7200);
+  g_assert_cmpuint (r.refunded, ==, 0);
+  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+}
+
+/* Surfacing after the refund: settled against the account only as far as
+ * bob's untainted evidence backs it, which is nothing. */
+static void
+test_tainted_value_is_never_refunded_after_refund (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) paid = alice_pays_bob_over_limit (f);
+  report_bob_lost (f, TEST_NOW);
+  TallyRefundReport r = refund (f, f->due);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpint (r.refunded_amount, ==, 0);
+
+  bob_reconciles (f, paid, f->due + 100);
+  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  TallyAuditRegister row = audit_register (f, f->bob->id);
+  g_assert_cmpint (row.refunded, ==, 0);
+  g_assert_cmpint (row.view, ==, 5001);
+  TallyAudit a = assert_audit (f, FALSE);
+  g_assert_cmpint (a.online, ==, 20000 - VOUCHER);
+}
+
 /* The register's own bundle, signed with its key, made at @at and booked
  * at @at: the payments in @paid, each with bob's receipt. */
 static TallyReconcileReport
@@ -595,6 +657,9 @@ main (int argc, char **argv)
   ADD ("/issuer/refund/negative-view-refunds-nothing", test_negative_view_refunds_nothing);
   ADD ("/issuer/refund/refund-shortfall-is-exposure-not-fraud",
        test_refund_shortfall_is_exposure_not_fraud);
+  ADD ("/issuer/refund/tainted-value-is-never-refunded", test_tainted_value_is_never_refunded);
+  ADD ("/issuer/refund/tainted-value-is-never-refunded-after-refund",
+       test_tainted_value_is_never_refunded_after_refund);
   ADD ("/issuer/refund/refunded-register-overdraw-still-proven",
        test_refunded_register_overdraw_still_proven);
   if (!test_store_is_pg ()) {
