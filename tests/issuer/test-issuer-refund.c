@@ -436,6 +436,34 @@ test_negative_view_refunds_nothing (Fixture *f, gconstpointer data)
   g_assert_cmpint (a.fraud_exposure, ==, 1000);
 }
 
+/* A register revoked without a lost_at, as every register reported lost
+ * before store version 5 is: never refunded until it is reported again,
+ * and then refunded once its window from that report passes
+ * (docs/issuer-store.md). */
+static void
+test_revoked_register_is_refunded_once_reported_lost (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_revoke (f->issuer, f->alice->id, TEST_NOW, &error));
+  g_assert_no_error (error);
+  TallyRefundReport r = refund (f, f->due + 86400);
+  g_assert_cmpuint (r.refunded, ==, 0);
+  g_assert_cmpuint (r.waiting, ==, 0);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+
+  guint64 reported = f->due + 86400;
+  report_lost (f, reported);
+  guint64 due = tally_issuer_lost_refund_due (reported, TEST_NOW + 30 * 86400);
+  r = refund (f, due - 1);
+  g_assert_cmpuint (r.refunded, ==, 0);
+  g_assert_cmpuint (r.waiting, ==, 1);
+  r = refund (f, due);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpint (r.refunded_amount, ==, VOUCHER);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  assert_audit (f, TRUE);
+}
+
 /* Mallory holds the keys of both registers: alice's signs bob's a payment
  * above its limit (test_default_limits ()), tainted once booked. */
 static GPtrArray *
@@ -658,6 +686,8 @@ main (int argc, char **argv)
   ADD ("/issuer/refund/refund-shortfall-is-exposure-not-fraud",
        test_refund_shortfall_is_exposure_not_fraud);
   ADD ("/issuer/refund/tainted-value-is-never-refunded", test_tainted_value_is_never_refunded);
+  ADD ("/issuer/refund/revoked-register-is-refunded-once-reported-lost",
+       test_revoked_register_is_refunded_once_reported_lost);
   ADD ("/issuer/refund/tainted-value-is-never-refunded-after-refund",
        test_tainted_value_is_never_refunded_after_refund);
   ADD ("/issuer/refund/refunded-register-overdraw-still-proven",
