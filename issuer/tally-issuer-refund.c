@@ -65,8 +65,9 @@ static gboolean
 account_move (TallyIssuer *issuer, const char *account, gint64 delta, GError **error)
 {
   gint64 balance;
+  /* Within 0..TALLY_AMOUNT_MAX, as every other credit to an account. */
   return tally_issuer_store_account_get (issuer->store, account, &balance, error) &&
-         tally_issuer_add_signed (balance, delta, &balance, error) &&
+         tally_amount_add (balance, delta, &balance, error) &&
          tally_issuer_store_account_put (issuer->store, account, balance, error);
 }
 
@@ -137,7 +138,10 @@ refund_one (TallyIssuer *issuer,
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   if (!tally_issuer_store_register_get (issuer->store, register_id, &row, error))
     return FALSE;
-  g_return_val_if_fail (row.lost_at != 0 && row.refunded_at == 0, FALSE);
+  /* Listed in an earlier transaction: another process may have refunded it
+   * since. */
+  if (row.lost_at == 0 || row.refunded_at != 0)
+    return TRUE;
   guint64 due = tally_issuer_lost_refund_due (row.lost_at, row.not_after_ever);
   if (now < due) {
     report->waiting++;
@@ -177,10 +181,34 @@ tally_issuer_refund_lost (TallyIssuer *issuer,
     return FALSE;
   g_autoptr (GPtrArray) ids = NULL;
   gboolean ok = tally_issuer_store_register_list_lost (issuer->store, &ids, error);
-  for (guint i = 0; ok && i < ids->len; i++)
-    ok = refund_one (issuer, g_bytes_get_data (ids->pdata[i], NULL), now, &local, error);
   if (!tally_issuer_finish (issuer, ok, error))
     return FALSE;
+  /* One transaction a register: one that cannot be refunded (its account
+   * would pass TALLY_AMOUNT_MAX, say) is skipped, logged and counted, and
+   * blocks no other; the store failing stops the run, and what was
+   * committed before stays refunded once. */
+  for (guint i = 0; i < ids->len; i++) {
+    const guint8 *id = g_bytes_get_data (ids->pdata[i], NULL);
+    TallyRefundReport one = local;
+    g_autoptr (GError) local_error = NULL;
+    if (!tally_issuer_store_begin (issuer->store, error))
+      return FALSE;
+    ok = refund_one (issuer, id, now, &one, &local_error);
+    if (tally_issuer_finish (issuer, ok, &local_error)) {
+      local = one;
+      continue;
+    }
+    if (g_error_matches (local_error, TALLY_ERROR, TALLY_ERROR_STORAGE)) {
+      g_propagate_error (error, g_steal_pointer (&local_error));
+      return FALSE;
+    }
+    g_autofree char *hex = tally_issuer_short_hex (id);
+    /* Counted in @report: the caller (CLI, tally-issuerd) tells the
+     * operator. */
+    g_message ("register %s: not refunded, skipped until the next run: %s", hex,
+               local_error != NULL ? local_error->message : "unknown error");
+    local.failed++;
+  }
   if (report != NULL)
     *report = local;
   return TRUE;

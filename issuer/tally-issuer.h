@@ -282,13 +282,17 @@ typedef struct
   gint64 refunded_amount; /* what they paid out to their accounts */
   guint waiting;          /* registers reported lost, window not passed yet */
   guint64 next_due;       /* the earliest refund_due among those; 0 for none */
+  guint failed;           /* registers whose refund failed (logged), tried again next run */
 } TallyRefundReport;
 
 /* For every register reported lost whose window has passed by @now and
  * that was not refunded yet: pays the issuer's view of its balance (never
  * less than zero, never what the register claims) into its account and
- * marks it refunded, all in one store transaction, so a register is
- * refunded once however often, and however interrupted, this runs.  Value
+ * marks it refunded, in one store transaction a register, so a register is
+ * refunded once however often, and however interrupted, this runs.  A
+ * register whose refund fails (its account would pass TALLY_AMOUNT_MAX)
+ * is skipped, logged and counted in @report's failed, and blocks no
+ * other; a storage error stops the run with FALSE.  Value
  * that surfaces against a refunded register later is taken back from the
  * account as it is booked, up to what the refund paid out; the rest is
  * exposure.  @report may be NULL. */
