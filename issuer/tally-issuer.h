@@ -306,7 +306,7 @@ gboolean tally_issuer_refund_lost (TallyIssuer *issuer,
  * bundle tally_issuer_reconcile_once () booked, and every voucher
  * tally_issuer_sell_voucher_to_account () sold under a request id.
  * tally_issuer_prune_kept () deletes those signed more than @keep_seconds
- * before @now, in one transaction.  A bundle sent again after that is
+ * before @now, 500 rows a transaction.  A bundle sent again after that is
  * booked again as duplicates (nothing moves twice) and gets a new result; a
  * request id seen again after that buys a new voucher, so a client must not
  * retry a purchase for that long.  TALLY_ISSUER_KEEP_DEFAULT is 90 days,
