@@ -477,6 +477,12 @@ cmd_refund_lost (const Command *cmd, char **args)
     printf (", the next due at %s", when != NULL ? when : "(far future)");
   }
   printf ("\n");
+  if (r.failed > 0) {
+    g_printerr ("tally-issuer: %u lost register(s) could not be refunded (see the log above); "
+                "they are tried again on the next run\n",
+                r.failed);
+    return 1;
+  }
   return 0;
 }
 

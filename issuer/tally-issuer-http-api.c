@@ -558,6 +558,7 @@ refund_report_json (JsonBuilder *b, const TallyRefundReport *r)
   add_int (b, "refunded_amount", r->refunded_amount);
   add_int (b, "waiting", r->waiting);
   add_int (b, "next_due", (gint64) MIN (r->next_due, (guint64) G_MAXINT64));
+  add_int (b, "failed", r->failed);
   json_builder_end_object (b);
 }
 

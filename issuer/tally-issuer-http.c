@@ -713,9 +713,9 @@ refund_tick (gpointer user_data)
   TallyRefundReport r;
   if (!tally_issuer_refund_lost (http->issuer, tally_issuer_http_now (http), &r, &error))
     g_warning ("refunding lost registers: %s", error->message);
-  else if (r.refunded > 0)
-    g_message ("refunded %u lost register(s), %" G_GINT64_FORMAT " in all", r.refunded,
-               r.refunded_amount);
+  else if (r.refunded > 0 || r.failed > 0)
+    g_message ("refunded %u lost register(s), %" G_GINT64_FORMAT " in all; %u failed", r.refunded,
+               r.refunded_amount, r.failed);
   return G_SOURCE_CONTINUE;
 }
 

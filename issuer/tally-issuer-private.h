@@ -161,8 +161,10 @@ gboolean tally_issuer_mark_lost (TallyIssuer *issuer,
                                  const guint8 register_id[static TALLY_ID_BYTES],
                                  guint64 now,
                                  GError **error);
-/* Keeps a refunded register's view at zero against its account: called on
- * @row, read for the change, after its view moved and before it is put. */
+/* Settles a refunded register's view against its account (what its
+ * untainted evidence backs is paid out, what surfaced later is taken back,
+ * the rest stays in the view, frozen): called on @row, read for the
+ * change, after its view moved and before it is put. */
 G_GNUC_INTERNAL
 gboolean
 tally_issuer_settle_refunded (TallyIssuer *issuer, TallyIssuerRegisterRow *row, GError **error);

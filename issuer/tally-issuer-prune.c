@@ -35,17 +35,32 @@ kept_at (const char *what, GBytes *value, guint64 *at)
   return TRUE;
 }
 
+/* Rows read and pruned per store transaction: a long prune holds the
+ * store (and every reconciliation waiting on it) for one batch at a time,
+ * and never loads every kept row at once. */
+#define PRUNE_BATCH 500
+
+/* One batch of @prefix's rows after *@after, in its own transaction;
+ * *@after moves to the last key read, *@done when no row is left. */
 static gboolean
-prune_prefix (TallyIssuer *issuer,
-              const char *prefix,
-              guint64 before,
-              TallyPruneReport *report,
-              GError **error)
+prune_batch (TallyIssuer *issuer,
+             const char *prefix,
+             guint64 before,
+             char **after,
+             gboolean *done,
+             TallyPruneReport *report,
+             GError **error)
 {
   g_autoptr (GPtrArray) keys = NULL;
   g_autoptr (GPtrArray) values = NULL;
-  if (!tally_issuer_store_meta_list (issuer->store, prefix, &keys, &values, error))
+  if (!tally_issuer_store_meta_list (issuer->store, prefix, *after, PRUNE_BATCH, &keys, &values,
+                                     error))
     return FALSE;
+  *done = keys->len < PRUNE_BATCH;
+  if (keys->len > 0) {
+    g_free (*after);
+    *after = g_strdup (keys->pdata[keys->len - 1]);
+  }
   for (guint i = 0; i < keys->len; i++) {
     guint64 at;
     if (!kept_at (prefix, values->pdata[i], &at)) {
@@ -76,12 +91,22 @@ tally_issuer_prune_kept (TallyIssuer *issuer,
 
   TallyPruneReport local = { 0 };
   guint64 before = now > keep_seconds ? now - keep_seconds : 0;
-  if (!tally_issuer_store_begin (issuer->store, error))
-    return FALSE;
-  gboolean ok = prune_prefix (issuer, TALLY_ISSUER_KEPT_RESULT_PREFIX, before, &local, error) &&
-                prune_prefix (issuer, TALLY_ISSUER_KEPT_VOUCHER_PREFIX, before, &local, error);
-  if (!tally_issuer_finish (issuer, ok, error))
-    return FALSE;
+  static const char *const prefixes[] = { TALLY_ISSUER_KEPT_RESULT_PREFIX,
+                                          TALLY_ISSUER_KEPT_VOUCHER_PREFIX };
+  for (gsize p = 0; p < G_N_ELEMENTS (prefixes); p++) {
+    g_autofree char *after = g_strdup ("");
+    gboolean done = FALSE;
+    while (!done) {
+      /* Counted only once its batch is committed. */
+      TallyPruneReport batch = local;
+      if (!tally_issuer_store_begin (issuer->store, error))
+        return FALSE;
+      gboolean ok = prune_batch (issuer, prefixes[p], before, &after, &done, &batch, error);
+      if (!tally_issuer_finish (issuer, ok, error))
+        return FALSE;
+      local = batch;
+    }
+  }
   g_info ("pruned %u kept answer(s) signed before %" G_GUINT64_FORMAT "; %u kept, %u undated",
           local.pruned, before, local.kept, local.undated);
   if (report != NULL)

@@ -104,8 +104,11 @@ static const char *const migrations[] = {
   "  ADD COLUMN refunded int8 NOT NULL DEFAULT 0,"
   "  ADD COLUMN recovered int8 NOT NULL DEFAULT 0,"
   "  ADD COLUMN not_after_ever int8 NOT NULL DEFAULT 0;"
-  "UPDATE registers SET not_after_ever = floor(extract(epoch FROM now()))::int8 + "
-  "  (SELECT max(validity) FROM registers);",
+  /* As in SQLite: now on the issuer's clock (tally.migrated_at, set by
+   * migrate ()), not the server's, plus the longest validity, at least a
+   * year. */
+  "UPDATE registers SET not_after_ever = current_setting('tally.migrated_at')::int8 + "
+  "  GREATEST(COALESCE((SELECT max(validity) FROM registers), 0), 31622400);",
   NULL,
 };
 
@@ -123,6 +126,11 @@ migrate (TallyPg *db, gint64 from, GError **error)
                  tally_pg_name (db), from, PG_FIRST_VERSION, latest);
     return FALSE;
   }
+  /* The issuer's clock for the migrations, for this transaction only. */
+  g_autofree char *clock = g_strdup_printf ("SET LOCAL tally.migrated_at = '%" G_GINT64_FORMAT "'",
+                                            g_get_real_time () / G_USEC_PER_SEC);
+  if (from < latest && !tally_pg_exec (db, clock, "setting the migration's clock", error))
+    return FALSE;
   for (gint64 v = from; v < latest; v++) {
     g_autofree char *what =
       g_strdup_printf ("migrating schema to version %" G_GINT64_FORMAT, v + 1);

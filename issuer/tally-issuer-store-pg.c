@@ -84,7 +84,8 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = $1",
   [STMT_META_SET] = "INSERT INTO meta (key, value) VALUES ($1, $2) "
                     "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
-  [STMT_META_LIST] = "SELECT key, value FROM meta WHERE starts_with(key, $1) ORDER BY key",
+  [STMT_META_LIST] = "SELECT key, value FROM meta WHERE starts_with(key, $1) AND key > $2 "
+                     "ORDER BY key LIMIT $3",
   [STMT_META_DELETE] = "DELETE FROM meta WHERE key = $1",
   [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES ($1, 0) "
                           "ON CONFLICT DO NOTHING",
@@ -349,12 +350,16 @@ pg_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **error
 static gboolean
 pg_meta_list (TallyIssuerStore *s,
               const char *prefix,
+              const char *after,
+              guint limit,
               GPtrArray **keys,
               GPtrArray **values,
               GError **error)
 {
   TallyPgParams p = { 0 };
   tally_pg_param_text (&p, prefix);
+  tally_pg_param_text (&p, after);
+  tally_pg_param_int8 (&p, limit);
   g_autoptr (PGresult) r = tally_pg_run (DB (s), STMT_META_LIST, &p, "meta", error);
   if (r == NULL)
     return FALSE;

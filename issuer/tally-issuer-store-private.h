@@ -34,6 +34,8 @@ typedef struct
   gboolean (*meta_set) (TallyIssuerStore *store, const char *key, GBytes *value, GError **error);
   gboolean (*meta_list) (TallyIssuerStore *store,
                          const char *prefix,
+                         const char *after,
+                         guint limit,
                          GPtrArray **keys,
                          GPtrArray **values,
                          GError **error);

@@ -111,11 +111,13 @@ static const char *const migrations[] = {
    * bounds the refund window.  The store keeps no certificate, so a
    * register certified before holds, conservatively, the latest the
    * issuer's policy could have given it: every certificate was issued by
-   * now and none is recorded with a longer validity than the longest any
-   * register holds. */
+   * now, on the issuer's clock, and for no longer than the longest
+   * validity any register holds now, or a year (366 days) if that is
+   * longer: a register renewed with a shorter certificate held a longer
+   * one before, whose length no row keeps (docs/issuer-store.md). */
   "ALTER TABLE registers ADD COLUMN not_after_ever INTEGER NOT NULL DEFAULT 0;"
   "UPDATE registers SET not_after_ever = CAST(strftime('%s', 'now') AS INTEGER) + "
-  "  (SELECT MAX(validity) FROM registers);",
+  "  MAX(COALESCE((SELECT MAX(validity) FROM registers), 0), 31622400);",
 };
 
 /* Creates an empty database at version 1, or refuses one that is no issuer

@@ -64,7 +64,7 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_META_GET] = "SELECT value FROM meta WHERE key = ?1",
   [STMT_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
   [STMT_META_LIST] = "SELECT key, value FROM meta WHERE substr(key, 1, length(?1)) = ?1 "
-                     "ORDER BY key",
+                     "AND key > ?2 ORDER BY key LIMIT ?3",
   [STMT_META_DELETE] = "DELETE FROM meta WHERE key = ?1",
   [STMT_ACCOUNT_INSERT] = "INSERT INTO accounts (name, balance) VALUES (?1, 0)",
   [STMT_ACCOUNT_GET] = "SELECT balance FROM accounts WHERE name = ?1",
@@ -84,9 +84,11 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
                               "ORDER BY id",
-  [STMT_VOUCHER_NEXT] = "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
-  [STMT_VOUCHER_INSERT] = "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
-                          "VALUES (?1, ?2, ?3, ?4, ?5)",
+  [STMT_VOUCHER_NEXT] =
+    "SELECT COALESCE(MAX(sequence), 0) + 1 FROM vouchers WHERE register_id = ?1",
+  [STMT_VOUCHER_INSERT] =
+    "INSERT INTO vouchers (register_id, sequence, amount, issued_at, envelope) "
+    "VALUES (?1, ?2, ?3, ?4, ?5)",
   [STMT_VOUCHER_GET] = "SELECT envelope FROM vouchers WHERE register_id = ?1 AND sequence = ?2",
   [STMT_ENTRY_GET] = "SELECT " ENTRY_COLUMNS " FROM entries WHERE hash = ?1",
   [STMT_ENTRIES_BY_COUNTER] = "SELECT " ENTRY_COLUMNS " FROM entries "
@@ -254,12 +256,16 @@ sqlite_meta_set (TallyIssuerStore *s, const char *key, GBytes *value, GError **e
 static gboolean
 sqlite_meta_list (TallyIssuerStore *s,
                   const char *prefix,
+                  const char *after,
+                  guint limit,
                   GPtrArray **keys,
                   GPtrArray **values,
                   GError **error)
 {
   g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_META_LIST);
   tally_sqlite_bind_text (st, 1, prefix);
+  tally_sqlite_bind_text (st, 2, after);
+  sqlite3_bind_int64 (st, 3, limit);
   g_autoptr (GPtrArray) k = g_ptr_array_new_with_free_func (g_free);
   g_autoptr (GPtrArray) v = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
   gboolean have;

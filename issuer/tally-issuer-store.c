@@ -195,13 +195,16 @@ tally_issuer_store_meta_get (TallyIssuerStore *store,
 gboolean
 tally_issuer_store_meta_list (TallyIssuerStore *store,
                               const char *prefix,
+                              const char *after,
+                              guint limit,
                               GPtrArray **keys,
                               GPtrArray **values,
                               GError **error)
 {
   CHECK_IN_TRANSACTION (store);
-  g_return_val_if_fail (prefix != NULL && keys != NULL && values != NULL, FALSE);
-  return store->vtable->meta_list (store, prefix, keys, values, error);
+  g_return_val_if_fail (prefix != NULL && after != NULL && limit > 0, FALSE);
+  g_return_val_if_fail (keys != NULL && values != NULL, FALSE);
+  return store->vtable->meta_list (store, prefix, after, limit, keys, values, error);
 }
 
 gboolean

@@ -199,10 +199,13 @@ gboolean tally_issuer_store_meta_set (TallyIssuerStore *store,
                                       GBytes *value,
                                       GError **error);
 
-/* The meta rows whose key starts with @prefix, in key order: @keys holds
- * the keys (char *), @values the values (GBytes), index for index. */
+/* The first @limit meta rows whose key starts with @prefix and sorts after
+ * @after ("" for the first page), in key order: @keys holds the keys
+ * (char *), @values the values (GBytes), index for index. */
 gboolean tally_issuer_store_meta_list (TallyIssuerStore *store,
                                        const char *prefix,
+                                       const char *after,
+                                       guint limit,
                                        GPtrArray **keys,
                                        GPtrArray **values,
                                        GError **error);

@@ -22,6 +22,9 @@
 #define CONF_STORE "store"
 
 #define META_KEY_SET "key-set"
+/* The currency's exponent the store's amounts are counted in (decimal
+ * text): amounts are integers of 10^-exponent units. */
+#define META_KEY_EXPONENT "currency-exponent"
 
 /* Account and issuer names: printable, bounded, stored as given. */
 #define NAME_MAX_BYTES 256
@@ -311,6 +314,63 @@ check_store_empty (TallyIssuer *issuer, GError **error)
   return FALSE;
 }
 
+static gboolean
+record_exponent (TallyIssuer *issuer, GError **error)
+{
+  g_autofree char *text = g_strdup_printf ("%u", tally_currency_exponent (issuer->currency));
+  g_autoptr (GBytes) value = g_bytes_new (text, strlen (text));
+  return tally_issuer_store_meta_set (issuer->store, META_KEY_EXPONENT, value, error);
+}
+
+/*
+ * A store counts amounts in its currency's minor unit.  Stores made before
+ * the exponent was recorded counted every currency in hundredths: for a
+ * currency whose ISO 4217 exponent is 2 nothing changes and the exponent
+ * is recorded now; for any other, every stored amount would change meaning
+ * (1000 JPY stored as 100000 would read 100000 JPY), so the store is
+ * refused until the operator says how (docs/issuer-store.md).
+ */
+static gboolean
+check_exponent (TallyIssuer *issuer, const char *db_path, GError **error)
+{
+  guint exponent = tally_currency_exponent (issuer->currency);
+  g_autoptr (GBytes) stored = NULL;
+  g_autoptr (GError) local = NULL;
+  if (tally_issuer_store_meta_get (issuer->store, META_KEY_EXPONENT, &stored, &local)) {
+    gsize len;
+    const char *data = g_bytes_get_data (stored, &len);
+    g_autofree char *text = g_strndup (data, len);
+    guint64 recorded;
+    if (!g_ascii_string_to_unsigned (text, 10, 0, 18, &recorded, NULL)) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE,
+                   "%s: the recorded currency exponent \"%s\" is not a number 0..18", db_path,
+                   text);
+      return FALSE;
+    }
+    if (recorded != exponent) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_VERSION,
+                   "%s counts %s in 10^-%" G_GUINT64_FORMAT " units, this release in 10^-%u: "
+                   "run the release that made it (docs/issuer-store.md, \"Currency exponent\")",
+                   db_path, issuer->currency, recorded, exponent);
+      return FALSE;
+    }
+    return TRUE;
+  }
+  if (!g_error_matches (local, TALLY_ERROR, TALLY_ERROR_NOT_FOUND)) {
+    g_propagate_error (error, g_steal_pointer (&local));
+    return FALSE;
+  }
+  if (exponent == 2)
+    return record_exponent (issuer, error);
+  g_set_error (error, TALLY_ERROR, TALLY_ERROR_VERSION,
+               "%s predates recorded currency exponents: it may count %s in hundredths, which "
+               "ISO 4217 gives %u decimal(s), and every stored amount would change meaning; "
+               "refusing to open it (docs/issuer-store.md, \"Currency exponent\", says how to "
+               "proceed)",
+               db_path, issuer->currency, exponent);
+  return FALSE;
+}
+
 /* The self-signed IssuerKeySet registers trust the issuer by. */
 static GBytes *
 sign_key_set (TallyIssuer *issuer, guint64 now)
@@ -402,6 +462,7 @@ tally_issuer_create_with_store (const char *dir,
   if (ok) {
     ok = check_store_empty (issuer, error) &&
          tally_issuer_store_meta_set (issuer->store, META_KEY_SET, issuer->key_set, error) &&
+         record_exponent (issuer, error) &&
          tally_issuer_publish_revocation_list (issuer, now, error);
     ok = tally_issuer_finish (issuer, ok, error);
   }
@@ -467,6 +528,11 @@ tally_issuer_open (const char *dir, GError **error)
   }
   issuer->name = g_strdup (ks->name);
   issuer->currency = g_strdup (ks->currency);
+  if (!tally_issuer_store_begin (issuer->store, error))
+    return NULL;
+  ok = check_exponent (issuer, store != NULL ? "the store" : db_path, error);
+  if (!tally_issuer_finish (issuer, ok, error))
+    return NULL;
   return g_steal_pointer (&issuer);
 }
 

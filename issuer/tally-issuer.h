@@ -285,13 +285,17 @@ typedef struct
   gint64 refunded_amount; /* what they paid out to their accounts */
   guint waiting;          /* registers reported lost, window not passed yet */
   guint64 next_due;       /* the earliest refund_due among those; 0 for none */
+  guint failed;           /* registers whose refund failed (logged), tried again next run */
 } TallyRefundReport;
 
 /* For every register reported lost whose window has passed by @now and
  * that was not refunded yet: pays the issuer's view of its balance (never
  * less than zero, never what the register claims) into its account and
- * marks it refunded, all in one store transaction, so a register is
- * refunded once however often, and however interrupted, this runs.  Value
+ * marks it refunded, in one store transaction a register, so a register is
+ * refunded once however often, and however interrupted, this runs.  A
+ * register whose refund fails (its account would pass TALLY_AMOUNT_MAX)
+ * is skipped, logged and counted in @report's failed, and blocks no
+ * other; a storage error stops the run with FALSE.  Value
  * that surfaces against a refunded register later is taken back from the
  * account as it is booked, up to what the refund paid out; the rest is
  * exposure.  @report may be NULL. */
@@ -305,7 +309,7 @@ gboolean tally_issuer_refund_lost (TallyIssuer *issuer,
  * bundle tally_issuer_reconcile_once () booked, and every voucher
  * tally_issuer_sell_voucher_to_account () sold under a request id.
  * tally_issuer_prune_kept () deletes those signed more than @keep_seconds
- * before @now, in one transaction.  A bundle sent again after that is
+ * before @now, 500 rows a transaction.  A bundle sent again after that is
  * booked again as duplicates (nothing moves twice) and gets a new result; a
  * request id seen again after that buys a new voucher, so a client must not
  * retry a purchase for that long.  TALLY_ISSUER_KEEP_DEFAULT is 90 days,

@@ -593,7 +593,9 @@ tally_amount_add (gint64 a, gint64 b, gint64 *out, GError **error)
 }
 
 /* ISO 4217 currencies whose minor unit is not 1/100.  app/tally-app-model.c
- * keeps a twin of this table (the app may only talk D-Bus): change both. */
+ * keeps a twin of this table (the app may only talk D-Bus), and so do
+ * scripts/scenario.sh (scn_exponent) and tests/app/app-driver.py: change
+ * all. */
 static const struct
 {
   char code[4];

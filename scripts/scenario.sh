@@ -282,11 +282,29 @@ scn_ctl() {
   scn_run "$TALLYCTL" --name "${SCN_BUS[$name]}" "$@"
 }
 
-# Minor units to "12.50".
+# The ISO 4217 exponent of currency $1: the same table as
+# proto/tally-core.c tally_currency_exponent ().
+scn_exponent() {
+  case $1 in
+  BIF | CLP | DJF | GNF | ISK | JPY | KMF | KRW | PYG | RWF | UGX | UYI | VND | VUV | XAF | XOF | XPF)
+    echo 0 ;;
+  BHD | IQD | JOD | KWD | LYD | OMR | TND) echo 3 ;;
+  CLF | UYW) echo 4 ;;
+  *) echo 2 ;;
+  esac
+}
+
+# Minor units of $SCN_CURRENCY to "12.50" ("1250" for JPY, "1.250" for KWD).
 scn_fmt() {
-  local v=$1 sign=
+  local v=$1 sign='' e unit
+  e=$(scn_exponent "$SCN_CURRENCY")
   if [ "$v" -lt 0 ]; then sign=-; v=$((-v)); fi
-  printf '%s%d.%02d' "$sign" $((v / 100)) $((v % 100))
+  if [ "$e" -eq 0 ]; then
+    printf '%s%d' "$sign" "$v"
+    return
+  fi
+  unit=$((10 ** e))
+  printf '%s%d.%0*d' "$sign" $((v / unit)) "$e" $((v % unit))
 }
 
 # Balance of a register in minor units, read through tallyctl --json, into

@@ -30,6 +30,16 @@ TIMEOUT = float(os.environ.get('TALLY_APP_TIMEOUT', '30'))
 # TALLY_APP_SCREENSHOTS=DIR: save the screens as DIR/PREFIX-NAME.png, read
 # from Xvfb's frame buffers (TALLY_APP_FBDIR/Xvfb_screenN, the stall on
 # screen 0, the payer on 1).
+# The issuer's currency (tests/app sets EUR) and its ISO 4217 exponent: the
+# same table as proto/tally-core.c tally_currency_exponent ().
+CURRENCY = 'EUR'
+CURRENCY_EXPONENTS = {
+    'BHD': 3, 'BIF': 0, 'CLF': 4, 'CLP': 0, 'DJF': 0, 'GNF': 0, 'IQD': 3,
+    'ISK': 0, 'JOD': 3, 'JPY': 0, 'KMF': 0, 'KRW': 0, 'KWD': 3, 'LYD': 3,
+    'OMR': 3, 'PYG': 0, 'RWF': 0, 'TND': 3, 'UGX': 0, 'UYI': 0, 'UYW': 4,
+    'VND': 0, 'VUV': 0, 'XAF': 0, 'XOF': 0, 'XPF': 0,
+}
+EXPONENT = CURRENCY_EXPONENTS.get(CURRENCY, 2)
 SHOT_DIR = os.environ.get('TALLY_APP_SCREENSHOTS')
 SHOT_PREFIX = os.environ.get('TALLY_APP_GEOMETRY', 'app')
 FB_DIR = os.environ.get('TALLY_APP_FBDIR')
@@ -233,10 +243,19 @@ def set_entry(app, label, text):
 
 
 def amount_value(text):
-    """'52.50 EUR' -> 5250."""
+    """'52.50 EUR' -> 5250, in the currency's minor unit."""
     number = text.split()[0]
     whole, _, frac = number.partition('.')
-    return int(whole) * 100 + int((frac + '00')[:2])
+    return int(whole) * 10 ** EXPONENT + int((frac + '0' * EXPONENT)[:EXPONENT] or '0')
+
+
+def amount_text(value):
+    """5250 -> '52.50', with the currency's exponent."""
+    sign = '-' if value < 0 else ''
+    whole, frac = divmod(abs(value), 10 ** EXPONENT)
+    if EXPONENT == 0:
+        return '%s%d' % (sign, whole)
+    return '%s%d.%0*d' % (sign, whole, EXPONENT, frac)
 
 
 def digits(text):
@@ -462,11 +481,12 @@ def run_refused(stall, payer, verdict, amount, uri, stall_before, payer_before):
     is asked, nothing is spent."""
     cents = amount_value(amount)
     if verdict == 'tampered':
-        # A URI that asks for 1.00 less than the stall will: the offer
-        # differs, the app declines it before asking.
-        pasted = uri.replace('amount=%d' % cents, 'amount=%d' % (cents - 100))
-        want = 'The payee asks for %s EUR, the request said %.2f EUR.' % (amount,
-                                                                          (cents - 100) / 100)
+        # A URI that asks for one unit (1.00) less than the stall will: the
+        # offer differs, the app declines it before asking.
+        less = cents - 10 ** EXPONENT
+        pasted = uri.replace('amount=%d' % cents, 'amount=%d' % less)
+        want = 'The payee asks for %s %s, the request said %s %s.' % (amount, CURRENCY,
+                                                                      amount_text(less), CURRENCY)
     else:
         # A leading zero in the amount: not a request URI the app acts on.
         pasted = uri.replace('amount=%d' % cents, 'amount=0%d' % cents)

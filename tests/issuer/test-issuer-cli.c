@@ -595,6 +595,98 @@ tamper (Fixture *f, const char *sql)
   sqlite3_close (db);
 }
 
+/* The currency exponent the store records, or NULL without one. */
+static char *
+stored_exponent (Fixture *f)
+{
+  if (test_store_is_pg ()) {
+    char *out =
+      test_pg_run (f->spec + strlen ("postgresql:"), "SELECT convert_from(value, 'UTF8') FROM meta "
+                                                     "WHERE key = 'currency-exponent'");
+    return out != NULL ? g_strstrip (out) : NULL;
+  }
+  g_autofree char *db_path = g_build_filename (f->dir, "issuer.db", NULL);
+  sqlite3 *db = NULL;
+  sqlite3_stmt *st = NULL;
+  g_assert_cmpint (sqlite3_open (db_path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_prepare_v2 (db,
+                                       "SELECT CAST(value AS TEXT) FROM meta "
+                                       "WHERE key = 'currency-exponent'",
+                                       -1, &st, NULL),
+                   ==, SQLITE_OK);
+  char *out = NULL;
+  if (sqlite3_step (st) == SQLITE_ROW)
+    out = g_strdup ((const char *) sqlite3_column_text (st, 0));
+  sqlite3_finalize (st);
+  sqlite3_close (db);
+  return out;
+}
+
+static void
+init_issuer_in (Fixture *f, const char *currency)
+{
+  f->spec = test_store_spec_new ();
+  g_auto (Run) r = test_store_is_pg ()
+                     ? RUN (f, "init", "--name", "Bank", "--currency", currency, "--store", f->spec)
+                     : RUN (f, "init", "--name", "Bank", "--currency", currency);
+  expect_ok (&r);
+}
+
+/* A store made before exponents were recorded counted every currency in
+ * hundredths: for JPY (exponent 0) every amount would change meaning, so
+ * it is refused with a way forward, and nothing in it changes. */
+static void
+test_cli_refuses_store_without_exponent_of_non_cent_currency (Fixture *f, gconstpointer data)
+{
+  init_issuer_in (f, "JPY");
+  g_autofree char *recorded = stored_exponent (f);
+  g_assert_cmpstr (recorded, ==, "0");
+  g_auto (Run) a1 = RUN (f, "account-create", "alice");
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "1000");
+  expect_ok (&dep);
+
+  tamper (f, "DELETE FROM meta WHERE key = 'currency-exponent'");
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  expect_failure (&bal, 1, "predates recorded currency exponents");
+  g_assert_nonnull (strstr (bal.err, "docs/issuer-store.md"));
+  g_autofree char *after = stored_exponent (f);
+  g_assert_null (after);
+
+  /* Recorded by hand, once the operator knows the amounts are in yen. */
+  tamper (f, test_store_is_pg ()
+               ? "INSERT INTO meta (key, value) VALUES ('currency-exponent', '\\x30')"
+               : "INSERT INTO meta (key, value) VALUES ('currency-exponent', CAST('0' AS BLOB))");
+  g_auto (Run) again = RUN (f, "balance", "alice");
+  expect_ok (&again);
+  g_assert_cmpstr (again.out, ==, "1000 JPY\n");
+
+  /* An exponent the currency does not have is refused too. */
+  tamper (f, test_store_is_pg ()
+               ? "UPDATE meta SET value = '\\x32' WHERE key = 'currency-exponent'"
+               : "UPDATE meta SET value = CAST('2' AS BLOB) WHERE key = 'currency-exponent'");
+  g_auto (Run) wrong = RUN (f, "balance", "alice");
+  expect_failure (&wrong, 1, "counts JPY in 10^-2 units");
+}
+
+/* For a currency counted in hundredths nothing changes: the store opens
+ * and the exponent is recorded. */
+static void
+test_cli_records_exponent_of_cent_currency_store (Fixture *f, gconstpointer data)
+{
+  init_issuer_in (f, "EUR");
+  g_auto (Run) a1 = RUN (f, "account-create", "alice");
+  g_auto (Run) dep = RUN (f, "deposit", "alice", "10.00");
+  expect_ok (&dep);
+  tamper (f, "DELETE FROM meta WHERE key = 'currency-exponent'");
+  g_autofree char *none = stored_exponent (f);
+  g_assert_null (none);
+  g_auto (Run) bal = RUN (f, "balance", "alice");
+  expect_ok (&bal);
+  g_assert_cmpstr (bal.out, ==, "10.00 EUR\n");
+  g_autofree char *recorded = stored_exponent (f);
+  g_assert_cmpstr (recorded, ==, "2");
+}
+
 static void
 test_cli_audit_fails_when_books_do_not_balance (Fixture *f, gconstpointer data)
 {
@@ -765,6 +857,10 @@ main (int argc, char **argv)
   ADD ("/issuer/cli/runs-accounts-certificates-and-vouchers",
        test_cli_runs_accounts_certificates_and_vouchers);
   ADD ("/issuer/cli/reconciles-and-reports-fraud", test_cli_reconciles_and_reports_fraud);
+  ADD ("/issuer/cli/refuses-store-without-exponent-of-non-cent-currency",
+       test_cli_refuses_store_without_exponent_of_non_cent_currency);
+  ADD ("/issuer/cli/records-exponent-of-cent-currency-store",
+       test_cli_records_exponent_of_cent_currency_store);
   ADD ("/issuer/cli/audit-fails-when-books-do-not-balance",
        test_cli_audit_fails_when_books_do_not_balance);
   ADD ("/issuer/cli/reports-reclaim-and-late-receipt", test_cli_reports_reclaim_and_late_receipt);

@@ -445,6 +445,43 @@ test_prune_kept_answers_older_than_keep (Fixture *f, gconstpointer data)
   g_assert_cmpint (balance_of (f, "alice"), ==, balance);
 }
 
+/* More kept rows than one batch (500 a transaction): every old one goes,
+ * every young one stays, however the batches fall. */
+static void
+test_prune_more_than_a_batch (Fixture *f, gconstpointer data)
+{
+  const guint64 day = 86400;
+  const guint n = 1250;
+  guint old = 0, young = 0;
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  for (guint i = 0; i < n; i++) {
+    g_autoptr (GError) error = NULL;
+    guint8 request[TALLY_VOUCHER_REQUEST_ID_BYTES] = { 0 };
+    /* Young and old interleaved in key order. */
+    request[0] = (guint8) (i >> 8);
+    request[1] = (guint8) i;
+    gboolean repeated = TRUE;
+    gboolean is_young = i % 8 == 0;
+    guint64 at = is_young ? TEST_NOW + 10 * day : TEST_NOW;
+    if (is_young)
+      young++;
+    else
+      old++;
+    g_autoptr (GBytes) v = tally_issuer_sell_voucher_to_account (f->issuer, "alice", a->id, 1,
+                                                                 request, at, &repeated, &error);
+    g_assert_no_error (error);
+    g_assert_false (repeated);
+  }
+  g_assert_cmpuint (old, >, 2 * 500);
+  TallyPruneReport r = prune (f, TEST_NOW + 10 * day, 5 * day);
+  g_assert_cmpuint (r.pruned, ==, old);
+  g_assert_cmpuint (r.kept, ==, young);
+  g_assert_cmpuint (r.undated, ==, 0);
+  r = prune (f, TEST_NOW + 10 * day, 5 * day);
+  g_assert_cmpuint (r.pruned, ==, 0);
+  g_assert_cmpuint (r.kept, ==, young);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -468,5 +505,6 @@ main (int argc, char **argv)
        test_reconcile_once_failure_keeps_nothing);
   ADD ("/issuer/online/prune/kept-answers-older-than-keep",
        test_prune_kept_answers_older_than_keep);
+  ADD ("/issuer/online/prune/more-than-a-batch", test_prune_more_than_a_batch);
   return g_test_run ();
 }

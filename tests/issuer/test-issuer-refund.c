@@ -8,6 +8,7 @@
  * what is beyond is exposure.  Every step leaves the audit's identity
  * holding.
  */
+#include <sqlite3.h>
 #include <string.h>
 
 #include "faults-vfs.h"
@@ -436,6 +437,153 @@ test_negative_view_refunds_nothing (Fixture *f, gconstpointer data)
   g_assert_cmpint (a.fraud_exposure, ==, 1000);
 }
 
+/* Runs @sql on the issuer's store behind its back: the PostgreSQL store
+ * its issuer.conf names, or its SQLite database. */
+static void
+tamper (Fixture *f, const char *sql)
+{
+  g_autofree char *conf = g_build_filename (f->dir, "issuer.conf", NULL);
+  g_autoptr (GKeyFile) kf = g_key_file_new ();
+  if (g_key_file_load_from_file (kf, conf, G_KEY_FILE_NONE, NULL)) {
+    g_autofree char *spec = g_key_file_get_string (kf, "issuer", "store", NULL);
+    g_assert_true (g_str_has_prefix (spec, "postgresql:"));
+    g_free (test_pg_run (spec + strlen ("postgresql:"), sql));
+    return;
+  }
+  g_autofree char *db_path = g_build_filename (f->dir, "issuer.db", NULL);
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open (db_path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db, sql, NULL, NULL, NULL), ==, SQLITE_OK);
+  sqlite3_close (db);
+}
+
+/* Each register is refunded in its own transaction: one whose refund
+ * fails (its account, raised behind the issuer's back, would pass
+ * TALLY_AMOUNT_MAX) is skipped and reported, and the others are refunded;
+ * it is tried again on the next run. */
+static void
+test_one_failing_refund_blocks_no_other (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GBytes) v = tally_issuer_sell_voucher (f->issuer, f->bob->id, 1000, TEST_NOW, &error);
+  g_assert_no_error (error);
+  report_lost (f, TEST_NOW);
+  g_assert_true (tally_issuer_report_lost (f->issuer, "bob", f->bob->id, TEST_NOW, &error));
+  g_assert_no_error (error);
+  g_autofree char *raise =
+    g_strdup_printf ("UPDATE accounts SET balance = %" G_GINT64_FORMAT " WHERE name = 'alice'",
+                     TALLY_AMOUNT_MAX - VOUCHER + 1);
+  tamper (f, raise);
+
+  TallyRefundReport r = refund (f, f->due);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpint (r.refunded_amount, ==, 1000);
+  g_assert_cmpuint (r.failed, ==, 1);
+  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  g_assert_cmpint (balance_of (f, "alice"), ==, TALLY_AMOUNT_MAX - VOUCHER + 1);
+  TallyAuditRegister row = audit_register (f, f->alice->id);
+  g_assert_cmpuint (row.refunded_at, ==, 0);
+  g_assert_cmpint (row.view, ==, VOUCHER);
+
+  /* Once the account is back in range, the next run refunds it. */
+  tamper (f, "UPDATE accounts SET balance = 5000 WHERE name = 'alice'");
+  r = refund (f, f->due + 1);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpuint (r.failed, ==, 0);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 5000 + VOUCHER);
+  g_assert_cmpuint (audit_register (f, f->alice->id).refunded_at, ==, f->due + 1);
+}
+
+/* A register revoked without a lost_at, as every register reported lost
+ * before store version 5 is: never refunded until it is reported again,
+ * and then refunded once its window from that report passes
+ * (docs/issuer-store.md). */
+static void
+test_revoked_register_is_refunded_once_reported_lost (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_revoke (f->issuer, f->alice->id, TEST_NOW, &error));
+  g_assert_no_error (error);
+  TallyRefundReport r = refund (f, f->due + 86400);
+  g_assert_cmpuint (r.refunded, ==, 0);
+  g_assert_cmpuint (r.waiting, ==, 0);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+
+  guint64 reported = f->due + 86400;
+  report_lost (f, reported);
+  guint64 due = tally_issuer_lost_refund_due (reported, TEST_NOW + 30 * 86400);
+  r = refund (f, due - 1);
+  g_assert_cmpuint (r.refunded, ==, 0);
+  g_assert_cmpuint (r.waiting, ==, 1);
+  r = refund (f, due);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpint (r.refunded_amount, ==, VOUCHER);
+  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  assert_audit (f, TRUE);
+}
+
+/* Mallory holds the keys of both registers: alice's signs bob's a payment
+ * above its limit (test_default_limits ()), tainted once booked. */
+static GPtrArray *
+alice_pays_bob_over_limit (Fixture *f)
+{
+  const gint64 amounts[] = { 5001 };
+  return alice_pays_bob (f, amounts, 1);
+}
+
+static void
+report_bob_lost (Fixture *f, guint64 now)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_report_lost (f->issuer, "bob", f->bob->id, now, &error));
+  g_assert_no_error (error);
+}
+
+/* Booked before the refund: the tainted payment is in bob's view, but a
+ * defund could not take it out, and neither does the refund. */
+static void
+test_tainted_value_is_never_refunded (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) paid = alice_pays_bob_over_limit (f);
+  bob_reconciles (f, paid, TEST_NOW + 3600);
+  g_assert_cmpint (audit_register (f, f->bob->id).view, ==, 5001);
+  report_bob_lost (f, TEST_NOW + 3600);
+  TallyRefundReport r = refund (f, f->due + 3600);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpint (r.refunded_amount, ==, 0);
+  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  TallyAuditRegister row = audit_register (f, f->bob->id);
+  g_assert_cmpint (row.refunded, ==, 0);
+  /* Frozen in the revoked register's view, where the audit shows it. */
+  g_assert_cmpint (row.view, ==, 5001);
+  g_assert_true (row.revoked);
+  assert_audit (f, FALSE);
+  /* Nor on a later run. */
+  r = refund (f, f->due + 7200);
+  g_assert_cmpuint (r.refunded, ==, 0);
+  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+}
+
+/* Surfacing after the refund: settled against the account only as far as
+ * bob's untainted evidence backs it, which is nothing. */
+static void
+test_tainted_value_is_never_refunded_after_refund (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GPtrArray) paid = alice_pays_bob_over_limit (f);
+  report_bob_lost (f, TEST_NOW);
+  TallyRefundReport r = refund (f, f->due);
+  g_assert_cmpuint (r.refunded, ==, 1);
+  g_assert_cmpint (r.refunded_amount, ==, 0);
+
+  bob_reconciles (f, paid, f->due + 100);
+  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  TallyAuditRegister row = audit_register (f, f->bob->id);
+  g_assert_cmpint (row.refunded, ==, 0);
+  g_assert_cmpint (row.view, ==, 5001);
+  TallyAudit a = assert_audit (f, FALSE);
+  g_assert_cmpint (a.online, ==, 20000 - VOUCHER);
+}
+
 /* The register's own bundle, signed with its key, made at @at and booked
  * at @at: the payments in @paid, each with bob's receipt. */
 static TallyReconcileReport
@@ -595,6 +743,13 @@ main (int argc, char **argv)
   ADD ("/issuer/refund/negative-view-refunds-nothing", test_negative_view_refunds_nothing);
   ADD ("/issuer/refund/refund-shortfall-is-exposure-not-fraud",
        test_refund_shortfall_is_exposure_not_fraud);
+  ADD ("/issuer/refund/tainted-value-is-never-refunded", test_tainted_value_is_never_refunded);
+  ADD ("/issuer/refund/one-failing-refund-blocks-no-other",
+       test_one_failing_refund_blocks_no_other);
+  ADD ("/issuer/refund/revoked-register-is-refunded-once-reported-lost",
+       test_revoked_register_is_refunded_once_reported_lost);
+  ADD ("/issuer/refund/tainted-value-is-never-refunded-after-refund",
+       test_tainted_value_is_never_refunded_after_refund);
   ADD ("/issuer/refund/refunded-register-overdraw-still-proven",
        test_refunded_register_overdraw_still_proven);
   if (!test_store_is_pg ()) {

@@ -474,6 +474,92 @@ static const char schema_v1[] =
   "  envelope BLOB NOT NULL);"
   "INSERT INTO schema_version (version) VALUES (1);";
 
+/* The version 5 migration's ceiling on a certificate it cannot see. */
+#define LEGACY_VALIDITY (366 * 86400)
+
+/* @f's store taken back to version 4: without the refund's columns. */
+static void
+downgrade_to_version_4 (Fixture *f)
+{
+  g_clear_pointer (&f->store, tally_issuer_store_free);
+  if (test_store_is_pg ()) {
+    g_free (test_pg_run (f->spec + strlen ("postgresql:"),
+                         "ALTER TABLE registers DROP COLUMN lost_at, DROP COLUMN refunded_at, "
+                         "DROP COLUMN refunded, DROP COLUMN recovered, "
+                         "DROP COLUMN not_after_ever; UPDATE schema_version SET version = 4"));
+    return;
+  }
+  sqlite3 *db = NULL;
+  g_assert_cmpint (sqlite3_open (f->path, &db), ==, SQLITE_OK);
+  g_assert_cmpint (sqlite3_exec (db,
+                                 "ALTER TABLE registers DROP COLUMN lost_at;"
+                                 "ALTER TABLE registers DROP COLUMN refunded_at;"
+                                 "ALTER TABLE registers DROP COLUMN refunded;"
+                                 "ALTER TABLE registers DROP COLUMN recovered;"
+                                 "ALTER TABLE registers DROP COLUMN not_after_ever;"
+                                 "UPDATE schema_version SET version = 4",
+                                 NULL, NULL, NULL),
+                   ==, SQLITE_OK);
+  sqlite3_close (db);
+}
+
+static guint64
+migrated_not_after_ever (Fixture *f, const guint8 *id, guint64 *before, guint64 *after)
+{
+  g_autoptr (GError) error = NULL;
+  *before = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
+  f->store = tally_issuer_store_open (f->spec, f->path, FALSE, &error);
+  *after = (guint64) (g_get_real_time () / G_USEC_PER_SEC);
+  g_assert_no_error (error);
+  begin (f);
+  g_auto (TallyIssuerRegisterRow) got = { 0 };
+  g_assert_true (tally_issuer_store_register_get (f->store, id, &got, &error));
+  g_assert_no_error (error);
+  commit (f);
+  return got.not_after_ever;
+}
+
+/* Registers certified before version 5 hold only their latest validity: a
+ * register renewed with a week's certificate may still hold an older one
+ * of months, so the migration's window opens no earlier than a year after
+ * it, or the longest validity any register holds if that is longer. */
+static void
+test_store_legacy_refund_window_is_at_least_a_year (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  TallyIssuerRegisterRow row = { 0 };
+  memcpy (row.id, reg->id, TALLY_ID_BYTES);
+  memcpy (row.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  row.account = (char *) "alice";
+  row.validity = 7 * 86400;
+  begin (f);
+  g_assert_true (tally_issuer_store_account_insert (f->store, "alice", &error));
+  g_assert_true (tally_issuer_store_register_put (f->store, &row, &error));
+  g_assert_no_error (error);
+  commit (f);
+  downgrade_to_version_4 (f);
+  guint64 before, after;
+  guint64 got = migrated_not_after_ever (f, reg->id, &before, &after);
+  g_assert_cmpuint (got, >=, before + LEGACY_VALIDITY);
+  g_assert_cmpuint (got, <=, after + LEGACY_VALIDITY);
+
+  /* A register holding a longer validity than a year sets the ceiling. */
+  g_autoptr (TestRegister) other = test_register_new_uncertified ();
+  TallyIssuerRegisterRow longer = row;
+  memcpy (longer.id, other->id, TALLY_ID_BYTES);
+  memcpy (longer.public_key, other->pk, TALLY_PUBLIC_KEY_BYTES);
+  longer.validity = 400 * 86400;
+  begin (f);
+  g_assert_true (tally_issuer_store_register_put (f->store, &longer, &error));
+  g_assert_no_error (error);
+  commit (f);
+  downgrade_to_version_4 (f);
+  got = migrated_not_after_ever (f, reg->id, &before, &after);
+  g_assert_cmpuint (got, >=, before + 400 * 86400);
+  g_assert_cmpuint (got, <=, after + 400 * 86400);
+}
+
 static gint64
 stored_schema_version (const char *path)
 {
@@ -571,9 +657,9 @@ test_store_migrates_version_1_database (Fixture *f, gconstpointer data)
   g_assert_cmpint (row.recovered, ==, 0);
   /* No certificate is stored: every one it was given was issued by the
    * migration, none longer than the longest validity any register holds
-   * (its own, 50). */
-  g_assert_cmpuint (row.not_after_ever, >=, before + 50);
-  g_assert_cmpuint (row.not_after_ever, <=, after + 50);
+   * (its own, 50) or a year (LEGACY_VALIDITY). */
+  g_assert_cmpuint (row.not_after_ever, >=, before + LEGACY_VALIDITY);
+  g_assert_cmpuint (row.not_after_ever, <=, after + LEGACY_VALIDITY);
   g_auto (TallyIssuerEntryRow) entry = { 0 };
   g_assert_true (tally_issuer_store_entry_get_by_hash (f->store, hash, &entry, &error));
   g_assert_no_error (error);
@@ -705,9 +791,10 @@ test_store_pg_migrates_version_4_store (Fixture *f, gconstpointer data)
   g_assert_cmpuint (got.lost_at, ==, 0);
   g_assert_cmpuint (got.refunded_at, ==, 0);
   /* No certificate is stored: every one it was given was issued by the
-   * migration, none longer than the longest validity any register holds. */
-  g_assert_cmpuint (got.not_after_ever, >=, before + 30 * 86400);
-  g_assert_cmpuint (got.not_after_ever, <=, after + 30 * 86400);
+   * migration, none longer than the longest validity any register holds
+   * or a year. */
+  g_assert_cmpuint (got.not_after_ever, >=, before + LEGACY_VALIDITY);
+  g_assert_cmpuint (got.not_after_ever, <=, after + LEGACY_VALIDITY);
   commit (f);
 }
 
@@ -930,6 +1017,8 @@ main (int argc, char **argv)
        test_store_keeps_horizon_receipt_and_reclaim_totals);
   ADD ("/issuer/store/finds-expired-in-flight-entries-of-one-payee",
        test_store_finds_expired_in_flight_entries_of_one_payee);
+  ADD ("/issuer/store/legacy-refund-window-is-at-least-a-year",
+       test_store_legacy_refund_window_is_at_least_a_year);
   ADD ("/issuer/store/books-entry-once-from-two-connections",
        test_store_books_entry_once_from_two_connections);
 
