@@ -157,6 +157,7 @@ typedef struct
   GInputStream *stream;
   GByteArray *data;
   const char *what;
+  char *url; /* the issuer's */
 } Fetch;
 
 static void
@@ -164,6 +165,7 @@ fetch_free (Fetch *fetch)
 {
   g_clear_object (&fetch->stream);
   g_byte_array_unref (fetch->data);
+  g_free (fetch->url);
   g_free (fetch);
 }
 
@@ -173,6 +175,21 @@ oversize_error (const char *what)
   return g_error_new (TALLY_ERROR, TALLY_ERROR_FRAME_OVERSIZE,
                       "the issuer's answer to %s is over %u bytes", what,
                       TALLY_SYNC_MAX_ANSWER_BYTES);
+}
+
+/* A redirect is never followed: the request carries the account's token,
+ * and the issuer is the URL configured, not one an answer names. */
+static GError *
+redirect_error (Fetch *fetch, SoupMessage *msg, guint status)
+{
+  const char *location =
+    soup_message_headers_get_one (soup_message_get_response_headers (msg), "Location");
+  g_autofree char *clean = tally_text_sanitize (location ? location : "", MAX_MESSAGE_CHARS);
+  g_autofree char *escaped = g_strescape (clean, NULL);
+  return g_error_new (TALLY_ERROR, TALLY_ERROR_POLICY,
+                      "the issuer at %s redirected %s to \"%s\" (HTTP %u); redirects are not "
+                      "followed",
+                      fetch->url, fetch->what, escaped, status);
 }
 
 static void
@@ -217,6 +234,11 @@ on_fetch_sent (GObject *source, GAsyncResult *result, gpointer user_data)
     g_task_return_error (task, error);
     return;
   }
+  guint status = soup_message_get_status (msg);
+  if (SOUP_STATUS_IS_REDIRECTION (status) && status != SOUP_STATUS_NOT_MODIFIED) {
+    g_task_return_error (task, redirect_error (fetch, msg, status));
+    return;
+  }
   goffset length =
     soup_message_headers_get_content_length (soup_message_get_response_headers (msg));
   if (length > TALLY_SYNC_MAX_ANSWER_BYTES) {
@@ -240,7 +262,9 @@ sync_fetch_async (TallySync *sync,
   Fetch *fetch = g_new0 (Fetch, 1);
   fetch->data = g_byte_array_new ();
   fetch->what = what;
+  fetch->url = g_strdup (sync->url);
   g_task_set_task_data (task, fetch, (GDestroyNotify) fetch_free);
+  soup_message_add_flags (msg, SOUP_MESSAGE_NO_REDIRECT);
   soup_session_send_async (sync->session, msg, G_PRIORITY_DEFAULT, cancellable, on_fetch_sent,
                            task);
 }

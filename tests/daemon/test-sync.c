@@ -39,6 +39,7 @@ typedef enum
   RELAY_DROP_FIRST_VOUCHER, /* the issuer sells the voucher, its answer is lost */
   RELAY_HUGE_KEYS,          /* the key set answered with 5 MiB */
   RELAY_DROP_ALL_VOUCHERS,  /* every voucher sold, no answer ever arrives */
+  RELAY_REDIRECT,           /* every request answered 307 to the trap */
 } RelayMode;
 
 typedef struct
@@ -63,6 +64,9 @@ typedef struct
   guint repeated_answers; /* of them, answered X-Tally-Repeated: yes */
   guint voucher_posts;    /* POST .../vouchers the relay forwarded */
   guint repeated_vouchers;
+  SoupServer *trap; /* where RELAY_REDIRECT points: must hear nothing */
+  char *trap_url;
+  guint trap_requests;
 
   GDBusConnection *client;
   Node alice;
@@ -161,6 +165,12 @@ relay_handler (SoupServer *server,
                gpointer user_data)
 {
   Fixture *f = user_data;
+  if (f->mode == RELAY_REDIRECT) {
+    g_autofree char *to = g_strconcat (f->trap_url, path, NULL);
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location", to);
+    soup_server_message_set_status (msg, SOUP_STATUS_TEMPORARY_REDIRECT, NULL);
+    return;
+  }
   g_autofree char *url = g_strconcat (f->issuer_url, path, NULL);
   RelayCall *c = g_new0 (RelayCall, 1);
   c->f = f;
@@ -186,6 +196,31 @@ relay_handler (SoupServer *server,
   soup_server_message_pause (msg);
   soup_session_send_and_read_async (f->relay_session, c->out, G_PRIORITY_DEFAULT, NULL,
                                     relay_answered, c);
+}
+
+static void
+trap_handler (SoupServer *server,
+              SoupServerMessage *msg,
+              const char *path,
+              GHashTable *query,
+              gpointer user_data)
+{
+  Fixture *f = user_data;
+  f->trap_requests++;
+  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+}
+
+static void
+trap_start (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  f->trap = soup_server_new (NULL, NULL);
+  soup_server_add_handler (f->trap, NULL, trap_handler, f, NULL);
+  g_assert_true (soup_server_listen_local (f->trap, 0, SOUP_SERVER_LISTEN_IPV4_ONLY, &error));
+  g_assert_no_error (error);
+  GSList *uris = soup_server_get_uris (f->trap);
+  f->trap_url = g_strdup_printf ("http://127.0.0.1:%d", g_uri_get_port (uris->data));
+  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
 }
 
 /* Connections are accepted here and handed to the SoupServer, as
@@ -514,6 +549,10 @@ fixture_tear_down (Fixture *f, gconstpointer data)
     g_object_unref (f->relay);
     g_object_unref (f->relay_session);
   }
+  if (f->trap != NULL) {
+    soup_server_disconnect (f->trap);
+    g_object_unref (f->trap);
+  }
   g_clear_pointer (&f->http, tally_issuer_http_unref);
   while (g_main_context_iteration (NULL, FALSE))
     ;
@@ -522,6 +561,7 @@ fixture_tear_down (Fixture *f, gconstpointer data)
   g_free (f->dir);
   g_free (f->issuer_url);
   g_free (f->relay_url);
+  g_free (f->trap_url);
 }
 
 /* --- tests --- */
@@ -1203,6 +1243,42 @@ test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing (Fixture *f, gconstp
   g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT);
 }
 
+/* An answer that sends the register elsewhere is refused: the account's
+ * token and the bundle go only to the issuer configured, never to the
+ * place a redirect names, and nothing changes. */
+static void
+test_a_redirect_is_refused_and_nothing_follows_it (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  trap_start (f);
+  relay_start (f, RELAY_PASS);
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+
+  f->mode = RELAY_REDIRECT;
+  Snapshot before = snapshot (&f->alice);
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "redirected the key set to"));
+  g_assert_nonnull (strstr (message, f->trap_url));
+  g_clear_error (&error);
+
+  g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+  g_assert_false (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+
+  g_assert_cmpuint (f->trap_requests, ==, 0);
+  Snapshot after = snapshot (&f->alice);
+  assert_unchanged (&before, &after);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1241,6 +1317,8 @@ main (int argc, char **argv)
        test_topup_without_an_answer_is_completed_by_the_next_paying_once);
   ADD ("/daemon/sync/enroll-with-a-wrong-token-is-refused-and-keeps-nothing",
        test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing);
+  ADD ("/daemon/sync/a-redirect-is-refused-and-nothing-follows-it",
+       test_a_redirect_is_refused_and_nothing_follows_it);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
