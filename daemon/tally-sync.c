@@ -178,7 +178,8 @@ oversize_error (const char *what)
 }
 
 /* A redirect is never followed: the request carries the account's token,
- * and the issuer is the URL configured, not one an answer names. */
+ * and the issuer is the URL configured, not one an answer names.  A 304
+ * answers only our If-None-Match: without one it would skip a check. */
 static GError *
 redirect_error (Fetch *fetch, SoupMessage *msg, guint status)
 {
@@ -186,6 +187,11 @@ redirect_error (Fetch *fetch, SoupMessage *msg, guint status)
     soup_message_headers_get_one (soup_message_get_response_headers (msg), "Location");
   g_autofree char *clean = tally_text_sanitize (location ? location : "", MAX_MESSAGE_CHARS);
   g_autofree char *escaped = g_strescape (clean, NULL);
+  if (status == SOUP_STATUS_NOT_MODIFIED)
+    return g_error_new (TALLY_ERROR, TALLY_ERROR_POLICY,
+                        "the issuer at %s answered %s \"not modified\" (HTTP 304) when "
+                        "nothing was asked with If-None-Match",
+                        fetch->url, fetch->what);
   return g_error_new (TALLY_ERROR, TALLY_ERROR_POLICY,
                       "the issuer at %s redirected %s to \"%s\" (HTTP %u); redirects are not "
                       "followed",
@@ -235,7 +241,10 @@ on_fetch_sent (GObject *source, GAsyncResult *result, gpointer user_data)
     return;
   }
   guint status = soup_message_get_status (msg);
-  if (SOUP_STATUS_IS_REDIRECTION (status) && status != SOUP_STATUS_NOT_MODIFIED) {
+  if (SOUP_STATUS_IS_REDIRECTION (status) &&
+      !(status == SOUP_STATUS_NOT_MODIFIED &&
+        soup_message_headers_get_one (soup_message_get_request_headers (msg), "If-None-Match") !=
+          NULL)) {
     g_task_return_error (task, redirect_error (fetch, msg, status));
     return;
   }

@@ -40,6 +40,7 @@ typedef enum
   RELAY_HUGE_KEYS,          /* the key set answered with 5 MiB */
   RELAY_DROP_ALL_VOUCHERS,  /* every voucher sold, no answer ever arrives */
   RELAY_REDIRECT,           /* every request answered 307 to the trap */
+  RELAY_NOT_MODIFIED,       /* every GET answered 304, asked or not */
 } RelayMode;
 
 typedef struct
@@ -169,6 +170,10 @@ relay_handler (SoupServer *server,
     g_autofree char *to = g_strconcat (f->trap_url, path, NULL);
     soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location", to);
     soup_server_message_set_status (msg, SOUP_STATUS_TEMPORARY_REDIRECT, NULL);
+    return;
+  }
+  if (f->mode == RELAY_NOT_MODIFIED && strcmp (soup_server_message_get_method (msg), "GET") == 0) {
+    soup_server_message_set_status (msg, SOUP_STATUS_NOT_MODIFIED, NULL);
     return;
   }
   g_autofree char *url = g_strconcat (f->issuer_url, path, NULL);
@@ -1279,6 +1284,36 @@ test_a_redirect_is_refused_and_nothing_follows_it (Fixture *f, gconstpointer dat
   g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT);
 }
 
+/* "Not modified" answers only an If-None-Match: sent without one, it
+ * would skip the key set's check, and the sync ends before the upload. */
+static void
+test_not_modified_is_taken_only_after_if_none_match (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  register_pay (f, "alice", "bob", PAID);
+  relay_start (f, RELAY_NOT_MODIFIED);
+  node_start (f, &f->alice, "alice", f->relay_url, 0);
+  Snapshot before = snapshot (&f->alice);
+
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "HTTP 304"));
+  g_assert_cmpuint (f->reconcile_posts, ==, 0);
+  Snapshot after = snapshot (&f->alice);
+  assert_unchanged (&before, &after);
+
+  /* After a real key set, with its ETag sent back, a 304 is taken. */
+  f->mode = RELAY_PASS;
+  g_clear_error (&error);
+  g_assert_true (node_sync (f, &f->alice, &error));
+  g_assert_no_error (error);
+  f->mode = RELAY_NOT_MODIFIED;
+  g_assert_true (node_sync (f, &f->alice, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (f->reconcile_posts, ==, 2);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1319,6 +1354,8 @@ main (int argc, char **argv)
        test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing);
   ADD ("/daemon/sync/a-redirect-is-refused-and-nothing-follows-it",
        test_a_redirect_is_refused_and_nothing_follows_it);
+  ADD ("/daemon/sync/not-modified-is-taken-only-after-if-none-match",
+       test_not_modified_is_taken_only_after_if_none_match);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
