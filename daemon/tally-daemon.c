@@ -578,6 +578,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
       return NULL;
     }
     tally_sync_set_callbacks (d->sync, &sync_callbacks, d, NULL);
+    tally_sync_set_request_timeout (d->sync, config->request_timeout_seconds);
     d->sync_interval = config->sync_interval_seconds;
   }
 

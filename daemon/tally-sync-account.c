@@ -37,7 +37,9 @@ typedef struct
   char *token;         /* enrolment: a secret */
   guint attempt;
   GSource *retry;
-  SoupMessage *msg; /* the request in flight */
+  SoupMessage *msg;   /* the request in flight */
+  GSource *deadline;  /* request_timeout after the start */
+  gboolean timed_out; /* the deadline cancelled it */
 } AccountCall;
 
 static void
@@ -55,6 +57,10 @@ call_free (AccountCall *c)
   if (c->retry != NULL) {
     g_source_destroy (c->retry);
     g_source_unref (c->retry);
+  }
+  if (c->deadline != NULL) {
+    g_source_destroy (c->deadline);
+    g_source_unref (c->deadline);
   }
   g_object_unref (c->cancellable);
   g_clear_object (&c->msg);
@@ -287,6 +293,32 @@ call_answered (AccountCall *c, guint status, GBytes *body)
   }
 }
 
+static const char *
+call_what (AccountCall *c)
+{
+  switch (c->kind) {
+  case CALL_ENROL: return "the enrolment";
+  case CALL_TOPUP: return "the voucher";
+  }
+  return NULL;
+}
+
+/* The call took too long: its request is cancelled and ends it with
+ * TIMEOUT; waiting for a retry, it ends now. */
+static gboolean
+on_call_deadline (gpointer user_data)
+{
+  AccountCall *c = user_data;
+  g_clear_pointer (&c->deadline, g_source_unref);
+  c->timed_out = TRUE;
+  if (c->retry != NULL && c->sync != NULL) {
+    call_end (c, sync_deadline_error (c->sync, call_what (c)));
+    return G_SOURCE_REMOVE;
+  }
+  g_cancellable_cancel (c->cancellable);
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -297,6 +329,10 @@ on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
 
   if (c->sync == NULL) {
     call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "cancelled"));
+    return;
+  }
+  if (body == NULL && c->timed_out) {
+    call_end (c, sync_deadline_error (c->sync, call_what (c)));
     return;
   }
   if (body == NULL && error->domain == TALLY_ERROR) {
@@ -347,6 +383,7 @@ call_new (TallySync *sync, CallKind kind, GAsyncReadyCallback callback, gpointer
   c->kind = kind;
   c->task = g_task_new (NULL, NULL, callback, user_data);
   c->cancellable = g_cancellable_new ();
+  c->deadline = sync_deadline_source (sync, on_call_deadline, c);
   sync->calls = g_list_prepend (sync->calls, c);
   return c;
 }

@@ -24,6 +24,8 @@ struct _Run
   GBytes *bundle; /* uploaded, the same bytes for every attempt */
   guint attempt;
   GSource *retry;
+  GSource *deadline;  /* request_timeout after the start */
+  gboolean timed_out; /* the deadline cancelled it */
 };
 
 const char *
@@ -111,10 +113,29 @@ sync_transport_error (TallySync *sync, const char *what, const GError *error)
                         error->message);
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
     return g_error_new (TALLY_ERROR, TALLY_ERROR_TIMEOUT,
-                        "the issuer at %s did not answer %s within %u seconds", sync->url, what,
+                        "the issuer at %s sent nothing on %s for %u seconds", sync->url, what,
                         TALLY_SYNC_REQUEST_TIMEOUT);
   return g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "issuer unreachable at %s (%s): %s",
                       sync->url, what, error->message);
+}
+
+GError *
+sync_deadline_error (TallySync *sync, const char *what)
+{
+  return g_error_new (TALLY_ERROR, TALLY_ERROR_TIMEOUT,
+                      "the issuer at %s did not complete %s within %u seconds "
+                      "([issuer] request_timeout_seconds)",
+                      sync->url, what, sync->request_timeout);
+}
+
+GSource *
+sync_deadline_source (TallySync *sync, GSourceFunc func, gpointer data)
+{
+  GSource *source = g_timeout_source_new_seconds (sync->request_timeout);
+  g_source_set_callback (source, func, data, NULL);
+  g_source_set_static_name (source, "[tally] issuer deadline");
+  g_source_attach (source, sync->context);
+  return source;
 }
 
 /* The Tally error of an issuer's refusal: its JSON body's "code" and
@@ -293,6 +314,10 @@ run_free (Run *run)
     g_source_destroy (run->retry);
     g_source_unref (run->retry);
   }
+  if (run->deadline != NULL) {
+    g_source_destroy (run->deadline);
+    g_source_unref (run->deadline);
+  }
   g_object_unref (run->cancellable);
   g_ptr_array_unref (run->waiters);
   g_clear_pointer (&run->revocations, g_bytes_unref);
@@ -366,6 +391,10 @@ on_answer (GObject *source, GAsyncResult *result, gpointer user_data)
 
   if (run->sync == NULL) {
     run_end (run, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "sync cancelled"));
+    return;
+  }
+  if (body == NULL && run->timed_out) {
+    run_end (run, sync_deadline_error (run->sync, "the sync"));
     return;
   }
   if (body == NULL && error->domain == TALLY_ERROR) {
@@ -569,6 +598,24 @@ on_keys (Run *run, guint status, SoupMessage *msg, GBytes *body)
             on_revocations);
 }
 
+/* The run took too long: its request is cancelled and ends it with
+ * TIMEOUT; waiting for a retry, it ends now. */
+static gboolean
+on_run_deadline (gpointer user_data)
+{
+  Run *run = user_data;
+  g_clear_pointer (&run->deadline, g_source_unref);
+  run->timed_out = TRUE;
+  if (run->retry != NULL && run->sync != NULL) {
+    g_source_destroy (run->retry);
+    g_clear_pointer (&run->retry, g_source_unref);
+    run_end (run, sync_deadline_error (run->sync, "the sync"));
+    return G_SOURCE_REMOVE;
+  }
+  g_cancellable_cancel (run->cancellable);
+  return G_SOURCE_REMOVE;
+}
+
 static void
 run_start (TallySync *sync)
 {
@@ -585,6 +632,7 @@ run_start (TallySync *sync)
                                "the register trusts no issuer yet (tallyctl issuer FILE)"));
     return;
   }
+  run->deadline = sync_deadline_source (sync, on_run_deadline, run);
   run_send (run, "GET", "/v1/keys", sync->keys_etag, NULL, "the key set", on_keys);
   /* SyncState shows "syncing". */
   emit_changed (sync);
@@ -814,7 +862,15 @@ tally_sync_new (TallyRegister *reg,
   if (database != NULL)
     soup_session_set_tls_database (sync->session, database);
   sync->state = TALLY_SYNC_STATE_IDLE;
+  sync->request_timeout = TALLY_SYNC_DEFAULT_DEADLINE;
   return sync;
+}
+
+void
+tally_sync_set_request_timeout (TallySync *sync, guint seconds)
+{
+  g_return_if_fail (sync != NULL && seconds > 0);
+  sync->request_timeout = seconds;
 }
 
 TallySync *

@@ -81,6 +81,10 @@ TallySync *tally_sync_new (TallyRegister *reg,
                            const char *ca_file,
                            gboolean allow_plain_http,
                            GError **error);
+/* The longest a sync, an enrolment or a top-up may take, every request
+ * and retry included ([issuer] request_timeout_seconds); then it is
+ * cancelled and ends with TIMEOUT.  Default: 120. */
+void tally_sync_set_request_timeout (TallySync *sync, guint seconds);
 TallySync *tally_sync_ref (TallySync *sync);
 /* The last unref cancels a sync in progress (its callers get CANCELLED). */
 void tally_sync_unref (TallySync *sync);

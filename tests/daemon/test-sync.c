@@ -41,6 +41,7 @@ typedef enum
   RELAY_DROP_ALL_VOUCHERS,  /* every voucher sold, no answer ever arrives */
   RELAY_REDIRECT,           /* every request answered 307 to the trap */
   RELAY_NOT_MODIFIED,       /* every GET answered 304, asked or not */
+  RELAY_TRICKLE,            /* every answer a byte every half second, for 10 s */
 } RelayMode;
 
 typedef struct
@@ -68,6 +69,7 @@ typedef struct
   SoupServer *trap; /* where RELAY_REDIRECT points: must hear nothing */
   char *trap_url;
   guint trap_requests;
+  GPtrArray *trickles; /* GSource *: answers still trickling */
 
   GDBusConnection *client;
   Node alice;
@@ -158,6 +160,63 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
   g_free (c);
 }
 
+/* An answer that never stalls long enough for a per-read timeout. */
+typedef struct
+{
+  SoupServerMessage *msg;
+  guint left;
+  gboolean finished;
+} Trickle;
+
+static void
+trickle_free (Trickle *t)
+{
+  g_signal_handlers_disconnect_by_data (t->msg, t);
+  g_object_unref (t->msg);
+  g_free (t);
+}
+
+static void
+trickle_finished (SoupServerMessage *msg, gpointer user_data)
+{
+  ((Trickle *) user_data)->finished = TRUE;
+}
+
+static gboolean
+trickle_tick (gpointer user_data)
+{
+  Trickle *t = user_data;
+  if (t->finished)
+    return G_SOURCE_REMOVE;
+  SoupMessageBody *body = soup_server_message_get_response_body (t->msg);
+  if (t->left-- == 0)
+    soup_message_body_complete (body);
+  else
+    soup_message_body_append (body, SOUP_MEMORY_STATIC, "x", 1);
+  soup_server_message_unpause (t->msg);
+  return t->left == G_MAXUINT ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
+}
+
+static void
+trickle_start (Fixture *f, SoupServerMessage *msg)
+{
+  Trickle *t = g_new0 (Trickle, 1);
+  t->msg = g_object_ref (msg);
+  t->left = 20;
+  g_signal_connect (msg, "finished", G_CALLBACK (trickle_finished), t);
+  g_signal_connect (msg, "disconnected", G_CALLBACK (trickle_finished), t);
+  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+  soup_message_headers_set_encoding (soup_server_message_get_response_headers (msg),
+                                     SOUP_ENCODING_CHUNKED);
+  soup_server_message_pause (msg);
+  GSource *source = g_timeout_source_new (500);
+  g_source_set_callback (source, trickle_tick, t, (GDestroyNotify) trickle_free);
+  g_source_attach (source, NULL);
+  if (f->trickles == NULL)
+    f->trickles = g_ptr_array_new_with_free_func ((GDestroyNotify) g_source_unref);
+  g_ptr_array_add (f->trickles, source);
+}
+
 static void
 relay_handler (SoupServer *server,
                SoupServerMessage *msg,
@@ -170,6 +229,10 @@ relay_handler (SoupServer *server,
     g_autofree char *to = g_strconcat (f->trap_url, path, NULL);
     soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location", to);
     soup_server_message_set_status (msg, SOUP_STATUS_TEMPORARY_REDIRECT, NULL);
+    return;
+  }
+  if (f->mode == RELAY_TRICKLE) {
+    trickle_start (f, msg);
     return;
   }
   if (f->mode == RELAY_NOT_MODIFIED && strcmp (soup_server_message_get_method (msg), "GET") == 0) {
@@ -546,6 +609,9 @@ fixture_tear_down (Fixture *f, gconstpointer data)
   node_stop (&f->bob);
   g_dbus_connection_close_sync (f->client, NULL, NULL);
   g_object_unref (f->client);
+  for (guint i = 0; f->trickles != NULL && i < f->trickles->len; i++)
+    g_source_destroy (f->trickles->pdata[i]);
+  g_clear_pointer (&f->trickles, g_ptr_array_unref);
   if (f->relay != NULL) {
     g_socket_service_stop (f->relay_service);
     g_socket_listener_close (G_SOCKET_LISTENER (f->relay_service));
@@ -1314,6 +1380,37 @@ test_not_modified_is_taken_only_after_if_none_match (Fixture *f, gconstpointer d
   g_assert_cmpuint (f->reconcile_posts, ==, 2);
 }
 
+/* An issuer whose answers keep coming, a byte at a time, never stalls a
+ * read long enough for a per-read timeout; the whole enrolment or sync is
+ * bounded by [issuer] request_timeout_seconds and ends with Timeout,
+ * changing nothing. */
+static void
+test_a_trickling_answer_ends_with_timeout_at_the_deadline (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  relay_start (f, RELAY_TRICKLE);
+  g_autofree char *extra =
+    g_strdup_printf ("url=%s\nsync_interval_seconds=0\nrequest_timeout_seconds=2\n", f->relay_url);
+  node_start_with (f, &f->alice, "carol", extra);
+
+  gint64 start = g_get_monotonic_time ();
+  g_assert_false (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_TIMEOUT);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "within 2 seconds"));
+  g_clear_error (&error);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 6 * G_USEC_PER_SEC);
+  g_assert_null (tally_register_get_certificate_info (tally_daemon_get_register (f->alice.daemon)));
+
+  start = g_get_monotonic_time ();
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_TIMEOUT);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 6 * G_USEC_PER_SEC);
+  g_autofree char *state = node_string (f, &f->alice, "SyncState");
+  g_assert_cmpstr (state, ==, "failed");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1356,6 +1453,8 @@ main (int argc, char **argv)
        test_a_redirect_is_refused_and_nothing_follows_it);
   ADD ("/daemon/sync/not-modified-is-taken-only-after-if-none-match",
        test_not_modified_is_taken_only_after_if_none_match);
+  ADD ("/daemon/sync/a-trickling-answer-ends-with-timeout-at-the-deadline",
+       test_a_trickling_answer_ends_with_timeout_at_the_deadline);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
