@@ -583,6 +583,9 @@ on_keys (Run *run, guint status, SoupMessage *msg, GBytes *body)
       run_end (run, g_steal_pointer (&error));
       return;
     }
+    /* Anyone can sign a key set: its name is a stranger's text, quoted
+     * only because tally_issuer_key_set_verify () unpacked it with
+     * tally_text_check () (no control, bidi or invalid UTF-8). */
     if (memcmp (ks->public_key.data, tally_register_get_issuer_key (sync->reg),
                 TALLY_PUBLIC_KEY_BYTES) != 0) {
       run_end (run, g_error_new (TALLY_ERROR, TALLY_ERROR_WRONG_ISSUER,

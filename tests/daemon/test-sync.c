@@ -42,6 +42,7 @@ typedef enum
   RELAY_REDIRECT,           /* every request answered 307 to the trap */
   RELAY_NOT_MODIFIED,       /* every GET answered 304, asked or not */
   RELAY_TRICKLE,            /* every answer a byte every half second, for 10 s */
+  RELAY_FORGE_KEYS,         /* the key set of another key, named f->forged_name */
 } RelayMode;
 
 typedef struct
@@ -70,6 +71,7 @@ typedef struct
   char *trap_url;
   guint trap_requests;
   GPtrArray *trickles; /* GSource *: answers still trickling */
+  const char *forged_name;
 
   GDBusConnection *client;
   Node alice;
@@ -104,6 +106,27 @@ forge_result (GBytes *result)
   return forged;
 }
 
+/* A key set signed by its own new key, as anyone can make one. */
+static GBytes *
+forge_keys (const char *name)
+{
+  guint8 pk[TALLY_PUBLIC_KEY_BYTES], sk[TALLY_SECRET_KEY_BYTES], id[TALLY_ID_BYTES];
+  crypto_sign_keypair (pk, sk);
+  tally_key_id_from_key (pk, id);
+  Tally__IssuerKeySet ks = TALLY__ISSUER_KEY_SET__INIT;
+  ks.public_key = (ProtobufCBinaryData){ sizeof pk, pk };
+  ks.key_id = (ProtobufCBinaryData){ sizeof id, id };
+  ks.currency = (char *) "EUR";
+  ks.name = (char *) name;
+  ks.created_at = tally_now ();
+  g_autoptr (GBytes) body = tally_message_pack (&ks.base);
+  GBytes *forged =
+    tally_envelope_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
+                         g_bytes_get_data (body, NULL), g_bytes_get_size (body), sk);
+  sodium_memzero (sk, sizeof sk);
+  return forged;
+}
+
 static void
 relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -133,6 +156,10 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
     g_autoptr (GIOStream) stream = soup_server_message_steal_connection (c->msg);
     g_io_stream_close (stream, NULL, NULL);
   } else {
+    if (c->keys && f->mode == RELAY_FORGE_KEYS) {
+      g_bytes_unref (body);
+      body = forge_keys (f->forged_name);
+    }
     if (c->keys && f->mode == RELAY_HUGE_KEYS) {
       g_bytes_unref (body);
       body = g_bytes_new_take (g_malloc0 (5 * 1024 * 1024), 5 * 1024 * 1024);
@@ -1411,6 +1438,45 @@ test_a_trickling_answer_ends_with_timeout_at_the_deadline (Fixture *f, gconstpoi
   g_assert_cmpstr (state, ==, "failed");
 }
 
+/* The key set's name is the only text a stranger's key set brings to the
+ * register's error and log: with a control character, a terminal escape,
+ * a bidirectional override or bytes that are not UTF-8 the key set is
+ * refused as malformed, and what reaches D-Bus is clean text. */
+static void
+test_a_key_set_name_that_is_not_clean_text_never_reaches_dbus (Fixture *f, gconstpointer data)
+{
+  static const char *const names[] = {
+    "Bank\x1b]0;owned\x07", "Bank\n[info] synced", "Bank \xe2\x80\xae" "knaB", "Bank\xff\xfe",
+  };
+  relay_start (f, RELAY_FORGE_KEYS);
+  node_start (f, &f->alice, "alice", f->relay_url, 0);
+  Snapshot before = snapshot (&f->alice);
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++) {
+    g_autoptr (GError) error = NULL;
+    f->forged_name = names[i];
+    g_assert_false (node_sync (f, &f->alice, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+    g_autofree char *message = tally_dbus_error_get_message (error);
+    g_autofree char *last_error = node_string (f, &f->alice, "LastSyncError");
+    const char *texts[] = { message, last_error };
+    for (gsize j = 0; j < G_N_ELEMENTS (texts); j++) {
+      g_assert_true (g_utf8_validate (texts[j], -1, NULL));
+      g_assert_true (tally_text_check (texts[j], 4096, "error", NULL));
+      g_assert_null (strstr (texts[j], "Bank"));
+    }
+  }
+  /* A clean name of another key is quoted, as the issuer it is not. */
+  g_autoptr (GError) error = NULL;
+  f->forged_name = "Other Bank";
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_ISSUER);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "\"Other Bank\""));
+  g_assert_cmpuint (f->reconcile_posts, ==, 0);
+  Snapshot after = snapshot (&f->alice);
+  assert_unchanged (&before, &after);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1455,6 +1521,8 @@ main (int argc, char **argv)
        test_not_modified_is_taken_only_after_if_none_match);
   ADD ("/daemon/sync/a-trickling-answer-ends-with-timeout-at-the-deadline",
        test_a_trickling_answer_ends_with_timeout_at_the_deadline);
+  ADD ("/daemon/sync/a-key-set-name-that-is-not-clean-text-never-reaches-dbus",
+       test_a_key_set_name_that_is_not_clean_text_never_reaches_dbus);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
