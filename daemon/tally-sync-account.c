@@ -275,7 +275,9 @@ call_answered (AccountCall *c, guint status, GBytes *body)
 
   switch (c->kind) {
   case CALL_ENROL:
-    if (status != SOUP_STATUS_CREATED) {
+    /* 200: the issuer had enrolled this key for this account already (an
+     * answer lost before) and certified it anew. */
+    if (status != SOUP_STATUS_CREATED && status != SOUP_STATUS_OK) {
       call_end (c, sync_refusal_error (sync, "the enrolment", status, body));
       return;
     }
@@ -341,15 +343,17 @@ on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
   }
   if (body == NULL) {
     /* A purchase is kept under its request id: the same request again
-     * gets the same voucher and pays nothing twice.  An enrolment is
-     * not sent twice: the issuer refuses a key it enrolled. */
-    if (c->kind == CALL_TOPUP && c->attempt < TALLY_SYNC_UPLOAD_ATTEMPTS &&
-        !g_cancellable_is_cancelled (c->cancellable)) {
-      g_info ("top-up at %s: attempt %u failed (%s), asking again", c->sync->url, c->attempt,
+     * gets the same voucher and pays nothing twice.  The same enrolment
+     * again gets the same register a current certificate: sent twice at
+     * most. */
+    guint attempts = c->kind == CALL_TOPUP ? TALLY_SYNC_UPLOAD_ATTEMPTS : 2;
+    if (c->attempt < attempts && !g_cancellable_is_cancelled (c->cancellable)) {
+      g_info ("%s at %s: attempt %u failed (%s), asking again",
+              c->kind == CALL_TOPUP ? "top-up" : "enrolment", c->sync->url, c->attempt,
               error->message);
       c->retry = g_timeout_source_new (250 * c->attempt);
       g_source_set_callback (c->retry, on_call_retry, c, NULL);
-      g_source_set_static_name (c->retry, "[tally] top-up retry");
+      g_source_set_static_name (c->retry, "[tally] account call retry");
       g_source_attach (c->retry, c->sync->context);
       return;
     }

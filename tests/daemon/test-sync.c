@@ -43,6 +43,7 @@ typedef enum
   RELAY_NOT_MODIFIED,       /* every GET answered 304, asked or not */
   RELAY_TRICKLE,            /* every answer a byte every half second, for 10 s */
   RELAY_FORGE_KEYS,         /* the key set of another key, named f->forged_name */
+  RELAY_DROP_FIRST_ENROL,   /* the issuer enrols the register, its answer is lost */
 } RelayMode;
 
 typedef struct
@@ -66,6 +67,7 @@ typedef struct
   guint reconcile_posts;  /* POST /v1/reconcile the relay forwarded */
   guint repeated_answers; /* of them, answered X-Tally-Repeated: yes */
   guint voucher_posts;    /* POST .../vouchers the relay forwarded */
+  guint enrol_posts;      /* POST .../registers the relay forwarded */
   guint repeated_vouchers;
   SoupServer *trap; /* where RELAY_REDIRECT points: must hear nothing */
   char *trap_url;
@@ -88,6 +90,7 @@ typedef struct
   gboolean reconcile;
   gboolean voucher;
   gboolean keys;
+  gboolean enrol;
 } RelayCall;
 
 static GBytes *
@@ -144,6 +147,8 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
     if (g_strcmp0 (soup_message_headers_get_one (in, "X-Tally-Repeated"), "yes") == 0)
       f->repeated_answers++;
   }
+  if (c->enrol)
+    f->enrol_posts++;
   if (c->voucher) {
     f->voucher_posts++;
     if (g_strcmp0 (soup_message_headers_get_one (in, "X-Tally-Repeated"), "yes") == 0)
@@ -151,7 +156,8 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
   }
   if ((c->reconcile && f->mode == RELAY_DROP_FIRST_RESULT && f->reconcile_posts == 1) ||
       (c->voucher && f->mode == RELAY_DROP_FIRST_VOUCHER && f->voucher_posts == 1) ||
-      (c->voucher && f->mode == RELAY_DROP_ALL_VOUCHERS)) {
+      (c->voucher && f->mode == RELAY_DROP_ALL_VOUCHERS) ||
+      (c->enrol && f->mode == RELAY_DROP_FIRST_ENROL && f->enrol_posts == 1)) {
     /* Booked by the issuer; the device never hears of it. */
     g_autoptr (GIOStream) stream = soup_server_message_steal_connection (c->msg);
     g_io_stream_close (stream, NULL, NULL);
@@ -274,6 +280,7 @@ relay_handler (SoupServer *server,
   c->reconcile = strcmp (path, "/v1/reconcile") == 0;
   c->voucher = g_str_has_suffix (path, "/vouchers");
   c->keys = strcmp (path, "/v1/keys") == 0;
+  c->enrol = g_str_has_suffix (path, "/registers");
   SoupMessageHeaders *in = soup_server_message_get_request_headers (msg);
   const char *authorization = soup_message_headers_get_one (in, "Authorization");
   if (authorization != NULL)
@@ -1234,10 +1241,13 @@ test_enroll_then_topup_over_http (Fixture *f, gconstpointer data)
                    TOPUP);
   g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
 
-  /* Enrolling the same key again is refused, and changes nothing. */
-  g_assert_false (node_enroll (f, &f->alice, "carol", token, &error));
-  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
-  g_clear_error (&error);
+  /* Enrolling the same key again renews its certificate: the same
+   * register, nothing paid, the balance as it was. */
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==,
+                   TOPUP);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
 
   /* And the value syncs like any other. */
   g_assert_true (node_sync (f, &f->alice, &error));
@@ -1477,6 +1487,38 @@ test_a_key_set_name_that_is_not_clean_text_never_reaches_dbus (Fixture *f, gcons
   assert_unchanged (&before, &after);
 }
 
+/* The issuer enrols the register and its answer is lost: tallyd sends the
+ * same enrolment once more and gets a current certificate for the same
+ * register; the account is kept for top-ups. */
+static void
+test_enroll_retried_after_a_dropped_answer_gets_the_certificate (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  relay_start (f, RELAY_DROP_FIRST_ENROL);
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (f->enrol_posts, ==, 2);
+  g_assert_cmpuint (node_u64 (f, &f->alice, "CertificateExpiry"), >, tally_now ());
+  g_autofree char *name = node_string (f, &f->alice, "DisplayName");
+  g_assert_cmpstr (name, ==, "Carol's Cafe");
+
+  /* Enrolled once, for carol: a top-up is bought from her account. */
+  g_assert_true (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+
+  /* The same key for another account stays refused. */
+  guint8 other[TALLY_ACCOUNT_TOKEN_BYTES];
+  g_assert_true (tally_issuer_account_token_new (f->issuer, "bob", other, &error));
+  g_autofree char *bob_token = tally_hex_encode (other, sizeof other);
+  g_assert_false (node_enroll (f, &f->alice, "bob", bob_token, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
+  g_assert_cmpint (account_balance (f, "bob"), ==, BOB_DEPOSIT);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1523,6 +1565,8 @@ main (int argc, char **argv)
        test_a_trickling_answer_ends_with_timeout_at_the_deadline);
   ADD ("/daemon/sync/a-key-set-name-that-is-not-clean-text-never-reaches-dbus",
        test_a_key_set_name_that_is_not_clean_text_never_reaches_dbus);
+  ADD ("/daemon/sync/enroll-retried-after-a-dropped-answer-gets-the-certificate",
+       test_enroll_retried_after_a_dropped_answer_gets_the_certificate);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
