@@ -759,7 +759,11 @@ on_timer (gpointer user_data)
   g_clear_pointer (&sync->timer, g_source_unref);
   if (sync->run != NULL)
     return G_SOURCE_REMOVE;
-  if (sync->callbacks != NULL && sync->callbacks->busy != NULL &&
+  /* A payment waits the sync, unless the sync deadline is near: then
+   * payments would stop for good, so the sync goes first. */
+  guint64 deadline = tally_sync_deadline (sync->reg);
+  gboolean due = deadline != 0 && tally_now () + TALLY_SYNC_DEADLINE_MARGIN >= deadline;
+  if (!due && sync->callbacks != NULL && sync->callbacks->busy != NULL &&
       sync->callbacks->busy (sync, sync->user_data)) {
     g_debug ("sync with %s: a payment is in progress, later", sync->url);
     arm_timer (sync, TALLY_SYNC_BACKOFF_FIRST);

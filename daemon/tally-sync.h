@@ -27,8 +27,9 @@
  * interval, before the certificate's sync deadline, and once most of its
  * offline payments are made (tally_sync_register_changed ()); after a failure
  * with exponential back-off and jitter; at once when GNetworkMonitor says
- * the network came back.  Never while the busy callback says a payment is
- * in progress.
+ * the network came back.  Not while the busy callback says a payment is
+ * in progress, unless the sync deadline is TALLY_SYNC_DEADLINE_MARGIN away
+ * or less: then the sync goes first, or payments would stop for good.
  */
 
 #include <gio/gio.h>

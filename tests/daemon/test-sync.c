@@ -1053,6 +1053,66 @@ test_automatic_sync_waits_while_a_payment_is_in_progress (Fixture *f, gconstpoin
   g_clear_pointer (&sync, tally_sync_unref);
 }
 
+/* A payment in progress never holds off the sync past its deadline's
+ * margin: once the register is that close to stopping, it syncs. */
+static void
+test_automatic_sync_near_the_deadline_goes_before_a_payment (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (f->dir, "dave", NULL);
+  guint64 now = tally_now ();
+  g_autoptr (TallyRegister) reg =
+    tally_register_create (dir, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  /* The certificate ends in five minutes: inside the ten-minute margin. */
+  g_autoptr (GBytes) cert =
+    tally_issuer_certify (f->issuer, tally_register_get_public_key (reg), "bob", NULL, &limits,
+                          now - 60, now + 300, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_register_install_certificate (reg, g_bytes_get_data (cert, NULL),
+                                                     g_bytes_get_size (cert), now, &error));
+  g_assert_no_error (error);
+  g_autoptr (TallySync) sync = tally_sync_new (reg, dir, f->issuer_url, NULL, FALSE, &error);
+  g_assert_no_error (error);
+  static const TallySyncCallbacks callbacks = { .busy = busy_flag };
+  gboolean busy = TRUE;
+  tally_sync_set_callbacks (sync, &callbacks, &busy, NULL);
+  tally_sync_start_automatic (sync, 3600);
+
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), >, 0);
+  g_assert_null (tally_sync_get_last_error (sync));
+  g_clear_pointer (&sync, tally_sync_unref);
+}
+
+/* A payment request open for payers, none of them in a handshake, does
+ * not hold the automatic sync off: it may stay open for hours. */
+static void
+test_automatic_sync_is_not_held_off_by_an_open_request (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  node_start (f, &f->bob, "bob", NULL, TALLY_CONFIG_MIN_SYNC_INTERVAL);
+  TallySync *sync = tally_daemon_get_sync (f->bob.daemon);
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  guint64 first = tally_sync_get_last_sync (sync);
+  g_assert_cmpuint (first, >, 0);
+
+  g_autoptr (GVariant) reply =
+    node_call (f, &f->bob, "org.tally.Register1", "RequestPayment",
+               g_variant_new ("(tsa{sv})", (guint64) 500, "coffee", NULL), &error);
+  g_assert_no_error (error);
+  give_up = g_get_monotonic_time () + (TALLY_CONFIG_MIN_SYNC_INTERVAL + 15) * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == first && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), >, first);
+}
+
 static char *
 tls_file (const char *name)
 {
@@ -1567,6 +1627,10 @@ main (int argc, char **argv)
        test_a_key_set_name_that_is_not_clean_text_never_reaches_dbus);
   ADD ("/daemon/sync/enroll-retried-after-a-dropped-answer-gets-the-certificate",
        test_enroll_retried_after_a_dropped_answer_gets_the_certificate);
+  ADD ("/daemon/sync/automatic-sync-near-the-deadline-goes-before-a-payment",
+       test_automatic_sync_near_the_deadline_goes_before_a_payment);
+  ADD ("/daemon/sync/automatic-sync-is-not-held-off-by-an-open-request",
+       test_automatic_sync_is_not_held_off_by_an_open_request);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
