@@ -7,9 +7,12 @@
  */
 #include "tally-sync-private.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <sodium.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tally-clock.h"
 #include "tally-hex.h"
@@ -131,6 +134,23 @@ typedef struct
   gint64 amount;
 } Pending;
 
+/* fsync () of @dir: the rename into it is on disk. */
+static gboolean
+sync_dir (const char *dir, GError **error)
+{
+  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || fsync (fd) != 0) {
+    int saved = errno;
+    if (fd >= 0)
+      close (fd);
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved), "%s: %s", dir,
+                 g_strerror (saved));
+    return FALSE;
+  }
+  close (fd);
+  return TRUE;
+}
+
 static gboolean
 account_save (TallySync *sync,
               const char *account,
@@ -149,8 +169,13 @@ account_save (TallySync *sync,
   char *data = g_key_file_to_data (kf, &len, NULL);
   g_autofree char *path = account_path (sync);
   g_autoptr (GError) local = NULL;
-  gboolean ok = g_file_set_contents_full (path, data, (gssize) len, G_FILE_SET_CONTENTS_CONSISTENT,
-                                          0600, &local);
+  /* Durable, the folder too: a pending purchase must outlive a power cut
+   * between its save and its POST, or the next one pays again. */
+  gboolean ok = g_file_set_contents_full (path, data, (gssize) len,
+                                          G_FILE_SET_CONTENTS_CONSISTENT |
+                                            G_FILE_SET_CONTENTS_DURABLE,
+                                          0600, &local) &&
+                sync_dir (sync->state_dir, &local);
   secret_free (data);
   /* The key file keeps its own copy of the token. */
   g_key_file_set_string (kf, "account", "token", "");
@@ -232,7 +257,8 @@ voucher_was_loaded (TallyRegister *reg, const guint8 *data, gsize len)
 }
 
 /* The voucher loaded, or refused by the issuer: the purchase is no longer
- * pending.  Kept pending when it may still have been sold (a 5xx). */
+ * pending.  Kept pending when it may still have been sold: a 5xx, a 408
+ * or 429, any answer without the issuer's Tally error body. */
 static void
 topup_answered (AccountCall *c, guint status, GBytes *body, const guint8 *data, gsize len)
 {
@@ -241,7 +267,8 @@ topup_answered (AccountCall *c, guint status, GBytes *body, const guint8 *data, 
   g_autoptr (GError) save_error = NULL;
 
   if (status != SOUP_STATUS_CREATED && status != SOUP_STATUS_OK) {
-    if (status < 500 && !account_save (sync, c->account, c->token, NULL, &save_error))
+    if (sync_refusal_is_tally (status, body) &&
+        !account_save (sync, c->account, c->token, NULL, &save_error))
       g_warning ("%s", save_error->message);
     call_end (c, sync_refusal_error (sync, "the voucher", status, body));
     return;

@@ -57,6 +57,10 @@ GError *sync_transport_error (TallySync *sync, const char *what, const GError *e
 GError *sync_deadline_error (TallySync *sync, const char *what);
 /* A source on @sync's context calling @func after request_timeout. */
 GSource *sync_deadline_source (TallySync *sync, GSourceFunc func, gpointer data);
+/* Whether the issuer refused for good: a 4xx (but 408 or 429) with a
+ * Tally JSON error body, an answer only the issuer gives.  A proxy's page,
+ * a throttle or a timeout proves nothing. */
+gboolean sync_refusal_is_tally (guint status, GBytes *body);
 /* An issuer's refusal: the Tally error its JSON body names. */
 GError *sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body);
 

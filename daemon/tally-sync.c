@@ -138,17 +138,19 @@ sync_deadline_source (TallySync *sync, GSourceFunc func, gpointer data)
   return source;
 }
 
-/* The Tally error of an issuer's refusal: its JSON body's "code" and
- * "message" (docs/issuer-api.md, Errors), cut short and escaped. */
-GError *
-sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body)
+/* An issuer's JSON error body (docs/issuer-api.md, Errors): whether it
+ * names a Tally error "code"; @code and @message (cut short and escaped;
+ * NULL: none) as far as it says. */
+static gboolean
+refusal_parse (GBytes *body, TallyError *code, char **message)
 {
-  TallyError code = TALLY_ERROR_FAILED;
-  g_autofree char *message = NULL;
+  gboolean tally = FALSE;
   g_autoptr (JsonParser) parser = json_parser_new ();
   gsize len = 0;
   const char *data = body ? g_bytes_get_data (body, &len) : NULL;
 
+  *code = TALLY_ERROR_FAILED;
+  *message = NULL;
   if (data != NULL && len > 0 && len <= 64 * 1024 &&
       json_parser_load_from_data (parser, data, (gssize) len, NULL) &&
       JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser))) {
@@ -157,15 +159,36 @@ sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *bod
     JsonNode *m = json_object_get_member (o, "message");
     if (c != NULL && JSON_NODE_HOLDS_VALUE (c) && json_node_get_value_type (c) == G_TYPE_INT64) {
       gint64 v = json_node_get_int (c);
-      code = v > 0 && v <= G_MAXUINT32 ? tally_error_from_wire ((guint32) v) : TALLY_ERROR_FAILED;
+      tally = v > 0 && v <= G_MAXUINT32;
+      *code = tally ? tally_error_from_wire ((guint32) v) : TALLY_ERROR_FAILED;
     }
     if (m != NULL && JSON_NODE_HOLDS_VALUE (m) && json_node_get_value_type (m) == G_TYPE_STRING) {
       g_autofree char *cut = g_utf8_make_valid (json_node_get_string (m), -1);
       if (g_utf8_strlen (cut, -1) > MAX_MESSAGE_CHARS)
         *g_utf8_offset_to_pointer (cut, MAX_MESSAGE_CHARS) = '\0';
-      message = g_strescape (cut, NULL);
+      *message = g_strescape (cut, NULL);
     }
   }
+  return tally;
+}
+
+gboolean
+sync_refusal_is_tally (guint status, GBytes *body)
+{
+  TallyError code;
+  g_autofree char *message = NULL;
+  return status >= 400 && status < 500 && status != SOUP_STATUS_REQUEST_TIMEOUT &&
+         status != 429 /* Too Many Requests */ && refusal_parse (body, &code, &message);
+}
+
+/* The Tally error of an issuer's refusal: its JSON body's "code" and
+ * "message", cut short and escaped. */
+GError *
+sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body)
+{
+  TallyError code;
+  g_autofree char *message = NULL;
+  refusal_parse (body, &code, &message);
   return g_error_new (TALLY_ERROR, code, "the issuer at %s refused %s: HTTP %u %s%s%s", sync->url,
                       what, status, tally_error_to_string (code), message ? ": " : "",
                       message ? message : "");

@@ -44,6 +44,7 @@ typedef enum
   RELAY_TRICKLE,            /* every answer a byte every half second, for 10 s */
   RELAY_FORGE_KEYS,         /* the key set of another key, named f->forged_name */
   RELAY_DROP_FIRST_ENROL,   /* the issuer enrols the register, its answer is lost */
+  RELAY_THROTTLE_VOUCHERS,  /* a proxy answers every purchase 429, not the issuer */
 } RelayMode;
 
 typedef struct
@@ -262,6 +263,11 @@ relay_handler (SoupServer *server,
     g_autofree char *to = g_strconcat (f->trap_url, path, NULL);
     soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location", to);
     soup_server_message_set_status (msg, SOUP_STATUS_TEMPORARY_REDIRECT, NULL);
+    return;
+  }
+  if (f->mode == RELAY_THROTTLE_VOUCHERS && g_str_has_suffix (path, "/vouchers")) {
+    soup_server_message_set_status (msg, SOUP_STATUS_BAD_REQUEST + 29, NULL);
+    soup_server_message_set_response (msg, "text/plain", SOUP_MEMORY_STATIC, "slow down\n", 10);
     return;
   }
   if (f->mode == RELAY_TRICKLE) {
@@ -1383,6 +1389,38 @@ test_topup_without_an_answer_is_completed_by_the_next_paying_once (Fixture *f, g
   g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP - 1000);
 }
 
+/* A purchase without an answer stays pending through refusals that are
+ * not the issuer's (a proxy's 429 with no Tally error body proves nothing
+ * about the sale): the next top-up still completes it, paying once. */
+static void
+test_topup_pending_survives_a_refusal_that_is_not_the_issuers (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  relay_start (f, RELAY_DROP_ALL_VOUCHERS);
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+  g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
+  g_clear_error (&error);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+
+  f->mode = RELAY_THROTTLE_VOUCHERS;
+  g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_FAILED);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "HTTP 429"));
+  g_clear_error (&error);
+
+  f->mode = RELAY_PASS;
+  g_assert_true (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==,
+                   TOPUP);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+}
+
 /* Another account's token: refused, no certificate, nothing kept. */
 static void
 test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing (Fixture *f, gconstpointer data)
@@ -1631,6 +1669,8 @@ main (int argc, char **argv)
        test_automatic_sync_near_the_deadline_goes_before_a_payment);
   ADD ("/daemon/sync/automatic-sync-is-not-held-off-by-an-open-request",
        test_automatic_sync_is_not_held_off_by_an_open_request);
+  ADD ("/daemon/sync/topup-pending-survives-a-refusal-that-is-not-the-issuers",
+       test_topup_pending_survives_a_refusal_that_is_not_the_issuers);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);
