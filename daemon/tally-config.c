@@ -652,9 +652,9 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 network comes back; 10 to 604800, or 0: only\n"                \
   "                                 on tallyctl sync (default: 3600)\n"                            \
   "    allow_plain_http=true|false  allow http:// to a host that is not loopback\n"                \
-  "                                 (default: false)\n"                                           \
-  "    request_timeout_seconds=N    the longest a sync, enrolment or top-up may\n"                \
-  "                                 take, retries included, 1 to 3600\n"                          \
+  "                                 (default: false)\n"                                            \
+  "    request_timeout_seconds=N    the longest a sync, enrolment or top-up may\n"                 \
+  "                                 take, retries included, 1 to 3600\n"                           \
   "                                 (default: 120)\n"
 
 const char *

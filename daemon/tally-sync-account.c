@@ -171,10 +171,9 @@ account_save (TallySync *sync,
   g_autoptr (GError) local = NULL;
   /* Durable, the folder too: a pending purchase must outlive a power cut
    * between its save and its POST, or the next one pays again. */
-  gboolean ok = g_file_set_contents_full (path, data, (gssize) len,
-                                          G_FILE_SET_CONTENTS_CONSISTENT |
-                                            G_FILE_SET_CONTENTS_DURABLE,
-                                          0600, &local) &&
+  gboolean ok = g_file_set_contents_full (
+                  path, data, (gssize) len,
+                  G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0600, &local) &&
                 sync_dir (sync->state_dir, &local);
   secret_free (data);
   /* The key file keeps its own copy of the token. */

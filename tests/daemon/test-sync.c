@@ -124,9 +124,8 @@ forge_keys (const char *name)
   ks.name = (char *) name;
   ks.created_at = tally_now ();
   g_autoptr (GBytes) body = tally_message_pack (&ks.base);
-  GBytes *forged =
-    tally_envelope_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
-                         g_bytes_get_data (body, NULL), g_bytes_get_size (body), sk);
+  GBytes *forged = tally_envelope_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
+                                        g_bytes_get_data (body, NULL), g_bytes_get_size (body), sk);
   sodium_memzero (sk, sizeof sk);
   return forged;
 }
@@ -1554,7 +1553,11 @@ static void
 test_a_key_set_name_that_is_not_clean_text_never_reaches_dbus (Fixture *f, gconstpointer data)
 {
   static const char *const names[] = {
-    "Bank\x1b]0;owned\x07", "Bank\n[info] synced", "Bank \xe2\x80\xae" "knaB", "Bank\xff\xfe",
+    "Bank\x1b]0;owned\x07",
+    "Bank\n[info] synced",
+    "Bank \xe2\x80\xae"
+    "knaB",
+    "Bank\xff\xfe",
   };
   relay_start (f, RELAY_FORGE_KEYS);
   node_start (f, &f->alice, "alice", f->relay_url, 0);

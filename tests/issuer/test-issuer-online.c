@@ -200,9 +200,9 @@ test_enrol_again_renews_the_same_register (Fixture *f, gconstpointer data)
   Tally__Limits limits;
   test_default_limits (&limits);
   gboolean renewed = FALSE;
-  g_autoptr (GBytes) again = tally_issuer_enrol (f->issuer, "alice", reg->pk, proof, &limits,
-                                                 TEST_NOW + 60, TEST_NOW + 7 * 86400, &renewed,
-                                                 &error);
+  g_autoptr (GBytes) again =
+    tally_issuer_enrol (f->issuer, "alice", reg->pk, proof, &limits, TEST_NOW + 60,
+                        TEST_NOW + 7 * 86400, &renewed, &error);
   g_assert_no_error (error);
   g_assert_true (renewed);
   g_autoptr (Tally__SignedEnvelope) e1 = test_envelope (cert);
