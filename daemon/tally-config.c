@@ -41,6 +41,7 @@ static const KnownKey known_keys[] = {
   { "issuer", "ca_file" },
   { "issuer", "sync_interval_seconds" },
   { "issuer", "allow_plain_http" },
+  { "issuer", "request_timeout_seconds" },
 };
 
 static TallyConfig *
@@ -55,6 +56,7 @@ config_new (void)
   config->max_connections = TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS;
   config->max_open_requests = 1;
   config->sync_interval_seconds = TALLY_CONFIG_DEFAULT_SYNC_INTERVAL;
+  config->request_timeout_seconds = TALLY_CONFIG_DEFAULT_REQUEST_TIMEOUT;
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
   return config;
@@ -536,6 +538,15 @@ load_issuer_group (TallyConfig *config, GKeyFile *kf, GError **error)
       return invalid (error, "issuer", "sync_interval_seconds", "must be 0 or at least 10");
     config->sync_interval_seconds = (guint) v;
   }
+
+  if (!get_uint (kf, "issuer", "request_timeout_seconds", TALLY_CONFIG_MAX_REQUEST_TIMEOUT,
+                 &present, &v, error))
+    return FALSE;
+  if (present) {
+    if (v == 0)
+      return invalid (error, "issuer", "request_timeout_seconds", "must be 1 to 3600");
+    config->request_timeout_seconds = (guint) v;
+  }
   return TRUE;
 }
 
@@ -641,7 +652,10 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 network comes back; 10 to 604800, or 0: only\n"                \
   "                                 on tallyctl sync (default: 3600)\n"                            \
   "    allow_plain_http=true|false  allow http:// to a host that is not loopback\n"                \
-  "                                 (default: false)\n"
+  "                                 (default: false)\n"                                            \
+  "    request_timeout_seconds=N    the longest a sync, enrolment or top-up may\n"                 \
+  "                                 take, retries included, 1 to 3600\n"                           \
+  "                                 (default: 120)\n"
 
 const char *
 tally_config_describe (void)

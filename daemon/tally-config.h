@@ -12,7 +12,7 @@
  *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
  *               keep_finished_seconds=600  max_open_requests=1
  *   [issuer]    url=https://HOST  ca_file=PATH  sync_interval_seconds=3600
- *               allow_plain_http=false
+ *               allow_plain_http=false  request_timeout_seconds=120
  */
 
 #include <gio/gio.h>
@@ -36,6 +36,8 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_DEFAULT_SYNC_INTERVAL   3600
 #define TALLY_CONFIG_MIN_SYNC_INTERVAL       10
 #define TALLY_CONFIG_MAX_SYNC_INTERVAL       (7 * 24 * 3600)
+#define TALLY_CONFIG_DEFAULT_REQUEST_TIMEOUT 120
+#define TALLY_CONFIG_MAX_REQUEST_TIMEOUT     3600
 /* The register and the socket with -Ddefaults=system (systemd's
  * StateDirectory=tally and RuntimeDirectory=tally). */
 #define TALLY_CONFIG_SYSTEM_STATE_DIR        "/var/lib/tally"
@@ -105,6 +107,7 @@ typedef struct
   char *issuer_ca_file;
   gboolean allow_plain_http;
   guint sync_interval_seconds; /* 0: only when asked (Register1.Sync) */
+  guint request_timeout_seconds; /* a whole sync, enrolment or top-up */
 } TallyConfig;
 
 /* A user's defaults (development, -Ddefaults=user): register under the

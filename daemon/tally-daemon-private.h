@@ -134,6 +134,9 @@ void daemon_request_free (DaemonRequest *request);
 /* No payer may connect to @r any more: the handshakes still going are
  * told @code, its advertising stops, and @r is freed. */
 void daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const char *message);
+/* Whether a payer is in a handshake with one of the open requests (an
+ * open request alone, waiting for payers, is not). */
+gboolean daemon_requests_in_handshake (TallyDaemon *d);
 /* The open request whose object @dp is, or NULL. */
 DaemonRequest *daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp);
 void daemon_routers_free (TallyDaemon *d);

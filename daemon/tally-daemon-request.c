@@ -180,6 +180,15 @@ request_oldest_in_progress (DaemonRequest *r, const Handshake *except)
   return NULL;
 }
 
+gboolean
+daemon_requests_in_handshake (TallyDaemon *d)
+{
+  for (guint i = 0; i < d->requests->len; i++)
+    if (request_oldest_in_progress (d->requests->pdata[i], NULL) != NULL)
+      return TRUE;
+  return FALSE;
+}
+
 static guint
 request_count_in_progress (DaemonRequest *r)
 {

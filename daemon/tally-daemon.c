@@ -412,16 +412,22 @@ on_sync_changed (TallySync *sync, gpointer user_data)
   tally_daemon_register_changed (user_data);
 }
 
-/* A payment in progress: an automatic sync waits until it is over. */
+/* A payment in progress: an automatic sync waits until it is over.  A
+ * request open for payers that has none yet is not one: it may stay open
+ * for long, and the sync does not disturb it. */
 static gboolean
 on_sync_busy (TallySync *sync, gpointer user_data)
 {
   TallyDaemon *d = user_data;
-  if (d->requests->len > 0)
+  if (daemon_requests_in_handshake (d))
     return TRUE;
-  for (GList *l = d->payments.head; l != NULL; l = l->next)
-    if (!tally_payment_is_finished (((DaemonPayment *) l->data)->payment))
+  /* Pay, and finishing payments; an open request's object is counted
+   * above, by its handshakes. */
+  for (GList *l = d->payments.head; l != NULL; l = l->next) {
+    DaemonPayment *dp = l->data;
+    if (!tally_payment_is_finished (dp->payment) && daemon_request_of_object (d, dp) == NULL)
       return TRUE;
+  }
   return FALSE;
 }
 
@@ -578,6 +584,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
       return NULL;
     }
     tally_sync_set_callbacks (d->sync, &sync_callbacks, d, NULL);
+    tally_sync_set_request_timeout (d->sync, config->request_timeout_seconds);
     d->sync_interval = config->sync_interval_seconds;
   }
 

@@ -45,7 +45,7 @@ static const AuthRule auth_rules[] = {
   /* Which account the register belongs to, as SetIssuer whom it trusts. */
   { "org.tally.Register1", "Enroll", TALLY_ACTION_ADMIN, NULL },
   /* Buying a voucher from the enrolled account, then LoadVoucher. */
-  { "org.tally.Register1", "Topup", TALLY_ACTION_LOAD_VOUCHER, NULL },
+  { "org.tally.Register1", "Topup", TALLY_ACTION_TOPUP, NULL },
   { "org.tally.Payment1", NULL, TALLY_ACTION_READ, NULL },
   /* Its own payment, anybody may cancel; another uid's only an admin. */
   { "org.tally.Payment1", "Cancel", TALLY_ACTION_ADMIN, "caller-uid" },

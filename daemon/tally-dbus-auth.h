@@ -28,6 +28,7 @@ G_BEGIN_DECLS
 #define TALLY_ACTION_REQUEST_PAYMENT "org.tally.Tally.request-payment"
 #define TALLY_ACTION_PAY             "org.tally.Tally.pay"
 #define TALLY_ACTION_LOAD_VOUCHER    "org.tally.Tally.load-voucher"
+#define TALLY_ACTION_TOPUP           "org.tally.Tally.topup"
 #define TALLY_ACTION_DEFUND          "org.tally.Tally.defund"
 #define TALLY_ACTION_RECONCILE       "org.tally.Tally.reconcile"
 #define TALLY_ACTION_ADMIN           "org.tally.Tally.admin"

@@ -7,9 +7,12 @@
  */
 #include "tally-sync-private.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <sodium.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "tally-clock.h"
 #include "tally-hex.h"
@@ -37,7 +40,9 @@ typedef struct
   char *token;         /* enrolment: a secret */
   guint attempt;
   GSource *retry;
-  SoupMessage *msg; /* the request in flight */
+  SoupMessage *msg;   /* the request in flight */
+  GSource *deadline;  /* request_timeout after the start */
+  gboolean timed_out; /* the deadline cancelled it */
 } AccountCall;
 
 static void
@@ -55,6 +60,10 @@ call_free (AccountCall *c)
   if (c->retry != NULL) {
     g_source_destroy (c->retry);
     g_source_unref (c->retry);
+  }
+  if (c->deadline != NULL) {
+    g_source_destroy (c->deadline);
+    g_source_unref (c->deadline);
   }
   g_object_unref (c->cancellable);
   g_clear_object (&c->msg);
@@ -125,6 +134,23 @@ typedef struct
   gint64 amount;
 } Pending;
 
+/* fsync () of @dir: the rename into it is on disk. */
+static gboolean
+sync_dir (const char *dir, GError **error)
+{
+  int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || fsync (fd) != 0) {
+    int saved = errno;
+    if (fd >= 0)
+      close (fd);
+    g_set_error (error, G_FILE_ERROR, g_file_error_from_errno (saved), "%s: %s", dir,
+                 g_strerror (saved));
+    return FALSE;
+  }
+  close (fd);
+  return TRUE;
+}
+
 static gboolean
 account_save (TallySync *sync,
               const char *account,
@@ -143,8 +169,12 @@ account_save (TallySync *sync,
   char *data = g_key_file_to_data (kf, &len, NULL);
   g_autofree char *path = account_path (sync);
   g_autoptr (GError) local = NULL;
-  gboolean ok = g_file_set_contents_full (path, data, (gssize) len, G_FILE_SET_CONTENTS_CONSISTENT,
-                                          0600, &local);
+  /* Durable, the folder too: a pending purchase must outlive a power cut
+   * between its save and its POST, or the next one pays again. */
+  gboolean ok = g_file_set_contents_full (
+                  path, data, (gssize) len,
+                  G_FILE_SET_CONTENTS_CONSISTENT | G_FILE_SET_CONTENTS_DURABLE, 0600, &local) &&
+                sync_dir (sync->state_dir, &local);
   secret_free (data);
   /* The key file keeps its own copy of the token. */
   g_key_file_set_string (kf, "account", "token", "");
@@ -226,7 +256,8 @@ voucher_was_loaded (TallyRegister *reg, const guint8 *data, gsize len)
 }
 
 /* The voucher loaded, or refused by the issuer: the purchase is no longer
- * pending.  Kept pending when it may still have been sold (a 5xx). */
+ * pending.  Kept pending when it may still have been sold: a 5xx, a 408
+ * or 429, any answer without the issuer's Tally error body. */
 static void
 topup_answered (AccountCall *c, guint status, GBytes *body, const guint8 *data, gsize len)
 {
@@ -235,7 +266,8 @@ topup_answered (AccountCall *c, guint status, GBytes *body, const guint8 *data, 
   g_autoptr (GError) save_error = NULL;
 
   if (status != SOUP_STATUS_CREATED && status != SOUP_STATUS_OK) {
-    if (status < 500 && !account_save (sync, c->account, c->token, NULL, &save_error))
+    if (sync_refusal_is_tally (status, body) &&
+        !account_save (sync, c->account, c->token, NULL, &save_error))
       g_warning ("%s", save_error->message);
     call_end (c, sync_refusal_error (sync, "the voucher", status, body));
     return;
@@ -269,7 +301,9 @@ call_answered (AccountCall *c, guint status, GBytes *body)
 
   switch (c->kind) {
   case CALL_ENROL:
-    if (status != SOUP_STATUS_CREATED) {
+    /* 200: the issuer had enrolled this key for this account already (an
+     * answer lost before) and certified it anew. */
+    if (status != SOUP_STATUS_CREATED && status != SOUP_STATUS_OK) {
       call_end (c, sync_refusal_error (sync, "the enrolment", status, body));
       return;
     }
@@ -287,6 +321,32 @@ call_answered (AccountCall *c, guint status, GBytes *body)
   }
 }
 
+static const char *
+call_what (AccountCall *c)
+{
+  switch (c->kind) {
+  case CALL_ENROL: return "the enrolment";
+  case CALL_TOPUP: return "the voucher";
+  }
+  return NULL;
+}
+
+/* The call took too long: its request is cancelled and ends it with
+ * TIMEOUT; waiting for a retry, it ends now. */
+static gboolean
+on_call_deadline (gpointer user_data)
+{
+  AccountCall *c = user_data;
+  g_clear_pointer (&c->deadline, g_source_unref);
+  c->timed_out = TRUE;
+  if (c->retry != NULL && c->sync != NULL) {
+    call_end (c, sync_deadline_error (c->sync, call_what (c)));
+    return G_SOURCE_REMOVE;
+  }
+  g_cancellable_cancel (c->cancellable);
+  return G_SOURCE_REMOVE;
+}
+
 static void
 on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -299,21 +359,27 @@ on_call_answer (GObject *source, GAsyncResult *result, gpointer user_data)
     call_end (c, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "cancelled"));
     return;
   }
+  if (body == NULL && c->timed_out) {
+    call_end (c, sync_deadline_error (c->sync, call_what (c)));
+    return;
+  }
   if (body == NULL && error->domain == TALLY_ERROR) {
     call_end (c, g_steal_pointer (&error));
     return;
   }
   if (body == NULL) {
     /* A purchase is kept under its request id: the same request again
-     * gets the same voucher and pays nothing twice.  An enrolment is
-     * not sent twice: the issuer refuses a key it enrolled. */
-    if (c->kind == CALL_TOPUP && c->attempt < TALLY_SYNC_UPLOAD_ATTEMPTS &&
-        !g_cancellable_is_cancelled (c->cancellable)) {
-      g_info ("top-up at %s: attempt %u failed (%s), asking again", c->sync->url, c->attempt,
+     * gets the same voucher and pays nothing twice.  The same enrolment
+     * again gets the same register a current certificate: sent twice at
+     * most. */
+    guint attempts = c->kind == CALL_TOPUP ? TALLY_SYNC_UPLOAD_ATTEMPTS : 2;
+    if (c->attempt < attempts && !g_cancellable_is_cancelled (c->cancellable)) {
+      g_info ("%s at %s: attempt %u failed (%s), asking again",
+              c->kind == CALL_TOPUP ? "top-up" : "enrolment", c->sync->url, c->attempt,
               error->message);
       c->retry = g_timeout_source_new (250 * c->attempt);
       g_source_set_callback (c->retry, on_call_retry, c, NULL);
-      g_source_set_static_name (c->retry, "[tally] top-up retry");
+      g_source_set_static_name (c->retry, "[tally] account call retry");
       g_source_attach (c->retry, c->sync->context);
       return;
     }
@@ -347,6 +413,7 @@ call_new (TallySync *sync, CallKind kind, GAsyncReadyCallback callback, gpointer
   c->kind = kind;
   c->task = g_task_new (NULL, NULL, callback, user_data);
   c->cancellable = g_cancellable_new ();
+  c->deadline = sync_deadline_source (sync, on_call_deadline, c);
   sync->calls = g_list_prepend (sync->calls, c);
   return c;
 }

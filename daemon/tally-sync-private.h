@@ -9,8 +9,11 @@
 
 G_BEGIN_DECLS
 
-/* Seconds a request may take, connection included. */
+/* Seconds one read or write of a request may wait (libsoup's "timeout" is
+ * per I/O operation: an answer that trickles in never reaches it); the
+ * whole sync or account call is bounded by request_timeout. */
 #define TALLY_SYNC_REQUEST_TIMEOUT 30
+#define TALLY_SYNC_DEFAULT_DEADLINE 120
 /* The longest answer we read: a result carries every receipt of a bundle. */
 #define TALLY_SYNC_MAX_ANSWER_BYTES (4 * 1024 * 1024)
 
@@ -31,6 +34,7 @@ struct _TallySync
   Run *run;        /* the sync in progress, or NULL */
   char *state_dir; /* the account file's folder */
   GList *calls;    /* AccountCall *: enrolments and top-ups in progress */
+  guint request_timeout; /* seconds a run or an account call may take */
 
   const TallySyncCallbacks *callbacks;
   gpointer user_data;
@@ -49,6 +53,14 @@ struct _TallySync
 
 /* A failed request as a TALLY_ERROR: DISCONNECTED, TIMEOUT, CANCELLED. */
 GError *sync_transport_error (TallySync *sync, const char *what, const GError *error);
+/* The TIMEOUT of a run or account call over sync->request_timeout. */
+GError *sync_deadline_error (TallySync *sync, const char *what);
+/* A source on @sync's context calling @func after request_timeout. */
+GSource *sync_deadline_source (TallySync *sync, GSourceFunc func, gpointer data);
+/* Whether the issuer refused for good: a 4xx (but 408 or 429) with a
+ * Tally JSON error body, an answer only the issuer gives.  A proxy's page,
+ * a throttle or a timeout proves nothing. */
+gboolean sync_refusal_is_tally (guint status, GBytes *body);
 /* An issuer's refusal: the Tally error its JSON body names. */
 GError *sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body);
 

@@ -24,6 +24,8 @@ struct _Run
   GBytes *bundle; /* uploaded, the same bytes for every attempt */
   guint attempt;
   GSource *retry;
+  GSource *deadline;  /* request_timeout after the start */
+  gboolean timed_out; /* the deadline cancelled it */
 };
 
 const char *
@@ -111,23 +113,44 @@ sync_transport_error (TallySync *sync, const char *what, const GError *error)
                         error->message);
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_TIMED_OUT))
     return g_error_new (TALLY_ERROR, TALLY_ERROR_TIMEOUT,
-                        "the issuer at %s did not answer %s within %u seconds", sync->url, what,
+                        "the issuer at %s sent nothing on %s for %u seconds", sync->url, what,
                         TALLY_SYNC_REQUEST_TIMEOUT);
   return g_error_new (TALLY_ERROR, TALLY_ERROR_DISCONNECTED, "issuer unreachable at %s (%s): %s",
                       sync->url, what, error->message);
 }
 
-/* The Tally error of an issuer's refusal: its JSON body's "code" and
- * "message" (docs/issuer-api.md, Errors), cut short and escaped. */
 GError *
-sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body)
+sync_deadline_error (TallySync *sync, const char *what)
 {
-  TallyError code = TALLY_ERROR_FAILED;
-  g_autofree char *message = NULL;
+  return g_error_new (TALLY_ERROR, TALLY_ERROR_TIMEOUT,
+                      "the issuer at %s did not complete %s within %u seconds "
+                      "([issuer] request_timeout_seconds)",
+                      sync->url, what, sync->request_timeout);
+}
+
+GSource *
+sync_deadline_source (TallySync *sync, GSourceFunc func, gpointer data)
+{
+  GSource *source = g_timeout_source_new_seconds (sync->request_timeout);
+  g_source_set_callback (source, func, data, NULL);
+  g_source_set_static_name (source, "[tally] issuer deadline");
+  g_source_attach (source, sync->context);
+  return source;
+}
+
+/* An issuer's JSON error body (docs/issuer-api.md, Errors): whether it
+ * names a Tally error "code"; @code and @message (cut short and escaped;
+ * NULL: none) as far as it says. */
+static gboolean
+refusal_parse (GBytes *body, TallyError *code, char **message)
+{
+  gboolean tally = FALSE;
   g_autoptr (JsonParser) parser = json_parser_new ();
   gsize len = 0;
   const char *data = body ? g_bytes_get_data (body, &len) : NULL;
 
+  *code = TALLY_ERROR_FAILED;
+  *message = NULL;
   if (data != NULL && len > 0 && len <= 64 * 1024 &&
       json_parser_load_from_data (parser, data, (gssize) len, NULL) &&
       JSON_NODE_HOLDS_OBJECT (json_parser_get_root (parser))) {
@@ -136,15 +159,36 @@ sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *bod
     JsonNode *m = json_object_get_member (o, "message");
     if (c != NULL && JSON_NODE_HOLDS_VALUE (c) && json_node_get_value_type (c) == G_TYPE_INT64) {
       gint64 v = json_node_get_int (c);
-      code = v > 0 && v <= G_MAXUINT32 ? tally_error_from_wire ((guint32) v) : TALLY_ERROR_FAILED;
+      tally = v > 0 && v <= G_MAXUINT32;
+      *code = tally ? tally_error_from_wire ((guint32) v) : TALLY_ERROR_FAILED;
     }
     if (m != NULL && JSON_NODE_HOLDS_VALUE (m) && json_node_get_value_type (m) == G_TYPE_STRING) {
       g_autofree char *cut = g_utf8_make_valid (json_node_get_string (m), -1);
       if (g_utf8_strlen (cut, -1) > MAX_MESSAGE_CHARS)
         *g_utf8_offset_to_pointer (cut, MAX_MESSAGE_CHARS) = '\0';
-      message = g_strescape (cut, NULL);
+      *message = g_strescape (cut, NULL);
     }
   }
+  return tally;
+}
+
+gboolean
+sync_refusal_is_tally (guint status, GBytes *body)
+{
+  TallyError code;
+  g_autofree char *message = NULL;
+  return status >= 400 && status < 500 && status != SOUP_STATUS_REQUEST_TIMEOUT &&
+         status != 429 /* Too Many Requests */ && refusal_parse (body, &code, &message);
+}
+
+/* The Tally error of an issuer's refusal: its JSON body's "code" and
+ * "message", cut short and escaped. */
+GError *
+sync_refusal_error (TallySync *sync, const char *what, guint status, GBytes *body)
+{
+  TallyError code;
+  g_autofree char *message = NULL;
+  refusal_parse (body, &code, &message);
   return g_error_new (TALLY_ERROR, code, "the issuer at %s refused %s: HTTP %u %s%s%s", sync->url,
                       what, status, tally_error_to_string (code), message ? ": " : "",
                       message ? message : "");
@@ -157,6 +201,7 @@ typedef struct
   GInputStream *stream;
   GByteArray *data;
   const char *what;
+  char *url; /* the issuer's */
 } Fetch;
 
 static void
@@ -164,6 +209,7 @@ fetch_free (Fetch *fetch)
 {
   g_clear_object (&fetch->stream);
   g_byte_array_unref (fetch->data);
+  g_free (fetch->url);
   g_free (fetch);
 }
 
@@ -173,6 +219,27 @@ oversize_error (const char *what)
   return g_error_new (TALLY_ERROR, TALLY_ERROR_FRAME_OVERSIZE,
                       "the issuer's answer to %s is over %u bytes", what,
                       TALLY_SYNC_MAX_ANSWER_BYTES);
+}
+
+/* A redirect is never followed: the request carries the account's token,
+ * and the issuer is the URL configured, not one an answer names.  A 304
+ * answers only our If-None-Match: without one it would skip a check. */
+static GError *
+redirect_error (Fetch *fetch, SoupMessage *msg, guint status)
+{
+  const char *location =
+    soup_message_headers_get_one (soup_message_get_response_headers (msg), "Location");
+  g_autofree char *clean = tally_text_sanitize (location ? location : "", MAX_MESSAGE_CHARS);
+  g_autofree char *escaped = g_strescape (clean, NULL);
+  if (status == SOUP_STATUS_NOT_MODIFIED)
+    return g_error_new (TALLY_ERROR, TALLY_ERROR_POLICY,
+                        "the issuer at %s answered %s \"not modified\" (HTTP 304) when "
+                        "nothing was asked with If-None-Match",
+                        fetch->url, fetch->what);
+  return g_error_new (TALLY_ERROR, TALLY_ERROR_POLICY,
+                      "the issuer at %s redirected %s to \"%s\" (HTTP %u); redirects are not "
+                      "followed",
+                      fetch->url, fetch->what, escaped, status);
 }
 
 static void
@@ -217,6 +284,14 @@ on_fetch_sent (GObject *source, GAsyncResult *result, gpointer user_data)
     g_task_return_error (task, error);
     return;
   }
+  guint status = soup_message_get_status (msg);
+  if (SOUP_STATUS_IS_REDIRECTION (status) &&
+      !(status == SOUP_STATUS_NOT_MODIFIED &&
+        soup_message_headers_get_one (soup_message_get_request_headers (msg), "If-None-Match") !=
+          NULL)) {
+    g_task_return_error (task, redirect_error (fetch, msg, status));
+    return;
+  }
   goffset length =
     soup_message_headers_get_content_length (soup_message_get_response_headers (msg));
   if (length > TALLY_SYNC_MAX_ANSWER_BYTES) {
@@ -240,7 +315,9 @@ sync_fetch_async (TallySync *sync,
   Fetch *fetch = g_new0 (Fetch, 1);
   fetch->data = g_byte_array_new ();
   fetch->what = what;
+  fetch->url = g_strdup (sync->url);
   g_task_set_task_data (task, fetch, (GDestroyNotify) fetch_free);
+  soup_message_add_flags (msg, SOUP_MESSAGE_NO_REDIRECT);
   soup_session_send_async (sync->session, msg, G_PRIORITY_DEFAULT, cancellable, on_fetch_sent,
                            task);
 }
@@ -259,6 +336,10 @@ run_free (Run *run)
   if (run->retry != NULL) {
     g_source_destroy (run->retry);
     g_source_unref (run->retry);
+  }
+  if (run->deadline != NULL) {
+    g_source_destroy (run->deadline);
+    g_source_unref (run->deadline);
   }
   g_object_unref (run->cancellable);
   g_ptr_array_unref (run->waiters);
@@ -333,6 +414,10 @@ on_answer (GObject *source, GAsyncResult *result, gpointer user_data)
 
   if (run->sync == NULL) {
     run_end (run, g_error_new (TALLY_ERROR, TALLY_ERROR_CANCELLED, "sync cancelled"));
+    return;
+  }
+  if (body == NULL && run->timed_out) {
+    run_end (run, sync_deadline_error (run->sync, "the sync"));
     return;
   }
   if (body == NULL && error->domain == TALLY_ERROR) {
@@ -521,6 +606,9 @@ on_keys (Run *run, guint status, SoupMessage *msg, GBytes *body)
       run_end (run, g_steal_pointer (&error));
       return;
     }
+    /* Anyone can sign a key set: its name is a stranger's text, quoted
+     * only because tally_issuer_key_set_verify () unpacked it with
+     * tally_text_check () (no control, bidi or invalid UTF-8). */
     if (memcmp (ks->public_key.data, tally_register_get_issuer_key (sync->reg),
                 TALLY_PUBLIC_KEY_BYTES) != 0) {
       run_end (run, g_error_new (TALLY_ERROR, TALLY_ERROR_WRONG_ISSUER,
@@ -534,6 +622,24 @@ on_keys (Run *run, guint status, SoupMessage *msg, GBytes *body)
   }
   run_send (run, "GET", "/v1/revocations", sync->revocations_etag, NULL, "the revocation list",
             on_revocations);
+}
+
+/* The run took too long: its request is cancelled and ends it with
+ * TIMEOUT; waiting for a retry, it ends now. */
+static gboolean
+on_run_deadline (gpointer user_data)
+{
+  Run *run = user_data;
+  g_clear_pointer (&run->deadline, g_source_unref);
+  run->timed_out = TRUE;
+  if (run->retry != NULL && run->sync != NULL) {
+    g_source_destroy (run->retry);
+    g_clear_pointer (&run->retry, g_source_unref);
+    run_end (run, sync_deadline_error (run->sync, "the sync"));
+    return G_SOURCE_REMOVE;
+  }
+  g_cancellable_cancel (run->cancellable);
+  return G_SOURCE_REMOVE;
 }
 
 static void
@@ -552,6 +658,7 @@ run_start (TallySync *sync)
                                "the register trusts no issuer yet (tallyctl issuer FILE)"));
     return;
   }
+  run->deadline = sync_deadline_source (sync, on_run_deadline, run);
   run_send (run, "GET", "/v1/keys", sync->keys_etag, NULL, "the key set", on_keys);
   /* SyncState shows "syncing". */
   emit_changed (sync);
@@ -675,7 +782,11 @@ on_timer (gpointer user_data)
   g_clear_pointer (&sync->timer, g_source_unref);
   if (sync->run != NULL)
     return G_SOURCE_REMOVE;
-  if (sync->callbacks != NULL && sync->callbacks->busy != NULL &&
+  /* A payment waits the sync, unless the sync deadline is near: then
+   * payments would stop for good, so the sync goes first. */
+  guint64 deadline = tally_sync_deadline (sync->reg);
+  gboolean due = deadline != 0 && tally_now () + TALLY_SYNC_DEADLINE_MARGIN >= deadline;
+  if (!due && sync->callbacks != NULL && sync->callbacks->busy != NULL &&
       sync->callbacks->busy (sync, sync->user_data)) {
     g_debug ("sync with %s: a payment is in progress, later", sync->url);
     arm_timer (sync, TALLY_SYNC_BACKOFF_FIRST);
@@ -781,7 +892,15 @@ tally_sync_new (TallyRegister *reg,
   if (database != NULL)
     soup_session_set_tls_database (sync->session, database);
   sync->state = TALLY_SYNC_STATE_IDLE;
+  sync->request_timeout = TALLY_SYNC_DEFAULT_DEADLINE;
   return sync;
+}
+
+void
+tally_sync_set_request_timeout (TallySync *sync, guint seconds)
+{
+  g_return_if_fail (sync != NULL && seconds > 0);
+  sync->request_timeout = seconds;
 }
 
 TallySync *

@@ -27,8 +27,9 @@
  * interval, before the certificate's sync deadline, and once most of its
  * offline payments are made (tally_sync_register_changed ()); after a failure
  * with exponential back-off and jitter; at once when GNetworkMonitor says
- * the network came back.  Never while the busy callback says a payment is
- * in progress.
+ * the network came back.  Not while the busy callback says a payment is
+ * in progress, unless the sync deadline is TALLY_SYNC_DEADLINE_MARGIN away
+ * or less: then the sync goes first, or payments would stop for good.
  */
 
 #include <gio/gio.h>
@@ -81,6 +82,10 @@ TallySync *tally_sync_new (TallyRegister *reg,
                            const char *ca_file,
                            gboolean allow_plain_http,
                            GError **error);
+/* The longest a sync, an enrolment or a top-up may take, every request
+ * and retry included ([issuer] request_timeout_seconds); then it is
+ * cancelled and ends with TIMEOUT.  Default: 120. */
+void tally_sync_set_request_timeout (TallySync *sync, guint seconds);
 TallySync *tally_sync_ref (TallySync *sync);
 /* The last unref cancels a sync in progress (its callers get CANCELLED). */
 void tally_sync_unref (TallySync *sync);

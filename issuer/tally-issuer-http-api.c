@@ -252,15 +252,17 @@ post_enrol (TallyHttpRequest *req)
   guint64 not_after;
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) cert = NULL;
+  gboolean renewed = FALSE;
   if (!g_uint64_checked_add (&not_after, now, http->enrol_validity))
     g_set_error (&error, TALLY_ERROR, TALLY_ERROR_OVERFLOW, "certificate validity out of range");
   else
     cert = tally_issuer_enrol (http->issuer, account, key, proof, &http->enrol_limits, now,
-                               not_after, &error);
+                               not_after, &renewed, &error);
   if (cert == NULL)
     tally_issuer_http_reply_gerror (req->msg, error);
   else
-    tally_issuer_http_reply_bytes (req->msg, SOUP_STATUS_CREATED, TALLY_HTTP_TYPE_PROTOBUF, cert);
+    tally_issuer_http_reply_bytes (req->msg, renewed ? SOUP_STATUS_OK : SOUP_STATUS_CREATED,
+                                   TALLY_HTTP_TYPE_PROTOBUF, cert);
 }
 
 static void

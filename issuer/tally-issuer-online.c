@@ -211,6 +211,7 @@ enrol_locked (TallyIssuer *issuer,
               const Tally__Limits *limits,
               guint64 now,
               guint64 not_after,
+              gboolean *renewed,
               GError **error)
 {
   guint8 id[TALLY_ID_BYTES];
@@ -218,12 +219,20 @@ enrol_locked (TallyIssuer *issuer,
   g_auto (TallyIssuerRegisterRow) row = { 0 };
   g_autoptr (GError) local = NULL;
   if (tally_issuer_store_register_get (issuer->store, id, &row, &local)) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
-                 "register key is enrolled already; its certificate is renewed by "
-                 "reconciliation");
-    return NULL;
-  }
-  if (!tally_issuer_is_not_found (local)) {
+    /* The same enrolment again: its answer was lost.  The same register
+     * gets a current certificate; never a second one, never another
+     * account's. */
+    if (strcmp (row.account, account) != 0) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY,
+                   "register key is enrolled already, for another account");
+      return NULL;
+    }
+    if (row.revoked) {
+      g_set_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED, "register is revoked");
+      return NULL;
+    }
+    *renewed = TRUE;
+  } else if (!tally_issuer_is_not_found (local)) {
     g_propagate_error (error, g_steal_pointer (&local));
     return NULL;
   }
@@ -243,8 +252,10 @@ tally_issuer_enrol (TallyIssuer *issuer,
                     const Tally__Limits *limits,
                     guint64 now,
                     guint64 not_after,
+                    gboolean *renewed,
                     GError **error)
 {
+  gboolean again = FALSE;
   g_return_val_if_fail (issuer != NULL, NULL);
   g_return_val_if_fail (account != NULL, NULL);
   g_return_val_if_fail (register_key != NULL, NULL);
@@ -269,8 +280,10 @@ tally_issuer_enrol (TallyIssuer *issuer,
   if (!tally_issuer_store_begin (issuer->store, error))
     return NULL;
   g_autoptr (GBytes) cert =
-    enrol_locked (issuer, account, register_key, limits, now, not_after, error);
+    enrol_locked (issuer, account, register_key, limits, now, not_after, &again, error);
   if (!tally_issuer_finish (issuer, cert != NULL, error))
     return NULL;
+  if (renewed != NULL)
+    *renewed = again;
   return g_steal_pointer (&cert);
 }

@@ -165,9 +165,11 @@ GBytes *tally_issuer_enrol_statement (TallyIssuer *issuer,
                                       const char *account);
 /* Certifies a new register for @account once @proof, an Ed25519 signature
  * by @register_key over tally_issuer_enrol_statement (), verifies; the
- * certificate carries the account's display name.  BAD_SIGNATURE for a
- * wrong proof; REPLAY when the key is enrolled already (renewal is by
- * reconciliation).  Returns the packed certificate. */
+ * certificate carries the account's display name.  The same enrolment
+ * again (a register whose answer was lost) certifies the same register
+ * anew and sets *@renewed (may be NULL).  BAD_SIGNATURE for a wrong
+ * proof; REPLAY when the key is enrolled for another account; REVOKED
+ * when its register is revoked.  Returns the packed certificate. */
 GBytes *tally_issuer_enrol (TallyIssuer *issuer,
                             const char *account,
                             const guint8 register_key[static TALLY_PUBLIC_KEY_BYTES],
@@ -175,6 +177,7 @@ GBytes *tally_issuer_enrol (TallyIssuer *issuer,
                             const Tally__Limits *limits,
                             guint64 now,
                             guint64 not_after,
+                            gboolean *renewed,
                             GError **error);
 
 /* Certifies @register_key for @account; returns the packed certificate.

@@ -100,6 +100,7 @@ test_money_moving_methods_need_their_own_actions (void)
     { "RequestPayment", TALLY_ACTION_REQUEST_PAYMENT },
     { "Pay", TALLY_ACTION_PAY },
     { "LoadVoucher", TALLY_ACTION_LOAD_VOUCHER },
+    { "Topup", TALLY_ACTION_TOPUP },
     { "Defund", TALLY_ACTION_DEFUND },
     { "ApplyResult", TALLY_ACTION_RECONCILE },
     { "InstallCertificate", TALLY_ACTION_RECONCILE },

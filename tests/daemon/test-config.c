@@ -23,6 +23,7 @@ test_defaults (void)
   g_assert_false (c->has_issuer_key);
   g_assert_cmpuint (c->policy.max_revocation_age, ==, 0);
   g_assert_cmpint (c->policy.max_amount, ==, 0);
+  g_assert_cmpuint (c->request_timeout_seconds, ==, 120);
 }
 
 static void
@@ -93,6 +94,8 @@ static const BadConfig bad_configs[] = {
   { "[transport]\nmax_connections=0\n", "[transport] max_connections" },
   { "[transport]\nmax_connections=4097\n", "[transport] max_connections" },
   { "[transport]\nmax_connections=many\n", "[transport] max_connections" },
+  { "[issuer]\nrequest_timeout_seconds=0\n", "[issuer] request_timeout_seconds" },
+  { "[issuer]\nrequest_timeout_seconds=3601\n", "[issuer] request_timeout_seconds" },
 };
 
 static void

@@ -39,6 +39,12 @@ typedef enum
   RELAY_DROP_FIRST_VOUCHER, /* the issuer sells the voucher, its answer is lost */
   RELAY_HUGE_KEYS,          /* the key set answered with 5 MiB */
   RELAY_DROP_ALL_VOUCHERS,  /* every voucher sold, no answer ever arrives */
+  RELAY_REDIRECT,           /* every request answered 307 to the trap */
+  RELAY_NOT_MODIFIED,       /* every GET answered 304, asked or not */
+  RELAY_TRICKLE,            /* every answer a byte every half second, for 10 s */
+  RELAY_FORGE_KEYS,         /* the key set of another key, named f->forged_name */
+  RELAY_DROP_FIRST_ENROL,   /* the issuer enrols the register, its answer is lost */
+  RELAY_THROTTLE_VOUCHERS,  /* a proxy answers every purchase 429, not the issuer */
 } RelayMode;
 
 typedef struct
@@ -62,7 +68,13 @@ typedef struct
   guint reconcile_posts;  /* POST /v1/reconcile the relay forwarded */
   guint repeated_answers; /* of them, answered X-Tally-Repeated: yes */
   guint voucher_posts;    /* POST .../vouchers the relay forwarded */
+  guint enrol_posts;      /* POST .../registers the relay forwarded */
   guint repeated_vouchers;
+  SoupServer *trap; /* where RELAY_REDIRECT points: must hear nothing */
+  char *trap_url;
+  guint trap_requests;
+  GPtrArray *trickles; /* GSource *: answers still trickling */
+  const char *forged_name;
 
   GDBusConnection *client;
   Node alice;
@@ -79,6 +91,7 @@ typedef struct
   gboolean reconcile;
   gboolean voucher;
   gboolean keys;
+  gboolean enrol;
 } RelayCall;
 
 static GBytes *
@@ -93,6 +106,26 @@ forge_result (GBytes *result)
   GBytes *forged =
     tally_envelope_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_RESULT,
                          env->body.data, env->body.len, sk);
+  sodium_memzero (sk, sizeof sk);
+  return forged;
+}
+
+/* A key set signed by its own new key, as anyone can make one. */
+static GBytes *
+forge_keys (const char *name)
+{
+  guint8 pk[TALLY_PUBLIC_KEY_BYTES], sk[TALLY_SECRET_KEY_BYTES], id[TALLY_ID_BYTES];
+  crypto_sign_keypair (pk, sk);
+  tally_key_id_from_key (pk, id);
+  Tally__IssuerKeySet ks = TALLY__ISSUER_KEY_SET__INIT;
+  ks.public_key = (ProtobufCBinaryData){ sizeof pk, pk };
+  ks.key_id = (ProtobufCBinaryData){ sizeof id, id };
+  ks.currency = (char *) "EUR";
+  ks.name = (char *) name;
+  ks.created_at = tally_now ();
+  g_autoptr (GBytes) body = tally_message_pack (&ks.base);
+  GBytes *forged = tally_envelope_sign (TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_ISSUER_KEY_SET,
+                                        g_bytes_get_data (body, NULL), g_bytes_get_size (body), sk);
   sodium_memzero (sk, sizeof sk);
   return forged;
 }
@@ -114,6 +147,8 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
     if (g_strcmp0 (soup_message_headers_get_one (in, "X-Tally-Repeated"), "yes") == 0)
       f->repeated_answers++;
   }
+  if (c->enrol)
+    f->enrol_posts++;
   if (c->voucher) {
     f->voucher_posts++;
     if (g_strcmp0 (soup_message_headers_get_one (in, "X-Tally-Repeated"), "yes") == 0)
@@ -121,11 +156,16 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
   }
   if ((c->reconcile && f->mode == RELAY_DROP_FIRST_RESULT && f->reconcile_posts == 1) ||
       (c->voucher && f->mode == RELAY_DROP_FIRST_VOUCHER && f->voucher_posts == 1) ||
-      (c->voucher && f->mode == RELAY_DROP_ALL_VOUCHERS)) {
+      (c->voucher && f->mode == RELAY_DROP_ALL_VOUCHERS) ||
+      (c->enrol && f->mode == RELAY_DROP_FIRST_ENROL && f->enrol_posts == 1)) {
     /* Booked by the issuer; the device never hears of it. */
     g_autoptr (GIOStream) stream = soup_server_message_steal_connection (c->msg);
     g_io_stream_close (stream, NULL, NULL);
   } else {
+    if (c->keys && f->mode == RELAY_FORGE_KEYS) {
+      g_bytes_unref (body);
+      body = forge_keys (f->forged_name);
+    }
     if (c->keys && f->mode == RELAY_HUGE_KEYS) {
       g_bytes_unref (body);
       body = g_bytes_new_take (g_malloc0 (5 * 1024 * 1024), 5 * 1024 * 1024);
@@ -153,6 +193,63 @@ relay_answered (GObject *source, GAsyncResult *result, gpointer user_data)
   g_free (c);
 }
 
+/* An answer that never stalls long enough for a per-read timeout. */
+typedef struct
+{
+  SoupServerMessage *msg;
+  guint left;
+  gboolean finished;
+} Trickle;
+
+static void
+trickle_free (Trickle *t)
+{
+  g_signal_handlers_disconnect_by_data (t->msg, t);
+  g_object_unref (t->msg);
+  g_free (t);
+}
+
+static void
+trickle_finished (SoupServerMessage *msg, gpointer user_data)
+{
+  ((Trickle *) user_data)->finished = TRUE;
+}
+
+static gboolean
+trickle_tick (gpointer user_data)
+{
+  Trickle *t = user_data;
+  if (t->finished)
+    return G_SOURCE_REMOVE;
+  SoupMessageBody *body = soup_server_message_get_response_body (t->msg);
+  if (t->left-- == 0)
+    soup_message_body_complete (body);
+  else
+    soup_message_body_append (body, SOUP_MEMORY_STATIC, "x", 1);
+  soup_server_message_unpause (t->msg);
+  return t->left == G_MAXUINT ? G_SOURCE_REMOVE : G_SOURCE_CONTINUE;
+}
+
+static void
+trickle_start (Fixture *f, SoupServerMessage *msg)
+{
+  Trickle *t = g_new0 (Trickle, 1);
+  t->msg = g_object_ref (msg);
+  t->left = 20;
+  g_signal_connect (msg, "finished", G_CALLBACK (trickle_finished), t);
+  g_signal_connect (msg, "disconnected", G_CALLBACK (trickle_finished), t);
+  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+  soup_message_headers_set_encoding (soup_server_message_get_response_headers (msg),
+                                     SOUP_ENCODING_CHUNKED);
+  soup_server_message_pause (msg);
+  GSource *source = g_timeout_source_new (500);
+  g_source_set_callback (source, trickle_tick, t, (GDestroyNotify) trickle_free);
+  g_source_attach (source, NULL);
+  if (f->trickles == NULL)
+    f->trickles = g_ptr_array_new_with_free_func ((GDestroyNotify) g_source_unref);
+  g_ptr_array_add (f->trickles, source);
+}
+
 static void
 relay_handler (SoupServer *server,
                SoupServerMessage *msg,
@@ -161,6 +258,25 @@ relay_handler (SoupServer *server,
                gpointer user_data)
 {
   Fixture *f = user_data;
+  if (f->mode == RELAY_REDIRECT) {
+    g_autofree char *to = g_strconcat (f->trap_url, path, NULL);
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg), "Location", to);
+    soup_server_message_set_status (msg, SOUP_STATUS_TEMPORARY_REDIRECT, NULL);
+    return;
+  }
+  if (f->mode == RELAY_THROTTLE_VOUCHERS && g_str_has_suffix (path, "/vouchers")) {
+    soup_server_message_set_status (msg, SOUP_STATUS_BAD_REQUEST + 29, NULL);
+    soup_server_message_set_response (msg, "text/plain", SOUP_MEMORY_STATIC, "slow down\n", 10);
+    return;
+  }
+  if (f->mode == RELAY_TRICKLE) {
+    trickle_start (f, msg);
+    return;
+  }
+  if (f->mode == RELAY_NOT_MODIFIED && strcmp (soup_server_message_get_method (msg), "GET") == 0) {
+    soup_server_message_set_status (msg, SOUP_STATUS_NOT_MODIFIED, NULL);
+    return;
+  }
   g_autofree char *url = g_strconcat (f->issuer_url, path, NULL);
   RelayCall *c = g_new0 (RelayCall, 1);
   c->f = f;
@@ -169,6 +285,7 @@ relay_handler (SoupServer *server,
   c->reconcile = strcmp (path, "/v1/reconcile") == 0;
   c->voucher = g_str_has_suffix (path, "/vouchers");
   c->keys = strcmp (path, "/v1/keys") == 0;
+  c->enrol = g_str_has_suffix (path, "/registers");
   SoupMessageHeaders *in = soup_server_message_get_request_headers (msg);
   const char *authorization = soup_message_headers_get_one (in, "Authorization");
   if (authorization != NULL)
@@ -186,6 +303,31 @@ relay_handler (SoupServer *server,
   soup_server_message_pause (msg);
   soup_session_send_and_read_async (f->relay_session, c->out, G_PRIORITY_DEFAULT, NULL,
                                     relay_answered, c);
+}
+
+static void
+trap_handler (SoupServer *server,
+              SoupServerMessage *msg,
+              const char *path,
+              GHashTable *query,
+              gpointer user_data)
+{
+  Fixture *f = user_data;
+  f->trap_requests++;
+  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+}
+
+static void
+trap_start (Fixture *f)
+{
+  g_autoptr (GError) error = NULL;
+  f->trap = soup_server_new (NULL, NULL);
+  soup_server_add_handler (f->trap, NULL, trap_handler, f, NULL);
+  g_assert_true (soup_server_listen_local (f->trap, 0, SOUP_SERVER_LISTEN_IPV4_ONLY, &error));
+  g_assert_no_error (error);
+  GSList *uris = soup_server_get_uris (f->trap);
+  f->trap_url = g_strdup_printf ("http://127.0.0.1:%d", g_uri_get_port (uris->data));
+  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
 }
 
 /* Connections are accepted here and handed to the SoupServer, as
@@ -506,6 +648,9 @@ fixture_tear_down (Fixture *f, gconstpointer data)
   node_stop (&f->bob);
   g_dbus_connection_close_sync (f->client, NULL, NULL);
   g_object_unref (f->client);
+  for (guint i = 0; f->trickles != NULL && i < f->trickles->len; i++)
+    g_source_destroy (f->trickles->pdata[i]);
+  g_clear_pointer (&f->trickles, g_ptr_array_unref);
   if (f->relay != NULL) {
     g_socket_service_stop (f->relay_service);
     g_socket_listener_close (G_SOCKET_LISTENER (f->relay_service));
@@ -513,6 +658,10 @@ fixture_tear_down (Fixture *f, gconstpointer data)
     soup_server_disconnect (f->relay);
     g_object_unref (f->relay);
     g_object_unref (f->relay_session);
+  }
+  if (f->trap != NULL) {
+    soup_server_disconnect (f->trap);
+    g_object_unref (f->trap);
   }
   g_clear_pointer (&f->http, tally_issuer_http_unref);
   while (g_main_context_iteration (NULL, FALSE))
@@ -522,6 +671,7 @@ fixture_tear_down (Fixture *f, gconstpointer data)
   g_free (f->dir);
   g_free (f->issuer_url);
   g_free (f->relay_url);
+  g_free (f->trap_url);
 }
 
 /* --- tests --- */
@@ -908,6 +1058,66 @@ test_automatic_sync_waits_while_a_payment_is_in_progress (Fixture *f, gconstpoin
   g_clear_pointer (&sync, tally_sync_unref);
 }
 
+/* A payment in progress never holds off the sync past its deadline's
+ * margin: once the register is that close to stopping, it syncs. */
+static void
+test_automatic_sync_near_the_deadline_goes_before_a_payment (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *dir = g_build_filename (f->dir, "dave", NULL);
+  guint64 now = tally_now ();
+  g_autoptr (TallyRegister) reg =
+    tally_register_create (dir, tally_issuer_get_public_key (f->issuer), &error);
+  g_assert_no_error (error);
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  /* The certificate ends in five minutes: inside the ten-minute margin. */
+  g_autoptr (GBytes) cert =
+    tally_issuer_certify (f->issuer, tally_register_get_public_key (reg), "bob", NULL, &limits,
+                          now - 60, now + 300, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_register_install_certificate (reg, g_bytes_get_data (cert, NULL),
+                                                     g_bytes_get_size (cert), now, &error));
+  g_assert_no_error (error);
+  g_autoptr (TallySync) sync = tally_sync_new (reg, dir, f->issuer_url, NULL, FALSE, &error);
+  g_assert_no_error (error);
+  static const TallySyncCallbacks callbacks = { .busy = busy_flag };
+  gboolean busy = TRUE;
+  tally_sync_set_callbacks (sync, &callbacks, &busy, NULL);
+  tally_sync_start_automatic (sync, 3600);
+
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), >, 0);
+  g_assert_null (tally_sync_get_last_error (sync));
+  g_clear_pointer (&sync, tally_sync_unref);
+}
+
+/* A payment request open for payers, none of them in a handshake, does
+ * not hold the automatic sync off: it may stay open for hours. */
+static void
+test_automatic_sync_is_not_held_off_by_an_open_request (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  node_start (f, &f->bob, "bob", NULL, TALLY_CONFIG_MIN_SYNC_INTERVAL);
+  TallySync *sync = tally_daemon_get_sync (f->bob.daemon);
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  guint64 first = tally_sync_get_last_sync (sync);
+  g_assert_cmpuint (first, >, 0);
+
+  g_autoptr (GVariant) reply =
+    node_call (f, &f->bob, "org.tally.Register1", "RequestPayment",
+               g_variant_new ("(tsa{sv})", (guint64) 500, "coffee", NULL), &error);
+  g_assert_no_error (error);
+  give_up = g_get_monotonic_time () + (TALLY_CONFIG_MIN_SYNC_INTERVAL + 15) * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == first && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), >, first);
+}
+
 static char *
 tls_file (const char *name)
 {
@@ -1096,10 +1306,13 @@ test_enroll_then_topup_over_http (Fixture *f, gconstpointer data)
                    TOPUP);
   g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
 
-  /* Enrolling the same key again is refused, and changes nothing. */
-  g_assert_false (node_enroll (f, &f->alice, "carol", token, &error));
-  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
-  g_clear_error (&error);
+  /* Enrolling the same key again renews its certificate: the same
+   * register, nothing paid, the balance as it was. */
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==,
+                   TOPUP);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
 
   /* And the value syncs like any other. */
   g_assert_true (node_sync (f, &f->alice, &error));
@@ -1175,6 +1388,38 @@ test_topup_without_an_answer_is_completed_by_the_next_paying_once (Fixture *f, g
   g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP - 1000);
 }
 
+/* A purchase without an answer stays pending through refusals that are
+ * not the issuer's (a proxy's 429 with no Tally error body proves nothing
+ * about the sale): the next top-up still completes it, paying once. */
+static void
+test_topup_pending_survives_a_refusal_that_is_not_the_issuers (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  relay_start (f, RELAY_DROP_ALL_VOUCHERS);
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+  g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
+  g_clear_error (&error);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+
+  f->mode = RELAY_THROTTLE_VOUCHERS;
+  g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_FAILED);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "HTTP 429"));
+  g_clear_error (&error);
+
+  f->mode = RELAY_PASS;
+  g_assert_true (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (tally_register_get_balance (tally_daemon_get_register (f->alice.daemon)), ==,
+                   TOPUP);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+}
+
 /* Another account's token: refused, no certificate, nothing kept. */
 static void
 test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing (Fixture *f, gconstpointer data)
@@ -1201,6 +1446,178 @@ test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing (Fixture *f, gconstp
   g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NO_CERTIFICATE);
   g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT);
+}
+
+/* An answer that sends the register elsewhere is refused: the account's
+ * token and the bundle go only to the issuer configured, never to the
+ * place a redirect names, and nothing changes. */
+static void
+test_a_redirect_is_refused_and_nothing_follows_it (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  trap_start (f);
+  relay_start (f, RELAY_PASS);
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+
+  f->mode = RELAY_REDIRECT;
+  Snapshot before = snapshot (&f->alice);
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "redirected the key set to"));
+  g_assert_nonnull (strstr (message, f->trap_url));
+  g_clear_error (&error);
+
+  g_assert_false (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+  g_assert_false (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+
+  g_assert_cmpuint (f->trap_requests, ==, 0);
+  Snapshot after = snapshot (&f->alice);
+  assert_unchanged (&before, &after);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT);
+}
+
+/* "Not modified" answers only an If-None-Match: sent without one, it
+ * would skip the key set's check, and the sync ends before the upload. */
+static void
+test_not_modified_is_taken_only_after_if_none_match (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  register_pay (f, "alice", "bob", PAID);
+  relay_start (f, RELAY_NOT_MODIFIED);
+  node_start (f, &f->alice, "alice", f->relay_url, 0);
+  Snapshot before = snapshot (&f->alice);
+
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "HTTP 304"));
+  g_assert_cmpuint (f->reconcile_posts, ==, 0);
+  Snapshot after = snapshot (&f->alice);
+  assert_unchanged (&before, &after);
+
+  /* After a real key set, with its ETag sent back, a 304 is taken. */
+  f->mode = RELAY_PASS;
+  g_clear_error (&error);
+  g_assert_true (node_sync (f, &f->alice, &error));
+  g_assert_no_error (error);
+  f->mode = RELAY_NOT_MODIFIED;
+  g_assert_true (node_sync (f, &f->alice, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (f->reconcile_posts, ==, 2);
+}
+
+/* An issuer whose answers keep coming, a byte at a time, never stalls a
+ * read long enough for a per-read timeout; the whole enrolment or sync is
+ * bounded by [issuer] request_timeout_seconds and ends with Timeout,
+ * changing nothing. */
+static void
+test_a_trickling_answer_ends_with_timeout_at_the_deadline (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  relay_start (f, RELAY_TRICKLE);
+  g_autofree char *extra =
+    g_strdup_printf ("url=%s\nsync_interval_seconds=0\nrequest_timeout_seconds=2\n", f->relay_url);
+  node_start_with (f, &f->alice, "carol", extra);
+
+  gint64 start = g_get_monotonic_time ();
+  g_assert_false (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_TIMEOUT);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "within 2 seconds"));
+  g_clear_error (&error);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 6 * G_USEC_PER_SEC);
+  g_assert_null (tally_register_get_certificate_info (tally_daemon_get_register (f->alice.daemon)));
+
+  start = g_get_monotonic_time ();
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_TIMEOUT);
+  g_assert_cmpint (g_get_monotonic_time () - start, <, 6 * G_USEC_PER_SEC);
+  g_autofree char *state = node_string (f, &f->alice, "SyncState");
+  g_assert_cmpstr (state, ==, "failed");
+}
+
+/* The key set's name is the only text a stranger's key set brings to the
+ * register's error and log: with a control character, a terminal escape,
+ * a bidirectional override or bytes that are not UTF-8 the key set is
+ * refused as malformed, and what reaches D-Bus is clean text. */
+static void
+test_a_key_set_name_that_is_not_clean_text_never_reaches_dbus (Fixture *f, gconstpointer data)
+{
+  static const char *const names[] = {
+    "Bank\x1b]0;owned\x07",
+    "Bank\n[info] synced",
+    "Bank \xe2\x80\xae"
+    "knaB",
+    "Bank\xff\xfe",
+  };
+  relay_start (f, RELAY_FORGE_KEYS);
+  node_start (f, &f->alice, "alice", f->relay_url, 0);
+  Snapshot before = snapshot (&f->alice);
+  for (gsize i = 0; i < G_N_ELEMENTS (names); i++) {
+    g_autoptr (GError) error = NULL;
+    f->forged_name = names[i];
+    g_assert_false (node_sync (f, &f->alice, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED);
+    g_autofree char *message = tally_dbus_error_get_message (error);
+    g_autofree char *last_error = node_string (f, &f->alice, "LastSyncError");
+    const char *texts[] = { message, last_error };
+    for (gsize j = 0; j < G_N_ELEMENTS (texts); j++) {
+      g_assert_true (g_utf8_validate (texts[j], -1, NULL));
+      g_assert_true (tally_text_check (texts[j], 4096, "error", NULL));
+      g_assert_null (strstr (texts[j], "Bank"));
+    }
+  }
+  /* A clean name of another key is quoted, as the issuer it is not. */
+  g_autoptr (GError) error = NULL;
+  f->forged_name = "Other Bank";
+  g_assert_false (node_sync (f, &f->alice, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_ISSUER);
+  g_autofree char *message = tally_dbus_error_get_message (error);
+  g_assert_nonnull (strstr (message, "\"Other Bank\""));
+  g_assert_cmpuint (f->reconcile_posts, ==, 0);
+  Snapshot after = snapshot (&f->alice);
+  assert_unchanged (&before, &after);
+}
+
+/* The issuer enrols the register and its answer is lost: tallyd sends the
+ * same enrolment once more and gets a current certificate for the same
+ * register; the account is kept for top-ups. */
+static void
+test_enroll_retried_after_a_dropped_answer_gets_the_certificate (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *token = carol_setup (f);
+  relay_start (f, RELAY_DROP_FIRST_ENROL);
+  node_start (f, &f->alice, "carol", f->relay_url, 0);
+
+  g_assert_true (node_enroll (f, &f->alice, "carol", token, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (f->enrol_posts, ==, 2);
+  g_assert_cmpuint (node_u64 (f, &f->alice, "CertificateExpiry"), >, tally_now ());
+  g_autofree char *name = node_string (f, &f->alice, "DisplayName");
+  g_assert_cmpstr (name, ==, "Carol's Cafe");
+
+  /* Enrolled once, for carol: a top-up is bought from her account. */
+  g_assert_true (node_topup (f, &f->alice, TOPUP, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (account_balance (f, "carol"), ==, CAROL_DEPOSIT - TOPUP);
+
+  /* The same key for another account stays refused. */
+  guint8 other[TALLY_ACCOUNT_TOKEN_BYTES];
+  g_assert_true (tally_issuer_account_token_new (f->issuer, "bob", other, &error));
+  g_autofree char *bob_token = tally_hex_encode (other, sizeof other);
+  g_assert_false (node_enroll (f, &f->alice, "bob", bob_token, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
+  g_assert_cmpint (account_balance (f, "bob"), ==, BOB_DEPOSIT);
 }
 
 int
@@ -1241,6 +1658,22 @@ main (int argc, char **argv)
        test_topup_without_an_answer_is_completed_by_the_next_paying_once);
   ADD ("/daemon/sync/enroll-with-a-wrong-token-is-refused-and-keeps-nothing",
        test_enroll_with_a_wrong_token_is_refused_and_keeps_nothing);
+  ADD ("/daemon/sync/a-redirect-is-refused-and-nothing-follows-it",
+       test_a_redirect_is_refused_and_nothing_follows_it);
+  ADD ("/daemon/sync/not-modified-is-taken-only-after-if-none-match",
+       test_not_modified_is_taken_only_after_if_none_match);
+  ADD ("/daemon/sync/a-trickling-answer-ends-with-timeout-at-the-deadline",
+       test_a_trickling_answer_ends_with_timeout_at_the_deadline);
+  ADD ("/daemon/sync/a-key-set-name-that-is-not-clean-text-never-reaches-dbus",
+       test_a_key_set_name_that_is_not_clean_text_never_reaches_dbus);
+  ADD ("/daemon/sync/enroll-retried-after-a-dropped-answer-gets-the-certificate",
+       test_enroll_retried_after_a_dropped_answer_gets_the_certificate);
+  ADD ("/daemon/sync/automatic-sync-near-the-deadline-goes-before-a-payment",
+       test_automatic_sync_near_the_deadline_goes_before_a_payment);
+  ADD ("/daemon/sync/automatic-sync-is-not-held-off-by-an-open-request",
+       test_automatic_sync_is_not_held_off_by_an_open_request);
+  ADD ("/daemon/sync/topup-pending-survives-a-refusal-that-is-not-the-issuers",
+       test_topup_pending_survives_a_refusal_that_is_not_the_issuers);
 #undef ADD
 
   test_bus = g_test_dbus_new (G_TEST_DBUS_NONE);

@@ -130,7 +130,7 @@ enrol (Fixture *f,
   Tally__Limits limits;
   test_default_limits (&limits);
   return tally_issuer_enrol (f->issuer, account, reg->pk, proof, &limits, TEST_NOW,
-                             TEST_NOW + 7 * 86400, error);
+                             TEST_NOW + 7 * 86400, NULL, error);
 }
 
 static void
@@ -184,8 +184,10 @@ test_enrol_refuses_bad_proof (Fixture *f, gconstpointer data)
   g_assert_cmpuint (after.registers, ==, 0);
 }
 
+/* A register whose enrolment answer was lost sends it again: the same
+ * register is certified anew for the same account, nothing else. */
 static void
-test_enrol_refuses_replay (Fixture *f, gconstpointer data)
+test_enrol_again_renews_the_same_register (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (TestRegister) reg = test_register_new_uncertified ();
@@ -195,7 +197,43 @@ test_enrol_refuses_replay (Fixture *f, gconstpointer data)
   g_assert_no_error (error);
 
   TallyAudit before = audit_of (f);
-  g_assert_null (enrol (f, reg, "alice", proof, &error));
+  Tally__Limits limits;
+  test_default_limits (&limits);
+  gboolean renewed = FALSE;
+  g_autoptr (GBytes) again =
+    tally_issuer_enrol (f->issuer, "alice", reg->pk, proof, &limits, TEST_NOW + 60,
+                        TEST_NOW + 7 * 86400, &renewed, &error);
+  g_assert_no_error (error);
+  g_assert_true (renewed);
+  g_autoptr (Tally__SignedEnvelope) e1 = test_envelope (cert);
+  g_autoptr (Tally__SignedEnvelope) e2 = test_envelope (again);
+  g_autoptr (Tally__RegisterCertificate) c1 =
+    tally_certificate_verify (e1, tally_issuer_get_public_key (f->issuer), TEST_NOW, &error);
+  g_autoptr (Tally__RegisterCertificate) c2 =
+    tally_certificate_verify (e2, tally_issuer_get_public_key (f->issuer), TEST_NOW + 60, &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (c1->register_id.data, c1->register_id.len, c2->register_id.data,
+                   c2->register_id.len);
+  g_assert_cmpuint (c2->serial, >, c1->serial);
+  TallyAudit after = audit_of (f);
+  assert_audit_equal (&before, &after);
+}
+
+/* The same key for another account, even with a valid proof for it: the
+ * register stays its first account's. */
+static void
+test_enrol_refuses_a_key_enrolled_for_another_account (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  guint8 proof[TALLY_SIGNATURE_BYTES];
+  test_enrol_proof (f->issuer, reg, "alice", proof);
+  g_autoptr (GBytes) cert = enrol (f, reg, "alice", proof, &error);
+  g_assert_no_error (error);
+
+  TallyAudit before = audit_of (f);
+  test_enrol_proof (f->issuer, reg, "bob", proof);
+  g_assert_null (enrol (f, reg, "bob", proof, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
   TallyAudit after = audit_of (f);
   assert_audit_equal (&before, &after);
@@ -492,7 +530,10 @@ main (int argc, char **argv)
   ADD ("/issuer/online/enrol/certifies-with-accounts-display-name",
        test_enrol_certifies_with_accounts_display_name);
   ADD ("/issuer/online/enrol/refuses-bad-proof-and-changes-nothing", test_enrol_refuses_bad_proof);
-  ADD ("/issuer/online/enrol/refuses-replayed-enrolment", test_enrol_refuses_replay);
+  ADD ("/issuer/online/enrol/again-renews-the-same-register",
+       test_enrol_again_renews_the_same_register);
+  ADD ("/issuer/online/enrol/refuses-a-key-enrolled-for-another-account",
+       test_enrol_refuses_a_key_enrolled_for_another_account);
   ADD ("/issuer/online/voucher/only-for-accounts-own-registers",
        test_voucher_only_for_accounts_own_registers);
   ADD ("/issuer/online/voucher/retried-request-sells-once",

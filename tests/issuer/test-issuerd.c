@@ -175,8 +175,11 @@ test_enrol_refuses_wrong_token (IssuerdFixture *f, gconstpointer data)
   g_assert_cmpuint (after.registers, ==, 0);
 }
 
+/* The same enrolment again (its answer was lost) gets 200 and a current
+ * certificate for the same register; the key for another account, even
+ * with that account's token and a valid proof, stays 409 Replay. */
 static void
-test_enrol_refuses_replay (IssuerdFixture *f, gconstpointer data)
+test_enrol_again_renews_and_another_account_is_refused (IssuerdFixture *f, gconstpointer data)
 {
   g_autoptr (TestRegister) reg = test_register_new_uncertified ();
   guint8 proof[TALLY_SIGNATURE_BYTES];
@@ -185,10 +188,23 @@ test_enrol_refuses_replay (IssuerdFixture *f, gconstpointer data)
   issuerd_assert_protobuf (first, SOUP_STATUS_CREATED);
   TallyAudit before = issuerd_audit (f);
 
-  g_autoptr (IssuerdResponse) replay = enrol (f, "alice", f->alice_token, reg, proof);
-  issuerd_assert_refused (replay, SOUP_STATUS_CONFLICT, TALLY_ERROR_REPLAY);
+  g_autoptr (IssuerdResponse) again = enrol (f, "alice", f->alice_token, reg, proof);
+  issuerd_assert_protobuf (again, SOUP_STATUS_OK);
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (again->body);
+  g_autoptr (Tally__RegisterCertificate) cert = tally_certificate_verify (
+    env, tally_issuer_get_public_key (f->issuer), issuerd_test_clock (NULL), &error);
+  g_assert_no_error (error);
+  g_assert_cmpmem (cert->register_id.data, cert->register_id.len, reg->id, sizeof reg->id);
   TallyAudit after = issuerd_audit (f);
   issuerd_assert_audit_equal (&before, &after);
+  g_assert_cmpuint (after.registers, ==, 1);
+
+  test_enrol_proof (f->issuer, reg, "bob", proof);
+  g_autoptr (IssuerdResponse) other = enrol (f, "bob", f->bob_token, reg, proof);
+  issuerd_assert_refused (other, SOUP_STATUS_CONFLICT, TALLY_ERROR_REPLAY);
+  TallyAudit last = issuerd_audit (f);
+  issuerd_assert_audit_equal (&before, &last);
 }
 
 /* --- vouchers --- */
@@ -1272,7 +1288,8 @@ main (int argc, char **argv)
        test_enrol_gives_certificate_with_display_name);
   ADD ("/issuerd/enrol/bad-proof-refused", test_enrol_refuses_bad_proof);
   ADD ("/issuerd/enrol/wrong-token-refused", test_enrol_refuses_wrong_token);
-  ADD ("/issuerd/enrol/replay-refused", test_enrol_refuses_replay);
+  ADD ("/issuerd/enrol/again-renews-and-another-account-is-refused",
+       test_enrol_again_renews_and_another_account_is_refused);
   ADD ("/issuerd/voucher/bought-against-balance", test_voucher_bought_against_balance);
   ADD ("/issuerd/voucher/retry-gets-same-voucher", test_voucher_retry_gets_same_voucher);
   ADD ("/issuerd/voucher/refusals-change-nothing", test_voucher_refusals_change_nothing);
