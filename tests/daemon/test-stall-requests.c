@@ -47,6 +47,47 @@ open_request (Fixture *f, OpenRequest *r, gint64 amount, const char *memo)
   g_assert_no_error (error);
 }
 
+/* RequestPayment for @payers payers, as open_request (). */
+static void
+open_request_for (Fixture *f, OpenRequest *r, gint64 amount, const char *memo, guint payers)
+{
+  g_autoptr (GError) error = NULL;
+  r->path = tally_daemon_request_payment (f->stall, getuid (), amount, memo, TIMEOUT_SECONDS,
+                                          payers, &error);
+  g_assert_no_error (error);
+  g_autofree char *text = object_string (f, r->path, "RequestUri");
+  g_autoptr (TallyRequestUri) uri = tally_request_uri_parse (text, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_hex_decode (uri->tag, r->tag, sizeof r->tag, &error));
+  g_assert_no_error (error);
+}
+
+/* @path's Payment1 property @property. */
+static GVariant *
+object_value (Fixture *f, const char *path, const char *property)
+{
+  g_autoptr (GVariant) reply =
+    stall_call (f, path, "org.freedesktop.DBus.Properties", "Get",
+                g_variant_new ("(ss)", "org.tally.Payment1", property), G_VARIANT_TYPE ("(v)"));
+  GVariant *v = NULL;
+  g_variant_get (reply, "(v)", &v);
+  return v;
+}
+
+static gboolean
+object_bool (Fixture *f, const char *path, const char *property)
+{
+  g_autoptr (GVariant) v = object_value (f, path, property);
+  return g_variant_get_boolean (v);
+}
+
+static gint64
+object_int64 (Fixture *f, const char *path, const char *property)
+{
+  g_autoptr (GVariant) v = object_value (f, path, property);
+  return g_variant_get_int64 (v);
+}
+
 static void
 open_request_clear (OpenRequest *r)
 {
@@ -366,6 +407,11 @@ test_permission_delivered_again_under_another_tag_fills_its_own_request (Fixture
   g_assert_cmpint (stall_balance (f), ==, AMOUNT_B);
   /* The request it was spent on finished with it. */
   wait_object_state (f, rb.path, "done");
+  g_assert_true (object_bool (f, rb.path, "Redelivered"));
+  g_assert_cmpint (object_int64 (f, rb.path, "Amount"), ==, AMOUNT_B);
+  /* The request it named got nothing: its object still waits. */
+  g_autofree char *named_state = object_state (f, ra.path);
+  g_assert_cmpstr (named_state, ==, "waiting");
 
   payer_name_request (&late, rb.tag);
   payer_start (f, &late);
@@ -381,10 +427,62 @@ test_permission_delivered_again_under_another_tag_fills_its_own_request (Fixture
   g_assert_false (tally_payment_is_redelivery (a.payment));
   g_assert_cmpint (payer_receipt_amount (&a), ==, AMOUNT);
   g_assert_cmpint (stall_balance (f), ==, AMOUNT_B + AMOUNT);
+  /* On the named request's own object, its first and only credit. */
+  wait_object_state (f, ra.path, "done");
+  g_assert_false (object_bool (f, ra.path, "Redelivered"));
 
   payer_clear (&lost);
   payer_clear (&late);
   payer_clear (&a);
+  open_request_clear (&ra);
+  open_request_clear (&rb);
+}
+
+/* As above, but the request the permission was spent on takes two
+ * payers: the credit still shows on that request's object (done,
+ * Redelivered, its amount), which the next payer then replaces, and the
+ * request it named, till 1, never shows it. */
+static void
+test_permission_delivered_again_under_another_tag_shows_on_its_own_request_only (
+  Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  OpenRequest ra = { 0 }, rb = { 0 };
+  open_request (f, &ra, AMOUNT, "till 1");
+  open_request_for (f, &rb, AMOUNT_B, "till 2", 2);
+  Payer lost = { 0 }, b = { 0 };
+  payer_init (f, &lost, "lost");
+  payer_init (f, &b, "b");
+
+  spend_and_drop_before_pay (f, lost.reg, rb.tag, rb.path);
+  payer_name_request (&lost, ra.tag);
+  payer_start (f, &lost);
+  wait_until (payer_finished, &lost);
+  g_assert_cmpint (tally_payment_get_state (lost.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_true (tally_payment_is_redelivery (lost.payment));
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT_B);
+
+  /* Till 2's object took it, one of its two payers. */
+  wait_object_state (f, rb.path, "done");
+  g_assert_true (object_bool (f, rb.path, "Redelivered"));
+  g_assert_cmpint (object_int64 (f, rb.path, "Amount"), ==, AMOUNT_B);
+  /* Till 1 received nothing and shows nothing. */
+  g_autofree char *named_state = object_state (f, ra.path);
+  g_assert_cmpstr (named_state, ==, "waiting");
+  g_assert_false (object_bool (f, ra.path, "Redelivered"));
+
+  /* Till 2 takes its second payer, and is full. */
+  payer_name_request (&b, rb.tag);
+  payer_start (f, &b);
+  wait_until (payer_finished, &b);
+  g_assert_cmpint (tally_payment_get_state (b.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_false (tally_payment_is_redelivery (b.payment));
+  g_assert_cmpint (stall_balance (f), ==, 2 * AMOUNT_B);
+  g_autofree char *still = object_state (f, ra.path);
+  g_assert_cmpstr (still, ==, "waiting");
+
+  payer_clear (&lost);
+  payer_clear (&b);
   open_request_clear (&ra);
   open_request_clear (&rb);
 }
@@ -507,6 +605,8 @@ main (int argc, char **argv)
        test_payer_without_tag_against_two_open_requests_is_refused);
   ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-fills-its-own-request",
        test_permission_delivered_again_under_another_tag_fills_its_own_request);
+  ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-shows-on-its-own-request-only",
+       test_permission_delivered_again_under_another_tag_shows_on_its_own_request_only);
   ADD ("/daemon/stall-requests/untagged-hello-after-others-ended-goes-to-the-one-left",
        test_untagged_hello_after_others_ended_goes_to_the_one_left);
   ADD ("/daemon/stall-requests/request-beyond-the-cap-is-refused",
