@@ -153,9 +153,11 @@ void daemon_request_take_link (TallyDaemon *d,
 /* tally-daemon-route.c */
 
 /* Reads @link's first message, a Hello naming one of the open requests
- * by its tag, and hands the link to that request; refuses it with
- * NOT_FOUND (no open request has the tag), REQUEST_UNNAMED (no tag while
- * several are open) or TIMEOUT (no message in hello_timeout_seconds). */
+ * by its tag, and hands the link to that request; refuses it, in the
+ * order of docs/protocol.md 4.2, with VERSION or MALFORMED (the Hello's
+ * version, key, commitment or tag length), NOT_FOUND (no open request has
+ * the tag) or REQUEST_UNNAMED (no tag while several are open), or with
+ * TIMEOUT (no message in hello_timeout_seconds). */
 void daemon_route_payer (TallyDaemon *d, TallyLink *link, gboolean ble);
 /* Drops the links still being read for their Hello. */
 

@@ -190,11 +190,106 @@ spend_and_drop_before_pay (Fixture *f, TallyRegister *reg, const guint8 *tag, co
   wait_object_state (f, path, "waiting");
 }
 
+/* Sends @hello on a raw link to the stall and returns the error code the
+ * stall answers with (its Error message). */
+static guint32
+raw_hello_error (Fixture *f, Tally__Hello *hello)
+{
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
+  m.hello = hello;
+  gsize len = tally__session_message__get_packed_size (&m);
+  guint8 *buf = g_malloc (len);
+  tally__session_message__pack (&m, buf);
+  g_autoptr (GBytes) packed = g_bytes_new_take (buf, len);
+
+  RawPayer raw = { 0 };
+  tally_stream_connect_async (f->listen, TALLY_STREAM_DEFAULT_MTU, NULL, on_raw_connected, &raw);
+  wait_until (raw_connected, &raw);
+  g_assert_nonnull (raw.link);
+  TallyChannel *channel = tally_channel_new (raw.link, 8192, WAIT_LIMIT_US / 1000);
+  tally_channel_set_handlers (channel, on_raw_message, NULL, &raw, NULL);
+  g_assert_true (tally_channel_send (channel, packed, NULL));
+  wait_until (raw_got_message, &raw);
+  gsize reply_len;
+  const guint8 *reply = g_bytes_get_data (raw.last, &reply_len);
+  g_autoptr (Tally__SessionMessage) answer = TALLY_UNPACK (
+    Tally__SessionMessage, tally__session_message, reply, reply_len, "session message", NULL);
+  g_assert_nonnull (answer);
+  g_assert_cmpint (answer->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_ERROR);
+  guint32 code = answer->error->code;
+  tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
+  tally_channel_close (channel);
+  tally_channel_unref (channel);
+  tally_link_unref (raw.link);
+  g_clear_pointer (&raw.last, g_bytes_unref);
+  return code;
+}
+
 static void
 setup_two (Fixture *f, gconstpointer data)
 {
   fixture_set_up (f, data);
   f->max_open_requests = 2;
+}
+
+/* With two requests open, a Hello with an unknown tag or none that is
+ * also wrong in what comes before the tag (docs/protocol.md 4.2: Version;
+ * Malformed key, commitment or tag length; then NotFound; then
+ * RequestUnnamed) gets the first error in that order, and changes
+ * nothing. */
+static void
+test_hello_errors_come_in_the_documented_order (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  OpenRequest ra = { 0 }, rb = { 0 };
+  open_request (f, &ra, AMOUNT, "till 1");
+  open_request (f, &rb, AMOUNT_B, "till 2");
+  guint nonces = stall_nonces (f);
+  guint8 key[32], commitment[32], unknown[TALLY_REQUEST_TAG_BYTES], odd_tag[3] = { 1, 2, 3 };
+  randombytes_buf (key, sizeof key);
+  randombytes_buf (commitment, sizeof commitment);
+  memcpy (unknown, ra.tag, sizeof unknown);
+  unknown[0] ^= 0xff;
+  if (memcmp (unknown, rb.tag, sizeof unknown) == 0)
+    unknown[1] ^= 0xff;
+
+  for (guint tagged = 0; tagged <= 1; tagged++) {
+    Tally__Hello hello = TALLY__HELLO__INIT;
+    hello.version = 1;
+    hello.ephemeral_public_key = (ProtobufCBinaryData) { sizeof key, key };
+    hello.commitment = (ProtobufCBinaryData) { sizeof commitment, commitment };
+    if (tagged)
+      hello.request_tag = (ProtobufCBinaryData) { sizeof unknown, unknown };
+    guint32 late = tagged ? TALLY_ERROR_NOT_FOUND : TALLY_ERROR_REQUEST_UNNAMED;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, late);
+
+    hello.version = 2;
+    hello.ephemeral_public_key.len = 31;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, TALLY_ERROR_VERSION);
+    hello.version = 1;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, TALLY_ERROR_MALFORMED);
+    hello.ephemeral_public_key.len = sizeof key;
+    hello.commitment.len = 0;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, TALLY_ERROR_MALFORMED);
+    hello.commitment.len = sizeof commitment;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, late);
+  }
+  /* A tag of the wrong length is Malformed, not NotFound. */
+  Tally__Hello hello = TALLY__HELLO__INIT;
+  hello.version = 1;
+  hello.ephemeral_public_key = (ProtobufCBinaryData) { sizeof key, key };
+  hello.commitment = (ProtobufCBinaryData) { sizeof commitment, commitment };
+  hello.request_tag = (ProtobufCBinaryData) { sizeof odd_tag, odd_tag };
+  g_assert_cmpuint (raw_hello_error (f, &hello), ==, TALLY_ERROR_MALFORMED);
+
+  g_assert_cmpuint (stall_nonces (f), ==, nonces);
+  g_autofree char *state_a = object_state (f, ra.path);
+  g_autofree char *state_b = object_state (f, rb.path);
+  g_assert_cmpstr (state_a, ==, "waiting");
+  g_assert_cmpstr (state_b, ==, "waiting");
+  open_request_clear (&ra);
+  open_request_clear (&rb);
 }
 
 /* Two tills: two requests open at once, two payers pay different ones
@@ -603,6 +698,8 @@ main (int argc, char **argv)
        test_cancelling_one_request_leaves_the_other_payable);
   ADD ("/daemon/stall-requests/payer-without-tag-against-two-open-requests-is-refused",
        test_payer_without_tag_against_two_open_requests_is_refused);
+  ADD ("/daemon/stall-requests/hello-errors-come-in-the-documented-order",
+       test_hello_errors_come_in_the_documented_order);
   ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-fills-its-own-request",
        test_permission_delivered_again_under_another_tag_fills_its_own_request);
   ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-shows-on-its-own-request-only",
