@@ -134,6 +134,9 @@ void daemon_request_free (DaemonRequest *request);
 /* No payer may connect to @r any more: the handshakes still going are
  * told @code, its advertising stops, and @r is freed. */
 void daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const char *message);
+/* BlueZ refused the advertisement of @tag: the open request with that
+ * tag ends with POLICY, its object failed. */
+void daemon_request_not_advertised (TallyDaemon *d, const guint8 *tag, const GError *error);
 /* The open request whose object @dp is, or NULL. */
 DaemonRequest *daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp);
 void daemon_routers_free (TallyDaemon *d);

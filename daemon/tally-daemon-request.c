@@ -125,6 +125,30 @@ daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const cha
     tally_gatt_server_remove_advertisement (d->gatt, tag);
 }
 
+void
+daemon_request_not_advertised (TallyDaemon *d, const guint8 *tag, const GError *error)
+{
+  DaemonRequest *r = NULL;
+  for (guint i = 0; i < d->requests->len && r == NULL; i++) {
+    DaemonRequest *open = d->requests->pdata[i];
+    if (open->tagged && memcmp (open->tag, tag, TALLY_GATT_TAG_BYTES) == 0)
+      r = open;
+  }
+  if (r == NULL)
+    return;
+  g_autofree char *message =
+    g_strdup_printf ("the payment request cannot be advertised: %s", error->message);
+  g_warning ("request at %s: %s", r->address, message);
+  /* Its object fails with it: off the air, no payer finds it. */
+  DaemonPayment *dp = r->object;
+  g_autoptr (TallyPayment) lead = dp != NULL ? tally_payment_ref (dp->payment) : NULL;
+  daemon_end_request (d, r, TALLY_ERROR_POLICY, message);
+  if (lead != NULL && !tally_payment_is_finished (lead)) {
+    tally_payment_abort (lead, TALLY_ERROR_POLICY, message, NULL);
+    daemon_payment_update (dp);
+  }
+}
+
 /* --- a request's handshakes --- */
 
 static void on_handshake_changed (TallyPayment *payment, gpointer user_data);

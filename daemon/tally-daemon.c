@@ -376,6 +376,15 @@ on_gatt_link (TallyGattServer *server, TallyLink *link, gpointer user_data)
 }
 
 static void
+on_gatt_advert_failed (TallyGattServer *server,
+                       const guint8 *tag,
+                       const GError *error,
+                       gpointer user_data)
+{
+  daemon_request_not_advertised (user_data, tag, error);
+}
+
+static void
 on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GError) error = NULL;
@@ -392,6 +401,7 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
   /* A central that connects and never writes is gone as soon as a
    * silent stream connection would be. */
   tally_gatt_server_set_idle_timeout (server, d->hello_timeout_seconds);
+  tally_gatt_server_set_advert_failed_func (server, on_gatt_advert_failed);
   g_message ("Bluetooth LE payee on %s (%s mode)", d->adapter,
              tally_gatt_server_mode_to_string (tally_gatt_server_get_mode (server)));
   for (guint i = 0; i < d->requests->len; i++) {

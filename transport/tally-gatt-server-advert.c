@@ -178,6 +178,7 @@ gatt_server_adv_note_manager (TallyGattServer *server, GVariant *props)
 }
 
 static void advert_reconcile (GattAdvert *advert);
+static gboolean adv_matches_wanted (GattAdvert *advert);
 
 /* An instance given up and let go by BlueZ goes; adv0 stays. */
 static void
@@ -185,6 +186,24 @@ advert_drop_if_removed (GattAdvert *advert)
 {
   if (advert->removed && advert->state == ADV_IDLE)
     g_ptr_array_remove (advert->server->adverts, advert);
+}
+
+/* @advert (idle) cannot go on the air: not again until asked for anew.
+ * A further instance goes, and its owner hears of a tag off the air. */
+static void
+advert_give_up (GattAdvert *advert, const GError *error)
+{
+  TallyGattServer *server = advert->server;
+  gboolean tagged = advert->tagged_wanted;
+  guint8 tag[TALLY_GATT_TAG_BYTES];
+
+  memcpy (tag, advert->tag_wanted, sizeof tag);
+  advert->wanted = FALSE;
+  if (advert != gatt_server_advert0 (server))
+    advert->removed = TRUE;
+  advert_drop_if_removed (advert); /* may free it */
+  if (tagged && server->on_advert_failed != NULL)
+    server->on_advert_failed (server, tag, error, server->user_data);
 }
 
 static void
@@ -198,12 +217,25 @@ adv_register_done (GObject *source, GAsyncResult *result, gpointer user_data)
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;
   if (reply == NULL) {
-    g_warning ("gatt server %s: cannot advertise %s: %s", advert->server->adapter, advert->path,
-               error->message);
+    /* A warning unless the owner hears of it (and tells why it matters). */
+    if (advert->server->on_advert_failed != NULL)
+      g_message ("gatt server %s: cannot advertise %s: %s", advert->server->adapter, advert->path,
+                 error->message);
+    else
+      g_warning ("gatt server %s: cannot advertise %s: %s", advert->server->adapter, advert->path,
+                 error->message);
     advert_enter_state (advert, ADV_IDLE);
-    /* Not again until the next request asks for it. */
-    advert->wanted = FALSE;
-    advert_drop_if_removed (advert);
+    /* Given up meanwhile: nobody waits for it. */
+    if (!advert->wanted || advert->removed) {
+      advert_drop_if_removed (advert);
+      return;
+    }
+    /* Asked for another tag meanwhile: that one is tried afresh. */
+    if (!adv_matches_wanted (advert)) {
+      advert_reconcile (advert);
+      return;
+    }
+    advert_give_up (advert, error);
     return;
   }
   g_info ("gatt server %s: advertising %s%s", advert->server->adapter, TALLY_GATT_SERVICE_UUID,
@@ -290,7 +322,7 @@ advert_reconcile (GattAdvert *advert)
   tally_gatt_advertising_init (&layout, advert->tagged_wanted);
   if (!tally_gatt_advertising_check (&layout, &error)) {
     g_warning ("gatt server %s: %s", server->adapter, error->message);
-    advert->wanted = FALSE;
+    advert_give_up (advert, error);
     return;
   }
   advert->tagged = advert->tagged_wanted;
@@ -397,6 +429,15 @@ tally_gatt_server_add_advertisement (TallyGattServer *server, const guint8 *tag,
   advert_want (advert, tag);
   gatt_server_adv_reconcile (server);
   return TRUE;
+}
+
+void
+tally_gatt_server_set_advert_failed_func (TallyGattServer *server,
+                                          TallyGattServerAdvertFailedFunc func)
+{
+  g_return_if_fail (server != NULL);
+
+  server->on_advert_failed = func;
 }
 
 void

@@ -63,6 +63,7 @@ struct _TallyGattServer
   TallyGattServerLinkFunc on_link;
   gpointer user_data;
   GDestroyNotify user_data_destroy;
+  TallyGattServerAdvertFailedFunc on_advert_failed; /* with @user_data */
   GMainContext *context;
 
   guint object_ids[5];
