@@ -166,14 +166,29 @@ gatt_server_adv_unregister_all (TallyGattServer *server)
   }
 }
 
+/* Our instances BlueZ holds now. */
+static guint
+adverts_registered (TallyGattServer *server)
+{
+  guint n = 0;
+  for (guint i = 0; i < server->adverts->len; i++)
+    n += ((GattAdvert *) server->adverts->pdata[i])->registered;
+  return n;
+}
+
 void
 gatt_server_adv_note_manager (TallyGattServer *server, GVariant *props)
 {
-  guint8 free_instances;
+  guint8 free_instances, active;
 
   if (g_variant_lookup (props, "SupportedInstances", "y", &free_instances)) {
     g_debug ("gatt server %s: %u advertising instance(s) free", server->adapter, free_instances);
     server->adv_free_instances = free_instances;
+    server->adv_ours_when_noted = adverts_registered (server);
+  }
+  if (g_variant_lookup (props, "ActiveInstances", "y", &active)) {
+    server->adv_active_instances = active;
+    server->adv_ours_when_noted = adverts_registered (server);
   }
 }
 
@@ -382,17 +397,33 @@ advert_with_tag (TallyGattServer *server, const guint8 *tag)
   return NULL;
 }
 
-/* Instances we want on the air that BlueZ does not hold yet: each takes
- * one of the controller's free ones. */
+/* Instances of ours that take one of the controller's: wanted, or held,
+ * being registered or still being unregistered. */
 static guint
-adverts_pending (TallyGattServer *server)
+adverts_in_use (TallyGattServer *server)
 {
   guint n = 0;
   for (guint i = 0; i < server->adverts->len; i++) {
     GattAdvert *advert = server->adverts->pdata[i];
-    n += advert->wanted && !advert->removed && !advert->registered;
+    n += (advert->wanted && !advert->removed) || advert->state != ADV_IDLE;
   }
   return n;
+}
+
+/* The instances the controller has for us: every one BlueZ reported
+ * (active and free) but other advertisers' (the active ones that were not
+ * ours then).  A count that changed since BlueZ said so changes nothing:
+ * the total does not. */
+static guint
+adverts_capacity (TallyGattServer *server)
+{
+  /* Ours were active then, whether BlueZ said ActiveInstances or not. */
+  guint total = MAX (server->adv_active_instances, server->adv_ours_when_noted) +
+                (guint) server->adv_free_instances;
+  guint foreign = server->adv_active_instances > server->adv_ours_when_noted
+                    ? server->adv_active_instances - server->adv_ours_when_noted
+                    : 0;
+  return total > foreign ? total - foreign : 0;
 }
 
 gboolean
@@ -402,12 +433,13 @@ tally_gatt_server_add_advertisement (TallyGattServer *server, const guint8 *tag,
 
   if (advert_with_tag (server, tag) != NULL)
     return TRUE;
-  if (server->adv_free_instances >= 0 &&
-      adverts_pending (server) >= (guint) server->adv_free_instances) {
+  if (server->adv_free_instances >= 0 && adverts_in_use (server) >= adverts_capacity (server)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
                  "the Bluetooth controller of %s has no free advertising instance "
-                 "(LEAdvertisingManager1.SupportedInstances is %d)",
-                 server->adapter, server->adv_free_instances);
+                 "(%u of %u in use by this register; LEAdvertisingManager1 said %u active, "
+                 "%d free)",
+                 server->adapter, adverts_in_use (server), adverts_capacity (server),
+                 server->adv_active_instances, server->adv_free_instances);
     return FALSE;
   }
   GattAdvert *advert = gatt_server_advert0 (server);

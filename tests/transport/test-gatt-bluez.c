@@ -676,6 +676,52 @@ test_server_refused_advertisement_is_reported_and_dropped (Fixture *f, gconstpoi
   assert_string_arg (app, 0, APP);
 }
 
+/* The controller has one instance (SupportedInstances 1, ActiveInstances
+ * 0, as BlueZ said before any was registered).  Once the first request
+ * holds it a second is refused with Policy though BlueZ has not said so
+ * again, and while the first is still being unregistered too; once it is
+ * let go the second gets it. */
+static void
+test_server_counts_every_instance_it_holds_against_the_total (Fixture *f, gconstpointer data)
+{
+  const guint8 tag_a[TALLY_GATT_TAG_BYTES] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  const guint8 tag_b[TALLY_GATT_TAG_BYTES] = { 0x4e, 0x5f, 0x60, 0x71 };
+  g_autofree char *owner = script_server_registers (f, MODALIAS_5_76, TALLY_GATT_SERVER_PER_DEVICE);
+  g_autoptr (GError) error = NULL;
+
+  fake_bluez_emit_changed (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                           "{'SupportedInstances': <byte 1>, 'ActiveInstances': <byte 0>}");
+  fake_bluez_expect_quiet (f->fake, 100);
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_a, &error));
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reg_a = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                        "RegisterAdvertisement", NULL);
+  FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+
+  g_assert_false (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+  fake_bluez_expect_quiet (f->fake, 100);
+
+  tally_gatt_server_remove_advertisement (f->server, tag_a);
+  GDBusMethodInvocation *unreg = fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                         "UnregisterAdvertisement");
+  g_assert_false (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+  g_dbus_method_invocation_return_value (unreg, NULL);
+  FAKE_RUN_UNTIL (f->fake, !api_is_advertising (f));
+  fake_bluez_expect_quiet (f->fake, 100);
+
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reg_b = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                        "RegisterAdvertisement", NULL);
+  assert_advertised_tag (f, owner, APP_ADV, tag_b);
+  FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+  script_server_frees (f, TRUE);
+}
+
 /* A central connects while a request is advertised and never writes: the
  * payee disconnects it once the idle deadline (tallyd sets it to
  * hello_timeout_seconds) passes, not before, and well before the default
@@ -1538,6 +1584,8 @@ main (int argc, char *argv[])
        test_server_advertises_each_request_in_its_own_instance);
   ADD ("/gatt/server/refused-advertisement-is-reported-and-dropped",
        test_server_refused_advertisement_is_reported_and_dropped);
+  ADD ("/gatt/server/counts-every-instance-it-holds-against-the-total",
+       test_server_counts_every_instance_it_holds_against_the_total);
   ADD ("/gatt/server/silent-central-is-disconnected-at-the-idle-deadline/per-device",
        test_server_silent_central_is_disconnected_per_device);
   ADD ("/gatt/server/silent-central-is-disconnected-at-the-idle-deadline/exclusive",
