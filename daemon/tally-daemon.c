@@ -398,9 +398,9 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
   TallyDaemon *d = user_data;
   g_clear_object (&d->gatt_start);
   d->gatt = server;
-  /* A central that connects and never writes is gone as soon as a
-   * silent stream connection would be. */
-  tally_gatt_server_set_idle_timeout (server, d->hello_timeout_seconds);
+  /* A central that connects and never writes goes, but not before a
+   * phone could have discovered the service and set up notifications. */
+  tally_gatt_server_set_idle_timeout (server, tally_daemon_get_ble_idle_seconds (d));
   tally_gatt_server_set_advert_failed_func (server, on_gatt_advert_failed);
   g_message ("Bluetooth LE payee on %s (%s mode)", d->adapter,
              tally_gatt_server_mode_to_string (tally_gatt_server_get_mode (server)));
@@ -698,6 +698,13 @@ tally_daemon_get_sync (TallyDaemon *d)
 {
   g_return_val_if_fail (d != NULL, NULL);
   return d->sync;
+}
+
+guint
+tally_daemon_get_ble_idle_seconds (TallyDaemon *d)
+{
+  g_return_val_if_fail (d != NULL, 0);
+  return MAX (d->hello_timeout_seconds, TALLY_GATT_SERVER_DEFAULT_IDLE_SECONDS);
 }
 
 const char *
