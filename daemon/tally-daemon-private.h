@@ -141,8 +141,9 @@ void daemon_request_not_advertised (TallyDaemon *d, const guint8 *tag, const GEr
 DaemonRequest *daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp);
 void daemon_routers_free (TallyDaemon *d);
 /* A payer's link arrived, over the stream transport (@ble FALSE) or BLE:
- * with one request open it is that request's, with several its Hello's
- * tag picks one (daemon_route_payer ()). */
+ * with [payment] max_open_requests 1 it is the open request's, else its
+ * Hello's tag picks one of those open when it arrives
+ * (daemon_route_payer ()). */
 void daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble);
 /* Gives the payer on @link a handshake of @r.  With @channel (taken), the
  * payer was routed: @first is the Hello it already sent. */

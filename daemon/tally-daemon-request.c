@@ -646,8 +646,10 @@ daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
     tally_payment_refuse_link (link, TALLY_ERROR_NOT_FOUND, "no payment requested");
     return;
   }
-  /* Several open: its Hello's tag picks one (tally-daemon-route.c). */
-  if (d->requests->len > 1) {
+  /* Several may be open: its Hello's tag picks one (tally-daemon-route.c)
+   * once it arrives, among the requests open then, even when only one was
+   * open at the connection. */
+  if (d->max_open_requests > 1) {
     daemon_route_payer (d, link, ble);
     return;
   }

@@ -190,10 +190,34 @@ spend_and_drop_before_pay (Fixture *f, TallyRegister *reg, const guint8 *tag, co
   wait_object_state (f, path, "waiting");
 }
 
-/* Sends @hello on a raw link to the stall and returns the error code the
- * stall answers with (its Error message). */
+static void
+flag_set (gpointer data)
+{
+  *(gboolean *) data = TRUE;
+}
+
+static gboolean
+flag_is_set (gpointer data)
+{
+  return *(gboolean *) data;
+}
+
+/* A raw link to the stall, connected; its channel is returned. */
+static TallyChannel *
+raw_connect (Fixture *f, RawPayer *raw)
+{
+  tally_stream_connect_async (f->listen, TALLY_STREAM_DEFAULT_MTU, NULL, on_raw_connected, raw);
+  wait_until (raw_connected, raw);
+  g_assert_nonnull (raw->link);
+  TallyChannel *channel = tally_channel_new (raw->link, 8192, WAIT_LIMIT_US / 1000);
+  tally_channel_set_handlers (channel, on_raw_message, NULL, raw, NULL);
+  return channel;
+}
+
+/* Sends @hello on @channel and returns the error code the stall answers
+ * with (its Error message); closes the link. */
 static guint32
-raw_hello_error (Fixture *f, Tally__Hello *hello)
+raw_send_hello_for_error (RawPayer *raw, TallyChannel *channel, Tally__Hello *hello)
 {
   Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
   m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
@@ -203,16 +227,10 @@ raw_hello_error (Fixture *f, Tally__Hello *hello)
   tally__session_message__pack (&m, buf);
   g_autoptr (GBytes) packed = g_bytes_new_take (buf, len);
 
-  RawPayer raw = { 0 };
-  tally_stream_connect_async (f->listen, TALLY_STREAM_DEFAULT_MTU, NULL, on_raw_connected, &raw);
-  wait_until (raw_connected, &raw);
-  g_assert_nonnull (raw.link);
-  TallyChannel *channel = tally_channel_new (raw.link, 8192, WAIT_LIMIT_US / 1000);
-  tally_channel_set_handlers (channel, on_raw_message, NULL, &raw, NULL);
   g_assert_true (tally_channel_send (channel, packed, NULL));
-  wait_until (raw_got_message, &raw);
+  wait_until (raw_got_message, raw);
   gsize reply_len;
-  const guint8 *reply = g_bytes_get_data (raw.last, &reply_len);
+  const guint8 *reply = g_bytes_get_data (raw->last, &reply_len);
   g_autoptr (Tally__SessionMessage) answer = TALLY_UNPACK (
     Tally__SessionMessage, tally__session_message, reply, reply_len, "session message", NULL);
   g_assert_nonnull (answer);
@@ -221,9 +239,19 @@ raw_hello_error (Fixture *f, Tally__Hello *hello)
   tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
   tally_channel_close (channel);
   tally_channel_unref (channel);
-  tally_link_unref (raw.link);
-  g_clear_pointer (&raw.last, g_bytes_unref);
+  tally_link_unref (raw->link);
+  g_clear_pointer (&raw->last, g_bytes_unref);
   return code;
+}
+
+/* Sends @hello on a raw link to the stall and returns the error code the
+ * stall answers with. */
+static guint32
+raw_hello_error (Fixture *f, Tally__Hello *hello)
+{
+  RawPayer raw = { 0 };
+  TallyChannel *channel = raw_connect (f, &raw);
+  return raw_send_hello_for_error (&raw, channel, hello);
 }
 
 static void
@@ -288,6 +316,42 @@ test_hello_errors_come_in_the_documented_order (Fixture *f, gconstpointer data)
   g_autofree char *state_b = object_state (f, rb.path);
   g_assert_cmpstr (state_a, ==, "waiting");
   g_assert_cmpstr (state_b, ==, "waiting");
+  open_request_clear (&ra);
+  open_request_clear (&rb);
+}
+
+/* With max_open_requests 2 a link that connects while one request is
+ * open belongs to none yet: a second request opens before its Hello, and
+ * the Hello, naming none, is refused with RequestUnnamed (as it would be
+ * had it connected after), not taken by the first request. */
+static void
+test_link_connected_with_one_request_open_must_name_one_once_two_are (Fixture *f,
+                                                                     gconstpointer data)
+{
+  stall_start (f, 60);
+  OpenRequest ra = { 0 }, rb = { 0 };
+  open_request (f, &ra, AMOUNT, "till 1");
+  RawPayer raw = { 0 };
+  TallyChannel *channel = raw_connect (f, &raw);
+  /* The stall takes the connection (before the fix: for till 1). */
+  gboolean settled = FALSE;
+  g_timeout_add_once (300, flag_set, &settled);
+  wait_until (flag_is_set, &settled);
+  open_request (f, &rb, AMOUNT_B, "till 2");
+  guint nonces = stall_nonces (f);
+
+  guint8 key[32], commitment[32];
+  randombytes_buf (key, sizeof key);
+  randombytes_buf (commitment, sizeof commitment);
+  Tally__Hello hello = TALLY__HELLO__INIT;
+  hello.version = 1;
+  hello.ephemeral_public_key = (ProtobufCBinaryData) { sizeof key, key };
+  hello.commitment = (ProtobufCBinaryData) { sizeof commitment, commitment };
+  g_assert_cmpuint (raw_send_hello_for_error (&raw, channel, &hello), ==,
+                    TALLY_ERROR_REQUEST_UNNAMED);
+  g_assert_cmpuint (stall_nonces (f), ==, nonces);
+  g_autofree char *state_a = object_state (f, ra.path);
+  g_assert_cmpstr (state_a, ==, "waiting");
   open_request_clear (&ra);
   open_request_clear (&rb);
 }
@@ -698,6 +762,8 @@ main (int argc, char **argv)
        test_cancelling_one_request_leaves_the_other_payable);
   ADD ("/daemon/stall-requests/payer-without-tag-against-two-open-requests-is-refused",
        test_payer_without_tag_against_two_open_requests_is_refused);
+  ADD ("/daemon/stall-requests/link-connected-with-one-request-open-must-name-one-once-two-are",
+       test_link_connected_with_one_request_open_must_name_one_once_two_are);
   ADD ("/daemon/stall-requests/hello-errors-come-in-the-documented-order",
        test_hello_errors_come_in_the_documented_order);
   ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-fills-its-own-request",
