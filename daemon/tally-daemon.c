@@ -305,10 +305,17 @@ tally_daemon_pay (TallyDaemon *d,
     return NULL;
 
   gboolean ble = tally_gatt_is_address (address);
+  g_autofree char *ble_tagged = NULL;
   if (ble) {
     TallyGattTarget target;
     if (!tally_gatt_address_parse (address, &target, error))
       return NULL;
+    /* "ble" with a Tag looks for that request's advertisement, as
+     * "ble:TAG" does: not for any stall nearby. */
+    if (target.kind == TALLY_GATT_TARGET_ANY && has_tag) {
+      ble_tagged = tally_gatt_tag_to_address (tag_bytes);
+      address = ble_tagged;
+    }
     if (target.kind == TALLY_GATT_TARGET_TAG) {
       if (has_tag && memcmp (tag_bytes, target.tag, sizeof tag_bytes) != 0) {
         g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
