@@ -139,7 +139,6 @@ void daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, cons
 void daemon_request_not_advertised (TallyDaemon *d, const guint8 *tag, const GError *error);
 /* The open request whose object @dp is, or NULL. */
 DaemonRequest *daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp);
-void daemon_routers_free (TallyDaemon *d);
 /* A payer's link arrived, over the stream transport (@ble FALSE) or BLE:
  * with [payment] max_open_requests 1 it is the open request's, else its
  * Hello's tag picks one of those open when it arrives
@@ -164,5 +163,6 @@ void daemon_request_take_link (TallyDaemon *d,
  * TIMEOUT (no message in hello_timeout_seconds). */
 void daemon_route_payer (TallyDaemon *d, TallyLink *link, gboolean ble);
 /* Drops the links still being read for their Hello. */
+void daemon_routers_free (TallyDaemon *d);
 
 G_END_DECLS

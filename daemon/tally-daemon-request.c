@@ -86,9 +86,6 @@ daemon_request_free (DaemonRequest *request)
   g_free (request);
 }
 
-/* No payer may connect any more: the handshakes still going are told
- * @code (ALREADY_PAID once the request took its payers), and advertising
- * stops. */
 DaemonRequest *
 daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp)
 {
@@ -100,6 +97,9 @@ daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp)
   return NULL;
 }
 
+/* No payer may connect any more: the handshakes still going are told
+ * @code (ALREADY_PAID once the request took its payers), and advertising
+ * stops. */
 void
 daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const char *message)
 {

@@ -411,14 +411,9 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
   tally_gatt_server_set_advert_failed_func (server, on_gatt_advert_failed);
   g_message ("Bluetooth LE payee on %s (%s mode)", d->adapter,
              tally_gatt_server_mode_to_string (tally_gatt_server_get_mode (server)));
-  for (guint i = 0; i < d->requests->len; i++) {
-    DaemonRequest *r = d->requests->pdata[i];
-    g_autoptr (GError) refused = NULL;
-    /* A request made before the server was up: it gets the advertisement
-     * now, under a tag payers could not have learnt otherwise. */
-    if (r->tagged && !tally_gatt_server_add_advertisement (server, r->tag, &refused))
-      g_warning ("request at %s is not advertised: %s", r->address, refused->message);
-  }
+  /* Requests made before the server was up stay on the stream
+   * transport: their URI names the listen address, and no payer could
+   * learn a BLE tag for them. */
 }
 
 /* --- reconciling online --- */
