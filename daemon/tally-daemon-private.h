@@ -137,12 +137,15 @@ void daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, cons
 /* Whether a payer is in a handshake with one of the open requests (an
  * open request alone, waiting for payers, is not). */
 gboolean daemon_requests_in_handshake (TallyDaemon *d);
+/* BlueZ refused the advertisement of @tag: the open request with that
+ * tag ends with POLICY, its object failed. */
+void daemon_request_not_advertised (TallyDaemon *d, const guint8 *tag, const GError *error);
 /* The open request whose object @dp is, or NULL. */
 DaemonRequest *daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp);
-void daemon_routers_free (TallyDaemon *d);
 /* A payer's link arrived, over the stream transport (@ble FALSE) or BLE:
- * with one request open it is that request's, with several its Hello's
- * tag picks one (daemon_route_payer ()). */
+ * with [payment] max_open_requests 1 it is the open request's, else its
+ * Hello's tag picks one of those open when it arrives
+ * (daemon_route_payer ()). */
 void daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble);
 /* Gives the payer on @link a handshake of @r.  With @channel (taken), the
  * payer was routed: @first is the Hello it already sent. */
@@ -156,10 +159,13 @@ void daemon_request_take_link (TallyDaemon *d,
 /* tally-daemon-route.c */
 
 /* Reads @link's first message, a Hello naming one of the open requests
- * by its tag, and hands the link to that request; refuses it with
- * NOT_FOUND (no open request has the tag), REQUEST_UNNAMED (no tag while
- * several are open) or TIMEOUT (no message in hello_timeout_seconds). */
+ * by its tag, and hands the link to that request; refuses it, in the
+ * order of docs/protocol.md 4.2, with VERSION or MALFORMED (the Hello's
+ * version, key, commitment or tag length), NOT_FOUND (no open request has
+ * the tag) or REQUEST_UNNAMED (no tag while several are open), or with
+ * TIMEOUT (no message in hello_timeout_seconds). */
 void daemon_route_payer (TallyDaemon *d, TallyLink *link, gboolean ble);
 /* Drops the links still being read for their Hello. */
+void daemon_routers_free (TallyDaemon *d);
 
 G_END_DECLS

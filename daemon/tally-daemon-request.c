@@ -86,9 +86,6 @@ daemon_request_free (DaemonRequest *request)
   g_free (request);
 }
 
-/* No payer may connect any more: the handshakes still going are told
- * @code (ALREADY_PAID once the request took its payers), and advertising
- * stops. */
 DaemonRequest *
 daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp)
 {
@@ -100,6 +97,9 @@ daemon_request_of_object (TallyDaemon *d, DaemonPayment *dp)
   return NULL;
 }
 
+/* No payer may connect any more: the handshakes still going are told
+ * @code (ALREADY_PAID once the request took its payers), and advertising
+ * stops. */
 void
 daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const char *message)
 {
@@ -123,6 +123,30 @@ daemon_end_request (TallyDaemon *d, DaemonRequest *r, TallyError code, const cha
   /* The other open requests stay on the air. */
   if (d->gatt != NULL && advertised)
     tally_gatt_server_remove_advertisement (d->gatt, tag);
+}
+
+void
+daemon_request_not_advertised (TallyDaemon *d, const guint8 *tag, const GError *error)
+{
+  DaemonRequest *r = NULL;
+  for (guint i = 0; i < d->requests->len && r == NULL; i++) {
+    DaemonRequest *open = d->requests->pdata[i];
+    if (open->tagged && memcmp (open->tag, tag, TALLY_GATT_TAG_BYTES) == 0)
+      r = open;
+  }
+  if (r == NULL)
+    return;
+  g_autofree char *message =
+    g_strdup_printf ("the payment request cannot be advertised: %s", error->message);
+  g_warning ("request at %s: %s", r->address, message);
+  /* Its object fails with it: off the air, no payer finds it. */
+  DaemonPayment *dp = r->object;
+  g_autoptr (TallyPayment) lead = dp != NULL ? tally_payment_ref (dp->payment) : NULL;
+  daemon_end_request (d, r, TALLY_ERROR_POLICY, message);
+  if (lead != NULL && !tally_payment_is_finished (lead)) {
+    tally_payment_abort (lead, TALLY_ERROR_POLICY, message, NULL);
+    daemon_payment_update (dp);
+  }
 }
 
 /* --- a request's handshakes --- */
@@ -276,55 +300,22 @@ request_counts_credit (DaemonRequest *r, TallyPayment *payment)
   return counts;
 }
 
-/* A permission delivered again in a session of @r may name the nonce of
- * another open request (spent on that one, its Pay lost): the credit took
- * that request's place, which counts there, and fills it when it was its
- * last. */
+/* @payment's credit counts toward @r: @r's object shows it, finished, as
+ * the payment of @ble (started at @started, monotonic us); the request
+ * ends once it took its payers, else a fresh object waits for the next. */
 static void
-request_credit_elsewhere (TallyDaemon *d, DaemonRequest *r, TallyPayment *payment)
+request_credited (TallyDaemon *d,
+                  DaemonRequest *r,
+                  TallyPayment *payment,
+                  gboolean ble,
+                  gint64 started)
 {
-  if (!tally_payment_is_redelivery (payment))
-    return;
-  const guint8 *nonce = tally_payment_get_request_nonce (payment);
-  g_autoptr (GBytes) key = g_bytes_new (nonce, TALLY_NONCE_BYTES);
-  for (guint i = 0; i < d->requests->len; i++) {
-    DaemonRequest *other = d->requests->pdata[i];
-    if (other == r || g_hash_table_lookup (other->nonces, key) != NONCE_ISSUED)
-      continue;
-    g_hash_table_replace (other->nonces, g_bytes_ref (key), NONCE_CREDITED);
-    other->paid++;
-    g_message ("request at %s: a permission spent on it was delivered again (%u of %u paid)",
-               other->address, other->paid, other->payers);
-    if (other->paid >= other->payers) {
-      /* Its object finishes with the credit that filled it. */
-      if (other->object != NULL)
-        daemon_payment_show (other->object, payment);
-      daemon_end_request (d, other, TALLY_ERROR_ALREADY_PAID,
-                          "the payment request was already paid");
-    }
-    return;
-  }
-}
-
-/* @h's Pay was credited (or an earlier permission delivered again): the
- * request's object shows it, finished; the request ends once it took its
- * payers, and any other payer in its handshake is told ALREADY_PAID. */
-static void
-request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
-{
-  g_autoptr (TallyPayment) payment = tally_payment_ref (h->payment);
   DaemonPayment *dp = r->object;
 
-  dp->ble = h->ble;
-  dp->ble_started = h->started;
-  request_drop_handshake (r, h);
+  dp->ble = ble;
+  dp->ble_started = started;
   daemon_payment_show (dp, payment);
-  /* A permission delivered again pays an earlier request, unless it was
-   * spent on this one. */
-  if (request_counts_credit (r, payment))
-    r->paid++;
-  else
-    request_credit_elsewhere (d, r, payment);
+  r->paid++;
   if (r->paid >= r->payers) {
     daemon_end_request (d, r, TALLY_ERROR_ALREADY_PAID, "the payment request was already paid");
     return;
@@ -340,6 +331,90 @@ request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
   }
   g_message ("%s: waiting for the next payer on %s (%u of %u paid)", r->object->path, r->address,
              r->paid, r->payers);
+}
+
+/* The open request other than @r whose handshake offered the nonce
+ * @payment's permission names and no credit took yet, or NULL. */
+static DaemonRequest *
+request_owning_nonce (TallyDaemon *d, DaemonRequest *r, TallyPayment *payment)
+{
+  const guint8 *nonce = tally_payment_get_request_nonce (payment);
+  g_autoptr (GBytes) key = g_bytes_new (nonce, TALLY_NONCE_BYTES);
+  for (guint i = 0; i < d->requests->len; i++) {
+    DaemonRequest *other = d->requests->pdata[i];
+    if (other != r && !other->ended && other->object != NULL &&
+        g_hash_table_lookup (other->nonces, key) == NONCE_ISSUED) {
+      g_hash_table_replace (other->nonces, g_steal_pointer (&key), NONCE_CREDITED);
+      return other;
+    }
+  }
+  return NULL;
+}
+
+/* A permission delivered again in a session of @r that does not count
+ * for @r: @r's object never shows it (@r got nothing).  When it names the
+ * nonce of another open request (spent on that one, its Pay lost), the
+ * credit is that request's and shows on its object; else (an ended
+ * request's, or one whose receipt was only lost) it shows on an object of
+ * its own, which belongs to no request. */
+static void
+request_credit_elsewhere (TallyDaemon *d, DaemonRequest *r, TallyPayment *payment, Handshake *h)
+{
+  DaemonRequest *owner = request_owning_nonce (d, r, payment);
+  if (owner != NULL) {
+    g_message ("request at %s: a permission spent on it was delivered again under the tag of "
+               "the request at %s",
+               owner->address, r->address);
+    request_credited (d, owner, payment, h->ble, h->started);
+    return;
+  }
+  g_autoptr (GError) error = NULL;
+  DaemonPayment *dp = daemon_add_payment (d, tally_payment_ref (payment), NULL, r->uid, &error);
+  if (dp == NULL) {
+    g_warning ("cannot show a permission delivered again: %s", error->message);
+    return;
+  }
+  tally_dbus_payment_set_address (dp->object, r->address);
+  dp->ble = h->ble;
+  dp->ble_started = h->started;
+  daemon_payment_update (dp);
+  g_message ("%s: an earlier permission delivered again on %s; that request goes on waiting",
+             dp->path, r->address);
+}
+
+/* @h's Pay was credited (or an earlier permission delivered again): the
+ * credit shows on the object of the request it counts for (docs/dbus-api.md
+ * Redelivered), and any other payer of a request it filled is told
+ * ALREADY_PAID. */
+static void
+request_paid (TallyDaemon *d, DaemonRequest *r, Handshake *h)
+{
+  g_autoptr (TallyPayment) payment = tally_payment_ref (h->payment);
+  gboolean ble = h->ble;
+  gint64 started = h->started;
+
+  /* A permission delivered again pays an earlier request, unless it was
+   * spent on this one. */
+  if (request_counts_credit (r, payment)) {
+    request_drop_handshake (r, h);
+    request_credited (d, r, payment, ble, started);
+    return;
+  }
+  request_credit_elsewhere (d, r, payment, h);
+  request_drop_handshake (r, h);
+  /* @r (which may have ended meanwhile only if it was the owner, which it
+   * is not) goes on: its object shows its next payer, if it showed this. */
+  DaemonPayment *dp = r->object;
+  if (dp == NULL || dp->payment != payment)
+    return;
+  g_autoptr (GError) error = NULL;
+  Handshake *next = request_next_lead (d, r, &error);
+  if (next == NULL) {
+    g_warning ("request at %s: cannot wait for another payer: %s", r->address, error->message);
+    daemon_end_request (d, r, TALLY_ERROR_CANCELLED, "the payment request ended");
+    return;
+  }
+  daemon_payment_show (dp, next->payment);
 }
 
 /* The handshake @r's object shows failed.  It ends the request only when
@@ -580,8 +655,10 @@ daemon_take_payer (TallyDaemon *d, TallyLink *link, gboolean ble)
     tally_payment_refuse_link (link, TALLY_ERROR_NOT_FOUND, "no payment requested");
     return;
   }
-  /* Several open: its Hello's tag picks one (tally-daemon-route.c). */
-  if (d->requests->len > 1) {
+  /* Several may be open: its Hello's tag picks one (tally-daemon-route.c)
+   * once it arrives, among the requests open then, even when only one was
+   * open at the connection. */
+  if (d->max_open_requests > 1) {
     daemon_route_payer (d, link, ble);
     return;
   }

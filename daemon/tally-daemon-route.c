@@ -2,9 +2,10 @@
 /*
  * Several open requests: a payer's link belongs to none of them until its
  * Hello names one by its tag (docs/protocol.md 4.2).  The router reads
- * that first message, looks at nothing but the tag, and hands the link
- * with the Hello to a handshake of the request named, whose session
- * checks the rest.  A refused link changed nothing: no request, nonce or
+ * that first message, makes the checks that come before the tag (version,
+ * key, commitment, tag length: tally_session_check_hello ()), and hands
+ * the link with the Hello to a handshake of the request named, whose
+ * session checks the rest.  A refused link changed nothing: no request, nonce or
  * handshake was made for it.
  */
 #include "tally-daemon-private.h"
@@ -59,9 +60,10 @@ router_refuse (DaemonRouter *rt, TallyError code, const char *message)
 }
 
 /* The open request the Hello in @first names; NULL after setting @error.
- * A first message that is no Hello, or a Hello whose tag is not 4 bytes,
- * goes to the oldest request, whose session refuses it as it would with
- * one request open. */
+ * A first message that is no Hello goes to the oldest request, whose
+ * session refuses it as it would with one request open.  A Hello is
+ * checked as docs/protocol.md 4.2 orders it: its version, key, commitment
+ * and tag length before its tag picks a request. */
 static DaemonRequest *
 route_pick (TallyDaemon *d, GBytes *first, GError **error)
 {
@@ -70,9 +72,10 @@ route_pick (TallyDaemon *d, GBytes *first, GError **error)
   g_autoptr (Tally__SessionMessage) m = TALLY_UNPACK (Tally__SessionMessage, tally__session_message,
                                                       data, len, "session message", NULL);
 
-  if (m == NULL || m->msg_case != TALLY__SESSION_MESSAGE__MSG_HELLO ||
-      (m->hello->request_tag.len != 0 && m->hello->request_tag.len != TALLY_GATT_TAG_BYTES))
+  if (m == NULL || m->msg_case != TALLY__SESSION_MESSAGE__MSG_HELLO)
     return d->requests->pdata[0];
+  if (!tally_session_check_hello (m->hello, error))
+    return NULL;
   /* The others ended while this link was being read: as with one open. */
   if (m->hello->request_tag.len == 0 && d->requests->len == 1)
     return d->requests->pdata[0];

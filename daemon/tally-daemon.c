@@ -305,10 +305,17 @@ tally_daemon_pay (TallyDaemon *d,
     return NULL;
 
   gboolean ble = tally_gatt_is_address (address);
+  g_autofree char *ble_tagged = NULL;
   if (ble) {
     TallyGattTarget target;
     if (!tally_gatt_address_parse (address, &target, error))
       return NULL;
+    /* "ble" with a Tag looks for that request's advertisement, as
+     * "ble:TAG" does: not for any stall nearby. */
+    if (target.kind == TALLY_GATT_TARGET_ANY && has_tag) {
+      ble_tagged = tally_gatt_tag_to_address (tag_bytes);
+      address = ble_tagged;
+    }
     if (target.kind == TALLY_GATT_TARGET_TAG) {
       if (has_tag && memcmp (tag_bytes, target.tag, sizeof tag_bytes) != 0) {
         g_set_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT,
@@ -376,6 +383,15 @@ on_gatt_link (TallyGattServer *server, TallyLink *link, gpointer user_data)
 }
 
 static void
+on_gatt_advert_failed (TallyGattServer *server,
+                       const guint8 *tag,
+                       const GError *error,
+                       gpointer user_data)
+{
+  daemon_request_not_advertised (user_data, tag, error);
+}
+
+static void
 on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr (GError) error = NULL;
@@ -389,19 +405,15 @@ on_gatt_started (GObject *source, GAsyncResult *result, gpointer user_data)
   TallyDaemon *d = user_data;
   g_clear_object (&d->gatt_start);
   d->gatt = server;
-  /* A central that connects and never writes is gone as soon as a
-   * silent stream connection would be. */
-  tally_gatt_server_set_idle_timeout (server, d->hello_timeout_seconds);
+  /* A central that connects and never writes goes, but not before a
+   * phone could have discovered the service and set up notifications. */
+  tally_gatt_server_set_idle_timeout (server, tally_daemon_get_ble_idle_seconds (d));
+  tally_gatt_server_set_advert_failed_func (server, on_gatt_advert_failed);
   g_message ("Bluetooth LE payee on %s (%s mode)", d->adapter,
              tally_gatt_server_mode_to_string (tally_gatt_server_get_mode (server)));
-  for (guint i = 0; i < d->requests->len; i++) {
-    DaemonRequest *r = d->requests->pdata[i];
-    g_autoptr (GError) refused = NULL;
-    /* A request made before the server was up: it gets the advertisement
-     * now, under a tag payers could not have learnt otherwise. */
-    if (r->tagged && !tally_gatt_server_add_advertisement (server, r->tag, &refused))
-      g_warning ("request at %s is not advertised: %s", r->address, refused->message);
-  }
+  /* Requests made before the server was up stay on the stream
+   * transport: their URI names the listen address, and no payer could
+   * learn a BLE tag for them. */
 }
 
 /* --- reconciling online --- */
@@ -695,6 +707,13 @@ tally_daemon_get_sync (TallyDaemon *d)
 {
   g_return_val_if_fail (d != NULL, NULL);
   return d->sync;
+}
+
+guint
+tally_daemon_get_ble_idle_seconds (TallyDaemon *d)
+{
+  g_return_val_if_fail (d != NULL, 0);
+  return MAX (d->hello_timeout_seconds, TALLY_GATT_SERVER_DEFAULT_IDLE_SECONDS);
 }
 
 const char *

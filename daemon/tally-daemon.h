@@ -59,6 +59,12 @@ TallyRegister *tally_daemon_get_register (TallyDaemon *daemon);
 /* The online sync with [issuer] url; NULL without one. */
 TallySync *tally_daemon_get_sync (TallyDaemon *daemon);
 const char *tally_daemon_get_listen_address (TallyDaemon *daemon);
+/* Seconds a Bluetooth LE central that connects and writes nothing keeps
+ * its connection: [transport] hello_timeout_seconds, but at least
+ * TALLY_GATT_SERVER_DEFAULT_IDLE_SECONDS, since the clock starts at the
+ * connection, before the phone's GATT discovery and notification setup
+ * (seconds on some phones). */
+guint tally_daemon_get_ble_idle_seconds (TallyDaemon *daemon);
 guint tally_daemon_get_timeout (TallyDaemon *daemon);
 guint tally_daemon_get_payment_count (TallyDaemon *daemon);
 

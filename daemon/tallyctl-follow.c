@@ -54,8 +54,10 @@ payment_outcome (Ctl *ctl)
     g_print ("Paid %s to %s, counter %" G_GUINT64_FORMAT ".\n", g_strstrip (amount),
              peer, dict_t (p, "Counter"));
   } else if (done && dict_b (p, "Redelivered")) {
-    g_print ("Received again the earlier payment of %s from %s, counter %" G_GUINT64_FORMAT
-             ", whose receipt had been lost.  This request is still open.\n",
+    /* A request's object finishes only with a credit of its own: this
+     * permission was spent on it and its Pay lost (docs/dbus-api.md). */
+    g_print ("Received %s from %s, counter %" G_GUINT64_FORMAT
+             ", delivered again after its first delivery was lost.\n",
              g_strstrip (amount), peer, dict_t (p, "Counter"));
   } else if (done) {
     g_print ("Received %s from %s, counter %" G_GUINT64_FORMAT ".\n", g_strstrip (amount),
@@ -223,7 +225,10 @@ request_payment_outcome (Ctl *ctl, const char *path, GVariantDict *p, const char
   finish (ctl, ctl->payers_done == ctl->payers ? EXIT_OK : ctl->payers_exit);
 }
 
-/* Adopts @path when it is a payment of our request (same Address). */
+/* Adopts @path when it is a payment of our request: same Address and
+ * RequestUri (several requests may share a listen address; a permission
+ * delivered again for an ended request shows on an object without a
+ * RequestUri, and pays none of ours). */
 static GVariantDict *
 request_track (Ctl *ctl, const char *path)
 {
@@ -235,6 +240,7 @@ request_track (Ctl *ctl, const char *path)
   if (p == NULL)
     return NULL;
   if (strcmp (dict_str (p, "Address"), ctl->request_address) != 0 ||
+      strcmp (dict_str (p, "RequestUri"), ctl->request_text) != 0 ||
       strcmp (dict_str (p, "Role"), "payee") != 0) {
     g_variant_dict_unref (p);
     return NULL;
@@ -291,6 +297,7 @@ follow_request (Ctl *ctl, const char *path, guint payers)
   if (first == NULL)
     return report_gerror (ctl, error);
   ctl->request_address = g_strdup (dict_str (first, "Address"));
+  ctl->request_text = g_strdup (dict_str (first, "RequestUri"));
   ctl->payment_path = g_strdup (path);
   if (request_track (ctl, path) == NULL)
     return report_error (ctl, TALLY_DBUS_ERROR_FAILED, "the request's payment vanished");
@@ -303,6 +310,7 @@ follow_request (Ctl *ctl, const char *path, guint payers)
   g_source_remove (sigterm);
   g_clear_pointer (&ctl->request_payments, g_hash_table_unref);
   g_clear_pointer (&ctl->request_address, g_free);
+  g_clear_pointer (&ctl->request_text, g_free);
   return ctl->exit_code;
 }
 

@@ -106,6 +106,7 @@ struct _Ctl
   /* Following the payments of a request for several payers. */
   GHashTable *request_payments; /* path -> GVariantDict */
   char *request_address;
+  char *request_text; /* RequestUri: with the address, tells our request's objects from others' */
   guint payers;
   guint payers_done;
   guint payers_failed;

@@ -654,24 +654,40 @@ payee_check_request_tag (TallySession *s, const ProtobufCBinaryData *tag, GError
   return TRUE;
 }
 
+gboolean
+tally_session_check_hello (const Tally__Hello *hello, GError **error)
+{
+  g_return_val_if_fail (hello != NULL, FALSE);
+
+  if (hello->version != TALLY_PROTOCOL_VERSION) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_VERSION,
+                 "protocol version %u is not supported (this side speaks %d)", hello->version,
+                 TALLY_PROTOCOL_VERSION);
+    return FALSE;
+  }
+  if (hello->ephemeral_public_key.len != EPHEM_BYTES) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "hello: ephemeral key is %zu bytes",
+                 hello->ephemeral_public_key.len);
+    return FALSE;
+  }
+  /* Without a commitment the payer could choose N_a after our offer. */
+  if (!tally_check_bytes (&hello->commitment, TALLY_HASH_BYTES, "hello: commitment", error))
+    return FALSE;
+  if (hello->request_tag.len != 0 && hello->request_tag.len != TALLY_REQUEST_TAG_BYTES) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
+                 "hello: request tag is %zu bytes, not %d", hello->request_tag.len,
+                 TALLY_REQUEST_TAG_BYTES);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 /* Handshake step 2, payee side: answer Hello with the signed, sealed offer. */
 static GBytes *
 payee_handle_hello (TallySession *s, const Tally__Hello *hello, const guint8 *raw, gsize raw_len,
                     GError **error)
 {
-  if (hello->version != TALLY_PROTOCOL_VERSION) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_VERSION,
-                 "protocol version %u is not supported (this side speaks %d)", hello->version,
-                 TALLY_PROTOCOL_VERSION);
-    return NULL;
-  }
-  if (hello->ephemeral_public_key.len != EPHEM_BYTES) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "hello: ephemeral key is %zu bytes",
-                 hello->ephemeral_public_key.len);
-    return NULL;
-  }
-  /* Without a commitment the payer could choose N_a after our offer. */
-  if (!tally_check_bytes (&hello->commitment, TALLY_HASH_BYTES, "hello: commitment", error))
+  if (!tally_session_check_hello (hello, error))
     return NULL;
   if (!payee_check_request_tag (s, &hello->request_tag, error))
     return NULL;

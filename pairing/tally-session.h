@@ -82,6 +82,13 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallySession, tally_session_free)
 void tally_session_set_request_tag (TallySession *session,
                                     const guint8 tag[static TALLY_REQUEST_TAG_BYTES]);
 
+/* Payee: the checks of a Hello that need no request, in the order of
+ * docs/protocol.md 4.2: VERSION; MALFORMED when the ephemeral key or the
+ * commitment is not 32 bytes or a request tag is present and not
+ * TALLY_REQUEST_TAG_BYTES.  The payee session makes them first; a payee
+ * that picks a session by the tag makes them before it looks at the tag. */
+gboolean tally_session_check_hello (const Tally__Hello *hello, GError **error);
+
 /* Payer: the Hello message. WRONG_STATE unless IDLE. */
 GBytes *tally_session_start (TallySession *session, GError **error);
 

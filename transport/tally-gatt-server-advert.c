@@ -166,18 +166,34 @@ gatt_server_adv_unregister_all (TallyGattServer *server)
   }
 }
 
+/* Our instances BlueZ holds now. */
+static guint
+adverts_registered (TallyGattServer *server)
+{
+  guint n = 0;
+  for (guint i = 0; i < server->adverts->len; i++)
+    n += ((GattAdvert *) server->adverts->pdata[i])->registered;
+  return n;
+}
+
 void
 gatt_server_adv_note_manager (TallyGattServer *server, GVariant *props)
 {
-  guint8 free_instances;
+  guint8 free_instances, active;
 
   if (g_variant_lookup (props, "SupportedInstances", "y", &free_instances)) {
     g_debug ("gatt server %s: %u advertising instance(s) free", server->adapter, free_instances);
     server->adv_free_instances = free_instances;
+    server->adv_ours_when_noted = adverts_registered (server);
+  }
+  if (g_variant_lookup (props, "ActiveInstances", "y", &active)) {
+    server->adv_active_instances = active;
+    server->adv_ours_when_noted = adverts_registered (server);
   }
 }
 
 static void advert_reconcile (GattAdvert *advert);
+static gboolean adv_matches_wanted (GattAdvert *advert);
 
 /* An instance given up and let go by BlueZ goes; adv0 stays. */
 static void
@@ -185,6 +201,24 @@ advert_drop_if_removed (GattAdvert *advert)
 {
   if (advert->removed && advert->state == ADV_IDLE)
     g_ptr_array_remove (advert->server->adverts, advert);
+}
+
+/* @advert (idle) cannot go on the air: not again until asked for anew.
+ * A further instance goes, and its owner hears of a tag off the air. */
+static void
+advert_give_up (GattAdvert *advert, const GError *error)
+{
+  TallyGattServer *server = advert->server;
+  gboolean tagged = advert->tagged_wanted;
+  guint8 tag[TALLY_GATT_TAG_BYTES];
+
+  memcpy (tag, advert->tag_wanted, sizeof tag);
+  advert->wanted = FALSE;
+  if (advert != gatt_server_advert0 (server))
+    advert->removed = TRUE;
+  advert_drop_if_removed (advert); /* may free it */
+  if (tagged && server->on_advert_failed != NULL)
+    server->on_advert_failed (server, tag, error, server->user_data);
 }
 
 static void
@@ -198,12 +232,25 @@ adv_register_done (GObject *source, GAsyncResult *result, gpointer user_data)
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;
   if (reply == NULL) {
-    g_warning ("gatt server %s: cannot advertise %s: %s", advert->server->adapter, advert->path,
-               error->message);
+    /* A warning unless the owner hears of it (and tells why it matters). */
+    if (advert->server->on_advert_failed != NULL)
+      g_message ("gatt server %s: cannot advertise %s: %s", advert->server->adapter, advert->path,
+                 error->message);
+    else
+      g_warning ("gatt server %s: cannot advertise %s: %s", advert->server->adapter, advert->path,
+                 error->message);
     advert_enter_state (advert, ADV_IDLE);
-    /* Not again until the next request asks for it. */
-    advert->wanted = FALSE;
-    advert_drop_if_removed (advert);
+    /* Given up meanwhile: nobody waits for it. */
+    if (!advert->wanted || advert->removed) {
+      advert_drop_if_removed (advert);
+      return;
+    }
+    /* Asked for another tag meanwhile: that one is tried afresh. */
+    if (!adv_matches_wanted (advert)) {
+      advert_reconcile (advert);
+      return;
+    }
+    advert_give_up (advert, error);
     return;
   }
   g_info ("gatt server %s: advertising %s%s", advert->server->adapter, TALLY_GATT_SERVICE_UUID,
@@ -290,7 +337,7 @@ advert_reconcile (GattAdvert *advert)
   tally_gatt_advertising_init (&layout, advert->tagged_wanted);
   if (!tally_gatt_advertising_check (&layout, &error)) {
     g_warning ("gatt server %s: %s", server->adapter, error->message);
-    advert->wanted = FALSE;
+    advert_give_up (advert, error);
     return;
   }
   advert->tagged = advert->tagged_wanted;
@@ -350,17 +397,33 @@ advert_with_tag (TallyGattServer *server, const guint8 *tag)
   return NULL;
 }
 
-/* Instances we want on the air that BlueZ does not hold yet: each takes
- * one of the controller's free ones. */
+/* Instances of ours that take one of the controller's: wanted, or held,
+ * being registered or still being unregistered. */
 static guint
-adverts_pending (TallyGattServer *server)
+adverts_in_use (TallyGattServer *server)
 {
   guint n = 0;
   for (guint i = 0; i < server->adverts->len; i++) {
     GattAdvert *advert = server->adverts->pdata[i];
-    n += advert->wanted && !advert->removed && !advert->registered;
+    n += (advert->wanted && !advert->removed) || advert->state != ADV_IDLE;
   }
   return n;
+}
+
+/* The instances the controller has for us: every one BlueZ reported
+ * (active and free) but other advertisers' (the active ones that were not
+ * ours then).  A count that changed since BlueZ said so changes nothing:
+ * the total does not. */
+static guint
+adverts_capacity (TallyGattServer *server)
+{
+  /* Ours were active then, whether BlueZ said ActiveInstances or not. */
+  guint total = MAX (server->adv_active_instances, server->adv_ours_when_noted) +
+                (guint) server->adv_free_instances;
+  guint foreign = server->adv_active_instances > server->adv_ours_when_noted
+                    ? server->adv_active_instances - server->adv_ours_when_noted
+                    : 0;
+  return total > foreign ? total - foreign : 0;
 }
 
 gboolean
@@ -370,12 +433,13 @@ tally_gatt_server_add_advertisement (TallyGattServer *server, const guint8 *tag,
 
   if (advert_with_tag (server, tag) != NULL)
     return TRUE;
-  if (server->adv_free_instances >= 0 &&
-      adverts_pending (server) >= (guint) server->adv_free_instances) {
+  if (server->adv_free_instances >= 0 && adverts_in_use (server) >= adverts_capacity (server)) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
                  "the Bluetooth controller of %s has no free advertising instance "
-                 "(LEAdvertisingManager1.SupportedInstances is %d)",
-                 server->adapter, server->adv_free_instances);
+                 "(%u of %u in use by this register; LEAdvertisingManager1 said %u active, "
+                 "%d free)",
+                 server->adapter, adverts_in_use (server), adverts_capacity (server),
+                 server->adv_active_instances, server->adv_free_instances);
     return FALSE;
   }
   GattAdvert *advert = gatt_server_advert0 (server);
@@ -397,6 +461,15 @@ tally_gatt_server_add_advertisement (TallyGattServer *server, const guint8 *tag,
   advert_want (advert, tag);
   gatt_server_adv_reconcile (server);
   return TRUE;
+}
+
+void
+tally_gatt_server_set_advert_failed_func (TallyGattServer *server,
+                                          TallyGattServerAdvertFailedFunc func)
+{
+  g_return_if_fail (server != NULL);
+
+  server->on_advert_failed = func;
 }
 
 void

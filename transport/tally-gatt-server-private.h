@@ -63,6 +63,7 @@ struct _TallyGattServer
   TallyGattServerLinkFunc on_link;
   gpointer user_data;
   GDestroyNotify user_data_destroy;
+  TallyGattServerAdvertFailedFunc on_advert_failed; /* with @user_data */
   GMainContext *context;
 
   guint object_ids[5];
@@ -78,6 +79,10 @@ struct _TallyGattServer
   /* LEAdvertisingManager1.SupportedInstances (instances still free), -1
    * while BlueZ has not said. */
   gint adv_free_instances;
+  /* LEAdvertisingManager1.ActiveInstances (every advertiser's), and how
+   * many of them were ours when BlueZ said so. */
+  guint adv_active_instances;
+  guint adv_ours_when_noted;
   TallyBluezWatch adv_manager_watch;
   GCancellable *adv_cancel;
 };

@@ -20,6 +20,14 @@ typedef void (*TallyGattServerLinkFunc) (TallyGattServer *server,
                                          TallyLink *link,
                                          gpointer user_data);
 
+/* BlueZ refused the advertisement of @tag (RegisterAdvertisement
+ * failed): it is off the air and forgotten, and @tag is not advertised
+ * until added again. */
+typedef void (*TallyGattServerAdvertFailedFunc) (TallyGattServer *server,
+                                                 const guint8 *tag,
+                                                 const GError *error,
+                                                 gpointer user_data);
+
 typedef enum
 {
   /* BlueZ before 5.76 (one notify socket for all devices, and before 5.69
@@ -82,6 +90,10 @@ void tally_gatt_server_advertise (TallyGattServer *server, const guint8 *tag);
  * TRUE at once when @tag is already advertised. */
 gboolean
 tally_gatt_server_add_advertisement (TallyGattServer *server, const guint8 *tag, GError **error);
+/* @func hears of every tagged advertisement BlueZ refused, with the
+ * user_data of tally_gatt_server_new_async (); NULL: none does. */
+void tally_gatt_server_set_advert_failed_func (TallyGattServer *server,
+                                               TallyGattServerAdvertFailedFunc func);
 /* Stops advertising @tag, leaving the others on the air. */
 void tally_gatt_server_remove_advertisement (TallyGattServer *server, const guint8 *tag);
 /* Stops every advertisement. */

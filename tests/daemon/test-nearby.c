@@ -421,6 +421,32 @@ test_adapter_switched_off_ends_every_session (Fixture *f, gconstpointer data)
   fake_bluez_expect_quiet (f->fake, 200);
 }
 
+/* Pay ("ble", {Tag}) looks for that request's advertisement, as
+ * "ble:TAG" does: the payment's Address names the tag. */
+static void
+test_pay_ble_with_a_tag_looks_for_that_tag (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autofree char *path = tally_daemon_pay (f->daemon, "ble", "0a1b2c3d", ":1.0", 1000, 30, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (path);
+  CallResult r = { 0 };
+  g_dbus_connection_call (f->client, g_dbus_connection_get_unique_name (f->daemon_bus), path,
+                          "org.freedesktop.DBus.Properties", "Get",
+                          g_variant_new ("(ss)", "org.tally.Payment1", "Address"),
+                          G_VARIANT_TYPE ("(v)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, call_done, &r);
+  FAKE_RUN_UNTIL (f->fake, r.done);
+  g_assert_no_error (r.error);
+  g_autoptr (GVariant) reply = r.reply;
+  g_autoptr (GVariant) address = NULL;
+  g_variant_get (reply, "(v)", &address);
+  g_assert_cmpstr (g_variant_get_string (address, NULL), ==, "ble:0a1b2c3d");
+  /* The payer's connection starts; an adapter that is off ends it. */
+  g_autoptr (GVariant) powered = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_PROPS_IFACE, "Get",
+                                                          g_variant_new_parsed ("(<false>,)"));
+  fake_bluez_expect_quiet (f->fake, 200);
+}
+
 static void
 test_discovery_without_ble_is_not_supported (Fixture *f, gconstpointer data)
 {
@@ -460,6 +486,8 @@ main (int argc, char *argv[])
        test_only_the_caller_that_started_discovery_stops_it, TRUE);
   ADD ("/nearby/adapter-switched-off-ends-every-session",
        test_adapter_switched_off_ends_every_session, TRUE);
+  ADD ("/nearby/pay-ble-with-a-tag-looks-for-that-tag", test_pay_ble_with_a_tag_looks_for_that_tag,
+       TRUE);
   ADD ("/nearby/discovery-without-ble-is-not-supported",
        test_discovery_without_ble_is_not_supported, FALSE);
 #undef ADD

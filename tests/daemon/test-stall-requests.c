@@ -47,6 +47,47 @@ open_request (Fixture *f, OpenRequest *r, gint64 amount, const char *memo)
   g_assert_no_error (error);
 }
 
+/* RequestPayment for @payers payers, as open_request (). */
+static void
+open_request_for (Fixture *f, OpenRequest *r, gint64 amount, const char *memo, guint payers)
+{
+  g_autoptr (GError) error = NULL;
+  r->path = tally_daemon_request_payment (f->stall, getuid (), amount, memo, TIMEOUT_SECONDS,
+                                          payers, &error);
+  g_assert_no_error (error);
+  g_autofree char *text = object_string (f, r->path, "RequestUri");
+  g_autoptr (TallyRequestUri) uri = tally_request_uri_parse (text, &error);
+  g_assert_no_error (error);
+  g_assert_true (tally_hex_decode (uri->tag, r->tag, sizeof r->tag, &error));
+  g_assert_no_error (error);
+}
+
+/* @path's Payment1 property @property. */
+static GVariant *
+object_value (Fixture *f, const char *path, const char *property)
+{
+  g_autoptr (GVariant) reply =
+    stall_call (f, path, "org.freedesktop.DBus.Properties", "Get",
+                g_variant_new ("(ss)", "org.tally.Payment1", property), G_VARIANT_TYPE ("(v)"));
+  GVariant *v = NULL;
+  g_variant_get (reply, "(v)", &v);
+  return v;
+}
+
+static gboolean
+object_bool (Fixture *f, const char *path, const char *property)
+{
+  g_autoptr (GVariant) v = object_value (f, path, property);
+  return g_variant_get_boolean (v);
+}
+
+static gint64
+object_int64 (Fixture *f, const char *path, const char *property)
+{
+  g_autoptr (GVariant) v = object_value (f, path, property);
+  return g_variant_get_int64 (v);
+}
+
 static void
 open_request_clear (OpenRequest *r)
 {
@@ -150,10 +191,169 @@ spend_and_drop_before_pay (Fixture *f, TallyRegister *reg, const guint8 *tag, co
 }
 
 static void
+flag_set (gpointer data)
+{
+  *(gboolean *) data = TRUE;
+}
+
+static gboolean
+flag_is_set (gpointer data)
+{
+  return *(gboolean *) data;
+}
+
+/* A raw link to the stall, connected; its channel is returned. */
+static TallyChannel *
+raw_connect (Fixture *f, RawPayer *raw)
+{
+  tally_stream_connect_async (f->listen, TALLY_STREAM_DEFAULT_MTU, NULL, on_raw_connected, raw);
+  wait_until (raw_connected, raw);
+  g_assert_nonnull (raw->link);
+  TallyChannel *channel = tally_channel_new (raw->link, 8192, WAIT_LIMIT_US / 1000);
+  tally_channel_set_handlers (channel, on_raw_message, NULL, raw, NULL);
+  return channel;
+}
+
+/* Sends @hello on @channel and returns the error code the stall answers
+ * with (its Error message); closes the link. */
+static guint32
+raw_send_hello_for_error (RawPayer *raw, TallyChannel *channel, Tally__Hello *hello)
+{
+  Tally__SessionMessage m = TALLY__SESSION_MESSAGE__INIT;
+  m.msg_case = TALLY__SESSION_MESSAGE__MSG_HELLO;
+  m.hello = hello;
+  gsize len = tally__session_message__get_packed_size (&m);
+  guint8 *buf = g_malloc (len);
+  tally__session_message__pack (&m, buf);
+  g_autoptr (GBytes) packed = g_bytes_new_take (buf, len);
+
+  g_assert_true (tally_channel_send (channel, packed, NULL));
+  wait_until (raw_got_message, raw);
+  gsize reply_len;
+  const guint8 *reply = g_bytes_get_data (raw->last, &reply_len);
+  g_autoptr (Tally__SessionMessage) answer = TALLY_UNPACK (
+    Tally__SessionMessage, tally__session_message, reply, reply_len, "session message", NULL);
+  g_assert_nonnull (answer);
+  g_assert_cmpint (answer->msg_case, ==, TALLY__SESSION_MESSAGE__MSG_ERROR);
+  guint32 code = answer->error->code;
+  tally_channel_set_handlers (channel, NULL, NULL, NULL, NULL);
+  tally_channel_close (channel);
+  tally_channel_unref (channel);
+  tally_link_unref (raw->link);
+  g_clear_pointer (&raw->last, g_bytes_unref);
+  return code;
+}
+
+/* Sends @hello on a raw link to the stall and returns the error code the
+ * stall answers with. */
+static guint32
+raw_hello_error (Fixture *f, Tally__Hello *hello)
+{
+  RawPayer raw = { 0 };
+  TallyChannel *channel = raw_connect (f, &raw);
+  return raw_send_hello_for_error (&raw, channel, hello);
+}
+
+static void
 setup_two (Fixture *f, gconstpointer data)
 {
   fixture_set_up (f, data);
   f->max_open_requests = 2;
+}
+
+/* With two requests open, a Hello with an unknown tag or none that is
+ * also wrong in what comes before the tag (docs/protocol.md 4.2: Version;
+ * Malformed key, commitment or tag length; then NotFound; then
+ * RequestUnnamed) gets the first error in that order, and changes
+ * nothing. */
+static void
+test_hello_errors_come_in_the_documented_order (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  OpenRequest ra = { 0 }, rb = { 0 };
+  open_request (f, &ra, AMOUNT, "till 1");
+  open_request (f, &rb, AMOUNT_B, "till 2");
+  guint nonces = stall_nonces (f);
+  guint8 key[32], commitment[32], unknown[TALLY_REQUEST_TAG_BYTES], odd_tag[3] = { 1, 2, 3 };
+  randombytes_buf (key, sizeof key);
+  randombytes_buf (commitment, sizeof commitment);
+  memcpy (unknown, ra.tag, sizeof unknown);
+  unknown[0] ^= 0xff;
+  if (memcmp (unknown, rb.tag, sizeof unknown) == 0)
+    unknown[1] ^= 0xff;
+
+  for (guint tagged = 0; tagged <= 1; tagged++) {
+    Tally__Hello hello = TALLY__HELLO__INIT;
+    hello.version = 1;
+    hello.ephemeral_public_key = (ProtobufCBinaryData) { sizeof key, key };
+    hello.commitment = (ProtobufCBinaryData) { sizeof commitment, commitment };
+    if (tagged)
+      hello.request_tag = (ProtobufCBinaryData) { sizeof unknown, unknown };
+    guint32 late = tagged ? TALLY_ERROR_NOT_FOUND : TALLY_ERROR_REQUEST_UNNAMED;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, late);
+
+    hello.version = 2;
+    hello.ephemeral_public_key.len = 31;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, TALLY_ERROR_VERSION);
+    hello.version = 1;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, TALLY_ERROR_MALFORMED);
+    hello.ephemeral_public_key.len = sizeof key;
+    hello.commitment.len = 0;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, TALLY_ERROR_MALFORMED);
+    hello.commitment.len = sizeof commitment;
+    g_assert_cmpuint (raw_hello_error (f, &hello), ==, late);
+  }
+  /* A tag of the wrong length is Malformed, not NotFound. */
+  Tally__Hello hello = TALLY__HELLO__INIT;
+  hello.version = 1;
+  hello.ephemeral_public_key = (ProtobufCBinaryData) { sizeof key, key };
+  hello.commitment = (ProtobufCBinaryData) { sizeof commitment, commitment };
+  hello.request_tag = (ProtobufCBinaryData) { sizeof odd_tag, odd_tag };
+  g_assert_cmpuint (raw_hello_error (f, &hello), ==, TALLY_ERROR_MALFORMED);
+
+  g_assert_cmpuint (stall_nonces (f), ==, nonces);
+  g_autofree char *state_a = object_state (f, ra.path);
+  g_autofree char *state_b = object_state (f, rb.path);
+  g_assert_cmpstr (state_a, ==, "waiting");
+  g_assert_cmpstr (state_b, ==, "waiting");
+  open_request_clear (&ra);
+  open_request_clear (&rb);
+}
+
+/* With max_open_requests 2 a link that connects while one request is
+ * open belongs to none yet: a second request opens before its Hello, and
+ * the Hello, naming none, is refused with RequestUnnamed (as it would be
+ * had it connected after), not taken by the first request. */
+static void
+test_link_connected_with_one_request_open_must_name_one_once_two_are (Fixture *f,
+                                                                     gconstpointer data)
+{
+  stall_start (f, 60);
+  OpenRequest ra = { 0 }, rb = { 0 };
+  open_request (f, &ra, AMOUNT, "till 1");
+  RawPayer raw = { 0 };
+  TallyChannel *channel = raw_connect (f, &raw);
+  /* The stall takes the connection (before the fix: for till 1). */
+  gboolean settled = FALSE;
+  g_timeout_add_once (300, flag_set, &settled);
+  wait_until (flag_is_set, &settled);
+  open_request (f, &rb, AMOUNT_B, "till 2");
+  guint nonces = stall_nonces (f);
+
+  guint8 key[32], commitment[32];
+  randombytes_buf (key, sizeof key);
+  randombytes_buf (commitment, sizeof commitment);
+  Tally__Hello hello = TALLY__HELLO__INIT;
+  hello.version = 1;
+  hello.ephemeral_public_key = (ProtobufCBinaryData) { sizeof key, key };
+  hello.commitment = (ProtobufCBinaryData) { sizeof commitment, commitment };
+  g_assert_cmpuint (raw_send_hello_for_error (&raw, channel, &hello), ==,
+                    TALLY_ERROR_REQUEST_UNNAMED);
+  g_assert_cmpuint (stall_nonces (f), ==, nonces);
+  g_autofree char *state_a = object_state (f, ra.path);
+  g_assert_cmpstr (state_a, ==, "waiting");
+  open_request_clear (&ra);
+  open_request_clear (&rb);
 }
 
 /* Two tills: two requests open at once, two payers pay different ones
@@ -366,6 +566,11 @@ test_permission_delivered_again_under_another_tag_fills_its_own_request (Fixture
   g_assert_cmpint (stall_balance (f), ==, AMOUNT_B);
   /* The request it was spent on finished with it. */
   wait_object_state (f, rb.path, "done");
+  g_assert_true (object_bool (f, rb.path, "Redelivered"));
+  g_assert_cmpint (object_int64 (f, rb.path, "Amount"), ==, AMOUNT_B);
+  /* The request it named got nothing: its object still waits. */
+  g_autofree char *named_state = object_state (f, ra.path);
+  g_assert_cmpstr (named_state, ==, "waiting");
 
   payer_name_request (&late, rb.tag);
   payer_start (f, &late);
@@ -381,10 +586,62 @@ test_permission_delivered_again_under_another_tag_fills_its_own_request (Fixture
   g_assert_false (tally_payment_is_redelivery (a.payment));
   g_assert_cmpint (payer_receipt_amount (&a), ==, AMOUNT);
   g_assert_cmpint (stall_balance (f), ==, AMOUNT_B + AMOUNT);
+  /* On the named request's own object, its first and only credit. */
+  wait_object_state (f, ra.path, "done");
+  g_assert_false (object_bool (f, ra.path, "Redelivered"));
 
   payer_clear (&lost);
   payer_clear (&late);
   payer_clear (&a);
+  open_request_clear (&ra);
+  open_request_clear (&rb);
+}
+
+/* As above, but the request the permission was spent on takes two
+ * payers: the credit still shows on that request's object (done,
+ * Redelivered, its amount), which the next payer then replaces, and the
+ * request it named, till 1, never shows it. */
+static void
+test_permission_delivered_again_under_another_tag_shows_on_its_own_request_only (
+  Fixture *f, gconstpointer data)
+{
+  stall_start (f, 60);
+  OpenRequest ra = { 0 }, rb = { 0 };
+  open_request (f, &ra, AMOUNT, "till 1");
+  open_request_for (f, &rb, AMOUNT_B, "till 2", 2);
+  Payer lost = { 0 }, b = { 0 };
+  payer_init (f, &lost, "lost");
+  payer_init (f, &b, "b");
+
+  spend_and_drop_before_pay (f, lost.reg, rb.tag, rb.path);
+  payer_name_request (&lost, ra.tag);
+  payer_start (f, &lost);
+  wait_until (payer_finished, &lost);
+  g_assert_cmpint (tally_payment_get_state (lost.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_true (tally_payment_is_redelivery (lost.payment));
+  g_assert_cmpint (stall_balance (f), ==, AMOUNT_B);
+
+  /* Till 2's object took it, one of its two payers. */
+  wait_object_state (f, rb.path, "done");
+  g_assert_true (object_bool (f, rb.path, "Redelivered"));
+  g_assert_cmpint (object_int64 (f, rb.path, "Amount"), ==, AMOUNT_B);
+  /* Till 1 received nothing and shows nothing. */
+  g_autofree char *named_state = object_state (f, ra.path);
+  g_assert_cmpstr (named_state, ==, "waiting");
+  g_assert_false (object_bool (f, ra.path, "Redelivered"));
+
+  /* Till 2 takes its second payer, and is full. */
+  payer_name_request (&b, rb.tag);
+  payer_start (f, &b);
+  wait_until (payer_finished, &b);
+  g_assert_cmpint (tally_payment_get_state (b.payment), ==, TALLY_PAYMENT_STATE_DONE);
+  g_assert_false (tally_payment_is_redelivery (b.payment));
+  g_assert_cmpint (stall_balance (f), ==, 2 * AMOUNT_B);
+  g_autofree char *still = object_state (f, ra.path);
+  g_assert_cmpstr (still, ==, "waiting");
+
+  payer_clear (&lost);
+  payer_clear (&b);
   open_request_clear (&ra);
   open_request_clear (&rb);
 }
@@ -505,8 +762,14 @@ main (int argc, char **argv)
        test_cancelling_one_request_leaves_the_other_payable);
   ADD ("/daemon/stall-requests/payer-without-tag-against-two-open-requests-is-refused",
        test_payer_without_tag_against_two_open_requests_is_refused);
+  ADD ("/daemon/stall-requests/link-connected-with-one-request-open-must-name-one-once-two-are",
+       test_link_connected_with_one_request_open_must_name_one_once_two_are);
+  ADD ("/daemon/stall-requests/hello-errors-come-in-the-documented-order",
+       test_hello_errors_come_in_the_documented_order);
   ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-fills-its-own-request",
        test_permission_delivered_again_under_another_tag_fills_its_own_request);
+  ADD ("/daemon/stall-requests/permission-delivered-again-under-another-tag-shows-on-its-own-request-only",
+       test_permission_delivered_again_under_another_tag_shows_on_its_own_request_only);
   ADD ("/daemon/stall-requests/untagged-hello-after-others-ended-goes-to-the-one-left",
        test_untagged_hello_after_others_ended_goes_to_the_one_left);
   ADD ("/daemon/stall-requests/request-beyond-the-cap-is-refused",

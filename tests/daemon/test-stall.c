@@ -24,6 +24,8 @@
 #include <gio/gunixsocketaddress.h>
 
 #include "stall-fixture.h"
+
+#include "tally-gatt-server.h"
 #include "tally-hex.h"
 
 /* --- tests --- */
@@ -597,6 +599,24 @@ test_flood_to_fd_limit_keeps_serving (Fixture *f, gconstpointer data)
   g_free (c.request);
 }
 
+/* A BLE central's first deadline runs from its connection, before GATT
+ * discovery and notification setup: never shorter than the transport's
+ * default 15 s, however short hello_timeout_seconds is. */
+static void
+test_ble_silent_central_deadline_leaves_time_for_gatt_setup (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 1);
+  g_assert_cmpuint (tally_daemon_get_ble_idle_seconds (f->stall), ==,
+                    TALLY_GATT_SERVER_DEFAULT_IDLE_SECONDS);
+}
+
+static void
+test_ble_silent_central_deadline_follows_a_longer_hello_timeout (Fixture *f, gconstpointer data)
+{
+  stall_start (f, 40);
+  g_assert_cmpuint (tally_daemon_get_ble_idle_seconds (f->stall), ==, 40);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -608,6 +628,10 @@ main (int argc, char **argv)
   ADD ("/daemon/stall/silent-connection-does-not-block-honest-payer",
        test_silent_connection_does_not_block_honest_payer);
   ADD ("/daemon/stall/no-hello-by-deadline-is-closed", test_no_hello_by_deadline_is_closed);
+  ADD ("/daemon/stall/ble-silent-central-deadline-leaves-time-for-gatt-setup",
+       test_ble_silent_central_deadline_leaves_time_for_gatt_setup);
+  ADD ("/daemon/stall/ble-silent-central-deadline-follows-a-longer-hello-timeout",
+       test_ble_silent_central_deadline_follows_a_longer_hello_timeout);
   ADD ("/daemon/stall/two-payers-race-one-credit", test_two_payers_race_one_credit);
   ADD ("/daemon/stall/object-follows-next-handshake-when-lead-drops",
        test_object_follows_next_handshake_when_lead_drops);

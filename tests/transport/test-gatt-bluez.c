@@ -111,6 +111,8 @@ typedef struct
   gboolean connect_done;
   TallyLink *payer_link;
   GError *connect_error;
+  guint8 failed_tag[TALLY_GATT_TAG_BYTES]; /* the last advertisement BlueZ refused */
+  guint adverts_failed;
   TallyGattConnectInfo info;
   LinkWatch *payer;
 } Fixture;
@@ -602,6 +604,122 @@ test_server_advertises_each_request_in_its_own_instance (Fixture *f, gconstpoint
   g_autoptr (GVariant) app = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_GATT_MANAGER_IFACE,
                                                       "UnregisterApplication", NULL);
   assert_string_arg (app, 0, APP);
+}
+
+static void
+on_advert_failed (TallyGattServer *server, const guint8 *tag, const GError *error,
+                  gpointer user_data)
+{
+  Fixture *f = user_data;
+
+  g_assert_nonnull (error);
+  memcpy (f->failed_tag, tag, TALLY_GATT_TAG_BYTES);
+  f->adverts_failed++;
+}
+
+/* BlueZ refuses the second request's advertisement (RegisterAdvertisement
+ * fails): the owner hears of that tag, the instance is unexported at once
+ * (no leak), the first stays on the air, and the next request takes a
+ * fresh instance that does reach BlueZ. */
+static void
+test_server_refused_advertisement_is_reported_and_dropped (Fixture *f, gconstpointer data)
+{
+  const guint8 tag_a[TALLY_GATT_TAG_BYTES] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  const guint8 tag_b[TALLY_GATT_TAG_BYTES] = { 0x4e, 0x5f, 0x60, 0x71 };
+  const guint8 tag_c[TALLY_GATT_TAG_BYTES] = { 0x82, 0x93, 0xa4, 0xb5 };
+  g_autofree char *owner = script_server_registers (f, MODALIAS_5_76, TALLY_GATT_SERVER_PER_DEVICE);
+  g_autoptr (GError) error = NULL;
+
+  tally_gatt_server_set_advert_failed_func (f->server, on_advert_failed);
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_a, &error));
+  g_autoptr (GVariant) reg_a = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                        "RegisterAdvertisement", NULL);
+  assert_string_arg (reg_a, 0, APP_ADV);
+  FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reg_b =
+    fake_bluez_expect_error (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE, "RegisterAdvertisement",
+                             "org.bluez.Error.Failed");
+  assert_string_arg (reg_b, 0, APP "/adv1");
+  FAKE_RUN_UNTIL (f->fake, f->adverts_failed > 0);
+  g_assert_cmpuint (f->adverts_failed, ==, 1);
+  g_assert_cmpmem (f->failed_tag, TALLY_GATT_TAG_BYTES, tag_b, TALLY_GATT_TAG_BYTES);
+  /* Its object is gone from the bus. */
+  g_autoptr (GVariant) gone = fake_bluez_call (f->fake, owner, APP "/adv1", FAKE_PROPS_IFACE,
+                                               "GetAll", g_variant_new ("(s)", ADV_IFACE), NULL,
+                                               &error);
+  g_assert_null (gone);
+  g_assert_nonnull (error);
+  g_clear_error (&error);
+  /* Not tried again on its own; the first is still on the air. */
+  fake_bluez_expect_quiet (f->fake, 200);
+  g_assert_true (api_is_advertising (f));
+  assert_advertised_tag (f, owner, APP_ADV, tag_a);
+
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_c, &error));
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reg_c = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                        "RegisterAdvertisement", NULL);
+  assert_string_arg (reg_c, 0, APP "/adv2");
+  assert_advertised_tag (f, owner, APP "/adv2", tag_c);
+  g_assert_cmpuint (f->adverts_failed, ==, 1);
+
+  api_server_free (f);
+  for (guint i = 0; i < 2; i++) {
+    g_autoptr (GVariant) unreg = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                          "UnregisterAdvertisement", NULL);
+  }
+  g_autoptr (GVariant) app = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_GATT_MANAGER_IFACE,
+                                                      "UnregisterApplication", NULL);
+  assert_string_arg (app, 0, APP);
+}
+
+/* The controller has one instance (SupportedInstances 1, ActiveInstances
+ * 0, as BlueZ said before any was registered).  Once the first request
+ * holds it a second is refused with Policy though BlueZ has not said so
+ * again, and while the first is still being unregistered too; once it is
+ * let go the second gets it. */
+static void
+test_server_counts_every_instance_it_holds_against_the_total (Fixture *f, gconstpointer data)
+{
+  const guint8 tag_a[TALLY_GATT_TAG_BYTES] = { 0x0a, 0x1b, 0x2c, 0x3d };
+  const guint8 tag_b[TALLY_GATT_TAG_BYTES] = { 0x4e, 0x5f, 0x60, 0x71 };
+  g_autofree char *owner = script_server_registers (f, MODALIAS_5_76, TALLY_GATT_SERVER_PER_DEVICE);
+  g_autoptr (GError) error = NULL;
+
+  fake_bluez_emit_changed (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                           "{'SupportedInstances': <byte 1>, 'ActiveInstances': <byte 0>}");
+  fake_bluez_expect_quiet (f->fake, 100);
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_a, &error));
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reg_a = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                        "RegisterAdvertisement", NULL);
+  FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+
+  g_assert_false (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+  fake_bluez_expect_quiet (f->fake, 100);
+
+  tally_gatt_server_remove_advertisement (f->server, tag_a);
+  GDBusMethodInvocation *unreg = fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                         "UnregisterAdvertisement");
+  g_assert_false (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+  g_dbus_method_invocation_return_value (unreg, NULL);
+  FAKE_RUN_UNTIL (f->fake, !api_is_advertising (f));
+  fake_bluez_expect_quiet (f->fake, 100);
+
+  g_assert_true (tally_gatt_server_add_advertisement (f->server, tag_b, &error));
+  g_assert_no_error (error);
+  g_autoptr (GVariant) reg_b = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADV_MANAGER_IFACE,
+                                                        "RegisterAdvertisement", NULL);
+  assert_advertised_tag (f, owner, APP_ADV, tag_b);
+  FAKE_RUN_UNTIL (f->fake, api_is_advertising (f));
+  script_server_frees (f, TRUE);
 }
 
 /* A central connects while a request is advertised and never writes: the
@@ -1464,6 +1582,10 @@ main (int argc, char *argv[])
   ADD ("/gatt/server/registration-refused-is-exists", test_server_registration_refused_is_exists);
   ADD ("/gatt/server/advertises-each-request-in-its-own-instance",
        test_server_advertises_each_request_in_its_own_instance);
+  ADD ("/gatt/server/refused-advertisement-is-reported-and-dropped",
+       test_server_refused_advertisement_is_reported_and_dropped);
+  ADD ("/gatt/server/counts-every-instance-it-holds-against-the-total",
+       test_server_counts_every_instance_it_holds_against_the_total);
   ADD ("/gatt/server/silent-central-is-disconnected-at-the-idle-deadline/per-device",
        test_server_silent_central_is_disconnected_per_device);
   ADD ("/gatt/server/silent-central-is-disconnected-at-the-idle-deadline/exclusive",
