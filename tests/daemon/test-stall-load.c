@@ -26,6 +26,17 @@
 #define RUNNING_ON_VALGRIND 0
 #endif
 
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+#ifndef UNDER_ASAN
+#define UNDER_ASAN 0
+#endif
+
 #include <gio/gunixsocketaddress.h>
 
 #include "stall-fixture.h"
@@ -484,7 +495,12 @@ test_crowd_among_hostiles_loses_no_receipt_and_frees_resources (Fixture *f, gcon
                     round, held, h.flood, peak, LOAD_FD_LIMIT, fd_baseline, count_fds (t.pid),
                     LOAD_PAYERS, tries, rss_round[round], rss_start);
   }
-  g_assert_cmpuint (rss_round[LOAD_ROUNDS - 1], <=, rss_round[0] + LOAD_RSS_SLACK_KIB);
+  /* AddressSanitizer holds freed memory in its quarantine (256 MiB by
+   * default), so RSS grows there by design; in that build LeakSanitizer
+   * checks tallyd's heap at its exit instead (tallyd_stop () asserts a
+   * clean exit, which a leak report would not be). */
+  if (!UNDER_ASAN)
+    g_assert_cmpuint (rss_round[LOAD_ROUNDS - 1], <=, rss_round[0] + LOAD_RSS_SLACK_KIB);
 
   g_autofree char *log = NULL;
   g_assert_true (g_file_get_contents (t.log_path, &log, NULL, NULL));
