@@ -17,6 +17,7 @@
  *
  * Usage: bench-stall [--payments N] [--per-k M]
  */
+#include <glib/gstdio.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -306,6 +307,14 @@ main (int argc, char **argv)
   while (b.total < (guint) payments)
     round_pay (&b, MAX_K, rest);
   guint64 rss_end = rss_kib (b.pid);
+  /* The floor again, with tallyd idle: the machine's load moves both. */
+  double floor_rate_after;
+  gint64 floor_p50_after;
+  g_autofree char *floor_dir = g_build_filename (b.dir, "floor-after", NULL);
+  g_assert_cmpint (g_mkdir (floor_dir, 0700), ==, 0);
+  floor_measure (issuer, floor_dir, &limits, &floor_rate_after, &floor_p50_after);
+  g_print ("floor again at the end: %.0f payments/s, p50 %" G_GINT64_FORMAT " us\n",
+           floor_rate_after, floor_p50_after);
   g_assert_cmpint (stall_balance (&b), ==, (gint64) b.total * AMOUNT);
   g_print ("tallyd RSS: %" G_GUINT64_FORMAT " KiB after %d payments, %" G_GUINT64_FORMAT
            " KiB after %u (%+" G_GINT64_FORMAT " KiB)\n",
