@@ -27,11 +27,11 @@
 #include "tally-payment.h"
 #include "wallet-fixture.h"
 
-#define AMOUNT     100
-#define MAX_K      16
-#define FUNDS      1000000
-#define RSS_EARLY  100
-#define TIMEOUT_S  60
+#define AMOUNT    100
+#define MAX_K     16
+#define FUNDS     1000000
+#define RSS_EARLY 100
+#define TIMEOUT_S 60
 
 typedef struct
 {
@@ -99,7 +99,8 @@ tallyd_start (Bench *b, FixtureIssuer *issuer, const Tally__Limits *limits)
   g_autofree char *reg_dir = g_build_filename (b->dir, "stall", NULL);
   TallyRegister *stall = fixture_register_new (issuer, reg_dir, limits, tally_now ());
   tally_register_free (stall);
-  g_autofree char *key = tally_hex_encode (fixture_issuer_public_key (issuer), TALLY_PUBLIC_KEY_BYTES);
+  g_autofree char *key =
+    tally_hex_encode (fixture_issuer_public_key (issuer), TALLY_PUBLIC_KEY_BYTES);
   g_autofree char *conf =
     g_strdup_printf ("[register]\ndir=%s\nissuer_key=%s\n"
                      "[dbus]\nbus=session\nname=org.tally.BenchStall\nauthorization=none\n"
@@ -108,7 +109,8 @@ tallyd_start (Bench *b, FixtureIssuer *issuer, const Tally__Limits *limits)
   g_autofree char *conf_path = g_build_filename (b->dir, "tallyd.conf", NULL);
   g_autofree char *log_path = g_build_filename (b->dir, "tallyd.log", NULL);
   g_assert_true (g_file_set_contents (conf_path, conf, -1, &error));
-  g_autoptr (GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
+  g_autoptr (GSubprocessLauncher) launcher =
+    g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_STDOUT_SILENCE);
   g_subprocess_launcher_unsetenv (launcher, "G_MESSAGES_DEBUG");
   g_subprocess_launcher_set_stderr_file_path (launcher, log_path);
   b->daemon = g_subprocess_launcher_spawn (launcher, &error, tallyd, "--config", conf_path, NULL);
@@ -143,8 +145,8 @@ stall_balance (Bench *b)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) reply = g_dbus_connection_call_sync (
-    b->bus, "org.tally.BenchStall", "/org/tally/register", "org.freedesktop.DBus.Properties",
-    "Get", g_variant_new ("(ss)", "org.tally.Register1", "Balance"), G_VARIANT_TYPE ("(v)"),
+    b->bus, "org.tally.BenchStall", "/org/tally/register", "org.freedesktop.DBus.Properties", "Get",
+    g_variant_new ("(ss)", "org.tally.Register1", "Balance"), G_VARIANT_TYPE ("(v)"),
     G_DBUS_CALL_FLAGS_NONE, -1, NULL, &error);
   g_assert_no_error (error);
   g_autoptr (GVariant) v = NULL;
@@ -215,17 +217,21 @@ phase (Bench *b, guint k, guint count, double floor_rate, gint64 floor_p50)
   while (latency->len < count)
     round_pay (b, k, latency);
   double secs = (double) (g_get_monotonic_time () - start) / G_USEC_PER_SEC;
-  g_print ("K=%-2u %5u payments: %6.0f payments/s (floor %.0f), connect to receipt p50 %" G_GINT64_FORMAT
-           " us, p99 %" G_GINT64_FORMAT " us (floor p50 %" G_GINT64_FORMAT
-           " us); %u connect(s) refused by the full backlog and tried again\n",
-           k, latency->len, latency->len / secs, floor_rate, percentile (latency, 50),
-           percentile (latency, 99), floor_p50, b->retries - retries);
+  g_print (
+    "K=%-2u %5u payments: %6.0f payments/s (floor %.0f), connect to receipt p50 %" G_GINT64_FORMAT
+    " us, p99 %" G_GINT64_FORMAT " us (floor p50 %" G_GINT64_FORMAT
+    " us); %u connect(s) refused by the full backlog and tried again\n",
+    k, latency->len, latency->len / secs, floor_rate, percentile (latency, 50),
+    percentile (latency, 99), floor_p50, b->retries - retries);
 }
 
 /* The floor: whole payments between two registers in this process, on
  * the same disk: the protocol's crypto and durable commits alone. */
 static void
-floor_measure (FixtureIssuer *issuer, const char *dir, const Tally__Limits *limits, double *rate,
+floor_measure (FixtureIssuer *issuer,
+               const char *dir,
+               const Tally__Limits *limits,
+               double *rate,
                gint64 *p50)
 {
   guint64 now = tally_now ();
@@ -274,10 +280,10 @@ main (int argc, char **argv)
   b.listen = g_strdup_printf ("unix:%s/stall.sock", b.dir);
   g_autoptr (GTestDBus) bus = g_test_dbus_new (G_TEST_DBUS_NONE);
   g_test_dbus_up (bus);
-  b.bus = g_dbus_connection_new_for_address_sync (
-    g_test_dbus_get_bus_address (bus),
-    G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT | G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
-    NULL, NULL, &error);
+  b.bus = g_dbus_connection_new_for_address_sync (g_test_dbus_get_bus_address (bus),
+                                                  G_DBUS_CONNECTION_FLAGS_AUTHENTICATION_CLIENT |
+                                                    G_DBUS_CONNECTION_FLAGS_MESSAGE_BUS_CONNECTION,
+                                                  NULL, NULL, &error);
   g_assert_no_error (error);
 
   g_autoptr (FixtureIssuer) issuer = fixture_issuer_new (FIXTURE_CURRENCY);
@@ -298,7 +304,8 @@ main (int argc, char **argv)
   tallyd_start (&b, issuer, &limits);
 
   g_print ("floor: one whole payment in one process: %.0f payments/s, p50 %" G_GINT64_FORMAT
-           " us\n", floor_rate, floor_p50);
+           " us\n",
+           floor_rate, floor_p50);
   const guint ks[] = { 1, 4, 16 };
   for (guint i = 0; i < G_N_ELEMENTS (ks); i++)
     phase (&b, ks[i], (guint) per_k, floor_rate, floor_p50);
