@@ -305,6 +305,10 @@ tally_stream_listener_new (const char *address,
   listener->count = g_rc_box_new0 (ConnectionCount);
   listener->count->released = listener_connection_released;
   listener->count->user_data = listener;
+  /* GLib's default backlog of 10 refuses a crowd of payers that connect at
+   * once (EAGAIN on a unix socket) while tallyd is busy; queued in the
+   * kernel they cost tallyd no descriptor until accepted. */
+  g_socket_listener_set_backlog (listener->sockets, TALLY_STREAM_LISTEN_BACKLOG);
 
   if (!g_socket_listener_add_address (listener->sockets, bind_addr, G_SOCKET_TYPE_STREAM,
                                       G_SOCKET_PROTOCOL_DEFAULT, NULL, &bound, &local_error)) {

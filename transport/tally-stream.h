@@ -18,6 +18,8 @@ G_BEGIN_DECLS
 #define TALLY_STREAM_DEFAULT_MTU 244
 /* Connections a listener holds at once unless told otherwise. */
 #define TALLY_STREAM_DEFAULT_MAX_CONNECTIONS 64
+/* Connections the kernel queues for accept () (listen (2) backlog). */
+#define TALLY_STREAM_LISTEN_BACKLOG 128
 
 TallyLink *tally_stream_link_new (GIOStream *stream, gsize mtu, const char *peer);
 
