@@ -40,6 +40,7 @@ static const KnownKey known_keys[] = {
   { "issuer", "url" },
   { "issuer", "ca_file" },
   { "issuer", "sync_interval_seconds" },
+  { "issuer", "revocations_max_age_seconds" },
   { "issuer", "allow_plain_http" },
 };
 
@@ -55,6 +56,7 @@ config_new (void)
   config->max_connections = TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS;
   config->max_open_requests = 1;
   config->sync_interval_seconds = TALLY_CONFIG_DEFAULT_SYNC_INTERVAL;
+  config->revocations_max_age_seconds = TALLY_CONFIG_DEFAULT_REVOCATIONS_MAX_AGE;
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
   return config;
@@ -536,6 +538,14 @@ load_issuer_group (TallyConfig *config, GKeyFile *kf, GError **error)
       return invalid (error, "issuer", "sync_interval_seconds", "must be 0 or at least 10");
     config->sync_interval_seconds = (guint) v;
   }
+  if (!get_uint (kf, "issuer", "revocations_max_age_seconds", TALLY_CONFIG_MAX_SYNC_INTERVAL,
+                 &present, &v, error))
+    return FALSE;
+  if (present) {
+    if (v != 0 && v < TALLY_CONFIG_MIN_SYNC_INTERVAL)
+      return invalid (error, "issuer", "revocations_max_age_seconds", "must be 0 or at least 10");
+    config->revocations_max_age_seconds = (guint) v;
+  }
   return TRUE;
 }
 
@@ -640,6 +650,10 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 the certificate's sync deadline, and when the\n"               \
   "                                 network comes back; 10 to 604800, or 0: only\n"                \
   "                                 on tallyctl sync (default: 3600)\n"                            \
+  "    revocations_max_age_seconds=N with the automatic sync, sync when the\n"                     \
+  "                                 revocation list is N seconds old (since\n"                     \
+  "                                 issued or last fetched); 10 to 604800, or\n"                   \
+  "                                 0: never for this (default: 86400)\n"                          \
   "    allow_plain_http=true|false  allow http:// to a host that is not loopback\n"                \
   "                                 (default: false)\n"
 

@@ -36,6 +36,8 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_DEFAULT_SYNC_INTERVAL   3600
 #define TALLY_CONFIG_MIN_SYNC_INTERVAL       10
 #define TALLY_CONFIG_MAX_SYNC_INTERVAL       (7 * 24 * 3600)
+/* [issuer] revocations_max_age_seconds: 0 or 10 .. a week. */
+#define TALLY_CONFIG_DEFAULT_REVOCATIONS_MAX_AGE (24 * 3600)
 /* The register and the socket with -Ddefaults=system (systemd's
  * StateDirectory=tally and RuntimeDirectory=tally). */
 #define TALLY_CONFIG_SYSTEM_STATE_DIR        "/var/lib/tally"
@@ -105,6 +107,7 @@ typedef struct
   char *issuer_ca_file;
   gboolean allow_plain_http;
   guint sync_interval_seconds; /* 0: only when asked (Register1.Sync) */
+  guint revocations_max_age_seconds; /* a sync falls due; 0: never for this */
 } TallyConfig;
 
 /* A user's defaults (development, -Ddefaults=user): register under the
