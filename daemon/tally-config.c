@@ -40,6 +40,7 @@ static const KnownKey known_keys[] = {
   { "issuer", "url" },
   { "issuer", "ca_file" },
   { "issuer", "sync_interval_seconds" },
+  { "issuer", "revocations_max_age_seconds" },
   { "issuer", "allow_plain_http" },
   { "issuer", "request_timeout_seconds" },
 };
@@ -57,6 +58,7 @@ config_new (void)
   config->max_open_requests = 1;
   config->sync_interval_seconds = TALLY_CONFIG_DEFAULT_SYNC_INTERVAL;
   config->request_timeout_seconds = TALLY_CONFIG_DEFAULT_REQUEST_TIMEOUT;
+  config->revocations_max_age_seconds = TALLY_CONFIG_DEFAULT_REVOCATIONS_MAX_AGE;
   config->targets.ble = TRUE;
   config->targets.unix_dirs = g_strsplit (TALLY_CONFIG_DEFAULT_UNIX_TARGETS, ";", -1);
   return config;
@@ -547,6 +549,15 @@ load_issuer_group (TallyConfig *config, GKeyFile *kf, GError **error)
       return invalid (error, "issuer", "request_timeout_seconds", "must be 1 to 3600");
     config->request_timeout_seconds = (guint) v;
   }
+
+  if (!get_uint (kf, "issuer", "revocations_max_age_seconds", TALLY_CONFIG_MAX_SYNC_INTERVAL,
+                 &present, &v, error))
+    return FALSE;
+  if (present) {
+    if (v != 0 && v < TALLY_CONFIG_MIN_SYNC_INTERVAL)
+      return invalid (error, "issuer", "revocations_max_age_seconds", "must be 0 or at least 10");
+    config->revocations_max_age_seconds = (guint) v;
+  }
   return TRUE;
 }
 
@@ -651,6 +662,10 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 the certificate's sync deadline, and when the\n"               \
   "                                 network comes back; 10 to 604800, or 0: only\n"                \
   "                                 on tallyctl sync (default: 3600)\n"                            \
+  "    revocations_max_age_seconds=N with the automatic sync, sync when the\n"                     \
+  "                                 revocation list is N seconds old (since\n"                     \
+  "                                 issued or last fetched); 10 to 604800, or\n"                   \
+  "                                 0: never for this (default: 86400)\n"                          \
   "    allow_plain_http=true|false  allow http:// to a host that is not loopback\n"                \
   "                                 (default: false)\n"                                            \
   "    request_timeout_seconds=N    the longest a sync, enrolment or top-up may\n"                 \

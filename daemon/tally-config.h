@@ -38,6 +38,8 @@ G_BEGIN_DECLS
 #define TALLY_CONFIG_MAX_SYNC_INTERVAL       (7 * 24 * 3600)
 #define TALLY_CONFIG_DEFAULT_REQUEST_TIMEOUT 120
 #define TALLY_CONFIG_MAX_REQUEST_TIMEOUT     3600
+/* [issuer] revocations_max_age_seconds: 0 or 10 .. a week. */
+#define TALLY_CONFIG_DEFAULT_REVOCATIONS_MAX_AGE (24 * 3600)
 /* The register and the socket with -Ddefaults=system (systemd's
  * StateDirectory=tally and RuntimeDirectory=tally). */
 #define TALLY_CONFIG_SYSTEM_STATE_DIR        "/var/lib/tally"
@@ -108,6 +110,7 @@ typedef struct
   gboolean allow_plain_http;
   guint sync_interval_seconds; /* 0: only when asked (Register1.Sync) */
   guint request_timeout_seconds; /* a whole sync, enrolment or top-up */
+  guint revocations_max_age_seconds; /* a sync falls due; 0: never for this */
 } TallyConfig;
 
 /* A user's defaults (development, -Ddefaults=user): register under the

@@ -598,6 +598,7 @@ tally_daemon_new (const TallyConfig *config, GError **error)
     tally_sync_set_callbacks (d->sync, &sync_callbacks, d, NULL);
     tally_sync_set_request_timeout (d->sync, config->request_timeout_seconds);
     d->sync_interval = config->sync_interval_seconds;
+    tally_sync_set_revocations_max_age (d->sync, config->revocations_max_age_seconds);
   }
 
   TallyAcceptPolicy policy;

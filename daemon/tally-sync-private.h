@@ -49,6 +49,8 @@ struct _TallySync
   gulong network_handler;
   gboolean network_up;
   guint32 due_at_payments; /* offline payments when a sync last fell due */
+  guint64 revocations_max_age;    /* seconds; 0: the list's age decides nothing */
+  guint64 revocations_checked_at; /* when a sync last fetched the list */
 };
 
 /* A failed request as a TALLY_ERROR: DISCONNECTED, TIMEOUT, CANCELLED. */

@@ -363,6 +363,8 @@ run_end (Run *run, GError *error)
     g_clear_error (&sync->last_error);
     if (error == NULL) {
       sync->last_sync = tally_now ();
+      /* Every sync that succeeds fetched the revocation list (step 5). */
+      sync->revocations_checked_at = sync->last_sync;
       sync->failures = 0;
       g_message ("synced with %s", sync->url);
       enter_state (sync, TALLY_SYNC_STATE_IDLE);
@@ -737,9 +739,25 @@ arm_timer (TallySync *sync, guint seconds)
   g_source_attach (sync->timer, sync->context);
 }
 
+/* Seconds until the revocation list is stale (0: it is), or G_MAXUINT64
+ * when its age decides nothing. */
+static guint64
+revocations_fresh_for (TallySync *sync, guint64 now)
+{
+  if (sync->revocations_max_age == 0)
+    return G_MAXUINT64;
+  guint64 since =
+    MAX (tally_register_get_revocation_issued_at (sync->reg), sync->revocations_checked_at);
+  guint64 stale_at = since > G_MAXUINT64 - sync->revocations_max_age
+                       ? G_MAXUINT64
+                       : since + sync->revocations_max_age;
+  return stale_at > now ? stale_at - now : 0;
+}
+
 /* Seconds until the next automatic sync: the interval, sooner when the
- * deadline comes first; after failures a back-off that doubles, with
- * jitter so that a crowd of registers does not return at once. */
+ * deadline comes first or the revocation list grows stale; after failures
+ * a back-off that doubles, with jitter so that a crowd of registers does
+ * not return at once. */
 static guint
 next_delay (TallySync *sync)
 {
@@ -756,6 +774,14 @@ next_delay (TallySync *sync)
     guint64 until = due > now ? due - now : 0;
     if (until < delay)
       delay = (guint) MAX (until, (guint64) TALLY_SYNC_DEADLINE_FLOOR);
+  }
+  /* A sync that succeeds makes the list fresh again, so this comes round
+   * once per max age at most; failures back off above. */
+  guint64 fresh = revocations_fresh_for (sync, now);
+  if (fresh < delay) {
+    g_debug ("sync with %s: the revocation list is stale in %" G_GUINT64_FORMAT " s", sync->url,
+             fresh);
+    delay = (guint) MAX (fresh, 1);
   }
   return delay;
 }
@@ -836,6 +862,13 @@ tally_sync_register_changed (TallySync *sync)
 }
 
 void
+tally_sync_set_revocations_max_age (TallySync *sync, guint64 seconds)
+{
+  g_return_if_fail (sync != NULL);
+  sync->revocations_max_age = seconds;
+}
+
+void
 tally_sync_start_automatic (TallySync *sync, guint interval_seconds)
 {
   g_return_if_fail (sync != NULL && interval_seconds > 0);
@@ -884,6 +917,7 @@ tally_sync_new (TallyRegister *reg,
   sync->reg = reg;
   sync->url = g_strdup (url);
   sync->state_dir = g_strdup (state_dir);
+  sync->revocations_max_age = TALLY_SYNC_REVOCATIONS_MAX_AGE_DEFAULT;
   gsize len = strlen (sync->url);
   while (len > 0 && sync->url[len - 1] == '/')
     sync->url[--len] = '\0';

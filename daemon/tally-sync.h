@@ -24,8 +24,9 @@
  * answer the register refuses.
  *
  * Automatic sync (tally_sync_start_automatic ()): at once, then every
- * interval, before the certificate's sync deadline, and once most of its
- * offline payments are made (tally_sync_register_changed ()); after a failure
+ * interval, before the certificate's sync deadline, once most of its
+ * offline payments are made (tally_sync_register_changed ()), and when its
+ * revocation list grows stale (tally_sync_set_revocations_max_age ()); after a failure
  * with exponential back-off and jitter; at once when GNetworkMonitor says
  * the network came back.  Not while the busy callback says a payment is
  * in progress, unless the sync deadline is TALLY_SYNC_DEADLINE_MARGIN away
@@ -104,6 +105,14 @@ gboolean tally_sync_run_finish (TallySync *sync, GAsyncResult *result, GError **
  * deadline), backs off after failures, and syncs when the network comes
  * back. */
 void tally_sync_start_automatic (TallySync *sync, guint interval_seconds);
+
+/* With the automatic sync on, a sync falls due when the revocation list is
+ * @seconds old: since the newer of its issued_at and the last sync that
+ * fetched it (the issuer signs a new list only when it changes, so a sync
+ * that finds the same list makes it fresh again).  0: never for this
+ * reason.  Takes effect from the next scheduling. */
+#define TALLY_SYNC_REVOCATIONS_MAX_AGE_DEFAULT (24 * 3600)
+void tally_sync_set_revocations_max_age (TallySync *sync, guint64 seconds);
 
 /* --- the account (docs/issuer-api.md) --- */
 

@@ -47,6 +47,9 @@ BUILD_PACKAGES=(
   dbus-bin
   # the scenario reads tallyctl's and tally-issuer's JSON
   jq
+  # the scenario's operator opens accounts and reads the audit over
+  # tally-issuerd's HTTP API (scripts/scenario.sh)
+  curl
   ca-certificates
 )
 

@@ -5,16 +5,23 @@
 # and tests/e2e/test-e2e.sh (quiet, with assertions).  Source it, then call
 # scn_setup and scn_run_scenario.
 #
-#   1. an issuer is created
-#   2. three registers (alice, bob, carol) are certified
-#   3. alice's register is loaded with a voucher
+#   1. an issuer is created and served by tally-issuerd on loopback; the
+#      operator opens the accounts alice, bob and carol over its API
+#   2. three registers (alice, bob, carol) enrol online (tallyctl enroll)
+#   3. alice tops her register up from her account (tallyctl topup)
 #   4. alice pays bob over a local stream transport (UNIX socket)
 #   5. bob pays part of it onward to carol, still offline
-#   6. every register reconciles at the issuer and the audit balances
+#   6. every register syncs (tallyctl sync) and the audit, fetched from
+#      tally-issuerd, balances
+#
+# With SCN_MODE=files the same scenario runs the way an air-gapped issuer
+# works: no tally-issuerd, certificates and vouchers as files from
+# tally-issuer, bundles exported, reconciled and applied by hand.
 #
 # Input (environment):
-#   TALLY_ISSUER, TALLYD, TALLYCTL   the three programs; default: from
-#                                    $TALLY_BUILD_DIR (default: build/)
+#   TALLY_ISSUER, TALLY_ISSUERD,     the programs; default: from
+#   TALLYD, TALLYCTL                 $TALLY_BUILD_DIR (default: build/)
+#   SCN_MODE=online|files            default online
 #   TALLY_KEEP=1                     keep the temporary directory
 #   TALLY_WRAP                       run every program under this command,
 #                                    e.g. "valgrind --error-exitcode=99 -q"
@@ -26,6 +33,7 @@
 
 SCN_SRC_ROOT=${SCN_SRC_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 SCN_VERBOSE=${SCN_VERBOSE:-0}
+SCN_MODE=${SCN_MODE:-online}
 SCN_CURRENCY=EUR
 SCN_NAMES=(alice bob carol)
 
@@ -42,6 +50,8 @@ declare -A SCN_PID=()      # tallyd process per register
 declare -A SCN_BUS=()      # bus name per register
 declare -A SCN_SOCK=()     # listen address per register
 declare -A SCN_ID=()       # register id (hex)
+SCN_ISSUERD_PID=           # tally-issuerd, in online mode
+SCN_ISSUER_URL=            # its http://127.0.0.1:PORT
 SCN_TMP=
 SCN_STEP=0
 
@@ -88,13 +98,16 @@ scn_show_cmd() {
   for word in "$@"; do
     case "$word" in
       "$TALLY_ISSUER") word=tally-issuer ;;
+      "$TALLY_ISSUERD") word=tally-issuerd ;;
       "$TALLYCTL") word=tallyctl ;;
       "$TALLYD") word=tallyd ;;
     esac
     word=${word//$SCN_TMP/\$T}
+    [ -z "$SCN_ISSUER_URL" ] || word=${word//$SCN_ISSUER_URL/\$ISSUER}
     case "$word" in
+      *\'*\"*|*\"*\'*) word="'${word//\'/\'\\\'\'}'" ;;
       *\'*) word="\"$word\"" ;;
-      *[[:space:]]*|'') word="'$word'" ;;
+      *[[:space:]]*|*[\"{}]*|'') word="'$word'" ;;
     esac
     out+="${out:+ }$word"
   done
@@ -160,6 +173,7 @@ scn_show_cmd_plain() {
 scn_find_programs() {
   local build=${TALLY_BUILD_DIR:-$SCN_SRC_ROOT/build}
   : "${TALLY_ISSUER:=$build/issuer/tally-issuer}"
+  : "${TALLY_ISSUERD:=$build/issuer/tally-issuerd}"
   : "${TALLYD:=$build/daemon/tallyd}"
   : "${TALLYCTL:=$build/daemon/tallyctl}"
   local p
@@ -170,7 +184,7 @@ scn_find_programs() {
   if [ -n "${TALLY_WRAP:-}" ]; then
     scn_wrap_programs
   fi
-  export TALLY_ISSUER TALLYD TALLYCTL
+  export TALLY_ISSUER TALLY_ISSUERD TALLYD TALLYCTL
 }
 
 # Runs every program under $TALLY_WRAP (e.g. valgrind): small scripts stand
@@ -178,7 +192,7 @@ scn_find_programs() {
 scn_wrap_programs() {
   local dir var real
   dir=$(mktemp -d "${TMPDIR:-/tmp}/tally-wrap.XXXXXX")
-  for var in TALLY_ISSUER TALLYD TALLYCTL; do
+  for var in TALLY_ISSUER TALLY_ISSUERD TALLYD TALLYCTL; do
     real=${!var}
     printf '#!/bin/sh\nexec %s %q "$@"\n' "$TALLY_WRAP" "$real" >"$dir/$(basename "$real")"
     chmod +x "$dir/$(basename "$real")"
@@ -222,14 +236,24 @@ scn_cleanup() {
     fi
   done
   SCN_PID=()
+  if [ -n "$SCN_ISSUERD_PID" ]; then
+    kill -TERM "$SCN_ISSUERD_PID" 2>/dev/null || true
+    status=0
+    scn_wait_pid "$SCN_ISSUERD_PID" 10 || status=$?
+    if [ "$status" -ne 0 ]; then
+      printf '%stally-issuerd exited with status %d%s\n' "$SCN_RED" "$status" "$SCN_OFF" >&2
+      [ "$rc" -ne 0 ] || rc=1
+    fi
+    SCN_ISSUERD_PID=
+  fi
   if [ "$rc" -ne 0 ] && [ -n "$SCN_TMP" ] && [ -d "$SCN_TMP" ]; then
     if [ "$SCN_VERBOSE" != 1 ] && [ -s "$SCN_TMP/scenario.log" ]; then
       printf '\n--- scenario commands and output (last 60 lines) ---\n' >&2
       tail -n 60 "$SCN_TMP/scenario.log" >&2
     fi
-    for name in "${SCN_NAMES[@]}"; do
+    for name in issuerd "${SCN_NAMES[@]}"; do
       if [ -s "$SCN_TMP/$name.log" ]; then
-        printf '\n--- tallyd %s log (last 40 lines) ---\n' "$name" >&2
+        printf '\n--- %s.log (last 40 lines) ---\n' "$name" >&2
         tail -n 40 "$SCN_TMP/$name.log" >&2
       fi
     done
@@ -353,6 +377,11 @@ EOF
   if [ -n "${SCN_PAYMENT_CONF:-}" ]; then
     printf '%s\n' "$SCN_PAYMENT_CONF" >>"$SCN_TMP/$name.conf"
   fi
+  # The online issuer; the scenario syncs with tallyctl sync at the step
+  # that says so, not on a timer, so that every step shows what it changed.
+  if [ -n "$SCN_ISSUER_URL" ]; then
+    printf '\n[issuer]\nurl=%s\nsync_interval_seconds=0\n' "$SCN_ISSUER_URL" >>"$SCN_TMP/$name.conf"
+  fi
   scn_show_cmd "$TALLYD" --config "$SCN_TMP/$name.conf" '&'
   "$TALLYD" --config "$SCN_TMP/$name.conf" </dev/null >"$SCN_TMP/$name.log" 2>&1 &
   SCN_PID[$name]=$!
@@ -473,9 +502,114 @@ scn_comparison_code() {
   sed -n 's/.*[Cc]ode:\{0,1\} *\([0-9][0-9 ]*[0-9]\).*/\1/p' <<<"$1" | head -n 1 | tr -d ' '
 }
 
+# --- the online issuer ---------------------------------------------------------
+
+# Starts tally-issuerd on the issuer in $SCN_TMP/issuer, on 127.0.0.1 and a
+# port the kernel picks (it writes the port to --port-file once listening),
+# with a random operator token.  Sets $SCN_ISSUER_URL.
+scn_start_issuerd() {
+  [ -x "$TALLY_ISSUERD" ] || scn_fail "$TALLY_ISSUERD is missing; build first (scripts/tally-dev build)"
+  command -v curl >/dev/null || scn_fail "curl is missing (scripts/install-deps.sh)"
+  (umask 077 && head -c 32 /dev/urandom | od -An -v -tx1 | tr -d ' \n' >"$SCN_TMP/operator.token")
+  (umask 077 && printf 'Authorization: Bearer %s\n' "$(cat "$SCN_TMP/operator.token")" \
+    >"$SCN_TMP/operator.header")
+  cat >"$SCN_TMP/issuerd.conf" <<EOF
+[issuer]
+dir=$SCN_TMP/issuer
+
+[http]
+listen=127.0.0.1:0
+operator_token_file=$SCN_TMP/operator.token
+
+[enrol]
+max_payment=$SCN_MAX_PAYMENT
+balance_cap=$SCN_BALANCE_CAP
+max_payments=100
+max_offline_hours=72
+valid_days=30
+EOF
+  scn_log "${SCN_DIM}\$ cat \$T/issuerd.conf${SCN_OFF}"
+  scn_log "$(sed "s|$SCN_TMP|\$T|g" "$SCN_TMP/issuerd.conf")"
+  scn_show_cmd "$TALLY_ISSUERD" --config "$SCN_TMP/issuerd.conf" --port-file "$SCN_TMP/issuerd.port" '&'
+  "$TALLY_ISSUERD" --config "$SCN_TMP/issuerd.conf" --port-file "$SCN_TMP/issuerd.port" \
+    </dev/null >"$SCN_TMP/issuerd.log" 2>&1 &
+  SCN_ISSUERD_PID=$!
+  local i
+  for ((i = 0; i < 200; i++)); do
+    kill -0 "$SCN_ISSUERD_PID" 2>/dev/null ||
+      { wait "$SCN_ISSUERD_PID" || true; SCN_ISSUERD_PID=; cat "$SCN_TMP/issuerd.log" >&2;
+        scn_fail "tally-issuerd exited during start-up"; }
+    if [ -s "$SCN_TMP/issuerd.port" ]; then
+      SCN_ISSUER_URL=http://127.0.0.1:$(tr -d '[:space:]' <"$SCN_TMP/issuerd.port")
+      scn_say "  tally-issuerd serves \$ISSUER = $SCN_ISSUER_URL"
+      return 0
+    fi
+    sleep 0.1
+  done
+  scn_fail "tally-issuerd wrote no port within 20 s"
+}
+
+# scn_operator METHOD PATH [JSON]: the operator API with the operator's
+# token; the answer (JSON) is left in $SCN_OUT.
+scn_operator() {
+  local method=$1 path=$2 body=${3:-}
+  local args=(curl -sS --fail-with-body -H "@$SCN_TMP/operator.header" -X "$method")
+  [ -z "$body" ] || args+=(-H 'Content-Type: application/json' --data "$body")
+  scn_run "${args[@]}" "$SCN_ISSUER_URL$path"
+}
+
+# scn_open_account NAME [DISPLAY_NAME]: the operator opens an online
+# account; its token goes to $SCN_TMP/NAME.token (0600) for tallyctl enroll.
+scn_open_account() {
+  local name=$1 display=${2:-} body
+  if [ -n "$display" ]; then
+    body=$(jq -cn --arg n "$name" --arg d "$display" '{name: $n, display_name: $d}')
+  else
+    body=$(jq -cn --arg n "$name" '{name: $n}')
+  fi
+  scn_operator POST /v1/operator/accounts "$body"
+  (umask 077 && jq -er '.token' <<<"$SCN_OUT" >"$SCN_TMP/$name.token") ||
+    scn_fail "no token in the answer for account $name: $SCN_OUT"
+}
+
+# The issuer's audit as JSON, into $SCN_AUDIT_JSON: from tally-issuerd
+# online, from tally-issuer audit --json with files.
+scn_fetch_audit() {
+  if [ "$SCN_MODE" = online ]; then
+    scn_operator GET /v1/operator/audit
+  else
+    scn_run_quiet "$TALLY_ISSUER" --dir "$SCN_TMP/issuer" audit --json
+  fi
+  SCN_AUDIT_JSON=$SCN_OUT
+}
+
+# An account's balance as "7.50 EUR", into $SCN_OUT.
+scn_account_balance() {
+  if [ "$SCN_MODE" = online ]; then
+    scn_operator GET "/v1/operator/accounts/$1"
+    local v
+    v=$(jq -er '.balance' <<<"$SCN_OUT") || scn_fail "no balance for account $1: $SCN_OUT"
+    SCN_OUT="$(scn_fmt "$v") $SCN_CURRENCY"
+  else
+    scn_issuer balance "$1"
+  fi
+}
+
+# The fraud proofs as a JSON array of {register_id, kind, ...}, into $SCN_OUT.
+scn_fraud_proofs() {
+  if [ "$SCN_MODE" = online ]; then
+    scn_operator GET /v1/operator/fraud-proofs
+    SCN_OUT=$(jq -c '.fraud_proofs' <<<"$SCN_OUT")
+  else
+    scn_issuer fraud-proofs --json
+  fi
+}
+
 # --- the scenario ------------------------------------------------------------
 
-scn_run_scenario() {
+# The air-gapped way (SCN_MODE=files): certificates, vouchers, bundles and
+# results go between the issuer and the registers as files.
+scn_run_scenario_files() {
   local name
 
   scn_step "The issuer is created"
@@ -544,4 +678,74 @@ scn_run_scenario() {
   [ "$(jq -r '.balanced' <<<"$SCN_AUDIT_JSON")" = true ] ||
     scn_fail "the issuer's books do not balance: $SCN_AUDIT_JSON"
   scn_say "${SCN_GREEN}  The books balance.${SCN_OFF}"
+}
+
+# The online way: tally-issuerd on loopback, the registers enrol, top up and
+# sync over HTTP, the audit comes from the service.
+scn_run_scenario_online() {
+  local name
+
+  scn_step "The issuer is created and served online; the operator opens three accounts"
+  scn_issuer init --name "Tally Demo Issuer" --currency "$SCN_CURRENCY"
+  scn_issuer key
+  SCN_ISSUER_KEY=$(tr -d '[:space:]' <<<"$SCN_OUT")
+  [[ "$SCN_ISSUER_KEY" =~ ^[0-9a-f]{64}$ ]] || scn_fail "tally-issuer key printed '$SCN_OUT'"
+  scn_note "  issuer public key: $SCN_ISSUER_KEY"
+  scn_start_issuerd
+  for name in "${SCN_NAMES[@]}"; do
+    scn_open_account "$name" "${SCN_DISPLAY_NAME[$name]:-}"
+  done
+  scn_operator POST /v1/operator/accounts/alice/deposit '{"amount": 10000}'
+  scn_note "  online accounts alice, bob and carol; alice deposited 100.00 $SCN_CURRENCY"
+
+  scn_step "Three registers enrol online with their account tokens (alice, bob, carol)"
+  for name in "${SCN_NAMES[@]}"; do
+    scn_start_daemon "$name"
+  done
+  for name in "${SCN_NAMES[@]}"; do
+    scn_run_quiet "$TALLYCTL" --name "${SCN_BUS[$name]}" --json key
+    SCN_ID[$name]=$(jq -er '.RegisterId' <<<"$SCN_OUT") || scn_fail "no RegisterId for $name"
+    scn_ctl "$name" enroll --account "$name" --token-file "$SCN_TMP/$name.token"
+    local shown=${SCN_DISPLAY_NAME[$name]:-}
+    scn_say "  $name: register ${SCN_ID[$name]} enrolled${shown:+ as \"$shown\"} (max payment $SCN_MAX_PAYMENT, cap $SCN_BALANCE_CAP)"
+  done
+  scn_show_balances
+
+  scn_step "Alice tops her register up with 40.00 $SCN_CURRENCY from her account"
+  scn_ctl alice topup 40.00
+  scn_show_balances
+
+  scn_step "Alice pays Bob 12.50 $SCN_CURRENCY over a UNIX socket (tallyd to tallyd)"
+  scn_pay alice bob 12.50 "coffee beans"
+  scn_show_balances
+
+  scn_step "Bob pays Carol 5.00 $SCN_CURRENCY onward, still offline"
+  scn_pay bob carol 5.00 "bus ticket"
+  scn_show_balances
+
+  scn_step "Everyone syncs with tally-issuerd; the audit, fetched from the service"
+  for name in "${SCN_NAMES[@]}"; do
+    scn_ctl "$name" sync
+  done
+  scn_show_balances
+  scn_ctl bob history
+
+  scn_fetch_audit
+  local field line=
+  for field in issued online offline in_flight; do
+    line+="${line:+, }${field/_/ } $(scn_fmt "$(jq -er ".$field" <<<"$SCN_AUDIT_JSON")") $SCN_CURRENCY"
+  done
+  scn_say "  the audit tally-issuerd serves: $line"
+  scn_say "  online + offline + in flight = issued: $(jq -r '.identity' <<<"$SCN_AUDIT_JSON")"
+  [ "$(jq -r '.balanced' <<<"$SCN_AUDIT_JSON")" = true ] ||
+    scn_fail "the issuer's books do not balance: $SCN_AUDIT_JSON"
+  scn_say "${SCN_GREEN}  The books balance.${SCN_OFF}"
+}
+
+scn_run_scenario() {
+  case "$SCN_MODE" in
+    online) scn_run_scenario_online ;;
+    files) scn_run_scenario_files ;;
+    *) scn_fail "SCN_MODE must be online or files, not '$SCN_MODE'" ;;
+  esac
 }

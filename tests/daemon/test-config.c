@@ -231,6 +231,31 @@ test_tallyd_invalid_config_exits_1 (void)
   g_unlink (path);
 }
 
+/* [issuer] revocations_max_age_seconds: a day unless set, 0 switches it
+ * off, and an age below 10 s or above a week is refused by name. */
+static void
+test_revocations_max_age_is_read_and_bounded (void)
+{
+  g_autoptr (TallyConfig) c = tally_config_new ();
+  g_autoptr (GError) error = NULL;
+  g_assert_cmpuint (c->revocations_max_age_seconds, ==, 86400);
+  g_assert_true (tally_config_load_data (c, "[issuer]\nrevocations_max_age_seconds=600\n", &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (c->revocations_max_age_seconds, ==, 600);
+  g_assert_true (tally_config_load_data (c, "[issuer]\nrevocations_max_age_seconds=0\n", &error));
+  g_assert_cmpuint (c->revocations_max_age_seconds, ==, 0);
+  const char *bad[] = { "5", "604801", "-1", "soon" };
+  for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
+    g_autoptr (TallyConfig) b = tally_config_new ();
+    g_autofree char *text = g_strdup_printf ("[issuer]\nrevocations_max_age_seconds=%s\n", bad[i]);
+    g_assert_false (tally_config_load_data (b, text, &error));
+    g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
+    g_assert_nonnull (strstr (error->message, "[issuer] revocations_max_age_seconds"));
+    g_assert_cmpuint (b->revocations_max_age_seconds, ==, 86400);
+    g_clear_error (&error);
+  }
+}
+
 static void
 test_tallyd_help_documents_keys (void)
 {
@@ -379,6 +404,8 @@ main (int argc, char **argv)
   g_test_add_func ("/daemon/config/pay-targets-read-from-allowed-targets",
                    test_pay_targets_read_from_config);
   g_test_add_func ("/daemon/config/defaults", test_defaults);
+  g_test_add_func ("/daemon/config/revocations-max-age-is-read-and-bounded",
+                   test_revocations_max_age_is_read_and_bounded);
   g_test_add_func ("/daemon/config/max-amount-is-kept-for-the-register-currency",
                    test_max_amount_is_kept_for_the_register_currency);
   g_test_add_func ("/daemon/config/reads-every-key", test_reads_every_key);

@@ -1020,6 +1020,84 @@ test_automatic_sync_falls_due_after_most_offline_payments (Fixture *f, gconstpoi
   g_assert_cmpint (tally_sync_get_state (sync), ==, TALLY_SYNC_STATE_IDLE);
 }
 
+/* The revocation list goes stale long before the hour's interval: a sync
+ * falls due when it does, and each sync that fetched the list makes it
+ * fresh again, so they come round once per max age. */
+static void
+test_automatic_sync_falls_due_when_the_revocation_list_is_stale (Fixture *f, gconstpointer data)
+{
+  register_pay (f, "alice", "bob", PAID);
+  node_start (f, &f->bob, "bob", NULL, 3600);
+  TallySync *sync = tally_daemon_get_sync (f->bob.daemon);
+  /* Before the main loop runs the sync at start. */
+  tally_sync_set_revocations_max_age (sync, 2);
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  guint64 first = tally_sync_get_last_sync (sync);
+  g_assert_cmpuint (first, >, 0);
+  assert_entries (&f->bob, TALLY_ENTRY_STATE_SETTLED, 1);
+
+  while (tally_sync_get_last_sync (sync) < first + 2 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), >=, first + 2);
+  g_assert_cmpint (tally_sync_get_state (sync), ==, TALLY_SYNC_STATE_IDLE);
+}
+
+/* The control: with the list's age switched off, the same register syncs at
+ * start and then waits for the hour's interval. */
+static void
+test_automatic_sync_waits_for_the_interval_with_the_list_age_off (Fixture *f, gconstpointer data)
+{
+  register_pay (f, "alice", "bob", PAID);
+  g_autofree char *extra = g_strdup_printf (
+    "url=%s\nsync_interval_seconds=3600\nrevocations_max_age_seconds=0\n", f->issuer_url);
+  node_start_with (f, &f->bob, "bob", extra);
+  TallySync *sync = tally_daemon_get_sync (f->bob.daemon);
+  gint64 give_up = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (tally_sync_get_last_sync (sync) == 0 && g_get_monotonic_time () < give_up)
+    g_main_context_iteration (NULL, TRUE);
+  guint64 first = tally_sync_get_last_sync (sync);
+  g_assert_cmpuint (first, >, 0);
+  run_for (4);
+  g_assert_cmpuint (tally_sync_get_last_sync (sync), ==, first);
+}
+
+static gint64 account_balance (Fixture *f, const char *name);
+
+/* A defund is evidence like any other: the next sync takes the record to
+ * the issuer, which pays the register's balance into its online account,
+ * once, however often the register syncs again. */
+static void
+test_defund_reaches_the_online_account (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  register_pay (f, "alice", "bob", PAID);
+  node_start (f, &f->bob, "bob", NULL, 0);
+  gint64 before = account_balance (f, "bob");
+
+  g_autoptr (GVariant) record =
+    node_call (f, &f->bob, "org.tally.Register1", "Defund", NULL, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (record);
+  TallyRegister *reg = tally_daemon_get_register (f->bob.daemon);
+  g_assert_cmpint (tally_register_get_balance (reg), ==, 0);
+  g_assert_cmpint (account_balance (f, "bob"), ==, before);
+
+  g_assert_true (node_sync (f, &f->bob, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (account_balance (f, "bob"), ==, before + PAID);
+  TallyAudit a = audit (f);
+  g_assert_true (a.balanced);
+  g_assert_cmpint (a.refused, ==, 0);
+  g_assert_cmpint (a.in_flight, ==, 0);
+
+  g_assert_true (node_sync (f, &f->bob, &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (account_balance (f, "bob"), ==, before + PAID);
+  g_assert_true (audit (f).balanced);
+}
+
 static gboolean
 busy_flag (TallySync *sync, gpointer user_data)
 {
@@ -1649,6 +1727,11 @@ main (int argc, char **argv)
        test_automatic_sync_falls_due_after_most_offline_payments);
   ADD ("/daemon/sync/automatic-sync-waits-while-a-payment-is-in-progress",
        test_automatic_sync_waits_while_a_payment_is_in_progress);
+  ADD ("/daemon/sync/automatic-sync-falls-due-when-the-revocation-list-is-stale",
+       test_automatic_sync_falls_due_when_the_revocation_list_is_stale);
+  ADD ("/daemon/sync/automatic-sync-waits-for-the-interval-with-the-list-age-off",
+       test_automatic_sync_waits_for_the_interval_with_the_list_age_off);
+  ADD ("/daemon/sync/defund-reaches-the-online-account", test_defund_reaches_the_online_account);
   ADD ("/daemon/sync/https-needs-the-configured-ca", test_https_needs_the_configured_ca);
   ADD ("/daemon/sync/plain-http-only-to-loopback", test_plain_http_only_to_loopback);
   ADD ("/daemon/sync/enroll-then-topup-over-http", test_enroll_then_topup_over_http);
