@@ -23,6 +23,17 @@ typedef enum
   SCAN_RUNNING,
 } ScanState;
 
+/* A StartDiscovery on its way counts in its session: bluetoothd refuses
+ * StopDiscovery while a StartDiscovery of the same client is pending, so a
+ * scan stopped meanwhile leaves the stop to this call's answer. */
+typedef struct StartCall
+{
+  TallyGattScanner *scanner; /* NULL once the scan stopped */
+  GDBusConnection *bus;
+  char *adapter_path;
+  char *key;
+} StartCall;
+
 struct _TallyGattScanner
 {
   gint ref_count;
@@ -33,6 +44,7 @@ struct _TallyGattScanner
   GMainContext *context;
   GCancellable *calls; /* of this scan */
   gboolean counted;    /* holds a share of bluetoothd's session */
+  StartCall *start; /* the StartDiscovery this scan awaits */
   TallyBluezWatch props_watch;
   TallyBluezWatch added_watch;
   TallyBluezWatch removed_watch;
@@ -75,12 +87,33 @@ tally_gatt_scan_end_to_string (TallyGattScanEnd end)
 /* --- bluetoothd's session, shared by the scanners of a connection --- */
 
 G_LOCK_DEFINE_STATIC (sessions);
-static GHashTable *sessions; /* "bus-pointer adapter-path" -> GUINT count */
+/* "bus-pointer adapter-path" -> GUINT count of the scanners in the
+ * session and of the StartDiscovery calls on their way. */
+static GHashTable *sessions;
 
 static char *
 session_key (TallyGattScanner *scanner)
 {
   return g_strdup_printf ("%p %s", (void *) scanner->bus, scanner->adapter_path);
+}
+
+/* The count of @key after adding @delta (+1 or -1). */
+static guint
+session_add (const char *key, int delta)
+{
+  guint count;
+
+  G_LOCK (sessions);
+  if (sessions == NULL)
+    sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  count = GPOINTER_TO_UINT (g_hash_table_lookup (sessions, key));
+  count = delta < 0 ? (count > 0 ? count - 1 : 0) : count + 1;
+  if (count == 0)
+    g_hash_table_remove (sessions, key);
+  else
+    g_hash_table_insert (sessions, g_strdup (key), GUINT_TO_POINTER (count));
+  G_UNLOCK (sessions);
+  return count;
 }
 
 static void
@@ -91,12 +124,7 @@ session_join (TallyGattScanner *scanner)
   if (scanner->counted)
     return;
   scanner->counted = TRUE;
-  G_LOCK (sessions);
-  if (sessions == NULL)
-    sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
-  guint count = GPOINTER_TO_UINT (g_hash_table_lookup (sessions, key));
-  g_hash_table_insert (sessions, g_steal_pointer (&key), GUINT_TO_POINTER (count + 1));
-  G_UNLOCK (sessions);
+  session_add (key, +1);
 }
 
 /* TRUE when @scanner was the last of its session. */
@@ -104,19 +132,11 @@ static gboolean
 session_leave (TallyGattScanner *scanner)
 {
   g_autofree char *key = session_key (scanner);
-  guint count;
 
   if (!scanner->counted)
     return FALSE;
   scanner->counted = FALSE;
-  G_LOCK (sessions);
-  count = GPOINTER_TO_UINT (g_hash_table_lookup (sessions, key));
-  if (count <= 1)
-    g_hash_table_remove (sessions, key);
-  else
-    g_hash_table_insert (sessions, g_steal_pointer (&key), GUINT_TO_POINTER (count - 1));
-  G_UNLOCK (sessions);
-  return count <= 1;
+  return session_add (key, -1) == 0;
 }
 
 /* --- what a device report says --- */
@@ -215,6 +235,15 @@ read_device (TallyGattScanner *scanner, const char *device)
                           G_DBUS_CALL_FLAGS_NONE, -1, scanner->calls, device_props_done, candidate);
 }
 
+/* A StartDiscovery still on its way is stopped when it is answered. */
+static void
+forget_start (TallyGattScanner *scanner)
+{
+  if (scanner->start != NULL)
+    scanner->start->scanner = NULL;
+  scanner->start = NULL;
+}
+
 /* Cancels the calls of the scan that was: a new one starts afresh. */
 static void
 drop_calls (TallyGattScanner *scanner)
@@ -231,6 +260,7 @@ end_scan (TallyGattScanner *scanner, TallyGattScanEnd end, GError *error)
 
   g_info ("gatt scanner %s: %s", scanner->adapter, error->message);
   drop_calls (scanner);
+  forget_start (scanner);
   /* bluetoothd has no session left to stop after these. */
   session_leave (scanner);
   enter_state (scanner, SCAN_IDLE);
@@ -310,17 +340,61 @@ on_interfaces_removed (const char *object, const char *const *ifaces, gpointer u
 
 /* --- starting and stopping --- */
 
+static StartCall *
+start_call_new (TallyGattScanner *scanner)
+{
+  StartCall *call = g_new0 (StartCall, 1);
+
+  call->scanner = scanner;
+  call->bus = g_object_ref (scanner->bus);
+  call->adapter_path = g_strdup (scanner->adapter_path);
+  call->key = session_key (scanner);
+  session_add (call->key, +1);
+  return call;
+}
+
+static void
+start_call_free (StartCall *call)
+{
+  g_object_unref (call->bus);
+  g_free (call->adapter_path);
+  g_free (call->key);
+  g_free (call);
+}
+
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (StartCall, start_call_free)
+
+/* The scan stopped before bluetoothd answered: a session it started that
+ * nobody of this connection holds or is starting would scan forever. */
+static void
+start_abandoned (StartCall *call, gboolean started)
+{
+  if (session_add (call->key, -1) != 0 || !started)
+    return;
+  tally_bluez_call_ignoring (
+    call->bus, call->adapter_path, ADAPTER_IFACE, "StopDiscovery",
+    g_strdup_printf ("gatt scanner: StopDiscovery %s after a stopped start", call->adapter_path));
+}
+
 static void
 start_discovery_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
-  TallyGattScanner *scanner = user_data;
+  g_autoptr (StartCall) call = user_data;
+  TallyGattScanner *scanner = call->scanner;
   g_autoptr (GError) error = NULL;
   g_autofree char *remote = NULL;
   g_autoptr (GVariant) reply = tally_bluez_call_finish (source, result, &remote, &error);
 
+  if (scanner == NULL) {
+    start_abandoned (call, reply != NULL);
+    return;
+  }
+  scanner->start = NULL;
+  /* Joined (or refused) first: the session never looks empty between. */
+  if (reply != NULL || g_strcmp0 (remote, BLUEZ_ERROR_IN_PROGRESS) == 0)
+    session_join (scanner);
+  session_add (call->key, -1);
   if (reply == NULL) {
-    if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-      return;
     /* InProgress: this client already discovers; it goes on. */
     if (g_strcmp0 (remote, BLUEZ_ERROR_IN_PROGRESS) != 0) {
       g_dbus_error_strip_remote_error (error);
@@ -330,7 +404,6 @@ start_discovery_done (GObject *source, GAsyncResult *result, gpointer user_data)
       return;
     }
   }
-  session_join (scanner);
   enter_state (scanner, SCAN_RUNNING);
   g_info ("gatt scanner: scanning on %s", scanner->adapter);
 }
@@ -353,9 +426,11 @@ set_filter_done (GObject *source, GAsyncResult *result, gpointer user_data)
                            error->message));
     return;
   }
+  /* Not cancellable: see StartCall. */
+  scanner->start = start_call_new (scanner);
   g_dbus_connection_call (scanner->bus, BLUEZ, scanner->adapter_path, ADAPTER_IFACE,
-                          "StartDiscovery", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, -1, scanner->calls,
-                          start_discovery_done, scanner);
+                          "StartDiscovery", NULL, NULL, G_DBUS_CALL_FLAGS_NONE, -1, NULL,
+                          start_discovery_done, scanner->start);
 }
 
 void
@@ -386,6 +461,7 @@ tally_gatt_scanner_stop (TallyGattScanner *scanner)
   if (scanner->state == SCAN_IDLE)
     return;
   drop_calls (scanner);
+  forget_start (scanner);
   enter_state (scanner, SCAN_IDLE);
   if (session_leave (scanner))
     tally_bluez_call_ignoring (

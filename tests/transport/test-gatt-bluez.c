@@ -1434,6 +1434,70 @@ test_scanner_and_payer_share_one_discovery_session (Fixture *f, gconstpointer da
   g_assert_false (tally_gatt_scanner_is_running (scanner));
 }
 
+/* The app opening and closing its page: a scan stopped (or dropped) while
+ * bluetoothd is still starting it.  bluetoothd has the StartDiscovery and
+ * refuses StopDiscovery until it answers; the stop must follow the answer
+ * or the radio scans for ever. */
+static void
+check_stop_while_starting_stops_discovery (Fixture *f, gboolean drop)
+{
+  TallyGattScanner *scanner = tally_gatt_scanner_new (f->payer_bus, "hci0");
+  GDBusMethodInvocation *start;
+  g_autoptr (GVariant) params = NULL;
+
+  tally_gatt_scanner_start (scanner);
+  script_client_sets_filter (f);
+  start = fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery");
+  tally_gatt_scanner_stop (scanner);
+  g_assert_false (tally_gatt_scanner_is_running (scanner));
+  if (drop)
+    g_clear_pointer (&scanner, tally_gatt_scanner_unref);
+  fake_bluez_expect_quiet (f->fake, 100);
+  g_dbus_method_invocation_return_value (start, NULL);
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StopDiscovery", NULL);
+  fake_bluez_expect_quiet (f->fake, 100);
+  if (scanner != NULL) {
+    g_assert_false (tally_gatt_scanner_is_running (scanner));
+    tally_gatt_scanner_unref (scanner);
+  }
+}
+
+static void
+test_scanner_stopped_while_starting_stops_discovery (Fixture *f, gconstpointer data)
+{
+  check_stop_while_starting_stops_discovery (f, FALSE);
+}
+
+static void
+test_scanner_dropped_while_starting_stops_discovery (Fixture *f, gconstpointer data)
+{
+  check_stop_while_starting_stops_discovery (f, TRUE);
+}
+
+/* Stopped and started again before bluetoothd answered the first start:
+ * the session goes on, nothing stops it. */
+static void
+test_scanner_restarted_while_starting_keeps_discovering (Fixture *f, gconstpointer data)
+{
+  g_autoptr (TallyGattScanner) scanner = tally_gatt_scanner_new (f->payer_bus, "hci0");
+  GDBusMethodInvocation *start;
+  g_autoptr (GVariant) params = NULL;
+
+  tally_gatt_scanner_start (scanner);
+  script_client_sets_filter (f);
+  start = fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery");
+  tally_gatt_scanner_start (scanner);
+  script_client_sets_filter (f);
+  g_dbus_method_invocation_return_value (start, NULL);
+  params = fake_bluez_expect_error (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery",
+                                    "org.bluez.Error.InProgress");
+  fake_bluez_expect_quiet (f->fake, 200);
+  g_assert_true (tally_gatt_scanner_is_running (scanner));
+  tally_gatt_scanner_stop (scanner);
+  g_clear_pointer (&params, g_variant_unref);
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StopDiscovery", NULL);
+}
+
 static void
 test_client_connect_without_answer_starts_over (Fixture *f, gconstpointer data)
 {
@@ -1606,6 +1670,12 @@ main (int argc, char *argv[])
        test_client_device_disconnected_mid_payment_is_disconnected);
   ADD ("/gatt/scanner/shares-one-discovery-session-with-the-payer",
        test_scanner_and_payer_share_one_discovery_session);
+  ADD ("/gatt/scanner/stopped-while-starting-stops-discovery",
+       test_scanner_stopped_while_starting_stops_discovery);
+  ADD ("/gatt/scanner/dropped-while-starting-stops-discovery",
+       test_scanner_dropped_while_starting_stops_discovery);
+  ADD ("/gatt/scanner/restarted-while-starting-keeps-discovering",
+       test_scanner_restarted_while_starting_keeps_discovering);
   ADD ("/gatt/client/retry/discovery-dropped-starts-over",
        test_client_retries_when_discovery_is_dropped);
   ADD ("/gatt/client/retry/start-discovery-failing-starts-over",
