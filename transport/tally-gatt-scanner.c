@@ -44,7 +44,8 @@ struct _TallyGattScanner
   GMainContext *context;
   GCancellable *calls; /* of this scan */
   gboolean counted;    /* holds a share of bluetoothd's session */
-  StartCall *start; /* the StartDiscovery this scan awaits */
+  StartCall *start;    /* the StartDiscovery this scan awaits */
+  GHashTable *devices; /* object path -> Device, of this scan */
   TallyBluezWatch props_watch;
   TallyBluezWatch added_watch;
   TallyBluezWatch removed_watch;
@@ -141,19 +142,26 @@ session_leave (TallyGattScanner *scanner)
 
 /* --- what a device report says --- */
 
+/* TRUE when @props (a{sv}) lists our service among its UUIDs. */
 static gboolean
-read_sighting (const char *device, GVariant *props, TallyGattSighting *sighting)
+has_service (GVariant *props)
 {
   g_autofree const char **uuids = NULL;
-  g_autoptr (GVariant) mfr = NULL;
-  gboolean has_service = FALSE;
 
-  memset (sighting, 0, sizeof *sighting);
   if (g_variant_lookup (props, "UUIDs", "^a&s", &uuids))
     for (guint i = 0; uuids[i] != NULL; i++)
       if (g_ascii_strcasecmp (uuids[i], TALLY_GATT_SERVICE_UUID) == 0)
-        has_service = TRUE;
-  if (!has_service)
+        return TRUE;
+  return FALSE;
+}
+
+static gboolean
+read_sighting (const char *device, GVariant *props, TallyGattSighting *sighting)
+{
+  g_autoptr (GVariant) mfr = NULL;
+
+  memset (sighting, 0, sizeof *sighting);
+  if (!has_service (props))
     return FALSE;
 
   sighting->device = device;
@@ -197,6 +205,68 @@ report (TallyGattScanner *scanner, const char *device, GVariant *props)
   tally_gatt_scanner_unref (scanner);
 }
 
+/* --- the devices of a scan --- */
+
+/* BlueZ sends only what changed.  A device first heard through a change
+ * (a cached Device1) is read once with GetAll; then the changes of a
+ * device with our service are merged into what the scan knows, and those
+ * of any other device are ignored unless its UUIDs change: an advert
+ * flood costs bluetoothd no calls. */
+typedef struct
+{
+  GVariant *props;  /* a{sv}, of a device with our service; NULL: another */
+  gboolean reading; /* GetAll on its way: its answer carries every change
+                     * bluetoothd signalled before it */
+} Device;
+
+static void
+device_free (Device *device)
+{
+  g_clear_pointer (&device->props, g_variant_unref);
+  g_free (device);
+}
+
+/* @props with the values of @changed: a new floating a{sv}. */
+static GVariant *
+merge_props (GVariant *props, GVariant *changed)
+{
+  GVariantBuilder merged;
+  GVariantIter iter;
+  const char *key;
+  GVariant *value;
+
+  g_variant_builder_init (&merged, G_VARIANT_TYPE_VARDICT);
+  g_variant_iter_init (&iter, props);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, &value)) {
+    g_autoptr (GVariant) owned = value;
+    g_autoptr (GVariant) replaced = g_variant_lookup_value (changed, key, NULL);
+
+    if (replaced == NULL)
+      g_variant_builder_add (&merged, "{sv}", key, value);
+  }
+  g_variant_iter_init (&iter, changed);
+  while (g_variant_iter_next (&iter, "{&sv}", &key, &value)) {
+    g_autoptr (GVariant) owned = value;
+
+    g_variant_builder_add (&merged, "{sv}", key, value);
+  }
+  return g_variant_builder_end (&merged);
+}
+
+/* What the scan knows of @path now: @props (taken, maybe floating), all
+ * of them. */
+static void
+device_set (TallyGattScanner *scanner, Device *device, const char *path, GVariant *props)
+{
+  g_autoptr (GVariant) owned = g_variant_ref_sink (props);
+
+  g_clear_pointer (&device->props, g_variant_unref);
+  if (has_service (owned)) {
+    device->props = g_variant_ref (owned);
+    report (scanner, path, owned);
+  }
+}
+
 typedef struct
 {
   TallyGattScanner *scanner;
@@ -208,31 +278,84 @@ device_props_done (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   Candidate *candidate = user_data;
   TallyGattScanner *scanner = candidate->scanner;
-  g_autofree char *device = candidate->device;
+  g_autofree char *path = candidate->device;
   g_autoptr (GError) error = NULL;
   g_autoptr (GVariant) reply =
     g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-  g_autoptr (GVariant) props = NULL;
+  GVariant *props = NULL;
+  Device *device;
 
   g_free (candidate);
   /* Cancelled: @scanner may be gone. */
-  if (reply == NULL || scanner->state == SCAN_IDLE)
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED) || scanner->state == SCAN_IDLE)
     return;
+  device = g_hash_table_lookup (scanner->devices, path);
+  if (device == NULL) /* removed meanwhile */
+    return;
+  device->reading = FALSE;
+  if (reply == NULL) {
+    /* Gone, most likely; a later change asks again. */
+    g_hash_table_remove (scanner->devices, path);
+    return;
+  }
   g_variant_get (reply, "(@a{sv})", &props);
-  report (scanner, device, props);
+  device_set (scanner, device, path, props);
 }
 
 /* A report seen now, whose properties BlueZ did not send along. */
 static void
-read_device (TallyGattScanner *scanner, const char *device)
+read_device (TallyGattScanner *scanner, Device *device, const char *path)
 {
   Candidate *candidate = g_new0 (Candidate, 1);
 
+  device->reading = TRUE;
   candidate->scanner = scanner;
-  candidate->device = g_strdup (device);
-  g_dbus_connection_call (scanner->bus, BLUEZ, device, PROPERTIES_IFACE, "GetAll",
+  candidate->device = g_strdup (path);
+  g_dbus_connection_call (scanner->bus, BLUEZ, path, PROPERTIES_IFACE, "GetAll",
                           g_variant_new ("(s)", DEVICE_IFACE), G_VARIANT_TYPE ("(a{sv})"),
                           G_DBUS_CALL_FLAGS_NONE, -1, scanner->calls, device_props_done, candidate);
+}
+
+/* The device at @path, NULL when the scan follows too many already. */
+static Device *
+device_lookup (TallyGattScanner *scanner, const char *path, gboolean *is_new)
+{
+  Device *device = g_hash_table_lookup (scanner->devices, path);
+
+  *is_new = device == NULL;
+  if (device != NULL)
+    return device;
+  if (g_hash_table_size (scanner->devices) >= TALLY_GATT_SCANNER_MAX_DEVICES) {
+    g_debug ("gatt scanner %s: %u devices followed, %s ignored", scanner->adapter,
+             TALLY_GATT_SCANNER_MAX_DEVICES, path);
+    return NULL;
+  }
+  device = g_new0 (Device, 1);
+  g_hash_table_insert (scanner->devices, g_strdup (path), device);
+  return device;
+}
+
+static void
+on_device_changed (TallyGattScanner *scanner, const char *path, GVariant *changed)
+{
+  g_autoptr (GVariant) rssi = g_variant_lookup_value (changed, "RSSI", NULL);
+  g_autoptr (GVariant) mfr = g_variant_lookup_value (changed, "ManufacturerData", NULL);
+  g_autoptr (GVariant) uuids = g_variant_lookup_value (changed, "UUIDs", NULL);
+  gboolean is_new;
+  Device *device;
+
+  if (rssi == NULL && mfr == NULL && uuids == NULL)
+    return;
+  device = device_lookup (scanner, path, &is_new);
+  if (device == NULL || device->reading)
+    return;
+  if (device->props != NULL) {
+    device_set (scanner, device, path, merge_props (device->props, changed));
+    return;
+  }
+  /* Another's device, or one not read yet: read when it may be ours. */
+  if (uuids != NULL ? has_service (changed) : is_new)
+    read_device (scanner, device, path);
 }
 
 /* A StartDiscovery still on its way is stopped when it is answered. */
@@ -251,6 +374,7 @@ drop_calls (TallyGattScanner *scanner)
   g_cancellable_cancel (scanner->calls);
   g_clear_object (&scanner->calls);
   scanner->calls = g_cancellable_new ();
+  g_hash_table_remove_all (scanner->devices);
 }
 
 static void
@@ -300,27 +424,29 @@ on_properties_changed (const char *path, const char *iface, GVariant *changed, g
   if (scanner->state == SCAN_IDLE || strcmp (iface, DEVICE_IFACE) != 0 ||
       !tally_bluez_is_adapter_device (scanner->adapter_path, path))
     return;
-  {
-    g_autoptr (GVariant) rssi = g_variant_lookup_value (changed, "RSSI", NULL);
-    g_autoptr (GVariant) mfr = g_variant_lookup_value (changed, "ManufacturerData", NULL);
-    g_autoptr (GVariant) uuids = g_variant_lookup_value (changed, "UUIDs", NULL);
-
-    if (rssi != NULL || mfr != NULL || uuids != NULL)
-      read_device (scanner, path);
-  }
+  on_device_changed (scanner, path, changed);
 }
 
 static void
 on_interfaces_added (const char *object, GVariant *ifaces, gpointer user_data)
 {
   TallyGattScanner *scanner = user_data;
-  g_autoptr (GVariant) props = NULL;
+  GVariant *props = NULL;
+  gboolean is_new;
+  Device *device;
 
   if (scanner->state == SCAN_IDLE || !tally_bluez_is_adapter_device (scanner->adapter_path, object))
     return;
   props = g_variant_lookup_value (ifaces, DEVICE_IFACE, NULL);
-  if (props != NULL)
-    report (scanner, object, props);
+  if (props == NULL)
+    return;
+  device = device_lookup (scanner, object, &is_new);
+  if (device != NULL) {
+    device_set (scanner, device, object, props);
+    return;
+  }
+  report (scanner, object, props);
+  g_variant_unref (props);
 }
 
 static void
@@ -330,8 +456,10 @@ on_interfaces_removed (const char *object, const char *const *ifaces, gpointer u
 
   if (scanner->state == SCAN_IDLE ||
       !tally_bluez_is_adapter_device (scanner->adapter_path, object) ||
-      !g_strv_contains (ifaces, DEVICE_IFACE) || scanner->handlers == NULL ||
-      scanner->handlers->lost == NULL)
+      !g_strv_contains (ifaces, DEVICE_IFACE))
+    return;
+  g_hash_table_remove (scanner->devices, object);
+  if (scanner->handlers == NULL || scanner->handlers->lost == NULL)
     return;
   tally_gatt_scanner_ref (scanner);
   scanner->handlers->lost (scanner, object, scanner->user_data);
@@ -493,6 +621,8 @@ tally_gatt_scanner_new (GDBusConnection *system_bus, const char *adapter)
   scanner->adapter_path = tally_bluez_adapter_path (adapter);
   scanner->context = g_main_context_ref_thread_default ();
   scanner->calls = g_cancellable_new ();
+  scanner->devices =
+    g_hash_table_new_full (g_str_hash, g_str_equal, g_free, (GDestroyNotify) device_free);
   tally_bluez_watch_properties (&scanner->props_watch, scanner->bus, NULL, on_properties_changed,
                                 scanner, NULL);
   tally_bluez_watch_added (&scanner->added_watch, scanner->bus, on_interfaces_added, scanner, NULL);
@@ -536,6 +666,7 @@ tally_gatt_scanner_unref (TallyGattScanner *scanner)
   tally_bluez_unwatch (&scanner->added_watch, scanner->bus);
   tally_bluez_unwatch (&scanner->removed_watch, scanner->bus);
   g_clear_object (&scanner->calls);
+  g_hash_table_unref (scanner->devices);
   g_object_unref (scanner->bus);
   g_main_context_unref (scanner->context);
   g_free (scanner->adapter);
