@@ -750,10 +750,10 @@ tally_daemon_register_changed (TallyDaemon *d)
 }
 
 gboolean
-tally_daemon_start_discovery (TallyDaemon *d, const char *sender, GError **error)
+tally_daemon_start_discovery (TallyDaemon *d, const char *sender, guint32 uid, GError **error)
 {
   g_return_val_if_fail (d != NULL && d->nearby != NULL, FALSE);
-  return tally_dbus_nearby_start (d->nearby, sender, error);
+  return tally_dbus_nearby_start (d->nearby, sender, uid, error);
 }
 
 gboolean

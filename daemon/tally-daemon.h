@@ -70,7 +70,8 @@ guint tally_daemon_get_payment_count (TallyDaemon *daemon);
 
 /* Register1.StartDiscovery/StopDiscovery for the caller @sender
  * (tally-dbus-nearby.h): NOT_SUPPORTED without Bluetooth LE. */
-gboolean tally_daemon_start_discovery (TallyDaemon *daemon, const char *sender, GError **error);
+gboolean
+tally_daemon_start_discovery (TallyDaemon *daemon, const char *sender, guint32 uid, GError **error);
 gboolean tally_daemon_stop_discovery (TallyDaemon *daemon, const char *sender, GError **error);
 gboolean tally_daemon_is_discovering (TallyDaemon *daemon);
 /* NULL until exported. */

@@ -16,8 +16,16 @@ typedef struct
   TallyDBusStall1 *skeleton;
   char *tag;    /* 8 hex digits */
   char *device; /* BlueZ's object of the device that advertised it last */
+  gint64 heard; /* monotonic, of the last report */
   GSource *stale;
 } Stall;
+
+/* One client's discovery. */
+typedef struct
+{
+  guint watch; /* of its name */
+  guint32 uid;
+} Session;
 
 struct _TallyDBusNearby
 {
@@ -27,7 +35,7 @@ struct _TallyDBusNearby
   GMainContext *context;
   TallyGattScanner *scanner; /* NULL without Bluetooth LE */
   char *adapter;
-  GHashTable *sessions; /* sender -> name watch id */
+  GHashTable *sessions; /* sender -> Session * */
   GHashTable *stalls;   /* tag -> Stall * */
   guint stale_ms;
   TallyDBusNearbyChangedFunc changed;
@@ -91,6 +99,7 @@ stall_update (Stall *stall, const TallyGattSighting *sighting)
     tally_dbus_stall1_set_rssi (s, sighting->rssi);
   tally_dbus_stall1_set_last_seen (s, tally_now ());
   g_object_thaw_notify (G_OBJECT (s));
+  stall->heard = g_get_monotonic_time ();
   stall_arm (stall);
 }
 
@@ -143,6 +152,28 @@ remove_device (TallyDBusNearby *nearby, const char *device, const char *keep_tag
   }
 }
 
+/* The list is full: the stall heard least recently makes room for @tag. */
+static void
+evict_least_recent (TallyDBusNearby *nearby, const char *tag)
+{
+  GHashTableIter iter;
+  gpointer value;
+  Stall *oldest = NULL;
+
+  g_hash_table_iter_init (&iter, nearby->stalls);
+  while (g_hash_table_iter_next (&iter, NULL, &value)) {
+    Stall *stall = value;
+
+    if (oldest == NULL || stall->heard < oldest->heard)
+      oldest = stall;
+  }
+  if (oldest == NULL)
+    return;
+  g_info ("nearby: %u stalls listed, %s (heard least recently) makes room for %s",
+          TALLY_NEARBY_MAX_STALLS, oldest->tag, tag);
+  g_hash_table_remove (nearby->stalls, oldest->tag);
+}
+
 static void
 on_seen (TallyGattScanner *scanner, const TallyGattSighting *sighting, gpointer user_data)
 {
@@ -160,10 +191,8 @@ on_seen (TallyGattScanner *scanner, const TallyGattSighting *sighting, gpointer 
     stall_update (stall, sighting);
     return;
   }
-  if (g_hash_table_size (nearby->stalls) >= TALLY_NEARBY_MAX_STALLS) {
-    g_debug ("nearby: %u stalls listed, %s not shown", TALLY_NEARBY_MAX_STALLS, tag);
-    return;
-  }
+  if (g_hash_table_size (nearby->stalls) >= TALLY_NEARBY_MAX_STALLS)
+    evict_least_recent (nearby, tag);
   stall = stall_new (nearby, tag, sighting);
   if (stall != NULL)
     g_hash_table_insert (nearby->stalls, stall->tag, stall);
@@ -196,7 +225,7 @@ end_all_sessions (TallyDBusNearby *nearby)
 
   g_hash_table_iter_init (&iter, nearby->sessions);
   while (g_hash_table_iter_next (&iter, NULL, &value))
-    g_bus_unwatch_name (GPOINTER_TO_UINT (value));
+    g_bus_unwatch_name (((Session *) value)->watch);
   g_hash_table_remove_all (nearby->sessions);
 }
 
@@ -227,9 +256,9 @@ static const TallyGattScannerHandlers scan_handlers = {
 static void
 end_session (TallyDBusNearby *nearby, const char *sender)
 {
-  guint watch = GPOINTER_TO_UINT (g_hash_table_lookup (nearby->sessions, sender));
+  Session *session = g_hash_table_lookup (nearby->sessions, sender);
 
-  g_bus_unwatch_name (watch);
+  g_bus_unwatch_name (session->watch);
   g_hash_table_remove (nearby->sessions, sender);
   g_info ("nearby: %s stopped discovering", sender);
   if (g_hash_table_size (nearby->sessions) == 0) {
@@ -250,10 +279,24 @@ on_owner_vanished (GDBusConnection *connection, const char *name, gpointer user_
   end_session (nearby, name);
 }
 
-gboolean
-tally_dbus_nearby_start (TallyDBusNearby *nearby, const char *sender, GError **error)
+static guint
+count_sessions_of (TallyDBusNearby *nearby, guint32 uid)
 {
-  guint watch;
+  GHashTableIter iter;
+  gpointer value;
+  guint count = 0;
+
+  g_hash_table_iter_init (&iter, nearby->sessions);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    if (((Session *) value)->uid == uid)
+      count++;
+  return count;
+}
+
+gboolean
+tally_dbus_nearby_start (TallyDBusNearby *nearby, const char *sender, guint32 uid, GError **error)
+{
+  Session *session;
 
   g_return_val_if_fail (nearby != NULL && sender != NULL, FALSE);
 
@@ -266,6 +309,12 @@ tally_dbus_nearby_start (TallyDBusNearby *nearby, const char *sender, GError **e
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS, "%s already discovers", sender);
     return FALSE;
   }
+  if (count_sessions_of (nearby, uid) >= TALLY_NEARBY_MAX_SESSIONS_PER_UID) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "user %u already discovers in %u sessions; stop one first", uid,
+                 TALLY_NEARBY_MAX_SESSIONS_PER_UID);
+    return FALSE;
+  }
   if (g_hash_table_size (nearby->sessions) >= TALLY_NEARBY_MAX_SESSIONS) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY, "%u clients already discover",
                  TALLY_NEARBY_MAX_SESSIONS);
@@ -273,9 +322,12 @@ tally_dbus_nearby_start (TallyDBusNearby *nearby, const char *sender, GError **e
   }
   /* Like bluetoothd's discovery sessions: the session ends when its
    * client leaves the bus. */
-  watch = g_bus_watch_name_on_connection (nearby->connection, sender, G_BUS_NAME_WATCHER_FLAGS_NONE,
-                                          NULL, on_owner_vanished, nearby, NULL);
-  g_hash_table_insert (nearby->sessions, g_strdup (sender), GUINT_TO_POINTER (watch));
+  session = g_new0 (Session, 1);
+  session->uid = uid;
+  session->watch =
+    g_bus_watch_name_on_connection (nearby->connection, sender, G_BUS_NAME_WATCHER_FLAGS_NONE, NULL,
+                                    on_owner_vanished, nearby, NULL);
+  g_hash_table_insert (nearby->sessions, g_strdup (sender), session);
   g_info ("nearby: %s discovers on %s", sender, nearby->adapter);
   if (g_hash_table_size (nearby->sessions) == 1) {
     set_discovering (nearby, TRUE);
@@ -347,7 +399,7 @@ tally_dbus_nearby_new (GDBusConnection *connection,
   nearby->context = g_main_context_ref_thread_default ();
   nearby->adapter = g_strdup (adapter);
   nearby->stale_ms = TALLY_NEARBY_STALE_SECONDS * 1000;
-  nearby->sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  nearby->sessions = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   nearby->stalls =
     g_hash_table_new_full (g_str_hash, g_str_equal, NULL, (GDestroyNotify) stall_free);
   nearby->changed = changed;

@@ -23,10 +23,14 @@ G_BEGIN_DECLS
 #define TALLY_NEARBY_PATH_PREFIX "/org/tally/nearby/tag_"
 /* BlueZ's own TemporaryTimeout for devices seen in discovery. */
 #define TALLY_NEARBY_STALE_SECONDS 30
-/* Stalls listed at once: more tags are not shown until some go. */
+/* Stalls listed at once: a new tag beyond them replaces the stall heard
+ * least recently (a radio rotating addresses and tags cannot keep real
+ * stalls out). */
 #define TALLY_NEARBY_MAX_STALLS 64
-/* Clients discovering at once. */
-#define TALLY_NEARBY_MAX_SESSIONS 16
+/* Clients discovering at once, in all and of one UNIX user (one user
+ * cannot take every session). */
+#define TALLY_NEARBY_MAX_SESSIONS         16
+#define TALLY_NEARBY_MAX_SESSIONS_PER_UID 4
 
 typedef struct _TallyDBusNearby TallyDBusNearby;
 
@@ -46,9 +50,11 @@ TallyDBusNearby *tally_dbus_nearby_new (GDBusConnection *connection,
 void tally_dbus_nearby_free (TallyDBusNearby *nearby);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (TallyDBusNearby, tally_dbus_nearby_free)
 
-/* A session for @sender.  NOT_SUPPORTED without Bluetooth LE, EXISTS when
- * @sender has one, POLICY beyond TALLY_NEARBY_MAX_SESSIONS. */
-gboolean tally_dbus_nearby_start (TallyDBusNearby *nearby, const char *sender, GError **error);
+/* A session for @sender, of the UNIX user @uid.  NOT_SUPPORTED without
+ * Bluetooth LE, EXISTS when @sender has one, POLICY beyond
+ * TALLY_NEARBY_MAX_SESSIONS_PER_UID of @uid or TALLY_NEARBY_MAX_SESSIONS. */
+gboolean
+tally_dbus_nearby_start (TallyDBusNearby *nearby, const char *sender, guint32 uid, GError **error);
 /* Ends @sender's session.  NOT_SUPPORTED without Bluetooth LE, NOT_FOUND
  * when @sender started none. */
 gboolean tally_dbus_nearby_stop (TallyDBusNearby *nearby, const char *sender, GError **error);

@@ -489,22 +489,37 @@ handle_get_history (TallyDBusRegister1 *skeleton,
   return TRUE;
 }
 
+static void
+on_discovery_caller_uid (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  PendingCall *call = user_data;
+  GDBusMethodInvocation *invocation = call->invocation;
+  g_autoptr (GError) error = NULL;
+  guint32 uid;
+
+  /* Failing here may mean the object is gone: touch only the call. */
+  if (!tally_dbus_caller_get_uid_finish (result, &uid, &error) ||
+      !tally_daemon_start_discovery (call->object->daemon,
+                                     g_dbus_method_invocation_get_sender (invocation), uid, &error))
+    tally_dbus_error_return (invocation, error);
+  else
+    tally_dbus_register1_complete_start_discovery (call->object->skeleton, invocation);
+  pending_call_free (call);
+}
+
 /* BlueZ's Adapter1.StartDiscovery/StopDiscovery: the session is the
- * caller's (tally-dbus-nearby.h). */
+ * caller's (tally-dbus-nearby.h), counted per UNIX user. */
 static gboolean
 handle_start_discovery (TallyDBusRegister1 *skeleton,
                         GDBusMethodInvocation *invocation,
                         gpointer user_data)
 {
   TallyDBusRegister *object = user_data;
-  g_autoptr (GError) error = NULL;
+  PendingCall *call = g_new0 (PendingCall, 1);
 
-  if (!tally_daemon_start_discovery (object->daemon, g_dbus_method_invocation_get_sender (invocation),
-                                     &error)) {
-    tally_dbus_error_return (invocation, error);
-    return TRUE;
-  }
-  tally_dbus_register1_complete_start_discovery (skeleton, invocation);
+  call->object = object;
+  call->invocation = g_object_ref (invocation);
+  tally_dbus_caller_get_uid (invocation, object->uid_lookups, on_discovery_caller_uid, call);
   return TRUE;
 }
 

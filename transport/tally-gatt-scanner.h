@@ -23,6 +23,12 @@ G_BEGIN_DECLS
 
 typedef struct _TallyGattScanner TallyGattScanner;
 
+/* The devices a scan follows at once (BlueZ's objects, which it drops
+ * some time after their last report): each is read with at most one
+ * GetAll, the first time a change names it, and only again when its UUIDs
+ * change to list our service.  Beyond them, changes are ignored. */
+#define TALLY_GATT_SCANNER_MAX_DEVICES 256
+
 /* A device BlueZ reported during the discovery, listing our service. */
 typedef struct
 {

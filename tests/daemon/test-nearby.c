@@ -308,14 +308,9 @@ test_stall_advertising_appears_and_goes_with_its_device (Fixture *f, gconstpoint
   g_assert_true (g_variant_lookup (stall, "RSSI", "n", &rssi));
   g_assert_cmpint (rssi, ==, -50);
 
-  /* A later report (RSSI changed): tallyd reads the device again. */
+  /* A later report (RSSI changed): the change itself carries the new
+   * RSSI, nothing is asked of bluetoothd. */
   fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, "{'RSSI': <int16 -40>}");
-  params = fake_bluez_expect_reply (
-    f->fake, DEV, FAKE_PROPS_IFACE, "GetAll",
-    g_variant_new_parsed (
-      "({'Address': <%s>, 'RSSI': <int16 -40>, 'UUIDs': <[%s]>, "
-      "'ManufacturerData': <{uint16 0xffff: <[byte 0x0a, 0x1b, 0x2c, 0x3d]>}>},)",
-      DEV_ADDRESS, TALLY_GATT_SERVICE_UUID));
   fake_bluez_expect_quiet (f->fake, 200);
   value = get_property (f, STALL_PATH, STALL_IFACE, "RSSI");
   g_assert_cmpint (g_variant_get_int16 (value), ==, -40);
@@ -421,30 +416,125 @@ test_adapter_switched_off_ends_every_session (Fixture *f, gconstpointer data)
   fake_bluez_expect_quiet (f->fake, 200);
 }
 
-/* Pay ("ble", {Tag}) looks for that request's advertisement, as
- * "ble:TAG" does: the payment's Address names the tag. */
+/* A stall with tag 100000@i on its own device. */
 static void
-test_pay_ble_with_a_tag_looks_for_that_tag (Fixture *f, gconstpointer data)
+numbered_stall_advertises (Fixture *f, guint i)
 {
-  g_autoptr (GError) error = NULL;
-  g_autofree char *path = tally_daemon_pay (f->daemon, "ble", "0a1b2c3d", ":1.0", 1000, 30, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (path);
-  CallResult r = { 0 };
-  g_dbus_connection_call (f->client, g_dbus_connection_get_unique_name (f->daemon_bus), path,
-                          "org.freedesktop.DBus.Properties", "Get",
-                          g_variant_new ("(ss)", "org.tally.Payment1", "Address"),
-                          G_VARIANT_TYPE ("(v)"), G_DBUS_CALL_FLAGS_NONE, -1, NULL, call_done, &r);
-  FAKE_RUN_UNTIL (f->fake, r.done);
-  g_assert_no_error (r.error);
-  g_autoptr (GVariant) reply = r.reply;
-  g_autoptr (GVariant) address = NULL;
-  g_variant_get (reply, "(v)", &address);
-  g_assert_cmpstr (g_variant_get_string (address, NULL), ==, "ble:0a1b2c3d");
-  /* The payer's connection starts; an adapter that is off ends it. */
-  g_autoptr (GVariant) powered = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_PROPS_IFACE, "Get",
-                                                          g_variant_new_parsed ("(<false>,)"));
+  g_autofree char *device = g_strdup_printf (ADAPTER "/dev_00_AA_01_01_01_%02X", i);
+  g_autofree char *text =
+    g_strdup_printf ("{'RSSI': <int16 -50>, 'UUIDs': <['" TALLY_GATT_SERVICE_UUID "']>, "
+                     "'ManufacturerData': <{uint16 0xffff: <[byte 0x10, 0x00, 0x00, %u]>}>}",
+                     i);
+
+  fake_bluez_emit_added (f->fake, device, FAKE_DEVICE_IFACE, text);
+}
+
+static char *
+numbered_stall_path (guint i)
+{
+  return g_strdup_printf (TALLY_NEARBY_PATH_PREFIX "100000%02x", i);
+}
+
+/* One radio rotating addresses and tags fills the list: a real stall
+ * heard after still shows, in place of the stall heard least recently. */
+static void
+test_full_list_replaces_the_stall_heard_least_recently (Fixture *f, gconstpointer data)
+{
+  TallyDBusNearby *nearby = tally_daemon_get_nearby (f->daemon);
+  g_autofree char *evicted = numbered_stall_path (5);
+  g_autofree char *newest = numbered_stall_path (TALLY_NEARBY_MAX_STALLS);
+  g_autoptr (GVariant) params = NULL;
+
+  script_starts_discovery (f, f->client);
+  for (guint i = 0; i < TALLY_NEARBY_MAX_STALLS; i++)
+    numbered_stall_advertises (f, i);
+  FAKE_RUN_UNTIL (f->fake, f->added->len == TALLY_NEARBY_MAX_STALLS);
+  /* All heard again but stall 5. */
+  for (guint i = 0; i < TALLY_NEARBY_MAX_STALLS; i++)
+    if (i != 5)
+      numbered_stall_advertises (f, i);
   fake_bluez_expect_quiet (f->fake, 200);
+  g_assert_cmpuint (f->removed->len, ==, 0);
+
+  numbered_stall_advertises (f, TALLY_NEARBY_MAX_STALLS);
+  FAKE_RUN_UNTIL (f->fake, f->added->len == TALLY_NEARBY_MAX_STALLS + 1);
+  g_assert_cmpstr (f->added->pdata[TALLY_NEARBY_MAX_STALLS], ==, newest);
+  FAKE_RUN_UNTIL (f->fake, f->removed->len == 1);
+  g_assert_cmpstr (f->removed->pdata[0], ==, evicted);
+  g_assert_cmpuint (tally_dbus_nearby_get_stall_count (nearby), ==, TALLY_NEARBY_MAX_STALLS);
+
+  g_assert_null (call_register (f, f->client, "StopDiscovery"));
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StopDiscovery", NULL);
+}
+
+/* @n sessions of @uid, each on a connection of its own kept in @conns. */
+static void
+start_sessions_of (Fixture *f, GPtrArray *conns, guint32 uid, guint n)
+{
+  TallyDBusNearby *nearby = tally_daemon_get_nearby (f->daemon);
+
+  for (guint i = 0; i < n; i++) {
+    g_autoptr (GError) error = NULL;
+    GDBusConnection *c = connect_bus ();
+
+    g_ptr_array_add (conns, c);
+    g_assert_true (
+      tally_dbus_nearby_start (nearby, g_dbus_connection_get_unique_name (c), uid, &error));
+    g_assert_no_error (error);
+  }
+}
+
+static void
+close_connection (gpointer data)
+{
+  g_dbus_connection_close_sync (data, NULL, NULL);
+  g_object_unref (data);
+}
+
+/* Sessions are counted per UNIX user: a user at its share cannot start
+ * more, other users still can, up to the total. */
+static void
+test_one_user_cannot_take_every_discovery_session (Fixture *f, gconstpointer data)
+{
+  TallyDBusNearby *nearby = tally_daemon_get_nearby (f->daemon);
+  g_autoptr (GPtrArray) conns = g_ptr_array_new_with_free_func (close_connection);
+  g_autoptr (GDBusConnection) spare = connect_bus ();
+  g_autoptr (GDBusConnection) other = connect_bus ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GVariant) params = NULL;
+  guint sessions;
+
+  /* The first session (the test's own user, through D-Bus) starts the
+   * scan. */
+  script_starts_discovery (f, f->client);
+  start_sessions_of (f, conns, 4242, TALLY_NEARBY_MAX_SESSIONS_PER_UID);
+  g_assert_false (
+    tally_dbus_nearby_start (nearby, g_dbus_connection_get_unique_name (spare), 4242, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  g_clear_error (&error);
+  /* Another user is not locked out. */
+  g_assert_null (call_register (f, other, "StartDiscovery"));
+  sessions = 1 + TALLY_NEARBY_MAX_SESSIONS_PER_UID + 1;
+
+  /* Up to the total, whatever the users. */
+  for (guint32 uid = 5000; sessions < TALLY_NEARBY_MAX_SESSIONS; uid++) {
+    guint n = MIN (TALLY_NEARBY_MAX_SESSIONS_PER_UID, TALLY_NEARBY_MAX_SESSIONS - sessions);
+
+    start_sessions_of (f, conns, uid, n);
+    sessions += n;
+  }
+  g_assert_false (
+    tally_dbus_nearby_start (nearby, g_dbus_connection_get_unique_name (spare), 9999, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_POLICY);
+  fake_bluez_expect_quiet (f->fake, 100);
+  g_assert_true (is_discovering (f));
+
+  /* The last session to go stops the scan. */
+  g_clear_pointer (&conns, g_ptr_array_unref);
+  g_assert_null (call_register (f, other, "StopDiscovery"));
+  g_assert_null (call_register (f, f->client, "StopDiscovery"));
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StopDiscovery", NULL);
+  g_assert_false (is_discovering (f));
 }
 
 static void
@@ -486,8 +576,10 @@ main (int argc, char *argv[])
        test_only_the_caller_that_started_discovery_stops_it, TRUE);
   ADD ("/nearby/adapter-switched-off-ends-every-session",
        test_adapter_switched_off_ends_every_session, TRUE);
-  ADD ("/nearby/pay-ble-with-a-tag-looks-for-that-tag", test_pay_ble_with_a_tag_looks_for_that_tag,
-       TRUE);
+  ADD ("/nearby/full-list-replaces-the-stall-heard-least-recently",
+       test_full_list_replaces_the_stall_heard_least_recently, TRUE);
+  ADD ("/nearby/one-user-cannot-take-every-discovery-session",
+       test_one_user_cannot_take_every_discovery_session, TRUE);
   ADD ("/nearby/discovery-without-ble-is-not-supported",
        test_discovery_without_ble_is_not_supported, FALSE);
 #undef ADD

@@ -1434,6 +1434,138 @@ test_scanner_and_payer_share_one_discovery_session (Fixture *f, gconstpointer da
   g_assert_false (tally_gatt_scanner_is_running (scanner));
 }
 
+/* The app opening and closing its page: a scan stopped (or dropped) while
+ * bluetoothd is still starting it.  bluetoothd has the StartDiscovery and
+ * refuses StopDiscovery until it answers; the stop must follow the answer
+ * or the radio scans for ever. */
+static void
+check_stop_while_starting_stops_discovery (Fixture *f, gboolean drop)
+{
+  TallyGattScanner *scanner = tally_gatt_scanner_new (f->payer_bus, "hci0");
+  GDBusMethodInvocation *start;
+  g_autoptr (GVariant) params = NULL;
+
+  tally_gatt_scanner_start (scanner);
+  script_client_sets_filter (f);
+  start = fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery");
+  tally_gatt_scanner_stop (scanner);
+  g_assert_false (tally_gatt_scanner_is_running (scanner));
+  if (drop)
+    g_clear_pointer (&scanner, tally_gatt_scanner_unref);
+  fake_bluez_expect_quiet (f->fake, 100);
+  g_dbus_method_invocation_return_value (start, NULL);
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StopDiscovery", NULL);
+  fake_bluez_expect_quiet (f->fake, 100);
+  if (scanner != NULL) {
+    g_assert_false (tally_gatt_scanner_is_running (scanner));
+    tally_gatt_scanner_unref (scanner);
+  }
+}
+
+static void
+test_scanner_stopped_while_starting_stops_discovery (Fixture *f, gconstpointer data)
+{
+  check_stop_while_starting_stops_discovery (f, FALSE);
+}
+
+static void
+test_scanner_dropped_while_starting_stops_discovery (Fixture *f, gconstpointer data)
+{
+  check_stop_while_starting_stops_discovery (f, TRUE);
+}
+
+/* Stopped and started again before bluetoothd answered the first start:
+ * the session goes on, nothing stops it. */
+static void
+test_scanner_restarted_while_starting_keeps_discovering (Fixture *f, gconstpointer data)
+{
+  g_autoptr (TallyGattScanner) scanner = tally_gatt_scanner_new (f->payer_bus, "hci0");
+  GDBusMethodInvocation *start;
+  g_autoptr (GVariant) params = NULL;
+
+  tally_gatt_scanner_start (scanner);
+  script_client_sets_filter (f);
+  start = fake_bluez_expect_call (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery");
+  tally_gatt_scanner_start (scanner);
+  script_client_sets_filter (f);
+  g_dbus_method_invocation_return_value (start, NULL);
+  params = fake_bluez_expect_error (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StartDiscovery",
+                                    "org.bluez.Error.InProgress");
+  fake_bluez_expect_quiet (f->fake, 200);
+  g_assert_true (tally_gatt_scanner_is_running (scanner));
+  tally_gatt_scanner_stop (scanner);
+  g_clear_pointer (&params, g_variant_unref);
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StopDiscovery", NULL);
+}
+
+typedef struct
+{
+  guint seen;
+  gint16 rssi;
+} RssiWatch;
+
+static void
+watch_rssi (TallyGattScanner *scanner, const TallyGattSighting *sighting, gpointer user_data)
+{
+  RssiWatch *watch = user_data;
+
+  g_assert_true (sighting->has_rssi);
+  watch->seen++;
+  watch->rssi = sighting->rssi;
+}
+
+/* A device advertising as fast as it can (or a radio replaying adverts):
+ * bluetoothd signals a change per report.  The scan reads the device once
+ * and then follows its RSSI from the changes themselves; a device without
+ * our service costs no call at all. */
+static void
+test_scanner_advert_flood_reads_device_once (Fixture *f, gconstpointer data)
+{
+  static const TallyGattScannerHandlers handlers = { .seen = watch_rssi };
+  g_autoptr (TallyGattScanner) scanner = tally_gatt_scanner_new (f->payer_bus, "hci0");
+  GDBusMethodInvocation *get_all;
+  g_autoptr (GVariant) params = NULL;
+  RssiWatch watch = { 0 };
+  guint get_alls = 0;
+
+  tally_gatt_scanner_set_handlers (scanner, &handlers, &watch, NULL);
+  tally_gatt_scanner_start (scanner);
+  script_client_scans (f, NULL);
+  /* Another's device, its UUIDs in the change: nothing to read. */
+  for (guint i = 0; i < 1000; i++)
+    fake_bluez_emit_changed (f->fake, ADAPTER "/dev_00_AA_01_01_00_02", FAKE_DEVICE_IFACE,
+                             "{'RSSI': <int16 -60>, 'UUIDs': <['0000180f-0000-1000-8000-"
+                             "00805f9b34fb']>}");
+  /* A cached device of ours, first heard through a change. */
+  for (guint i = 0; i < 1000; i++) {
+    g_autofree char *changed = g_strdup_printf ("{'RSSI': <int16 %d>}", -40 - (int) (i % 50));
+
+    fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, changed);
+  }
+  get_all = fake_bluez_expect_call (f->fake, DEV, FAKE_PROPS_IFACE, "GetAll");
+  get_alls++;
+  g_dbus_method_invocation_return_value (
+    get_all, g_variant_new_parsed ("({'Address': <'" DEV_ADDRESS "'>, 'RSSI': <int16 -45>, "
+                                   "'UUIDs': <['" TALLY_GATT_SERVICE_UUID "']>, "
+                                   "'ManufacturerData': <{uint16 0xffff: "
+                                   "<[byte 0x0a, 0x1b, 0x2c, 0x3d]>}>},)"));
+  FAKE_RUN_UNTIL (f->fake, watch.seen >= 1);
+  g_assert_cmpint (watch.rssi, ==, -45);
+  for (guint i = 0; i < 1000; i++) {
+    g_autofree char *changed = g_strdup_printf ("{'RSSI': <int16 %d>}", -30 - (int) (i % 40));
+
+    fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, changed);
+  }
+  fake_bluez_emit_changed (f->fake, DEV, FAKE_DEVICE_IFACE, "{'RSSI': <int16 -77>}");
+  FAKE_RUN_UNTIL (f->fake, watch.rssi == -77);
+  g_assert_cmpuint (watch.seen, ==, 1 + 1000 + 1);
+  fake_bluez_expect_quiet (f->fake, 300);
+  g_assert_cmpuint (get_alls, <=, 2);
+
+  tally_gatt_scanner_stop (scanner);
+  params = fake_bluez_expect_reply (f->fake, ADAPTER, FAKE_ADAPTER_IFACE, "StopDiscovery", NULL);
+}
+
 static void
 test_client_connect_without_answer_starts_over (Fixture *f, gconstpointer data)
 {
@@ -1606,6 +1738,14 @@ main (int argc, char *argv[])
        test_client_device_disconnected_mid_payment_is_disconnected);
   ADD ("/gatt/scanner/shares-one-discovery-session-with-the-payer",
        test_scanner_and_payer_share_one_discovery_session);
+  ADD ("/gatt/scanner/stopped-while-starting-stops-discovery",
+       test_scanner_stopped_while_starting_stops_discovery);
+  ADD ("/gatt/scanner/dropped-while-starting-stops-discovery",
+       test_scanner_dropped_while_starting_stops_discovery);
+  ADD ("/gatt/scanner/restarted-while-starting-keeps-discovering",
+       test_scanner_restarted_while_starting_keeps_discovering);
+  ADD ("/gatt/scanner/advert-flood-reads-each-device-once",
+       test_scanner_advert_flood_reads_device_once);
   ADD ("/gatt/client/retry/discovery-dropped-starts-over",
        test_client_retries_when_discovery_is_dropped);
   ADD ("/gatt/client/retry/start-discovery-failing-starts-over",
