@@ -520,6 +520,43 @@ daemon_policy (TallyDaemon *d, TallyAcceptPolicy *policy, GError **error)
   return TRUE;
 }
 
+/* LE Privacy ([transport] ble_privacy): with it off, the adapter
+ * advertises every request, and connects to every stall, from its public
+ * address, and anyone with a scanner can follow it. */
+static gboolean
+check_privacy (const char *adapter, TallyPrivacyPolicy policy, GError **error)
+{
+  if (policy == TALLY_PRIVACY_POLICY_OFF)
+    return TRUE;
+  g_autoptr (GError) why = NULL;
+  TallyMgmtInfo info;
+  TallyPrivacyState state = tally_mgmt_read_privacy (adapter, &info, &why);
+  const char *fix = "set Privacy = device under [General] in /etc/bluetooth/main.conf and "
+                    "restart bluetoothd";
+  g_autofree char *what = NULL;
+  if (state == TALLY_PRIVACY_STATE_UNKNOWN)
+    what = g_strdup_printf ("cannot tell whether %s has LE Privacy on (%s)", adapter, why->message);
+  else
+    what = g_strdup_printf ("%s has LE Privacy off: it advertises and connects from its public "
+                            "address %02X:%02X:%02X:%02X:%02X:%02X",
+                            adapter, info.address[5], info.address[4], info.address[3],
+                            info.address[2], info.address[1], info.address[0]);
+
+  switch (tally_privacy_decide (policy, state)) {
+  case TALLY_PRIVACY_VERDICT_OK:
+    g_message ("%s: LE Privacy on, resolvable private addresses on the air", adapter);
+    return TRUE;
+  case TALLY_PRIVACY_VERDICT_WARN:
+    g_warning ("privacy: %s; %s", what, fix);
+    return TRUE;
+  case TALLY_PRIVACY_VERDICT_REFUSE:
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "[transport] ble_privacy=require: %s; %s", what, fix);
+    return FALSE;
+  }
+  return FALSE;
+}
+
 TallyDaemon *
 tally_daemon_new (const TallyConfig *config, GError **error)
 {
@@ -555,6 +592,10 @@ tally_daemon_new (const TallyConfig *config, GError **error)
 
   d->ble = config->ble;
   d->adapter = g_strdup (config->adapter);
+  if (config->ble && !check_privacy (config->adapter, config->ble_privacy, error)) {
+    tally_daemon_free (d);
+    return NULL;
+  }
   if (config->ble) {
     /* BlueZ is on the system bus, whatever bus our own API is on. */
     g_autoptr (GError) bus_error = NULL;
