@@ -18,6 +18,12 @@ certify stall
 certify alice 40.00
 grep -q 'exclusive mode\|per-device mode' "$T/stall.log" || fail "the stall logged no GATT mode"
 note "stall: $(grep -o 'Bluetooth LE payee on .*' "$T/stall.log")"
+# bluetoothd runs with Privacy = off here: both tallyds say how to fix it.
+for name in stall alice; do
+  grep -q "privacy: ${ADAPTER[$name]} has LE Privacy off: .* public address 00:AA:01:.*Privacy = device" \
+    "$T/$name.log" || fail "$name did not warn that its public address is on the air"
+done
+ok "privacy warning: $(grep -o 'privacy: .*' "$T/stall.log")"
 expect_balance stall 0
 expect_balance alice 4000
 
