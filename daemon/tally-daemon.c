@@ -562,6 +562,9 @@ tally_daemon_new (const TallyConfig *config, GError **error)
 {
   g_return_val_if_fail (config != NULL, NULL);
 
+  /* Before anything is created: a refused start leaves no register. */
+  if (config->ble && !check_privacy (config->adapter, config->ble_privacy, error))
+    return NULL;
   g_autoptr (TallyRegister) reg = open_register (config, error);
   if (reg == NULL)
     return NULL;
@@ -592,10 +595,6 @@ tally_daemon_new (const TallyConfig *config, GError **error)
 
   d->ble = config->ble;
   d->adapter = g_strdup (config->adapter);
-  if (config->ble && !check_privacy (config->adapter, config->ble_privacy, error)) {
-    tally_daemon_free (d);
-    return NULL;
-  }
   if (config->ble) {
     /* BlueZ is on the system bus, whatever bus our own API is on. */
     g_autoptr (GError) bus_error = NULL;
