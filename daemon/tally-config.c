@@ -29,6 +29,7 @@ static const KnownKey known_keys[] = {
   { "transport", "listen" },
   { "transport", "ble" },
   { "transport", "adapter" },
+  { "transport", "ble_privacy" },
   { "transport", "hello_timeout_seconds" },
   { "transport", "max_connections" },
   { "policy", "max_revocation_age_hours" },
@@ -53,6 +54,7 @@ config_new (void)
   config->timeout_seconds = TALLY_CONFIG_DEFAULT_TIMEOUT_SECONDS;
   config->keep_finished_seconds = TALLY_CONFIG_DEFAULT_KEEP_FINISHED;
   config->adapter = g_strdup (TALLY_CONFIG_DEFAULT_ADAPTER);
+  config->ble_privacy = TALLY_PRIVACY_POLICY_WARN;
   config->hello_timeout_seconds = TALLY_CONFIG_DEFAULT_HELLO_TIMEOUT;
   config->max_connections = TALLY_CONFIG_DEFAULT_MAX_CONNECTIONS;
   config->max_open_requests = 1;
@@ -386,7 +388,7 @@ load_transport_limits (TallyConfig *config, GKeyFile *kf, GError **error)
 static gboolean
 load_transport_group (TallyConfig *config, GKeyFile *kf, GError **error)
 {
-  g_autofree char *listen = NULL, *ble = NULL, *adapter = NULL;
+  g_autofree char *listen = NULL, *ble = NULL, *adapter = NULL, *privacy = NULL;
 
   if (!get_string (kf, "transport", "listen", &listen, error))
     return FALSE;
@@ -421,6 +423,11 @@ load_transport_group (TallyConfig *config, GKeyFile *kf, GError **error)
     g_free (config->adapter);
     config->adapter = g_steal_pointer (&adapter);
   }
+
+  if (!get_string (kf, "transport", "ble_privacy", &privacy, error))
+    return FALSE;
+  if (privacy != NULL && !tally_privacy_policy_from_string (privacy, &config->ble_privacy))
+    return invalid (error, "transport", "ble_privacy", "expected warn, require or off");
   return load_transport_limits (config, kf, error);
 }
 
@@ -631,6 +638,10 @@ tally_config_load_file (TallyConfig *config, const char *path, GError **error)
   "                                 (default: false)\n"                                            \
   "    adapter=hciN                 Bluetooth adapter "                                            \
   "(default: " TALLY_CONFIG_DEFAULT_ADAPTER ")\n"                                                  \
+  "    ble_privacy=warn|require|off  when the adapter would advertise and connect\n"            \
+  "                                 from its public address (LE Privacy off):\n"                 \
+  "                                 warn, refuse to start Bluetooth LE, or do not\n"             \
+  "                                 check (default: warn)\n"                                     \
   "    hello_timeout_seconds=N      close a payer's link that sent no valid Hello\n"               \
   "                                 (or Reveal after the offer) within N seconds,\n"               \
   "                                 1 to 60 (default: 5)\n"                                        \

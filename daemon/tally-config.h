@@ -7,6 +7,7 @@
  *   [register]  dir=PATH  issuer_key=HEX
  *   [dbus]      bus=session|system  name=org.tally.Tally  authorization=polkit|none
  *   [transport] listen=unix:/path | tcp:HOST:PORT  ble=true|false  adapter=hci0
+ *               ble_privacy=warn|require|off
  *               hello_timeout_seconds=5  max_connections=64
  *   [policy]    max_revocation_age_hours=0  max_amount=0
  *   [payment]   timeout_seconds=60  allowed_targets=ble;unix:/run/tally
@@ -18,6 +19,7 @@
 #include <gio/gio.h>
 
 #include "tally-core.h"
+#include "tally-mgmt.h"
 #include "tally-register.h"
 
 G_BEGIN_DECLS
@@ -88,6 +90,9 @@ typedef struct
    * a request waits) and payer ("ble" addresses). */
   gboolean ble;
   char *adapter;
+  /* What to do when the adapter would put its public address on the air
+   * (transport/tally-mgmt.h). */
+  TallyPrivacyPolicy ble_privacy;
   /* A payer's link that has sent no valid Hello this long is closed. */
   guint hello_timeout_seconds;
   /* Stream connections held at once; more are closed as they come. */

@@ -538,11 +538,51 @@ daemon_policy (TallyDaemon *d, TallyAcceptPolicy *policy, GError **error)
   return TRUE;
 }
 
+/* LE Privacy ([transport] ble_privacy): with it off, the adapter
+ * advertises every request, and connects to every stall, from its public
+ * address, and anyone with a scanner can follow it. */
+static gboolean
+check_privacy (const char *adapter, TallyPrivacyPolicy policy, GError **error)
+{
+  if (policy == TALLY_PRIVACY_POLICY_OFF)
+    return TRUE;
+  g_autoptr (GError) why = NULL;
+  TallyMgmtInfo info;
+  TallyPrivacyState state = tally_mgmt_read_privacy (adapter, &info, &why);
+  const char *fix = "set Privacy = device under [General] in /etc/bluetooth/main.conf and "
+                    "restart bluetoothd";
+  g_autofree char *what = NULL;
+  if (state == TALLY_PRIVACY_STATE_UNKNOWN)
+    what = g_strdup_printf ("cannot tell whether %s has LE Privacy on (%s)", adapter, why->message);
+  else
+    what = g_strdup_printf ("%s has LE Privacy off: it advertises and connects from its public "
+                            "address %02X:%02X:%02X:%02X:%02X:%02X",
+                            adapter, info.address[5], info.address[4], info.address[3],
+                            info.address[2], info.address[1], info.address[0]);
+
+  switch (tally_privacy_decide (policy, state)) {
+  case TALLY_PRIVACY_VERDICT_OK:
+    g_message ("%s: LE Privacy on, resolvable private addresses on the air", adapter);
+    return TRUE;
+  case TALLY_PRIVACY_VERDICT_WARN:
+    g_warning ("privacy: %s; %s", what, fix);
+    return TRUE;
+  case TALLY_PRIVACY_VERDICT_REFUSE:
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_POLICY,
+                 "[transport] ble_privacy=require: %s; %s", what, fix);
+    return FALSE;
+  }
+  return FALSE;
+}
+
 TallyDaemon *
 tally_daemon_new (const TallyConfig *config, GError **error)
 {
   g_return_val_if_fail (config != NULL, NULL);
 
+  /* Before anything is created: a refused start leaves no register. */
+  if (config->ble && !check_privacy (config->adapter, config->ble_privacy, error))
+    return NULL;
   g_autoptr (TallyRegister) reg = open_register (config, error);
   if (reg == NULL)
     return NULL;

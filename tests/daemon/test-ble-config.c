@@ -38,6 +38,8 @@ test_ble_refuses_bad_values (void)
     "[transport]\nadapter=/org/bluez/hci0\n",
     "[transport]\nadapter=hci0x\n",
     "[transport]\nadapter=wlan0\n",
+    "[transport]\nble_privacy=on\n",
+    "[transport]\nble_privacy=\n",
   };
 
   for (guint i = 0; i < G_N_ELEMENTS (bad); i++) {
@@ -50,7 +52,22 @@ test_ble_refuses_bad_values (void)
     /* A refused file leaves the defaults. */
     g_assert_false (config->ble);
     g_assert_cmpstr (config->adapter, ==, "hci0");
+    g_assert_cmpint (config->ble_privacy, ==, TALLY_PRIVACY_POLICY_WARN);
   }
+}
+
+static void
+test_ble_privacy_defaults_to_warn_and_is_read (void)
+{
+  g_autoptr (TallyConfig) config = tally_config_new ();
+  g_autoptr (GError) error = NULL;
+
+  g_assert_cmpint (config->ble_privacy, ==, TALLY_PRIVACY_POLICY_WARN);
+  g_assert_true (tally_config_load_data (config, "[transport]\nble_privacy=require\n", &error));
+  g_assert_no_error (error);
+  g_assert_cmpint (config->ble_privacy, ==, TALLY_PRIVACY_POLICY_REQUIRE);
+  g_assert_true (tally_config_load_data (config, "[transport]\nble_privacy=off\n", &error));
+  g_assert_cmpint (config->ble_privacy, ==, TALLY_PRIVACY_POLICY_OFF);
 }
 
 static void
@@ -60,6 +77,7 @@ test_ble_keys_are_in_help (void)
 
   g_assert_nonnull (strstr (help, "ble=true|false"));
   g_assert_nonnull (strstr (help, "adapter=hciN"));
+  g_assert_nonnull (strstr (help, "ble_privacy=warn|require|off"));
 }
 
 int
@@ -70,6 +88,7 @@ main (int argc, char **argv)
   g_test_add_func ("/config/ble/off-by-default-on-hci0", test_ble_is_off_by_default_on_hci0);
   g_test_add_func ("/config/ble/reads-ble-and-adapter", test_ble_and_adapter_are_read);
   g_test_add_func ("/config/ble/refuses-bad-values", test_ble_refuses_bad_values);
+  g_test_add_func ("/config/ble/privacy-warn-by-default", test_ble_privacy_defaults_to_warn_and_is_read);
   g_test_add_func ("/config/ble/keys-in-help", test_ble_keys_are_in_help);
   return g_test_run ();
 }

@@ -184,7 +184,7 @@ for line in "Type=dbus" "BusName=org.tally.Tally" \
             "ExecStart=${dir[sbindir]}/tallyd --config $conf" \
             "User=tally" "Group=tally" "StateDirectory=tally" "RuntimeDirectory=tally" \
             "ProtectSystem=strict" "ProtectHome=yes" "PrivateTmp=yes" "NoNewPrivileges=yes" \
-            "CapabilityBoundingSet=" "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"; do
+            "CapabilityBoundingSet=" "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_BLUETOOTH"; do
   check "tallyd.service has $line" unit_has "$line"
 done
 check "tallyd.service grants no capability" \

@@ -18,6 +18,33 @@ certify stall
 certify alice 40.00
 grep -q 'exclusive mode\|per-device mode' "$T/stall.log" || fail "the stall logged no GATT mode"
 note "stall: $(grep -o 'Bluetooth LE payee on .*' "$T/stall.log")"
+# bluetoothd runs with Privacy = off here: both tallyds say how to fix it.
+for name in stall alice; do
+  grep -q "privacy: ${ADAPTER[$name]} has LE Privacy off: .* public address 00:AA:01:.*Privacy = device" \
+    "$T/$name.log" || fail "$name did not warn that its public address is on the air"
+done
+ok "privacy warning: $(grep -o 'privacy: .*' "$T/stall.log")"
+# ble_privacy=require: a third tallyd on the same adapter refuses to start.
+mkdir -p "$DATA/strict"
+cat >"$T/strict.conf" <<EOF
+[register]
+dir=$DATA/strict
+issuer_key=$ISSUER_KEY
+[dbus]
+bus=session
+name=org.tally.Strict
+[transport]
+listen=unix:$DATA/strict.sock
+ble=true
+adapter=hci0
+ble_privacy=require
+EOF
+rc=0
+timeout 30 "$TALLY_DAEMON" --config "$T/strict.conf" </dev/null >"$T/strict.out" 2>&1 || rc=$?
+[ "$rc" -eq 1 ] && grep -q '\[transport\] ble_privacy=require: hci0 has LE Privacy off: .*Privacy = device' "$T/strict.out" ||
+  fail "ble_privacy=require started anyway (status $rc): $(cat "$T/strict.out")"
+[ -z "$(ls -A "$DATA/strict")" ] || fail "the refused tallyd left files: $(ls -A "$DATA/strict")"
+ok "ble_privacy=require refuses: $(grep -m1 "^tallyd: " "$T/strict.out")"
 expect_balance stall 0
 expect_balance alice 4000
 
