@@ -611,6 +611,23 @@ proof_kinds_string (guint32 kinds)
   return g_string_free (g_steal_pointer (&out), FALSE);
 }
 
+/* ["counter-reused", "overdrawn"]: the same array GET /v1/operator/audit
+ * serves, so one parser reads both. */
+static void
+proof_kinds_json (GString *out, guint32 kinds)
+{
+  gboolean first = TRUE;
+  g_string_append_c (out, '[');
+  for (guint k = 1; k < 32; k++) {
+    if (!(kinds & (1u << k)))
+      continue;
+    g_string_append (out, first ? "" : ", ");
+    tally_json_append_string (out, tally_issuer_fraud_kind_to_string ((Tally__FraudKind) k));
+    first = FALSE;
+  }
+  g_string_append_c (out, ']');
+}
+
 static void
 audit_json (GString *out, const TallyAudit *a, GPtrArray *rows, const char *cur)
 {
@@ -633,7 +650,6 @@ audit_json (GString *out, const TallyAudit *a, GPtrArray *rows, const char *cur)
   for (guint i = 0; i < rows->len; i++) {
     const TallyAuditRegister *r = rows->pdata[i];
     g_autofree char *id = tally_hex_encode (r->register_id, TALLY_ID_BYTES);
-    g_autofree char *kinds = proof_kinds_string (r->proof_kinds);
     g_string_append (out, i ? ",\n    {\"register_id\": " : "\n    {\"register_id\": ");
     tally_json_append_string (out, id);
     g_string_append (out, ", \"account\": ");
@@ -648,7 +664,7 @@ audit_json (GString *out, const TallyAudit *a, GPtrArray *rows, const char *cur)
       ", \"fraud_proofs\": %u, \"proof_kinds\": ",
       r->revoked ? "true" : "false", r->view, r->exposure, r->awaiting, r->refused, r->deficit,
       r->lost_at, r->refund_due, r->refunded_at, r->refunded, r->recovered, r->proofs);
-    tally_json_append_string (out, kinds);
+    proof_kinds_json (out, r->proof_kinds);
     g_string_append_c (out, '}');
   }
   g_string_append (out, rows->len ? "\n  ]\n}\n" : "]\n}\n");

@@ -472,7 +472,7 @@ test_cli_reconciles_and_reports_fraud (Fixture *f, gconstpointer data)
                      "\"view\": -500, \"exposure\": 500,",
                      a_hex);
   g_assert_nonnull (strstr (audit.out, flagged));
-  g_assert_nonnull (strstr (audit.out, "\"proof_kinds\": \"counter-reused\"}"));
+  g_assert_nonnull (strstr (audit.out, "\"proof_kinds\": [\"counter-reused\"]}"));
   g_auto (Run) audit_text = RUN (f, "audit");
   g_assert_cmpint (audit_text.status, ==, 1);
   g_assert_nonnull (strstr (audit_text.out, "fraud exposure  5.00 EUR\n"));
@@ -786,7 +786,7 @@ test_cli_reports_reclaim_and_late_receipt (Fixture *f, gconstpointer data)
   g_assert_nonnull (strstr (audit.out, "\"revoked\": 1,"));
   g_assert_nonnull (strstr (audit.out, "\"identity\": true"));
   g_assert_nonnull (strstr (audit.out, "\"balanced\": false"));
-  g_assert_nonnull (strstr (audit.out, "\"proof_kinds\": \"late-receipt\"}"));
+  g_assert_nonnull (strstr (audit.out, "\"proof_kinds\": [\"late-receipt\"]}"));
   g_auto (Run) text = RUN (f, "audit");
   g_assert_cmpint (text.status, ==, 1);
   g_assert_nonnull (strstr (text.out, "reclaimed       10.00 EUR in 1 expired permission(s)"));
