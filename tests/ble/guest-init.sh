@@ -109,6 +109,27 @@ mount --bind "$vm_modules" "/lib/modules/$KVER"
 ip link set lo up 2>/dev/null
 log "userspace up ($KVER)"
 
+# Another release's bluez (vm-setup.sh --release): its programs replace the
+# host's at their usual paths, in the overlay only, and run through that
+# release's dynamic loader and libraries.  argv[0] stays the program's name,
+# so pidof finds them.  Its D-Bus policy and main.conf replace the host's.
+if [ -n "${vm_bluez_root:-}" ]; then
+  bz=$vm_bluez_root
+  for prog in /usr/libexec/bluetooth/bluetoothd /usr/bin/btvirt /usr/bin/btmon \
+              /usr/bin/btmgmt /usr/bin/bluetoothctl; do
+    rm -f "$prog"
+    printf '#!/bin/bash\nexec -a %s %s --library-path %s %s "$@"\n' \
+      "${prog##*/}" "$bz/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2" \
+      "$bz/usr/lib/x86_64-linux-gnu:$bz/lib/x86_64-linux-gnu" "$bz$prog" > "$prog"
+    chmod 0755 "$prog"
+  done
+  mkdir -p /etc/bluetooth
+  cp "$bz/etc/bluetooth/main.conf" /etc/bluetooth/main.conf
+  cp "$bz/usr/share/dbus-1/system.d/bluetooth.conf" /etc/dbus-1/system.d/bluetooth.conf 2>/dev/null ||
+    { mkdir -p /etc/dbus-1/system.d && cp "$bz/usr/share/dbus-1/system.d/bluetooth.conf" /etc/dbus-1/system.d/; }
+  log "bluez $(/usr/libexec/bluetooth/bluetoothd --version 2>&1) from $bz"
+fi
+
 # btvirt opens an AF_ALG socket while the kernel waits for hci0's HCI Reset;
 # a crypto module loaded on demand then takes longer than the kernel's 2 s
 # command timeout ("hci0: Opcode 0x0c03 failed: -110").  Load them all now,

@@ -6,7 +6,7 @@
 # bluetoothd and btmon.  See docs/ble-testing.md.
 #
 #   vm-run.sh [--out DIR] [--timeout S] [--controllers N] [--vm-dir DIR]
-#             -- COMMAND [ARGS...]
+#             [--release bookworm|trixie] -- COMMAND [ARGS...]
 #
 #   --out DIR        output directory, shared read-write with the guest at the
 #                    same path; COMMAND's working directory.  Default: a new
@@ -15,6 +15,10 @@
 #   --controllers N  virtual LE controllers, 1 to 8 (default 2)
 #   --vm-dir DIR     the VM prepared by vm-setup.sh (kernel and initramfs),
 #                    default $TALLY_BLE_VM_DIR, else $TALLY_BUILD_ROOT/ble-vm
+#                    (bookworm) or $TALLY_BUILD_ROOT/ble-vm-trixie
+#   --release R      the Debian release whose kernel and bluez the guest runs
+#                    (default $TALLY_BLE_RELEASE, else bookworm); the VM
+#                    directory must have been prepared for it
 #
 # vm-run.sh never prepares the VM itself (that downloads a kernel package):
 # run tests/ble/vm-setup.sh DIR first, as scripts/tally-dev test and
@@ -67,7 +71,7 @@ die() {
   exit "$RC_CANNOT_RUN"
 }
 usage() {
-  echo "usage: $0 [--out DIR] [--timeout S] [--controllers N] [--vm-dir DIR] -- COMMAND [ARGS...]" >&2
+  echo "usage: $0 [--out DIR] [--timeout S] [--controllers N] [--vm-dir DIR] [--release bookworm|trixie] -- COMMAND [ARGS...]" >&2
   exit 2
 }
 
@@ -82,15 +86,14 @@ out=
 timeout_s=180
 controllers=2
 vm_dir=${TALLY_BLE_VM_DIR:-}
-if [ -z "$vm_dir" ] && [ -n "${TALLY_BUILD_ROOT:-}" ]; then
-  vm_dir=$TALLY_BUILD_ROOT/ble-vm
-fi
+release=${TALLY_BLE_RELEASE:-bookworm}
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --out) [ "$#" -ge 2 ] || usage; out=$2; shift 2 ;;
     --timeout) [ "$#" -ge 2 ] || usage; timeout_s=$2; shift 2 ;;
     --controllers) [ "$#" -ge 2 ] || usage; controllers=$2; shift 2 ;;
     --vm-dir) [ "$#" -ge 2 ] || usage; vm_dir=$2; shift 2 ;;
+    --release) [ "$#" -ge 2 ] || usage; release=$2; shift 2 ;;
     --) shift; break ;;
     *) usage ;;
   esac
@@ -98,6 +101,14 @@ done
 [ "$#" -ge 1 ] || usage
 [[ "$timeout_s" =~ ^[1-9][0-9]*$ ]] || usage
 [[ "$controllers" =~ ^[1-8]$ ]] || usage
+case "$release" in
+  bookworm) vm_subdir=ble-vm; setup_args= ;;
+  trixie) vm_subdir=ble-vm-trixie; setup_args="--release $release " ;;
+  *) usage ;;
+esac
+if [ -z "$vm_dir" ] && [ -n "${TALLY_BUILD_ROOT:-}" ]; then
+  vm_dir=$TALLY_BUILD_ROOT/$vm_subdir
+fi
 [ -n "$vm_dir" ] || die "no VM cache directory: pass --vm-dir, or set TALLY_BLE_VM_DIR or TALLY_BUILD_ROOT"
 
 # The VM must have been prepared by this vm-setup.sh: its stamp holds the
@@ -106,9 +117,9 @@ done
 # started from here.
 not_prepared() {
   local why=$1
-  local how="prepare it with: bash $HERE/vm-setup.sh $vm_dir"
+  local how="prepare it with: bash $HERE/vm-setup.sh $setup_args$vm_dir"
   case "$vm_dir" in
-    */build/ble-vm) how+=" (or scripts/tally-dev ble-setup)" ;;
+    */build/ble-vm | */build/ble-vm-trixie) how+=" (or scripts/tally-dev ble-setup)" ;;
   esac
   if [ "${TALLY_REQUIRE_BLE:-0}" = 1 ]; then
     die "the BLE VM in $vm_dir $why; $how"
@@ -117,7 +128,7 @@ not_prepared() {
   exit "$RC_SKIP"
 }
 vm_ready() {
-  local stamp hash KPKG='' KERNEL='' INITRD='' MODULES=''
+  local stamp hash KPKG='' KERNEL='' INITRD='' MODULES='' RELEASE=bookworm BLUEZ_ROOT=''
   [ -f "$vm_dir/vm.conf" ] && [ -f "$vm_dir/setup.stamp" ] || not_prepared "is not prepared"
   # shellcheck source=/dev/null
   . "$vm_dir/vm.conf"
@@ -126,6 +137,10 @@ vm_ready() {
   read -r stamp _ < "$vm_dir/setup.stamp" || true
   hash=$(sha256sum "$HERE/vm-setup.sh" | cut -d' ' -f1)
   [ "$stamp" = "$hash" ] || not_prepared "was prepared by another version of vm-setup.sh"
+  [ "$RELEASE" = "$release" ] || not_prepared "holds $RELEASE, not $release"
+  if [ -n "$BLUEZ_ROOT" ] && [ ! -x "$BLUEZ_ROOT/usr/libexec/bluetooth/bluetoothd" ]; then
+    not_prepared "is incomplete (no bluetoothd in $BLUEZ_ROOT)"
+  fi
   if [ -n "${TALLY_BLE_KERNEL_PKG:-}" ] && [ "$TALLY_BLE_KERNEL_PKG" != "$KPKG" ]; then
     not_prepared "holds $KPKG, not TALLY_BLE_KERNEL_PKG=$TALLY_BLE_KERNEL_PKG"
   fi
@@ -164,8 +179,12 @@ case "$HERE" in
   *[[:space:]]*) die "the source tree path '$HERE' contains white space; the guest cannot be told it" ;;
 esac
 
+BLUEZ_ROOT='' BLUEZ_VERSION=''
 # shellcheck source=/dev/null
 . "$vm_dir/vm.conf"
+case "$BLUEZ_ROOT" in
+  *[[:space:]]*) die "the bluez tree path '$BLUEZ_ROOT' contains white space" ;;
+esac
 
 if [ -z "$out" ]; then
   out=$(mktemp -d "${TMPDIR:-/tmp}/tally-ble.XXXXXX")
@@ -186,6 +205,7 @@ done < <(compgen -e | grep -E '^(TALLY_[A-Z0-9_]*|G_[A-Z0-9_]*|MALLOC_[A-Z0-9_]*
   printf 'vm_out=%q\n' "$OUT"
   printf 'vm_kver=%q\n' "$KVER"
   printf 'vm_modules=%q\n' "$MODULES"
+  printf 'vm_bluez_root=%q\n' "$BLUEZ_ROOT"
   printf 'vm_controllers=%q\n' "$controllers"
   printf 'vm_timeout=%q\n' "$timeout_s"
   printf 'vm_ready_timeout=%q\n' "$ready_timeout"
@@ -218,7 +238,7 @@ qemu=(qemu-system-x86_64
   -virtfs "local,path=$(qarg "$OUT"),mount_tag=out,security_model=none,multidevs=remap")
 
 limit=$((timeout_s + slack))
-say "booting (kernel $KVER, limit ${limit} s): ${cmd[*]}"
+say "booting ($release, kernel $KVER, bluez ${BLUEZ_VERSION:-of the host}, limit ${limit} s): ${cmd[*]}"
 say "output in $OUT"
 start=$SECONDS
 qemu_rc=0

@@ -84,8 +84,8 @@ setup_issuer() {
   ISSUER_KEY=$(issuer key | tr -d '[:space:]')
 }
 
-# Extra [payment] lines of a daemon's configuration, by name.
-declare -A PAYMENT_EXTRA=()
+# Extra [payment] and [transport] lines of a daemon's configuration, by name.
+declare -A PAYMENT_EXTRA=() TRANSPORT_EXTRA=()
 
 # start_daemon NAME ADAPTER
 start_daemon() {
@@ -106,6 +106,7 @@ name=${BUSNAME[$name]}
 listen=unix:$DATA/$name.sock
 ble=true
 adapter=$adapter
+${TRANSPORT_EXTRA[$name]:-}
 
 [payment]
 allowed_targets=ble;unix:$DATA

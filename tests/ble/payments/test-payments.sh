@@ -9,14 +9,16 @@
 #
 #   test-payments.sh VM_RUN OUTDIR GUEST_SCRIPT TALLY_ISSUER TALLYD TALLYCTL
 #                    [--conf BLUETOOTHD_CONF] [--check CHECK_SCRIPT]
+#                    [--release bookworm|trixie]
 #
 # --conf: bluetoothd reads this main.conf instead of /etc/bluetooth/main.conf.
 # --check: run with OUTDIR after the common checks; its status is the test's.
+# --release: the Debian release whose kernel and bluez the VM runs (vm-run.sh).
 
 set -euo pipefail
 
 usage() {
-  echo "usage: $0 VM_RUN OUTDIR GUEST_SCRIPT TALLY_ISSUER TALLYD TALLYCTL [--conf FILE] [--check SCRIPT]" >&2
+  echo "usage: $0 VM_RUN OUTDIR GUEST_SCRIPT TALLY_ISSUER TALLYD TALLYCTL [--conf FILE] [--check SCRIPT] [--release R]" >&2
   exit 2
 }
 [ "$#" -ge 6 ] || usage
@@ -25,16 +27,18 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 export TALLY_ISSUER=$4 TALLY_DAEMON=$5 TALLY_CTL=$6
 shift 6
 check=
+vm_args=()
 while [ "$#" -gt 0 ]; do
   case "$1" in
     --conf) [ "$#" -ge 2 ] || usage; export TALLY_BLE_BLUETOOTHD_ARGS="-f $2"; shift 2 ;;
     --check) [ "$#" -ge 2 ] || usage; check=$2; shift 2 ;;
+    --release) [ "$#" -ge 2 ] || usage; vm_args+=(--release "$2"); shift 2 ;;
     *) usage ;;
   esac
 done
 
 rc=0
-bash "$VM_RUN" --out "$OUT" --timeout 360 -- "$SCRIPT" || rc=$?
+bash "$VM_RUN" --out "$OUT" --timeout 360 "${vm_args[@]}" -- "$SCRIPT" || rc=$?
 [ "$rc" -eq 0 ] || exit "$rc"
 
 stats=$(bash "$HERE/btmon-att.sh" "$OUT/btmon.txt" hci0) ||
