@@ -165,6 +165,9 @@ on_register_changed (TallyDBusRegister1 *reg, gpointer user_data)
     gtk_label_set_text (self->status_label, _ ("This register has no certificate yet."));
   else if (tally_dbus_register1_get_closed (reg))
     gtk_label_set_text (self->status_label, _ ("This register is closed."));
+  else if (tally_dbus_register1_get_revoked (reg))
+    gtk_label_set_text (self->status_label,
+                        _ ("The issuer has revoked this register: payees refuse it."));
   else
     gtk_label_set_text (self->status_label, "");
   g_autofree char *sync = tally_app_sync_describe (

@@ -572,6 +572,7 @@ tally_dbus_register_sync (TallyDBusRegister *object)
   tally_dbus_register1_set_last_reconciliation (s, tally_register_get_last_reconciliation (reg));
   tally_dbus_register1_set_revocation_serial (s, tally_register_get_revocation_serial (reg));
   tally_dbus_register1_set_closed (s, tally_register_is_closed (reg));
+  tally_dbus_register1_set_revoked (s, tally_register_is_revoked (reg));
   tally_dbus_register1_set_listen_address (s, tally_daemon_get_listen_address (object->daemon));
   tally_dbus_register1_set_display_name (s, cert && cert->display_name ? cert->display_name : "");
   tally_dbus_register1_set_discovering (s, tally_daemon_is_discovering (object->daemon));

@@ -30,6 +30,7 @@ static const struct
   { "LastReconciliation", "Last reconciliation", 'T' },
   { "RevocationSerial", "Revocation serial", 't' },
   { "Closed", "Closed", 'b' },
+  { "Revoked", "Revoked", 'b' },
   { "ListenAddress", "Listen address", 's' },
   { "IssuerUrl", "Issuer URL", 's' },
   { "SyncState", "Sync", 's' },
@@ -505,7 +506,17 @@ cmd_sync (Ctl *ctl, int argc, char **argv)
     return report_gerror (ctl, error);
   if (!ctl->json)
     g_print ("Synced with the issuer.\n");
-  return print_balance (ctl, "Balance: ");
+  rc = print_balance (ctl, "Balance: ");
+  g_autoptr (GVariantDict) props = rc == EXIT_OK ? register_properties (ctl, &rc) : NULL;
+  if (props == NULL)
+    return rc;
+  if (!dict_b (props, "Revoked"))
+    return EXIT_OK;
+  /* The sync went through, but the register is of no use offline any
+   * more: its owner must hear it, and scripts must not take it as fine. */
+  g_printerr ("tallyctl: the issuer has revoked this register: payees refuse it from now on "
+              "(the issuer's audit names the reason)\n");
+  return EXIT_FAIL;
 }
 
 /* Calls @method with @args, waiting as long as a sync may take. */

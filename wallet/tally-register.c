@@ -574,6 +574,13 @@ tally_register_is_closed (TallyRegister *reg)
   return reg->state.closed;
 }
 
+gboolean
+tally_register_is_revoked (TallyRegister *reg)
+{
+  g_return_val_if_fail (reg != NULL, FALSE);
+  return reg->state.revoked;
+}
+
 guint64
 tally_register_get_revocation_serial (TallyRegister *reg)
 {

@@ -163,6 +163,9 @@ guint32 tally_register_get_offline_payments (TallyRegister *reg);
 guint64 tally_register_get_last_reconciliation (TallyRegister *reg);
 /* TRUE once a defund zeroed the register for good. */
 gboolean tally_register_is_closed (TallyRegister *reg);
+/* TRUE once a reconciliation result said the issuer revoked this register:
+ * payees that hold the revocation list refuse it from then on. */
+gboolean tally_register_is_revoked (TallyRegister *reg);
 
 /* Revocation list gossip.  Serial 0 means none held. */
 guint64 tally_register_get_revocation_serial (TallyRegister *reg);

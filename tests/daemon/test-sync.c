@@ -1275,12 +1275,12 @@ leave_terminal (gpointer user_data)
 }
 
 /* tallyctl sync: the whole round trip from the command line. */
-static void
-test_tallyctl_sync_reconciles (Fixture *f, gconstpointer data)
+/* Runs "tallyctl sync" against @node's daemon; its exit status, and its
+ * output in @out and @err. */
+static int
+tallyctl_sync (Fixture *f, Node *node, char **out, char **err)
 {
   g_autoptr (GError) error = NULL;
-  register_pay (f, "alice", "bob", PAID);
-  node_start (f, &f->bob, "bob", NULL, 0);
   g_autofree char *tallyctl =
     g_build_filename (g_getenv ("TALLY_BUILD_ROOT"), "daemon", "tallyctl", NULL);
   g_autoptr (GSubprocessLauncher) launcher =
@@ -1291,21 +1291,55 @@ test_tallyctl_sync_reconciles (Fixture *f, gconstpointer data)
   g_subprocess_launcher_set_child_setup (launcher, leave_terminal, NULL, NULL);
   g_autoptr (GSubprocess) proc = g_subprocess_launcher_spawn (
     launcher, &error, tallyctl, "--bus", "session", "--name",
-    g_dbus_connection_get_unique_name (f->bob.connection), "sync", NULL);
+    g_dbus_connection_get_unique_name (node->connection), "sync", NULL);
   g_assert_no_error (error);
   GAsyncResult *result = NULL;
   g_subprocess_communicate_utf8_async (proc, NULL, NULL, store_result, &result);
   while (result == NULL)
     g_main_context_iteration (NULL, TRUE);
-  g_autofree char *out = NULL, *err = NULL;
-  g_subprocess_communicate_utf8_finish (proc, result, &out, &err, &error);
+  g_subprocess_communicate_utf8_finish (proc, result, out, err, &error);
   g_object_unref (result);
   g_assert_no_error (error);
+  return g_subprocess_get_exit_status (proc);
+}
+
+static void
+test_tallyctl_sync_reconciles (Fixture *f, gconstpointer data)
+{
+  register_pay (f, "alice", "bob", PAID);
+  node_start (f, &f->bob, "bob", NULL, 0);
+  g_autofree char *out = NULL, *err = NULL;
+  g_assert_cmpint (tallyctl_sync (f, &f->bob, &out, &err), ==, 0);
   g_assert_cmpstr (err, ==, "");
-  g_assert_cmpint (g_subprocess_get_exit_status (proc), ==, 0);
   g_assert_nonnull (strstr (out, "Synced with the issuer."));
   g_assert_nonnull (strstr (out, "7.50"));
   assert_entries (&f->bob, TALLY_ENTRY_STATE_SETTLED, 1);
+}
+
+/* A sync that brings the news of the register's own revocation goes
+ * through, but tells its owner and fails, so no script takes a register
+ * payees now refuse for a working one. */
+static void
+test_tallyctl_sync_tells_the_owner_of_a_revocation (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  register_pay (f, "alice", "bob", PAID);
+  {
+    g_autoptr (TallyRegister) bob = register_open (f, "bob");
+    g_assert_true (tally_issuer_revoke (f->issuer, tally_register_get_id (bob), tally_now (),
+                                        &error));
+    g_assert_no_error (error);
+  }
+  node_start (f, &f->bob, "bob", NULL, 0);
+  g_autoptr (GVariant) before = node_property (f, &f->bob, "Revoked");
+  g_assert_false (g_variant_get_boolean (before));
+
+  g_autofree char *out = NULL, *err = NULL;
+  g_assert_cmpint (tallyctl_sync (f, &f->bob, &out, &err), ==, 1);
+  g_assert_nonnull (strstr (out, "Synced with the issuer."));
+  g_assert_nonnull (strstr (err, "the issuer has revoked this register"));
+  g_autoptr (GVariant) after = node_property (f, &f->bob, "Revoked");
+  g_assert_true (g_variant_get_boolean (after));
 }
 
 /* --- enrolment and top-up --- */
@@ -1721,6 +1755,8 @@ main (int argc, char **argv)
   ADD ("/daemon/sync/automatic-sync-at-start-settles-without-a-call",
        test_automatic_sync_at_start_settles_without_a_call);
   ADD ("/daemon/sync/tallyctl-sync-reconciles", test_tallyctl_sync_reconciles);
+  ADD ("/daemon/sync/tallyctl-sync-tells-the-owner-of-a-revocation",
+       test_tallyctl_sync_tells_the_owner_of_a_revocation);
   ADD ("/daemon/sync/automatic-sync-backs-off-until-the-issuer-is-back",
        test_automatic_sync_backs_off_until_the_issuer_is_back);
   ADD ("/daemon/sync/automatic-sync-falls-due-after-most-offline-payments",
