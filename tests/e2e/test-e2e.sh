@@ -127,8 +127,13 @@ if [ "$SCN_MODE" = files ]; then
 else
   # The defund goes to the online account through the sync, like any other
   # evidence: the checks below read what the issuer booked, refused and
-  # proved from tally-issuerd.
-  scn_ctl bob sync
+  # proved from tally-issuerd.  The sync goes through but brings bob the
+  # news of his revocation, so tallyctl says so and fails.
+  scn_run_expect_fail "$TALLYCTL" --name "${SCN_BUS[bob]}" sync
+  grep -q -F "Synced with the issuer." <<<"$SCN_OUT" || scn_fail "bob's sync did not go through: $SCN_OUT"
+  grep -q -F "the issuer has revoked this register" <<<"$SCN_OUT" ||
+    scn_fail "tallyctl did not tell bob he is revoked: $SCN_OUT"
+  ok "bob's sync goes through and tells him the issuer revoked his register"
 fi
 scn_account_balance bob
 [ "$SCN_OUT" = "7.50 EUR" ] || scn_fail "bob's account holds $SCN_OUT, expected 7.50 EUR"
