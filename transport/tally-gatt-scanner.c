@@ -258,7 +258,7 @@ merge_props (GVariant *props, GVariant *changed)
 static void
 device_set (TallyGattScanner *scanner, Device *device, const char *path, GVariant *props)
 {
-  g_autoptr (GVariant) owned = g_variant_ref_sink (props);
+  g_autoptr (GVariant) owned = g_variant_take_ref (props);
 
   g_clear_pointer (&device->props, g_variant_unref);
   if (has_service (owned)) {

@@ -70,7 +70,7 @@ typedef struct
   guint voucher_posts;    /* POST .../vouchers the relay forwarded */
   guint enrol_posts;      /* POST .../registers the relay forwarded */
   guint repeated_vouchers;
-  SoupServer *trap; /* where RELAY_REDIRECT points: must hear nothing */
+  GSocketService *trap; /* where RELAY_REDIRECT points: must be reached by nobody */
   char *trap_url;
   guint trap_requests;
   GPtrArray *trickles; /* GSource *: answers still trickling */
@@ -305,29 +305,32 @@ relay_handler (SoupServer *server,
                                     relay_answered, c);
 }
 
-static void
-trap_handler (SoupServer *server,
-              SoupServerMessage *msg,
-              const char *path,
-              GHashTable *query,
-              gpointer user_data)
+/* Any connection at all to the trap counts: a followed redirect would
+ * have to make one. */
+static gboolean
+trap_incoming (GSocketService *service, GSocketConnection *conn, GObject *source, gpointer user_data)
 {
   Fixture *f = user_data;
   f->trap_requests++;
-  soup_server_message_set_status (msg, SOUP_STATUS_OK, NULL);
+  return TRUE;
 }
 
 static void
 trap_start (Fixture *f)
 {
   g_autoptr (GError) error = NULL;
-  f->trap = soup_server_new (NULL, NULL);
-  soup_server_add_handler (f->trap, NULL, trap_handler, f, NULL);
-  g_assert_true (soup_server_listen_local (f->trap, 0, SOUP_SERVER_LISTEN_IPV4_ONLY, &error));
+  g_autoptr (GInetAddress) loopback = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) any_port = g_inet_socket_address_new (loopback, 0);
+  g_autoptr (GSocketAddress) bound = NULL;
+  f->trap = g_socket_service_new ();
+  g_assert_true (g_socket_listener_add_address (G_SOCKET_LISTENER (f->trap), any_port,
+                                                G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL,
+                                                &bound, &error));
   g_assert_no_error (error);
-  GSList *uris = soup_server_get_uris (f->trap);
-  f->trap_url = g_strdup_printf ("http://127.0.0.1:%d", g_uri_get_port (uris->data));
-  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
+  g_signal_connect (f->trap, "incoming", G_CALLBACK (trap_incoming), f);
+  g_socket_service_start (f->trap);
+  f->trap_url = g_strdup_printf ("http://127.0.0.1:%u",
+                                 g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound)));
 }
 
 /* Connections are accepted here and handed to the SoupServer, as
@@ -660,7 +663,8 @@ fixture_tear_down (Fixture *f, gconstpointer data)
     g_object_unref (f->relay_session);
   }
   if (f->trap != NULL) {
-    soup_server_disconnect (f->trap);
+    g_socket_service_stop (f->trap);
+    g_socket_listener_close (G_SOCKET_LISTENER (f->trap));
     g_object_unref (f->trap);
   }
   g_clear_pointer (&f->http, tally_issuer_http_unref);
