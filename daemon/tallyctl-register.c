@@ -122,14 +122,10 @@ cmd_info (Ctl *ctl, int argc, char **argv)
   return EXIT_OK;
 }
 
+/* The balance in @props, the register's properties, after @prefix. */
 static int
-print_balance (Ctl *ctl, const char *prefix)
+print_balance_of (Ctl *ctl, GVariantDict *props, const char *prefix)
 {
-  int rc;
-  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
-  if (props == NULL)
-    return rc;
-
   gint64 balance = dict_x (props, "Balance");
   const char *currency = dict_str (props, "Currency");
   g_autofree char *text = tally_amount_format (balance, currency);
@@ -153,6 +149,14 @@ print_balance (Ctl *ctl, const char *prefix)
     g_print ("%s%s\n", prefix, g_strstrip (text));
   }
   return EXIT_OK;
+}
+
+static int
+print_balance (Ctl *ctl, const char *prefix)
+{
+  int rc;
+  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
+  return props != NULL ? print_balance_of (ctl, props, prefix) : rc;
 }
 
 int
@@ -506,12 +510,12 @@ cmd_sync (Ctl *ctl, int argc, char **argv)
     return report_gerror (ctl, error);
   if (!ctl->json)
     g_print ("Synced with the issuer.\n");
-  rc = print_balance (ctl, "Balance: ");
-  g_autoptr (GVariantDict) props = rc == EXIT_OK ? register_properties (ctl, &rc) : NULL;
+  g_autoptr (GVariantDict) props = register_properties (ctl, &rc);
   if (props == NULL)
     return rc;
-  if (!dict_b (props, "Revoked"))
-    return EXIT_OK;
+  rc = print_balance_of (ctl, props, "Balance: ");
+  if (rc != EXIT_OK || !dict_b (props, "Revoked"))
+    return rc;
   /* The sync went through, but the register is of no use offline any
    * more: its owner must hear it, and scripts must not take it as fine. */
   g_printerr ("tallyctl: the issuer has revoked this register: payees refuse it from now on "
