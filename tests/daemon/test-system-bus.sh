@@ -13,10 +13,12 @@
 # request payments but not pay, load, defund, reconcile or cancel another
 # user's payment, and root may do everything.
 #
-# Needs root (CI runs as root) and polkitd; skips otherwise.  Creates the
-# group "tally" when it is missing, a user tally-test-member in it, and
-# installs the policy and rules file where polkitd reads them; an EXIT trap
-# removes all of it and puts back any files it replaced.  TAP output.
+# Needs root (CI runs as root) and polkitd; skips otherwise.  It creates
+# the group "tally" when it is missing, a user tally-test-member in it, and
+# installs the policy and rules file where polkitd reads them, but only in
+# a private mount namespace, on overlays over /etc and /usr/share/polkit-1:
+# every change goes with the namespace, even when the test is killed and no
+# EXIT trap runs.  TAP output.
 
 set -u
 
@@ -41,45 +43,35 @@ skip() {
 
 [ "$(id -u)" -eq 0 ] ||
   skip "needs root: starts a system-type dbus-daemon and polkitd, runs tallyd as root and clients as other uids with setpriv"
-for p in dbus-daemon setpriv gdbus groupadd groupdel useradd userdel getent flock; do
+for p in dbus-daemon setpriv gdbus groupadd useradd userdel getent unshare mount umount; do
   command -v "$p" >/dev/null || skip "$p is missing"
 done
 [ -x "$POLKITD" ] || skip "polkitd is missing ($POLKITD; Debian package polkitd)"
 [ -d "$POLKIT_ACTIONS" ] && [ -d "$POLKIT_RULES" ] || skip "no $POLKIT_ACTIONS or $POLKIT_RULES"
 
-# One run at a time on a machine: another run could delete the group
-# "tally" it created while this one uses it.
-exec 9>/tmp/tally-test-system-bus.lock
-flock 9
+# Into a mount namespace of our own, where the overlays below stay: a run
+# killed before its EXIT trap must not leave the group "tally" or polkit's
+# files on the machine (the package test checks that none are there).
+if [ -z "${TALLY_SYSTEM_BUS_NAMESPACE:-}" ]; then
+  TALLY_SYSTEM_BUS_NAMESPACE=1 exec unshare --mount --propagation private -- bash "$0" "$@"
+fi
 
 T=$(mktemp -d /tmp/tally-test-system-bus.XXXXXX)
 chmod 755 "$T"
 PIDS=()
-CREATED_GROUP=0
-CREATED_MEMBER=0
-INSTALLED=() # files this run put under /usr/share/polkit-1
-mkdir "$T/saved"
+OVERLAYS=()
 
 cleanup() {
-  local pid f
+  local pid dir
   for pid in "${PIDS[@]}"; do
     kill "$pid" 2>/dev/null
   done
   for pid in "${PIDS[@]}"; do
     wait "$pid" 2>/dev/null
   done
-  for f in "${INSTALLED[@]}"; do
-    rm -f "$f"
-    if [ -e "$T/saved/$(basename "$f")" ]; then
-      mv "$T/saved/$(basename "$f")" "$f" || echo "# could not put back $f" >&2
-    fi
+  for dir in "${OVERLAYS[@]}"; do
+    umount "$dir" || echo "# could not unmount the overlay on $dir" >&2
   done
-  if [ "$CREATED_MEMBER" -eq 1 ]; then
-    userdel "$MEMBER" || echo "# could not delete the user $MEMBER" >&2
-  fi
-  if [ "$CREATED_GROUP" -eq 1 ]; then
-    groupdel tally || echo "# could not delete the group tally" >&2
-  fi
   [ -n "${TALLY_KEEP:-}" ] || rm -rf "$T"
 }
 trap cleanup EXIT
@@ -107,11 +99,24 @@ bail() {
   exit 1
 }
 
+# Writable views of /etc (users and groups) and of polkit's files, whose
+# changes land in $T and vanish with the namespace.
+overlay() { # DIR
+  local upper
+  upper=$T/overlay$(tr / - <<<"$1")
+  mkdir -p "$upper/upper" "$upper/work" || bail "cannot make $upper"
+  mount -t overlay overlay -o "lowerdir=$1,upperdir=$upper/upper,workdir=$upper/work" "$1" ||
+    bail "cannot mount an overlay on $1 (the test needs overlayfs)"
+  OVERLAYS=("$1" "${OVERLAYS[@]}")
+}
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null ||
+  bail "the kernel has no overlayfs: the test changes /etc and polkit's files only on overlays"
+overlay /etc
+overlay /usr/share/polkit-1
+
 if ! getent group tally >/dev/null; then
   groupadd --system tally || bail "groupadd tally failed"
-  CREATED_GROUP=1
 fi
-TALLY_GID=$(getent group tally | cut -d: -f3)
 
 # polkit reads group membership from the user database, not from the
 # caller's process: the member is a user of its own, in "tally".  One a
@@ -124,7 +129,6 @@ fi
 useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
   --no-user-group --gid "$OTHER_UID" --groups tally --comment "$MEMBER_MARK" "$MEMBER" ||
   bail "useradd $MEMBER failed"
-CREATED_MEMBER=1
 MEMBER_UID=$(id -u "$MEMBER")
 
 # Who calls: root, a member of "tally" and a user in no group.
@@ -132,16 +136,10 @@ as_member() { setpriv --reuid="$MEMBER_UID" --regid="$OTHER_UID" --init-groups "
 as_stranger() { setpriv --reuid=$OTHER_UID --regid=$OTHER_UID --clear-groups "$@"; }
 
 # --- polkit's files -------------------------------------------------------------
-# Where the packages put them, so that polkitd reads exactly what is
-# installed; whatever was there goes back afterwards.
+# Where the packages put them (on the overlay), so that polkitd reads
+# exactly what is installed.
 install_polkit_file() { # SRC DIR
-  local dest
-  dest=$2/$(basename "$1")
-  if [ -e "$dest" ]; then
-    mv "$dest" "$T/saved/" || bail "cannot move $dest aside"
-  fi
-  INSTALLED+=("$dest")
-  install -m 644 "$1" "$dest" || bail "cannot install $dest"
+  install -m 644 "$1" "$2/$(basename "$1")" || bail "cannot install $2/$(basename "$1")"
 }
 install_polkit_file "$SRC/daemon/org.tally.Tally.policy" "$POLKIT_ACTIONS"
 install_polkit_file "$SRC/daemon/50-tally.rules" "$POLKIT_RULES"
