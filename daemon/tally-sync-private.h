@@ -1,7 +1,10 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 #pragma once
 
-/* What tally-sync.c and tally-sync-account.c share.  Not for other files. */
+/* What the parts of TallySync share, and no other file: tally-sync.c (the
+ * object, and when it syncs by itself), tally-sync-run.c (one sync),
+ * tally-sync-http.c (the HTTP exchange with the issuer) and
+ * tally-sync-account.c (enrolment and top-ups). */
 
 #include <libsoup/soup.h>
 
@@ -53,7 +56,8 @@ struct _TallySync
   guint64 revocations_checked_at; /* when a sync last fetched the list */
 };
 
-/* A failed request as a TALLY_ERROR: DISCONNECTED, TIMEOUT, CANCELLED. */
+/* tally-sync-http.c: a failed request as a TALLY_ERROR: DISCONNECTED,
+ * TIMEOUT, CANCELLED. */
 GError *sync_transport_error (TallySync *sync, const char *what, const GError *error);
 /* The TIMEOUT of a run or account call over sync->request_timeout. */
 GError *sync_deadline_error (TallySync *sync, const char *what);
@@ -76,6 +80,14 @@ void sync_fetch_async (TallySync *sync,
                        GAsyncReadyCallback callback,
                        gpointer user_data);
 GBytes *sync_fetch_finish (GAsyncResult *result, GError **error);
+
+/* tally-sync.c: with the automatic sync on, arms the timer for the next
+ * sync (a run calls it when it ends). */
+void sync_schedule_next (TallySync *sync);
+
+/* tally-sync-run.c: the sync in progress learns that @sync is gone, and
+ * its callers get CANCELLED. */
+void sync_run_detach (TallySync *sync);
 
 /* tally-sync-account.c: the account calls still going learn that @sync
  * is gone, and finish with CANCELLED. */
