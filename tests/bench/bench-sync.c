@@ -470,7 +470,8 @@ main (int argc, char **argv)
     g_printerr ("%s\n", error->message);
     return 2;
   }
-  /* Every round moves AMOUNT from a lone register to the spare. */
+  /* Every round (and each of the floor's) moves AMOUNT from a lone
+   * register to the spare: half its load leaves room for both. */
   if (n < 1 || n > MAX_N || rounds < 1 || (gint64) rounds * AMOUNT * 2 > TOPUP) {
     g_printerr ("--registers must be 1 to %d and --rounds 1 to %d\n", MAX_N, TOPUP / AMOUNT / 2);
     return 2;
