@@ -794,6 +794,12 @@ tally_issuer_http_listen (TallyIssuerHttp *http,
     return FALSE;
   g_autoptr (GError) local = NULL;
   g_autoptr (GSocketAddress) bound = NULL;
+  /* GIO's default backlog of 10 overflows when a few dozen devices sync at
+   * once, and each dropped connect waits out the kernel's 1 s and 3 s SYN
+   * retries (bench-sync); queue as many as may be open, as the shared
+   * socket of [http] workers does. */
+  g_socket_listener_set_backlog (G_SOCKET_LISTENER (http->service),
+                                 (int) MIN (http->max_connections, 4096));
   if (!g_socket_listener_add_address (G_SOCKET_LISTENER (http->service), address,
                                       G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_TCP, NULL, &bound,
                                       &local)) {
