@@ -17,8 +17,12 @@
  *                  is on its way, so wherever it was) and started again on
  *                  the same store; the answer is lost.
  *
- * Faults hit POST /v1/reconcile only.  The registers' owners retry as a
- * user does (Register1.Sync, or tallyctl sync) until a sync succeeds.
+ * Faults hit POST /v1/reconcile mostly, the key set and revocation list
+ * fetches now and then.  After a quarter of the answers lost, the proxy
+ * drops that sync's further tries: the sync fails and the owner's next one
+ * sends a new bundle with entries the issuer booked.  The registers'
+ * owners retry as a user does (Register1.Sync, or tallyctl sync) until a
+ * sync succeeds.
  * After each scenario, read from the issuer (its operator audit over HTTP,
  * its store) and from every register: the audit balances, nothing was
  * issued or booked twice, every register's view at the issuer is what the
@@ -379,11 +383,30 @@ proxy_broken (Scenario *sc, const char *what)
   g_mutex_unlock (&sc->lock);
 }
 
-/* The request twice, one after the other or both at once; the answer
- * the device gets is either.  At most one of them may say it booked. */
-static gboolean
-proxy_duplicate (Scenario *sc, GBytes *request, gboolean at_once, guint pick, Http *answer)
+/* Two answers to one bundle: both 200, at most one that booked it, and
+ * of two in turn the second a repeat. */
+static void
+duplicate_check (Scenario *sc, const Http answers[2], gboolean at_once)
 {
+  guint first = answer_status (&answers[0]), second = answer_status (&answers[1]);
+  gboolean rep0 = answer_repeated (&answers[0]), rep1 = answer_repeated (&answers[1]);
+  scenario_log (sc, "  duplicate%s: HTTP %u repeated %s, HTTP %u repeated %s",
+                at_once ? " at once" : "", first, rep0 ? "yes" : "no", second, rep1 ? "yes" : "no");
+  if (first != SOUP_STATUS_OK || second != SOUP_STATUS_OK)
+    proxy_broken (sc, "a bundle sent twice was refused once");
+  else if (!rep0 && !rep1)
+    proxy_broken (sc, "a bundle sent twice was booked twice (X-Tally-Repeated: no, twice)");
+  else if (!rep1 && !at_once)
+    proxy_broken (sc, "the second of two identical bundles was booked anew");
+}
+
+/* The request twice, one after the other or both at once; the answer
+ * the device gets is either (@pick). */
+static gboolean
+proxy_duplicate (Scenario *sc, GBytes *request, guint variant, gboolean reconcile, Http *answer)
+{
+  gboolean at_once = variant & 1;
+  guint pick = variant >> 1 & 1;
   g_autoptr (GSocketConnection) a = upstream_connect (sc);
   g_autoptr (GSocketConnection) b = at_once ? upstream_connect (sc) : NULL;
   Http answers[2] = { { 0 }, { 0 } };
@@ -394,20 +417,11 @@ proxy_duplicate (Scenario *sc, GBytes *request, gboolean at_once, guint pick, Ht
     ok = upstream_send (b, request);
   }
   ok = ok && upstream_answer (b, &answers[1]);
+  if (ok && reconcile)
+    duplicate_check (sc, answers, at_once);
+  else if (ok && answer_status (&answers[0]) != answer_status (&answers[1]))
+    proxy_broken (sc, "the same fetch sent twice got two statuses");
   if (ok) {
-    guint first = answer_status (&answers[0]), second = answer_status (&answers[1]);
-    gboolean rep0 = answer_repeated (&answers[0]), rep1 = answer_repeated (&answers[1]);
-    scenario_log (sc, "  duplicate%s: HTTP %u repeated %s, HTTP %u repeated %s",
-                  at_once ? " at once" : "", first, rep0 ? "yes" : "no", second,
-                  rep1 ? "yes" : "no");
-    if (first != SOUP_STATUS_OK || second != SOUP_STATUS_OK)
-      proxy_broken (sc, "a bundle sent twice was refused once");
-    else if (!rep0 && !rep1 && !at_once)
-      proxy_broken (sc, "the same bundle sent twice was booked twice (no X-Tally-Repeated)");
-    else if (!rep0 && !rep1)
-      proxy_broken (sc, "the same bundle sent twice at once was booked twice");
-    else if (!rep1 && !at_once)
-      proxy_broken (sc, "the second of two identical bundles was booked anew");
     *answer = answers[pick];
     answers[pick].bytes = NULL;
   }
@@ -416,12 +430,13 @@ proxy_duplicate (Scenario *sc, GBytes *request, gboolean at_once, guint pick, Ht
   return ok;
 }
 
-/* Chooses the fault for one request: faults only on reconciliations,
- * while the scenario has some left. */
+/* Chooses the fault for one request while the scenario has some left:
+ * on reconciliations at sc->fault_percent, on the key set and revocation
+ * list fetches a quarter as often.  @outage: this one starts an outage. */
 static FaultKind
-proxy_choose (Scenario *sc, const Http *req, guint *variant)
+proxy_choose (Scenario *sc, gboolean reconcile, guint *variant, gboolean *outage)
 {
-  gboolean reconcile = g_str_has_prefix ((const char *) req->bytes->data, "POST /v1/reconcile ");
+  guint percent = reconcile ? sc->fault_percent : sc->fault_percent / 4;
   FaultKind kind = FAULT_NONE;
   g_mutex_lock (&sc->lock);
   if (reconcile)
@@ -429,19 +444,18 @@ proxy_choose (Scenario *sc, const Http *req, guint *variant)
   if (reconcile && sc->outage_left > 0) {
     sc->outage_left--;
     kind = FAULT_DROP_REQUEST;
-  } else if (reconcile && sc->faults_left > 0 &&
-             (guint) g_rand_int_range (sc->fault_rand, 0, 100) < sc->fault_percent) {
+  } else if (sc->faults_left > 0 && (guint) g_rand_int_range (sc->fault_rand, 0, 100) < percent) {
     kind = (FaultKind) g_rand_int_range (sc->fault_rand, FAULT_DROP_REQUEST, FAULT_KINDS);
     sc->faults_left--;
     sc->faults[kind]++;
     /* A quarter of the answers lost stay lost for the sync's every try:
      * the owner syncs again, and the register sends a new bundle with
      * the entries the issuer booked already. */
-    if ((kind == FAULT_DROP_RESPONSE || kind == FAULT_RESTART) &&
-        g_rand_int_range (sc->fault_rand, 0, 4) == 0) {
+    *outage = reconcile && (kind == FAULT_DROP_RESPONSE || kind == FAULT_RESTART) &&
+              g_rand_int_range (sc->fault_rand, 0, 4) == 0;
+    if (*outage) {
       sc->outage_left = TALLY_SYNC_UPLOAD_ATTEMPTS - 1;
       sc->outages++;
-      g_string_append (sc->log, "  the network stays down for this sync's other tries\n");
     }
   }
   *variant = g_rand_int_range (sc->fault_rand, 0, 4);
@@ -452,12 +466,17 @@ proxy_choose (Scenario *sc, const Http *req, guint *variant)
 /* Sends @req on and gets its answer, under @kind; FALSE when the device
  * gets none. */
 static gboolean
-proxy_forward (Scenario *sc, FaultKind kind, guint variant, GBytes *request, Http *answer)
+proxy_forward (Scenario *sc,
+               FaultKind kind,
+               guint variant,
+               gboolean reconcile,
+               GBytes *request,
+               Http *answer)
 {
   g_autoptr (GSocketConnection) up = NULL;
   switch (kind) {
   case FAULT_DROP_REQUEST: return FALSE;
-  case FAULT_DUPLICATE: return proxy_duplicate (sc, request, variant & 1, variant >> 1, answer);
+  case FAULT_DUPLICATE: return proxy_duplicate (sc, request, variant, reconcile, answer);
   case FAULT_RESTART:
     up = upstream_connect (sc);
     /* Killed once it answered (it booked), or as soon as the request is
@@ -498,12 +517,15 @@ proxy_run (GThreadedSocketService *service,
     return TRUE;
   }
   guint variant = 0;
-  FaultKind kind = proxy_choose (sc, &req, &variant);
+  gboolean outage = FALSE;
+  gboolean reconcile = g_str_has_prefix ((const char *) req.bytes->data, "POST /v1/reconcile ");
+  FaultKind kind = proxy_choose (sc, reconcile, &variant, &outage);
   g_autofree char *line =
     g_strndup ((const char *) req.bytes->data, strcspn ((const char *) req.bytes->data, "\r"));
-  scenario_log (sc, " %s: %s", line, fault_kind_to_string (kind));
+  scenario_log (sc, " %s: %s%s", line, fault_kind_to_string (kind),
+                outage ? " (the network stays down for this sync's other tries)" : "");
   g_autoptr (GBytes) request = request_for_upstream (&req);
-  if (proxy_forward (sc, kind, variant, request, &answer))
+  if (proxy_forward (sc, kind, variant, reconcile, request, &answer))
     g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (conn)),
                                answer.bytes->data, answer.bytes->len, NULL, NULL, NULL);
   g_io_stream_close (G_IO_STREAM (conn), NULL, NULL);
@@ -1064,9 +1086,9 @@ main (int argc, char **argv)
   }
   g_test_dbus_down (test_bus);
   g_clear_object (&test_bus);
-  g_print ("%u payments, %u reconciliations sent; faults: %u drop-request, %u drop-response, "
-           "%u duplicate, %u restart, %u answers lost for a whole sync; %u syncs failed and "
-           "were tried again; 0 violations\n",
+  g_print ("payments %u, reconciliations sent %u; faults: drop-request %u, drop-response %u, "
+           "duplicate %u, restart %u; answers lost for a whole sync %u; syncs failed and tried "
+           "again %u; violations 0\n",
            payments, posts, faults[FAULT_DROP_REQUEST], faults[FAULT_DROP_RESPONSE],
            faults[FAULT_DUPLICATE], faults[FAULT_RESTART], outages, failed);
   /* A run that injected nothing proved nothing. */
