@@ -41,6 +41,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 
+#include "faults-http.h"
 #include "issuer-test-util.h"
 #include "tally-clock.h"
 #include "tally-config.h"
@@ -198,7 +199,7 @@ issuerd_start (Scenario *sc)
                                              "--port-file", sc->port_file, NULL);
   if (sc->issuerd == NULL)
     g_error ("tally-issuerd: %s", error->message);
-  for (guint i = 0; i < 800; i++) {
+  for (guint i = 0; i < 3000; i++) {
     g_autofree char *text = NULL;
     if (g_file_get_contents (sc->port_file, &text, NULL, NULL) && strchr (text, '\n') != NULL) {
       sc->issuerd_port = (guint16) g_ascii_strtoull (text, NULL, 10);
@@ -261,117 +262,13 @@ issuerd_stop (Scenario *sc)
 
 /* --- the proxy ---------------------------------------------------------------- */
 
-/* One HTTP/1.1 request or response read whole: head and body. */
-typedef struct
-{
-  GByteArray *bytes;
-  gsize head; /* length of the head, "\r\n\r\n" included */
-} Http;
-
-static void
-http_clear (Http *h)
-{
-  g_clear_pointer (&h->bytes, g_byte_array_unref);
-}
-
-G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (Http, http_clear)
-
-static gsize
-content_length (const Http *h)
-{
-  g_autofree char *head = g_strndup ((const char *) h->bytes->data, h->head);
-  g_auto (GStrv) lines = g_strsplit (head, "\r\n", -1);
-  for (guint i = 1; lines[i] != NULL; i++)
-    if (g_ascii_strncasecmp (lines[i], "Content-Length:", 15) == 0)
-      return g_ascii_strtoull (lines[i] + 15, NULL, 10);
-  return 0;
-}
-
-/* Reads a request (its Content-Length body), or with @to_eof everything up
- * to the end of the stream (an answer, sent with Connection: close). */
-static gboolean
-http_read (GInputStream *in, Http *h, gboolean to_eof)
-{
-  h->bytes = g_byte_array_new ();
-  guint8 buf[4096];
-  for (;;) {
-    gssize n = g_input_stream_read (in, buf, sizeof buf, NULL, NULL);
-    if (n < 0)
-      return FALSE;
-    if (n == 0)
-      return to_eof && h->head > 0;
-    g_byte_array_append (h->bytes, buf, (guint) n);
-    if (h->head == 0) {
-      const char *end = g_strstr_len ((const char *) h->bytes->data, h->bytes->len, "\r\n\r\n");
-      if (end != NULL)
-        h->head = (gsize) (end - (const char *) h->bytes->data) + 4;
-      else if (h->bytes->len > 64 * 1024)
-        return FALSE;
-    }
-    if (!to_eof && h->head > 0 && h->bytes->len >= h->head + content_length (h))
-      return TRUE;
-  }
-}
-
-/* The request again, asking the issuer to close the connection after it. */
-static GBytes *
-request_for_upstream (const Http *req)
-{
-  g_autofree char *head = g_strndup ((const char *) req->bytes->data, req->head - 4);
-  g_auto (GStrv) lines = g_strsplit (head, "\r\n", -1);
-  GString *out = g_string_new (lines[0]);
-  g_string_append (out, "\r\nConnection: close\r\n");
-  for (guint i = 1; lines[i] != NULL; i++)
-    if (g_ascii_strncasecmp (lines[i], "Connection:", 11) != 0 &&
-        g_ascii_strncasecmp (lines[i], "Keep-Alive:", 11) != 0)
-      g_string_append_printf (out, "%s\r\n", lines[i]);
-  g_string_append (out, "\r\n");
-  g_string_append_len (out, (const char *) req->bytes->data + req->head,
-                       (gssize) (req->bytes->len - req->head));
-  return g_string_free_to_bytes (out);
-}
-
 static GSocketConnection *
 upstream_connect (Scenario *sc)
 {
   g_mutex_lock (&sc->lock);
   guint16 port = sc->issuerd_port;
   g_mutex_unlock (&sc->lock);
-  g_autoptr (GSocketClient) client = g_socket_client_new ();
-  g_socket_client_set_timeout (client, 20);
-  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
-  g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, port);
-  return g_socket_client_connect (client, G_SOCKET_CONNECTABLE (addr), NULL, NULL);
-}
-
-static gboolean
-upstream_send (GSocketConnection *up, GBytes *request)
-{
-  if (up == NULL)
-    return FALSE;
-  GOutputStream *out = g_io_stream_get_output_stream (G_IO_STREAM (up));
-  return g_output_stream_write_all (out, g_bytes_get_data (request, NULL),
-                                    g_bytes_get_size (request), NULL, NULL, NULL);
-}
-
-static gboolean
-upstream_answer (GSocketConnection *up, Http *answer)
-{
-  return up != NULL && http_read (g_io_stream_get_input_stream (G_IO_STREAM (up)), answer, TRUE);
-}
-
-static guint
-answer_status (const Http *a)
-{
-  const char *head = (const char *) a->bytes->data;
-  return a->head > 12 ? (guint) g_ascii_strtoull (head + 9, NULL, 10) : 0;
-}
-
-static gboolean
-answer_repeated (const Http *a)
-{
-  g_autofree char *head = g_ascii_strdown ((const char *) a->bytes->data, (gssize) a->head);
-  return strstr (head, "\r\nx-tally-repeated: yes\r\n") != NULL;
+  return faults_http_connect (port);
 }
 
 static void
@@ -386,10 +283,10 @@ proxy_broken (Scenario *sc, const char *what)
 /* Two answers to one bundle: both 200, at most one that booked it, and
  * of two in turn the second a repeat. */
 static void
-duplicate_check (Scenario *sc, const Http answers[2], gboolean at_once)
+duplicate_check (Scenario *sc, const FaultsHttp answers[2], gboolean at_once)
 {
-  guint first = answer_status (&answers[0]), second = answer_status (&answers[1]);
-  gboolean rep0 = answer_repeated (&answers[0]), rep1 = answer_repeated (&answers[1]);
+  guint first = faults_http_status (&answers[0]), second = faults_http_status (&answers[1]);
+  gboolean rep0 = faults_http_repeated (&answers[0]), rep1 = faults_http_repeated (&answers[1]);
   scenario_log (sc, "  duplicate%s: HTTP %u repeated %s, HTTP %u repeated %s",
                 at_once ? " at once" : "", first, rep0 ? "yes" : "no", second, rep1 ? "yes" : "no");
   if (first != SOUP_STATUS_OK || second != SOUP_STATUS_OK)
@@ -403,30 +300,34 @@ duplicate_check (Scenario *sc, const Http answers[2], gboolean at_once)
 /* The request twice, one after the other or both at once; the answer
  * the device gets is either (@pick). */
 static gboolean
-proxy_duplicate (Scenario *sc, GBytes *request, guint variant, gboolean reconcile, Http *answer)
+proxy_duplicate (Scenario *sc,
+                 GBytes *request,
+                 guint variant,
+                 gboolean reconcile,
+                 FaultsHttp *answer)
 {
   gboolean at_once = variant & 1;
   guint pick = variant >> 1 & 1;
   g_autoptr (GSocketConnection) a = upstream_connect (sc);
   g_autoptr (GSocketConnection) b = at_once ? upstream_connect (sc) : NULL;
-  Http answers[2] = { { 0 }, { 0 } };
-  gboolean ok = upstream_send (a, request) && (!at_once || upstream_send (b, request)) &&
-                upstream_answer (a, &answers[0]);
+  FaultsHttp answers[2] = { { 0 }, { 0 } };
+  gboolean ok = faults_http_send (a, request) && (!at_once || faults_http_send (b, request)) &&
+                faults_http_answer (a, &answers[0]);
   if (ok && !at_once) {
     b = upstream_connect (sc);
-    ok = upstream_send (b, request);
+    ok = faults_http_send (b, request);
   }
-  ok = ok && upstream_answer (b, &answers[1]);
+  ok = ok && faults_http_answer (b, &answers[1]);
   if (ok && reconcile)
     duplicate_check (sc, answers, at_once);
-  else if (ok && answer_status (&answers[0]) != answer_status (&answers[1]))
+  else if (ok && faults_http_status (&answers[0]) != faults_http_status (&answers[1]))
     proxy_broken (sc, "the same fetch sent twice got two statuses");
   if (ok) {
     *answer = answers[pick];
     answers[pick].bytes = NULL;
   }
-  http_clear (&answers[0]);
-  http_clear (&answers[1]);
+  faults_http_clear (&answers[0]);
+  faults_http_clear (&answers[1]);
   return ok;
 }
 
@@ -471,7 +372,7 @@ proxy_forward (Scenario *sc,
                guint variant,
                gboolean reconcile,
                GBytes *request,
-               Http *answer)
+               FaultsHttp *answer)
 {
   g_autoptr (GSocketConnection) up = NULL;
   switch (kind) {
@@ -481,9 +382,9 @@ proxy_forward (Scenario *sc,
     up = upstream_connect (sc);
     /* Killed once it answered (it booked), or as soon as the request is
      * sent (it may be anywhere in it). */
-    if (upstream_send (up, request) && variant < 2 && upstream_answer (up, answer))
+    if (faults_http_send (up, request) && variant < 2 && faults_http_answer (up, answer))
       scenario_log (sc, "  issuer answered HTTP %u, repeated %s, then killed",
-                    answer_status (answer), answer_repeated (answer) ? "yes" : "no");
+                    faults_http_status (answer), faults_http_repeated (answer) ? "yes" : "no");
     else
       scenario_log (sc, "  issuer killed with the request on its way");
     issuerd_restart_from_proxy (sc);
@@ -491,11 +392,11 @@ proxy_forward (Scenario *sc,
   case FAULT_DROP_RESPONSE:
   case FAULT_NONE:
     up = upstream_connect (sc);
-    if (!upstream_send (up, request) || !upstream_answer (up, answer))
+    if (!faults_http_send (up, request) || !faults_http_answer (up, answer))
       return FALSE;
     if (kind == FAULT_DROP_RESPONSE)
       scenario_log (sc, "  issuer answered HTTP %u, repeated %s; answer dropped",
-                    answer_status (answer), answer_repeated (answer) ? "yes" : "no");
+                    faults_http_status (answer), faults_http_repeated (answer) ? "yes" : "no");
     return kind == FAULT_NONE;
   case FAULT_KINDS: break;
   }
@@ -510,9 +411,9 @@ proxy_run (GThreadedSocketService *service,
            gpointer user_data)
 {
   Scenario *sc = user_data;
-  g_auto (Http) req = { 0 };
-  g_auto (Http) answer = { 0 };
-  if (!http_read (g_io_stream_get_input_stream (G_IO_STREAM (conn)), &req, FALSE)) {
+  g_auto (FaultsHttp) req = { 0 };
+  g_auto (FaultsHttp) answer = { 0 };
+  if (!faults_http_read (g_io_stream_get_input_stream (G_IO_STREAM (conn)), &req, FALSE)) {
     g_io_stream_close (G_IO_STREAM (conn), NULL, NULL);
     return TRUE;
   }
@@ -524,7 +425,7 @@ proxy_run (GThreadedSocketService *service,
     g_strndup ((const char *) req.bytes->data, strcspn ((const char *) req.bytes->data, "\r"));
   scenario_log (sc, " %s: %s%s", line, fault_kind_to_string (kind),
                 outage ? " (the network stays down for this sync's other tries)" : "");
-  g_autoptr (GBytes) request = request_for_upstream (&req);
+  g_autoptr (GBytes) request = faults_http_closing (&req);
   if (proxy_forward (sc, kind, variant, reconcile, request, &answer))
     g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (conn)),
                                answer.bytes->data, answer.bytes->len, NULL, NULL, NULL);
