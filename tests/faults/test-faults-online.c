@@ -125,7 +125,7 @@ typedef struct
 
   GThreadedSocketService *proxy;
   char *proxy_url;
-  SoupSession *operator;
+  SoupSession *operator_session;
   GDBusConnection *client;
   Node nodes[NODES];
   guint payments;
@@ -456,7 +456,7 @@ proxy_start (Scenario *sc)
  * each loaded with a voucher bought from its account; made with the
  * library before tally-issuerd opens it. */
 static void
-world_create (Scenario *sc)
+world_create (Scenario *sc, guint8 issuer_key[static TALLY_PUBLIC_KEY_BYTES])
 {
   g_autoptr (GError) error = NULL;
   g_autofree char *issuer_dir = g_build_filename (sc->dir, "issuer", NULL);
@@ -464,6 +464,7 @@ world_create (Scenario *sc)
   g_autoptr (TallyIssuer) issuer =
     tally_issuer_create (issuer_dir, "Test Bank", "EUR", now, &error);
   g_assert_no_error (error);
+  memcpy (issuer_key, tally_issuer_get_public_key (issuer), TALLY_PUBLIC_KEY_BYTES);
   Tally__Limits limits;
   tally__limits__init (&limits);
   limits.max_payment = 5000;
@@ -569,7 +570,8 @@ scenario_new (guint index)
   sc->fault_percent = 10 + 30 * (guint) g_rand_int_range (sc->rand, 1, 4);
   sc->dir = g_dir_make_tmp ("tally-faults-online-XXXXXX", &error);
   g_assert_no_error (error);
-  world_create (sc);
+  guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES];
+  world_create (sc, issuer_key);
 
   guint8 token[TALLY_ACCOUNT_TOKEN_BYTES];
   randombytes_buf (token, sizeof token);
@@ -585,15 +587,9 @@ scenario_new (guint index)
   g_assert_true (g_file_set_contents (sc->conf, conf, -1, &error));
   issuerd_start (sc);
   proxy_start (sc);
-  sc->operator= soup_session_new_with_options ("timeout", 30, NULL);
+  sc->operator_session = soup_session_new_with_options ("timeout", 30, NULL);
   sc->client = connect_bus ();
 
-  g_autofree char *issuer_dir = g_build_filename (sc->dir, "issuer", NULL);
-  g_autoptr (TallyRegister) any = tally_register_open (sc->nodes[0].dir, &error);
-  g_assert_no_error (error);
-  guint8 issuer_key[TALLY_PUBLIC_KEY_BYTES];
-  memcpy (issuer_key, tally_register_get_issuer_key (any), sizeof issuer_key);
-  g_clear_pointer (&any, tally_register_free);
   for (guint i = 0; i < NODES; i++)
     node_start (sc, &sc->nodes[i], issuer_key);
   scenario_log (sc, "scenario %u: %u registers, %u faults to inject, each reconciliation %u %%",
@@ -615,7 +611,7 @@ scenario_free (Scenario *sc)
     ;
   if (sc->issuerd != NULL)
     issuerd_stop (sc);
-  g_clear_object (&sc->operator);
+  g_clear_object (&sc->operator_session);
   test_remove_tree (sc->dir);
   g_free (sc->dir);
   g_free (sc->conf);
@@ -775,7 +771,7 @@ operator_get (Scenario *sc, const char *path)
   g_autoptr (SoupMessage) msg = soup_message_new ("GET", url);
   g_autofree char *auth = g_strconcat ("Bearer ", sc->operator_hex, NULL);
   soup_message_headers_replace (soup_message_get_request_headers (msg), "Authorization", auth);
-  g_autoptr (GBytes) body = soup_session_send_and_read (sc->operator, msg, NULL, &error);
+  g_autoptr (GBytes) body = soup_session_send_and_read (sc->operator_session, msg, NULL, &error);
   if (body == NULL || soup_message_get_status (msg) != SOUP_STATUS_OK)
     violation (sc, "GET %s: %s (HTTP %u)", path, error ? error->message : "refused",
                soup_message_get_status (msg));
