@@ -437,7 +437,7 @@ static void
 proxy_start (Scenario *sc)
 {
   g_autoptr (GError) error = NULL;
-  sc->proxy = G_THREADED_SOCKET_SERVICE (g_threaded_socket_service_new (4));
+  sc->proxy = G_THREADED_SOCKET_SERVICE (g_threaded_socket_service_new (16));
   g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
   g_autoptr (GSocketAddress) addr = g_inet_socket_address_new (lo, 0);
   g_autoptr (GSocketAddress) bound = NULL;
@@ -742,6 +742,36 @@ sync_until_clean (Scenario *sc, Node *n)
   violation (sc, "%s never synced in %u tries", n->name, SYNC_TRIES);
 }
 
+/* Every node at once, so that the issuer serves their bundles (and the
+ * proxy their faults) side by side; one that fails syncs again alone. */
+static void
+sync_all_at_once (Scenario *sc)
+{
+  GAsyncResult *results[NODES] = { NULL };
+  guint more = (guint) g_rand_int_range (sc->rand, 1, 4);
+  g_mutex_lock (&sc->lock);
+  sc->faults_left += more;
+  g_mutex_unlock (&sc->lock);
+  scenario_log (sc, "every register syncs at once, %u more faults to inject", more);
+  for (guint i = 0; i < NODES; i++)
+    g_dbus_connection_call (sc->client, g_dbus_connection_get_unique_name (sc->nodes[i].connection),
+                            "/org/tally/register", "org.tally.Register1", "Sync", NULL, NULL,
+                            G_DBUS_CALL_FLAGS_NONE, 120 * 1000, NULL, store_result, &results[i]);
+  for (guint i = 0; i < NODES; i++)
+    while (results[i] == NULL)
+      g_main_context_iteration (NULL, TRUE);
+  for (guint i = 0; i < NODES; i++) {
+    g_autoptr (GError) error = NULL;
+    g_autoptr (GVariant) reply = g_dbus_connection_call_finish (sc->client, results[i], &error);
+    g_object_unref (results[i]);
+    if (reply != NULL)
+      continue;
+    scenario_log (sc, "%s: sync at once failed: %s", sc->nodes[i].name, error->message);
+    sc->failed_syncs++;
+    sync_until_clean (sc, &sc->nodes[i]);
+  }
+}
+
 /* Every node once, in a random order. */
 static void
 sync_all (Scenario *sc)
@@ -916,7 +946,10 @@ scenario_run (Scenario *sc)
         sync_until_clean (sc, &sc->nodes[i]);
   }
   /* Every half booked, then every register told its entries settled. */
-  sync_all (sc);
+  if (g_rand_boolean (sc->rand))
+    sync_all_at_once (sc);
+  else
+    sync_all (sc);
   sync_all (sc);
 
   g_mutex_lock (&sc->lock);
