@@ -22,7 +22,9 @@
  * drops that sync's further tries: the sync fails and the owner's next one
  * sends a new bundle with entries the issuer booked.  The registers'
  * owners retry as a user does (Register1.Sync, or tallyctl sync) until a
- * sync succeeds.
+ * sync succeeds; in half the scenarios they all sync at once before the
+ * last round.
+ *
  * After each scenario, read from the issuer (its operator audit over HTTP,
  * its store) and from every register: the audit balances, nothing was
  * issued or booked twice, every register's view at the issuer is what the
