@@ -109,9 +109,10 @@ typedef struct
   char *operator_hex;
   GString *log;
   GRand *rand;       /* the main thread's choices */
-  GRand *fault_rand; /* the proxy's, one request at a time */
+  GRand *fault_rand; /* the proxy's, drawn under lock */
 
-  /* tally-issuerd, restarted from the proxy's thread */
+  /* Below, under lock: tally-issuerd (restarted by the main thread at
+   * the proxy's request) and the proxy's faults and counts. */
   GMutex lock;
   GSubprocess *issuerd;
   guint16 issuerd_port;
