@@ -58,10 +58,7 @@ typedef struct
                             const TallyIssuerRegisterRow *row,
                             GError **error);
   /* Also outside a transaction (tally_issuer_store_register_key ()). */
-  gboolean (*register_key) (TallyIssuerStore *store,
-                            const guint8 *id,
-                            guint8 *key,
-                            GError **error);
+  gboolean (*register_key) (TallyIssuerStore *store, const guint8 *id, guint8 *key, GError **error);
   gboolean (*register_list_revoked) (TallyIssuerStore *store, GPtrArray **ids, GError **error);
   gboolean (*register_list_lost) (TallyIssuerStore *store, GPtrArray **ids, GError **error);
   gboolean (*register_list_flagged) (TallyIssuerStore *store, GPtrArray **rows, GError **error);

@@ -347,9 +347,10 @@ GPtrArray *tally_issuer_audit_registers (TallyIssuer *issuer, GError **error);
 
 /*
  * Crash injection, for tests only.  A reconciliation and a voucher sale call
- * the hook at every step that touches the store: before the transaction,
- * after each group of writes, after the commit and, from the HTTP service,
- * once the answer is sent.  The names ("reconcile:begin", ...,
+ * the hook at every step that touches the store: before the transaction
+ * (a reconciliation also once every signature of its bundle verified, still
+ * before the transaction), after each group of writes, after the commit
+ * and, from the HTTP service, once the answer is sent.  The names ("reconcile:begin", ...,
  * "voucher:answered") are listed by tally_issuer_commit_points().  A test
  * hook kills the process there (tally-issuerd: TALLY_ISSUER_CRASH_AT) to
  * prove that a retry books nothing twice and loses nothing.
@@ -357,6 +358,7 @@ GPtrArray *tally_issuer_audit_registers (TallyIssuer *issuer, GError **error);
 typedef enum
 {
   TALLY_ISSUER_POINT_RECONCILE_BEGIN,
+  TALLY_ISSUER_POINT_RECONCILE_VERIFIED,
   TALLY_ISSUER_POINT_RECONCILE_RECEIVED_BOOKED,
   TALLY_ISSUER_POINT_RECONCILE_SPENT_BOOKED,
   TALLY_ISSUER_POINT_RECONCILE_HORIZON_RAISED,
