@@ -234,7 +234,7 @@ GBytes *tally_issuer_reconcile (TallyIssuer *issuer,
  * result bytes: the first result is kept, keyed by the hash of the
  * envelope's signed body (however the envelope around it is encoded), in
  * the transaction that booked it, and a bundle seen before is answered
- * from there, once its signature checks, without booking anything.
+ * from there, once its signatures check, without booking anything.
  * @repeated (may be NULL) tells which happened.  This is what a device
  * that lost a response retries against. */
 GBytes *tally_issuer_reconcile_once (TallyIssuer *issuer,
