@@ -306,8 +306,8 @@ test_verify_checks_signatures_while_lock_is_held (Fixture *f, gconstpointer data
 typedef struct
 {
   TallyIssuer *other;
-  const TestRegister *reg;
-  gboolean certify; /* certify reg for "bob", or else revoke it */
+  const TestRegister *reg; /* NULL: nothing happens meanwhile */
+  gboolean certify;        /* certify reg for "bob", or else revoke it */
   guint ran;
 } Meanwhile;
 
@@ -318,7 +318,9 @@ meanwhile_hook (const char *point, gpointer user_data)
   if (strcmp (point, "reconcile:verified") != 0)
     return;
   g_autoptr (GError) error = NULL;
-  if (m->certify) {
+  if (m->reg == NULL) {
+    /* nothing */
+  } else if (m->certify) {
     Tally__Limits limits;
     test_default_limits (&limits);
     g_autoptr (GBytes) cert = tally_issuer_certify (m->other, m->reg->pk, "bob", NULL, &limits,
@@ -374,6 +376,72 @@ test_verify_counts_receipt_of_payee_certified_meanwhile (Fixture *f, gconstpoint
   g_assert_true (end.balanced);
 }
 
+/* The payee is certified after the bundle verified, but the receipt the
+ * payer carries is not its receipt for this permission: signed by another
+ * key, or for another amount.  Under the lock the issuer checks it against
+ * the payee's key now known and does not count it: the payment stays in
+ * flight until the payee's own bundle settles it, and a receipt that does
+ * not check is no error and no fraud. */
+static void
+test_verify_ignores_bad_receipt_of_payee_certified_meanwhile (Fixture *f, gconstpointer data)
+{
+  g_autoptr (TestRegister) mallory = test_register_new_uncertified ();
+  for (guint i = 0; i < 2; i++) {
+    g_autofree char *alice = g_strdup_printf ("alice%u", i);
+    open_account (f, alice, 10000);
+    if (i == 0)
+      open_account (f, "bob", 0);
+    g_autoptr (TestRegister) a = test_register_new (f->issuer, alice);
+    g_autoptr (TestRegister) b = test_register_new_uncertified ();
+    g_autoptr (GBytes) voucher = sell (f, a, 3000);
+    g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+    /* Mallory's signature, or Bob's over an amount the permission does
+     * not pay. */
+    g_autoptr (GBytes) r1 =
+      i == 0 ? test_sign_receipt (mallory->sk, p1, 1000) : test_sign_receipt (b->sk, p1, 999);
+    g_autoptr (TestBundle) ba = test_bundle_new (a);
+    test_bundle_add_spent (ba, p1, r1);
+    g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+    TallyAudit before = audit_of (f);
+
+    Meanwhile m = { .reg = b, .certify = TRUE };
+    g_autoptr (Tally__ReconciliationResult) result = reconcile_with_meanwhile (f, bundle, &m);
+    g_assert_nonnull (result);
+    TallyAudit end = audit_of (f);
+    g_assert_cmpint (end.in_flight, ==, before.in_flight + 1000);
+    g_assert_cmpint (end.offline, ==, before.offline - 1000);
+    g_assert_cmpint (end.online, ==, before.online);
+    g_assert_cmpuint (end.fraud_proofs, ==, 0);
+    g_assert_true (end.balanced);
+  }
+}
+
+/* The payer carries a good receipt of a payee still uncertified when the
+ * issuer looks again under the lock: nothing to check it against, so the
+ * payment stays in flight, and that is no error. */
+static void
+test_verify_keeps_receipt_of_payee_still_uncertified_in_flight (Fixture *f, gconstpointer data)
+{
+  open_account (f, "alice", 10000);
+  g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
+  g_autoptr (TestRegister) b = test_register_new_uncertified ();
+  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
+  g_autoptr (GBytes) r1 = test_receipt (b, p1);
+  g_autoptr (TestBundle) ba = test_bundle_new (a);
+  test_bundle_add_spent (ba, p1, r1);
+  g_autoptr (GBytes) bundle = test_bundle_sign (ba);
+
+  Meanwhile m = { .reg = NULL };
+  g_autoptr (Tally__ReconciliationResult) result = reconcile_with_meanwhile (f, bundle, &m);
+  g_assert_nonnull (result);
+  TallyAudit end = audit_of (f);
+  g_assert_cmpint (end.in_flight, ==, 1000);
+  g_assert_cmpint (end.offline, ==, 2000);
+  g_assert_cmpuint (end.fraud_proofs, ==, 0);
+  g_assert_true (end.balanced);
+}
+
 /* A register revoked after its bundle verified is booked as revoked: its
  * result says so and renews no certificate. */
 static void
@@ -415,6 +483,10 @@ main (int argc, char **argv)
          test_verify_checks_signatures_while_lock_is_held);
   ADD ("/issuer/verify/counts-receipt-of-payee-certified-meanwhile",
        test_verify_counts_receipt_of_payee_certified_meanwhile);
+  ADD ("/issuer/verify/ignores-bad-receipt-of-payee-certified-meanwhile",
+       test_verify_ignores_bad_receipt_of_payee_certified_meanwhile);
+  ADD ("/issuer/verify/keeps-receipt-of-payee-still-uncertified-in-flight",
+       test_verify_keeps_receipt_of_payee_still_uncertified_in_flight);
   ADD ("/issuer/verify/books-revocation-made-meanwhile",
        test_verify_books_revocation_made_meanwhile);
 #undef ADD
