@@ -360,8 +360,11 @@ verify_voucher (Reconcile *rc, const Tally__SignedEnvelope *env, GError **error)
   g_autoptr (GError) local = NULL;
   g_autoptr (Tally__LoadVoucher) v = tally_voucher_verify (env, rc->issuer->public_key, &local);
   if (v == NULL) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "voucher not issued here: %s",
-                 local->message);
+    /* A forged signature is named as one, as for every other entry. */
+    TallyError code = g_error_matches (local, TALLY_ERROR, TALLY_ERROR_BAD_SIGNATURE)
+                        ? TALLY_ERROR_BAD_SIGNATURE
+                        : TALLY_ERROR_MALFORMED;
+    g_set_error (error, TALLY_ERROR, code, "voucher not issued here: %s", local->message);
     return FALSE;
   }
   if (!check_id (&v->register_id, rc->register_id)) {
