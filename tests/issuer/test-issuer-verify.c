@@ -185,11 +185,22 @@ worker_finish (Worker *w, GThread *thread)
   g_cond_clear (&w->cond);
 }
 
+/* @signed_bytes with one bit of its signature flipped: signed by nobody. */
+static GBytes *
+forge_signature (GBytes *signed_bytes)
+{
+  g_autoptr (Tally__SignedEnvelope) env = test_envelope (signed_bytes);
+  g_assert_cmpuint (env->signature.len, >, 0);
+  env->signature.data[0] ^= 0x01;
+  return tally_envelope_pack (env);
+}
+
 /* --- tests --- */
 
-/* A forged bundle, and a genuine bundle carrying a forged permission, are
- * refused while another connection holds the lock: the refusal waits for
- * nothing and books nothing. */
+/* A forged bundle, and genuine bundles carrying a forged part (a spent
+ * permission, a voucher, or a received entry's certificate, permission or
+ * receipt), are refused while another connection holds the lock: the
+ * refusal waits for nothing and books nothing. */
 static void
 test_verify_refuses_forgery_while_lock_is_held (Fixture *f, gconstpointer data)
 {
@@ -210,9 +221,33 @@ test_verify_refuses_forgery_while_lock_is_held (Fixture *f, gconstpointer data)
   g_autoptr (TestBundle) bf = test_bundle_new (a);
   test_bundle_add_spent (bf, fake, NULL);
   g_autoptr (GBytes) forged_entry = test_bundle_sign (bf);
+  /* A voucher the issuer never signed. */
+  g_autoptr (GBytes) fake_voucher = forge_signature (voucher);
+  g_autoptr (TestBundle) bv = test_bundle_new (a);
+  test_bundle_add_voucher (bv, fake_voucher);
+  g_autoptr (GBytes) forged_voucher = test_bundle_sign (bv);
+  /* Bob's received entries: Alice's certificate not signed by the
+   * issuer, a permission Alice never signed under her certificate, and a
+   * receipt Bob never signed. */
+  g_autoptr (GBytes) p2 = test_permission (a, b, 500);
+  g_autoptr (GBytes) r2 = test_receipt (b, p2);
+  g_autoptr (GBytes) fake_cert = forge_signature (a->cert);
+  g_autoptr (TestBundle) bc = test_bundle_new (b);
+  test_bundle_add_received (bc, fake_cert, p2, r2);
+  g_autoptr (GBytes) forged_cert = test_bundle_sign (bc);
+  g_autoptr (GBytes) fake_p = forge_signature (p2);
+  g_autoptr (GBytes) r_fake_p = test_receipt (b, fake_p);
+  g_autoptr (TestBundle) bp = test_bundle_new (b);
+  test_bundle_add_received (bp, a->cert, fake_p, r_fake_p);
+  g_autoptr (GBytes) forged_permission = test_bundle_sign (bp);
+  g_autoptr (GBytes) r_mallory = test_sign_receipt (mallory->sk, p2, 500);
+  g_autoptr (TestBundle) br = test_bundle_new (b);
+  test_bundle_add_received (br, a->cert, p2, r_mallory);
+  g_autoptr (GBytes) forged_receipt = test_bundle_sign (br);
   TallyAudit before = audit_of (f);
 
-  GBytes *forgeries[] = { forged_bundle, forged_entry };
+  GBytes *forgeries[] = { forged_bundle, forged_entry,      forged_voucher,
+                          forged_cert,   forged_permission, forged_receipt };
   for (guint i = 0; i < G_N_ELEMENTS (forgeries); i++) {
     Worker w;
     worker_init (&w, f, forgeries[i]);
