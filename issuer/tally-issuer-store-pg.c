@@ -95,7 +95,8 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = $1",
   [STMT_REGISTER_KEY] = "SELECT public_key FROM registers WHERE id = $1",
   /* It never updates public_key: a register's key never changes
-   * (tally_issuer_store_register_key ()). */
+   * (tally_issuer_store_register_key ()); a put with another key changes
+   * no row and is refused (pg_register_put). */
   [STMT_REGISTER_PUT] =
     "INSERT INTO registers (" REGISTER_COLUMNS ") "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
@@ -104,7 +105,8 @@ static const char *const stmt_sql[N_STMTS] = {
     "validity = $8, "
     "cert_serial = $9, settled_counter = $10, revoked = $11, view_balance = $12, horizon = $13, "
     "refused = $14, deficit = $15, max_payment_ever = $16, display_name = $17, lost_at = $18, "
-    "refunded_at = $19, refunded = $20, recovered = $21, not_after_ever = $22",
+    "refunded_at = $19, refunded = $20, recovered = $21, not_after_ever = $22 "
+    "WHERE registers.public_key = EXCLUDED.public_key",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked ORDER BY id",
   [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
                               "ORDER BY id",
@@ -545,7 +547,13 @@ pg_register_put (TallyIssuerStore *s, const TallyIssuerRegisterRow *row, GError 
   tally_pg_param_int8 (&p, row->refunded);
   tally_pg_param_int8 (&p, row->recovered);
   tally_pg_param_u64 (&p, row->not_after_ever);
-  return run_done (s, STMT_REGISTER_PUT, &p, "register", error);
+  gboolean missing;
+  if (run_update (s, STMT_REGISTER_PUT, &p, "register", &missing, error))
+    return TRUE;
+  if (!missing)
+    return FALSE;
+  /* No row changed: the stored row has another key. */
+  return tally_pg_corrupt (DB (s), "a register put with a key other than its stored one", error);
 }
 
 /* The ids the one-column statement @stmt selects. */

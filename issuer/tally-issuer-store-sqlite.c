@@ -74,7 +74,8 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_REGISTER_KEY] = "SELECT public_key FROM registers WHERE id = ?1",
   /* An upsert, not REPLACE: replacing would delete a row vouchers refer to.
    * It never updates public_key: a register's key never changes
-   * (tally_issuer_store_register_key ()). */
+   * (tally_issuer_store_register_key ()); a put with another key changes
+   * no row and is refused (sqlite_register_put). */
   [STMT_REGISTER_PUT] =
     "INSERT INTO registers (" REGISTER_COLUMNS ") "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
@@ -84,7 +85,7 @@ static const char *const stmt_sql[N_STMTS] = {
     "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
     "refused = ?14, deficit = ?15, max_payment_ever = ?16, display_name = ?17, "
     "lost_at = ?18, refunded_at = ?19, refunded = ?20, recovered = ?21, "
-    "not_after_ever = ?22",
+    "not_after_ever = ?22 WHERE registers.public_key = excluded.public_key",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
                               "ORDER BY id",
@@ -448,7 +449,14 @@ sqlite_register_put (TallyIssuerStore *s,
   sqlite3_bind_int64 (st, 20, row->refunded);
   sqlite3_bind_int64 (st, 21, row->recovered);
   tally_sqlite_bind_u64 (st, 22, row->not_after_ever);
-  return tally_sqlite_step_done (DB (s), st, "register", error);
+  gboolean missing;
+  if (tally_sqlite_step_update (DB (s), st, &missing, "register", error))
+    return TRUE;
+  if (!missing)
+    return FALSE;
+  /* No row changed: the stored row has another key. */
+  return tally_sqlite_corrupt (DB (s), "a register put with a key other than its stored one",
+                               error);
 }
 
 /* The ids the one-column statement @stmt selects. */

@@ -544,9 +544,21 @@ test_store_register_key_never_changes (Fixture *f, gconstpointer data)
   g_assert_no_error (error);
   commit (f);
 
-  /* The same id put again with another key: every other column changes,
-   * the key stays. */
+  /* The same id put again with another key is refused and changes
+   * nothing; with its own key, every other column changes. */
   memcpy (row.public_key, other->pk, TALLY_PUBLIC_KEY_BYTES);
+  row.cert_serial = 3;
+  begin (f);
+  g_assert_false (tally_issuer_store_register_put (f->store, &row, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_nonnull (strstr (error->message, "a register put with a key other than its stored one"));
+  g_clear_error (&error);
+  g_auto (TallyIssuerRegisterRow) kept = { 0 };
+  g_assert_true (tally_issuer_store_register_get (f->store, reg->id, &kept, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (kept.cert_serial, ==, 1);
+  tally_issuer_store_rollback (f->store);
+  memcpy (row.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
   row.cert_serial = 2;
   begin (f);
   g_assert_true (tally_issuer_store_register_put (f->store, &row, &error));
