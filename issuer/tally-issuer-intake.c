@@ -433,7 +433,15 @@ tally_issuer_check_vouchers (Reconcile *rc,
                              const Tally__ReconciliationBundle *bundle,
                              GError **error)
 {
-  g_return_val_if_fail (rc->vouchers->len == bundle->n_vouchers, FALSE);
+  /* tally_issuer_verify_entries () verified this bundle and kept one
+   * sequence per voucher; anything else is a caller's mistake, reported as
+   * an error so that the reconciliation fails with one rather than none. */
+  if (rc->vouchers->len != bundle->n_vouchers) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED,
+                 "internal error: %u vouchers verified, the bundle has %zu", rc->vouchers->len,
+                 bundle->n_vouchers);
+    return FALSE;
+  }
   for (gsize i = 0; i < bundle->n_vouchers; i++) {
     if (!check_voucher_sold (rc, bundle->vouchers[i], g_array_index (rc->vouchers, guint64, i),
                              error)) {
