@@ -2,6 +2,13 @@
 /*
  * Bundle intake: every voucher, permission, defund and receipt a bundle
  * lists is verified and parsed here before it is booked.
+ *
+ * Verifying runs before the store's transaction (docs/scale.md), so it
+ * reads only what never changes: the issuer's key, and registers' keys
+ * (tally_issuer_store_register_key ()), which exist for good once
+ * certified.  Everything the booking depends on that may change (the
+ * vouchers sold, revocations, counters, chain heads, what is already
+ * booked, whether a payee is certified yet) is read under the lock.
  */
 #include "tally-issuer-private.h"
 
@@ -132,33 +139,66 @@ check_receipt (Reconcile *rc,
 /* A receipt carried by the payer counts as the payee's half when it verifies
  * under the payee's certified key; anything else is ignored, not fatal: the
  * payee's own bundle will settle the entry. */
-static gboolean
-payer_holds_receipt (Reconcile *rc,
-                     const Tally__SignedEnvelope *receipt,
-                     const Booking *b,
-                     gboolean *counts,
-                     GError **error)
+static void
+count_receipt (Reconcile *rc,
+               const Tally__SignedEnvelope *receipt,
+               const guint8 payee_key[static TALLY_PUBLIC_KEY_BYTES],
+               Booking *b)
 {
-  g_auto (TallyIssuerRegisterRow) payee = { 0 };
   g_autoptr (GError) local = NULL;
-  *counts = FALSE;
-  if (!tally_issuer_store_register_get (rc->issuer->store, b->payee, &payee, &local)) {
-    if (!tally_issuer_is_not_found (local)) {
-      g_propagate_error (error, g_steal_pointer (&local));
-      return FALSE;
-    }
-  } else {
-    *counts = check_receipt (rc, receipt, payee.public_key, b, &local);
+  if (check_receipt (rc, receipt, payee_key, b, &local)) {
+    b->payee_half = TRUE;
+    b->receipt = receipt;
+    return;
   }
-  if (!*counts) {
-    g_autofree char *hex = tally_issuer_short_hex (b->hash);
-    g_info ("receipt for entry %s not counted: %s", hex, local->message);
+  g_autofree char *hex = tally_issuer_short_hex (b->hash);
+  g_info ("receipt for entry %s not counted: %s", hex, local->message);
+}
+
+/* A payee this issuer has not certified yet may be certified before the
+ * lock is taken: its receipt is looked at again under it
+ * (recheck_receipt). */
+static gboolean
+verify_carried_receipt (Reconcile *rc,
+                        const Tally__SignedEnvelope *receipt,
+                        Booking *b,
+                        GError **error)
+{
+  guint8 payee_key[TALLY_PUBLIC_KEY_BYTES];
+  g_autoptr (GError) local = NULL;
+  if (tally_issuer_store_register_key (rc->issuer->store, b->payee, payee_key, &local)) {
+    count_receipt (rc, receipt, payee_key, b);
+    return TRUE;
   }
+  if (!tally_issuer_is_not_found (local)) {
+    g_propagate_error (error, g_steal_pointer (&local));
+    return FALSE;
+  }
+  b->unchecked_receipt = receipt;
+  return TRUE;
+}
+
+/* Under the lock: the receipt of a payee that was unknown before it. */
+static gboolean
+recheck_receipt (Reconcile *rc, Booking *b, GError **error)
+{
+  guint8 payee_key[TALLY_PUBLIC_KEY_BYTES];
+  g_autoptr (GError) local = NULL;
+  if (tally_issuer_store_register_key (rc->issuer->store, b->payee, payee_key, &local)) {
+    count_receipt (rc, b->unchecked_receipt, payee_key, b);
+    return TRUE;
+  }
+  if (!tally_issuer_is_not_found (local)) {
+    g_propagate_error (error, g_steal_pointer (&local));
+    return FALSE;
+  }
+  g_autofree char *hex = tally_issuer_short_hex (b->hash);
+  g_info ("receipt for entry %s not counted: %s", hex, local->message);
   return TRUE;
 }
 
 static gboolean
-parse_spent (Reconcile *rc, const Tally__SpentEntry *spent, Booking *b, GError **error)
+verify_spent (Reconcile *rc, const Tally__SpentEntry *spent, Booking *b, GError **error)
 {
   if (spent == NULL || spent->permission == NULL) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "spent entry without a permission");
@@ -186,12 +226,8 @@ parse_spent (Reconcile *rc, const Tally__SpentEntry *spent, Booking *b, GError *
                  "spent entry names another register as its payer");
     return FALSE;
   }
-  if (b->kind == TALLY_ISSUER_ENTRY_PERMISSION && spent->receipt != NULL) {
-    if (!payer_holds_receipt (rc, spent->receipt, b, &b->payee_half, error))
-      return FALSE;
-    if (b->payee_half)
-      b->receipt = spent->receipt;
-  }
+  if (b->kind == TALLY_ISSUER_ENTRY_PERMISSION && spent->receipt != NULL)
+    return verify_carried_receipt (rc, spent->receipt, b, error);
   return TRUE;
 }
 
@@ -208,22 +244,33 @@ compare_booking_counter (gconstpointer a, gconstpointer b)
   return x->counter < y->counter ? -1 : x->counter > y->counter ? 1 : 0;
 }
 
-gboolean
-tally_issuer_book_spent (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError **error)
+static gboolean
+verify_spent_all (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError **error)
 {
-  GArray *bookings = rc->spent;
   for (gsize i = 0; i < bundle->n_spent; i++) {
     Booking b;
-    if (!parse_spent (rc, bundle->spent[i], &b, error)) {
+    if (!verify_spent (rc, bundle->spent[i], &b, error)) {
       g_prefix_error (error, "spent entry %zu: ", i);
       return FALSE;
     }
-    g_array_append_val (bookings, b);
+    g_array_append_val (rc->spent, b);
   }
   /* In counter order, so each entry meets its predecessor's chain head
    * (an entry booked before its predecessor is checked by its successor
    * test in detect_fraud), defunds last. */
-  g_array_sort (bookings, compare_booking_counter);
+  g_array_sort (rc->spent, compare_booking_counter);
+  return TRUE;
+}
+
+gboolean
+tally_issuer_book_spent (Reconcile *rc, GError **error)
+{
+  GArray *bookings = rc->spent;
+  for (guint i = 0; i < bookings->len; i++) {
+    Booking *b = &g_array_index (bookings, Booking, i);
+    if (b->unchecked_receipt != NULL && !recheck_receipt (rc, b, error))
+      return FALSE;
+  }
   for (guint i = 0; i < bookings->len; i++)
     if (!tally_issuer_book (rc, &g_array_index (bookings, Booking, i), error))
       return FALSE;
@@ -231,7 +278,7 @@ tally_issuer_book_spent (Reconcile *rc, const Tally__ReconciliationBundle *bundl
 }
 
 static gboolean
-book_received_one (Reconcile *rc, const Tally__ReceivedEntry *r, GError **error)
+verify_received (Reconcile *rc, const Tally__ReceivedEntry *r, Booking *b, GError **error)
 {
   if (r == NULL || r->payer_certificate == NULL || r->permission == NULL || r->receipt == NULL) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
@@ -248,62 +295,76 @@ book_received_one (Reconcile *rc, const Tally__ReceivedEntry *r, GError **error)
     return FALSE;
   }
 
-  Booking b;
   if (!tally_envelope_verify (r->permission,
                               TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_DEPOSIT_PERMISSION,
                               cert->register_public_key.data, error) ||
-      !parse_permission (rc, r->permission, &b, error))
+      !parse_permission (rc, r->permission, b, error))
     return FALSE;
-  if (memcmp (b.payer, cert->register_id.data, TALLY_ID_BYTES) != 0) {
+  if (memcmp (b->payer, cert->register_id.data, TALLY_ID_BYTES) != 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_REGISTER,
                  "permission names a payer other than its certificate");
     return FALSE;
   }
-  if (memcmp (b.payee, rc->register_id, TALLY_ID_BYTES) != 0) {
+  if (memcmp (b->payee, rc->register_id, TALLY_ID_BYTES) != 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_WRONG_PAYEE,
                  "received permission pays another register");
     return FALSE;
   }
-  g_auto (TallyIssuerRegisterRow) payer = { 0 };
-  if (!tally_issuer_store_register_get (rc->issuer->store, b.payer, &payer, error)) {
+  /* Certified once, a register stays: known here, known under the lock. */
+  guint8 payer_key[TALLY_PUBLIC_KEY_BYTES];
+  if (!tally_issuer_store_register_key (rc->issuer->store, b->payer, payer_key, error)) {
     g_prefix_error (error, "payer: ");
     return FALSE;
   }
-  if (!check_receipt (rc, r->receipt, rc->register_key, &b, error))
+  if (!check_receipt (rc, r->receipt, rc->register_key, b, error))
     return FALSE;
-  b.payee_half = TRUE;
-  b.receipt = r->receipt;
+  b->payee_half = TRUE;
+  b->receipt = r->receipt;
+  return TRUE;
+}
 
-  if (!tally_issuer_book (rc, &b, error))
-    return FALSE;
-  tally_issuer_add_hash_once (rc->settled_received, b.hash);
+static gboolean
+verify_received_all (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError **error)
+{
+  for (gsize i = 0; i < bundle->n_received; i++) {
+    Booking b;
+    if (!verify_received (rc, bundle->received[i], &b, error)) {
+      g_prefix_error (error, "received entry %zu: ", i);
+      return FALSE;
+    }
+    g_array_append_val (rc->received, b);
+  }
   return TRUE;
 }
 
 gboolean
-tally_issuer_book_received (Reconcile *rc,
-                            const Tally__ReconciliationBundle *bundle,
-                            GError **error)
+tally_issuer_book_received (Reconcile *rc, GError **error)
 {
-  for (gsize i = 0; i < bundle->n_received; i++) {
-    if (!book_received_one (rc, bundle->received[i], error)) {
-      g_prefix_error (error, "received entry %zu: ", i);
+  for (guint i = 0; i < rc->received->len; i++) {
+    const Booking *b = &g_array_index (rc->received, Booking, i);
+    if (!tally_issuer_book (rc, b, error)) {
+      g_prefix_error (error, "received entry %u: ", i);
       return FALSE;
     }
+    tally_issuer_add_hash_once (rc->settled_received, b->hash);
   }
   return TRUE;
 }
 
 /* Vouchers move no value at reconciliation (it moved when sold), but each
- * must be one we issued to this register. */
+ * must be one we issued to this register: signed by us, before the lock;
+ * sold, under it (tally_issuer_check_vouchers). */
 static gboolean
-check_voucher (Reconcile *rc, const Tally__SignedEnvelope *env, GError **error)
+verify_voucher (Reconcile *rc, const Tally__SignedEnvelope *env, GError **error)
 {
   g_autoptr (GError) local = NULL;
   g_autoptr (Tally__LoadVoucher) v = tally_voucher_verify (env, rc->issuer->public_key, &local);
   if (v == NULL) {
-    g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED, "voucher not issued here: %s",
-                 local->message);
+    /* A forged signature is named as one, as for every other entry. */
+    TallyError code = g_error_matches (local, TALLY_ERROR, TALLY_ERROR_BAD_SIGNATURE)
+                        ? TALLY_ERROR_BAD_SIGNATURE
+                        : TALLY_ERROR_MALFORMED;
+    g_set_error (error, TALLY_ERROR, code, "voucher not issued here: %s", local->message);
     return FALSE;
   }
   if (!check_id (&v->register_id, rc->register_id)) {
@@ -311,15 +372,48 @@ check_voucher (Reconcile *rc, const Tally__SignedEnvelope *env, GError **error)
                  "voucher %" G_GUINT64_FORMAT " was issued to another register", v->sequence);
     return FALSE;
   }
+  g_array_append_val (rc->vouchers, v->sequence);
+  rc->settled_voucher_sequence = MAX (rc->settled_voucher_sequence, v->sequence);
+  return TRUE;
+}
+
+static gboolean
+verify_vouchers (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError **error)
+{
+  for (gsize i = 0; i < bundle->n_vouchers; i++) {
+    if (!verify_voucher (rc, bundle->vouchers[i], error)) {
+      g_prefix_error (error, "voucher %zu: ", i);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
+
+gboolean
+tally_issuer_verify_entries (Reconcile *rc,
+                             const Tally__ReconciliationBundle *bundle,
+                             GError **error)
+{
+  return verify_vouchers (rc, bundle, error) && verify_received_all (rc, bundle, error) &&
+         verify_spent_all (rc, bundle, error);
+}
+
+static gboolean
+check_voucher_sold (Reconcile *rc,
+                    const Tally__SignedEnvelope *env,
+                    guint64 sequence,
+                    GError **error)
+{
+  g_autoptr (GError) local = NULL;
   g_autoptr (GBytes) stored_bytes = NULL;
-  if (!tally_issuer_store_voucher_get (rc->issuer->store, rc->register_id, v->sequence,
-                                       &stored_bytes, &local)) {
+  if (!tally_issuer_store_voucher_get (rc->issuer->store, rc->register_id, sequence, &stored_bytes,
+                                       &local)) {
     if (!tally_issuer_is_not_found (local)) {
       g_propagate_error (error, g_steal_pointer (&local));
       return FALSE;
     }
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
-                 "voucher %" G_GUINT64_FORMAT " was never sold", v->sequence);
+                 "voucher %" G_GUINT64_FORMAT " was never sold", sequence);
     return FALSE;
   }
   g_autoptr (Tally__SignedEnvelope) stored = tally_issuer_decode_stored (stored_bytes, error);
@@ -328,7 +422,7 @@ check_voucher (Reconcile *rc, const Tally__SignedEnvelope *env, GError **error)
   if (stored->body.len != env->body.len ||
       memcmp (stored->body.data, env->body.data, env->body.len) != 0) {
     g_set_error (error, TALLY_ERROR, TALLY_ERROR_MALFORMED,
-                 "voucher %" G_GUINT64_FORMAT " differs from the one sold", v->sequence);
+                 "voucher %" G_GUINT64_FORMAT " differs from the one sold", sequence);
     return FALSE;
   }
   return TRUE;
@@ -339,17 +433,21 @@ tally_issuer_check_vouchers (Reconcile *rc,
                              const Tally__ReconciliationBundle *bundle,
                              GError **error)
 {
+  /* tally_issuer_verify_entries () verified this bundle and kept one
+   * sequence per voucher; anything else is a caller's mistake, reported as
+   * an error so that the reconciliation fails with one rather than none. */
+  if (rc->vouchers->len != bundle->n_vouchers) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_FAILED,
+                 "internal error: %u vouchers verified, the bundle has %zu", rc->vouchers->len,
+                 bundle->n_vouchers);
+    return FALSE;
+  }
   for (gsize i = 0; i < bundle->n_vouchers; i++) {
-    if (!check_voucher (rc, bundle->vouchers[i], error)) {
+    if (!check_voucher_sold (rc, bundle->vouchers[i], g_array_index (rc->vouchers, guint64, i),
+                             error)) {
       g_prefix_error (error, "voucher %zu: ", i);
       return FALSE;
     }
-    /* Checked above: the body decodes and is one we sold. */
-    g_autoptr (Tally__LoadVoucher) v =
-      TALLY_UNPACK (Tally__LoadVoucher, tally__load_voucher, bundle->vouchers[i]->body.data,
-                    bundle->vouchers[i]->body.len, "voucher", NULL);
-    if (v != NULL)
-      rc->settled_voucher_sequence = MAX (rc->settled_voucher_sequence, v->sequence);
   }
   return TRUE;
 }

@@ -4,7 +4,8 @@
 /*
  * Declarations the issuer's own source files share; not part of its API
  * (tally-issuer.h).  Every function here runs inside the one store
- * transaction of a public call.
+ * transaction of a public call, but tally_issuer_verify_entries (), which
+ * runs before it.
  */
 
 #include "tally-issuer-store.h"
@@ -33,14 +34,16 @@ typedef struct
   TallyIssuer *issuer;
   guint64 now;
   guint8 register_id[TALLY_ID_BYTES]; /* the register whose bundle this is */
-  guint8 register_key[TALLY_PUBLIC_KEY_BYTES];
+  guint8 register_key[TALLY_PUBLIC_KEY_BYTES]; /* its key, which never changes */
   TallyIssuerTotals totals;
   TallyReconcileReport report;
   gboolean revocations_changed;
   GPtrArray *new_proofs;            /* TallyIssuerFraudRow */
   GPtrArray *settled_received;      /* GBytes, permission hashes */
   guint64 settled_voucher_sequence; /* highest voucher the bundle showed */
-  GArray *spent;                    /* Booking, the bundle's own entries */
+  GArray *vouchers;                 /* guint64, each voucher's sequence, in bundle order */
+  GArray *received;                 /* Booking, the bundle's received entries, in its order */
+  GArray *spent;                    /* Booking, the bundle's own entries, in booking order */
   GPtrArray *reclaimed;             /* GBytes, hashes of own permissions reclaimed */
   GPtrArray *receipts;              /* Tally__SignedEnvelope, payees' receipts to return */
 } Reconcile;
@@ -62,6 +65,9 @@ typedef struct
   gboolean payer_half;                  /* reported by the payer in its own bundle */
   gboolean payee_half;                  /* the payee's receipt is known */
   const Tally__SignedEnvelope *receipt; /* that receipt, when payee_half */
+  /* A receipt the payer carried for a payee not certified when the bundle
+   * was verified: looked at again under the lock. */
+  const Tally__SignedEnvelope *unchecked_receipt;
 } Booking;
 
 /* Shared steps (tally-issuer.c). */
@@ -188,14 +194,17 @@ G_GNUC_INTERNAL
 gboolean tally_issuer_book (Reconcile *rc, const Booking *b, GError **error);
 
 /* Bundle intake: verifying and parsing what a bundle lists
- * (tally-issuer-intake.c). */
+ * (tally-issuer-intake.c).  tally_issuer_verify_entries () runs before the
+ * transaction, on what never changes: it checks every signature and fills
+ * rc's vouchers, received and spent; the others book them inside it. */
 G_GNUC_INTERNAL
-gboolean
-tally_issuer_book_spent (Reconcile *rc, const Tally__ReconciliationBundle *bundle, GError **error);
+gboolean tally_issuer_verify_entries (Reconcile *rc,
+                                      const Tally__ReconciliationBundle *bundle,
+                                      GError **error);
 G_GNUC_INTERNAL
-gboolean tally_issuer_book_received (Reconcile *rc,
-                                     const Tally__ReconciliationBundle *bundle,
-                                     GError **error);
+gboolean tally_issuer_book_spent (Reconcile *rc, GError **error);
+G_GNUC_INTERNAL
+gboolean tally_issuer_book_received (Reconcile *rc, GError **error);
 G_GNUC_INTERNAL
 gboolean tally_issuer_check_vouchers (Reconcile *rc,
                                       const Tally__ReconciliationBundle *bundle,

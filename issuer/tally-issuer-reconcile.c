@@ -253,14 +253,14 @@ sign_result (Reconcile *rc,
 }
 
 /* Decodes the bundle and checks that the register it names, as certified
- * here, signed it.  Sets rc's register id and key. */
+ * here, signed it, under the key its row holds: before the transaction,
+ * since that key never changes.  Sets rc's register id and key. */
 static gboolean
 open_bundle (Reconcile *rc,
              const guint8 *data,
              gsize len,
              Tally__SignedEnvelope **env_out,
              Tally__ReconciliationBundle **bundle_out,
-             TallyIssuerRegisterRow *row,
              GError **error)
 {
   g_autoptr (Tally__SignedEnvelope) env = tally_envelope_decode (data, len, error);
@@ -279,9 +279,9 @@ open_bundle (Reconcile *rc,
   }
   memcpy (rc->register_id, bundle->register_id.data, TALLY_ID_BYTES);
 
-  if (!tally_issuer_store_register_get (rc->issuer->store, rc->register_id, row, error))
+  if (!tally_issuer_store_register_key (rc->issuer->store, rc->register_id, rc->register_key,
+                                        error))
     return FALSE;
-  memcpy (rc->register_key, row->public_key, TALLY_PUBLIC_KEY_BYTES);
   if (!tally_envelope_verify (env,
                               TALLY__SIGNATURE_CONTEXT__SIGNATURE_CONTEXT_RECONCILIATION_BUNDLE,
                               rc->register_key, error))
@@ -321,21 +321,19 @@ kept_result (TallyIssuer *issuer, const char *key, GBytes **result, GError **err
   return FALSE;
 }
 
+/* Books a bundle whose every signature verified (open_bundle,
+ * tally_issuer_verify_entries), inside the transaction: from here on
+ * everything read may have changed since, and is read again. */
 static GBytes *
 reconcile_locked (Reconcile *rc,
-                  const guint8 *data,
-                  gsize len,
+                  const Tally__SignedEnvelope *env,
+                  const Tally__ReconciliationBundle *bundle,
                   gboolean once,
                   gboolean *repeated,
                   GError **error)
 {
   TallyIssuer *issuer = rc->issuer;
 
-  g_autoptr (Tally__SignedEnvelope) env = NULL;
-  g_autoptr (Tally__ReconciliationBundle) bundle = NULL;
-  g_auto (TallyIssuerRegisterRow) row = { 0 };
-  if (!open_bundle (rc, data, len, &env, &bundle, &row, error))
-    return NULL;
   g_autofree char *key = once ? result_key (env) : NULL;
   GBytes *kept;
   if (!kept_result (issuer, key, &kept, error))
@@ -352,11 +350,10 @@ reconcile_locked (Reconcile *rc,
   /* Received entries first: an honest register's evidence then includes
    * every payment it had received before it spent (5.5). */
   if (!tally_issuer_store_totals_get (issuer->store, &rc->totals, error) ||
-      !tally_issuer_check_vouchers (rc, bundle, error) ||
-      !tally_issuer_book_received (rc, bundle, error))
+      !tally_issuer_check_vouchers (rc, bundle, error) || !tally_issuer_book_received (rc, error))
     return NULL;
   tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_RECEIVED_BOOKED);
-  if (!tally_issuer_book_spent (rc, bundle, error))
+  if (!tally_issuer_book_spent (rc, error))
     return NULL;
   tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_SPENT_BOOKED);
   if (!check_complete (rc, error) || !check_overdrawn (rc, bundle, env, error) ||
@@ -370,8 +367,8 @@ reconcile_locked (Reconcile *rc,
   if (rc->revocations_changed && !tally_issuer_publish_revocation_list (issuer, rc->now, error))
     return NULL;
 
-  /* Re-read: booking may have changed the view and the revocation. */
-  tally_issuer_register_row_clear (&row);
+  /* Read now: booking may have changed the view and the revocation. */
+  g_auto (TallyIssuerRegisterRow) row = { 0 };
   if (!tally_issuer_store_register_get (issuer->store, rc->register_id, &row, error) ||
       !advance_settled_counter (rc, &row, error))
     return NULL;
@@ -401,10 +398,12 @@ reconcile_locked (Reconcile *rc,
 }
 
 /* With @once, answers a bundle seen before from the stored result, and
- * keeps a new result in the same transaction that booked its bundle. */
+ * keeps a new result in the same transaction that booked its bundle.
+ * Every signature is checked before that transaction (docs/scale.md):
+ * workers verify side by side, and only the booking waits for the lock. */
 static GBytes *
 reconcile (TallyIssuer *issuer,
-           const guint8 *bundle,
+           const guint8 *data,
            gsize len,
            guint64 now,
            gboolean once,
@@ -417,21 +416,31 @@ reconcile (TallyIssuer *issuer,
     .now = now,
     .new_proofs = g_ptr_array_new_with_free_func ((GDestroyNotify) tally_issuer_fraud_row_free),
     .settled_received = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref),
+    .vouchers = g_array_new (FALSE, FALSE, sizeof (guint64)),
+    .received = g_array_new (FALSE, TRUE, sizeof (Booking)),
     .spent = g_array_new (FALSE, TRUE, sizeof (Booking)),
     .reclaimed = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref),
     .receipts = g_ptr_array_new_with_free_func ((GDestroyNotify) tally__signed_envelope_free),
   };
+  g_autoptr (Tally__SignedEnvelope) env = NULL;
+  g_autoptr (Tally__ReconciliationBundle) bundle = NULL;
   g_autoptr (GBytes) result = NULL;
   tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_BEGIN);
-  if (tally_issuer_store_begin (issuer->store, error)) {
-    result = reconcile_locked (&rc, bundle, len, once, repeated, error);
-    if (!tally_issuer_finish (issuer, result != NULL, error))
-      g_clear_pointer (&result, g_bytes_unref);
-    else
-      tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_COMMITTED);
+  if (open_bundle (&rc, data, len, &env, &bundle, error) &&
+      tally_issuer_verify_entries (&rc, bundle, error)) {
+    tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_VERIFIED);
+    if (tally_issuer_store_begin (issuer->store, error)) {
+      result = reconcile_locked (&rc, env, bundle, once, repeated, error);
+      if (!tally_issuer_finish (issuer, result != NULL, error))
+        g_clear_pointer (&result, g_bytes_unref);
+      else
+        tally_issuer_commit_point (issuer, TALLY_ISSUER_POINT_RECONCILE_COMMITTED);
+    }
   }
   g_ptr_array_unref (rc.new_proofs);
   g_ptr_array_unref (rc.settled_received);
+  g_array_unref (rc.vouchers);
+  g_array_unref (rc.received);
   g_array_unref (rc.spent);
   g_ptr_array_unref (rc.reclaimed);
   g_ptr_array_unref (rc.receipts);

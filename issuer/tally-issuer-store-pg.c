@@ -25,6 +25,7 @@ typedef enum
   STMT_ACCOUNT_GET,
   STMT_ACCOUNT_PUT,
   STMT_REGISTER_GET,
+  STMT_REGISTER_KEY,
   STMT_REGISTER_PUT,
   STMT_REGISTER_LIST_REVOKED,
   STMT_REGISTER_LIST_FLAGGED,
@@ -92,15 +93,20 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_ACCOUNT_GET] = "SELECT balance FROM accounts WHERE name = $1",
   [STMT_ACCOUNT_PUT] = "UPDATE accounts SET balance = $2 WHERE name = $1",
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = $1",
+  [STMT_REGISTER_KEY] = "SELECT public_key FROM registers WHERE id = $1",
+  /* It never updates public_key: a register's key never changes
+   * (tally_issuer_store_register_key ()); a put with another key changes
+   * no row and is refused (pg_register_put). */
   [STMT_REGISTER_PUT] =
     "INSERT INTO registers (" REGISTER_COLUMNS ") "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, "
-    "$19, $20, $21, $22) ON CONFLICT (id) DO UPDATE SET public_key = $2, account = $3, "
+    "$19, $20, $21, $22) ON CONFLICT (id) DO UPDATE SET account = $3, "
     "max_payment = $4, balance_cap = $5, max_offline_payments = $6, max_offline_seconds = $7, "
     "validity = $8, "
     "cert_serial = $9, settled_counter = $10, revoked = $11, view_balance = $12, horizon = $13, "
     "refused = $14, deficit = $15, max_payment_ever = $16, display_name = $17, lost_at = $18, "
-    "refunded_at = $19, refunded = $20, recovered = $21, not_after_ever = $22",
+    "refunded_at = $19, refunded = $20, recovered = $21, not_after_ever = $22 "
+    "WHERE registers.public_key = EXCLUDED.public_key",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked ORDER BY id",
   [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
                               "ORDER BY id",
@@ -488,6 +494,33 @@ pg_register_get (TallyIssuerStore *s, const guint8 *id, TallyIssuerRegisterRow *
   return read_register (DB (s), r, 0, row, error);
 }
 
+/* Outside a transaction, a statement of its own (autocommit) that takes no
+ * lock; a connection the server dropped is taken up again, as pg_begin
+ * does, since no transaction is lost with it. */
+static gboolean
+pg_register_key (TallyIssuerStore *s, const guint8 *id, guint8 *key, GError **error)
+{
+  TallyPgParams p = { 0 };
+  tally_pg_param_blob (&p, id, TALLY_ID_BYTES);
+  g_autoptr (PGresult) r = NULL;
+  for (guint attempt = 0; r == NULL; attempt++) {
+    g_autoptr (GError) local = NULL;
+    if (!s->in_transaction && !tally_pg_reconnect_if_lost (DB (s), error))
+      return FALSE;
+    r = tally_pg_run (DB (s), STMT_REGISTER_KEY, &p, "register key", &local);
+    if (r == NULL && (s->in_transaction || attempt > 0 || tally_pg_connected (DB (s)))) {
+      g_propagate_error (error, g_steal_pointer (&local));
+      return FALSE;
+    }
+  }
+  if (PQntuples (r) == 0) {
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
+                 "register not certified by this issuer");
+    return FALSE;
+  }
+  return tally_pg_get_fixed (DB (s), r, 0, 0, key, TALLY_PUBLIC_KEY_BYTES, error);
+}
+
 static gboolean
 pg_register_put (TallyIssuerStore *s, const TallyIssuerRegisterRow *row, GError **error)
 {
@@ -514,7 +547,13 @@ pg_register_put (TallyIssuerStore *s, const TallyIssuerRegisterRow *row, GError 
   tally_pg_param_int8 (&p, row->refunded);
   tally_pg_param_int8 (&p, row->recovered);
   tally_pg_param_u64 (&p, row->not_after_ever);
-  return run_done (s, STMT_REGISTER_PUT, &p, "register", error);
+  gboolean missing;
+  if (run_update (s, STMT_REGISTER_PUT, &p, "register", &missing, error))
+    return TRUE;
+  if (!missing)
+    return FALSE;
+  /* No row changed: the stored row has another key. */
+  return tally_pg_corrupt (DB (s), "a register put with a key other than its stored one", error);
 }
 
 /* The ids the one-column statement @stmt selects. */
@@ -931,6 +970,7 @@ static const TallyIssuerStoreVTable pg_vtable = {
   .account_put = pg_account_put,
   .register_get = pg_register_get,
   .register_put = pg_register_put,
+  .register_key = pg_register_key,
   .register_list_revoked = pg_register_list_revoked,
   .register_list_lost = pg_register_list_lost,
   .register_list_flagged = pg_register_list_flagged,

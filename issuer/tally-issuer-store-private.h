@@ -29,7 +29,8 @@ typedef struct
   /* A failed commit leaves no transaction open. */
   gboolean (*commit) (TallyIssuerStore *store, GError **error);
   void (*rollback) (TallyIssuerStore *store);
-  /* The data calls of tally-issuer-store.h, only ever inside a transaction. */
+  /* The data calls of tally-issuer-store.h, only ever inside a transaction
+   * but for register_key. */
   gboolean (*meta_get) (TallyIssuerStore *store, const char *key, GBytes **value, GError **error);
   gboolean (*meta_set) (TallyIssuerStore *store, const char *key, GBytes *value, GError **error);
   gboolean (*meta_list) (TallyIssuerStore *store,
@@ -56,6 +57,8 @@ typedef struct
   gboolean (*register_put) (TallyIssuerStore *store,
                             const TallyIssuerRegisterRow *row,
                             GError **error);
+  /* Also outside a transaction (tally_issuer_store_register_key ()). */
+  gboolean (*register_key) (TallyIssuerStore *store, const guint8 *id, guint8 *key, GError **error);
   gboolean (*register_list_revoked) (TallyIssuerStore *store, GPtrArray **ids, GError **error);
   gboolean (*register_list_lost) (TallyIssuerStore *store, GPtrArray **ids, GError **error);
   gboolean (*register_list_flagged) (TallyIssuerStore *store, GPtrArray **rows, GError **error);

@@ -9,6 +9,7 @@ typedef enum
   STMT_ACCOUNT_GET,
   STMT_ACCOUNT_PUT,
   STMT_REGISTER_GET,
+  STMT_REGISTER_KEY,
   STMT_REGISTER_PUT,
   STMT_REGISTER_LIST_REVOKED,
   STMT_VOUCHER_NEXT,
@@ -70,17 +71,21 @@ static const char *const stmt_sql[N_STMTS] = {
   [STMT_ACCOUNT_GET] = "SELECT balance FROM accounts WHERE name = ?1",
   [STMT_ACCOUNT_PUT] = "UPDATE accounts SET balance = ?2 WHERE name = ?1",
   [STMT_REGISTER_GET] = "SELECT " REGISTER_COLUMNS " FROM registers WHERE id = ?1",
-  /* An upsert, not REPLACE: replacing would delete a row vouchers refer to. */
+  [STMT_REGISTER_KEY] = "SELECT public_key FROM registers WHERE id = ?1",
+  /* An upsert, not REPLACE: replacing would delete a row vouchers refer to.
+   * It never updates public_key: a register's key never changes
+   * (tally_issuer_store_register_key ()); a put with another key changes
+   * no row and is refused (sqlite_register_put). */
   [STMT_REGISTER_PUT] =
     "INSERT INTO registers (" REGISTER_COLUMNS ") "
     "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, "
-    "?18, ?19, ?20, ?21, ?22) ON CONFLICT (id) DO UPDATE SET public_key = ?2, account = ?3, "
+    "?18, ?19, ?20, ?21, ?22) ON CONFLICT (id) DO UPDATE SET account = ?3, "
     "max_payment = ?4, balance_cap = ?5, max_offline_payments = ?6, "
     "max_offline_seconds = ?7, validity = ?8, cert_serial = ?9, "
     "settled_counter = ?10, revoked = ?11, view_balance = ?12, horizon = ?13, "
     "refused = ?14, deficit = ?15, max_payment_ever = ?16, display_name = ?17, "
     "lost_at = ?18, refunded_at = ?19, refunded = ?20, recovered = ?21, "
-    "not_after_ever = ?22",
+    "not_after_ever = ?22 WHERE registers.public_key = excluded.public_key",
   [STMT_REGISTER_LIST_REVOKED] = "SELECT id FROM registers WHERE revoked != 0 ORDER BY id",
   [STMT_REGISTER_LIST_LOST] = "SELECT id FROM registers WHERE lost_at > 0 AND refunded_at = 0 "
                               "ORDER BY id",
@@ -394,6 +399,29 @@ sqlite_register_get (TallyIssuerStore *s,
 }
 
 static gboolean
+read_key (TallyIssuerStore *s, sqlite3_stmt *st, guint8 *key, GError **error)
+{
+  return tally_sqlite_column_fixed (DB (s), st, 0, key, TALLY_PUBLIC_KEY_BYTES, error);
+}
+
+/* Outside a transaction SQLite reads in a transaction of its own, which
+ * waits for no writer (WAL). */
+static gboolean
+sqlite_register_key (TallyIssuerStore *s, const guint8 *id, guint8 *key, GError **error)
+{
+  g_autoptr (TallySqliteStmt) st = tally_sqlite_stmt (DB (s), STMT_REGISTER_KEY);
+  tally_sqlite_bind_blob (st, 1, id, TALLY_ID_BYTES);
+  gboolean found;
+  if (!tally_sqlite_lookup (DB (s), st, (TallySqliteRowReader) read_key, s, key, &found,
+                            "register key", error))
+    return FALSE;
+  if (!found)
+    g_set_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND,
+                 "register not certified by this issuer");
+  return found;
+}
+
+static gboolean
 sqlite_register_put (TallyIssuerStore *s,
                                  const TallyIssuerRegisterRow *row,
                                  GError **error)
@@ -421,7 +449,14 @@ sqlite_register_put (TallyIssuerStore *s,
   sqlite3_bind_int64 (st, 20, row->refunded);
   sqlite3_bind_int64 (st, 21, row->recovered);
   tally_sqlite_bind_u64 (st, 22, row->not_after_ever);
-  return tally_sqlite_step_done (DB (s), st, "register", error);
+  gboolean missing;
+  if (tally_sqlite_step_update (DB (s), st, &missing, "register", error))
+    return TRUE;
+  if (!missing)
+    return FALSE;
+  /* No row changed: the stored row has another key. */
+  return tally_sqlite_corrupt (DB (s), "a register put with a key other than its stored one",
+                               error);
 }
 
 /* The ids the one-column statement @stmt selects. */
@@ -858,6 +893,7 @@ static const TallyIssuerStoreVTable sqlite_vtable = {
   .account_put = sqlite_account_put,
   .register_get = sqlite_register_get,
   .register_put = sqlite_register_put,
+  .register_key = sqlite_register_key,
   .register_list_revoked = sqlite_register_list_revoked,
   .register_list_lost = sqlite_register_list_lost,
   .register_list_flagged = sqlite_register_list_flagged,

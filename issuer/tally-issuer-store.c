@@ -270,6 +270,18 @@ tally_issuer_store_register_put (TallyIssuerStore *store,
   return store->vtable->register_put (store, row, error);
 }
 
+/* The one data call a transaction may not surround: what it reads never
+ * changes (tally-issuer-store.h). */
+gboolean
+tally_issuer_store_register_key (TallyIssuerStore *store,
+                                 const guint8 id[static TALLY_ID_BYTES],
+                                 guint8 key[static TALLY_PUBLIC_KEY_BYTES],
+                                 GError **error)
+{
+  g_return_val_if_fail (store != NULL, FALSE);
+  return store->vtable->register_key (store, id, key, error);
+}
+
 gboolean
 tally_issuer_store_register_list_revoked (TallyIssuerStore *store, GPtrArray **ids, GError **error)
 {

@@ -229,9 +229,20 @@ gboolean tally_issuer_store_register_get (TallyIssuerStore *store,
                                           const guint8 id[static TALLY_ID_BYTES],
                                           TallyIssuerRegisterRow *row,
                                           GError **error);
-/* Inserts or replaces the row with row->id. */
+/* Inserts the row with row->id, or replaces every column of it but its
+ * public key, which never changes once the row exists. */
 gboolean tally_issuer_store_register_put (TallyIssuerStore *store,
                                           const TallyIssuerRegisterRow *row,
+                                          GError **error);
+/* The public key of register @id; NOT_FOUND as register_get.  Alone of
+ * the data calls it may run outside a transaction, and takes no lock: a
+ * register's key never changes (its id is the key's hash, register_put
+ * keeps the key of an existing row, and no call deletes a register), so a
+ * reconciliation checks the signatures of a bundle against it before the
+ * transaction that books the bundle (tally-issuer-reconcile.c). */
+gboolean tally_issuer_store_register_key (TallyIssuerStore *store,
+                                          const guint8 id[static TALLY_ID_BYTES],
+                                          guint8 key[static TALLY_PUBLIC_KEY_BYTES],
                                           GError **error);
 /* Ids of revoked registers in ascending byte order, as 16-byte GBytes. */
 gboolean tally_issuer_store_register_list_revoked (TallyIssuerStore *store,

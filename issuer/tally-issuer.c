@@ -53,6 +53,7 @@ tally_issuer_finish (TallyIssuer *issuer, gboolean ok, GError **error)
 /* In TallyIssuerCommitPoint order. */
 static const char *const commit_points[] = {
   "reconcile:begin",
+  "reconcile:verified",
   "reconcile:received-booked",
   "reconcile:spent-booked",
   "reconcile:horizon-raised",
@@ -82,6 +83,7 @@ tally_issuer_commit_point_to_string (TallyIssuerCommitPoint point)
 {
   switch (point) {
   case TALLY_ISSUER_POINT_RECONCILE_BEGIN:
+  case TALLY_ISSUER_POINT_RECONCILE_VERIFIED:
   case TALLY_ISSUER_POINT_RECONCILE_RECEIVED_BOOKED:
   case TALLY_ISSUER_POINT_RECONCILE_SPENT_BOOKED:
   case TALLY_ISSUER_POINT_RECONCILE_HORIZON_RAISED:

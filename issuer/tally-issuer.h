@@ -234,7 +234,7 @@ GBytes *tally_issuer_reconcile (TallyIssuer *issuer,
  * result bytes: the first result is kept, keyed by the hash of the
  * envelope's signed body (however the envelope around it is encoded), in
  * the transaction that booked it, and a bundle seen before is answered
- * from there, once its signature checks, without booking anything.
+ * from there, once its signatures check, without booking anything.
  * @repeated (may be NULL) tells which happened.  This is what a device
  * that lost a response retries against. */
 GBytes *tally_issuer_reconcile_once (TallyIssuer *issuer,
@@ -347,9 +347,10 @@ GPtrArray *tally_issuer_audit_registers (TallyIssuer *issuer, GError **error);
 
 /*
  * Crash injection, for tests only.  A reconciliation and a voucher sale call
- * the hook at every step that touches the store: before the transaction,
- * after each group of writes, after the commit and, from the HTTP service,
- * once the answer is sent.  The names ("reconcile:begin", ...,
+ * the hook at every step that touches the store: before the transaction
+ * (a reconciliation also once every signature of its bundle verified, still
+ * before the transaction), after each group of writes, after the commit
+ * and, from the HTTP service, once the answer is sent.  The names ("reconcile:begin", ...,
  * "voucher:answered") are listed by tally_issuer_commit_points().  A test
  * hook kills the process there (tally-issuerd: TALLY_ISSUER_CRASH_AT) to
  * prove that a retry books nothing twice and loses nothing.
@@ -357,6 +358,7 @@ GPtrArray *tally_issuer_audit_registers (TallyIssuer *issuer, GError **error);
 typedef enum
 {
   TALLY_ISSUER_POINT_RECONCILE_BEGIN,
+  TALLY_ISSUER_POINT_RECONCILE_VERIFIED,
   TALLY_ISSUER_POINT_RECONCILE_RECEIVED_BOOKED,
   TALLY_ISSUER_POINT_RECONCILE_SPENT_BOOKED,
   TALLY_ISSUER_POINT_RECONCILE_HORIZON_RAISED,

@@ -12,6 +12,11 @@
  *  - raw Ed25519 verifications per second on this machine, and what they
  *    allow in payments per second when every payment costs two (the payer's
  *    permission, the payee's receipt) and every bundle one more;
+ *  - where a reconciliation's time goes, from the issuer's commit hook:
+ *    its CPU before the store's lock (decoding, every signature verified),
+ *    and its CPU and wall time from asking for the lock to the commit
+ *    (booking, signing the result; the wall time includes waiting for the
+ *    lock and for the server);
  *  - store transactions per second on the same store: empty ones
  *    (begin/commit: on PostgreSQL that includes the lock on the totals row
  *    every issuer operation takes) and ones writing one row.
@@ -89,12 +94,41 @@ transaction_rate (const char *spec, const char *path, gboolean write)
   return n / t;
 }
 
+static double
+thread_cpu_s (void)
+{
+  struct timespec ts;
+  clock_gettime (CLOCK_THREAD_CPUTIME_ID, &ts);
+  return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
 typedef struct
 {
   const char *dir;
   GPtrArray *bundles; /* GBytes, this worker's */
   guint booked;
+  double mark_cpu, mark_wall; /* at the last commit point */
+  double verify_cpu;          /* reconcile:begin to reconcile:verified */
+  double book_cpu, book_wall; /* reconcile:verified to reconcile:committed */
 } Worker;
+
+/* Runs in the worker's thread, at each of its issuer's commit points. */
+static void
+worker_hook (const char *point, gpointer user_data)
+{
+  Worker *w = user_data;
+  double cpu = thread_cpu_s (), wall = now_s ();
+  if (strcmp (point, "reconcile:verified") == 0) {
+    w->verify_cpu += cpu - w->mark_cpu;
+  } else if (strcmp (point, "reconcile:committed") == 0) {
+    w->book_cpu += cpu - w->mark_cpu;
+    w->book_wall += wall - w->mark_wall;
+  } else if (strcmp (point, "reconcile:begin") != 0) {
+    return;
+  }
+  w->mark_cpu = cpu;
+  w->mark_wall = wall;
+}
 
 static gpointer
 worker_run (gpointer data)
@@ -105,6 +139,7 @@ worker_run (gpointer data)
    * tally-issuerd on PostgreSQL would have. */
   g_autoptr (TallyIssuer) issuer = tally_issuer_open (w->dir, &error);
   g_assert_no_error (error);
+  tally_issuer_set_commit_hook (issuer, worker_hook, w);
   for (guint i = 0; i < w->bundles->len; i++) {
     gsize len;
     const guint8 *data_ = g_bytes_get_data (w->bundles->pdata[i], &len);
@@ -199,9 +234,13 @@ main (int argc, char **argv)
   for (gint i = 0; i < workers; i++)
     threads[i] = g_thread_new ("reconcile", worker_run, &w[i]);
   guint booked = 0;
+  double verify_cpu = 0, book_cpu = 0, book_wall = 0;
   for (gint i = 0; i < workers; i++) {
     g_thread_join (threads[i]);
     booked += w[i].booked;
+    verify_cpu += w[i].verify_cpu;
+    book_cpu += w[i].book_cpu;
+    book_wall += w[i].book_wall;
     g_ptr_array_unref (w[i].bundles);
   }
   double elapsed = now_s () - t0, cpu = cpu_s () - cpu0;
@@ -228,6 +267,10 @@ main (int argc, char **argv)
           payments, elapsed, cpu);
   printf ("  %.0f bundles/s, %.0f payments/s; %.0f µs CPU per payment in this process\n",
           booked / elapsed, booked * payments / elapsed, cpu * 1e6 / (booked * payments));
+  double n_payments = (double) booked * payments;
+  printf ("  before the lock: %.0f µs CPU per payment; lock to commit: %.0f µs CPU, %.0f µs wall "
+          "per payment\n",
+          verify_cpu * 1e6 / n_payments, book_cpu * 1e6 / n_payments, book_wall * 1e6 / n_payments);
   printf ("floor: %.0f Ed25519 verifies/s on one core = %.0f payments/s at %.1f verifies each\n",
           verifies, verifies / per_payment, per_payment);
   printf ("floor: %.0f empty transactions/s, %.0f one-row transactions/s on the same store\n",

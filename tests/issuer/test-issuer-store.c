@@ -519,6 +519,68 @@ migrated_not_after_ever (Fixture *f, const guint8 *id, guint64 *before, guint64 
   return got.not_after_ever;
 }
 
+/* A reconciliation checks a bundle's signatures against the key it reads
+ * before its transaction, and trusts that key inside it: no put may change
+ * the key of an existing register, and the key is read without a
+ * transaction. */
+static void
+test_store_register_key_never_changes (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GError) error = NULL;
+  g_autoptr (TestRegister) reg = test_register_new_uncertified ();
+  g_autoptr (TestRegister) other = test_register_new_uncertified ();
+  guint8 key[TALLY_PUBLIC_KEY_BYTES];
+
+  g_assert_false (tally_issuer_store_register_key (f->store, reg->id, key, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
+  g_clear_error (&error);
+
+  TallyIssuerRegisterRow row = { .account = (char *) "alice", .cert_serial = 1 };
+  memcpy (row.id, reg->id, TALLY_ID_BYTES);
+  memcpy (row.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  begin (f);
+  g_assert_true (tally_issuer_store_account_insert (f->store, "alice", &error));
+  g_assert_true (tally_issuer_store_register_put (f->store, &row, &error));
+  g_assert_no_error (error);
+  commit (f);
+
+  /* The same id put again with another key is refused and changes
+   * nothing; with its own key, every other column changes. */
+  memcpy (row.public_key, other->pk, TALLY_PUBLIC_KEY_BYTES);
+  row.cert_serial = 3;
+  begin (f);
+  g_assert_false (tally_issuer_store_register_put (f->store, &row, &error));
+  g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
+  g_assert_nonnull (strstr (error->message, "a register put with a key other than its stored one"));
+  g_clear_error (&error);
+  g_auto (TallyIssuerRegisterRow) kept = { 0 };
+  g_assert_true (tally_issuer_store_register_get (f->store, reg->id, &kept, &error));
+  g_assert_no_error (error);
+  g_assert_cmpuint (kept.cert_serial, ==, 1);
+  tally_issuer_store_rollback (f->store);
+  memcpy (row.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  row.cert_serial = 2;
+  begin (f);
+  g_assert_true (tally_issuer_store_register_put (f->store, &row, &error));
+  g_assert_no_error (error);
+  commit (f);
+
+  g_assert_true (tally_issuer_store_register_key (f->store, reg->id, key, &error));
+  g_assert_no_error (error);
+  g_assert_cmpmem (key, sizeof key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  begin (f);
+  g_auto (TallyIssuerRegisterRow) got = { 0 };
+  g_assert_true (tally_issuer_store_register_get (f->store, reg->id, &got, &error));
+  g_assert_no_error (error);
+  g_assert_cmpmem (got.public_key, sizeof got.public_key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  g_assert_cmpuint (got.cert_serial, ==, 2);
+  /* Inside a transaction too. */
+  memset (key, 0, sizeof key);
+  g_assert_true (tally_issuer_store_register_key (f->store, reg->id, key, &error));
+  g_assert_cmpmem (key, sizeof key, reg->pk, TALLY_PUBLIC_KEY_BYTES);
+  commit (f);
+}
+
 /* Registers certified before version 5 hold only their latest validity: a
  * register renewed with a week's certificate may still hold an older one
  * of months, so the migration's window opens no earlier than a year after
@@ -1019,6 +1081,7 @@ main (int argc, char **argv)
        test_store_finds_expired_in_flight_entries_of_one_payee);
   ADD ("/issuer/store/legacy-refund-window-is-at-least-a-year",
        test_store_legacy_refund_window_is_at_least_a_year);
+  ADD ("/issuer/store/register-key-never-changes", test_store_register_key_never_changes);
   ADD ("/issuer/store/books-entry-once-from-two-connections",
        test_store_books_entry_once_from_two_connections);
 
