@@ -770,6 +770,16 @@ check_plain (TallyIssuerHttp *http, GSocketAddress *address, gboolean allow_plai
   return loopback;
 }
 
+/*
+ * Every answer closes its connection: libsoup keeps a connection for the
+ * next request only while the server has a listener of its own
+ * (soup-server.c, request_finished), and ours accepts connections itself
+ * (incoming ()).  That is on purpose with libsoup 3.2: a kept connection
+ * the client closes while idle is never released there (fixed in 3.3), so
+ * it would stay counted against [http] max_connections for good, and a
+ * few hundred such closes would lock every device out.  A sync pays one
+ * TCP (and TLS) handshake per request instead (docs/bench.md).
+ */
 static void
 listening (TallyIssuerHttp *http, GSocketAddress *bound)
 {
