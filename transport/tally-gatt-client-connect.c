@@ -15,43 +15,6 @@
 /* --- the link, once ready ------------------------------------------------------- */
 
 static void
-write_value_done (GObject *source, GAsyncResult *result, gpointer user_data)
-{
-  g_autoptr (TallyLink) link = user_data;
-  g_autoptr (GError) error = NULL;
-  g_autoptr (GVariant) reply =
-    g_dbus_connection_call_finish (G_DBUS_CONNECTION (source), result, &error);
-
-  if (reply == NULL && !gatt_client_is_cancelled (error)) {
-    g_autoptr (GError) copy = g_error_copy (error);
-    g_autofree char *why = NULL;
-
-    g_dbus_error_strip_remote_error (copy);
-    why = g_strdup_printf ("WriteValue failed: %s", copy->message);
-    tally_gatt_link_lost (link, why);
-  }
-}
-
-static gboolean
-client_link_send (gpointer owner, TallyLink *link, const guint8 *data, gsize len, GError **error)
-{
-  ClientConn *conn = owner;
-  GVariantBuilder options;
-
-  g_variant_builder_init (&options, G_VARIANT_TYPE_VARDICT);
-  /* Write Command: the same ATT procedure a socket from AcquireWrite uses. */
-  g_variant_builder_add (&options, "{sv}", "type", g_variant_new_string ("command"));
-  g_dbus_connection_call (conn->bus, BLUEZ, conn->rx_path, GATT_CHRC_IFACE, "WriteValue",
-                          g_variant_new ("(@aya{sv})",
-                                         g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, data, len,
-                                                                    1),
-                                         &options),
-                          NULL, G_DBUS_CALL_FLAGS_NONE, -1, conn->calls, write_value_done,
-                          tally_link_ref (link));
-  return TRUE;
-}
-
-static void
 client_link_stopped (gpointer owner, TallyLink *link)
 {
   ClientConn *conn = owner;
@@ -65,7 +28,7 @@ client_link_stopped (gpointer owner, TallyLink *link)
 }
 
 static const TallyGattLinkOwner client_link_owner = {
-  .send = client_link_send,
+  .send = gatt_client_link_send,
   .stopped = client_link_stopped,
 };
 
@@ -99,11 +62,15 @@ conn_ready (ClientConn *conn)
     conn->write_fd = -1;
   }
   gatt_client_enter_state (conn, CONNECT_READY);
+  gatt_client_enter_write_state (conn, conn->rx_write_request ? WRITE_FIRST_REQUEST
+                                                              : WRITE_BY_COMMAND);
   g_info ("gatt client %s: ready on %s after %u attempt(s): ATT MTU %u, notify via %s, write via "
           "%s",
           conn->address, conn->peer, conn->attempt, conn->att_mtu,
           conn->info.notify_fd ? "socket" : "Value changes",
-          conn->info.write_fd ? "socket" : "WriteValue");
+          conn->rx_write_request ? "a Write Request first"
+          : conn->info.write_fd  ? "socket"
+                                 : "WriteValue");
 
   info = g_new (TallyGattConnectInfo, 1);
   *info = conn->info;
@@ -113,12 +80,12 @@ conn_ready (ClientConn *conn)
 
 /* --- write, notify ---------------------------------------------------------------- */
 
-static gboolean
-take_acquired (ClientConn *conn,
-               GObject *source,
-               GAsyncResult *result,
-               int *fd_out,
-               GError **error)
+gboolean
+gatt_client_take_acquired (ClientConn *conn,
+                           GObject *source,
+                           GAsyncResult *result,
+                           int *fd_out,
+                           GError **error)
 {
   g_autoptr (GUnixFDList) fds = NULL;
   g_autoptr (GVariant) reply = NULL;
@@ -143,8 +110,11 @@ take_acquired (ClientConn *conn,
 }
 
 /* AcquireWrite or AcquireNotify on @path: a socket and the ATT MTU. */
-static void
-acquire (ClientConn *conn, const char *path, const char *method, GAsyncReadyCallback done)
+void
+gatt_client_acquire (ClientConn *conn,
+                     const char *path,
+                     const char *method,
+                     GAsyncReadyCallback done)
 {
   g_dbus_connection_call_with_unix_fd_list (
     conn->bus, BLUEZ, path, GATT_CHRC_IFACE, method,
@@ -158,7 +128,7 @@ acquire_write_done (GObject *source, GAsyncResult *result, gpointer user_data)
   ClientConn *conn = user_data;
   g_autoptr (GError) error = NULL;
 
-  if (!take_acquired (conn, source, result, &conn->write_fd, &error)) {
+  if (!gatt_client_take_acquired (conn, source, result, &conn->write_fd, &error)) {
     if (gatt_client_is_cancelled (error))
       return;
     /* A peer without WriteAcquired support: WriteValue, type command. */
@@ -172,7 +142,13 @@ static void
 open_write (ClientConn *conn)
 {
   gatt_client_enter_state (conn, CONNECT_OPENING);
-  acquire (conn, conn->rx_path, "AcquireWrite", acquire_write_done);
+  /* A payee taking a Write Request first: the socket only after its
+   * answer (see WriteState). */
+  if (conn->rx_write_request) {
+    conn_ready (conn);
+    return;
+  }
+  gatt_client_acquire (conn, conn->rx_path, "AcquireWrite", acquire_write_done);
 }
 
 static void
@@ -204,7 +180,7 @@ acquire_notify_done (GObject *source, GAsyncResult *result, gpointer user_data)
   ClientConn *conn = user_data;
   g_autoptr (GError) error = NULL;
 
-  if (!take_acquired (conn, source, result, &conn->notify_fd, &error)) {
+  if (!gatt_client_take_acquired (conn, source, result, &conn->notify_fd, &error)) {
     g_autofree char *remote = NULL;
 
     if (gatt_client_is_cancelled (error))
@@ -229,7 +205,7 @@ subscribe (ClientConn *conn)
 {
   gatt_client_enter_state (conn, CONNECT_SUBSCRIBING);
   /* Notifications first: the payee answers our first write at once. */
-  acquire (conn, conn->tx_path, "AcquireNotify", acquire_notify_done);
+  gatt_client_acquire (conn, conn->tx_path, "AcquireNotify", acquire_notify_done);
 }
 
 /* --- services -------------------------------------------------------------------- */
@@ -291,8 +267,13 @@ objects_done (GObject *source, GAsyncResult *result, gpointer user_data)
           !g_variant_lookup (props, "Service", "&o", &owner) || strcmp (owner, service) != 0)
         continue;
       if (g_ascii_strcasecmp (uuid, TALLY_GATT_RX_UUID) == 0) {
+        g_autofree const char **flags = NULL;
+
         g_free (conn->rx_path);
         conn->rx_path = g_strdup (path);
+        /* An older payee offers Write Commands only. */
+        conn->rx_write_request = g_variant_lookup (props, "Flags", "^a&s", &flags) &&
+                                 g_strv_contains (flags, "write");
       } else if (g_ascii_strcasecmp (uuid, TALLY_GATT_TX_UUID) == 0) {
         guint16 mtu = 0;
 

@@ -38,6 +38,25 @@ typedef enum
   CONNECT_FAILED,
 } ConnectState;
 
+/* How the link's fragments leave, once the link is up.  BlueZ's GATT
+ * server keeps a Write Command that arrives while it acquires the
+ * payee's write socket as a pointer into the ATT receive buffer
+ * (gatt-database.c, pending_write_new), so a second Write Command
+ * arriving before AcquireWrite returns overwrites the first: both reach
+ * the payee with the second's bytes.  A payee whose rx characteristic
+ * has the "write" flag therefore gets the first fragment as a Write
+ * Request, answered only after its bluetoothd acquired, and the rest as
+ * Write Commands; the payer's own bluetoothd refuses WriteValue while a
+ * write socket is acquired, so the payer's AcquireWrite waits for that
+ * answer too. */
+typedef enum
+{
+  WRITE_BY_COMMAND, /* every fragment a Write Command: socket or WriteValue */
+  WRITE_FIRST_REQUEST, /* the next fragment leaves as a Write Request */
+  WRITE_AWAITING_RESPONSE, /* the payee's answer to it; the rest queues */
+  WRITE_ACQUIRING, /* our AcquireWrite; the rest queues */
+} WriteState;
+
 typedef struct _ClientConn ClientConn;
 
 /* What the attempt does next when its timer fires. */
@@ -72,6 +91,8 @@ struct _ClientConn
   gboolean connected;
   char *rx_path;
   char *tx_path;
+  gboolean rx_write_request; /* rx has the "write" flag */
+  WriteState write_state;
   guint att_mtu;
   int notify_fd;
   int write_fd;
@@ -101,6 +122,26 @@ gboolean gatt_client_ask_again (ClientConn *conn,
                                 guint max,
                                 ConnStep step);
 void gatt_client_retry (ClientConn *conn, GError *error);
+
+/* tally-gatt-client-connect.c: AcquireWrite / AcquireNotify */
+void gatt_client_acquire (ClientConn *conn,
+                          const char *path,
+                          const char *method,
+                          GAsyncReadyCallback done);
+gboolean gatt_client_take_acquired (ClientConn *conn,
+                                    GObject *source,
+                                    GAsyncResult *result,
+                                    int *fd_out,
+                                    GError **error);
+
+/* tally-gatt-client-write.c: the link's fragments towards the payee */
+const char *gatt_client_write_state_to_string (WriteState state);
+void gatt_client_enter_write_state (ClientConn *conn, WriteState state);
+gboolean gatt_client_link_send (gpointer owner,
+                                TallyLink *link,
+                                const guint8 *data,
+                                gsize len,
+                                GError **error);
 
 /* tally-gatt-client-discover.c: finding the payee (the scanner), BlueZ's signals */
 void gatt_client_watch_bluez (ClientConn *conn);

@@ -5,11 +5,12 @@
  * Tally over Bluetooth LE, through BlueZ's D-Bus API on the system bus.
  *
  * The payee is the GATT server (peripheral): one primary service with an
- * rx characteristic the payer writes without response and a tx
- * characteristic the payee notifies.  The payer is the GATT client
- * (central).  Each fragment of docs/framing.md travels as one ATT Write
- * Command or one Handle Value Notification, so a TallyLink's MTU is the ATT
- * MTU less the 3 bytes of ATT header.  docs/ble.md has the whole picture.
+ * rx characteristic the payer writes and a tx characteristic the payee
+ * notifies.  The payer is the GATT client (central).  Each fragment of
+ * docs/framing.md travels as one ATT Write Command (the first of a link: a
+ * Write Request) or one Handle Value Notification, so a TallyLink's MTU is
+ * the ATT MTU less the 3 bytes of ATT header.  docs/ble.md has the whole
+ * picture.
  *
  * Nothing here asks for encryption or pairing: the handshake secures the
  * session, and a phone must never see a pairing prompt.

@@ -231,8 +231,12 @@ chrc_property (TallyGattServer *server, ChrcKind kind, const char *name)
     return g_variant_new_object_path (server->service_path);
   if (strcmp (name, "Flags") == 0) {
     /* No encrypt-, secure- or authorize flags: the handshake is the
-     * security, and a phone must never be asked to pair. */
-    const char *rx_flags[] = { "write-without-response", NULL };
+     * security, and a phone must never be asked to pair.  "write" lets
+     * a payer send its first fragment as a Write Request, which our
+     * bluetoothd answers only once it acquired our write socket: two
+     * Write Commands during that AcquireWrite would both reach us with
+     * the second's bytes (see tally-gatt-client-private.h). */
+    const char *rx_flags[] = { "write", "write-without-response", NULL };
     const char *tx_flags[] = { "notify", NULL };
 
     return g_variant_new_strv (kind == CHRC_RX ? rx_flags : tx_flags, -1);

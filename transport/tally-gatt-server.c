@@ -15,7 +15,7 @@
  *
  *   APP              org.freedesktop.DBus.ObjectManager
  *   APP/service0     org.bluez.GattService1
- *   APP/service0/rx  org.bluez.GattCharacteristic1  write-without-response
+ *   APP/service0/rx  org.bluez.GattCharacteristic1  write, write-without-response
  *   APP/service0/tx  org.bluez.GattCharacteristic1  notify
  *   APP/adv0         org.bluez.LEAdvertisement1
  *   APP/advN         org.bluez.LEAdvertisement1  one more per further open

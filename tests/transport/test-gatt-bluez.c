@@ -283,7 +283,8 @@ check_application_objects (Fixture *f, const char *app_owner, TallyGattServerMod
     g_assert_true (g_variant_lookup (props, "Service", "&o", &service));
     g_assert_cmpstr (service, ==, APP_SVC);
     g_assert_true (g_variant_lookup (props, "Flags", "^a&s", &flags));
-    g_assert_cmpstrv (flags, ((const char *[]){ "write-without-response", NULL }));
+    /* "write": a payer's first fragment comes as a Write Request. */
+    g_assert_cmpstrv (flags, ((const char *[]){ "write", "write-without-response", NULL }));
     g_clear_pointer (&flags, g_free);
     /* AcquireWrite only where BlueZ keeps a write socket per device. */
     g_assert_cmpint (g_variant_lookup (props, "WriteAcquired", "b", &acquired), ==,
@@ -968,11 +969,14 @@ script_client_finds_payee (Fixture *f)
   return fake_bluez_expect_call (f->fake, DEV, FAKE_DEVICE_IFACE, "Connect");
 }
 
-static void script_client_resolves_listing (Fixture *f);
+static void script_client_lists_service (Fixture *f, const char *const *rx_flags);
 
-/* Connect answered; ServicesResolved read and true; our service listed. */
+/* Connect answered; ServicesResolved read and true; our service listed,
+ * its rx characteristic with @rx_flags. */
 static void
-script_client_resolves (Fixture *f, GDBusMethodInvocation *connect)
+script_client_resolves_with_flags (Fixture *f,
+                                   GDBusMethodInvocation *connect,
+                                   const char *const *rx_flags)
 {
   g_autoptr (GVariant) params = NULL;
   const char *iface = NULL, *name = NULL;
@@ -983,22 +987,44 @@ script_client_resolves (Fixture *f, GDBusMethodInvocation *connect)
   g_variant_get (params, "(&s&s)", &iface, &name);
   g_assert_cmpstr (iface, ==, FAKE_DEVICE_IFACE);
   g_assert_cmpstr (name, ==, "ServicesResolved");
-  script_client_resolves_listing (f);
+  script_client_lists_service (f, rx_flags);
 }
 
-/* GetManagedObjects lists our service under the device. */
+/* The same for a payee whose rx characteristic lists no Flags. */
 static void
-script_client_resolves_listing (Fixture *f)
+script_client_resolves (Fixture *f, GDBusMethodInvocation *connect)
 {
-  g_autoptr (GVariant) params = fake_bluez_expect_reply (
+  script_client_resolves_with_flags (f, connect, NULL);
+}
+
+/* GetManagedObjects lists our service under the device; @rx_flags (NULL:
+ * no Flags property) are those of its rx characteristic. */
+static void
+script_client_lists_service (Fixture *f, const char *const *rx_flags)
+{
+  GVariantBuilder rx;
+  g_autoptr (GVariant) params = NULL;
+
+  g_variant_builder_init (&rx, G_VARIANT_TYPE_VARDICT);
+  g_variant_builder_add (&rx, "{sv}", "UUID", g_variant_new_string (TALLY_GATT_RX_UUID));
+  g_variant_builder_add (&rx, "{sv}", "Service", g_variant_new_object_path (REMOTE_SVC));
+  if (rx_flags != NULL)
+    g_variant_builder_add (&rx, "{sv}", "Flags", g_variant_new_strv (rx_flags, -1));
+  params = fake_bluez_expect_reply (
     f->fake, "/", FAKE_OM_IFACE, "GetManagedObjects",
     g_variant_new_parsed (
       "({%o: {'org.bluez.GattService1': {'UUID': <%s>, 'Primary': <true>}},"
-      "  %o: {'org.bluez.GattCharacteristic1': {'UUID': <%s>, 'Service': <%o>}},"
+      "  %o: {'org.bluez.GattCharacteristic1': %@a{sv}},"
       "  %o: {'org.bluez.GattCharacteristic1': {'UUID': <%s>, 'Service': <%o>,"
       "                                                    'MTU': <uint16 185>}}},)",
-      REMOTE_SVC, TALLY_GATT_SERVICE_UUID, REMOTE_RX, TALLY_GATT_RX_UUID, REMOTE_SVC, REMOTE_TX,
+      REMOTE_SVC, TALLY_GATT_SERVICE_UUID, REMOTE_RX, g_variant_builder_end (&rx), REMOTE_TX,
       TALLY_GATT_TX_UUID, REMOTE_SVC));
+}
+
+static void
+script_client_resolves_listing (Fixture *f)
+{
+  script_client_lists_service (f, NULL);
 }
 
 /* AcquireNotify / AcquireWrite answered with one end of a fresh socket
@@ -1136,6 +1162,179 @@ test_client_falls_back_to_start_notify_and_write_value (Fixture *f, gconstpointe
   assert_fragment (f->payer, 0, "payee to payer");
 
   script_client_closes (f, TRUE);
+}
+
+/* The rx Flags of a payee that takes a Write Request, and of an older one. */
+static const char *const RX_WRITE_REQUEST[] = { "write", "write-without-response", NULL };
+static const char *const RX_COMMANDS_ONLY[] = { "write-without-response", NULL };
+
+/* Up to a ready link to a payee with @rx_flags, notifications through a
+ * socket, which is returned. */
+static int
+script_client_connects_with_flags (Fixture *f, const char *const *rx_flags)
+{
+  GDBusMethodInvocation *invocation;
+  int notify_fd;
+
+  script_client_starts (f, "ble:" DEV_ADDRESS, 30);
+  script_client_scans (f, NULL);
+  script_client_resolves_with_flags (f, script_client_finds_payee (f), rx_flags);
+  invocation = fake_bluez_expect_call (f->fake, REMOTE_TX, FAKE_CHRC_IFACE, "AcquireNotify");
+  notify_fd = reply_with_socket (invocation, 185);
+  return notify_fd;
+}
+
+/* The next call is WriteValue of @text with option type @type; returned
+ * unanswered. */
+static GDBusMethodInvocation *
+expect_write_value (Fixture *f, const char *text, const char *type)
+{
+  GDBusMethodInvocation *invocation =
+    fake_bluez_expect_call (f->fake, REMOTE_RX, FAKE_CHRC_IFACE, "WriteValue");
+  g_autoptr (GVariant) value = NULL;
+  g_autoptr (GVariant) options = NULL;
+  const char *got = NULL;
+  gsize len = 0;
+  const guint8 *bytes;
+
+  g_variant_get (g_dbus_method_invocation_get_parameters (invocation), "(@ay@a{sv})", &value,
+                 &options);
+  bytes = g_variant_get_fixed_array (value, &len, 1);
+  g_assert_cmpmem (bytes, len, text, strlen (text));
+  g_assert_true (g_variant_lookup (options, "type", "&s", &got));
+  g_assert_cmpstr (got, ==, type);
+  return invocation;
+}
+
+static void
+send_three_fragments (Fixture *f)
+{
+  g_assert_true (tally_link_send (f->payer_link, (const guint8 *) "fragment 0", 10, NULL));
+  g_assert_true (tally_link_send (f->payer_link, (const guint8 *) "fragment 1", 10, NULL));
+  g_assert_true (tally_link_send (f->payer_link, (const guint8 *) "fragment 2", 10, NULL));
+}
+
+/* bluetoothd keeps a Write Command that arrives while it acquires the
+ * payee's socket as a pointer into its ATT buffer: a second one in that
+ * time overwrites the first.  So the first fragment is a Write Request,
+ * and nothing else leaves until the payee answered it; the payer's write
+ * socket is acquired only then (BlueZ refuses WriteValue while one is). */
+static void
+test_client_first_fragment_is_acknowledged_before_the_next (Fixture *f, gconstpointer data)
+{
+  GDBusMethodInvocation *request, *acquire;
+  int notify_fd, write_fd;
+  guint8 buf[512];
+  gsize n;
+
+  notify_fd = script_client_connects_with_flags (f, RX_WRITE_REQUEST);
+  run_until_connected (f, 1);
+  g_assert_false (f->info.write_fd);
+
+  send_three_fragments (f);
+  request = expect_write_value (f, "fragment 0", "request");
+  /* Unanswered: fragments 1 and 2 wait. */
+  fake_bluez_expect_quiet (f->fake, 300);
+  g_assert_false (f->payer->closed);
+  g_dbus_method_invocation_return_value (request, NULL);
+
+  acquire = fake_bluez_expect_call (f->fake, REMOTE_RX, FAKE_CHRC_IFACE, "AcquireWrite");
+  fake_bluez_expect_quiet (f->fake, 100);
+  write_fd = reply_with_socket (acquire, 185);
+  n = recv_packet (f, write_fd, buf, sizeof buf);
+  g_assert_cmpmem (buf, n, "fragment 1", 10);
+  n = recv_packet (f, write_fd, buf, sizeof buf);
+  g_assert_cmpmem (buf, n, "fragment 2", 10);
+
+  /* From now on a fragment leaves at once. */
+  g_assert_true (tally_link_send (f->payer_link, (const guint8 *) "fragment 3", 10, NULL));
+  n = recv_packet (f, write_fd, buf, sizeof buf);
+  g_assert_cmpmem (buf, n, "fragment 3", 10);
+  g_assert_false (f->payer->closed);
+
+  script_client_closes (f, FALSE);
+  close (notify_fd);
+  close (write_fd);
+}
+
+/* The payer's bluetoothd refusing AcquireWrite after the Write Request:
+ * the rest goes as Write Commands through WriteValue. */
+static void
+test_client_first_fragment_acknowledged_then_write_value_commands (Fixture *f,
+                                                                   gconstpointer data)
+{
+  g_autoptr (GVariant) params = NULL;
+  GDBusMethodInvocation *invocation;
+  int notify_fd;
+
+  notify_fd = script_client_connects_with_flags (f, RX_WRITE_REQUEST);
+  run_until_connected (f, 1);
+
+  send_three_fragments (f);
+  invocation = expect_write_value (f, "fragment 0", "request");
+  g_dbus_method_invocation_return_value (invocation, NULL);
+  params = fake_bluez_expect_error (f->fake, REMOTE_RX, FAKE_CHRC_IFACE, "AcquireWrite",
+                                    "org.bluez.Error.NotSupported");
+  g_dbus_method_invocation_return_value (expect_write_value (f, "fragment 1", "command"), NULL);
+  g_dbus_method_invocation_return_value (expect_write_value (f, "fragment 2", "command"), NULL);
+  g_assert_false (f->payer->closed);
+
+  script_client_closes (f, FALSE);
+  close (notify_fd);
+}
+
+/* A payee refusing the first fragment: the link fails, saying so, and
+ * nothing more is written. */
+static void
+test_client_first_fragment_refused_fails_the_link (Fixture *f, gconstpointer data)
+{
+  g_autoptr (GVariant) disconnect = NULL;
+  GDBusMethodInvocation *request;
+  int notify_fd;
+
+  notify_fd = script_client_connects_with_flags (f, RX_WRITE_REQUEST);
+  run_until_connected (f, 1);
+
+  send_three_fragments (f);
+  request = expect_write_value (f, "fragment 0", "request");
+  g_dbus_method_invocation_return_dbus_error (request, "org.bluez.Error.Failed",
+                                              "Operation failed with ATT error: 0x03");
+  FAKE_RUN_UNTIL (f->fake, f->payer->closed);
+  g_assert_error (f->payer->error, TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
+  g_assert_nonnull (strstr (f->payer->error->message, "refused the first fragment"));
+  g_assert_nonnull (strstr (f->payer->error->message, "ATT error: 0x03"));
+  disconnect = fake_bluez_expect_reply (f->fake, DEV, FAKE_DEVICE_IFACE, "Disconnect", NULL);
+  close (notify_fd);
+}
+
+/* A payee of an older Tally, whose rx takes Write Commands only: the
+ * write socket at once, every fragment through it, no WriteValue. */
+static void
+test_client_payee_without_write_flag_gets_write_commands_only (Fixture *f, gconstpointer data)
+{
+  GDBusMethodInvocation *invocation;
+  int notify_fd, write_fd;
+  guint8 buf[512];
+  gsize n;
+
+  notify_fd = script_client_connects_with_flags (f, RX_COMMANDS_ONLY);
+  invocation = fake_bluez_expect_call (f->fake, REMOTE_RX, FAKE_CHRC_IFACE, "AcquireWrite");
+  write_fd = reply_with_socket (invocation, 185);
+  run_until_connected (f, 1);
+  g_assert_true (f->info.write_fd);
+
+  send_three_fragments (f);
+  n = recv_packet (f, write_fd, buf, sizeof buf);
+  g_assert_cmpmem (buf, n, "fragment 0", 10);
+  n = recv_packet (f, write_fd, buf, sizeof buf);
+  g_assert_cmpmem (buf, n, "fragment 1", 10);
+  n = recv_packet (f, write_fd, buf, sizeof buf);
+  g_assert_cmpmem (buf, n, "fragment 2", 10);
+  fake_bluez_expect_quiet (f->fake, 100);
+
+  script_client_closes (f, FALSE);
+  close (notify_fd);
+  close (write_fd);
 }
 
 static void
@@ -1734,6 +1933,14 @@ main (int argc, char *argv[])
        test_client_acquired_sockets_carry_fragments);
   ADD ("/gatt/client/falls-back-to-start-notify-and-write-value",
        test_client_falls_back_to_start_notify_and_write_value);
+  ADD ("/gatt/client/first-fragment-is-acknowledged-before-the-next",
+       test_client_first_fragment_is_acknowledged_before_the_next);
+  ADD ("/gatt/client/first-fragment-acknowledged-then-write-value-commands",
+       test_client_first_fragment_acknowledged_then_write_value_commands);
+  ADD ("/gatt/client/first-fragment-refused-fails-the-link",
+       test_client_first_fragment_refused_fails_the_link);
+  ADD ("/gatt/client/payee-without-write-flag-gets-write-commands-only",
+       test_client_payee_without_write_flag_gets_write_commands_only);
   ADD ("/gatt/client/device-disconnected-mid-payment-is-disconnected",
        test_client_device_disconnected_mid_payment_is_disconnected);
   ADD ("/gatt/scanner/shares-one-discovery-session-with-the-payer",

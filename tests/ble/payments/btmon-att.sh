@@ -51,7 +51,7 @@ awk -v hci="[$hci]" '
     if ($0 ~ /Channel: .* sdu [0-9]+/) {
       match($0, /sdu [0-9]+/); sdu = substr($0, RSTART + 4, RLENGTH - 4) + 0
     }
-    if ($0 ~ /ATT: Write Command \(0x52\) len/) { op = "write"; attlen = $NF + 0; want_handle = 1; next }
+    if ($0 ~ /ATT: Write (Command \(0x52\)|Request \(0x12\)) len/) { op = "write"; attlen = $NF + 0; want_handle = 1; next }
     if ($0 ~ /ATT: Handle (Multiple )?Value Notification \(0x(1b|23)\) len/) {
       op = "notify"; attlen = $NF + 0; want_handle = 1; next
     }

@@ -74,7 +74,7 @@ awk -v hci="$hci" '
     if ($0 ~ /^ +Channel: [0-9]+ len/) cid = $2 + 0
     if ($0 ~ /L2CAP: .* ident [0-9]+ len/) { match($0, /ident [0-9]+/); ident = substr($0, RSTART + 6, RLENGTH - 6) }
     if ($0 ~ /^ +(Source|Destination) CID: [0-9]+/) cids = cids " " $NF
-    if ($0 ~ /ATT: Write Command \(0x52\) len/) { op = "write"; want_handle = 1; next }
+    if ($0 ~ /ATT: Write (Command \(0x52\)|Request \(0x12\)) len/) { op = "write"; want_handle = 1; next }
     if ($0 ~ /ATT: Handle (Multiple )?Value Notification \(0x(1b|23)\) len/) { op = "notify"; want_handle = 1; next }
     if (want_handle && $0 ~ /Handle: 0x/) { handle = $2; want_handle = 0; want_data = 1; next }
     if (want_data && $0 ~ /Data: [0-9a-f][0-9a-f]/) { hdr = substr($2, 1, 2); want_data = 0 }
