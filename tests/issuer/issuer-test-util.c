@@ -467,3 +467,71 @@ test_issuer_create (const char *dir,
   g_autofree char *spec = test_store_spec_new ();
   return tally_issuer_create_with_store (dir, spec, name, currency, now, error);
 }
+
+/* --- an issuer under test --- */
+
+void
+test_issuer_fixture_setup (TestIssuerFixture *f, const char *tmp_template)
+{
+  g_autoptr (GError) error = NULL;
+  f->tmp = g_dir_make_tmp (tmp_template, &error);
+  g_assert_no_error (error);
+  f->dir = g_build_filename (f->tmp, "issuer", NULL);
+  f->spec = test_store_spec_new ();
+  f->issuer =
+    tally_issuer_create_with_store (f->dir, f->spec, "Test Bank", TEST_CURRENCY, TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (f->issuer);
+}
+
+void
+test_issuer_fixture_teardown (TestIssuerFixture *f)
+{
+  g_clear_pointer (&f->issuer, tally_issuer_free);
+  test_remove_tree (f->tmp);
+  g_free (f->spec);
+  g_free (f->dir);
+  g_free (f->tmp);
+}
+
+void
+test_account_open (TallyIssuer *issuer, const char *name, gint64 deposit)
+{
+  g_autoptr (GError) error = NULL;
+  g_assert_true (tally_issuer_account_create (issuer, name, &error));
+  g_assert_no_error (error);
+  if (deposit > 0) {
+    g_assert_true (tally_issuer_deposit (issuer, name, deposit, &error));
+    g_assert_no_error (error);
+  }
+}
+
+gint64
+test_balance (TallyIssuer *issuer, const char *name)
+{
+  g_autoptr (GError) error = NULL;
+  gint64 balance = -1;
+  g_assert_true (tally_issuer_account_balance (issuer, name, &balance, &error));
+  g_assert_no_error (error);
+  return balance;
+}
+
+GBytes *
+test_sell_voucher (TallyIssuer *issuer, const TestRegister *reg, gint64 amount)
+{
+  g_autoptr (GError) error = NULL;
+  GBytes *v = tally_issuer_sell_voucher (issuer, reg->id, amount, TEST_NOW, &error);
+  g_assert_no_error (error);
+  g_assert_nonnull (v);
+  return v;
+}
+
+TallyAudit
+test_audit (TallyIssuer *issuer)
+{
+  g_autoptr (GError) error = NULL;
+  TallyAudit a;
+  g_assert_true (tally_issuer_audit (issuer, &a, &error));
+  g_assert_no_error (error);
+  return a;
+}

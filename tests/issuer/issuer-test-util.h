@@ -140,4 +140,30 @@ TallyIssuer *test_issuer_create (const char *dir,
 /* Removes @path and everything below it. */
 void test_remove_tree (const char *path);
 
+/* --- an issuer under test --- */
+
+/* An issuer "Test Bank" (EUR, made at TEST_NOW) on the store under test,
+ * in a new temporary directory: the fixture of most issuer tests. */
+typedef struct
+{
+  char *tmp;  /* the temporary directory, removed with everything below it */
+  char *dir;  /* the issuer's directory, below @tmp */
+  char *spec; /* its store, for tally_issuer_store_open () */
+  TallyIssuer *issuer;
+} TestIssuerFixture;
+
+/* @tmp_template: for g_dir_make_tmp (), "tally-issuer-test-XXXXXX". */
+void test_issuer_fixture_setup (TestIssuerFixture *f, const char *tmp_template);
+void test_issuer_fixture_teardown (TestIssuerFixture *f);
+
+/* Opens the account @name with a deposit of @deposit (none when 0),
+ * asserting success. */
+void test_account_open (TallyIssuer *issuer, const char *name, gint64 deposit);
+/* @name's balance, asserting success. */
+gint64 test_balance (TallyIssuer *issuer, const char *name);
+/* A voucher of @amount for @reg sold at TEST_NOW, asserting success. */
+GBytes *test_sell_voucher (TallyIssuer *issuer, const TestRegister *reg, gint64 amount);
+/* tally_issuer_audit (), asserting success. */
+TallyAudit test_audit (TallyIssuer *issuer);
+
 G_END_DECLS

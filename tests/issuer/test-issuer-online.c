@@ -8,22 +8,13 @@
 
 #include "issuer-test-util.h"
 
-typedef struct
-{
-  char *tmp;
-  char *dir;
-  TallyIssuer *issuer;
-} Fixture;
+typedef TestIssuerFixture Fixture;
 
 static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
+  test_issuer_fixture_setup (f, "tally-issuer-online-XXXXXX");
   g_autoptr (GError) error = NULL;
-  f->tmp = g_dir_make_tmp ("tally-issuer-online-XXXXXX", &error);
-  g_assert_no_error (error);
-  f->dir = g_build_filename (f->tmp, "issuer", NULL);
-  f->issuer = test_issuer_create (f->dir, "Test Bank", "EUR", TEST_NOW, &error);
-  g_assert_no_error (error);
   for (guint i = 0; i < 2; i++) {
     const char *name = i == 0 ? "alice" : "bob";
     g_assert_true (tally_issuer_account_create (f->issuer, name, &error));
@@ -35,20 +26,7 @@ fixture_setup (Fixture *f, gconstpointer data)
 static void
 fixture_teardown (Fixture *f, gconstpointer data)
 {
-  g_clear_pointer (&f->issuer, tally_issuer_free);
-  test_remove_tree (f->tmp);
-  g_free (f->dir);
-  g_free (f->tmp);
-}
-
-static TallyAudit
-audit_of (Fixture *f)
-{
-  g_autoptr (GError) error = NULL;
-  TallyAudit a;
-  g_assert_true (tally_issuer_audit (f->issuer, &a, &error));
-  g_assert_no_error (error);
-  return a;
+  test_issuer_fixture_teardown (f);
 }
 
 static void
@@ -63,16 +41,6 @@ assert_audit_equal (const TallyAudit *a, const TallyAudit *b)
   g_assert_cmpuint (a->revoked, ==, b->revoked);
   g_assert_cmpuint (a->fraud_proofs, ==, b->fraud_proofs);
   g_assert_cmpint (a->identity, ==, b->identity);
-}
-
-static gint64
-balance_of (Fixture *f, const char *name)
-{
-  g_autoptr (GError) error = NULL;
-  gint64 balance = -1;
-  g_assert_true (tally_issuer_account_balance (f->issuer, name, &balance, &error));
-  g_assert_no_error (error);
-  return balance;
 }
 
 static void
@@ -151,7 +119,7 @@ test_enrol_certifies_with_accounts_display_name (Fixture *f, gconstpointer data)
   g_assert_no_error (error);
   g_assert_cmpstr (c->display_name, ==, "Alice's Bakery");
   g_assert_cmpmem (c->register_id.data, c->register_id.len, reg->id, sizeof reg->id);
-  g_assert_cmpuint (audit_of (f).registers, ==, 1);
+  g_assert_cmpuint (test_audit (f->issuer).registers, ==, 1);
 }
 
 static void
@@ -159,7 +127,7 @@ test_enrol_refuses_bad_proof (Fixture *f, gconstpointer data)
 {
   g_autoptr (TestRegister) reg = test_register_new_uncertified ();
   g_autoptr (TestRegister) other = test_register_new_uncertified ();
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
   guint8 proof[TALLY_SIGNATURE_BYTES];
 
   /* Signed by another key. */
@@ -179,7 +147,7 @@ test_enrol_refuses_bad_proof (Fixture *f, gconstpointer data)
   g_assert_null (enrol (f, reg, "nobody", proof, &e3));
   g_assert_error (e3, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
 
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&before, &after);
   g_assert_cmpuint (after.registers, ==, 0);
 }
@@ -196,7 +164,7 @@ test_enrol_again_renews_the_same_register (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) cert = enrol (f, reg, "alice", proof, &error);
   g_assert_no_error (error);
 
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
   Tally__Limits limits;
   test_default_limits (&limits);
   gboolean renewed = FALSE;
@@ -215,7 +183,7 @@ test_enrol_again_renews_the_same_register (Fixture *f, gconstpointer data)
   g_assert_cmpmem (c1->register_id.data, c1->register_id.len, c2->register_id.data,
                    c2->register_id.len);
   g_assert_cmpuint (c2->serial, >, c1->serial);
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&before, &after);
 }
 
@@ -231,11 +199,11 @@ test_enrol_refuses_a_key_enrolled_for_another_account (Fixture *f, gconstpointer
   g_autoptr (GBytes) cert = enrol (f, reg, "alice", proof, &error);
   g_assert_no_error (error);
 
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
   test_enrol_proof (f->issuer, reg, "bob", proof);
   g_assert_null (enrol (f, reg, "bob", proof, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&before, &after);
 }
 
@@ -244,7 +212,7 @@ test_voucher_only_for_accounts_own_registers (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
 
   guint8 request[TALLY_VOUCHER_REQUEST_ID_BYTES];
   randombytes_buf (request, sizeof request);
@@ -252,16 +220,16 @@ test_voucher_only_for_accounts_own_registers (Fixture *f, gconstpointer data)
                                                        TEST_NOW, NULL, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
   g_clear_error (&error);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
-  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
-  TallyAudit after = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "bob"), ==, 10000);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&before, &after);
 
   g_autoptr (GBytes) v = tally_issuer_sell_voucher_to_account (f->issuer, "alice", reg->id, 1000,
                                                                request, TEST_NOW, NULL, &error);
   g_assert_no_error (error);
   g_assert_nonnull (v);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 9000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 9000);
 }
 
 static void
@@ -277,7 +245,7 @@ test_voucher_request_retried_sells_once (Fixture *f, gconstpointer data)
     f->issuer, "alice", reg->id, 1000, request, TEST_NOW, &repeated, &error);
   g_assert_no_error (error);
   g_assert_false (repeated);
-  TallyAudit after_first = audit_of (f);
+  TallyAudit after_first = test_audit (f->issuer);
 
   /* The answer was lost: the same request later gets the same voucher. */
   g_autoptr (GBytes) again = tally_issuer_sell_voucher_to_account (
@@ -285,7 +253,7 @@ test_voucher_request_retried_sells_once (Fixture *f, gconstpointer data)
   g_assert_no_error (error);
   g_assert_true (repeated);
   g_assert_true (g_bytes_equal (first, again));
-  g_assert_cmpint (balance_of (f, "alice"), ==, 9000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 9000);
 
   /* The same id for another amount or register is refused. */
   g_assert_null (tally_issuer_sell_voucher_to_account (f->issuer, "alice", reg->id, 2000, request,
@@ -295,9 +263,9 @@ test_voucher_request_retried_sells_once (Fixture *f, gconstpointer data)
   g_assert_null (tally_issuer_sell_voucher_to_account (f->issuer, "alice", other->id, 1000, request,
                                                        TEST_NOW, &repeated, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REPLAY);
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&after_first, &after);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 9000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 9000);
 }
 
 /* A bundle with a voucher, a payment to @payee and a defund. */
@@ -335,8 +303,8 @@ test_reconcile_once_same_bundle_same_bytes (Fixture *f, gconstpointer data)
   g_assert_false (repeated);
   g_autoptr (Tally__ReconciliationResult) res = test_result_open (f->issuer, first);
   g_assert_cmpuint (res->settled_counter, ==, 2);
-  TallyAudit after_first = audit_of (f);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - 5000 + 1000);
+  TallyAudit after_first = test_audit (f->issuer);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - 5000 + 1000);
 
   /* Later, after a restart: the same bytes again, nothing booked twice. */
   g_clear_pointer (&f->issuer, tally_issuer_free);
@@ -347,10 +315,10 @@ test_reconcile_once_same_bundle_same_bytes (Fixture *f, gconstpointer data)
   g_assert_no_error (error);
   g_assert_true (repeated);
   g_assert_true (g_bytes_equal (first, second));
-  TallyAudit after_second = audit_of (f);
+  TallyAudit after_second = test_audit (f->issuer);
   assert_audit_equal (&after_first, &after_second);
   g_assert_true (after_second.identity);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - 5000 + 1000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - 5000 + 1000);
 }
 
 static void
@@ -362,7 +330,7 @@ test_reconcile_once_failure_keeps_nothing (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) forged = test_bundle_sign_with (tb, b->sk);
   gsize len;
   const guint8 *bytes = g_bytes_get_data (forged, &len);
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
 
   for (guint i = 0; i < 2; i++) {
     g_autoptr (GError) error = NULL;
@@ -372,7 +340,7 @@ test_reconcile_once_failure_keeps_nothing (Fixture *f, gconstpointer data)
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_BAD_SIGNATURE);
     g_assert_false (repeated);
   }
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&before, &after);
 }
 
@@ -381,12 +349,12 @@ test_lost_register_revoked_by_its_owner_only (Fixture *f, gconstpointer data)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
 
   g_assert_false (tally_issuer_report_lost (f->issuer, "bob", reg->id, TEST_NOW, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
   g_clear_error (&error);
-  TallyAudit after_refusal = audit_of (f);
+  TallyAudit after_refusal = test_audit (f->issuer);
   assert_audit_equal (&before, &after_refusal);
   g_assert_cmpuint (after_refusal.revoked, ==, 0);
 
@@ -402,7 +370,7 @@ test_lost_register_revoked_by_its_owner_only (Fixture *f, gconstpointer data)
     /* Reported twice, published once. */
     g_assert_cmpuint (list->serial, ==, 2);
   }
-  g_assert_cmpuint (audit_of (f).revoked, ==, 1);
+  g_assert_cmpuint (test_audit (f->issuer).revoked, ==, 1);
 }
 
 static GBytes *
@@ -464,23 +432,23 @@ test_prune_kept_answers_older_than_keep (Fixture *f, gconstpointer data)
   g_assert_cmpuint (r.kept, ==, 1);
 
   /* The young voucher still answers its retry with the same bytes. */
-  gint64 balance = balance_of (f, "alice");
+  gint64 balance = test_balance (f->issuer, "alice");
   g_autoptr (GBytes) again = buy (f, a, 2, TEST_NOW + 10 * day, &repeated);
   g_assert_true (repeated);
   g_assert_true (g_bytes_equal (again, new_voucher));
-  g_assert_cmpint (balance_of (f, "alice"), ==, balance);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, balance);
 
   /* The old bundle again: a new result, but nothing booked twice. */
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
   g_autoptr (GBytes) fresh =
     tally_issuer_reconcile_once (f->issuer, bytes, len, TEST_NOW + 10 * day, &repeated, &error);
   g_assert_no_error (error);
   g_assert_false (repeated);
   g_assert_false (g_bytes_equal (fresh, result));
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&before, &after);
   g_assert_true (after.identity);
-  g_assert_cmpint (balance_of (f, "alice"), ==, balance);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, balance);
 }
 
 /* More kept rows than one batch (500 a transaction): every old one goes,

@@ -26,32 +26,12 @@ typedef struct
   guint64 due;         /* alice's register's refund_due once reported */
 } Fixture;
 
-static gint64
-balance_of (Fixture *f, const char *name)
-{
-  g_autoptr (GError) error = NULL;
-  gint64 balance = -1;
-  g_assert_true (tally_issuer_account_balance (f->issuer, name, &balance, &error));
-  g_assert_no_error (error);
-  return balance;
-}
-
-static TallyAudit
-audit_of (Fixture *f)
-{
-  g_autoptr (GError) error = NULL;
-  TallyAudit a;
-  g_assert_true (tally_issuer_audit (f->issuer, &a, &error));
-  g_assert_no_error (error);
-  return a;
-}
-
 /* No value created or lost: the identity holds and every view is its
  * evidence; with @balanced, no exposure either. */
 static TallyAudit
 assert_audit (Fixture *f, gboolean balanced)
 {
-  TallyAudit a = audit_of (f);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_true (a.identity);
   g_assert_cmpuint (a.views_unbacked, ==, 0);
   g_assert_cmpint (a.balanced, ==, balanced);
@@ -174,7 +154,7 @@ test_refund_not_before_window_passes (Fixture *f, gconstpointer data)
   g_assert_cmpint (r.refunded_amount, ==, 0);
   g_assert_cmpuint (r.waiting, ==, 1);
   g_assert_cmpuint (r.next_due, ==, f->due);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - VOUCHER);
   TallyAuditRegister row = audit_register (f, f->alice->id);
   g_assert_cmpuint (row.lost_at, ==, TEST_NOW);
   g_assert_cmpuint (row.refund_due, ==, f->due);
@@ -191,7 +171,7 @@ test_refund_not_before_window_passes (Fixture *f, gconstpointer data)
   g_assert_cmpuint (r.refunded, ==, 1);
   g_assert_cmpint (r.refunded_amount, ==, VOUCHER);
   g_assert_cmpuint (r.waiting, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000);
   row = audit_register (f, f->alice->id);
   g_assert_cmpint (row.view, ==, 0);
   g_assert_cmpint (row.refunded, ==, VOUCHER);
@@ -212,11 +192,11 @@ assert_refund_due (Fixture *f, guint64 early, guint64 due)
   g_assert_cmpuint (audit_register (f, f->alice->id).refund_due, ==, due);
   r = refund (f, due - 1);
   g_assert_cmpuint (r.refunded, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - VOUCHER);
   r = refund (f, due);
   g_assert_cmpuint (r.refunded, ==, 1);
   g_assert_cmpint (r.refunded_amount, ==, VOUCHER);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000);
   assert_audit (f, TRUE);
 }
 
@@ -282,7 +262,7 @@ test_refund_never_for_register_not_reported_lost (Fixture *f, gconstpointer data
   TallyRefundReport r = refund (f, G_MAXUINT64 - 1);
   g_assert_cmpuint (r.refunded, ==, 0);
   g_assert_cmpuint (r.waiting, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - VOUCHER);
   assert_audit (f, TRUE);
 }
 
@@ -311,7 +291,7 @@ test_refund_paid_once_across_runs_and_reopen (Fixture *f, gconstpointer data)
   r = refund (f, f->due + 2 * 86400);
   g_assert_cmpuint (r.refunded, ==, 0);
 
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000);
   TallyAudit again = assert_audit (f, TRUE);
   g_assert_cmpint (again.online, ==, first.online);
   g_assert_cmpint (again.offline, ==, first.offline);
@@ -330,7 +310,7 @@ test_refund_is_issuers_view_not_owners_claim (Fixture *f, gconstpointer data)
 
   TallyRefundReport r = refund (f, f->due);
   g_assert_cmpint (r.refunded_amount, ==, VOUCHER - 1200);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - 1200);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - 1200);
   assert_audit (f, TRUE);
 
   /* The register's own bundle, brought in after the refund, defunds what
@@ -348,7 +328,7 @@ test_refund_is_issuers_view_not_owners_claim (Fixture *f, gconstpointer data)
     tally_issuer_reconcile (f->issuer, bytes, len, f->due + 20, &report, &error);
   g_assert_no_error (error);
   g_assert_cmpint (report.refused, ==, VOUCHER - 1200);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - 1200);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - 1200);
   assert_audit (f, TRUE);
 }
 
@@ -359,13 +339,13 @@ test_late_payment_credited_to_payee_and_taken_from_refund (Fixture *f, gconstpoi
   g_autoptr (GPtrArray) paid = alice_pays_bob (f, amounts, 1);
   report_lost (f, TEST_NOW);
   refund (f, f->due);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000);
 
   /* Bob reconciles only now: he is credited in full, and the account that
    * got the refund gives the 1500 back. */
   bob_reconciles (f, paid, f->due + 100);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - 1500);
-  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - 1500);
+  g_assert_cmpint (test_balance (f->issuer, "bob"), ==, 10000);
   TallyAuditRegister row = audit_register (f, f->alice->id);
   g_assert_cmpint (row.view, ==, 0);
   g_assert_cmpint (row.refunded, ==, VOUCHER);
@@ -387,7 +367,7 @@ test_late_value_beyond_refund_is_exposure (Fixture *f, gconstpointer data)
   refund (f, f->due);
 
   bob_reconciles (f, paid, f->due + 100);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - VOUCHER);
   TallyAuditRegister row = audit_register (f, f->alice->id);
   g_assert_cmpint (row.recovered, ==, VOUCHER);
   g_assert_cmpint (row.view, ==, -2000);
@@ -412,7 +392,7 @@ test_late_value_taken_only_from_what_account_holds (Fixture *f, gconstpointer da
   g_assert_no_error (error);
 
   bob_reconciles (f, paid, f->due + 100);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 0);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 0);
   TallyAuditRegister row = audit_register (f, f->alice->id);
   g_assert_cmpint (row.recovered, ==, 500);
   g_assert_cmpint (row.exposure, ==, 1000);
@@ -432,7 +412,7 @@ test_negative_view_refunds_nothing (Fixture *f, gconstpointer data)
   TallyRefundReport r = refund (f, f->due);
   g_assert_cmpuint (r.refunded, ==, 1);
   g_assert_cmpint (r.refunded_amount, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - VOUCHER);
   TallyAudit a = assert_audit (f, FALSE);
   g_assert_cmpint (a.fraud_exposure, ==, 1000);
 }
@@ -479,8 +459,8 @@ test_one_failing_refund_blocks_no_other (Fixture *f, gconstpointer data)
   g_assert_cmpuint (r.refunded, ==, 1);
   g_assert_cmpint (r.refunded_amount, ==, 1000);
   g_assert_cmpuint (r.failed, ==, 1);
-  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
-  g_assert_cmpint (balance_of (f, "alice"), ==, TALLY_AMOUNT_MAX - VOUCHER + 1);
+  g_assert_cmpint (test_balance (f->issuer, "bob"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, TALLY_AMOUNT_MAX - VOUCHER + 1);
   TallyAuditRegister row = audit_register (f, f->alice->id);
   g_assert_cmpuint (row.refunded_at, ==, 0);
   g_assert_cmpint (row.view, ==, VOUCHER);
@@ -490,7 +470,7 @@ test_one_failing_refund_blocks_no_other (Fixture *f, gconstpointer data)
   r = refund (f, f->due + 1);
   g_assert_cmpuint (r.refunded, ==, 1);
   g_assert_cmpuint (r.failed, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 5000 + VOUCHER);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 5000 + VOUCHER);
   g_assert_cmpuint (audit_register (f, f->alice->id).refunded_at, ==, f->due + 1);
 }
 
@@ -507,7 +487,7 @@ test_revoked_register_is_refunded_once_reported_lost (Fixture *f, gconstpointer 
   TallyRefundReport r = refund (f, f->due + 86400);
   g_assert_cmpuint (r.refunded, ==, 0);
   g_assert_cmpuint (r.waiting, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - VOUCHER);
 
   guint64 reported = f->due + 86400;
   report_lost (f, reported);
@@ -518,7 +498,7 @@ test_revoked_register_is_refunded_once_reported_lost (Fixture *f, gconstpointer 
   r = refund (f, due);
   g_assert_cmpuint (r.refunded, ==, 1);
   g_assert_cmpint (r.refunded_amount, ==, VOUCHER);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000);
   assert_audit (f, TRUE);
 }
 
@@ -551,7 +531,7 @@ test_tainted_value_is_never_refunded (Fixture *f, gconstpointer data)
   TallyRefundReport r = refund (f, f->due + 3600);
   g_assert_cmpuint (r.refunded, ==, 1);
   g_assert_cmpint (r.refunded_amount, ==, 0);
-  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "bob"), ==, 10000);
   TallyAuditRegister row = audit_register (f, f->bob->id);
   g_assert_cmpint (row.refunded, ==, 0);
   /* Frozen in the revoked register's view, where the audit shows it. */
@@ -561,7 +541,7 @@ test_tainted_value_is_never_refunded (Fixture *f, gconstpointer data)
   /* Nor on a later run. */
   r = refund (f, f->due + 7200);
   g_assert_cmpuint (r.refunded, ==, 0);
-  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "bob"), ==, 10000);
 }
 
 /* Surfacing after the refund: settled against the account only as far as
@@ -576,7 +556,7 @@ test_tainted_value_is_never_refunded_after_refund (Fixture *f, gconstpointer dat
   g_assert_cmpint (r.refunded_amount, ==, 0);
 
   bob_reconciles (f, paid, f->due + 100);
-  g_assert_cmpint (balance_of (f, "bob"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "bob"), ==, 10000);
   TallyAuditRegister row = audit_register (f, f->bob->id);
   g_assert_cmpint (row.refunded, ==, 0);
   g_assert_cmpint (row.view, ==, 5001);
@@ -611,8 +591,8 @@ alice_spends_refund (Fixture *f, gint64 keep, guint64 at)
 {
   g_autoptr (GError) error = NULL;
   g_autoptr (TestRegister) spare = test_register_new (f->issuer, "alice");
-  g_autoptr (GBytes) v =
-    tally_issuer_sell_voucher (f->issuer, spare->id, balance_of (f, "alice") - keep, at, &error);
+  g_autoptr (GBytes) v = tally_issuer_sell_voucher (
+    f->issuer, spare->id, test_balance (f->issuer, "alice") - keep, at, &error);
   g_assert_no_error (error);
   g_assert_nonnull (v);
 }
@@ -644,7 +624,7 @@ test_refund_shortfall_is_exposure_not_fraud (Fixture *f, gconstpointer data)
   TallyAudit a = assert_audit (f, FALSE);
   g_assert_cmpuint (a.fraud_proofs, ==, 0);
   g_assert_cmpint (a.fraud_exposure, ==, 1500);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 0);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 0);
 }
 
 static void
@@ -699,7 +679,7 @@ test_refund_once_whatever_write_fails (Fixture *f, gconstpointer data)
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_STORAGE);
     g_assert_cmpuint (refused, >, 0);
     failures++;
-    g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - VOUCHER);
+    g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - VOUCHER);
     TallyAuditRegister row = audit_register (f, f->alice->id);
     g_assert_cmpuint (row.refunded_at, ==, 0);
     g_assert_cmpint (row.view, ==, VOUCHER);
@@ -709,10 +689,10 @@ test_refund_once_whatever_write_fails (Fixture *f, gconstpointer data)
   /* The commit writes at least once: the loop saw a failure. */
   g_assert_cmpuint (failures, >, 0);
   g_test_message ("the refund failed at %u write(s) before it got through", failures);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000);
   TallyRefundReport again = refund (f, f->due + 1);
   g_assert_cmpuint (again.refunded, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000);
   assert_audit (f, TRUE);
 }
 

@@ -21,71 +21,21 @@
  * calls it stuck behind the lock. */
 #define STUCK_AFTER (60 * G_TIME_SPAN_SECOND)
 
-typedef struct
-{
-  char *tmp;
-  char *dir;
-  char *spec;
-  TallyIssuer *issuer;
-} Fixture;
+typedef TestIssuerFixture Fixture;
 
 static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
-  g_autoptr (GError) error = NULL;
-  f->tmp = g_dir_make_tmp ("tally-issuer-verify-XXXXXX", &error);
-  g_assert_no_error (error);
-  f->dir = g_build_filename (f->tmp, "issuer", NULL);
-  f->spec = test_store_spec_new ();
-  f->issuer =
-    tally_issuer_create_with_store (f->dir, f->spec, "Test Bank", "EUR", TEST_NOW, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (f->issuer);
+  test_issuer_fixture_setup (f, "tally-issuer-verify-XXXXXX");
 }
 
 static void
 fixture_teardown (Fixture *f, gconstpointer data)
 {
-  g_clear_pointer (&f->issuer, tally_issuer_free);
-  test_remove_tree (f->tmp);
-  g_free (f->spec);
-  g_free (f->dir);
-  g_free (f->tmp);
+  test_issuer_fixture_teardown (f);
 }
 
 /* --- helpers --- */
-
-static void
-open_account (Fixture *f, const char *name, gint64 deposit)
-{
-  g_autoptr (GError) error = NULL;
-  g_assert_true (tally_issuer_account_create (f->issuer, name, &error));
-  g_assert_no_error (error);
-  if (deposit > 0) {
-    g_assert_true (tally_issuer_deposit (f->issuer, name, deposit, &error));
-    g_assert_no_error (error);
-  }
-}
-
-static GBytes *
-sell (Fixture *f, const TestRegister *reg, gint64 amount)
-{
-  g_autoptr (GError) error = NULL;
-  GBytes *v = tally_issuer_sell_voucher (f->issuer, reg->id, amount, TEST_NOW, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (v);
-  return v;
-}
-
-static TallyAudit
-audit_of (Fixture *f)
-{
-  g_autoptr (GError) error = NULL;
-  TallyAudit a;
-  g_assert_true (tally_issuer_audit (f->issuer, &a, &error));
-  g_assert_no_error (error);
-  return a;
-}
 
 /* Another connection's open transaction: it holds the store's lock until
  * released. */
@@ -204,12 +154,12 @@ forge_signature (GBytes *signed_bytes)
 static void
 test_verify_refuses_forgery_while_lock_is_held (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) mallory = test_register_new_uncertified ();
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   g_autoptr (TestBundle) ba = test_bundle_new (a);
   test_bundle_add_voucher (ba, voucher);
@@ -244,7 +194,7 @@ test_verify_refuses_forgery_while_lock_is_held (Fixture *f, gconstpointer data)
   g_autoptr (TestBundle) br = test_bundle_new (b);
   test_bundle_add_received (br, a->cert, p2, r_mallory);
   g_autoptr (GBytes) forged_receipt = test_bundle_sign (br);
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
 
   GBytes *forgeries[] = { forged_bundle, forged_entry,      forged_voucher,
                           forged_cert,   forged_permission, forged_receipt };
@@ -264,7 +214,7 @@ test_verify_refuses_forgery_while_lock_is_held (Fixture *f, gconstpointer data)
     g_clear_error (&w.error);
   }
 
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   g_assert_cmpint (after.issued, ==, before.issued);
   g_assert_cmpint (after.offline, ==, before.offline);
   g_assert_cmpint (after.in_flight, ==, before.in_flight);
@@ -279,11 +229,11 @@ test_verify_refuses_forgery_while_lock_is_held (Fixture *f, gconstpointer data)
 static void
 test_verify_checks_signatures_while_lock_is_held (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   g_autoptr (GBytes) r1 = test_receipt (b, p1);
   g_autoptr (GBytes) p2 = test_permission (a, b, 500);
@@ -327,7 +277,7 @@ test_verify_checks_signatures_while_lock_is_held (Fixture *f, gconstpointer data
     g_bytes_unref (w.result);
   }
 
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.in_flight, ==, 500);
   g_assert_cmpint (end.offline, ==, 2500);
   g_assert_cmpint (end.online, ==, 7000);
@@ -389,11 +339,11 @@ reconcile_with_meanwhile (Fixture *f, GBytes *bundle, Meanwhile *m)
 static void
 test_verify_counts_receipt_of_payee_certified_meanwhile (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new_uncertified ();
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   g_autoptr (GBytes) r1 = test_receipt (b, p1);
   g_autoptr (TestBundle) ba = test_bundle_new (a);
@@ -405,7 +355,7 @@ test_verify_counts_receipt_of_payee_certified_meanwhile (Fixture *f, gconstpoint
   g_assert_nonnull (result);
   /* Settled: nothing in flight, the value moved from Alice's view to
    * Bob's. */
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.in_flight, ==, 0);
   g_assert_cmpint (end.offline, ==, 3000);
   g_assert_true (end.balanced);
@@ -423,12 +373,12 @@ test_verify_ignores_bad_receipt_of_payee_certified_meanwhile (Fixture *f, gconst
   g_autoptr (TestRegister) mallory = test_register_new_uncertified ();
   for (guint i = 0; i < 2; i++) {
     g_autofree char *alice = g_strdup_printf ("alice%u", i);
-    open_account (f, alice, 10000);
+    test_account_open (f->issuer, alice, 10000);
     if (i == 0)
-      open_account (f, "bob", 0);
+      test_account_open (f->issuer, "bob", 0);
     g_autoptr (TestRegister) a = test_register_new (f->issuer, alice);
     g_autoptr (TestRegister) b = test_register_new_uncertified ();
-    g_autoptr (GBytes) voucher = sell (f, a, 3000);
+    g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
     g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
     /* Mallory's signature, or Bob's over an amount the permission does
      * not pay. */
@@ -437,12 +387,12 @@ test_verify_ignores_bad_receipt_of_payee_certified_meanwhile (Fixture *f, gconst
     g_autoptr (TestBundle) ba = test_bundle_new (a);
     test_bundle_add_spent (ba, p1, r1);
     g_autoptr (GBytes) bundle = test_bundle_sign (ba);
-    TallyAudit before = audit_of (f);
+    TallyAudit before = test_audit (f->issuer);
 
     Meanwhile m = { .reg = b, .certify = TRUE };
     g_autoptr (Tally__ReconciliationResult) result = reconcile_with_meanwhile (f, bundle, &m);
     g_assert_nonnull (result);
-    TallyAudit end = audit_of (f);
+    TallyAudit end = test_audit (f->issuer);
     g_assert_cmpint (end.in_flight, ==, before.in_flight + 1000);
     g_assert_cmpint (end.offline, ==, before.offline - 1000);
     g_assert_cmpint (end.online, ==, before.online);
@@ -457,10 +407,10 @@ test_verify_ignores_bad_receipt_of_payee_certified_meanwhile (Fixture *f, gconst
 static void
 test_verify_keeps_receipt_of_payee_still_uncertified_in_flight (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
+  test_account_open (f->issuer, "alice", 10000);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new_uncertified ();
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   g_autoptr (GBytes) r1 = test_receipt (b, p1);
   g_autoptr (TestBundle) ba = test_bundle_new (a);
@@ -470,7 +420,7 @@ test_verify_keeps_receipt_of_payee_still_uncertified_in_flight (Fixture *f, gcon
   Meanwhile m = { .reg = NULL };
   g_autoptr (Tally__ReconciliationResult) result = reconcile_with_meanwhile (f, bundle, &m);
   g_assert_nonnull (result);
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.in_flight, ==, 1000);
   g_assert_cmpint (end.offline, ==, 2000);
   g_assert_cmpuint (end.fraud_proofs, ==, 0);
@@ -482,11 +432,11 @@ test_verify_keeps_receipt_of_payee_still_uncertified_in_flight (Fixture *f, gcon
 static void
 test_verify_books_revocation_made_meanwhile (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   g_autoptr (TestBundle) ba = test_bundle_new (a);
   test_bundle_add_spent (ba, p1, NULL);
@@ -496,7 +446,7 @@ test_verify_books_revocation_made_meanwhile (Fixture *f, gconstpointer data)
   g_autoptr (Tally__ReconciliationResult) result = reconcile_with_meanwhile (f, bundle, &m);
   g_assert_true (result->revoked);
   g_assert_null (result->renewed_certificate);
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpuint (end.revoked, ==, 1);
   g_assert_cmpint (end.in_flight, ==, 1000);
   g_assert_true (end.balanced);

@@ -6,67 +6,21 @@
 #include "issuer-test-util.h"
 #include "tally-keyfile.h"
 
-typedef struct
-{
-  char *tmp;
-  char *dir;
-  TallyIssuer *issuer;
-} Fixture;
+typedef TestIssuerFixture Fixture;
 
 static void
 fixture_setup (Fixture *f, gconstpointer data)
 {
-  g_autoptr (GError) error = NULL;
-  f->tmp = g_dir_make_tmp ("tally-issuer-test-XXXXXX", &error);
-  g_assert_no_error (error);
-  f->dir = g_build_filename (f->tmp, "issuer", NULL);
-  f->issuer = test_issuer_create (f->dir, "Test Bank", "EUR", TEST_NOW, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (f->issuer);
+  test_issuer_fixture_setup (f, "tally-issuer-test-XXXXXX");
 }
 
 static void
 fixture_teardown (Fixture *f, gconstpointer data)
 {
-  g_clear_pointer (&f->issuer, tally_issuer_free);
-  test_remove_tree (f->tmp);
-  g_free (f->dir);
-  g_free (f->tmp);
+  test_issuer_fixture_teardown (f);
 }
 
 /* --- helpers --- */
-
-static void
-open_account (Fixture *f, const char *name, gint64 deposit)
-{
-  g_autoptr (GError) error = NULL;
-  g_assert_true (tally_issuer_account_create (f->issuer, name, &error));
-  g_assert_no_error (error);
-  if (deposit > 0) {
-    g_assert_true (tally_issuer_deposit (f->issuer, name, deposit, &error));
-    g_assert_no_error (error);
-  }
-}
-
-static gint64
-balance_of (Fixture *f, const char *name)
-{
-  g_autoptr (GError) error = NULL;
-  gint64 balance = -1;
-  g_assert_true (tally_issuer_account_balance (f->issuer, name, &balance, &error));
-  g_assert_no_error (error);
-  return balance;
-}
-
-static TallyAudit
-audit_of (Fixture *f)
-{
-  g_autoptr (GError) error = NULL;
-  TallyAudit a;
-  g_assert_true (tally_issuer_audit (f->issuer, &a, &error));
-  g_assert_no_error (error);
-  return a;
-}
 
 static void
 assert_audit_equal (const TallyAudit *a, const TallyAudit *b)
@@ -83,16 +37,6 @@ assert_audit_equal (const TallyAudit *a, const TallyAudit *b)
   g_assert_cmpint (a->refused, ==, b->refused);
   g_assert_cmpint (a->identity, ==, b->identity);
   g_assert_cmpint (a->balanced, ==, b->balanced);
-}
-
-static GBytes *
-sell (Fixture *f, const TestRegister *reg, gint64 amount)
-{
-  g_autoptr (GError) error = NULL;
-  GBytes *v = tally_issuer_sell_voucher (f->issuer, reg->id, amount, TEST_NOW, &error);
-  g_assert_no_error (error);
-  g_assert_nonnull (v);
-  return v;
 }
 
 static Tally__RevocationList *
@@ -112,7 +56,7 @@ revocation_list_of (Fixture *f)
 static void
 assert_reconcile_fails (Fixture *f, GBytes *bundle, TallyError code)
 {
-  TallyAudit before = audit_of (f);
+  TallyAudit before = test_audit (f->issuer);
   g_autoptr (Tally__RevocationList) list_before = revocation_list_of (f);
 
   g_autoptr (GError) error = NULL;
@@ -125,7 +69,7 @@ assert_reconcile_fails (Fixture *f, GBytes *bundle, TallyError code)
   g_assert_null (result);
 
   /* Nothing of the refused bundle stays booked. */
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&before, &after);
   g_autoptr (Tally__RevocationList) list_after = revocation_list_of (f);
   g_assert_cmpuint (list_after->serial, ==, list_before->serial);
@@ -197,7 +141,7 @@ test_create_writes_key_and_self_signed_key_set (Fixture *f, gconstpointer data)
   g_assert_cmpuint (list->issued_at, ==, TEST_NOW);
   g_assert_cmpuint (list->n_revoked_register_ids, ==, 0);
 
-  TallyAudit a = audit_of (f);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpint (a.issued, ==, 0);
   g_assert_true (a.balanced);
 }
@@ -229,7 +173,7 @@ test_create_refuses_invalid_currency (Fixture *f, gconstpointer data)
 static void
 test_open_restores_keys_and_books (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 12345);
+  test_account_open (f->issuer, "alice", 12345);
   guint8 pk[TALLY_PUBLIC_KEY_BYTES];
   memcpy (pk, tally_issuer_get_public_key (f->issuer), sizeof pk);
   g_autoptr (GBytes) key_set = tally_issuer_get_key_set (f->issuer);
@@ -242,8 +186,8 @@ test_open_restores_keys_and_books (Fixture *f, gconstpointer data)
   g_assert_cmpstr (tally_issuer_get_currency (f->issuer), ==, "EUR");
   g_autoptr (GBytes) key_set2 = tally_issuer_get_key_set (f->issuer);
   g_assert_true (g_bytes_equal (key_set, key_set2));
-  g_assert_cmpint (balance_of (f, "alice"), ==, 12345);
-  TallyAudit a = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 12345);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpint (a.issued, ==, 12345);
 }
 
@@ -371,8 +315,8 @@ test_create_refuses_store_holding_another_issuer (Fixture *f, gconstpointer data
   g_assert_false (g_file_test (other_conf, G_FILE_TEST_EXISTS));
 
   /* The first issuer's books are untouched. */
-  open_account (f, "alice", 500);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 500);
+  test_account_open (f->issuer, "alice", 500);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 500);
 }
 
 /* --- accounts --- */
@@ -380,11 +324,11 @@ test_create_refuses_store_holding_another_issuer (Fixture *f, gconstpointer data
 static void
 test_account_refuses_duplicate_name (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 100);
+  test_account_open (f->issuer, "alice", 100);
   g_autoptr (GError) error = NULL;
   g_assert_false (tally_issuer_account_create (f->issuer, "alice", &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_EXISTS);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 100);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 100);
 }
 
 static void
@@ -397,7 +341,7 @@ test_account_refuses_unknown_account (Fixture *f, gconstpointer data)
   g_clear_error (&error);
   g_assert_false (tally_issuer_account_balance (f->issuer, "bob", &balance, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
-  TallyAudit a = audit_of (f);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpint (a.issued, ==, 0);
 }
 
@@ -415,28 +359,28 @@ test_account_refuses_empty_name (Fixture *f, gconstpointer data)
 static void
 test_deposit_refuses_non_positive_amount (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 500);
+  test_account_open (f->issuer, "alice", 500);
   const gint64 bad[] = { 0, -1, TALLY_AMOUNT_MAX + 1 };
   for (gsize i = 0; i < G_N_ELEMENTS (bad); i++) {
     g_autoptr (GError) error = NULL;
     g_assert_false (tally_issuer_deposit (f->issuer, "alice", bad[i], &error));
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_AMOUNT);
   }
-  g_assert_cmpint (balance_of (f, "alice"), ==, 500);
-  TallyAudit a = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 500);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpint (a.issued, ==, 500);
 }
 
 static void
 test_deposit_counts_as_issued (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 1000);
-  open_account (f, "bob", 250);
+  test_account_open (f->issuer, "alice", 1000);
+  test_account_open (f->issuer, "bob", 250);
   g_autoptr (GError) error = NULL;
   g_assert_true (tally_issuer_deposit (f->issuer, "alice", 1, &error));
   g_assert_no_error (error);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 1001);
-  TallyAudit a = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 1001);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpint (a.issued, ==, 1251);
   g_assert_cmpint (a.online, ==, 1251);
   g_assert_cmpint (a.offline, ==, 0);
@@ -448,7 +392,7 @@ test_deposit_counts_as_issued (Fixture *f, gconstpointer data)
 static void
 test_certify_issues_verifiable_certificate (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 0);
+  test_account_open (f->issuer, "alice", 0);
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
   g_autoptr (GError) error = NULL;
   g_autoptr (Tally__SignedEnvelope) env = test_envelope (reg->cert);
@@ -481,14 +425,14 @@ test_certify_issues_verifiable_certificate (Fixture *f, gconstpointer data)
   g_assert_cmpuint (cert2->serial, ==, 2);
   g_assert_cmpint (cert2->limits->max_payment, ==, 1000);
 
-  TallyAudit a = audit_of (f);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpuint (a.registers, ==, 1);
 }
 
 static void
 test_certify_refuses_invalid_limits (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 0);
+  test_account_open (f->issuer, "alice", 0);
   g_autoptr (TestRegister) reg = test_register_new_uncertified ();
   for (int i = 0; i < 6; i++) {
     Tally__Limits limits;
@@ -523,14 +467,14 @@ test_certify_refuses_invalid_limits (Fixture *f, gconstpointer data)
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
   g_assert_null (cert2);
 
-  TallyAudit a = audit_of (f);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpuint (a.registers, ==, 0);
 }
 
 static void
 test_certify_refuses_revoked_register (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 0);
+  test_account_open (f->issuer, "alice", 0);
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
   g_autoptr (GError) error = NULL;
   g_assert_true (tally_issuer_revoke (f->issuer, reg->id, TEST_NOW, &error));
@@ -547,8 +491,8 @@ test_certify_refuses_revoked_register (Fixture *f, gconstpointer data)
 static void
 test_certify_refuses_moving_register_to_another_account (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 0);
-  open_account (f, "mallory", 0);
+  test_account_open (f->issuer, "alice", 0);
+  test_account_open (f->issuer, "mallory", 0);
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
   Tally__Limits limits;
   test_default_limits (&limits);
@@ -572,7 +516,7 @@ decode_certificate (Fixture *f, const Tally__SignedEnvelope *env)
 static void
 test_certify_keeps_display_name_across_renewals (Fixture *f, gconstpointer data)
 {
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) reg = test_register_new_uncertified ();
   Tally__Limits limits;
   test_default_limits (&limits);
@@ -615,7 +559,7 @@ test_certify_refuses_invalid_display_name (Fixture *f, gconstpointer data)
     "Bob\u2028Bakery",                                                   /* line separator */
     "Bob \u202e yrekaB",                                                 /* bidi override */
   };
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) reg = test_register_new_uncertified ();
   Tally__Limits limits;
   test_default_limits (&limits);
@@ -626,7 +570,7 @@ test_certify_refuses_invalid_display_name (Fixture *f, gconstpointer data)
     g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INVALID_ARGUMENT);
     g_assert_null (cert);
   }
-  TallyAudit a = audit_of (f);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpuint (a.registers, ==, 0);
 
   /* Exactly 64 bytes is the longest name. */
@@ -643,29 +587,29 @@ test_certify_refuses_invalid_display_name (Fixture *f, gconstpointer data)
 static void
 test_voucher_refuses_overdraft (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 1000);
+  test_account_open (f->issuer, "alice", 1000);
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) v = tally_issuer_sell_voucher (f->issuer, reg->id, 1001, TEST_NOW, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_INSUFFICIENT_FUNDS);
   g_assert_null (v);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 1000);
-  TallyAudit a = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 1000);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpint (a.offline, ==, 0);
 
-  g_autoptr (GBytes) all = sell (f, reg, 1000);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 0);
+  g_autoptr (GBytes) all = test_sell_voucher (f->issuer, reg, 1000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 0);
 }
 
 static void
 test_voucher_debits_account_with_increasing_sequence (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
+  test_account_open (f->issuer, "alice", 10000);
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) other = test_register_new (f->issuer, "alice");
   const gint64 amounts[] = { 2000, 350, 1 };
   for (gsize i = 0; i < G_N_ELEMENTS (amounts); i++) {
-    g_autoptr (GBytes) bytes = sell (f, reg, amounts[i]);
+    g_autoptr (GBytes) bytes = test_sell_voucher (f->issuer, reg, amounts[i]);
     g_autoptr (Tally__SignedEnvelope) env = test_envelope (bytes);
     g_autoptr (GError) error = NULL;
     g_autoptr (Tally__LoadVoucher) v =
@@ -678,14 +622,14 @@ test_voucher_debits_account_with_increasing_sequence (Fixture *f, gconstpointer 
     g_assert_cmpuint (v->issued_at, ==, TEST_NOW);
   }
   /* Sequences are per register. */
-  g_autoptr (GBytes) first_other = sell (f, other, 5);
+  g_autoptr (GBytes) first_other = test_sell_voucher (f->issuer, other, 5);
   g_autoptr (Tally__SignedEnvelope) env = test_envelope (first_other);
   g_autoptr (Tally__LoadVoucher) v =
     tally_voucher_verify (env, tally_issuer_get_public_key (f->issuer), NULL);
   g_assert_cmpuint (v->sequence, ==, 1);
 
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 - 2351 - 5);
-  TallyAudit a = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 - 2351 - 5);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_cmpint (a.offline, ==, 2356);
   g_assert_cmpint (a.online + a.offline, ==, a.issued);
   g_assert_true (a.balanced);
@@ -694,7 +638,7 @@ test_voucher_debits_account_with_increasing_sequence (Fixture *f, gconstpointer 
 static void
 test_voucher_refuses_unknown_or_revoked_register (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 1000);
+  test_account_open (f->issuer, "alice", 1000);
   g_autoptr (TestRegister) stranger = test_register_new_uncertified ();
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) v = tally_issuer_sell_voucher (f->issuer, stranger->id, 10, TEST_NOW, &error);
@@ -708,13 +652,13 @@ test_voucher_refuses_unknown_or_revoked_register (Fixture *f, gconstpointer data
   g_autoptr (GBytes) v2 = tally_issuer_sell_voucher (f->issuer, reg->id, 10, TEST_NOW, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_REVOKED);
   g_assert_null (v2);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 1000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 1000);
 }
 
 static void
 test_voucher_refuses_invalid_amount_and_cap (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 100000);
+  test_account_open (f->issuer, "alice", 100000);
   g_autoptr (TestRegister) reg = test_register_new (f->issuer, "alice");
   g_autoptr (GError) error = NULL;
   g_autoptr (GBytes) v = tally_issuer_sell_voucher (f->issuer, reg->id, 0, TEST_NOW, &error);
@@ -725,7 +669,7 @@ test_voucher_refuses_invalid_amount_and_cap (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) v2 = tally_issuer_sell_voucher (f->issuer, reg->id, 50001, TEST_NOW, &error);
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_LIMIT_BALANCE);
   g_assert_null (v2);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 100000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 100000);
 }
 
 /* --- reconciliation --- */
@@ -733,11 +677,11 @@ test_voucher_refuses_invalid_amount_and_cap (Fixture *f, gconstpointer data)
 static void
 test_reconcile_matches_payer_and_payee_halves (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
 
   g_autoptr (GBytes) perm = test_permission (a, b, 1250);
   g_autoptr (GBytes) receipt = test_receipt (b, perm);
@@ -758,7 +702,7 @@ test_reconcile_matches_payer_and_payee_halves (Fixture *f, gconstpointer data)
   g_assert_cmpuint (ra->n_settled_received, ==, 0);
   g_assert_false (ra->revoked);
 
-  TallyAudit mid = audit_of (f);
+  TallyAudit mid = test_audit (f->issuer);
   g_assert_cmpint (mid.in_flight, ==, 1250);
   g_assert_cmpint (mid.offline, ==, 3000 - 1250);
   g_assert_true (mid.balanced);
@@ -776,7 +720,7 @@ test_reconcile_matches_payer_and_payee_halves (Fixture *f, gconstpointer data)
   g_assert_cmpuint (rb->n_settled_received, ==, 1);
   g_assert_true (list_contains_hash (rb->settled_received, rb->n_settled_received, perm));
 
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.in_flight, ==, 0);
   g_assert_cmpint (end.offline, ==, 3000);
   g_assert_cmpint (end.online, ==, 7000);
@@ -817,11 +761,11 @@ reconcile_when_both_ready (gpointer data)
 static void
 test_reconcile_books_payment_once_when_both_halves_race (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) perm = test_permission (a, b, 1250);
   g_autoptr (GBytes) receipt = test_receipt (b, perm);
   g_autoptr (TestBundle) ba = test_bundle_new (a);
@@ -859,7 +803,7 @@ test_reconcile_books_payment_once_when_both_halves_race (Fixture *f, gconstpoint
   g_assert_cmpuint (payer.report.spent_new + payee.report.received_new, ==, 1);
   g_assert_cmpuint (payer.report.duplicates + payee.report.duplicates, ==, 1);
 
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.in_flight, ==, 0);
   g_assert_cmpint (end.offline, ==, 3000);
   g_assert_cmpint (end.online, ==, 7000);
@@ -870,11 +814,11 @@ test_reconcile_books_payment_once_when_both_halves_race (Fixture *f, gconstpoint
 static void
 test_reconcile_settles_payment_with_payers_receipt (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 4000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 4000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   g_autoptr (GBytes) r1 = test_receipt (b, p1);
 
@@ -884,7 +828,7 @@ test_reconcile_settles_payment_with_payers_receipt (Fixture *f, gconstpointer da
   TallyReconcileReport report;
   g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
   g_assert_cmpuint (report.spent_new, ==, 1);
-  TallyAudit mid = audit_of (f);
+  TallyAudit mid = test_audit (f->issuer);
   g_assert_cmpint (mid.in_flight, ==, 0);
   g_assert_cmpint (mid.offline, ==, 4000);
   g_assert_true (mid.balanced);
@@ -897,18 +841,18 @@ test_reconcile_settles_payment_with_payers_receipt (Fixture *f, gconstpointer da
   g_assert_cmpuint (report.received_new, ==, 0);
   g_assert_cmpuint (report.duplicates, ==, 1);
   g_assert_true (list_contains_hash (rb->settled_received, rb->n_settled_received, p1));
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   assert_audit_equal (&mid, &end);
 }
 
 static void
 test_reconcile_ignores_receipt_that_does_not_verify (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 4000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 4000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   /* The payer cannot vouch for the payee by signing the receipt itself. */
   g_autoptr (GBytes) forged = test_sign_receipt (a->sk, p1, 1000);
@@ -919,7 +863,7 @@ test_reconcile_ignores_receipt_that_does_not_verify (Fixture *f, gconstpointer d
   TallyReconcileReport report;
   g_autoptr (Tally__ReconciliationResult) ra = test_reconcile (f->issuer, bundle_a, &report);
   g_assert_cmpuint (report.spent_new, ==, 1);
-  TallyAudit mid = audit_of (f);
+  TallyAudit mid = test_audit (f->issuer);
   g_assert_cmpint (mid.in_flight, ==, 1000);
   g_assert_cmpint (mid.offline, ==, 3000);
   g_assert_true (mid.balanced);
@@ -928,11 +872,11 @@ test_reconcile_ignores_receipt_that_does_not_verify (Fixture *f, gconstpointer d
 static void
 test_reconcile_is_idempotent (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 5000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 5000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 700);
   g_autoptr (GBytes) p2 = test_permission (a, b, 300);
   g_autoptr (GBytes) r2 = test_receipt (b, p2);
@@ -950,8 +894,8 @@ test_reconcile_is_idempotent (Fixture *f, gconstpointer data)
   g_assert_cmpuint (first.spent_new, ==, 2);
   g_assert_cmpuint (first.defunds, ==, 1);
   g_assert_cmpuint (first.duplicates, ==, 0);
-  TallyAudit after_first = audit_of (f);
-  gint64 alice_after_first = balance_of (f, "alice");
+  TallyAudit after_first = test_audit (f->issuer);
+  gint64 alice_after_first = test_balance (f->issuer, "alice");
   g_assert_cmpint (alice_after_first, ==, 5000 + 4000);
 
   g_autoptr (Tally__ReconciliationResult) r2res = test_reconcile (f->issuer, bundle, &second);
@@ -961,9 +905,9 @@ test_reconcile_is_idempotent (Fixture *f, gconstpointer data)
   g_assert_cmpuint (second.duplicates, ==, 3);
   g_assert_cmpuint (second.fraud_proofs, ==, 0);
   g_assert_cmpuint (r2res->settled_counter, ==, 3);
-  TallyAudit after_second = audit_of (f);
+  TallyAudit after_second = test_audit (f->issuer);
   assert_audit_equal (&after_first, &after_second);
-  g_assert_cmpint (balance_of (f, "alice"), ==, alice_after_first);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, alice_after_first);
   g_assert_true (after_second.balanced);
   g_assert_cmpint (after_second.in_flight, ==, 700);
 }
@@ -971,11 +915,11 @@ test_reconcile_is_idempotent (Fixture *f, gconstpointer data)
 static void
 test_reconcile_accepts_entries_out_of_order (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 5000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 5000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 100);
   g_autoptr (GBytes) p2 = test_permission (a, b, 200);
   g_autoptr (GBytes) p3 = test_permission (a, b, 300);
@@ -999,11 +943,11 @@ test_reconcile_accepts_entries_out_of_order (Fixture *f, gconstpointer data)
 static void
 test_reconcile_refuses_bundle_with_gap_below_highest_entry (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 5000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 5000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 100);
   g_autoptr (GBytes) p2 = test_permission (a, b, 200);
   g_autoptr (GBytes) p3 = test_permission (a, b, 300);
@@ -1034,13 +978,13 @@ test_reconcile_refuses_bundle_with_gap_below_highest_entry (Fixture *f, gconstpo
 static void
 test_reconcile_detects_counter_reuse_and_revokes (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) voucher = sell (f, a, 2000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 2000);
 
   /* Alice's register restored from a backup spends counter 1 twice. */
   guint8 genesis[TALLY_HASH_BYTES];
@@ -1094,7 +1038,7 @@ test_reconcile_detects_counter_reuse_and_revokes (Fixture *f, gconstpointer data
 
   /* Alice held 20.00 and spent 30.00: 10.00 exists that nothing backs.
    * Bob and Carol keep 15.00 each; Alice's register holds nothing more. */
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.fraud_exposure, ==, 1000);
   g_assert_cmpuint (audit.revoked, ==, 1);
   g_assert_cmpuint (audit.fraud_proofs, ==, 1);
@@ -1123,7 +1067,7 @@ test_reconcile_detects_counter_reuse_and_revokes (Fixture *f, gconstpointer data
   g_assert_cmpint (over->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN);
   g_assert_cmpint (over->deficit, ==, 1000);
   g_assert_cmpmem (over->register_id.data, over->register_id.len, a->id, TALLY_ID_BYTES);
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpuint (end.fraud_proofs, ==, 2);
   end.fraud_proofs = audit.fraud_proofs;
   assert_audit_equal (&audit, &end);
@@ -1132,11 +1076,11 @@ test_reconcile_detects_counter_reuse_and_revokes (Fixture *f, gconstpointer data
 static void
 test_reconcile_detects_counter_reuse_within_one_bundle (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 2000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 2000);
   guint8 genesis[TALLY_HASH_BYTES];
   tally_chain_genesis (a->id, genesis);
   g_autoptr (GBytes) p =
@@ -1157,7 +1101,7 @@ test_reconcile_detects_counter_reuse_within_one_bundle (Fixture *f, gconstpointe
   g_assert_null (res->renewed_certificate);
   g_assert_cmpuint (res->n_fraud_proofs, ==, 1);
 
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.in_flight, ==, 1700);
   g_assert_cmpint (audit.offline, ==, 300);
   g_assert_true (audit.balanced);
@@ -1166,11 +1110,11 @@ test_reconcile_detects_counter_reuse_within_one_bundle (Fixture *f, gconstpointe
 static void
 test_reconcile_detects_forked_chain (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
 
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   /* Counter 2 that does not extend entry 1: the chain was rewound. */
@@ -1199,7 +1143,7 @@ test_reconcile_detects_forked_chain (Fixture *f, gconstpointer data)
   g_assert_true (tally_revocation_list_contains (list, a->id));
   /* The rewound register spent 20.00 of the 30.00 it was sold: proven and
    * revoked, but no value exists beyond the evidence. */
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.fraud_exposure, ==, 0);
   g_assert_true (audit.balanced);
 }
@@ -1207,11 +1151,11 @@ test_reconcile_detects_forked_chain (Fixture *f, gconstpointer data)
 static void
 test_reconcile_detects_chain_not_starting_at_genesis (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   guint8 wrong[TALLY_HASH_BYTES];
   memset (wrong, 0x5a, sizeof wrong);
   g_autoptr (GBytes) p1 =
@@ -1233,11 +1177,11 @@ test_reconcile_detects_chain_not_starting_at_genesis (Fixture *f, gconstpointer 
 static void
 test_reconcile_detects_fork_reported_by_payee_first (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
 
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   guint8 wrong[TALLY_HASH_BYTES];
@@ -1264,19 +1208,19 @@ test_reconcile_detects_fork_reported_by_payee_first (Fixture *f, gconstpointer d
   g_assert_cmpint (fp->kind, ==, TALLY__FRAUD_KIND__FRAUD_KIND_CHAIN_FORK);
   g_assert_true (envelopes_equal (fp->first, p1));
   g_assert_true (envelopes_equal (fp->second, p2));
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.balanced);
 }
 
 static void
 test_reconcile_refuses_forged_bundle (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) mallory = test_register_new_uncertified ();
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
 
   /* A bundle in Alice's name signed by someone else. */
@@ -1327,7 +1271,7 @@ test_reconcile_refuses_malformed_bundle (Fixture *f, gconstpointer data)
 static void
 test_reconcile_refuses_received_entry_from_another_issuer (Fixture *f, gconstpointer data)
 {
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
 
   g_autoptr (GError) error = NULL;
@@ -1348,13 +1292,13 @@ test_reconcile_refuses_received_entry_from_another_issuer (Fixture *f, gconstpoi
 static void
 test_reconcile_refuses_received_entry_with_forged_parts (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
 
   /* A permission paying Carol cannot be cashed in by Bob. */
   g_autoptr (GBytes) to_carol = test_permission (a, c, 1000);
@@ -1398,11 +1342,11 @@ test_reconcile_refuses_received_entry_with_forged_parts (Fixture *f, gconstpoint
 static void
 test_reconcile_refused_bundle_books_nothing (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) good = test_permission (a, b, 1000);
   /* Signed by Alice's key but naming Bob as the payer. */
   g_autoptr (GBytes) bad =
@@ -1416,9 +1360,9 @@ test_reconcile_refused_bundle_books_nothing (Fixture *f, gconstpointer data)
 
   /* Received entries are booked after spent ones: a bad one at the end
    * undoes the good spent entry already booked in the same transaction. */
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) more = sell (f, a, 1000);
+  g_autoptr (GBytes) more = test_sell_voucher (f->issuer, a, 1000);
   g_autoptr (GBytes) b_to_c = test_permission (b, c, 100);
   g_autoptr (GBytes) c_receipt = test_receipt (c, b_to_c);
   g_autoptr (TestBundle) bad_tail = test_bundle_new (a);
@@ -1440,8 +1384,8 @@ test_reconcile_refused_bundle_books_nothing (Fixture *f, gconstpointer data)
 static void
 test_reconcile_refuses_entry_in_another_currency (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (GBytes) p =
@@ -1455,8 +1399,8 @@ test_reconcile_refuses_entry_in_another_currency (Fixture *f, gconstpointer data
 static void
 test_reconcile_refuses_entry_of_wrong_kind (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (GBytes) p = test_permission (a, b, 100);
@@ -1471,11 +1415,11 @@ test_reconcile_refuses_entry_of_wrong_kind (Fixture *f, gconstpointer data)
 static void
 test_reconcile_refuses_foreign_voucher (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 10000);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 10000);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) bobs = sell (f, b, 100);
+  g_autoptr (GBytes) bobs = test_sell_voucher (f->issuer, b, 100);
 
   g_autoptr (TestBundle) b1 = test_bundle_new (a);
   test_bundle_add_voucher (b1, bobs);
@@ -1505,7 +1449,7 @@ test_reconcile_refuses_foreign_voucher (Fixture *f, gconstpointer data)
 static void
 test_reconcile_renews_certificate (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
+  test_account_open (f->issuer, "alice", 10000);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestBundle) ba = test_bundle_new (a);
   g_autoptr (GBytes) bundle = test_bundle_sign (ba);
@@ -1546,11 +1490,11 @@ test_reconcile_renews_certificate (Fixture *f, gconstpointer data)
 static void
 test_reconcile_books_revoked_register_without_renewal (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 1000);
   g_autoptr (GBytes) r1 = test_receipt (b, p1);
   g_autoptr (GBytes) d2 = test_defund (a, 2000);
@@ -1571,9 +1515,9 @@ test_reconcile_books_revoked_register_without_renewal (Fixture *f, gconstpointer
   g_assert_true (res->revoked);
   g_assert_null (res->renewed_certificate);
   g_assert_cmpuint (res->settled_counter, ==, 2);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7000 + 2000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7000 + 2000);
 
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.offline, ==, 1000);
   g_assert_cmpint (audit.fraud_exposure, ==, 0);
   g_assert_true (audit.balanced);
@@ -1584,14 +1528,14 @@ test_reconcile_books_revoked_register_without_renewal (Fixture *f, gconstpointer
 static void
 test_audit_balances_after_payments_and_defund (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 20000);
-  open_account (f, "bob", 5000);
+  test_account_open (f->issuer, "alice", 20000);
+  test_account_open (f->issuer, "bob", 5000);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) va = sell (f, a, 10000);
-  g_autoptr (GBytes) vb = sell (f, b, 2000);
+  g_autoptr (GBytes) va = test_sell_voucher (f->issuer, a, 10000);
+  g_autoptr (GBytes) vb = test_sell_voucher (f->issuer, b, 2000);
 
-  TallyAudit start = audit_of (f);
+  TallyAudit start = test_audit (f->issuer);
   g_assert_cmpint (start.issued, ==, 25000);
   g_assert_cmpint (start.online, ==, 13000);
   g_assert_cmpint (start.offline, ==, 12000);
@@ -1620,11 +1564,11 @@ test_audit_balances_after_payments_and_defund (Fixture *f, gconstpointer data)
   g_assert_cmpuint (report.defunds, ==, 1);
   g_assert_cmpuint (ra->settled_counter, ==, 3);
 
-  TallyAudit mid = audit_of (f);
+  TallyAudit mid = test_audit (f->issuer);
   g_assert_cmpint (mid.in_flight, ==, 1500);
   g_assert_cmpint (mid.online, ==, 13000 + 6700);
   g_assert_true (mid.balanced);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 10000 + 6700);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 10000 + 6700);
 
   g_autoptr (TestBundle) bb = test_bundle_new (b);
   test_bundle_add_voucher (bb, vb);
@@ -1638,7 +1582,7 @@ test_audit_balances_after_payments_and_defund (Fixture *f, gconstpointer data)
   g_assert_cmpuint (report.duplicates, ==, 3);
   g_assert_cmpuint (rb->n_settled_received, ==, 2);
 
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.issued, ==, 25000);
   g_assert_cmpint (end.in_flight, ==, 0);
   g_assert_cmpint (end.online, ==, 19700);
@@ -1654,7 +1598,7 @@ test_audit_balances_after_payments_and_defund (Fixture *f, gconstpointer data)
 static void
 test_revoke_publishes_newer_list (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 0);
+  test_account_open (f->issuer, "alice", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "alice");
   g_autoptr (GError) error = NULL;
@@ -1683,7 +1627,7 @@ test_revoke_publishes_newer_list (Fixture *f, gconstpointer data)
   g_assert_false (tally_issuer_revoke (f->issuer, stranger->id, TEST_NOW, &error));
   g_assert_error (error, TALLY_ERROR, TALLY_ERROR_NOT_FOUND);
 
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpuint (audit.revoked, ==, 2);
 }
 
@@ -1720,9 +1664,9 @@ audit_row_of (GPtrArray *rows, const TestRegister *reg)
 static void
 test_evidence_defund_beyond_evidence_is_refused_and_proven (Fixture *f, gconstpointer data)
 {
-  open_account (f, "bob", 5000);
+  test_account_open (f->issuer, "bob", 5000);
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, b, 750);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, b, 750);
   g_autoptr (GBytes) d = test_defund (b, 100000000);
 
   g_autoptr (TestBundle) bb = test_bundle_new (b);
@@ -1733,7 +1677,7 @@ test_evidence_defund_beyond_evidence_is_refused_and_proven (Fixture *f, gconstpo
   g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
 
   /* Only the 7.50 the evidence backs reaches the account. */
-  g_assert_cmpint (balance_of (f, "bob"), ==, 5000 - 750 + 750);
+  g_assert_cmpint (test_balance (f->issuer, "bob"), ==, 5000 - 750 + 750);
   g_assert_cmpint (report.refused, ==, 100000000 - 750);
   g_assert_true (report.revoked);
   g_assert_true (res->revoked);
@@ -1747,7 +1691,7 @@ test_evidence_defund_beyond_evidence_is_refused_and_proven (Fixture *f, gconstpo
   g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
   g_assert_true (tally_revocation_list_contains (list, b->id));
 
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.identity);
   g_assert_cmpint (audit.online, ==, 5000);
   g_assert_cmpint (audit.offline, ==, 0);
@@ -1766,7 +1710,7 @@ test_evidence_defund_beyond_evidence_is_refused_and_proven (Fixture *f, gconstpo
   g_autoptr (Tally__ReconciliationResult) again = test_reconcile (f->issuer, bundle, &report);
   g_assert_cmpuint (report.fraud_proofs, ==, 0);
   g_assert_cmpint (report.refused, ==, 0);
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&audit, &after);
 }
 
@@ -1776,11 +1720,11 @@ test_evidence_defund_beyond_evidence_is_refused_and_proven (Fixture *f, gconstpo
 static void
 test_evidence_key_overspend_to_accomplice_is_exposure (Fixture *f, gconstpointer data)
 {
-  open_account (f, "mallory", 1000);
-  open_account (f, "accomplice", 0);
+  test_account_open (f->issuer, "mallory", 1000);
+  test_account_open (f->issuer, "accomplice", 0);
   g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
   g_autoptr (TestRegister) x = test_register_new (f->issuer, "accomplice");
-  g_autoptr (GBytes) voucher = sell (f, m, 1000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, m, 1000);
   g_autoptr (GBytes) p1 = test_permission (m, x, 900);
   g_autoptr (GBytes) p2 = test_permission (m, x, 900);
   g_autoptr (GBytes) r1 = test_receipt (x, p1);
@@ -1795,7 +1739,7 @@ test_evidence_key_overspend_to_accomplice_is_exposure (Fixture *f, gconstpointer
   g_assert_false (report.revoked);
   /* Until Mallory's own bundle is in, her 8.00 short may yet be backed by
    * payments she has not reported: awaiting, not exposure. */
-  TallyAudit waiting = audit_of (f);
+  TallyAudit waiting = test_audit (f->issuer);
   g_assert_true (waiting.identity);
   g_assert_cmpint (waiting.awaiting, ==, 800);
   g_assert_cmpint (waiting.fraud_exposure, ==, 0);
@@ -1812,7 +1756,7 @@ test_evidence_key_overspend_to_accomplice_is_exposure (Fixture *f, gconstpointer
     only_proof_of_kind (f, rm, TALLY__FRAUD_KIND__FRAUD_KIND_OVERDRAWN);
   g_assert_cmpint (fp->deficit, ==, 800);
 
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.identity);
   g_assert_cmpint (audit.fraud_exposure, ==, 800);
   g_assert_cmpint (audit.awaiting, ==, 0);
@@ -1832,9 +1776,9 @@ test_evidence_key_overspend_to_accomplice_is_exposure (Fixture *f, gconstpointer
 static void
 test_evidence_clones_cash_out_once (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 2000);
+  test_account_open (f->issuer, "alice", 2000);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
-  g_autoptr (GBytes) voucher = sell (f, a, 2000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 2000);
   guint64 counter = a->counter;
   guint8 head[TALLY_HASH_BYTES];
   memcpy (head, a->head, sizeof head);
@@ -1853,9 +1797,9 @@ test_evidence_clones_cash_out_once (Fixture *f, gconstpointer data)
     refused += report.refused;
     g_assert_cmpint (res->revoked, ==, k > 0);
   }
-  g_assert_cmpint (balance_of (f, "alice"), ==, 2000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 2000);
   g_assert_cmpint (refused, ==, 1999 + 1998);
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.identity);
   g_assert_cmpint (audit.fraud_exposure, ==, 0);
   g_assert_cmpint (audit.online, ==, audit.issued);
@@ -1866,13 +1810,13 @@ test_evidence_clones_cash_out_once (Fixture *f, gconstpointer data)
 static void
 test_evidence_honest_onward_spend_is_not_fraud (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 1000);
-  open_account (f, "bob", 0);
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "alice", 1000);
+  test_account_open (f->issuer, "bob", 0);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) voucher = sell (f, a, 1000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 1000);
   g_autoptr (GBytes) ab = test_permission (a, b, 600);
   g_autoptr (GBytes) rab = test_receipt (b, ab);
   g_autoptr (GBytes) bc = test_permission (b, c, 600);
@@ -1884,7 +1828,7 @@ test_evidence_honest_onward_spend_is_not_fraud (Fixture *f, gconstpointer data)
   g_autoptr (GBytes) bundle_c = test_bundle_sign (bcarol);
   TallyReconcileReport report;
   g_autoptr (Tally__ReconciliationResult) rc = test_reconcile (f->issuer, bundle_c, &report);
-  TallyAudit mid = audit_of (f);
+  TallyAudit mid = test_audit (f->issuer);
   g_assert_cmpint (mid.awaiting, ==, 600);
   g_assert_false (mid.balanced);
 
@@ -1900,8 +1844,8 @@ test_evidence_honest_onward_spend_is_not_fraud (Fixture *f, gconstpointer data)
   g_assert_true (rb->revoked);
 
   /* Without the stray defund the same history is clean. */
-  open_account (f, "dave", 0);
-  open_account (f, "erin", 0);
+  test_account_open (f->issuer, "dave", 0);
+  test_account_open (f->issuer, "erin", 0);
   g_autoptr (TestRegister) d = test_register_new (f->issuer, "dave");
   g_autoptr (TestRegister) e = test_register_new (f->issuer, "erin");
   g_autoptr (GBytes) ad = test_permission (a, d, 300);
@@ -1928,13 +1872,13 @@ test_evidence_honest_onward_spend_is_not_fraud (Fixture *f, gconstpointer data)
 static void
 test_evidence_bundle_judged_through_its_own_counter (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 1000);
-  open_account (f, "bob", 0);
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "alice", 1000);
+  test_account_open (f->issuer, "bob", 0);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) voucher = sell (f, a, 1000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 1000);
   g_autoptr (GBytes) ab = test_permission (a, b, 400);
   g_autoptr (GBytes) rab = test_receipt (b, ab);
   /* Bob's bundle is made now, at counter 0, listing only Alice's 4.00. */
@@ -1963,7 +1907,7 @@ test_evidence_bundle_judged_through_its_own_counter (Fixture *f, gconstpointer d
   g_autoptr (Tally__ReconciliationResult) r2 = test_reconcile (f->issuer, bundle_later, &report);
   g_assert_cmpuint (report.fraud_proofs, ==, 0);
   g_assert_false (r2->revoked);
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.identity);
   g_assert_cmpint (audit.awaiting, ==, 0);
 }
@@ -1974,11 +1918,11 @@ test_evidence_bundle_judged_through_its_own_counter (Fixture *f, gconstpointer d
 static void
 test_evidence_payment_over_limit_proves_payer_and_payee (Fixture *f, gconstpointer data)
 {
-  open_account (f, "mallory", 20000);
-  open_account (f, "accomplice", 0);
+  test_account_open (f->issuer, "mallory", 20000);
+  test_account_open (f->issuer, "accomplice", 0);
   g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
   g_autoptr (TestRegister) x = test_register_new (f->issuer, "accomplice");
-  g_autoptr (GBytes) voucher = sell (f, m, 20000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, m, 20000);
   /* Certified for at most 50.00 a payment. */
   g_autoptr (GBytes) big = test_permission (m, x, 5001);
   g_autoptr (GBytes) receipt = test_receipt (x, big);
@@ -1992,7 +1936,7 @@ test_evidence_payment_over_limit_proves_payer_and_payee (Fixture *f, gconstpoint
   g_autoptr (Tally__ReconciliationResult) res = test_reconcile (f->issuer, bundle, &report);
   g_assert_true (res->revoked);
   g_assert_cmpint (report.refused, ==, 5001);
-  g_assert_cmpint (balance_of (f, "accomplice"), ==, 0);
+  g_assert_cmpint (test_balance (f->issuer, "accomplice"), ==, 0);
 
   g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
   g_assert_true (tally_revocation_list_contains (list, m->id));
@@ -2003,7 +1947,7 @@ test_evidence_payment_over_limit_proves_payer_and_payee (Fixture *f, gconstpoint
   guint32 over = 1u << TALLY__FRAUD_KIND__FRAUD_KIND_OVER_LIMIT;
   g_assert_true (audit_row_of (rows, m)->proof_kinds & over);
   g_assert_true (audit_row_of (rows, x)->proof_kinds & over);
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.identity);
 
   /* Mallory's own bundle, the same payment again: no second proof. */
@@ -2019,11 +1963,11 @@ test_evidence_payment_over_limit_proves_payer_and_payee (Fixture *f, gconstpoint
 static void
 test_evidence_payment_over_limit_reported_by_payer_first (Fixture *f, gconstpointer data)
 {
-  open_account (f, "mallory", 20000);
-  open_account (f, "accomplice", 0);
+  test_account_open (f->issuer, "mallory", 20000);
+  test_account_open (f->issuer, "accomplice", 0);
   g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
   g_autoptr (TestRegister) x = test_register_new (f->issuer, "accomplice");
-  g_autoptr (GBytes) voucher = sell (f, m, 20000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, m, 20000);
   g_autoptr (GBytes) big = test_permission (m, x, 6000);
   g_autoptr (GBytes) receipt = test_receipt (x, big);
 
@@ -2047,7 +1991,7 @@ test_evidence_payment_over_limit_reported_by_payer_first (Fixture *f, gconstpoin
   g_assert_cmpmem (fp->register_id.data, fp->register_id.len, x->id, TALLY_ID_BYTES);
   g_assert_true (envelopes_equal (fp->first, receipt));
   g_assert_true (envelopes_equal (fp->second, big));
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.identity);
   g_assert_cmpint (audit.in_flight, ==, 0);
 }
@@ -2058,9 +2002,9 @@ test_evidence_payment_over_limit_reported_by_payer_first (Fixture *f, gconstpoin
 static void
 test_evidence_clone_defund_below_a_later_defund_is_refused (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 2000);
+  test_account_open (f->issuer, "alice", 2000);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
-  g_autoptr (GBytes) voucher = sell (f, a, 2000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 2000);
   guint8 genesis[TALLY_HASH_BYTES];
   memcpy (genesis, a->head, sizeof genesis);
   g_autoptr (GBytes) d1 = test_defund (a, 1000);
@@ -2076,7 +2020,7 @@ test_evidence_clone_defund_below_a_later_defund_is_refused (Fixture *f, gconstpo
   g_autoptr (GBytes) bundle1 = test_bundle_sign (first);
   TallyReconcileReport report;
   g_autoptr (Tally__ReconciliationResult) r1 = test_reconcile (f->issuer, bundle1, &report);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 2000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 2000);
 
   g_autoptr (TestBundle) second = test_bundle_new (a);
   test_bundle_add_spent (second, copy, NULL);
@@ -2084,8 +2028,8 @@ test_evidence_clone_defund_below_a_later_defund_is_refused (Fixture *f, gconstpo
   g_autoptr (Tally__ReconciliationResult) r2 = test_reconcile (f->issuer, bundle2, &report);
   g_assert_true (r2->revoked);
   g_assert_cmpint (report.refused, ==, 999);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 2000);
-  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 2000);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.identity);
   g_assert_cmpint (audit.online, ==, audit.issued);
 }
@@ -2095,9 +2039,9 @@ test_evidence_clone_defund_below_a_later_defund_is_refused (Fixture *f, gconstpo
 static void
 test_evidence_payment_to_oneself_is_refused (Fixture *f, gconstpointer data)
 {
-  open_account (f, "mallory", 2000);
+  test_account_open (f->issuer, "mallory", 2000);
   g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
-  g_autoptr (GBytes) voucher = sell (f, m, 2000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, m, 2000);
   g_autoptr (GBytes) self = test_permission (m, m, 1000);
   g_autoptr (GBytes) receipt = test_receipt (m, self);
 
@@ -2118,7 +2062,7 @@ test_evidence_payment_to_oneself_is_refused (Fixture *f, gconstpointer data)
 static void
 assert_balanced (Fixture *f)
 {
-  TallyAudit a = audit_of (f);
+  TallyAudit a = test_audit (f->issuer);
   g_assert_true (a.identity);
   g_assert_cmpint (a.online + a.offline + a.in_flight, ==, a.issued + a.fraud_exposure);
   g_assert_cmpint (a.balanced, ==, a.fraud_exposure == 0 && a.awaiting == 0);
@@ -2146,8 +2090,8 @@ empty_bundle_at (const TestRegister *reg, guint64 created_at)
 static void
 test_evidence_reclaim_beyond_evidence_is_refused (Fixture *f, gconstpointer data)
 {
-  open_account (f, "mallory", 0);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "mallory", 0);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) m = test_register_new (f->issuer, "mallory");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (GBytes) p = test_permission_expiring (m, b, 4000, TEST_NOW + 100);
@@ -2162,8 +2106,8 @@ test_evidence_reclaim_beyond_evidence_is_refused (Fixture *f, gconstpointer data
   g_assert_cmpuint (report.reclaimed, ==, 1);
   g_assert_cmpint (report.reclaimed_amount, ==, 0);
   g_assert_cmpint (report.refused, ==, 4000);
-  g_assert_cmpint (balance_of (f, "mallory"), ==, 0);
-  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "mallory"), ==, 0);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_true (audit.identity);
   g_assert_cmpint (audit.fraud_exposure, ==, 0);
   g_assert_cmpint (audit.in_flight, ==, 0);
@@ -2183,11 +2127,11 @@ reopen_issuer (Fixture *f)
 static void
 test_reclaim_returns_expired_permission_after_payee_reconciles (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p = test_permission_expiring (a, b, 1200, TEST_NOW + 100);
 
   /* Pay sent, lost: Alice reports a permission Bob never credited. */
@@ -2197,7 +2141,7 @@ test_reclaim_returns_expired_permission_after_payee_reconciles (Fixture *f, gcon
   g_assert_cmpuint (report.spent_new, ==, 1);
   g_assert_cmpuint (report.reclaimed, ==, 0);
   g_assert_cmpuint (ra->n_reclaimed, ==, 0);
-  TallyAudit mid = audit_of (f);
+  TallyAudit mid = test_audit (f->issuer);
   g_assert_cmpint (mid.in_flight, ==, 1200);
   g_assert_cmpint (mid.reclaimed, ==, 0);
   g_assert_true (mid.balanced);
@@ -2213,8 +2157,8 @@ test_reclaim_returns_expired_permission_after_payee_reconciles (Fixture *f, gcon
   g_assert_cmpuint (rb->n_reclaimed, ==, 0);
   g_assert_false (rb->revoked);
 
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7000 + 1200);
-  TallyAudit end = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7000 + 1200);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.in_flight, ==, 0);
   g_assert_cmpint (end.online, ==, 8200);
   g_assert_cmpint (end.offline, ==, 1800);
@@ -2232,18 +2176,18 @@ test_reclaim_returns_expired_permission_after_payee_reconciles (Fixture *f, gcon
   g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
   g_assert_true (list_contains_hash (ra2->reclaimed, ra2->n_reclaimed, p));
   g_assert_cmpuint (ra2->n_receipts, ==, 0);
-  TallyAudit after = audit_of (f);
+  TallyAudit after = test_audit (f->issuer);
   assert_audit_equal (&end, &after);
 }
 
 static void
 test_reclaim_waits_while_payee_has_not_reconciled_past_expiry (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p = test_permission_expiring (a, b, 500, TEST_NOW + 100);
   g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
   TallyReconcileReport report;
@@ -2255,8 +2199,8 @@ test_reclaim_waits_while_payee_has_not_reconciled_past_expiry (Fixture *f, gcons
   g_assert_cmpuint (report.reclaimed, ==, 0);
   g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
   g_assert_cmpuint (ra2->n_reclaimed, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7000);
-  TallyAudit waiting = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7000);
+  TallyAudit waiting = test_audit (f->issuer);
   g_assert_cmpint (waiting.in_flight, ==, 500);
   g_assert_cmpint (waiting.reclaimed, ==, 0);
   g_assert_true (waiting.balanced);
@@ -2266,7 +2210,7 @@ test_reclaim_waits_while_payee_has_not_reconciled_past_expiry (Fixture *f, gcons
   g_autoptr (Tally__ReconciliationResult) ra3 = test_reconcile (f->issuer, late_a, &report);
   g_assert_cmpuint (report.reclaimed, ==, 0);
   g_assert_cmpuint (ra3->n_reclaimed, ==, 0);
-  TallyAudit still = audit_of (f);
+  TallyAudit still = test_audit (f->issuer);
   assert_audit_equal (&waiting, &still);
 
   /* A refused bundle of Bob's does not move his horizon. */
@@ -2282,18 +2226,18 @@ test_reclaim_waits_while_payee_has_not_reconciled_past_expiry (Fixture *f, gcons
   g_autoptr (GBytes) past = empty_bundle_at (b, TEST_NOW + 100);
   g_autoptr (Tally__ReconciliationResult) rb3 = test_reconcile (f->issuer, past, &report);
   g_assert_cmpuint (report.reclaimed, ==, 1);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7500);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7500);
   assert_balanced (f);
 }
 
 static void
 test_reclaim_never_returns_permission_without_expiry (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p = test_permission_expiring (a, b, 700, 0);
 
   g_autoptr (GBytes) first_b = empty_bundle_at (b, TEST_NOW + 1000);
@@ -2308,21 +2252,21 @@ test_reclaim_never_returns_permission_without_expiry (Fixture *f, gconstpointer 
   g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
   g_assert_cmpuint (ra2->n_reclaimed, ==, 0);
 
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.in_flight, ==, 700);
   g_assert_cmpint (audit.reclaimed, ==, 0);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7000);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7000);
   g_assert_true (audit.balanced);
 }
 
 static void
 test_reclaim_is_idempotent_when_payer_lists_entry_again (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p = test_permission_expiring (a, b, 900, TEST_NOW + 100);
   g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
   TallyReconcileReport report;
@@ -2331,9 +2275,9 @@ test_reclaim_is_idempotent_when_payer_lists_entry_again (Fixture *f, gconstpoint
   g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
   g_assert_cmpuint (report.reclaimed, ==, 1);
 
-  TallyAudit reclaimed = audit_of (f);
+  TallyAudit reclaimed = test_audit (f->issuer);
   g_assert_cmpint (reclaimed.reclaimed, ==, 900);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7900);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7900);
 
   /* The same bundle again, a newer one listing it, Bob again and later,
    * and all of it after a restart: the credit happened once. */
@@ -2358,9 +2302,9 @@ test_reclaim_is_idempotent_when_payer_lists_entry_again (Fixture *f, gconstpoint
     }
     g_bytes_unref (bundles[1]);
     g_bytes_unref (bundles[3]);
-    TallyAudit now = audit_of (f);
+    TallyAudit now = test_audit (f->issuer);
     assert_audit_equal (&reclaimed, &now);
-    g_assert_cmpint (balance_of (f, "alice"), ==, 7900);
+    g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7900);
     reopen_issuer (f);
   }
 }
@@ -2368,11 +2312,11 @@ test_reclaim_is_idempotent_when_payer_lists_entry_again (Fixture *f, gconstpoint
 static void
 test_reclaim_books_when_payee_reconciled_first (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) expired = test_permission_expiring (a, b, 400, TEST_NOW + 100);
   g_autoptr (GBytes) open = test_permission_expiring (a, b, 600, TEST_NOW + 5000);
 
@@ -2394,8 +2338,8 @@ test_reclaim_books_when_payee_reconciled_first (Fixture *f, gconstpointer data)
   g_assert_true (list_contains_hash (ra->reclaimed, ra->n_reclaimed, expired));
   g_assert_false (list_contains_hash (ra->reclaimed, ra->n_reclaimed, open));
 
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7000 + 400);
-  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7000 + 400);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.in_flight, ==, 600);
   g_assert_cmpint (audit.offline, ==, 2000);
   g_assert_cmpint (audit.reclaimed, ==, 400);
@@ -2406,13 +2350,13 @@ test_reclaim_books_when_payee_reconciled_first (Fixture *f, gconstpointer data)
 static void
 test_reclaim_returns_only_the_reconciling_payees_permissions (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) to_bob = test_permission_expiring (a, b, 100, TEST_NOW + 100);
   g_autoptr (GBytes) to_carol = test_permission_expiring (a, c, 200, TEST_NOW + 100);
   GBytes *spent[] = { to_bob, to_carol };
@@ -2427,7 +2371,7 @@ test_reclaim_returns_only_the_reconciling_payees_permissions (Fixture *f, gconst
   g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
   g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
   g_assert_true (list_contains_hash (ra2->reclaimed, ra2->n_reclaimed, to_bob));
-  TallyAudit mid = audit_of (f);
+  TallyAudit mid = test_audit (f->issuer);
   g_assert_cmpint (mid.in_flight, ==, 200);
   g_assert_true (mid.balanced);
 
@@ -2437,8 +2381,8 @@ test_reclaim_returns_only_the_reconciling_payees_permissions (Fixture *f, gconst
   g_assert_cmpint (report.reclaimed_amount, ==, 200);
   g_autoptr (Tally__ReconciliationResult) ra3 = test_reconcile (f->issuer, bundle_a, &report);
   g_assert_cmpuint (ra3->n_reclaimed, ==, 2);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7300);
-  TallyAudit end = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7300);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.in_flight, ==, 0);
   g_assert_cmpint (end.reclaimed, ==, 300);
   g_assert_true (end.balanced);
@@ -2449,11 +2393,11 @@ test_reclaim_returns_only_the_reconciling_payees_permissions (Fixture *f, gconst
 static void
 test_receipts_returns_payee_receipt_to_payer_without_one (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p1 = test_permission (a, b, 300);
   g_autoptr (GBytes) r1 = test_receipt (b, p1);
   g_autoptr (GBytes) p2 = test_permission (a, b, 200);
@@ -2496,7 +2440,7 @@ test_receipts_returns_payee_receipt_to_payer_without_one (Fixture *f, gconstpoin
   g_autoptr (Tally__ReconciliationResult) ra3 = test_reconcile (f->issuer, third_a, &report);
   g_assert_cmpuint (ra3->n_receipts, ==, 0);
 
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.in_flight, ==, 100);
   g_assert_cmpint (audit.offline, ==, 2900);
   g_assert_true (audit.balanced);
@@ -2505,11 +2449,11 @@ test_receipts_returns_payee_receipt_to_payer_without_one (Fixture *f, gconstpoin
 static void
 test_receipts_returns_receipt_another_payer_bundle_carried (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) voucher = sell (f, a, 3000);
+  g_autoptr (GBytes) voucher = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p = test_permission (a, b, 300);
   g_autoptr (GBytes) r = test_receipt (b, p);
 
@@ -2590,13 +2534,13 @@ assert_late_receipt_proof (Fixture *f,
 static void
 test_fraud_late_receipt_after_reclaim_revokes_payee (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) va = sell (f, a, 3000);
+  g_autoptr (GBytes) va = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p = test_permission_expiring (a, b, 1000, TEST_NOW + 100);
   /* Bob credited p, then restored his register from a copy made before. */
   g_autoptr (GBytes) r = test_receipt (b, p);
@@ -2614,8 +2558,8 @@ test_fraud_late_receipt_after_reclaim_revokes_payee (Fixture *f, gconstpointer d
   g_autoptr (GBytes) evidence = test_bundle_sign (restored);
   g_autoptr (Tally__ReconciliationResult) rb1 = test_reconcile (f->issuer, evidence, &report);
   g_assert_cmpuint (report.reclaimed, ==, 1);
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7000 + 1000);
-  TallyAudit reclaimed = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7000 + 1000);
+  TallyAudit reclaimed = test_audit (f->issuer);
   g_assert_cmpint (reclaimed.offline, ==, 2000);
   g_assert_cmpint (reclaimed.in_flight, ==, 0);
   g_assert_true (reclaimed.balanced);
@@ -2645,8 +2589,8 @@ test_fraud_late_receipt_after_reclaim_revokes_payee (Fixture *f, gconstpointer d
   /* Not credited twice: Alice keeps the refund, Bob's view stays at what
    * the issuer knows he holds honestly, and the 10.00 he holds beyond it
    * is exposure. */
-  g_assert_cmpint (balance_of (f, "alice"), ==, 8000);
-  TallyAudit audit = audit_of (f);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 8000);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.offline, ==, reclaimed.offline + 1000);
   g_assert_cmpint (audit.online, ==, reclaimed.online);
   g_assert_cmpint (audit.in_flight, ==, 0);
@@ -2672,7 +2616,7 @@ test_fraud_late_receipt_after_reclaim_revokes_payee (Fixture *f, gconstpointer d
   g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
   g_assert_cmpuint (ra2->n_receipts, ==, 0);
   g_assert_false (ra2->revoked);
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   assert_audit_equal (&audit, &end);
 
   /* Carol, who has nothing to do with it, is not told. */
@@ -2684,11 +2628,11 @@ test_fraud_late_receipt_after_reclaim_revokes_payee (Fixture *f, gconstpointer d
 static void
 test_fraud_late_receipt_carried_by_payer_revokes_payee (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) va = sell (f, a, 3000);
+  g_autoptr (GBytes) va = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p = test_permission_expiring (a, b, 800, TEST_NOW + 100);
   g_autoptr (GBytes) r = test_receipt (b, p);
 
@@ -2718,9 +2662,9 @@ test_fraud_late_receipt_carried_by_payer_revokes_payee (Fixture *f, gconstpointe
   g_autoptr (Tally__RevocationList) list = revocation_list_of (f);
   g_assert_true (tally_revocation_list_contains (list, b->id));
   g_assert_false (tally_revocation_list_contains (list, a->id));
-  g_assert_cmpint (balance_of (f, "alice"), ==, 7800);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 7800);
   /* Bob's register holds the 8.00 beyond the issuer's view: exposure. */
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.fraud_exposure, ==, 800);
   g_assert_cmpint (audit.offline, ==, 3000);
   g_assert_cmpint (audit.in_flight, ==, 0);
@@ -2736,18 +2680,18 @@ test_fraud_late_receipt_carried_by_payer_revokes_payee (Fixture *f, gconstpointe
   g_assert_cmpuint (report.fraud_proofs, ==, 0);
   g_assert_true (rb2->revoked);
   g_assert_cmpuint (rb2->n_fraud_proofs, ==, 1);
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   assert_audit_equal (&audit, &end);
 }
 
 static void
 test_fraud_late_receipt_proof_holds_bundle_that_set_horizon (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
-  g_autoptr (GBytes) va = sell (f, a, 3000);
+  g_autoptr (GBytes) va = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) p = test_permission_expiring (a, b, 500, TEST_NOW + 100);
   g_autoptr (GBytes) r = test_receipt (b, p);
   g_autoptr (GBytes) bundle_a = spent_bundle_at (a, TEST_NOW, &p, 1);
@@ -2778,13 +2722,13 @@ test_fraud_late_receipt_proof_holds_bundle_that_set_horizon (Fixture *f, gconstp
 static void
 test_fraud_late_receipt_for_permission_never_booked_revokes_payee (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 10000);
-  open_account (f, "bob", 0);
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "alice", 10000);
+  test_account_open (f->issuer, "bob", 0);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) va = sell (f, a, 3000);
+  g_autoptr (GBytes) va = test_sell_voucher (f->issuer, a, 3000);
   g_autoptr (GBytes) to_carol = test_permission_expiring (a, c, 400, TEST_NOW + 100);
   g_autoptr (GBytes) to_carol_r = test_receipt (c, to_carol);
   g_autoptr (GBytes) to_bob = test_permission_expiring (a, b, 600, TEST_NOW + 100);
@@ -2822,7 +2766,7 @@ test_fraud_late_receipt_for_permission_never_booked_revokes_payee (Fixture *f, g
   g_assert_false (tally_revocation_list_contains (list, c->id));
 
   /* Nothing was given back, so the payment books as paid: no exposure. */
-  TallyAudit audit = audit_of (f);
+  TallyAudit audit = test_audit (f->issuer);
   g_assert_cmpint (audit.offline, ==, 3000);
   g_assert_cmpint (audit.in_flight, ==, 0);
   g_assert_cmpint (audit.reclaimed, ==, 0);
@@ -2839,7 +2783,7 @@ test_fraud_late_receipt_for_permission_never_booked_revokes_payee (Fixture *f, g
   g_assert_cmpuint (ra->n_receipts, ==, 2);
   g_assert_true (envelopes_equal (ra->receipts[0], to_carol_r));
   g_assert_true (envelopes_equal (ra->receipts[1], to_bob_r));
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   assert_audit_equal (&audit, &end);
 }
 
@@ -2848,14 +2792,14 @@ test_fraud_late_receipt_for_permission_never_booked_revokes_payee (Fixture *f, g
 static void
 test_audit_balances_after_reclaim (Fixture *f, gconstpointer data)
 {
-  open_account (f, "alice", 20000);
-  open_account (f, "bob", 5000);
-  open_account (f, "carol", 0);
+  test_account_open (f->issuer, "alice", 20000);
+  test_account_open (f->issuer, "bob", 5000);
+  test_account_open (f->issuer, "carol", 0);
   g_autoptr (TestRegister) a = test_register_new (f->issuer, "alice");
   g_autoptr (TestRegister) b = test_register_new (f->issuer, "bob");
   g_autoptr (TestRegister) c = test_register_new (f->issuer, "carol");
-  g_autoptr (GBytes) va = sell (f, a, 10000);
-  g_autoptr (GBytes) vb = sell (f, b, 2000);
+  g_autoptr (GBytes) va = test_sell_voucher (f->issuer, a, 10000);
+  g_autoptr (GBytes) vb = test_sell_voucher (f->issuer, b, 2000);
 
   /* Alice pays Bob (acknowledged), pays Carol twice (both lost; one will
    * expire before Carol reconciles, one not), Bob pays Carol (acknowledged
@@ -2885,7 +2829,7 @@ test_audit_balances_after_reclaim (Fixture *f, gconstpointer data)
   test_bundle_add_received (bb, a->cert, a_b, a_b_r);
   g_autoptr (GBytes) bundle_b = test_bundle_sign (bb);
   g_autoptr (Tally__ReconciliationResult) rb = test_reconcile (f->issuer, bundle_b, &report);
-  TallyAudit mid = audit_of (f);
+  TallyAudit mid = test_audit (f->issuer);
   g_assert_cmpint (mid.in_flight, ==, 2500 + 700 + 300);
   g_assert_true (mid.balanced);
 
@@ -2898,10 +2842,10 @@ test_audit_balances_after_reclaim (Fixture *f, gconstpointer data)
   g_assert_cmpint (report.reclaimed_amount, ==, 2500);
   g_assert_true (list_contains_hash (rc->settled_received, rc->n_settled_received, b_c));
 
-  TallyAudit end = audit_of (f);
+  TallyAudit end = test_audit (f->issuer);
   g_assert_cmpint (end.issued, ==, 25000);
   /* Alice's account: 10000 left + 5300 defund + 2500 reclaimed. */
-  g_assert_cmpint (balance_of (f, "alice"), ==, 17800);
+  g_assert_cmpint (test_balance (f->issuer, "alice"), ==, 17800);
   g_assert_cmpint (end.online, ==, 17800 + 3000);
   /* Bob 2000 + 1500 - 300, Carol 300, Alice nothing. */
   g_assert_cmpint (end.offline, ==, 3200 + 300);
@@ -2919,7 +2863,7 @@ test_audit_balances_after_reclaim (Fixture *f, gconstpointer data)
   g_autoptr (Tally__ReconciliationResult) ra2 = test_reconcile (f->issuer, bundle_a, &report);
   g_assert_cmpuint (ra2->n_reclaimed, ==, 1);
   g_assert_true (list_contains_hash (ra2->reclaimed, ra2->n_reclaimed, a_c1));
-  TallyAudit again = audit_of (f);
+  TallyAudit again = test_audit (f->issuer);
   assert_audit_equal (&end, &again);
 }
 
