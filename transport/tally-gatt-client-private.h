@@ -15,6 +15,10 @@ G_BEGIN_DECLS
 /* A payee that took another payer stops advertising: rather than wait on
  * a connection that may not come, look again. */
 #define CONNECT_TIMEOUT_MS    10000
+/* The first fragment's Write Request and the AcquireWrite after it:
+ * bounded below BlueZ's 30 s ATT timeout, so a stall that never
+ * answers costs the payer 10 s, not GDBus's default 25 s. */
+#define FIRST_WRITE_TIMEOUT_MS 10000
 #define RESOLVE_TIMEOUT_S     20
 /* BlueZ busy: the same step again after ASK_AGAIN_MS, at most this often
  * in one attempt. */

@@ -63,7 +63,7 @@ write_value (ClientConn *conn,
     conn->bus, BLUEZ, conn->rx_path, GATT_CHRC_IFACE, "WriteValue",
     g_variant_new ("(@aya{sv})", g_variant_new_fixed_array (G_VARIANT_TYPE_BYTE, data, len, 1),
                    &options),
-    NULL, G_DBUS_CALL_FLAGS_NONE, -1, conn->calls, done, user_data);
+    NULL, G_DBUS_CALL_FLAGS_NONE, FIRST_WRITE_TIMEOUT_MS, conn->calls, done, user_data);
 }
 
 static void
@@ -99,9 +99,12 @@ write_request_done (GObject *source, GAsyncResult *result, gpointer user_data)
   }
   if (gatt_client_is_cancelled (error))
     return;
+  /* Our own bluetoothd may refuse too ("Not connected", a timeout): the
+   * D-Bus error names which. */
+  g_autofree char *name = g_dbus_error_get_remote_error (error);
   g_dbus_error_strip_remote_error (error);
-  why =
-    g_strdup_printf ("the payee refused the first fragment (Write Request): %s", error->message);
+  why = g_strdup_printf ("the first fragment (Write Request) failed: %s%s%s", error->message,
+                         name ? ": " : "", name ? name : "");
   tally_gatt_link_lost (conn->link, why);
 }
 

@@ -1301,7 +1301,7 @@ test_client_first_fragment_refused_fails_the_link (Fixture *f, gconstpointer dat
                                               "Operation failed with ATT error: 0x03");
   FAKE_RUN_UNTIL (f->fake, f->payer->closed);
   g_assert_error (f->payer->error, TALLY_ERROR, TALLY_ERROR_DISCONNECTED);
-  g_assert_nonnull (strstr (f->payer->error->message, "refused the first fragment"));
+  g_assert_nonnull (strstr (f->payer->error->message, "first fragment (Write Request) failed"));
   g_assert_nonnull (strstr (f->payer->error->message, "ATT error: 0x03"));
   disconnect = fake_bluez_expect_reply (f->fake, DEV, FAKE_DEVICE_IFACE, "Disconnect", NULL);
   close (notify_fd);
