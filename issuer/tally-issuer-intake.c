@@ -155,14 +155,16 @@ count_receipt (Reconcile *rc,
   g_info ("receipt for entry %s not counted: %s", hex, local->message);
 }
 
-/* A payee this issuer has not certified yet may be certified before the
- * lock is taken: its receipt is looked at again under it
- * (recheck_receipt). */
+/* Counts @receipt when its payee is certified (count_receipt).  A payee
+ * this issuer has not certified yet may be certified before the lock is
+ * taken: before it (@defer) the receipt is kept for recheck_receipt ();
+ * under it, it is not counted. */
 static gboolean
-verify_carried_receipt (Reconcile *rc,
-                        const Tally__SignedEnvelope *receipt,
-                        Booking *b,
-                        GError **error)
+look_at_receipt (Reconcile *rc,
+                 const Tally__SignedEnvelope *receipt,
+                 Booking *b,
+                 gboolean defer,
+                 GError **error)
 {
   guint8 payee_key[TALLY_PUBLIC_KEY_BYTES];
   g_autoptr (GError) local = NULL;
@@ -174,7 +176,12 @@ verify_carried_receipt (Reconcile *rc,
     g_propagate_error (error, g_steal_pointer (&local));
     return FALSE;
   }
-  b->unchecked_receipt = receipt;
+  if (defer) {
+    b->unchecked_receipt = receipt;
+    return TRUE;
+  }
+  g_autofree char *hex = tally_issuer_short_hex (b->hash);
+  g_info ("receipt for entry %s not counted: %s", hex, local->message);
   return TRUE;
 }
 
@@ -182,19 +189,7 @@ verify_carried_receipt (Reconcile *rc,
 static gboolean
 recheck_receipt (Reconcile *rc, Booking *b, GError **error)
 {
-  guint8 payee_key[TALLY_PUBLIC_KEY_BYTES];
-  g_autoptr (GError) local = NULL;
-  if (tally_issuer_store_register_key (rc->issuer->store, b->payee, payee_key, &local)) {
-    count_receipt (rc, b->unchecked_receipt, payee_key, b);
-    return TRUE;
-  }
-  if (!tally_issuer_is_not_found (local)) {
-    g_propagate_error (error, g_steal_pointer (&local));
-    return FALSE;
-  }
-  g_autofree char *hex = tally_issuer_short_hex (b->hash);
-  g_info ("receipt for entry %s not counted: %s", hex, local->message);
-  return TRUE;
+  return look_at_receipt (rc, b->unchecked_receipt, b, FALSE, error);
 }
 
 static gboolean
@@ -227,7 +222,7 @@ verify_spent (Reconcile *rc, const Tally__SpentEntry *spent, Booking *b, GError 
     return FALSE;
   }
   if (b->kind == TALLY_ISSUER_ENTRY_PERMISSION && spent->receipt != NULL)
-    return verify_carried_receipt (rc, spent->receipt, b, error);
+    return look_at_receipt (rc, spent->receipt, b, TRUE, error);
   return TRUE;
 }
 
